@@ -1,0 +1,2 @@
+//! The CSIP-AUS client engine: discovery, registration, polling, DER reports,
+//! metering mirror, responses. One file per 2030.5 function set.

@@ -1,0 +1,1 @@
+//! Certificates and keys: load PEM identity, LFDI/SFDI, key and CSR generation, expiry.

@@ -1,0 +1,2 @@
+//! Wires the tasks together on one smol `LocalExecutor`; the only module that knows
+//! all the others.

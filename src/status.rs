@@ -1,0 +1,1 @@
+//! Status snapshot, HTTP JSON + Prometheus metrics server, CLI rendering, rpcd plugin.

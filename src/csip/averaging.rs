@@ -259,6 +259,10 @@ impl<T> Outbox<T> {
         self.queue.front()
     }
 
+    pub fn front_mut(&mut self) -> Option<&mut T> {
+        self.queue.front_mut()
+    }
+
     /// Removes the oldest item (after the server accepted it).
     pub fn pop(&mut self) -> Option<T> {
         self.queue.pop_front()

@@ -113,6 +113,14 @@ impl Poller {
         }
     }
 
+    /// Makes `href` due at `now_ms` (e.g. re-read the MirrorUsagePointList right after
+    /// creating a usage point).
+    pub fn poll_soon(&mut self, href: &str, now_ms: u64) {
+        if let Some(entry) = self.entries.get_mut(href) {
+            entry.next_due_ms = entry.next_due_ms.min(now_ms);
+        }
+    }
+
     /// Stops tracking `href` (the server no longer links to it).
     pub fn untrack(&mut self, href: &str) {
         self.entries.remove(href);

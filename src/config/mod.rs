@@ -136,3 +136,6 @@ pub fn cli_check_config(args: &[String]) -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

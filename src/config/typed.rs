@@ -1373,13 +1373,13 @@ fn read_tariff(checker: &mut Checker<'_>, section: &Section) -> Option<TariffWin
             },
         }
     };
-    let start_min = time(&mut r, "start");
+    let mut start_min = time(&mut r, "start");
     let end_min = time(&mut r, "end");
     if start_min == Some(24 * 60) {
         let pos = r.pos_of("start");
         r.checker
             .error(pos, "option 'start' cannot be 24:00; use 00:00".to_string());
-        ok = false;
+        start_min = None;
     }
     if let (Some(s), Some(e)) = (start_min, end_min) {
         if s == e {

@@ -57,6 +57,7 @@ impl fmt::Display for SourceLocation {
 /// Log verbosity (`log_level`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {
+    Off,
     Error,
     Warn,
     Info,
@@ -68,6 +69,7 @@ impl LogLevel {
     /// The matching `log` filter.
     pub fn to_filter(self) -> log::LevelFilter {
         match self {
+            LogLevel::Off => log::LevelFilter::Off,
             LogLevel::Error => log::LevelFilter::Error,
             LogLevel::Warn => log::LevelFilter::Warn,
             LogLevel::Info => log::LevelFilter::Info,
@@ -960,6 +962,7 @@ fn read_main(
         .choice(
             "log_level",
             &[
+                ("off", LogLevel::Off),
                 ("error", LogLevel::Error),
                 ("warn", LogLevel::Warn),
                 ("warning", LogLevel::Warn),

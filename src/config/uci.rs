@@ -3,6 +3,11 @@
 //! literal, double quotes take backslash escapes, adjacent quoted and unquoted parts of
 //! one word concatenate (`'it'\''s'`), quoted values may span lines, `#` starts a comment
 //! outside quotes, `;` ends a statement, and a backslash at the end of a line continues it.
+//! Also as in libuci: keywords may be written as their first letter (`c`, `o`, ...) but
+//! not quoted; `config TYPE ''` is anonymous; `option NAME ''` (or no value) deletes the
+//! option; a repeated `option` replaces the value and `list` appends; a repeated named
+//! section of the same type reopens the first. Section types may hold any printable
+//! character except spaces; section and option names only `[A-Za-z0-9_]`.
 //!
 //! Pure: [`parse`] takes the text and the file name used in messages. Every value keeps
 //! its line and column so later checks can point at it.
@@ -134,6 +139,8 @@ impl std::error::Error for ParseError {}
 struct Word {
     text: String,
     pos: Pos,
+    /// Written without quotes or backslashes (only such a word can be a keyword).
+    plain: bool,
 }
 
 struct Lexer<'a> {
@@ -245,6 +252,7 @@ impl Lexer<'_> {
 
     fn word(&mut self) -> Result<Word, ParseError> {
         let pos = self.pos();
+        let start = self.i;
         let mut text = String::new();
         while let Some(c) = self.peek() {
             match c {
@@ -304,7 +312,10 @@ impl Lexer<'_> {
                 }
             }
         }
-        Ok(Word { text, pos })
+        let plain = self.chars[start..self.i]
+            .iter()
+            .all(|c| !matches!(c, '\'' | '"' | '\\'));
+        Ok(Word { text, pos, plain })
     }
 }
 
@@ -314,6 +325,21 @@ fn valid_name(name: &str, allow_dash: bool) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || (allow_dash && c == '-'))
+}
+
+/// Section types: like libuci, any printable ASCII without spaces.
+fn valid_type(section_type: &str) -> bool {
+    !section_type.is_empty() && section_type.chars().all(|c| c.is_ascii_graphic())
+}
+
+/// The statement a keyword starts; libuci also takes the first letter alone.
+fn statement_kind(word: &Word) -> Option<&'static str> {
+    if !word.plain {
+        return None;
+    }
+    ["package", "config", "option", "list"]
+        .into_iter()
+        .find(|k| word.text == *k || (word.text.len() == 1 && k.starts_with(&word.text)))
 }
 
 /// Parses UCI text. `file` names the source in error messages.
@@ -348,8 +374,8 @@ pub fn parse(text: &str, file: &str) -> Result<UciFile, ParseError> {
                 None => Ok(()),
             }
         };
-        match keyword.text.as_str() {
-            "package" => {
+        match statement_kind(keyword) {
+            Some("package") => {
                 let Some(name) = words.get(1) else {
                     return Err(err(
                         keyword.pos,
@@ -381,23 +407,25 @@ pub fn parse(text: &str, file: &str) -> Result<UciFile, ParseError> {
                     pos: name.pos,
                 });
             }
-            "config" => {
+            Some("config") => {
                 let Some(section_type) = words.get(1) else {
                     return Err(err(
                         keyword.pos,
                         "expected a section type after 'config'".to_string(),
                     ));
                 };
-                if !valid_name(&section_type.text, false) {
+                if !valid_type(&section_type.text) {
                     return Err(err(
                         section_type.pos,
                         format!(
-                            "invalid section type '{}'; expected letters, digits and '_'",
+                            "invalid section type '{}'; expected printable characters without \
+                             spaces",
                             section_type.text
                         ),
                     ));
                 }
-                let name = words.get(2);
+                // An empty name (`config device ''`) makes an anonymous section, as in libuci.
+                let name = words.get(2).filter(|name| !name.text.is_empty());
                 if let Some(name) = name {
                     if !valid_name(&name.text, false) {
                         return Err(err(
@@ -445,8 +473,7 @@ pub fn parse(text: &str, file: &str) -> Result<UciFile, ParseError> {
                     current = Some(out.sections.len() - 1);
                 }
             }
-            "option" | "list" => {
-                let what = keyword.text.as_str();
+            Some(what @ ("option" | "list")) => {
                 let Some(index) = current else {
                     return Err(err(
                         keyword.pos,
@@ -470,19 +497,17 @@ pub fn parse(text: &str, file: &str) -> Result<UciFile, ParseError> {
                         ),
                     ));
                 }
-                let Some(value) = words.get(2) else {
-                    return Err(err(
-                        name.pos,
-                        format!(
-                            "expected a value after '{what} {}' (write '' for an empty value)",
-                            name.text
-                        ),
-                    ));
-                };
                 extra(&format!("the value of '{}'", name.text), 3)?;
-                let value = Value {
-                    text: value.text.clone(),
-                    pos: value.pos,
+                // A missing value is an empty one (libuci does the same).
+                let value = match words.get(2) {
+                    Some(value) => Value {
+                        text: value.text.clone(),
+                        pos: value.pos,
+                    },
+                    None => Value {
+                        text: String::new(),
+                        pos: name.pos,
+                    },
                 };
                 let kind = if what == "list" {
                     OptionKind::List
@@ -490,6 +515,11 @@ pub fn parse(text: &str, file: &str) -> Result<UciFile, ParseError> {
                     OptionKind::Option
                 };
                 let section = &mut out.sections[index];
+                // libuci: setting an option to an empty value deletes it.
+                if kind == OptionKind::Option && value.text.is_empty() {
+                    section.options.retain(|o| o.name != name.text);
+                    continue;
+                }
                 match section.options.iter_mut().find(|o| o.name == name.text) {
                     // A `list` line adds to what is there (turning an option into a list).
                     Some(existing) if kind == OptionKind::List => {
@@ -513,12 +543,13 @@ pub fn parse(text: &str, file: &str) -> Result<UciFile, ParseError> {
                     }),
                 }
             }
-            other => {
+            _ => {
                 return Err(err(
                     keyword.pos,
                     format!(
-                        "unknown keyword '{other}'; expected 'package', 'config', 'option' or \
-                         'list'"
+                        "unknown keyword '{}'; expected 'package', 'config', 'option' or 'list' \
+                         (unquoted)",
+                        keyword.text
                     ),
                 ));
             }
@@ -672,17 +703,53 @@ option v "say \"hi\" \\ \$x 'q' #no ;no"
     }
 
     #[test]
-    fn empty_values_crlf_and_no_final_newline() {
-        let f = ok("config a b\r\noption e ''\r\noption f \"\"\r\noption g last");
-        assert_eq!(value(&f, "b", "e"), "");
-        assert_eq!(value(&f, "b", "f"), "");
+    fn crlf_and_no_final_newline() {
+        let f = ok("config a b\r\noption f x\r\noption g last");
+        assert_eq!(value(&f, "b", "f"), "x");
         assert_eq!(value(&f, "b", "g"), "last");
     }
 
     #[test]
-    fn quoted_keywords_and_names() {
-        let f = ok("'config' \"device\" 'inv1'\n'option' 'role' 'inverter'\n");
+    fn empty_option_value_deletes_the_option() {
+        // libuci: `option x ''` (or no value at all) removes x; a list keeps empty items.
+        let f =
+            ok("config a b\noption e 1\noption e ''\noption f \"\"\noption g\nlist l\nlist l ''\n");
+        let s = &f.sections[0];
+        assert!(s.get("e").is_none());
+        assert!(s.get("f").is_none());
+        assert!(s.get("g").is_none());
+        let l = s.get("l").unwrap();
+        assert_eq!(l.values.len(), 2);
+        assert_eq!(l.values[0].text, "");
+        assert_eq!(l.values[0].pos, Pos { line: 6, col: 6 });
+    }
+
+    #[test]
+    fn quoted_names_and_values() {
+        let f = ok("config \"device\" 'inv1'\noption 'role' \"inverter\"\n");
+        assert_eq!(f.sections[0].section_type, "device");
         assert_eq!(value(&f, "inv1", "role"), "inverter");
+    }
+
+    #[test]
+    fn one_letter_keywords() {
+        let f = ok("p csipd\nc device inv1\no role inverter\nl days mon\n");
+        assert_eq!(f.package.as_ref().unwrap().text, "csipd");
+        assert_eq!(value(&f, "inv1", "role"), "inverter");
+        assert_eq!(value(&f, "inv1", "days"), "mon");
+    }
+
+    #[test]
+    fn empty_section_name_is_anonymous() {
+        let f = ok("config device ''\noption role meter\n");
+        assert_eq!(f.sections[0].name, None);
+        assert_eq!(value(&f, "@device[0]", "role"), "meter");
+    }
+
+    #[test]
+    fn section_types_may_use_punctuation() {
+        let f = ok("config dev-ice.x\n");
+        assert_eq!(f.sections[0].section_type, "dev-ice.x");
     }
 
     #[test]
@@ -730,8 +797,8 @@ option v "say \"hi\" \\ \$x 'q' #no ;no"
             "t:1:15: invalid section name 'inv-1'; expected letters, digits and '_'"
         );
         assert_eq!(
-            err("config device ''\n"),
-            "t:1:15: invalid section name ''; expected letters, digits and '_'"
+            err("config device inv.1\n"),
+            "t:1:15: invalid section name 'inv.1'; expected letters, digits and '_'"
         );
     }
 
@@ -739,7 +806,7 @@ option v "say \"hi\" \\ \$x 'q' #no ;no"
     fn error_bad_section_type() {
         assert_eq!(
             err("config 'dev ice'\n"),
-            "t:1:8: invalid section type 'dev ice'; expected letters, digits and '_'"
+            "t:1:8: invalid section type 'dev ice'; expected printable characters without spaces"
         );
     }
 
@@ -772,14 +839,14 @@ option v "say \"hi\" \\ \$x 'q' #no ;no"
     }
 
     #[test]
-    fn error_missing_option_name_and_value() {
+    fn error_missing_option_name() {
         assert_eq!(
             err("config a b\noption\n"),
             "t:2:1: expected an option name after 'option'"
         );
         assert_eq!(
-            err("config a b\nlist days # comment\n"),
-            "t:2:6: expected a value after 'list days' (write '' for an empty value)"
+            err("config a b\nlist # comment\n"),
+            "t:2:1: expected an option name after 'list'"
         );
     }
 
@@ -806,7 +873,18 @@ option v "say \"hi\" \\ \$x 'q' #no ;no"
     fn error_unknown_keyword() {
         assert_eq!(
             err("config a b\n  optoin v 1\n"),
-            "t:2:3: unknown keyword 'optoin'; expected 'package', 'config', 'option' or 'list'"
+            "t:2:3: unknown keyword 'optoin'; expected 'package', 'config', 'option' or 'list' \
+             (unquoted)"
+        );
+        assert_eq!(
+            err("'config' a b\n"),
+            "t:1:1: unknown keyword 'config'; expected 'package', 'config', 'option' or 'list' \
+             (unquoted)"
+        );
+        assert_eq!(
+            err("x a b\n"),
+            "t:1:1: unknown keyword 'x'; expected 'package', 'config', 'option' or 'list' \
+             (unquoted)"
         );
     }
 

@@ -154,6 +154,19 @@ fn locations_of_options_and_sections() {
     assert_eq!(config.section_location("@tariff[1]").unwrap().line, 21);
     assert_eq!(config.section_location("site").unwrap().line, 43);
     assert!(config.location("fixed", "import_limit_w").is_none());
+    // Locations of singletons use the canonical name, whatever the file calls them.
+    let text = VALID.replace("config server 'utility'", "config server 'utility2'");
+    let (renamed, warnings) = from_text(&text, "c").unwrap();
+    assert_eq!(renamed.cert_location().unwrap().line, 8);
+    assert_eq!(renamed.section_location("utility2").unwrap().line, 6);
+    assert_eq!(
+        warnings[0].to_string(),
+        "c:6: warning: the server section is normally named 'utility', not 'utility2' (read \
+         anyway)"
+    );
+    let (empty, _) = from_text("", "e").unwrap();
+    assert!(empty.section_location("site").is_none());
+    assert!(empty.cert_location().is_none());
 }
 
 #[test]

@@ -474,6 +474,14 @@ impl Checker<'_> {
         });
     }
 
+    /// Remembers where a section starts, under `address` and under its own address.
+    fn record_section(&mut self, section: &Section, address: &str) {
+        self.section_locations
+            .insert(address.to_string(), section.pos);
+        self.section_locations
+            .insert(section.address(), section.pos);
+    }
+
     fn error(&mut self, pos: Pos, message: String) {
         self.push(Severity::Error, pos, message);
     }
@@ -869,36 +877,27 @@ pub fn build(file: &UciFile, file_name: &str) -> (Config, Vec<Diagnostic>) {
         }
     }
 
-    let reader = |checker: &mut Checker<'_>, section: &Section, address: &str| {
-        checker
-            .section_locations
-            .insert(address.to_string(), section.pos);
-        if section.name.as_deref() != Some(address) {
-            checker
-                .section_locations
-                .insert(section.address(), section.pos);
+    for (section_type, address, _) in SECTION_TYPES {
+        if let (Some(section), Some(address)) = (singletons.get(section_type), address) {
+            checker.record_section(section, address);
         }
-    };
-
-    let main = {
-        let section = singletons.get("csipd").copied();
-        read_main(&mut checker, section, &reader)
-    };
-    let server = read_server(&mut checker, singletons.get("server").copied(), &reader);
-    let limits = read_limits(&mut checker, singletons.get("limits").copied(), &reader);
-    let price = read_price(&mut checker, singletons.get("price").copied(), &reader);
-    let control = read_control(&mut checker, singletons.get("control").copied(), &reader);
+    }
+    let main = read_main(&mut checker, singletons.get("csipd").copied());
+    let server = read_server(&mut checker, singletons.get("server").copied());
+    let limits = read_limits(&mut checker, singletons.get("limits").copied());
+    let price = read_price(&mut checker, singletons.get("price").copied());
+    let control = read_control(&mut checker, singletons.get("control").copied());
 
     let mut tariffs = Vec::new();
     for section in file.sections_of("tariff") {
-        reader(&mut checker, section, &section.address());
+        checker.record_section(section, &section.address());
         if let Some(t) = read_tariff(&mut checker, section) {
             tariffs.push(t);
         }
     }
     let mut devices = Vec::new();
     for section in file.sections_of("device") {
-        reader(&mut checker, section, &section.address());
+        checker.record_section(section, &section.address());
         if let Some(d) = read_device(&mut checker, section) {
             devices.push(d);
         }
@@ -924,9 +923,7 @@ pub fn build(file: &UciFile, file_name: &str) -> (Config, Vec<Diagnostic>) {
     (config, checker.diagnostics)
 }
 
-type Register<'r> = dyn Fn(&mut Checker<'_>, &Section, &str) + 'r;
-
-/// Reads a singleton section, or an empty one at line 1 if it is absent.
+/// A reader for a singleton section (`address` is its canonical name).
 fn singleton_reader<'s, 'c, 'f>(
     checker: &'c mut Checker<'f>,
     section: &'s Section,
@@ -939,6 +936,7 @@ fn singleton_reader<'s, 'c, 'f>(
     }
 }
 
+/// Stands in for an absent singleton section: no options, messages point at line 1.
 fn empty_section(section_type: &str, name: &str) -> Section {
     Section {
         section_type: section_type.to_string(),
@@ -949,14 +947,9 @@ fn empty_section(section_type: &str, name: &str) -> Section {
     }
 }
 
-fn read_main(
-    checker: &mut Checker<'_>,
-    section: Option<&Section>,
-    reg: &Register<'_>,
-) -> MainConfig {
+fn read_main(checker: &mut Checker<'_>, section: Option<&Section>) -> MainConfig {
     let empty = empty_section("csipd", "main");
     let section = section.unwrap_or(&empty);
-    reg(checker, section, "main");
     let mut r = singleton_reader(checker, section, "main");
     let log_level = r
         .choice(
@@ -1034,15 +1027,10 @@ fn read_main(
     }
 }
 
-fn read_server(
-    checker: &mut Checker<'_>,
-    section: Option<&Section>,
-    reg: &Register<'_>,
-) -> ServerConfig {
+fn read_server(checker: &mut Checker<'_>, section: Option<&Section>) -> ServerConfig {
     let empty = empty_section("server", SERVER_SECTION);
     let present = section.is_some();
     let section = section.unwrap_or(&empty);
-    reg(checker, section, SERVER_SECTION);
     let mut r = singleton_reader(checker, section, SERVER_SECTION);
     let allow_plain_http = r.bool("allow_plain_http", false);
     let tls_insecure_lab = r.bool("tls_insecure_lab", false);
@@ -1217,14 +1205,9 @@ fn read_server(
     }
 }
 
-fn read_limits(
-    checker: &mut Checker<'_>,
-    section: Option<&Section>,
-    reg: &Register<'_>,
-) -> FixedLimits {
+fn read_limits(checker: &mut Checker<'_>, section: Option<&Section>) -> FixedLimits {
     let empty = empty_section("limits", "fixed");
     let section = section.unwrap_or(&empty);
-    reg(checker, section, "fixed");
     let mut r = singleton_reader(checker, section, "fixed");
     FixedLimits {
         export_limit_w: r.watts("export_limit_w"),
@@ -1235,14 +1218,9 @@ fn read_limits(
     }
 }
 
-fn read_price(
-    checker: &mut Checker<'_>,
-    section: Option<&Section>,
-    reg: &Register<'_>,
-) -> PriceConfig {
+fn read_price(checker: &mut Checker<'_>, section: Option<&Section>) -> PriceConfig {
     let empty = empty_section("price", "feed_in");
     let section = section.unwrap_or(&empty);
-    reg(checker, section, "feed_in");
     let mut r = singleton_reader(checker, section, "feed_in");
     let enabled = r.bool("enabled", false);
     let source = r
@@ -1309,14 +1287,9 @@ fn read_price(
     }
 }
 
-fn read_control(
-    checker: &mut Checker<'_>,
-    section: Option<&Section>,
-    reg: &Register<'_>,
-) -> ControlConfig {
+fn read_control(checker: &mut Checker<'_>, section: Option<&Section>) -> ControlConfig {
     let empty = empty_section("control", "site");
     let section = section.unwrap_or(&empty);
-    reg(checker, section, "site");
     let mut r = singleton_reader(checker, section, "site");
     let cycle_s = r.decimal("cycle_s", "seconds", 0.1, 60.0).unwrap_or(1.0);
     let meter_stale_s = r

@@ -204,6 +204,10 @@ fn bad_number() {
         ["c:33: error: option 'unit_id' must be between 1 and 247 (Modbus unit id), got \"248\""]
     );
     assert_eq!(
+        messages_with("'240'", "'0x10'"),
+        ["c:33: error: option 'unit_id' must be a whole number (Modbus unit id), got \"0x10\""]
+    );
+    assert_eq!(
         messages_with("'0.5'", "'-1'"),
         ["c:44: error: option 'cycle_s' must be a number of seconds, got \"-1\""]
     );

@@ -575,8 +575,11 @@ impl SectionReader<'_, '_, '_> {
                 None
             }
             None => {
-                let message =
-                    format!("option '{name}' must be a whole number of {what}, got \"{text}\"");
+                let message = {
+                    // `what` is a unit ("watts") or, in parentheses, what the number is.
+                    let of = if what.starts_with('(') { "" } else { "of " };
+                    format!("option '{name}' must be a whole number {of}{what}, got \"{text}\"")
+                };
                 self.checker.error(pos, message);
                 None
             }

@@ -587,8 +587,7 @@ impl SectionReader<'_, '_, '_> {
     }
 
     fn watts(&mut self, name: &str) -> Option<u32> {
-        // 100 MW: far above any site this runs on, catches a unit slip (kW typed as W
-        // is still fine; "5000000000" is not).
+        // Up to 100 MW: far above any site csipd runs on, so anything larger is a typo.
         self.uint(name, "watts", 0, 100_000_000)
             .and_then(|n| u32::try_from(n).ok())
     }

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: csipd <command> [args]
 
 commands:
+  check-config [FILE]   check a configuration file (default /etc/config/csipd);
+                        prints FILE:LINE: problems, exits 2 on any error
   version               print the version
   help                  this text
 ";
@@ -24,6 +26,7 @@ fn main() -> ExitCode {
             println!("csipd {}", csipd::VERSION);
             ExitCode::SUCCESS
         }
+        "check-config" => csipd::config::cli_check_config(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             ExitCode::SUCCESS

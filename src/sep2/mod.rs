@@ -6,6 +6,8 @@
 //! - [`identity`]: LFDI/SFDI from a certificate; [`mrid`]: stable mRIDs ending in the PEN.
 
 mod dom;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod identity;
 pub mod mrid;
 pub mod read;

@@ -75,7 +75,7 @@ fn csipaus_documents_validate_against_csipaus_core() {
     let docs = written(WriteProfile::CsipAus {
         ns: CsipausNs::V1_0,
     });
-    assert_eq!(docs.len(), 11);
+    assert_eq!(docs.len(), 12);
     let failures = validate_all(&schemas.join("csipaus-core.xsd"), &docs, &work_dir("v1.0"));
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
@@ -113,7 +113,7 @@ fn csipaus_v13_documents_validate_against_csipaus_core_in_the_v13_namespace() {
 fn plain_documents_validate_against_sep_xsd_alone() {
     let schemas = schema_dir();
     let docs = written(WriteProfile::Plain);
-    assert_eq!(docs.len(), 10);
+    assert_eq!(docs.len(), 11);
     let failures = validate_all(
         &schemas.join("sep2_schema_2018.xsd"),
         &docs,

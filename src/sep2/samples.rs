@@ -68,6 +68,11 @@ pub fn end_device() -> EndDevice {
     }
 }
 
+/// The minimal EndDevice of in-band registration.
+pub fn registration_end_device() -> EndDevice {
+    EndDevice::for_registration(LFDI, identity::sfdi(LFDI).unwrap_or(0), NOW)
+}
+
 pub fn connection_point() -> ConnectionPoint {
     ConnectionPoint {
         href: Some("/edev/1/cp".into()),
@@ -321,6 +326,10 @@ pub fn subscription() -> Subscription {
 pub fn documents(profile: WriteProfile) -> Vec<(&'static str, Result<String, WriteError>)> {
     vec![
         ("EndDevice", write(&end_device(), profile)),
+        (
+            "EndDeviceRegistration",
+            write(&registration_end_device(), profile),
+        ),
         ("ConnectionPoint", write(&connection_point(), profile)),
         ("DERCapability", write(&der_capability(), profile)),
         ("DERSettings", write(&der_settings(), profile)),

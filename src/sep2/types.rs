@@ -201,6 +201,16 @@ pub struct EndDevice {
 }
 
 impl EndDevice {
+    /// The EndDevice a client POSTs to the EndDeviceList for in-band registration.
+    pub fn for_registration(lfdi: &str, sfdi: u64, changed_time: i64) -> Self {
+        EndDevice {
+            lfdi: Some(lfdi.to_ascii_uppercase()),
+            sfdi,
+            changed_time,
+            ..EndDevice::default()
+        }
+    }
+
     /// True if this EndDevice carries `lfdi` (compared case-insensitively).
     pub fn is_lfdi(&self, lfdi: &str) -> bool {
         self.lfdi
@@ -638,8 +648,8 @@ pub struct DerControlResponse {
     pub href: Option<String>,
     pub created_date_time: Option<i64>,
     pub end_device_lfdi: String,
-    /// ResponseType: 1 received, 2 started, 3 completed, 4 opted out, 5 opted in, 6
-    /// cancelled, 7 superseded, 8 partially opted out, ... 252 rejected (invalid)...
+    /// Response status (IEEE 2030.5 Table 27): 1 received, 2 started, 3 completed,
+    /// 4 opted out, 5 opted in, 6 cancelled, 7 superseded, ...
     pub status: Option<u8>,
     /// mRID of the DERControl answered.
     pub subject: String,

@@ -678,3 +678,24 @@ mod tests {
         assert!(xml.contains("<roleFlags>0003</roleFlags>"));
     }
 }
+
+#[cfg(test)]
+mod registration_tests {
+    use super::*;
+    use crate::sep2::EndDevice;
+
+    #[test]
+    fn in_band_registration_body_is_minimal() {
+        let ed = EndDevice::for_registration(
+            "3e4f45ab31edfe5b67e343e5e4562e3100028547",
+            167787192636,
+            1700000000,
+        );
+        assert_eq!(
+            write(&ed, WriteProfile::default()).unwrap(),
+            "<EndDevice xmlns=\"urn:ieee:std:2030.5:ns\" xmlns:csipaus=\"https://csipaus.org/ns\">\
+             <lFDI>3E4F45AB31EDFE5B67E343E5E4562E3100028547</lFDI><sFDI>167787192636</sFDI>\
+             <changedTime>1700000000</changedTime></EndDevice>"
+        );
+    }
+}

@@ -19,14 +19,7 @@ pub fn find_own<'a>(devices: &'a [EndDevice], lfdi: &str, sfdi: u64) -> Option<&
 
 /// The EndDevice csipd POSTs for in-band registration.
 pub fn registration_request(lfdi: &str, sfdi: u64, now_s: i64) -> EndDevice {
-    EndDevice {
-        lfdi: Some(lfdi.to_ascii_uppercase()),
-        sfdi,
-        changed_time: now_s,
-        // deviceCategory is optional and the harness does not ask for it: left out
-        // rather than guessed.
-        ..EndDevice::default()
-    }
+    EndDevice::for_registration(lfdi, sfdi, now_s)
 }
 
 /// Result of comparing the server's Registration with the configured PIN.

@@ -105,7 +105,11 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
             )));
         }
         let client = Client::new(config.http.clone()).map_err(EngineError::Http)?;
-        let profile = if config.csipaus {
+        let profile = if config.csipaus && config.csipaus_v1_3 {
+            WriteProfile::CsipAus {
+                ns: sep2::CsipausNs::V1_3,
+            }
+        } else if config.csipaus {
             WriteProfile::default()
         } else {
             WriteProfile::Plain

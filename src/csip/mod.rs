@@ -55,6 +55,8 @@ pub struct EngineConfig {
     /// Send csipaus elements (CSIP-AUS servers); false for plain 2030.5 servers
     /// (GridAPPS-D answers 500 to any csipaus element).
     pub csipaus: bool,
+    /// Use the CSIP-AUS v1.3 namespace (`https://csipaus.org/ns/v1.3`) when writing.
+    pub csipaus_v1_3: bool,
     /// What the DER fleet can do, for DERCapability / DERSettings.
     pub nameplate: Nameplate,
     /// Re-send DER reports at least this often even when nothing changed.

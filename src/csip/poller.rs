@@ -84,11 +84,14 @@ impl Poller {
     /// Starts tracking `href` (due at once if new) or updates its rate. `rate_s` is the
     /// server's `pollRate` if it sent one. A changed rate re-plans the next poll from the
     /// last one, so a shorter rate applies now and not after the old interval.
+    /// A `None` rate on a tracked href keeps the rate it has (a parent re-linking a
+    /// child does not know the child's rate; only the child's own answer does).
     pub fn track(&mut self, href: &str, kind: PollKind, rate_s: Option<u32>, now_ms: u64) {
-        let rate_s = rate_s.unwrap_or(DEFAULT_POLL_RATE_S).max(1);
         match self.entries.get_mut(href) {
             Some(entry) => {
                 entry.kind = kind;
+                let Some(rate_s) = rate_s else { return };
+                let rate_s = rate_s.max(1);
                 if entry.rate_s != rate_s {
                     entry.rate_s = rate_s;
                     if entry.consecutive_failures == 0 {
@@ -103,7 +106,7 @@ impl Poller {
                     href.to_string(),
                     PollEntry {
                         kind,
-                        rate_s,
+                        rate_s: rate_s.unwrap_or(DEFAULT_POLL_RATE_S).max(1),
                         last_poll_ms: None,
                         next_due_ms: now_ms,
                         consecutive_failures: 0,
@@ -270,6 +273,9 @@ mod tests {
             Some(60),
             5_000,
         );
+        assert_eq!(poller.next_due_ms(), Some(60_000));
+        // a parent re-linking the list (no rate known) leaves the rate alone
+        poller.track("/edev/1/fsa", PollKind::FunctionSetAssignmentsList, None, 6_000);
         assert_eq!(poller.next_due_ms(), Some(60_000));
         // and a longer rate pushes it out (ALL-20: 60 s -> 120 s)
         poller.track(

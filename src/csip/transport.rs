@@ -172,10 +172,18 @@ impl Transport {
                 break;
             }
         }
-        let mut list = first.unwrap_or_default();
-        list.results = all_items.len() as u32;
-        list.items = all_items;
-        Ok(list)
+        let (href_out, all, subscribable, poll_rate_s) = match first {
+            Some(page) => (page.href, page.all, page.subscribable, page.poll_rate_s),
+            None => (None, 0, None, None),
+        };
+        Ok(List {
+            href: href_out,
+            all,
+            results: all_items.len() as u32,
+            subscribable,
+            poll_rate_s,
+            items: all_items,
+        })
     }
 
     /// PUTs `body` to `href`.

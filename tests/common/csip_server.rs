@@ -9,7 +9,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::Read;
+use std::io::Read as _;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -96,6 +96,8 @@ pub struct Scenario {
     pub other_devices: u32,
     /// Page size when the client sends no `l` (GridAPPS-D style one-item pages).
     pub default_page_limit: u32,
+    /// Largest page the server hands out whatever `l` asks (forces paging).
+    pub max_page_limit: u32,
     pub dcap_poll_s: u32,
     pub time_poll_s: u32,
     pub edev_list_poll_s: u32,
@@ -121,6 +123,7 @@ impl Default for Scenario {
             connection_point_link: true,
             other_devices: 2,
             default_page_limit: 1,
+            max_page_limit: 100,
             dcap_poll_s: 2,
             time_poll_s: 2,
             edev_list_poll_s: 2,
@@ -135,8 +138,13 @@ impl Default for Scenario {
     }
 }
 
-#[derive(Debug, Default)]
+type Change = Box<dyn FnOnce(&mut Scenario) + Send>;
+
+#[derive(Default)]
 struct State {
+    /// Changes applied when a request first matches (method, path), before it is
+    /// served — the harness's "GET-request-received" actions run before the answer.
+    triggers: Vec<(String, String, Change)>,
     scenario: Scenario,
     requests: Vec<Recorded>,
     /// Forced status per path (e.g. 404, 429, 503).
@@ -195,6 +203,14 @@ impl ScriptedServer {
                         body: body.clone(),
                         at: Instant::now(),
                     });
+                    if let Some(i) = state
+                        .triggers
+                        .iter()
+                        .position(|(m, p, _)| *m == method && *p == path)
+                    {
+                        let (_, _, change) = state.triggers.remove(i);
+                        change(&mut state.scenario);
+                    }
                     handle(&mut state, &method, &path, &query, &body)
                 };
                 let mut response = tiny_http::Response::from_string(reply.body)
@@ -226,6 +242,13 @@ impl ScriptedServer {
     /// Changes what the server serves from now on.
     pub fn update(&self, change: impl FnOnce(&mut Scenario)) {
         change(&mut self.lock().scenario);
+    }
+
+    /// Applies `change` when the first `method path` request arrives, before answering it.
+    pub fn on_request(&self, method: &str, path: &str, change: impl FnOnce(&mut Scenario) + Send + 'static) {
+        self.lock()
+            .triggers
+            .push((method.to_string(), path.to_string(), Box::new(change)));
     }
 
     pub fn scenario(&self) -> Scenario {
@@ -316,7 +339,7 @@ fn status(code: u16) -> Reply {
     }
 }
 
-fn paging(query: &str, default_limit: u32) -> (u32, u32) {
+fn paging(query: &str, default_limit: u32, max_limit: u32) -> (u32, u32) {
     let mut start = 0;
     let mut limit = default_limit.max(1);
     for pair in query.split('&') {
@@ -326,12 +349,12 @@ fn paging(query: &str, default_limit: u32) -> (u32, u32) {
             _ => {}
         }
     }
-    (start, limit)
+    (start, limit.min(max_limit.max(1)))
 }
 
 /// Renders a list page from its items.
-fn list(name: &str, href: &str, poll: Option<u32>, items: &[String], query: &str, default_limit: u32) -> String {
-    let (start, limit) = paging(query, default_limit);
+fn list(name: &str, href: &str, poll: Option<u32>, items: &[String], query: &str, limits: (u32, u32)) -> String {
+    let (start, limit) = paging(query, limits.0, limits.1);
     let page: Vec<&String> = items
         .iter()
         .skip(start as usize)
@@ -369,7 +392,7 @@ fn programs(scenario: &Scenario) -> Vec<(usize, usize, &Program)> {
 }
 
 fn handle(state: &mut State, method: &str, path: &str, query: &str, body: &str) -> Reply {
-    if let Some(&(code, retry)) = state.forced.get(path) {
+    if let Some(&(code, retry)) = state.forced.get(path).or_else(|| state.forced.get("*")) {
         let mut reply = status(code);
         reply.retry_after_s = retry;
         return reply;
@@ -405,7 +428,7 @@ fn handle(state: &mut State, method: &str, path: &str, query: &str, body: &str) 
             if registered {
                 items.push(own_edev(&s));
             }
-            ok(list("EndDeviceList", "/edev", Some(s.edev_list_poll_s), &items, query, s.default_page_limit))
+            ok(list("EndDeviceList", "/edev", Some(s.edev_list_poll_s), &items, query, (s.default_page_limit, s.max_page_limit)))
         }
         ("POST", "/edev") => {
             if !body.contains(&s.lfdi) && !body.to_uppercase().contains(&s.lfdi) {
@@ -433,14 +456,14 @@ fn handle(state: &mut State, method: &str, path: &str, query: &str, body: &str) 
                     r#"<FunctionSetAssignments href="/edev/1/fsa/{f}"><DERProgramListLink href="/edev/1/fsa/{f}/derp" all="{count}"/><mRID>F{f:031X}</mRID><description>fsa {f}</description></FunctionSetAssignments>"#
                 ));
             }
-            ok(list("FunctionSetAssignmentsList", "/edev/1/fsa", Some(s.fsa_list_poll_s), &items, query, s.default_page_limit))
+            ok(list("FunctionSetAssignmentsList", "/edev/1/fsa", Some(s.fsa_list_poll_s), &items, query, (s.default_page_limit, s.max_page_limit)))
         }
         ("GET", "/edev/1/der") if registered => {
             let item = r#"<DER href="/edev/1/der/1"><DERAvailabilityLink href="/edev/1/der/1/dera"/><DERCapabilityLink href="/edev/1/der/1/dercap"/><DERSettingsLink href="/edev/1/der/1/derg"/><DERStatusLink href="/edev/1/der/1/ders"/></DER>"#.to_string();
-            ok(list("DERList", "/edev/1/der", Some(s.der_list_poll_s), &[item], query, s.default_page_limit))
+            ok(list("DERList", "/edev/1/der", Some(s.der_list_poll_s), &[item], query, (s.default_page_limit, s.max_page_limit)))
         }
         ("GET", "/edev/1/lel") if registered => {
-            ok(list("LogEventList", "/edev/1/lel", None, &[], query, s.default_page_limit))
+            ok(list("LogEventList", "/edev/1/lel", None, &[], query, (s.default_page_limit, s.max_page_limit)))
         }
         ("GET", "/mup") => {
             let items: Vec<String> = state
@@ -448,7 +471,7 @@ fn handle(state: &mut State, method: &str, path: &str, query: &str, body: &str) 
                 .iter()
                 .map(|(id, posted)| mup_xml(*id, posted, &s, false))
                 .collect();
-            ok(list("MirrorUsagePointList", "/mup", Some(s.mup_list_poll_s), &items, query, 10))
+            ok(list("MirrorUsagePointList", "/mup", Some(s.mup_list_poll_s), &items, query, (10, s.max_page_limit)))
         }
         ("POST", "/mup") => {
             let mrid = element_text(body, "mRID").unwrap_or_default();
@@ -557,7 +580,7 @@ fn program_resource(s: &Scenario, path: &str, query: &str) -> Option<Reply> {
                 .filter(|(ff, _, _)| *ff == f)
                 .map(|(_, n, p)| program_xml(*n, p, false))
                 .collect();
-            Some(ok(list("DERProgramList", path, Some(s.derp_list_poll_s), &items, query, s.default_page_limit)))
+            Some(ok(list("DERProgramList", path, Some(s.derp_list_poll_s), &items, query, (s.default_page_limit, s.max_page_limit))))
         }
         ["edev", "1", "derp", n] => {
             let n: usize = n.parse().ok()?;
@@ -568,7 +591,7 @@ fn program_resource(s: &Scenario, path: &str, query: &str) -> Option<Reply> {
             let n: usize = n.parse().ok()?;
             let (_, _, p) = all.iter().find(|(_, nn, _)| *nn == n)?;
             let items: Vec<String> = p.controls.iter().map(control_xml).collect();
-            Some(ok(list("DERControlList", path, None, &items, query, s.default_page_limit)))
+            Some(ok(list("DERControlList", path, None, &items, query, (s.default_page_limit, s.max_page_limit))))
         }
         ["edev", "1", "derp", n, "dderc"] => {
             let n: usize = n.parse().ok()?;
@@ -583,7 +606,7 @@ fn program_resource(s: &Scenario, path: &str, query: &str) -> Option<Reply> {
                 power("opModExpLimW", p.default_exp_lim_w)
             )))
         }
-        ["edev", "1", "derp", _, "dc"] => Some(ok(list("DERCurveList", path, None, &[], query, s.default_page_limit))),
+        ["edev", "1", "derp", _, "dc"] => Some(ok(list("DERCurveList", path, None, &[], query, (s.default_page_limit, s.max_page_limit)))),
         _ => None,
     }
 }

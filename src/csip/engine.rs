@@ -301,7 +301,8 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
                 }
                 Err(err) => {
                     self.error(format!("poll of {} {href}: {err}", kind.name()));
-                    if err.is_unreachable() {
+                    // No answer at all, or not even the DeviceCapability: unreachable.
+                    if err.is_unreachable() || kind == PollKind::DeviceCapability {
                         self.state = ConnectionState::Unreachable;
                     }
                     let after =

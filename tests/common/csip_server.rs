@@ -42,10 +42,17 @@ pub struct Control {
     pub response_required: u8,
 }
 
+/// The mRID the server gives the control tagged `tag` (mRIDs are HexBinary128; the tag
+/// stays readable in the hex and in the description).
+pub fn mrid_of(tag: &str) -> String {
+    let hex: String = tag.bytes().take(16).map(|b| format!("{b:02X}")).collect();
+    format!("{hex:0<32}")
+}
+
 impl Control {
-    pub fn new(mrid: &str, start: i64, duration_s: u32) -> Control {
+    pub fn new(tag: &str, start: i64, duration_s: u32) -> Control {
         Control {
-            mrid: mrid.to_string(),
+            mrid: mrid_of(tag),
             creation_time: start - 1,
             start,
             duration_s,
@@ -290,7 +297,9 @@ impl ScriptedServer {
     pub fn wait_for(&self, timeout: Duration, done: impl Fn(&[Recorded]) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
-            if done(&self.lock().requests) {
+            // A copy, so `done` may call back into the server.
+            let requests = self.requests();
+            if done(&requests) {
                 return true;
             }
             if Instant::now() >= deadline {

@@ -134,6 +134,19 @@ def make_devices(config, write_log):
     return sim_devices
 
 
+def silence_unknown_units(config):
+    """On a real RS-485 line a unit id nobody has gets no answer at all. pymodbus 3.16's
+    SimDevice servers answer it with exception 4 instead, so drop those replies here."""
+    units = {int(d["unit"]) for d in config["devices"]}
+
+    def trace(sending, data):
+        if sending and data and data[0] not in units:
+            return b""
+        return data
+
+    return trace
+
+
 async def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True)
@@ -154,7 +167,8 @@ async def main():
     devices = make_devices(config, args.write_log)
     if args.serial:
         server = ModbusSerialServer(devices, port=args.serial, baudrate=args.baud,
-                                    bytesize=8, parity="N", stopbits=1)
+                                    bytesize=8, parity="N", stopbits=1,
+                                    trace_packet=silence_unknown_units(config))
         where = args.serial
     elif args.port:
         server = ModbusTcpServer(devices, address=("127.0.0.1", args.port))

@@ -213,3 +213,44 @@ impl Drop for PtyPair {
         let _ = self.child.wait();
     }
 }
+
+/// A paced serial line (`tests/peers/paced_line.py`): two ptys whose bytes cross at the
+/// speed of a real 9600 baud UART. Killed on drop.
+pub struct PacedLine {
+    child: Child,
+    pub a: String,
+    pub b: String,
+}
+
+impl PacedLine {
+    pub fn new(baud: u32) -> PacedLine {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/paced_line.py");
+        let mut child = Command::new(venv_python())
+            .arg(script)
+            .args(["--baud", &baud.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start paced_line.py");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read paced_line.py");
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        assert!(
+            parts.len() == 3 && parts[0] == "PTYS",
+            "paced_line.py said {line:?}"
+        );
+        PacedLine {
+            a: parts[1].to_string(),
+            b: parts[2].to_string(),
+            child,
+        }
+    }
+}
+
+impl Drop for PacedLine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -26,8 +26,10 @@ fn main() -> ExitCode {
         }
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
+            println!("{}", csipd::devices::cli::USAGE);
             ExitCode::SUCCESS
         }
+        "modbus-scan" => csipd::devices::cli::cli_main(rest),
         other => {
             let _ = rest;
             eprintln!("csipd: unknown command '{other}'\n{USAGE}");

@@ -415,3 +415,35 @@ fn limit_through_704_sets_revert_value() {
         );
     });
 }
+
+#[test]
+fn modbus_scan_command_reports_devices() {
+    let cfg = json!({"devices": [int_inverter(1, 40000, 2000), meter(2, 40000)]});
+    let peer = start_peer("cli", &cfg, None);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_csipd"))
+        .args([
+            "modbus-scan",
+            &format!("tcp://127.0.0.1:{}", peer.port),
+            "1",
+            "2",
+            "3",
+        ])
+        .output()
+        .expect("run csipd modbus-scan");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines[0]["inverter"]["ac"]["w"], 2000.0);
+    assert_eq!(lines[0]["common"]["manufacturer"], "Foreign Inverters");
+    assert_eq!(lines[1]["meter"]["ac"]["w"], -3500.0);
+    // unit 3 does not exist: reported, and the exit code says so
+    assert!(
+        lines[2]["error"].as_str().unwrap_or("").contains("unit 3"),
+        "{}",
+        lines[2]
+    );
+    assert_eq!(out.status.code(), Some(1));
+}

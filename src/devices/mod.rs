@@ -16,6 +16,7 @@
 //! # let _ = reading; Ok(()) }
 //! ```
 
+pub mod cli;
 pub mod modbus;
 pub mod sunspec;
 

@@ -6,6 +6,10 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: csipd <command> [args]
 
 commands:
+  check-config [FILE]   check a configuration file (default /etc/config/csipd);
+                        prints FILE:LINE: problems, exits 2 on any error
+  modbus-scan BUS UNIT...  find SunSpec devices on a bus and print what they report;
+                        BUS: tcp://HOST[:PORT] or rtu:/dev/ttyUSB0[@BAUD[/8N1]]
   version               print the version
   help                  this text
 ";
@@ -24,9 +28,9 @@ fn main() -> ExitCode {
             println!("csipd {}", csipd::VERSION);
             ExitCode::SUCCESS
         }
+        "check-config" => csipd::config::cli_check_config(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
-            println!("{}", csipd::devices::cli::USAGE);
             ExitCode::SUCCESS
         }
         "modbus-scan" => csipd::devices::cli::cli_main(rest),

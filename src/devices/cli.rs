@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use super::{Bus, BusParams, Device, DeviceParams, Parity, TransportParams, sunspec};
 
-pub const USAGE: &str = "  modbus-scan BUS UNIT...  find SunSpec devices and print what they report
-                        BUS: tcp://HOST[:PORT] or rtu:/dev/ttyUSB0[@BAUD[/8N1|8E1|8O1|8N2]]";
+pub const USAGE: &str = "csipd modbus-scan BUS UNIT...
+  BUS: tcp://HOST[:PORT] or rtu:/dev/ttyUSB0[@BAUD[/8N1|8E1|8O1|8N2]]
+  UNIT: Modbus unit ids to scan (default 1)";
 
 /// Parses `tcp://host[:port]` or `rtu:PATH[@BAUD[/8N1]]` (the form `TransportParams`
 /// displays).

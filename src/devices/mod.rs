@@ -43,6 +43,8 @@ pub struct DeviceParams {
     pub stale_after: Duration,
     /// Meters only: flip the sign of W/var (CT mounted the wrong way round).
     pub invert_meter_sign: bool,
+    /// Response timeout for this device; None = the bus's timeout.
+    pub timeout: Option<Duration>,
 }
 
 impl DeviceParams {
@@ -53,6 +55,7 @@ impl DeviceParams {
             sunspec_base: None,
             stale_after: Duration::from_secs(10),
             invert_meter_sign: false,
+            timeout: None,
         }
     }
 }
@@ -171,7 +174,7 @@ impl Device {
     pub async fn read_registers(&mut self, addr: u16, count: u16) -> Result<Vec<u16>, DeviceError> {
         let unit = self.params.unit_id;
         self.bus
-            .read_holding(unit, addr, count, &mut self.stats.link)
+            .read_holding(unit, addr, count, self.params.timeout, &mut self.stats.link)
             .await
             .map_err(|e| self.modbus_err(format!("reading {count} registers at {addr}"), e))
     }
@@ -326,7 +329,13 @@ impl Device {
                 w.values
             );
             self.bus
-                .write_holding(unit, w.address, &w.values, &mut self.stats.link)
+                .write_holding(
+                    unit,
+                    w.address,
+                    &w.values,
+                    self.params.timeout,
+                    &mut self.stats.link,
+                )
                 .await
                 .map_err(|e| {
                     self.modbus_err(format!("writing {} at register {}", w.point, w.address), e)

@@ -275,9 +275,12 @@ impl TcpLink {
             }
         })
         .await;
-        if r.is_err() {
-            // Drop the connection: the next request starts clean.
-            self.stream = None;
+        match &r {
+            // Keep the connection on a timeout: a late reply carries an old transaction
+            // id and is skipped, and other unit ids behind the same gateway still answer.
+            Ok(_) | Err(ModbusError::Timeout) => {}
+            // Anything else (reset, garbage header): reconnect on the next request.
+            Err(_) => self.stream = None,
         }
         r
     }
@@ -489,9 +492,11 @@ impl Bus {
     async fn transact(
         &self,
         unit: u8,
+        timeout: Option<Duration>,
         stats: &mut LinkStats,
         build: &FrameBuilder<'_>,
     ) -> Result<(ModbusRequest, Vec<u8>), ModbusError> {
+        let timeout = timeout.unwrap_or(self.params.timeout);
         let mut link = self.link.lock().await;
         let mut last = ModbusError::Timeout;
         for attempt in 0..=self.params.retries {
@@ -508,8 +513,8 @@ impl Bus {
             build(&mut req, &mut frame)
                 .map_err(|e| ModbusError::Frame(format!("cannot build request: {e:?}")))?;
             let reply = match &mut *link {
-                Link::Tcp(t) => t.exchange(&mut req, &frame, self.params.timeout).await,
-                Link::Rtu(r) => r.exchange(&mut req, &frame, self.params.timeout).await,
+                Link::Tcp(t) => t.exchange(&mut req, &frame, timeout).await,
+                Link::Rtu(r) => r.exchange(&mut req, &frame, timeout).await,
             };
             let checked = reply.and_then(|reply| {
                 req.parse_ok(&reply).map_err(map_rmodbus)?;
@@ -543,11 +548,13 @@ impl Bus {
     }
 
     /// Reads `count` holding registers (function 3), in chunks of at most 125.
+    /// `timeout` overrides the bus's response timeout for this device.
     pub async fn read_holding(
         &self,
         unit: u8,
         addr: u16,
         count: u16,
+        timeout: Option<Duration>,
         stats: &mut LinkStats,
     ) -> Result<Vec<u16>, ModbusError> {
         let mut out = Vec::with_capacity(usize::from(count));
@@ -558,17 +565,20 @@ impl Bus {
                 ModbusError::Frame(format!("register range {addr}+{count} overflows"))
             })?;
             let (req, reply) = self
-                .transact(unit, stats, &|req, frame| {
+                .transact(unit, timeout, stats, &|req, frame| {
                     req.generate_get_holdings(start, n, frame)
                 })
                 .await?;
             let data = req.parse_slice(&reply).map_err(map_rmodbus)?;
             if data.len() != usize::from(n) * 2 {
-                stats.frame_errors += 1;
-                return Err(ModbusError::Frame(format!(
+                let e = ModbusError::Frame(format!(
                     "asked for {n} registers at {start}, got {} bytes",
                     data.len()
-                )));
+                ));
+                stats.frame_errors += 1;
+                stats.consecutive_failures = stats.consecutive_failures.saturating_add(1);
+                stats.last_error = Some(format!("{}: unit {unit}: {e}", self.params.transport));
+                return Err(e);
             }
             out.extend(
                 data.chunks_exact(2)
@@ -580,15 +590,17 @@ impl Bus {
     }
 
     /// Writes registers starting at `addr` (function 16, write multiple registers).
+    /// `timeout` overrides the bus's response timeout for this device.
     pub async fn write_holding(
         &self,
         unit: u8,
         addr: u16,
         values: &[u16],
+        timeout: Option<Duration>,
         stats: &mut LinkStats,
     ) -> Result<(), ModbusError> {
         let values = values.to_vec();
-        self.transact(unit, stats, &|req, frame| {
+        self.transact(unit, timeout, stats, &|req, frame| {
             req.generate_set_holdings_bulk(addr, &values, frame)
         })
         .await?;

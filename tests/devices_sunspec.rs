@@ -112,6 +112,19 @@ fn integer_model_inverter_103_with_123() {
         assert_eq!(r.connected, Some(true));
         assert!(!dev.is_stale(Instant::now()));
         assert_eq!(dev.stats().link.timeouts, 0);
+        // nameplate and settings are read once; a poll reads 103 and 123 only
+        let before = dev.stats().link.requests;
+        let again = dev.read_inverter().await.expect("second read");
+        assert_eq!(dev.stats().link.requests - before, 2);
+        assert!(close(again.nameplate.w_rtg_w, 5000.0));
+        let st = dev.status(Instant::now());
+        assert_eq!(st.models, vec![1, 103, 120, 121, 123]);
+        assert_eq!(st.bus, format!("tcp://127.0.0.1:{}", peer.port));
+        assert!(!st.stale);
+        assert_eq!(
+            serde_json::to_value(&st).unwrap()["stats"]["link"]["timeouts"],
+            0
+        );
     });
 }
 

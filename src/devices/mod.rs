@@ -109,6 +109,19 @@ pub struct DeviceStats {
     pub writes_unconfirmed: u64,
 }
 
+/// What the status page shows about a device.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DeviceStatus {
+    pub name: String,
+    pub unit_id: u8,
+    pub bus: String,
+    pub stale: bool,
+    pub sunspec_base: Option<u16>,
+    pub models: Vec<u16>,
+    pub common: Option<CommonInfo>,
+    pub stats: DeviceStats,
+}
+
 /// One SunSpec device (inverter or meter) at a unit id on a bus.
 pub struct Device {
     bus: Rc<Bus>,
@@ -117,6 +130,9 @@ pub struct Device {
     common: Option<CommonInfo>,
     stats: DeviceStats,
     last_reading_at: Option<Instant>,
+    /// Nameplate and settings blocks (120, 121, 702): read once per scan, they do not
+    /// change while running, and skipping them keeps a 9600-baud poll short.
+    static_blocks: Option<Blocks>,
 }
 
 impl Device {
@@ -128,6 +144,7 @@ impl Device {
             common: None,
             stats: DeviceStats::default(),
             last_reading_at: None,
+            static_blocks: None,
         }
     }
 
@@ -142,6 +159,20 @@ impl Device {
     }
     pub fn stats(&self) -> &DeviceStats {
         &self.stats
+    }
+
+    /// A snapshot for the status page at `now`.
+    pub fn status(&self, now: Instant) -> DeviceStatus {
+        DeviceStatus {
+            name: self.params.name.clone(),
+            unit_id: self.params.unit_id,
+            bus: self.bus.params().transport.to_string(),
+            stale: self.is_stale(now),
+            sunspec_base: self.map.as_ref().map(|m| m.base),
+            models: self.map.as_ref().map(|m| m.ids()).unwrap_or_default(),
+            common: self.common.clone(),
+            stats: self.stats.clone(),
+        }
     }
 
     /// Stale = no successful reading within `stale_after` of `now`, or the last attempt
@@ -217,7 +248,12 @@ impl Device {
             base,
             models: Vec::new(),
         };
-        let mut at = base + 2;
+        let mut at = base.checked_add(2).ok_or_else(|| {
+            self.sunspec_err(SunSpecError::BrokenChain {
+                at: base,
+                reason: "base address leaves no room for the model chain".into(),
+            })
+        })?;
         loop {
             let header = self.read_registers(at, 2).await?;
             let step = sunspec::chain_step(at, [header[0], header[1]], map.models.len())
@@ -243,6 +279,7 @@ impl Device {
             map.ids()
         );
         self.map = Some(map);
+        self.static_blocks = None;
         Ok(self.map.as_ref().expect("just set"))
     }
 
@@ -286,9 +323,13 @@ impl Device {
                     present: map.ids(),
                 })
             })?;
-        let blocks = self
-            .read_blocks(&[meas, 120, 121, 122, 123, 702, 704])
-            .await?;
+        if self.static_blocks.is_none() {
+            self.static_blocks = Some(self.read_blocks(&[120, 121, 702]).await?);
+        }
+        let mut blocks = self.read_blocks(&[meas, 122, 123, 704]).await?;
+        if let Some(st) = &self.static_blocks {
+            blocks.extend(st.iter().map(|(k, v)| (*k, v.clone())));
+        }
         let r = sunspec::decode_inverter(&blocks).map_err(|e| self.sunspec_err(e))?;
         self.last_reading_at = Some(Instant::now());
         Ok(r)

@@ -240,3 +240,29 @@ fn bench_on(path: &str, what: &str) {
         );
     });
 }
+
+#[test]
+fn missing_serial_port_is_a_clear_error() {
+    smol::block_on(async {
+        let bus = rtu_bus("/dev/ttyUSB-csipd-missing");
+        let mut dev = Device::new(bus, DeviceParams::new("meter-on-usb", 1));
+        let e = dev.read_meter().await.unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("meter-on-usb") && text.contains("/dev/ttyUSB-csipd-missing"),
+            "{text}"
+        );
+        assert!(
+            matches!(
+                &e,
+                DeviceError::Modbus {
+                    error: ModbusError::Io(_),
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(dev.stats().link.io_errors, 3, "tried again on each attempt");
+        assert!(dev.is_stale(Instant::now()));
+    });
+}

@@ -61,3 +61,39 @@ fn driver_reads_and_controls_the_simulator() {
         assert_eq!(d_inv.stats().link.exceptions, 0);
     }));
 }
+
+#[test]
+fn two_buses_polled_concurrently() {
+    let ex = Rc::new(smol::LocalExecutor::new());
+    smol::block_on(ex.run(async {
+        let mut buses = Vec::new();
+        let mut inverters = Vec::new();
+        for (i, w) in [1200.0, 3400.0].into_iter().enumerate() {
+            let sim = SunSpecSimulator::new();
+            let inv = sim.add_inverter(1, 5000.0);
+            inv.set_output_w(w);
+            inverters.push(inv);
+            let listener = SunSpecSimulator::bind(0).expect("bind");
+            let port = listener.get_ref().local_addr().expect("addr").port();
+            let ex2 = ex.clone();
+            ex.spawn(async move {
+                let _ = sim.serve(listener, ex2).await;
+            })
+            .detach();
+            let bus = Rc::new(Bus::new(BusParams::tcp("127.0.0.1", port)));
+            buses.push(Device::new(
+                bus,
+                DeviceParams::new(&format!("bus{i}-inv"), 1),
+            ));
+        }
+        let mut it = buses.into_iter();
+        let (mut a, mut b) = (it.next().unwrap(), it.next().unwrap());
+        let (ra, rb) = smol::future::zip(a.read_inverter(), b.read_inverter()).await;
+        assert_eq!(ra.expect("bus 0").ac.w, Some(1200.0));
+        assert_eq!(rb.expect("bus 1").ac.w, Some(3400.0));
+        assert_ne!(
+            a.status(std::time::Instant::now()).bus,
+            b.status(std::time::Instant::now()).bus
+        );
+    }));
+}

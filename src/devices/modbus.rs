@@ -392,9 +392,11 @@ impl RtuLink {
         let Some(port) = self.port.as_mut() else {
             return Err(ModbusError::Io("serial port not open".into()));
         };
-        port.write_all(frame)
-            .await
-            .map_err(|e| ModbusError::Io(format!("write {path}: {e}")))?;
+        if let Err(e) = port.write_all(frame).await {
+            // e.g. the USB adapter was unplugged: reopen on the next request
+            self.port = None;
+            return Err(ModbusError::Io(format!("write {path}: {e}")));
+        }
         let sent_at = Instant::now();
         let deadline = sent_at + tx_time + timeout;
         let unit = req.unit_id;
@@ -426,8 +428,10 @@ impl RtuLink {
         })
         .await;
         self.last_activity = Instant::now();
-        if r.is_err() {
-            self.drain().await;
+        match &r {
+            Ok(_) => {}
+            Err(ModbusError::Io(_)) => self.port = None,
+            Err(_) => self.drain().await,
         }
         r
     }

@@ -55,6 +55,8 @@ struct Sim {
     out: Option<Outcome>,
     /// (time, event mRID, status code) in the order issued.
     sent: Vec<(i64, String, u8)>,
+    /// Every note the scheduler gave.
+    notes: Vec<String>,
 }
 
 impl Sim {
@@ -67,6 +69,7 @@ impl Sim {
             now: T0,
             out: None,
             sent: Vec::new(),
+            notes: Vec::new(),
         }
     }
 
@@ -105,6 +108,7 @@ impl Sim {
             self.sent
                 .push((r.at_s, r.key.event_mrid.clone(), r.key.status.code()));
         }
+        self.notes.extend(out.notes.iter().cloned());
         self.state = out.state.clone();
         self.out = Some(out);
     }
@@ -717,5 +721,171 @@ fn gen_10_primacy_validation() {
     assert_eq!(sim.codes("DERC10"), vec![1, 2, 6]);
     assert_eq!(sim.w(ExpLimW), Some(2500.0));
     assert_eq!(sim.source(ExpLimW), "default:DERP1");
+    assert_eq!(sim.w(GenLimW), None);
+}
+
+/// Cancelled with randomization (status 3): a running event stops within the larger of
+/// |randomizeStart| and |randomizeDuration| after the cancellation is seen; the draw is
+/// made once. A plain cancel (status 2) stops at once.
+#[test]
+fn cancel_with_randomization_stops_within_the_window() {
+    let mut sim = Sim::new(vec![program(
+        "DERP1",
+        0,
+        Some(default_control(Some(0.0), Some(0.0), None)),
+    )]);
+    let mut e = derc("R1", "DERP1", T0, T0, 3600);
+    e.randomize_start_s = -30;
+    e.randomize_duration_s = 300;
+    e.controls.exp_lim_w = Some(watts(4000.0));
+    sim.add(e);
+    sim.at(100);
+    assert_eq!(sim.codes("R1"), vec![1, 2]);
+    let ev = sim.event_mut("R1");
+    ev.status.current = StatusCode::CancelledWithRandomization;
+    ev.status.date_time_s = T0 + 100;
+    sim.at(101);
+    let stop = sim.state.events["R1"].stop.expect("stop decided when seen");
+    assert!((T0 + 101..=T0 + 401).contains(&stop.at_s), "{stop:?}");
+    if stop.at_s > T0 + 101 {
+        assert_eq!(sim.w(ExpLimW), Some(4000.0), "runs on until its drawn end");
+    }
+    sim.at(500);
+    assert_eq!(sim.codes("R1"), vec![1, 2, 6]);
+    assert_eq!(sim.sent_at("R1", 6), Some(stop.at_s - T0));
+    assert_eq!(sim.w(ExpLimW), Some(0.0));
+}
+
+/// Events the server stops listing: a running one ends now (answered as Cancelled), a
+/// future one is dropped silently; an old one that comes back is not answered again.
+#[test]
+fn vanished_events_end_or_are_dropped() {
+    let mut sim = Sim::new(vec![program(
+        "DERP1",
+        0,
+        Some(default_control(Some(1000.0), None, None)),
+    )]);
+    let mut running = derc("V1", "DERP1", T0, T0, 600);
+    running.controls.exp_lim_w = Some(watts(3000.0));
+    let mut future = derc("V2", "DERP1", T0, T0 + 900, 600);
+    future.controls.exp_lim_w = Some(watts(2000.0));
+    sim.add(running);
+    sim.add(future);
+    sim.at(10);
+    assert_eq!(sim.w(ExpLimW), Some(3000.0));
+    let listed = std::mem::take(&mut sim.events);
+    sim.at(20);
+    assert_eq!(sim.codes("V1"), vec![1, 2, 6]);
+    assert_eq!(sim.codes("V2"), vec![1]);
+    assert_eq!(sim.w(ExpLimW), Some(1000.0));
+    assert_eq!(sim.out.as_ref().and_then(|o| o.next_change_s), None);
+    assert!(
+        sim.notes.iter().any(|n| n.contains("V1")),
+        "{:?}",
+        sim.notes
+    );
+    sim.events = listed;
+    sim.at(2000);
+    assert_eq!(sim.codes("V1"), vec![1, 2, 6], "nothing twice");
+    assert_eq!(sim.codes("V2"), vec![1], "a dropped event stays dropped");
+}
+
+/// Rejections: an event seen only after its end (254), one with invalid data (253), one
+/// with no mode this client runs (252). None of them applies.
+#[test]
+fn expired_invalid_and_inapplicable_events_are_rejected() {
+    let mut sim = Sim::new(vec![program(
+        "DERP1",
+        0,
+        Some(default_control(Some(1000.0), None, None)),
+    )]);
+    let mut expired = derc("X1", "DERP1", T0 - 900, T0 - 900, 300);
+    expired.controls.exp_lim_w = Some(watts(0.0));
+    let mut invalid = derc("X2", "DERP1", T0, T0, 300);
+    invalid.controls.exp_lim_w = Some(watts(-5.0));
+    let none = derc("X3", "DERP1", T0, T0, 300);
+    let mut orphan = derc("X4", "NOPROGRAM", T0, T0, 300);
+    orphan.controls.exp_lim_w = Some(watts(0.0));
+    for e in [expired, invalid, none, orphan] {
+        sim.add(e);
+    }
+    sim.at(5);
+    assert_eq!(sim.codes("X1"), vec![254]);
+    assert_eq!(sim.codes("X2"), vec![253]);
+    assert_eq!(sim.codes("X3"), vec![252]);
+    assert_eq!(sim.codes("X4"), vec![253]);
+    assert_eq!(sim.w(ExpLimW), Some(1000.0));
+    assert!(
+        sim.notes
+            .iter()
+            .any(|n| n.contains("X2") && n.contains("negative")),
+        "{:?}",
+        sim.notes
+    );
+    sim.at(400);
+    assert_eq!(sim.sent.len(), 4, "each rejection once");
+}
+
+/// responseRequired gates responses: 00 sends nothing, 01 only Received.
+#[test]
+fn response_required_bits_gate_responses() {
+    let mut sim = Sim::new(vec![program("DERP1", 0, None)]);
+    let mut silent = derc("S0", "DERP1", T0, T0, 60);
+    silent.response_required = 0;
+    silent.controls.exp_lim_w = Some(watts(100.0));
+    let mut ack_only = derc("S1", "DERP1", T0, T0 + 60, 60);
+    ack_only.response_required = RESPONSE_RECEIVED_BIT;
+    ack_only.controls.exp_lim_w = Some(watts(200.0));
+    sim.add(silent);
+    sim.add(ack_only);
+    sim.at(30);
+    assert_eq!(sim.w(ExpLimW), Some(100.0));
+    sim.at(200);
+    assert_eq!(sim.codes("S0"), Vec::<u8>::new());
+    assert_eq!(sim.codes("S1"), vec![1]);
+    assert_eq!(
+        sim.state.events["S1"].ended.map(|e| e.reason),
+        Some(EndReason::Completed)
+    );
+}
+
+/// The state survives a restart through serde (the store persists it as JSON): the
+/// same draws, no response repeated, the same active values.
+#[test]
+fn state_round_trips_through_json_across_a_restart() {
+    let mut sim = Sim::new(vec![program("DERP1", 0, None)]);
+    let mut e = derc("P1", "DERP1", T0, T0 + 30, 600);
+    e.randomize_start_s = 120;
+    e.controls.exp_lim_w = Some(watts(700.0));
+    sim.add(e);
+    sim.at(200);
+    let json = serde_json::to_string(&sim.state).expect("state serializes");
+    let restored: State = serde_json::from_str(&json).expect("state deserializes");
+    assert_eq!(restored, sim.state);
+    let mut after = Sim::new(sim.programs.clone());
+    after.events = sim.events.clone();
+    after.state = restored;
+    after.rng = Rng::new(999); // a different seed after restart changes nothing known
+    after.now = sim.now;
+    after.at(1000);
+    assert_eq!(after.sent.iter().filter(|s| s.2 == 1).count(), 0);
+    assert_eq!(after.codes("P1"), vec![3]);
+    assert_eq!(
+        after.state.events["P1"].start_offset_s,
+        sim.state.events["P1"].start_offset_s
+    );
+}
+
+/// A status of Superseded set by the server ends a running event at once with 7.
+#[test]
+fn server_superseded_status_ends_the_event() {
+    let mut sim = Sim::new(vec![program("DERP1", 0, None)]);
+    let mut e = derc("Q1", "DERP1", T0, T0, 600);
+    e.controls.gen_lim_w = Some(watts(100.0));
+    sim.add(e);
+    sim.at(10);
+    sim.event_mut("Q1").status.current = StatusCode::Superseded;
+    sim.at(20);
+    assert_eq!(sim.codes("Q1"), vec![1, 2, 7]);
     assert_eq!(sim.w(GenLimW), None);
 }

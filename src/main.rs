@@ -8,6 +8,8 @@ const USAGE: &str = "usage: csipd <command> [args]
 commands:
   check-config [FILE]   check a configuration file (default /etc/config/csipd);
                         prints FILE:LINE: problems, exits 2 on any error
+  modbus-scan BUS UNIT...  find SunSpec devices on a bus and print what they report;
+                        BUS: tcp://HOST[:PORT] or rtu:/dev/ttyUSB0[@BAUD[/8N1]]
   version               print the version
   help                  this text
 ";
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
             print!("{USAGE}");
             ExitCode::SUCCESS
         }
+        "modbus-scan" => csipd::devices::cli::cli_main(rest),
         other => {
             let _ = rest;
             eprintln!("csipd: unknown command '{other}'\n{USAGE}");

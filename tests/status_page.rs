@@ -78,7 +78,10 @@ fn page_renders_live_values_in_headless_chromium() {
         ("inverter row", r#"data-device="fronius_1""#),
         ("stale marker", r#"class="bad">stale<"#),
         ("meter voltage", "241.3 V"),
-        ("resource poll error", r#"class="bad">HTTP 503 from server<"#),
+        (
+            "resource poll error",
+            r#"class="bad">HTTP 503 from server<"#,
+        ),
         ("setpoint", "4321 W (86.4 %)"),
         ("recent error", "GET /derp/0/derc: HTTP 503 from server"),
         ("chart export line", r#"id="chart-export""#),

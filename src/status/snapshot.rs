@@ -293,6 +293,8 @@ impl SiteFlows {
 pub enum DeviceRole {
     Inverter,
     Meter,
+    /// A battery inverter (SunSpec storage models).
+    Storage,
 }
 
 impl DeviceRole {
@@ -300,6 +302,7 @@ impl DeviceRole {
         match self {
             DeviceRole::Inverter => "inverter",
             DeviceRole::Meter => "meter",
+            DeviceRole::Storage => "storage",
         }
     }
 }

@@ -7,47 +7,6 @@ mod status_common;
 
 use status_common::*;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn chromium() -> &'static str {
-    for candidate in ["chromium", "chromium-browser"] {
-        if Command::new(candidate)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            return candidate;
-        }
-    }
-    panic!("headless Chromium is missing: run `bash tests/setup.sh` (installs Debian chromium)");
-}
-
-fn run_chromium(profile: &Path, extra: &[&str], url: &str) -> String {
-    let out = Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=5000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(extra)
-        .arg(url)
-        .env("TZ", "UTC")
-        .output()
-        .expect("chromium runs");
-    assert!(
-        out.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
 
 #[test]
 fn page_renders_live_values_in_headless_chromium() {

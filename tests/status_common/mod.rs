@@ -4,6 +4,8 @@
 
 use csipd::status::*;
 use std::collections::VecDeque;
+use std::path::Path;
+use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub const MRID: &str = "3F2A09B1C0FFEE00112233445566778A";
@@ -152,4 +154,45 @@ pub fn start_sample_server() -> (StatusServer, SnapshotHandle) {
     );
     let server = start_server("127.0.0.1:0", false, handle.clone()).expect("status server starts");
     (server, handle)
+}
+
+pub fn chromium() -> &'static str {
+    for candidate in ["chromium", "chromium-browser"] {
+        if Command::new(candidate)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return candidate;
+        }
+    }
+    panic!("headless Chromium is missing: run `bash tests/setup.sh` (installs Debian chromium)");
+}
+
+/// Runs headless Chromium on `url` with the flags of the env notes; returns stdout.
+pub fn run_chromium(profile: &Path, extra: &[&str], url: &str) -> String {
+    let out = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(url)
+        .env("TZ", "UTC")
+        .output()
+        .expect("chromium runs");
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
 }

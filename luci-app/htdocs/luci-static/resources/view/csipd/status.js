@@ -145,11 +145,10 @@ return view.extend({
 	},
 
 	skewS: 0,
+	box: null,
 
 	update: function(s) {
-		var box = document.getElementById('csipd-status');
-		if (!box)
-			return;
+		var box = this.box;
 		if (!s || s.error) {
 			box.replaceChildren(E('div', { 'class': 'alert-message warning' }, [
 				s && s.error ? s.error : _('No answer from csipd.')
@@ -228,35 +227,33 @@ return view.extend({
 	// Countdowns move every second between polls, against the daemon's clock.
 	tick: function() {
 		var now = Date.now() / 1000 + this.skewS;
-		document.querySelectorAll('#csipd-status [data-end]').forEach(function(e) {
+		this.box.querySelectorAll('[data-end]').forEach(function(e) {
 			var end = +e.getAttribute('data-end');
 			e.textContent = hhmm(end) + ' (' + _('in') + ' ' + duration(end - now) + ')';
 		});
-		document.querySelectorAll('#csipd-status [data-since]').forEach(function(e) {
+		this.box.querySelectorAll('[data-since]').forEach(function(e) {
 			var since = +e.getAttribute('data-since');
 			e.textContent = hhmm(since) + ' (' + duration(now - since) + ')';
 		});
 	},
 
 	render: function(status) {
-		var node = E('div', { 'class': 'cbi-map' }, [
-			E('h2', {}, [ _('Dynamic connection (csipd)') ]),
-			E('div', { 'class': 'cbi-map-descr' }, [
-				_('What the network operator asks of this site right now, and what csipd does about it.')
-			]),
-			E('div', { 'id': 'csipd-status' }, [ E('em', {}, [ _('Loading…') ]) ])
-		]);
-
 		var self = this;
-		// The container is in the document only after render returns.
-		window.requestAnimationFrame(function() { self.update(status); });
+		this.box = E('div', { 'id': 'csipd-status' }, [ E('em', {}, [ _('Loading…') ]) ]);
+		this.update(status);
 		poll.add(function() {
 			return callStatus().then(function(s) { self.update(s); }, function(err) {
 				ui.addNotification(null, E('p', {}, [ _('Cannot read the csipd status: ') + err ]));
 			});
 		}, 5);
 		window.setInterval(function() { self.tick(); }, 1000);
-		return node;
+		return E('div', { 'class': 'cbi-map' }, [
+			E('h2', {}, [ _('Dynamic connection (csipd)') ]),
+			E('div', { 'class': 'cbi-map-descr' }, [
+				_('What the network operator asks of this site right now, and what csipd does about it.')
+			]),
+			this.box
+		]);
 	},
 
 	handleSaveApply: null,

@@ -37,7 +37,7 @@ fn main() {
     let request_ms = started.elapsed().as_secs_f64() * 1e3 / requests as f64;
 
     println!("snapshot clone (lock held per request): {clone_us:.1} µs");
-    println!("handle.update with a history record:     {update_us:.2} µs");
+    println!("handle.update, history sample per 1 s cycle: {update_us:.2} µs");
     println!(
         "/status {} bytes, /metrics {} bytes, / {} bytes",
         status.len(),

@@ -421,3 +421,32 @@ fn import_limit_acts_through_the_battery_charge_limit() {
     assert!(import <= 3000.0 && import > 2850.0, "{import}");
     assert!(h.cycles.last().unwrap().1.unsupported.is_empty());
 }
+
+#[test]
+fn demo_site_is_curtailed_within_a_minute() {
+    let site = crate::sim::site::demo_site();
+    let params = ControllerParams::new(
+        vec![InverterParams {
+            name: "demo-pv".into(),
+            rating_w: 5000.0,
+            max_charge_w: None,
+        }],
+        1500.0,
+    );
+    let mut h = Harness::new(site, params);
+    h.run_until(60.0, &export_limit(1500.0));
+    // At the 15 s load drop the inverter is cut below its rating, and export stays at or
+    // below the limit once the loop has acted.
+    let curtailed = h
+        .cycles
+        .iter()
+        .any(|(t, s)| *t > 15_000 && *t < 20_000 && s.inverters[0].setpoint_pct < 50.0);
+    assert!(curtailed);
+    for s in h
+        .trace
+        .iter()
+        .filter(|s| s.t_ms >= 18_000 && s.t_ms < 60_000)
+    {
+        assert!(s.export_w <= 1500.0, "{s:?}");
+    }
+}

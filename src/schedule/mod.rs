@@ -414,6 +414,9 @@ pub struct EventRecord {
     /// The randomizeDuration draw, kept for the life of the event.
     pub duration_offset_s: i32,
     pub stop: Option<Stop>,
+    /// The effective end (start + duration + draws) when last listed, so an event that
+    /// vanishes after its end is recorded as completed, not cancelled.
+    pub eff_end_s: i64,
     pub started_at_s: Option<i64>,
     pub ended: Option<Ending>,
 }
@@ -581,12 +584,14 @@ pub fn evaluate(input: &Input<'_>, rng: &mut Rng, previous: &State) -> Outcome {
             continue;
         }
         let Some(program) = program else {
-            // Known before, its program has gone: it can no longer be ranked.
+            // Known before, its program has gone: treat it as no longer listed.
+            present.remove(ev.mrid.as_str());
             continue;
         };
         let eff_start_s = ev.start_s + i64::from(record.start_offset_s);
         let eff_len_s = (i64::from(ev.duration_s) + i64::from(record.duration_offset_s)).max(1);
         let eff_end_s = eff_start_s + eff_len_s;
+        record.eff_end_s = eff_end_s;
         if record.ended.is_none() && record.stop.is_none() {
             record.stop = server_stop(ev, record, eff_start_s, now, rng);
         }
@@ -612,21 +617,27 @@ pub fn evaluate(input: &Input<'_>, rng: &mut Rng, previous: &State) -> Outcome {
         if present.contains(mrid.as_str()) || record.ended.is_some() {
             continue;
         }
-        record.ended = Some(Ending {
-            reason: EndReason::Vanished,
-            at_s: now,
-        });
-        if record.started_at_s.is_some() {
-            notes.push(format!(
-                "event {mrid} was active and is no longer listed by the server; it ends now"
-            ));
-            push_due(
-                &mut due,
-                mrid,
-                record,
-                ResponseStatus::Cancelled,
-                now.max(record.first_seen_s),
-            );
+        // If it had already run to its end (or a known stop) before we looked, say so.
+        let (reason, at_s, status) = match record.stop {
+            Some(stop) if stop.at_s <= now.min(record.eff_end_s) => {
+                (stop.reason, stop.at_s, end_status(stop.reason))
+            }
+            _ if record.eff_end_s <= now => (
+                EndReason::Completed,
+                record.eff_end_s,
+                Some(ResponseStatus::Completed),
+            ),
+            _ => (EndReason::Vanished, now, Some(ResponseStatus::Cancelled)),
+        };
+        let at_s = at_s.max(record.started_at_s.unwrap_or(record.first_seen_s));
+        record.ended = Some(Ending { reason, at_s });
+        if let (Some(_), Some(status)) = (record.started_at_s, status) {
+            if reason == EndReason::Vanished {
+                notes.push(format!(
+                    "event {mrid} was active and is no longer listed by the server; it ends now"
+                ));
+            }
+            push_due(&mut due, mrid, record, status, at_s);
         }
     }
 
@@ -651,13 +662,7 @@ pub fn evaluate(input: &Input<'_>, rng: &mut Rng, previous: &State) -> Outcome {
         if now >= end_s {
             let at = end_s.max(record.started_at_s.unwrap_or(record.first_seen_s));
             record.ended = Some(Ending { reason, at_s: at });
-            let status = match reason {
-                EndReason::Completed => Some(ResponseStatus::Completed),
-                EndReason::Cancelled | EndReason::Vanished => Some(ResponseStatus::Cancelled),
-                EndReason::Superseded => Some(ResponseStatus::Superseded),
-                EndReason::Rejected(_) => None,
-            };
-            if let Some(status) = status {
+            if let Some(status) = end_status(reason) {
                 push_due(&mut due, &l.ev.mrid, record, status, at);
             }
         }
@@ -919,6 +924,7 @@ fn first_sight(
         start_offset_s: 0,
         duration_offset_s: 0,
         stop: None,
+        eff_end_s: ev.scheduled_end_s(),
         started_at_s: None,
         ended: None,
     };
@@ -1005,6 +1011,16 @@ fn first_sight(
     }
     push_due(due, &ev.mrid, &record, ResponseStatus::Received, now);
     record
+}
+
+/// The response that reports an ending.
+fn end_status(reason: EndReason) -> Option<ResponseStatus> {
+    match reason {
+        EndReason::Completed => Some(ResponseStatus::Completed),
+        EndReason::Cancelled | EndReason::Vanished => Some(ResponseStatus::Cancelled),
+        EndReason::Superseded => Some(ResponseStatus::Superseded),
+        EndReason::Rejected(_) => None,
+    }
 }
 
 /// Queues a response when the event asked for that kind of response.

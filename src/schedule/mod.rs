@@ -19,7 +19,7 @@ mod scenarios;
 pub use rng::Rng;
 
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// randomizeStart / randomizeDuration bounds are OneHourRangeType: -3600..=3600 s.
 pub const RANDOMIZE_LIMIT_S: i32 = 3600;
@@ -324,6 +324,23 @@ pub enum ResponseStatus {
 }
 
 impl ResponseStatus {
+    /// Every status, in code order.
+    pub const ALL: [ResponseStatus; 8] = [
+        ResponseStatus::Received,
+        ResponseStatus::Started,
+        ResponseStatus::Completed,
+        ResponseStatus::Cancelled,
+        ResponseStatus::Superseded,
+        ResponseStatus::RejectedNotApplicable,
+        ResponseStatus::RejectedInvalid,
+        ResponseStatus::RejectedExpired,
+    ];
+
+    /// Its bit in [`EventRecord::responses_sent`].
+    pub fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+
     /// The wire value of Response.status.
     pub fn code(self) -> u8 {
         match self {
@@ -419,15 +436,38 @@ pub struct EventRecord {
     pub eff_end_s: i64,
     pub started_at_s: Option<i64>,
     pub ended: Option<Ending>,
+    /// The ledger for this event: bit [`ResponseStatus::bit`] set once that response was
+    /// issued. A bit field keeps the state small and cheap to carry between calls.
+    pub responses_sent: u8,
 }
 
 /// The scheduler's memory between calls; persist it (serde) to survive restarts.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
-    /// Every event seen, by mRID.
+    /// Every event seen, by mRID, each with its part of the response ledger.
     pub events: BTreeMap<String, EventRecord>,
-    /// Every response ever issued.
-    pub ledger: BTreeSet<ResponseKey>,
+}
+
+impl State {
+    /// Whether the response `key` was ever issued.
+    pub fn was_sent(&self, key: &ResponseKey) -> bool {
+        self.events
+            .get(&key.event_mrid)
+            .is_some_and(|r| r.responses_sent & key.status.bit() != 0)
+    }
+
+    /// The response ledger: every (event mRID, status) issued, for a store to persist.
+    pub fn ledger(&self) -> impl Iterator<Item = ResponseKey> + '_ {
+        self.events.iter().flat_map(|(mrid, r)| {
+            ResponseStatus::ALL
+                .iter()
+                .filter(move |s| r.responses_sent & s.bit() != 0)
+                .map(move |s| ResponseKey {
+                    event_mrid: mrid.clone(),
+                    status: *s,
+                })
+        })
+    }
 }
 
 /// The inputs of one evaluation.
@@ -509,7 +549,7 @@ pub struct Outcome {
     pub ramp: Ramp,
     /// Evaluate again no later than this (`None`: nothing scheduled ahead).
     pub next_change_s: Option<i64>,
-    /// Responses that fell due, in the order they happened; already in `state.ledger`.
+    /// Responses that fell due, in the order they happened; already in the state's ledger.
     pub responses: Vec<ResponseDue>,
     /// The state to pass to the next call (and to persist).
     pub state: State,
@@ -544,8 +584,14 @@ impl Live<'_> {
 
 /// Evaluates the schedule at `input.now_s`. See the module documentation.
 pub fn evaluate(input: &Input<'_>, rng: &mut Rng, previous: &State) -> Outcome {
+    evaluate_owned(input, rng, previous.clone())
+}
+
+/// [`evaluate`] taking the previous state by value, which saves copying it: the engine's
+/// loop hands each outcome's state to the next call.
+pub fn evaluate_owned(input: &Input<'_>, rng: &mut Rng, previous: State) -> Outcome {
     let now = input.now_s;
-    let mut state = previous.clone();
+    let mut state = previous;
     let mut notes = Vec::new();
     let mut due: Vec<ResponseDue> = Vec::new();
 
@@ -556,7 +602,7 @@ pub fn evaluate(input: &Input<'_>, rng: &mut Rng, previous: &State) -> Outcome {
         .collect();
 
     // 1. Register new events, notice status changes, collect the valid ones.
-    let mut present: BTreeSet<&str> = BTreeSet::new();
+    let mut present: HashSet<&str> = HashSet::with_capacity(input.events.len());
     let mut live: Vec<Live<'_>> = Vec::with_capacity(input.events.len());
     for ev in input.events {
         if !present.insert(ev.mrid.as_str()) {
@@ -767,26 +813,23 @@ pub fn evaluate(input: &Input<'_>, rng: &mut Rng, previous: &State) -> Outcome {
         })
         .map(|(mrid, _)| mrid.clone())
         .collect();
-    if !expired.is_empty() {
-        let gone: BTreeSet<&str> = expired.iter().map(String::as_str).collect();
-        state
-            .ledger
-            .retain(|k| !gone.contains(k.event_mrid.as_str()));
-        for mrid in &expired {
-            state.events.remove(mrid);
-        }
+    for mrid in &expired {
+        state.events.remove(mrid);
     }
 
     // Responses in the order they happened; within one event received, started, ended.
+    // A response is due once: whatever the ledger already has is dropped.
     due.sort_by_key(|r| (r.at_s, r.key.status.rank()));
-    for r in &due {
-        state.ledger.insert(r.key.clone());
+    let mut responses = Vec::with_capacity(due.len());
+    for r in due {
+        let Some(record) = state.events.get_mut(&r.key.event_mrid) else {
+            continue;
+        };
+        if record.responses_sent & r.key.status.bit() == 0 {
+            record.responses_sent |= r.key.status.bit();
+            responses.push(r);
+        }
     }
-    // A response is due once: drop any the ledger already had (e.g. restored state).
-    let responses = due
-        .into_iter()
-        .filter(|r| !previous.ledger.contains(&r.key))
-        .collect();
 
     Outcome {
         active,
@@ -927,6 +970,7 @@ fn first_sight(
         eff_end_s: ev.scheduled_end_s(),
         started_at_s: None,
         ended: None,
+        responses_sent: 0,
     };
     let rejection = if program.is_none() {
         Some((

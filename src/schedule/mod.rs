@@ -613,12 +613,12 @@ pub fn evaluate_owned(input: &Input<'_>, rng: &mut Rng, previous: State) -> Outc
             continue;
         }
         let program = programs.get(ev.program_mrid.as_str()).copied();
-        if !state.events.contains_key(&ev.mrid) {
-            let record = first_sight(ev, program, now, rng, &mut due, &mut notes);
-            state.events.insert(ev.mrid.clone(), record);
-        }
-        let Some(record) = state.events.get_mut(&ev.mrid) else {
-            continue;
+        let record = match state.events.get_mut(&ev.mrid) {
+            Some(record) => record,
+            None => {
+                let record = first_sight(ev, program, now, rng, &mut due, &mut notes);
+                state.events.entry(ev.mrid.clone()).or_insert(record)
+            }
         };
         if matches!(
             record.ended,
@@ -660,7 +660,7 @@ pub fn evaluate_owned(input: &Input<'_>, rng: &mut Rng, previous: State) -> Outc
 
     // 2. Events the server no longer lists: an active one ends now (as cancelled).
     for (mrid, record) in state.events.iter_mut() {
-        if present.contains(mrid.as_str()) || record.ended.is_some() {
+        if record.ended.is_some() || present.contains(mrid.as_str()) {
             continue;
         }
         // If it had already run to its end (or a known stop) before we looked, say so.
@@ -692,7 +692,9 @@ pub fn evaluate_owned(input: &Input<'_>, rng: &mut Rng, previous: State) -> Outc
     resolve_ends(&mut live);
 
     // 4. Started / ended transitions up to now, each recorded and answered once.
-    for l in &live {
+    //    `open`: still running or still to come after this call.
+    let mut open = vec![false; live.len()];
+    for (l, open) in live.iter().zip(open.iter_mut()) {
         let Some(record) = state.events.get_mut(&l.ev.mrid) else {
             continue;
         };
@@ -712,18 +714,8 @@ pub fn evaluate_owned(input: &Input<'_>, rng: &mut Rng, previous: State) -> Outc
                 push_due(&mut due, &l.ev.mrid, record, status, at);
             }
         }
+        *open = record.ended.is_none();
     }
-
-    // Events still running or still to come after this call.
-    let open: Vec<bool> = live
-        .iter()
-        .map(|l| {
-            state
-                .events
-                .get(&l.ev.mrid)
-                .is_some_and(|r| r.ended.is_none())
-        })
-        .collect();
 
     // 5. Active value per mode: the highest-precedence executing event, else the default.
     let mut active = ActiveControls::default();
@@ -808,8 +800,8 @@ pub fn evaluate_owned(input: &Input<'_>, rng: &mut Rng, previous: State) -> Outc
         .events
         .iter()
         .filter(|(mrid, r)| {
-            !present.contains(mrid.as_str())
-                && r.ended.is_some_and(|e| e.at_s + RECORD_RETENTION_S < now)
+            r.ended.is_some_and(|e| e.at_s + RECORD_RETENTION_S < now)
+                && !present.contains(mrid.as_str())
         })
         .map(|(mrid, _)| mrid.clone())
         .collect();

@@ -8,6 +8,10 @@ const USAGE: &str = "usage: csipd <command> [args]
 commands:
   version               print the version
   help                  this text
+  fetch PATH [--url URL --cert FILE --key FILE --ca FILE]
+                        GET one resource from the utility server and print it
+  cert request|show|selfsigned ...
+                        device key, CSR, certificate details (LFDI/SFDI), lab certificate
 ";
 
 fn main() -> ExitCode {
@@ -28,6 +32,8 @@ fn main() -> ExitCode {
             print!("{USAGE}");
             ExitCode::SUCCESS
         }
+        "fetch" => csipd::http::fetch_main(rest),
+        "cert" => csipd::pki::cert_main(rest),
         other => {
             let _ = rest;
             eprintln!("csipd: unknown command '{other}'\n{USAGE}");

@@ -1,6 +1,7 @@
 //! Certificates and keys: load PEM identity, LFDI/SFDI, P-256 key and CSR generation,
 //! self-signed lab certificates, expiry and key-match checks, and `csipd cert`.
 
+use crate::sep2::identity;
 use openssl::asn1::{Asn1Integer, Asn1Time};
 use openssl::bn::BigNum;
 use openssl::ec::{EcGroup, EcKey};
@@ -9,7 +10,6 @@ use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
 use openssl::x509::extension::{BasicConstraints, KeyUsage, SubjectAlternativeName};
 use openssl::x509::{X509, X509Builder, X509NameBuilder, X509NameRef, X509Req, X509ReqBuilder};
-use sha2::{Digest, Sha256};
 use std::fmt;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -58,26 +58,12 @@ pub fn load_key(path: &Path) -> Result<PKey<Private>, PkiError> {
     PKey::private_key_from_pem(&pem).map_err(|_| err(path, "not an unencrypted PEM private key"))
 }
 
-/// LFDI: the first 160 bits of SHA-256 over the certificate's DER, 40 uppercase hex.
-pub fn lfdi_from_der(cert_der: &[u8]) -> String {
-    let digest = Sha256::digest(cert_der);
-    digest[..20].iter().map(|b| format!("{b:02X}")).collect()
-}
-
-/// SFDI: the first 36 bits of the LFDI as a decimal number, times ten, plus a check
-/// digit that makes the digit sum a multiple of ten. `None` if `lfdi` is not hex.
-pub fn sfdi_from_lfdi(lfdi: &str) -> Option<u64> {
-    let head = lfdi.get(..9)?;
-    let value = u64::from_str_radix(head, 16).ok()?;
-    let digit_sum: u64 = value.to_string().bytes().map(|b| u64::from(b - b'0')).sum();
-    Some(value * 10 + (10 - digit_sum % 10) % 10)
-}
-
+/// LFDI of a certificate (the `sep2::identity` rule over its DER).
 pub fn lfdi_of_cert(cert: &X509) -> Result<String, PkiError> {
     let der = cert
         .to_der()
         .map_err(|e| PkiError(format!("certificate not encodable: {e}")))?;
-    Ok(lfdi_from_der(&der))
+    identity::lfdi_from_der(&der).map_err(|e| PkiError(e.to_string()))
 }
 
 /// LFDI of the leaf certificate in a PEM file.
@@ -250,7 +236,7 @@ pub struct CertSummary {
 
 pub fn summarize(cert: &X509) -> Result<CertSummary, PkiError> {
     let lfdi = lfdi_of_cert(cert)?;
-    let sfdi = sfdi_from_lfdi(&lfdi).unwrap_or_default();
+    let sfdi = identity::sfdi(&lfdi).map_err(|e| PkiError(e.to_string()))?;
     let key_type = match cert.public_key() {
         Ok(key) => match key.ec_key() {
             Ok(ec) => match ec.group().curve_name() {
@@ -391,14 +377,29 @@ const CERT_USAGE: &str = "usage:
   csipd cert selfsigned --key FILE --cert FILE --cn NAME [--days N]
       a self-signed certificate for lab servers only (key made if missing)";
 
-fn flags(args: &[String]) -> Result<Vec<(String, String)>, String> {
+enum CliError {
+    /// Bad arguments: print the usage.
+    Usage(String),
+    /// The command could not do its job.
+    Failed(String),
+}
+
+impl From<PkiError> for CliError {
+    fn from(e: PkiError) -> Self {
+        CliError::Failed(e.0)
+    }
+}
+
+fn flags(args: &[String]) -> Result<Vec<(String, String)>, CliError> {
     let mut out = Vec::new();
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let name = flag
             .strip_prefix("--")
-            .ok_or_else(|| format!("unexpected argument {flag:?}"))?;
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+            .ok_or_else(|| CliError::Usage(format!("unexpected argument {flag:?}")))?;
+        let value = it
+            .next()
+            .ok_or_else(|| CliError::Usage(format!("{flag} needs a value")))?;
         out.push((name.to_string(), value.clone()));
     }
     Ok(out)
@@ -411,13 +412,13 @@ fn flag<'a>(flags: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-fn required<'a>(flags: &'a [(String, String)], name: &str) -> Result<&'a str, String> {
-    flag(flags, name).ok_or_else(|| format!("--{name} is required"))
+fn required<'a>(flags: &'a [(String, String)], name: &str) -> Result<&'a str, CliError> {
+    flag(flags, name).ok_or_else(|| CliError::Usage(format!("--{name} is required")))
 }
 
-fn check_known(flags: &[(String, String)], known: &[&str]) -> Result<(), String> {
+fn check_known(flags: &[(String, String)], known: &[&str]) -> Result<(), CliError> {
     match flags.iter().find(|(n, _)| !known.contains(&n.as_str())) {
-        Some((n, _)) => Err(format!("unknown option --{n}")),
+        Some((n, _)) => Err(CliError::Usage(format!("unknown option --{n}"))),
         None => Ok(()),
     }
 }
@@ -432,26 +433,32 @@ pub fn cert_main(args: &[String]) -> ExitCode {
         "request" => cert_request(&f),
         "show" => cert_show(&f),
         "selfsigned" => cert_selfsigned(&f),
-        other => Err(format!("unknown cert command {other:?}")),
+        other => Err(CliError::Usage(format!("unknown cert command {other:?}"))),
     });
     match result {
         Ok(code) => code,
-        Err(e) => {
+        Err(CliError::Usage(e)) => {
             eprintln!("csipd cert: {e}\n{CERT_USAGE}");
+            ExitCode::from(2)
+        }
+        Err(CliError::Failed(e)) => {
+            eprintln!("csipd cert: {e}");
             ExitCode::from(2)
         }
     }
 }
 
-fn cert_request(f: &[(String, String)]) -> Result<ExitCode, String> {
+fn cert_request(f: &[(String, String)]) -> Result<ExitCode, CliError> {
     check_known(f, &["key", "csr", "cn"])?;
     let key_path = PathBuf::from(required(f, "key")?);
     let csr_path = PathBuf::from(required(f, "csr")?);
     let cn = required(f, "cn")?;
-    let (key, created) = load_or_create_key(&key_path).map_err(|e| e.to_string())?;
-    let csr = build_csr(&key, cn).map_err(|e| e.to_string())?;
-    let pem = csr.to_pem().map_err(|e| format!("CSR encoding: {e}"))?;
-    write_file_atomic(&csr_path, &pem, 0o644).map_err(|e| e.to_string())?;
+    let (key, created) = load_or_create_key(&key_path)?;
+    let csr = build_csr(&key, cn)?;
+    let pem = csr
+        .to_pem()
+        .map_err(|e| PkiError(format!("CSR encoding: {e}")))?;
+    write_file_atomic(&csr_path, &pem, 0o644)?;
     println!(
         "key: {} ({})",
         key_path.display(),
@@ -468,11 +475,11 @@ fn cert_request(f: &[(String, String)]) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn cert_show(f: &[(String, String)]) -> Result<ExitCode, String> {
+fn cert_show(f: &[(String, String)]) -> Result<ExitCode, CliError> {
     check_known(f, &["cert", "key"])?;
     let cert_path = PathBuf::from(required(f, "cert")?);
-    let cert = load_cert(&cert_path).map_err(|e| e.to_string())?;
-    let s = summarize(&cert).map_err(|e| e.to_string())?;
+    let cert = load_cert(&cert_path)?;
+    let s = summarize(&cert)?;
     println!("certificate: {}", cert_path.display());
     println!("LFDI:        {}", s.lfdi);
     println!("SFDI:        {}", s.sfdi);
@@ -513,7 +520,7 @@ fn cert_show(f: &[(String, String)]) -> Result<ExitCode, String> {
     })
 }
 
-fn cert_selfsigned(f: &[(String, String)]) -> Result<ExitCode, String> {
+fn cert_selfsigned(f: &[(String, String)]) -> Result<ExitCode, CliError> {
     check_known(f, &["key", "cert", "cn", "days"])?;
     let key_path = PathBuf::from(required(f, "key")?);
     let cert_path = PathBuf::from(required(f, "cert")?);
@@ -523,23 +530,23 @@ fn cert_selfsigned(f: &[(String, String)]) -> Result<ExitCode, String> {
             .parse()
             .ok()
             .filter(|d| (1..=36_500).contains(d))
-            .ok_or_else(|| format!("--days must be 1..36500, got {d:?}"))?,
+            .ok_or_else(|| CliError::Usage(format!("--days must be 1..36500, got {d:?}")))?,
         None => 365,
     };
     eprintln!("csipd cert: WARNING: a self-signed certificate is for lab servers only");
-    let (key, _) = load_or_create_key(&key_path).map_err(|e| e.to_string())?;
-    let cert = self_signed(&key, cn, days, SystemTime::now()).map_err(|e| e.to_string())?;
+    let (key, _) = load_or_create_key(&key_path)?;
+    let cert = self_signed(&key, cn, days, SystemTime::now())?;
     let pem = cert
         .to_pem()
-        .map_err(|e| format!("certificate encoding: {e}"))?;
-    write_file_atomic(&cert_path, &pem, 0o644).map_err(|e| e.to_string())?;
-    let lfdi = lfdi_of_cert(&cert).map_err(|e| e.to_string())?;
+        .map_err(|e| PkiError(format!("certificate encoding: {e}")))?;
+    write_file_atomic(&cert_path, &pem, 0o644)?;
+    let lfdi = lfdi_of_cert(&cert)?;
     println!(
         "certificate: {} (CN={cn}, {days} days)",
         cert_path.display()
     );
     println!("LFDI:        {lfdi}");
-    println!("SFDI:        {}", sfdi_from_lfdi(&lfdi).unwrap_or_default());
+    println!("SFDI:        {}", identity::sfdi(&lfdi).unwrap_or_default());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -552,23 +559,6 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
-    }
-
-    #[test]
-    fn sfdi_matches_published_examples() {
-        assert_eq!(sfdi_from_lfdi("7AD980E2F0000000"), Some(329771945436));
-        assert_eq!(sfdi_from_lfdi("a2393ac7a0000000"), Some(435465534669));
-        assert_eq!(sfdi_from_lfdi("xyz"), None);
-        assert_eq!(sfdi_from_lfdi("ZZZZZZZZZZ"), None);
-    }
-
-    #[test]
-    fn lfdi_is_uppercase_sha256_prefix() {
-        // SHA-256("abc") = ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad
-        assert_eq!(
-            lfdi_from_der(b"abc"),
-            "BA7816BF8F01CFEA414140DE5DAE2223B00361A3"
-        );
     }
 
     #[test]
@@ -593,7 +583,11 @@ mod tests {
         assert_eq!(s.subject, "CN=lab-server");
         assert_eq!(s.issuer, "CN=lab-server");
         assert_eq!(s.key_type, "EC P-256");
-        assert_eq!(s.lfdi, lfdi_from_der(&cert.to_der().unwrap()));
+        assert_eq!(
+            s.lfdi,
+            identity::lfdi_from_der(&cert.to_der().unwrap()).unwrap()
+        );
+        assert_eq!(Some(s.sfdi), identity::sfdi(&s.lfdi).ok());
         assert_eq!(s.lfdi.len(), 40);
         let span = s.not_after_unix.unwrap() - s.not_before_unix.unwrap();
         assert_eq!(span, 10 * 86_400);

@@ -10,7 +10,9 @@ pub const FETCH_USAGE: &str =
     "usage: csipd fetch PATH [--config FILE] [--url URL] [--cert FILE] [--key FILE]
                    [--ca FILE] [--insecure] [--timeout SECONDS]
   GET PATH (e.g. /dcap) from the utility server with this device's certificate;
-  prints the status and TLS suite on stderr and the body on stdout.";
+  prints the status and TLS suite on stderr and the body on stdout. The server and
+  identity come from the configuration (default /etc/config/csipd) unless --url is
+  given; --cert/--key/--ca/--insecure override it.";
 
 /// Parsed `fetch` arguments.
 #[derive(Debug, Default, PartialEq)]
@@ -70,23 +72,46 @@ pub fn fetch_main(args: &[String]) -> ExitCode {
         eprintln!("csipd fetch: which PATH? (e.g. /dcap)\n{FETCH_USAGE}");
         return ExitCode::from(2);
     };
-    if let Some(config) = &parsed.config {
-        // The UCI config module is wired in by the runtime; until then say so plainly.
-        eprintln!(
-            "csipd fetch: reading the server and identity from {} is not wired yet; pass --url, --cert, --key and --ca",
-            config.display()
-        );
-        return ExitCode::from(2);
-    }
-    let Some(url) = parsed.url.clone() else {
-        eprintln!("csipd fetch: no server: pass --url https://host:port\n{FETCH_USAGE}");
-        return ExitCode::from(2);
+    // The configured server and identity (unless --url is given without --config);
+    // flags override single settings.
+    let mut config = match (&parsed.url, &parsed.config) {
+        (Some(url), None) => ClientConfig::new(url),
+        (url, config_path) => {
+            let path = config_path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| crate::config::DEFAULT_PATH.to_string());
+            let loaded = match crate::config::load(&path) {
+                Ok((loaded, _warnings)) => loaded,
+                Err(e) => {
+                    eprintln!("csipd fetch: {e}\n(or pass --url, --cert, --key and --ca)");
+                    return ExitCode::from(2);
+                }
+            };
+            match ClientConfig::from_server_config(&loaded.server) {
+                Ok((mut config, _dcap_path)) => {
+                    if let Some(url) = url {
+                        config.server_url = url.clone();
+                    }
+                    config
+                }
+                Err(e) => {
+                    eprintln!("csipd fetch: {path}: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
     };
-    let mut config = ClientConfig::new(&url);
-    config.client_cert = parsed.cert;
-    config.client_key = parsed.key;
-    config.ca_bundle = parsed.ca;
-    config.insecure = parsed.insecure;
+    if parsed.cert.is_some() {
+        config.client_cert = parsed.cert;
+    }
+    if parsed.key.is_some() {
+        config.client_key = parsed.key;
+    }
+    if parsed.ca.is_some() {
+        config.ca_bundle = parsed.ca;
+    }
+    config.insecure |= parsed.insecure;
     if let Some(t) = parsed.timeout_s {
         config.connect_timeout = Duration::from_secs(t);
         config.read_timeout = Duration::from_secs(t);

@@ -61,6 +61,43 @@ impl ClientConfig {
     }
 }
 
+impl ClientConfig {
+    /// The client for `config server 'utility'`: the server is the origin of
+    /// `dcap_url` (scheme, host, port); returns it with the DeviceCapability path.
+    /// An `http://` URL needs `allow_plain_http`.
+    pub fn from_server_config(
+        server: &crate::config::ServerConfig,
+    ) -> Result<(ClientConfig, String), HttpError> {
+        let dcap_url = server.dcap_url.as_deref().ok_or_else(|| {
+            HttpError::Config("no utility server configured (option dcap_url)".into())
+        })?;
+        let (origin, dcap_path) = split_url(dcap_url).map_err(HttpError::Config)?;
+        if origin.starts_with("http://") && !server.allow_plain_http {
+            return Err(HttpError::Config(format!(
+                "dcap_url {dcap_url:?} is plain http; set allow_plain_http (debugging only) or use https"
+            )));
+        }
+        let mut config = ClientConfig::new(&origin);
+        config.client_cert = server.cert.as_ref().map(PathBuf::from);
+        config.client_key = server.key.as_ref().map(PathBuf::from);
+        config.ca_bundle = server.ca.as_ref().map(PathBuf::from);
+        config.insecure = server.tls_insecure_lab;
+        Ok((config, dcap_path))
+    }
+}
+
+/// Splits `https://host:port/path?q` into the origin `https://host:port` and `/path?q`.
+pub fn split_url(url: &str) -> Result<(String, String), String> {
+    let target = parse_url(url)?;
+    let scheme = if target.tls { "https" } else { "http" };
+    let path = if target.base_path.is_empty() {
+        "/".to_string()
+    } else {
+        target.base_path
+    };
+    Ok((format!("{scheme}://{}", target.authority), path))
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
     Get,
@@ -694,6 +731,22 @@ mod tests {
         assert!(parse_url("ftp://h").is_err());
         assert!(parse_url("https://h:x").is_err());
         assert!(parse_url("https://:1").is_err());
+    }
+
+    #[test]
+    fn split_url_gives_origin_and_path() {
+        assert_eq!(
+            split_url("https://u.example:8443/sep2/dcap").unwrap(),
+            (
+                "https://u.example:8443".to_string(),
+                "/sep2/dcap".to_string()
+            )
+        );
+        assert_eq!(
+            split_url("http://10.0.0.1").unwrap(),
+            ("http://10.0.0.1".to_string(), "/".to_string())
+        );
+        assert!(split_url("u.example/dcap").is_err());
     }
 
     #[test]

@@ -97,6 +97,15 @@ fn ccm8_only_server_with_client_verification() {
     assert_eq!(second.status, 200);
     assert_eq!(client.stats().handshakes, 2);
     assert_eq!(accepts_finished(&second.body_text()), 2);
+    // The reconnect resumed the first session: no second key exchange.
+    assert_eq!(client.stats().resumed_handshakes, 1);
+    assert!(
+        second
+            .body_text()
+            .contains("Reused, TLSv1.2, Cipher is ECDHE-ECDSA-AES128-CCM8"),
+        "{}",
+        second.body_text()
+    );
 }
 
 #[test]

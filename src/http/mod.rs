@@ -294,8 +294,10 @@ impl std::error::Error for HttpError {}
 pub struct ClientStats {
     /// TCP connections opened.
     pub connections: u64,
-    /// TLS handshakes completed.
+    /// TLS handshakes completed (full or resumed).
     pub handshakes: u64,
+    /// Of those, how many resumed an earlier session (abbreviated handshake).
+    pub resumed_handshakes: u64,
     /// Requests answered (any status).
     pub responses: u64,
 }
@@ -364,6 +366,8 @@ pub struct Client {
     conn: Option<BufConn<Stream>>,
     info: Option<ConnectionInfo>,
     stats: ClientStats,
+    /// Last resumable TLS session, offered on the next connection.
+    session: Option<openssl::ssl::SslSession>,
 }
 
 impl Client {
@@ -399,6 +403,7 @@ impl Client {
             conn: None,
             info: None,
             stats: ClientStats::default(),
+            session: None,
         })
     }
 
@@ -486,6 +491,9 @@ impl Client {
             }
             let raw = result.map_err(|e| frame_error(method, &request_path, e))?;
             self.stats.responses += 1;
+            if let Some(session) = self.conn.as_ref().and_then(|c| c.io.session()) {
+                self.session = Some(session);
+            }
             if raw.must_close {
                 self.conn = None;
             }
@@ -640,6 +648,7 @@ impl Client {
                         socket,
                         &self.target.host,
                         !self.config.insecure,
+                        self.session.as_ref(),
                     )
                     .await
                     .map_err(|message| HttpError::Tls {
@@ -647,6 +656,9 @@ impl Client {
                         message,
                     })?;
                     self.stats.handshakes += 1;
+                    if stream.resumed() {
+                        self.stats.resumed_handshakes += 1;
+                    }
                     Ok(stream)
                 }
                 None => Ok(Stream::Plain(socket)),
@@ -659,7 +671,12 @@ impl Client {
                 after: timeout,
             })
         })
-        .await?;
+        .await;
+        if stream.is_err() {
+            // Do not offer a session the server may have been part of rejecting.
+            self.session = None;
+        }
+        let stream = stream?;
         let info = stream.info();
         log::debug!("connected to {server} ({} {})", info.protocol, info.cipher);
         self.info = Some(info);

@@ -10,7 +10,8 @@
 
 use super::framing::ByteIo;
 use openssl::ssl::{
-    ErrorCode, SslConnector, SslFiletype, SslMethod, SslStream, SslVerifyMode, SslVersion,
+    ErrorCode, ShutdownState, SslConnector, SslFiletype, SslMethod, SslSession, SslStream,
+    SslVerifyMode, SslVersion,
 };
 use openssl::x509::store::X509StoreBuilder;
 use smol::Async;
@@ -86,6 +87,11 @@ pub(crate) fn build_connector(setup: &TlsSetup) -> Result<SslConnector, String> 
             .set_groups_list("X25519:P-256:P-384:P-521")
             .map_err(|e| format!("cannot set TLS groups: {e}"))?;
     }
+    // Many 2030.5 servers (HTTP/1.0, Connection: close) drop the TCP connection without
+    // a TLS close_notify. OpenSSL would call that a fatal error and mark the session as
+    // not resumable, so every reconnect would cost a full handshake. Treat it as EOF:
+    // the HTTP framing still catches a body cut short (Content-Length, chunked).
+    builder.set_options(openssl::ssl::SslOptions::IGNORE_UNEXPECTED_EOF);
     match (setup.client_cert, setup.client_key) {
         (Some(cert), Some(key)) => {
             builder
@@ -168,13 +174,17 @@ pub(crate) enum Stream {
 
 impl Stream {
     /// Runs the TLS handshake on a connected socket.
+    /// `resume`: a session from an earlier connection of the same connector to the same
+    /// server; resuming it skips the key exchange and certificate checks, which is most
+    /// of a handshake's cost on a router, for servers that close after every request.
     pub async fn handshake(
         connector: &SslConnector,
         socket: Async<TcpStream>,
         host: &str,
         verify_hostname: bool,
+        resume: Option<&SslSession>,
     ) -> Result<Stream, String> {
-        let ssl = connector
+        let mut ssl = connector
             .configure()
             .and_then(|c| {
                 c.verify_hostname(verify_hostname)
@@ -182,6 +192,12 @@ impl Stream {
                     .into_ssl(host)
             })
             .map_err(|e| format!("cannot set up TLS for {host}: {e}"))?;
+        if let Some(session) = resume {
+            // SAFETY: OpenSSL requires the session to come from a context compatible
+            // with this one; the caller only passes sessions made by this connector.
+            // A failure only means a full handshake.
+            let _ = unsafe { ssl.set_session(session) };
+        }
         let mut stream =
             SslStream::new(ssl, SocketIo(socket)).map_err(|e| format!("TLS setup: {e}"))?;
         loop {
@@ -217,6 +233,19 @@ impl Stream {
         }
     }
 
+    /// The TLS session to resume on the next connection (None for plain or not resumable).
+    pub fn session(&self) -> Option<SslSession> {
+        match self {
+            Stream::Tls(s) => s.ssl().session().map(|session| session.to_owned()),
+            Stream::Plain(_) => None,
+        }
+    }
+
+    /// True when the handshake resumed an earlier session.
+    pub fn resumed(&self) -> bool {
+        matches!(self, Stream::Tls(s) if s.ssl().session_reused())
+    }
+
     pub fn info(&self) -> ConnectionInfo {
         match self {
             Stream::Plain(_) => ConnectionInfo {
@@ -250,6 +279,17 @@ impl Stream {
                 let mut probe = [0u8; 1];
                 matches!(s.ssl_read(&mut probe), Err(e) if e.code() == ErrorCode::WANT_READ)
             }
+        }
+    }
+}
+
+impl Drop for Stream {
+    /// Says goodbye with a close_notify (best effort, never waits). Without it OpenSSL
+    /// takes the connection for a failed one and marks its session as not resumable.
+    fn drop(&mut self) {
+        if let Stream::Tls(s) = self {
+            let _ = s.shutdown();
+            s.set_shutdown(ShutdownState::SENT | ShutdownState::RECEIVED);
         }
     }
 }

@@ -15,7 +15,7 @@ commands:
                         summary of the running daemon (limits, utility, devices)
   rpcd list|call METHOD the rpcd plugin behind `ubus call csipd ...`
   help                  this text
-  fetch PATH [--url URL --cert FILE --key FILE --ca FILE]
+  fetch PATH [--config FILE] [--url URL --cert FILE --key FILE --ca FILE]
                         GET one resource from the utility server and print it
   cert request|show|selfsigned ...
                         device key, CSR, certificate details (LFDI/SFDI), lab certificate

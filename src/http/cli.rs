@@ -8,11 +8,12 @@ use std::time::Duration;
 
 pub const FETCH_USAGE: &str =
     "usage: csipd fetch PATH [--config FILE] [--url URL] [--cert FILE] [--key FILE]
-                   [--ca FILE] [--insecure] [--timeout SECONDS]
+                   [--ca FILE] [--insecure] [--timeout SECONDS] [--repeat N]
   GET PATH (e.g. /dcap) from the utility server with this device's certificate;
   prints the status and TLS suite on stderr and the body on stdout. The server and
   identity come from the configuration (default /etc/config/csipd) unless --url is
-  given; --cert/--key/--ca/--insecure override it.";
+  given; --cert/--key/--ca/--insecure override it. --repeat N sends N GETs and
+  prints the time per request and the connection and handshake counts.";
 
 /// Parsed `fetch` arguments.
 #[derive(Debug, Default, PartialEq)]
@@ -25,6 +26,7 @@ struct FetchArgs {
     ca: Option<PathBuf>,
     insecure: bool,
     timeout_s: Option<u64>,
+    repeat: Option<u32>,
 }
 
 fn parse_args(args: &[String]) -> Result<FetchArgs, String> {
@@ -48,6 +50,15 @@ fn parse_args(args: &[String]) -> Result<FetchArgs, String> {
                 parsed.timeout_s = Some(
                     v.parse()
                         .map_err(|_| format!("--timeout must be whole seconds, got {v:?}"))?,
+                );
+            }
+            "--repeat" => {
+                let v = value("--repeat")?;
+                parsed.repeat = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| format!("--repeat must be a count >= 1, got {v:?}"))?,
                 );
             }
             other if other.starts_with("--") => return Err(format!("unknown option {other}")),
@@ -123,7 +134,28 @@ pub fn fetch_main(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = smol::block_on(client.get(&path));
+    let repeat = parsed.repeat.unwrap_or(1);
+    let started = std::time::Instant::now();
+    let mut result = smol::block_on(client.get(&path));
+    for _ in 1..repeat {
+        if result.is_err() {
+            break;
+        }
+        result = smol::block_on(client.get(&path));
+    }
+    if repeat > 1 {
+        let elapsed = started.elapsed();
+        let stats = client.stats();
+        eprintln!(
+            "{} requests in {:.1} ms ({:.2} ms each): {} connections, {} TLS handshakes ({} resumed)",
+            stats.responses,
+            elapsed.as_secs_f64() * 1e3,
+            elapsed.as_secs_f64() * 1e3 / f64::from(repeat),
+            stats.connections,
+            stats.handshakes,
+            stats.resumed_handshakes
+        );
+    }
     if let Some(info) = client.connection_info() {
         eprintln!(
             "connection: {} {}{}",

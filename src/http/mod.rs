@@ -733,6 +733,7 @@ fn frame_error(method: Method, path: &str, e: FrameError) -> HttpError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn urls_parse_with_ports_prefixes_and_ipv6() {
@@ -764,6 +765,29 @@ mod tests {
             ("http://10.0.0.1".to_string(), "/".to_string())
         );
         assert!(split_url("u.example/dcap").is_err());
+    }
+
+    #[test]
+    fn client_config_from_the_uci_server_section() {
+        let uci = "config server 'utility'\n\toption dcap_url 'https://u.example:8443/sep2/dcap'\n\toption cert '/etc/csipd/c.pem'\n\toption key '/etc/csipd/k.pem'\n\toption ca '/etc/csipd/ca.pem'\n";
+        let (config, _) = crate::config::from_text(uci, "test").expect("config");
+        let (client, dcap_path) = ClientConfig::from_server_config(&config.server).unwrap();
+        assert_eq!(client.server_url, "https://u.example:8443");
+        assert_eq!(dcap_path, "/sep2/dcap");
+        assert_eq!(
+            client.client_key.as_deref(),
+            Some(Path::new("/etc/csipd/k.pem"))
+        );
+        assert_eq!(
+            client.ca_bundle.as_deref(),
+            Some(Path::new("/etc/csipd/ca.pem"))
+        );
+        assert!(!client.insecure);
+        // config rejects this already; the client refuses it on its own too.
+        let mut server = config.server.clone();
+        server.dcap_url = Some("http://u.example/dcap".into());
+        let err = ClientConfig::from_server_config(&server).unwrap_err();
+        assert!(err.to_string().contains("allow_plain_http"), "{err}");
     }
 
     #[test]

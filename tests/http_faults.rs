@@ -327,3 +327,51 @@ fn not_found_is_a_typed_error_with_the_body() {
     assert!(smol::block_on(client.get("/edev/9")).is_err());
     assert_eq!(server.connections.load(Ordering::SeqCst), 1);
 }
+
+#[test]
+fn reused_connection_dying_unanswered_resends_get_but_not_post() {
+    // Connection 0: answers its first request, then reads the second and hangs up
+    // without a byte (a server restarting at the wrong moment). Later connections work.
+    let server = Scripted::start(|conn, n, _, s| {
+        if conn == 0 && n == 1 {
+            return false;
+        }
+        send(s, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        true
+    });
+    let mut client = server.client(Duration::from_secs(5));
+    smol::block_on(async {
+        assert_eq!(client.get("/a").await.unwrap().body, b"ok");
+        // The GET is sent again on a new connection.
+        assert_eq!(client.get("/b").await.unwrap().body, b"ok");
+    });
+    assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+    let requests = server.requests.lock().unwrap().clone();
+    assert_eq!(
+        requests,
+        vec!["GET /a HTTP/1.1", "GET /b HTTP/1.1", "GET /b HTTP/1.1"]
+    );
+
+    // A POST is not: it may have been acted on, so the caller decides.
+    let server = Scripted::start(|conn, n, _, s| {
+        if conn == 0 && n == 1 {
+            return false;
+        }
+        send(
+            s,
+            "HTTP/1.1 201 Created\r\nLocation: /rsp/1\r\nContent-Length: 0\r\n\r\n",
+        );
+        true
+    });
+    let mut client = server.client(Duration::from_secs(5));
+    let err = smol::block_on(async {
+        client.post("/rsps", b"<Response/>").await.unwrap();
+        client.post("/rsps", b"<Response/>").await.unwrap_err()
+    });
+    assert!(matches!(err, HttpError::Closed { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "POST /rsps: the server closed the connection without answering"
+    );
+    assert_eq!(server.requests.lock().unwrap().len(), 2);
+}

@@ -889,3 +889,38 @@ fn server_superseded_status_ends_the_event() {
     assert_eq!(sim.codes("Q1"), vec![1, 2, 7]);
     assert_eq!(sim.w(GenLimW), None);
 }
+
+/// A program that disappears (its FSA was removed) takes its running events with it:
+/// they end as if no longer listed, and the remaining program's default applies.
+#[test]
+fn removed_program_ends_its_events() {
+    let mut sim = Sim::new(vec![
+        program("DERP1", 1, Some(default_control(Some(800.0), None, None))),
+        program("DERP2", 2, None),
+    ]);
+    let mut e = derc("F1", "DERP2", T0, T0, 600);
+    e.controls.exp_lim_w = Some(watts(9000.0));
+    sim.add(e);
+    sim.at(10);
+    assert_eq!(sim.w(ExpLimW), Some(9000.0));
+    sim.programs.retain(|p| p.mrid != "DERP2");
+    sim.at(20);
+    assert_eq!(sim.codes("F1"), vec![1, 2, 6]);
+    assert_eq!(sim.source(ExpLimW), "default:DERP1");
+}
+
+/// An event that ran to its end while the client was not looking and is then no longer
+/// listed is reported Completed at its end, not Cancelled.
+#[test]
+fn event_gone_after_its_end_is_completed() {
+    let mut sim = Sim::new(vec![program("DERP1", 0, None)]);
+    let mut e = derc("G1", "DERP1", T0, T0, 60);
+    e.controls.exp_lim_w = Some(watts(100.0));
+    sim.add(e);
+    sim.at(10);
+    sim.events.clear();
+    sim.now = T0 + 300;
+    sim.eval();
+    assert_eq!(sim.codes("G1"), vec![1, 2, 3]);
+    assert_eq!(sim.sent_at("G1", 3), Some(60));
+}

@@ -615,8 +615,18 @@ pub fn evaluate_owned(input: &Input<'_>, rng: &mut Rng, previous: State) -> Outc
         let program = programs.get(ev.program_mrid.as_str()).copied();
         let record = match state.events.get_mut(&ev.mrid) {
             Some(record) => record,
+            None if program.is_none() => {
+                // Not yet rankable (its program is not in the input): wait, unanswered,
+                // until the engine passes the program too.
+                notes.push(format!(
+                    "event {} ignored: its program {} is not known",
+                    ev.mrid, ev.program_mrid
+                ));
+                present.remove(ev.mrid.as_str());
+                continue;
+            }
             None => {
-                let record = first_sight(ev, program, now, rng, &mut due, &mut notes);
+                let record = first_sight(ev, now, rng, &mut due, &mut notes);
                 state.events.entry(ev.mrid.clone()).or_insert(record)
             }
         };
@@ -945,7 +955,6 @@ fn server_stop(
 /// draws, and the Received (or rejection) response.
 fn first_sight(
     ev: &Event,
-    program: Option<&Program>,
     now: i64,
     rng: &mut Rng,
     due: &mut Vec<ResponseDue>,
@@ -964,12 +973,7 @@ fn first_sight(
         ended: None,
         responses_sent: 0,
     };
-    let rejection = if program.is_none() {
-        Some((
-            ResponseStatus::RejectedInvalid,
-            format!("its program {} is not known", ev.program_mrid),
-        ))
-    } else if ev.controls.modes_mask() == 0 {
+    let rejection = if ev.controls.modes_mask() == 0 {
         Some((
             ResponseStatus::RejectedNotApplicable,
             "it sets no control mode this client runs".to_string(),

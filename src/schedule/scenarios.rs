@@ -813,7 +813,12 @@ fn expired_invalid_and_inapplicable_events_are_rejected() {
     assert_eq!(sim.codes("X1"), vec![254]);
     assert_eq!(sim.codes("X2"), vec![253]);
     assert_eq!(sim.codes("X3"), vec![252]);
-    assert_eq!(sim.codes("X4"), vec![253]);
+    assert_eq!(
+        sim.codes("X4"),
+        Vec::<u8>::new(),
+        "unknown program: not answered yet"
+    );
+    assert!(sim.notes.iter().any(|n| n.contains("X4")));
     assert_eq!(sim.w(ExpLimW), Some(1000.0));
     assert!(
         sim.notes
@@ -822,8 +827,13 @@ fn expired_invalid_and_inapplicable_events_are_rejected() {
         "{:?}",
         sim.notes
     );
-    sim.at(400);
-    assert_eq!(sim.sent.len(), 4, "each rejection once");
+    sim.at(30);
+    assert_eq!(sim.sent.len(), 3, "each rejection once");
+    // Once its program is known, the waiting event runs (it was never recorded before).
+    sim.programs.push(program("NOPROGRAM", 5, None));
+    sim.at(40);
+    assert_eq!(sim.codes("X4"), vec![1, 2]);
+    assert_eq!(sim.w(ExpLimW), Some(0.0));
 }
 
 /// responseRequired gates responses: 00 sends nothing, 01 only Received.

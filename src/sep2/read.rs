@@ -1061,4 +1061,37 @@ mod tests {
         let err = read::<Time>(xml.as_bytes()).unwrap_err();
         assert!(err.to_string().contains("nested deeper"), "{err}");
     }
+
+    #[test]
+    fn der_curve_and_log_event_lists() {
+        let l: DerCurveList = read(
+            br#"<DERCurveList xmlns="urn:ieee:std:2030.5:ns" href="/derp/1/dc" all="1" results="1">
+            <DERCurve href="/derp/1/dc/1"><mRID>0A</mRID><creationTime>10</creationTime>
+            <CurveData><xvalue>9200</xvalue><yvalue>3000</yvalue></CurveData>
+            <CurveData><excitation>true</excitation><xvalue>10800</xvalue><yvalue>-3000</yvalue></CurveData>
+            <curveType>11</curveType><xMultiplier>-2</xMultiplier><yMultiplier>-2</yMultiplier>
+            <yRefType>3</yRefType></DERCurve></DERCurveList>"#,
+        )
+        .unwrap();
+        let c = &l.items[0];
+        assert_eq!((c.curve_type, c.x_multiplier, c.y_ref_type), (11, -2, 3));
+        assert_eq!(c.curve_data.len(), 2);
+        assert_eq!(
+            c.curve_data[1],
+            CurveData {
+                excitation: Some(true),
+                xvalue: 10800,
+                yvalue: -3000
+            }
+        );
+        let l: LogEventList = read(
+            br#"<LogEventList xmlns="urn:ieee:std:2030.5:ns" all="1" results="1" pollRate="900">
+            <LogEvent><createdDateTime>5</createdDateTime><functionSet>22</functionSet>
+            <logEventCode>1</logEventCode><logEventID>7</logEventID><logEventPEN>28547</logEventPEN>
+            <profileID>2</profileID></LogEvent></LogEventList>"#,
+        )
+        .unwrap();
+        assert_eq!(l.poll_rate_s, Some(900));
+        assert_eq!(l.items[0].log_event_pen, 28547);
+    }
 }

@@ -58,7 +58,12 @@ impl Sink {
             .and_then(|(_, o)| o.active.watts(ControlMode::ExpLimW))
     }
     fn last_state(&self) -> Option<ConnectionState> {
-        self.0.lock().expect("lock").statuses.last().map(|s| s.state)
+        self.0
+            .lock()
+            .expect("lock")
+            .statuses
+            .last()
+            .map(|s| s.state)
     }
 }
 
@@ -147,7 +152,12 @@ fn engine_config(server: &ScriptedServer) -> EngineConfig {
 }
 
 /// Runs the engine on its own thread for `run_for`.
-fn start_engine(config: EngineConfig, site: &Site, sink: &Sink, run_for: Duration) -> std::thread::JoinHandle<()> {
+fn start_engine(
+    config: EngineConfig,
+    site: &Site,
+    sink: &Sink,
+    run_for: Duration,
+) -> std::thread::JoinHandle<()> {
     let site = site.clone();
     let sink = sink.clone();
     std::thread::spawn(move || {
@@ -166,7 +176,9 @@ fn scenario() -> Scenario {
 }
 
 fn has(requests: &[Recorded], method: &str, path: &str) -> bool {
-    requests.iter().any(|r| r.method == method && r.path == path)
+    requests
+        .iter()
+        .any(|r| r.method == method && r.path == path)
 }
 
 fn count(requests: &[Recorded], method: &str, path: &str) -> usize {
@@ -178,7 +190,10 @@ fn count(requests: &[Recorded], method: &str, path: &str) -> usize {
 
 fn assert_all_bodies_valid(server: &ScriptedServer) {
     let invalid = csip_server::invalid_bodies(server);
-    assert!(invalid.is_empty(), "bodies failing csipaus-core.xsd: {invalid:#?}");
+    assert!(
+        invalid.is_empty(),
+        "bodies failing csipaus-core.xsd: {invalid:#?}"
+    );
 }
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -203,9 +218,17 @@ fn all_01_discovery_with_out_of_band_registration_pages_every_list() {
         .iter()
         .filter(|r| r.method == "GET" && r.path == "/edev")
         .collect();
-    assert!(pages.iter().all(|r| r.query.contains("s=") && r.query.contains("l=")), "{pages:?}");
+    assert!(
+        pages
+            .iter()
+            .all(|r| r.query.contains("s=") && r.query.contains("l=")),
+        "{pages:?}"
+    );
     for start in ["s=0", "s=1", "s=2"] {
-        assert!(pages.iter().any(|r| r.query.contains(start)), "no page {start}: {pages:?}");
+        assert!(
+            pages.iter().any(|r| r.query.contains(start)),
+            "no page {start}: {pages:?}"
+        );
     }
     // Out of band: no POST /edev. The registration PIN matched.
     assert!(!has(&requests, "POST", "/edev"));
@@ -251,8 +274,12 @@ fn all_02_in_band_registration_then_der_reports() {
         Some(sfdi())
     );
     // The DERList is read only after the registration.
-    let post_at = requests.iter().position(|r| r.method == "POST" && r.path == "/edev");
-    let der_at = requests.iter().position(|r| r.method == "GET" && r.path == "/edev/1/der");
+    let post_at = requests
+        .iter()
+        .position(|r| r.method == "POST" && r.path == "/edev");
+    let der_at = requests
+        .iter()
+        .position(|r| r.method == "GET" && r.path == "/edev/1/der");
     assert!(post_at < der_at);
     assert_eq!(count(&requests, "POST", "/edev"), 1, "registered once");
     assert_all_bodies_valid(&server);
@@ -296,8 +323,15 @@ fn all_05_missing_registration_link_is_tolerated() {
         && has(r, "GET", "/edev/1/der")));
     engine.join().expect("engine thread");
     let requests = server.requests();
-    assert!(!has(&requests, "GET", "/edev/1/rg"), "no RegistrationLink: rg never invented");
-    assert_eq!(sink.export_limit_w(), Some(0.0), "controls followed without a Registration");
+    assert!(
+        !has(&requests, "GET", "/edev/1/rg"),
+        "no RegistrationLink: rg never invented"
+    );
+    assert_eq!(
+        sink.export_limit_w(),
+        Some(0.0),
+        "controls followed without a Registration"
+    );
     assert_all_bodies_valid(&server);
 }
 
@@ -311,16 +345,26 @@ fn registration_pin_mismatch_refuses_to_act() {
     engine.join().expect("engine thread");
     assert_eq!(sink.last_state(), Some(ConnectionState::PinMismatch));
     let collected = sink.0.lock().expect("lock");
-    assert!(collected.outcomes.is_empty(), "no controls taken from a server with another PIN");
+    assert!(
+        collected.outcomes.is_empty(),
+        "no controls taken from a server with another PIN"
+    );
     let error = collected
         .statuses
         .last()
         .and_then(|s| s.last_error.clone())
         .unwrap_or_default();
-    assert!(error.contains("PIN 111115") && error.contains("999990"), "{error}");
+    assert!(
+        error.contains("PIN 111115") && error.contains("999990"),
+        "{error}"
+    );
     drop(collected);
     let requests = server.requests();
-    assert!(!requests.iter().any(|r| r.method == "PUT" || r.method == "POST"));
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.method == "PUT" || r.method == "POST")
+    );
 }
 
 /// Readings POSTed to a usage point, as (mRID, start, duration, value).
@@ -344,11 +388,20 @@ fn readings(requests: &[Recorded], mup_path: &str) -> Vec<(String, i64, i64, i64
 fn all_06_readings_and_a_control_picked_up_in_one_poll() {
     let server = ScriptedServer::start(scenario());
     let (site, sink) = (Site::new(), Sink::default());
-    let engine = start_engine(engine_config(&server), &site, &sink, Duration::from_secs(12));
+    let engine = start_engine(
+        engine_config(&server),
+        &site,
+        &sink,
+        Duration::from_secs(12),
+    );
     // Two usage points created, then the list read again (the harness waits for it).
     assert!(server.wait_for(WAIT, |r| count(r, "POST", "/mup") >= 2));
     let after_post = server.requests().len();
-    assert!(server.wait_for(WAIT, |r| r[after_post..].iter().any(|x| x.method == "GET" && x.path == "/mup")));
+    assert!(server.wait_for(WAIT, |r| {
+        r[after_post..]
+            .iter()
+            .any(|x| x.method == "GET" && x.path == "/mup")
+    }));
     // A control added at runtime is active within one poll (2 s) plus a round.
     let start = now_s() - 1;
     server.update(|s| {
@@ -363,7 +416,11 @@ fn all_06_readings_and_a_control_picked_up_in_one_poll() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(sink.export_limit_w(), Some(1500.0));
-    assert!(added.elapsed() < Duration::from_secs(4), "picked up in {:?}", added.elapsed());
+    assert!(
+        added.elapsed() < Duration::from_secs(4),
+        "picked up in {:?}",
+        added.elapsed()
+    );
     engine.join().expect("engine thread");
     let requests = server.requests();
     let site_readings = readings(&requests, "/mup/1");
@@ -377,12 +434,23 @@ fn all_06_readings_and_a_control_picked_up_in_one_poll() {
         assert!(mrid.ends_with("00012345"), "{mrid}");
     }
     // The site's active power total is the average of what was measured (-1200 W).
-    let site_w_mrid = csipd::sep2::mrid::mirror_meter_reading(LFDI, "site", "w", PEN).expect("mrid");
-    assert!(site_readings.iter().any(|(m, _, _, v)| *m == site_w_mrid && *v == -1200));
+    let site_w_mrid =
+        csipd::sep2::mrid::mirror_meter_reading(LFDI, "site", "w", PEN).expect("mrid");
+    assert!(
+        site_readings
+            .iter()
+            .any(|(m, _, _, v)| *m == site_w_mrid && *v == -1200)
+    );
     // W and var are flagged as averages in the usage point's ReadingTypes.
     let mup_post = server.requests_to("POST", "/mup");
-    assert!(mup_post[0].body.contains("<dataQualifier>2</dataQualifier>"));
-    assert!(mup_post[0].body.contains("<uom>38</uom>") && mup_post[0].body.contains("<uom>63</uom>"));
+    assert!(
+        mup_post[0]
+            .body
+            .contains("<dataQualifier>2</dataQualifier>")
+    );
+    assert!(
+        mup_post[0].body.contains("<uom>38</uom>") && mup_post[0].body.contains("<uom>63</uom>")
+    );
     assert_all_bodies_valid(&server);
 }
 
@@ -403,9 +471,24 @@ fn all_07_connection_status_follows_the_inverters() {
             .and_then(|g| element_text(&g, "value"))
             .and_then(|v| u8::from_str_radix(&v, 16).ok())
     };
-    assert_eq!(connect(&puts[0].body).map(|v| v & 1), Some(1), "{}", puts[0].body);
-    assert_eq!(connect(&puts[1].body).map(|v| v & 1), Some(0), "{}", puts[1].body);
-    assert_eq!(connect(&puts[2].body).map(|v| v & 1), Some(1), "{}", puts[2].body);
+    assert_eq!(
+        connect(&puts[0].body).map(|v| v & 1),
+        Some(1),
+        "{}",
+        puts[0].body
+    );
+    assert_eq!(
+        connect(&puts[1].body).map(|v| v & 1),
+        Some(0),
+        "{}",
+        puts[1].body
+    );
+    assert_eq!(
+        connect(&puts[2].body).map(|v| v & 1),
+        Some(1),
+        "{}",
+        puts[2].body
+    );
     assert_eq!(puts.len(), 3, "no PUT without a change");
     assert_all_bodies_valid(&server);
 }
@@ -415,18 +498,27 @@ fn all_09_capability_and_settings() {
     let server = ScriptedServer::start(scenario());
     let (site, sink) = (Site::new(), Sink::default());
     let engine = start_engine(engine_config(&server), &site, &sink, Duration::from_secs(4));
-    assert!(server.wait_for(WAIT, |r| has(r, "PUT", "/edev/1/der/1/dercap")
-        && has(r, "PUT", "/edev/1/der/1/derg")
-        && has(r, "PUT", "/edev/1/der/1/ders")
-        && has(r, "PUT", "/edev/1/der/1/dera")));
+    assert!(
+        server.wait_for(WAIT, |r| has(r, "PUT", "/edev/1/der/1/dercap")
+            && has(r, "PUT", "/edev/1/der/1/derg")
+            && has(r, "PUT", "/edev/1/der/1/ders")
+            && has(r, "PUT", "/edev/1/der/1/dera"))
+    );
     engine.join().expect("engine thread");
     let cap = &server.requests_to("PUT", "/edev/1/der/1/dercap")[0].body;
     // PV only: export and generation limits, no import/load limiting.
-    assert_eq!(element_text(cap, "csipaus:doeModesSupported").as_deref(), Some("05"), "{cap}");
+    assert_eq!(
+        element_text(cap, "csipaus:doeModesSupported").as_deref(),
+        Some("05"),
+        "{cap}"
+    );
     assert!(element_text(cap, "rtgMaxW").is_some(), "{cap}");
     let settings = &server.requests_to("PUT", "/edev/1/der/1/derg")[0].body;
     assert!(element_text(settings, "setMaxW").is_some(), "{settings}");
-    assert_eq!(element_text(settings, "csipaus:doeModesEnabled").as_deref(), Some("05"));
+    assert_eq!(
+        element_text(settings, "csipaus:doeModesEnabled").as_deref(),
+        Some("05")
+    );
     // setGradW echoes the default control's (27).
     assert_eq!(element_text(settings, "setGradW").as_deref(), Some("27"));
     assert_all_bodies_valid(&server);
@@ -442,14 +534,22 @@ fn mul_03_settings_follow_a_changed_default_ramp() {
     assert!(server.wait_for(WAIT, |r| count(r, "PUT", "/edev/1/der/1/derg") >= 2));
     engine.join().expect("engine thread");
     let puts = server.requests_to("PUT", "/edev/1/der/1/derg");
-    assert_eq!(element_text(&puts[1].body, "setGradW").as_deref(), Some("100"));
+    assert_eq!(
+        element_text(&puts[1].body, "setGradW").as_deref(),
+        Some("100")
+    );
 }
 
 #[test]
 fn all_10_changed_post_rate_is_obeyed() {
     let server = ScriptedServer::start(scenario());
     let (site, sink) = (Site::new(), Sink::default());
-    let engine = start_engine(engine_config(&server), &site, &sink, Duration::from_secs(16));
+    let engine = start_engine(
+        engine_config(&server),
+        &site,
+        &sink,
+        Duration::from_secs(16),
+    );
     assert!(server.wait_for(WAIT, |r| readings(r, "/mup/1").len() >= 2));
     server.update(|s| s.mup_post_s = 4);
     let changed_at = server.requests().len();
@@ -477,10 +577,7 @@ fn responses(server: &ScriptedServer) -> Vec<(String, u8)> {
                 .find(|t| mrid_of(t) == subject)
                 .map(str::to_string)
                 .unwrap_or(subject);
-            Some((
-                tag,
-                element_text(&r.body, "status")?.parse().ok()?,
-            ))
+            Some((tag, element_text(&r.body, "status")?.parse().ok()?))
         })
         .collect()
 }
@@ -496,8 +593,18 @@ fn all_18_control_responses() {
         s.fsas[0][0].controls.push(c1);
     });
     let (site, sink) = (Site::new(), Sink::default());
-    let engine = start_engine(engine_config(&server), &site, &sink, Duration::from_secs(14));
-    assert!(server.wait_for(WAIT, |r| r.iter().filter(|x| x.path == "/edev/1/rsps/site_control/rsp").count() >= 3));
+    let engine = start_engine(
+        engine_config(&server),
+        &site,
+        &sink,
+        Duration::from_secs(14),
+    );
+    assert!(server.wait_for(WAIT, |r| {
+        r.iter()
+            .filter(|x| x.path == "/edev/1/rsps/site_control/rsp")
+            .count()
+            >= 3
+    }));
     // DERC2 starts later and is cancelled before it starts; DERC3 is superseded.
     let now = now_s();
     server.update(|s| {
@@ -505,22 +612,49 @@ fn all_18_control_responses() {
         c2.exp_lim_w = Some(10_000);
         s.fsas[0][0].controls.push(c2);
     });
-    assert!(server.wait_for(WAIT, |_| responses(&server).iter().any(|(m, st)| m == "DERC2" && *st == 1)));
+    assert!(server.wait_for(WAIT, |_| {
+        responses(&server)
+            .iter()
+            .any(|(m, st)| m == "DERC2" && *st == 1)
+    }));
     server.update(|s| {
-        if let Some(c) = s.fsas[0][0].controls.iter_mut().find(|c| c.mrid == mrid_of("DERC2")) {
+        if let Some(c) = s.fsas[0][0]
+            .controls
+            .iter_mut()
+            .find(|c| c.mrid == mrid_of("DERC2"))
+        {
             c.status = 2;
         }
     });
-    assert!(server.wait_for(WAIT, |_| responses(&server).iter().any(|(m, st)| m == "DERC2" && *st == 6)));
+    assert!(server.wait_for(WAIT, |_| {
+        responses(&server)
+            .iter()
+            .any(|(m, st)| m == "DERC2" && *st == 6)
+    }));
     engine.join().expect("engine thread");
     let sent = responses(&server);
-    let derc1: Vec<u8> = sent.iter().filter(|(m, _)| m == "DERC1").map(|(_, s)| *s).collect();
-    assert_eq!(derc1, [1, 2, 3], "Received, Started, Completed in order, once each");
-    let derc2: Vec<u8> = sent.iter().filter(|(m, _)| m == "DERC2").map(|(_, s)| *s).collect();
+    let derc1: Vec<u8> = sent
+        .iter()
+        .filter(|(m, _)| m == "DERC1")
+        .map(|(_, s)| *s)
+        .collect();
+    assert_eq!(
+        derc1,
+        [1, 2, 3],
+        "Received, Started, Completed in order, once each"
+    );
+    let derc2: Vec<u8> = sent
+        .iter()
+        .filter(|(m, _)| m == "DERC2")
+        .map(|(_, s)| *s)
+        .collect();
     assert_eq!(derc2, [1, 6], "Received, then Cancelled");
     // Each response names this device.
     for r in server.requests_to("POST", "/edev/1/rsps/site_control/rsp") {
-        assert_eq!(element_text(&r.body, "endDeviceLFDI").as_deref(), Some(LFDI));
+        assert_eq!(
+            element_text(&r.body, "endDeviceLFDI").as_deref(),
+            Some(LFDI)
+        );
     }
     assert_all_bodies_valid(&server);
 }
@@ -536,8 +670,18 @@ fn responses_are_retried_until_accepted_and_never_duplicated() {
         s.fsas[0][0].controls.push(c1);
     });
     let (site, sink) = (Site::new(), Sink::default());
-    let engine = start_engine(engine_config(&server), &site, &sink, Duration::from_secs(12));
-    assert!(server.wait_for(WAIT, |r| r.iter().filter(|x| x.path == "/edev/1/rsps/site_control/rsp").count() >= 1));
+    let engine = start_engine(
+        engine_config(&server),
+        &site,
+        &sink,
+        Duration::from_secs(12),
+    );
+    assert!(server.wait_for(WAIT, |r| {
+        r.iter()
+            .filter(|x| x.path == "/edev/1/rsps/site_control/rsp")
+            .count()
+            >= 1
+    }));
     std::thread::sleep(Duration::from_secs(3));
     server.clear_forced("/edev/1/rsps/site_control/rsp");
     let cleared_at = Instant::now();
@@ -546,9 +690,11 @@ fn responses_are_retried_until_accepted_and_never_duplicated() {
     assert!(attempts.len() >= 2, "retried after 503: {}", attempts.len());
     // Every attempt was the same Received response (nothing else fell due), and once
     // the server accepted it (after the 503s stopped) it was not sent again.
-    assert!(attempts
-        .iter()
-        .all(|r| element_text(&r.body, "status").as_deref() == Some("1")));
+    assert!(
+        attempts
+            .iter()
+            .all(|r| element_text(&r.body, "status").as_deref() == Some("1"))
+    );
     let cleared = attempts.iter().filter(|r| r.at > cleared_at).count();
     assert_eq!(cleared, 1, "one accepted POST after the server recovered");
 }
@@ -565,7 +711,11 @@ fn all_19_changed_fsa_poll_rate_takes_effect_at_once() {
     let engine = start_engine(engine_config(&server), &site, &sink, Duration::from_secs(6));
     engine.join().expect("engine thread");
     let gets = server.requests_to("GET", "/edev/1/fsa");
-    assert!(gets.len() >= 4, "1 s rate adopted at once: {} reads in 6 s", gets.len());
+    assert!(
+        gets.len() >= 4,
+        "1 s rate adopted at once: {} reads in 6 s",
+        gets.len()
+    );
 
     // And the other way: a 30 s rate is kept (no re-read within 6 s).
     let mut sc = scenario();
@@ -581,7 +731,12 @@ fn all_20_changed_program_list_poll_rate_is_kept() {
     let server = ScriptedServer::start(scenario());
     let (site, sink) = (Site::new(), Sink::default());
     let started = Instant::now();
-    let engine = start_engine(engine_config(&server), &site, &sink, Duration::from_secs(26));
+    let engine = start_engine(
+        engine_config(&server),
+        &site,
+        &sink,
+        Duration::from_secs(26),
+    );
     assert!(server.wait_for(WAIT, |r| count(r, "GET", "/edev/1/fsa/1/derp") >= 2));
     server.update(|s| s.derp_list_poll_s = 4);
     let changed = Instant::now();
@@ -589,7 +744,10 @@ fn all_20_changed_program_list_poll_rate_is_kept() {
     server.update(|s| s.derp_list_poll_s = 1);
     let back = Instant::now();
     engine.join().expect("engine thread");
-    assert!(back < started + Duration::from_secs(18), "test machine too slow");
+    assert!(
+        back < started + Duration::from_secs(18),
+        "test machine too slow"
+    );
     let gets = server.requests_to("GET", "/edev/1/fsa/1/derp");
     // After the first read at the old rate, reads are 4 s apart while the rate is 4 s.
     let during: Vec<Instant> = gets
@@ -600,7 +758,10 @@ fn all_20_changed_program_list_poll_rate_is_kept() {
     assert!(during.len() >= 2, "{during:?}");
     for pair in during.windows(2) {
         let gap = pair[1] - pair[0];
-        assert!(gap >= Duration::from_millis(3500), "polled {gap:?} apart at a 4 s rate");
+        assert!(
+            gap >= Duration::from_millis(3500),
+            "polled {gap:?} apart at a 4 s rate"
+        );
     }
     // Back to 1 s: learnt at the next (4 s) read, then every second.
     let after = gets
@@ -615,14 +776,22 @@ fn all_23_schedule_runs_through_communication_loss() {
     let server = ScriptedServer::start(scenario());
     let now = now_s();
     server.update(|s| {
-        for (i, (mrid, w)) in [("DERC1", 4000), ("DERC2", 1000), ("DERC3", 2000)].into_iter().enumerate() {
+        for (i, (mrid, w)) in [("DERC1", 4000), ("DERC2", 1000), ("DERC3", 2000)]
+            .into_iter()
+            .enumerate()
+        {
             let mut c = Control::new(mrid, now + 3 * i as i64, 3);
             c.exp_lim_w = Some(w);
             s.fsas[0][0].controls.push(c);
         }
     });
     let (site, sink) = (Site::new(), Sink::default());
-    let engine = start_engine(engine_config(&server), &site, &sink, Duration::from_secs(16));
+    let engine = start_engine(
+        engine_config(&server),
+        &site,
+        &sink,
+        Duration::from_secs(16),
+    );
     assert!(server.wait_for(WAIT, |r| has(r, "GET", "/edev/1/derp/1/dderc")));
     // The server goes away.
     server.force_status("*", 503, None);
@@ -650,9 +819,21 @@ fn all_23_schedule_runs_through_communication_loss() {
     assert!(values.contains(&Some(1000.0)), "{limits:?}");
     assert!(values.contains(&Some(2000.0)), "{limits:?}");
     assert_eq!(values.last(), Some(&Some(0.0)), "{limits:?}");
-    assert!(collected.statuses.iter().any(|s| s.state == ConnectionState::Unreachable));
-    let last = collected.outcomes.last().and_then(|(_, o)| o.active.watts(ControlMode::ExpLimW));
-    assert_eq!(last, Some(3000.0), "the control sent after comms came back applies");
+    assert!(
+        collected
+            .statuses
+            .iter()
+            .any(|s| s.state == ConnectionState::Unreachable)
+    );
+    let last = collected
+        .outcomes
+        .last()
+        .and_then(|(_, o)| o.active.watts(ControlMode::ExpLimW));
+    assert_eq!(
+        last,
+        Some(3000.0),
+        "the control sent after comms came back applies"
+    );
     drop(collected);
     let after: Vec<Recorded> = server
         .requests()
@@ -679,7 +860,10 @@ fn new_fsa_at_runtime_is_walked() {
         }]);
         s.fsas[0][0].primacy = 5;
     });
-    assert!(server.wait_for(WAIT, |r| has(r, "GET", "/edev/1/fsa/2/derp") && has(r, "GET", "/edev/1/derp/2/derc")));
+    assert!(
+        server.wait_for(WAIT, |r| has(r, "GET", "/edev/1/fsa/2/derp")
+            && has(r, "GET", "/edev/1/derp/2/derc"))
+    );
     engine.join().expect("engine thread");
     assert_eq!(sink.export_limit_w(), Some(777.0));
 }
@@ -688,7 +872,12 @@ fn new_fsa_at_runtime_is_walked() {
 fn lost_usage_point_is_recreated_and_unsent_readings_follow() {
     let server = ScriptedServer::start(scenario());
     let (site, sink) = (Site::new(), Sink::default());
-    let engine = start_engine(engine_config(&server), &site, &sink, Duration::from_secs(12));
+    let engine = start_engine(
+        engine_config(&server),
+        &site,
+        &sink,
+        Duration::from_secs(12),
+    );
     assert!(server.wait_for(WAIT, |r| readings(r, "/mup/1").len() >= 2));
     server.drop_mups();
     assert!(server.wait_for(WAIT, |r| count(r, "POST", "/mup") >= 4));
@@ -702,11 +891,19 @@ fn lost_usage_point_is_recreated_and_unsent_readings_follow() {
 fn retry_after_is_honoured_on_503() {
     let server = ScriptedServer::start(scenario());
     let (site, sink) = (Site::new(), Sink::default());
-    let engine = start_engine(engine_config(&server), &site, &sink, Duration::from_secs(10));
+    let engine = start_engine(
+        engine_config(&server),
+        &site,
+        &sink,
+        Duration::from_secs(10),
+    );
     assert!(server.wait_for(WAIT, |r| count(r, "GET", "/edev/1/fsa/1/derp") >= 1));
     server.force_status("/edev/1/fsa/1/derp", 503, Some(5));
     let forced_at = Instant::now();
-    assert!(server.wait_for(WAIT, |r| r.iter().any(|x| x.path == "/edev/1/fsa/1/derp" && x.at > forced_at)));
+    assert!(server.wait_for(WAIT, |r| {
+        r.iter()
+            .any(|x| x.path == "/edev/1/fsa/1/derp" && x.at > forced_at)
+    }));
     let refused_at = server
         .requests_to("GET", "/edev/1/fsa/1/derp")
         .last()
@@ -721,5 +918,8 @@ fn retry_after_is_honoured_on_503() {
         .find(|r| r.at > refused_at)
         .map(|r| r.at - refused_at);
     let next = next.expect("polled again after Retry-After");
-    assert!(next >= Duration::from_millis(4500), "polled again after {next:?}, Retry-After was 5 s");
+    assert!(
+        next >= Duration::from_millis(4500),
+        "polled again after {next:?}, Retry-After was 5 s"
+    );
 }

@@ -293,7 +293,10 @@ mod tests {
         let all_off = [inverter(false, false), inverter(false, false)];
         assert_eq!(connect_status(&all_off), 0);
         assert_eq!(operational_mode(&all_off), 1);
-        assert_eq!(availability(&one_off, 0).stat_w_avail.map(|p| p.watts()), Some(5_000.0));
+        assert_eq!(
+            availability(&one_off, 0).stat_w_avail.map(|p| p.watts()),
+            Some(5_000.0)
+        );
     }
 
     #[test]

@@ -19,9 +19,9 @@ const DEFAULT_CONFIG: &str = "/etc/config/csipd";
 
 /// Splits a DeviceCapability URL into the server URL and the dcap path.
 pub fn split_dcap_url(url: &str) -> Result<(String, String), String> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| format!("dcap_url {url:?} must start with https:// (or http:// for lab use)"))?;
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+        format!("dcap_url {url:?} must start with https:// (or http:// for lab use)")
+    })?;
     if scheme != "https" && scheme != "http" {
         return Err(format!("dcap_url {url:?}: scheme must be https or http"));
     }
@@ -172,7 +172,8 @@ pub fn discover_main(args: &[String]) -> ExitCode {
 /// Walks the server once and renders the tree. `Err` carries the rendering plus the
 /// error when the walk did not reach this device's programs.
 pub fn discover_once(config: EngineConfig) -> Result<String, String> {
-    let mut engine = super::Engine::new(config, no_measurements, NoSink).map_err(|e| format!("{e}\n"))?;
+    let mut engine =
+        super::Engine::new(config, no_measurements, NoSink).map_err(|e| format!("{e}\n"))?;
     smol::block_on(async {
         // One round walks every resource that is due, which after a (re)discovery is the
         // whole tree; a second round picks up the lists the first one linked late.
@@ -190,7 +191,8 @@ pub fn discover_once(config: EngineConfig) -> Result<String, String> {
 }
 
 fn watts(p: Option<crate::sep2::ActivePower>) -> String {
-    p.map(|p| format!("{} W", p.watts())).unwrap_or_else(|| "-".into())
+    p.map(|p| format!("{} W", p.watts()))
+        .unwrap_or_else(|| "-".into())
 }
 
 /// The tree as text.
@@ -225,7 +227,9 @@ pub fn render(tree: &Tree, status: &EngineStatus) -> String {
                 "  this device {} (sFDI {}, enabled {})",
                 href.as_deref().unwrap_or("?"),
                 edev.sfdi,
-                edev.enabled.map(|e| e.to_string()).unwrap_or_else(|| "-".into())
+                edev.enabled
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| "-".into())
             );
             match &tree.registration {
                 Some(rg) => {
@@ -254,7 +258,9 @@ pub fn render(tree: &Tree, status: &EngineStatus) -> String {
             fsa.href,
             fsa.fsa.description.as_deref().unwrap_or("")
         );
-        let Some(link) = &fsa.fsa.der_program_list_link else { continue };
+        let Some(link) = &fsa.fsa.der_program_list_link else {
+            continue;
+        };
         let _ = writeln!(out, "    programs {}{}", link.href, rate(&link.href));
         for program in tree.programs.get(&link.href).into_iter().flatten() {
             let _ = writeln!(
@@ -274,7 +280,9 @@ pub fn render(tree: &Tree, status: &EngineStatus) -> String {
                         watts(d.base.op_mod_imp_lim_w),
                         watts(d.base.op_mod_gen_lim_w),
                         watts(d.base.op_mod_load_lim_w),
-                        d.set_grad_w.map(|g| g.to_string()).unwrap_or_else(|| "-".into())
+                        d.set_grad_w
+                            .map(|g| g.to_string())
+                            .unwrap_or_else(|| "-".into())
                     );
                 }
                 None => {
@@ -319,7 +327,9 @@ pub fn render(tree: &Tree, status: &EngineStatus) -> String {
                 mup.href.as_deref().unwrap_or("?"),
                 mup.mrid,
                 mup.role_flags,
-                mup.post_rate_s.map(|r| format!("{r} s")).unwrap_or_else(|| "-".into())
+                mup.post_rate_s
+                    .map(|r| format!("{r} s"))
+                    .unwrap_or_else(|| "-".into())
             );
         }
     }

@@ -237,7 +237,10 @@ mod tests {
         assert_eq!(default.mrid, "P1-default");
         // duplicate mRIDs collapse
         assert_eq!(events.len(), 2);
-        assert_eq!(events[0].controls.exp_lim_w.map(|p| p.watts()), Some(5000.0));
+        assert_eq!(
+            events[0].controls.exp_lim_w.map(|p| p.watts()),
+            Some(5000.0)
+        );
         assert_eq!(events[0].response_required, 3);
         assert_eq!(events[0].reply_to.as_deref(), Some("/rsp"));
         assert_eq!(events[0].program_mrid, "P1");

@@ -29,7 +29,10 @@ pub enum PinCheck {
     NotChecked,
     Matches,
     /// The server's PIN differs: do not act on this server.
-    Mismatch { server: u32, configured: u32 },
+    Mismatch {
+        server: u32,
+        configured: u32,
+    },
 }
 
 pub fn check_pin(configured: Option<u32>, registration: Option<&Registration>) -> PinCheck {

@@ -213,8 +213,12 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
         log::info!("csip: discovery from {}", self.config.dcap_path);
         self.poller.clear();
         let now_ms = self.mono_ms();
-        self.poller
-            .track(&self.tree.dcap_href.clone(), PollKind::DeviceCapability, None, now_ms);
+        self.poller.track(
+            &self.tree.dcap_href.clone(),
+            PollKind::DeviceCapability,
+            None,
+            now_ms,
+        );
         if self.state != ConnectionState::Unreachable {
             self.state = ConnectionState::Discovering;
         }
@@ -250,10 +254,7 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
                 MupRole::Der => m.der,
             });
             let closed = match meter {
-                Some(meter) => {
-                    let closed = self.averagers[i].add(now_s, &meter);
-                    closed
-                }
+                Some(meter) => self.averagers[i].add(now_s, &meter),
                 None => self.averagers[i].close_if_ended(now_s),
             };
             if let Some(interval) = closed {
@@ -341,19 +342,23 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
         }
         let edev_list = dcap.end_device_list_link.as_ref().map(|l| l.href.clone());
         if let Some(link) = &edev_list {
-            self.poller.track(link, PollKind::EndDeviceList, None, now_ms);
+            self.poller
+                .track(link, PollKind::EndDeviceList, None, now_ms);
         } else {
             self.error(format!("{href}: DeviceCapability has no EndDeviceListLink"));
         }
-        self.poller
-            .retain_kind(PollKind::EndDeviceList, &edev_list.iter().cloned().collect::<Vec<_>>());
+        self.poller.retain_kind(
+            PollKind::EndDeviceList,
+            &edev_list.iter().cloned().collect::<Vec<_>>(),
+        );
         self.tree.edev_list_href = edev_list;
         let mup_list = dcap
             .mirror_usage_point_list_link
             .as_ref()
             .map(|l| l.href.clone());
         if let Some(link) = &mup_list {
-            self.poller.track(link, PollKind::MirrorUsagePointList, None, now_ms);
+            self.poller
+                .track(link, PollKind::MirrorUsagePointList, None, now_ms);
         }
         self.tree.mup_list_href = mup_list;
         let rate = dcap.poll_rate_s;
@@ -371,7 +376,11 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
             log::info!(
                 "csip: server clock offset {} s (local clock {} by {} s)",
                 self.clock.offset_s(),
-                if self.clock.offset_s() > 0 { "behind" } else { "ahead" },
+                if self.clock.offset_s() > 0 {
+                    "behind"
+                } else {
+                    "ahead"
+                },
                 self.clock.offset_s().abs()
             );
         }
@@ -416,7 +425,8 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
         &mut self,
         list_href: &str,
     ) -> Result<(EndDevice, Option<String>), FetchError> {
-        let body = edev::registration_request(&self.config.lfdi, self.config.sfdi, self.server_now_s());
+        let body =
+            edev::registration_request(&self.config.lfdi, self.config.sfdi, self.server_now_s());
         let xml = self.write(&body)?;
         let location = self.transport.post(list_href, &xml).await?;
         self.posted_registration = true;
@@ -433,18 +443,25 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
     async fn adopt_edev(&mut self, own: EndDevice, own_href: Option<String>) {
         let now_ms = self.mono_ms();
         if let Some(link) = &own.registration_link {
-            self.poller.track(&link.href, PollKind::Registration, None, now_ms);
+            self.poller
+                .track(&link.href, PollKind::Registration, None, now_ms);
         }
         if let Some(link) = &own.function_set_assignments_list_link {
-            self.poller
-                .track(&link.href, PollKind::FunctionSetAssignmentsList, None, now_ms);
+            self.poller.track(
+                &link.href,
+                PollKind::FunctionSetAssignmentsList,
+                None,
+                now_ms,
+            );
             self.tree.fsa_list_href = Some(link.href.clone());
         }
         if let Some(link) = &own.der_list_link {
-            self.poller.track(&link.href, PollKind::DerList, None, now_ms);
+            self.poller
+                .track(&link.href, PollKind::DerList, None, now_ms);
             self.tree.der_list_href = Some(link.href.clone());
         }
-        if self.state == ConnectionState::NotRegistered || self.state == ConnectionState::Discovering
+        if self.state == ConnectionState::NotRegistered
+            || self.state == ConnectionState::Discovering
         {
             self.state = ConnectionState::Connected;
         }
@@ -502,7 +519,10 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
     }
 
     async fn poll_fsa_list(&mut self, href: &str) -> Result<Option<u32>, FetchError> {
-        let list = self.transport.get_list::<FunctionSetAssignments>(href).await?;
+        let list = self
+            .transport
+            .get_list::<FunctionSetAssignments>(href)
+            .await?;
         let now_ms = self.mono_ms();
         let mut fsas = Vec::new();
         let mut program_lists = Vec::new();
@@ -510,9 +530,13 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
             let fsa_href = fsa.href.clone().unwrap_or_default();
             if let Some(link) = &fsa.der_program_list_link {
                 if !self.tree.programs.contains_key(&link.href) {
-                    log::info!("csip: new FunctionSetAssignments {fsa_href}: programs at {}", link.href);
+                    log::info!(
+                        "csip: new FunctionSetAssignments {fsa_href}: programs at {}",
+                        link.href
+                    );
                 }
-                self.poller.track(&link.href, PollKind::DerProgramList, None, now_ms);
+                self.poller
+                    .track(&link.href, PollKind::DerProgramList, None, now_ms);
                 program_lists.push(link.href.clone());
             }
             fsas.push(FsaState {
@@ -520,7 +544,8 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
                 fsa,
             });
         }
-        self.poller.retain_kind(PollKind::DerProgramList, &program_lists);
+        self.poller
+            .retain_kind(PollKind::DerProgramList, &program_lists);
         self.tree
             .programs
             .retain(|list_href, _| program_lists.contains(list_href));
@@ -533,11 +558,20 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
         let mut states = Vec::new();
         for program in list.items {
             let controls = match &program.der_control_list_link {
-                Some(link) => self.transport.get_list::<DerControl>(&link.href).await?.items,
+                Some(link) => {
+                    self.transport
+                        .get_list::<DerControl>(&link.href)
+                        .await?
+                        .items
+                }
                 None => Vec::new(),
             };
             let default_control = match &program.default_der_control_link {
-                Some(link) => match self.transport.get_opt::<DefaultDerControl>(&link.href).await {
+                Some(link) => match self
+                    .transport
+                    .get_opt::<DefaultDerControl>(&link.href)
+                    .await
+                {
                     Ok(dderc) => dderc,
                     // A program without a default control is normal.
                     Err(FetchError::Gone { .. }) => None,
@@ -579,7 +613,8 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
         let list = self.transport.get_list::<MirrorUsagePoint>(href).await?;
         for role in MupRole::ALL {
             let i = role_index(role);
-            let Ok(mrid) = sep2::mrid::mirror_usage_point(&self.config.lfdi, role.name(), self.config.pen)
+            let Ok(mrid) =
+                sep2::mrid::mirror_usage_point(&self.config.lfdi, role.name(), self.config.pen)
             else {
                 continue;
             };
@@ -599,7 +634,10 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
                 }
                 None => {
                     if self.mup_hrefs[i].take().is_some() {
-                        log::warn!("csip: the server lost the {} usage point; recreating it", role.name());
+                        log::warn!(
+                            "csip: the server lost the {} usage point; recreating it",
+                            role.name()
+                        );
                     }
                 }
             }
@@ -696,7 +734,8 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
                 }
             }
         }
-        best.map(|(_, grad)| grad).unwrap_or(der::DEFAULT_SET_GRAD_W)
+        best.map(|(_, grad)| grad)
+            .unwrap_or(der::DEFAULT_SET_GRAD_W)
     }
 
     async fn send_reports(&mut self) {
@@ -733,12 +772,16 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
                     (der::settings_key(&doc), self.write(&doc))
                 }
                 ReportKind::Status => {
-                    let Some(inverters) = &inverters else { continue };
+                    let Some(inverters) = &inverters else {
+                        continue;
+                    };
                     let doc = der::status(inverters, now_s);
                     (der::status_key(&doc), self.write(&doc))
                 }
                 ReportKind::Availability => {
-                    let Some(inverters) = &inverters else { continue };
+                    let Some(inverters) = &inverters else {
+                        continue;
+                    };
                     let doc = der::availability(inverters, now_s);
                     (der::availability_key(&doc), self.write(&doc))
                 }
@@ -811,12 +854,17 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
                     self.poller.poll_soon(&list_href, now_ms);
                 }
                 Ok(None) => {
-                    self.error(format!("POST {list_href}: usage point created without a Location"));
+                    self.error(format!(
+                        "POST {list_href}: usage point created without a Location"
+                    ));
                     self.readings_retry_at_ms = self.mono_ms() + SEND_RETRY_MS;
                     return;
                 }
                 Err(err) => {
-                    self.error(format!("POST {list_href} ({} usage point): {err}", role.name()));
+                    self.error(format!(
+                        "POST {list_href} ({} usage point): {err}",
+                        role.name()
+                    ));
                     self.readings_retry_at_ms = self.mono_ms() + SEND_RETRY_MS;
                     return;
                 }
@@ -875,18 +923,26 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
                         remaining.remove(0);
                     }
                     Err(FetchError::Gone { .. }) => {
-                        log::warn!("csip: {href} is gone; recreating the {} usage point", pending.role.name());
+                        log::warn!(
+                            "csip: {href} is gone; recreating the {} usage point",
+                            pending.role.name()
+                        );
                         self.mup_hrefs[i] = None;
                         lost.insert(i);
                         break;
                     }
-                    Err(FetchError::Http(err)) if err.status().is_some_and(|s| (400..500).contains(&s) && s != 429) => {
+                    Err(FetchError::Http(err))
+                        if err
+                            .status()
+                            .is_some_and(|s| (400..500).contains(&s) && s != 429) =>
+                    {
                         self.error(format!("POST {href}: reading refused: {err}"));
                         remaining.remove(0);
                     }
                     Err(err) => {
                         self.error(format!("POST {href}: {err}"));
-                        self.readings_retry_at_ms = self.mono_ms() + err.retry_after_ms().unwrap_or(SEND_RETRY_MS);
+                        self.readings_retry_at_ms =
+                            self.mono_ms() + err.retry_after_ms().unwrap_or(SEND_RETRY_MS);
                         break;
                     }
                 }

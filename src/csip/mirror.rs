@@ -130,7 +130,12 @@ pub fn usage_point(
         .iter()
         .map(|&channel| {
             Ok(MirrorMeterReading {
-                mrid: sep2::mrid::mirror_meter_reading(lfdi, role.name(), channel_name(channel), pen)?,
+                mrid: sep2::mrid::mirror_meter_reading(
+                    lfdi,
+                    role.name(),
+                    channel_name(channel),
+                    pen,
+                )?,
                 description: Some(format!("{} {}", role.name(), channel_name(channel))),
                 reading_type: Some(reading_type(role, channel, interval_s)),
                 ..MirrorMeterReading::default()
@@ -208,16 +213,41 @@ mod tests {
 
     #[test]
     fn reading_types_are_averages_with_the_right_units() {
-        let w = reading_type(MupRole::Site, channel(Quantity::ActivePowerW, Phase::Total), 60);
+        let w = reading_type(
+            MupRole::Site,
+            channel(Quantity::ActivePowerW, Phase::Total),
+            60,
+        );
         assert_eq!(
-            (w.uom, w.kind, w.data_qualifier, w.flow_direction, w.phase, w.interval_length_s),
+            (
+                w.uom,
+                w.kind,
+                w.data_qualifier,
+                w.flow_direction,
+                w.phase,
+                w.interval_length_s
+            ),
             (Some(38), Some(37), Some(2), Some(1), Some(0), Some(60))
         );
-        let var_b = reading_type(MupRole::Der, channel(Quantity::ReactivePowerVar, Phase::B), 60);
-        assert_eq!((var_b.uom, var_b.phase, var_b.flow_direction), (Some(63), Some(64), Some(19)));
+        let var_b = reading_type(
+            MupRole::Der,
+            channel(Quantity::ReactivePowerVar, Phase::B),
+            60,
+        );
+        assert_eq!(
+            (var_b.uom, var_b.phase, var_b.flow_direction),
+            (Some(63), Some(64), Some(19))
+        );
         let v_a = reading_type(MupRole::Site, channel(Quantity::VoltageV, Phase::A), 60);
-        assert_eq!((v_a.uom, v_a.phase, v_a.power_of_ten_multiplier), (Some(29), Some(129), Some(-1)));
-        let hz = reading_type(MupRole::Site, channel(Quantity::FrequencyHz, Phase::Total), 60);
+        assert_eq!(
+            (v_a.uom, v_a.phase, v_a.power_of_ten_multiplier),
+            (Some(29), Some(129), Some(-1))
+        );
+        let hz = reading_type(
+            MupRole::Site,
+            channel(Quantity::FrequencyHz, Phase::Total),
+            60,
+        );
         assert_eq!((hz.uom, hz.power_of_ten_multiplier), (Some(33), Some(-2)));
     }
 
@@ -236,7 +266,11 @@ mod tests {
         assert_eq!(site.role_flags, 0x03);
         assert_eq!(der.role_flags, 0x49);
         assert_eq!(site.mirror_meter_readings.len(), 2);
-        assert!(site.mirror_meter_readings.iter().all(|m| m.mrid.ends_with("00012345")));
+        assert!(
+            site.mirror_meter_readings
+                .iter()
+                .all(|m| m.mrid.ends_with("00012345"))
+        );
         assert_eq!(site.device_lfdi, LFDI);
     }
 

@@ -275,7 +275,12 @@ mod tests {
         );
         assert_eq!(poller.next_due_ms(), Some(60_000));
         // a parent re-linking the list (no rate known) leaves the rate alone
-        poller.track("/edev/1/fsa", PollKind::FunctionSetAssignmentsList, None, 6_000);
+        poller.track(
+            "/edev/1/fsa",
+            PollKind::FunctionSetAssignmentsList,
+            None,
+            6_000,
+        );
         assert_eq!(poller.next_due_ms(), Some(60_000));
         // and a longer rate pushes it out (ALL-20: 60 s -> 120 s)
         poller.track(

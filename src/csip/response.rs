@@ -128,9 +128,15 @@ mod tests {
         outbox.push(due("A", ResponseStatus::Received, Some("/rsp"))); // duplicate
         assert_eq!(outbox.len(), 2);
         outbox.delivered(Delivery::RetryLater);
-        assert_eq!(outbox.front().map(|d| d.key.status), Some(ResponseStatus::Received));
+        assert_eq!(
+            outbox.front().map(|d| d.key.status),
+            Some(ResponseStatus::Received)
+        );
         outbox.delivered(Delivery::Accepted);
-        assert_eq!(outbox.front().map(|d| d.key.status), Some(ResponseStatus::Started));
+        assert_eq!(
+            outbox.front().map(|d| d.key.status),
+            Some(ResponseStatus::Started)
+        );
         outbox.delivered(Delivery::Accepted);
         assert!(outbox.is_empty());
         // delivered keys are not queued again

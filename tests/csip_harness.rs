@@ -144,6 +144,7 @@ fn engine_config(server: &ScriptedServer) -> EngineConfig {
             can_limit_generation: true,
             can_limit_load: false,
         },
+        max_poll_interval_s: None,
         report_backstop_s: 3600,
         default_post_rate_s: 2,
         reading_buffer_intervals: 100,

@@ -94,6 +94,7 @@ impl EngineConfig {
                 can_limit_generation: generation,
                 can_limit_load: controllable_load,
             },
+            max_poll_interval_s: None,
             report_backstop_s: 3600,
             default_post_rate_s: 300,
             reading_buffer_intervals: 288,

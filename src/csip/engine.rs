@@ -42,7 +42,14 @@ struct PendingReadings {
     role: MupRole,
     interval: IntervalAverages,
     remaining: Vec<Channel>,
+    /// Server errors (5xx) on the first remaining channel; a reading the server keeps
+    /// failing on is dropped after [`MAX_READING_ATTEMPTS`] so the queue moves on.
+    attempts: u32,
 }
+
+/// Attempts at one reading the server answers with an error before it is dropped.
+/// Transport failures (server unreachable) do not count: those readings wait.
+const MAX_READING_ATTEMPTS: u32 = 5;
 
 /// The CSIP-AUS client engine. Create with [`Engine::new`], run with [`Engine::run`].
 pub struct Engine<S: MeasurementSource, K: EngineSink> {
@@ -118,6 +125,8 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
         let buffer = config.reading_buffer_intervals.max(1);
         let rng = schedule::Rng::new(config.rng_seed);
         let tree = Tree::new(&config.dcap_path);
+        let mut poller = Poller::new();
+        poller.set_max_rate_s(config.max_poll_interval_s);
         Ok(Engine {
             profile,
             source,
@@ -125,7 +134,7 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
             transport: Transport::new(client),
             epoch: Instant::now(),
             clock: ServerClock::default(),
-            poller: Poller::new(),
+            poller,
             tree,
             state: ConnectionState::Discovering,
             last_error: None,
@@ -274,6 +283,7 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
             role,
             interval,
             remaining,
+            attempts: 0,
         });
     }
 
@@ -891,6 +901,7 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
                 return;
             };
             let mut remaining = pending.remaining.clone();
+            let mut attempts = pending.attempts;
             while let Some(&channel) = remaining.first() {
                 let doc = match mirror::reading_post(
                     pending.role,
@@ -921,6 +932,7 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
                 match self.transport.post(&href, &xml).await {
                     Ok(_) => {
                         remaining.remove(0);
+                        attempts = 0;
                     }
                     Err(FetchError::Gone { .. }) => {
                         log::warn!(
@@ -943,6 +955,18 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
                         self.error(format!("POST {href}: {err}"));
                         self.readings_retry_at_ms =
                             self.mono_ms() + err.retry_after_ms().unwrap_or(SEND_RETRY_MS);
+                        if !err.is_unreachable() && err.retry_after_ms().is_none() {
+                            attempts += 1;
+                            if attempts >= MAX_READING_ATTEMPTS {
+                                log::warn!(
+                                    "csip: dropping a {} reading the server failed {attempts} times",
+                                    pending.role.name()
+                                );
+                                remaining.remove(0);
+                                attempts = 0;
+                                continue;
+                            }
+                        }
                         break;
                     }
                 }
@@ -952,6 +976,7 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
             } else {
                 if let Some(front) = self.readings.front_mut() {
                     front.remaining = remaining;
+                    front.attempts = attempts;
                 }
                 return;
             }

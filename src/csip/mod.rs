@@ -59,6 +59,10 @@ pub struct EngineConfig {
     pub csipaus_v1_3: bool,
     /// What the DER fleet can do, for DERCapability / DERSettings.
     pub nameplate: Nameplate,
+    /// Poll no resource less often than this, whatever pollRate the server states.
+    /// `None` (the default) obeys the server; lab servers that state 900 s everywhere
+    /// (GridAPPS-D) can be sped up with it.
+    pub max_poll_interval_s: Option<u32>,
     /// Re-send DER reports at least this often even when nothing changed.
     pub report_backstop_s: u32,
     /// Post rate for mirror readings until the server states one.

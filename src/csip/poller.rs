@@ -74,11 +74,22 @@ pub enum AfterPoll {
 #[derive(Debug, Clone, Default)]
 pub struct Poller {
     entries: BTreeMap<String, PollEntry>,
+    /// Longest interval allowed whatever the server says (lab servers that state 900 s).
+    max_rate_s: Option<u32>,
 }
 
 impl Poller {
     pub fn new() -> Poller {
         Poller::default()
+    }
+
+    /// Caps every poll interval at `max_rate_s` (None: the server's rates as stated).
+    pub fn set_max_rate_s(&mut self, max_rate_s: Option<u32>) {
+        self.max_rate_s = max_rate_s.map(|m| m.max(1));
+    }
+
+    fn capped(&self, rate_s: u32) -> u32 {
+        self.max_rate_s.map_or(rate_s, |max| rate_s.min(max)).max(1)
     }
 
     /// Starts tracking `href` (due at once if new) or updates its rate. `rate_s` is the
@@ -87,6 +98,8 @@ impl Poller {
     /// A `None` rate on a tracked href keeps the rate it has (a parent re-linking a
     /// child does not know the child's rate; only the child's own answer does).
     pub fn track(&mut self, href: &str, kind: PollKind, rate_s: Option<u32>, now_ms: u64) {
+        let rate_s = rate_s.map(|r| self.capped(r));
+        let default_rate_s = self.capped(DEFAULT_POLL_RATE_S);
         match self.entries.get_mut(href) {
             Some(entry) => {
                 entry.kind = kind;
@@ -106,7 +119,7 @@ impl Poller {
                     href.to_string(),
                     PollEntry {
                         kind,
-                        rate_s: rate_s.unwrap_or(DEFAULT_POLL_RATE_S).max(1),
+                        rate_s: rate_s.unwrap_or(default_rate_s),
                         last_poll_ms: None,
                         next_due_ms: now_ms,
                         consecutive_failures: 0,
@@ -313,6 +326,17 @@ mod tests {
         // a success resets the count
         poller.polled("/mup", 14_000, PollOutcome::Ok, None);
         assert_eq!(poller.get("/mup").map(|e| e.consecutive_failures), Some(0));
+    }
+
+    #[test]
+    fn a_cap_shortens_long_server_rates() {
+        let mut poller = Poller::new();
+        poller.set_max_rate_s(Some(5));
+        poller.track("/derp", PollKind::DerProgramList, Some(900), 0);
+        poller.polled("/derp", 0, PollOutcome::Ok, None);
+        assert_eq!(poller.next_due_ms(), Some(5_000));
+        poller.track("/tm", PollKind::Time, None, 0);
+        assert_eq!(poller.get("/tm").map(|e| e.rate_s), Some(5));
     }
 
     #[test]

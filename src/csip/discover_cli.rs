@@ -175,6 +175,7 @@ pub fn discover_main(args: &[String]) -> ExitCode {
 pub fn discover_once(config: EngineConfig) -> Result<String, String> {
     let mut engine =
         super::Engine::new(config, no_measurements, NoSink).map_err(|e| format!("{e}\n"))?;
+    engine.set_read_only(true);
     smol::block_on(async {
         // One round walks every resource that is due, which after a (re)discovery is the
         // whole tree; a second round picks up the lists the first one linked late.

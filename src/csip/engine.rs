@@ -87,6 +87,8 @@ pub struct Engine<S: MeasurementSource, K: EngineSink> {
     readings: Outbox<PendingReadings>,
     readings_retry_at_ms: u64,
     last_status: Option<EngineStatus>,
+    /// Only read (`csipd discover`): no registration, reports, readings or responses.
+    read_only: bool,
 }
 
 fn role_index(role: MupRole) -> usize {
@@ -160,6 +162,7 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
             readings: Outbox::new(buffer),
             readings_retry_at_ms: 0,
             last_status: None,
+            read_only: false,
             config,
         })
     }
@@ -199,6 +202,12 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
             self.round().await;
             smol::Timer::after(Duration::from_secs(1)).await;
         }
+    }
+
+    /// Read only: walk and poll, but send nothing (no in-band registration, no
+    /// ConnectionPoint, reports, readings or responses). For `csipd discover`.
+    pub fn set_read_only(&mut self, read_only: bool) {
+        self.read_only = read_only;
     }
 
     /// The tree as discovered so far.
@@ -243,7 +252,7 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
         self.sample();
         self.run_due_polls().await;
         self.evaluate();
-        if self.state != ConnectionState::PinMismatch {
+        if self.state != ConnectionState::PinMismatch && !self.read_only {
             self.flush_responses().await;
             self.send_reports().await;
             self.flush_readings().await;
@@ -410,7 +419,10 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
                 let own_href = own.href.clone();
                 Some((own, own_href))
             }
-            _ if self.config.in_band_registration && !self.posted_registration => {
+            _ if self.config.in_band_registration
+                && !self.posted_registration
+                && !self.read_only =>
+            {
                 Some(self.register_in_band(href).await?)
             }
             Some(own) => {
@@ -478,7 +490,7 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
         if let (Some(link), Some(nmi), false, true) = (
             own.connection_point_link.clone(),
             self.config.nmi.clone(),
-            self.connection_point_sent,
+            self.connection_point_sent || self.read_only,
             self.config.csipaus,
         ) {
             match self.write(&edev::connection_point(&nmi)) {

@@ -286,6 +286,11 @@ impl ScriptedServer {
         self.lock().mups.len()
     }
 
+    /// Drops the recorded requests (long runs).
+    pub fn forget_requests(&self) {
+        self.lock().requests.clear();
+    }
+
     pub fn requests(&self) -> Vec<Recorded> {
         self.lock().requests.clone()
     }

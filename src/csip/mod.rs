@@ -226,3 +226,43 @@ impl std::fmt::Display for EngineError {
 }
 
 impl std::error::Error for EngineError {}
+
+impl EngineStatus {
+    /// The status page's `utility` part. `server_url` is the DeviceCapability URL in
+    /// use; `since_unix_s` when `state` was entered (the runtime tracks changes).
+    pub fn to_utility(
+        &self,
+        server_url: Option<String>,
+        since_unix_s: i64,
+    ) -> crate::status::Utility {
+        use crate::status::ConnectionState as Shown;
+        let (state, registration_problem) = match self.state {
+            ConnectionState::Discovering => (Shown::Discovering, None),
+            ConnectionState::Connected => (Shown::Polling, None),
+            ConnectionState::Unreachable => (Shown::Offline, None),
+            ConnectionState::PinMismatch | ConnectionState::NotRegistered => {
+                (Shown::Discovering, self.last_error.clone())
+            }
+        };
+        crate::status::Utility {
+            state,
+            since_unix_s,
+            server_url,
+            lfdi: Some(self.lfdi.clone()),
+            sfdi: Some(self.sfdi),
+            clock_offset_s: Some(self.clock_offset_s as f64),
+            registration_problem,
+            resources: self
+                .polls
+                .iter()
+                .map(|poll| crate::status::ResourcePoll {
+                    name: poll.kind.to_string(),
+                    href: poll.href.clone(),
+                    last_poll_unix_s: poll.last_poll_s,
+                    next_poll_unix_s: Some(poll.next_poll_s),
+                    last_error: None,
+                })
+                .collect(),
+        }
+    }
+}

@@ -842,6 +842,22 @@ fn all_23_schedule_runs_through_communication_loss() {
         .filter(|r| r.at > restored && r.path == "/edev/1/derp/1/derc")
         .collect();
     assert!(!after.is_empty(), "DERControlList read after comms restore");
+    // Readings of intervals measured during the outage were kept and posted afterwards.
+    let lost_s = now_s() - lost.elapsed().as_secs() as i64;
+    let restored_s = now_s() - restored.elapsed().as_secs() as i64;
+    let late: Vec<Recorded> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.at > restored)
+        .collect();
+    let backlog = readings(&late, "/mup/1")
+        .into_iter()
+        .filter(|(_, start, _, _)| *start > lost_s + 1 && *start < restored_s - 2)
+        .count();
+    assert!(
+        backlog >= 3,
+        "readings from the outage posted after it: {backlog}"
+    );
 }
 
 #[test]

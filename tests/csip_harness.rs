@@ -573,7 +573,7 @@ fn responses(server: &ScriptedServer) -> Vec<(String, u8)> {
         .filter_map(|r| {
             let subject = element_text(&r.body, "subject")?;
             // back from the mRID to the tag the test used
-            let tag = ["DERC1", "DERC2", "DERC3", "DERC4"]
+            let tag = ["DERC1", "DERC2", "DERC3", "DERC4", "DERC5"]
                 .into_iter()
                 .find(|t| mrid_of(t) == subject)
                 .map(str::to_string)
@@ -598,7 +598,7 @@ fn all_18_control_responses() {
         engine_config(&server),
         &site,
         &sink,
-        Duration::from_secs(14),
+        Duration::from_secs(22),
     );
     assert!(server.wait_for(WAIT, |r| {
         r.iter()
@@ -632,6 +632,33 @@ fn all_18_control_responses() {
             .iter()
             .any(|(m, st)| m == "DERC2" && *st == 6)
     }));
+    // DERC4 starts; a newer control for the same modes takes over 3 s later and
+    // supersedes it (the scheduler answers Superseded when the newer one starts).
+    let now = now_s();
+    server.update(|s| {
+        let mut c4 = Control::new("DERC4", now + 3, 600);
+        c4.exp_lim_w = Some(10_000);
+        c4.imp_lim_w = Some(10_000);
+        s.fsas[0][0].controls.push(c4);
+    });
+    let seen = |tag: &str, status: u8| {
+        responses(&server)
+            .iter()
+            .any(|(m, st)| m == tag && *st == status)
+    };
+    assert!(server.wait_for(WAIT, |_| seen("DERC4", 1)));
+    server.update(|s| {
+        let mut c5 = Control::new("DERC5", now + 6, 60);
+        c5.creation_time = now + 5; // newer than DERC4 (created at now + 2)
+        c5.exp_lim_w = Some(0);
+        c5.imp_lim_w = Some(0);
+        s.fsas[0][0].controls.push(c5);
+    });
+    assert!(
+        server.wait_for(WAIT, |_| seen("DERC4", 7)),
+        "{:?}",
+        responses(&server)
+    );
     engine.join().expect("engine thread");
     let sent = responses(&server);
     let derc1: Vec<u8> = sent
@@ -650,6 +677,12 @@ fn all_18_control_responses() {
         .map(|(_, s)| *s)
         .collect();
     assert_eq!(derc2, [1, 6], "Received, then Cancelled");
+    let derc4: Vec<u8> = sent
+        .iter()
+        .filter(|(m, _)| m == "DERC4")
+        .map(|(_, s)| *s)
+        .collect();
+    assert_eq!(derc4, [1, 2, 7], "Received, Started, then Superseded");
     // Each response names this device.
     for r in server.requests_to("POST", "/edev/1/rsps/site_control/rsp") {
         assert_eq!(

@@ -272,7 +272,7 @@ pub fn demo_main(args: &[String]) -> ExitCode {
     }
     let config = match super::load_config(&path_text) {
         Ok(c) => c,
-        Err(messages) => {
+        Err((messages, _)) => {
             for m in messages {
                 eprintln!("{m}");
             }

@@ -62,7 +62,7 @@ pub fn run_main(args: &[String]) -> ExitCode {
     }
     let config = match load_config(&path) {
         Ok(c) => c,
-        Err(messages) => {
+        Err((messages, _)) => {
             for m in messages {
                 eprintln!("{m}");
             }
@@ -77,9 +77,10 @@ pub fn run_main(args: &[String]) -> ExitCode {
     smol::block_on(ex.run(run_daemon(ex.clone(), path, config, Box::new(|_| {}))))
 }
 
-/// Loads and validates; warnings are logged (or printed before logging is up), errors
-/// returned as printable lines.
-pub fn load_config(path: &str) -> Result<Config, Vec<String>> {
+/// Loads and validates; warnings are logged (or printed before logging is up). On
+/// failure: every diagnostic as a printable line (errors and warnings, file order) and
+/// the errors alone.
+pub fn load_config(path: &str) -> Result<Config, (Vec<String>, Vec<String>)> {
     match config::load(path) {
         Ok((c, warnings)) => {
             for w in warnings {
@@ -91,10 +92,15 @@ pub fn load_config(path: &str) -> Result<Config, Vec<String>> {
             }
             Ok(c)
         }
-        Err(config::LoadError::Invalid(diags)) => {
-            Err(diags.iter().map(|d| d.to_string()).collect())
-        }
-        Err(e) => Err(vec![e.to_string()]),
+        Err(config::LoadError::Invalid(diags)) => Err((
+            diags.iter().map(|d| d.to_string()).collect(),
+            diags
+                .iter()
+                .filter(|d| d.severity == config::Severity::Error)
+                .map(|d| d.to_string())
+                .collect(),
+        )),
+        Err(e) => Err((vec![e.to_string()], vec![e.to_string()])),
     }
 }
 
@@ -298,14 +304,14 @@ impl Daemon {
         let now = unix_now_s();
         let new = match load_config(path) {
             Ok(c) => Rc::new(c),
-            Err(messages) => {
+            Err((messages, errors)) => {
                 for m in &messages {
                     log::error!("reload: {m}");
                 }
                 let text = format!(
-                    "{path} has {} problem(s), keeping the running configuration: {}",
-                    messages.len(),
-                    messages.first().map(String::as_str).unwrap_or("")
+                    "{path} has {} error(s), keeping the running configuration: {}",
+                    errors.len(),
+                    errors.first().map(String::as_str).unwrap_or("")
                 );
                 log::error!("reload: {text}");
                 self.status.update(|s| s.push_error(now, "config", &text));

@@ -412,4 +412,87 @@ config device 'meter'
         let l = status_limits(&merged, Some(2000.0));
         assert_eq!(l[0].value_w, Some(1500.0));
     }
+
+    #[test]
+    fn scheduler_outcome_maps_to_utility_controls_with_provenance() {
+        use schedule::{ActivePower, ControlSet, DefaultControl, Event, Program};
+        let program = Program {
+            mrid: "PROG1".into(),
+            fsa: "/fsa/1".into(),
+            primacy: 1,
+            default_control: Some(DefaultControl {
+                mrid: "DEF1".into(),
+                controls: ControlSet {
+                    exp_lim_w: Some(ActivePower::from_watts(5000)),
+                    gen_lim_w: Some(ActivePower {
+                        value: 9,
+                        multiplier: 3,
+                    }),
+                    ..ControlSet::default()
+                },
+                set_grad_w: Some(27),
+            }),
+        };
+        let mut event = Event::new(
+            "3F2A09B1C0FFEE00112233445566778A",
+            "PROG1",
+            900,
+            1000,
+            600,
+            ControlSet {
+                exp_lim_w: Some(ActivePower {
+                    value: 15,
+                    multiplier: 2,
+                }),
+                max_lim_hundredths_pct: Some(5000),
+                connect: Some(true),
+                ..ControlSet::default()
+            },
+        );
+        event.ramp_tms = Some(3000);
+        let input = schedule::Input {
+            programs: std::slice::from_ref(&program),
+            events: std::slice::from_ref(&event),
+            now_s: 1200,
+        };
+        let out = schedule::evaluate(
+            &input,
+            &mut schedule::Rng::new(1),
+            &schedule::State::default(),
+        );
+        let u = utility_controls(&out.active, out.ramp, 10_000.0);
+        let export = u.export_limit_w.expect("export from the event");
+        assert_eq!(export.value, 1500.0);
+        assert_eq!(
+            export.source,
+            Source::UtilityEvent {
+                mrid: "3F2A09B1C0FFEE00112233445566778A".into()
+            }
+        );
+        assert_eq!(export.until_s, Some(1600));
+        // opModMaxLimW 50 % of a 10 kW fleet (5 kW) beats the default's 9 kW GenLimW.
+        let generation = u.generation_limit_w.expect("generation");
+        assert_eq!(generation.value, 5000.0);
+        assert!(matches!(generation.source, Source::UtilityEvent { .. }));
+        assert_eq!(u.connect.map(|c| c.value), Some(true));
+        assert_eq!((u.ramp_tms, u.set_grad_w), (Some(3000), None));
+
+        // After the event: the program's default, with setGradW.
+        let input = schedule::Input {
+            now_s: 1700,
+            ..input
+        };
+        let out = schedule::evaluate(&input, &mut schedule::Rng::new(1), &out.state);
+        let u = utility_controls(&out.active, out.ramp, 10_000.0);
+        let export = u.export_limit_w.expect("export from the default");
+        assert_eq!(export.value, 5000.0);
+        assert_eq!(
+            export.source,
+            Source::UtilityDefault {
+                program: "PROG1".into()
+            }
+        );
+        assert_eq!(u.generation_limit_w.map(|g| g.value), Some(9000.0));
+        assert_eq!((u.ramp_tms, u.set_grad_w), (None, Some(27)));
+    }
 }

@@ -5,7 +5,8 @@
 
 use crate::config::DeviceRole;
 use crate::control::{PriceTracker, UtilityControls};
-use crate::devices::{InverterReading, MeterReading};
+use crate::devices::sunspec::AcValues;
+use crate::devices::{InverterReading, MeterReading, OperatingState};
 use crate::status;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -43,6 +44,12 @@ pub struct DeviceState {
     /// device did not report it (unknown is not zero).
     pub w: Option<f64>,
     pub readings: status::Readings,
+    /// The full AC values of the last good reading (per phase, for the utility's mirror
+    /// readings).
+    pub ac: Option<AcValues>,
+    /// Inverters: grid connection and operating state of the last good reading.
+    pub connected: Option<bool>,
+    pub state: Option<OperatingState>,
     /// When the last good reading was taken (monotonic).
     pub last_good_at: Option<Instant>,
     /// The last read attempt failed.
@@ -64,6 +71,9 @@ impl DeviceState {
             rating_w: None,
             w: None,
             readings: status::Readings::default(),
+            ac: None,
+            connected: None,
+            state: None,
             last_good_at: None,
             failing: false,
             reads_ok: 0,
@@ -84,6 +94,7 @@ impl DeviceState {
             v: m.ac.v,
             hz: m.ac.hz,
         };
+        self.ac = Some(m.ac.clone());
         self.ok(at);
     }
 
@@ -95,6 +106,9 @@ impl DeviceState {
             v: r.ac.v,
             hz: r.ac.hz,
         };
+        self.ac = Some(r.ac.clone());
+        self.connected = r.connected;
+        self.state = r.state;
         self.rating_w = rated_w
             .map(f64::from)
             .or(r.settings.w_max_w)

@@ -132,6 +132,7 @@ impl Coordinator {
             windows: &self.windows,
             price_rule: self.price_rule.clone(),
             price: s.price.current(unix_s),
+            total_set_max_w: params.inverters.iter().map(|i| i.rating_w).sum(),
         };
         let mut merged = control::merge(&inputs, &self.tz, merge_now_s);
         map::apply_owner_settings(&mut merged, &cfg);

@@ -149,14 +149,11 @@ fn schedule_source(s: &schedule::Source) -> Source {
     }
 }
 
-/// The scheduler's active controls as control's utility input, in plain watts.
-/// opModMaxLimW (hundredths of a percent of setMaxW, per inverter) becomes a
-/// generation limit of that share of the fleet's rating (`fleet_rating_w`), merged with
-/// opModGenLimW (the tighter wins).
+/// The scheduler's active controls as control's utility input, in plain watts
+/// (opModMaxLimW as a percentage; control's merge turns it into a generation limit).
 pub fn utility_controls(
     active: &schedule::ActiveControls,
     ramp: schedule::Ramp,
-    fleet_rating_w: f64,
 ) -> UtilityControls {
     let limit = |mode: ControlMode| -> Option<Limit> {
         let a = active.get(mode)?;
@@ -170,20 +167,16 @@ pub fn utility_controls(
             _ => None,
         }
     };
-    let max_lim = active
+    let max_lim_pct = active
         .get(ControlMode::MaxLimW)
         .and_then(|a| match a.value {
-            ModeValue::HundredthsPct(p) => Some(Limit::new(
-                f64::from(p) / 10_000.0 * fleet_rating_w,
+            ModeValue::HundredthsPct(p) => Some(Sourced::new(
+                f64::from(p) / 100.0,
                 schedule_source(&a.source),
                 a.until_s,
             )),
             _ => None,
         });
-    let generation = match (limit(ControlMode::GenLimW), max_lim) {
-        (Some(a), Some(b)) => Some(if b.value < a.value { b } else { a }),
-        (a, b) => a.or(b),
-    };
     let (set_grad_w, ramp_tms) = match ramp {
         schedule::Ramp::TimeHundredthsS(t) => (None, Some(t)),
         schedule::Ramp::GradientHundredthsPctPerS(g) => (Some(g), None),
@@ -192,8 +185,9 @@ pub fn utility_controls(
     UtilityControls {
         export_limit_w: limit(ControlMode::ExpLimW),
         import_limit_w: limit(ControlMode::ImpLimW),
-        generation_limit_w: generation,
+        generation_limit_w: limit(ControlMode::GenLimW),
         load_limit_w: limit(ControlMode::LoadLimW),
+        max_lim_pct,
         connect: flag(ControlMode::Connect),
         energize: flag(ControlMode::Energize),
         set_grad_w,
@@ -460,8 +454,8 @@ config device 'meter'
             &mut schedule::Rng::new(1),
             &schedule::State::default(),
         );
-        let u = utility_controls(&out.active, out.ramp, 10_000.0);
-        let export = u.export_limit_w.expect("export from the event");
+        let u = utility_controls(&out.active, out.ramp);
+        let export = u.export_limit_w.clone().expect("export from the event");
         assert_eq!(export.value, 1500.0);
         assert_eq!(
             export.source,
@@ -470,10 +464,22 @@ config device 'meter'
             }
         );
         assert_eq!(export.until_s, Some(1600));
-        // opModMaxLimW 50 % of a 10 kW fleet (5 kW) beats the default's 9 kW GenLimW.
-        let generation = u.generation_limit_w.expect("generation");
-        assert_eq!(generation.value, 5000.0);
-        assert!(matches!(generation.source, Source::UtilityEvent { .. }));
+        // opModMaxLimW 5000 = 50 %; GenLimW still from the default (9 kW).
+        let max_lim = u.max_lim_pct.as_ref().expect("max lim");
+        assert_eq!(max_lim.value, 50.0);
+        assert!(matches!(max_lim.source, Source::UtilityEvent { .. }));
+        assert_eq!(u.generation_limit_w.as_ref().map(|g| g.value), Some(9000.0));
+        // Merged over a 10 kW fleet, 50 % (5 kW) is the tighter generation limit.
+        let merged = control::merge(
+            &control::MergeInputs {
+                utility: u.clone(),
+                total_set_max_w: 10_000.0,
+                ..control::MergeInputs::default()
+            },
+            &control::PosixTz::utc(),
+            1200,
+        );
+        assert_eq!(merged.generation_limit_w.map(|g| g.value), Some(5000.0));
         assert_eq!(u.connect.map(|c| c.value), Some(true));
         assert_eq!((u.ramp_tms, u.set_grad_w), (Some(3000), None));
 
@@ -483,7 +489,7 @@ config device 'meter'
             ..input
         };
         let out = schedule::evaluate(&input, &mut schedule::Rng::new(1), &out.state);
-        let u = utility_controls(&out.active, out.ramp, 10_000.0);
+        let u = utility_controls(&out.active, out.ramp);
         let export = u.export_limit_w.expect("export from the default");
         assert_eq!(export.value, 5000.0);
         assert_eq!(

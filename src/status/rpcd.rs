@@ -51,8 +51,10 @@ pub fn call(method: &str, args_text: &str, status_url: &str) -> Option<Value> {
     let answer = match method {
         "status" => client::get_json(status_url, "/status").unwrap_or_else(error),
         "events" => client::get_json(status_url, "/events").unwrap_or_else(error),
-        // TODO(lead, pki merge): answer from `pki` (the configured certificate's LFDI,
-        // SFDI, subject, issuer, not-after). Until then say so instead of guessing.
+        // TODO(lead, pki merge; pki is on the `http` branch): load /etc/config/csipd,
+        // `pki::summarize(&pki::load_cert(server.cert)?)` and answer
+        // {"lfdi","sfdi","subject","issuer","not_before","not_after","not_after_unix"}
+        // (certificate.js shows those). Until then say so instead of guessing.
         "cert_info" => error(
             "cert_info is not available yet: the certificate module (pki) is not part of \
              this build; the LFDI/SFDI of the running daemon are in `ubus call csipd status` \
@@ -60,8 +62,9 @@ pub fn call(method: &str, args_text: &str, status_url: &str) -> Option<Value> {
         ),
         "cert_request" => match args.get("cn") {
             Some(Value::String(cn)) if !cn.trim().is_empty() => {
-                // TODO(lead, pki merge): generate the key and CSR for `cn` with `pki` and
-                // return {"csr": PEM, "key_path": ..., "lfdi": ..., "sfdi": ...}.
+                // TODO(lead, pki merge): `pki::load_or_create_key(server.key)` then
+                // `pki::build_csr(&key, cn)` and answer {"csr": PEM, "key_path": ...}
+                // (certificate.js shows those; lfdi/sfdi too once a cert is issued).
                 error(format!(
                     "cert_request for '{cn}' is not available yet: the certificate module \
                      (pki) is not part of this build"

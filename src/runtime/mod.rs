@@ -166,6 +166,7 @@ pub async fn run_daemon(
     let site: SharedSite = Rc::new(RefCell::new(SiteState::new(i64::from(
         config.price.max_age_s,
     ))));
+    site.borrow_mut().configure(&config);
     let etc_tz = coordinator::read_etc_tz();
     let coordinator = Rc::new(RefCell::new(coordinator::Coordinator::new(
         config.clone(),
@@ -348,8 +349,8 @@ impl Daemon {
             }
             self.start_buses();
         }
+        self.site.borrow_mut().configure(&new);
         if old.price != new.price {
-            self.site.borrow_mut().price.max_age_s = i64::from(new.price.max_age_s);
             self.price = None;
             self.start_price();
         }

@@ -163,6 +163,11 @@ impl DeviceState {
 /// Everything the tasks share.
 pub struct SiteState {
     pub devices: BTreeMap<String, DeviceState>,
+    /// The configured site meter and controlled inverters (names), and the staleness
+    /// timeout: what readers outside the coordinator (the engine) need to sample.
+    pub meter_name: Option<String>,
+    pub inverter_names: Vec<String>,
+    pub stale_after_s: f64,
     /// Setpoints by inverter name (coordinator → bus tasks).
     pub commands: BTreeMap<String, Command>,
     /// The utility's active controls as last evaluated (engine → coordinator). Kept
@@ -175,9 +180,22 @@ pub struct SiteState {
 }
 
 impl SiteState {
+    /// Takes the device names and staleness timeout of `config`.
+    pub fn configure(&mut self, config: &crate::config::Config) {
+        self.meter_name = super::map::site_meter(config).map(|d| d.name.clone());
+        self.inverter_names = super::map::controlled_devices(config)
+            .map(|d| d.name.clone())
+            .collect();
+        self.stale_after_s = config.control.meter_stale_s;
+        self.price.max_age_s = i64::from(config.price.max_age_s);
+    }
+
     pub fn new(price_max_age_s: i64) -> Self {
         SiteState {
             devices: BTreeMap::new(),
+            meter_name: None,
+            inverter_names: Vec::new(),
+            stale_after_s: 10.0,
             commands: BTreeMap::new(),
             utility: None,
             clock_offset_s: 0,

@@ -128,6 +128,22 @@ fn sighup_reload_keeps_the_limit_on_a_broken_config_and_applies_a_good_one() {
     );
     assert!(run.alive());
 
+    // The simulated devices stop answering (SIGSTOP): both are marked stale and the
+    // fail-safe export limit (0 W by default) is reported within the staleness timeout
+    // (5 s) plus the Modbus timeouts and a cycle; when they answer again, the fixed limit
+    // is back.
+    sim.signal("STOP");
+    let s = wait_for(&url, Duration::from_secs(20), "fail-safe", |s| {
+        export_limit(s).is_some_and(|(w, kind)| w == 0.0 && kind == "fail_safe")
+            && s.devices.iter().all(|d| d.stale)
+    });
+    assert_eq!(s.devices.len(), 2);
+    sim.signal("CONT");
+    wait_for(&url, Duration::from_secs(30), "recovery", |s| {
+        export_limit(s).is_some_and(|(w, kind)| w == 800.0 && kind == "fixed")
+            && s.devices.iter().all(|d| !d.stale)
+    });
+
     assert_eq!(run.terminate(), Some(0), "clean exit on SIGTERM");
     assert_eq!(sim.terminate(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);

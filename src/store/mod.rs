@@ -20,12 +20,14 @@
 //! Time is passed in as Unix seconds (`_s`), never read here.
 
 mod db;
+mod schedule_state;
 mod state;
 mod telemetry;
 #[cfg(test)]
 mod tests;
 
 pub use db::{Notice, NoticeKind};
+pub use schedule_state::ledger_key;
 pub use state::{
     CachedResource, EventKind, FlushStats, LedgerEntry, LedgerKey, LedgerOutcome, LoggedEvent,
     PendingReading, Registration, STATE_DB_FILE, SchedulerEvent, Store, StoreLimits,

@@ -222,6 +222,11 @@ fn ledger_records_once_and_keeps_delivery_state() {
     );
     assert!(store.ledger_pending().is_empty());
     assert_eq!(store.ledger().count(), 2);
+    // Without a replyTo nothing can be sent: kept in the ledger, never pending.
+    let mut store = store;
+    assert!(store.ledger_record(key("E9", 1), None, T0));
+    assert!(store.ledger_pending().is_empty());
+    assert!(store.ledger_entry(&key("E9", 1)).is_some());
 }
 
 #[test]

@@ -581,12 +581,14 @@ impl Store {
         self.ledger.values()
     }
 
-    /// Entries still to deliver, oldest first (created time, then key).
+    /// Entries still to deliver, oldest first (created time, then key). Entries without
+    /// a replyTo (servers without the Response function set) cannot be sent and are
+    /// not listed; they stay in the ledger so the scheduler never issues them again.
     pub fn ledger_pending(&self) -> Vec<&LedgerEntry> {
         let mut pending: Vec<&LedgerEntry> = self
             .ledger
             .values()
-            .filter(|e| e.outcome.is_none())
+            .filter(|e| e.outcome.is_none() && e.reply_to.is_some())
             .collect();
         pending.sort_by(|a, b| (a.created_at_s, &a.key).cmp(&(b.created_at_s, &b.key)));
         pending

@@ -830,6 +830,14 @@ impl Store {
         Ok(stats)
     }
 
+    /// Test hook: make every write fail (as on a full or read-only file system).
+    #[cfg(test)]
+    pub(crate) fn set_writes_fail(&self, fail: bool) {
+        self.conn
+            .pragma_update(None, "query_only", fail)
+            .expect("query_only");
+    }
+
     fn prune_ledger(&mut self, now_s: i64) {
         let cutoff = now_s - self.limits.ledger_retention_s;
         let old: Vec<LedgerKey> = self

@@ -113,6 +113,32 @@ fn unflushed_changes_are_not_on_disk_and_flushed_ones_are() {
 }
 
 #[test]
+fn a_failed_flush_loses_nothing_and_the_next_one_writes_it() {
+    let dir = TempDir::new("flush-fails");
+    let mut store = open(dir.path());
+    store.cache_resource("/a", b"1", T0);
+    store.ledger_record(key("E1", 2), Some("/rsp"), T0);
+    store.log_event(T0, EventKind::Limit, "E1", "export limit 0 W");
+    store.set_writes_fail(true);
+    let err = store.flush(T0).expect_err("writes fail");
+    assert!(err.to_string().contains("csipd.db"), "{err}");
+    assert!(
+        err.to_string().contains("writing the state failed"),
+        "{err}"
+    );
+    assert!(store.is_urgent(), "still urgent after a failed flush");
+    assert!(store.is_dirty(T0));
+    store.set_writes_fail(false);
+    let stats = store.flush(T0 + 1).expect("flush");
+    assert_eq!(stats.rows_written, 3);
+    drop(store);
+    let store = open(dir.path());
+    assert!(store.cached_resource("/a").is_some());
+    assert!(store.ledger_entry(&key("E1", 2)).is_some());
+    assert_eq!(store.recent_events(5).len(), 1);
+}
+
+#[test]
 fn retain_resources_forgets_the_rest() {
     let dir = TempDir::new("retain");
     let mut store = open(dir.path());

@@ -59,6 +59,10 @@ pub(crate) struct Schema {
     /// `PRAGMA auto_vacuum=INCREMENTAL` on a new file, so deleted rows can give their
     /// space back (telemetry on tmpfs costs RAM).
     pub incremental_vacuum: bool,
+    /// `PRAGMA wal_autocheckpoint` (pages): bounds the WAL file, which is flash space
+    /// (or RAM on tmpfs); the file is truncated back to `journal_size_limit` after each
+    /// checkpoint.
+    pub wal_autocheckpoint_pages: u32,
 }
 
 impl Schema {
@@ -193,6 +197,11 @@ fn try_open<T>(
     conn.pragma_update(None, "synchronous", schema.synchronous)
         .map_err(classify)?;
     conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(classify)?;
+    conn.pragma_update(None, "wal_autocheckpoint", schema.wal_autocheckpoint_pages)
+        .map_err(classify)?;
+    let wal_limit_bytes = i64::from(schema.wal_autocheckpoint_pages) * i64::from(schema.page_size);
+    conn.pragma_update(None, "journal_size_limit", wal_limit_bytes)
         .map_err(classify)?;
     // Small working set; keep the page cache small on a router.
     conn.pragma_update(None, "cache_size", -256)

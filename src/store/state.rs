@@ -56,6 +56,9 @@ const MIGRATIONS: &[&str] = &[
 /// the README section "Durable state").
 const PAGE_SIZE: u32 = 1024;
 
+/// WAL pages before a checkpoint (measured, see the README section "Durable state").
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 256;
+
 fn schema() -> Schema {
     Schema {
         app_id: APP_ID,
@@ -67,6 +70,7 @@ fn schema() -> Schema {
         // are the same; only the fsync calls differ, and flushes are rare.
         synchronous: "FULL",
         incremental_vacuum: false,
+        wal_autocheckpoint_pages: WAL_AUTOCHECKPOINT_PAGES,
     }
 }
 

@@ -42,6 +42,8 @@ fn schema() -> Schema {
         // corrupts the file (matters on a USB stick).
         synchronous: "NORMAL",
         incremental_vacuum: true,
+        // 256 KiB of WAL at most: it lives in RAM on tmpfs.
+        wal_autocheckpoint_pages: 64,
     }
 }
 

@@ -761,7 +761,7 @@ impl Store {
     }
 
     fn reading_needs_saving(&self, r: &Reading, now_s: i64) -> bool {
-        !r.persisted && now_s - r.pending.queued_at_s >= self.limits.reading_persist_age_s
+        !r.persisted && reading_aged(r, now_s, self.limits.reading_persist_age_s)
     }
 
     /// When the runtime should call [`Store::flush`] next: `Some(t <= now)` means now,
@@ -770,17 +770,26 @@ impl Store {
         if self.urgent {
             return Some(now_s);
         }
-        let interval_due = self.last_flush_s + self.limits.flush_interval_s;
+        // A clock stepped back (e.g. corrected after boot) must not hold changes back
+        // until it catches up again.
+        let interval_due = if now_s < self.last_flush_s {
+            now_s
+        } else {
+            self.last_flush_s + self.limits.flush_interval_s
+        };
         let changes = !self.dirty_resources.is_empty()
             || !self.dirty_settings.is_empty()
             || !self.dirty_ledger.is_empty()
             || !self.dirty_sched.is_empty()
             || !self.readings_to_delete.is_empty()
             || self.unsaved_events > 0;
-        let reading_due =
-            self.readings.iter().find(|r| !r.persisted).map(|r| {
+        let reading_due = self.readings.iter().find(|r| !r.persisted).map(|r| {
+            if now_s < r.pending.queued_at_s {
+                now_s
+            } else {
                 (r.pending.queued_at_s + self.limits.reading_persist_age_s).max(interval_due)
-            });
+            }
+        });
         match (changes, reading_due) {
             (true, Some(r)) => Some(interval_due.min(r)),
             (true, None) => Some(interval_due),
@@ -817,7 +826,7 @@ impl Store {
         self.readings_to_delete.clear();
         let persist_age = self.limits.reading_persist_age_s;
         for r in self.readings.iter_mut() {
-            if now_s - r.pending.queued_at_s >= persist_age {
+            if reading_aged(r, now_s, persist_age) {
                 r.persisted = true;
             }
         }
@@ -994,6 +1003,13 @@ impl Store {
         tx.commit()?;
         Ok(stats)
     }
+}
+
+/// Old enough to be written; a reading from the future (the clock stepped back since)
+/// is written too, its age being unknown.
+fn reading_aged(r: &Reading, now_s: i64, persist_age_s: i64) -> bool {
+    let age_s = now_s - r.pending.queued_at_s;
+    age_s >= persist_age_s || age_s < 0
 }
 
 fn parse_rates<'a>(it: impl Iterator<Item = (&'a str, &'a str)>) -> BTreeMap<String, u32> {

@@ -139,6 +139,46 @@ fn a_failed_flush_loses_nothing_and_the_next_one_writes_it() {
 }
 
 #[test]
+fn a_clock_stepped_back_does_not_hold_writes_back() {
+    let dir = TempDir::new("clock-back");
+    let mut store = open(dir.path());
+    store.cache_resource("/a", b"1", T0);
+    store.flush(T0).expect("flush");
+    store.cache_resource("/a", b"2", T0 - 86_400);
+    assert!(store.flush_due(T0 - 86_400), "the clock went back a day");
+    store.flush(T0 - 86_400).expect("flush");
+    store.queue_reading("/mr", b"r", T0);
+    assert!(
+        store.flush_due(T0 - 10),
+        "a reading from the future is written too"
+    );
+    assert_eq!(store.flush(T0 - 10).expect("flush").rows_written, 1);
+}
+
+#[test]
+fn an_empty_file_with_a_wal_is_moved_aside_with_it() {
+    let dir = TempDir::new("empty-wal");
+    std::fs::write(dir.path().join(STATE_DB_FILE), b"").expect("w");
+    std::fs::write(dir.path().join("csipd.db-wal"), b"frames of a lost file").expect("w");
+    let (_store, notices) = Store::open(dir.path(), T0).expect("open");
+    assert_eq!(notices.len(), 1);
+    assert!(
+        notices[0].reason.contains("write-ahead log holds 21 bytes"),
+        "{}",
+        notices[0].reason
+    );
+    let moved_wal = format!("{}-wal", notices[0].moved_to.display());
+    assert_eq!(
+        std::fs::read(moved_wal).expect("kept"),
+        b"frames of a lost file"
+    );
+    // An empty file alone is simply a new database.
+    let fresh = TempDir::new("empty");
+    std::fs::write(fresh.path().join(STATE_DB_FILE), b"").expect("w");
+    drop(open(fresh.path()));
+}
+
+#[test]
 fn retain_resources_forgets_the_rest() {
     let dir = TempDir::new("retain");
     let mut store = open(dir.path());

@@ -113,8 +113,10 @@ fn work(dir: &Path) -> Result<(), String> {
     }
 }
 
-/// The hidden worker mode: does nothing unless started by the crash test.
+/// The worker process of the crash test (not a test itself: ignored, started by
+/// `store_survives_kill_9_at_100_random_moments` with `--ignored`).
 #[test]
+#[ignore = "the crash test's worker process, not a test"]
 fn crash_worker_mode() {
     let Some(dir) = std::env::var_os(WORKER_ENV) else {
         return;
@@ -143,6 +145,7 @@ fn run_worker(dir: &Path, kill_after: Duration) -> Vec<String> {
         .args([
             "--exact",
             "crash_worker_mode",
+            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])

@@ -15,6 +15,10 @@ commands:
                         summary of the running daemon (limits, utility, devices)
   rpcd list|call METHOD the rpcd plugin behind `ubus call csipd ...`
   help                  this text
+  fetch PATH [--config FILE] [--url URL --cert FILE --key FILE --ca FILE]
+                        GET one resource from the utility server and print it
+  cert request|show|selfsigned ...
+                        device key, CSR, certificate details (LFDI/SFDI), lab certificate
 ";
 
 fn main() -> ExitCode {
@@ -43,6 +47,8 @@ fn main() -> ExitCode {
             print!("{USAGE}");
             ExitCode::SUCCESS
         }
+        "fetch" => csipd::http::fetch_main(rest),
+        "cert" => csipd::pki::cert_main(rest),
         "modbus-scan" => csipd::devices::cli::cli_main(rest),
         other => {
             let _ = rest;

@@ -1,1 +1,638 @@
-//! Certificates and keys: load PEM identity, LFDI/SFDI, key and CSR generation, expiry.
+//! Certificates and keys: load PEM identity, LFDI/SFDI, P-256 key and CSR generation,
+//! self-signed lab certificates, expiry and key-match checks, and `csipd cert`.
+
+use crate::sep2::identity;
+use openssl::asn1::{Asn1Integer, Asn1Time};
+use openssl::bn::BigNum;
+use openssl::ec::{EcGroup, EcKey};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use openssl::x509::extension::{BasicConstraints, KeyUsage, SubjectAlternativeName};
+use openssl::x509::{X509, X509Builder, X509NameBuilder, X509NameRef, X509Req, X509ReqBuilder};
+use std::fmt;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A certificate or key problem, naming the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PkiError(pub String);
+
+impl fmt::Display for PkiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PkiError {}
+
+fn err(path: &Path, what: impl fmt::Display) -> PkiError {
+    PkiError(format!("{}: {what}", path.display()))
+}
+
+/// All certificates in a PEM file, leaf first.
+pub fn load_certs(path: &Path) -> Result<Vec<X509>, PkiError> {
+    let pem = std::fs::read(path).map_err(|e| err(path, e))?;
+    let certs = X509::stack_from_pem(&pem)
+        .map_err(|e| err(path, format!("not a PEM certificate file ({e})")))?;
+    if certs.is_empty() {
+        return Err(err(path, "no certificate in the file"));
+    }
+    Ok(certs)
+}
+
+/// The first (leaf) certificate of a PEM file.
+pub fn load_cert(path: &Path) -> Result<X509, PkiError> {
+    load_certs(path)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| err(path, "no certificate in the file"))
+}
+
+/// A PEM private key (PKCS#8 or SEC1 "EC PRIVATE KEY"), unencrypted.
+pub fn load_key(path: &Path) -> Result<PKey<Private>, PkiError> {
+    let pem = std::fs::read(path).map_err(|e| err(path, e))?;
+    PKey::private_key_from_pem(&pem).map_err(|_| err(path, "not an unencrypted PEM private key"))
+}
+
+/// LFDI of a certificate (the `sep2::identity` rule over its DER).
+pub fn lfdi_of_cert(cert: &X509) -> Result<String, PkiError> {
+    let der = cert
+        .to_der()
+        .map_err(|e| PkiError(format!("certificate not encodable: {e}")))?;
+    identity::lfdi_from_der(&der).map_err(|e| PkiError(e.to_string()))
+}
+
+/// LFDI of the leaf certificate in a PEM file.
+pub fn lfdi_of_cert_file(path: &Path) -> Result<String, PkiError> {
+    lfdi_of_cert(&load_cert(path)?)
+}
+
+/// A new P-256 (prime256v1) key, as CSIP-AUS requires.
+pub fn generate_p256_key() -> Result<PKey<Private>, PkiError> {
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)
+        .map_err(|e| PkiError(format!("P-256 unavailable: {e}")))?;
+    let ec = EcKey::generate(&group).map_err(|e| PkiError(format!("key generation: {e}")))?;
+    PKey::from_ec_key(ec).map_err(|e| PkiError(format!("key generation: {e}")))
+}
+
+/// Writes `contents` to `path` via a temporary file and a rename, so a crash never leaves
+/// half a file; `mode` applies from creation (a key is never readable by others).
+fn write_file_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err(path, format!("cannot write: {e}")));
+    }
+    Ok(())
+}
+
+/// Writes a private key as PKCS#8 PEM with mode 0600.
+pub fn write_private_key(path: &Path, key: &PKey<Private>) -> Result<(), PkiError> {
+    let pem = key
+        .private_key_to_pem_pkcs8()
+        .map_err(|e| err(path, format!("key encoding: {e}")))?;
+    write_file_atomic(path, &pem, 0o600)
+}
+
+/// Uses the key at `path` if there is one, else makes a P-256 key there (0600).
+/// Returns the key and whether it was created.
+pub fn load_or_create_key(path: &Path) -> Result<(PKey<Private>, bool), PkiError> {
+    if path.exists() {
+        return Ok((load_key(path)?, false));
+    }
+    let key = generate_p256_key()?;
+    write_private_key(path, &key)?;
+    Ok((key, true))
+}
+
+fn name_with_cn(common_name: &str) -> Result<openssl::x509::X509Name, PkiError> {
+    if common_name.is_empty() {
+        return Err(PkiError("the common name must not be empty".into()));
+    }
+    let mut name = X509NameBuilder::new().map_err(|e| PkiError(e.to_string()))?;
+    name.append_entry_by_nid(Nid::COMMONNAME, common_name)
+        .map_err(|e| PkiError(format!("common name {common_name:?}: {e}")))?;
+    Ok(name.build())
+}
+
+/// A PKCS#10 request for `common_name`, signed with `key` (SHA-256).
+pub fn build_csr(key: &PKey<Private>, common_name: &str) -> Result<X509Req, PkiError> {
+    let e = |e: openssl::error::ErrorStack| PkiError(format!("CSR: {e}"));
+    let mut req = X509ReqBuilder::new().map_err(e)?;
+    req.set_version(0).map_err(e)?; // PKCS#10 v1, the only version there is
+    let name = name_with_cn(common_name)?;
+    req.set_subject_name(&name).map_err(e)?;
+    req.set_pubkey(key).map_err(e)?;
+    req.sign(key, MessageDigest::sha256()).map_err(e)?;
+    Ok(req.build())
+}
+
+fn asn1_time(at: SystemTime) -> Result<Asn1Time, PkiError> {
+    let secs = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    Asn1Time::from_unix(secs as libc_time_t).map_err(|e| PkiError(format!("time: {e}")))
+}
+
+#[allow(non_camel_case_types)]
+type libc_time_t = i64;
+
+/// A self-signed certificate for lab use (valid from `now` for `days`).
+pub fn self_signed(
+    key: &PKey<Private>,
+    common_name: &str,
+    days: u32,
+    now: SystemTime,
+) -> Result<X509, PkiError> {
+    let e = |e: openssl::error::ErrorStack| PkiError(format!("certificate: {e}"));
+    let mut cert = X509Builder::new().map_err(e)?;
+    cert.set_version(2).map_err(e)?;
+    let nanos = now
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let serial = BigNum::from_dec_str(&(nanos & 0xFFFF_FFFF_FFFF_FFFF).to_string()).map_err(e)?;
+    let serial = Asn1Integer::from_bn(&serial).map_err(e)?;
+    cert.set_serial_number(&serial).map_err(e)?;
+    let name = name_with_cn(common_name)?;
+    cert.set_subject_name(&name).map_err(e)?;
+    cert.set_issuer_name(&name).map_err(e)?;
+    cert.set_pubkey(key).map_err(e)?;
+    let not_before = asn1_time(now)?;
+    cert.set_not_before(&not_before).map_err(e)?;
+    let until = now + Duration::from_secs(u64::from(days) * 86_400);
+    let not_after = asn1_time(until)?;
+    cert.set_not_after(&not_after).map_err(e)?;
+    cert.append_extension(BasicConstraints::new().critical().build().map_err(e)?)
+        .map_err(e)?;
+    cert.append_extension(
+        KeyUsage::new()
+            .critical()
+            .digital_signature()
+            .key_agreement()
+            .build()
+            .map_err(e)?,
+    )
+    .map_err(e)?;
+    let san = SubjectAlternativeName::new()
+        .dns(common_name)
+        .build(&cert.x509v3_context(None, None))
+        .map_err(e)?;
+    cert.append_extension(san).map_err(e)?;
+    cert.sign(key, MessageDigest::sha256()).map_err(e)?;
+    Ok(cert.build())
+}
+
+/// "CN=dev1, O=Utility" style text of a name.
+pub fn name_text(name: &X509NameRef) -> String {
+    name.entries()
+        .map(|entry| {
+            let key = entry.object().nid().short_name().unwrap_or("?");
+            let value = entry.data().to_string().unwrap_or_else(|_| "?".into());
+            format!("{key}={value}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Seconds since the Unix epoch of an ASN.1 time.
+fn unix_seconds(t: &openssl::asn1::Asn1TimeRef) -> Option<i64> {
+    let epoch = Asn1Time::from_unix(0).ok()?;
+    let diff = epoch.diff(t).ok()?;
+    Some(i64::from(diff.days) * 86_400 + i64::from(diff.secs))
+}
+
+/// True when `key` is the private half of `cert`'s public key.
+pub fn key_matches(cert: &X509, key: &PKey<Private>) -> bool {
+    cert.public_key().is_ok_and(|public| public.public_eq(key))
+}
+
+/// What `csipd cert show` prints.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CertSummary {
+    pub lfdi: String,
+    pub sfdi: u64,
+    pub subject: String,
+    pub issuer: String,
+    pub not_before: String,
+    pub not_after: String,
+    pub not_before_unix: Option<i64>,
+    pub not_after_unix: Option<i64>,
+    /// e.g. "EC P-256" or "RSA 2048".
+    pub key_type: String,
+}
+
+pub fn summarize(cert: &X509) -> Result<CertSummary, PkiError> {
+    let lfdi = lfdi_of_cert(cert)?;
+    let sfdi = identity::sfdi(&lfdi).map_err(|e| PkiError(e.to_string()))?;
+    let key_type = match cert.public_key() {
+        Ok(key) => match key.ec_key() {
+            Ok(ec) => match ec.group().curve_name() {
+                Some(Nid::X9_62_PRIME256V1) => "EC P-256".to_string(),
+                Some(nid) => format!("EC {}", nid.short_name().unwrap_or("?")),
+                None => "EC (unnamed curve)".to_string(),
+            },
+            Err(_) => format!("{:?} {}", key.id(), key.bits()),
+        },
+        Err(_) => "unreadable".into(),
+    };
+    Ok(CertSummary {
+        lfdi,
+        sfdi,
+        subject: name_text(cert.subject_name()),
+        issuer: name_text(cert.issuer_name()),
+        not_before: cert.not_before().to_string(),
+        not_after: cert.not_after().to_string(),
+        not_before_unix: unix_seconds(cert.not_before()),
+        not_after_unix: unix_seconds(cert.not_after()),
+        key_type,
+    })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    /// csipd cannot work with this identity.
+    Error,
+    /// Works now, needs attention (expires soon, not P-256).
+    Warning,
+}
+
+/// One thing wrong with the configured identity, for `check-config`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IdentityProblem {
+    pub severity: Severity,
+    pub message: String,
+}
+
+impl fmt::Display for IdentityProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let level = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(f, "{level}: {}", self.message)
+    }
+}
+
+/// Certificates closer than this to expiry give a warning.
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 86_400);
+
+/// Checks the device certificate and key at `now`: readable, valid now (not expired,
+/// not yet valid), key matches, P-256. Empty when all is well.
+pub fn check_identity(cert_path: &Path, key_path: &Path, now: SystemTime) -> Vec<IdentityProblem> {
+    let mut problems = Vec::new();
+    let error = |message: String| IdentityProblem {
+        severity: Severity::Error,
+        message,
+    };
+    let cert = match load_cert(cert_path) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            problems.push(error(format!("certificate {e}")));
+            None
+        }
+    };
+    let key = match load_key(key_path) {
+        Ok(k) => Some(k),
+        Err(e) => {
+            problems.push(error(format!("key {e}")));
+            None
+        }
+    };
+    let now_unix = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    if let Some(cert) = &cert {
+        let summary = summarize(cert);
+        if let Ok(s) = &summary {
+            if let Some(until) = s.not_after_unix {
+                if until < now_unix {
+                    problems.push(error(format!(
+                        "certificate {} expired on {} (LFDI {})",
+                        cert_path.display(),
+                        s.not_after,
+                        s.lfdi
+                    )));
+                } else if until - now_unix < EXPIRY_WARNING.as_secs() as i64 {
+                    problems.push(IdentityProblem {
+                        severity: Severity::Warning,
+                        message: format!(
+                            "certificate {} expires on {} ({} days left)",
+                            cert_path.display(),
+                            s.not_after,
+                            (until - now_unix) / 86_400
+                        ),
+                    });
+                }
+            }
+            if s.not_before_unix.is_some_and(|from| from > now_unix) {
+                problems.push(error(format!(
+                    "certificate {} is not valid before {} (is the clock right?)",
+                    cert_path.display(),
+                    s.not_before
+                )));
+            }
+            if s.key_type != "EC P-256" {
+                problems.push(IdentityProblem {
+                    severity: Severity::Warning,
+                    message: format!(
+                        "certificate {} has a {} key; CSIP-AUS requires EC P-256",
+                        cert_path.display(),
+                        s.key_type
+                    ),
+                });
+            }
+        }
+        if let Some(key) = &key {
+            if !key_matches(cert, key) {
+                problems.push(error(format!(
+                    "key {} does not belong to certificate {}",
+                    key_path.display(),
+                    cert_path.display()
+                )));
+            }
+        }
+    }
+    problems
+}
+
+const CERT_USAGE: &str = "usage:
+  csipd cert request --key FILE --csr FILE --cn NAME
+      make a P-256 key (mode 0600; an existing key is reused) and a certificate request
+  csipd cert show --cert FILE [--key FILE]
+      LFDI, SFDI, subject, issuer, validity, and whether the key matches
+  csipd cert selfsigned --key FILE --cert FILE --cn NAME [--days N]
+      a self-signed certificate for lab servers only (key made if missing)";
+
+enum CliError {
+    /// Bad arguments: print the usage.
+    Usage(String),
+    /// The command could not do its job.
+    Failed(String),
+}
+
+impl From<PkiError> for CliError {
+    fn from(e: PkiError) -> Self {
+        CliError::Failed(e.0)
+    }
+}
+
+fn flags(args: &[String]) -> Result<Vec<(String, String)>, CliError> {
+    let mut out = Vec::new();
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let name = flag
+            .strip_prefix("--")
+            .ok_or_else(|| CliError::Usage(format!("unexpected argument {flag:?}")))?;
+        let value = it
+            .next()
+            .ok_or_else(|| CliError::Usage(format!("{flag} needs a value")))?;
+        out.push((name.to_string(), value.clone()));
+    }
+    Ok(out)
+}
+
+fn flag<'a>(flags: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    flags
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn required<'a>(flags: &'a [(String, String)], name: &str) -> Result<&'a str, CliError> {
+    flag(flags, name).ok_or_else(|| CliError::Usage(format!("--{name} is required")))
+}
+
+fn check_known(flags: &[(String, String)], known: &[&str]) -> Result<(), CliError> {
+    match flags.iter().find(|(n, _)| !known.contains(&n.as_str())) {
+        Some((n, _)) => Err(CliError::Usage(format!("unknown option --{n}"))),
+        None => Ok(()),
+    }
+}
+
+/// Entry point of `csipd cert`.
+pub fn cert_main(args: &[String]) -> ExitCode {
+    let Some((sub, rest)) = args.split_first() else {
+        eprintln!("{CERT_USAGE}");
+        return ExitCode::from(2);
+    };
+    let result = flags(rest).and_then(|f| match sub.as_str() {
+        "request" => cert_request(&f),
+        "show" => cert_show(&f),
+        "selfsigned" => cert_selfsigned(&f),
+        other => Err(CliError::Usage(format!("unknown cert command {other:?}"))),
+    });
+    match result {
+        Ok(code) => code,
+        Err(CliError::Usage(e)) => {
+            eprintln!("csipd cert: {e}\n{CERT_USAGE}");
+            ExitCode::from(2)
+        }
+        Err(CliError::Failed(e)) => {
+            eprintln!("csipd cert: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn cert_request(f: &[(String, String)]) -> Result<ExitCode, CliError> {
+    check_known(f, &["key", "csr", "cn"])?;
+    let key_path = PathBuf::from(required(f, "key")?);
+    let csr_path = PathBuf::from(required(f, "csr")?);
+    let cn = required(f, "cn")?;
+    let (key, created) = load_or_create_key(&key_path)?;
+    let csr = build_csr(&key, cn)?;
+    let pem = csr
+        .to_pem()
+        .map_err(|e| PkiError(format!("CSR encoding: {e}")))?;
+    write_file_atomic(&csr_path, &pem, 0o644)?;
+    println!(
+        "key: {} ({})",
+        key_path.display(),
+        if created {
+            "new P-256 key, mode 0600"
+        } else {
+            "existing key reused"
+        }
+    );
+    println!(
+        "csr: {} (CN={cn}); send it to the utility, then install the certificate it returns",
+        csr_path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cert_show(f: &[(String, String)]) -> Result<ExitCode, CliError> {
+    check_known(f, &["cert", "key"])?;
+    let cert_path = PathBuf::from(required(f, "cert")?);
+    let cert = load_cert(&cert_path)?;
+    let s = summarize(&cert)?;
+    println!("certificate: {}", cert_path.display());
+    println!("LFDI:        {}", s.lfdi);
+    println!("SFDI:        {}", s.sfdi);
+    println!("subject:     {}", s.subject);
+    println!("issuer:      {}", s.issuer);
+    println!("valid from:  {}", s.not_before);
+    println!("valid until: {}", s.not_after);
+    println!("key type:    {}", s.key_type);
+    let now = SystemTime::now();
+    let problems = match flag(f, "key") {
+        Some(key_path) => {
+            let key_path = Path::new(key_path);
+            let problems = check_identity(&cert_path, key_path, now);
+            let matches = load_key(key_path).is_ok_and(|k| key_matches(&cert, &k));
+            println!(
+                "key matches: {} ({})",
+                if matches { "yes" } else { "NO" },
+                key_path.display()
+            );
+            problems
+        }
+        None => {
+            // No key given: check validity only (the key check needs the key).
+            let dummy = cert_path.clone();
+            check_identity(&cert_path, &dummy, now)
+                .into_iter()
+                .filter(|p| !p.message.starts_with("key "))
+                .collect()
+        }
+    };
+    for problem in &problems {
+        println!("{problem}");
+    }
+    Ok(if problems.iter().any(|p| p.severity == Severity::Error) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn cert_selfsigned(f: &[(String, String)]) -> Result<ExitCode, CliError> {
+    check_known(f, &["key", "cert", "cn", "days"])?;
+    let key_path = PathBuf::from(required(f, "key")?);
+    let cert_path = PathBuf::from(required(f, "cert")?);
+    let cn = required(f, "cn")?;
+    let days: u32 = match flag(f, "days") {
+        Some(d) => d
+            .parse()
+            .ok()
+            .filter(|d| (1..=36_500).contains(d))
+            .ok_or_else(|| CliError::Usage(format!("--days must be 1..36500, got {d:?}")))?,
+        None => 365,
+    };
+    eprintln!("csipd cert: WARNING: a self-signed certificate is for lab servers only");
+    let (key, _) = load_or_create_key(&key_path)?;
+    let cert = self_signed(&key, cn, days, SystemTime::now())?;
+    let pem = cert
+        .to_pem()
+        .map_err(|e| PkiError(format!("certificate encoding: {e}")))?;
+    write_file_atomic(&cert_path, &pem, 0o644)?;
+    let lfdi = lfdi_of_cert(&cert)?;
+    println!(
+        "certificate: {} (CN={cn}, {days} days)",
+        cert_path.display()
+    );
+    println!("LFDI:        {lfdi}");
+    println!("SFDI:        {}", identity::sfdi(&lfdi).unwrap_or_default());
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("csipd-pki-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn key_is_0600_csr_and_selfsigned_round_trip() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tmp("gen");
+        let key_path = dir.join("device.key");
+        let (key, created) = load_or_create_key(&key_path).unwrap();
+        assert!(created);
+        let mode = std::fs::metadata(&key_path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let (again, created) = load_or_create_key(&key_path).unwrap();
+        assert!(!created);
+        assert!(again.public_eq(&key));
+        let csr = build_csr(&key, "site-42").unwrap();
+        assert!(csr.verify(&key).unwrap());
+        assert_eq!(name_text(csr.subject_name()), "CN=site-42");
+
+        let now = SystemTime::now();
+        let cert = self_signed(&key, "lab-server", 10, now).unwrap();
+        let s = summarize(&cert).unwrap();
+        assert_eq!(s.subject, "CN=lab-server");
+        assert_eq!(s.issuer, "CN=lab-server");
+        assert_eq!(s.key_type, "EC P-256");
+        assert_eq!(
+            s.lfdi,
+            identity::lfdi_from_der(&cert.to_der().unwrap()).unwrap()
+        );
+        assert_eq!(Some(s.sfdi), identity::sfdi(&s.lfdi).ok());
+        assert_eq!(s.lfdi.len(), 40);
+        let span = s.not_after_unix.unwrap() - s.not_before_unix.unwrap();
+        assert_eq!(span, 10 * 86_400);
+        assert!(key_matches(&cert, &key));
+        assert!(!key_matches(&cert, &generate_p256_key().unwrap()));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn check_identity_reports_expiry_mismatch_and_missing_files() {
+        let dir = tmp("check");
+        let key_path = dir.join("k.pem");
+        let cert_path = dir.join("c.pem");
+        let (key, _) = load_or_create_key(&key_path).unwrap();
+        let issued = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let cert = self_signed(&key, "dev", 100, issued).unwrap();
+        std::fs::write(&cert_path, cert.to_pem().unwrap()).unwrap();
+
+        let day = Duration::from_secs(86_400);
+        assert!(check_identity(&cert_path, &key_path, issued + day).is_empty());
+        let soon = check_identity(&cert_path, &key_path, issued + 80 * day);
+        assert_eq!(soon.len(), 1);
+        assert_eq!(soon[0].severity, Severity::Warning);
+        let expired = check_identity(&cert_path, &key_path, issued + 101 * day);
+        assert_eq!(expired.len(), 1, "{expired:?}");
+        assert_eq!(expired[0].severity, Severity::Error);
+        assert!(expired[0].message.contains("expired"), "{}", expired[0]);
+        let early = check_identity(&cert_path, &key_path, issued - day);
+        assert!(early[0].message.contains("not valid before"), "{early:?}");
+
+        let other_key = dir.join("other.pem");
+        write_private_key(&other_key, &generate_p256_key().unwrap()).unwrap();
+        let mismatch = check_identity(&cert_path, &other_key, issued + day);
+        assert_eq!(mismatch.len(), 1);
+        assert!(
+            mismatch[0].message.contains("does not belong"),
+            "{}",
+            mismatch[0]
+        );
+
+        let missing = check_identity(&dir.join("none.pem"), &key_path, issued);
+        assert!(missing[0].message.contains("none.pem"), "{}", missing[0]);
+        std::fs::write(dir.join("junk.pem"), "hello").unwrap();
+        let junk = check_identity(&cert_path, &dir.join("junk.pem"), issued + day);
+        assert!(junk[0].message.contains("junk.pem"), "{}", junk[0]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

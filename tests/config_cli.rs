@@ -115,3 +115,59 @@ fn extra_arguments_are_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("usage: csipd check-config"));
 }
+
+/// A config naming an expired certificate, and one whose key belongs to another
+/// certificate: both are errors at the `cert` option's line; a good pair passes.
+#[test]
+fn certificate_problems_are_errors_at_the_cert_line() {
+    use std::time::{Duration, SystemTime};
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("config_cli_cert");
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = csipd::pki::generate_p256_key().unwrap();
+    let other_key = csipd::pki::generate_p256_key().unwrap();
+    csipd::pki::write_private_key(&dir.join("device.key"), &key).unwrap();
+    csipd::pki::write_private_key(&dir.join("other.key"), &other_key).unwrap();
+    let now = SystemTime::now();
+    let month_ago = now - Duration::from_secs(30 * 86_400);
+    let pem = |cert: openssl::x509::X509| cert.to_pem().unwrap();
+    let expired = csipd::pki::self_signed(&key, "expired", 1, month_ago).unwrap();
+    let valid = csipd::pki::self_signed(&key, "valid", 365, now).unwrap();
+    std::fs::write(dir.join("expired.pem"), pem(expired)).unwrap();
+    std::fs::write(dir.join("valid.pem"), pem(valid)).unwrap();
+
+    let config_with = |cert: &str, key: &str| {
+        format!(
+            "config server 'utility'\n\toption dcap_url 'https://127.0.0.1:8443/dcap'\n\
+             \toption nmi 'QB00000000'\n\toption cert '{}'\n\toption key '{}'\n",
+            dir.join(cert).display(),
+            dir.join(key).display()
+        )
+    };
+    let expired_path = write_config("cert-expired", &config_with("expired.pem", "device.key"));
+    let out = check_config(&[expired_path.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{}:4: error:", expired_path.display()))
+            && stdout.contains("expired"),
+        "{stdout}"
+    );
+
+    let mismatch_path = write_config("cert-mismatch", &config_with("valid.pem", "other.key"));
+    let out = check_config(&[mismatch_path.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(
+        stdout.contains(":4: error:") && stdout.contains("does not belong"),
+        "{stdout}"
+    );
+
+    let good_path = write_config("cert-good", &config_with("valid.pem", "device.key"));
+    let out = check_config(&[good_path.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

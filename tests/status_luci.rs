@@ -425,11 +425,39 @@ fn settings_use_only_real_config_sections_and_options() {
 
 /// Runs `csipd rpcd call METHOD` with `args` on stdin against `status_url`: the real
 /// plugin's answer, as rpcd would hand it to LuCI.
+/// A UCI config naming a real certificate and a key path (the key is made by
+/// cert_request when missing), for the certificate methods.
+fn identity_config() -> std::path::PathBuf {
+    static ONCE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("status_luci_pki");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = csipd::pki::generate_p256_key().unwrap();
+        let cert =
+            csipd::pki::self_signed(&key, "csipd-test", 30, std::time::SystemTime::now()).unwrap();
+        std::fs::write(dir.join("device.pem"), cert.to_pem().unwrap()).unwrap();
+        let config = dir.join("csipd");
+        std::fs::write(
+            &config,
+            format!(
+                "config server 'utility'\n\toption cert '{}'\n\toption key '{}'\n",
+                dir.join("device.pem").display(),
+                dir.join("new.key").display()
+            ),
+        )
+        .unwrap();
+        config
+    })
+    .clone()
+}
+
 fn plugin_answer(method: &str, args: &str, status_url: &str) -> Value {
     use std::io::Write;
     let mut child = Command::new(env!("CARGO_BIN_EXE_csipd"))
         .args(["rpcd", "call", method])
         .env("CSIPD_STATUS_URL", status_url)
+        .env("CSIPD_CONFIG", identity_config())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -554,30 +582,43 @@ fn status_and_certificate_views_render_the_plugins_answers() {
         "export and limit lines"
     );
 
-    // Until pki is merged cert_info answers an error: the view shows it and falls back
-    // to the running daemon's identity. Then the CSR button sends the typed CN.
+    // cert_info answers the configured certificate's identity; the CSR button sends
+    // the typed CN and shows the CSR the plugin made with a new 0600 key.
     let dom = render_view(
         "certificate",
         &answers,
         "document.getElementById('csipd-cn').value = 'csipd-site-0001';
          return mod.handleRequest();",
     );
-    let info_error = answers["cert_info"]["error"]
+    let lfdi = answers["cert_info"]["lfdi"]
         .as_str()
-        .expect("cert_info error");
+        .expect("cert_info lfdi");
+    assert_eq!(lfdi.len(), 40);
     assert!(
-        dom.contains(info_error),
-        "certificate view shows {info_error:?}:\n{dom}"
+        dom.contains(lfdi),
+        "certificate view shows the LFDI {lfdi}:\n{dom}"
     );
-    assert!(
-        dom.contains(status_common::LFDI),
-        "falls back to the daemon's LFDI"
-    );
-    assert!(dom.contains("167261211391"));
+    let sfdi = answers["cert_info"]["sfdi"]
+        .as_u64()
+        .expect("cert_info sfdi");
+    assert!(dom.contains(&sfdi.to_string()));
     assert!(
         dom.contains("csipd.cert_request{&quot;cn&quot;:&quot;csipd-site-0001&quot;}"),
         "cert_request called with the CN:\n{dom}"
     );
-    let request_error = answers["cert_request"]["error"].as_str().expect("error");
-    assert!(dom.contains(request_error), "the request's answer is shown");
+    let csr = answers["cert_request"]["csr"].as_str().expect("csr");
+    assert!(
+        csr.starts_with("-----BEGIN CERTIFICATE REQUEST-----"),
+        "{csr}"
+    );
+    assert!(
+        dom.contains("BEGIN CERTIFICATE REQUEST"),
+        "the CSR is shown"
+    );
+    let key_path = answers["cert_request"]["key_path"]
+        .as_str()
+        .expect("key_path");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(key_path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the new key is private");
 }

@@ -98,7 +98,17 @@ pub fn cli_check_config(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match load(path) {
+    let loaded = load(path).and_then(|(config, mut diagnostics)| {
+        // The files the options name are checked here, at the CLI edge: the typed
+        // config stays pure.
+        diagnostics.extend(identity_diagnostics(&config, std::time::SystemTime::now()));
+        if diagnostics.iter().any(|d| d.severity == Severity::Error) {
+            Err(LoadError::Invalid(diagnostics))
+        } else {
+            Ok((config, diagnostics))
+        }
+    });
+    match loaded {
         Ok((_, warnings)) => {
             for w in &warnings {
                 println!("{w}");
@@ -135,6 +145,30 @@ pub fn cli_check_config(args: &[String]) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Problems with the certificate and key the server section names (unreadable,
+/// expired, not yet valid, key not matching), located at the `cert` option.
+pub fn identity_diagnostics(config: &Config, now: std::time::SystemTime) -> Vec<Diagnostic> {
+    let (Some(cert), Some(key)) = (&config.server.cert, &config.server.key) else {
+        return Vec::new();
+    };
+    let location = config.cert_location();
+    crate::pki::check_identity(std::path::Path::new(cert), std::path::Path::new(key), now)
+        .into_iter()
+        .map(|problem| Diagnostic {
+            severity: match problem.severity {
+                crate::pki::Severity::Error => Severity::Error,
+                crate::pki::Severity::Warning => Severity::Warning,
+            },
+            file: location
+                .as_ref()
+                .map_or_else(|| config.file.clone(), |l| l.file.clone()),
+            line: location.as_ref().map_or(0, |l| l.line),
+            col: 1,
+            message: format!("server cert '{cert}': {}", problem.message),
+        })
+        .collect()
 }
 
 #[cfg(test)]

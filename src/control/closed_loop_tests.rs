@@ -421,3 +421,105 @@ fn import_limit_acts_through_the_battery_charge_limit() {
     assert!(import <= 3000.0 && import > 2850.0, "{import}");
     assert!(h.cycles.last().unwrap().1.unsupported.is_empty());
 }
+
+#[test]
+fn demo_site_is_curtailed_within_a_minute() {
+    let site = crate::sim::site::demo_site();
+    let params = ControllerParams::new(
+        vec![InverterParams {
+            name: "demo-pv".into(),
+            rating_w: 5000.0,
+            max_charge_w: None,
+        }],
+        1500.0,
+    );
+    let mut h = Harness::new(site, params);
+    h.run_until(60.0, &export_limit(1500.0));
+    // At the 15 s load drop the inverter is cut below its rating, and export stays at or
+    // below the limit once the loop has acted.
+    let curtailed = h
+        .cycles
+        .iter()
+        .any(|(t, s)| *t > 15_000 && *t < 20_000 && s.inverters[0].setpoint_pct < 50.0);
+    assert!(curtailed);
+    for s in h
+        .trace
+        .iter()
+        .filter(|s| s.t_ms >= 18_000 && s.t_ms < 60_000)
+    {
+        assert!(s.export_w <= 1500.0, "{s:?}");
+    }
+}
+
+#[test]
+fn energize_off_brings_output_to_zero_and_back() {
+    use super::limits::Sourced;
+    let (site, params) = pv_site(1000.0, &[4000.0], 5000.0, 0.25);
+    let mut h = Harness::new(site, params);
+    let mut limits = export_limit(5000.0);
+    h.run_until(10.0, &limits);
+    assert!(h.total_output_w() > 3900.0);
+    limits.energize = Some(Sourced::new(
+        false,
+        Source::UtilityEvent {
+            mrid: "E0E0E0E0E0E0E0E0".into(),
+        },
+        None,
+    ));
+    // Within 2 s of the cycle that saw it (τ = 0.25 s: 4 kW · e^-8 ≈ 1.3 W left).
+    h.run_until(12.0, &limits);
+    assert!(h.total_output_w().abs() < 2.0, "{}", h.total_output_w());
+    let (_, last) = h.cycles.last().unwrap();
+    assert_eq!(
+        last.reason.to_string(),
+        "de-energized (output zero) by utility event e0e0…"
+    );
+    limits.energize = None;
+    h.run_until(20.0, &limits);
+    assert!(h.total_output_w() > 3900.0);
+}
+
+#[test]
+fn negative_price_merged_and_applied_gives_zero_export() {
+    use super::limits::{MergeInputs, PriceRule, merge};
+    use super::price::FeedInPrice;
+    use super::tz::PosixTz;
+    let (site, params) = pv_site(800.0, &[5000.0], 5000.0, 0.25);
+    let mut h = Harness::new(site, params);
+    let tz = PosixTz::utc();
+    let inputs = MergeInputs {
+        utility: super::limits::UtilityControls {
+            export_limit_w: Some(Limit::new(
+                5000.0,
+                Source::UtilityDefault {
+                    program: "DERP".into(),
+                },
+                None,
+            )),
+            ..Default::default()
+        },
+        price_rule: Some(PriceRule {
+            export_limit_w: 0.0,
+            below_earn_c_per_kwh: 0.0,
+        }),
+        // Amber feedIn perKwh +2.5: the owner pays 2.5 c/kWh to export.
+        price: Some(FeedInPrice {
+            earn_c_per_kwh: -2.5,
+            interval_end_s: Some(1800),
+        }),
+        ..Default::default()
+    };
+    let limits = merge(&inputs, &tz, 0);
+    h.run_until(20.0, &limits);
+    // Aims 50 W below zero export: a small import.
+    let export = h.site.export_w();
+    assert!(export <= 0.0 && export > -100.0, "{export}");
+    let (_, last) = h.cycles.last().unwrap();
+    assert!(
+        last.reason
+            .to_string()
+            .contains("negative feed-in price -2.50 c/kWh"),
+        "{}",
+        last.reason
+    );
+}

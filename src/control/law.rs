@@ -177,6 +177,38 @@ pub struct Setpoints {
     pub unsupported: Vec<Mode>,
 }
 
+impl Setpoints {
+    /// One line for the status, e.g.
+    /// "pv-east 906 W (18 %), pv-west 544 W (18 %) — export limit 1500 W (…)".
+    pub fn describe(&self) -> String {
+        let mut parts: Vec<String> = self
+            .inverters
+            .iter()
+            .map(|i| {
+                let mut t = format!("{} {:.0} W ({:.0} %)", i.name, i.setpoint_w, i.setpoint_pct);
+                if let Some(c) = i.charge_limit_w {
+                    t.push_str(&format!(", charge ≤ {c:.0} W"));
+                }
+                if !i.answering {
+                    t.push_str(", not answering");
+                }
+                t
+            })
+            .collect();
+        if parts.is_empty() {
+            parts.push("no inverters".into());
+        }
+        let mut line = format!("{} — {}", parts.join(", "), self.reason);
+        for m in &self.unsupported {
+            line.push_str(&format!(
+                "; {} limit unsupported (no storage inverter)",
+                m.name()
+            ));
+        }
+        line
+    }
+}
+
 /// The closed-loop site controller. Pure: `step` takes the time and the readings.
 #[derive(Debug, Clone)]
 pub struct Controller {
@@ -633,6 +665,10 @@ mod tests {
             s.reason.to_string(),
             "export limit 1500 W (fixed limit (export_limit_w))"
         );
+        assert_eq!(
+            s.describe(),
+            "a 906 W (18 %), b 544 W (18 %) — export limit 1500 W (fixed limit (export_limit_w))"
+        );
     }
 
     #[test]
@@ -719,6 +755,10 @@ mod tests {
         };
         let s = c.step(0, &limits, &readings(0, 3000.0, &[Some(0.0), Some(0.0)]));
         assert_eq!(s.unsupported, vec![Mode::Import, Mode::Load]);
+        assert!(
+            s.describe()
+                .ends_with("; load limit unsupported (no storage inverter)")
+        );
     }
 
     #[test]

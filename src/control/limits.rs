@@ -98,6 +98,9 @@ pub struct UtilityControls {
     pub import_limit_w: Option<Limit>,
     pub generation_limit_w: Option<Limit>,
     pub load_limit_w: Option<Limit>,
+    /// opModMaxLimW as a percentage of setMaxW (2030.5 sends hundredths of a percent:
+    /// divide by 100). Merged into the generation limit using `MergeInputs::total_set_max_w`.
+    pub max_lim_pct: Option<Sourced<f64>>,
     /// opModConnect: false = disconnect the DER.
     pub connect: Option<Sourced<bool>>,
     /// opModEnergize: false = de-energize (output zero).
@@ -125,7 +128,7 @@ pub struct TariffWindow {
     pub name: String,
     /// Index 0 = Sunday … 6 = Saturday.
     pub weekdays: [bool; 7],
-    /// Minutes since local midnight, 0..1440.
+    /// Minutes since local midnight, 0..1440 (`end_min` may be 1440 for 24:00).
     pub start_min: u16,
     pub end_min: u16,
     pub export_limit_w: f64,
@@ -155,6 +158,73 @@ impl TariffWindow {
     }
 }
 
+/// Parses "HH:MM" (00:00 to 24:00) into minutes since local midnight.
+pub fn parse_time_of_day(text: &str) -> Result<u16, String> {
+    let bad = || format!("expected a time of day HH:MM (00:00 to 24:00), got \"{text}\"");
+    let (h, m) = text.trim().split_once(':').ok_or_else(bad)?;
+    let h: u16 = h.parse().map_err(|_| bad())?;
+    let m: u16 = m.parse().map_err(|_| bad())?;
+    if m > 59 || h > 24 || (h == 24 && m != 0) {
+        return Err(bad());
+    }
+    Ok(h * 60 + m)
+}
+
+/// Parses weekdays: names (`mon`…`sun`, or full names), ranges (`mon-fri`, `fri-mon`
+/// wraps), separated by commas or spaces; `all`/`daily` = every day.
+pub fn parse_weekdays(text: &str) -> Result<[bool; 7], String> {
+    const NAMES: [&str; 7] = [
+        "sunday",
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+    ];
+    // A weekday is its full name or any prefix of at least three letters.
+    let day = |w: &str| -> Result<usize, String> {
+        let w = w.trim().to_ascii_lowercase();
+        NAMES
+            .iter()
+            .position(|n| w.len() >= 3 && n.starts_with(&w))
+            .ok_or_else(|| format!("unknown weekday \"{w}\" in \"{text}\""))
+    };
+    let mut days = [false; 7];
+    let mut any = false;
+    for part in text.split([',', ' ']).filter(|p| !p.trim().is_empty()) {
+        any = true;
+        let part = part.trim();
+        if matches!(part.to_ascii_lowercase().as_str(), "all" | "daily") {
+            days = [true; 7];
+            continue;
+        }
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (day(a)?, day(b)?);
+                let mut d = a;
+                loop {
+                    days[d] = true;
+                    if d == b {
+                        break;
+                    }
+                    d = (d + 1) % 7;
+                }
+            }
+            None => days[day(part)?] = true,
+        }
+    }
+    if !any {
+        return Err(format!("no weekdays in \"{text}\""));
+    }
+    Ok(days)
+}
+
+/// A 2030.5 ActivePower (`value` × 10^`multiplier`) in watts.
+pub fn active_power_w(value: i64, multiplier: i8) -> f64 {
+    value as f64 * 10f64.powi(multiplier as i32)
+}
+
 /// The owner's negative feed-in price rule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PriceRule {
@@ -173,6 +243,8 @@ pub struct MergeInputs<'a> {
     pub price_rule: Option<PriceRule>,
     /// The current feed-in price if one is known and fresh (see `price::PriceTracker`).
     pub price: Option<FeedInPrice>,
+    /// Sum of the controlled inverters' setMaxW, to turn opModMaxLimW into watts.
+    pub total_set_max_w: f64,
 }
 
 /// The merged limits per mode, each with its provenance.
@@ -310,8 +382,20 @@ pub fn merge(inputs: &MergeInputs<'_>, tz: &PosixTz, now_s: i64) -> MergedLimits
         )
         .map(non_negative),
         generation_limit_w: tighter(
-            u.generation_limit_w.clone(),
-            fixed(f.generation_limit_w, "generation_limit_w"),
+            tighter(
+                u.generation_limit_w.clone(),
+                fixed(f.generation_limit_w, "generation_limit_w"),
+            ),
+            u.max_lim_pct
+                .as_ref()
+                .filter(|_| inputs.total_set_max_w > 0.0)
+                .map(|pct| {
+                    Limit::new(
+                        pct.value / 100.0 * inputs.total_set_max_w,
+                        pct.source.clone(),
+                        pct.until_s,
+                    )
+                }),
         )
         .map(non_negative),
         load_limit_w: tighter(
@@ -391,6 +475,29 @@ mod tests {
         );
         assert_eq!(m.import_limit_w, None);
         assert_eq!(m.describe(&tz).len(), 2);
+    }
+
+    #[test]
+    fn max_lim_pct_becomes_a_generation_limit() {
+        let tz = PosixTz::utc();
+        let inputs = MergeInputs {
+            utility: UtilityControls {
+                max_lim_pct: Some(Sourced::new(
+                    40.0,
+                    Source::UtilityEvent { mrid: "77".into() },
+                    Some(60),
+                )),
+                ..Default::default()
+            },
+            fixed: FixedLimits {
+                generation_limit_w: Some(5000.0),
+                ..Default::default()
+            },
+            total_set_max_w: 8000.0,
+            ..Default::default()
+        };
+        let g = merge(&inputs, &tz, 0).generation_limit_w.unwrap();
+        assert_eq!((g.value, g.until_s), (3200.0, Some(60)));
     }
 
     #[test]
@@ -525,6 +632,34 @@ mod tests {
         let mut none = mk(-3.5);
         none.price = None;
         assert_eq!(merge(&none, &tz, 0).export_limit_w.unwrap().value, 1500.0);
+    }
+
+    #[test]
+    fn parses_window_times_and_weekdays() {
+        assert_eq!(parse_time_of_day("22:00"), Ok(1320));
+        assert_eq!(parse_time_of_day("06:30"), Ok(390));
+        assert_eq!(parse_time_of_day("24:00"), Ok(1440));
+        for bad in ["24:01", "7", "12:60", "ab:00", ""] {
+            assert!(parse_time_of_day(bad).unwrap_err().contains(bad));
+        }
+        assert_eq!(
+            parse_weekdays("mon-fri"),
+            Ok([false, true, true, true, true, true, false])
+        );
+        assert_eq!(
+            parse_weekdays("fri-mon"),
+            Ok([true, true, false, false, false, true, true])
+        );
+        assert_eq!(
+            parse_weekdays("Saturday, sun"),
+            Ok([true, false, false, false, false, false, true])
+        );
+        assert_eq!(parse_weekdays("daily"), Ok([true; 7]));
+        assert!(parse_weekdays("mon-fry").unwrap_err().contains("fry"));
+        assert!(parse_weekdays(" ").is_err());
+        assert_eq!(active_power_w(15, 2), 1500.0);
+        assert_eq!(active_power_w(-3, 0), -3.0);
+        assert!((active_power_w(12345, -1) - 1234.5).abs() < 1e-9);
     }
 
     #[test]

@@ -237,6 +237,23 @@ impl fmt::Display for PosixTz {
     }
 }
 
+/// The IO edge: reads OpenWrt's `/etc/TZ` (or another file holding a POSIX TZ string).
+/// A missing or empty file means UTC, as on a router where no zone was set.
+pub fn read_tz_file(path: &std::path::Path) -> Result<PosixTz, TzError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.trim().is_empty() => Ok(PosixTz::utc()),
+        Ok(text) => PosixTz::parse(text.trim()).map_err(|e| TzError {
+            tz: e.tz,
+            message: format!("{} (in {})", e.message, path.display()),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(PosixTz::utc()),
+        Err(e) => Err(TzError {
+            tz: String::new(),
+            message: format!("cannot read {}: {e}", path.display()),
+        }),
+    }
+}
+
 /// Local seconds since 1970 (in the zone's own local reckoning) of a transition in `year`.
 fn transition_local_s(year: i32, t: &Transition) -> i64 {
     let day = match t.date {
@@ -553,6 +570,23 @@ mod tests {
         // J60 is 1 March even in a leap year.
         assert!(j.offset_at(utc(2028, 3, 1, 0, 0)).1);
         assert!(!j.offset_at(utc(2028, 2, 29, 23, 59)).1);
+    }
+
+    #[test]
+    fn reads_the_tz_file() {
+        let dir = std::env::temp_dir().join(format!("csipd-tz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("TZ");
+        std::fs::write(&f, "ACST-9:30ACDT,M10.1.0,M4.1.0/3\n").unwrap();
+        assert_eq!(read_tz_file(&f).unwrap().std_utc_offset_s, 34_200);
+        std::fs::write(&f, "bogus\n").unwrap();
+        let e = read_tz_file(&f).unwrap_err();
+        assert!(
+            e.to_string().contains("TZ") && e.to_string().contains("bogus"),
+            "{e}"
+        );
+        assert_eq!(read_tz_file(&dir.join("missing")).unwrap(), PosixTz::utc());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -19,7 +19,7 @@ mod scenarios;
 pub use rng::Rng;
 
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// randomizeStart / randomizeDuration bounds are OneHourRangeType: -3600..=3600 s.
 pub const RANDOMIZE_LIMIT_S: i32 = 3600;
@@ -324,6 +324,23 @@ pub enum ResponseStatus {
 }
 
 impl ResponseStatus {
+    /// Every status, in code order.
+    pub const ALL: [ResponseStatus; 8] = [
+        ResponseStatus::Received,
+        ResponseStatus::Started,
+        ResponseStatus::Completed,
+        ResponseStatus::Cancelled,
+        ResponseStatus::Superseded,
+        ResponseStatus::RejectedNotApplicable,
+        ResponseStatus::RejectedInvalid,
+        ResponseStatus::RejectedExpired,
+    ];
+
+    /// Its bit in [`EventRecord::responses_sent`].
+    pub fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+
     /// The wire value of Response.status.
     pub fn code(self) -> u8 {
         match self {
@@ -414,17 +431,43 @@ pub struct EventRecord {
     /// The randomizeDuration draw, kept for the life of the event.
     pub duration_offset_s: i32,
     pub stop: Option<Stop>,
+    /// The effective end (start + duration + draws) when last listed, so an event that
+    /// vanishes after its end is recorded as completed, not cancelled.
+    pub eff_end_s: i64,
     pub started_at_s: Option<i64>,
     pub ended: Option<Ending>,
+    /// The ledger for this event: bit [`ResponseStatus::bit`] set once that response was
+    /// issued. A bit field keeps the state small and cheap to carry between calls.
+    pub responses_sent: u8,
 }
 
 /// The scheduler's memory between calls; persist it (serde) to survive restarts.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
-    /// Every event seen, by mRID.
+    /// Every event seen, by mRID, each with its part of the response ledger.
     pub events: BTreeMap<String, EventRecord>,
-    /// Every response ever issued.
-    pub ledger: BTreeSet<ResponseKey>,
+}
+
+impl State {
+    /// Whether the response `key` was ever issued.
+    pub fn was_sent(&self, key: &ResponseKey) -> bool {
+        self.events
+            .get(&key.event_mrid)
+            .is_some_and(|r| r.responses_sent & key.status.bit() != 0)
+    }
+
+    /// The response ledger: every (event mRID, status) issued, for a store to persist.
+    pub fn ledger(&self) -> impl Iterator<Item = ResponseKey> + '_ {
+        self.events.iter().flat_map(|(mrid, r)| {
+            ResponseStatus::ALL
+                .iter()
+                .filter(move |s| r.responses_sent & s.bit() != 0)
+                .map(move |s| ResponseKey {
+                    event_mrid: mrid.clone(),
+                    status: *s,
+                })
+        })
+    }
 }
 
 /// The inputs of one evaluation.
@@ -506,7 +549,7 @@ pub struct Outcome {
     pub ramp: Ramp,
     /// Evaluate again no later than this (`None`: nothing scheduled ahead).
     pub next_change_s: Option<i64>,
-    /// Responses that fell due, in the order they happened; already in `state.ledger`.
+    /// Responses that fell due, in the order they happened; already in the state's ledger.
     pub responses: Vec<ResponseDue>,
     /// The state to pass to the next call (and to persist).
     pub state: State,
@@ -541,8 +584,14 @@ impl Live<'_> {
 
 /// Evaluates the schedule at `input.now_s`. See the module documentation.
 pub fn evaluate(input: &Input<'_>, rng: &mut Rng, previous: &State) -> Outcome {
+    evaluate_owned(input, rng, previous.clone())
+}
+
+/// [`evaluate`] taking the previous state by value, which saves copying it: the engine's
+/// loop hands each outcome's state to the next call.
+pub fn evaluate_owned(input: &Input<'_>, rng: &mut Rng, previous: State) -> Outcome {
     let now = input.now_s;
-    let mut state = previous.clone();
+    let mut state = previous;
     let mut notes = Vec::new();
     let mut due: Vec<ResponseDue> = Vec::new();
 
@@ -553,7 +602,7 @@ pub fn evaluate(input: &Input<'_>, rng: &mut Rng, previous: &State) -> Outcome {
         .collect();
 
     // 1. Register new events, notice status changes, collect the valid ones.
-    let mut present: BTreeSet<&str> = BTreeSet::new();
+    let mut present: HashSet<&str> = HashSet::with_capacity(input.events.len());
     let mut live: Vec<Live<'_>> = Vec::with_capacity(input.events.len());
     for ev in input.events {
         if !present.insert(ev.mrid.as_str()) {
@@ -564,12 +613,22 @@ pub fn evaluate(input: &Input<'_>, rng: &mut Rng, previous: &State) -> Outcome {
             continue;
         }
         let program = programs.get(ev.program_mrid.as_str()).copied();
-        if !state.events.contains_key(&ev.mrid) {
-            let record = first_sight(ev, program, now, rng, &mut due, &mut notes);
-            state.events.insert(ev.mrid.clone(), record);
-        }
-        let Some(record) = state.events.get_mut(&ev.mrid) else {
-            continue;
+        let record = match state.events.get_mut(&ev.mrid) {
+            Some(record) => record,
+            None if program.is_none() => {
+                // Not yet rankable (its program is not in the input): wait, unanswered,
+                // until the engine passes the program too.
+                notes.push(format!(
+                    "event {} ignored: its program {} is not known",
+                    ev.mrid, ev.program_mrid
+                ));
+                present.remove(ev.mrid.as_str());
+                continue;
+            }
+            None => {
+                let record = first_sight(ev, now, rng, &mut due, &mut notes);
+                state.events.entry(ev.mrid.clone()).or_insert(record)
+            }
         };
         if matches!(
             record.ended,
@@ -581,12 +640,14 @@ pub fn evaluate(input: &Input<'_>, rng: &mut Rng, previous: &State) -> Outcome {
             continue;
         }
         let Some(program) = program else {
-            // Known before, its program has gone: it can no longer be ranked.
+            // Known before, its program has gone: treat it as no longer listed.
+            present.remove(ev.mrid.as_str());
             continue;
         };
         let eff_start_s = ev.start_s + i64::from(record.start_offset_s);
         let eff_len_s = (i64::from(ev.duration_s) + i64::from(record.duration_offset_s)).max(1);
         let eff_end_s = eff_start_s + eff_len_s;
+        record.eff_end_s = eff_end_s;
         if record.ended.is_none() && record.stop.is_none() {
             record.stop = server_stop(ev, record, eff_start_s, now, rng);
         }
@@ -609,24 +670,30 @@ pub fn evaluate(input: &Input<'_>, rng: &mut Rng, previous: &State) -> Outcome {
 
     // 2. Events the server no longer lists: an active one ends now (as cancelled).
     for (mrid, record) in state.events.iter_mut() {
-        if present.contains(mrid.as_str()) || record.ended.is_some() {
+        if record.ended.is_some() || present.contains(mrid.as_str()) {
             continue;
         }
-        record.ended = Some(Ending {
-            reason: EndReason::Vanished,
-            at_s: now,
-        });
-        if record.started_at_s.is_some() {
-            notes.push(format!(
-                "event {mrid} was active and is no longer listed by the server; it ends now"
-            ));
-            push_due(
-                &mut due,
-                mrid,
-                record,
-                ResponseStatus::Cancelled,
-                now.max(record.first_seen_s),
-            );
+        // If it had already run to its end (or a known stop) before we looked, say so.
+        let (reason, at_s, status) = match record.stop {
+            Some(stop) if stop.at_s <= now.min(record.eff_end_s) => {
+                (stop.reason, stop.at_s, end_status(stop.reason))
+            }
+            _ if record.eff_end_s <= now => (
+                EndReason::Completed,
+                record.eff_end_s,
+                Some(ResponseStatus::Completed),
+            ),
+            _ => (EndReason::Vanished, now, Some(ResponseStatus::Cancelled)),
+        };
+        let at_s = at_s.max(record.started_at_s.unwrap_or(record.first_seen_s));
+        record.ended = Some(Ending { reason, at_s });
+        if let (Some(_), Some(status)) = (record.started_at_s, status) {
+            if reason == EndReason::Vanished {
+                notes.push(format!(
+                    "event {mrid} was active and is no longer listed by the server; it ends now"
+                ));
+            }
+            push_due(&mut due, mrid, record, status, at_s);
         }
     }
 
@@ -635,7 +702,9 @@ pub fn evaluate(input: &Input<'_>, rng: &mut Rng, previous: &State) -> Outcome {
     resolve_ends(&mut live);
 
     // 4. Started / ended transitions up to now, each recorded and answered once.
-    for l in &live {
+    //    `open`: still running or still to come after this call.
+    let mut open = vec![false; live.len()];
+    for (l, open) in live.iter().zip(open.iter_mut()) {
         let Some(record) = state.events.get_mut(&l.ev.mrid) else {
             continue;
         };
@@ -651,28 +720,12 @@ pub fn evaluate(input: &Input<'_>, rng: &mut Rng, previous: &State) -> Outcome {
         if now >= end_s {
             let at = end_s.max(record.started_at_s.unwrap_or(record.first_seen_s));
             record.ended = Some(Ending { reason, at_s: at });
-            let status = match reason {
-                EndReason::Completed => Some(ResponseStatus::Completed),
-                EndReason::Cancelled | EndReason::Vanished => Some(ResponseStatus::Cancelled),
-                EndReason::Superseded => Some(ResponseStatus::Superseded),
-                EndReason::Rejected(_) => None,
-            };
-            if let Some(status) = status {
+            if let Some(status) = end_status(reason) {
                 push_due(&mut due, &l.ev.mrid, record, status, at);
             }
         }
+        *open = record.ended.is_none();
     }
-
-    // Events still running or still to come after this call.
-    let open: Vec<bool> = live
-        .iter()
-        .map(|l| {
-            state
-                .events
-                .get(&l.ev.mrid)
-                .is_some_and(|r| r.ended.is_none())
-        })
-        .collect();
 
     // 5. Active value per mode: the highest-precedence executing event, else the default.
     let mut active = ActiveControls::default();
@@ -757,31 +810,28 @@ pub fn evaluate(input: &Input<'_>, rng: &mut Rng, previous: &State) -> Outcome {
         .events
         .iter()
         .filter(|(mrid, r)| {
-            !present.contains(mrid.as_str())
-                && r.ended.is_some_and(|e| e.at_s + RECORD_RETENTION_S < now)
+            r.ended.is_some_and(|e| e.at_s + RECORD_RETENTION_S < now)
+                && !present.contains(mrid.as_str())
         })
         .map(|(mrid, _)| mrid.clone())
         .collect();
-    if !expired.is_empty() {
-        let gone: BTreeSet<&str> = expired.iter().map(String::as_str).collect();
-        state
-            .ledger
-            .retain(|k| !gone.contains(k.event_mrid.as_str()));
-        for mrid in &expired {
-            state.events.remove(mrid);
-        }
+    for mrid in &expired {
+        state.events.remove(mrid);
     }
 
     // Responses in the order they happened; within one event received, started, ended.
+    // A response is due once: whatever the ledger already has is dropped.
     due.sort_by_key(|r| (r.at_s, r.key.status.rank()));
-    for r in &due {
-        state.ledger.insert(r.key.clone());
+    let mut responses = Vec::with_capacity(due.len());
+    for r in due {
+        let Some(record) = state.events.get_mut(&r.key.event_mrid) else {
+            continue;
+        };
+        if record.responses_sent & r.key.status.bit() == 0 {
+            record.responses_sent |= r.key.status.bit();
+            responses.push(r);
+        }
     }
-    // A response is due once: drop any the ledger already had (e.g. restored state).
-    let responses = due
-        .into_iter()
-        .filter(|r| !previous.ledger.contains(&r.key))
-        .collect();
 
     Outcome {
         active,
@@ -905,7 +955,6 @@ fn server_stop(
 /// draws, and the Received (or rejection) response.
 fn first_sight(
     ev: &Event,
-    program: Option<&Program>,
     now: i64,
     rng: &mut Rng,
     due: &mut Vec<ResponseDue>,
@@ -919,15 +968,12 @@ fn first_sight(
         start_offset_s: 0,
         duration_offset_s: 0,
         stop: None,
+        eff_end_s: ev.scheduled_end_s(),
         started_at_s: None,
         ended: None,
+        responses_sent: 0,
     };
-    let rejection = if program.is_none() {
-        Some((
-            ResponseStatus::RejectedInvalid,
-            format!("its program {} is not known", ev.program_mrid),
-        ))
-    } else if ev.controls.modes_mask() == 0 {
+    let rejection = if ev.controls.modes_mask() == 0 {
         Some((
             ResponseStatus::RejectedNotApplicable,
             "it sets no control mode this client runs".to_string(),
@@ -1005,6 +1051,16 @@ fn first_sight(
     }
     push_due(due, &ev.mrid, &record, ResponseStatus::Received, now);
     record
+}
+
+/// The response that reports an ending.
+fn end_status(reason: EndReason) -> Option<ResponseStatus> {
+    match reason {
+        EndReason::Completed => Some(ResponseStatus::Completed),
+        EndReason::Cancelled | EndReason::Vanished => Some(ResponseStatus::Cancelled),
+        EndReason::Superseded => Some(ResponseStatus::Superseded),
+        EndReason::Rejected(_) => None,
+    }
 }
 
 /// Queues a response when the event asked for that kind of response.

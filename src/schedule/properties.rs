@@ -10,6 +10,7 @@
 
 use super::scenarios::{derc, program, watts};
 use super::*;
+use std::collections::BTreeSet;
 
 const T0: i64 = 1_800_000_000;
 
@@ -262,6 +263,10 @@ fn random_schedules_keep_the_invariants() {
             };
             now += step.max(1);
         }
+
+        let ledger: BTreeSet<ResponseKey> = state.ledger().collect();
+        assert_eq!(ledger, issued, "seed {seed}: the ledger is what was issued");
+        assert!(issued.iter().all(|k| state.was_sent(k)), "seed {seed}");
 
         for (mrid, statuses) in &log {
             let ranks: Vec<u8> = statuses.iter().map(|s| s.rank()).collect();

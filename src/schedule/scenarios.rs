@@ -813,7 +813,12 @@ fn expired_invalid_and_inapplicable_events_are_rejected() {
     assert_eq!(sim.codes("X1"), vec![254]);
     assert_eq!(sim.codes("X2"), vec![253]);
     assert_eq!(sim.codes("X3"), vec![252]);
-    assert_eq!(sim.codes("X4"), vec![253]);
+    assert_eq!(
+        sim.codes("X4"),
+        Vec::<u8>::new(),
+        "unknown program: not answered yet"
+    );
+    assert!(sim.notes.iter().any(|n| n.contains("X4")));
     assert_eq!(sim.w(ExpLimW), Some(1000.0));
     assert!(
         sim.notes
@@ -822,8 +827,13 @@ fn expired_invalid_and_inapplicable_events_are_rejected() {
         "{:?}",
         sim.notes
     );
-    sim.at(400);
-    assert_eq!(sim.sent.len(), 4, "each rejection once");
+    sim.at(30);
+    assert_eq!(sim.sent.len(), 3, "each rejection once");
+    // Once its program is known, the waiting event runs (it was never recorded before).
+    sim.programs.push(program("NOPROGRAM", 5, None));
+    sim.at(40);
+    assert_eq!(sim.codes("X4"), vec![1, 2]);
+    assert_eq!(sim.w(ExpLimW), Some(0.0));
 }
 
 /// responseRequired gates responses: 00 sends nothing, 01 only Received.
@@ -888,4 +898,39 @@ fn server_superseded_status_ends_the_event() {
     sim.at(20);
     assert_eq!(sim.codes("Q1"), vec![1, 2, 7]);
     assert_eq!(sim.w(GenLimW), None);
+}
+
+/// A program that disappears (its FSA was removed) takes its running events with it:
+/// they end as if no longer listed, and the remaining program's default applies.
+#[test]
+fn removed_program_ends_its_events() {
+    let mut sim = Sim::new(vec![
+        program("DERP1", 1, Some(default_control(Some(800.0), None, None))),
+        program("DERP2", 2, None),
+    ]);
+    let mut e = derc("F1", "DERP2", T0, T0, 600);
+    e.controls.exp_lim_w = Some(watts(9000.0));
+    sim.add(e);
+    sim.at(10);
+    assert_eq!(sim.w(ExpLimW), Some(9000.0));
+    sim.programs.retain(|p| p.mrid != "DERP2");
+    sim.at(20);
+    assert_eq!(sim.codes("F1"), vec![1, 2, 6]);
+    assert_eq!(sim.source(ExpLimW), "default:DERP1");
+}
+
+/// An event that ran to its end while the client was not looking and is then no longer
+/// listed is reported Completed at its end, not Cancelled.
+#[test]
+fn event_gone_after_its_end_is_completed() {
+    let mut sim = Sim::new(vec![program("DERP1", 0, None)]);
+    let mut e = derc("G1", "DERP1", T0, T0, 60);
+    e.controls.exp_lim_w = Some(watts(100.0));
+    sim.add(e);
+    sim.at(10);
+    sim.events.clear();
+    sim.now = T0 + 300;
+    sim.eval();
+    assert_eq!(sim.codes("G1"), vec![1, 2, 3]);
+    assert_eq!(sim.sent_at("G1", 3), Some(60));
 }

@@ -128,6 +128,8 @@ pub struct Site {
     pub base_load_w: f64,
     /// Load steps, in time order.
     pub load_steps: Vec<LoadStep>,
+    /// If set, the load profile repeats with this period (s).
+    pub load_period_s: Option<f64>,
     pub inverters: Vec<SimInverter>,
 }
 
@@ -137,6 +139,7 @@ impl Site {
             t_s: 0.0,
             base_load_w,
             load_steps: Vec::new(),
+            load_period_s: None,
             inverters,
         }
     }
@@ -148,10 +151,14 @@ impl Site {
     }
 
     pub fn load_w(&self) -> f64 {
+        let t = match self.load_period_s {
+            Some(p) if p > 0.0 => self.t_s.rem_euclid(p),
+            _ => self.t_s,
+        };
         self.load_steps
             .iter()
             .rev()
-            .find(|s| s.at_s <= self.t_s)
+            .find(|s| s.at_s <= t)
             .map_or(self.base_load_w, |s| s.load_w)
     }
 
@@ -187,6 +194,28 @@ impl Site {
             inv.output_w = inv.target_w(t);
         }
     }
+}
+
+/// The demo site: one 5 kW PV inverter with 4.6 kW of sun and a household load that
+/// repeats every 120 s: 2.5 kW, 0.6 kW from 15 s (kettle off, curtailment needed under a
+/// 1.5 kW export limit), 3.2 kW from 60 s, 1.0 kW from 90 s. τ = 0.5 s inverter response.
+pub fn demo_site() -> Site {
+    let mut site = Site::new(
+        2500.0,
+        vec![SimInverter::pv(
+            5000.0,
+            PvProfile::Constant {
+                available_w: 4600.0,
+            },
+            0.5,
+        )],
+    );
+    site.add_load_step(15.0, 600.0);
+    site.add_load_step(60.0, 3200.0);
+    site.add_load_step(90.0, 1000.0);
+    site.load_period_s = Some(120.0);
+    site.settle();
+    site
 }
 
 #[cfg(test)]
@@ -230,6 +259,20 @@ mod tests {
         }
         assert_eq!(site.load_w(), 200.0);
         assert!((site.meter_site_w() - (200.0 - 2000.0)).abs() < 1.0);
+    }
+
+    #[test]
+    fn demo_load_profile_repeats() {
+        let mut site = demo_site();
+        assert_eq!(site.load_w(), 2500.0);
+        // Uncurtailed at start: 4.6 kW sun − 2.5 kW load = 2.1 kW export.
+        assert!((site.export_w() - 2100.0).abs() < 1e-9);
+        site.t_s = 20.0;
+        assert_eq!(site.load_w(), 600.0);
+        site.t_s = 125.0;
+        assert_eq!(site.load_w(), 2500.0);
+        site.t_s = 215.0;
+        assert_eq!(site.load_w(), 1000.0);
     }
 
     #[test]

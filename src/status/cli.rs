@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 pub const USAGE: &str = "usage: csipd status [--json] [--url URL]
   --json      print the daemon's /status JSON as is (for scripts)
-  --url URL   the status server (default $CSIPD_STATUS_URL, else http://127.0.0.1:8080)
+  --url URL   the status server (default $CSIPD_STATUS_URL, else status_listen of
+              /etc/config/csipd, else http://127.0.0.1:8080)
 ";
 
 /// Entry point of `csipd status`; `args` are the words after `status`.

@@ -6,15 +6,34 @@ use std::time::Duration;
 /// the rpcd plugin (tests point them at a server on a free port with it).
 pub const URL_ENV: &str = "CSIPD_STATUS_URL";
 
-/// Where the running daemon's status server is: `$CSIPD_STATUS_URL`, else the default
-/// listen address.
-// TODO(lead, config merge): read `option status_listen` of `csipd 'main'` from
-// /etc/config/csipd through `config` here, so a daemon on another port is found.
+/// Where the running daemon's status server is: `$CSIPD_STATUS_URL`, else
+/// `status_listen` of /etc/config/csipd, else the default listen address.
 pub fn default_url() -> String {
-    match std::env::var(URL_ENV) {
-        Ok(url) if !url.trim().is_empty() => url.trim().to_string(),
-        _ => format!("http://{}", super::server::DEFAULT_LISTEN),
+    if let Ok(url) = std::env::var(URL_ENV) {
+        if !url.trim().is_empty() {
+            return url.trim().to_string();
+        }
     }
+    let listen = match crate::config::load(crate::config::DEFAULT_PATH) {
+        Ok((config, _warnings)) => config.main.status_listen,
+        // Unreadable or invalid config: the daemon would not run with it either; the
+        // default address is the best guess and the error names the URL tried.
+        Err(_) => return format!("http://{}", super::server::DEFAULT_LISTEN),
+    };
+    url_for_listen(listen)
+}
+
+/// The URL a local client uses for a listen address: a wildcard bind (0.0.0.0, ::) is
+/// reached on loopback.
+pub fn url_for_listen(listen: std::net::SocketAddr) -> String {
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    format!("http://{addr}")
 }
 
 /// GETs `base` + `path` and returns the body. Errors say which URL and what went wrong,
@@ -49,4 +68,25 @@ pub fn get_json(base: &str, path: &str) -> Result<serde_json::Value, String> {
             base.trim_end_matches('/')
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_listen_is_reached_on_loopback() {
+        assert_eq!(
+            url_for_listen("0.0.0.0:9090".parse().unwrap()),
+            "http://127.0.0.1:9090"
+        );
+        assert_eq!(
+            url_for_listen("[::]:80".parse().unwrap()),
+            "http://[::1]:80"
+        );
+        assert_eq!(
+            url_for_listen("127.0.0.1:8080".parse().unwrap()),
+            "http://127.0.0.1:8080"
+        );
+    }
 }

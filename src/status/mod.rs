@@ -13,5 +13,7 @@ pub mod rpcd;
 pub mod server;
 pub mod snapshot;
 
-pub use server::{DEFAULT_LISTEN, ServerError, StatusServer, start as start_server};
+pub use server::{
+    DEFAULT_LISTEN, ServerError, StatusServer, start as start_server, start_from_config,
+};
 pub use snapshot::*;

@@ -51,21 +51,10 @@ pub fn call(method: &str, args_text: &str, status_url: &str) -> Option<Value> {
     let answer = match method {
         "status" => client::get_json(status_url, "/status").unwrap_or_else(error),
         "events" => client::get_json(status_url, "/events").unwrap_or_else(error),
-        // TODO(lead, pki merge): answer from `pki` (the configured certificate's LFDI,
-        // SFDI, subject, issuer, not-after). Until then say so instead of guessing.
-        "cert_info" => error(
-            "cert_info is not available yet: the certificate module (pki) is not part of \
-             this build; the LFDI/SFDI of the running daemon are in `ubus call csipd status` \
-             (utility.lfdi, utility.sfdi)",
-        ),
+        "cert_info" => cert_info().unwrap_or_else(error),
         "cert_request" => match args.get("cn") {
             Some(Value::String(cn)) if !cn.trim().is_empty() => {
-                // TODO(lead, pki merge): generate the key and CSR for `cn` with `pki` and
-                // return {"csr": PEM, "key_path": ..., "lfdi": ..., "sfdi": ...}.
-                error(format!(
-                    "cert_request for '{cn}' is not available yet: the certificate module \
-                     (pki) is not part of this build"
-                ))
+                cert_request(cn.trim()).unwrap_or_else(error)
             }
             _ => error("cert_request needs the argument cn: a non-empty string"),
         },
@@ -76,6 +65,69 @@ pub fn call(method: &str, args_text: &str, status_url: &str) -> Option<Value> {
         // ubus can only carry an object at the top level.
         other => json!({ "result": other }),
     })
+}
+
+/// The UCI file the certificate methods read: `CSIPD_CONFIG`, else the system one.
+fn config_path() -> String {
+    std::env::var("CSIPD_CONFIG").unwrap_or_else(|_| crate::config::DEFAULT_PATH.to_string())
+}
+
+fn load_server_config() -> Result<crate::config::ServerConfig, String> {
+    let path = config_path();
+    match crate::config::load(&path) {
+        Ok((config, _warnings)) => Ok(config.server),
+        Err(e) => Err(format!("cannot use {path}: {e}")),
+    }
+}
+
+/// The identity the configured certificate gives: what the installer hands the utility.
+fn cert_info() -> Result<Value, String> {
+    let server = load_server_config()?;
+    let cert_path = server
+        .cert
+        .ok_or_else(|| format!("{}: the server section has no cert option", config_path()))?;
+    let cert =
+        crate::pki::load_cert(std::path::Path::new(&cert_path)).map_err(|e| e.to_string())?;
+    let summary = crate::pki::summarize(&cert).map_err(|e| e.to_string())?;
+    let key_matches = server.key.as_ref().map(|key_path| {
+        crate::pki::load_key(std::path::Path::new(key_path))
+            .ok()
+            .is_some_and(|key| crate::pki::key_matches(&cert, &key))
+    });
+    Ok(json!({
+        "cert_path": cert_path,
+        "lfdi": summary.lfdi,
+        "sfdi": summary.sfdi,
+        "subject": summary.subject,
+        "issuer": summary.issuer,
+        "not_before": summary.not_before,
+        "not_after": summary.not_after,
+        "not_after_unix": summary.not_after_unix,
+        "key_type": summary.key_type,
+        "key_matches": key_matches,
+    }))
+}
+
+/// Makes (or reuses) the configured private key, mode 0600, and a CSR for `common_name`
+/// written next to it; answers the CSR so LuCI can show it for the utility's portal.
+fn cert_request(common_name: &str) -> Result<Value, String> {
+    let server = load_server_config()?;
+    let key_path = server
+        .key
+        .ok_or_else(|| format!("{}: the server section has no key option", config_path()))?;
+    let key_path = std::path::PathBuf::from(key_path);
+    let (key, created) = crate::pki::load_or_create_key(&key_path).map_err(|e| e.to_string())?;
+    let csr = crate::pki::build_csr(&key, common_name).map_err(|e| e.to_string())?;
+    let pem = csr.to_pem().map_err(|e| format!("CSR encoding: {e}"))?;
+    let csr_path = key_path.with_extension("csr");
+    std::fs::write(&csr_path, &pem)
+        .map_err(|e| format!("cannot write {}: {e}", csr_path.display()))?;
+    Ok(json!({
+        "csr": String::from_utf8_lossy(&pem),
+        "csr_path": csr_path.display().to_string(),
+        "key_path": key_path.display().to_string(),
+        "key_created": created,
+    }))
 }
 
 /// True when the binary was started as the rpcd plugin itself, i.e. as

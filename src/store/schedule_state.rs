@@ -6,19 +6,9 @@ use crate::schedule::{self, ResponseDue, ResponseKey, ResponseStatus};
 
 use super::{LedgerKey, SchedulerEvent, Store};
 
-const ALL_STATUSES: [ResponseStatus; 8] = [
-    ResponseStatus::Received,
-    ResponseStatus::Started,
-    ResponseStatus::Completed,
-    ResponseStatus::Cancelled,
-    ResponseStatus::Superseded,
-    ResponseStatus::RejectedNotApplicable,
-    ResponseStatus::RejectedInvalid,
-    ResponseStatus::RejectedExpired,
-];
-
-fn status_of(code: u8) -> Option<ResponseStatus> {
-    ALL_STATUSES.into_iter().find(|s| s.code() == code)
+/// The scheduler's response status of a Response.status code.
+pub fn response_status(code: u8) -> Option<ResponseStatus> {
+    ResponseStatus::ALL.into_iter().find(|s| s.code() == code)
 }
 
 /// The store's ledger key of a scheduler response.
@@ -83,19 +73,20 @@ impl Store {
                 ),
             }
         }
+        // The record and the ledger entry of a response are written in the same
+        // transaction; should they ever disagree, the ledger wins: a response in the
+        // ledger counts as issued.
         for entry in self.ledger() {
-            match status_of(entry.key.status) {
-                Some(status) => {
-                    state.ledger.insert(ResponseKey {
-                        event_mrid: entry.key.event_mrid.clone(),
-                        status,
-                    });
-                }
-                None => log::warn!(
+            let Some(status) = response_status(entry.key.status) else {
+                log::warn!(
                     "ledger entry of event {} has unknown status {}; skipped",
                     entry.key.event_mrid,
                     entry.key.status
-                ),
+                );
+                continue;
+            };
+            if let Some(record) = state.events.get_mut(&entry.key.event_mrid) {
+                record.responses_sent |= status.bit();
             }
         }
         state
@@ -175,15 +166,28 @@ mod tests {
             first.active.watts(ControlMode::ExpLimW),
             "the same limit applies at once after the restart"
         );
+        // Should a record ever lack a response its ledger has, the ledger wins.
+        let mut store = store;
+        let mut stale = first.state.events["E1"].clone();
+        stale.responses_sent = 0;
+        store.put_scheduler_event(
+            "E1",
+            SchedulerEvent {
+                start_offset_s: stale.start_offset_s,
+                duration_offset_s: stale.duration_offset_s,
+                record_json: serde_json::to_string(&stale).expect("json"),
+            },
+        );
+        assert_eq!(store.schedule_state(), first.state);
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn status_codes_map_back() {
-        for s in ALL_STATUSES {
-            assert_eq!(status_of(s.code()), Some(s));
+        for s in ResponseStatus::ALL {
+            assert_eq!(response_status(s.code()), Some(s));
         }
-        assert_eq!(status_of(0), None);
+        assert_eq!(response_status(0), None);
     }
 }

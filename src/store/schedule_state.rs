@@ -30,6 +30,9 @@ impl Store {
             self.ledger_record(ledger_key(&r.key), r.reply_to.as_deref(), r.at_s);
         }
         for (mrid, record) in &state.events {
+            if self.saved_schedule.get(mrid) == Some(record) {
+                continue;
+            }
             let record_json = match serde_json::to_string(record) {
                 Ok(json) => json,
                 Err(e) => {
@@ -45,6 +48,7 @@ impl Store {
                     record_json,
                 },
             );
+            self.saved_schedule.insert(mrid.clone(), record.clone());
         }
         let forgotten: Vec<String> = self
             .scheduler_events()
@@ -179,6 +183,46 @@ mod tests {
             },
         );
         assert_eq!(store.schedule_state(), first.state);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn saving_an_unchanged_schedule_writes_nothing() {
+        let dir = std::env::temp_dir().join(format!("csipd-store-sched2-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let programs = [Program {
+            mrid: "P1".into(),
+            fsa: "/fsa/1".into(),
+            primacy: 1,
+            default_control: None,
+        }];
+        let events = [event("E1", T0, 1500), event("E2", T0 + 300, 2500)];
+        let mut rng = Rng::new(3);
+        let (mut store, _) = Store::open(&dir, T0).expect("open");
+        let mut state = schedule::State::default();
+        let mut rows = Vec::new();
+        for now in [T0 - 60, T0 - 59, T0 - 58, T0 + 400] {
+            let input = Input {
+                programs: &programs,
+                events: &events,
+                now_s: now,
+            };
+            let outcome = schedule::evaluate(&input, &mut rng, &state);
+            store.save_schedule(&outcome.state, &outcome.responses);
+            rows.push(store.flush(now).expect("flush").rows_written);
+            state = outcome.state;
+        }
+        assert!(
+            rows[0] >= 2,
+            "first evaluation: both events stored: {rows:?}"
+        );
+        assert_eq!(
+            rows[1..3],
+            [0, 0],
+            "nothing changed, nothing written: {rows:?}"
+        );
+        assert!(rows[3] > 0, "E1 started and ended, E2 started: {rows:?}");
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }

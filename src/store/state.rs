@@ -278,6 +278,9 @@ pub struct Store {
     urgent: bool,
     last_flush_s: i64,
     last_prune_s: i64,
+    /// The scheduler records as last given to `save_schedule`, so an unchanged record
+    /// (the scheduler runs every second) costs a comparison, not a serialisation.
+    pub(super) saved_schedule: BTreeMap<String, crate::schedule::EventRecord>,
 }
 
 const KEY_REGISTRATION: &str = "registration";
@@ -325,6 +328,7 @@ impl Store {
             urgent: false,
             last_flush_s: now_s,
             last_prune_s: i64::MIN,
+            saved_schedule: BTreeMap::new(),
         };
         for notice in &notices {
             store.log_event(now_s, EventKind::Error, "store", &notice.to_string());
@@ -610,11 +614,13 @@ impl Store {
         }
         self.sched.insert(mrid.to_string(), event);
         self.dirty_sched.insert(mrid.to_string());
+        self.saved_schedule.remove(mrid);
         true
     }
 
     /// Forgets event `mrid`: its scheduler record, draws and ledger entries.
     pub fn forget_event(&mut self, mrid: &str) {
+        self.saved_schedule.remove(mrid);
         if self.sched.remove(mrid).is_some() {
             self.dirty_sched.insert(mrid.to_string());
         }

@@ -6,6 +6,9 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: csipd <command> [args]
 
 commands:
+  run [--config FILE]   run the daemon (default /etc/config/csipd); SIGHUP reloads
+  demo [--seconds N] [--port P]
+                        run csipd against a simulated site and show where to look
   check-config [FILE]   check a configuration file (default /etc/config/csipd);
                         prints FILE:LINE: problems, exits 2 on any error
   modbus-scan BUS UNIT...  find SunSpec devices on a bus and print what they report;
@@ -44,6 +47,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         "check-config" => csipd::config::cli_check_config(rest),
+        "run" => csipd::runtime::run_main(rest),
+        "demo" => csipd::runtime::demo::demo_main(rest),
         "status" => csipd::status::cli::status_main(rest),
         "rpcd" => csipd::status::rpcd::rpcd_main(rest),
         "help" | "--help" | "-h" => {

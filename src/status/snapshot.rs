@@ -116,14 +116,17 @@ pub enum ConnectionState {
     Polling,
     /// The server cannot be reached; last known controls hold, then the default control.
     Offline,
+    /// No `dcap_url` configured: no utility connection, only the owner's limits apply.
+    NotConfigured,
 }
 
 impl ConnectionState {
-    pub const ALL: [ConnectionState; 4] = [
+    pub const ALL: [ConnectionState; 5] = [
         ConnectionState::Discovering,
         ConnectionState::Registered,
         ConnectionState::Polling,
         ConnectionState::Offline,
+        ConnectionState::NotConfigured,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -132,6 +135,7 @@ impl ConnectionState {
             ConnectionState::Registered => "registered",
             ConnectionState::Polling => "polling",
             ConnectionState::Offline => "offline",
+            ConnectionState::NotConfigured => "not_configured",
         }
     }
 }

@@ -1,2 +1,0 @@
-//! Wires the tasks together on one smol `LocalExecutor`; the only module that knows
-//! all the others.

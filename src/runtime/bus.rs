@@ -1,0 +1,231 @@
+//! One task per Modbus bus: reads every device on it once a cycle, stores the readings
+//! in the shared site state, and writes the coordinator's setpoints to the inverters
+//! (refreshing them before the inverter's revert timer runs out).
+
+use super::site::{Command, DeviceState, SharedSite, Written};
+use crate::config::{self, DeviceRole};
+use crate::devices::{Bus, BusParams, Device, DeviceParams, RevertPolicy, TransportParams};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// The inverter drops csipd's limit this long after the last refresh (csipd gone).
+pub const REVERT_TIMEOUT_S: u32 = 120;
+/// Re-send an unchanged setpoint this often, well before the revert timer runs out.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(30);
+/// A setpoint change smaller than this (percent of rating) is not written, unless it
+/// tightens: that keeps a 9600-baud line from carrying a write every cycle.
+pub const WRITE_DEADBAND_PCT: f64 = 0.5;
+
+/// The bus a device is on, as the device layer wants it.
+pub fn bus_params(d: &config::DeviceConfig) -> BusParams {
+    let mut p = match &d.transport {
+        config::Transport::Tcp { host, port } => BusParams::tcp(host, *port),
+        config::Transport::Rtu {
+            path,
+            baud,
+            parity,
+            stop_bits,
+        } => {
+            let mut p = BusParams::rtu(path, *baud);
+            p.transport = TransportParams::Rtu {
+                path: path.clone(),
+                baud: *baud,
+                parity: match parity {
+                    config::Parity::None => crate::devices::Parity::None,
+                    config::Parity::Even => crate::devices::Parity::Even,
+                    config::Parity::Odd => crate::devices::Parity::Odd,
+                },
+                stop_bits: *stop_bits,
+            };
+            p
+        }
+    };
+    p.timeout = Duration::from_millis(u64::from(d.timeout_ms));
+    p
+}
+
+/// Groups the enabled devices by bus: devices on the same transport share one `Bus`
+/// (one request on the wire at a time). Order follows the config.
+pub fn group_by_bus(
+    devices: &[config::DeviceConfig],
+) -> Vec<(BusParams, Vec<config::DeviceConfig>)> {
+    let mut groups: Vec<(BusParams, Vec<config::DeviceConfig>)> = Vec::new();
+    for d in devices.iter().filter(|d| d.enabled) {
+        let p = bus_params(d);
+        match groups.iter_mut().find(|(q, _)| q.transport == p.transport) {
+            Some((_, list)) => list.push(d.clone()),
+            None => groups.push((p, vec![d.clone()])),
+        }
+    }
+    groups
+}
+
+struct Slot {
+    config: config::DeviceConfig,
+    device: Device,
+    /// The last setpoint written and when (monotonic), for deadband and refresh.
+    last_write: Option<(f64, Instant)>,
+    last_connect: Option<bool>,
+}
+
+/// Runs one bus forever: poll every device, then sleep out the cycle.
+pub async fn run_bus(
+    params: BusParams,
+    devices: Vec<config::DeviceConfig>,
+    cycle: Duration,
+    stale_after: Duration,
+    site: SharedSite,
+) {
+    let bus = Rc::new(Bus::new(params));
+    let mut slots: Vec<Slot> = devices
+        .into_iter()
+        .map(|c| {
+            let mut p = DeviceParams::new(&c.name, c.unit_id);
+            p.sunspec_base = c.sunspec_base;
+            p.stale_after = stale_after;
+            p.timeout = Some(Duration::from_millis(u64::from(c.timeout_ms)));
+            Slot {
+                device: Device::new(bus.clone(), p),
+                config: c,
+                last_write: None,
+                last_connect: None,
+            }
+        })
+        .collect();
+    {
+        let mut s = site.borrow_mut();
+        for slot in &slots {
+            s.devices
+                .entry(slot.config.name.clone())
+                .or_insert_with(|| DeviceState::new(slot.config.role));
+        }
+    }
+    loop {
+        let started = Instant::now();
+        for slot in &mut slots {
+            poll_device(slot, &site).await;
+        }
+        let spent = started.elapsed();
+        smol::Timer::after(cycle.saturating_sub(spent).max(Duration::from_millis(10))).await;
+    }
+}
+
+async fn poll_device(slot: &mut Slot, site: &SharedSite) {
+    let name = slot.config.name.clone();
+    match slot.config.role {
+        DeviceRole::Meter => {
+            let r = slot.device.read_meter().await;
+            let mut s = site.borrow_mut();
+            let st = s
+                .devices
+                .entry(name.clone())
+                .or_insert_with(|| DeviceState::new(DeviceRole::Meter));
+            match r {
+                Ok(m) => st.record_meter(&m, Instant::now()),
+                Err(e) => st.record_read_error(e.to_string()),
+            }
+        }
+        DeviceRole::Inverter | DeviceRole::Storage => {
+            let r = slot.device.read_inverter().await;
+            {
+                let mut s = site.borrow_mut();
+                let st = s
+                    .devices
+                    .entry(name.clone())
+                    .or_insert_with(|| DeviceState::new(slot.config.role));
+                match r {
+                    Ok(inv) => {
+                        st.record_inverter(&inv, slot.config.rated_w, Instant::now());
+                        // Follow what the inverter says it is commanded to, so a change
+                        // made behind csipd's back is corrected, and nothing is written
+                        // when it already matches.
+                        if let Some(conn) = inv.limit.as_ref().and_then(|l| l.conn_commanded) {
+                            slot.last_connect = Some(conn);
+                        }
+                    }
+                    Err(e) => {
+                        st.record_read_error(e.to_string());
+                        return;
+                    }
+                }
+            }
+            let command = site.borrow().commands.get(&name).cloned();
+            if let Some(cmd) = command {
+                apply_command(slot, cmd, site).await;
+            }
+        }
+    }
+}
+
+async fn apply_command(slot: &mut Slot, cmd: Command, site: &SharedSite) {
+    let name = slot.config.name.clone();
+    let now = Instant::now();
+    if slot.last_connect != Some(cmd.connect) {
+        let r = slot.device.set_connected(cmd.connect).await;
+        let mut s = site.borrow_mut();
+        if let Some(st) = s.devices.get_mut(&name) {
+            match r {
+                Ok(()) => {
+                    slot.last_connect = Some(cmd.connect);
+                    st.writes_ok += 1;
+                    log::info!(
+                        "device '{name}': {}",
+                        if cmd.connect {
+                            "connected"
+                        } else {
+                            "disconnected"
+                        }
+                    );
+                }
+                Err(e) => st.record_write_error(e.to_string()),
+            }
+        }
+    }
+    let pct = cmd.setpoint_pct.clamp(0.0, 100.0);
+    let due = match slot.last_write {
+        None => true,
+        Some((last, at)) => {
+            pct < last - 0.01
+                || (pct - last).abs() >= WRITE_DEADBAND_PCT
+                || now.saturating_duration_since(at) >= REFRESH_EVERY
+        }
+    };
+    if !due {
+        return;
+    }
+    let revert = RevertPolicy {
+        timeout_s: REVERT_TIMEOUT_S,
+        fallback_pct: cmd.fallback_pct.clamp(0.0, 100.0),
+    };
+    let r = slot.device.set_active_power_limit_pct(pct, revert).await;
+    let mut s = site.borrow_mut();
+    let Some(st) = s.devices.get_mut(&name) else {
+        return;
+    };
+    match r {
+        Ok(state) => {
+            slot.last_write = Some((pct, now));
+            st.writes_ok += 1;
+            st.written = Some(Written {
+                limit_pct: state.limit_pct.unwrap_or(pct),
+                limit_w: cmd.setpoint_w,
+                connect: cmd.connect,
+                at_unix_s: super::unix_now_s(),
+            });
+        }
+        Err(e) => st.record_write_error(e.to_string()),
+    }
+}
+
+/// The devices map keys that the given configuration no longer has.
+pub fn removed_devices(
+    known: &BTreeMap<String, DeviceState>,
+    devices: &[config::DeviceConfig],
+) -> Vec<String> {
+    known
+        .keys()
+        .filter(|k| !devices.iter().any(|d| d.enabled && &d.name == *k))
+        .cloned()
+        .collect()
+}

@@ -1,0 +1,379 @@
+//! Wires the tasks together on one smol `LocalExecutor`; the only module that knows
+//! all the others.
+//!
+//! Tasks on the one thread: one per Modbus bus ([`bus`]), the coordinator tick every
+//! `control.cycle_s` ([`coordinator`]), the feed-in price poller (its blocking HTTP GET
+//! runs on smol's blocking pool), and the signal handler (SIGHUP reload, SIGTERM/SIGINT
+//! stop). They share [`site::SiteState`] through an `Rc<RefCell<_>>`, borrowed between
+//! awaits only. The status HTTP server runs on its own thread and reads the snapshot.
+//!
+//! Entry points: [`run_main`] (`csipd run`) and [`demo::demo_main`] (`csipd demo`).
+
+pub mod bus;
+pub mod coordinator;
+pub mod demo;
+pub mod map;
+pub mod site;
+
+use crate::config::{self, Config};
+use crate::status::{self, ConnectionState, Snapshot, SnapshotHandle};
+use async_signal::{Signal, Signals};
+use site::{SharedSite, SiteState};
+use smol::stream::StreamExt;
+use smol::{LocalExecutor, Task};
+use std::cell::RefCell;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Unix time in whole seconds from the system clock.
+pub fn unix_now_s() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+pub const RUN_USAGE: &str = "usage: csipd run [--config FILE]   (default /etc/config/csipd)
+  runs the daemon; SIGHUP re-reads the configuration, SIGTERM/SIGINT stop it
+";
+
+/// `csipd run [--config FILE]`.
+pub fn run_main(args: &[String]) -> ExitCode {
+    let mut path = config::DEFAULT_PATH.to_string();
+    let mut words = args.iter();
+    while let Some(w) = words.next() {
+        match w.as_str() {
+            "--config" | "-c" => match words.next() {
+                Some(p) => path = p.clone(),
+                None => {
+                    eprint!("csipd run: --config needs a file\n{RUN_USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
+            "-h" | "--help" => {
+                print!("{RUN_USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            other => {
+                eprint!("csipd run: unknown argument '{other}'\n{RUN_USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let config = match load_config(&path) {
+        Ok(c) => c,
+        Err((messages, _)) => {
+            for m in messages {
+                eprintln!("{m}");
+            }
+            eprintln!(
+                "csipd run: {path} has errors, not starting (see: csipd check-config {path})"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    crate::logging::init(config.main.log_level.to_filter());
+    let ex = Rc::new(LocalExecutor::new());
+    smol::block_on(ex.run(run_daemon(ex.clone(), path, config, Box::new(|_| {}))))
+}
+
+/// Loads and validates; warnings are logged (or printed before logging is up). On
+/// failure: every diagnostic as a printable line (errors and warnings, file order) and
+/// the errors alone.
+pub fn load_config(path: &str) -> Result<Config, (Vec<String>, Vec<String>)> {
+    match config::load(path) {
+        Ok((c, warnings)) => {
+            for w in warnings {
+                if log::max_level() == log::LevelFilter::Off {
+                    eprintln!("{w}");
+                } else {
+                    log::warn!("{w}");
+                }
+            }
+            Ok(c)
+        }
+        Err(config::LoadError::Invalid(diags)) => Err((
+            diags.iter().map(|d| d.to_string()).collect(),
+            diags
+                .iter()
+                .filter(|d| d.severity == config::Severity::Error)
+                .map(|d| d.to_string())
+                .collect(),
+        )),
+        Err(e) => Err((vec![e.to_string()], vec![e.to_string()])),
+    }
+}
+
+/// The running daemon's tasks that depend on the configuration.
+struct Daemon {
+    ex: Rc<LocalExecutor<'static>>,
+    config: Rc<Config>,
+    site: SharedSite,
+    status: SnapshotHandle,
+    server: Option<status::StatusServer>,
+    coordinator: Rc<RefCell<coordinator::Coordinator>>,
+    buses: Vec<Task<()>>,
+    price: Option<Task<()>>,
+    _tick: Task<()>,
+}
+
+/// Runs the daemon on `ex` until SIGTERM or SIGINT. `on_ready` gets the status URL once
+/// the status server listens (the demo prints it).
+pub async fn run_daemon(
+    ex: Rc<LocalExecutor<'static>>,
+    path: String,
+    config: Config,
+    on_ready: Box<dyn FnOnce(&str)>,
+) -> ExitCode {
+    // Signals first, so a HUP during start-up is not lost (and does not kill us).
+    let mut signals = match Signals::new([Signal::Hup, Signal::Term, Signal::Int]) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot install signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let started = unix_now_s();
+    let status = SnapshotHandle::new(Snapshot::new(started));
+    let config = Rc::new(config);
+    set_utility_status(&status, &config, started);
+    let server = match start_status(&config, &status) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let url = server.url();
+    log::info!(
+        "csipd {} running: config {path}, status {url}, {} device(s), cycle {} s",
+        crate::VERSION,
+        config.devices.iter().filter(|d| d.enabled).count(),
+        config.control.cycle_s
+    );
+    if map::site_meter(&config).is_none() {
+        log::warn!(
+            "no site meter configured: the fail-safe export limit ({} W) holds",
+            config.control.failsafe_export_limit_w
+        );
+    }
+    status.log_event(
+        started,
+        "info",
+        "daemon",
+        &format!("started, config {path}"),
+    );
+    let site: SharedSite = Rc::new(RefCell::new(SiteState::new(i64::from(
+        config.price.max_age_s,
+    ))));
+    site.borrow_mut().configure(&config);
+    let etc_tz = coordinator::read_etc_tz();
+    let coordinator = Rc::new(RefCell::new(coordinator::Coordinator::new(
+        config.clone(),
+        etc_tz.as_deref(),
+    )));
+    let tick = ex.spawn(tick_task(coordinator.clone(), site.clone(), status.clone()));
+    let mut daemon = Daemon {
+        ex: ex.clone(),
+        buses: Vec::new(),
+        price: None,
+        config: config.clone(),
+        site,
+        status,
+        server: Some(server),
+        coordinator,
+        _tick: tick,
+    };
+    daemon.start_buses();
+    daemon.start_price();
+    on_ready(&url);
+
+    while let Some(signal) = signals.next().await {
+        match signal {
+            Ok(Signal::Hup) => daemon.reload(&path),
+            Ok(Signal::Term) | Ok(Signal::Int) => {
+                log::info!(
+                    "stopping on {signal:?}; inverters keep their last limits until their revert timers run out"
+                );
+                break;
+            }
+            Ok(other) => log::debug!("ignoring signal {other:?}"),
+            Err(e) => log::warn!("signal stream: {e}"),
+        }
+    }
+    // Dropping the tasks stops them between Modbus exchanges; no limit is lifted.
+    daemon.buses.clear();
+    daemon.price = None;
+    if let Some(server) = daemon.server.take() {
+        server.stop();
+    }
+    ExitCode::SUCCESS
+}
+
+fn start_status(
+    config: &Config,
+    status: &SnapshotHandle,
+) -> Result<status::StatusServer, status::ServerError> {
+    status::start_server(
+        &config.main.status_listen.to_string(),
+        config.main.status_allow_remote,
+        status.clone(),
+    )
+}
+
+fn set_utility_status(status: &SnapshotHandle, config: &Config, now_s: i64) {
+    status.update(|s| {
+        s.utility.server_url = config.server.dcap_url.clone();
+        if config.server.dcap_url.is_none() {
+            s.set_connection_state(ConnectionState::NotConfigured, now_s);
+        }
+    });
+}
+
+async fn tick_task(
+    coordinator: Rc<RefCell<coordinator::Coordinator>>,
+    site: SharedSite,
+    status: SnapshotHandle,
+) {
+    let mut next = Instant::now();
+    loop {
+        let cycle = {
+            let mut c = coordinator.borrow_mut();
+            c.tick(&site, &status);
+            c.cycle()
+        };
+        next += cycle;
+        let now = Instant::now();
+        if next < now {
+            // Fell behind (a suspended process): do not burst to catch up.
+            next = now + cycle;
+        }
+        smol::Timer::at(next).await;
+    }
+}
+
+async fn price_task(source: crate::control::PriceSourceConfig, every: Duration, site: SharedSite) {
+    loop {
+        let src = source.clone();
+        // ureq blocks: the GET runs on smol's blocking pool, never on the loop.
+        let outcome = smol::unblock(move || crate::control::fetch_feed_in_price(&src)).await;
+        if let Ok(p) = &outcome {
+            log::info!("feed-in price: owner earns {:.2} c/kWh", p.earn_c_per_kwh);
+        }
+        site.borrow_mut().price.record(unix_now_s(), outcome);
+        smol::Timer::after(every).await;
+    }
+}
+
+impl Daemon {
+    fn start_buses(&mut self) {
+        let cycle = Duration::from_secs_f64(self.config.control.cycle_s);
+        let stale = Duration::from_secs_f64(self.config.control.meter_stale_s);
+        self.buses = bus::group_by_bus(&self.config.devices)
+            .into_iter()
+            .map(|(params, devices)| {
+                log::info!(
+                    "bus {}: {}",
+                    params.transport,
+                    devices
+                        .iter()
+                        .map(|d| d.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                self.ex.spawn(bus::run_bus(
+                    params,
+                    devices,
+                    cycle,
+                    stale,
+                    self.site.clone(),
+                ))
+            })
+            .collect();
+    }
+
+    fn start_price(&mut self) {
+        self.price = map::price_source(&self.config).map(|src| {
+            let every = Duration::from_secs(u64::from(self.config.price.poll_interval_s));
+            self.ex.spawn(price_task(src, every, self.site.clone()))
+        });
+    }
+
+    /// SIGHUP: re-read and validate; apply on success (the cached utility controls stay),
+    /// keep the running configuration on failure.
+    fn reload(&mut self, path: &str) {
+        let now = unix_now_s();
+        let new = match load_config(path) {
+            Ok(c) => Rc::new(c),
+            Err((messages, errors)) => {
+                for m in &messages {
+                    log::error!("reload: {m}");
+                }
+                let text = format!(
+                    "{path} has {} error(s), keeping the running configuration: {}",
+                    errors.len(),
+                    errors.first().map(String::as_str).unwrap_or("")
+                );
+                log::error!("reload: {text}");
+                self.status.update(|s| s.push_error(now, "config", &text));
+                self.status.log_event(now, "error", "config", &text);
+                return;
+            }
+        };
+        crate::logging::set_level(
+            std::env::var("CSIPD_LOG")
+                .ok()
+                .and_then(|v| crate::logging::parse_level(&v))
+                .unwrap_or(new.main.log_level.to_filter()),
+        );
+        let old = std::mem::replace(&mut self.config, new.clone());
+        self.coordinator
+            .borrow_mut()
+            .reconfigure(new.clone(), coordinator::read_etc_tz().as_deref());
+        let bus_relevant = |c: &Config| {
+            (
+                c.devices.clone(),
+                c.control.cycle_s,
+                c.control.meter_stale_s,
+            )
+        };
+        if bus_relevant(&old) != bus_relevant(&new) {
+            log::info!("reload: devices changed, restarting the bus tasks");
+            self.buses.clear();
+            {
+                let mut s = self.site.borrow_mut();
+                for name in bus::removed_devices(&s.devices, &new.devices) {
+                    s.devices.remove(&name);
+                    s.commands.remove(&name);
+                }
+            }
+            self.start_buses();
+        }
+        self.site.borrow_mut().configure(&new);
+        if old.price != new.price {
+            self.price = None;
+            self.start_price();
+        }
+        if (old.main.status_listen, old.main.status_allow_remote)
+            != (new.main.status_listen, new.main.status_allow_remote)
+        {
+            if let Some(s) = self.server.take() {
+                s.stop();
+            }
+            match start_status(&new, &self.status) {
+                Ok(s) => {
+                    log::info!("status server now at {}", s.url());
+                    self.server = Some(s);
+                }
+                Err(e) => {
+                    log::error!("reload: {e}; trying the previous address");
+                    self.server = start_status(&old, &self.status).ok();
+                }
+            }
+        }
+        set_utility_status(&self.status, &new, now);
+        log::info!("reload: {path} applied (cached utility controls kept)");
+        self.status
+            .log_event(now, "info", "config", &format!("reloaded {path}"));
+    }
+}

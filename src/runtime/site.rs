@@ -1,0 +1,205 @@
+//! The site state the tasks share on the one thread: the latest device readings (bus
+//! tasks write them), the setpoints the coordinator wants (bus tasks apply them), the
+//! cached utility controls (the engine writes them) and the feed-in price. Borrowed
+//! only between awaits, never across one.
+
+use crate::config::DeviceRole;
+use crate::control::{PriceTracker, UtilityControls};
+use crate::devices::sunspec::AcValues;
+use crate::devices::{InverterReading, MeterReading, OperatingState};
+use crate::status;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Instant;
+
+pub type SharedSite = Rc<RefCell<SiteState>>;
+
+/// What the coordinator wants one inverter set to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command {
+    pub setpoint_w: f64,
+    pub setpoint_pct: f64,
+    /// Where the inverter goes if csipd stops refreshing (model 704 only).
+    pub fallback_pct: f64,
+    pub connect: bool,
+}
+
+/// What was last written to an inverter and confirmed by read-back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written {
+    pub limit_pct: f64,
+    pub limit_w: f64,
+    pub connect: bool,
+    pub at_unix_s: i64,
+}
+
+/// One device as the tasks see it.
+#[derive(Debug, Clone)]
+pub struct DeviceState {
+    pub role: DeviceRole,
+    /// Nameplate (config `rated_w`, else WMax of model 121/702, else WRtg).
+    pub rating_w: Option<f64>,
+    /// Active power: meter import positive; inverter output positive. `None` when the
+    /// device did not report it (unknown is not zero).
+    pub w: Option<f64>,
+    pub readings: status::Readings,
+    /// The full AC values of the last good reading (per phase, for the utility's mirror
+    /// readings).
+    pub ac: Option<AcValues>,
+    /// Inverters: grid connection and operating state of the last good reading.
+    pub connected: Option<bool>,
+    pub state: Option<OperatingState>,
+    /// When the last good reading was taken (monotonic).
+    pub last_good_at: Option<Instant>,
+    /// The last read attempt failed.
+    pub failing: bool,
+    pub reads_ok: u64,
+    pub reads_failed: u64,
+    pub writes_ok: u64,
+    pub writes_failed: u64,
+    pub last_error: Option<String>,
+    /// A new error not yet reported in the status's error list.
+    pub unreported_error: Option<String>,
+    pub written: Option<Written>,
+}
+
+impl DeviceState {
+    pub fn new(role: DeviceRole) -> Self {
+        DeviceState {
+            role,
+            rating_w: None,
+            w: None,
+            readings: status::Readings::default(),
+            ac: None,
+            connected: None,
+            state: None,
+            last_good_at: None,
+            failing: false,
+            reads_ok: 0,
+            reads_failed: 0,
+            writes_ok: 0,
+            writes_failed: 0,
+            last_error: None,
+            unreported_error: None,
+            written: None,
+        }
+    }
+
+    pub fn record_meter(&mut self, m: &MeterReading, at: Instant) {
+        self.w = m.ac.w;
+        self.readings = status::Readings {
+            w: m.ac.w,
+            var: m.ac.var,
+            v: m.ac.v,
+            hz: m.ac.hz,
+        };
+        self.ac = Some(m.ac.clone());
+        self.ok(at);
+    }
+
+    pub fn record_inverter(&mut self, r: &InverterReading, rated_w: Option<u32>, at: Instant) {
+        self.w = r.ac.w;
+        self.readings = status::Readings {
+            w: r.ac.w,
+            var: r.ac.var,
+            v: r.ac.v,
+            hz: r.ac.hz,
+        };
+        self.ac = Some(r.ac.clone());
+        self.connected = r.connected;
+        self.state = r.state;
+        self.rating_w = rated_w
+            .map(f64::from)
+            .or(r.settings.w_max_w)
+            .or(r.nameplate.w_rtg_w)
+            .filter(|w| *w > 0.0)
+            .or(self.rating_w);
+        self.ok(at);
+    }
+
+    fn ok(&mut self, at: Instant) {
+        self.reads_ok += 1;
+        self.last_good_at = Some(at);
+        if self.failing {
+            log::info!(
+                "device answers again after: {}",
+                self.last_error.as_deref().unwrap_or("?")
+            );
+            self.last_error = None;
+        }
+        self.failing = false;
+    }
+
+    pub fn record_read_error(&mut self, message: String) {
+        self.reads_failed += 1;
+        self.failing = true;
+        self.note_error(message);
+    }
+
+    pub fn record_write_error(&mut self, message: String) {
+        self.writes_failed += 1;
+        self.note_error(message);
+    }
+
+    fn note_error(&mut self, message: String) {
+        // Report a failure once when it starts or changes, not every cycle.
+        if self.last_error.as_deref() != Some(message.as_str()) {
+            log::warn!("{message}");
+            self.unreported_error = Some(message.clone());
+        }
+        self.last_error = Some(message);
+    }
+
+    /// Stale = never read, the last read failed, or the last good one is too old.
+    pub fn is_stale(&self, now: Instant, stale_after_s: f64) -> bool {
+        self.failing
+            || self
+                .last_good_at
+                .is_none_or(|t| now.saturating_duration_since(t).as_secs_f64() > stale_after_s)
+    }
+}
+
+/// Everything the tasks share.
+pub struct SiteState {
+    pub devices: BTreeMap<String, DeviceState>,
+    /// The configured site meter and controlled inverters (names), and the staleness
+    /// timeout: what readers outside the coordinator (the engine) need to sample.
+    pub meter_name: Option<String>,
+    pub inverter_names: Vec<String>,
+    pub stale_after_s: f64,
+    /// Setpoints by inverter name (coordinator → bus tasks).
+    pub commands: BTreeMap<String, Command>,
+    /// The utility's active controls as last evaluated (engine → coordinator). Kept
+    /// across config reloads and while the server is unreachable: the last known
+    /// utility limit holds.
+    pub utility: Option<UtilityControls>,
+    /// Server time minus local time (from the engine), for the merge's clock.
+    pub clock_offset_s: i64,
+    pub price: PriceTracker,
+}
+
+impl SiteState {
+    /// Takes the device names and staleness timeout of `config`.
+    pub fn configure(&mut self, config: &crate::config::Config) {
+        self.meter_name = super::map::site_meter(config).map(|d| d.name.clone());
+        self.inverter_names = super::map::controlled_devices(config)
+            .map(|d| d.name.clone())
+            .collect();
+        self.stale_after_s = config.control.meter_stale_s;
+        self.price.max_age_s = i64::from(config.price.max_age_s);
+    }
+
+    pub fn new(price_max_age_s: i64) -> Self {
+        SiteState {
+            devices: BTreeMap::new(),
+            meter_name: None,
+            inverter_names: Vec::new(),
+            stale_after_s: 10.0,
+            commands: BTreeMap::new(),
+            utility: None,
+            clock_offset_s: 0,
+            price: PriceTracker::new(price_max_age_s),
+        }
+    }
+}

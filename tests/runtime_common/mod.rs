@@ -1,0 +1,173 @@
+//! Helpers for the runtime tests: start `csipd` processes (the debug binary), find the
+//! addresses they print, read their status, send them signals.
+#![allow(dead_code)]
+
+use csipd::status::{LimitMode, Snapshot};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_csipd");
+
+/// A child process whose stdout and stderr lines arrive on channels; killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub stdout: Receiver<String>,
+    pub stderr: Receiver<String>,
+    pub seen_stderr: Vec<String>,
+}
+
+pub fn spawn(args: &[&str]) -> Proc {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("CSIPD_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {BIN} {args:?}: {e}"));
+    let (out_tx, stdout) = channel();
+    let (err_tx, stderr) = channel();
+    let out = child.stdout.take().expect("stdout piped");
+    let err = child.stderr.take().expect("stderr piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = out_tx.send(line);
+        }
+    });
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = err_tx.send(line);
+        }
+    });
+    Proc {
+        child,
+        stdout,
+        stderr,
+        seen_stderr: Vec::new(),
+    }
+}
+
+impl Proc {
+    /// The first stdout line starting with `prefix` (the rest of it), within `timeout`.
+    pub fn stdout_line(&mut self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        return rest.trim().to_string();
+                    }
+                }
+                Err(_) => {
+                    self.drain_stderr();
+                    panic!(
+                        "no stdout line starting with '{prefix}' within {timeout:?}; stderr:\n{}",
+                        self.seen_stderr.join("\n")
+                    )
+                }
+            }
+        }
+    }
+
+    /// The first stderr line containing `needle` (from now on), within `timeout`.
+    pub fn stderr_line(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen_stderr.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no stderr line containing '{needle}' within {timeout:?}; stderr:\n{}",
+                    self.seen_stderr.join("\n")
+                ),
+            }
+        }
+    }
+
+    pub fn drain_stderr(&mut self) {
+        while let Ok(line) = self.stderr.try_recv() {
+            self.seen_stderr.push(line);
+        }
+    }
+
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -{name} {} failed", self.child.id());
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGTERM, then the exit code (within 10 s).
+    pub fn terminate(&mut self) -> Option<i32> {
+        self.signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("csipd did not stop within 10 s of SIGTERM");
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET /status and parse it as the daemon's snapshot.
+pub fn status(url: &str) -> Snapshot {
+    let text = csipd::status::client::get_text(url, "/status")
+        .unwrap_or_else(|e| panic!("GET {url}/status: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}/status is not a snapshot: {e}"))
+}
+
+/// The export limit in force (value, source kind) of a snapshot.
+pub fn export_limit(s: &Snapshot) -> Option<(f64, String)> {
+    let l = s.limit(LimitMode::Export)?;
+    Some((l.value_w?, l.source.kind().to_string()))
+}
+
+/// Export tolerance: max(2 %, 100 W) above the limit (issue 8's figure).
+pub fn tolerance_w(limit_w: f64) -> f64 {
+    (0.02 * limit_w).max(100.0)
+}
+
+/// Polls `url` every 500 ms until `ok` holds, returning that snapshot; panics with the
+/// last snapshot after `timeout`.
+pub fn wait_for(
+    url: &str,
+    timeout: Duration,
+    what: &str,
+    ok: impl Fn(&Snapshot) -> bool,
+) -> Snapshot {
+    let deadline = Instant::now() + timeout;
+    let mut last = None;
+    while Instant::now() < deadline {
+        let s = status(url);
+        if ok(&s) {
+            return s;
+        }
+        last = Some(s);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("{what}: not seen within {timeout:?}; last status: {last:#?}");
+}

@@ -173,6 +173,19 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
         self.schedule_state = state;
     }
 
+    /// Responses due but not yet accepted by the server, oldest first (persist them
+    /// with the schedule state; the ledger already counts them as issued).
+    pub fn pending_responses(&self) -> Vec<schedule::ResponseDue> {
+        self.responses.pending()
+    }
+
+    /// Puts back responses that were pending when the process stopped.
+    pub fn restore_pending_responses(&mut self, pending: Vec<schedule::ResponseDue>) {
+        for due in pending {
+            self.responses.push(due);
+        }
+    }
+
     /// The scheduler's memory, for the store to persist.
     pub fn schedule_state(&self) -> &schedule::State {
         &self.schedule_state

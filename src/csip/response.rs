@@ -52,6 +52,12 @@ impl ResponseOutbox {
         self.queue.push_back(due);
     }
 
+    /// The responses waiting, oldest first (for the store to persist, so a response
+    /// the ledger already marked as issued is not lost in a power cut).
+    pub fn pending(&self) -> Vec<ResponseDue> {
+        self.queue.iter().cloned().collect()
+    }
+
     pub fn front(&self) -> Option<&ResponseDue> {
         self.queue.front()
     }

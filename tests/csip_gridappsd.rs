@@ -182,8 +182,8 @@ fn discovery_reports_readings_and_a_runtime_control() {
         answered("POST /mup_0", "204") && answered("POST /mup_1", "204"),
         "{output:#?}"
     );
-    // The control is active, within one poll of the DERControlList (2 s here... the
-    // server states 900 s; the first read after the POST is the one that counts).
+    // The control is active within one poll of the DERControlList (the poll interval is
+    // capped at 2 s: the server states 900 s).
     let collected = sink.0.lock().expect("lock");
     let became_active = collected
         .0
@@ -194,10 +194,12 @@ fn discovery_reports_readings_and_a_runtime_control() {
         })
         .map(|(at, _)| *at)
         .expect("the runtime control's opModMaxLimW 50 % became active");
-    // Within one poll (2 s) plus the engine's one-second round.
+    // Within one poll: the 2 s interval, plus one poll round, which against this
+    // HTTP/1.0 server is ~10 requests each with its own TLS handshake (a second or two
+    // on a loaded test machine). Two polls would take at least 4 s more.
     let delay = became_active.saturating_duration_since(added);
     assert!(
-        delay <= Duration::from_millis(3500),
+        delay <= Duration::from_millis(5500),
         "active {delay:?} after the POST"
     );
 }

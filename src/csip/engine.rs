@@ -89,6 +89,10 @@ pub struct Engine<S: MeasurementSource, K: EngineSink> {
     last_status: Option<EngineStatus>,
     /// Only read (`csipd discover`): no registration, reports, readings or responses.
     read_only: bool,
+    /// Bumped whenever the programs or controls change; the schedule is evaluated again
+    /// only then, or when its `next_change_s` comes, or the clock steps back.
+    tree_version: u64,
+    evaluated: Option<(u64, i64, Option<i64>)>,
 }
 
 fn role_index(role: MupRole) -> usize {
@@ -163,6 +167,8 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
             readings_retry_at_ms: 0,
             last_status: None,
             read_only: false,
+            tree_version: 0,
+            evaluated: None,
             config,
         })
     }
@@ -584,6 +590,9 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
         self.tree
             .programs
             .retain(|list_href, _| program_lists.contains(list_href));
+        if self.tree.fsas != fsas {
+            self.tree_version += 1;
+        }
         self.tree.fsas = fsas;
         Ok(list.poll_rate_s)
     }
@@ -630,7 +639,10 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
                 curve_count,
             });
         }
-        self.tree.programs.insert(href.to_string(), states);
+        if self.tree.programs.get(href) != Some(&states) {
+            self.tree.programs.insert(href.to_string(), states);
+            self.tree_version += 1;
+        }
         self.tree_loaded = true;
         Ok(list.poll_rate_s)
     }
@@ -688,11 +700,20 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
         if !self.tree_loaded || self.state == ConnectionState::PinMismatch {
             return;
         }
+        let now_s = self.server_now_s();
+        if let Some((version, at_s, next_change_s)) = self.evaluated {
+            let unchanged = version == self.tree_version
+                && now_s >= at_s
+                && next_change_s.is_none_or(|next| now_s < next);
+            if unchanged {
+                return;
+            }
+        }
         let (programs, events) = self.tree.schedule_input();
         let input = schedule::Input {
             programs: &programs,
             events: &events,
-            now_s: self.server_now_s(),
+            now_s,
         };
         let outcome = schedule::evaluate(&input, &mut self.rng, &self.schedule_state);
         for note in &outcome.notes {
@@ -705,6 +726,7 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
             self.sink.controls(&outcome);
             self.last_active = Some(outcome.active.clone());
         }
+        self.evaluated = Some((self.tree_version, now_s, outcome.next_change_s));
         self.schedule_state = outcome.state;
     }
 

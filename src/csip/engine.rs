@@ -722,7 +722,9 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
         for due in &outcome.responses {
             self.responses.push(due.clone());
         }
-        if self.last_active.as_ref() != Some(&outcome.active) {
+        // Tell the runtime when the limits change, and when the ledger did (responses
+        // fell due), so it can persist `outcome.state`.
+        if self.last_active.as_ref() != Some(&outcome.active) || !outcome.responses.is_empty() {
             self.sink.controls(&outcome);
             self.last_active = Some(outcome.active.clone());
         }

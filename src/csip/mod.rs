@@ -203,7 +203,9 @@ pub struct EngineStatus {
 
 /// Where the engine's results go.
 pub trait EngineSink {
-    /// The active controls changed (or were evaluated for the first time).
+    /// The active controls changed (or were evaluated for the first time), or responses
+    /// fell due. `outcome.state` is the scheduler's memory (ledger, randomisation
+    /// draws) to persist; `outcome.active` the limits to apply.
     fn controls(&mut self, outcome: &schedule::Outcome);
     /// A new status snapshot (sent on change of state, after each poll round).
     fn status(&mut self, status: &EngineStatus);

@@ -262,8 +262,18 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
     }
 
     fn error(&mut self, message: String) {
-        log::warn!("csip: {message}");
-        self.last_error = Some(message);
+        // Servers answer errors with whole HTML pages: keep the first line, bounded.
+        let mut line: String = message.lines().next().unwrap_or_default().to_string();
+        if line.len() > 240 {
+            let mut cut = 240;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            line.truncate(cut);
+            line.push('…');
+        }
+        log::warn!("csip: {line}");
+        self.last_error = Some(line);
     }
 
     /// One second of work.

@@ -187,6 +187,8 @@ impl GridappsdServer {
         // Start-ups take turns under a lock shared by every test process.
         let lock = fs::File::create(std::env::temp_dir().join("csipd-gridappsd-startup.lock"))
             .expect("create the GridAPPS-D start-up lock file");
+        // Test-only code: File::lock needs Rust 1.89; the crate itself keeps rust-version.
+        #[allow(clippy::incompatible_msrv)]
         lock.lock().expect("take the GridAPPS-D start-up lock");
         let mut child = Command::new(&server_bin)
             // --create-certs: a fresh CA, server, admin and per-device certificates.

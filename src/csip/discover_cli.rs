@@ -362,3 +362,71 @@ mod tests {
         assert!(split_dcap_url("ftp://x/dcap").is_err());
     }
 }
+
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+
+    fn config(devices: &str) -> Config {
+        let text = format!(
+            "config server 'utility'\n\toption dcap_url 'https://utility.example:8443/api/dcap'\n\toption cert '/etc/csipd/cert.pem'\n\toption key '/etc/csipd/key.pem'\n\toption pen '12345'\n\toption nmi '4102345678'\n\toption registration_pin '111115'\n{devices}"
+        );
+        match crate::config::from_text(&text, "test") {
+            Ok((config, _)) => config,
+            Err(diagnostics) => panic!("{diagnostics:?}"),
+        }
+    }
+
+    #[test]
+    fn engine_config_from_uci() {
+        let pv = config(
+            "config device 'inv'\n\toption role 'inverter'\n\toption transport 'tcp'\n\toption host '10.0.0.5'\n\toption rated_w '5000'\n",
+        );
+        let engine = EngineConfig::from_config(&pv, "AB", 7).expect("engine config");
+        assert_eq!(engine.http.server_url, "https://utility.example:8443");
+        assert_eq!(engine.dcap_path, "/api/dcap");
+        assert_eq!((engine.pen, engine.pin), (12345, Some(111115)));
+        assert_eq!(engine.nmi.as_deref(), Some("4102345678"));
+        assert!(engine.csipaus);
+        assert_eq!(engine.nameplate.rtg_max_w, 5000.0);
+        // PV only: export and generation limits, no import/load limiting
+        assert_eq!(engine.nameplate.doe_modes(), 0b0101);
+        let battery = config(
+            "config device 'bat'\n\toption role 'storage'\n\toption transport 'tcp'\n\toption host '10.0.0.6'\n\toption rated_w '3000'\n",
+        );
+        let engine = EngineConfig::from_config(&battery, "AB", 7).expect("engine config");
+        assert_eq!(engine.nameplate.doe_modes(), 0b1111);
+        assert_eq!(engine.nameplate.der_type, 81);
+    }
+
+    #[test]
+    fn status_maps_into_the_status_page() {
+        let status = EngineStatus {
+            state: super::super::ConnectionState::PinMismatch,
+            lfdi: "AB".into(),
+            sfdi: 7,
+            clock_offset_s: -3,
+            edev_href: None,
+            polls: vec![super::super::PollStatus {
+                href: "/edev".into(),
+                kind: "EndDeviceList",
+                rate_s: 60,
+                last_poll_s: Some(100),
+                next_poll_s: 160,
+            }],
+            readings_pending: 0,
+            readings_dropped: 0,
+            responses_pending: 0,
+            last_error: Some("PIN mismatch".into()),
+        };
+        let utility = status.to_utility(Some("https://x/dcap".into()), 50);
+        assert_eq!(utility.state, crate::status::ConnectionState::Discovering);
+        assert_eq!(
+            utility.registration_problem.as_deref(),
+            Some("PIN mismatch")
+        );
+        assert_eq!(utility.clock_offset_s, Some(-3.0));
+        assert_eq!(utility.resources[0].name, "EndDeviceList");
+        assert_eq!(utility.resources[0].next_poll_unix_s, Some(160));
+    }
+}

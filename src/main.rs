@@ -6,12 +6,24 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: csipd <command> [args]
 
 commands:
+  check-config [FILE]   check a configuration file (default /etc/config/csipd);
+                        prints FILE:LINE: problems, exits 2 on any error
+  modbus-scan BUS UNIT...  find SunSpec devices on a bus and print what they report;
+                        BUS: tcp://HOST[:PORT] or rtu:/dev/ttyUSB0[@BAUD[/8N1]]
   version               print the version
+  status [--json] [--url URL]
+                        summary of the running daemon (limits, utility, devices)
+  rpcd list|call METHOD the rpcd plugin behind `ubus call csipd ...`
   help                  this text
 ";
 
 fn main() -> ExitCode {
+    let argv0 = std::env::args().next().unwrap_or_default();
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // Installed (symlinked) as /usr/libexec/rpcd/csipd, the binary is the rpcd plugin.
+    if csipd::status::rpcd::is_plugin_path(&argv0) {
+        return csipd::status::rpcd::rpcd_main(&args);
+    }
     let (command, rest) = match args.split_first() {
         Some((command, rest)) => (command.as_str(), rest),
         None => {
@@ -24,10 +36,14 @@ fn main() -> ExitCode {
             println!("csipd {}", csipd::VERSION);
             ExitCode::SUCCESS
         }
+        "check-config" => csipd::config::cli_check_config(rest),
+        "status" => csipd::status::cli::status_main(rest),
+        "rpcd" => csipd::status::rpcd::rpcd_main(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             ExitCode::SUCCESS
         }
+        "modbus-scan" => csipd::devices::cli::cli_main(rest),
         other => {
             let _ = rest;
             eprintln!("csipd: unknown command '{other}'\n{USAGE}");

@@ -1,1 +1,627 @@
 //! A SunSpec device simulator served over Modbus TCP (the demo's inverter and meter).
+//!
+//! One server holds several simulated devices, each at its own unit id, all with the
+//! SunSpec map at 40000. The site physics (`sim::site`) sets the values from outside
+//! (`SimInverter::set_output_w`, `SimMeter::set_power_w`) and reads back what csipd
+//! commanded (`SimInverter::limit_pct`, `connected`). Frames are parsed and built by
+//! rmodbus; the server runs on the smol loop (single thread, `Rc` handles).
+//!
+//! Layouts (offsets as in the SunSpec model definitions, like `devices::sunspec`):
+//! - inverter: models 1, 103, 120, 121, 123. Only model 123's control points (and model 1
+//!   `DA`) are writable; a write anywhere else gets exception 2 (illegal data address),
+//!   as strict real inverters answer. The 123 revert timer is honoured.
+//! - meter: models 1, 203. Nothing is writable. `W` > 0 = import.
+
+use std::cell::RefCell;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use rmodbus::server::{ModbusFrame, Read, Write};
+use rmodbus::{ErrorKind, ModbusProto};
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+use smol::{Async, LocalExecutor};
+
+use crate::devices::sunspec::m123;
+
+/// Base address of every simulated map.
+pub const SIM_BASE: u16 = 40000;
+
+const NOT_IMPL_I16: u16 = 0x8000;
+
+/// Model lengths (L) from the SunSpec model definitions.
+const L_COMMON: u16 = 66;
+const L_103: u16 = 50;
+const L_120: u16 = 26;
+const L_121: u16 = 30;
+const L_123: u16 = 24;
+const L_203: u16 = 105;
+
+struct Model {
+    id: u16,
+    start: u16,
+}
+
+/// Registers of one simulated device.
+struct Regs {
+    base: u16,
+    words: Vec<u16>,
+    models: Vec<Model>,
+    /// (first, last) absolute addresses that accept writes.
+    writable: Vec<(u16, u16)>,
+    last_write: Option<Instant>,
+}
+
+impl Regs {
+    fn build(manufacturer: &str, model_name: &str, serial: &str, models: &[(u16, u16)]) -> Regs {
+        let base = SIM_BASE;
+        let mut words = vec![0x5375, 0x6e53];
+        let mut placed = Vec::new();
+        for (id, len) in models {
+            let start = base + words.len() as u16;
+            placed.push(Model { id: *id, start });
+            words.push(*id);
+            words.push(*len);
+            words.extend(std::iter::repeat_n(NOT_IMPL_I16, usize::from(*len)));
+        }
+        words.extend([0xFFFF, 0]);
+        let mut r = Regs {
+            base,
+            words,
+            models: placed,
+            writable: Vec::new(),
+            last_write: None,
+        };
+        // model 1: strings are zero-padded, DA and Pad
+        let c = r.start(1);
+        for off in 2..66 {
+            r.set(c, off, 0);
+        }
+        r.set_str(c, 2, 16, manufacturer);
+        r.set_str(c, 18, 16, model_name);
+        r.set_str(c, 42, 8, crate::VERSION);
+        r.set_str(c, 50, 16, serial);
+        r.set(c, 66, 1);
+        r.writable.push((c + 66, c + 66));
+        r
+    }
+    fn start(&self, id: u16) -> u16 {
+        self.models
+            .iter()
+            .find(|m| m.id == id)
+            .map(|m| m.start)
+            .unwrap_or(self.base)
+    }
+    fn idx(&self, start: u16, off: usize) -> usize {
+        usize::from(start - self.base) + off
+    }
+    fn set(&mut self, start: u16, off: usize, v: u16) {
+        let i = self.idx(start, off);
+        if let Some(w) = self.words.get_mut(i) {
+            *w = v;
+        }
+    }
+    fn get(&self, start: u16, off: usize) -> u16 {
+        self.words
+            .get(self.idx(start, off))
+            .copied()
+            .unwrap_or(0xFFFF)
+    }
+    fn set_i16(&mut self, start: u16, off: usize, v: f64) {
+        self.set(
+            start,
+            off,
+            (v.round().clamp(-32767.0, 32767.0) as i16) as u16,
+        );
+    }
+    fn set_u16(&mut self, start: u16, off: usize, v: f64) {
+        self.set(start, off, v.round().clamp(0.0, 65534.0) as u16);
+    }
+    fn set_acc32(&mut self, start: u16, off: usize, v: u32) {
+        self.set(start, off, (v >> 16) as u16);
+        self.set(start, off + 1, v as u16);
+    }
+    fn set_str(&mut self, start: u16, off: usize, len: usize, s: &str) {
+        let mut bytes = s.as_bytes().to_vec();
+        bytes.resize(len * 2, 0);
+        for i in 0..len {
+            self.set(
+                start,
+                off + i,
+                u16::from_be_bytes([bytes[2 * i], bytes[2 * i + 1]]),
+            );
+        }
+    }
+
+    fn read(&self, addr: u16, count: u16) -> Result<Vec<u16>, ErrorKind> {
+        let from = usize::from(
+            addr.checked_sub(self.base)
+                .ok_or(ErrorKind::IllegalDataAddress)?,
+        );
+        let to = from + usize::from(count);
+        self.words
+            .get(from..to)
+            .map(|s| s.to_vec())
+            .ok_or(ErrorKind::IllegalDataAddress)
+    }
+
+    fn write(&mut self, addr: u16, values: &[u16], now: Instant) -> Result<(), ErrorKind> {
+        let last = u32::from(addr) + values.len() as u32 - 1;
+        let allowed = self
+            .writable
+            .iter()
+            .any(|(a, b)| u32::from(*a) <= u32::from(addr) && last <= u32::from(*b));
+        if !allowed || values.is_empty() {
+            return Err(ErrorKind::IllegalDataAddress);
+        }
+        let from = usize::from(addr - self.base);
+        self.words[from..from + values.len()].copy_from_slice(values);
+        self.last_write = Some(now);
+        Ok(())
+    }
+}
+
+/// Registers shared between a device handle and the server.
+type SharedRegs = Rc<RefCell<Regs>>;
+
+/// Handle of a simulated inverter (cheap to clone; shares state with the server).
+#[derive(Clone)]
+pub struct SimInverter {
+    regs: Rc<RefCell<Regs>>,
+    rating_w: f64,
+}
+
+impl SimInverter {
+    fn new(serial: &str, rating_w: f64) -> SimInverter {
+        let mut r = Regs::build(
+            "csipd-sim",
+            "SimInverter",
+            serial,
+            &[
+                (1, L_COMMON),
+                (103, L_103),
+                (120, L_120),
+                (121, L_121),
+                (123, L_123),
+            ],
+        );
+        // W_SF 0 up to 30 kW, else 1: W (int16) must hold the rating.
+        let w_sf: i16 = if rating_w > 30000.0 { 1 } else { 0 };
+        let wscale = 10f64.powi(i32::from(w_sf));
+        let m = r.start(103);
+        r.set(m, 6, (-2i16) as u16); // A_SF
+        r.set(m, 13, (-1i16) as u16); // V_SF
+        r.set(m, 15, w_sf as u16); // W_SF
+        r.set(m, 17, (-2i16) as u16); // Hz_SF
+        r.set(m, 19, w_sf as u16); // VA_SF
+        r.set(m, 21, w_sf as u16); // VAr_SF
+        r.set(m, 23, (-2i16) as u16); // PF_SF
+        r.set(m, 26, 0); // WH_SF
+        r.set_acc32(m, 24, 0);
+        for off in 7..13 {
+            r.set(m, off, 0xFFFF);
+        }
+        r.set(m, 38, 2); // St: sleeping
+        let n = r.start(120);
+        r.set(n, 2, 4); // DERTyp PV
+        r.set_u16(n, 3, rating_w / wscale);
+        r.set(n, 4, w_sf as u16);
+        r.set_u16(n, 5, rating_w / wscale);
+        r.set(n, 6, w_sf as u16);
+        let s = r.start(121);
+        r.set_u16(s, 2, rating_w / wscale); // WMax
+        r.set(s, 22, w_sf as u16);
+        r.set_u16(s, 7, rating_w / wscale); // VAMax
+        r.set(s, 26, w_sf as u16);
+        let c = r.start(123);
+        for off in 2..=22 {
+            r.set(c, off, 0);
+        }
+        r.set(c, m123::CONN, 1);
+        r.set(c, m123::WMAXLIMPCT, 100);
+        r.set(c, m123::WMAXLIMPCT_SF, 0);
+        r.set(c, 24, NOT_IMPL_I16);
+        r.set(c, 25, NOT_IMPL_I16);
+        // writable: Conn_WinTms .. VArPct_Ena (offsets 2..=22), never ID/L/SFs
+        r.writable.push((c + 2, c + 22));
+        let mut inv = SimInverter {
+            regs: Rc::new(RefCell::new(r)),
+            rating_w,
+        };
+        inv.set_output_w(0.0);
+        inv.rating_w = rating_w;
+        inv
+    }
+
+    pub fn rating_w(&self) -> f64 {
+        self.rating_w
+    }
+
+    /// Sets the AC output the physics computed (W ≥ 0 = generation); fills W, VA, VAr,
+    /// currents, voltage, frequency and the operating state.
+    pub fn set_output_w(&self, w: f64) {
+        let mut r = self.regs.borrow_mut();
+        let m = r.start(103);
+        let wscale = 10f64.powi(i32::from(r.get(m, 15) as i16));
+        r.set_i16(m, 14, w / wscale);
+        r.set_i16(m, 18, w.abs() / wscale);
+        r.set_i16(m, 20, 0.0);
+        r.set_i16(m, 22, if w.abs() > 0.0 { 10000.0 } else { 0.0 });
+        let v = 230.0;
+        let a_phase = w.abs() / 3.0 / v;
+        r.set_u16(m, 2, a_phase * 3.0 * 100.0);
+        for i in 0..3 {
+            r.set_u16(m, 3 + i, a_phase * 100.0);
+            r.set_u16(m, 10 + i, v * 10.0);
+        }
+        r.set_u16(m, 16, 5000.0);
+        let c = r.start(123);
+        let limited = r.get(c, m123::WMAXLIM_ENA) == 1;
+        let st = if w <= 0.0 {
+            2
+        } else if limited {
+            5
+        } else {
+            4
+        };
+        r.set(m, 38, st);
+    }
+
+    /// Adds energy to the lifetime counter (WH, acc32).
+    pub fn add_energy_wh(&self, wh: f64) {
+        let mut r = self.regs.borrow_mut();
+        let m = r.start(103);
+        let now = (u32::from(r.get(m, 24)) << 16) | u32::from(r.get(m, 25));
+        r.set_acc32(m, 24, now.wrapping_add(wh.max(0.0).round() as u32));
+    }
+
+    /// The active power limit csipd set, in % of WMax, if enabled and not reverted at `now`.
+    pub fn limit_pct_at(&self, now: Instant) -> Option<f64> {
+        let mut r = self.regs.borrow_mut();
+        let c = r.start(123);
+        if r.get(c, m123::WMAXLIM_ENA) != 1 {
+            return None;
+        }
+        let rvrt = r.get(c, m123::WMAXLIMPCT_RVRT_TMS);
+        if rvrt > 0 {
+            if let Some(t) = r.last_write {
+                if now.saturating_duration_since(t) > Duration::from_secs(u64::from(rvrt)) {
+                    // Revert timer ran out: back to the default (no limit), as model 123 says.
+                    r.set(c, m123::WMAXLIM_ENA, 0);
+                    return None;
+                }
+            }
+        }
+        let sf = r.get(c, m123::WMAXLIMPCT_SF) as i16;
+        Some(f64::from(r.get(c, m123::WMAXLIMPCT)) * 10f64.powi(i32::from(sf)))
+    }
+
+    /// `limit_pct_at(Instant::now())`.
+    pub fn limit_pct(&self) -> Option<f64> {
+        self.limit_pct_at(Instant::now())
+    }
+
+    /// The limit in watts (limit % × WMax), if one is active.
+    pub fn limit_w(&self) -> Option<f64> {
+        self.limit_pct().map(|p| p / 100.0 * self.rating_w)
+    }
+
+    /// Model 123 Conn: false after csipd disconnected the inverter.
+    pub fn connected(&self) -> bool {
+        let r = self.regs.borrow();
+        let c = r.start(123);
+        r.get(c, m123::CONN) != 0
+    }
+}
+
+/// Handle of a simulated site meter.
+#[derive(Clone)]
+pub struct SimMeter {
+    regs: Rc<RefCell<Regs>>,
+}
+
+impl SimMeter {
+    fn new(serial: &str) -> SimMeter {
+        let mut r = Regs::build(
+            "csipd-sim",
+            "SimMeter",
+            serial,
+            &[(1, L_COMMON), (203, L_203)],
+        );
+        let m = r.start(203);
+        r.set(m, 6, (-2i16) as u16); // A_SF
+        r.set(m, 15, (-1i16) as u16); // V_SF
+        r.set(m, 17, (-2i16) as u16); // Hz_SF
+        r.set(m, 22, 0); // W_SF
+        r.set(m, 27, 0); // VA_SF
+        r.set(m, 32, 0); // VAR_SF
+        r.set(m, 54, 0); // TotWh_SF
+        for off in 38..54 {
+            r.set(m, off, 0);
+        }
+        let me = SimMeter {
+            regs: Rc::new(RefCell::new(r)),
+        };
+        me.set_power_w(0.0);
+        me
+    }
+
+    /// Sets the site power at the connection point: > 0 import, < 0 export.
+    pub fn set_power_w(&self, w: f64) {
+        let mut r = self.regs.borrow_mut();
+        let m = r.start(203);
+        let v = 230.0;
+        r.set_i16(m, 18, w);
+        r.set_i16(m, 23, w.abs());
+        r.set_i16(m, 28, 0.0);
+        r.set_i16(m, 2, w.abs() / v * 100.0);
+        r.set_i16(m, 7, v * 10.0);
+        r.set_i16(m, 16, 5000.0);
+        for i in 0..3 {
+            r.set_i16(m, 19 + i, w / 3.0);
+            r.set_i16(m, 24 + i, w.abs() / 3.0);
+            r.set_i16(m, 29 + i, 0.0);
+            r.set_i16(m, 3 + i, w.abs() / 3.0 / v * 100.0);
+            r.set_i16(m, 8 + i, v * 10.0);
+        }
+    }
+
+    /// Sets the lifetime energy counters.
+    pub fn set_energy_wh(&self, import_wh: f64, export_wh: f64) {
+        let mut r = self.regs.borrow_mut();
+        let m = r.start(203);
+        r.set_acc32(m, 38, export_wh.max(0.0).round() as u32);
+        r.set_acc32(m, 46, import_wh.max(0.0).round() as u32);
+    }
+}
+
+/// The simulator: devices by unit id, served over Modbus TCP.
+#[derive(Clone, Default)]
+pub struct SunSpecSimulator {
+    devices: Rc<RefCell<Vec<(u8, SharedRegs)>>>,
+}
+
+impl SunSpecSimulator {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an inverter of `rating_w` at `unit_id`.
+    pub fn add_inverter(&self, unit_id: u8, rating_w: f64) -> SimInverter {
+        let inv = SimInverter::new(&format!("SIM-INV-{unit_id}"), rating_w);
+        self.devices.borrow_mut().push((unit_id, inv.regs.clone()));
+        inv
+    }
+
+    /// Adds a site meter at `unit_id`.
+    pub fn add_meter(&self, unit_id: u8) -> SimMeter {
+        let m = SimMeter::new(&format!("SIM-MTR-{unit_id}"));
+        self.devices.borrow_mut().push((unit_id, m.regs.clone()));
+        m
+    }
+
+    fn device(&self, unit: u8) -> Option<Rc<RefCell<Regs>>> {
+        self.devices
+            .borrow()
+            .iter()
+            .find(|(u, _)| *u == unit)
+            .map(|(_, r)| r.clone())
+    }
+
+    /// Binds 127.0.0.1:`port` (0 = any free port).
+    pub fn bind(port: u16) -> std::io::Result<Async<TcpListener>> {
+        Async::<TcpListener>::bind(SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    /// Serves Modbus TCP on `listener` forever; each connection runs as a task on `ex`.
+    pub async fn serve(
+        &self,
+        listener: Async<TcpListener>,
+        ex: Rc<LocalExecutor<'static>>,
+    ) -> std::io::Result<()> {
+        loop {
+            let (stream, peer) = listener.accept().await?;
+            log::debug!("sunspec sim: connection from {peer}");
+            let sim = self.clone();
+            ex.spawn(async move {
+                if let Err(e) = sim.connection(stream).await {
+                    log::debug!("sunspec sim: connection {peer} closed: {e}");
+                }
+            })
+            .detach();
+        }
+    }
+
+    async fn connection(&self, mut stream: Async<TcpStream>) -> std::io::Result<()> {
+        loop {
+            let mut head = [0u8; 6];
+            stream.read_exact(&mut head).await?;
+            let len = usize::from(u16::from_be_bytes([head[4], head[5]]));
+            if !(2..=254).contains(&len) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "bad MBAP length",
+                ));
+            }
+            let mut frame = head.to_vec();
+            frame.resize(6 + len, 0);
+            stream.read_exact(&mut frame[6..]).await?;
+            if let Some(reply) = self.handle(&frame, Instant::now()) {
+                stream.write_all(&reply).await?;
+            }
+        }
+    }
+
+    /// Answers one Modbus TCP frame (None = no reply).
+    pub fn handle(&self, frame: &[u8], now: Instant) -> Option<Vec<u8>> {
+        let unit = *frame.get(6)?;
+        let Some(dev) = self.device(unit) else {
+            // a gateway with no such unit: exception 11 (gateway target failed to respond)
+            let func = *frame.get(7)?;
+            return Some(vec![
+                frame[0],
+                frame[1],
+                0,
+                0,
+                0,
+                3,
+                unit,
+                func | 0x80,
+                0x0B,
+            ]);
+        };
+        let mut response = Vec::new();
+        let mut f = ModbusFrame::new(unit, frame, ModbusProto::TcpUdp, &mut response);
+        f.parse().ok()?;
+        if f.processing_required {
+            if f.readonly {
+                let result = match f.get_external_read() {
+                    Ok(Read::Words(rw)) => match dev.borrow().read(rw.address, rw.count) {
+                        Ok(words) => {
+                            for (i, w) in words.iter().enumerate() {
+                                rw.buf[2 * i..2 * i + 2].copy_from_slice(&w.to_be_bytes());
+                            }
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    },
+                    Ok(Read::Bits(_)) => Err(ErrorKind::IllegalFunction),
+                    Err(e) => Err(e),
+                };
+                f.process_external_read(result).ok()?;
+            } else {
+                let result = match f.get_external_write() {
+                    Ok(Write::Words(ww)) => {
+                        let values: Vec<u16> = ww
+                            .data
+                            .chunks_exact(2)
+                            .take(usize::from(ww.count))
+                            .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                            .collect();
+                        dev.borrow_mut().write(ww.address, &values, now)
+                    }
+                    Ok(Write::Bits(_)) => Err(ErrorKind::IllegalFunction),
+                    Err(e) => Err(e),
+                };
+                f.process_external_write(result).ok()?;
+            }
+        }
+        if f.response_required {
+            f.finalize_response().ok()?;
+            Some(response)
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::sunspec::{self, Blocks};
+
+    fn read_frame(unit: u8, addr: u16, count: u16) -> Vec<u8> {
+        let mut req = rmodbus::client::ModbusRequest::new_tcp_udp(unit, 7);
+        let mut f = Vec::new();
+        req.generate_get_holdings(addr, count, &mut f).unwrap();
+        f
+    }
+
+    fn read(sim: &SunSpecSimulator, unit: u8, addr: u16, count: u16) -> Vec<u16> {
+        let reply = sim
+            .handle(&read_frame(unit, addr, count), Instant::now())
+            .unwrap();
+        assert_eq!(reply[7], 3, "not an exception: {reply:02x?}");
+        reply[9..]
+            .chunks(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]))
+            .collect()
+    }
+
+    #[test]
+    fn inverter_map_decodes_with_devices_sunspec() {
+        let sim = SunSpecSimulator::new();
+        let inv = sim.add_inverter(1, 5000.0);
+        inv.set_output_w(3300.0);
+        let total: u16 = 2 + 68 + 52 + 28 + 32 + 26 + 2;
+        let mut regs = read(&sim, 1, SIM_BASE, 100);
+        regs.extend(read(&sim, 1, SIM_BASE + 100, 100));
+        regs.extend(read(&sim, 1, SIM_BASE + 200, total - 200));
+        assert_eq!(&regs[..2], &sunspec::SUNS_MARKER);
+        let mut at = SIM_BASE + 2;
+        let mut blocks = Blocks::new();
+        while let Some((m, next)) = sunspec::chain_step(
+            at,
+            [
+                regs[usize::from(at - SIM_BASE)],
+                regs[usize::from(at - SIM_BASE) + 1],
+            ],
+            blocks.len(),
+        )
+        .unwrap()
+        {
+            let s = usize::from(m.start - SIM_BASE);
+            blocks.insert(m.id, regs[s..s + usize::from(m.total_len())].to_vec());
+            at = next;
+        }
+        assert_eq!(
+            blocks.keys().copied().collect::<Vec<_>>(),
+            vec![1, 103, 120, 121, 123]
+        );
+        let r = sunspec::decode_inverter(&blocks).unwrap();
+        assert_eq!(r.ac.w, Some(3300.0));
+        assert_eq!(r.nameplate.w_rtg_w, Some(5000.0));
+        assert_eq!(r.state, Some(sunspec::OperatingState::Running));
+        assert_eq!(r.limit.unwrap().enabled, Some(false));
+    }
+
+    #[test]
+    fn honours_123_writes_and_refuses_others() {
+        let sim = SunSpecSimulator::new();
+        let inv = sim.add_inverter(1, 5000.0);
+        let c = inv.regs.borrow().start(123);
+        let write = |addr: u16, v: u16| {
+            let mut req = rmodbus::client::ModbusRequest::new_tcp_udp(1, 9);
+            let mut f = Vec::new();
+            req.generate_set_holdings_bulk(addr, &[v], &mut f).unwrap();
+            sim.handle(&f, Instant::now()).unwrap()
+        };
+        assert_eq!(inv.limit_pct(), None);
+        write(c + m123::WMAXLIMPCT_RVRT_TMS as u16, 1);
+        write(c + m123::WMAXLIMPCT as u16, 40);
+        let ok = write(c + m123::WMAXLIM_ENA as u16, 1);
+        assert_eq!(ok[7], 0x10);
+        assert_eq!(inv.limit_pct(), Some(40.0));
+        assert_eq!(inv.limit_w(), Some(2000.0));
+        // revert timer: 1 s without a refresh → limit gone
+        assert_eq!(
+            inv.limit_pct_at(Instant::now() + Duration::from_secs(2)),
+            None
+        );
+        // scale factor and ID are read-only
+        let e = write(c + m123::WMAXLIMPCT_SF as u16, 1);
+        assert_eq!((e[7], e[8]), (0x90, 2));
+        let e = write(c, 1);
+        assert_eq!(e[8], 2);
+        write(c + m123::CONN as u16, 0);
+        assert!(!inv.connected());
+    }
+
+    #[test]
+    fn meter_and_unknown_unit() {
+        let sim = SunSpecSimulator::new();
+        let m = sim.add_meter(2);
+        m.set_power_w(-2400.0);
+        let c = m.regs.borrow().start(203);
+        let regs = read(&sim, 2, c, 107);
+        let mut blocks = Blocks::new();
+        blocks.insert(203, regs);
+        let r = sunspec::decode_meter(&blocks, false).unwrap();
+        assert_eq!(r.ac.w, Some(-2400.0));
+        assert_eq!(r.ac.phases[0].w, Some(-800.0));
+        let reply = sim
+            .handle(&read_frame(9, SIM_BASE, 2), Instant::now())
+            .unwrap();
+        assert_eq!((reply[7], reply[8]), (0x83, 0x0B));
+    }
+}

@@ -1,0 +1,141 @@
+//! UCI configuration: the exact OpenWrt file syntax ([`uci`]), the typed [`Config`] for
+//! `/etc/config/csipd` with every option validated, and `csipd check-config`.
+//!
+//! Pure apart from [`load`] and [`cli_check_config`], which read the file: [`from_text`]
+//! takes the text and the file name used in messages.
+//!
+//! ```no_run
+//! let (config, warnings) = match csipd::config::load("/etc/config/csipd") {
+//!     Ok(ok) => ok,
+//!     Err(e) => { eprintln!("{e}"); std::process::exit(2) }
+//! };
+//! for w in &warnings { log::warn!("{w}") }
+//! if let Some(at) = config.cert_location() { println!("certificate set at {at}") }
+//! ```
+
+pub mod typed;
+pub mod uci;
+
+use std::fmt;
+use std::process::ExitCode;
+
+pub use typed::{
+    Config, ControlConfig, CsipAusNamespace, DeviceConfig, DeviceRole, Diagnostic, FixedLimits,
+    LogLevel, MainConfig, Parity, PriceConfig, PriceSource, Profile, SERVER_SECTION, ServerConfig,
+    Severity, SourceLocation, TariffWindow, Transport, Weekday,
+};
+
+/// Where csipd reads its configuration by default.
+pub const DEFAULT_PATH: &str = "/etc/config/csipd";
+
+/// Why a configuration could not be loaded.
+#[derive(Debug)]
+pub enum LoadError {
+    /// The file could not be read.
+    Io { path: String, error: std::io::Error },
+    /// The file has errors (and maybe warnings); all of them, in file order.
+    Invalid(Vec<Diagnostic>),
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Io { path, error } => write!(f, "{path}: cannot read: {error}"),
+            LoadError::Invalid(diagnostics) => {
+                let mut first = true;
+                for d in diagnostics {
+                    if !first {
+                        writeln!(f)?;
+                    }
+                    first = false;
+                    write!(f, "{d}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// Parses and validates configuration text. `file` names it in messages. Returns the
+/// config and its warnings, or every problem when there is at least one error.
+pub fn from_text(text: &str, file: &str) -> Result<(Config, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let parsed = uci::parse(text, file).map_err(|e| {
+        vec![Diagnostic {
+            severity: Severity::Error,
+            file: e.file,
+            line: e.pos.line,
+            col: e.pos.col,
+            message: e.message,
+        }]
+    })?;
+    let (config, diagnostics) = typed::build(&parsed, file);
+    if diagnostics.iter().any(|d| d.severity == Severity::Error) {
+        Err(diagnostics)
+    } else {
+        Ok((config, diagnostics))
+    }
+}
+
+/// Reads and validates the file at `path` (what `csipd run` calls).
+pub fn load(path: &str) -> Result<(Config, Vec<Diagnostic>), LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|error| LoadError::Io {
+        path: path.to_string(),
+        error,
+    })?;
+    from_text(&text, path).map_err(LoadError::Invalid)
+}
+
+/// `csipd check-config [FILE]`: prints every problem as `FILE:LINE: severity: message`
+/// and exits 2 if there is an error, 0 otherwise.
+pub fn cli_check_config(args: &[String]) -> ExitCode {
+    let path = match args {
+        [] => DEFAULT_PATH,
+        [path] if !path.starts_with('-') => path.as_str(),
+        _ => {
+            eprintln!("usage: csipd check-config [FILE]   (default {DEFAULT_PATH})");
+            return ExitCode::from(2);
+        }
+    };
+    match load(path) {
+        Ok((_, warnings)) => {
+            for w in &warnings {
+                println!("{w}");
+            }
+            println!(
+                "{path}: ok ({} warning{})",
+                warnings.len(),
+                if warnings.len() == 1 { "" } else { "s" }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(LoadError::Invalid(diagnostics)) => {
+            for d in &diagnostics {
+                println!("{d}");
+            }
+            let errors = diagnostics
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .count();
+            println!(
+                "{path}: {errors} error{}, {} warning{}",
+                if errors == 1 { "" } else { "s" },
+                diagnostics.len() - errors,
+                if diagnostics.len() - errors == 1 {
+                    ""
+                } else {
+                    "s"
+                }
+            );
+            ExitCode::from(2)
+        }
+        Err(e @ LoadError::Io { .. }) => {
+            println!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

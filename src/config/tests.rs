@@ -1,0 +1,652 @@
+//! Tests of the typed configuration and its validation messages.
+
+use super::typed::{check_posix_tz, edit_distance};
+use super::*;
+
+/// A complete, valid configuration; tests change one thing in it.
+const VALID: &str = "\
+package csipd
+config csipd 'main'
+	option log_level 'debug'
+	option data_dir '/overlay/csipd'
+	option timezone 'ACST-9:30ACDT,M10.1.0,M4.1.0/3'
+config server 'utility'
+	option dcap_url 'https://csip.example.com.au:8443/dcap'
+	option cert '/etc/csipd/client.crt'
+	option key '/etc/csipd/client.key'
+	option ca '/etc/csipd/ca.pem'
+	option nmi 'sa00012345'
+	option pen '37244'
+config limits 'fixed'
+	option export_limit_w '5000'
+	option connect 'yes'
+config tariff 'evening'
+	option start '22:00'
+	option end '06:30'
+	option days 'fri sat'
+	option export_limit_w '1500'
+config tariff
+	option start '10:00'
+	option end '24:00'
+	option export_limit_w '0'
+config price 'feed_in'
+	option enabled '1'
+	option site_id 'S1'
+	option token 'psk_x'
+config device 'meter'
+	option role 'meter'
+	option transport 'tcp'
+	option host '10.0.0.5'
+	option unit_id '240'
+config device
+	option role 'inverter'
+	option transport 'rtu'
+	option path '/dev/ttyUSB0'
+	option baud '19200'
+	option parity 'even'
+	option stop_bits '2'
+	option sunspec_base '40000'
+	option rated_w '8200'
+config control 'site'
+	option cycle_s '0.5'
+	option ramp_up_pct_per_s '2.5'
+";
+
+fn valid() -> (Config, Vec<Diagnostic>) {
+    match from_text(VALID, "c") {
+        Ok(ok) => ok,
+        Err(d) => panic!("valid config rejected: {d:?}"),
+    }
+}
+
+/// Replaces `from` (which must occur once) in VALID and returns every message.
+fn messages_with(from: &str, to: &str) -> Vec<String> {
+    assert_eq!(VALID.matches(from).count(), 1, "{from:?} must occur once");
+    let text = VALID.replace(from, to);
+    let diagnostics = match from_text(&text, "c") {
+        Ok((_, warnings)) => warnings,
+        Err(all) => all,
+    };
+    diagnostics.iter().map(|d| d.to_string()).collect()
+}
+
+#[test]
+fn full_config_reads_every_value() {
+    let (config, warnings) = valid();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(config.main.log_level, LogLevel::Debug);
+    assert_eq!(config.main.data_dir, "/overlay/csipd");
+    assert_eq!(config.main.telemetry_dir, "/tmp/csipd");
+    assert_eq!(config.main.status_listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(
+        config.main.timezone.as_deref(),
+        Some("ACST-9:30ACDT,M10.1.0,M4.1.0/3")
+    );
+    let s = &config.server;
+    assert_eq!(
+        s.dcap_url.as_deref(),
+        Some("https://csip.example.com.au:8443/dcap")
+    );
+    assert_eq!(s.nmi.as_deref(), Some("SA00012345"));
+    assert_eq!(s.pen, Some(37244));
+    assert_eq!(s.profile, Profile::CsipAus);
+    assert_eq!(s.csipaus_namespace, CsipAusNamespace::Default);
+    assert!(!s.inband_registration && !s.tls_insecure_lab && !s.allow_plain_http);
+    assert_eq!(config.limits.export_limit_w, Some(5000));
+    assert_eq!(config.limits.import_limit_w, None);
+    assert!(config.limits.connect);
+    assert_eq!(config.tariffs.len(), 2);
+    let evening = &config.tariffs[0];
+    assert_eq!(evening.name, "evening");
+    assert_eq!((evening.start_min, evening.end_min), (22 * 60, 6 * 60 + 30));
+    assert!(evening.crosses_midnight());
+    assert_eq!(evening.days, [Weekday::Fri, Weekday::Sat]);
+    let midday = &config.tariffs[1];
+    assert_eq!(midday.name, "@tariff[1]");
+    assert_eq!(midday.end_min, 1440);
+    assert!(!midday.crosses_midnight());
+    assert_eq!(midday.days, Weekday::ALL);
+    assert!(config.price.enabled);
+    assert_eq!(config.price.url, "https://api.amber.com.au/v1");
+    assert_eq!(config.price.poll_interval_s, 300);
+    assert_eq!(config.price.max_age_s, 900);
+    assert_eq!(config.devices.len(), 2);
+    let meter = &config.devices[0];
+    assert_eq!(meter.role, DeviceRole::Meter);
+    assert_eq!(
+        meter.transport,
+        Transport::Tcp {
+            host: "10.0.0.5".into(),
+            port: 502
+        }
+    );
+    assert_eq!(
+        (meter.unit_id, meter.timeout_ms, meter.enabled),
+        (240, 1000, true)
+    );
+    let inverter = &config.devices[1];
+    assert_eq!(inverter.name, "@device[1]");
+    assert_eq!(
+        inverter.transport,
+        Transport::Rtu {
+            path: "/dev/ttyUSB0".into(),
+            baud: 19200,
+            parity: Parity::Even,
+            stop_bits: 2
+        }
+    );
+    assert_eq!(inverter.sunspec_base, Some(40000));
+    assert_eq!(inverter.rated_w, Some(8200));
+    assert_eq!(config.control.cycle_s, 0.5);
+    assert_eq!(config.control.meter_stale_s, 10.0);
+    assert_eq!(config.control.failsafe_export_limit_w, 0);
+    assert_eq!(config.control.ramp_up_pct_per_s, 2.5);
+}
+
+#[test]
+fn locations_of_options_and_sections() {
+    let (config, _) = valid();
+    let cert = config.cert_location().unwrap();
+    assert_eq!((cert.line, cert.col), (8, 14));
+    assert_eq!(cert.to_string(), "c:8");
+    assert_eq!(config.location("@device[1]", "path").unwrap().line, 37);
+    assert_eq!(config.location("evening", "days").unwrap().line, 19);
+    assert_eq!(config.section_location("@tariff[1]").unwrap().line, 21);
+    assert_eq!(config.section_location("site").unwrap().line, 43);
+    assert!(config.location("fixed", "import_limit_w").is_none());
+    // Locations of singletons use the canonical name, whatever the file calls them.
+    let text = VALID.replace("config server 'utility'", "config server 'utility2'");
+    let (renamed, warnings) = from_text(&text, "c").unwrap();
+    assert_eq!(renamed.cert_location().unwrap().line, 8);
+    assert_eq!(renamed.section_location("utility2").unwrap().line, 6);
+    assert_eq!(
+        warnings[0].to_string(),
+        "c:6: warning: the server section is normally named 'utility', not 'utility2' (read \
+         anyway)"
+    );
+    let (empty, _) = from_text("", "e").unwrap();
+    assert!(empty.section_location("site").is_none());
+    assert!(empty.cert_location().is_none());
+}
+
+#[test]
+fn empty_file_gives_defaults_and_warnings() {
+    let (config, warnings) = from_text("", "e").unwrap();
+    assert_eq!(config.main.log_level, LogLevel::Info);
+    assert_eq!(config.main.data_dir, "/etc/csipd");
+    assert_eq!(config.main.telemetry_dir, "/tmp/csipd");
+    assert!(!config.main.status_allow_remote);
+    assert_eq!(config.main.timezone, None);
+    assert_eq!(config.server.dcap_url, None);
+    assert!(config.limits.connect);
+    assert!(!config.price.enabled);
+    assert_eq!(config.control.cycle_s, 1.0);
+    assert_eq!(config.control.ramp_up_pct_per_s, 10.0);
+    let messages: Vec<String> = warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(
+        messages,
+        [
+            "e:1: warning: no dcap_url in the file (no server section): csipd will not \
+             contact a utility server and applies only the local limits",
+            "e:1: warning: no device sections: csipd can neither measure nor control the site"
+        ]
+    );
+}
+
+#[test]
+fn bad_number() {
+    assert_eq!(
+        messages_with("'5000'", "'5kW'"),
+        ["c:14: error: option 'export_limit_w' must be a whole number of watts, got \"5kW\""]
+    );
+    assert_eq!(
+        messages_with("'240'", "'248'"),
+        ["c:33: error: option 'unit_id' must be between 1 and 247 (Modbus unit id), got \"248\""]
+    );
+    assert_eq!(
+        messages_with("'240'", "'0x10'"),
+        ["c:33: error: option 'unit_id' must be a whole number (Modbus unit id), got \"0x10\""]
+    );
+    assert_eq!(
+        messages_with("'0.5'", "'-1'"),
+        ["c:44: error: option 'cycle_s' must be a number of seconds, got \"-1\""]
+    );
+}
+
+#[test]
+fn bad_bool_and_choice() {
+    assert_eq!(
+        messages_with("'yes'", "'maybe'"),
+        [
+            "c:15: error: option 'connect' must be a boolean (1/0, yes/no, on/off, \
+             true/false), got \"maybe\""
+        ]
+    );
+    assert_eq!(
+        messages_with("'even'", "'mark'"),
+        ["c:39: error: option 'parity' must be one of 'none', 'even', 'odd', got \"mark\""]
+    );
+}
+
+#[test]
+fn rtu_without_path_and_tcp_without_host() {
+    assert_eq!(
+        messages_with("\toption path '/dev/ttyUSB0'\n", ""),
+        [
+            "c:36: error: device section @device[1] uses transport rtu but has no option \
+             'path' (the serial port, e.g. /dev/ttyUSB0)"
+        ]
+    );
+    assert_eq!(
+        messages_with("\toption host '10.0.0.5'\n", ""),
+        ["c:31: error: device 'meter' uses transport tcp but has no option 'host'"]
+    );
+}
+
+#[test]
+fn device_needs_role_and_transport() {
+    assert_eq!(
+        messages_with("\toption role 'meter'\n", ""),
+        // The broken device is left out, so no "no enabled meter" warning on top.
+        ["c:29: error: device 'meter' needs option 'role' (inverter, meter or storage)"]
+    );
+}
+
+#[test]
+fn options_of_the_other_transport_are_warned_about() {
+    assert_eq!(
+        messages_with(
+            "\toption unit_id '240'\n",
+            "\toption unit_id '240'\n\toption baud '9600'\n"
+        ),
+        ["c:34: warning: option 'baud' is for transport rtu; ignored for tcp"]
+    );
+}
+
+#[test]
+fn unknown_option_names_the_closest() {
+    assert_eq!(
+        messages_with(
+            "option export_limit_w '5000'",
+            "option export_limt_w '5000'"
+        ),
+        [
+            "c:14: warning: unknown option 'export_limt_w' in limits section (ignored); did \
+             you mean 'export_limit_w'?"
+        ]
+    );
+}
+
+#[test]
+fn unknown_section_type_names_the_closest() {
+    assert_eq!(
+        messages_with("config control 'site'", "config contrl 'site'"),
+        ["c:43: warning: unknown section type 'contrl' (ignored); did you mean 'control'?"]
+    );
+}
+
+#[test]
+fn list_where_one_value_is_expected() {
+    assert_eq!(
+        messages_with("option log_level 'debug'", "list log_level 'debug'"),
+        [
+            "c:3: error: 'log_level' in csipd 'main' takes one value; write 'option \
+             log_level ...', not 'list'"
+        ]
+    );
+}
+
+#[test]
+fn second_singleton_section_is_an_error() {
+    assert_eq!(
+        messages_with(
+            "config control 'site'\n",
+            "config control 'site'\nconfig control\n"
+        ),
+        ["c:44: error: a second 'control' section; only one is allowed (the first is on line 43)"]
+    );
+}
+
+#[test]
+fn server_url_rules() {
+    assert_eq!(
+        messages_with(
+            "'https://csip.example.com.au:8443/dcap'",
+            "'http://lab:8080/dcap'"
+        ),
+        [
+            "c:7: error: dcap_url uses plain http; utilities require https with a client \
+             certificate (set option allow_plain_http '1' only for a lab server)"
+        ]
+    );
+    assert_eq!(
+        messages_with(
+            "'https://csip.example.com.au:8443/dcap'",
+            "'http://lab:8080/dcap'\n\toption allow_plain_http '1'"
+        ),
+        [
+            "c:7: warning: dcap_url uses plain http (allow_plain_http is set): no encryption \
+             and no server authentication; lab use only"
+        ]
+    );
+    assert_eq!(
+        messages_with(
+            "'https://csip.example.com.au:8443/dcap'",
+            "'csip.example.com.au'"
+        ),
+        [
+            "c:7: error: option 'dcap_url': \"csip.example.com.au\" is not a URL; expected \
+             https://host[:port]/path"
+        ]
+    );
+    assert_eq!(
+        messages_with(":8443/", ":99999/"),
+        [
+            "c:7: error: option 'dcap_url': \"https://csip.example.com.au:99999/dcap\" has an \
+             invalid port '99999'"
+        ]
+    );
+    assert_eq!(
+        messages_with("\toption key '/etc/csipd/client.key'\n", ""),
+        [
+            "c:7: error: dcap_url is https but option 'key' is not set; the utility server \
+             requires a client certificate and its key"
+        ]
+    );
+    assert_eq!(
+        messages_with("'/etc/csipd/client.crt'", "'client.crt'"),
+        ["c:8: error: option 'cert' must be an absolute path, got \"client.crt\""]
+    );
+    assert_eq!(
+        messages_with("option pen '37244'", "option tls_insecure_lab '1'"),
+        [
+            "c:12: warning: tls_insecure_lab is on: the server certificate is not verified; \
+             never use this with a real utility"
+        ]
+    );
+}
+
+#[test]
+fn server_identity_rules() {
+    assert_eq!(
+        messages_with("'sa00012345'", "'SA123'"),
+        [
+            "c:11: error: option 'nmi' must be a National Metering Identifier of 10 letters \
+             and digits (11 with the checksum digit), got \"SA123\""
+        ]
+    );
+    assert_eq!(
+        messages_with("\toption nmi 'sa00012345'\n", ""),
+        [
+            "c:7: warning: profile csip-aus without an nmi: the connection point id is not \
+             reported, and utilities that match on it will not find this site"
+        ]
+    );
+    assert_eq!(
+        messages_with("option pen '37244'", "option inband_registration '1'"),
+        [
+            "c:12: error: inband_registration is on but registration_pin is not set; csipd \
+             checks the server's Registration PIN against it"
+        ]
+    );
+    assert_eq!(
+        messages_with("option pen '37244'", "option registration_pin '12a45'"),
+        [
+            "c:12: error: option 'registration_pin' must be the utility's PIN of up to 6 \
+             digits, got \"12a45\""
+        ]
+    );
+    let (config, _) = from_text(
+        &VALID.replace(
+            "option pen '37244'",
+            "option inband_registration 'on'\n\toption registration_pin '111115'\n\
+             \toption profile 'csip'\n\toption csipaus_namespace 'v1.3'",
+        ),
+        "c",
+    )
+    .unwrap();
+    assert!(config.server.inband_registration);
+    assert_eq!(config.server.registration_pin, Some(111115));
+    assert_eq!(config.server.profile, Profile::Csip);
+    assert_eq!(config.server.csipaus_namespace, CsipAusNamespace::V1_3);
+}
+
+#[test]
+fn status_listen_rules() {
+    assert_eq!(
+        messages_with(
+            "option data_dir '/overlay/csipd'",
+            "option status_listen '0.0.0.0:80'"
+        ),
+        [
+            "c:4: error: status_listen 0.0.0.0:80 is reachable from the network; set option \
+             status_allow_remote '1' to allow that, or use 127.0.0.1"
+        ]
+    );
+    assert!(
+        messages_with(
+            "option data_dir '/overlay/csipd'",
+            "option status_listen '[::]:8080'; option status_allow_remote 1"
+        )
+        .is_empty()
+    );
+    assert_eq!(
+        messages_with(
+            "option data_dir '/overlay/csipd'",
+            "option status_listen 'localhost'"
+        ),
+        [
+            "c:4: error: option 'status_listen' must be an address and port such as \
+             127.0.0.1:8080 or [::1]:8080, got \"localhost\""
+        ]
+    );
+    assert_eq!(
+        messages_with("'/overlay/csipd'", "'overlay'"),
+        ["c:4: error: option 'data_dir' must be an absolute path, got \"overlay\""]
+    );
+}
+
+#[test]
+fn timezone_rules() {
+    assert_eq!(
+        messages_with("'ACST-9:30ACDT,M10.1.0,M4.1.0/3'", "'Australia/Adelaide'"),
+        [
+            "c:5: error: option 'timezone' \"Australia/Adelaide\" is not a POSIX TZ string: \
+             expected a UTC offset such as -10 or -9:30 after the zone name (that looks like \
+             a zone name; use the POSIX form from /etc/TZ, e.g. ACST-9:30ACDT,M10.1.0,M4.1.0/3 \
+             for Australia/Adelaide)"
+        ]
+    );
+    for good in [
+        "AEST-10",
+        "AWST-8",
+        "UTC0",
+        "<+1030>-10:30<+11>-11,M10.1.0,M4.1.0",
+        "AEST-10AEDT,M10.1.0,M4.1.0/3",
+        "EST5EDT4,J60,J300/2",
+    ] {
+        assert_eq!(check_posix_tz(good), Ok(()), "{good}");
+    }
+    for bad in [
+        "",
+        "AE-10",
+        "AEST",
+        "AEST-10AEDT,M10.1.0",
+        "AEST-10AEDT;x",
+        "AEST-123",
+    ] {
+        assert!(check_posix_tz(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn tariff_rules() {
+    assert_eq!(
+        messages_with("'06:30'", "'6.30pm'"),
+        [
+            "c:18: error: option 'end' must be a local time HH:MM between 00:00 and 24:00, got \
+             \"6.30pm\""
+        ]
+    );
+    assert_eq!(
+        messages_with("'06:30'", "'22:00'"),
+        [
+            "c:18: error: option 'end' equals 'start': the window would be empty (for all day \
+             use 00:00 to 24:00)"
+        ]
+    );
+    assert_eq!(
+        messages_with("'fri sat'", "'fri saturday'"),
+        [
+            "c:19: error: option 'days' has \"saturday\"; expected mon, tue, wed, thu, fri, sat or sun"
+        ]
+    );
+    assert_eq!(
+        messages_with("\toption start '10:00'\n", ""),
+        ["c:21: error: tariff section @tariff[1] needs option 'start' (local time HH:MM)"]
+    );
+    assert_eq!(
+        messages_with("\toption export_limit_w '1500'\n", ""),
+        ["c:16: error: tariff 'evening' needs option 'export_limit_w'"]
+    );
+    assert_eq!(
+        messages_with("'10:00'", "'24:00'"),
+        ["c:22: error: option 'start' cannot be 24:00; use 00:00"]
+    );
+}
+
+#[test]
+fn price_rules() {
+    assert_eq!(
+        messages_with("\toption token 'psk_x'\n", ""),
+        ["c:26: error: price 'feed_in' is enabled but option 'token' is not set"]
+    );
+    assert_eq!(
+        messages_with(
+            "\toption site_id 'S1'\n",
+            "\toption site_id 'S1'\n\toption max_age_s '60'\n"
+        ),
+        [
+            "c:28: error: max_age_s (60 s) is shorter than poll_interval_s (300 s): every \
+             price would be too old before the next poll"
+        ]
+    );
+    assert_eq!(
+        messages_with(
+            "\toption site_id 'S1'\n",
+            "\toption site_id 'S1'\n\toption url 'http://api.amber.com.au/v1'\n"
+        ),
+        ["c:28: error: option 'url' must use https: the request carries the API token"]
+    );
+}
+
+#[test]
+fn control_rules() {
+    assert_eq!(
+        messages_with("'2.5'", "'2.5'\n\toption meter_stale_s '0.5'"),
+        [
+            "c:46: error: meter_stale_s (0.5 s) must be longer than cycle_s (0.5 s), or every \
+             reading would count as stale"
+        ]
+    );
+    assert_eq!(
+        messages_with("'2.5'", "'250'"),
+        [
+            "c:45: error: option 'ramp_up_pct_per_s' must be between 0.01 and 100 percent \
+             per second, got \"250\""
+        ]
+    );
+}
+
+#[test]
+fn device_conflicts() {
+    assert_eq!(
+        messages_with("'inverter'", "'meter'"),
+        [
+            "c:34: error: more than one enabled meter; csipd reads one site meter at the \
+             connection point"
+        ]
+    );
+    let twice = "config device 'inv2'\n\toption role 'inverter'\n\toption transport 'rtu'\n\
+                 \toption path '/dev/ttyUSB0'\n";
+    assert_eq!(
+        messages_with(
+            "config control 'site'\n",
+            &format!("{twice}config control 'site'\n")
+        ),
+        [
+            "c:43: error: device inv2 has the same bus and unit_id 1 as device @device[1] \
+             (line 34)"
+        ]
+    );
+    assert!(
+        messages_with(
+            "config control 'site'\n",
+            &format!("{twice}\toption unit_id 2\nconfig control 'site'\n")
+        )
+        .is_empty()
+    );
+}
+
+#[test]
+fn disabled_devices_and_no_meter() {
+    let text = VALID.replace(
+        "option unit_id '240'",
+        "option unit_id '240'; option enabled 0",
+    );
+    let (config, warnings) = from_text(&text, "c").unwrap();
+    assert!(!config.devices[0].enabled);
+    assert_eq!(
+        warnings[0].to_string(),
+        "c:29: warning: no enabled meter: csipd cannot measure the site's export or import at \
+         the connection point"
+    );
+}
+
+#[test]
+fn syntax_error_is_one_diagnostic_with_column() {
+    let Err(all) = from_text("config csipd main\n\toption log_level 'info\n", "f") else {
+        panic!("accepted");
+    };
+    assert_eq!(all.len(), 1);
+    assert_eq!((all[0].line, all[0].col), (2, 19));
+    assert_eq!(
+        all[0].message,
+        "unterminated single quote; expected a closing ' before the end of the file"
+    );
+}
+
+#[test]
+fn default_file_passes_with_only_first_install_warnings() {
+    let text = include_str!("../../files/etc/config/csipd");
+    let (config, warnings) = from_text(text, "csipd").unwrap();
+    assert!(
+        warnings.iter().all(|w| w.severity == Severity::Warning),
+        "{warnings:?}"
+    );
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings[0].message.starts_with("no dcap_url"));
+    assert!(warnings[1].message.starts_with("no enabled device"));
+    // The example devices are valid, only switched off.
+    assert_eq!(config.devices.len(), 2);
+    assert!(config.devices.iter().all(|d| !d.enabled));
+    assert_eq!(config.main.status_listen.to_string(), "127.0.0.1:8080");
+}
+
+#[test]
+fn edit_distances() {
+    assert_eq!(edit_distance("", "abc"), 3);
+    assert_eq!(edit_distance("kitten", "sitting"), 3);
+    assert_eq!(edit_distance("export_limt_w", "export_limit_w"), 1);
+    assert_eq!(edit_distance("same", "same"), 0);
+}
+
+#[test]
+fn load_reports_missing_file() {
+    let err = load("/nonexistent/csipd.conf").unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("/nonexistent/csipd.conf: cannot read: "),
+        "{err}"
+    );
+}

@@ -1,0 +1,1651 @@
+//! The typed configuration of `/etc/config/csipd` and its validation. Pure: it takes a
+//! parsed [`UciFile`] and returns a [`Config`] plus every problem found.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+
+use super::uci::{OptionKind, Pos, Section, UciFile, UciOption};
+
+/// How bad a [`Diagnostic`] is. Any error makes the configuration unusable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Warning,
+    Error,
+}
+
+/// One problem in a configuration file, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    pub file: String,
+    pub line: u32,
+    pub col: u32,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    /// `FILE:LINE: error: message` (the form `check-config` prints).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let severity = match self.severity {
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        };
+        write!(
+            f,
+            "{}:{}: {severity}: {}",
+            self.file, self.line, self.message
+        )
+    }
+}
+
+/// Where something came from, for messages of later checks (e.g. certificate expiry):
+/// displays as `FILE:LINE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceLocation {
+    pub file: String,
+    pub line: u32,
+    pub col: u32,
+}
+
+impl fmt::Display for SourceLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+/// Log verbosity (`log_level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    /// The matching `log` filter.
+    pub fn to_filter(self) -> log::LevelFilter {
+        match self {
+            LogLevel::Off => log::LevelFilter::Off,
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Trace => log::LevelFilter::Trace,
+        }
+    }
+}
+
+/// `config csipd 'main'`: the daemon itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MainConfig {
+    /// Default `info`.
+    pub log_level: LogLevel,
+    /// Critical state that must survive a reboot (controls cache, response ledger,
+    /// registration). On flash: written rarely. Default `/etc/csipd`.
+    pub data_dir: String,
+    /// Telemetry and other state that may be lost on reboot. Default `/tmp/csipd` (RAM),
+    /// so frequent writes do not wear the flash.
+    pub telemetry_dir: String,
+    /// Status HTTP server address. Default `127.0.0.1:8080`.
+    pub status_listen: SocketAddr,
+    /// Must be true to bind `status_listen` to a non-loopback address. Default false.
+    pub status_allow_remote: bool,
+    /// POSIX TZ string (as in `/etc/TZ`) for local-time rules (tariff windows); `None`
+    /// means use the system's `/etc/TZ`. Default `None`.
+    pub timezone: Option<String>,
+}
+
+/// Which 2030.5 profile to speak (`profile`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// CSIP-AUS: csipaus extensions (site limits, connection point id). The default.
+    CsipAus,
+    /// Plain CSIP / IEEE 2030.5 without the Australian extensions.
+    Csip,
+}
+
+/// Which `csipaus` XML namespace to use (`csipaus_namespace`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CsipAusNamespace {
+    /// `https://csipaus.org/ns` (CSIP-AUS v1.1/v1.2). The default.
+    Default,
+    /// `https://csipaus.org/ns/v1.3-beta/storage` (CSIP-AUS v1.3 with storage extensions).
+    V1_3,
+}
+
+/// `config server 'utility'`: the utility's 2030.5 server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// DeviceCapability URL (`https://host[:port]/path`). `None` until the installer
+    /// sets it: csipd then runs without a utility connection.
+    pub dcap_url: Option<String>,
+    /// Client certificate (PEM) path; needed for https.
+    pub cert: Option<String>,
+    /// Client private key (PEM) path; needed for https.
+    pub key: Option<String>,
+    /// CA bundle (PEM) that signs the server; `None` means the system trust store.
+    pub ca: Option<String>,
+    /// National Metering Identifier (connection point id), 10 or 11 characters.
+    pub nmi: Option<String>,
+    /// IANA Private Enterprise Number used in mRIDs.
+    pub pen: Option<u32>,
+    /// Register in band (check the server's Registration PIN). Default false.
+    pub inband_registration: bool,
+    /// The registration PIN the installer was given (up to 6 digits).
+    pub registration_pin: Option<u32>,
+    /// Default `csip-aus`.
+    pub profile: Profile,
+    /// Default `default`.
+    pub csipaus_namespace: CsipAusNamespace,
+    /// Skip server certificate verification. Lab use only. Default false.
+    pub tls_insecure_lab: bool,
+    /// Allow an `http://` dcap_url (no TLS). Lab use only. Default false.
+    pub allow_plain_http: bool,
+}
+
+/// `config limits 'fixed'`: the owner's or installer's fixed limits, in watts. `None`
+/// means no fixed limit of that kind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FixedLimits {
+    pub export_limit_w: Option<u32>,
+    pub import_limit_w: Option<u32>,
+    pub generation_limit_w: Option<u32>,
+    pub load_limit_w: Option<u32>,
+    /// False keeps the site's DER disconnected. Default true.
+    pub connect: bool,
+}
+
+/// A day of the week.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Weekday {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
+impl Weekday {
+    pub const ALL: [Weekday; 7] = [
+        Weekday::Mon,
+        Weekday::Tue,
+        Weekday::Wed,
+        Weekday::Thu,
+        Weekday::Fri,
+        Weekday::Sat,
+        Weekday::Sun,
+    ];
+    const NAMES: [&'static str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+}
+
+/// A `config tariff` section: an export limit during a local-time window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TariffWindow {
+    /// The section name or `@tariff[N]`.
+    pub name: String,
+    /// Start, minutes after local midnight (0..1440).
+    pub start_min: u32,
+    /// End, minutes after local midnight (1..=1440; `24:00` is 1440). An end before
+    /// the start means the window crosses midnight.
+    pub end_min: u32,
+    /// The days on which the window starts. Default every day.
+    pub days: Vec<Weekday>,
+    pub export_limit_w: u32,
+    /// Default true.
+    pub enabled: bool,
+}
+
+impl TariffWindow {
+    /// Whether the window runs past midnight into the next day.
+    pub fn crosses_midnight(&self) -> bool {
+        self.end_min < self.start_min
+    }
+}
+
+/// Where feed-in prices come from (`source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PriceSource {
+    /// Amber Electric's public API.
+    Amber,
+}
+
+/// `config price 'feed_in'`: export nothing while the feed-in price is negative.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PriceConfig {
+    /// Default false.
+    pub enabled: bool,
+    /// Default `amber`.
+    pub source: PriceSource,
+    /// API base URL. Default `https://api.amber.com.au/v1`.
+    pub url: String,
+    pub site_id: Option<String>,
+    pub token: Option<String>,
+    /// Default 300 s; 30..=3600.
+    pub poll_interval_s: u32,
+    /// A price older than this is not acted on. Default 900 s; must be at least
+    /// `poll_interval_s`.
+    pub max_age_s: u32,
+}
+
+/// What a device is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceRole {
+    Inverter,
+    Meter,
+    Storage,
+}
+
+/// Serial parity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parity {
+    None,
+    Even,
+    Odd,
+}
+
+/// How to reach a Modbus device.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transport {
+    Tcp {
+        host: String,
+        /// Default 502.
+        port: u16,
+    },
+    Rtu {
+        /// Serial device, e.g. `/dev/ttyUSB0`.
+        path: String,
+        /// Default 9600.
+        baud: u32,
+        /// Default none.
+        parity: Parity,
+        /// 1 or 2. Default 1.
+        stop_bits: u8,
+    },
+}
+
+/// A `config device` section: a SunSpec Modbus device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceConfig {
+    /// The section name or `@device[N]`.
+    pub name: String,
+    pub role: DeviceRole,
+    pub transport: Transport,
+    /// Modbus unit id 1..=247. Default 1.
+    pub unit_id: u8,
+    /// Register of the `SunS` marker; `None` means scan 0, 40000, 50000.
+    pub sunspec_base: Option<u16>,
+    /// Nameplate power; `None` means read it from SunSpec model 120/702.
+    pub rated_w: Option<u32>,
+    /// Per-request timeout. Default 1000 ms; 50..=30000.
+    pub timeout_ms: u32,
+    /// Default true.
+    pub enabled: bool,
+}
+
+/// `config control 'site'`: the control loop.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlConfig {
+    /// Control cycle. Default 1 s; 0.1..=60.
+    pub cycle_s: f64,
+    /// Meter readings older than this put the site in fail-safe. Default 10 s; must be
+    /// more than `cycle_s`.
+    pub meter_stale_s: f64,
+    /// Export limit applied when the meter is stale or no limit is known. Default 0 W.
+    pub failsafe_export_limit_w: u32,
+    /// How fast setpoints may rise, in percent of rated power per second, when the
+    /// utility's control sets no ramp. Reductions are never ramped. Default 10 %/s.
+    pub ramp_up_pct_per_s: f64,
+}
+
+/// The whole of `/etc/config/csipd`, validated. Each part has its documented defaults
+/// filled in. Use [`Config::location`] to point messages at the line an option is on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it came from (as named to [`super::load`]).
+    pub file: String,
+    pub main: MainConfig,
+    pub server: ServerConfig,
+    pub limits: FixedLimits,
+    pub tariffs: Vec<TariffWindow>,
+    pub price: PriceConfig,
+    pub devices: Vec<DeviceConfig>,
+    pub control: ControlConfig,
+    /// (section address, option name) -> position of the option's first value.
+    locations: BTreeMap<(String, String), Pos>,
+    /// section address -> position of its `config` line.
+    section_locations: BTreeMap<String, Pos>,
+}
+
+impl Config {
+    /// Where `option` of section `section` (its name, or `@type[N]`) was set, if it was.
+    /// Example: `config.location("utility", "cert")` -> `/etc/config/csipd:12`.
+    pub fn location(&self, section: &str, option: &str) -> Option<SourceLocation> {
+        let pos = self
+            .locations
+            .get(&(section.to_string(), option.to_string()))?;
+        Some(self.at(*pos))
+    }
+
+    /// Where section `section` (its name, or `@type[N]`) starts, if present.
+    pub fn section_location(&self, section: &str) -> Option<SourceLocation> {
+        let pos = self.section_locations.get(section)?;
+        Some(self.at(*pos))
+    }
+
+    /// Location of `server 'utility'`'s `cert` option (for certificate expiry messages).
+    pub fn cert_location(&self) -> Option<SourceLocation> {
+        self.location(SERVER_SECTION, "cert")
+    }
+
+    fn at(&self, pos: Pos) -> SourceLocation {
+        SourceLocation {
+            file: self.file.clone(),
+            line: pos.line,
+            col: pos.col,
+        }
+    }
+}
+
+/// The address of the server section that [`Config::location`] uses for `server`
+/// options (whatever name the file gave it, locations are recorded under this one).
+pub const SERVER_SECTION: &str = "utility";
+
+/// Per section type: the address [`Config::location`] records it under when it is a
+/// singleton, and its known options.
+const MAIN_OPTIONS: &[&str] = &[
+    "log_level",
+    "data_dir",
+    "telemetry_dir",
+    "status_listen",
+    "status_allow_remote",
+    "timezone",
+];
+const SERVER_OPTIONS: &[&str] = &[
+    "dcap_url",
+    "cert",
+    "key",
+    "ca",
+    "nmi",
+    "pen",
+    "inband_registration",
+    "registration_pin",
+    "profile",
+    "csipaus_namespace",
+    "tls_insecure_lab",
+    "allow_plain_http",
+];
+const LIMITS_OPTIONS: &[&str] = &[
+    "export_limit_w",
+    "import_limit_w",
+    "generation_limit_w",
+    "load_limit_w",
+    "connect",
+];
+const TARIFF_OPTIONS: &[&str] = &["start", "end", "days", "export_limit_w", "enabled"];
+const PRICE_OPTIONS: &[&str] = &[
+    "enabled",
+    "source",
+    "url",
+    "site_id",
+    "token",
+    "poll_interval_s",
+    "max_age_s",
+];
+const DEVICE_OPTIONS: &[&str] = &[
+    "role",
+    "transport",
+    "host",
+    "port",
+    "path",
+    "baud",
+    "parity",
+    "stop_bits",
+    "unit_id",
+    "sunspec_base",
+    "rated_w",
+    "timeout_ms",
+    "enabled",
+];
+const CONTROL_OPTIONS: &[&str] = &[
+    "cycle_s",
+    "meter_stale_s",
+    "failsafe_export_limit_w",
+    "ramp_up_pct_per_s",
+];
+
+/// (section type, singleton address, options)
+const SECTION_TYPES: &[(&str, Option<&str>, &[&str])] = &[
+    ("csipd", Some("main"), MAIN_OPTIONS),
+    ("server", Some(SERVER_SECTION), SERVER_OPTIONS),
+    ("limits", Some("fixed"), LIMITS_OPTIONS),
+    ("tariff", None, TARIFF_OPTIONS),
+    ("price", Some("feed_in"), PRICE_OPTIONS),
+    ("device", None, DEVICE_OPTIONS),
+    ("control", Some("site"), CONTROL_OPTIONS),
+];
+
+/// Levenshtein distance, for "did you mean" hints.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// The candidate closest to `word`.
+fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .min_by_key(|c| (edit_distance(word, c), *c))
+}
+
+/// Collects diagnostics and option locations while the sections are read.
+struct Checker<'a> {
+    file: &'a str,
+    diagnostics: Vec<Diagnostic>,
+    locations: BTreeMap<(String, String), Pos>,
+    section_locations: BTreeMap<String, Pos>,
+}
+
+impl Checker<'_> {
+    fn push(&mut self, severity: Severity, pos: Pos, message: String) {
+        self.diagnostics.push(Diagnostic {
+            severity,
+            file: self.file.to_string(),
+            line: pos.line,
+            col: pos.col,
+            message,
+        });
+    }
+
+    /// Remembers where a section starts, under `address` and under its own address.
+    fn record_section(&mut self, section: &Section, address: &str) {
+        self.section_locations
+            .insert(address.to_string(), section.pos);
+        self.section_locations
+            .insert(section.address(), section.pos);
+    }
+
+    fn error(&mut self, pos: Pos, message: String) {
+        self.push(Severity::Error, pos, message);
+    }
+
+    fn warning(&mut self, pos: Pos, message: String) {
+        self.push(Severity::Warning, pos, message);
+    }
+}
+
+/// Reads the options of one section, recording locations and problems.
+struct SectionReader<'s, 'c, 'f> {
+    section: &'s Section,
+    /// The address locations are recorded under.
+    address: String,
+    checker: &'c mut Checker<'f>,
+}
+
+impl SectionReader<'_, '_, '_> {
+    /// How messages name this section: `option 'x' of server 'utility'`.
+    fn describe(&self) -> String {
+        match &self.section.name {
+            Some(name) => format!("{} '{}'", self.section.section_type, name),
+            None => format!(
+                "{} section {}",
+                self.section.section_type,
+                self.section.address()
+            ),
+        }
+    }
+
+    /// The single value of `name`, with its position; a `list` is an error.
+    fn single(&mut self, name: &str) -> Option<(String, Pos)> {
+        let option: &UciOption = self.section.get(name)?;
+        let first = option.values.first()?;
+        self.checker
+            .locations
+            .insert((self.address.clone(), name.to_string()), first.pos);
+        if option.kind == OptionKind::List {
+            let message = format!(
+                "'{name}' in {} takes one value; write 'option {name} ...', not 'list'",
+                self.describe()
+            );
+            self.checker.error(option.pos, message);
+            return None;
+        }
+        Some((first.text.clone(), first.pos))
+    }
+
+    /// A non-empty string value (an empty one counts as unset).
+    fn string(&mut self, name: &str) -> Option<String> {
+        let (text, _) = self.single(name)?;
+        let text = text.trim();
+        (!text.is_empty()).then(|| text.to_string())
+    }
+
+    fn bool(&mut self, name: &str, default: bool) -> bool {
+        let Some((text, pos)) = self.single(name) else {
+            return default;
+        };
+        // The spellings libuci users write (uci_to_bool in OpenWrt's shell functions).
+        match text.to_ascii_lowercase().as_str() {
+            "1" | "yes" | "on" | "true" | "enabled" => true,
+            "0" | "no" | "off" | "false" | "disabled" => false,
+            _ => {
+                let message = format!(
+                    "option '{name}' must be a boolean (1/0, yes/no, on/off, true/false), got \
+                     \"{text}\""
+                );
+                self.checker.error(pos, message);
+                default
+            }
+        }
+    }
+
+    /// A whole number in `min..=max`; `what` says what the unit is (e.g. "watts").
+    fn uint(&mut self, name: &str, what: &str, min: u64, max: u64) -> Option<u64> {
+        let (text, pos) = self.single(name)?;
+        let trimmed = text.trim();
+        let parsed = if !trimmed.is_empty() && trimmed.chars().all(|c| c.is_ascii_digit()) {
+            trimmed.parse::<u64>().ok()
+        } else {
+            None
+        };
+        match parsed {
+            Some(n) if (min..=max).contains(&n) => Some(n),
+            Some(_) => {
+                let message = format!(
+                    "option '{name}' must be between {min} and {max} {what}, got \"{text}\""
+                );
+                self.checker.error(pos, message);
+                None
+            }
+            None => {
+                let message = {
+                    // `what` is a unit ("watts") or, in parentheses, what the number is.
+                    let of = if what.starts_with('(') { "" } else { "of " };
+                    format!("option '{name}' must be a whole number {of}{what}, got \"{text}\"")
+                };
+                self.checker.error(pos, message);
+                None
+            }
+        }
+    }
+
+    fn watts(&mut self, name: &str) -> Option<u32> {
+        // Up to 100 MW: far above any site csipd runs on, so anything larger is a typo.
+        self.uint(name, "watts", 0, 100_000_000)
+            .and_then(|n| u32::try_from(n).ok())
+    }
+
+    /// A decimal number in `min..=max`.
+    fn decimal(&mut self, name: &str, what: &str, min: f64, max: f64) -> Option<f64> {
+        let (text, pos) = self.single(name)?;
+        let trimmed = text.trim();
+        let looks_decimal = !trimmed.is_empty()
+            && trimmed.chars().all(|c| c.is_ascii_digit() || c == '.')
+            && trimmed.chars().filter(|c| *c == '.').count() <= 1
+            && trimmed.chars().any(|c| c.is_ascii_digit());
+        match trimmed.parse::<f64>().ok().filter(|_| looks_decimal) {
+            Some(n) if n >= min && n <= max => Some(n),
+            Some(_) => {
+                let message = format!(
+                    "option '{name}' must be between {min} and {max} {what}, got \"{text}\""
+                );
+                self.checker.error(pos, message);
+                None
+            }
+            None => {
+                let message = format!("option '{name}' must be a number of {what}, got \"{text}\"");
+                self.checker.error(pos, message);
+                None
+            }
+        }
+    }
+
+    /// One of `choices` (matched exactly, case-insensitively).
+    fn choice<T: Copy>(&mut self, name: &str, choices: &[(&str, T)]) -> Option<T> {
+        let (text, pos) = self.single(name)?;
+        let lower = text.trim().to_ascii_lowercase();
+        if let Some((_, value)) = choices.iter().find(|(c, _)| *c == lower) {
+            return Some(*value);
+        }
+        let names: Vec<String> = choices.iter().map(|(c, _)| format!("'{c}'")).collect();
+        let message = format!(
+            "option '{name}' must be one of {}, got \"{text}\"",
+            names.join(", ")
+        );
+        self.checker.error(pos, message);
+        None
+    }
+
+    /// The position of `name`, or of the section line if it is not set.
+    fn pos_of(&self, name: &str) -> Pos {
+        self.section
+            .get(name)
+            .and_then(|o| o.values.first())
+            .map_or(self.section.pos, |v| v.pos)
+    }
+
+    fn is_set(&self, name: &str) -> bool {
+        self.section.get(name).is_some()
+    }
+
+    fn absolute_path(&mut self, name: &str, default: &str) -> String {
+        match self.string(name) {
+            Some(path) if path.starts_with('/') => path,
+            Some(path) => {
+                let pos = self.pos_of(name);
+                let message = format!("option '{name}' must be an absolute path, got \"{path}\"");
+                self.checker.error(pos, message);
+                default.to_string()
+            }
+            None => default.to_string(),
+        }
+    }
+}
+
+/// Checks a POSIX TZ string (`std offset [dst [offset] [,rule,rule]]`, as in `/etc/TZ`),
+/// returning what is wrong.
+pub fn check_posix_tz(tz: &str) -> Result<(), String> {
+    let chars: Vec<char> = tz.chars().collect();
+    let mut i = 0;
+    let name = |i: &mut usize| -> Result<(), String> {
+        if chars.get(*i) == Some(&'<') {
+            let start = *i;
+            while *i < chars.len() && chars[*i] != '>' {
+                *i += 1;
+            }
+            if *i >= chars.len() {
+                return Err("a '<' zone name has no closing '>'".to_string());
+            }
+            *i += 1;
+            if *i - start < 5 {
+                return Err("a zone name needs at least 3 characters".to_string());
+            }
+        } else {
+            let start = *i;
+            while *i < chars.len() && chars[*i].is_ascii_alphabetic() {
+                *i += 1;
+            }
+            if *i - start < 3 {
+                return Err("a zone name needs at least 3 letters".to_string());
+            }
+        }
+        Ok(())
+    };
+    let offset = |i: &mut usize, required: bool| -> Result<bool, String> {
+        if matches!(chars.get(*i), Some('+') | Some('-')) {
+            *i += 1;
+        }
+        let start = *i;
+        while *i < chars.len() && (chars[*i].is_ascii_digit() || chars[*i] == ':') {
+            *i += 1;
+        }
+        if *i == start {
+            return if required {
+                Err("expected a UTC offset such as -10 or -9:30 after the zone name".to_string())
+            } else {
+                Ok(false)
+            };
+        }
+        let text: String = chars[start..*i].iter().collect();
+        let parts: Vec<&str> = text.split(':').collect();
+        let valid = parts.len() <= 3
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.len() <= 2 && p.chars().all(|c| c.is_ascii_digit()));
+        if !valid {
+            return Err(format!(
+                "'{text}' is not an offset of the form hh[:mm[:ss]]"
+            ));
+        }
+        Ok(true)
+    };
+    name(&mut i)?;
+    offset(&mut i, true)?;
+    if i == chars.len() {
+        return Ok(());
+    }
+    name(&mut i)?;
+    offset(&mut i, false)?;
+    if i == chars.len() {
+        return Ok(());
+    }
+    let rules: String = chars[i..].iter().collect();
+    let Some(rules) = rules.strip_prefix(',') else {
+        return Err(format!(
+            "unexpected '{rules}' after the daylight-saving zone"
+        ));
+    };
+    let parts: Vec<&str> = rules.split(',').collect();
+    if parts.len() != 2 {
+        return Err("expected two transition rules after the daylight-saving zone".to_string());
+    }
+    for rule in parts {
+        let date = rule.split('/').next().unwrap_or_default();
+        let ok = if let Some(m) = date.strip_prefix('M') {
+            let fields: Vec<&str> = m.split('.').collect();
+            fields.len() == 3 && fields.iter().all(|f| f.parse::<u32>().is_ok())
+        } else {
+            let digits = date.strip_prefix('J').unwrap_or(date);
+            digits.parse::<u32>().is_ok()
+        };
+        if !ok {
+            return Err(format!(
+                "transition rule '{rule}' is not of the form Mm.w.d[/time], Jn or n"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Parses `HH:MM` (00:00..=24:00) into minutes after midnight.
+fn parse_hhmm(text: &str) -> Option<u32> {
+    let (h, m) = text.trim().split_once(':')?;
+    if h.is_empty() || h.len() > 2 || m.len() != 2 {
+        return None;
+    }
+    if !h.chars().chain(m.chars()).all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    let minutes = h * 60 + m;
+    (m < 60 && minutes <= 24 * 60).then_some(minutes)
+}
+
+/// Checks a `dcap_url`/`url`: scheme, a host, and nothing odd.
+fn check_url(url: &str) -> Result<&'static str, String> {
+    let (scheme, rest) = if let Some(rest) = url.strip_prefix("https://") {
+        ("https", rest)
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        ("http", rest)
+    } else {
+        return Err(format!(
+            "\"{url}\" is not a URL; expected https://host[:port]/path"
+        ));
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty() {
+        return Err(format!(
+            "\"{url}\" has no host; expected https://host[:port]/path"
+        ));
+    }
+    if url.chars().any(|c| c.is_whitespace()) {
+        return Err(format!("\"{url}\" contains a space"));
+    }
+    if let Some((_, port)) = authority.rsplit_once(':') {
+        // An IPv6 literal without a port ends in ']'.
+        if !port.ends_with(']') && port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(format!("\"{url}\" has an invalid port '{port}'"));
+        }
+    }
+    Ok(scheme)
+}
+
+/// Builds the typed configuration from a parsed file. Never fails: problems are
+/// returned as diagnostics, and the `Config` holds defaults wherever a value was bad.
+/// Callers must not use the `Config` if any diagnostic is an error.
+pub fn build(file: &UciFile, file_name: &str) -> (Config, Vec<Diagnostic>) {
+    let mut checker = Checker {
+        file: file_name,
+        diagnostics: Vec::new(),
+        locations: BTreeMap::new(),
+        section_locations: BTreeMap::new(),
+    };
+    if let Some(package) = &file.package {
+        if package.text != "csipd" {
+            checker.warning(
+                package.pos,
+                format!(
+                    "package '{}' is not 'csipd'; this file is read as csipd's configuration",
+                    package.text
+                ),
+            );
+        }
+    }
+
+    // Which section of each singleton type is the one used; unknown types; unknown options.
+    let mut singletons: BTreeMap<&str, &Section> = BTreeMap::new();
+    for section in &file.sections {
+        let Some((section_type, singleton, options)) = SECTION_TYPES
+            .iter()
+            .find(|(t, _, _)| *t == section.section_type)
+        else {
+            let hint = closest(
+                &section.section_type,
+                SECTION_TYPES.iter().map(|(t, _, _)| *t),
+            )
+            .unwrap_or("csipd");
+            checker.warning(
+                section.pos,
+                format!(
+                    "unknown section type '{}' (ignored); did you mean '{hint}'?",
+                    section.section_type
+                ),
+            );
+            continue;
+        };
+        for option in &section.options {
+            if !options.contains(&option.name.as_str()) {
+                let hint = closest(&option.name, options.iter().copied()).unwrap_or_default();
+                checker.warning(
+                    option.pos,
+                    format!(
+                        "unknown option '{}' in {} section (ignored); did you mean '{hint}'?",
+                        option.name, section_type
+                    ),
+                );
+            }
+        }
+        if let Some(expected_name) = singleton {
+            if let Some(first) = singletons.get(section_type) {
+                checker.error(
+                    section.pos,
+                    format!(
+                        "a second '{section_type}' section; only one is allowed (the first is \
+                         on line {})",
+                        first.pos.line
+                    ),
+                );
+                continue;
+            }
+            if let Some(name) = &section.name {
+                if name != expected_name {
+                    checker.warning(
+                        section.pos,
+                        format!(
+                            "the {section_type} section is normally named '{expected_name}', \
+                             not '{name}' (read anyway)"
+                        ),
+                    );
+                }
+            }
+            singletons.insert(section_type, section);
+        }
+    }
+
+    for (section_type, address, _) in SECTION_TYPES {
+        if let (Some(section), Some(address)) = (singletons.get(section_type), address) {
+            checker.record_section(section, address);
+        }
+    }
+    let main = read_main(&mut checker, singletons.get("csipd").copied());
+    let server = read_server(&mut checker, singletons.get("server").copied());
+    let limits = read_limits(&mut checker, singletons.get("limits").copied());
+    let price = read_price(&mut checker, singletons.get("price").copied());
+    let control = read_control(&mut checker, singletons.get("control").copied());
+
+    let mut tariffs = Vec::new();
+    for section in file.sections_of("tariff") {
+        checker.record_section(section, &section.address());
+        if let Some(t) = read_tariff(&mut checker, section) {
+            tariffs.push(t);
+        }
+    }
+    let mut devices = Vec::new();
+    for section in file.sections_of("device") {
+        checker.record_section(section, &section.address());
+        if let Some(d) = read_device(&mut checker, section) {
+            devices.push(d);
+        }
+    }
+    check_devices(&mut checker, file, &devices);
+
+    // Keep file order so the CLI prints problems top to bottom.
+    checker
+        .diagnostics
+        .sort_by_key(|d| (d.line, d.col, d.severity));
+    let config = Config {
+        file: file_name.to_string(),
+        main,
+        server,
+        limits,
+        tariffs,
+        price,
+        devices,
+        control,
+        locations: checker.locations,
+        section_locations: checker.section_locations,
+    };
+    (config, checker.diagnostics)
+}
+
+/// A reader for a singleton section (`address` is its canonical name).
+fn singleton_reader<'s, 'c, 'f>(
+    checker: &'c mut Checker<'f>,
+    section: &'s Section,
+    address: &str,
+) -> SectionReader<'s, 'c, 'f> {
+    SectionReader {
+        section,
+        address: address.to_string(),
+        checker,
+    }
+}
+
+/// Stands in for an absent singleton section: no options, messages point at line 1.
+fn empty_section(section_type: &str, name: &str) -> Section {
+    Section {
+        section_type: section_type.to_string(),
+        name: Some(name.to_string()),
+        pos: Pos { line: 1, col: 1 },
+        type_index: 0,
+        options: Vec::new(),
+    }
+}
+
+fn read_main(checker: &mut Checker<'_>, section: Option<&Section>) -> MainConfig {
+    let empty = empty_section("csipd", "main");
+    let section = section.unwrap_or(&empty);
+    let mut r = singleton_reader(checker, section, "main");
+    let log_level = r
+        .choice(
+            "log_level",
+            &[
+                ("off", LogLevel::Off),
+                ("error", LogLevel::Error),
+                ("warn", LogLevel::Warn),
+                ("warning", LogLevel::Warn),
+                ("info", LogLevel::Info),
+                ("debug", LogLevel::Debug),
+                ("trace", LogLevel::Trace),
+            ],
+        )
+        .unwrap_or(LogLevel::Info);
+    let data_dir = r.absolute_path("data_dir", "/etc/csipd");
+    let telemetry_dir = r.absolute_path("telemetry_dir", "/tmp/csipd");
+    let default_listen = SocketAddr::from(([127, 0, 0, 1], 8080));
+    let status_listen = match r.string("status_listen") {
+        None => default_listen,
+        Some(text) => match text.parse::<SocketAddr>() {
+            Ok(addr) => addr,
+            Err(_) => {
+                let pos = r.pos_of("status_listen");
+                r.checker.error(
+                    pos,
+                    format!(
+                        "option 'status_listen' must be an address and port such as \
+                         127.0.0.1:8080 or [::1]:8080, got \"{text}\""
+                    ),
+                );
+                default_listen
+            }
+        },
+    };
+    let status_allow_remote = r.bool("status_allow_remote", false);
+    if !status_listen.ip().is_loopback() && !status_allow_remote {
+        let pos = r.pos_of("status_listen");
+        r.checker.error(
+            pos,
+            format!(
+                "status_listen {status_listen} is reachable from the network; set option \
+                 status_allow_remote '1' to allow that, or use 127.0.0.1"
+            ),
+        );
+    }
+    let timezone = match r.string("timezone") {
+        None => None,
+        Some(tz) => {
+            if let Err(why) = check_posix_tz(&tz) {
+                let pos = r.pos_of("timezone");
+                let hint = if tz.contains('/') {
+                    " (that looks like a zone name; use the POSIX form from /etc/TZ, e.g. \
+                     ACST-9:30ACDT,M10.1.0,M4.1.0/3 for Australia/Adelaide)"
+                } else {
+                    ""
+                };
+                r.checker.error(
+                    pos,
+                    format!("option 'timezone' \"{tz}\" is not a POSIX TZ string: {why}{hint}"),
+                );
+                None
+            } else {
+                Some(tz)
+            }
+        }
+    };
+    MainConfig {
+        log_level,
+        data_dir,
+        telemetry_dir,
+        status_listen,
+        status_allow_remote,
+        timezone,
+    }
+}
+
+fn read_server(checker: &mut Checker<'_>, section: Option<&Section>) -> ServerConfig {
+    let empty = empty_section("server", SERVER_SECTION);
+    let present = section.is_some();
+    let section = section.unwrap_or(&empty);
+    let mut r = singleton_reader(checker, section, SERVER_SECTION);
+    let allow_plain_http = r.bool("allow_plain_http", false);
+    let tls_insecure_lab = r.bool("tls_insecure_lab", false);
+    let mut dcap_url = r.string("dcap_url");
+    let mut scheme = None;
+    if let Some(url) = &dcap_url {
+        let pos = r.pos_of("dcap_url");
+        match check_url(url) {
+            Ok("http") if !allow_plain_http => {
+                r.checker.error(
+                    pos,
+                    "dcap_url uses plain http; utilities require https with a client \
+                     certificate (set option allow_plain_http '1' only for a lab server)"
+                        .to_string(),
+                );
+            }
+            Ok("http") => {
+                r.checker.warning(
+                    pos,
+                    "dcap_url uses plain http (allow_plain_http is set): no encryption and no \
+                     server authentication; lab use only"
+                        .to_string(),
+                );
+                scheme = Some("http");
+            }
+            Ok(s) => scheme = Some(s),
+            Err(why) => r.checker.error(pos, format!("option 'dcap_url': {why}")),
+        }
+        if scheme.is_none() {
+            dcap_url = None;
+        }
+    } else {
+        let pos = r.pos_of("dcap_url");
+        let where_ = if present {
+            "server section"
+        } else {
+            "file (no server section)"
+        };
+        r.checker.warning(
+            pos,
+            format!(
+                "no dcap_url in the {where_}: csipd will not contact a utility server and \
+                 applies only the local limits"
+            ),
+        );
+    }
+    let cert = r.string("cert");
+    let key = r.string("key");
+    let ca = r.string("ca");
+    for (name, value) in [("cert", &cert), ("key", &key), ("ca", &ca)] {
+        if let Some(path) = value {
+            if !path.starts_with('/') {
+                let pos = r.pos_of(name);
+                r.checker.error(
+                    pos,
+                    format!("option '{name}' must be an absolute path, got \"{path}\""),
+                );
+            }
+        }
+    }
+    if scheme == Some("https") {
+        for (name, value) in [("cert", &cert), ("key", &key)] {
+            if value.is_none() {
+                let pos = r.pos_of("dcap_url");
+                r.checker.error(
+                    pos,
+                    format!(
+                        "dcap_url is https but option '{name}' is not set; the utility \
+                         server requires a client certificate and its key"
+                    ),
+                );
+            }
+        }
+    }
+    if tls_insecure_lab {
+        let pos = r.pos_of("tls_insecure_lab");
+        r.checker.warning(
+            pos,
+            "tls_insecure_lab is on: the server certificate is not verified; never use this \
+             with a real utility"
+                .to_string(),
+        );
+    }
+    let nmi = r.string("nmi").map(|n| n.to_ascii_uppercase());
+    if let Some(n) = &nmi {
+        if !(n.len() == 10 || n.len() == 11) || !n.chars().all(|c| c.is_ascii_alphanumeric()) {
+            let pos = r.pos_of("nmi");
+            r.checker.error(
+                pos,
+                format!(
+                    "option 'nmi' must be a National Metering Identifier of 10 letters and \
+                     digits (11 with the checksum digit), got \"{n}\""
+                ),
+            );
+        }
+    }
+    let pen = r
+        .uint(
+            "pen",
+            "(an IANA Private Enterprise Number)",
+            1,
+            u64::from(u32::MAX),
+        )
+        .and_then(|n| u32::try_from(n).ok());
+    let inband_registration = r.bool("inband_registration", false);
+    let registration_pin = match r.single("registration_pin") {
+        None => None,
+        Some((text, pos)) => {
+            let text = text.trim();
+            if text.is_empty() {
+                None
+            } else if text.len() <= 6 && text.chars().all(|c| c.is_ascii_digit()) {
+                text.parse::<u32>().ok()
+            } else {
+                r.checker.error(
+                    pos,
+                    format!(
+                        "option 'registration_pin' must be the utility's PIN of up to 6 \
+                         digits, got \"{text}\""
+                    ),
+                );
+                None
+            }
+        }
+    };
+    if inband_registration && registration_pin.is_none() && !r.is_set("registration_pin") {
+        let pos = r.pos_of("inband_registration");
+        r.checker.error(
+            pos,
+            "inband_registration is on but registration_pin is not set; csipd checks the \
+             server's Registration PIN against it"
+                .to_string(),
+        );
+    }
+    let profile = r
+        .choice(
+            "profile",
+            &[("csip-aus", Profile::CsipAus), ("csip", Profile::Csip)],
+        )
+        .unwrap_or(Profile::CsipAus);
+    let csipaus_namespace = r
+        .choice(
+            "csipaus_namespace",
+            &[
+                ("default", CsipAusNamespace::Default),
+                ("v1.3", CsipAusNamespace::V1_3),
+            ],
+        )
+        .unwrap_or(CsipAusNamespace::Default);
+    if profile == Profile::CsipAus && dcap_url.is_some() && nmi.is_none() {
+        let pos = r.pos_of("dcap_url");
+        r.checker.warning(
+            pos,
+            "profile csip-aus without an nmi: the connection point id is not reported, and \
+             utilities that match on it will not find this site"
+                .to_string(),
+        );
+    }
+    ServerConfig {
+        dcap_url,
+        cert,
+        key,
+        ca,
+        nmi,
+        pen,
+        inband_registration,
+        registration_pin,
+        profile,
+        csipaus_namespace,
+        tls_insecure_lab,
+        allow_plain_http,
+    }
+}
+
+fn read_limits(checker: &mut Checker<'_>, section: Option<&Section>) -> FixedLimits {
+    let empty = empty_section("limits", "fixed");
+    let section = section.unwrap_or(&empty);
+    let mut r = singleton_reader(checker, section, "fixed");
+    FixedLimits {
+        export_limit_w: r.watts("export_limit_w"),
+        import_limit_w: r.watts("import_limit_w"),
+        generation_limit_w: r.watts("generation_limit_w"),
+        load_limit_w: r.watts("load_limit_w"),
+        connect: r.bool("connect", true),
+    }
+}
+
+fn read_price(checker: &mut Checker<'_>, section: Option<&Section>) -> PriceConfig {
+    let empty = empty_section("price", "feed_in");
+    let section = section.unwrap_or(&empty);
+    let mut r = singleton_reader(checker, section, "feed_in");
+    let enabled = r.bool("enabled", false);
+    let source = r
+        .choice("source", &[("amber", PriceSource::Amber)])
+        .unwrap_or(PriceSource::Amber);
+    let default_url = "https://api.amber.com.au/v1";
+    let url = match r.string("url") {
+        None => default_url.to_string(),
+        Some(url) => match check_url(&url) {
+            Ok("https") => url,
+            Ok(_) => {
+                let pos = r.pos_of("url");
+                r.checker.error(
+                    pos,
+                    "option 'url' must use https: the request carries the API token".to_string(),
+                );
+                default_url.to_string()
+            }
+            Err(why) => {
+                let pos = r.pos_of("url");
+                r.checker.error(pos, format!("option 'url': {why}"));
+                default_url.to_string()
+            }
+        },
+    };
+    let site_id = r.string("site_id");
+    let token = r.string("token");
+    // Amber allows 50 requests a minute per token; prices change every 5 (or 30) minutes.
+    let poll_interval_s = r
+        .uint("poll_interval_s", "seconds", 30, 3600)
+        .map_or(300, |n| n as u32);
+    let max_age_s = r
+        .uint("max_age_s", "seconds", 60, 86_400)
+        .map_or(900, |n| n as u32);
+    if max_age_s < poll_interval_s {
+        let pos = r.pos_of("max_age_s");
+        r.checker.error(
+            pos,
+            format!(
+                "max_age_s ({max_age_s} s) is shorter than poll_interval_s ({poll_interval_s} \
+                 s): every price would be too old before the next poll"
+            ),
+        );
+    }
+    if enabled {
+        for (name, value) in [("site_id", &site_id), ("token", &token)] {
+            if value.is_none() {
+                let pos = r.pos_of("enabled");
+                r.checker.error(
+                    pos,
+                    format!("price 'feed_in' is enabled but option '{name}' is not set"),
+                );
+            }
+        }
+    }
+    PriceConfig {
+        enabled,
+        source,
+        url,
+        site_id,
+        token,
+        poll_interval_s,
+        max_age_s,
+    }
+}
+
+fn read_control(checker: &mut Checker<'_>, section: Option<&Section>) -> ControlConfig {
+    let empty = empty_section("control", "site");
+    let section = section.unwrap_or(&empty);
+    let mut r = singleton_reader(checker, section, "site");
+    let cycle_s = r.decimal("cycle_s", "seconds", 0.1, 60.0).unwrap_or(1.0);
+    let meter_stale_s = r
+        .decimal("meter_stale_s", "seconds", 0.2, 3600.0)
+        .unwrap_or(10.0);
+    if meter_stale_s <= cycle_s {
+        let pos = r.pos_of("meter_stale_s");
+        r.checker.error(
+            pos,
+            format!(
+                "meter_stale_s ({meter_stale_s} s) must be longer than cycle_s ({cycle_s} s), \
+                 or every reading would count as stale"
+            ),
+        );
+    }
+    let failsafe_export_limit_w = r.watts("failsafe_export_limit_w").unwrap_or(0);
+    let ramp_up_pct_per_s = r
+        .decimal("ramp_up_pct_per_s", "percent per second", 0.01, 100.0)
+        .unwrap_or(10.0);
+    ControlConfig {
+        cycle_s,
+        meter_stale_s,
+        failsafe_export_limit_w,
+        ramp_up_pct_per_s,
+    }
+}
+
+fn read_tariff(checker: &mut Checker<'_>, section: &Section) -> Option<TariffWindow> {
+    let address = section.address();
+    let mut r = SectionReader {
+        section,
+        address: address.clone(),
+        checker,
+    };
+    let describe = r.describe();
+    let mut ok = true;
+    let time = |r: &mut SectionReader<'_, '_, '_>, name: &str| -> Option<u32> {
+        match r.single(name) {
+            None => {
+                let pos = r.section.pos;
+                r.checker.error(
+                    pos,
+                    format!("{describe} needs option '{name}' (local time HH:MM)"),
+                );
+                None
+            }
+            Some((text, pos)) => match parse_hhmm(&text) {
+                Some(m) => Some(m),
+                None => {
+                    let message = format!(
+                        "option '{name}' must be a local time HH:MM between 00:00 and 24:00, \
+                         got \"{text}\""
+                    );
+                    r.checker.error(pos, message);
+                    None
+                }
+            },
+        }
+    };
+    let mut start_min = time(&mut r, "start");
+    let end_min = time(&mut r, "end");
+    if start_min == Some(24 * 60) {
+        let pos = r.pos_of("start");
+        r.checker
+            .error(pos, "option 'start' cannot be 24:00; use 00:00".to_string());
+        start_min = None;
+    }
+    if let (Some(s), Some(e)) = (start_min, end_min) {
+        if s == e {
+            let pos = r.pos_of("end");
+            r.checker.error(
+                pos,
+                "option 'end' equals 'start': the window would be empty (for all day use \
+                 00:00 to 24:00)"
+                    .to_string(),
+            );
+            ok = false;
+        }
+    }
+    let mut days = Vec::new();
+    if let Some(option) = section.get("days") {
+        r.checker
+            .locations
+            .insert((address.clone(), "days".to_string()), option.values[0].pos);
+        for value in &option.values {
+            // `option days 'mon tue'` is accepted as well as `list days`.
+            for word in value.text.split_whitespace() {
+                let lower = word.to_ascii_lowercase();
+                match Weekday::NAMES.iter().position(|n| *n == lower) {
+                    Some(i) => {
+                        if !days.contains(&Weekday::ALL[i]) {
+                            days.push(Weekday::ALL[i]);
+                        }
+                    }
+                    None => {
+                        r.checker.error(
+                            value.pos,
+                            format!(
+                                "option 'days' has \"{word}\"; expected mon, tue, wed, thu, \
+                                 fri, sat or sun"
+                            ),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+        }
+        days.sort();
+        if days.is_empty() && ok {
+            r.checker.error(
+                option.values[0].pos,
+                "option 'days' is empty; leave it out for every day".to_string(),
+            );
+            ok = false;
+        }
+    } else {
+        days = Weekday::ALL.to_vec();
+    }
+    let export_limit_w = r.watts("export_limit_w");
+    if !r.is_set("export_limit_w") {
+        let pos = section.pos;
+        r.checker
+            .error(pos, format!("{describe} needs option 'export_limit_w'"));
+    }
+    let enabled = r.bool("enabled", true);
+    Some(TariffWindow {
+        name: address,
+        start_min: start_min?,
+        end_min: end_min?,
+        days,
+        export_limit_w: export_limit_w?,
+        enabled,
+    })
+    .filter(|_| ok)
+}
+
+fn read_device(checker: &mut Checker<'_>, section: &Section) -> Option<DeviceConfig> {
+    let address = section.address();
+    let mut r = SectionReader {
+        section,
+        address: address.clone(),
+        checker,
+    };
+    let describe = r.describe();
+    let role = r.choice(
+        "role",
+        &[
+            ("inverter", DeviceRole::Inverter),
+            ("meter", DeviceRole::Meter),
+            ("storage", DeviceRole::Storage),
+        ],
+    );
+    if !r.is_set("role") {
+        r.checker.error(
+            section.pos,
+            format!("{describe} needs option 'role' (inverter, meter or storage)"),
+        );
+    }
+    let transport_kind = r.choice("transport", &[("tcp", "tcp"), ("rtu", "rtu")]);
+    if !r.is_set("transport") {
+        r.checker.error(
+            section.pos,
+            format!("{describe} needs option 'transport' (tcp or rtu)"),
+        );
+    }
+    let tcp_only: &[&str] = &["host", "port"];
+    let rtu_only: &[&str] = &["path", "baud", "parity", "stop_bits"];
+    let transport = match transport_kind {
+        Some("tcp") => {
+            for name in rtu_only {
+                if r.is_set(name) {
+                    let pos = r.pos_of(name);
+                    r.checker.warning(
+                        pos,
+                        format!("option '{name}' is for transport rtu; ignored for tcp"),
+                    );
+                }
+            }
+            let host = r.string("host");
+            if host.is_none() {
+                r.checker.error(
+                    r.pos_of("transport"),
+                    format!("{describe} uses transport tcp but has no option 'host'"),
+                );
+            }
+            let port = r
+                .uint("port", "(TCP port)", 1, 65535)
+                .map_or(502, |p| p as u16);
+            host.map(|host| Transport::Tcp { host, port })
+        }
+        Some(_) => {
+            for name in tcp_only {
+                if r.is_set(name) {
+                    let pos = r.pos_of(name);
+                    r.checker.warning(
+                        pos,
+                        format!("option '{name}' is for transport tcp; ignored for rtu"),
+                    );
+                }
+            }
+            let path = r.string("path");
+            match &path {
+                None => r.checker.error(
+                    r.pos_of("transport"),
+                    format!(
+                        "{describe} uses transport rtu but has no option 'path' (the serial \
+                         port, e.g. /dev/ttyUSB0)"
+                    ),
+                ),
+                Some(p) if !p.starts_with("/dev/") => {
+                    let pos = r.pos_of("path");
+                    r.checker.warning(
+                        pos,
+                        format!("option 'path' \"{p}\" is not under /dev; is it a serial port?"),
+                    );
+                }
+                Some(_) => {}
+            }
+            const BAUDS: [u64; 8] = [1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200];
+            let baud = match r.uint("baud", "bits per second", 300, 921_600) {
+                Some(b) if BAUDS.contains(&b) => b as u32,
+                Some(b) => {
+                    let pos = r.pos_of("baud");
+                    r.checker.warning(
+                        pos,
+                        format!(
+                            "baud {b} is not a usual Modbus rate (1200 ... 115200); check the \
+                             device's setting"
+                        ),
+                    );
+                    b as u32
+                }
+                None => 9600,
+            };
+            let parity = r
+                .choice(
+                    "parity",
+                    &[
+                        ("none", Parity::None),
+                        ("even", Parity::Even),
+                        ("odd", Parity::Odd),
+                    ],
+                )
+                .unwrap_or(Parity::None);
+            let stop_bits = r
+                .uint("stop_bits", "stop bits", 1, 2)
+                .map_or(1, |n| n as u8);
+            path.map(|path| Transport::Rtu {
+                path,
+                baud,
+                parity,
+                stop_bits,
+            })
+        }
+        None => None,
+    };
+    let unit_id = r
+        .uint("unit_id", "(Modbus unit id)", 1, 247)
+        .map_or(1, |n| n as u8);
+    let sunspec_base = r
+        .uint("sunspec_base", "(register address)", 0, 65535)
+        .map(|n| n as u16);
+    let rated_w = r.watts("rated_w");
+    if rated_w == Some(0) {
+        let pos = r.pos_of("rated_w");
+        r.checker.error(
+            pos,
+            "option 'rated_w' must be more than 0 (leave it out to read it from the device)"
+                .to_string(),
+        );
+    }
+    let timeout_ms = r
+        .uint("timeout_ms", "milliseconds", 50, 30_000)
+        .map_or(1000, |n| n as u32);
+    let enabled = r.bool("enabled", true);
+    Some(DeviceConfig {
+        name: address,
+        role: role?,
+        transport: transport?,
+        unit_id,
+        sunspec_base,
+        rated_w: rated_w.filter(|w| *w > 0),
+        timeout_ms,
+        enabled,
+    })
+}
+
+/// Checks across devices: two on the same address, and what is missing for control.
+fn check_devices(checker: &mut Checker<'_>, file: &UciFile, devices: &[DeviceConfig]) {
+    let enabled: Vec<&DeviceConfig> = devices.iter().filter(|d| d.enabled).collect();
+    for (i, a) in enabled.iter().enumerate() {
+        for b in &enabled[..i] {
+            let same_bus = match (&a.transport, &b.transport) {
+                (Transport::Tcp { host: h1, port: p1 }, Transport::Tcp { host: h2, port: p2 }) => {
+                    h1 == h2 && p1 == p2
+                }
+                (Transport::Rtu { path: p1, .. }, Transport::Rtu { path: p2, .. }) => p1 == p2,
+                _ => false,
+            };
+            if same_bus && a.unit_id == b.unit_id {
+                let pos = file.section(&a.name).map_or(Pos::default(), |s| s.pos);
+                let other_line = file.section(&b.name).map_or(0, |s| s.pos.line);
+                checker.error(
+                    pos,
+                    format!(
+                        "device {} has the same bus and unit_id {} as device {} (line \
+                         {other_line})",
+                        a.name, a.unit_id, b.name
+                    ),
+                );
+            }
+        }
+    }
+    let meters = enabled
+        .iter()
+        .filter(|d| d.role == DeviceRole::Meter)
+        .count();
+    if meters > 1 {
+        let second = enabled
+            .iter()
+            .filter(|d| d.role == DeviceRole::Meter)
+            .nth(1)
+            .and_then(|d| file.section(&d.name))
+            .map_or(Pos::default(), |s| s.pos);
+        checker.error(
+            second,
+            "more than one enabled meter; csipd reads one site meter at the connection point"
+                .to_string(),
+        );
+    }
+    let has_device_sections = file.sections_of("device").next().is_some();
+    if devices.len() == file.sections_of("device").count() {
+        // Point at the first device section, or the top of the file if there is none.
+        let pos = file
+            .sections_of("device")
+            .next()
+            .map_or(Pos { line: 1, col: 1 }, |s| s.pos);
+        if enabled.is_empty() {
+            let why = if has_device_sections {
+                "no enabled device"
+            } else {
+                "no device sections"
+            };
+            checker.warning(
+                pos,
+                format!("{why}: csipd can neither measure nor control the site"),
+            );
+        } else if meters == 0 {
+            checker.warning(
+                pos,
+                "no enabled meter: csipd cannot measure the site's export or import at the \
+                 connection point"
+                    .to_string(),
+            );
+        }
+    }
+}

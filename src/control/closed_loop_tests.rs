@@ -1,0 +1,423 @@
+//! Closed-loop tests: the real controller against the simulated site physics
+//! (`sim::site`). The site is stepped every 100 ms; the controller every cycle (1 s),
+//! reading the meter and inverters at that instant and writing setpoints at once.
+
+use super::law::*;
+use super::limits::{Limit, MergedLimits, Source};
+use crate::sim::site::{PvProfile, SimInverter, Site};
+
+const DT_MS: i64 = 100;
+
+#[derive(Debug, Clone)]
+struct Sample {
+    t_ms: i64,
+    export_w: f64,
+    outputs_w: Vec<f64>,
+}
+
+struct Harness {
+    site: Site,
+    ctl: Controller,
+    t_ms: i64,
+    meter_alive: bool,
+    inverter_alive: Vec<bool>,
+    last_meter: Option<MeterReading>,
+    last_inverters: Vec<Option<InverterReading>>,
+    trace: Vec<Sample>,
+    /// (time, setpoints) of every control cycle.
+    cycles: Vec<(i64, Setpoints)>,
+}
+
+impl Harness {
+    fn new(site: Site, params: ControllerParams) -> Self {
+        let n = site.inverters.len();
+        assert_eq!(n, params.inverters.len());
+        Harness {
+            site,
+            ctl: Controller::new(params),
+            t_ms: 0,
+            meter_alive: true,
+            inverter_alive: vec![true; n],
+            last_meter: None,
+            last_inverters: vec![None; n],
+            trace: Vec::new(),
+            cycles: Vec::new(),
+        }
+    }
+
+    fn run_until(&mut self, end_s: f64, limits: &MergedLimits) {
+        let end_ms = (end_s * 1000.0).round() as i64;
+        let cycle_ms = self.ctl.params().cycle_ms;
+        while self.t_ms < end_ms {
+            if self.t_ms % cycle_ms == 0 {
+                if self.meter_alive {
+                    self.last_meter = Some(MeterReading {
+                        site_w: self.site.meter_site_w(),
+                        at_ms: self.t_ms,
+                    });
+                }
+                for (i, inv) in self.site.inverters.iter().enumerate() {
+                    if self.inverter_alive[i] {
+                        self.last_inverters[i] = Some(InverterReading {
+                            output_w: inv.output_w,
+                            at_ms: self.t_ms,
+                        });
+                    }
+                }
+                let readings = Readings {
+                    meter: self.last_meter,
+                    inverters: self.last_inverters.clone(),
+                };
+                let s = self.ctl.step(self.t_ms, limits, &readings);
+                for (i, sp) in s.inverters.iter().enumerate() {
+                    // A silent inverter does not receive writes: it keeps its last limit.
+                    if self.inverter_alive[i] {
+                        let inv = &mut self.site.inverters[i];
+                        inv.setpoint_w = sp.setpoint_w;
+                        inv.charge_limit_w = sp.charge_limit_w;
+                        inv.connected = sp.connect && sp.energize;
+                    }
+                }
+                self.cycles.push((self.t_ms, s));
+            }
+            self.site.step(DT_MS as f64 / 1000.0);
+            self.t_ms += DT_MS;
+            self.trace.push(Sample {
+                t_ms: self.t_ms,
+                export_w: self.site.export_w(),
+                outputs_w: self.site.inverters.iter().map(|i| i.output_w).collect(),
+            });
+        }
+    }
+
+    fn total_output_w(&self) -> f64 {
+        self.site.inverters.iter().map(|i| i.output_w).sum()
+    }
+}
+
+fn fixed(option: &str, w: f64) -> Limit {
+    Limit::new(
+        w,
+        Source::Fixed {
+            option: option.into(),
+        },
+        None,
+    )
+}
+
+fn export_limit(w: f64) -> MergedLimits {
+    MergedLimits {
+        export_limit_w: Some(fixed("export_limit_w", w)),
+        ..Default::default()
+    }
+}
+
+fn pv_site(
+    load_w: f64,
+    available_w: &[f64],
+    rating_w: f64,
+    tau_s: f64,
+) -> (Site, ControllerParams) {
+    let inverters: Vec<SimInverter> = available_w
+        .iter()
+        .map(|&a| SimInverter::pv(rating_w, PvProfile::Constant { available_w: a }, tau_s))
+        .collect();
+    let params = ControllerParams::new(
+        (0..available_w.len())
+            .map(|i| InverterParams {
+                name: format!("pv{i}"),
+                rating_w,
+                max_charge_w: None,
+            })
+            .collect(),
+        1500.0,
+    );
+    let mut site = Site::new(load_w, inverters);
+    site.settle();
+    (site, params)
+}
+
+/// How long (s) export stays above `limit + max(2 %, 100 W)` in one stretch, at most.
+fn longest_excess_s(trace: &[Sample], from_ms: i64, limit_w: f64) -> f64 {
+    let threshold = limit_w + (0.02 * limit_w).max(100.0);
+    let mut longest = 0;
+    let mut start: Option<i64> = None;
+    for s in trace.iter().filter(|s| s.t_ms > from_ms) {
+        if s.export_w > threshold {
+            let st = *start.get_or_insert(s.t_ms - DT_MS);
+            longest = longest.max(s.t_ms - st);
+        } else {
+            start = None;
+        }
+    }
+    longest as f64 / 1000.0
+}
+
+/// "Settles without oscillation": after `from_ms`, the deviation from the final value
+/// leaves the band `max(1 % of limit, 20 W)` on at most one side after its first
+/// excursion (no more than one overshoot), and stays inside the band from `settle_s`
+/// after `from_ms` on (bounded ripple).
+fn assert_settles(trace: &[Sample], from_ms: i64, limit_w: f64, settle_s: f64) {
+    let band = (0.01 * limit_w).max(20.0);
+    let final_w = trace.last().unwrap().export_w;
+    let mut sides = Vec::new();
+    for s in trace.iter().filter(|s| s.t_ms > from_ms) {
+        let d = s.export_w - final_w;
+        if d.abs() > band {
+            let side = d > 0.0;
+            if sides.last() != Some(&side) {
+                sides.push(side);
+            }
+        }
+    }
+    assert!(
+        sides.len() <= 2,
+        "oscillates: deviation changed side {} times",
+        sides.len()
+    );
+    let settled_ms = from_ms + (settle_s * 1000.0) as i64;
+    for s in trace.iter().filter(|s| s.t_ms >= settled_ms) {
+        assert!(
+            (s.export_w - final_w).abs() <= band,
+            "ripple at {} ms: export {} vs final {}",
+            s.t_ms,
+            s.export_w,
+            final_w
+        );
+    }
+    assert!(final_w <= limit_w, "settled above the limit: {final_w}");
+}
+
+#[test]
+fn load_drop_excess_lasts_under_two_seconds_at_any_phase_of_the_cycle() {
+    for phase_ms in [0, 100, 300, 500, 700, 900] {
+        // 4 kW load, 6.5 kW of sun on a 5 kW + 5 kW pair, export limit 1500 W.
+        let (mut site, params) = pv_site(4000.0, &[3500.0, 3000.0], 5000.0, 0.25);
+        let drop_ms = 30_000 + phase_ms;
+        site.add_load_step(drop_ms as f64 / 1000.0, 1000.0);
+        let mut h = Harness::new(site, params);
+        let limits = export_limit(1500.0);
+        h.run_until(60.0, &limits);
+        let before = h.trace.iter().find(|s| s.t_ms == 29_000).unwrap();
+        assert!(
+            before.export_w <= 1500.0 && before.export_w > 1400.0,
+            "{before:?}"
+        );
+        let excess = longest_excess_s(&h.trace, drop_ms, 1500.0);
+        assert!(
+            excess > 0.0,
+            "the drop must actually push export over the limit"
+        );
+        assert!(
+            excess <= 2.0,
+            "phase {phase_ms} ms: over the limit for {excess} s"
+        );
+        assert_settles(&h.trace, drop_ms, 1500.0, 5.0);
+        // The site was curtailed by the export limit, and says so.
+        let (_, last) = h.cycles.last().unwrap();
+        assert!(
+            last.reason.to_string().starts_with("export limit 1500 W"),
+            "{}",
+            last.reason
+        );
+    }
+}
+
+#[test]
+fn settles_without_oscillation_with_a_slow_inverter() {
+    // τ = 1 s: slower than the cycle; the loop must still not ring.
+    let (mut site, params) = pv_site(4000.0, &[5000.0], 5000.0, 1.0);
+    site.add_load_step(20.0, 1000.0);
+    site.add_load_step(50.0, 3500.0);
+    let mut h = Harness::new(site, params);
+    h.run_until(80.0, &export_limit(1000.0));
+    assert_settles(&h.trace[..499], 20_000, 1000.0, 10.0);
+    assert_settles(&h.trace, 50_000, 1000.0, 15.0);
+    // After the load rise, generation came back up to the limit.
+    assert!(h.site.export_w() > 900.0, "{}", h.site.export_w());
+}
+
+#[test]
+fn set_grad_w_27_limits_the_rise_to_0_27_percent_per_second() {
+    let (site, params) = pv_site(500.0, &[5000.0], 5000.0, 0.25);
+    let mut h = Harness::new(site, params);
+    let mut limits = export_limit(0.0);
+    limits.set_grad_w = Some(27);
+    h.run_until(20.0, &limits);
+    let start_w = h.total_output_w();
+    assert!(start_w < 500.0, "zero export: output {start_w}");
+    // The limit is lifted and the load rises: both ask for more output.
+    limits.export_limit_w = Some(fixed("export_limit_w", 5000.0));
+    h.site.add_load_step(40.0, 2500.0);
+    h.run_until(200.0, &limits);
+    let max_rate_w_per_s = 0.0027 * 5000.0;
+    // Over every 1 s window (the cycle), the rise stays within 0.27 % of setMaxW.
+    let from = h.trace.iter().position(|s| s.t_ms == 20_000).unwrap();
+    for w in h.trace[from..].windows(11) {
+        let rise = w[10].outputs_w[0] - w[0].outputs_w[0];
+        assert!(
+            rise <= max_rate_w_per_s + 0.01,
+            "rose {rise} W in 1 s at {} ms",
+            w[0].t_ms
+        );
+    }
+    // And it did rise, at that rate: 180 s × 13.5 W/s = 2430 W.
+    let end_w = h.total_output_w();
+    assert!(end_w - start_w > 2300.0, "{start_w} → {end_w}");
+    assert!(matches!(h.cycles[100].1.reason, Reason::Ramping { .. }));
+}
+
+#[test]
+fn ramp_tms_3000_reaches_the_new_limit_in_30_s() {
+    let (site, params) = pv_site(8000.0, &[5000.0], 5000.0, 0.25);
+    let mut h = Harness::new(site, params);
+    let gen_limit = |w: f64| MergedLimits {
+        generation_limit_w: Some(Limit::new(
+            w,
+            Source::UtilityEvent {
+                mrid: "00AA".into(),
+            },
+            None,
+        )),
+        ramp_tms: Some(3000),
+        ..Default::default()
+    };
+    h.run_until(20.0, &gen_limit(1000.0));
+    assert!((h.total_output_w() - 1000.0).abs() < 5.0);
+    let limits = gen_limit(4000.0);
+    h.run_until(35.0, &limits);
+    // Halfway (15 s in): about halfway.
+    assert!(
+        (h.total_output_w() - 2500.0).abs() < 120.0,
+        "{}",
+        h.total_output_w()
+    );
+    h.run_until(49.0, &limits);
+    assert!(
+        h.total_output_w() < 3950.0,
+        "too fast: {}",
+        h.total_output_w()
+    );
+    h.run_until(50.5, &limits);
+    assert!(
+        h.total_output_w() >= 3990.0,
+        "too slow: {}",
+        h.total_output_w()
+    );
+    h.run_until(60.0, &limits);
+    assert!(h.total_output_w() <= 4000.0 + 1e-6);
+    // Going down again is not ramped.
+    h.run_until(62.0, &gen_limit(1000.0));
+    assert!(h.total_output_w() < 1010.0, "{}", h.total_output_w());
+}
+
+#[test]
+fn stale_meter_applies_the_fail_safe_within_timeout_plus_one_cycle() {
+    let (site, params) = pv_site(3000.0, &[5000.0], 5000.0, 0.25);
+    let timeout_ms = params.meter_timeout_ms;
+    let mut h = Harness::new(site, params);
+    let limits = export_limit(5000.0);
+    h.run_until(20.0, &limits);
+    assert!(h.total_output_w() > 4900.0);
+    // The meter's last good reading is the one taken at 20 s.
+    h.run_until(20.1, &limits);
+    h.meter_alive = false;
+    h.run_until(40.0, &limits);
+    let applied = h
+        .cycles
+        .iter()
+        .find(|(t, s)| {
+            *t > 20_000
+                && s.fail_safe
+                && s.inverters.iter().map(|i| i.setpoint_w).sum::<f64>() <= 1500.0
+        })
+        .map(|(t, _)| *t)
+        .expect("fail-safe never applied");
+    assert!(
+        applied <= 20_000 + timeout_ms + 1000,
+        "applied at {applied} ms"
+    );
+    assert!(applied > 20_000 + timeout_ms, "too early: {applied} ms");
+    assert!(h.total_output_w() <= 1500.0 + 1.0);
+    let (_, last) = h.cycles.last().unwrap();
+    assert!(
+        last.reason.to_string().contains("meter data"),
+        "{}",
+        last.reason
+    );
+    // The meter comes back: normal control resumes.
+    h.meter_alive = true;
+    h.run_until(50.0, &limits);
+    assert!(!h.cycles.last().unwrap().1.fail_safe);
+    assert!(h.total_output_w() > 4900.0);
+}
+
+#[test]
+fn start_up_holds_the_fail_safe_until_the_first_meter_reading() {
+    let (mut site, params) = pv_site(3000.0, &[5000.0], 5000.0, 0.25);
+    // Inverter running uncurtailed before csipd starts.
+    site.inverters[0].output_w = 5000.0;
+    let mut h = Harness::new(site, params);
+    h.meter_alive = false;
+    let limits = export_limit(5000.0);
+    h.run_until(5.0, &limits);
+    assert!(h.cycles.iter().all(|(_, s)| s.fail_safe));
+    assert!(h.total_output_w() <= 1500.0 + 1.0);
+    h.meter_alive = true;
+    h.run_until(10.0, &limits);
+    assert!(h.total_output_w() > 4900.0);
+}
+
+#[test]
+fn a_silent_inverter_is_compensated_and_export_stays_within_the_limit() {
+    let (site, params) = pv_site(1000.0, &[5000.0, 5000.0], 5000.0, 0.25);
+    let mut h = Harness::new(site, params);
+    let limits = export_limit(3000.0);
+    h.run_until(20.0, &limits);
+    // pv1 stops answering; it keeps its last limit and the sun goes on.
+    h.inverter_alive[1] = false;
+    let pv1_w = h.site.inverters[1].output_w;
+    h.run_until(40.0, &limits);
+    // Raise the load: pv0 alone takes up the room.
+    h.site.add_load_step(40.0, 3000.0);
+    h.run_until(60.0, &limits);
+    assert!((h.site.inverters[1].output_w - pv1_w).abs() < 1.0);
+    assert!(h.site.export_w() <= 3000.0);
+    assert!(h.site.export_w() > 2850.0, "{}", h.site.export_w());
+    assert!(!h.cycles.last().unwrap().1.inverters[1].answering);
+}
+
+#[test]
+fn shaded_inverter_share_goes_to_the_sunny_one() {
+    // pv0 has only 500 W of sun; pv1 must carry the rest of the allowed output.
+    let (site, params) = pv_site(2000.0, &[500.0, 5000.0], 5000.0, 0.25);
+    let mut h = Harness::new(site, params);
+    h.run_until(30.0, &export_limit(2000.0));
+    let export = h.site.export_w();
+    assert!(export <= 2000.0 && export > 1900.0, "{export}");
+    assert!(h.site.inverters[1].output_w > 3400.0);
+}
+
+#[test]
+fn import_limit_acts_through_the_battery_charge_limit() {
+    // Night: no sun, 2 kW load, the battery wants to charge at 3 kW: 5 kW import.
+    let mut site = Site::new(2000.0, vec![SimInverter::battery(5000.0, 3000.0, 0.25)]);
+    site.settle();
+    let params = ControllerParams::new(
+        vec![InverterParams {
+            name: "battery".into(),
+            rating_w: 5000.0,
+            max_charge_w: Some(5000.0),
+        }],
+        1500.0,
+    );
+    let mut h = Harness::new(site, params);
+    let limits = MergedLimits {
+        import_limit_w: Some(fixed("import_limit_w", 3000.0)),
+        ..Default::default()
+    };
+    h.run_until(20.0, &limits);
+    let import = h.site.meter_site_w();
+    assert!(import <= 3000.0 && import > 2850.0, "{import}");
+    assert!(h.cycles.last().unwrap().1.unsupported.is_empty());
+}

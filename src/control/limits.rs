@@ -1,0 +1,552 @@
+//! Limit merging: the CSIP-AUS active controls, the owner's fixed UCI limits, tariff
+//! windows and the negative-price rule combine per mode; the most restrictive value wins
+//! and keeps the name of the source that set it and when that source ends.
+
+use super::price::FeedInPrice;
+use super::tz::PosixTz;
+use std::fmt;
+
+/// Who set a limit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// An active DERControl event (its mRID, hex).
+    UtilityEvent { mrid: String },
+    /// The DefaultDERControl of a DER program (its mRID or description).
+    UtilityDefault { program: String },
+    /// An owner's fixed limit from UCI (the option name).
+    Fixed { option: String },
+    /// An owner's tariff window (its UCI section name).
+    TariffWindow { name: String },
+    /// The owner's negative feed-in price rule (the price the owner earns, c/kWh).
+    NegativePrice { earn_c_per_kwh: f64 },
+    /// The configured fail-safe export limit (meter data missing or stale).
+    FailSafe,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::UtilityEvent { mrid } => write!(f, "utility event {}", short_mrid(mrid)),
+            Source::UtilityDefault { program } => {
+                write!(f, "utility default control {}", short_mrid(program))
+            }
+            Source::Fixed { option } => write!(f, "fixed limit ({option})"),
+            Source::TariffWindow { name } => write!(f, "tariff window {name}"),
+            Source::NegativePrice { earn_c_per_kwh } => {
+                write!(f, "negative feed-in price {earn_c_per_kwh:.2} c/kWh")
+            }
+            Source::FailSafe => write!(f, "fail-safe (meter data stale)"),
+        }
+    }
+}
+
+/// mRIDs are 32 hex digits; the status shows the first four, enough to tell events apart.
+fn short_mrid(s: &str) -> String {
+    if s.chars().count() > 8 && s.chars().all(|c| c.is_ascii_hexdigit()) {
+        format!("{}…", s.chars().take(4).collect::<String>().to_lowercase())
+    } else {
+        s.to_string()
+    }
+}
+
+/// A value with its provenance: who set it and until when (UTC seconds; `None` = open).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sourced<T> {
+    pub value: T,
+    pub source: Source,
+    pub until_s: Option<i64>,
+}
+
+/// A power limit in watts with its provenance.
+pub type Limit = Sourced<f64>;
+
+impl<T> Sourced<T> {
+    pub fn new(value: T, source: Source, until_s: Option<i64>) -> Self {
+        Sourced {
+            value,
+            source,
+            until_s,
+        }
+    }
+}
+
+/// The four limited quantities (the CSIP-AUS `opMod…LimW` modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Export,
+    Import,
+    Generation,
+    Load,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Export => "export",
+            Mode::Import => "import",
+            Mode::Generation => "generation",
+            Mode::Load => "load",
+        }
+    }
+}
+
+/// What the CSIP-AUS scheduler says is in force now, already in plain watts.
+/// `None` means the mode is not controlled by the utility.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UtilityControls {
+    pub export_limit_w: Option<Limit>,
+    pub import_limit_w: Option<Limit>,
+    pub generation_limit_w: Option<Limit>,
+    pub load_limit_w: Option<Limit>,
+    /// opModConnect: false = disconnect the DER.
+    pub connect: Option<Sourced<bool>>,
+    /// opModEnergize: false = de-energize (output zero).
+    pub energize: Option<Sourced<bool>>,
+    /// setGradW: default ramp rate, hundredths of a percent of setMaxW per second (0 = none).
+    pub set_grad_w: Option<u16>,
+    /// rampTms of the active control: hundredths of a second to move to the new setting.
+    pub ramp_tms: Option<u16>,
+}
+
+/// The owner's fixed limits from UCI (`None` = not set).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FixedLimits {
+    pub export_limit_w: Option<f64>,
+    pub import_limit_w: Option<f64>,
+    pub generation_limit_w: Option<f64>,
+    pub load_limit_w: Option<f64>,
+}
+
+/// An owner's export window for a time-of-use tariff, in local time.
+/// If `end_min <= start_min` the window runs across midnight into the next day; the
+/// weekdays name the day the window starts on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TariffWindow {
+    pub name: String,
+    /// Index 0 = Sunday … 6 = Saturday.
+    pub weekdays: [bool; 7],
+    /// Minutes since local midnight, 0..1440.
+    pub start_min: u16,
+    pub end_min: u16,
+    pub export_limit_w: f64,
+}
+
+impl TariffWindow {
+    /// If the window is active at `now_s`, the UTC second it ends.
+    pub fn active_until(&self, tz: &PosixTz, now_s: i64) -> Option<i64> {
+        let local = tz.to_local(now_s);
+        let minute = (local.second_of_day / 60) as u16;
+        let wd = local.weekday as usize;
+        let yesterday = (wd + 6) % 7;
+        // Local seconds since 1970 of today's local midnight.
+        let local_midnight = now_s + local.utc_offset_s as i64 - local.second_of_day as i64;
+        let end_local =
+            |day_offset: i64| local_midnight + day_offset * 86400 + self.end_min as i64 * 60;
+        if self.start_min < self.end_min {
+            (self.weekdays[wd] && minute >= self.start_min && minute < self.end_min)
+                .then(|| tz.local_to_utc(end_local(0)))
+        } else if self.weekdays[wd] && minute >= self.start_min {
+            Some(tz.local_to_utc(end_local(1)))
+        } else if self.weekdays[yesterday] && minute < self.end_min {
+            Some(tz.local_to_utc(end_local(0)))
+        } else {
+            None
+        }
+    }
+}
+
+/// The owner's negative feed-in price rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PriceRule {
+    /// Export limit while the price is below the threshold (usually 0 W).
+    pub export_limit_w: f64,
+    /// Limit while what the owner earns for export is below this (c/kWh; usually 0).
+    pub below_earn_c_per_kwh: f64,
+}
+
+/// Everything the merge looks at.
+#[derive(Debug, Clone, Default)]
+pub struct MergeInputs<'a> {
+    pub utility: UtilityControls,
+    pub fixed: FixedLimits,
+    pub windows: &'a [TariffWindow],
+    pub price_rule: Option<PriceRule>,
+    /// The current feed-in price if one is known and fresh (see `price::PriceTracker`).
+    pub price: Option<FeedInPrice>,
+}
+
+/// The merged limits per mode, each with its provenance.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MergedLimits {
+    pub export_limit_w: Option<Limit>,
+    pub import_limit_w: Option<Limit>,
+    pub generation_limit_w: Option<Limit>,
+    pub load_limit_w: Option<Limit>,
+    pub connect: Option<Sourced<bool>>,
+    pub energize: Option<Sourced<bool>>,
+    pub set_grad_w: Option<u16>,
+    pub ramp_tms: Option<u16>,
+}
+
+impl MergedLimits {
+    pub fn get(&self, mode: Mode) -> Option<&Limit> {
+        match mode {
+            Mode::Export => self.export_limit_w.as_ref(),
+            Mode::Import => self.import_limit_w.as_ref(),
+            Mode::Generation => self.generation_limit_w.as_ref(),
+            Mode::Load => self.load_limit_w.as_ref(),
+        }
+    }
+
+    /// One status line per limited mode, e.g.
+    /// "export limit 1500 W — utility event 3f2a…, until 14:35".
+    pub fn describe(&self, tz: &PosixTz) -> Vec<String> {
+        let mut lines = Vec::new();
+        for mode in [Mode::Export, Mode::Import, Mode::Generation, Mode::Load] {
+            if let Some(l) = self.get(mode) {
+                lines.push(describe_limit(mode, l, tz));
+            }
+        }
+        for (what, s) in [("connect", &self.connect), ("energize", &self.energize)] {
+            if let Some(s) = s.as_ref().filter(|s| !s.value) {
+                lines.push(format!(
+                    "{what} off — {}{}",
+                    s.source,
+                    until_text(s.until_s, tz)
+                ));
+            }
+        }
+        lines
+    }
+}
+
+fn until_text(until_s: Option<i64>, tz: &PosixTz) -> String {
+    match until_s {
+        Some(t) => {
+            let l = tz.to_local(t);
+            format!(", until {:02}:{:02}", l.hour(), l.minute())
+        }
+        None => String::new(),
+    }
+}
+
+/// "export limit 1500 W — utility event 3f2a…, until 14:35" (`until` in local time).
+pub fn describe_limit(mode: Mode, limit: &Limit, tz: &PosixTz) -> String {
+    format!(
+        "{} limit {:.0} W — {}{}",
+        mode.name(),
+        limit.value,
+        limit.source,
+        until_text(limit.until_s, tz)
+    )
+}
+
+/// Keeps the more restrictive of two limits. On a tie the earlier candidate stays (so
+/// utility limits, offered first, keep the credit).
+fn tighter(current: Option<Limit>, candidate: Option<Limit>) -> Option<Limit> {
+    match (current, candidate) {
+        (Some(a), Some(b)) => Some(if b.value < a.value { b } else { a }),
+        (a, b) => a.or(b),
+    }
+}
+
+fn fixed(value: Option<f64>, option: &str) -> Option<Limit> {
+    value.map(|v| {
+        Limit::new(
+            v,
+            Source::Fixed {
+                option: option.to_string(),
+            },
+            None,
+        )
+    })
+}
+
+/// Merges all sources for `now_s` (UTC seconds); `tz` places the tariff windows.
+pub fn merge(inputs: &MergeInputs<'_>, tz: &PosixTz, now_s: i64) -> MergedLimits {
+    let u = &inputs.utility;
+    let f = &inputs.fixed;
+    let mut export = tighter(
+        u.export_limit_w.clone(),
+        fixed(f.export_limit_w, "export_limit_w"),
+    );
+    for w in inputs.windows {
+        if let Some(until) = w.active_until(tz, now_s) {
+            export = tighter(
+                export,
+                Some(Limit::new(
+                    w.export_limit_w,
+                    Source::TariffWindow {
+                        name: w.name.clone(),
+                    },
+                    Some(until),
+                )),
+            );
+        }
+    }
+    let negative = match (&inputs.price_rule, &inputs.price) {
+        (Some(rule), Some(price)) if price.earn_c_per_kwh < rule.below_earn_c_per_kwh => {
+            Some((rule, price))
+        }
+        _ => None,
+    };
+    if let Some((rule, price)) = negative {
+        export = tighter(
+            export,
+            Some(Limit::new(
+                rule.export_limit_w,
+                Source::NegativePrice {
+                    earn_c_per_kwh: price.earn_c_per_kwh,
+                },
+                price.interval_end_s,
+            )),
+        );
+    }
+    MergedLimits {
+        export_limit_w: export.map(non_negative),
+        import_limit_w: tighter(
+            u.import_limit_w.clone(),
+            fixed(f.import_limit_w, "import_limit_w"),
+        )
+        .map(non_negative),
+        generation_limit_w: tighter(
+            u.generation_limit_w.clone(),
+            fixed(f.generation_limit_w, "generation_limit_w"),
+        )
+        .map(non_negative),
+        load_limit_w: tighter(
+            u.load_limit_w.clone(),
+            fixed(f.load_limit_w, "load_limit_w"),
+        )
+        .map(non_negative),
+        connect: u.connect.clone(),
+        energize: u.energize.clone(),
+        set_grad_w: u.set_grad_w,
+        ramp_tms: u.ramp_tms,
+    }
+}
+
+/// A negative limit value is meaningless for these modes; treat it as zero (the safe end).
+fn non_negative(mut l: Limit) -> Limit {
+    // NaN fails this too: an unreadable limit is treated as zero.
+    if l.value.is_nan() || l.value < 0.0 {
+        l.value = 0.0;
+    }
+    l
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::tz::days_from_civil;
+
+    fn utc(y: i32, mo: u8, d: u8, h: i64, mi: i64) -> i64 {
+        days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60
+    }
+
+    fn sydney() -> PosixTz {
+        PosixTz::parse("AEST-10AEDT,M10.1.0,M4.1.0/3").unwrap()
+    }
+
+    fn event(value: f64, mrid: &str, until_s: i64) -> Option<Limit> {
+        Some(Limit::new(
+            value,
+            Source::UtilityEvent { mrid: mrid.into() },
+            Some(until_s),
+        ))
+    }
+
+    #[test]
+    fn most_restrictive_wins_and_remembers_its_source() {
+        let tz = sydney();
+        let now = utc(2026, 1, 14, 3, 0); // 14:00 AEDT, Wednesday
+        let until = utc(2026, 1, 14, 3, 35);
+        let inputs = MergeInputs {
+            utility: UtilityControls {
+                export_limit_w: event(1500.0, "3F2A9C0E11223344556677889900AABB", until),
+                generation_limit_w: event(8000.0, "AA01", until),
+                ..Default::default()
+            },
+            fixed: FixedLimits {
+                export_limit_w: Some(5000.0),
+                generation_limit_w: Some(6000.0),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let m = merge(&inputs, &tz, now);
+        let e = m.export_limit_w.as_ref().unwrap();
+        assert_eq!(e.value, 1500.0);
+        assert_eq!(
+            describe_limit(Mode::Export, e, &tz),
+            "export limit 1500 W — utility event 3f2a…, until 14:35"
+        );
+        let g = m.generation_limit_w.as_ref().unwrap();
+        assert_eq!(g.value, 6000.0);
+        assert_eq!(
+            g.source,
+            Source::Fixed {
+                option: "generation_limit_w".into()
+            }
+        );
+        assert_eq!(m.import_limit_w, None);
+        assert_eq!(m.describe(&tz).len(), 2);
+    }
+
+    #[test]
+    fn a_tie_keeps_the_utility_as_source() {
+        let tz = PosixTz::utc();
+        let inputs = MergeInputs {
+            utility: UtilityControls {
+                import_limit_w: Some(Limit::new(
+                    3000.0,
+                    Source::UtilityDefault {
+                        program: "DERP1".into(),
+                    },
+                    None,
+                )),
+                ..Default::default()
+            },
+            fixed: FixedLimits {
+                import_limit_w: Some(3000.0),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let m = merge(&inputs, &tz, 0);
+        assert!(matches!(
+            m.import_limit_w.unwrap().source,
+            Source::UtilityDefault { .. }
+        ));
+    }
+
+    fn night_window() -> TariffWindow {
+        // Friday and Saturday nights 22:00 → 06:00: no export.
+        let mut weekdays = [false; 7];
+        weekdays[5] = true;
+        weekdays[6] = true;
+        TariffWindow {
+            name: "night".into(),
+            weekdays,
+            start_min: 22 * 60,
+            end_min: 6 * 60,
+            export_limit_w: 0.0,
+        }
+    }
+
+    #[test]
+    fn tariff_window_across_midnight() {
+        let tz = PosixTz::parse("AEST-10").unwrap();
+        let w = night_window();
+        let local = |d: u8, h: i64, mi: i64| utc(2026, 5, d, h, mi) - 10 * 3600;
+        // 2026-05-15 is a Friday.
+        assert_eq!(w.active_until(&tz, local(15, 21, 59)), None);
+        assert_eq!(w.active_until(&tz, local(15, 22, 0)), Some(local(16, 6, 0)));
+        assert_eq!(w.active_until(&tz, local(16, 5, 59)), Some(local(16, 6, 0)));
+        assert_eq!(w.active_until(&tz, local(16, 6, 0)), None);
+        // Saturday night runs into Sunday morning; Sunday night is not in the window.
+        assert_eq!(w.active_until(&tz, local(17, 3, 0)), Some(local(17, 6, 0)));
+        assert_eq!(w.active_until(&tz, local(17, 23, 0)), None);
+        // Thursday night is not either, so Friday 01:00 is outside.
+        assert_eq!(w.active_until(&tz, local(15, 1, 0)), None);
+
+        let windows = [w];
+        let inputs = MergeInputs {
+            fixed: FixedLimits {
+                export_limit_w: Some(5000.0),
+                ..Default::default()
+            },
+            windows: &windows,
+            ..Default::default()
+        };
+        let m = merge(&inputs, &tz, local(15, 23, 0));
+        let e = m.export_limit_w.unwrap();
+        assert_eq!(e.value, 0.0);
+        assert_eq!(
+            describe_limit(Mode::Export, &e, &tz),
+            "export limit 0 W — tariff window night, until 06:00"
+        );
+        let m = merge(&inputs, &tz, local(15, 12, 0));
+        assert_eq!(m.export_limit_w.unwrap().value, 5000.0);
+    }
+
+    #[test]
+    fn tariff_window_across_dst_changes() {
+        let tz = sydney();
+        let w = night_window();
+        // DST ends Sunday 5 April 2026 at 03:00 AEDT (→ 02:00 AEST). The window that began
+        // Saturday 22:00 AEDT (11:00 UTC) ends Sunday 06:00 AEST (20:00 UTC): 9 hours.
+        let sat_22 = utc(2026, 4, 4, 11, 0);
+        assert_eq!(w.active_until(&tz, sat_22 - 60), None);
+        assert_eq!(w.active_until(&tz, sat_22), Some(utc(2026, 4, 4, 20, 0)));
+        // In the repeated hour (02:30 local, twice) it is still active.
+        assert!(w.active_until(&tz, utc(2026, 4, 4, 15, 30)).is_some());
+        assert!(w.active_until(&tz, utc(2026, 4, 4, 16, 30)).is_some());
+        assert_eq!(w.active_until(&tz, utc(2026, 4, 4, 20, 0)), None);
+        // DST starts Sunday 4 October 2026 at 02:00 AEST (→ 03:00 AEDT). Saturday 22:00
+        // AEST is 12:00 UTC; Sunday 06:00 AEDT is 19:00 UTC: 7 hours.
+        let sat_22 = utc(2026, 10, 3, 12, 0);
+        assert_eq!(w.active_until(&tz, sat_22 - 60), None);
+        assert_eq!(w.active_until(&tz, sat_22), Some(utc(2026, 10, 3, 19, 0)));
+        assert!(w.active_until(&tz, utc(2026, 10, 3, 18, 59)).is_some());
+        assert_eq!(w.active_until(&tz, utc(2026, 10, 3, 19, 0)), None);
+    }
+
+    #[test]
+    fn negative_price_rule_limits_export_until_the_interval_ends() {
+        let tz = PosixTz::utc();
+        let rule = PriceRule {
+            export_limit_w: 0.0,
+            below_earn_c_per_kwh: 0.0,
+        };
+        let mk = |earn: f64| MergeInputs {
+            utility: UtilityControls {
+                export_limit_w: event(1500.0, "BEEF", 1000),
+                ..Default::default()
+            },
+            price_rule: Some(rule.clone()),
+            price: Some(FeedInPrice {
+                earn_c_per_kwh: earn,
+                interval_end_s: Some(900),
+            }),
+            ..Default::default()
+        };
+        let m = merge(&mk(-3.5), &tz, 0);
+        let e = m.export_limit_w.unwrap();
+        assert_eq!(e.value, 0.0);
+        assert_eq!(e.until_s, Some(900));
+        assert_eq!(
+            describe_limit(Mode::Export, &e, &tz),
+            "export limit 0 W — negative feed-in price -3.50 c/kWh, until 00:15"
+        );
+        let m = merge(&mk(4.0), &tz, 0);
+        assert_eq!(m.export_limit_w.unwrap().value, 1500.0);
+        // No known price: no price limiting.
+        let mut none = mk(-3.5);
+        none.price = None;
+        assert_eq!(merge(&none, &tz, 0).export_limit_w.unwrap().value, 1500.0);
+    }
+
+    #[test]
+    fn connect_and_energize_are_reported() {
+        let tz = PosixTz::utc();
+        let inputs = MergeInputs {
+            utility: UtilityControls {
+                energize: Some(Sourced::new(
+                    false,
+                    Source::UtilityEvent {
+                        mrid: "0123456789ABCDEF".into(),
+                    },
+                    Some(3600),
+                )),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let m = merge(&inputs, &tz, 0);
+        assert_eq!(
+            m.describe(&tz),
+            vec!["energize off — utility event 0123…, until 01:00".to_string()]
+        );
+    }
+}

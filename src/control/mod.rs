@@ -1,0 +1,30 @@
+//! Site coordinator core: limit merging (CSIP-AUS, fixed, tariff, price) with
+//! provenance, the closed-loop control law, ramps and fail-safe. Pure: time is an
+//! argument. The one IO edge is `price::fetch_feed_in_price` (a blocking HTTP GET).
+//!
+//! - [`tz`]: POSIX TZ strings (`/etc/TZ`) and UTC → local time.
+//! - [`limits`]: per-mode merge, most restrictive wins, with source and end time.
+//! - [`price`]: retailer feed-in price (Amber-style API), last-known-price tracker.
+//! - [`ramp`]: setGradW / rampTms, rises only.
+//! - [`law`]: the controller (`Controller::step(now_ms, &limits, &readings)`).
+
+pub mod law;
+pub mod limits;
+pub mod price;
+pub mod ramp;
+pub mod tz;
+
+#[cfg(test)]
+mod closed_loop_tests;
+
+pub use law::{
+    Controller, ControllerParams, InverterParams, InverterReading, InverterSetpoint, MeterReading,
+    Readings, Reason, Setpoints,
+};
+pub use limits::{
+    FixedLimits, Limit, MergeInputs, MergedLimits, Mode, PriceRule, Source, Sourced, TariffWindow,
+    UtilityControls, merge,
+};
+pub use price::{FeedInPrice, PriceSourceConfig, PriceTracker, fetch_feed_in_price};
+pub use ramp::Ramp;
+pub use tz::PosixTz;

@@ -1,0 +1,1072 @@
+//! SunSpec decoding: the model chain, register maps of the inverter and meter models csipd
+//! uses, scale factors and "not implemented" values. Pure: takes register words, returns
+//! values. No IO.
+//!
+//! Register offsets below count from the model's `ID` register (offset 0 = ID, 1 = L), as
+//! in the SunSpec model definitions (pysunspec2 `sunspec2/models/json/model_<id>.json`).
+//!
+//! Sign conventions of the normalised readings:
+//! - inverter `w`: positive = AC power delivered by the inverter (generation).
+//! - meter `w`: positive = import from the grid at the site connection point, negative =
+//!   export (the SunSpec meter convention). `invert_sign` on the device flips a meter whose
+//!   CT is mounted backwards.
+//! - `var`: positive = the device delivers reactive power (SunSpec convention, not
+//!   altered).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// `"SunS"` as two registers, at the map's base address.
+pub const SUNS_MARKER: [u16; 2] = [0x5375, 0x6e53];
+/// Base addresses tried when none is configured, in this order (SunSpec spec order).
+pub const DEFAULT_BASES: [u16; 3] = [40000, 0, 50000];
+/// Model ID of the end marker.
+pub const END_MODEL_ID: u16 = 0xFFFF;
+/// A chain longer than this is treated as broken (real devices have < 20 models).
+pub const MAX_MODELS: usize = 64;
+
+/// Inverter AC measurement models, in order of preference.
+pub const INVERTER_MODELS: [u16; 7] = [103, 102, 101, 113, 112, 111, 701];
+/// Meter models, in order of preference.
+pub const METER_MODELS: [u16; 8] = [203, 204, 202, 201, 213, 214, 212, 211];
+
+/// Errors found in SunSpec data (not transport errors).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SunSpecError {
+    /// The registers at `base` are not `SunS`.
+    NoMarker { base: u16, found: [u16; 2] },
+    /// The chain ran past the 16-bit address space or beyond `MAX_MODELS`.
+    BrokenChain { at: u16, reason: String },
+    /// A model block is shorter than the register the decoder needs.
+    ShortModel {
+        model: u16,
+        len: usize,
+        needed: usize,
+    },
+    /// The device has none of the models the caller needs.
+    MissingModel {
+        wanted: &'static str,
+        present: Vec<u16>,
+    },
+    /// A value cannot be written because its scale factor is "not implemented".
+    UnknownScaleFactor { model: u16, point: &'static str },
+    /// A requested setpoint cannot be represented.
+    OutOfRange { what: String },
+}
+
+impl fmt::Display for SunSpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SunSpecError::NoMarker { base, found } => write!(
+                f,
+                "no SunSpec marker 'SunS' at register {base} (found 0x{:04x} 0x{:04x})",
+                found[0], found[1]
+            ),
+            SunSpecError::BrokenChain { at, reason } => {
+                write!(f, "SunSpec model chain broken at register {at}: {reason}")
+            }
+            SunSpecError::ShortModel { model, len, needed } => write!(
+                f,
+                "SunSpec model {model} has {len} registers, decoder needs {needed}"
+            ),
+            SunSpecError::MissingModel { wanted, present } => {
+                write!(
+                    f,
+                    "device has no {wanted} model (models present: {present:?})"
+                )
+            }
+            SunSpecError::UnknownScaleFactor { model, point } => write!(
+                f,
+                "model {model} scale factor {point} is 'not implemented' (0x8000); refusing to write"
+            ),
+            SunSpecError::OutOfRange { what } => write!(f, "{what}"),
+        }
+    }
+}
+
+impl std::error::Error for SunSpecError {}
+
+/// One model in the device's chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ModelRef {
+    pub id: u16,
+    /// Address of the model's ID register.
+    pub start: u16,
+    /// `L`: registers after ID and L.
+    pub len: u16,
+}
+
+impl ModelRef {
+    /// Registers to read for the whole model including ID and L.
+    pub fn total_len(&self) -> u16 {
+        self.len.saturating_add(2)
+    }
+    /// Absolute address of the register at `offset` (from ID).
+    pub fn addr(&self, offset: u16) -> u16 {
+        self.start.wrapping_add(offset)
+    }
+}
+
+/// The result of a scan: base address and the model chain.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct SunSpecMap {
+    pub base: u16,
+    pub models: Vec<ModelRef>,
+}
+
+impl SunSpecMap {
+    pub fn find(&self, id: u16) -> Option<&ModelRef> {
+        self.models.iter().find(|m| m.id == id)
+    }
+    /// The first model of `preference` that the device has.
+    pub fn find_any(&self, preference: &[u16]) -> Option<&ModelRef> {
+        preference.iter().find_map(|id| self.find(*id))
+    }
+    pub fn ids(&self) -> Vec<u16> {
+        self.models.iter().map(|m| m.id).collect()
+    }
+}
+
+/// Checks the two registers at the base for `SunS`.
+pub fn check_marker(base: u16, regs: &[u16]) -> Result<(), SunSpecError> {
+    let found = [
+        regs.first().copied().unwrap_or(0),
+        regs.get(1).copied().unwrap_or(0),
+    ];
+    if found == SUNS_MARKER {
+        Ok(())
+    } else {
+        Err(SunSpecError::NoMarker { base, found })
+    }
+}
+
+/// One step of the chain walk: `header` is (ID, L) read at `at`. Returns the model, or
+/// None at the end marker, and the address of the next header.
+pub fn chain_step(
+    at: u16,
+    header: [u16; 2],
+    seen: usize,
+) -> Result<Option<(ModelRef, u16)>, SunSpecError> {
+    let [id, len] = header;
+    if id == END_MODEL_ID {
+        return Ok(None);
+    }
+    if seen >= MAX_MODELS {
+        return Err(SunSpecError::BrokenChain {
+            at,
+            reason: format!("more than {MAX_MODELS} models"),
+        });
+    }
+    if id == 0 {
+        return Err(SunSpecError::BrokenChain {
+            at,
+            reason: "model id 0".into(),
+        });
+    }
+    let next = u32::from(at) + 2 + u32::from(len);
+    if next > 0xFFFE {
+        return Err(SunSpecError::BrokenChain {
+            at,
+            reason: format!("model {id} with length {len} runs past register 65535"),
+        });
+    }
+    Ok(Some((ModelRef { id, start: at, len }, next as u16)))
+}
+
+// ---------------------------------------------------------------------------------------
+// Register access with SunSpec "not implemented" rules.
+
+/// A model's registers, from its ID register on.
+#[derive(Debug, Clone, Copy)]
+pub struct Block<'a> {
+    pub model: u16,
+    pub regs: &'a [u16],
+}
+
+impl<'a> Block<'a> {
+    pub fn new(model: u16, regs: &'a [u16]) -> Self {
+        Block { model, regs }
+    }
+    fn word(&self, off: usize) -> Option<u16> {
+        self.regs.get(off).copied()
+    }
+    fn words<const N: usize>(&self, off: usize) -> Option<[u16; N]> {
+        let s = self.regs.get(off..off + N)?;
+        let mut out = [0u16; N];
+        out.copy_from_slice(s);
+        Some(out)
+    }
+    /// uint16 / enum16 / bitfield16: 0xFFFF = not implemented.
+    pub fn u16(&self, off: usize) -> Option<u16> {
+        self.word(off).filter(|v| *v != 0xFFFF)
+    }
+    /// int16: 0x8000 = not implemented.
+    pub fn i16(&self, off: usize) -> Option<i16> {
+        self.word(off).filter(|v| *v != 0x8000).map(|v| v as i16)
+    }
+    /// sunssf: 0x8000 = not implemented; SunSpec allows -10..=10.
+    pub fn sf(&self, off: usize) -> Option<i16> {
+        self.i16(off).filter(|v| (-10..=10).contains(v))
+    }
+    /// acc32: 0 means not accumulated; kept as a number (a lifetime counter).
+    pub fn acc32(&self, off: usize) -> Option<u32> {
+        self.words::<2>(off)
+            .map(|[h, l]| (u32::from(h) << 16) | u32::from(l))
+    }
+    /// uint32 / bitfield32 / enum32: 0xFFFFFFFF = not implemented.
+    pub fn u32(&self, off: usize) -> Option<u32> {
+        self.acc32(off).filter(|v| *v != 0xFFFF_FFFF)
+    }
+    /// int32: 0x80000000 = not implemented.
+    pub fn i32(&self, off: usize) -> Option<i32> {
+        self.acc32(off)
+            .filter(|v| *v != 0x8000_0000)
+            .map(|v| v as i32)
+    }
+    /// uint64: all ones = not implemented; acc64: a counter.
+    pub fn u64(&self, off: usize) -> Option<u64> {
+        self.words::<4>(off)
+            .map(|w| w.iter().fold(0u64, |acc, x| (acc << 16) | u64::from(*x)))
+            .filter(|v| *v != u64::MAX)
+    }
+    /// float32: NaN = not implemented (infinities are refused too).
+    pub fn f32(&self, off: usize) -> Option<f64> {
+        self.acc32(off)
+            .map(f32::from_bits)
+            .filter(|v| v.is_finite())
+            .map(f64::from)
+    }
+    /// Scaled value: raw × 10^sf; unknown when either is unknown.
+    pub fn scaled_u16(&self, off: usize, sf_off: usize) -> Option<f64> {
+        scale(self.u16(off).map(f64::from), self.sf(sf_off))
+    }
+    pub fn scaled_i16(&self, off: usize, sf_off: usize) -> Option<f64> {
+        scale(self.i16(off).map(f64::from), self.sf(sf_off))
+    }
+    pub fn scaled_acc32(&self, off: usize, sf_off: usize) -> Option<f64> {
+        scale(self.acc32(off).map(f64::from), self.sf(sf_off))
+    }
+    pub fn scaled_u32(&self, off: usize, sf_off: usize) -> Option<f64> {
+        scale(self.u32(off).map(f64::from), self.sf(sf_off))
+    }
+    pub fn scaled_u64(&self, off: usize, sf_off: usize) -> Option<f64> {
+        scale(self.u64(off).map(|v| v as f64), self.sf(sf_off))
+    }
+    pub fn ensure_len(&self, needed: usize) -> Result<(), SunSpecError> {
+        if self.regs.len() < needed {
+            Err(SunSpecError::ShortModel {
+                model: self.model,
+                len: self.regs.len(),
+                needed,
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// raw × 10^sf. Unknown scale factor → unknown value, never a guess.
+pub fn scale(raw: Option<f64>, sf: Option<i16>) -> Option<f64> {
+    Some(raw? * 10f64.powi(i32::from(sf?)))
+}
+
+// ---------------------------------------------------------------------------------------
+// Normalised readings.
+
+/// Per-phase AC values (phase A, B, C = L1, L2, L3).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct PhaseValues {
+    pub w: Option<f64>,
+    pub var: Option<f64>,
+    pub va: Option<f64>,
+    /// Phase-to-neutral voltage.
+    pub v: Option<f64>,
+    pub a: Option<f64>,
+}
+
+/// AC measurements of one device.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct AcValues {
+    pub w: Option<f64>,
+    pub var: Option<f64>,
+    pub va: Option<f64>,
+    /// Total current.
+    pub a: Option<f64>,
+    /// Average phase-to-neutral voltage (or the single one).
+    pub v: Option<f64>,
+    pub hz: Option<f64>,
+    pub phases: [PhaseValues; 3],
+}
+
+/// Inverter operating state, from 10x/11x `St` or 701 `InvSt`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum OperatingState {
+    Off,
+    Sleeping,
+    Starting,
+    /// Producing normally (MPPT / RUNNING).
+    Running,
+    Throttled,
+    ShuttingDown,
+    Fault,
+    Standby,
+    Other(u16),
+}
+
+/// Nameplate ratings (model 120 or 702).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Nameplate {
+    pub w_rtg_w: Option<f64>,
+    pub va_rtg_va: Option<f64>,
+    pub var_rtg_var: Option<f64>,
+    pub a_rtg_a: Option<f64>,
+}
+
+/// Basic settings (model 121 or 702).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Settings {
+    pub w_max_w: Option<f64>,
+    pub va_max_va: Option<f64>,
+    pub v_ref_v: Option<f64>,
+}
+
+/// The active power limit as the device reports it.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct LimitState {
+    /// Model carrying the control (123 or 704).
+    pub model: u16,
+    pub enabled: Option<bool>,
+    pub limit_pct: Option<f64>,
+    pub revert_s: Option<u32>,
+    /// Model 123 `Conn`: the commanded connect state.
+    pub conn_commanded: Option<bool>,
+}
+
+/// Normalised inverter reading.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct InverterReading {
+    /// The measurement model decoded (101-103, 111-113 or 701).
+    pub model: u16,
+    pub ac: AcValues,
+    /// Lifetime AC energy delivered.
+    pub energy_wh: Option<f64>,
+    pub state: Option<OperatingState>,
+    /// Connected to the grid (701 ConnSt, else 122 PVConn bit 0, else 123 Conn).
+    pub connected: Option<bool>,
+    pub nameplate: Nameplate,
+    pub settings: Settings,
+    pub limit: Option<LimitState>,
+}
+
+/// Normalised meter reading. `ac.w` > 0 = import at the connection point.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct MeterReading {
+    pub model: u16,
+    pub ac: AcValues,
+    /// Lifetime energy exported to the grid.
+    pub export_wh: Option<f64>,
+    /// Lifetime energy imported from the grid.
+    pub import_wh: Option<f64>,
+}
+
+/// Register blocks of one device, by model id (each from its ID register).
+pub type Blocks = BTreeMap<u16, Vec<u16>>;
+
+fn avg(vals: &[Option<f64>]) -> Option<f64> {
+    let known: Vec<f64> = vals.iter().flatten().copied().collect();
+    if known.is_empty() {
+        None
+    } else {
+        Some(known.iter().sum::<f64>() / known.len() as f64)
+    }
+}
+
+fn st_10x(v: u16) -> OperatingState {
+    match v {
+        1 => OperatingState::Off,
+        2 => OperatingState::Sleeping,
+        3 => OperatingState::Starting,
+        4 => OperatingState::Running,
+        5 => OperatingState::Throttled,
+        6 => OperatingState::ShuttingDown,
+        7 => OperatingState::Fault,
+        8 => OperatingState::Standby,
+        o => OperatingState::Other(o),
+    }
+}
+
+fn st_701(v: u16) -> OperatingState {
+    match v {
+        0 => OperatingState::Off,
+        1 => OperatingState::Sleeping,
+        2 => OperatingState::Starting,
+        3 => OperatingState::Running,
+        4 => OperatingState::Throttled,
+        5 => OperatingState::ShuttingDown,
+        6 => OperatingState::Fault,
+        7 => OperatingState::Standby,
+        o => OperatingState::Other(o),
+    }
+}
+
+/// Models 101/102/103 (same layout; 101/102 leave phases B/C not implemented).
+fn decode_inverter_int(
+    b: Block,
+) -> Result<(AcValues, Option<f64>, Option<OperatingState>), SunSpecError> {
+    b.ensure_len(40)?;
+    // offsets from model_103.json
+    let (a_sf, v_sf, w_sf, hz_sf, va_sf, var_sf, wh_sf) = (6, 13, 15, 17, 19, 21, 26);
+    let mut ac = AcValues {
+        a: b.scaled_u16(2, a_sf),
+        w: b.scaled_i16(14, w_sf),
+        hz: b.scaled_u16(16, hz_sf),
+        va: b.scaled_i16(18, va_sf),
+        var: b.scaled_i16(20, var_sf),
+        ..Default::default()
+    };
+    for (i, p) in ac.phases.iter_mut().enumerate() {
+        p.a = b.scaled_u16(3 + i, a_sf);
+        p.v = b.scaled_u16(10 + i, v_sf);
+    }
+    ac.v = avg(&[ac.phases[0].v, ac.phases[1].v, ac.phases[2].v]);
+    if b.model == 101 {
+        ac.phases[0].w = ac.w;
+        ac.phases[0].var = ac.var;
+        ac.phases[0].va = ac.va;
+    }
+    let energy = b.scaled_acc32(24, wh_sf);
+    let state = b.u16(38).map(st_10x);
+    Ok((ac, energy, state))
+}
+
+/// Models 111/112/113 (float32, no scale factors).
+fn decode_inverter_float(
+    b: Block,
+) -> Result<(AcValues, Option<f64>, Option<OperatingState>), SunSpecError> {
+    b.ensure_len(50)?;
+    // offsets from model_113.json
+    let mut ac = AcValues {
+        a: b.f32(2),
+        w: b.f32(22),
+        hz: b.f32(24),
+        va: b.f32(26),
+        var: b.f32(28),
+        ..Default::default()
+    };
+    for (i, p) in ac.phases.iter_mut().enumerate() {
+        p.a = b.f32(4 + 2 * i);
+        p.v = b.f32(16 + 2 * i);
+    }
+    ac.v = avg(&[ac.phases[0].v, ac.phases[1].v, ac.phases[2].v]);
+    if b.model == 111 {
+        ac.phases[0].w = ac.w;
+        ac.phases[0].var = ac.var;
+        ac.phases[0].va = ac.va;
+    }
+    Ok((ac, b.f32(32), b.u16(48).map(st_10x)))
+}
+
+/// AC values, energy, operating state and (701 only) connection state.
+type Decoded = (AcValues, Option<f64>, Option<OperatingState>, Option<bool>);
+
+/// Model 701 (DER AC measurement). Returns also ConnSt.
+fn decode_701(b: Block) -> Result<Decoded, SunSpecError> {
+    b.ensure_len(123)?;
+    // offsets from model_701.json
+    let (a_sf, v_sf, hz_sf, w_sf, va_sf, var_sf, wh_sf) = (113, 114, 115, 116, 118, 119, 120);
+    let mut ac = AcValues {
+        w: b.scaled_i16(10, w_sf),
+        va: b.scaled_i16(11, va_sf),
+        var: b.scaled_i16(12, var_sf),
+        a: scale(b.i16(14).map(f64::from), b.sf(a_sf)),
+        v: b.scaled_u16(16, v_sf),
+        hz: b.scaled_u32(17, hz_sf),
+        ..Default::default()
+    };
+    // per-phase groups start at WL1 (41), WL2 (64), WL3 (87): W, VA, Var, PF, A, VLL, VLN
+    for (i, start) in [41usize, 64, 87].into_iter().enumerate() {
+        let p = &mut ac.phases[i];
+        p.w = b.scaled_i16(start, w_sf);
+        p.va = b.scaled_i16(start + 1, va_sf);
+        p.var = b.scaled_i16(start + 2, var_sf);
+        p.a = b.scaled_i16(start + 4, a_sf);
+        p.v = b.scaled_u16(start + 6, v_sf);
+    }
+    let energy = b.scaled_u64(19, wh_sf);
+    let state = b.u16(4).map(st_701);
+    let conn = b.u16(5).map(|v| v == 1);
+    Ok((ac, energy, state, conn))
+}
+
+fn decode_nameplate(blocks: &Blocks) -> Nameplate {
+    if let Some(r) = blocks.get(&120) {
+        let b = Block::new(120, r);
+        return Nameplate {
+            w_rtg_w: b.scaled_u16(3, 4),
+            va_rtg_va: b.scaled_u16(5, 6),
+            var_rtg_var: b.scaled_i16(7, 11),
+            a_rtg_a: b.scaled_u16(12, 13),
+        };
+    }
+    if let Some(r) = blocks.get(&702) {
+        let b = Block::new(702, r);
+        // W_SF 45, PF_SF 46, VA_SF 47, Var_SF 48, V_SF 49, A_SF 50
+        return Nameplate {
+            w_rtg_w: b.scaled_u16(2, 45),
+            va_rtg_va: b.scaled_u16(7, 47),
+            var_rtg_var: b.scaled_u16(8, 48),
+            a_rtg_a: b.scaled_u16(17, 50),
+        };
+    }
+    Nameplate::default()
+}
+
+fn decode_settings(blocks: &Blocks) -> Settings {
+    if let Some(r) = blocks.get(&121) {
+        let b = Block::new(121, r);
+        return Settings {
+            w_max_w: b.scaled_u16(2, 22),
+            v_ref_v: b.scaled_u16(3, 23),
+            va_max_va: b.scaled_u16(7, 26),
+        };
+    }
+    if let Some(r) = blocks.get(&702) {
+        let b = Block::new(702, r);
+        return Settings {
+            w_max_w: b.scaled_u16(26, 45),
+            va_max_va: b.scaled_u16(31, 47),
+            v_ref_v: b.scaled_u16(38, 49),
+        };
+    }
+    Settings::default()
+}
+
+/// Active power limit state from 704 (preferred) or 123.
+pub fn decode_limit(blocks: &Blocks) -> Option<LimitState> {
+    let conn = blocks
+        .get(&123)
+        .and_then(|r| Block::new(123, r).u16(m123::CONN))
+        .map(|v| v == 1);
+    if let Some(r) = blocks.get(&704) {
+        let b = Block::new(704, r);
+        return Some(LimitState {
+            model: 704,
+            enabled: b.u16(m704::WMAXLIMPCT_ENA).map(|v| v == 1),
+            limit_pct: b.scaled_u16(m704::WMAXLIMPCT, m704::WMAXLIMPCT_SF),
+            revert_s: b.u32(m704::WMAXLIMPCT_RVRT_TMS),
+            conn_commanded: conn,
+        });
+    }
+    let r = blocks.get(&123)?;
+    let b = Block::new(123, r);
+    Some(LimitState {
+        model: 123,
+        enabled: b.u16(m123::WMAXLIM_ENA).map(|v| v == 1),
+        limit_pct: b.scaled_u16(m123::WMAXLIMPCT, m123::WMAXLIMPCT_SF),
+        revert_s: b.u16(m123::WMAXLIMPCT_RVRT_TMS).map(u32::from),
+        conn_commanded: conn,
+    })
+}
+
+/// Decodes an inverter from its model blocks.
+pub fn decode_inverter(blocks: &Blocks) -> Result<InverterReading, SunSpecError> {
+    let model = INVERTER_MODELS
+        .iter()
+        .copied()
+        .find(|id| blocks.contains_key(id))
+        .ok_or_else(|| SunSpecError::MissingModel {
+            wanted: "inverter measurement (101-103, 111-113, 701)",
+            present: blocks.keys().copied().collect(),
+        })?;
+    let regs = &blocks[&model];
+    let b = Block::new(model, regs);
+    let (ac, energy_wh, state, conn701) = match model {
+        101..=103 => {
+            let (a, e, s) = decode_inverter_int(b)?;
+            (a, e, s, None)
+        }
+        111..=113 => {
+            let (a, e, s) = decode_inverter_float(b)?;
+            (a, e, s, None)
+        }
+        _ => decode_701(b)?,
+    };
+    let conn122 = blocks
+        .get(&122)
+        .and_then(|r| Block::new(122, r).u16(2))
+        .map(|bits| bits & 1 == 1);
+    let limit = decode_limit(blocks);
+    let connected = conn701
+        .or(conn122)
+        .or(limit.as_ref().and_then(|l| l.conn_commanded));
+    Ok(InverterReading {
+        model,
+        ac,
+        energy_wh,
+        state,
+        connected,
+        nameplate: decode_nameplate(blocks),
+        settings: decode_settings(blocks),
+        limit,
+    })
+}
+
+/// Decodes a meter from its model blocks. `invert_sign` flips W and var (CT reversed).
+pub fn decode_meter(blocks: &Blocks, invert_sign: bool) -> Result<MeterReading, SunSpecError> {
+    let model = METER_MODELS
+        .iter()
+        .copied()
+        .find(|id| blocks.contains_key(id))
+        .ok_or_else(|| SunSpecError::MissingModel {
+            wanted: "meter (201-204, 211-214)",
+            present: blocks.keys().copied().collect(),
+        })?;
+    let b = Block::new(model, &blocks[&model]);
+    let mut r = MeterReading {
+        model,
+        ..Default::default()
+    };
+    if model < 210 {
+        b.ensure_len(55)?;
+        // offsets from model_203.json (201-204 share the layout)
+        let (a_sf, v_sf, hz_sf, w_sf, va_sf, var_sf, wh_sf) = (6, 15, 17, 22, 27, 32, 54);
+        r.ac.a = b.scaled_i16(2, a_sf);
+        r.ac.v = b.scaled_i16(7, v_sf);
+        r.ac.hz = b.scaled_i16(16, hz_sf);
+        r.ac.w = b.scaled_i16(18, w_sf);
+        r.ac.va = b.scaled_i16(23, va_sf);
+        r.ac.var = b.scaled_i16(28, var_sf);
+        for (i, p) in r.ac.phases.iter_mut().enumerate() {
+            p.a = b.scaled_i16(3 + i, a_sf);
+            p.v = b.scaled_i16(8 + i, v_sf);
+            p.w = b.scaled_i16(19 + i, w_sf);
+            p.va = b.scaled_i16(24 + i, va_sf);
+            p.var = b.scaled_i16(29 + i, var_sf);
+        }
+        r.export_wh = b.scaled_acc32(38, wh_sf);
+        r.import_wh = b.scaled_acc32(46, wh_sf);
+    } else {
+        b.ensure_len(76)?;
+        // offsets from model_213.json (211-214 share the layout)
+        r.ac.a = b.f32(2);
+        r.ac.v = b.f32(10);
+        r.ac.hz = b.f32(26);
+        r.ac.w = b.f32(28);
+        r.ac.va = b.f32(36);
+        r.ac.var = b.f32(44);
+        for (i, p) in r.ac.phases.iter_mut().enumerate() {
+            p.a = b.f32(4 + 2 * i);
+            p.v = b.f32(12 + 2 * i);
+            p.w = b.f32(30 + 2 * i);
+            p.va = b.f32(38 + 2 * i);
+            p.var = b.f32(46 + 2 * i);
+        }
+        r.export_wh = b.f32(60);
+        r.import_wh = b.f32(68);
+    }
+    if invert_sign {
+        let flip = |v: &mut Option<f64>| *v = v.map(|x| -x);
+        flip(&mut r.ac.w);
+        flip(&mut r.ac.var);
+        for p in r.ac.phases.iter_mut() {
+            flip(&mut p.w);
+            flip(&mut p.var);
+        }
+        std::mem::swap(&mut r.export_wh, &mut r.import_wh);
+    }
+    Ok(r)
+}
+
+/// Identity strings from model 1.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct CommonInfo {
+    pub manufacturer: String,
+    pub model: String,
+    pub version: String,
+    pub serial: String,
+}
+
+fn string_at(regs: &[u16], off: usize, len: usize) -> String {
+    let bytes: Vec<u8> = regs
+        .iter()
+        .skip(off)
+        .take(len)
+        .flat_map(|w| w.to_be_bytes())
+        .take_while(|b| *b != 0)
+        .collect();
+    String::from_utf8_lossy(&bytes).trim().to_string()
+}
+
+/// Decodes model 1 (common).
+pub fn decode_common(regs: &[u16]) -> CommonInfo {
+    CommonInfo {
+        manufacturer: string_at(regs, 2, 16),
+        model: string_at(regs, 18, 16),
+        version: string_at(regs, 42, 8),
+        serial: string_at(regs, 50, 16),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Controls: which registers to write.
+
+/// Model 123 (immediate controls) offsets from model_123.json.
+pub mod m123 {
+    pub const CONN: usize = 4;
+    pub const WMAXLIMPCT: usize = 5;
+    pub const WMAXLIMPCT_RVRT_TMS: usize = 7;
+    pub const WMAXLIM_ENA: usize = 9;
+    pub const WMAXLIMPCT_SF: usize = 23;
+    pub const LEN: usize = 26;
+}
+
+/// Model 704 (DER AC controls) offsets from model_704.json.
+pub mod m704 {
+    pub const WMAXLIMPCT_ENA: usize = 14;
+    pub const WMAXLIMPCT: usize = 15;
+    pub const WMAXLIMPCT_RVRT: usize = 16;
+    pub const WMAXLIMPCT_ENA_RVRT: usize = 17;
+    pub const WMAXLIMPCT_RVRT_TMS: usize = 18;
+    pub const WMAXLIMPCT_SF: usize = 54;
+    pub const LEN: usize = 59;
+}
+
+/// One register write: `values` go to `address`, `address + 1`, ...
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterWrite {
+    pub address: u16,
+    pub values: Vec<u16>,
+    /// The SunSpec point name, for logs and errors.
+    pub point: &'static str,
+}
+
+/// What to do if csipd stops refreshing the limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RevertPolicy {
+    /// Seconds without a refresh before the inverter reverts. 0 = never revert.
+    pub timeout_s: u32,
+    /// The limit the inverter reverts to (honoured by model 704 only: model 123 reverts to
+    /// the inverter's own default, usually its configured export limit or full power).
+    pub fallback_pct: f64,
+}
+
+fn pct_raw(
+    model: u16,
+    pct: f64,
+    sf: Option<i16>,
+    point: &'static str,
+) -> Result<u16, SunSpecError> {
+    if !(0.0..=100.0).contains(&pct) || pct.is_nan() {
+        return Err(SunSpecError::OutOfRange {
+            what: format!("active power limit {pct}% is outside 0..=100"),
+        });
+    }
+    let sf = sf.ok_or(SunSpecError::UnknownScaleFactor { model, point })?;
+    let raw = (pct / 10f64.powi(i32::from(sf))).round();
+    if !(0.0..=65534.0).contains(&raw) {
+        return Err(SunSpecError::OutOfRange {
+            what: format!(
+                "active power limit {pct}% does not fit model {model} {point} with scale factor {sf}"
+            ),
+        });
+    }
+    Ok(raw as u16)
+}
+
+/// The writes that set an active power limit of `pct` % of WMax, given the current block
+/// of the control model (123 or 704). Only the control registers themselves are written:
+/// never ID, L or scale factors, and not the neighbouring window/ramp timers.
+pub fn plan_active_power_limit(
+    ctl: &ModelRef,
+    regs: &[u16],
+    pct: f64,
+    revert: RevertPolicy,
+) -> Result<Vec<RegisterWrite>, SunSpecError> {
+    let b = Block::new(ctl.id, regs);
+    let w = |off: usize, values: Vec<u16>, point| RegisterWrite {
+        address: ctl.addr(off as u16),
+        values,
+        point,
+    };
+    match ctl.id {
+        123 => {
+            b.ensure_len(m123::LEN)?;
+            let raw = pct_raw(123, pct, b.sf(m123::WMAXLIMPCT_SF), "WMaxLimPct_SF")?;
+            let rvrt = u16::try_from(revert.timeout_s).map_err(|_| SunSpecError::OutOfRange {
+                what: format!(
+                    "revert timeout {} s exceeds model 123's 65535 s",
+                    revert.timeout_s
+                ),
+            })?;
+            // Revert timer first, then the value, then enable: the inverter never runs an
+            // enabled limit without its revert timer.
+            Ok(vec![
+                w(m123::WMAXLIMPCT_RVRT_TMS, vec![rvrt], "WMaxLimPct_RvrtTms"),
+                w(m123::WMAXLIMPCT, vec![raw], "WMaxLimPct"),
+                w(m123::WMAXLIM_ENA, vec![1], "WMaxLim_Ena"),
+            ])
+        }
+        704 => {
+            b.ensure_len(m704::LEN)?;
+            let sf = b.sf(m704::WMAXLIMPCT_SF);
+            let raw = pct_raw(704, pct, sf, "WMaxLimPct_SF")?;
+            let fallback = pct_raw(704, revert.fallback_pct, sf, "WMaxLimPct_SF")?;
+            let t = revert.timeout_s;
+            // WMaxLimPctRvrt and WMaxLimPctEnaRvrt are adjacent (16, 17), then RvrtTms
+            // (18-19): one write of 4 registers covers exactly these three points.
+            Ok(vec![
+                w(
+                    m704::WMAXLIMPCT_RVRT,
+                    vec![fallback, 1, (t >> 16) as u16, t as u16],
+                    "WMaxLimPctRvrt+WMaxLimPctEnaRvrt+WMaxLimPctRvrtTms",
+                ),
+                w(m704::WMAXLIMPCT, vec![raw], "WMaxLimPct"),
+                w(m704::WMAXLIMPCT_ENA, vec![1], "WMaxLimPctEna"),
+            ])
+        }
+        other => Err(SunSpecError::OutOfRange {
+            what: format!("model {other} carries no active power limit"),
+        }),
+    }
+}
+
+/// The write that connects (true) or disconnects (false) the inverter (model 123 Conn).
+pub fn plan_connect(
+    ctl: &ModelRef,
+    regs: &[u16],
+    connect: bool,
+) -> Result<Vec<RegisterWrite>, SunSpecError> {
+    if ctl.id != 123 {
+        return Err(SunSpecError::OutOfRange {
+            what: format!("connect/disconnect needs model 123, got model {}", ctl.id),
+        });
+    }
+    Block::new(123, regs).ensure_len(m123::LEN)?;
+    Ok(vec![RegisterWrite {
+        address: ctl.addr(m123::CONN as u16),
+        values: vec![u16::from(connect)],
+        point: "Conn",
+    }])
+}
+
+/// Checks that a re-read block holds what `writes` wrote. Returns the first mismatch.
+pub fn verify_writes(ctl: &ModelRef, regs: &[u16], writes: &[RegisterWrite]) -> Result<(), String> {
+    for wr in writes {
+        for (i, v) in wr.values.iter().enumerate() {
+            let off = usize::from(wr.address.wrapping_sub(ctl.start)) + i;
+            match regs.get(off) {
+                Some(got) if got == v => {}
+                got => {
+                    return Err(format!(
+                        "{} at register {}: wrote {v}, read back {got:?}",
+                        wr.point,
+                        u32::from(wr.address) + i as u32
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_walk_steps_and_end() {
+        let (m, next) = chain_step(40002, [1, 66], 0).unwrap().unwrap();
+        assert_eq!(
+            m,
+            ModelRef {
+                id: 1,
+                start: 40002,
+                len: 66
+            }
+        );
+        assert_eq!(next, 40070);
+        assert_eq!(chain_step(40070, [0xFFFF, 0], 1).unwrap(), None);
+        assert!(chain_step(65000, [103, 1000], 1).is_err());
+        assert!(chain_step(40002, [0, 10], 0).is_err());
+        assert!(chain_step(40002, [1, 66], MAX_MODELS).is_err());
+    }
+
+    #[test]
+    fn marker() {
+        assert!(check_marker(0, &SUNS_MARKER).is_ok());
+        let e = check_marker(40000, &[0, 1]).unwrap_err();
+        assert!(e.to_string().contains("40000"), "{e}");
+    }
+
+    #[test]
+    fn not_implemented_values_are_unknown() {
+        let regs = [103, 50, 0x8000, 0xFFFF, 0xFFFF, 0xFFFF, 0xFFFF];
+        let b = Block::new(103, &regs);
+        assert_eq!(b.i16(2), None);
+        assert_eq!(b.u16(3), None);
+        assert_eq!(b.u32(3), None);
+        assert_eq!(b.sf(2), None);
+        let nan = f32::NAN.to_bits();
+        let f = [(nan >> 16) as u16, nan as u16];
+        assert_eq!(Block::new(113, &f).f32(0), None);
+        // a known value with an unknown scale factor is unknown
+        let r = [100, 0x8000];
+        assert_eq!(Block::new(1, &r).scaled_u16(0, 1), None);
+        let r = [1234, (-1i16) as u16];
+        assert_eq!(Block::new(1, &r).scaled_u16(0, 1), Some(123.4));
+    }
+
+    fn block_103() -> Vec<u16> {
+        let mut r = vec![0xFFFFu16; 52];
+        r[0] = 103;
+        r[1] = 50;
+        r[2] = 215; // A
+        r[3] = 72;
+        r[4] = 71;
+        r[5] = 72;
+        r[6] = (-1i16) as u16; // A_SF
+        r[10..13].fill(2401); // V
+        r[13] = (-1i16) as u16;
+        r[14] = 5000; // W
+        r[15] = 0;
+        r[16] = 5001; // Hz
+        r[17] = (-2i16) as u16;
+        r[18] = 5100;
+        r[19] = 0;
+        r[20] = (-300i16) as u16;
+        r[21] = 0;
+        r[22] = 0x8000;
+        r[23] = 0x8000;
+        r[24] = 0;
+        r[25] = 12345;
+        r[26] = 1;
+        r[38] = 4;
+        r
+    }
+
+    #[test]
+    fn decodes_103() {
+        let mut blocks = Blocks::new();
+        blocks.insert(103, block_103());
+        let inv = decode_inverter(&blocks).unwrap();
+        assert_eq!(inv.model, 103);
+        assert_eq!(inv.ac.w, Some(5000.0));
+        assert_eq!(inv.ac.var, Some(-300.0));
+        assert!((inv.ac.hz.unwrap() - 50.01).abs() < 1e-9);
+        assert!((inv.ac.a.unwrap() - 21.5).abs() < 1e-9);
+        assert!((inv.ac.phases[1].v.unwrap() - 240.1).abs() < 1e-9);
+        assert_eq!(inv.energy_wh, Some(123450.0));
+        assert_eq!(inv.state, Some(OperatingState::Running));
+        assert_eq!(inv.limit, None);
+    }
+
+    #[test]
+    fn meter_sign_inversion() {
+        let mut r = vec![0x8000u16; 107];
+        r[0] = 203;
+        r[1] = 105;
+        r[18] = (-2000i16) as u16;
+        r[22] = 0;
+        r[38] = 0;
+        r[39] = 10;
+        r[46] = 0;
+        r[47] = 20;
+        r[54] = 3;
+        let mut blocks = Blocks::new();
+        blocks.insert(203, r);
+        let m = decode_meter(&blocks, false).unwrap();
+        assert_eq!(m.ac.w, Some(-2000.0));
+        assert_eq!(m.export_wh, Some(10000.0));
+        assert_eq!(m.ac.hz, None);
+        let m = decode_meter(&blocks, true).unwrap();
+        assert_eq!(m.ac.w, Some(2000.0));
+        assert_eq!(m.import_wh, Some(10000.0));
+    }
+
+    #[test]
+    fn plan_123_writes_only_control_points() {
+        let ctl = ModelRef {
+            id: 123,
+            start: 40122,
+            len: 24,
+        };
+        let mut regs = vec![0u16; 26];
+        regs[m123::WMAXLIMPCT_SF] = (-1i16) as u16;
+        let w = plan_active_power_limit(
+            &ctl,
+            &regs,
+            42.5,
+            RevertPolicy {
+                timeout_s: 300,
+                fallback_pct: 0.0,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            w.iter()
+                .map(|w| (w.address, w.values.clone()))
+                .collect::<Vec<_>>(),
+            vec![(40129, vec![300]), (40127, vec![425]), (40131, vec![1])]
+        );
+        regs[m123::WMAXLIMPCT_SF] = 0x8000;
+        assert!(matches!(
+            plan_active_power_limit(
+                &ctl,
+                &regs,
+                50.0,
+                RevertPolicy {
+                    timeout_s: 60,
+                    fallback_pct: 0.0
+                }
+            ),
+            Err(SunSpecError::UnknownScaleFactor { .. })
+        ));
+        regs[m123::WMAXLIMPCT_SF] = 0;
+        assert!(
+            plan_active_power_limit(
+                &ctl,
+                &regs,
+                101.0,
+                RevertPolicy {
+                    timeout_s: 60,
+                    fallback_pct: 0.0
+                }
+            )
+            .is_err()
+        );
+        let c = plan_connect(&ctl, &regs, false).unwrap();
+        assert_eq!(c[0].address, 40126);
+        assert_eq!(c[0].values, vec![0]);
+    }
+
+    #[test]
+    fn plan_704_sets_revert_limit() {
+        let ctl = ModelRef {
+            id: 704,
+            start: 1000,
+            len: 57,
+        };
+        let mut regs = vec![0u16; 59];
+        regs[m704::WMAXLIMPCT_SF] = 0;
+        let w = plan_active_power_limit(
+            &ctl,
+            &regs,
+            30.0,
+            RevertPolicy {
+                timeout_s: 70000,
+                fallback_pct: 10.0,
+            },
+        )
+        .unwrap();
+        assert_eq!(w[0].address, 1016);
+        assert_eq!(w[0].values, vec![10, 1, 1, 4464]);
+        assert_eq!(w[1].address, 1015);
+        assert_eq!(w[2].address, 1014);
+        let mut after = regs.clone();
+        after[16..20].copy_from_slice(&w[0].values);
+        after[15] = 30;
+        assert!(verify_writes(&ctl, &after, &w).is_err());
+        after[14] = 1;
+        assert!(verify_writes(&ctl, &after, &w).is_ok());
+    }
+}

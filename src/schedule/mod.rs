@@ -1,0 +1,1030 @@
+//! The 2030.5 / CSIP-AUS event scheduler as a pure function of programs, controls,
+//! time, a seeded RNG and the previous state.
+//!
+//! [`evaluate`] takes the DER programs (primacy, default control), the DER controls
+//! ("events") the server lists, the server-adjusted time, a seeded [`Rng`] and the
+//! previous [`State`], and returns an [`Outcome`]: the active value of every control mode
+//! with its source and end, the ramp, the next instant anything changes, the responses
+//! that fell due (each exactly once, keyed by event mRID + status) and the new state.
+//! No IO, no clock, no global RNG. The rules are summarised in README "Scheduling rules".
+//!
+//! The engine maps `sep2` types into these input types; this module knows no XML.
+
+#[cfg(test)]
+mod properties;
+mod rng;
+#[cfg(test)]
+mod scenarios;
+
+pub use rng::Rng;
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// randomizeStart / randomizeDuration bounds are OneHourRangeType: -3600..=3600 s.
+pub const RANDOMIZE_LIMIT_S: i32 = 3600;
+/// How long the record (and ledger entries) of a finished event that the server no
+/// longer lists is kept, so a late reappearance is not answered twice.
+pub const RECORD_RETENTION_S: i64 = 2 * 86_400;
+
+/// The control modes the scheduler resolves, one active value each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ControlMode {
+    /// csipaus:opModExpLimW, site export limit.
+    ExpLimW,
+    /// csipaus:opModImpLimW, site import limit.
+    ImpLimW,
+    /// csipaus:opModGenLimW, generation limit.
+    GenLimW,
+    /// csipaus:opModLoadLimW, load limit.
+    LoadLimW,
+    /// opModConnect: connect (true) or disconnect.
+    Connect,
+    /// opModEnergize: energize (true) or cease to energize.
+    Energize,
+    /// opModMaxLimW: hundredths of a percent of setMaxW.
+    MaxLimW,
+}
+
+impl ControlMode {
+    /// Every mode, in output order.
+    pub const ALL: [ControlMode; 7] = [
+        ControlMode::ExpLimW,
+        ControlMode::ImpLimW,
+        ControlMode::GenLimW,
+        ControlMode::LoadLimW,
+        ControlMode::Connect,
+        ControlMode::Energize,
+        ControlMode::MaxLimW,
+    ];
+
+    /// The 2030.5 / CSIP-AUS element name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ControlMode::ExpLimW => "opModExpLimW",
+            ControlMode::ImpLimW => "opModImpLimW",
+            ControlMode::GenLimW => "opModGenLimW",
+            ControlMode::LoadLimW => "opModLoadLimW",
+            ControlMode::Connect => "opModConnect",
+            ControlMode::Energize => "opModEnergize",
+            ControlMode::MaxLimW => "opModMaxLimW",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// A 2030.5 ActivePower: `value × 10^multiplier` watts. Plain watts are multiplier 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivePower {
+    pub value: i32,
+    pub multiplier: i8,
+}
+
+impl ActivePower {
+    /// Plain watts.
+    pub fn from_watts(watts: i32) -> Self {
+        Self {
+            value: watts,
+            multiplier: 0,
+        }
+    }
+
+    /// The power in watts.
+    pub fn watts(self) -> f64 {
+        f64::from(self.value) * 10f64.powi(i32::from(self.multiplier))
+    }
+}
+
+/// The value a mode takes.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ModeValue {
+    /// A limit in (scaled) watts: opModExpLimW, ImpLimW, GenLimW, LoadLimW.
+    Power(ActivePower),
+    /// opModConnect / opModEnergize.
+    Flag(bool),
+    /// opModMaxLimW in hundredths of a percent of setMaxW.
+    HundredthsPct(u16),
+}
+
+impl ModeValue {
+    /// Watts, for the power modes; `None` for the others.
+    pub fn watts(self) -> Option<f64> {
+        match self {
+            ModeValue::Power(p) => Some(p.watts()),
+            _ => None,
+        }
+    }
+}
+
+/// The control modes one DERControl (or DefaultDERControl) sets; `None` = not set.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ControlSet {
+    pub exp_lim_w: Option<ActivePower>,
+    pub imp_lim_w: Option<ActivePower>,
+    pub gen_lim_w: Option<ActivePower>,
+    pub load_lim_w: Option<ActivePower>,
+    pub connect: Option<bool>,
+    pub energize: Option<bool>,
+    /// opModMaxLimW, hundredths of a percent of setMaxW.
+    pub max_lim_hundredths_pct: Option<u16>,
+}
+
+impl ControlSet {
+    /// The value this set gives `mode`, if any.
+    pub fn get(&self, mode: ControlMode) -> Option<ModeValue> {
+        match mode {
+            ControlMode::ExpLimW => self.exp_lim_w.map(ModeValue::Power),
+            ControlMode::ImpLimW => self.imp_lim_w.map(ModeValue::Power),
+            ControlMode::GenLimW => self.gen_lim_w.map(ModeValue::Power),
+            ControlMode::LoadLimW => self.load_lim_w.map(ModeValue::Power),
+            ControlMode::Connect => self.connect.map(ModeValue::Flag),
+            ControlMode::Energize => self.energize.map(ModeValue::Flag),
+            ControlMode::MaxLimW => self.max_lim_hundredths_pct.map(ModeValue::HundredthsPct),
+        }
+    }
+
+    /// Bit set of the modes present (bit = `ControlMode as u8`).
+    pub fn modes_mask(&self) -> u8 {
+        ControlMode::ALL
+            .iter()
+            .filter(|m| self.get(**m).is_some())
+            .fold(0, |acc, m| acc | m.bit())
+    }
+
+    /// Which of the set values is out of range, if any (for the rejection reason).
+    fn invalid_value(&self) -> Option<String> {
+        for mode in [
+            ControlMode::ExpLimW,
+            ControlMode::ImpLimW,
+            ControlMode::GenLimW,
+            ControlMode::LoadLimW,
+        ] {
+            if let Some(ModeValue::Power(p)) = self.get(mode) {
+                if p.value < 0 {
+                    return Some(format!("{} is negative ({} W)", mode.name(), p.watts()));
+                }
+                if !(-9..=9).contains(&p.multiplier) {
+                    return Some(format!(
+                        "{} multiplier {} is outside -9..=9",
+                        mode.name(),
+                        p.multiplier
+                    ));
+                }
+            }
+        }
+        match self.max_lim_hundredths_pct {
+            Some(pct) if pct > 10_000 => Some(format!("opModMaxLimW {pct} is above 100.00 %")),
+            _ => None,
+        }
+    }
+}
+
+/// A DefaultDERControl: what applies per mode when no event does.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DefaultControl {
+    pub mrid: String,
+    pub controls: ControlSet,
+    /// setGradW: hundredths of a percent of setMaxW per second.
+    pub set_grad_w: Option<u16>,
+}
+
+/// A DERProgram as the scheduler needs it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Program {
+    pub mrid: String,
+    /// The FunctionSetAssignments it was found in (href or mRID), for provenance only:
+    /// primacy is compared across FSAs.
+    pub fsa: String,
+    /// Lower number wins.
+    pub primacy: u8,
+    /// `None` when the server has none (404/204, or the DefaultDERControl was removed).
+    pub default_control: Option<DefaultControl>,
+}
+
+/// EventStatus.currentStatus.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StatusCode {
+    Scheduled,
+    Active,
+    Cancelled,
+    CancelledWithRandomization,
+    Superseded,
+    /// A value 2030.5 reserves; such an event is rejected as invalid.
+    Reserved(u8),
+}
+
+impl StatusCode {
+    /// From the wire value.
+    pub fn from_u8(v: u8) -> Self {
+        match v {
+            0 => StatusCode::Scheduled,
+            1 => StatusCode::Active,
+            2 => StatusCode::Cancelled,
+            3 => StatusCode::CancelledWithRandomization,
+            4 => StatusCode::Superseded,
+            other => StatusCode::Reserved(other),
+        }
+    }
+}
+
+/// EventStatus of a DERControl.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventStatus {
+    pub current: StatusCode,
+    /// EventStatus.dateTime, seconds since the epoch.
+    pub date_time_s: i64,
+    /// Informational: the scheduler works out overlaps itself.
+    pub potentially_superseded: bool,
+}
+
+/// responseRequired bit 0: the end device shall indicate that the message was received.
+pub const RESPONSE_RECEIVED_BIT: u8 = 0x01;
+/// responseRequired bit 1: the end device shall indicate specific responses.
+pub const RESPONSE_SPECIFIC_BIT: u8 = 0x02;
+
+/// A DERControl as the scheduler needs it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub mrid: String,
+    pub program_mrid: String,
+    pub creation_time_s: i64,
+    /// interval.start, seconds since the epoch.
+    pub start_s: i64,
+    /// interval.duration, seconds.
+    pub duration_s: u32,
+    pub randomize_start_s: i32,
+    pub randomize_duration_s: i32,
+    pub status: EventStatus,
+    /// responseRequired bits (see [`RESPONSE_RECEIVED_BIT`], [`RESPONSE_SPECIFIC_BIT`]).
+    pub response_required: u8,
+    pub reply_to: Option<String>,
+    pub controls: ControlSet,
+    /// rampTms: hundredths of a second.
+    pub ramp_tms: Option<u16>,
+}
+
+impl Event {
+    /// A scheduled event with no randomization, no responses and no ramp.
+    pub fn new(
+        mrid: &str,
+        program_mrid: &str,
+        creation_time_s: i64,
+        start_s: i64,
+        duration_s: u32,
+        controls: ControlSet,
+    ) -> Self {
+        Self {
+            mrid: mrid.to_string(),
+            program_mrid: program_mrid.to_string(),
+            creation_time_s,
+            start_s,
+            duration_s,
+            randomize_start_s: 0,
+            randomize_duration_s: 0,
+            status: EventStatus {
+                current: StatusCode::Scheduled,
+                date_time_s: creation_time_s,
+                potentially_superseded: false,
+            },
+            response_required: 0,
+            reply_to: None,
+            controls,
+            ramp_tms: None,
+        }
+    }
+
+    fn scheduled_end_s(&self) -> i64 {
+        self.start_s + i64::from(self.duration_s)
+    }
+}
+
+/// DERControlResponse status codes (IEEE 2030.5-2018 Table 27, which sep.xsd's
+/// Response.status annotation points to).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ResponseStatus {
+    /// 1: Event Received.
+    Received,
+    /// 2: Event Started.
+    Started,
+    /// 3: Event Completed.
+    Completed,
+    /// 6: Event Cancelled.
+    Cancelled,
+    /// 7: Event Superseded.
+    Superseded,
+    /// 252: Rejected, a control parameter is not applicable (no mode this client runs).
+    RejectedNotApplicable,
+    /// 253: Rejected, invalid event.
+    RejectedInvalid,
+    /// 254: Rejected, the event was received after it had expired.
+    RejectedExpired,
+}
+
+impl ResponseStatus {
+    /// The wire value of Response.status.
+    pub fn code(self) -> u8 {
+        match self {
+            ResponseStatus::Received => 1,
+            ResponseStatus::Started => 2,
+            ResponseStatus::Completed => 3,
+            ResponseStatus::Cancelled => 6,
+            ResponseStatus::Superseded => 7,
+            ResponseStatus::RejectedNotApplicable => 252,
+            ResponseStatus::RejectedInvalid => 253,
+            ResponseStatus::RejectedExpired => 254,
+        }
+    }
+
+    fn required_bit(self) -> u8 {
+        match self {
+            ResponseStatus::Received => RESPONSE_RECEIVED_BIT,
+            ResponseStatus::RejectedNotApplicable
+            | ResponseStatus::RejectedInvalid
+            | ResponseStatus::RejectedExpired => RESPONSE_RECEIVED_BIT | RESPONSE_SPECIFIC_BIT,
+            _ => RESPONSE_SPECIFIC_BIT,
+        }
+    }
+
+    /// Order within one event's life: received, started, then an ending.
+    fn rank(self) -> u8 {
+        match self {
+            ResponseStatus::Received => 0,
+            ResponseStatus::Started => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// The ledger key: one response per (event mRID, status), ever.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ResponseKey {
+    pub event_mrid: String,
+    pub status: ResponseStatus,
+}
+
+/// A response the engine must POST to `reply_to` (DERControlResponse, subject = mRID).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResponseDue {
+    pub key: ResponseKey,
+    pub program_mrid: String,
+    pub reply_to: Option<String>,
+    /// When it happened in the client (Response.createdDateTime), seconds since epoch.
+    pub at_s: i64,
+}
+
+/// Why an event stopped applying.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EndReason {
+    Completed,
+    Cancelled,
+    Superseded,
+    /// The server stopped listing it.
+    Vanished,
+    /// Never applied: rejected with this status.
+    Rejected(ResponseStatus),
+}
+
+/// When and why an event ended (final once recorded).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ending {
+    pub reason: EndReason,
+    pub at_s: i64,
+}
+
+/// A stop the server asked for (cancel, cancel with randomization, superseded status),
+/// fixed when first noticed so re-evaluation gives the same answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stop {
+    pub reason: EndReason,
+    pub at_s: i64,
+}
+
+/// What the scheduler remembers about one event it has seen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub program_mrid: String,
+    pub reply_to: Option<String>,
+    pub response_required: u8,
+    pub first_seen_s: i64,
+    /// The randomizeStart draw, kept for the life of the event.
+    pub start_offset_s: i32,
+    /// The randomizeDuration draw, kept for the life of the event.
+    pub duration_offset_s: i32,
+    pub stop: Option<Stop>,
+    pub started_at_s: Option<i64>,
+    pub ended: Option<Ending>,
+}
+
+/// The scheduler's memory between calls; persist it (serde) to survive restarts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Every event seen, by mRID.
+    pub events: BTreeMap<String, EventRecord>,
+    /// Every response ever issued.
+    pub ledger: BTreeSet<ResponseKey>,
+}
+
+/// The inputs of one evaluation.
+#[derive(Clone, Copy, Debug)]
+pub struct Input<'a> {
+    pub programs: &'a [Program],
+    /// The full current DERControl lists of all programs (never a partial page). While
+    /// the server is unreachable, pass the last known lists.
+    pub events: &'a [Event],
+    /// Server-adjusted time, seconds since the epoch.
+    pub now_s: i64,
+}
+
+/// Where an active value comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Source {
+    Event {
+        event_mrid: String,
+        program_mrid: String,
+    },
+    Default {
+        program_mrid: String,
+        default_mrid: String,
+    },
+}
+
+/// The ramp that applies to a change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ramp {
+    /// rampTms of the event: reach the new value over this many hundredths of a second.
+    TimeHundredthsS(u16),
+    /// setGradW of the default: hundredths of a percent of setMaxW per second.
+    GradientHundredthsPctPerS(u16),
+    /// Neither given: the device's own default ramp.
+    Unspecified,
+}
+
+/// The active value of one mode.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActiveValue {
+    pub value: ModeValue,
+    pub source: Source,
+    /// The next instant this mode's value may change (`None`: nothing known ahead).
+    pub until_s: Option<i64>,
+    pub ramp: Ramp,
+}
+
+/// One value (or none) per mode.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ActiveControls {
+    modes: [Option<ActiveValue>; 7],
+}
+
+impl ActiveControls {
+    /// The active value of `mode`; `None` when no event and no default sets it.
+    pub fn get(&self, mode: ControlMode) -> Option<&ActiveValue> {
+        self.modes[mode as usize].as_ref()
+    }
+
+    /// Watts of a power mode, for convenience.
+    pub fn watts(&self, mode: ControlMode) -> Option<f64> {
+        self.get(mode).and_then(|a| a.value.watts())
+    }
+
+    /// (mode, value) for every mode that has a value.
+    pub fn iter(&self) -> impl Iterator<Item = (ControlMode, &ActiveValue)> {
+        ControlMode::ALL
+            .iter()
+            .filter_map(|m| self.get(*m).map(|a| (*m, a)))
+    }
+}
+
+/// The result of one evaluation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub active: ActiveControls,
+    /// rampTms of the highest-precedence active event that has one, else setGradW of the
+    /// highest-precedence default that has one.
+    pub ramp: Ramp,
+    /// Evaluate again no later than this (`None`: nothing scheduled ahead).
+    pub next_change_s: Option<i64>,
+    /// Responses that fell due, in the order they happened; already in `state.ledger`.
+    pub responses: Vec<ResponseDue>,
+    /// The state to pass to the next call (and to persist).
+    pub state: State,
+    /// Human-readable reasons for rejections and vanished events, for the log.
+    pub notes: Vec<String>,
+}
+
+/// A valid event with its effective window, during one evaluation.
+struct Live<'a> {
+    ev: &'a Event,
+    primacy: u8,
+    mask: u8,
+    eff_start_s: i64,
+    eff_end_s: i64,
+    /// Stop by the server (cancel / superseded status) or an already recorded ending.
+    stop: Option<(EndReason, i64)>,
+    /// The ending is already recorded in the state and final.
+    ended: bool,
+    /// When the client first knew of it.
+    first_seen_s: i64,
+    /// Computed: when it stops applying and why.
+    end: (EndReason, i64),
+}
+
+impl Live<'_> {
+    /// Whether it applies for any time at all: it must end after it starts and after
+    /// the client first knew of it.
+    fn executes(&self) -> bool {
+        self.end.1 > self.eff_start_s.max(self.first_seen_s)
+    }
+}
+
+/// Evaluates the schedule at `input.now_s`. See the module documentation.
+pub fn evaluate(input: &Input<'_>, rng: &mut Rng, previous: &State) -> Outcome {
+    let now = input.now_s;
+    let mut state = previous.clone();
+    let mut notes = Vec::new();
+    let mut due: Vec<ResponseDue> = Vec::new();
+
+    let programs: HashMap<&str, &Program> = input
+        .programs
+        .iter()
+        .map(|p| (p.mrid.as_str(), p))
+        .collect();
+
+    // 1. Register new events, notice status changes, collect the valid ones.
+    let mut present: BTreeSet<&str> = BTreeSet::new();
+    let mut live: Vec<Live<'_>> = Vec::with_capacity(input.events.len());
+    for ev in input.events {
+        if !present.insert(ev.mrid.as_str()) {
+            notes.push(format!(
+                "event {} listed twice; the first listing is used",
+                ev.mrid
+            ));
+            continue;
+        }
+        let program = programs.get(ev.program_mrid.as_str()).copied();
+        if !state.events.contains_key(&ev.mrid) {
+            let record = first_sight(ev, program, now, rng, &mut due, &mut notes);
+            state.events.insert(ev.mrid.clone(), record);
+        }
+        let Some(record) = state.events.get_mut(&ev.mrid) else {
+            continue;
+        };
+        if matches!(
+            record.ended,
+            Some(Ending {
+                reason: EndReason::Rejected(_),
+                ..
+            })
+        ) {
+            continue;
+        }
+        let Some(program) = program else {
+            // Known before, its program has gone: it can no longer be ranked.
+            continue;
+        };
+        let eff_start_s = ev.start_s + i64::from(record.start_offset_s);
+        let eff_len_s = (i64::from(ev.duration_s) + i64::from(record.duration_offset_s)).max(1);
+        let eff_end_s = eff_start_s + eff_len_s;
+        if record.ended.is_none() && record.stop.is_none() {
+            record.stop = server_stop(ev, record, eff_start_s, now, rng);
+        }
+        let stop = match record.ended {
+            Some(e) => Some((e.reason, e.at_s)),
+            None => record.stop.map(|s| (s.reason, s.at_s)),
+        };
+        live.push(Live {
+            ev,
+            primacy: program.primacy,
+            mask: ev.controls.modes_mask(),
+            eff_start_s,
+            eff_end_s,
+            stop,
+            ended: record.ended.is_some(),
+            first_seen_s: record.first_seen_s,
+            end: (EndReason::Completed, eff_end_s),
+        });
+    }
+
+    // 2. Events the server no longer lists: an active one ends now (as cancelled).
+    for (mrid, record) in state.events.iter_mut() {
+        if present.contains(mrid.as_str()) || record.ended.is_some() {
+            continue;
+        }
+        record.ended = Some(Ending {
+            reason: EndReason::Vanished,
+            at_s: now,
+        });
+        if record.started_at_s.is_some() {
+            notes.push(format!(
+                "event {mrid} was active and is no longer listed by the server; it ends now"
+            ));
+            push_due(
+                &mut due,
+                mrid,
+                record,
+                ResponseStatus::Cancelled,
+                now.max(record.first_seen_s),
+            );
+        }
+    }
+
+    // 3. When each live event stops applying: completion, server stop, or superseded by
+    //    a higher-precedence event that covers all its modes and overlaps it in time.
+    resolve_ends(&mut live);
+
+    // 4. Started / ended transitions up to now, each recorded and answered once.
+    for l in &live {
+        let Some(record) = state.events.get_mut(&l.ev.mrid) else {
+            continue;
+        };
+        if record.ended.is_some() {
+            continue;
+        }
+        let (reason, end_s) = l.end;
+        if l.executes() && now >= l.eff_start_s && record.started_at_s.is_none() {
+            let at = l.eff_start_s.max(record.first_seen_s);
+            record.started_at_s = Some(at);
+            push_due(&mut due, &l.ev.mrid, record, ResponseStatus::Started, at);
+        }
+        if now >= end_s {
+            let at = end_s.max(record.started_at_s.unwrap_or(record.first_seen_s));
+            record.ended = Some(Ending { reason, at_s: at });
+            let status = match reason {
+                EndReason::Completed => Some(ResponseStatus::Completed),
+                EndReason::Cancelled | EndReason::Vanished => Some(ResponseStatus::Cancelled),
+                EndReason::Superseded => Some(ResponseStatus::Superseded),
+                EndReason::Rejected(_) => None,
+            };
+            if let Some(status) = status {
+                push_due(&mut due, &l.ev.mrid, record, status, at);
+            }
+        }
+    }
+
+    // Events still running or still to come after this call.
+    let open: Vec<bool> = live
+        .iter()
+        .map(|l| {
+            state
+                .events
+                .get(&l.ev.mrid)
+                .is_some_and(|r| r.ended.is_none())
+        })
+        .collect();
+
+    // 5. Active value per mode: the highest-precedence executing event, else the default.
+    let mut active = ActiveControls::default();
+    let mut defaults: Vec<&Program> = input
+        .programs
+        .iter()
+        .filter(|p| p.default_control.is_some())
+        .collect();
+    defaults.sort_by(|a, b| (a.primacy, &a.mrid).cmp(&(b.primacy, &b.mrid)));
+    let default_ramp = defaults
+        .iter()
+        .find_map(|p| p.default_control.as_ref().and_then(|d| d.set_grad_w))
+        .map_or(Ramp::Unspecified, Ramp::GradientHundredthsPctPerS);
+    let executing: Vec<&Live<'_>> = live
+        .iter()
+        .filter(|l| l.eff_start_s <= now && now < l.end.1 && l.executes())
+        .collect();
+    let mut top_event_ramp: Option<(&Live<'_>, u16)> = None;
+    for mode in ControlMode::ALL {
+        let until_s = live
+            .iter()
+            .zip(&open)
+            .filter(|(l, open)| **open && l.mask & mode.bit() != 0)
+            .flat_map(|(l, _)| [l.eff_start_s, l.end.1])
+            .filter(|t| *t > now)
+            .min();
+        let winner = executing
+            .iter()
+            .filter(|l| l.mask & mode.bit() != 0)
+            .min_by(|a, b| instant_precedence(a, b));
+        let value = if let Some(l) = winner {
+            let ramp = match l.ev.ramp_tms {
+                Some(t) => {
+                    let better =
+                        top_event_ramp.is_none_or(|(cur, _)| instant_precedence(l, cur).is_lt());
+                    if better {
+                        top_event_ramp = Some((l, t));
+                    }
+                    Ramp::TimeHundredthsS(t)
+                }
+                None => default_ramp,
+            };
+            l.ev.controls.get(mode).map(|value| ActiveValue {
+                value,
+                source: Source::Event {
+                    event_mrid: l.ev.mrid.clone(),
+                    program_mrid: l.ev.program_mrid.clone(),
+                },
+                until_s,
+                ramp,
+            })
+        } else {
+            defaults.iter().find_map(|p| {
+                let d = p.default_control.as_ref()?;
+                let value = d.controls.get(mode)?;
+                Some(ActiveValue {
+                    value,
+                    source: Source::Default {
+                        program_mrid: p.mrid.clone(),
+                        default_mrid: d.mrid.clone(),
+                    },
+                    until_s,
+                    ramp: default_ramp,
+                })
+            })
+        };
+        active.modes[mode as usize] = value;
+    }
+    let ramp = top_event_ramp.map_or(default_ramp, |(_, t)| Ramp::TimeHundredthsS(t));
+
+    // 6. The next instant anything changes.
+    let next_change_s = live
+        .iter()
+        .zip(&open)
+        .filter(|(_, open)| **open)
+        .flat_map(|(l, _)| [l.eff_start_s, l.end.1])
+        .filter(|t| *t > now)
+        .min();
+
+    // 7. Forget finished events the server no longer lists, after a retention period.
+    let expired: Vec<String> = state
+        .events
+        .iter()
+        .filter(|(mrid, r)| {
+            !present.contains(mrid.as_str())
+                && r.ended.is_some_and(|e| e.at_s + RECORD_RETENTION_S < now)
+        })
+        .map(|(mrid, _)| mrid.clone())
+        .collect();
+    if !expired.is_empty() {
+        let gone: BTreeSet<&str> = expired.iter().map(String::as_str).collect();
+        state
+            .ledger
+            .retain(|k| !gone.contains(k.event_mrid.as_str()));
+        for mrid in &expired {
+            state.events.remove(mrid);
+        }
+    }
+
+    // Responses in the order they happened; within one event received, started, ended.
+    due.sort_by_key(|r| (r.at_s, r.key.status.rank()));
+    for r in &due {
+        state.ledger.insert(r.key.clone());
+    }
+    // A response is due once: drop any the ledger already had (e.g. restored state).
+    let responses = due
+        .into_iter()
+        .filter(|r| !previous.ledger.contains(&r.key))
+        .collect();
+
+    Outcome {
+        active,
+        ramp,
+        next_change_s,
+        responses,
+        state,
+        notes,
+    }
+}
+
+/// Precedence at one instant among executing events for the same mode: lower primacy,
+/// then the later scheduled start (consecutive events that overlap only through
+/// randomization hand over to the next one), then the newer creationTime, then mRID.
+fn instant_precedence(a: &Live<'_>, b: &Live<'_>) -> std::cmp::Ordering {
+    a.primacy
+        .cmp(&b.primacy)
+        .then(b.ev.start_s.cmp(&a.ev.start_s))
+        .then(b.ev.creation_time_s.cmp(&a.ev.creation_time_s))
+        .then(b.ev.mrid.cmp(&a.ev.mrid))
+}
+
+/// Precedence for superseding: lower primacy, then newer creationTime, then mRID.
+fn supersede_precedence(a: &Live<'_>, b: &Live<'_>) -> std::cmp::Ordering {
+    a.primacy
+        .cmp(&b.primacy)
+        .then(b.ev.creation_time_s.cmp(&a.ev.creation_time_s))
+        .then(b.ev.mrid.cmp(&a.ev.mrid))
+}
+
+/// Sets `end` of every live event. Events are visited from the highest supersede
+/// precedence down, so the end of every possible superseder is final when used.
+fn resolve_ends(live: &mut [Live<'_>]) {
+    let mut order: Vec<usize> = (0..live.len()).collect();
+    order.sort_by(|a, b| supersede_precedence(&live[*a], &live[*b]));
+    let mut rank = vec![0usize; live.len()];
+    for (r, i) in order.iter().enumerate() {
+        rank[*i] = r;
+    }
+    // Candidates by scheduled start, to find time overlaps without scanning all pairs.
+    let mut by_start: Vec<usize> = (0..live.len()).collect();
+    by_start.sort_by_key(|i| live[*i].ev.start_s);
+    let starts: Vec<i64> = by_start.iter().map(|i| live[*i].ev.start_s).collect();
+    let max_len_s = live
+        .iter()
+        .map(|l| i64::from(l.ev.duration_s))
+        .max()
+        .unwrap_or(0);
+
+    for &e in &order {
+        let (e_start, e_end) = (live[e].ev.start_s, live[e].ev.scheduled_end_s());
+        let mut end = (EndReason::Completed, live[e].eff_end_s);
+        match live[e].stop {
+            Some((reason, at)) if live[e].ended => {
+                live[e].end = (reason, at);
+                continue;
+            }
+            Some((reason, at)) if at <= end.1 => end = (reason, at),
+            _ => {}
+        }
+        let lo = starts.partition_point(|s| *s < e_start - max_len_s);
+        let hi = starts.partition_point(|s| *s < e_end);
+        for &f in &by_start[lo..hi] {
+            let (fl, el) = (&live[f], &live[e]);
+            if rank[f] >= rank[e]
+                || fl.mask & el.mask != el.mask
+                || fl.ev.scheduled_end_s() <= e_start
+            {
+                continue;
+            }
+            // F takes over from E when both would be running.
+            let t = fl.eff_start_s.max(el.eff_start_s);
+            if t < fl.end.1 && t < end.1 {
+                end = (EndReason::Superseded, t);
+            }
+        }
+        live[e].end = end;
+    }
+}
+
+/// The stop a server status asks for, fixed when first noticed.
+fn server_stop(
+    ev: &Event,
+    record: &EventRecord,
+    eff_start_s: i64,
+    now: i64,
+    rng: &mut Rng,
+) -> Option<Stop> {
+    let not_started = record.started_at_s.is_none() && now < eff_start_s;
+    match ev.status.current {
+        StatusCode::Cancelled => Some(Stop {
+            reason: EndReason::Cancelled,
+            at_s: now,
+        }),
+        StatusCode::CancelledWithRandomization => {
+            // End randomization: the larger of |randomizeStart| and |randomizeDuration|.
+            let bound = ev
+                .randomize_start_s
+                .unsigned_abs()
+                .max(ev.randomize_duration_s.unsigned_abs())
+                .min(RANDOMIZE_LIMIT_S as u32) as i32;
+            let delay = if not_started {
+                0
+            } else {
+                rng.draw_offset_s(bound)
+            };
+            Some(Stop {
+                reason: EndReason::Cancelled,
+                at_s: now + i64::from(delay),
+            })
+        }
+        StatusCode::Superseded => Some(Stop {
+            reason: EndReason::Superseded,
+            at_s: now,
+        }),
+        _ => None,
+    }
+}
+
+/// The record of an event seen for the first time: validation, the randomization
+/// draws, and the Received (or rejection) response.
+fn first_sight(
+    ev: &Event,
+    program: Option<&Program>,
+    now: i64,
+    rng: &mut Rng,
+    due: &mut Vec<ResponseDue>,
+    notes: &mut Vec<String>,
+) -> EventRecord {
+    let mut record = EventRecord {
+        program_mrid: ev.program_mrid.clone(),
+        reply_to: ev.reply_to.clone(),
+        response_required: ev.response_required,
+        first_seen_s: now,
+        start_offset_s: 0,
+        duration_offset_s: 0,
+        stop: None,
+        started_at_s: None,
+        ended: None,
+    };
+    let rejection = if program.is_none() {
+        Some((
+            ResponseStatus::RejectedInvalid,
+            format!("its program {} is not known", ev.program_mrid),
+        ))
+    } else if ev.controls.modes_mask() == 0 {
+        Some((
+            ResponseStatus::RejectedNotApplicable,
+            "it sets no control mode this client runs".to_string(),
+        ))
+    } else if let Some(why) = ev.controls.invalid_value() {
+        Some((ResponseStatus::RejectedInvalid, why))
+    } else if ev.duration_s == 0 {
+        Some((
+            ResponseStatus::RejectedInvalid,
+            "its duration is 0 s".to_string(),
+        ))
+    } else if ev.randomize_start_s.abs() > RANDOMIZE_LIMIT_S
+        || ev.randomize_duration_s.abs() > RANDOMIZE_LIMIT_S
+    {
+        Some((
+            ResponseStatus::RejectedInvalid,
+            format!(
+                "randomizeStart {} / randomizeDuration {} outside -3600..=3600 s",
+                ev.randomize_start_s, ev.randomize_duration_s
+            ),
+        ))
+    } else if let StatusCode::Reserved(v) = ev.status.current {
+        Some((
+            ResponseStatus::RejectedInvalid,
+            format!("EventStatus.currentStatus {v} is reserved"),
+        ))
+    } else {
+        None
+    };
+    if let Some((status, why)) = rejection {
+        notes.push(format!(
+            "event {} rejected ({}): {why}",
+            ev.mrid,
+            status.code()
+        ));
+        record.ended = Some(Ending {
+            reason: EndReason::Rejected(status),
+            at_s: now,
+        });
+        push_due(due, &ev.mrid, &record, status, now);
+        return record;
+    }
+
+    // Drawn once, here, and kept in the record for the life of the event.
+    record.start_offset_s = rng.draw_offset_s(ev.randomize_start_s);
+    record.duration_offset_s = rng.draw_offset_s(ev.randomize_duration_s);
+    let eff_start = ev.start_s + i64::from(record.start_offset_s);
+    let eff_end =
+        eff_start + (i64::from(ev.duration_s) + i64::from(record.duration_offset_s)).max(1);
+    let server_ended = matches!(
+        ev.status.current,
+        StatusCode::Cancelled | StatusCode::CancelledWithRandomization | StatusCode::Superseded
+    );
+    if eff_end <= now {
+        if server_ended {
+            // Over and withdrawn before we saw it: nothing to run, nothing to answer.
+            let reason = if ev.status.current == StatusCode::Superseded {
+                EndReason::Superseded
+            } else {
+                EndReason::Cancelled
+            };
+            record.ended = Some(Ending { reason, at_s: now });
+            return record;
+        }
+        notes.push(format!(
+            "event {} rejected (254): it ended at {eff_end}, before it was first seen at {now}",
+            ev.mrid
+        ));
+        record.ended = Some(Ending {
+            reason: EndReason::Rejected(ResponseStatus::RejectedExpired),
+            at_s: now,
+        });
+        push_due(due, &ev.mrid, &record, ResponseStatus::RejectedExpired, now);
+        return record;
+    }
+    push_due(due, &ev.mrid, &record, ResponseStatus::Received, now);
+    record
+}
+
+/// Queues a response when the event asked for that kind of response.
+fn push_due(
+    due: &mut Vec<ResponseDue>,
+    mrid: &str,
+    record: &EventRecord,
+    status: ResponseStatus,
+    at_s: i64,
+) {
+    if record.response_required & status.required_bit() == 0 {
+        return;
+    }
+    due.push(ResponseDue {
+        key: ResponseKey {
+            event_mrid: mrid.to_string(),
+            status,
+        },
+        program_mrid: record.program_mrid.clone(),
+        reply_to: record.reply_to.clone(),
+        at_s,
+    });
+}

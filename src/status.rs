@@ -1,1 +1,0 @@
-//! Status snapshot, HTTP JSON + Prometheus metrics server, CLI rendering, rpcd plugin.

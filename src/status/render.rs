@@ -1,0 +1,289 @@
+//! The readable summary of `csipd status`. Pure: snapshot in, text out; times shown in
+//! the daemon's local time (`local_utc_offset_s`), countdowns against its clock.
+
+use super::snapshot::{ActiveLimit, LimitMode, LimitSource, Snapshot};
+use std::fmt::Write;
+
+/// "14:35" in the given UTC offset.
+pub fn clock_hhmm(t_unix_s: i64, utc_offset_s: i32) -> String {
+    let local = t_unix_s + i64::from(utc_offset_s);
+    let day_s = local.rem_euclid(86_400);
+    format!("{:02}:{:02}", day_s / 3600, (day_s % 3600) / 60)
+}
+
+/// "14:35:07" in the given UTC offset.
+pub fn clock_hhmmss(t_unix_s: i64, utc_offset_s: i32) -> String {
+    let local = t_unix_s + i64::from(utc_offset_s);
+    let day_s = local.rem_euclid(86_400);
+    format!(
+        "{:02}:{:02}:{:02}",
+        day_s / 3600,
+        (day_s % 3600) / 60,
+        day_s % 60
+    )
+}
+
+/// A short duration: "45 s", "12 min", "3 h 05 min", "2 d 4 h".
+pub fn duration(seconds: i64) -> String {
+    let s = seconds.max(0);
+    if s < 60 {
+        format!("{s} s")
+    } else if s < 3600 {
+        format!("{} min", s / 60)
+    } else if s < 86_400 {
+        format!("{} h {:02} min", s / 3600, (s % 3600) / 60)
+    } else {
+        format!("{} d {} h", s / 86_400, (s % 86_400) / 3600)
+    }
+}
+
+/// The first 8 characters of an mRID, enough to tell events apart on a screen.
+pub fn short_mrid(mrid: &str) -> String {
+    let head: String = mrid.chars().take(8).collect::<String>().to_lowercase();
+    if mrid.chars().count() > 8 {
+        format!("{head}…")
+    } else {
+        head
+    }
+}
+
+fn watts(w: f64) -> String {
+    format!("{w:.0} W")
+}
+
+/// "utility event 3f2a09b1…", "program default", "fixed limit", …
+pub fn source_text(source: &LimitSource) -> String {
+    match source {
+        LimitSource::UtilityEvent { mrid } => format!("utility event {}", short_mrid(mrid)),
+        LimitSource::ProgramDefault { program: Some(p) } => format!("program default ({p})"),
+        LimitSource::ProgramDefault { program: None } => "program default".to_string(),
+        LimitSource::Fixed => "fixed limit".to_string(),
+        LimitSource::Tariff { name: Some(n) } => format!("tariff window {n}"),
+        LimitSource::Tariff { name: None } => "tariff window".to_string(),
+        LimitSource::Price => "negative feed-in price".to_string(),
+        LimitSource::FailSafe => "fail-safe (meter data stale)".to_string(),
+    }
+}
+
+/// "export limit 1500 W — utility event 3f2a09b1…, until 14:35 (in 12 min)"
+pub fn limit_line(limit: &ActiveLimit, now_unix_s: i64, utc_offset_s: i32) -> String {
+    let what = match (limit.mode, limit.value_w, limit.connect) {
+        (LimitMode::Connect, _, Some(true)) => "connect: stay connected".to_string(),
+        (LimitMode::Connect, _, Some(false)) => "connect: cease to energize".to_string(),
+        (mode, Some(w), _) => format!("{} limit {}", mode.as_str(), watts(w)),
+        (mode, None, _) => format!("{} limit (no value)", mode.as_str()),
+    };
+    let mut line = format!("{what} — {}", source_text(&limit.source));
+    if let Some(end) = limit.end_unix_s {
+        let _ = write!(
+            line,
+            ", until {} (in {})",
+            clock_hhmm(end, utc_offset_s),
+            duration(end - now_unix_s)
+        );
+    }
+    line
+}
+
+fn opt(value: Option<f64>, unit: &str, decimals: usize) -> String {
+    match value {
+        Some(v) => format!("{v:.decimals$} {unit}"),
+        None => format!("– {unit}"),
+    }
+}
+
+/// The whole summary.
+pub fn summary(s: &Snapshot) -> String {
+    let now = s.now_unix_s;
+    let tz = s.local_utc_offset_s;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "csipd {}, up {}",
+        s.version,
+        duration(now - s.started_unix_s)
+    );
+
+    let u = &s.utility;
+    let _ = write!(
+        out,
+        "utility     {} since {} ({})",
+        u.state.as_str(),
+        clock_hhmm(u.since_unix_s, tz),
+        duration(now - u.since_unix_s)
+    );
+    if let Some(offset) = u.clock_offset_s {
+        let _ = write!(out, ", clock offset {offset:+.1} s");
+    }
+    out.push('\n');
+    if let Some(url) = &u.server_url {
+        let _ = writeln!(out, "server      {url}");
+    }
+    let _ = writeln!(
+        out,
+        "identity    LFDI {}  SFDI {}",
+        u.lfdi.as_deref().unwrap_or("(no certificate)"),
+        u.sfdi.map(|v| v.to_string()).unwrap_or_else(|| "–".into())
+    );
+    if let Some(problem) = &u.registration_problem {
+        let _ = writeln!(out, "REGISTRATION PROBLEM: {problem}");
+    }
+
+    out.push_str("limits\n");
+    if s.limits.is_empty() {
+        out.push_str("  none in force\n");
+    }
+    for limit in &s.limits {
+        let _ = writeln!(out, "  {}", limit_line(limit, now, tz));
+    }
+
+    if !s.upcoming_events.is_empty() {
+        out.push_str("upcoming events\n");
+        for e in &s.upcoming_events {
+            let limits: Vec<String> = e
+                .limits
+                .iter()
+                .map(|l| match (l.value_w, l.connect) {
+                    (Some(w), _) => format!("{} {}", l.mode.as_str(), watts(w)),
+                    (None, Some(c)) => format!("{} {}", l.mode.as_str(), c),
+                    (None, None) => l.mode.as_str().to_string(),
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "  {}–{} {} (event {}, starts in {})",
+                clock_hhmm(e.start_unix_s, tz),
+                clock_hhmm(e.end_unix_s, tz),
+                limits.join(", "),
+                short_mrid(&e.mrid),
+                duration(e.start_unix_s - now)
+            );
+        }
+    }
+
+    let site = &s.site;
+    let _ = writeln!(
+        out,
+        "site        grid {} (import +) | export {} | PV {} | load {}",
+        opt(site.site_w, "W", 0),
+        opt(site.export_w, "W", 0),
+        opt(site.pv_w, "W", 0),
+        opt(site.load_w, "W", 0)
+    );
+
+    if !s.devices.is_empty() {
+        out.push_str("devices\n");
+        let width = s.devices.iter().map(|d| d.name.len()).max().unwrap_or(0);
+        for d in &s.devices {
+            let age = d
+                .last_reading_age_s
+                .map(|a| format!("age {}", duration(a.round() as i64)))
+                .unwrap_or_else(|| "never read".into());
+            let _ = writeln!(
+                out,
+                "  {:width$}  {:8}  {}  {}  {}  {}  {}{}",
+                d.name,
+                d.role.as_str(),
+                opt(d.readings.w, "W", 0),
+                opt(d.readings.var, "var", 0),
+                opt(d.readings.v, "V", 1),
+                opt(d.readings.hz, "Hz", 2),
+                age,
+                if d.stale { "  STALE" } else { "" }
+            );
+            if let Some(err) = &d.stats.last_error {
+                let _ = writeln!(out, "  {:width$}  last error: {err}", "");
+            }
+        }
+    }
+
+    if !s.setpoints.is_empty() {
+        out.push_str("setpoints\n");
+        for sp in &s.setpoints {
+            let mut line = format!("  {}  ", sp.device);
+            match (sp.limit_w, sp.limit_pct) {
+                (Some(w), Some(pct)) => {
+                    let _ = write!(line, "limit {} ({pct:.1} %)", watts(w));
+                }
+                (Some(w), None) => {
+                    let _ = write!(line, "limit {}", watts(w));
+                }
+                (None, _) => line.push_str("uncurtailed"),
+            }
+            if sp.connect == Some(false) {
+                line.push_str(", ceased to energize");
+            }
+            if let Some(t) = sp.written_unix_s {
+                let _ = write!(line, ", written {}", clock_hhmmss(t, tz));
+            }
+            let _ = writeln!(out, "{line}");
+        }
+    }
+
+    if !u.resources.is_empty() {
+        out.push_str("resources\n");
+        for r in &u.resources {
+            let last = r
+                .last_poll_unix_s
+                .map(|t| clock_hhmmss(t, tz))
+                .unwrap_or_else(|| "never".into());
+            let next = r
+                .next_poll_unix_s
+                .map(|t| clock_hhmmss(t, tz))
+                .unwrap_or_else(|| "–".into());
+            let _ = write!(out, "  {}  last {last}  next {next}", r.name);
+            if let Some(err) = &r.last_error {
+                let _ = write!(out, "  error: {err}");
+            }
+            out.push('\n');
+        }
+    }
+
+    if !s.last_errors.is_empty() {
+        out.push_str("recent errors\n");
+        for e in s.last_errors.iter().rev().take(5) {
+            let _ = writeln!(
+                out,
+                "  {} {}: {}",
+                clock_hhmmss(e.t_unix_s, tz),
+                e.source,
+                e.message
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_line_names_source_and_countdown() {
+        let limit = ActiveLimit {
+            mode: LimitMode::Export,
+            value_w: Some(1500.0),
+            connect: None,
+            source: LimitSource::UtilityEvent {
+                mrid: "3F2A09B1C0FFEE000000000000000001".into(),
+            },
+            // 14:35 UTC+10 is 04:35 UTC.
+            end_unix_s: Some(4 * 3600 + 35 * 60),
+        };
+        let line = limit_line(&limit, 4 * 3600 + 23 * 60, 36_000);
+        assert_eq!(
+            line,
+            "export limit 1500 W — utility event 3f2a09b1…, until 14:35 (in 12 min)"
+        );
+    }
+
+    #[test]
+    fn durations_and_clocks() {
+        assert_eq!(duration(-5), "0 s");
+        assert_eq!(duration(59), "59 s");
+        assert_eq!(duration(3 * 3600 + 5 * 60), "3 h 05 min");
+        assert_eq!(duration(2 * 86_400 + 4 * 3600), "2 d 4 h");
+        assert_eq!(clock_hhmm(0, -3600), "23:00");
+        assert_eq!(clock_hhmmss(3661, 0), "01:01:01");
+    }
+}

@@ -1,0 +1,569 @@
+//! The status snapshot: everything `csipd status`, `/status`, `/metrics`, ubus and LuCI
+//! show, as one plain value. The runtime writes it through a [`SnapshotHandle`]; the
+//! status server thread only reads clones of it.
+//!
+//! Times are Unix seconds (`_unix_s`) taken from the daemon's clock; [`Snapshot::now_unix_s`]
+//! is stamped when a snapshot is served so readers compute countdowns against the
+//! daemon's clock, not their own.
+
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// How many entries `last_errors` keeps (oldest dropped first).
+pub const LAST_ERRORS_CAPACITY: usize = 20;
+/// How many entries the event log behind `/events` keeps (oldest dropped first).
+pub const EVENT_LOG_CAPACITY: usize = 200;
+/// History resolution: one chart point per this many seconds.
+pub const HISTORY_INTERVAL_S: i64 = 10;
+/// History window: the chart shows the last hour.
+pub const HISTORY_WINDOW_S: i64 = 3600;
+
+/// The whole status picture at one moment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// csipd version (`CARGO_PKG_VERSION`).
+    pub version: String,
+    /// The daemon's clock when this snapshot was served (set by the status server).
+    pub now_unix_s: i64,
+    /// When the daemon started.
+    pub started_unix_s: i64,
+    /// The daemon's local time offset from UTC, so `csipd status` shows wall-clock
+    /// times as the owner sees them (tariff windows are local time too).
+    pub local_utc_offset_s: i32,
+    /// Connection to the utility's 2030.5 server.
+    pub utility: Utility,
+    /// The limits in force now, one per mode (after merging utility, owner and fail-safe).
+    pub limits: Vec<ActiveLimit>,
+    /// Utility events that start later, soonest first.
+    pub upcoming_events: Vec<UpcomingEvent>,
+    /// Power flows at the connection point.
+    pub site: SiteFlows,
+    /// Meters and inverters.
+    pub devices: Vec<Device>,
+    /// What csipd last wrote to each inverter.
+    pub setpoints: Vec<Setpoint>,
+    /// The most recent errors, oldest first, at most [`LAST_ERRORS_CAPACITY`].
+    pub last_errors: VecDeque<ErrorEntry>,
+    /// Export against export limit over the last hour, for the chart.
+    pub history: History,
+}
+
+impl Snapshot {
+    /// An empty snapshot for a daemon that has just started.
+    pub fn new(started_unix_s: i64) -> Self {
+        Snapshot {
+            version: crate::VERSION.to_string(),
+            now_unix_s: started_unix_s,
+            started_unix_s,
+            local_utc_offset_s: 0,
+            utility: Utility {
+                state: ConnectionState::Discovering,
+                since_unix_s: started_unix_s,
+                server_url: None,
+                lfdi: None,
+                sfdi: None,
+                clock_offset_s: None,
+                registration_problem: None,
+                resources: Vec::new(),
+            },
+            limits: Vec::new(),
+            upcoming_events: Vec::new(),
+            site: SiteFlows::default(),
+            devices: Vec::new(),
+            setpoints: Vec::new(),
+            last_errors: VecDeque::new(),
+            history: History::default(),
+        }
+    }
+
+    /// Records an error, dropping the oldest beyond [`LAST_ERRORS_CAPACITY`].
+    pub fn push_error(&mut self, t_unix_s: i64, source: &str, message: &str) {
+        if self.last_errors.len() >= LAST_ERRORS_CAPACITY {
+            self.last_errors.pop_front();
+        }
+        self.last_errors.push_back(ErrorEntry {
+            t_unix_s,
+            source: source.to_string(),
+            message: message.to_string(),
+        });
+    }
+
+    /// Moves the utility connection to `state`; `since` only changes on a real change so
+    /// the page can say "polling for 3 h".
+    pub fn set_connection_state(&mut self, state: ConnectionState, t_unix_s: i64) {
+        if self.utility.state != state {
+            self.utility.state = state;
+            self.utility.since_unix_s = t_unix_s;
+        }
+    }
+
+    /// The active limit for `mode`, if one is in force.
+    pub fn limit(&self, mode: LimitMode) -> Option<&ActiveLimit> {
+        self.limits.iter().find(|l| l.mode == mode)
+    }
+}
+
+/// State of the conversation with the utility server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionState {
+    /// Walking DeviceCapability → EndDevice → FSA → programs.
+    Discovering,
+    /// The EndDevice is registered (PIN matched); resources not yet all polled.
+    Registered,
+    /// Polling resources at their pollRate; the normal state.
+    Polling,
+    /// The server cannot be reached; last known controls hold, then the default control.
+    Offline,
+}
+
+impl ConnectionState {
+    pub const ALL: [ConnectionState; 4] = [
+        ConnectionState::Discovering,
+        ConnectionState::Registered,
+        ConnectionState::Polling,
+        ConnectionState::Offline,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionState::Discovering => "discovering",
+            ConnectionState::Registered => "registered",
+            ConnectionState::Polling => "polling",
+            ConnectionState::Offline => "offline",
+        }
+    }
+}
+
+/// The utility connection, identity and per-resource polling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Utility {
+    pub state: ConnectionState,
+    /// When `state` was entered.
+    pub since_unix_s: i64,
+    /// The DeviceCapability URL in use.
+    pub server_url: Option<String>,
+    /// Long-form device identifier (40 hex digits) of our certificate.
+    pub lfdi: Option<String>,
+    /// Short-form device identifier (decimal with check digit) of our certificate.
+    pub sfdi: Option<u64>,
+    /// Server time minus our time, from the Time resource.
+    pub clock_offset_s: Option<f64>,
+    /// Why registration failed (e.g. PIN mismatch, EndDevice not found), if it did.
+    pub registration_problem: Option<String>,
+    /// One entry per polled resource.
+    pub resources: Vec<ResourcePoll>,
+}
+
+/// Polling state of one 2030.5 resource.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourcePoll {
+    /// What it is, e.g. "DERControlList".
+    pub name: String,
+    pub href: String,
+    pub last_poll_unix_s: Option<i64>,
+    pub next_poll_unix_s: Option<i64>,
+    /// The last failure; cleared by the next good poll.
+    pub last_error: Option<String>,
+}
+
+/// The limit modes csipd enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitMode {
+    /// Site export limit (opModExpLimW).
+    Export,
+    /// Site import limit (opModImpLimW).
+    Import,
+    /// Generation limit (opModGenLimW).
+    Generation,
+    /// Load limit (opModLoadLimW).
+    Load,
+    /// Connect/energize (opModConnect); `value_w` is absent, `connect` says which.
+    Connect,
+}
+
+impl LimitMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitMode::Export => "export",
+            LimitMode::Import => "import",
+            LimitMode::Generation => "generation",
+            LimitMode::Load => "load",
+            LimitMode::Connect => "connect",
+        }
+    }
+}
+
+/// Where an active limit comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LimitSource {
+    /// An active DERControl of the utility.
+    UtilityEvent { mrid: String },
+    /// The DefaultDERControl of a program (no event active, or comms lost long enough).
+    ProgramDefault { program: Option<String> },
+    /// The owner's fixed limit (`limits 'fixed'`).
+    Fixed,
+    /// A two-way tariff export window (`tariff` section).
+    Tariff { name: Option<String> },
+    /// Zero export while the feed-in price is negative.
+    Price,
+    /// Meter data stale: the configured fail-safe limit.
+    FailSafe,
+}
+
+impl LimitSource {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LimitSource::UtilityEvent { .. } => "utility_event",
+            LimitSource::ProgramDefault { .. } => "program_default",
+            LimitSource::Fixed => "fixed",
+            LimitSource::Tariff { .. } => "tariff",
+            LimitSource::Price => "price",
+            LimitSource::FailSafe => "fail_safe",
+        }
+    }
+}
+
+/// One limit in force.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActiveLimit {
+    pub mode: LimitMode,
+    /// The limit in watts (absent for `connect`).
+    pub value_w: Option<f64>,
+    /// For `connect`: whether the site may stay connected.
+    pub connect: Option<bool>,
+    pub source: LimitSource,
+    /// When it stops applying, if known.
+    pub end_unix_s: Option<i64>,
+}
+
+/// A limit value inside an upcoming event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventLimit {
+    pub mode: LimitMode,
+    pub value_w: Option<f64>,
+    pub connect: Option<bool>,
+}
+
+/// A utility event that has not started yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpcomingEvent {
+    pub mrid: String,
+    pub description: Option<String>,
+    pub program: Option<String>,
+    pub start_unix_s: i64,
+    pub end_unix_s: i64,
+    pub limits: Vec<EventLimit>,
+}
+
+/// Flows at the connection point. Site power is positive when importing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SiteFlows {
+    /// Grid power at the meter, import positive, export negative.
+    pub site_w: Option<f64>,
+    /// Export as a positive number (0 while importing).
+    pub export_w: Option<f64>,
+    /// PV (inverter AC output) total.
+    pub pv_w: Option<f64>,
+    /// Household load (site + PV).
+    pub load_w: Option<f64>,
+    /// When the meter reading behind these was taken.
+    pub updated_unix_s: Option<i64>,
+}
+
+impl SiteFlows {
+    /// Flows from the meter's site power and the inverters' total output.
+    pub fn from_site_and_pv(site_w: f64, pv_w: f64, t_unix_s: i64) -> Self {
+        SiteFlows {
+            site_w: Some(site_w),
+            export_w: Some((-site_w).max(0.0)),
+            pv_w: Some(pv_w),
+            load_w: Some(site_w + pv_w),
+            updated_unix_s: Some(t_unix_s),
+        }
+    }
+}
+
+/// What a device is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceRole {
+    Inverter,
+    Meter,
+    /// A battery inverter (SunSpec storage models).
+    Storage,
+}
+
+impl DeviceRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceRole::Inverter => "inverter",
+            DeviceRole::Meter => "meter",
+            DeviceRole::Storage => "storage",
+        }
+    }
+}
+
+/// The last reading of a device; absent values were not read or not implemented.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Readings {
+    pub w: Option<f64>,
+    pub var: Option<f64>,
+    pub v: Option<f64>,
+    pub hz: Option<f64>,
+}
+
+/// Modbus traffic counters of a device.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeviceStats {
+    pub reads_ok: u64,
+    pub reads_failed: u64,
+    pub writes_ok: u64,
+    pub writes_failed: u64,
+    pub last_error: Option<String>,
+}
+
+/// One meter or inverter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Device {
+    /// The UCI section name.
+    pub name: String,
+    pub role: DeviceRole,
+    /// True when the last good reading is older than the staleness timeout.
+    pub stale: bool,
+    /// Seconds since the last good reading.
+    pub last_reading_age_s: Option<f64>,
+    pub readings: Readings,
+    pub stats: DeviceStats,
+}
+
+/// What csipd last wrote to one inverter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Setpoint {
+    /// The inverter's UCI section name.
+    pub device: String,
+    /// Active power limit in watts (None: uncurtailed).
+    pub limit_w: Option<f64>,
+    /// The same as a percentage of WMax, as written to the SunSpec model.
+    pub limit_pct: Option<f64>,
+    /// Connect (true) or cease to energize (false), if written.
+    pub connect: Option<bool>,
+    pub written_unix_s: Option<i64>,
+}
+
+/// One entry of `last_errors`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorEntry {
+    pub t_unix_s: i64,
+    /// Which part of csipd, e.g. "csip", "device inverter1".
+    pub source: String,
+    pub message: String,
+}
+
+/// One chart point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryPoint {
+    pub t_unix_s: i64,
+    pub export_w: Option<f64>,
+    pub export_limit_w: Option<f64>,
+}
+
+/// Bounded history of export against the export limit: one point per
+/// [`HISTORY_INTERVAL_S`], the last [`HISTORY_WINDOW_S`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    pub interval_s: i64,
+    pub window_s: i64,
+    pub points: VecDeque<HistoryPoint>,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History {
+            interval_s: HISTORY_INTERVAL_S,
+            window_s: HISTORY_WINDOW_S,
+            points: VecDeque::new(),
+        }
+    }
+}
+
+impl History {
+    /// Offers a sample. It is kept when at least `interval_s` passed since the last kept
+    /// point (so a 1 s control cycle costs nothing extra); points older than `window_s`
+    /// are dropped. A clock that steps backwards restarts the history rather than
+    /// drawing a chart that goes back in time.
+    pub fn record(&mut self, t_unix_s: i64, export_w: Option<f64>, export_limit_w: Option<f64>) {
+        if let Some(last) = self.points.back() {
+            if t_unix_s < last.t_unix_s {
+                self.points.clear();
+            } else if t_unix_s - last.t_unix_s < self.interval_s {
+                return;
+            }
+        }
+        self.points.push_back(HistoryPoint {
+            t_unix_s,
+            export_w,
+            export_limit_w,
+        });
+        while let Some(first) = self.points.front() {
+            if t_unix_s - first.t_unix_s > self.window_s {
+                self.points.pop_front();
+            } else {
+                break;
+            }
+        }
+        // A hard bound too, whatever interval_s/window_s were deserialized as.
+        let capacity = (HISTORY_WINDOW_S / HISTORY_INTERVAL_S) as usize + 1;
+        while self.points.len() > capacity {
+            self.points.pop_front();
+        }
+    }
+}
+
+/// One entry of the event log behind `/events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventEntry {
+    pub t_unix_s: i64,
+    /// "info", "warn" or "error".
+    pub level: String,
+    pub source: String,
+    pub message: String,
+}
+
+struct Shared {
+    snapshot: Snapshot,
+    events: VecDeque<EventEntry>,
+}
+
+/// The shared snapshot: the runtime calls [`SnapshotHandle::update`], the status server
+/// calls [`SnapshotHandle::get`]. A mutex held only for a closure or a clone (a few
+/// microseconds), so the event loop never waits on the HTTP thread for longer than that.
+#[derive(Clone)]
+pub struct SnapshotHandle {
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl SnapshotHandle {
+    pub fn new(snapshot: Snapshot) -> Self {
+        SnapshotHandle {
+            shared: Arc::new(Mutex::new(Shared {
+                snapshot,
+                events: VecDeque::new(),
+            })),
+        }
+    }
+
+    // A panic while holding the lock leaves a snapshot that is at worst one update
+    // stale; showing it beats taking the status server down with it.
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Changes the snapshot in place.
+    pub fn update<R>(&self, change: impl FnOnce(&mut Snapshot) -> R) -> R {
+        change(&mut self.lock().snapshot)
+    }
+
+    /// A copy of the current snapshot.
+    pub fn get(&self) -> Snapshot {
+        self.lock().snapshot.clone()
+    }
+
+    /// Appends to the event log, dropping the oldest beyond [`EVENT_LOG_CAPACITY`].
+    pub fn log_event(&self, t_unix_s: i64, level: &str, source: &str, message: &str) {
+        let mut shared = self.lock();
+        if shared.events.len() >= EVENT_LOG_CAPACITY {
+            shared.events.pop_front();
+        }
+        shared.events.push_back(EventEntry {
+            t_unix_s,
+            level: level.to_string(),
+            source: source.to_string(),
+            message: message.to_string(),
+        });
+    }
+
+    /// The event log, oldest first.
+    pub fn events(&self) -> Vec<EventEntry> {
+        self.lock().events.iter().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_keeps_one_point_per_interval_and_one_hour() {
+        let mut history = History::default();
+        for t in 0..7200 {
+            history.record(t, Some(t as f64), Some(1500.0));
+        }
+        assert_eq!(history.points.len(), 361);
+        assert_eq!(
+            history.points.front().map(|p| p.t_unix_s),
+            Some(7190 - 3600)
+        );
+        assert_eq!(history.points.back().map(|p| p.t_unix_s), Some(7190));
+        let gaps: Vec<i64> = history
+            .points
+            .iter()
+            .zip(history.points.iter().skip(1))
+            .map(|(a, b)| b.t_unix_s - a.t_unix_s)
+            .collect();
+        assert!(gaps.iter().all(|&g| g == 10), "{gaps:?}");
+    }
+
+    #[test]
+    fn history_restarts_when_the_clock_steps_back() {
+        let mut history = History::default();
+        history.record(1000, Some(1.0), None);
+        history.record(1010, Some(2.0), None);
+        history.record(500, Some(3.0), None);
+        assert_eq!(history.points.len(), 1);
+        assert_eq!(history.points[0].t_unix_s, 500);
+    }
+
+    #[test]
+    fn errors_and_events_are_bounded() {
+        let handle = SnapshotHandle::new(Snapshot::new(0));
+        for i in 0..(EVENT_LOG_CAPACITY + 5) {
+            handle.log_event(i as i64, "info", "test", &format!("event {i}"));
+            handle.update(|s| s.push_error(i as i64, "test", &format!("error {i}")));
+        }
+        let events = handle.events();
+        assert_eq!(events.len(), EVENT_LOG_CAPACITY);
+        assert_eq!(events[0].message, "event 5");
+        let snapshot = handle.get();
+        assert_eq!(snapshot.last_errors.len(), LAST_ERRORS_CAPACITY);
+        assert_eq!(
+            snapshot.last_errors.back().map(|e| e.message.as_str()),
+            Some(format!("error {}", EVENT_LOG_CAPACITY + 4).as_str())
+        );
+    }
+
+    #[test]
+    fn connection_since_changes_only_on_a_state_change() {
+        let mut snapshot = Snapshot::new(100);
+        snapshot.set_connection_state(ConnectionState::Polling, 200);
+        snapshot.set_connection_state(ConnectionState::Polling, 300);
+        assert_eq!(snapshot.utility.since_unix_s, 200);
+        snapshot.set_connection_state(ConnectionState::Offline, 400);
+        assert_eq!(snapshot.utility.since_unix_s, 400);
+    }
+
+    #[test]
+    fn site_flows_split_import_and_export() {
+        let exporting = SiteFlows::from_site_and_pv(-2000.0, 5000.0, 7);
+        assert_eq!(exporting.export_w, Some(2000.0));
+        assert_eq!(exporting.load_w, Some(3000.0));
+        let importing = SiteFlows::from_site_and_pv(800.0, 0.0, 7);
+        assert_eq!(importing.export_w, Some(0.0));
+        assert_eq!(importing.load_w, Some(800.0));
+    }
+}

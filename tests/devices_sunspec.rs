@@ -1,0 +1,462 @@
+//! SunSpec over Modbus TCP against a foreign peer: a pymodbus server laid out from the
+//! pysunspec2 model definitions (`tests/peers/sunspec_sim.py`).
+
+mod devices_support;
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use csipd::devices::{
+    Bus, BusParams, Device, DeviceError, DeviceParams, ModbusError, OperatingState, RevertPolicy,
+};
+use devices_support::{peer_layout, start_peer};
+use serde_json::json;
+
+fn int_inverter(unit: u8, base: u16, w: i64) -> serde_json::Value {
+    json!({"unit": unit, "base": base, "models": [
+        {"id": 1, "values": {"Mn": "Foreign Inverters", "Md": "FI-5000", "SN": format!("SN-{unit}"), "Vr": "1.2.3"}},
+        {"id": 103, "values": {
+            "A": 215, "AphA": 72, "AphB": 71, "AphC": 72, "A_SF": -1,
+            "PhVphA": 2401, "PhVphB": 2398, "PhVphC": 2405, "V_SF": -1,
+            "W": w, "W_SF": 0, "Hz": 5001, "Hz_SF": -2,
+            "VA": w + 100, "VA_SF": 0,
+            "WH": 1234567, "WH_SF": 0, "St": 4}},
+        {"id": 120, "values": {"DERTyp": 4, "WRtg": 500, "WRtg_SF": 1, "VARtg": 500, "VARtg_SF": 1}},
+        {"id": 121, "values": {"WMax": 5000, "WMax_SF": 0, "VAMax": 5000, "VAMax_SF": 0}},
+        {"id": 123, "values": {"Conn": 1, "WMaxLimPct": 1000, "WMaxLimPct_SF": -1, "WMaxLim_Ena": 0,
+                               "WMaxLimPct_RvrtTms": 0, "WMaxLimPct_WinTms": 7, "WMaxLimPct_RmpTms": 9}}
+    ]})
+}
+
+fn float_inverter(unit: u8, base: u16) -> serde_json::Value {
+    json!({"unit": unit, "base": base, "models": [
+        {"id": 1, "values": {"Mn": "Float Co", "Md": "FL-3"}},
+        {"id": 113, "values": {"A": 12.5, "AphA": 4.2, "PhVphA": 239.5, "PhVphB": 240.5, "PhVphC": 241.0,
+                               "W": 2999.5, "Hz": 49.98, "VA": 3010.0, "WH": 5000.0, "St": 5}},
+        {"id": 123, "values": {"Conn": 1, "WMaxLimPct": 100, "WMaxLimPct_SF": 0, "WMaxLim_Ena": 0}}
+    ]})
+}
+
+fn meter(unit: u8, base: u16) -> serde_json::Value {
+    json!({"unit": unit, "base": base, "models": [
+        {"id": 1, "values": {"Mn": "Meters R Us"}},
+        {"id": 203, "values": {
+            "A": 3000, "AphA": 1000, "AphB": 1000, "AphC": 1000, "A_SF": -2,
+            "PhV": 2400, "PhVphA": 2400, "PhVphB": 2410, "PhVphC": 2390, "V_SF": -1,
+            "Hz": 5000, "Hz_SF": -2,
+            "W": -3500, "WphA": -1200, "WphB": -1100, "WphC": -1200, "W_SF": 0,
+            "VAR": 150, "VARphA": 50, "VARphB": 50, "VARphC": 50, "VAR_SF": 0,
+            "TotWhExp": 8000, "TotWhImp": 1500, "TotWh_SF": 1}}
+    ]})
+}
+
+fn der700(unit: u8, base: u16) -> serde_json::Value {
+    json!({"unit": unit, "base": base, "models": [
+        {"id": 1, "values": {"Mn": "Seven Hundred"}},
+        {"id": 701, "values": {"ACType": 3, "St": 1, "InvSt": 4, "ConnSt": 1,
+                               "W": 420, "W_SF": 1, "Var": 0, "Var_SF": 0, "Hz": 5002, "Hz_SF": -2,
+                               "LNV": 2400, "V_SF": -1, "WL1": 140, "WL2": 140, "WL3": 140,
+                               "TotWhInj": 99, "TotWh_SF": 3}},
+        {"id": 702, "values": {"WMaxRtg": 8000, "W_SF": 0, "VAMaxRtg": 8000, "VA_SF": 0, "WMax": 7000}},
+        {"id": 704, "values": {"WMaxLimPctEna": 0, "WMaxLimPct": 10000, "WMaxLimPct_SF": -2,
+                               "WMaxLimPctRvrt": 10000, "WMaxLimPctEnaRvrt": 0, "WMaxLimPctRvrtTms": 0,
+                               "WSetEna": 0}}
+    ]})
+}
+
+fn tcp_bus(port: u16) -> Rc<Bus> {
+    let mut p = BusParams::tcp("127.0.0.1", port);
+    p.timeout = Duration::from_millis(400);
+    p.retries = 1;
+    Rc::new(Bus::new(p))
+}
+
+fn close(a: Option<f64>, b: f64) -> bool {
+    a.is_some_and(|a| (a - b).abs() < 1e-6)
+}
+
+#[test]
+fn integer_model_inverter_103_with_123() {
+    let peer = start_peer(
+        "int103",
+        &json!({"devices": [int_inverter(1, 40000, 4321)]}),
+        None,
+    );
+    smol::block_on(async {
+        let mut dev = Device::new(tcp_bus(peer.port), DeviceParams::new("inv1", 1));
+        let map = dev.scan().await.expect("scan");
+        assert_eq!(map.base, 40000);
+        assert_eq!(map.ids(), vec![1, 103, 120, 121, 123]);
+        let common = dev.common().expect("model 1 decoded");
+        assert_eq!(common.manufacturer, "Foreign Inverters");
+        assert_eq!(common.serial, "SN-1");
+        let r = dev.read_inverter().await.expect("read");
+        assert_eq!(r.model, 103);
+        assert!(close(r.ac.w, 4321.0), "{:?}", r.ac.w);
+        assert!(close(r.ac.va, 4421.0));
+        assert!(close(r.ac.a, 21.5));
+        assert!(close(r.ac.phases[1].a, 7.1));
+        assert!(close(r.ac.phases[2].v, 240.5));
+        assert!(close(r.ac.hz, 50.01));
+        // not set in the peer: "not implemented" → unknown, never a number
+        assert_eq!(r.ac.var, None);
+        assert_eq!(r.ac.phases[0].w, None);
+        assert!(close(r.energy_wh, 1234567.0));
+        assert_eq!(r.state, Some(OperatingState::Running));
+        assert!(close(r.nameplate.w_rtg_w, 5000.0));
+        assert!(close(r.settings.w_max_w, 5000.0));
+        let lim = r.limit.expect("limit state");
+        assert_eq!(lim.model, 123);
+        assert_eq!(lim.enabled, Some(false));
+        assert!(close(lim.limit_pct, 100.0));
+        assert_eq!(r.connected, Some(true));
+        assert!(!dev.is_stale(Instant::now()));
+        assert_eq!(dev.stats().link.timeouts, 0);
+        // nameplate and settings are read once; a poll reads 103 and 123 only
+        let before = dev.stats().link.requests;
+        let again = dev.read_inverter().await.expect("second read");
+        assert_eq!(dev.stats().link.requests - before, 2);
+        assert!(close(again.nameplate.w_rtg_w, 5000.0));
+        let st = dev.status(Instant::now());
+        assert_eq!(st.models, vec![1, 103, 120, 121, 123]);
+        assert_eq!(st.bus, format!("tcp://127.0.0.1:{}", peer.port));
+        assert!(!st.stale);
+        assert_eq!(
+            serde_json::to_value(&st).unwrap()["stats"]["link"]["timeouts"],
+            0
+        );
+    });
+}
+
+#[test]
+fn float_model_inverter_113() {
+    let peer = start_peer(
+        "float113",
+        &json!({"devices": [float_inverter(7, 40000)]}),
+        None,
+    );
+    smol::block_on(async {
+        let mut dev = Device::new(tcp_bus(peer.port), DeviceParams::new("inv-float", 7));
+        let r = dev.read_inverter().await.expect("read (scans first)");
+        assert_eq!(r.model, 113);
+        assert!(close(r.ac.w, 2999.5));
+        assert!(r.ac.hz.is_some_and(|h| (h - 49.98).abs() < 1e-3));
+        assert!(close(r.ac.phases[0].v, 239.5));
+        // NaN (not implemented) stays unknown
+        assert_eq!(r.ac.var, None);
+        assert_eq!(r.ac.phases[1].a, None);
+        assert_eq!(r.state, Some(OperatingState::Throttled));
+        assert_eq!(r.nameplate.w_rtg_w, None);
+    });
+}
+
+#[test]
+fn map_at_zero_found_after_exception_at_40000() {
+    let peer = start_peer("base0", &json!({"devices": [float_inverter(3, 0)]}), None);
+    smol::block_on(async {
+        let mut dev = Device::new(tcp_bus(peer.port), DeviceParams::new("inv-at-0", 3));
+        let map = dev.scan().await.expect("scan");
+        assert_eq!(map.base, 0);
+        assert_eq!(map.models[0].start, 2);
+        // 40000 is not mapped on this device: the peer answered "illegal data address"
+        assert!(dev.stats().link.exceptions >= 1);
+        let r = dev.read_inverter().await.expect("read");
+        assert!(close(r.ac.w, 2999.5));
+    });
+}
+
+#[test]
+fn configured_base_50000_and_700_series() {
+    let peer = start_peer("der700", &json!({"devices": [der700(4, 50000)]}), None);
+    smol::block_on(async {
+        let mut params = DeviceParams::new("der", 4);
+        params.sunspec_base = Some(50000);
+        let mut dev = Device::new(tcp_bus(peer.port), params);
+        let r = dev.read_inverter().await.expect("read");
+        assert_eq!(r.model, 701);
+        assert!(close(r.ac.w, 4200.0));
+        assert!(close(r.ac.phases[2].w, 1400.0));
+        assert!(close(r.ac.hz, 50.02));
+        assert!(close(r.energy_wh, 99000.0));
+        assert_eq!(r.state, Some(OperatingState::Throttled));
+        assert_eq!(r.connected, Some(true));
+        assert!(close(r.nameplate.w_rtg_w, 8000.0));
+        assert!(close(r.settings.w_max_w, 7000.0));
+        let lim = r.limit.expect("704 limit");
+        assert_eq!(lim.model, 704);
+        assert!(close(lim.limit_pct, 100.0));
+    });
+}
+
+#[test]
+fn two_inverters_one_address_different_unit_ids() {
+    let cfg = json!({"devices": [int_inverter(1, 40000, 1000), int_inverter(2, 40000, 2500)]});
+    let peer = start_peer("daisy", &cfg, None);
+    smol::block_on(async {
+        let bus = tcp_bus(peer.port);
+        let mut a = Device::new(bus.clone(), DeviceParams::new("inv-a", 1));
+        let mut b = Device::new(bus.clone(), DeviceParams::new("inv-b", 2));
+        // both on one bus, polled concurrently: the bus serialises them
+        let (ra, rb) = smol::future::zip(a.read_inverter(), b.read_inverter()).await;
+        assert!(close(ra.expect("unit 1").ac.w, 1000.0));
+        assert!(close(rb.expect("unit 2").ac.w, 2500.0));
+        assert_eq!(a.common().unwrap().serial, "SN-1");
+        assert_eq!(b.common().unwrap().serial, "SN-2");
+    });
+}
+
+#[test]
+fn meter_203_import_positive() {
+    let peer = start_peer("meter", &json!({"devices": [meter(240, 40000)]}), None);
+    smol::block_on(async {
+        let mut dev = Device::new(tcp_bus(peer.port), DeviceParams::new("site-meter", 240));
+        let m = dev.read_meter().await.expect("read meter");
+        assert_eq!(m.model, 203);
+        // exporting 3.5 kW: negative at the connection point
+        assert!(close(m.ac.w, -3500.0));
+        assert!(close(m.ac.phases[1].w, -1100.0));
+        assert!(close(m.ac.phases[2].v, 239.0));
+        assert!(close(m.ac.a, 30.0));
+        assert!(close(m.ac.hz, 50.0));
+        assert!(close(m.export_wh, 80000.0));
+        assert!(close(m.import_wh, 15000.0));
+        assert_eq!(m.ac.va, None);
+        // an inverter read on a meter is a clear error naming the device
+        let e = dev.read_inverter().await.unwrap_err();
+        assert!(
+            e.to_string().contains("site-meter") && e.to_string().contains("inverter"),
+            "{e}"
+        );
+
+        let mut flipped = DeviceParams::new("ct-reversed", 240);
+        flipped.invert_meter_sign = true;
+        let mut dev = Device::new(tcp_bus(peer.port), flipped);
+        let m = dev.read_meter().await.expect("read meter");
+        assert!(close(m.ac.w, 3500.0));
+        assert!(close(m.import_wh, 80000.0));
+    });
+}
+
+#[test]
+fn device_that_stops_answering_goes_stale() {
+    let peer = start_peer(
+        "silent",
+        &json!({"devices": [int_inverter(1, 40000, 800)]}),
+        None,
+    );
+    smol::block_on(async {
+        let mut params = DeviceParams::new("flaky", 1);
+        params.stale_after = Duration::from_secs(30);
+        let mut dev = Device::new(tcp_bus(peer.port), params);
+        assert!(dev.is_stale(Instant::now()), "never read: stale");
+        dev.read_inverter().await.expect("first read");
+        assert!(!dev.is_stale(Instant::now()));
+
+        peer.freeze();
+        let e = dev.read_inverter().await.unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                DeviceError::Modbus {
+                    error: ModbusError::Timeout,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let s = dev.stats().link.clone();
+        assert_eq!(s.timeouts, 2, "one attempt + one retry timed out: {s:?}");
+        assert_eq!(s.retries, 1);
+        assert!(
+            s.last_error.as_deref().unwrap_or("").contains("timeout"),
+            "{s:?}"
+        );
+        assert!(
+            dev.is_stale(Instant::now()),
+            "failed read makes the device stale"
+        );
+        // stale also by age, even without a failure
+        peer.thaw();
+        dev.read_inverter().await.expect("read after thaw");
+        assert!(!dev.is_stale(Instant::now()));
+        assert!(dev.is_stale(Instant::now() + Duration::from_secs(31)));
+    });
+}
+
+/// Reads the whole SunSpec block (marker to end model) through csipd.
+async fn whole_block(dev: &mut Device) -> (u16, Vec<u16>) {
+    let map = dev.map().expect("scanned").clone();
+    let last = map.models.last().expect("models");
+    let end = last.start + last.total_len() + 2;
+    let regs = dev
+        .read_registers(map.base, end - map.base)
+        .await
+        .expect("read block");
+    (map.base, regs)
+}
+
+fn changed(base: u16, before: &[u16], after: &[u16]) -> Vec<(u16, u16, u16)> {
+    before
+        .iter()
+        .zip(after)
+        .enumerate()
+        .filter(|(_, (a, b))| a != b)
+        .map(|(i, (a, b))| (base + i as u16, *a, *b))
+        .collect()
+}
+
+#[test]
+fn writes_touch_only_the_intended_registers() {
+    let cfg = json!({"devices": [int_inverter(1, 40000, 5000)]});
+    let peer = start_peer("write123", &cfg, None);
+    // The layout as pysunspec2's models put it: the peer's view, not ours.
+    let layout = peer_layout(&peer.config);
+    let words: Vec<u16> = layout[0]["words"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u16)
+        .collect();
+    smol::block_on(async {
+        let mut dev = Device::new(tcp_bus(peer.port), DeviceParams::new("inv", 1));
+        dev.scan().await.expect("scan");
+        let (base, before) = whole_block(&mut dev).await;
+        assert_eq!(before, words, "csipd reads exactly the peer's layout");
+        let m123 = *dev.map().unwrap().find(123).unwrap();
+
+        let lim = dev
+            .set_active_power_limit_pct(
+                42.5,
+                RevertPolicy {
+                    timeout_s: 300,
+                    fallback_pct: 0.0,
+                },
+            )
+            .await
+            .expect("set limit");
+        assert_eq!(lim.enabled, Some(true));
+        assert!(close(lim.limit_pct, 42.5));
+        assert_eq!(lim.revert_s, Some(300));
+        let (_, after) = whole_block(&mut dev).await;
+        let mut diff = changed(base, &before, &after);
+        diff.sort();
+        assert_eq!(
+            diff,
+            vec![
+                (m123.start + 5, 1000, 425), // WMaxLimPct (SF -1)
+                (m123.start + 7, 0, 300),    // WMaxLimPct_RvrtTms
+                (m123.start + 9, 0, 1),      // WMaxLim_Ena
+            ]
+        );
+        // the peer saw exactly three single-register writes at those addresses
+        let writes: Vec<(u64, Vec<u64>)> = peer
+            .writes()
+            .iter()
+            .map(|w| {
+                (
+                    w["address"].as_u64().unwrap(),
+                    w["values"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.as_u64().unwrap())
+                        .collect(),
+                )
+            })
+            .collect();
+        let s = u64::from(m123.start);
+        assert_eq!(
+            writes,
+            vec![(s + 7, vec![300]), (s + 5, vec![425]), (s + 9, vec![1])]
+        );
+
+        dev.set_connected(false).await.expect("disconnect");
+        let (_, after2) = whole_block(&mut dev).await;
+        assert_eq!(changed(base, &after, &after2), vec![(m123.start + 4, 1, 0)]);
+        assert_eq!(dev.stats().writes, 4);
+        assert_eq!(dev.stats().writes_unconfirmed, 0);
+
+        // out of range is refused before anything is written
+        assert!(
+            dev.set_active_power_limit_pct(
+                120.0,
+                RevertPolicy {
+                    timeout_s: 60,
+                    fallback_pct: 0.0
+                }
+            )
+            .await
+            .is_err()
+        );
+        assert_eq!(peer.writes().len(), 4);
+    });
+}
+
+#[test]
+fn limit_through_704_sets_revert_value() {
+    let peer = start_peer("write704", &json!({"devices": [der700(4, 40000)]}), None);
+    smol::block_on(async {
+        let mut dev = Device::new(tcp_bus(peer.port), DeviceParams::new("der", 4));
+        dev.scan().await.expect("scan");
+        let (base, before) = whole_block(&mut dev).await;
+        let m704 = *dev.map().unwrap().find(704).unwrap();
+        let lim = dev
+            .set_active_power_limit_pct(
+                25.0,
+                RevertPolicy {
+                    timeout_s: 120,
+                    fallback_pct: 5.0,
+                },
+            )
+            .await
+            .expect("set limit");
+        assert_eq!(lim.model, 704);
+        assert!(close(lim.limit_pct, 25.0));
+        let (_, after) = whole_block(&mut dev).await;
+        let mut diff = changed(base, &before, &after);
+        diff.sort();
+        let s = m704.start;
+        assert_eq!(
+            diff,
+            vec![
+                (s + 14, 0, 1),        // WMaxLimPctEna
+                (s + 15, 10000, 2500), // WMaxLimPct (SF -2)
+                (s + 16, 10000, 500),  // WMaxLimPctRvrt
+                (s + 17, 0, 1),        // WMaxLimPctEnaRvrt
+                (s + 19, 0, 120),      // WMaxLimPctRvrtTms (low word)
+            ]
+        );
+    });
+}
+
+#[test]
+fn modbus_scan_command_reports_devices() {
+    let cfg = json!({"devices": [int_inverter(1, 40000, 2000), meter(2, 40000)]});
+    let peer = start_peer("cli", &cfg, None);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_csipd"))
+        .args([
+            "modbus-scan",
+            &format!("tcp://127.0.0.1:{}", peer.port),
+            "1",
+            "2",
+            "3",
+        ])
+        .output()
+        .expect("run csipd modbus-scan");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines[0]["inverter"]["ac"]["w"], 2000.0);
+    assert_eq!(lines[0]["common"]["manufacturer"], "Foreign Inverters");
+    assert_eq!(lines[1]["meter"]["ac"]["w"], -3500.0);
+    // unit 3 does not exist: reported, and the exit code says so
+    assert!(
+        lines[2]["error"].as_str().unwrap_or("").contains("unit 3"),
+        "{}",
+        lines[2]
+    );
+    assert_eq!(out.status.code(), Some(1));
+}

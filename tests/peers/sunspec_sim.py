@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""SunSpec test peer for csipd's device tests: a pymodbus server (TCP or RTU) whose
+holding registers are laid out from the model definitions shipped in pysunspec2
+(sunspec2/models/json/model_<id>.json), so the register map is not ours.
+
+Config (JSON file, --config):
+  {"devices": [{"unit": 1, "base": 40000,
+                "models": [{"id": 103, "values": {"W": 5000, "W_SF": 0, ...}}, ...]}]}
+Values are raw register values as the model defines them (integers before scale
+factor, floats for float32 points, strings for string points). Points not given are
+"not implemented" (0x8000, 0xFFFF, 0x80000000, NaN, ...) as the SunSpec spec says.
+
+Every write request is appended as one JSON line to --write-log (if given), so a test
+can see exactly which registers csipd wrote. Prints "READY <port-or-path>" when serving.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import struct
+import sys
+
+import sunspec2
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+MODELS_DIR = os.path.join(os.path.dirname(sunspec2.__file__), "models", "json")
+
+# Register values meaning "not implemented", per SunSpec point type.
+UNIMPL = {
+    "int16": [0x8000],
+    "sunssf": [0x8000],
+    "pad": [0x8000],
+    "uint16": [0xFFFF],
+    "enum16": [0xFFFF],
+    "bitfield16": [0xFFFF],
+    "count": [0],
+    "acc16": [0],
+    "int32": [0x8000, 0x0000],
+    "uint32": [0xFFFF, 0xFFFF],
+    "enum32": [0xFFFF, 0xFFFF],
+    "bitfield32": [0xFFFF, 0xFFFF],
+    "acc32": [0, 0],
+    "int64": [0x8000, 0, 0, 0],
+    "uint64": [0xFFFF, 0xFFFF, 0xFFFF, 0xFFFF],
+    "acc64": [0, 0, 0, 0],
+    "float32": [0x7FC0, 0x0000],
+}
+
+
+def load_model(model_id):
+    with open(os.path.join(MODELS_DIR, f"model_{model_id}.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def encode(point, value):
+    """Register words for one point value."""
+    ptype = point["type"]
+    size = int(point.get("size", 1))
+    if ptype == "string":
+        raw = str(value).encode("utf-8")[: size * 2].ljust(size * 2, b"\0")
+        return [int.from_bytes(raw[i : i + 2], "big") for i in range(0, size * 2, 2)]
+    if ptype == "float32":
+        return list(struct.unpack(">HH", struct.pack(">f", float(value))))
+    value = int(value)
+    if ptype in ("int16", "sunssf", "int32", "int64"):
+        value &= (1 << (16 * size)) - 1
+    raw = value.to_bytes(size * 2, "big")
+    return [int.from_bytes(raw[i : i + 2], "big") for i in range(0, size * 2, 2)]
+
+
+def layout_group(group, values, prefix=""):
+    words = []
+    for point in group.get("points", []):
+        name = prefix + point["name"]
+        size = int(point.get("size", 1))
+        if name in values:
+            w = encode(point, values[name])
+        elif "value" in point and point["name"] not in ("L",):
+            w = encode(point, point["value"])
+        elif point["type"] == "string":
+            w = [0] * size
+        else:
+            w = list(UNIMPL.get(point["type"], [0] * size))
+        if len(w) != size:
+            raise SystemExit(f"sunspec_sim: point {name}: {len(w)} words, model says {size}")
+        words.extend(w)
+    for sub in group.get("groups", []):
+        count = sub.get("count", 1)
+        if not isinstance(count, int):
+            count = int(values.get(prefix + str(count), 1))
+        for i in range(count):
+            words.extend(layout_group(sub, values, f"{prefix}{sub['name']}[{i}]."))
+    return words
+
+
+def layout_model(model_id, values):
+    words = layout_group(load_model(model_id)["group"], values)
+    words[0] = model_id
+    words[1] = len(words) - 2  # L: model length without ID and L
+    return words
+
+
+def layout_device(dev):
+    words = [0x5375, 0x6E53]  # "SunS"
+    for m in dev["models"]:
+        words.extend(layout_model(int(m["id"]), m.get("values", {})))
+    words.extend([0xFFFF, 0x0000])  # end model
+    return words
+
+
+def make_devices(config, write_log):
+    sim_devices = []
+    for dev in config["devices"]:
+        words = layout_device(dev)
+        unit = int(dev["unit"])
+
+        async def action(fc, start_address, address, count, current, set_values, unit=unit):
+            if set_values is not None and write_log:
+                with open(write_log, "a", encoding="utf-8") as f:
+                    f.write(json.dumps({"unit": unit, "fc": fc, "address": address,
+                                        "values": list(set_values)}) + "\n")
+            return None
+
+        sim_devices.append(
+            SimDevice(
+                id=unit,
+                simdata=[SimData(address=int(dev["base"]), values=words,
+                                 datatype=DataType.REGISTERS)],
+                action=action,
+            )
+        )
+    return sim_devices
+
+
+def silence_unknown_units(config):
+    """On a real RS-485 line a unit id nobody has gets no answer at all. pymodbus 3.16's
+    SimDevice servers answer it with exception 4 instead, so drop those replies here."""
+    units = {int(d["unit"]) for d in config["devices"]}
+
+    def trace(sending, data):
+        if sending and data and data[0] not in units:
+            return b""
+        return data
+
+    return trace
+
+
+async def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--port", type=int, help="TCP port on 127.0.0.1")
+    ap.add_argument("--serial", help="serial device for Modbus RTU (e.g. a socat pty)")
+    ap.add_argument("--baud", type=int, default=9600)
+    ap.add_argument("--write-log")
+    ap.add_argument("--dump-layout", action="store_true",
+                    help="print the register words per device and exit")
+    args = ap.parse_args()
+    with open(args.config, encoding="utf-8") as f:
+        config = json.load(f)
+    if args.dump_layout:
+        for dev in config["devices"]:
+            print(json.dumps({"unit": dev["unit"], "base": dev["base"],
+                              "words": layout_device(dev)}))
+        return
+    devices = make_devices(config, args.write_log)
+    if args.serial:
+        server = ModbusSerialServer(devices, port=args.serial, baudrate=args.baud,
+                                    bytesize=8, parity="N", stopbits=1,
+                                    trace_packet=silence_unknown_units(config))
+        where = args.serial
+    elif args.port:
+        server = ModbusTcpServer(devices, address=("127.0.0.1", args.port))
+        where = str(args.port)
+    else:
+        raise SystemExit("sunspec_sim: give --port or --serial")
+    task = asyncio.create_task(server.serve_forever())
+    await asyncio.sleep(0.2)
+    print(f"READY {where}", flush=True)
+    await task
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        sys.exit(0)

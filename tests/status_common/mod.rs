@@ -1,0 +1,198 @@
+//! A status server fed with a snapshot whose values the tests set, for the status tests.
+//! (The integration engineer can switch these tests to a running `csipd demo`.)
+#![allow(dead_code)]
+
+use csipd::status::*;
+use std::collections::VecDeque;
+use std::path::Path;
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub const MRID: &str = "3F2A09B1C0FFEE00112233445566778A";
+pub const LFDI: &str = "3E4F45AB31EDFE5B67E343E5E4562E31984E23E5";
+pub const SFDI: u64 = 167261211391;
+
+pub fn now_unix_s() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A site exporting 1480 W under a 1500 W utility event limit that ends in 12 minutes.
+pub fn sample_snapshot(now: i64) -> Snapshot {
+    let mut s = Snapshot::new(now - 3 * 3600);
+    s.utility = Utility {
+        state: ConnectionState::Polling,
+        since_unix_s: now - 2 * 3600,
+        server_url: Some("https://sep2.example.net/dcap".into()),
+        lfdi: Some(LFDI.into()),
+        sfdi: Some(SFDI),
+        clock_offset_s: Some(0.4),
+        registration_problem: None,
+        resources: vec![ResourcePoll {
+            name: "DERControlList".into(),
+            href: "/derp/0/derc".into(),
+            last_poll_unix_s: Some(now - 20),
+            next_poll_unix_s: Some(now + 40),
+            last_error: Some("HTTP 503 from server".into()),
+        }],
+    };
+    s.limits = vec![
+        ActiveLimit {
+            mode: LimitMode::Export,
+            value_w: Some(1500.0),
+            connect: None,
+            source: LimitSource::UtilityEvent { mrid: MRID.into() },
+            end_unix_s: Some(now + 12 * 60),
+        },
+        ActiveLimit {
+            mode: LimitMode::Import,
+            value_w: Some(10000.0),
+            connect: None,
+            source: LimitSource::ProgramDefault {
+                program: Some("SAPN dynamic".into()),
+            },
+            end_unix_s: None,
+        },
+        ActiveLimit {
+            mode: LimitMode::Generation,
+            value_w: Some(8000.0),
+            connect: None,
+            source: LimitSource::Fixed,
+            end_unix_s: None,
+        },
+    ];
+    s.upcoming_events = vec![UpcomingEvent {
+        mrid: "A1B2C3D4E5F60718293A4B5C6D7E8F90".into(),
+        description: Some("evening peak".into()),
+        program: Some("SAPN dynamic".into()),
+        start_unix_s: now + 12 * 60,
+        end_unix_s: now + 42 * 60,
+        limits: vec![EventLimit {
+            mode: LimitMode::Export,
+            value_w: Some(0.0),
+            connect: None,
+        }],
+    }];
+    s.site = SiteFlows::from_site_and_pv(-1480.0, 4230.0, now - 1);
+    s.devices = vec![
+        Device {
+            name: "meter_main".into(),
+            role: DeviceRole::Meter,
+            stale: false,
+            last_reading_age_s: Some(1.0),
+            readings: Readings {
+                w: Some(-1480.0),
+                var: Some(120.0),
+                v: Some(241.3),
+                hz: Some(50.01),
+            },
+            stats: DeviceStats {
+                reads_ok: 1200,
+                reads_failed: 3,
+                ..Default::default()
+            },
+        },
+        Device {
+            name: "fronius_1".into(),
+            role: DeviceRole::Inverter,
+            stale: true,
+            last_reading_age_s: Some(42.0),
+            readings: Readings {
+                w: Some(4230.0),
+                var: Some(0.0),
+                v: Some(243.0),
+                hz: Some(50.0),
+            },
+            stats: DeviceStats {
+                reads_ok: 600,
+                reads_failed: 7,
+                writes_ok: 55,
+                writes_failed: 1,
+                last_error: Some("timeout after 1 s reading model 103".into()),
+            },
+        },
+    ];
+    s.setpoints = vec![Setpoint {
+        device: "fronius_1".into(),
+        limit_w: Some(4321.0),
+        limit_pct: Some(86.4),
+        connect: Some(true),
+        written_unix_s: Some(now - 3),
+    }];
+    s.last_errors = VecDeque::new();
+    s.push_error(now - 30, "csip", "GET /derp/0/derc: HTTP 503 from server");
+    // An hour of history: export creeping up to the limit, which dropped from 5000 W.
+    for i in 0..=360 {
+        let t = now - 3600 + i * 10;
+        let limit = if i < 180 { 5000.0 } else { 1500.0 };
+        let export = if i < 180 {
+            2000.0 + i as f64 * 10.0
+        } else {
+            1480.0
+        };
+        s.history.record(t, Some(export), Some(limit));
+    }
+    s
+}
+
+/// A status server on a free loopback port serving `sample_snapshot`.
+pub fn start_sample_server() -> (StatusServer, SnapshotHandle) {
+    let handle = SnapshotHandle::new(sample_snapshot(now_unix_s()));
+    handle.log_event(
+        now_unix_s() - 60,
+        "info",
+        "csip",
+        "registered as SFDI 167261211391",
+    );
+    handle.log_event(
+        now_unix_s() - 30,
+        "warn",
+        "csip",
+        "DERControlList poll failed: HTTP 503",
+    );
+    let server = start_server("127.0.0.1:0", false, handle.clone()).expect("status server starts");
+    (server, handle)
+}
+
+pub fn chromium() -> &'static str {
+    for candidate in ["chromium", "chromium-browser"] {
+        if Command::new(candidate)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return candidate;
+        }
+    }
+    panic!("headless Chromium is missing: run `bash tests/setup.sh` (installs Debian chromium)");
+}
+
+/// Runs headless Chromium on `url` with the flags of the env notes; returns stdout.
+pub fn run_chromium(profile: &Path, extra: &[&str], url: &str) -> String {
+    let out = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(url)
+        .env("TZ", "UTC")
+        .output()
+        .expect("chromium runs");
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}

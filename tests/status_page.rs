@@ -1,0 +1,88 @@
+//! The built-in status page (`/`) rendered by headless Debian Chromium against a running
+//! status server fed with a snapshot whose values this test sets: the DOM must show
+//! those live values (fetched from /status by the page's script), and a screenshot is
+//! kept at target/status-page.png.
+
+mod status_common;
+
+use status_common::*;
+use std::path::{Path, PathBuf};
+
+#[test]
+fn page_renders_live_values_in_headless_chromium() {
+    let (server, handle) = start_sample_server();
+    // A value only the live server has, set after start: the page must fetch it.
+    handle.update(|s| s.site.pv_w = Some(4567.0));
+    let profile = std::env::temp_dir().join(format!("csipd-chromium-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&profile);
+    std::fs::create_dir_all(&profile).unwrap();
+
+    let dom = run_chromium(&profile, &["--dump-dom"], &format!("{}/", server.url()));
+    let checks: &[(&str, &str)] = &[
+        (
+            "connection state",
+            r#"id="utility-state" class="state polling">polling<"#,
+        ),
+        ("LFDI", LFDI),
+        ("SFDI", "167261211391"),
+        ("clock offset", ">+0.4 s<"),
+        ("export limit value", ">1500 W<"),
+        ("export limit source", "utility event 3f2a09b1…"),
+        ("import limit source", "program default (SAPN dynamic)"),
+        ("countdown", " (in 1"),
+        ("upcoming event", "event a1b2c3d4…"),
+        ("site export", r#"id="export-w" class="num">1480 W<"#),
+        ("live PV value", r#"id="pv-w" class="num">4567 W<"#),
+        ("load", r#"id="load-w" class="num">2750 W<"#),
+        ("inverter row", r#"data-device="fronius_1""#),
+        ("stale marker", r#"class="bad">stale<"#),
+        ("meter voltage", "241.3 V"),
+        (
+            "resource poll error",
+            r#"class="bad">HTTP 503 from server<"#,
+        ),
+        ("setpoint", "4321 W (86.4 %)"),
+        ("recent error", "GET /derp/0/derc: HTTP 503 from server"),
+        ("chart export line", r#"id="chart-export""#),
+        ("chart limit line", r#"id="chart-limit""#),
+    ];
+    let missing: Vec<&str> = checks
+        .iter()
+        .filter(|(_, needle)| !dom.contains(needle))
+        .map(|(what, _)| *what)
+        .collect();
+    assert!(missing.is_empty(), "page lacks {missing:?}; DOM:\n{dom}");
+    assert!(
+        dom.contains(r#"<span id="error"></span>"#),
+        "page reported a fetch error"
+    );
+
+    // The chart has one point per history sample (the limit as a step line has more).
+    let export_points = dom
+        .split(r#"id="chart-export" points=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .map(|p| p.split(' ').count())
+        .unwrap_or(0);
+    assert!(
+        export_points >= 360,
+        "export line has {export_points} points"
+    );
+
+    let shot: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/status-page.png");
+    let _ = std::fs::remove_file(&shot);
+    run_chromium(
+        &profile,
+        &[
+            "--window-size=1280,1000",
+            &format!("--screenshot={}", shot.display()),
+        ],
+        &format!("{}/", server.url()),
+    );
+    let png = std::fs::read(&shot).expect("screenshot written");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "a real PNG"
+    );
+    let _ = std::fs::remove_dir_all(&profile);
+}

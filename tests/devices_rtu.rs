@@ -185,6 +185,46 @@ fn crc_errors_and_exceptions_are_counted() {
     assert_eq!(requests[2][..6], [1, 3, 0, 0, 0, 2]);
 }
 
+/// A 2-wire adapter that hears itself: with `rtu_local_echo` the echo is checked and
+/// skipped; a corrupted echo (collision) is a framing error and is retried.
+/// Hand-scripted responder: it echoes each request back, then answers.
+#[test]
+fn local_echo_is_checked_and_skipped() {
+    use std::io::{Read, Write};
+    let pty = PtyPair::new();
+    let path = pty.a.clone();
+    let responder = std::thread::spawn(move || {
+        let mut port = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("open pty");
+        let mut good = vec![1u8, 3, 4, 0x53, 0x75, 0x6e, 0x53];
+        good.extend(crc16(&good));
+        for round in 0..2 {
+            let mut req = [0u8; 8];
+            port.read_exact(&mut req).expect("read request");
+            let mut echo = req.to_vec();
+            if round == 0 {
+                echo[3] ^= 0xff; // a collision garbles the echo
+            }
+            port.write_all(&echo).expect("echo");
+            port.write_all(&good).expect("reply");
+        }
+    });
+    smol::block_on(async {
+        let mut p = BusParams::rtu(&pty.b, BAUD);
+        p.timeout = Duration::from_millis(300);
+        p.rtu_local_echo = true;
+        let mut dev = Device::new(Rc::new(Bus::new(p)), DeviceParams::new("echoing", 1));
+        let regs = dev.read_registers(40000, 2).await.expect("read with echo");
+        assert_eq!(regs, vec![0x5375, 0x6e53]);
+        let s = dev.stats().link.clone();
+        assert_eq!((s.frame_errors, s.retries, s.ok), (1, 1, 1), "{s:?}");
+    });
+    responder.join().expect("responder");
+}
+
 /// Measurement (README "Measurements"): time to read models 103 and 203 over RTU at
 /// 9600 baud against the wire-time floor (bytes × 11 bits / baud).
 /// `cargo test --test devices_rtu -- --ignored --nocapture`
@@ -238,5 +278,31 @@ fn bench_on(path: &str, what: &str) {
             inv.stats().link.crc_errors + meter.stats().link.crc_errors,
             0
         );
+    });
+}
+
+#[test]
+fn missing_serial_port_is_a_clear_error() {
+    smol::block_on(async {
+        let bus = rtu_bus("/dev/ttyUSB-csipd-missing");
+        let mut dev = Device::new(bus, DeviceParams::new("meter-on-usb", 1));
+        let e = dev.read_meter().await.unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("meter-on-usb") && text.contains("/dev/ttyUSB-csipd-missing"),
+            "{text}"
+        );
+        assert!(
+            matches!(
+                &e,
+                DeviceError::Modbus {
+                    error: ModbusError::Io(_),
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(dev.stats().link.io_errors, 3, "tried again on each attempt");
+        assert!(dev.is_stale(Instant::now()));
     });
 }

@@ -61,3 +61,117 @@ fn driver_reads_and_controls_the_simulator() {
         assert_eq!(d_inv.stats().link.exceptions, 0);
     }));
 }
+
+#[test]
+fn two_buses_polled_concurrently() {
+    let ex = Rc::new(smol::LocalExecutor::new());
+    smol::block_on(ex.run(async {
+        let mut buses = Vec::new();
+        let mut inverters = Vec::new();
+        for (i, w) in [1200.0, 3400.0].into_iter().enumerate() {
+            let sim = SunSpecSimulator::new();
+            let inv = sim.add_inverter(1, 5000.0);
+            inv.set_output_w(w);
+            inverters.push(inv);
+            let listener = SunSpecSimulator::bind(0).expect("bind");
+            let port = listener.get_ref().local_addr().expect("addr").port();
+            let ex2 = ex.clone();
+            ex.spawn(async move {
+                let _ = sim.serve(listener, ex2).await;
+            })
+            .detach();
+            let bus = Rc::new(Bus::new(BusParams::tcp("127.0.0.1", port)));
+            buses.push(Device::new(
+                bus,
+                DeviceParams::new(&format!("bus{i}-inv"), 1),
+            ));
+        }
+        let mut it = buses.into_iter();
+        let (mut a, mut b) = (it.next().unwrap(), it.next().unwrap());
+        let (ra, rb) = smol::future::zip(a.read_inverter(), b.read_inverter()).await;
+        assert_eq!(ra.expect("bus 0").ac.w, Some(1200.0));
+        assert_eq!(rb.expect("bus 1").ac.w, Some(3400.0));
+        assert_ne!(
+            a.status(std::time::Instant::now()).bus,
+            b.status(std::time::Instant::now()).bus
+        );
+    }));
+}
+
+/// A foreign reader checks the simulator: pysunspec2's own Modbus client scans it, decodes
+/// model 103/203 and writes model 123 (`tests/peers/pysunspec_read.py`).
+#[test]
+fn pysunspec2_client_reads_and_controls_the_simulator() {
+    let venv = std::env::var("PEERS_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/peers-venv")
+        });
+    let py = venv.join("bin/python");
+    assert!(
+        py.exists(),
+        "{} missing: run `bash tests/setup.sh`",
+        py.display()
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The simulator is single-threaded (Rc); it runs on its own thread's executor.
+    std::thread::spawn(move || {
+        let ex = Rc::new(smol::LocalExecutor::new());
+        smol::block_on(ex.run(async {
+            let sim = SunSpecSimulator::new();
+            let inv = sim.add_inverter(1, 5000.0);
+            inv.set_output_w(2750.0);
+            sim.add_meter(2).set_power_w(-900.0);
+            let listener = SunSpecSimulator::bind(0).expect("bind");
+            let port = listener.get_ref().local_addr().expect("addr").port();
+            let probe = inv.clone();
+            let ex2 = ex.clone();
+            ex.spawn(async move {
+                let _ = sim.serve(listener, ex2).await;
+            })
+            .detach();
+            tx.send(port).expect("send port");
+            // report the limit once pysunspec2 has written it, then keep serving (the
+            // thread ends with the test process)
+            loop {
+                smol::Timer::after(Duration::from_millis(20)).await;
+                if let Some(p) = probe.limit_pct() {
+                    tx.send(p as u16).expect("send limit");
+                    break;
+                }
+            }
+            smol::future::pending::<()>().await;
+        }));
+    });
+    let port = rx.recv().expect("port");
+    let script =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/pysunspec_read.py");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&py)
+            .arg(&script)
+            .args(args)
+            .output()
+            .expect("run pysunspec_read.py");
+        assert!(
+            out.status.success(),
+            "pysunspec2 failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON")
+    };
+    let p = port.to_string();
+    let inv = run(&[&p, "1", "40"]);
+    assert_eq!(inv["models"], serde_json::json!([1, 103, 120, 121, 123]));
+    assert_eq!(inv["Mn"], "csipd-sim");
+    assert_eq!(inv["W"], 2750.0);
+    assert_eq!(inv["Hz"], 50.0);
+    assert_eq!(inv["WMaxLimPct"], 40.0);
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("limit seen by the simulator"),
+        40
+    );
+    let meter = run(&[&p, "2"]);
+    assert_eq!(meter["models"], serde_json::json!([1, 203]));
+    assert_eq!(meter["meter_W"], -900.0);
+}

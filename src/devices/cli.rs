@@ -95,6 +95,7 @@ pub fn cli_main(args: &[String]) -> ExitCode {
         transport,
         timeout: Duration::from_secs(1),
         retries: 1,
+        rtu_local_echo: false,
     }));
     let mut failed = false;
     smol::block_on(async {

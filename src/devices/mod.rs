@@ -278,9 +278,8 @@ impl Device {
             map.base,
             map.ids()
         );
-        self.map = Some(map);
         self.static_blocks = None;
-        Ok(self.map.as_ref().expect("just set"))
+        Ok(&*self.map.insert(map))
     }
 
     async fn ensure_map(&mut self) -> Result<SunSpecMap, DeviceError> {

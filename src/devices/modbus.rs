@@ -76,6 +76,10 @@ pub struct BusParams {
     pub timeout: Duration,
     /// Extra attempts after a timeout, CRC or framing error (exceptions are not retried).
     pub retries: u32,
+    /// RTU only: the adapter hears its own transmission (2-wire RS-485 without echo
+    /// suppression). The echo is read and checked against the request (a mismatch means
+    /// a collision on the line) before the reply.
+    pub rtu_local_echo: bool,
 }
 
 impl BusParams {
@@ -87,6 +91,7 @@ impl BusParams {
             },
             timeout: Duration::from_secs(1),
             retries: 2,
+            rtu_local_echo: false,
         }
     }
     pub fn rtu(path: &str, baud: u32) -> Self {
@@ -99,6 +104,7 @@ impl BusParams {
             },
             timeout: Duration::from_millis(500),
             retries: 2,
+            rtu_local_echo: false,
         }
     }
 }
@@ -287,6 +293,7 @@ impl TcpLink {
 }
 
 struct RtuLink {
+    local_echo: bool,
     path: String,
     baud: u32,
     parity: Parity,
@@ -392,15 +399,32 @@ impl RtuLink {
         let Some(port) = self.port.as_mut() else {
             return Err(ModbusError::Io("serial port not open".into()));
         };
-        port.write_all(frame)
-            .await
-            .map_err(|e| ModbusError::Io(format!("write {path}: {e}")))?;
+        if let Err(e) = port.write_all(frame).await {
+            // e.g. the USB adapter was unplugged: reopen on the next request
+            self.port = None;
+            return Err(ModbusError::Io(format!("write {path}: {e}")));
+        }
         let sent_at = Instant::now();
         let deadline = sent_at + tx_time + timeout;
         let unit = req.unit_id;
+        let local_echo = self.local_echo;
         let r = with_deadline(deadline, async {
             let mut reply: Vec<u8> = Vec::with_capacity(256);
             let mut buf = [0u8; 256];
+            if local_echo {
+                let mut echo = vec![0u8; frame.len()];
+                port.read_exact(&mut echo)
+                    .await
+                    .map_err(|e| match e.kind() {
+                        io::ErrorKind::WouldBlock => ModbusError::Timeout,
+                        _ => ModbusError::Io(format!("read {path}: {e}")),
+                    })?;
+                if echo != frame {
+                    return Err(ModbusError::Frame(format!(
+                        "local echo {echo:02x?} differs from the request (collision on the line?)"
+                    )));
+                }
+            }
             loop {
                 let n = port.read(&mut buf).await.map_err(|e| match e.kind() {
                     io::ErrorKind::WouldBlock => ModbusError::Timeout,
@@ -426,8 +450,10 @@ impl RtuLink {
         })
         .await;
         self.last_activity = Instant::now();
-        if r.is_err() {
-            self.drain().await;
+        match &r {
+            Ok(_) => {}
+            Err(ModbusError::Io(_)) => self.port = None,
+            Err(_) => self.drain().await,
         }
         r
     }
@@ -467,6 +493,7 @@ impl Bus {
                 baud: *baud,
                 parity: *parity,
                 stop_bits: *stop_bits,
+                local_echo: params.rtu_local_echo,
                 port: None,
                 last_activity: Instant::now(),
             }),
@@ -638,6 +665,7 @@ mod tests {
     #[test]
     fn t35_follows_baud() {
         let l = RtuLink {
+            local_echo: false,
             path: String::new(),
             baud: 9600,
             parity: Parity::None,

@@ -224,12 +224,11 @@ impl SimInverter {
         r.set(c, 25, NOT_IMPL_I16);
         // writable: Conn_WinTms .. VArPct_Ena (offsets 2..=22), never ID/L/SFs
         r.writable.push((c + 2, c + 22));
-        let mut inv = SimInverter {
+        let inv = SimInverter {
             regs: Rc::new(RefCell::new(r)),
             rating_w,
         };
         inv.set_output_w(0.0);
-        inv.rating_w = rating_w;
         inv
     }
 

@@ -76,6 +76,8 @@ make_ipk() {
     local installed
     installed=$(find "$data" -type f -printf '%s\n' | awk '{s+=$1} END {print s+0}')
     sed -i "s/^Installed-Size: .*/Installed-Size: $installed/" "$control/control"
+    # opkg extracts data.tar.gz over /: its "./" entry must not carry mktemp's 0700.
+    chmod 0755 "$data" "$control"
     echo "2.0" >"$work/debian-binary"
     pack "$work/data.tar.gz" "$data" .
     pack "$work/control.tar.gz" "$control" .

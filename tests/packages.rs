@@ -174,6 +174,19 @@ fn csipd_ipks_have_right_control_fields_paths_and_run_under_qemu() {
         assert!(postinst.contains("/etc/init.d/csipd enable"));
         assert!(postinst.contains("rpcd reload"));
 
+        // opkg unpacks data.tar.gz over /: every directory entry must be 0755 root.
+        let listing = run(Command::new("tar")
+            .arg("-tvzf")
+            .arg(tmp.join("outer/data.tar.gz")));
+        for line in String::from_utf8_lossy(&listing.stdout).lines() {
+            if line.starts_with('d') {
+                assert!(
+                    line.starts_with("drwxr-xr-x root/root") || line.starts_with("drwxr-xr-x 0/0"),
+                    "{line}"
+                );
+            }
+        }
+
         let binary = data.join("usr/bin/csipd");
         assert_eq!(mode(&binary), 0o755);
         assert_eq!(mode(&data.join("etc/init.d/csipd")), 0o755);

@@ -1,0 +1,259 @@
+//! Checks the OpenWrt packages built by `scripts/build-packages.sh` (tests/setup.sh runs
+//! it): unpacks each .ipk, checks its control fields and paths, and runs the foreign
+//! binary it carries under qemu-user-static (`csipd version`, `csipd check-config` with
+//! the default config from the same package).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn packages_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/packages")
+}
+
+fn run(cmd: &mut Command) -> std::process::Output {
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Unpacks an ipk (outer tar.gz of debian-binary, control.tar.gz, data.tar.gz) into
+/// `dir/control` and `dir/data`.
+fn unpack(ipk: &Path, dir: &Path) {
+    let outer = dir.join("outer");
+    for sub in ["outer", "control", "data"] {
+        fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    run(Command::new("tar")
+        .arg("-xzf")
+        .arg(ipk)
+        .arg("-C")
+        .arg(&outer));
+    let debian_binary = fs::read_to_string(outer.join("debian-binary")).unwrap();
+    assert_eq!(
+        debian_binary.trim(),
+        "2.0",
+        "{}: debian-binary",
+        ipk.display()
+    );
+    for part in ["control", "data"] {
+        run(Command::new("tar")
+            .arg("-xzf")
+            .arg(outer.join(format!("{part}.tar.gz")))
+            .arg("-C")
+            .arg(dir.join(part)));
+    }
+}
+
+fn control_fields(control: &Path) -> BTreeMap<String, String> {
+    let text = fs::read_to_string(control.join("control")).unwrap();
+    text.lines()
+        .filter_map(|line| line.split_once(": "))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Bytes of every regular file under `dir` (what Installed-Size must state).
+fn installed_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    for entry in fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let meta = fs::symlink_metadata(entry.path()).unwrap();
+        if meta.is_dir() {
+            total += installed_bytes(&entry.path());
+        } else if meta.is_file() {
+            total += meta.len();
+        }
+    }
+    total
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+fn csipd_ipks() -> Vec<PathBuf> {
+    let dir = packages_dir();
+    let mut found = Vec::new();
+    if let Ok(arches) = fs::read_dir(&dir) {
+        for arch in arches.flatten() {
+            if !arch.path().is_dir() {
+                continue;
+            }
+            for file in fs::read_dir(arch.path()).unwrap().flatten() {
+                let name = file.file_name().to_string_lossy().to_string();
+                if name.starts_with("csipd_") && name.ends_with(".ipk") {
+                    found.push(file.path());
+                }
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+fn qemu_for(arch: &str) -> &'static str {
+    if arch.starts_with("aarch64") {
+        "qemu-aarch64-static"
+    } else if arch.starts_with("mipsel") {
+        "qemu-mipsel-static"
+    } else if arch.starts_with("arm") {
+        "qemu-arm-static"
+    } else {
+        panic!("no qemu-user emulator known for package architecture {arch}")
+    }
+}
+
+#[test]
+fn csipd_ipks_have_right_control_fields_paths_and_run_under_qemu() {
+    let ipks = csipd_ipks();
+    let arches: Vec<String> = ipks
+        .iter()
+        .map(|p| {
+            p.parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .to_string()
+        })
+        .collect();
+    for wanted in ["aarch64", "mipsel"] {
+        assert!(
+            arches.iter().any(|a| a.starts_with(wanted)),
+            "no {wanted} csipd .ipk under {}: run `bash scripts/build-packages.sh aarch64 mipsel` \
+             (tests/setup.sh does)",
+            packages_dir().display()
+        );
+    }
+    for (ipk, arch) in ipks.iter().zip(&arches) {
+        let tmp = tempdir(&format!("ipk-{arch}"));
+        unpack(ipk, &tmp);
+        let control = tmp.join("control");
+        let data = tmp.join("data");
+        let fields = control_fields(&control);
+        assert_eq!(fields["Package"], "csipd");
+        assert_eq!(fields["Version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(&fields["Architecture"], arch);
+        assert!(
+            fields["Depends"].contains("libc"),
+            "Depends: {}",
+            fields["Depends"]
+        );
+        assert!(!fields["Description"].is_empty());
+        let installed: u64 = fields["Installed-Size"].parse().unwrap();
+        assert_eq!(
+            installed,
+            installed_bytes(&data),
+            "{}: Installed-Size",
+            ipk.display()
+        );
+
+        let conffiles = fs::read_to_string(control.join("conffiles")).unwrap();
+        assert_eq!(conffiles.trim(), "/etc/config/csipd");
+        for script in ["postinst", "prerm"] {
+            let path = control.join(script);
+            assert_eq!(mode(&path) & 0o111, 0o111, "{script} must be executable");
+            let text = fs::read_to_string(&path).unwrap();
+            assert!(text.starts_with("#!/bin/sh"), "{script}: {text}");
+            assert!(
+                text.contains("IPKG_INSTROOT"),
+                "{script} must skip image builds"
+            );
+        }
+        let postinst = fs::read_to_string(control.join("postinst")).unwrap();
+        assert!(postinst.contains("/etc/init.d/csipd enable"));
+        assert!(postinst.contains("rpcd reload"));
+
+        // opkg unpacks data.tar.gz over /: every directory entry must be 0755 root.
+        let listing = run(Command::new("tar")
+            .arg("-tvzf")
+            .arg(tmp.join("outer/data.tar.gz")));
+        for line in String::from_utf8_lossy(&listing.stdout).lines() {
+            if line.starts_with('d') {
+                assert!(
+                    line.starts_with("drwxr-xr-x root/root") || line.starts_with("drwxr-xr-x 0/0"),
+                    "{line}"
+                );
+            }
+        }
+
+        let binary = data.join("usr/bin/csipd");
+        assert_eq!(mode(&binary), 0o755);
+        assert_eq!(mode(&data.join("etc/init.d/csipd")), 0o755);
+        let init = fs::read_to_string(data.join("etc/init.d/csipd")).unwrap();
+        assert!(init.contains("USE_PROCD=1") && init.contains("procd_add_reload_trigger csipd"));
+        let config = data.join("etc/config/csipd");
+        assert!(config.is_file());
+        let plugin = data.join("usr/libexec/rpcd/csipd");
+        assert!(
+            fs::symlink_metadata(&plugin).is_ok(),
+            "rpcd plugin missing at /usr/libexec/rpcd/csipd"
+        );
+
+        // The foreign binary runs: version and the packaged default config.
+        let qemu = qemu_for(arch);
+        let version = run(Command::new(qemu).arg(&binary).arg("version"));
+        assert_eq!(
+            String::from_utf8_lossy(&version.stdout).trim(),
+            format!("csipd {}", env!("CARGO_PKG_VERSION"))
+        );
+        run(Command::new(qemu)
+            .arg(&binary)
+            .arg("check-config")
+            .arg(&config));
+        let _ = fs::remove_dir_all(&tmp);
+    }
+}
+
+#[test]
+fn luci_ipk_carries_views_menu_and_acl() {
+    let dir = packages_dir();
+    let ipk = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}; run bash scripts/build-packages.sh", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("luci-app-csipd_"))
+        })
+        .expect("no luci-app-csipd .ipk: run bash scripts/build-packages.sh");
+    let tmp = tempdir("ipk-luci");
+    unpack(&ipk, &tmp);
+    let fields = control_fields(&tmp.join("control"));
+    assert_eq!(fields["Package"], "luci-app-csipd");
+    assert_eq!(fields["Architecture"], "all");
+    assert!(fields["Depends"].contains("csipd") && fields["Depends"].contains("luci-base"));
+    let data = tmp.join("data");
+    assert_eq!(
+        fields["Installed-Size"].parse::<u64>().unwrap(),
+        installed_bytes(&data)
+    );
+    assert!(
+        data.join("usr/share/luci/menu.d/luci-app-csipd.json")
+            .is_file()
+    );
+    assert!(
+        data.join("usr/share/rpcd/acl.d/luci-app-csipd.json")
+            .is_file()
+    );
+    let views = data.join("www/luci-static/resources/view/csipd");
+    assert!(views.join("status.js").is_file(), "{}", views.display());
+    let _ = fs::remove_dir_all(&tmp);
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("csipd-test-{}-{name}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -159,6 +159,9 @@ impl Coordinator {
                 )
             })
             .collect();
+        for wake in &s.command_wake {
+            let _ = wake.try_send(());
+        }
 
         // Status.
         let fail_safe_w = setpoints.fail_safe.then(|| {

@@ -230,6 +230,9 @@ fn set_utility_status(status: &SnapshotHandle, config: &Config, now_s: i64) {
     });
 }
 
+/// Ticks every cycle. (Ticking on each fresh meter reading was tried: the inverters'
+/// readings then lag the meter's and the control law, which re-seeds from the measured
+/// output, double-counts the response and oscillates.)
 async fn tick_task(
     coordinator: Rc<RefCell<coordinator::Coordinator>>,
     site: SharedSite,
@@ -342,6 +345,7 @@ impl Daemon {
             self.buses.clear();
             {
                 let mut s = self.site.borrow_mut();
+                s.command_wake.clear();
                 for name in bus::removed_devices(&s.devices, &new.devices) {
                     s.devices.remove(&name);
                     s.commands.remove(&name);

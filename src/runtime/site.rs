@@ -177,6 +177,8 @@ pub struct SiteState {
     /// Server time minus local time (from the engine), for the merge's clock.
     pub clock_offset_s: i64,
     pub price: PriceTracker,
+    /// Wakes the bus tasks that drive inverters when the setpoints change.
+    pub command_wake: Vec<smol::channel::Sender<()>>,
 }
 
 impl SiteState {
@@ -200,6 +202,7 @@ impl SiteState {
             utility: None,
             clock_offset_s: 0,
             price: PriceTracker::new(price_max_age_s),
+            command_wake: Vec::new(),
         }
     }
 }

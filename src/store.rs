@@ -1,2 +1,0 @@
-//! Durable state in SQLite: controls cache, response ledger, registration state,
-//! telemetry and event log, with flash-friendly writes.

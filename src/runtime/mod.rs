@@ -12,6 +12,7 @@
 pub mod bus;
 pub mod coordinator;
 pub mod demo;
+pub mod durable;
 pub mod map;
 pub mod site;
 
@@ -112,9 +113,11 @@ struct Daemon {
     status: SnapshotHandle,
     server: Option<status::StatusServer>,
     coordinator: Rc<RefCell<coordinator::Coordinator>>,
+    durable: durable::SharedDurable,
     buses: Vec<Task<()>>,
     price: Option<Task<()>>,
     _tick: Task<()>,
+    _flush: Task<()>,
 }
 
 /// Runs the daemon on `ex` until SIGTERM or SIGINT. `on_ready` gets the status URL once
@@ -172,7 +175,17 @@ pub async fn run_daemon(
         config.clone(),
         etc_tz.as_deref(),
     )));
-    let tick = ex.spawn(tick_task(coordinator.clone(), site.clone(), status.clone()));
+    let durable: durable::SharedDurable = Rc::new(RefCell::new(durable::Durable::open(
+        &config, started, &status,
+    )));
+    durable::restore_controls(&durable.borrow(), &site);
+    let tick = ex.spawn(tick_task(
+        coordinator.clone(),
+        site.clone(),
+        status.clone(),
+        durable.clone(),
+    ));
+    let flush = ex.spawn(durable::flush_task(durable.clone()));
     let mut daemon = Daemon {
         ex: ex.clone(),
         buses: Vec::new(),
@@ -182,7 +195,9 @@ pub async fn run_daemon(
         status,
         server: Some(server),
         coordinator,
+        durable,
         _tick: tick,
+        _flush: flush,
     };
     daemon.start_buses();
     daemon.start_price();
@@ -204,6 +219,7 @@ pub async fn run_daemon(
     // Dropping the tasks stops them between Modbus exchanges; no limit is lifted.
     daemon.buses.clear();
     daemon.price = None;
+    daemon.durable.borrow_mut().flush(unix_now_s(), true);
     if let Some(server) = daemon.server.take() {
         server.stop();
     }
@@ -237,12 +253,16 @@ async fn tick_task(
     coordinator: Rc<RefCell<coordinator::Coordinator>>,
     site: SharedSite,
     status: SnapshotHandle,
+    durable: durable::SharedDurable,
 ) {
     let mut next = Instant::now();
     loop {
         let cycle = {
             let mut c = coordinator.borrow_mut();
             c.tick(&site, &status);
+            if let Some(sample) = c.last_sample.take() {
+                durable.borrow_mut().record_sample(sample);
+            }
             c.cycle()
         };
         next += cycle;
@@ -374,6 +394,13 @@ impl Daemon {
                     self.server = start_status(&old, &self.status).ok();
                 }
             }
+        }
+        if (&old.main.data_dir, &old.main.telemetry_dir)
+            != (&new.main.data_dir, &new.main.telemetry_dir)
+        {
+            log::info!("reload: data directories changed, reopening the store");
+            self.durable.borrow_mut().flush(now, true);
+            *self.durable.borrow_mut() = durable::Durable::open(&new, now, &self.status);
         }
         set_utility_status(&self.status, &new, now);
         log::info!("reload: {path} applied (cached utility controls kept)");

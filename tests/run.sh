@@ -6,4 +6,4 @@ bash tests/setup.sh
 export PEERS_VENV="$PWD/target/peers-venv"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --all-targets --locked "$@"
+cargo test --all-targets --locked --no-fail-fast "$@"

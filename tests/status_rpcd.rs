@@ -76,19 +76,31 @@ fn plugin_lists_and_answers_status_through_wrapper_and_symlink() {
             "{events}"
         );
 
-        let (code, info) = shell(&plugin, "echo '{}' | \"$PLUGIN\" call cert_info", &url);
+        // The certificate methods read the UCI file (CSIPD_CONFIG here): a missing one is
+        // an error that names it (the working path is tested in status_luci.rs).
+        let (code, info) = shell(
+            &plugin,
+            "echo '{}' | CSIPD_CONFIG=/nonexistent/csipd \"$PLUGIN\" call cert_info",
+            &url,
+        );
         assert_eq!(code, 0);
         assert!(
-            info["error"].as_str().unwrap_or("").contains("pki"),
-            "cert_info says it is not wired yet: {info}"
+            info["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("/nonexistent/csipd"),
+            "cert_info names the config it could not read: {info}"
         );
         let (_, csr) = shell(
             &plugin,
-            "echo '{\"cn\":\"csipd-test\"}' | \"$PLUGIN\" call cert_request",
+            "echo '{\"cn\":\"csipd-test\"}' | CSIPD_CONFIG=/nonexistent/csipd \"$PLUGIN\" call cert_request",
             &url,
         );
         assert!(
-            csr["error"].as_str().unwrap_or("").contains("csipd-test"),
+            csr["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("/nonexistent/csipd"),
             "{csr}"
         );
         let (_, csr) = shell(&plugin, "echo '{}' | \"$PLUGIN\" call cert_request", &url);

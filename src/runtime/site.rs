@@ -122,8 +122,9 @@ impl DeviceState {
         self.reads_ok += 1;
         self.last_good_at = Some(at);
         if self.failing {
+            // The error text names the device.
             log::info!(
-                "device answers again after: {}",
+                "answers again after: {}",
                 self.last_error.as_deref().unwrap_or("?")
             );
             self.last_error = None;

@@ -182,6 +182,14 @@ impl GridappsdServer {
         if let Some(hook) = options.before_start {
             hook(&dir);
         }
+        // The server writes each certificate request to /tmp/<common name> and deletes
+        // it: two servers starting at once (tests run in parallel) delete each other's.
+        // Start-ups take turns under a lock shared by every test process.
+        let lock = fs::File::create(std::env::temp_dir().join("csipd-gridappsd-startup.lock"))
+            .expect("create the GridAPPS-D start-up lock file");
+        // Test-only code: File::lock needs Rust 1.89; the crate itself keeps rust-version.
+        #[allow(clippy::incompatible_msrv)]
+        lock.lock().expect("take the GridAPPS-D start-up lock");
         let mut child = Command::new(&server_bin)
             // --create-certs: a fresh CA, server, admin and per-device certificates.
             .args(["config.yml", "--create-certs"])
@@ -225,6 +233,7 @@ impl GridappsdServer {
             output,
         };
         server.wait_ready(options.startup_timeout);
+        drop(lock);
         server
     }
 

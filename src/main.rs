@@ -20,6 +20,9 @@ commands:
   help                  this text
   fetch PATH [--config FILE] [--url URL --cert FILE --key FILE --ca FILE]
                         GET one resource from the utility server and print it
+  discover [--config FILE]
+                        walk the utility server once from its DeviceCapability and
+                        print the tree (device, registration, programs, controls, rates)
   cert request|show|selfsigned ...
                         device key, CSR, certificate details (LFDI/SFDI), lab certificate
 ";
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         "fetch" => csipd::http::fetch_main(rest),
+        "discover" => csipd::csip::discover_main(rest),
         "cert" => csipd::pki::cert_main(rest),
         "modbus-scan" => csipd::devices::cli::cli_main(rest),
         other => {

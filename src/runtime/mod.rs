@@ -13,6 +13,7 @@ pub mod bus;
 pub mod coordinator;
 pub mod demo;
 pub mod durable;
+pub mod engine;
 pub mod map;
 pub mod site;
 
@@ -116,6 +117,9 @@ struct Daemon {
     durable: durable::SharedDurable,
     buses: Vec<Task<()>>,
     price: Option<Task<()>>,
+    engine: Option<Task<()>>,
+    /// The scheduler's memory of the running engine, for its successor after a reload.
+    schedule_saved: Rc<RefCell<Option<crate::schedule::State>>>,
     _tick: Task<()>,
     _flush: Task<()>,
 }
@@ -190,6 +194,8 @@ pub async fn run_daemon(
         ex: ex.clone(),
         buses: Vec::new(),
         price: None,
+        engine: None,
+        schedule_saved: Rc::new(RefCell::new(None)),
         config: config.clone(),
         site,
         status,
@@ -201,6 +207,7 @@ pub async fn run_daemon(
     };
     daemon.start_buses();
     daemon.start_price();
+    daemon.start_engine();
     on_ready(&url);
 
     while let Some(signal) = signals.next().await {
@@ -217,6 +224,7 @@ pub async fn run_daemon(
         }
     }
     // Dropping the tasks stops them between Modbus exchanges; no limit is lifted.
+    daemon.engine = None;
     daemon.buses.clear();
     daemon.price = None;
     daemon.durable.borrow_mut().flush(unix_now_s(), true);
@@ -240,8 +248,12 @@ fn start_status(
 fn set_utility_status(status: &SnapshotHandle, config: &Config, now_s: i64) {
     status.update(|s| {
         s.utility.server_url = config.server.dcap_url.clone();
-        if config.server.dcap_url.is_none() {
-            s.set_connection_state(ConnectionState::NotConfigured, now_s);
+        match (&config.server.dcap_url, s.utility.state) {
+            (None, _) => s.set_connection_state(ConnectionState::NotConfigured, now_s),
+            (Some(_), ConnectionState::NotConfigured) => {
+                s.set_connection_state(ConnectionState::Discovering, now_s)
+            }
+            _ => {}
         }
     });
 }
@@ -313,6 +325,19 @@ impl Daemon {
                 ))
             })
             .collect();
+    }
+
+    /// The utility connection, when a dcap_url is configured.
+    fn start_engine(&mut self) {
+        self.engine = self.config.server.dcap_url.is_some().then(|| {
+            self.ex.spawn(engine::engine_task(
+                self.config.clone(),
+                self.site.clone(),
+                self.status.clone(),
+                self.durable.clone(),
+                self.schedule_saved.clone(),
+            ))
+        });
     }
 
     fn start_price(&mut self) {
@@ -401,6 +426,15 @@ impl Daemon {
             log::info!("reload: data directories changed, reopening the store");
             self.durable.borrow_mut().flush(now, true);
             *self.durable.borrow_mut() = durable::Durable::open(&new, now, &self.status);
+        }
+        // The engine restarts when what it reports or how it connects changed; the
+        // cached utility controls stay in the site state meanwhile.
+        if old.server != new.server || old.devices != new.devices {
+            log::info!(
+                "reload: utility settings or devices changed, restarting the utility connection"
+            );
+            self.engine = None;
+            self.start_engine();
         }
         set_utility_status(&self.status, &new, now);
         log::info!("reload: {path} applied (cached utility controls kept)");

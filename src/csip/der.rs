@@ -1,0 +1,323 @@
+//! DER function set, client side: DERCapability, DERSettings, DERStatus and
+//! DERAvailability built from the nameplate and the measured state, and the decision
+//! when to PUT each (at start, on change, and on a periodic backstop). Pure.
+
+use crate::sep2::{
+    ActivePower, DerAvailability, DerCapability, DerSettings, DerStatus, ReactivePower,
+    StatusValue, UnsignedScaled,
+};
+
+use super::{InverterState, Nameplate};
+
+/// DERControlType bits csipd can carry out through the inverters: opModConnect (2),
+/// opModEnergize (3) and opModMaxLimW (20). Nothing is claimed that the control layer
+/// does not do.
+pub const MODES_SUPPORTED: u32 = (1 << 2) | (1 << 3) | (1 << 20);
+
+/// setGradW when the server's default control gives none: CSIP-AUS's default ramp of
+/// 0.27 %/s (hundredths of a percent per second).
+pub const DEFAULT_SET_GRAD_W: u16 = 27;
+
+/// `watts` as a 2030.5 ActivePower (value fits an Int16; the multiplier grows).
+pub fn active_power(watts: f64) -> ActivePower {
+    let (value, multiplier) = scaled_i16(watts);
+    ActivePower { multiplier, value }
+}
+
+pub fn reactive_power(vars: f64) -> ReactivePower {
+    let (value, multiplier) = scaled_i16(vars);
+    ReactivePower { multiplier, value }
+}
+
+pub fn unsigned_scaled(value: f64) -> UnsignedScaled {
+    let mut multiplier = 0i8;
+    let mut scaled = value.max(0.0);
+    while scaled.round() > f64::from(u16::MAX) && multiplier < 9 {
+        scaled /= 10.0;
+        multiplier += 1;
+    }
+    UnsignedScaled {
+        multiplier,
+        value: scaled.round().clamp(0.0, f64::from(u16::MAX)) as u16,
+    }
+}
+
+fn scaled_i16(value: f64) -> (i16, i8) {
+    if !value.is_finite() {
+        return (0, 0);
+    }
+    let mut multiplier = 0i8;
+    let mut scaled = value;
+    while scaled.round().abs() > f64::from(i16::MAX) && multiplier < 9 {
+        scaled /= 10.0;
+        multiplier += 1;
+    }
+    (
+        scaled
+            .round()
+            .clamp(f64::from(i16::MIN), f64::from(i16::MAX)) as i16,
+        multiplier,
+    )
+}
+
+/// DERCapability of the fleet.
+pub fn capability(nameplate: &Nameplate, csipaus: bool) -> DerCapability {
+    DerCapability {
+        modes_supported: MODES_SUPPORTED,
+        rtg_max_va: nameplate.rtg_max_va.map(unsigned_scaled),
+        rtg_max_var: nameplate.rtg_max_var.map(reactive_power),
+        rtg_max_var_neg: nameplate.rtg_max_var_neg.map(reactive_power),
+        rtg_max_w: active_power(nameplate.rtg_max_w),
+        rtg_v_nom: nameplate.rtg_v_nom.map(unsigned_scaled),
+        der_type: nameplate.der_type,
+        doe_modes_supported: if csipaus { nameplate.doe_modes() } else { 0 },
+        ..DerCapability::default()
+    }
+}
+
+/// DERSettings of the fleet; `set_grad_w` is the ramp in force (the default control's
+/// setGradW, which the harness checks is echoed here).
+pub fn settings(nameplate: &Nameplate, set_grad_w: u16, csipaus: bool, now_s: i64) -> DerSettings {
+    DerSettings {
+        modes_enabled: Some(MODES_SUPPORTED),
+        set_grad_w,
+        set_max_va: nameplate.rtg_max_va.map(unsigned_scaled),
+        set_max_var: nameplate.rtg_max_var.map(reactive_power),
+        set_max_var_neg: nameplate.rtg_max_var_neg.map(reactive_power),
+        set_max_w: active_power(nameplate.rtg_max_w),
+        set_v_nom: nameplate.rtg_v_nom.map(unsigned_scaled),
+        updated_time: now_s,
+        doe_modes_enabled: csipaus.then(|| nameplate.doe_modes()),
+        ..DerSettings::default()
+    }
+}
+
+/// ConnectStatusType bits of the fleet: bit 0 connected, 1 available, 2 operating —
+/// each set when any inverter is (the MUL-01 procedure: one of two inverters off still
+/// reports connected/available/operating).
+pub fn connect_status(inverters: &[InverterState]) -> u8 {
+    u8::from(inverters.iter().any(|i| i.connected))
+        | u8::from(inverters.iter().any(|i| i.available)) << 1
+        | u8::from(inverters.iter().any(|i| i.operating)) << 2
+}
+
+/// OperationalModeStatusType: 1 off, 2 operational mode.
+pub fn operational_mode(inverters: &[InverterState]) -> u8 {
+    if inverters.iter().any(|i| i.operating) {
+        2
+    } else {
+        1
+    }
+}
+
+pub fn status(inverters: &[InverterState], now_s: i64) -> DerStatus {
+    DerStatus {
+        gen_connect_status: Some(StatusValue {
+            date_time: now_s,
+            value: connect_status(inverters),
+        }),
+        operational_mode_status: Some(StatusValue {
+            date_time: now_s,
+            value: operational_mode(inverters),
+        }),
+        reading_time: now_s,
+        ..DerStatus::default()
+    }
+}
+
+pub fn availability(inverters: &[InverterState], now_s: i64) -> DerAvailability {
+    let available_w: f64 = inverters
+        .iter()
+        .filter(|i| i.available)
+        .map(|i| i.rtg_max_w)
+        .sum();
+    DerAvailability {
+        reading_time: now_s,
+        stat_w_avail: Some(active_power(available_w)),
+        ..DerAvailability::default()
+    }
+}
+
+/// Which report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ReportKind {
+    Capability,
+    Settings,
+    Status,
+    Availability,
+}
+
+impl ReportKind {
+    pub const ALL: [ReportKind; 4] = [
+        ReportKind::Capability,
+        ReportKind::Settings,
+        ReportKind::Status,
+        ReportKind::Availability,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ReportKind::Capability => "DERCapability",
+            ReportKind::Settings => "DERSettings",
+            ReportKind::Status => "DERStatus",
+            ReportKind::Availability => "DERAvailability",
+        }
+    }
+}
+
+/// Remembers what was last accepted for each report, compared without timestamps,
+/// so a report is PUT at start, when its content changes, and every `backstop_s`.
+#[derive(Debug, Clone, Default)]
+pub struct ReportTracker {
+    /// (content key, accepted at) per report.
+    sent: [Option<(String, i64)>; 4],
+}
+
+impl ReportTracker {
+    /// True if a report whose timeless content is `key` should be sent at `now_s`.
+    pub fn due(&self, kind: ReportKind, key: &str, now_s: i64, backstop_s: u32) -> bool {
+        match &self.sent[kind as usize] {
+            None => true,
+            Some((last, at)) => last != key || now_s - at >= i64::from(backstop_s),
+        }
+    }
+
+    /// The server accepted `key` at `now_s`.
+    pub fn accepted(&mut self, kind: ReportKind, key: String, now_s: i64) {
+        self.sent[kind as usize] = Some((key, now_s));
+    }
+
+    /// Forget everything (new DER links after rediscovery: send all again).
+    pub fn reset(&mut self) {
+        self.sent = Default::default();
+    }
+}
+
+/// A report's content without its timestamps, for change detection.
+pub fn status_key(status: &DerStatus) -> String {
+    format!(
+        "{:?}/{:?}",
+        status.gen_connect_status.map(|s| s.value),
+        status.operational_mode_status.map(|s| s.value)
+    )
+}
+
+pub fn settings_key(settings: &DerSettings) -> String {
+    let mut timeless = settings.clone();
+    timeless.updated_time = 0;
+    format!("{timeless:?}")
+}
+
+pub fn availability_key(availability: &DerAvailability) -> String {
+    // Availability moves with every inverter start/stop; compare to the nearest 100 W so
+    // noise does not cause a PUT every second.
+    let watts = availability
+        .stat_w_avail
+        .map(|p| (p.watts() / 100.0).round() as i64);
+    format!("{watts:?}")
+}
+
+pub fn capability_key(capability: &DerCapability) -> String {
+    format!("{capability:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nameplate() -> Nameplate {
+        Nameplate {
+            rtg_max_w: 10_000.0,
+            rtg_max_va: Some(10_000.0),
+            rtg_max_var: Some(6_000.0),
+            rtg_max_var_neg: Some(6_000.0),
+            rtg_v_nom: Some(230.0),
+            der_type: 4,
+            can_limit_export: true,
+            can_limit_import: false,
+            can_limit_generation: true,
+            can_limit_load: false,
+        }
+    }
+
+    fn inverter(connected: bool, operating: bool) -> InverterState {
+        InverterState {
+            connected,
+            available: connected,
+            operating,
+            rtg_max_w: 5_000.0,
+        }
+    }
+
+    #[test]
+    fn scaling_keeps_values_in_range() {
+        assert_eq!(
+            active_power(10_000.0),
+            ActivePower {
+                multiplier: 0,
+                value: 10_000
+            }
+        );
+        assert_eq!(
+            active_power(200_000.0),
+            ActivePower {
+                multiplier: 1,
+                value: 20_000
+            }
+        );
+        assert_eq!(active_power(-50_000.0).watts(), -50_000.0);
+        assert_eq!(unsigned_scaled(230.0).value, 230);
+        assert_eq!(active_power(f64::NAN).value, 0);
+    }
+
+    #[test]
+    fn doe_modes_state_only_what_the_site_can_do() {
+        let pv_only = capability(&nameplate(), true);
+        // export (bit 0) and generation (bit 2); no import or load limiting without a
+        // controllable load or battery
+        assert_eq!(pv_only.doe_modes_supported, 0b0101);
+        let plain = capability(&nameplate(), false);
+        assert_eq!(plain.doe_modes_supported, 0);
+        let settings = settings(&nameplate(), 27, true, 5);
+        assert_eq!(settings.doe_modes_enabled, Some(0b0101));
+        assert_eq!(settings.set_max_w.watts(), 10_000.0);
+    }
+
+    #[test]
+    fn connect_status_of_several_inverters() {
+        // MUL-01: one of two off → still connected/available/operating, mode 2
+        let one_off = [inverter(true, true), inverter(false, false)];
+        assert_eq!(connect_status(&one_off), 0b111);
+        assert_eq!(operational_mode(&one_off), 2);
+        // all off → nothing set, mode 1
+        let all_off = [inverter(false, false), inverter(false, false)];
+        assert_eq!(connect_status(&all_off), 0);
+        assert_eq!(operational_mode(&all_off), 1);
+        assert_eq!(
+            availability(&one_off, 0).stat_w_avail.map(|p| p.watts()),
+            Some(5_000.0)
+        );
+    }
+
+    #[test]
+    fn reports_go_at_start_on_change_and_on_backstop() {
+        let mut tracker = ReportTracker::default();
+        let connected = status_key(&status(&[inverter(true, true)], 100));
+        assert!(tracker.due(ReportKind::Status, &connected, 100, 300));
+        tracker.accepted(ReportKind::Status, connected.clone(), 100);
+        // same content later (timestamps differ): not due
+        let again = status_key(&status(&[inverter(true, true)], 150));
+        assert!(!tracker.due(ReportKind::Status, &again, 150, 300));
+        // changed content: due
+        let off = status_key(&status(&[inverter(false, false)], 160));
+        assert!(tracker.due(ReportKind::Status, &off, 160, 300));
+        // backstop
+        assert!(tracker.due(ReportKind::Status, &again, 400, 300));
+        // settings: a new setGradW is a change (MUL-03)
+        let s27 = settings_key(&settings(&nameplate(), 27, true, 1));
+        let s27_later = settings_key(&settings(&nameplate(), 27, true, 99));
+        let s100 = settings_key(&settings(&nameplate(), 100, true, 99));
+        assert_eq!(s27, s27_later);
+        assert_ne!(s27, s100);
+    }
+}

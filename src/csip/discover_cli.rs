@@ -1,0 +1,364 @@
+//! `csipd discover [--config FILE]`: walk the utility server once from its
+//! DeviceCapability with the configured identity and print the tree with the values an
+//! installer or the utility's engineer asks for first (is the device registered, which
+//! programs and controls apply, what the poll and post rates are). Also the mapping from
+//! the UCI [`Config`] to the engine's [`EngineConfig`].
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::config::{self, Config, CsipAusNamespace, DeviceRole, Profile};
+use crate::http::ClientConfig;
+use crate::schedule;
+
+use super::discovery::Tree;
+use super::{EngineConfig, EngineSink, EngineStatus, Nameplate, SiteMeasurement};
+
+const DEFAULT_CONFIG: &str = "/etc/config/csipd";
+
+/// Splits a DeviceCapability URL into the server URL and the dcap path.
+pub fn split_dcap_url(url: &str) -> Result<(String, String), String> {
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+        format!("dcap_url {url:?} must start with https:// (or http:// for lab use)")
+    })?;
+    if scheme != "https" && scheme != "http" {
+        return Err(format!("dcap_url {url:?}: scheme must be https or http"));
+    }
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/dcap"),
+    };
+    if authority.is_empty() {
+        return Err(format!("dcap_url {url:?} has no host"));
+    }
+    Ok((format!("{scheme}://{authority}"), path.to_string()))
+}
+
+impl EngineConfig {
+    /// The engine's configuration from `/etc/config/csipd` and the device identity
+    /// (LFDI/SFDI of the client certificate).
+    pub fn from_config(config: &Config, lfdi: &str, sfdi: u64) -> Result<EngineConfig, String> {
+        let server = &config.server;
+        let dcap_url = server.dcap_url.as_deref().ok_or_else(|| {
+            format!(
+                "{}: option dcap_url of section 'utility' is not set",
+                config.file
+            )
+        })?;
+        let (server_url, dcap_path) = split_dcap_url(dcap_url)?;
+        if server_url.starts_with("http://") && !server.allow_plain_http {
+            return Err(format!(
+                "{}: dcap_url {dcap_url} is plain http; set allow_plain_http (lab use only) or use https",
+                config.file
+            ));
+        }
+        let mut http = ClientConfig::new(&server_url);
+        http.client_cert = server.cert.as_ref().map(Into::into);
+        http.client_key = server.key.as_ref().map(Into::into);
+        http.ca_bundle = server.ca.as_ref().map(Into::into);
+        http.insecure = server.tls_insecure_lab;
+        let rated = |role: DeviceRole| -> f64 {
+            config
+                .devices
+                .iter()
+                .filter(|d| d.enabled && d.role == role)
+                .filter_map(|d| d.rated_w)
+                .map(f64::from)
+                .sum()
+        };
+        let has = |role: DeviceRole| config.devices.iter().any(|d| d.enabled && d.role == role);
+        let generation = has(DeviceRole::Inverter) || has(DeviceRole::Storage);
+        // Import and load can only be limited with something that consumes on command.
+        let controllable_load = has(DeviceRole::Storage);
+        Ok(EngineConfig {
+            http,
+            dcap_path,
+            lfdi: lfdi.to_string(),
+            sfdi,
+            pin: server.registration_pin,
+            in_band_registration: server.inband_registration,
+            nmi: server.nmi.clone(),
+            pen: server.pen.unwrap_or(0),
+            csipaus: server.profile == Profile::CsipAus,
+            csipaus_v1_3: server.csipaus_namespace == CsipAusNamespace::V1_3,
+            nameplate: Nameplate {
+                rtg_max_w: rated(DeviceRole::Inverter) + rated(DeviceRole::Storage),
+                rtg_max_va: None,
+                rtg_max_var: None,
+                rtg_max_var_neg: None,
+                rtg_v_nom: Some(230.0),
+                der_type: if has(DeviceRole::Storage) { 81 } else { 4 },
+                can_limit_export: generation,
+                can_limit_import: controllable_load,
+                can_limit_generation: generation,
+                can_limit_load: controllable_load,
+            },
+            max_poll_interval_s: None,
+            report_backstop_s: 3600,
+            default_post_rate_s: 300,
+            reading_buffer_intervals: 288,
+            rng_seed: sfdi,
+        })
+    }
+}
+
+/// Collects nothing: discovery needs no sink.
+struct NoSink;
+
+impl EngineSink for NoSink {
+    fn controls(&mut self, _outcome: &schedule::Outcome) {}
+    fn status(&mut self, _status: &EngineStatus) {}
+}
+
+fn no_measurements() -> Option<SiteMeasurement> {
+    None
+}
+
+/// `csipd discover [--config FILE]`.
+pub fn discover_main(args: &[String]) -> ExitCode {
+    let path = match args {
+        [] => DEFAULT_CONFIG.to_string(),
+        [flag, file] if flag == "--config" => file.clone(),
+        _ => {
+            eprintln!("usage: csipd discover [--config FILE]   (default {DEFAULT_CONFIG})");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match config::load(&path) {
+        Ok((config, _warnings)) => config,
+        Err(err) => {
+            eprintln!("csipd discover: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let identity = match config.server.cert.as_deref() {
+        Some(cert) => match std::fs::read(cert)
+            .map_err(|e| format!("{cert}: {e}"))
+            .and_then(|pem| {
+                crate::sep2::identity_from_pem(&pem).map_err(|e| format!("{cert}: {e}"))
+            }) {
+            Ok(identity) => identity,
+            Err(err) => {
+                eprintln!("csipd discover: client certificate {err}");
+                return ExitCode::from(2);
+            }
+        },
+        None => {
+            eprintln!(
+                "csipd discover: {path}: option cert of section 'utility' is not set (the LFDI comes from it)"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let engine_config = match EngineConfig::from_config(&config, &identity.lfdi, identity.sfdi) {
+        Ok(c) => c,
+        Err(err) => {
+            eprintln!("csipd discover: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    match discover_once(engine_config) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(text) => {
+            print!("{text}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Walks the server once and renders the tree. `Err` carries the rendering plus the
+/// error when the walk did not reach this device's programs.
+pub fn discover_once(config: EngineConfig) -> Result<String, String> {
+    let mut engine =
+        super::Engine::new(config, no_measurements, NoSink).map_err(|e| format!("{e}\n"))?;
+    engine.set_read_only(true);
+    smol::block_on(async {
+        // One round walks every resource that is due, which after a (re)discovery is the
+        // whole tree; a second round picks up the lists the first one linked late.
+        engine
+            .run_until(std::time::Instant::now() + Duration::from_millis(1500))
+            .await;
+    });
+    let status = engine.status();
+    let text = render(engine.tree(), &status);
+    if engine.tree().edev.is_some() && status.last_error.is_none() {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}
+
+fn watts(p: Option<crate::sep2::ActivePower>) -> String {
+    p.map(|p| format!("{} W", p.watts()))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// The tree as text.
+pub fn render(tree: &Tree, status: &EngineStatus) -> String {
+    let mut out = String::new();
+    let rate = |href: &str| {
+        status
+            .polls
+            .iter()
+            .find(|p| p.href == href)
+            .map(|p| format!(" (poll every {} s)", p.rate_s))
+            .unwrap_or_default()
+    };
+    let _ = writeln!(out, "device   LFDI {}  SFDI {}", status.lfdi, status.sfdi);
+    let _ = writeln!(
+        out,
+        "state    {}  clock offset {} s",
+        status.state.name(),
+        status.clock_offset_s
+    );
+    let _ = writeln!(out, "dcap     {}{}", tree.dcap_href, rate(&tree.dcap_href));
+    if let Some(tm) = &tree.time_href {
+        let _ = writeln!(out, "time     {tm}{}", rate(tm));
+    }
+    if let Some(list) = &tree.edev_list_href {
+        let _ = writeln!(out, "edev     {list}{}", rate(list));
+    }
+    match (&tree.edev, &tree.edev_href) {
+        (Some(edev), href) => {
+            let _ = writeln!(
+                out,
+                "  this device {} (sFDI {}, enabled {})",
+                href.as_deref().unwrap_or("?"),
+                edev.sfdi,
+                edev.enabled
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| "-".into())
+            );
+            match &tree.registration {
+                Some(rg) => {
+                    let _ = writeln!(out, "  registration PIN {}", rg.pin);
+                }
+                None if edev.registration_link.is_none() => {
+                    let _ = writeln!(out, "  registration: no RegistrationLink");
+                }
+                None => {}
+            }
+            if let Some(cp) = &edev.connection_point_link {
+                let _ = writeln!(out, "  connection point {}", cp.href);
+            }
+        }
+        _ => {
+            let _ = writeln!(out, "  this device: NOT FOUND in the EndDeviceList");
+        }
+    }
+    if let Some(list) = &tree.fsa_list_href {
+        let _ = writeln!(out, "fsa      {list}{}", rate(list));
+    }
+    for fsa in &tree.fsas {
+        let _ = writeln!(
+            out,
+            "  FSA {} {}",
+            fsa.href,
+            fsa.fsa.description.as_deref().unwrap_or("")
+        );
+        let Some(link) = &fsa.fsa.der_program_list_link else {
+            continue;
+        };
+        let _ = writeln!(out, "    programs {}{}", link.href, rate(&link.href));
+        for program in tree.programs.get(&link.href).into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "    DERProgram {} primacy {} mRID {} {}",
+                program.href,
+                program.program.primacy,
+                program.program.mrid,
+                program.program.description.as_deref().unwrap_or("")
+            );
+            match &program.default_control {
+                Some(d) => {
+                    let _ = writeln!(
+                        out,
+                        "      default: export {} import {} gen {} load {} setGradW {}",
+                        watts(d.base.op_mod_exp_lim_w),
+                        watts(d.base.op_mod_imp_lim_w),
+                        watts(d.base.op_mod_gen_lim_w),
+                        watts(d.base.op_mod_load_lim_w),
+                        d.set_grad_w
+                            .map(|g| g.to_string())
+                            .unwrap_or_else(|| "-".into())
+                    );
+                }
+                None => {
+                    let _ = writeln!(out, "      default: none");
+                }
+            }
+            for c in &program.controls {
+                let _ = writeln!(
+                    out,
+                    "      control {} status {} start {} for {} s: export {} import {} gen {} load {}{}",
+                    c.mrid,
+                    c.event_status.current_status.code(),
+                    c.interval.start,
+                    c.interval.duration_s,
+                    watts(c.base.op_mod_exp_lim_w),
+                    watts(c.base.op_mod_imp_lim_w),
+                    watts(c.base.op_mod_gen_lim_w),
+                    watts(c.base.op_mod_load_lim_w),
+                    c.reply_to
+                        .as_deref()
+                        .map(|r| format!(" (responses to {r})"))
+                        .unwrap_or_default()
+                );
+            }
+            if program.curve_count > 0 {
+                let _ = writeln!(out, "      curves: {}", program.curve_count);
+            }
+        }
+    }
+    if let Some(list) = &tree.der_list_href {
+        let _ = writeln!(out, "der      {list}{}", rate(list));
+        for der in &tree.ders {
+            let _ = writeln!(out, "  DER {}", der.href.as_deref().unwrap_or("?"));
+        }
+    }
+    if let Some(list) = &tree.mup_list_href {
+        let _ = writeln!(out, "mup      {list}{}", rate(list));
+        for mup in &tree.mups {
+            let _ = writeln!(
+                out,
+                "  MirrorUsagePoint {} mRID {} roleFlags {:02X} postRate {}",
+                mup.href.as_deref().unwrap_or("?"),
+                mup.mrid,
+                mup.role_flags,
+                mup.post_rate_s
+                    .map(|r| format!("{r} s"))
+                    .unwrap_or_else(|| "-".into())
+            );
+        }
+    }
+    if let (Some(list), Some(count)) = (&tree.log_event_list_href, tree.log_event_count) {
+        let _ = writeln!(out, "logs     {list} ({count} events)");
+    }
+    if let Some(err) = &status.last_error {
+        let _ = writeln!(out, "error    {err}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dcap_url_split() {
+        assert_eq!(
+            split_dcap_url("https://server.example:8443/api/v2/dcap").expect("ok"),
+            ("https://server.example:8443".into(), "/api/v2/dcap".into())
+        );
+        assert_eq!(
+            split_dcap_url("http://127.0.0.1:9000").expect("ok"),
+            ("http://127.0.0.1:9000".into(), "/dcap".into())
+        );
+        assert!(split_dcap_url("server/dcap").is_err());
+        assert!(split_dcap_url("ftp://x/dcap").is_err());
+    }
+}

@@ -1,0 +1,375 @@
+//! Which resource is due for a poll, and when. Pure: the caller passes the time (a
+//! monotonic clock in milliseconds) and reports each poll's outcome.
+//!
+//! Each tracked resource is a *poll group*: a list (or single resource) whose own
+//! `pollRate` governs how often it and the resources hanging under it are re-read
+//! (e.g. the DERProgramList's rate covers its programs, their DERControlLists and
+//! DefaultDERControls, which is what the certification harness times). A changed rate
+//! takes effect at once: the next poll is re-planned from the last poll with the new
+//! rate. Failures back off exponentially (capped at the poll rate) and, after
+//! [`FAILURES_BEFORE_REDISCOVERY`] in a row, ask for rediscovery.
+
+use std::collections::BTreeMap;
+
+/// Poll rate used where the server states none. CSIP-AUS utility handbooks use five
+/// minutes as the default poll and post rate (2030.5's own default is 900 s).
+pub const DEFAULT_POLL_RATE_S: u32 = 300;
+
+/// Consecutive failures of one resource after which the engine walks the tree again
+/// from DeviceCapability.
+pub const FAILURES_BEFORE_REDISCOVERY: u32 = 3;
+
+/// Shortest retry delay after a failed poll.
+const MIN_RETRY_MS: u64 = 2_000;
+
+/// What kind of poll group a tracked href is; the driver knows what to do for each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PollKind {
+    DeviceCapability,
+    Time,
+    EndDeviceList,
+    Registration,
+    FunctionSetAssignmentsList,
+    DerProgramList,
+    DerList,
+    MirrorUsagePointList,
+}
+
+impl PollKind {
+    /// Short name for logs and the status page.
+    pub fn name(self) -> &'static str {
+        match self {
+            PollKind::DeviceCapability => "DeviceCapability",
+            PollKind::Time => "Time",
+            PollKind::EndDeviceList => "EndDeviceList",
+            PollKind::Registration => "Registration",
+            PollKind::FunctionSetAssignmentsList => "FunctionSetAssignmentsList",
+            PollKind::DerProgramList => "DERProgramList",
+            PollKind::DerList => "DERList",
+            PollKind::MirrorUsagePointList => "MirrorUsagePointList",
+        }
+    }
+}
+
+/// One tracked poll group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollEntry {
+    pub kind: PollKind,
+    pub rate_s: u32,
+    pub last_poll_ms: Option<u64>,
+    pub next_due_ms: u64,
+    pub consecutive_failures: u32,
+}
+
+/// What the driver should do after reporting a poll outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterPoll {
+    /// Carry on.
+    Continue,
+    /// Too many failures in a row (or the resource is gone): walk from DeviceCapability.
+    Rediscover,
+}
+
+/// The set of tracked poll groups, keyed by href.
+#[derive(Debug, Clone, Default)]
+pub struct Poller {
+    entries: BTreeMap<String, PollEntry>,
+    /// Longest interval allowed whatever the server says (lab servers that state 900 s).
+    max_rate_s: Option<u32>,
+}
+
+impl Poller {
+    pub fn new() -> Poller {
+        Poller::default()
+    }
+
+    /// Caps every poll interval at `max_rate_s` (None: the server's rates as stated).
+    pub fn set_max_rate_s(&mut self, max_rate_s: Option<u32>) {
+        self.max_rate_s = max_rate_s.map(|m| m.max(1));
+    }
+
+    fn capped(&self, rate_s: u32) -> u32 {
+        self.max_rate_s.map_or(rate_s, |max| rate_s.min(max)).max(1)
+    }
+
+    /// Starts tracking `href` (due at once if new) or updates its rate. `rate_s` is the
+    /// server's `pollRate` if it sent one. A changed rate re-plans the next poll from the
+    /// last one, so a shorter rate applies now and not after the old interval.
+    /// A `None` rate on a tracked href keeps the rate it has (a parent re-linking a
+    /// child does not know the child's rate; only the child's own answer does).
+    pub fn track(&mut self, href: &str, kind: PollKind, rate_s: Option<u32>, now_ms: u64) {
+        let rate_s = rate_s.map(|r| self.capped(r));
+        let default_rate_s = self.capped(DEFAULT_POLL_RATE_S);
+        match self.entries.get_mut(href) {
+            Some(entry) => {
+                entry.kind = kind;
+                let Some(rate_s) = rate_s else { return };
+                let rate_s = rate_s.max(1);
+                if entry.rate_s != rate_s {
+                    entry.rate_s = rate_s;
+                    if entry.consecutive_failures == 0 {
+                        if let Some(last) = entry.last_poll_ms {
+                            entry.next_due_ms = last + u64::from(rate_s) * 1000;
+                        }
+                    }
+                }
+            }
+            None => {
+                self.entries.insert(
+                    href.to_string(),
+                    PollEntry {
+                        kind,
+                        rate_s: rate_s.unwrap_or(default_rate_s),
+                        last_poll_ms: None,
+                        next_due_ms: now_ms,
+                        consecutive_failures: 0,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Makes `href` due at `now_ms` (e.g. re-read the MirrorUsagePointList right after
+    /// creating a usage point).
+    pub fn poll_soon(&mut self, href: &str, now_ms: u64) {
+        if let Some(entry) = self.entries.get_mut(href) {
+            entry.next_due_ms = entry.next_due_ms.min(now_ms);
+        }
+    }
+
+    /// Stops tracking `href` (the server no longer links to it).
+    pub fn untrack(&mut self, href: &str) {
+        self.entries.remove(href);
+    }
+
+    /// Stops tracking every group of `kind` whose href is not in `keep`.
+    pub fn retain_kind(&mut self, kind: PollKind, keep: &[String]) {
+        self.entries
+            .retain(|href, entry| entry.kind != kind || keep.iter().any(|k| k == href));
+    }
+
+    /// Forgets everything (before a rediscovery).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    /// The hrefs due at `now_ms`, in a stable order (the kind's order, then href), so
+    /// the DeviceCapability and Time come before the lists under them.
+    pub fn due(&self, now_ms: u64) -> Vec<(String, PollKind)> {
+        let mut due: Vec<(String, PollKind)> = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| entry.next_due_ms <= now_ms)
+            .map(|(href, entry)| (href.clone(), entry.kind))
+            .collect();
+        due.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+        due
+    }
+
+    /// The earliest instant any group is due, if anything is tracked.
+    pub fn next_due_ms(&self) -> Option<u64> {
+        self.entries.values().map(|entry| entry.next_due_ms).min()
+    }
+
+    /// Records a poll of `href` at `now_ms`. `ok` false counts a failure (timeouts, 5xx);
+    /// `gone` (a 404 on a known href) asks for rediscovery at once. `retry_after_ms` is a
+    /// server-requested delay (429/503) that overrides the usual plan.
+    pub fn polled(
+        &mut self,
+        href: &str,
+        now_ms: u64,
+        outcome: PollOutcome,
+        retry_after_ms: Option<u64>,
+    ) -> AfterPoll {
+        let Some(entry) = self.entries.get_mut(href) else {
+            return AfterPoll::Continue;
+        };
+        let rate_ms = u64::from(entry.rate_s) * 1000;
+        match outcome {
+            PollOutcome::Ok => {
+                entry.consecutive_failures = 0;
+                entry.last_poll_ms = Some(now_ms);
+                entry.next_due_ms = now_ms + rate_ms;
+                if let Some(delay) = retry_after_ms {
+                    entry.next_due_ms = entry.next_due_ms.max(now_ms + delay);
+                }
+                AfterPoll::Continue
+            }
+            PollOutcome::Failed => {
+                entry.consecutive_failures += 1;
+                let shift = entry.consecutive_failures.min(10) - 1;
+                let backoff = (MIN_RETRY_MS << shift).min(rate_ms.max(MIN_RETRY_MS));
+                entry.next_due_ms = now_ms + retry_after_ms.unwrap_or(backoff).max(backoff);
+                if entry.consecutive_failures >= FAILURES_BEFORE_REDISCOVERY {
+                    AfterPoll::Rediscover
+                } else {
+                    AfterPoll::Continue
+                }
+            }
+            PollOutcome::Gone => {
+                entry.consecutive_failures += 1;
+                entry.next_due_ms = now_ms + MIN_RETRY_MS;
+                AfterPoll::Rediscover
+            }
+        }
+    }
+
+    /// The tracked groups (for the status page).
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &PollEntry)> {
+        self.entries
+            .iter()
+            .map(|(href, entry)| (href.as_str(), entry))
+    }
+
+    pub fn get(&self, href: &str) -> Option<&PollEntry> {
+        self.entries.get(href)
+    }
+}
+
+/// How a poll went, for [`Poller::polled`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollOutcome {
+    Ok,
+    /// Transport error, timeout, 5xx, or a body that did not parse.
+    Failed,
+    /// 404/410: the server no longer has the resource.
+    Gone,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_resource_is_due_at_once_then_at_its_rate() {
+        let mut poller = Poller::new();
+        poller.track(
+            "/edev/1/fsa",
+            PollKind::FunctionSetAssignmentsList,
+            Some(60),
+            1_000,
+        );
+        assert_eq!(poller.due(1_000).len(), 1);
+        poller.polled("/edev/1/fsa", 1_000, PollOutcome::Ok, None);
+        assert!(poller.due(60_999).is_empty());
+        assert_eq!(poller.due(61_000).len(), 1);
+        assert_eq!(poller.next_due_ms(), Some(61_000));
+    }
+
+    #[test]
+    fn missing_rate_uses_default() {
+        let mut poller = Poller::new();
+        poller.track("/tm", PollKind::Time, None, 0);
+        poller.polled("/tm", 0, PollOutcome::Ok, None);
+        assert_eq!(
+            poller.next_due_ms(),
+            Some(u64::from(DEFAULT_POLL_RATE_S) * 1000)
+        );
+    }
+
+    #[test]
+    fn changed_rate_takes_effect_at_once() {
+        // ALL-19: FSA list polled at 300 s, then the server says 60 s: the next poll is
+        // 60 s after the last one, not 300 s.
+        let mut poller = Poller::new();
+        poller.track(
+            "/edev/1/fsa",
+            PollKind::FunctionSetAssignmentsList,
+            Some(300),
+            0,
+        );
+        poller.polled("/edev/1/fsa", 0, PollOutcome::Ok, None);
+        assert_eq!(poller.next_due_ms(), Some(300_000));
+        poller.track(
+            "/edev/1/fsa",
+            PollKind::FunctionSetAssignmentsList,
+            Some(60),
+            5_000,
+        );
+        assert_eq!(poller.next_due_ms(), Some(60_000));
+        // a parent re-linking the list (no rate known) leaves the rate alone
+        poller.track(
+            "/edev/1/fsa",
+            PollKind::FunctionSetAssignmentsList,
+            None,
+            6_000,
+        );
+        assert_eq!(poller.next_due_ms(), Some(60_000));
+        // and a longer rate pushes it out (ALL-20: 60 s -> 120 s)
+        poller.track(
+            "/edev/1/fsa",
+            PollKind::FunctionSetAssignmentsList,
+            Some(120),
+            5_000,
+        );
+        assert_eq!(poller.next_due_ms(), Some(120_000));
+    }
+
+    #[test]
+    fn failures_back_off_and_then_ask_for_rediscovery() {
+        let mut poller = Poller::new();
+        poller.track("/mup", PollKind::MirrorUsagePointList, Some(60), 0);
+        assert_eq!(
+            poller.polled("/mup", 0, PollOutcome::Failed, None),
+            AfterPoll::Continue
+        );
+        assert_eq!(poller.next_due_ms(), Some(2_000));
+        assert_eq!(
+            poller.polled("/mup", 2_000, PollOutcome::Failed, None),
+            AfterPoll::Continue
+        );
+        assert_eq!(poller.next_due_ms(), Some(6_000));
+        assert_eq!(
+            poller.polled("/mup", 6_000, PollOutcome::Failed, None),
+            AfterPoll::Rediscover
+        );
+        // a success resets the count
+        poller.polled("/mup", 14_000, PollOutcome::Ok, None);
+        assert_eq!(poller.get("/mup").map(|e| e.consecutive_failures), Some(0));
+    }
+
+    #[test]
+    fn a_cap_shortens_long_server_rates() {
+        let mut poller = Poller::new();
+        poller.set_max_rate_s(Some(5));
+        poller.track("/derp", PollKind::DerProgramList, Some(900), 0);
+        poller.polled("/derp", 0, PollOutcome::Ok, None);
+        assert_eq!(poller.next_due_ms(), Some(5_000));
+        poller.track("/tm", PollKind::Time, None, 0);
+        assert_eq!(poller.get("/tm").map(|e| e.rate_s), Some(5));
+    }
+
+    #[test]
+    fn retry_after_is_honoured() {
+        let mut poller = Poller::new();
+        poller.track("/dcap", PollKind::DeviceCapability, Some(60), 0);
+        poller.polled("/dcap", 0, PollOutcome::Failed, Some(30_000));
+        assert_eq!(poller.next_due_ms(), Some(30_000));
+    }
+
+    #[test]
+    fn gone_asks_for_rediscovery_at_once() {
+        let mut poller = Poller::new();
+        poller.track("/edev/1/der", PollKind::DerList, Some(60), 0);
+        assert_eq!(
+            poller.polled("/edev/1/der", 0, PollOutcome::Gone, None),
+            AfterPoll::Rediscover
+        );
+    }
+
+    #[test]
+    fn due_order_puts_dcap_first_and_retain_drops_vanished() {
+        let mut poller = Poller::new();
+        poller.track("/edev/1/fsa/2/derp", PollKind::DerProgramList, None, 0);
+        poller.track("/edev/1/fsa/1/derp", PollKind::DerProgramList, None, 0);
+        poller.track("/dcap", PollKind::DeviceCapability, None, 0);
+        let due: Vec<String> = poller.due(0).into_iter().map(|(h, _)| h).collect();
+        assert_eq!(due, ["/dcap", "/edev/1/fsa/1/derp", "/edev/1/fsa/2/derp"]);
+        poller.retain_kind(
+            PollKind::DerProgramList,
+            &["/edev/1/fsa/2/derp".to_string()],
+        );
+        let due: Vec<String> = poller.due(0).into_iter().map(|(h, _)| h).collect();
+        assert_eq!(due, ["/dcap", "/edev/1/fsa/2/derp"]);
+    }
+}

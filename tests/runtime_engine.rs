@@ -56,13 +56,15 @@ fn utility_limit_is_enforced_held_while_offline_and_restored_after_restart() {
     let mut event = Control::new("export-1200", start, 3600);
     event.exp_lim_w = Some(1200);
     event.status = 1;
+    let mut later = Control::new("later-500", start + 1800, 600);
+    later.exp_lim_w = Some(500);
     let server = ScriptedServer::start(Scenario {
         lfdi: identity.lfdi.clone(),
         sfdi: identity.sfdi,
         fsas: vec![vec![Program {
             default_exp_lim_w: Some(3000),
             default_imp_lim_w: None,
-            controls: vec![event],
+            controls: vec![event, later],
             ..Program::default()
         }]],
         ..Scenario::default()
@@ -142,12 +144,28 @@ config device 'meter'
         limit.source,
         LimitSource::UtilityEvent { mrid: mrid.clone() }
     );
-    assert_eq!(limit.end_unix_s, Some(start + 3600), "the event's end");
+    assert_eq!(
+        limit.end_unix_s,
+        Some(start + 1800),
+        "until the next change: the later event starts"
+    );
     assert_eq!(s.utility.lfdi.as_deref(), Some(identity.lfdi.as_str()));
     assert!(
         !s.utility.resources.is_empty(),
         "polled resources are listed"
     );
+    // The scheduled event is listed as upcoming with its limit.
+    let s = wait_for(&url, Duration::from_secs(30), "upcoming event", |s| {
+        !s.upcoming_events.is_empty()
+    });
+    let up = &s.upcoming_events[0];
+    assert_eq!(up.mrid, mrid_of("later-500"));
+    assert_eq!(
+        (up.start_unix_s, up.end_unix_s),
+        (start + 1800, start + 2400)
+    );
+    assert_eq!(up.limits[0].value_w, Some(500.0));
+
     // DER reports went out (DERStatus is built from the runtime's inverter states).
     assert!(
         server.wait_for(Duration::from_secs(30), |r| r

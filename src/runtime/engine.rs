@@ -14,7 +14,7 @@ use crate::csip::{
 use crate::devices::OperatingState;
 use crate::devices::sunspec::AcValues;
 use crate::schedule;
-use crate::status::{ConnectionState, SnapshotHandle};
+use crate::status::{self, ConnectionState, SnapshotHandle};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -234,6 +234,59 @@ impl EngineSink for RuntimeSink {
     }
 }
 
+/// The utility's events that have not started yet (scheduled, start after `now_s` in
+/// server time), soonest first, for the status page.
+pub fn upcoming_events(tree: &csip::discovery::Tree, now_s: i64) -> Vec<status::UpcomingEvent> {
+    let mut out = Vec::new();
+    for state in tree.programs.values().flatten() {
+        let program = &state.program;
+        for control in &state.controls {
+            let event = csip::discovery::event_input(control, &program.mrid);
+            if event.status.current != schedule::StatusCode::Scheduled || event.start_s <= now_s {
+                continue;
+            }
+            let c = &event.controls;
+            let mut limits: Vec<status::EventLimit> = [
+                (status::LimitMode::Export, c.exp_lim_w),
+                (status::LimitMode::Import, c.imp_lim_w),
+                (status::LimitMode::Generation, c.gen_lim_w),
+                (status::LimitMode::Load, c.load_lim_w),
+            ]
+            .into_iter()
+            .filter_map(|(mode, p)| {
+                p.map(|p| status::EventLimit {
+                    mode,
+                    value_w: Some(p.watts()),
+                    connect: None,
+                })
+            })
+            .collect();
+            if let Some(on) = c.connect.or(c.energize) {
+                limits.push(status::EventLimit {
+                    mode: status::LimitMode::Connect,
+                    value_w: None,
+                    connect: Some(on),
+                });
+            }
+            out.push(status::UpcomingEvent {
+                mrid: event.mrid.clone(),
+                description: control.description.clone(),
+                program: Some(
+                    program
+                        .description
+                        .clone()
+                        .unwrap_or_else(|| program.mrid.clone()),
+                ),
+                start_unix_s: event.start_s,
+                end_unix_s: event.start_s + i64::from(event.duration_s),
+                limits,
+            });
+        }
+    }
+    out.sort_by_key(|e| e.start_unix_s);
+    out
+}
+
 /// The engine's configuration: from the UCI config and the client certificate's
 /// identity; the fleet rating from the inverters' ratings known so far.
 pub fn engine_config(config: &Config, rating_w: f64) -> Result<EngineConfig, String> {
@@ -316,6 +369,9 @@ pub async fn engine_task(
     }
     loop {
         engine.run_until(Instant::now() + STATE_SAVE_EVERY).await;
+        let server_now_s = super::unix_now_s() + engine.status().clock_offset_s;
+        let upcoming = upcoming_events(engine.tree(), server_now_s);
+        status.update(|s| s.upcoming_events = upcoming);
         let state = engine.schedule_state();
         if saved.borrow().as_ref() != Some(state) {
             *saved.borrow_mut() = Some(state.clone());

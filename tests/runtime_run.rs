@@ -12,10 +12,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 fn config_text(inverter_port: &str, meter_port: &str, export_limit: &str) -> String {
+    let data = temp_dir("runtime-data");
+    let data = data.display();
     format!(
         "config csipd 'main'
 \toption status_listen '127.0.0.1:0'
 \toption log_level 'info'
+\toption data_dir '{data}/state'
+\toption telemetry_dir '{data}/telemetry'
 
 config limits 'fixed'
 \toption export_limit_w '{export_limit}'
@@ -161,7 +165,7 @@ fn a_broken_config_at_start_exits_2_with_the_messages() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(&format!("{}:6:", path.display())) && err.contains("export_limit_w"),
+        err.contains(&format!("{}:8:", path.display())) && err.contains("export_limit_w"),
         "names file:line and option: {err}"
     );
     let out = std::process::Command::new(BIN)

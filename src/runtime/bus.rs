@@ -93,6 +93,10 @@ pub async fn run_bus(
             }
         })
         .collect();
+    // The coordinator wakes this task when it has new setpoints, so a tightened limit
+    // reaches the inverter at once instead of at the next poll.
+    let (wake_tx, wake_rx) = smol::channel::bounded::<()>(1);
+    let has_inverters = slots.iter().any(|s| s.config.role != DeviceRole::Meter);
     {
         let mut s = site.borrow_mut();
         for slot in &slots {
@@ -100,14 +104,44 @@ pub async fn run_bus(
                 .entry(slot.config.name.clone())
                 .or_insert_with(|| DeviceState::new(slot.config.role));
         }
+        if has_inverters {
+            s.command_wake.push(wake_tx);
+        }
     }
     loop {
         let started = Instant::now();
         for slot in &mut slots {
             poll_device(slot, &site).await;
         }
-        let spent = started.elapsed();
-        smol::Timer::after(cycle.saturating_sub(spent).max(Duration::from_millis(10))).await;
+        let next_poll = started + cycle.max(Duration::from_millis(10));
+        loop {
+            let woken = smol::future::or(
+                async {
+                    smol::Timer::at(next_poll).await;
+                    false
+                },
+                async {
+                    match wake_rx.recv().await {
+                        Ok(()) => true,
+                        // No sender (not registered): only the poll timer remains.
+                        Err(_) => std::future::pending().await,
+                    }
+                },
+            )
+            .await;
+            if !woken {
+                break;
+            }
+            for slot in slots
+                .iter_mut()
+                .filter(|s| s.config.role != DeviceRole::Meter)
+            {
+                let command = site.borrow().commands.get(&slot.config.name).cloned();
+                if let Some(cmd) = command {
+                    apply_command(slot, cmd, &site).await;
+                }
+            }
+        }
     }
 }
 

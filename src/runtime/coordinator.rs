@@ -24,6 +24,8 @@ pub struct Coordinator {
     last_limits: Vec<status::ActiveLimit>,
     last_fail_safe: Option<bool>,
     last_reason: String,
+    /// The last cycle's telemetry sample (the tick task hands it to the store).
+    pub last_sample: Option<crate::store::Sample>,
 }
 
 fn ms_since(start: Instant, t: Instant) -> i64 {
@@ -47,6 +49,7 @@ impl Coordinator {
             last_limits: Vec::new(),
             last_fail_safe: None,
             last_reason: String::new(),
+            last_sample: None,
             config: config.clone(),
         };
         c.reconfigure(config, etc_tz);
@@ -159,6 +162,9 @@ impl Coordinator {
                 )
             })
             .collect();
+        for wake in &s.command_wake {
+            let _ = wake.try_send(());
+        }
 
         // Status.
         let fail_safe_w = setpoints.fail_safe.then(|| {
@@ -237,6 +243,23 @@ impl Coordinator {
                 }
             })
             .collect();
+        self.last_sample = Some(crate::store::Sample {
+            at_s: unix_s,
+            site_w: meter_fresh.then_some(site_w).flatten(),
+            export_limit_w,
+            inverters: params
+                .inverters
+                .iter()
+                .map(|i| {
+                    let d = s.devices.get(&i.name);
+                    crate::store::InverterSample {
+                        name: i.name.clone(),
+                        w: d.filter(|d| !d.is_stale(now, stale_s)).and_then(|d| d.w),
+                        setpoint_w: s.commands.get(&i.name).map(|c| c.setpoint_w),
+                    }
+                })
+                .collect(),
+        });
         let new_errors: Vec<(String, String)> = s
             .devices
             .iter_mut()

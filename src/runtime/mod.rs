@@ -12,6 +12,8 @@
 pub mod bus;
 pub mod coordinator;
 pub mod demo;
+pub mod durable;
+pub mod engine;
 pub mod map;
 pub mod site;
 
@@ -112,9 +114,14 @@ struct Daemon {
     status: SnapshotHandle,
     server: Option<status::StatusServer>,
     coordinator: Rc<RefCell<coordinator::Coordinator>>,
+    durable: durable::SharedDurable,
     buses: Vec<Task<()>>,
     price: Option<Task<()>>,
+    engine: Option<Task<()>>,
+    /// The scheduler's memory of the running engine, for its successor after a reload.
+    schedule_saved: Rc<RefCell<Option<crate::schedule::State>>>,
     _tick: Task<()>,
+    _flush: Task<()>,
 }
 
 /// Runs the daemon on `ex` until SIGTERM or SIGINT. `on_ready` gets the status URL once
@@ -172,20 +179,35 @@ pub async fn run_daemon(
         config.clone(),
         etc_tz.as_deref(),
     )));
-    let tick = ex.spawn(tick_task(coordinator.clone(), site.clone(), status.clone()));
+    let durable: durable::SharedDurable = Rc::new(RefCell::new(durable::Durable::open(
+        &config, started, &status,
+    )));
+    durable::restore_controls(&durable.borrow(), &site);
+    let tick = ex.spawn(tick_task(
+        coordinator.clone(),
+        site.clone(),
+        status.clone(),
+        durable.clone(),
+    ));
+    let flush = ex.spawn(durable::flush_task(durable.clone()));
     let mut daemon = Daemon {
         ex: ex.clone(),
         buses: Vec::new(),
         price: None,
+        engine: None,
+        schedule_saved: Rc::new(RefCell::new(None)),
         config: config.clone(),
         site,
         status,
         server: Some(server),
         coordinator,
+        durable,
         _tick: tick,
+        _flush: flush,
     };
     daemon.start_buses();
     daemon.start_price();
+    daemon.start_engine();
     on_ready(&url);
 
     while let Some(signal) = signals.next().await {
@@ -202,8 +224,10 @@ pub async fn run_daemon(
         }
     }
     // Dropping the tasks stops them between Modbus exchanges; no limit is lifted.
+    daemon.engine = None;
     daemon.buses.clear();
     daemon.price = None;
+    daemon.durable.borrow_mut().flush(unix_now_s(), true);
     if let Some(server) = daemon.server.take() {
         server.stop();
     }
@@ -224,22 +248,33 @@ fn start_status(
 fn set_utility_status(status: &SnapshotHandle, config: &Config, now_s: i64) {
     status.update(|s| {
         s.utility.server_url = config.server.dcap_url.clone();
-        if config.server.dcap_url.is_none() {
-            s.set_connection_state(ConnectionState::NotConfigured, now_s);
+        match (&config.server.dcap_url, s.utility.state) {
+            (None, _) => s.set_connection_state(ConnectionState::NotConfigured, now_s),
+            (Some(_), ConnectionState::NotConfigured) => {
+                s.set_connection_state(ConnectionState::Discovering, now_s)
+            }
+            _ => {}
         }
     });
 }
 
+/// Ticks every cycle. (Ticking on each fresh meter reading was tried: the inverters'
+/// readings then lag the meter's and the control law, which re-seeds from the measured
+/// output, double-counts the response and oscillates.)
 async fn tick_task(
     coordinator: Rc<RefCell<coordinator::Coordinator>>,
     site: SharedSite,
     status: SnapshotHandle,
+    durable: durable::SharedDurable,
 ) {
     let mut next = Instant::now();
     loop {
         let cycle = {
             let mut c = coordinator.borrow_mut();
             c.tick(&site, &status);
+            if let Some(sample) = c.last_sample.take() {
+                durable.borrow_mut().record_sample(sample);
+            }
             c.cycle()
         };
         next += cycle;
@@ -292,6 +327,19 @@ impl Daemon {
             .collect();
     }
 
+    /// The utility connection, when a dcap_url is configured.
+    fn start_engine(&mut self) {
+        self.engine = self.config.server.dcap_url.is_some().then(|| {
+            self.ex.spawn(engine::engine_task(
+                self.config.clone(),
+                self.site.clone(),
+                self.status.clone(),
+                self.durable.clone(),
+                self.schedule_saved.clone(),
+            ))
+        });
+    }
+
     fn start_price(&mut self) {
         self.price = map::price_source(&self.config).map(|src| {
             let every = Duration::from_secs(u64::from(self.config.price.poll_interval_s));
@@ -342,6 +390,7 @@ impl Daemon {
             self.buses.clear();
             {
                 let mut s = self.site.borrow_mut();
+                s.command_wake.clear();
                 for name in bus::removed_devices(&s.devices, &new.devices) {
                     s.devices.remove(&name);
                     s.commands.remove(&name);
@@ -370,6 +419,22 @@ impl Daemon {
                     self.server = start_status(&old, &self.status).ok();
                 }
             }
+        }
+        if (&old.main.data_dir, &old.main.telemetry_dir)
+            != (&new.main.data_dir, &new.main.telemetry_dir)
+        {
+            log::info!("reload: data directories changed, reopening the store");
+            self.durable.borrow_mut().flush(now, true);
+            *self.durable.borrow_mut() = durable::Durable::open(&new, now, &self.status);
+        }
+        // The engine restarts when what it reports or how it connects changed; the
+        // cached utility controls stay in the site state meanwhile.
+        if old.server != new.server || old.devices != new.devices {
+            log::info!(
+                "reload: utility settings or devices changed, restarting the utility connection"
+            );
+            self.engine = None;
+            self.start_engine();
         }
         set_utility_status(&self.status, &new, now);
         log::info!("reload: {path} applied (cached utility controls kept)");

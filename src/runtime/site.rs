@@ -122,8 +122,9 @@ impl DeviceState {
         self.reads_ok += 1;
         self.last_good_at = Some(at);
         if self.failing {
+            // The error text names the device.
             log::info!(
-                "device answers again after: {}",
+                "answers again after: {}",
                 self.last_error.as_deref().unwrap_or("?")
             );
             self.last_error = None;
@@ -177,6 +178,8 @@ pub struct SiteState {
     /// Server time minus local time (from the engine), for the merge's clock.
     pub clock_offset_s: i64,
     pub price: PriceTracker,
+    /// Wakes the bus tasks that drive inverters when the setpoints change.
+    pub command_wake: Vec<smol::channel::Sender<()>>,
 }
 
 impl SiteState {
@@ -200,6 +203,7 @@ impl SiteState {
             utility: None,
             clock_offset_s: 0,
             price: PriceTracker::new(price_max_age_s),
+            command_wake: Vec::new(),
         }
     }
 }

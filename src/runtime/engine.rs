@@ -1,0 +1,380 @@
+//! The CSIP-AUS engine wired into the runtime: it samples the site state for its DER
+//! reports and mirror readings, its active controls become the cached utility controls
+//! the coordinator merges (kept while the server is unreachable and across reloads), and
+//! its status goes into the snapshot.
+
+use super::durable::{SavedControls, SharedDurable};
+use super::map;
+use super::site::{DeviceState, SharedSite};
+use crate::config::Config;
+use crate::csip::{
+    self, EngineConfig, EngineSink, EngineStatus, InverterState, MeasurementSource, MeterSample,
+    PhaseValues, SiteMeasurement,
+};
+use crate::devices::OperatingState;
+use crate::devices::sunspec::AcValues;
+use crate::schedule;
+use crate::status::{self, ConnectionState, SnapshotHandle};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// How long the engine waits for the inverters' ratings (for DERCapability) before it
+/// starts with what is known.
+const RATING_WAIT: Duration = Duration::from_secs(30);
+/// The scheduler's memory is copied out of the engine this often (for a restart of the
+/// engine on reload, and for the store).
+const STATE_SAVE_EVERY: Duration = Duration::from_secs(10);
+
+fn phases(total: Option<f64>, per: [Option<f64>; 3]) -> PhaseValues {
+    PhaseValues {
+        total,
+        a: per[0],
+        b: per[1],
+        c: per[2],
+    }
+}
+
+/// A meter sample from one device's AC values.
+pub fn sample_of(ac: &AcValues) -> MeterSample {
+    MeterSample {
+        active_power_w: phases(ac.w, [ac.phases[0].w, ac.phases[1].w, ac.phases[2].w]),
+        reactive_power_var: phases(
+            ac.var,
+            [ac.phases[0].var, ac.phases[1].var, ac.phases[2].var],
+        ),
+        voltage_v: phases(ac.v, [ac.phases[0].v, ac.phases[1].v, ac.phases[2].v]),
+        frequency_hz: ac.hz,
+    }
+}
+
+fn sum(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let mut total = None;
+    for v in values {
+        total = Some(total.unwrap_or(0.0) + v?);
+    }
+    total
+}
+
+fn mean(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let known: Vec<f64> = values.flatten().collect();
+    (!known.is_empty()).then(|| known.iter().sum::<f64>() / known.len() as f64)
+}
+
+/// The DER fleet as one meter: powers add up (a value unknown on any inverter makes the
+/// sum unknown), voltage and frequency are averaged.
+pub fn fleet_sample(acs: &[&AcValues]) -> Option<MeterSample> {
+    if acs.is_empty() {
+        return None;
+    }
+    let p = |f: &dyn Fn(&AcValues) -> Option<f64>| sum(acs.iter().map(|a| f(a)));
+    let m = |f: &dyn Fn(&AcValues) -> Option<f64>| mean(acs.iter().map(|a| f(a)));
+    Some(MeterSample {
+        active_power_w: PhaseValues {
+            total: p(&|a| a.w),
+            a: p(&|a| a.phases[0].w),
+            b: p(&|a| a.phases[1].w),
+            c: p(&|a| a.phases[2].w),
+        },
+        reactive_power_var: PhaseValues {
+            total: p(&|a| a.var),
+            a: p(&|a| a.phases[0].var),
+            b: p(&|a| a.phases[1].var),
+            c: p(&|a| a.phases[2].var),
+        },
+        voltage_v: PhaseValues {
+            total: m(&|a| a.v),
+            a: m(&|a| a.phases[0].v),
+            b: m(&|a| a.phases[1].v),
+            c: m(&|a| a.phases[2].v),
+        },
+        frequency_hz: m(&|a| a.hz),
+    })
+}
+
+/// Samples the shared site state for the engine (once a second).
+pub struct SiteSource {
+    pub site: SharedSite,
+}
+
+fn inverter_state(d: &DeviceState, fresh: bool) -> InverterState {
+    InverterState {
+        connected: fresh && d.connected.unwrap_or(true),
+        available: fresh,
+        operating: fresh
+            && matches!(
+                d.state,
+                Some(
+                    OperatingState::Running | OperatingState::Throttled | OperatingState::Starting
+                ) | None
+            ),
+        rtg_max_w: d.rating_w.unwrap_or(0.0),
+    }
+}
+
+impl MeasurementSource for SiteSource {
+    fn sample(&mut self) -> Option<SiteMeasurement> {
+        let s = self.site.borrow();
+        let now = Instant::now();
+        let fresh = |d: &DeviceState| !d.is_stale(now, s.stale_after_s);
+        let site = s
+            .meter_name
+            .as_ref()
+            .and_then(|n| s.devices.get(n))
+            .filter(|d| fresh(d))
+            .and_then(|d| d.ac.as_ref())
+            .map(sample_of);
+        let inverters: Vec<&DeviceState> = s
+            .inverter_names
+            .iter()
+            .filter_map(|n| s.devices.get(n))
+            .collect();
+        let fresh_acs: Vec<&AcValues> = inverters
+            .iter()
+            .filter(|d| fresh(d))
+            .filter_map(|d| d.ac.as_ref())
+            .collect();
+        // Every inverter must be fresh for a fleet total that means anything.
+        let der = (fresh_acs.len() == inverters.len())
+            .then(|| fleet_sample(&fresh_acs))
+            .flatten();
+        if site.is_none() && der.is_none() {
+            return None;
+        }
+        Some(SiteMeasurement {
+            site,
+            der,
+            inverters: inverters
+                .iter()
+                .map(|d| inverter_state(d, fresh(d)))
+                .collect(),
+        })
+    }
+}
+
+/// Receives the engine's controls and status.
+pub struct RuntimeSink {
+    pub site: SharedSite,
+    pub status: SnapshotHandle,
+    pub durable: SharedDurable,
+    last_state: Option<csip::ConnectionState>,
+    last_error: Option<String>,
+}
+
+impl RuntimeSink {
+    pub fn new(site: SharedSite, status: SnapshotHandle, durable: SharedDurable) -> Self {
+        RuntimeSink {
+            site,
+            status,
+            durable,
+            last_state: None,
+            last_error: None,
+        }
+    }
+}
+
+impl EngineSink for RuntimeSink {
+    fn controls(&mut self, outcome: &schedule::Outcome) {
+        let controls = map::utility_controls(&outcome.active, outcome.ramp);
+        for note in &outcome.notes {
+            log::info!("schedule: {note}");
+        }
+        {
+            let mut s = self.site.borrow_mut();
+            if s.utility.as_ref() != Some(&controls) {
+                log::info!("utility controls: {controls:?}");
+            }
+            s.utility = Some(controls);
+        }
+        // The scheduler's memory and due responses reach the disk before the engine
+        // POSTs any response (the store flags ledger entries urgent).
+        let now = super::unix_now_s();
+        let mut d = self.durable.borrow_mut();
+        d.save_controls(&SavedControls {
+            active: outcome.active.clone(),
+            ramp: outcome.ramp,
+            at_s: now,
+        });
+        if let Some(store) = d.store.as_mut() {
+            store.save_schedule(&outcome.state, &outcome.responses);
+        }
+        d.flush(now, false);
+    }
+
+    fn status(&mut self, es: &EngineStatus) {
+        let now = super::unix_now_s();
+        self.site.borrow_mut().clock_offset_s = es.clock_offset_s;
+        let new_error = es
+            .last_error
+            .clone()
+            .filter(|e| self.last_error.as_ref() != Some(e));
+        self.status.update(|snap| {
+            let url = snap.utility.server_url.clone();
+            let utility = es.to_utility(url, snap.utility.since_unix_s);
+            let changed = utility.state != snap.utility.state;
+            snap.utility = utility;
+            if changed {
+                snap.utility.since_unix_s = now;
+            }
+            if let Some(e) = &new_error {
+                snap.push_error(now, "csip", e);
+            }
+        });
+        if self.last_state != Some(es.state) {
+            let text = format!("utility connection: {}", es.state.name());
+            log::info!("{text}");
+            self.status.log_event(now, "info", "csip", &text);
+            self.last_state = Some(es.state);
+        }
+        if let Some(e) = new_error {
+            log::warn!("csip: {e}");
+            self.status.log_event(now, "warn", "csip", &e);
+        }
+        self.last_error = es.last_error.clone();
+    }
+}
+
+/// The utility's events that have not started yet (scheduled, start after `now_s` in
+/// server time), soonest first, for the status page.
+pub fn upcoming_events(tree: &csip::discovery::Tree, now_s: i64) -> Vec<status::UpcomingEvent> {
+    let mut out = Vec::new();
+    for state in tree.programs.values().flatten() {
+        let program = &state.program;
+        for control in &state.controls {
+            let event = csip::discovery::event_input(control, &program.mrid);
+            if event.status.current != schedule::StatusCode::Scheduled || event.start_s <= now_s {
+                continue;
+            }
+            let c = &event.controls;
+            let mut limits: Vec<status::EventLimit> = [
+                (status::LimitMode::Export, c.exp_lim_w),
+                (status::LimitMode::Import, c.imp_lim_w),
+                (status::LimitMode::Generation, c.gen_lim_w),
+                (status::LimitMode::Load, c.load_lim_w),
+            ]
+            .into_iter()
+            .filter_map(|(mode, p)| {
+                p.map(|p| status::EventLimit {
+                    mode,
+                    value_w: Some(p.watts()),
+                    connect: None,
+                })
+            })
+            .collect();
+            if let Some(on) = c.connect.or(c.energize) {
+                limits.push(status::EventLimit {
+                    mode: status::LimitMode::Connect,
+                    value_w: None,
+                    connect: Some(on),
+                });
+            }
+            out.push(status::UpcomingEvent {
+                mrid: event.mrid.clone(),
+                description: control.description.clone(),
+                program: Some(
+                    program
+                        .description
+                        .clone()
+                        .unwrap_or_else(|| program.mrid.clone()),
+                ),
+                start_unix_s: event.start_s,
+                end_unix_s: event.start_s + i64::from(event.duration_s),
+                limits,
+            });
+        }
+    }
+    out.sort_by_key(|e| e.start_unix_s);
+    out
+}
+
+/// The engine's configuration: from the UCI config and the client certificate's
+/// identity; the fleet rating from the inverters' ratings known so far.
+pub fn engine_config(config: &Config, rating_w: f64) -> Result<EngineConfig, String> {
+    let cert = config.server.cert.as_deref().ok_or_else(|| {
+        format!(
+            "{}: option cert of section 'utility' is not set (the LFDI comes from it)",
+            config.file
+        )
+    })?;
+    let pem = std::fs::read(cert).map_err(|e| format!("client certificate {cert}: {e}"))?;
+    let identity = crate::sep2::identity_from_pem(&pem)
+        .map_err(|e| format!("client certificate {cert}: {e}"))?;
+    let mut ec = EngineConfig::from_config(config, &identity.lfdi, identity.sfdi)?;
+    if ec.nameplate.rtg_max_w <= 0.0 {
+        ec.nameplate.rtg_max_w = rating_w;
+    }
+    Ok(ec)
+}
+
+/// Runs the engine until the task is dropped. The scheduler's memory comes from the
+/// store (or, after a reload restarted the engine, from `saved`), so no response is
+/// sent twice and no randomisation redrawn.
+pub async fn engine_task(
+    config: Rc<Config>,
+    site: SharedSite,
+    status: SnapshotHandle,
+    durable: SharedDurable,
+    saved: Rc<RefCell<Option<schedule::State>>>,
+) {
+    // DERCapability wants the fleet's rating: wait (bounded) for the inverters to say it.
+    let waited = Instant::now();
+    let rating_w = loop {
+        let (known, all) = {
+            let s = site.borrow();
+            let ratings: Vec<Option<f64>> = s
+                .inverter_names
+                .iter()
+                .map(|n| s.devices.get(n).and_then(|d| d.rating_w))
+                .collect();
+            (
+                ratings.iter().flatten().sum::<f64>(),
+                ratings.iter().all(Option::is_some),
+            )
+        };
+        if all || waited.elapsed() >= RATING_WAIT {
+            break known;
+        }
+        smol::Timer::after(Duration::from_secs(1)).await;
+    };
+    let now = super::unix_now_s();
+    let ec = match engine_config(&config, rating_w) {
+        Ok(ec) => ec,
+        Err(e) => {
+            log::error!("utility connection not started: {e}");
+            status.update(|s| {
+                s.set_connection_state(ConnectionState::Offline, now);
+                s.push_error(now, "csip", &e);
+            });
+            status.log_event(now, "error", "csip", &e);
+            return;
+        }
+    };
+    let source = SiteSource { site: site.clone() };
+    let sink = RuntimeSink::new(site.clone(), status.clone(), durable.clone());
+    let mut engine = match csip::Engine::new(ec, source, sink) {
+        Ok(e) => e,
+        Err(e) => {
+            let e = e.to_string();
+            log::error!("utility connection not started: {e}");
+            status.update(|s| s.push_error(now, "csip", &e));
+            return;
+        }
+    };
+    let restored = saved
+        .borrow()
+        .clone()
+        .or_else(|| durable.borrow().store.as_ref().map(|s| s.schedule_state()));
+    if let Some(state) = restored {
+        engine.restore_schedule_state(state);
+    }
+    loop {
+        engine.run_until(Instant::now() + STATE_SAVE_EVERY).await;
+        let server_now_s = super::unix_now_s() + engine.status().clock_offset_s;
+        let upcoming = upcoming_events(engine.tree(), server_now_s);
+        status.update(|s| s.upcoming_events = upcoming);
+        let state = engine.schedule_state();
+        if saved.borrow().as_ref() != Some(state) {
+            *saved.borrow_mut() = Some(state.clone());
+        }
+    }
+}

@@ -113,7 +113,7 @@ pub enum Profile {
 pub enum CsipAusNamespace {
     /// `https://csipaus.org/ns` (CSIP-AUS v1.1/v1.2). The default.
     Default,
-    /// `https://csipaus.org/ns/v1.3-beta/storage` (CSIP-AUS v1.3 with storage extensions).
+    /// `https://csipaus.org/ns/v1.3` (CSIP-AUS v1.3 servers).
     V1_3,
 }
 

@@ -143,11 +143,16 @@ pub fn build_csr(key: &PKey<Private>, common_name: &str) -> Result<X509Req, PkiE
 
 fn asn1_time(at: SystemTime) -> Result<Asn1Time, PkiError> {
     let secs = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    Asn1Time::from_unix(secs as libc_time_t).map_err(|e| PkiError(format!("time: {e}")))
+    // time_t is 32 bits on some router targets (mipsel musl): a time past 2038 is an
+    // error there, never a silently wrapped date.
+    #[allow(clippy::unnecessary_fallible_conversions)]
+    let time = secs.try_into().map_err(|_| {
+        PkiError(format!(
+            "time {secs} s after 1970 does not fit this platform's time_t"
+        ))
+    })?;
+    Asn1Time::from_unix(time).map_err(|e| PkiError(format!("time: {e}")))
 }
-
-#[allow(non_camel_case_types)]
-type libc_time_t = i64;
 
 /// A self-signed certificate for lab use (valid from `now` for `days`).
 pub fn self_signed(

@@ -310,7 +310,7 @@ fn kill_9_at_random_moments_loses_and_repeats_no_response() {
     let iterations: u32 = std::env::var("CSIPD_CRASH_ITERATIONS")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(12);
+        .unwrap_or(20);
     let seed: u64 = std::env::var("CSIPD_CRASH_SEED")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -349,7 +349,7 @@ fn kill_9_at_random_moments_loses_and_repeats_no_response() {
         });
 
         let mut run = spawn(&["run", "--config", &config]);
-        let kill_after_ms = rng.range(200, 5000);
+        let kill_after_ms = rng.range(50, 5000);
         std::thread::sleep(Duration::from_millis(kill_after_ms));
         assert!(run.alive(), "iteration {i}: csipd exited by itself");
         kill_9(&mut run);

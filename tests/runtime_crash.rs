@@ -18,7 +18,7 @@ mod runtime_common;
 use csip_server::{Control, Program, Scenario, ScriptedServer, element_text, now_s};
 use runtime_common::*;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const RSP_PATH: &str = "/edev/1/rsps/site_control/rsp";
@@ -48,31 +48,10 @@ struct Site {
     sim: Proc,
 }
 
-fn identity(dir: &Path) -> (PathBuf, PathBuf, String, u64) {
-    let key = dir.join("key.pem");
-    let cert = dir.join("cert.pem");
-    let out = std::process::Command::new(BIN)
-        .args(["cert", "selfsigned", "--key"])
-        .arg(&key)
-        .arg("--cert")
-        .arg(&cert)
-        .args(["--cn", "csipd-crash-test"])
-        .output()
-        .expect("csipd cert selfsigned");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id =
-        csipd::sep2::identity_from_pem(&std::fs::read(&cert).expect("cert")).expect("identity");
-    (key, cert, id.lfdi, id.sfdi)
-}
-
 impl Site {
     fn new(name: &str) -> Site {
         let dir = temp_dir(name);
-        let (key, cert, lfdi, sfdi) = identity(&dir);
+        let (key, cert, lfdi, sfdi) = selfsigned_identity(&dir, "csipd-crash-test");
         let mut sim = spawn(&["demo", "--sim-only", "--seconds", "1800"]);
         let inverter_port = port_of(&sim.stdout_line("inverter: ", Duration::from_secs(30)));
         let meter_port = port_of(&sim.stdout_line("meter: ", Duration::from_secs(5)));

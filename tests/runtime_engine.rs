@@ -34,23 +34,7 @@ fn port_of(line: &str) -> String {
 #[test]
 fn utility_limit_is_enforced_held_while_offline_and_restored_after_restart() {
     let dir = temp_dir("runtime-engine");
-    let key = dir.join("key.pem");
-    let cert = dir.join("cert.pem");
-    let out = std::process::Command::new(BIN)
-        .args(["cert", "selfsigned", "--key"])
-        .arg(&key)
-        .arg("--cert")
-        .arg(&cert)
-        .args(["--cn", "csipd-runtime-test"])
-        .output()
-        .expect("csipd cert selfsigned");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let identity =
-        csipd::sep2::identity_from_pem(&std::fs::read(&cert).unwrap()).expect("identity");
+    let (key, cert, lfdi, sfdi) = selfsigned_identity(&dir, "csipd-runtime-test");
 
     let start = now_s() - 5;
     let mut event = Control::new("export-1200", start, 3600);
@@ -59,8 +43,8 @@ fn utility_limit_is_enforced_held_while_offline_and_restored_after_restart() {
     let mut later = Control::new("later-500", start + 1800, 600);
     later.exp_lim_w = Some(500);
     let server = ScriptedServer::start(Scenario {
-        lfdi: identity.lfdi.clone(),
-        sfdi: identity.sfdi,
+        lfdi: lfdi.clone(),
+        sfdi,
         fsas: vec![vec![Program {
             default_exp_lim_w: Some(3000),
             default_imp_lim_w: None,
@@ -149,7 +133,7 @@ config device 'meter'
         Some(start + 1800),
         "until the next change: the later event starts"
     );
-    assert_eq!(s.utility.lfdi.as_deref(), Some(identity.lfdi.as_str()));
+    assert_eq!(s.utility.lfdi.as_deref(), Some(lfdi.as_str()));
     assert!(
         !s.utility.resources.is_empty(),
         "polled resources are listed"
@@ -230,24 +214,13 @@ fn soak_ten_minutes_rss_and_cpu() {
         .and_then(|m| m.parse().ok())
         .unwrap_or(10);
     let dir = temp_dir("runtime-soak");
-    let key = dir.join("key.pem");
-    let cert = dir.join("cert.pem");
-    let out = std::process::Command::new(BIN)
-        .args(["cert", "selfsigned", "--key"])
-        .arg(&key)
-        .arg("--cert")
-        .arg(&cert)
-        .args(["--cn", "csipd-soak"])
-        .output()
-        .expect("csipd cert selfsigned");
-    assert!(out.status.success());
-    let identity = csipd::sep2::identity_from_pem(&std::fs::read(&cert).unwrap()).unwrap();
+    let (key, cert, lfdi, sfdi) = selfsigned_identity(&dir, "csipd-soak");
     let mut event = Control::new("soak-1200", now_s() - 5, 7200);
     event.exp_lim_w = Some(1200);
     event.status = 1;
     let server = ScriptedServer::start(Scenario {
-        lfdi: identity.lfdi.clone(),
-        sfdi: identity.sfdi,
+        lfdi: lfdi.clone(),
+        sfdi,
         fsas: vec![vec![Program {
             default_exp_lim_w: Some(3000),
             default_imp_lim_w: None,

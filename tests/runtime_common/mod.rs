@@ -171,3 +171,29 @@ pub fn wait_for(
     }
     panic!("{what}: not seen within {timeout:?}; last status: {last:#?}");
 }
+
+/// A self-signed lab identity made by `csipd cert selfsigned` in `dir`:
+/// (key path, cert path, LFDI, SFDI).
+pub fn selfsigned_identity(
+    dir: &std::path::Path,
+    common_name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, String, u64) {
+    let key = dir.join("key.pem");
+    let cert = dir.join("cert.pem");
+    let out = Command::new(BIN)
+        .args(["cert", "selfsigned", "--key"])
+        .arg(&key)
+        .arg("--cert")
+        .arg(&cert)
+        .args(["--cn", common_name])
+        .output()
+        .expect("csipd cert selfsigned");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id =
+        csipd::sep2::identity_from_pem(&std::fs::read(&cert).expect("cert")).expect("identity");
+    (key, cert, id.lfdi, id.sfdi)
+}

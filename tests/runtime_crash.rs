@@ -23,14 +23,6 @@ use std::time::{Duration, Instant};
 
 const RSP_PATH: &str = "/edev/1/rsps/site_control/rsp";
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d =
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
-}
-
 fn port_of(line: &str) -> String {
     line.split(':')
         .nth(2)

@@ -12,16 +12,7 @@ mod runtime_common;
 use csip_server::{Control, Program, Scenario, ScriptedServer, mrid_of, now_s};
 use csipd::status::{ConnectionState, LimitSource};
 use runtime_common::*;
-use std::path::PathBuf;
 use std::time::Duration;
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d =
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
-}
 
 fn port_of(line: &str) -> String {
     line.split(':')

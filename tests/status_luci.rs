@@ -227,103 +227,12 @@ fn config_options() -> ConfigNames {
     let mut options: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut named = BTreeSet::new();
     if !path.exists() {
-        // Before the config branch is merged: the option names of the config module
-        // (src/config typed.rs at config 5ee2459); once files/etc/config/csipd exists
-        // it is the authority.
+        // Without the default file, the config module's own table is the authority.
         eprintln!(
-            "note: {} missing, checking against the known option list",
+            "note: {} missing, checking against config::SECTION_TYPES",
             path.display()
         );
-        let known: &[(&str, Option<&str>, &[&str])] = &[
-            (
-                "csipd",
-                Some("main"),
-                &[
-                    "log_level",
-                    "data_dir",
-                    "telemetry_dir",
-                    "status_listen",
-                    "status_allow_remote",
-                    "timezone",
-                ],
-            ),
-            (
-                "server",
-                Some("utility"),
-                &[
-                    "dcap_url",
-                    "cert",
-                    "key",
-                    "ca",
-                    "nmi",
-                    "pen",
-                    "inband_registration",
-                    "registration_pin",
-                    "profile",
-                    "csipaus_namespace",
-                    "tls_insecure_lab",
-                    "allow_plain_http",
-                ],
-            ),
-            (
-                "limits",
-                Some("fixed"),
-                &[
-                    "export_limit_w",
-                    "import_limit_w",
-                    "generation_limit_w",
-                    "load_limit_w",
-                    "connect",
-                ],
-            ),
-            (
-                "tariff",
-                None,
-                &["start", "end", "days", "export_limit_w", "enabled"],
-            ),
-            (
-                "price",
-                Some("feed_in"),
-                &[
-                    "enabled",
-                    "source",
-                    "url",
-                    "site_id",
-                    "token",
-                    "poll_interval_s",
-                    "max_age_s",
-                ],
-            ),
-            (
-                "device",
-                None,
-                &[
-                    "role",
-                    "transport",
-                    "host",
-                    "port",
-                    "path",
-                    "baud",
-                    "parity",
-                    "stop_bits",
-                    "unit_id",
-                    "sunspec_base",
-                    "rated_w",
-                    "timeout_ms",
-                    "enabled",
-                ],
-            ),
-            (
-                "control",
-                Some("site"),
-                &[
-                    "cycle_s",
-                    "meter_stale_s",
-                    "failsafe_export_limit_w",
-                    "ramp_up_pct_per_s",
-                ],
-            ),
-        ];
+        let known = csipd::config::SECTION_TYPES;
         for (kind, name, opts) in known {
             options.insert(
                 kind.to_string(),

@@ -21,8 +21,8 @@ use std::process::ExitCode;
 
 pub use typed::{
     Config, ControlConfig, CsipAusNamespace, DeviceConfig, DeviceRole, Diagnostic, FixedLimits,
-    LogLevel, MainConfig, Parity, PriceConfig, PriceSource, Profile, SERVER_SECTION, ServerConfig,
-    Severity, SourceLocation, TariffWindow, Transport, Weekday,
+    LogLevel, MainConfig, Parity, PriceConfig, PriceSource, Profile, SECTION_TYPES, SERVER_SECTION,
+    ServerConfig, Severity, SourceLocation, TariffWindow, Transport, Weekday,
 };
 
 /// Where csipd reads its configuration by default.

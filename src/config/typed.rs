@@ -419,8 +419,9 @@ const CONTROL_OPTIONS: &[&str] = &[
     "ramp_up_pct_per_s",
 ];
 
-/// (section type, singleton address, options)
-const SECTION_TYPES: &[(&str, Option<&str>, &[&str])] = &[
+/// Every section type csipd knows: (section type, singleton address, options). The
+/// validator warns about anything else; the LuCI settings test checks against it.
+pub const SECTION_TYPES: &[(&str, Option<&str>, &[&str])] = &[
     ("csipd", Some("main"), MAIN_OPTIONS),
     ("server", Some(SERVER_SECTION), SERVER_OPTIONS),
     ("limits", Some("fixed"), LIMITS_OPTIONS),

@@ -197,3 +197,12 @@ pub fn selfsigned_identity(
         csipd::sep2::identity_from_pem(&std::fs::read(&cert).expect("cert")).expect("identity");
     (key, cert, id.lfdi, id.sfdi)
 }
+
+/// A fresh directory for one test under cargo's target tmpdir (emptied first).
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}

@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 use csip_server::{
     Control, Program, Recorded, Scenario, ScriptedServer, element_text, mrid_of, now_s,
 };
+use csipd::csip::response::Delivery;
 use csipd::csip::{
     ConnectionState, Engine, EngineConfig, EngineSink, EngineStatus, InverterState, MeterSample,
     Nameplate, PhaseValues, SiteMeasurement,
 };
-use csipd::schedule::{ControlMode, Outcome};
+use csipd::schedule::{ControlMode, Outcome, ResponseKey};
 
 const LFDI: &str = "3E4F45AB31EDFE5B67E343E5E4562E3100012345";
 const PEN: u32 = 12345;
@@ -31,6 +32,8 @@ fn sfdi() -> u64 {
 struct Collected {
     outcomes: Vec<(Instant, Outcome)>,
     statuses: Vec<EngineStatus>,
+    /// Each response POST's outcome as the engine reported it to its sink.
+    deliveries: Vec<(ResponseKey, Delivery)>,
 }
 
 #[derive(Clone, Default)]
@@ -46,6 +49,13 @@ impl EngineSink for Sink {
     }
     fn status(&mut self, status: &EngineStatus) {
         self.0.lock().expect("lock").statuses.push(status.clone());
+    }
+    fn response_delivery(&mut self, key: &ResponseKey, delivery: Delivery, _at_s: i64, _: &str) {
+        self.0
+            .lock()
+            .expect("lock")
+            .deliveries
+            .push((key.clone(), delivery));
     }
 }
 
@@ -731,6 +741,23 @@ fn responses_are_retried_until_accepted_and_never_duplicated() {
     );
     let cleared = attempts.iter().filter(|r| r.at > cleared_at).count();
     assert_eq!(cleared, 1, "one accepted POST after the server recovered");
+    // The sink (the runtime's store) heard of every attempt: each 503 as one more
+    // try, then the acceptance once, last, so the ledger entry is settled for good.
+    let deliveries = sink.0.lock().expect("lock").deliveries.clone();
+    let kinds: Vec<Delivery> = deliveries.iter().map(|(_, d)| *d).collect();
+    assert_eq!(kinds.len(), attempts.len(), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&Delivery::Accepted), "{kinds:?}");
+    assert!(
+        kinds[..kinds.len() - 1]
+            .iter()
+            .all(|d| *d == Delivery::RetryLater),
+        "{kinds:?}"
+    );
+    assert!(
+        deliveries
+            .iter()
+            .all(|(k, _)| k.event_mrid == mrid_of("DERC1") && k.status.code() == 1)
+    );
 }
 
 #[test]

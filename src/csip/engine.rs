@@ -755,17 +755,28 @@ impl<S: MeasurementSource, K: EngineSink> Engine<S, K> {
             let xml = match self.write(&body) {
                 Ok(xml) => xml,
                 Err(err) => {
-                    self.error(err.to_string());
+                    let detail = err.to_string();
+                    self.error(detail.clone());
+                    self.sink.response_delivery(
+                        &due.key,
+                        Delivery::Refused,
+                        local_now_s(),
+                        &detail,
+                    );
                     self.responses.delivered(Delivery::Refused);
                     continue;
                 }
             };
-            let delivery = match self.transport.post(&reply_to, &xml).await {
-                Ok(_) => Delivery::Accepted,
-                Err(FetchError::Gone { status, .. }) => response::classify(Some(status)),
-                Err(FetchError::Http(err)) => response::classify(err.status()),
-                Err(_) => Delivery::RetryLater,
+            let (delivery, detail) = match self.transport.post(&reply_to, &xml).await {
+                Ok(_) => (Delivery::Accepted, String::new()),
+                Err(FetchError::Gone { status, .. }) => {
+                    (response::classify(Some(status)), format!("HTTP {status}"))
+                }
+                Err(FetchError::Http(err)) => (response::classify(err.status()), err.to_string()),
+                Err(other) => (Delivery::RetryLater, other.to_string()),
             };
+            self.sink
+                .response_delivery(&due.key, delivery, local_now_s(), &detail);
             match delivery {
                 Delivery::Accepted => log::info!(
                     "csip: response {} to {} sent to {reply_to}",

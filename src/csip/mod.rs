@@ -209,6 +209,16 @@ pub trait EngineSink {
     fn controls(&mut self, outcome: &schedule::Outcome);
     /// A new status snapshot (sent on change of state, after each poll round).
     fn status(&mut self, status: &EngineStatus);
+    /// A response POST ended: `Accepted` and `Refused` settle it for good (a store
+    /// marks its ledger entry, so a restart does not send it again), `RetryLater` is
+    /// one more attempt. `at_s` is local Unix time; `detail` says why it was refused.
+    fn response_delivery(
+        &mut self,
+        key: &schedule::ResponseKey,
+        delivery: response::Delivery,
+        at_s: i64,
+        detail: &str,
+    );
 }
 
 /// Errors of the engine's set-up (runtime errors go into the status, not here).

@@ -7,6 +7,7 @@ use super::durable::{SavedControls, SharedDurable};
 use super::map;
 use super::site::{DeviceState, SharedSite};
 use crate::config::Config;
+use crate::csip::response::Delivery;
 use crate::csip::{
     self, EngineConfig, EngineSink, EngineStatus, InverterState, MeasurementSource, MeterSample,
     PhaseValues, SiteMeasurement,
@@ -201,6 +202,33 @@ impl EngineSink for RuntimeSink {
         d.flush(now, false);
     }
 
+    fn response_delivery(
+        &mut self,
+        key: &schedule::ResponseKey,
+        delivery: Delivery,
+        at_s: i64,
+        detail: &str,
+    ) {
+        let mut d = self.durable.borrow_mut();
+        let Some(store) = d.store.as_mut() else {
+            return;
+        };
+        let ledger_key = crate::store::ledger_key(key);
+        let marked = match delivery {
+            Delivery::Accepted => store.ledger_mark_accepted(&ledger_key, at_s),
+            Delivery::Refused => store.ledger_mark_refused(&ledger_key, at_s, detail),
+            Delivery::RetryLater => store.ledger_mark_sent(&ledger_key, at_s),
+        };
+        if let Err(e) = marked {
+            // Only when the store was not there as the response fell due.
+            log::warn!("response {} to {}: {e}", key.status.code(), key.event_mrid);
+        }
+        // Settled entries are urgent: written now, so a restart does not resend them.
+        // The window left is between the server's 2xx and this commit: a crash there
+        // sends the response again (at least once, never lost).
+        d.flush(at_s, false);
+    }
+
     fn status(&mut self, es: &EngineStatus) {
         let now = super::unix_now_s();
         self.site.borrow_mut().clock_offset_s = es.clock_offset_s;
@@ -366,6 +394,21 @@ pub async fn engine_task(
         .or_else(|| durable.borrow().store.as_ref().map(|s| s.schedule_state()));
     if let Some(state) = restored {
         engine.restore_schedule_state(state);
+    }
+    // Responses issued but not settled when the last run (or engine) stopped: sent
+    // again, so a crash between the ledger's write and the server's 2xx loses none.
+    let pending = durable
+        .borrow()
+        .store
+        .as_ref()
+        .map(|s| s.pending_responses())
+        .unwrap_or_default();
+    if !pending.is_empty() {
+        log::info!(
+            "{} response(s) issued before the restart still to deliver",
+            pending.len()
+        );
+        engine.restore_pending_responses(pending);
     }
     loop {
         engine.run_until(Instant::now() + STATE_SAVE_EVERY).await;

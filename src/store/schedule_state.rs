@@ -61,6 +61,28 @@ impl Store {
         }
     }
 
+    /// Responses the ledger holds as issued but not yet settled (no 2xx, no refusal),
+    /// oldest first: the engine queues them again at start-up, so a response whose POST
+    /// a crash or power cut interrupted is still delivered (at least once).
+    pub fn pending_responses(&self) -> Vec<ResponseDue> {
+        self.ledger_pending()
+            .into_iter()
+            .filter_map(|entry| {
+                let status = response_status(entry.key.status)?;
+                Some(ResponseDue {
+                    key: ResponseKey {
+                        event_mrid: entry.key.event_mrid.clone(),
+                        status,
+                    },
+                    // Not kept in the ledger, and not part of the Response body.
+                    program_mrid: String::new(),
+                    reply_to: entry.reply_to.clone(),
+                    at_s: entry.created_at_s,
+                })
+            })
+            .collect()
+    }
+
     /// The scheduler's memory as stored: pass it as `previous` to the first
     /// `schedule::evaluate` after a restart, so no response is issued twice and every
     /// event keeps its draws. A record that does not read back is logged and skipped.

@@ -64,6 +64,23 @@ fn der700(unit: u8, base: u16) -> serde_json::Value {
     ]})
 }
 
+/// A battery inverter: 103 + 120/121/123 + 124 (basic storage controls) with WChaMax
+/// 3.3 kW (SF 1), InOutWRte_SF -2, the discharge limit bit set by the owner, 72.5 % charged.
+fn battery(unit: u8, base: u16) -> serde_json::Value {
+    json!({"unit": unit, "base": base, "models": [
+        {"id": 1, "values": {"Mn": "Battery Co", "Md": "BAT-5"}},
+        {"id": 103, "values": {"W": -2500, "W_SF": 0, "Hz": 5000, "Hz_SF": -2, "St": 4}},
+        {"id": 120, "values": {"DERTyp": 82, "WRtg": 5000, "WRtg_SF": 0}},
+        {"id": 121, "values": {"WMax": 5000, "WMax_SF": 0}},
+        {"id": 123, "values": {"Conn": 1, "WMaxLimPct": 100, "WMaxLimPct_SF": 0, "WMaxLim_Ena": 0}},
+        {"id": 124, "values": {"WChaMax": 330, "WChaMax_SF": 1, "WChaGra": 100, "WDisChaGra": 100,
+                               "WChaDisChaGra_SF": 0, "StorCtl_Mod": 2, "ChaState": 725,
+                               "ChaState_SF": -1, "OutWRte": 5000, "InWRte": 10000,
+                               "InOutWRte_WinTms": 0, "InOutWRte_RvrtTms": 0,
+                               "InOutWRte_RmpTms": 0, "InOutWRte_SF": -2}}
+    ]})
+}
+
 fn tcp_bus(port: u16) -> Rc<Bus> {
     let mut p = BusParams::tcp("127.0.0.1", port);
     p.timeout = Duration::from_millis(400);
@@ -389,6 +406,69 @@ fn writes_touch_only_the_intended_registers() {
             .is_err()
         );
         assert_eq!(peer.writes().len(), 4);
+    });
+}
+
+#[test]
+fn charge_limit_through_124_touches_only_its_registers() {
+    let peer = start_peer("write124", &json!({"devices": [battery(2, 40000)]}), None);
+    smol::block_on(async {
+        let mut dev = Device::new(tcp_bus(peer.port), DeviceParams::new("bat", 2));
+        dev.scan().await.expect("scan");
+        let r = dev.read_inverter().await.expect("read");
+        assert!(close(r.ac.w, -2500.0), "{:?}", r.ac.w);
+        let st = r.storage.expect("model 124 decoded");
+        assert!(close(st.w_cha_max_w, 3300.0), "{st:?}");
+        assert_eq!(st.charge_limited, Some(false));
+        assert!(close(st.soc_pct, 72.5));
+        let (base, before) = whole_block(&mut dev).await;
+        let m124 = *dev.map().unwrap().find(124).unwrap();
+
+        let st = dev
+            .set_charge_limit_w(Some(1155.0), 120)
+            .await
+            .expect("set charge limit");
+        assert_eq!(st.charge_limited, Some(true));
+        assert!(close(st.charge_limit_pct, 35.0), "{st:?}");
+        assert!(
+            st.charge_limit_w()
+                .is_some_and(|w| (w - 1155.0).abs() < 0.5),
+            "{st:?}"
+        );
+        let (_, after) = whole_block(&mut dev).await;
+        let mut diff = changed(base, &before, &after);
+        diff.sort();
+        let s = m124.start;
+        assert_eq!(
+            diff,
+            vec![
+                (s + 5, 2, 3),         // StorCtl_Mod: CHARGE set, DISCHARGE kept
+                (s + 13, 10000, 3500), // InWRte 35.00 % of WChaMax
+                (s + 15, 0, 120),      // InOutWRte_RvrtTms
+            ]
+        );
+        // Lifting the limit clears the CHARGE bit only.
+        dev.set_charge_limit_w(None, 120).await.expect("lift");
+        let (_, lifted) = whole_block(&mut dev).await;
+        assert_eq!(changed(base, &after, &lifted), vec![(s + 5, 3, 2)]);
+        assert_eq!(peer.writes().len(), 4);
+        assert_eq!(dev.stats().writes_unconfirmed, 0);
+
+        // A PV inverter without model 124 says so, and nothing is written.
+        let e = dev.set_charge_limit_w(Some(-5.0), 120).await.unwrap_err();
+        assert!(e.to_string().contains("charge limit"), "{e}");
+        assert_eq!(peer.writes().len(), 4);
+    });
+    let peer = start_peer(
+        "write124-pv",
+        &json!({"devices": [int_inverter(1, 40000, 3000)]}),
+        None,
+    );
+    smol::block_on(async {
+        let mut dev = Device::new(tcp_bus(peer.port), DeviceParams::new("inv", 1));
+        let e = dev.set_charge_limit_w(Some(1000.0), 120).await.unwrap_err();
+        assert!(e.to_string().contains("124"), "{e}");
+        assert!(peer.writes().is_empty());
     });
 }
 

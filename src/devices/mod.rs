@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 pub use modbus::{Bus, BusParams, LinkStats, ModbusError, Parity, TransportParams};
 pub use sunspec::{
     Blocks, CommonInfo, InverterReading, LimitState, MeterReading, ModelRef, OperatingState,
-    RevertPolicy, SunSpecError, SunSpecMap,
+    RevertPolicy, StorageState, SunSpecError, SunSpecMap,
 };
 
 /// Plain parameters of one device on a bus (the lead maps UCI config to this).
@@ -325,7 +325,7 @@ impl Device {
         if self.static_blocks.is_none() {
             self.static_blocks = Some(self.read_blocks(&[120, 121, 702]).await?);
         }
-        let mut blocks = self.read_blocks(&[meas, 122, 123, 704]).await?;
+        let mut blocks = self.read_blocks(&[meas, 122, 123, 124, 704]).await?;
         if let Some(st) = &self.static_blocks {
             blocks.extend(st.iter().map(|(k, v)| (*k, v.clone())));
         }
@@ -422,6 +422,36 @@ impl Device {
         sunspec::decode_limit(&blocks).ok_or_else(|| {
             self.sunspec_err(SunSpecError::MissingModel {
                 wanted: "controls (123 or 704)",
+                present: map.ids(),
+            })
+        })
+    }
+
+    /// Limits a storage inverter's charging to `limit_w` (model 124 InWRte with the
+    /// CHARGE bit of StorCtl_Mod), or lifts the limit (`None`), with a revert timer of
+    /// `revert_s` seconds (the caller re-sends before it runs out), then reads back to
+    /// confirm. Returns the storage state as read back.
+    pub async fn set_charge_limit_w(
+        &mut self,
+        limit_w: Option<f64>,
+        revert_s: u32,
+    ) -> Result<StorageState, DeviceError> {
+        let map = self.ensure_map().await?;
+        let ctl = map.find(124).copied().ok_or_else(|| {
+            self.sunspec_err(SunSpecError::MissingModel {
+                wanted: "basic storage controls (124)",
+                present: map.ids(),
+            })
+        })?;
+        let before = self.read_model(&ctl).await?;
+        let writes = sunspec::plan_charge_limit(&ctl, &before, limit_w, revert_s)
+            .map_err(|e| self.sunspec_err(e))?;
+        let after = self.write_and_confirm(ctl, writes).await?;
+        let mut blocks = Blocks::new();
+        blocks.insert(124, after);
+        sunspec::decode_storage(&blocks).ok_or_else(|| {
+            self.sunspec_err(SunSpecError::MissingModel {
+                wanted: "basic storage controls (124)",
                 present: map.ids(),
             })
         })

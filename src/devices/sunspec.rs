@@ -342,6 +342,31 @@ pub struct LimitState {
     pub conn_commanded: Option<bool>,
 }
 
+/// A storage inverter's charge controls and state (model 124, basic storage controls).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct StorageState {
+    /// WChaMax: the charge rate InWRte is a percentage of.
+    pub w_cha_max_w: Option<f64>,
+    /// StorCtl_Mod bit 0: the charge limit (InWRte) is in force.
+    pub charge_limited: Option<bool>,
+    /// InWRte: maximum charge rate, % of WChaMax.
+    pub charge_limit_pct: Option<f64>,
+    /// InOutWRte_RvrtTms: seconds before the rates revert without a refresh (0 = never).
+    pub revert_s: Option<u16>,
+    /// ChaState: state of charge, % of AhrRtg.
+    pub soc_pct: Option<f64>,
+}
+
+impl StorageState {
+    /// The charge limit in force, in watts (`None` when not limited or unknown).
+    pub fn charge_limit_w(&self) -> Option<f64> {
+        if self.charge_limited != Some(true) {
+            return None;
+        }
+        Some(self.charge_limit_pct? / 100.0 * self.w_cha_max_w?)
+    }
+}
+
 /// Normalised inverter reading.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct InverterReading {
@@ -356,6 +381,8 @@ pub struct InverterReading {
     pub nameplate: Nameplate,
     pub settings: Settings,
     pub limit: Option<LimitState>,
+    /// Storage controls (model 124), for a battery inverter that has them.
+    pub storage: Option<StorageState>,
 }
 
 /// Normalised meter reading. `ac.w` > 0 = import at the connection point.
@@ -608,6 +635,20 @@ pub fn decode_inverter(blocks: &Blocks) -> Result<InverterReading, SunSpecError>
         nameplate: decode_nameplate(blocks),
         settings: decode_settings(blocks),
         limit,
+        storage: decode_storage(blocks),
+    })
+}
+
+/// Charge controls and state of charge from model 124, when present.
+pub fn decode_storage(blocks: &Blocks) -> Option<StorageState> {
+    let b = Block::new(124, blocks.get(&124)?);
+    let bits = b.u16(m124::STORCTL_MOD);
+    Some(StorageState {
+        w_cha_max_w: b.scaled_u16(m124::WCHAMAX, m124::WCHAMAX_SF),
+        charge_limited: bits.map(|v| v & m124::STORCTL_CHARGE != 0),
+        charge_limit_pct: b.scaled_i16(m124::INWRTE, m124::INOUTWRTE_SF),
+        revert_s: b.u16(m124::INOUTWRTE_RVRT_TMS),
+        soc_pct: b.scaled_u16(m124::CHASTATE, m124::CHASTATE_SF),
     })
 }
 
@@ -731,6 +772,21 @@ pub mod m704 {
     pub const LEN: usize = 59;
 }
 
+/// Model 124 (basic storage controls) offsets from model_124.json.
+pub mod m124 {
+    pub const WCHAMAX: usize = 2;
+    pub const STORCTL_MOD: usize = 5;
+    pub const CHASTATE: usize = 8;
+    pub const INWRTE: usize = 13;
+    pub const INOUTWRTE_RVRT_TMS: usize = 15;
+    pub const WCHAMAX_SF: usize = 18;
+    pub const CHASTATE_SF: usize = 22;
+    pub const INOUTWRTE_SF: usize = 25;
+    pub const LEN: usize = 26;
+    /// StorCtl_Mod bit 0 (CHARGE): InWRte limits charging.
+    pub const STORCTL_CHARGE: u16 = 1;
+}
+
 /// One register write: `values` go to `address`, `address + 1`, ...
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegisterWrite {
@@ -828,6 +884,79 @@ pub fn plan_active_power_limit(
             what: format!("model {other} carries no active power limit"),
         }),
     }
+}
+
+/// The writes that limit a storage inverter's charging to `limit_w` (model 124 InWRte,
+/// a percentage of WChaMax, with StorCtl_Mod's CHARGE bit set), or lift the limit
+/// (`None`: the CHARGE bit cleared, InWRte left as it was). The discharge bit is kept
+/// as found. `revert_s` goes to InOutWRte_RvrtTms, so the limit lapses if csipd stops
+/// refreshing it; it is written first, before the limit takes effect.
+pub fn plan_charge_limit(
+    ctl: &ModelRef,
+    regs: &[u16],
+    limit_w: Option<f64>,
+    revert_s: u32,
+) -> Result<Vec<RegisterWrite>, SunSpecError> {
+    if ctl.id != 124 {
+        return Err(SunSpecError::OutOfRange {
+            what: format!("a charge limit needs model 124, got model {}", ctl.id),
+        });
+    }
+    let b = Block::new(124, regs);
+    b.ensure_len(m124::LEN)?;
+    let w = |off: usize, values: Vec<u16>, point| RegisterWrite {
+        address: ctl.addr(off as u16),
+        values,
+        point,
+    };
+    // 0xFFFF (not implemented) reads as no bits set.
+    let bits = b.u16(m124::STORCTL_MOD).unwrap_or(0);
+    let Some(limit_w) = limit_w else {
+        return Ok(vec![w(
+            m124::STORCTL_MOD,
+            vec![bits & !m124::STORCTL_CHARGE],
+            "StorCtl_Mod",
+        )]);
+    };
+    let max_w = b
+        .scaled_u16(m124::WCHAMAX, m124::WCHAMAX_SF)
+        .filter(|w| *w > 0.0)
+        .ok_or_else(|| SunSpecError::OutOfRange {
+            what: "model 124 WChaMax is not implemented or 0: a charge limit (a % of it) \
+                   cannot be set"
+                .into(),
+        })?;
+    if !limit_w.is_finite() || limit_w < 0.0 {
+        return Err(SunSpecError::OutOfRange {
+            what: format!("charge limit {limit_w} W must be 0 or more"),
+        });
+    }
+    let pct = (100.0 * limit_w / max_w).min(100.0);
+    let sf = b
+        .sf(m124::INOUTWRTE_SF)
+        .ok_or(SunSpecError::UnknownScaleFactor {
+            model: 124,
+            point: "InOutWRte_SF",
+        })?;
+    // Round down: the inverter never charges faster than asked.
+    let raw = (pct / 10f64.powi(i32::from(sf)) + 1e-9).floor();
+    if !(0.0..=32767.0).contains(&raw) {
+        return Err(SunSpecError::OutOfRange {
+            what: format!("charge limit {pct:.2}% does not fit InWRte with scale factor {sf}"),
+        });
+    }
+    let rvrt = u16::try_from(revert_s).map_err(|_| SunSpecError::OutOfRange {
+        what: format!("revert timeout {revert_s} s exceeds model 124's 65535 s"),
+    })?;
+    Ok(vec![
+        w(m124::INOUTWRTE_RVRT_TMS, vec![rvrt], "InOutWRte_RvrtTms"),
+        w(m124::INWRTE, vec![raw as i16 as u16], "InWRte"),
+        w(
+            m124::STORCTL_MOD,
+            vec![bits | m124::STORCTL_CHARGE],
+            "StorCtl_Mod",
+        ),
+    ])
 }
 
 /// The write that connects (true) or disconnects (false) the inverter (model 123 Conn).
@@ -1068,5 +1197,85 @@ mod tests {
         assert!(verify_writes(&ctl, &after, &w).is_err());
         after[14] = 1;
         assert!(verify_writes(&ctl, &after, &w).is_ok());
+    }
+
+    /// A model 124 block as a battery inverter lays it out: WChaMax 5000 W (SF 0),
+    /// InOutWRte_SF -2 (InWRte in hundredths of a percent), discharge limit bit set.
+    fn m124_block() -> (ModelRef, Vec<u16>) {
+        let ctl = ModelRef {
+            id: 124,
+            start: 40200,
+            len: 24,
+        };
+        let mut regs = vec![0u16; m124::LEN];
+        regs[0] = 124;
+        regs[1] = 24;
+        regs[m124::WCHAMAX] = 5000;
+        regs[m124::STORCTL_MOD] = 0b10;
+        regs[m124::CHASTATE] = 655; // 65.5 %
+        regs[m124::INWRTE] = 10000; // 100.00 %
+        regs[m124::WCHAMAX_SF] = 0;
+        regs[m124::CHASTATE_SF] = (-1i16) as u16;
+        regs[m124::INOUTWRTE_SF] = (-2i16) as u16;
+        (ctl, regs)
+    }
+
+    #[test]
+    fn plan_124_limits_charging_and_keeps_the_discharge_bit() {
+        let (ctl, regs) = m124_block();
+        let w = plan_charge_limit(&ctl, &regs, Some(1234.0), 120).unwrap();
+        // Revert timer first, then InWRte (24.68 % of 5000 W, rounded down), then the bit.
+        assert_eq!(w[0].address, 40200 + 15);
+        assert_eq!(w[0].values, vec![120]);
+        assert_eq!(w[1].address, 40200 + 13);
+        assert_eq!(w[1].values, vec![2468]);
+        assert_eq!(w[2].address, 40200 + 5);
+        assert_eq!(w[2].values, vec![0b11]);
+        let mut after = regs.clone();
+        for wr in &w {
+            let off = usize::from(wr.address - ctl.start);
+            after[off..off + wr.values.len()].copy_from_slice(&wr.values);
+        }
+        assert!(verify_writes(&ctl, &after, &w).is_ok());
+        let mut blocks = Blocks::new();
+        blocks.insert(124, after);
+        let st = decode_storage(&blocks).unwrap();
+        assert_eq!(st.charge_limited, Some(true));
+        assert!(
+            (st.charge_limit_w().unwrap() - 1234.0).abs() < 0.5,
+            "{st:?}"
+        );
+        assert_eq!(st.w_cha_max_w, Some(5000.0));
+        assert_eq!(st.soc_pct, Some(65.5));
+        assert_eq!(st.revert_s, Some(120));
+        // Never above WChaMax, and zero is a limit too.
+        let w = plan_charge_limit(&ctl, &regs, Some(9000.0), 0).unwrap();
+        assert_eq!(w[1].values, vec![10000]);
+        let w = plan_charge_limit(&ctl, &regs, Some(0.0), 0).unwrap();
+        assert_eq!(w[1].values, vec![0]);
+    }
+
+    #[test]
+    fn plan_124_lifts_the_limit_and_refuses_what_it_cannot_write() {
+        let (ctl, mut regs) = m124_block();
+        regs[m124::STORCTL_MOD] = 0b11;
+        let w = plan_charge_limit(&ctl, &regs, None, 120).unwrap();
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].values, vec![0b10]);
+        assert!(plan_charge_limit(&ctl, &regs, Some(-1.0), 0).is_err());
+        assert!(plan_charge_limit(&ctl, &regs, Some(f64::NAN), 0).is_err());
+        assert!(plan_charge_limit(&ctl, &regs, Some(100.0), 70000).is_err());
+        regs[m124::WCHAMAX] = 0xFFFF;
+        let e = plan_charge_limit(&ctl, &regs, Some(100.0), 0).unwrap_err();
+        assert!(e.to_string().contains("WChaMax"), "{e}");
+        regs[m124::WCHAMAX] = 5000;
+        regs[m124::INOUTWRTE_SF] = 0x8000;
+        assert!(matches!(
+            plan_charge_limit(&ctl, &regs, Some(100.0), 0),
+            Err(SunSpecError::UnknownScaleFactor { .. })
+        ));
+        let not_124 = ModelRef { id: 123, ..ctl };
+        assert!(plan_charge_limit(&not_124, &regs, Some(100.0), 0).is_err());
+        assert!(plan_charge_limit(&ctl, &regs[..10], Some(100.0), 0).is_err());
     }
 }

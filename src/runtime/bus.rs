@@ -16,6 +16,8 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(30);
 /// A setpoint change smaller than this (percent of rating) is not written, unless it
 /// tightens: that keeps a 9600-baud line from carrying a write every cycle.
 pub const WRITE_DEADBAND_PCT: f64 = 0.5;
+/// A charge limit change smaller than this (W) is not written unless it tightens.
+pub const CHARGE_DEADBAND_W: f64 = 50.0;
 
 /// The bus a device is on, as the device layer wants it.
 pub fn bus_params(d: &config::DeviceConfig) -> BusParams {
@@ -67,6 +69,8 @@ struct Slot {
     /// The last setpoint written and when (monotonic), for deadband and refresh.
     last_write: Option<(f64, Instant)>,
     last_connect: Option<bool>,
+    /// The last charge limit written (None = lifted) and when, for storage inverters.
+    last_charge_write: Option<(Option<f64>, Instant)>,
 }
 
 /// Runs one bus forever: poll every device, then sleep out the cycle.
@@ -90,6 +94,7 @@ pub async fn run_bus(
                 config: c,
                 last_write: None,
                 last_connect: None,
+                last_charge_write: None,
             }
         })
         .collect();
@@ -192,7 +197,62 @@ async fn poll_device(slot: &mut Slot, site: &SharedSite) {
     }
 }
 
+/// Writes a storage inverter's charge limit when it changed beyond the deadband,
+/// tightened, or is due for a refresh before the inverter's revert timer runs out. A
+/// limit at or above WChaMax is written as "no limit".
+async fn apply_charge_limit(slot: &mut Slot, cmd: &Command, site: &SharedSite) {
+    let Some(wanted_w) = cmd.charge_limit_w else {
+        return;
+    };
+    let name = slot.config.name.clone();
+    let now = Instant::now();
+    let max_w = site
+        .borrow()
+        .devices
+        .get(&name)
+        .and_then(|d| d.max_charge_w)
+        .unwrap_or(f64::INFINITY);
+    let wanted = (wanted_w < max_w - 0.5).then_some(wanted_w.max(0.0));
+    let due = match slot.last_charge_write {
+        None => true,
+        Some((last, at)) => match (last, wanted) {
+            (None, None) => false,
+            (Some(_), None) | (None, Some(_)) => true,
+            (Some(last), Some(w)) => {
+                w < last - 1.0
+                    || (w - last).abs() >= CHARGE_DEADBAND_W
+                    || now.saturating_duration_since(at) >= REFRESH_EVERY
+            }
+        },
+    };
+    if !due {
+        return;
+    }
+    let r = slot
+        .device
+        .set_charge_limit_w(wanted, REVERT_TIMEOUT_S)
+        .await;
+    let mut s = site.borrow_mut();
+    let Some(st) = s.devices.get_mut(&name) else {
+        return;
+    };
+    match r {
+        Ok(state) => {
+            if slot.last_charge_write.map(|(w, _)| w) != Some(wanted) {
+                log::debug!("device '{name}': charge limit {wanted:?} W");
+            }
+            slot.last_charge_write = Some((wanted, now));
+            st.writes_ok += 1;
+            st.charge_limit_w = state.charge_limit_w();
+        }
+        Err(e) => st.record_write_error(e.to_string()),
+    }
+}
+
 async fn apply_command(slot: &mut Slot, cmd: Command, site: &SharedSite) {
+    if slot.config.role == DeviceRole::Storage {
+        apply_charge_limit(slot, &cmd, site).await;
+    }
     let name = slot.config.name.clone();
     let now = Instant::now();
     if slot.last_connect != Some(cmd.connect) {

@@ -23,6 +23,8 @@ pub struct Coordinator {
     start: Instant,
     last_limits: Vec<status::ActiveLimit>,
     last_fail_safe: Option<bool>,
+    /// Limit modes last reported as unsupported (logged when the set changes).
+    last_unsupported: Vec<control::Mode>,
     last_reason: String,
     /// The last cycle's telemetry sample (the tick task hands it to the store).
     pub last_sample: Option<crate::store::Sample>,
@@ -48,6 +50,7 @@ impl Coordinator {
             start: Instant::now(),
             last_limits: Vec::new(),
             last_fail_safe: None,
+            last_unsupported: Vec::new(),
             last_reason: String::new(),
             last_sample: None,
             config: config.clone(),
@@ -87,8 +90,11 @@ impl Coordinator {
         let mut s = site.borrow_mut();
 
         // (Re)build the controller when the inverters or their ratings change.
-        let params =
-            map::controller_params(&cfg, |name| s.devices.get(name).and_then(|d| d.rating_w));
+        let params = map::controller_params(
+            &cfg,
+            |name| s.devices.get(name).and_then(|d| d.rating_w),
+            |name| s.devices.get(name).and_then(|d| d.max_charge_w),
+        );
         if self.controller.as_ref().map(|c| c.params()) != Some(&params) {
             log::info!(
                 "controller: {} inverter(s) {:?}, fail-safe export {} W",
@@ -158,6 +164,7 @@ impl Coordinator {
                         setpoint_pct: sp.setpoint_pct,
                         fallback_pct,
                         connect: sp.connect,
+                        charge_limit_w: sp.charge_limit_w,
                     },
                 )
             })
@@ -178,7 +185,19 @@ impl Coordinator {
                 )
                 .max(0.0)
         });
-        let limits = map::status_limits(&merged, fail_safe_w);
+        let limits = map::status_limits(&merged, fail_safe_w, &setpoints.unsupported);
+        if self.last_unsupported != setpoints.unsupported {
+            for mode in &setpoints.unsupported {
+                let text = format!(
+                    "{} limit in force but not supported: no storage inverter with a \
+                     controllable charge rate (SunSpec model 124)",
+                    mode.name()
+                );
+                log::warn!("{text}");
+                status.log_event(unix_s, "warn", "control", &text);
+            }
+            self.last_unsupported = setpoints.unsupported.clone();
+        }
         let stale_s = cfg.control.meter_stale_s;
         let meter_fresh = meter.is_some_and(|m| !m.is_stale(now, stale_s) && m.w.is_some());
         let site_w = meter.and_then(|m| m.w);
@@ -240,6 +259,7 @@ impl Coordinator {
                     limit_pct: w.as_ref().map(|w| w.limit_pct),
                     connect: w.as_ref().map(|w| w.connect),
                     written_unix_s: w.as_ref().map(|w| w.at_unix_s),
+                    charge_limit_w: s.devices.get(&d.name).and_then(|st| st.charge_limit_w),
                 }
             })
             .collect();

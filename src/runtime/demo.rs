@@ -6,7 +6,9 @@
 //! at 1000 W; the load steps every 40 s so the controller has work to do.
 //!
 //! `csipd demo --sim-only` (for tests and trying `csipd run`) serves only the simulated
-//! site and prints its Modbus addresses.
+//! site and prints its Modbus addresses. `--battery` adds a battery inverter (unit 2 on
+//! the inverter's port) that charges at up to 3 kW unless limited; `--sun-w W` sets
+//! what the sun gives (0: night, so the battery charges from the grid).
 
 use crate::sim::site::{PvProfile, SimInverter as PhysInverter, Site};
 use crate::sim::sunspec_server::{SimInverter, SimMeter, SunSpecSimulator};
@@ -21,11 +23,17 @@ pub const DEMO_USAGE: &str = "usage: csipd demo [--seconds N] [--port P]
   --seconds N   stop after N seconds (default: run until Ctrl-C)
   --port P      status server port on 127.0.0.1 (default 8080; 0 = any free port)
   --sim-only    serve only the simulated site (for `csipd run` against it)
+  --battery     add a battery inverter (unit 2 on the inverter's port, model 124)
+  --sun-w W     what the sun gives the PV inverter (default 4800; 0 = night)
 ";
 
 /// PV inverter rating and what the sun gives.
 pub const PV_RATING_W: f64 = 5000.0;
 pub const PV_AVAILABLE_W: f64 = 4800.0;
+/// The battery inverter `--battery` adds: rating, WChaMax, and the charge rate it
+/// wants (self-consumption mode, charging only).
+pub const BATTERY_RATING_W: f64 = 5000.0;
+pub const BATTERY_MAX_CHARGE_W: f64 = 3000.0;
 /// Export limits the demo configures.
 pub const FIXED_EXPORT_LIMIT_W: u32 = 1500;
 pub const WINDOW_EXPORT_LIMIT_W: u32 = 1000;
@@ -45,6 +53,23 @@ struct Args {
     seconds: Option<u64>,
     port: u16,
     sim_only: bool,
+    sim: SimOptions,
+}
+
+/// What the simulated site has besides the PV inverter and the meter.
+#[derive(Debug, Clone, Copy)]
+pub struct SimOptions {
+    pub battery: bool,
+    pub sun_w: f64,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            battery: false,
+            sun_w: PV_AVAILABLE_W,
+        }
+    }
 }
 
 fn parse_args(args: &[String]) -> Result<Args, String> {
@@ -52,6 +77,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         seconds: None,
         port: 8080,
         sim_only: false,
+        sim: SimOptions::default(),
     };
     let mut words = args.iter();
     while let Some(w) = words.next() {
@@ -67,6 +93,8 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
                     .map_err(|_| "--port must be 0..65535".to_string())?
             }
             "--sim-only" => a.sim_only = true,
+            "--battery" => a.sim.battery = true,
+            "--sun-w" => a.sim.sun_w = value("--sun-w")? as f64,
             other => return Err(format!("unknown argument '{other}'")),
         }
     }
@@ -77,12 +105,20 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
 pub struct SimSite {
     pub inverter_port: u16,
     pub meter_port: u16,
+    /// A battery inverter at unit 2 on `inverter_port`.
+    pub battery: bool,
 }
 
 /// Starts the two SunSpec servers and the physics on `ex`.
-pub fn start_sim_site(ex: &Rc<LocalExecutor<'static>>) -> std::io::Result<SimSite> {
+pub fn start_sim_site(
+    ex: &Rc<LocalExecutor<'static>>,
+    options: SimOptions,
+) -> std::io::Result<SimSite> {
     let inv_sim = SunSpecSimulator::new();
     let inverter = inv_sim.add_inverter(1, PV_RATING_W);
+    let battery = options
+        .battery
+        .then(|| inv_sim.add_battery(2, BATTERY_RATING_W, BATTERY_MAX_CHARGE_W));
     let meter_sim = SunSpecSimulator::new();
     let meter = meter_sim.add_meter(1);
     let inv_listener = SunSpecSimulator::bind(0)?;
@@ -90,6 +126,7 @@ pub fn start_sim_site(ex: &Rc<LocalExecutor<'static>>) -> std::io::Result<SimSit
     let site = SimSite {
         inverter_port: inv_listener.get_ref().local_addr()?.port(),
         meter_port: meter_listener.get_ref().local_addr()?.port(),
+        battery: options.battery,
     };
     for (sim, listener) in [(inv_sim, inv_listener), (meter_sim, meter_listener)] {
         let ex2 = ex.clone();
@@ -100,23 +137,27 @@ pub fn start_sim_site(ex: &Rc<LocalExecutor<'static>>) -> std::io::Result<SimSit
         })
         .detach();
     }
-    ex.spawn(physics(inverter, meter)).detach();
+    ex.spawn(physics(inverter, battery, meter, options.sun_w))
+        .detach();
     Ok(site)
 }
 
 /// Steps the site physics and mirrors it into the Modbus registers; reads back the
 /// limit csipd wrote (model 123, with its revert timer honoured by the simulator).
-async fn physics(inverter: SimInverter, meter: SimMeter) {
-    let mut site = Site::new(
-        load_w(0.0),
-        vec![PhysInverter::pv(
-            PV_RATING_W,
-            PvProfile::Constant {
-                available_w: PV_AVAILABLE_W,
-            },
+async fn physics(inverter: SimInverter, battery: Option<SimInverter>, meter: SimMeter, sun_w: f64) {
+    let mut phys = vec![PhysInverter::pv(
+        PV_RATING_W,
+        PvProfile::Constant { available_w: sun_w },
+        1.0,
+    )];
+    if battery.is_some() {
+        phys.push(PhysInverter::battery(
+            BATTERY_RATING_W,
+            BATTERY_MAX_CHARGE_W,
             1.0,
-        )],
-    );
+        ));
+    }
+    let mut site = Site::new(load_w(0.0), phys);
     site.settle();
     let start = Instant::now();
     let (mut import_wh, mut export_wh) = (0.0, 0.0);
@@ -126,7 +167,14 @@ async fn physics(inverter: SimInverter, meter: SimMeter) {
         site.base_load_w = load_w(t);
         site.inverters[0].setpoint_w = inverter.limit_w().unwrap_or(PV_RATING_W);
         site.inverters[0].connected = inverter.connected();
+        if let Some(b) = &battery {
+            site.inverters[1].charge_limit_w = b.charge_limit_w();
+            site.inverters[1].connected = b.connected();
+        }
         site.step(PHYSICS_STEP_S);
+        if let Some(b) = &battery {
+            b.set_output_w(site.inverters[1].output_w);
+        }
         let out_w = site.inverters[0].output_w;
         let site_w = site.meter_site_w();
         inverter.set_output_w(out_w);
@@ -193,10 +241,25 @@ config device 'site_meter'
 \toption host '127.0.0.1'
 \toption port '{meter}'
 \toption unit_id '1'
-",
+{battery}",
         start = hhmm(start_min),
         inv = site.inverter_port,
         meter = site.meter_port,
+        battery = if site.battery {
+            format!(
+                "
+config device 'battery'
+\toption role 'storage'
+\toption transport 'tcp'
+\toption host '127.0.0.1'
+\toption port '{}'
+\toption unit_id '2'
+",
+                site.inverter_port
+            )
+        } else {
+            String::new()
+        },
     )
 }
 
@@ -211,7 +274,7 @@ pub fn demo_main(args: &[String]) -> ExitCode {
     };
     crate::logging::init(log::LevelFilter::Info);
     let ex: Rc<LocalExecutor<'static>> = Rc::new(LocalExecutor::new());
-    let site = match start_sim_site(&ex) {
+    let site = match start_sim_site(&ex, a.sim) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("csipd demo: cannot start the simulated site on 127.0.0.1: {e}");
@@ -222,6 +285,9 @@ pub fn demo_main(args: &[String]) -> ExitCode {
     if a.sim_only {
         println!("inverter: tcp://127.0.0.1:{} unit 1", site.inverter_port);
         println!("meter: tcp://127.0.0.1:{} unit 1", site.meter_port);
+        if a.sim.battery {
+            println!("battery: tcp://127.0.0.1:{} unit 2", site.inverter_port);
+        }
         let _ = std::io::stdout().flush();
         let ex2 = ex.clone();
         return smol::block_on(ex.run(async move {
@@ -281,6 +347,7 @@ pub fn demo_main(args: &[String]) -> ExitCode {
     };
     let inv_port = site.inverter_port;
     let meter_port = site.meter_port;
+    let battery = site.battery;
     let config_path = path_text.clone();
     let on_ready = Box::new(move |url: &str| {
         println!("csipd demo: a simulated site on loopback, controlled by the real daemon path");
@@ -290,6 +357,11 @@ pub fn demo_main(args: &[String]) -> ExitCode {
         println!(
             "  site meter: tcp://127.0.0.1:{meter_port} unit 1; load steps every {LOAD_STEP_S:.0} s through {LOAD_PROFILE_W:?} W"
         );
+        if battery {
+            println!(
+                "  battery {BATTERY_RATING_W:.0} W, charges at up to {BATTERY_MAX_CHARGE_W:.0} W: tcp://127.0.0.1:{inv_port} unit 2"
+            );
+        }
         println!(
             "  limits: fixed export {FIXED_EXPORT_LIMIT_W} W; tariff window demo_window {WINDOW_EXPORT_LIMIT_W} W for the next 3 minutes"
         );
@@ -327,9 +399,10 @@ mod tests {
 
     #[test]
     fn demo_config_is_valid_and_has_the_window() {
-        let site = SimSite {
+        let mut site = SimSite {
             inverter_port: 1502,
             meter_port: 1503,
+            battery: false,
         };
         for start in [0, 600, 1437, 1439] {
             let text = demo_config_text(&site, 0, start, "/tmp/csipd-demo-test");
@@ -347,6 +420,16 @@ mod tests {
             assert_eq!(c.devices.len(), 2);
             assert_eq!(c.limits.export_limit_w, Some(FIXED_EXPORT_LIMIT_W));
         }
+        site.battery = true;
+        let text = demo_config_text(&site, 0, 0, "/tmp/csipd-demo-test");
+        let (c, _) = crate::config::from_text(&text, "demo").expect("demo config valid");
+        let bat = c
+            .devices
+            .iter()
+            .find(|d| d.name == "battery")
+            .expect("battery");
+        assert_eq!(bat.role, crate::config::DeviceRole::Storage);
+        assert_eq!(bat.unit_id, 2);
     }
 
     #[test]

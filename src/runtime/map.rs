@@ -114,18 +114,22 @@ pub fn site_meter(c: &Config) -> Option<&config::DeviceConfig> {
 }
 
 /// Controller parameters for the inverters whose rating is known (`rating_w` gives it
-/// per device name). Storage inverters are driven like generators: the device layer has
-/// no charge-limit control yet, so import and load limits are reported unsupported.
+/// per device name). A storage inverter whose charge rate can be limited (model 124:
+/// `max_charge_w` gives its WChaMax) carries the import and load limits; without one
+/// the controller reports those limits unsupported.
 pub fn controller_params(
     c: &Config,
     rating_w: impl Fn(&str) -> Option<f64>,
+    max_charge_w: impl Fn(&str) -> Option<f64>,
 ) -> control::ControllerParams {
     let inverters = controlled_devices(c)
         .filter_map(|d| {
             rating_w(&d.name).map(|r| control::InverterParams {
                 name: d.name.clone(),
                 rating_w: r,
-                max_charge_w: None,
+                max_charge_w: (d.role == DeviceRole::Storage)
+                    .then(|| max_charge_w(&d.name))
+                    .flatten(),
             })
         })
         .collect();
@@ -233,7 +237,13 @@ pub fn status_source(s: &Source) -> status::LimitSource {
 /// The limits in force for the status: the merged limits, with the export limit
 /// replaced by the fail-safe one while the controller is in fail-safe and that is
 /// tighter. `fail_safe_w` is the controller's fail-safe level when in fail-safe.
-pub fn status_limits(merged: &MergedLimits, fail_safe_w: Option<f64>) -> Vec<status::ActiveLimit> {
+/// The merged limits as the status shows them; `unsupported` are the modes the control
+/// law cannot act on (import/load without a storage inverter that takes a charge limit).
+pub fn status_limits(
+    merged: &MergedLimits,
+    fail_safe_w: Option<f64>,
+    unsupported: &[control::Mode],
+) -> Vec<status::ActiveLimit> {
     let mut out = Vec::new();
     let power = |mode: status::LimitMode, l: &Limit| status::ActiveLimit {
         mode,
@@ -241,6 +251,7 @@ pub fn status_limits(merged: &MergedLimits, fail_safe_w: Option<f64>) -> Vec<sta
         connect: None,
         source: status_source(&l.source),
         end_unix_s: l.until_s,
+        unsupported: false,
     };
     let export = match (&merged.export_limit_w, fail_safe_w) {
         (Some(l), Some(fs)) if fs >= l.value => Some(power(status::LimitMode::Export, l)),
@@ -250,18 +261,33 @@ pub fn status_limits(merged: &MergedLimits, fail_safe_w: Option<f64>) -> Vec<sta
             connect: None,
             source: status::LimitSource::FailSafe,
             end_unix_s: None,
+            unsupported: false,
         }),
         (Some(l), None) => Some(power(status::LimitMode::Export, l)),
         (None, None) => None,
     };
     out.extend(export);
-    for (mode, l) in [
-        (status::LimitMode::Import, &merged.import_limit_w),
-        (status::LimitMode::Generation, &merged.generation_limit_w),
-        (status::LimitMode::Load, &merged.load_limit_w),
+    for (mode, control_mode, l) in [
+        (
+            status::LimitMode::Import,
+            control::Mode::Import,
+            &merged.import_limit_w,
+        ),
+        (
+            status::LimitMode::Generation,
+            control::Mode::Generation,
+            &merged.generation_limit_w,
+        ),
+        (
+            status::LimitMode::Load,
+            control::Mode::Load,
+            &merged.load_limit_w,
+        ),
     ] {
         if let Some(l) = l {
-            out.push(power(mode, l));
+            let mut limit = power(mode, l);
+            limit.unsupported = unsupported.contains(&control_mode);
+            out.push(limit);
         }
     }
     // Connect: shown when something says "off" (connect or energize).
@@ -276,6 +302,7 @@ pub fn status_limits(merged: &MergedLimits, fail_safe_w: Option<f64>) -> Vec<sta
             connect: Some(false),
             source: status_source(&s.source),
             end_unix_s: s.until_s,
+            unsupported: false,
         });
     }
     out
@@ -314,6 +341,11 @@ config device 'meter'
 	option transport 'tcp'
 	option host '127.0.0.1'
 	option unit_id '2'
+config device 'bat'
+	option role 'storage'
+	option transport 'tcp'
+	option host '127.0.0.1'
+	option unit_id '3'
 ";
 
     fn cfg() -> Config {
@@ -332,8 +364,20 @@ config device 'meter'
             w[0].weekdays,
             [true, true, false, false, false, false, false]
         );
-        let p = controller_params(&c, |n| (n == "inv").then_some(5000.0));
-        assert_eq!(p.inverters.len(), 1);
+        let p = controller_params(&c, |n| (n == "inv").then_some(5000.0), |_| None);
+        assert_eq!(
+            p.inverters.len(),
+            1,
+            "the battery's rating is not known yet"
+        );
+        // A charge rate is used for a storage device only: the inverter stays a generator.
+        let p = controller_params(&c, |_| Some(5000.0), |_| Some(3000.0));
+        let charge: Vec<(&str, Option<f64>)> = p
+            .inverters
+            .iter()
+            .map(|i| (i.name.as_str(), i.max_charge_w))
+            .collect();
+        assert_eq!(charge, [("inv", None), ("bat", Some(3000.0))]);
         assert_eq!(p.cycle_ms, 500);
         assert_eq!(p.meter_timeout_ms, 4000);
         assert_eq!(site_meter(&c).map(|d| d.name.as_str()), Some("meter"));
@@ -392,7 +436,7 @@ config device 'meter'
             )),
             ..MergedLimits::default()
         };
-        let l = status_limits(&merged, None);
+        let l = status_limits(&merged, None, &[]);
         assert_eq!(
             l[0].source,
             status::LimitSource::Tariff {
@@ -400,11 +444,41 @@ config device 'meter'
             }
         );
         assert_eq!(l[0].end_unix_s, Some(99));
-        let l = status_limits(&merged, Some(0.0));
+        let l = status_limits(&merged, Some(0.0), &[]);
         assert_eq!(l[0].source, status::LimitSource::FailSafe);
         assert_eq!(l[0].value_w, Some(0.0));
-        let l = status_limits(&merged, Some(2000.0));
+        let l = status_limits(&merged, Some(2000.0), &[]);
         assert_eq!(l[0].value_w, Some(1500.0));
+    }
+
+    #[test]
+    fn an_import_limit_without_storage_shows_as_unsupported() {
+        let merged = MergedLimits {
+            import_limit_w: Some(Limit::new(
+                2000.0,
+                Source::Fixed { option: "x".into() },
+                None,
+            )),
+            generation_limit_w: Some(Limit::new(
+                4000.0,
+                Source::Fixed { option: "x".into() },
+                None,
+            )),
+            ..MergedLimits::default()
+        };
+        let l = status_limits(&merged, None, &[control::Mode::Import]);
+        let flags: Vec<(status::LimitMode, bool)> =
+            l.iter().map(|l| (l.mode, l.unsupported)).collect();
+        assert_eq!(
+            flags,
+            [
+                (status::LimitMode::Import, true),
+                (status::LimitMode::Generation, false)
+            ]
+        );
+        let json = serde_json::to_value(&l).expect("json");
+        assert_eq!(json[0]["unsupported"], true);
+        assert!(json[1].get("unsupported").is_none(), "left out when false");
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub struct Command {
     /// Where the inverter goes if csipd stops refreshing (model 704 only).
     pub fallback_pct: f64,
     pub connect: bool,
+    /// Storage inverters: the charge limit (W) the control law wants.
+    pub charge_limit_w: Option<f64>,
 }
 
 /// What was last written to an inverter and confirmed by read-back.
@@ -62,6 +64,12 @@ pub struct DeviceState {
     /// A new error not yet reported in the status's error list.
     pub unreported_error: Option<String>,
     pub written: Option<Written>,
+    /// Storage inverters with model 124: WChaMax, the charge rate csipd can limit.
+    pub max_charge_w: Option<f64>,
+    /// Storage inverters: the charge limit in force as last read or written (W).
+    pub charge_limit_w: Option<f64>,
+    /// Storage inverters: state of charge (%).
+    pub soc_pct: Option<f64>,
 }
 
 impl DeviceState {
@@ -83,6 +91,9 @@ impl DeviceState {
             last_error: None,
             unreported_error: None,
             written: None,
+            max_charge_w: None,
+            charge_limit_w: None,
+            soc_pct: None,
         }
     }
 
@@ -115,6 +126,11 @@ impl DeviceState {
             .or(r.nameplate.w_rtg_w)
             .filter(|w| *w > 0.0)
             .or(self.rating_w);
+        if let Some(st) = &r.storage {
+            self.max_charge_w = st.w_cha_max_w.filter(|w| *w > 0.0);
+            self.charge_limit_w = st.charge_limit_w();
+            self.soc_pct = st.soc_pct;
+        }
         self.ok(at);
     }
 

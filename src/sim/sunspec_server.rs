@@ -10,6 +10,9 @@
 //! - inverter: models 1, 103, 120, 121, 123. Only model 123's control points (and model 1
 //!   `DA`) are writable; a write anywhere else gets exception 2 (illegal data address),
 //!   as strict real inverters answer. The 123 revert timer is honoured.
+//! - battery: the inverter's models plus 124 (basic storage controls: WChaMax,
+//!   StorCtl_Mod, InWRte and its revert timer writable). Output is negative while it
+//!   charges.
 //! - meter: models 1, 203. Nothing is writable. `W` > 0 = import.
 
 use std::cell::RefCell;
@@ -22,7 +25,7 @@ use rmodbus::{ErrorKind, ModbusProto};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::{Async, LocalExecutor};
 
-use crate::devices::sunspec::m123;
+use crate::devices::sunspec::{m123, m124};
 
 /// Base address of every simulated map.
 pub const SIM_BASE: u16 = 40000;
@@ -35,6 +38,7 @@ const L_103: u16 = 50;
 const L_120: u16 = 26;
 const L_121: u16 = 30;
 const L_123: u16 = 24;
+const L_124: u16 = 24;
 const L_203: u16 = 105;
 
 struct Model {
@@ -172,18 +176,27 @@ pub struct SimInverter {
 }
 
 impl SimInverter {
-    fn new(serial: &str, rating_w: f64) -> SimInverter {
+    /// A PV inverter, or with `max_charge_w` a battery inverter (model 124 added).
+    fn new(serial: &str, rating_w: f64, max_charge_w: Option<f64>) -> SimInverter {
+        let mut models = vec![
+            (1, L_COMMON),
+            (103, L_103),
+            (120, L_120),
+            (121, L_121),
+            (123, L_123),
+        ];
+        if max_charge_w.is_some() {
+            models.push((124, L_124));
+        }
         let mut r = Regs::build(
             "csipd-sim",
-            "SimInverter",
+            if max_charge_w.is_some() {
+                "SimBattery"
+            } else {
+                "SimInverter"
+            },
             serial,
-            &[
-                (1, L_COMMON),
-                (103, L_103),
-                (120, L_120),
-                (121, L_121),
-                (123, L_123),
-            ],
+            &models,
         );
         // W_SF 0 up to 30 kW, else 1: W (int16) must hold the rating.
         let w_sf: i16 = if rating_w > 30000.0 { 1 } else { 0 };
@@ -203,7 +216,7 @@ impl SimInverter {
         }
         r.set(m, 38, 2); // St: sleeping
         let n = r.start(120);
-        r.set(n, 2, 4); // DERTyp PV
+        r.set(n, 2, if max_charge_w.is_some() { 82 } else { 4 }); // DERTyp PV / PV_STOR
         r.set_u16(n, 3, rating_w / wscale);
         r.set(n, 4, w_sf as u16);
         r.set_u16(n, 5, rating_w / wscale);
@@ -224,6 +237,24 @@ impl SimInverter {
         r.set(c, 25, NOT_IMPL_I16);
         // writable: Conn_WinTms .. VArPct_Ena (offsets 2..=22), never ID/L/SFs
         r.writable.push((c + 2, c + 22));
+        if let Some(max_w) = max_charge_w {
+            let b = r.start(124);
+            for off in 2..=17 {
+                r.set(b, off, 0);
+            }
+            r.set_u16(b, m124::WCHAMAX, max_w / wscale);
+            r.set(b, m124::WCHAMAX_SF, w_sf as u16);
+            r.set(b, m124::CHASTATE, 500); // 50.0 %
+            r.set(b, m124::CHASTATE_SF, (-1i16) as u16);
+            r.set(b, m124::INWRTE, 10000); // 100.00 % of WChaMax
+            r.set(b, m124::INOUTWRTE_SF, (-2i16) as u16);
+            for off in [19, 20, 21, 23, 24] {
+                r.set(b, off, 0); // the other scale factors
+            }
+            // writable: WChaMax .. ChaGriSet except the read-only state points 8..=11
+            r.writable.push((b + 2, b + 7));
+            r.writable.push((b + 12, b + 17));
+        }
         let inv = SimInverter {
             regs: Rc::new(RefCell::new(r)),
             rating_w,
@@ -256,7 +287,7 @@ impl SimInverter {
         r.set_u16(m, 16, 5000.0);
         let c = r.start(123);
         let limited = r.get(c, m123::WMAXLIM_ENA) == 1;
-        let st = if w <= 0.0 {
+        let st = if w == 0.0 {
             2
         } else if limited {
             5
@@ -303,6 +334,39 @@ impl SimInverter {
     /// The limit in watts (limit % × WMax), if one is active.
     pub fn limit_w(&self) -> Option<f64> {
         self.limit_pct().map(|p| p / 100.0 * self.rating_w)
+    }
+
+    /// A battery's charge limit in watts (model 124 InWRte % of WChaMax) if csipd set
+    /// one (StorCtl_Mod CHARGE bit) and its revert timer (from the device's last write)
+    /// has not run out at `now`; `None` for a PV inverter.
+    pub fn charge_limit_w_at(&self, now: Instant) -> Option<f64> {
+        let mut r = self.regs.borrow_mut();
+        if !r.models.iter().any(|m| m.id == 124) {
+            return None;
+        }
+        let b = r.start(124);
+        let bits = r.get(b, m124::STORCTL_MOD);
+        if bits & m124::STORCTL_CHARGE == 0 {
+            return None;
+        }
+        let rvrt = r.get(b, m124::INOUTWRTE_RVRT_TMS);
+        if rvrt > 0 {
+            if let Some(t) = r.last_write {
+                if now.saturating_duration_since(t) > Duration::from_secs(u64::from(rvrt)) {
+                    r.set(b, m124::STORCTL_MOD, bits & !m124::STORCTL_CHARGE);
+                    return None;
+                }
+            }
+        }
+        let scale = |v: u16, sf: u16| f64::from(v) * 10f64.powi(i32::from(sf as i16));
+        let pct = scale(r.get(b, m124::INWRTE), r.get(b, m124::INOUTWRTE_SF));
+        let max_w = scale(r.get(b, m124::WCHAMAX), r.get(b, m124::WCHAMAX_SF));
+        Some((pct / 100.0 * max_w).max(0.0))
+    }
+
+    /// `charge_limit_w_at(Instant::now())`.
+    pub fn charge_limit_w(&self) -> Option<f64> {
+        self.charge_limit_w_at(Instant::now())
     }
 
     /// Model 123 Conn: false after csipd disconnected the inverter.
@@ -387,7 +451,14 @@ impl SunSpecSimulator {
 
     /// Adds an inverter of `rating_w` at `unit_id`.
     pub fn add_inverter(&self, unit_id: u8, rating_w: f64) -> SimInverter {
-        let inv = SimInverter::new(&format!("SIM-INV-{unit_id}"), rating_w);
+        let inv = SimInverter::new(&format!("SIM-INV-{unit_id}"), rating_w, None);
+        self.devices.borrow_mut().push((unit_id, inv.regs.clone()));
+        inv
+    }
+
+    /// Adds a battery inverter of `rating_w` that charges at up to `max_charge_w`.
+    pub fn add_battery(&self, unit_id: u8, rating_w: f64, max_charge_w: f64) -> SimInverter {
+        let inv = SimInverter::new(&format!("SIM-BAT-{unit_id}"), rating_w, Some(max_charge_w));
         self.devices.borrow_mut().push((unit_id, inv.regs.clone()));
         inv
     }
@@ -604,6 +675,52 @@ mod tests {
         assert_eq!(e[8], 2);
         write(c + m123::CONN as u16, 0);
         assert!(!inv.connected());
+    }
+
+    #[test]
+    fn battery_takes_a_planned_charge_limit_and_reverts() {
+        let sim = SunSpecSimulator::new();
+        let bat = sim.add_battery(2, 5000.0, 3000.0);
+        bat.set_output_w(-2500.0);
+        let b = bat.regs.borrow().start(124);
+        let ctl = sunspec::ModelRef {
+            id: 124,
+            start: b,
+            len: L_124,
+        };
+        let block = read(&sim, 2, b, L_124 + 2);
+        let mut blocks = Blocks::new();
+        blocks.insert(124, block.clone());
+        let st = sunspec::decode_storage(&blocks).expect("model 124");
+        assert_eq!(st.w_cha_max_w, Some(3000.0));
+        assert_eq!(st.charge_limited, Some(false));
+        assert_eq!(st.soc_pct, Some(50.0));
+        assert_eq!(bat.charge_limit_w(), None);
+        // devices::sunspec's plan, written frame by frame as the device layer does.
+        let writes = sunspec::plan_charge_limit(&ctl, &block, Some(1200.0), 1).unwrap();
+        for w in &writes {
+            let mut req = rmodbus::client::ModbusRequest::new_tcp_udp(2, 9);
+            let mut f = Vec::new();
+            req.generate_set_holdings_bulk(w.address, &w.values, &mut f)
+                .unwrap();
+            let reply = sim.handle(&f, Instant::now()).unwrap();
+            assert_eq!(reply[7], 0x10, "{} accepted: {reply:02x?}", w.point);
+        }
+        let after = read(&sim, 2, b, L_124 + 2);
+        assert!(sunspec::verify_writes(&ctl, &after, &writes).is_ok());
+        assert_eq!(bat.charge_limit_w(), Some(1200.0));
+        assert_eq!(
+            bat.charge_limit_w_at(Instant::now() + Duration::from_secs(2)),
+            None,
+            "reverted after 1 s without a refresh"
+        );
+        // Charging (negative output) reads as running, not sleeping.
+        let m = read(&sim, 2, SIM_BASE + 2 + 68, 52);
+        let mut blocks = Blocks::new();
+        blocks.insert(103, m);
+        let r = sunspec::decode_inverter(&blocks).unwrap();
+        assert_eq!(r.ac.w, Some(-2500.0));
+        assert_eq!(r.state, Some(sunspec::OperatingState::Running));
     }
 
     #[test]

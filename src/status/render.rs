@@ -269,6 +269,7 @@ mod tests {
             },
             // 14:35 UTC+10 is 04:35 UTC.
             end_unix_s: Some(4 * 3600 + 35 * 60),
+            unsupported: false,
         };
         let line = limit_line(&limit, 4 * 3600 + 23 * 60, 36_000);
         assert_eq!(

@@ -242,6 +242,10 @@ pub struct ActiveLimit {
     pub source: LimitSource,
     /// When it stops applying, if known.
     pub end_unix_s: Option<i64>,
+    /// The site cannot act on it: an import or load limit without a storage inverter
+    /// whose charge rate csipd can limit (SunSpec model 124).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unsupported: bool,
 }
 
 /// A limit value inside an upcoming event.
@@ -356,6 +360,10 @@ pub struct Setpoint {
     /// Connect (true) or cease to energize (false), if written.
     pub connect: Option<bool>,
     pub written_unix_s: Option<i64>,
+    /// Storage inverters: the charge limit in force in watts (None: charging not
+    /// limited, or not a storage inverter with model 124).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charge_limit_w: Option<f64>,
 }
 
 /// One entry of `last_errors`.

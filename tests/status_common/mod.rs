@@ -45,6 +45,7 @@ pub fn sample_snapshot(now: i64) -> Snapshot {
             connect: None,
             source: LimitSource::UtilityEvent { mrid: MRID.into() },
             end_unix_s: Some(now + 12 * 60),
+            unsupported: false,
         },
         ActiveLimit {
             mode: LimitMode::Import,
@@ -54,6 +55,7 @@ pub fn sample_snapshot(now: i64) -> Snapshot {
                 program: Some("SAPN dynamic".into()),
             },
             end_unix_s: None,
+            unsupported: false,
         },
         ActiveLimit {
             mode: LimitMode::Generation,
@@ -61,6 +63,7 @@ pub fn sample_snapshot(now: i64) -> Snapshot {
             connect: None,
             source: LimitSource::Fixed,
             end_unix_s: None,
+            unsupported: false,
         },
     ];
     s.upcoming_events = vec![UpcomingEvent {
@@ -115,6 +118,7 @@ pub fn sample_snapshot(now: i64) -> Snapshot {
         },
     ];
     s.setpoints = vec![Setpoint {
+        charge_limit_w: None,
         device: "fronius_1".into(),
         limit_w: Some(4321.0),
         limit_pct: Some(86.4),

@@ -650,3 +650,48 @@ fn load_reports_missing_file() {
         "{err}"
     );
 }
+
+#[test]
+fn an_import_limit_without_storage_is_warned_about_at_its_line() {
+    let base = "config limits 'fixed'
+\toption import_limit_w '2000'
+\toption export_limit_w '1500'
+
+config device 'inv'
+\toption role 'inverter'
+\toption transport 'tcp'
+\toption host '10.0.0.5'
+
+config device 'meter'
+\toption role 'meter'
+\toption transport 'tcp'
+\toption host '10.0.0.5'
+\toption unit_id '2'
+";
+    let (_, warnings) = from_text(base, "c").expect("valid");
+    let texts: Vec<String> = warnings
+        .iter()
+        .map(|w| w.to_string())
+        .filter(|t| !t.contains("no dcap_url"))
+        .collect();
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    assert!(
+        texts[0].starts_with("c:2: warning: option 'import_limit_w' needs an enabled storage"),
+        "{texts:?}"
+    );
+    // With a battery configured the limit can be kept: no warning.
+    let with_battery = format!(
+        "{base}
+config device 'bat'
+\toption role 'storage'
+\toption transport 'tcp'
+\toption host '10.0.0.5'
+\toption unit_id '3'
+"
+    );
+    let (_, warnings) = from_text(&with_battery, "c").expect("valid");
+    assert!(
+        warnings.iter().all(|w| w.message.contains("no dcap_url")),
+        "{warnings:?}"
+    );
+}

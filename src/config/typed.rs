@@ -906,6 +906,12 @@ pub fn build(file: &UciFile, file_name: &str) -> (Config, Vec<Diagnostic>) {
         }
     }
     check_devices(&mut checker, file, &devices);
+    check_storage_for_limits(
+        &mut checker,
+        singletons.get("limits").copied(),
+        &limits,
+        &devices,
+    );
 
     // Keep file order so the CLI prints problems top to bottom.
     checker
@@ -1581,6 +1587,41 @@ fn read_device(checker: &mut Checker<'_>, section: &Section) -> Option<DeviceCon
 }
 
 /// Checks across devices: two on the same address, and what is missing for control.
+/// Import and load limits act through a battery's charge rate: without an enabled
+/// storage device csipd cannot keep them, and an installer should hear it here.
+fn check_storage_for_limits(
+    checker: &mut Checker<'_>,
+    section: Option<&Section>,
+    limits: &FixedLimits,
+    devices: &[DeviceConfig],
+) {
+    let has_storage = devices
+        .iter()
+        .any(|d| d.enabled && d.role == DeviceRole::Storage);
+    let Some(section) = section.filter(|_| !has_storage) else {
+        return;
+    };
+    for (name, value) in [
+        ("import_limit_w", limits.import_limit_w),
+        ("load_limit_w", limits.load_limit_w),
+    ] {
+        let pos = section
+            .get(name)
+            .and_then(|o| o.values.first())
+            .map(|v| v.pos);
+        if let (Some(pos), Some(_)) = (pos, value) {
+            checker.warning(
+                pos,
+                format!(
+                    "option '{name}' needs an enabled storage device (role 'storage', SunSpec \
+                     model 124): csipd limits import and load through a battery's charge \
+                     rate, and reports this limit as unsupported without one"
+                ),
+            );
+        }
+    }
+}
+
 fn check_devices(checker: &mut Checker<'_>, file: &UciFile, devices: &[DeviceConfig]) {
     let enabled: Vec<&DeviceConfig> = devices.iter().filter(|d| d.enabled).collect();
     for (i, a) in enabled.iter().enumerate() {

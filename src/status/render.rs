@@ -82,6 +82,9 @@ pub fn limit_line(limit: &ActiveLimit, now_unix_s: i64, utc_offset_s: i32) -> St
             duration(end - now_unix_s)
         );
     }
+    if limit.unsupported {
+        line.push_str(" — NOT SUPPORTED: no storage inverter with a controllable charge rate");
+    }
     line
 }
 
@@ -213,6 +216,9 @@ pub fn summary(s: &Snapshot) -> String {
             if sp.connect == Some(false) {
                 line.push_str(", ceased to energize");
             }
+            if let Some(c) = sp.charge_limit_w {
+                let _ = write!(line, ", charge ≤ {}", watts(c));
+            }
             if let Some(t) = sp.written_unix_s {
                 let _ = write!(line, ", written {}", clock_hhmmss(t, tz));
             }
@@ -271,6 +277,14 @@ mod tests {
             end_unix_s: Some(4 * 3600 + 35 * 60),
             unsupported: false,
         };
+        let mut unsupported = limit.clone();
+        unsupported.mode = LimitMode::Import;
+        unsupported.unsupported = true;
+        assert!(
+            limit_line(&unsupported, 0, 0).contains("NOT SUPPORTED"),
+            "{}",
+            limit_line(&unsupported, 0, 0)
+        );
         let line = limit_line(&limit, 4 * 3600 + 23 * 60, 36_000);
         assert_eq!(
             line,

@@ -64,7 +64,7 @@ function sourceText(src) {
 function limitValue(l) {
 	if (l.mode == 'connect')
 		return l.connect ? _('connected') : _('cease to energize');
-	return watts(l.value_w);
+	return watts(l.value_w) + (l.unsupported ? ' (' + _('not supported: no controllable battery') + ')' : '');
 }
 
 function svgEl(tag, attrs, text) {
@@ -191,6 +191,8 @@ return view.extend({
 				: watts(p.limit_w) + (p.limit_pct == null ? '' : ' (' + p.limit_pct.toFixed(1) + ' %)');
 			if (p.connect === false)
 				lim += ', ' + _('ceased to energize');
+			if (p.charge_limit_w != null)
+				lim += ', ' + _('charge ≤ %s').format(watts(p.charge_limit_w));
 			return [ p.device, lim, p.written_unix_s == null ? '–' : hhmmss(p.written_unix_s) ];
 		}), _('No setpoints written yet'));
 

@@ -206,6 +206,44 @@ fn silent_server_hits_the_read_timeout() {
 }
 
 #[test]
+fn trickling_server_hits_the_response_deadline() {
+    // One body byte every 100 ms: never silent for the 300 ms read timeout, but the
+    // 50-byte body would take 5 s; the whole exchange may take 1 s.
+    let server = Scripted::start(|_, _, _, stream| {
+        send(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/sep+xml\r\nContent-Length: 50\r\n\r\n",
+        );
+        for _ in 0..50 {
+            std::thread::sleep(Duration::from_millis(100));
+            if stream.write_all(b"x").is_err() {
+                return false;
+            }
+        }
+        true
+    });
+    let mut client = server.client(Duration::from_millis(300));
+    let mut config = ClientConfig::new(&format!("http://127.0.0.1:{}", server.port));
+    config.read_timeout = Duration::from_millis(300);
+    config.response_deadline = Duration::from_secs(1);
+    let mut deadline_client = Client::new(config).unwrap();
+    let started = Instant::now();
+    let err = smol::block_on(deadline_client.get("/tm")).expect_err("deadline");
+    let took = started.elapsed();
+    assert!(matches!(err, HttpError::ResponseDeadline { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "GET /tm: response not complete within 1.0 s (the server sends too slowly); \
+         connection dropped"
+    );
+    assert!(err.is_transient());
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    // The same server with the default deadline: the read timeout alone never fires.
+    let response = smol::block_on(client.get("/tm")).expect("slow but complete");
+    assert_eq!(response.body.len(), 50);
+}
+
+#[test]
 fn stalled_tls_handshake_hits_the_connect_timeout() {
     // Accepts TCP but never says a word of TLS.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -42,6 +42,9 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Longest silence while waiting for response bytes.
     pub read_timeout: Duration,
+    /// Longest time for a whole exchange (request sent, response complete): a server
+    /// that trickles bytes just inside `read_timeout` cannot hold the client forever.
+    pub response_deadline: Duration,
     /// OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites stay OpenSSL's defaults).
     pub tls12_ciphers: String,
 }
@@ -56,6 +59,7 @@ impl ClientConfig {
             insecure: false,
             connect_timeout: Duration::from_secs(15),
             read_timeout: Duration::from_secs(30),
+            response_deadline: Duration::from_secs(120),
             tls12_ciphers: DEFAULT_TLS12_CIPHERS.to_string(),
         }
     }
@@ -183,6 +187,12 @@ pub enum HttpError {
         path: String,
         after: Duration,
     },
+    /// The response was not complete within `response_deadline`.
+    ResponseDeadline {
+        method: Method,
+        path: String,
+        after: Duration,
+    },
     /// The server closed the connection before the response was complete.
     Closed {
         method: Method,
@@ -253,6 +263,16 @@ impl fmt::Display for HttpError {
             } => write!(
                 f,
                 "{method} {path}: no response within {:.1} s",
+                after.as_secs_f64()
+            ),
+            HttpError::ResponseDeadline {
+                method,
+                path,
+                after,
+            } => write!(
+                f,
+                "{method} {path}: response not complete within {:.1} s (the server sends too \
+                 slowly); connection dropped",
                 after.as_secs_f64()
             ),
             HttpError::Closed {
@@ -471,10 +491,25 @@ impl Client {
             let Some(conn) = self.conn.as_mut() else {
                 return Err(HttpError::Config("internal: no connection".into()));
             };
-            let sent = conn.write_request(head.as_bytes(), body).await;
-            let result = match sent {
-                Ok(()) => conn.read_response().await,
-                Err(e) => Err(FrameError::Io(e)),
+            let deadline = self.config.response_deadline;
+            let exchange = async {
+                let result = match conn.write_request(head.as_bytes(), body).await {
+                    Ok(()) => conn.read_response().await,
+                    Err(e) => Err(FrameError::Io(e)),
+                };
+                Some(result)
+            };
+            let timer = async {
+                Timer::after(deadline).await;
+                None
+            };
+            let Some(result) = smol::future::or(exchange, timer).await else {
+                self.conn = None;
+                return Err(HttpError::ResponseDeadline {
+                    method,
+                    path: request_path,
+                    after: deadline,
+                });
             };
             let nothing_received = matches!(
                 &result,

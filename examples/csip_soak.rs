@@ -26,14 +26,6 @@ struct QuietSink;
 impl EngineSink for QuietSink {
     fn controls(&mut self, _outcome: &csipd::schedule::Outcome) {}
     fn status(&mut self, _status: &EngineStatus) {}
-    fn response_delivery(
-        &mut self,
-        _key: &csipd::schedule::ResponseKey,
-        _delivery: csipd::csip::response::Delivery,
-        _at_s: i64,
-        _detail: &str,
-    ) {
-    }
 }
 
 fn proc_status(field: &str) -> String {

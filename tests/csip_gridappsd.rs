@@ -32,14 +32,6 @@ impl EngineSink for Sink {
     fn status(&mut self, status: &EngineStatus) {
         self.0.lock().expect("lock").1.push(status.clone());
     }
-    fn response_delivery(
-        &mut self,
-        _key: &csipd::schedule::ResponseKey,
-        _delivery: csipd::csip::response::Delivery,
-        _at_s: i64,
-        _detail: &str,
-    ) {
-    }
 }
 
 fn measurement() -> Option<SiteMeasurement> {

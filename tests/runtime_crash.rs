@@ -26,14 +26,6 @@ use std::time::{Duration, Instant};
 
 const RSP_PATH: &str = "/edev/1/rsps/site_control/rsp";
 
-fn port_of(line: &str) -> String {
-    line.split(':')
-        .nth(2)
-        .and_then(|p| p.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no port in '{line}'"))
-        .to_string()
-}
-
 /// A client certificate, the simulated site and the UCI config for `csipd run`.
 struct Site {
     dir: PathBuf,
@@ -95,19 +87,6 @@ config device 'meter'
         std::fs::write(&path, self.config.replace("@URL@", &server.base_url)).expect("config");
         path.display().to_string()
     }
-}
-
-/// `csipd run` and its status URL.
-fn start_run(config: &str) -> (Proc, String) {
-    let mut run = spawn(&["run", "--config", config]);
-    let line = run.stderr_line("status server listening on ", Duration::from_secs(30));
-    let url = line
-        .split("listening on ")
-        .nth(1)
-        .expect("url")
-        .trim()
-        .to_string();
-    (run, url)
 }
 
 /// SIGKILL and reap.
@@ -270,17 +249,7 @@ fn a_response_issued_before_a_crash_is_delivered_after_the_restart() {
     // The previous run wrote Completed for an event into the ledger and died before
     // its POST; the server no longer lists the event (it ended while csipd was down).
     let mut site = Site::new("runtime-crash-pending");
-    let server = ScriptedServer::start(Scenario {
-        lfdi: site.lfdi.clone(),
-        sfdi: site.sfdi,
-        fsas: vec![vec![Program {
-            default_exp_lim_w: Some(3000),
-            default_imp_lim_w: None,
-            controls: Vec::new(),
-            ..Program::default()
-        }]],
-        ..Scenario::default()
-    });
+    let server = server_with_default_limit(&site);
     let config = site.config_for(&server);
     let state_dir = site.dir.join("state");
     std::fs::create_dir_all(&state_dir).expect("state dir");
@@ -345,6 +314,22 @@ fn a_response_issued_before_a_crash_is_delivered_after_the_restart() {
     let _ = std::fs::remove_dir_all(&site.dir);
 }
 
+/// The scripted server for `site` with one program whose default control limits export
+/// to 3000 W and no events yet.
+fn server_with_default_limit(site: &Site) -> ScriptedServer {
+    ScriptedServer::start(Scenario {
+        lfdi: site.lfdi.clone(),
+        sfdi: site.sfdi,
+        fsas: vec![vec![Program {
+            default_exp_lim_w: Some(3000),
+            default_imp_lim_w: None,
+            controls: Vec::new(),
+            ..Program::default()
+        }]],
+        ..Scenario::default()
+    })
+}
+
 /// A small seeded generator (xorshift64*): the kill moments repeat for a given seed.
 struct Rng(u64);
 
@@ -375,17 +360,7 @@ fn kill_9_at_random_moments_loses_and_repeats_no_response() {
     let mut rng = Rng(seed | 1);
     let began = Instant::now();
     let mut site = Site::new("runtime-crash-loop");
-    let server = ScriptedServer::start(Scenario {
-        lfdi: site.lfdi.clone(),
-        sfdi: site.sfdi,
-        fsas: vec![vec![Program {
-            default_exp_lim_w: Some(3000),
-            default_imp_lim_w: None,
-            controls: Vec::new(),
-            ..Program::default()
-        }]],
-        ..Scenario::default()
-    });
+    let server = server_with_default_limit(&site);
     let config = site.config_for(&server);
 
     let mut opened = 0;

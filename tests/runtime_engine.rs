@@ -14,14 +14,6 @@ use csipd::status::{ConnectionState, LimitSource};
 use runtime_common::*;
 use std::time::Duration;
 
-fn port_of(line: &str) -> String {
-    line.split(':')
-        .nth(2)
-        .and_then(|p| p.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no port in '{line}'"))
-        .to_string()
-}
-
 #[test]
 fn utility_limit_is_enforced_held_while_offline_and_restored_after_restart() {
     let dir = temp_dir("runtime-engine");
@@ -87,14 +79,7 @@ config device 'meter'
     let path_text = path.display().to_string();
 
     let start_run = |what: &str| {
-        let mut run = spawn(&["run", "--config", &path_text]);
-        let line = run.stderr_line("status server listening on ", Duration::from_secs(30));
-        let url = line
-            .split("listening on ")
-            .nth(1)
-            .expect("url")
-            .trim()
-            .to_string();
+        let (run, url) = start_run(&path_text);
         println!("{what}: {url}");
         (run, url)
     };

@@ -50,15 +50,6 @@ fn temp_dir(name: &str) -> PathBuf {
     d
 }
 
-/// "tcp://127.0.0.1:PORT unit 1" → "PORT"
-fn port_of(line: &str) -> String {
-    line.split(':')
-        .nth(2)
-        .and_then(|p| p.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no port in '{line}'"))
-        .to_string()
-}
-
 #[test]
 fn sighup_reload_keeps_the_limit_on_a_broken_config_and_applies_a_good_one() {
     let mut sim = spawn(&["demo", "--sim-only", "--seconds", "300"]);

@@ -29,53 +29,14 @@ config limits 'fixed'
 config control 'site'
 \toption cycle_s '1'
 \toption meter_stale_s '5'
-
-config device 'pv'
-\toption role 'inverter'
-\toption transport 'tcp'
-\toption host '127.0.0.1'
-\toption port '{inverter_port}'
-
-config device 'meter'
-\toption role 'meter'
-\toption transport 'tcp'
-\toption host '127.0.0.1'
-\toption port '{meter_port}'
 "
     );
+    text.push_str(&uci_tcp_device("pv", "inverter", inverter_port, 1));
+    text.push_str(&uci_tcp_device("meter", "meter", meter_port, 1));
     if battery {
-        text.push_str(&format!(
-            "
-config device 'battery'
-\toption role 'storage'
-\toption transport 'tcp'
-\toption host '127.0.0.1'
-\toption port '{inverter_port}'
-\toption unit_id '2'
-"
-        ));
+        text.push_str(&uci_tcp_device("battery", "storage", inverter_port, 2));
     }
     text
-}
-
-fn port_of(line: &str) -> String {
-    line.split(':')
-        .nth(2)
-        .and_then(|p| p.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no port in '{line}'"))
-        .to_string()
-}
-
-fn start_run(config: &str) -> (Proc, String) {
-    let mut run = spawn(&["run", "--config", config]);
-    let line = run.stderr_line("status server listening on ", Duration::from_secs(30));
-    let url = line
-        .split("listening on ")
-        .nth(1)
-        .expect("url")
-        .trim()
-        .to_string();
-    (run, url)
 }
 
 fn import_limit(s: &Snapshot) -> Option<(f64, bool)> {

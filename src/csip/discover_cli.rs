@@ -109,14 +109,6 @@ struct NoSink;
 impl EngineSink for NoSink {
     fn controls(&mut self, _outcome: &schedule::Outcome) {}
     fn status(&mut self, _status: &EngineStatus) {}
-    fn response_delivery(
-        &mut self,
-        _key: &schedule::ResponseKey,
-        _delivery: super::response::Delivery,
-        _at_s: i64,
-        _detail: &str,
-    ) {
-    }
 }
 
 fn no_measurements() -> Option<SiteMeasurement> {

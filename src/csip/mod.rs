@@ -212,13 +212,15 @@ pub trait EngineSink {
     /// A response POST ended: `Accepted` and `Refused` settle it for good (a store
     /// marks its ledger entry, so a restart does not send it again), `RetryLater` is
     /// one more attempt. `at_s` is local Unix time; `detail` says why it was refused.
+    /// Sinks without a store (discovery, tests) need not care: the default ignores it.
     fn response_delivery(
         &mut self,
-        key: &schedule::ResponseKey,
-        delivery: response::Delivery,
-        at_s: i64,
-        detail: &str,
-    );
+        _key: &schedule::ResponseKey,
+        _delivery: response::Delivery,
+        _at_s: i64,
+        _detail: &str,
+    ) {
+    }
 }
 
 /// Errors of the engine's set-up (runtime errors go into the status, not here).

@@ -206,3 +206,39 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&d).expect("temp dir");
     d
 }
+
+/// "tcp://127.0.0.1:PORT unit 1" (as `csipd demo --sim-only` prints) → "PORT".
+pub fn port_of(line: &str) -> String {
+    line.split(':')
+        .nth(2)
+        .and_then(|p| p.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no port in '{line}'"))
+        .to_string()
+}
+
+/// `csipd run --config CONFIG` and the status URL it prints once listening.
+pub fn start_run(config: &str) -> (Proc, String) {
+    let mut run = spawn(&["run", "--config", config]);
+    let line = run.stderr_line("status server listening on ", Duration::from_secs(30));
+    let url = line
+        .split("listening on ")
+        .nth(1)
+        .expect("url")
+        .trim()
+        .to_string();
+    (run, url)
+}
+
+/// A `config device` section in UCI syntax for a Modbus TCP device on loopback.
+pub fn uci_tcp_device(name: &str, role: &str, port: &str, unit_id: u8) -> String {
+    format!(
+        "
+config device '{name}'
+\toption role '{role}'
+\toption transport 'tcp'
+\toption host '127.0.0.1'
+\toption port '{port}'
+\toption unit_id '{unit_id}'
+"
+    )
+}

@@ -1586,7 +1586,6 @@ fn read_device(checker: &mut Checker<'_>, section: &Section) -> Option<DeviceCon
     })
 }
 
-/// Checks across devices: two on the same address, and what is missing for control.
 /// Import and load limits act through a battery's charge rate: without an enabled
 /// storage device csipd cannot keep them, and an installer should hear it here.
 fn check_storage_for_limits(
@@ -1622,6 +1621,7 @@ fn check_storage_for_limits(
     }
 }
 
+/// Checks across devices: two on the same address, and what is missing for control.
 fn check_devices(checker: &mut Checker<'_>, file: &UciFile, devices: &[DeviceConfig]) {
     let enabled: Vec<&DeviceConfig> = devices.iter().filter(|d| d.enabled).collect();
     for (i, a) in enabled.iter().enumerate() {

@@ -447,14 +447,7 @@ impl Device {
         let writes = sunspec::plan_charge_limit(&ctl, &before, limit_w, revert_s)
             .map_err(|e| self.sunspec_err(e))?;
         let after = self.write_and_confirm(ctl, writes).await?;
-        let mut blocks = Blocks::new();
-        blocks.insert(124, after);
-        sunspec::decode_storage(&blocks).ok_or_else(|| {
-            self.sunspec_err(SunSpecError::MissingModel {
-                wanted: "basic storage controls (124)",
-                present: map.ids(),
-            })
-        })
+        Ok(sunspec::decode_124(&after))
     }
 
     /// Connects (true) or disconnects (false) the inverter from the grid (model 123 Conn),

@@ -641,15 +641,20 @@ pub fn decode_inverter(blocks: &Blocks) -> Result<InverterReading, SunSpecError>
 
 /// Charge controls and state of charge from model 124, when present.
 pub fn decode_storage(blocks: &Blocks) -> Option<StorageState> {
-    let b = Block::new(124, blocks.get(&124)?);
+    blocks.get(&124).map(|regs| decode_124(regs))
+}
+
+/// Model 124's registers (from its ID register on) decoded; unimplemented points `None`.
+pub fn decode_124(regs: &[u16]) -> StorageState {
+    let b = Block::new(124, regs);
     let bits = b.u16(m124::STORCTL_MOD);
-    Some(StorageState {
+    StorageState {
         w_cha_max_w: b.scaled_u16(m124::WCHAMAX, m124::WCHAMAX_SF),
         charge_limited: bits.map(|v| v & m124::STORCTL_CHARGE != 0),
         charge_limit_pct: b.scaled_i16(m124::INWRTE, m124::INOUTWRTE_SF),
         revert_s: b.u16(m124::INOUTWRTE_RVRT_TMS),
         soc_pct: b.scaled_u16(m124::CHASTATE, m124::CHASTATE_SF),
-    })
+    }
 }
 
 /// Decodes a meter from its model blocks. `invert_sign` flips W and var (CT reversed).

@@ -18,7 +18,8 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-pub const DEMO_USAGE: &str = "usage: csipd demo [--seconds N] [--port P]
+pub const DEMO_USAGE: &str =
+    "usage: csipd demo [--seconds N] [--port P] [--sim-only] [--battery] [--sun-w W]
   runs csipd against a simulated site (PV inverter + meter over Modbus TCP on loopback)
   --seconds N   stop after N seconds (default: run until Ctrl-C)
   --port P      status server port on 127.0.0.1 (default 8080; 0 = any free port)

@@ -236,9 +236,9 @@ pub fn status_source(s: &Source) -> status::LimitSource {
 
 /// The limits in force for the status: the merged limits, with the export limit
 /// replaced by the fail-safe one while the controller is in fail-safe and that is
-/// tighter. `fail_safe_w` is the controller's fail-safe level when in fail-safe.
-/// The merged limits as the status shows them; `unsupported` are the modes the control
-/// law cannot act on (import/load without a storage inverter that takes a charge limit).
+/// tighter. `fail_safe_w` is the controller's fail-safe level when in fail-safe;
+/// `unsupported` are the modes the control law cannot act on (import/load without a
+/// storage inverter that takes a charge limit), flagged as such.
 pub fn status_limits(
     merged: &MergedLimits,
     fail_safe_w: Option<f64>,

@@ -68,8 +68,6 @@ pub struct DeviceState {
     pub max_charge_w: Option<f64>,
     /// Storage inverters: the charge limit in force as last read or written (W).
     pub charge_limit_w: Option<f64>,
-    /// Storage inverters: state of charge (%).
-    pub soc_pct: Option<f64>,
 }
 
 impl DeviceState {
@@ -93,7 +91,6 @@ impl DeviceState {
             written: None,
             max_charge_w: None,
             charge_limit_w: None,
-            soc_pct: None,
         }
     }
 
@@ -129,7 +126,6 @@ impl DeviceState {
         if let Some(st) = &r.storage {
             self.max_charge_w = st.w_cha_max_w.filter(|w| *w > 0.0);
             self.charge_limit_w = st.charge_limit_w();
-            self.soc_pct = st.soc_pct;
         }
         self.ok(at);
     }

@@ -4,6 +4,7 @@
 //! `control`, SunSpec decoding in `devices`, `sim`) take time as an argument and do no
 //! IO; `http`, `csip`, `store`, `status` and `runtime` are the edges.
 
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod csip;

@@ -10,6 +10,7 @@
 //! Entry points: [`run_main`] (`csipd run`) and [`demo::demo_main`] (`csipd demo`).
 
 pub mod bus;
+pub mod clock;
 pub mod coordinator;
 pub mod demo;
 pub mod durable;

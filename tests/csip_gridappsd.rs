@@ -208,12 +208,23 @@ fn discovery_reports_readings_and_a_runtime_control() {
             }
         }
         // Usage points created and readings accepted.
-        for (request, code) in [("POST /mup ", "201"), ("POST /mup_0", "204"), ("POST /mup_1", "204")] {
+        for (request, code) in [
+            ("POST /mup ", "201"),
+            ("POST /mup_0", "204"),
+            ("POST /mup_1", "204"),
+        ] {
             if !answered(output, request, code) {
                 missing.push(format!("{request} {code}"));
             }
         }
-        if !sink.collected.lock().expect("lock").0.iter().any(|(_, o)| control_active(o)) {
+        if !sink
+            .collected
+            .lock()
+            .expect("lock")
+            .0
+            .iter()
+            .any(|(_, o)| control_active(o))
+        {
             missing.push("the runtime control active".to_string());
         }
         missing
@@ -223,7 +234,11 @@ fn discovery_reports_readings_and_a_runtime_control() {
         "reports, readings and the runtime control",
         || {
             let missing = missing(&server.output());
-            if missing.is_empty() { Ok(()) } else { Err(missing) }
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(missing)
+            }
         },
     );
     stop.store(true, Ordering::SeqCst);

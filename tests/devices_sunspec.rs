@@ -271,7 +271,9 @@ fn device_that_stops_answering_goes_stale() {
     let mut dev = Device::new(tcp_bus(peer.port), params);
     assert!(dev.is_stale(Instant::now()), "never read: stale");
     let read_until_ok = |dev: &mut Device, what: &str| {
-        wait_until(PATIENCE, what, || smol::block_on(dev.read_inverter()).map(|_| ()));
+        wait_until(PATIENCE, what, || {
+            smol::block_on(dev.read_inverter()).map(|_| ())
+        });
     };
     read_until_ok(&mut dev, "a first read of the live peer");
     assert!(!dev.is_stale(Instant::now()));

@@ -275,7 +275,10 @@ fn trickling_server_hits_the_response_deadline() {
     let cut_at = wait_until(PATIENCE, "the server to see the connection dropped", || {
         sent.lock().unwrap().first().copied()
     });
-    assert!(cut_at < 100, "the whole body went out: the client did not hang up");
+    assert!(
+        cut_at < 100,
+        "the whole body went out: the client did not hang up"
+    );
 
     // With the default deadline (120 s) the read timeout alone never fires: 30 bytes at
     // 100 ms take 3 s, longer than the 2 s read timeout.

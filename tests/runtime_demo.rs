@@ -62,7 +62,11 @@ fn demo_curtails_to_the_export_limit_within_a_minute() {
         &url,
         Duration::from_secs(90),
         "the demo's load to step by more than 500 W",
-        |s| s.site.load_w.is_some_and(|w| (w - load_before).abs() > 500.0),
+        |s| {
+            s.site
+                .load_w
+                .is_some_and(|w| (w - load_before).abs() > 500.0)
+        },
     );
     let stepped_at = Instant::now();
     let load_after = stepped.site.load_w.expect("load known");

@@ -175,7 +175,10 @@ fn an_import_limit_acts_through_the_battery_charge_limit() {
         |s| partly_charging(s) && household_w(s).is_some_and(|h| h < IMPORT_LIMIT_W),
     );
     show("partly charging again", &s);
-    println!("import limit held through the load phases in {:?}", began.elapsed());
+    println!(
+        "import limit held through the load phases in {:?}",
+        began.elapsed()
+    );
     assert_eq!(run.terminate(), Some(0));
     assert_eq!(sim.terminate(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);

@@ -184,7 +184,12 @@ fn run_worker(dir: &Path, kill_at: KillAt) -> Vec<String> {
         KillAt::Early(delay) => delay,
         KillAt::AfterRecorded(n, delay) => {
             let deadline = Instant::now() + WORKER_PATIENCE;
-            while lines.iter().filter(|l: &&String| l.starts_with("R ")).count() < n {
+            while lines
+                .iter()
+                .filter(|l: &&String| l.starts_with("R "))
+                .count()
+                < n
+            {
                 let left = deadline.saturating_duration_since(Instant::now());
                 match facts.recv_timeout(left) {
                     Ok(fact) => lines.push(fact),

@@ -174,7 +174,7 @@ pub fn wait_for(
         what,
         || {
             let s = status(url);
-            if ok(&s) { Ok(s) } else { Err(s) }
+            if ok(&s) { Ok(s) } else { Err(Box::new(s)) }
         },
     )
 }

@@ -168,6 +168,7 @@ fn discovery_reports_readings_and_a_runtime_control() {
         (engine.tree().clone(), engine.status())
     });
     // Wait until the engine has read the program's (empty) DERControlList.
+    let began = Instant::now();
     wait_until(
         Duration::from_secs(90),
         "the engine to read the DERControlList",
@@ -195,6 +196,10 @@ fn discovery_reports_readings_and_a_runtime_control() {
         smol::block_on(client.post("/admin/derp/1/derc", body.as_bytes())).expect("admin POST");
     assert_eq!(posted.status, 201);
     let reads_at_post = derc_reads(&server.output());
+    println!(
+        "DERControlList read, control POSTed after {:?}",
+        began.elapsed()
+    );
 
     // Everything the test checks, waited for together: the control active, the DER
     // reports accepted, the usage points created and readings posted to both.
@@ -250,6 +255,10 @@ fn discovery_reports_readings_and_a_runtime_control() {
                 ))
             }
         },
+    );
+    println!(
+        "reports, readings and the control active after {:?}",
+        began.elapsed()
     );
     stop.store(true, Ordering::SeqCst);
     let (tree, status) = engine.join().expect("engine thread");

@@ -19,6 +19,7 @@ pub mod uci;
 use std::fmt;
 use std::process::ExitCode;
 
+pub use typed::{BrokerUrl, MQTT_SECTION, MqttConfig, MqttScheme};
 pub use typed::{
     Config, ControlConfig, CsipAusNamespace, DeviceConfig, DeviceRole, Diagnostic, FixedLimits,
     LogLevel, MainConfig, Parity, PriceConfig, PriceSource, Profile, SECTION_TYPES, SERVER_SECTION,

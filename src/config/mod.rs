@@ -103,6 +103,10 @@ pub fn cli_check_config(args: &[String]) -> ExitCode {
         // The files the options name are checked here, at the CLI edge: the typed
         // config stays pure.
         diagnostics.extend(identity_diagnostics(&config, std::time::SystemTime::now()));
+        diagnostics.extend(typed::mqtt::file_diagnostics(
+            &config,
+            std::time::SystemTime::now(),
+        ));
         if diagnostics.iter().any(|d| d.severity == Severity::Error) {
             Err(LoadError::Invalid(diagnostics))
         } else {

@@ -332,6 +332,92 @@ pub(super) fn read_mqtt(checker: &mut Checker<'_>, section: Option<&Section>) ->
     }
 }
 
+/// Problems with the files an enabled `config mqtt` names (password file unreadable or
+/// empty, CA bundle without certificates, client certificate expired or not matching
+/// its key), each at its option's line. Reads the files: `check-config` calls it at the
+/// CLI edge, the typed config stays pure.
+pub fn file_diagnostics(
+    config: &super::Config,
+    now: std::time::SystemTime,
+) -> Vec<super::Diagnostic> {
+    let m = &config.mqtt;
+    if !m.enabled {
+        return Vec::new();
+    }
+    let at = |option: &str, severity: super::Severity, message: String| {
+        let location = config.location(MQTT_SECTION, option);
+        super::Diagnostic {
+            severity,
+            file: location
+                .as_ref()
+                .map_or_else(|| config.file.clone(), |l| l.file.clone()),
+            line: location.as_ref().map_or(0, |l| l.line),
+            col: 1,
+            message,
+        }
+    };
+    let mut out = Vec::new();
+    if let Some(path) = &m.password_file {
+        match std::fs::read_to_string(path) {
+            Ok(text)
+                if text
+                    .lines()
+                    .next()
+                    .is_some_and(|l| !l.trim_end().is_empty()) => {}
+            Ok(_) => out.push(at(
+                "password_file",
+                super::Severity::Error,
+                format!("mqtt password_file '{path}': the first line is empty"),
+            )),
+            Err(e) => out.push(at(
+                "password_file",
+                super::Severity::Error,
+                format!("mqtt password_file '{path}': {e}"),
+            )),
+        }
+    }
+    if m.url
+        .as_ref()
+        .is_some_and(|u| u.scheme == MqttScheme::Mqtts)
+    {
+        if let Some(path) = &m.ca {
+            let problem = match std::fs::read(path) {
+                Err(e) => Some(e.to_string()),
+                Ok(pem) => match openssl::x509::X509::stack_from_pem(&pem) {
+                    Ok(certs) if !certs.is_empty() => None,
+                    Ok(_) => Some("no PEM certificates in it".to_string()),
+                    Err(e) => Some(format!("not PEM certificates: {e}")),
+                },
+            };
+            if let Some(why) = problem {
+                out.push(at(
+                    "ca",
+                    super::Severity::Error,
+                    format!("mqtt ca '{path}': {why}"),
+                ));
+            }
+        }
+        if let (Some(cert), Some(key)) = (&m.cert, &m.key) {
+            for problem in crate::pki::check_identity(
+                std::path::Path::new(cert),
+                std::path::Path::new(key),
+                now,
+            ) {
+                let severity = match problem.severity {
+                    crate::pki::Severity::Error => super::Severity::Error,
+                    crate::pki::Severity::Warning => super::Severity::Warning,
+                };
+                out.push(at(
+                    "cert",
+                    severity,
+                    format!("mqtt cert '{cert}': {}", problem.message),
+                ));
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -461,5 +547,41 @@ mod tests {
                 .any(|m| m.starts_with("/etc/config/csipd:4: warning:") && m.contains("mqtts")),
             "{d:?}"
         );
+    }
+
+    #[test]
+    fn files_named_by_an_enabled_section_are_checked() {
+        let dir = std::env::temp_dir().join(format!("csipd-mqtt-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pass");
+        std::fs::write(&empty, "\n").unwrap();
+        let not_pem = dir.join("ca.pem");
+        std::fs::write(&not_pem, "hello").unwrap();
+        let text = format!(
+            "config mqtt 'broker'\n\toption enabled '1'\n\toption url 'mqtts://h'\n\toption \
+             username 'u'\n\toption password_file '{}'\n\toption ca '{}'\n",
+            empty.display(),
+            not_pem.display()
+        );
+        let (config, _) = crate::config::from_text(&text, "c").unwrap();
+        let d: Vec<String> = file_diagnostics(&config, std::time::SystemTime::now())
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        assert!(
+            d.iter()
+                .any(|m| m.starts_with("c:5: error:") && m.contains("first line is empty")),
+            "{d:?}"
+        );
+        assert!(
+            d.iter()
+                .any(|m| m.starts_with("c:6: error:") && m.contains("mqtt ca")),
+            "{d:?}"
+        );
+        // The same section disabled: nothing is read.
+        let (config, _) =
+            crate::config::from_text(&text.replace("enabled '1'", "enabled '0'"), "c").unwrap();
+        assert!(file_diagnostics(&config, std::time::SystemTime::now()).is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

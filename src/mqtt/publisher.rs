@@ -159,6 +159,8 @@ pub struct Publisher {
     /// Discovery topics published with a config (kept across connections so an entity
     /// whose device was removed from the configuration is deleted from Home Assistant).
     discovery_topics: Vec<String>,
+    /// [`topics::discovery_key`] of the configs published on this connection.
+    discovery_key: Option<(String, Vec<(String, crate::status::DeviceRole)>)>,
     next_full_ms: u64,
     next_check_ms: u64,
     next_pid: u16,
@@ -193,6 +195,7 @@ impl Publisher {
             tx: Vec::new(),
             sent: BTreeMap::new(),
             discovery_topics: Vec::new(),
+            discovery_key: None,
             next_full_ms: 0,
             next_check_ms: 0,
             next_pid: 1,
@@ -266,6 +269,7 @@ impl Publisher {
         self.rx.clear();
         self.tx.clear();
         self.sent.clear();
+        self.discovery_key = None;
         self.close = None;
         self.encode(&Packet::Connect(connect));
         self.link = Link::AwaitingConnack {
@@ -473,7 +477,14 @@ impl Publisher {
         if !self.sent.contains_key(&availability) {
             self.publish(&availability, ONLINE.as_bytes(), true, QoS::Level1);
         }
-        if let Some(prefix) = self.settings.discovery_prefix.clone() {
+        let key = topics::discovery_key(snapshot);
+        if let Some(prefix) = self
+            .settings
+            .discovery_prefix
+            .clone()
+            .filter(|_| self.discovery_key.as_ref() != Some(&key))
+        {
+            self.discovery_key = Some(key);
             let configs = topics::discovery_configs(&prefix, &self.settings.base_topic, snapshot);
             // Entities of devices no longer configured: an empty retained config deletes
             // them in Home Assistant.
@@ -495,7 +506,7 @@ impl Publisher {
             }
         }
         let (qos, retain) = (self.settings.qos, self.settings.retain);
-        for t in topics::state_topics(&self.settings.base_topic, snapshot) {
+        for t in topics::state_topics(&self.settings.base_topic, snapshot, full) {
             let changed = self.sent.get(&t.topic) != Some(&t.payload);
             let due = full
                 || (changed && t.cadence == Cadence::OnChange)

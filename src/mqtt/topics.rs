@@ -181,9 +181,10 @@ fn bytes(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
-/// Every state topic for `snapshot` under `base`, in a fixed order: `limits`, `events`,
-/// `utility`, `site`, then `device/<name>` per device.
-pub fn state_topics(base: &str, snapshot: &Snapshot) -> Vec<StateTopic> {
+/// The state topics for `snapshot` under `base`, in a fixed order: `limits`, `events`,
+/// `utility`, then (when `with_readings`; they are only published at the interval, so
+/// they are not built every second) `site` and `device/<name>` per device.
+pub fn state_topics(base: &str, snapshot: &Snapshot, with_readings: bool) -> Vec<StateTopic> {
     let mut out = vec![
         StateTopic {
             topic: format!("{base}/limits"),
@@ -200,12 +201,15 @@ pub fn state_topics(base: &str, snapshot: &Snapshot) -> Vec<StateTopic> {
             payload: bytes(&utility_payload(snapshot)),
             cadence: Cadence::OnChange,
         },
-        StateTopic {
-            topic: format!("{base}/site"),
-            payload: bytes(&site_payload(snapshot)),
-            cadence: Cadence::Interval,
-        },
     ];
+    if !with_readings {
+        return out;
+    }
+    out.push(StateTopic {
+        topic: format!("{base}/site"),
+        payload: bytes(&site_payload(snapshot)),
+        cadence: Cadence::Interval,
+    });
     for d in &snapshot.devices {
         let setpoint = snapshot.setpoints.iter().find(|p| p.device == d.name);
         out.push(StateTopic {
@@ -327,6 +331,19 @@ fn sensors(base: &str, snapshot: &Snapshot) -> Vec<Sensor> {
     out
 }
 
+/// What the discovery configs depend on: the version and each device's name and role.
+/// When it is unchanged, the configs are too (they are not rebuilt every second).
+pub fn discovery_key(snapshot: &Snapshot) -> (String, Vec<(String, DeviceRole)>) {
+    (
+        snapshot.version.clone(),
+        snapshot
+            .devices
+            .iter()
+            .map(|d| (d.name.clone(), d.role))
+            .collect(),
+    )
+}
+
 /// Home Assistant discovery configs (`<prefix>/sensor/<node>/<object>/config`, retained)
 /// for the sensors `snapshot` calls for. `node` is `base` as one topic level. Each
 /// names the availability topic and one device block (the csipd gateway), so the
@@ -426,7 +443,7 @@ mod tests {
 
     #[test]
     fn state_topics_carry_limits_with_source_and_end() {
-        let topics = state_topics("csipd", &snapshot());
+        let topics = state_topics("csipd", &snapshot(), true);
         let limits = json_of(&topics, "csipd/limits");
         assert_eq!(limits["export"]["value_w"], 1500.0);
         assert_eq!(limits["export"]["source"]["kind"], "utility_event");
@@ -457,7 +474,7 @@ mod tests {
                 limits: vec![],
             });
         }
-        let events = json_of(&state_topics("b", &s), "b/events");
+        let events = json_of(&state_topics("b", &s, true), "b/events");
         assert_eq!(events["count"], 40);
         assert_eq!(events["omitted"], 40 - MAX_PUBLISHED_EVENTS);
         assert_eq!(

@@ -29,7 +29,9 @@ pub(super) const MQTT_OPTIONS: &[&str] = &[
 /// `mqtt://` (plain TCP) or `mqtts://` (TLS).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MqttScheme {
+    /// Plain TCP (MQTT's IANA port 1883).
     Mqtt,
+    /// TLS (port 8883).
     Mqtts,
 }
 
@@ -58,7 +60,7 @@ impl std::fmt::Display for BrokerUrl {
 }
 
 /// Parses option `url`, saying what is wrong.
-pub fn parse_broker_url(url: &str) -> Result<BrokerUrl, String> {
+fn parse_broker_url(url: &str) -> Result<BrokerUrl, String> {
     let (scheme, rest, default_port) = if let Some(rest) = url.strip_prefix("mqtts://") {
         (MqttScheme::Mqtts, rest, 8883)
     } else if let Some(rest) = url.strip_prefix("mqtt://") {
@@ -117,7 +119,7 @@ pub fn parse_broker_url(url: &str) -> Result<BrokerUrl, String> {
 /// Checks a topic prefix: MQTT 3.1.1 §4.7 forbids the wildcards `+` and `#` in topic
 /// names, and an empty level or a leading `$` would make topics that subscribers'
 /// usual filters (`csipd/#`) miss.
-pub fn check_topic_prefix(prefix: &str) -> Result<(), String> {
+fn check_topic_prefix(prefix: &str) -> Result<(), String> {
     if prefix.contains(['+', '#']) {
         return Err("must not contain the MQTT wildcards '+' or '#'".into());
     }
@@ -146,7 +148,9 @@ pub struct MqttConfig {
     pub ca: Option<String>,
     /// Client certificate and key (PEM) for brokers that require one (mqtts).
     pub cert: Option<String>,
+    /// The key of `cert`.
     pub key: Option<String>,
+    /// MQTT 3.1.1 §3.1.3.4 user name.
     pub username: Option<String>,
     /// The password itself; prefer `password_file` (not readable by LuCI users).
     pub password: Option<String>,

@@ -48,13 +48,17 @@ pub const MAX_RX_BYTES: usize = 64 * 1024;
 /// What the publisher knows about the broker connection, from its own settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Prefix of the state topics (`csipd`).
     pub base_topic: String,
     /// `None`: no Home Assistant discovery.
     pub discovery_prefix: Option<String>,
+    /// Sent in CONNECT (MQTT 3.1.1 §3.1.3.1).
     pub client_id: String,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// QoS of the state topics (availability and discovery use QoS 1).
     pub qos: QoS,
+    /// Retain the state topics (availability and discovery are always retained).
     pub retain: bool,
     /// Readings are published, and everything republished, at this interval.
     pub interval: Duration,

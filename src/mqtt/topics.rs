@@ -24,7 +24,9 @@ pub enum Cadence {
 /// One state topic and its payload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StateTopic {
+    /// Full topic name, `<base>/...`.
     pub topic: String,
+    /// Compact JSON.
     pub payload: Vec<u8>,
     pub cadence: Cadence,
 }
@@ -34,8 +36,9 @@ pub fn availability_topic(base: &str) -> String {
     format!("{base}/availability")
 }
 
-/// The availability payloads (Home Assistant's defaults).
+/// The availability payload while connected (Home Assistant's default).
 pub const ONLINE: &str = "online";
+/// The availability payload of the last will (Home Assistant's default).
 pub const OFFLINE: &str = "offline";
 
 /// A device's UCI section name as one topic level and id: `[A-Za-z0-9_-]` kept, anything

@@ -58,11 +58,15 @@ struct Broker {
 
 impl Broker {
     fn start(dir: &Path, port: u16, pki: Option<&Pki>) -> Broker {
+        Broker::start_with(dir, port, pki, "allow_anonymous true\n")
+    }
+
+    /// `auth`: the authentication lines of the listener.
+    fn start_with(dir: &Path, port: u16, pki: Option<&Pki>, auth: &str) -> Broker {
         let conf = dir.join(format!("mosquitto-{port}.conf"));
         let log = dir.join(format!("mosquitto-{port}.log"));
         let mut text = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-             log_dest stderr\nlog_type all\n"
+            "listener {port} 127.0.0.1\n{auth}persistence false\nlog_dest stderr\nlog_type all\n"
         );
         // As root, mosquitto would switch to user 'mosquitto' and lose our key files.
         text.push_str("user root\n");
@@ -134,8 +138,7 @@ struct Sub {
 impl Sub {
     fn start(port: u16, tls: Option<&Pki>) -> Sub {
         let mut cmd = Command::new(tool("mosquitto_sub"));
-        cmd.args(["-p", &port.to_string(), "-v", "-F", "%t\t%r\t%p"])
-            .args(["-t", "csipd/#", "-t", "homeassistant/#"]);
+        cmd.args(["-p", &port.to_string()]);
         match tls {
             Some(p) => {
                 cmd.args(["-h", "localhost", "--cafile"])
@@ -149,6 +152,12 @@ impl Sub {
                 cmd.args(["-h", "127.0.0.1"]);
             }
         }
+        Sub::spawn(&mut cmd)
+    }
+
+    fn spawn(cmd: &mut Command) -> Sub {
+        cmd.args(["-v", "-F", "%t\t%r\t%p"])
+            .args(["-t", "csipd/#", "-t", "homeassistant/#"]);
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -209,6 +218,17 @@ impl Sub {
             m.topic == topic && serde_json::from_str(&m.payload).is_ok_and(|v| ok(&v))
         })
         .json()
+    }
+}
+
+impl Sub {
+    /// A subscriber with a user name and password (plain TCP).
+    fn start_auth(port: u16, user: &str, password: &str) -> Sub {
+        Sub::spawn(
+            Command::new(tool("mosquitto_sub"))
+                .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+                .args(["-u", user, "-P", password]),
+        )
     }
 }
 
@@ -517,4 +537,51 @@ fn mqtts_with_a_test_ca_and_client_certificate() {
     sub.wait("offline after SIGTERM", DEADLINE, |m| {
         m.topic == "csipd/tls/availability" && m.payload == "offline"
     });
+}
+
+#[test]
+fn a_refused_password_is_reported_and_sighup_with_the_fixed_file_connects() {
+    let dir = temp_dir("mqtt-auth");
+    let passwords = dir.join("mosquitto.passwd");
+    let made = Command::new(tool("mosquitto_passwd"))
+        .arg("-c")
+        .arg("-b")
+        .arg(&passwords)
+        .args(["csipd", "right-one"])
+        .status()
+        .expect("mosquitto_passwd");
+    assert!(made.success());
+    let auth = format!(
+        "allow_anonymous false\npassword_file {}\n",
+        passwords.display()
+    );
+    let broker = Broker::start_with(&dir, free_port(), None, &auth);
+    let secret = dir.join("mqtt.pass");
+    std::fs::write(&secret, "wrong-one\n").unwrap();
+    let mqtt = format!(
+        "\toption url 'mqtt://127.0.0.1:{}'\n\toption username 'csipd'\n\toption \
+         password_file '{}'\n",
+        broker.port,
+        secret.display()
+    );
+    let path = dir.join("csipd");
+    std::fs::write(&path, config_text(&dir, &mqtt, "")).unwrap();
+    let (mut run, url) = start_run(&path.display().to_string());
+    let line = run.stderr_line("refused the connection", DEADLINE);
+    assert!(line.contains("return code"), "{line}");
+    wait_for(&url, DEADLINE, "the refusal in the status", |s| {
+        s.last_errors
+            .iter()
+            .any(|e| e.source == "mqtt" && e.message.contains("refused"))
+    });
+
+    // The owner fixes the file; SIGHUP reads it again (the section itself is unchanged).
+    std::fs::write(&secret, "right-one\n").unwrap();
+    let mut sub = Sub::start_auth(broker.port, "csipd", "right-one");
+    run.signal("HUP");
+    run.stderr_line("reconnecting to the MQTT broker", DEADLINE);
+    sub.wait("online with the right password", DEADLINE, |m| {
+        m.topic == "csipd/availability" && m.payload == "online"
+    });
+    assert_eq!(run.terminate(), Some(0));
 }

@@ -805,4 +805,67 @@ mod tests {
             "{sent:?}"
         );
     }
+
+    #[test]
+    fn a_day_offline_costs_nothing_and_reconnecting_sends_each_topic_once() {
+        let t0 = Now::at(1_700_000_000);
+        let mut s = Snapshot::new(1_700_000_000);
+        s.devices.push(crate::status::Device {
+            name: "inverter1".into(),
+            role: crate::status::DeviceRole::Inverter,
+            stale: false,
+            last_reading_age_s: None,
+            readings: Default::default(),
+            stats: Default::default(),
+        });
+        let mut p = Publisher::new(settings(), t0);
+        // The broker refuses every connection for a virtual day while the site changes
+        // every second; nothing accumulates.
+        let mut t = t0;
+        let mut polls = 0u32;
+        while t.since(t0) < Duration::from_secs(86_400) {
+            s.site.site_w = Some(f64::from(polls % 5000));
+            let out = p.poll(&s, t);
+            assert!(
+                out.transmit.is_empty()
+                    || out.connect
+                    || matches!(p.link, Link::AwaitingConnack { .. })
+            );
+            if out.connect {
+                p.handle_connect_failed(t, "connection refused");
+            }
+            assert!(p.tx.is_empty() && p.rx.is_empty() && p.sent.is_empty());
+            assert!(p.events.len() <= 1);
+            p.poll_event();
+            t = t.plus_ms(1000);
+            polls += 1;
+        }
+        // Then the broker is back: one message per topic, with the latest values.
+        while !p.poll(&s, t).connect {
+            t = t.plus_ms(1000);
+        }
+        p.handle_connected(t);
+        p.poll(&s, t);
+        p.handle_input(&connack(ConnectReturnCode::Accepted), t)
+            .unwrap();
+        let sent = published(&p.poll(&s, t).transmit);
+        let mut topics: Vec<&str> = sent.iter().map(|(t, _, _)| t.as_str()).collect();
+        let n = topics.len();
+        topics.sort();
+        topics.dedup();
+        assert_eq!(topics.len(), n, "each topic once: {topics:?}");
+        let site = sent
+            .iter()
+            .find(|(t, _, _)| t == "csipd/site")
+            .expect("site");
+        let v: serde_json::Value = serde_json::from_slice(&site.1).unwrap();
+        assert_eq!(
+            v["site_w"],
+            f64::from((polls - 1) % 5000),
+            "the latest value"
+        );
+        // availability + limits, events, utility, site, device + discovery (11 site
+        // sensors + 3 for the inverter).
+        assert_eq!(n, 1 + 5 + 14, "{topics:?}");
+    }
 }

@@ -2,8 +2,9 @@
 //! windows in a DST zone, price rule) and step the controller for three inverters, one of
 //! them storage. Run: `cargo run --release --example bench_control`.
 
+use csipd::config::Weekday;
 use csipd::control::limits::{
-    FixedLimits, Limit, MergeInputs, PriceRule, Source, TariffWindow, UtilityControls, merge,
+    FixedLimits, Limit, LimitSource, MergeInputs, PriceRule, TariffWindow, UtilityControls, merge,
 };
 use csipd::control::{
     Controller, ControllerParams, FeedInPrice, InverterParams, InverterReading, MeterReading,
@@ -17,31 +18,39 @@ fn main() {
     let windows = [
         TariffWindow {
             name: "night".into(),
-            weekdays: [true; 7],
+            days: Weekday::ALL.to_vec(),
             start_min: 22 * 60,
             end_min: 6 * 60,
-            export_limit_w: 0.0,
+            export_limit_w: 0,
+            enabled: true,
         },
         TariffWindow {
             name: "peak".into(),
-            weekdays: [false, true, true, true, true, true, false],
+            days: vec![
+                Weekday::Mon,
+                Weekday::Tue,
+                Weekday::Wed,
+                Weekday::Thu,
+                Weekday::Fri,
+            ],
             start_min: 16 * 60,
             end_min: 21 * 60,
-            export_limit_w: 3000.0,
+            export_limit_w: 3000,
+            enabled: true,
         },
     ];
     let inputs = MergeInputs {
         utility: UtilityControls {
             export_limit_w: Some(Limit::new(
                 1500.0,
-                Source::UtilityEvent {
+                LimitSource::UtilityEvent {
                     mrid: "3F2A9C0E11223344556677889900AABB".into(),
                 },
                 Some(1_800_000_000),
             )),
             generation_limit_w: Some(Limit::new(
                 10_000.0,
-                Source::UtilityDefault {
+                LimitSource::UtilityDefault {
                     program: "DERP-1".into(),
                 },
                 None,
@@ -50,8 +59,8 @@ fn main() {
             ..Default::default()
         },
         fixed: FixedLimits {
-            export_limit_w: Some(5000.0),
-            import_limit_w: Some(8000.0),
+            export_limit_w: Some(5000),
+            import_limit_w: Some(8000),
             ..Default::default()
         },
         windows: &windows,

@@ -77,7 +77,12 @@ fn sighup_reload_keeps_the_limit_on_a_broken_config_and_applies_a_good_one() {
                 .is_some_and(|e| e <= 1500.0 + tolerance_w(1500.0))
             && s.setpoints.iter().any(|p| p.limit_w.is_some())
     });
-    assert_eq!(s.limits[0].source, LimitSource::Fixed);
+    assert_eq!(
+        s.limits[0].source,
+        LimitSource::Fixed {
+            option: "export_limit_w".into()
+        }
+    );
 
     // A broken config: the daemon logs it, keeps running with the old limit.
     std::fs::write(

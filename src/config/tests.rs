@@ -1,7 +1,8 @@
 //! Tests of the typed configuration and its validation messages.
 
-use super::typed::{check_posix_tz, edit_distance};
+use super::typed::edit_distance;
 use super::*;
+use crate::control::PosixTz;
 
 /// A complete, valid configuration; tests change one thing in it.
 const VALID: &str = "\
@@ -465,7 +466,7 @@ fn timezone_rules() {
         "AEST-10AEDT,M10.1.0,M4.1.0/3",
         "EST5EDT4,J60,J300/2",
     ] {
-        assert_eq!(check_posix_tz(good), Ok(()), "{good}");
+        assert!(PosixTz::parse(good).is_ok(), "{good}");
     }
     for bad in [
         "",
@@ -475,7 +476,7 @@ fn timezone_rules() {
         "AEST-10AEDT;x",
         "AEST-123",
     ] {
-        assert!(check_posix_tz(bad).is_err(), "{bad}");
+        assert!(PosixTz::parse(bad).is_err(), "{bad}");
     }
 }
 

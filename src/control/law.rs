@@ -24,7 +24,7 @@
 //! their charging power; import is fed back from the meter like export. A site without
 //! storage reports those limits as unsupported.
 
-use super::limits::{Limit, MergedLimits, Mode, Source};
+use super::limits::{Limit, LimitMode, LimitSource, MergedLimits};
 use super::ramp::{Ramp, set_grad_w_rate_w_per_s};
 use std::fmt;
 
@@ -114,15 +114,15 @@ pub struct InverterSetpoint {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reason {
     /// opModConnect = false.
-    Disconnected { source: Source },
+    Disconnected { source: LimitSource },
     /// opModEnergize = false.
-    Deenergized { source: Source },
+    Deenergized { source: LimitSource },
     /// No meter reading yet: the fail-safe holds.
     FailSafeStartup { limit_w: f64 },
     /// Meter data older than the timeout.
     FailSafeMeterStale { limit_w: f64, age_ms: Option<i64> },
     /// A limit is curtailing the inverters.
-    Limited { mode: Mode, limit: Limit },
+    Limited { mode: LimitMode, limit: Limit },
     /// A rise is being ramped (setGradW or rampTms).
     Ramping { rate_w_per_s: Option<f64> },
     /// Nothing curtails: the inverters may produce what they can.
@@ -151,7 +151,7 @@ impl fmt::Display for Reason {
             Reason::Limited { mode, limit } => write!(
                 f,
                 "{} limit {:.0} W ({})",
-                mode.name(),
+                mode.as_str(),
                 limit.value,
                 limit.source
             ),
@@ -173,8 +173,13 @@ pub struct Setpoints {
     pub inverters: Vec<InverterSetpoint>,
     pub reason: Reason,
     pub fail_safe: bool,
+    /// The fail-safe export level (W), decided here and nowhere else: the configured
+    /// fail-safe export limit, or the export limit in force if that is lower, never
+    /// below zero. Held while `fail_safe`; always the inverters' revert level (SunSpec
+    /// 704) so a csipd that stops leaves the site no looser than this.
+    pub fail_safe_w: f64,
     /// Limits in force that this site cannot act on (import/load without storage).
-    pub unsupported: Vec<Mode>,
+    pub unsupported: Vec<LimitMode>,
 }
 
 impl Setpoints {
@@ -202,7 +207,7 @@ impl Setpoints {
         for m in &self.unsupported {
             line.push_str(&format!(
                 "; {} limit unsupported (no storage inverter)",
-                m.name()
+                m.as_str()
             ));
         }
         line
@@ -250,10 +255,10 @@ impl Controller {
         let mut unsupported = Vec::new();
         if !has_storage {
             if limits.import_limit_w.is_some() {
-                unsupported.push(Mode::Import);
+                unsupported.push(LimitMode::Import);
             }
             if limits.load_limit_w.is_some() {
-                unsupported.push(Mode::Load);
+                unsupported.push(LimitMode::Load);
             }
         }
 
@@ -269,6 +274,10 @@ impl Controller {
                     .map(|r| r.output_w)
             })
             .collect();
+
+        let export_limit_w = limits.export_limit_w.as_ref().map(|l| l.value);
+        let generation_limit_w = limits.generation_limit_w.as_ref().map(|l| l.value);
+        let fail_safe_w = fail_safe_level_w(p.fail_safe_export_limit_w, export_limit_w);
 
         // Step 1: connect / energize.
         let off = |s: &Option<super::limits::Sourced<bool>>| {
@@ -303,12 +312,10 @@ impl Controller {
                 inverters,
                 reason,
                 fail_safe: false,
+                fail_safe_w,
                 unsupported,
             };
         }
-
-        let export_limit_w = limits.export_limit_w.as_ref().map(|l| l.value);
-        let generation_limit_w = limits.generation_limit_w.as_ref().map(|l| l.value);
 
         // rampTms: a control that raised a limit starts a linear transition.
         if let Some(tms) = limits.ramp_tms {
@@ -347,10 +354,6 @@ impl Controller {
         let meter = readings.meter.filter(|m| m.site_w.is_finite());
         let meter_age_ms = readings.meter.map(|m| now_ms - m.at_ms);
         let meter_fresh = meter.filter(|m| now_ms - m.at_ms <= p.meter_timeout_ms);
-        let fail_safe_w = p
-            .fail_safe_export_limit_w
-            .min(export_limit_w.unwrap_or(f64::INFINITY))
-            .max(0.0);
 
         // Candidates for the total allowed generation of the answering inverters, each
         // with the reason it would give.
@@ -380,7 +383,7 @@ impl Controller {
                     candidates.push((
                         generation_w + gain * error_w,
                         Reason::Limited {
-                            mode: Mode::Export,
+                            mode: LimitMode::Export,
                             limit: l.clone(),
                         },
                     ));
@@ -391,7 +394,7 @@ impl Controller {
             candidates.push((
                 l.value - dead_rating_w,
                 Reason::Limited {
-                    mode: Mode::Generation,
+                    mode: LimitMode::Generation,
                     limit: l.clone(),
                 },
             ));
@@ -524,9 +527,18 @@ impl Controller {
             inverters,
             reason,
             fail_safe,
+            fail_safe_w,
             unsupported,
         }
     }
+}
+
+/// The fail-safe export level: the configured fail-safe export limit, or the export
+/// limit in force when that is lower; never negative.
+fn fail_safe_level_w(configured_w: f64, export_limit_w: Option<f64>) -> f64 {
+    configured_w
+        .min(export_limit_w.unwrap_or(f64::INFINITY))
+        .max(0.0)
 }
 
 /// Shares `total_w` in proportion to `ratings_w`, no inverter above its cap; what a capped
@@ -591,7 +603,7 @@ mod tests {
         MergedLimits {
             export_limit_w: Some(Limit::new(
                 w,
-                Source::Fixed {
+                LimitSource::Fixed {
                     option: "export_limit_w".into(),
                 },
                 None,
@@ -657,7 +669,7 @@ mod tests {
         assert!(matches!(
             s.reason,
             Reason::Limited {
-                mode: Mode::Export,
+                mode: LimitMode::Export,
                 ..
             }
         ));
@@ -677,7 +689,7 @@ mod tests {
         let limits = MergedLimits {
             generation_limit_w: Some(Limit::new(
                 6000.0,
-                Source::UtilityEvent { mrid: "AB".into() },
+                LimitSource::UtilityEvent { mrid: "AB".into() },
                 None,
             )),
             ..export_limit(1000.0)
@@ -699,7 +711,7 @@ mod tests {
     #[test]
     fn connect_and_energize_off_zero_everything() {
         let mut c = Controller::new(two_inverters());
-        let src = Source::UtilityEvent { mrid: "CC".into() };
+        let src = LimitSource::UtilityEvent { mrid: "CC".into() };
         let limits = MergedLimits {
             connect: Some(Sourced::new(false, src.clone(), None)),
             ..export_limit(5000.0)
@@ -743,18 +755,18 @@ mod tests {
         let limits = MergedLimits {
             import_limit_w: Some(Limit::new(
                 2000.0,
-                Source::UtilityEvent { mrid: "1".into() },
+                LimitSource::UtilityEvent { mrid: "1".into() },
                 None,
             )),
             load_limit_w: Some(Limit::new(
                 2000.0,
-                Source::UtilityEvent { mrid: "1".into() },
+                LimitSource::UtilityEvent { mrid: "1".into() },
                 None,
             )),
             ..Default::default()
         };
         let s = c.step(0, &limits, &readings(0, 3000.0, &[Some(0.0), Some(0.0)]));
-        assert_eq!(s.unsupported, vec![Mode::Import, Mode::Load]);
+        assert_eq!(s.unsupported, vec![LimitMode::Import, LimitMode::Load]);
         assert!(
             s.describe()
                 .ends_with("; load limit unsupported (no storage inverter)")
@@ -769,7 +781,7 @@ mod tests {
         let limits = MergedLimits {
             load_limit_w: Some(Limit::new(
                 1200.0,
-                Source::UtilityEvent { mrid: "1".into() },
+                LimitSource::UtilityEvent { mrid: "1".into() },
                 None,
             )),
             ..Default::default()

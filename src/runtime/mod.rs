@@ -27,7 +27,7 @@ use smol::{LocalExecutor, Task};
 use std::cell::RefCell;
 use std::process::ExitCode;
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Unix time in whole seconds from the system clock.
 pub fn unix_now_s() -> i64 {
@@ -159,7 +159,7 @@ pub async fn run_daemon(
         config.devices.iter().filter(|d| d.enabled).count(),
         config.control.cycle_s
     );
-    if map::site_meter(&config).is_none() {
+    if config.site_meter().is_none() {
         log::warn!(
             "no site meter configured: the fail-safe export limit ({} W) holds",
             config.control.failsafe_export_limit_w
@@ -268,22 +268,16 @@ async fn tick_task(
     status: SnapshotHandle,
     durable: durable::SharedDurable,
 ) {
-    let mut next = Instant::now();
     loop {
-        let cycle = {
+        // The step keeps the period and never bursts to catch up after a stall.
+        let next = {
             let mut c = coordinator.borrow_mut();
             c.tick(&site, &status);
             if let Some(sample) = c.last_sample.take() {
                 durable.borrow_mut().record_sample(sample);
             }
-            c.cycle()
+            c.next_tick()
         };
-        next += cycle;
-        let now = Instant::now();
-        if next < now {
-            // Fell behind (a suspended process): do not burst to catch up.
-            next = now + cycle;
-        }
         smol::Timer::at(next).await;
     }
 }

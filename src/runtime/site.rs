@@ -15,17 +15,8 @@ use std::time::Instant;
 
 pub type SharedSite = Rc<RefCell<SiteState>>;
 
-/// What the coordinator wants one inverter set to.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Command {
-    pub setpoint_w: f64,
-    pub setpoint_pct: f64,
-    /// Where the inverter goes if csipd stops refreshing (model 704 only).
-    pub fallback_pct: f64,
-    pub connect: bool,
-    /// Storage inverters: the charge limit (W) the control law wants.
-    pub charge_limit_w: Option<f64>,
-}
+/// What the coordinator wants one inverter set to: control's type.
+pub use crate::control::Command;
 
 /// What was last written to an inverter and confirmed by read-back.
 #[derive(Debug, Clone, PartialEq)]
@@ -164,12 +155,16 @@ impl DeviceState {
         self.last_error = Some(message);
     }
 
-    /// Stale = never read, the last read failed, or the last good one is too old.
+    /// Milliseconds since the last good reading at `now`; `None` = never read.
+    pub fn age_ms(&self, now: Instant) -> Option<u64> {
+        self.last_good_at
+            .map(|t| now.saturating_duration_since(t).as_millis() as u64)
+    }
+
+    /// Stale by the one staleness rule ([`crate::control::step::is_stale`]): never read,
+    /// or the last good reading older than `stale_after_s`.
     pub fn is_stale(&self, now: Instant, stale_after_s: f64) -> bool {
-        self.failing
-            || self
-                .last_good_at
-                .is_none_or(|t| now.saturating_duration_since(t).as_secs_f64() > stale_after_s)
+        crate::control::step::is_stale(self.age_ms(now), (stale_after_s * 1000.0).round() as u64)
     }
 }
 
@@ -197,8 +192,9 @@ pub struct SiteState {
 impl SiteState {
     /// Takes the device names and staleness timeout of `config`.
     pub fn configure(&mut self, config: &crate::config::Config) {
-        self.meter_name = super::map::site_meter(config).map(|d| d.name.clone());
-        self.inverter_names = super::map::controlled_devices(config)
+        self.meter_name = config.site_meter().map(|d| d.name.clone());
+        self.inverter_names = config
+            .controlled_devices()
             .map(|d| d.name.clone())
             .collect();
         self.stale_after_s = config.control.meter_stale_s;

@@ -115,6 +115,15 @@ impl PosixTz {
         }
         let mut p = Cursor { s: text, i: 0 };
         let std_name = p.name().map_err(err)?;
+        // OpenWrt's default zone writes a bare `UTC` to /etc/TZ; musl and glibc read a
+        // name without an offset as UTC. Only the names that mean UTC are taken so.
+        if p.done() && matches!(std_name.as_str(), "UTC" | "GMT") {
+            return Ok(PosixTz {
+                std_name,
+                std_utc_offset_s: 0,
+                dst: None,
+            });
+        }
         if !p
             .peek()
             .is_some_and(|c| c.is_ascii_digit() || c == '+' || c == '-')

@@ -7,8 +7,7 @@ use csipd::control::limits::{
     FixedLimits, Limit, LimitSource, MergeInputs, PriceRule, TariffWindow, UtilityControls, merge,
 };
 use csipd::control::{
-    Controller, ControllerParams, FeedInPrice, InverterParams, InverterReading, MeterReading,
-    PosixTz, Readings,
+    Controller, ControllerParams, FeedInPrice, InverterParams, PosixTz, PowerSample, Readings,
 };
 use std::hint::black_box;
 use std::time::Instant;
@@ -97,21 +96,21 @@ fn main() {
         let limits = merge(black_box(&inputs), &tz, start_utc_s + k);
         let wobble = (k % 7) as f64 * 40.0;
         let readings = Readings {
-            meter: Some(MeterReading {
-                site_w: -1400.0 - wobble,
+            meter: Some(PowerSample {
+                w: -1400.0 - wobble,
                 at_ms: now_ms,
             }),
             inverters: vec![
-                Some(InverterReading {
-                    output_w: 2500.0 + wobble,
+                Some(PowerSample {
+                    w: 2500.0 + wobble,
                     at_ms: now_ms,
                 }),
-                Some(InverterReading {
-                    output_w: 1200.0,
+                Some(PowerSample {
+                    w: 1200.0,
                     at_ms: now_ms,
                 }),
-                Some(InverterReading {
-                    output_w: -800.0,
+                Some(PowerSample {
+                    w: -800.0,
                     at_ms: now_ms,
                 }),
             ],

@@ -275,13 +275,9 @@ impl DeviceRole {
     }
 }
 
-/// Serial parity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Parity {
-    None,
-    Even,
-    Odd,
-}
+/// Serial parity (UCI `parity`): the devices module's type, which the Modbus RTU
+/// transport uses as it is.
+pub use crate::devices::Parity;
 
 /// How to reach a Modbus device.
 #[derive(Debug, Clone, PartialEq)]

@@ -21,8 +21,8 @@ struct Harness {
     t_ms: i64,
     meter_alive: bool,
     inverter_alive: Vec<bool>,
-    last_meter: Option<MeterReading>,
-    last_inverters: Vec<Option<InverterReading>>,
+    last_meter: Option<PowerSample>,
+    last_inverters: Vec<Option<PowerSample>>,
     trace: Vec<Sample>,
     /// (time, setpoints) of every control cycle.
     cycles: Vec<(i64, Setpoints)>,
@@ -51,15 +51,15 @@ impl Harness {
         while self.t_ms < end_ms {
             if self.t_ms % cycle_ms == 0 {
                 if self.meter_alive {
-                    self.last_meter = Some(MeterReading {
-                        site_w: self.site.meter_site_w(),
+                    self.last_meter = Some(PowerSample {
+                        w: self.site.meter_site_w(),
                         at_ms: self.t_ms,
                     });
                 }
                 for (i, inv) in self.site.inverters.iter().enumerate() {
                     if self.inverter_alive[i] {
-                        self.last_inverters[i] = Some(InverterReading {
-                            output_w: inv.output_w,
+                        self.last_inverters[i] = Some(PowerSample {
+                            w: inv.output_w,
                             at_ms: self.t_ms,
                         });
                     }

@@ -71,18 +71,14 @@ impl ControllerParams {
     }
 }
 
-/// A site meter reading: active power at the connection point, import positive.
+/// A device's active power at a moment: the site meter's (at the connection point,
+/// import positive) or an inverter's (output positive, negative while a battery
+/// charges). The full SunSpec reading is `devices::InverterReading`/`MeterReading`; the
+/// law needs only this.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct MeterReading {
-    pub site_w: f64,
-    /// When it was measured (same timeline as `now_ms`).
-    pub at_ms: i64,
-}
-
-/// An inverter reading: active power output (negative while a battery charges).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct InverterReading {
-    pub output_w: f64,
+pub struct PowerSample {
+    pub w: f64,
+    /// When it was measured (same monotonic timeline as `now_ms`).
     pub at_ms: i64,
 }
 
@@ -90,8 +86,8 @@ pub struct InverterReading {
 /// `None` for an inverter that never answered.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Readings {
-    pub meter: Option<MeterReading>,
-    pub inverters: Vec<Option<InverterReading>>,
+    pub meter: Option<PowerSample>,
+    pub inverters: Vec<Option<PowerSample>>,
 }
 
 /// What one inverter should be set to.
@@ -270,8 +266,8 @@ impl Controller {
                     .get(i)
                     .copied()
                     .flatten()
-                    .filter(|r| now_ms - r.at_ms <= p.inverter_timeout_ms && r.output_w.is_finite())
-                    .map(|r| r.output_w)
+                    .filter(|r| now_ms - r.at_ms <= p.inverter_timeout_ms && r.w.is_finite())
+                    .map(|r| r.w)
             })
             .collect();
 
@@ -351,7 +347,7 @@ impl Controller {
         let generation_w: f64 = outputs.iter().flatten().map(|o| o.max(0.0)).sum();
 
         // Step 2: meter freshness.
-        let meter = readings.meter.filter(|m| m.site_w.is_finite());
+        let meter = readings.meter.filter(|m| m.w.is_finite());
         let meter_age_ms = readings.meter.map(|m| now_ms - m.at_ms);
         let meter_fresh = meter.filter(|m| now_ms - m.at_ms <= p.meter_timeout_ms);
 
@@ -377,7 +373,7 @@ impl Controller {
             Some(m) => {
                 fail_safe = false;
                 if let Some(l) = &limits.export_limit_w {
-                    let export_w = -m.site_w;
+                    let export_w = -m.w;
                     let error_w = (l.value - p.margin_w) - export_w;
                     let gain = if error_w < 0.0 { 1.0 } else { p.gain_up };
                     candidates.push((
@@ -453,7 +449,7 @@ impl Controller {
                 // Without a meter the import cannot be seen: no charging (safe side).
                 None => 0.0,
                 Some(m) => {
-                    let error_w = (l.value - p.margin_w) - m.site_w;
+                    let error_w = (l.value - p.margin_w) - m.w;
                     let gain = if error_w < 0.0 { 1.0 } else { p.gain_up };
                     charge_total_w.min(charging_w + gain * error_w)
                 }
@@ -614,15 +610,13 @@ mod tests {
 
     fn readings(now: i64, site_w: f64, outs: &[Option<f64>]) -> Readings {
         Readings {
-            meter: Some(MeterReading { site_w, at_ms: now }),
+            meter: Some(PowerSample {
+                w: site_w,
+                at_ms: now,
+            }),
             inverters: outs
                 .iter()
-                .map(|o| {
-                    o.map(|w| InverterReading {
-                        output_w: w,
-                        at_ms: now,
-                    })
-                })
+                .map(|o| o.map(|w| PowerSample { w: w, at_ms: now }))
                 .collect(),
         }
     }

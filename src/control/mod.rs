@@ -21,8 +21,8 @@ pub mod tz;
 mod closed_loop_tests;
 
 pub use law::{
-    Controller, ControllerParams, InverterParams, InverterReading, InverterSetpoint, MeterReading,
-    Readings, Reason, Setpoints,
+    Controller, ControllerParams, InverterParams, InverterSetpoint, PowerSample, Readings, Reason,
+    Setpoints,
 };
 pub use limits::{
     FixedLimits, Limit, LimitMode, LimitSource, MergeInputs, MergedLimits, PriceRule, Sourced,

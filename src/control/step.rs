@@ -25,10 +25,7 @@
 //! telemetry and the utility's mirror readings all use it.
 
 use super::UtilityControls;
-use super::law::{
-    Controller, ControllerParams, InverterParams, InverterReading, MeterReading, Readings,
-    Setpoints,
-};
+use super::law::{Controller, ControllerParams, InverterParams, PowerSample, Readings, Setpoints};
 use super::limits::{self, LimitMode, LimitSource, MergeInputs, MergedLimits, PriceRule, Sourced};
 use super::price::FeedInPrice;
 use super::tz::PosixTz;
@@ -283,8 +280,8 @@ pub fn step(state: &mut State, inputs: Inputs<'_>, now: Now) -> Outputs {
     let meter = cfg.site_meter().and_then(|m| find(&m.name));
     let readings = Readings {
         meter: meter.and_then(|m| {
-            at(m).map(|at_ms| MeterReading {
-                site_w: m.w.unwrap_or(f64::NAN),
+            at(m).map(|at_ms| PowerSample {
+                w: m.w.unwrap_or(f64::NAN),
                 at_ms,
             })
         }),
@@ -293,8 +290,8 @@ pub fn step(state: &mut State, inputs: Inputs<'_>, now: Now) -> Outputs {
             .iter()
             .map(|i| {
                 let d = find(&i.name)?;
-                at(d).map(|at_ms| InverterReading {
-                    output_w: d.w.unwrap_or(f64::NAN),
+                at(d).map(|at_ms| PowerSample {
+                    w: d.w.unwrap_or(f64::NAN),
                     at_ms,
                 })
             })

@@ -82,7 +82,7 @@ impl Coordinator {
                 name: name.clone(),
                 rating_w: d.rating_w,
                 max_charge_w: d.max_charge_w,
-                w: d.w,
+                w: d.w(),
                 age_ms: d.age_ms(now_instant),
             })
             .collect();
@@ -112,7 +112,11 @@ impl Coordinator {
                     role: v.role,
                     stale: v.stale,
                     last_reading_age_s: v.last_reading_age_s,
-                    readings: st.readings.clone(),
+                    readings: st
+                        .ac
+                        .as_ref()
+                        .map(status::Readings::from)
+                        .unwrap_or_default(),
                     stats: status::DeviceStats {
                         reads_ok: st.reads_ok,
                         reads_failed: st.reads_failed,

@@ -7,7 +7,6 @@ use crate::config::DeviceRole;
 use crate::control::{PriceTracker, UtilityControls};
 use crate::devices::sunspec::AcValues;
 use crate::devices::{InverterReading, MeterReading, OperatingState};
-use crate::status;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -33,12 +32,8 @@ pub struct DeviceState {
     pub role: DeviceRole,
     /// Nameplate (config `rated_w`, else WMax of model 121/702, else WRtg).
     pub rating_w: Option<f64>,
-    /// Active power: meter import positive; inverter output positive. `None` when the
-    /// device did not report it (unknown is not zero).
-    pub w: Option<f64>,
-    pub readings: status::Readings,
-    /// The full AC values of the last good reading (per phase, for the utility's mirror
-    /// readings).
+    /// The AC values of the last good reading (per phase, for the utility's mirror
+    /// readings; [`DeviceState::w`] and the status's readings come from it).
     pub ac: Option<AcValues>,
     /// Inverters: grid connection and operating state of the last good reading.
     pub connected: Option<bool>,
@@ -66,8 +61,6 @@ impl DeviceState {
         DeviceState {
             role,
             rating_w: None,
-            w: None,
-            readings: status::Readings::default(),
             ac: None,
             connected: None,
             state: None,
@@ -86,25 +79,11 @@ impl DeviceState {
     }
 
     pub fn record_meter(&mut self, m: &MeterReading, at: Instant) {
-        self.w = m.ac.w;
-        self.readings = status::Readings {
-            w: m.ac.w,
-            var: m.ac.var,
-            v: m.ac.v,
-            hz: m.ac.hz,
-        };
         self.ac = Some(m.ac.clone());
         self.ok(at);
     }
 
     pub fn record_inverter(&mut self, r: &InverterReading, rated_w: Option<u32>, at: Instant) {
-        self.w = r.ac.w;
-        self.readings = status::Readings {
-            w: r.ac.w,
-            var: r.ac.var,
-            v: r.ac.v,
-            hz: r.ac.hz,
-        };
         self.ac = Some(r.ac.clone());
         self.connected = r.connected;
         self.state = r.state;
@@ -153,6 +132,12 @@ impl DeviceState {
             self.unreported_error = Some(message.clone());
         }
         self.last_error = Some(message);
+    }
+
+    /// Active power of the last good reading: meter import positive, inverter output
+    /// positive. `None` when the device did not report it (unknown is not zero).
+    pub fn w(&self) -> Option<f64> {
+        self.ac.as_ref().and_then(|a| a.w)
     }
 
     /// Milliseconds since the last good reading at `now`; `None` = never read.

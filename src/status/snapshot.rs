@@ -251,6 +251,18 @@ pub struct Readings {
     pub hz: Option<f64>,
 }
 
+impl From<&crate::devices::sunspec::AcValues> for Readings {
+    /// The status's subset of a SunSpec AC reading.
+    fn from(ac: &crate::devices::sunspec::AcValues) -> Self {
+        Readings {
+            w: ac.w,
+            var: ac.var,
+            v: ac.v,
+            hz: ac.hz,
+        }
+    }
+}
+
 /// Modbus traffic counters of a device.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeviceStats {

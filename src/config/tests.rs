@@ -854,3 +854,27 @@ config device 'bat'
         "{warnings:?}"
     );
 }
+
+/// check-config and the HTTP client read a server URL with the same parser (the `url`
+/// crate): what one accepts the other can connect to, what one rejects the other does.
+#[test]
+fn check_config_and_the_client_agree_on_server_urls() {
+    for (url, ok) in [
+        ("https://csip.example.com.au:8443/dcap", true),
+        ("https://CSIP.Example.com.au/sep2/dcap?x=1", true),
+        ("https://[::1]:8443/dcap", true),
+        ("https://10.0.0.1/dcap", true),
+        ("https://csip.example.com.au:99999/dcap", false),
+        ("https://:8443/dcap", false),
+        ("csip.example.com.au", false),
+        ("ftp://csip.example.com.au/dcap", false),
+    ] {
+        let diagnostics = messages_with(
+            "'https://csip.example.com.au:8443/dcap'",
+            &format!("'{url}'"),
+        );
+        let config_ok = diagnostics.iter().all(|d| !d.contains("dcap_url"));
+        let client_ok = crate::http::split_url(url).is_ok();
+        assert_eq!((config_ok, client_ok), (ok, ok), "{url}: {diagnostics:?}");
+    }
+}

@@ -719,31 +719,42 @@ fn parse_hhmm(text: &str) -> Option<u32> {
     (m < 60 && minutes <= 24 * 60).then_some(minutes)
 }
 
-/// Checks a `dcap_url`/`url`: scheme, a host, and nothing odd.
-fn check_url(url: &str) -> Result<&'static str, String> {
-    let (scheme, rest) = if let Some(rest) = url.strip_prefix("https://") {
-        ("https", rest)
-    } else if let Some(rest) = url.strip_prefix("http://") {
-        ("http", rest)
-    } else {
-        return Err(format!(
-            "\"{url}\" is not a URL; expected https://host[:port]/path"
-        ));
-    };
-    let authority = rest.split('/').next().unwrap_or_default();
-    if authority.is_empty() {
-        return Err(format!(
-            "\"{url}\" has no host; expected https://host[:port]/path"
-        ));
+/// Checks a `dcap_url`/`url` with the `url` crate (WHATWG parsing, the same parser
+/// `http` uses for the server URL): http or https, a host, a port in 1..=65535, no
+/// spaces. Returns the scheme.
+fn check_url(text: &str) -> Result<&'static str, String> {
+    let not_a_url = || format!("\"{text}\" is not a URL; expected https://host[:port]/path");
+    if text.chars().any(char::is_whitespace) {
+        return Err(format!("\"{text}\" contains a space"));
     }
-    if url.chars().any(|c| c.is_whitespace()) {
-        return Err(format!("\"{url}\" contains a space"));
-    }
-    if let Some((_, port)) = authority.rsplit_once(':') {
-        // An IPv6 literal without a port ends in ']'.
-        if !port.ends_with(']') && port.parse::<u16>().map_or(true, |p| p == 0) {
-            return Err(format!("\"{url}\" has an invalid port '{port}'"));
+    let url = match url::Url::parse(text) {
+        Ok(url) => url,
+        Err(url::ParseError::InvalidPort) => {
+            let authority = text.split_once("://").map_or("", |(_, rest)| {
+                rest.split(['/', '?', '#']).next().unwrap_or("")
+            });
+            let port = authority.rsplit_once(':').map_or("", |(_, p)| p);
+            return Err(format!("\"{text}\" has an invalid port '{port}'"));
         }
+        Err(url::ParseError::EmptyHost) => {
+            return Err(format!(
+                "\"{text}\" has no host; expected https://host[:port]/path"
+            ));
+        }
+        Err(_) => return Err(not_a_url()),
+    };
+    let scheme = match url.scheme() {
+        "https" => "https",
+        "http" => "http",
+        _ => return Err(not_a_url()),
+    };
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!(
+            "\"{text}\" has no host; expected https://host[:port]/path"
+        ));
+    }
+    if url.port() == Some(0) {
+        return Err(format!("\"{text}\" has an invalid port '0'"));
     }
     Ok(scheme)
 }

@@ -28,7 +28,9 @@ pub use limits::{
     FixedLimits, Limit, LimitMode, LimitSource, MergeInputs, MergedLimits, PriceRule, Sourced,
     TariffWindow, UtilityControls, merge,
 };
-pub use price::{FeedInPrice, PriceSourceConfig, PriceTracker, fetch_feed_in_price};
+pub use price::{
+    FeedInPrice, PriceError, PriceErrorKind, PriceSourceConfig, PriceTracker, fetch_feed_in_price,
+};
 pub use ramp::Ramp;
 pub use step::{Command, DeviceInput, Inputs, Outputs, State, StatusView, Transition, step};
 pub use tz::PosixTz;

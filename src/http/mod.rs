@@ -75,7 +75,7 @@ impl ClientConfig {
         let dcap_url = server.dcap_url.as_deref().ok_or_else(|| {
             HttpError::Config("no utility server configured (option dcap_url)".into())
         })?;
-        let (origin, dcap_path) = split_url(dcap_url).map_err(HttpError::Config)?;
+        let (origin, dcap_path) = split_url(dcap_url)?;
         if origin.starts_with("http://") && !server.allow_plain_http {
             return Err(HttpError::Config(format!(
                 "dcap_url {dcap_url:?} is plain http; set allow_plain_http (debugging only) or use https"
@@ -91,8 +91,8 @@ impl ClientConfig {
 }
 
 /// Splits `https://host:port/path?q` into the origin `https://host:port` and `/path?q`.
-pub fn split_url(url: &str) -> Result<(String, String), String> {
-    let target = parse_url(url)?;
+pub fn split_url(url: &str) -> Result<(String, String), HttpError> {
+    let target = parse_url(url).map_err(HttpError::Config)?;
     let scheme = if target.tls { "https" } else { "http" };
     let path = if target.base_path.is_empty() {
         "/".to_string()

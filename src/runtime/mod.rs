@@ -65,8 +65,8 @@ pub fn run_main(args: &[String]) -> ExitCode {
     }
     let config = match load_config(&path) {
         Ok(c) => c,
-        Err((messages, _)) => {
-            for m in messages {
+        Err(e) => {
+            for m in e.lines() {
                 eprintln!("{m}");
             }
             eprintln!(
@@ -81,30 +81,17 @@ pub fn run_main(args: &[String]) -> ExitCode {
 }
 
 /// Loads and validates; warnings are logged (or printed before logging is up). On
-/// failure: every diagnostic as a printable line (errors and warnings, file order) and
-/// the errors alone.
-pub fn load_config(path: &str) -> Result<Config, (Vec<String>, Vec<String>)> {
-    match config::load(path) {
-        Ok((c, warnings)) => {
-            for w in warnings {
-                if log::max_level() == log::LevelFilter::Off {
-                    eprintln!("{w}");
-                } else {
-                    log::warn!("{w}");
-                }
-            }
-            Ok(c)
+/// failure the [`config::LoadError`] has every diagnostic ([`config::LoadError::lines`]).
+pub fn load_config(path: &str) -> Result<Config, config::LoadError> {
+    let (c, warnings) = config::load(path)?;
+    for w in warnings {
+        if log::max_level() == log::LevelFilter::Off {
+            eprintln!("{w}");
+        } else {
+            log::warn!("{w}");
         }
-        Err(config::LoadError::Invalid(diags)) => Err((
-            diags.iter().map(|d| d.to_string()).collect(),
-            diags
-                .iter()
-                .filter(|d| d.severity == config::Severity::Error)
-                .map(|d| d.to_string())
-                .collect(),
-        )),
-        Err(e) => Err((vec![e.to_string()], vec![e.to_string()])),
     }
+    Ok(c)
 }
 
 /// The running daemon's tasks that depend on the configuration.
@@ -348,8 +335,9 @@ impl Daemon {
         let now = unix_now_s();
         let new = match load_config(path) {
             Ok(c) => Rc::new(c),
-            Err((messages, errors)) => {
-                for m in &messages {
+            Err(e) => {
+                let errors = e.error_lines();
+                for m in &e.lines() {
                     log::error!("reload: {m}");
                 }
                 let text = format!(

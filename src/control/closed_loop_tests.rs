@@ -1,9 +1,18 @@
-//! Closed-loop tests: the real controller against the simulated site physics
-//! (`sim::site`). The site is stepped every 100 ms; the controller every cycle (1 s),
-//! reading the meter and inverters at that instant and writing setpoints at once.
+//! Closed-loop tests: the coordinator's whole pure step (`control::step`, with the real
+//! control law inside) against the simulated site physics (`sim::site`), on a virtual
+//! clock. The site is stepped every 100 ms; the step runs every cycle (1 s), reading the
+//! meter and inverters at that instant (readings carry their ages) and writing the
+//! commands at once. The limits of each test come in as the utility's controls; the
+//! configuration (devices, fail-safe level, timeouts) is made from the test's
+//! `ControllerParams`, with the owner's default ramp at its fastest (100 %/s) so that
+//! only the ramps a test asks for apply.
 
 use super::law::*;
-use super::limits::{Limit, LimitSource, MergedLimits};
+use super::limits::{Limit, LimitSource, MergedLimits, UtilityControls};
+use super::step::{self, DeviceInput, Inputs, State};
+use super::tz::PosixTz;
+use crate::clock::Now;
+use crate::config::Config;
 use crate::sim::site::{PvProfile, SimInverter, Site};
 
 const DT_MS: i64 = 100;
@@ -17,15 +26,74 @@ struct Sample {
 
 struct Harness {
     site: Site,
-    ctl: Controller,
+    params: ControllerParams,
+    config: Config,
+    state: State,
     t_ms: i64,
     meter_alive: bool,
     inverter_alive: Vec<bool>,
+    /// When the meter and each inverter were last read (ms) and what they showed.
     last_meter: Option<PowerSample>,
     last_inverters: Vec<Option<PowerSample>>,
     trace: Vec<Sample>,
     /// (time, setpoints) of every control cycle.
     cycles: Vec<(i64, Setpoints)>,
+}
+
+/// The UCI configuration of a site with these inverters (storage when they take a
+/// charge limit), a meter, and the parameters' cycle, timeout and fail-safe level.
+fn config_for(params: &ControllerParams) -> Config {
+    let mut text = format!(
+        "config csipd 'main'
+config control 'site'
+\toption cycle_s '{}'
+\toption meter_stale_s '{}'
+\toption failsafe_export_limit_w '{}'
+\toption ramp_up_pct_per_s '100'
+config device 'meter'
+\toption role 'meter'
+\toption transport 'tcp'
+\toption host '127.0.0.1'
+",
+        params.cycle_ms as f64 / 1000.0,
+        params.meter_timeout_ms as f64 / 1000.0,
+        params.fail_safe_export_limit_w
+    );
+    for (i, inv) in params.inverters.iter().enumerate() {
+        let role = if inv.max_charge_w.is_some() {
+            "storage"
+        } else {
+            "inverter"
+        };
+        text.push_str(&format!(
+            "config device '{}'
+\toption role '{role}'
+\toption transport 'tcp'
+\toption host '127.0.0.1'
+\toption unit_id '{}'
+",
+            inv.name,
+            i + 2
+        ));
+    }
+    crate::config::from_text(&text, "closed-loop.conf")
+        .expect("valid config")
+        .0
+}
+
+/// The test's limits as the utility's controls (any source may ride in them).
+fn as_utility(limits: &MergedLimits) -> UtilityControls {
+    UtilityControls {
+        export_limit_w: limits.export_limit_w.clone(),
+        import_limit_w: limits.import_limit_w.clone(),
+        generation_limit_w: limits.generation_limit_w.clone(),
+        load_limit_w: limits.load_limit_w.clone(),
+        max_lim_pct: None,
+        connect: limits.connect.clone(),
+        energize: limits.energize.clone(),
+        set_grad_w: limits.set_grad_w,
+        ramp_tms: limits.ramp_tms,
+    }
 }
 
 impl Harness {
@@ -34,7 +102,9 @@ impl Harness {
         assert_eq!(n, params.inverters.len());
         Harness {
             site,
-            ctl: Controller::new(params),
+            config: config_for(&params),
+            params,
+            state: State::new(),
             t_ms: 0,
             meter_alive: true,
             inverter_alive: vec![true; n],
@@ -47,7 +117,9 @@ impl Harness {
 
     fn run_until(&mut self, end_s: f64, limits: &MergedLimits) {
         let end_ms = (end_s * 1000.0).round() as i64;
-        let cycle_ms = self.ctl.params().cycle_ms;
+        let cycle_ms = self.params.cycle_ms;
+        let utility = as_utility(limits);
+        let tz = PosixTz::utc();
         while self.t_ms < end_ms {
             if self.t_ms % cycle_ms == 0 {
                 if self.meter_alive {
@@ -64,11 +136,42 @@ impl Harness {
                         });
                     }
                 }
-                let readings = Readings {
-                    meter: self.last_meter,
-                    inverters: self.last_inverters.clone(),
+                let age = |r: &Option<PowerSample>| r.map(|r| (self.t_ms - r.at_ms) as u64);
+                let mut devices = vec![DeviceInput {
+                    name: "meter".into(),
+                    rating_w: None,
+                    max_charge_w: None,
+                    w: self.last_meter.map(|r| r.w),
+                    age_ms: age(&self.last_meter),
+                }];
+                for (inv, r) in self.params.inverters.iter().zip(&self.last_inverters) {
+                    devices.push(DeviceInput {
+                        name: inv.name.clone(),
+                        rating_w: Some(inv.rating_w),
+                        max_charge_w: inv.max_charge_w,
+                        w: r.map(|r| r.w),
+                        age_ms: age(r),
+                    });
+                }
+                let inputs = Inputs {
+                    config: &self.config,
+                    tz: &tz,
+                    devices: &devices,
+                    utility: Some(&utility),
+                    server_offset_s: 0,
+                    price: None,
                 };
-                let s = self.ctl.step(self.t_ms, limits, &readings);
+                let now = Now {
+                    mono_ms: self.t_ms as u64,
+                    utc_ms: 1_800_000_000_000 + self.t_ms,
+                };
+                let out = step::step(&mut self.state, inputs, now);
+                assert_eq!(
+                    self.state.controller().map(|c| c.params()),
+                    Some(&self.params),
+                    "the step runs the controller the test describes"
+                );
+                let s = out.setpoints;
                 for (i, sp) in s.inverters.iter().enumerate() {
                     // A silent inverter does not receive writes: it keeps its last limit.
                     if self.inverter_alive[i] {
@@ -427,7 +530,7 @@ fn demo_site_is_curtailed_within_a_minute() {
     let site = crate::sim::site::demo_site();
     let params = ControllerParams::new(
         vec![InverterParams {
-            name: "demo-pv".into(),
+            name: "demo_pv".into(),
             rating_w: 5000.0,
             max_charge_w: None,
         }],

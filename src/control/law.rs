@@ -616,7 +616,7 @@ mod tests {
             }),
             inverters: outs
                 .iter()
-                .map(|o| o.map(|w| PowerSample { w: w, at_ms: now }))
+                .map(|o| o.map(|w| PowerSample { w, at_ms: now }))
                 .collect(),
         }
     }

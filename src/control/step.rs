@@ -304,7 +304,7 @@ pub fn step(state: &mut State, inputs: Inputs<'_>, now: Now) -> Outputs {
         fixed: cfg.limits.clone(),
         windows: &cfg.tariffs,
         price_rule: price_rule(cfg),
-        price: inputs.price.clone(),
+        price: inputs.price,
         total_set_max_w: total_rating_w,
     };
     let mut merged = limits::merge(&merge_inputs, inputs.tz, now_s + inputs.server_offset_s);

@@ -27,13 +27,12 @@ use smol::{LocalExecutor, Task};
 use std::cell::RefCell;
 use std::process::ExitCode;
 use std::rc::Rc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-/// Unix time in whole seconds from the system clock.
+/// Unix time in whole seconds, read through [`clock::SystemClock`] (the one place the
+/// system clock is read), for the runtime's own time stamps.
 pub fn unix_now_s() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    clock::SystemClock::new().now().utc_s()
 }
 
 pub const RUN_USAGE: &str = "usage: csipd run [--config FILE]   (default /etc/config/csipd)

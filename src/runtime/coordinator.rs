@@ -63,7 +63,7 @@ impl Coordinator {
     pub fn next_tick(&self) -> Instant {
         match self.state.poll_at() {
             Some(ms) => self.clock.instant_of(ms),
-            None => Instant::now(),
+            None => self.clock.instant_of(self.clock.now().mono_ms),
         }
     }
 

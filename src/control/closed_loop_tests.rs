@@ -143,6 +143,7 @@ impl Harness {
                     max_charge_w: None,
                     w: self.last_meter.map(|r| r.w),
                     age_ms: age(&self.last_meter),
+                    controllable: false,
                 }];
                 for (inv, r) in self.params.inverters.iter().zip(&self.last_inverters) {
                     devices.push(DeviceInput {
@@ -151,6 +152,7 @@ impl Harness {
                         max_charge_w: inv.max_charge_w,
                         w: r.map(|r| r.w),
                         age_ms: age(r),
+                        controllable: true,
                     });
                 }
                 let inputs = Inputs {
@@ -752,6 +754,7 @@ config device 'pv1'
                 max_charge_w: None,
                 w: self.meter_read_ms.map(|_| meter_w),
                 age_ms: self.meter_read_ms.map(|t| now_ms - t),
+                controllable: false,
             }];
             for (i, inv) in self.site.inverters.iter().enumerate() {
                 devices.push(DeviceInput {
@@ -760,6 +763,7 @@ config device 'pv1'
                     max_charge_w: None,
                     w: Some(inv.output_w),
                     age_ms: Some(0),
+                    controllable: true,
                 });
             }
             let inputs = Inputs {

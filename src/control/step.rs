@@ -47,6 +47,10 @@ pub struct DeviceInput {
     pub w: Option<f64>,
     /// Milliseconds since the last good reading; `None` = never read.
     pub age_ms: Option<u64>,
+    /// Whether csipd can limit this device's power (an inverter with a control model,
+    /// SunSpec 123/704). One that cannot is left out of the controller: its output
+    /// reaches the meter like a load's would. Meters: ignored.
+    pub controllable: bool,
 }
 
 /// Everything one step looks at besides its own state.
@@ -199,7 +203,7 @@ pub fn controller_params(config: &Config, devices: &[DeviceInput]) -> Controller
     let inverters = config
         .controlled_devices()
         .filter_map(|d| {
-            let input = find(&d.name)?;
+            let input = find(&d.name).filter(|i| i.controllable)?;
             input.rating_w.map(|r| InverterParams {
                 name: d.name.clone(),
                 rating_w: r,
@@ -354,10 +358,10 @@ pub fn step(state: &mut State, inputs: Inputs<'_>, now: Now) -> Outputs {
 
     let meter_fresh = !stale(meter) && meter.is_some_and(|m| m.w.is_some());
     let site_w = meter.and_then(|m| m.w);
-    let pv_w: f64 = params
-        .inverters
-        .iter()
-        .filter_map(|i| find(&i.name))
+    // Every configured inverter's output counts, controllable or not.
+    let pv_w: f64 = cfg
+        .controlled_devices()
+        .filter_map(|d| find(&d.name))
         .filter(|d| !stale(Some(d)))
         .filter_map(|d| d.w)
         .sum();
@@ -577,6 +581,7 @@ config device 'bat'
             max_charge_w,
             w: Some(100.0),
             age_ms: Some(0),
+            controllable: true,
         }
     }
 
@@ -762,6 +767,36 @@ config device 'bat'
         // The fixed export limit is still shown (the fail-safe over no inverters).
         assert_eq!(out.status.limits[0].mode, LimitMode::Export);
         assert_eq!(out.status.devices.len(), 3);
+    }
+
+    #[test]
+    fn a_device_csipd_cannot_control_is_left_out_of_the_controller() {
+        let c = cfg();
+        let read_only = DeviceInput {
+            controllable: false,
+            ..input("inv", Some(5000.0), None)
+        };
+        let p = controller_params(&c, &[read_only.clone(), input("bat", Some(5000.0), None)]);
+        let names: Vec<&str> = p.inverters.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["bat"]);
+        // Its output still counts as PV in the status.
+        let tz = PosixTz::utc();
+        let devices = [
+            read_only,
+            input("bat", Some(5000.0), None),
+            input("meter", None, None),
+        ];
+        let inputs = Inputs {
+            config: &c,
+            tz: &tz,
+            devices: &devices,
+            utility: None,
+            server_offset_s: 0,
+            price: None,
+        };
+        let out = step(&mut State::new(), inputs, Now::at(0));
+        assert_eq!(out.status.site.pv_w, Some(200.0));
+        assert_eq!(out.commands.len(), 1);
     }
 
     #[test]

@@ -84,6 +84,7 @@ impl Coordinator {
                 max_charge_w: d.max_charge_w,
                 w: d.w(),
                 age_ms: d.age_ms(now_instant),
+                controllable: true,
             })
             .collect();
         let price = s.price.current(unix_s);

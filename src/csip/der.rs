@@ -1,13 +1,244 @@
-//! DER function set, client side: DERCapability, DERSettings, DERStatus and
-//! DERAvailability built from the nameplate and the measured state, and the decision
-//! when to PUT each (at start, on change, and on a periodic backstop). Pure.
+//! DER function set, client side: the DERList, and DERCapability, DERSettings,
+//! DERStatus and DERAvailability built from the nameplate and the measured state, with
+//! the decision when to PUT each (at start, on change, and on a periodic backstop).
+//! Each report is sent and retried on its own: a refused DERStatus does not hold back
+//! DERSettings. DERCapability waits until the nameplate is known (the inverters'
+//! ratings); nothing else waits for it.
 
+use crate::http::Method;
 use crate::sep2::{
-    ActivePower, DerAvailability, DerCapability, DerSettings, DerStatus, ReactivePower,
+    ActivePower, Der, DerAvailability, DerCapability, DerSettings, DerStatus, ReactivePower,
     StatusValue, UnsignedScaled,
 };
 
+use super::context::{Answer, Ctx, Paged, PollError, PollPart, Purpose, next_page};
+use super::poller::PollKind;
 use super::{InverterState, Nameplate};
+
+/// Delay before a failed report PUT is tried again (doubling, capped at a minute).
+const SEND_RETRY_MS: u64 = 5_000;
+const SEND_RETRY_MAX_MS: u64 = 60_000;
+
+/// Requests of this function set other than polls.
+#[derive(Debug)]
+pub enum Req {
+    /// PUT of a report with content `key`.
+    Report { kind: ReportKind, key: String },
+}
+
+/// One report's document.
+enum Report {
+    Capability(DerCapability),
+    Settings(DerSettings),
+    Status(DerStatus),
+    Availability(DerAvailability),
+}
+
+/// Per report: what is in flight and when to try again.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sending {
+    in_flight: bool,
+    retry_at_ms: u64,
+    failures: u32,
+}
+
+/// DER state: the DERList and the reports.
+#[derive(Debug, Clone)]
+pub struct DerSet {
+    pub list_href: Option<String>,
+    pub ders: Vec<Der>,
+    pub nameplate: Nameplate,
+    /// The nameplate is known (configured ratings, or the inverters said).
+    pub nameplate_known: bool,
+    pub inverters: Option<Vec<InverterState>>,
+    reports: ReportTracker,
+    sending: [Sending; 4],
+    /// What the last full check saw, and when to check again regardless (the backstop):
+    /// building four documents every second for nothing is most of an idle engine's CPU.
+    checked: Option<(CheckInputs, i64)>,
+}
+
+/// What the reports are built from.
+#[derive(Debug, Clone, PartialEq)]
+struct CheckInputs {
+    inverters: Option<Vec<InverterState>>,
+    set_grad_w: u16,
+    nameplate: Nameplate,
+    nameplate_known: bool,
+    der: Option<Der>,
+}
+
+impl DerSet {
+    pub fn new(nameplate: Nameplate) -> DerSet {
+        DerSet {
+            list_href: None,
+            nameplate_known: nameplate.rtg_max_w > 0.0,
+            nameplate,
+            ders: Vec::new(),
+            inverters: None,
+            reports: ReportTracker::default(),
+            sending: [Sending::default(); 4],
+            checked: None,
+        }
+    }
+
+    /// Our EndDevice links the DERList at `href` (or no longer does).
+    pub fn link(&mut self, ctx: &mut Ctx, href: Option<String>) {
+        let keep: Vec<String> = href.iter().cloned().collect();
+        ctx.poller.retain_kind(PollKind::DerList, &keep);
+        if let Some(href) = &href {
+            ctx.poller
+                .track(href, PollKind::DerList, None, ctx.now.mono_ms);
+        }
+        self.list_href = href;
+    }
+
+    pub fn request(&self, ctx: &mut Ctx, href: &str) {
+        ctx.poll(href, PollKind::DerList, PollPart::Ders(Paged::new(href)));
+    }
+
+    /// A page of the DERList.
+    pub fn handle_list(&mut self, ctx: &mut Ctx, href: &str, paged: Paged<Der>, answer: Answer) {
+        let kind = PollKind::DerList;
+        let Some(paged) = next_page(ctx, href, kind, paged, answer, PollPart::Ders) else {
+            return;
+        };
+        ctx.poll_ok(href, kind, paged.poll_rate_s);
+        if paged.items.first() != self.ders.first() {
+            self.reports.reset();
+            self.checked = None;
+        }
+        self.ders = paged.items;
+    }
+
+    /// The nameplate became known (or changed).
+    pub fn set_nameplate(&mut self, nameplate: Nameplate) {
+        self.nameplate_known = nameplate.rtg_max_w > 0.0;
+        self.nameplate = nameplate;
+    }
+
+    /// PUTs the reports that are due (writes allowed, not in flight, not backing off).
+    pub fn flush(&mut self, ctx: &mut Ctx, set_grad_w: u16) {
+        if !ctx.writable() {
+            return;
+        }
+        let Some(der) = self.ders.first().cloned() else {
+            return;
+        };
+        let now_s = ctx.server_now_s();
+        let inputs = CheckInputs {
+            inverters: self.inverters.clone(),
+            set_grad_w,
+            nameplate: self.nameplate.clone(),
+            nameplate_known: self.nameplate_known,
+            der: Some(der.clone()),
+        };
+        let busy = self
+            .sending
+            .iter()
+            .any(|s| s.in_flight || s.retry_at_ms != 0);
+        if let Some((last, until_s)) = &self.checked {
+            if !busy && *last == inputs && now_s < *until_s && now_s >= until_s - 60 {
+                return;
+            }
+        }
+        self.checked = Some((inputs, now_s + 60));
+        let backstop = ctx.config.report_backstop_s.max(60);
+        for kind in ReportKind::ALL {
+            let sending = self.sending[kind as usize];
+            if sending.in_flight || ctx.now.mono_ms < sending.retry_at_ms {
+                continue;
+            }
+            let link = match kind {
+                ReportKind::Capability => &der.der_capability_link,
+                ReportKind::Settings => &der.der_settings_link,
+                ReportKind::Status => &der.der_status_link,
+                ReportKind::Availability => &der.der_availability_link,
+            };
+            let Some(link) = link else { continue };
+            let csipaus = ctx.config.csipaus;
+            // The content key first: the XML is written only for a report that is due.
+            let doc = match kind {
+                ReportKind::Capability if self.nameplate_known => {
+                    Report::Capability(capability(&self.nameplate, csipaus))
+                }
+                ReportKind::Capability => continue,
+                ReportKind::Settings => {
+                    Report::Settings(settings(&self.nameplate, set_grad_w, csipaus, now_s))
+                }
+                ReportKind::Status => match &self.inverters {
+                    Some(inverters) => Report::Status(status(inverters, now_s)),
+                    None => continue,
+                },
+                ReportKind::Availability => match &self.inverters {
+                    Some(inverters) => Report::Availability(availability(inverters, now_s)),
+                    None => continue,
+                },
+            };
+            let key = match &doc {
+                Report::Capability(d) => capability_key(d),
+                Report::Settings(d) => settings_key(d),
+                Report::Status(d) => status_key(d),
+                Report::Availability(d) => availability_key(d),
+            };
+            if !self.reports.due(kind, &key, now_s, backstop) {
+                continue;
+            }
+            let xml = match &doc {
+                Report::Capability(d) => ctx.write(d),
+                Report::Settings(d) => ctx.write(d),
+                Report::Status(d) => ctx.write(d),
+                Report::Availability(d) => ctx.write(d),
+            };
+            match xml {
+                Ok(xml) => {
+                    self.sending[kind as usize].in_flight = true;
+                    ctx.send(
+                        Method::Put,
+                        link.href.clone(),
+                        Some(xml),
+                        Purpose::Der(Req::Report { kind, key }),
+                    );
+                }
+                Err(err) => {
+                    ctx.error(format!("cannot write {}: {err}", kind.name()));
+                    // Not again until its content changes.
+                    self.reports.accepted(kind, key, now_s);
+                }
+            }
+        }
+    }
+
+    /// The answer to a report PUT.
+    pub fn handle(&mut self, ctx: &mut Ctx, req: Req, href: &str, answer: Answer) {
+        let Req::Report { kind, key } = req;
+        let sending = &mut self.sending[kind as usize];
+        sending.in_flight = false;
+        match answer {
+            Answer::Ok(_) => {
+                ctx.send_ok();
+                sending.failures = 0;
+                sending.retry_at_ms = 0;
+                log::debug!("csip: {} sent to {href}", kind.name());
+                ctx.errors.remove(href);
+                let now_s = ctx.server_now_s();
+                self.reports.accepted(kind, key, now_s);
+            }
+            other => {
+                if let Answer::Failed(err) = &other {
+                    ctx.send_failed(err);
+                }
+                let err = PollError::of(other);
+                sending.failures += 1;
+                let backoff =
+                    (SEND_RETRY_MS << (sending.failures.min(8) - 1)).min(SEND_RETRY_MAX_MS);
+                sending.retry_at_ms =
+                    ctx.now.mono_ms + err.retry_after_ms.unwrap_or(0).max(backoff);
+                ctx.error_at(href, format!("PUT {} {href}: {}", kind.name(), err.message));
+            }
+        }
+    }
+}
 
 /// DERControlType bits csipd can carry out through the inverters: opModConnect (2),
 /// opModEnergize (3) and opModMaxLimW (20). Nothing is claimed that the control layer

@@ -162,6 +162,7 @@ fn main() {
                         available: true,
                         operating: true,
                         rtg_max_w: 5000.0,
+                        active_power_w: None,
                     }],
                 })
             };

@@ -53,6 +53,7 @@ fn measurement() -> Option<SiteMeasurement> {
             available: true,
             operating: true,
             rtg_max_w: 5000.0,
+            active_power_w: None,
         }],
     })
 }

@@ -886,3 +886,150 @@ fn retry_after_is_honoured_on_503() {
         "polled again after {next} ms, Retry-After was 5 s"
     );
 }
+
+/// (genConnectStatus, operationalModeStatus) of each DERStatus PUT, in order.
+fn der_statuses(h: &Harness) -> Vec<(u8, u8)> {
+    h.server
+        .requests_to("PUT", "/edev/1/der/1/ders")
+        .iter()
+        .filter_map(|r| {
+            let connect = element_text(&r.body, "genConnectStatus")
+                .and_then(|g| element_text(&g, "value"))
+                .and_then(|v| u8::from_str_radix(&v, 16).ok())?;
+            let mode = element_text(&r.body, "operationalModeStatus")
+                .and_then(|g| element_text(&g, "value"))
+                .and_then(|v| v.parse().ok())?;
+            Some((connect, mode))
+        })
+        .collect()
+}
+
+#[test]
+fn all_08_status_follows_what_the_der_generates() {
+    let mut h = Harness::start(scenario());
+    h.site.inverters[0].active_power_w = Some(3000.0);
+    assert!(h.run_until(30, |h| !der_statuses(h).is_empty()));
+    assert_eq!(der_statuses(&h), [(0b111, 2)]);
+    // The DER stops generating (still connected and available).
+    h.site.inverters[0].active_power_w = Some(0.0);
+    assert!(h.run_until(30, |h| der_statuses(h).len() >= 2));
+    assert_eq!(
+        der_statuses(&h)[1],
+        (0b011, 1),
+        "operating cleared, mode 1 (off)"
+    );
+    h.site.inverters[0].active_power_w = Some(2500.0);
+    assert!(h.run_until(30, |h| der_statuses(h).len() >= 3));
+    assert_eq!(der_statuses(&h)[2], (0b111, 2));
+    assert_all_bodies_valid(&h.server);
+}
+
+#[test]
+fn all_11_de_energise_clears_operating_during_the_control_and_sets_it_after() {
+    let mut h = Harness::start(scenario());
+    h.site.inverters[0].active_power_w = Some(3000.0);
+    assert!(h.run_until(30, |h| !der_statuses(h).is_empty()));
+    let now = h.now_s();
+    h.server.update(|s| {
+        let mut c = Control::new("DERC1", now + 5, 60);
+        c.energize = Some(false);
+        s.fsas[0][0].controls.push(c);
+    });
+    // The inverter keeps reporting output (csipd's own action decides the status).
+    assert!(h.run_until(30, |h| der_statuses(h).len() >= 2));
+    assert_eq!(
+        der_statuses(&h)[1],
+        (0b011, 1),
+        "bit 2 cleared while de-energised"
+    );
+    assert!(h.run_until(90, |h| der_statuses(h).len() >= 3));
+    assert_eq!(
+        der_statuses(&h)[2],
+        (0b111, 2),
+        "set again after the control"
+    );
+    let puts = h.server.requests_to("PUT", "/edev/1/der/1/ders");
+    assert!(
+        puts[2].at_ms >= (now + 65 - T0_S) as u64 * 1000,
+        "not before the control ended"
+    );
+}
+
+#[test]
+fn all_12_disconnect_clears_connected_available_and_operating() {
+    let mut h = Harness::start(scenario());
+    assert!(h.run_until(30, |h| !der_statuses(h).is_empty()));
+    let now = h.now_s();
+    h.server.update(|s| {
+        let mut c = Control::new("DERC1", now + 5, 60);
+        c.connect = Some(false);
+        s.fsas[0][0].controls.push(c);
+    });
+    assert!(h.run_until(30, |h| der_statuses(h).len() >= 2));
+    assert_eq!(der_statuses(&h)[1], (0, 1), "bits 0, 1 and 2 cleared");
+    assert!(h.run_until(90, |h| der_statuses(h).len() >= 3));
+    assert_eq!(
+        der_statuses(&h)[2],
+        (0b111, 2),
+        "reconnected after the control"
+    );
+    assert_all_bodies_valid(&h.server);
+}
+
+#[test]
+fn mul_01_one_der_of_several_switched_off_is_reported() {
+    let mut h = Harness::start(scenario());
+    let second = h.site.inverters[0];
+    h.site.inverters.push(second);
+    assert!(h.run_until(30, |h| !der_statuses(h).is_empty()));
+    // One of the two goes off: the fleet is still connected and operating, but it is a
+    // change the harness waits for.
+    h.site.inverters[1].connected = false;
+    h.site.inverters[1].available = false;
+    h.site.inverters[1].operating = false;
+    assert!(h.run_until(30, |h| der_statuses(h).len() >= 2));
+    assert_eq!(der_statuses(&h)[1], (0b111, 2));
+    // Then the other: all off.
+    h.site.inverters[0].connected = false;
+    h.site.inverters[0].available = false;
+    h.site.inverters[0].operating = false;
+    assert!(h.run_until(30, |h| der_statuses(h).len() >= 3));
+    assert_eq!(der_statuses(&h)[2], (0, 1));
+    h.run_for(60);
+    assert_eq!(der_statuses(&h).len(), 3, "no PUT without a change");
+}
+
+#[test]
+fn all_10_mul_02_reading_types_are_power_kind_averages_with_phases() {
+    let mut h = Harness::start(scenario());
+    assert!(h.run_until(30, |h| count(&h.requests(), "POST", "/mup") >= 2));
+    for mup in h.server.requests_to("POST", "/mup") {
+        let body = &mup.body;
+        let mut rest = body.as_str();
+        let mut seen = 0;
+        while let Some((_, after)) = rest.split_once("<ReadingType>") {
+            let (rt, tail) = after.split_once("</ReadingType>").expect("closed");
+            rest = tail;
+            seen += 1;
+            let uom = element_text(rt, "uom").unwrap_or_default();
+            let kind = element_text(rt, "kind").unwrap_or_default();
+            assert_eq!(
+                element_text(rt, "dataQualifier").as_deref(),
+                Some("2"),
+                "{rt}"
+            );
+            assert!(element_text(rt, "phase").is_some(), "{rt}");
+            match uom.as_str() {
+                // W, var: power, with a flow direction
+                "38" | "63" => {
+                    assert_eq!(kind, "37", "{rt}");
+                    assert!(element_text(rt, "flowDirection").is_some(), "{rt}");
+                }
+                // V: power kind too (the harness finds AVERAGE/VOLTAGE by it)
+                "29" => assert_eq!(kind, "37", "{rt}"),
+                _ => {}
+            }
+        }
+        assert!(seen >= 6, "{body}");
+    }
+}

@@ -62,6 +62,7 @@ pub struct DerSet {
 #[derive(Debug, Clone, PartialEq)]
 struct CheckInputs {
     inverters: Option<Vec<InverterState>>,
+    own: OwnActions,
     set_grad_w: u16,
     nameplate: Nameplate,
     nameplate_known: bool,
@@ -118,7 +119,7 @@ impl DerSet {
     }
 
     /// PUTs the reports that are due (writes allowed, not in flight, not backing off).
-    pub fn flush(&mut self, ctx: &mut Ctx, set_grad_w: u16) {
+    pub fn flush(&mut self, ctx: &mut Ctx, set_grad_w: u16, own: OwnActions) {
         if !ctx.writable() {
             return;
         }
@@ -128,6 +129,7 @@ impl DerSet {
         let now_s = ctx.server_now_s();
         let inputs = CheckInputs {
             inverters: self.inverters.clone(),
+            own,
             set_grad_w,
             nameplate: self.nameplate.clone(),
             nameplate_known: self.nameplate_known,
@@ -167,7 +169,7 @@ impl DerSet {
                     Report::Settings(settings(&self.nameplate, set_grad_w, csipaus, now_s))
                 }
                 ReportKind::Status => match &self.inverters {
-                    Some(inverters) => Report::Status(status(inverters, now_s)),
+                    Some(inverters) => Report::Status(status(inverters, own, now_s)),
                     None => continue,
                 },
                 ReportKind::Availability => match &self.inverters {
@@ -178,7 +180,9 @@ impl DerSet {
             let key = match &doc {
                 Report::Capability(d) => capability_key(d),
                 Report::Settings(d) => settings_key(d),
-                Report::Status(d) => status_key(d),
+                Report::Status(d) => {
+                    fleet_status_key(d, self.inverters.as_deref().unwrap_or_default())
+                }
                 Report::Availability(d) => availability_key(d),
             };
             if !self.reports.due(kind, &key, now_s, backstop) {
@@ -323,37 +327,90 @@ pub fn settings(nameplate: &Nameplate, set_grad_w: u16, csipaus: bool, now_s: i6
     }
 }
 
-/// ConnectStatusType bits of the fleet: bit 0 connected, 1 available, 2 operating —
-/// each set when any inverter is (the MUL-01 procedure: one of two inverters off still
-/// reports connected/available/operating).
-pub fn connect_status(inverters: &[InverterState]) -> u8 {
-    u8::from(inverters.iter().any(|i| i.connected))
-        | u8::from(inverters.iter().any(|i| i.available)) << 1
-        | u8::from(inverters.iter().any(|i| i.operating)) << 2
+/// What csipd itself has done to the DER fleet: the utility's opModConnect /
+/// opModEnergize in force, which the status must reflect whatever the inverters say
+/// (CSIP-AUS ALL-11, ALL-12, ALL-26).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OwnActions {
+    /// opModConnect false in force: the DER is disconnected.
+    pub disconnected: bool,
+    /// opModEnergize false in force: the DER ceases to energize.
+    pub deenergised: bool,
 }
 
-/// OperationalModeStatusType: 1 off, 2 operational mode.
-pub fn operational_mode(inverters: &[InverterState]) -> u8 {
-    if inverters.iter().any(|i| i.operating) {
+impl OwnActions {
+    /// From the scheduler's active controls.
+    pub fn of(active: &crate::schedule::ActiveControls) -> OwnActions {
+        use crate::schedule::{ControlMode, ModeValue};
+        let off = |mode| {
+            active
+                .get(mode)
+                .is_some_and(|v| v.value == ModeValue::Flag(false))
+        };
+        OwnActions {
+            disconnected: off(ControlMode::Connect),
+            deenergised: off(ControlMode::Energize),
+        }
+    }
+}
+
+/// Output below this share of an inverter's rating (or 10 W) counts as not generating.
+const GENERATING_FRACTION: f64 = 0.01;
+
+/// The inverter is producing (or its output is not measured and it says it operates).
+fn generating(i: &InverterState) -> bool {
+    i.operating
+        && i.active_power_w
+            .is_none_or(|w| w > (i.rtg_max_w * GENERATING_FRACTION).max(10.0))
+}
+
+/// ConnectStatusType bits of the fleet: bit 0 connected, 1 available, 2 operating —
+/// each set when any inverter is (one of two inverters off still reports the fleet
+/// connected, MUL-01), and cleared by csipd's own actions: a disconnect clears all
+/// three (ALL-12), a de-energise clears "operating" (ALL-11). "Operating" also needs
+/// output: an inverter that stopped generating is not operating (ALL-08).
+pub fn connect_status(inverters: &[InverterState], own: OwnActions) -> u8 {
+    if own.disconnected {
+        return 0;
+    }
+    u8::from(inverters.iter().any(|i| i.connected))
+        | u8::from(inverters.iter().any(|i| i.available)) << 1
+        | u8::from(!own.deenergised && inverters.iter().any(generating)) << 2
+}
+
+/// OperationalModeStatusType: 1 off, 2 operational mode (some inverter generating and
+/// csipd has not switched the fleet off).
+pub fn operational_mode(inverters: &[InverterState], own: OwnActions) -> u8 {
+    if !own.disconnected && !own.deenergised && inverters.iter().any(generating) {
         2
     } else {
         1
     }
 }
 
-pub fn status(inverters: &[InverterState], now_s: i64) -> DerStatus {
+pub fn status(inverters: &[InverterState], own: OwnActions, now_s: i64) -> DerStatus {
     DerStatus {
         gen_connect_status: Some(StatusValue {
             date_time: now_s,
-            value: connect_status(inverters),
+            value: connect_status(inverters, own),
         }),
         operational_mode_status: Some(StatusValue {
             date_time: now_s,
-            value: operational_mode(inverters),
+            value: operational_mode(inverters, own),
         }),
         reading_time: now_s,
         ..DerStatus::default()
     }
+}
+
+/// DERStatus's change key: the fleet's status and each inverter's own state, so a
+/// change of any one DER of the site is a change (MUL-01: one of two switched off).
+pub fn fleet_status_key(status: &DerStatus, inverters: &[InverterState]) -> String {
+    let each: Vec<(bool, bool, bool)> = inverters
+        .iter()
+        .map(|i| (i.connected, i.available, generating(i)))
+        .collect();
+    format!("{}/{each:?}", status_key(status))
 }
 
 pub fn availability(inverters: &[InverterState], now_s: i64) -> DerAvailability {
@@ -477,6 +534,7 @@ mod tests {
             available: connected,
             operating,
             rtg_max_w: 5_000.0,
+            active_power_w: None,
         }
     }
 
@@ -516,14 +574,19 @@ mod tests {
 
     #[test]
     fn connect_status_of_several_inverters() {
+        let none = OwnActions::default();
         // MUL-01: one of two off → still connected/available/operating, mode 2
         let one_off = [inverter(true, true), inverter(false, false)];
-        assert_eq!(connect_status(&one_off), 0b111);
-        assert_eq!(operational_mode(&one_off), 2);
+        assert_eq!(connect_status(&one_off, none), 0b111);
+        assert_eq!(operational_mode(&one_off, none), 2);
         // all off → nothing set, mode 1
         let all_off = [inverter(false, false), inverter(false, false)];
-        assert_eq!(connect_status(&all_off), 0);
-        assert_eq!(operational_mode(&all_off), 1);
+        assert_eq!(connect_status(&all_off, none), 0);
+        assert_eq!(operational_mode(&all_off, none), 1);
+        // ...but a change of any one DER is a change of the report
+        let both_on = [inverter(true, true), inverter(true, true)];
+        let key = |inv: &[InverterState]| fleet_status_key(&status(inv, none, 0), inv);
+        assert_ne!(key(&both_on), key(&one_off));
         assert_eq!(
             availability(&one_off, 0).stat_w_avail.map(|p| p.watts()),
             Some(5_000.0)
@@ -531,16 +594,43 @@ mod tests {
     }
 
     #[test]
+    fn own_actions_and_output_decide_the_status() {
+        let none = OwnActions::default();
+        let mut running = inverter(true, true);
+        running.active_power_w = Some(3_000.0);
+        // ALL-08: stopped generating (2 W of 5 kW): not operating, mode 1 (off)
+        let mut idle = running;
+        idle.active_power_w = Some(2.0);
+        assert_eq!(connect_status(&[idle], none), 0b011);
+        assert_eq!(operational_mode(&[idle], none), 1);
+        // ALL-11: de-energised by csipd: "operating" cleared though it still produces
+        let deenergised = OwnActions {
+            deenergised: true,
+            ..none
+        };
+        assert_eq!(connect_status(&[running], deenergised), 0b011);
+        assert_eq!(operational_mode(&[running], deenergised), 1);
+        // ALL-12: disconnected by csipd: bits 0, 1 and 2 all cleared
+        let disconnected = OwnActions {
+            disconnected: true,
+            ..none
+        };
+        assert_eq!(connect_status(&[running], disconnected), 0);
+        assert_eq!(connect_status(&[running], none), 0b111);
+    }
+
+    #[test]
     fn reports_go_at_start_on_change_and_on_backstop() {
         let mut tracker = ReportTracker::default();
-        let connected = status_key(&status(&[inverter(true, true)], 100));
+        let none = OwnActions::default();
+        let connected = status_key(&status(&[inverter(true, true)], none, 100));
         assert!(tracker.due(ReportKind::Status, &connected, 100, 300));
         tracker.accepted(ReportKind::Status, connected.clone(), 100);
         // same content later (timestamps differ): not due
-        let again = status_key(&status(&[inverter(true, true)], 150));
+        let again = status_key(&status(&[inverter(true, true)], none, 150));
         assert!(!tracker.due(ReportKind::Status, &again, 150, 300));
         // changed content: due
-        let off = status_key(&status(&[inverter(false, false)], 160));
+        let off = status_key(&status(&[inverter(false, false)], none, 160));
         assert!(tracker.due(ReportKind::Status, &off, 160, 300));
         // backstop
         assert!(tracker.due(ReportKind::Status, &again, 400, 300));

@@ -431,6 +431,14 @@ impl DerpSet {
         Some(ctx.now.mono_ms + wait_ms)
     }
 
+    /// What csipd's controls do to the DER (disconnect, de-energise), for DERStatus.
+    pub fn own_actions(&self) -> super::der::OwnActions {
+        self.last_active
+            .as_ref()
+            .map(super::der::OwnActions::of)
+            .unwrap_or_default()
+    }
+
     /// setGradW in force: that of the highest-priority program's default control.
     pub fn set_grad_w(&self) -> u16 {
         let mut best: Option<(u8, u16)> = None;

@@ -353,7 +353,8 @@ impl Engine {
         let ctx = &mut self.ctx;
         self.edev.flush(ctx);
         self.responses.flush(ctx);
-        self.der.flush(ctx, self.derp.set_grad_w());
+        self.der
+            .flush(ctx, self.derp.set_grad_w(), self.derp.own_actions());
         self.mirror.flush(ctx);
         self.publish_status();
     }

@@ -523,10 +523,12 @@ pub fn reading_type(role: MupRole, channel: Channel, interval_s: u32) -> Reading
         (_, Phase::B) => 64,
         (_, Phase::C) => 32,
     };
+    // KindType 37 "power" on W, var and V: the certification harness finds the site's
+    // AVERAGE/VOLTAGE usage point by it (ALL-06, ALL-10, MUL-02). Frequency has no kind.
     let (uom, kind, flow) = match channel.quantity {
         Quantity::ActivePowerW => (38, 37, Some(role.flow_direction())),
         Quantity::ReactivePowerVar => (63, 37, Some(role.flow_direction())),
-        Quantity::VoltageV => (29, 0, None),
+        Quantity::VoltageV => (29, 37, None),
         Quantity::FrequencyHz => (33, 0, None),
     };
     ReadingType {
@@ -677,6 +679,7 @@ mod tests {
             (v_a.uom, v_a.phase, v_a.power_of_ten_multiplier),
             (Some(29), Some(129), Some(-1))
         );
+        assert_eq!((v_a.kind, v_a.data_qualifier), (Some(37), Some(2)));
         let hz = reading_type(
             MupRole::Site,
             channel(Quantity::FrequencyHz, Phase::Total),

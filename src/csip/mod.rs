@@ -147,6 +147,10 @@ pub struct InverterState {
     pub operating: bool,
     /// Rated maximum active power, W.
     pub rtg_max_w: f64,
+    /// Active power output now, W (positive = generation); `None` when not measured.
+    /// An operating inverter producing (almost) nothing is reported as not operating
+    /// (CSIP-AUS ALL-08).
+    pub active_power_w: Option<f64>,
 }
 
 /// One second's view of the site, from the runtime.

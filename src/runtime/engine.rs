@@ -172,6 +172,11 @@ fn inverter_state(d: &DeviceState, fresh: bool) -> InverterState {
                 ) | None
             ),
         rtg_max_w: d.rating_w.unwrap_or(0.0),
+        active_power_w: if fresh {
+            d.ac.as_ref().and_then(|ac| ac.w)
+        } else {
+            None
+        },
     }
 }
 

@@ -82,6 +82,7 @@ impl Site {
                 available: true,
                 operating: true,
                 rtg_max_w: 5000.0,
+                active_power_w: None,
             }],
             silent: false,
         }

@@ -43,6 +43,7 @@ pub struct Control {
     pub gen_lim_w: Option<i32>,
     pub load_lim_w: Option<i32>,
     pub energize: Option<bool>,
+    pub connect: Option<bool>,
     pub response_required: u8,
 }
 
@@ -66,6 +67,7 @@ impl Control {
             gen_lim_w: None,
             load_lim_w: None,
             energize: None,
+            connect: None,
             response_required: 3,
         }
     }
@@ -789,9 +791,12 @@ fn program_xml(n: usize, p: &Program, top: bool) -> String {
 
 fn control_xml(c: &Control) -> String {
     let energize = c
-        .energize
-        .map(|e| format!("<opModEnergize>{e}</opModEnergize>"))
-        .unwrap_or_default();
+        .connect
+        .map(|e| format!("<opModConnect>{e}</opModConnect>"))
+        .unwrap_or_default()
+        + &c.energize
+            .map(|e| format!("<opModEnergize>{e}</opModEnergize>"))
+            .unwrap_or_default();
     format!(
         r#"<DERControl href="/edev/1/derc/{mrid}" replyTo="/edev/1/rsps/site_control/rsp" responseRequired="{rr:02X}"><mRID>{mrid}</mRID><description>{mrid}</description><creationTime>{ct}</creationTime><EventStatus><currentStatus>{st}</currentStatus><dateTime>{ct}</dateTime><potentiallySuperseded>false</potentiallySuperseded></EventStatus><interval><duration>{d}</duration><start>{start}</start></interval><DERControlBase>{energize}{imp}{exp}{gen}{load}</DERControlBase></DERControl>"#,
         mrid = c.mrid,

@@ -282,6 +282,9 @@ pub struct Ctx {
     /// Set by the EndDevice function set: this device is found and its Registration
     /// allows writing (PIN checked where one is configured and offered).
     pub may_write: bool,
+    /// Set by the EndDevice function set: the Registration's PIN is checked and matches
+    /// (or there is nothing to check). Controls are taken only then.
+    pub registration_ok: bool,
     /// Bumped whenever programs, controls or FSAs change (the schedule is evaluated
     /// again then).
     pub tree_version: u64,
@@ -315,6 +318,7 @@ impl Ctx {
             errors: BTreeMap::new(),
             read_only: false,
             may_write: false,
+            registration_ok: false,
             tree_version: 0,
             outgoing: VecDeque::new(),
             in_flight: HashMap::new(),

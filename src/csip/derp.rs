@@ -387,7 +387,7 @@ impl DerpSet {
     /// Runs the scheduler when something changed or its next change came; hands out
     /// [`Event::Controls`] when the active controls changed or responses fell due.
     pub fn evaluate(&mut self, ctx: &mut Ctx, fsas: &[FsaState], responses: &mut ResponseSet) {
-        if ctx.state == ConnectionState::PinMismatch || !self.ready(fsas) {
+        if ctx.state == ConnectionState::PinMismatch || !ctx.registration_ok || !self.ready(fsas) {
             return;
         }
         let now_s = ctx.server_now_s();

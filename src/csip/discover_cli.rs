@@ -189,13 +189,8 @@ pub fn discover_once(config: EngineConfig) -> Result<String, String> {
         &mut source,
         &mut NoSink,
         |engine, now| {
-            // The walk is over when nothing is outstanding and nothing falls due soon
-            // (every resource linked so far has been read once).
-            let quiet = engine.outstanding() == 0
-                && engine
-                    .poll_timeout()
-                    .is_none_or(|t| t > now.mono_ms + 1_000);
-            quiet || now.mono_ms > started_ms + WALK_DEADLINE_MS
+            // The walk is over when every resource linked so far has been read once.
+            engine.walked() || now.mono_ms > started_ms + WALK_DEADLINE_MS
         },
     ));
     let status = engine.status();

@@ -102,7 +102,8 @@ impl EdevSet {
 
     /// Whether writes may go out (see the module doc); sets `ctx.may_write`.
     fn update_may_write(&self, ctx: &mut Ctx) {
-        ctx.may_write = self.own.is_some() && self.registration_state == RegistrationState::Fine;
+        ctx.registration_ok = self.registration_state == RegistrationState::Fine;
+        ctx.may_write = self.own.is_some() && ctx.registration_ok;
     }
 
     /// A page of the EndDeviceList. Returns our EndDevice's links when it was found (or

@@ -119,6 +119,18 @@ impl Engine {
         self.ctx.outstanding()
     }
 
+    /// True once every resource linked so far has been read (or failed) at least once
+    /// and no request is outstanding: one walk of the tree is complete.
+    pub fn walked(&self) -> bool {
+        self.started
+            && self.ctx.outstanding() == 0
+            && self
+                .ctx
+                .poller
+                .entries()
+                .all(|(_, e)| e.last_poll_ms.is_some() || e.consecutive_failures > 0)
+    }
+
     /// Server time minus local time, seconds.
     pub fn clock_offset_s(&self) -> i64 {
         self.ctx.clock.offset_s()

@@ -1,7 +1,8 @@
 //! The engine against the hand-scripted CSIP-AUS server (tests/common/csip_server.rs)
 //! in memory on a virtual clock (tests/common/csip_memory.rs), playing the
-//! certification harness's client procedures ALL-01, 02, 03, 05, 06, 07, 09, 10, 18,
-//! 19, 20 and 23 and checking what csipd sends and when. Every PUT/POST body is
+//! certification harness's client procedures ALL-01, 02, 03, 03-REJ, 05, 06, 07, 08, 09,
+//! 10, 11, 12, 18, 19, 20, 23, 29, MUL-01, 02 and 03 and checking what csipd sends and
+//! when. Every PUT/POST body is
 //! validated with xmllint against csipaus-core.xsd (`bash tests/setup.sh` fetches it).
 //! No test here waits for the wall clock.
 
@@ -448,25 +449,31 @@ fn all_09_capability_and_settings() {
 
 #[test]
 fn discovery_does_not_wait_for_the_nameplate() {
-    // The inverters have not told their ratings yet: everything but DERCapability goes.
+    // The inverters have not told their ratings yet: discovery, controls, DERStatus and
+    // readings go; DERCapability and DERSettings (setMaxW) wait for the ratings.
     let mut config = engine_config();
     config.nameplate.rtg_max_w = 0.0;
     let nameplate = engine_config().nameplate;
     let mut h = Harness::new(config, scenario());
     assert!(h.run_until(30, |h| {
         let r = h.requests();
-        has(&r, "PUT", "/edev/1/der/1/derg") && has(&r, "PUT", "/edev/1/der/1/ders")
+        has(&r, "PUT", "/edev/1/der/1/ders") && has(&r, "POST", "/mup")
     }));
     assert_eq!(h.requests()[0].at_ms, 0, "first GET /dcap at once");
-    assert!(!has(&h.requests(), "PUT", "/edev/1/der/1/dercap"));
+    assert_eq!(h.export_limit_w(), Some(0.0));
     h.run_for(10);
     assert!(!has(&h.requests(), "PUT", "/edev/1/der/1/dercap"));
+    assert!(!has(&h.requests(), "PUT", "/edev/1/der/1/derg"));
     let now = h.now;
     h.engine.handle_nameplate(nameplate, now);
     h.run_for(1);
     let cap = h.server.requests_to("PUT", "/edev/1/der/1/dercap");
     assert_eq!(cap.len(), 1);
-    assert!(element_text(&cap[0].body, "rtgMaxW").is_some());
+    assert_eq!(
+        element_text(&cap[0].body, "rtgMaxW").and_then(|w| element_text(&w, "value")),
+        Some("5000".to_string())
+    );
+    assert_eq!(h.server.requests_to("PUT", "/edev/1/der/1/derg").len(), 1);
 }
 
 #[test]

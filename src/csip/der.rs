@@ -2,8 +2,8 @@
 //! DERStatus and DERAvailability built from the nameplate and the measured state, with
 //! the decision when to PUT each (at start, on change, and on a periodic backstop).
 //! Each report is sent and retried on its own: a refused DERStatus does not hold back
-//! DERSettings. DERCapability waits until the nameplate is known (the inverters'
-//! ratings); nothing else waits for it.
+//! DERSettings. DERCapability and DERSettings wait until the nameplate is known (the
+//! inverters' ratings); DERStatus, DERAvailability and everything else do not.
 
 use crate::http::Method;
 use crate::sep2::{
@@ -56,6 +56,7 @@ pub struct DerSet {
     /// What the last full check saw, and when to check again regardless (the backstop):
     /// building four documents every second for nothing is most of an idle engine's CPU.
     checked: Option<(CheckInputs, i64)>,
+    ders_version: u64,
 }
 
 /// What the reports are built from.
@@ -66,7 +67,8 @@ struct CheckInputs {
     set_grad_w: u16,
     nameplate: Nameplate,
     nameplate_known: bool,
-    der: Option<Der>,
+    /// Bumped when the DERList changes.
+    ders_version: u64,
 }
 
 impl DerSet {
@@ -80,6 +82,7 @@ impl DerSet {
             reports: ReportTracker::default(),
             sending: [Sending::default(); 4],
             checked: None,
+            ders_version: 0,
         }
     }
 
@@ -108,6 +111,7 @@ impl DerSet {
         if paged.items.first() != self.ders.first() {
             self.reports.reset();
             self.checked = None;
+            self.ders_version += 1;
         }
         self.ders = paged.items;
     }
@@ -123,28 +127,37 @@ impl DerSet {
         if !ctx.writable() {
             return;
         }
-        let Some(der) = self.ders.first().cloned() else {
+        if self.ders.is_empty() {
             return;
-        };
+        }
         let now_s = ctx.server_now_s();
+        let busy = self
+            .sending
+            .iter()
+            .any(|s| s.in_flight || s.retry_at_ms != 0);
+        if let Some((last, until_s)) = &self.checked {
+            let same = last.inverters == self.inverters
+                && last.own == own
+                && last.set_grad_w == set_grad_w
+                && last.nameplate == self.nameplate
+                && last.nameplate_known == self.nameplate_known
+                && last.ders_version == self.ders_version;
+            if !busy && same && now_s < *until_s && now_s >= until_s - 60 {
+                return;
+            }
+        }
         let inputs = CheckInputs {
             inverters: self.inverters.clone(),
             own,
             set_grad_w,
             nameplate: self.nameplate.clone(),
             nameplate_known: self.nameplate_known,
-            der: Some(der.clone()),
+            ders_version: self.ders_version,
         };
-        let busy = self
-            .sending
-            .iter()
-            .any(|s| s.in_flight || s.retry_at_ms != 0);
-        if let Some((last, until_s)) = &self.checked {
-            if !busy && *last == inputs && now_s < *until_s && now_s >= until_s - 60 {
-                return;
-            }
-        }
         self.checked = Some((inputs, now_s + 60));
+        let Some(der) = self.ders.first().cloned() else {
+            return;
+        };
         let backstop = ctx.config.report_backstop_s.max(60);
         for kind in ReportKind::ALL {
             let sending = self.sending[kind as usize];
@@ -165,9 +178,11 @@ impl DerSet {
                     Report::Capability(capability(&self.nameplate, csipaus))
                 }
                 ReportKind::Capability => continue,
-                ReportKind::Settings => {
+                // setMaxW is the nameplate's: not sent as 0 before the ratings are known.
+                ReportKind::Settings if self.nameplate_known => {
                     Report::Settings(settings(&self.nameplate, set_grad_w, csipaus, now_s))
                 }
+                ReportKind::Settings => continue,
                 ReportKind::Status => match &self.inverters {
                     Some(inverters) => Report::Status(status(inverters, own, now_s)),
                     None => continue,

@@ -34,6 +34,8 @@ pub struct DerpSet {
     pub programs: BTreeMap<String, Vec<ProgramState>>,
     /// Hrefs answered at least once (lists and the resources under programs).
     answered: BTreeSet<String>,
+    /// The DERProgramLists the FSAs link.
+    lists: Vec<String>,
     pub schedule_state: schedule::State,
     rng: schedule::Rng,
     last_active: Option<ActiveControls>,
@@ -48,6 +50,7 @@ impl DerpSet {
         DerpSet {
             programs: BTreeMap::new(),
             answered: BTreeSet::new(),
+            lists: Vec::new(),
             schedule_state: schedule::State::default(),
             rng: schedule::Rng::new(rng_seed),
             last_active: None,
@@ -58,6 +61,7 @@ impl DerpSet {
 
     /// The FSAs now list the DERProgramLists `lists`.
     pub fn link(&mut self, ctx: &mut Ctx, lists: &[String]) {
+        self.lists = lists.to_vec();
         ctx.poller.retain_kind(PollKind::DerProgramList, lists);
         for href in lists {
             ctx.poller
@@ -99,8 +103,12 @@ impl DerpSet {
         out
     }
 
-    fn retain_children(&self, ctx: &mut Ctx) {
+    fn retain_children(&mut self, ctx: &mut Ctx) {
         let children = self.children();
+        // Forget what was answered of resources no longer linked (bounded memory).
+        let lists = &self.lists;
+        self.answered
+            .retain(|href| lists.contains(href) || children.iter().any(|(child, _)| child == href));
         for kind in [
             PollKind::DerControlList,
             PollKind::DefaultDerControl,

@@ -166,7 +166,10 @@ impl MirrorSet {
             });
             let closed = match meter {
                 Some(meter) => {
-                    point.channels.extend(meter.channels().map(|(c, _)| c));
+                    // Which channels there are, until the usage point is created with them.
+                    if point.href.is_none() {
+                        point.channels.extend(meter.channels().map(|(c, _)| c));
+                    }
                     point.averager.add(server_now_s, &meter)
                 }
                 None => point.averager.close_if_ended(server_now_s),

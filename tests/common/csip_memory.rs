@@ -142,6 +142,9 @@ pub struct Harness {
     next_sample_ms: u64,
     /// Calls of the engine's inputs (for the CPU-cost test).
     pub inputs: u64,
+    /// Wall time spent inside the engine's calls (not the scripted server's), for the
+    /// cost report of the simulated-day test.
+    pub engine_time: std::time::Duration,
 }
 
 impl Harness {
@@ -160,6 +163,7 @@ impl Harness {
             deliveries: Vec::new(),
             next_sample_ms: 0,
             inputs: 0,
+            engine_time: std::time::Duration::ZERO,
         }
     }
 
@@ -232,7 +236,9 @@ impl Harness {
                 self.now.mono_ms,
             );
             let result = self.answer(reply, method, &href);
+            let t = std::time::Instant::now();
             self.engine.handle_response(request.id, result, self.now);
+            self.engine_time += t.elapsed();
             self.inputs += 1;
             self.drain_events();
         }
@@ -255,7 +261,9 @@ impl Harness {
         loop {
             if self.now.mono_ms >= self.next_sample_ms {
                 let m = self.site.measurement();
+                let t = std::time::Instant::now();
                 self.engine.handle_measurements(m, self.now);
+                self.engine_time += t.elapsed();
                 self.inputs += 1;
                 self.next_sample_ms += 1000;
             }
@@ -264,7 +272,9 @@ impl Harness {
                 .poll_timeout()
                 .is_some_and(|t| t <= self.now.mono_ms)
             {
+                let t = std::time::Instant::now();
                 self.engine.handle_timeout(self.now);
+                self.engine_time += t.elapsed();
                 self.inputs += 1;
             }
             self.drain_events();

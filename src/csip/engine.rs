@@ -446,3 +446,96 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::Method;
+    use std::time::Duration;
+
+    fn config() -> EngineConfig {
+        let nameplate = Nameplate {
+            rtg_max_w: 0.0,
+            rtg_max_va: None,
+            rtg_max_var: None,
+            rtg_max_var_neg: None,
+            rtg_v_nom: None,
+            der_type: 4,
+            can_limit_export: true,
+            can_limit_import: false,
+            can_limit_generation: true,
+            can_limit_load: false,
+        };
+        EngineConfig {
+            http: crate::http::ClientConfig::new("http://memory"),
+            dcap_path: "/dcap".into(),
+            lfdi: "3E4F45AB31EDFE5B67E343E5E4562E3100012345".into(),
+            sfdi: 1,
+            pin: None,
+            in_band_registration: false,
+            nmi: None,
+            pen: 1,
+            csipaus: true,
+            csipaus_v1_3: false,
+            nameplate,
+            max_poll_interval_s: None,
+            report_backstop_s: 3600,
+            default_post_rate_s: 300,
+            reading_buffer_intervals: 10,
+            rng_seed: 1,
+        }
+    }
+
+    fn timeout(path: &str) -> Result<Response, HttpError> {
+        Err(HttpError::ReadTimeout {
+            method: Method::Get,
+            path: path.into(),
+            after: Duration::from_secs(30),
+        })
+    }
+
+    #[test]
+    fn call_order_and_time_rule() {
+        let t0 = Now {
+            mono_ms: 1_000,
+            utc_ms: 1_750_000_000_000,
+        };
+        let mut engine = Engine::new(config(), t0).expect("engine");
+        // Nothing is sent before the first input; it is due at once.
+        assert!(engine.poll_request().is_none());
+        assert_eq!(engine.poll_timeout(), Some(1_000));
+        engine.handle_timeout(t0);
+        let dcap = engine.poll_request().expect("GET /dcap");
+        assert_eq!((dcap.method, dcap.href.as_str()), (Method::Get, "/dcap"));
+        assert!(
+            engine.poll_request().is_none(),
+            "one at a time: nothing else known"
+        );
+        // In flight: not due again, no wake-up for it.
+        assert_eq!(engine.poll_timeout(), None);
+        // No answer: it backs off 2 s, and the status says why, naming the resource.
+        engine.handle_response(dcap.id, timeout("/dcap"), t0.plus_ms(30_000));
+        assert_eq!(engine.poll_timeout(), Some(33_000));
+        let status = engine.status();
+        assert_eq!(status.state, ConnectionState::Unreachable);
+        assert!(
+            status.polls[0]
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("DeviceCapability /dcap") && e.contains("30.0 s"))
+        );
+        assert!(matches!(engine.poll_event(), Some(Event::Status(_))));
+        // The monotonic clock never goes back: an earlier `now` is taken as the last.
+        engine.handle_timeout(Now {
+            mono_ms: 5,
+            utc_ms: t0.utc_ms,
+        });
+        assert!(engine.poll_request().is_none(), "not due yet");
+        engine.handle_timeout(t0.plus_ms(32_000));
+        let again = engine.poll_request().expect("retried");
+        assert_eq!(again.href, "/dcap");
+        // An answer to an unknown id is ignored.
+        engine.handle_response(RequestId(999), timeout("/x"), t0.plus_ms(32_000));
+        assert!(engine.poll_request().is_none());
+    }
+}

@@ -702,8 +702,8 @@ fn cert_sign(f: &[(String, String)]) -> Result<ExitCode, CliError> {
     let ca_chain = load_certs(&ca_cert_path)?;
     let ca_key = load_key(&ca_key_path)?;
     let csr_pem = std::fs::read(&csr_path).map_err(|e| err(&csr_path, e))?;
-    let csr = X509Req::from_pem(&csr_pem)
-        .map_err(|_| err(&csr_path, "not a PEM certificate request"))?;
+    let csr =
+        X509Req::from_pem(&csr_pem).map_err(|_| err(&csr_path, "not a PEM certificate request"))?;
     let cert = sign_csr(&csr, &ca_chain[0], &ca_key, days, SystemTime::now())
         .map_err(|e| PkiError(format!("{}: {e}", csr_path.display())))?;
     // The device certificate followed by the CA chain: what the device presents.

@@ -29,7 +29,10 @@ pub const ZONES: &[(&str, &str)] = &[
     ("Australia/Perth", "AWST-8"),
     ("Australia/West", "AWST-8"),
     ("Australia/Eucla", "<+0845>-8:45"),
-    ("Australia/Lord_Howe", "<+1030>-10:30<+11>-11,M10.1.0,M4.1.0"),
+    (
+        "Australia/Lord_Howe",
+        "<+1030>-10:30<+11>-11,M10.1.0,M4.1.0",
+    ),
     ("Australia/LHI", "<+1030>-10:30<+11>-11,M10.1.0,M4.1.0"),
     ("UTC", "UTC0"),
     ("Etc/UTC", "UTC0"),

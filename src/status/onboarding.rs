@@ -82,7 +82,11 @@ pub fn identity_paths(config_text: &str) -> IdentityPaths {
 /// Sets `option` of the `utility` server section in the UCI file at `config_path` to
 /// `value`, when it is not set yet: one `option` line right after the section's `config`
 /// line (or a new section at the end). The rest of the file is kept byte for byte.
-pub fn set_server_option(config_path: &Path, option: &str, value: &str) -> Result<(), OnboardingError> {
+pub fn set_server_option(
+    config_path: &Path,
+    option: &str,
+    value: &str,
+) -> Result<(), OnboardingError> {
     let text = std::fs::read_to_string(config_path).unwrap_or_default();
     let file = uci::parse(&text, &config_path.display().to_string()).map_err(|e| {
         OnboardingError(format!(
@@ -117,7 +121,11 @@ fn unix_now(now: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
-fn cert_json(certs: &[openssl::x509::X509], key: Option<&openssl::pkey::PKey<openssl::pkey::Private>>, now: SystemTime) -> Value {
+fn cert_json(
+    certs: &[openssl::x509::X509],
+    key: Option<&openssl::pkey::PKey<openssl::pkey::Private>>,
+    now: SystemTime,
+) -> Value {
     let leaf = &certs[0];
     let now_s = unix_now(now);
     let summary = pki::summarize(leaf);
@@ -189,7 +197,10 @@ pub fn cert_info(config_text: &str, now: SystemTime) -> Value {
                 ));
             }
             if info["expired"] == true {
-                problems.push(format!("the certificate expired on {}", info["not_after"].as_str().unwrap_or("?")));
+                problems.push(format!(
+                    "the certificate expired on {}",
+                    info["not_after"].as_str().unwrap_or("?")
+                ));
             }
             if info["chain_ok"] == false {
                 problems.push("the certificate chain does not verify: each certificate must be followed by the one that issued it".into());
@@ -219,7 +230,11 @@ pub fn cert_info(config_text: &str, now: SystemTime) -> Value {
     let step = if key_ok.is_none() {
         "make_key"
     } else if cert.is_null() {
-        if csr_pem.is_some() { "install_certificate" } else { "send_request" }
+        if csr_pem.is_some() {
+            "install_certificate"
+        } else {
+            "send_request"
+        }
     } else if ca.is_null() {
         "install_ca"
     } else {
@@ -250,11 +265,16 @@ pub fn cert_csr(config_text: &str) -> Result<Value, OnboardingError> {
     })?;
     let subject = openssl::x509::X509Req::from_pem(pem.as_bytes())
         .map(|r| pki::name_text(r.subject_name()))
-        .map_err(|_| OnboardingError(format!("{} is not a PEM certificate request", paths.csr.display())))?;
-    let file_name = paths
-        .csr
-        .file_name()
-        .map_or_else(|| "client.csr".to_string(), |n| n.to_string_lossy().to_string());
+        .map_err(|_| {
+            OnboardingError(format!(
+                "{} is not a PEM certificate request",
+                paths.csr.display()
+            ))
+        })?;
+    let file_name = paths.csr.file_name().map_or_else(
+        || "client.csr".to_string(),
+        |n| n.to_string_lossy().to_string(),
+    );
     Ok(json!({
         "csr": pem,
         "csr_path": paths.csr.display().to_string(),
@@ -350,7 +370,10 @@ pub fn cert_install(
             .map_err(|e| OnboardingError(format!("cannot make {}: {e}", dir.display())))?;
         let mut pem = Vec::new();
         for c in certs {
-            pem.extend(c.to_pem().map_err(|e| OnboardingError(format!("encoding: {e}")))?);
+            pem.extend(
+                c.to_pem()
+                    .map_err(|e| OnboardingError(format!("encoding: {e}")))?,
+            );
         }
         pki::write_public_file(&paths.cert, &pem)?;
         if !paths.cert_configured {
@@ -363,7 +386,10 @@ pub fn cert_install(
             .map_err(|e| OnboardingError(format!("cannot make {}: {e}", dir.display())))?;
         let mut pem = Vec::new();
         for c in certs {
-            pem.extend(c.to_pem().map_err(|e| OnboardingError(format!("encoding: {e}")))?);
+            pem.extend(
+                c.to_pem()
+                    .map_err(|e| OnboardingError(format!("encoding: {e}")))?,
+            );
         }
         pki::write_public_file(&paths.ca, &pem)?;
         if !paths.ca_configured {
@@ -390,7 +416,10 @@ mod tests {
         assert_eq!(p.csr, PathBuf::from("/k/dev.csr"));
         assert!(p.key_configured);
         // A file that does not parse still gets the defaults.
-        assert_eq!(identity_paths("config 'x").key, PathBuf::from("/etc/csipd/client.key"));
+        assert_eq!(
+            identity_paths("config 'x").key,
+            PathBuf::from("/etc/csipd/client.key")
+        );
     }
 
     #[test]
@@ -398,7 +427,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("csipd-onb-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("csipd");
-        let original = "# top\nconfig server 'utility'\n\toption dcap_url ''\n\nconfig control 'site'\n";
+        let original =
+            "# top\nconfig server 'utility'\n\toption dcap_url ''\n\nconfig control 'site'\n";
         std::fs::write(&path, original).unwrap();
         set_server_option(&path, "cert", "/etc/csipd/client.crt").unwrap();
         set_server_option(&path, "cert", "/other").unwrap();
@@ -410,7 +440,10 @@ mod tests {
         std::fs::write(&path, "config control 'site'\n").unwrap();
         set_server_option(&path, "ca", "/etc/csipd/utility-ca.pem").unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.ends_with("config server 'utility'\n\toption ca '/etc/csipd/utility-ca.pem'\n"), "{text}");
+        assert!(
+            text.ends_with("config server 'utility'\n\toption ca '/etc/csipd/utility-ca.pem'\n"),
+            "{text}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

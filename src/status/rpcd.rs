@@ -6,9 +6,9 @@
 //! [`is_plugin_path`]).
 
 use super::{client, onboarding};
-use std::path::Path;
 use serde_json::{Value, json};
 use std::io::Read;
+use std::path::Path;
 use std::process::ExitCode;
 
 /// The methods and their argument types, exactly as `list` prints them: rpcd takes each
@@ -20,7 +20,10 @@ pub const METHODS: &[(&str, &[(&str, ArgType)])] = &[
     ("cert_info", &[]),
     ("cert_csr", &[]),
     ("cert_request", &[("cn", ArgType::Str)]),
-    ("cert_install", &[("cert", ArgType::Str), ("ca", ArgType::Str)]),
+    (
+        "cert_install",
+        &[("cert", ArgType::Str), ("ca", ArgType::Str)],
+    ),
 ];
 
 /// The type of a method argument in `list`.
@@ -67,31 +70,46 @@ pub fn call(method: &str, args_text: &str, status_url: &str) -> Option<Value> {
         }
     };
     let config_path = config_path();
-    let config_text = || std::fs::read_to_string(&config_path).unwrap_or_default();
+    // The certificate methods need the installed config (its paths); never guess paths
+    // when it cannot be read.
+    let config_text = || {
+        std::fs::read_to_string(&config_path)
+            .map_err(|e| format!("{config_path}: cannot read the csipd configuration: {e}"))
+    };
     let answer = match method {
         "status" => client::get_json(status_url, "/status").unwrap_or_else(error),
         "events" => client::get_json(status_url, "/events").unwrap_or_else(error),
         "validate" => super::validate::validate(&args, &config_path, wall_clock()),
-        "cert_info" => onboarding::cert_info(&config_text(), wall_clock()),
-        "cert_csr" => onboarding::cert_csr(&config_text()).unwrap_or_else(|e| error(e.0)),
+        "cert_info" => config_text()
+            .map(|text| onboarding::cert_info(&text, wall_clock()))
+            .unwrap_or_else(error),
+        "cert_csr" => config_text()
+            .and_then(|text| onboarding::cert_csr(&text).map_err(|e| e.0))
+            .unwrap_or_else(error),
         "cert_request" => match args.get("cn") {
-            Some(Value::String(cn)) if !cn.trim().is_empty() => {
-                onboarding::cert_request(Path::new(&config_path), cn.trim())
-                    .unwrap_or_else(|e| error(e.0))
-            }
+            Some(Value::String(cn)) if !cn.trim().is_empty() => config_text()
+                .and_then(|_| {
+                    onboarding::cert_request(Path::new(&config_path), cn.trim()).map_err(|e| e.0)
+                })
+                .unwrap_or_else(error),
             _ => error("cert_request needs the argument cn: a non-empty string"),
         },
         "cert_install" => {
             let text = |name: &str| args.get(name).and_then(Value::as_str);
-            match onboarding::cert_install(
-                Path::new(&config_path),
-                text("cert"),
-                text("ca"),
-                wall_clock(),
-            ) {
+            match config_text()
+                .map_err(onboarding::OnboardingError)
+                .and_then(|_| {
+                    onboarding::cert_install(
+                        Path::new(&config_path),
+                        text("cert"),
+                        text("ca"),
+                        wall_clock(),
+                    )
+                }) {
                 Ok(installed) => {
                     let reload = reload_csipd();
-                    let mut info = onboarding::cert_info(&config_text(), wall_clock());
+                    let text = config_text().unwrap_or_default();
+                    let mut info = onboarding::cert_info(&text, wall_clock());
                     info["installed"] = json!(installed);
                     info["reload"] = reload;
                     info

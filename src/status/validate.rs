@@ -70,7 +70,9 @@ pub fn sections_to_uci(sections: &[Value]) -> Result<(String, Vec<Option<LineOri
                 continue;
             }
             if !is_uci_name(option) {
-                return Err(format!("section '{name}': '{option}' is not an option name"));
+                return Err(format!(
+                    "section '{name}': '{option}' is not an option name"
+                ));
             }
             let origin = Some((name.to_string(), Some(option.clone())));
             match value {
@@ -103,7 +105,11 @@ pub fn sections_to_uci(sections: &[Value]) -> Result<(String, Vec<Option<LineOri
 const STAGED: &str = "staged changes";
 
 /// Checks UCI `text` the way `csipd check-config` does; every diagnostic, errors first.
-fn check_text(text: &str, file: &str, now: std::time::SystemTime) -> Vec<crate::config::Diagnostic> {
+fn check_text(
+    text: &str,
+    file: &str,
+    now: std::time::SystemTime,
+) -> Vec<crate::config::Diagnostic> {
     use crate::config::{Diagnostic, Severity, uci};
     let parsed = match uci::parse(text, file) {
         Ok(parsed) => parsed,
@@ -156,7 +162,9 @@ fn identity_problems(
             let at = config.location(SERVER_SECTION, option);
             out.push(Diagnostic {
                 severity: Severity::Error,
-                file: at.as_ref().map_or_else(|| config.file.clone(), |l| l.file.clone()),
+                file: at
+                    .as_ref()
+                    .map_or_else(|| config.file.clone(), |l| l.file.clone()),
                 line: at.as_ref().map_or(0, |l| l.line),
                 col: 1,
                 message: format!("{path} does not exist yet: {what}, or leave this empty"),
@@ -317,8 +325,14 @@ mod tests {
     #[test]
     fn malformed_sections_are_named() {
         let answer = staged(json!([{".type": "csipd"}]));
-        assert!(answer["error"].as_str().unwrap().contains(".name"), "{answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(".name"),
+            "{answer}"
+        );
         let answer = staged(json!([{".name": "x", ".type": "csipd", "bad name": "1"}]));
-        assert!(answer["error"].as_str().unwrap().contains("bad name"), "{answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("bad name"),
+            "{answer}"
+        );
     }
 }

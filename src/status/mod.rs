@@ -13,6 +13,7 @@ pub mod render;
 pub mod rpcd;
 pub mod server;
 pub mod snapshot;
+pub mod summary;
 pub mod validate;
 
 pub use server::{

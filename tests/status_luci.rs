@@ -93,6 +93,19 @@ fn javascript_passes_node_check() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    let include = overview_include();
+    let text = read(&include);
+    assert!(
+        text.starts_with("'use strict';\n'require baseclass';"),
+        "the Status → Overview include is a LuCI baseclass"
+    );
+    let out = Command::new("node").arg("--check").arg(&include).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// LuCI's Status → Overview loads every view/status/include/*.js.
+fn overview_include() -> PathBuf {
+    root().join("luci-app/htdocs/luci-static/resources/view/status/include/60_csipd.js")
 }
 
 #[test]
@@ -105,7 +118,7 @@ fn menu_and_acl_reference_what_exists() {
     let grants = acl["luci-app-csipd"]
         .as_object()
         .expect("ACL group luci-app-csipd");
-    let mut granted = BTreeSet::new();
+    let mut granted: BTreeMap<String, &str> = BTreeMap::new();
     for access in ["read", "write"] {
         let ubus = grants[access]["ubus"].as_object().expect("ubus grants");
         assert_eq!(
@@ -119,7 +132,7 @@ fn menu_and_acl_reference_what_exists() {
                 methods.contains_key(m),
                 "ACL grants {m}, which the plugin does not list"
             );
-            granted.insert(m.to_string());
+            granted.insert(m.to_string(), access);
         }
         assert_eq!(
             grants[access]["uci"],
@@ -127,20 +140,15 @@ fn menu_and_acl_reference_what_exists() {
             "{access} uci"
         );
     }
-    assert_eq!(
-        granted,
-        methods.keys().cloned().collect(),
-        "every plugin method is granted"
-    );
-    let write_only: Vec<&Value> = grants["write"]["ubus"]["csipd"]
-        .as_array()
-        .unwrap()
+    let write: Vec<&str> = granted
         .iter()
+        .filter(|(_, a)| **a == "write")
+        .map(|(m, _)| m.as_str())
         .collect();
     assert_eq!(
-        write_only,
-        [&Value::from("cert_request")],
-        "only cert_request changes anything"
+        write,
+        ["cert_install", "cert_request"],
+        "only the certificate steps change anything"
     );
 
     // Menu: views exist, depends name the ACL group and the csipd config.
@@ -178,8 +186,14 @@ fn menu_and_acl_reference_what_exists() {
     );
 
     // rpc.declare in the views: object csipd, listed methods, granted, same params.
-    for view in VIEWS {
-        let text = read(&view_dir().join(format!("{view}.js")));
+    let mut used = BTreeSet::new();
+    let mut sources: Vec<(String, PathBuf)> = VIEWS
+        .iter()
+        .map(|v| (v.to_string(), view_dir().join(format!("{v}.js"))))
+        .collect();
+    sources.push(("overview include".into(), overview_include()));
+    for (view, path) in &sources {
+        let text = read(path);
         for declare in text.split("rpc.declare({").skip(1) {
             let body = &declare[..declare.find("})").expect("declare closes")];
             let field = |name: &str| {
@@ -197,9 +211,10 @@ fn menu_and_acl_reference_what_exists() {
                 .get(&method)
                 .unwrap_or_else(|| panic!("{view}.js declares {method}, not in the plugin's list"));
             assert!(
-                granted.contains(&method),
+                granted.contains_key(&method),
                 "{view}.js: {method} not in the ACL"
             );
+            used.insert(method.clone());
             let params: BTreeSet<String> = body
                 .split_once("params: [")
                 .map(|(_, rest)| rest.split(']').next().unwrap_or(""))
@@ -212,6 +227,12 @@ fn menu_and_acl_reference_what_exists() {
             assert_eq!(&params, args, "{view}.js: params of {method}");
         }
     }
+    // Nothing granted that no view uses (the ACL is what a LuCI user may call).
+    assert_eq!(
+        granted.keys().cloned().collect::<BTreeSet<_>>(),
+        used,
+        "the ACL grants exactly the methods the views call"
+    );
 }
 
 /// Section types with their named sections and options from files/etc/config/csipd,
@@ -332,202 +353,3 @@ fn settings_use_only_real_config_sections_and_options() {
     assert!(checked > 50, "only {checked} options checked");
 }
 
-/// Runs `csipd rpcd call METHOD` with `args` on stdin against `status_url`: the real
-/// plugin's answer, as rpcd would hand it to LuCI.
-/// A UCI config naming a real certificate and a key path (the key is made by
-/// cert_request when missing), for the certificate methods.
-fn identity_config() -> std::path::PathBuf {
-    static ONCE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    ONCE.get_or_init(|| {
-        let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("status_luci_pki");
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let key = csipd::pki::generate_p256_key().unwrap();
-        let cert =
-            csipd::pki::self_signed(&key, "csipd-test", 30, std::time::SystemTime::now()).unwrap();
-        std::fs::write(dir.join("device.pem"), cert.to_pem().unwrap()).unwrap();
-        let config = dir.join("csipd");
-        std::fs::write(
-            &config,
-            format!(
-                "config server 'utility'\n\toption cert '{}'\n\toption key '{}'\n",
-                dir.join("device.pem").display(),
-                dir.join("new.key").display()
-            ),
-        )
-        .unwrap();
-        config
-    })
-    .clone()
-}
-
-fn plugin_answer(method: &str, args: &str, status_url: &str) -> Value {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_csipd"))
-        .args(["rpcd", "call", method])
-        .env("CSIPD_STATUS_URL", status_url)
-        .env("CSIPD_CONFIG", identity_config())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("csipd runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(args.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().expect("csipd answers");
-    serde_json::from_slice(&out.stdout).expect("one JSON object")
-}
-
-/// Loads a LuCI view the way LuCI's loader does (the file body becomes a function of
-/// its `'require'`d modules) in headless Chromium, with minimal stand-ins for LuCI's
-/// `E`, `_`, `view`, `poll`, `ui`, `L` and an `rpc` whose answers are the real plugin's
-/// outputs. `script` runs after render; returns the DOM.
-fn render_view(view: &str, answers: &Value, script: &str) -> String {
-    let source = read(&view_dir().join(format!("{view}.js")));
-    let html = format!(
-        r#"<!DOCTYPE html><html><body><div id="maincontent"></div><script>
-var ANSWERS = {answers};
-var CALLS = [];
-function _(s) {{ return s; }}
-// LuCI's E(): attributes (functions become event listeners), children in an array
-// become text nodes or elements.
-function E(tag, attrs, kids) {{
-  if (Array.isArray(attrs) || typeof attrs !== 'object' || attrs instanceof Node) {{ kids = attrs; attrs = {{}}; }}
-  var e = document.createElement(tag);
-  Object.keys(attrs || {{}}).forEach(function (k) {{
-    if (typeof attrs[k] === 'function') e.addEventListener(k, attrs[k]);
-    else if (attrs[k] != null) e.setAttribute(k, attrs[k]);
-  }});
-  (Array.isArray(kids) ? kids : (kids == null ? [] : [kids])).forEach(function (k) {{
-    if (k instanceof Node) e.appendChild(k);
-    else if (k != null) e.appendChild(document.createTextNode('' + k));
-  }});
-  return e;
-}}
-var L = {{ resolveDefault: function (p, d) {{ return Promise.resolve(p).catch(function () {{ return d; }}); }} }};
-var view = {{ extend: function (o) {{ return o; }} }};
-var poll = {{ add: function (fn, interval_s) {{ document.body.setAttribute('data-poll-s', interval_s); }} }};
-var ui = {{
-  addNotification: function (t, n) {{ document.body.appendChild(n); }},
-  createHandlerFn: function (ctx, name) {{ return function (ev) {{ return ctx[name](ev); }}; }}
-}};
-var rpc = {{ declare: function (d) {{
-  return function () {{
-    var args = {{}}, given = arguments;
-    (d.params || []).forEach(function (p, i) {{ args[p] = given[i]; }});
-    CALLS.push(d.object + '.' + d.method + JSON.stringify(args));
-    return Promise.resolve(ANSWERS[d.method]);
-  }};
-}} }};
-var mod = (new Function('view', 'poll', 'rpc', 'ui', 'L', 'E', '_', {source}))(view, poll, rpc, ui, L, E, _);
-Promise.resolve(mod.load()).then(function (data) {{
-  document.getElementById('maincontent').appendChild(mod.render(data));
-  {script}
-}}).then(function () {{ document.body.setAttribute('data-calls', CALLS.join(' ')); }},
-  function (e) {{ document.body.setAttribute('data-failed', String(e)); }});
-</script></body></html>"#,
-        answers = answers,
-        source = Value::from(source),
-    );
-    let dir = std::env::temp_dir().join(format!("csipd-luci-{view}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("profile")).unwrap();
-    let page = dir.join("index.html");
-    std::fs::write(&page, html).unwrap();
-    let dom = status_common::run_chromium(
-        &dir.join("profile"),
-        &["--dump-dom", "--allow-file-access-from-files"],
-        &format!("file://{}", page.display()),
-    );
-    let _ = std::fs::remove_dir_all(&dir);
-    // The rendered part; the harness script (with the answers) follows it.
-    let dom = dom.split("<script>").next().unwrap_or("").to_string();
-    assert!(!dom.contains("data-failed="), "{view}.js threw: {dom}");
-    assert!(
-        dom.contains("data-calls="),
-        "{view}.js did not finish: {dom}"
-    );
-    dom
-}
-
-#[test]
-fn status_and_certificate_views_render_the_plugins_answers() {
-    let (server, _handle) = status_common::start_sample_server();
-    let url = server.url();
-    let answers = serde_json::json!({
-        "status": plugin_answer("status", "{}", &url),
-        "events": plugin_answer("events", "{}", &url),
-        "cert_info": plugin_answer("cert_info", "{}", &url),
-        "cert_request": plugin_answer("cert_request", r#"{"cn":"csipd-site-0001"}"#, &url),
-    });
-    assert_eq!(answers["status"]["utility"]["lfdi"], status_common::LFDI);
-
-    let dom = render_view("status", &answers, "");
-    for needle in [
-        "data-poll-s=\"5\"",
-        "data-calls=\"csipd.status{}\"",
-        ">polling<",
-        status_common::LFDI,
-        ">1500 W<",
-        "utility event 3f2a09b1…",
-        "program default (SAPN dynamic)",
-        " (in 1",
-        ">a1b2c3d4…<",
-        ">1480 W<",
-        ">fronius_1<",
-        ">stale<",
-        "4321 W (86.4 %)",
-        "GET /derp/0/derc: HTTP 503 from server",
-        "<polyline",
-    ] {
-        assert!(dom.contains(needle), "status view lacks {needle:?}:\n{dom}");
-    }
-    assert_eq!(
-        dom.matches("<polyline").count(),
-        2,
-        "export and limit lines"
-    );
-
-    // cert_info answers the configured certificate's identity; the CSR button sends
-    // the typed CN and shows the CSR the plugin made with a new 0600 key.
-    let dom = render_view(
-        "certificate",
-        &answers,
-        "document.getElementById('csipd-cn').value = 'csipd-site-0001';
-         return mod.handleRequest();",
-    );
-    let lfdi = answers["cert_info"]["lfdi"]
-        .as_str()
-        .expect("cert_info lfdi");
-    assert_eq!(lfdi.len(), 40);
-    assert!(
-        dom.contains(lfdi),
-        "certificate view shows the LFDI {lfdi}:\n{dom}"
-    );
-    let sfdi = answers["cert_info"]["sfdi"]
-        .as_u64()
-        .expect("cert_info sfdi");
-    assert!(dom.contains(&sfdi.to_string()));
-    assert!(
-        dom.contains("csipd.cert_request{&quot;cn&quot;:&quot;csipd-site-0001&quot;}"),
-        "cert_request called with the CN:\n{dom}"
-    );
-    let csr = answers["cert_request"]["csr"].as_str().expect("csr");
-    assert!(
-        csr.starts_with("-----BEGIN CERTIFICATE REQUEST-----"),
-        "{csr}"
-    );
-    assert!(
-        dom.contains("BEGIN CERTIFICATE REQUEST"),
-        "the CSR is shown"
-    );
-    let key_path = answers["cert_request"]["key_path"]
-        .as_str()
-        .expect("key_path");
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(key_path).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600, "the new key is private");
-}

@@ -2,6 +2,8 @@
 //! menu and ACL JSON parse, and every ubus method (ACL, rpc.declare) is one the rpcd
 //! plugin lists, every UCI section and option in settings.js is one of the csipd config.
 
+mod luci_harness;
+mod runtime_common;
 mod status_common;
 
 use serde_json::Value;
@@ -99,8 +101,16 @@ fn javascript_passes_node_check() {
         text.starts_with("'use strict';\n'require baseclass';"),
         "the Status → Overview include is a LuCI baseclass"
     );
-    let out = Command::new("node").arg("--check").arg(&include).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("node")
+        .arg("--check")
+        .arg(&include)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// LuCI's Status → Overview loads every view/status/include/*.js.
@@ -353,3 +363,494 @@ fn settings_use_only_real_config_sections_and_options() {
     assert!(checked > 50, "only {checked} options checked");
 }
 
+/// A new, empty Chromium profile directory for each run (a profile still locked by a
+/// previous browser is never shared).
+fn fresh_profile() -> PathBuf {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let profile = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("luci-chromium-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&profile);
+    std::fs::create_dir_all(&profile).unwrap();
+    profile
+}
+
+/// Headless Chromium with the flags of tests/status_common, killed (and the test failed)
+/// if it has not finished within 120 s: a view that never settles must not hang the run.
+fn chromium_with_deadline(profile: &Path, extra: &[&str], url: &str) -> String {
+    use std::io::Read;
+    let mut child = Command::new(status_common::chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(url)
+        .env("TZ", "UTC")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("chromium runs");
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "chromium failed on {url}");
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("chromium did not finish {url} within 120 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    reader.join().unwrap()
+}
+
+/// Runs headless Chromium on a harness page at `width` px; returns the DOM after the
+/// view rendered and its script ran (the page marks that with data-done).
+fn view_dom(
+    h: &luci_harness::Harness,
+    view: &str,
+    width: u32,
+    read_only: bool,
+    script: &str,
+) -> String {
+    h.set(read_only, script);
+    let profile = fresh_profile();
+    eprintln!("view {view} at {width} px");
+    let dom = chromium_with_deadline(
+        &profile,
+        &["--dump-dom", &format!("--window-size={width},2400")],
+        &format!("{}/view/{view}", h.url),
+    );
+    let dom = dom.split("<script>").next().unwrap_or("").to_string();
+    assert!(!dom.contains("data-failed="), "{view} threw: {dom}");
+    assert!(
+        dom.contains("data-done=\"1\""),
+        "{view} did not finish rendering: {dom}"
+    );
+    dom
+}
+
+/// A screenshot of the same page into target/luci-screens/NAME-WIDTH.png.
+fn screenshot(
+    h: &luci_harness::Harness,
+    view: &str,
+    width: u32,
+    read_only: bool,
+    script: &str,
+    name: &str,
+) -> PathBuf {
+    h.set(read_only, script);
+    let dir = root().join("target/luci-screens");
+    std::fs::create_dir_all(&dir).unwrap();
+    let shot = dir.join(format!("{name}-{width}.png"));
+    let _ = std::fs::remove_file(&shot);
+    let profile = fresh_profile();
+    chromium_with_deadline(
+        &profile,
+        &[
+            &format!("--window-size={width},2000"),
+            &format!("--screenshot={}", shot.display()),
+        ],
+        &format!("{}/view/{view}", h.url),
+    );
+    let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("{}: {e}", shot.display()));
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 5_000,
+        "{} is a real PNG",
+        shot.display()
+    );
+    shot
+}
+
+/// The text of the first element whose opening tag contains `marker`.
+fn text_of(dom: &str, marker: &str) -> String {
+    let start = dom
+        .find(marker)
+        .unwrap_or_else(|| panic!("no {marker} in {dom}"));
+    let rest = &dom[start..];
+    let open_end = rest.find('>').unwrap() + 1;
+    let inner = &rest[open_end..];
+    inner[..inner.find('<').unwrap_or(inner.len())].to_string()
+}
+
+/// The opening tag of the element with id `id`.
+fn tag_of<'a>(dom: &'a str, id: &str) -> &'a str {
+    let at = dom
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id}"));
+    let start = dom[..at].rfind('<').unwrap();
+    &dom[start..at + dom[at..].find('>').unwrap()]
+}
+
+fn export_summary_head(url: &str) -> String {
+    let v = csipd::status::client::get_json(url, "/status").expect("demo answers /status");
+    let line = v["summary"].as_str().unwrap_or("").to_string();
+    line.split(" — ").next().unwrap_or("").to_string()
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn openssl_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let key = dir.join(format!("{name}.key"));
+    let cert = dir.join(format!("{name}.pem"));
+    run_ok(Command::new("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "3650",
+        "-subj",
+        &format!("/CN={name}"),
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        cert.to_str().unwrap(),
+    ]));
+    (key, cert)
+}
+
+/// Every view in headless Chromium against `csipd demo`, at desktop (1280 px) and phone
+/// (390 px) widths, through the real rpcd plugin with the ACL enforced: certificate
+/// onboarding end to end, the read-only user, the status view and the Status →
+/// Overview line, and Save refusing what the daemon would refuse. Screenshots go to
+/// target/luci-screens/.
+#[test]
+fn luci_views_in_chromium_against_csipd_demo() {
+    use std::time::Duration;
+    let mut demo = runtime_common::spawn(&["demo", "--port", "0", "--seconds", "600"]);
+    let status_url = demo
+        .stdout_line("status: ", Duration::from_secs(60))
+        .trim()
+        .trim_end_matches("/status")
+        .to_string();
+    runtime_common::wait_for(
+        &status_url,
+        Duration::from_secs(90),
+        "an export limit and a meter reading",
+        |s| {
+            s.limit(csipd::status::LimitMode::Export).is_some()
+                && s.site.export_w.is_some()
+                && s.history
+                    .points
+                    .iter()
+                    .filter(|p| p.export_w.is_some())
+                    .count()
+                    >= 2
+        },
+    );
+
+    let dir = runtime_common::temp_dir("luci-views");
+    let data = dir.join("data");
+    let config = dir.join("csipd");
+    let shipped = read(&root().join("files/etc/config/csipd"));
+    std::fs::write(
+        &config,
+        shipped.replace("'/etc/csipd'", &format!("'{}'", data.display())),
+    )
+    .unwrap();
+    let h = luci_harness::Harness::start(luci_harness::Backend {
+        status_url: status_url.clone(),
+        config: config.clone(),
+        reload_cmd: format!("echo reloaded >> '{}'", dir.join("reloads").display()),
+        read_only: false,
+        script: String::new(),
+        calls: Default::default(),
+    });
+    let mut shots = Vec::new();
+    eprintln!("LuCI harness at {}", h.url);
+
+    // Status view first, while the demo's tariff window is on. The summary line is the
+    // daemon's, times in the site's zone, every cell labelled for the phone layout.
+    for width in [1280, 390] {
+        let before = export_summary_head(&status_url);
+        let dom = view_dom(&h, "csipd/status", width, false, "");
+        let after = export_summary_head(&status_url);
+        let summary = text_of(&dom, "class=\"csipd-summary\"");
+        let head = summary.split(" — ").next().unwrap();
+        assert!(
+            head == before || head == after,
+            "summary {summary:?} vs the daemon's {before:?}/{after:?}"
+        );
+        assert!(summary.starts_with("Export limited to "), "{summary}");
+        assert!(
+            summary.contains(" — exporting ") || summary.contains(" — importing "),
+            "{summary}"
+        );
+        for needle in [
+            "data-title=\"Limit\">Export limit (opModExpLimW)<",
+            "data-title=\"Set by\">",
+            "data-title=\"Export\">",
+            "data-title=\"Solar\">",
+            "data-title=\"Network operator\"><strong>Not set up: no network operator server address<",
+            "data-title=\"Device\">",
+            "data-title=\"Type\">Site meter<",
+            "<polyline class=\"csipd-export-line\"",
+        ] {
+            assert!(
+                dom.contains(needle),
+                "{width} px status lacks {needle:?}:\n{dom}"
+            );
+        }
+        for raw in [">not_configured<", ">meter<", ">tcp<", "RPCError"] {
+            assert!(!dom.contains(raw), "raw code {raw} on screen at {width} px");
+        }
+        if width == 390 {
+            assert!(
+                dom.contains("data-header-display=\"none\""),
+                "LuCI's narrow layout hides the header row"
+            );
+            let px: f64 = dom
+                .split("data-chart-text-px=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .and_then(|v| v.parse().ok())
+                .expect("chart text measured");
+            assert!(px >= 10.0, "chart text is {px} px high at 390 px");
+        }
+        shots.push(screenshot(&h, "csipd/status", width, false, "", "status"));
+    }
+    // Status → Overview: the same line.
+    for width in [1280, 390] {
+        let dom = view_dom(&h, "status/include/60_csipd", width, false, "");
+        let line = text_of(&dom, "class=\"csipd-summary\"");
+        assert!(line.starts_with("Export limited to "), "overview: {line}");
+        shots.push(screenshot(
+            &h,
+            "status/include/60_csipd",
+            width,
+            false,
+            "",
+            "overview",
+        ));
+    }
+
+    // Certificate onboarding in the browser. Fresh install: step 1, default paths.
+    let dom = view_dom(
+        &h,
+        "csipd/certificate",
+        1280,
+        false,
+        "document.getElementById('csipd-cn').value = 'site-0042'; await mod.handleRequest();",
+    );
+    assert!(
+        dom.contains("BEGIN CERTIFICATE REQUEST"),
+        "the CSR is shown:\n{dom}"
+    );
+    assert!(dom.contains(">Download client.csr<"), "{dom}");
+    assert!(
+        dom.contains(&data.join("client.csr").display().to_string()),
+        "the CSR's path is shown"
+    );
+    assert!(data.join("client.key").exists());
+    // The manufacturer signs it (`csipd cert sign`, MICA made by openssl).
+    let (mica_key, mica) = openssl_ca(&dir, "Test MICA");
+    let signed = dir.join("signed.pem");
+    run_ok(Command::new(env!("CARGO_BIN_EXE_csipd")).args([
+        "cert",
+        "sign",
+        "--ca-cert",
+        mica.to_str().unwrap(),
+        "--ca-key",
+        mica_key.to_str().unwrap(),
+        "--csr",
+        data.join("client.csr").to_str().unwrap(),
+        "--out",
+        signed.to_str().unwrap(),
+    ]));
+    let (_, utility_ca) = openssl_ca(&dir, "Utility Root");
+    let upload = format!(
+        "document.getElementById('csipd-cert-text').value = {};
+         document.getElementById('csipd-ca-text').value = {};
+         await mod.handleInstall();",
+        Value::from(read(&signed)),
+        Value::from(read(&utility_ca))
+    );
+    let dom = view_dom(&h, "csipd/certificate", 1280, false, &upload);
+    assert!(dom.contains("csipd was reloaded and uses it now."), "{dom}");
+    assert!(
+        dom.contains("The certificate is installed."),
+        "the page shows the result in place"
+    );
+    assert_eq!(
+        read(&dir.join("reloads")),
+        "reloaded\n",
+        "csipd reloaded once"
+    );
+    let shown = run_ok(Command::new(env!("CARGO_BIN_EXE_csipd")).args([
+        "cert",
+        "show",
+        "--cert",
+        data.join("client.crt").to_str().unwrap(),
+    ]));
+    let lfdi = shown
+        .lines()
+        .find_map(|l| l.strip_prefix("LFDI:"))
+        .expect("cert show prints the LFDI")
+        .trim()
+        .to_string();
+    for width in [1280, 390] {
+        let dom = view_dom(&h, "csipd/certificate", width, false, "");
+        for needle in [
+            lfdi.as_str(),
+            "The certificate is installed.",
+            "data-title=\"Matches this router's key\">yes<",
+            "✓ CN=site-0042 — valid until",
+            "✓ CN=Test MICA — valid until",
+            "data-title=\"Network operator CA bundle\">CN=Utility Root<",
+            "days left)",
+        ] {
+            assert!(
+                dom.contains(needle),
+                "{width} px certificate page lacks {needle:?}:\n{dom}"
+            );
+        }
+        shots.push(screenshot(
+            &h,
+            "csipd/certificate",
+            width,
+            false,
+            "",
+            "certificate",
+        ));
+    }
+    // The status view shows the installed certificate's LFDI although no server is set.
+    let dom = view_dom(&h, "csipd/status", 1280, false, "");
+    assert!(
+        dom.contains(&format!(
+            "data-title=\"Device ID (LFDI)\"><code style=\"word-break:break-all\">{lfdi}<"
+        )),
+        "{dom}"
+    );
+
+    // A read-only user: no action offered, no raw error, nothing written.
+    let writes_before = h
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("cert_request") || c.starts_with("cert_install"))
+        .count();
+    for width in [1280, 390] {
+        let dom = view_dom(&h, "csipd/certificate", width, true, "");
+        assert!(dom.contains("changing it needs an administrator"), "{dom}");
+        for action in [
+            "Make a new request",
+            "Make key and request",
+            "Check and install",
+            "csipd-cert-file",
+            "RPCError",
+        ] {
+            assert!(
+                !dom.contains(action),
+                "read-only page offers or shows {action:?}"
+            );
+        }
+        assert!(dom.contains(&lfdi));
+        shots.push(screenshot(
+            &h,
+            "csipd/certificate",
+            width,
+            true,
+            "",
+            "certificate-readonly",
+        ));
+    }
+    let writes_after = h
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("cert_request") || c.starts_with("cert_install"))
+        .count();
+    assert_eq!(writes_before, writes_after);
+
+    // Settings: Save refuses what csipd would refuse, on the fields concerned.
+    let bad =
+        "function set(id, v) { document.getElementById('widget.cbid.csipd.' + id).value = v; }
+        set('site.meter_stale_s', '0.5');
+        set('main.status_listen', '0.0.0.0:8080');
+        set('main.timezone', 'Australia/Adelaide');
+        try { await mod.handleSave(); document.body.setAttribute('data-saved', 'yes'); }
+        catch (e) { document.body.setAttribute('data-refused', e.message); }";
+    for width in [1280, 390] {
+        let dom = view_dom(&h, "csipd/settings", width, false, bad);
+        assert!(
+            dom.contains("data-refused=\"csipd would refuse these settings\""),
+            "{dom}"
+        );
+        assert!(!dom.contains("uci.save"), "nothing saved");
+        let errors = &dom[dom.find("id=\"csipd-save-errors\"").expect("error list")..];
+        assert!(errors.contains("Meter silence before the safety limit (s)</strong>: meter_stale_s (0.5 s) must be longer than cycle_s"), "{errors}");
+        assert!(
+            errors.contains("Status address</strong>: status_listen 0.0.0.0:8080"),
+            "{errors}"
+        );
+        assert!(tag_of(&dom, "widget.cbid.csipd.site.meter_stale_s").contains("cbi-input-invalid"));
+        assert!(tag_of(&dom, "widget.cbid.csipd.main.status_listen").contains("cbi-input-invalid"));
+        assert!(
+            !tag_of(&dom, "widget.cbid.csipd.main.timezone").contains("cbi-input-invalid"),
+            "a zone name is fine"
+        );
+        shots.push(screenshot(
+            &h,
+            "csipd/settings",
+            width,
+            false,
+            bad,
+            "settings-refused",
+        ));
+    }
+    let good =
+        "function set(id, v) { document.getElementById('widget.cbid.csipd.' + id).value = v; }
+        set('main.timezone', 'Australia/Adelaide');
+        try { await mod.handleSave(); document.body.setAttribute('data-saved', 'yes'); }
+        catch (e) { document.body.setAttribute('data-refused', e.message); }";
+    let dom = view_dom(&h, "csipd/settings", 1280, false, good);
+    assert!(dom.contains("data-saved=\"yes\""), "{dom}");
+    assert!(dom.contains("uci.save"), "saved through uci");
+    let validated = h
+        .calls()
+        .into_iter()
+        .rev()
+        .find(|c| c.starts_with("validate"))
+        .expect("validate called");
+    assert!(
+        validated.contains("\"timezone\":\"Australia/Adelaide\""),
+        "the staged value was checked: {validated}"
+    );
+
+    for shot in &shots {
+        eprintln!("screenshot: {}", shot.display());
+    }
+    demo.terminate();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -46,6 +46,14 @@ var callStatus = rpc.declare({
 	expect: { '': {} }
 });
 
+// What the page says about where onboarding stands (cert_info's step).
+var STEPS = {
+	make_key: _('Step 1 of 3: make the key and certificate request.'),
+	send_request: _('Step 1 of 3: make the key and certificate request.'),
+	install_certificate: _('Step 2 of 3: send the request to be signed, then install the signed certificate.'),
+	install_ca: _('Step 3 of 3: install the network operator\'s CA bundle (if they gave you one).'),
+	done: _('The certificate is installed.')
+};
 // An rpc failure in words (never a raw RPCError stack).
 function failure(err) {
 	var msg = err && err.message ? err.message : String(err);
@@ -152,6 +160,7 @@ return view.extend({
 	},
 
 	handleInstall: function(ev) {
+		var self = this;
 		var msg = document.getElementById('csipd-install-msg');
 		return Promise.all([
 			readInput(document.getElementById('csipd-cert-file'), document.getElementById('csipd-cert-text')),
@@ -170,7 +179,13 @@ return view.extend({
 				var reload = res.reload || {};
 				msg.replaceChildren(note(reload.ok ? 'notice' : 'warning',
 					done + ' ' + (reload.ok ? _('csipd was reloaded and uses it now.') : _('csipd could not be reloaded: %s').format(reload.message || ''))));
-				window.setTimeout(function() { window.location.reload(); }, 3000);
+				// The answer is the new cert_info: show the installed identity in place.
+				var table = document.getElementById('csipd-identity');
+				if (table)
+					table.parentNode.replaceChild(self.renderIdentity(res, {}), table);
+				var step = document.getElementById('csipd-step');
+				if (step)
+					step.replaceChildren(E('strong', {}, [ STEPS[res.step] || '' ]));
 			});
 		}).catch(function(err) {
 			msg.replaceChildren(note('warning', failure(err)));
@@ -220,20 +235,14 @@ return view.extend({
 		if (c && c.expires_soon && !c.expired)
 			warnings.push(note('warning', _('The certificate expires in %d days. Make a new request and install the new certificate before then.').format(c.days_left)));
 
-		var steps = {
-			make_key: _('Step 1 of 3: make the key and certificate request.'),
-			send_request: _('Step 1 of 3: make the key and certificate request.'),
-			install_certificate: _('Step 2 of 3: send the request to be signed, then install the signed certificate.'),
-			install_ca: _('Step 3 of 3: install the network operator\'s CA bundle (if they gave you one).'),
-			done: _('The certificate is installed.')
-		};
+
 
 		var body = [
 			E('h2', {}, [ _('Certificate') ]),
 			E('div', { 'class': 'cbi-map-descr' }, [
 				_('The network operator recognises this router by its client certificate (IEEE 2030.5 device certificate). Give them the Device ID (LFDI) and Short ID (SFDI) when you register the site.')
 			]),
-			info.error ? note('warning', info.error) : E('p', { 'id': 'csipd-step' }, [ E('strong', {}, [ steps[info.step] || '' ]) ])
+			info.error ? note('warning', info.error) : E('p', { 'id': 'csipd-step' }, [ E('strong', {}, [ STEPS[info.step] || '' ]) ])
 		].concat(warnings, [ this.renderIdentity(info, status) ]);
 
 		if (!writable) {

@@ -27,6 +27,10 @@ fn page_renders_live_values_in_headless_chromium() {
     std::fs::create_dir_all(&profile).unwrap();
 
     let dom = run_chromium(&profile, &["--dump-dom"], &format!("{}/", server.url()));
+    assert!(
+        dom.contains(r#"id="site-stale" class="bad" hidden"#),
+        "a fresh meter: no stale note"
+    );
     let checks: &[(&str, &str)] = &[
         (
             "connection state",
@@ -78,6 +82,20 @@ fn page_renders_live_values_in_headless_chromium() {
         export_points >= 360,
         "export line has {export_points} points"
     );
+
+    // The meter goes silent: the site's numbers are no longer shown as live.
+    handle.update(|s| {
+        for d in &mut s.devices {
+            d.stale = true;
+        }
+    });
+    let stale = run_chromium(&profile, &["--dump-dom"], &format!("{}/", server.url()));
+    assert!(
+        stale.contains(r#"id="export-w" class="num">unknown<"#),
+        "stale export shown as unknown"
+    );
+    assert!(!stale.contains(r#"id="site-stale" class="bad" hidden"#));
+    assert!(stale.contains("site power unknown: the meter is not answering"));
 
     let shot: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/status-page.png");
     let _ = std::fs::remove_file(&shot);

@@ -822,7 +822,10 @@ mod tests {
             chain_links(&[cert.clone(), other])[0].verified_by_next,
             Some(false)
         );
-        assert_eq!(chain_links(std::slice::from_ref(&cert))[0].verified_by_next, None);
+        assert_eq!(
+            chain_links(std::slice::from_ref(&cert))[0].verified_by_next,
+            None
+        );
         // The CA key must be the CA certificate's.
         let wrong = sign_csr(&csr, &ca, &other_key, 30, now).unwrap_err();
         assert!(wrong.0.contains("does not belong"), "{wrong}");

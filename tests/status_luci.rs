@@ -854,3 +854,65 @@ fn luci_views_in_chromium_against_csipd_demo() {
     demo.terminate();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The status view with the meter gone, a stretch of history without a limit, and one
+/// device repeating an error: the site's numbers are not shown as live, the limit line
+/// has a gap (never a line at 0 W), and the repeats are one counted line that leaves the
+/// other error in view.
+#[test]
+fn status_view_stale_meter_limit_gaps_and_repeated_errors() {
+    let (server, handle) = status_common::start_sample_server();
+    handle.update(|s| {
+        for d in &mut s.devices {
+            d.stale = true;
+        }
+        let n = s.history.points.len();
+        for p in s.history.points.iter_mut().skip(n / 3).take(n / 3) {
+            p.export_limit_w = None;
+        }
+        for t in 0..30 {
+            s.push_error(
+                s.now_unix_s - 20 + t / 10,
+                "device fronius_1",
+                "timeout after 1 s reading model 103",
+            );
+        }
+    });
+    let dir = runtime_common::temp_dir("luci-stale");
+    let config = dir.join("csipd");
+    std::fs::write(&config, "config csipd 'main'\n").unwrap();
+    let h = luci_harness::Harness::start(luci_harness::Backend {
+        status_url: server.url(),
+        config,
+        reload_cmd: "true".into(),
+        read_only: true,
+        script: String::new(),
+        calls: Default::default(),
+    });
+    let dom = view_dom(&h, "csipd/status", 390, true, "");
+    assert!(dom.contains("csipd-site-stale"), "stale meter note:\n{dom}");
+    assert!(dom.contains("the site's power is unknown"));
+    assert!(
+        !dom.contains("data-title=\"Export\">"),
+        "no live-looking export value"
+    );
+    assert!(
+        text_of(&dom, "class=\"csipd-summary\"")
+            .ends_with("— site power unknown: the meter is not answering"),
+        "{dom}"
+    );
+    assert_eq!(
+        dom.matches("class=\"csipd-limit-line\"").count(),
+        2,
+        "the limit line stops where no limit was in force"
+    );
+    assert!(
+        dom.contains("timeout after 1 s reading model 103 (30 times)"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("GET /derp/0/derc: HTTP 503 from server"),
+        "the other error stays"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

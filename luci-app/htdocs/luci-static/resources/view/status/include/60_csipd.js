@@ -18,9 +18,11 @@ return baseclass.extend({
 	},
 
 	render: function(s) {
-		// Users without csipd's ACL, or csipd not running: say so in one line.
-		var text = (s && s.summary) ? s.summary
-			: _('csipd is not answering%s').format(s && s.error ? ': ' + s.error : '');
+		// No answer at all (a user without csipd's ACL): no box. The plugin's error
+		// (csipd not running): said in one line.
+		if (!s || (!s.summary && !s.error))
+			return null;
+		var text = s.summary || _('csipd is not answering: %s').format(s.error);
 		return E('div', { 'class': 'csipd-overview' }, [
 			E('p', { 'class': 'csipd-summary', 'style': 'font-weight:bold' }, [ text ]),
 			E('a', { 'href': L.url('admin/services/csipd/status') }, [ _('Details…') ])

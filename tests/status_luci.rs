@@ -675,6 +675,16 @@ fn luci_views_in_chromium_against_csipd_demo() {
         "the CSR's path is shown"
     );
     assert!(data.join("client.key").exists());
+    let request =
+        "document.getElementById('csipd-cn').value = 'site-0042'; await mod.handleRequest();";
+    shots.push(screenshot(
+        &h,
+        "csipd/certificate",
+        390,
+        false,
+        request,
+        "certificate-request",
+    ));
     // The manufacturer signs it (`csipd cert sign`, MICA made by openssl).
     let (mica_key, mica) = openssl_ca(&dir, "Test MICA");
     let signed = dir.join("signed.pem");

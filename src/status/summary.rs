@@ -142,6 +142,13 @@ mod tests {
     }
 
     #[test]
+    fn csipd_status_leads_with_the_same_line() {
+        let s = site(750.0, false);
+        let text = crate::status::render::summary(&s);
+        assert_eq!(text.lines().next(), Some(line(&s).as_str()));
+    }
+
+    #[test]
     fn disconnect_comes_first() {
         let mut s = site(0.0, false);
         s.limits.push(ActiveLimit {

@@ -736,10 +736,10 @@ fn luci_views_in_chromium_against_csipd_demo() {
         for needle in [
             lfdi.as_str(),
             "The certificate is installed.",
-            "data-title=\"Matches this router's key\">yes<",
+            "data-field=\"Matches this router's key\">yes<",
             "✓ CN=site-0042 — valid until",
             "✓ CN=Test MICA — valid until",
-            "data-title=\"Network operator CA bundle\">CN=Utility Root<",
+            "data-field=\"Network operator CA bundle\">CN=Utility Root<",
             "days left)",
         ] {
             assert!(

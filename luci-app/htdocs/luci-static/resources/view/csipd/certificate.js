@@ -62,10 +62,12 @@ function failure(err) {
 	return _('csipd did not answer: %s').format(msg.split('\n')[0]);
 }
 
+// A label/value row. The label is its own cell, so LuCI's narrow layout (cells stacked)
+// still shows it above the value; no data-title, which would repeat it.
 function row(label, value, attrs) {
 	return E('tr', Object.assign({ 'class': 'tr' }, attrs || {}), [
-		E('td', { 'class': 'td left', 'style': 'width:33%', 'data-title': label }, [ E('strong', {}, [ label ]) ]),
-		E('td', { 'class': 'td left', 'data-title': label }, [ value ])
+		E('td', { 'class': 'td left', 'style': 'width:33%' }, [ E('strong', {}, [ label ]) ]),
+		E('td', { 'class': 'td left', 'data-field': label }, [ value ])
 	]);
 }
 

@@ -283,6 +283,10 @@ return view.extend({
 		o.datatype = 'ufloat';
 		o.placeholder = '10';
 
+		// A user whose ACL is read-only sees the settings but no field to change and no
+		// Save button (LuCI hides the footer of read-only maps).
+		if (typeof L.hasViewPermission == 'function' && L.hasViewPermission() === false)
+			m.readonly = true;
 		eachOption(m, function(sec, opt) { withDaemonCheck(opt); });
 		this.map = m;
 		return m.render();

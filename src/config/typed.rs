@@ -977,13 +977,17 @@ fn read_main(checker: &mut Checker<'_>, section: Option<&Section>) -> MainConfig
     }
     let timezone = match r.string("timezone") {
         None => None,
+        // A zone name as OpenWrt's System page writes it: read as its POSIX rule.
+        Some(tz) if super::zonenames::posix_tz(&tz).is_some() => {
+            super::zonenames::posix_tz(&tz).map(str::to_string)
+        }
         Some(tz) => {
             // The one POSIX TZ parser: what check-config accepts is what the runtime reads.
             if let Err(why) = crate::control::PosixTz::parse(&tz).map_err(|e| e.message) {
                 let pos = r.pos_of("timezone");
                 let hint = if tz.contains('/') {
-                    " (that looks like a zone name; use the POSIX form from /etc/TZ, e.g. \
-                     ACST-9:30ACDT,M10.1.0,M4.1.0/3 for Australia/Adelaide)"
+                    " (that looks like a zone name csipd does not know; use the POSIX form \
+                     from /etc/TZ, e.g. ACST-9:30ACDT,M10.1.0,M4.1.0/3 for Australia/Adelaide)"
                 } else {
                     ""
                 };

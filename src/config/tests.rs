@@ -632,15 +632,20 @@ fn check_config_and_the_runtime_agree_on_every_openwrt_zone() {
             );
         }
     }
-    // A tz database name is refused by check-config and not silently read as UTC by
-    // the runtime either: it says it fell back.
-    let diagnostics = messages_with("'ACST-9:30ACDT,M10.1.0,M4.1.0/3'", "'Australia/Perth'");
+    // A zone name as OpenWrt's System page writes it is read as its POSIX rule, so
+    // check-config and the runtime agree on it too.
+    let text = VALID.replace("'ACST-9:30ACDT,M10.1.0,M4.1.0/3'", "'Australia/Perth'");
+    let (config, _) = from_text(&text, "c").expect("a known zone name is valid");
+    assert_eq!(config.main.timezone.as_deref(), Some("AWST-8"));
+    // A zone name csipd does not know is refused by check-config and not silently read
+    // as UTC by the runtime either: it says it fell back.
+    let diagnostics = messages_with("'ACST-9:30ACDT,M10.1.0,M4.1.0/3'", "'Europe/Atlantis'");
     assert!(
         diagnostics
             .iter()
             .any(|d| d.contains("not a POSIX TZ string"))
     );
-    let (tz, problem) = site_timezone(None, Some("Australia/Perth"));
+    let (tz, problem) = site_timezone(None, Some("Europe/Atlantis"));
     assert_eq!(tz.offset_at(jan).0, 0);
     assert!(problem.is_some_and(|p| p.contains("using UTC")));
 }

@@ -977,6 +977,9 @@ fn read_main(checker: &mut Checker<'_>, section: Option<&Section>) -> MainConfig
     }
     let timezone = match r.string("timezone") {
         None => None,
+        // A valid POSIX string is kept as written ("UTC" is both a zone name and a
+        // POSIX string: the runtime must see what the owner wrote).
+        Some(tz) if crate::control::PosixTz::parse(&tz).is_ok() => Some(tz),
         // A zone name as OpenWrt's System page writes it: read as its POSIX rule.
         Some(tz) if super::zonenames::posix_tz(&tz).is_some() => {
             super::zonenames::posix_tz(&tz).map(str::to_string)

@@ -11,10 +11,10 @@ use super::snapshot::{ActiveLimit, DeviceRole, LimitMode, LimitSource, Snapshot}
 fn by_whom(source: &LimitSource) -> String {
     match source {
         LimitSource::UtilityEvent { .. } => "by your network operator".into(),
-        LimitSource::ProgramDefault { .. } => "by your network operator's standing limit".into(),
-        LimitSource::Fixed => "by your fixed limit".into(),
-        LimitSource::Tariff { .. } => "by your tariff window".into(),
-        LimitSource::Price => "while the feed-in price is negative".into(),
+        LimitSource::UtilityDefault { .. } => "by your network operator's standing limit".into(),
+        LimitSource::Fixed { .. } => "by your fixed limit".into(),
+        LimitSource::TariffWindow { .. } => "by your tariff window".into(),
+        LimitSource::NegativePrice { .. } => "while the feed-in price is negative".into(),
         LimitSource::FailSafe => "for safety: the meter is not answering".into(),
     }
 }
@@ -116,7 +116,9 @@ mod tests {
             mode: LimitMode::Export,
             value_w: Some(800.0),
             connect: None,
-            source: LimitSource::Tariff { name: None },
+            source: LimitSource::TariffWindow {
+                name: String::new(),
+            },
             end_unix_s: Some(midnight_aest),
             unsupported: false,
         });

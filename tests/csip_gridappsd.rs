@@ -71,6 +71,7 @@ fn measurement() -> Option<SiteMeasurement> {
             available: true,
             operating: true,
             rtg_max_w: 5000.0,
+            active_power_w: None,
         }],
     })
 }
@@ -146,9 +147,9 @@ fn discovery_reports_readings_and_a_runtime_control() {
     let mut config = engine_config(&server, "dev1");
     // GridAPPS-D states 900 s everywhere; poll every 15 s so "within one poll" is
     // testable. Not shorter: against this HTTP/1.0 server every request is a TLS
-    // handshake with a Python process, on a loaded machine up to a second each, and a
-    // round of ~10 polls longer than the interval keeps the engine polling (up to 64
-    // polls a round) before it posts readings.
+    // handshake with a Python process, on a loaded machine up to a second each, and
+    // with a 2 s cap a round of ~10 polls took longer than the interval, polls due again
+    // crowded out the readings (seen: no usage point created in 90 s).
     config.max_poll_interval_s = Some(15);
     let sink = Sink {
         collected: Arc::default(),
@@ -160,12 +161,22 @@ fn discovery_reports_readings_and_a_runtime_control() {
     let stop = Arc::new(AtomicBool::new(false));
     let engine_stop = stop.clone();
     let engine = std::thread::spawn(move || {
-        let mut engine = Engine::new(config, measurement, engine_sink).expect("engine");
-        let limit = Instant::now() + Duration::from_secs(180);
-        while !engine_stop.load(Ordering::SeqCst) && Instant::now() < limit {
-            smol::block_on(engine.run_until(Instant::now() + Duration::from_secs(1)));
-        }
-        (engine.tree().clone(), engine.status())
+        // The runtime's own driver: the real http client and the system clock.
+        let clock = csipd::runtime::clock::SystemClock::new();
+        let mut client = csipd::http::Client::new(config.http.clone()).expect("http client");
+        let mut engine = Engine::new(config, clock.now()).expect("engine");
+        let mut sink = engine_sink;
+        let mut source = measurement;
+        let limit_ms = clock.now().mono_ms + 180_000;
+        smol::block_on(csipd::runtime::engine::drive(
+            &mut engine,
+            &mut client,
+            &clock,
+            &mut source,
+            &mut sink,
+            |_, now| engine_stop.load(Ordering::SeqCst) || now.mono_ms >= limit_ms,
+        ));
+        (engine.tree(), engine.status())
     });
     // Wait until the engine has read the program's (empty) DERControlList.
     let began = Instant::now();

@@ -150,7 +150,7 @@ def silence_unknown_units(config):
 async def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True)
-    ap.add_argument("--port", type=int, help="TCP port on 127.0.0.1")
+    ap.add_argument("--port", type=int, help="TCP port on 127.0.0.1 (0: any free one)")
     ap.add_argument("--serial", help="serial device for Modbus RTU (e.g. a socat pty)")
     ap.add_argument("--baud", type=int, default=9600)
     ap.add_argument("--write-log")
@@ -170,15 +170,18 @@ async def main():
                                     bytesize=8, parity="N", stopbits=1,
                                     trace_packet=silence_unknown_units(config))
         where = args.serial
-    elif args.port:
+    elif args.port is not None:
         server = ModbusTcpServer(devices, address=("127.0.0.1", args.port))
-        where = str(args.port)
+        where = None
     else:
         raise SystemExit("sunspec_sim: give --port or --serial")
-    task = asyncio.create_task(server.serve_forever())
-    await asyncio.sleep(0.2)
+    # READY only once the server listens (a guessed pause races a loaded machine);
+    # with --port 0 the line carries the port the system chose.
+    await server.serve_forever(background=True)
+    if where is None:
+        where = str(server.transport.sockets[0].getsockname()[1])
     print(f"READY {where}", flush=True)
-    await task
+    await server.serving
 
 
 if __name__ == "__main__":

@@ -576,7 +576,9 @@ fn device_conflicts() {
         ),
         [
             "c:43: error: device inv2 has the same bus and unit_id 1 as device @device[1] \
-             (line 34)"
+             (line 34); two devices may share a unit id only when they are different \
+             SunSpec devices of its chain (a meter and an inverter, or different option \
+             'chain_device')"
         ]
     );
     assert!(
@@ -586,6 +588,39 @@ fn device_conflicts() {
         )
         .is_empty()
     );
+}
+
+#[test]
+fn devices_of_one_chain_share_a_unit_id() {
+    // SolarEdge: the inverter and its meter behind one unit id (field input 04).
+    let solaredge = "config device 'se_inverter'\n\toption role 'inverter'\n\
+                     \toption transport 'tcp'\n\toption host '10.0.0.9'\n\toption port '1502'\n\
+                     config device 'se_meter'\n\toption role 'meter'\n\toption transport 'tcp'\n\
+                     \toption host '10.0.0.9'\n\toption port '1502'\n";
+    let text = VALID.replace("config device 'meter'", "config device 'meter'\n\toption enabled '0'")
+        .replace("config control 'site'\n", &format!("{solaredge}config control 'site'\n"));
+    let (config, warnings) = from_text(&text, "c").expect("meter and inverter share unit 1");
+    assert!(
+        warnings.iter().all(|w| !w.to_string().contains("unit_id")),
+        "{warnings:?}"
+    );
+    assert!(config.devices.iter().all(|d| d.chain_device.is_none()));
+    // Two inverters picking by role pick the same one: refused; positions tell them apart.
+    let two = text.replace("\toption role 'meter'\n\toption transport 'tcp'\n\
+                     \toption host '10.0.0.9'", "\toption role 'inverter'\n\toption transport 'tcp'\n\
+                     \toption host '10.0.0.9'");
+    let text_of = |e: Vec<Diagnostic>| e.iter().map(|d| d.to_string()).collect::<Vec<_>>();
+    let e = text_of(from_text(&two, "c").unwrap_err());
+    assert!(e.iter().any(|m| m.contains("same bus and unit_id 1")), "{e:?}");
+    let apart = two.replace(
+        "config device 'se_meter'\n",
+        "config device 'se_meter'\n\toption chain_device '3'\n",
+    );
+    let (config, _) = from_text(&apart, "c").expect("different chain devices");
+    assert_eq!(config.devices.last().unwrap().chain_device, Some(3));
+    let bad = apart.replace("chain_device '3'", "chain_device '0'");
+    let e = text_of(from_text(&bad, "c").unwrap_err());
+    assert!(e.iter().any(|m| m.contains("chain_device")), "{e:?}");
 }
 
 #[test]

@@ -280,6 +280,11 @@ pub struct DeviceConfig {
     pub unit_id: u8,
     /// Register of the `SunS` marker; `None` means scan 0, 40000, 50000.
     pub sunspec_base: Option<u16>,
+    /// Which SunSpec device of the unit's model chain this is, when one unit id holds
+    /// several (each model 1 starts one; SolarEdge puts its meter in the inverter's
+    /// chain): the 1-based position of its model 1, 1..=16. `None` (default): the first
+    /// device of the chain that has the models of the role (the inverter, the meter).
+    pub chain_device: Option<u8>,
     /// Nameplate power; `None` means read it from SunSpec model 120/702.
     pub rated_w: Option<u32>,
     /// Per-request timeout. Default 1000 ms; 50..=30000.
@@ -408,6 +413,7 @@ const DEVICE_OPTIONS: &[&str] = &[
     "stop_bits",
     "unit_id",
     "sunspec_base",
+    "chain_device",
     "rated_w",
     "timeout_ms",
     "enabled",
@@ -1561,6 +1567,9 @@ fn read_device(checker: &mut Checker<'_>, section: &Section) -> Option<DeviceCon
     let sunspec_base = r
         .uint("sunspec_base", "(register address)", 0, 65535)
         .map(|n| n as u16);
+    let chain_device = r
+        .uint("chain_device", "(position of the device's model 1 in the chain)", 1, 16)
+        .map(|n| n as u8);
     let rated_w = r.watts("rated_w");
     if rated_w == Some(0) {
         let pos = r.pos_of("rated_w");
@@ -1580,6 +1589,7 @@ fn read_device(checker: &mut Checker<'_>, section: &Section) -> Option<DeviceCon
         transport: transport?,
         unit_id,
         sunspec_base,
+        chain_device,
         rated_w: rated_w.filter(|w| *w > 0),
         timeout_ms,
         enabled,
@@ -1621,6 +1631,19 @@ fn check_storage_for_limits(
     }
 }
 
+/// Two devices on one bus and unit id pick the same SunSpec device of its chain: the
+/// same `chain_device`, or both by role with the same kind of models (an inverter and a
+/// storage inverter both take the chain's first inverter). A position on one and a role
+/// on the other cannot be checked without the device; the runtime reports a wrong one.
+fn same_chain_device(a: &DeviceConfig, b: &DeviceConfig) -> bool {
+    let is_meter = |d: &DeviceConfig| d.role == DeviceRole::Meter;
+    match (a.chain_device, b.chain_device) {
+        (Some(x), Some(y)) => x == y,
+        (None, None) => is_meter(a) == is_meter(b),
+        _ => false,
+    }
+}
+
 /// Checks across devices: two on the same address, and what is missing for control.
 fn check_devices(checker: &mut Checker<'_>, file: &UciFile, devices: &[DeviceConfig]) {
     let enabled: Vec<&DeviceConfig> = devices.iter().filter(|d| d.enabled).collect();
@@ -1633,14 +1656,16 @@ fn check_devices(checker: &mut Checker<'_>, file: &UciFile, devices: &[DeviceCon
                 (Transport::Rtu { path: p1, .. }, Transport::Rtu { path: p2, .. }) => p1 == p2,
                 _ => false,
             };
-            if same_bus && a.unit_id == b.unit_id {
+            if same_bus && a.unit_id == b.unit_id && same_chain_device(a, b) {
                 let pos = file.section(&a.name).map_or(Pos::default(), |s| s.pos);
                 let other_line = file.section(&b.name).map_or(0, |s| s.pos.line);
                 checker.error(
                     pos,
                     format!(
                         "device {} has the same bus and unit_id {} as device {} (line \
-                         {other_line})",
+                         {other_line}); two devices may share a unit id only when they are \
+                         different SunSpec devices of its chain (a meter and an inverter, or \
+                         different option 'chain_device')",
                         a.name, a.unit_id, b.name
                     ),
                 );

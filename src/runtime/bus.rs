@@ -4,7 +4,10 @@
 
 use super::site::{Command, DeviceState, SharedSite, Written};
 use crate::config::{self, DeviceRole};
-use crate::devices::{Bus, BusParams, Device, DeviceParams, RevertPolicy, TransportParams};
+use crate::devices::{
+    Bus, BusParams, Controls, Device, DeviceParams, RevertPolicy, TransportParams,
+};
+use crate::status;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -71,6 +74,65 @@ struct Slot {
     last_connect: Option<bool>,
     /// The last charge limit written (None = lifted) and when, for storage inverters.
     last_charge_write: Option<(Option<f64>, Instant)>,
+    /// The missing control model was logged (once per run, not per cycle).
+    capability_logged: bool,
+}
+
+/// The capability fact of an inverter without a SunSpec control model, as the log and
+/// the status say it: it is read, never limited.
+pub fn no_control_model_text(name: &str, role: DeviceRole, controls: &Controls) -> Option<String> {
+    let missing = match role {
+        DeviceRole::Meter => return None,
+        _ if !controls.can_limit_power() => "no control model (SunSpec 123 or 704)",
+        DeviceRole::Storage if !controls.charge_limit => {
+            "no storage control model (SunSpec 124)"
+        }
+        _ => return None,
+    };
+    Some(format!(
+        "device '{name}' has {missing}: csipd reads it but cannot limit it"
+    ))
+}
+
+/// Marks the limits in force that a device should enforce but cannot, because it has
+/// no control model: export, generation and connect limits need the inverters' 123 or
+/// 704 (connect: 123's Conn). `devices` are the controlled devices (inverters and
+/// storage) with what each lets csipd control, `None` while not yet read. The text is
+/// "not enforceable: <device> has no control model". A site whose other inverters
+/// can be limited is still marked: csipd does not claim the whole of a limit is kept
+/// while one of its inverters runs free.
+pub fn mark_not_enforceable<'a>(
+    limits: &mut [status::ActiveLimit],
+    devices: impl Iterator<Item = (&'a str, Option<Controls>)>,
+) {
+    let mut no_limit = Vec::new();
+    let mut no_connect = Vec::new();
+    for (name, controls) in devices {
+        let Some(c) = controls else { continue };
+        if !c.can_limit_power() {
+            no_limit.push(name);
+        }
+        if !c.connect {
+            no_connect.push(name);
+        }
+    }
+    let text = |names: &[&str]| {
+        let verb = if names.len() == 1 { "has" } else { "have" };
+        format!(
+            "not enforceable: {} {verb} no control model",
+            names.join(", ")
+        )
+    };
+    for l in limits.iter_mut() {
+        let names = match l.mode {
+            status::LimitMode::Export | status::LimitMode::Generation => &no_limit,
+            status::LimitMode::Connect if l.connect == Some(false) => &no_connect,
+            _ => continue,
+        };
+        if !names.is_empty() {
+            l.not_enforceable = Some(text(names));
+        }
+    }
 }
 
 /// Runs one bus forever: poll every device, then sleep out the cycle.
@@ -87,6 +149,7 @@ pub async fn run_bus(
         .map(|c| {
             let mut p = DeviceParams::new(&c.name, c.unit_id);
             p.sunspec_base = c.sunspec_base;
+            p.chain_device = c.chain_device;
             p.stale_after = stale_after;
             p.timeout = Some(Duration::from_millis(u64::from(c.timeout_ms)));
             Slot {
@@ -95,6 +158,7 @@ pub async fn run_bus(
                 last_write: None,
                 last_connect: None,
                 last_charge_write: None,
+                capability_logged: false,
             }
         })
         .collect();
@@ -176,6 +240,14 @@ async fn poll_device(slot: &mut Slot, site: &SharedSite) {
                 match r {
                     Ok(inv) => {
                         st.record_inverter(&inv, slot.config.rated_w, Instant::now());
+                        if !slot.capability_logged {
+                            slot.capability_logged = true;
+                            let text =
+                                no_control_model_text(&name, slot.config.role, &inv.controls);
+                            if let Some(text) = text {
+                                log::warn!("{text}");
+                            }
+                        }
                         // Follow what the inverter says it is commanded to, so a change
                         // made behind csipd's back is corrected, and nothing is written
                         // when it already matches.
@@ -249,13 +321,17 @@ async fn apply_charge_limit(slot: &mut Slot, cmd: &Command, site: &SharedSite) {
     }
 }
 
+/// Writes what the device has a control model for; the rest is a capability fact,
+/// said once when the device is first read and shown in the status, not an error
+/// repeated every cycle.
 async fn apply_command(slot: &mut Slot, cmd: Command, site: &SharedSite) {
-    if slot.config.role == DeviceRole::Storage {
+    let controls = slot.device.controls().unwrap_or_default();
+    if slot.config.role == DeviceRole::Storage && controls.charge_limit {
         apply_charge_limit(slot, &cmd, site).await;
     }
     let name = slot.config.name.clone();
     let now = Instant::now();
-    if slot.last_connect != Some(cmd.connect) {
+    if controls.connect && slot.last_connect != Some(cmd.connect) {
         let r = slot.device.set_connected(cmd.connect).await;
         let mut s = site.borrow_mut();
         if let Some(st) = s.devices.get_mut(&name) {
@@ -275,6 +351,9 @@ async fn apply_command(slot: &mut Slot, cmd: Command, site: &SharedSite) {
                 Err(e) => st.record_write_error(e.to_string()),
             }
         }
+    }
+    if !controls.can_limit_power() {
+        return;
     }
     let pct = cmd.setpoint_pct.clamp(0.0, 100.0);
     let due = match slot.last_write {

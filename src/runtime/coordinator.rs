@@ -90,9 +90,16 @@ impl Coordinator {
         let mut s = site.borrow_mut();
 
         // (Re)build the controller when the inverters or their ratings change.
+        // An inverter without a control model is left out: the control law cannot move
+        // it, and its output reaches the meter like any load would (issue 17).
         let params = map::controller_params(
             &cfg,
-            |name| s.devices.get(name).and_then(|d| d.rating_w),
+            |name| {
+                s.devices
+                    .get(name)
+                    .filter(|d| d.controls.is_none_or(|c| c.can_limit_power()))
+                    .and_then(|d| d.rating_w)
+            },
             |name| s.devices.get(name).and_then(|d| d.max_charge_w),
         );
         if self.controller.as_ref().map(|c| c.params()) != Some(&params) {
@@ -185,7 +192,12 @@ impl Coordinator {
                 )
                 .max(0.0)
         });
-        let limits = map::status_limits(&merged, fail_safe_w, &setpoints.unsupported);
+        let mut limits = map::status_limits(&merged, fail_safe_w, &setpoints.unsupported);
+        super::bus::mark_not_enforceable(
+            &mut limits,
+            map::controlled_devices(&cfg)
+                .map(|d| (d.name.as_str(), s.devices.get(&d.name).and_then(|st| st.controls))),
+        );
         if self.last_unsupported != setpoints.unsupported {
             for mode in &setpoints.unsupported {
                 let text = format!(
@@ -201,9 +213,7 @@ impl Coordinator {
         let stale_s = cfg.control.meter_stale_s;
         let meter_fresh = meter.is_some_and(|m| !m.is_stale(now, stale_s) && m.w.is_some());
         let site_w = meter.and_then(|m| m.w);
-        let pv_w: f64 = params
-            .inverters
-            .iter()
+        let pv_w: f64 = map::controlled_devices(&cfg)
             .filter_map(|i| s.devices.get(&i.name))
             .filter(|d| !d.is_stale(now, stale_s))
             .filter_map(|d| d.w)
@@ -247,6 +257,9 @@ impl Coordinator {
                         writes_failed: st.writes_failed,
                         last_error: st.last_error.clone(),
                     },
+                    read_only: st
+                        .controls
+                        .and_then(|c| super::bus::no_control_model_text(&d.name, d.role, &c)),
                 })
             })
             .collect();

@@ -365,7 +365,7 @@ pub async fn engine_task(
         smol::Timer::after(Duration::from_secs(1)).await;
     };
     let now = super::unix_now_s();
-    let ec = match engine_config(&config, rating_w) {
+    let mut ec = match engine_config(&config, rating_w) {
         Ok(ec) => ec,
         Err(e) => {
             log::error!("utility connection not started: {e}");
@@ -377,6 +377,24 @@ pub async fn engine_task(
             return;
         }
     };
+    // DERCapability says only what the site can do: inverters that were read and have
+    // no control model (SunSpec 123/704) cannot limit export or generation (issue 17).
+    {
+        let s = site.borrow();
+        let known: Vec<_> = s
+            .inverter_names
+            .iter()
+            .filter_map(|n| s.devices.get(n).and_then(|d| d.controls))
+            .collect();
+        if !known.is_empty() && known.iter().all(|c| !c.can_limit_power()) {
+            log::info!(
+                "DERCapability: no inverter has a control model; export and generation \
+                 limits are not offered"
+            );
+            ec.nameplate.can_limit_export = false;
+            ec.nameplate.can_limit_generation = false;
+        }
+    }
     let source = SiteSource { site: site.clone() };
     let sink = RuntimeSink::new(site.clone(), status.clone(), durable.clone());
     let mut engine = match csip::Engine::new(ec, source, sink) {

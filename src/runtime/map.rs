@@ -252,6 +252,7 @@ pub fn status_limits(
         source: status_source(&l.source),
         end_unix_s: l.until_s,
         unsupported: false,
+        not_enforceable: None,
     };
     let export = match (&merged.export_limit_w, fail_safe_w) {
         (Some(l), Some(fs)) if fs >= l.value => Some(power(status::LimitMode::Export, l)),
@@ -262,6 +263,7 @@ pub fn status_limits(
             source: status::LimitSource::FailSafe,
             end_unix_s: None,
             unsupported: false,
+            not_enforceable: None,
         }),
         (Some(l), None) => Some(power(status::LimitMode::Export, l)),
         (None, None) => None,
@@ -303,6 +305,7 @@ pub fn status_limits(
             source: status_source(&s.source),
             end_unix_s: s.until_s,
             unsupported: false,
+            not_enforceable: None,
         });
     }
     out

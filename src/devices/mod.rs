@@ -263,7 +263,8 @@ impl Device {
     }
 
     /// Finds the SunSpec map (configured base, else 40000, 0, 50000: each is tried
-    /// whatever went wrong at the one before), checks `SunS` and walks the model chain.
+    /// whatever went wrong at the one before, unless the link itself is down, an I/O
+    /// error), checks `SunS` and walks the model chain.
     /// The chain ends at the end marker, or, as devices in the field do, at a header
     /// the device refuses to read (Modbus exception), a model id 0, or a model whose
     /// length runs past the readable registers: then the models before are kept and
@@ -299,6 +300,16 @@ impl Device {
                     answered = true;
                     tried.push(format!("register {base}: exception {c}"));
                 }
+                // The link itself is down (no serial port, connection refused): no
+                // base will do better.
+                Err(
+                    e @ DeviceError::Modbus {
+                        error: ModbusError::Io(_),
+                        ..
+                    },
+                ) if !answered => return Err(e),
+                // A timeout, CRC or frame error at one base: some devices do not answer
+                // a read of registers they do not have; the next base may be theirs.
                 Err(e) => {
                     tried.push(format!("register {base}: {e}"));
                     last_transport_error = Some(e);

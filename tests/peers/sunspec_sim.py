@@ -13,7 +13,8 @@ factor, floats for float32 points, strings for string points). Points not given 
 The field-input format (`/work/shared/field-inputs/README.md`, copied to
 tests/fixtures/field-inputs/) is accepted too: a device with "blocks" instead of "models",
 each {"model": N, "values": {...}, "L": optional length} or {"raw": [words]}, points not
-given are 0 (strings empty), and "end": false leaves out the end marker so that every
+given are 0 (strings empty; "fill": "unimplemented" on the device makes them "not
+implemented" instead), and "end": false leaves out the end marker so that every
 register after the last block is unreadable (Modbus exception 2).
 
 Every write request is appended as one JSON line to --write-log (if given), so a test
@@ -96,6 +97,11 @@ def layout_group(group, values, prefix="", zero_fill=False):
         count = sub.get("count", 1)
         if not isinstance(count, int):
             count = int(values.get(prefix + str(count), 1))
+        elif count == 0:
+            # Repeats to the end of the model (e.g. 160's modules): as many as given.
+            head = f"{prefix}{sub['name']}["
+            given = [int(k[len(head):].split("]")[0]) for k in values if k.startswith(head)]
+            count = max(given) + 1 if given else 0
         for i in range(count):
             words.extend(layout_group(sub, values, f"{prefix}{sub['name']}[{i}].", zero_fill))
     return words
@@ -115,12 +121,13 @@ def layout_model(model_id, values, zero_fill=False, length=None):
 def layout_device(dev):
     words = [0x5375, 0x6E53]  # "SunS"
     if "blocks" in dev:
+        zero_fill = dev.get("fill", "zero") == "zero"
         for b in dev["blocks"]:
             if "raw" in b:
                 words.extend(int(w) & 0xFFFF for w in b["raw"])
             else:
                 words.extend(layout_model(int(b["model"]), b.get("values", {}),
-                                          zero_fill=True, length=b.get("L")))
+                                          zero_fill=zero_fill, length=b.get("L")))
         if dev.get("end", True):
             words.extend([0xFFFF, 0x0000])
         return words

@@ -15,14 +15,15 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use csipd::devices::{
-    Bus, BusParams, Device, DeviceError, DeviceParams, OperatingState, RevertPolicy,
-    SunSpecError,
+    Bus, BusParams, Device, DeviceError, DeviceParams, OperatingState, RevertPolicy, SunSpecError,
 };
 use devices_support::{PtyPair, start_peer};
 use serde_json::{Value, json};
 
 fn fixture(path: &str) -> Value {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(path);
     let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
@@ -125,7 +126,12 @@ fn field_01_chain_ending_in_zero_then_unreadable() {
     // The installer's scan says the same, and exits 0.
     let (code, lines, _) = modbus_scan(&[&format!("tcp://127.0.0.1:{}", peer.port), "1"]);
     assert_eq!(code, Some(0), "{lines:?}");
-    assert_eq!(lines[0]["map"]["ended_early"].as_str().map(|s| s.contains("40148")), Some(true));
+    assert_eq!(
+        lines[0]["map"]["ended_early"]
+            .as_str()
+            .map(|s| s.contains("40148")),
+        Some(true)
+    );
     assert_eq!(lines[0]["inverter"]["ac"]["w"], 2500.0);
 }
 
@@ -148,16 +154,25 @@ fn chain_ends_at_model_id_0_and_at_a_length_past_the_registers() {
         let map = zero.scan().await.expect("scan").clone();
         assert_eq!(map.ids(), vec![1, 103, 123]);
         assert!(map.ended_early.unwrap().contains("model id 0"));
-        assert!(close(zero.read_inverter().await.expect("read").ac.w, 2500.0));
+        assert!(close(
+            zero.read_inverter().await.expect("read").ac.w,
+            2500.0
+        ));
 
         let mut cut = Device::new(bus, DeviceParams::new("cut", 2));
         let map = cut.scan().await.expect("scan").clone();
         assert_eq!(map.ids(), vec![1, 103], "the cut-off 123 is dropped");
         let why = map.ended_early.unwrap();
-        assert!(why.contains("model 123") && why.contains("runs past"), "{why}");
+        assert!(
+            why.contains("model 123") && why.contains("runs past"),
+            "{why}"
+        );
         let r = cut.read_inverter().await.expect("read");
         assert!(!r.controls.can_limit_power());
-        let e = cut.set_active_power_limit_pct(50.0, REVERT).await.unwrap_err();
+        let e = cut
+            .set_active_power_limit_pct(50.0, REVERT)
+            .await
+            .unwrap_err();
         assert!(
             matches!(
                 e,
@@ -227,12 +242,18 @@ fn field_04_solaredge_meter_in_the_inverters_chain() {
         let mut p = DeviceParams::new("second", 1);
         p.chain_device = Some(2);
         let mut second = Device::new(bus.clone(), p);
-        assert!(close(second.read_meter().await.expect("meter").ac.w, -1500.0));
+        assert!(close(
+            second.read_meter().await.expect("meter").ac.w,
+            -1500.0
+        ));
         let e = second.read_inverter().await.unwrap_err().to_string();
         assert!(e.contains("[1, 203]"), "{e}");
         second.set_chain_device(Some(3));
         let e = second.read_meter().await.unwrap_err().to_string();
-        assert!(e.contains("chain_device 3") && e.contains("2 SunSpec device"), "{e}");
+        assert!(
+            e.contains("chain_device 3") && e.contains("2 SunSpec device"),
+            "{e}"
+        );
     });
     let (code, lines, _) = modbus_scan(&[&format!("tcp://127.0.0.1:{}", peer.port), "1"]);
     assert_eq!(code, Some(0), "{lines:?}");
@@ -295,17 +316,31 @@ fn field_14_sleeping_inverter_is_left_out_of_voltage_and_frequency() {
         let bus = tcp_bus(peer.port);
         let mut asleep = Device::new(bus.clone(), DeviceParams::new("asleep", 1));
         let mut working = Device::new(bus, DeviceParams::new("working", 2));
-        let a = asleep.read_inverter().await.expect("sleeping inverter read");
+        let a = asleep
+            .read_inverter()
+            .await
+            .expect("sleeping inverter read");
         assert_eq!(a.state, Some(OperatingState::Sleeping));
         assert!(a.idle);
         assert_eq!((a.ac.w, a.ac.v, a.ac.hz), (Some(0.0), None, None));
         assert!(a.ac.phases.iter().all(|p| p.v.is_none()));
-        let w = working.read_inverter().await.expect("working inverter read");
+        let w = working
+            .read_inverter()
+            .await
+            .expect("working inverter read");
         assert!(!w.idle);
         let sample = csipd::runtime::engine::fleet_sample(&[&a.ac, &w.ac]).expect("sample");
-        assert!(close(sample.voltage_v.total, 230.0), "{:?}", sample.voltage_v);
+        assert!(
+            close(sample.voltage_v.total, 230.0),
+            "{:?}",
+            sample.voltage_v
+        );
         assert!(close(sample.voltage_v.a, 230.0), "{:?}", sample.voltage_v);
-        assert!(close(sample.frequency_hz, 50.01), "{:?}", sample.frequency_hz);
+        assert!(
+            close(sample.frequency_hz, 50.01),
+            "{:?}",
+            sample.frequency_hz
+        );
         assert!(close(sample.active_power_w.total, 4000.0));
         // Both are still controllable: the sleeping one keeps its 123.
         assert!(a.controls.can_limit_power());
@@ -319,7 +354,9 @@ async fn exercise_brand(bus: Rc<Bus>, cfg: &Value, peer: &devices_support::Peer)
     for dev_cfg in cfg["devices"].as_array().unwrap() {
         let unit = dev_cfg["unit"].as_u64().unwrap() as u8;
         let mut dev = Device::new(bus.clone(), DeviceParams::new(&format!("u{unit}"), unit));
-        dev.scan().await.unwrap_or_else(|e| panic!("unit {unit}: {e}"));
+        dev.scan()
+            .await
+            .unwrap_or_else(|e| panic!("unit {unit}: {e}"));
         let chain = dev.chain_devices().to_vec();
         for d in &chain {
             let common = d.common.as_ref().expect("identity");
@@ -332,15 +369,33 @@ async fn exercise_brand(bus: Rc<Bus>, cfg: &Value, peer: &devices_support::Peer)
                 .unwrap();
             assert_eq!(common.serial, pos["values"]["SN"], "unit {unit}");
             dev.set_chain_device(Some(d.position));
-            if d.map.find_any(&csipd::devices::sunspec::METER_MODELS).is_some() {
+            if d.map
+                .find_any(&csipd::devices::sunspec::METER_MODELS)
+                .is_some()
+            {
                 let m = dev.read_meter().await.expect("meter");
-                assert!(m.ac.w.is_some() && m.ac.v.is_some() && m.ac.hz.is_some(), "{m:?}");
+                assert!(
+                    m.ac.w.is_some() && m.ac.v.is_some() && m.ac.hz.is_some(),
+                    "{m:?}"
+                );
                 continue;
             }
             let r = dev.read_inverter().await.expect("inverter");
-            assert!(r.ac.w.is_some_and(|w| w > 1000.0), "unit {unit}: {:?}", r.ac);
-            assert!(r.ac.v.is_some_and(|v| (200.0..260.0).contains(&v)), "{:?}", r.ac);
-            assert!(r.ac.hz.is_some_and(|v| (49.0..51.0).contains(&v)), "{:?}", r.ac);
+            assert!(
+                r.ac.w.is_some_and(|w| w > 1000.0),
+                "unit {unit}: {:?}",
+                r.ac
+            );
+            assert!(
+                r.ac.v.is_some_and(|v| (200.0..260.0).contains(&v)),
+                "{:?}",
+                r.ac
+            );
+            assert!(
+                r.ac.hz.is_some_and(|v| (49.0..51.0).contains(&v)),
+                "{:?}",
+                r.ac
+            );
             assert_eq!(r.state, Some(OperatingState::Running));
             if d.map.find(121).is_some() {
                 assert!(r.nameplate.w_rtg_w.is_some() && r.settings.w_max_w.is_some());

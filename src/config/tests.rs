@@ -597,8 +597,15 @@ fn devices_of_one_chain_share_a_unit_id() {
                      \toption transport 'tcp'\n\toption host '10.0.0.9'\n\toption port '1502'\n\
                      config device 'se_meter'\n\toption role 'meter'\n\toption transport 'tcp'\n\
                      \toption host '10.0.0.9'\n\toption port '1502'\n";
-    let text = VALID.replace("config device 'meter'", "config device 'meter'\n\toption enabled '0'")
-        .replace("config control 'site'\n", &format!("{solaredge}config control 'site'\n"));
+    let text = VALID
+        .replace(
+            "config device 'meter'",
+            "config device 'meter'\n\toption enabled '0'",
+        )
+        .replace(
+            "config control 'site'\n",
+            &format!("{solaredge}config control 'site'\n"),
+        );
     let (config, warnings) = from_text(&text, "c").expect("meter and inverter share unit 1");
     assert!(
         warnings.iter().all(|w| !w.to_string().contains("unit_id")),
@@ -606,12 +613,18 @@ fn devices_of_one_chain_share_a_unit_id() {
     );
     assert!(config.devices.iter().all(|d| d.chain_device.is_none()));
     // Two inverters picking by role pick the same one: refused; positions tell them apart.
-    let two = text.replace("\toption role 'meter'\n\toption transport 'tcp'\n\
-                     \toption host '10.0.0.9'", "\toption role 'inverter'\n\toption transport 'tcp'\n\
-                     \toption host '10.0.0.9'");
+    let two = text.replace(
+        "\toption role 'meter'\n\toption transport 'tcp'\n\
+                     \toption host '10.0.0.9'",
+        "\toption role 'inverter'\n\toption transport 'tcp'\n\
+                     \toption host '10.0.0.9'",
+    );
     let text_of = |e: Vec<Diagnostic>| e.iter().map(|d| d.to_string()).collect::<Vec<_>>();
     let e = text_of(from_text(&two, "c").unwrap_err());
-    assert!(e.iter().any(|m| m.contains("same bus and unit_id 1")), "{e:?}");
+    assert!(
+        e.iter().any(|m| m.contains("same bus and unit_id 1")),
+        "{e:?}"
+    );
     let apart = two.replace(
         "config device 'se_meter'\n",
         "config device 'se_meter'\n\toption chain_device '3'\n",

@@ -1568,7 +1568,12 @@ fn read_device(checker: &mut Checker<'_>, section: &Section) -> Option<DeviceCon
         .uint("sunspec_base", "(register address)", 0, 65535)
         .map(|n| n as u16);
     let chain_device = r
-        .uint("chain_device", "(position of the device's model 1 in the chain)", 1, 16)
+        .uint(
+            "chain_device",
+            "(position of the device's model 1 in the chain)",
+            1,
+            16,
+        )
         .map(|n| n as u8);
     let rated_w = r.watts("rated_w");
     if rated_w == Some(0) {

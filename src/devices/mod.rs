@@ -510,11 +510,7 @@ impl Device {
         self.read_registers(m.start, m.total_len()).await
     }
 
-    async fn read_blocks(
-        &mut self,
-        map: &SunSpecMap,
-        ids: &[u16],
-    ) -> Result<Blocks, DeviceError> {
+    async fn read_blocks(&mut self, map: &SunSpecMap, ids: &[u16]) -> Result<Blocks, DeviceError> {
         let mut blocks = Blocks::new();
         for id in ids {
             if let Some(m) = map.find(*id).copied() {

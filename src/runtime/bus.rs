@@ -84,9 +84,7 @@ pub fn no_control_model_text(name: &str, role: DeviceRole, controls: &Controls) 
     let missing = match role {
         DeviceRole::Meter => return None,
         _ if !controls.can_limit_power() => "no control model (SunSpec 123 or 704)",
-        DeviceRole::Storage if !controls.charge_limit => {
-            "no storage control model (SunSpec 124)"
-        }
+        DeviceRole::Storage if !controls.charge_limit => "no storage control model (SunSpec 124)",
         _ => return None,
     };
     Some(format!(
@@ -94,43 +92,64 @@ pub fn no_control_model_text(name: &str, role: DeviceRole, controls: &Controls) 
     ))
 }
 
-/// Marks the limits in force that a device should enforce but cannot, because it has
-/// no control model: export, generation and connect limits need the inverters' 123 or
-/// 704 (connect: 123's Conn). `devices` are the controlled devices (inverters and
-/// storage) with what each lets csipd control, `None` while not yet read. The text is
-/// "not enforceable: <device> has no control model". A site whose other inverters
-/// can be limited is still marked: csipd does not claim the whole of a limit is kept
-/// while one of its inverters runs free.
+/// The text for an inverter that was read, has a control model, but whose rating is
+/// unknown (no SunSpec 120/121/702 and no `rated_w`): csipd cannot turn watts into
+/// the percentage the control model takes, so it leaves the inverter alone.
+pub fn no_rating_text(name: &str) -> String {
+    format!(
+        "device '{name}' reports no power rating (SunSpec 120, 121 or 702): set option \
+         'rated_w' for csipd to limit it"
+    )
+}
+
+/// Marks the limits in force that a device should enforce but cannot: export,
+/// generation and connect limits need the inverters' 123 or 704 (connect: 123's Conn),
+/// and a power limit needs the inverter's rating. `devices` are the controlled devices
+/// (inverters and storage): name, what each lets csipd control (`None` while not yet
+/// read) and whether its rating is known. The text is "not enforceable: <device> has
+/// no control model" (or "… has no power rating"). A site whose other inverters can be
+/// limited is still marked: csipd does not claim the whole of a limit is kept while one
+/// of its inverters runs free.
 pub fn mark_not_enforceable<'a>(
     limits: &mut [status::ActiveLimit],
-    devices: impl Iterator<Item = (&'a str, Option<Controls>)>,
+    devices: impl Iterator<Item = (&'a str, Option<Controls>, bool)>,
 ) {
     let mut no_limit = Vec::new();
+    let mut no_rating = Vec::new();
     let mut no_connect = Vec::new();
-    for (name, controls) in devices {
+    for (name, controls, rated) in devices {
         let Some(c) = controls else { continue };
         if !c.can_limit_power() {
             no_limit.push(name);
+        } else if !rated {
+            no_rating.push(name);
         }
         if !c.connect {
             no_connect.push(name);
         }
     }
-    let text = |names: &[&str]| {
+    let text = |names: &[&str], what: &str| {
         let verb = if names.len() == 1 { "has" } else { "have" };
-        format!(
-            "not enforceable: {} {verb} no control model",
-            names.join(", ")
-        )
+        format!("{} {verb} no {what}", names.join(", "))
     };
     for l in limits.iter_mut() {
-        let names = match l.mode {
-            status::LimitMode::Export | status::LimitMode::Generation => &no_limit,
-            status::LimitMode::Connect if l.connect == Some(false) => &no_connect,
-            _ => continue,
-        };
-        if !names.is_empty() {
-            l.not_enforceable = Some(text(names));
+        let mut why = Vec::new();
+        match l.mode {
+            status::LimitMode::Export | status::LimitMode::Generation => {
+                if !no_limit.is_empty() {
+                    why.push(text(&no_limit, "control model"));
+                }
+                if !no_rating.is_empty() {
+                    why.push(text(&no_rating, "power rating"));
+                }
+            }
+            status::LimitMode::Connect if l.connect == Some(false) && !no_connect.is_empty() => {
+                why.push(text(&no_connect, "control model"));
+            }
+            _ => {}
+        }
+        if !why.is_empty() {
+            l.not_enforceable = Some(format!("not enforceable: {}", why.join("; ")));
         }
     }
 }
@@ -243,7 +262,10 @@ async fn poll_device(slot: &mut Slot, site: &SharedSite) {
                         if !slot.capability_logged {
                             slot.capability_logged = true;
                             let text =
-                                no_control_model_text(&name, slot.config.role, &inv.controls);
+                                no_control_model_text(&name, slot.config.role, &inv.controls)
+                                    .or_else(|| {
+                                        st.rating_w.is_none().then(|| no_rating_text(&name))
+                                    });
                             if let Some(text) = text {
                                 log::warn!("{text}");
                             }
@@ -401,4 +423,69 @@ pub fn removed_devices(
         .filter(|k| !devices.iter().any(|d| d.enabled && &d.name == *k))
         .cloned()
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(mode: status::LimitMode, connect: Option<bool>) -> status::ActiveLimit {
+        status::ActiveLimit {
+            mode,
+            value_w: connect.is_none().then_some(1500.0),
+            connect,
+            source: status::LimitSource::Fixed,
+            end_unix_s: None,
+            unsupported: false,
+            not_enforceable: None,
+        }
+    }
+
+    #[test]
+    fn limits_a_device_cannot_enforce_are_marked_with_its_name() {
+        let none = Controls::of_models([1, 113, 120, 121]);
+        let full = Controls::of_models([1, 103, 120, 121, 123]);
+        let mut limits = vec![
+            limit(status::LimitMode::Export, None),
+            limit(status::LimitMode::Import, None),
+            limit(status::LimitMode::Connect, Some(false)),
+        ];
+        let devices = [
+            ("fronius", Some(none), true),
+            ("sma", Some(full), true),
+            ("unread", None, false),
+        ];
+        mark_not_enforceable(&mut limits, devices.into_iter());
+        assert_eq!(
+            limits[0].not_enforceable.as_deref(),
+            Some("not enforceable: fronius has no control model")
+        );
+        assert_eq!(limits[1].not_enforceable, None, "import is the battery's");
+        assert_eq!(
+            limits[2].not_enforceable.as_deref(),
+            Some("not enforceable: fronius has no control model")
+        );
+        // A controllable inverter of unknown rating, and two without a control model.
+        let mut limits = vec![limit(status::LimitMode::Generation, None)];
+        let devices = [
+            ("a", Some(none), true),
+            ("b", Some(none), true),
+            ("kostal", Some(full), false),
+        ];
+        mark_not_enforceable(&mut limits, devices.into_iter());
+        assert_eq!(
+            limits[0].not_enforceable.as_deref(),
+            Some("not enforceable: a, b have no control model; kostal has no power rating")
+        );
+        // Everything controllable: nothing marked.
+        let mut limits = vec![limit(status::LimitMode::Export, None)];
+        mark_not_enforceable(&mut limits, [("sma", Some(full), true)].into_iter());
+        assert_eq!(limits[0].not_enforceable, None);
+        assert!(no_control_model_text("m", DeviceRole::Meter, &none).is_none());
+        assert!(
+            no_control_model_text("bat", DeviceRole::Storage, &full)
+                .unwrap()
+                .contains("124")
+        );
+    }
 }

@@ -195,8 +195,14 @@ impl Coordinator {
         let mut limits = map::status_limits(&merged, fail_safe_w, &setpoints.unsupported);
         super::bus::mark_not_enforceable(
             &mut limits,
-            map::controlled_devices(&cfg)
-                .map(|d| (d.name.as_str(), s.devices.get(&d.name).and_then(|st| st.controls))),
+            map::controlled_devices(&cfg).map(|d| {
+                let st = s.devices.get(&d.name);
+                (
+                    d.name.as_str(),
+                    st.and_then(|st| st.controls),
+                    st.is_some_and(|st| st.rating_w.is_some()),
+                )
+            }),
         );
         if self.last_unsupported != setpoints.unsupported {
             for mode in &setpoints.unsupported {
@@ -257,9 +263,12 @@ impl Coordinator {
                         writes_failed: st.writes_failed,
                         last_error: st.last_error.clone(),
                     },
-                    read_only: st
-                        .controls
-                        .and_then(|c| super::bus::no_control_model_text(&d.name, d.role, &c)),
+                    read_only: st.controls.and_then(|c| {
+                        super::bus::no_control_model_text(&d.name, d.role, &c).or_else(|| {
+                            (d.role != DeviceRole::Meter && st.rating_w.is_none())
+                                .then(|| super::bus::no_rating_text(&d.name))
+                        })
+                    }),
                 })
             })
             .collect();

@@ -591,6 +591,32 @@ fn device_conflicts() {
 }
 
 #[test]
+fn power_control_option() {
+    let (config, _) = valid();
+    assert!(
+        config
+            .devices
+            .iter()
+            .all(|d| d.power_control == crate::devices::PowerControl::Auto)
+    );
+    let text = VALID.replace(
+        "\toption rated_w '8200'",
+        "\toption rated_w '8200'\n\toption power_control 'SolarEdge'",
+    );
+    let (config, _) = from_text(&text, "c").expect("valid");
+    assert_eq!(
+        config.devices[1].power_control,
+        crate::devices::PowerControl::Solaredge
+    );
+    assert_eq!(
+        messages_with("\toption rated_w '8200'", "\toption power_control 'kaco'"),
+        [
+            "c:42: error: option 'power_control' must be one of 'auto', 'sunspec', 'solaredge', got \"kaco\""
+        ]
+    );
+}
+
+#[test]
 fn devices_of_one_chain_share_a_unit_id() {
     // SolarEdge: the inverter and its meter behind one unit id (field input 04).
     let solaredge = "config device 'se_inverter'\n\toption role 'inverter'\n\

@@ -285,6 +285,9 @@ pub struct DeviceConfig {
     /// chain): the 1-based position of its model 1, 1..=16. `None` (default): the first
     /// device of the chain that has the models of the role (the inverter, the meter).
     pub chain_device: Option<u8>,
+    /// Where the active power limit is written: `auto` (default: SunSpec 704/123, else
+    /// SolarEdge's own registers on a SolarEdge), `sunspec`, or `solaredge`.
+    pub power_control: crate::devices::PowerControl,
     /// Nameplate power; `None` means read it from SunSpec model 120/702.
     pub rated_w: Option<u32>,
     /// Per-request timeout. Default 1000 ms; 50..=30000.
@@ -414,6 +417,7 @@ const DEVICE_OPTIONS: &[&str] = &[
     "unit_id",
     "sunspec_base",
     "chain_device",
+    "power_control",
     "rated_w",
     "timeout_ms",
     "enabled",
@@ -1575,6 +1579,16 @@ fn read_device(checker: &mut Checker<'_>, section: &Section) -> Option<DeviceCon
             16,
         )
         .map(|n| n as u8);
+    let power_control = r
+        .choice(
+            "power_control",
+            &[
+                ("auto", crate::devices::PowerControl::Auto),
+                ("sunspec", crate::devices::PowerControl::Sunspec),
+                ("solaredge", crate::devices::PowerControl::Solaredge),
+            ],
+        )
+        .unwrap_or_default();
     let rated_w = r.watts("rated_w");
     if rated_w == Some(0) {
         let pos = r.pos_of("rated_w");
@@ -1595,6 +1609,7 @@ fn read_device(checker: &mut Checker<'_>, section: &Section) -> Option<DeviceCon
         unit_id,
         sunspec_base,
         chain_device,
+        power_control,
         rated_w: rated_w.filter(|w| *w > 0),
         timeout_ms,
         enabled,

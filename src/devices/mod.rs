@@ -18,6 +18,7 @@
 
 pub mod cli;
 pub mod modbus;
+pub mod solaredge;
 pub mod sunspec;
 
 use std::fmt;
@@ -29,6 +30,21 @@ pub use sunspec::{
     Blocks, CommonInfo, Controls, InverterReading, LimitState, MeterReading, ModelRef,
     OperatingState, RevertPolicy, StorageState, SunSpecError, SunSpecMap,
 };
+
+/// Where an inverter's active power limit is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerControl {
+    /// SunSpec 704 or 123 when the device has one; else SolarEdge's own registers when
+    /// model 1 says SolarEdge (and they answer).
+    #[default]
+    Auto,
+    /// SunSpec control models only.
+    Sunspec,
+    /// SolarEdge's power control registers (see [`solaredge`]), even if model 1 says
+    /// otherwise (a rebadged SolarEdge).
+    Solaredge,
+}
 
 /// Plain parameters of one device on a bus (the lead maps UCI config to this).
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +67,8 @@ pub struct DeviceParams {
     /// that has the models asked for (the inverter for inverter reads, the meter for
     /// meter reads).
     pub chain_device: Option<u8>,
+    /// Where the active power limit is written.
+    pub power_control: PowerControl,
 }
 
 impl DeviceParams {
@@ -63,6 +81,7 @@ impl DeviceParams {
             invert_meter_sign: false,
             timeout: None,
             chain_device: None,
+            power_control: PowerControl::Auto,
         }
     }
 }
@@ -154,6 +173,9 @@ pub struct Device {
     chain: Vec<ChainDevice>,
     /// Index into `chain` of the device the last read or write used.
     selected: Option<usize>,
+    /// SolarEdge's power control block: answered (true) or refused (false) when read;
+    /// None until tried.
+    solaredge_block: Option<bool>,
     stats: DeviceStats,
     last_reading_at: Option<Instant>,
     /// Nameplate and settings blocks (120, 121, 702): read once per scan, they do not
@@ -169,6 +191,7 @@ impl Device {
             map: None,
             chain: Vec::new(),
             selected: None,
+            solaredge_block: None,
             stats: DeviceStats::default(),
             last_reading_at: None,
             static_blocks: None,
@@ -204,7 +227,58 @@ impl Device {
     /// What the selected device lets csipd control (known after a read of it).
     pub fn controls(&self) -> Option<Controls> {
         let d = self.chain.get(self.selected?)?;
-        Some(Controls::of_models(d.map.ids()))
+        let mut c = Controls::of_models(d.map.ids());
+        if self.solaredge_block == Some(true) && self.wants_solaredge(&d.map) {
+            c.active_power_limit_model = Some(solaredge::BLOCK_ID);
+        }
+        Some(c)
+    }
+
+    /// SolarEdge's registers carry the power limit: chosen in the config, or (auto) a
+    /// device whose model 1 says SolarEdge and that has no SunSpec control model.
+    fn wants_solaredge(&self, map: &SunSpecMap) -> bool {
+        match self.params.power_control {
+            PowerControl::Sunspec => false,
+            PowerControl::Solaredge => true,
+            PowerControl::Auto => {
+                map.find(704).is_none()
+                    && map.find(123).is_none()
+                    && self.common().is_some_and(solaredge::is_solaredge)
+            }
+        }
+    }
+
+    /// Reads SolarEdge's power control block when it carries the limit. A device that
+    /// refuses it (Modbus exception) has no such control: remembered, not an error,
+    /// unless the config said it is a SolarEdge.
+    async fn read_solaredge_block(
+        &mut self,
+        map: &SunSpecMap,
+    ) -> Result<Option<Vec<u16>>, DeviceError> {
+        if !self.wants_solaredge(map) || self.solaredge_block == Some(false) {
+            return Ok(None);
+        }
+        let b = solaredge::block();
+        match self.read_model(&b).await {
+            Ok(regs) => {
+                self.solaredge_block = Some(true);
+                Ok(Some(regs))
+            }
+            Err(DeviceError::Modbus {
+                error: ModbusError::Exception(_),
+                ..
+            }) if self.params.power_control == PowerControl::Auto => {
+                log::info!(
+                    "device '{}': SolarEdge power control registers (0x{:04X}) not \
+                     readable: no control through them",
+                    self.params.name,
+                    solaredge::BLOCK_START
+                );
+                self.solaredge_block = Some(false);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
     pub fn stats(&self) -> &DeviceStats {
         &self.stats
@@ -540,7 +614,15 @@ impl Device {
         if let Some(st) = &self.static_blocks {
             blocks.extend(st.iter().map(|(k, v)| (*k, v.clone())));
         }
-        let r = sunspec::decode_inverter(&blocks).map_err(|e| self.sunspec_err(e))?;
+        let mut r = sunspec::decode_inverter(&blocks).map_err(|e| self.sunspec_err(e))?;
+        if let Some(block) = self.read_solaredge_block(&map).await? {
+            r.limit = Some(solaredge::decode_limit(&block));
+            r.controls.active_power_limit_model = Some(solaredge::BLOCK_ID);
+            // No 120/121 on SolarEdge: MaxActivePower is its rating.
+            if r.settings.w_max_w.is_none() {
+                r.settings.w_max_w = solaredge::max_active_power_w(&block);
+            }
+        }
         self.last_reading_at = Some(Instant::now());
         Ok(r)
     }
@@ -606,6 +688,7 @@ impl Device {
     }
 
     /// Limits active power to `pct` % of WMax through model 704 when present, else 123,
+    /// else SolarEdge's power control registers (see [`PowerControl`]),
     /// with a revert timer so that a csipd that stops refreshing does not leave the limit
     /// running forever (704 also reverts to `revert.fallback_pct`; 123 reverts to the
     /// inverter's default). The caller must re-send before `revert.timeout_s` runs out.
@@ -616,6 +699,11 @@ impl Device {
         revert: RevertPolicy,
     ) -> Result<LimitState, DeviceError> {
         let map = self.inverter_map().await?;
+        if self.read_solaredge_block(&map).await?.is_some() {
+            let writes = solaredge::plan_limit(pct, revert).map_err(|e| self.sunspec_err(e))?;
+            let after = self.write_and_confirm(solaredge::block(), writes).await?;
+            return Ok(solaredge::decode_limit(&after));
+        }
         let ctl = map
             .find(704)
             .or_else(|| map.find(123))

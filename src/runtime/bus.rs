@@ -169,6 +169,7 @@ pub async fn run_bus(
             let mut p = DeviceParams::new(&c.name, c.unit_id);
             p.sunspec_base = c.sunspec_base;
             p.chain_device = c.chain_device;
+            p.power_control = c.power_control;
             p.stale_after = stale_after;
             p.timeout = Some(Duration::from_millis(u64::from(c.timeout_ms)));
             Slot {

@@ -150,11 +150,16 @@ def make_devices(config, write_log):
                                         "values": list(set_values)}) + "\n")
             return None
 
+        # "extra": register ranges outside the SunSpec map (a vendor's own registers,
+        # e.g. SolarEdge's power control block at 0xF300), as {"address", "values"}.
+        blocks = [(int(dev["base"]), words)]
+        blocks += [(int(e["address"]), [int(v) & 0xFFFF for v in e["values"]])
+                   for e in dev.get("extra", [])]
         sim_devices.append(
             SimDevice(
                 id=unit,
-                simdata=[SimData(address=int(dev["base"]), values=words,
-                                 datatype=DataType.REGISTERS)],
+                simdata=[SimData(address=a, values=w, datatype=DataType.REGISTERS)
+                         for a, w in sorted(blocks)],
                 action=action,
             )
         )

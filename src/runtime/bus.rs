@@ -92,6 +92,23 @@ pub fn no_control_model_text(name: &str, role: DeviceRole, controls: &Controls) 
     ))
 }
 
+/// DERCapability says only what the site can do: when every inverter that has been read
+/// lacks a control model (SunSpec 123/704, or SolarEdge's registers), the nameplate
+/// offers no export or generation limit. `controls` are the controlled inverters' (None
+/// while not yet read). Returns whether it took them away.
+pub fn restrict_to_controls(
+    nameplate: &mut crate::csip::Nameplate,
+    controls: impl Iterator<Item = Option<Controls>>,
+) -> bool {
+    let known: Vec<Controls> = controls.flatten().collect();
+    if known.is_empty() || known.iter().any(|c| c.can_limit_power()) {
+        return false;
+    }
+    nameplate.can_limit_export = false;
+    nameplate.can_limit_generation = false;
+    true
+}
+
 /// The text for an inverter that was read, has a control model, but whose rating is
 /// unknown (no SunSpec 120/121/702 and no `rated_w`): csipd cannot turn watts into
 /// the percentage the control model takes, so it leaves the inverter alone.
@@ -478,6 +495,30 @@ mod tests {
             limits[0].not_enforceable.as_deref(),
             Some("not enforceable: a, b have no control model; kostal has no power rating")
         );
+        // DERCapability: taken away only when no inverter read can be limited.
+        let mut np = crate::csip::Nameplate {
+            rtg_max_w: 5000.0,
+            rtg_max_va: None,
+            rtg_max_var: None,
+            rtg_max_var_neg: None,
+            rtg_v_nom: None,
+            der_type: 4,
+            can_limit_export: true,
+            can_limit_import: false,
+            can_limit_generation: true,
+            can_limit_load: false,
+        };
+        assert!(!restrict_to_controls(
+            &mut np,
+            [None, Some(full), Some(none)].into_iter()
+        ));
+        assert!(!restrict_to_controls(&mut np, [None].into_iter()));
+        assert_eq!(np.doe_modes(), 0b0101);
+        assert!(restrict_to_controls(
+            &mut np,
+            [Some(none), None].into_iter()
+        ));
+        assert_eq!(np.doe_modes(), 0);
         // Everything controllable: nothing marked.
         let mut limits = vec![limit(status::LimitMode::Export, None)];
         mark_not_enforceable(&mut limits, [("sma", Some(full), true)].into_iter());

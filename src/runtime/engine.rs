@@ -381,18 +381,15 @@ pub async fn engine_task(
     // no control model (SunSpec 123/704) cannot limit export or generation (issue 17).
     {
         let s = site.borrow();
-        let known: Vec<_> = s
+        let controls = s
             .inverter_names
             .iter()
-            .filter_map(|n| s.devices.get(n).and_then(|d| d.controls))
-            .collect();
-        if !known.is_empty() && known.iter().all(|c| !c.can_limit_power()) {
+            .map(|n| s.devices.get(n).and_then(|d| d.controls));
+        if super::bus::restrict_to_controls(&mut ec.nameplate, controls) {
             log::info!(
                 "DERCapability: no inverter has a control model; export and generation \
                  limits are not offered"
             );
-            ec.nameplate.can_limit_export = false;
-            ec.nameplate.can_limit_generation = false;
         }
     }
     let source = SiteSource { site: site.clone() };

@@ -591,6 +591,57 @@ fn device_conflicts() {
 }
 
 #[test]
+fn powerwall_meter_transport() {
+    let meter = "config device 'meter'\n\toption role 'meter'\n\toption transport 'tcp'\n\
+                 \toption host '10.0.0.5'\n\toption unit_id '240'\n";
+    assert_eq!(VALID.matches(meter).count(), 1);
+    let tesla = "config device 'tesla'\n\toption role 'meter'\n\toption transport 'powerwall'\n\
+                 \toption host '192.168.1.77'\n\toption password_file '/etc/csipd/tesla.pw'\n";
+    let (config, warnings) = from_text(&VALID.replace(meter, tesla), "c").expect("valid");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(
+        config.devices[0].transport,
+        Transport::Powerwall {
+            host: "192.168.1.77".into(),
+            port: 443,
+            password: None,
+            password_file: Some("/etc/csipd/tesla.pw".into()),
+            fingerprint: None,
+        }
+    );
+    let text_of = |t: &str| match from_text(t, "c") {
+        Ok((_, w)) => w.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+        Err(e) => e.iter().map(|d| d.to_string()).collect(),
+    };
+    let no_password = tesla.replace("\toption password_file '/etc/csipd/tesla.pw'\n", "");
+    let e = text_of(&VALID.replace(meter, &no_password));
+    assert!(
+        e.iter().any(|m| m.contains("neither option 'password'")),
+        "{e:?}"
+    );
+    let inverter = tesla.replace("'meter'", "'inverter'");
+    let e = text_of(&VALID.replace(meter, &inverter));
+    assert!(
+        e.iter().any(|m| m.contains("role must be 'meter'")),
+        "{e:?}"
+    );
+    let bad_pin = format!("{tesla}\toption fingerprint 'AB:CD'\n");
+    let e = text_of(&VALID.replace(meter, &bad_pin));
+    assert!(e.iter().any(|m| m.contains("64 hex digits")), "{e:?}");
+    let stray = format!("{tesla}\toption unit_id '3'\n");
+    let w = text_of(&VALID.replace(meter, &stray));
+    assert!(
+        w.iter().any(|m| m.contains("ignored for powerwall")),
+        "{w:?}"
+    );
+    let e = text_of(&VALID.replace("option sunspec_base '40000'", "option password 'x'"));
+    assert!(
+        e.iter().any(|m| m.contains("is for transport powerwall")),
+        "{e:?}"
+    );
+}
+
+#[test]
 fn power_control_option() {
     let (config, _) = valid();
     assert!(

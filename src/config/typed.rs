@@ -267,6 +267,18 @@ pub enum Transport {
         /// 1 or 2. Default 1.
         stop_bits: u8,
     },
+    /// A Tesla Powerwall 2 / Backup Gateway 2's local HTTPS API (meters only).
+    Powerwall {
+        host: String,
+        /// Default 443.
+        port: u16,
+        /// The customer password, or the file holding it (one of them is required).
+        password: Option<String>,
+        password_file: Option<String>,
+        /// The gateway certificate's SHA-256 fingerprint to pin; none = pin the first
+        /// one seen (kept under `data_dir`).
+        fingerprint: Option<String>,
+    },
 }
 
 /// A `config device` section: a SunSpec Modbus device.
@@ -418,6 +430,9 @@ const DEVICE_OPTIONS: &[&str] = &[
     "sunspec_base",
     "chain_device",
     "power_control",
+    "password",
+    "password_file",
+    "fingerprint",
     "rated_w",
     "timeout_ms",
     "enabled",
@@ -1467,16 +1482,100 @@ fn read_device(checker: &mut Checker<'_>, section: &Section) -> Option<DeviceCon
             format!("{describe} needs option 'role' (inverter, meter or storage)"),
         );
     }
-    let transport_kind = r.choice("transport", &[("tcp", "tcp"), ("rtu", "rtu")]);
+    let transport_kind = r.choice(
+        "transport",
+        &[("tcp", "tcp"), ("rtu", "rtu"), ("powerwall", "powerwall")],
+    );
     if !r.is_set("transport") {
         r.checker.error(
             section.pos,
-            format!("{describe} needs option 'transport' (tcp or rtu)"),
+            format!("{describe} needs option 'transport' (tcp, rtu or powerwall)"),
         );
+    }
+    let powerwall_only: &[&str] = &["password", "password_file", "fingerprint"];
+    if transport_kind != Some("powerwall") {
+        for name in powerwall_only {
+            if r.is_set(name) {
+                let pos = r.pos_of(name);
+                r.checker.warning(
+                    pos,
+                    format!("option '{name}' is for transport powerwall; ignored"),
+                );
+            }
+        }
     }
     let tcp_only: &[&str] = &["host", "port"];
     let rtu_only: &[&str] = &["path", "baud", "parity", "stop_bits"];
     let transport = match transport_kind {
+        Some("powerwall") => {
+            let host = r.string("host");
+            if host.is_none() {
+                r.checker.error(
+                    r.pos_of("transport"),
+                    format!("{describe} uses transport powerwall but has no option 'host'"),
+                );
+            }
+            let port = r
+                .uint("port", "(TCP port)", 1, 65535)
+                .map_or(443, |p| p as u16);
+            let password = r.string("password");
+            let password_file = r.string("password_file");
+            if password.is_none() && password_file.is_none() {
+                r.checker.error(
+                    r.pos_of("transport"),
+                    format!(
+                        "{describe} uses transport powerwall but has neither option \
+                         'password' nor 'password_file' (the gateway's customer password)"
+                    ),
+                );
+            }
+            let fingerprint = r.string("fingerprint");
+            if let Some(f) = &fingerprint {
+                let hex = crate::devices::powerwall::normalise_fingerprint(f);
+                if hex.len() != 64 {
+                    let pos = r.pos_of("fingerprint");
+                    r.checker.error(
+                        pos,
+                        format!(
+                            "option 'fingerprint' must be a SHA-256 fingerprint (64 hex \
+                             digits, ':' allowed), got \"{f}\""
+                        ),
+                    );
+                }
+            }
+            if role.is_some_and(|role| role != DeviceRole::Meter) {
+                let pos = r.pos_of("transport");
+                r.checker.error(
+                    pos,
+                    format!(
+                        "{describe}: transport powerwall is a site meter: role must be 'meter'"
+                    ),
+                );
+            }
+            for name in [
+                "path",
+                "baud",
+                "parity",
+                "stop_bits",
+                "unit_id",
+                "sunspec_base",
+            ] {
+                if r.is_set(name) {
+                    let pos = r.pos_of(name);
+                    r.checker.warning(
+                        pos,
+                        format!("option '{name}' is for Modbus devices; ignored for powerwall"),
+                    );
+                }
+            }
+            host.map(|host| Transport::Powerwall {
+                host,
+                port,
+                password,
+                password_file,
+                fingerprint,
+            })
+        }
         Some("tcp") => {
             for name in rtu_only {
                 if r.is_set(name) {

@@ -18,6 +18,7 @@
 
 pub mod cli;
 pub mod modbus;
+pub mod powerwall;
 pub mod solaredge;
 pub mod sunspec;
 

@@ -22,9 +22,10 @@ pub const WRITE_DEADBAND_PCT: f64 = 0.5;
 /// A charge limit change smaller than this (W) is not written unless it tightens.
 pub const CHARGE_DEADBAND_W: f64 = 50.0;
 
-/// The bus a device is on, as the device layer wants it.
-pub fn bus_params(d: &config::DeviceConfig) -> BusParams {
+/// The bus a device is on, as the device layer wants it (None: not a Modbus device).
+pub fn bus_params(d: &config::DeviceConfig) -> Option<BusParams> {
     let mut p = match &d.transport {
+        config::Transport::Powerwall { .. } => return None,
         config::Transport::Tcp { host, port } => BusParams::tcp(host, *port),
         config::Transport::Rtu {
             path,
@@ -47,7 +48,7 @@ pub fn bus_params(d: &config::DeviceConfig) -> BusParams {
         }
     };
     p.timeout = Duration::from_millis(u64::from(d.timeout_ms));
-    p
+    Some(p)
 }
 
 /// Groups the enabled devices by bus: devices on the same transport share one `Bus`
@@ -57,7 +58,7 @@ pub fn group_by_bus(
 ) -> Vec<(BusParams, Vec<config::DeviceConfig>)> {
     let mut groups: Vec<(BusParams, Vec<config::DeviceConfig>)> = Vec::new();
     for d in devices.iter().filter(|d| d.enabled) {
-        let p = bus_params(d);
+        let Some(p) = bus_params(d) else { continue };
         match groups.iter_mut().find(|(q, _)| q.transport == p.transport) {
             Some((_, list)) => list.push(d.clone()),
             None => groups.push((p, vec![d.clone()])),
@@ -428,6 +429,97 @@ async fn apply_command(slot: &mut Slot, cmd: Command, site: &SharedSite) {
             });
         }
         Err(e) => st.record_write_error(e.to_string()),
+    }
+}
+
+/// The enabled Powerwall gateways (site meters over HTTPS), each run by its own task.
+pub fn powerwall_devices(devices: &[config::DeviceConfig]) -> Vec<config::DeviceConfig> {
+    devices
+        .iter()
+        .filter(|d| d.enabled && matches!(d.transport, config::Transport::Powerwall { .. }))
+        .cloned()
+        .collect()
+}
+
+/// Reads a Powerwall gateway's site meter once a cycle into the shared site state,
+/// like a Modbus meter: a failure makes it stale (and the coordinator goes to its
+/// fail-safe as for any stale meter). The HTTPS exchange runs on smol's blocking pool.
+/// A first-use certificate pin is kept in `data_dir` as `powerwall-NAME.fingerprint`.
+pub async fn run_powerwall(
+    device: config::DeviceConfig,
+    data_dir: String,
+    cycle: Duration,
+    site: SharedSite,
+) {
+    use crate::devices::powerwall::{Gateway, PowerwallParams};
+    let config::Transport::Powerwall {
+        host,
+        port,
+        password,
+        password_file,
+        fingerprint,
+    } = &device.transport
+    else {
+        return;
+    };
+    let name = device.name.clone();
+    site.borrow_mut()
+        .devices
+        .entry(name.clone())
+        .or_insert_with(|| DeviceState::new(DeviceRole::Meter));
+    let mut gateway: Option<Gateway> = None;
+    loop {
+        let started = Instant::now();
+        if gateway.is_none() {
+            // The password (or its file) is read until it can be: a file put in place
+            // later is picked up without a restart.
+            let pw = match (password, password_file) {
+                (Some(p), _) => Ok(p.clone()),
+                (None, Some(f)) => std::fs::read_to_string(f)
+                    .map(|s| s.trim().to_string())
+                    .map_err(|e| format!("device '{name}': password_file {f}: {e}")),
+                (None, None) => Err(format!("device '{name}': no password")),
+            };
+            match pw {
+                Ok(password) => {
+                    gateway = Some(Gateway::new(PowerwallParams {
+                        name: name.clone(),
+                        host: host.clone(),
+                        port: *port,
+                        password,
+                        fingerprint: fingerprint.clone(),
+                        pin_file: Some(
+                            std::path::Path::new(&data_dir)
+                                .join(format!("powerwall-{name}.fingerprint")),
+                        ),
+                        timeout: Duration::from_millis(u64::from(device.timeout_ms)),
+                    }))
+                }
+                Err(e) => {
+                    let mut s = site.borrow_mut();
+                    if let Some(st) = s.devices.get_mut(&name) {
+                        st.record_read_error(e);
+                    }
+                }
+            }
+        }
+        if let Some(mut gw) = gateway.take() {
+            let (gw, r) = smol::unblock(move || {
+                let r = gw.read_site();
+                (gw, r)
+            })
+            .await;
+            let mut s = site.borrow_mut();
+            if let Some(st) = s.devices.get_mut(&name) {
+                match r {
+                    Ok(m) => st.record_meter(&m, Instant::now()),
+                    Err(e) => st.record_read_error(e.to_string()),
+                }
+                st.tls_fingerprint = gw.fingerprint();
+            }
+            gateway = Some(gw);
+        }
+        smol::Timer::at(started + cycle.max(Duration::from_millis(100))).await;
     }
 }
 

@@ -263,6 +263,7 @@ impl Coordinator {
                         writes_failed: st.writes_failed,
                         last_error: st.last_error.clone(),
                     },
+                    tls_fingerprint: st.tls_fingerprint.clone(),
                     read_only: st.controls.and_then(|c| {
                         super::bus::no_control_model_text(&d.name, d.role, &c).or_else(|| {
                             (d.role != DeviceRole::Meter && st.rating_w.is_none())

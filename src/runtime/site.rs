@@ -71,6 +71,8 @@ pub struct DeviceState {
     /// Inverters: what the device lets csipd control (SunSpec 123/704/124), known
     /// from its first reading. A device without a control model is read only.
     pub controls: Option<Controls>,
+    /// Devices over TLS (a Powerwall gateway): the pinned certificate fingerprint.
+    pub tls_fingerprint: Option<String>,
 }
 
 impl DeviceState {
@@ -95,6 +97,7 @@ impl DeviceState {
             max_charge_w: None,
             charge_limit_w: None,
             controls: None,
+            tls_fingerprint: None,
         }
     }
 

@@ -354,6 +354,11 @@ pub struct Device {
     /// control model), when that is so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_only: Option<String>,
+    /// A device reached over TLS (a Powerwall gateway): the SHA-256 fingerprint of the
+    /// certificate csipd pinned (`AB:CD:…`); the installer changes it with option
+    /// `fingerprint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_fingerprint: Option<String>,
 }
 
 /// What csipd last wrote to one inverter.

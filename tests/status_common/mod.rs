@@ -100,6 +100,7 @@ pub fn sample_snapshot(now: i64) -> Snapshot {
                 ..Default::default()
             },
             read_only: None,
+            tls_fingerprint: None,
         },
         Device {
             name: "fronius_1".into(),
@@ -120,6 +121,7 @@ pub fn sample_snapshot(now: i64) -> Snapshot {
                 last_error: Some("timeout after 1 s reading model 103".into()),
             },
             read_only: None,
+            tls_fingerprint: None,
         },
     ];
     s.setpoints = vec![Setpoint {

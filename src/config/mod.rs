@@ -19,6 +19,7 @@ pub mod uci;
 use std::fmt;
 use std::process::ExitCode;
 
+pub use typed::{BrokerUrl, MQTT_SECTION, MqttConfig, MqttScheme};
 pub use typed::{
     Config, ControlConfig, CsipAusNamespace, DeviceConfig, DeviceRole, Diagnostic, FixedLimits,
     LogLevel, MainConfig, Parity, PriceConfig, PriceSource, Profile, SECTION_TYPES, SERVER_SECTION,
@@ -102,6 +103,10 @@ pub fn cli_check_config(args: &[String]) -> ExitCode {
         // The files the options name are checked here, at the CLI edge: the typed
         // config stays pure.
         diagnostics.extend(identity_diagnostics(&config, std::time::SystemTime::now()));
+        diagnostics.extend(typed::mqtt::file_diagnostics(
+            &config,
+            std::time::SystemTime::now(),
+        ));
         if diagnostics.iter().any(|d| d.severity == Severity::Error) {
             Err(LoadError::Invalid(diagnostics))
         } else {

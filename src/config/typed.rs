@@ -7,6 +7,10 @@ use std::net::SocketAddr;
 
 use super::uci::{OptionKind, Pos, Section, UciFile, UciOption};
 
+#[path = "mqtt.rs"]
+pub mod mqtt;
+pub use mqtt::{BrokerUrl, MQTT_SECTION, MqttConfig, MqttScheme};
+
 /// How bad a [`Diagnostic`] is. Any error makes the configuration unusable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
@@ -336,6 +340,8 @@ pub struct Config {
     pub price: PriceConfig,
     pub devices: Vec<DeviceConfig>,
     pub control: ControlConfig,
+    /// `config mqtt`: publishing to an MQTT broker (off by default).
+    pub mqtt: MqttConfig,
     /// (section address, option name) -> position of the option's first value.
     locations: BTreeMap<(String, String), Pos>,
     /// section address -> position of its `config` line.
@@ -454,6 +460,7 @@ pub const SECTION_TYPES: &[(&str, Option<&str>, &[&str])] = &[
     ("price", Some("feed_in"), PRICE_OPTIONS),
     ("device", None, DEVICE_OPTIONS),
     ("control", Some("site"), CONTROL_OPTIONS),
+    ("mqtt", Some(MQTT_SECTION), mqtt::MQTT_OPTIONS),
 ];
 
 /// Levenshtein distance, for "did you mean" hints.
@@ -915,6 +922,7 @@ pub fn build(file: &UciFile, file_name: &str) -> (Config, Vec<Diagnostic>) {
     let limits = read_limits(&mut checker, singletons.get("limits").copied());
     let price = read_price(&mut checker, singletons.get("price").copied());
     let control = read_control(&mut checker, singletons.get("control").copied());
+    let mqtt = mqtt::read_mqtt(&mut checker, singletons.get("mqtt").copied());
 
     let mut tariffs = Vec::new();
     for section in file.sections_of("tariff") {
@@ -951,6 +959,7 @@ pub fn build(file: &UciFile, file_name: &str) -> (Config, Vec<Diagnostic>) {
         price,
         devices,
         control,
+        mqtt,
         locations: checker.locations,
         section_locations: checker.section_locations,
     };

@@ -7,9 +7,9 @@
 //! Requests are sequential: one `Client` is one connection, used by one task.
 
 mod cli;
-mod framing;
+pub(crate) mod framing;
 mod retry;
-mod tls;
+pub(crate) mod tls;
 
 pub use cli::fetch_main;
 pub use retry::{Backoff, BackoffPolicy, parse_retry_after};
@@ -720,7 +720,7 @@ impl Client {
     }
 }
 
-async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+pub(crate) async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
     if let Ok(ip) = host.parse::<std::net::IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }

@@ -3,9 +3,10 @@
 //!
 //! Tasks on the one thread: one per Modbus bus ([`bus`]), the coordinator tick every
 //! `control.cycle_s` ([`coordinator`]), the feed-in price poller (its blocking HTTP GET
-//! runs on smol's blocking pool), and the signal handler (SIGHUP reload, SIGTERM/SIGINT
-//! stop). They share [`site::SiteState`] through an `Rc<RefCell<_>>`, borrowed between
-//! awaits only. The status HTTP server runs on its own thread and reads the snapshot.
+//! runs on smol's blocking pool), the MQTT publisher when enabled (`crate::mqtt`), and
+//! the signal handler (SIGHUP reload, SIGTERM/SIGINT stop). They share
+//! [`site::SiteState`] through an `Rc<RefCell<_>>`, borrowed between awaits only. The
+//! status HTTP server runs on its own thread and reads the snapshot.
 //!
 //! Entry points: [`run_main`] (`csipd run`) and [`demo::demo_main`] (`csipd demo`).
 
@@ -119,6 +120,8 @@ struct Daemon {
     buses: Vec<Task<()>>,
     price: Option<Task<()>>,
     engine: Option<Task<()>>,
+    /// Publishing to an MQTT broker (`config mqtt`), when enabled.
+    mqtt: Option<Task<()>>,
     /// The scheduler's memory of the running engine, for its successor after a reload.
     schedule_saved: Rc<RefCell<Option<crate::schedule::State>>>,
     _tick: Task<()>,
@@ -196,6 +199,7 @@ pub async fn run_daemon(
         buses: Vec::new(),
         price: None,
         engine: None,
+        mqtt: None,
         schedule_saved: Rc::new(RefCell::new(None)),
         config: config.clone(),
         site,
@@ -209,6 +213,7 @@ pub async fn run_daemon(
     daemon.start_buses();
     daemon.start_price();
     daemon.start_engine();
+    daemon.start_mqtt();
     on_ready(&url);
 
     while let Some(signal) = signals.next().await {
@@ -226,6 +231,8 @@ pub async fn run_daemon(
     }
     // Dropping the tasks stops them between Modbus exchanges; no limit is lifted.
     daemon.engine = None;
+    // Dropping the MQTT connection makes the broker publish the last will (`offline`).
+    daemon.mqtt = None;
     daemon.buses.clear();
     daemon.price = None;
     daemon.durable.borrow_mut().flush(unix_now_s(), true);
@@ -350,6 +357,18 @@ impl Daemon {
         });
     }
 
+    /// The MQTT publisher, when `config mqtt` is enabled. Its own task: a broker that is
+    /// down or slow never holds up the control loop.
+    fn start_mqtt(&mut self) {
+        self.mqtt = self.config.mqtt.enabled.then(|| {
+            self.ex.spawn(crate::mqtt::run(
+                self.config.mqtt.clone(),
+                self.status.clone(),
+                clock::SystemClock::new(),
+            ))
+        });
+    }
+
     fn start_price(&mut self) {
         self.price = map::price_source(&self.config).map(|src| {
             let every = Duration::from_secs(u64::from(self.config.price.poll_interval_s));
@@ -445,6 +464,22 @@ impl Daemon {
             );
             self.engine = None;
             self.start_engine();
+        }
+        // The files the section names (password, CA, certificate) may have changed
+        // without the section, and a publisher stopped by a bad file should get a retry.
+        let mqtt_files = [
+            &new.mqtt.password_file,
+            &new.mqtt.ca,
+            &new.mqtt.cert,
+            &new.mqtt.key,
+        ]
+        .iter()
+        .any(|f| f.is_some());
+        let mqtt_stopped = self.mqtt.as_ref().is_some_and(|t| t.is_finished());
+        if old.mqtt != new.mqtt || (new.mqtt.enabled && (mqtt_files || mqtt_stopped)) {
+            log::info!("reload: reconnecting to the MQTT broker");
+            self.mqtt = None;
+            self.start_mqtt();
         }
         set_utility_status(&self.status, &new, now);
         log::info!("reload: {path} applied (cached utility controls kept)");

@@ -193,6 +193,11 @@ fn powerwall_meter_drives_the_inverter_setpoint() {
     assert_eq!(shown.replace(':', ""), gw.fingerprint);
     let kept = std::fs::read_to_string(dir.join("state/powerwall-tesla.fingerprint")).unwrap();
     assert_eq!(kept.trim(), gw.fingerprint);
+    let summary = csipd::status::render::summary(&s);
+    assert!(
+        summary.contains(&format!("certificate (pinned): {shown}")),
+        "{summary}"
+    );
     let curtailed = setpoint_pct(&s).unwrap();
 
     // A load step: the site now imports 1.5 kW; the setpoint goes back up.

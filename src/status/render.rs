@@ -206,6 +206,9 @@ pub fn summary(s: &Snapshot) -> String {
             if let Some(why) = &d.read_only {
                 let _ = writeln!(out, "  {:width$}  read only: {why}", "");
             }
+            if let Some(fp) = &d.tls_fingerprint {
+                let _ = writeln!(out, "  {:width$}  certificate (pinned): {fp}", "");
+            }
             if let Some(err) = &d.stats.last_error {
                 let _ = writeln!(out, "  {:width$}  last error: {err}", "");
             }

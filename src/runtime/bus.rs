@@ -544,7 +544,9 @@ mod tests {
             mode,
             value_w: connect.is_none().then_some(1500.0),
             connect,
-            source: status::LimitSource::Fixed,
+            source: status::LimitSource::Fixed {
+                option: "export_limit_w".into(),
+            },
             end_unix_s: None,
             unsupported: false,
             not_enforceable: None,

@@ -620,16 +620,14 @@ mod tests {
         assert_eq!(&regs[..2], &sunspec::SUNS_MARKER);
         let mut at = SIM_BASE + 2;
         let mut blocks = Blocks::new();
-        while let Some((m, next)) = sunspec::chain_step(
+        while let sunspec::ChainStep::Model { model: m, next } = sunspec::chain_step(
             at,
             [
                 regs[usize::from(at - SIM_BASE)],
                 regs[usize::from(at - SIM_BASE) + 1],
             ],
             blocks.len(),
-        )
-        .unwrap()
-        {
+        ) {
             let s = usize::from(m.start - SIM_BASE);
             blocks.insert(m.id, regs[s..s + usize::from(m.total_len())].to_vec());
             at = next;

@@ -47,6 +47,10 @@ pub struct Snapshot {
     pub last_errors: VecDeque<ErrorEntry>,
     /// Export against export limit over the last hour, for the chart.
     pub history: History,
+    /// The one-line answer for a household ([`super::summary::line`]), set when the
+    /// snapshot is served.
+    #[serde(default)]
+    pub summary: String,
 }
 
 impl Snapshot {
@@ -74,11 +78,26 @@ impl Snapshot {
             setpoints: Vec::new(),
             last_errors: VecDeque::new(),
             history: History::default(),
+            summary: String::new(),
         }
     }
 
-    /// Records an error, dropping the oldest beyond [`LAST_ERRORS_CAPACITY`].
+    /// Records an error, dropping the oldest beyond [`LAST_ERRORS_CAPACITY`]. The same
+    /// error from the same source again moves that entry to the end and counts it, so
+    /// one device repeating itself never pushes another's error out.
     pub fn push_error(&mut self, t_unix_s: i64, source: &str, message: &str) {
+        if let Some(i) = self
+            .last_errors
+            .iter()
+            .position(|e| e.source == source && e.message == message)
+        {
+            if let Some(mut entry) = self.last_errors.remove(i) {
+                entry.count = entry.count.saturating_add(1);
+                entry.t_unix_s = t_unix_s;
+                self.last_errors.push_back(entry);
+                return;
+            }
+        }
         if self.last_errors.len() >= LAST_ERRORS_CAPACITY {
             self.last_errors.pop_front();
         }
@@ -86,6 +105,7 @@ impl Snapshot {
             t_unix_s,
             source: source.to_string(),
             message: message.to_string(),
+            count: 1,
         });
     }
 
@@ -308,10 +328,18 @@ pub struct Setpoint {
 /// One entry of `last_errors`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorEntry {
+    /// When it last happened.
     pub t_unix_s: i64,
     /// Which part of csipd, e.g. "csip", "device inverter1".
     pub source: String,
     pub message: String,
+    /// How many times it happened in a row of identical errors (1: once).
+    #[serde(default = "one")]
+    pub count: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// One chart point.

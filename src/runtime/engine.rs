@@ -65,9 +65,28 @@ pub async fn drive(
         }
         while let Some(request) = engine.poll_request() {
             let body = request.body.as_deref().map(str::as_bytes);
-            let result = client
-                .request(request.method, href_path(&request.href), body)
-                .await;
+            let mut exchange =
+                std::pin::pin!(client.request(request.method, href_path(&request.href), body));
+            // A slow answer does not stop the measurements (the averages need every
+            // second): sample while waiting.
+            let result = loop {
+                let sample_at = clock.instant_of(next_sample_ms);
+                let tick = async {
+                    smol::Timer::at(sample_at).await;
+                    None
+                };
+                match smol::future::or(async { Some((&mut exchange).await) }, tick).await {
+                    Some(result) => break result,
+                    None => {
+                        let now = clock.now();
+                        engine.handle_measurements(source.sample(), now);
+                        next_sample_ms = (next_sample_ms + SAMPLE_EVERY_MS).max(now.mono_ms + 1);
+                        while let Some(event) = engine.poll_event() {
+                            sink.deliver(&event);
+                        }
+                    }
+                }
+            };
             engine.handle_response(request.id, result, clock.now());
             while let Some(event) = engine.poll_event() {
                 sink.deliver(&event);

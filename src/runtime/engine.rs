@@ -13,7 +13,6 @@ use super::map;
 use super::site::{DeviceState, SharedSite};
 use crate::clock::Now;
 use crate::config::Config;
-use crate::csip::context::href_path;
 use crate::csip::response::Delivery;
 use crate::csip::{
     self, EngineConfig, EngineSink, EngineStatus, InverterState, MeasurementSource, MeterSample,
@@ -65,8 +64,9 @@ pub async fn drive(
         }
         while let Some(request) = engine.poll_request() {
             let body = request.body.as_deref().map(str::as_bytes);
-            let mut exchange =
-                std::pin::pin!(client.request(request.method, href_path(&request.href), body));
+            // The client takes the href as the server gave it (a path, or an absolute URL
+            // it checks is on the same server).
+            let mut exchange = std::pin::pin!(client.request(request.method, &request.href, body));
             // A slow answer does not stop the measurements (the averages need every
             // second): sample while waiting.
             let result = loop {

@@ -36,12 +36,12 @@ fn demo_curtails_to_the_export_limit_within_a_minute() {
     println!("curtailed after {:?}", started.elapsed());
     let limit = s.limit(LimitMode::Export).expect("export limit").clone();
     assert!(
-        matches!(&limit.source, LimitSource::Tariff { name: Some(n) } if n == "demo_window")
-            || limit.source == LimitSource::Fixed,
+        matches!(&limit.source, LimitSource::TariffWindow { name } if name == "demo_window")
+            || matches!(&limit.source, LimitSource::Fixed { option } if option == "export_limit_w"),
         "the limit names its source: {:?}",
         limit.source
     );
-    if let LimitSource::Tariff { .. } = limit.source {
+    if let LimitSource::TariffWindow { .. } = limit.source {
         assert_eq!(limit.value_w, Some(1000.0));
         assert!(
             limit.end_unix_s.is_some(),

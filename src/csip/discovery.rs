@@ -64,7 +64,6 @@ impl Tree {
     pub fn schedule_input(&self) -> (Vec<schedule::Program>, Vec<schedule::Event>) {
         schedule_input(&self.fsas, &self.programs)
     }
-
 }
 
 /// The scheduler's input from the FSAs and the programs of each DERProgramList: every

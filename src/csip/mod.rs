@@ -52,6 +52,7 @@ pub mod mirror;
 pub mod poller;
 pub mod response;
 pub mod time;
+pub mod well_known;
 
 pub use averaging::{MeterSample, PhaseValues};
 pub use context::{Request, RequestId};
@@ -68,6 +69,10 @@ pub struct EngineConfig {
     pub http: crate::http::ClientConfig,
     /// Path of the DeviceCapability resource on the server, e.g. `/dcap`.
     pub dcap_path: String,
+    /// Find the DeviceCapability and the CSIP-AUS version through
+    /// `/.well-known/csipaus` ([`well_known`], `option server_url`); `dcap_path` is then
+    /// unused.
+    pub service_discovery: bool,
     /// This device's LFDI (40 hex digits) and SFDI.
     pub lfdi: String,
     pub sfdi: u64,
@@ -235,6 +240,9 @@ pub struct EngineStatus {
     /// Responses waiting to be accepted by the server.
     pub responses_pending: usize,
     pub last_error: Option<String>,
+    /// The CSIP-AUS version in use (`v1.3`, `v1.2`); `None` for plain IEEE 2030.5 and
+    /// while service discovery has not chosen one yet.
+    pub csipaus_version: Option<&'static str>,
 }
 
 /// What the engine tells its driver ([`Engine::poll_event`]).
@@ -337,6 +345,7 @@ impl EngineStatus {
             sfdi: Some(self.sfdi),
             clock_offset_s: Some(self.clock_offset_s as f64),
             registration_problem,
+            csipaus_version: self.csipaus_version.map(str::to_string),
             resources: self
                 .polls
                 .iter()

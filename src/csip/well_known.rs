@@ -222,7 +222,7 @@ fn dcap_path_of(entry: &serde_json::Value, server_url: &str) -> Result<String, S
     for item in list {
         let text = item
             .as_str()
-            .ok_or_else(|| format!("DeviceCapability path {item} is not a string"))?;
+            .ok_or_else(|| format!("dcap {item} is not a string"))?;
         paths.push(same_host_path(text, server_url)?);
     }
     paths
@@ -236,26 +236,20 @@ fn dcap_path_of(entry: &serde_json::Value, server_url: &str) -> Result<String, S
 fn same_host_path(text: &str, server_url: &str) -> Result<String, String> {
     let bad_char = |c: char| c.is_whitespace() || c.is_control() || c == '\\';
     if text.chars().any(bad_char) {
-        return Err(format!(
-            "DeviceCapability path {text:?} contains a space or control character"
-        ));
+        return Err(format!("dcap {text:?} has a space or control character"));
     }
     if text.starts_with('/') && !text.starts_with("//") {
         return Ok(text.to_string());
     }
     if !text.contains("://") {
-        return Err(format!(
-            "DeviceCapability path {text:?} is not an absolute path"
-        ));
+        return Err(format!("dcap {text:?} is not an absolute path"));
     }
-    let url = url::Url::parse(text).map_err(|e| format!("DeviceCapability URL {text:?}: {e}"))?;
+    let url = url::Url::parse(text).map_err(|e| format!("dcap {text:?}: {e}"))?;
     let origin = url::Url::parse(server_url)
         .map_err(|e| format!("server URL {server_url:?}: {e}"))?
         .origin();
     if url.origin() != origin || !matches!(url.scheme(), "https" | "http") {
-        return Err(format!(
-            "DeviceCapability URL {text:?} points off this server"
-        ));
+        return Err(format!("dcap {text:?} is on another host"));
     }
     Ok(match url.query() {
         Some(q) => format!("{}?{q}", url.path()),
@@ -441,11 +435,11 @@ mod tests {
             ),
             (
                 r#"{"dcap": ["https://evil.example/dcap"]}"#,
-                "off this server",
+                "on another host",
             ),
             (
                 r#"{"dcap": ["http://utility.example:8443/dcap"]}"#,
-                "off this server",
+                "on another host",
             ),
             (r#"{"dcap": ["/dcap", 7]}"#, "not a string"),
             (r#"{"dcap": ["/d cap"]}"#, "space"),

@@ -137,6 +137,10 @@ impl fmt::Display for WellKnownError {
 
 impl std::error::Error for WellKnownError {}
 
+/// A usable entry (rank in [`SUPPORTED_VERSIONS`], namespace, DeviceCapability path), or
+/// why it is skipped.
+type Verdict = Result<(usize, CsipausNs, String), SkipReason>;
+
 /// Chooses the version and DeviceCapability path from the body of
 /// [`WELL_KNOWN_PATH`]. `server_url` is the origin it came from (`https://host[:port]`):
 /// an absolute DeviceCapability URL is accepted only on that origin.
@@ -159,7 +163,7 @@ pub fn choose(body: &[u8], server_url: &str) -> Result<Choice, WellKnownError> {
             WellKnownError::Shape("\"supportedSchemaVersions\" is not an object".into())
         })?;
     // Each entry: Ok((rank in SUPPORTED_VERSIONS, ns, dcap path)) or Err(why skipped).
-    let judged: Vec<(&String, Result<(usize, CsipausNs, String), SkipReason>)> = versions
+    let judged: Vec<(&String, Verdict)> = versions
         .iter()
         .map(|(uri, entry)| {
             let verdict = match SUPPORTED_VERSIONS.iter().position(|(u, _)| u == uri) {

@@ -10,8 +10,9 @@
 //! The harness's runner is not installable as a peer here, so the hand-scripted
 //! CSIP-AUS server (tests/common/csip_server.rs) serves the tree and a small router in
 //! this file adds the well-known document and the proxy route, as the runner's
-//! `create-wellknown-route` and `add-proxy-route` actions do. Everything runs on a
-//! virtual clock; no test waits for the wall clock.
+//! `create-wellknown-route` and `add-proxy-route` actions do. The engine tests run on a
+//! virtual clock; the last test puts the same router on a socket for the `csipd
+//! discover` binary (it waits for the process, never for a fixed time).
 
 #[path = "common/csip_memory.rs"]
 mod csip_memory;
@@ -351,4 +352,184 @@ fn a_configured_dcap_url_skips_service_discovery() {
     assert_eq!(t.router.count("GET", "/.well-known/csipaus"), 0);
     assert_eq!(t.router.seen[0].1, "/dcap");
     assert_eq!(t.engine.status().csipaus_version, Some("v1.3"));
+}
+
+/// The router on a real socket (plain HTTP, one request per connection), for the
+/// `csipd discover` binary: the SDVN-01 well-known document and proxy route in front
+/// of the scripted server's tree.
+fn serve_on_socket(router: std::sync::Arc<std::sync::Mutex<Router>>) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let mut parts = line.split_whitespace();
+            let (method, target) = (
+                parts.next().unwrap_or("").to_string(),
+                parts.next().unwrap_or("").to_string(),
+            );
+            let mut length = 0usize;
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) == 0 || header.trim().is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = header.split_once(':') {
+                    if name.eq_ignore_ascii_case("content-length") {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let now_s = csip_server::now_s();
+            let reply = router.lock().unwrap_or_else(|e| e.into_inner()).exchange(
+                &method,
+                &target,
+                &String::from_utf8_lossy(&body),
+                now_s,
+                0,
+            );
+            let kind = if target.starts_with("/.well-known/") {
+                "application/json"
+            } else {
+                "application/sep+xml"
+            };
+            let location = reply
+                .location
+                .map(|l| format!("Location: {l}\r\n"))
+                .unwrap_or_default();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {} Scripted\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n{location}Connection: close\r\n\r\n{}",
+                reply.status,
+                reply.body.len(),
+                reply.body
+            );
+        }
+    });
+    base
+}
+
+fn make_cert(dir: &std::path::Path) -> (String, String) {
+    let key = dir.join("key.pem");
+    let cert = dir.join("cert.pem");
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "30"])
+        .args(["-subj", "/CN=csipd-sdvn-test", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl not found: run `bash tests/setup.sh`");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert.display().to_string(), key.display().to_string())
+}
+
+/// `csipd discover` with only `server_url`: over real HTTP it reads the well-known
+/// document, prints the version chosen and every entry skipped with why, walks from the
+/// v1.3 DeviceCapability, and requests no forbidden path.
+#[test]
+fn discover_cli_shows_the_choice_and_walks_from_it() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/test-tmp")
+        .join(format!("csip-sdvn-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let (cert, key) = make_cert(&dir);
+    let identity =
+        csipd::sep2::identity_from_pem(&std::fs::read(&cert).expect("cert")).expect("identity");
+    let scenario = Scenario {
+        lfdi: identity.lfdi.clone(),
+        sfdi: identity.sfdi,
+        ..Scenario::default()
+    };
+    let router = std::sync::Arc::new(std::sync::Mutex::new(Router {
+        server: ScriptedServer::in_memory(scenario),
+        well_known: (200, sdvn_01_document()),
+        seen: Vec::new(),
+    }));
+    let base = serve_on_socket(router.clone());
+    let config = dir.join("csipd");
+    let write_config = |url: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "config server 'utility'\n\toption server_url '{url}'\n\toption allow_plain_http '1'\n\toption cert '{cert}'\n\toption key '{key}'\n\toption pen '12345'\n\toption registration_pin '111115'\n"
+            ),
+        )
+        .expect("write config");
+    };
+    write_config(&base);
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_csipd"))
+            .args(["discover", "--config"])
+            .arg(&config)
+            .output()
+            .expect("run csipd")
+    };
+    let out = run();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.starts_with(&format!(
+            "csipaus  service discovery {base}/.well-known/csipaus\n  using v1.3 \
+             (https://csipaus.org/ns/v1.3), DeviceCapability {RANDURI_3}\n"
+        )),
+        "{text}"
+    );
+    for skipped in [
+        "  skipped https://csipaus.org/ns/v1.2: malformed (the \"dcap\" list is empty)\n",
+        "  skipped https://csipaus.org/ns/v99.99: not supported\n",
+        "  skipped null: malformed (the version is not a URI)\n",
+    ] {
+        assert!(text.contains(skipped), "{skipped:?} not in:\n{text}");
+    }
+    assert!(text.contains(&format!("dcap     {RANDURI_3}")), "{text}");
+    assert!(text.contains("this device /edev/1"), "{text}");
+    {
+        let router = router.lock().unwrap_or_else(|e| e.into_inner());
+        assert_eq!(router.seen[0].1, "/.well-known/csipaus");
+        assert_eq!(router.seen[1].1, RANDURI_3);
+        assert_never_forbidden(&router);
+    }
+
+    // A v1.2 server without the document: exit 1, the reason, nothing else requested.
+    {
+        let mut router = router.lock().unwrap_or_else(|e| e.into_inner());
+        router.well_known = (404, "<html>Not Found</html>".into());
+        router.seen.clear();
+    }
+    let out = run();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("  no version chosen"), "{text}");
+    assert!(
+        text.contains("error    WellKnownCsipaus /.well-known/csipaus: the server answered 404"),
+        "{text}"
+    );
+    let router = router.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(
+        router
+            .seen
+            .iter()
+            .all(|(_, p, _)| p == "/.well-known/csipaus"),
+        "{:?}",
+        router.seen
+    );
 }

@@ -167,7 +167,8 @@ pub struct Utility {
     pub state: ConnectionState,
     /// When `state` was entered.
     pub since_unix_s: i64,
-    /// The DeviceCapability URL in use.
+    /// The DeviceCapability URL in use (`dcap_url`), or the server's origin when the
+    /// DeviceCapability is found through `/.well-known/csipaus` (`server_url`).
     pub server_url: Option<String>,
     /// Long-form device identifier (40 hex digits) of our certificate.
     pub lfdi: Option<String>,

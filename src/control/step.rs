@@ -497,6 +497,7 @@ pub fn status_limits(merged: &MergedLimits, setpoints: &Setpoints) -> Vec<status
         source: l.source.clone(),
         end_unix_s: l.until_s,
         unsupported: setpoints.unsupported.contains(&mode),
+        not_enforceable: None,
     };
     let fail_safe_w = setpoints.fail_safe.then_some(setpoints.fail_safe_w);
     let export = match (&merged.export_limit_w, fail_safe_w) {
@@ -508,6 +509,7 @@ pub fn status_limits(merged: &MergedLimits, setpoints: &Setpoints) -> Vec<status
             source: LimitSource::FailSafe,
             end_unix_s: None,
             unsupported: false,
+            not_enforceable: None,
         }),
         (Some(l), None) => Some(power(LimitMode::Export, l)),
         (None, None) => None,
@@ -531,6 +533,7 @@ pub fn status_limits(merged: &MergedLimits, setpoints: &Setpoints) -> Vec<status
             source: s.source.clone(),
             end_unix_s: s.until_s,
             unsupported: false,
+            not_enforceable: None,
         });
     }
     out

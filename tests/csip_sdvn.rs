@@ -533,3 +533,64 @@ fn discover_cli_shows_the_choice_and_walks_from_it() {
         router.seen
     );
 }
+
+/// `csipd check-config` on `server_url`: a path is an error at its line (exit 2); beside
+/// a `dcap_url` it is a warning (exit 0); an origin alone passes without a word about it.
+#[test]
+fn check_config_reports_server_url_at_its_line() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/test-tmp")
+        .join(format!("csip-sdvn-check-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let (cert, key) = make_cert(&dir);
+    let check = |name: &str, server: &str| {
+        let file = dir.join(name);
+        std::fs::write(
+            &file,
+            format!(
+                "config server 'utility'\n{server}\toption cert '{cert}'\n\toption key '{key}'\n\toption nmi '4102345678'\n"
+            ),
+        )
+        .expect("write");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_csipd"))
+            .arg("check-config")
+            .arg(&file)
+            .output()
+            .expect("run csipd");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text, file.display().to_string())
+    };
+    let (code, text, file) = check(
+        "with-path",
+        "\toption server_url 'https://csip.example.com.au/dcap'\n",
+    );
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{file}:2: error: option 'server_url': \"https://csip.example.com.au/dcap\" has a path"
+        )),
+        "{text}"
+    );
+    let (code, text, file) = check(
+        "both",
+        "\toption dcap_url 'https://csip.example.com.au/dcap'\n\toption server_url 'https://csip.example.com.au'\n",
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{file}:3: warning: server_url is ignored because dcap_url is set"
+        )),
+        "{text}"
+    );
+    let (code, text, _) = check(
+        "origin",
+        "\toption server_url 'https://csip.example.com.au:8443'\n",
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!text.contains("server_url"), "{text}");
+}

@@ -30,6 +30,8 @@ use csipd::http::{HttpError, Method, Response, StatusError};
 const RANDURI_1: &str = "/rnd/7f3a9c/dcap";
 const RANDURI_2: &str = "/rnd/b41e02/dcap";
 const RANDURI_3: &str = "/rnd/5d9e11/dcap";
+/// Where the v1.3 DeviceCapability moves in the relocation test.
+const RANDURI_4: &str = "/rnd/0c77aa/dcap";
 
 /// The document SDVN-01's preconditions build (JSON object keys are strings, so the
 /// version "null" is the key `"null"`).
@@ -51,6 +53,9 @@ struct Router {
     /// Every request as csipd sent it (method, path without query, virtual ms), before
     /// any proxying.
     seen: Vec<(String, String, u64)>,
+    /// Where the v1.3 DeviceCapability is served (the runner's proxy route); any other
+    /// RANDURI answers 404.
+    dcap_route: &'static str,
 }
 
 impl Router {
@@ -67,9 +72,12 @@ impl Router {
         };
         match bare {
             "/.well-known/csipaus" => reply(self.well_known.0, self.well_known.1.clone()),
-            RANDURI_3 => self.server.exchange(method, "/dcap", body, now_s, at_ms),
-            // The runner would end the test (FAIL-*): answer as a plain server would.
-            RANDURI_1 | RANDURI_2 => reply(404, String::new()),
+            route if route == self.dcap_route => {
+                self.server.exchange(method, "/dcap", body, now_s, at_ms)
+            }
+            // The runner would end the test (FAIL-*) on 1 and 2: answer as a plain
+            // server would.
+            RANDURI_1 | RANDURI_2 | RANDURI_3 | RANDURI_4 => reply(404, String::new()),
             _ => self.server.exchange(method, path, body, now_s, at_ms),
         }
     }
@@ -104,6 +112,7 @@ impl Sdvn {
                 server: ScriptedServer::in_memory(scenario),
                 well_known,
                 seen: Vec::new(),
+                dcap_route: RANDURI_3,
             },
             site: Site::new(),
             now,
@@ -459,6 +468,7 @@ fn discover_cli_shows_the_choice_and_walks_from_it() {
         server: ScriptedServer::in_memory(scenario),
         well_known: (200, sdvn_01_document()),
         seen: Vec::new(),
+        dcap_route: RANDURI_3,
     }));
     let base = serve_on_socket(router.clone());
     let config = dir.join("csipd");
@@ -593,4 +603,51 @@ fn check_config_reports_server_url_at_its_line() {
     );
     assert_eq!(code, Some(0), "{text}");
     assert!(!text.contains("server_url"), "{text}");
+}
+
+/// The DeviceCapability moves (the old path answers 404, the document names a new one):
+/// csipd asks the document again and carries on from the new path, still never touching
+/// an unsupported or malformed version's path.
+#[test]
+fn a_discovered_dcap_that_is_gone_is_looked_up_again() {
+    let mut t = Sdvn::new(
+        discovering_config(),
+        unregistered(),
+        (200, sdvn_01_document()),
+    );
+    assert!(t.run_until(60, |t| t.router.count("PUT", "/edev/1/cp") > 0));
+    t.router.dcap_route = RANDURI_4;
+    t.router.well_known.1 = sdvn_01_document().replace(RANDURI_3, RANDURI_4);
+    let moved_at = t.now.mono_ms;
+    assert!(
+        t.run_until(120, |t| t.router.count("GET", RANDURI_4) >= 3),
+        "{:?}",
+        t.router.seen.iter().rev().take(10).collect::<Vec<_>>()
+    );
+    assert_eq!(t.router.count("GET", "/.well-known/csipaus"), 2);
+    let after: Vec<&str> = t
+        .router
+        .seen
+        .iter()
+        .filter(|(_, p, at)| *at > moved_at && (p.contains("dcap") || p.contains("well-known")))
+        .map(|(_, p, _)| p.as_str())
+        .collect();
+    assert_eq!(
+        after[..3],
+        [RANDURI_3, "/.well-known/csipaus", RANDURI_4],
+        "the old path's 404, the document, the new path: {after:?}"
+    );
+    assert_eq!(
+        after.iter().filter(|p| **p == RANDURI_3).count(),
+        1,
+        "the old path once (its 404), then no more: {after:?}"
+    );
+    assert_never_forbidden(&t.router);
+    let status = t.engine.status();
+    assert!(
+        status.polls.iter().all(|p| p.href != RANDURI_3),
+        "{status:?}"
+    );
+    assert_eq!(status.csipaus_version, Some("v1.3"));
+    assert_eq!(status.state, ConnectionState::Connected);
 }

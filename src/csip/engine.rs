@@ -188,11 +188,19 @@ impl Engine {
             Purpose::Poll { href, kind, part } => match (kind, part) {
                 (PollKind::WellKnown, _) => {
                     if let Some(dcap_path) = self.well_known.handle(ctx, &href, answer) {
-                        self.dcap = DcapSet::new(&dcap_path);
-                        self.dcap.start(ctx);
+                        if dcap_path != self.dcap.href {
+                            ctx.poller.untrack(&self.dcap.href);
+                            ctx.errors.remove(&self.dcap.href);
+                            self.dcap = DcapSet::new(&dcap_path);
+                            self.dcap.start(ctx);
+                        }
                     }
                 }
                 (PollKind::DeviceCapability, _) => {
+                    // A discovered DeviceCapability that is gone: ask the document again.
+                    if matches!(answer, Answer::Gone(_)) && ctx.config.service_discovery {
+                        self.well_known.start(ctx);
+                    }
                     if let Some(links) = self.dcap.handle(ctx, &href, answer) {
                         self.time.link(ctx, links.time);
                         self.edev.link(ctx, links.end_device_list);

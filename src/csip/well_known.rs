@@ -18,7 +18,8 @@
 //! server without the document (404/410, a v1.2 server) or with no supported version is
 //! an error in the status; csipd does not guess `/dcap` then (SDVN-01 fails a client that
 //! does): the installer sets `option dcap_url` for such a server. The document is read
-//! once per start; a later change on the server takes effect at the next restart.
+//! at the start and again only when the chosen DeviceCapability answers 404/410 (then
+//! the walk moves to the path, and version, the server names now).
 //!
 //! `v1.3-beta/storage` (`https://csipaus.org/ns/v1.3-beta/storage`) is not supported:
 //! csipd has no storage function set yet and writes no element of that namespace, so
@@ -269,7 +270,8 @@ pub struct WellKnownSet {
 }
 
 impl WellKnownSet {
-    /// Starts tracking the document (due at once).
+    /// Starts tracking the document (due at once; if it is tracked already, it keeps
+    /// its own backoff).
     pub fn start(&self, ctx: &mut Ctx) {
         let now_ms = ctx.now.mono_ms;
         ctx.poller

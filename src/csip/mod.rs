@@ -1,7 +1,8 @@
 //! The CSIP-AUS client engine, as a state machine with no IO and no clock of its own
 //! (the shape of quinn-proto's `Connection`). [`Engine`] ([`engine`]) only dispatches;
 //! each IEEE 2030.5 function set owns its state and its handlers in its own file:
-//! [`dcap`] (DeviceCapability), [`time`] (Time, the server clock), [`edev`] (EndDevice,
+//! [`well_known`] (CSIP-AUS v1.3 service discovery, before the DeviceCapability when
+//! only a server URL is configured), [`dcap`] (DeviceCapability), [`time`] (Time, the server clock), [`edev`] (EndDevice,
 //! in-band registration, Registration PIN, csipaus ConnectionPoint), [`fsa`]
 //! (FunctionSetAssignments), [`derp`] (DERPrograms with their DERControls,
 //! DefaultDERControl and DERCurves, and the scheduler run over them), [`der`] (DER

@@ -129,6 +129,19 @@ pub(crate) fn build_connector(setup: &TlsSetup) -> Result<SslConnector, String> 
         builder
             .set_verify_cert_store(store.build())
             .map_err(|e| e.to_string())?;
+    } else if !setup.insecure {
+        // No CA configured: the system's roots. A vendored (static) OpenSSL looks for
+        // them under its build-time directory, which does not exist on the router, so
+        // add the bundle and directory found where distributions put them (OpenWrt's
+        // ca-bundle: /etc/ssl/certs/ca-certificates.crt). None found: verification
+        // fails with a clear "unable to get local issuer certificate".
+        let found = openssl_probe::probe();
+        if let Some(file) = &found.cert_file {
+            let _ = builder.load_verify_locations(Some(file), None);
+        }
+        for dir in &found.cert_dir {
+            let _ = builder.load_verify_locations(None, Some(dir));
+        }
     }
     if setup.insecure {
         builder.set_verify(SslVerifyMode::NONE);

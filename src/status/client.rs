@@ -40,23 +40,19 @@ pub fn url_for_listen(listen: std::net::SocketAddr) -> String {
 /// and hint that the daemon may not be running.
 pub fn get_text(base: &str, path: &str) -> Result<String, String> {
     let url = format!("{}{}", base.trim_end_matches('/'), path);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into();
-    let mut response = agent.get(&url).call().map_err(|e| match e {
-        ureq::Error::StatusCode(code) => {
-            format!("the csipd status server at {url} answered HTTP {code}")
+    let (origin, request_path) = crate::http::split_url(&url)?;
+    let config = crate::http::ClientConfig::for_plain_get(&origin, "*/*", Duration::from_secs(5));
+    let mut client = crate::http::Client::new(config).map_err(|e| e.to_string())?;
+    let response = smol::block_on(client.get(&request_path)).map_err(|e| match e {
+        crate::http::HttpError::Status(s) => {
+            format!("the csipd status server at {url} answered HTTP {}", s.status)
         }
         other => format!(
             "cannot reach the csipd status server at {url}: {other} (is csipd running? \
              its address is option status_listen in /etc/config/csipd)"
         ),
     })?;
-    response
-        .body_mut()
-        .read_to_string()
-        .map_err(|e| format!("cannot read the answer of {url}: {e}"))
+    String::from_utf8(response.body).map_err(|_| format!("the answer of {url} is not UTF-8 text"))
 }
 
 /// GETs `base` + `path` and parses it as JSON.

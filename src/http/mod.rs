@@ -418,8 +418,12 @@ impl Client {
     /// Checks the URL, loads the identity and CA. Does not connect yet.
     pub fn new(config: ClientConfig) -> Result<Client, HttpError> {
         let target = parse_url(&config.server_url).map_err(HttpError::Config)?;
-        let headers = std::iter::once(("Accept", config.accept.as_str()))
-            .chain(config.extra_headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        let headers = std::iter::once(("Accept", config.accept.as_str())).chain(
+            config
+                .extra_headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str())),
+        );
         for (name, value) in headers {
             if name.is_empty() || (name.to_owned() + value).contains(['\r', '\n']) {
                 return Err(HttpError::Config(format!(

@@ -92,6 +92,9 @@ pub(crate) fn build_connector(setup: &TlsSetup) -> Result<SslConnector, String> 
     // not resumable, so every reconnect would cost a full handshake. Treat it as EOF:
     // the HTTP framing still catches a body cut short (Content-Length, chunked).
     builder.set_options(openssl::ssl::SslOptions::IGNORE_UNEXPECTED_EOF);
+    // A kept-alive connection sits idle between polls: let OpenSSL free its ~34 KiB of
+    // record buffers meanwhile instead of holding them for the connection's life.
+    builder.set_mode(openssl::ssl::SslMode::RELEASE_BUFFERS);
     match (setup.client_cert, setup.client_key) {
         (Some(cert), Some(key)) => {
             builder

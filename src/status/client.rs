@@ -45,7 +45,10 @@ pub fn get_text(base: &str, path: &str) -> Result<String, String> {
     let mut client = crate::http::Client::new(config).map_err(|e| e.to_string())?;
     let response = smol::block_on(client.get(&request_path)).map_err(|e| match e {
         crate::http::HttpError::Status(s) => {
-            format!("the csipd status server at {url} answered HTTP {}", s.status)
+            format!(
+                "the csipd status server at {url} answered HTTP {}",
+                s.status
+            )
         }
         other => format!(
             "cannot reach the csipd status server at {url}: {other} (is csipd running? \

@@ -6,6 +6,7 @@
 #   bash scripts/soak/soak.sh            # builds, runs, writes scripts/soak/results/
 #   SOAK_MINUTES=5 SOAK_OUT=/tmp/s bash scripts/soak/soak.sh   # a short trial elsewhere
 #   SOAK_SKIP_BUILD=1 SOAK_CSIPD=path/to/csipd ...            # an already built binary
+#   SOAK_WRAP="heaptrack -o /tmp/h" SOAK_RUN_DIR=/tmp/r ...     # under a profiler
 #
 # Peers (all on 127.0.0.1): the hand-scripted CSIP-AUS server of the tests as its own
 # process (examples/soak_utility.rs; plain HTTP), every poll and post rate 1 s (real
@@ -25,7 +26,7 @@ root=$PWD
 minutes=${SOAK_MINUTES:-30}
 sample_s=${SOAK_SAMPLE_S:-5}
 out=${SOAK_OUT:-$root/scripts/soak/results}
-run=$root/target/soak/run
+run=${SOAK_RUN_DIR:-$root/target/soak/run}
 mkdir -p "$out"
 rm -rf "$run"
 mkdir -p "$run"
@@ -96,9 +97,19 @@ config control 'site'
 	option meter_stale_s '2'
 CONF
 
-"$csipd" run --config "$run/csipd" 2>"$run/csipd.err" &
+# shellcheck disable=SC2086 # SOAK_WRAP is a command line
+${SOAK_WRAP:-} "$csipd" run --config "$run/csipd" 2>"$run/csipd.err" &
 pid=$!
 pids+=($pid)
+if [ -n "${SOAK_WRAP:-}" ]; then
+    # Sample csipd itself, not the wrapper.
+    for _ in $(seq 100); do
+        child=$(pgrep -P "$pid" -x csipd || true)
+        [ -n "$child" ] && break
+        sleep 0.1
+    done
+    pid=${child:?soak: csipd did not start under $SOAK_WRAP}
+fi
 
 kib() { awk -v k="$1:" '$1 == k {print $2}' "/proc/$pid/status"; }
 cpu_s() { # utime + stime, in seconds
@@ -128,7 +139,7 @@ while :; do
 done
 requests=$(grep '^requests' "$run/utility.out" | tail -n1 | awk '{print $2}')
 kill -TERM "$pid"
-wait "$pid" || { echo "soak: csipd did not stop cleanly" >&2; exit 1; }
+wait "${pids[2]}" || { echo "soak: csipd did not stop cleanly" >&2; exit 1; }
 
 {
     echo "csipd soak: $minutes min, sample every $sample_s s"

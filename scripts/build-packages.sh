@@ -74,9 +74,14 @@ build_binary() {
         env "CFLAGS_$env_triple=$nounwind_c" "CARGO_TARGET_${upper}_RUSTFLAGS=$nounwind_rust" \
             cargo zigbuild --locked --release --target "$triple"
     fi
-    strip --strip-all -o "target/$triple/release/csipd.stripped" "target/$triple/release/csipd"
+    # LLVM's tools read every target (GNU strip on Debian knows only x86).
+    local llvm
+    llvm="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin"
+    [ -x "$llvm/llvm-objcopy" ] || rustup component add llvm-tools >/dev/null 2>&1
+    "$llvm/llvm-objcopy" --strip-all "target/$triple/release/csipd" \
+        "target/$triple/release/csipd.stripped"
     python3 scripts/size-breakdown.py "target/$triple/release/csipd" "target/$triple/release" \
-        >"$out/breakdown-$short.md"
+        "$llvm/llvm-nm" >"$out/breakdown-$short.md"
 }
 
 # Writes a tar.gz with root ownership and fixed timestamps.

@@ -24,6 +24,13 @@ import sys
 from collections import defaultdict
 
 
+LEGACY_ESCAPES = [
+    ("$LT$", "<"), ("$GT$", ">"), ("$RF$", "&"), ("$BP$", "*"), ("$SP$", "@"),
+    ("$C$", ","), ("$u20$", " "), ("$u27$", "'"), ("$u5b$", "["), ("$u5d$", "]"),
+    ("$u7b$", "{"), ("$u7d$", "}"), ("$u7e$", "~"), ("..", "::"),
+]
+
+
 def run(args):
     return subprocess.run(args, check=True, capture_output=True, text=True).stdout
 
@@ -74,6 +81,10 @@ def main():
             continue
         size = int(parts[1], 16)
         name, mangled = parts[3], raw_parts[3]
+        if "$" in name:  # Rust legacy escapes some demanglers leave (llvm-nm)
+            name = name.lstrip("_")
+            for esc, ch in LEGACY_ESCAPES:
+                name = name.replace(esc, ch)
         owner = next((lib for lib, names in libs.items() if mangled in names), None)
         if owner is None:
             if mangled.startswith(("_ZN", "_R")) or "::" in name:

@@ -7,6 +7,7 @@
 #   SOAK_MINUTES=5 SOAK_OUT=/tmp/s bash scripts/soak/soak.sh   # a short trial elsewhere
 #   SOAK_SKIP_BUILD=1 SOAK_CSIPD=path/to/csipd ...            # an already built binary
 #   SOAK_WRAP="heaptrack -o /tmp/h" SOAK_RUN_DIR=/tmp/r ...     # under a profiler
+#   SOAK_CONTROL_S=100000 ...      # one long control instead of a new one every 6 s
 #
 # Peers (all on 127.0.0.1): the hand-scripted CSIP-AUS server of the tests as its own
 # process (examples/soak_utility.rs; plain HTTP), every poll and post rate 1 s (real
@@ -50,7 +51,7 @@ trap cleanup EXIT
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
     -keyout "$run/key.pem" -out "$run/cert.pem" -days 30 -subj /CN=csipd-soak 2>/dev/null
 
-"$utility" "$run/cert.pem" 1 6 >"$run/utility.out" 2>"$run/utility.err" &
+"$utility" "$run/cert.pem" 1 "${SOAK_CONTROL_S:-6}" >"$run/utility.out" 2>"$run/utility.err" &
 pids+=($!)
 "$csipd" demo --sim-only >"$run/sim.out" 2>"$run/sim.err" &
 pids+=($!)

@@ -8,6 +8,7 @@
 #   SOAK_SKIP_BUILD=1 SOAK_CSIPD=path/to/csipd ...            # an already built binary
 #   SOAK_WRAP="heaptrack -o /tmp/h" SOAK_RUN_DIR=/tmp/r ...     # under a profiler
 #   SOAK_CONTROL_S=100000 ...      # one long control instead of a new one every 6 s
+#   SOAK_POLL_S=30 SOAK_CYCLE_S=1 SOAK_CONTROL_S=300 ...   # real-life rates instead
 #
 # Peers (all on 127.0.0.1): the hand-scripted CSIP-AUS server of the tests as its own
 # process (examples/soak_utility.rs; plain HTTP), every poll and post rate 1 s (real
@@ -51,7 +52,7 @@ trap cleanup EXIT
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
     -keyout "$run/key.pem" -out "$run/cert.pem" -days 30 -subj /CN=csipd-soak 2>/dev/null
 
-"$utility" "$run/cert.pem" 1 "${SOAK_CONTROL_S:-6}" >"$run/utility.out" 2>"$run/utility.err" &
+"$utility" "$run/cert.pem" "${SOAK_POLL_S:-1}" "${SOAK_CONTROL_S:-6}" >"$run/utility.out" 2>"$run/utility.err" &
 pids+=($!)
 "$csipd" demo --sim-only >"$run/sim.out" 2>"$run/sim.err" &
 pids+=($!)
@@ -94,8 +95,8 @@ config device 'meter'
 	option host '127.0.0.1'
 	option port '$meter_port'
 config control 'site'
-	option cycle_s '0.1'
-	option meter_stale_s '2'
+	option cycle_s '${SOAK_CYCLE_S:-0.1}'
+	option meter_stale_s '10'
 CONF
 
 # shellcheck disable=SC2086 # SOAK_WRAP is a command line
@@ -138,7 +139,7 @@ while :; do
     echo "$((now - start)),$(kib VmRSS),$(kib RssAnon),$(kib RssFile),$(kib RssShmem),$(kib VmHWM),$(kib Threads),$(cpu_s),$(db_kib "$run/telemetry"),$(db_kib "$run/state")" >>"$csv"
     sleep "$sample_s"
 done
-requests=$(grep '^requests' "$run/utility.out" | tail -n1 | awk '{print $2}')
+requests=$(grep '^requests' "$run/utility.out" | tail -n1 | awk '{print $2}' || true)
 kill -TERM "$pid"
 wait "${pids[2]}" || { echo "soak: csipd did not stop cleanly" >&2; exit 1; }
 

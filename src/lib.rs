@@ -11,6 +11,7 @@ pub mod csip;
 pub mod devices;
 pub mod http;
 pub mod logging;
+pub mod mqtt;
 pub mod pki;
 pub mod runtime;
 pub mod schedule;

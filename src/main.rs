@@ -11,7 +11,8 @@ commands:
                         run csipd against a simulated site and show where to look
   check-config [FILE]   check a configuration file (default /etc/config/csipd);
                         prints FILE:LINE: problems, exits 2 on any error
-  modbus-scan BUS UNIT...  find SunSpec devices on a bus and print what they report;
+  modbus-scan [--base N] BUS UNIT...
+                        find SunSpec devices on a bus and print what they report;
                         BUS: tcp://HOST[:PORT] or rtu:/dev/ttyUSB0[@BAUD[/8N1]]
   version               print the version
   status [--json] [--url URL]
@@ -23,8 +24,10 @@ commands:
   discover [--config FILE]
                         walk the utility server once from its DeviceCapability and
                         print the tree (device, registration, programs, controls, rates)
-  cert request|show|selfsigned ...
-                        device key, CSR, certificate details (LFDI/SFDI), lab certificate
+  cert request|show|selfsigned|sign ...
+                        device key, CSR, certificate details (LFDI/SFDI), lab certificate,
+                        and the manufacturer step: sign a CSR with a CA (cert sign
+                        --ca-cert M --ca-key K --csr F --out C [--days N])
 ";
 
 fn main() -> ExitCode {

@@ -15,10 +15,12 @@
 
 pub mod typed;
 pub mod uci;
+pub mod zonenames;
 
 use std::fmt;
 use std::process::ExitCode;
 
+pub use typed::{BrokerUrl, MQTT_SECTION, MqttConfig, MqttScheme};
 pub use typed::{
     Config, ControlConfig, CsipAusNamespace, DeviceConfig, DeviceRole, Diagnostic, FixedLimits,
     LogLevel, MainConfig, Parity, PriceConfig, PriceSource, Profile, SECTION_TYPES, SERVER_SECTION,
@@ -57,6 +59,29 @@ impl fmt::Display for LoadError {
 }
 
 impl std::error::Error for LoadError {}
+
+impl LoadError {
+    /// Every problem as a printable line: the read error, or each diagnostic (errors
+    /// and warnings, in file order).
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            LoadError::Io { .. } => vec![self.to_string()],
+            LoadError::Invalid(diagnostics) => diagnostics.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    /// The errors alone (what made the file unusable), as printable lines.
+    pub fn error_lines(&self) -> Vec<String> {
+        match self {
+            LoadError::Io { .. } => vec![self.to_string()],
+            LoadError::Invalid(diagnostics) => diagnostics
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .map(|d| d.to_string())
+                .collect(),
+        }
+    }
+}
 
 /// Parses and validates configuration text. `file` names it in messages. Returns the
 /// config and its warnings, or every problem when there is at least one error.
@@ -102,6 +127,10 @@ pub fn cli_check_config(args: &[String]) -> ExitCode {
         // The files the options name are checked here, at the CLI edge: the typed
         // config stays pure.
         diagnostics.extend(identity_diagnostics(&config, std::time::SystemTime::now()));
+        diagnostics.extend(typed::mqtt::file_diagnostics(
+            &config,
+            std::time::SystemTime::now(),
+        ));
         if diagnostics.iter().any(|d| d.severity == Severity::Error) {
             Err(LoadError::Invalid(diagnostics))
         } else {

@@ -7,6 +7,10 @@ use std::net::SocketAddr;
 
 use super::uci::{OptionKind, Pos, Section, UciFile, UciOption};
 
+#[path = "mqtt.rs"]
+pub mod mqtt;
+pub use mqtt::{BrokerUrl, MQTT_SECTION, MqttConfig, MqttScheme};
+
 /// How bad a [`Diagnostic`] is. Any error makes the configuration unusable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
@@ -159,6 +163,19 @@ pub struct FixedLimits {
     pub connect: bool,
 }
 
+impl Default for FixedLimits {
+    /// No fixed limit, DER allowed to connect (the defaults of an absent section).
+    fn default() -> Self {
+        FixedLimits {
+            export_limit_w: None,
+            import_limit_w: None,
+            generation_limit_w: None,
+            load_limit_w: None,
+            connect: true,
+        }
+    }
+}
+
 /// A day of the week.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Weekday {
@@ -182,6 +199,12 @@ impl Weekday {
         Weekday::Sun,
     ];
     const NAMES: [&'static str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+    /// The weekday `days` days after a Sunday (0 = Sunday, 1 = Monday, …; taken mod 7),
+    /// the count [`crate::control::tz::LocalTime::weekday`] gives.
+    pub fn from_days_since_sunday(days: u8) -> Weekday {
+        Weekday::ALL[(usize::from(days) + 6) % 7]
+    }
 }
 
 /// A `config tariff` section: an export limit during a local-time window.
@@ -233,21 +256,32 @@ pub struct PriceConfig {
     pub max_age_s: u32,
 }
 
-/// What a device is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a device is for (UCI `role`; also the status JSON's `role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DeviceRole {
+    /// A PV inverter (SunSpec 101-103/701, controlled through 123 or 704).
     Inverter,
+    /// The site meter at the connection point (SunSpec 201-204).
     Meter,
+    /// A battery inverter (SunSpec storage models; charge limit through 124).
     Storage,
 }
 
-/// Serial parity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Parity {
-    None,
-    Even,
-    Odd,
+impl DeviceRole {
+    /// "inverter", "meter", "storage": the UCI and JSON spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceRole::Inverter => "inverter",
+            DeviceRole::Meter => "meter",
+            DeviceRole::Storage => "storage",
+        }
+    }
 }
+
+/// Serial parity (UCI `parity`): the devices module's type, which the Modbus RTU
+/// transport uses as it is.
+pub use crate::devices::Parity;
 
 /// How to reach a Modbus device.
 #[derive(Debug, Clone, PartialEq)]
@@ -267,6 +301,18 @@ pub enum Transport {
         /// 1 or 2. Default 1.
         stop_bits: u8,
     },
+    /// A Tesla Powerwall 2 / Backup Gateway 2's local HTTPS API (meters only).
+    Powerwall {
+        host: String,
+        /// Default 443.
+        port: u16,
+        /// The customer password, or the file holding it (one of them is required).
+        password: Option<String>,
+        password_file: Option<String>,
+        /// The gateway certificate's SHA-256 fingerprint to pin; none = pin the first
+        /// one seen (kept under `data_dir`).
+        fingerprint: Option<String>,
+    },
 }
 
 /// A `config device` section: a SunSpec Modbus device.
@@ -280,6 +326,14 @@ pub struct DeviceConfig {
     pub unit_id: u8,
     /// Register of the `SunS` marker; `None` means scan 0, 40000, 50000.
     pub sunspec_base: Option<u16>,
+    /// Which SunSpec device of the unit's model chain this is, when one unit id holds
+    /// several (each model 1 starts one; SolarEdge puts its meter in the inverter's
+    /// chain): the 1-based position of its model 1, 1..=16. `None` (default): the first
+    /// device of the chain that has the models of the role (the inverter, the meter).
+    pub chain_device: Option<u8>,
+    /// Where the active power limit is written: `auto` (default: SunSpec 704/123, else
+    /// SolarEdge's own registers on a SolarEdge), `sunspec`, or `solaredge`.
+    pub power_control: crate::devices::PowerControl,
     /// Nameplate power; `None` means read it from SunSpec model 120/702.
     pub rated_w: Option<u32>,
     /// Per-request timeout. Default 1000 ms; 50..=30000.
@@ -316,6 +370,8 @@ pub struct Config {
     pub price: PriceConfig,
     pub devices: Vec<DeviceConfig>,
     pub control: ControlConfig,
+    /// `config mqtt`: publishing to an MQTT broker (off by default).
+    pub mqtt: MqttConfig,
     /// (section address, option name) -> position of the option's first value.
     locations: BTreeMap<(String, String), Pos>,
     /// section address -> position of its `config` line.
@@ -323,6 +379,21 @@ pub struct Config {
 }
 
 impl Config {
+    /// The devices the controller drives (inverters and storage), enabled, in config
+    /// order.
+    pub fn controlled_devices(&self) -> impl Iterator<Item = &DeviceConfig> {
+        self.devices
+            .iter()
+            .filter(|d| d.enabled && matches!(d.role, DeviceRole::Inverter | DeviceRole::Storage))
+    }
+
+    /// The enabled site meter, if any (validation allows at most one).
+    pub fn site_meter(&self) -> Option<&DeviceConfig> {
+        self.devices
+            .iter()
+            .find(|d| d.enabled && d.role == DeviceRole::Meter)
+    }
+
     /// Where `option` of section `section` (its name, or `@type[N]`) was set, if it was.
     /// Example: `config.location("utility", "cert")` -> `/etc/config/csipd:12`.
     pub fn location(&self, section: &str, option: &str) -> Option<SourceLocation> {
@@ -408,6 +479,11 @@ const DEVICE_OPTIONS: &[&str] = &[
     "stop_bits",
     "unit_id",
     "sunspec_base",
+    "chain_device",
+    "power_control",
+    "password",
+    "password_file",
+    "fingerprint",
     "rated_w",
     "timeout_ms",
     "enabled",
@@ -429,6 +505,7 @@ pub const SECTION_TYPES: &[(&str, Option<&str>, &[&str])] = &[
     ("price", Some("feed_in"), PRICE_OPTIONS),
     ("device", None, DEVICE_OPTIONS),
     ("control", Some("site"), CONTROL_OPTIONS),
+    ("mqtt", Some(MQTT_SECTION), mqtt::MQTT_OPTIONS),
 ];
 
 /// Levenshtein distance, for "did you mean" hints.
@@ -660,101 +737,6 @@ impl SectionReader<'_, '_, '_> {
     }
 }
 
-/// Checks a POSIX TZ string (`std offset [dst [offset] [,rule,rule]]`, as in `/etc/TZ`),
-/// returning what is wrong.
-pub fn check_posix_tz(tz: &str) -> Result<(), String> {
-    let chars: Vec<char> = tz.chars().collect();
-    let mut i = 0;
-    let name = |i: &mut usize| -> Result<(), String> {
-        if chars.get(*i) == Some(&'<') {
-            let start = *i;
-            while *i < chars.len() && chars[*i] != '>' {
-                *i += 1;
-            }
-            if *i >= chars.len() {
-                return Err("a '<' zone name has no closing '>'".to_string());
-            }
-            *i += 1;
-            if *i - start < 5 {
-                return Err("a zone name needs at least 3 characters".to_string());
-            }
-        } else {
-            let start = *i;
-            while *i < chars.len() && chars[*i].is_ascii_alphabetic() {
-                *i += 1;
-            }
-            if *i - start < 3 {
-                return Err("a zone name needs at least 3 letters".to_string());
-            }
-        }
-        Ok(())
-    };
-    let offset = |i: &mut usize, required: bool| -> Result<bool, String> {
-        if matches!(chars.get(*i), Some('+') | Some('-')) {
-            *i += 1;
-        }
-        let start = *i;
-        while *i < chars.len() && (chars[*i].is_ascii_digit() || chars[*i] == ':') {
-            *i += 1;
-        }
-        if *i == start {
-            return if required {
-                Err("expected a UTC offset such as -10 or -9:30 after the zone name".to_string())
-            } else {
-                Ok(false)
-            };
-        }
-        let text: String = chars[start..*i].iter().collect();
-        let parts: Vec<&str> = text.split(':').collect();
-        let valid = parts.len() <= 3
-            && parts
-                .iter()
-                .all(|p| !p.is_empty() && p.len() <= 2 && p.chars().all(|c| c.is_ascii_digit()));
-        if !valid {
-            return Err(format!(
-                "'{text}' is not an offset of the form hh[:mm[:ss]]"
-            ));
-        }
-        Ok(true)
-    };
-    name(&mut i)?;
-    offset(&mut i, true)?;
-    if i == chars.len() {
-        return Ok(());
-    }
-    name(&mut i)?;
-    offset(&mut i, false)?;
-    if i == chars.len() {
-        return Ok(());
-    }
-    let rules: String = chars[i..].iter().collect();
-    let Some(rules) = rules.strip_prefix(',') else {
-        return Err(format!(
-            "unexpected '{rules}' after the daylight-saving zone"
-        ));
-    };
-    let parts: Vec<&str> = rules.split(',').collect();
-    if parts.len() != 2 {
-        return Err("expected two transition rules after the daylight-saving zone".to_string());
-    }
-    for rule in parts {
-        let date = rule.split('/').next().unwrap_or_default();
-        let ok = if let Some(m) = date.strip_prefix('M') {
-            let fields: Vec<&str> = m.split('.').collect();
-            fields.len() == 3 && fields.iter().all(|f| f.parse::<u32>().is_ok())
-        } else {
-            let digits = date.strip_prefix('J').unwrap_or(date);
-            digits.parse::<u32>().is_ok()
-        };
-        if !ok {
-            return Err(format!(
-                "transition rule '{rule}' is not of the form Mm.w.d[/time], Jn or n"
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// Parses `HH:MM` (00:00..=24:00) into minutes after midnight.
 fn parse_hhmm(text: &str) -> Option<u32> {
     let (h, m) = text.trim().split_once(':')?;
@@ -769,31 +751,42 @@ fn parse_hhmm(text: &str) -> Option<u32> {
     (m < 60 && minutes <= 24 * 60).then_some(minutes)
 }
 
-/// Checks a `dcap_url`/`url`: scheme, a host, and nothing odd.
-fn check_url(url: &str) -> Result<&'static str, String> {
-    let (scheme, rest) = if let Some(rest) = url.strip_prefix("https://") {
-        ("https", rest)
-    } else if let Some(rest) = url.strip_prefix("http://") {
-        ("http", rest)
-    } else {
-        return Err(format!(
-            "\"{url}\" is not a URL; expected https://host[:port]/path"
-        ));
-    };
-    let authority = rest.split('/').next().unwrap_or_default();
-    if authority.is_empty() {
-        return Err(format!(
-            "\"{url}\" has no host; expected https://host[:port]/path"
-        ));
+/// Checks a `dcap_url`/`url` with the `url` crate (WHATWG parsing, the same parser
+/// `http` uses for the server URL): http or https, a host, a port in 1..=65535, no
+/// spaces. Returns the scheme.
+fn check_url(text: &str) -> Result<&'static str, String> {
+    let not_a_url = || format!("\"{text}\" is not a URL; expected https://host[:port]/path");
+    if text.chars().any(char::is_whitespace) {
+        return Err(format!("\"{text}\" contains a space"));
     }
-    if url.chars().any(|c| c.is_whitespace()) {
-        return Err(format!("\"{url}\" contains a space"));
-    }
-    if let Some((_, port)) = authority.rsplit_once(':') {
-        // An IPv6 literal without a port ends in ']'.
-        if !port.ends_with(']') && port.parse::<u16>().map_or(true, |p| p == 0) {
-            return Err(format!("\"{url}\" has an invalid port '{port}'"));
+    let url = match url::Url::parse(text) {
+        Ok(url) => url,
+        Err(url::ParseError::InvalidPort) => {
+            let authority = text.split_once("://").map_or("", |(_, rest)| {
+                rest.split(['/', '?', '#']).next().unwrap_or("")
+            });
+            let port = authority.rsplit_once(':').map_or("", |(_, p)| p);
+            return Err(format!("\"{text}\" has an invalid port '{port}'"));
         }
+        Err(url::ParseError::EmptyHost) => {
+            return Err(format!(
+                "\"{text}\" has no host; expected https://host[:port]/path"
+            ));
+        }
+        Err(_) => return Err(not_a_url()),
+    };
+    let scheme = match url.scheme() {
+        "https" => "https",
+        "http" => "http",
+        _ => return Err(not_a_url()),
+    };
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!(
+            "\"{text}\" has no host; expected https://host[:port]/path"
+        ));
+    }
+    if url.port() == Some(0) {
+        return Err(format!("\"{text}\" has an invalid port '0'"));
     }
     Ok(scheme)
 }
@@ -890,6 +883,7 @@ pub fn build(file: &UciFile, file_name: &str) -> (Config, Vec<Diagnostic>) {
     let limits = read_limits(&mut checker, singletons.get("limits").copied());
     let price = read_price(&mut checker, singletons.get("price").copied());
     let control = read_control(&mut checker, singletons.get("control").copied());
+    let mqtt = mqtt::read_mqtt(&mut checker, singletons.get("mqtt").copied());
 
     let mut tariffs = Vec::new();
     for section in file.sections_of("tariff") {
@@ -926,6 +920,7 @@ pub fn build(file: &UciFile, file_name: &str) -> (Config, Vec<Diagnostic>) {
         price,
         devices,
         control,
+        mqtt,
         locations: checker.locations,
         section_locations: checker.section_locations,
     };
@@ -1007,12 +1002,20 @@ fn read_main(checker: &mut Checker<'_>, section: Option<&Section>) -> MainConfig
     }
     let timezone = match r.string("timezone") {
         None => None,
+        // A valid POSIX string is kept as written ("UTC" is both a zone name and a
+        // POSIX string: the runtime must see what the owner wrote).
+        Some(tz) if crate::control::PosixTz::parse(&tz).is_ok() => Some(tz),
+        // A zone name as OpenWrt's System page writes it: read as its POSIX rule.
+        Some(tz) if super::zonenames::posix_tz(&tz).is_some() => {
+            super::zonenames::posix_tz(&tz).map(str::to_string)
+        }
         Some(tz) => {
-            if let Err(why) = check_posix_tz(&tz) {
+            // The one POSIX TZ parser: what check-config accepts is what the runtime reads.
+            if let Err(why) = crate::control::PosixTz::parse(&tz).map_err(|e| e.message) {
                 let pos = r.pos_of("timezone");
                 let hint = if tz.contains('/') {
-                    " (that looks like a zone name; use the POSIX form from /etc/TZ, e.g. \
-                     ACST-9:30ACDT,M10.1.0,M4.1.0/3 for Australia/Adelaide)"
+                    " (that looks like a zone name csipd does not know; use the POSIX form \
+                     from /etc/TZ, e.g. ACST-9:30ACDT,M10.1.0,M4.1.0/3 for Australia/Adelaide)"
                 } else {
                     ""
                 };
@@ -1457,16 +1460,100 @@ fn read_device(checker: &mut Checker<'_>, section: &Section) -> Option<DeviceCon
             format!("{describe} needs option 'role' (inverter, meter or storage)"),
         );
     }
-    let transport_kind = r.choice("transport", &[("tcp", "tcp"), ("rtu", "rtu")]);
+    let transport_kind = r.choice(
+        "transport",
+        &[("tcp", "tcp"), ("rtu", "rtu"), ("powerwall", "powerwall")],
+    );
     if !r.is_set("transport") {
         r.checker.error(
             section.pos,
-            format!("{describe} needs option 'transport' (tcp or rtu)"),
+            format!("{describe} needs option 'transport' (tcp, rtu or powerwall)"),
         );
+    }
+    let powerwall_only: &[&str] = &["password", "password_file", "fingerprint"];
+    if transport_kind != Some("powerwall") {
+        for name in powerwall_only {
+            if r.is_set(name) {
+                let pos = r.pos_of(name);
+                r.checker.warning(
+                    pos,
+                    format!("option '{name}' is for transport powerwall; ignored"),
+                );
+            }
+        }
     }
     let tcp_only: &[&str] = &["host", "port"];
     let rtu_only: &[&str] = &["path", "baud", "parity", "stop_bits"];
     let transport = match transport_kind {
+        Some("powerwall") => {
+            let host = r.string("host");
+            if host.is_none() {
+                r.checker.error(
+                    r.pos_of("transport"),
+                    format!("{describe} uses transport powerwall but has no option 'host'"),
+                );
+            }
+            let port = r
+                .uint("port", "(TCP port)", 1, 65535)
+                .map_or(443, |p| p as u16);
+            let password = r.string("password");
+            let password_file = r.string("password_file");
+            if password.is_none() && password_file.is_none() {
+                r.checker.error(
+                    r.pos_of("transport"),
+                    format!(
+                        "{describe} uses transport powerwall but has neither option \
+                         'password' nor 'password_file' (the gateway's customer password)"
+                    ),
+                );
+            }
+            let fingerprint = r.string("fingerprint");
+            if let Some(f) = &fingerprint {
+                let hex = crate::devices::powerwall::normalise_fingerprint(f);
+                if hex.len() != 64 {
+                    let pos = r.pos_of("fingerprint");
+                    r.checker.error(
+                        pos,
+                        format!(
+                            "option 'fingerprint' must be a SHA-256 fingerprint (64 hex \
+                             digits, ':' allowed), got \"{f}\""
+                        ),
+                    );
+                }
+            }
+            if role.is_some_and(|role| role != DeviceRole::Meter) {
+                let pos = r.pos_of("transport");
+                r.checker.error(
+                    pos,
+                    format!(
+                        "{describe}: transport powerwall is a site meter: role must be 'meter'"
+                    ),
+                );
+            }
+            for name in [
+                "path",
+                "baud",
+                "parity",
+                "stop_bits",
+                "unit_id",
+                "sunspec_base",
+            ] {
+                if r.is_set(name) {
+                    let pos = r.pos_of(name);
+                    r.checker.warning(
+                        pos,
+                        format!("option '{name}' is for Modbus devices; ignored for powerwall"),
+                    );
+                }
+            }
+            host.map(|host| Transport::Powerwall {
+                host,
+                port,
+                password,
+                password_file,
+                fingerprint,
+            })
+        }
         Some("tcp") => {
             for name in rtu_only {
                 if r.is_set(name) {
@@ -1561,6 +1648,24 @@ fn read_device(checker: &mut Checker<'_>, section: &Section) -> Option<DeviceCon
     let sunspec_base = r
         .uint("sunspec_base", "(register address)", 0, 65535)
         .map(|n| n as u16);
+    let chain_device = r
+        .uint(
+            "chain_device",
+            "(position of the device's model 1 in the chain)",
+            1,
+            16,
+        )
+        .map(|n| n as u8);
+    let power_control = r
+        .choice(
+            "power_control",
+            &[
+                ("auto", crate::devices::PowerControl::Auto),
+                ("sunspec", crate::devices::PowerControl::Sunspec),
+                ("solaredge", crate::devices::PowerControl::Solaredge),
+            ],
+        )
+        .unwrap_or_default();
     let rated_w = r.watts("rated_w");
     if rated_w == Some(0) {
         let pos = r.pos_of("rated_w");
@@ -1580,6 +1685,8 @@ fn read_device(checker: &mut Checker<'_>, section: &Section) -> Option<DeviceCon
         transport: transport?,
         unit_id,
         sunspec_base,
+        chain_device,
+        power_control,
         rated_w: rated_w.filter(|w| *w > 0),
         timeout_ms,
         enabled,
@@ -1621,6 +1728,19 @@ fn check_storage_for_limits(
     }
 }
 
+/// Two devices on one bus and unit id pick the same SunSpec device of its chain: the
+/// same `chain_device`, or both by role with the same kind of models (an inverter and a
+/// storage inverter both take the chain's first inverter). A position on one and a role
+/// on the other cannot be checked without the device; the runtime reports a wrong one.
+fn same_chain_device(a: &DeviceConfig, b: &DeviceConfig) -> bool {
+    let is_meter = |d: &DeviceConfig| d.role == DeviceRole::Meter;
+    match (a.chain_device, b.chain_device) {
+        (Some(x), Some(y)) => x == y,
+        (None, None) => is_meter(a) == is_meter(b),
+        _ => false,
+    }
+}
+
 /// Checks across devices: two on the same address, and what is missing for control.
 fn check_devices(checker: &mut Checker<'_>, file: &UciFile, devices: &[DeviceConfig]) {
     let enabled: Vec<&DeviceConfig> = devices.iter().filter(|d| d.enabled).collect();
@@ -1633,14 +1753,16 @@ fn check_devices(checker: &mut Checker<'_>, file: &UciFile, devices: &[DeviceCon
                 (Transport::Rtu { path: p1, .. }, Transport::Rtu { path: p2, .. }) => p1 == p2,
                 _ => false,
             };
-            if same_bus && a.unit_id == b.unit_id {
+            if same_bus && a.unit_id == b.unit_id && same_chain_device(a, b) {
                 let pos = file.section(&a.name).map_or(Pos::default(), |s| s.pos);
                 let other_line = file.section(&b.name).map_or(0, |s| s.pos.line);
                 checker.error(
                     pos,
                     format!(
                         "device {} has the same bus and unit_id {} as device {} (line \
-                         {other_line})",
+                         {other_line}); two devices may share a unit id only when they are \
+                         different SunSpec devices of its chain (a meter and an inverter, or \
+                         different option 'chain_device')",
                         a.name, a.unit_id, b.name
                     ),
                 );

@@ -3,9 +3,10 @@
 //!
 //! Tasks on the one thread: one per Modbus bus ([`bus`]), the coordinator tick every
 //! `control.cycle_s` ([`coordinator`]), the feed-in price poller (its blocking HTTP GET
-//! runs on smol's blocking pool), and the signal handler (SIGHUP reload, SIGTERM/SIGINT
-//! stop). They share [`site::SiteState`] through an `Rc<RefCell<_>>`, borrowed between
-//! awaits only. The status HTTP server runs on its own thread and reads the snapshot.
+//! runs on smol's blocking pool), the MQTT publisher when enabled (`crate::mqtt`), and
+//! the signal handler (SIGHUP reload, SIGTERM/SIGINT stop). They share
+//! [`site::SiteState`] through an `Rc<RefCell<_>>`, borrowed between awaits only. The
+//! status HTTP server runs on its own thread and reads the snapshot.
 //!
 //! Entry points: [`run_main`] (`csipd run`) and [`demo::demo_main`] (`csipd demo`).
 
@@ -27,13 +28,12 @@ use smol::{LocalExecutor, Task};
 use std::cell::RefCell;
 use std::process::ExitCode;
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-/// Unix time in whole seconds from the system clock.
+/// Unix time in whole seconds, read through [`clock::SystemClock`] (the one place the
+/// system clock is read), for the runtime's own time stamps.
 pub fn unix_now_s() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    clock::SystemClock::new().now().utc_s()
 }
 
 pub const RUN_USAGE: &str = "usage: csipd run [--config FILE]   (default /etc/config/csipd)
@@ -65,8 +65,8 @@ pub fn run_main(args: &[String]) -> ExitCode {
     }
     let config = match load_config(&path) {
         Ok(c) => c,
-        Err((messages, _)) => {
-            for m in messages {
+        Err(e) => {
+            for m in e.lines() {
                 eprintln!("{m}");
             }
             eprintln!(
@@ -81,30 +81,17 @@ pub fn run_main(args: &[String]) -> ExitCode {
 }
 
 /// Loads and validates; warnings are logged (or printed before logging is up). On
-/// failure: every diagnostic as a printable line (errors and warnings, file order) and
-/// the errors alone.
-pub fn load_config(path: &str) -> Result<Config, (Vec<String>, Vec<String>)> {
-    match config::load(path) {
-        Ok((c, warnings)) => {
-            for w in warnings {
-                if log::max_level() == log::LevelFilter::Off {
-                    eprintln!("{w}");
-                } else {
-                    log::warn!("{w}");
-                }
-            }
-            Ok(c)
+/// failure the [`config::LoadError`] has every diagnostic ([`config::LoadError::lines`]).
+pub fn load_config(path: &str) -> Result<Config, config::LoadError> {
+    let (c, warnings) = config::load(path)?;
+    for w in warnings {
+        if log::max_level() == log::LevelFilter::Off {
+            eprintln!("{w}");
+        } else {
+            log::warn!("{w}");
         }
-        Err(config::LoadError::Invalid(diags)) => Err((
-            diags.iter().map(|d| d.to_string()).collect(),
-            diags
-                .iter()
-                .filter(|d| d.severity == config::Severity::Error)
-                .map(|d| d.to_string())
-                .collect(),
-        )),
-        Err(e) => Err((vec![e.to_string()], vec![e.to_string()])),
     }
+    Ok(c)
 }
 
 /// The running daemon's tasks that depend on the configuration.
@@ -119,6 +106,8 @@ struct Daemon {
     buses: Vec<Task<()>>,
     price: Option<Task<()>>,
     engine: Option<Task<()>>,
+    /// Publishing to an MQTT broker (`config mqtt`), when enabled.
+    mqtt: Option<Task<()>>,
     /// The scheduler's memory of the running engine, for its successor after a reload.
     schedule_saved: Rc<RefCell<Option<crate::schedule::State>>>,
     _tick: Task<()>,
@@ -159,7 +148,7 @@ pub async fn run_daemon(
         config.devices.iter().filter(|d| d.enabled).count(),
         config.control.cycle_s
     );
-    if map::site_meter(&config).is_none() {
+    if config.site_meter().is_none() {
         log::warn!(
             "no site meter configured: the fail-safe export limit ({} W) holds",
             config.control.failsafe_export_limit_w
@@ -196,6 +185,7 @@ pub async fn run_daemon(
         buses: Vec::new(),
         price: None,
         engine: None,
+        mqtt: None,
         schedule_saved: Rc::new(RefCell::new(None)),
         config: config.clone(),
         site,
@@ -209,6 +199,7 @@ pub async fn run_daemon(
     daemon.start_buses();
     daemon.start_price();
     daemon.start_engine();
+    daemon.start_mqtt();
     on_ready(&url);
 
     while let Some(signal) = signals.next().await {
@@ -226,6 +217,8 @@ pub async fn run_daemon(
     }
     // Dropping the tasks stops them between Modbus exchanges; no limit is lifted.
     daemon.engine = None;
+    // Dropping the MQTT connection makes the broker publish the last will (`offline`).
+    daemon.mqtt = None;
     daemon.buses.clear();
     daemon.price = None;
     daemon.durable.borrow_mut().flush(unix_now_s(), true);
@@ -246,11 +239,27 @@ fn start_status(
     )
 }
 
+/// The utility part of the status after a start or reload: the server, and the
+/// identity of the configured certificate — shown even before a server is set up, since
+/// the installer hands it to the utility first. Without a server, nothing of an earlier
+/// one (polls, clock offset, registration) stays on screen.
 fn set_utility_status(status: &SnapshotHandle, config: &Config, now_s: i64) {
+    let identity = config.server.cert.as_ref().and_then(|cert| {
+        let lfdi = crate::pki::lfdi_of_cert_file(std::path::Path::new(cert)).ok()?;
+        let sfdi = crate::sep2::identity::sfdi(&lfdi).ok()?;
+        Some((lfdi, sfdi))
+    });
     status.update(|s| {
         s.utility.server_url = config.server.dcap_url.clone();
+        s.utility.lfdi = identity.as_ref().map(|(lfdi, _)| lfdi.clone());
+        s.utility.sfdi = identity.as_ref().map(|(_, sfdi)| *sfdi);
         match (&config.server.dcap_url, s.utility.state) {
-            (None, _) => s.set_connection_state(ConnectionState::NotConfigured, now_s),
+            (None, _) => {
+                s.set_connection_state(ConnectionState::NotConfigured, now_s);
+                s.utility.resources.clear();
+                s.utility.clock_offset_s = None;
+                s.utility.registration_problem = None;
+            }
             (Some(_), ConnectionState::NotConfigured) => {
                 s.set_connection_state(ConnectionState::Discovering, now_s)
             }
@@ -268,22 +277,16 @@ async fn tick_task(
     status: SnapshotHandle,
     durable: durable::SharedDurable,
 ) {
-    let mut next = Instant::now();
     loop {
-        let cycle = {
+        // The step keeps the period and never bursts to catch up after a stall.
+        let next = {
             let mut c = coordinator.borrow_mut();
             c.tick(&site, &status);
             if let Some(sample) = c.last_sample.take() {
                 durable.borrow_mut().record_sample(sample);
             }
-            c.cycle()
+            c.next_tick()
         };
-        next += cycle;
-        let now = Instant::now();
-        if next < now {
-            // Fell behind (a suspended process): do not burst to catch up.
-            next = now + cycle;
-        }
         smol::Timer::at(next).await;
     }
 }
@@ -326,6 +329,15 @@ impl Daemon {
                 ))
             })
             .collect();
+        for d in bus::powerwall_devices(&self.config.devices) {
+            log::info!("powerwall gateway: {}", d.name);
+            self.buses.push(self.ex.spawn(bus::run_powerwall(
+                d,
+                self.config.main.data_dir.clone(),
+                cycle,
+                self.site.clone(),
+            )));
+        }
     }
 
     /// The utility connection, when a dcap_url is configured.
@@ -337,6 +349,18 @@ impl Daemon {
                 self.status.clone(),
                 self.durable.clone(),
                 self.schedule_saved.clone(),
+            ))
+        });
+    }
+
+    /// The MQTT publisher, when `config mqtt` is enabled. Its own task: a broker that is
+    /// down or slow never holds up the control loop.
+    fn start_mqtt(&mut self) {
+        self.mqtt = self.config.mqtt.enabled.then(|| {
+            self.ex.spawn(crate::mqtt::run(
+                self.config.mqtt.clone(),
+                self.status.clone(),
+                clock::SystemClock::new(),
             ))
         });
     }
@@ -354,8 +378,9 @@ impl Daemon {
         let now = unix_now_s();
         let new = match load_config(path) {
             Ok(c) => Rc::new(c),
-            Err((messages, errors)) => {
-                for m in &messages {
+            Err(e) => {
+                let errors = e.error_lines();
+                for m in &e.lines() {
                     log::error!("reload: {m}");
                 }
                 let text = format!(
@@ -436,6 +461,22 @@ impl Daemon {
             );
             self.engine = None;
             self.start_engine();
+        }
+        // The files the section names (password, CA, certificate) may have changed
+        // without the section, and a publisher stopped by a bad file should get a retry.
+        let mqtt_files = [
+            &new.mqtt.password_file,
+            &new.mqtt.ca,
+            &new.mqtt.cert,
+            &new.mqtt.key,
+        ]
+        .iter()
+        .any(|f| f.is_some());
+        let mqtt_stopped = self.mqtt.as_ref().is_some_and(|t| t.is_finished());
+        if old.mqtt != new.mqtt || (new.mqtt.enabled && (mqtt_files || mqtt_stopped)) {
+            log::info!("reload: reconnecting to the MQTT broker");
+            self.mqtt = None;
+            self.start_mqtt();
         }
         set_utility_status(&self.status, &new, now);
         log::info!("reload: {path} applied (cached utility controls kept)");

@@ -55,12 +55,14 @@ fn watts(w: f64) -> String {
 pub fn source_text(source: &LimitSource) -> String {
     match source {
         LimitSource::UtilityEvent { mrid } => format!("utility event {}", short_mrid(mrid)),
-        LimitSource::ProgramDefault { program: Some(p) } => format!("program default ({p})"),
-        LimitSource::ProgramDefault { program: None } => "program default".to_string(),
-        LimitSource::Fixed => "fixed limit".to_string(),
-        LimitSource::Tariff { name: Some(n) } => format!("tariff window {n}"),
-        LimitSource::Tariff { name: None } => "tariff window".to_string(),
-        LimitSource::Price => "negative feed-in price".to_string(),
+        LimitSource::UtilityDefault { program } if program.is_empty() => {
+            "program default".to_string()
+        }
+        LimitSource::UtilityDefault { program } => format!("program default ({program})"),
+        LimitSource::Fixed { .. } => "fixed limit".to_string(),
+        LimitSource::TariffWindow { name } if name.is_empty() => "tariff window".to_string(),
+        LimitSource::TariffWindow { name } => format!("tariff window {name}"),
+        LimitSource::NegativePrice { .. } => "negative feed-in price".to_string(),
         LimitSource::FailSafe => "fail-safe (meter data stale)".to_string(),
     }
 }
@@ -85,6 +87,15 @@ pub fn limit_line(limit: &ActiveLimit, now_unix_s: i64, utc_offset_s: i32) -> St
     if limit.unsupported {
         line.push_str(" — NOT SUPPORTED: no storage inverter with a controllable charge rate");
     }
+    if let Some(why) = &limit.not_enforceable {
+        // "not enforceable: pv has …" → "NOT ENFORCEABLE: pv has …", as NOT SUPPORTED.
+        let shout = match why.split_once(':') {
+            Some((head, tail)) => format!("{}:{tail}", head.to_uppercase()),
+            None => why.to_uppercase(),
+        };
+        line.push_str(" — ");
+        line.push_str(&shout);
+    }
     line
 }
 
@@ -100,6 +111,7 @@ pub fn summary(s: &Snapshot) -> String {
     let now = s.now_unix_s;
     let tz = s.local_utc_offset_s;
     let mut out = String::new();
+    let _ = writeln!(out, "{}", super::summary::line(s));
     let _ = writeln!(
         out,
         "csipd {}, up {}",
@@ -194,6 +206,12 @@ pub fn summary(s: &Snapshot) -> String {
                 age,
                 if d.stale { "  STALE" } else { "" }
             );
+            if let Some(why) = &d.read_only {
+                let _ = writeln!(out, "  {:width$}  read only: {why}", "");
+            }
+            if let Some(fp) = &d.tls_fingerprint {
+                let _ = writeln!(out, "  {:width$}  certificate (pinned): {fp}", "");
+            }
             if let Some(err) = &d.stats.last_error {
                 let _ = writeln!(out, "  {:width$}  last error: {err}", "");
             }
@@ -248,9 +266,14 @@ pub fn summary(s: &Snapshot) -> String {
     if !s.last_errors.is_empty() {
         out.push_str("recent errors\n");
         for e in s.last_errors.iter().rev().take(5) {
+            let repeats = if e.count > 1 {
+                format!(" (×{})", e.count)
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 out,
-                "  {} {}: {}",
+                "  {} {}: {}{repeats}",
                 clock_hhmmss(e.t_unix_s, tz),
                 e.source,
                 e.message
@@ -276,7 +299,15 @@ mod tests {
             // 14:35 UTC+10 is 04:35 UTC.
             end_unix_s: Some(4 * 3600 + 35 * 60),
             unsupported: false,
+            not_enforceable: None,
         };
+        let mut free = limit.clone();
+        free.not_enforceable = Some("not enforceable: pv has no control model".into());
+        assert!(
+            limit_line(&free, 0, 0).ends_with(" — NOT ENFORCEABLE: pv has no control model"),
+            "{}",
+            limit_line(&free, 0, 0)
+        );
         let mut unsupported = limit.clone();
         unsupported.mode = LimitMode::Import;
         unsupported.unsupported = true;

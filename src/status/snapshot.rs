@@ -50,6 +50,10 @@ pub struct Snapshot {
     /// Export against export limit over the last hour, for the chart: at most
     /// `HISTORY_WINDOW_S / HISTORY_INTERVAL_S + 1` (361) points.
     pub history: History,
+    /// The one-line answer for a household ([`super::summary::line`]), set when the
+    /// snapshot is served.
+    #[serde(default)]
+    pub summary: String,
 }
 
 impl Snapshot {
@@ -77,11 +81,26 @@ impl Snapshot {
             setpoints: Vec::new(),
             last_errors: VecDeque::new(),
             history: History::default(),
+            summary: String::new(),
         }
     }
 
-    /// Records an error, dropping the oldest beyond [`LAST_ERRORS_CAPACITY`].
+    /// Records an error, dropping the oldest beyond [`LAST_ERRORS_CAPACITY`]. The same
+    /// error from the same source again moves that entry to the end and counts it, so
+    /// one device repeating itself never pushes another's error out.
     pub fn push_error(&mut self, t_unix_s: i64, source: &str, message: &str) {
+        if let Some(i) = self
+            .last_errors
+            .iter()
+            .position(|e| e.source == source && e.message == message)
+        {
+            if let Some(mut entry) = self.last_errors.remove(i) {
+                entry.count = entry.count.saturating_add(1);
+                entry.t_unix_s = t_unix_s;
+                self.last_errors.push_back(entry);
+                return;
+            }
+        }
         if self.last_errors.len() >= LAST_ERRORS_CAPACITY {
             self.last_errors.pop_front();
         }
@@ -89,6 +108,7 @@ impl Snapshot {
             t_unix_s,
             source: source.to_string(),
             message: message.to_string(),
+            count: 1,
         });
     }
 
@@ -175,64 +195,8 @@ pub struct ResourcePoll {
     pub last_error: Option<String>,
 }
 
-/// The limit modes csipd enforces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LimitMode {
-    /// Site export limit (opModExpLimW).
-    Export,
-    /// Site import limit (opModImpLimW).
-    Import,
-    /// Generation limit (opModGenLimW).
-    Generation,
-    /// Load limit (opModLoadLimW).
-    Load,
-    /// Connect/energize (opModConnect); `value_w` is absent, `connect` says which.
-    Connect,
-}
-
-impl LimitMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LimitMode::Export => "export",
-            LimitMode::Import => "import",
-            LimitMode::Generation => "generation",
-            LimitMode::Load => "load",
-            LimitMode::Connect => "connect",
-        }
-    }
-}
-
-/// Where an active limit comes from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum LimitSource {
-    /// An active DERControl of the utility.
-    UtilityEvent { mrid: String },
-    /// The DefaultDERControl of a program (no event active, or comms lost long enough).
-    ProgramDefault { program: Option<String> },
-    /// The owner's fixed limit (`limits 'fixed'`).
-    Fixed,
-    /// A two-way tariff export window (`tariff` section).
-    Tariff { name: Option<String> },
-    /// Zero export while the feed-in price is negative.
-    Price,
-    /// Meter data stale: the configured fail-safe limit.
-    FailSafe,
-}
-
-impl LimitSource {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            LimitSource::UtilityEvent { .. } => "utility_event",
-            LimitSource::ProgramDefault { .. } => "program_default",
-            LimitSource::Fixed => "fixed",
-            LimitSource::Tariff { .. } => "tariff",
-            LimitSource::Price => "price",
-            LimitSource::FailSafe => "fail_safe",
-        }
-    }
-}
+/// The limit mode and source are control's types (one type per concept).
+pub use crate::control::{LimitMode, LimitSource};
 
 /// One limit in force.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -249,6 +213,10 @@ pub struct ActiveLimit {
     /// whose charge rate csipd can limit (SunSpec model 124).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unsupported: bool,
+    /// A device that should enforce it cannot: "not enforceable: pv has no control
+    /// model" (an inverter without SunSpec 123 or 704).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_enforceable: Option<String>,
 }
 
 /// A limit value inside an upcoming event.
@@ -298,25 +266,8 @@ impl SiteFlows {
     }
 }
 
-/// What a device is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeviceRole {
-    Inverter,
-    Meter,
-    /// A battery inverter (SunSpec storage models).
-    Storage,
-}
-
-impl DeviceRole {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeviceRole::Inverter => "inverter",
-            DeviceRole::Meter => "meter",
-            DeviceRole::Storage => "storage",
-        }
-    }
-}
+/// The device role is config's type (one type per concept).
+pub use crate::config::DeviceRole;
 
 /// The last reading of a device; absent values were not read or not implemented.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -325,6 +276,18 @@ pub struct Readings {
     pub var: Option<f64>,
     pub v: Option<f64>,
     pub hz: Option<f64>,
+}
+
+impl From<&crate::devices::sunspec::AcValues> for Readings {
+    /// The status's subset of a SunSpec AC reading.
+    fn from(ac: &crate::devices::sunspec::AcValues) -> Self {
+        Readings {
+            w: ac.w,
+            var: ac.var,
+            v: ac.v,
+            hz: ac.hz,
+        }
+    }
 }
 
 /// Modbus traffic counters of a device.
@@ -349,6 +312,15 @@ pub struct Device {
     pub last_reading_age_s: Option<f64>,
     pub readings: Readings,
     pub stats: DeviceStats,
+    /// Why csipd reads this device but cannot control it (an inverter without a SunSpec
+    /// control model), when that is so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<String>,
+    /// A device reached over TLS (a Powerwall gateway): the SHA-256 fingerprint of the
+    /// certificate csipd pinned (`AB:CD:…`); the installer changes it with option
+    /// `fingerprint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_fingerprint: Option<String>,
 }
 
 /// What csipd last wrote to one inverter.
@@ -372,10 +344,18 @@ pub struct Setpoint {
 /// One entry of `last_errors`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorEntry {
+    /// When it last happened.
     pub t_unix_s: i64,
     /// Which part of csipd, e.g. "csip", "device inverter1".
     pub source: String,
     pub message: String,
+    /// How many times it happened in a row of identical errors (1: once).
+    #[serde(default = "one")]
+    pub count: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// One chart point.

@@ -46,24 +46,29 @@ pub fn sample_snapshot(now: i64) -> Snapshot {
             source: LimitSource::UtilityEvent { mrid: MRID.into() },
             end_unix_s: Some(now + 12 * 60),
             unsupported: false,
+            not_enforceable: None,
         },
         ActiveLimit {
             mode: LimitMode::Import,
             value_w: Some(10000.0),
             connect: None,
-            source: LimitSource::ProgramDefault {
-                program: Some("SAPN dynamic".into()),
+            source: LimitSource::UtilityDefault {
+                program: "SAPN dynamic".into(),
             },
             end_unix_s: None,
             unsupported: false,
+            not_enforceable: None,
         },
         ActiveLimit {
             mode: LimitMode::Generation,
             value_w: Some(8000.0),
             connect: None,
-            source: LimitSource::Fixed,
+            source: LimitSource::Fixed {
+                option: "generation_limit_w".into(),
+            },
             end_unix_s: None,
             unsupported: false,
+            not_enforceable: None,
         },
     ];
     s.upcoming_events = vec![UpcomingEvent {
@@ -96,6 +101,8 @@ pub fn sample_snapshot(now: i64) -> Snapshot {
                 reads_failed: 3,
                 ..Default::default()
             },
+            read_only: None,
+            tls_fingerprint: None,
         },
         Device {
             name: "fronius_1".into(),
@@ -115,6 +122,8 @@ pub fn sample_snapshot(now: i64) -> Snapshot {
                 writes_failed: 1,
                 last_error: Some("timeout after 1 s reading model 103".into()),
             },
+            read_only: None,
+            tls_fingerprint: None,
         },
     ];
     s.setpoints = vec![Setpoint {

@@ -176,8 +176,12 @@ pub fn fetch_feed_in_price(cfg: &PriceSourceConfig) -> Result<FeedInPrice, Price
     // A body cut short or over the client's size limit comes back as a request error.
     let response = smol::block_on(client.get(&path))
         .map_err(|e| err(PriceErrorKind::Request, e.to_string()))?;
-    let body = String::from_utf8(response.body)
-        .map_err(|_| err(PriceErrorKind::Body, "the body is not UTF-8 text".to_string()))?;
+    let body = String::from_utf8(response.body).map_err(|_| {
+        err(
+            PriceErrorKind::Body,
+            "the body is not UTF-8 text".to_string(),
+        )
+    })?;
     parse_current_prices(&body, &url)
 }
 

@@ -62,13 +62,15 @@ build_binary() {
     # Unstripped, for scripts/size-breakdown.py; csipd_ipk strips the packaged copy.
     export CARGO_PROFILE_RELEASE_STRIP=false
     if [ "$short" = mipsel ]; then
-        # Tier 3: no prebuilt std; build it from rust-src. OpenSSL's atomics check
-        # misfires under clang for this target.
+        # Tier 3: no prebuilt std; build it from rust-src, without the backtrace
+        # symbolizer (a stripped binary has no symbols to show) and with std's
+        # size-optimized algorithms. OpenSSL's atomics check misfires under clang here.
         rustup component add rust-src >/dev/null 2>&1
         env "CFLAGS_$env_triple=-DBROKEN_CLANG_ATOMICS $nounwind_c" \
             "CARGO_TARGET_${upper}_RUSTFLAGS=-C target-feature=+crt-static -C link-self-contained=no $nounwind_rust" \
             RUSTC_BOOTSTRAP=1 \
-            cargo zigbuild --locked --release --target "$triple" -Zbuild-std=std,panic_abort
+            cargo zigbuild --locked --release --target "$triple" -Zbuild-std=std,panic_abort \
+            -Zbuild-std-features=optimize_for_size
     else
         rustup target add "$triple" >/dev/null 2>&1
         env "CFLAGS_$env_triple=$nounwind_c" "CARGO_TARGET_${upper}_RUSTFLAGS=$nounwind_rust" \

@@ -2,10 +2,18 @@
 # Cross-builds csipd with cargo-zigbuild and assembles installable OpenWrt .ipk files for
 # csipd and luci-app-csipd.
 #
-#   bash scripts/build-packages.sh [aarch64|armv7|mipsel ...]   (default: all three)
+#   bash scripts/build-packages.sh [aarch64|armv7|mipsel|x86_64 ...]
+#   (default: aarch64 armv7 mipsel)
 #
 # Output: target/packages/<openwrt-arch>/csipd_<version>_<arch>.ipk,
-#         target/packages/luci-app-csipd_<version>_all.ipk, and target/packages/sizes.md.
+#         target/packages/luci-app-csipd_<version>_all.ipk, target/packages/sizes.md,
+#         and target/packages/breakdown-<short>.md (bytes per library and Rust crate,
+#         from the unstripped binary target/<triple>/release/csipd by
+#         scripts/size-breakdown.py; the packaged binary is that file stripped).
+# Size: C code (OpenSSL, SQLite) at -Os (openssl-src asks for -O2; a later -O wins), no
+# unwind tables in Rust or C code (panic = "abort": nothing unwinds, and a stripped
+# binary cannot symbolize a backtrace anyway); OpenSSL and SQLite options come from
+# .cargo/config.toml.
 # The tools (zig, cargo-zigbuild) are installed into target/zig-venv when missing.
 # OPENWRT_ARCH_<short> (e.g. OPENWRT_ARCH_aarch64=aarch64_generic) overrides the
 # package architecture written into the control file.
@@ -32,7 +40,8 @@ triple_of() {
         aarch64) echo aarch64-unknown-linux-musl ;;
         armv7) echo armv7-unknown-linux-musleabihf ;;
         mipsel) echo mipsel-unknown-linux-musl ;;
-        *) echo "build-packages: unknown target '$1' (aarch64, armv7, mipsel)" >&2; exit 2 ;;
+        x86_64) echo x86_64-unknown-linux-musl ;;
+        *) echo "build-packages: unknown target '$1' (aarch64, armv7, mipsel, x86_64)" >&2; exit 2 ;;
     esac
 }
 default_arch_of() {
@@ -40,23 +49,41 @@ default_arch_of() {
         aarch64) echo aarch64_cortex-a53 ;;
         armv7) echo arm_cortex-a7_neon-vfpv4 ;;
         mipsel) echo mipsel_24kc ;;
+        x86_64) echo x86_64 ;;
     esac
 }
 
 build_binary() {
     local short=$1 triple=$2
+    local env_triple=${triple//-/_}
+    local upper=${env_triple^^}
+    local nounwind_c="-Os -fno-asynchronous-unwind-tables -fno-unwind-tables"
+    local nounwind_rust="-C force-unwind-tables=no"
+    # Unstripped, for scripts/size-breakdown.py; csipd_ipk strips the packaged copy.
+    export CARGO_PROFILE_RELEASE_STRIP=false
     if [ "$short" = mipsel ]; then
-        # Tier 3: no prebuilt std; build it from rust-src. OpenSSL's atomics check
-        # misfires under clang for this target.
+        # Tier 3: no prebuilt std; build it from rust-src, without the backtrace
+        # symbolizer (a stripped binary has no symbols to show) and with std's
+        # size-optimized algorithms. OpenSSL's atomics check misfires under clang here.
         rustup component add rust-src >/dev/null 2>&1
-        CFLAGS_mipsel_unknown_linux_musl=-DBROKEN_CLANG_ATOMICS \
-        CARGO_TARGET_MIPSEL_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C target-feature=+crt-static -C link-self-contained=no" \
-        RUSTC_BOOTSTRAP=1 \
-            cargo zigbuild --locked --release --target "$triple" -Zbuild-std=std,panic_abort
+        env "CFLAGS_$env_triple=-DBROKEN_CLANG_ATOMICS $nounwind_c" \
+            "CARGO_TARGET_${upper}_RUSTFLAGS=-C target-feature=+crt-static -C link-self-contained=no $nounwind_rust" \
+            RUSTC_BOOTSTRAP=1 \
+            cargo zigbuild --locked --release --target "$triple" -Zbuild-std=std,panic_abort \
+            -Zbuild-std-features=optimize_for_size
     else
         rustup target add "$triple" >/dev/null 2>&1
-        cargo zigbuild --locked --release --target "$triple"
+        env "CFLAGS_$env_triple=$nounwind_c" "CARGO_TARGET_${upper}_RUSTFLAGS=$nounwind_rust" \
+            cargo zigbuild --locked --release --target "$triple"
     fi
+    # LLVM's tools read every target (GNU strip on Debian knows only x86).
+    local llvm
+    llvm="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin"
+    [ -x "$llvm/llvm-objcopy" ] || rustup component add llvm-tools >/dev/null 2>&1
+    "$llvm/llvm-objcopy" --strip-all "target/$triple/release/csipd" \
+        "target/$triple/release/csipd.stripped"
+    python3 scripts/size-breakdown.py "target/$triple/release/csipd" "target/$triple/release" \
+        "$llvm/llvm-nm" >"$out/breakdown-$short.md"
 }
 
 # Writes a tar.gz with root ownership and fixed timestamps.
@@ -111,7 +138,7 @@ csipd_ipk() {
     local data control
     data=$(mktemp -d)
     control=$(mktemp -d)
-    install -Dm0755 "target/$triple/release/csipd" "$data/usr/bin/csipd"
+    install -Dm0755 "target/$triple/release/csipd.stripped" "$data/usr/bin/csipd"
     install -Dm0755 files/etc/init.d/csipd "$data/etc/init.d/csipd"
     install -Dm0600 files/etc/config/csipd "$data/etc/config/csipd"
     # ubus object `csipd`: rpcd runs /usr/libexec/rpcd/csipd (the plugin wrapper when
@@ -204,7 +231,7 @@ for short in "${targets[@]}"; do
     echo "build-packages: $short ($triple) -> $arch"
     build_binary "$short" "$triple"
     ipk=$(csipd_ipk "$short" "$triple" "$arch")
-    echo "| $triple | $(stat -c %s "target/$triple/release/csipd") | $(stat -c %s "$ipk") |" >>"$sizes"
+    echo "| $triple | $(stat -c %s "target/$triple/release/csipd.stripped") | $(stat -c %s "$ipk") |" >>"$sizes"
 done
 luci=$(luci_ipk)
 echo "| luci-app-csipd (all) | - | $(stat -c %s "$luci") |" >>"$sizes"

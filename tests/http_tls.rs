@@ -161,6 +161,38 @@ fn server_signed_by_another_ca_is_refused_clearly() {
     assert_eq!(client.stats().handshakes, 0);
 }
 
+/// Without a configured CA (the price API, `csipd fetch` without --ca) the client trusts
+/// the system's roots, named here by `SSL_CERT_FILE` (run as a process so the variable
+/// stays out of this one). The other half, the probe of /etc/ssl/certs and friends that
+/// a vendored OpenSSL needs on a router, would need writing there and is not tested.
+#[test]
+fn without_a_ca_the_system_roots_are_trusted() {
+    let lab = lab("sysroots");
+    let s = SServer::start(&lab.server, &["-tls1_2", "-www"]);
+    let fetch = |cert_file: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_csipd"))
+            .args(["fetch", "/dcap", "--url", &s.url(), "--timeout", "20"])
+            .env("SSL_CERT_FILE", cert_file)
+            .env("SSL_CERT_DIR", lab.dir.path().join("no-such-dir"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run csipd fetch")
+    };
+    let trusted = fetch(&lab.ca.cert);
+    let stderr = String::from_utf8_lossy(&trusted.stderr);
+    assert!(trusted.status.success(), "{stderr}");
+    assert!(stderr.contains("200"), "{stderr}");
+    // A system store without the utility's CA: refused, and the reason is named.
+    let rogue_ca = make_ca(lab.dir.path(), "rogue-ca");
+    let refused = fetch(&rogue_ca.cert);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("unable to get local issuer certificate"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn server_name_must_match_the_certificate() {
     let lab = lab("name");

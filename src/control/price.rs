@@ -156,8 +156,9 @@ impl PriceSourceConfig {
     }
 }
 
-/// The IO edge: one blocking GET (run it off the event loop, e.g. with `smol::unblock`).
-/// HTTPS uses native-tls with the system's root certificates.
+/// The IO edge: one blocking GET (run it off the event loop, e.g. with `smol::unblock`)
+/// with csipd's own HTTP client (`crate::http`). HTTPS trusts the system's root
+/// certificates; the whole exchange is bounded by `timeout_s`.
 pub fn fetch_feed_in_price(cfg: &PriceSourceConfig) -> Result<FeedInPrice, PriceError> {
     let url = cfg.url();
     let err = |kind: PriceErrorKind, message: String| PriceError {
@@ -165,27 +166,22 @@ pub fn fetch_feed_in_price(cfg: &PriceSourceConfig) -> Result<FeedInPrice, Price
         kind,
         message,
     };
-    let tls = ureq::tls::TlsConfig::builder()
-        .provider(ureq::tls::TlsProvider::NativeTls)
-        .root_certs(ureq::tls::RootCerts::PlatformVerifier)
-        .build();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(cfg.timeout_s.max(1))))
-        .tls_config(tls)
-        .build()
-        .into();
-    let mut response = agent
-        .get(&url)
-        .header("Authorization", &format!("Bearer {}", cfg.token))
-        .header("Accept", "application/json")
-        .call()
+    let (origin, path) =
+        crate::http::split_url(&url).map_err(|e| err(PriceErrorKind::Request, e.to_string()))?;
+    let timeout = Duration::from_secs(cfg.timeout_s.max(1));
+    let mut config = crate::http::ClientConfig::for_plain_get(&origin, "application/json", timeout);
+    config.extra_headers = vec![("Authorization".into(), format!("Bearer {}", cfg.token))];
+    let mut client = crate::http::Client::new(config)
         .map_err(|e| err(PriceErrorKind::Request, e.to_string()))?;
-    let body = response
-        .body_mut()
-        .with_config()
-        .limit(1 << 20)
-        .read_to_string()
-        .map_err(|e| err(PriceErrorKind::Body, e.to_string()))?;
+    // A body cut short or over the client's size limit comes back as a request error.
+    let response = smol::block_on(client.get(&path))
+        .map_err(|e| err(PriceErrorKind::Request, e.to_string()))?;
+    let body = String::from_utf8(response.body).map_err(|_| {
+        err(
+            PriceErrorKind::Body,
+            "the body is not UTF-8 text".to_string(),
+        )
+    })?;
     parse_current_prices(&body, &url)
 }
 

@@ -11,6 +11,10 @@ pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Largest response body we accept; the biggest 2030.5 list pages are tens of KiB.
 pub(crate) const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 const MAX_HEADERS: usize = 96;
+/// Read-buffer capacity kept between responses: a large body grows the buffer up to
+/// `MAX_BODY_BYTES` while it is read, and the spare capacity goes back afterwards, so a
+/// kept-alive connection holds at most this much once it is idle.
+pub(crate) const IDLE_BUFFER_BYTES: usize = 16 * 1024;
 
 /// A byte stream the framing reads from and writes to (TCP, TLS, or memory in tests).
 pub(crate) trait ByteIo {
@@ -47,6 +51,9 @@ pub(crate) struct RawResponse {
 /// A stream with a read buffer and a per-read timeout.
 pub(crate) struct BufConn<T> {
     pub io: T,
+    /// Bytes received and not yet claimed by a response: at most `MAX_HEAD_BYTES` +
+    /// `MAX_BODY_BYTES` (plus one read) during a response, capacity trimmed back to
+    /// `IDLE_BUFFER_BYTES` after it.
     buf: Vec<u8>,
     pub read_timeout: Duration,
     /// Bytes of the current response received so far (for "closed mid-response").
@@ -108,6 +115,14 @@ impl<T: ByteIo> BufConn<T> {
 
     /// Reads one final response (interim 1xx responses are skipped).
     pub async fn read_response(&mut self) -> Result<RawResponse, FrameError> {
+        let response = self.read_response_inner().await;
+        if self.buf.capacity() > IDLE_BUFFER_BYTES {
+            self.buf.shrink_to(IDLE_BUFFER_BYTES.max(self.buf.len()));
+        }
+        response
+    }
+
+    async fn read_response_inner(&mut self) -> Result<RawResponse, FrameError> {
         self.received = self.buf.len();
         loop {
             let head = self.read_head().await?;
@@ -375,6 +390,27 @@ mod tests {
         let r = smol::block_on(c.read_response()).unwrap();
         assert_eq!((r.status, r.body.len()), (204, 0));
         assert_eq!(c.leftover(), 0);
+    }
+
+    #[test]
+    fn a_large_body_does_not_keep_its_buffer_once_read() {
+        let body = vec![b'x'; 600 * 1024];
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+        let pieces: Vec<&[u8]> = std::iter::once(head.as_bytes())
+            .chain(body.chunks(8192))
+            .chain(std::iter::once(&b"HTTP/1.1 204 No Content\r\n\r\n"[..]))
+            .collect();
+        let mut c = conn(&pieces, true);
+        let r = smol::block_on(c.read_response()).unwrap();
+        assert_eq!(r.body.len(), 600 * 1024);
+        assert!(
+            c.buf.capacity() <= IDLE_BUFFER_BYTES,
+            "{} bytes kept",
+            c.buf.capacity()
+        );
+        // Whatever followed the body is still there for the next response.
+        let r = smol::block_on(c.read_response()).unwrap();
+        assert_eq!(r.status, 204);
     }
 
     #[test]

@@ -47,6 +47,14 @@ pub struct ClientConfig {
     pub response_deadline: Duration,
     /// OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites stay OpenSSL's defaults).
     pub tls12_ciphers: String,
+    /// The `Accept` header of every request (`application/sep+xml` for 2030.5).
+    pub accept: String,
+    /// More headers sent with every request, e.g. `Authorization` for the price API.
+    /// Names and values must not contain CR or LF (checked by `Client::new`).
+    pub extra_headers: Vec<(String, String)>,
+    /// Log a warning when `server_url` is plain http. On for the utility link (plain
+    /// http there is debugging only); off for the local status server.
+    pub warn_plain_http: bool,
 }
 
 impl ClientConfig {
@@ -61,6 +69,22 @@ impl ClientConfig {
             read_timeout: Duration::from_secs(30),
             response_deadline: Duration::from_secs(120),
             tls12_ciphers: DEFAULT_TLS12_CIPHERS.to_string(),
+            accept: SEP_XML.to_string(),
+            extra_headers: Vec::new(),
+            warn_plain_http: true,
+        }
+    }
+
+    /// A client for one JSON or text GET outside 2030.5 (the price API, the local status
+    /// server): `timeout` bounds the connect, each read and the whole exchange.
+    pub fn for_plain_get(origin: &str, accept: &str, timeout: Duration) -> ClientConfig {
+        ClientConfig {
+            connect_timeout: timeout,
+            read_timeout: timeout,
+            response_deadline: timeout,
+            accept: accept.to_string(),
+            warn_plain_http: false,
+            ..ClientConfig::new(origin)
         }
     }
 }
@@ -402,6 +426,20 @@ impl Client {
     /// Checks the URL, loads the identity and CA. Does not connect yet.
     pub fn new(config: ClientConfig) -> Result<Client, HttpError> {
         let target = parse_url(&config.server_url).map_err(HttpError::Config)?;
+        let headers = std::iter::once(("Accept", config.accept.as_str())).chain(
+            config
+                .extra_headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str())),
+        );
+        for (name, value) in headers {
+            if name.is_empty() || (name.to_owned() + value).contains(['\r', '\n']) {
+                return Err(HttpError::Config(format!(
+                    "HTTP header {name:?} for {}: empty name or a line break",
+                    config.server_url
+                )));
+            }
+        }
         let connector = if target.tls {
             if config.insecure {
                 log::warn!(
@@ -418,10 +456,12 @@ impl Client {
             };
             Some(tls::build_connector(&setup).map_err(HttpError::Config)?)
         } else {
-            log::warn!(
-                "PLAIN HTTP to {}: no encryption and no authentication; protocol debugging only, never on a real site",
-                config.server_url
-            );
+            if config.warn_plain_http {
+                log::warn!(
+                    "PLAIN HTTP to {}: no encryption and no authentication; protocol debugging only, never on a real site",
+                    config.server_url
+                );
+            }
             None
         };
         Ok(Client {
@@ -637,10 +677,14 @@ impl Client {
 
     fn request_head(&self, method: Method, path: &str, body: Option<&[u8]>) -> String {
         let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: csipd/{}\r\nAccept: {SEP_XML}\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: csipd/{}\r\nAccept: {}\r\n",
             self.target.authority,
-            crate::VERSION
+            crate::VERSION,
+            self.config.accept
         );
+        for (name, value) in &self.config.extra_headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
         if let Some(body) = body {
             head.push_str(&format!(
                 "Content-Type: {SEP_XML}\r\nContent-Length: {}\r\n",

@@ -92,6 +92,9 @@ pub(crate) fn build_connector(setup: &TlsSetup) -> Result<SslConnector, String> 
     // not resumable, so every reconnect would cost a full handshake. Treat it as EOF:
     // the HTTP framing still catches a body cut short (Content-Length, chunked).
     builder.set_options(openssl::ssl::SslOptions::IGNORE_UNEXPECTED_EOF);
+    // A kept-alive connection sits idle between polls: let OpenSSL free its ~34 KiB of
+    // record buffers meanwhile instead of holding them for the connection's life.
+    builder.set_mode(openssl::ssl::SslMode::RELEASE_BUFFERS);
     match (setup.client_cert, setup.client_key) {
         (Some(cert), Some(key)) => {
             builder
@@ -129,6 +132,19 @@ pub(crate) fn build_connector(setup: &TlsSetup) -> Result<SslConnector, String> 
         builder
             .set_verify_cert_store(store.build())
             .map_err(|e| e.to_string())?;
+    } else if !setup.insecure {
+        // No CA configured: the system's roots. A vendored (static) OpenSSL looks for
+        // them under its build-time directory, which does not exist on the router, so
+        // add the bundle and directory found where distributions put them (OpenWrt's
+        // ca-bundle: /etc/ssl/certs/ca-certificates.crt). None found: verification
+        // fails with a clear "unable to get local issuer certificate".
+        let found = openssl_probe::probe();
+        if let Some(file) = &found.cert_file {
+            let _ = builder.load_verify_locations(Some(file), None);
+        }
+        for dir in &found.cert_dir {
+            let _ = builder.load_verify_locations(None, Some(dir));
+        }
     }
     if setup.insecure {
         builder.set_verify(SslVerifyMode::NONE);

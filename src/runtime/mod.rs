@@ -294,7 +294,7 @@ async fn tick_task(
 async fn price_task(source: crate::control::PriceSourceConfig, every: Duration, site: SharedSite) {
     loop {
         let src = source.clone();
-        // ureq blocks: the GET runs on smol's blocking pool, never on the loop.
+        // The price GET blocks: it runs on smol's blocking pool, never on the loop.
         let outcome = smol::unblock(move || crate::control::fetch_feed_in_price(&src)).await;
         if let Ok(p) = &outcome {
             log::info!("feed-in price: owner earns {:.2} c/kWh", p.earn_c_per_kwh);

@@ -6,8 +6,8 @@
 
 use std::fmt;
 
-use sha2::{Digest, Sha256};
-use x509_parser::pem::Pem;
+use openssl::sha::sha256;
+use openssl::x509::X509;
 
 /// What went wrong deriving an identity, naming the input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,27 +46,32 @@ pub struct Identity {
 /// LFDI of a certificate given as DER bytes (checked to be an X.509 certificate, so a
 /// key or CSR passed by mistake is an error rather than a wrong identity).
 pub fn lfdi_from_der(der: &[u8]) -> Result<String, IdentityError> {
-    x509_parser::parse_x509_certificate(der)
-        .map_err(|e| IdentityError::BadCertificate(e.to_string()))?;
+    X509::from_der(der).map_err(|e| IdentityError::BadCertificate(e.to_string()))?;
     Ok(lfdi_of_bytes(der))
 }
 
 /// LFDI over raw bytes, without checking what they are.
 fn lfdi_of_bytes(der: &[u8]) -> String {
-    let digest = Sha256::digest(der);
+    let digest = sha256(der);
     digest[..20].iter().map(|b| format!("{b:02X}")).collect()
 }
 
 /// LFDI of the first certificate in PEM text (a chain file gives the leaf, which comes
 /// first; private-key blocks before it are skipped).
 pub fn lfdi_from_pem(pem: &[u8]) -> Result<String, IdentityError> {
-    for block in Pem::iter_from_buffer(pem) {
-        let block = block.map_err(|e| IdentityError::BadPem(e.to_string()))?;
-        if block.label == "CERTIFICATE" {
-            return lfdi_from_der(&block.contents);
-        }
-    }
-    Err(IdentityError::NoCertificate)
+    const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
+    const END: &[u8] = b"-----END CERTIFICATE-----";
+    let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
+    let start = find(pem, BEGIN).ok_or(IdentityError::NoCertificate)? + BEGIN.len();
+    let len = find(&pem[start..], END)
+        .ok_or_else(|| IdentityError::BadPem("no END CERTIFICATE line".into()))?;
+    // The DER bytes exactly as written (hashing a re-encoding could differ from them).
+    let base64: String = String::from_utf8_lossy(&pem[start..start + len])
+        .split_whitespace()
+        .collect();
+    let der = openssl::base64::decode_block(&base64)
+        .map_err(|e| IdentityError::BadPem(format!("bad base64: {e}")))?;
+    lfdi_from_der(&der)
 }
 
 /// SFDI from an LFDI (either case).

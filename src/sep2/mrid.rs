@@ -8,7 +8,7 @@
 //! the same thing gets the same mRID after a restart or a reinstall, and different
 //! devices never collide.
 
-use sha2::{Digest, Sha256};
+use openssl::sha::Sha256;
 
 /// Largest PEN that fits in 8 decimal digits.
 pub const MAX_PEN: u32 = 99_999_999;
@@ -36,10 +36,10 @@ pub fn stable_mrid(lfdi: &str, parts: &[&str], pen: u32) -> Result<String, PenTo
     hasher.update(lfdi.trim().to_ascii_uppercase().as_bytes());
     for part in parts {
         // Length-prefixed so ["ab", "c"] and ["a", "bc"] differ.
-        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(&(part.len() as u64).to_be_bytes());
         hasher.update(part.as_bytes());
     }
-    let digest = hasher.finalize();
+    let digest = hasher.finish();
     let mut mrid: String = digest[..12].iter().map(|b| format!("{b:02X}")).collect();
     mrid.push_str(&format!("{pen:08}"));
     Ok(mrid)

@@ -86,27 +86,25 @@ impl From<ClientError> for String {
 /// and hint that the daemon may not be running.
 pub fn get_text(base: &str, path: &str) -> Result<String, ClientError> {
     let url = format!("{}{}", base.trim_end_matches('/'), path);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into();
-    let mut response = agent.get(&url).call().map_err(|e| match e {
-        ureq::Error::StatusCode(code) => ClientError::Status {
+    let unreachable = |error: String| ClientError::Unreachable {
+        url: url.clone(),
+        error,
+    };
+    let (origin, request_path) =
+        crate::http::split_url(&url).map_err(|e| unreachable(e.to_string()))?;
+    let config = crate::http::ClientConfig::for_plain_get(&origin, "*/*", Duration::from_secs(5));
+    let mut client = crate::http::Client::new(config).map_err(|e| unreachable(e.to_string()))?;
+    let response = smol::block_on(client.get(&request_path)).map_err(|e| match e {
+        crate::http::HttpError::Status(s) => ClientError::Status {
             url: url.clone(),
-            code,
+            code: s.status,
         },
-        other => ClientError::Unreachable {
-            url: url.clone(),
-            error: other.to_string(),
-        },
+        other => unreachable(other.to_string()),
     })?;
-    response
-        .body_mut()
-        .read_to_string()
-        .map_err(|e| ClientError::Body {
-            url: url.clone(),
-            error: e.to_string(),
-        })
+    String::from_utf8(response.body).map_err(|_| ClientError::Body {
+        url: url.clone(),
+        error: "not UTF-8 text".into(),
+    })
 }
 
 /// GETs `base` + `path` and parses it as JSON.

@@ -33,19 +33,22 @@ pub struct Snapshot {
     pub local_utc_offset_s: i32,
     /// Connection to the utility's 2030.5 server.
     pub utility: Utility,
-    /// The limits in force now, one per mode (after merging utility, owner and fail-safe).
+    /// The limits in force now, one per mode (after merging utility, owner and fail-safe):
+    /// replaced on every update, so at most one entry per control mode.
     pub limits: Vec<ActiveLimit>,
-    /// Utility events that start later, soonest first.
+    /// Utility events that start later, soonest first. Replaced on every update: as
+    /// many as the scheduler holds (the server's current lists).
     pub upcoming_events: Vec<UpcomingEvent>,
     /// Power flows at the connection point.
     pub site: SiteFlows,
-    /// Meters and inverters.
+    /// Meters and inverters: one entry per configured device.
     pub devices: Vec<Device>,
-    /// What csipd last wrote to each inverter.
+    /// What csipd last wrote to each inverter: one entry per inverter.
     pub setpoints: Vec<Setpoint>,
     /// The most recent errors, oldest first, at most [`LAST_ERRORS_CAPACITY`].
     pub last_errors: VecDeque<ErrorEntry>,
-    /// Export against export limit over the last hour, for the chart.
+    /// Export against export limit over the last hour, for the chart: at most
+    /// `HISTORY_WINDOW_S / HISTORY_INTERVAL_S + 1` (361) points.
     pub history: History,
     /// The one-line answer for a household ([`super::summary::line`]), set when the
     /// snapshot is served.
@@ -434,6 +437,8 @@ pub struct EventEntry {
 
 struct Shared {
     snapshot: Snapshot,
+    /// The event log behind `/events`: at most [`EVENT_LOG_CAPACITY`] entries, the
+    /// oldest dropped first.
     events: VecDeque<EventEntry>,
 }
 

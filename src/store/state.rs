@@ -255,18 +255,31 @@ pub struct Store {
     path: PathBuf,
     limits: StoreLimits,
 
+    // Bounds. The `dirty_*` sets and `readings_to_delete` are emptied by every flush.
+    /// One body per server resource href the engine caches (the resources of the tree
+    /// it walks); `retain_resources`/`forget_resource` drop the ones that left it.
     resources: BTreeMap<String, CachedResource>,
     dirty_resources: BTreeSet<String>,
+    /// A few keys per resource (poll and post rates, MUP hrefs).
     settings: BTreeMap<String, String>,
     dirty_settings: BTreeSet<String>,
+    /// One entry per (event, response status), kept while the scheduler remembers the
+    /// event (`save_schedule` forgets both together: `schedule::RECORD_RETENTION_S`
+    /// after the event ended and left the server's lists) and dropped in any case
+    /// `limits.ledger_retention_s` after creation once settled. So its size is about
+    /// 3 x (events per day) x 2 days: bounded by time and the utility's event rate,
+    /// not by a count (the scheduler has none either).
     ledger: BTreeMap<LedgerKey, LedgerEntry>,
     dirty_ledger: BTreeSet<LedgerKey>,
+    /// One record per event the scheduler remembers (same lifetime as the ledger).
     sched: BTreeMap<String, SchedulerEvent>,
     dirty_sched: BTreeSet<String>,
+    /// At most `limits.max_readings` readings and `limits.max_reading_bytes` of bodies.
     readings: VecDeque<Reading>,
     reading_bytes: usize,
     readings_to_delete: Vec<i64>,
     next_reading_id: i64,
+    /// At most `limits.max_events`, the oldest dropped first.
     events: VecDeque<LoggedEvent>,
     /// How many of the newest `events` are not in the database yet.
     unsaved_events: usize,
@@ -279,7 +292,8 @@ pub struct Store {
     last_flush_s: i64,
     last_prune_s: i64,
     /// The scheduler records as last given to `save_schedule`, so an unchanged record
-    /// (the scheduler runs every second) costs a comparison, not a serialisation.
+    /// (the scheduler runs every second) costs a comparison, not a serialisation. Same
+    /// keys, and so the same bound, as `sched`.
     pub(super) saved_schedule: BTreeMap<String, crate::schedule::EventRecord>,
 }
 

@@ -207,6 +207,8 @@ pub struct Telemetry {
     conn: Connection,
     path: PathBuf,
     limits: TelemetryLimits,
+    /// The newest samples (one per control cycle): at most `limits.ram_samples` (900 by
+    /// default, 15 minutes at the 1 s cycle), the oldest dropped first.
     recent: VecDeque<Sample>,
     current: Option<Accumulator>,
     last_prune_s: i64,

@@ -27,7 +27,7 @@ pub mod server;
 
 use crate::clock::Now;
 use crate::sep2::{self, Readable};
-use schedule::{BlockStatus, DEFAULT_EXPORT_LIMIT_W, DEFAULT_IMPORT_LIMIT_W, DayPlan};
+use schedule::{BlockStatus, DEFAULT_EXPORT_LIMIT_W, DayPlan};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -354,7 +354,7 @@ impl Utility {
             virtual_time: hhmm(tod),
             active_mrid: active.as_ref().map(|b| b.mrid.clone()),
             active_export_limit_w: active.as_ref().map(|b| b.export_limit_w),
-            active_import_limit_w: active.as_ref().map(|b| b.import_limit_w),
+            active_import_limit_w: active.as_ref().and_then(|b| b.import_limit_w),
             default_export_limit_w: DEFAULT_EXPORT_LIMIT_W,
             published: plan.published(now).len(),
         }
@@ -486,9 +486,8 @@ impl Utility {
             }
             "/derp/1" => xml(self.program(true, now)),
             "/derp/1/dderc" => xml(format!(
-                r#"<DefaultDERControl {XMLNS} href="/derp/1/dderc"><mRID>DEFA{:028X}</mRID><description>simulated utility default</description><DERControlBase>{}{}</DERControlBase></DefaultDERControl>"#,
+                r#"<DefaultDERControl {XMLNS} href="/derp/1/dderc"><mRID>DEFA{:028X}</mRID><description>simulated utility default</description><DERControlBase>{}</DERControlBase></DefaultDERControl>"#,
                 o.plan.origin_utc_s as u64,
-                power("opModImpLimW", DEFAULT_IMPORT_LIMIT_W),
                 power("opModExpLimW", DEFAULT_EXPORT_LIMIT_W),
             )),
             "/derp/1/derc" => {
@@ -566,11 +565,12 @@ impl Utility {
             String::new()
         };
         format!(
-            r#"<EndDevice{ns} href="/edev/1"><DERListLink href="/edev/1/der" all="1"/><lFDI>{}</lFDI><LogEventListLink href="/edev/1/lel" all="{}"/><sFDI>{}</sFDI><changedTime>{}</changedTime><enabled>true</enabled><FunctionSetAssignmentsListLink href="/edev/1/fsa" all="1"/><RegistrationLink href="/edev/1/rg"/><csipaus:ConnectionPointLink href="/edev/1/cp"/></EndDevice>"#,
+            r#"<EndDevice{ns} href="/edev/1"><DERListLink href="/edev/1/der" all="1"/><lFDI>{}</lFDI><LogEventListLink href="/edev/1/lel" all="{}"/><sFDI>{}</sFDI><changedTime>{}</changedTime><enabled>true</enabled><FunctionSetAssignmentsListLink href="/edev/1/fsa" all="1"/><postRate>{}</postRate><RegistrationLink href="/edev/1/rg"/><csipaus:ConnectionPointLink href="/edev/1/cp"/></EndDevice>"#,
             self.options.device_lfdi,
             self.log_events.len(),
             self.options.device_sfdi,
             self.options.plan.origin_utc_s,
+            self.options.post_rate_s,
         )
     }
 
@@ -804,7 +804,10 @@ fn control_xml(b: &schedule::Block, now: Now, top: bool) -> String {
         st = status.code(),
         d = b.duration_s,
         start = b.start_utc_s,
-        imp = power("opModImpLimW", b.import_limit_w),
+        imp = b
+            .import_limit_w
+            .map(|w| power("opModImpLimW", w))
+            .unwrap_or_default(),
         exp = power("opModExpLimW", b.export_limit_w),
     )
 }

@@ -32,7 +32,6 @@ pub const CANCELLED_BLOCK: u64 = 4;
 pub const CANCEL_LEAD_BLOCKS: u64 = 2;
 /// The DefaultDERControl's limits (W).
 pub const DEFAULT_EXPORT_LIMIT_W: i32 = 1200;
-pub const DEFAULT_IMPORT_LIMIT_W: i32 = 10_000;
 
 /// A `--day-s` the simulator cannot play.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,7 +88,8 @@ pub struct Block {
     /// When the utility first lists it (Unix seconds): `LOOKAHEAD_BLOCKS` ahead.
     pub creation_utc_s: i64,
     pub export_limit_w: i32,
-    pub import_limit_w: i32,
+    /// Only in the evening peak (virtual 17:00-21:00); other blocks leave import free.
+    pub import_limit_w: Option<i32>,
     /// `randomizeStart` (s), on [`RANDOMIZED_BLOCK`] only.
     pub randomize_start_s: Option<i16>,
     /// When it is cancelled (Unix seconds), on [`CANCELLED_BLOCK`] only.
@@ -175,36 +175,41 @@ impl DayPlan {
     }
 
     /// The blocks listed at `now`: the current one and the next [`LOOKAHEAD_BLOCKS`]
-    /// (gaps left out). A cancelled block stays listed, cancelled, until it would have
-    /// ended.
+    /// (gaps left out). A block stays listed until it has ended for every client,
+    /// randomised start included (a client may take an event that vanishes early for a
+    /// cancelled one); a cancelled block stays listed, cancelled, as long.
     pub fn published(&self, now: Now) -> Vec<Block> {
         let current = self.index_at(now);
-        (current..=current + LOOKAHEAD_BLOCKS)
+        (current.saturating_sub(1)..=current + LOOKAHEAD_BLOCKS)
             .filter_map(|i| self.block(i))
-            .filter(|b| b.creation_utc_s <= now.utc_s() && b.end_utc_s() > now.utc_s())
+            .filter(|b| {
+                let listed_until =
+                    b.end_utc_s() + i64::from(b.randomize_start_s.unwrap_or(0).max(0));
+                b.creation_utc_s <= now.utc_s() && listed_until > now.utc_s()
+            })
             .collect()
     }
 }
 
-/// The envelope at virtual time of day `tod_s` (export, import in W), with a ±100 W
+/// The envelope at virtual time of day `tod_s` (export W, import W if any), with a ±100 W
 /// step per block so the limit visibly changes every block. The shape: generous at
 /// night, tight around the solar noon (minimum system load), import-limited in the
 /// evening peak.
-pub fn envelope_w(tod_s: u32, index: u64) -> (i32, i32) {
+pub fn envelope_w(tod_s: u32, index: u64) -> (i32, Option<i32>) {
     let hour = tod_s / 3600;
     // A deterministic wobble in -100..=100 W (multiplicative hash of the index).
     let wobble = ((index.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 59) as i32 - 16) * 100 / 16;
     let (export, import) = match hour {
-        0..=5 => (5000, 10_000),
-        6..=8 => (3000, 10_000),
+        0..=5 => (5000, None),
+        6..=8 => (3000, None),
         9..=14 => {
             // 900 W at 09:00 down to 500 W at noon and back.
             let from_noon = (tod_s as i32 - 12 * 3600).abs();
-            (500 + from_noon * 400 / (3 * 3600), 10_000)
+            (500 + from_noon * 400 / (3 * 3600), None)
         }
-        15..=16 => (2000, 10_000),
-        17..=20 => (5000, 2000),
-        _ => (5000, 10_000),
+        15..=16 => (2000, None),
+        17..=20 => (5000, Some(2000)),
+        _ => (5000, None),
     };
     ((export + wobble).max(0), import)
 }
@@ -264,8 +269,24 @@ mod tests {
         let t_in = t0.plus_ms(45_000);
         assert_eq!(plan.index_at(t_in), 4);
         let now_listed = plan.published(t_in);
+        // Block 3 has ended (no randomisation): 4 comes first.
         assert_eq!(now_listed[0].index, 4);
         assert_eq!(now_listed[0].status_at(t_in).0, BlockStatus::Cancelled);
+
+        // The randomised block stays listed for its randomisation after its end.
+        let r = plan.block(RANDOMIZED_BLOCK).unwrap();
+        let after_end = Now::at(r.end_utc_s() + 2);
+        assert!(
+            plan.published(after_end)
+                .iter()
+                .any(|b| b.index == RANDOMIZED_BLOCK)
+        );
+        let later = Now::at(r.end_utc_s() + 5);
+        assert!(
+            plan.published(later)
+                .iter()
+                .all(|b| b.index != RANDOMIZED_BLOCK)
+        );
 
         // Block 11 (virtual 09:55) is the gap: nothing published for it.
         assert!(plan.block(11).is_none());
@@ -284,7 +305,8 @@ mod tests {
         assert!(noon.export_limit_w <= 600, "{noon:?}");
         let evening = plan.block(108).unwrap();
         assert_eq!(evening.virtual_time_of_day_s, 18 * 3600);
-        assert_eq!(evening.import_limit_w, 2000);
+        assert_eq!(evening.import_limit_w, Some(2000));
+        assert_eq!(noon.import_limit_w, None);
         assert!(evening.export_limit_w >= 4900);
         // The day wraps: block 288 is virtual 09:00 again.
         assert_eq!(plan.block(288).unwrap().virtual_time_of_day_s, 9 * 3600);

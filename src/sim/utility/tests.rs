@@ -56,6 +56,7 @@ fn every_resource_reads_with_csipds_reader() {
     assert_eq!(edevs.items[0].lfdi.as_deref(), Some(LFDI));
     let edev: sep2::EndDevice = body(&get(&mut u, "/edev/1", now));
     assert!(edev.connection_point_link.is_some(), "{edev:?}");
+    assert_eq!(edev.post_rate_s, Some(20));
     let rg: sep2::Registration = body(&get(&mut u, "/edev/1/rg", now));
     assert_eq!(rg.pin, 111_115);
     let fsas: List<sep2::FunctionSetAssignments> = body(&get(&mut u, "/edev/1/fsa", now));
@@ -73,7 +74,9 @@ fn every_resource_reads_with_csipds_reader() {
     assert_eq!(first.response_required, Some(3));
     assert_eq!(first.reply_to.as_deref(), Some(RESPONSE_PATH));
     assert_eq!(first.interval.start, ORIGIN);
-    assert!(first.base.op_mod_exp_lim_w.is_some() && first.base.op_mod_imp_lim_w.is_some());
+    assert!(first.base.op_mod_exp_lim_w.is_some());
+    // Morning blocks limit export only (import limits come with the evening peak).
+    assert!(first.base.op_mod_imp_lim_w.is_none());
     assert!(dercs.items.iter().any(|c| c.randomize_start_s == Some(5)));
     // Paging: two at a time.
     let page: List<sep2::DerControl> = body(&get(&mut u, "/derp/1/derc?s=2&l=2", now));

@@ -211,13 +211,11 @@ fn demo_with_the_simulated_utility_enforces_its_limits_and_reports_back() {
     assert_eq!(r["forbidden"], 0);
 
     // Block 4 is cancelled before it starts: the daemon says so (status 6).
-    let cancelled = {
-        let first = mrid_prefix(&mrid);
-        format!(
-            "{first}{:016X}",
-            csipd::sim::utility::schedule::CANCELLED_BLOCK
-        )
-    };
+    let cancelled = format!(
+        "D0E{:05X}{}",
+        csipd::sim::utility::schedule::CANCELLED_BLOCK,
+        &mrid[8..]
+    );
     wait_for_report(
         &report_url,
         &ca,
@@ -233,12 +231,6 @@ fn demo_with_the_simulated_utility_enforces_its_limits_and_reports_back() {
         "every body parsed: {r:#}"
     );
     assert_eq!(demo.terminate(), Some(0), "clean exit on SIGTERM");
-}
-
-/// The block mRIDs share their first 16 hex digits (the day's origin); the rest is the
-/// block index.
-fn mrid_prefix(mrid: &str) -> &str {
-    &mrid[..16]
 }
 
 #[test]

@@ -685,8 +685,7 @@ impl Utility {
                     );
                 };
                 let mrid = rsp.subject.to_ascii_uppercase();
-                let known = u64::from_str_radix(mrid.get(16..).unwrap_or(""), 16)
-                    .ok()
+                let known = schedule::block_index_of(&mrid)
                     .and_then(|i| self.options.plan.block(i))
                     .is_some_and(|b| b.mrid == mrid);
                 match self

@@ -154,11 +154,7 @@ impl DayPlan {
         let (export_limit_w, import_limit_w) = envelope_w(tod, index);
         Some(Block {
             index,
-            mrid: format!(
-                "D0E{:013X}{:016X}",
-                (self.origin_utc_s as u64) & 0x000F_FFFF_FFFF_FFFF,
-                index
-            ),
+            mrid: block_mrid(self.origin_utc_s, index),
             start_utc_s: start,
             duration_s: self.block_s,
             creation_utc_s: (start - LOOKAHEAD_BLOCKS as i64 * i64::from(self.block_s))
@@ -189,6 +185,18 @@ impl DayPlan {
             })
             .collect()
     }
+}
+
+/// A block's mRID: "D0E", the block index in 5 hex digits (so the 8 characters a
+/// status line shows tell blocks apart), then the day's origin (unique per run).
+pub fn block_mrid(origin_utc_s: i64, index: u64) -> String {
+    format!("D0E{:05X}{:024X}", index & 0xF_FFFF, origin_utc_s as u64)
+}
+
+/// The block index in a mRID made by [`block_mrid`].
+pub fn block_index_of(mrid: &str) -> Option<u64> {
+    let hex = mrid.strip_prefix("D0E")?.get(..5)?;
+    u64::from_str_radix(hex, 16).ok()
 }
 
 /// The envelope at virtual time of day `tod_s` (export W, import W if any), with a ±100 W
@@ -240,6 +248,8 @@ mod tests {
         assert!((800..=1000).contains(&first.export_limit_w), "{first:?}");
         assert_eq!(first.status_at(t0), (BlockStatus::Active, ORIGIN));
         assert_eq!(first.mrid.len(), 32);
+        assert_eq!(&first.mrid[..8], "D0E00000");
+        assert_eq!(block_index_of(&plan.block(300).unwrap().mrid), Some(300));
         // The next 12 blocks are published, minus the hourly gap (index 11).
         let indices: Vec<u64> = published.iter().map(|b| b.index).collect();
         assert_eq!(indices, vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12]);

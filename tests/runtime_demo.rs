@@ -10,6 +10,8 @@
 //!   identity over CCM8.
 
 mod runtime_common;
+#[path = "common/schema.rs"]
+mod schema;
 
 use csipd::status::{ConnectionState, LimitMode, LimitSource};
 use runtime_common::*;
@@ -230,6 +232,28 @@ fn demo_with_the_simulated_utility_enforces_its_limits_and_reports_back() {
         Some(0),
         "every body parsed: {r:#}"
     );
+    // What the daemon sent is schema-valid, not only readable (the latest of each kind).
+    let bodies = r["last_bodies"].as_object().expect("last_bodies");
+    for kind in [
+        "PUT DERCapability",
+        "PUT DERStatus",
+        "PUT ConnectionPoint",
+        "POST ResponseList",
+    ] {
+        assert!(
+            bodies.contains_key(kind),
+            "{kind} sent: {:?}",
+            bodies.keys()
+        );
+    }
+    let invalid: Vec<String> = bodies
+        .iter()
+        .filter_map(|(kind, body)| {
+            let body = body.as_str().unwrap_or_default();
+            schema::schema_problem(body).map(|p| format!("{kind}: {p}\n{body}"))
+        })
+        .collect();
+    assert!(invalid.is_empty(), "{}", invalid.join("\n"));
     assert_eq!(demo.terminate(), Some(0), "clean exit on SIGTERM");
 }
 

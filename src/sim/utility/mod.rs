@@ -185,6 +185,9 @@ pub struct Report {
     pub duplicate_responses: u64,
     pub log_events: u64,
     pub rejected: Vec<Rejected>,
+    /// The latest accepted body of each kind the client sent ("PUT DERStatus", ...), for
+    /// checks beyond parsing (the tests validate them against the schemas).
+    pub last_bodies: BTreeMap<String, String>,
 }
 
 /// The current block and the day's shape, for the report.
@@ -360,6 +363,56 @@ impl Utility {
         }
     }
 
+    /// Every resource the server serves to the registered device at `now`, as (path,
+    /// body), for checks of the served XML (tests validate them against the schemas).
+    pub fn served_resources(&mut self, now: Now) -> Vec<(String, String)> {
+        let mut paths: Vec<String> = [
+            "/dcap",
+            "/tm",
+            "/edev",
+            "/edev/1",
+            "/edev/1/rg",
+            "/edev/1/cp",
+            "/edev/1/fsa",
+            "/edev/1/fsa/1",
+            "/edev/1/fsa/1/derp",
+            "/derp/1",
+            "/derp/1/dderc",
+            "/derp/1/derc",
+            "/edev/1/der",
+            "/edev/1/lel",
+            "/mup",
+            "/rsps",
+            RESPONSE_PATH,
+        ]
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+        paths.extend(
+            self.options
+                .plan
+                .published(now)
+                .iter()
+                .map(|b| format!("/derp/1/derc/{}", b.mrid)),
+        );
+        paths.extend(self.report.usage_points.iter().map(|m| m.href.clone()));
+        paths.extend(self.der.keys().cloned());
+        paths
+            .into_iter()
+            .filter_map(|path| {
+                let req = Request {
+                    method: "GET".into(),
+                    path: path.clone(),
+                    query: "l=100".into(),
+                    body: Vec::new(),
+                };
+                // Straight to the resource: not counted as a client request.
+                let reply = self.get(&req, now);
+                (reply.status == 200).then_some((path, reply.body))
+            })
+            .collect()
+    }
+
     /// The report and the schedule as JSON (`GET /sim/report`).
     pub fn report_json(&self, now: Now) -> String {
         #[derive(Serialize)]
@@ -434,12 +487,19 @@ impl Utility {
                 ),
             );
         }
-        match req.method.as_str() {
-            "GET" => self.get(req, now),
+        let reply = match req.method.as_str() {
+            "GET" => return self.get(req, now),
             "PUT" => self.put(req, now),
             "POST" => self.post(req, now),
-            _ => empty(405),
+            _ => return empty(405),
+        };
+        if (200..300).contains(&reply.status) && !req.body.is_empty() {
+            self.report.last_bodies.insert(
+                format!("{} {}", req.method, kind_of(&req.path)),
+                String::from_utf8_lossy(&req.body).into_owned(),
+            );
         }
+        reply
     }
 
     fn get(&mut self, req: &Request, now: Now) -> Reply {
@@ -497,7 +557,9 @@ impl Utility {
                     .iter()
                     .map(|b| control_xml(b, now, false))
                     .collect();
-                xml(list("DERControlList", "/derp/1/derc", Some(poll), &items, q))
+                // No pollRate here: DERControlList has none in the schema (the program
+                // list's applies).
+                xml(list("DERControlList", "/derp/1/derc", None, &items, q))
             }
             p if p.starts_with("/derp/1/derc/") => {
                 let mrid = &p["/derp/1/derc/".len()..];
@@ -533,9 +595,9 @@ impl Utility {
                 "/rsps",
                 None,
                 &[format!(
-                    r#"<ResponseSet href="/rsps/1"><ResponseListLink href="{RESPONSE_PATH}" all="{}"/><mRID>5E5{:029X}</mRID><description>DER control responses</description></ResponseSet>"#,
-                    self.responses_list.len(),
-                    o.plan.origin_utc_s as u64
+                    r#"<ResponseSet href="/rsps/1"><mRID>5E5{:029X}</mRID><description>DER control responses</description><ResponseListLink href="{RESPONSE_PATH}" all="{}"/></ResponseSet>"#,
+                    o.plan.origin_utc_s as u64,
+                    self.responses_list.len()
                 )],
                 q,
             )),
@@ -581,7 +643,7 @@ impl Utility {
             String::new()
         };
         format!(
-            r#"<DERProgram{ns} href="/derp/1"><mRID>9000{:028X}</mRID><description>Dynamic operating envelopes (simulated)</description><DefaultDERControlLink href="/derp/1/dderc"/><DERControlListLink href="/derp/1/derc" all="{}"/><primacy>1</primacy></DERProgram>"#,
+            r#"<DERProgram{ns} href="/derp/1"><mRID>9000{:028X}</mRID><description>Dynamic operating envelopes</description><DefaultDERControlLink href="/derp/1/dderc"/><DERControlListLink href="/derp/1/derc" all="{}"/><primacy>1</primacy></DERProgram>"#,
             self.options.plan.origin_utc_s as u64,
             self.options.plan.published(now).len()
         )

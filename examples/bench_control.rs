@@ -2,12 +2,12 @@
 //! windows in a DST zone, price rule) and step the controller for three inverters, one of
 //! them storage. Run: `cargo run --release --example bench_control`.
 
+use csipd::config::Weekday;
 use csipd::control::limits::{
-    FixedLimits, Limit, MergeInputs, PriceRule, Source, TariffWindow, UtilityControls, merge,
+    FixedLimits, Limit, LimitSource, MergeInputs, PriceRule, TariffWindow, UtilityControls, merge,
 };
 use csipd::control::{
-    Controller, ControllerParams, FeedInPrice, InverterParams, InverterReading, MeterReading,
-    PosixTz, Readings,
+    Controller, ControllerParams, FeedInPrice, InverterParams, PosixTz, PowerSample, Readings,
 };
 use std::hint::black_box;
 use std::time::Instant;
@@ -17,31 +17,39 @@ fn main() {
     let windows = [
         TariffWindow {
             name: "night".into(),
-            weekdays: [true; 7],
+            days: Weekday::ALL.to_vec(),
             start_min: 22 * 60,
             end_min: 6 * 60,
-            export_limit_w: 0.0,
+            export_limit_w: 0,
+            enabled: true,
         },
         TariffWindow {
             name: "peak".into(),
-            weekdays: [false, true, true, true, true, true, false],
+            days: vec![
+                Weekday::Mon,
+                Weekday::Tue,
+                Weekday::Wed,
+                Weekday::Thu,
+                Weekday::Fri,
+            ],
             start_min: 16 * 60,
             end_min: 21 * 60,
-            export_limit_w: 3000.0,
+            export_limit_w: 3000,
+            enabled: true,
         },
     ];
     let inputs = MergeInputs {
         utility: UtilityControls {
             export_limit_w: Some(Limit::new(
                 1500.0,
-                Source::UtilityEvent {
+                LimitSource::UtilityEvent {
                     mrid: "3F2A9C0E11223344556677889900AABB".into(),
                 },
                 Some(1_800_000_000),
             )),
             generation_limit_w: Some(Limit::new(
                 10_000.0,
-                Source::UtilityDefault {
+                LimitSource::UtilityDefault {
                     program: "DERP-1".into(),
                 },
                 None,
@@ -50,8 +58,8 @@ fn main() {
             ..Default::default()
         },
         fixed: FixedLimits {
-            export_limit_w: Some(5000.0),
-            import_limit_w: Some(8000.0),
+            export_limit_w: Some(5000),
+            import_limit_w: Some(8000),
             ..Default::default()
         },
         windows: &windows,
@@ -88,21 +96,21 @@ fn main() {
         let limits = merge(black_box(&inputs), &tz, start_utc_s + k);
         let wobble = (k % 7) as f64 * 40.0;
         let readings = Readings {
-            meter: Some(MeterReading {
-                site_w: -1400.0 - wobble,
+            meter: Some(PowerSample {
+                w: -1400.0 - wobble,
                 at_ms: now_ms,
             }),
             inverters: vec![
-                Some(InverterReading {
-                    output_w: 2500.0 + wobble,
+                Some(PowerSample {
+                    w: 2500.0 + wobble,
                     at_ms: now_ms,
                 }),
-                Some(InverterReading {
-                    output_w: 1200.0,
+                Some(PowerSample {
+                    w: 1200.0,
                     at_ms: now_ms,
                 }),
-                Some(InverterReading {
-                    output_w: -800.0,
+                Some(PowerSample {
+                    w: -800.0,
                     at_ms: now_ms,
                 }),
             ],

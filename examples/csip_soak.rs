@@ -162,10 +162,19 @@ fn main() {
                         available: true,
                         operating: true,
                         rtg_max_w: 5000.0,
+                        active_power_w: None,
                     }],
                 })
             };
-            let mut engine = match Engine::new(config, source, QuietSink) {
+            let clock = csipd::runtime::clock::SystemClock::new();
+            let mut client = match csipd::http::Client::new(config.http.clone()) {
+                Ok(client) => client,
+                Err(err) => {
+                    eprintln!("csip_soak: {err}");
+                    std::process::exit(2);
+                }
+            };
+            let mut engine = match Engine::new(config, clock.now()) {
                 Ok(engine) => engine,
                 Err(err) => {
                     eprintln!("csip_soak: {err}");
@@ -173,14 +182,24 @@ fn main() {
                 }
             };
             let started = Instant::now();
-            let end = started + Duration::from_secs(seconds);
-            smol::block_on(async {
-                while Instant::now() < end {
-                    let slice = (Instant::now() + Duration::from_secs(60)).min(end);
-                    engine.run_until(slice).await;
-                    report(started);
-                }
-            });
+            let end_ms = clock.now().mono_ms + seconds * 1000;
+            let mut next_report_ms = clock.now().mono_ms + 60_000;
+            let mut source = source;
+            smol::block_on(csipd::runtime::engine::drive(
+                &mut engine,
+                &mut client,
+                &clock,
+                &mut source,
+                &mut QuietSink,
+                |_, now| {
+                    if now.mono_ms >= next_report_ms {
+                        next_report_ms += 60_000;
+                        report(started);
+                    }
+                    now.mono_ms >= end_ms
+                },
+            ));
+            report(started);
             let status = engine.status();
             println!(
                 "state {}  readings pending {}  responses pending {}  last error {:?}",

@@ -1,12 +1,32 @@
-//! A minimal `log` backend writing to stderr, which procd hands to logd on OpenWrt.
+//! A minimal `log` backend for procd. procd hands a service's stdout to logd at
+//! `daemon.info` and its stderr at `daemon.err` (the init script sets `procd_set_param
+//! stdout 1` and `stderr 1`), so each line goes to the stream that keeps its level:
+//! info, debug and trace to stdout, warnings and errors to stderr ([`stream_for`]).
 //! The level comes from `CSIPD_LOG` when set, else from the configuration.
 
 use log::{LevelFilter, Log, Metadata, Record};
 use std::io::Write;
 
-struct StderrLogger;
+/// Which standard stream a log line is written to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// procd logs it as `daemon.info`.
+    Stdout,
+    /// procd logs it as `daemon.err`.
+    Stderr,
+}
 
-impl Log for StderrLogger {
+/// The stream for a level: warnings and errors to stderr, the rest to stdout.
+pub fn stream_for(level: log::Level) -> Stream {
+    match level {
+        log::Level::Error | log::Level::Warn => Stream::Stderr,
+        log::Level::Info | log::Level::Debug | log::Level::Trace => Stream::Stdout,
+    }
+}
+
+struct ProcdLogger;
+
+impl Log for ProcdLogger {
     fn enabled(&self, metadata: &Metadata) -> bool {
         metadata.level() <= log::max_level()
     }
@@ -22,13 +42,21 @@ impl Log for StderrLogger {
             record.target(),
             record.args()
         );
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        let _ = match stream_for(record.level()) {
+            Stream::Stderr => std::io::stderr().lock().write_all(line.as_bytes()),
+            // Flushed per line: stdout is block-buffered into a pipe, and a line that
+            // waits in the buffer is a line missing from logread.
+            Stream::Stdout => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(line.as_bytes()).and_then(|()| out.flush())
+            }
+        };
     }
 
     fn flush(&self) {}
 }
 
-static LOGGER: StderrLogger = StderrLogger;
+static LOGGER: ProcdLogger = ProcdLogger;
 
 /// Parses a level name as used in the config and in `CSIPD_LOG`.
 pub fn parse_level(name: &str) -> Option<LevelFilter> {
@@ -43,7 +71,7 @@ pub fn parse_level(name: &str) -> Option<LevelFilter> {
     }
 }
 
-/// Installs the stderr logger. `CSIPD_LOG` (if set and valid) overrides `configured`.
+/// Installs the logger. `CSIPD_LOG` (if set and valid) overrides `configured`.
 pub fn init(configured: LevelFilter) {
     let level = std::env::var("CSIPD_LOG")
         .ok()
@@ -68,5 +96,15 @@ mod tests {
         assert_eq!(parse_level("Warning"), Some(LevelFilter::Warn));
         assert_eq!(parse_level(" debug "), Some(LevelFilter::Debug));
         assert_eq!(parse_level("loud"), None);
+    }
+
+    #[test]
+    fn warnings_and_errors_go_to_stderr_the_rest_to_stdout() {
+        use log::Level;
+        assert_eq!(stream_for(Level::Error), Stream::Stderr);
+        assert_eq!(stream_for(Level::Warn), Stream::Stderr);
+        assert_eq!(stream_for(Level::Info), Stream::Stdout);
+        assert_eq!(stream_for(Level::Debug), Stream::Stdout);
+        assert_eq!(stream_for(Level::Trace), Stream::Stdout);
     }
 }

@@ -53,6 +53,7 @@ fn measurement() -> Option<SiteMeasurement> {
             available: true,
             operating: true,
             rtg_max_w: 5000.0,
+            active_power_w: None,
         }],
     })
 }
@@ -126,9 +127,22 @@ fn discovery_reports_readings_and_a_runtime_control() {
     let engine_sink = sink.clone();
     let run_for = Duration::from_secs(14);
     let engine = std::thread::spawn(move || {
-        let mut engine = Engine::new(config, measurement, engine_sink).expect("engine");
-        smol::block_on(engine.run_until(Instant::now() + run_for));
-        (engine.tree().clone(), engine.status())
+        // The runtime's own driver: the real http client and the system clock.
+        let clock = csipd::runtime::clock::SystemClock::new();
+        let mut client = csipd::http::Client::new(config.http.clone()).expect("http client");
+        let mut engine = Engine::new(config, clock.now()).expect("engine");
+        let mut sink = engine_sink;
+        let mut source = measurement;
+        let end_ms = clock.now().mono_ms + run_for.as_millis() as u64;
+        smol::block_on(csipd::runtime::engine::drive(
+            &mut engine,
+            &mut client,
+            &clock,
+            &mut source,
+            &mut sink,
+            |_, now| now.mono_ms >= end_ms,
+        ));
+        (engine.tree(), engine.status())
     });
     // Wait until the engine has read the program's (empty) DERControlList.
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -407,7 +407,7 @@ fn publishing_recovers_after_the_broker_restarts_and_never_stalls_control() {
     sub.wait("online", DEADLINE, |m| {
         m.topic == "csipd/availability" && m.payload == "online"
     });
-    run.stderr_line("mqtt: connected to", DEADLINE);
+    run.stdout_containing("mqtt: connected to", DEADLINE);
 
     // The broker dies: csipd notices, and the control loop carries on regardless.
     broker.kill();
@@ -579,7 +579,7 @@ fn a_refused_password_is_reported_and_sighup_with_the_fixed_file_connects() {
     std::fs::write(&secret, "right-one\n").unwrap();
     let mut sub = Sub::start_auth(broker.port, "csipd", "right-one");
     run.signal("HUP");
-    run.stderr_line("reconnecting to the MQTT broker", DEADLINE);
+    run.stdout_containing("reconnecting to the MQTT broker", DEADLINE);
     sub.wait("online with the right password", DEADLINE, |m| {
         m.topic == "csipd/availability" && m.payload == "online"
     });

@@ -392,7 +392,12 @@ fn kill_9_at_random_moments_loses_and_repeats_no_response() {
             trouble.is_empty(),
             "iteration {i} (killed after {kill_after_ms} ms): {trouble:?}"
         );
-        if run.seen_stderr.iter().any(|l| l.contains("state store ")) {
+        // "state store PATH" is an info line: stdout (warnings are on stderr).
+        if run
+            .drain_stdout()
+            .iter()
+            .any(|l| l.contains("state store "))
+        {
             opened += 1;
         }
         let dup = unexplained_duplicates(&server, &kills);

@@ -4,8 +4,9 @@
 //!   the limit (within max(2 %, 100 W)) afterwards, and the limit's source.
 //! - with the utility: a utility limit becomes the one in force with its DERControl as
 //!   source; the simulated server's report shows the responses (Received, Started, and
-//!   Cancelled for the cancelled block) once each, the DER PUTs and ConnectionPoint, and
-//!   no body it could not read.
+//!   Cancelled for the cancelled block) once each, the DER PUTs and ConnectionPoint,
+//!   readings on postRate boundaries, no body it could not read, and schema-valid
+//!   bodies.
 //! - `--utility-only`: another client (`csipd fetch`) reaches it with the printed lab
 //!   identity over CCM8.
 
@@ -45,12 +46,12 @@ fn demo_curtails_to_the_export_limit_within_a_minute() {
     println!("curtailed after {:?}", started.elapsed());
     let limit = s.limit(LimitMode::Export).expect("export limit").clone();
     assert!(
-        matches!(&limit.source, LimitSource::Tariff { name: Some(n) } if n == "demo_window")
-            || limit.source == LimitSource::Fixed,
+        matches!(&limit.source, LimitSource::TariffWindow { name } if name == "demo_window")
+            || matches!(&limit.source, LimitSource::Fixed { option } if option == "export_limit_w"),
         "the limit names its source: {:?}",
         limit.source
     );
-    if let LimitSource::Tariff { .. } = limit.source {
+    if let LimitSource::TariffWindow { .. } = limit.source {
         assert_eq!(limit.value_w, Some(1000.0));
         assert!(
             limit.end_unix_s.is_some(),
@@ -226,7 +227,24 @@ fn demo_with_the_simulated_utility_enforces_its_limits_and_reports_back() {
         |r| has_response(r, &cancelled, 6),
     );
 
-    let r = sim_report(&report_url, &ca);
+    // Readings arrive on the server's postRate boundaries (20 s).
+    let r = wait_for_report(
+        &report_url,
+        &ca,
+        Duration::from_secs(120),
+        "readings",
+        |r| r["readings_accepted"].as_u64().is_some_and(|n| n >= 2),
+    );
+    println!("readings after {:?}", started.elapsed());
+    assert_eq!(r["readings_off_boundary"], 0, "{r:#}");
+    assert!(
+        r["usage_points"].as_array().is_some_and(|u| !u.is_empty()),
+        "{r:#}"
+    );
+    assert!(
+        r["last_bodies"].get("POST MirrorUsagePoint").is_some(),
+        "a reading body is kept for the schema check"
+    );
     assert_eq!(
         r["rejected"].as_array().map(Vec::len),
         Some(0),

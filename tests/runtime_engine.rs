@@ -83,7 +83,19 @@ config device 'meter'
         println!("{what}: {url}");
         (run, url)
     };
+    let spawned = std::time::Instant::now();
     let (mut run, url) = start_run("first run");
+    let up = std::time::Instant::now();
+    // Discovery starts at once: it waits neither for the devices nor their nameplate.
+    assert!(server.wait_for(Duration::from_secs(30), |r| {
+        r.iter().any(|r| r.path == "/dcap")
+    }));
+    let first_dcap = server.requests_to("GET", "/dcap")[0].at;
+    println!(
+        "first GET /dcap {:?} after spawning csipd run ({:?} to its status server line)",
+        first_dcap - spawned,
+        up - spawned
+    );
 
     // The utility event's 1200 W beats the fixed 2000 W, and export follows it.
     let mrid = mrid_of("export-1200");

@@ -61,7 +61,7 @@ fn sighup_reload_keeps_the_limit_on_a_broken_config_and_applies_a_good_one() {
     std::fs::write(&path, config_text(&inverter_port, &meter_port, "1500")).unwrap();
     let path_text = path.display().to_string();
     let mut run = spawn(&["run", "--config", &path_text]);
-    let line = run.stderr_line("status server listening on ", Duration::from_secs(30));
+    let line = run.stdout_containing("status server listening on ", Duration::from_secs(30));
     let url = line
         .split("listening on ")
         .nth(1)
@@ -77,7 +77,12 @@ fn sighup_reload_keeps_the_limit_on_a_broken_config_and_applies_a_good_one() {
                 .is_some_and(|e| e <= 1500.0 + tolerance_w(1500.0))
             && s.setpoints.iter().any(|p| p.limit_w.is_some())
     });
-    assert_eq!(s.limits[0].source, LimitSource::Fixed);
+    assert_eq!(
+        s.limits[0].source,
+        LimitSource::Fixed {
+            option: "export_limit_w".into()
+        }
+    );
 
     // A broken config: the daemon logs it, keeps running with the old limit.
     std::fs::write(
@@ -110,7 +115,7 @@ fn sighup_reload_keeps_the_limit_on_a_broken_config_and_applies_a_good_one() {
     // A good config with a new limit: applied without a restart.
     std::fs::write(&path, config_text(&inverter_port, &meter_port, "800")).unwrap();
     run.signal("HUP");
-    run.stderr_line("reload: ", Duration::from_secs(10));
+    run.stdout_containing("reload: ", Duration::from_secs(10));
     let s = wait_for(&url, Duration::from_secs(30), "export under 800 W", |s| {
         export_limit(s).is_some_and(|(w, _)| w == 800.0)
             && s.site

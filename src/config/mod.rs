@@ -59,6 +59,29 @@ impl fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
+impl LoadError {
+    /// Every problem as a printable line: the read error, or each diagnostic (errors
+    /// and warnings, in file order).
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            LoadError::Io { .. } => vec![self.to_string()],
+            LoadError::Invalid(diagnostics) => diagnostics.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    /// The errors alone (what made the file unusable), as printable lines.
+    pub fn error_lines(&self) -> Vec<String> {
+        match self {
+            LoadError::Io { .. } => vec![self.to_string()],
+            LoadError::Invalid(diagnostics) => diagnostics
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .map(|d| d.to_string())
+                .collect(),
+        }
+    }
+}
+
 /// Parses and validates configuration text. `file` names it in messages. Returns the
 /// config and its warnings, or every problem when there is at least one error.
 pub fn from_text(text: &str, file: &str) -> Result<(Config, Vec<Diagnostic>), Vec<Diagnostic>> {

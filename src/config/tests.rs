@@ -1,7 +1,8 @@
 //! Tests of the typed configuration and its validation messages.
 
-use super::typed::{check_posix_tz, edit_distance};
+use super::typed::edit_distance;
 use super::*;
+use crate::control::PosixTz;
 
 /// A complete, valid configuration; tests change one thing in it.
 const VALID: &str = "\
@@ -465,7 +466,7 @@ fn timezone_rules() {
         "AEST-10AEDT,M10.1.0,M4.1.0/3",
         "EST5EDT4,J60,J300/2",
     ] {
-        assert_eq!(check_posix_tz(good), Ok(()), "{good}");
+        assert!(PosixTz::parse(good).is_ok(), "{good}");
     }
     for bad in [
         "",
@@ -475,8 +476,166 @@ fn timezone_rules() {
         "AEST-10AEDT;x",
         "AEST-123",
     ] {
-        assert!(check_posix_tz(bad).is_err(), "{bad}");
+        assert!(PosixTz::parse(bad).is_err(), "{bad}");
     }
+}
+
+/// OpenWrt's zone strings (the POSIX TZ column of LuCI's `luci.sys.zoneinfo` tzdata,
+/// which OpenWrt writes to /etc/TZ), with the UTC offset (minutes east) each gives on
+/// 2026-01-15 and 2026-07-15 at 00:00 UTC. Every form is here: plain names, quoted
+/// names with signs and digits, half- and quarter-hour offsets, southern-hemisphere
+/// DST, DST below standard time (Dublin), rule times past 24 h (Gaza), negative rule
+/// times (Nuuk), and OpenWrt's default bare `UTC`.
+const OPENWRT_ZONES: &[(&str, &str, i32, i32)] = &[
+    ("UTC (OpenWrt default)", "UTC", 0, 0),
+    ("Africa/Abidjan", "GMT0", 0, 0),
+    ("Africa/Cairo", "EET-2EEST,M4.5.5/0,M10.5.4/24", 120, 180),
+    ("Africa/Casablanca", "<+00>0", 0, 0),
+    ("Africa/Johannesburg", "SAST-2", 120, 120),
+    ("America/Adak", "HST10HDT,M3.2.0,M11.1.0", -600, -540),
+    ("America/Havana", "CST5CDT,M3.2.0/0,M11.1.0/1", -300, -240),
+    ("America/Miquelon", "<-03>3<-02>,M3.2.0,M11.1.0", -180, -120),
+    ("America/New_York", "EST5EDT,M3.2.0,M11.1.0", -300, -240),
+    ("America/Nuuk", "<-02>2<-01>,M3.5.0/-1,M10.5.0/0", -120, -60),
+    ("America/Phoenix", "MST7", -420, -420),
+    (
+        "America/Santiago",
+        "<-04>4<-03>,M9.1.6/24,M4.1.6/24",
+        -180,
+        -240,
+    ),
+    ("America/St_Johns", "NST3:30NDT,M3.2.0,M11.1.0", -210, -150),
+    (
+        "Antarctica/Macquarie",
+        "AEST-10AEDT,M10.1.0,M4.1.0/3",
+        660,
+        600,
+    ),
+    (
+        "Antarctica/Troll",
+        "<+00>0<+02>-2,M3.5.0/1,M10.5.0/3",
+        0,
+        120,
+    ),
+    ("Asia/Beirut", "EET-2EEST,M3.5.0/0,M10.5.0/0", 120, 180),
+    ("Asia/Colombo", "<+0530>-5:30", 330, 330),
+    ("Asia/Gaza", "EET-2EEST,M3.4.4/50,M10.4.4/50", 120, 180),
+    ("Asia/Jerusalem", "IST-2IDT,M3.4.4/26,M10.5.0", 120, 180),
+    ("Asia/Kathmandu", "<+0545>-5:45", 345, 345),
+    ("Asia/Kolkata", "IST-5:30", 330, 330),
+    ("Asia/Tehran", "<+0330>-3:30", 210, 210),
+    ("Asia/Tokyo", "JST-9", 540, 540),
+    ("Asia/Yangon", "<+0630>-6:30", 390, 390),
+    ("Atlantic/Azores", "<-01>1<+00>,M3.5.0/0,M10.5.0/1", -60, 0),
+    (
+        "Australia/Adelaide",
+        "ACST-9:30ACDT,M10.1.0,M4.1.0/3",
+        630,
+        570,
+    ),
+    ("Australia/Brisbane", "AEST-10", 600, 600),
+    (
+        "Australia/Broken_Hill",
+        "ACST-9:30ACDT,M10.1.0,M4.1.0/3",
+        630,
+        570,
+    ),
+    ("Australia/Darwin", "ACST-9:30", 570, 570),
+    ("Australia/Eucla", "<+0845>-8:45", 525, 525),
+    ("Australia/Hobart", "AEST-10AEDT,M10.1.0,M4.1.0/3", 660, 600),
+    ("Australia/Lindeman", "AEST-10", 600, 600),
+    (
+        "Australia/Lord_Howe",
+        "<+1030>-10:30<+11>-11,M10.1.0,M4.1.0",
+        660,
+        630,
+    ),
+    (
+        "Australia/Melbourne",
+        "AEST-10AEDT,M10.1.0,M4.1.0/3",
+        660,
+        600,
+    ),
+    ("Australia/Perth", "AWST-8", 480, 480),
+    ("Australia/Sydney", "AEST-10AEDT,M10.1.0,M4.1.0/3", 660, 600),
+    ("Etc/GMT+12", "<-12>12", -720, -720),
+    ("Etc/GMT-14", "<+14>-14", 840, 840),
+    ("Europe/Athens", "EET-2EEST,M3.5.0/3,M10.5.0/4", 120, 180),
+    ("Europe/Berlin", "CET-1CEST,M3.5.0,M10.5.0/3", 60, 120),
+    ("Europe/Dublin", "IST-1GMT0,M10.5.0,M3.5.0/1", 0, 60),
+    ("Europe/London", "GMT0BST,M3.5.0/1,M10.5.0", 0, 60),
+    ("Europe/Moscow", "MSK-3", 180, 180),
+    ("Indian/Cocos", "<+0630>-6:30", 390, 390),
+    ("Pacific/Auckland", "NZST-12NZDT,M9.5.0,M4.1.0/3", 780, 720),
+    (
+        "Pacific/Chatham",
+        "<+1245>-12:45<+1345>,M9.5.0/2:45,M4.1.0/3:45",
+        825,
+        765,
+    ),
+    (
+        "Pacific/Easter",
+        "<-06>6<-05>,M9.1.6/22,M4.1.6/22",
+        -300,
+        -360,
+    ),
+    ("Pacific/Guam", "ChST-10", 600, 600),
+    ("Pacific/Honolulu", "HST10", -600, -600),
+    ("Pacific/Kiritimati", "<+14>-14", 840, 840),
+    ("Pacific/Marquesas", "<-0930>9:30", -570, -570),
+    (
+        "Pacific/Norfolk",
+        "<+11>-11<+12>,M10.1.0,M4.1.0/3",
+        720,
+        660,
+    ),
+];
+
+/// check-config (`option timezone` validated by `config`) and the runtime (the zone
+/// `runtime::coordinator` uses, from the option or from /etc/TZ) read every OpenWrt
+/// zone string the same way, and both get the right offsets.
+#[test]
+fn check_config_and_the_runtime_agree_on_every_openwrt_zone() {
+    use crate::control::tz::{days_from_civil, site_timezone};
+    let jan = days_from_civil(2026, 1, 15) * 86_400;
+    let jul = days_from_civil(2026, 7, 15) * 86_400;
+    for &(zone, tz, jan_min, jul_min) in OPENWRT_ZONES {
+        // check-config's verdict on the UCI option.
+        let quoted = format!("'{tz}'");
+        let diagnostics = messages_with("'ACST-9:30ACDT,M10.1.0,M4.1.0/3'", &quoted);
+        assert!(
+            diagnostics.iter().all(|d| !d.contains("timezone")),
+            "{zone}: check-config rejects {tz}: {diagnostics:?}"
+        );
+        let text = VALID.replace("'ACST-9:30ACDT,M10.1.0,M4.1.0/3'", &quoted);
+        let (config, _) = from_text(&text, "c").expect("valid");
+        assert_eq!(config.main.timezone.as_deref(), Some(tz));
+        // The runtime, from the option and from /etc/TZ (with its newline).
+        let (from_option, problem) = site_timezone(config.main.timezone.as_deref(), None);
+        assert_eq!(problem, None, "{zone}");
+        let etc_tz = format!("{tz}\n");
+        let (from_etc, problem) = site_timezone(None, Some(&etc_tz));
+        assert_eq!(problem, None, "{zone}");
+        assert_eq!(from_option, from_etc, "{zone}");
+        for (at, want_min) in [(jan, jan_min), (jul, jul_min)] {
+            assert_eq!(
+                from_option.offset_at(at).0,
+                want_min * 60,
+                "{zone} ({tz}) at {at}"
+            );
+        }
+    }
+    // A tz database name is refused by check-config and not silently read as UTC by
+    // the runtime either: it says it fell back.
+    let diagnostics = messages_with("'ACST-9:30ACDT,M10.1.0,M4.1.0/3'", "'Australia/Perth'");
+    assert!(
+        diagnostics
+            .iter()
+            .any(|d| d.contains("not a POSIX TZ string"))
+    );
+    let (tz, problem) = site_timezone(None, Some("Australia/Perth"));
+    assert_eq!(tz.offset_at(jan).0, 0);
+    assert!(problem.is_some_and(|p| p.contains("using UTC")));
 }
 
 #[test]
@@ -694,4 +853,28 @@ config device 'bat'
         warnings.iter().all(|w| w.message.contains("no dcap_url")),
         "{warnings:?}"
     );
+}
+
+/// check-config and the HTTP client read a server URL with the same parser (the `url`
+/// crate): what one accepts the other can connect to, what one rejects the other does.
+#[test]
+fn check_config_and_the_client_agree_on_server_urls() {
+    for (url, ok) in [
+        ("https://csip.example.com.au:8443/dcap", true),
+        ("https://CSIP.Example.com.au/sep2/dcap?x=1", true),
+        ("https://[::1]:8443/dcap", true),
+        ("https://10.0.0.1/dcap", true),
+        ("https://csip.example.com.au:99999/dcap", false),
+        ("https://:8443/dcap", false),
+        ("csip.example.com.au", false),
+        ("ftp://csip.example.com.au/dcap", false),
+    ] {
+        let diagnostics = messages_with(
+            "'https://csip.example.com.au:8443/dcap'",
+            &format!("'{url}'"),
+        );
+        let config_ok = diagnostics.iter().all(|d| !d.contains("dcap_url"));
+        let client_ok = crate::http::split_url(url).is_ok();
+        assert_eq!((config_ok, client_ok), (ok, ok), "{url}: {diagnostics:?}");
+    }
 }

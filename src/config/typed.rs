@@ -163,6 +163,19 @@ pub struct FixedLimits {
     pub connect: bool,
 }
 
+impl Default for FixedLimits {
+    /// No fixed limit, DER allowed to connect (the defaults of an absent section).
+    fn default() -> Self {
+        FixedLimits {
+            export_limit_w: None,
+            import_limit_w: None,
+            generation_limit_w: None,
+            load_limit_w: None,
+            connect: true,
+        }
+    }
+}
+
 /// A day of the week.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Weekday {
@@ -186,6 +199,12 @@ impl Weekday {
         Weekday::Sun,
     ];
     const NAMES: [&'static str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+    /// The weekday `days` days after a Sunday (0 = Sunday, 1 = Monday, …; taken mod 7),
+    /// the count [`crate::control::tz::LocalTime::weekday`] gives.
+    pub fn from_days_since_sunday(days: u8) -> Weekday {
+        Weekday::ALL[(usize::from(days) + 6) % 7]
+    }
 }
 
 /// A `config tariff` section: an export limit during a local-time window.
@@ -237,21 +256,32 @@ pub struct PriceConfig {
     pub max_age_s: u32,
 }
 
-/// What a device is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a device is for (UCI `role`; also the status JSON's `role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DeviceRole {
+    /// A PV inverter (SunSpec 101-103/701, controlled through 123 or 704).
     Inverter,
+    /// The site meter at the connection point (SunSpec 201-204).
     Meter,
+    /// A battery inverter (SunSpec storage models; charge limit through 124).
     Storage,
 }
 
-/// Serial parity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Parity {
-    None,
-    Even,
-    Odd,
+impl DeviceRole {
+    /// "inverter", "meter", "storage": the UCI and JSON spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceRole::Inverter => "inverter",
+            DeviceRole::Meter => "meter",
+            DeviceRole::Storage => "storage",
+        }
+    }
 }
+
+/// Serial parity (UCI `parity`): the devices module's type, which the Modbus RTU
+/// transport uses as it is.
+pub use crate::devices::Parity;
 
 /// How to reach a Modbus device.
 #[derive(Debug, Clone, PartialEq)]
@@ -329,6 +359,21 @@ pub struct Config {
 }
 
 impl Config {
+    /// The devices the controller drives (inverters and storage), enabled, in config
+    /// order.
+    pub fn controlled_devices(&self) -> impl Iterator<Item = &DeviceConfig> {
+        self.devices
+            .iter()
+            .filter(|d| d.enabled && matches!(d.role, DeviceRole::Inverter | DeviceRole::Storage))
+    }
+
+    /// The enabled site meter, if any (validation allows at most one).
+    pub fn site_meter(&self) -> Option<&DeviceConfig> {
+        self.devices
+            .iter()
+            .find(|d| d.enabled && d.role == DeviceRole::Meter)
+    }
+
     /// Where `option` of section `section` (its name, or `@type[N]`) was set, if it was.
     /// Example: `config.location("utility", "cert")` -> `/etc/config/csipd:12`.
     pub fn location(&self, section: &str, option: &str) -> Option<SourceLocation> {
@@ -667,101 +712,6 @@ impl SectionReader<'_, '_, '_> {
     }
 }
 
-/// Checks a POSIX TZ string (`std offset [dst [offset] [,rule,rule]]`, as in `/etc/TZ`),
-/// returning what is wrong.
-pub fn check_posix_tz(tz: &str) -> Result<(), String> {
-    let chars: Vec<char> = tz.chars().collect();
-    let mut i = 0;
-    let name = |i: &mut usize| -> Result<(), String> {
-        if chars.get(*i) == Some(&'<') {
-            let start = *i;
-            while *i < chars.len() && chars[*i] != '>' {
-                *i += 1;
-            }
-            if *i >= chars.len() {
-                return Err("a '<' zone name has no closing '>'".to_string());
-            }
-            *i += 1;
-            if *i - start < 5 {
-                return Err("a zone name needs at least 3 characters".to_string());
-            }
-        } else {
-            let start = *i;
-            while *i < chars.len() && chars[*i].is_ascii_alphabetic() {
-                *i += 1;
-            }
-            if *i - start < 3 {
-                return Err("a zone name needs at least 3 letters".to_string());
-            }
-        }
-        Ok(())
-    };
-    let offset = |i: &mut usize, required: bool| -> Result<bool, String> {
-        if matches!(chars.get(*i), Some('+') | Some('-')) {
-            *i += 1;
-        }
-        let start = *i;
-        while *i < chars.len() && (chars[*i].is_ascii_digit() || chars[*i] == ':') {
-            *i += 1;
-        }
-        if *i == start {
-            return if required {
-                Err("expected a UTC offset such as -10 or -9:30 after the zone name".to_string())
-            } else {
-                Ok(false)
-            };
-        }
-        let text: String = chars[start..*i].iter().collect();
-        let parts: Vec<&str> = text.split(':').collect();
-        let valid = parts.len() <= 3
-            && parts
-                .iter()
-                .all(|p| !p.is_empty() && p.len() <= 2 && p.chars().all(|c| c.is_ascii_digit()));
-        if !valid {
-            return Err(format!(
-                "'{text}' is not an offset of the form hh[:mm[:ss]]"
-            ));
-        }
-        Ok(true)
-    };
-    name(&mut i)?;
-    offset(&mut i, true)?;
-    if i == chars.len() {
-        return Ok(());
-    }
-    name(&mut i)?;
-    offset(&mut i, false)?;
-    if i == chars.len() {
-        return Ok(());
-    }
-    let rules: String = chars[i..].iter().collect();
-    let Some(rules) = rules.strip_prefix(',') else {
-        return Err(format!(
-            "unexpected '{rules}' after the daylight-saving zone"
-        ));
-    };
-    let parts: Vec<&str> = rules.split(',').collect();
-    if parts.len() != 2 {
-        return Err("expected two transition rules after the daylight-saving zone".to_string());
-    }
-    for rule in parts {
-        let date = rule.split('/').next().unwrap_or_default();
-        let ok = if let Some(m) = date.strip_prefix('M') {
-            let fields: Vec<&str> = m.split('.').collect();
-            fields.len() == 3 && fields.iter().all(|f| f.parse::<u32>().is_ok())
-        } else {
-            let digits = date.strip_prefix('J').unwrap_or(date);
-            digits.parse::<u32>().is_ok()
-        };
-        if !ok {
-            return Err(format!(
-                "transition rule '{rule}' is not of the form Mm.w.d[/time], Jn or n"
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// Parses `HH:MM` (00:00..=24:00) into minutes after midnight.
 fn parse_hhmm(text: &str) -> Option<u32> {
     let (h, m) = text.trim().split_once(':')?;
@@ -776,31 +726,42 @@ fn parse_hhmm(text: &str) -> Option<u32> {
     (m < 60 && minutes <= 24 * 60).then_some(minutes)
 }
 
-/// Checks a `dcap_url`/`url`: scheme, a host, and nothing odd.
-fn check_url(url: &str) -> Result<&'static str, String> {
-    let (scheme, rest) = if let Some(rest) = url.strip_prefix("https://") {
-        ("https", rest)
-    } else if let Some(rest) = url.strip_prefix("http://") {
-        ("http", rest)
-    } else {
-        return Err(format!(
-            "\"{url}\" is not a URL; expected https://host[:port]/path"
-        ));
-    };
-    let authority = rest.split('/').next().unwrap_or_default();
-    if authority.is_empty() {
-        return Err(format!(
-            "\"{url}\" has no host; expected https://host[:port]/path"
-        ));
+/// Checks a `dcap_url`/`url` with the `url` crate (WHATWG parsing, the same parser
+/// `http` uses for the server URL): http or https, a host, a port in 1..=65535, no
+/// spaces. Returns the scheme.
+fn check_url(text: &str) -> Result<&'static str, String> {
+    let not_a_url = || format!("\"{text}\" is not a URL; expected https://host[:port]/path");
+    if text.chars().any(char::is_whitespace) {
+        return Err(format!("\"{text}\" contains a space"));
     }
-    if url.chars().any(|c| c.is_whitespace()) {
-        return Err(format!("\"{url}\" contains a space"));
-    }
-    if let Some((_, port)) = authority.rsplit_once(':') {
-        // An IPv6 literal without a port ends in ']'.
-        if !port.ends_with(']') && port.parse::<u16>().map_or(true, |p| p == 0) {
-            return Err(format!("\"{url}\" has an invalid port '{port}'"));
+    let url = match url::Url::parse(text) {
+        Ok(url) => url,
+        Err(url::ParseError::InvalidPort) => {
+            let authority = text.split_once("://").map_or("", |(_, rest)| {
+                rest.split(['/', '?', '#']).next().unwrap_or("")
+            });
+            let port = authority.rsplit_once(':').map_or("", |(_, p)| p);
+            return Err(format!("\"{text}\" has an invalid port '{port}'"));
         }
+        Err(url::ParseError::EmptyHost) => {
+            return Err(format!(
+                "\"{text}\" has no host; expected https://host[:port]/path"
+            ));
+        }
+        Err(_) => return Err(not_a_url()),
+    };
+    let scheme = match url.scheme() {
+        "https" => "https",
+        "http" => "http",
+        _ => return Err(not_a_url()),
+    };
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!(
+            "\"{text}\" has no host; expected https://host[:port]/path"
+        ));
+    }
+    if url.port() == Some(0) {
+        return Err(format!("\"{text}\" has an invalid port '0'"));
     }
     Ok(scheme)
 }
@@ -1017,7 +978,8 @@ fn read_main(checker: &mut Checker<'_>, section: Option<&Section>) -> MainConfig
     let timezone = match r.string("timezone") {
         None => None,
         Some(tz) => {
-            if let Err(why) = check_posix_tz(&tz) {
+            // The one POSIX TZ parser: what check-config accepts is what the runtime reads.
+            if let Err(why) = crate::control::PosixTz::parse(&tz).map_err(|e| e.message) {
                 let pos = r.pos_of("timezone");
                 let hint = if tz.contains('/') {
                     " (that looks like a zone name; use the POSIX form from /etc/TZ, e.g. \

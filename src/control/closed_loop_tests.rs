@@ -1,9 +1,18 @@
-//! Closed-loop tests: the real controller against the simulated site physics
-//! (`sim::site`). The site is stepped every 100 ms; the controller every cycle (1 s),
-//! reading the meter and inverters at that instant and writing setpoints at once.
+//! Closed-loop tests: the coordinator's whole pure step (`control::step`, with the real
+//! control law inside) against the simulated site physics (`sim::site`), on a virtual
+//! clock. The site is stepped every 100 ms; the step runs every cycle (1 s), reading the
+//! meter and inverters at that instant (readings carry their ages) and writing the
+//! commands at once. The limits of each test come in as the utility's controls; the
+//! configuration (devices, fail-safe level, timeouts) is made from the test's
+//! `ControllerParams`, with the owner's default ramp at its fastest (100 %/s) so that
+//! only the ramps a test asks for apply.
 
 use super::law::*;
-use super::limits::{Limit, MergedLimits, Source};
+use super::limits::{Limit, LimitSource, MergedLimits, UtilityControls};
+use super::step::{self, DeviceInput, Inputs, State};
+use super::tz::PosixTz;
+use crate::clock::Now;
+use crate::config::Config;
 use crate::sim::site::{PvProfile, SimInverter, Site};
 
 const DT_MS: i64 = 100;
@@ -17,15 +26,74 @@ struct Sample {
 
 struct Harness {
     site: Site,
-    ctl: Controller,
+    params: ControllerParams,
+    config: Config,
+    state: State,
     t_ms: i64,
     meter_alive: bool,
     inverter_alive: Vec<bool>,
-    last_meter: Option<MeterReading>,
-    last_inverters: Vec<Option<InverterReading>>,
+    /// When the meter and each inverter were last read (ms) and what they showed.
+    last_meter: Option<PowerSample>,
+    last_inverters: Vec<Option<PowerSample>>,
     trace: Vec<Sample>,
     /// (time, setpoints) of every control cycle.
     cycles: Vec<(i64, Setpoints)>,
+}
+
+/// The UCI configuration of a site with these inverters (storage when they take a
+/// charge limit), a meter, and the parameters' cycle, timeout and fail-safe level.
+fn config_for(params: &ControllerParams) -> Config {
+    let mut text = format!(
+        "config csipd 'main'
+config control 'site'
+\toption cycle_s '{}'
+\toption meter_stale_s '{}'
+\toption failsafe_export_limit_w '{}'
+\toption ramp_up_pct_per_s '100'
+config device 'meter'
+\toption role 'meter'
+\toption transport 'tcp'
+\toption host '127.0.0.1'
+",
+        params.cycle_ms as f64 / 1000.0,
+        params.meter_timeout_ms as f64 / 1000.0,
+        params.fail_safe_export_limit_w
+    );
+    for (i, inv) in params.inverters.iter().enumerate() {
+        let role = if inv.max_charge_w.is_some() {
+            "storage"
+        } else {
+            "inverter"
+        };
+        text.push_str(&format!(
+            "config device '{}'
+\toption role '{role}'
+\toption transport 'tcp'
+\toption host '127.0.0.1'
+\toption unit_id '{}'
+",
+            inv.name,
+            i + 2
+        ));
+    }
+    crate::config::from_text(&text, "closed-loop.conf")
+        .expect("valid config")
+        .0
+}
+
+/// The test's limits as the utility's controls (any source may ride in them).
+fn as_utility(limits: &MergedLimits) -> UtilityControls {
+    UtilityControls {
+        export_limit_w: limits.export_limit_w.clone(),
+        import_limit_w: limits.import_limit_w.clone(),
+        generation_limit_w: limits.generation_limit_w.clone(),
+        load_limit_w: limits.load_limit_w.clone(),
+        max_lim_pct: None,
+        connect: limits.connect.clone(),
+        energize: limits.energize.clone(),
+        set_grad_w: limits.set_grad_w,
+        ramp_tms: limits.ramp_tms,
+    }
 }
 
 impl Harness {
@@ -34,7 +102,9 @@ impl Harness {
         assert_eq!(n, params.inverters.len());
         Harness {
             site,
-            ctl: Controller::new(params),
+            config: config_for(&params),
+            params,
+            state: State::new(),
             t_ms: 0,
             meter_alive: true,
             inverter_alive: vec![true; n],
@@ -47,28 +117,63 @@ impl Harness {
 
     fn run_until(&mut self, end_s: f64, limits: &MergedLimits) {
         let end_ms = (end_s * 1000.0).round() as i64;
-        let cycle_ms = self.ctl.params().cycle_ms;
+        let cycle_ms = self.params.cycle_ms;
+        let utility = as_utility(limits);
+        let tz = PosixTz::utc();
         while self.t_ms < end_ms {
             if self.t_ms % cycle_ms == 0 {
                 if self.meter_alive {
-                    self.last_meter = Some(MeterReading {
-                        site_w: self.site.meter_site_w(),
+                    self.last_meter = Some(PowerSample {
+                        w: self.site.meter_site_w(),
                         at_ms: self.t_ms,
                     });
                 }
                 for (i, inv) in self.site.inverters.iter().enumerate() {
                     if self.inverter_alive[i] {
-                        self.last_inverters[i] = Some(InverterReading {
-                            output_w: inv.output_w,
+                        self.last_inverters[i] = Some(PowerSample {
+                            w: inv.output_w,
                             at_ms: self.t_ms,
                         });
                     }
                 }
-                let readings = Readings {
-                    meter: self.last_meter,
-                    inverters: self.last_inverters.clone(),
+                let age = |r: &Option<PowerSample>| r.map(|r| (self.t_ms - r.at_ms) as u64);
+                let mut devices = vec![DeviceInput {
+                    name: "meter".into(),
+                    rating_w: None,
+                    max_charge_w: None,
+                    w: self.last_meter.map(|r| r.w),
+                    age_ms: age(&self.last_meter),
+                    controllable: false,
+                }];
+                for (inv, r) in self.params.inverters.iter().zip(&self.last_inverters) {
+                    devices.push(DeviceInput {
+                        name: inv.name.clone(),
+                        rating_w: Some(inv.rating_w),
+                        max_charge_w: inv.max_charge_w,
+                        w: r.map(|r| r.w),
+                        age_ms: age(r),
+                        controllable: true,
+                    });
+                }
+                let inputs = Inputs {
+                    config: &self.config,
+                    tz: &tz,
+                    devices: &devices,
+                    utility: Some(&utility),
+                    server_offset_s: 0,
+                    price: None,
                 };
-                let s = self.ctl.step(self.t_ms, limits, &readings);
+                let now = Now {
+                    mono_ms: self.t_ms as u64,
+                    utc_ms: 1_800_000_000_000 + self.t_ms,
+                };
+                let out = step::step(&mut self.state, inputs, now);
+                assert_eq!(
+                    self.state.controller().map(|c| c.params()),
+                    Some(&self.params),
+                    "the step runs the controller the test describes"
+                );
+                let s = out.setpoints;
                 for (i, sp) in s.inverters.iter().enumerate() {
                     // A silent inverter does not receive writes: it keeps its last limit.
                     if self.inverter_alive[i] {
@@ -98,7 +203,7 @@ impl Harness {
 fn fixed(option: &str, w: f64) -> Limit {
     Limit::new(
         w,
-        Source::Fixed {
+        LimitSource::Fixed {
             option: option.into(),
         },
         None,
@@ -274,7 +379,7 @@ fn ramp_tms_3000_reaches_the_new_limit_in_30_s() {
     let gen_limit = |w: f64| MergedLimits {
         generation_limit_w: Some(Limit::new(
             w,
-            Source::UtilityEvent {
+            LimitSource::UtilityEvent {
                 mrid: "00AA".into(),
             },
             None,
@@ -427,7 +532,7 @@ fn demo_site_is_curtailed_within_a_minute() {
     let site = crate::sim::site::demo_site();
     let params = ControllerParams::new(
         vec![InverterParams {
-            name: "demo-pv".into(),
+            name: "demo_pv".into(),
             rating_w: 5000.0,
             max_charge_w: None,
         }],
@@ -461,7 +566,7 @@ fn energize_off_brings_output_to_zero_and_back() {
     assert!(h.total_output_w() > 3900.0);
     limits.energize = Some(Sourced::new(
         false,
-        Source::UtilityEvent {
+        LimitSource::UtilityEvent {
             mrid: "E0E0E0E0E0E0E0E0".into(),
         },
         None,
@@ -491,7 +596,7 @@ fn negative_price_merged_and_applied_gives_zero_export() {
         utility: super::limits::UtilityControls {
             export_limit_w: Some(Limit::new(
                 5000.0,
-                Source::UtilityDefault {
+                LimitSource::UtilityDefault {
                     program: "DERP".into(),
                 },
                 None,
@@ -522,4 +627,358 @@ fn negative_price_merged_and_applied_gives_zero_export() {
         "{}",
         last.reason
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// The whole coordinator step (`control::step`) against the simulated site, on a virtual
+// clock: the configuration, the readings with their ages, the utility's controls and
+// `Now` go in; commands come out and are applied to the simulated inverters.
+
+mod whole_step {
+    use super::super::limits::{Limit, LimitMode, LimitSource, UtilityControls};
+    use super::super::step::{self, DeviceInput, Inputs, Outputs, State};
+    use super::super::tz::{PosixTz, days_from_civil};
+    use crate::clock::Now;
+    use crate::config::{self, Config};
+    use crate::sim::site::{PvProfile, SimInverter, Site};
+
+    /// Brisbane (no DST): 12:00 local on Wednesday 2026-01-14 is 02:00 UTC.
+    const TZ: &str = "AEST-10";
+    const NOON_UTC_S: i64 = 20_467 * 86_400 + 2 * 3600;
+
+    const CONFIG: &str = "
+config csipd 'main'
+	option timezone 'AEST-10'
+config limits 'fixed'
+	option export_limit_w '3000'
+config tariff 'peak'
+	option start '12:20'
+	option end '12:40'
+	option export_limit_w '1000'
+config control 'site'
+	option cycle_s '1'
+	option meter_stale_s '5'
+	option failsafe_export_limit_w '500'
+	option ramp_up_pct_per_s '1'
+config device 'meter'
+	option role 'meter'
+	option transport 'tcp'
+	option host '127.0.0.1'
+config device 'pv0'
+	option role 'inverter'
+	option transport 'tcp'
+	option host '127.0.0.1'
+	option unit_id '2'
+config device 'pv1'
+	option role 'inverter'
+	option transport 'tcp'
+	option host '127.0.0.1'
+	option unit_id '3'
+";
+
+    /// One control cycle's record.
+    struct Cycle {
+        t_s: f64,
+        out: Outputs,
+    }
+
+    struct Sim {
+        config: Config,
+        tz: PosixTz,
+        state: State,
+        site: Site,
+        now: Now,
+        /// Site time (ms) of the meter's last good reading.
+        meter_read_ms: Option<u64>,
+        meter_alive: bool,
+        utility: Option<UtilityControls>,
+        cycles: Vec<Cycle>,
+        /// (site time s, export W, total inverter output W) every 100 ms.
+        trace: Vec<(f64, f64, f64)>,
+    }
+
+    impl Sim {
+        fn new() -> Sim {
+            // Warnings (no server section) are expected; errors are not.
+            let (config, _) = config::from_text(CONFIG, "sim.conf").expect("valid config");
+            let tz = PosixTz::parse(TZ).expect("tz");
+            assert_eq!(days_from_civil(2026, 1, 14), 20_467);
+            let pv = |a| SimInverter::pv(5000.0, PvProfile::Constant { available_w: a }, 0.25);
+            let mut site = Site::new(2000.0, vec![pv(4500.0), pv(4500.0)]);
+            site.add_load_step(600.0, 500.0);
+            Sim {
+                config,
+                tz,
+                state: State::new(),
+                site,
+                now: Now {
+                    mono_ms: 0,
+                    utc_ms: NOON_UTC_S * 1000,
+                },
+                meter_read_ms: None,
+                meter_alive: false,
+                utility: None,
+                cycles: Vec::new(),
+                trace: Vec::new(),
+            }
+        }
+
+        fn t_s(&self) -> f64 {
+            self.now.mono_ms as f64 / 1000.0
+        }
+
+        /// Runs to site time `end_s`: physics every 100 ms, a step whenever the state's
+        /// `poll_at` is due.
+        fn run_until(&mut self, end_s: f64) {
+            let end_ms = (end_s * 1000.0).round() as u64;
+            while self.now.mono_ms < end_ms {
+                if self.state.poll_at().is_none_or(|at| at <= self.now.mono_ms) {
+                    self.cycle();
+                }
+                self.site.step(0.1);
+                self.now = self.now.plus_ms(100);
+                let out_w: f64 = self.site.inverters.iter().map(|i| i.output_w).sum();
+                self.trace.push((self.t_s(), self.site.export_w(), out_w));
+            }
+        }
+
+        fn cycle(&mut self) {
+            let now_ms = self.now.mono_ms;
+            if self.meter_alive {
+                self.meter_read_ms = Some(now_ms);
+            }
+            let meter_w = self.site.meter_site_w();
+            let mut devices = vec![DeviceInput {
+                name: "meter".into(),
+                rating_w: None,
+                max_charge_w: None,
+                w: self.meter_read_ms.map(|_| meter_w),
+                age_ms: self.meter_read_ms.map(|t| now_ms - t),
+                controllable: false,
+            }];
+            for (i, inv) in self.site.inverters.iter().enumerate() {
+                devices.push(DeviceInput {
+                    name: format!("pv{i}"),
+                    rating_w: Some(inv.rating_w),
+                    max_charge_w: None,
+                    w: Some(inv.output_w),
+                    age_ms: Some(0),
+                    controllable: true,
+                });
+            }
+            let inputs = Inputs {
+                config: &self.config,
+                tz: &self.tz,
+                devices: &devices,
+                utility: self.utility.as_ref(),
+                server_offset_s: 0,
+                price: None,
+            };
+            let out = step::step(&mut self.state, inputs, self.now);
+            for (name, cmd) in &out.commands {
+                let i: usize = name[2..].parse().expect("pvN");
+                let inv = &mut self.site.inverters[i];
+                inv.setpoint_w = cmd.setpoint_w;
+                inv.connected = cmd.connect;
+            }
+            let t_s = self.t_s();
+            self.cycles.push(Cycle { t_s, out });
+        }
+
+        fn export_limit(&self, at_s: f64) -> (f64, LimitSource) {
+            let c = self
+                .cycles
+                .iter()
+                .rev()
+                .find(|c| c.t_s <= at_s)
+                .expect("a cycle");
+            let l = c
+                .out
+                .status
+                .limits
+                .iter()
+                .find(|l| l.mode == LimitMode::Export)
+                .expect("an export limit");
+            (l.value_w.expect("watts"), l.source.clone())
+        }
+
+        /// Longest stretch (s) after `from_s` in `[from_s, to_s)` with export above
+        /// `limit + max(2 %, 100 W)`.
+        fn longest_excess_s(&self, from_s: f64, to_s: f64, limit_w: f64) -> f64 {
+            let threshold = limit_w + (0.02 * limit_w).max(100.0);
+            let mut longest: f64 = 0.0;
+            let mut start = None;
+            for &(t, export, _) in self.trace.iter().filter(|s| s.0 > from_s && s.0 < to_s) {
+                if export > threshold {
+                    let st = *start.get_or_insert(t - 0.1);
+                    longest = longest.max(t - st);
+                } else {
+                    start = None;
+                }
+            }
+            longest
+        }
+
+        fn max_export(&self, from_s: f64, to_s: f64) -> f64 {
+            self.trace
+                .iter()
+                .filter(|s| s.0 >= from_s && s.0 < to_s)
+                .map(|s| s.1)
+                .fold(f64::MIN, f64::max)
+        }
+
+        fn transitions(&self, prefix: &str) -> Vec<f64> {
+            self.cycles
+                .iter()
+                .filter(|c| c.out.transitions.iter().any(|t| t.text.starts_with(prefix)))
+                .map(|c| c.t_s)
+                .collect()
+        }
+    }
+
+    fn event(w: f64, until_s: i64) -> UtilityControls {
+        UtilityControls {
+            export_limit_w: Some(Limit::new(
+                w,
+                LimitSource::UtilityEvent {
+                    mrid: "3F2A09B1C0FFEE00112233445566778A".into(),
+                },
+                Some(until_s),
+            )),
+            ..UtilityControls::default()
+        }
+    }
+
+    /// An hour of site time: start-up fail-safe, the ramp up, a load drop, a tariff
+    /// window, a utility event, the meter going silent and coming back.
+    #[test]
+    fn an_hour_of_site_time_through_the_whole_step() {
+        let started = std::time::Instant::now();
+        let mut sim = Sim::new();
+
+        // 0-10 s: no meter reading yet: the fail-safe holds the inverters at 500 W.
+        sim.run_until(10.0);
+        for &(t, _, out_w) in sim.trace.iter().filter(|s| s.0 > 0.5) {
+            assert!(
+                out_w <= 500.0 + 1.0,
+                "{t} s: output {out_w} W in start-up fail-safe"
+            );
+        }
+        assert_eq!(sim.export_limit(9.0), (500.0, LimitSource::FailSafe));
+        assert_eq!(
+            sim.cycles[0].out.sample.site_w, None,
+            "no meter, no site power"
+        );
+
+        // 10 s: the meter answers. Rises are ramped at 1 %/s of 10 kW = 100 W/s.
+        sim.meter_alive = true;
+        sim.run_until(600.0);
+        let rises: Vec<f64> = sim
+            .cycles
+            .windows(2)
+            .filter(|w| w[0].t_s >= 10.0)
+            .map(|w| w[1].out.setpoints.total_allowed_w - w[0].out.setpoints.total_allowed_w)
+            .collect();
+        let max_rise = rises.iter().copied().fold(f64::MIN, f64::max);
+        assert!(
+            max_rise <= 100.0 + 1e-6,
+            "rose {max_rise} W in one 1 s cycle"
+        );
+        assert!(max_rise > 90.0, "the ramp was exercised: {max_rise}");
+        // Export reached the fixed 3000 W limit (50 W margin) and stays under it.
+        let export = sim.trace.iter().find(|s| s.0 >= 599.0).unwrap().1;
+        assert!(
+            (2850.0..=3000.0).contains(&export),
+            "export {export} W at 599 s"
+        );
+        assert_eq!(
+            sim.export_limit(599.0),
+            (
+                3000.0,
+                LimitSource::Fixed {
+                    option: "export_limit_w".into()
+                }
+            )
+        );
+
+        // 600 s: the load drops 1.5 kW: export overshoots and is cut within 2 s.
+        sim.run_until(1200.0);
+        let excess = sim.longest_excess_s(600.0, 1200.0, 3000.0);
+        assert!(excess > 0.0, "the load drop pushed export over the limit");
+        assert!(excess <= 2.0, "over the limit for {excess} s");
+        assert!(sim.max_export(610.0, 1200.0) <= 3000.0 + 60.0);
+
+        // 12:20 local (1200 s): the tariff window's 1000 W, until 12:40 local.
+        sim.run_until(1500.0);
+        let (w, source) = sim.export_limit(1201.0);
+        assert_eq!(
+            (w, source),
+            (
+                1000.0,
+                LimitSource::TariffWindow {
+                    name: "peak".into()
+                }
+            )
+        );
+        let peak_end = sim.cycles.iter().rev().find(|c| c.t_s <= 1201.0).unwrap();
+        let end = peak_end.out.status.limits[0].end_unix_s;
+        assert_eq!(end, Some(NOON_UTC_S + 40 * 60), "ends 12:40 local");
+        assert!(sim.longest_excess_s(1200.0, 1500.0, 1000.0) <= 2.0);
+        assert!(sim.max_export(1203.0, 1500.0) <= 1000.0 + 20.0);
+
+        // 1500-1800 s: a utility event at 200 W wins over the window.
+        sim.utility = Some(event(200.0, NOON_UTC_S + 1800));
+        sim.run_until(1800.0);
+        assert!(matches!(
+            sim.export_limit(1501.0).1,
+            LimitSource::UtilityEvent { .. }
+        ));
+        assert!(sim.max_export(1503.0, 1800.0) <= 200.0 + 20.0);
+        sim.utility = None;
+
+        // 2400 s: the window ended, back to the fixed limit; 2500 s: the meter goes
+        // silent. Within the 5 s timeout plus a cycle the fail-safe holds 500 W.
+        sim.run_until(2500.0);
+        assert_eq!(sim.export_limit(2450.0).0, 3000.0);
+        sim.meter_alive = false;
+        sim.run_until(2700.0);
+        let (w, source) = sim.export_limit(2507.0);
+        assert_eq!((w, source), (500.0, LimitSource::FailSafe));
+        for &(t, _, out_w) in sim.trace.iter().filter(|s| s.0 >= 2508.0 && s.0 < 2700.0) {
+            assert!(out_w <= 500.0 + 1.0, "{t} s: output {out_w} W in fail-safe");
+        }
+        let stale = sim.cycles.iter().find(|c| c.t_s > 2507.0).unwrap();
+        assert_eq!(
+            stale.out.sample.site_w, None,
+            "a stale meter is not telemetry"
+        );
+        assert!(stale.out.status.devices[0].stale);
+
+        // 2700 s: the meter is back; the rise from the fail-safe level is ramped too.
+        sim.meter_alive = true;
+        sim.run_until(3600.0);
+        let at_2705 = sim.trace.iter().find(|s| s.0 >= 2705.0).unwrap().2;
+        assert!(
+            at_2705 <= 500.0 + 6.0 * 100.0 + 1.0,
+            "{at_2705} W 5 s after"
+        );
+        let export = sim.site.export_w();
+        assert!(
+            (2850.0..=3000.0).contains(&export),
+            "export {export} W at the end"
+        );
+
+        // Each fail-safe entry and exit was reported once.
+        // Last good reading at 2499 s; older than 5 s from 2505 s on.
+        assert_eq!(sim.transitions("fail-safe:"), vec![0.0, 2505.0]);
+        assert_eq!(sim.transitions("fail-safe ended"), vec![10.0, 2700.0]);
+        // 3600 steps, one per second of site time.
+        assert_eq!(sim.cycles.len(), 3600);
+        eprintln!(
+            "an hour of site time: {} steps, {} physics steps, {:?} elapsed",
+            sim.cycles.len(),
+            sim.trace.len(),
+            started.elapsed()
+        );
+    }
 }

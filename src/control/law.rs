@@ -24,7 +24,7 @@
 //! their charging power; import is fed back from the meter like export. A site without
 //! storage reports those limits as unsupported.
 
-use super::limits::{Limit, MergedLimits, Mode, Source};
+use super::limits::{Limit, LimitMode, LimitSource, MergedLimits};
 use super::ramp::{Ramp, set_grad_w_rate_w_per_s};
 use std::fmt;
 
@@ -71,18 +71,14 @@ impl ControllerParams {
     }
 }
 
-/// A site meter reading: active power at the connection point, import positive.
+/// A device's active power at a moment: the site meter's (at the connection point,
+/// import positive) or an inverter's (output positive, negative while a battery
+/// charges). The full SunSpec reading is `devices::InverterReading`/`MeterReading`; the
+/// law needs only this.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct MeterReading {
-    pub site_w: f64,
-    /// When it was measured (same timeline as `now_ms`).
-    pub at_ms: i64,
-}
-
-/// An inverter reading: active power output (negative while a battery charges).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct InverterReading {
-    pub output_w: f64,
+pub struct PowerSample {
+    pub w: f64,
+    /// When it was measured (same monotonic timeline as `now_ms`).
     pub at_ms: i64,
 }
 
@@ -90,8 +86,8 @@ pub struct InverterReading {
 /// `None` for an inverter that never answered.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Readings {
-    pub meter: Option<MeterReading>,
-    pub inverters: Vec<Option<InverterReading>>,
+    pub meter: Option<PowerSample>,
+    pub inverters: Vec<Option<PowerSample>>,
 }
 
 /// What one inverter should be set to.
@@ -114,15 +110,15 @@ pub struct InverterSetpoint {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reason {
     /// opModConnect = false.
-    Disconnected { source: Source },
+    Disconnected { source: LimitSource },
     /// opModEnergize = false.
-    Deenergized { source: Source },
+    Deenergized { source: LimitSource },
     /// No meter reading yet: the fail-safe holds.
     FailSafeStartup { limit_w: f64 },
     /// Meter data older than the timeout.
     FailSafeMeterStale { limit_w: f64, age_ms: Option<i64> },
     /// A limit is curtailing the inverters.
-    Limited { mode: Mode, limit: Limit },
+    Limited { mode: LimitMode, limit: Limit },
     /// A rise is being ramped (setGradW or rampTms).
     Ramping { rate_w_per_s: Option<f64> },
     /// Nothing curtails: the inverters may produce what they can.
@@ -151,7 +147,7 @@ impl fmt::Display for Reason {
             Reason::Limited { mode, limit } => write!(
                 f,
                 "{} limit {:.0} W ({})",
-                mode.name(),
+                mode.as_str(),
                 limit.value,
                 limit.source
             ),
@@ -173,8 +169,13 @@ pub struct Setpoints {
     pub inverters: Vec<InverterSetpoint>,
     pub reason: Reason,
     pub fail_safe: bool,
+    /// The fail-safe export level (W), decided here and nowhere else: the configured
+    /// fail-safe export limit, or the export limit in force if that is lower, never
+    /// below zero. Held while `fail_safe`; always the inverters' revert level (SunSpec
+    /// 704) so a csipd that stops leaves the site no looser than this.
+    pub fail_safe_w: f64,
     /// Limits in force that this site cannot act on (import/load without storage).
-    pub unsupported: Vec<Mode>,
+    pub unsupported: Vec<LimitMode>,
 }
 
 impl Setpoints {
@@ -202,7 +203,7 @@ impl Setpoints {
         for m in &self.unsupported {
             line.push_str(&format!(
                 "; {} limit unsupported (no storage inverter)",
-                m.name()
+                m.as_str()
             ));
         }
         line
@@ -250,10 +251,10 @@ impl Controller {
         let mut unsupported = Vec::new();
         if !has_storage {
             if limits.import_limit_w.is_some() {
-                unsupported.push(Mode::Import);
+                unsupported.push(LimitMode::Import);
             }
             if limits.load_limit_w.is_some() {
-                unsupported.push(Mode::Load);
+                unsupported.push(LimitMode::Load);
             }
         }
 
@@ -265,10 +266,14 @@ impl Controller {
                     .get(i)
                     .copied()
                     .flatten()
-                    .filter(|r| now_ms - r.at_ms <= p.inverter_timeout_ms && r.output_w.is_finite())
-                    .map(|r| r.output_w)
+                    .filter(|r| now_ms - r.at_ms <= p.inverter_timeout_ms && r.w.is_finite())
+                    .map(|r| r.w)
             })
             .collect();
+
+        let export_limit_w = limits.export_limit_w.as_ref().map(|l| l.value);
+        let generation_limit_w = limits.generation_limit_w.as_ref().map(|l| l.value);
+        let fail_safe_w = fail_safe_level_w(p.fail_safe_export_limit_w, export_limit_w);
 
         // Step 1: connect / energize.
         let off = |s: &Option<super::limits::Sourced<bool>>| {
@@ -303,12 +308,10 @@ impl Controller {
                 inverters,
                 reason,
                 fail_safe: false,
+                fail_safe_w,
                 unsupported,
             };
         }
-
-        let export_limit_w = limits.export_limit_w.as_ref().map(|l| l.value);
-        let generation_limit_w = limits.generation_limit_w.as_ref().map(|l| l.value);
 
         // rampTms: a control that raised a limit starts a linear transition.
         if let Some(tms) = limits.ramp_tms {
@@ -344,13 +347,9 @@ impl Controller {
         let generation_w: f64 = outputs.iter().flatten().map(|o| o.max(0.0)).sum();
 
         // Step 2: meter freshness.
-        let meter = readings.meter.filter(|m| m.site_w.is_finite());
+        let meter = readings.meter.filter(|m| m.w.is_finite());
         let meter_age_ms = readings.meter.map(|m| now_ms - m.at_ms);
         let meter_fresh = meter.filter(|m| now_ms - m.at_ms <= p.meter_timeout_ms);
-        let fail_safe_w = p
-            .fail_safe_export_limit_w
-            .min(export_limit_w.unwrap_or(f64::INFINITY))
-            .max(0.0);
 
         // Candidates for the total allowed generation of the answering inverters, each
         // with the reason it would give.
@@ -374,13 +373,13 @@ impl Controller {
             Some(m) => {
                 fail_safe = false;
                 if let Some(l) = &limits.export_limit_w {
-                    let export_w = -m.site_w;
+                    let export_w = -m.w;
                     let error_w = (l.value - p.margin_w) - export_w;
                     let gain = if error_w < 0.0 { 1.0 } else { p.gain_up };
                     candidates.push((
                         generation_w + gain * error_w,
                         Reason::Limited {
-                            mode: Mode::Export,
+                            mode: LimitMode::Export,
                             limit: l.clone(),
                         },
                     ));
@@ -391,7 +390,7 @@ impl Controller {
             candidates.push((
                 l.value - dead_rating_w,
                 Reason::Limited {
-                    mode: Mode::Generation,
+                    mode: LimitMode::Generation,
                     limit: l.clone(),
                 },
             ));
@@ -450,7 +449,7 @@ impl Controller {
                 // Without a meter the import cannot be seen: no charging (safe side).
                 None => 0.0,
                 Some(m) => {
-                    let error_w = (l.value - p.margin_w) - m.site_w;
+                    let error_w = (l.value - p.margin_w) - m.w;
                     let gain = if error_w < 0.0 { 1.0 } else { p.gain_up };
                     charge_total_w.min(charging_w + gain * error_w)
                 }
@@ -524,9 +523,18 @@ impl Controller {
             inverters,
             reason,
             fail_safe,
+            fail_safe_w,
             unsupported,
         }
     }
+}
+
+/// The fail-safe export level: the configured fail-safe export limit, or the export
+/// limit in force when that is lower; never negative.
+fn fail_safe_level_w(configured_w: f64, export_limit_w: Option<f64>) -> f64 {
+    configured_w
+        .min(export_limit_w.unwrap_or(f64::INFINITY))
+        .max(0.0)
 }
 
 /// Shares `total_w` in proportion to `ratings_w`, no inverter above its cap; what a capped
@@ -591,7 +599,7 @@ mod tests {
         MergedLimits {
             export_limit_w: Some(Limit::new(
                 w,
-                Source::Fixed {
+                LimitSource::Fixed {
                     option: "export_limit_w".into(),
                 },
                 None,
@@ -602,15 +610,13 @@ mod tests {
 
     fn readings(now: i64, site_w: f64, outs: &[Option<f64>]) -> Readings {
         Readings {
-            meter: Some(MeterReading { site_w, at_ms: now }),
+            meter: Some(PowerSample {
+                w: site_w,
+                at_ms: now,
+            }),
             inverters: outs
                 .iter()
-                .map(|o| {
-                    o.map(|w| InverterReading {
-                        output_w: w,
-                        at_ms: now,
-                    })
-                })
+                .map(|o| o.map(|w| PowerSample { w, at_ms: now }))
                 .collect(),
         }
     }
@@ -657,7 +663,7 @@ mod tests {
         assert!(matches!(
             s.reason,
             Reason::Limited {
-                mode: Mode::Export,
+                mode: LimitMode::Export,
                 ..
             }
         ));
@@ -677,7 +683,7 @@ mod tests {
         let limits = MergedLimits {
             generation_limit_w: Some(Limit::new(
                 6000.0,
-                Source::UtilityEvent { mrid: "AB".into() },
+                LimitSource::UtilityEvent { mrid: "AB".into() },
                 None,
             )),
             ..export_limit(1000.0)
@@ -699,7 +705,7 @@ mod tests {
     #[test]
     fn connect_and_energize_off_zero_everything() {
         let mut c = Controller::new(two_inverters());
-        let src = Source::UtilityEvent { mrid: "CC".into() };
+        let src = LimitSource::UtilityEvent { mrid: "CC".into() };
         let limits = MergedLimits {
             connect: Some(Sourced::new(false, src.clone(), None)),
             ..export_limit(5000.0)
@@ -743,18 +749,18 @@ mod tests {
         let limits = MergedLimits {
             import_limit_w: Some(Limit::new(
                 2000.0,
-                Source::UtilityEvent { mrid: "1".into() },
+                LimitSource::UtilityEvent { mrid: "1".into() },
                 None,
             )),
             load_limit_w: Some(Limit::new(
                 2000.0,
-                Source::UtilityEvent { mrid: "1".into() },
+                LimitSource::UtilityEvent { mrid: "1".into() },
                 None,
             )),
             ..Default::default()
         };
         let s = c.step(0, &limits, &readings(0, 3000.0, &[Some(0.0), Some(0.0)]));
-        assert_eq!(s.unsupported, vec![Mode::Import, Mode::Load]);
+        assert_eq!(s.unsupported, vec![LimitMode::Import, LimitMode::Load]);
         assert!(
             s.describe()
                 .ends_with("; load limit unsupported (no storage inverter)")
@@ -769,7 +775,7 @@ mod tests {
         let limits = MergedLimits {
             load_limit_w: Some(Limit::new(
                 1200.0,
-                Source::UtilityEvent { mrid: "1".into() },
+                LimitSource::UtilityEvent { mrid: "1".into() },
                 None,
             )),
             ..Default::default()

@@ -4,38 +4,74 @@
 
 use super::price::FeedInPrice;
 use super::tz::PosixTz;
+use crate::schedule::{self, ControlMode, ModeValue};
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// Who set a limit.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Source {
+/// Who set a limit: the one provenance type, used by the merge, the control law's
+/// reasons, the status snapshot and its JSON (`{"kind": "utility_event", "mrid": …}`;
+/// the `kind` names are what LuCI and `csipd status` read).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LimitSource {
     /// An active DERControl event (its mRID, hex).
     UtilityEvent { mrid: String },
-    /// The DefaultDERControl of a DER program (its mRID or description).
-    UtilityDefault { program: String },
-    /// An owner's fixed limit from UCI (the option name).
-    Fixed { option: String },
+    /// The DefaultDERControl of a DER program (its mRID or description); in force when
+    /// no event is active, or comms were lost long enough.
+    #[serde(rename = "program_default")]
+    UtilityDefault {
+        #[serde(default)]
+        program: String,
+    },
+    /// An owner's fixed limit from UCI `limits 'fixed'` (the option name).
+    Fixed {
+        #[serde(default)]
+        option: String,
+    },
     /// An owner's tariff window (its UCI section name).
-    TariffWindow { name: String },
+    #[serde(rename = "tariff")]
+    TariffWindow {
+        #[serde(default)]
+        name: String,
+    },
     /// The owner's negative feed-in price rule (the price the owner earns, c/kWh).
-    NegativePrice { earn_c_per_kwh: f64 },
+    #[serde(rename = "price")]
+    NegativePrice {
+        #[serde(default)]
+        earn_c_per_kwh: f64,
+    },
     /// The configured fail-safe export limit (meter data missing or stale).
     FailSafe,
 }
 
-impl fmt::Display for Source {
+impl LimitSource {
+    /// The JSON `kind`: "utility_event", "program_default", "fixed", "tariff", "price",
+    /// "fail_safe".
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LimitSource::UtilityEvent { .. } => "utility_event",
+            LimitSource::UtilityDefault { .. } => "program_default",
+            LimitSource::Fixed { .. } => "fixed",
+            LimitSource::TariffWindow { .. } => "tariff",
+            LimitSource::NegativePrice { .. } => "price",
+            LimitSource::FailSafe => "fail_safe",
+        }
+    }
+}
+
+impl fmt::Display for LimitSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Source::UtilityEvent { mrid } => write!(f, "utility event {}", short_mrid(mrid)),
-            Source::UtilityDefault { program } => {
+            LimitSource::UtilityEvent { mrid } => write!(f, "utility event {}", short_mrid(mrid)),
+            LimitSource::UtilityDefault { program } => {
                 write!(f, "utility default control {}", short_mrid(program))
             }
-            Source::Fixed { option } => write!(f, "fixed limit ({option})"),
-            Source::TariffWindow { name } => write!(f, "tariff window {name}"),
-            Source::NegativePrice { earn_c_per_kwh } => {
+            LimitSource::Fixed { option } => write!(f, "fixed limit ({option})"),
+            LimitSource::TariffWindow { name } => write!(f, "tariff window {name}"),
+            LimitSource::NegativePrice { earn_c_per_kwh } => {
                 write!(f, "negative feed-in price {earn_c_per_kwh:.2} c/kWh")
             }
-            Source::FailSafe => write!(f, "fail-safe (meter data stale)"),
+            LimitSource::FailSafe => write!(f, "fail-safe (meter data stale)"),
         }
     }
 }
@@ -53,7 +89,7 @@ fn short_mrid(s: &str) -> String {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sourced<T> {
     pub value: T,
-    pub source: Source,
+    pub source: LimitSource,
     pub until_s: Option<i64>,
 }
 
@@ -61,7 +97,7 @@ pub struct Sourced<T> {
 pub type Limit = Sourced<f64>;
 
 impl<T> Sourced<T> {
-    pub fn new(value: T, source: Source, until_s: Option<i64>) -> Self {
+    pub fn new(value: T, source: LimitSource, until_s: Option<i64>) -> Self {
         Sourced {
             value,
             source,
@@ -70,22 +106,32 @@ impl<T> Sourced<T> {
     }
 }
 
-/// The four limited quantities (the CSIP-AUS `opMod…LimW` modes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+/// The limited quantities (the CSIP-AUS `opMod…LimW` modes) and connect/energize: the
+/// one limit-mode type of the merge, the control law and the status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitMode {
+    /// Site export limit (opModExpLimW).
     Export,
+    /// Site import limit (opModImpLimW).
     Import,
+    /// Generation limit (opModGenLimW, and opModMaxLimW as a share of setMaxW).
     Generation,
+    /// Load limit (opModLoadLimW).
     Load,
+    /// Connect/energize (opModConnect, opModEnergize): no value in watts.
+    Connect,
 }
 
-impl Mode {
-    pub fn name(self) -> &'static str {
+impl LimitMode {
+    /// "export", "import", "generation", "load", "connect" (also the JSON name).
+    pub fn as_str(self) -> &'static str {
         match self {
-            Mode::Export => "export",
-            Mode::Import => "import",
-            Mode::Generation => "generation",
-            Mode::Load => "load",
+            LimitMode::Export => "export",
+            LimitMode::Import => "import",
+            LimitMode::Generation => "generation",
+            LimitMode::Load => "load",
+            LimitMode::Connect => "connect",
         }
     }
 }
@@ -111,118 +157,96 @@ pub struct UtilityControls {
     pub ramp_tms: Option<u16>,
 }
 
-/// The owner's fixed limits from UCI (`None` = not set).
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct FixedLimits {
-    pub export_limit_w: Option<f64>,
-    pub import_limit_w: Option<f64>,
-    pub generation_limit_w: Option<f64>,
-    pub load_limit_w: Option<f64>,
+impl UtilityControls {
+    /// The scheduler's active controls (2030.5 values with their multipliers) in plain
+    /// watts, with provenance: this is the edge of `control` where 2030.5 values become
+    /// watts. opModMaxLimW stays a percentage (the merge turns it into a generation
+    /// limit over the fleet's setMaxW).
+    pub fn from_schedule(active: &schedule::ActiveControls, ramp: schedule::Ramp) -> Self {
+        let source = |s: &schedule::Source| match s {
+            schedule::Source::Event { event_mrid, .. } => LimitSource::UtilityEvent {
+                mrid: event_mrid.clone(),
+            },
+            schedule::Source::Default { program_mrid, .. } => LimitSource::UtilityDefault {
+                program: program_mrid.clone(),
+            },
+        };
+        let limit = |mode: ControlMode| -> Option<Limit> {
+            let a = active.get(mode)?;
+            let w = a.value.watts()?;
+            Some(Limit::new(w, source(&a.source), a.until_s))
+        };
+        let flag = |mode: ControlMode| -> Option<Sourced<bool>> {
+            let a = active.get(mode)?;
+            match a.value {
+                ModeValue::Flag(v) => Some(Sourced::new(v, source(&a.source), a.until_s)),
+                _ => None,
+            }
+        };
+        let max_lim_pct = active
+            .get(ControlMode::MaxLimW)
+            .and_then(|a| match a.value {
+                ModeValue::HundredthsPct(p) => Some(Sourced::new(
+                    f64::from(p) / 100.0,
+                    source(&a.source),
+                    a.until_s,
+                )),
+                _ => None,
+            });
+        let (set_grad_w, ramp_tms) = match ramp {
+            schedule::Ramp::TimeHundredthsS(t) => (None, Some(t)),
+            schedule::Ramp::GradientHundredthsPctPerS(g) => (Some(g), None),
+            schedule::Ramp::Unspecified => (None, None),
+        };
+        UtilityControls {
+            export_limit_w: limit(ControlMode::ExpLimW),
+            import_limit_w: limit(ControlMode::ImpLimW),
+            generation_limit_w: limit(ControlMode::GenLimW),
+            load_limit_w: limit(ControlMode::LoadLimW),
+            max_lim_pct,
+            connect: flag(ControlMode::Connect),
+            energize: flag(ControlMode::Energize),
+            set_grad_w,
+            ramp_tms,
+        }
+    }
 }
 
-/// An owner's export window for a time-of-use tariff, in local time.
-/// If `end_min <= start_min` the window runs across midnight into the next day; the
-/// weekdays name the day the window starts on.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TariffWindow {
-    pub name: String,
-    /// Index 0 = Sunday … 6 = Saturday.
-    pub weekdays: [bool; 7],
-    /// Minutes since local midnight, 0..1440 (`end_min` may be 1440 for 24:00).
-    pub start_min: u16,
-    pub end_min: u16,
-    pub export_limit_w: f64,
-}
+use crate::config::Weekday;
+/// The owner's fixed limits and tariff windows are the config module's types
+/// ([`crate::config::FixedLimits`], [`crate::config::TariffWindow`]): one type per
+/// concept. This module evaluates them.
+pub use crate::config::{FixedLimits, TariffWindow};
 
 impl TariffWindow {
-    /// If the window is active at `now_s`, the UTC second it ends.
+    /// If the window is active at `now_s` (UTC seconds), the UTC second it ends. Local
+    /// time comes from `tz`; a window whose end is not after its start runs across
+    /// midnight, and its `days` name the day it starts on. `24:00` (1440) ends at the
+    /// next midnight. A disabled window is never active.
     pub fn active_until(&self, tz: &PosixTz, now_s: i64) -> Option<i64> {
+        if !self.enabled {
+            return None;
+        }
         let local = tz.to_local(now_s);
-        let minute = (local.second_of_day / 60) as u16;
-        let wd = local.weekday as usize;
-        let yesterday = (wd + 6) % 7;
+        let minute = local.second_of_day / 60;
+        let today = Weekday::from_days_since_sunday(local.weekday);
+        let yesterday = Weekday::from_days_since_sunday(local.weekday + 6);
+        let on = |d: Weekday| self.days.contains(&d);
         // Local seconds since 1970 of today's local midnight.
         let local_midnight = now_s + local.utc_offset_s as i64 - local.second_of_day as i64;
         let end_local =
             |day_offset: i64| local_midnight + day_offset * 86400 + self.end_min as i64 * 60;
         if self.start_min < self.end_min {
-            (self.weekdays[wd] && minute >= self.start_min && minute < self.end_min)
+            (on(today) && minute >= self.start_min && minute < self.end_min)
                 .then(|| tz.local_to_utc(end_local(0)))
-        } else if self.weekdays[wd] && minute >= self.start_min {
+        } else if on(today) && minute >= self.start_min {
             Some(tz.local_to_utc(end_local(1)))
-        } else if self.weekdays[yesterday] && minute < self.end_min {
+        } else if on(yesterday) && minute < self.end_min {
             Some(tz.local_to_utc(end_local(0)))
         } else {
             None
         }
     }
-}
-
-/// Parses "HH:MM" (00:00 to 24:00) into minutes since local midnight.
-pub fn parse_time_of_day(text: &str) -> Result<u16, String> {
-    let bad = || format!("expected a time of day HH:MM (00:00 to 24:00), got \"{text}\"");
-    let (h, m) = text.trim().split_once(':').ok_or_else(bad)?;
-    let h: u16 = h.parse().map_err(|_| bad())?;
-    let m: u16 = m.parse().map_err(|_| bad())?;
-    if m > 59 || h > 24 || (h == 24 && m != 0) {
-        return Err(bad());
-    }
-    Ok(h * 60 + m)
-}
-
-/// Parses weekdays: names (`mon`…`sun`, or full names), ranges (`mon-fri`, `fri-mon`
-/// wraps), separated by commas or spaces; `all`/`daily` = every day.
-pub fn parse_weekdays(text: &str) -> Result<[bool; 7], String> {
-    const NAMES: [&str; 7] = [
-        "sunday",
-        "monday",
-        "tuesday",
-        "wednesday",
-        "thursday",
-        "friday",
-        "saturday",
-    ];
-    // A weekday is its full name or any prefix of at least three letters.
-    let day = |w: &str| -> Result<usize, String> {
-        let w = w.trim().to_ascii_lowercase();
-        NAMES
-            .iter()
-            .position(|n| w.len() >= 3 && n.starts_with(&w))
-            .ok_or_else(|| format!("unknown weekday \"{w}\" in \"{text}\""))
-    };
-    let mut days = [false; 7];
-    let mut any = false;
-    for part in text.split([',', ' ']).filter(|p| !p.trim().is_empty()) {
-        any = true;
-        let part = part.trim();
-        if matches!(part.to_ascii_lowercase().as_str(), "all" | "daily") {
-            days = [true; 7];
-            continue;
-        }
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b) = (day(a)?, day(b)?);
-                let mut d = a;
-                loop {
-                    days[d] = true;
-                    if d == b {
-                        break;
-                    }
-                    d = (d + 1) % 7;
-                }
-            }
-            None => days[day(part)?] = true,
-        }
-    }
-    if !any {
-        return Err(format!("no weekdays in \"{text}\""));
-    }
-    Ok(days)
-}
-
-/// A 2030.5 ActivePower (`value` × 10^`multiplier`) in watts.
-pub fn active_power_w(value: i64, multiplier: i8) -> f64 {
-    value as f64 * 10f64.powi(multiplier as i32)
 }
 
 /// The owner's negative feed-in price rule.
@@ -261,12 +285,13 @@ pub struct MergedLimits {
 }
 
 impl MergedLimits {
-    pub fn get(&self, mode: Mode) -> Option<&Limit> {
+    pub fn get(&self, mode: LimitMode) -> Option<&Limit> {
         match mode {
-            Mode::Export => self.export_limit_w.as_ref(),
-            Mode::Import => self.import_limit_w.as_ref(),
-            Mode::Generation => self.generation_limit_w.as_ref(),
-            Mode::Load => self.load_limit_w.as_ref(),
+            LimitMode::Export => self.export_limit_w.as_ref(),
+            LimitMode::Import => self.import_limit_w.as_ref(),
+            LimitMode::Generation => self.generation_limit_w.as_ref(),
+            LimitMode::Load => self.load_limit_w.as_ref(),
+            LimitMode::Connect => None,
         }
     }
 
@@ -274,7 +299,12 @@ impl MergedLimits {
     /// "export limit 1500 W — utility event 3f2a…, until 14:35".
     pub fn describe(&self, tz: &PosixTz) -> Vec<String> {
         let mut lines = Vec::new();
-        for mode in [Mode::Export, Mode::Import, Mode::Generation, Mode::Load] {
+        for mode in [
+            LimitMode::Export,
+            LimitMode::Import,
+            LimitMode::Generation,
+            LimitMode::Load,
+        ] {
             if let Some(l) = self.get(mode) {
                 lines.push(describe_limit(mode, l, tz));
             }
@@ -303,10 +333,10 @@ fn until_text(until_s: Option<i64>, tz: &PosixTz) -> String {
 }
 
 /// "export limit 1500 W — utility event 3f2a…, until 14:35" (`until` in local time).
-pub fn describe_limit(mode: Mode, limit: &Limit, tz: &PosixTz) -> String {
+pub fn describe_limit(mode: LimitMode, limit: &Limit, tz: &PosixTz) -> String {
     format!(
         "{} limit {:.0} W — {}{}",
-        mode.name(),
+        mode.as_str(),
         limit.value,
         limit.source,
         until_text(limit.until_s, tz)
@@ -322,11 +352,11 @@ fn tighter(current: Option<Limit>, candidate: Option<Limit>) -> Option<Limit> {
     }
 }
 
-fn fixed(value: Option<f64>, option: &str) -> Option<Limit> {
+fn fixed(value: Option<u32>, option: &str) -> Option<Limit> {
     value.map(|v| {
         Limit::new(
-            v,
-            Source::Fixed {
+            f64::from(v),
+            LimitSource::Fixed {
                 option: option.to_string(),
             },
             None,
@@ -347,8 +377,8 @@ pub fn merge(inputs: &MergeInputs<'_>, tz: &PosixTz, now_s: i64) -> MergedLimits
             export = tighter(
                 export,
                 Some(Limit::new(
-                    w.export_limit_w,
-                    Source::TariffWindow {
+                    f64::from(w.export_limit_w),
+                    LimitSource::TariffWindow {
                         name: w.name.clone(),
                     },
                     Some(until),
@@ -367,7 +397,7 @@ pub fn merge(inputs: &MergeInputs<'_>, tz: &PosixTz, now_s: i64) -> MergedLimits
             export,
             Some(Limit::new(
                 rule.export_limit_w,
-                Source::NegativePrice {
+                LimitSource::NegativePrice {
                     earn_c_per_kwh: price.earn_c_per_kwh,
                 },
                 price.interval_end_s,
@@ -435,7 +465,7 @@ mod tests {
     fn event(value: f64, mrid: &str, until_s: i64) -> Option<Limit> {
         Some(Limit::new(
             value,
-            Source::UtilityEvent { mrid: mrid.into() },
+            LimitSource::UtilityEvent { mrid: mrid.into() },
             Some(until_s),
         ))
     }
@@ -452,8 +482,8 @@ mod tests {
                 ..Default::default()
             },
             fixed: FixedLimits {
-                export_limit_w: Some(5000.0),
-                generation_limit_w: Some(6000.0),
+                export_limit_w: Some(5000),
+                generation_limit_w: Some(6000),
                 ..Default::default()
             },
             ..Default::default()
@@ -462,14 +492,14 @@ mod tests {
         let e = m.export_limit_w.as_ref().unwrap();
         assert_eq!(e.value, 1500.0);
         assert_eq!(
-            describe_limit(Mode::Export, e, &tz),
+            describe_limit(LimitMode::Export, e, &tz),
             "export limit 1500 W — utility event 3f2a…, until 14:35"
         );
         let g = m.generation_limit_w.as_ref().unwrap();
         assert_eq!(g.value, 6000.0);
         assert_eq!(
             g.source,
-            Source::Fixed {
+            LimitSource::Fixed {
                 option: "generation_limit_w".into()
             }
         );
@@ -484,13 +514,13 @@ mod tests {
             utility: UtilityControls {
                 max_lim_pct: Some(Sourced::new(
                     40.0,
-                    Source::UtilityEvent { mrid: "77".into() },
+                    LimitSource::UtilityEvent { mrid: "77".into() },
                     Some(60),
                 )),
                 ..Default::default()
             },
             fixed: FixedLimits {
-                generation_limit_w: Some(5000.0),
+                generation_limit_w: Some(5000),
                 ..Default::default()
             },
             total_set_max_w: 8000.0,
@@ -507,7 +537,7 @@ mod tests {
             utility: UtilityControls {
                 import_limit_w: Some(Limit::new(
                     3000.0,
-                    Source::UtilityDefault {
+                    LimitSource::UtilityDefault {
                         program: "DERP1".into(),
                     },
                     None,
@@ -515,7 +545,7 @@ mod tests {
                 ..Default::default()
             },
             fixed: FixedLimits {
-                import_limit_w: Some(3000.0),
+                import_limit_w: Some(3000),
                 ..Default::default()
             },
             ..Default::default()
@@ -523,21 +553,19 @@ mod tests {
         let m = merge(&inputs, &tz, 0);
         assert!(matches!(
             m.import_limit_w.unwrap().source,
-            Source::UtilityDefault { .. }
+            LimitSource::UtilityDefault { .. }
         ));
     }
 
     fn night_window() -> TariffWindow {
         // Friday and Saturday nights 22:00 → 06:00: no export.
-        let mut weekdays = [false; 7];
-        weekdays[5] = true;
-        weekdays[6] = true;
         TariffWindow {
             name: "night".into(),
-            weekdays,
+            days: vec![Weekday::Fri, Weekday::Sat],
             start_min: 22 * 60,
             end_min: 6 * 60,
-            export_limit_w: 0.0,
+            export_limit_w: 0,
+            enabled: true,
         }
     }
 
@@ -560,7 +588,7 @@ mod tests {
         let windows = [w];
         let inputs = MergeInputs {
             fixed: FixedLimits {
-                export_limit_w: Some(5000.0),
+                export_limit_w: Some(5000),
                 ..Default::default()
             },
             windows: &windows,
@@ -570,7 +598,7 @@ mod tests {
         let e = m.export_limit_w.unwrap();
         assert_eq!(e.value, 0.0);
         assert_eq!(
-            describe_limit(Mode::Export, &e, &tz),
+            describe_limit(LimitMode::Export, &e, &tz),
             "export limit 0 W — tariff window night, until 06:00"
         );
         let m = merge(&inputs, &tz, local(15, 12, 0));
@@ -623,7 +651,7 @@ mod tests {
         assert_eq!(e.value, 0.0);
         assert_eq!(e.until_s, Some(900));
         assert_eq!(
-            describe_limit(Mode::Export, &e, &tz),
+            describe_limit(LimitMode::Export, &e, &tz),
             "export limit 0 W — negative feed-in price -3.50 c/kWh, until 00:15"
         );
         let m = merge(&mk(4.0), &tz, 0);
@@ -635,41 +663,13 @@ mod tests {
     }
 
     #[test]
-    fn parses_window_times_and_weekdays() {
-        assert_eq!(parse_time_of_day("22:00"), Ok(1320));
-        assert_eq!(parse_time_of_day("06:30"), Ok(390));
-        assert_eq!(parse_time_of_day("24:00"), Ok(1440));
-        for bad in ["24:01", "7", "12:60", "ab:00", ""] {
-            assert!(parse_time_of_day(bad).unwrap_err().contains(bad));
-        }
-        assert_eq!(
-            parse_weekdays("mon-fri"),
-            Ok([false, true, true, true, true, true, false])
-        );
-        assert_eq!(
-            parse_weekdays("fri-mon"),
-            Ok([true, true, false, false, false, true, true])
-        );
-        assert_eq!(
-            parse_weekdays("Saturday, sun"),
-            Ok([true, false, false, false, false, false, true])
-        );
-        assert_eq!(parse_weekdays("daily"), Ok([true; 7]));
-        assert!(parse_weekdays("mon-fry").unwrap_err().contains("fry"));
-        assert!(parse_weekdays(" ").is_err());
-        assert_eq!(active_power_w(15, 2), 1500.0);
-        assert_eq!(active_power_w(-3, 0), -3.0);
-        assert!((active_power_w(12345, -1) - 1234.5).abs() < 1e-9);
-    }
-
-    #[test]
     fn connect_and_energize_are_reported() {
         let tz = PosixTz::utc();
         let inputs = MergeInputs {
             utility: UtilityControls {
                 energize: Some(Sourced::new(
                     false,
-                    Source::UtilityEvent {
+                    LimitSource::UtilityEvent {
                         mrid: "0123456789ABCDEF".into(),
                     },
                     Some(3600),
@@ -683,5 +683,126 @@ mod tests {
             m.describe(&tz),
             vec!["energize off — utility event 0123…, until 01:00".to_string()]
         );
+    }
+
+    #[test]
+    fn window_to_2400_is_active_until_midnight() {
+        let w = TariffWindow {
+            name: "evening".into(),
+            days: vec![Weekday::Sun, Weekday::Mon],
+            start_min: 22 * 60,
+            end_min: 24 * 60,
+            export_limit_w: 500,
+            enabled: true,
+        };
+        let tz = PosixTz::utc();
+        // 2026-11-22 is a Sunday; 23:30 UTC is inside, until 24:00.
+        let sunday = utc(2026, 11, 22, 0, 0);
+        let sunday_2330 = sunday + 23 * 3600 + 1800;
+        assert_eq!(tz.to_local(sunday_2330).weekday, 0);
+        assert_eq!(w.active_until(&tz, sunday_2330), Some(sunday + 86_400));
+        assert_eq!(w.active_until(&tz, sunday_2330 - 3 * 3600), None);
+        // Tuesday is not one of its days; a disabled window is never active.
+        assert_eq!(w.active_until(&tz, sunday_2330 + 2 * 86_400), None);
+        let off = TariffWindow {
+            enabled: false,
+            ..w
+        };
+        assert_eq!(off.active_until(&tz, sunday_2330), None);
+    }
+
+    #[test]
+    fn scheduler_outcome_maps_to_utility_controls_with_provenance() {
+        use schedule::{ActivePower, ControlSet, DefaultControl, Event, Program};
+        let program = Program {
+            mrid: "PROG1".into(),
+            fsa: "/fsa/1".into(),
+            primacy: 1,
+            default_control: Some(DefaultControl {
+                mrid: "DEF1".into(),
+                controls: ControlSet {
+                    exp_lim_w: Some(ActivePower::from_watts(5000)),
+                    gen_lim_w: Some(ActivePower {
+                        value: 9,
+                        multiplier: 3,
+                    }),
+                    ..ControlSet::default()
+                },
+                set_grad_w: Some(27),
+            }),
+        };
+        let mut event = Event::new(
+            "3F2A09B1C0FFEE00112233445566778A",
+            "PROG1",
+            900,
+            1000,
+            600,
+            ControlSet {
+                exp_lim_w: Some(ActivePower {
+                    value: 15,
+                    multiplier: 2,
+                }),
+                max_lim_hundredths_pct: Some(5000),
+                connect: Some(true),
+                ..ControlSet::default()
+            },
+        );
+        event.ramp_tms = Some(3000);
+        let input = schedule::Input {
+            programs: std::slice::from_ref(&program),
+            events: std::slice::from_ref(&event),
+            now_s: 1200,
+        };
+        let out = schedule::evaluate(
+            &input,
+            &mut schedule::Rng::new(1),
+            &schedule::State::default(),
+        );
+        let u = UtilityControls::from_schedule(&out.active, out.ramp);
+        let export = u.export_limit_w.clone().expect("export from the event");
+        assert_eq!(export.value, 1500.0);
+        assert_eq!(
+            export.source,
+            LimitSource::UtilityEvent {
+                mrid: "3F2A09B1C0FFEE00112233445566778A".into()
+            }
+        );
+        assert_eq!(export.until_s, Some(1600));
+        // opModMaxLimW 5000 = 50 %; GenLimW still from the default (9 kW).
+        let max_lim = u.max_lim_pct.as_ref().expect("max lim");
+        assert_eq!(max_lim.value, 50.0);
+        assert!(matches!(max_lim.source, LimitSource::UtilityEvent { .. }));
+        assert_eq!(u.generation_limit_w.as_ref().map(|g| g.value), Some(9000.0));
+        // Merged over a 10 kW fleet, 50 % (5 kW) is the tighter generation limit.
+        let merged = merge(
+            &MergeInputs {
+                utility: u.clone(),
+                total_set_max_w: 10_000.0,
+                ..MergeInputs::default()
+            },
+            &PosixTz::utc(),
+            1200,
+        );
+        assert_eq!(merged.generation_limit_w.map(|g| g.value), Some(5000.0));
+        assert_eq!(u.connect.map(|c| c.value), Some(true));
+        assert_eq!((u.ramp_tms, u.set_grad_w), (Some(3000), None));
+
+        // After the event: the program's default, with setGradW.
+        let input = schedule::Input {
+            now_s: 1700,
+            ..input
+        };
+        let out = schedule::evaluate(&input, &mut schedule::Rng::new(1), &out.state);
+        let u = UtilityControls::from_schedule(&out.active, out.ramp);
+        let export = u.export_limit_w.expect("export from the default");
+        assert_eq!(export.value, 5000.0);
+        assert_eq!(
+            export.source,
+            LimitSource::UtilityDefault {
+                program: "PROG1".into()
+            }
+        );
+        assert_eq!(u.generation_limit_w.map(|g| g.value), Some(9000.0));
+        assert_eq!((u.ramp_tms, u.set_grad_w), (None, Some(27)));
     }
 }

@@ -7,24 +7,30 @@
 //! - [`price`]: retailer feed-in price (Amber-style API), last-known-price tracker.
 //! - [`ramp`]: setGradW / rampTms, rises only.
 //! - [`law`]: the controller (`Controller::step(now_ms, &limits, &readings)`).
+//! - [`step`]: the coordinator's whole decision per cycle (`step(&mut State, Inputs,
+//!   now) -> Outputs`): merge, law, commands, status view, telemetry, transitions.
 
 pub mod law;
 pub mod limits;
 pub mod price;
 pub mod ramp;
+pub mod step;
 pub mod tz;
 
 #[cfg(test)]
 mod closed_loop_tests;
 
 pub use law::{
-    Controller, ControllerParams, InverterParams, InverterReading, InverterSetpoint, MeterReading,
-    Readings, Reason, Setpoints,
+    Controller, ControllerParams, InverterParams, InverterSetpoint, PowerSample, Readings, Reason,
+    Setpoints,
 };
 pub use limits::{
-    FixedLimits, Limit, MergeInputs, MergedLimits, Mode, PriceRule, Source, Sourced, TariffWindow,
-    UtilityControls, merge,
+    FixedLimits, Limit, LimitMode, LimitSource, MergeInputs, MergedLimits, PriceRule, Sourced,
+    TariffWindow, UtilityControls, merge,
 };
-pub use price::{FeedInPrice, PriceSourceConfig, PriceTracker, fetch_feed_in_price};
+pub use price::{
+    FeedInPrice, PriceError, PriceErrorKind, PriceSourceConfig, PriceTracker, fetch_feed_in_price,
+};
 pub use ramp::Ramp;
+pub use step::{Command, DeviceInput, Inputs, Outputs, State, StatusView, Transition, step};
 pub use tz::PosixTz;

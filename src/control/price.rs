@@ -26,16 +26,39 @@ pub struct FeedInPrice {
     pub interval_end_s: Option<i64>,
 }
 
-/// Why no price was obtained; names the source.
+/// Why no price was obtained; names the source and what kind of failure it was, so a
+/// network failure is never reported as a bad answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PriceError {
+    /// The URL (or other source) asked.
     pub source: String,
+    pub kind: PriceErrorKind,
     pub message: String,
+}
+
+/// What went wrong getting a price.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PriceErrorKind {
+    /// The request failed: no connection, timeout, TLS, or an HTTP error status.
+    Request,
+    /// The answer's body could not be read (cut off, too large, not text).
+    Body,
+    /// The answer was read but is not a current-prices document csipd understands.
+    Format,
 }
 
 impl fmt::Display for PriceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "feed-in price from {}: {}", self.source, self.message)
+        let what = match self.kind {
+            PriceErrorKind::Request => "request failed",
+            PriceErrorKind::Body => "reading the answer failed",
+            PriceErrorKind::Format => "unexpected answer",
+        };
+        write!(
+            f,
+            "feed-in price from {}: {what}: {}",
+            self.source, self.message
+        )
     }
 }
 
@@ -53,6 +76,7 @@ struct Interval {
 pub fn parse_current_prices(body: &str, source: &str) -> Result<FeedInPrice, PriceError> {
     let err = |message: String| PriceError {
         source: source.to_string(),
+        kind: PriceErrorKind::Format,
         message,
     };
     let intervals: Vec<Interval> = serde_json::from_str(body)
@@ -136,8 +160,9 @@ impl PriceSourceConfig {
 /// HTTPS uses native-tls with the system's root certificates.
 pub fn fetch_feed_in_price(cfg: &PriceSourceConfig) -> Result<FeedInPrice, PriceError> {
     let url = cfg.url();
-    let err = |message: String| PriceError {
+    let err = |kind: PriceErrorKind, message: String| PriceError {
         source: url.clone(),
+        kind,
         message,
     };
     let tls = ureq::tls::TlsConfig::builder()
@@ -154,13 +179,13 @@ pub fn fetch_feed_in_price(cfg: &PriceSourceConfig) -> Result<FeedInPrice, Price
         .header("Authorization", &format!("Bearer {}", cfg.token))
         .header("Accept", "application/json")
         .call()
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| err(PriceErrorKind::Request, e.to_string()))?;
     let body = response
         .body_mut()
         .with_config()
         .limit(1 << 20)
         .read_to_string()
-        .map_err(|e| err(format!("reading the body: {e}")))?;
+        .map_err(|e| err(PriceErrorKind::Body, e.to_string()))?;
     parse_current_prices(&body, &url)
 }
 
@@ -250,6 +275,7 @@ mod tests {
         ] {
             let e = parse_current_prices(body, "http://x/prices").unwrap_err();
             assert_eq!(e.source, "http://x/prices");
+            assert_eq!(e.kind, PriceErrorKind::Format);
             assert!(e.message.contains(needle), "{e}");
         }
     }
@@ -276,6 +302,7 @@ mod tests {
             160,
             Err(PriceError {
                 source: "s".into(),
+                kind: PriceErrorKind::Request,
                 message: "timeout".into(),
             }),
         );
@@ -332,15 +359,22 @@ mod tests {
 
         let e = fetch_feed_in_price(&cfg).unwrap_err();
         assert!(e.message.contains("500"), "{e}");
+        assert_eq!(
+            e.kind,
+            PriceErrorKind::Request,
+            "a 500 is not a parse error"
+        );
         assert!(e.source.ends_with("/prices/current"));
         tracker.record(1060, Err(e));
 
         let e = fetch_feed_in_price(&cfg).unwrap_err();
         assert!(e.message.contains("JSON"), "{e}");
+        assert_eq!(e.kind, PriceErrorKind::Format);
         tracker.record(1120, Err(e));
 
         // The script is done and the server dropped: this fetch cannot succeed.
         let e = fetch_feed_in_price(&cfg).unwrap_err();
+        assert_eq!(e.kind, PriceErrorKind::Request, "{e}");
         tracker.record(1180, Err(e));
 
         // Still the last good price within max_age, then none (stop limiting on price).

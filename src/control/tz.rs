@@ -8,6 +8,12 @@
 
 use std::fmt;
 
+/// A zone's UTC offset: POSIX allows hours 0..=24.
+const ZONE_OFFSET_MAX_H: i32 = 24;
+/// A rule's time of day: the POSIX extension (glibc, musl, RFC 8536) allows -167..=167
+/// hours, e.g. `M3.5.0/-2` or `J60/170` would be out.
+const RULE_TIME_MAX_H: i32 = 167;
+
 /// A parse error naming the string and what was wrong in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TzError {
@@ -109,7 +115,24 @@ impl PosixTz {
         }
         let mut p = Cursor { s: text, i: 0 };
         let std_name = p.name().map_err(err)?;
-        let std_west_s = p.offset().map_err(err)?;
+        // OpenWrt's default zone writes a bare `UTC` to /etc/TZ; musl and glibc read a
+        // name without an offset as UTC. Only the names that mean UTC are taken so.
+        if p.done() && matches!(std_name.as_str(), "UTC" | "GMT") {
+            return Ok(PosixTz {
+                std_name,
+                std_utc_offset_s: 0,
+                dst: None,
+            });
+        }
+        if !p
+            .peek()
+            .is_some_and(|c| c.is_ascii_digit() || c == '+' || c == '-')
+        {
+            return Err(err(
+                "expected a UTC offset such as -10 or -9:30 after the zone name".into(),
+            ));
+        }
+        let std_west_s = p.offset(ZONE_OFFSET_MAX_H).map_err(err)?;
         let std_utc_offset_s = -std_west_s;
         if p.done() {
             return Ok(PosixTz {
@@ -120,7 +143,7 @@ impl PosixTz {
         }
         let dst_name = p.name().map_err(err)?;
         let dst_utc_offset_s = if p.peek().is_some_and(|c| c != ',') {
-            -p.offset().map_err(err)?
+            -p.offset(ZONE_OFFSET_MAX_H).map_err(err)?
         } else {
             std_utc_offset_s + 3600
         };
@@ -237,20 +260,23 @@ impl fmt::Display for PosixTz {
     }
 }
 
-/// The IO edge: reads OpenWrt's `/etc/TZ` (or another file holding a POSIX TZ string).
-/// A missing or empty file means UTC, as on a router where no zone was set.
-pub fn read_tz_file(path: &std::path::Path) -> Result<PosixTz, TzError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) if text.trim().is_empty() => Ok(PosixTz::utc()),
-        Ok(text) => PosixTz::parse(text.trim()).map_err(|e| TzError {
-            tz: e.tz,
-            message: format!("{} (in {})", e.message, path.display()),
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(PosixTz::utc()),
-        Err(e) => Err(TzError {
-            tz: String::new(),
-            message: format!("cannot read {}: {e}", path.display()),
-        }),
+/// The zone for local-time rules (tariff windows): `configured` (UCI
+/// `main.timezone`), else the system's `/etc/TZ` text (`etc_tz`), else UTC. A string
+/// that does not parse falls back to UTC, with the reason for the log.
+pub fn site_timezone(configured: Option<&str>, etc_tz: Option<&str>) -> (PosixTz, Option<String>) {
+    let text = configured
+        .or(etc_tz)
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    match text {
+        None => (PosixTz::utc(), None),
+        Some(t) => match PosixTz::parse(t) {
+            Ok(tz) => (tz, None),
+            Err(e) => (
+                PosixTz::utc(),
+                Some(format!("{e}; using UTC for tariff windows")),
+            ),
+        },
     }
 }
 
@@ -381,8 +407,9 @@ impl Cursor<'_> {
             .parse()
             .map_err(|_| format!("bad number at position {}", start + 1))
     }
-    /// `[+-]hh[:mm[:ss]]` in seconds, with the string's own sign.
-    fn offset(&mut self) -> Result<i32, String> {
+    /// `[+-]hh[:mm[:ss]]` in seconds, with the string's own sign; `hh` at most
+    /// `max_hours`.
+    fn offset(&mut self, max_hours: i32) -> Result<i32, String> {
         let sign = match self.peek() {
             Some('-') => {
                 self.i += 1;
@@ -395,7 +422,7 @@ impl Cursor<'_> {
             _ => 1,
         };
         let h = self.number(3)?;
-        if h > 167 {
+        if h > max_hours {
             return Err(format!("hour {h} out of range"));
         }
         let mut s = h * 3600;
@@ -461,7 +488,7 @@ impl Cursor<'_> {
         };
         let time_s = if self.peek() == Some('/') {
             self.i += 1;
-            self.offset()?
+            self.offset(RULE_TIME_MAX_H)?
         } else {
             7200
         };
@@ -573,20 +600,18 @@ mod tests {
     }
 
     #[test]
-    fn reads_the_tz_file() {
-        let dir = std::env::temp_dir().join(format!("csipd-tz-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let f = dir.join("TZ");
-        std::fs::write(&f, "ACST-9:30ACDT,M10.1.0,M4.1.0/3\n").unwrap();
-        assert_eq!(read_tz_file(&f).unwrap().std_utc_offset_s, 34_200);
-        std::fs::write(&f, "bogus\n").unwrap();
-        let e = read_tz_file(&f).unwrap_err();
-        assert!(
-            e.to_string().contains("TZ") && e.to_string().contains("bogus"),
-            "{e}"
-        );
-        assert_eq!(read_tz_file(&dir.join("missing")).unwrap(), PosixTz::utc());
-        std::fs::remove_dir_all(&dir).unwrap();
+    fn site_timezone_falls_back_to_utc_with_a_reason() {
+        let (tz, why) = site_timezone(None, Some("AEST-10\n"));
+        assert_eq!(tz.offset_at(0).0, 36_000);
+        assert!(why.is_none());
+        // The configured zone wins over /etc/TZ.
+        let (tz, _) = site_timezone(Some("ACST-9:30"), Some("AEST-10"));
+        assert_eq!(tz.offset_at(0).0, 34_200);
+        let (tz, why) = site_timezone(None, Some("Australia/Adelaide"));
+        assert_eq!(tz.offset_at(0).0, 0);
+        assert!(why.is_some_and(|w| w.contains("UTC") && w.contains("Australia/Adelaide")));
+        assert_eq!(site_timezone(None, None).0, PosixTz::utc());
+        assert_eq!(site_timezone(None, Some("  ")).0, PosixTz::utc());
     }
 
     #[test]

@@ -76,7 +76,8 @@ pub struct MeterSample {
 }
 
 impl MeterSample {
-    fn channels(&self) -> impl Iterator<Item = (Channel, f64)> + '_ {
+    /// The channels this sample measures, with their values (non-finite values left out).
+    pub fn channels(&self) -> impl Iterator<Item = (Channel, f64)> + '_ {
         const PHASES: [Phase; 4] = [Phase::Total, Phase::A, Phase::B, Phase::C];
         let power = [
             (Quantity::ActivePowerW, &self.active_power_w),

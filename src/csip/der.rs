@@ -1,13 +1,263 @@
-//! DER function set, client side: DERCapability, DERSettings, DERStatus and
-//! DERAvailability built from the nameplate and the measured state, and the decision
-//! when to PUT each (at start, on change, and on a periodic backstop). Pure.
+//! DER function set, client side: the DERList, and DERCapability, DERSettings,
+//! DERStatus and DERAvailability built from the nameplate and the measured state, with
+//! the decision when to PUT each (at start, on change, and on a periodic backstop).
+//! Each report is sent and retried on its own: a refused DERStatus does not hold back
+//! DERSettings. DERCapability and DERSettings wait until the nameplate is known (the
+//! inverters' ratings); DERStatus, DERAvailability and everything else do not.
 
+use crate::http::Method;
 use crate::sep2::{
-    ActivePower, DerAvailability, DerCapability, DerSettings, DerStatus, ReactivePower,
+    ActivePower, Der, DerAvailability, DerCapability, DerSettings, DerStatus, ReactivePower,
     StatusValue, UnsignedScaled,
 };
 
+use super::context::{Answer, Ctx, Paged, PollError, PollPart, Purpose, next_page};
+use super::poller::PollKind;
 use super::{InverterState, Nameplate};
+
+/// Delay before a failed report PUT is tried again (doubling, capped at a minute).
+const SEND_RETRY_MS: u64 = 5_000;
+const SEND_RETRY_MAX_MS: u64 = 60_000;
+
+/// Requests of this function set other than polls.
+#[derive(Debug)]
+pub enum Req {
+    /// PUT of a report with content `key`.
+    Report { kind: ReportKind, key: String },
+}
+
+/// One report's document.
+enum Report {
+    Capability(DerCapability),
+    Settings(DerSettings),
+    Status(DerStatus),
+    Availability(DerAvailability),
+}
+
+/// Per report: what is in flight and when to try again.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sending {
+    in_flight: bool,
+    retry_at_ms: u64,
+    failures: u32,
+}
+
+/// DER state: the DERList and the reports.
+#[derive(Debug, Clone)]
+pub struct DerSet {
+    pub list_href: Option<String>,
+    pub ders: Vec<Der>,
+    pub nameplate: Nameplate,
+    /// The nameplate is known (configured ratings, or the inverters said).
+    pub nameplate_known: bool,
+    pub inverters: Option<Vec<InverterState>>,
+    reports: ReportTracker,
+    sending: [Sending; 4],
+    /// What the last full check saw, and when to check again regardless (the backstop):
+    /// building four documents every second for nothing is most of an idle engine's CPU.
+    checked: Option<(CheckInputs, i64)>,
+    ders_version: u64,
+}
+
+/// What the reports are built from.
+#[derive(Debug, Clone, PartialEq)]
+struct CheckInputs {
+    inverters: Option<Vec<InverterState>>,
+    own: OwnActions,
+    set_grad_w: u16,
+    nameplate: Nameplate,
+    nameplate_known: bool,
+    /// Bumped when the DERList changes.
+    ders_version: u64,
+}
+
+impl DerSet {
+    pub fn new(nameplate: Nameplate) -> DerSet {
+        DerSet {
+            list_href: None,
+            nameplate_known: nameplate.rtg_max_w > 0.0,
+            nameplate,
+            ders: Vec::new(),
+            inverters: None,
+            reports: ReportTracker::default(),
+            sending: [Sending::default(); 4],
+            checked: None,
+            ders_version: 0,
+        }
+    }
+
+    /// Our EndDevice links the DERList at `href` (or no longer does).
+    pub fn link(&mut self, ctx: &mut Ctx, href: Option<String>) {
+        let keep: Vec<String> = href.iter().cloned().collect();
+        ctx.poller.retain_kind(PollKind::DerList, &keep);
+        if let Some(href) = &href {
+            ctx.poller
+                .track(href, PollKind::DerList, None, ctx.now.mono_ms);
+        }
+        self.list_href = href;
+    }
+
+    pub fn request(&self, ctx: &mut Ctx, href: &str) {
+        ctx.poll(href, PollKind::DerList, PollPart::Ders(Paged::new(href)));
+    }
+
+    /// A page of the DERList.
+    pub fn handle_list(&mut self, ctx: &mut Ctx, href: &str, paged: Paged<Der>, answer: Answer) {
+        let kind = PollKind::DerList;
+        let Some(paged) = next_page(ctx, href, kind, paged, answer, PollPart::Ders) else {
+            return;
+        };
+        ctx.poll_ok(href, kind, paged.poll_rate_s);
+        if paged.items.first() != self.ders.first() {
+            self.reports.reset();
+            self.checked = None;
+            self.ders_version += 1;
+        }
+        self.ders = paged.items;
+    }
+
+    /// The nameplate became known (or changed).
+    pub fn set_nameplate(&mut self, nameplate: Nameplate) {
+        self.nameplate_known = nameplate.rtg_max_w > 0.0;
+        self.nameplate = nameplate;
+    }
+
+    /// PUTs the reports that are due (writes allowed, not in flight, not backing off).
+    pub fn flush(&mut self, ctx: &mut Ctx, set_grad_w: u16, own: OwnActions) {
+        if !ctx.writable() {
+            return;
+        }
+        if self.ders.is_empty() {
+            return;
+        }
+        let now_s = ctx.server_now_s();
+        let busy = self
+            .sending
+            .iter()
+            .any(|s| s.in_flight || s.retry_at_ms != 0);
+        if let Some((last, until_s)) = &self.checked {
+            let same = last.inverters == self.inverters
+                && last.own == own
+                && last.set_grad_w == set_grad_w
+                && last.nameplate == self.nameplate
+                && last.nameplate_known == self.nameplate_known
+                && last.ders_version == self.ders_version;
+            if !busy && same && now_s < *until_s && now_s >= until_s - 60 {
+                return;
+            }
+        }
+        let inputs = CheckInputs {
+            inverters: self.inverters.clone(),
+            own,
+            set_grad_w,
+            nameplate: self.nameplate.clone(),
+            nameplate_known: self.nameplate_known,
+            ders_version: self.ders_version,
+        };
+        self.checked = Some((inputs, now_s + 60));
+        let Some(der) = self.ders.first().cloned() else {
+            return;
+        };
+        let backstop = ctx.config.report_backstop_s.max(60);
+        for kind in ReportKind::ALL {
+            let sending = self.sending[kind as usize];
+            if sending.in_flight || ctx.now.mono_ms < sending.retry_at_ms {
+                continue;
+            }
+            let link = match kind {
+                ReportKind::Capability => &der.der_capability_link,
+                ReportKind::Settings => &der.der_settings_link,
+                ReportKind::Status => &der.der_status_link,
+                ReportKind::Availability => &der.der_availability_link,
+            };
+            let Some(link) = link else { continue };
+            let csipaus = ctx.config.csipaus;
+            // The content key first: the XML is written only for a report that is due.
+            let doc = match kind {
+                ReportKind::Capability if self.nameplate_known => {
+                    Report::Capability(capability(&self.nameplate, csipaus))
+                }
+                ReportKind::Capability => continue,
+                // setMaxW is the nameplate's: not sent as 0 before the ratings are known.
+                ReportKind::Settings if self.nameplate_known => {
+                    Report::Settings(settings(&self.nameplate, set_grad_w, csipaus, now_s))
+                }
+                ReportKind::Settings => continue,
+                ReportKind::Status => match &self.inverters {
+                    Some(inverters) => Report::Status(status(inverters, own, now_s)),
+                    None => continue,
+                },
+                ReportKind::Availability => match &self.inverters {
+                    Some(inverters) => Report::Availability(availability(inverters, now_s)),
+                    None => continue,
+                },
+            };
+            let key = match &doc {
+                Report::Capability(d) => capability_key(d),
+                Report::Settings(d) => settings_key(d),
+                Report::Status(d) => {
+                    fleet_status_key(d, self.inverters.as_deref().unwrap_or_default())
+                }
+                Report::Availability(d) => availability_key(d),
+            };
+            if !self.reports.due(kind, &key, now_s, backstop) {
+                continue;
+            }
+            let xml = match &doc {
+                Report::Capability(d) => ctx.write(d),
+                Report::Settings(d) => ctx.write(d),
+                Report::Status(d) => ctx.write(d),
+                Report::Availability(d) => ctx.write(d),
+            };
+            match xml {
+                Ok(xml) => {
+                    self.sending[kind as usize].in_flight = true;
+                    ctx.send(
+                        Method::Put,
+                        link.href.clone(),
+                        Some(xml),
+                        Purpose::Der(Req::Report { kind, key }),
+                    );
+                }
+                Err(err) => {
+                    ctx.error(format!("cannot write {}: {err}", kind.name()));
+                    // Not again until its content changes.
+                    self.reports.accepted(kind, key, now_s);
+                }
+            }
+        }
+    }
+
+    /// The answer to a report PUT.
+    pub fn handle(&mut self, ctx: &mut Ctx, req: Req, href: &str, answer: Answer) {
+        let Req::Report { kind, key } = req;
+        let sending = &mut self.sending[kind as usize];
+        sending.in_flight = false;
+        match answer {
+            Answer::Ok(_) => {
+                ctx.send_ok();
+                sending.failures = 0;
+                sending.retry_at_ms = 0;
+                log::debug!("csip: {} sent to {href}", kind.name());
+                ctx.errors.remove(href);
+                let now_s = ctx.server_now_s();
+                self.reports.accepted(kind, key, now_s);
+            }
+            other => {
+                if let Answer::Failed(err) = &other {
+                    ctx.send_failed(err);
+                }
+                let err = PollError::of(other);
+                sending.failures += 1;
+                let backoff =
+                    (SEND_RETRY_MS << (sending.failures.min(8) - 1)).min(SEND_RETRY_MAX_MS);
+                sending.retry_at_ms =
+                    ctx.now.mono_ms + err.retry_after_ms.unwrap_or(0).max(backoff);
+                ctx.error_at(href, format!("PUT {} {href}: {}", kind.name(), err.message));
+            }
+        }
+    }
+}
 
 /// DERControlType bits csipd can carry out through the inverters: opModConnect (2),
 /// opModEnergize (3) and opModMaxLimW (20). Nothing is claimed that the control layer
@@ -92,37 +342,90 @@ pub fn settings(nameplate: &Nameplate, set_grad_w: u16, csipaus: bool, now_s: i6
     }
 }
 
-/// ConnectStatusType bits of the fleet: bit 0 connected, 1 available, 2 operating —
-/// each set when any inverter is (the MUL-01 procedure: one of two inverters off still
-/// reports connected/available/operating).
-pub fn connect_status(inverters: &[InverterState]) -> u8 {
-    u8::from(inverters.iter().any(|i| i.connected))
-        | u8::from(inverters.iter().any(|i| i.available)) << 1
-        | u8::from(inverters.iter().any(|i| i.operating)) << 2
+/// What csipd itself has done to the DER fleet: the utility's opModConnect /
+/// opModEnergize in force, which the status must reflect whatever the inverters say
+/// (CSIP-AUS ALL-11, ALL-12, ALL-26).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OwnActions {
+    /// opModConnect false in force: the DER is disconnected.
+    pub disconnected: bool,
+    /// opModEnergize false in force: the DER ceases to energize.
+    pub deenergised: bool,
 }
 
-/// OperationalModeStatusType: 1 off, 2 operational mode.
-pub fn operational_mode(inverters: &[InverterState]) -> u8 {
-    if inverters.iter().any(|i| i.operating) {
+impl OwnActions {
+    /// From the scheduler's active controls.
+    pub fn of(active: &crate::schedule::ActiveControls) -> OwnActions {
+        use crate::schedule::{ControlMode, ModeValue};
+        let off = |mode| {
+            active
+                .get(mode)
+                .is_some_and(|v| v.value == ModeValue::Flag(false))
+        };
+        OwnActions {
+            disconnected: off(ControlMode::Connect),
+            deenergised: off(ControlMode::Energize),
+        }
+    }
+}
+
+/// Output below this share of an inverter's rating (or 10 W) counts as not generating.
+const GENERATING_FRACTION: f64 = 0.01;
+
+/// The inverter is producing (or its output is not measured and it says it operates).
+fn generating(i: &InverterState) -> bool {
+    i.operating
+        && i.active_power_w
+            .is_none_or(|w| w > (i.rtg_max_w * GENERATING_FRACTION).max(10.0))
+}
+
+/// ConnectStatusType bits of the fleet: bit 0 connected, 1 available, 2 operating —
+/// each set when any inverter is (one of two inverters off still reports the fleet
+/// connected, MUL-01), and cleared by csipd's own actions: a disconnect clears all
+/// three (ALL-12), a de-energise clears "operating" (ALL-11). "Operating" also needs
+/// output: an inverter that stopped generating is not operating (ALL-08).
+pub fn connect_status(inverters: &[InverterState], own: OwnActions) -> u8 {
+    if own.disconnected {
+        return 0;
+    }
+    u8::from(inverters.iter().any(|i| i.connected))
+        | u8::from(inverters.iter().any(|i| i.available)) << 1
+        | u8::from(!own.deenergised && inverters.iter().any(generating)) << 2
+}
+
+/// OperationalModeStatusType: 1 off, 2 operational mode (some inverter generating and
+/// csipd has not switched the fleet off).
+pub fn operational_mode(inverters: &[InverterState], own: OwnActions) -> u8 {
+    if !own.disconnected && !own.deenergised && inverters.iter().any(generating) {
         2
     } else {
         1
     }
 }
 
-pub fn status(inverters: &[InverterState], now_s: i64) -> DerStatus {
+pub fn status(inverters: &[InverterState], own: OwnActions, now_s: i64) -> DerStatus {
     DerStatus {
         gen_connect_status: Some(StatusValue {
             date_time: now_s,
-            value: connect_status(inverters),
+            value: connect_status(inverters, own),
         }),
         operational_mode_status: Some(StatusValue {
             date_time: now_s,
-            value: operational_mode(inverters),
+            value: operational_mode(inverters, own),
         }),
         reading_time: now_s,
         ..DerStatus::default()
     }
+}
+
+/// DERStatus's change key: the fleet's status and each inverter's own state, so a
+/// change of any one DER of the site is a change (MUL-01: one of two switched off).
+pub fn fleet_status_key(status: &DerStatus, inverters: &[InverterState]) -> String {
+    let each: Vec<(bool, bool, bool)> = inverters
+        .iter()
+        .map(|i| (i.connected, i.available, generating(i)))
+        .collect();
+    format!("{}/{each:?}", status_key(status))
 }
 
 pub fn availability(inverters: &[InverterState], now_s: i64) -> DerAvailability {
@@ -246,6 +549,7 @@ mod tests {
             available: connected,
             operating,
             rtg_max_w: 5_000.0,
+            active_power_w: None,
         }
     }
 
@@ -285,14 +589,19 @@ mod tests {
 
     #[test]
     fn connect_status_of_several_inverters() {
+        let none = OwnActions::default();
         // MUL-01: one of two off → still connected/available/operating, mode 2
         let one_off = [inverter(true, true), inverter(false, false)];
-        assert_eq!(connect_status(&one_off), 0b111);
-        assert_eq!(operational_mode(&one_off), 2);
+        assert_eq!(connect_status(&one_off, none), 0b111);
+        assert_eq!(operational_mode(&one_off, none), 2);
         // all off → nothing set, mode 1
         let all_off = [inverter(false, false), inverter(false, false)];
-        assert_eq!(connect_status(&all_off), 0);
-        assert_eq!(operational_mode(&all_off), 1);
+        assert_eq!(connect_status(&all_off, none), 0);
+        assert_eq!(operational_mode(&all_off, none), 1);
+        // ...but a change of any one DER is a change of the report
+        let both_on = [inverter(true, true), inverter(true, true)];
+        let key = |inv: &[InverterState]| fleet_status_key(&status(inv, none, 0), inv);
+        assert_ne!(key(&both_on), key(&one_off));
         assert_eq!(
             availability(&one_off, 0).stat_w_avail.map(|p| p.watts()),
             Some(5_000.0)
@@ -300,16 +609,43 @@ mod tests {
     }
 
     #[test]
+    fn own_actions_and_output_decide_the_status() {
+        let none = OwnActions::default();
+        let mut running = inverter(true, true);
+        running.active_power_w = Some(3_000.0);
+        // ALL-08: stopped generating (2 W of 5 kW): not operating, mode 1 (off)
+        let mut idle = running;
+        idle.active_power_w = Some(2.0);
+        assert_eq!(connect_status(&[idle], none), 0b011);
+        assert_eq!(operational_mode(&[idle], none), 1);
+        // ALL-11: de-energised by csipd: "operating" cleared though it still produces
+        let deenergised = OwnActions {
+            deenergised: true,
+            ..none
+        };
+        assert_eq!(connect_status(&[running], deenergised), 0b011);
+        assert_eq!(operational_mode(&[running], deenergised), 1);
+        // ALL-12: disconnected by csipd: bits 0, 1 and 2 all cleared
+        let disconnected = OwnActions {
+            disconnected: true,
+            ..none
+        };
+        assert_eq!(connect_status(&[running], disconnected), 0);
+        assert_eq!(connect_status(&[running], none), 0b111);
+    }
+
+    #[test]
     fn reports_go_at_start_on_change_and_on_backstop() {
         let mut tracker = ReportTracker::default();
-        let connected = status_key(&status(&[inverter(true, true)], 100));
+        let none = OwnActions::default();
+        let connected = status_key(&status(&[inverter(true, true)], none, 100));
         assert!(tracker.due(ReportKind::Status, &connected, 100, 300));
         tracker.accepted(ReportKind::Status, connected.clone(), 100);
         // same content later (timestamps differ): not due
-        let again = status_key(&status(&[inverter(true, true)], 150));
+        let again = status_key(&status(&[inverter(true, true)], none, 150));
         assert!(!tracker.due(ReportKind::Status, &again, 150, 300));
         // changed content: due
-        let off = status_key(&status(&[inverter(false, false)], 160));
+        let off = status_key(&status(&[inverter(false, false)], none, 160));
         assert!(tracker.due(ReportKind::Status, &off, 160, 300));
         // backstop
         assert!(tracker.due(ReportKind::Status, &again, 400, 300));

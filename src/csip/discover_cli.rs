@@ -6,7 +6,6 @@
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use crate::config::{self, Config, CsipAusNamespace, DeviceRole, Profile};
 use crate::http::ClientConfig;
@@ -170,21 +169,32 @@ pub fn discover_main(args: &[String]) -> ExitCode {
     }
 }
 
+/// Longest a walk may take (a slow server, many pages).
+const WALK_DEADLINE_MS: u64 = 60_000;
+
 /// Walks the server once and renders the tree. `Err` carries the rendering plus the
 /// error when the walk did not reach this device's programs.
 pub fn discover_once(config: EngineConfig) -> Result<String, String> {
-    let mut engine =
-        super::Engine::new(config, no_measurements, NoSink).map_err(|e| format!("{e}\n"))?;
+    let clock = crate::runtime::clock::SystemClock::new();
+    let mut client = crate::http::Client::new(config.http.clone())
+        .map_err(|e| format!("{}\n", super::EngineError::Http(e)))?;
+    let mut engine = super::Engine::new(config, clock.now()).map_err(|e| format!("{e}\n"))?;
     engine.set_read_only(true);
-    smol::block_on(async {
-        // One round walks every resource that is due, which after a (re)discovery is the
-        // whole tree; a second round picks up the lists the first one linked late.
-        engine
-            .run_until(std::time::Instant::now() + Duration::from_millis(1500))
-            .await;
-    });
+    let started_ms = clock.now().mono_ms;
+    let mut source = no_measurements;
+    smol::block_on(crate::runtime::engine::drive(
+        &mut engine,
+        &mut client,
+        &clock,
+        &mut source,
+        &mut NoSink,
+        |engine, now| {
+            // The walk is over when every resource linked so far has been read once.
+            engine.walked() || now.mono_ms > started_ms + WALK_DEADLINE_MS
+        },
+    ));
     let status = engine.status();
-    let text = render(engine.tree(), &status);
+    let text = render(&engine.tree(), &status);
     if engine.tree().edev.is_some() && status.last_error.is_none() {
         Ok(text)
     } else {
@@ -412,7 +422,8 @@ mod config_tests {
                 kind: "EndDeviceList",
                 rate_s: 60,
                 last_poll_s: Some(100),
-                next_poll_s: 160,
+                next_poll_s: Some(160),
+                last_error: Some("HTTP 500".into()),
             }],
             readings_pending: 0,
             readings_dropped: 0,
@@ -428,5 +439,6 @@ mod config_tests {
         assert_eq!(utility.clock_offset_s, Some(-3.0));
         assert_eq!(utility.resources[0].name, "EndDeviceList");
         assert_eq!(utility.resources[0].next_poll_unix_s, Some(160));
+        assert_eq!(utility.resources[0].last_error.as_deref(), Some("HTTP 500"));
     }
 }

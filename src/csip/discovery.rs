@@ -1,6 +1,7 @@
 //! What the engine knows of the server's resource tree, and how it maps into the
-//! scheduler's input. The tree is filled by the driver (`engine`) as polls come back;
-//! everything here is pure. Hrefs are only ever taken from links the server sent.
+//! scheduler's input. Each function set owns its part; [`Tree`] is the read-only view
+//! the engine assembles for `csipd discover` and the status page
+//! ([`super::Engine::tree`]). Pure. Hrefs are only ever taken from links the server sent.
 
 use std::collections::BTreeMap;
 
@@ -80,11 +81,34 @@ impl Tree {
     /// The scheduler's input: every program (with its default) and every event, across
     /// all FSAs. A program listed in two FSAs (same mRID) is taken once.
     pub fn schedule_input(&self) -> (Vec<schedule::Program>, Vec<schedule::Event>) {
+        schedule_input(&self.fsas, &self.programs)
+    }
+
+    /// Our DER (the first in the DERList; csipd reports the fleet as one DER).
+    pub fn der(&self) -> Option<&Der> {
+        self.ders.first()
+    }
+}
+
+/// The scheduler's input from the FSAs and the programs of each DERProgramList: every
+/// program (with its default) and every event. A program listed in two FSAs (same
+/// mRID) is taken once.
+pub fn schedule_input(
+    fsas: &[FsaState],
+    programs_by_list: &BTreeMap<String, Vec<ProgramState>>,
+) -> (Vec<schedule::Program>, Vec<schedule::Event>) {
+    {
         let mut programs: Vec<schedule::Program> = Vec::new();
         let mut events: Vec<schedule::Event> = Vec::new();
-        for (list_href, states) in &self.programs {
-            let fsa = self
-                .fsa_of_program_list(list_href)
+        for (list_href, states) in programs_by_list {
+            let fsa = fsas
+                .iter()
+                .find(|fsa| {
+                    fsa.fsa
+                        .der_program_list_link
+                        .as_ref()
+                        .is_some_and(|link| &link.href == list_href)
+                })
                 .map(|fsa| fsa.href.clone())
                 .unwrap_or_else(|| list_href.clone());
             for state in states {
@@ -101,11 +125,6 @@ impl Tree {
             }
         }
         (programs, events)
-    }
-
-    /// Our DER (the first in the DERList; csipd reports the fleet as one DER).
-    pub fn der(&self) -> Option<&Der> {
-        self.ders.first()
     }
 }
 

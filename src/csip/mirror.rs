@@ -1,12 +1,449 @@
 //! Metering Mirror function set: the site and DER MirrorUsagePoints csipd creates, the
 //! ReadingType of each channel, and the MirrorMeterReading bodies that carry one
-//! interval's average. Pure; averaging itself is in `averaging`.
+//! interval's average (averaging itself is in `averaging`).
+//!
+//! The usage points are created as soon as writes are allowed and the first
+//! measurement says which channels there are (not when a first interval closes); the
+//! list is read again at once for the postRate the server states, which (or the
+//! EndDevice's postRate) sets the averaging interval, so readings leave at the first
+//! postRate boundary the server states (CSIP-AUS ALL-29). Each usage point has its own
+//! queue, request in flight and backoff: a reading the server keeps refusing for one
+//! never holds back the other's.
 
+use std::collections::BTreeSet;
+
+use crate::http::Method;
 use crate::sep2::{
     self, DateTimeInterval, MirrorMeterReading, MirrorUsagePoint, Reading, ReadingType,
 };
 
-use super::averaging::{Channel, IntervalAverages, Phase, Quantity};
+use super::SiteMeasurement;
+use super::averaging::{Channel, IntervalAverager, IntervalAverages, Outbox, Phase, Quantity};
+use super::context::{Answer, Ctx, Paged, PollError, PollPart, Purpose, next_page};
+use super::poller::PollKind;
+
+/// Delay before a failed POST is tried again (doubling, capped at a minute).
+const SEND_RETRY_MS: u64 = 5_000;
+const SEND_RETRY_MAX_MS: u64 = 60_000;
+
+/// Attempts at one reading the server answers with an error before it is dropped.
+/// Transport failures (server unreachable) do not count: those readings wait.
+const MAX_READING_ATTEMPTS: u32 = 5;
+
+/// Requests of this function set other than polls.
+#[derive(Debug)]
+pub enum Req {
+    /// POST of a usage point to the MirrorUsagePointList.
+    Create { role: MupRole, list_href: String },
+    /// POST of one channel's reading to the usage point.
+    Reading { role: MupRole, channel: Channel },
+}
+
+/// One closed interval of one usage point, with the channels not yet accepted.
+#[derive(Debug, Clone)]
+struct PendingReadings {
+    interval: IntervalAverages,
+    remaining: Vec<Channel>,
+    /// Server errors on the first remaining channel.
+    attempts: u32,
+}
+
+/// One usage point's state.
+#[derive(Debug, Clone)]
+struct UsagePoint {
+    role: MupRole,
+    averager: IntervalAverager,
+    channels: BTreeSet<Channel>,
+    href: Option<String>,
+    /// The server stated a postRate for it (MUP or EndDevice).
+    post_rate_from_server: bool,
+    readings: Outbox<PendingReadings>,
+    in_flight: bool,
+    retry_at_ms: u64,
+    failures: u32,
+}
+
+impl UsagePoint {
+    fn backoff(&mut self, now_ms: u64, retry_after_ms: Option<u64>) {
+        self.failures += 1;
+        let backoff = (SEND_RETRY_MS << (self.failures.min(8) - 1)).min(SEND_RETRY_MAX_MS);
+        self.retry_at_ms = now_ms + retry_after_ms.unwrap_or(0).max(backoff);
+    }
+
+    fn queue(&mut self, interval: IntervalAverages) {
+        let remaining: Vec<Channel> = interval.averages.keys().copied().collect();
+        self.readings.push(PendingReadings {
+            interval,
+            remaining,
+            attempts: 0,
+        });
+    }
+
+    fn set_post_rate(&mut self, post_rate_s: u32) {
+        if post_rate_s != self.averager.post_rate_s() {
+            log::info!("csip: {} readings every {post_rate_s} s", self.role.name());
+        }
+        if let Some(closed) = self.averager.set_post_rate(post_rate_s) {
+            self.queue(closed);
+        }
+    }
+}
+
+/// Metering Mirror state.
+#[derive(Debug, Clone)]
+pub struct MirrorSet {
+    pub list_href: Option<String>,
+    pub mups: Vec<MirrorUsagePoint>,
+    list_read: bool,
+    points: [UsagePoint; 2],
+}
+
+impl MirrorSet {
+    pub fn new(default_post_rate_s: u32, buffer_intervals: usize) -> MirrorSet {
+        let point = |role| UsagePoint {
+            role,
+            averager: IntervalAverager::new(default_post_rate_s.max(1)),
+            channels: BTreeSet::new(),
+            href: None,
+            post_rate_from_server: false,
+            readings: Outbox::new(buffer_intervals.max(1)),
+            in_flight: false,
+            retry_at_ms: 0,
+            failures: 0,
+        };
+        MirrorSet {
+            list_href: None,
+            mups: Vec::new(),
+            list_read: false,
+            points: [point(MupRole::Site), point(MupRole::Der)],
+        }
+    }
+
+    /// The DeviceCapability links the MirrorUsagePointList at `href` (or no longer does).
+    pub fn link(&mut self, ctx: &mut Ctx, href: Option<String>) {
+        let keep: Vec<String> = href.iter().cloned().collect();
+        ctx.poller
+            .retain_kind(PollKind::MirrorUsagePointList, &keep);
+        if let Some(href) = &href {
+            ctx.poller
+                .track(href, PollKind::MirrorUsagePointList, None, ctx.now.mono_ms);
+        }
+        self.list_href = href;
+    }
+
+    pub fn request(&self, ctx: &mut Ctx, href: &str) {
+        ctx.poll(
+            href,
+            PollKind::MirrorUsagePointList,
+            PollPart::UsagePoints(Paged::new(href)),
+        );
+    }
+
+    /// Readings pending (intervals) and dropped (buffer full) over both usage points.
+    pub fn pending(&self) -> (usize, u64) {
+        (
+            self.points.iter().map(|p| p.readings.len()).sum(),
+            self.points.iter().map(|p| p.readings.dropped()).sum(),
+        )
+    }
+
+    /// The EndDevice states `post_rate_s` for readings (used until a usage point states
+    /// its own).
+    pub fn set_end_device_post_rate(&mut self, post_rate_s: u32) {
+        for point in &mut self.points {
+            if !point.post_rate_from_server {
+                point.set_post_rate(post_rate_s);
+            }
+        }
+    }
+
+    /// One sample (`None`: stale data); `server_now_s` is server time.
+    pub fn handle_measurement(&mut self, sample: Option<&SiteMeasurement>, server_now_s: i64) {
+        for point in &mut self.points {
+            let meter = sample.and_then(|m| match point.role {
+                MupRole::Site => m.site,
+                MupRole::Der => m.der,
+            });
+            let closed = match meter {
+                Some(meter) => {
+                    // Which channels there are, until the usage point is created with them.
+                    if point.href.is_none() {
+                        point.channels.extend(meter.channels().map(|(c, _)| c));
+                    }
+                    point.averager.add(server_now_s, &meter)
+                }
+                None => point.averager.close_if_ended(server_now_s),
+            };
+            if let Some(interval) = closed {
+                point.queue(interval);
+            }
+        }
+    }
+
+    /// When the interval in progress of either usage point ends (server Unix seconds).
+    pub fn next_interval_end_s(&self) -> Option<i64> {
+        self.points
+            .iter()
+            .filter_map(|p| p.averager.current_end_s())
+            .min()
+    }
+
+    /// A page of the MirrorUsagePointList: finds our usage points and their postRate.
+    pub fn handle_list(
+        &mut self,
+        ctx: &mut Ctx,
+        href: &str,
+        paged: Paged<MirrorUsagePoint>,
+        answer: Answer,
+    ) {
+        let kind = PollKind::MirrorUsagePointList;
+        let Some(paged) = next_page(ctx, href, kind, paged, answer, PollPart::UsagePoints) else {
+            return;
+        };
+        ctx.poll_ok(href, kind, paged.poll_rate_s);
+        for point in &mut self.points {
+            let Ok(mrid) =
+                sep2::mrid::mirror_usage_point(&ctx.config.lfdi, point.role.name(), ctx.config.pen)
+            else {
+                continue;
+            };
+            match find_usage_point(&paged.items, &mrid) {
+                Some(mup) => {
+                    if let Some(found) = &mup.href {
+                        point.href = Some(found.clone());
+                    }
+                    if let Some(post_rate) = mup.post_rate_s {
+                        point.post_rate_from_server = true;
+                        point.set_post_rate(post_rate);
+                    }
+                }
+                None => {
+                    if point.href.take().is_some() {
+                        log::warn!(
+                            "csip: the server lost the {} usage point; recreating it",
+                            point.role.name()
+                        );
+                    }
+                }
+            }
+        }
+        self.list_read = true;
+        self.mups = paged.items;
+    }
+
+    /// Creates missing usage points and POSTs due readings, one request per usage point
+    /// at a time.
+    pub fn flush(&mut self, ctx: &mut Ctx) {
+        if !ctx.writable() || !self.list_read {
+            return;
+        }
+        let Some(list_href) = self.list_href.clone() else {
+            return;
+        };
+        let now_ms = ctx.now.mono_ms;
+        for point in &mut self.points {
+            if point.in_flight || now_ms < point.retry_at_ms {
+                continue;
+            }
+            match point.href.clone() {
+                None => {
+                    if point.channels.is_empty() {
+                        continue;
+                    }
+                    let channels: Vec<Channel> = point.channels.iter().copied().collect();
+                    let mup = match usage_point(
+                        point.role,
+                        &ctx.config.lfdi,
+                        ctx.config.pen,
+                        &channels,
+                        point.averager.post_rate_s(),
+                    ) {
+                        Ok(mup) => mup,
+                        Err(err) => {
+                            ctx.error(format!("mirror usage point: {err}"));
+                            point.retry_at_ms = u64::MAX;
+                            continue;
+                        }
+                    };
+                    match ctx.write(&mup) {
+                        Ok(xml) => {
+                            point.in_flight = true;
+                            ctx.send(
+                                Method::Post,
+                                list_href.clone(),
+                                Some(xml),
+                                Purpose::Mirror(Req::Create {
+                                    role: point.role,
+                                    list_href: list_href.clone(),
+                                }),
+                            );
+                        }
+                        Err(err) => {
+                            ctx.error(format!("cannot write MirrorUsagePoint: {err}"));
+                            point.retry_at_ms = u64::MAX;
+                        }
+                    }
+                }
+                Some(href) => {
+                    // The next channel of the oldest interval; unwritable ones are skipped.
+                    while let Some(pending) = point.readings.front_mut() {
+                        let Some(&channel) = pending.remaining.first() else {
+                            point.readings.pop();
+                            continue;
+                        };
+                        let doc = match reading_post(
+                            point.role,
+                            &ctx.config.lfdi,
+                            ctx.config.pen,
+                            channel,
+                            &pending.interval,
+                        ) {
+                            Ok(Some(doc)) => doc,
+                            Ok(None) => {
+                                pending.remaining.remove(0);
+                                continue;
+                            }
+                            Err(err) => {
+                                pending.remaining.remove(0);
+                                ctx.error(format!("mirror reading: {err}"));
+                                continue;
+                            }
+                        };
+                        match ctx.write(&doc) {
+                            Ok(xml) => {
+                                point.in_flight = true;
+                                ctx.send(
+                                    Method::Post,
+                                    href.clone(),
+                                    Some(xml),
+                                    Purpose::Mirror(Req::Reading {
+                                        role: point.role,
+                                        channel,
+                                    }),
+                                );
+                            }
+                            Err(err) => {
+                                pending.remaining.remove(0);
+                                ctx.error(format!("cannot write MirrorMeterReading: {err}"));
+                                continue;
+                            }
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The answer to a usage point or reading POST.
+    pub fn handle(&mut self, ctx: &mut Ctx, req: Req, href: &str, answer: Answer) {
+        let now_ms = ctx.now.mono_ms;
+        match req {
+            Req::Create { role, list_href } => {
+                let point = &mut self.points[role as usize];
+                point.in_flight = false;
+                match answer {
+                    Answer::Ok(response) => {
+                        ctx.send_ok();
+                        match response.location() {
+                            Some(location) => {
+                                log::info!("csip: {} usage point at {location}", role.name());
+                                point.href = Some(location.to_string());
+                                point.failures = 0;
+                                // Read the list again at once: the server states the
+                                // postRate there.
+                                ctx.poller.poll_soon(&list_href, now_ms);
+                                ctx.errors.remove(&list_href);
+                            }
+                            None => {
+                                ctx.error_at(
+                                    &list_href,
+                                    format!(
+                                        "POST {list_href}: usage point created without a Location"
+                                    ),
+                                );
+                                point.backoff(now_ms, None);
+                            }
+                        }
+                    }
+                    other => {
+                        if let Answer::Failed(err) = &other {
+                            ctx.send_failed(err);
+                        }
+                        let err = PollError::of(other);
+                        ctx.error_at(
+                            &list_href,
+                            format!(
+                                "POST {list_href} ({} usage point): {}",
+                                role.name(),
+                                err.message
+                            ),
+                        );
+                        point.backoff(now_ms, err.retry_after_ms);
+                    }
+                }
+            }
+            Req::Reading { role, channel } => {
+                let point = &mut self.points[role as usize];
+                point.in_flight = false;
+                let done = |point: &mut UsagePoint| {
+                    if let Some(front) = point.readings.front_mut() {
+                        if front.remaining.first() == Some(&channel) {
+                            front.remaining.remove(0);
+                            front.attempts = 0;
+                        }
+                        if front.remaining.is_empty() {
+                            point.readings.pop();
+                        }
+                    }
+                };
+                match answer {
+                    Answer::Ok(_) => {
+                        ctx.send_ok();
+                        point.failures = 0;
+                        ctx.errors.remove(href);
+                        done(point);
+                    }
+                    Answer::Gone(_) => {
+                        log::warn!(
+                            "csip: {href} is gone; recreating the {} usage point",
+                            role.name()
+                        );
+                        point.href = None;
+                    }
+                    Answer::Failed(err)
+                        if err
+                            .status()
+                            .is_some_and(|s| (400..500).contains(&s) && s != 429) =>
+                    {
+                        ctx.send_ok();
+                        ctx.error_at(href, format!("POST {href}: reading refused: {err}"));
+                        done(point);
+                    }
+                    Answer::Failed(err) => {
+                        ctx.send_failed(&err);
+                        let retry_after_ms = err.retry_after().map(|d| d.as_millis() as u64);
+                        ctx.error_at(href, format!("POST {href}: {err}"));
+                        point.backoff(now_ms, retry_after_ms);
+                        if err.status().is_some() && retry_after_ms.is_none() {
+                            let drop_it = point.readings.front_mut().is_some_and(|front| {
+                                front.attempts += 1;
+                                front.attempts >= MAX_READING_ATTEMPTS
+                            });
+                            if drop_it {
+                                log::warn!(
+                                    "csip: dropping a {} reading the server failed {MAX_READING_ATTEMPTS} times",
+                                    role.name()
+                                );
+                                done(point);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
 
 /// Which usage point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -89,10 +526,12 @@ pub fn reading_type(role: MupRole, channel: Channel, interval_s: u32) -> Reading
         (_, Phase::B) => 64,
         (_, Phase::C) => 32,
     };
+    // KindType 37 "power" on W, var and V: the certification harness finds the site's
+    // AVERAGE/VOLTAGE usage point by it (ALL-06, ALL-10, MUL-02). Frequency has no kind.
     let (uom, kind, flow) = match channel.quantity {
         Quantity::ActivePowerW => (38, 37, Some(role.flow_direction())),
         Quantity::ReactivePowerVar => (63, 37, Some(role.flow_direction())),
-        Quantity::VoltageV => (29, 0, None),
+        Quantity::VoltageV => (29, 37, None),
         Quantity::FrequencyHz => (33, 0, None),
     };
     ReadingType {
@@ -243,6 +682,7 @@ mod tests {
             (v_a.uom, v_a.phase, v_a.power_of_ten_multiplier),
             (Some(29), Some(129), Some(-1))
         );
+        assert_eq!((v_a.kind, v_a.data_qualifier), (Some(37), Some(2)));
         let hz = reading_type(
             MupRole::Site,
             channel(Quantity::FrequencyHz, Phase::Total),

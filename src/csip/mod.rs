@@ -1,32 +1,60 @@
-//! The CSIP-AUS client engine: discovery, registration, polling, DER reports,
-//! metering mirror, responses. One file per 2030.5 function set; the decisions are pure
-//! ([`poller`], [`averaging`], report change detection in [`der`], the tree walk
-//! results in [`discovery`]) and the IO is a thin async driver ([`engine`]) on smol.
+//! The CSIP-AUS client engine, as a state machine with no IO and no clock of its own
+//! (the shape of quinn-proto's `Connection`). [`Engine`] ([`engine`]) only dispatches;
+//! each IEEE 2030.5 function set owns its state and its handlers in its own file:
+//! [`dcap`] (DeviceCapability), [`time`] (Time, the server clock), [`edev`] (EndDevice,
+//! in-band registration, Registration PIN, csipaus ConnectionPoint), [`fsa`]
+//! (FunctionSetAssignments), [`derp`] (DERPrograms with their DERControls,
+//! DefaultDERControl and DERCurves, and the scheduler run over them), [`der`] (DER
+//! reports), [`mirror`] (Metering Mirror), [`response`] (Response), [`log_event`]
+//! (LogEvent). [`context`] is what they share (the request queue, the poller, the
+//! status); [`poller`], [`averaging`] and [`discovery`] are pure helpers.
 //!
-//! How the runtime uses it:
+//! ## Call order
 //! ```text
-//! let engine = csip::Engine::new(engine_config, measurement_source, sink)?;
-//! executor.spawn(engine.run());            // runs until the process ends
+//! let mut engine = csip::Engine::new(config, now)?;     // nothing sent yet
+//! loop {
+//!     // 1. feed what happened, each with the `Now` it happened at:
+//!     engine.handle_timeout(now);                        // when poll_timeout() passed
+//!     engine.handle_measurements(sample, now);           // about once a second
+//!     engine.handle_nameplate(nameplate, now);           // when the inverters tell it
+//!     engine.handle_response(id, result, now);           // each answer, any order
+//!     // 2. drain the outputs, in any order, until each returns None:
+//!     while let Some(request) = engine.poll_request() { /* send it */ }
+//!     while let Some(event) = engine.poll_event() { /* controls, deliveries, status */ }
+//!     // 3. sleep until engine.poll_timeout() (monotonic ms), a response, or a sample.
+//! }
 //! ```
-//! - In: [`EngineConfig`] (server URL and TLS identity, LFDI/SFDI, PIN, NMI, PEN,
-//!   nameplate of the DER fleet), a [`MeasurementSource`] the engine samples once a
-//!   second (site meter, DER meter, inverter states).
-//! - Out: an [`EngineSink`] called with every change of the active controls (the
-//!   scheduler's [`crate::schedule::Outcome`]) and with an [`EngineStatus`] snapshot.
+//! Every input may produce requests and events; nothing happens between inputs. Each
+//! request is answered exactly once with `handle_response` (a transport error or
+//! timeout is an answer too); requests may be in flight together and be answered in
+//! any order.
+//!
+//! ## Time rule
+//! The engine reads no clock. Every input carries a [`crate::clock::Now`]; its
+//! monotonic part must never go backwards between calls and times all polls, retries
+//! and backoff; its UTC part plus the server clock offset learnt from the Time resource
+//! ([`time::ServerClock`]) is the 2030.5 time events and readings are scheduled by.
+//! [`Engine::poll_timeout`] is in the monotonic clock. A test drives a virtual `Now`
+//! and runs a simulated day in a fraction of a CPU-second.
 
 pub mod averaging;
+pub mod context;
+pub mod dcap;
 pub mod der;
+pub mod derp;
 pub mod discover_cli;
 pub mod discovery;
 pub mod edev;
 pub mod engine;
+pub mod fsa;
+pub mod log_event;
 pub mod mirror;
 pub mod poller;
 pub mod response;
 pub mod time;
-pub mod transport;
 
 pub use averaging::{MeterSample, PhaseValues};
+pub use context::{Request, RequestId};
 pub use discover_cli::discover_main;
 pub use engine::Engine;
 
@@ -119,6 +147,10 @@ pub struct InverterState {
     pub operating: bool,
     /// Rated maximum active power, W.
     pub rtg_max_w: f64,
+    /// Active power output now, W (positive = generation); `None` when not measured.
+    /// An operating inverter producing (almost) nothing is reported as not operating
+    /// (CSIP-AUS ALL-08).
+    pub active_power_w: Option<f64>,
 }
 
 /// One second's view of the site, from the runtime.
@@ -131,8 +163,8 @@ pub struct SiteMeasurement {
     pub inverters: Vec<InverterState>,
 }
 
-/// Where the engine gets measurements. Called once a second; `None` when the data is
-/// stale (nothing is averaged for that second).
+/// Where the runtime's driver gets measurements for [`Engine::handle_measurements`].
+/// Called once a second; `None` when the data is stale (nothing is averaged then).
 pub trait MeasurementSource {
     fn sample(&mut self) -> Option<SiteMeasurement>;
 }
@@ -179,8 +211,12 @@ pub struct PollStatus {
     pub rate_s: u32,
     /// Unix seconds (server-adjusted) of the last successful poll.
     pub last_poll_s: Option<i64>,
-    /// Unix seconds (server-adjusted) of the next planned poll.
-    pub next_poll_s: i64,
+    /// Unix seconds (server-adjusted) of the next planned poll; `None` for a resource
+    /// read together with its parent (a program's DERControlList, DefaultDERControl).
+    pub next_poll_s: Option<i64>,
+    /// The last failure reading it (HTTP status, timeout, a document that did not
+    /// parse, an item left out of a list); `None` after a good read.
+    pub last_error: Option<String>,
 }
 
 /// What the engine reports about itself (the runtime maps it into `status::Snapshot`).
@@ -201,7 +237,26 @@ pub struct EngineStatus {
     pub last_error: Option<String>,
 }
 
-/// Where the engine's results go.
+/// What the engine tells its driver ([`Engine::poll_event`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The active controls changed (or were evaluated for the first time), or responses
+    /// fell due: `state` is the scheduler's memory (ledger, randomisation draws) to
+    /// persist before the responses are sent; `active` the limits to apply.
+    Controls(Box<schedule::Outcome>),
+    /// A response POST ended (see [`EngineSink::response_delivery`]). `at_s` is local
+    /// Unix time.
+    ResponseDelivery {
+        key: schedule::ResponseKey,
+        delivery: response::Delivery,
+        at_s: i64,
+        detail: String,
+    },
+    /// The status changed (state, errors, polls, queues).
+    Status(EngineStatus),
+}
+
+/// Where the driver hands the engine's [`Event`]s (see [`EngineSink::deliver`]).
 pub trait EngineSink {
     /// The active controls changed (or were evaluated for the first time), or responses
     /// fell due. `outcome.state` is the scheduler's memory (ledger, randomisation
@@ -221,12 +276,28 @@ pub trait EngineSink {
         _detail: &str,
     ) {
     }
+
+    /// Hands one [`Event`] to the matching method.
+    fn deliver(&mut self, event: &Event) {
+        match event {
+            Event::Controls(outcome) => self.controls(outcome),
+            Event::Status(status) => self.status(status),
+            Event::ResponseDelivery {
+                key,
+                delivery,
+                at_s,
+                detail,
+            } => self.response_delivery(key, *delivery, *at_s, detail),
+        }
+    }
 }
 
 /// Errors of the engine's set-up (runtime errors go into the status, not here).
 #[derive(Debug)]
 pub enum EngineError {
+    /// A configuration value the engine cannot work with (the message names it).
     Config(String),
+    /// The HTTP client could not be built (certificate, key, CA, URL).
     Http(crate::http::HttpError),
 }
 
@@ -273,8 +344,8 @@ impl EngineStatus {
                     name: poll.kind.to_string(),
                     href: poll.href.clone(),
                     last_poll_unix_s: poll.last_poll_s,
-                    next_poll_unix_s: Some(poll.next_poll_s),
-                    last_error: None,
+                    next_poll_unix_s: poll.next_poll_s,
+                    last_error: poll.last_error.clone(),
                 })
                 .collect(),
         }

@@ -6,8 +6,13 @@
 //! (e.g. the DERProgramList's rate covers its programs, their DERControlLists and
 //! DefaultDERControls, which is what the certification harness times). A changed rate
 //! takes effect at once: the next poll is re-planned from the last poll with the new
-//! rate. Failures back off exponentially (capped at the poll rate) and, after
-//! [`FAILURES_BEFORE_REDISCOVERY`] in a row, ask for rediscovery.
+//! rate. Resources under a group (a program's DERControlList, DefaultDERControl and
+//! DERCurveList) *follow their parent*: the parent's good poll makes them due, so they
+//! are read together at the parent's rate, but each fails and backs off on its own.
+//! Failures back off exponentially from 2 s, capped at the poll rate and at
+//! [`MAX_RETRY_MS`] (so the client is back within a minute of a server's return,
+//! CSIP-AUS ALL-23); they never ask for rediscovery. Only a 404/410 on a known href
+//! does ([`AfterPoll::Rediscover`]).
 
 use std::collections::BTreeMap;
 
@@ -15,12 +20,16 @@ use std::collections::BTreeMap;
 /// minutes as the default poll and post rate (2030.5's own default is 900 s).
 pub const DEFAULT_POLL_RATE_S: u32 = 300;
 
-/// Consecutive failures of one resource after which the engine walks the tree again
-/// from DeviceCapability.
-pub const FAILURES_BEFORE_REDISCOVERY: u32 = 3;
-
 /// Shortest retry delay after a failed poll.
 const MIN_RETRY_MS: u64 = 2_000;
+
+/// Longest retry delay after failed polls, whatever the poll rate: the harness (ALL-23)
+/// wants the client back within one pollRate, and never more than 60 s, of the
+/// server's return.
+pub const MAX_RETRY_MS: u64 = 60_000;
+
+/// `next_due_ms` of a resource that waits for its parent's poll.
+const WITH_PARENT: u64 = u64::MAX;
 
 /// What kind of poll group a tracked href is; the driver knows what to do for each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -33,6 +42,12 @@ pub enum PollKind {
     DerProgramList,
     DerList,
     MirrorUsagePointList,
+    /// A program's DERControlList (follows its DERProgramList).
+    DerControlList,
+    /// A program's DefaultDERControl (follows its DERProgramList).
+    DefaultDerControl,
+    /// A program's DERCurveList (follows its DERProgramList).
+    DerCurveList,
 }
 
 impl PollKind {
@@ -47,7 +62,18 @@ impl PollKind {
             PollKind::DerProgramList => "DERProgramList",
             PollKind::DerList => "DERList",
             PollKind::MirrorUsagePointList => "MirrorUsagePointList",
+            PollKind::DerControlList => "DERControlList",
+            PollKind::DefaultDerControl => "DefaultDERControl",
+            PollKind::DerCurveList => "DERCurveList",
         }
+    }
+
+    /// Read when its parent is read, not on its own timer (see the module doc).
+    pub fn follows_parent(self) -> bool {
+        matches!(
+            self,
+            PollKind::DerControlList | PollKind::DefaultDerControl | PollKind::DerCurveList
+        )
     }
 }
 
@@ -59,6 +85,8 @@ pub struct PollEntry {
     pub last_poll_ms: Option<u64>,
     pub next_due_ms: u64,
     pub consecutive_failures: u32,
+    /// A request for it is out; it is not due again until answered.
+    pub in_flight: bool,
 }
 
 /// What the driver should do after reporting a poll outcome.
@@ -66,7 +94,8 @@ pub struct PollEntry {
 pub enum AfterPoll {
     /// Carry on.
     Continue,
-    /// Too many failures in a row (or the resource is gone): walk from DeviceCapability.
+    /// The resource is gone (404/410 on an href the server gave): walk again from
+    /// DeviceCapability.
     Rediscover,
 }
 
@@ -107,7 +136,7 @@ impl Poller {
                 let rate_s = rate_s.max(1);
                 if entry.rate_s != rate_s {
                     entry.rate_s = rate_s;
-                    if entry.consecutive_failures == 0 {
+                    if entry.consecutive_failures == 0 && !kind.follows_parent() {
                         if let Some(last) = entry.last_poll_ms {
                             entry.next_due_ms = last + u64::from(rate_s) * 1000;
                         }
@@ -123,6 +152,7 @@ impl Poller {
                         last_poll_ms: None,
                         next_due_ms: now_ms,
                         consecutive_failures: 0,
+                        in_flight: false,
                     },
                 );
             }
@@ -148,32 +178,54 @@ impl Poller {
             .retain(|href, entry| entry.kind != kind || keep.iter().any(|k| k == href));
     }
 
-    /// Forgets everything (before a rediscovery).
+    /// Forgets everything.
     pub fn clear(&mut self) {
         self.entries.clear();
     }
 
-    /// The hrefs due at `now_ms`, in a stable order (the kind's order, then href), so
-    /// the DeviceCapability and Time come before the lists under them.
+    /// Makes every resource that runs on its own timer due at `now_ms` (a walk from the
+    /// top after a rediscovery; the groups' children follow their parents).
+    pub fn all_soon(&mut self, now_ms: u64) {
+        for entry in self.entries.values_mut() {
+            if !entry.kind.follows_parent() {
+                entry.next_due_ms = entry.next_due_ms.min(now_ms);
+            }
+        }
+    }
+
+    /// Marks `href` as requested: not due again until [`Poller::polled`].
+    pub fn started(&mut self, href: &str) {
+        if let Some(entry) = self.entries.get_mut(href) {
+            entry.in_flight = true;
+        }
+    }
+
+    /// The hrefs due at `now_ms` and not already requested, in a stable order (the
+    /// kind's order, then href), so the DeviceCapability and Time come before the lists
+    /// under them.
     pub fn due(&self, now_ms: u64) -> Vec<(String, PollKind)> {
         let mut due: Vec<(String, PollKind)> = self
             .entries
             .iter()
-            .filter(|(_, entry)| entry.next_due_ms <= now_ms)
+            .filter(|(_, entry)| entry.next_due_ms <= now_ms && !entry.in_flight)
             .map(|(href, entry)| (href.clone(), entry.kind))
             .collect();
         due.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
         due
     }
 
-    /// The earliest instant any group is due, if anything is tracked.
+    /// The earliest instant any resource not already requested is due.
     pub fn next_due_ms(&self) -> Option<u64> {
-        self.entries.values().map(|entry| entry.next_due_ms).min()
+        self.entries
+            .values()
+            .filter(|entry| !entry.in_flight && entry.next_due_ms != WITH_PARENT)
+            .map(|entry| entry.next_due_ms)
+            .min()
     }
 
-    /// Records a poll of `href` at `now_ms`. `ok` false counts a failure (timeouts, 5xx);
-    /// `gone` (a 404 on a known href) asks for rediscovery at once. `retry_after_ms` is a
-    /// server-requested delay (429/503) that overrides the usual plan.
+    /// Records a poll of `href` at `now_ms`. `Failed` (timeouts, 5xx, garbage) backs
+    /// off; `Gone` (a 404 on a known href) backs off too and asks for rediscovery.
+    /// `retry_after_ms` is a server-requested delay (429/503) that overrides the plan.
     pub fn polled(
         &mut self,
         href: &str,
@@ -185,31 +237,33 @@ impl Poller {
             return AfterPoll::Continue;
         };
         let rate_ms = u64::from(entry.rate_s) * 1000;
+        entry.in_flight = false;
         match outcome {
             PollOutcome::Ok => {
                 entry.consecutive_failures = 0;
                 entry.last_poll_ms = Some(now_ms);
-                entry.next_due_ms = now_ms + rate_ms;
+                entry.next_due_ms = if entry.kind.follows_parent() {
+                    WITH_PARENT
+                } else {
+                    now_ms + rate_ms
+                };
                 if let Some(delay) = retry_after_ms {
                     entry.next_due_ms = entry.next_due_ms.max(now_ms + delay);
                 }
                 AfterPoll::Continue
             }
-            PollOutcome::Failed => {
+            PollOutcome::Failed | PollOutcome::Gone => {
                 entry.consecutive_failures += 1;
                 let shift = entry.consecutive_failures.min(10) - 1;
-                let backoff = (MIN_RETRY_MS << shift).min(rate_ms.max(MIN_RETRY_MS));
+                let backoff = (MIN_RETRY_MS << shift)
+                    .min(rate_ms.min(MAX_RETRY_MS))
+                    .max(MIN_RETRY_MS);
                 entry.next_due_ms = now_ms + retry_after_ms.unwrap_or(backoff).max(backoff);
-                if entry.consecutive_failures >= FAILURES_BEFORE_REDISCOVERY {
+                if outcome == PollOutcome::Gone {
                     AfterPoll::Rediscover
                 } else {
                     AfterPoll::Continue
                 }
-            }
-            PollOutcome::Gone => {
-                entry.consecutive_failures += 1;
-                entry.next_due_ms = now_ms + MIN_RETRY_MS;
-                AfterPoll::Rediscover
             }
         }
     }
@@ -306,26 +360,54 @@ mod tests {
     }
 
     #[test]
-    fn failures_back_off_and_then_ask_for_rediscovery() {
+    fn failures_back_off_capped_and_never_ask_for_rediscovery() {
         let mut poller = Poller::new();
-        poller.track("/mup", PollKind::MirrorUsagePointList, Some(60), 0);
+        poller.track("/dcap", PollKind::DeviceCapability, Some(300), 0);
+        let mut at = 0;
+        let mut delays = Vec::new();
+        for _ in 0..10 {
+            assert_eq!(
+                poller.polled("/dcap", at, PollOutcome::Failed, None),
+                AfterPoll::Continue
+            );
+            let next = poller.next_due_ms().expect("due");
+            delays.push(next - at);
+            at = next;
+        }
+        // 2, 4, 8, 16, 32 s, then never more than 60 s (ALL-23), though the rate is 300 s
         assert_eq!(
-            poller.polled("/mup", 0, PollOutcome::Failed, None),
-            AfterPoll::Continue
-        );
-        assert_eq!(poller.next_due_ms(), Some(2_000));
-        assert_eq!(
-            poller.polled("/mup", 2_000, PollOutcome::Failed, None),
-            AfterPoll::Continue
-        );
-        assert_eq!(poller.next_due_ms(), Some(6_000));
-        assert_eq!(
-            poller.polled("/mup", 6_000, PollOutcome::Failed, None),
-            AfterPoll::Rediscover
+            delays,
+            [
+                2_000, 4_000, 8_000, 16_000, 32_000, 60_000, 60_000, 60_000, 60_000, 60_000
+            ]
         );
         // a success resets the count
-        poller.polled("/mup", 14_000, PollOutcome::Ok, None);
-        assert_eq!(poller.get("/mup").map(|e| e.consecutive_failures), Some(0));
+        poller.polled("/dcap", at, PollOutcome::Ok, None);
+        assert_eq!(poller.get("/dcap").map(|e| e.consecutive_failures), Some(0));
+        // and a short rate caps the backoff lower still
+        poller.track("/tm", PollKind::Time, Some(5), 0);
+        for _ in 0..5 {
+            poller.polled("/tm", 0, PollOutcome::Failed, None);
+        }
+        assert_eq!(poller.get("/tm").map(|e| e.next_due_ms), Some(5_000));
+    }
+
+    #[test]
+    fn children_follow_their_parent_and_fail_alone() {
+        let mut poller = Poller::new();
+        poller.track("/derp", PollKind::DerProgramList, Some(60), 0);
+        poller.track("/derc", PollKind::DerControlList, Some(60), 0);
+        poller.started("/derc");
+        assert!(poller.due(0).iter().all(|(h, _)| h != "/derc"), "in flight");
+        poller.polled("/derc", 0, PollOutcome::Ok, None);
+        poller.polled("/derp", 0, PollOutcome::Ok, None);
+        // healthy: only the parent's timer runs
+        assert_eq!(poller.next_due_ms(), Some(60_000));
+        poller.poll_soon("/derc", 60_000);
+        assert_eq!(poller.due(60_000).len(), 2);
+        // failing: its own backoff
+        poller.polled("/derc", 60_000, PollOutcome::Failed, None);
+        assert_eq!(poller.get("/derc").map(|e| e.next_due_ms), Some(62_000));
     }
 
     #[test]

@@ -1,11 +1,131 @@
 //! Response function set: the scheduler decides which responses fall due (each once,
 //! recorded in its ledger); this outbox delivers them to each control's `replyTo`, in
-//! order, retrying until the server accepts, and never sends one twice.
+//! order, one at a time, retrying until the server accepts, and never sends one twice.
+//! Each attempt's end is an [`Event::ResponseDelivery`] so the runtime's store can
+//! settle its ledger entry (at least once, never lost).
 
 use std::collections::VecDeque;
 
+use crate::http::Method;
 use crate::schedule::{ResponseDue, ResponseKey};
 use crate::sep2::DerControlResponse;
+
+use super::Event;
+use super::context::{Answer, Ctx, Purpose};
+
+/// Delay before a response is tried again after a failure (doubling, capped).
+const SEND_RETRY_MS: u64 = 5_000;
+const SEND_RETRY_MAX_MS: u64 = 60_000;
+
+/// The request of this function set: the POST of the front response.
+#[derive(Debug)]
+pub struct Req {
+    pub key: ResponseKey,
+}
+
+/// Response state: the outbox and its sending.
+#[derive(Debug, Clone, Default)]
+pub struct ResponseSet {
+    pub outbox: ResponseOutbox,
+    in_flight: bool,
+    retry_at_ms: u64,
+    failures: u32,
+}
+
+impl ResponseSet {
+    /// Queues a response that fell due.
+    pub fn push(&mut self, due: ResponseDue) {
+        self.outbox.push(due);
+    }
+
+    /// POSTs the front response if writes are allowed and nothing is in flight.
+    pub fn flush(&mut self, ctx: &mut Ctx) {
+        if !ctx.writable() || self.in_flight || ctx.now.mono_ms < self.retry_at_ms {
+            return;
+        }
+        while let Some(due) = self.outbox.front().cloned() {
+            let Some(reply_to) = due.reply_to.clone() else {
+                self.outbox.delivered(Delivery::Refused);
+                continue;
+            };
+            let body = response_body(&due, &ctx.config.lfdi);
+            match ctx.write(&body) {
+                Ok(xml) => {
+                    self.in_flight = true;
+                    ctx.send(
+                        Method::Post,
+                        reply_to,
+                        Some(xml),
+                        Purpose::Response(Req { key: due.key }),
+                    );
+                    return;
+                }
+                Err(err) => {
+                    let detail = format!("cannot write Response: {err}");
+                    ctx.error(detail.clone());
+                    ctx.events.push_back(Event::ResponseDelivery {
+                        key: due.key.clone(),
+                        delivery: Delivery::Refused,
+                        at_s: ctx.now.utc_s(),
+                        detail,
+                    });
+                    self.outbox.delivered(Delivery::Refused);
+                }
+            }
+        }
+    }
+
+    /// The answer to a response POST.
+    pub fn handle(&mut self, ctx: &mut Ctx, req: Req, href: &str, answer: Answer) {
+        self.in_flight = false;
+        let (delivery, detail, retry_after_ms) = match answer {
+            Answer::Ok(_) => (Delivery::Accepted, String::new(), None),
+            Answer::Gone(status) => (classify(Some(status)), format!("HTTP {status}"), None),
+            Answer::Failed(err) => {
+                ctx.send_failed(&err);
+                (
+                    classify(err.status()),
+                    err.to_string(),
+                    err.retry_after().map(|d| d.as_millis() as u64),
+                )
+            }
+        };
+        ctx.events.push_back(Event::ResponseDelivery {
+            key: req.key.clone(),
+            delivery,
+            at_s: ctx.now.utc_s(),
+            detail: detail.clone(),
+        });
+        match delivery {
+            Delivery::Accepted => {
+                ctx.send_ok();
+                self.failures = 0;
+                log::info!(
+                    "csip: response {} to {} sent to {href}",
+                    req.key.status.code(),
+                    req.key.event_mrid
+                );
+            }
+            Delivery::Refused => ctx.error(format!(
+                "response {} to {} refused by {href}; not retried: {detail}",
+                req.key.status.code(),
+                req.key.event_mrid
+            )),
+            Delivery::RetryLater => {
+                self.failures += 1;
+                let backoff = (SEND_RETRY_MS << (self.failures.min(8) - 1)).min(SEND_RETRY_MAX_MS);
+                self.retry_at_ms = ctx.now.mono_ms + retry_after_ms.unwrap_or(0).max(backoff);
+            }
+        }
+        if self
+            .outbox
+            .front()
+            .is_some_and(|front| front.key == req.key)
+        {
+            self.outbox.delivered(delivery);
+        }
+    }
+}
 
 /// Most responses kept waiting (a long outage with many events); the oldest go first.
 const CAPACITY: usize = 1024;

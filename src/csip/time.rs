@@ -2,6 +2,67 @@
 //! by. 2030.5 events are timed by the server's clock, so a router whose clock is off
 //! (no NTP yet after a power cut) still starts and ends events when the server means.
 
+use crate::clock::Now;
+use crate::sep2::Time;
+
+use super::context::{Answer, Ctx, PollError, PollPart, read};
+use super::poller::PollKind;
+
+/// Reads the Time resource at its pollRate and keeps [`ServerClock`] in `Ctx`.
+#[derive(Debug, Clone, Default)]
+pub struct TimeSet {
+    pub href: Option<String>,
+}
+
+impl TimeSet {
+    /// The DeviceCapability links Time at `href` (or no longer does).
+    pub fn link(&mut self, ctx: &mut Ctx, href: Option<String>) {
+        let keep: Vec<String> = href.iter().cloned().collect();
+        ctx.poller.retain_kind(PollKind::Time, &keep);
+        if let Some(href) = &href {
+            ctx.poller
+                .track(href, PollKind::Time, None, ctx.now.mono_ms);
+        }
+        self.href = href;
+    }
+
+    pub fn request(&self, ctx: &mut Ctx, href: &str) {
+        let sent = ctx.now;
+        ctx.poll(href, PollKind::Time, PollPart::SentAt(sent));
+    }
+
+    /// The answer to a GET sent at `sent`.
+    pub fn handle(&mut self, ctx: &mut Ctx, href: &str, sent: Now, answer: Answer) {
+        let time = match answer {
+            Answer::Ok(response) => match read::<Time>(&response) {
+                Ok(time) => time,
+                Err(err) => {
+                    ctx.poll_failed(href, PollKind::Time, PollError::parse(err));
+                    return;
+                }
+            },
+            other => {
+                ctx.poll_failed(href, PollKind::Time, PollError::of(other));
+                return;
+            }
+        };
+        let old = ctx.clock.offset_s();
+        ctx.clock
+            .observe(time.current_time, sent.utc_s(), ctx.now.utc_s());
+        let offset = ctx.clock.offset_s();
+        if (offset - old).abs() > 2 {
+            log::info!(
+                "csip: server clock offset {offset} s (local clock {} by {} s)",
+                if offset > 0 { "behind" } else { "ahead" },
+                offset.abs()
+            );
+            // Events are timed by the server's clock: evaluate again.
+            ctx.tree_version += 1;
+        }
+        ctx.poll_ok(href, PollKind::Time, time.poll_rate_s);
+    }
+}
+
 /// Server time = local time + offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ServerClock {
@@ -32,14 +93,6 @@ impl ServerClock {
     pub fn server_time(&self, local_s: i64) -> i64 {
         local_s + self.offset_s
     }
-}
-
-/// The local Unix time in seconds.
-pub fn local_now_s() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -75,7 +75,7 @@ impl ClientConfig {
         let dcap_url = server.dcap_url.as_deref().ok_or_else(|| {
             HttpError::Config("no utility server configured (option dcap_url)".into())
         })?;
-        let (origin, dcap_path) = split_url(dcap_url).map_err(HttpError::Config)?;
+        let (origin, dcap_path) = split_url(dcap_url)?;
         if origin.starts_with("http://") && !server.allow_plain_http {
             return Err(HttpError::Config(format!(
                 "dcap_url {dcap_url:?} is plain http; set allow_plain_http (debugging only) or use https"
@@ -91,8 +91,8 @@ impl ClientConfig {
 }
 
 /// Splits `https://host:port/path?q` into the origin `https://host:port` and `/path?q`.
-pub fn split_url(url: &str) -> Result<(String, String), String> {
-    let target = parse_url(url)?;
+pub fn split_url(url: &str) -> Result<(String, String), HttpError> {
+    let target = parse_url(url).map_err(HttpError::Config)?;
     let scheme = if target.tls { "https" } else { "http" };
     let path = if target.base_path.is_empty() {
         "/".to_string()
@@ -332,49 +332,55 @@ struct Target {
     base_path: String,
     /// `host` or `host:port` for the Host header.
     authority: String,
+    /// The URL's own path and query, as the server should see them ("/" at least).
+    path_and_query: String,
 }
 
-fn parse_url(url: &str) -> Result<Target, String> {
-    let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
-        (true, rest)
-    } else if let Some(rest) = url.strip_prefix("http://") {
-        (false, rest)
-    } else {
-        return Err(format!(
-            "server URL {url:?} must start with https:// (or http:// for debugging)"
-        ));
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
-    };
-    let default_port = if tls { 443 } else { 80 };
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (host, after) = v6
-            .split_once(']')
-            .ok_or_else(|| format!("server URL {url:?}: unclosed '['"))?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => p.parse().ok(),
-            None if after.is_empty() => Some(default_port),
-            None => None,
-        };
-        (host, port)
-    } else {
-        match authority.rsplit_once(':') {
-            Some((host, port)) => (host, port.parse().ok()),
-            None => (authority, Some(default_port)),
+/// Parses the server URL with the `url` crate (WHATWG rules: lower-case host, IPv6
+/// literals, default ports), so config validation and the client read a URL the same
+/// way. Only `https` (and `http` for debugging) are accepted.
+fn parse_url(text: &str) -> Result<Target, String> {
+    let url = url::Url::parse(text).map_err(|e| match e {
+        url::ParseError::RelativeUrlWithoutBase => {
+            format!("server URL {text:?} must start with https:// (or http:// for debugging)")
+        }
+        url::ParseError::InvalidPort => format!("server URL {text:?}: bad port"),
+        url::ParseError::EmptyHost => format!("server URL {text:?}: no host"),
+        e => format!("server URL {text:?}: {e}"),
+    })?;
+    let tls = match url.scheme() {
+        "https" => true,
+        "http" => false,
+        _ => {
+            return Err(format!(
+                "server URL {text:?} must start with https:// (or http:// for debugging)"
+            ));
         }
     };
-    let port = port.ok_or_else(|| format!("server URL {url:?}: bad port"))?;
+    let (host, host_for_header) = match url.host() {
+        Some(url::Host::Ipv6(a)) => (a.to_string(), format!("[{a}]")),
+        Some(h) => (h.to_string(), h.to_string()),
+        None => return Err(format!("server URL {text:?}: no host")),
+    };
     if host.is_empty() {
-        return Err(format!("server URL {url:?}: no host"));
+        return Err(format!("server URL {text:?}: no host"));
     }
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| format!("server URL {text:?}: bad port"))?;
+    let authority = match url.port() {
+        Some(p) => format!("{host_for_header}:{p}"),
+        None => host_for_header,
+    };
+    // The path and query as given (the fragment never goes to the server).
+    let path_and_query = &url[url::Position::BeforePath..url::Position::AfterQuery];
     Ok(Target {
         tls,
-        host: host.to_string(),
+        host,
         port,
-        base_path: path.trim_end_matches('/').to_string(),
-        authority: authority.to_string(),
+        base_path: path_and_query.trim_end_matches('/').to_string(),
+        authority,
+        path_and_query: path_and_query.to_string(),
     })
 }
 
@@ -598,22 +604,16 @@ impl Client {
     }
 
     fn request_path(&self, path: &str) -> Result<String, HttpError> {
-        let relative = if let Some(rest) = path
-            .strip_prefix("https://")
-            .or_else(|| path.strip_prefix("http://"))
-        {
-            let (authority, rest_path) = match rest.find('/') {
-                Some(i) => (&rest[..i], &rest[i..]),
-                None => (rest, "/"),
-            };
-            let other = parse_url(&format!("https://{authority}")).map_err(HttpError::Config)?;
+        let relative = if path.starts_with("https://") || path.starts_with("http://") {
+            // An absolute link (some servers send them): same parser as the server URL.
+            let other = parse_url(path).map_err(HttpError::Config)?;
             if !other.host.eq_ignore_ascii_case(&self.target.host) {
                 return Err(HttpError::Config(format!(
                     "link {path:?} points to another server than {}",
                     self.config.server_url
                 )));
             }
-            return Ok(rest_path.to_string());
+            return Ok(other.path_and_query);
         } else {
             path
         };

@@ -65,11 +65,11 @@ pub fn topic_level(name: &str) -> String {
 fn source_json(source: &LimitSource) -> Value {
     match source {
         LimitSource::UtilityEvent { mrid } => json!({"kind": source.kind(), "mrid": mrid}),
-        LimitSource::ProgramDefault { program } => {
+        LimitSource::UtilityDefault { program } => {
             json!({"kind": source.kind(), "program": program})
         }
-        LimitSource::Tariff { name } => json!({"kind": source.kind(), "name": name}),
-        LimitSource::Fixed | LimitSource::Price | LimitSource::FailSafe => {
+        LimitSource::TariffWindow { name } => json!({"kind": source.kind(), "name": name}),
+        LimitSource::Fixed { .. } | LimitSource::NegativePrice { .. } | LimitSource::FailSafe => {
             json!({"kind": source.kind()})
         }
     }

@@ -526,8 +526,8 @@ pub fn demo_main(args: &[String]) -> ExitCode {
     }
     let config = match super::load_config(&path_text) {
         Ok(c) => c,
-        Err((messages, _)) => {
-            for m in messages {
+        Err(e) => {
+            for m in e.lines() {
                 eprintln!("{m}");
             }
             return ExitCode::from(1);

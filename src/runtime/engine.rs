@@ -1,12 +1,19 @@
-//! The CSIP-AUS engine wired into the runtime: it samples the site state for its DER
-//! reports and mirror readings, its active controls become the cached utility controls
-//! the coordinator merges (kept while the server is unreachable and across reloads), and
-//! its status goes into the snapshot.
+//! The CSIP-AUS engine wired into the runtime. [`drive`] is the thin async driver of
+//! the sans-IO [`csip::Engine`]: it owns the `http` client and the system clock, sends
+//! the engine's requests, feeds back the answers, a measurement a second and the
+//! timeouts, and hands the engine's events to a sink. [`engine_task`] runs it for
+//! `csipd run`: the site state is sampled for DER reports and mirror readings, the
+//! active controls become the cached utility controls the coordinator merges (kept
+//! while the server is unreachable and across reloads), responses are settled in the
+//! store's ledger, and the status goes into the snapshot.
 
+use super::clock::SystemClock;
 use super::durable::{SavedControls, SharedDurable};
 use super::map;
 use super::site::{DeviceState, SharedSite};
+use crate::clock::Now;
 use crate::config::Config;
+use crate::csip::context::href_path;
 use crate::csip::response::Delivery;
 use crate::csip::{
     self, EngineConfig, EngineSink, EngineStatus, InverterState, MeasurementSource, MeterSample,
@@ -14,18 +21,73 @@ use crate::csip::{
 };
 use crate::devices::OperatingState;
 use crate::devices::sunspec::AcValues;
+use crate::http::Client;
 use crate::schedule;
 use crate::status::{self, ConnectionState, SnapshotHandle};
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// How long the engine waits for the inverters' ratings (for DERCapability) before it
-/// starts with what is known.
-const RATING_WAIT: Duration = Duration::from_secs(30);
+/// How long the engine waits for every inverter's rating before DERCapability is sent
+/// with the ratings known (discovery and everything else start at once).
+const RATING_WAIT_MS: u64 = 30_000;
 /// The scheduler's memory is copied out of the engine this often (for a restart of the
 /// engine on reload, and for the store).
-const STATE_SAVE_EVERY: Duration = Duration::from_secs(10);
+const STATE_SAVE_EVERY_MS: u64 = 10_000;
+/// Measurements are sampled this often.
+const SAMPLE_EVERY_MS: u64 = 1_000;
+
+/// Runs `engine` until `tick` returns true: sends each request the engine hands out
+/// with `client` and feeds the answer back, samples `source` once a second, calls
+/// [`csip::Engine::handle_timeout`] when the engine's timeout passes, and hands every
+/// event to `sink`. `tick` runs after each round (to read views, feed the nameplate,
+/// or stop). Requests go out one at a time over the client's one connection.
+pub async fn drive(
+    engine: &mut csip::Engine,
+    client: &mut Client,
+    clock: &SystemClock,
+    source: &mut dyn MeasurementSource,
+    sink: &mut dyn EngineSink,
+    mut tick: impl FnMut(&mut csip::Engine, Now) -> bool,
+) {
+    let mut next_sample_ms = clock.now().mono_ms;
+    loop {
+        let now = clock.now();
+        if now.mono_ms >= next_sample_ms {
+            engine.handle_measurements(source.sample(), now);
+            next_sample_ms = (next_sample_ms + SAMPLE_EVERY_MS).max(now.mono_ms + 1);
+        }
+        if engine.poll_timeout().is_some_and(|t| t <= now.mono_ms) {
+            engine.handle_timeout(now);
+        }
+        while let Some(event) = engine.poll_event() {
+            sink.deliver(&event);
+        }
+        while let Some(request) = engine.poll_request() {
+            let body = request.body.as_deref().map(str::as_bytes);
+            let result = client
+                .request(request.method, href_path(&request.href), body)
+                .await;
+            engine.handle_response(request.id, result, clock.now());
+            while let Some(event) = engine.poll_event() {
+                sink.deliver(&event);
+            }
+        }
+        let now = clock.now();
+        if tick(engine, now) {
+            return;
+        }
+        while let Some(event) = engine.poll_event() {
+            sink.deliver(&event);
+        }
+        let wake_ms = engine
+            .poll_timeout()
+            .map_or(next_sample_ms, |t| t.min(next_sample_ms));
+        if wake_ms > now.mono_ms {
+            smol::Timer::at(clock.instant_of(wake_ms)).await;
+        }
+    }
+}
 
 fn phases(total: Option<f64>, per: [Option<f64>; 3]) -> PhaseValues {
     PhaseValues {
@@ -110,6 +172,11 @@ fn inverter_state(d: &DeviceState, fresh: bool) -> InverterState {
                 ) | None
             ),
         rtg_max_w: d.rating_w.unwrap_or(0.0),
+        active_power_w: if fresh {
+            d.ac.as_ref().and_then(|ac| ac.w)
+        } else {
+            None
+        },
     }
 }
 
@@ -334,9 +401,24 @@ pub fn engine_config(config: &Config, rating_w: f64) -> Result<EngineConfig, Str
     Ok(ec)
 }
 
+/// The fleet's rating as far as the inverters told it, and whether all did.
+fn fleet_rating(site: &SharedSite) -> (f64, bool) {
+    let s = site.borrow();
+    let ratings: Vec<Option<f64>> = s
+        .inverter_names
+        .iter()
+        .map(|n| s.devices.get(n).and_then(|d| d.rating_w))
+        .collect();
+    (
+        ratings.iter().flatten().sum::<f64>(),
+        ratings.iter().all(Option::is_some),
+    )
+}
+
 /// Runs the engine until the task is dropped. The scheduler's memory comes from the
 /// store (or, after a reload restarted the engine, from `saved`), so no response is
-/// sent twice and no randomisation redrawn.
+/// sent twice and no randomisation redrawn. Discovery starts at once; DERCapability
+/// follows when the inverters' ratings are known (or after [`RATING_WAIT_MS`]).
 pub async fn engine_task(
     config: Rc<Config>,
     site: SharedSite,
@@ -344,28 +426,9 @@ pub async fn engine_task(
     durable: SharedDurable,
     saved: Rc<RefCell<Option<schedule::State>>>,
 ) {
-    // DERCapability wants the fleet's rating: wait (bounded) for the inverters to say it.
-    let waited = Instant::now();
-    let rating_w = loop {
-        let (known, all) = {
-            let s = site.borrow();
-            let ratings: Vec<Option<f64>> = s
-                .inverter_names
-                .iter()
-                .map(|n| s.devices.get(n).and_then(|d| d.rating_w))
-                .collect();
-            (
-                ratings.iter().flatten().sum::<f64>(),
-                ratings.iter().all(Option::is_some),
-            )
-        };
-        if all || waited.elapsed() >= RATING_WAIT {
-            break known;
-        }
-        smol::Timer::after(Duration::from_secs(1)).await;
-    };
+    let clock = SystemClock::new();
     let now = super::unix_now_s();
-    let ec = match engine_config(&config, rating_w) {
+    let ec = match engine_config(&config, 0.0) {
         Ok(ec) => ec,
         Err(e) => {
             log::error!("utility connection not started: {e}");
@@ -377,10 +440,13 @@ pub async fn engine_task(
             return;
         }
     };
-    let source = SiteSource { site: site.clone() };
-    let sink = RuntimeSink::new(site.clone(), status.clone(), durable.clone());
-    let mut engine = match csip::Engine::new(ec, source, sink) {
-        Ok(e) => e,
+    let mut nameplate = ec.nameplate.clone();
+    let mut nameplate_sent = nameplate.rtg_max_w > 0.0;
+    let setup = crate::http::Client::new(ec.http.clone())
+        .map_err(csip::EngineError::Http)
+        .and_then(|client| Ok((client, csip::Engine::new(ec, clock.now())?)));
+    let (mut client, mut engine) = match setup {
+        Ok(both) => both,
         Err(e) => {
             let e = e.to_string();
             log::error!("utility connection not started: {e}");
@@ -410,14 +476,37 @@ pub async fn engine_task(
         );
         engine.restore_pending_responses(pending);
     }
-    loop {
-        engine.run_until(Instant::now() + STATE_SAVE_EVERY).await;
-        let server_now_s = super::unix_now_s() + engine.status().clock_offset_s;
-        let upcoming = upcoming_events(engine.tree(), server_now_s);
-        status.update(|s| s.upcoming_events = upcoming);
-        let state = engine.schedule_state();
-        if saved.borrow().as_ref() != Some(state) {
-            *saved.borrow_mut() = Some(state.clone());
-        }
-    }
+    let mut source = SiteSource { site: site.clone() };
+    let mut sink = RuntimeSink::new(site.clone(), status.clone(), durable.clone());
+    let started_ms = clock.now().mono_ms;
+    let mut next_save_ms = started_ms + STATE_SAVE_EVERY_MS;
+    drive(
+        &mut engine,
+        &mut client,
+        &clock,
+        &mut source,
+        &mut sink,
+        |engine, now| {
+            if !nameplate_sent {
+                let (known_w, all) = fleet_rating(&site);
+                if (all || now.mono_ms >= started_ms + RATING_WAIT_MS) && known_w > 0.0 {
+                    nameplate.rtg_max_w = known_w;
+                    engine.handle_nameplate(nameplate.clone(), now);
+                    nameplate_sent = true;
+                }
+            }
+            if now.mono_ms >= next_save_ms {
+                next_save_ms = now.mono_ms + STATE_SAVE_EVERY_MS;
+                let server_now_s = now.utc_s() + engine.clock_offset_s();
+                let upcoming = upcoming_events(&engine.tree(), server_now_s);
+                status.update(|s| s.upcoming_events = upcoming);
+                let state = engine.schedule_state();
+                if saved.borrow().as_ref() != Some(state) {
+                    *saved.borrow_mut() = Some(state.clone());
+                }
+            }
+            false
+        },
+    )
+    .await;
 }

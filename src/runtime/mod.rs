@@ -28,13 +28,12 @@ use smol::{LocalExecutor, Task};
 use std::cell::RefCell;
 use std::process::ExitCode;
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-/// Unix time in whole seconds from the system clock.
+/// Unix time in whole seconds, read through [`clock::SystemClock`] (the one place the
+/// system clock is read), for the runtime's own time stamps.
 pub fn unix_now_s() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    clock::SystemClock::new().now().utc_s()
 }
 
 pub const RUN_USAGE: &str = "usage: csipd run [--config FILE]   (default /etc/config/csipd)
@@ -66,8 +65,8 @@ pub fn run_main(args: &[String]) -> ExitCode {
     }
     let config = match load_config(&path) {
         Ok(c) => c,
-        Err((messages, _)) => {
-            for m in messages {
+        Err(e) => {
+            for m in e.lines() {
                 eprintln!("{m}");
             }
             eprintln!(
@@ -82,30 +81,17 @@ pub fn run_main(args: &[String]) -> ExitCode {
 }
 
 /// Loads and validates; warnings are logged (or printed before logging is up). On
-/// failure: every diagnostic as a printable line (errors and warnings, file order) and
-/// the errors alone.
-pub fn load_config(path: &str) -> Result<Config, (Vec<String>, Vec<String>)> {
-    match config::load(path) {
-        Ok((c, warnings)) => {
-            for w in warnings {
-                if log::max_level() == log::LevelFilter::Off {
-                    eprintln!("{w}");
-                } else {
-                    log::warn!("{w}");
-                }
-            }
-            Ok(c)
+/// failure the [`config::LoadError`] has every diagnostic ([`config::LoadError::lines`]).
+pub fn load_config(path: &str) -> Result<Config, config::LoadError> {
+    let (c, warnings) = config::load(path)?;
+    for w in warnings {
+        if log::max_level() == log::LevelFilter::Off {
+            eprintln!("{w}");
+        } else {
+            log::warn!("{w}");
         }
-        Err(config::LoadError::Invalid(diags)) => Err((
-            diags.iter().map(|d| d.to_string()).collect(),
-            diags
-                .iter()
-                .filter(|d| d.severity == config::Severity::Error)
-                .map(|d| d.to_string())
-                .collect(),
-        )),
-        Err(e) => Err((vec![e.to_string()], vec![e.to_string()])),
     }
+    Ok(c)
 }
 
 /// The running daemon's tasks that depend on the configuration.
@@ -162,7 +148,7 @@ pub async fn run_daemon(
         config.devices.iter().filter(|d| d.enabled).count(),
         config.control.cycle_s
     );
-    if map::site_meter(&config).is_none() {
+    if config.site_meter().is_none() {
         log::warn!(
             "no site meter configured: the fail-safe export limit ({} W) holds",
             config.control.failsafe_export_limit_w
@@ -275,22 +261,16 @@ async fn tick_task(
     status: SnapshotHandle,
     durable: durable::SharedDurable,
 ) {
-    let mut next = Instant::now();
     loop {
-        let cycle = {
+        // The step keeps the period and never bursts to catch up after a stall.
+        let next = {
             let mut c = coordinator.borrow_mut();
             c.tick(&site, &status);
             if let Some(sample) = c.last_sample.take() {
                 durable.borrow_mut().record_sample(sample);
             }
-            c.cycle()
+            c.next_tick()
         };
-        next += cycle;
-        let now = Instant::now();
-        if next < now {
-            // Fell behind (a suspended process): do not burst to catch up.
-            next = now + cycle;
-        }
         smol::Timer::at(next).await;
     }
 }
@@ -373,8 +353,9 @@ impl Daemon {
         let now = unix_now_s();
         let new = match load_config(path) {
             Ok(c) => Rc::new(c),
-            Err((messages, errors)) => {
-                for m in &messages {
+            Err(e) => {
+                let errors = e.error_lines();
+                for m in &e.lines() {
                     log::error!("reload: {m}");
                 }
                 let text = format!(

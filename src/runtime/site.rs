@@ -7,7 +7,6 @@ use crate::config::DeviceRole;
 use crate::control::{PriceTracker, UtilityControls};
 use crate::devices::sunspec::AcValues;
 use crate::devices::{InverterReading, MeterReading, OperatingState};
-use crate::status;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -15,17 +14,8 @@ use std::time::Instant;
 
 pub type SharedSite = Rc<RefCell<SiteState>>;
 
-/// What the coordinator wants one inverter set to.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Command {
-    pub setpoint_w: f64,
-    pub setpoint_pct: f64,
-    /// Where the inverter goes if csipd stops refreshing (model 704 only).
-    pub fallback_pct: f64,
-    pub connect: bool,
-    /// Storage inverters: the charge limit (W) the control law wants.
-    pub charge_limit_w: Option<f64>,
-}
+/// What the coordinator wants one inverter set to: control's type.
+pub use crate::control::Command;
 
 /// What was last written to an inverter and confirmed by read-back.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,12 +32,8 @@ pub struct DeviceState {
     pub role: DeviceRole,
     /// Nameplate (config `rated_w`, else WMax of model 121/702, else WRtg).
     pub rating_w: Option<f64>,
-    /// Active power: meter import positive; inverter output positive. `None` when the
-    /// device did not report it (unknown is not zero).
-    pub w: Option<f64>,
-    pub readings: status::Readings,
-    /// The full AC values of the last good reading (per phase, for the utility's mirror
-    /// readings).
+    /// The AC values of the last good reading (per phase, for the utility's mirror
+    /// readings; [`DeviceState::w`] and the status's readings come from it).
     pub ac: Option<AcValues>,
     /// Inverters: grid connection and operating state of the last good reading.
     pub connected: Option<bool>,
@@ -75,8 +61,6 @@ impl DeviceState {
         DeviceState {
             role,
             rating_w: None,
-            w: None,
-            readings: status::Readings::default(),
             ac: None,
             connected: None,
             state: None,
@@ -95,25 +79,11 @@ impl DeviceState {
     }
 
     pub fn record_meter(&mut self, m: &MeterReading, at: Instant) {
-        self.w = m.ac.w;
-        self.readings = status::Readings {
-            w: m.ac.w,
-            var: m.ac.var,
-            v: m.ac.v,
-            hz: m.ac.hz,
-        };
         self.ac = Some(m.ac.clone());
         self.ok(at);
     }
 
     pub fn record_inverter(&mut self, r: &InverterReading, rated_w: Option<u32>, at: Instant) {
-        self.w = r.ac.w;
-        self.readings = status::Readings {
-            w: r.ac.w,
-            var: r.ac.var,
-            v: r.ac.v,
-            hz: r.ac.hz,
-        };
         self.ac = Some(r.ac.clone());
         self.connected = r.connected;
         self.state = r.state;
@@ -164,12 +134,22 @@ impl DeviceState {
         self.last_error = Some(message);
     }
 
-    /// Stale = never read, the last read failed, or the last good one is too old.
+    /// Active power of the last good reading: meter import positive, inverter output
+    /// positive. `None` when the device did not report it (unknown is not zero).
+    pub fn w(&self) -> Option<f64> {
+        self.ac.as_ref().and_then(|a| a.w)
+    }
+
+    /// Milliseconds since the last good reading at `now`; `None` = never read.
+    pub fn age_ms(&self, now: Instant) -> Option<u64> {
+        self.last_good_at
+            .map(|t| now.saturating_duration_since(t).as_millis() as u64)
+    }
+
+    /// Stale by the one staleness rule ([`crate::control::step::is_stale`]): never read,
+    /// or the last good reading older than `stale_after_s`.
     pub fn is_stale(&self, now: Instant, stale_after_s: f64) -> bool {
-        self.failing
-            || self
-                .last_good_at
-                .is_none_or(|t| now.saturating_duration_since(t).as_secs_f64() > stale_after_s)
+        crate::control::step::is_stale(self.age_ms(now), (stale_after_s * 1000.0).round() as u64)
     }
 }
 
@@ -197,8 +177,9 @@ pub struct SiteState {
 impl SiteState {
     /// Takes the device names and staleness timeout of `config`.
     pub fn configure(&mut self, config: &crate::config::Config) {
-        self.meter_name = super::map::site_meter(config).map(|d| d.name.clone());
-        self.inverter_names = super::map::controlled_devices(config)
+        self.meter_name = config.site_meter().map(|d| d.name.clone());
+        self.inverter_names = config
+            .controlled_devices()
             .map(|d| d.name.clone())
             .collect();
         self.stale_after_s = config.control.meter_stale_s;

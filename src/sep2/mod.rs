@@ -19,7 +19,7 @@ pub use dom::{CSIPAUS_NS_PREFIX, SEP_NS};
 pub use identity::{
     Identity, IdentityError, identity_from_pem, lfdi_from_der, lfdi_from_pem, sfdi,
 };
-pub use read::{ReadError, Readable, read};
+pub use read::{ListItem, ReadError, Readable, SkippedItem, read, read_list};
 pub use types::*;
 pub use write::{CsipausNs, Writable, WriteError, WriteProfile, write};
 

@@ -340,6 +340,62 @@ where
     }
 }
 
+/// A list item that could not be read, kept out of the list so its good siblings are
+/// not lost with it. `mrid` and `reply_to` are what could still be read of it (a
+/// DERControl with both is answered with a rejection, IEEE 2030.5 §12.1.3.3 Response).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedItem {
+    /// 1-based position of the item in the page.
+    pub position: usize,
+    /// The item's `<mRID>` text, if it has one.
+    pub mrid: Option<String>,
+    /// The item's `replyTo` attribute, if it has one.
+    pub reply_to: Option<String>,
+    /// Why it could not be read, with the element path (`DERControlList/DERControl[2]/…`).
+    pub error: ReadError,
+}
+
+/// Reads a list page item by item: an item that fails to read is left out and reported
+/// in the second value; the list's own attributes and the other items are kept. A
+/// document that is not the list at all is still an error.
+pub fn read_list<T>(xml: &[u8]) -> Result<(List<T>, Vec<SkippedItem>), ReadError>
+where
+    T: Readable + ListItem,
+{
+    let root = dom::parse(xml)?;
+    if !root.is_known() || root.name != T::LIST {
+        return Err(ReadError::new(format!(
+            "expected a <{}> document, got <{}>",
+            T::LIST,
+            root.name
+        )));
+    }
+    let mut items = Vec::new();
+    let mut skipped = Vec::new();
+    for (i, c) in root.children_named(T::ITEM).enumerate() {
+        match T::from_node(c) {
+            Ok(item) => items.push(item),
+            Err(e) => skipped.push(SkippedItem {
+                position: i + 1,
+                mrid: c.child("mRID").map(|m| m.text.trim().to_string()),
+                reply_to: c.attr("replyTo").map(str::to_string),
+                error: e.within(format!("{}[{}]", T::ITEM, i + 1)).within(T::LIST),
+            }),
+        }
+    }
+    let count = (items.len() + skipped.len()) as u32;
+    let within = |e: ReadError| e.within(T::LIST);
+    let list = List {
+        href: href(&root),
+        all: attr(&root, "all").map_err(within)?.unwrap_or(count),
+        results: attr(&root, "results").map_err(within)?.unwrap_or(count),
+        subscribable: attr(&root, "subscribable").map_err(within)?,
+        poll_rate_s: attr(&root, "pollRate").map_err(within)?,
+        items,
+    };
+    Ok((list, skipped))
+}
+
 /// Names of a list resource and its items.
 pub trait ListItem {
     const LIST: &'static str;
@@ -975,6 +1031,30 @@ mod tests {
         assert_eq!(c.base.op_mod_max_lim_w, Some(5000));
         assert_eq!(c.base.op_mod_connect, Some(false));
         assert_eq!((c.reply_to, c.response_required), (None, None));
+    }
+
+    #[test]
+    fn one_bad_list_item_is_skipped_and_its_siblings_kept() {
+        let body = br#"<DERControlList xmlns="urn:ieee:std:2030.5:ns" all="2" results="2" pollRate="60">
+            <DERControl replyTo="/rsp" responseRequired="03"><mRID>A1</mRID><creationTime>1</creationTime>
+              <EventStatus><currentStatus>1</currentStatus><dateTime>1</dateTime><potentiallySuperseded>false</potentiallySuperseded></EventStatus>
+              <interval><duration>60</duration><start>10</start></interval><DERControlBase/></DERControl>
+            <DERControl replyTo="/rsp2"><mRID>B2</mRID><creationTime>1</creationTime>
+              <EventStatus><currentStatus>0</currentStatus><dateTime>1</dateTime><potentiallySuperseded>false</potentiallySuperseded></EventStatus>
+              <interval><duration>60</duration><start>soon</start></interval><DERControlBase/></DERControl>
+            </DERControlList>"#;
+        let (list, skipped) = read_list::<DerControl>(body).expect("list");
+        assert_eq!(list.items.len(), 1);
+        assert_eq!(list.items[0].mrid, "A1");
+        assert_eq!((list.all, list.poll_rate_s), (2, Some(60)));
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].mrid.as_deref(), Some("B2"));
+        assert_eq!(skipped[0].reply_to.as_deref(), Some("/rsp2"));
+        assert_eq!(
+            skipped[0].error.to_string(),
+            r#"DERControlList/DERControl[2]/interval/start: expected an integer, got "soon""#
+        );
+        assert!(read_list::<DerControl>(b"<Time xmlns=\"urn:ieee:std:2030.5:ns\"/>").is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Talking to a running daemon's status server (for `csipd status` and the rpcd plugin).
 
+use std::fmt;
 use std::time::Duration;
 
 /// The environment variable that overrides the status server URL for `csipd status` and
@@ -36,37 +37,84 @@ pub fn url_for_listen(listen: std::net::SocketAddr) -> String {
     format!("http://{addr}")
 }
 
+/// Why a status request failed; each names the URL asked.
+#[derive(Debug)]
+pub enum ClientError {
+    /// No answer: the daemon is not running, or listens elsewhere.
+    Unreachable { url: String, error: String },
+    /// The status server answered with an HTTP error status.
+    Status { url: String, code: u16 },
+    /// The answer could not be read.
+    Body { url: String, error: String },
+    /// The answer is not JSON.
+    NotJson {
+        url: String,
+        error: serde_json::Error,
+    },
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Unreachable { url, error } => write!(
+                f,
+                "cannot reach the csipd status server at {url}: {error} (is csipd running? \
+                 its address is option status_listen in /etc/config/csipd)"
+            ),
+            ClientError::Status { url, code } => {
+                write!(f, "the csipd status server at {url} answered HTTP {code}")
+            }
+            ClientError::Body { url, error } => {
+                write!(f, "cannot read the answer of {url}: {error}")
+            }
+            ClientError::NotJson { url, error } => {
+                write!(f, "the answer of {url} is not JSON: {error}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<ClientError> for String {
+    fn from(e: ClientError) -> String {
+        e.to_string()
+    }
+}
+
 /// GETs `base` + `path` and returns the body. Errors say which URL and what went wrong,
 /// and hint that the daemon may not be running.
-pub fn get_text(base: &str, path: &str) -> Result<String, String> {
+pub fn get_text(base: &str, path: &str) -> Result<String, ClientError> {
     let url = format!("{}{}", base.trim_end_matches('/'), path);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(5)))
         .build()
         .into();
     let mut response = agent.get(&url).call().map_err(|e| match e {
-        ureq::Error::StatusCode(code) => {
-            format!("the csipd status server at {url} answered HTTP {code}")
-        }
-        other => format!(
-            "cannot reach the csipd status server at {url}: {other} (is csipd running? \
-             its address is option status_listen in /etc/config/csipd)"
-        ),
+        ureq::Error::StatusCode(code) => ClientError::Status {
+            url: url.clone(),
+            code,
+        },
+        other => ClientError::Unreachable {
+            url: url.clone(),
+            error: other.to_string(),
+        },
     })?;
     response
         .body_mut()
         .read_to_string()
-        .map_err(|e| format!("cannot read the answer of {url}: {e}"))
+        .map_err(|e| ClientError::Body {
+            url: url.clone(),
+            error: e.to_string(),
+        })
 }
 
 /// GETs `base` + `path` and parses it as JSON.
-pub fn get_json(base: &str, path: &str) -> Result<serde_json::Value, String> {
+pub fn get_json(base: &str, path: &str) -> Result<serde_json::Value, ClientError> {
     let text = get_text(base, path)?;
-    serde_json::from_str(&text).map_err(|e| {
-        format!(
-            "the answer of {}{path} is not JSON: {e}",
-            base.trim_end_matches('/')
-        )
+    serde_json::from_str(&text).map_err(|error| ClientError::NotJson {
+        url: format!("{}{path}", base.trim_end_matches('/')),
+        error,
     })
 }
 
@@ -88,5 +136,34 @@ mod tests {
             url_for_listen("127.0.0.1:8080".parse().unwrap()),
             "http://127.0.0.1:8080"
         );
+    }
+
+    /// A status server that answers each request with the next (status, body).
+    fn scripted(script: Vec<(u16, &'static str)>) -> String {
+        let server = tiny_http::Server::http("127.0.0.1:0").expect("bind");
+        let port = server.server_addr().to_ip().expect("ip").port();
+        std::thread::spawn(move || {
+            for (status, body) in script {
+                let Ok(req) = server.recv() else { return };
+                let _ =
+                    req.respond(tiny_http::Response::from_string(body).with_status_code(status));
+            }
+        });
+        format!("http://127.0.0.1:{port}")
+    }
+
+    #[test]
+    fn failures_are_told_apart() {
+        let url = scripted(vec![(500, "oops"), (200, "<html>"), (200, "{\"ok\":1}")]);
+        let e = get_json(&url, "/status").unwrap_err();
+        assert!(matches!(e, ClientError::Status { code: 500, .. }), "{e}");
+        let e = get_json(&url, "/status").unwrap_err();
+        assert!(matches!(e, ClientError::NotJson { .. }), "{e}");
+        assert!(e.to_string().contains("/status is not JSON"), "{e}");
+        assert_eq!(get_json(&url, "/status").unwrap()["ok"], 1);
+        // Nobody listens on the port any more.
+        let e = get_text(&url, "/status").unwrap_err();
+        assert!(matches!(e, ClientError::Unreachable { .. }), "{e}");
+        assert!(e.to_string().contains("is csipd running?"), "{e}");
     }
 }

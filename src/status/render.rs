@@ -55,12 +55,14 @@ fn watts(w: f64) -> String {
 pub fn source_text(source: &LimitSource) -> String {
     match source {
         LimitSource::UtilityEvent { mrid } => format!("utility event {}", short_mrid(mrid)),
-        LimitSource::ProgramDefault { program: Some(p) } => format!("program default ({p})"),
-        LimitSource::ProgramDefault { program: None } => "program default".to_string(),
-        LimitSource::Fixed => "fixed limit".to_string(),
-        LimitSource::Tariff { name: Some(n) } => format!("tariff window {n}"),
-        LimitSource::Tariff { name: None } => "tariff window".to_string(),
-        LimitSource::Price => "negative feed-in price".to_string(),
+        LimitSource::UtilityDefault { program } if program.is_empty() => {
+            "program default".to_string()
+        }
+        LimitSource::UtilityDefault { program } => format!("program default ({program})"),
+        LimitSource::Fixed { .. } => "fixed limit".to_string(),
+        LimitSource::TariffWindow { name } if name.is_empty() => "tariff window".to_string(),
+        LimitSource::TariffWindow { name } => format!("tariff window {name}"),
+        LimitSource::NegativePrice { .. } => "negative feed-in price".to_string(),
         LimitSource::FailSafe => "fail-safe (meter data stale)".to_string(),
     }
 }

@@ -172,64 +172,8 @@ pub struct ResourcePoll {
     pub last_error: Option<String>,
 }
 
-/// The limit modes csipd enforces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LimitMode {
-    /// Site export limit (opModExpLimW).
-    Export,
-    /// Site import limit (opModImpLimW).
-    Import,
-    /// Generation limit (opModGenLimW).
-    Generation,
-    /// Load limit (opModLoadLimW).
-    Load,
-    /// Connect/energize (opModConnect); `value_w` is absent, `connect` says which.
-    Connect,
-}
-
-impl LimitMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LimitMode::Export => "export",
-            LimitMode::Import => "import",
-            LimitMode::Generation => "generation",
-            LimitMode::Load => "load",
-            LimitMode::Connect => "connect",
-        }
-    }
-}
-
-/// Where an active limit comes from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum LimitSource {
-    /// An active DERControl of the utility.
-    UtilityEvent { mrid: String },
-    /// The DefaultDERControl of a program (no event active, or comms lost long enough).
-    ProgramDefault { program: Option<String> },
-    /// The owner's fixed limit (`limits 'fixed'`).
-    Fixed,
-    /// A two-way tariff export window (`tariff` section).
-    Tariff { name: Option<String> },
-    /// Zero export while the feed-in price is negative.
-    Price,
-    /// Meter data stale: the configured fail-safe limit.
-    FailSafe,
-}
-
-impl LimitSource {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            LimitSource::UtilityEvent { .. } => "utility_event",
-            LimitSource::ProgramDefault { .. } => "program_default",
-            LimitSource::Fixed => "fixed",
-            LimitSource::Tariff { .. } => "tariff",
-            LimitSource::Price => "price",
-            LimitSource::FailSafe => "fail_safe",
-        }
-    }
-}
+/// The limit mode and source are control's types (one type per concept).
+pub use crate::control::{LimitMode, LimitSource};
 
 /// One limit in force.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -295,25 +239,8 @@ impl SiteFlows {
     }
 }
 
-/// What a device is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeviceRole {
-    Inverter,
-    Meter,
-    /// A battery inverter (SunSpec storage models).
-    Storage,
-}
-
-impl DeviceRole {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeviceRole::Inverter => "inverter",
-            DeviceRole::Meter => "meter",
-            DeviceRole::Storage => "storage",
-        }
-    }
-}
+/// The device role is config's type (one type per concept).
+pub use crate::config::DeviceRole;
 
 /// The last reading of a device; absent values were not read or not implemented.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -322,6 +249,18 @@ pub struct Readings {
     pub var: Option<f64>,
     pub v: Option<f64>,
     pub hz: Option<f64>,
+}
+
+impl From<&crate::devices::sunspec::AcValues> for Readings {
+    /// The status's subset of a SunSpec AC reading.
+    fn from(ac: &crate::devices::sunspec::AcValues) -> Self {
+        Readings {
+            w: ac.w,
+            var: ac.var,
+            v: ac.v,
+            hz: ac.hz,
+        }
+    }
 }
 
 /// Modbus traffic counters of a device.

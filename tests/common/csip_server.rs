@@ -3,9 +3,12 @@
 //! reference CSIP-AUS server the certification harness uses: `/dcap`, `/tm`, `/edev`,
 //! `/edev/1/fsa/1/derp`, `/edev/1/derp/1/derc`, `/edev/1/der/1/ders`, `/mup`, ...) from a
 //! [`Scenario`] that the test can change at any moment, records every request csipd
-//! makes, and can force error statuses (404, 429, 503) on any path. It speaks plain HTTP
-//! on 127.0.0.1 (csipd's plain-HTTP debugging mode). No installable peer plays the
-//! CSIP-AUS harness procedures, hence this script.
+//! makes, and can force error statuses (404, 429, 503, or no answer at all) on any path.
+//! It runs either on a socket, speaking plain HTTP on 127.0.0.1 (csipd's plain-HTTP
+//! debugging mode, for what the transport and the runtime must prove), or in memory
+//! ([`ScriptedServer::in_memory`] + [`ScriptedServer::exchange`]) for the engine's
+//! procedure tests on a virtual clock. No installable peer plays the CSIP-AUS harness
+//! procedures, hence this script.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -22,6 +25,8 @@ pub struct Recorded {
     pub query: String,
     pub body: String,
     pub at: Instant,
+    /// Virtual monotonic milliseconds of the request (in-memory mode; 0 on a socket).
+    pub at_ms: u64,
 }
 
 /// A DERControl served in a program's DERControlList.
@@ -38,6 +43,7 @@ pub struct Control {
     pub gen_lim_w: Option<i32>,
     pub load_lim_w: Option<i32>,
     pub energize: Option<bool>,
+    pub connect: Option<bool>,
     pub response_required: u8,
 }
 
@@ -61,6 +67,7 @@ impl Control {
             gen_lim_w: None,
             load_lim_w: None,
             energize: None,
+            connect: None,
             response_required: 3,
         }
     }
@@ -116,6 +123,9 @@ pub struct Scenario {
     pub fsas: Vec<Vec<Program>>,
     /// Server clock minus real clock, seconds.
     pub clock_offset_s: i64,
+    /// The DeviceCapability states its pollRate only once this device is registered
+    /// (what the certification harness's server did before in-band registration).
+    pub dcap_poll_rate_after_registration: bool,
 }
 
 impl Default for Scenario {
@@ -140,6 +150,7 @@ impl Default for Scenario {
             mup_post_s: 2,
             fsas: vec![vec![Program::default()]],
             clock_offset_s: 0,
+            dcap_poll_rate_after_registration: false,
         }
     }
 }
@@ -161,13 +172,60 @@ struct State {
     next_mup_id: u32,
     /// Bodies PUT to each path, latest last.
     puts: HashMap<String, Vec<String>>,
+    /// Server clock (Unix seconds, before `clock_offset_s`) of the request being served.
+    now_s: i64,
 }
 
 pub struct ScriptedServer {
+    /// `http://127.0.0.1:PORT` on a socket; `memory:` in memory.
     pub base_url: String,
     state: Arc<Mutex<State>>,
-    server: Arc<tiny_http::Server>,
+    server: Option<Arc<tiny_http::Server>>,
     thread: Option<thread::JoinHandle<()>>,
+}
+
+/// What the server answers to one request (in-memory mode hands it out as it is).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// HTTP status; 0 means no answer at all (a forced timeout, in memory only).
+    pub status: u16,
+    pub body: String,
+    pub location: Option<String>,
+    pub retry_after_s: Option<u32>,
+}
+
+/// Records and answers one request (both modes).
+fn serve(
+    state: &Mutex<State>,
+    method: &str,
+    url: &str,
+    body: &str,
+    now_s: i64,
+    at_ms: u64,
+) -> Reply {
+    let (path, query) = match url.split_once('?') {
+        Some((p, q)) => (p.to_string(), q.to_string()),
+        None => (url.to_string(), String::new()),
+    };
+    let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+    state.now_s = now_s;
+    state.requests.push(Recorded {
+        method: method.to_string(),
+        path: path.clone(),
+        query: query.clone(),
+        body: body.to_string(),
+        at: Instant::now(),
+        at_ms,
+    });
+    if let Some(i) = state
+        .triggers
+        .iter()
+        .position(|(m, p, _)| *m == method && *p == path)
+    {
+        let (_, _, change) = state.triggers.remove(i);
+        change(&mut state.scenario);
+    }
+    handle(&mut state, method, &path, &query, body)
 }
 
 pub const XMLNS: &str = r#"xmlns="urn:ieee:std:2030.5:ns" xmlns:csipaus="https://csipaus.org/ns""#;
@@ -196,29 +254,7 @@ impl ScriptedServer {
                 let _ = request.as_reader().read_to_string(&mut body);
                 let method = request.method().as_str().to_string();
                 let url = request.url().to_string();
-                let (path, query) = match url.split_once('?') {
-                    Some((p, q)) => (p.to_string(), q.to_string()),
-                    None => (url.clone(), String::new()),
-                };
-                let reply = {
-                    let mut state = thread_state.lock().unwrap_or_else(|e| e.into_inner());
-                    state.requests.push(Recorded {
-                        method: method.clone(),
-                        path: path.clone(),
-                        query: query.clone(),
-                        body: body.clone(),
-                        at: Instant::now(),
-                    });
-                    if let Some(i) = state
-                        .triggers
-                        .iter()
-                        .position(|(m, p, _)| *m == method && *p == path)
-                    {
-                        let (_, _, change) = state.triggers.remove(i);
-                        change(&mut state.scenario);
-                    }
-                    handle(&mut state, &method, &path, &query, &body)
-                };
+                let reply = serve(&thread_state, &method, &url, &body, now_s(), 0);
                 let mut response =
                     tiny_http::Response::from_string(reply.body).with_status_code(reply.status);
                 if reply.status == 200 {
@@ -236,9 +272,28 @@ impl ScriptedServer {
         ScriptedServer {
             base_url: format!("http://127.0.0.1:{port}"),
             state,
-            server,
+            server: Some(server),
             thread: Some(thread),
         }
+    }
+
+    /// The same server without a socket: requests are handed to [`ScriptedServer::exchange`].
+    pub fn in_memory(scenario: Scenario) -> ScriptedServer {
+        ScriptedServer {
+            base_url: "memory:".into(),
+            state: Arc::new(Mutex::new(State {
+                scenario,
+                next_mup_id: 1,
+                ..State::default()
+            })),
+            server: None,
+            thread: None,
+        }
+    }
+
+    /// Serves one request in memory at server time `now_s` (virtual clock `at_ms`).
+    pub fn exchange(&self, method: &str, url: &str, body: &str, now_s: i64, at_ms: u64) -> Reply {
+        serve(&self.state, method, url, body, now_s, at_ms)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -266,7 +321,8 @@ impl ScriptedServer {
         self.lock().scenario.clone()
     }
 
-    /// Answers every request to `path` with `status` (and Retry-After) until cleared.
+    /// Answers every request to `path` with `status` (and Retry-After) until cleared;
+    /// `"*"` matches every path. Status 0 is no answer at all (a timeout; in memory only).
     pub fn force_status(&self, path: &str, status: u16, retry_after_s: Option<u32>) {
         self.lock()
             .forced
@@ -321,7 +377,9 @@ impl ScriptedServer {
 
 impl Drop for ScriptedServer {
     fn drop(&mut self) {
-        self.server.unblock();
+        if let Some(server) = &self.server {
+            server.unblock();
+        }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -330,13 +388,6 @@ impl Drop for ScriptedServer {
 
 fn header(name: &str, value: &str) -> tiny_http::Header {
     tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("valid header")
-}
-
-struct Reply {
-    status: u16,
-    body: String,
-    location: Option<String>,
-    retry_after_s: Option<u32>,
 }
 
 fn ok(body: String) -> Reply {
@@ -429,14 +480,20 @@ fn handle(state: &mut State, method: &str, path: &str, query: &str, body: &str) 
     let s = state.scenario.clone();
     let registered = s.preregistered || state.registered_in_band;
     match (method, path) {
-        ("GET", "/dcap") => ok(format!(
-            r#"<DeviceCapability {XMLNS} href="/dcap" pollRate="{}"><TimeLink href="/tm"/><EndDeviceListLink href="/edev" all="{}"/><MirrorUsagePointListLink href="/mup" all="{}"/></DeviceCapability>"#,
-            s.dcap_poll_s,
-            s.other_devices + u32::from(registered),
-            state.mups.len()
-        )),
+        ("GET", "/dcap") => {
+            let poll = if s.dcap_poll_rate_after_registration && !registered {
+                String::new()
+            } else {
+                format!(r#" pollRate="{}""#, s.dcap_poll_s)
+            };
+            ok(format!(
+                r#"<DeviceCapability {XMLNS} href="/dcap"{poll}><TimeLink href="/tm"/><EndDeviceListLink href="/edev" all="{}"/><MirrorUsagePointListLink href="/mup" all="{}"/></DeviceCapability>"#,
+                s.other_devices + u32::from(registered),
+                state.mups.len()
+            ))
+        }
         ("GET", "/tm") => {
-            let now = now_s() + s.clock_offset_s;
+            let now = state.now_s + s.clock_offset_s;
             ok(format!(
                 r#"<Time {XMLNS} href="/tm" pollRate="{}"><currentTime>{now}</currentTime><dstEndTime>0</dstEndTime><dstOffset>0</dstOffset><dstStartTime>0</dstStartTime><localTime>{}</localTime><quality>4</quality><tzOffset>36000</tzOffset></Time>"#,
                 s.time_poll_s,
@@ -734,9 +791,12 @@ fn program_xml(n: usize, p: &Program, top: bool) -> String {
 
 fn control_xml(c: &Control) -> String {
     let energize = c
-        .energize
-        .map(|e| format!("<opModEnergize>{e}</opModEnergize>"))
-        .unwrap_or_default();
+        .connect
+        .map(|e| format!("<opModConnect>{e}</opModConnect>"))
+        .unwrap_or_default()
+        + &c.energize
+            .map(|e| format!("<opModEnergize>{e}</opModEnergize>"))
+            .unwrap_or_default();
     format!(
         r#"<DERControl href="/edev/1/derc/{mrid}" replyTo="/edev/1/rsps/site_control/rsp" responseRequired="{rr:02X}"><mRID>{mrid}</mRID><description>{mrid}</description><creationTime>{ct}</creationTime><EventStatus><currentStatus>{st}</currentStatus><dateTime>{ct}</dateTime><potentiallySuperseded>false</potentiallySuperseded></EventStatus><interval><duration>{d}</duration><start>{start}</start></interval><DERControlBase>{energize}{imp}{exp}{gen}{load}</DERControlBase></DERControl>"#,
         mrid = c.mrid,

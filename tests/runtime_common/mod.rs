@@ -72,6 +72,26 @@ impl Proc {
         }
     }
 
+    /// The first stdout line containing `needle` (from now on), within `timeout`: the
+    /// daemon's info and debug log lines (warnings and errors are on stderr).
+    pub fn stdout_containing(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => {
+                    self.drain_stderr();
+                    panic!(
+                        "no stdout line containing '{needle}' within {timeout:?}; stderr:\n{}",
+                        self.seen_stderr.join("\n")
+                    )
+                }
+            }
+        }
+    }
+
     /// The first stderr line containing `needle` (from now on), within `timeout`.
     pub fn stderr_line(&mut self, needle: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
@@ -90,6 +110,15 @@ impl Proc {
                 ),
             }
         }
+    }
+
+    /// The stdout lines that arrived so far and were not read yet.
+    pub fn drain_stdout(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Ok(line) = self.stdout.try_recv() {
+            lines.push(line);
+        }
+        lines
     }
 
     pub fn drain_stderr(&mut self) {
@@ -219,7 +248,7 @@ pub fn port_of(line: &str) -> String {
 /// `csipd run --config CONFIG` and the status URL it prints once listening.
 pub fn start_run(config: &str) -> (Proc, String) {
     let mut run = spawn(&["run", "--config", config]);
-    let line = run.stderr_line("status server listening on ", Duration::from_secs(30));
+    let line = run.stdout_containing("status server listening on ", Duration::from_secs(30));
     let url = line
         .split("listening on ")
         .nth(1)

@@ -51,8 +51,8 @@ pub fn sample_snapshot(now: i64) -> Snapshot {
             mode: LimitMode::Import,
             value_w: Some(10000.0),
             connect: None,
-            source: LimitSource::ProgramDefault {
-                program: Some("SAPN dynamic".into()),
+            source: LimitSource::UtilityDefault {
+                program: "SAPN dynamic".into(),
             },
             end_unix_s: None,
             unsupported: false,
@@ -61,7 +61,9 @@ pub fn sample_snapshot(now: i64) -> Snapshot {
             mode: LimitMode::Generation,
             value_w: Some(8000.0),
             connect: None,
-            source: LimitSource::Fixed,
+            source: LimitSource::Fixed {
+                option: "generation_limit_w".into(),
+            },
             end_unix_s: None,
             unsupported: false,
         },

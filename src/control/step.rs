@@ -1,0 +1,808 @@
+//! The coordinator's decision as one pure step (the shape of smoltcp's
+//! `Interface::poll(timestamp)` + `poll_delay`): [`step`]`(&mut State, Inputs, now)`
+//! returns [`Outputs`]; [`State::poll_at`] says when to call it again.
+//!
+//! Call order (what `runtime::coordinator` does, and all it does): take one [`Now`]
+//! from the system clock; gather [`Inputs`] (each device's last good reading with its
+//! age, the cached utility controls, the feed-in price, the configuration); call
+//! [`step`]; hand the outputs on (commands to the bus tasks, the status view to the
+//! snapshot, the sample to the store, the transitions to the log); sleep until
+//! [`State::poll_at`].
+//!
+//! Inside one step:
+//! 1. The controller is (re)built when the controlled inverters or their ratings change.
+//! 2. Limits from every source are merged for the server's idea of now (utility,
+//!    fixed, tariff windows in local time, negative price), then the owner's settings
+//!    (`connect 0`, the default ramp) apply ([`owner_settings`]).
+//! 3. The control law ([`super::law::Controller::step`]) turns limits and readings into
+//!    setpoints, and decides the fail-safe level (the one place it is computed:
+//!    [`super::law::Setpoints::fail_safe_w`]).
+//! 4. Setpoints become device commands, the status view and a telemetry sample; what
+//!    changed since the last step becomes [`Transition`]s.
+//!
+//! The one staleness rule ([`is_stale`]): a reading is stale when there is none or the
+//! last good one is older than `control.meter_stale_s`. The controller, the status, the
+//! telemetry and the utility's mirror readings all use it.
+
+use super::UtilityControls;
+use super::law::{Controller, ControllerParams, InverterParams, PowerSample, Readings, Setpoints};
+use super::limits::{self, LimitMode, LimitSource, MergeInputs, MergedLimits, PriceRule, Sourced};
+use super::price::FeedInPrice;
+use super::tz::PosixTz;
+use crate::clock::Now;
+use crate::config::{Config, DeviceRole};
+use crate::status;
+
+/// One configured device's latest good reading, as the runtime has it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceInput {
+    /// The UCI section name.
+    pub name: String,
+    /// Nameplate (config `rated_w`, else SunSpec WMax, else WRtg), W.
+    pub rating_w: Option<f64>,
+    /// Storage inverters with SunSpec model 124: WChaMax, W.
+    pub max_charge_w: Option<f64>,
+    /// Active power of the last good reading: meter import positive, inverter output
+    /// positive. `None` when the device did not report it (unknown is not zero).
+    pub w: Option<f64>,
+    /// Milliseconds since the last good reading; `None` = never read.
+    pub age_ms: Option<u64>,
+    /// Whether csipd can limit this device's power (an inverter with a control model,
+    /// SunSpec 123/704). One that cannot is left out of the controller: its output
+    /// reaches the meter like a load's would. Meters: ignored.
+    pub controllable: bool,
+}
+
+/// Everything one step looks at besides its own state.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    /// The owner's settings: devices and roles, fixed limits, tariff windows, price
+    /// rule, connect, cycle, staleness timeout, fail-safe level, default ramp.
+    pub config: &'a Config,
+    /// Local time for the tariff windows (`main.timezone`, else `/etc/TZ`, else UTC).
+    pub tz: &'a PosixTz,
+    /// The latest readings, any order; a configured device missing here was never read.
+    pub devices: &'a [DeviceInput],
+    /// The utility's active controls as last evaluated (kept while offline).
+    pub utility: Option<&'a UtilityControls>,
+    /// Server time minus local time (2030.5 Time resource), s: utility controls and
+    /// tariff windows are placed on the server's clock.
+    pub server_offset_s: i64,
+    /// The current feed-in price, when known and fresh.
+    pub price: Option<FeedInPrice>,
+}
+
+/// What the coordinator wants one inverter set to (bus tasks write it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command {
+    /// Active power limit, W.
+    pub setpoint_w: f64,
+    /// The same as a percentage of the rating (SunSpec WMaxLimPct).
+    pub setpoint_pct: f64,
+    /// Where the inverter goes if csipd stops refreshing (SunSpec model 704 revert
+    /// value): the fail-safe level as a percentage of the fleet's rating.
+    pub fallback_pct: f64,
+    pub connect: bool,
+    /// Storage inverters: the charge limit (W) the control law wants.
+    pub charge_limit_w: Option<f64>,
+}
+
+/// The freshness of one device, for the status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceView {
+    pub name: String,
+    pub role: DeviceRole,
+    /// See [`is_stale`].
+    pub stale: bool,
+    /// Seconds since the last good reading.
+    pub last_reading_age_s: Option<f64>,
+}
+
+/// The part of the status snapshot the step decides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusView {
+    /// The local time's offset from UTC now, s.
+    pub local_utc_offset_s: i32,
+    /// The limits in force (after merging and the fail-safe), one per mode.
+    pub limits: Vec<status::ActiveLimit>,
+    /// Flows at the connection point (from the meter's last good reading).
+    pub site: status::SiteFlows,
+    /// Export for the chart: the meter's while it is fresh, else unknown.
+    pub export_w: Option<f64>,
+    /// The export limit in force, W.
+    pub export_limit_w: Option<f64>,
+    /// Enabled devices in config order.
+    pub devices: Vec<DeviceView>,
+}
+
+/// Something that changed and is worth a log line (and, with `source`, an entry in
+/// the status event log).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub level: log::Level,
+    /// The status event log's source ("control", "limits"); `None` = log only.
+    pub source: Option<&'static str>,
+    pub text: String,
+}
+
+/// One step's results.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outputs {
+    /// The control law's output (per inverter, with the reason).
+    pub setpoints: Setpoints,
+    /// The merged limits the setpoints answer to.
+    pub limits: MergedLimits,
+    /// By inverter name, in config order.
+    pub commands: Vec<(String, Command)>,
+    pub status: StatusView,
+    /// The telemetry sample of this cycle.
+    pub sample: crate::store::Sample,
+    pub transitions: Vec<Transition>,
+}
+
+/// What the step remembers between calls.
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    controller: Option<Controller>,
+    last_limits: Vec<status::ActiveLimit>,
+    last_fail_safe: Option<bool>,
+    last_unsupported: Vec<LimitMode>,
+    last_reason: String,
+    /// Monotonic ms of the next step.
+    next_ms: Option<u64>,
+}
+
+impl State {
+    pub fn new() -> Self {
+        State::default()
+    }
+
+    /// The monotonic millisecond at which the next step is due (`None` before the
+    /// first). Steps keep a steady period; after a stall (a suspended process) the next
+    /// one is a full cycle after the late one, never a burst to catch up.
+    pub fn poll_at(&self) -> Option<u64> {
+        self.next_ms
+    }
+
+    /// The controller in use (after the first step with a known inverter rating).
+    pub fn controller(&self) -> Option<&Controller> {
+        self.controller.as_ref()
+    }
+}
+
+/// The one staleness rule: no good reading, or the last good one older than
+/// `timeout_ms`.
+pub fn is_stale(age_ms: Option<u64>, timeout_ms: u64) -> bool {
+    age_ms.is_none_or(|a| a > timeout_ms)
+}
+
+/// The control cycle of `config`, ms.
+pub fn cycle_ms(config: &Config) -> u64 {
+    (config.control.cycle_s * 1000.0).round().max(1.0) as u64
+}
+
+/// The staleness timeout of `config`, ms.
+pub fn stale_ms(config: &Config) -> u64 {
+    (config.control.meter_stale_s * 1000.0).round() as u64
+}
+
+/// The negative-price rule when the owner enabled it: export nothing while the owner
+/// would pay to export.
+pub fn price_rule(config: &Config) -> Option<PriceRule> {
+    config.price.enabled.then_some(PriceRule {
+        export_limit_w: 0.0,
+        below_earn_c_per_kwh: 0.0,
+    })
+}
+
+/// Controller parameters for the controlled devices whose rating is known. A storage
+/// inverter whose charge rate can be limited (model 124 WChaMax known) carries the
+/// import and load limits; without one the controller reports them unsupported.
+pub fn controller_params(config: &Config, devices: &[DeviceInput]) -> ControllerParams {
+    let find = |name: &str| devices.iter().find(|d| d.name == name);
+    let inverters = config
+        .controlled_devices()
+        .filter_map(|d| {
+            let input = find(&d.name).filter(|i| i.controllable)?;
+            input.rating_w.map(|r| InverterParams {
+                name: d.name.clone(),
+                rating_w: r,
+                max_charge_w: (d.role == DeviceRole::Storage)
+                    .then_some(input.max_charge_w)
+                    .flatten(),
+            })
+        })
+        .collect();
+    let mut p = ControllerParams::new(inverters, f64::from(config.control.failsafe_export_limit_w));
+    p.cycle_ms = cycle_ms(config) as i64;
+    p.meter_timeout_ms = stale_ms(config) as i64;
+    // An inverter is stale on the same clock as the meter: one staleness rule.
+    p.inverter_timeout_ms = p.meter_timeout_ms;
+    p
+}
+
+/// What the owner's config adds after the merge: `connect 0` keeps the DER
+/// disconnected, and the configured ramp-up rate applies when the utility's control
+/// gives no ramp (`ramp_up_pct_per_s` → setGradW in hundredths of a percent per second).
+pub fn owner_settings(merged: &mut MergedLimits, config: &Config) {
+    if !config.limits.connect && merged.connect.as_ref().is_none_or(|s| s.value) {
+        merged.connect = Some(Sourced::new(
+            false,
+            LimitSource::Fixed {
+                option: "connect".into(),
+            },
+            None,
+        ));
+    }
+    if merged.set_grad_w.is_none() && merged.ramp_tms.is_none() {
+        let hundredths = (config.control.ramp_up_pct_per_s * 100.0).round();
+        merged.set_grad_w = Some(hundredths.clamp(1.0, f64::from(u16::MAX)) as u16);
+    }
+}
+
+/// One coordinator cycle at `now`. Pure: same state, inputs and `now` give the same
+/// outputs. While no controlled inverter's rating is known yet there is nothing to
+/// command, but the status view (limits, meter, devices) is still made.
+pub fn step(state: &mut State, inputs: Inputs<'_>, now: Now) -> Outputs {
+    let cfg = inputs.config;
+    let cycle = cycle_ms(cfg);
+    state.next_ms = Some(match state.next_ms {
+        Some(n) if n + cycle > now.mono_ms => n + cycle,
+        _ => now.mono_ms + cycle,
+    });
+    let mut transitions = Vec::new();
+    let find = |name: &str| inputs.devices.iter().find(|d| d.name == name);
+    let stale_timeout_ms = stale_ms(cfg);
+    let stale = |d: Option<&DeviceInput>| is_stale(d.and_then(|d| d.age_ms), stale_timeout_ms);
+
+    // 1. The controller.
+    let params = controller_params(cfg, inputs.devices);
+    if state.controller.as_ref().map(|c| c.params()) != Some(&params) {
+        transitions.push(Transition {
+            level: log::Level::Info,
+            source: None,
+            text: format!(
+                "controller: {} inverter(s) {:?}, fail-safe export {} W",
+                params.inverters.len(),
+                params
+                    .inverters
+                    .iter()
+                    .map(|i| format!("{} {:.0} W", i.name, i.rating_w))
+                    .collect::<Vec<_>>(),
+                params.fail_safe_export_limit_w
+            ),
+        });
+        state.controller = Some(Controller::new(params.clone()));
+    }
+    let controller = state
+        .controller
+        .get_or_insert_with(|| Controller::new(params.clone()));
+
+    // 2. Limits. The law's timeline is the monotonic clock; readings carry ages.
+    let now_ms = now.mono_ms as i64;
+    let at = |d: &DeviceInput| d.age_ms.map(|a| now_ms - a as i64);
+    let meter = cfg.site_meter().and_then(|m| find(&m.name));
+    let readings = Readings {
+        meter: meter.and_then(|m| {
+            at(m).map(|at_ms| PowerSample {
+                w: m.w.unwrap_or(f64::NAN),
+                at_ms,
+            })
+        }),
+        inverters: params
+            .inverters
+            .iter()
+            .map(|i| {
+                let d = find(&i.name)?;
+                at(d).map(|at_ms| PowerSample {
+                    w: d.w.unwrap_or(f64::NAN),
+                    at_ms,
+                })
+            })
+            .collect(),
+    };
+    let now_s = now.utc_s();
+    let total_rating_w: f64 = params.inverters.iter().map(|i| i.rating_w).sum();
+    let merge_inputs = MergeInputs {
+        utility: inputs.utility.cloned().unwrap_or_default(),
+        fixed: cfg.limits.clone(),
+        windows: &cfg.tariffs,
+        price_rule: price_rule(cfg),
+        price: inputs.price,
+        total_set_max_w: total_rating_w,
+    };
+    let mut merged = limits::merge(&merge_inputs, inputs.tz, now_s + inputs.server_offset_s);
+    owner_settings(&mut merged, cfg);
+
+    // 3. The control law.
+    let setpoints = controller.step(now_ms, &merged, &readings);
+
+    // 4. Commands, status, sample, transitions.
+    let fallback_pct = if total_rating_w > 0.0 {
+        (100.0 * setpoints.fail_safe_w / total_rating_w).min(100.0)
+    } else {
+        0.0
+    };
+    let commands: Vec<(String, Command)> = setpoints
+        .inverters
+        .iter()
+        .map(|sp| {
+            (
+                sp.name.clone(),
+                Command {
+                    setpoint_w: sp.setpoint_w,
+                    setpoint_pct: sp.setpoint_pct,
+                    fallback_pct,
+                    connect: sp.connect,
+                    charge_limit_w: sp.charge_limit_w,
+                },
+            )
+        })
+        .collect();
+
+    let active = status_limits(&merged, &setpoints);
+    if state.last_unsupported != setpoints.unsupported {
+        for mode in &setpoints.unsupported {
+            transitions.push(Transition {
+                level: log::Level::Warn,
+                source: Some("control"),
+                text: format!(
+                    "{} limit in force but not supported: no storage inverter with a \
+                     controllable charge rate (SunSpec model 124)",
+                    mode.as_str()
+                ),
+            });
+        }
+        state.last_unsupported = setpoints.unsupported.clone();
+    }
+
+    let meter_fresh = !stale(meter) && meter.is_some_and(|m| m.w.is_some());
+    let site_w = meter.and_then(|m| m.w);
+    // Every configured inverter's output counts, controllable or not.
+    let pv_w: f64 = cfg
+        .controlled_devices()
+        .filter_map(|d| find(&d.name))
+        .filter(|d| !stale(Some(d)))
+        .filter_map(|d| d.w)
+        .sum();
+    let flows = match (site_w, meter) {
+        (Some(w), Some(m)) => {
+            let age_s = m.age_ms.map_or(0, |a| (a / 1000) as i64);
+            status::SiteFlows::from_site_and_pv(w, pv_w, now_s - age_s)
+        }
+        _ => status::SiteFlows::default(),
+    };
+    let export_w = meter_fresh.then_some(flows.export_w).flatten();
+    let export_limit_w = active
+        .iter()
+        .find(|l| l.mode == LimitMode::Export)
+        .and_then(|l| l.value_w);
+    let devices = cfg
+        .devices
+        .iter()
+        .filter(|d| d.enabled)
+        .map(|d| {
+            let input = find(&d.name);
+            DeviceView {
+                name: d.name.clone(),
+                role: d.role,
+                stale: stale(input),
+                last_reading_age_s: input.and_then(|i| i.age_ms).map(|a| a as f64 / 1000.0),
+            }
+        })
+        .collect();
+    let sample = crate::store::Sample {
+        at_s: now_s,
+        site_w: meter_fresh.then_some(site_w).flatten(),
+        export_limit_w,
+        inverters: params
+            .inverters
+            .iter()
+            .map(|i| {
+                let d = find(&i.name).filter(|d| !stale(Some(d)));
+                crate::store::InverterSample {
+                    name: i.name.clone(),
+                    w: d.and_then(|d| d.w),
+                    setpoint_w: commands
+                        .iter()
+                        .find(|(n, _)| *n == i.name)
+                        .map(|(_, c)| c.setpoint_w),
+                }
+            })
+            .collect(),
+    };
+
+    let offset = inputs.tz.offset_at(now_s).0;
+    if state.last_fail_safe != Some(setpoints.fail_safe) {
+        transitions.push(if setpoints.fail_safe {
+            Transition {
+                level: log::Level::Warn,
+                source: Some("control"),
+                text: format!("fail-safe: {}", setpoints.reason),
+            }
+        } else {
+            Transition {
+                level: log::Level::Info,
+                source: Some("control"),
+                text: "fail-safe ended: meter readings are good".to_string(),
+            }
+        });
+        state.last_fail_safe = Some(setpoints.fail_safe);
+    }
+    if limits_changed(&state.last_limits, &active) {
+        let text = if active.is_empty() {
+            "no limit in force".to_string()
+        } else {
+            active
+                .iter()
+                .map(|l| status::render::limit_line(l, now_s, offset))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        transitions.push(Transition {
+            level: log::Level::Info,
+            source: Some("limits"),
+            text,
+        });
+    }
+    state.last_limits = active.clone();
+    let reason = setpoints.reason.to_string();
+    if reason != state.last_reason {
+        transitions.push(Transition {
+            level: log::Level::Debug,
+            source: None,
+            text: format!("control: {reason}"),
+        });
+        state.last_reason = reason;
+    }
+
+    Outputs {
+        setpoints,
+        limits: merged,
+        commands,
+        status: StatusView {
+            local_utc_offset_s: offset,
+            limits: active,
+            site: flows,
+            export_w,
+            export_limit_w,
+            devices,
+        },
+        sample,
+        transitions,
+    }
+}
+
+/// Value, mode or source changed (a moving `end` of the same source is no news).
+fn limits_changed(a: &[status::ActiveLimit], b: &[status::ActiveLimit]) -> bool {
+    a.len() != b.len()
+        || a.iter().zip(b).any(|(x, y)| {
+            x.mode != y.mode
+                || x.value_w != y.value_w
+                || x.source != y.source
+                || x.connect != y.connect
+        })
+}
+
+/// The limits in force for the status: the merged limits, with the export limit
+/// replaced by the fail-safe one while the controller is in fail-safe and that is
+/// tighter; modes the control law cannot act on (import/load without a storage
+/// inverter that takes a charge limit) flagged as such.
+pub fn status_limits(merged: &MergedLimits, setpoints: &Setpoints) -> Vec<status::ActiveLimit> {
+    let mut out = Vec::new();
+    let power = |mode: LimitMode, l: &limits::Limit| status::ActiveLimit {
+        mode,
+        value_w: Some(l.value),
+        connect: None,
+        source: l.source.clone(),
+        end_unix_s: l.until_s,
+        unsupported: setpoints.unsupported.contains(&mode),
+    };
+    let fail_safe_w = setpoints.fail_safe.then_some(setpoints.fail_safe_w);
+    let export = match (&merged.export_limit_w, fail_safe_w) {
+        (Some(l), Some(fs)) if fs >= l.value => Some(power(LimitMode::Export, l)),
+        (_, Some(fs)) => Some(status::ActiveLimit {
+            mode: LimitMode::Export,
+            value_w: Some(fs),
+            connect: None,
+            source: LimitSource::FailSafe,
+            end_unix_s: None,
+            unsupported: false,
+        }),
+        (Some(l), None) => Some(power(LimitMode::Export, l)),
+        (None, None) => None,
+    };
+    out.extend(export);
+    for mode in [LimitMode::Import, LimitMode::Generation, LimitMode::Load] {
+        if let Some(l) = merged.get(mode) {
+            out.push(power(mode, l));
+        }
+    }
+    // Connect: shown when something says "off" (connect or energize).
+    let off = [&merged.connect, &merged.energize]
+        .into_iter()
+        .flatten()
+        .find(|s| !s.value);
+    if let Some(s) = off {
+        out.push(status::ActiveLimit {
+            mode: LimitMode::Connect,
+            value_w: None,
+            connect: Some(false),
+            source: s.source.clone(),
+            end_unix_s: s.until_s,
+            unsupported: false,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::law::Reason;
+    use crate::control::limits::Limit;
+
+    const TEXT: &str = "
+config csipd 'main'
+config limits 'fixed'
+	option export_limit_w '1500'
+	option connect '0'
+config control 'site'
+	option ramp_up_pct_per_s '2.5'
+	option cycle_s '0.5'
+	option meter_stale_s '4'
+	option failsafe_export_limit_w '2000'
+config device 'inv'
+	option role 'inverter'
+	option transport 'tcp'
+	option host '127.0.0.1'
+config device 'meter'
+	option role 'meter'
+	option transport 'tcp'
+	option host '127.0.0.1'
+	option unit_id '2'
+config device 'bat'
+	option role 'storage'
+	option transport 'tcp'
+	option host '127.0.0.1'
+	option unit_id '3'
+";
+
+    fn cfg() -> Config {
+        crate::config::from_text(TEXT, "test.conf")
+            .expect("valid")
+            .0
+    }
+
+    fn input(name: &str, rating_w: Option<f64>, max_charge_w: Option<f64>) -> DeviceInput {
+        DeviceInput {
+            name: name.into(),
+            rating_w,
+            max_charge_w,
+            w: Some(100.0),
+            age_ms: Some(0),
+            controllable: true,
+        }
+    }
+
+    #[test]
+    fn controller_params_come_from_config_and_readings() {
+        let c = cfg();
+        let p = controller_params(&c, &[input("inv", Some(5000.0), None)]);
+        assert_eq!(
+            p.inverters.len(),
+            1,
+            "the battery's rating is not known yet"
+        );
+        // A charge rate is used for a storage device only: the inverter stays a generator.
+        let p = controller_params(
+            &c,
+            &[
+                input("inv", Some(5000.0), Some(3000.0)),
+                input("bat", Some(5000.0), Some(3000.0)),
+            ],
+        );
+        let charge: Vec<(&str, Option<f64>)> = p
+            .inverters
+            .iter()
+            .map(|i| (i.name.as_str(), i.max_charge_w))
+            .collect();
+        assert_eq!(charge, [("inv", None), ("bat", Some(3000.0))]);
+        assert_eq!((p.cycle_ms, p.meter_timeout_ms), (500, 4000));
+        assert_eq!(p.inverter_timeout_ms, 4000, "one staleness rule");
+        assert_eq!(c.site_meter().map(|d| d.name.as_str()), Some("meter"));
+    }
+
+    #[test]
+    fn owner_connect_off_and_default_ramp() {
+        let c = cfg();
+        let mut merged = MergedLimits::default();
+        owner_settings(&mut merged, &c);
+        assert_eq!(merged.connect.as_ref().map(|s| s.value), Some(false));
+        assert_eq!(merged.set_grad_w, Some(250));
+        // A utility ramp is left alone.
+        let mut merged = MergedLimits {
+            ramp_tms: Some(3000),
+            ..MergedLimits::default()
+        };
+        owner_settings(&mut merged, &c);
+        assert_eq!(merged.set_grad_w, None);
+    }
+
+    fn setpoints(fail_safe: bool, fail_safe_w: f64, unsupported: Vec<LimitMode>) -> Setpoints {
+        Setpoints {
+            total_allowed_w: 0.0,
+            inverters: Vec::new(),
+            reason: Reason::Uncurtailed,
+            fail_safe,
+            fail_safe_w,
+            unsupported,
+        }
+    }
+
+    #[test]
+    fn fail_safe_replaces_a_looser_export_limit_in_the_status() {
+        let merged = MergedLimits {
+            export_limit_w: Some(Limit::new(
+                1500.0,
+                LimitSource::TariffWindow { name: "w".into() },
+                Some(99),
+            )),
+            ..MergedLimits::default()
+        };
+        let l = status_limits(&merged, &setpoints(false, 0.0, vec![]));
+        assert_eq!(l[0].source, LimitSource::TariffWindow { name: "w".into() });
+        assert_eq!(l[0].end_unix_s, Some(99));
+        let l = status_limits(&merged, &setpoints(true, 0.0, vec![]));
+        assert_eq!(
+            (l[0].source.clone(), l[0].value_w),
+            (LimitSource::FailSafe, Some(0.0))
+        );
+        // The law never makes the fail-safe level looser than the export limit; the
+        // status keeps the tighter source.
+        let l = status_limits(&merged, &setpoints(true, 2000.0, vec![]));
+        assert_eq!(l[0].value_w, Some(1500.0));
+    }
+
+    #[test]
+    fn an_import_limit_without_storage_shows_as_unsupported() {
+        let fixed = || LimitSource::Fixed { option: "x".into() };
+        let merged = MergedLimits {
+            import_limit_w: Some(Limit::new(2000.0, fixed(), None)),
+            generation_limit_w: Some(Limit::new(4000.0, fixed(), None)),
+            ..MergedLimits::default()
+        };
+        let l = status_limits(&merged, &setpoints(false, 0.0, vec![LimitMode::Import]));
+        let flags: Vec<(LimitMode, bool)> = l.iter().map(|l| (l.mode, l.unsupported)).collect();
+        assert_eq!(
+            flags,
+            [(LimitMode::Import, true), (LimitMode::Generation, false)]
+        );
+        let json = serde_json::to_value(&l).expect("json");
+        assert_eq!(json[0]["unsupported"], true);
+        assert_eq!(json[0]["mode"], "import");
+        assert_eq!(json[0]["source"]["kind"], "fixed");
+        assert!(json[1].get("unsupported").is_none(), "left out when false");
+    }
+
+    #[test]
+    fn one_step_commands_the_fail_safe_and_says_so_once() {
+        let c = cfg();
+        let tz = PosixTz::utc();
+        let devices = [
+            input("inv", Some(5000.0), None),
+            input("bat", Some(5000.0), None),
+            DeviceInput {
+                age_ms: None,
+                ..input("meter", None, None)
+            },
+        ];
+        let inputs = Inputs {
+            config: &c,
+            tz: &tz,
+            devices: &devices,
+            utility: None,
+            server_offset_s: 0,
+            price: None,
+        };
+        let mut state = State::new();
+        let now = Now::at(1_800_000_000);
+        let out = step(&mut state, inputs, now);
+        // Owner `connect 0`: every inverter at zero and disconnected, not in fail-safe.
+        assert!(
+            out.commands
+                .iter()
+                .all(|(_, c)| !c.connect && c.setpoint_w == 0.0)
+        );
+        // The revert level is the one fail-safe level (min of 2000 W and the 1500 W
+        // export limit) over the 10 kW fleet.
+        assert!(
+            out.commands
+                .iter()
+                .all(|(_, c)| (c.fallback_pct - 15.0).abs() < 1e-9)
+        );
+        assert!(
+            out.status
+                .devices
+                .iter()
+                .any(|d| d.name == "meter" && d.stale)
+        );
+        assert_eq!(out.sample.site_w, None);
+        let firsts = out.transitions.len();
+        assert!(out.transitions.iter().any(|t| t.source == Some("limits")));
+        // Nothing changed: no transitions the second time; the period is kept.
+        assert_eq!(state.poll_at(), Some(500));
+        let out = step(&mut state, inputs, now.plus_ms(500));
+        assert!(
+            out.transitions.is_empty(),
+            "{:?} after {firsts}",
+            out.transitions
+        );
+        assert_eq!(state.poll_at(), Some(1000));
+        // A late step (a stalled process) does not burst: next is a full cycle later.
+        step(&mut state, inputs, now.plus_ms(5000));
+        assert_eq!(state.poll_at(), Some(5500));
+    }
+
+    #[test]
+    fn no_rating_known_means_no_commands_but_a_status() {
+        let c = cfg();
+        let tz = PosixTz::utc();
+        let inputs = Inputs {
+            config: &c,
+            tz: &tz,
+            devices: &[],
+            utility: None,
+            server_offset_s: 0,
+            price: None,
+        };
+        let mut state = State::new();
+        let out = step(&mut state, inputs, Now::at(0));
+        assert!(out.commands.is_empty());
+        assert!(
+            state
+                .controller()
+                .is_some_and(|c| c.params().inverters.is_empty())
+        );
+        // The fixed export limit is still shown (the fail-safe over no inverters).
+        assert_eq!(out.status.limits[0].mode, LimitMode::Export);
+        assert_eq!(out.status.devices.len(), 3);
+    }
+
+    #[test]
+    fn a_device_csipd_cannot_control_is_left_out_of_the_controller() {
+        let c = cfg();
+        let read_only = DeviceInput {
+            controllable: false,
+            ..input("inv", Some(5000.0), None)
+        };
+        let p = controller_params(&c, &[read_only.clone(), input("bat", Some(5000.0), None)]);
+        let names: Vec<&str> = p.inverters.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["bat"]);
+        // Its output still counts as PV in the status.
+        let tz = PosixTz::utc();
+        let devices = [
+            read_only,
+            input("bat", Some(5000.0), None),
+            input("meter", None, None),
+        ];
+        let inputs = Inputs {
+            config: &c,
+            tz: &tz,
+            devices: &devices,
+            utility: None,
+            server_offset_s: 0,
+            price: None,
+        };
+        let out = step(&mut State::new(), inputs, Now::at(0));
+        assert_eq!(out.status.site.pv_w, Some(200.0));
+        assert_eq!(out.commands.len(), 1);
+    }
+
+    #[test]
+    fn staleness_is_one_rule() {
+        assert!(is_stale(None, 5000));
+        assert!(!is_stale(Some(5000), 5000));
+        assert!(is_stale(Some(5001), 5000));
+    }
+}

@@ -1,0 +1,463 @@
+//! DER Program function set: the DERProgramLists of every FSA, each program's
+//! DERControlList, DefaultDERControl and DERCurveList, and the scheduler run over them.
+//!
+//! Failure isolation: a program list, control list, default control or curve list that
+//! fails (5xx, timeout, garbage) keeps what was last read of it, is retried on its own
+//! backoff and never discards its siblings or parents; only a 404 on a program list or
+//! control list walks the tree again. A DefaultDERControl that answers 404 or an empty
+//! body is "no default" (common on real servers). A DERControl that does not read is
+//! left out of its list alone; if it is new and its mRID and replyTo can be read, it is
+//! answered with 253 "rejected, invalid event" (IEEE 2030.5 Table 27), once, recorded in
+//! the scheduler's ledger; if an earlier good copy is known, that copy stays in force.
+//!
+//! The schedule is evaluated once every program list of every FSA and every resource
+//! under its programs has been answered once, so the first controls handed out are not
+//! an incomplete picture.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::schedule::{self, ActiveControls, ResponseDue, ResponseKey, ResponseStatus};
+use crate::sep2::{DefaultDerControl, DerControl, DerCurve, DerProgram, SkippedItem};
+
+use super::ConnectionState;
+use super::Event;
+use super::context::{Answer, Ctx, Paged, PollError, PollPart, next_page, read_opt};
+use super::der::DEFAULT_SET_GRAD_W;
+use super::discovery::{FsaState, ProgramState, schedule_input};
+use super::poller::PollKind;
+use super::response::ResponseSet;
+
+/// DER program state and the scheduler's memory.
+#[derive(Debug, Clone)]
+pub struct DerpSet {
+    /// Programs per DERProgramList href (one list per FSA).
+    pub programs: BTreeMap<String, Vec<ProgramState>>,
+    /// Hrefs answered at least once (lists and the resources under programs).
+    answered: BTreeSet<String>,
+    /// The DERProgramLists the FSAs link.
+    lists: Vec<String>,
+    pub schedule_state: schedule::State,
+    rng: schedule::Rng,
+    last_active: Option<ActiveControls>,
+    /// (tree version, server time, next change) of the last evaluation.
+    evaluated: Option<(u64, i64, Option<i64>)>,
+    /// Rejections of unreadable DERControls, handed out with the next outcome.
+    rejections: Vec<ResponseDue>,
+}
+
+impl DerpSet {
+    pub fn new(rng_seed: u64) -> DerpSet {
+        DerpSet {
+            programs: BTreeMap::new(),
+            answered: BTreeSet::new(),
+            lists: Vec::new(),
+            schedule_state: schedule::State::default(),
+            rng: schedule::Rng::new(rng_seed),
+            last_active: None,
+            evaluated: None,
+            rejections: Vec::new(),
+        }
+    }
+
+    /// The FSAs now list the DERProgramLists `lists`.
+    pub fn link(&mut self, ctx: &mut Ctx, lists: &[String]) {
+        self.lists = lists.to_vec();
+        ctx.poller.retain_kind(PollKind::DerProgramList, lists);
+        for href in lists {
+            ctx.poller
+                .track(href, PollKind::DerProgramList, None, ctx.now.mono_ms);
+        }
+        let before = self.programs.len();
+        self.programs.retain(|href, _| lists.contains(href));
+        if self.programs.len() != before {
+            ctx.tree_version += 1;
+        }
+        self.retain_children(ctx);
+    }
+
+    pub fn request(&self, ctx: &mut Ctx, href: &str, kind: PollKind) {
+        let part = match kind {
+            PollKind::DerProgramList => PollPart::Programs(Paged::new(href)),
+            PollKind::DerControlList => PollPart::Controls(Paged::new(href)),
+            PollKind::DerCurveList => PollPart::Curves(Paged::new(href)),
+            _ => PollPart::Single,
+        };
+        ctx.poll(href, kind, part);
+    }
+
+    /// The resources under every program, with their kind.
+    fn children(&self) -> Vec<(String, PollKind)> {
+        let mut out = Vec::new();
+        for state in self.programs.values().flatten() {
+            let p = &state.program;
+            if let Some(link) = &p.der_control_list_link {
+                out.push((link.href.clone(), PollKind::DerControlList));
+            }
+            if let Some(link) = &p.default_der_control_link {
+                out.push((link.href.clone(), PollKind::DefaultDerControl));
+            }
+            if let Some(link) = &p.der_curve_list_link {
+                out.push((link.href.clone(), PollKind::DerCurveList));
+            }
+        }
+        out
+    }
+
+    fn retain_children(&mut self, ctx: &mut Ctx) {
+        let children = self.children();
+        // Forget what was answered of resources no longer linked (bounded memory).
+        let lists = &self.lists;
+        self.answered
+            .retain(|href| lists.contains(href) || children.iter().any(|(child, _)| child == href));
+        for kind in [
+            PollKind::DerControlList,
+            PollKind::DefaultDerControl,
+            PollKind::DerCurveList,
+        ] {
+            let keep: Vec<String> = children
+                .iter()
+                .filter(|(_, k)| *k == kind)
+                .map(|(h, _)| h.clone())
+                .collect();
+            ctx.poller.retain_kind(kind, &keep);
+        }
+    }
+
+    /// A page of a DERProgramList.
+    pub fn handle_program_list(
+        &mut self,
+        ctx: &mut Ctx,
+        href: &str,
+        paged: Paged<DerProgram>,
+        answer: Answer,
+    ) {
+        let kind = PollKind::DerProgramList;
+        // Answered, well or not: the schedule may run on the rest.
+        self.answered.insert(href.to_string());
+        let Some(paged) = next_page(ctx, href, kind, paged, answer, PollPart::Programs) else {
+            return;
+        };
+        ctx.poll_ok(href, kind, paged.poll_rate_s);
+        let rate = ctx.poller.get(href).map(|e| e.rate_s);
+        let old = self.programs.remove(href).unwrap_or_default();
+        let mut states = Vec::new();
+        for program in paged.items {
+            let program_href = program.href.clone().unwrap_or_default();
+            // What was read under it before stays until a fresh read replaces it.
+            let previous = old
+                .iter()
+                .find(|s| s.href == program_href && s.program.mrid == program.mrid)
+                .or_else(|| old.iter().find(|s| s.program.mrid == program.mrid));
+            let mut state = match previous {
+                Some(previous) => ProgramState {
+                    program: program.clone(),
+                    href: program_href.clone(),
+                    ..previous.clone()
+                },
+                None => ProgramState {
+                    href: program_href.clone(),
+                    program: program.clone(),
+                    ..ProgramState::default()
+                },
+            };
+            if program.der_control_list_link.is_none() {
+                state.controls.clear();
+            }
+            if program.default_der_control_link.is_none() {
+                state.default_control = None;
+            }
+            if program.der_curve_list_link.is_none() {
+                state.curve_count = 0;
+            }
+            states.push(state);
+        }
+        if old != states {
+            ctx.tree_version += 1;
+        }
+        self.programs.insert(href.to_string(), states);
+        self.retain_children(ctx);
+        // The resources under the programs are read now, with the list.
+        let now_ms = ctx.now.mono_ms;
+        for (child, child_kind) in self.children_of(href) {
+            ctx.poller.track(&child, child_kind, rate, now_ms);
+            ctx.poller.poll_soon(&child, now_ms);
+        }
+    }
+
+    fn children_of(&self, list_href: &str) -> Vec<(String, PollKind)> {
+        let mut out = Vec::new();
+        for state in self.programs.get(list_href).into_iter().flatten() {
+            let p = &state.program;
+            if let Some(link) = &p.der_control_list_link {
+                out.push((link.href.clone(), PollKind::DerControlList));
+            }
+            if let Some(link) = &p.default_der_control_link {
+                out.push((link.href.clone(), PollKind::DefaultDerControl));
+            }
+            if let Some(link) = &p.der_curve_list_link {
+                out.push((link.href.clone(), PollKind::DerCurveList));
+            }
+        }
+        out
+    }
+
+    fn programs_linking<'a>(
+        &'a mut self,
+        href: &'a str,
+        kind: PollKind,
+    ) -> impl Iterator<Item = &'a mut ProgramState> + 'a {
+        self.programs.values_mut().flatten().filter(move |s| {
+            let link = match kind {
+                PollKind::DerControlList => {
+                    s.program.der_control_list_link.as_ref().map(|l| &l.href)
+                }
+                PollKind::DefaultDerControl => {
+                    s.program.default_der_control_link.as_ref().map(|l| &l.href)
+                }
+                _ => s.program.der_curve_list_link.as_ref().map(|l| &l.href),
+            };
+            link.is_some_and(|l| l == href)
+        })
+    }
+
+    /// A page of a program's DERControlList.
+    pub fn handle_controls(
+        &mut self,
+        ctx: &mut Ctx,
+        href: &str,
+        paged: Paged<DerControl>,
+        answer: Answer,
+    ) {
+        let kind = PollKind::DerControlList;
+        self.answered.insert(href.to_string());
+        let Some(paged) = next_page(ctx, href, kind, paged, answer, PollPart::Controls) else {
+            return;
+        };
+        ctx.poll_ok(href, kind, None);
+        let skipped = paged.skipped;
+        let controls = paged.items;
+        let mut program_mrid = String::new();
+        let mut changed = false;
+        for state in self.programs_linking(href, kind) {
+            program_mrid = state.program.mrid.clone();
+            let mut fresh = controls.clone();
+            // An item that no longer reads but was read before keeps its good copy.
+            for bad in &skipped {
+                if let Some(good) = bad
+                    .mrid
+                    .as_ref()
+                    .and_then(|m| state.controls.iter().find(|c| &c.mrid == m))
+                {
+                    fresh.push(good.clone());
+                }
+            }
+            if state.controls != fresh {
+                state.controls = fresh;
+                changed = true;
+            }
+        }
+        if changed {
+            ctx.tree_version += 1;
+        }
+        for bad in &skipped {
+            self.reject(ctx, bad, &program_mrid);
+        }
+        if !skipped.is_empty() {
+            let listed: Vec<String> = skipped.iter().map(|s| s.error.to_string()).collect();
+            ctx.errors.insert(
+                href.to_string(),
+                format!("DERControlList {href}: left out {}", listed.join("; ")),
+            );
+        }
+    }
+
+    /// Answers an unreadable DERControl with 253 when it is new and has an mRID and a
+    /// replyTo.
+    fn reject(&mut self, ctx: &mut Ctx, bad: &SkippedItem, program_mrid: &str) {
+        let (Some(mrid), Some(reply_to)) = (&bad.mrid, &bad.reply_to) else {
+            return;
+        };
+        if mrid.is_empty() || self.schedule_state.events.contains_key(mrid) {
+            return;
+        }
+        let now_s = ctx.server_now_s();
+        let status = ResponseStatus::RejectedInvalid;
+        log::warn!(
+            "csip: DERControl {mrid} rejected ({}): {}",
+            status.code(),
+            bad.error
+        );
+        self.schedule_state.events.insert(
+            mrid.clone(),
+            schedule::EventRecord {
+                program_mrid: program_mrid.to_string(),
+                reply_to: Some(reply_to.clone()),
+                response_required: 0,
+                first_seen_s: now_s,
+                start_offset_s: 0,
+                duration_offset_s: 0,
+                stop: None,
+                eff_end_s: now_s,
+                started_at_s: None,
+                ended: Some(schedule::Ending {
+                    reason: schedule::EndReason::Rejected(status),
+                    at_s: now_s,
+                }),
+                responses_sent: status.bit(),
+            },
+        );
+        self.rejections.push(ResponseDue {
+            key: ResponseKey {
+                event_mrid: mrid.clone(),
+                status,
+            },
+            program_mrid: program_mrid.to_string(),
+            reply_to: Some(reply_to.clone()),
+            at_s: now_s,
+        });
+        ctx.tree_version += 1;
+    }
+
+    /// A program's DefaultDERControl.
+    pub fn handle_default(&mut self, ctx: &mut Ctx, href: &str, answer: Answer) {
+        let kind = PollKind::DefaultDerControl;
+        self.answered.insert(href.to_string());
+        let default = match answer {
+            Answer::Ok(response) => match read_opt::<DefaultDerControl>(&response) {
+                Ok(default) => default,
+                Err(err) => {
+                    ctx.poll_failed(href, kind, PollError::parse(err));
+                    return;
+                }
+            },
+            // A program without a default control is normal.
+            Answer::Gone(_) => None,
+            other => {
+                ctx.poll_failed(href, kind, PollError::of(other));
+                return;
+            }
+        };
+        ctx.poll_ok(href, kind, None);
+        let mut changed = false;
+        for state in self.programs_linking(href, kind) {
+            if state.default_control != default {
+                state.default_control = default.clone();
+                changed = true;
+            }
+        }
+        if changed {
+            ctx.tree_version += 1;
+        }
+    }
+
+    /// A page of a program's DERCurveList (counted; csipd runs no curve modes).
+    pub fn handle_curves(
+        &mut self,
+        ctx: &mut Ctx,
+        href: &str,
+        paged: Paged<DerCurve>,
+        answer: Answer,
+    ) {
+        let kind = PollKind::DerCurveList;
+        self.answered.insert(href.to_string());
+        let count = match answer {
+            Answer::Gone(_) => 0,
+            answer => match next_page(ctx, href, kind, paged, answer, PollPart::Curves) {
+                Some(paged) => paged.items.len(),
+                None => return,
+            },
+        };
+        ctx.poll_ok(href, kind, None);
+        for state in self.programs_linking(href, kind) {
+            state.curve_count = count;
+        }
+    }
+
+    /// True once every program list of `fsas` and everything under their programs has
+    /// been answered at least once.
+    fn ready(&self, fsas: &[FsaState]) -> bool {
+        let lists: Vec<&String> = fsas
+            .iter()
+            .filter_map(|f| f.fsa.der_program_list_link.as_ref())
+            .map(|l| &l.href)
+            .collect();
+        let answered = |link: Option<&String>| link.is_none_or(|l| self.answered.contains(l));
+        !lists.is_empty()
+            && lists.iter().all(|l| self.answered.contains(*l))
+            && self.programs.values().flatten().all(|s| {
+                let p = &s.program;
+                answered(p.der_control_list_link.as_ref().map(|l| &l.href))
+                    && answered(p.default_der_control_link.as_ref().map(|l| &l.href))
+                    && answered(p.der_curve_list_link.as_ref().map(|l| &l.href))
+            })
+    }
+
+    /// Runs the scheduler when something changed or its next change came; hands out
+    /// [`Event::Controls`] when the active controls changed or responses fell due.
+    pub fn evaluate(&mut self, ctx: &mut Ctx, fsas: &[FsaState], responses: &mut ResponseSet) {
+        if ctx.state == ConnectionState::PinMismatch || !ctx.registration_ok || !self.ready(fsas) {
+            return;
+        }
+        let now_s = ctx.server_now_s();
+        if let Some((version, at_s, next_change_s)) = self.evaluated {
+            let unchanged = version == ctx.tree_version
+                && now_s >= at_s
+                && next_change_s.is_none_or(|next| now_s < next);
+            if unchanged {
+                return;
+            }
+        }
+        let (programs, events) = schedule_input(fsas, &self.programs);
+        let input = schedule::Input {
+            programs: &programs,
+            events: &events,
+            now_s,
+        };
+        let mut outcome = schedule::evaluate(&input, &mut self.rng, &self.schedule_state);
+        for note in &outcome.notes {
+            log::info!("csip: schedule: {note}");
+        }
+        outcome.responses.append(&mut self.rejections);
+        for due in &outcome.responses {
+            responses.push(due.clone());
+        }
+        if self.last_active.as_ref() != Some(&outcome.active) || !outcome.responses.is_empty() {
+            self.last_active = Some(outcome.active.clone());
+            ctx.events
+                .push_back(Event::Controls(Box::new(outcome.clone())));
+        }
+        self.evaluated = Some((ctx.tree_version, now_s, outcome.next_change_s));
+        self.schedule_state = outcome.state;
+    }
+
+    /// When the schedule changes next, in the monotonic clock.
+    pub fn next_change_ms(&self, ctx: &Ctx) -> Option<u64> {
+        let (_, _, next_s) = self.evaluated?;
+        let next_s = next_s?;
+        let server_now_ms = ctx.now.utc_ms + ctx.clock.offset_s() * 1000;
+        let wait_ms = (next_s * 1000 - server_now_ms).max(0) as u64;
+        Some(ctx.now.mono_ms + wait_ms)
+    }
+
+    /// What csipd's controls do to the DER (disconnect, de-energise), for DERStatus.
+    pub fn own_actions(&self) -> super::der::OwnActions {
+        self.last_active
+            .as_ref()
+            .map(super::der::OwnActions::of)
+            .unwrap_or_default()
+    }
+
+    /// setGradW in force: that of the highest-priority program's default control.
+    pub fn set_grad_w(&self) -> u16 {
+        let mut best: Option<(u8, u16)> = None;
+        for state in self.programs.values().flatten() {
+            let grad = state.default_control.as_ref().and_then(|d| d.set_grad_w);
+            if let Some(grad) = grad {
+                if best.is_none_or(|(primacy, _)| state.program.primacy < primacy) {
+                    best = Some((state.program.primacy, grad));
+                }
+            }
+        }
+        best.map(|(_, grad)| grad).unwrap_or(DEFAULT_SET_GRAD_W)
+    }
+}

@@ -14,6 +14,7 @@ mod runtime_common;
 #[path = "common/schema.rs"]
 mod schema;
 
+use csipd::schedule::ResponseStatus;
 use csipd::status::{ConnectionState, LimitMode, LimitSource};
 use runtime_common::*;
 use std::time::{Duration, Instant};
@@ -212,6 +213,21 @@ fn demo_with_the_simulated_utility_enforces_its_limits_and_reports_back() {
         );
     }
     assert_eq!(r["forbidden"], 0);
+
+    // The daemon's own ledger says the same on /status: Received and Started for the
+    // block, accepted by the server.
+    let s = wait_for(&url, Duration::from_secs(60), "responses on /status", |s| {
+        [ResponseStatus::Received, ResponseStatus::Started]
+            .iter()
+            .all(|st| {
+                s.responses.iter().any(|r| {
+                    r.mrid.eq_ignore_ascii_case(&mrid)
+                        && r.status == *st
+                        && r.delivery == "accepted"
+                })
+            })
+    });
+    assert!(s.responses.len() <= csipd::status::RESPONSES_CAPACITY);
 
     // Block 4 is cancelled before it starts: the daemon says so (status 6).
     let cancelled = format!(

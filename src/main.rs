@@ -24,8 +24,10 @@ commands:
   discover [--config FILE]
                         walk the utility server once from its DeviceCapability and
                         print the tree (device, registration, programs, controls, rates)
-  cert request|show|selfsigned ...
-                        device key, CSR, certificate details (LFDI/SFDI), lab certificate
+  cert request|show|selfsigned|sign ...
+                        device key, CSR, certificate details (LFDI/SFDI), lab certificate,
+                        and the manufacturer step: sign a CSR with a CA (cert sign
+                        --ca-cert M --ca-key K --csr F --out C [--days N])
 ";
 
 fn main() -> ExitCode {

@@ -200,6 +200,158 @@ pub fn self_signed(
     Ok(cert.build())
 }
 
+/// A device certificate for the request `csr`, issued by `ca_cert`/`ca_key` (the
+/// manufacturer's or a test CA), valid from `now` for `days`: what a manufacturer CA does
+/// before a device certificate goes to the utility (CSIP-AUS: device certificates chain to
+/// a manufacturer CA, which chains to the utility's or the SERCA root). The request's
+/// signature must verify; the subject is the request's; the key usage is the one 2030.5
+/// clients need (digitalSignature, keyAgreement) and the issuer is `ca_cert`'s subject.
+pub fn sign_csr(
+    csr: &X509Req,
+    ca_cert: &X509,
+    ca_key: &PKey<Private>,
+    days: u32,
+    now: SystemTime,
+) -> Result<X509, PkiError> {
+    let e = |e: openssl::error::ErrorStack| PkiError(format!("certificate: {e}"));
+    let public = csr
+        .public_key()
+        .map_err(|e| PkiError(format!("the request has no usable public key: {e}")))?;
+    if !csr.verify(&public).unwrap_or(false) {
+        return Err(PkiError(
+            "the request's signature does not verify (corrupted or edited CSR)".into(),
+        ));
+    }
+    if !key_matches(ca_cert, ca_key) {
+        return Err(PkiError(
+            "the CA key does not belong to the CA certificate".into(),
+        ));
+    }
+    let mut cert = X509Builder::new().map_err(e)?;
+    cert.set_version(2).map_err(e)?;
+    let nanos = now
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let serial = BigNum::from_dec_str(&(nanos & 0xFFFF_FFFF_FFFF_FFFF).to_string()).map_err(e)?;
+    let serial = Asn1Integer::from_bn(&serial).map_err(e)?;
+    cert.set_serial_number(&serial).map_err(e)?;
+    cert.set_subject_name(csr.subject_name()).map_err(e)?;
+    cert.set_issuer_name(ca_cert.subject_name()).map_err(e)?;
+    cert.set_pubkey(&public).map_err(e)?;
+    cert.set_not_before(&*asn1_time(now)?).map_err(e)?;
+    let until = now + Duration::from_secs(u64::from(days) * 86_400);
+    cert.set_not_after(&*asn1_time(until)?).map_err(e)?;
+    cert.append_extension(BasicConstraints::new().critical().build().map_err(e)?)
+        .map_err(e)?;
+    cert.append_extension(
+        KeyUsage::new()
+            .critical()
+            .digital_signature()
+            .key_agreement()
+            .build()
+            .map_err(e)?,
+    )
+    .map_err(e)?;
+    cert.sign(ca_key, MessageDigest::sha256()).map_err(e)?;
+    Ok(cert.build())
+}
+
+/// A CA certificate for tests and lab manufacturer CAs (self-signed, `CA:TRUE`,
+/// keyCertSign), valid from `now` for `days`.
+pub fn self_signed_ca(
+    key: &PKey<Private>,
+    common_name: &str,
+    days: u32,
+    now: SystemTime,
+) -> Result<X509, PkiError> {
+    let e = |e: openssl::error::ErrorStack| PkiError(format!("certificate: {e}"));
+    let mut cert = X509Builder::new().map_err(e)?;
+    cert.set_version(2).map_err(e)?;
+    let serial = BigNum::from_u32(1).map_err(e)?;
+    let serial = Asn1Integer::from_bn(&serial).map_err(e)?;
+    cert.set_serial_number(&serial).map_err(e)?;
+    let name = name_with_cn(common_name)?;
+    cert.set_subject_name(&name).map_err(e)?;
+    cert.set_issuer_name(&name).map_err(e)?;
+    cert.set_pubkey(key).map_err(e)?;
+    cert.set_not_before(&*asn1_time(now)?).map_err(e)?;
+    let until = now + Duration::from_secs(u64::from(days) * 86_400);
+    cert.set_not_after(&*asn1_time(until)?).map_err(e)?;
+    cert.append_extension(BasicConstraints::new().critical().ca().build().map_err(e)?)
+        .map_err(e)?;
+    cert.append_extension(
+        KeyUsage::new()
+            .critical()
+            .key_cert_sign()
+            .crl_sign()
+            .build()
+            .map_err(e)?,
+    )
+    .map_err(e)?;
+    cert.sign(key, MessageDigest::sha256()).map_err(e)?;
+    Ok(cert.build())
+}
+
+/// One certificate of a chain as the certificate page shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChainLink {
+    pub subject: String,
+    pub issuer: String,
+    pub not_after: String,
+    pub not_after_unix: Option<i64>,
+    /// True when the next certificate in the file (or, for the last one, itself when
+    /// self-signed) is its issuer and its signature verifies with that key; `None` for
+    /// the last certificate when it is not self-signed (its issuer is not in the file).
+    pub verified_by_next: Option<bool>,
+}
+
+/// The certificates of a PEM file in order (leaf first), each checked against the next:
+/// the device certificate, then the manufacturer (MICA) certificate, then any root.
+pub fn chain_links(certs: &[X509]) -> Vec<ChainLink> {
+    certs
+        .iter()
+        .enumerate()
+        .map(|(i, cert)| {
+            let issuer_cert = certs.get(i + 1).or_else(|| {
+                (cert.subject_name().to_der().ok() == cert.issuer_name().to_der().ok())
+                    .then_some(cert)
+            });
+            let verified_by_next = issuer_cert.map(|issuer| {
+                issuer.subject_name().to_der().ok() == cert.issuer_name().to_der().ok()
+                    && issuer
+                        .public_key()
+                        .is_ok_and(|k| cert.verify(&k).unwrap_or(false))
+            });
+            ChainLink {
+                subject: name_text(cert.subject_name()),
+                issuer: name_text(cert.issuer_name()),
+                not_after: cert.not_after().to_string(),
+                not_after_unix: unix_seconds(cert.not_after()),
+                verified_by_next,
+            }
+        })
+        .collect()
+}
+
+/// All certificates in PEM text; `what` names the text in errors ("the device
+/// certificate", "the CA bundle").
+pub fn certs_from_pem(pem: &str, what: &str) -> Result<Vec<X509>, PkiError> {
+    let certs = X509::stack_from_pem(pem.as_bytes())
+        .map_err(|e| PkiError(format!("{what} is not PEM certificate text ({e})")))?;
+    if certs.is_empty() {
+        return Err(PkiError(format!(
+            "{what} has no certificate (expected -----BEGIN CERTIFICATE-----)"
+        )));
+    }
+    Ok(certs)
+}
+
+/// Writes `contents` to `path` atomically (temporary file and rename) with `mode`.
+pub fn write_public_file(path: &Path, contents: &[u8]) -> Result<(), PkiError> {
+    write_file_atomic(path, contents, 0o644)
+}
+
 /// "CN=dev1, O=Utility" style text of a name.
 pub fn name_text(name: &X509NameRef) -> String {
     name.entries()
@@ -380,7 +532,10 @@ const CERT_USAGE: &str = "usage:
   csipd cert show --cert FILE [--key FILE]
       LFDI, SFDI, subject, issuer, validity, and whether the key matches
   csipd cert selfsigned --key FILE --cert FILE --cn NAME [--days N]
-      a self-signed certificate for lab servers only (key made if missing)";
+      a self-signed certificate for lab servers only (key made if missing)
+  csipd cert sign --ca-cert FILE --ca-key FILE --csr FILE --out FILE [--days N]
+      the manufacturer step: issue a device certificate for a request with a CA's key
+      (default 3650 days); --out gets the device certificate followed by the CA's";
 
 enum CliError {
     /// Bad arguments: print the usage.
@@ -438,6 +593,7 @@ pub fn cert_main(args: &[String]) -> ExitCode {
         "request" => cert_request(&f),
         "show" => cert_show(&f),
         "selfsigned" => cert_selfsigned(&f),
+        "sign" => cert_sign(&f),
         other => Err(CliError::Usage(format!("unknown cert command {other:?}"))),
     });
     match result {
@@ -525,19 +681,61 @@ fn cert_show(f: &[(String, String)]) -> Result<ExitCode, CliError> {
     })
 }
 
+fn days_flag(f: &[(String, String)], default: u32) -> Result<u32, CliError> {
+    match flag(f, "days") {
+        Some(d) => d
+            .parse()
+            .ok()
+            .filter(|d| (1..=36_500).contains(d))
+            .ok_or_else(|| CliError::Usage(format!("--days must be 1..36500, got {d:?}"))),
+        None => Ok(default),
+    }
+}
+
+fn cert_sign(f: &[(String, String)]) -> Result<ExitCode, CliError> {
+    check_known(f, &["ca-cert", "ca-key", "csr", "out", "days"])?;
+    let ca_cert_path = PathBuf::from(required(f, "ca-cert")?);
+    let ca_key_path = PathBuf::from(required(f, "ca-key")?);
+    let csr_path = PathBuf::from(required(f, "csr")?);
+    let out_path = PathBuf::from(required(f, "out")?);
+    let days = days_flag(f, 3650)?;
+    let ca_chain = load_certs(&ca_cert_path)?;
+    let ca_key = load_key(&ca_key_path)?;
+    let csr_pem = std::fs::read(&csr_path).map_err(|e| err(&csr_path, e))?;
+    let csr =
+        X509Req::from_pem(&csr_pem).map_err(|_| err(&csr_path, "not a PEM certificate request"))?;
+    let cert = sign_csr(&csr, &ca_chain[0], &ca_key, days, SystemTime::now())
+        .map_err(|e| PkiError(format!("{}: {e}", csr_path.display())))?;
+    // The device certificate followed by the CA chain: what the device presents.
+    let mut pem = cert
+        .to_pem()
+        .map_err(|e| PkiError(format!("certificate encoding: {e}")))?;
+    for ca in &ca_chain {
+        pem.extend(
+            ca.to_pem()
+                .map_err(|e| PkiError(format!("certificate encoding: {e}")))?,
+        );
+    }
+    write_file_atomic(&out_path, &pem, 0o644)?;
+    let s = summarize(&cert)?;
+    println!(
+        "certificate: {} ({}, issued by {}, {days} days, chain of {})",
+        out_path.display(),
+        s.subject,
+        s.issuer,
+        ca_chain.len() + 1
+    );
+    println!("LFDI:        {}", s.lfdi);
+    println!("SFDI:        {}", s.sfdi);
+    Ok(ExitCode::SUCCESS)
+}
+
 fn cert_selfsigned(f: &[(String, String)]) -> Result<ExitCode, CliError> {
     check_known(f, &["key", "cert", "cn", "days"])?;
     let key_path = PathBuf::from(required(f, "key")?);
     let cert_path = PathBuf::from(required(f, "cert")?);
     let cn = required(f, "cn")?;
-    let days: u32 = match flag(f, "days") {
-        Some(d) => d
-            .parse()
-            .ok()
-            .filter(|d| (1..=36_500).contains(d))
-            .ok_or_else(|| CliError::Usage(format!("--days must be 1..36500, got {d:?}")))?,
-        None => 365,
-    };
+    let days = days_flag(f, 365)?;
     eprintln!("csipd cert: WARNING: a self-signed certificate is for lab servers only");
     let (key, _) = load_or_create_key(&key_path)?;
     let cert = self_signed(&key, cn, days, SystemTime::now())?;
@@ -599,6 +797,38 @@ mod tests {
         assert!(key_matches(&cert, &key));
         assert!(!key_matches(&cert, &generate_p256_key().unwrap()));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn sign_csr_issues_a_chained_device_certificate() {
+        let now = SystemTime::now();
+        let ca_key = generate_p256_key().unwrap();
+        let ca = self_signed_ca(&ca_key, "Test MICA", 100, now).unwrap();
+        let device_key = generate_p256_key().unwrap();
+        let csr = build_csr(&device_key, "site-7").unwrap();
+        let cert = sign_csr(&csr, &ca, &ca_key, 30, now).unwrap();
+        assert!(key_matches(&cert, &device_key));
+        let s = summarize(&cert).unwrap();
+        assert_eq!(s.subject, "CN=site-7");
+        assert_eq!(s.issuer, "CN=Test MICA");
+        let links = chain_links(&[cert.clone(), ca.clone()]);
+        assert_eq!(links.len(), 2);
+        assert_eq!(links[0].verified_by_next, Some(true));
+        assert_eq!(links[1].verified_by_next, Some(true), "self-signed root");
+        // A chain in the wrong order, or with a foreign CA, does not verify.
+        let other_key = generate_p256_key().unwrap();
+        let other = self_signed_ca(&other_key, "Other CA", 100, now).unwrap();
+        assert_eq!(
+            chain_links(&[cert.clone(), other])[0].verified_by_next,
+            Some(false)
+        );
+        assert_eq!(
+            chain_links(std::slice::from_ref(&cert))[0].verified_by_next,
+            None
+        );
+        // The CA key must be the CA certificate's.
+        let wrong = sign_csr(&csr, &ca, &other_key, 30, now).unwrap_err();
+        assert!(wrong.0.contains("does not belong"), "{wrong}");
     }
 
     #[test]

@@ -257,3 +257,145 @@ fn tempdir(name: &str) -> PathBuf {
     fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Runs files/etc/init.d/csipd `action` the way /etc/rc.common does (`start` runs
+/// start_service, `reload` runs reload_service), with a procd stand-in that records what
+/// the script asks of procd: procd itself is not installable here. The stand-in's
+/// procd_running answers from a state file the test sets, as procd's service list would.
+fn init_script(dir: &Path, action: &str) -> (bool, String) {
+    let script = format!(
+        r#"
+D='{dir}'
+procd_open_instance() {{ echo "open $1" >> "$D/procd.log"; }}
+procd_set_param() {{ [ "$1" = command ] && {{ shift; echo "command $*" >> "$D/procd.log"; }}; return 0; }}
+procd_close_instance() {{ echo running > "$D/state"; echo close >> "$D/procd.log"; }}
+procd_send_signal() {{ echo "signal $*" >> "$D/procd.log"; }}
+procd_running() {{ [ "$1 $2" = "csipd csipd" ] && [ "$(cat "$D/state" 2>/dev/null)" = running ]; }}
+procd_add_reload_trigger() {{ :; }}
+logger() {{
+	msg=""
+	while [ $# -gt 0 ]; do case "$1" in -t|-p) shift 2;; *) msg="$msg$1"; shift;; esac; done
+	if [ -n "$msg" ]; then echo "$msg" >> "$D/syslog"; else cat >> "$D/syslog"; fi
+}}
+start() {{ start_service "$@"; }}
+reload() {{ reload_service "$@"; }}
+. '{init}'
+{action}
+"#,
+        dir = dir.display(),
+        init = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("files/etc/init.d/csipd")
+            .display(),
+    );
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .env("CSIPD_BIN", env!("CARGO_BIN_EXE_csipd"))
+        .env("CSIPD_CONFIG", dir.join("csipd"))
+        .env("CSIPD_LAST_GOOD", dir.join("data/last-good.conf"))
+        .env("CSIPD_ACTIVE", dir.join("active"))
+        .output()
+        .expect("sh runs");
+    let log = fs::read_to_string(dir.join("procd.log")).unwrap_or_default();
+    let _ = fs::remove_file(dir.join("procd.log"));
+    (
+        out.status.success(),
+        format!("{log}{}", String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+#[test]
+fn init_script_keeps_the_site_controlled_and_reload_starts_a_stopped_csipd() {
+    let dir = tempdir("initd");
+    let config = dir.join("csipd");
+    let good = "config control 'site'\n\toption cycle_s '1'\n\toption meter_stale_s '10'\n";
+    let broken = good.replace("'10'", "'0.5'");
+    let bin = env!("CARGO_BIN_EXE_csipd");
+
+    // Fresh install, no good copy yet, broken config: refuses, says why.
+    fs::write(&config, &broken).unwrap();
+    let (ok, log) = init_script(&dir, "start");
+    assert!(!ok && !log.contains("command"), "{log}");
+    assert!(log.contains("no last good configuration"), "{log}");
+    assert!(
+        fs::read_to_string(dir.join("syslog"))
+            .unwrap()
+            .contains("meter_stale_s")
+    );
+
+    // A good config starts csipd with it and becomes the last good copy (private).
+    fs::write(&config, good).unwrap();
+    let (ok, log) = init_script(&dir, "start");
+    assert!(ok, "{log}");
+    assert!(
+        log.contains(&format!("command {bin} run --config {}", config.display())),
+        "{log}"
+    );
+    let last_good = dir.join("data/last-good.conf");
+    assert_eq!(fs::read_to_string(&last_good).unwrap(), good);
+    assert_eq!(
+        mode(&last_good) & 0o077,
+        0,
+        "the copy may hold an API token"
+    );
+
+    // Running: a good change is a SIGHUP, not a restart.
+    let changed = good.replace("'1'", "'2'").replace("'10'", "'20'");
+    fs::write(&config, &changed).unwrap();
+    let (ok, log) = init_script(&dir, "reload");
+    assert!(ok, "{log}");
+    assert_eq!(log.trim(), "signal csipd csipd HUP");
+    assert_eq!(fs::read_to_string(&last_good).unwrap(), changed);
+
+    // Running: a bad save is refused and the daemon keeps what it runs.
+    fs::write(&config, &broken).unwrap();
+    let (ok, log) = init_script(&dir, "reload");
+    assert!(!ok, "{log}");
+    assert!(
+        log.contains("keeping the running configuration") && !log.contains("signal"),
+        "{log}"
+    );
+
+    // The router restarts with the bad config: csipd runs the last good copy.
+    fs::remove_file(dir.join("state")).unwrap();
+    let (ok, log) = init_script(&dir, "start");
+    assert!(ok, "{log}");
+    assert!(
+        log.contains(&format!("run --config {}", last_good.display())),
+        "{log}"
+    );
+    let chosen = Command::new(bin)
+        .arg("check-config")
+        .arg(&last_good)
+        .output()
+        .unwrap();
+    assert!(
+        chosen.status.success(),
+        "the file csipd runs passes check-config"
+    );
+
+    // csipd stopped (e.g. killed), config fixed in LuCI, Save & Apply: procd's reload
+    // trigger starts it rather than signalling nothing.
+    fs::remove_file(dir.join("state")).unwrap();
+    fs::write(&config, good).unwrap();
+    let (ok, log) = init_script(&dir, "reload");
+    assert!(ok, "{log}");
+    assert!(
+        log.contains(&format!("command {bin} run --config {}", config.display())),
+        "{log}"
+    );
+    assert!(!log.contains("signal"), "{log}");
+
+    // Running the last good copy when the config is fixed: restarted with the config.
+    fs::write(&config, &broken).unwrap();
+    fs::remove_file(dir.join("state")).unwrap();
+    assert!(init_script(&dir, "start").0);
+    fs::write(&config, good).unwrap();
+    let (ok, log) = init_script(&dir, "reload");
+    assert!(ok, "{log}");
+    assert!(
+        log.contains(&format!("run --config {}", config.display())),
+        "{log}"
+    );
+    let _ = fs::remove_dir_all(&dir);
+}

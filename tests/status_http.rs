@@ -90,6 +90,15 @@ fn status_json_has_the_documented_shape() {
     // The JSON is the Snapshot type, so `csipd status` can read it back losslessly.
     let mut parsed: Snapshot = serde_json::from_str(&body).expect("/status parses as Snapshot");
     parsed.now_unix_s = handle.get().now_unix_s;
+    // The summary line is made when the snapshot is served.
+    assert!(
+        parsed
+            .summary
+            .starts_with("Export limited to 1500 W by your network operator until "),
+        "{}",
+        parsed.summary
+    );
+    parsed.summary.clear();
     assert_eq!(parsed, handle.get());
 
     // Updates through the handle are visible on the next request.

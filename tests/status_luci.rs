@@ -2,6 +2,8 @@
 //! menu and ACL JSON parse, and every ubus method (ACL, rpc.declare) is one the rpcd
 //! plugin lists, every UCI section and option in settings.js is one of the csipd config.
 
+mod luci_harness;
+mod runtime_common;
 mod status_common;
 
 use serde_json::Value;
@@ -93,6 +95,27 @@ fn javascript_passes_node_check() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    let include = overview_include();
+    let text = read(&include);
+    assert!(
+        text.starts_with("'use strict';\n'require baseclass';"),
+        "the Status → Overview include is a LuCI baseclass"
+    );
+    let out = Command::new("node")
+        .arg("--check")
+        .arg(&include)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// LuCI's Status → Overview loads every view/status/include/*.js.
+fn overview_include() -> PathBuf {
+    root().join("luci-app/htdocs/luci-static/resources/view/status/include/60_csipd.js")
 }
 
 #[test]
@@ -105,7 +128,7 @@ fn menu_and_acl_reference_what_exists() {
     let grants = acl["luci-app-csipd"]
         .as_object()
         .expect("ACL group luci-app-csipd");
-    let mut granted = BTreeSet::new();
+    let mut granted: BTreeMap<String, &str> = BTreeMap::new();
     for access in ["read", "write"] {
         let ubus = grants[access]["ubus"].as_object().expect("ubus grants");
         assert_eq!(
@@ -119,7 +142,7 @@ fn menu_and_acl_reference_what_exists() {
                 methods.contains_key(m),
                 "ACL grants {m}, which the plugin does not list"
             );
-            granted.insert(m.to_string());
+            granted.insert(m.to_string(), access);
         }
         assert_eq!(
             grants[access]["uci"],
@@ -127,20 +150,15 @@ fn menu_and_acl_reference_what_exists() {
             "{access} uci"
         );
     }
-    assert_eq!(
-        granted,
-        methods.keys().cloned().collect(),
-        "every plugin method is granted"
-    );
-    let write_only: Vec<&Value> = grants["write"]["ubus"]["csipd"]
-        .as_array()
-        .unwrap()
+    let write: Vec<&str> = granted
         .iter()
+        .filter(|(_, a)| **a == "write")
+        .map(|(m, _)| m.as_str())
         .collect();
     assert_eq!(
-        write_only,
-        [&Value::from("cert_request")],
-        "only cert_request changes anything"
+        write,
+        ["cert_install", "cert_request"],
+        "only the certificate steps change anything"
     );
 
     // Menu: views exist, depends name the ACL group and the csipd config.
@@ -178,8 +196,14 @@ fn menu_and_acl_reference_what_exists() {
     );
 
     // rpc.declare in the views: object csipd, listed methods, granted, same params.
-    for view in VIEWS {
-        let text = read(&view_dir().join(format!("{view}.js")));
+    let mut used = BTreeSet::new();
+    let mut sources: Vec<(String, PathBuf)> = VIEWS
+        .iter()
+        .map(|v| (v.to_string(), view_dir().join(format!("{v}.js"))))
+        .collect();
+    sources.push(("overview include".into(), overview_include()));
+    for (view, path) in &sources {
+        let text = read(path);
         for declare in text.split("rpc.declare({").skip(1) {
             let body = &declare[..declare.find("})").expect("declare closes")];
             let field = |name: &str| {
@@ -197,9 +221,10 @@ fn menu_and_acl_reference_what_exists() {
                 .get(&method)
                 .unwrap_or_else(|| panic!("{view}.js declares {method}, not in the plugin's list"));
             assert!(
-                granted.contains(&method),
+                granted.contains_key(&method),
                 "{view}.js: {method} not in the ACL"
             );
+            used.insert(method.clone());
             let params: BTreeSet<String> = body
                 .split_once("params: [")
                 .map(|(_, rest)| rest.split(']').next().unwrap_or(""))
@@ -212,6 +237,12 @@ fn menu_and_acl_reference_what_exists() {
             assert_eq!(&params, args, "{view}.js: params of {method}");
         }
     }
+    // Nothing granted that no view uses (the ACL is what a LuCI user may call).
+    assert_eq!(
+        granted.keys().cloned().collect::<BTreeSet<_>>(),
+        used,
+        "the ACL grants exactly the methods the views call"
+    );
 }
 
 /// Section types with their named sections and options from files/etc/config/csipd,
@@ -332,202 +363,566 @@ fn settings_use_only_real_config_sections_and_options() {
     assert!(checked > 50, "only {checked} options checked");
 }
 
-/// Runs `csipd rpcd call METHOD` with `args` on stdin against `status_url`: the real
-/// plugin's answer, as rpcd would hand it to LuCI.
-/// A UCI config naming a real certificate and a key path (the key is made by
-/// cert_request when missing), for the certificate methods.
-fn identity_config() -> std::path::PathBuf {
-    static ONCE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    ONCE.get_or_init(|| {
-        let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("status_luci_pki");
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let key = csipd::pki::generate_p256_key().unwrap();
-        let cert =
-            csipd::pki::self_signed(&key, "csipd-test", 30, std::time::SystemTime::now()).unwrap();
-        std::fs::write(dir.join("device.pem"), cert.to_pem().unwrap()).unwrap();
-        let config = dir.join("csipd");
-        std::fs::write(
-            &config,
-            format!(
-                "config server 'utility'\n\toption cert '{}'\n\toption key '{}'\n",
-                dir.join("device.pem").display(),
-                dir.join("new.key").display()
-            ),
-        )
-        .unwrap();
-        config
-    })
-    .clone()
+/// A new, empty Chromium profile directory for each run (a profile still locked by a
+/// previous browser is never shared).
+fn fresh_profile() -> PathBuf {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let profile = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("luci-chromium-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&profile);
+    std::fs::create_dir_all(&profile).unwrap();
+    profile
 }
 
-fn plugin_answer(method: &str, args: &str, status_url: &str) -> Value {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_csipd"))
-        .args(["rpcd", "call", method])
-        .env("CSIPD_STATUS_URL", status_url)
-        .env("CSIPD_CONFIG", identity_config())
-        .stdin(std::process::Stdio::piped())
+/// Headless Chromium with the flags of tests/status_common, killed (and the test failed)
+/// if it has not finished within 120 s: a view that never settles must not hang the run.
+fn chromium_with_deadline(profile: &Path, extra: &[&str], url: &str) -> String {
+    use std::io::Read;
+    let mut child = Command::new(status_common::chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(url)
+        .env("TZ", "UTC")
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
         .spawn()
-        .expect("csipd runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(args.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().expect("csipd answers");
-    serde_json::from_slice(&out.stdout).expect("one JSON object")
+        .expect("chromium runs");
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "chromium failed on {url}");
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("chromium did not finish {url} within 120 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    reader.join().unwrap()
 }
 
-/// Loads a LuCI view the way LuCI's loader does (the file body becomes a function of
-/// its `'require'`d modules) in headless Chromium, with minimal stand-ins for LuCI's
-/// `E`, `_`, `view`, `poll`, `ui`, `L` and an `rpc` whose answers are the real plugin's
-/// outputs. `script` runs after render; returns the DOM.
-fn render_view(view: &str, answers: &Value, script: &str) -> String {
-    let source = read(&view_dir().join(format!("{view}.js")));
-    let html = format!(
-        r#"<!DOCTYPE html><html><body><div id="maincontent"></div><script>
-var ANSWERS = {answers};
-var CALLS = [];
-function _(s) {{ return s; }}
-// LuCI's E(): attributes (functions become event listeners), children in an array
-// become text nodes or elements.
-function E(tag, attrs, kids) {{
-  if (Array.isArray(attrs) || typeof attrs !== 'object' || attrs instanceof Node) {{ kids = attrs; attrs = {{}}; }}
-  var e = document.createElement(tag);
-  Object.keys(attrs || {{}}).forEach(function (k) {{
-    if (typeof attrs[k] === 'function') e.addEventListener(k, attrs[k]);
-    else if (attrs[k] != null) e.setAttribute(k, attrs[k]);
-  }});
-  (Array.isArray(kids) ? kids : (kids == null ? [] : [kids])).forEach(function (k) {{
-    if (k instanceof Node) e.appendChild(k);
-    else if (k != null) e.appendChild(document.createTextNode('' + k));
-  }});
-  return e;
-}}
-var L = {{ resolveDefault: function (p, d) {{ return Promise.resolve(p).catch(function () {{ return d; }}); }} }};
-var view = {{ extend: function (o) {{ return o; }} }};
-var poll = {{ add: function (fn, interval_s) {{ document.body.setAttribute('data-poll-s', interval_s); }} }};
-var ui = {{
-  addNotification: function (t, n) {{ document.body.appendChild(n); }},
-  createHandlerFn: function (ctx, name) {{ return function (ev) {{ return ctx[name](ev); }}; }}
-}};
-var rpc = {{ declare: function (d) {{
-  return function () {{
-    var args = {{}}, given = arguments;
-    (d.params || []).forEach(function (p, i) {{ args[p] = given[i]; }});
-    CALLS.push(d.object + '.' + d.method + JSON.stringify(args));
-    return Promise.resolve(ANSWERS[d.method]);
-  }};
-}} }};
-var mod = (new Function('view', 'poll', 'rpc', 'ui', 'L', 'E', '_', {source}))(view, poll, rpc, ui, L, E, _);
-Promise.resolve(mod.load()).then(function (data) {{
-  document.getElementById('maincontent').appendChild(mod.render(data));
-  {script}
-}}).then(function () {{ document.body.setAttribute('data-calls', CALLS.join(' ')); }},
-  function (e) {{ document.body.setAttribute('data-failed', String(e)); }});
-</script></body></html>"#,
-        answers = answers,
-        source = Value::from(source),
+/// Runs headless Chromium on a harness page at `width` px; returns the DOM after the
+/// view rendered and its script ran (the page marks that with data-done).
+fn view_dom(
+    h: &luci_harness::Harness,
+    view: &str,
+    width: u32,
+    read_only: bool,
+    script: &str,
+) -> String {
+    h.set(read_only, script);
+    let profile = fresh_profile();
+    eprintln!("view {view} at {width} px");
+    let dom = chromium_with_deadline(
+        &profile,
+        &["--dump-dom", &format!("--window-size={width},2400")],
+        &format!("{}/view/{view}", h.url),
     );
-    let dir = std::env::temp_dir().join(format!("csipd-luci-{view}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("profile")).unwrap();
-    let page = dir.join("index.html");
-    std::fs::write(&page, html).unwrap();
-    let dom = status_common::run_chromium(
-        &dir.join("profile"),
-        &["--dump-dom", "--allow-file-access-from-files"],
-        &format!("file://{}", page.display()),
-    );
-    let _ = std::fs::remove_dir_all(&dir);
-    // The rendered part; the harness script (with the answers) follows it.
     let dom = dom.split("<script>").next().unwrap_or("").to_string();
-    assert!(!dom.contains("data-failed="), "{view}.js threw: {dom}");
+    assert!(!dom.contains("data-failed="), "{view} threw: {dom}");
     assert!(
-        dom.contains("data-calls="),
-        "{view}.js did not finish: {dom}"
+        dom.contains("data-done=\"1\""),
+        "{view} did not finish rendering: {dom}"
     );
     dom
 }
 
+/// A screenshot of the same page into target/luci-screens/NAME-WIDTH.png.
+fn screenshot(
+    h: &luci_harness::Harness,
+    view: &str,
+    width: u32,
+    read_only: bool,
+    script: &str,
+    name: &str,
+) -> PathBuf {
+    h.set(read_only, script);
+    let dir = root().join("target/luci-screens");
+    std::fs::create_dir_all(&dir).unwrap();
+    let shot = dir.join(format!("{name}-{width}.png"));
+    let _ = std::fs::remove_file(&shot);
+    let profile = fresh_profile();
+    chromium_with_deadline(
+        &profile,
+        &[
+            &format!("--window-size={width},2000"),
+            &format!("--screenshot={}", shot.display()),
+        ],
+        &format!("{}/view/{view}", h.url),
+    );
+    let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("{}: {e}", shot.display()));
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 5_000,
+        "{} is a real PNG",
+        shot.display()
+    );
+    shot
+}
+
+/// The text of the first element whose opening tag contains `marker`.
+fn text_of(dom: &str, marker: &str) -> String {
+    let start = dom
+        .find(marker)
+        .unwrap_or_else(|| panic!("no {marker} in {dom}"));
+    let rest = &dom[start..];
+    let open_end = rest.find('>').unwrap() + 1;
+    let inner = &rest[open_end..];
+    inner[..inner.find('<').unwrap_or(inner.len())].to_string()
+}
+
+/// The opening tag of the element with id `id`.
+fn tag_of<'a>(dom: &'a str, id: &str) -> &'a str {
+    let at = dom
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id}"));
+    let start = dom[..at].rfind('<').unwrap();
+    &dom[start..at + dom[at..].find('>').unwrap()]
+}
+
+fn export_summary_head(url: &str) -> String {
+    let v = csipd::status::client::get_json(url, "/status").expect("demo answers /status");
+    let line = v["summary"].as_str().unwrap_or("").to_string();
+    line.split(" — ").next().unwrap_or("").to_string()
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn openssl_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let key = dir.join(format!("{name}.key"));
+    let cert = dir.join(format!("{name}.pem"));
+    run_ok(Command::new("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "3650",
+        "-subj",
+        &format!("/CN={name}"),
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        cert.to_str().unwrap(),
+    ]));
+    (key, cert)
+}
+
+/// Every view in headless Chromium against `csipd demo`, at desktop (1280 px) and phone
+/// (390 px) widths, through the real rpcd plugin with the ACL enforced: certificate
+/// onboarding end to end, the read-only user, the status view and the Status →
+/// Overview line, and Save refusing what the daemon would refuse. Screenshots go to
+/// target/luci-screens/.
 #[test]
-fn status_and_certificate_views_render_the_plugins_answers() {
-    let (server, _handle) = status_common::start_sample_server();
-    let url = server.url();
-    let answers = serde_json::json!({
-        "status": plugin_answer("status", "{}", &url),
-        "events": plugin_answer("events", "{}", &url),
-        "cert_info": plugin_answer("cert_info", "{}", &url),
-        "cert_request": plugin_answer("cert_request", r#"{"cn":"csipd-site-0001"}"#, &url),
+fn luci_views_in_chromium_against_csipd_demo() {
+    use std::time::Duration;
+    let mut demo = runtime_common::spawn(&["demo", "--port", "0", "--seconds", "600"]);
+    let status_url = demo
+        .stdout_line("status: ", Duration::from_secs(60))
+        .trim()
+        .trim_end_matches("/status")
+        .to_string();
+    runtime_common::wait_for(
+        &status_url,
+        Duration::from_secs(90),
+        "an export limit and a meter reading",
+        |s| {
+            s.limit(csipd::status::LimitMode::Export).is_some()
+                && s.site.export_w.is_some()
+                && s.history
+                    .points
+                    .iter()
+                    .filter(|p| p.export_w.is_some())
+                    .count()
+                    >= 2
+        },
+    );
+
+    let dir = runtime_common::temp_dir("luci-views");
+    let data = dir.join("data");
+    let config = dir.join("csipd");
+    let shipped = read(&root().join("files/etc/config/csipd"));
+    std::fs::write(
+        &config,
+        shipped.replace("'/etc/csipd'", &format!("'{}'", data.display())),
+    )
+    .unwrap();
+    let h = luci_harness::Harness::start(luci_harness::Backend {
+        status_url: status_url.clone(),
+        config: config.clone(),
+        reload_cmd: format!("echo reloaded >> '{}'", dir.join("reloads").display()),
+        read_only: false,
+        script: String::new(),
+        calls: Default::default(),
     });
-    assert_eq!(answers["status"]["utility"]["lfdi"], status_common::LFDI);
+    let mut shots = Vec::new();
+    eprintln!("LuCI harness at {}", h.url);
 
-    let dom = render_view("status", &answers, "");
-    for needle in [
-        "data-poll-s=\"5\"",
-        "data-calls=\"csipd.status{}\"",
-        ">polling<",
-        status_common::LFDI,
-        ">1500 W<",
-        "utility event 3f2a09b1…",
-        "program default (SAPN dynamic)",
-        " (in 1",
-        ">a1b2c3d4…<",
-        ">1480 W<",
-        ">fronius_1<",
-        ">stale<",
-        "4321 W (86.4 %)",
-        "GET /derp/0/derc: HTTP 503 from server",
-        "<polyline",
-    ] {
-        assert!(dom.contains(needle), "status view lacks {needle:?}:\n{dom}");
+    // Status view first, while the demo's tariff window is on. The summary line is the
+    // daemon's, times in the site's zone, every cell labelled for the phone layout.
+    for width in [1280, 390] {
+        let before = export_summary_head(&status_url);
+        let dom = view_dom(&h, "csipd/status", width, false, "");
+        let after = export_summary_head(&status_url);
+        let summary = text_of(&dom, "class=\"csipd-summary\"");
+        let head = summary.split(" — ").next().unwrap();
+        assert!(
+            head == before || head == after,
+            "summary {summary:?} vs the daemon's {before:?}/{after:?}"
+        );
+        assert!(summary.starts_with("Export limited to "), "{summary}");
+        assert!(
+            summary.contains(" — exporting ") || summary.contains(" — importing "),
+            "{summary}"
+        );
+        for needle in [
+            "data-title=\"Limit\">Export limit (opModExpLimW)<",
+            "data-title=\"Set by\">",
+            "data-title=\"Export\">",
+            "data-title=\"Solar\">",
+            "data-title=\"Network operator\"><strong>Not set up: no network operator server address<",
+            "data-title=\"Device\">",
+            "data-title=\"Type\">Site meter<",
+            "<polyline class=\"csipd-export-line\"",
+        ] {
+            assert!(
+                dom.contains(needle),
+                "{width} px status lacks {needle:?}:\n{dom}"
+            );
+        }
+        for raw in [">not_configured<", ">meter<", ">tcp<", "RPCError"] {
+            assert!(!dom.contains(raw), "raw code {raw} on screen at {width} px");
+        }
+        if width == 390 {
+            assert!(
+                dom.contains("data-header-display=\"none\""),
+                "LuCI's narrow layout hides the header row"
+            );
+            let px: f64 = dom
+                .split("data-chart-text-px=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .and_then(|v| v.parse().ok())
+                .expect("chart text measured");
+            assert!(px >= 10.0, "chart text is {px} px high at 390 px");
+        }
+        shots.push(screenshot(&h, "csipd/status", width, false, "", "status"));
     }
-    assert_eq!(
-        dom.matches("<polyline").count(),
-        2,
-        "export and limit lines"
-    );
+    // Status → Overview: the same line.
+    for width in [1280, 390] {
+        let dom = view_dom(&h, "status/include/60_csipd", width, false, "");
+        let line = text_of(&dom, "class=\"csipd-summary\"");
+        assert!(line.starts_with("Export limited to "), "overview: {line}");
+        shots.push(screenshot(
+            &h,
+            "status/include/60_csipd",
+            width,
+            false,
+            "",
+            "overview",
+        ));
+    }
 
-    // cert_info answers the configured certificate's identity; the CSR button sends
-    // the typed CN and shows the CSR the plugin made with a new 0600 key.
-    let dom = render_view(
-        "certificate",
-        &answers,
-        "document.getElementById('csipd-cn').value = 'csipd-site-0001';
-         return mod.handleRequest();",
-    );
-    let lfdi = answers["cert_info"]["lfdi"]
-        .as_str()
-        .expect("cert_info lfdi");
-    assert_eq!(lfdi.len(), 40);
-    assert!(
-        dom.contains(lfdi),
-        "certificate view shows the LFDI {lfdi}:\n{dom}"
-    );
-    let sfdi = answers["cert_info"]["sfdi"]
-        .as_u64()
-        .expect("cert_info sfdi");
-    assert!(dom.contains(&sfdi.to_string()));
-    assert!(
-        dom.contains("csipd.cert_request{&quot;cn&quot;:&quot;csipd-site-0001&quot;}"),
-        "cert_request called with the CN:\n{dom}"
-    );
-    let csr = answers["cert_request"]["csr"].as_str().expect("csr");
-    assert!(
-        csr.starts_with("-----BEGIN CERTIFICATE REQUEST-----"),
-        "{csr}"
+    // Certificate onboarding in the browser. Fresh install: step 1, default paths.
+    let dom = view_dom(
+        &h,
+        "csipd/certificate",
+        1280,
+        false,
+        "document.getElementById('csipd-cn').value = 'site-0042'; await mod.handleRequest();",
     );
     assert!(
         dom.contains("BEGIN CERTIFICATE REQUEST"),
-        "the CSR is shown"
+        "the CSR is shown:\n{dom}"
     );
-    let key_path = answers["cert_request"]["key_path"]
-        .as_str()
-        .expect("key_path");
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(key_path).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600, "the new key is private");
+    assert!(dom.contains(">Download client.csr<"), "{dom}");
+    assert!(
+        dom.contains(&data.join("client.csr").display().to_string()),
+        "the CSR's path is shown"
+    );
+    assert!(data.join("client.key").exists());
+    let request =
+        "document.getElementById('csipd-cn').value = 'site-0042'; await mod.handleRequest();";
+    shots.push(screenshot(
+        &h,
+        "csipd/certificate",
+        390,
+        false,
+        request,
+        "certificate-request",
+    ));
+    // The manufacturer signs it (`csipd cert sign`, MICA made by openssl).
+    let (mica_key, mica) = openssl_ca(&dir, "Test MICA");
+    let signed = dir.join("signed.pem");
+    run_ok(Command::new(env!("CARGO_BIN_EXE_csipd")).args([
+        "cert",
+        "sign",
+        "--ca-cert",
+        mica.to_str().unwrap(),
+        "--ca-key",
+        mica_key.to_str().unwrap(),
+        "--csr",
+        data.join("client.csr").to_str().unwrap(),
+        "--out",
+        signed.to_str().unwrap(),
+    ]));
+    let (_, utility_ca) = openssl_ca(&dir, "Utility Root");
+    let upload = format!(
+        "document.getElementById('csipd-cert-text').value = {};
+         document.getElementById('csipd-ca-text').value = {};
+         await mod.handleInstall();",
+        Value::from(read(&signed)),
+        Value::from(read(&utility_ca))
+    );
+    let dom = view_dom(&h, "csipd/certificate", 1280, false, &upload);
+    assert!(dom.contains("csipd was reloaded and uses it now."), "{dom}");
+    assert!(
+        dom.contains("The certificate is installed."),
+        "the page shows the result in place"
+    );
+    assert_eq!(
+        read(&dir.join("reloads")),
+        "reloaded\n",
+        "csipd reloaded once"
+    );
+    let shown = run_ok(Command::new(env!("CARGO_BIN_EXE_csipd")).args([
+        "cert",
+        "show",
+        "--cert",
+        data.join("client.crt").to_str().unwrap(),
+    ]));
+    let lfdi = shown
+        .lines()
+        .find_map(|l| l.strip_prefix("LFDI:"))
+        .expect("cert show prints the LFDI")
+        .trim()
+        .to_string();
+    for width in [1280, 390] {
+        let dom = view_dom(&h, "csipd/certificate", width, false, "");
+        for needle in [
+            lfdi.as_str(),
+            "The certificate is installed.",
+            "data-field=\"Matches this router's key\">yes<",
+            "✓ CN=site-0042 — valid until",
+            "✓ CN=Test MICA — valid until",
+            "data-field=\"Network operator CA bundle\">CN=Utility Root<",
+            "days left)",
+        ] {
+            assert!(
+                dom.contains(needle),
+                "{width} px certificate page lacks {needle:?}:\n{dom}"
+            );
+        }
+        shots.push(screenshot(
+            &h,
+            "csipd/certificate",
+            width,
+            false,
+            "",
+            "certificate",
+        ));
+    }
+    // The status view shows the installed certificate's LFDI although no server is set.
+    let dom = view_dom(&h, "csipd/status", 1280, false, "");
+    assert!(
+        dom.contains(&format!(
+            "data-title=\"Device ID (LFDI)\"><code style=\"word-break:break-all\">{lfdi}<"
+        )),
+        "{dom}"
+    );
+
+    // A read-only user: no action offered, no raw error, nothing written.
+    let writes_before = h
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("cert_request") || c.starts_with("cert_install"))
+        .count();
+    for width in [1280, 390] {
+        let dom = view_dom(&h, "csipd/certificate", width, true, "");
+        assert!(dom.contains("changing it needs an administrator"), "{dom}");
+        for action in [
+            "Make a new request",
+            "Make key and request",
+            "Check and install",
+            "csipd-cert-file",
+            "RPCError",
+        ] {
+            assert!(
+                !dom.contains(action),
+                "read-only page offers or shows {action:?}"
+            );
+        }
+        assert!(dom.contains(&lfdi));
+        shots.push(screenshot(
+            &h,
+            "csipd/certificate",
+            width,
+            true,
+            "",
+            "certificate-readonly",
+        ));
+    }
+    let writes_after = h
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("cert_request") || c.starts_with("cert_install"))
+        .count();
+    assert_eq!(writes_before, writes_after);
+
+    // Settings: Save refuses what csipd would refuse, on the fields concerned.
+    let bad =
+        "function set(id, v) { document.getElementById('widget.cbid.csipd.' + id).value = v; }
+        set('site.meter_stale_s', '0.5');
+        set('main.status_listen', '0.0.0.0:8080');
+        set('main.timezone', 'Australia/Adelaide');
+        try { await mod.handleSave(); document.body.setAttribute('data-saved', 'yes'); }
+        catch (e) { document.body.setAttribute('data-refused', e.message); }";
+    for width in [1280, 390] {
+        let dom = view_dom(&h, "csipd/settings", width, false, bad);
+        assert!(
+            dom.contains("data-refused=\"csipd would refuse these settings\""),
+            "{dom}"
+        );
+        assert!(!dom.contains("uci.save"), "nothing saved");
+        let errors = &dom[dom.find("id=\"csipd-save-errors\"").expect("error list")..];
+        assert!(errors.contains("Meter silence before the safety limit (s)</strong>: meter_stale_s (0.5 s) must be longer than cycle_s"), "{errors}");
+        assert!(
+            errors.contains("Status address</strong>: status_listen 0.0.0.0:8080"),
+            "{errors}"
+        );
+        assert!(tag_of(&dom, "widget.cbid.csipd.site.meter_stale_s").contains("cbi-input-invalid"));
+        assert!(tag_of(&dom, "widget.cbid.csipd.main.status_listen").contains("cbi-input-invalid"));
+        assert!(
+            !tag_of(&dom, "widget.cbid.csipd.main.timezone").contains("cbi-input-invalid"),
+            "a zone name is fine"
+        );
+        shots.push(screenshot(
+            &h,
+            "csipd/settings",
+            width,
+            false,
+            bad,
+            "settings-refused",
+        ));
+    }
+    let good =
+        "function set(id, v) { document.getElementById('widget.cbid.csipd.' + id).value = v; }
+        set('main.timezone', 'Australia/Adelaide');
+        try { await mod.handleSave(); document.body.setAttribute('data-saved', 'yes'); }
+        catch (e) { document.body.setAttribute('data-refused', e.message); }";
+    let dom = view_dom(&h, "csipd/settings", 1280, false, good);
+    assert!(dom.contains("data-saved=\"yes\""), "{dom}");
+    assert!(dom.contains("uci.save"), "saved through uci");
+    let validated = h
+        .calls()
+        .into_iter()
+        .rev()
+        .find(|c| c.starts_with("validate"))
+        .expect("validate called");
+    assert!(
+        validated.contains("\"timezone\":\"Australia/Adelaide\""),
+        "the staged value was checked: {validated}"
+    );
+
+    for shot in &shots {
+        eprintln!("screenshot: {}", shot.display());
+    }
+    demo.terminate();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The status view with the meter gone, a stretch of history without a limit, and one
+/// device repeating an error: the site's numbers are not shown as live, the limit line
+/// has a gap (never a line at 0 W), and the repeats are one counted line that leaves the
+/// other error in view.
+#[test]
+fn status_view_stale_meter_limit_gaps_and_repeated_errors() {
+    let (server, handle) = status_common::start_sample_server();
+    handle.update(|s| {
+        for d in &mut s.devices {
+            d.stale = true;
+        }
+        let n = s.history.points.len();
+        for p in s.history.points.iter_mut().skip(n / 3).take(n / 3) {
+            p.export_limit_w = None;
+        }
+        for t in 0..30 {
+            s.push_error(
+                s.now_unix_s - 20 + t / 10,
+                "device fronius_1",
+                "timeout after 1 s reading model 103",
+            );
+        }
+    });
+    let dir = runtime_common::temp_dir("luci-stale");
+    let config = dir.join("csipd");
+    std::fs::write(&config, "config csipd 'main'\n").unwrap();
+    let h = luci_harness::Harness::start(luci_harness::Backend {
+        status_url: server.url(),
+        config,
+        reload_cmd: "true".into(),
+        read_only: true,
+        script: String::new(),
+        calls: Default::default(),
+    });
+    let dom = view_dom(&h, "csipd/status", 390, true, "");
+    assert!(dom.contains("csipd-site-stale"), "stale meter note:\n{dom}");
+    assert!(dom.contains("the site's power is unknown"));
+    assert!(
+        !dom.contains("data-title=\"Export\">"),
+        "no live-looking export value"
+    );
+    assert!(
+        text_of(&dom, "class=\"csipd-summary\"")
+            .ends_with("— site power unknown: the meter is not answering"),
+        "{dom}"
+    );
+    assert_eq!(
+        dom.matches("class=\"csipd-limit-line\"").count(),
+        2,
+        "the limit line stops where no limit was in force"
+    );
+    assert!(
+        dom.contains("timeout after 1 s reading model 103 (30 times)"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("GET /derp/0/derc: HTTP 503 from server"),
+        "the other error stays"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

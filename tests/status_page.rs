@@ -13,11 +13,24 @@ fn page_renders_live_values_in_headless_chromium() {
     let (server, handle) = start_sample_server();
     // A value only the live server has, set after start: the page must fetch it.
     handle.update(|s| s.site.pv_w = Some(4567.0));
+    // The site is in Adelaide (UTC+9:30); the browser here is not: times must follow
+    // the site.
+    handle.update(|s| s.local_utc_offset_s = 34_200);
+    let limit_end = handle.get().limits[0].end_unix_s.unwrap();
+    let site_until = csipd::status::render::clock_hhmm(limit_end, 34_200);
+    let summary = format!(
+        "id=\"summary\" role=\"status\">Export limited to 1500 W by your network operator until {site_until} — "
+    );
+    let countdown = format!(">{site_until} (in 1");
     let profile = std::env::temp_dir().join(format!("csipd-chromium-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&profile);
     std::fs::create_dir_all(&profile).unwrap();
 
     let dom = run_chromium(&profile, &["--dump-dom"], &format!("{}/", server.url()));
+    assert!(
+        dom.contains(r#"id="site-stale" class="bad" hidden"#),
+        "a fresh meter: no stale note"
+    );
     let checks: &[(&str, &str)] = &[
         (
             "connection state",
@@ -29,7 +42,8 @@ fn page_renders_live_values_in_headless_chromium() {
         ("export limit value", ">1500 W<"),
         ("export limit source", "utility event 3f2a09b1…"),
         ("import limit source", "program default (SAPN dynamic)"),
-        ("countdown", " (in 1"),
+        ("countdown in site time", &countdown),
+        ("summary line", &summary),
         ("upcoming event", "event a1b2c3d4…"),
         ("response sent", r#"data-response="Started""#),
         ("site export", r#"id="export-w" class="num">1480 W<"#),
@@ -69,6 +83,20 @@ fn page_renders_live_values_in_headless_chromium() {
         export_points >= 360,
         "export line has {export_points} points"
     );
+
+    // The meter goes silent: the site's numbers are no longer shown as live.
+    handle.update(|s| {
+        for d in &mut s.devices {
+            d.stale = true;
+        }
+    });
+    let stale = run_chromium(&profile, &["--dump-dom"], &format!("{}/", server.url()));
+    assert!(
+        stale.contains(r#"id="export-w" class="num">unknown<"#),
+        "stale export shown as unknown"
+    );
+    assert!(!stale.contains(r#"id="site-stale" class="bad" hidden"#));
+    assert!(stale.contains("site power unknown: the meter is not answering"));
 
     let shot: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/status-page.png");
     let _ = std::fs::remove_file(&shot);

@@ -51,7 +51,8 @@ fn plugin_lists_and_answers_status_through_wrapper_and_symlink() {
     let url = server.url();
     let (dir, link) = symlinked_plugin();
     let expected_list: Value = serde_json::from_str(
-        r#"{"status":{},"events":{},"cert_info":{},"cert_request":{"cn":"str"}}"#,
+        r#"{"status":{},"events":{},"validate":{"sections":[]},"cert_info":{},"cert_csr":{},
+            "cert_request":{"cn":"str"},"cert_install":{"cert":"str","ca":"str"}}"#,
     )
     .unwrap();
 
@@ -131,4 +132,317 @@ fn plugin_lists_and_answers_status_through_wrapper_and_symlink() {
         "{status}"
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A scratch directory for one test.
+fn scratch(tag: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("rpcd-{tag}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `"$PLUGIN" call METHOD < args.json` with the config at `config`, as rpcd runs it.
+fn call_with_file(
+    dir: &std::path::Path,
+    config: &std::path::Path,
+    method: &str,
+    args: &Value,
+) -> Value {
+    let args_path = dir.join(format!("{method}.json"));
+    std::fs::write(&args_path, args.to_string()).unwrap();
+    let script = format!(
+        "CSIPD_CONFIG='{}' CSIPD_RELOAD_CMD='echo reloaded >> {}/reloads' \"$PLUGIN\" call {method} < '{}'",
+        config.display(),
+        dir.display(),
+        args_path.display()
+    );
+    let (code, answer) = shell(WRAPPER, &script, "http://127.0.0.1:1");
+    assert_eq!(code, 0, "{method}: {answer}");
+    answer
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("command runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// A CA made by the openssl command line (a real manufacturer CA stand-in): key and cert.
+fn openssl_ca(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf) {
+    let key = dir.join(format!("{name}.key"));
+    let cert = dir.join(format!("{name}.pem"));
+    run(Command::new("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "3650",
+        "-subj",
+        &format!("/CN={name}/O=csipd test"),
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        cert.to_str().unwrap(),
+    ]));
+    (key, cert)
+}
+
+#[test]
+fn validate_checks_staged_changes_and_the_file_on_disk() {
+    let dir = scratch("validate");
+    let config = dir.join("csipd");
+    std::fs::write(
+        &config,
+        "config control 'site'\n\toption cycle_s '1'\n\toption meter_stale_s '0.5'\n",
+    )
+    .unwrap();
+    // LuCI's staged sections (uci.sections('csipd') after the form's parse).
+    let staged = serde_json::json!({ "sections": [
+        {".name": "main", ".type": "csipd", ".anonymous": false,
+         "timezone": "Australia/Adelaide", "status_listen": "0.0.0.0:8080"},
+        {".name": "feed_in", ".type": "price", ".anonymous": false, "max_age_s": "10"},
+        {".name": "site", ".type": "control", ".anonymous": false, "meter_stale_s": "0.5"},
+        {".name": "utility", ".type": "server", ".anonymous": false,
+         "cert": dir.join("not-yet.crt").display().to_string()},
+        {".name": "cfg0b1234", ".type": "tariff", ".anonymous": true,
+         "start": "10:00", "end": "25:00", "export_limit_w": "800"},
+    ]});
+    let answer = call_with_file(&dir, &config, "validate", &staged);
+    assert_eq!(answer["valid"], false, "{answer}");
+    let on = |section: &str, option: &str| -> String {
+        answer["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["section"] == section && e["option"] == option)
+            .unwrap_or_else(|| panic!("no error on {section}.{option}: {answer}"))["message"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(on("main", "status_listen").contains("status_allow_remote"));
+    assert!(on("feed_in", "max_age_s").contains("between 60"));
+    assert!(on("site", "meter_stale_s").contains("cycle_s"));
+    assert!(on("utility", "cert").contains("does not exist yet"));
+    assert!(
+        on("cfg0b1234", "end").contains("end"),
+        "anonymous sections keep LuCI's name"
+    );
+    assert!(
+        !answer.to_string().contains("timezone"),
+        "Australia/Adelaide is accepted: {answer}"
+    );
+
+    // Fixed, the same staged config is valid.
+    let fixed = serde_json::json!({ "sections": [
+        {".name": "main", ".type": "csipd", "timezone": "Australia/Adelaide",
+         "status_listen": "0.0.0.0:8080", "status_allow_remote": "1"},
+        {".name": "feed_in", ".type": "price", "max_age_s": "900"},
+        {".name": "site", ".type": "control", "meter_stale_s": "10"},
+    ]});
+    let answer = call_with_file(&dir, &config, "validate", &fixed);
+    assert_eq!(answer["valid"], true, "{answer}");
+
+    // No sections: the file on disk, with its section and option named.
+    let answer = call_with_file(&dir, &config, "validate", &serde_json::json!({}));
+    assert_eq!(answer["valid"], false, "{answer}");
+    assert_eq!(answer["checked"], config.display().to_string());
+    assert_eq!(answer["errors"][0]["section"], "site", "{answer}");
+    assert_eq!(answer["errors"][0]["option"], "meter_stale_s", "{answer}");
+    assert_eq!(answer["errors"][0]["line"], 3, "{answer}");
+}
+
+#[test]
+fn certificate_onboarding_from_request_to_installed_chain() {
+    let dir = scratch("onboarding");
+    let data = dir.join("etc-csipd");
+    let config = dir.join("csipd");
+    std::fs::write(
+        &config,
+        format!(
+            "config csipd 'main'\n\toption data_dir '{}'\n\nconfig server 'utility'\n\toption dcap_url ''\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+
+    // Fresh install: nothing there yet, the next step is the key; paths are defaulted.
+    let info = call_with_file(&dir, &config, "cert_info", &serde_json::json!({}));
+    assert_eq!(info["step"], "make_key", "{info}");
+    assert_eq!(
+        info["key_path"],
+        data.join("client.key").display().to_string()
+    );
+    assert_eq!(
+        info["cert_path"],
+        data.join("client.crt").display().to_string()
+    );
+    let none = call_with_file(&dir, &config, "cert_csr", &serde_json::json!({}));
+    assert!(
+        none["error"]
+            .as_str()
+            .unwrap()
+            .contains("generate one first"),
+        "{none}"
+    );
+
+    // Generate: key (0600) and CSR at the default paths, the key option written.
+    let req = call_with_file(
+        &dir,
+        &config,
+        "cert_request",
+        &serde_json::json!({"cn": "site-0042"}),
+    );
+    assert_eq!(req["key_created"], true, "{req}");
+    use std::os::unix::fs::PermissionsExt;
+    let key_mode = std::fs::metadata(data.join("client.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(key_mode & 0o777, 0o600);
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        text.contains(&format!(
+            "config server 'utility'\n\toption key '{}'",
+            data.join("client.key").display()
+        )),
+        "{text}"
+    );
+    // Download: the same CSR, with a file name for the browser.
+    let csr = call_with_file(&dir, &config, "cert_csr", &serde_json::json!({}));
+    assert_eq!(csr["csr"], req["csr"]);
+    assert_eq!(csr["file_name"], "client.csr");
+    assert_eq!(csr["subject"], "CN=site-0042");
+    let info = call_with_file(&dir, &config, "cert_info", &serde_json::json!({}));
+    assert_eq!(info["step"], "install_certificate", "{info}");
+
+    // The manufacturer step: `csipd cert sign` with a CA made by openssl.
+    let (mica_key, mica) = openssl_ca(&dir, "Test MICA");
+    let signed = dir.join("signed.pem");
+    run(Command::new(env!("CARGO_BIN_EXE_csipd")).args([
+        "cert",
+        "sign",
+        "--ca-cert",
+        mica.to_str().unwrap(),
+        "--ca-key",
+        mica_key.to_str().unwrap(),
+        "--csr",
+        data.join("client.csr").to_str().unwrap(),
+        "--out",
+        signed.to_str().unwrap(),
+        "--days",
+        "20",
+    ]));
+    // openssl agrees the device certificate chains to the MICA.
+    let verified = run(Command::new("openssl").args([
+        "verify",
+        "-CAfile",
+        mica.to_str().unwrap(),
+        signed.to_str().unwrap(),
+    ]));
+    assert!(verified.contains("OK"), "{verified}");
+
+    // A certificate for another key is refused and nothing is written.
+    let (other_key, other) = openssl_ca(&dir, "Other");
+    let _ = other_key;
+    let refused = call_with_file(
+        &dir,
+        &config,
+        "cert_install",
+        &serde_json::json!({"cert": std::fs::read_to_string(&other).unwrap(), "ca": ""}),
+    );
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not issued for this router's key"),
+        "{refused}"
+    );
+    assert!(!data.join("client.crt").exists());
+    assert!(!dir.join("reloads").exists());
+
+    // Upload the signed certificate with its chain and the utility's CA bundle.
+    let (_, utility_ca) = openssl_ca(&dir, "Utility Root");
+    let installed = call_with_file(
+        &dir,
+        &config,
+        "cert_install",
+        &serde_json::json!({
+            "cert": std::fs::read_to_string(&signed).unwrap(),
+            "ca": std::fs::read_to_string(&utility_ca).unwrap(),
+        }),
+    );
+    assert_eq!(installed["step"], "done", "{installed}");
+    assert_eq!(installed["reload"]["ok"], true, "{installed}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("reloads")).unwrap(),
+        "reloaded\n"
+    );
+    let cert = &installed["certificate"];
+    assert_eq!(cert["key_matches"], true);
+    assert_eq!(cert["chain_ok"], true);
+    assert_eq!(cert["chain"].as_array().unwrap().len(), 2, "{cert}");
+    assert_eq!(cert["chain"][1]["subject"], "CN=Test MICA, O=csipd test");
+    assert_eq!(
+        cert["expires_soon"], true,
+        "20 days left is inside the 30-day warning"
+    );
+    assert!(
+        matches!(cert["days_left"].as_i64(), Some(19..=20)),
+        "{cert}"
+    );
+    let shown = run(Command::new(env!("CARGO_BIN_EXE_csipd")).args([
+        "cert",
+        "show",
+        "--cert",
+        data.join("client.crt").to_str().unwrap(),
+    ]));
+    assert!(
+        shown.contains(cert["lfdi"].as_str().unwrap()),
+        "LFDI as `cert show` prints it: {shown}"
+    );
+    assert_eq!(
+        installed["ca"]["certs"][0]["subject"],
+        "CN=Utility Root, O=csipd test"
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        text.contains(&format!(
+            "option cert '{}'",
+            data.join("client.crt").display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "option ca '{}'",
+            data.join("utility-ca.pem").display()
+        )),
+        "{text}"
+    );
+    // The config with the installed files passes the daemon's own checker.
+    let check = Command::new(env!("CARGO_BIN_EXE_csipd"))
+        .args(["check-config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let check_text = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{check_text}");
+    assert!(
+        check_text.contains("expires on"),
+        "the expiry warning: {check_text}"
+    );
 }

@@ -15,6 +15,7 @@
 
 pub mod typed;
 pub mod uci;
+pub mod zonenames;
 
 use std::fmt;
 use std::process::ExitCode;

@@ -449,13 +449,20 @@ fn status_listen_rules() {
 
 #[test]
 fn timezone_rules() {
+    // The zone name OpenWrt's System page writes is read as its POSIX rule.
+    let text = VALID.replace("'ACST-9:30ACDT,M10.1.0,M4.1.0/3'", "'Australia/Adelaide'");
+    let (config, _) = from_text(&text, "c").expect("a known zone name is accepted");
     assert_eq!(
-        messages_with("'ACST-9:30ACDT,M10.1.0,M4.1.0/3'", "'Australia/Adelaide'"),
+        config.main.timezone.as_deref(),
+        Some("ACST-9:30ACDT,M10.1.0,M4.1.0/3")
+    );
+    assert_eq!(
+        messages_with("'ACST-9:30ACDT,M10.1.0,M4.1.0/3'", "'Australia/Atlantis'"),
         [
-            "c:5: error: option 'timezone' \"Australia/Adelaide\" is not a POSIX TZ string: \
+            "c:5: error: option 'timezone' \"Australia/Atlantis\" is not a POSIX TZ string: \
              expected a UTC offset such as -10 or -9:30 after the zone name (that looks like \
-             a zone name; use the POSIX form from /etc/TZ, e.g. ACST-9:30ACDT,M10.1.0,M4.1.0/3 \
-             for Australia/Adelaide)"
+             a zone name csipd does not know; use the POSIX form from /etc/TZ, e.g. \
+             ACST-9:30ACDT,M10.1.0,M4.1.0/3 for Australia/Adelaide)"
         ]
     );
     for good in [
@@ -625,15 +632,20 @@ fn check_config_and_the_runtime_agree_on_every_openwrt_zone() {
             );
         }
     }
-    // A tz database name is refused by check-config and not silently read as UTC by
-    // the runtime either: it says it fell back.
-    let diagnostics = messages_with("'ACST-9:30ACDT,M10.1.0,M4.1.0/3'", "'Australia/Perth'");
+    // A zone name as OpenWrt's System page writes it is read as its POSIX rule, so
+    // check-config and the runtime agree on it too.
+    let text = VALID.replace("'ACST-9:30ACDT,M10.1.0,M4.1.0/3'", "'Australia/Perth'");
+    let (config, _) = from_text(&text, "c").expect("a known zone name is valid");
+    assert_eq!(config.main.timezone.as_deref(), Some("AWST-8"));
+    // A zone name csipd does not know is refused by check-config and not silently read
+    // as UTC by the runtime either: it says it fell back.
+    let diagnostics = messages_with("'ACST-9:30ACDT,M10.1.0,M4.1.0/3'", "'Europe/Atlantis'");
     assert!(
         diagnostics
             .iter()
             .any(|d| d.contains("not a POSIX TZ string"))
     );
-    let (tz, problem) = site_timezone(None, Some("Australia/Perth"));
+    let (tz, problem) = site_timezone(None, Some("Europe/Atlantis"));
     assert_eq!(tz.offset_at(jan).0, 0);
     assert!(problem.is_some_and(|p| p.contains("using UTC")));
 }

@@ -977,13 +977,20 @@ fn read_main(checker: &mut Checker<'_>, section: Option<&Section>) -> MainConfig
     }
     let timezone = match r.string("timezone") {
         None => None,
+        // A valid POSIX string is kept as written ("UTC" is both a zone name and a
+        // POSIX string: the runtime must see what the owner wrote).
+        Some(tz) if crate::control::PosixTz::parse(&tz).is_ok() => Some(tz),
+        // A zone name as OpenWrt's System page writes it: read as its POSIX rule.
+        Some(tz) if super::zonenames::posix_tz(&tz).is_some() => {
+            super::zonenames::posix_tz(&tz).map(str::to_string)
+        }
         Some(tz) => {
             // The one POSIX TZ parser: what check-config accepts is what the runtime reads.
             if let Err(why) = crate::control::PosixTz::parse(&tz).map_err(|e| e.message) {
                 let pos = r.pos_of("timezone");
                 let hint = if tz.contains('/') {
-                    " (that looks like a zone name; use the POSIX form from /etc/TZ, e.g. \
-                     ACST-9:30ACDT,M10.1.0,M4.1.0/3 for Australia/Adelaide)"
+                    " (that looks like a zone name csipd does not know; use the POSIX form \
+                     from /etc/TZ, e.g. ACST-9:30ACDT,M10.1.0,M4.1.0/3 for Australia/Adelaide)"
                 } else {
                     ""
                 };

@@ -239,11 +239,27 @@ fn start_status(
     )
 }
 
+/// The utility part of the status after a start or reload: the server, and the
+/// identity of the configured certificate — shown even before a server is set up, since
+/// the installer hands it to the utility first. Without a server, nothing of an earlier
+/// one (polls, clock offset, registration) stays on screen.
 fn set_utility_status(status: &SnapshotHandle, config: &Config, now_s: i64) {
+    let identity = config.server.cert.as_ref().and_then(|cert| {
+        let lfdi = crate::pki::lfdi_of_cert_file(std::path::Path::new(cert)).ok()?;
+        let sfdi = crate::sep2::identity::sfdi(&lfdi).ok()?;
+        Some((lfdi, sfdi))
+    });
     status.update(|s| {
         s.utility.server_url = config.server.dcap_url.clone();
+        s.utility.lfdi = identity.as_ref().map(|(lfdi, _)| lfdi.clone());
+        s.utility.sfdi = identity.as_ref().map(|(_, sfdi)| *sfdi);
         match (&config.server.dcap_url, s.utility.state) {
-            (None, _) => s.set_connection_state(ConnectionState::NotConfigured, now_s),
+            (None, _) => {
+                s.set_connection_state(ConnectionState::NotConfigured, now_s);
+                s.utility.resources.clear();
+                s.utility.clock_offset_s = None;
+                s.utility.registration_problem = None;
+            }
             (Some(_), ConnectionState::NotConfigured) => {
                 s.set_connection_state(ConnectionState::Discovering, now_s)
             }

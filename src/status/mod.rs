@@ -8,10 +8,13 @@
 pub mod cli;
 pub mod client;
 pub mod metrics;
+pub mod onboarding;
 pub mod render;
 pub mod rpcd;
 pub mod server;
 pub mod snapshot;
+pub mod summary;
+pub mod validate;
 
 pub use server::{
     DEFAULT_LISTEN, ServerError, StatusServer, start as start_server, start_from_config,

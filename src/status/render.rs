@@ -102,6 +102,7 @@ pub fn summary(s: &Snapshot) -> String {
     let now = s.now_unix_s;
     let tz = s.local_utc_offset_s;
     let mut out = String::new();
+    let _ = writeln!(out, "{}", super::summary::line(s));
     let _ = writeln!(
         out,
         "csipd {}, up {}",
@@ -265,9 +266,14 @@ pub fn summary(s: &Snapshot) -> String {
     if !s.last_errors.is_empty() {
         out.push_str("recent errors\n");
         for e in s.last_errors.iter().rev().take(5) {
+            let repeats = if e.count > 1 {
+                format!(" (×{})", e.count)
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 out,
-                "  {} {}: {}",
+                "  {} {}: {}{repeats}",
                 clock_hhmmss(e.t_unix_s, tz),
                 e.source,
                 e.message

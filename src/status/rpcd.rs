@@ -5,26 +5,47 @@
 //! calling `csipd rpcd "$@"`; a symlink to the binary works too (see
 //! [`is_plugin_path`]).
 
-use super::client;
+use super::{client, onboarding};
 use serde_json::{Value, json};
 use std::io::Read;
+use std::path::Path;
 use std::process::ExitCode;
 
-/// The methods and their argument types, exactly as `list` prints them.
-pub const METHODS: &[(&str, &[(&str, &str)])] = &[
+/// The methods and their argument types, exactly as `list` prints them: rpcd takes each
+/// argument's JSON type (`"str"` a string, `[]` an array) as the type ubus enforces.
+pub const METHODS: &[(&str, &[(&str, ArgType)])] = &[
     ("status", &[]),
     ("events", &[]),
+    ("validate", &[("sections", ArgType::Array)]),
     ("cert_info", &[]),
-    ("cert_request", &[("cn", "str")]),
+    ("cert_csr", &[]),
+    ("cert_request", &[("cn", ArgType::Str)]),
+    (
+        "cert_install",
+        &[("cert", ArgType::Str), ("ca", ArgType::Str)],
+    ),
 ];
 
-/// What `list` prints: `{"status":{},"events":{},"cert_info":{},"cert_request":{"cn":"str"}}`.
+/// The type of a method argument in `list`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArgType {
+    /// A string (`"str"` in `list`).
+    Str,
+    /// A JSON array (`[]` in `list`).
+    Array,
+}
+
+/// What `list` prints, e.g. `{"status":{},"validate":{"sections":[]},"cert_request":{"cn":"str"},...}`.
 pub fn list() -> Value {
     let mut methods = serde_json::Map::new();
     for (name, args) in METHODS {
         let mut arg_types = serde_json::Map::new();
         for (arg, kind) in *args {
-            arg_types.insert((*arg).to_string(), Value::String((*kind).to_string()));
+            let example = match kind {
+                ArgType::Str => Value::String("str".into()),
+                ArgType::Array => Value::Array(Vec::new()),
+            };
+            arg_types.insert((*arg).to_string(), example);
         }
         methods.insert((*name).to_string(), Value::Object(arg_types));
     }
@@ -48,16 +69,54 @@ pub fn call(method: &str, args_text: &str, status_url: &str) -> Option<Value> {
             Err(e) => return Some(error(format!("the arguments on stdin are not JSON: {e}"))),
         }
     };
+    let config_path = config_path();
+    // The certificate methods need the installed config (its paths); never guess paths
+    // when it cannot be read.
+    let config_text = || {
+        std::fs::read_to_string(&config_path)
+            .map_err(|e| format!("{config_path}: cannot read the csipd configuration: {e}"))
+    };
     let answer = match method {
         "status" => client::get_json(status_url, "/status").unwrap_or_else(error),
         "events" => client::get_json(status_url, "/events").unwrap_or_else(error),
-        "cert_info" => cert_info().unwrap_or_else(error),
+        "validate" => super::validate::validate(&args, &config_path, wall_clock()),
+        "cert_info" => config_text()
+            .map(|text| onboarding::cert_info(&text, wall_clock()))
+            .unwrap_or_else(error),
+        "cert_csr" => config_text()
+            .and_then(|text| onboarding::cert_csr(&text).map_err(|e| e.0))
+            .unwrap_or_else(error),
         "cert_request" => match args.get("cn") {
-            Some(Value::String(cn)) if !cn.trim().is_empty() => {
-                cert_request(cn.trim()).unwrap_or_else(error)
-            }
+            Some(Value::String(cn)) if !cn.trim().is_empty() => config_text()
+                .and_then(|_| {
+                    onboarding::cert_request(Path::new(&config_path), cn.trim()).map_err(|e| e.0)
+                })
+                .unwrap_or_else(error),
             _ => error("cert_request needs the argument cn: a non-empty string"),
         },
+        "cert_install" => {
+            let text = |name: &str| args.get(name).and_then(Value::as_str);
+            match config_text()
+                .map_err(onboarding::OnboardingError)
+                .and_then(|_| {
+                    onboarding::cert_install(
+                        Path::new(&config_path),
+                        text("cert"),
+                        text("ca"),
+                        wall_clock(),
+                    )
+                }) {
+                Ok(installed) => {
+                    let reload = reload_csipd();
+                    let text = config_text().unwrap_or_default();
+                    let mut info = onboarding::cert_info(&text, wall_clock());
+                    info["installed"] = json!(installed);
+                    info["reload"] = reload;
+                    info
+                }
+                Err(e) => error(e.0),
+            }
+        }
         _ => return None,
     };
     Some(match answer {
@@ -67,67 +126,40 @@ pub fn call(method: &str, args_text: &str, status_url: &str) -> Option<Value> {
     })
 }
 
-/// The UCI file the certificate methods read: `CSIPD_CONFIG`, else the system one.
-fn config_path() -> String {
-    std::env::var("CSIPD_CONFIG").unwrap_or_else(|_| crate::config::DEFAULT_PATH.to_string())
+/// The wall clock, read where this edge of csipd reads it: `runtime`'s system clock.
+fn wall_clock() -> std::time::SystemTime {
+    let now = crate::runtime::clock::SystemClock::new().now();
+    std::time::UNIX_EPOCH + std::time::Duration::from_millis(now.utc_ms.max(0) as u64)
 }
 
-fn load_server_config() -> Result<crate::config::ServerConfig, String> {
-    let path = config_path();
-    match crate::config::load(&path) {
-        Ok((config, _warnings)) => Ok(config.server),
-        Err(e) => Err(format!("cannot use {path}: {e}")),
+/// Asks procd to reload csipd so a new certificate is used now: `/etc/init.d/csipd
+/// reload` (which also starts csipd when it is not running), or `CSIPD_RELOAD_CMD`.
+/// Answers `{"ok": bool, "message": ...}`; a failed reload does not undo the install.
+fn reload_csipd() -> Value {
+    let command =
+        std::env::var("CSIPD_RELOAD_CMD").unwrap_or_else(|_| "/etc/init.d/csipd reload".into());
+    match std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(&command)
+        .stdin(std::process::Stdio::null())
+        .output()
+    {
+        Ok(out) if out.status.success() => json!({ "ok": true, "message": "csipd reloaded" }),
+        Ok(out) => json!({
+            "ok": false,
+            "message": format!(
+                "{command} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        }),
+        Err(e) => json!({ "ok": false, "message": format!("cannot run {command}: {e}") }),
     }
 }
 
-/// The identity the configured certificate gives: what the installer hands the utility.
-fn cert_info() -> Result<Value, String> {
-    let server = load_server_config()?;
-    let cert_path = server
-        .cert
-        .ok_or_else(|| format!("{}: the server section has no cert option", config_path()))?;
-    let cert =
-        crate::pki::load_cert(std::path::Path::new(&cert_path)).map_err(|e| e.to_string())?;
-    let summary = crate::pki::summarize(&cert).map_err(|e| e.to_string())?;
-    let key_matches = server.key.as_ref().map(|key_path| {
-        crate::pki::load_key(std::path::Path::new(key_path))
-            .ok()
-            .is_some_and(|key| crate::pki::key_matches(&cert, &key))
-    });
-    Ok(json!({
-        "cert_path": cert_path,
-        "lfdi": summary.lfdi,
-        "sfdi": summary.sfdi,
-        "subject": summary.subject,
-        "issuer": summary.issuer,
-        "not_before": summary.not_before,
-        "not_after": summary.not_after,
-        "not_after_unix": summary.not_after_unix,
-        "key_type": summary.key_type,
-        "key_matches": key_matches,
-    }))
-}
-
-/// Makes (or reuses) the configured private key, mode 0600, and a CSR for `common_name`
-/// written next to it; answers the CSR so LuCI can show it for the utility's portal.
-fn cert_request(common_name: &str) -> Result<Value, String> {
-    let server = load_server_config()?;
-    let key_path = server
-        .key
-        .ok_or_else(|| format!("{}: the server section has no key option", config_path()))?;
-    let key_path = std::path::PathBuf::from(key_path);
-    let (key, created) = crate::pki::load_or_create_key(&key_path).map_err(|e| e.to_string())?;
-    let csr = crate::pki::build_csr(&key, common_name).map_err(|e| e.to_string())?;
-    let pem = csr.to_pem().map_err(|e| format!("CSR encoding: {e}"))?;
-    let csr_path = key_path.with_extension("csr");
-    std::fs::write(&csr_path, &pem)
-        .map_err(|e| format!("cannot write {}: {e}", csr_path.display()))?;
-    Ok(json!({
-        "csr": String::from_utf8_lossy(&pem),
-        "csr_path": csr_path.display().to_string(),
-        "key_path": key_path.display().to_string(),
-        "key_created": created,
-    }))
+/// The UCI file the certificate and validate methods read: `CSIPD_CONFIG`, else the
+/// system one.
+fn config_path() -> String {
+    std::env::var("CSIPD_CONFIG").unwrap_or_else(|_| crate::config::DEFAULT_PATH.to_string())
 }
 
 /// True when the binary was started as the rpcd plugin itself, i.e. as
@@ -192,7 +224,8 @@ mod tests {
     #[test]
     fn list_is_the_documented_object() {
         let expected: Value = serde_json::from_str(
-            r#"{"status":{},"events":{},"cert_info":{},"cert_request":{"cn":"str"}}"#,
+            r#"{"status":{},"events":{},"validate":{"sections":[]},"cert_info":{},
+                "cert_csr":{},"cert_request":{"cn":"str"},"cert_install":{"cert":"str","ca":"str"}}"#,
         )
         .unwrap();
         assert_eq!(list(), expected);

@@ -174,6 +174,7 @@ pub fn route(method: &str, url: &str, handle: &SnapshotHandle) -> (u16, &'static
         "/status" => {
             let mut snapshot = handle.get();
             snapshot.now_unix_s = now_unix_s();
+            snapshot.summary = super::summary::line(&snapshot);
             match serde_json::to_string(&snapshot) {
                 Ok(body) => (200, JSON, body),
                 Err(e) => (500, TEXT, format!("cannot encode the status: {e}\n")),

@@ -51,6 +51,10 @@ pub struct Snapshot {
     /// [`RESPONSES_CAPACITY`] (the store's response ledger keeps them all).
     #[serde(default)]
     pub responses: VecDeque<ResponseSent>,
+    /// The one-line answer for a household ([`super::summary::line`]), set when the
+    /// snapshot is served.
+    #[serde(default)]
+    pub summary: String,
 }
 
 /// How many sent responses the snapshot keeps.
@@ -94,6 +98,7 @@ impl Snapshot {
             last_errors: VecDeque::new(),
             history: History::default(),
             responses: VecDeque::new(),
+            summary: String::new(),
         }
     }
 
@@ -106,8 +111,22 @@ impl Snapshot {
         self.responses.push_back(response);
     }
 
-    /// Records an error, dropping the oldest beyond [`LAST_ERRORS_CAPACITY`].
+    /// Records an error, dropping the oldest beyond [`LAST_ERRORS_CAPACITY`]. The same
+    /// error from the same source again moves that entry to the end and counts it, so
+    /// one device repeating itself never pushes another's error out.
     pub fn push_error(&mut self, t_unix_s: i64, source: &str, message: &str) {
+        if let Some(i) = self
+            .last_errors
+            .iter()
+            .position(|e| e.source == source && e.message == message)
+        {
+            if let Some(mut entry) = self.last_errors.remove(i) {
+                entry.count = entry.count.saturating_add(1);
+                entry.t_unix_s = t_unix_s;
+                self.last_errors.push_back(entry);
+                return;
+            }
+        }
         if self.last_errors.len() >= LAST_ERRORS_CAPACITY {
             self.last_errors.pop_front();
         }
@@ -115,6 +134,7 @@ impl Snapshot {
             t_unix_s,
             source: source.to_string(),
             message: message.to_string(),
+            count: 1,
         });
     }
 
@@ -337,10 +357,18 @@ pub struct Setpoint {
 /// One entry of `last_errors`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorEntry {
+    /// When it last happened.
     pub t_unix_s: i64,
     /// Which part of csipd, e.g. "csip", "device inverter1".
     pub source: String,
     pub message: String,
+    /// How many times it happened in a row of identical errors (1: once).
+    #[serde(default = "one")]
+    pub count: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// One chart point.

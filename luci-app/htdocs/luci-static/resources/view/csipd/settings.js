@@ -1,9 +1,50 @@
 'use strict';
 'require view';
 'require form';
+'require rpc';
+'require uci';
+'require ui';
 
-// Edits /etc/config/csipd. Option names and meanings are those of files/etc/config/csipd
-// (`csipd check-config` validates the result; the daemon restarts on save via procd).
+// Edits /etc/config/csipd. Option names and meanings are those of files/etc/config/csipd.
+// Save runs the daemon's own checker (`ubus call csipd validate`, the same checks as
+// `csipd check-config`) on the settings as they would be saved, and refuses to save
+// what csipd would refuse to load, marking the fields concerned.
+
+// `validate {sections}`: {"valid": bool, "errors": [{section, option, message}], ...}.
+var callValidate = rpc.declare({
+	object: 'csipd',
+	method: 'validate',
+	params: [ 'sections' ],
+	expect: { '': {} }
+});
+
+// Problems the daemon found at the last Save, by "section.option": shown on the field
+// until its value changes.
+var serverErrors = {};
+
+// Adds the daemon's verdict to an option's own validation.
+function withDaemonCheck(o) {
+	var own = o.validate;
+	o.validate = function(section_id, value) {
+		var verdict = own ? own.apply(this, arguments) : true;
+		if (verdict !== true)
+			return verdict;
+		var e = serverErrors[section_id + '.' + this.option];
+		var current = Array.isArray(value) ? value.join(' ') : (value == null ? '' : String(value));
+		return (e && e.value == current) ? e.message : true;
+	};
+}
+
+function eachOption(map, fn) {
+	map.children.forEach(function(s) {
+		s.children.forEach(function(o) { fn(s, o); });
+	});
+}
+
+// LuCI's Australian zone names (System → System writes these); any POSIX TZ works too.
+var ZONES = [ 'Australia/Adelaide', 'Australia/Brisbane', 'Australia/Broken_Hill', 'Australia/Darwin',
+	'Australia/Eucla', 'Australia/Hobart', 'Australia/Lindeman', 'Australia/Lord_Howe',
+	'Australia/Melbourne', 'Australia/Perth', 'Australia/Sydney', 'UTC' ];
 
 function hhmm(section_id, value) {
 	if (value == null || value === '' || /^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$/.test(value))
@@ -12,6 +53,52 @@ function hhmm(section_id, value) {
 }
 
 return view.extend({
+	map: null,
+
+	// Save: the form's own checks (parse), then the daemon's on the staged result; only
+	// a configuration csipd accepts reaches UCI (and so Save & Apply's reload).
+	handleSave: function(ev) {
+		var map = this.map;
+		return map.parse().then(function() {
+			return callValidate(uci.sections('csipd'));
+		}, function() {
+			// A field failed LuCI's own check: let LuCI's save say which.
+			return map.save();
+		}).then(function(res) {
+			if (res == null)
+				return Promise.reject(new Error(_('Some fields are invalid.')));
+			serverErrors = {};
+			if (res.error)
+				return Promise.reject(new Error(_('The settings could not be checked: %s').format(res.error)));
+			if (res.valid)
+				return map.save();
+			var lines = [];
+			(res.errors || []).forEach(function(e) {
+				var title = e.option || e.section || '';
+				eachOption(map, function(s, o) {
+					if (o.option == e.option && (s.sectiontype == e.section || s.section == e.section || s.cfgsections().indexOf(e.section) > -1))
+						title = o.title || e.option;
+				});
+				if (e.section && e.option) {
+					var v = uci.get('csipd', e.section, e.option);
+					serverErrors[e.section + '.' + e.option] = {
+						value: Array.isArray(v) ? v.join(' ') : (v == null ? '' : String(v)),
+						message: e.message
+					};
+				}
+				lines.push(E('li', {}, [ E('strong', {}, [ title ]), ': ', e.message ]));
+			});
+			eachOption(map, function(s, o) {
+				s.cfgsections().forEach(function(sid) { o.triggerValidation(sid); });
+			});
+			ui.addNotification(_('Not saved'), [
+				E('p', {}, [ _('csipd would refuse these settings, so nothing was saved. Fix the marked fields:') ]),
+				E('ul', { 'id': 'csipd-save-errors' }, lines)
+			], 'warning');
+			return Promise.reject(new Error(_('csipd would refuse these settings')));
+		});
+	},
+
 	render: function() {
 		var m, s, o;
 
@@ -21,49 +108,52 @@ return view.extend({
 		// csipd 'main'
 		s = m.section(form.NamedSection, 'main', 'csipd', _('Daemon'));
 		o = s.option(form.ListValue, 'log_level', _('Log level'));
-		o.value('error');
-		o.value('warn');
-		o.value('info');
-		o.value('debug');
-		o.value('trace');
+		o.value('off', _('Off'));
+		o.value('error', _('Errors only'));
+		o.value('warn', _('Warnings and errors'));
+		o.value('info', _('Normal'));
+		o.value('debug', _('Debug'));
+		o.value('trace', _('Trace (very verbose)'));
 		o.default = 'info';
 		o = s.option(form.Value, 'data_dir', _('Data directory'), _('State that must survive a reboot; kept on flash and written rarely.'));
-		o.placeholder = '/etc/csipd';
+		o.placeholder = _('default: /etc/csipd');
 		o = s.option(form.Value, 'telemetry_dir', _('Telemetry directory'), _('Telemetry that may be lost on reboot (RAM).'));
-		o.placeholder = '/tmp/csipd';
-		o = s.option(form.Value, 'status_listen', _('Status address'), _('Address of the status server used by LuCI and <code>csipd status</code>.'));
-		o.placeholder = '127.0.0.1:8080';
-		o = s.option(form.Flag, 'status_allow_remote', _('Allow remote status'), _('Needed before the status address may be reachable from the network. It has no password.'));
-		o = s.option(form.Value, 'timezone', _('Time zone'), _('POSIX TZ string for tariff windows, e.g. AEST-10; empty uses the system time zone.'));
+		o.placeholder = _('default: /tmp/csipd');
+		o = s.option(form.Value, 'status_listen', _('Status address'), _('Address and port of the status server used by LuCI and <code>csipd status</code>; a non-local address also needs "Allow status from the network".'));
+		o.placeholder = _('default: 127.0.0.1:8080');
+		o = s.option(form.Flag, 'status_allow_remote', _('Allow status from the network'), _('Needed before the status address may be reachable from other machines. The status page has no password.'));
+		o = s.option(form.Value, 'timezone', _('Time zone'), _('For tariff windows and the times shown. A zone name as on System → System, or a POSIX TZ string such as AEST-10. Empty: the router\'s time zone.'));
+		ZONES.forEach(function(z) { o.value(z); });
+		o.placeholder = _('the router\'s time zone');
 
 		// server 'utility'
-		s = m.section(form.NamedSection, 'utility', 'server', _('Utility server'));
+		s = m.section(form.NamedSection, 'utility', 'server', _('Network operator server (IEEE 2030.5 / CSIP-AUS)'));
 		s.tab('server', _('Server'));
 		s.tab('certificates', _('Certificates'));
 		s.tab('lab', _('Lab only'));
-		o = s.taboption('server', form.Value, 'dcap_url', _('DeviceCapability URL'), _('Given by the network operator or installer.'));
-		o.placeholder = 'https://csip.example-utility.com.au/dcap';
-		o = s.taboption('server', form.Value, 'nmi', _('NMI'), _('National Metering Identifier of the connection point (on the electricity bill).'));
-		o = s.taboption('server', form.Value, 'pen', _('IANA PEN'), _('Private Enterprise Number used in the IDs csipd creates.'));
+		o = s.taboption('server', form.Value, 'dcap_url', _('Server address (DeviceCapability URL)'), _('Given by the network operator. Empty: csipd applies only your own limits.'));
+		o.placeholder = _('https://… from the network operator');
+		o = s.taboption('server', form.Value, 'nmi', _('Meter number (NMI)'), _('National Metering Identifier of the connection point, on the electricity bill.'));
+		o = s.taboption('server', form.Value, 'pen', _('Enterprise number (IANA PEN)'), _('Private Enterprise Number used in the IDs (mRIDs) csipd creates. Leave empty unless the manufacturer gives one.'));
 		o.datatype = 'uinteger';
-		o = s.taboption('server', form.ListValue, 'profile', _('Profile'));
+		o = s.taboption('server', form.ListValue, 'profile', _('Standard'));
 		o.value('csip-aus', _('CSIP-AUS (site limits)'));
 		o.value('csip', _('CSIP (plain IEEE 2030.5)'));
 		o.default = 'csip-aus';
-		o = s.taboption('server', form.ListValue, 'csipaus_namespace', _('CSIP-AUS namespace'));
-		o.value('default', 'https://csipaus.org/ns');
-		o.value('v1.3', 'https://csipaus.org/ns/v1.3-beta/storage');
+		o = s.taboption('server', form.ListValue, 'csipaus_namespace', _('CSIP-AUS version (XML namespace)'), _('Which CSIP-AUS version the server speaks; the network operator says.'));
+		o.value('default', _('v1.1 / v1.2') + ' (https://csipaus.org/ns)');
+		o.value('v1.3', _('v1.3') + ' (https://csipaus.org/ns/v1.3)');
 		o.default = 'default';
-		o = s.taboption('server', form.Flag, 'inband_registration', _('In-band registration'), _('Register in band and check the server\'s registration PIN.'));
+		o = s.taboption('server', form.Flag, 'inband_registration', _('Check the registration PIN'), _('In-band registration: compare the server\'s registration PIN with the one the network operator gave.'));
 		o = s.taboption('server', form.Value, 'registration_pin', _('Registration PIN'));
 		o.datatype = 'and(uinteger,maxlength(6))';
 		o.depends('inband_registration', '1');
-		o = s.taboption('certificates', form.Value, 'cert', _('Client certificate'), _('PEM file; see the Certificate page for its LFDI and SFDI.'));
-		o.placeholder = '/etc/csipd/client.crt';
-		o = s.taboption('certificates', form.Value, 'key', _('Private key'));
-		o.placeholder = '/etc/csipd/client.key';
-		o = s.taboption('certificates', form.Value, 'ca', _('Server CA bundle'), _('Empty uses the system trust store.'));
-		o.placeholder = '/etc/csipd/utility-ca.pem';
+		o = s.taboption('certificates', form.Value, 'cert', _('Client certificate file'), _('Set by the Certificate page when you install the signed certificate.'));
+		o.placeholder = _('set on the Certificate page');
+		o = s.taboption('certificates', form.Value, 'key', _('Private key file'), _('Set by the Certificate page when it makes the key.'));
+		o.placeholder = _('set on the Certificate page');
+		o = s.taboption('certificates', form.Value, 'ca', _('Network operator CA bundle file'), _('Empty: the router\'s system trust store.'));
+		o.placeholder = _('system trust store');
 		o = s.taboption('lab', form.Flag, 'tls_insecure_lab', _('Skip server certificate check'), _('Lab servers only.'));
 		o = s.taboption('lab', form.Flag, 'allow_plain_http', _('Allow http:// URL'), _('Lab servers only: no encryption at all.'));
 
@@ -113,15 +203,15 @@ return view.extend({
 		o.value('amber', 'Amber Electric');
 		o.default = 'amber';
 		o = s.option(form.Value, 'url', _('API URL'));
-		o.placeholder = 'https://api.amber.com.au/v1';
+		o.placeholder = _('Amber\'s API address');
 		o = s.option(form.Value, 'site_id', _('Site ID'));
 		o = s.option(form.Value, 'token', _('API token'));
 		o.password = true;
 		o = s.option(form.Value, 'poll_interval_s', _('Poll interval (s)'));
 		o.datatype = 'range(30,3600)';
 		o.placeholder = '300';
-		o = s.option(form.Value, 'max_age_s', _('Maximum price age (s)'));
-		o.datatype = 'uinteger';
+		o = s.option(form.Value, 'max_age_s', _('Maximum price age (s)'), _('An older price is not trusted. 60 to 86400 s.'));
+		o.datatype = 'range(60,86400)';
 		o.placeholder = '900';
 
 		// device sections
@@ -130,14 +220,14 @@ return view.extend({
 		s.anonymous = false;
 		o = s.option(form.Flag, 'enabled', _('Enabled'));
 		o.default = '1';
-		o = s.option(form.ListValue, 'role', _('Role'));
-		o.value('inverter', _('Inverter'));
+		o = s.option(form.ListValue, 'role', _('Type'));
+		o.value('inverter', _('Solar inverter'));
 		o.value('meter', _('Site meter'));
 		o.value('storage', _('Battery'));
-		o = s.option(form.ListValue, 'transport', _('Transport'));
+		o = s.option(form.ListValue, 'transport', _('Connection'));
 		o.value('tcp', _('Modbus TCP'));
 		o.value('rtu', _('Modbus RTU (RS-485)'));
-		o = s.option(form.Value, 'host', _('Host'));
+		o = s.option(form.Value, 'host', _('Address'));
 		o.datatype = 'host';
 		o.depends('transport', 'tcp');
 		o = s.option(form.Value, 'port', _('Port'));
@@ -146,7 +236,7 @@ return view.extend({
 		o.depends('transport', 'tcp');
 		o.modalonly = true;
 		o = s.option(form.Value, 'path', _('Serial port'));
-		o.placeholder = '/dev/ttyUSB0';
+		o.placeholder = _('e.g. /dev/ttyUSB0');
 		o.depends('transport', 'rtu');
 		o = s.option(form.ListValue, 'baud', _('Baud rate'));
 		[ '1200', '2400', '4800', '9600', '19200', '38400', '57600', '115200' ].forEach(function(b) { o.value(b); });
@@ -164,7 +254,7 @@ return view.extend({
 		o.value('2');
 		o.depends('transport', 'rtu');
 		o.modalonly = true;
-		o = s.option(form.Value, 'unit_id', _('Unit ID'));
+		o = s.option(form.Value, 'unit_id', _('Modbus unit ID'));
 		o.datatype = 'range(1,247)';
 		o.placeholder = '1';
 		o = s.option(form.Value, 'sunspec_base', _('SunSpec base register'), _('Empty: scan 0, 40000 and 50000.'));
@@ -183,16 +273,22 @@ return view.extend({
 		o = s.option(form.Value, 'cycle_s', _('Control cycle (s)'));
 		o.datatype = 'range(0.1,60)';
 		o.placeholder = '1';
-		o = s.option(form.Value, 'meter_stale_s', _('Meter staleness timeout (s)'), _('Older meter data puts the site in fail-safe.'));
+		o = s.option(form.Value, 'meter_stale_s', _('Meter silence before the safety limit (s)'), _('Meter data older than this puts the site on the safety export limit. Must be longer than the control cycle.'));
 		o.datatype = 'ufloat';
 		o.placeholder = '10';
-		o = s.option(form.Value, 'failsafe_export_limit_w', _('Fail-safe export limit (W)'));
+		o = s.option(form.Value, 'failsafe_export_limit_w', _('Safety export limit (W)'), _('Export allowed while the meter is silent.'));
 		o.datatype = 'uinteger';
 		o.placeholder = '0';
 		o = s.option(form.Value, 'ramp_up_pct_per_s', _('Ramp up (% of rated power per s)'), _('When the utility gives no ramp rate. Reductions are never ramped.'));
 		o.datatype = 'ufloat';
 		o.placeholder = '10';
 
+		// A user whose ACL is read-only sees the settings but no field to change and no
+		// Save button (LuCI hides the footer of read-only maps).
+		if (typeof L.hasViewPermission == 'function' && L.hasViewPermission() === false)
+			m.readonly = true;
+		eachOption(m, function(sec, opt) { withDaemonCheck(opt); });
+		this.map = m;
 		return m.render();
 	}
 });

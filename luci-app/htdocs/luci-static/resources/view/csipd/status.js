@@ -11,6 +11,23 @@ var callStatus = rpc.declare({
 	expect: { '': {} }
 });
 
+// `ubus call csipd cert_info`: the installed certificate, so the LFDI shows even
+// before a utility server is set up.
+var callCertInfo = rpc.declare({
+	object: 'csipd',
+	method: 'cert_info',
+	expect: { '': {} }
+});
+
+// `ubus call csipd validate` with no sections: the saved configuration as the daemon
+// would load it on its next reload.
+var callValidate = rpc.declare({
+	object: 'csipd',
+	method: 'validate',
+	params: [ 'sections' ],
+	expect: { '': {} }
+});
+
 var SVG_NS = 'http://www.w3.org/2000/svg';
 
 function watts(v) {
@@ -25,13 +42,20 @@ function pad2(n) {
 	return (n < 10 ? '0' : '') + n;
 }
 
+// Times are the site's local time: the daemon's UTC offset, not the browser's zone.
+var siteOffsetS = 0;
+
+function siteDate(t) {
+	return new Date((t + siteOffsetS) * 1000);
+}
+
 function hhmm(t) {
-	var d = new Date(t * 1000);
-	return pad2(d.getHours()) + ':' + pad2(d.getMinutes());
+	var d = siteDate(t);
+	return pad2(d.getUTCHours()) + ':' + pad2(d.getUTCMinutes());
 }
 
 function hhmmss(t) {
-	return hhmm(t) + ':' + pad2(new Date(t * 1000).getSeconds());
+	return hhmm(t) + ':' + pad2(siteDate(t).getUTCSeconds());
 }
 
 function duration(s) {
@@ -49,22 +73,66 @@ function shortMrid(m) {
 	return m.length > 8 ? m.slice(0, 8).toLowerCase() + '…' : m.toLowerCase();
 }
 
+// Plain words, with the IEEE 2030.5 term where an installer needs it.
+function stateText(state) {
+	switch (state) {
+	case 'polling': return _('Connected: reading the network operator\'s instructions');
+	case 'registered': return _('Registered with the network operator');
+	case 'discovering': return _('Connecting to the network operator…');
+	case 'offline': return _('Network operator unreachable: keeping the last instructions');
+	case 'not_configured': return _('Not set up: no network operator server address');
+	default: return state;
+	}
+}
+
+function modeText(mode) {
+	switch (mode) {
+	case 'export': return _('Export limit') + ' (opModExpLimW)';
+	case 'import': return _('Import limit') + ' (opModImpLimW)';
+	case 'generation': return _('Generation limit') + ' (opModGenLimW)';
+	case 'load': return _('Load limit') + ' (opModLoadLimW)';
+	case 'connect': return _('Connection') + ' (opModConnect)';
+	default: return mode;
+	}
+}
+
+function roleText(role) {
+	switch (role) {
+	case 'meter': return _('Site meter');
+	case 'inverter': return _('Solar inverter');
+	case 'storage': return _('Battery');
+	default: return role;
+	}
+}
+
 function sourceText(src) {
 	switch (src.kind) {
-	case 'utility_event': return _('utility event') + ' ' + shortMrid(src.mrid);
-	case 'program_default': return _('program default') + (src.program ? ' (' + src.program + ')' : '');
-	case 'fixed': return _('fixed limit');
-	case 'tariff': return _('tariff window') + (src.name ? ' ' + src.name : '');
-	case 'price': return _('negative feed-in price');
-	case 'fail_safe': return _('fail-safe (meter data stale)');
+	case 'utility_event': return _('Network operator event') + ' (DERControl ' + shortMrid(src.mrid) + ')';
+	case 'program_default': return _('Network operator standing limit') + ' (DefaultDERControl' + (src.program ? ', ' + src.program : '') + ')';
+	case 'fixed': return _('Your fixed limit');
+	case 'tariff': return _('Your tariff window') + (src.name ? ' ' + src.name : '');
+	case 'price': return _('Negative feed-in price');
+	case 'fail_safe': return _('Safety limit: meter not answering');
 	default: return src.kind;
+	}
+}
+
+function errorSource(source) {
+	var m = /^device (.*)$/.exec(source);
+	if (m)
+		return _('Device “%s”').format(m[1]);
+	switch (source) {
+	case 'csip': return _('Network operator connection');
+	case 'price': return _('Feed-in price');
+	case 'store': return _('Storage on the router');
+	default: return source;
 	}
 }
 
 function limitValue(l) {
 	if (l.mode == 'connect')
-		return l.connect ? _('connected') : _('cease to energize');
-	return watts(l.value_w) + (l.unsupported ? ' (' + _('not supported: no controllable battery') + ')' : '');
+		return l.connect ? _('Stay connected') : _('Switched off (cease to energize)');
+	return watts(l.value_w) + (l.unsupported ? ' (' + _('not possible here: no controllable battery') + ')' : '');
 }
 
 function svgEl(tag, attrs, text) {
@@ -76,11 +144,14 @@ function svgEl(tag, attrs, text) {
 	return e;
 }
 
-// Export against the export limit over the history window, as an SVG (no libraries).
-function drawChart(svg, s) {
-	var h = s.history, W = 720, H = 220, L = 60, R = 8, T = 8, B = 22;
+// Export against the export limit over the history window, as an SVG sized to the
+// space it has, so its text stays readable on a phone. Gaps (no meter reading, no
+// limit in force) are gaps, never a line at 0 W.
+function drawChart(svg, s, width) {
+	var h = s.history, W = Math.max(300, Math.min(900, Math.round(width))), H = 220, L = 58, R = 8, T = 10, B = 24;
 	var t1 = s.now_unix_s, t0 = t1 - (h.window_s || 3600), max = 100;
 
+	svg.setAttribute('viewBox', '0 0 ' + W + ' ' + H);
 	while (svg.firstChild)
 		svg.removeChild(svg.firstChild);
 
@@ -96,29 +167,39 @@ function drawChart(svg, s) {
 	for (var i = 0; i <= 4; i++) {
 		var v = max * i / 4;
 		svg.appendChild(svgEl('line', { x1: L, x2: W - R, y1: y(v), y2: y(v), stroke: '#ddd' }));
-		svg.appendChild(svgEl('text', { x: L - 4, y: y(v) + 4, 'text-anchor': 'end', 'font-size': 11 }, Math.round(v) + ' W'));
+		svg.appendChild(svgEl('text', { x: L - 4, y: y(v) + 4, 'text-anchor': 'end', 'font-size': 12 }, Math.round(v) + ' W'));
 	}
-	svg.appendChild(svgEl('text', { x: L, y: H - 6, 'font-size': 11 }, '−60 min'));
-	svg.appendChild(svgEl('text', { x: W - R, y: H - 6, 'text-anchor': 'end', 'font-size': 11 }, _('now')));
+	svg.appendChild(svgEl('text', { x: L, y: H - 6, 'font-size': 12 }, '−60 min'));
+	svg.appendChild(svgEl('text', { x: W - R, y: H - 6, 'text-anchor': 'end', 'font-size': 12 }, _('now')));
 
-	function line(key, color, step) {
-		var pts = [], prev = null;
+	function line(key, color, step, cls) {
+		var segments = [], pts = [], prev = null;
 		h.points.forEach(function(p) {
-			if (p.t_unix_s < t0 || p[key] == null)
+			if (p.t_unix_s < t0)
 				return;
+			if (p[key] == null) {
+				if (pts.length) segments.push(pts);
+				pts = [];
+				prev = null;
+				return;
+			}
 			if (step && prev != null)
 				pts.push(x(p.t_unix_s).toFixed(1) + ',' + y(prev).toFixed(1));
 			pts.push(x(p.t_unix_s).toFixed(1) + ',' + y(p[key]).toFixed(1));
 			prev = p[key];
 		});
-		if (pts.length)
-			svg.appendChild(svgEl('polyline', { points: pts.join(' '), fill: 'none', stroke: color, 'stroke-width': 2 }));
+		if (pts.length) segments.push(pts);
+		segments.forEach(function(seg) {
+			svg.appendChild(svgEl('polyline', { 'class': cls, points: seg.join(' '), fill: 'none', stroke: color, 'stroke-width': 2 }));
+		});
 	}
 
-	line('export_limit_w', '#d62728', true);
-	line('export_w', '#1f77b4', false);
+	line('export_limit_w', '#d62728', true, 'csipd-limit-line');
+	line('export_w', '#1f77b4', false, 'csipd-export-line');
 }
 
+// A LuCI table whose cells carry their column title in data-title: LuCI's themes hide
+// the header row on narrow screens and show each cell's title beside its value.
 function table(headers, rows, empty) {
 	var t = E('table', { 'class': 'table' }, [
 		E('tr', { 'class': 'tr table-titles' }, headers.map(function(h) {
@@ -126,10 +207,10 @@ function table(headers, rows, empty) {
 		}))
 	]);
 	if (!rows.length)
-		rows = [ [ E('em', {}, [ empty ]) ] ];
+		t.appendChild(E('tr', { 'class': 'tr placeholder' }, [ E('td', { 'class': 'td' }, [ E('em', {}, [ empty ]) ]) ]));
 	rows.forEach(function(r) {
-		t.appendChild(E('tr', { 'class': 'tr' }, r.map(function(c) {
-			return E('td', { 'class': 'td' }, [ c ]);
+		t.appendChild(E('tr', { 'class': 'tr' }, r.map(function(c, i) {
+			return E('td', { 'class': 'td', 'data-title': headers[i] }, [ c ]);
 		})));
 	});
 	return t;
@@ -141,86 +222,118 @@ function countdown(end) {
 
 return view.extend({
 	load: function() {
-		return callStatus();
+		return Promise.all([
+			callStatus(),
+			L.resolveDefault(callCertInfo(), {}),
+			L.resolveDefault(callValidate(), {})
+		]);
 	},
 
 	skewS: 0,
 	box: null,
+	certInfo: {},
+	configCheck: {},
 
 	update: function(s) {
 		var box = this.box;
 		if (!s || s.error) {
 			box.replaceChildren(E('div', { 'class': 'alert-message warning' }, [
-				s && s.error ? s.error : _('No answer from csipd.')
+				_('csipd is not answering: %s').format(s && s.error ? s.error : _('no answer'))
 			]));
 			return;
 		}
+		siteOffsetS = s.local_utc_offset_s || 0;
 		this.skewS = s.now_unix_s - Date.now() / 1000;
-		var u = s.utility;
+		var u = s.utility, now = s.now_unix_s;
+		var cert = (this.certInfo && this.certInfo.certificate) || {};
+		var lfdi = u.lfdi || cert.lfdi, sfdi = u.sfdi != null ? u.sfdi : cert.sfdi;
 
-		var utility = table([ _('Connection'), _('Since'), _('LFDI'), _('SFDI'), _('Clock offset') ], [[
-			E('strong', {}, [ u.state ]),
+		var meter = s.devices.filter(function(d) { return d.role == 'meter'; })[0];
+		var meterFresh = meter && !meter.stale;
+
+		var children = [
+			E('p', { 'class': 'csipd-summary', 'style': 'font-size:1.25em;font-weight:bold;padding:.6em .8em;border-left:4px solid #1f77b4;background:rgba(31,119,180,.08)' }, [ s.summary || '' ])
+		];
+		var check = this.configCheck || {};
+		if (check.valid === false)
+			children.push(E('div', { 'class': 'alert-message warning' }, [
+				_('The saved settings have errors, so csipd keeps running its last good settings. Fix them on the Settings page: '),
+				(check.errors || []).map(function(e) { return e.message; }).join('; ')
+			]));
+
+		var utility = table([ _('Network operator'), _('Since'), _('Device ID (LFDI)'), _('Short ID (SFDI)'), _('Clock difference') ], [[
+			E('strong', {}, [ stateText(u.state) ]),
 			E('span', { 'data-since': u.since_unix_s }, [ hhmm(u.since_unix_s) ]),
-			E('code', {}, [ u.lfdi || _('no certificate') ]),
-			u.sfdi == null ? '–' : String(u.sfdi),
+			E('code', { 'style': 'word-break:break-all' }, [ lfdi || _('no certificate installed') ]),
+			sfdi == null ? '–' : String(sfdi),
 			u.clock_offset_s == null ? '–' : (u.clock_offset_s >= 0 ? '+' : '') + u.clock_offset_s.toFixed(1) + ' s'
 		]], '');
 
-		var limits = table([ _('Mode'), _('Limit'), _('Source'), _('Until') ], s.limits.map(function(l) {
-			return [ l.mode, limitValue(l), sourceText(l.source), l.end_unix_s == null ? '–' : countdown(l.end_unix_s) ];
+		var limits = table([ _('Limit'), _('Value'), _('Set by'), _('Until') ], s.limits.map(function(l) {
+			return [ modeText(l.mode), limitValue(l), sourceText(l.source), l.end_unix_s == null ? _('until further notice') : countdown(l.end_unix_s) ];
 		}), _('No limits in force'));
 
 		var upcoming = table([ _('Starts'), _('Ends'), _('Limits'), _('Event') ], s.upcoming_events.map(function(e) {
 			return [ hhmm(e.start_unix_s), hhmm(e.end_unix_s),
-				e.limits.map(function(l) { return l.mode + ' ' + limitValue(l); }).join(', '), shortMrid(e.mrid) ];
+				e.limits.map(function(l) { return modeText(l.mode) + ' ' + limitValue(l); }).join(', '), shortMrid(e.mrid) ];
 		}), _('None scheduled'));
 
-		var site = table([ _('Grid (import +)'), _('Export'), _('PV'), _('Load') ], [[
-			watts(s.site.site_w), watts(s.site.export_w), watts(s.site.pv_w), watts(s.site.load_w)
-		]], '');
+		// Old numbers are never shown as live: with the meter stale or missing, the site
+		// row says so.
+		var siteHeaders = [ _('Grid (import +, export −)'), _('Export'), _('Solar'), _('Household use') ];
+		var site;
+		if (meterFresh)
+			site = table(siteHeaders, [[
+				watts(s.site.site_w), watts(s.site.export_w), watts(s.site.pv_w), watts(s.site.load_w)
+			]], '');
+		else
+			site = E('div', { 'class': 'alert-message warning csipd-site-stale' }, [
+				meter ? _('The site meter is not answering (last reading %s ago), so the site\'s power is unknown. csipd holds the safety limit until it answers again.')
+						.format(meter.last_reading_age_s == null ? _('never') : duration(meter.last_reading_age_s))
+					: _('No site meter is set up, so the site\'s power is unknown.')
+			]);
 
-		var devices = table([ _('Device'), _('Role'), 'W', 'var', 'V', 'Hz', _('Last reading') ], s.devices.map(function(d) {
-			var r = d.readings;
-			return [ d.name, d.role, watts(r.w), fixed(r['var'], 'var', 0), fixed(r.v, 'V', 1), fixed(r.hz, 'Hz', 2),
-				d.stale ? E('strong', { 'style': 'color:#c00' }, [ _('stale') ])
+		var devices = table([ _('Device'), _('Type'), _('Power'), _('Reactive power'), _('Voltage'), _('Frequency'), _('Last reading') ], s.devices.map(function(d) {
+			var r = d.readings, st = d.stale;
+			function v(text) { return st ? E('span', { 'style': 'color:#888;text-decoration:line-through' }, [ text ]) : text; }
+			return [ d.name, roleText(d.role), v(watts(r.w)), v(fixed(r['var'], 'var', 0)), v(fixed(r.v, 'V', 1)), v(fixed(r.hz, 'Hz', 2)),
+				st ? E('strong', { 'style': 'color:#c00' }, [ _('stale') + (d.last_reading_age_s == null ? '' : ' (' + duration(d.last_reading_age_s) + ' ' + _('ago') + ')') ])
 					: (d.last_reading_age_s == null ? _('never') : duration(d.last_reading_age_s) + ' ' + _('ago')) ];
-		}), _('No devices'));
+		}), _('No devices set up'));
 
-		var setpoints = table([ _('Inverter'), _('Limit'), _('Written') ], s.setpoints.map(function(p) {
-			var lim = p.limit_w == null ? _('uncurtailed')
+		var setpoints = table([ _('Inverter'), _('Output limit written'), _('Written at') ], s.setpoints.map(function(p) {
+			var lim = p.limit_w == null ? _('not limited')
 				: watts(p.limit_w) + (p.limit_pct == null ? '' : ' (' + p.limit_pct.toFixed(1) + ' %)');
 			if (p.connect === false)
-				lim += ', ' + _('ceased to energize');
+				lim += ', ' + _('switched off');
 			if (p.charge_limit_w != null)
 				lim += ', ' + _('charge ≤ %s').format(watts(p.charge_limit_w));
 			return [ p.device, lim, p.written_unix_s == null ? '–' : hhmmss(p.written_unix_s) ];
-		}), _('No setpoints written yet'));
+		}), _('Nothing written yet'));
 
-		var errors = table([ _('Time'), _('Where'), _('Error') ], s.last_errors.slice().reverse().slice(0, 10).map(function(e) {
-			return [ hhmmss(e.t_unix_s), e.source, e.message ];
+		var errors = table([ _('Last seen'), _('Where'), _('Problem') ], s.last_errors.slice().reverse().slice(0, 10).map(function(e) {
+			return [ hhmmss(e.t_unix_s), errorSource(e.source), e.message + (e.count > 1 ? ' ' + _('(%d times)').format(e.count) : '') ];
 		}), _('None'));
 
-		var chart = svgEl('svg', { viewBox: '0 0 720 220', width: '100%', role: 'img' });
-		drawChart(chart, s);
+		var chart = svgEl('svg', { width: '100%', role: 'img', 'aria-label': _('Export against the export limit, last hour') });
+		drawChart(chart, s, box.clientWidth || window.innerWidth || 720);
 
-		var children = [
-			E('h3', {}, [ _('Utility') ]), utility
-		];
+		children.push(E('h3', {}, [ _('Network operator (utility server)') ]), utility);
 		if (u.registration_problem)
 			children.push(E('div', { 'class': 'alert-message warning' }, [ _('Registration problem: ') + u.registration_problem ]));
 		children.push(
-			E('h3', {}, [ _('Active limits') ]), limits,
-			E('h3', {}, [ _('Upcoming events') ]), upcoming,
+			E('h3', {}, [ _('Limits in force') ]), limits,
+			E('h3', {}, [ _('Coming up') ]), upcoming,
 			E('h3', {}, [ _('Site') ]), site,
 			E('h3', {}, [ _('Export against the export limit, last hour') ]),
 			E('div', {}, [
-				E('span', { 'style': 'color:#1f77b4' }, [ '▬ ' + _('export W') ]), ' ',
-				E('span', { 'style': 'color:#d62728' }, [ '▬ ' + _('export limit W') ])
+				E('span', { 'style': 'color:#1f77b4' }, [ '▬ ' + _('export') ]), ' ',
+				E('span', { 'style': 'color:#d62728' }, [ '▬ ' + _('export limit') ])
 			]),
 			chart,
 			E('h3', {}, [ _('Devices') ]), devices,
-			E('h3', {}, [ _('Inverter setpoints') ]), setpoints,
-			E('h3', {}, [ _('Recent errors') ]), errors
+			E('h3', {}, [ _('Inverter settings written by csipd') ]), setpoints,
+			E('h3', {}, [ _('Recent problems') ]), errors
 		);
 		box.replaceChildren.apply(box, children);
 		this.tick();
@@ -239,13 +352,15 @@ return view.extend({
 		});
 	},
 
-	render: function(status) {
+	render: function(data) {
 		var self = this;
+		this.certInfo = data[1] || {};
+		this.configCheck = data[2] || {};
 		this.box = E('div', { 'id': 'csipd-status' }, [ E('em', {}, [ _('Loading…') ]) ]);
-		this.update(status);
+		this.update(data[0]);
 		poll.add(function() {
 			return callStatus().then(function(s) { self.update(s); }, function(err) {
-				ui.addNotification(null, E('p', {}, [ _('Cannot read the csipd status: ') + err ]));
+				self.update({ error: err && err.message ? err.message : String(err) });
 			});
 		}, 5);
 		window.setInterval(function() { self.tick(); }, 1000);

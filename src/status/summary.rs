@@ -1,0 +1,185 @@
+//! The one-line answer for a household: what limits the site now, why, until when, and
+//! what it is doing — "Export limited to 800 W by your tariff window until 00:00 —
+//! exporting 750 W". The status server puts it in [`Snapshot::summary`] so `csipd
+//! status`, the built-in page, LuCI's status view and LuCI's Status → Overview all show
+//! the same words. Pure: snapshot in, text out; times in the daemon's local time.
+
+use super::render::clock_hhmm;
+use super::snapshot::{ActiveLimit, DeviceRole, LimitMode, LimitSource, Snapshot};
+
+/// Who set a limit, in plain words ("by your tariff window").
+fn by_whom(source: &LimitSource) -> String {
+    match source {
+        LimitSource::UtilityEvent { .. } => "by your network operator".into(),
+        LimitSource::UtilityDefault { .. } => "by your network operator's standing limit".into(),
+        LimitSource::Fixed { .. } => "by your fixed limit".into(),
+        LimitSource::TariffWindow { .. } => "by your tariff window".into(),
+        LimitSource::NegativePrice { .. } => "while the feed-in price is negative".into(),
+        LimitSource::FailSafe => "for safety: the meter is not answering".into(),
+    }
+}
+
+fn until(limit: &ActiveLimit, s: &Snapshot) -> String {
+    match limit.end_unix_s {
+        Some(end) => format!(" until {}", clock_hhmm(end, s.local_utc_offset_s)),
+        None => String::new(),
+    }
+}
+
+/// What the site does now, from the meter; "site power unknown" when the meter is
+/// missing or stale (old numbers are never shown as live).
+fn doing(s: &Snapshot) -> String {
+    let meter_fresh = s
+        .devices
+        .iter()
+        .any(|d| d.role == DeviceRole::Meter && !d.stale);
+    match (meter_fresh, s.site.site_w) {
+        (true, Some(w)) if w < -0.5 => format!("exporting {:.0} W", -w),
+        (true, Some(w)) if w > 0.5 => format!("importing {w:.0} W"),
+        (true, Some(_)) => "neither importing nor exporting".into(),
+        _ => "site power unknown: the meter is not answering".into(),
+    }
+}
+
+/// The summary line of `s` (see the module doc). The export limit leads, as that is what
+/// a household notices; a disconnect order or an unsupported import limit come first
+/// when in force.
+pub fn line(s: &Snapshot) -> String {
+    let now = doing(s);
+    if let Some(c) = s
+        .limits
+        .iter()
+        .find(|l| l.mode == LimitMode::Connect && l.connect == Some(false))
+    {
+        return format!(
+            "Solar switched off {}{} — {now}",
+            by_whom(&c.source),
+            until(c, s)
+        );
+    }
+    if let Some(e) = s.limit(LimitMode::Export) {
+        if let Some(w) = e.value_w {
+            return format!(
+                "Export limited to {w:.0} W {}{} — {now}",
+                by_whom(&e.source),
+                until(e, s)
+            );
+        }
+    }
+    if let Some(g) = s.limit(LimitMode::Generation) {
+        if let Some(w) = g.value_w {
+            return format!(
+                "Solar output limited to {w:.0} W {}{} — {now}",
+                by_whom(&g.source),
+                until(g, s)
+            );
+        }
+    }
+    let no_utility = matches!(
+        s.utility.state,
+        super::snapshot::ConnectionState::NotConfigured
+    );
+    if no_utility {
+        format!("No export limit in force (no network operator server set up) — {now}")
+    } else {
+        format!("No export limit in force — {now}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::snapshot::{Device, DeviceStats, Readings, SiteFlows};
+
+    fn site(export_w: f64, meter_stale: bool) -> Snapshot {
+        let mut s = Snapshot::new(1_700_000_000);
+        s.now_unix_s = 1_700_000_000;
+        s.local_utc_offset_s = 36_000;
+        s.site = SiteFlows::from_site_and_pv(-export_w, 3000.0, s.now_unix_s);
+        s.devices.push(Device {
+            name: "meter".into(),
+            role: DeviceRole::Meter,
+            stale: meter_stale,
+            last_reading_age_s: Some(1.0),
+            readings: Readings::default(),
+            stats: DeviceStats::default(),
+        });
+        s
+    }
+
+    #[test]
+    fn tariff_window_in_site_time() {
+        let mut s = site(750.0, false);
+        // Midnight AEST (UTC+10) is 14:00 UTC.
+        let midnight_aest = 1_700_000_000 - (1_700_000_000 + 36_000) % 86_400 + 86_400;
+        s.limits.push(ActiveLimit {
+            mode: LimitMode::Export,
+            value_w: Some(800.0),
+            connect: None,
+            source: LimitSource::TariffWindow {
+                name: String::new(),
+            },
+            end_unix_s: Some(midnight_aest),
+            unsupported: false,
+        });
+        assert_eq!(
+            line(&s),
+            "Export limited to 800 W by your tariff window until 00:00 — exporting 750 W"
+        );
+    }
+
+    #[test]
+    fn stale_meter_and_no_limit() {
+        let s = site(750.0, true);
+        assert_eq!(
+            line(&s),
+            "No export limit in force — site power unknown: the meter is not answering"
+        );
+        let mut s = site(-300.0, false);
+        s.utility.state = crate::status::ConnectionState::NotConfigured;
+        assert_eq!(
+            line(&s),
+            "No export limit in force (no network operator server set up) — importing 300 W"
+        );
+    }
+
+    #[test]
+    fn csipd_status_leads_with_the_same_line() {
+        let s = site(750.0, false);
+        let text = crate::status::render::summary(&s);
+        assert_eq!(text.lines().next(), Some(line(&s).as_str()));
+    }
+
+    #[test]
+    fn disconnect_comes_first() {
+        let mut s = site(0.0, false);
+        s.limits.push(ActiveLimit {
+            mode: LimitMode::Connect,
+            value_w: None,
+            connect: Some(false),
+            source: LimitSource::UtilityEvent { mrid: "AB".into() },
+            end_unix_s: None,
+            unsupported: false,
+        });
+        assert_eq!(
+            line(&s),
+            "Solar switched off by your network operator — neither importing nor exporting"
+        );
+    }
+
+    #[test]
+    fn repeated_errors_collapse_and_keep_other_devices_errors() {
+        let mut s = site(0.0, false);
+        s.push_error(10, "device meter", "no answer from 192.0.2.5:502");
+        for t in 0..50 {
+            s.push_error(11 + t, "device inverter1", "exception 2 at 40070");
+        }
+        assert_eq!(s.last_errors.len(), 2);
+        assert_eq!(s.last_errors[0].source, "device meter");
+        let last = s.last_errors.back().unwrap();
+        assert_eq!((last.count, last.t_unix_s), (50, 60));
+        // A different error is a new line; the repeated one keeps its count.
+        s.push_error(70, "device inverter1", "timeout");
+        assert_eq!(s.last_errors.len(), 3);
+    }
+}

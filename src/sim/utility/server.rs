@@ -193,13 +193,18 @@ fn serve_connection(
                 .unwrap_or_else(|e| e.into_inner())
                 .handle(&request, lfdi.as_deref(), now)
         };
-        let mut head = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
-            reply.status,
-            reason(reply.status),
-            reply.content_type,
-            reply.body.len()
-        );
+        // A 204 carries no body and no Content-Length (RFC 9110 8.6).
+        let mut head = if reply.status == 204 {
+            format!("HTTP/1.1 204 {}\r\n", reason(204))
+        } else {
+            format!(
+                "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
+                reply.status,
+                reason(reply.status),
+                reply.content_type,
+                reply.body.len()
+            )
+        };
         if let Some(location) = &reply.location {
             head.push_str(&format!("Location: {location}\r\n"));
         }
@@ -209,7 +214,9 @@ fn serve_connection(
             "Connection: close\r\n\r\n"
         });
         let mut out = head.into_bytes();
-        out.extend_from_slice(reply.body.as_bytes());
+        if reply.status != 204 {
+            out.extend_from_slice(reply.body.as_bytes());
+        }
         ssl.write_all(&out)?;
         ssl.flush()?;
         if !keep_alive {

@@ -16,8 +16,10 @@
 //! DERProgram with its DERControlList (`responseRequired="03"`, `replyTo` on each) and
 //! DefaultDERControl, the DER list (DERCapability, DERSettings, DERStatus,
 //! DERAvailability PUT targets), the MirrorUsagePoint list, a response list and a log
-//! event list. The XML is written from templates with the csipaus namespace under the
-//! `csipaus` prefix; every body is checked to parse with csipd's own reader (tests).
+//! event list. The XML is written with csipd's sep2 writer where it has one for the
+//! resource (ConnectionPoint, MirrorUsagePoint), else from templates, with the csipaus
+//! namespace under the `csipaus` prefix; tests read every served resource with csipd's
+//! reader and validate it against the schemas.
 //! Not a certification harness: it does not check field-level schema rules (tests run
 //! xmllint against the schemas for that).
 
@@ -96,6 +98,17 @@ fn xml(body: String) -> Reply {
         content_type: "application/sep+xml",
         body,
         location: None,
+    }
+}
+
+/// A resource csipd's sep2 writer can write (CSIP-AUS profile, csipaus prefix).
+fn written<T: sep2::Writable>(doc: &T) -> Reply {
+    match sep2::write(doc, sep2::WriteProfile::default()) {
+        Ok(body) => xml(body),
+        Err(e) => problem(
+            500,
+            format!("simulated utility cannot write {}: {e}", T::ROOT),
+        ),
     }
 }
 
@@ -526,10 +539,12 @@ impl Utility {
                 o.plan.origin_utc_s,
                 o.pin
             )),
+            // Written with csipd's own sep2 writer (the same code that PUTs it).
             "/edev/1/cp" => match &self.report.connection_point_id {
-                Some(id) => xml(format!(
-                    r#"<csipaus:ConnectionPoint xmlns:csipaus="https://csipaus.org/ns" href="/edev/1/cp"><csipaus:connectionPointId>{id}</csipaus:connectionPointId></csipaus:ConnectionPoint>"#
-                )),
+                Some(id) => written(&sep2::ConnectionPoint {
+                    href: Some("/edev/1/cp".into()),
+                    connection_point_id: id.clone(),
+                }),
                 None => empty(404),
             },
             "/edev/1/fsa" => xml(list(
@@ -582,12 +597,21 @@ impl Utility {
                     .report
                     .usage_points
                     .iter()
-                    .map(|m| mup_xml(m, o.post_rate_s, false))
+                    .map(|m| mup_xml(m, o.post_rate_s))
                     .collect();
                 xml(list("MirrorUsagePointList", "/mup", Some(poll), &items, q))
             }
             p if p.starts_with("/mup/") => match self.report.usage_points.iter().find(|m| m.href == p) {
-                Some(m) => xml(mup_xml(m, o.post_rate_s, true)),
+                Some(m) => written(&sep2::MirrorUsagePoint {
+                    href: Some(m.href.clone()),
+                    mrid: m.mrid.clone(),
+                    role_flags: m.role_flags,
+                    service_category_kind: 0,
+                    status: 1,
+                    device_lfdi: m.device_lfdi.clone(),
+                    post_rate_s: Some(o.post_rate_s),
+                    ..Default::default()
+                }),
                 None => empty(404),
             },
             "/rsps" => xml(list(
@@ -873,14 +897,10 @@ fn control_xml(b: &schedule::Block, now: Now, top: bool) -> String {
     )
 }
 
-fn mup_xml(m: &UsagePointRecord, post_rate_s: u32, top: bool) -> String {
-    let ns = if top {
-        format!(" {XMLNS}")
-    } else {
-        String::new()
-    };
+/// A MirrorUsagePointList item (no namespace declaration of its own).
+fn mup_xml(m: &UsagePointRecord, post_rate_s: u32) -> String {
     format!(
-        r#"<MirrorUsagePoint{ns} href="{}"><mRID>{}</mRID><roleFlags>{:02X}</roleFlags><serviceCategoryKind>0</serviceCategoryKind><status>1</status><deviceLFDI>{}</deviceLFDI><postRate>{post_rate_s}</postRate></MirrorUsagePoint>"#,
+        r#"<MirrorUsagePoint href="{}"><mRID>{}</mRID><roleFlags>{:02X}</roleFlags><serviceCategoryKind>0</serviceCategoryKind><status>1</status><deviceLFDI>{}</deviceLFDI><postRate>{post_rate_s}</postRate></MirrorUsagePoint>"#,
         m.href, m.mrid, m.role_flags, m.device_lfdi
     )
 }

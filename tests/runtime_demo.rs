@@ -229,7 +229,7 @@ fn demo_with_the_simulated_utility_enforces_its_limits_and_reports_back() {
     });
     assert!(s.responses.len() <= csipd::status::RESPONSES_CAPACITY);
 
-    // Block 4 is cancelled before it starts: the daemon says so (status 6).
+    // Block 8 is cancelled before it starts: the daemon says so (status 6).
     let cancelled = format!(
         "D0E{:05X}{}",
         csipd::sim::utility::schedule::CANCELLED_BLOCK,

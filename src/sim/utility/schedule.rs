@@ -10,7 +10,8 @@
 //! The day starts at virtual 09:00, so the midday solar peak (tight export limits) comes
 //! first. Special blocks, counted from the start:
 //! - block [`RANDOMIZED_BLOCK`] carries `randomizeStart` (half a block);
-//! - block [`CANCELLED_BLOCK`] is published, then cancelled two blocks before it starts;
+//! - block [`CANCELLED_BLOCK`] is published, then cancelled three blocks before it
+//!   starts;
 //! - every block with `index % 12 == 11` is left out, so the program's
 //!   DefaultDERControl ([`DEFAULT_EXPORT_LIMIT_W`]) applies for one block an hour.
 
@@ -27,9 +28,10 @@ pub const LOOKAHEAD_BLOCKS: u64 = 12;
 /// The block served with `randomizeStart`.
 pub const RANDOMIZED_BLOCK: u64 = 2;
 /// The block that is cancelled after it was published.
-pub const CANCELLED_BLOCK: u64 = 4;
-/// How many blocks before its start the cancelled block is cancelled.
-pub const CANCEL_LEAD_BLOCKS: u64 = 2;
+pub const CANCELLED_BLOCK: u64 = 8;
+/// How many blocks before its start the cancelled block is cancelled (late enough that
+/// a client started with the server has read it as scheduled first).
+pub const CANCEL_LEAD_BLOCKS: u64 = 3;
 /// The DefaultDERControl's limits (W).
 pub const DEFAULT_EXPORT_LIMIT_W: i32 = 1200;
 
@@ -270,17 +272,18 @@ mod tests {
                 .all(|b| b.randomize_start_s.is_none())
         );
 
-        // Block 4 is scheduled at first, cancelled two blocks before it starts, and
+        // Block 8 is scheduled at first, cancelled three blocks before it starts, and
         // stays listed as cancelled until it would have ended.
         let c = plan.block(CANCELLED_BLOCK).unwrap();
         assert_eq!(c.status_at(t0).0, BlockStatus::Scheduled);
-        let t_cancel = t0.plus_ms(20_000);
-        assert_eq!(c.status_at(t_cancel), (BlockStatus::Cancelled, ORIGIN + 20));
-        let t_in = t0.plus_ms(45_000);
-        assert_eq!(plan.index_at(t_in), 4);
+        assert_eq!(c.status_at(t0.plus_ms(49_000)).0, BlockStatus::Scheduled);
+        let t_cancel = t0.plus_ms(50_000);
+        assert_eq!(c.status_at(t_cancel), (BlockStatus::Cancelled, ORIGIN + 50));
+        let t_in = t0.plus_ms(85_000);
+        assert_eq!(plan.index_at(t_in), 8);
         let now_listed = plan.published(t_in);
-        // Block 3 has ended (no randomisation): 4 comes first.
-        assert_eq!(now_listed[0].index, 4);
+        // Block 7 has ended (no randomisation): 8 comes first.
+        assert_eq!(now_listed[0].index, 8);
         assert_eq!(now_listed[0].status_at(t_in).0, BlockStatus::Cancelled);
 
         // The randomised block stays listed for its randomisation after its end.

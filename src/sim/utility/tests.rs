@@ -89,7 +89,7 @@ fn every_resource_reads_with_csipds_reader() {
     let _: List<sep2::MirrorUsagePoint> = body(&get(&mut u, "/mup", now));
     let _: List<sep2::LogEvent> = body(&get(&mut u, "/edev/1/lel", now));
     // The cancellation shows in the list once it happened.
-    let later = Now::at(ORIGIN + 25);
+    let later = Now::at(ORIGIN + 55);
     let dercs: List<sep2::DerControl> = body(&get(&mut u, "/derp/1/derc?l=100", later));
     let cancelled = dercs
         .items

@@ -12,7 +12,8 @@ commands:
                         utility and show where to look (`csipd demo --help`)
   check-config [FILE]   check a configuration file (default /etc/config/csipd);
                         prints FILE:LINE: problems, exits 2 on any error
-  modbus-scan BUS UNIT...  find SunSpec devices on a bus and print what they report;
+  modbus-scan [--base N] BUS UNIT...
+                        find SunSpec devices on a bus and print what they report;
                         BUS: tcp://HOST[:PORT] or rtu:/dev/ttyUSB0[@BAUD[/8N1]]
   version               print the version
   status [--json] [--url URL]

@@ -4,11 +4,11 @@
 mod devices_support;
 
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use csipd::devices::modbus::rtu_read_wire_time;
 use csipd::devices::{Bus, BusParams, Device, DeviceError, DeviceParams, ModbusError};
-use devices_support::{PacedLine, PtyPair, start_peer};
+use devices_support::{PEER_TIMEOUT, PacedLine, PtyPair, SILENT_TIMEOUT, start_peer};
 use serde_json::json;
 
 const BAUD: u32 = 9600;
@@ -31,7 +31,7 @@ fn rtu_config() -> serde_json::Value {
 
 fn rtu_bus(path: &str) -> Rc<Bus> {
     let mut p = BusParams::rtu(path, BAUD);
-    p.timeout = Duration::from_millis(500);
+    p.timeout = PEER_TIMEOUT;
     p.retries = 2;
     Rc::new(Bus::new(p))
 }
@@ -72,7 +72,10 @@ fn rtu_9600_8n1_over_socat_pty_pair() {
         assert_eq!(inv.stats().link.timeouts, 0);
 
         // a unit id nobody answers to: timeouts counted, retried, device stale
-        let mut ghost = Device::new(bus.clone(), DeviceParams::new("ghost", 9));
+        // (its own short timeout: nobody can answer in time anyway)
+        let mut ghost_params = DeviceParams::new("ghost", 9);
+        ghost_params.timeout = Some(SILENT_TIMEOUT);
+        let mut ghost = Device::new(bus.clone(), ghost_params);
         let e = ghost.scan().await.unwrap_err();
         assert!(
             matches!(
@@ -84,7 +87,8 @@ fn rtu_9600_8n1_over_socat_pty_pair() {
             ),
             "{e}"
         );
-        assert_eq!(ghost.stats().link.timeouts, 3);
+        // Each of the three candidate bases (40000, 0, 50000), three attempts each.
+        assert_eq!(ghost.stats().link.timeouts, 9);
         assert!(ghost.is_stale(Instant::now()));
         // and the line still works afterwards
         assert_eq!(
@@ -208,13 +212,16 @@ fn local_echo_is_checked_and_skipped() {
             if round == 0 {
                 echo[3] ^= 0xff; // a collision garbles the echo
             }
-            port.write_all(&echo).expect("echo");
-            port.write_all(&good).expect("reply");
+            // Echo and reply back to back in one write, as on the wire: two writes
+            // could be far apart on a loaded machine, and csipd would rightly take a
+            // late reply for noise.
+            echo.extend_from_slice(&good);
+            port.write_all(&echo).expect("echo and reply");
         }
     });
     smol::block_on(async {
         let mut p = BusParams::rtu(&pty.b, BAUD);
-        p.timeout = Duration::from_millis(300);
+        p.timeout = PEER_TIMEOUT;
         p.rtu_local_echo = true;
         let mut dev = Device::new(Rc::new(Bus::new(p)), DeviceParams::new("echoing", 1));
         let regs = dev.read_registers(40000, 2).await.expect("read with echo");

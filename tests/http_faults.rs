@@ -2,12 +2,16 @@
 //! loopback (std TcpListener in a thread, plain HTTP mode, and one raw TCP listener that
 //! never speaks TLS): no installable peer sends 429s, closes mid-body or stalls on demand.
 
+#[path = "support/wait.rs"]
+mod wait;
+
 use csipd::http::{Backoff, BackoffPolicy, Client, ClientConfig, HttpError, Method};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
+use wait::{PATIENCE, wait_until};
 
 /// Reads one request head (and its Content-Length body); returns the request line.
 fn read_request(stream: &mut TcpStream) -> Option<String> {
@@ -35,6 +39,8 @@ fn read_request(stream: &mut TcpStream) -> Option<String> {
 struct Scripted {
     port: u16,
     connections: Arc<AtomicUsize>,
+    /// Connections the server has closed (its socket dropped).
+    closed: Arc<AtomicUsize>,
     requests: Arc<Mutex<Vec<String>>>,
 }
 
@@ -46,14 +52,15 @@ impl Scripted {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let connections = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(Mutex::new(Vec::new()));
         let answer = Arc::new(answer);
-        let (c, r) = (connections.clone(), requests.clone());
+        let (c, r, done) = (connections.clone(), requests.clone(), closed.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { break };
                 let index = c.fetch_add(1, Ordering::SeqCst);
-                let (answer, r) = (answer.clone(), r.clone());
+                let (answer, r, done) = (answer.clone(), r.clone(), done.clone());
                 std::thread::spawn(move || {
                     let mut n = 0;
                     while let Some(line) = read_request(&mut stream) {
@@ -63,12 +70,15 @@ impl Scripted {
                         }
                         n += 1;
                     }
+                    drop(stream);
+                    done.fetch_add(1, Ordering::SeqCst);
                 });
             }
         });
         Scripted {
             port,
             connections,
+            closed,
             requests,
         }
     }
@@ -152,8 +162,10 @@ fn service_unavailable_with_an_http_date() {
     let mut client = server.client(Duration::from_secs(5));
     let err = smol::block_on(client.get("/dcap")).expect_err("503");
     let wait = err.retry_after().expect("retry after");
+    // The date is two minutes after the server wrote it (whole seconds); the client
+    // read it later, by how much depends on the machine's load.
     assert!(
-        wait > Duration::from_secs(110) && wait <= Duration::from_secs(120),
+        wait > Duration::from_secs(60) && wait <= Duration::from_secs(120),
         "{wait:?}"
     );
 }
@@ -193,54 +205,88 @@ fn server_closing_mid_response_is_an_error_naming_the_path() {
 
 #[test]
 fn silent_server_hits_the_read_timeout() {
-    let server = Scripted::start(|_, _, _, _| {
-        std::thread::sleep(Duration::from_secs(3));
+    // The server holds the connection, silent, until the test has its answer (a server
+    // that closed after a guessed time would race the client on a loaded machine).
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let held = Mutex::new(held);
+    let server = Scripted::start(move |_, _, _, _| {
+        let _ = held.lock().unwrap().recv();
         false
     });
     let mut client = server.client(Duration::from_millis(300));
-    let started = Instant::now();
     let err = smol::block_on(client.get("/tm")).expect_err("timeout");
+    drop(release);
     assert!(matches!(err, HttpError::ReadTimeout { .. }), "{err}");
     assert_eq!(err.to_string(), "GET /tm: no response within 0.3 s");
-    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+/// A server that sends the head of a `Content-Length: N` response for `GET /tm/N`, then
+/// one body byte every 100 ms; counts the body bytes it got out before the client hung
+/// up, or `usize::MAX` when it sent them all.
+fn trickling_server() -> (Scripted, Arc<Mutex<Vec<usize>>>) {
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let record = sent.clone();
+    let server = Scripted::start(move |_, _, line, stream| {
+        let n: usize = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.strip_prefix("/tm/"))
+            .and_then(|n| n.parse().ok())
+            .expect("GET /tm/N");
+        send(
+            stream,
+            &format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/sep+xml\r\nContent-Length: {n}\r\n\r\n"
+            ),
+        );
+        for i in 0..n {
+            std::thread::sleep(Duration::from_millis(100));
+            if stream.write_all(b"x").is_err() {
+                record.lock().unwrap().push(i);
+                return false;
+            }
+        }
+        record.lock().unwrap().push(usize::MAX);
+        true
+    });
+    (server, sent)
 }
 
 #[test]
 fn trickling_server_hits_the_response_deadline() {
-    // One body byte every 100 ms: never silent for the 300 ms read timeout, but the
-    // 50-byte body would take 5 s; the whole exchange may take 1 s.
-    let server = Scripted::start(|_, _, _, stream| {
-        send(
-            stream,
-            "HTTP/1.1 200 OK\r\nContent-Type: application/sep+xml\r\nContent-Length: 50\r\n\r\n",
-        );
-        for _ in 0..50 {
-            std::thread::sleep(Duration::from_millis(100));
-            if stream.write_all(b"x").is_err() {
-                return false;
-            }
-        }
-        true
-    });
-    let mut client = server.client(Duration::from_millis(300));
+    // One body byte every 100 ms: never silent for the 2 s read timeout (unless the
+    // machine stalls the server thread for 2 s), but the 100-byte body would take 10 s;
+    // the whole exchange may take 2 s.
+    let (server, sent) = trickling_server();
     let mut config = ClientConfig::new(&format!("http://127.0.0.1:{}", server.port));
-    config.read_timeout = Duration::from_millis(300);
-    config.response_deadline = Duration::from_secs(1);
+    config.read_timeout = Duration::from_secs(2);
+    config.response_deadline = Duration::from_secs(2);
     let mut deadline_client = Client::new(config).unwrap();
-    let started = Instant::now();
-    let err = smol::block_on(deadline_client.get("/tm")).expect_err("deadline");
-    let took = started.elapsed();
+    let err = smol::block_on(deadline_client.get("/tm/100")).expect_err("deadline");
     assert!(matches!(err, HttpError::ResponseDeadline { .. }), "{err}");
     assert_eq!(
         err.to_string(),
-        "GET /tm: response not complete within 1.0 s (the server sends too slowly); \
+        "GET /tm/100: response not complete within 2.0 s (the server sends too slowly); \
          connection dropped"
     );
     assert!(err.is_transient());
-    assert!(took < Duration::from_secs(3), "{took:?}");
-    // The same server with the default deadline: the read timeout alone never fires.
-    let response = smol::block_on(client.get("/tm")).expect("slow but complete");
-    assert_eq!(response.body.len(), 50);
+    // Dropped: the server's writes fail before the body is out.
+    drop(deadline_client);
+    let cut_at = wait_until(PATIENCE, "the server to see the connection dropped", || {
+        sent.lock().unwrap().first().copied()
+    });
+    assert!(
+        cut_at < 100,
+        "the whole body went out: the client did not hang up"
+    );
+
+    // With the default deadline (120 s) the read timeout alone never fires: 30 bytes at
+    // 100 ms take 3 s, longer than the 2 s read timeout.
+    let mut config = ClientConfig::new(&format!("http://127.0.0.1:{}", server.port));
+    config.read_timeout = Duration::from_secs(2);
+    let mut client = Client::new(config).unwrap();
+    let response = smol::block_on(client.get("/tm/30")).expect("slow but complete");
+    assert_eq!(response.body.len(), 30);
 }
 
 #[test]
@@ -248,14 +294,17 @@ fn stalled_tls_handshake_hits_the_connect_timeout() {
     // Accepts TCP but never says a word of TLS.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    // The connection is held until the test has its answer.
+    let (release, held) = std::sync::mpsc::channel::<()>();
     std::thread::spawn(move || {
         let _held: Vec<TcpStream> = listener.incoming().take(1).filter_map(Result::ok).collect();
-        std::thread::sleep(Duration::from_secs(5));
+        let _ = held.recv();
     });
     let mut config = ClientConfig::new(&format!("https://127.0.0.1:{port}"));
     config.connect_timeout = Duration::from_millis(300);
     let mut client = Client::new(config).unwrap();
     let err = smol::block_on(client.get("/dcap")).expect_err("stall");
+    drop(release);
     assert!(matches!(err, HttpError::ConnectTimeout { .. }), "{err}");
     assert!(
         err.to_string().contains(&format!("127.0.0.1:{port}")),
@@ -275,7 +324,6 @@ fn idle_connection_closed_by_server_is_replaced_transparently() {
                 body.len()
             ),
         );
-        std::thread::sleep(Duration::from_millis(50));
         false
     });
     let mut client = server.client(Duration::from_secs(5));
@@ -283,7 +331,11 @@ fn idle_connection_closed_by_server_is_replaced_transparently() {
         for i in 0..3 {
             let r = client.get(&format!("/r{i}")).await.expect("reconnects");
             assert_eq!(r.body_text(), format!("<p>GET /r{i} HTTP/1.1</p>"));
-            smol::Timer::after(Duration::from_millis(150)).await;
+            // The next request goes out once the server has closed this connection
+            // (waited for: a guessed pause would race the server on a loaded machine).
+            wait_until(PATIENCE, "the server to close the idle connection", || {
+                server.closed.load(Ordering::SeqCst) > i
+            });
         }
         // POST too: the close was seen before sending, so nothing is sent twice.
         let r = client.post("/mup", b"<x/>").await.expect("post");

@@ -434,16 +434,20 @@ fn publishing_recovers_after_the_broker_restarts_and_never_stalls_control() {
     // Worse than down: something on the port accepts and never answers. csipd gives up
     // on it after the CONNACK timeout; the control loop does not notice at all.
     let black_hole = TcpListener::bind(("127.0.0.1", port)).expect("rebind the port");
+    // Held until csipd has given up on it (not for a guessed 20 s: on a loaded machine
+    // csipd's 15 s CONNACK timeout may fire late, and the hole must not close first).
+    let (release, hold) = std::sync::mpsc::channel::<()>();
     let held = std::thread::spawn(move || {
         let mut held = Vec::new();
         for conn in black_hole.incoming().take(1) {
             held.push(conn);
         }
-        std::thread::sleep(Duration::from_secs(20));
+        let _ = hold.recv();
         drop(held);
     });
     let before = status(&url).site.updated_unix_s.unwrap_or_default();
     run.stderr_line("no CONNACK from the broker", DEADLINE * 2);
+    drop(release);
     let s = status(&url);
     assert!(
         s.site.updated_unix_s.is_some_and(|t| t >= before + 5),

@@ -1,12 +1,15 @@
 //! `csipd demo` as a process: the real daemon path against the simulated site (and, by
-//! default, the simulated CSIP-AUS utility of `sim::utility`).
-//! - `--no-utility`: /status must show curtailment within a minute, export at or below
-//!   the limit (within max(2 %, 100 W)) afterwards, and the limit's source.
+//! default, the simulated CSIP-AUS utility of `sim::utility`). Every check waits for
+//! its condition (issue 26): the demo runs in real time, and on a loaded machine it
+//! gets there later.
+//! - `--no-utility`: /status must show curtailment (export at or below the limit within
+//!   max(2 %, 100 W)) and the limit's source, and after a step of the household load the
+//!   export must come back to the limit.
 //! - with the utility: a utility limit becomes the one in force with its DERControl as
-//!   source; the simulated server's report shows the responses (Received, Started, and
-//!   Cancelled for the cancelled block) once each, the DER PUTs and ConnectionPoint,
-//!   readings on postRate boundaries, no body it could not read, and schema-valid
-//!   bodies.
+//!   source; the daemon's /status and the simulated server's report show the responses
+//!   (Received, Started, and Cancelled for the cancelled block) once each; the report
+//!   shows the DER PUTs and ConnectionPoint, readings on postRate boundaries, no body it
+//!   could not read, and schema-valid bodies.
 //! - `--utility-only`: another client (`csipd fetch`) reaches it with the printed lab
 //!   identity over CCM8.
 
@@ -21,7 +24,7 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn demo_curtails_to_the_export_limit_within_a_minute() {
-    let mut demo = spawn(&["demo", "--no-utility", "--port", "0", "--seconds", "150"]);
+    let mut demo = spawn(&["demo", "--no-utility", "--port", "0", "--seconds", "300"]);
     let url = demo
         .stdout_line("status: ", Duration::from_secs(30))
         .trim_end_matches("/status")
@@ -40,6 +43,7 @@ fn demo_curtails_to_the_export_limit_within_a_minute() {
             .any(|p| p.limit_w.is_some_and(|w| w < 4500.0));
         kind != "fail_safe"
             && curtailed
+            && s.site.load_w.is_some()
             && s.site
                 .export_w
                 .is_some_and(|e| e <= limit_w + tolerance_w(limit_w))
@@ -60,38 +64,48 @@ fn demo_curtails_to_the_export_limit_within_a_minute() {
         );
     }
 
-    // Then it stays there: 45 samples a second apart, past the demo's load steps (every
-    // 40 s), at most 2 outside (a load drop may push export over for up to 2 s before
-    // the loop catches it).
-    let mut over = Vec::new();
-    let mut loads = Vec::new();
-    for _ in 0..45 {
-        std::thread::sleep(Duration::from_secs(1));
-        let s = status(&url);
-        let (limit_w, kind) = export_limit(&s).expect("export limit stays");
-        assert_ne!(
-            kind, "fail_safe",
-            "meter went stale during the demo: {s:#?}"
-        );
-        let export_w = s.site.export_w.expect("export known");
-        loads.extend(s.site.load_w.map(|w| w.round() as i64));
-        if export_w > limit_w + tolerance_w(limit_w) {
-            over.push((export_w, limit_w));
-        }
-    }
-    assert!(
-        over.len() <= 2,
-        "export above the limit too often: {over:?}"
+    // Then it follows the household load: the demo steps it every 40 s (600, 2400, 1100,
+    // 300 W). After a step the export must come back to the limit (curtailment eased
+    // or tightened, not the fail-safe). How closely it tracks cycle by cycle is the
+    // closed-loop tests' job, on a virtual clock (`cargo test --lib control::`); a real
+    // process on a loaded machine can only show that it gets there.
+    let load_before = s.site.load_w.expect("load known");
+    let stepped = wait_for(
+        &url,
+        Duration::from_secs(90),
+        "the demo's load to step by more than 500 W",
+        |s| {
+            s.site
+                .load_w
+                .is_some_and(|w| (w - load_before).abs() > 500.0)
+        },
     );
-    loads.sort();
-    assert!(
-        loads.last().unwrap_or(&0) - loads.first().unwrap_or(&0) > 500,
-        "the load stepped while sampling: {loads:?}"
+    let stepped_at = Instant::now();
+    let load_after = stepped.site.load_w.expect("load known");
+    let s = wait_for(
+        &url,
+        Duration::from_secs(60),
+        "export back at the limit after the load step",
+        |s| {
+            export_limit(s).is_some_and(|(limit_w, kind)| {
+                kind != "fail_safe"
+                    && s.site.export_w.is_some_and(|e| {
+                        e <= limit_w + tolerance_w(limit_w) && e >= limit_w - 300.0
+                    })
+            })
+        },
+    );
+    println!(
+        "load {load_before:.0} W -> {load_after:.0} W; export {:?} W at the limit {:?} again \
+         {:?} after the step was seen",
+        s.site.export_w,
+        export_limit(&s),
+        stepped_at.elapsed()
     );
 
-    let s = status(&url);
-    assert_eq!(s.devices.len(), 2, "{:?}", s.devices);
-    assert!(s.devices.iter().all(|d| !d.stale), "{:?}", s.devices);
+    let s = wait_for(&url, Duration::from_secs(30), "both devices fresh", |s| {
+        s.devices.len() == 2 && s.devices.iter().all(|d| !d.stale)
+    });
     assert!(!s.history.points.is_empty(), "the chart history fills");
     assert!(
         s.history.points.iter().any(|p| p.export_limit_w.is_some()),

@@ -63,9 +63,9 @@ fn an_import_limit_acts_through_the_battery_charge_limit() {
         "--seconds",
         "600",
     ]);
-    let inverter_port = port_of(&sim.stdout_line("inverter: ", Duration::from_secs(30)));
-    let meter_port = port_of(&sim.stdout_line("meter: ", Duration::from_secs(5)));
-    let battery_line = sim.stdout_line("battery: ", Duration::from_secs(5));
+    let inverter_port = port_of(&sim.stdout_line("inverter: ", PATIENCE));
+    let meter_port = port_of(&sim.stdout_line("meter: ", PATIENCE));
+    let battery_line = sim.stdout_line("battery: ", PATIENCE);
     assert!(battery_line.ends_with("unit 2"), "{battery_line}");
     let dir = temp_dir("runtime-storage");
     let data = dir.display().to_string();
@@ -115,50 +115,69 @@ fn an_import_limit_acts_through_the_battery_charge_limit() {
         s.limits
     );
 
-    // Sample for 90 s (two load steps or more). A sample is over the limit when the
-    // import exceeds it by max(2 %, 100 W) while the battery still charges by more than
-    // that (with the battery at zero the 2400 W load alone is above the limit: nothing
-    // is left to curtail). After a load step up the import stays over for the meter
-    // poll (1 s), a control cycle (1 s) and the simulated battery's 1 s time constant.
+    // The import stays at the limit while the battery charges with what is left. A
+    // sample is within the band when the import is at most max(2 %, 100 W) over the
+    // limit, or the battery charges by no more than that (with the battery at zero the
+    // 2400 W load alone is above the limit: nothing is left to curtail). Each check
+    // waits for its condition (issue 26): how fast the loop settles in real time depends
+    // on the machine; cycle-by-cycle quality is the closed-loop tests' job, on a
+    // virtual clock.
     let tolerance = tolerance_w(IMPORT_LIMIT_W);
-    let began = Instant::now();
-    let (mut samples, mut over, mut longest_over_s, mut partial) = (0, 0, 0.0f64, 0);
-    let mut over_since: Option<Instant> = None;
-    let mut trace = Vec::new();
-    while began.elapsed() < Duration::from_secs(90) {
-        let s = status(&url);
-        if let (Some(site_w), Some(bat_w)) = (s.site.site_w, battery_w(&s)) {
-            samples += 1;
-            trace.push((began.elapsed().as_secs(), site_w.round(), bat_w.round()));
-            let charging_w = (-bat_w).max(0.0);
-            if site_w > IMPORT_LIMIT_W + tolerance && charging_w > tolerance {
-                over += 1;
-                let since = *over_since.get_or_insert_with(Instant::now);
-                longest_over_s = longest_over_s.max(since.elapsed().as_secs_f64());
-            } else {
-                over_since = None;
-            }
-            // Charging, but less than the 3 kW it wants: limited, not just stopped.
-            if charging_w > 200.0 && charging_w < 2800.0 {
-                partial += 1;
-            }
+    let in_band = |s: &Snapshot| match (s.site.site_w, battery_w(s)) {
+        (Some(site_w), Some(bat_w)) => {
+            site_w <= IMPORT_LIMIT_W + tolerance || (-bat_w).max(0.0) <= tolerance
         }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+        _ => false,
+    };
+    // Charging, but less than the 3 kW it wants: limited, not just stopped.
+    let partly_charging = |s: &Snapshot| {
+        in_band(s)
+            && battery_w(s).is_some_and(|w| {
+                let charging_w = (-w).max(0.0);
+                charging_w > 200.0 && charging_w < 2800.0
+            })
+    };
+    // The household load: site + battery output (no sun).
+    let household_w = |s: &Snapshot| Some(s.site.site_w? + battery_w(s)?);
+    let show = |what: &str, s: &Snapshot| {
+        println!(
+            "{what}: site {:?} W, battery {:?} W, household {:?} W",
+            s.site.site_w,
+            battery_w(s),
+            household_w(s)
+        )
+    };
+    let began = Instant::now();
+    let s = wait_for(
+        &url,
+        Duration::from_secs(90),
+        "the battery charging partly with the import in the band",
+        partly_charging,
+    );
+    show("partly charging", &s);
+    // The 2400 W phase (once per 160 s profile): the load alone is over the limit, so
+    // the charge must go to zero, and the import is what the load draws.
+    let s = wait_for(
+        &url,
+        Duration::from_secs(180),
+        "the load alone over the limit and the battery no longer charging",
+        |s| {
+            household_w(s).is_some_and(|h| h > IMPORT_LIMIT_W + tolerance)
+                && battery_w(s).is_some_and(|w| -w <= tolerance)
+        },
+    );
+    show("load over the limit", &s);
+    // And when the load falls again, the battery charges again with what is left.
+    let s = wait_for(
+        &url,
+        Duration::from_secs(90),
+        "the battery charging partly again after the load fell",
+        |s| partly_charging(s) && household_w(s).is_some_and(|h| h < IMPORT_LIMIT_W),
+    );
+    show("partly charging again", &s);
     println!(
-        "import limit {IMPORT_LIMIT_W} W through the battery: {samples} samples, {over} over \
-         the band (longest run {longest_over_s:.1} s), {partial} with the battery partly \
-         charging; (s, site W, battery W): {trace:?}"
-    );
-    assert!(samples >= 100, "{samples} samples");
-    assert!(
-        partial >= 20,
-        "the battery charges with what the limit leaves: {partial} of {samples}"
-    );
-    assert!(
-        longest_over_s <= 5.0 && over * 10 <= samples,
-        "import over the limit while the battery charged: {over} of {samples}, longest \
-         {longest_over_s:.1} s; {trace:?}"
+        "import limit held through the load phases in {:?}",
+        began.elapsed()
     );
     assert_eq!(run.terminate(), Some(0));
     assert_eq!(sim.terminate(), Some(0));

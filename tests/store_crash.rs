@@ -5,7 +5,9 @@
 //! the end every printed fact must hold: each recorded response is in the ledger
 //! exactly once, no accepted response is ever sent again, no queued reading is lost
 //! (unless it was being acknowledged when the kill came), no acknowledged reading comes
-//! back, the cached resource never goes back to an older body.
+//! back, the cached resource never goes back to an older body. The kill moments are
+//! counted in the worker's progress (responses recorded), plus a random few
+//! milliseconds, so the work done does not depend on how loaded the machine is.
 //!
 //! The worker is this same test binary in a hidden mode (env `CSIPD_STORE_CRASH_DIR`).
 //! Reproduce a run with `CSIPD_STORE_CRASH_SEED=<seed printed by the test>`.
@@ -138,8 +140,20 @@ impl Rng {
     }
 }
 
-/// Runs the worker until `kill_after`, SIGKILLs it, returns its fact lines.
-fn run_worker(dir: &Path, kill_after: Duration) -> Vec<String> {
+/// When to kill a worker: counted in the worker's own progress (facts printed), not in
+/// wall-clock time, so that a loaded machine (a slow start, a slow disk) moves the
+/// kills around in time but not in the work (issue 26).
+#[derive(Clone, Copy, Debug)]
+enum KillAt {
+    /// This long after the start, whatever it has done (often before the store is open).
+    Early(Duration),
+    /// After this many "R" facts (responses recorded) plus a short random delay that
+    /// lands the kill anywhere in the loop, flushes included.
+    AfterRecorded(usize, Duration),
+}
+
+/// Starts the worker, SIGKILLs it at `kill_at`, returns its fact lines.
+fn run_worker(dir: &Path, kill_at: KillAt) -> Vec<String> {
     let exe = std::env::current_exe().expect("test binary path");
     let mut child = Command::new(exe)
         .args([
@@ -155,28 +169,58 @@ fn run_worker(dir: &Path, kill_after: Duration) -> Vec<String> {
         .spawn()
         .expect("start the worker");
     let stdout = child.stdout.take().expect("stdout");
-    let reader = std::thread::spawn(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .filter_map(|l| l.split_once("@@W ").map(|(_, fact)| fact.to_string()))
-            .collect::<Vec<String>>()
-    });
-    let started = Instant::now();
-    while started.elapsed() < kill_after {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "the worker exited by itself ({status}): {:?}",
-                reader.join()
-            );
+    let (tx, facts) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some((_, fact)) = line.split_once("@@W ") {
+                if tx.send(fact.to_string()).is_err() {
+                    break;
+                }
+            }
         }
-        std::thread::sleep(Duration::from_millis(1));
+    });
+    let mut lines = Vec::new();
+    let delay = match kill_at {
+        KillAt::Early(delay) => delay,
+        KillAt::AfterRecorded(n, delay) => {
+            let deadline = Instant::now() + WORKER_PATIENCE;
+            while lines
+                .iter()
+                .filter(|l: &&String| l.starts_with("R "))
+                .count()
+                < n
+            {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match facts.recv_timeout(left) {
+                    Ok(fact) => lines.push(fact),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!(
+                        "the worker recorded fewer than {n} responses in {WORKER_PATIENCE:?}: \
+                         {lines:?}"
+                    ),
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!(
+                        "the worker exited by itself ({:?}): {lines:?}",
+                        child.wait()
+                    ),
+                }
+            }
+            delay
+        }
+    };
+    std::thread::sleep(delay);
+    if let Ok(Some(status)) = child.try_wait() {
+        lines.extend(facts.iter());
+        panic!("the worker exited by itself ({status}): {lines:?}");
     }
     // SIGKILL: no destructor, no flush, no checkpoint.
     child.kill().expect("kill -9 the worker");
     child.wait().expect("reap the worker");
-    reader.join().expect("reader thread")
+    // The reader ends at EOF: everything the worker printed before the kill.
+    lines.extend(facts.iter());
+    lines
 }
+
+/// How long a worker may take to record the responses a kill waits for.
+const WORKER_PATIENCE: Duration = Duration::from_secs(60);
 
 #[test]
 fn store_survives_kill_9_at_100_random_moments() {
@@ -205,9 +249,17 @@ fn store_survives_kill_9_at_100_random_moments() {
     let mut cached_max: Option<u64> = None;
     let mut opened_runs = 0;
     for run in 0..KILLS {
-        // Anywhere from before the database is open to deep in the loop.
-        let kill_after = Duration::from_millis(rng.next() % 400);
-        let lines = run_worker(&dir, kill_after);
+        // Anywhere from before the database is open to deep in the loop: one run in
+        // four within 60 ms of the start, the others after 1..=40 recorded responses.
+        let kill_at = if rng.next() % 4 == 0 {
+            KillAt::Early(Duration::from_millis(rng.next() % 60))
+        } else {
+            KillAt::AfterRecorded(
+                1 + (rng.next() % 40) as usize,
+                Duration::from_micros(rng.next() % 5000),
+            )
+        };
+        let lines = run_worker(&dir, kill_at);
         for line in &lines {
             let parts: Vec<&str> = line.split(' ').collect();
             let key = || {

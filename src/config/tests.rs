@@ -747,7 +747,9 @@ fn device_conflicts() {
         ),
         [
             "c:43: error: device inv2 has the same bus and unit_id 1 as device @device[1] \
-             (line 34)"
+             (line 34); two devices may share a unit id only when they are different \
+             SunSpec devices of its chain (a meter and an inverter, or different option \
+             'chain_device')"
         ]
     );
     assert!(
@@ -757,6 +759,129 @@ fn device_conflicts() {
         )
         .is_empty()
     );
+}
+
+#[test]
+fn powerwall_meter_transport() {
+    let meter = "config device 'meter'\n\toption role 'meter'\n\toption transport 'tcp'\n\
+                 \toption host '10.0.0.5'\n\toption unit_id '240'\n";
+    assert_eq!(VALID.matches(meter).count(), 1);
+    let tesla = "config device 'tesla'\n\toption role 'meter'\n\toption transport 'powerwall'\n\
+                 \toption host '192.168.1.77'\n\toption password_file '/etc/csipd/tesla.pw'\n";
+    let (config, warnings) = from_text(&VALID.replace(meter, tesla), "c").expect("valid");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(
+        config.devices[0].transport,
+        Transport::Powerwall {
+            host: "192.168.1.77".into(),
+            port: 443,
+            password: None,
+            password_file: Some("/etc/csipd/tesla.pw".into()),
+            fingerprint: None,
+        }
+    );
+    let text_of = |t: &str| match from_text(t, "c") {
+        Ok((_, w)) => w.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+        Err(e) => e.iter().map(|d| d.to_string()).collect(),
+    };
+    let no_password = tesla.replace("\toption password_file '/etc/csipd/tesla.pw'\n", "");
+    let e = text_of(&VALID.replace(meter, &no_password));
+    assert!(
+        e.iter().any(|m| m.contains("neither option 'password'")),
+        "{e:?}"
+    );
+    let inverter = tesla.replace("'meter'", "'inverter'");
+    let e = text_of(&VALID.replace(meter, &inverter));
+    assert!(
+        e.iter().any(|m| m.contains("role must be 'meter'")),
+        "{e:?}"
+    );
+    let bad_pin = format!("{tesla}\toption fingerprint 'AB:CD'\n");
+    let e = text_of(&VALID.replace(meter, &bad_pin));
+    assert!(e.iter().any(|m| m.contains("64 hex digits")), "{e:?}");
+    let stray = format!("{tesla}\toption unit_id '3'\n");
+    let w = text_of(&VALID.replace(meter, &stray));
+    assert!(
+        w.iter().any(|m| m.contains("ignored for powerwall")),
+        "{w:?}"
+    );
+    let e = text_of(&VALID.replace("option sunspec_base '40000'", "option password 'x'"));
+    assert!(
+        e.iter().any(|m| m.contains("is for transport powerwall")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn power_control_option() {
+    let (config, _) = valid();
+    assert!(
+        config
+            .devices
+            .iter()
+            .all(|d| d.power_control == crate::devices::PowerControl::Auto)
+    );
+    let text = VALID.replace(
+        "\toption rated_w '8200'",
+        "\toption rated_w '8200'\n\toption power_control 'SolarEdge'",
+    );
+    let (config, _) = from_text(&text, "c").expect("valid");
+    assert_eq!(
+        config.devices[1].power_control,
+        crate::devices::PowerControl::Solaredge
+    );
+    assert_eq!(
+        messages_with("\toption rated_w '8200'", "\toption power_control 'kaco'"),
+        [
+            "c:42: error: option 'power_control' must be one of 'auto', 'sunspec', 'solaredge', got \"kaco\""
+        ]
+    );
+}
+
+#[test]
+fn devices_of_one_chain_share_a_unit_id() {
+    // SolarEdge: the inverter and its meter behind one unit id (field input 04).
+    let solaredge = "config device 'se_inverter'\n\toption role 'inverter'\n\
+                     \toption transport 'tcp'\n\toption host '10.0.0.9'\n\toption port '1502'\n\
+                     config device 'se_meter'\n\toption role 'meter'\n\toption transport 'tcp'\n\
+                     \toption host '10.0.0.9'\n\toption port '1502'\n";
+    let text = VALID
+        .replace(
+            "config device 'meter'",
+            "config device 'meter'\n\toption enabled '0'",
+        )
+        .replace(
+            "config control 'site'\n",
+            &format!("{solaredge}config control 'site'\n"),
+        );
+    let (config, warnings) = from_text(&text, "c").expect("meter and inverter share unit 1");
+    assert!(
+        warnings.iter().all(|w| !w.to_string().contains("unit_id")),
+        "{warnings:?}"
+    );
+    assert!(config.devices.iter().all(|d| d.chain_device.is_none()));
+    // Two inverters picking by role pick the same one: refused; positions tell them apart.
+    let two = text.replace(
+        "\toption role 'meter'\n\toption transport 'tcp'\n\
+                     \toption host '10.0.0.9'",
+        "\toption role 'inverter'\n\toption transport 'tcp'\n\
+                     \toption host '10.0.0.9'",
+    );
+    let text_of = |e: Vec<Diagnostic>| e.iter().map(|d| d.to_string()).collect::<Vec<_>>();
+    let e = text_of(from_text(&two, "c").unwrap_err());
+    assert!(
+        e.iter().any(|m| m.contains("same bus and unit_id 1")),
+        "{e:?}"
+    );
+    let apart = two.replace(
+        "config device 'se_meter'\n",
+        "config device 'se_meter'\n\toption chain_device '3'\n",
+    );
+    let (config, _) = from_text(&apart, "c").expect("different chain devices");
+    assert_eq!(config.devices.last().unwrap().chain_device, Some(3));
+    let bad = apart.replace("chain_device '3'", "chain_device '0'");
+    let e = text_of(from_text(&bad, "c").unwrap_err());
+    assert!(e.iter().any(|m| m.contains("chain_device")), "{e:?}");
 }
 
 #[test]

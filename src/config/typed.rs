@@ -301,6 +301,18 @@ pub enum Transport {
         /// 1 or 2. Default 1.
         stop_bits: u8,
     },
+    /// A Tesla Powerwall 2 / Backup Gateway 2's local HTTPS API (meters only).
+    Powerwall {
+        host: String,
+        /// Default 443.
+        port: u16,
+        /// The customer password, or the file holding it (one of them is required).
+        password: Option<String>,
+        password_file: Option<String>,
+        /// The gateway certificate's SHA-256 fingerprint to pin; none = pin the first
+        /// one seen (kept under `data_dir`).
+        fingerprint: Option<String>,
+    },
 }
 
 /// A `config device` section: a SunSpec Modbus device.
@@ -314,6 +326,14 @@ pub struct DeviceConfig {
     pub unit_id: u8,
     /// Register of the `SunS` marker; `None` means scan 0, 40000, 50000.
     pub sunspec_base: Option<u16>,
+    /// Which SunSpec device of the unit's model chain this is, when one unit id holds
+    /// several (each model 1 starts one; SolarEdge puts its meter in the inverter's
+    /// chain): the 1-based position of its model 1, 1..=16. `None` (default): the first
+    /// device of the chain that has the models of the role (the inverter, the meter).
+    pub chain_device: Option<u8>,
+    /// Where the active power limit is written: `auto` (default: SunSpec 704/123, else
+    /// SolarEdge's own registers on a SolarEdge), `sunspec`, or `solaredge`.
+    pub power_control: crate::devices::PowerControl,
     /// Nameplate power; `None` means read it from SunSpec model 120/702.
     pub rated_w: Option<u32>,
     /// Per-request timeout. Default 1000 ms; 50..=30000.
@@ -459,6 +479,11 @@ const DEVICE_OPTIONS: &[&str] = &[
     "stop_bits",
     "unit_id",
     "sunspec_base",
+    "chain_device",
+    "power_control",
+    "password",
+    "password_file",
+    "fingerprint",
     "rated_w",
     "timeout_ms",
     "enabled",
@@ -1435,16 +1460,100 @@ fn read_device(checker: &mut Checker<'_>, section: &Section) -> Option<DeviceCon
             format!("{describe} needs option 'role' (inverter, meter or storage)"),
         );
     }
-    let transport_kind = r.choice("transport", &[("tcp", "tcp"), ("rtu", "rtu")]);
+    let transport_kind = r.choice(
+        "transport",
+        &[("tcp", "tcp"), ("rtu", "rtu"), ("powerwall", "powerwall")],
+    );
     if !r.is_set("transport") {
         r.checker.error(
             section.pos,
-            format!("{describe} needs option 'transport' (tcp or rtu)"),
+            format!("{describe} needs option 'transport' (tcp, rtu or powerwall)"),
         );
+    }
+    let powerwall_only: &[&str] = &["password", "password_file", "fingerprint"];
+    if transport_kind != Some("powerwall") {
+        for name in powerwall_only {
+            if r.is_set(name) {
+                let pos = r.pos_of(name);
+                r.checker.warning(
+                    pos,
+                    format!("option '{name}' is for transport powerwall; ignored"),
+                );
+            }
+        }
     }
     let tcp_only: &[&str] = &["host", "port"];
     let rtu_only: &[&str] = &["path", "baud", "parity", "stop_bits"];
     let transport = match transport_kind {
+        Some("powerwall") => {
+            let host = r.string("host");
+            if host.is_none() {
+                r.checker.error(
+                    r.pos_of("transport"),
+                    format!("{describe} uses transport powerwall but has no option 'host'"),
+                );
+            }
+            let port = r
+                .uint("port", "(TCP port)", 1, 65535)
+                .map_or(443, |p| p as u16);
+            let password = r.string("password");
+            let password_file = r.string("password_file");
+            if password.is_none() && password_file.is_none() {
+                r.checker.error(
+                    r.pos_of("transport"),
+                    format!(
+                        "{describe} uses transport powerwall but has neither option \
+                         'password' nor 'password_file' (the gateway's customer password)"
+                    ),
+                );
+            }
+            let fingerprint = r.string("fingerprint");
+            if let Some(f) = &fingerprint {
+                let hex = crate::devices::powerwall::normalise_fingerprint(f);
+                if hex.len() != 64 {
+                    let pos = r.pos_of("fingerprint");
+                    r.checker.error(
+                        pos,
+                        format!(
+                            "option 'fingerprint' must be a SHA-256 fingerprint (64 hex \
+                             digits, ':' allowed), got \"{f}\""
+                        ),
+                    );
+                }
+            }
+            if role.is_some_and(|role| role != DeviceRole::Meter) {
+                let pos = r.pos_of("transport");
+                r.checker.error(
+                    pos,
+                    format!(
+                        "{describe}: transport powerwall is a site meter: role must be 'meter'"
+                    ),
+                );
+            }
+            for name in [
+                "path",
+                "baud",
+                "parity",
+                "stop_bits",
+                "unit_id",
+                "sunspec_base",
+            ] {
+                if r.is_set(name) {
+                    let pos = r.pos_of(name);
+                    r.checker.warning(
+                        pos,
+                        format!("option '{name}' is for Modbus devices; ignored for powerwall"),
+                    );
+                }
+            }
+            host.map(|host| Transport::Powerwall {
+                host,
+                port,
+                password,
+                password_file,
+                fingerprint,
+            })
+        }
         Some("tcp") => {
             for name in rtu_only {
                 if r.is_set(name) {
@@ -1539,6 +1648,24 @@ fn read_device(checker: &mut Checker<'_>, section: &Section) -> Option<DeviceCon
     let sunspec_base = r
         .uint("sunspec_base", "(register address)", 0, 65535)
         .map(|n| n as u16);
+    let chain_device = r
+        .uint(
+            "chain_device",
+            "(position of the device's model 1 in the chain)",
+            1,
+            16,
+        )
+        .map(|n| n as u8);
+    let power_control = r
+        .choice(
+            "power_control",
+            &[
+                ("auto", crate::devices::PowerControl::Auto),
+                ("sunspec", crate::devices::PowerControl::Sunspec),
+                ("solaredge", crate::devices::PowerControl::Solaredge),
+            ],
+        )
+        .unwrap_or_default();
     let rated_w = r.watts("rated_w");
     if rated_w == Some(0) {
         let pos = r.pos_of("rated_w");
@@ -1558,6 +1685,8 @@ fn read_device(checker: &mut Checker<'_>, section: &Section) -> Option<DeviceCon
         transport: transport?,
         unit_id,
         sunspec_base,
+        chain_device,
+        power_control,
         rated_w: rated_w.filter(|w| *w > 0),
         timeout_ms,
         enabled,
@@ -1599,6 +1728,19 @@ fn check_storage_for_limits(
     }
 }
 
+/// Two devices on one bus and unit id pick the same SunSpec device of its chain: the
+/// same `chain_device`, or both by role with the same kind of models (an inverter and a
+/// storage inverter both take the chain's first inverter). A position on one and a role
+/// on the other cannot be checked without the device; the runtime reports a wrong one.
+fn same_chain_device(a: &DeviceConfig, b: &DeviceConfig) -> bool {
+    let is_meter = |d: &DeviceConfig| d.role == DeviceRole::Meter;
+    match (a.chain_device, b.chain_device) {
+        (Some(x), Some(y)) => x == y,
+        (None, None) => is_meter(a) == is_meter(b),
+        _ => false,
+    }
+}
+
 /// Checks across devices: two on the same address, and what is missing for control.
 fn check_devices(checker: &mut Checker<'_>, file: &UciFile, devices: &[DeviceConfig]) {
     let enabled: Vec<&DeviceConfig> = devices.iter().filter(|d| d.enabled).collect();
@@ -1611,14 +1753,16 @@ fn check_devices(checker: &mut Checker<'_>, file: &UciFile, devices: &[DeviceCon
                 (Transport::Rtu { path: p1, .. }, Transport::Rtu { path: p2, .. }) => p1 == p2,
                 _ => false,
             };
-            if same_bus && a.unit_id == b.unit_id {
+            if same_bus && a.unit_id == b.unit_id && same_chain_device(a, b) {
                 let pos = file.section(&a.name).map_or(Pos::default(), |s| s.pos);
                 let other_line = file.section(&b.name).map_or(0, |s| s.pos.line);
                 checker.error(
                     pos,
                     format!(
                         "device {} has the same bus and unit_id {} as device {} (line \
-                         {other_line})",
+                         {other_line}); two devices may share a unit id only when they are \
+                         different SunSpec devices of its chain (a meter and an inverter, or \
+                         different option 'chain_device')",
                         a.name, a.unit_id, b.name
                     ),
                 );

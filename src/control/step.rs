@@ -170,11 +170,8 @@ impl State {
     }
 }
 
-/// The one staleness rule: no good reading, or the last good one older than
-/// `timeout_ms`.
-pub fn is_stale(age_ms: Option<u64>, timeout_ms: u64) -> bool {
-    age_ms.is_none_or(|a| a > timeout_ms)
-}
+/// The one staleness rule (defined beside the law that acts on it).
+pub use super::law::is_stale;
 
 /// The control cycle of `config`, ms.
 pub fn cycle_ms(config: &Config) -> u64 {
@@ -497,6 +494,7 @@ pub fn status_limits(merged: &MergedLimits, setpoints: &Setpoints) -> Vec<status
         source: l.source.clone(),
         end_unix_s: l.until_s,
         unsupported: setpoints.unsupported.contains(&mode),
+        not_enforceable: None,
     };
     let fail_safe_w = setpoints.fail_safe.then_some(setpoints.fail_safe_w);
     let export = match (&merged.export_limit_w, fail_safe_w) {
@@ -508,6 +506,7 @@ pub fn status_limits(merged: &MergedLimits, setpoints: &Setpoints) -> Vec<status
             source: LimitSource::FailSafe,
             end_unix_s: None,
             unsupported: false,
+            not_enforceable: None,
         }),
         (Some(l), None) => Some(power(LimitMode::Export, l)),
         (None, None) => None,
@@ -531,6 +530,7 @@ pub fn status_limits(merged: &MergedLimits, setpoints: &Setpoints) -> Vec<status
             source: s.source.clone(),
             end_unix_s: s.until_s,
             unsupported: false,
+            not_enforceable: None,
         });
     }
     out

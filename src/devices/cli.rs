@@ -7,9 +7,12 @@ use std::time::Duration;
 
 use super::{Bus, BusParams, Device, DeviceParams, Parity, TransportParams, sunspec};
 
-pub const USAGE: &str = "csipd modbus-scan BUS UNIT...
+pub const USAGE: &str = "csipd modbus-scan [--base N] BUS UNIT...
   BUS: tcp://HOST[:PORT] or rtu:/dev/ttyUSB0[@BAUD[/8N1|8E1|8O1|8N2]]
-  UNIT: Modbus unit ids to scan (default 1)";
+  UNIT: Modbus unit ids to scan (default 1)
+  --base N: the register of the SunSpec marker (default: try 40000, 0, 50000)
+Prints one JSON line per unit: the model chain, and each SunSpec device in it (a unit
+can hold several, e.g. an inverter and its meter) with its identity and a reading.";
 
 /// Parses `tcp://host[:port]` or `rtu:PATH[@BAUD[/8N1]]` (the form `TransportParams`
 /// displays).
@@ -65,9 +68,25 @@ pub fn parse_transport(s: &str) -> Result<TransportParams, String> {
     ))
 }
 
-/// `csipd modbus-scan BUS UNIT...`
+/// `csipd modbus-scan [--base N] BUS UNIT...`
 pub fn cli_main(args: &[String]) -> ExitCode {
-    let Some((bus_arg, units)) = args.split_first() else {
+    let mut base = None;
+    let mut rest = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--base" {
+            match it.next().map(|v| v.parse::<u16>()) {
+                Some(Ok(b)) => base = Some(b),
+                Some(Err(_)) | None => {
+                    eprintln!("csipd modbus-scan: --base needs a register address 0-65535");
+                    return ExitCode::from(2);
+                }
+            }
+        } else {
+            rest.push(a.clone());
+        }
+    }
+    let Some((bus_arg, units)) = rest.split_first() else {
         eprintln!("usage:\n{USAGE}");
         return ExitCode::from(2);
     };
@@ -100,47 +119,11 @@ pub fn cli_main(args: &[String]) -> ExitCode {
     let mut failed = false;
     smol::block_on(async {
         for unit in unit_ids {
-            let mut dev = Device::new(
-                bus.clone(),
-                DeviceParams::new(&format!("unit {unit}"), unit),
-            );
-            let mut out = serde_json::Map::new();
-            out.insert("unit".into(), unit.into());
-            match dev.scan().await {
-                Ok(map) => {
-                    out.insert("map".into(), serde_json::to_value(map).unwrap_or_default());
-                    let map = map.clone();
-                    if let Some(c) = dev.common() {
-                        out.insert("common".into(), serde_json::to_value(c).unwrap_or_default());
-                    }
-                    if map.find_any(&sunspec::INVERTER_MODELS).is_some() {
-                        match dev.read_inverter().await {
-                            Ok(r) => out.insert(
-                                "inverter".into(),
-                                serde_json::to_value(r).unwrap_or_default(),
-                            ),
-                            Err(e) => out.insert("error".into(), e.to_string().into()),
-                        };
-                    }
-                    if map.find_any(&sunspec::METER_MODELS).is_some() {
-                        match dev.read_meter().await {
-                            Ok(r) => out.insert(
-                                "meter".into(),
-                                serde_json::to_value(r).unwrap_or_default(),
-                            ),
-                            Err(e) => out.insert("error".into(), e.to_string().into()),
-                        };
-                    }
-                }
-                Err(e) => {
-                    failed = true;
-                    out.insert("error".into(), e.to_string().into());
-                }
-            }
-            out.insert(
-                "stats".into(),
-                serde_json::to_value(dev.stats()).unwrap_or_default(),
-            );
+            let mut params = DeviceParams::new(&format!("unit {unit}"), unit);
+            params.sunspec_base = base;
+            let mut dev = Device::new(bus.clone(), params);
+            let out = scan_unit(&mut dev, unit).await;
+            failed |= out.contains_key("error");
             println!("{}", serde_json::Value::Object(out));
         }
     });
@@ -149,6 +132,77 @@ pub fn cli_main(args: &[String]) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or_default()
+}
+
+/// One unit's scan as JSON: the chain (`map`), and under `devices` each SunSpec device
+/// of the chain with its position, identity, models and a decoded reading. The first
+/// device's identity and reading are repeated at the top level (`common`, `inverter`,
+/// `meter`) for a unit with one device.
+async fn scan_unit(dev: &mut Device, unit: u8) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    out.insert("unit".into(), unit.into());
+    let map = match dev.scan().await {
+        Ok(map) => map.clone(),
+        Err(e) => {
+            out.insert("error".into(), e.to_string().into());
+            out.insert("stats".into(), json(dev.stats()));
+            return out;
+        }
+    };
+    out.insert("map".into(), json(&map));
+    let chain = dev.chain_devices().to_vec();
+    let mut devices = Vec::new();
+    for d in &chain {
+        let mut entry = serde_json::Map::new();
+        entry.insert("position".into(), d.position.into());
+        if let Some(c) = &d.common {
+            entry.insert("common".into(), json(c));
+        }
+        entry.insert("models".into(), json(&d.map.ids()));
+        dev.set_chain_device(Some(d.position));
+        if d.map.find_any(&sunspec::INVERTER_MODELS).is_some() {
+            match dev.read_inverter().await {
+                Ok(r) => {
+                    entry.insert("inverter".into(), json(&r));
+                }
+                Err(e) => {
+                    entry.insert("error".into(), e.to_string().into());
+                }
+            }
+        }
+        if d.map.find_any(&sunspec::METER_MODELS).is_some() {
+            match dev.read_meter().await {
+                Ok(r) => {
+                    entry.insert("meter".into(), json(&r));
+                }
+                Err(e) => {
+                    entry.insert("error".into(), e.to_string().into());
+                }
+            }
+        }
+        devices.push(serde_json::Value::Object(entry));
+    }
+    if let Some(serde_json::Value::Object(first)) = devices.first() {
+        for key in ["common", "inverter", "meter"] {
+            if let Some(v) = first.get(key) {
+                out.insert(key.into(), v.clone());
+            }
+        }
+    }
+    // A device that could not be read makes the unit's scan a failure too.
+    if let Some(e) = devices
+        .iter()
+        .find_map(|d| d.get("error").and_then(|e| e.as_str()))
+    {
+        out.insert("error".into(), e.into());
+    }
+    out.insert("devices".into(), serde_json::Value::Array(devices));
+    out.insert("stats".into(), json(dev.stats()));
+    out
 }
 
 #[cfg(test)]

@@ -18,6 +18,8 @@
 
 pub mod cli;
 pub mod modbus;
+pub mod powerwall;
+pub mod solaredge;
 pub mod sunspec;
 
 use std::fmt;
@@ -26,9 +28,24 @@ use std::time::{Duration, Instant};
 
 pub use modbus::{Bus, BusParams, LinkStats, ModbusError, Parity, TransportParams};
 pub use sunspec::{
-    Blocks, CommonInfo, InverterReading, LimitState, MeterReading, ModelRef, OperatingState,
-    RevertPolicy, StorageState, SunSpecError, SunSpecMap,
+    Blocks, CommonInfo, Controls, InverterReading, LimitState, MeterReading, ModelRef,
+    OperatingState, RevertPolicy, StorageState, SunSpecError, SunSpecMap,
 };
+
+/// Where an inverter's active power limit is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerControl {
+    /// SunSpec 704 or 123 when the device has one; else SolarEdge's own registers when
+    /// model 1 says SolarEdge (and they answer).
+    #[default]
+    Auto,
+    /// SunSpec control models only.
+    Sunspec,
+    /// SolarEdge's power control registers (see [`solaredge`]), even if model 1 says
+    /// otherwise (a rebadged SolarEdge).
+    Solaredge,
+}
 
 /// Plain parameters of one device on a bus (the lead maps UCI config to this).
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +62,14 @@ pub struct DeviceParams {
     pub invert_meter_sign: bool,
     /// Response timeout for this device; None = the bus's timeout.
     pub timeout: Option<Duration>,
+    /// Which SunSpec device of the unit's chain this is, when the chain holds several
+    /// (each model 1 starts one: SolarEdge puts its meter behind the inverter's unit
+    /// id): the 1-based position of its model 1. None = the first device of the chain
+    /// that has the models asked for (the inverter for inverter reads, the meter for
+    /// meter reads).
+    pub chain_device: Option<u8>,
+    /// Where the active power limit is written.
+    pub power_control: PowerControl,
 }
 
 impl DeviceParams {
@@ -56,9 +81,13 @@ impl DeviceParams {
             stale_after: Duration::from_secs(10),
             invert_meter_sign: false,
             timeout: None,
+            chain_device: None,
+            power_control: PowerControl::Auto,
         }
     }
 }
+
+const INVERTER_WANTED: &str = "inverter measurement (101-103, 111-113, 701)";
 
 /// A device-level error: transport, SunSpec content, or a write that did not stick.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,17 +146,37 @@ pub struct DeviceStatus {
     pub bus: String,
     pub stale: bool,
     pub sunspec_base: Option<u16>,
+    /// The models of this device (of its part of the chain when the unit holds
+    /// several SunSpec devices).
     pub models: Vec<u16>,
     pub common: Option<CommonInfo>,
     pub stats: DeviceStats,
+}
+
+/// One SunSpec device of a unit's chain, as a scan found it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ChainDevice {
+    /// 1-based position in the chain (the `chain_device` that selects it).
+    pub position: u8,
+    /// Its models (from its model 1 to the next device's).
+    pub map: SunSpecMap,
+    /// Its identity (model 1), when it has one.
+    pub common: Option<CommonInfo>,
 }
 
 /// One SunSpec device (inverter or meter) at a unit id on a bus.
 pub struct Device {
     bus: Rc<Bus>,
     params: DeviceParams,
+    /// The unit's whole chain.
     map: Option<SunSpecMap>,
-    common: Option<CommonInfo>,
+    /// The chain split into SunSpec devices (one unless the unit holds several).
+    chain: Vec<ChainDevice>,
+    /// Index into `chain` of the device the last read or write used.
+    selected: Option<usize>,
+    /// SolarEdge's power control block: answered (true) or refused (false) when read;
+    /// None until tried.
+    solaredge_block: Option<bool>,
     stats: DeviceStats,
     last_reading_at: Option<Instant>,
     /// Nameplate and settings blocks (120, 121, 702): read once per scan, they do not
@@ -141,7 +190,9 @@ impl Device {
             bus,
             params,
             map: None,
-            common: None,
+            chain: Vec::new(),
+            selected: None,
+            solaredge_block: None,
             stats: DeviceStats::default(),
             last_reading_at: None,
             static_blocks: None,
@@ -151,11 +202,84 @@ impl Device {
     pub fn params(&self) -> &DeviceParams {
         &self.params
     }
+    /// The unit's whole model chain, once scanned.
     pub fn map(&self) -> Option<&SunSpecMap> {
         self.map.as_ref()
     }
+    /// The SunSpec devices of the unit's chain, once scanned.
+    pub fn chain_devices(&self) -> &[ChainDevice] {
+        &self.chain
+    }
+    /// Reads and writes from now on go to the device at `position` of the chain (see
+    /// [`DeviceParams::chain_device`]); `None` picks by the models asked for.
+    pub fn set_chain_device(&mut self, position: Option<u8>) {
+        if self.params.chain_device != position {
+            self.params.chain_device = position;
+            self.selected = None;
+            self.static_blocks = None;
+        }
+    }
+    /// Identity (model 1) of the selected device of the chain, else of the first.
     pub fn common(&self) -> Option<&CommonInfo> {
-        self.common.as_ref()
+        self.chain
+            .get(self.selected.unwrap_or(0))
+            .and_then(|d| d.common.as_ref())
+    }
+    /// What the selected device lets csipd control (known after a read of it).
+    pub fn controls(&self) -> Option<Controls> {
+        let d = self.chain.get(self.selected?)?;
+        let mut c = Controls::of_models(d.map.ids());
+        if self.solaredge_block == Some(true) && self.wants_solaredge(&d.map) {
+            c.active_power_limit_model = Some(solaredge::BLOCK_ID);
+        }
+        Some(c)
+    }
+
+    /// SolarEdge's registers carry the power limit: chosen in the config, or (auto) a
+    /// device whose model 1 says SolarEdge and that has no SunSpec control model.
+    fn wants_solaredge(&self, map: &SunSpecMap) -> bool {
+        match self.params.power_control {
+            PowerControl::Sunspec => false,
+            PowerControl::Solaredge => true,
+            PowerControl::Auto => {
+                map.find(704).is_none()
+                    && map.find(123).is_none()
+                    && self.common().is_some_and(solaredge::is_solaredge)
+            }
+        }
+    }
+
+    /// Reads SolarEdge's power control block when it carries the limit. A device that
+    /// refuses it (Modbus exception) has no such control: remembered, not an error,
+    /// unless the config said it is a SolarEdge.
+    async fn read_solaredge_block(
+        &mut self,
+        map: &SunSpecMap,
+    ) -> Result<Option<Vec<u16>>, DeviceError> {
+        if !self.wants_solaredge(map) || self.solaredge_block == Some(false) {
+            return Ok(None);
+        }
+        let b = solaredge::block();
+        match self.read_model(&b).await {
+            Ok(regs) => {
+                self.solaredge_block = Some(true);
+                Ok(Some(regs))
+            }
+            Err(DeviceError::Modbus {
+                error: ModbusError::Exception(_),
+                ..
+            }) if self.params.power_control == PowerControl::Auto => {
+                log::info!(
+                    "device '{}': SolarEdge power control registers (0x{:04X}) not \
+                     readable: no control through them",
+                    self.params.name,
+                    solaredge::BLOCK_START
+                );
+                self.solaredge_block = Some(false);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
     pub fn stats(&self) -> &DeviceStats {
         &self.stats
@@ -169,8 +293,11 @@ impl Device {
             bus: self.bus.params().transport.to_string(),
             stale: self.is_stale(now),
             sunspec_base: self.map.as_ref().map(|m| m.base),
-            models: self.map.as_ref().map(|m| m.ids()).unwrap_or_default(),
-            common: self.common.clone(),
+            models: match self.selected.and_then(|i| self.chain.get(i)) {
+                Some(d) => d.map.ids(),
+                None => self.map.as_ref().map(|m| m.ids()).unwrap_or_default(),
+            },
+            common: self.common().cloned(),
             stats: self.stats.clone(),
         }
     }
@@ -210,8 +337,15 @@ impl Device {
             .map_err(|e| self.modbus_err(format!("reading {count} registers at {addr}"), e))
     }
 
-    /// Finds the SunSpec map (configured base, else 40000, 0, 50000), checks `SunS` and
-    /// walks the model chain to the end marker. Reads model 1 for identity.
+    /// Finds the SunSpec map (configured base, else 40000, 0, 50000: each is tried
+    /// whatever went wrong at the one before, unless the link itself is down, an I/O
+    /// error), checks `SunS` and walks the model chain.
+    /// The chain ends at the end marker, or, as devices in the field do, at a header
+    /// the device refuses to read (Modbus exception), a model id 0, or a model whose
+    /// length runs past the readable registers: then the models before are kept and
+    /// one warning says where and why (`SunSpecMap::ended_early`). A transport failure
+    /// (timeout, CRC) during the walk fails the scan, so that a later scan finds the
+    /// whole chain. Reads model 1 of every device of the chain for its identity.
     pub async fn scan(&mut self) -> Result<&SunSpecMap, DeviceError> {
         self.stats.scans += 1;
         let bases: Vec<u16> = match self.params.sunspec_base {
@@ -219,26 +353,49 @@ impl Device {
             None => sunspec::DEFAULT_BASES.to_vec(),
         };
         let mut tried = Vec::new();
+        let mut answered = false;
+        let mut last_transport_error = None;
         let mut found = None;
         for base in bases {
             match self.read_registers(base, 2).await {
-                Ok(regs) => match sunspec::check_marker(base, &regs) {
-                    Ok(()) => {
-                        found = Some(base);
-                        break;
+                Ok(regs) => {
+                    answered = true;
+                    match sunspec::check_marker(base, &regs) {
+                        Ok(()) => {
+                            found = Some(base);
+                            break;
+                        }
+                        Err(e) => tried.push(e.to_string()),
                     }
-                    Err(e) => tried.push(e.to_string()),
-                },
-                // An exception (illegal address) means "not here"; a timeout means the
-                // device is not answering at all: stop.
+                }
                 Err(DeviceError::Modbus {
                     error: ModbusError::Exception(c),
                     ..
-                }) => tried.push(format!("register {base}: exception {c}")),
-                Err(e) => return Err(e),
+                }) => {
+                    answered = true;
+                    tried.push(format!("register {base}: exception {c}"));
+                }
+                // The link itself is down (no serial port, connection refused): no
+                // base will do better.
+                Err(
+                    e @ DeviceError::Modbus {
+                        error: ModbusError::Io(_),
+                        ..
+                    },
+                ) if !answered => return Err(e),
+                // A timeout, CRC or frame error at one base: some devices do not answer
+                // a read of registers they do not have; the next base may be theirs.
+                Err(e) => {
+                    tried.push(format!("register {base}: {e}"));
+                    last_transport_error = Some(e);
+                }
             }
         }
         let Some(base) = found else {
+            // Nothing answered at all: the transport error says more than "no map".
+            if let (false, Some(e)) = (answered, last_transport_error) {
+                return Err(e);
+            }
             return Err(self.sunspec_err(SunSpecError::BrokenChain {
                 at: 0,
                 reason: format!("no SunSpec map found ({})", tried.join("; ")),
@@ -247,6 +404,7 @@ impl Device {
         let mut map = SunSpecMap {
             base,
             models: Vec::new(),
+            ended_early: None,
         };
         let mut at = base.checked_add(2).ok_or_else(|| {
             self.sunspec_err(SunSpecError::BrokenChain {
@@ -255,51 +413,179 @@ impl Device {
             })
         })?;
         loop {
-            let header = self.read_registers(at, 2).await?;
-            let step = sunspec::chain_step(at, [header[0], header[1]], map.models.len())
-                .map_err(|e| self.sunspec_err(e))?;
-            match step {
-                None => break,
-                Some((m, next)) => {
-                    map.models.push(m);
+            let header = match self.read_registers(at, 2).await {
+                Ok(h) if h.len() >= 2 => [h[0], h[1]],
+                Ok(h) => {
+                    map.ended_early = Some(format!(
+                        "register {at}: header read as {} register(s)",
+                        h.len()
+                    ));
+                    break;
+                }
+                Err(DeviceError::Modbus {
+                    error: ModbusError::Exception(c),
+                    ..
+                }) => {
+                    let why = self.unreadable_header(&mut map, at, c).await?;
+                    map.ended_early = Some(why);
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            match sunspec::chain_step(at, header, map.models.len()) {
+                sunspec::ChainStep::End => break,
+                sunspec::ChainStep::Stop { reason } => {
+                    map.ended_early = Some(format!("register {at}: {reason}"));
+                    break;
+                }
+                sunspec::ChainStep::Model { model, next } => {
+                    map.models.push(model);
                     at = next;
                 }
             }
         }
-        if let Some(m1) = map.find(1).copied() {
-            let regs = self
-                .read_registers(m1.start, m1.total_len().min(68))
-                .await?;
-            self.common = Some(sunspec::decode_common(&regs));
+        if map.models.is_empty() {
+            return Err(self.sunspec_err(SunSpecError::BrokenChain {
+                at: base,
+                reason: format!(
+                    "'SunS' at {base} but no model after it ({})",
+                    map.ended_early.as_deref().unwrap_or("end marker")
+                ),
+            }));
+        }
+        let mut chain = Vec::new();
+        for (i, part) in map.split_devices().into_iter().enumerate() {
+            let common = match part.find(1).copied() {
+                Some(m1) => {
+                    let regs = self
+                        .read_registers(m1.start, m1.total_len().min(68))
+                        .await?;
+                    Some(sunspec::decode_common(&regs))
+                }
+                None => None,
+            };
+            chain.push(ChainDevice {
+                position: u8::try_from(i + 1).unwrap_or(u8::MAX),
+                map: part,
+                common,
+            });
         }
         log::info!(
-            "device '{}': SunSpec map at {} with models {:?}",
+            "device '{}': SunSpec map at {} with models {:?}{}",
             self.params.name,
             map.base,
-            map.ids()
+            map.ids(),
+            if chain.len() > 1 {
+                format!(" ({} SunSpec devices in the chain)", chain.len())
+            } else {
+                String::new()
+            }
         );
+        if let Some(why) = &map.ended_early {
+            log::warn!(
+                "device '{}': SunSpec chain has no end marker; it ends at {why}; keeping \
+                 the {} model(s) before it",
+                self.params.name,
+                map.models.len()
+            );
+        }
+        self.chain = chain;
+        self.selected = None;
         self.static_blocks = None;
         Ok(&*self.map.insert(map))
     }
 
-    async fn ensure_map(&mut self) -> Result<SunSpecMap, DeviceError> {
+    /// The chain's header at `at` answered exception `code`. When the last model's own
+    /// registers are unreadable too (its length runs past what the device serves), it
+    /// is dropped. Returns where and why the chain ended.
+    async fn unreadable_header(
+        &mut self,
+        map: &mut SunSpecMap,
+        at: u16,
+        code: u8,
+    ) -> Result<String, DeviceError> {
+        let unreadable = format!("register {at}: header unreadable (Modbus exception {code})");
+        let Some(last) = map.models.last().copied() else {
+            return Ok(unreadable);
+        };
+        let last_reg = last
+            .start
+            .saturating_add(last.total_len().saturating_sub(1));
+        match self.read_registers(last_reg, 1).await {
+            Ok(_) => Ok(unreadable),
+            Err(DeviceError::Modbus {
+                error: ModbusError::Exception(_),
+                ..
+            }) => {
+                map.models.pop();
+                Ok(format!(
+                    "register {}: model {} with length {} runs past the readable registers \
+                     (register {last_reg} unreadable)",
+                    last.start, last.id, last.len
+                ))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The device of the chain that reads and writes go to: the configured position,
+    /// else the first device with one of `wanted`.
+    async fn select(
+        &mut self,
+        wanted: &[u16],
+        what: &'static str,
+    ) -> Result<SunSpecMap, DeviceError> {
         if self.map.is_none() {
             self.scan().await?;
         }
-        self.map.clone().ok_or_else(|| {
-            self.sunspec_err(SunSpecError::BrokenChain {
-                at: 0,
-                reason: "no map".into(),
-            })
-        })
+        let has = |d: &ChainDevice| d.map.find_any(wanted).is_some();
+        let index = match self.params.chain_device {
+            Some(pos) => {
+                let i = usize::from(pos.max(1)) - 1;
+                let Some(d) = self.chain.get(i) else {
+                    return Err(self.sunspec_err(SunSpecError::BrokenChain {
+                        at: self.map.as_ref().map_or(0, |m| m.base),
+                        reason: format!(
+                            "chain_device {pos} asked for, but the chain holds {} SunSpec \
+                             device(s)",
+                            self.chain.len()
+                        ),
+                    }));
+                };
+                if !has(d) {
+                    return Err(self.sunspec_err(SunSpecError::MissingModel {
+                        wanted: what,
+                        present: d.map.ids(),
+                    }));
+                }
+                i
+            }
+            None => match self.chain.iter().position(has) {
+                Some(i) => i,
+                None => {
+                    return Err(self.sunspec_err(SunSpecError::MissingModel {
+                        wanted: what,
+                        present: self.map.as_ref().map(|m| m.ids()).unwrap_or_default(),
+                    }));
+                }
+            },
+        };
+        self.selected = Some(index);
+        Ok(self.chain[index].map.clone())
+    }
+
+    /// The inverter of the chain (the configured position, else the first device
+    /// with an inverter measurement model).
+    async fn inverter_map(&mut self) -> Result<SunSpecMap, DeviceError> {
+        self.select(&sunspec::INVERTER_MODELS, INVERTER_WANTED)
+            .await
     }
 
     async fn read_model(&mut self, m: &ModelRef) -> Result<Vec<u16>, DeviceError> {
         self.read_registers(m.start, m.total_len()).await
     }
 
-    async fn read_blocks(&mut self, ids: &[u16]) -> Result<Blocks, DeviceError> {
-        let map = self.ensure_map().await?;
+    async fn read_blocks(&mut self, map: &SunSpecMap, ids: &[u16]) -> Result<Blocks, DeviceError> {
         let mut blocks = Blocks::new();
         for id in ids {
             if let Some(m) = map.find(*id).copied() {
@@ -312,31 +598,41 @@ impl Device {
     /// Reads and decodes an inverter: the measurement model (103/102/101, 113/112/111 or
     /// 701) plus nameplate, settings, status and controls when present.
     pub async fn read_inverter(&mut self) -> Result<InverterReading, DeviceError> {
-        let map = self.ensure_map().await?;
+        let map = self.inverter_map().await?;
         let meas = map
             .find_any(&sunspec::INVERTER_MODELS)
             .map(|m| m.id)
             .ok_or_else(|| {
                 self.sunspec_err(SunSpecError::MissingModel {
-                    wanted: "inverter measurement (101-103, 111-113, 701)",
+                    wanted: INVERTER_WANTED,
                     present: map.ids(),
                 })
             })?;
         if self.static_blocks.is_none() {
-            self.static_blocks = Some(self.read_blocks(&[120, 121, 702]).await?);
+            self.static_blocks = Some(self.read_blocks(&map, &[120, 121, 702]).await?);
         }
-        let mut blocks = self.read_blocks(&[meas, 122, 123, 124, 704]).await?;
+        let mut blocks = self.read_blocks(&map, &[meas, 122, 123, 124, 704]).await?;
         if let Some(st) = &self.static_blocks {
             blocks.extend(st.iter().map(|(k, v)| (*k, v.clone())));
         }
-        let r = sunspec::decode_inverter(&blocks).map_err(|e| self.sunspec_err(e))?;
+        let mut r = sunspec::decode_inverter(&blocks).map_err(|e| self.sunspec_err(e))?;
+        if let Some(block) = self.read_solaredge_block(&map).await? {
+            r.limit = Some(solaredge::decode_limit(&block));
+            r.controls.active_power_limit_model = Some(solaredge::BLOCK_ID);
+            // No 120/121 on SolarEdge: MaxActivePower is its rating.
+            if r.settings.w_max_w.is_none() {
+                r.settings.w_max_w = solaredge::max_active_power_w(&block);
+            }
+        }
         self.last_reading_at = Some(Instant::now());
         Ok(r)
     }
 
     /// Reads and decodes a meter (201-204 or 211-214). `ac.w` > 0 = import.
     pub async fn read_meter(&mut self) -> Result<MeterReading, DeviceError> {
-        let map = self.ensure_map().await?;
+        let map = self
+            .select(&sunspec::METER_MODELS, "meter (201-204, 211-214)")
+            .await?;
         let id = map
             .find_any(&sunspec::METER_MODELS)
             .map(|m| m.id)
@@ -346,7 +642,7 @@ impl Device {
                     present: map.ids(),
                 })
             })?;
-        let blocks = self.read_blocks(&[id]).await?;
+        let blocks = self.read_blocks(&map, &[id]).await?;
         let r = sunspec::decode_meter(&blocks, self.params.invert_meter_sign)
             .map_err(|e| self.sunspec_err(e))?;
         self.last_reading_at = Some(Instant::now());
@@ -393,6 +689,7 @@ impl Device {
     }
 
     /// Limits active power to `pct` % of WMax through model 704 when present, else 123,
+    /// else SolarEdge's power control registers (see [`PowerControl`]),
     /// with a revert timer so that a csipd that stops refreshing does not leave the limit
     /// running forever (704 also reverts to `revert.fallback_pct`; 123 reverts to the
     /// inverter's default). The caller must re-send before `revert.timeout_s` runs out.
@@ -402,7 +699,12 @@ impl Device {
         pct: f64,
         revert: RevertPolicy,
     ) -> Result<LimitState, DeviceError> {
-        let map = self.ensure_map().await?;
+        let map = self.inverter_map().await?;
+        if self.read_solaredge_block(&map).await?.is_some() {
+            let writes = solaredge::plan_limit(pct, revert).map_err(|e| self.sunspec_err(e))?;
+            let after = self.write_and_confirm(solaredge::block(), writes).await?;
+            return Ok(solaredge::decode_limit(&after));
+        }
         let ctl = map
             .find(704)
             .or_else(|| map.find(123))
@@ -436,7 +738,7 @@ impl Device {
         limit_w: Option<f64>,
         revert_s: u32,
     ) -> Result<StorageState, DeviceError> {
-        let map = self.ensure_map().await?;
+        let map = self.inverter_map().await?;
         let ctl = map.find(124).copied().ok_or_else(|| {
             self.sunspec_err(SunSpecError::MissingModel {
                 wanted: "basic storage controls (124)",
@@ -453,7 +755,7 @@ impl Device {
     /// Connects (true) or disconnects (false) the inverter from the grid (model 123 Conn),
     /// then reads back to confirm.
     pub async fn set_connected(&mut self, connected: bool) -> Result<(), DeviceError> {
-        let map = self.ensure_map().await?;
+        let map = self.inverter_map().await?;
         let ctl = map.find(123).copied().ok_or_else(|| {
             self.sunspec_err(SunSpecError::MissingModel {
                 wanted: "immediate controls (123)",

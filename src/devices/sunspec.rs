@@ -112,6 +112,12 @@ impl ModelRef {
 pub struct SunSpecMap {
     pub base: u16,
     pub models: Vec<ModelRef>,
+    /// Set when the chain did not end with the end marker (0xFFFF 0x0000) but with
+    /// something a device in the field does instead (an unreadable header, model id 0,
+    /// a length running past the readable registers): what and where. The models
+    /// before it are kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_early: Option<String>,
 }
 
 impl SunSpecMap {
@@ -124,6 +130,34 @@ impl SunSpecMap {
     }
     pub fn ids(&self) -> Vec<u16> {
         self.models.iter().map(|m| m.id).collect()
+    }
+    /// The SunSpec devices of the chain: each model 1 (common) starts a new device, as
+    /// in a SolarEdge inverter whose chain holds the inverter (1, 103, 12x) and then its
+    /// meter (1, 203) behind one unit id (SolarEdge SunSpec technical note). Models
+    /// before the first model 1 belong to the first device. A chain with one model 1
+    /// (or none) is one device. Each part keeps the chain's `base`.
+    pub fn split_devices(&self) -> Vec<SunSpecMap> {
+        let mut out: Vec<SunSpecMap> = Vec::new();
+        for m in &self.models {
+            let start_new = m.id == 1 && out.last().is_some_and(|d| d.find(1).is_some());
+            if start_new || out.is_empty() {
+                out.push(SunSpecMap {
+                    base: self.base,
+                    models: Vec::new(),
+                    ended_early: None,
+                });
+            }
+            if let Some(d) = out.last_mut() {
+                d.models.push(*m);
+            }
+        }
+        if out.is_empty() {
+            out.push(SunSpecMap {
+                base: self.base,
+                ..Default::default()
+            });
+        }
+        out
     }
 }
 
@@ -140,37 +174,79 @@ pub fn check_marker(base: u16, regs: &[u16]) -> Result<(), SunSpecError> {
     }
 }
 
-/// One step of the chain walk: `header` is (ID, L) read at `at`. Returns the model, or
-/// None at the end marker, and the address of the next header.
-pub fn chain_step(
-    at: u16,
-    header: [u16; 2],
-    seen: usize,
-) -> Result<Option<(ModelRef, u16)>, SunSpecError> {
+/// What one header of the chain says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainStep {
+    /// A model, and the address of the next header.
+    Model { model: ModelRef, next: u16 },
+    /// The end marker (model id 0xFFFF, length 0).
+    End,
+    /// The chain cannot go on from here (model id 0, 0xFFFF with a length, too many
+    /// models, a length past register 65535): it ends, keeping the models before.
+    Stop { reason: String },
+}
+
+/// One step of the chain walk: `header` is (ID, L) read at `at`, `seen` the number of
+/// models found so far.
+pub fn chain_step(at: u16, header: [u16; 2], seen: usize) -> ChainStep {
     let [id, len] = header;
     if id == END_MODEL_ID {
-        return Ok(None);
+        if len == 0 {
+            return ChainStep::End;
+        }
+        return ChainStep::Stop {
+            reason: format!("end marker 0xFFFF with length {len}"),
+        };
     }
     if seen >= MAX_MODELS {
-        return Err(SunSpecError::BrokenChain {
-            at,
+        return ChainStep::Stop {
             reason: format!("more than {MAX_MODELS} models"),
-        });
+        };
     }
     if id == 0 {
-        return Err(SunSpecError::BrokenChain {
-            at,
-            reason: "model id 0".into(),
-        });
+        return ChainStep::Stop {
+            reason: "model id 0 instead of the end marker".into(),
+        };
     }
     let next = u32::from(at) + 2 + u32::from(len);
     if next > 0xFFFE {
-        return Err(SunSpecError::BrokenChain {
-            at,
+        return ChainStep::Stop {
             reason: format!("model {id} with length {len} runs past register 65535"),
-        });
+        };
     }
-    Ok(Some((ModelRef { id, start: at, len }, next as u16)))
+    ChainStep::Model {
+        model: ModelRef { id, start: at, len },
+        next: next as u16,
+    }
+}
+
+/// What an inverter's chain lets csipd control, from the models it has (SunSpec 123
+/// immediate controls, 704 DER AC controls, 124 basic storage controls). A device
+/// without them can be read but not limited: a capability fact, not an error.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Controls {
+    /// The model carrying the active power limit (704 preferred, else 123), if any.
+    pub active_power_limit_model: Option<u16>,
+    /// Connect / disconnect (model 123 `Conn`).
+    pub connect: bool,
+    /// Charge rate limit (model 124 `InWRte`).
+    pub charge_limit: bool,
+}
+
+impl Controls {
+    /// The controls of a device with models `ids`.
+    pub fn of_models(ids: impl IntoIterator<Item = u16>) -> Controls {
+        let ids: Vec<u16> = ids.into_iter().collect();
+        Controls {
+            active_power_limit_model: [704, 123].into_iter().find(|m| ids.contains(m)),
+            connect: ids.contains(&123),
+            charge_limit: ids.contains(&124),
+        }
+    }
+    /// The power of the device can be limited (123 or 704).
+    pub fn can_limit_power(&self) -> bool {
+        self.active_power_limit_model.is_some()
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -383,6 +459,13 @@ pub struct InverterReading {
     pub limit: Option<LimitState>,
     /// Storage controls (model 124), for a battery inverter that has them.
     pub storage: Option<StorageState>,
+    /// What csipd can control on this inverter (from the models it has).
+    pub controls: Controls,
+    /// Off, sleeping, in standby or in fault (`St`/`InvSt`): its AC values are not
+    /// measurements. Power counts as 0 W and voltage and frequency are left out
+    /// (`None`), so they never pull a site average down (a sleeping inverter's 0 V
+    /// halved the DER voltage reported to the utility: open-dynamic-export#103).
+    pub idle: bool,
 }
 
 /// Normalised meter reading. `ac.w` > 0 = import at the connection point.
@@ -623,6 +706,20 @@ pub fn decode_inverter(blocks: &Blocks) -> Result<InverterReading, SunSpecError>
         .and_then(|r| Block::new(122, r).u16(2))
         .map(|bits| bits & 1 == 1);
     let limit = decode_limit(blocks);
+    let idle = matches!(
+        state,
+        Some(
+            OperatingState::Off
+                | OperatingState::Sleeping
+                | OperatingState::Standby
+                | OperatingState::Fault
+        )
+    );
+    let mut ac = ac;
+    if idle {
+        zero_power(&mut ac);
+    }
+    drop_non_measurements(&mut ac);
     let connected = conn701
         .or(conn122)
         .or(limit.as_ref().and_then(|l| l.conn_commanded));
@@ -636,7 +733,48 @@ pub fn decode_inverter(blocks: &Blocks) -> Result<InverterReading, SunSpecError>
         settings: decode_settings(blocks),
         limit,
         storage: decode_storage(blocks),
+        controls: Controls::of_models(blocks.keys().copied()),
+        idle,
     })
+}
+
+/// An idle inverter's output: 0 W, 0 var, 0 VA, 0 A where the device has the point,
+/// 0 W in any case; voltage and frequency unknown (an idle device's voltage is not the
+/// grid's).
+fn zero_power(ac: &mut AcValues) {
+    let zero = |v: &mut Option<f64>| *v = v.map(|_| 0.0);
+    ac.w = Some(0.0);
+    zero(&mut ac.var);
+    zero(&mut ac.va);
+    zero(&mut ac.a);
+    ac.v = None;
+    ac.hz = None;
+    for p in ac.phases.iter_mut() {
+        zero(&mut p.w);
+        zero(&mut p.var);
+        zero(&mut p.va);
+        zero(&mut p.a);
+        p.v = None;
+    }
+}
+
+/// 0 V and 0 Hz are what an idle or disconnected device shows, never a grid that is
+/// up: left out (`None`) so that averages and reports use real measurements only.
+/// Not-implemented values are already `None` (see [`Block`]).
+pub fn drop_non_measurements(ac: &mut AcValues) {
+    let positive = |v: &mut Option<f64>| *v = v.filter(|x| *x > 0.0);
+    positive(&mut ac.hz);
+    for p in ac.phases.iter_mut() {
+        positive(&mut p.v);
+    }
+    // The average of the phases that measure; a device without phase voltages keeps
+    // its own total (if positive).
+    let phase_v: Vec<f64> = ac.phases.iter().filter_map(|p| p.v).collect();
+    if !phase_v.is_empty() {
+        ac.v = Some(phase_v.iter().sum::<f64>() / phase_v.len() as f64);
+    } else {
+        positive(&mut ac.v);
+    }
 }
 
 /// Charge controls and state of charge from model 124, when present.
@@ -710,6 +848,7 @@ pub fn decode_meter(blocks: &Blocks, invert_sign: bool) -> Result<MeterReading, 
         r.export_wh = b.f32(60);
         r.import_wh = b.f32(68);
     }
+    drop_non_measurements(&mut r.ac);
     if invert_sign {
         let flip = |v: &mut Option<f64>| *v = v.map(|x| -x);
         flip(&mut r.ac.w);
@@ -1009,20 +1148,56 @@ mod tests {
 
     #[test]
     fn chain_walk_steps_and_end() {
-        let (m, next) = chain_step(40002, [1, 66], 0).unwrap().unwrap();
         assert_eq!(
-            m,
-            ModelRef {
-                id: 1,
-                start: 40002,
-                len: 66
+            chain_step(40002, [1, 66], 0),
+            ChainStep::Model {
+                model: ModelRef {
+                    id: 1,
+                    start: 40002,
+                    len: 66
+                },
+                next: 40070
             }
         );
-        assert_eq!(next, 40070);
-        assert_eq!(chain_step(40070, [0xFFFF, 0], 1).unwrap(), None);
-        assert!(chain_step(65000, [103, 1000], 1).is_err());
-        assert!(chain_step(40002, [0, 10], 0).is_err());
-        assert!(chain_step(40002, [1, 66], MAX_MODELS).is_err());
+        assert_eq!(chain_step(40070, [0xFFFF, 0], 1), ChainStep::End);
+        let stops = |s: ChainStep| matches!(s, ChainStep::Stop { .. });
+        assert!(stops(chain_step(65000, [103, 1000], 1)));
+        assert!(stops(chain_step(40002, [0, 0], 2)));
+        assert!(stops(chain_step(40002, [0, 10], 0)));
+        assert!(stops(chain_step(40002, [0xFFFF, 0xFFFF], 3)));
+        assert!(stops(chain_step(40002, [1, 66], MAX_MODELS)));
+    }
+
+    #[test]
+    fn a_chain_splits_into_devices_at_each_model_1() {
+        let m = |id, start| ModelRef { id, start, len: 1 };
+        let chain = SunSpecMap {
+            base: 40000,
+            models: vec![m(1, 2), m(103, 5), m(120, 8), m(1, 11), m(203, 14)],
+            ended_early: None,
+        };
+        let parts = chain.split_devices();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0].ids(), vec![1, 103, 120]);
+        assert_eq!(parts[1].ids(), vec![1, 203]);
+        assert_eq!(parts[1].base, 40000);
+        let one = SunSpecMap {
+            base: 0,
+            models: vec![m(103, 2), m(1, 5), m(123, 8)],
+            ended_early: None,
+        };
+        assert_eq!(one.split_devices().len(), 1);
+        assert_eq!(SunSpecMap::default().split_devices().len(), 1);
+    }
+
+    #[test]
+    fn controls_come_from_the_models_present() {
+        let c = Controls::of_models([1, 113, 120, 121]);
+        assert!(!c.can_limit_power());
+        assert!(!c.connect && !c.charge_limit);
+        let c = Controls::of_models([1, 103, 123, 704, 124]);
+        assert_eq!(c.active_power_limit_model, Some(704));
+        assert!(c.connect && c.charge_limit);
     }
 
     #[test]
@@ -1092,6 +1267,41 @@ mod tests {
         assert_eq!(inv.energy_wh, Some(123450.0));
         assert_eq!(inv.state, Some(OperatingState::Running));
         assert_eq!(inv.limit, None);
+    }
+
+    #[test]
+    fn an_idle_inverter_reads_0_w_and_no_voltage_or_frequency() {
+        // Sleeping (St 2) with 0 V and 0 Hz, as field input 14 (a Fronius at night).
+        let mut r = block_103();
+        r[10..13].fill(0);
+        r[14] = 0;
+        r[16] = 0;
+        r[38] = 2;
+        let mut blocks = Blocks::new();
+        blocks.insert(103, r.clone());
+        let inv = decode_inverter(&blocks).unwrap();
+        assert!(inv.idle);
+        assert_eq!(inv.state, Some(OperatingState::Sleeping));
+        assert_eq!((inv.ac.w, inv.ac.v, inv.ac.hz), (Some(0.0), None, None));
+        assert!(inv.ac.phases.iter().all(|p| p.v.is_none()));
+        // In standby with stale numbers left in the registers: power still counts 0 W.
+        r[14] = 1500;
+        r[10..13].fill(2300);
+        r[16] = 5000;
+        r[38] = 8;
+        blocks.insert(103, r.clone());
+        let inv = decode_inverter(&blocks).unwrap();
+        assert_eq!((inv.ac.w, inv.ac.v, inv.ac.hz), (Some(0.0), None, None));
+        // Running, one phase at 0 V (not wired): left out of the average.
+        r[38] = 4;
+        r[12] = 0;
+        blocks.insert(103, r);
+        let inv = decode_inverter(&blocks).unwrap();
+        assert!(!inv.idle);
+        assert_eq!(inv.ac.w, Some(1500.0));
+        assert!((inv.ac.v.unwrap() - 230.0).abs() < 1e-9, "{:?}", inv.ac.v);
+        assert_eq!(inv.ac.phases[2].v, None);
+        assert!((inv.ac.hz.unwrap() - 50.0).abs() < 1e-9);
     }
 
     #[test]

@@ -652,6 +652,7 @@ mod tests {
             source: crate::status::LimitSource::FailSafe,
             end_unix_s: None,
             unsupported: false,
+            not_enforceable: None,
         });
         let t2 = t0.plus_ms(2000);
         let sent = published(&p.poll(&s, t2).transmit);
@@ -786,6 +787,8 @@ mod tests {
             last_reading_age_s: None,
             readings: Default::default(),
             stats: Default::default(),
+            read_only: None,
+            tls_fingerprint: None,
         });
         let (mut p, first) = connected(t0, &s);
         assert!(
@@ -817,6 +820,8 @@ mod tests {
             last_reading_age_s: None,
             readings: Default::default(),
             stats: Default::default(),
+            read_only: None,
+            tls_fingerprint: None,
         });
         let mut p = Publisher::new(settings(), t0);
         // The broker refuses every connection for a virtual day while the site changes

@@ -410,6 +410,7 @@ mod tests {
             },
             end_unix_s: Some(1_700_003_600),
             unsupported: false,
+            not_enforceable: None,
         });
         s.site = SiteFlows::from_site_and_pv(-1200.0, 4000.0, 1_700_000_005);
         s.devices.push(Device {
@@ -424,6 +425,8 @@ mod tests {
                 hz: Some(50.0),
             },
             stats: Default::default(),
+            read_only: None,
+            tls_fingerprint: None,
         });
         s.setpoints.push(Setpoint {
             device: "@device[1]".into(),

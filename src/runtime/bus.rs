@@ -4,7 +4,10 @@
 
 use super::site::{Command, DeviceState, SharedSite, Written};
 use crate::config::{self, DeviceRole};
-use crate::devices::{Bus, BusParams, Device, DeviceParams, RevertPolicy, TransportParams};
+use crate::devices::{
+    Bus, BusParams, Controls, Device, DeviceParams, RevertPolicy, TransportParams,
+};
+use crate::status;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -19,9 +22,10 @@ pub const WRITE_DEADBAND_PCT: f64 = 0.5;
 /// A charge limit change smaller than this (W) is not written unless it tightens.
 pub const CHARGE_DEADBAND_W: f64 = 50.0;
 
-/// The bus a device is on, as the device layer wants it.
-pub fn bus_params(d: &config::DeviceConfig) -> BusParams {
+/// The bus a device is on, as the device layer wants it (None: not a Modbus device).
+pub fn bus_params(d: &config::DeviceConfig) -> Option<BusParams> {
     let mut p = match &d.transport {
+        config::Transport::Powerwall { .. } => return None,
         config::Transport::Tcp { host, port } => BusParams::tcp(host, *port),
         config::Transport::Rtu {
             path,
@@ -44,7 +48,7 @@ pub fn bus_params(d: &config::DeviceConfig) -> BusParams {
         }
     };
     p.timeout = Duration::from_millis(u64::from(d.timeout_ms));
-    p
+    Some(p)
 }
 
 /// Groups the enabled devices by bus: devices on the same transport share one `Bus`
@@ -54,7 +58,7 @@ pub fn group_by_bus(
 ) -> Vec<(BusParams, Vec<config::DeviceConfig>)> {
     let mut groups: Vec<(BusParams, Vec<config::DeviceConfig>)> = Vec::new();
     for d in devices.iter().filter(|d| d.enabled) {
-        let p = bus_params(d);
+        let Some(p) = bus_params(d) else { continue };
         match groups.iter_mut().find(|(q, _)| q.transport == p.transport) {
             Some((_, list)) => list.push(d.clone()),
             None => groups.push((p, vec![d.clone()])),
@@ -71,6 +75,101 @@ struct Slot {
     last_connect: Option<bool>,
     /// The last charge limit written (None = lifted) and when, for storage inverters.
     last_charge_write: Option<(Option<f64>, Instant)>,
+    /// The missing control model was logged (once per run, not per cycle).
+    capability_logged: bool,
+}
+
+/// The capability fact of an inverter without a SunSpec control model, as the log and
+/// the status say it: it is read, never limited.
+pub fn no_control_model_text(name: &str, role: DeviceRole, controls: &Controls) -> Option<String> {
+    let missing = match role {
+        DeviceRole::Meter => return None,
+        _ if !controls.can_limit_power() => "no control model (SunSpec 123 or 704)",
+        DeviceRole::Storage if !controls.charge_limit => "no storage control model (SunSpec 124)",
+        _ => return None,
+    };
+    Some(format!(
+        "device '{name}' has {missing}: csipd reads it but cannot limit it"
+    ))
+}
+
+/// DERCapability says only what the site can do: when every inverter that has been read
+/// lacks a control model (SunSpec 123/704, or SolarEdge's registers), the nameplate
+/// offers no export or generation limit. `controls` are the controlled inverters' (None
+/// while not yet read). Returns whether it took them away.
+pub fn restrict_to_controls(
+    nameplate: &mut crate::csip::Nameplate,
+    controls: impl Iterator<Item = Option<Controls>>,
+) -> bool {
+    let known: Vec<Controls> = controls.flatten().collect();
+    if known.is_empty() || known.iter().any(|c| c.can_limit_power()) {
+        return false;
+    }
+    nameplate.can_limit_export = false;
+    nameplate.can_limit_generation = false;
+    true
+}
+
+/// The text for an inverter that was read, has a control model, but whose rating is
+/// unknown (no SunSpec 120/121/702 and no `rated_w`): csipd cannot turn watts into
+/// the percentage the control model takes, so it leaves the inverter alone.
+pub fn no_rating_text(name: &str) -> String {
+    format!(
+        "device '{name}' reports no power rating (SunSpec 120, 121 or 702): set option \
+         'rated_w' for csipd to limit it"
+    )
+}
+
+/// Marks the limits in force that a device should enforce but cannot: export,
+/// generation and connect limits need the inverters' 123 or 704 (connect: 123's Conn),
+/// and a power limit needs the inverter's rating. `devices` are the controlled devices
+/// (inverters and storage): name, what each lets csipd control (`None` while not yet
+/// read) and whether its rating is known. The text is "not enforceable: <device> has
+/// no control model" (or "… has no power rating"). A site whose other inverters can be
+/// limited is still marked: csipd does not claim the whole of a limit is kept while one
+/// of its inverters runs free.
+pub fn mark_not_enforceable<'a>(
+    limits: &mut [status::ActiveLimit],
+    devices: impl Iterator<Item = (&'a str, Option<Controls>, bool)>,
+) {
+    let mut no_limit = Vec::new();
+    let mut no_rating = Vec::new();
+    let mut no_connect = Vec::new();
+    for (name, controls, rated) in devices {
+        let Some(c) = controls else { continue };
+        if !c.can_limit_power() {
+            no_limit.push(name);
+        } else if !rated {
+            no_rating.push(name);
+        }
+        if !c.connect {
+            no_connect.push(name);
+        }
+    }
+    let text = |names: &[&str], what: &str| {
+        let verb = if names.len() == 1 { "has" } else { "have" };
+        format!("{} {verb} no {what}", names.join(", "))
+    };
+    for l in limits.iter_mut() {
+        let mut why = Vec::new();
+        match l.mode {
+            status::LimitMode::Export | status::LimitMode::Generation => {
+                if !no_limit.is_empty() {
+                    why.push(text(&no_limit, "control model"));
+                }
+                if !no_rating.is_empty() {
+                    why.push(text(&no_rating, "power rating"));
+                }
+            }
+            status::LimitMode::Connect if l.connect == Some(false) && !no_connect.is_empty() => {
+                why.push(text(&no_connect, "control model"));
+            }
+            _ => {}
+        }
+        if !why.is_empty() {
+            l.not_enforceable = Some(format!("not enforceable: {}", why.join("; ")));
+        }
+    }
 }
 
 /// Runs one bus forever: poll every device, then sleep out the cycle.
@@ -87,6 +186,8 @@ pub async fn run_bus(
         .map(|c| {
             let mut p = DeviceParams::new(&c.name, c.unit_id);
             p.sunspec_base = c.sunspec_base;
+            p.chain_device = c.chain_device;
+            p.power_control = c.power_control;
             p.stale_after = stale_after;
             p.timeout = Some(Duration::from_millis(u64::from(c.timeout_ms)));
             Slot {
@@ -95,6 +196,7 @@ pub async fn run_bus(
                 last_write: None,
                 last_connect: None,
                 last_charge_write: None,
+                capability_logged: false,
             }
         })
         .collect();
@@ -176,6 +278,17 @@ async fn poll_device(slot: &mut Slot, site: &SharedSite) {
                 match r {
                     Ok(inv) => {
                         st.record_inverter(&inv, slot.config.rated_w, Instant::now());
+                        if !slot.capability_logged {
+                            slot.capability_logged = true;
+                            let text =
+                                no_control_model_text(&name, slot.config.role, &inv.controls)
+                                    .or_else(|| {
+                                        st.rating_w.is_none().then(|| no_rating_text(&name))
+                                    });
+                            if let Some(text) = text {
+                                log::warn!("{text}");
+                            }
+                        }
                         // Follow what the inverter says it is commanded to, so a change
                         // made behind csipd's back is corrected, and nothing is written
                         // when it already matches.
@@ -249,13 +362,17 @@ async fn apply_charge_limit(slot: &mut Slot, cmd: &Command, site: &SharedSite) {
     }
 }
 
+/// Writes what the device has a control model for; the rest is a capability fact,
+/// said once when the device is first read and shown in the status, not an error
+/// repeated every cycle.
 async fn apply_command(slot: &mut Slot, cmd: Command, site: &SharedSite) {
-    if slot.config.role == DeviceRole::Storage {
+    let controls = slot.device.controls().unwrap_or_default();
+    if slot.config.role == DeviceRole::Storage && controls.charge_limit {
         apply_charge_limit(slot, &cmd, site).await;
     }
     let name = slot.config.name.clone();
     let now = Instant::now();
-    if slot.last_connect != Some(cmd.connect) {
+    if controls.connect && slot.last_connect != Some(cmd.connect) {
         let r = slot.device.set_connected(cmd.connect).await;
         let mut s = site.borrow_mut();
         if let Some(st) = s.devices.get_mut(&name) {
@@ -275,6 +392,9 @@ async fn apply_command(slot: &mut Slot, cmd: Command, site: &SharedSite) {
                 Err(e) => st.record_write_error(e.to_string()),
             }
         }
+    }
+    if !controls.can_limit_power() {
+        return;
     }
     let pct = cmd.setpoint_pct.clamp(0.0, 100.0);
     let due = match slot.last_write {
@@ -312,6 +432,97 @@ async fn apply_command(slot: &mut Slot, cmd: Command, site: &SharedSite) {
     }
 }
 
+/// The enabled Powerwall gateways (site meters over HTTPS), each run by its own task.
+pub fn powerwall_devices(devices: &[config::DeviceConfig]) -> Vec<config::DeviceConfig> {
+    devices
+        .iter()
+        .filter(|d| d.enabled && matches!(d.transport, config::Transport::Powerwall { .. }))
+        .cloned()
+        .collect()
+}
+
+/// Reads a Powerwall gateway's site meter once a cycle into the shared site state,
+/// like a Modbus meter: a failure makes it stale (and the coordinator goes to its
+/// fail-safe as for any stale meter). The HTTPS exchange runs on smol's blocking pool.
+/// A first-use certificate pin is kept in `data_dir` as `powerwall-NAME.fingerprint`.
+pub async fn run_powerwall(
+    device: config::DeviceConfig,
+    data_dir: String,
+    cycle: Duration,
+    site: SharedSite,
+) {
+    use crate::devices::powerwall::{Gateway, PowerwallParams};
+    let config::Transport::Powerwall {
+        host,
+        port,
+        password,
+        password_file,
+        fingerprint,
+    } = &device.transport
+    else {
+        return;
+    };
+    let name = device.name.clone();
+    site.borrow_mut()
+        .devices
+        .entry(name.clone())
+        .or_insert_with(|| DeviceState::new(DeviceRole::Meter));
+    let mut gateway: Option<Gateway> = None;
+    loop {
+        let started = Instant::now();
+        if gateway.is_none() {
+            // The password (or its file) is read until it can be: a file put in place
+            // later is picked up without a restart.
+            let pw = match (password, password_file) {
+                (Some(p), _) => Ok(p.clone()),
+                (None, Some(f)) => std::fs::read_to_string(f)
+                    .map(|s| s.trim().to_string())
+                    .map_err(|e| format!("device '{name}': password_file {f}: {e}")),
+                (None, None) => Err(format!("device '{name}': no password")),
+            };
+            match pw {
+                Ok(password) => {
+                    gateway = Some(Gateway::new(PowerwallParams {
+                        name: name.clone(),
+                        host: host.clone(),
+                        port: *port,
+                        password,
+                        fingerprint: fingerprint.clone(),
+                        pin_file: Some(
+                            std::path::Path::new(&data_dir)
+                                .join(format!("powerwall-{name}.fingerprint")),
+                        ),
+                        timeout: Duration::from_millis(u64::from(device.timeout_ms)),
+                    }))
+                }
+                Err(e) => {
+                    let mut s = site.borrow_mut();
+                    if let Some(st) = s.devices.get_mut(&name) {
+                        st.record_read_error(e);
+                    }
+                }
+            }
+        }
+        if let Some(mut gw) = gateway.take() {
+            let (gw, r) = smol::unblock(move || {
+                let r = gw.read_site();
+                (gw, r)
+            })
+            .await;
+            let mut s = site.borrow_mut();
+            if let Some(st) = s.devices.get_mut(&name) {
+                match r {
+                    Ok(m) => st.record_meter(&m, Instant::now()),
+                    Err(e) => st.record_read_error(e.to_string()),
+                }
+                st.tls_fingerprint = gw.fingerprint();
+            }
+            gateway = Some(gw);
+        }
+        smol::Timer::at(started + cycle.max(Duration::from_millis(100))).await;
+    }
+}
+
 /// The devices map keys that the given configuration no longer has.
 pub fn removed_devices(
     known: &BTreeMap<String, DeviceState>,
@@ -322,4 +533,95 @@ pub fn removed_devices(
         .filter(|k| !devices.iter().any(|d| d.enabled && &d.name == *k))
         .cloned()
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(mode: status::LimitMode, connect: Option<bool>) -> status::ActiveLimit {
+        status::ActiveLimit {
+            mode,
+            value_w: connect.is_none().then_some(1500.0),
+            connect,
+            source: status::LimitSource::Fixed {
+                option: "export_limit_w".into(),
+            },
+            end_unix_s: None,
+            unsupported: false,
+            not_enforceable: None,
+        }
+    }
+
+    #[test]
+    fn limits_a_device_cannot_enforce_are_marked_with_its_name() {
+        let none = Controls::of_models([1, 113, 120, 121]);
+        let full = Controls::of_models([1, 103, 120, 121, 123]);
+        let mut limits = vec![
+            limit(status::LimitMode::Export, None),
+            limit(status::LimitMode::Import, None),
+            limit(status::LimitMode::Connect, Some(false)),
+        ];
+        let devices = [
+            ("fronius", Some(none), true),
+            ("sma", Some(full), true),
+            ("unread", None, false),
+        ];
+        mark_not_enforceable(&mut limits, devices.into_iter());
+        assert_eq!(
+            limits[0].not_enforceable.as_deref(),
+            Some("not enforceable: fronius has no control model")
+        );
+        assert_eq!(limits[1].not_enforceable, None, "import is the battery's");
+        assert_eq!(
+            limits[2].not_enforceable.as_deref(),
+            Some("not enforceable: fronius has no control model")
+        );
+        // A controllable inverter of unknown rating, and two without a control model.
+        let mut limits = vec![limit(status::LimitMode::Generation, None)];
+        let devices = [
+            ("a", Some(none), true),
+            ("b", Some(none), true),
+            ("kostal", Some(full), false),
+        ];
+        mark_not_enforceable(&mut limits, devices.into_iter());
+        assert_eq!(
+            limits[0].not_enforceable.as_deref(),
+            Some("not enforceable: a, b have no control model; kostal has no power rating")
+        );
+        // DERCapability: taken away only when no inverter read can be limited.
+        let mut np = crate::csip::Nameplate {
+            rtg_max_w: 5000.0,
+            rtg_max_va: None,
+            rtg_max_var: None,
+            rtg_max_var_neg: None,
+            rtg_v_nom: None,
+            der_type: 4,
+            can_limit_export: true,
+            can_limit_import: false,
+            can_limit_generation: true,
+            can_limit_load: false,
+        };
+        assert!(!restrict_to_controls(
+            &mut np,
+            [None, Some(full), Some(none)].into_iter()
+        ));
+        assert!(!restrict_to_controls(&mut np, [None].into_iter()));
+        assert_eq!(np.doe_modes(), 0b0101);
+        assert!(restrict_to_controls(
+            &mut np,
+            [Some(none), None].into_iter()
+        ));
+        assert_eq!(np.doe_modes(), 0);
+        // Everything controllable: nothing marked.
+        let mut limits = vec![limit(status::LimitMode::Export, None)];
+        mark_not_enforceable(&mut limits, [("sma", Some(full), true)].into_iter());
+        assert_eq!(limits[0].not_enforceable, None);
+        assert!(no_control_model_text("m", DeviceRole::Meter, &none).is_none());
+        assert!(
+            no_control_model_text("bat", DeviceRole::Storage, &full)
+                .unwrap()
+                .contains("124")
+        );
+    }
 }

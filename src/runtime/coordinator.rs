@@ -84,7 +84,8 @@ impl Coordinator {
                 max_charge_w: d.max_charge_w,
                 w: d.w(),
                 age_ms: d.age_ms(now_instant),
-                controllable: true,
+                // An inverter read without a control model (issue 17); unknown until read.
+                controllable: d.controls.is_none_or(|c| c.can_limit_power()),
             })
             .collect();
         let price = s.price.current(unix_s);
@@ -125,6 +126,13 @@ impl Coordinator {
                         writes_failed: st.writes_failed,
                         last_error: st.last_error.clone(),
                     },
+                    read_only: st.controls.and_then(|c| {
+                        super::bus::no_control_model_text(&v.name, st.role, &c).or_else(|| {
+                            (st.role != crate::config::DeviceRole::Meter && st.rating_w.is_none())
+                                .then(|| super::bus::no_rating_text(&v.name))
+                        })
+                    }),
+                    tls_fingerprint: st.tls_fingerprint.clone(),
                 })
             })
             .collect();
@@ -143,6 +151,19 @@ impl Coordinator {
                 }
             })
             .collect();
+        // Limits a device should enforce but cannot (no control model, no rating).
+        let mut limits = view.limits.clone();
+        super::bus::mark_not_enforceable(
+            &mut limits,
+            cfg.controlled_devices().map(|d| {
+                let st = s.devices.get(&d.name);
+                (
+                    d.name.as_str(),
+                    st.and_then(|st| st.controls),
+                    st.is_some_and(|st| st.rating_w.is_some()),
+                )
+            }),
+        );
         let new_errors: Vec<(String, String)> = s
             .devices
             .iter_mut()
@@ -155,7 +176,7 @@ impl Coordinator {
         status.update(|snap| {
             snap.now_unix_s = unix_s;
             snap.local_utc_offset_s = view.local_utc_offset_s;
-            snap.limits = view.limits.clone();
+            snap.limits = limits;
             snap.site = view.site.clone();
             snap.devices = device_list;
             snap.setpoints = setpoint_list;

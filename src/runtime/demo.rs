@@ -508,10 +508,8 @@ pub fn demo_main(args: &[String]) -> ExitCode {
     let path = dir.join("csipd.conf");
     let path_text = path.display().to_string();
     let etc_tz = super::coordinator::read_etc_tz();
-    let tz = etc_tz
-        .as_deref()
-        .and_then(|t| crate::control::PosixTz::parse(t.trim()).ok())
-        .unwrap_or_else(crate::control::PosixTz::utc);
+    // The zone the daemon will use (the demo config sets no main.timezone).
+    let (tz, _) = crate::control::tz::site_timezone(None, etc_tz.as_deref());
     let start_min = tz.to_local(super::unix_now_s()).second_of_day / 60;
     let text = demo_config_text(
         &site,

@@ -504,6 +504,21 @@ pub async fn engine_task(
                 let (known_w, all) = fleet_rating(&site);
                 if (all || now.mono_ms >= started_ms + RATING_WAIT_MS) && known_w > 0.0 {
                     nameplate.rtg_max_w = known_w;
+                    // DERCapability says only what the site can do: inverters that were
+                    // read and have no control model cannot limit export or generation
+                    // (issue 17).
+                    let s = site.borrow();
+                    let controls = s
+                        .inverter_names
+                        .iter()
+                        .map(|n| s.devices.get(n).and_then(|d| d.controls));
+                    if super::bus::restrict_to_controls(&mut nameplate, controls) {
+                        log::info!(
+                            "DERCapability: no inverter has a control model; export and \
+                             generation limits are not offered"
+                        );
+                    }
+                    drop(s);
                     engine.handle_nameplate(nameplate.clone(), now);
                     nameplate_sent = true;
                 }

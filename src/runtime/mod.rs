@@ -329,6 +329,15 @@ impl Daemon {
                 ))
             })
             .collect();
+        for d in bus::powerwall_devices(&self.config.devices) {
+            log::info!("powerwall gateway: {}", d.name);
+            self.buses.push(self.ex.spawn(bus::run_powerwall(
+                d,
+                self.config.main.data_dir.clone(),
+                cycle,
+                self.site.clone(),
+            )));
+        }
     }
 
     /// The utility connection, when a dcap_url is configured.

@@ -6,7 +6,7 @@
 use crate::config::DeviceRole;
 use crate::control::{PriceTracker, UtilityControls};
 use crate::devices::sunspec::AcValues;
-use crate::devices::{InverterReading, MeterReading, OperatingState};
+use crate::devices::{Controls, InverterReading, MeterReading, OperatingState};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -54,6 +54,11 @@ pub struct DeviceState {
     pub max_charge_w: Option<f64>,
     /// Storage inverters: the charge limit in force as last read or written (W).
     pub charge_limit_w: Option<f64>,
+    /// Inverters: what the device lets csipd control (SunSpec 123/704/124), known
+    /// from its first reading. A device without a control model is read only.
+    pub controls: Option<Controls>,
+    /// Devices over TLS (a Powerwall gateway): the pinned certificate fingerprint.
+    pub tls_fingerprint: Option<String>,
 }
 
 impl DeviceState {
@@ -75,6 +80,8 @@ impl DeviceState {
             written: None,
             max_charge_w: None,
             charge_limit_w: None,
+            controls: None,
+            tls_fingerprint: None,
         }
     }
 
@@ -87,6 +94,7 @@ impl DeviceState {
         self.ac = Some(r.ac.clone());
         self.connected = r.connected;
         self.state = r.state;
+        self.controls = Some(r.controls);
         self.rating_w = rated_w
             .map(f64::from)
             .or(r.settings.w_max_w)

@@ -620,16 +620,14 @@ mod tests {
         assert_eq!(&regs[..2], &sunspec::SUNS_MARKER);
         let mut at = SIM_BASE + 2;
         let mut blocks = Blocks::new();
-        while let Some((m, next)) = sunspec::chain_step(
+        while let sunspec::ChainStep::Model { model: m, next } = sunspec::chain_step(
             at,
             [
                 regs[usize::from(at - SIM_BASE)],
                 regs[usize::from(at - SIM_BASE) + 1],
             ],
             blocks.len(),
-        )
-        .unwrap()
-        {
+        ) {
             let s = usize::from(m.start - SIM_BASE);
             blocks.insert(m.id, regs[s..s + usize::from(m.total_len())].to_vec());
             at = next;
@@ -650,24 +648,25 @@ mod tests {
         let sim = SunSpecSimulator::new();
         let inv = sim.add_inverter(1, 5000.0);
         let c = inv.regs.borrow().start(123);
+        // Every write at one instant: the revert timer runs from it, not from the wall
+        // clock (a loaded machine must not make the limit revert mid-test).
+        let t0 = Instant::now();
         let write = |addr: u16, v: u16| {
             let mut req = rmodbus::client::ModbusRequest::new_tcp_udp(1, 9);
             let mut f = Vec::new();
             req.generate_set_holdings_bulk(addr, &[v], &mut f).unwrap();
-            sim.handle(&f, Instant::now()).unwrap()
+            sim.handle(&f, t0).unwrap()
         };
-        assert_eq!(inv.limit_pct(), None);
-        write(c + m123::WMAXLIMPCT_RVRT_TMS as u16, 1);
+        assert_eq!(inv.limit_pct_at(t0), None);
+        write(c + m123::WMAXLIMPCT_RVRT_TMS as u16, 60);
         write(c + m123::WMAXLIMPCT as u16, 40);
         let ok = write(c + m123::WMAXLIM_ENA as u16, 1);
         assert_eq!(ok[7], 0x10);
-        assert_eq!(inv.limit_pct(), Some(40.0));
+        assert_eq!(inv.limit_pct_at(t0 + Duration::from_secs(60)), Some(40.0));
+        // (limit_w reads the wall clock: well inside the 60 s)
         assert_eq!(inv.limit_w(), Some(2000.0));
-        // revert timer: 1 s without a refresh → limit gone
-        assert_eq!(
-            inv.limit_pct_at(Instant::now() + Duration::from_secs(2)),
-            None
-        );
+        // revert timer: 60 s without a refresh → limit gone
+        assert_eq!(inv.limit_pct_at(t0 + Duration::from_secs(61)), None);
         // scale factor and ID are read-only
         let e = write(c + m123::WMAXLIMPCT_SF as u16, 1);
         assert_eq!((e[7], e[8]), (0x90, 2));
@@ -697,22 +696,27 @@ mod tests {
         assert_eq!(st.soc_pct, Some(50.0));
         assert_eq!(bat.charge_limit_w(), None);
         // devices::sunspec's plan, written frame by frame as the device layer does.
-        let writes = sunspec::plan_charge_limit(&ctl, &block, Some(1200.0), 1).unwrap();
+        // Written at one instant t0 with a 60 s revert timer: virtual time from there.
+        let t0 = Instant::now();
+        let writes = sunspec::plan_charge_limit(&ctl, &block, Some(1200.0), 60).unwrap();
         for w in &writes {
             let mut req = rmodbus::client::ModbusRequest::new_tcp_udp(2, 9);
             let mut f = Vec::new();
             req.generate_set_holdings_bulk(w.address, &w.values, &mut f)
                 .unwrap();
-            let reply = sim.handle(&f, Instant::now()).unwrap();
+            let reply = sim.handle(&f, t0).unwrap();
             assert_eq!(reply[7], 0x10, "{} accepted: {reply:02x?}", w.point);
         }
         let after = read(&sim, 2, b, L_124 + 2);
         assert!(sunspec::verify_writes(&ctl, &after, &writes).is_ok());
-        assert_eq!(bat.charge_limit_w(), Some(1200.0));
         assert_eq!(
-            bat.charge_limit_w_at(Instant::now() + Duration::from_secs(2)),
+            bat.charge_limit_w_at(t0 + Duration::from_secs(60)),
+            Some(1200.0)
+        );
+        assert_eq!(
+            bat.charge_limit_w_at(t0 + Duration::from_secs(61)),
             None,
-            "reverted after 1 s without a refresh"
+            "reverted after 60 s without a refresh"
         );
         // Charging (negative output) reads as running, not sleeping.
         let m = read(&sim, 2, SIM_BASE + 2 + 68, 52);

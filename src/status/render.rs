@@ -87,6 +87,15 @@ pub fn limit_line(limit: &ActiveLimit, now_unix_s: i64, utc_offset_s: i32) -> St
     if limit.unsupported {
         line.push_str(" — NOT SUPPORTED: no storage inverter with a controllable charge rate");
     }
+    if let Some(why) = &limit.not_enforceable {
+        // "not enforceable: pv has …" → "NOT ENFORCEABLE: pv has …", as NOT SUPPORTED.
+        let shout = match why.split_once(':') {
+            Some((head, tail)) => format!("{}:{tail}", head.to_uppercase()),
+            None => why.to_uppercase(),
+        };
+        line.push_str(" — ");
+        line.push_str(&shout);
+    }
     line
 }
 
@@ -212,6 +221,12 @@ pub fn summary(s: &Snapshot) -> String {
                 age,
                 if d.stale { "  STALE" } else { "" }
             );
+            if let Some(why) = &d.read_only {
+                let _ = writeln!(out, "  {:width$}  read only: {why}", "");
+            }
+            if let Some(fp) = &d.tls_fingerprint {
+                let _ = writeln!(out, "  {:width$}  certificate (pinned): {fp}", "");
+            }
             if let Some(err) = &d.stats.last_error {
                 let _ = writeln!(out, "  {:width$}  last error: {err}", "");
             }
@@ -299,7 +314,15 @@ mod tests {
             // 14:35 UTC+10 is 04:35 UTC.
             end_unix_s: Some(4 * 3600 + 35 * 60),
             unsupported: false,
+            not_enforceable: None,
         };
+        let mut free = limit.clone();
+        free.not_enforceable = Some("not enforceable: pv has no control model".into());
+        assert!(
+            limit_line(&free, 0, 0).ends_with(" — NOT ENFORCEABLE: pv has no control model"),
+            "{}",
+            limit_line(&free, 0, 0)
+        );
         let mut unsupported = limit.clone();
         unsupported.mode = LimitMode::Import;
         unsupported.unsupported = true;

@@ -239,6 +239,10 @@ pub struct ActiveLimit {
     /// whose charge rate csipd can limit (SunSpec model 124).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unsupported: bool,
+    /// A device that should enforce it cannot: "not enforceable: pv has no control
+    /// model" (an inverter without SunSpec 123 or 704).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_enforceable: Option<String>,
 }
 
 /// A limit value inside an upcoming event.
@@ -334,6 +338,15 @@ pub struct Device {
     pub last_reading_age_s: Option<f64>,
     pub readings: Readings,
     pub stats: DeviceStats,
+    /// Why csipd reads this device but cannot control it (an inverter without a SunSpec
+    /// control model), when that is so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<String>,
+    /// A device reached over TLS (a Powerwall gateway): the SHA-256 fingerprint of the
+    /// certificate csipd pinned (`AB:CD:…`); the installer changes it with option
+    /// `fingerprint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_fingerprint: Option<String>,
 }
 
 /// What csipd last wrote to one inverter.

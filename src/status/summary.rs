@@ -103,6 +103,8 @@ mod tests {
             last_reading_age_s: Some(1.0),
             readings: Readings::default(),
             stats: DeviceStats::default(),
+            read_only: None,
+            tls_fingerprint: None,
         });
         s
     }
@@ -121,6 +123,7 @@ mod tests {
             },
             end_unix_s: Some(midnight_aest),
             unsupported: false,
+            not_enforceable: None,
         });
         assert_eq!(
             line(&s),
@@ -160,6 +163,7 @@ mod tests {
             source: LimitSource::UtilityEvent { mrid: "AB".into() },
             end_unix_s: None,
             unsupported: false,
+            not_enforceable: None,
         });
         assert_eq!(
             line(&s),

@@ -224,7 +224,7 @@ impl GridappsdServer {
                 }
             });
         }
-        let server = GridappsdServer {
+        let mut server = GridappsdServer {
             child,
             ca_cert: dir.join("tls/certs/ca.crt"),
             url: format!("https://127.0.0.1:{port}"),
@@ -237,10 +237,19 @@ impl GridappsdServer {
         server
     }
 
-    /// Waits until the port accepts connections and the certificates exist.
-    fn wait_ready(&self, timeout: Duration) {
+    /// Waits until the port accepts connections and the certificates exist; a server
+    /// that exits first (its port taken meanwhile, a broken config) is reported as such
+    /// at once rather than after the timeout.
+    fn wait_ready(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "GridAPPS-D server exited ({status}) before listening on {}; output:\n{}",
+                    self.port,
+                    self.output().join("\n")
+                );
+            }
             let listening = TcpStream::connect(("127.0.0.1", self.port)).is_ok();
             if listening && self.ca_cert.exists() {
                 return;
@@ -267,6 +276,12 @@ impl GridappsdServer {
     /// Everything the server printed so far.
     pub fn output(&self) -> Vec<String> {
         self.output.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// The live list of the server's output lines (appended as they come), for a check
+    /// made from another thread at the moment something happens there.
+    pub fn output_log(&self) -> Arc<Mutex<Vec<String>>> {
+        self.output.clone()
     }
 }
 

@@ -139,14 +139,6 @@ impl Drop for TempDir {
     }
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `openssl s_server` on 127.0.0.1, killed on drop. Its stdout lines are collected.
 pub struct SServer {
     child: Child,
@@ -156,13 +148,12 @@ pub struct SServer {
 }
 
 impl SServer {
-    /// Starts `openssl s_server -accept 127.0.0.1:PORT -cert -key EXTRA...` and waits until
-    /// it accepts connections.
+    /// Starts `openssl s_server -accept 127.0.0.1:0 -cert -key EXTRA...` and waits until
+    /// it accepts connections: its "ACCEPT 127.0.0.1:PORT" line names the port the system
+    /// chose (no port picked here and freed again for another test to take first).
     pub fn start(server: &KeyPair, extra: &[&str]) -> SServer {
-        let port = free_port();
-        let accept = format!("127.0.0.1:{port}");
         let mut child = Command::new("openssl")
-            .args(["s_server", "-accept", &accept])
+            .args(["s_server", "-accept", "127.0.0.1:0"])
             .args(["-cert", server.cert.to_str().unwrap()])
             .args(["-key", server.key.to_str().unwrap()])
             .args(extra)
@@ -182,19 +173,29 @@ impl SServer {
         });
         let mut server = SServer {
             child,
-            port,
+            port: 0,
             lines,
             seen: Vec::new(),
         };
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !server.seen.iter().any(|l| l.contains("ACCEPT")) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "s_server did not start"
-            );
-            if let Ok(line) = server.lines.recv_timeout(Duration::from_millis(100)) {
-                server.seen.push(line);
+        // Generous: openssl starting on a loaded machine (issue 26).
+        let timeout = Duration::from_secs(30);
+        let deadline = std::time::Instant::now() + timeout;
+        while server.port == 0 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = server.lines.recv_timeout(left).unwrap_or_else(|_| {
+                panic!(
+                    "s_server did not accept within {timeout:?}; said {:?}",
+                    server.seen
+                )
+            });
+            if let Some(address) = line.strip_prefix("ACCEPT ") {
+                server.port = address
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.trim().parse().ok())
+                    .unwrap_or_else(|| panic!("s_server: no port in {line:?}"));
             }
+            server.seen.push(line);
         }
         server
     }
@@ -203,9 +204,9 @@ impl SServer {
         format!("https://127.0.0.1:{}", self.port)
     }
 
-    /// All stdout lines so far.
+    /// All stdout lines that have arrived so far (wait for a line you need with a
+    /// deadline rather than reading this after a pause).
     pub fn output(&mut self) -> Vec<String> {
-        std::thread::sleep(Duration::from_millis(100));
         while let Ok(line) = self.lines.try_recv() {
             self.seen.push(line);
         }

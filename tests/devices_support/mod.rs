@@ -6,7 +6,19 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+#[path = "../support/wait.rs"]
+pub mod wait;
+
+/// Response timeout towards a peer that is meant to answer (pymodbus, a scripted
+/// responder): generous, as a Python process on a loaded machine may be slow, and a
+/// timeout that fires there is a test failure, not a measurement (issue 26).
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Response timeout towards a device that is meant not to answer (frozen, absent unit
+/// id): short, as nothing can arrive in time anyway; the test waits for the timeouts.
+pub const SILENT_TIMEOUT: Duration = Duration::from_millis(300);
 
 pub fn venv_python() -> PathBuf {
     let venv = std::env::var("PEERS_VENV")
@@ -111,7 +123,6 @@ pub fn start_peer(tag: &str, config: &serde_json::Value, serial: Option<&str>) -
     )
     .expect("write config");
     let write_log = dir.0.join("writes.jsonl");
-    let port = free_port();
     let mut cmd = Command::new(py);
     cmd.arg(peer_script())
         .arg("--config")
@@ -122,7 +133,9 @@ pub fn start_peer(tag: &str, config: &serde_json::Value, serial: Option<&str>) -
         .stderr(Stdio::null());
     match serial {
         Some(path) => cmd.args(["--serial", path, "--baud", "9600"]),
-        None => cmd.args(["--port", &port.to_string()]),
+        // Port 0: the peer binds a free port and says which (no port picked here and
+        // freed again for another test to take first).
+        None => cmd.args(["--port", "0"]),
     };
     let mut child = cmd.spawn().expect("start sunspec_sim.py");
     let stdout = child.stdout.take().expect("peer stdout");
@@ -130,10 +143,18 @@ pub fn start_peer(tag: &str, config: &serde_json::Value, serial: Option<&str>) -
     BufReader::new(stdout)
         .read_line(&mut line)
         .expect("read peer stdout");
-    assert!(
-        line.starts_with("READY"),
-        "sunspec_sim.py did not start (said {line:?}); is the venv set up? run `bash tests/setup.sh`"
-    );
+    // READY comes once the peer listens (it reads no guessed pause).
+    let Some(where_) = line.trim().strip_prefix("READY ") else {
+        panic!(
+            "sunspec_sim.py did not start (said {line:?}); is the venv set up? run `bash tests/setup.sh`"
+        )
+    };
+    let port = match serial {
+        Some(_) => 0,
+        None => where_
+            .parse()
+            .unwrap_or_else(|_| panic!("sunspec_sim.py: no port in {line:?}")),
+    };
     Peer {
         child,
         port,
@@ -181,8 +202,8 @@ impl PtyPair {
         let stderr = child.stderr.take().expect("socat stderr");
         let mut reader = BufReader::new(stderr);
         let mut ptys = Vec::new();
-        let start = Instant::now();
-        while ptys.len() < 2 && start.elapsed() < Duration::from_secs(5) {
+        // socat prints both names at start-up; a dead socat ends the loop (EOF).
+        while ptys.len() < 2 {
             let mut line = String::new();
             if reader.read_line(&mut line).unwrap_or(0) == 0 {
                 break;

@@ -10,6 +10,13 @@ Values are raw register values as the model defines them (integers before scale
 factor, floats for float32 points, strings for string points). Points not given are
 "not implemented" (0x8000, 0xFFFF, 0x80000000, NaN, ...) as the SunSpec spec says.
 
+The field-input format (`/work/shared/field-inputs/README.md`, copied to
+tests/fixtures/field-inputs/) is accepted too: a device with "blocks" instead of "models",
+each {"model": N, "values": {...}, "L": optional length} or {"raw": [words]}, points not
+given are 0 (strings empty; "fill": "unimplemented" on the device makes them "not
+implemented" instead), and "end": false leaves out the end marker so that every
+register after the last block is unreadable (Modbus exception 2).
+
 Every write request is appended as one JSON line to --write-log (if given), so a test
 can see exactly which registers csipd wrote. Prints "READY <port-or-path>" when serving.
 """
@@ -70,7 +77,7 @@ def encode(point, value):
     return [int.from_bytes(raw[i : i + 2], "big") for i in range(0, size * 2, 2)]
 
 
-def layout_group(group, values, prefix=""):
+def layout_group(group, values, prefix="", zero_fill=False):
     words = []
     for point in group.get("points", []):
         name = prefix + point["name"]
@@ -79,7 +86,7 @@ def layout_group(group, values, prefix=""):
             w = encode(point, values[name])
         elif "value" in point and point["name"] not in ("L",):
             w = encode(point, point["value"])
-        elif point["type"] == "string":
+        elif point["type"] == "string" or zero_fill:
             w = [0] * size
         else:
             w = list(UNIMPL.get(point["type"], [0] * size))
@@ -90,20 +97,40 @@ def layout_group(group, values, prefix=""):
         count = sub.get("count", 1)
         if not isinstance(count, int):
             count = int(values.get(prefix + str(count), 1))
+        elif count == 0:
+            # Repeats to the end of the model (e.g. 160's modules): as many as given.
+            head = f"{prefix}{sub['name']}["
+            given = [int(k[len(head):].split("]")[0]) for k in values if k.startswith(head)]
+            count = max(given) + 1 if given else 0
         for i in range(count):
-            words.extend(layout_group(sub, values, f"{prefix}{sub['name']}[{i}]."))
+            words.extend(layout_group(sub, values, f"{prefix}{sub['name']}[{i}].", zero_fill))
     return words
 
 
-def layout_model(model_id, values):
-    words = layout_group(load_model(model_id)["group"], values)
+def layout_model(model_id, values, zero_fill=False, length=None):
+    words = layout_group(load_model(model_id)["group"], values, zero_fill=zero_fill)
     words[0] = model_id
+    if length is not None:
+        # The device's own L: padded with zeros (or cut) to that many registers.
+        body = words[2 : 2 + int(length)]
+        words = words[:2] + body + [0] * (int(length) - len(body))
     words[1] = len(words) - 2  # L: model length without ID and L
     return words
 
 
 def layout_device(dev):
     words = [0x5375, 0x6E53]  # "SunS"
+    if "blocks" in dev:
+        zero_fill = dev.get("fill", "zero") == "zero"
+        for b in dev["blocks"]:
+            if "raw" in b:
+                words.extend(int(w) & 0xFFFF for w in b["raw"])
+            else:
+                words.extend(layout_model(int(b["model"]), b.get("values", {}),
+                                          zero_fill=zero_fill, length=b.get("L")))
+        if dev.get("end", True):
+            words.extend([0xFFFF, 0x0000])
+        return words
     for m in dev["models"]:
         words.extend(layout_model(int(m["id"]), m.get("values", {})))
     words.extend([0xFFFF, 0x0000])  # end model
@@ -123,11 +150,16 @@ def make_devices(config, write_log):
                                         "values": list(set_values)}) + "\n")
             return None
 
+        # "extra": register ranges outside the SunSpec map (a vendor's own registers,
+        # e.g. SolarEdge's power control block at 0xF300), as {"address", "values"}.
+        blocks = [(int(dev["base"]), words)]
+        blocks += [(int(e["address"]), [int(v) & 0xFFFF for v in e["values"]])
+                   for e in dev.get("extra", [])]
         sim_devices.append(
             SimDevice(
                 id=unit,
-                simdata=[SimData(address=int(dev["base"]), values=words,
-                                 datatype=DataType.REGISTERS)],
+                simdata=[SimData(address=a, values=w, datatype=DataType.REGISTERS)
+                         for a, w in sorted(blocks)],
                 action=action,
             )
         )
@@ -150,7 +182,7 @@ def silence_unknown_units(config):
 async def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True)
-    ap.add_argument("--port", type=int, help="TCP port on 127.0.0.1")
+    ap.add_argument("--port", type=int, help="TCP port on 127.0.0.1 (0: any free one)")
     ap.add_argument("--serial", help="serial device for Modbus RTU (e.g. a socat pty)")
     ap.add_argument("--baud", type=int, default=9600)
     ap.add_argument("--write-log")
@@ -170,15 +202,18 @@ async def main():
                                     bytesize=8, parity="N", stopbits=1,
                                     trace_packet=silence_unknown_units(config))
         where = args.serial
-    elif args.port:
+    elif args.port is not None:
         server = ModbusTcpServer(devices, address=("127.0.0.1", args.port))
-        where = str(args.port)
+        where = None
     else:
         raise SystemExit("sunspec_sim: give --port or --serial")
-    task = asyncio.create_task(server.serve_forever())
-    await asyncio.sleep(0.2)
+    # READY only once the server listens (a guessed pause races a loaded machine);
+    # with --port 0 the line carries the port the system chose.
+    await server.serve_forever(background=True)
+    if where is None:
+        where = str(server.transport.sockets[0].getsockname()[1])
     print(f"READY {where}", flush=True)
-    await task
+    await server.serving
 
 
 if __name__ == "__main__":

@@ -2,11 +2,15 @@
 //! addresses they print, read their status, send them signals.
 #![allow(dead_code)]
 
+#[path = "../support/wait.rs"]
+pub mod wait;
+
 use csipd::status::{LimitMode, Snapshot};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
+pub use wait::{PATIENCE, wait_until, wait_until_every};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_csipd");
 
@@ -50,8 +54,10 @@ pub fn spawn(args: &[&str]) -> Proc {
 }
 
 impl Proc {
-    /// The first stdout line starting with `prefix` (the rest of it), within `timeout`.
+    /// The first stdout line starting with `prefix` (the rest of it), within `timeout`
+    /// (at least [`PATIENCE`]: a process starting on a loaded machine may be slow).
     pub fn stdout_line(&mut self, prefix: &str, timeout: Duration) -> String {
+        let timeout = timeout.max(PATIENCE);
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -72,9 +78,11 @@ impl Proc {
         }
     }
 
-    /// The first stdout line containing `needle` (from now on), within `timeout`: the
-    /// daemon's info and debug log lines (warnings and errors are on stderr).
+    /// The first stdout line containing `needle` (from now on), within `timeout` (at
+    /// least [`PATIENCE`]): the daemon's info and debug log lines (warnings and errors
+    /// are on stderr).
     pub fn stdout_containing(&mut self, needle: &str, timeout: Duration) -> String {
+        let timeout = timeout.max(PATIENCE);
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -92,8 +100,10 @@ impl Proc {
         }
     }
 
-    /// The first stderr line containing `needle` (from now on), within `timeout`.
+    /// The first stderr line containing `needle` (from now on), within `timeout` (at
+    /// least [`PATIENCE`]).
     pub fn stderr_line(&mut self, needle: &str, timeout: Duration) -> String {
+        let timeout = timeout.max(PATIENCE);
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -141,17 +151,16 @@ impl Proc {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// SIGTERM, then the exit code (within 10 s).
+    /// SIGTERM, then the exit code (waiting up to [`PATIENCE`]).
     pub fn terminate(&mut self) -> Option<i32> {
         self.signal("TERM");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
+        let child = &mut self.child;
+        wait_until(PATIENCE, "csipd to exit after SIGTERM", || {
+            match child.try_wait() {
+                Ok(Some(status)) => Ok(status.code()),
+                other => Err(other),
             }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("csipd did not stop within 10 s of SIGTERM");
+        })
     }
 }
 
@@ -180,25 +189,25 @@ pub fn tolerance_w(limit_w: f64) -> f64 {
     (0.02 * limit_w).max(100.0)
 }
 
-/// Polls `url` every 500 ms until `ok` holds, returning that snapshot; panics with the
-/// last snapshot after `timeout`.
+/// Polls `url` every 200 ms until `ok` holds, returning that snapshot; panics with the
+/// last snapshot after `timeout` (at least [`PATIENCE`]: the daemon is a real-time
+/// process, and on a loaded machine everything it does comes later).
+#[track_caller]
 pub fn wait_for(
     url: &str,
     timeout: Duration,
     what: &str,
     ok: impl Fn(&Snapshot) -> bool,
 ) -> Snapshot {
-    let deadline = Instant::now() + timeout;
-    let mut last = None;
-    while Instant::now() < deadline {
-        let s = status(url);
-        if ok(&s) {
-            return s;
-        }
-        last = Some(s);
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    panic!("{what}: not seen within {timeout:?}; last status: {last:#?}");
+    wait_until_every(
+        timeout.max(PATIENCE),
+        Duration::from_millis(200),
+        what,
+        || {
+            let s = status(url);
+            if ok(&s) { Ok(s) } else { Err(Box::new(s)) }
+        },
+    )
 }
 
 /// A self-signed lab identity made by `csipd cert selfsigned` in `dir`:
@@ -248,7 +257,7 @@ pub fn port_of(line: &str) -> String {
 /// `csipd run --config CONFIG` and the status URL it prints once listening.
 pub fn start_run(config: &str) -> (Proc, String) {
     let mut run = spawn(&["run", "--config", config]);
-    let line = run.stdout_containing("status server listening on ", Duration::from_secs(30));
+    let line = run.stdout_containing("status server listening on ", PATIENCE);
     let url = line
         .split("listening on ")
         .nth(1)

@@ -46,6 +46,7 @@ pub fn sample_snapshot(now: i64) -> Snapshot {
             source: LimitSource::UtilityEvent { mrid: MRID.into() },
             end_unix_s: Some(now + 12 * 60),
             unsupported: false,
+            not_enforceable: None,
         },
         ActiveLimit {
             mode: LimitMode::Import,
@@ -56,6 +57,7 @@ pub fn sample_snapshot(now: i64) -> Snapshot {
             },
             end_unix_s: None,
             unsupported: false,
+            not_enforceable: None,
         },
         ActiveLimit {
             mode: LimitMode::Generation,
@@ -66,6 +68,7 @@ pub fn sample_snapshot(now: i64) -> Snapshot {
             },
             end_unix_s: None,
             unsupported: false,
+            not_enforceable: None,
         },
     ];
     s.upcoming_events = vec![UpcomingEvent {
@@ -104,6 +107,8 @@ pub fn sample_snapshot(now: i64) -> Snapshot {
                 reads_failed: 3,
                 ..Default::default()
             },
+            read_only: None,
+            tls_fingerprint: None,
         },
         Device {
             name: "fronius_1".into(),
@@ -123,6 +128,8 @@ pub fn sample_snapshot(now: i64) -> Snapshot {
                 writes_failed: 1,
                 last_error: Some("timeout after 1 s reading model 103".into()),
             },
+            read_only: None,
+            tls_fingerprint: None,
         },
     ];
     s.setpoints = vec![Setpoint {

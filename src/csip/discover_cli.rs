@@ -16,47 +16,14 @@ use super::{EngineConfig, EngineSink, EngineStatus, Nameplate, SiteMeasurement};
 
 const DEFAULT_CONFIG: &str = "/etc/config/csipd";
 
-/// Splits a DeviceCapability URL into the server URL and the dcap path.
-pub fn split_dcap_url(url: &str) -> Result<(String, String), String> {
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| {
-        format!("dcap_url {url:?} must start with https:// (or http:// for lab use)")
-    })?;
-    if scheme != "https" && scheme != "http" {
-        return Err(format!("dcap_url {url:?}: scheme must be https or http"));
-    }
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/dcap"),
-    };
-    if authority.is_empty() {
-        return Err(format!("dcap_url {url:?} has no host"));
-    }
-    Ok((format!("{scheme}://{authority}"), path.to_string()))
-}
-
 impl EngineConfig {
     /// The engine's configuration from `/etc/config/csipd` and the device identity
     /// (LFDI/SFDI of the client certificate).
     pub fn from_config(config: &Config, lfdi: &str, sfdi: u64) -> Result<EngineConfig, String> {
         let server = &config.server;
-        let dcap_url = server.dcap_url.as_deref().ok_or_else(|| {
-            format!(
-                "{}: option dcap_url of section 'utility' is not set",
-                config.file
-            )
-        })?;
-        let (server_url, dcap_path) = split_dcap_url(dcap_url)?;
-        if server_url.starts_with("http://") && !server.allow_plain_http {
-            return Err(format!(
-                "{}: dcap_url {dcap_url} is plain http; set allow_plain_http (lab use only) or use https",
-                config.file
-            ));
-        }
-        let mut http = ClientConfig::new(&server_url);
-        http.client_cert = server.cert.as_ref().map(Into::into);
-        http.client_key = server.key.as_ref().map(Into::into);
-        http.ca_bundle = server.ca.as_ref().map(Into::into);
-        http.insecure = server.tls_insecure_lab;
+        // One URL parser for config, http and the engine (the url crate, in `http`).
+        let (http, dcap_path) = ClientConfig::from_server_config(server)
+            .map_err(|e| format!("{}: {e}", config.file))?;
         let rated = |role: DeviceRole| -> f64 {
             config
                 .devices
@@ -355,25 +322,6 @@ pub fn render(tree: &Tree, status: &EngineStatus) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dcap_url_split() {
-        assert_eq!(
-            split_dcap_url("https://server.example:8443/api/v2/dcap").expect("ok"),
-            ("https://server.example:8443".into(), "/api/v2/dcap".into())
-        );
-        assert_eq!(
-            split_dcap_url("http://127.0.0.1:9000").expect("ok"),
-            ("http://127.0.0.1:9000".into(), "/dcap".into())
-        );
-        assert!(split_dcap_url("server/dcap").is_err());
-        assert!(split_dcap_url("ftp://x/dcap").is_err());
-    }
-}
-
-#[cfg(test)]
 mod config_tests {
     use super::*;
 
@@ -395,6 +343,10 @@ mod config_tests {
         let engine = EngineConfig::from_config(&pv, "AB", 7).expect("engine config");
         assert_eq!(engine.http.server_url, "https://utility.example:8443");
         assert_eq!(engine.dcap_path, "/api/dcap");
+        let mut plain = config("");
+        plain.server.dcap_url = Some("http://127.0.0.1:9000/dcap".into());
+        let err = EngineConfig::from_config(&plain, "AB", 7).expect_err("plain http refused");
+        assert!(err.contains("allow_plain_http"), "{err}");
         assert_eq!((engine.pen, engine.pin), (12345, Some(111115)));
         assert_eq!(engine.nmi.as_deref(), Some("4102345678"));
         assert!(engine.csipaus);

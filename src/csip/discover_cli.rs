@@ -12,6 +12,7 @@ use crate::http::ClientConfig;
 use crate::schedule;
 
 use super::discovery::Tree;
+use super::well_known::{Choice, version_label};
 use super::{EngineConfig, EngineSink, EngineStatus, Nameplate, SiteMeasurement};
 
 const DEFAULT_CONFIG: &str = "/etc/config/csipd";
@@ -21,9 +22,17 @@ impl EngineConfig {
     /// (LFDI/SFDI of the client certificate).
     pub fn from_config(config: &Config, lfdi: &str, sfdi: u64) -> Result<EngineConfig, String> {
         let server = &config.server;
-        // One URL parser for config, http and the engine (the url crate, in `http`).
+        // One URL parser for config, http and the engine (the url crate, in `http`);
+        // dcap_url wins over server_url (check-config warns when both are set).
         let (http, dcap_path) = ClientConfig::from_server_config(server)
             .map_err(|e| format!("{}: {e}", config.file))?;
+        let service_discovery = server.dcap_url.is_none() && server.server_url.is_some();
+        // With service discovery the DeviceCapability path comes from the chosen version.
+        let dcap_path = if service_discovery {
+            String::new()
+        } else {
+            dcap_path
+        };
         let rated = |role: DeviceRole| -> f64 {
             config
                 .devices
@@ -40,6 +49,7 @@ impl EngineConfig {
         Ok(EngineConfig {
             http,
             dcap_path,
+            service_discovery,
             lfdi: lfdi.to_string(),
             sfdi,
             pin: server.registration_pin,
@@ -142,12 +152,16 @@ const WALK_DEADLINE_MS: u64 = 60_000;
 /// Walks the server once and renders the tree. `Err` carries the rendering plus the
 /// error when the walk did not reach this device's programs.
 pub fn discover_once(config: EngineConfig) -> Result<String, String> {
+    let config_discovers = config.service_discovery;
+    let server_url = config.http.server_url.clone();
     let clock = crate::runtime::clock::SystemClock::new();
     let mut client = crate::http::Client::new(config.http.clone())
         .map_err(|e| format!("{}\n", super::EngineError::Http(e)))?;
     let mut engine = super::Engine::new(config, clock.now()).map_err(|e| format!("{e}\n"))?;
     engine.set_read_only(true);
     let started_ms = clock.now().mono_ms;
+    let service_discovery_from =
+        config_discovers.then(|| format!("{}{}", server_url, super::well_known::WELL_KNOWN_PATH));
     let mut source = no_measurements;
     smol::block_on(crate::runtime::engine::drive(
         &mut engine,
@@ -161,12 +175,41 @@ pub fn discover_once(config: EngineConfig) -> Result<String, String> {
         },
     ));
     let status = engine.status();
-    let text = render(&engine.tree(), &status);
+    let mut text = String::new();
+    if let Some(url) = service_discovery_from {
+        text.push_str(&render_service_discovery(&url, engine.well_known_choice()));
+    }
+    text.push_str(&render(&engine.tree(), &status));
     if engine.tree().edev.is_some() && status.last_error.is_none() {
         Ok(text)
     } else {
         Err(text)
     }
+}
+
+/// What service discovery chose from `url` (the well-known document), and what it left
+/// out and why; "none" when nothing was chosen (the error line of [`render`] says why).
+pub fn render_service_discovery(url: &str, choice: Option<&Choice>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "csipaus  service discovery {url}");
+    match choice {
+        Some(choice) => {
+            let _ = writeln!(
+                out,
+                "  using {} ({}), DeviceCapability {}",
+                version_label(choice.ns),
+                choice.version_uri,
+                choice.dcap_path
+            );
+            for skipped in &choice.skipped {
+                let _ = writeln!(out, "  skipped {skipped}");
+            }
+        }
+        None => {
+            let _ = writeln!(out, "  no version chosen (see the error below)");
+        }
+    }
+    out
 }
 
 fn watts(p: Option<crate::sep2::ActivePower>) -> String {
@@ -362,6 +405,44 @@ mod config_tests {
     }
 
     #[test]
+    fn server_url_means_service_discovery() {
+        let text = "config server 'utility'\n\toption server_url 'https://utility.example:8443/'\n\toption cert '/etc/csipd/cert.pem'\n\toption key '/etc/csipd/key.pem'\n\toption nmi '4102345678'\n\toption csipaus_namespace 'v1.3'\n";
+        let config = match crate::config::from_text(text, "test") {
+            Ok((config, _)) => config,
+            Err(diagnostics) => panic!("{diagnostics:?}"),
+        };
+        let engine = EngineConfig::from_config(&config, "AB", 7).expect("engine config");
+        assert!(engine.service_discovery);
+        assert_eq!(engine.http.server_url, "https://utility.example:8443");
+        // dcap_url (explicit) keeps the configured path, no discovery.
+        let pv = config_text_engine();
+        assert!(!pv.service_discovery);
+        assert_eq!(pv.dcap_path, "/api/dcap");
+    }
+
+    fn config_text_engine() -> EngineConfig {
+        EngineConfig::from_config(&config(""), "AB", 7).expect("engine config")
+    }
+
+    #[test]
+    fn service_discovery_is_rendered_with_what_was_skipped() {
+        let choice = crate::csip::well_known::choose(
+            br#"{"supportedSchemaVersions": {"https://csipaus.org/ns/v99.99": {"dcap": ["/r1"]},
+                "https://csipaus.org/ns/v1.3": {"dcap": ["/r3"]}}}"#,
+            "https://u.example",
+        )
+        .expect("v1.3");
+        let text = render_service_discovery("https://u.example/.well-known/csipaus", Some(&choice));
+        assert_eq!(
+            text,
+            "csipaus  service discovery https://u.example/.well-known/csipaus\n  using v1.3 \
+             (https://csipaus.org/ns/v1.3), DeviceCapability /r3\n  skipped \
+             https://csipaus.org/ns/v99.99: not supported\n"
+        );
+        assert!(render_service_discovery("x", None).contains("no version chosen"));
+    }
+
+    #[test]
     fn status_maps_into_the_status_page() {
         let status = EngineStatus {
             state: super::super::ConnectionState::PinMismatch,
@@ -381,6 +462,7 @@ mod config_tests {
             readings_dropped: 0,
             responses_pending: 0,
             last_error: Some("PIN mismatch".into()),
+            csipaus_version: Some("v1.3"),
         };
         let utility = status.to_utility(Some("https://x/dcap".into()), 50);
         assert_eq!(utility.state, crate::status::ConnectionState::Discovering);
@@ -389,6 +471,7 @@ mod config_tests {
             Some("PIN mismatch")
         );
         assert_eq!(utility.clock_offset_s, Some(-3.0));
+        assert_eq!(utility.csipaus_version.as_deref(), Some("v1.3"));
         assert_eq!(utility.resources[0].name, "EndDeviceList");
         assert_eq!(utility.resources[0].next_poll_unix_s, Some(160));
         assert_eq!(utility.resources[0].last_error.as_deref(), Some("HTTP 500"));

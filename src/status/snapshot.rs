@@ -88,6 +88,7 @@ impl Snapshot {
                 sfdi: None,
                 clock_offset_s: None,
                 registration_problem: None,
+                csipaus_version: None,
                 resources: Vec::new(),
             },
             limits: Vec::new(),
@@ -195,7 +196,8 @@ pub struct Utility {
     pub state: ConnectionState,
     /// When `state` was entered.
     pub since_unix_s: i64,
-    /// The DeviceCapability URL in use.
+    /// The DeviceCapability URL in use (`dcap_url`), or the server's origin when the
+    /// DeviceCapability is found through `/.well-known/csipaus` (`server_url`).
     pub server_url: Option<String>,
     /// Long-form device identifier (40 hex digits) of our certificate.
     pub lfdi: Option<String>,
@@ -205,6 +207,11 @@ pub struct Utility {
     pub clock_offset_s: Option<f64>,
     /// Why registration failed (e.g. PIN mismatch, EndDevice not found), if it did.
     pub registration_problem: Option<String>,
+    /// The CSIP-AUS version in use (`v1.3`, `v1.2`), from `/.well-known/csipaus`
+    /// service discovery or the configured namespace; absent for plain IEEE 2030.5 and
+    /// before discovery chose one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csipaus_version: Option<String>,
     /// One entry per polled resource.
     pub resources: Vec<ResourcePoll>,
 }

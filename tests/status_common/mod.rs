@@ -30,6 +30,7 @@ pub fn sample_snapshot(now: i64) -> Snapshot {
         sfdi: Some(SFDI),
         clock_offset_s: Some(0.4),
         registration_problem: None,
+        csipaus_version: Some("v1.3".into()),
         resources: vec![ResourcePoll {
             name: "DERControlList".into(),
             href: "/derp/0/derc".into(),

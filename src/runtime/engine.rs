@@ -295,6 +295,19 @@ impl EngineSink for RuntimeSink {
         at_s: i64,
         detail: &str,
     ) {
+        self.status.update(|snap| {
+            snap.push_response(status::ResponseSent {
+                mrid: key.event_mrid.clone(),
+                status: key.status,
+                delivery: match delivery {
+                    Delivery::Accepted => "accepted",
+                    Delivery::Refused => "refused",
+                    Delivery::RetryLater => "retry_later",
+                }
+                .to_string(),
+                at_unix_s: at_s,
+            })
+        });
         let mut d = self.durable.borrow_mut();
         let Some(store) = d.store.as_mut() else {
             return;

@@ -183,6 +183,21 @@ pub fn summary(s: &Snapshot) -> String {
         }
     }
 
+    if !s.responses.is_empty() {
+        out.push_str("responses sent (latest)\n");
+        let skip = s.responses.len().saturating_sub(5);
+        for r in s.responses.iter().skip(skip) {
+            let _ = writeln!(
+                out,
+                "  {} {:?} to event {}: {}",
+                clock_hhmmss(r.at_unix_s, tz),
+                r.status,
+                short_mrid(&r.mrid),
+                r.delivery
+            );
+        }
+    }
+
     let site = &s.site;
     let _ = writeln!(
         out,

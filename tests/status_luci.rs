@@ -296,6 +296,14 @@ fn config_options() -> ConfigNames {
             _ => {}
         }
     }
+    // The config module's own table is the authority on what exists (the shipped file's
+    // comments do not show every device option, e.g. the Powerwall's).
+    for (kind, _, opts) in csipd::config::SECTION_TYPES {
+        options
+            .entry(kind.to_string())
+            .or_default()
+            .extend(opts.iter().map(|o| o.to_string()));
+    }
     (options, named)
 }
 
@@ -353,7 +361,7 @@ fn settings_use_only_real_config_sections_and_options() {
     }
     // server, certificates, devices, fixed limits, tariffs and price are all editable.
     for kind in [
-        "csipd", "server", "limits", "tariff", "price", "device", "control",
+        "csipd", "server", "limits", "tariff", "price", "device", "control", "mqtt",
     ] {
         assert!(
             seen_types.contains(kind),

@@ -222,7 +222,7 @@ return view.extend({
 		o.placeholder = '900';
 
 		// device sections
-		s = m.section(form.GridSection, 'device', _('Devices'), _('SunSpec Modbus meter and inverters.'));
+		s = m.section(form.GridSection, 'device', _('Devices'), _('SunSpec Modbus meter and inverters, or a Tesla Powerwall gateway as the site meter.'));
 		s.addremove = true;
 		s.anonymous = false;
 		o = s.option(form.Flag, 'enabled', _('Enabled'));
@@ -234,13 +234,27 @@ return view.extend({
 		o = s.option(form.ListValue, 'transport', _('Connection'));
 		o.value('tcp', _('Modbus TCP'));
 		o.value('rtu', _('Modbus RTU (RS-485)'));
+		o.value('powerwall', _('Tesla Powerwall gateway (site meter)'));
 		o = s.option(form.Value, 'host', _('Address'));
 		o.datatype = 'host';
 		o.depends('transport', 'tcp');
+		o.depends('transport', 'powerwall');
 		o = s.option(form.Value, 'port', _('Port'));
 		o.datatype = 'port';
-		o.placeholder = '502';
+		o.placeholder = _('502 (Powerwall: 443)');
 		o.depends('transport', 'tcp');
+		o.depends('transport', 'powerwall');
+		o.modalonly = true;
+		o = s.option(form.Value, 'password', _('Gateway password'), _('The Powerwall\'s customer password; a password file is better.'));
+		o.password = true;
+		o.depends('transport', 'powerwall');
+		o.modalonly = true;
+		o = s.option(form.Value, 'password_file', _('Gateway password file'), _('A file holding the customer password, instead of the password above.'));
+		o.placeholder = _('e.g. /etc/csipd/powerwall.pw');
+		o.depends('transport', 'powerwall');
+		o.modalonly = true;
+		o = s.option(form.Value, 'fingerprint', _('Gateway certificate fingerprint (SHA-256)'), _('Empty: the first certificate seen is trusted and kept (shown on the Status page). Set it, or delete the kept file, when the gateway is replaced.'));
+		o.depends('transport', 'powerwall');
 		o.modalonly = true;
 		o = s.option(form.Value, 'path', _('Serial port'));
 		o.placeholder = _('e.g. /dev/ttyUSB0');
@@ -264,6 +278,16 @@ return view.extend({
 		o = s.option(form.Value, 'unit_id', _('Modbus unit ID'));
 		o.datatype = 'range(1,247)';
 		o.placeholder = '1';
+		o = s.option(form.Value, 'chain_device', _('Device in the unit\'s chain'), _('When one Modbus unit holds several SunSpec devices (a SolarEdge inverter and its meters): which one, counting from 1. Empty: the first with this type\'s models.'));
+		o.datatype = 'range(1,16)';
+		o.modalonly = true;
+		o = s.option(form.ListValue, 'power_control', _('Power limit written to'), _('Automatic uses SolarEdge\'s own power control registers on a SolarEdge without a SunSpec control model.'));
+		o.value('auto', _('Automatic'));
+		o.value('sunspec', _('SunSpec (model 123 or 704)'));
+		o.value('solaredge', _('SolarEdge power control registers'));
+		o.default = 'auto';
+		o.depends('role', 'inverter');
+		o.modalonly = true;
 		o = s.option(form.Value, 'sunspec_base', _('SunSpec base register'), _('Empty: scan 0, 40000 and 50000.'));
 		o.datatype = 'range(0,65535)';
 		o.modalonly = true;

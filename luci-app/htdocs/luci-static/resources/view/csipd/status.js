@@ -125,6 +125,7 @@ function errorSource(source) {
 	case 'csip': return _('Network operator connection');
 	case 'price': return _('Feed-in price');
 	case 'store': return _('Storage on the router');
+	case 'mqtt': return _('MQTT publishing');
 	default: return source;
 	}
 }

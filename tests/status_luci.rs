@@ -296,6 +296,14 @@ fn config_options() -> ConfigNames {
             _ => {}
         }
     }
+    // The config module's own table is the authority on what exists (the shipped file's
+    // comments do not show every device option, e.g. the Powerwall's).
+    for (kind, _, opts) in csipd::config::SECTION_TYPES {
+        options
+            .entry(kind.to_string())
+            .or_default()
+            .extend(opts.iter().map(|o| o.to_string()));
+    }
     (options, named)
 }
 
@@ -353,7 +361,7 @@ fn settings_use_only_real_config_sections_and_options() {
     }
     // server, certificates, devices, fixed limits, tariffs and price are all editable.
     for kind in [
-        "csipd", "server", "limits", "tariff", "price", "device", "control",
+        "csipd", "server", "limits", "tariff", "price", "device", "control", "mqtt",
     ] {
         assert!(
             seen_types.contains(kind),
@@ -810,6 +818,12 @@ fn luci_views_in_chromium_against_csipd_demo() {
         set('site.meter_stale_s', '0.5');
         set('main.status_listen', '0.0.0.0:8080');
         set('main.timezone', 'Australia/Adelaide');
+        set('broker.url', 'mqtt://broker.lan/csipd');
+        var qos = document.getElementById('widget.cbid.csipd.broker.qos');
+        var three = document.createElement('option');
+        three.value = three.textContent = '3';
+        qos.appendChild(three);
+        qos.value = '3';
         try { await mod.handleSave(); document.body.setAttribute('data-saved', 'yes'); }
         catch (e) { document.body.setAttribute('data-refused', e.message); }";
     for width in [1280, 390] {
@@ -830,6 +844,24 @@ fn luci_views_in_chromium_against_csipd_demo() {
         assert!(
             !tag_of(&dom, "widget.cbid.csipd.main.timezone").contains("cbi-input-invalid"),
             "a zone name is fine"
+        );
+        // MQTT: a URL LuCI's own check lets through (it starts with mqtt://) and a QoS
+        // outside 0..2 are refused by the daemon's checker, on their fields.
+        assert!(
+            errors.contains("Broker address</strong>: option 'url': \"mqtt://broker.lan/csipd\": only mqtt[s]://host[:port] is understood"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains(
+                "Delivery guarantee (QoS)</strong>: option 'qos' must be between 0 and 2"
+            ),
+            "{errors}"
+        );
+        assert!(tag_of(&dom, "widget.cbid.csipd.broker.url").contains("cbi-input-invalid"));
+        assert!(tag_of(&dom, "widget.cbid.csipd.broker.qos").contains("cbi-input-invalid"));
+        assert!(
+            !tag_of(&dom, "widget.cbid.csipd.broker.interval_s").contains("cbi-input-invalid"),
+            "the shipped interval is fine"
         );
         shots.push(screenshot(
             &h,
@@ -924,6 +956,195 @@ fn status_view_stale_meter_limit_gaps_and_repeated_errors() {
     assert!(
         dom.contains("GET /derp/0/derc: HTTP 503 from server"),
         "the other error stays"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The status view against `csipd demo` with its simulated utility: the server with the
+/// CSIP-AUS version in use (as the daemon says), a limit set by a utility event, and
+/// the answers sent to the utility in words with their 2030.5 code, in site time.
+#[test]
+fn status_view_with_the_simulated_utility() {
+    use std::time::Duration;
+    let mut demo = runtime_common::spawn(&["demo", "--port", "0", "--seconds", "600"]);
+    let status_url = demo
+        .stdout_line("status: ", Duration::from_secs(60))
+        .trim()
+        .trim_end_matches("/status")
+        .to_string();
+    let is_event = |s: &csipd::status::Snapshot| {
+        s.limit(csipd::status::LimitMode::Export)
+            .is_some_and(|l| matches!(l.source, csipd::status::LimitSource::UtilityEvent { .. }))
+    };
+    runtime_common::wait_for(
+        &status_url,
+        Duration::from_secs(120),
+        "responses sent and an export limit from a utility event",
+        |s| s.responses.len() >= 2 && is_event(s),
+    );
+    let dir = runtime_common::temp_dir("luci-utility");
+    let config = dir.join("csipd");
+    std::fs::write(&config, read(&root().join("files/etc/config/csipd"))).unwrap();
+    let h = luci_harness::Harness::start(luci_harness::Backend {
+        status_url: status_url.clone(),
+        config,
+        reload_cmd: "true".into(),
+        read_only: true,
+        script: String::new(),
+        calls: Default::default(),
+    });
+    for width in [1280, 390] {
+        // Blocks change every 10 s (a gap or the tariff may win for a moment): load the
+        // page until the daemon says a utility event limits export before and after.
+        let mut attempt = 0;
+        let (dom, after) = loop {
+            attempt += 1;
+            let before = runtime_common::status(&status_url);
+            let dom = view_dom(&h, "csipd/status", width, true, "");
+            let after = runtime_common::status(&status_url);
+            if is_event(&before) && is_event(&after) {
+                break (dom, after);
+            }
+            assert!(attempt < 8, "no utility event limit around 8 page loads");
+        };
+        assert!(
+            dom.contains("data-title=\"Set by\">Network operator event (DERControl "),
+            "{width} px: the utility's limit:\n{dom}"
+        );
+        let server = after
+            .utility
+            .server_url
+            .clone()
+            .expect("the demo has a server");
+        let server_cell = format!(
+            "data-title=\"Server\"><span><code style=\"word-break:break-all\">{server}</code>"
+        );
+        assert!(
+            dom.contains(&server_cell),
+            "{width} px lacks {server_cell}:\n{dom}"
+        );
+        match &after.utility.csipaus_version {
+            Some(v) => assert!(
+                dom.contains(&format!(
+                    "<span class=\"csipd-csipaus-version\"> (CSIP-AUS {v})</span>"
+                )),
+                "{width} px: version {v} beside the server:\n{dom}"
+            ),
+            None => assert!(!dom.contains("csipd-csipaus-version"), "no version claimed"),
+        }
+        // One of the latest responses, as a whole row: site time, short mRID, status in
+        // words with its code, delivery.
+        let offset = i64::from(after.local_utc_offset_s);
+        let rows: Vec<String> = after
+            .responses
+            .iter()
+            .rev()
+            .take(10)
+            .map(|r| {
+                let t = (r.at_unix_s + offset).rem_euclid(86400);
+                let mrid = r.mrid.to_lowercase();
+                let short = if mrid.chars().count() > 8 {
+                    format!("{}…", mrid.chars().take(8).collect::<String>())
+                } else {
+                    mrid
+                };
+                let (word, code) = match format!("{:?}", r.status).as_str() {
+                    "Received" => ("Received", 1),
+                    "Started" => ("Started", 2),
+                    "Completed" => ("Completed", 3),
+                    "Cancelled" => ("Cancelled by the network operator", 6),
+                    "Superseded" => ("Replaced by a newer instruction", 7),
+                    "RejectedNotApplicable" => ("Refused: not applicable to this site", 252),
+                    "RejectedInvalid" => ("Refused: invalid instruction", 253),
+                    "RejectedExpired" => ("Refused: arrived after it had ended", 254),
+                    other => panic!("unknown response status {other}"),
+                };
+                assert_eq!(code, r.status.code(), "{word}");
+                format!(
+                    "<td class=\"td\" data-title=\"Sent at\">{:02}:{:02}:{:02}</td>\
+                     <td class=\"td\" data-title=\"Instruction\">DERControl {short}</td>\
+                     <td class=\"td\" data-title=\"Answer\">{word} ({code})</td>",
+                    t / 3600,
+                    t / 60 % 60,
+                    t % 60
+                )
+            })
+            .collect();
+        assert!(
+            rows.iter().any(|r| dom.contains(r.as_str())),
+            "{width} px shows none of the daemon's latest responses {rows:#?}:\n{dom}"
+        );
+        assert!(dom.contains("data-title=\"Delivery\">accepted<"), "{dom}");
+        for raw in [">Received<", ">Completed<", ">retry_later<", "RPCError"] {
+            assert!(!dom.contains(raw), "raw {raw} on screen at {width} px");
+        }
+        if width == 390 {
+            assert!(dom.contains("data-header-display=\"none\""));
+        }
+        screenshot(&h, "csipd/status", width, true, "", "status-utility");
+    }
+    demo.terminate();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A limit an inverter without a control model cannot keep is shown as not enforced,
+/// with why (never as kept); that inverter is marked read only with the daemon's
+/// reason, and a Powerwall meter shows the certificate fingerprint csipd pinned.
+#[test]
+fn status_view_read_only_device_unenforced_limit_and_pinned_certificate() {
+    let (server, handle) = status_common::start_sample_server();
+    let fingerprint = "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89";
+    handle.update(|s| {
+        for l in &mut s.limits {
+            if l.mode == csipd::status::LimitMode::Export {
+                l.not_enforceable = Some("not enforceable: fronius_1 has no control model".into());
+            }
+        }
+        for d in &mut s.devices {
+            match d.role {
+                csipd::status::DeviceRole::Meter => d.tls_fingerprint = Some(fingerprint.into()),
+                _ => {
+                    d.read_only = Some(
+                        "device 'fronius_1' has no control model (SunSpec 123 or 704): csipd reads it but cannot limit it".into(),
+                    )
+                }
+            }
+        }
+    });
+    let dir = runtime_common::temp_dir("luci-readonly");
+    let config = dir.join("csipd");
+    std::fs::write(&config, "config csipd 'main'\n").unwrap();
+    let h = luci_harness::Harness::start(luci_harness::Backend {
+        status_url: server.url(),
+        config,
+        reload_cmd: "true".into(),
+        read_only: true,
+        script: String::new(),
+        calls: Default::default(),
+    });
+    let dom = view_dom(&h, "csipd/status", 390, true, "");
+    assert!(
+        dom.contains("data-title=\"Value\"><span class=\"csipd-not-enforced\">1500 W — <strong style=\"color:#c00\">NOT enforced</strong>: fronius_1 has no control model</span>"),
+        "{dom}"
+    );
+    assert_eq!(
+        dom.matches("csipd-not-enforced").count(),
+        1,
+        "only the export limit is marked"
+    );
+    assert!(
+        dom.contains("<div class=\"csipd-read-only\"><strong>read only (no control model)</strong>: device 'fronius_1' has no control model (SunSpec 123 or 704): csipd reads it but cannot limit it</div>"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(&format!(
+            "Certificate (pinned): <code style=\"word-break:break-all\">{fingerprint}</code>"
+        )),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("data-title=\"Notes\">"),
+        "the notes cell is labelled"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -58,8 +58,10 @@ fn acceptor(pki: &LabPki) -> Result<SslAcceptor, ServerError> {
             ServerError(format!("simulated utility TLS, {what}: {err}"))
         }
     };
-    let mut b =
-        SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).map_err(e("context"))?;
+    // Not mozilla_intermediate_v5: it loads finite-field DH parameters, and the vendored
+    // OpenSSL is built with no-dh (scripts/openssl-configure), so it would not link.
+    // The modern profile's TLS 1.3 floor is replaced just below.
+    let mut b = SslAcceptor::mozilla_modern_v5(SslMethod::tls_server()).map_err(e("context"))?;
     // CSIP-AUS is TLS 1.2 with CCM8; a TLS 1.3 handshake would never show the suite.
     b.set_min_proto_version(Some(SslVersion::TLS1_2))
         .map_err(e("version"))?;

@@ -133,6 +133,13 @@ return view.extend({
 		s.tab('lab', _('Lab only'));
 		o = s.taboption('server', form.Value, 'dcap_url', _('Server address (DeviceCapability URL)'), _('Given by the network operator. Empty: csipd applies only your own limits.'));
 		o.placeholder = _('https://… from the network operator');
+		o = s.taboption('server', form.Value, 'server_url', _('Server for automatic discovery (CSIP-AUS v1.3)'), _('Only the server\'s address (https://host or https://host:port, no path): csipd asks it which CSIP-AUS version and DeviceCapability to use. Used only when the Server address above is empty; when both are set, the Server address wins.'));
+		o.placeholder = _('https://host from the network operator');
+		o.validate = function(section_id, value) {
+			if (value == null || value === '' || /^https?:\/\/[^\/?#@\s]+\/?$/.test(value))
+				return true;
+			return _('Expecting https://host or https://host:port, without a path');
+		};
 		o = s.taboption('server', form.Value, 'nmi', _('Meter number (NMI)'), _('National Metering Identifier of the connection point, on the electricity bill.'));
 		o = s.taboption('server', form.Value, 'pen', _('Enterprise number (IANA PEN)'), _('Private Enterprise Number used in the IDs (mRIDs) csipd creates. Leave empty unless the manufacturer gives one.'));
 		o.datatype = 'uinteger';
@@ -215,7 +222,7 @@ return view.extend({
 		o.placeholder = '900';
 
 		// device sections
-		s = m.section(form.GridSection, 'device', _('Devices'), _('SunSpec Modbus meter and inverters.'));
+		s = m.section(form.GridSection, 'device', _('Devices'), _('SunSpec Modbus meter and inverters, or a Tesla Powerwall gateway as the site meter.'));
 		s.addremove = true;
 		s.anonymous = false;
 		o = s.option(form.Flag, 'enabled', _('Enabled'));
@@ -227,13 +234,27 @@ return view.extend({
 		o = s.option(form.ListValue, 'transport', _('Connection'));
 		o.value('tcp', _('Modbus TCP'));
 		o.value('rtu', _('Modbus RTU (RS-485)'));
+		o.value('powerwall', _('Tesla Powerwall gateway (site meter)'));
 		o = s.option(form.Value, 'host', _('Address'));
 		o.datatype = 'host';
 		o.depends('transport', 'tcp');
+		o.depends('transport', 'powerwall');
 		o = s.option(form.Value, 'port', _('Port'));
 		o.datatype = 'port';
-		o.placeholder = '502';
+		o.placeholder = _('502 (Powerwall: 443)');
 		o.depends('transport', 'tcp');
+		o.depends('transport', 'powerwall');
+		o.modalonly = true;
+		o = s.option(form.Value, 'password', _('Gateway password'), _('The Powerwall\'s customer password; a password file is better.'));
+		o.password = true;
+		o.depends('transport', 'powerwall');
+		o.modalonly = true;
+		o = s.option(form.Value, 'password_file', _('Gateway password file'), _('A file holding the customer password, instead of the password above.'));
+		o.placeholder = _('e.g. /etc/csipd/powerwall.pw');
+		o.depends('transport', 'powerwall');
+		o.modalonly = true;
+		o = s.option(form.Value, 'fingerprint', _('Gateway certificate fingerprint (SHA-256)'), _('Empty: the first certificate seen is trusted and kept (shown on the Status page). Set it, or delete the kept file, when the gateway is replaced.'));
+		o.depends('transport', 'powerwall');
 		o.modalonly = true;
 		o = s.option(form.Value, 'path', _('Serial port'));
 		o.placeholder = _('e.g. /dev/ttyUSB0');
@@ -257,6 +278,16 @@ return view.extend({
 		o = s.option(form.Value, 'unit_id', _('Modbus unit ID'));
 		o.datatype = 'range(1,247)';
 		o.placeholder = '1';
+		o = s.option(form.Value, 'chain_device', _('Device in the unit\'s chain'), _('When one Modbus unit holds several SunSpec devices (a SolarEdge inverter and its meters): which one, counting from 1. Empty: the first with this type\'s models.'));
+		o.datatype = 'range(1,16)';
+		o.modalonly = true;
+		o = s.option(form.ListValue, 'power_control', _('Power limit written to'), _('Automatic uses SolarEdge\'s own power control registers on a SolarEdge without a SunSpec control model.'));
+		o.value('auto', _('Automatic'));
+		o.value('sunspec', _('SunSpec (model 123 or 704)'));
+		o.value('solaredge', _('SolarEdge power control registers'));
+		o.default = 'auto';
+		o.depends('role', 'inverter');
+		o.modalonly = true;
 		o = s.option(form.Value, 'sunspec_base', _('SunSpec base register'), _('Empty: scan 0, 40000 and 50000.'));
 		o.datatype = 'range(0,65535)';
 		o.modalonly = true;
@@ -282,6 +313,48 @@ return view.extend({
 		o = s.option(form.Value, 'ramp_up_pct_per_s', _('Ramp up (% of rated power per s)'), _('When the utility gives no ramp rate. Reductions are never ramped.'));
 		o.datatype = 'ufloat';
 		o.placeholder = '10';
+
+		// mqtt 'broker': publishing the status to an MQTT broker (Home Assistant etc.).
+		s = m.section(form.NamedSection, 'broker', 'mqtt', _('MQTT (Home Assistant, Node-RED)'),
+			_('Publishes what the Status page shows to an MQTT broker, with Home Assistant discovery. Read only: nothing sent to csipd over MQTT changes a limit.'));
+		o = s.option(form.Flag, 'enabled', _('Publish to an MQTT broker'));
+		o.default = '0';
+		o = s.option(form.Value, 'url', _('Broker address'), _('mqtt://host:port, or mqtts://host:port for an encrypted connection (default ports 1883 and 8883). No path or user name in it.'));
+		o.placeholder = 'mqtt://192.168.1.1:1883';
+		o.validate = function(section_id, value) {
+			if (value == null || value === '' || /^mqtts?:\/\//.test(value))
+				return true;
+			return _('Expecting mqtt://host:port or mqtts://host:port');
+		};
+		o = s.option(form.Value, 'username', _('User name'), _('Empty: the broker takes anonymous connections.'));
+		o = s.option(form.Value, 'password', _('Password'), _('Needs a user name. Kept in /etc/config/csipd; a password file is better.'));
+		o.password = true;
+		o = s.option(form.Value, 'password_file', _('Password file'), _('A file whose first line is the password, instead of the password above.'));
+		o.placeholder = _('e.g. /etc/csipd/mqtt.pass');
+		o = s.option(form.Value, 'ca', _('Broker CA bundle file'), _('mqtts only. Empty: the router\'s system trust store.'));
+		o.placeholder = _('system trust store');
+		o.depends({ url: /^mqtts:\/\// });
+		o = s.option(form.Value, 'cert', _('Client certificate file'), _('mqtts only, for brokers that require one; set together with the key.'));
+		o.depends({ url: /^mqtts:\/\// });
+		o = s.option(form.Value, 'key', _('Client key file'), _('mqtts only; set together with the certificate.'));
+		o.depends({ url: /^mqtts:\/\// });
+		o = s.option(form.Value, 'client_id', _('Client ID'), _('Empty: csipd- followed by the topic prefix.'));
+		o = s.option(form.Value, 'base_topic', _('Topic prefix'), _('Every topic starts with it, e.g. csipd/limits.'));
+		o.placeholder = 'csipd';
+		o = s.option(form.ListValue, 'qos', _('Delivery guarantee (QoS)'));
+		o.value('0', _('0: at most once'));
+		o.value('1', _('1: at least once'));
+		o.value('2', _('2: exactly once'));
+		o.default = '0';
+		o = s.option(form.Flag, 'retain', _('Keep the latest values on the broker (retain)'), _('A client that subscribes later gets them at once.'));
+		o.default = '1';
+		o = s.option(form.Value, 'interval_s', _('Publish interval (s)'), _('Readings are published, and everything republished, this often. 1 to 3600 s; limits and events are also published within a second of a change.'));
+		o.datatype = 'range(1,3600)';
+		o.placeholder = '10';
+		o = s.option(form.Flag, 'discovery', _('Home Assistant discovery'), _('The entities appear in Home Assistant without any YAML.'));
+		o.default = '1';
+		o = s.option(form.Value, 'discovery_prefix', _('Home Assistant discovery prefix'));
+		o.placeholder = 'homeassistant';
 
 		// A user whose ACL is read-only sees the settings but no field to change and no
 		// Save button (LuCI hides the footer of read-only maps).

@@ -125,6 +125,7 @@ function errorSource(source) {
 	case 'csip': return _('Network operator connection');
 	case 'price': return _('Feed-in price');
 	case 'store': return _('Storage on the router');
+	case 'mqtt': return _('MQTT publishing');
 	default: return source;
 	}
 }
@@ -133,6 +134,60 @@ function limitValue(l) {
 	if (l.mode == 'connect')
 		return l.connect ? _('Stay connected') : _('Switched off (cease to energize)');
 	return watts(l.value_w) + (l.unsupported ? ' (' + _('not possible here: no controllable battery') + ')' : '');
+}
+
+// A limit in force that a device cannot act on (`not_enforceable`, "not enforceable:
+// pv has no control model") is said to be not enforced, with why: never shown as kept.
+function limitCell(l) {
+	if (!l.not_enforceable)
+		return limitValue(l);
+	var why = l.not_enforceable.replace(/^not enforceable:\s*/, '');
+	return E('span', { 'class': 'csipd-not-enforced' }, [
+		limitValue(l), ' — ',
+		E('strong', { 'style': 'color:#c00' }, [ _('NOT enforced') ]), ': ', why
+	]);
+}
+
+// DERControlResponse status (IEEE 2030.5 Table 27) in words, its code beside it.
+var RESPONSE_STATUS = {
+	Received: [ 1, _('Received') ],
+	Started: [ 2, _('Started') ],
+	Completed: [ 3, _('Completed') ],
+	Cancelled: [ 6, _('Cancelled by the network operator') ],
+	Superseded: [ 7, _('Replaced by a newer instruction') ],
+	RejectedNotApplicable: [ 252, _('Refused: not applicable to this site') ],
+	RejectedInvalid: [ 253, _('Refused: invalid instruction') ],
+	RejectedExpired: [ 254, _('Refused: arrived after it had ended') ]
+};
+
+function responseText(status) {
+	var s = RESPONSE_STATUS[status];
+	return s ? s[1] + ' (' + s[0] + ')' : String(status);
+}
+
+function deliveryText(d) {
+	switch (d) {
+	case 'accepted': return _('accepted');
+	case 'refused': return _('refused by the server (not sent again)');
+	case 'retry_later': return _('not delivered yet: will be sent again');
+	default: return d;
+	}
+}
+
+// What a device lets csipd do, and the certificate pinned for a device reached over
+// TLS (a Powerwall gateway).
+function deviceNotes(d) {
+	var notes = [];
+	if (d.read_only)
+		notes.push(E('div', { 'class': 'csipd-read-only' }, [
+			E('strong', {}, [ /control model/.test(d.read_only) ? _('read only (no control model)') : _('read only') ]),
+			': ', d.read_only
+		]));
+	if (d.tls_fingerprint)
+		notes.push(E('div', { 'class': 'csipd-fingerprint' }, [
+			_('Certificate (pinned): '), E('code', { 'style': 'word-break:break-all' }, [ d.tls_fingerprint ])
+		]));
+	return notes.length ? E('div', {}, notes) : '–';
 }
 
 function svgEl(tag, attrs, text) {
@@ -261,16 +316,20 @@ return view.extend({
 				(check.errors || []).map(function(e) { return e.message; }).join('; ')
 			]));
 
-		var utility = table([ _('Network operator'), _('Since'), _('Device ID (LFDI)'), _('Short ID (SFDI)'), _('Clock difference') ], [[
+		var utility = table([ _('Network operator'), _('Since'), _('Server'), _('Device ID (LFDI)'), _('Short ID (SFDI)'), _('Clock difference') ], [[
 			E('strong', {}, [ stateText(u.state) ]),
 			E('span', { 'data-since': u.since_unix_s }, [ hhmm(u.since_unix_s) ]),
+			u.server_url ? E('span', {}, [
+				E('code', { 'style': 'word-break:break-all' }, [ u.server_url ]),
+				u.csipaus_version ? E('span', { 'class': 'csipd-csipaus-version' }, [ ' (CSIP-AUS ' + u.csipaus_version + ')' ]) : ''
+			]) : _('none set up'),
 			E('code', { 'style': 'word-break:break-all' }, [ lfdi || _('no certificate installed') ]),
 			sfdi == null ? '–' : String(sfdi),
 			u.clock_offset_s == null ? '–' : (u.clock_offset_s >= 0 ? '+' : '') + u.clock_offset_s.toFixed(1) + ' s'
 		]], '');
 
 		var limits = table([ _('Limit'), _('Value'), _('Set by'), _('Until') ], s.limits.map(function(l) {
-			return [ modeText(l.mode), limitValue(l), sourceText(l.source), l.end_unix_s == null ? _('until further notice') : countdown(l.end_unix_s) ];
+			return [ modeText(l.mode), limitCell(l), sourceText(l.source), l.end_unix_s == null ? _('until further notice') : countdown(l.end_unix_s) ];
 		}), _('No limits in force'));
 
 		var upcoming = table([ _('Starts'), _('Ends'), _('Limits'), _('Event') ], s.upcoming_events.map(function(e) {
@@ -293,13 +352,19 @@ return view.extend({
 					: _('No site meter is set up, so the site\'s power is unknown.')
 			]);
 
-		var devices = table([ _('Device'), _('Type'), _('Power'), _('Reactive power'), _('Voltage'), _('Frequency'), _('Last reading') ], s.devices.map(function(d) {
+		var devices = table([ _('Device'), _('Type'), _('Power'), _('Reactive power'), _('Voltage'), _('Frequency'), _('Last reading'), _('Notes') ], s.devices.map(function(d) {
 			var r = d.readings, st = d.stale;
 			function v(text) { return st ? E('span', { 'style': 'color:#888;text-decoration:line-through' }, [ text ]) : text; }
 			return [ d.name, roleText(d.role), v(watts(r.w)), v(fixed(r['var'], 'var', 0)), v(fixed(r.v, 'V', 1)), v(fixed(r.hz, 'Hz', 2)),
 				st ? E('strong', { 'style': 'color:#c00' }, [ _('stale') + (d.last_reading_age_s == null ? '' : ' (' + duration(d.last_reading_age_s) + ' ' + _('ago') + ')') ])
-					: (d.last_reading_age_s == null ? _('never') : duration(d.last_reading_age_s) + ' ' + _('ago')) ];
+					: (d.last_reading_age_s == null ? _('never') : duration(d.last_reading_age_s) + ' ' + _('ago')),
+				deviceNotes(d) ];
 		}), _('No devices set up'));
+
+		// The latest answers sent to the network operator (DERControlResponse), newest first.
+		var responses = table([ _('Sent at'), _('Instruction'), _('Answer'), _('Delivery') ], (s.responses || []).slice().reverse().slice(0, 10).map(function(r) {
+			return [ hhmmss(r.at_unix_s), 'DERControl ' + shortMrid(r.mrid), responseText(r.status), deliveryText(r.delivery) ];
+		}), _('None sent yet'));
 
 		var setpoints = table([ _('Inverter'), _('Output limit written'), _('Written at') ], s.setpoints.map(function(p) {
 			var lim = p.limit_w == null ? _('not limited')
@@ -333,6 +398,7 @@ return view.extend({
 			chart,
 			E('h3', {}, [ _('Devices') ]), devices,
 			E('h3', {}, [ _('Inverter settings written by csipd') ]), setpoints,
+			E('h3', {}, [ _('Answers sent to the network operator') ]), responses,
 			E('h3', {}, [ _('Recent problems') ]), errors
 		);
 		box.replaceChildren.apply(box, children);

@@ -103,6 +103,7 @@ fn main() {
             let config = EngineConfig {
                 http: csipd::http::ClientConfig::new(&url),
                 dcap_path: "/dcap".into(),
+                service_discovery: false,
                 lfdi: LFDI.into(),
                 sfdi: csipd::sep2::sfdi(LFDI).unwrap_or(0),
                 pin: Some(111115),

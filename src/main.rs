@@ -7,8 +7,9 @@ const USAGE: &str = "usage: csipd <command> [args]
 
 commands:
   run [--config FILE]   run the daemon (default /etc/config/csipd); SIGHUP reloads
-  demo [--seconds N] [--port P]
-                        run csipd against a simulated site and show where to look
+  demo [--seconds N] [--port P] [--no-utility] [--utility-only [--listen ADDR]]
+                        run csipd against a simulated site and a simulated CSIP-AUS
+                        utility and show where to look (`csipd demo --help`)
   check-config [FILE]   check a configuration file (default /etc/config/csipd);
                         prints FILE:LINE: problems, exits 2 on any error
   modbus-scan [--base N] BUS UNIT...

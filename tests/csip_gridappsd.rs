@@ -88,6 +88,7 @@ fn engine_config(server: &GridappsdServer, id: &str) -> EngineConfig {
     EngineConfig {
         http,
         dcap_path: "/dcap".into(),
+        service_discovery: false,
         lfdi: ident.lfdi,
         sfdi: ident.sfdi,
         pin: None,

@@ -326,3 +326,38 @@ fn a_simulated_day_of_polling_and_posting() {
         h.status().last_error
     );
 }
+
+#[test]
+fn a_404_on_a_known_href_walks_again_from_the_top_at_most_once_a_minute() {
+    let mut h = Harness::start(utility_scenario());
+    let event = active_export(&h, "EVT1500", 1500);
+    h.server.update(|s| s.fsas[0][0].controls.push(event));
+    h.run_for(90);
+    h.server.force_status("/edev/1/fsa/1/derp", 404, None);
+    let from = h.requests().len();
+    let gone_at = h.elapsed_ms();
+    h.run_for(300);
+    let later = &h.requests()[from..];
+    // Walked again from the DeviceCapability right after the first 404...
+    let dcap: Vec<u64> = later
+        .iter()
+        .filter(|r| r.path == "/dcap")
+        .map(|r| r.at_ms)
+        .collect();
+    assert!(
+        dcap.iter().any(|at| *at < gone_at + 45_000),
+        "rediscovery after the 404: {dcap:?} (404 from {gone_at})"
+    );
+    // ...but not in a loop: at most one extra DeviceCapability read a minute.
+    assert!(dcap.len() <= 10, "{dcap:?}");
+    // What was known stays in force meanwhile, and the failure is shown.
+    assert_eq!(h.export_limit_w(), Some(1500.0));
+    assert!(
+        poll_error(&h, "/edev/1/fsa/1/derp").is_some_and(|e| e.contains("404")),
+        "{:?}",
+        h.status().polls
+    );
+    h.server.clear_forced("/edev/1/fsa/1/derp");
+    h.run_for(70);
+    assert!(poll_error(&h, "/edev/1/fsa/1/derp").is_none());
+}

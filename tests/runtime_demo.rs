@@ -1,18 +1,30 @@
-//! `csipd demo` as a process: the real daemon path against the simulated site. Its
-//! /status must show curtailment (export at or below the limit within max(2 %, 100 W))
-//! and the limit's source, and after a step of the household load the export must come
-//! back to the limit. Every check waits for its condition (issue 26): the demo runs in
-//! real time, and on a loaded machine it gets there later.
+//! `csipd demo` as a process: the real daemon path against the simulated site (and, by
+//! default, the simulated CSIP-AUS utility of `sim::utility`). Every check waits for
+//! its condition (issue 26): the demo runs in real time, and on a loaded machine it
+//! gets there later.
+//! - `--no-utility`: /status must show curtailment (export at or below the limit within
+//!   max(2 %, 100 W)) and the limit's source, and after a step of the household load the
+//!   export must come back to the limit.
+//! - with the utility: a utility limit becomes the one in force with its DERControl as
+//!   source; the daemon's /status and the simulated server's report show the responses
+//!   (Received, Started, and Cancelled for the cancelled block) once each; the report
+//!   shows the DER PUTs and ConnectionPoint, readings on postRate boundaries, no body it
+//!   could not read, and schema-valid bodies.
+//! - `--utility-only`: another client (`csipd fetch`) reaches it with the printed lab
+//!   identity over CCM8.
 
 mod runtime_common;
+#[path = "common/schema.rs"]
+mod schema;
 
-use csipd::status::{LimitMode, LimitSource};
+use csipd::schedule::ResponseStatus;
+use csipd::status::{ConnectionState, LimitMode, LimitSource};
 use runtime_common::*;
 use std::time::{Duration, Instant};
 
 #[test]
 fn demo_curtails_to_the_export_limit_within_a_minute() {
-    let mut demo = spawn(&["demo", "--port", "0", "--seconds", "300"]);
+    let mut demo = spawn(&["demo", "--no-utility", "--port", "0", "--seconds", "300"]);
     let url = demo
         .stdout_line("status: ", Duration::from_secs(30))
         .trim_end_matches("/status")
@@ -100,4 +112,239 @@ fn demo_curtails_to_the_export_limit_within_a_minute() {
         "history records the limit"
     );
     assert_eq!(demo.terminate(), Some(0), "clean exit on SIGTERM");
+}
+
+/// GET the simulated utility's report (no client certificate, the lab CA as trust).
+fn sim_report(report_url: &str, ca: &str) -> serde_json::Value {
+    let (origin, path) = csipd::http::split_url(report_url).expect("report URL");
+    let mut config = csipd::http::ClientConfig::new(&origin);
+    config.ca_bundle = Some(ca.into());
+    let mut client = csipd::http::Client::new(config).expect("client");
+    let r = smol::block_on(client.get(&path)).unwrap_or_else(|e| panic!("GET {report_url}: {e}"));
+    assert_eq!(r.status, 200);
+    serde_json::from_slice(&r.body).expect("report is JSON")
+}
+
+/// Polls the report every 500 ms until `ok` holds; panics with the last one.
+fn wait_for_report(
+    report_url: &str,
+    ca: &str,
+    timeout: Duration,
+    what: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let r = sim_report(report_url, ca);
+        if ok(&r) {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not seen within {timeout:?}; last report: {r:#}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn has_response(r: &serde_json::Value, mrid: &str, status: u64) -> bool {
+    r["responses"].as_array().is_some_and(|a| {
+        a.iter()
+            .any(|x| x["mrid"] == mrid && x["status"] == status && x["known_control"] == true)
+    })
+}
+
+#[test]
+fn demo_with_the_simulated_utility_enforces_its_limits_and_reports_back() {
+    let mut demo = spawn(&["demo", "--port", "0", "--seconds", "400"]);
+    let ca = demo.stdout_line("lab CA: ", Duration::from_secs(60));
+    let report_url = demo.stdout_line("utility report: ", Duration::from_secs(5));
+    let url = demo
+        .stdout_line("status: ", Duration::from_secs(30))
+        .trim_end_matches("/status")
+        .to_string();
+    let started = Instant::now();
+
+    // A utility DOE block is the export limit in force, with its DERControl as source:
+    // the morning blocks (800-1000 W) are tighter than the tariff window (1000 W) and
+    // the fixed limit (1500 W).
+    let s = wait_for(
+        &url,
+        Duration::from_secs(90),
+        "utility limit in force",
+        |s| {
+            s.utility.state == ConnectionState::Polling
+                && export_limit(s).is_some_and(|(w, kind)| kind == "utility_event" && w < 1000.0)
+        },
+    );
+    println!("utility limit after {:?}", started.elapsed());
+    let limit = s.limit(LimitMode::Export).expect("export limit").clone();
+    let LimitSource::UtilityEvent { mrid } = &limit.source else {
+        panic!("source: {:?}", limit.source)
+    };
+    assert!(limit.end_unix_s.is_some(), "a DOE block says when it ends");
+    assert_eq!(
+        s.utility
+            .server_url
+            .as_deref()
+            .map(|u| u.ends_with("/dcap")),
+        Some(true)
+    );
+    let next = wait_for(&url, Duration::from_secs(60), "upcoming blocks", |s| {
+        !s.upcoming_events.is_empty()
+    });
+    assert!(
+        next.upcoming_events[0]
+            .limits
+            .iter()
+            .any(|l| l.mode == LimitMode::Export && l.value_w.is_some()),
+        "an upcoming block carries its export limit: {:?}",
+        next.upcoming_events
+    );
+
+    // The simulated server saw that block's responses: Received and Started, once each.
+    let mrid = mrid.to_ascii_uppercase();
+    let r = wait_for_report(
+        &report_url,
+        &ca,
+        Duration::from_secs(60),
+        "responses",
+        |r| has_response(r, &mrid, 1) && has_response(r, &mrid, 2),
+    );
+    assert_eq!(r["duplicate_responses"], 0, "{r:#}");
+    assert_eq!(
+        r["tls_ciphers"]["ECDHE-ECDSA-AES128-CCM8"]
+            .as_u64()
+            .map(|n| n >= 1),
+        Some(true),
+        "{r:#}"
+    );
+    assert_eq!(r["connection_point_id"], "4102345678");
+    for resource in ["dercap", "derg", "ders", "dera"] {
+        assert!(
+            r["der_puts"][resource].as_u64().is_some_and(|n| n >= 1),
+            "{resource}: {r:#}"
+        );
+    }
+    assert_eq!(r["forbidden"], 0);
+
+    // The daemon's own ledger says the same on /status: Received and Started for the
+    // block, accepted by the server.
+    let s = wait_for(&url, Duration::from_secs(60), "responses on /status", |s| {
+        [ResponseStatus::Received, ResponseStatus::Started]
+            .iter()
+            .all(|st| {
+                s.responses.iter().any(|r| {
+                    r.mrid.eq_ignore_ascii_case(&mrid)
+                        && r.status == *st
+                        && r.delivery == "accepted"
+                })
+            })
+    });
+    assert!(s.responses.len() <= csipd::status::RESPONSES_CAPACITY);
+
+    // Block 8 is cancelled before it starts: the daemon says so (status 6).
+    let cancelled = format!(
+        "D0E{:05X}{}",
+        csipd::sim::utility::schedule::CANCELLED_BLOCK,
+        &mrid[8..]
+    );
+    wait_for_report(
+        &report_url,
+        &ca,
+        Duration::from_secs(90),
+        "cancellation answered",
+        |r| has_response(r, &cancelled, 6),
+    );
+
+    // Readings arrive on the server's postRate boundaries (20 s).
+    let r = wait_for_report(
+        &report_url,
+        &ca,
+        Duration::from_secs(120),
+        "readings",
+        |r| r["readings_accepted"].as_u64().is_some_and(|n| n >= 2),
+    );
+    println!("readings after {:?}", started.elapsed());
+    assert_eq!(r["readings_off_boundary"], 0, "{r:#}");
+    assert!(
+        r["usage_points"].as_array().is_some_and(|u| !u.is_empty()),
+        "{r:#}"
+    );
+    assert!(
+        r["last_bodies"].get("POST MirrorUsagePoint").is_some(),
+        "a reading body is kept for the schema check"
+    );
+    assert_eq!(
+        r["rejected"].as_array().map(Vec::len),
+        Some(0),
+        "every body parsed: {r:#}"
+    );
+    // What the daemon sent is schema-valid, not only readable (the latest of each kind).
+    let bodies = r["last_bodies"].as_object().expect("last_bodies");
+    for kind in [
+        "PUT DERCapability",
+        "PUT DERStatus",
+        "PUT ConnectionPoint",
+        "POST ResponseList",
+    ] {
+        assert!(
+            bodies.contains_key(kind),
+            "{kind} sent: {:?}",
+            bodies.keys()
+        );
+    }
+    let invalid: Vec<String> = bodies
+        .iter()
+        .filter_map(|(kind, body)| {
+            let body = body.as_str().unwrap_or_default();
+            schema::schema_problem(body).map(|p| format!("{kind}: {p}\n{body}"))
+        })
+        .collect();
+    assert!(invalid.is_empty(), "{}", invalid.join("\n"));
+    assert_eq!(demo.terminate(), Some(0), "clean exit on SIGTERM");
+}
+
+#[test]
+fn utility_only_serves_another_client_with_the_printed_identity() {
+    let mut utility = spawn(&["demo", "--utility-only", "--seconds", "120"]);
+    let dcap = utility.stdout_line("dcap: ", Duration::from_secs(60));
+    let ca = utility.stdout_line("ca: ", Duration::from_secs(5));
+    let cert = utility.stdout_line("device cert: ", Duration::from_secs(5));
+    let key = utility.stdout_line("device key: ", Duration::from_secs(5));
+    let pin = utility.stdout_line("pin: ", Duration::from_secs(5));
+    assert_eq!(pin, "111115");
+    let (origin, path) = csipd::http::split_url(&dcap).expect("dcap URL");
+    let fetch = |path: &str, with_cert: bool| {
+        let mut args = vec!["fetch", path, "--url", &origin, "--ca", &ca];
+        if with_cert {
+            args.extend(["--cert", &cert, "--key", &key]);
+        }
+        std::process::Command::new(BIN)
+            .args(&args)
+            .output()
+            .expect("csipd fetch runs")
+    };
+    let out = fetch(&path, true);
+    let body = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(body.contains("<DeviceCapability"), "{body}");
+    assert!(
+        err.contains("CCM8") || err.contains("CCM_8"),
+        "the suite: {err}"
+    );
+    let out = fetch("/derp/1/derc", true);
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        body.contains(r#"responseRequired="03""#) && body.contains("opModExpLimW"),
+        "{body}"
+    );
+    // Without the device certificate the 2030.5 resources are refused.
+    let out = fetch(&path, false);
+    assert!(
+        !out.status.success(),
+        "no client certificate must not get /dcap"
+    );
+    assert_eq!(utility.terminate(), Some(0));
 }

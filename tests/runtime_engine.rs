@@ -155,12 +155,17 @@ config device 'meter'
         export_limit(&s),
         Some((1200.0, "utility_event".to_string()))
     );
-    std::thread::sleep(Duration::from_secs(3));
-    let s = status(&url);
-    assert_eq!(
-        export_limit(&s),
-        Some((1200.0, "utility_event".to_string()))
-    );
+    // And keeps holding: every status read over the next seconds shows it.
+    let held_since = std::time::Instant::now();
+    let mut s = status(&url);
+    while held_since.elapsed() < Duration::from_secs(3) {
+        s = status(&url);
+        assert_eq!(
+            export_limit(&s),
+            Some((1200.0, "utility_event".to_string()))
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
     assert!(
         s.site
             .export_w

@@ -19,7 +19,7 @@ fn watts_in(dom: &str, id: &str) -> Option<f64> {
 
 #[test]
 fn page_renders_the_live_demo_in_headless_chromium() {
-    let mut demo = spawn(&["demo", "--port", "0", "--seconds", "120"]);
+    let mut demo = spawn(&["demo", "--no-utility", "--port", "0", "--seconds", "120"]);
     let url = demo
         .stdout_line("status: ", Duration::from_secs(30))
         .trim_end_matches("/status")

@@ -550,7 +550,8 @@ fn openssl_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 #[test]
 fn luci_views_in_chromium_against_csipd_demo() {
     use std::time::Duration;
-    let mut demo = runtime_common::spawn(&["demo", "--port", "0", "--seconds", "600"]);
+    let mut demo =
+        runtime_common::spawn(&["demo", "--no-utility", "--port", "0", "--seconds", "600"]);
     let status_url = demo
         .stdout_line("status: ", Duration::from_secs(60))
         .trim()

@@ -45,6 +45,7 @@ fn page_renders_live_values_in_headless_chromium() {
         ("countdown in site time", &countdown),
         ("summary line", &summary),
         ("upcoming event", "event a1b2c3d4…"),
+        ("response sent", r#"data-response="Started""#),
         ("site export", r#"id="export-w" class="num">1480 W<"#),
         ("live PV value", r#"id="pv-w" class="num">4567 W<"#),
         ("load", r#"id="load-w" class="num">2750 W<"#),

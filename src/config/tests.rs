@@ -187,8 +187,8 @@ fn empty_file_gives_defaults_and_warnings() {
     assert_eq!(
         messages,
         [
-            "e:1: warning: no dcap_url in the file (no server section): csipd will not \
-             contact a utility server and applies only the local limits",
+            "e:1: warning: no dcap_url (nor server_url) in the file (no server section): \
+             csipd will not contact a utility server and applies only the local limits",
             "e:1: warning: no device sections: csipd can neither measure nor control the site"
         ]
     );
@@ -1014,4 +1014,104 @@ fn check_config_and_the_client_agree_on_server_urls() {
         let client_ok = crate::http::split_url(url).is_ok();
         assert_eq!((config_ok, client_ok), (ok, ok), "{url}: {diagnostics:?}");
     }
+}
+
+/// `server_url` (CSIP-AUS v1.3 service discovery): an https origin only, with file:line
+/// errors; beside a `dcap_url` it is ignored with a warning (dcap_url wins).
+#[test]
+fn server_url_is_an_https_origin_and_dcap_url_wins_over_it() {
+    let discovering = "'https://csip.example.com.au:8443/dcap'";
+    // Only server_url: used, no warning; dcap_url is None.
+    let text = VALID.replace(
+        &format!("option dcap_url {discovering}"),
+        "option server_url 'https://csip.example.com.au:8443'",
+    );
+    let (config, warnings) = from_text(&text, "c").expect("valid");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(config.server.dcap_url, None);
+    assert_eq!(
+        config.server.server_url.as_deref(),
+        Some("https://csip.example.com.au:8443")
+    );
+    assert_eq!(
+        config.server.utility_url(),
+        Some("https://csip.example.com.au:8443")
+    );
+    // A trailing slash is still just the origin.
+    let slash = text.replace(":8443'", ":8443/'");
+    assert!(from_text(&slash, "c").is_ok());
+    // Bad values: an error at the option's line naming it.
+    for (url, expect) in [
+        (
+            "https://csip.example.com.au:8443/dcap",
+            "has a path; expected https://host[:port] only",
+        ),
+        ("https://csip.example.com.au/?x=1", "has a path"),
+        ("http://csip.example.com.au", "uses plain http"),
+        (
+            "csip.example.com.au",
+            "is not a URL; expected https://host[:port]",
+        ),
+        (
+            "https://csip.example.com.au:99999",
+            "has an invalid port '99999'",
+        ),
+        ("ftp://csip.example.com.au", "is not a URL"),
+    ] {
+        let bad = text.replace("'https://csip.example.com.au:8443'", &format!("'{url}'"));
+        let diagnostics = match from_text(&bad, "c") {
+            Ok((_, w)) => panic!("{url} accepted: {w:?}"),
+            Err(all) => all,
+        };
+        let errors: Vec<String> = diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .map(|d| d.to_string())
+            .collect();
+        assert_eq!(errors.len(), 1, "{url}: {errors:?}");
+        assert!(
+            errors[0].starts_with(&format!("c:7: error: option 'server_url': \"{url}\"")),
+            "{url}: {errors:?}"
+        );
+        assert!(errors[0].contains(expect), "{url}: {errors:?}");
+    }
+    // http with allow_plain_http: a warning, then used.
+    let lab = text.replace(
+        "'https://csip.example.com.au:8443'",
+        "'http://lab:8080'\n\toption allow_plain_http '1'",
+    );
+    let (config, warnings) = from_text(&lab, "c").expect("valid for a lab");
+    assert_eq!(config.server.server_url.as_deref(), Some("http://lab:8080"));
+    assert!(
+        warnings[0]
+            .to_string()
+            .starts_with("c:7: warning: server_url uses plain http")
+    );
+    // https without a client certificate: an error at server_url's line.
+    let no_key = text.replace("\toption key '/etc/csipd/client.key'\n", "");
+    let errors = from_text(&no_key, "c").unwrap_err();
+    assert!(
+        errors.iter().any(|d| d.to_string()
+            == "c:7: error: server_url is https but option 'key' is not set; the utility \
+                server requires a client certificate and its key"),
+        "{errors:?}"
+    );
+    // Both set: dcap_url wins, server_url is dropped with a warning at its line.
+    let both = VALID.replace(
+        &format!("option dcap_url {discovering}"),
+        &format!("option dcap_url {discovering}\n\toption server_url 'https://other.example'"),
+    );
+    let (config, warnings) = from_text(&both, "c").expect("valid");
+    assert_eq!(config.server.server_url, None);
+    assert_eq!(
+        config.server.utility_url(),
+        Some("https://csip.example.com.au:8443/dcap")
+    );
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0]
+            .to_string()
+            .starts_with("c:8: warning: server_url is ignored because dcap_url is set"),
+        "{warnings:?}"
+    );
 }

@@ -127,6 +127,10 @@ pub struct ServerConfig {
     /// DeviceCapability URL (`https://host[:port]/path`). `None` until the installer
     /// sets it: csipd then runs without a utility connection.
     pub dcap_url: Option<String>,
+    /// The server's origin (`https://host[:port]`, no path) for CSIP-AUS v1.3 service
+    /// discovery through `/.well-known/csipaus`. Used only without `dcap_url`: when
+    /// both are set, `dcap_url` wins (a warning) and this is `None`.
+    pub server_url: Option<String>,
     /// Client certificate (PEM) path; needed for https.
     pub cert: Option<String>,
     /// Client private key (PEM) path; needed for https.
@@ -149,6 +153,14 @@ pub struct ServerConfig {
     pub tls_insecure_lab: bool,
     /// Allow an `http://` dcap_url (no TLS). Lab use only. Default false.
     pub allow_plain_http: bool,
+}
+
+impl ServerConfig {
+    /// The utility server csipd talks to: `dcap_url`, else `server_url` (service
+    /// discovery); `None` when neither is set (local limits only).
+    pub fn utility_url(&self) -> Option<&str> {
+        self.dcap_url.as_deref().or(self.server_url.as_deref())
+    }
 }
 
 /// `config limits 'fixed'`: the owner's or installer's fixed limits, in watts. `None`
@@ -439,6 +451,7 @@ const MAIN_OPTIONS: &[&str] = &[
 ];
 const SERVER_OPTIONS: &[&str] = &[
     "dcap_url",
+    "server_url",
     "cert",
     "key",
     "ca",
@@ -791,6 +804,29 @@ fn check_url(text: &str) -> Result<&'static str, String> {
     Ok(scheme)
 }
 
+/// Checks a `server_url`: what [`check_url`] checks, plus https (http only with
+/// `allow_plain_http`) and nothing after the origin (the DeviceCapability path comes
+/// from `/.well-known/csipaus`). Returns the scheme.
+fn check_server_url(text: &str, allow_plain_http: bool) -> Result<&'static str, String> {
+    let scheme = check_url(text).map_err(|e| e.replace("[:port]/path", "[:port]"))?;
+    if scheme == "http" && !allow_plain_http {
+        return Err(format!(
+            "\"{text}\" uses plain http; utilities require https with a client certificate \
+             (set option allow_plain_http '1' only for a lab server)"
+        ));
+    }
+    let rest = text.split_once("://").map_or("", |(_, rest)| rest);
+    let after_authority = rest.find(['/', '?', '#']).map_or("", |i| &rest[i..]);
+    if !after_authority.is_empty() && after_authority != "/" {
+        return Err(format!(
+            "\"{text}\" has a path; expected https://host[:port] only (csipd finds the \
+             DeviceCapability through /.well-known/csipaus; for a known DeviceCapability \
+             URL set option dcap_url instead)"
+        ));
+    }
+    Ok(scheme)
+}
+
 /// Builds the typed configuration from a parsed file. Never fails: problems are
 /// returned as diagnostics, and the `Config` holds defaults wherever a value was bad.
 /// Callers must not use the `Config` if any diagnostic is an error.
@@ -1074,7 +1110,38 @@ fn read_server(checker: &mut Checker<'_>, section: Option<&Section>) -> ServerCo
         if scheme.is_none() {
             dcap_url = None;
         }
-    } else {
+    }
+    let mut server_url = r.string("server_url");
+    if let Some(url) = &server_url {
+        let pos = r.pos_of("server_url");
+        let checked = check_server_url(url, allow_plain_http);
+        let usable = checked.is_ok() && !r.is_set("dcap_url");
+        match checked {
+            Err(why) => r.checker.error(pos, format!("option 'server_url': {why}")),
+            Ok(_) if r.is_set("dcap_url") => r.checker.warning(
+                pos,
+                "server_url is ignored because dcap_url is set: csipd reads the \
+                 DeviceCapability at dcap_url and skips /.well-known/csipaus service \
+                 discovery (remove dcap_url to discover)"
+                    .to_string(),
+            ),
+            Ok(s) => {
+                if s == "http" {
+                    r.checker.warning(
+                        pos,
+                        "server_url uses plain http (allow_plain_http is set): no encryption \
+                         and no server authentication; lab use only"
+                            .to_string(),
+                    );
+                }
+                scheme = Some(s);
+            }
+        }
+        if !usable {
+            server_url = None;
+        }
+    }
+    if !r.is_set("dcap_url") && !r.is_set("server_url") {
         let pos = r.pos_of("dcap_url");
         let where_ = if present {
             "server section"
@@ -1084,8 +1151,8 @@ fn read_server(checker: &mut Checker<'_>, section: Option<&Section>) -> ServerCo
         r.checker.warning(
             pos,
             format!(
-                "no dcap_url in the {where_}: csipd will not contact a utility server and \
-                 applies only the local limits"
+                "no dcap_url (nor server_url) in the {where_}: csipd will not contact a \
+                 utility server and applies only the local limits"
             ),
         );
     }
@@ -1106,11 +1173,16 @@ fn read_server(checker: &mut Checker<'_>, section: Option<&Section>) -> ServerCo
     if scheme == Some("https") {
         for (name, value) in [("cert", &cert), ("key", &key)] {
             if value.is_none() {
-                let pos = r.pos_of("dcap_url");
+                let url_option = if dcap_url.is_some() {
+                    "dcap_url"
+                } else {
+                    "server_url"
+                };
+                let pos = r.pos_of(url_option);
                 r.checker.error(
                     pos,
                     format!(
-                        "dcap_url is https but option '{name}' is not set; the utility \
+                        "{url_option} is https but option '{name}' is not set; the utility \
                          server requires a client certificate and its key"
                     ),
                 );
@@ -1192,7 +1264,8 @@ fn read_server(checker: &mut Checker<'_>, section: Option<&Section>) -> ServerCo
             ],
         )
         .unwrap_or(CsipAusNamespace::Default);
-    if profile == Profile::CsipAus && dcap_url.is_some() && nmi.is_none() {
+    if profile == Profile::CsipAus && (dcap_url.is_some() || server_url.is_some()) && nmi.is_none()
+    {
         let pos = r.pos_of("dcap_url");
         r.checker.warning(
             pos,
@@ -1203,6 +1276,7 @@ fn read_server(checker: &mut Checker<'_>, section: Option<&Section>) -> ServerCo
     }
     ServerConfig {
         dcap_url,
+        server_url,
         cert,
         key,
         ca,

@@ -82,6 +82,23 @@ pub struct PowerSample {
     pub at_ms: i64,
 }
 
+impl PowerSample {
+    /// Stale at `now_ms` by the one staleness rule ([`is_stale`]).
+    pub fn is_stale(&self, now_ms: i64, timeout_ms: i64) -> bool {
+        is_stale(
+            Some((now_ms - self.at_ms).max(0) as u64),
+            timeout_ms.max(0) as u64,
+        )
+    }
+}
+
+/// The one staleness rule, used by the law, the status, the telemetry and the utility's
+/// mirror readings: no good reading (`age_ms` `None`), or the last good one older than
+/// `timeout_ms`.
+pub fn is_stale(age_ms: Option<u64>, timeout_ms: u64) -> bool {
+    age_ms.is_none_or(|a| a > timeout_ms)
+}
+
 /// The latest readings; `inverters` is in the order of `ControllerParams::inverters`,
 /// `None` for an inverter that never answered.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -266,7 +283,7 @@ impl Controller {
                     .get(i)
                     .copied()
                     .flatten()
-                    .filter(|r| now_ms - r.at_ms <= p.inverter_timeout_ms && r.w.is_finite())
+                    .filter(|r| !r.is_stale(now_ms, p.inverter_timeout_ms) && r.w.is_finite())
                     .map(|r| r.w)
             })
             .collect();
@@ -349,7 +366,7 @@ impl Controller {
         // Step 2: meter freshness.
         let meter = readings.meter.filter(|m| m.w.is_finite());
         let meter_age_ms = readings.meter.map(|m| now_ms - m.at_ms);
-        let meter_fresh = meter.filter(|m| now_ms - m.at_ms <= p.meter_timeout_ms);
+        let meter_fresh = meter.filter(|m| !m.is_stale(now_ms, p.meter_timeout_ms));
 
         // Candidates for the total allowed generation of the answering inverters, each
         // with the reason it would give.

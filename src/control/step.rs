@@ -170,11 +170,8 @@ impl State {
     }
 }
 
-/// The one staleness rule: no good reading, or the last good one older than
-/// `timeout_ms`.
-pub fn is_stale(age_ms: Option<u64>, timeout_ms: u64) -> bool {
-    age_ms.is_none_or(|a| a > timeout_ms)
-}
+/// The one staleness rule (defined beside the law that acts on it).
+pub use super::law::is_stale;
 
 /// The control cycle of `config`, ms.
 pub fn cycle_ms(config: &Config) -> u64 {

@@ -12,51 +12,27 @@ use crate::http::ClientConfig;
 use crate::schedule;
 
 use super::discovery::Tree;
+use super::well_known::{Choice, version_label};
 use super::{EngineConfig, EngineSink, EngineStatus, Nameplate, SiteMeasurement};
 
 const DEFAULT_CONFIG: &str = "/etc/config/csipd";
-
-/// Splits a DeviceCapability URL into the server URL and the dcap path.
-pub fn split_dcap_url(url: &str) -> Result<(String, String), String> {
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| {
-        format!("dcap_url {url:?} must start with https:// (or http:// for lab use)")
-    })?;
-    if scheme != "https" && scheme != "http" {
-        return Err(format!("dcap_url {url:?}: scheme must be https or http"));
-    }
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/dcap"),
-    };
-    if authority.is_empty() {
-        return Err(format!("dcap_url {url:?} has no host"));
-    }
-    Ok((format!("{scheme}://{authority}"), path.to_string()))
-}
 
 impl EngineConfig {
     /// The engine's configuration from `/etc/config/csipd` and the device identity
     /// (LFDI/SFDI of the client certificate).
     pub fn from_config(config: &Config, lfdi: &str, sfdi: u64) -> Result<EngineConfig, String> {
         let server = &config.server;
-        let dcap_url = server.dcap_url.as_deref().ok_or_else(|| {
-            format!(
-                "{}: option dcap_url of section 'utility' is not set",
-                config.file
-            )
-        })?;
-        let (server_url, dcap_path) = split_dcap_url(dcap_url)?;
-        if server_url.starts_with("http://") && !server.allow_plain_http {
-            return Err(format!(
-                "{}: dcap_url {dcap_url} is plain http; set allow_plain_http (lab use only) or use https",
-                config.file
-            ));
-        }
-        let mut http = ClientConfig::new(&server_url);
-        http.client_cert = server.cert.as_ref().map(Into::into);
-        http.client_key = server.key.as_ref().map(Into::into);
-        http.ca_bundle = server.ca.as_ref().map(Into::into);
-        http.insecure = server.tls_insecure_lab;
+        // One URL parser for config, http and the engine (the url crate, in `http`);
+        // dcap_url wins over server_url (check-config warns when both are set).
+        let (http, dcap_path) = ClientConfig::from_server_config(server)
+            .map_err(|e| format!("{}: {e}", config.file))?;
+        let service_discovery = server.dcap_url.is_none() && server.server_url.is_some();
+        // With service discovery the DeviceCapability path comes from the chosen version.
+        let dcap_path = if service_discovery {
+            String::new()
+        } else {
+            dcap_path
+        };
         let rated = |role: DeviceRole| -> f64 {
             config
                 .devices
@@ -73,6 +49,7 @@ impl EngineConfig {
         Ok(EngineConfig {
             http,
             dcap_path,
+            service_discovery,
             lfdi: lfdi.to_string(),
             sfdi,
             pin: server.registration_pin,
@@ -175,12 +152,16 @@ const WALK_DEADLINE_MS: u64 = 60_000;
 /// Walks the server once and renders the tree. `Err` carries the rendering plus the
 /// error when the walk did not reach this device's programs.
 pub fn discover_once(config: EngineConfig) -> Result<String, String> {
+    let config_discovers = config.service_discovery;
+    let server_url = config.http.server_url.clone();
     let clock = crate::runtime::clock::SystemClock::new();
     let mut client = crate::http::Client::new(config.http.clone())
         .map_err(|e| format!("{}\n", super::EngineError::Http(e)))?;
     let mut engine = super::Engine::new(config, clock.now()).map_err(|e| format!("{e}\n"))?;
     engine.set_read_only(true);
     let started_ms = clock.now().mono_ms;
+    let service_discovery_from =
+        config_discovers.then(|| format!("{}{}", server_url, super::well_known::WELL_KNOWN_PATH));
     let mut source = no_measurements;
     smol::block_on(crate::runtime::engine::drive(
         &mut engine,
@@ -194,12 +175,41 @@ pub fn discover_once(config: EngineConfig) -> Result<String, String> {
         },
     ));
     let status = engine.status();
-    let text = render(&engine.tree(), &status);
+    let mut text = String::new();
+    if let Some(url) = service_discovery_from {
+        text.push_str(&render_service_discovery(&url, engine.well_known_choice()));
+    }
+    text.push_str(&render(&engine.tree(), &status));
     if engine.tree().edev.is_some() && status.last_error.is_none() {
         Ok(text)
     } else {
         Err(text)
     }
+}
+
+/// What service discovery chose from `url` (the well-known document), and what it left
+/// out and why; "none" when nothing was chosen (the error line of [`render`] says why).
+pub fn render_service_discovery(url: &str, choice: Option<&Choice>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "csipaus  service discovery {url}");
+    match choice {
+        Some(choice) => {
+            let _ = writeln!(
+                out,
+                "  using {} ({}), DeviceCapability {}",
+                version_label(choice.ns),
+                choice.version_uri,
+                choice.dcap_path
+            );
+            for skipped in &choice.skipped {
+                let _ = writeln!(out, "  skipped {skipped}");
+            }
+        }
+        None => {
+            let _ = writeln!(out, "  no version chosen (see the error below)");
+        }
+    }
+    out
 }
 
 fn watts(p: Option<crate::sep2::ActivePower>) -> String {
@@ -355,25 +365,6 @@ pub fn render(tree: &Tree, status: &EngineStatus) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dcap_url_split() {
-        assert_eq!(
-            split_dcap_url("https://server.example:8443/api/v2/dcap").expect("ok"),
-            ("https://server.example:8443".into(), "/api/v2/dcap".into())
-        );
-        assert_eq!(
-            split_dcap_url("http://127.0.0.1:9000").expect("ok"),
-            ("http://127.0.0.1:9000".into(), "/dcap".into())
-        );
-        assert!(split_dcap_url("server/dcap").is_err());
-        assert!(split_dcap_url("ftp://x/dcap").is_err());
-    }
-}
-
-#[cfg(test)]
 mod config_tests {
     use super::*;
 
@@ -395,6 +386,10 @@ mod config_tests {
         let engine = EngineConfig::from_config(&pv, "AB", 7).expect("engine config");
         assert_eq!(engine.http.server_url, "https://utility.example:8443");
         assert_eq!(engine.dcap_path, "/api/dcap");
+        let mut plain = config("");
+        plain.server.dcap_url = Some("http://127.0.0.1:9000/dcap".into());
+        let err = EngineConfig::from_config(&plain, "AB", 7).expect_err("plain http refused");
+        assert!(err.contains("allow_plain_http"), "{err}");
         assert_eq!((engine.pen, engine.pin), (12345, Some(111115)));
         assert_eq!(engine.nmi.as_deref(), Some("4102345678"));
         assert!(engine.csipaus);
@@ -407,6 +402,44 @@ mod config_tests {
         let engine = EngineConfig::from_config(&battery, "AB", 7).expect("engine config");
         assert_eq!(engine.nameplate.doe_modes(), 0b1111);
         assert_eq!(engine.nameplate.der_type, 81);
+    }
+
+    #[test]
+    fn server_url_means_service_discovery() {
+        let text = "config server 'utility'\n\toption server_url 'https://utility.example:8443/'\n\toption cert '/etc/csipd/cert.pem'\n\toption key '/etc/csipd/key.pem'\n\toption nmi '4102345678'\n\toption csipaus_namespace 'v1.3'\n";
+        let config = match crate::config::from_text(text, "test") {
+            Ok((config, _)) => config,
+            Err(diagnostics) => panic!("{diagnostics:?}"),
+        };
+        let engine = EngineConfig::from_config(&config, "AB", 7).expect("engine config");
+        assert!(engine.service_discovery);
+        assert_eq!(engine.http.server_url, "https://utility.example:8443");
+        // dcap_url (explicit) keeps the configured path, no discovery.
+        let pv = config_text_engine();
+        assert!(!pv.service_discovery);
+        assert_eq!(pv.dcap_path, "/api/dcap");
+    }
+
+    fn config_text_engine() -> EngineConfig {
+        EngineConfig::from_config(&config(""), "AB", 7).expect("engine config")
+    }
+
+    #[test]
+    fn service_discovery_is_rendered_with_what_was_skipped() {
+        let choice = crate::csip::well_known::choose(
+            br#"{"supportedSchemaVersions": {"https://csipaus.org/ns/v99.99": {"dcap": ["/r1"]},
+                "https://csipaus.org/ns/v1.3": {"dcap": ["/r3"]}}}"#,
+            "https://u.example",
+        )
+        .expect("v1.3");
+        let text = render_service_discovery("https://u.example/.well-known/csipaus", Some(&choice));
+        assert_eq!(
+            text,
+            "csipaus  service discovery https://u.example/.well-known/csipaus\n  using v1.3 \
+             (https://csipaus.org/ns/v1.3), DeviceCapability /r3\n  skipped \
+             https://csipaus.org/ns/v99.99: not supported\n"
+        );
+        assert!(render_service_discovery("x", None).contains("no version chosen"));
     }
 
     #[test]
@@ -429,6 +462,7 @@ mod config_tests {
             readings_dropped: 0,
             responses_pending: 0,
             last_error: Some("PIN mismatch".into()),
+            csipaus_version: Some("v1.3"),
         };
         let utility = status.to_utility(Some("https://x/dcap".into()), 50);
         assert_eq!(utility.state, crate::status::ConnectionState::Discovering);
@@ -437,6 +471,7 @@ mod config_tests {
             Some("PIN mismatch")
         );
         assert_eq!(utility.clock_offset_s, Some(-3.0));
+        assert_eq!(utility.csipaus_version.as_deref(), Some("v1.3"));
         assert_eq!(utility.resources[0].name, "EndDeviceList");
         assert_eq!(utility.resources[0].next_poll_unix_s, Some(160));
         assert_eq!(utility.resources[0].last_error.as_deref(), Some("HTTP 500"));

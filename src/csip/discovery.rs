@@ -59,34 +59,10 @@ impl Tree {
         }
     }
 
-    /// The FSA whose DERProgramList is at `derp_list_href`.
-    pub fn fsa_of_program_list(&self, derp_list_href: &str) -> Option<&FsaState> {
-        self.fsas.iter().find(|fsa| {
-            fsa.fsa
-                .der_program_list_link
-                .as_ref()
-                .is_some_and(|link| link.href == derp_list_href)
-        })
-    }
-
-    /// The DERProgramList hrefs of all FSAs, in FSA order.
-    pub fn program_list_hrefs(&self) -> Vec<String> {
-        self.fsas
-            .iter()
-            .filter_map(|fsa| fsa.fsa.der_program_list_link.as_ref())
-            .map(|link| link.href.clone())
-            .collect()
-    }
-
     /// The scheduler's input: every program (with its default) and every event, across
     /// all FSAs. A program listed in two FSAs (same mRID) is taken once.
     pub fn schedule_input(&self) -> (Vec<schedule::Program>, Vec<schedule::Event>) {
         schedule_input(&self.fsas, &self.programs)
-    }
-
-    /// Our DER (the first in the DERList; csipd reports the fleet as one DER).
-    pub fn der(&self) -> Option<&Der> {
-        self.ders.first()
     }
 }
 

@@ -21,6 +21,7 @@ use super::mirror::MirrorSet;
 use super::poller::PollKind;
 use super::response::ResponseSet;
 use super::time::TimeSet;
+use super::well_known::{self, WellKnownSet};
 use super::{
     ConnectionState, EngineConfig, EngineError, EngineStatus, Event, Nameplate, PollStatus,
     SiteMeasurement,
@@ -38,6 +39,7 @@ pub struct Engine {
     mirror: MirrorSet,
     responses: ResponseSet,
     log_event: LogEventSet,
+    well_known: WellKnownSet,
     started: bool,
     last_status: Option<EngineStatus>,
     last_signature: u64,
@@ -53,7 +55,10 @@ impl Engine {
                 config.lfdi
             )));
         }
-        if !config.dcap_path.starts_with('/') && !config.dcap_path.starts_with("http") {
+        if !config.service_discovery
+            && !config.dcap_path.starts_with('/')
+            && !config.dcap_path.starts_with("http")
+        {
             return Err(EngineError::Config(format!(
                 "DeviceCapability path must start with '/', got {:?}",
                 config.dcap_path
@@ -78,6 +83,7 @@ impl Engine {
             mirror: MirrorSet::new(config.default_post_rate_s, config.reading_buffer_intervals),
             responses: ResponseSet::default(),
             log_event: LogEventSet::default(),
+            well_known: WellKnownSet::default(),
             started: false,
             last_status: None,
             last_signature: 0,
@@ -180,7 +186,21 @@ impl Engine {
         let ctx = &mut self.ctx;
         match purpose {
             Purpose::Poll { href, kind, part } => match (kind, part) {
+                (PollKind::WellKnown, _) => {
+                    if let Some(dcap_path) = self.well_known.handle(ctx, &href, answer) {
+                        if dcap_path != self.dcap.href {
+                            ctx.poller.untrack(&self.dcap.href);
+                            ctx.errors.remove(&self.dcap.href);
+                            self.dcap = DcapSet::new(&dcap_path);
+                            self.dcap.start(ctx);
+                        }
+                    }
+                }
                 (PollKind::DeviceCapability, _) => {
+                    // A discovered DeviceCapability that is gone: ask the document again.
+                    if matches!(answer, Answer::Gone(_)) && ctx.config.service_discovery {
+                        self.well_known.start(ctx);
+                    }
                     if let Some(links) = self.dcap.handle(ctx, &href, answer) {
                         self.time.link(ctx, links.time);
                         self.edev.link(ctx, links.end_device_list);
@@ -328,7 +348,22 @@ impl Engine {
             readings_dropped,
             responses_pending: self.responses.outbox.len(),
             last_error: ctx.last_error.clone(),
+            csipaus_version: self.csipaus_version(),
         }
+    }
+
+    /// The CSIP-AUS version written: the one service discovery chose, else the
+    /// configured one; `None` before discovery chose and for plain IEEE 2030.5.
+    fn csipaus_version(&self) -> Option<&'static str> {
+        if self.ctx.config.service_discovery && self.well_known.choice.is_none() {
+            return None;
+        }
+        well_known::profile_version(self.ctx.profile)
+    }
+
+    /// What service discovery chose (`None` before, or without service discovery).
+    pub fn well_known_choice(&self) -> Option<&well_known::Choice> {
+        self.well_known.choice.as_ref()
     }
 
     // ------------------------------------------------------------------ dispatch
@@ -356,8 +391,16 @@ impl Engine {
     fn step(&mut self) {
         if !self.started {
             self.started = true;
-            log::info!("csip: discovery from {}", self.dcap.href);
-            self.dcap.start(&mut self.ctx);
+            if self.ctx.config.service_discovery {
+                log::info!(
+                    "csip: service discovery from {}",
+                    well_known::WELL_KNOWN_PATH
+                );
+                self.well_known.start(&mut self.ctx);
+            } else {
+                log::info!("csip: discovery from {}", self.dcap.href);
+                self.dcap.start(&mut self.ctx);
+            }
         }
         self.start_polls();
         self.derp
@@ -379,6 +422,7 @@ impl Engine {
                 continue;
             }
             match kind {
+                PollKind::WellKnown => self.well_known.request(ctx, &href),
                 PollKind::DeviceCapability => self.dcap.request(ctx, &href),
                 PollKind::Time => self.time.request(ctx, &href),
                 PollKind::EndDeviceList | PollKind::Registration => {
@@ -413,6 +457,7 @@ impl Engine {
         }
         self.mirror.pending().hash(&mut h);
         self.responses.outbox.len().hash(&mut h);
+        self.well_known.choice.is_some().hash(&mut h);
         h.finish()
     }
 
@@ -438,6 +483,7 @@ impl Engine {
                     || last.readings_pending != status.readings_pending
                     || last.responses_pending != status.responses_pending
                     || last.clock_offset_s != status.clock_offset_s
+                    || last.csipaus_version != status.csipaus_version
             }
         };
         if changed {
@@ -469,6 +515,7 @@ mod tests {
         EngineConfig {
             http: crate::http::ClientConfig::new("http://memory"),
             dcap_path: "/dcap".into(),
+            service_discovery: false,
             lfdi: "3E4F45AB31EDFE5B67E343E5E4562E3100012345".into(),
             sfdi: 1,
             pin: None,

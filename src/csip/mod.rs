@@ -1,7 +1,8 @@
 //! The CSIP-AUS client engine, as a state machine with no IO and no clock of its own
 //! (the shape of quinn-proto's `Connection`). [`Engine`] ([`engine`]) only dispatches;
 //! each IEEE 2030.5 function set owns its state and its handlers in its own file:
-//! [`dcap`] (DeviceCapability), [`time`] (Time, the server clock), [`edev`] (EndDevice,
+//! [`well_known`] (CSIP-AUS v1.3 service discovery, before the DeviceCapability when
+//! only a server URL is configured), [`dcap`] (DeviceCapability), [`time`] (Time, the server clock), [`edev`] (EndDevice,
 //! in-band registration, Registration PIN, csipaus ConnectionPoint), [`fsa`]
 //! (FunctionSetAssignments), [`derp`] (DERPrograms with their DERControls,
 //! DefaultDERControl and DERCurves, and the scheduler run over them), [`der`] (DER
@@ -52,6 +53,7 @@ pub mod mirror;
 pub mod poller;
 pub mod response;
 pub mod time;
+pub mod well_known;
 
 pub use averaging::{MeterSample, PhaseValues};
 pub use context::{Request, RequestId};
@@ -68,6 +70,10 @@ pub struct EngineConfig {
     pub http: crate::http::ClientConfig,
     /// Path of the DeviceCapability resource on the server, e.g. `/dcap`.
     pub dcap_path: String,
+    /// Find the DeviceCapability and the CSIP-AUS version through
+    /// `/.well-known/csipaus` ([`well_known`], `option server_url`); `dcap_path` is then
+    /// unused.
+    pub service_discovery: bool,
     /// This device's LFDI (40 hex digits) and SFDI.
     pub lfdi: String,
     pub sfdi: u64,
@@ -235,6 +241,9 @@ pub struct EngineStatus {
     /// Responses waiting to be accepted by the server.
     pub responses_pending: usize,
     pub last_error: Option<String>,
+    /// The CSIP-AUS version in use (`v1.3`, `v1.2`); `None` for plain IEEE 2030.5 and
+    /// while service discovery has not chosen one yet.
+    pub csipaus_version: Option<&'static str>,
 }
 
 /// What the engine tells its driver ([`Engine::poll_event`]).
@@ -337,6 +346,7 @@ impl EngineStatus {
             sfdi: Some(self.sfdi),
             clock_offset_s: Some(self.clock_offset_s as f64),
             registration_problem,
+            csipaus_version: self.csipaus_version.map(str::to_string),
             resources: self
                 .polls
                 .iter()

@@ -34,6 +34,8 @@ const WITH_PARENT: u64 = u64::MAX;
 /// What kind of poll group a tracked href is; the driver knows what to do for each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PollKind {
+    /// The CSIP-AUS `/.well-known/csipaus` document (read until a version is chosen).
+    WellKnown,
     DeviceCapability,
     Time,
     EndDeviceList,
@@ -54,6 +56,7 @@ impl PollKind {
     /// Short name for logs and the status page.
     pub fn name(self) -> &'static str {
         match self {
+            PollKind::WellKnown => "WellKnownCsipaus",
             PollKind::DeviceCapability => "DeviceCapability",
             PollKind::Time => "Time",
             PollKind::EndDeviceList => "EndDeviceList",

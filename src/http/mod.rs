@@ -91,13 +91,15 @@ impl ClientConfig {
 
 impl ClientConfig {
     /// The client for `config server 'utility'`: the server is the origin of
-    /// `dcap_url` (scheme, host, port); returns it with the DeviceCapability path.
+    /// `dcap_url` (scheme, host, port), else of `server_url`; returns it with the path
+    /// of that URL (the DeviceCapability path of a `dcap_url`, `/` for a `server_url`,
+    /// whose DeviceCapability comes from `/.well-known/csipaus`).
     /// An `http://` URL needs `allow_plain_http`.
     pub fn from_server_config(
         server: &crate::config::ServerConfig,
     ) -> Result<(ClientConfig, String), HttpError> {
-        let dcap_url = server.dcap_url.as_deref().ok_or_else(|| {
-            HttpError::Config("no utility server configured (option dcap_url)".into())
+        let dcap_url = server.utility_url().ok_or_else(|| {
+            HttpError::Config("no utility server configured (option dcap_url or server_url)".into())
         })?;
         let (origin, dcap_path) = split_url(dcap_url)?;
         if origin.starts_with("http://") && !server.allow_plain_http {
@@ -867,6 +869,15 @@ mod tests {
         server.dcap_url = Some("http://u.example/dcap".into());
         let err = ClientConfig::from_server_config(&server).unwrap_err();
         assert!(err.to_string().contains("allow_plain_http"), "{err}");
+        // Only a server_url (service discovery): its origin, path `/`.
+        let mut server = config.server.clone();
+        server.dcap_url = None;
+        server.server_url = Some("https://u.example:8443".into());
+        let (client, path) = ClientConfig::from_server_config(&server).unwrap();
+        assert_eq!(
+            (client.server_url.as_str(), path.as_str()),
+            ("https://u.example:8443", "/")
+        );
     }
 
     #[test]

@@ -5,6 +5,14 @@
 //! limit and a tariff window, active from the minute the demo starts for three minutes,
 //! at 1000 W; the load steps every 40 s so the controller has work to do.
 //!
+//! By default the demo also starts the simulated CSIP-AUS utility (`sim::utility`) on a
+//! free 127.0.0.1 port with a fresh lab PKI and points the daemon at it (dcap URL,
+//! device certificate and key, lab CA, registration PIN, NMI), so its 5-minute export
+//! and import limits (a compressed day, `--day-s`) combine with the fixed limit and the
+//! tariff window (tighter wins); `--no-utility` leaves it out.
+//! `csipd demo --utility-only [--listen ADDR]` serves only the simulated utility and
+//! prints where a client finds it (dcap URL, CA, device certificate and key, PIN).
+//!
 //! `csipd demo --sim-only` (for tests and trying `csipd run`) serves only the simulated
 //! site and prints its Modbus addresses. `--battery` adds a battery inverter (unit 2 on
 //! the inverter's port) that charges at up to 3 kW unless limited; `--sun-w W` sets
@@ -12,18 +20,32 @@
 
 use crate::sim::site::{PvProfile, SimInverter as PhysInverter, Site};
 use crate::sim::sunspec_server::{SimInverter, SimMeter, SunSpecSimulator};
+use crate::sim::utility::lab_pki::LabPki;
+use crate::sim::utility::schedule::DayPlan;
+use crate::sim::utility::server::UtilityServer;
+use crate::sim::utility::{Utility, UtilityOptions};
 use smol::LocalExecutor;
 use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::ExitCode;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub const DEMO_USAGE: &str =
-    "usage: csipd demo [--seconds N] [--port P] [--sim-only] [--battery] [--sun-w W]
+pub const DEMO_USAGE: &str = "usage: csipd demo [--seconds N] [--port P] [--no-utility] [--day-s S]
+                  [--sim-only] [--utility-only [--listen ADDR]] [--battery] [--sun-w W]
   runs csipd against a simulated site (PV inverter + meter over Modbus TCP on loopback)
+  and a simulated CSIP-AUS utility (mutual TLS on loopback, 5-minute operating envelopes)
   --seconds N   stop after N seconds (default: run until Ctrl-C)
   --port P      status server port on 127.0.0.1 (default 8080; 0 = any free port)
+  --no-utility  no simulated utility: fixed and tariff limits only
+  --day-s S     the utility's day lasts S real seconds (default 2880: a 5-minute block
+                every 10 s; 86400 plays it in real time)
   --sim-only    serve only the simulated site (for `csipd run` against it)
+  --utility-only  serve only the simulated utility; prints its dcap URL, lab CA, device
+                certificate, key and PIN for another client
+  --listen ADDR   where --utility-only listens (default 127.0.0.1:0, any free port)
   --battery     add a battery inverter (unit 2 on the inverter's port, model 124)
   --sun-w W     what the sun gives the PV inverter (default 4800; 0 = night)
 ";
@@ -38,6 +60,11 @@ pub const BATTERY_MAX_CHARGE_W: f64 = 3000.0;
 /// Export limits the demo configures.
 pub const FIXED_EXPORT_LIMIT_W: u32 = 1500;
 pub const WINDOW_EXPORT_LIMIT_W: u32 = 1000;
+/// The simulated utility's default day (s): a 5-minute block every 10 s.
+pub const DEFAULT_DAY_S: u32 = 2880;
+/// What the demo's daemon tells the simulated utility: its NMI and PEN.
+pub const DEMO_NMI: &str = "4102345678";
+pub const DEMO_PEN: u32 = 12345;
 /// Physics step (s).
 const PHYSICS_STEP_S: f64 = 0.2;
 
@@ -50,11 +77,16 @@ pub fn load_w(t_s: f64) -> f64 {
     LOAD_PROFILE_W[i]
 }
 
+#[derive(Debug)]
 struct Args {
     seconds: Option<u64>,
     port: u16,
     sim_only: bool,
     sim: SimOptions,
+    no_utility: bool,
+    utility_only: bool,
+    listen: Option<SocketAddr>,
+    day_s: u32,
 }
 
 /// What the simulated site has besides the PV inverter and the meter.
@@ -79,6 +111,10 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         port: 8080,
         sim_only: false,
         sim: SimOptions::default(),
+        no_utility: false,
+        utility_only: false,
+        listen: None,
+        day_s: DEFAULT_DAY_S,
     };
     let mut words = args.iter();
     while let Some(w) = words.next() {
@@ -94,12 +130,72 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
                     .map_err(|_| "--port must be 0..65535".to_string())?
             }
             "--sim-only" => a.sim_only = true,
+            "--no-utility" => a.no_utility = true,
+            "--utility-only" => a.utility_only = true,
+            "--day-s" => {
+                a.day_s = u32::try_from(value("--day-s")?)
+                    .map_err(|_| "--day-s must be 288..86400".to_string())?
+            }
+            "--listen" => {
+                let v = words
+                    .next()
+                    .ok_or("--listen needs an address (e.g. 127.0.0.1:8443)")?;
+                a.listen = Some(v.parse().map_err(|_| {
+                    format!("--listen must be IP:PORT (e.g. 127.0.0.1:8443), got '{v}'")
+                })?);
+            }
             "--battery" => a.sim.battery = true,
             "--sun-w" => a.sim.sun_w = value("--sun-w")? as f64,
             other => return Err(format!("unknown argument '{other}'")),
         }
     }
+    if a.listen.is_some() && !a.utility_only {
+        return Err(
+            "--listen goes with --utility-only (the demo's utility uses a free loopback port)"
+                .into(),
+        );
+    }
+    if a.utility_only && (a.sim_only || a.no_utility) {
+        return Err("--utility-only cannot be combined with --sim-only or --no-utility".into());
+    }
+    DayPlan::new(0, a.day_s).map_err(|e| e.to_string())?;
     Ok(a)
+}
+
+/// What the daemon needs to reach the simulated utility.
+#[derive(Debug, Clone)]
+pub struct DemoUtility {
+    pub dcap_url: String,
+    pub pki: LabPki,
+    pub pin: u32,
+}
+
+/// Makes a lab PKI in `dir` and starts the simulated utility on `listen`, its day
+/// starting now (`clock`'s time).
+pub fn start_sim_utility(
+    dir: &Path,
+    listen: SocketAddr,
+    day_s: u32,
+) -> Result<(UtilityServer, DemoUtility), String> {
+    let clock = super::clock::SystemClock::new();
+    let now = clock.now();
+    let pki = LabPki::create(dir, now.utc_s()).map_err(|e| e.to_string())?;
+    let plan = DayPlan::new(now.utc_s(), day_s).map_err(|e| e.to_string())?;
+    let options = UtilityOptions::for_plan(plan, &pki.device_lfdi, pki.device_sfdi);
+    let pin = options.pin;
+    let server = UtilityServer::start(
+        listen,
+        pki.clone(),
+        Utility::new(options),
+        Arc::new(move || clock.now()),
+    )
+    .map_err(|e| e.to_string())?;
+    let utility = DemoUtility {
+        dcap_url: server.dcap_url(),
+        pki,
+        pin,
+    };
+    Ok((server, utility))
 }
 
 /// The simulated site: Modbus servers plus the physics task.
@@ -193,13 +289,36 @@ async fn physics(inverter: SimInverter, battery: Option<SimInverter>, meter: Sim
 }
 
 /// The demo's configuration in UCI syntax: the two simulated devices, a fixed export
-/// limit, and a tariff window active from `start_min` (local minutes) for 3 minutes.
+/// limit, a tariff window active from `start_min` (local minutes) for 3 minutes, and
+/// the simulated utility when there is one.
 pub fn demo_config_text(
     site: &SimSite,
     status_port: u16,
     start_min: u32,
     data_dir: &str,
+    utility: Option<&DemoUtility>,
 ) -> String {
+    let server = utility
+        .map(|u| {
+            format!(
+                "
+config server 'utility'
+\toption dcap_url '{}'
+\toption cert '{}'
+\toption key '{}'
+\toption ca '{}'
+\toption registration_pin '{}'
+\toption nmi '{DEMO_NMI}'
+\toption pen '{DEMO_PEN}'
+",
+                u.dcap_url,
+                u.pki.device_cert.display(),
+                u.pki.device_key.display(),
+                u.pki.ca_cert.display(),
+                u.pin
+            )
+        })
+        .unwrap_or_default();
     let hhmm = |m: u32| format!("{:02}:{:02}", m / 60, m % 60);
     let end = (start_min + 3) % 1440;
     let end_text = if end == 0 {
@@ -215,7 +334,7 @@ config csipd 'main'
 \toption status_listen '127.0.0.1:{status_port}'
 \toption data_dir '{data_dir}'
 \toption telemetry_dir '{data_dir}'
-
+{server}
 config limits 'fixed'
 \toption export_limit_w '{FIXED_EXPORT_LIMIT_W}'
 
@@ -264,8 +383,38 @@ config device 'battery'
     )
 }
 
-/// `csipd demo [--seconds N] [--port P] [--sim-only]`.
+/// Waits for SIGTERM/SIGINT or the deadline (the simulator-only modes).
+async fn until_signal_or(deadline: Option<Duration>) -> ExitCode {
+    let forever = async {
+        let mut signals = match async_signal::Signals::new([
+            async_signal::Signal::Term,
+            async_signal::Signal::Int,
+        ]) {
+            Ok(s) => s,
+            Err(_) => return ExitCode::from(1),
+        };
+        use smol::stream::StreamExt;
+        let _ = signals.next().await;
+        ExitCode::SUCCESS
+    };
+    match deadline {
+        Some(d) => {
+            smol::future::or(forever, async {
+                smol::Timer::after(d).await;
+                ExitCode::SUCCESS
+            })
+            .await
+        }
+        None => forever.await,
+    }
+}
+
+/// `csipd demo [--seconds N] [--port P] [--no-utility] [--sim-only] [--utility-only]`.
 pub fn demo_main(args: &[String]) -> ExitCode {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        print!("{DEMO_USAGE}");
+        return ExitCode::SUCCESS;
+    }
     let a = match parse_args(args) {
         Ok(a) => a,
         Err(e) => {
@@ -275,6 +424,51 @@ pub fn demo_main(args: &[String]) -> ExitCode {
     };
     crate::logging::init(log::LevelFilter::Info);
     let ex: Rc<LocalExecutor<'static>> = Rc::new(LocalExecutor::new());
+    let deadline = a.seconds.map(Duration::from_secs);
+    let dir = std::env::temp_dir().join(format!("csipd-demo-{}", std::process::id()));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        eprintln!("csipd demo: cannot create {}: {e}", dir.display());
+        return ExitCode::from(1);
+    }
+    if a.utility_only {
+        let listen = a
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let (server, u) = match start_sim_utility(&dir.join("pki"), listen, a.day_s) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("csipd demo: cannot start the simulated utility: {e}");
+                let _ = std::fs::remove_dir_all(&dir);
+                return ExitCode::from(1);
+            }
+        };
+        println!(
+            "csipd demo --utility-only: a simulated CSIP-AUS utility (TLS 1.2, client certificates from its lab CA)"
+        );
+        println!("dcap: {}", u.dcap_url);
+        println!("ca: {}", u.pki.ca_cert.display());
+        println!("device cert: {}", u.pki.device_cert.display());
+        println!("device key: {}", u.pki.device_key.display());
+        println!(
+            "device lfdi: {} (sfdi {})",
+            u.pki.device_lfdi, u.pki.device_sfdi
+        );
+        println!("pin: {}", u.pin);
+        println!(
+            "report: https://{}/sim/report (no client certificate needed; curl --cacert {} ...)",
+            server.addr,
+            u.pki.ca_cert.display()
+        );
+        println!(
+            "day: {} s, a 5-minute block every {} s; Ctrl-C stops it (the files above are removed)",
+            a.day_s,
+            server.with(|s| s.options().plan.block_s)
+        );
+        let _ = std::io::stdout().flush();
+        let code = smol::block_on(ex.run(until_signal_or(deadline)));
+        let _ = std::fs::remove_dir_all(&dir);
+        return code;
+    }
     let site = match start_sim_site(&ex, a.sim) {
         Ok(s) => s,
         Err(e) => {
@@ -282,7 +476,6 @@ pub fn demo_main(args: &[String]) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let deadline = a.seconds.map(Duration::from_secs);
     if a.sim_only {
         println!("inverter: tcp://127.0.0.1:{} unit 1", site.inverter_port);
         println!("meter: tcp://127.0.0.1:{} unit 1", site.meter_port);
@@ -290,49 +483,41 @@ pub fn demo_main(args: &[String]) -> ExitCode {
             println!("battery: tcp://127.0.0.1:{} unit 2", site.inverter_port);
         }
         let _ = std::io::stdout().flush();
-        let ex2 = ex.clone();
-        return smol::block_on(ex.run(async move {
-            let _ = &ex2;
-            let forever = async {
-                let mut signals = match async_signal::Signals::new([
-                    async_signal::Signal::Term,
-                    async_signal::Signal::Int,
-                ]) {
-                    Ok(s) => s,
-                    Err(_) => return ExitCode::from(1),
-                };
-                use smol::stream::StreamExt;
-                let _ = signals.next().await;
-                ExitCode::SUCCESS
-            };
-            match deadline {
-                Some(d) => {
-                    smol::future::or(forever, async {
-                        smol::Timer::after(d).await;
-                        ExitCode::SUCCESS
-                    })
-                    .await
-                }
-                None => forever.await,
-            }
-        }));
+        let code = smol::block_on(ex.run(until_signal_or(deadline)));
+        let _ = std::fs::remove_dir_all(&dir);
+        return code;
     }
+    let utility = if a.no_utility {
+        None
+    } else {
+        match start_sim_utility(
+            &dir.join("pki"),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            a.day_s,
+        ) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("csipd demo: cannot start the simulated utility: {e}");
+                let _ = std::fs::remove_dir_all(&dir);
+                return ExitCode::from(1);
+            }
+        }
+    };
 
     // The tariff window starts at the current local minute, in the zone the daemon uses.
-    let dir = std::env::temp_dir().join(format!("csipd-demo-{}", std::process::id()));
-    if let Err(e) = std::fs::create_dir_all(&dir) {
-        eprintln!("csipd demo: cannot create {}: {e}", dir.display());
-        return ExitCode::from(1);
-    }
     let path = dir.join("csipd.conf");
     let path_text = path.display().to_string();
     let etc_tz = super::coordinator::read_etc_tz();
-    let tz = etc_tz
-        .as_deref()
-        .and_then(|t| crate::control::PosixTz::parse(t.trim()).ok())
-        .unwrap_or_else(crate::control::PosixTz::utc);
+    // The zone the daemon will use (the demo config sets no main.timezone).
+    let (tz, _) = crate::control::tz::site_timezone(None, etc_tz.as_deref());
     let start_min = tz.to_local(super::unix_now_s()).second_of_day / 60;
-    let text = demo_config_text(&site, a.port, start_min, &dir.display().to_string());
+    let text = demo_config_text(
+        &site,
+        a.port,
+        start_min,
+        &dir.display().to_string(),
+        utility.as_ref().map(|(_, u)| u),
+    );
     if let Err(e) = std::fs::write(&path, &text) {
         eprintln!("csipd demo: cannot write {path_text}: {e}");
         return ExitCode::from(1);
@@ -350,6 +535,14 @@ pub fn demo_main(args: &[String]) -> ExitCode {
     let meter_port = site.meter_port;
     let battery = site.battery;
     let config_path = path_text.clone();
+    let utility_text = utility.as_ref().map(|(server, u)| {
+        (
+            u.dcap_url.clone(),
+            format!("https://{}/sim/report", server.addr),
+            u.pki.ca_cert.display().to_string(),
+            server.with(|s| s.options().plan.block_s),
+        )
+    });
     let on_ready = Box::new(move |url: &str| {
         println!("csipd demo: a simulated site on loopback, controlled by the real daemon path");
         println!(
@@ -366,6 +559,17 @@ pub fn demo_main(args: &[String]) -> ExitCode {
         println!(
             "  limits: fixed export {FIXED_EXPORT_LIMIT_W} W; tariff window demo_window {WINDOW_EXPORT_LIMIT_W} W for the next 3 minutes"
         );
+        match &utility_text {
+            Some((dcap, report, ca, block_s)) => {
+                println!("  utility: a simulated CSIP-AUS server (mutual TLS, CCM8), {dcap}");
+                println!(
+                    "    5-minute export limits through a compressed day, a new block every {block_s} s; the tighter limit wins"
+                );
+                println!("lab CA: {ca}");
+                println!("utility report: {report}");
+            }
+            None => println!("  utility: none (--no-utility)"),
+        }
         println!(
             "  config: {config_path} (edit it, then `kill -HUP {}` to reload)",
             std::process::id()
@@ -406,7 +610,7 @@ mod tests {
             battery: false,
         };
         for start in [0, 600, 1437, 1439] {
-            let text = demo_config_text(&site, 0, start, "/tmp/csipd-demo-test");
+            let text = demo_config_text(&site, 0, start, "/tmp/csipd-demo-test", None);
             let (c, _) = crate::config::from_text(&text, "demo").expect("demo config valid");
             assert_eq!(c.tariffs.len(), 1);
             assert_eq!(c.tariffs[0].start_min, start);
@@ -422,7 +626,7 @@ mod tests {
             assert_eq!(c.limits.export_limit_w, Some(FIXED_EXPORT_LIMIT_W));
         }
         site.battery = true;
-        let text = demo_config_text(&site, 0, 0, "/tmp/csipd-demo-test");
+        let text = demo_config_text(&site, 0, 0, "/tmp/csipd-demo-test", None);
         let (c, _) = crate::config::from_text(&text, "demo").expect("demo config valid");
         let bat = c
             .devices
@@ -431,6 +635,64 @@ mod tests {
             .expect("battery");
         assert_eq!(bat.role, crate::config::DeviceRole::Storage);
         assert_eq!(bat.unit_id, 2);
+    }
+
+    #[test]
+    fn demo_config_points_the_daemon_at_the_simulated_utility() {
+        let site = SimSite {
+            inverter_port: 1502,
+            meter_port: 1503,
+            battery: false,
+        };
+        let dir = std::env::temp_dir().join(format!("csipd-demo-config-{}", std::process::id()));
+        let pki = LabPki::create(&dir, 1_760_000_000).expect("lab PKI");
+        let u = DemoUtility {
+            dcap_url: "https://127.0.0.1:40123/dcap".into(),
+            pki,
+            pin: 111_115,
+        };
+        let text = demo_config_text(&site, 0, 600, "/tmp/csipd-demo-test", Some(&u));
+        let (c, _) = crate::config::from_text(&text, "demo").expect("demo config valid");
+        assert_eq!(c.server.dcap_url.as_deref(), Some(u.dcap_url.as_str()));
+        assert_eq!(c.server.registration_pin, Some(111_115));
+        assert_eq!(c.server.nmi.as_deref(), Some(DEMO_NMI));
+        assert_eq!(
+            c.server.ca.as_deref(),
+            Some(u.pki.ca_cert.to_str().unwrap())
+        );
+        assert!(!c.server.tls_insecure_lab && !c.server.allow_plain_http);
+        // The fixed limit and the tariff window are still there to combine with it.
+        assert_eq!(c.limits.export_limit_w, Some(FIXED_EXPORT_LIMIT_W));
+        assert_eq!(c.tariffs.len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn demo_arguments() {
+        let args = |a: &[&str]| parse_args(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let a = args(&[
+            "--utility-only",
+            "--listen",
+            "127.0.0.1:8443",
+            "--day-s",
+            "1440",
+        ])
+        .unwrap();
+        assert!(a.utility_only);
+        assert_eq!(a.listen, Some("127.0.0.1:8443".parse().unwrap()));
+        assert_eq!(a.day_s, 1440);
+        assert_eq!(args(&[]).unwrap().day_s, DEFAULT_DAY_S);
+        assert!(
+            args(&["--listen", "127.0.0.1:1"])
+                .unwrap_err()
+                .contains("--utility-only")
+        );
+        assert!(args(&["--day-s", "10"]).unwrap_err().contains("288..86400"));
+        assert!(
+            args(&["--utility-only", "--listen", "nowhere"])
+                .unwrap_err()
+                .contains("IP:PORT")
+        );
     }
 
     #[test]

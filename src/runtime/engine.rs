@@ -13,7 +13,6 @@ use super::map;
 use super::site::{DeviceState, SharedSite};
 use crate::clock::Now;
 use crate::config::Config;
-use crate::csip::context::href_path;
 use crate::csip::response::Delivery;
 use crate::csip::{
     self, EngineConfig, EngineSink, EngineStatus, InverterState, MeasurementSource, MeterSample,
@@ -65,9 +64,29 @@ pub async fn drive(
         }
         while let Some(request) = engine.poll_request() {
             let body = request.body.as_deref().map(str::as_bytes);
-            let result = client
-                .request(request.method, href_path(&request.href), body)
-                .await;
+            // The client takes the href as the server gave it (a path, or an absolute URL
+            // it checks is on the same server).
+            let mut exchange = std::pin::pin!(client.request(request.method, &request.href, body));
+            // A slow answer does not stop the measurements (the averages need every
+            // second): sample while waiting.
+            let result = loop {
+                let sample_at = clock.instant_of(next_sample_ms);
+                let tick = async {
+                    smol::Timer::at(sample_at).await;
+                    None
+                };
+                match smol::future::or(async { Some((&mut exchange).await) }, tick).await {
+                    Some(result) => break result,
+                    None => {
+                        let now = clock.now();
+                        engine.handle_measurements(source.sample(), now);
+                        next_sample_ms = (next_sample_ms + SAMPLE_EVERY_MS).max(now.mono_ms + 1);
+                        while let Some(event) = engine.poll_event() {
+                            sink.deliver(&event);
+                        }
+                    }
+                }
+            };
             engine.handle_response(request.id, result, clock.now());
             while let Some(event) = engine.poll_event() {
                 sink.deliver(&event);
@@ -276,6 +295,19 @@ impl EngineSink for RuntimeSink {
         at_s: i64,
         detail: &str,
     ) {
+        self.status.update(|snap| {
+            snap.push_response(status::ResponseSent {
+                mrid: key.event_mrid.clone(),
+                status: key.status,
+                delivery: match delivery {
+                    Delivery::Accepted => "accepted",
+                    Delivery::Refused => "refused",
+                    Delivery::RetryLater => "retry_later",
+                }
+                .to_string(),
+                at_unix_s: at_s,
+            })
+        });
         let mut d = self.durable.borrow_mut();
         let Some(store) = d.store.as_mut() else {
             return;

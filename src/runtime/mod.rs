@@ -250,10 +250,10 @@ fn set_utility_status(status: &SnapshotHandle, config: &Config, now_s: i64) {
         Some((lfdi, sfdi))
     });
     status.update(|s| {
-        s.utility.server_url = config.server.dcap_url.clone();
+        s.utility.server_url = config.server.utility_url().map(str::to_string);
         s.utility.lfdi = identity.as_ref().map(|(lfdi, _)| lfdi.clone());
         s.utility.sfdi = identity.as_ref().map(|(_, sfdi)| *sfdi);
-        match (&config.server.dcap_url, s.utility.state) {
+        match (config.server.utility_url(), s.utility.state) {
             (None, _) => {
                 s.set_connection_state(ConnectionState::NotConfigured, now_s);
                 s.utility.resources.clear();
@@ -340,9 +340,9 @@ impl Daemon {
         }
     }
 
-    /// The utility connection, when a dcap_url is configured.
+    /// The utility connection, when a dcap_url or server_url is configured.
     fn start_engine(&mut self) {
-        self.engine = self.config.server.dcap_url.is_some().then(|| {
+        self.engine = self.config.server.utility_url().is_some().then(|| {
             self.ex.spawn(engine::engine_task(
                 self.config.clone(),
                 self.site.clone(),

@@ -2,3 +2,4 @@
 
 pub mod site;
 pub mod sunspec_server;
+pub mod utility;

@@ -132,7 +132,14 @@ pub fn summary(s: &Snapshot) -> String {
     }
     out.push('\n');
     if let Some(url) = &u.server_url {
-        let _ = writeln!(out, "server      {url}");
+        match &u.csipaus_version {
+            Some(version) => {
+                let _ = writeln!(out, "server      {url} (CSIP-AUS {version})");
+            }
+            None => {
+                let _ = writeln!(out, "server      {url}");
+            }
+        }
     }
     let _ = writeln!(
         out,
@@ -172,6 +179,21 @@ pub fn summary(s: &Snapshot) -> String {
                 limits.join(", "),
                 short_mrid(&e.mrid),
                 duration(e.start_unix_s - now)
+            );
+        }
+    }
+
+    if !s.responses.is_empty() {
+        out.push_str("responses sent (latest)\n");
+        let skip = s.responses.len().saturating_sub(5);
+        for r in s.responses.iter().skip(skip) {
+            let _ = writeln!(
+                out,
+                "  {} {:?} to event {}: {}",
+                clock_hhmmss(r.at_unix_s, tz),
+                r.status,
+                short_mrid(&r.mrid),
+                r.delivery
             );
         }
     }
@@ -320,6 +342,19 @@ mod tests {
         assert_eq!(
             line,
             "export limit 1500 W — utility event 3f2a09b1…, until 14:35 (in 12 min)"
+        );
+    }
+
+    #[test]
+    fn server_line_names_the_csipaus_version_in_use() {
+        let mut s = Snapshot::new(0);
+        s.utility.server_url = Some("https://u.example:8443".into());
+        assert!(summary(&s).contains("server      https://u.example:8443\n"));
+        s.utility.csipaus_version = Some("v1.3".into());
+        assert!(
+            summary(&s).contains("server      https://u.example:8443 (CSIP-AUS v1.3)\n"),
+            "{}",
+            summary(&s)
         );
     }
 

@@ -50,10 +50,29 @@ pub struct Snapshot {
     /// Export against export limit over the last hour, for the chart: at most
     /// `HISTORY_WINDOW_S / HISTORY_INTERVAL_S + 1` (361) points.
     pub history: History,
+    /// The latest DERControlResponses csipd sent, oldest first, at most
+    /// [`RESPONSES_CAPACITY`] (the store's response ledger keeps them all).
+    #[serde(default)]
+    pub responses: VecDeque<ResponseSent>,
     /// The one-line answer for a household ([`super::summary::line`]), set when the
     /// snapshot is served.
     #[serde(default)]
     pub summary: String,
+}
+
+/// How many sent responses the snapshot keeps.
+pub const RESPONSES_CAPACITY: usize = 20;
+
+/// One DERControlResponse POST that ended, as the response ledger records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResponseSent {
+    /// The DERControl's mRID (hex).
+    pub mrid: String,
+    /// Received, Started, Completed, Cancelled, ... (IEEE 2030.5 Table 27).
+    pub status: crate::schedule::ResponseStatus,
+    /// "accepted" (2xx), "refused" (given up: 4xx) or "retry_later" (sent again later).
+    pub delivery: String,
+    pub at_unix_s: i64,
 }
 
 impl Snapshot {
@@ -72,6 +91,7 @@ impl Snapshot {
                 sfdi: None,
                 clock_offset_s: None,
                 registration_problem: None,
+                csipaus_version: None,
                 resources: Vec::new(),
             },
             limits: Vec::new(),
@@ -81,8 +101,18 @@ impl Snapshot {
             setpoints: Vec::new(),
             last_errors: VecDeque::new(),
             history: History::default(),
+            responses: VecDeque::new(),
             summary: String::new(),
         }
+    }
+
+    /// Records a response POST that ended, dropping the oldest beyond
+    /// [`RESPONSES_CAPACITY`].
+    pub fn push_response(&mut self, response: ResponseSent) {
+        if self.responses.len() >= RESPONSES_CAPACITY {
+            self.responses.pop_front();
+        }
+        self.responses.push_back(response);
     }
 
     /// Records an error, dropping the oldest beyond [`LAST_ERRORS_CAPACITY`]. The same
@@ -169,7 +199,8 @@ pub struct Utility {
     pub state: ConnectionState,
     /// When `state` was entered.
     pub since_unix_s: i64,
-    /// The DeviceCapability URL in use.
+    /// The DeviceCapability URL in use (`dcap_url`), or the server's origin when the
+    /// DeviceCapability is found through `/.well-known/csipaus` (`server_url`).
     pub server_url: Option<String>,
     /// Long-form device identifier (40 hex digits) of our certificate.
     pub lfdi: Option<String>,
@@ -179,6 +210,11 @@ pub struct Utility {
     pub clock_offset_s: Option<f64>,
     /// Why registration failed (e.g. PIN mismatch, EndDevice not found), if it did.
     pub registration_problem: Option<String>,
+    /// The CSIP-AUS version in use (`v1.3`, `v1.2`), from `/.well-known/csipaus`
+    /// service discovery or the configured namespace; absent for plain IEEE 2030.5 and
+    /// before discovery chose one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csipaus_version: Option<String>,
     /// One entry per polled resource.
     pub resources: Vec<ResourcePoll>,
 }
@@ -494,6 +530,28 @@ impl SnapshotHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn responses_keep_the_latest_and_old_snapshots_still_read() {
+        let mut s = Snapshot::new(1000);
+        for i in 0..(RESPONSES_CAPACITY as i64 + 3) {
+            s.push_response(ResponseSent {
+                mrid: format!("{i:032X}"),
+                status: crate::schedule::ResponseStatus::Received,
+                delivery: "accepted".into(),
+                at_unix_s: 1000 + i,
+            });
+        }
+        assert_eq!(s.responses.len(), RESPONSES_CAPACITY);
+        assert_eq!(s.responses[0].at_unix_s, 1003, "the oldest went first");
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["responses"][0]["status"], "Received");
+        // A snapshot from a daemon without the field still reads.
+        let mut old = json.clone();
+        old.as_object_mut().unwrap().remove("responses");
+        let back: Snapshot = serde_json::from_value(old).unwrap();
+        assert!(back.responses.is_empty());
+    }
 
     #[test]
     fn history_keeps_one_point_per_interval_and_one_hour() {

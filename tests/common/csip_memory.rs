@@ -39,6 +39,7 @@ pub fn engine_config() -> EngineConfig {
     EngineConfig {
         http: csipd::http::ClientConfig::new("http://memory"),
         dcap_path: "/dcap".into(),
+        service_discovery: false,
         lfdi: LFDI.into(),
         sfdi: sfdi(),
         pin: Some(111115),

@@ -30,6 +30,7 @@ pub fn sample_snapshot(now: i64) -> Snapshot {
         sfdi: Some(SFDI),
         clock_offset_s: Some(0.4),
         registration_problem: None,
+        csipaus_version: Some("v1.3".into()),
         resources: vec![ResourcePoll {
             name: "DERControlList".into(),
             href: "/derp/0/derc".into(),
@@ -83,6 +84,12 @@ pub fn sample_snapshot(now: i64) -> Snapshot {
             connect: None,
         }],
     }];
+    s.push_response(csipd::status::ResponseSent {
+        mrid: "3F2A09B1C4D5E6F708192A3B4C5D6E7F".into(),
+        status: csipd::schedule::ResponseStatus::Started,
+        delivery: "accepted".into(),
+        at_unix_s: now - 20,
+    });
     s.site = SiteFlows::from_site_and_pv(-1480.0, 4230.0, now - 1);
     s.devices = vec![
         Device {

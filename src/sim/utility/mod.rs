@@ -1,0 +1,909 @@
+//! A simulated CSIP-AUS utility server: what `csipd demo` points the daemon at, and what
+//! `csipd demo --utility-only` serves to any other client.
+//!
+//! - [`schedule`]: the compressed day of 5-minute dynamic operating envelopes (sans IO).
+//! - [`lab_pki`]: the CA, server and device certificates made at start.
+//! - [`server`]: mutual TLS (CCM8 offered first, then GCM) and HTTP/1.1 keep-alive on
+//!   threads; it hands each request to [`Utility::handle`].
+//! - this module: [`Utility`], the sans-IO server: request in (with the client's LFDI
+//!   and a [`Now`]), reply out, and a record of everything the client sent, shown as
+//!   JSON on `GET /sim/report` (no client certificate needed for that path).
+//!
+//! It serves the resources SA Power Networks' and Energy Queensland's servers serve
+//! (fixtures in /work/shared/fixtures/utility-servers): DeviceCapability with pollRate,
+//! Time, EndDeviceList (paged with `?s=&l=`) holding the pre-registered lab device with
+//! its Registration (PIN) and csipaus ConnectionPoint, FunctionSetAssignments, one
+//! DERProgram with its DERControlList (`responseRequired="03"`, `replyTo` on each) and
+//! DefaultDERControl, the DER list (DERCapability, DERSettings, DERStatus,
+//! DERAvailability PUT targets), the MirrorUsagePoint list, a response list and a log
+//! event list. The XML is written with csipd's sep2 writer where it has one for the
+//! resource (ConnectionPoint, MirrorUsagePoint), else from templates, with the csipaus
+//! namespace under the `csipaus` prefix; tests read every served resource with csipd's
+//! reader and validate it against the schemas.
+//! Not a certification harness: it does not check field-level schema rules (tests run
+//! xmllint against the schemas for that).
+
+pub mod lab_pki;
+pub mod schedule;
+pub mod server;
+
+use crate::clock::Now;
+use crate::sep2::{self, Readable};
+use schedule::{BlockStatus, DEFAULT_EXPORT_LIMIT_W, DayPlan};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+const XMLNS: &str = r#"xmlns="urn:ieee:std:2030.5:ns" xmlns:csipaus="https://csipaus.org/ns""#;
+/// Where responses to DERControls go (`replyTo`).
+pub const RESPONSE_PATH: &str = "/rsps/1/rsp";
+/// Page size when the client sends no `l`, and the largest page served.
+const DEFAULT_PAGE: usize = 10;
+const MAX_PAGE: usize = 100;
+/// Most recent entries kept in the report's lists (long runs).
+const KEEP: usize = 200;
+
+/// What the simulated utility is set up with.
+#[derive(Debug, Clone)]
+pub struct UtilityOptions {
+    /// The compressed day (see [`schedule`]).
+    pub plan: DayPlan,
+    /// The device the utility has registered out of band (its LFDI, 40 hex digits) and
+    /// the PIN the installer was given for it.
+    pub device_lfdi: String,
+    pub device_sfdi: u64,
+    pub pin: u32,
+    /// pollRate advertised on DeviceCapability and the lists (s).
+    pub poll_s: u32,
+    /// postRate of the MirrorUsagePoints (s): readings must start on its boundaries.
+    pub post_rate_s: u32,
+}
+
+impl UtilityOptions {
+    /// Defaults for a day of `plan`: lists polled once a block (5..60 s), readings
+    /// every two blocks (20..300 s), PIN 111115 (2030.5's example PIN).
+    pub fn for_plan(plan: DayPlan, device_lfdi: &str, device_sfdi: u64) -> UtilityOptions {
+        UtilityOptions {
+            plan,
+            device_lfdi: device_lfdi.to_ascii_uppercase(),
+            device_sfdi,
+            pin: 111_115,
+            poll_s: plan.block_s.clamp(5, 60),
+            post_rate_s: (plan.block_s * 2).clamp(20, 300),
+        }
+    }
+}
+
+/// One HTTP request as the server layer read it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    /// Path without the query string.
+    pub path: String,
+    pub query: String,
+    pub body: Vec<u8>,
+}
+
+/// The answer to a [`Request`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+    pub location: Option<String>,
+}
+
+fn xml(body: String) -> Reply {
+    Reply {
+        status: 200,
+        content_type: "application/sep+xml",
+        body,
+        location: None,
+    }
+}
+
+/// A resource csipd's sep2 writer can write (CSIP-AUS profile, csipaus prefix).
+fn written<T: sep2::Writable>(doc: &T) -> Reply {
+    match sep2::write(doc, sep2::WriteProfile::default()) {
+        Ok(body) => xml(body),
+        Err(e) => problem(
+            500,
+            format!("simulated utility cannot write {}: {e}", T::ROOT),
+        ),
+    }
+}
+
+fn empty(status: u16) -> Reply {
+    Reply {
+        status,
+        content_type: "text/plain",
+        body: String::new(),
+        location: None,
+    }
+}
+
+fn created(location: String) -> Reply {
+    Reply {
+        status: 201,
+        content_type: "text/plain",
+        body: String::new(),
+        location: Some(location),
+    }
+}
+
+fn problem(status: u16, text: String) -> Reply {
+    Reply {
+        status,
+        content_type: "text/plain",
+        body: text,
+        location: None,
+    }
+}
+
+/// A body the client sent that the server rejected, with why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rejected {
+    pub method: String,
+    pub path: String,
+    pub problem: String,
+    pub at_unix_s: i64,
+}
+
+/// A MirrorUsagePoint the client created and what it posted to it.
+#[derive(Debug, Clone, Serialize)]
+pub struct UsagePointRecord {
+    pub href: String,
+    pub mrid: String,
+    pub role_flags: u16,
+    pub device_lfdi: String,
+    pub readings: u64,
+    /// Readings whose timePeriod starts on a postRate boundary (and lasts postRate).
+    pub on_post_rate_boundary: u64,
+    pub off_boundary: u64,
+    pub last_reading_unix_s: Option<i64>,
+}
+
+/// Responses received for one (DERControl mRID, status).
+#[derive(Debug, Clone, Serialize)]
+pub struct ResponseRecord {
+    pub mrid: String,
+    pub status: u8,
+    /// IEEE 2030.5 Table 27's name for `status`.
+    pub status_name: &'static str,
+    pub count: u32,
+    pub first_unix_s: i64,
+    /// Whether the mRID is one of the simulated utility's DERControls.
+    pub known_control: bool,
+}
+
+/// Everything the simulated utility saw, as `GET /sim/report` shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub requests: u64,
+    /// Requests by "METHOD resource-kind" (e.g. "GET DERControlList").
+    pub requests_by_kind: BTreeMap<String, u64>,
+    pub tls_connections: u64,
+    /// Negotiated TLS 1.2 suites (OpenSSL names) and how many connections used each.
+    pub tls_ciphers: BTreeMap<String, u64>,
+    /// Requests refused because they came without the registered device's certificate.
+    pub forbidden: u64,
+    pub connection_point_id: Option<String>,
+    /// PUTs per DER resource (dercap, derg, ders, dera) that parsed.
+    pub der_puts: BTreeMap<String, u64>,
+    pub usage_points: Vec<UsagePointRecord>,
+    pub readings_accepted: u64,
+    pub readings_on_post_rate_boundary: u64,
+    pub readings_off_boundary: u64,
+    pub responses: Vec<ResponseRecord>,
+    /// Responses sent more than once for the same (mRID, status).
+    pub duplicate_responses: u64,
+    pub log_events: u64,
+    pub rejected: Vec<Rejected>,
+    /// The latest accepted body of each kind the client sent ("PUT DERStatus", ...), for
+    /// checks beyond parsing (the tests validate them against the schemas).
+    pub last_bodies: BTreeMap<String, String>,
+}
+
+/// The current block and the day's shape, for the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScheduleView {
+    pub block_s: u32,
+    pub post_rate_s: u32,
+    pub poll_s: u32,
+    pub current_block: u64,
+    /// Virtual time of day of the current block (HH:MM).
+    pub virtual_time: String,
+    pub active_mrid: Option<String>,
+    pub active_export_limit_w: Option<i32>,
+    pub active_import_limit_w: Option<i32>,
+    pub default_export_limit_w: i32,
+    pub published: usize,
+}
+
+/// The sans-IO simulated utility.
+#[derive(Debug, Clone)]
+pub struct Utility {
+    options: UtilityOptions,
+    report: Report,
+    /// Stored bodies of the DER PUT targets (served back on GET).
+    der: BTreeMap<String, String>,
+    /// Accepted responses, newest last: (mRID, status, created time) for the list.
+    responses_list: Vec<(String, u8, i64)>,
+    log_events: Vec<String>,
+}
+
+/// IEEE 2030.5 Table 27 names of response statuses.
+pub fn response_status_name(status: u8) -> &'static str {
+    match status {
+        1 => "event_received",
+        2 => "event_started",
+        3 => "event_completed",
+        4 => "opted_out",
+        5 => "opted_in",
+        6 => "event_cancelled",
+        7 => "event_superseded",
+        8 => "partially_opted_out",
+        9 => "partially_opted_in",
+        10 => "completed_no_user_participation",
+        11 => "user_acknowledged",
+        12 => "rejected_invalid",
+        13 => "rejected_expired",
+        252..=255 => "program_specific",
+        _ => "reserved",
+    }
+}
+
+fn paging(query: &str) -> (usize, usize) {
+    let mut start = 0;
+    let mut limit = DEFAULT_PAGE;
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("s", v)) => start = v.parse().unwrap_or(0),
+            Some(("l", v)) => limit = v.parse().unwrap_or(DEFAULT_PAGE),
+            _ => {}
+        }
+    }
+    (start, limit.min(MAX_PAGE))
+}
+
+/// A list resource with `all`, `results`, optional pollRate and the page `query` asks for.
+fn list(name: &str, href: &str, poll_s: Option<u32>, items: &[String], query: &str) -> String {
+    let (start, limit) = paging(query);
+    let page: Vec<&String> = items.iter().skip(start).take(limit).collect();
+    let poll = poll_s
+        .map(|p| format!(r#" pollRate="{p}""#))
+        .unwrap_or_default();
+    let mut out = format!(
+        r#"<{name} {XMLNS} href="{href}" all="{}" results="{}"{poll}>"#,
+        items.len(),
+        page.len()
+    );
+    for item in page {
+        out.push_str(item);
+    }
+    out.push_str(&format!("</{name}>"));
+    out
+}
+
+fn power(tag: &str, w: i32) -> String {
+    format!("<csipaus:{tag}><multiplier>0</multiplier><value>{w}</value></csipaus:{tag}>")
+}
+
+fn kind_of(path: &str) -> &'static str {
+    match path {
+        "/dcap" => "DeviceCapability",
+        "/tm" => "Time",
+        "/edev" => "EndDeviceList",
+        "/edev/1" => "EndDevice",
+        "/edev/1/rg" => "Registration",
+        "/edev/1/cp" => "ConnectionPoint",
+        "/edev/1/fsa" => "FunctionSetAssignmentsList",
+        "/edev/1/fsa/1" => "FunctionSetAssignments",
+        "/edev/1/fsa/1/derp" => "DERProgramList",
+        "/derp/1" => "DERProgram",
+        "/derp/1/derc" => "DERControlList",
+        "/derp/1/dderc" => "DefaultDERControl",
+        "/edev/1/der" => "DERList",
+        "/edev/1/der/1" => "DER",
+        "/edev/1/der/1/dercap" => "DERCapability",
+        "/edev/1/der/1/derg" => "DERSettings",
+        "/edev/1/der/1/ders" => "DERStatus",
+        "/edev/1/der/1/dera" => "DERAvailability",
+        "/edev/1/lel" => "LogEventList",
+        "/mup" => "MirrorUsagePointList",
+        RESPONSE_PATH => "ResponseList",
+        p if p.starts_with("/derp/1/derc/") => "DERControl",
+        p if p.starts_with("/mup/") => "MirrorUsagePoint",
+        p if p.starts_with("/sim") => "report",
+        _ => "other",
+    }
+}
+
+fn hhmm(tod_s: u32) -> String {
+    format!("{:02}:{:02}", tod_s / 3600, tod_s % 3600 / 60)
+}
+
+impl Utility {
+    pub fn new(options: UtilityOptions) -> Utility {
+        Utility {
+            options,
+            report: Report::default(),
+            der: BTreeMap::new(),
+            responses_list: Vec::new(),
+            log_events: Vec::new(),
+        }
+    }
+
+    pub fn options(&self) -> &UtilityOptions {
+        &self.options
+    }
+
+    /// What the client sent so far.
+    pub fn report(&self) -> &Report {
+        &self.report
+    }
+
+    /// The server layer tells it about each new TLS connection and its suite.
+    pub fn record_connection(&mut self, cipher: &str) {
+        self.report.tls_connections += 1;
+        *self
+            .report
+            .tls_ciphers
+            .entry(cipher.to_string())
+            .or_default() += 1;
+    }
+
+    /// The schedule as it stands at `now`.
+    pub fn schedule_view(&self, now: Now) -> ScheduleView {
+        let plan = &self.options.plan;
+        let index = plan.index_at(now);
+        let active = plan
+            .block(index)
+            .filter(|b| b.status_at(now).0 == BlockStatus::Active);
+        let tod = ((u64::from(schedule::VIRTUAL_START_S)
+            + index * u64::from(schedule::VIRTUAL_BLOCK_S))
+            % 86_400) as u32;
+        ScheduleView {
+            block_s: plan.block_s,
+            post_rate_s: self.options.post_rate_s,
+            poll_s: self.options.poll_s,
+            current_block: index,
+            virtual_time: hhmm(tod),
+            active_mrid: active.as_ref().map(|b| b.mrid.clone()),
+            active_export_limit_w: active.as_ref().map(|b| b.export_limit_w),
+            active_import_limit_w: active.as_ref().and_then(|b| b.import_limit_w),
+            default_export_limit_w: DEFAULT_EXPORT_LIMIT_W,
+            published: plan.published(now).len(),
+        }
+    }
+
+    /// Every resource the server serves to the registered device at `now`, as (path,
+    /// body), for checks of the served XML (tests validate them against the schemas).
+    pub fn served_resources(&mut self, now: Now) -> Vec<(String, String)> {
+        let mut paths: Vec<String> = [
+            "/dcap",
+            "/tm",
+            "/edev",
+            "/edev/1",
+            "/edev/1/rg",
+            "/edev/1/cp",
+            "/edev/1/fsa",
+            "/edev/1/fsa/1",
+            "/edev/1/fsa/1/derp",
+            "/derp/1",
+            "/derp/1/dderc",
+            "/derp/1/derc",
+            "/edev/1/der",
+            "/edev/1/lel",
+            "/mup",
+            "/rsps",
+            RESPONSE_PATH,
+        ]
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+        paths.extend(
+            self.options
+                .plan
+                .published(now)
+                .iter()
+                .map(|b| format!("/derp/1/derc/{}", b.mrid)),
+        );
+        paths.extend(self.report.usage_points.iter().map(|m| m.href.clone()));
+        paths.extend(self.der.keys().cloned());
+        paths
+            .into_iter()
+            .filter_map(|path| {
+                let req = Request {
+                    method: "GET".into(),
+                    path: path.clone(),
+                    query: "l=100".into(),
+                    body: Vec::new(),
+                };
+                // Straight to the resource: not counted as a client request.
+                let reply = self.get(&req, now);
+                (reply.status == 200).then_some((path, reply.body))
+            })
+            .collect()
+    }
+
+    /// The report and the schedule as JSON (`GET /sim/report`).
+    pub fn report_json(&self, now: Now) -> String {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            now_unix_s: i64,
+            schedule: ScheduleView,
+            device_lfdi: &'a str,
+            #[serde(flatten)]
+            report: &'a Report,
+        }
+        serde_json::to_string_pretty(&Out {
+            now_unix_s: now.utc_s(),
+            schedule: self.schedule_view(now),
+            device_lfdi: &self.options.device_lfdi,
+            report: &self.report,
+        })
+        .unwrap_or_else(|e| format!("{{\"error\":\"report: {e}\"}}"))
+    }
+
+    fn reject(&mut self, req: &Request, text: String, now: Now) -> Reply {
+        self.report.rejected.push(Rejected {
+            method: req.method.clone(),
+            path: req.path.clone(),
+            problem: text.clone(),
+            at_unix_s: now.utc_s(),
+        });
+        if self.report.rejected.len() > KEEP {
+            self.report.rejected.remove(0);
+        }
+        problem(400, text)
+    }
+
+    /// Parses a body the client sent, recording it as rejected when it does not parse.
+    fn parse<T: Readable>(&mut self, req: &Request, now: Now) -> Result<T, Reply> {
+        sep2::read::<T>(&req.body).map_err(|e| {
+            self.reject(
+                req,
+                format!("{} body does not read as {}: {e}", req.path, T::ROOT),
+                now,
+            )
+        })
+    }
+
+    /// Answers one request. `peer_lfdi` is the LFDI of the client certificate (`None`
+    /// without one): only the registered device gets the 2030.5 resources;
+    /// `/sim/report` is open to anyone who can reach the port.
+    pub fn handle(&mut self, req: &Request, peer_lfdi: Option<&str>, now: Now) -> Reply {
+        self.report.requests += 1;
+        *self
+            .report
+            .requests_by_kind
+            .entry(format!("{} {}", req.method, kind_of(&req.path)))
+            .or_default() += 1;
+        if req.method == "GET" && (req.path == "/sim/report" || req.path == "/sim") {
+            return Reply {
+                status: 200,
+                content_type: "application/json",
+                body: self.report_json(now),
+                location: None,
+            };
+        }
+        let device = peer_lfdi.is_some_and(|l| l.eq_ignore_ascii_case(&self.options.device_lfdi));
+        if !device {
+            self.report.forbidden += 1;
+            return problem(
+                403,
+                format!(
+                    "{} needs the registered lab device's client certificate (LFDI {}), got {}",
+                    req.path,
+                    self.options.device_lfdi,
+                    peer_lfdi.unwrap_or("no certificate")
+                ),
+            );
+        }
+        let reply = match req.method.as_str() {
+            "GET" => return self.get(req, now),
+            "PUT" => self.put(req, now),
+            "POST" => self.post(req, now),
+            _ => return empty(405),
+        };
+        if (200..300).contains(&reply.status) && !req.body.is_empty() {
+            self.report.last_bodies.insert(
+                format!("{} {}", req.method, kind_of(&req.path)),
+                String::from_utf8_lossy(&req.body).into_owned(),
+            );
+        }
+        reply
+    }
+
+    fn get(&mut self, req: &Request, now: Now) -> Reply {
+        let o = &self.options;
+        let poll = o.poll_s;
+        let t = now.utc_s();
+        let q = req.query.as_str();
+        match req.path.as_str() {
+            "/dcap" => xml(format!(
+                r#"<DeviceCapability {XMLNS} href="/dcap" pollRate="{}"><ResponseSetListLink href="/rsps" all="1"/><TimeLink href="/tm"/><EndDeviceListLink href="/edev" all="1"/><MirrorUsagePointListLink href="/mup" all="{}"/></DeviceCapability>"#,
+                poll * 6,
+                self.report.usage_points.len()
+            )),
+            "/tm" => xml(format!(
+                r#"<Time {XMLNS} href="/tm" pollRate="{}"><currentTime>{t}</currentTime><dstEndTime>0</dstEndTime><dstOffset>0</dstOffset><dstStartTime>0</dstStartTime><localTime>{}</localTime><quality>7</quality><tzOffset>36000</tzOffset></Time>"#,
+                poll * 6,
+                t + 36_000
+            )),
+            "/edev" => xml(list("EndDeviceList", "/edev", Some(poll), &[self.end_device(false)], q)),
+            "/edev/1" => xml(self.end_device(true)),
+            "/edev/1/rg" => xml(format!(
+                r#"<Registration {XMLNS} href="/edev/1/rg" pollRate="{}"><dateTimeRegistered>{}</dateTimeRegistered><pIN>{}</pIN></Registration>"#,
+                poll * 6,
+                o.plan.origin_utc_s,
+                o.pin
+            )),
+            // Written with csipd's own sep2 writer (the same code that PUTs it).
+            "/edev/1/cp" => match &self.report.connection_point_id {
+                Some(id) => written(&sep2::ConnectionPoint {
+                    href: Some("/edev/1/cp".into()),
+                    connection_point_id: id.clone(),
+                }),
+                None => empty(404),
+            },
+            "/edev/1/fsa" => xml(list(
+                "FunctionSetAssignmentsList",
+                "/edev/1/fsa",
+                Some(poll),
+                &[fsa(false)],
+                q,
+            )),
+            "/edev/1/fsa/1" => xml(fsa(true)),
+            "/edev/1/fsa/1/derp" => {
+                let item = self.program(false, now);
+                xml(list("DERProgramList", "/edev/1/fsa/1/derp", Some(poll), &[item], q))
+            }
+            "/derp/1" => xml(self.program(true, now)),
+            "/derp/1/dderc" => xml(format!(
+                r#"<DefaultDERControl {XMLNS} href="/derp/1/dderc"><mRID>DEFA{:028X}</mRID><description>simulated utility default</description><DERControlBase>{}</DERControlBase></DefaultDERControl>"#,
+                o.plan.origin_utc_s as u64,
+                power("opModExpLimW", DEFAULT_EXPORT_LIMIT_W),
+            )),
+            "/derp/1/derc" => {
+                let items: Vec<String> = o
+                    .plan
+                    .published(now)
+                    .iter()
+                    .map(|b| control_xml(b, now, false))
+                    .collect();
+                // No pollRate here: DERControlList has none in the schema (the program
+                // list's applies).
+                xml(list("DERControlList", "/derp/1/derc", None, &items, q))
+            }
+            p if p.starts_with("/derp/1/derc/") => {
+                let mrid = &p["/derp/1/derc/".len()..];
+                match o.plan.published(now).iter().find(|b| b.mrid == mrid) {
+                    Some(b) => xml(control_xml(b, now, true)),
+                    None => empty(404),
+                }
+            }
+            "/edev/1/der" => xml(list(
+                "DERList",
+                "/edev/1/der",
+                Some(poll),
+                &[r#"<DER href="/edev/1/der/1"><DERAvailabilityLink href="/edev/1/der/1/dera"/><DERCapabilityLink href="/edev/1/der/1/dercap"/><DERSettingsLink href="/edev/1/der/1/derg"/><DERStatusLink href="/edev/1/der/1/ders"/></DER>"#.to_string()],
+                q,
+            )),
+            p if self.der.contains_key(p) => xml(self.der[p].clone()),
+            "/edev/1/lel" => xml(list("LogEventList", "/edev/1/lel", None, &self.log_events, q)),
+            "/mup" => {
+                let items: Vec<String> = self
+                    .report
+                    .usage_points
+                    .iter()
+                    .map(|m| mup_xml(m, o.post_rate_s))
+                    .collect();
+                xml(list("MirrorUsagePointList", "/mup", Some(poll), &items, q))
+            }
+            p if p.starts_with("/mup/") => match self.report.usage_points.iter().find(|m| m.href == p) {
+                Some(m) => written(&sep2::MirrorUsagePoint {
+                    href: Some(m.href.clone()),
+                    mrid: m.mrid.clone(),
+                    role_flags: m.role_flags,
+                    service_category_kind: 0,
+                    status: 1,
+                    device_lfdi: m.device_lfdi.clone(),
+                    post_rate_s: Some(o.post_rate_s),
+                    ..Default::default()
+                }),
+                None => empty(404),
+            },
+            "/rsps" => xml(list(
+                "ResponseSetList",
+                "/rsps",
+                None,
+                &[format!(
+                    r#"<ResponseSet href="/rsps/1"><mRID>5E5{:029X}</mRID><description>DER control responses</description><ResponseListLink href="{RESPONSE_PATH}" all="{}"/></ResponseSet>"#,
+                    o.plan.origin_utc_s as u64,
+                    self.responses_list.len()
+                )],
+                q,
+            )),
+            RESPONSE_PATH => {
+                // Newest first, as a head-end would page them.
+                let lfdi = &o.device_lfdi;
+                let items: Vec<String> = self
+                    .responses_list
+                    .iter()
+                    .rev()
+                    .map(|(mrid, status, at)| {
+                        format!(
+                            r#"<Response><createdDateTime>{at}</createdDateTime><endDeviceLFDI>{lfdi}</endDeviceLFDI><status>{status}</status><subject>{mrid}</subject></Response>"#
+                        )
+                    })
+                    .collect();
+                xml(list("ResponseList", RESPONSE_PATH, None, &items, q))
+            }
+            _ => empty(404),
+        }
+    }
+
+    fn end_device(&self, top: bool) -> String {
+        let ns = if top {
+            format!(" {XMLNS}")
+        } else {
+            String::new()
+        };
+        format!(
+            r#"<EndDevice{ns} href="/edev/1"><DERListLink href="/edev/1/der" all="1"/><lFDI>{}</lFDI><LogEventListLink href="/edev/1/lel" all="{}"/><sFDI>{}</sFDI><changedTime>{}</changedTime><enabled>true</enabled><FunctionSetAssignmentsListLink href="/edev/1/fsa" all="1"/><postRate>{}</postRate><RegistrationLink href="/edev/1/rg"/><csipaus:ConnectionPointLink href="/edev/1/cp"/></EndDevice>"#,
+            self.options.device_lfdi,
+            self.log_events.len(),
+            self.options.device_sfdi,
+            self.options.plan.origin_utc_s,
+            self.options.post_rate_s,
+        )
+    }
+
+    fn program(&self, top: bool, now: Now) -> String {
+        let ns = if top {
+            format!(" {XMLNS}")
+        } else {
+            String::new()
+        };
+        format!(
+            r#"<DERProgram{ns} href="/derp/1"><mRID>9000{:028X}</mRID><description>Dynamic operating envelopes</description><DefaultDERControlLink href="/derp/1/dderc"/><DERControlListLink href="/derp/1/derc" all="{}"/><primacy>1</primacy></DERProgram>"#,
+            self.options.plan.origin_utc_s as u64,
+            self.options.plan.published(now).len()
+        )
+    }
+
+    fn put(&mut self, req: &Request, now: Now) -> Reply {
+        let path = req.path.clone();
+        let result = match path.as_str() {
+            "/edev/1/cp" => self
+                .parse::<sep2::ConnectionPoint>(req, now)
+                .map(|cp| self.report.connection_point_id = Some(cp.connection_point_id)),
+            "/edev/1/der/1/dercap" => self.parse::<sep2::DerCapability>(req, now).map(|_| ()),
+            "/edev/1/der/1/derg" => self.parse::<sep2::DerSettings>(req, now).map(|_| ()),
+            "/edev/1/der/1/ders" => self.parse::<sep2::DerStatus>(req, now).map(|_| ()),
+            "/edev/1/der/1/dera" => self.parse::<sep2::DerAvailability>(req, now).map(|_| ()),
+            _ => return empty(405),
+        };
+        if let Err(reply) = result {
+            return reply;
+        }
+        if let Some(name) = path.strip_prefix("/edev/1/der/1/") {
+            *self.report.der_puts.entry(name.to_string()).or_default() += 1;
+            self.der.insert(
+                path.clone(),
+                String::from_utf8_lossy(&req.body).into_owned(),
+            );
+        }
+        empty(204)
+    }
+
+    fn post(&mut self, req: &Request, now: Now) -> Reply {
+        match req.path.as_str() {
+            "/mup" => {
+                let mup = match self.parse::<sep2::MirrorUsagePoint>(req, now) {
+                    Ok(m) => m,
+                    Err(reply) => return reply,
+                };
+                if !mup
+                    .device_lfdi
+                    .eq_ignore_ascii_case(&self.options.device_lfdi)
+                {
+                    return self.reject(
+                        req,
+                        format!(
+                            "MirrorUsagePoint {} names deviceLFDI {}, not the client's {}",
+                            mup.mrid, mup.device_lfdi, self.options.device_lfdi
+                        ),
+                        now,
+                    );
+                }
+                // The same mRID again is the same usage point (2030.5 10.10.4.3).
+                let index = match self
+                    .report
+                    .usage_points
+                    .iter()
+                    .position(|m| m.mrid.eq_ignore_ascii_case(&mup.mrid))
+                {
+                    Some(i) => i,
+                    None => {
+                        let href = format!("/mup/{}", self.report.usage_points.len() + 1);
+                        self.report.usage_points.push(UsagePointRecord {
+                            href,
+                            mrid: mup.mrid.clone(),
+                            role_flags: mup.role_flags,
+                            device_lfdi: mup.device_lfdi.clone(),
+                            readings: 0,
+                            on_post_rate_boundary: 0,
+                            off_boundary: 0,
+                            last_reading_unix_s: None,
+                        });
+                        self.report.usage_points.len() - 1
+                    }
+                };
+                for mmr in &mup.mirror_meter_readings {
+                    self.count_readings(index, mmr);
+                }
+                created(self.report.usage_points[index].href.clone())
+            }
+            p if p.starts_with("/mup/") => {
+                let Some(index) = self.report.usage_points.iter().position(|m| m.href == p) else {
+                    return empty(404);
+                };
+                // csipd posts one MirrorMeterReading per channel and interval.
+                let mmr = match self.parse::<sep2::MirrorMeterReading>(req, now) {
+                    Ok(m) => m,
+                    Err(reply) => return reply,
+                };
+                self.count_readings(index, &mmr);
+                created(p.to_string())
+            }
+            RESPONSE_PATH => {
+                let rsp = match self.parse::<sep2::DerControlResponse>(req, now) {
+                    Ok(r) => r,
+                    Err(reply) => return reply,
+                };
+                let Some(status) = rsp.status else {
+                    return self.reject(
+                        req,
+                        format!("response to {} has no status", rsp.subject),
+                        now,
+                    );
+                };
+                let mrid = rsp.subject.to_ascii_uppercase();
+                let known = schedule::block_index_of(&mrid)
+                    .and_then(|i| self.options.plan.block(i))
+                    .is_some_and(|b| b.mrid == mrid);
+                match self
+                    .report
+                    .responses
+                    .iter_mut()
+                    .find(|r| r.mrid == mrid && r.status == status)
+                {
+                    Some(r) => {
+                        r.count += 1;
+                        self.report.duplicate_responses += 1;
+                    }
+                    None => {
+                        self.report.responses.push(ResponseRecord {
+                            mrid: mrid.clone(),
+                            status,
+                            status_name: response_status_name(status),
+                            count: 1,
+                            first_unix_s: now.utc_s(),
+                            known_control: known,
+                        });
+                        if self.report.responses.len() > KEEP {
+                            self.report.responses.remove(0);
+                        }
+                    }
+                }
+                self.responses_list.push((
+                    mrid,
+                    status,
+                    rsp.created_date_time.unwrap_or(now.utc_s()),
+                ));
+                if self.responses_list.len() > KEEP {
+                    self.responses_list.remove(0);
+                }
+                created(format!("{RESPONSE_PATH}/{}", self.report.responses.len()))
+            }
+            "/edev/1/lel" => {
+                if let Err(reply) = self.parse::<sep2::LogEvent>(req, now) {
+                    return reply;
+                }
+                self.report.log_events += 1;
+                let body = String::from_utf8_lossy(&req.body);
+                // Listed as sent, without its own namespace declaration.
+                let item = body.replacen(" xmlns=\"urn:ieee:std:2030.5:ns\"", "", 1);
+                self.log_events.push(item);
+                if self.log_events.len() > KEEP {
+                    self.log_events.remove(0);
+                }
+                created(format!("/edev/1/lel/{}", self.report.log_events))
+            }
+            _ => empty(405),
+        }
+    }
+
+    fn count_readings(&mut self, index: usize, mmr: &sep2::MirrorMeterReading) {
+        let post_rate = i64::from(self.options.post_rate_s);
+        let mut periods: Vec<sep2::DateTimeInterval> = mmr
+            .mirror_reading_sets
+            .iter()
+            .flat_map(|set| {
+                let set_period = set.time_period;
+                set.readings
+                    .iter()
+                    .map(move |r| r.time_period.unwrap_or(set_period))
+            })
+            .collect();
+        if let Some(p) = mmr.reading.as_ref().and_then(|r| r.time_period) {
+            periods.push(p);
+        }
+        let up = &mut self.report.usage_points[index];
+        for p in periods {
+            up.readings += 1;
+            self.report.readings_accepted += 1;
+            if p.start.rem_euclid(post_rate) == 0 && i64::from(p.duration_s) == post_rate {
+                up.on_post_rate_boundary += 1;
+                self.report.readings_on_post_rate_boundary += 1;
+            } else {
+                up.off_boundary += 1;
+                self.report.readings_off_boundary += 1;
+            }
+            up.last_reading_unix_s =
+                Some(up.last_reading_unix_s.map_or(p.start, |l| l.max(p.start)));
+        }
+    }
+}
+
+fn fsa(top: bool) -> String {
+    let ns = if top {
+        format!(" {XMLNS}")
+    } else {
+        String::new()
+    };
+    format!(
+        r#"<FunctionSetAssignments{ns} href="/edev/1/fsa/1"><DERProgramListLink href="/edev/1/fsa/1/derp" all="1"/><mRID>F5A00000000000000000000000000001</mRID><description>Dynamic operating envelopes</description></FunctionSetAssignments>"#
+    )
+}
+
+fn control_xml(b: &schedule::Block, now: Now, top: bool) -> String {
+    let ns = if top {
+        format!(" {XMLNS}")
+    } else {
+        String::new()
+    };
+    let (status, since) = b.status_at(now);
+    let randomize = b
+        .randomize_start_s
+        .map(|r| format!("<randomizeStart>{r}</randomizeStart>"))
+        .unwrap_or_default();
+    format!(
+        r#"<DERControl{ns} href="/derp/1/derc/{mrid}" replyTo="{RESPONSE_PATH}" responseRequired="03"><mRID>{mrid}</mRID><description>DOE block {index} (virtual {tod})</description><creationTime>{ct}</creationTime><EventStatus><currentStatus>{st}</currentStatus><dateTime>{since}</dateTime><potentiallySuperseded>false</potentiallySuperseded></EventStatus><interval><duration>{d}</duration><start>{start}</start></interval>{randomize}<DERControlBase>{imp}{exp}</DERControlBase></DERControl>"#,
+        mrid = b.mrid,
+        index = b.index,
+        tod = hhmm(b.virtual_time_of_day_s),
+        ct = b.creation_utc_s,
+        st = status.code(),
+        d = b.duration_s,
+        start = b.start_utc_s,
+        imp = b
+            .import_limit_w
+            .map(|w| power("opModImpLimW", w))
+            .unwrap_or_default(),
+        exp = power("opModExpLimW", b.export_limit_w),
+    )
+}
+
+/// A MirrorUsagePointList item (no namespace declaration of its own).
+fn mup_xml(m: &UsagePointRecord, post_rate_s: u32) -> String {
+    format!(
+        r#"<MirrorUsagePoint href="{}"><mRID>{}</mRID><roleFlags>{:02X}</roleFlags><serviceCategoryKind>0</serviceCategoryKind><status>1</status><deviceLFDI>{}</deviceLFDI><postRate>{post_rate_s}</postRate></MirrorUsagePoint>"#,
+        m.href, m.mrid, m.role_flags, m.device_lfdi
+    )
+}
+
+#[cfg(test)]
+mod tests;

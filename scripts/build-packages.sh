@@ -72,9 +72,13 @@ build_binary() {
             cargo zigbuild --locked --release --target "$triple" -Zbuild-std=std,panic_abort \
             -Zbuild-std-features=optimize_for_size
     else
-        rustup target add "$triple" >/dev/null 2>&1
+        # std from rust-src here too, built the same way as for mipsel (smaller than
+        # the prebuilt one, which carries the backtrace symbolizer).
+        rustup component add rust-src >/dev/null 2>&1
         env "CFLAGS_$env_triple=$nounwind_c" "CARGO_TARGET_${upper}_RUSTFLAGS=$nounwind_rust" \
-            cargo zigbuild --locked --release --target "$triple"
+            RUSTC_BOOTSTRAP=1 \
+            cargo zigbuild --locked --release --target "$triple" -Zbuild-std=std,panic_abort \
+            -Zbuild-std-features=optimize_for_size
     fi
     # LLVM's tools read every target (GNU strip on Debian knows only x86).
     local llvm

@@ -204,7 +204,7 @@ fn main() {
             let status = engine.status();
             println!(
                 "state {}  readings pending {}  responses pending {}  last error {:?}",
-                status.state.name(),
+                status.state.as_str(),
                 status.readings_pending,
                 status.responses_pending,
                 status.last_error

@@ -66,7 +66,7 @@ fn all_01_discovery_with_out_of_band_registration_pages_every_list() {
     // Out of band: no POST /edev. The registration PIN matched.
     assert!(!has(&requests, "POST", "/edev"));
     assert!(has(&requests, "GET", "/edev/1/rg"));
-    assert_eq!(h.last_state(), Some(ConnectionState::Connected));
+    assert_eq!(h.last_state(), Some(ConnectionState::Polling));
     // The default control (export 0 W) is active.
     assert_eq!(h.export_limit_w(), Some(0.0));
     // No href was invented: every GET was for a path the server links to.
@@ -250,7 +250,7 @@ fn all_03_rej_registration_pin_mismatch_stops_all_but_a_slow_recheck() {
     // The server's PIN changes to ours: the client picks up at the next re-check.
     h.server.update(|s| s.pin = 999_990);
     assert!(h.run_until(400, |h| h.export_limit_w() == Some(0.0)));
-    assert_eq!(h.last_state(), Some(ConnectionState::Connected));
+    assert_eq!(h.last_state(), Some(ConnectionState::Polling));
 }
 
 /// Readings POSTed to a usage point, as (mRID, start, duration, value).
@@ -782,7 +782,7 @@ fn all_23_schedule_runs_through_communication_loss() {
     assert!(
         h.statuses
             .iter()
-            .any(|s| s.state == ConnectionState::Unreachable)
+            .any(|s| s.state == ConnectionState::Offline)
     );
     assert_eq!(
         h.export_limit_w(),

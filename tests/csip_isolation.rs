@@ -83,7 +83,7 @@ fn default_control_500_keeps_the_active_event_and_causes_no_rediscovery_loop() {
         "{:?}",
         h.status().polls
     );
-    assert_eq!(h.last_state(), Some(ConnectionState::Connected));
+    assert_eq!(h.last_state(), Some(ConnectionState::Polling));
 
     // Read once, then failing: its last good state (import 0 W) stays too.
     let mut h = Harness::start(utility_scenario());
@@ -211,7 +211,7 @@ fn fsa_timeout_while_the_program_list_is_fine() {
     let error = poll_error(&h, "/edev/1/fsa").unwrap_or_default();
     assert!(error.contains("no response"), "{error}");
     // A timeout is an answer from nobody, but the others answer: not "unreachable".
-    assert_eq!(h.status().state, ConnectionState::Connected);
+    assert_eq!(h.status().state, ConnectionState::Polling);
 }
 
 #[test]

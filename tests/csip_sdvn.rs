@@ -280,7 +280,7 @@ fn sdvn_01_well_known_then_only_the_supported_versions_dcap() {
     assert!(t.router.count("GET", RANDURI_3) > 10, "dcap not re-polled");
     assert_eq!(t.router.count("GET", "/.well-known/csipaus"), 1);
     assert_never_forbidden(&t.router);
-    assert_eq!(t.engine.status().state, ConnectionState::Connected);
+    assert_eq!(t.engine.status().state, ConnectionState::Polling);
 }
 
 #[test]
@@ -649,5 +649,5 @@ fn a_discovered_dcap_that_is_gone_is_looked_up_again() {
         "{status:?}"
     );
     assert_eq!(status.csipaus_version, Some("v1.3"));
-    assert_eq!(status.state, ConnectionState::Connected);
+    assert_eq!(status.state, ConnectionState::Polling);
 }

@@ -408,8 +408,8 @@ impl Ctx {
     /// The server answered (any HTTP status).
     fn answered(&mut self) {
         self.last_answer_ms = Some(self.now.mono_ms);
-        if self.state == ConnectionState::Unreachable {
-            self.state = ConnectionState::Connected;
+        if self.state == ConnectionState::Offline {
+            self.state = ConnectionState::Polling;
         }
     }
 
@@ -419,7 +419,7 @@ impl Ctx {
             .last_answer_ms
             .is_none_or(|at| self.now.mono_ms >= at + UNREACHABLE_AFTER_MS);
         if quiet && self.state != ConnectionState::PinMismatch {
-            self.state = ConnectionState::Unreachable;
+            self.state = ConnectionState::Offline;
         }
     }
 
@@ -435,7 +435,7 @@ impl Ctx {
             // Not even the DeviceCapability: the server is not serving us.
             self.last_answer_ms = Some(now_ms);
             if self.state != ConnectionState::PinMismatch {
-                self.state = ConnectionState::Unreachable;
+                self.state = ConnectionState::Offline;
             }
         } else {
             self.last_answer_ms = Some(now_ms);

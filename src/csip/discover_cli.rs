@@ -232,7 +232,7 @@ pub fn render(tree: &Tree, status: &EngineStatus) -> String {
     let _ = writeln!(
         out,
         "state    {}  clock offset {} s",
-        status.state.name(),
+        status.state.as_str(),
         status.clock_offset_s
     );
     let _ = writeln!(out, "dcap     {}{}", tree.dcap_href, rate(&tree.dcap_href));
@@ -465,7 +465,7 @@ mod config_tests {
             csipaus_version: Some("v1.3"),
         };
         let utility = status.to_utility(Some("https://x/dcap".into()), 50);
-        assert_eq!(utility.state, crate::status::ConnectionState::Discovering);
+        assert_eq!(utility.state, super::super::ConnectionState::PinMismatch);
         assert_eq!(
             utility.registration_problem.as_deref(),
             Some("PIN mismatch")

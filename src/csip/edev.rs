@@ -182,7 +182,7 @@ impl EdevSet {
             ctx.state,
             ConnectionState::NotRegistered | ConnectionState::Discovering
         ) {
-            ctx.state = ConnectionState::Connected;
+            ctx.state = ConnectionState::Polling;
         }
         let links = EdevLinks {
             fsa_list: own
@@ -311,7 +311,7 @@ impl EdevSet {
             }
             PinCheck::Matches | PinCheck::NotChecked => {
                 if ctx.state == ConnectionState::PinMismatch {
-                    ctx.state = ConnectionState::Connected;
+                    ctx.state = ConnectionState::Polling;
                     ctx.last_error = None;
                     // Everything paused while the PIN did not match is read again.
                     ctx.poller.all_soon(ctx.now.mono_ms);

@@ -564,7 +564,7 @@ mod tests {
         engine.handle_response(dcap.id, timeout("/dcap"), t0.plus_ms(30_000));
         assert_eq!(engine.poll_timeout(), Some(33_000));
         let status = engine.status();
-        assert_eq!(status.state, ConnectionState::Unreachable);
+        assert_eq!(status.state, ConnectionState::Offline);
         assert!(
             status.polls[0]
                 .last_error

@@ -181,31 +181,64 @@ impl<F: FnMut() -> Option<SiteMeasurement>> MeasurementSource for F {
     }
 }
 
-/// Connection state of the engine, for the status page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The state of the conversation with the utility's 2030.5 server: the one type for it,
+/// kept by the engine and shown as-is by the status (`/status` JSON `utility.state`,
+/// MQTT `B/utility`, `csipd_utility_state{state}`, `csipd status`, LuCI, the built-in
+/// page). Serialized in snake_case (`polling`, `pin_mismatch`, ...); those strings are
+/// public names, see [`ConnectionState::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ConnectionState {
-    /// Walking the tree from DeviceCapability.
+    /// Walking the tree from DeviceCapability (or `/.well-known/csipaus`) to the
+    /// EndDevice, its Registration and FunctionSetAssignments.
     Discovering,
-    /// Discovered and polling.
-    Connected,
-    /// The server cannot be reached; the schedule runs on what was last known.
-    Unreachable,
-    /// The server's Registration PIN differs from the configured one: csipd does not
-    /// act on this server's controls.
+    /// Found and registered; reading each resource at its pollRate. The normal state.
+    Polling,
+    /// The server cannot be reached; the schedule runs on what was last known, then on
+    /// the default control (CSIP-AUS).
+    Offline,
+    /// The server's Registration PIN differs from `registration_pin`: csipd takes none
+    /// of this server's controls and sends nothing but a re-read of the Registration.
     PinMismatch,
-    /// No EndDevice for this LFDI and in-band registration is off.
+    /// No EndDevice for this LFDI and in-band registration is off: the utility has to
+    /// register the device out of band first.
     NotRegistered,
+    /// No utility server configured (`dcap_url`/`server_url`): no engine runs, only the
+    /// owner's limits apply. Set by the runtime, never by the engine.
+    NotConfigured,
 }
 
 impl ConnectionState {
-    pub fn name(self) -> &'static str {
+    /// Every state, in the order the metrics list them.
+    pub const ALL: [ConnectionState; 6] = [
+        ConnectionState::Discovering,
+        ConnectionState::Polling,
+        ConnectionState::Offline,
+        ConnectionState::PinMismatch,
+        ConnectionState::NotRegistered,
+        ConnectionState::NotConfigured,
+    ];
+
+    /// The public name: the same string as the JSON (`discovering`, `polling`,
+    /// `offline`, `pin_mismatch`, `not_registered`, `not_configured`).
+    pub fn as_str(self) -> &'static str {
         match self {
             ConnectionState::Discovering => "discovering",
-            ConnectionState::Connected => "connected",
-            ConnectionState::Unreachable => "unreachable",
-            ConnectionState::PinMismatch => "pin-mismatch",
-            ConnectionState::NotRegistered => "not-registered",
+            ConnectionState::Polling => "polling",
+            ConnectionState::Offline => "offline",
+            ConnectionState::PinMismatch => "pin_mismatch",
+            ConnectionState::NotRegistered => "not_registered",
+            ConnectionState::NotConfigured => "not_configured",
         }
+    }
+
+    /// Whether the registration failed (PIN mismatch, not registered): the status then
+    /// says why in `registration_problem`.
+    pub fn is_registration_problem(self) -> bool {
+        matches!(
+            self,
+            ConnectionState::PinMismatch | ConnectionState::NotRegistered
+        )
     }
 }
 
@@ -329,17 +362,13 @@ impl EngineStatus {
         server_url: Option<String>,
         since_unix_s: i64,
     ) -> crate::status::Utility {
-        use crate::status::ConnectionState as Shown;
-        let (state, registration_problem) = match self.state {
-            ConnectionState::Discovering => (Shown::Discovering, None),
-            ConnectionState::Connected => (Shown::Polling, None),
-            ConnectionState::Unreachable => (Shown::Offline, None),
-            ConnectionState::PinMismatch | ConnectionState::NotRegistered => {
-                (Shown::Discovering, self.last_error.clone())
-            }
+        let registration_problem = if self.state.is_registration_problem() {
+            self.last_error.clone()
+        } else {
+            None
         };
         crate::status::Utility {
-            state,
+            state: self.state,
             since_unix_s,
             server_url,
             lfdi: Some(self.lfdi.clone()),

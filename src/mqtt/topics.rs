@@ -515,7 +515,13 @@ mod tests {
         assert_eq!(voltage["state_topic"], "home/csipd/device/device_1");
         let utility = find("utility_state");
         assert_eq!(utility["device_class"], "enum");
-        assert_eq!(utility["options"].as_array().map(Vec::len), Some(5));
+        assert_eq!(utility["options"].as_array().map(Vec::len), Some(6));
+        assert!(
+            utility["options"]
+                .as_array()
+                .is_some_and(|o| o.contains(&json!("pin_mismatch"))),
+            "a PIN mismatch is a state Home Assistant can show"
+        );
         for object in [
             "site_power",
             "pv_power",

@@ -13,6 +13,7 @@ use super::map;
 use super::site::{DeviceState, SharedSite};
 use crate::clock::Now;
 use crate::config::Config;
+use crate::csip::ConnectionState;
 use crate::csip::response::Delivery;
 use crate::csip::{
     self, EngineConfig, EngineSink, EngineStatus, InverterState, MeasurementSource, MeterSample,
@@ -22,7 +23,7 @@ use crate::devices::OperatingState;
 use crate::devices::sunspec::AcValues;
 use crate::http::Client;
 use crate::schedule;
-use crate::status::{self, ConnectionState, SnapshotHandle};
+use crate::status::{self, SnapshotHandle};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Instant;
@@ -244,7 +245,7 @@ pub struct RuntimeSink {
     pub site: SharedSite,
     pub status: SnapshotHandle,
     pub durable: SharedDurable,
-    last_state: Option<csip::ConnectionState>,
+    last_state: Option<ConnectionState>,
     last_error: Option<String>,
 }
 
@@ -348,7 +349,7 @@ impl EngineSink for RuntimeSink {
             }
         });
         if self.last_state != Some(es.state) {
-            let text = format!("utility connection: {}", es.state.name());
+            let text = format!("utility connection: {}", es.state.as_str());
             log::info!("{text}");
             self.status.log_event(now, "info", "csip", &text);
             self.last_state = Some(es.state);

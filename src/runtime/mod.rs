@@ -20,7 +20,8 @@ pub mod map;
 pub mod site;
 
 use crate::config::{self, Config};
-use crate::status::{self, ConnectionState, Snapshot, SnapshotHandle};
+use crate::csip::ConnectionState;
+use crate::status::{self, Snapshot, SnapshotHandle};
 use async_signal::{Signal, Signals};
 use site::{SharedSite, SiteState};
 use smol::stream::StreamExt;

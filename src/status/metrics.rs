@@ -3,7 +3,8 @@
 //! Every family has HELP and TYPE lines, names carry the `csipd_` prefix and their unit,
 //! absent values are left out (Prometheus has no "unknown" sample).
 
-use super::snapshot::{ConnectionState, Snapshot};
+use super::snapshot::Snapshot;
+use crate::csip::ConnectionState;
 use std::fmt::Write;
 
 /// The Content-Type of [`render`]'s output.

@@ -157,41 +157,8 @@ impl Snapshot {
     }
 }
 
-/// State of the conversation with the utility server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConnectionState {
-    /// Walking DeviceCapability → EndDevice → FSA → programs.
-    Discovering,
-    /// The EndDevice is registered (PIN matched); resources not yet all polled.
-    Registered,
-    /// Polling resources at their pollRate; the normal state.
-    Polling,
-    /// The server cannot be reached; last known controls hold, then the default control.
-    Offline,
-    /// No `dcap_url` configured: no utility connection, only the owner's limits apply.
-    NotConfigured,
-}
-
-impl ConnectionState {
-    pub const ALL: [ConnectionState; 5] = [
-        ConnectionState::Discovering,
-        ConnectionState::Registered,
-        ConnectionState::Polling,
-        ConnectionState::Offline,
-        ConnectionState::NotConfigured,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConnectionState::Discovering => "discovering",
-            ConnectionState::Registered => "registered",
-            ConnectionState::Polling => "polling",
-            ConnectionState::Offline => "offline",
-            ConnectionState::NotConfigured => "not_configured",
-        }
-    }
-}
+/// The engine's connection state, shown as-is (one type, owned by `csip`).
+pub use crate::csip::ConnectionState;
 
 /// The utility connection, identity and per-resource polling.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -530,6 +497,23 @@ impl SnapshotHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The JSON strings are what LuCI, the page, MQTT and metrics consumers match on:
+    /// the serde name and `as_str` agree, and the four older names did not change.
+    #[test]
+    fn connection_state_names_are_the_json_names() {
+        for state in ConnectionState::ALL {
+            let json = serde_json::to_value(state).unwrap();
+            assert_eq!(json, state.as_str(), "{state:?}");
+            let back: ConnectionState = serde_json::from_value(json).unwrap();
+            assert_eq!(back, state);
+        }
+        let names: Vec<&str> = ConnectionState::ALL.iter().map(|s| s.as_str()).collect();
+        for stable in ["discovering", "polling", "offline", "not_configured"] {
+            assert!(names.contains(&stable), "{stable} is gone");
+        }
+        assert!(names.contains(&"pin_mismatch") && names.contains(&"not_registered"));
+    }
 
     #[test]
     fn responses_keep_the_latest_and_old_snapshots_still_read() {

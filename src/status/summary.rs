@@ -75,10 +75,7 @@ pub fn line(s: &Snapshot) -> String {
             );
         }
     }
-    let no_utility = matches!(
-        s.utility.state,
-        super::snapshot::ConnectionState::NotConfigured
-    );
+    let no_utility = matches!(s.utility.state, crate::csip::ConnectionState::NotConfigured);
     if no_utility {
         format!("No export limit in force (no network operator server set up) — {now}")
     } else {

@@ -77,9 +77,10 @@ function shortMrid(m) {
 function stateText(state) {
 	switch (state) {
 	case 'polling': return _('Connected: reading the network operator\'s instructions');
-	case 'registered': return _('Registered with the network operator');
 	case 'discovering': return _('Connecting to the network operator…');
 	case 'offline': return _('Network operator unreachable: keeping the last instructions');
+	case 'pin_mismatch': return _('Registration PIN does not match the network operator\'s: not acting on its instructions');
+	case 'not_registered': return _('Not registered with the network operator yet (EndDevice not found)');
 	case 'not_configured': return _('Not set up: no network operator server address');
 	default: return state;
 	}

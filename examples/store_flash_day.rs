@@ -1,13 +1,12 @@
 //! Bytes the critical store writes to flash in one normal day, measured.
 //!
-//! Simulates (in simulated time, so it runs in seconds) what the engine does to the
-//! store: polls 7 resources every 60 s with unchanged bodies except the DERControlList,
-//! which changes every 5 minutes (a new 5-minute envelope); per envelope three
-//! responses (Received for the new event, Started and Completed for older ones), each
-//! recorded and flushed before its POST and marked accepted and flushed after it; the
-//! scheduler's per-event record (new draws, started, ended), a limit change in the
-//! event log; a reading every 60 s, sent (acknowledged) a second later; the runtime
-//! flushing whenever `flush_due` says so. Two days run first to reach a steady state
+//! Simulates (in simulated time, so it runs in seconds) what the runtime does to the
+//! store: a new 5-minute envelope every 5 minutes, with three responses per envelope
+//! (Received for the new event, Started and Completed for older ones), each recorded
+//! and flushed before its POST and marked accepted and flushed after it; the
+//! scheduler's per-event record (new draws, started, ended); the new active controls
+//! (`runtime.utility_controls`, written when they change); the runtime flushing
+//! whenever `flush_due` says so. Polls and readings touch no flash. Two days run first to reach a steady state
 //! (two days of scheduler records), then one day is measured with `/proc/self/io`
 //! (`wchar`: bytes handed to write(2)/pwrite(2); `write_bytes`: bytes that reached the
 //! block layer, when the directory is on a block device).
@@ -16,7 +15,7 @@
 
 use std::path::PathBuf;
 
-use csipd::store::{EventKind, LedgerKey, SchedulerEvent, Store};
+use csipd::store::{LedgerKey, SchedulerEvent, Store};
 
 const T0: i64 = 1_795_305_600; // 2026-11-22T00:00:00Z
 const DAY_S: i64 = 86_400;
@@ -32,29 +31,20 @@ fn io_counters() -> (u64, u64, u64) {
     (get("wchar:"), get("syscw:"), get("write_bytes:"))
 }
 
-fn control_list(k: i64) -> Vec<u8> {
-    // A realistic DERControlList: three 5-minute envelopes with csipaus limits.
-    let mut body = String::from(
-        "<DERControlList xmlns=\"urn:ieee:std:2030.5:ns\" xmlns:csipaus=\"https://csipaus.org/ns\" \
-         href=\"/api/v2/edev/1/derp/1/derc\" all=\"3\" results=\"3\" subscribable=\"0\">",
-    );
-    for e in k..k + 3 {
-        body.push_str(&format!(
-            "<DERControl href=\"/api/v2/edev/1/derp/1/derc/{e}\" replyTo=\"/api/v2/rsps/1/rsp\" \
-             responseRequired=\"03\"><mRID>{e:032X}</mRID><description>DOE {e}</description>\
-             <creationTime>{c}</creationTime><EventStatus><currentStatus>0</currentStatus>\
-             <dateTime>{c}</dateTime><potentiallySuperseded>false</potentiallySuperseded>\
-             </EventStatus><interval><duration>300</duration><start>{s}</start></interval>\
-             <DERControlBase><csipaus:opModImpLimW><multiplier>0</multiplier><value>15000</value>\
-             </csipaus:opModImpLimW><csipaus:opModExpLimW><multiplier>0</multiplier>\
-             <value>{v}</value></csipaus:opModExpLimW></DERControlBase></DERControl>",
-            c = T0 + e * 300 - 300,
-            s = T0 + e * 300,
-            v = 1500 + (e % 7) * 500,
-        ));
-    }
-    body.push_str("</DERControlList>");
-    body.into_bytes()
+/// The runtime's saved utility controls for envelope `k`, shaped like
+/// `runtime::durable::SavedControls` as JSON (about 500 bytes).
+fn saved_controls(k: i64) -> String {
+    format!(
+        "{{\"active\":{{\"export\":{{\"source\":{{\"Event\":{{\"mrid\":\"{m}\",\"program\":\"P1\"}}}},\
+         \"value\":{{\"value\":{v},\"multiplier\":0}},\"end_s\":{e}}},\"import\":{{\"source\":\
+         {{\"Event\":{{\"mrid\":\"{m}\",\"program\":\"P1\"}}}},\"value\":{{\"value\":15000,\
+         \"multiplier\":0}},\"end_s\":{e}}},\"generation\":null,\"load\":null,\"connect\":null,\
+         \"energize\":null}},\"ramp\":{{\"set_grad_w\":null,\"ramp_time_s\":null}},\"at_s\":{a}}}",
+        m = mrid(k),
+        v = 1500 + (k % 7) * 500,
+        e = T0 + k * 300 + 300,
+        a = T0 + k * 300,
+    )
 }
 
 fn mrid(e: i64) -> String {
@@ -66,7 +56,7 @@ fn main() {
     // --burst: one flush after all three POSTs of an envelope were accepted, instead of
     // one after each (a wider window in which a crash re-sends a response).
     let burst = args.iter().any(|a| a == "--burst");
-    // --quiet: no utility events all day (polls, readings only).
+    // --quiet: no utility events all day (polls and readings write nothing).
     let quiet = args.iter().any(|a| a == "--quiet");
     let dir = args
         .iter()
@@ -76,28 +66,10 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     let (mut store, _) = Store::open(&dir, T0).expect("open the store");
 
-    let static_resources: Vec<(String, Vec<u8>)> = [
-        ("/api/v2/dcap", 620),
-        ("/api/v2/edev", 900),
-        ("/api/v2/edev/1/fsa", 520),
-        ("/api/v2/edev/1/fsa/1/derp", 780),
-        ("/api/v2/edev/1/derp/1/dderc", 640),
-        ("/api/v2/mup", 850),
-    ]
-    .iter()
-    .map(|(href, len)| (href.to_string(), vec![b'x'; *len]))
-    .collect();
-    for (href, _) in &static_resources {
-        store.set_poll_rate_s(href, 60);
-    }
-    store.set_mup_href("site", "/api/v2/mup/1");
-    store.set_post_rate_s("/api/v2/mup/1", 60);
-
     let mut flushes = 0u64;
     let mut measured: Option<(u64, u64, u64)> = None;
     let mut flushes_at_start = 0;
     let end = T0 + 3 * DAY_S;
-    let mut reading_id = None;
     for now in T0..end {
         if now == T0 + 2 * DAY_S {
             store.flush(now).expect("flush");
@@ -105,19 +77,6 @@ fn main() {
             flushes_at_start = flushes;
         }
         let t = now - T0;
-        if t % 60 == 0 {
-            for (href, body) in &static_resources {
-                store.cache_resource(href, body, now);
-            }
-            let envelope = if quiet { 0 } else { t / 300 };
-            store.cache_resource("/api/v2/edev/1/derp/1/derc", &control_list(envelope), now);
-            reading_id = Some(store.queue_reading("/api/v2/mup/1", &[b'r'; 1400], now));
-        }
-        if t % 60 == 1
-            && let Some(id) = reading_id.take()
-        {
-            store.ack_reading(id);
-        }
         if t % 300 == 0 && !quiet {
             let k = t / 300;
             let record = |state: &str| SchedulerEvent {
@@ -133,12 +92,7 @@ fn main() {
             store.put_scheduler_event(&mrid(k - 1), record("started"));
             store.put_scheduler_event(&mrid(k - 2), record("completed"));
             store.forget_event(&mrid(k - 576)); // the scheduler's two-day memory
-            store.log_event(
-                now,
-                EventKind::Limit,
-                &mrid(k - 1),
-                &format!("export limit {} W", 1500 + ((k - 1) % 7) * 500),
-            );
+            store.set_setting("runtime.utility_controls", &saved_controls(k));
             let keys = [(k, 1), (k - 1, 2), (k - 2, 3)].map(|(e, status)| LedgerKey {
                 event_mrid: mrid(e),
                 status,

@@ -1,11 +1,12 @@
-//! Crash test of the critical store: a worker process records ledger entries, queues
-//! and acknowledges readings and caches a resource in a loop, printing each fact only
-//! after the flush that made it durable returned. The test `kill -9`s it at 100 random
-//! moments and restarts it; after every restart the database must open cleanly, and in
-//! the end every printed fact must hold: each recorded response is in the ledger
-//! exactly once, no accepted response is ever sent again, no queued reading is lost
-//! (unless it was being acknowledged when the kill came), no acknowledged reading comes
-//! back, the cached resource never goes back to an older body. The kill moments are
+//! Crash test of the critical store: a worker process records ledger entries, the
+//! scheduler's per-event records (randomisation draws) and a setting (as the runtime
+//! keeps the last utility controls) in a loop, printing each fact only after the flush
+//! that made it durable returned. The test `kill -9`s it at 100 random moments and
+//! restarts it; after every restart the database must open cleanly, and in the end
+//! every printed fact must hold: each recorded response is in the ledger exactly once,
+//! no accepted response is ever sent again, every event record is there with its
+//! draws and never goes back to an older one, the setting never goes back to an older
+//! value. The kill moments are
 //! counted in the worker's progress (responses recorded), plus a random few
 //! milliseconds, so the work done does not depend on how loaded the machine is.
 //!
@@ -18,18 +19,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use csipd::store::{LedgerKey, LedgerOutcome, Store, StoreLimits};
+use csipd::store::{LedgerKey, LedgerOutcome, SchedulerEvent, Store};
 
 const WORKER_ENV: &str = "CSIPD_STORE_CRASH_DIR";
 const T0: i64 = 1_795_321_500;
 const KILLS: usize = 100;
 
-fn limits() -> StoreLimits {
-    StoreLimits {
-        reading_persist_age_s: 0,
-        max_readings: 1_000_000,
-        max_reading_bytes: 1 << 30,
-        ..StoreLimits::default()
+/// The scheduler's record of the event of step `i`: its draws depend on the event only,
+/// the record on the step (a later step updates it).
+fn record_of(i: u64) -> SchedulerEvent {
+    let e = (i / 3) as i32;
+    SchedulerEvent {
+        start_offset_s: e % 60 - 30,
+        duration_offset_s: e % 17,
+        record_json: format!("{{\"step\":{i}}}"),
     }
 }
 
@@ -47,8 +50,7 @@ fn say(line: String) {
 }
 
 fn work(dir: &Path) -> Result<(), String> {
-    let (mut store, notices) =
-        Store::open_with(dir, T0, limits()).map_err(|e| format!("open: {e}"))?;
+    let (mut store, notices) = Store::open(dir, T0).map_err(|e| format!("open: {e}"))?;
     say(format!("OPEN {}", notices.len()));
     for notice in &notices {
         say(format!("NOTICE {notice}"));
@@ -81,36 +83,22 @@ fn work(dir: &Path) -> Result<(), String> {
             say(format!("DUP {} {}", key.event_mrid, key.status));
         }
         store.set_setting("next_index", &(i + 1).to_string());
-        store.queue_reading("/mup/1/mr", format!("reading-{i}").as_bytes(), now);
-        store.cache_resource(
-            "/derp/1/derc",
-            format!("<DERControlList n=\"{i}\"/>").as_bytes(),
-            now,
-        );
+        store.put_scheduler_event(&key.event_mrid, record_of(i));
+        store.set_setting("controls", &i.to_string());
         store.flush(now).map_err(|e| e.to_string())?;
         say(format!("R {} {}", key.event_mrid, key.status));
-        say(format!("Q reading-{i}"));
+        say(format!("S {} {i}", key.event_mrid));
         say(format!("C {i}"));
 
-        // "POST" it, then record the acceptance; acknowledge the oldest reading.
+        // "POST" it, then record the acceptance.
         store
             .ledger_mark_sent(&key, now)
             .map_err(|e| e.to_string())?;
         store
             .ledger_mark_accepted(&key, now)
             .map_err(|e| e.to_string())?;
-        let acked = store.pending_readings(1).pop();
-        if let Some(r) = &acked {
-            // Said before the flush: if the kill comes between the flush and the "K"
-            // line, the reading is gone although "K" was never printed.
-            say(format!("ACKING {}", String::from_utf8_lossy(&r.body)));
-            store.ack_reading(r.id);
-        }
         store.flush(now).map_err(|e| e.to_string())?;
         say(format!("A {} {}", key.event_mrid, key.status));
-        if let Some(r) = acked {
-            say(format!("K {}", String::from_utf8_lossy(&r.body)));
-        }
         i += 1;
     }
 }
@@ -243,10 +231,9 @@ fn store_survives_kill_9_at_100_random_moments() {
 
     let mut recorded: BTreeMap<(String, u8), usize> = BTreeMap::new();
     let mut accepted: BTreeSet<(String, u8)> = BTreeSet::new();
-    let mut queued: BTreeSet<String> = BTreeSet::new();
-    let mut acked: BTreeSet<String> = BTreeSet::new();
-    let mut acking: BTreeSet<String> = BTreeSet::new();
-    let mut cached_max: Option<u64> = None;
+    // Event mRID -> the latest step whose record was durable.
+    let mut records: BTreeMap<String, u64> = BTreeMap::new();
+    let mut controls_max: Option<u64> = None;
     let mut opened_runs = 0;
     for run in 0..KILLS {
         // Anywhere from before the database is open to deep in the loop: one run in
@@ -285,16 +272,12 @@ fn store_survives_kill_9_at_100_random_moments() {
                     !accepted.contains(&key()),
                     "run {run} (seed {seed}): accepted response sent again: {line}"
                 ),
-                "Q" => {
-                    queued.insert(parts[1].to_string());
+                "S" => {
+                    let step: u64 = parts[2].parse().expect("step");
+                    let latest = records.entry(parts[1].to_string()).or_default();
+                    *latest = (*latest).max(step);
                 }
-                "K" => {
-                    acked.insert(parts[1].to_string());
-                }
-                "ACKING" => {
-                    acking.insert(parts[1].to_string());
-                }
-                "C" => cached_max = cached_max.max(parts[1].parse().ok()),
+                "C" => controls_max = controls_max.max(parts[1].parse().ok()),
                 other => panic!("unknown worker line {other:?}"),
             }
         }
@@ -309,7 +292,7 @@ fn store_survives_kill_9_at_100_random_moments() {
         recorded.len()
     );
 
-    let (store, notices) = Store::open_with(&dir, T0, limits()).expect("final open");
+    let (store, notices) = Store::open(&dir, T0).expect("final open");
     assert!(notices.is_empty(), "{notices:?}");
     for (key, times) in &recorded {
         assert_eq!(*times, 1, "{key:?} recorded {times} times (seed {seed})");
@@ -327,41 +310,38 @@ fn store_survives_kill_9_at_100_random_moments() {
             );
         }
     }
-    let pending: BTreeSet<String> = store
-        .pending_readings(usize::MAX)
-        .iter()
-        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
-        .collect();
-    for body in queued.difference(&acking) {
+    for (mrid, step) in &records {
+        let stored = store
+            .scheduler_events()
+            .get(mrid)
+            .unwrap_or_else(|| panic!("scheduler record of {mrid} lost (seed {seed})"));
+        let expected = record_of(*step);
+        assert_eq!(
+            (stored.start_offset_s, stored.duration_offset_s),
+            (expected.start_offset_s, expected.duration_offset_s),
+            "{mrid}: draws changed (seed {seed})"
+        );
+        let stored_step: u64 = stored
+            .record_json
+            .trim_start_matches("{\"step\":")
+            .trim_end_matches('}')
+            .parse()
+            .expect("step in the record");
         assert!(
-            pending.contains(body),
-            "queued reading {body} lost (seed {seed})"
+            stored_step >= *step,
+            "{mrid}: record went back from step {step} to {stored_step} (seed {seed})"
         );
     }
-    for body in &acked {
-        assert!(
-            !pending.contains(body),
-            "acknowledged reading {body} came back (seed {seed})"
-        );
-    }
-    let cached = store
-        .cached_resource("/derp/1/derc")
-        .expect("cached resource");
-    let n: u64 = String::from_utf8_lossy(&cached.body)
-        .split('"')
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .expect("counter in the cached body");
+    let controls: Option<u64> = store.setting("controls").and_then(|v| v.parse().ok());
     assert!(
-        Some(n) >= cached_max,
-        "cached resource went back: {n} < {cached_max:?}"
+        controls >= controls_max,
+        "setting went back: {controls:?} < {controls_max:?} (seed {seed})"
     );
     eprintln!(
-        "store crash test: {} responses, {} accepted, {} readings queued, {} acknowledged, {} runs opened",
+        "store crash test: {} responses, {} accepted, {} event records, {} runs opened",
         recorded.len(),
         accepted.len(),
-        queued.len(),
-        acked.len(),
+        records.len(),
         opened_runs
     );
     drop(store);

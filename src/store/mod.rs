@@ -2,13 +2,12 @@
 //!
 //! Two databases, two policies:
 //!
-//! - [`Store`]: the critical state in `data_dir/csipd.db` (persistent flash): the last
-//!   good server resources (raw XML by href, re-parsed at start-up by the same reader),
-//!   poll/post rates and MUP hrefs, the response ledger, the scheduler's per-event
-//!   records with their randomisation draws, registration state, unsent readings and an
-//!   event log. Every change lands in memory first; [`Store::flush`] writes only what
-//!   changed, in one transaction, and the runtime calls it when [`Store::flush_due`]
-//!   says so (at most every `flush_interval_s`, at once for ledger entries).
+//! - [`Store`]: the critical state in `data_dir/csipd.db` (persistent flash): the
+//!   response ledger, the scheduler's per-event records with their randomisation
+//!   draws, and small settings (the last utility controls). Every change lands in
+//!   memory first; [`Store::flush`] writes only what changed, in one transaction, and
+//!   the runtime calls it when [`Store::flush_due`] says so (at most every
+//!   `flush_interval_s`, at once for ledger entries and new draws).
 //! - [`Telemetry`]: per-second samples kept in RAM, rolled into per-minute rows in
 //!   `telemetry_dir/telemetry.db` (tmpfs by default), bounded by age and size.
 //!
@@ -29,8 +28,8 @@ mod tests;
 pub use db::{Notice, NoticeKind};
 pub use schedule_state::{ledger_key, response_status};
 pub use state::{
-    CachedResource, EventKind, FlushStats, LedgerEntry, LedgerKey, LedgerOutcome, LoggedEvent,
-    PendingReading, Registration, STATE_DB_FILE, SchedulerEvent, Store, StoreLimits,
+    FlushStats, LedgerEntry, LedgerKey, LedgerOutcome, STATE_DB_FILE, SchedulerEvent, Store,
+    StoreLimits,
 };
 pub use telemetry::{
     InverterMinute, InverterSample, MinuteRow, Sample, TELEMETRY_DB_FILE, Telemetry,

@@ -67,58 +67,46 @@ fn utc_stamps() {
 }
 
 #[test]
-fn resources_are_written_only_when_they_change() {
-    let dir = TempDir::new("res");
+fn settings_are_written_only_when_they_change() {
+    let dir = TempDir::new("settings");
     let mut store = open(dir.path());
-    assert!(store.cache_resource("/derp/1/derc", b"<DERControlList/>", T0));
+    assert!(store.set_setting("runtime.utility_controls", "{\"a\":1}"));
     assert!(store.flush_due(T0 + 300) && !store.flush_due(T0 + 299));
     let stats = store.flush(T0 + 300).expect("flush");
     assert_eq!(stats.rows_written, 1);
-    // The same body again: nothing to write, but the check time moves.
-    assert!(!store.cache_resource("/derp/1/derc", b"<DERControlList/>", T0 + 360));
-    assert!(!store.is_dirty(T0 + 360));
+    // The same value again: nothing to write.
+    assert!(!store.set_setting("runtime.utility_controls", "{\"a\":1}"));
+    assert!(!store.is_dirty());
     assert_eq!(store.next_flush_at(T0 + 360), None);
     assert_eq!(store.flush(T0 + 700).expect("flush"), FlushStats::default());
-    let cached = store.cached_resource("/derp/1/derc").expect("cached");
-    assert_eq!((cached.fetched_at_s, cached.checked_at_s), (T0, T0 + 360));
-    // A new body is written; a forgotten one deleted.
-    assert!(store.cache_resource("/derp/1/derc", b"<DERControlList all=\"1\"/>", T0 + 420));
-    assert!(store.cache_resource("/dcap", b"<DeviceCapability/>", T0 + 420));
-    store.flush(T0 + 720).expect("flush");
-    assert!(store.forget_resource("/dcap"));
-    assert!(!store.forget_resource("/dcap"));
-    let stats = store.flush(T0 + 1020).expect("flush");
-    assert_eq!(stats.rows_deleted, 1);
+    // A new value is written and survives a restart.
+    assert!(store.set_setting("runtime.utility_controls", "{\"a\":2}"));
+    store.flush(T0 + 1000).expect("flush");
     drop(store);
-
     let store = open(dir.path());
-    let all: Vec<_> = store.cached_resources().collect();
-    assert_eq!(all.len(), 1);
-    assert_eq!(all[0].href, "/derp/1/derc");
-    assert_eq!(all[0].body, b"<DERControlList all=\"1\"/>");
-    assert_eq!(all[0].fetched_at_s, T0 + 420);
+    assert_eq!(store.setting("runtime.utility_controls"), Some("{\"a\":2}"));
+    assert_eq!(store.setting("other"), None);
 }
 
 #[test]
 fn unflushed_changes_are_not_on_disk_and_flushed_ones_are() {
     let dir = TempDir::new("unflushed");
     let mut store = open(dir.path());
-    store.cache_resource("/a", b"1", T0);
+    store.set_setting("a", "1");
     store.flush(T0).expect("flush");
-    store.cache_resource("/b", b"2", T0);
-    drop(store); // no flush: /b is lost, /a is not
+    store.set_setting("b", "2");
+    drop(store); // no flush: b is lost, a is not
     let store = open(dir.path());
-    assert!(store.cached_resource("/a").is_some());
-    assert!(store.cached_resource("/b").is_none());
+    assert_eq!(store.setting("a"), Some("1"));
+    assert_eq!(store.setting("b"), None);
 }
 
 #[test]
 fn a_failed_flush_loses_nothing_and_the_next_one_writes_it() {
     let dir = TempDir::new("flush-fails");
     let mut store = open(dir.path());
-    store.cache_resource("/a", b"1", T0);
+    store.set_setting("a", "1");
     store.ledger_record(key("E1", 2), Some("/rsp"), T0);
-    store.log_event(T0, EventKind::Limit, "E1", "export limit 0 W");
     store.set_writes_fail(true);
     let err = store.flush(T0).expect_err("writes fail");
     assert!(err.to_string().contains("csipd.db"), "{err}");
@@ -127,32 +115,25 @@ fn a_failed_flush_loses_nothing_and_the_next_one_writes_it() {
         "{err}"
     );
     assert!(store.is_urgent(), "still urgent after a failed flush");
-    assert!(store.is_dirty(T0));
+    assert!(store.is_dirty());
     store.set_writes_fail(false);
     let stats = store.flush(T0 + 1).expect("flush");
-    assert_eq!(stats.rows_written, 3);
+    assert_eq!(stats.rows_written, 2);
     drop(store);
     let store = open(dir.path());
-    assert!(store.cached_resource("/a").is_some());
+    assert_eq!(store.setting("a"), Some("1"));
     assert!(store.ledger_entry(&key("E1", 2)).is_some());
-    assert_eq!(store.recent_events(5).len(), 1);
 }
 
 #[test]
 fn a_clock_stepped_back_does_not_hold_writes_back() {
     let dir = TempDir::new("clock-back");
     let mut store = open(dir.path());
-    store.cache_resource("/a", b"1", T0);
+    store.set_setting("a", "1");
     store.flush(T0).expect("flush");
-    store.cache_resource("/a", b"2", T0 - 86_400);
+    store.set_setting("a", "2");
     assert!(store.flush_due(T0 - 86_400), "the clock went back a day");
-    store.flush(T0 - 86_400).expect("flush");
-    store.queue_reading("/mr", b"r", T0);
-    assert!(
-        store.flush_due(T0 - 10),
-        "a reading from the future is written too"
-    );
-    assert_eq!(store.flush(T0 - 10).expect("flush").rows_written, 1);
+    assert_eq!(store.flush(T0 - 86_400).expect("flush").rows_written, 1);
 }
 
 #[test]
@@ -176,59 +157,6 @@ fn an_empty_file_with_a_wal_is_moved_aside_with_it() {
     let fresh = TempDir::new("empty");
     std::fs::write(fresh.path().join(STATE_DB_FILE), b"").expect("w");
     drop(open(fresh.path()));
-}
-
-#[test]
-fn retain_resources_forgets_the_rest() {
-    let dir = TempDir::new("retain");
-    let mut store = open(dir.path());
-    for href in ["/a", "/b", "/c"] {
-        store.cache_resource(href, href.as_bytes(), T0);
-    }
-    store.retain_resources(|h| h != "/b");
-    let hrefs: Vec<&str> = store.cached_resources().map(|r| r.href.as_str()).collect();
-    assert_eq!(hrefs, ["/a", "/c"]);
-}
-
-#[test]
-fn settings_rates_mups_and_registration_survive_a_restart() {
-    let dir = TempDir::new("settings");
-    let mut store = open(dir.path());
-    assert!(store.set_poll_rate_s("/derp/1/derc", 60));
-    assert!(!store.set_poll_rate_s("/derp/1/derc", 60));
-    assert!(store.set_poll_rate_s("/edev/1/fsa", 900));
-    assert!(store.set_post_rate_s("/mup/1", 300));
-    assert!(store.set_mup_href("site", "/mup/1"));
-    assert!(store.set_mup_href("der", "/mup/2"));
-    let registration = Registration {
-        end_device_href: "/edev/3".into(),
-        lfdi: "7AD980E2F0000000000000000000000000000000".into(),
-        sfdi: 329_771_945_436,
-        pin_ok: Some(true),
-        registered_at_s: T0,
-    };
-    assert!(store.save_registration(&registration));
-    assert!(!store.save_registration(&registration));
-    store.flush(T0).expect("flush");
-    drop(store);
-
-    let mut store = open(dir.path());
-    let polls = store.poll_rates_s();
-    assert_eq!(polls.get("/derp/1/derc"), Some(&60));
-    assert_eq!(polls.get("/edev/1/fsa"), Some(&900));
-    assert_eq!(polls.len(), 2);
-    assert_eq!(store.post_rates_s().get("/mup/1"), Some(&300));
-    let mups = store.mup_hrefs();
-    assert_eq!(mups.get("site").map(String::as_str), Some("/mup/1"));
-    assert_eq!(mups.get("der").map(String::as_str), Some("/mup/2"));
-    assert_eq!(store.registration(), Some(registration));
-    assert!(store.forget_mup_href("der"));
-    assert!(store.clear_registration());
-    store.flush(T0 + 1).expect("flush");
-    drop(store);
-    let store = open(dir.path());
-    assert_eq!(store.mup_hrefs().len(), 1);
-    assert_eq!(store.registration(), None);
 }
 
 #[test]
@@ -351,126 +279,48 @@ fn scheduler_events_keep_their_draws_and_forget_removes_the_ledger_too() {
     assert_eq!(store.ledger().count(), 0);
 }
 
+/// A database of schema 1 (which had a resource cache, a readings queue and an event
+/// log) is migrated: those tables go, the ledger, scheduler records and settings stay.
 #[test]
-fn readings_reach_the_flash_only_when_they_wait() {
-    let dir = TempDir::new("readings");
-    let mut store = open(dir.path());
-    let quick = store.queue_reading("/mup/1/mr", b"<MirrorMeterReading/>", T0);
-    assert!(!store.is_dirty(T0 + 1));
-    assert!(store.ack_reading(quick));
-    assert!(!store.ack_reading(quick));
-    let slow = store.queue_reading("/mup/1/mr", b"slow", T0 + 10);
-    let age = store.limits().reading_persist_age_s;
-    assert!(!store.is_dirty(T0 + 10 + age - 1));
-    assert!(store.is_dirty(T0 + 10 + age));
-    assert_eq!(store.next_flush_at(T0 + 10), Some(T0 + 300));
-    let stats = store.flush(T0 + 300).expect("flush");
-    assert_eq!(stats.rows_written, 1);
-    let fresh = store.queue_reading("/mup/2/mr", b"fresh", T0 + 299);
-    store.flush(T0 + 300).expect("flush");
-    drop(store); // "fresh" was too young to be written
-
-    let mut store = open(dir.path());
-    let pending = store.pending_readings(10);
-    assert_eq!(pending.len(), 1);
-    assert_eq!(pending[0].id, slow);
-    assert_eq!(pending[0].body, b"slow");
-    assert_eq!(pending[0].queued_at_s, T0 + 10);
-    assert!(store.queue_reading("/x", b"y", T0 + 400) > fresh.max(slow) - 1);
-    assert!(store.ack_reading(slow));
-    let stats = store.flush(T0 + 400).expect("flush");
-    assert_eq!(stats.rows_deleted, 1);
-    drop(store);
-    let store = open(dir.path());
-    assert_eq!(store.pending_reading_count(), 0);
-}
-
-#[test]
-fn readings_are_bounded_oldest_dropped_and_logged() {
-    let dir = TempDir::new("readings-bound");
-    let limits = StoreLimits {
-        max_readings: 3,
-        max_reading_bytes: 1000,
-        reading_persist_age_s: 0,
-        ..StoreLimits::default()
-    };
-    let (mut store, _) = Store::open_with(dir.path(), T0, limits.clone()).expect("open");
-    let ids: Vec<i64> = (0..5)
-        .map(|i| store.queue_reading("/mr", format!("r{i}").as_bytes(), T0 + i))
-        .collect();
-    let kept: Vec<i64> = store.pending_readings(10).iter().map(|r| r.id).collect();
-    assert_eq!(kept, ids[2..]);
-    let events = store.recent_events(10);
-    assert_eq!(events.len(), 2);
-    assert!(
-        events[0]
-            .text
-            .contains("dropped the 1 oldest unsent reading")
-    );
-    store.flush(T0 + 10).expect("flush");
-    // Bytes bound: one big body pushes out the older ones (persisted ones deleted).
-    store.queue_reading("/mr", &[b'x'; 900], T0 + 20);
-    let sizes = |store: &Store| -> Vec<usize> {
-        store
-            .pending_readings(10)
-            .iter()
-            .map(|r| r.body.len())
-            .collect()
-    };
-    assert_eq!(sizes(&store), [2, 2, 900], "count bound");
-    store.flush(T0 + 30).expect("flush");
-    store.queue_reading("/mr", &[b'y'; 900], T0 + 40);
-    assert_eq!(sizes(&store), [900], "byte bound");
-    store.flush(T0 + 50).expect("flush");
-    drop(store);
-    let (store, _) = Store::open_with(dir.path(), T0, limits).expect("open");
-    let left = store.pending_readings(10);
-    assert_eq!(left.len(), 1);
-    assert_eq!(left[0].body, [b'y'; 900]);
-}
-
-#[test]
-fn event_log_is_bounded_in_memory_and_on_disk() {
-    let dir = TempDir::new("events");
-    let limits = StoreLimits {
-        max_events: 50,
-        ..StoreLimits::default()
-    };
-    let (mut store, _) = Store::open_with(dir.path(), T0, limits.clone()).expect("open");
-    for i in 0..500 {
-        store.log_event(
-            T0 + i,
-            if i % 2 == 0 {
-                EventKind::Limit
-            } else {
-                EventKind::State
-            },
-            "E1",
-            &format!("export limit {i} W"),
-        );
-        if i % 7 == 0 {
-            store.flush(T0 + i).expect("flush");
-        }
+fn schema_1_loses_its_unused_tables_and_keeps_the_rest() {
+    let dir = TempDir::new("migrate");
+    let path = dir.path().join(STATE_DB_FILE);
+    {
+        let conn = Connection::open(&path).expect("create");
+        conn.pragma_update(None, "application_id", 0x4353_4950)
+            .expect("app id");
+        conn.execute_batch(state::MIGRATIONS[0]).expect("schema 1");
+        conn.pragma_update(None, "user_version", 1)
+            .expect("version");
+        conn.execute_batch(
+            "INSERT INTO ledger(event_mrid, status, reply_to, created_at_s, attempts)
+                 VALUES ('E1', 1, '/rsp', 1, 0);
+             INSERT INTO setting(key, value) VALUES ('runtime.utility_controls', '{}');
+             INSERT INTO sched_event VALUES ('E1', -5, 3, '{}');
+             INSERT INTO resource VALUES ('/dcap', x'3c2f3e', 1);
+             INSERT INTO reading(href, body, queued_at_s) VALUES ('/mr', x'00', 1);
+             INSERT INTO event_log(at_s, kind, source, text) VALUES (1, 'info', 's', 't');",
+        )
+        .expect("rows");
     }
-    store.flush(T0 + 500).expect("flush");
-    let recent = store.recent_events(3);
-    assert_eq!(recent.len(), 3);
-    assert_eq!(recent[2].text, "export limit 499 W");
-    assert_eq!(recent[2].kind, EventKind::State);
-    assert_eq!(recent[1].kind, EventKind::Limit);
-    assert_eq!(store.recent_events(1000).len(), 50);
-    let path = store.path().to_path_buf();
+    let store = open(dir.path());
+    assert_eq!(store.ledger_pending().len(), 1);
+    assert_eq!(store.setting("runtime.utility_controls"), Some("{}"));
+    assert_eq!(store.randomization_draws("E1"), Some((-5, 3)));
     drop(store);
     let conn = Connection::open(&path).expect("reopen raw");
-    let rows: i64 = conn
-        .query_row("SELECT count(*) FROM event_log", [], |r| r.get(0))
-        .expect("count");
-    assert!((50..=55).contains(&rows), "{rows} rows on disk");
-    drop(conn);
-    let (store, _) = Store::open_with(dir.path(), T0, limits).expect("open");
-    let recent = store.recent_events(1);
-    assert_eq!(recent[0].text, "export limit 499 W");
-    assert_eq!(recent[0].source, "E1");
+    let version: i32 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, state::MIGRATIONS.len() as i32);
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .and_then(|mut st| {
+            st.query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()
+        })
+        .expect("tables");
+    assert_eq!(tables, ["ledger", "sched_event", "setting"]);
 }
 
 fn assert_moved_aside(dir: &Path, notices: &[Notice], kind: NoticeKind, original: &[u8]) {
@@ -506,17 +356,11 @@ fn assert_moved_aside(dir: &Path, notices: &[Notice], kind: NoticeKind, original
 fn assert_new_store_works(dir: &Path) {
     let (mut store, notices) = Store::open(dir, T0 + 1).expect("reopen");
     assert!(notices.is_empty());
-    assert!(
-        store
-            .recent_events(10)
-            .iter()
-            .any(|e| e.text.contains("moved aside"))
-    );
-    store.cache_resource("/dcap", b"<DeviceCapability/>", T0);
+    store.set_setting("runtime.utility_controls", "{}");
     store.flush(T0 + 1).expect("flush");
     drop(store);
     let store = open(dir);
-    assert!(store.cached_resource("/dcap").is_some());
+    assert_eq!(store.setting("runtime.utility_controls"), Some("{}"));
 }
 
 #[test]
@@ -548,8 +392,8 @@ fn a_truncated_database_is_moved_aside() {
     let dir = TempDir::new("truncated");
     let mut store = open(dir.path());
     for i in 0..200 {
-        store.cache_resource(&format!("/r/{i}"), &vec![b'a' + (i % 26) as u8; 3000], T0);
-        store.log_event(T0, EventKind::Info, "test", &format!("event {i}"));
+        let value = String::from_utf8(vec![b'a' + (i % 26) as u8; 3000]).expect("ascii");
+        store.set_setting(&format!("k{i}"), &value);
     }
     store.flush(T0).expect("flush");
     drop(store); // checkpoints the WAL into the file
@@ -560,7 +404,7 @@ fn a_truncated_database_is_moved_aside() {
     std::fs::write(&path, truncated).expect("truncate");
     let (store, notices) = Store::open(dir.path(), T0).expect("open replaces it");
     assert_moved_aside(dir.path(), &notices, NoticeKind::Corrupt, truncated);
-    assert_eq!(store.cached_resources().count(), 0);
+    assert_eq!(store.setting("k0"), None);
     drop(store);
     assert_new_store_works(dir.path());
 }
@@ -570,7 +414,7 @@ fn a_damaged_page_is_moved_aside() {
     let dir = TempDir::new("damaged");
     let mut store = open(dir.path());
     for i in 0..50 {
-        store.cache_resource(&format!("/r/{i}"), format!("body {i}").as_bytes(), T0);
+        store.set_setting(&format!("k{i}"), &format!("value {i}"));
     }
     store.flush(T0).expect("flush");
     drop(store);
@@ -661,7 +505,7 @@ fn a_stale_wal_moves_with_its_corrupt_database() {
 fn a_database_in_use_is_an_error_and_is_left_alone() {
     let dir = TempDir::new("locked");
     let mut first = open(dir.path());
-    first.cache_resource("/a", b"1", T0);
+    first.set_setting("a", "1");
     first.flush(T0).expect("flush"); // takes the exclusive lock
     let err = Store::open(dir.path(), T0)
         .err()
@@ -670,7 +514,7 @@ fn a_database_in_use_is_an_error_and_is_left_alone() {
     assert!(err.to_string().contains("locked"), "{err}");
     assert!(files_starting_with(dir.path(), "csipd.db.").is_empty());
     drop(first);
-    assert!(open(dir.path()).cached_resource("/a").is_some());
+    assert_eq!(open(dir.path()).setting("a"), Some("1"));
 }
 
 #[test]

@@ -84,7 +84,7 @@ fn discover_prints_the_tree() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains(&identity.lfdi), "{text}");
-    assert!(text.contains("state    connected"), "{text}");
+    assert!(text.contains("state    polling"), "{text}");
     assert!(text.contains("this device /edev/1"), "{text}");
     assert!(text.contains("registration PIN 111115"), "{text}");
     assert!(

@@ -13,19 +13,50 @@ use crate::schedule;
 
 use super::discovery::Tree;
 use super::well_known::{Choice, version_label};
-use super::{EngineConfig, EngineSink, EngineStatus, Nameplate, SiteMeasurement};
+use super::{EngineConfig, EngineError, EngineSink, EngineStatus, Nameplate, SiteMeasurement};
 
 const DEFAULT_CONFIG: &str = "/etc/config/csipd";
 
 impl EngineConfig {
+    /// The engine's configuration from `/etc/config/csipd` and the identity in its
+    /// client certificate (`option cert`): [`EngineConfig::from_config`] with the LFDI
+    /// and SFDI read from that file. Errors: no `cert` option (`NoCertificate`), a certificate
+    /// that cannot be read or parsed (`Certificate`), server settings that make no
+    /// client (`Server`).
+    pub fn from_config_and_certificate(config: &Config) -> Result<EngineConfig, EngineError> {
+        let cert = config
+            .server
+            .cert
+            .as_deref()
+            .ok_or_else(|| EngineError::NoCertificate {
+                file: config.file.clone(),
+            })?;
+        let certificate_error = |message: String| EngineError::Certificate {
+            path: cert.to_string(),
+            message,
+        };
+        let pem = std::fs::read(cert).map_err(|e| certificate_error(e.to_string()))?;
+        let identity =
+            crate::sep2::identity_from_pem(&pem).map_err(|e| certificate_error(e.to_string()))?;
+        EngineConfig::from_config(config, &identity.lfdi, identity.sfdi)
+    }
+
     /// The engine's configuration from `/etc/config/csipd` and the device identity
-    /// (LFDI/SFDI of the client certificate).
-    pub fn from_config(config: &Config, lfdi: &str, sfdi: u64) -> Result<EngineConfig, String> {
+    /// (LFDI/SFDI of the client certificate). Errors: server settings that make no
+    /// HTTP client configuration ([`EngineError::Server`], naming the file).
+    pub fn from_config(
+        config: &Config,
+        lfdi: &str,
+        sfdi: u64,
+    ) -> Result<EngineConfig, EngineError> {
         let server = &config.server;
         // One URL parser for config, http and the engine (the url crate, in `http`);
         // dcap_url wins over server_url (check-config warns when both are set).
-        let (http, dcap_path) = ClientConfig::from_server_config(server)
-            .map_err(|e| format!("{}: {e}", config.file))?;
+        let (http, dcap_path) =
+            ClientConfig::from_server_config(server).map_err(|source| EngineError::Server {
+                file: config.file.clone(),
+                source: Box::new(source),
+            })?;
         let service_discovery = server.dcap_url.is_none() && server.server_url.is_some();
         // With service discovery the DeviceCapability path comes from the chosen version.
         let dcap_path = if service_discovery {
@@ -108,26 +139,7 @@ pub fn discover_main(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let identity = match config.server.cert.as_deref() {
-        Some(cert) => match std::fs::read(cert)
-            .map_err(|e| format!("{cert}: {e}"))
-            .and_then(|pem| {
-                crate::sep2::identity_from_pem(&pem).map_err(|e| format!("{cert}: {e}"))
-            }) {
-            Ok(identity) => identity,
-            Err(err) => {
-                eprintln!("csipd discover: client certificate {err}");
-                return ExitCode::from(2);
-            }
-        },
-        None => {
-            eprintln!(
-                "csipd discover: {path}: option cert of section 'utility' is not set (the LFDI comes from it)"
-            );
-            return ExitCode::from(2);
-        }
-    };
-    let engine_config = match EngineConfig::from_config(&config, &identity.lfdi, identity.sfdi) {
+    let engine_config = match EngineConfig::from_config_and_certificate(&config) {
         Ok(c) => c,
         Err(err) => {
             eprintln!("csipd discover: {err}");
@@ -139,25 +151,50 @@ pub fn discover_main(args: &[String]) -> ExitCode {
             print!("{text}");
             ExitCode::SUCCESS
         }
-        Err(text) => {
-            print!("{text}");
+        Err(DiscoverError::Setup(err)) => {
+            println!("{err}");
+            ExitCode::from(1)
+        }
+        Err(DiscoverError::Incomplete { report }) => {
+            print!("{report}");
             ExitCode::from(1)
         }
     }
 }
 
+/// Why [`discover_once`] did not give a complete walk.
+#[derive(Debug)]
+pub enum DiscoverError {
+    /// The engine or its HTTP client could not be set up.
+    Setup(EngineError),
+    /// The walk did not reach this device's EndDevice, or ended with an error: `report`
+    /// is the tree as far as it got, with the error line.
+    Incomplete { report: String },
+}
+
+impl std::fmt::Display for DiscoverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DiscoverError::Setup(err) => write!(f, "{err}"),
+            DiscoverError::Incomplete { report } => write!(f, "{report}"),
+        }
+    }
+}
+
+impl std::error::Error for DiscoverError {}
+
 /// Longest a walk may take (a slow server, many pages).
 const WALK_DEADLINE_MS: u64 = 60_000;
 
-/// Walks the server once and renders the tree. `Err` carries the rendering plus the
-/// error when the walk did not reach this device's programs.
-pub fn discover_once(config: EngineConfig) -> Result<String, String> {
+/// Walks the server once and renders the tree. `Err(Incomplete)` carries the rendering
+/// plus the error when the walk did not reach this device's programs.
+pub fn discover_once(config: EngineConfig) -> Result<String, DiscoverError> {
     let config_discovers = config.service_discovery;
     let server_url = config.http.server_url.clone();
     let clock = crate::runtime::clock::SystemClock::new();
     let mut client = crate::http::Client::new(config.http.clone())
-        .map_err(|e| format!("{}\n", super::EngineError::Http(e)))?;
-    let mut engine = super::Engine::new(config, clock.now()).map_err(|e| format!("{e}\n"))?;
+        .map_err(|e| DiscoverError::Setup(EngineError::Http(e)))?;
+    let mut engine = super::Engine::new(config, clock.now()).map_err(DiscoverError::Setup)?;
     engine.set_read_only(true);
     let started_ms = clock.now().mono_ms;
     let service_discovery_from =
@@ -183,7 +220,7 @@ pub fn discover_once(config: EngineConfig) -> Result<String, String> {
     if engine.tree().edev.is_some() && status.last_error.is_none() {
         Ok(text)
     } else {
-        Err(text)
+        Err(DiscoverError::Incomplete { report: text })
     }
 }
 
@@ -389,7 +426,11 @@ mod config_tests {
         let mut plain = config("");
         plain.server.dcap_url = Some("http://127.0.0.1:9000/dcap".into());
         let err = EngineConfig::from_config(&plain, "AB", 7).expect_err("plain http refused");
-        assert!(err.contains("allow_plain_http"), "{err}");
+        assert!(
+            matches!(err, EngineError::Server { .. }),
+            "a server setting, not a parse error: {err:?}"
+        );
+        assert!(err.to_string().contains("allow_plain_http"), "{err}");
         assert_eq!((engine.pen, engine.pin), (12345, Some(111115)));
         assert_eq!(engine.nmi.as_deref(), Some("4102345678"));
         assert!(engine.csipaus);

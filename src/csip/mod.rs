@@ -337,8 +337,21 @@ pub trait EngineSink {
 /// Errors of the engine's set-up (runtime errors go into the status, not here).
 #[derive(Debug)]
 pub enum EngineError {
-    /// A configuration value the engine cannot work with (the message names it).
+    /// A configuration value the engine cannot work with (the message names it and the
+    /// file it came from).
     Config(String),
+    /// The utility server settings of `file` (URL, TLS files) do not make an HTTP client
+    /// configuration.
+    Server {
+        file: String,
+        source: Box<crate::http::HttpError>,
+    },
+    /// `option cert` of the utility section in `file` is not set: the LFDI and SFDI come
+    /// from the client certificate.
+    NoCertificate { file: String },
+    /// The client certificate at `path` cannot be read or holds no usable identity
+    /// (the LFDI and SFDI come from it).
+    Certificate { path: String, message: String },
     /// The HTTP client could not be built (certificate, key, CA, URL).
     Http(crate::http::HttpError),
 }
@@ -347,6 +360,14 @@ impl std::fmt::Display for EngineError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             EngineError::Config(msg) => write!(f, "csip engine configuration: {msg}"),
+            EngineError::Server { file, source } => write!(f, "{file}: {source}"),
+            EngineError::NoCertificate { file } => write!(
+                f,
+                "{file}: option cert of section 'utility' is not set (the LFDI comes from it)"
+            ),
+            EngineError::Certificate { path, message } => {
+                write!(f, "client certificate {path}: {message}")
+            }
             EngineError::Http(err) => write!(f, "csip engine: {err}"),
         }
     }

@@ -14,20 +14,70 @@ pub const USAGE: &str = "csipd modbus-scan [--base N] BUS UNIT...
 Prints one JSON line per unit: the model chain, and each SunSpec device in it (a unit
 can hold several, e.g. an inverter and its meter) with its identity and a reading.";
 
+/// A `BUS` argument of `csipd modbus-scan` that does not parse: the argument, and what
+/// is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusArgError {
+    /// The argument as given.
+    pub bus: String,
+    pub problem: BusArgProblem,
+}
+
+/// What is wrong with a `BUS` argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusArgProblem {
+    /// The TCP port is not a number 1-65535.
+    Port(String),
+    /// `tcp://` without a host.
+    NoHost,
+    /// The RTU baud rate is not a positive number.
+    Baud(String),
+    /// The RTU framing is not 8N1, 8N2, 8E1 or 8O1.
+    Framing(String),
+    /// `rtu:` without a serial device path.
+    NoPath,
+    /// Neither `tcp://` nor `rtu:`.
+    Scheme,
+}
+
+impl std::fmt::Display for BusArgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "bus '{}': ", self.bus)?;
+        match &self.problem {
+            BusArgProblem::Port(p) => write!(f, "port '{p}' is not a number 1-65535"),
+            BusArgProblem::NoHost => write!(f, "missing host"),
+            BusArgProblem::Baud(b) => write!(f, "baud rate '{b}' is not a positive number"),
+            BusArgProblem::Framing(other) => {
+                write!(f, "framing '{other}' is not one of 8N1, 8N2, 8E1, 8O1")
+            }
+            BusArgProblem::NoPath => write!(f, "missing serial device path"),
+            BusArgProblem::Scheme => {
+                write!(f, "expected tcp://HOST[:PORT] or rtu:/dev/ttyUSB0[@BAUD]")
+            }
+        }
+    }
+}
+
+impl std::error::Error for BusArgError {}
+
 /// Parses `tcp://host[:port]` or `rtu:PATH[@BAUD[/8N1]]` (the form `TransportParams`
 /// displays).
-pub fn parse_transport(s: &str) -> Result<TransportParams, String> {
+pub fn parse_transport(s: &str) -> Result<TransportParams, BusArgError> {
+    let err = |problem| BusArgError {
+        bus: s.to_string(),
+        problem,
+    };
     if let Some(rest) = s.strip_prefix("tcp://") {
         let (host, port) = match rest.rsplit_once(':') {
             Some((h, p)) if !h.is_empty() => (
                 h,
                 p.parse::<u16>()
-                    .map_err(|_| format!("bus '{s}': port '{p}' is not a number 1-65535"))?,
+                    .map_err(|_| err(BusArgProblem::Port(p.to_string())))?,
             ),
             _ => (rest, 502),
         };
         if host.is_empty() {
-            return Err(format!("bus '{s}': missing host"));
+            return Err(err(BusArgProblem::NoHost));
         }
         return Ok(TransportParams::Tcp {
             host: host.to_string(),
@@ -41,20 +91,16 @@ pub fn parse_transport(s: &str) -> Result<TransportParams, String> {
             .parse()
             .ok()
             .filter(|b| *b > 0)
-            .ok_or_else(|| format!("bus '{s}': baud rate '{baud}' is not a positive number"))?;
+            .ok_or_else(|| err(BusArgProblem::Baud(baud.to_string())))?;
         let (parity, stop_bits) = match framing {
             "8N1" => (Parity::None, 1),
             "8N2" => (Parity::None, 2),
             "8E1" => (Parity::Even, 1),
             "8O1" => (Parity::Odd, 1),
-            other => {
-                return Err(format!(
-                    "bus '{s}': framing '{other}' is not one of 8N1, 8N2, 8E1, 8O1"
-                ));
-            }
+            other => return Err(err(BusArgProblem::Framing(other.to_string()))),
         };
         if path.is_empty() {
-            return Err(format!("bus '{s}': missing serial device path"));
+            return Err(err(BusArgProblem::NoPath));
         }
         return Ok(TransportParams::Rtu {
             path: path.to_string(),
@@ -63,9 +109,7 @@ pub fn parse_transport(s: &str) -> Result<TransportParams, String> {
             stop_bits,
         });
     }
-    Err(format!(
-        "bus '{s}': expected tcp://HOST[:PORT] or rtu:/dev/ttyUSB0[@BAUD]"
-    ))
+    Err(err(BusArgProblem::Scheme))
 }
 
 /// `csipd modbus-scan [--base N] BUS UNIT...`
@@ -238,21 +282,18 @@ mod tests {
             parse_transport("rtu:/dev/ttyUSB0").unwrap().to_string(),
             "rtu:/dev/ttyUSB0@9600/8N1"
         );
-        assert!(
-            parse_transport("tcp://host:99999")
-                .unwrap_err()
-                .contains("99999")
+        let port = parse_transport("tcp://host:99999").unwrap_err();
+        assert_eq!(port.problem, BusArgProblem::Port("99999".into()));
+        assert!(port.to_string().contains("99999"), "{port}");
+        let baud = parse_transport("rtu:/dev/x@fast").unwrap_err();
+        assert!(baud.to_string().contains("fast"), "{baud}");
+        assert_eq!(
+            parse_transport("rtu:/dev/x@9600/7N1").unwrap_err().problem,
+            BusArgProblem::Framing("7N1".into())
         );
-        assert!(
-            parse_transport("rtu:/dev/x@fast")
-                .unwrap_err()
-                .contains("fast")
+        assert_eq!(
+            parse_transport("serial0").unwrap_err().problem,
+            BusArgProblem::Scheme
         );
-        assert!(
-            parse_transport("rtu:/dev/x@9600/7N1")
-                .unwrap_err()
-                .contains("7N1")
-        );
-        assert!(parse_transport("serial0").is_err());
     }
 }

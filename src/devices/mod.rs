@@ -104,7 +104,7 @@ pub enum DeviceError {
     /// Read-back after a write shows a different value.
     NotConfirmed {
         device: String,
-        detail: String,
+        detail: sunspec::WriteMismatch,
     },
 }
 

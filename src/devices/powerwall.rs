@@ -65,9 +65,29 @@ pub enum PowerwallError {
     Body {
         device: String,
         path: String,
-        detail: String,
+        detail: BodyError,
     },
 }
+
+/// A gateway answer that is not what its API gives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BodyError {
+    /// Not JSON at all (an HTML page, a cut-off body); the parser's message.
+    NotJson(String),
+    /// Something the reading needs is not there; says what, in the API's names.
+    Missing(&'static str),
+}
+
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BodyError::NotJson(e) => write!(f, "not JSON: {e}"),
+            BodyError::Missing(what) => f.write_str(what),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {}
 
 impl fmt::Display for PowerwallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -128,13 +148,15 @@ fn number(v: &serde_json::Value, key: &str) -> Option<f64> {
 /// positive, `instant_reactive_power` var, `instant_apparent_power` VA,
 /// `instant_average_voltage` V, `frequency` Hz, `energy_exported`/`energy_imported`
 /// Wh). `model` is 0: no SunSpec model. 0 V and 0 Hz are left out as from any device.
-pub fn parse_aggregates(body: &str) -> Result<MeterReading, String> {
-    let v: serde_json::Value = serde_json::from_str(body).map_err(|e| format!("not JSON: {e}"))?;
+pub fn parse_aggregates(body: &str) -> Result<MeterReading, BodyError> {
+    let v: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| BodyError::NotJson(e.to_string()))?;
     let site = v
         .get("site")
         .filter(|s| s.is_object())
-        .ok_or("no \"site\" meter in the aggregates")?;
-    let w = number(site, "instant_power").ok_or("site.instant_power missing")?;
+        .ok_or(BodyError::Missing("no \"site\" meter in the aggregates"))?;
+    let w =
+        number(site, "instant_power").ok_or(BodyError::Missing("site.instant_power missing"))?;
     let mut ac = AcValues {
         w: Some(w),
         var: number(site, "instant_reactive_power"),
@@ -156,12 +178,13 @@ pub fn parse_aggregates(body: &str) -> Result<MeterReading, String> {
 /// `Cached_readings` has `v_l1n`…`v_l3n`, `real_power_a`…`_c`, `reactive_power_a`…`_c`,
 /// `i_a_current`…`i_c_current`), into `ac`. Phases the gateway does not give stay
 /// unknown.
-pub fn add_site_phases(body: &str, ac: &mut AcValues) -> Result<(), String> {
-    let v: serde_json::Value = serde_json::from_str(body).map_err(|e| format!("not JSON: {e}"))?;
+pub fn add_site_phases(body: &str, ac: &mut AcValues) -> Result<(), BodyError> {
+    let v: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| BodyError::NotJson(e.to_string()))?;
     let r = v
         .get(0)
         .and_then(|m| m.get("Cached_readings"))
-        .ok_or("no Cached_readings in the site meter")?;
+        .ok_or(BodyError::Missing("no Cached_readings in the site meter"))?;
     for (i, p) in ["a", "b", "c"].into_iter().enumerate() {
         let ph = &mut ac.phases[i];
         ph.v = number(r, &format!("v_l{}n", i + 1));
@@ -360,7 +383,7 @@ impl Gateway {
                 .ok_or_else(|| PowerwallError::Body {
                     device: self.params.name.clone(),
                     path: "/api/login/Basic".into(),
-                    detail: "no token in the answer".into(),
+                    detail: BodyError::Missing("no token in the answer"),
                 })?;
         self.token = Some(token.to_string());
         self.logins += 1;
@@ -445,9 +468,12 @@ mod tests {
         assert_eq!(m.ac.hz, Some(50.01));
         assert_eq!((m.export_wh, m.import_wh), (Some(12345.0), Some(678.0)));
         let e = parse_aggregates(r#"{"load":{}}"#).unwrap_err();
-        assert!(e.contains("site"), "{e}");
+        assert!(e.to_string().contains("site"), "{e}");
         assert!(parse_aggregates(r#"{"site":{"frequency":50}}"#).is_err());
-        assert!(parse_aggregates("<html>").is_err());
+        assert!(matches!(
+            parse_aggregates("<html>"),
+            Err(BodyError::NotJson(_))
+        ));
         // An idle meter's 0 V / 0 Hz is not a measurement.
         let m = parse_aggregates(
             r#"{"site":{"instant_power":0,"frequency":0,"instant_average_voltage":0}}"#,

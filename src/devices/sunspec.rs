@@ -1122,19 +1122,48 @@ pub fn plan_connect(
     }])
 }
 
+/// A register that does not read back what was written to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteMismatch {
+    /// The SunSpec point written (`WMaxLimPct`, `WMaxLim_Ena`, ...).
+    pub point: &'static str,
+    /// The Modbus register address.
+    pub register: u32,
+    pub wrote: u16,
+    /// What the re-read block holds there; `None` when the block is shorter.
+    pub read_back: Option<u16>,
+}
+
+impl fmt::Display for WriteMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} at register {}: wrote {}, read back {:?}",
+            self.point, self.register, self.wrote, self.read_back
+        )
+    }
+}
+
+impl std::error::Error for WriteMismatch {}
+
 /// Checks that a re-read block holds what `writes` wrote. Returns the first mismatch.
-pub fn verify_writes(ctl: &ModelRef, regs: &[u16], writes: &[RegisterWrite]) -> Result<(), String> {
+pub fn verify_writes(
+    ctl: &ModelRef,
+    regs: &[u16],
+    writes: &[RegisterWrite],
+) -> Result<(), WriteMismatch> {
     for wr in writes {
         for (i, v) in wr.values.iter().enumerate() {
             let off = usize::from(wr.address.wrapping_sub(ctl.start)) + i;
             match regs.get(off) {
                 Some(got) if got == v => {}
                 got => {
-                    return Err(format!(
-                        "{} at register {}: wrote {v}, read back {got:?}",
-                        wr.point,
-                        u32::from(wr.address) + i as u32
-                    ));
+                    return Err(WriteMismatch {
+                        point: wr.point,
+                        register: u32::from(wr.address) + i as u32,
+                        wrote: *v,
+                        read_back: got.copied(),
+                    });
                 }
             }
         }

@@ -170,17 +170,41 @@ pub struct DemoUtility {
     pub pin: u32,
 }
 
+/// Why the simulated utility did not start.
+#[derive(Debug)]
+pub enum SimUtilityError {
+    /// The lab PKI (CA, server and device certificates) could not be made.
+    Pki(crate::pki::PkiError),
+    /// The compressed day cannot be planned with this length.
+    Plan(crate::sim::utility::schedule::ScheduleError),
+    /// The TLS server could not start (address in use, TLS set-up).
+    Server(crate::sim::utility::server::ServerError),
+}
+
+impl std::fmt::Display for SimUtilityError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Each message already names its part ("lab PKI, ...", "simulated utility TLS, ...").
+        match self {
+            SimUtilityError::Pki(e) => write!(f, "{e}"),
+            SimUtilityError::Plan(e) => write!(f, "{e}"),
+            SimUtilityError::Server(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for SimUtilityError {}
+
 /// Makes a lab PKI in `dir` and starts the simulated utility on `listen`, its day
 /// starting now (`clock`'s time).
 pub fn start_sim_utility(
     dir: &Path,
     listen: SocketAddr,
     day_s: u32,
-) -> Result<(UtilityServer, DemoUtility), String> {
+) -> Result<(UtilityServer, DemoUtility), SimUtilityError> {
     let clock = super::clock::SystemClock::new();
     let now = clock.now();
-    let pki = LabPki::create(dir, now.utc_s()).map_err(|e| e.to_string())?;
-    let plan = DayPlan::new(now.utc_s(), day_s).map_err(|e| e.to_string())?;
+    let pki = LabPki::create(dir, now.utc_s()).map_err(SimUtilityError::Pki)?;
+    let plan = DayPlan::new(now.utc_s(), day_s).map_err(SimUtilityError::Plan)?;
     let options = UtilityOptions::for_plan(plan, &pki.device_lfdi, pki.device_sfdi);
     let pin = options.pin;
     let server = UtilityServer::start(
@@ -189,7 +213,7 @@ pub fn start_sim_utility(
         Utility::new(options),
         Arc::new(move || clock.now()),
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(SimUtilityError::Server)?;
     let utility = DemoUtility {
         dcap_url: server.dcap_url(),
         pki,

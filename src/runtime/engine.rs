@@ -417,17 +417,8 @@ pub fn upcoming_events(tree: &csip::discovery::Tree, now_s: i64) -> Vec<status::
 
 /// The engine's configuration: from the UCI config and the client certificate's
 /// identity; the fleet rating from the inverters' ratings known so far.
-pub fn engine_config(config: &Config, rating_w: f64) -> Result<EngineConfig, String> {
-    let cert = config.server.cert.as_deref().ok_or_else(|| {
-        format!(
-            "{}: option cert of section 'utility' is not set (the LFDI comes from it)",
-            config.file
-        )
-    })?;
-    let pem = std::fs::read(cert).map_err(|e| format!("client certificate {cert}: {e}"))?;
-    let identity = crate::sep2::identity_from_pem(&pem)
-        .map_err(|e| format!("client certificate {cert}: {e}"))?;
-    let mut ec = EngineConfig::from_config(config, &identity.lfdi, identity.sfdi)?;
+pub fn engine_config(config: &Config, rating_w: f64) -> Result<EngineConfig, csip::EngineError> {
+    let mut ec = EngineConfig::from_config_and_certificate(config)?;
     if ec.nameplate.rtg_max_w <= 0.0 {
         ec.nameplate.rtg_max_w = rating_w;
     }
@@ -464,6 +455,7 @@ pub async fn engine_task(
     let ec = match engine_config(&config, 0.0) {
         Ok(ec) => ec,
         Err(e) => {
+            let e = e.to_string();
             log::error!("utility connection not started: {e}");
             status.update(|s| {
                 s.set_connection_state(ConnectionState::Offline, now);

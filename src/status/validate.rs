@@ -37,25 +37,74 @@ fn scalar(value: &Value) -> Option<String> {
     }
 }
 
+/// A staged section from LuCI that cannot be written as UCI; each names the section
+/// (its index in the list, or its `.name`) and the option.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SectionsError {
+    /// Section `index` (0-based) is not a JSON object.
+    NotAnObject { index: usize },
+    /// Section `index` has no `.type` that is a UCI name.
+    NoType { index: usize },
+    /// Section `index` (of type `kind`) has no `.name` that is a UCI name.
+    NoName { index: usize, kind: String },
+    /// `option` of section `section` is not a UCI option name.
+    OptionName { section: String, option: String },
+    /// An item of list `option` in `section` is not a string, number or boolean.
+    ListItem { section: String, option: String },
+    /// The value of `option` in `section` is not a string, number or boolean.
+    OptionValue { section: String, option: String },
+}
+
+impl std::fmt::Display for SectionsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SectionsError::NotAnObject { index } => write!(f, "section {index} is not an object"),
+            SectionsError::NoType { index } => write!(f, "section {index} has no valid .type"),
+            SectionsError::NoName { index, kind } => {
+                write!(f, "section {index} ({kind}) has no valid .name")
+            }
+            SectionsError::OptionName { section, option } => {
+                write!(f, "section '{section}': '{option}' is not an option name")
+            }
+            SectionsError::ListItem { section, option } => {
+                write!(
+                    f,
+                    "section '{section}' list '{option}': items must be strings"
+                )
+            }
+            SectionsError::OptionValue { section, option } => {
+                write!(f, "section '{section}' option '{option}' must be a string")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SectionsError {}
+
 /// The UCI text for `sections` (LuCI's section objects) and, per line (1-based, index
 /// 0 unused), where it came from. A malformed section or option is an error naming it.
-pub fn sections_to_uci(sections: &[Value]) -> Result<(String, Vec<Option<LineOrigin>>), String> {
+pub fn sections_to_uci(
+    sections: &[Value],
+) -> Result<(String, Vec<Option<LineOrigin>>), SectionsError> {
     let mut text = String::from("package csipd\n");
     let mut origins: Vec<Option<LineOrigin>> = vec![None, None];
     for (i, section) in sections.iter().enumerate() {
         let Value::Object(fields) = section else {
-            return Err(format!("section {i} is not an object"));
+            return Err(SectionsError::NotAnObject { index: i });
         };
         let kind = fields
             .get(".type")
             .and_then(Value::as_str)
             .filter(|t| is_uci_name(t))
-            .ok_or_else(|| format!("section {i} has no valid .type"))?;
+            .ok_or(SectionsError::NoType { index: i })?;
         let name = fields
             .get(".name")
             .and_then(Value::as_str)
             .filter(|n| is_uci_name(n))
-            .ok_or_else(|| format!("section {i} ({kind}) has no valid .name"))?;
+            .ok_or_else(|| SectionsError::NoName {
+                index: i,
+                kind: kind.to_string(),
+            })?;
         let anonymous = fields
             .get(".anonymous")
             .is_some_and(|a| a == &Value::Bool(true) || a == "1" || a == "true");
@@ -70,16 +119,18 @@ pub fn sections_to_uci(sections: &[Value]) -> Result<(String, Vec<Option<LineOri
                 continue;
             }
             if !is_uci_name(option) {
-                return Err(format!(
-                    "section '{name}': '{option}' is not an option name"
-                ));
+                return Err(SectionsError::OptionName {
+                    section: name.to_string(),
+                    option: option.clone(),
+                });
             }
             let origin = Some((name.to_string(), Some(option.clone())));
             match value {
                 Value::Array(items) => {
                     for item in items {
-                        let item = scalar(item).ok_or_else(|| {
-                            format!("section '{name}' list '{option}': items must be strings")
+                        let item = scalar(item).ok_or_else(|| SectionsError::ListItem {
+                            section: name.to_string(),
+                            option: option.clone(),
                         })?;
                         text.push_str(&format!("\tlist {option} {}\n", quote(&item)));
                         origins.push(origin.clone());
@@ -87,8 +138,9 @@ pub fn sections_to_uci(sections: &[Value]) -> Result<(String, Vec<Option<LineOri
                 }
                 Value::Null => {}
                 other => {
-                    let item = scalar(other).ok_or_else(|| {
-                        format!("section '{name}' option '{option}' must be a string")
+                    let item = scalar(other).ok_or_else(|| SectionsError::OptionValue {
+                        section: name.to_string(),
+                        option: option.clone(),
                     })?;
                     text.push_str(&format!("\toption {option} {}\n", quote(&item)));
                     origins.push(origin);
@@ -333,6 +385,18 @@ mod tests {
         assert!(
             answer["error"].as_str().unwrap().contains("bad name"),
             "{answer}"
+        );
+        // The kinds say what is wrong, and where.
+        assert_eq!(
+            sections_to_uci(&[json!("text")]).unwrap_err(),
+            SectionsError::NotAnObject { index: 0 }
+        );
+        assert_eq!(
+            sections_to_uci(&[json!({".name": "m", ".type": "csipd", "days": [{}]})]).unwrap_err(),
+            SectionsError::ListItem {
+                section: "m".into(),
+                option: "days".into()
+            }
         );
     }
 }

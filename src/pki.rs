@@ -154,6 +154,76 @@ fn asn1_time(at: SystemTime) -> Result<Asn1Time, PkiError> {
     Asn1Time::from_unix(time).map_err(|e| PkiError(format!("time: {e}")))
 }
 
+/// What a certificate is for: its basicConstraints and keyUsage (both critical).
+#[derive(Clone, Copy)]
+enum CertRole {
+    /// A 2030.5 client or server: CA:FALSE; digitalSignature, keyAgreement.
+    EndEntity,
+    /// A certificate authority: CA:TRUE; keyCertSign, cRLSign.
+    Authority,
+}
+
+fn certificate_error(e: openssl::error::ErrorStack) -> PkiError {
+    PkiError(format!("certificate: {e}"))
+}
+
+/// A serial number from `now` (nanoseconds, 64 bits): distinct for certificates made
+/// apart in time without keeping a counter.
+fn serial_from_time(now: SystemTime) -> u64 {
+    let nanos = now
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    (nanos & 0xFFFF_FFFF_FFFF_FFFF) as u64
+}
+
+/// An unsigned v3 certificate of `role` for `public`, named `subject`, issued by
+/// `issuer`, with `serial`, valid from `now` for `days`. Callers add any further
+/// extension and sign it.
+fn certificate_builder<T: openssl::pkey::HasPublic>(
+    role: CertRole,
+    subject: &X509NameRef,
+    issuer: &X509NameRef,
+    public: &openssl::pkey::PKeyRef<T>,
+    serial: u64,
+    days: u32,
+    now: SystemTime,
+) -> Result<X509Builder, PkiError> {
+    let e = certificate_error;
+    let mut cert = X509Builder::new().map_err(e)?;
+    cert.set_version(2).map_err(e)?;
+    let serial = BigNum::from_dec_str(&serial.to_string()).map_err(e)?;
+    let serial = Asn1Integer::from_bn(&serial).map_err(e)?;
+    cert.set_serial_number(&serial).map_err(e)?;
+    cert.set_subject_name(subject).map_err(e)?;
+    cert.set_issuer_name(issuer).map_err(e)?;
+    cert.set_pubkey(public).map_err(e)?;
+    cert.set_not_before(&*asn1_time(now)?).map_err(e)?;
+    let until = now + Duration::from_secs(u64::from(days) * 86_400);
+    cert.set_not_after(&*asn1_time(until)?).map_err(e)?;
+    let (constraints, usage) = match role {
+        CertRole::EndEntity => (
+            BasicConstraints::new().critical().build(),
+            KeyUsage::new()
+                .critical()
+                .digital_signature()
+                .key_agreement()
+                .build(),
+        ),
+        CertRole::Authority => (
+            BasicConstraints::new().critical().ca().build(),
+            KeyUsage::new()
+                .critical()
+                .key_cert_sign()
+                .crl_sign()
+                .build(),
+        ),
+    };
+    cert.append_extension(constraints.map_err(e)?).map_err(e)?;
+    cert.append_extension(usage.map_err(e)?).map_err(e)?;
+    Ok(cert)
+}
+
 /// A self-signed certificate for lab use (valid from `now` for `days`).
 pub fn self_signed(
     key: &PKey<Private>,
@@ -161,36 +231,17 @@ pub fn self_signed(
     days: u32,
     now: SystemTime,
 ) -> Result<X509, PkiError> {
-    let e = |e: openssl::error::ErrorStack| PkiError(format!("certificate: {e}"));
-    let mut cert = X509Builder::new().map_err(e)?;
-    cert.set_version(2).map_err(e)?;
-    let nanos = now
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    let serial = BigNum::from_dec_str(&(nanos & 0xFFFF_FFFF_FFFF_FFFF).to_string()).map_err(e)?;
-    let serial = Asn1Integer::from_bn(&serial).map_err(e)?;
-    cert.set_serial_number(&serial).map_err(e)?;
+    let e = certificate_error;
     let name = name_with_cn(common_name)?;
-    cert.set_subject_name(&name).map_err(e)?;
-    cert.set_issuer_name(&name).map_err(e)?;
-    cert.set_pubkey(key).map_err(e)?;
-    let not_before = asn1_time(now)?;
-    cert.set_not_before(&not_before).map_err(e)?;
-    let until = now + Duration::from_secs(u64::from(days) * 86_400);
-    let not_after = asn1_time(until)?;
-    cert.set_not_after(&not_after).map_err(e)?;
-    cert.append_extension(BasicConstraints::new().critical().build().map_err(e)?)
-        .map_err(e)?;
-    cert.append_extension(
-        KeyUsage::new()
-            .critical()
-            .digital_signature()
-            .key_agreement()
-            .build()
-            .map_err(e)?,
-    )
-    .map_err(e)?;
+    let mut cert = certificate_builder(
+        CertRole::EndEntity,
+        &name,
+        &name,
+        key,
+        serial_from_time(now),
+        days,
+        now,
+    )?;
     let san = SubjectAlternativeName::new()
         .dns(common_name)
         .build(&cert.x509v3_context(None, None))
@@ -213,7 +264,6 @@ pub fn sign_csr(
     days: u32,
     now: SystemTime,
 ) -> Result<X509, PkiError> {
-    let e = |e: openssl::error::ErrorStack| PkiError(format!("certificate: {e}"));
     let public = csr
         .public_key()
         .map_err(|e| PkiError(format!("the request has no usable public key: {e}")))?;
@@ -227,33 +277,17 @@ pub fn sign_csr(
             "the CA key does not belong to the CA certificate".into(),
         ));
     }
-    let mut cert = X509Builder::new().map_err(e)?;
-    cert.set_version(2).map_err(e)?;
-    let nanos = now
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    let serial = BigNum::from_dec_str(&(nanos & 0xFFFF_FFFF_FFFF_FFFF).to_string()).map_err(e)?;
-    let serial = Asn1Integer::from_bn(&serial).map_err(e)?;
-    cert.set_serial_number(&serial).map_err(e)?;
-    cert.set_subject_name(csr.subject_name()).map_err(e)?;
-    cert.set_issuer_name(ca_cert.subject_name()).map_err(e)?;
-    cert.set_pubkey(&public).map_err(e)?;
-    cert.set_not_before(&*asn1_time(now)?).map_err(e)?;
-    let until = now + Duration::from_secs(u64::from(days) * 86_400);
-    cert.set_not_after(&*asn1_time(until)?).map_err(e)?;
-    cert.append_extension(BasicConstraints::new().critical().build().map_err(e)?)
-        .map_err(e)?;
-    cert.append_extension(
-        KeyUsage::new()
-            .critical()
-            .digital_signature()
-            .key_agreement()
-            .build()
-            .map_err(e)?,
-    )
-    .map_err(e)?;
-    cert.sign(ca_key, MessageDigest::sha256()).map_err(e)?;
+    let mut cert = certificate_builder(
+        CertRole::EndEntity,
+        csr.subject_name(),
+        ca_cert.subject_name(),
+        &public,
+        serial_from_time(now),
+        days,
+        now,
+    )?;
+    cert.sign(ca_key, MessageDigest::sha256())
+        .map_err(certificate_error)?;
     Ok(cert.build())
 }
 
@@ -265,31 +299,10 @@ pub fn self_signed_ca(
     days: u32,
     now: SystemTime,
 ) -> Result<X509, PkiError> {
-    let e = |e: openssl::error::ErrorStack| PkiError(format!("certificate: {e}"));
-    let mut cert = X509Builder::new().map_err(e)?;
-    cert.set_version(2).map_err(e)?;
-    let serial = BigNum::from_u32(1).map_err(e)?;
-    let serial = Asn1Integer::from_bn(&serial).map_err(e)?;
-    cert.set_serial_number(&serial).map_err(e)?;
     let name = name_with_cn(common_name)?;
-    cert.set_subject_name(&name).map_err(e)?;
-    cert.set_issuer_name(&name).map_err(e)?;
-    cert.set_pubkey(key).map_err(e)?;
-    cert.set_not_before(&*asn1_time(now)?).map_err(e)?;
-    let until = now + Duration::from_secs(u64::from(days) * 86_400);
-    cert.set_not_after(&*asn1_time(until)?).map_err(e)?;
-    cert.append_extension(BasicConstraints::new().critical().ca().build().map_err(e)?)
-        .map_err(e)?;
-    cert.append_extension(
-        KeyUsage::new()
-            .critical()
-            .key_cert_sign()
-            .crl_sign()
-            .build()
-            .map_err(e)?,
-    )
-    .map_err(e)?;
-    cert.sign(key, MessageDigest::sha256()).map_err(e)?;
+    let mut cert = certificate_builder(CertRole::Authority, &name, &name, key, 1, days, now)?;
+    cert.sign(key, MessageDigest::sha256())
+        .map_err(certificate_error)?;
     Ok(cert.build())
 }
 

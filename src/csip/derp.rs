@@ -87,20 +87,7 @@ impl DerpSet {
 
     /// The resources under every program, with their kind.
     fn children(&self) -> Vec<(String, PollKind)> {
-        let mut out = Vec::new();
-        for state in self.programs.values().flatten() {
-            let p = &state.program;
-            if let Some(link) = &p.der_control_list_link {
-                out.push((link.href.clone(), PollKind::DerControlList));
-            }
-            if let Some(link) = &p.default_der_control_link {
-                out.push((link.href.clone(), PollKind::DefaultDerControl));
-            }
-            if let Some(link) = &p.der_curve_list_link {
-                out.push((link.href.clone(), PollKind::DerCurveList));
-            }
-        }
-        out
+        program_children(self.programs.values().flatten())
     }
 
     fn retain_children(&mut self, ctx: &mut Ctx) {
@@ -184,21 +171,9 @@ impl DerpSet {
         }
     }
 
+    /// The resources under the programs of the DERProgramList at `list_href`.
     fn children_of(&self, list_href: &str) -> Vec<(String, PollKind)> {
-        let mut out = Vec::new();
-        for state in self.programs.get(list_href).into_iter().flatten() {
-            let p = &state.program;
-            if let Some(link) = &p.der_control_list_link {
-                out.push((link.href.clone(), PollKind::DerControlList));
-            }
-            if let Some(link) = &p.default_der_control_link {
-                out.push((link.href.clone(), PollKind::DefaultDerControl));
-            }
-            if let Some(link) = &p.der_curve_list_link {
-                out.push((link.href.clone(), PollKind::DerCurveList));
-            }
-        }
-        out
+        program_children(self.programs.get(list_href).into_iter().flatten())
     }
 
     fn programs_linking<'a>(
@@ -460,4 +435,33 @@ impl DerpSet {
         }
         best.map(|(_, grad)| grad).unwrap_or(DEFAULT_SET_GRAD_W)
     }
+}
+
+/// The resources `states`' programs link that follow their program (read with its
+/// list, each failing alone): DERControlList, DefaultDERControl, DERCurveList.
+fn program_children<'a>(states: impl Iterator<Item = &'a ProgramState>) -> Vec<(String, PollKind)> {
+    let mut out = Vec::new();
+    for state in states {
+        let p = &state.program;
+        let links = [
+            (
+                p.der_control_list_link.as_ref().map(|l| &l.href),
+                PollKind::DerControlList,
+            ),
+            (
+                p.default_der_control_link.as_ref().map(|l| &l.href),
+                PollKind::DefaultDerControl,
+            ),
+            (
+                p.der_curve_list_link.as_ref().map(|l| &l.href),
+                PollKind::DerCurveList,
+            ),
+        ];
+        for (href, kind) in links {
+            if let Some(href) = href {
+                out.push((href.clone(), kind));
+            }
+        }
+    }
+    out
 }

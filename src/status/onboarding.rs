@@ -365,39 +365,49 @@ pub fn cert_install(
             ));
         }
     }
-    if let (Some(certs), Some(dir)) = (&certs, paths.cert.parent()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| OnboardingError(format!("cannot make {}: {e}", dir.display())))?;
-        let mut pem = Vec::new();
-        for c in certs {
-            pem.extend(
-                c.to_pem()
-                    .map_err(|e| OnboardingError(format!("encoding: {e}")))?,
-            );
-        }
-        pki::write_public_file(&paths.cert, &pem)?;
-        if !paths.cert_configured {
-            set_server_option(config_path, "cert", &paths.cert.display().to_string())?;
-        }
+    if let Some(certs) = &certs {
+        install_pem(
+            certs,
+            &paths.cert,
+            "cert",
+            paths.cert_configured,
+            config_path,
+        )?;
         installed.push(paths.cert.display().to_string());
     }
-    if let (Some(certs), Some(dir)) = (&ca_certs, paths.ca.parent()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| OnboardingError(format!("cannot make {}: {e}", dir.display())))?;
-        let mut pem = Vec::new();
-        for c in certs {
-            pem.extend(
-                c.to_pem()
-                    .map_err(|e| OnboardingError(format!("encoding: {e}")))?,
-            );
-        }
-        pki::write_public_file(&paths.ca, &pem)?;
-        if !paths.ca_configured {
-            set_server_option(config_path, "ca", &paths.ca.display().to_string())?;
-        }
+    if let Some(certs) = &ca_certs {
+        install_pem(certs, &paths.ca, "ca", paths.ca_configured, config_path)?;
         installed.push(paths.ca.display().to_string());
     }
     Ok(installed)
+}
+
+/// Writes `certs` as one PEM file at `path` (public: no secret in it) and, unless the
+/// configuration already names a file there (`configured`), sets the utility section's
+/// `option` to it.
+fn install_pem(
+    certs: &[openssl::x509::X509],
+    path: &Path,
+    option: &str,
+    configured: bool,
+    config_path: &Path,
+) -> Result<(), OnboardingError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| OnboardingError(format!("cannot make {}: {e}", dir.display())))?;
+    }
+    let mut pem = Vec::new();
+    for c in certs {
+        pem.extend(
+            c.to_pem()
+                .map_err(|e| OnboardingError(format!("encoding: {e}")))?,
+        );
+    }
+    pki::write_public_file(path, &pem)?;
+    if !configured {
+        set_server_option(config_path, option, &path.display().to_string())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

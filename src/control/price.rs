@@ -147,6 +147,20 @@ pub struct PriceSourceConfig {
 }
 
 impl PriceSourceConfig {
+    /// Where to fetch the price from, from UCI `config price`: `None` when disabled or
+    /// incomplete (config validation requires the site id and token when enabled).
+    pub fn from_config(price: &crate::config::PriceConfig) -> Option<PriceSourceConfig> {
+        if !price.enabled {
+            return None;
+        }
+        Some(PriceSourceConfig {
+            base_url: price.url.clone(),
+            site_id: price.site_id.clone()?,
+            token: price.token.clone()?,
+            timeout_s: 20,
+        })
+    }
+
     pub fn url(&self) -> String {
         format!(
             "{}/sites/{}/prices/current",
@@ -234,6 +248,34 @@ mod tests {
     use super::*;
     use std::sync::mpsc;
     use std::thread;
+
+    #[test]
+    fn the_price_source_comes_from_an_enabled_complete_price_section() {
+        let price = |options: &str| {
+            let text = format!("config price 'feed_in'\n{options}");
+            crate::config::from_text(&text, "t").expect("valid").0.price
+        };
+        assert_eq!(PriceSourceConfig::from_config(&price("")), None, "disabled");
+        let source = PriceSourceConfig::from_config(&price(
+            "\toption enabled '1'\n\toption site_id 'S1'\n\toption token 'T'\n",
+        ))
+        .expect("enabled and complete");
+        assert_eq!(
+            (source.site_id.as_str(), source.token.as_str()),
+            ("S1", "T")
+        );
+        assert_eq!(
+            source.url(),
+            "https://api.amber.com.au/v1/sites/S1/prices/current"
+        );
+        let mut incomplete = price("");
+        incomplete.enabled = true;
+        assert_eq!(
+            PriceSourceConfig::from_config(&incomplete),
+            None,
+            "no site id"
+        );
+    }
 
     const BODY: &str = r#"[
       {"type":"CurrentInterval","duration":30,"spotPerKwh":6.1,"perKwh":24.3,

@@ -160,7 +160,7 @@ impl Durable {
 /// utility limit holds from the first cycle, before the server is reached.
 pub fn restore_controls(durable: &Durable, site: &SharedSite) -> Option<SavedControls> {
     let saved = durable.saved_controls()?;
-    let controls = super::map::utility_controls(&saved.active, saved.ramp);
+    let controls = crate::control::UtilityControls::from_schedule(&saved.active, saved.ramp);
     log::info!(
         "restored the utility controls evaluated at {} (held until the server is reached)",
         saved.at_s

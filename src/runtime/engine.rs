@@ -9,10 +9,10 @@
 
 use super::clock::SystemClock;
 use super::durable::{SavedControls, SharedDurable};
-use super::map;
 use super::site::{DeviceState, SharedSite};
 use crate::clock::Now;
 use crate::config::Config;
+use crate::control::UtilityControls;
 use crate::csip::ConnectionState;
 use crate::csip::response::Delivery;
 use crate::csip::{
@@ -263,7 +263,7 @@ impl RuntimeSink {
 
 impl EngineSink for RuntimeSink {
     fn controls(&mut self, outcome: &schedule::Outcome) {
-        let controls = map::utility_controls(&outcome.active, outcome.ramp);
+        let controls = UtilityControls::from_schedule(&outcome.active, outcome.ramp);
         for note in &outcome.notes {
             log::info!("schedule: {note}");
         }

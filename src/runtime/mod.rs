@@ -16,7 +16,6 @@ pub mod coordinator;
 pub mod demo;
 pub mod durable;
 pub mod engine;
-pub mod map;
 pub mod site;
 
 use crate::config::{self, Config};
@@ -367,10 +366,11 @@ impl Daemon {
     }
 
     fn start_price(&mut self) {
-        self.price = map::price_source(&self.config).map(|src| {
-            let every = Duration::from_secs(u64::from(self.config.price.poll_interval_s));
-            self.ex.spawn(price_task(src, every, self.site.clone()))
-        });
+        self.price =
+            crate::control::PriceSourceConfig::from_config(&self.config.price).map(|src| {
+                let every = Duration::from_secs(u64::from(self.config.price.poll_interval_s));
+                self.ex.spawn(price_task(src, every, self.site.clone()))
+            });
     }
 
     /// SIGHUP: re-read and validate; apply on success (the cached utility controls stay),

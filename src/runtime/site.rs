@@ -154,10 +154,10 @@ impl DeviceState {
             .map(|t| now.saturating_duration_since(t).as_millis() as u64)
     }
 
-    /// Stale by the one staleness rule ([`crate::control::step::is_stale`]): never read,
+    /// Stale by the one staleness rule ([`crate::control::law::is_stale`]): never read,
     /// or the last good reading older than `stale_after_s`.
     pub fn is_stale(&self, now: Instant, stale_after_s: f64) -> bool {
-        crate::control::step::is_stale(self.age_ms(now), (stale_after_s * 1000.0).round() as u64)
+        crate::control::law::is_stale(self.age_ms(now), (stale_after_s * 1000.0).round() as u64)
     }
 }
 

@@ -550,3 +550,47 @@ pub async fn engine_task(
     )
     .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::durable::Durable;
+    use crate::runtime::site::SiteState;
+
+    fn engine_status(state: ConnectionState, last_error: Option<&str>) -> EngineStatus {
+        EngineStatus {
+            state,
+            lfdi: "AB".into(),
+            sfdi: 7,
+            clock_offset_s: 0,
+            edev_href: None,
+            polls: Vec::new(),
+            readings_pending: 0,
+            readings_dropped: 0,
+            responses_pending: 0,
+            last_error: last_error.map(str::to_string),
+            csipaus_version: None,
+        }
+    }
+
+    /// The engine's state reaches the status as it is: a PIN mismatch is shown as one
+    /// (with why), not as "discovering", and `since` moves only on a change.
+    #[test]
+    fn the_engine_state_is_the_status_state() {
+        let site: SharedSite = Rc::new(RefCell::new(SiteState::new(900)));
+        let status = SnapshotHandle::new(status::Snapshot::new(0));
+        let durable: SharedDurable = Rc::new(RefCell::new(Durable::default()));
+        let mut sink = RuntimeSink::new(site, status.clone(), durable);
+        sink.status(&engine_status(ConnectionState::Polling, None));
+        assert_eq!(status.get().utility.state, ConnectionState::Polling);
+        let mismatch = "Registration PIN 111116 is not the configured 111115";
+        sink.status(&engine_status(ConnectionState::PinMismatch, Some(mismatch)));
+        let snap = status.get();
+        assert_eq!(snap.utility.state, ConnectionState::PinMismatch);
+        assert_eq!(snap.utility.registration_problem.as_deref(), Some(mismatch));
+        let json = serde_json::to_value(&snap).expect("json");
+        assert_eq!(json["utility"]["state"], "pin_mismatch");
+        sink.status(&engine_status(ConnectionState::Polling, None));
+        assert_eq!(status.get().utility.registration_problem, None);
+    }
+}

@@ -463,6 +463,7 @@ mod config_tests {
             responses_pending: 0,
             last_error: Some("PIN mismatch".into()),
             csipaus_version: Some("v1.3"),
+            prices: Vec::new(),
         };
         let utility = status.to_utility(Some("https://x/dcap".into()), 50);
         assert_eq!(utility.state, crate::status::ConnectionState::Discovering);

@@ -419,6 +419,10 @@ list_item!(
     Der => "DERList", "DER";
     MirrorUsagePoint => "MirrorUsagePointList", "MirrorUsagePoint";
     LogEvent => "LogEventList", "LogEvent";
+    TariffProfile => "TariffProfileList", "TariffProfile";
+    RateComponent => "RateComponentList", "RateComponent";
+    TimeTariffInterval => "TimeTariffIntervalList", "TimeTariffInterval";
+    ConsumptionTariffInterval => "ConsumptionTariffIntervalList", "ConsumptionTariffInterval";
 );
 
 impl Readable for DeviceCapability {
@@ -950,6 +954,90 @@ impl Readable for DerControlResponse {
             end_device_lfdi: req::<String>(n, "endDeviceLFDI")?.to_ascii_uppercase(),
             status: opt(n, "status")?,
             subject: req(n, "subject")?,
+        })
+    }
+}
+
+impl Readable for TariffProfile {
+    const ROOT: &'static str = "TariffProfile";
+    fn from_node(n: &Node) -> Result<Self, ReadError> {
+        Ok(Self {
+            href: href(n),
+            mrid: req(n, "mRID")?,
+            description: opt(n, "description")?,
+            version: opt(n, "version")?,
+            currency: opt(n, "currency")?,
+            price_power_of_ten_multiplier: opt(n, "pricePowerOfTenMultiplier")?,
+            primacy: opt(n, "primacy")?.unwrap_or(0),
+            rate_code: opt(n, "rateCode")?,
+            rate_component_list_link: opt_elem(n, "RateComponentListLink")?,
+            service_category_kind: opt(n, "serviceCategoryKind")?.unwrap_or(0),
+            combined_time_tariff_interval_list_link: opt_elem(
+                n,
+                "CombinedTimeTariffIntervalListLink",
+            )?,
+        })
+    }
+}
+
+impl Readable for RateComponent {
+    const ROOT: &'static str = "RateComponent";
+    fn from_node(n: &Node) -> Result<Self, ReadError> {
+        Ok(Self {
+            href: href(n),
+            mrid: req(n, "mRID")?,
+            description: opt(n, "description")?,
+            version: opt(n, "version")?,
+            active_time_tariff_interval_list_link: opt_elem(
+                n,
+                "ActiveTimeTariffIntervalListLink",
+            )?,
+            reading_type_link: opt_elem(n, "ReadingTypeLink")?,
+            role_flags: opt_hex16(n, "roleFlags")?.unwrap_or(0),
+            time_tariff_interval_list_link: opt_elem(n, "TimeTariffIntervalListLink")?,
+        })
+    }
+}
+
+impl Readable for TimeTariffInterval {
+    const ROOT: &'static str = "TimeTariffInterval";
+    fn from_node(n: &Node) -> Result<Self, ReadError> {
+        let consumption_blocks = match n.child("ConsumptionTariffIntervalListSummary") {
+            Some(summary) => many(summary, "ConsumptionTariffInterval")
+                .map_err(|e| e.within("ConsumptionTariffIntervalListSummary"))?,
+            None => Vec::new(),
+        };
+        Ok(Self {
+            href: href(n),
+            reply_to: n.attr("replyTo").map(str::to_string),
+            response_required: attr_hex8(n, "responseRequired")?,
+            mrid: req(n, "mRID")?,
+            description: opt(n, "description")?,
+            version: opt(n, "version")?,
+            creation_time: opt(n, "creationTime")?.unwrap_or(0),
+            event_status: req_elem(n, "EventStatus")?,
+            interval: req_elem(n, "interval")?,
+            randomize_duration_s: opt(n, "randomizeDuration")?,
+            randomize_start_s: opt(n, "randomizeStart")?,
+            consumption_tariff_interval_list_link: opt_elem(
+                n,
+                "ConsumptionTariffIntervalListLink",
+            )?,
+            tou_tier: opt(n, "touTier")?.unwrap_or(0),
+            rate_component_link: opt_elem(n, "RateComponentLink")?,
+            consumption_blocks,
+        })
+    }
+}
+
+impl Readable for ConsumptionTariffInterval {
+    const ROOT: &'static str = "ConsumptionTariffInterval";
+    fn from_node(n: &Node) -> Result<Self, ReadError> {
+        Ok(Self {
+            href: href(n),
+            consumption_block: opt(n, "consumptionBlock")?.unwrap_or(0),
+            price: opt(n, "price")?,
+            start_value: req(n, "startValue")?,
         })
     }
 }

@@ -7,7 +7,8 @@
 //! Polling (the certification harness counts the requests, PRC-01/03/05): the
 //! TariffProfileList runs on its own `pollRate` and its RateComponentLists *follow* it
 //! (read with it, never on their own timer); each TimeTariffIntervalList runs on its own
-//! `pollRate` and the ConsumptionTariffIntervalLists of its live intervals follow it. A
+//! `pollRate` (the schema has none for it: until it states one, the TariffProfileList's)
+//! and the ConsumptionTariffIntervalLists of its live intervals follow it. A
 //! ReadingType is read once per href (it describes the unit, it does not change). So a
 //! RateComponentList that changes is picked up at the next TariffProfileList poll, and
 //! a new RateComponent's TimeTariffIntervalList is read at once.
@@ -29,8 +30,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::schedule::Rng;
 use crate::sep2::{
-    ConsumptionTariffInterval, CurrentStatus, RateComponent, ReadingType, TariffProfile,
-    TimeTariffInterval,
+    ConsumptionTariffInterval, CurrentStatus, RateComponent, ReadingType, SkippedItem,
+    TariffProfile, TimeTariffInterval,
 };
 
 use super::context::{Answer, Ctx, Paged, PollError, PollPart, next_page, read};
@@ -124,6 +125,7 @@ impl PricingSet {
             return;
         };
         ctx.poll_ok(href, kind, paged.poll_rate_s);
+        note_skipped(ctx, href, kind, &paged.skipped);
         let rate = ctx.poller.get(href).map(|e| e.rate_s);
         self.replace(|s| &mut s.profiles, href, paged.items);
         self.retain(ctx);
@@ -134,9 +136,7 @@ impl PricingSet {
                     .track(&link.href, PollKind::RateComponentList, rate, now_ms);
                 ctx.poller.poll_soon(&link.href, now_ms);
             } else if let Some(link) = &profile.combined_time_tariff_interval_list_link {
-                // Its own timer: new now, else at its own rate.
-                ctx.poller
-                    .track(&link.href, PollKind::TimeTariffIntervalList, None, now_ms);
+                track_intervals(ctx, &link.href, rate);
             }
         }
     }
@@ -156,6 +156,8 @@ impl PricingSet {
             return;
         };
         ctx.poll_ok(href, kind, None);
+        note_skipped(ctx, href, kind, &paged.skipped);
+        let rate = ctx.poller.get(href).map(|e| e.rate_s);
         self.replace(|s| &mut s.components, href, paged.items);
         self.retain(ctx);
         let now_ms = ctx.now.mono_ms;
@@ -168,8 +170,7 @@ impl PricingSet {
                 }
             }
             if let Some(link) = &component.time_tariff_interval_list_link {
-                ctx.poller
-                    .track(&link.href, PollKind::TimeTariffIntervalList, None, now_ms);
+                track_intervals(ctx, &link.href, rate);
             }
         }
     }
@@ -206,8 +207,21 @@ impl PricingSet {
             return;
         };
         ctx.poll_ok(href, kind, paged.poll_rate_s);
+        note_skipped(ctx, href, kind, &paged.skipped);
         let rate = ctx.poller.get(href).map(|e| e.rate_s);
-        for interval in &paged.items {
+        let mut items = paged.items;
+        // An interval that no longer reads but was read before keeps its good copy.
+        for bad in &paged.skipped {
+            let good = bad.mrid.as_ref().and_then(|m| {
+                self.intervals
+                    .get(href)
+                    .and_then(|old| old.iter().find(|i| &i.mrid == m))
+            });
+            if let Some(good) = good {
+                items.push(good.clone());
+            }
+        }
+        for interval in &items {
             let known = self
                 .intervals
                 .get(href)
@@ -227,7 +241,7 @@ impl PricingSet {
                 );
             }
         }
-        self.replace(|s| &mut s.intervals, href, paged.items);
+        self.replace(|s| &mut s.intervals, href, items);
         self.retain(ctx);
         let now_ms = ctx.now.mono_ms;
         let server_now_s = ctx.server_now_s();
@@ -269,6 +283,7 @@ impl PricingSet {
             return;
         };
         ctx.poll_ok(href, kind, None);
+        note_skipped(ctx, href, kind, &paged.skipped);
         self.replace(|s| &mut s.blocks, href, paged.items);
     }
 
@@ -509,6 +524,32 @@ impl PricingSet {
         let server_now_ms = ctx.now.utc_ms as i64 + ctx.clock.offset_s() * 1000;
         let wait_ms = (next_s * 1000 - server_now_ms).max(0) as u64;
         Some(ctx.now.mono_ms + wait_ms)
+    }
+}
+
+/// Tracks a TimeTariffIntervalList on its own timer, due at once when new. The
+/// schema gives these lists no pollRate: until the list states one (the reference
+/// server adds it), it runs at `parent_rate_s`, the TariffProfileList's.
+fn track_intervals(ctx: &mut Ctx, href: &str, parent_rate_s: Option<u32>) {
+    if ctx.poller.get(href).is_none() {
+        ctx.poller.track(
+            href,
+            PollKind::TimeTariffIntervalList,
+            parent_rate_s,
+            ctx.now.mono_ms,
+        );
+    }
+}
+
+/// Items of a list that did not read stay named in that list's status after its good
+/// read (which clears the list's error).
+fn note_skipped(ctx: &mut Ctx, href: &str, kind: PollKind, skipped: &[SkippedItem]) {
+    if !skipped.is_empty() {
+        let listed: Vec<String> = skipped.iter().map(|s| s.error.to_string()).collect();
+        ctx.errors.insert(
+            href.to_string(),
+            format!("{} {href}: item left out: {}", kind.name(), listed.join("; ")),
+        );
     }
 }
 

@@ -330,7 +330,14 @@ impl EngineSink for RuntimeSink {
 
     fn status(&mut self, es: &EngineStatus) {
         let now = super::unix_now_s();
-        self.site.borrow_mut().clock_offset_s = es.clock_offset_s;
+        {
+            let mut site = self.site.borrow_mut();
+            site.clock_offset_s = es.clock_offset_s;
+            // The utility's export price, for the owner's negative-price rule when it is
+            // the chosen source (the tracker ignores it otherwise).
+            site.price
+                .record_utility(crate::csip::pricing::export_price_now(&es.prices));
+        }
         let new_error = es
             .last_error
             .clone()

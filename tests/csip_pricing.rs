@@ -800,3 +800,64 @@ fn a_bad_interval_never_drops_its_siblings() {
         "{tti:?}"
     );
 }
+
+/// `option utility_price_export '1'`: the utility's export price drives the owner's
+/// negative-price export limit through the same tracker and rule as the price API.
+/// While exporting costs money (a positive export price) the merged export limit is
+/// 0 W from the price rule; when the next interval pays for export, the rule lets go.
+#[test]
+fn utility_export_price_drives_the_negative_price_limit() {
+    use csipd::control::limits::{MergeInputs, merge};
+    use csipd::control::{LimitSource, PosixTz, PriceTracker};
+    let now = T0_S;
+    let mut export = rc(1, "RC-EXP", Some(19), 72, 3);
+    // pricePowerOfTenMultiplier -2: 5 → 0.05 AUD per kWh to export, then -8 → a credit.
+    export.ttis = vec![
+        Tti::new("COSTS", now, 300, 5),
+        Tti::new("PAYS", now + 300, 300, -8),
+    ];
+    let (mut h, t) = start(Tariffs {
+        profile: true,
+        tp_poll_s: 60,
+        price_pow10: -2,
+        rcs: vec![export],
+        ..Tariffs::default()
+    });
+    let (config, _) = csipd::config::from_text(
+        "config server 'utility'\n\toption dcap_url 'https://u.example/dcap'\n\
+         \toption cert '/etc/csipd/client.crt'\n\toption key '/etc/csipd/client.key'\n\
+         config price 'feed_in'\n\toption enabled '1'\n\toption utility_price_export '1'\n",
+        "/etc/config/csipd",
+    )
+    .expect("valid configuration");
+    let mut tracker = PriceTracker::new(i64::from(config.price.max_age_s));
+    tracker.from_utility = config.price.utility_price_export;
+    let export_limit = |tracker: &PriceTracker, now_s: i64| {
+        let inputs = MergeInputs {
+            price_rule: csipd::control::step::price_rule(&config),
+            price: tracker.current(now_s),
+            ..MergeInputs::default()
+        };
+        merge(&inputs, &PosixTz::utc(), now_s).export_limit_w
+    };
+    assert!(h.run_until(120, |_| !gets(&t, "/edev/1/tp/1/rc/1/tti").is_empty()));
+    h.run_for(1);
+    tracker.record_utility(csipd::csip::pricing::export_price_now(&prices(&h)));
+    let limit = export_limit(&tracker, h.now_s()).expect("limited while export costs");
+    assert_eq!(limit.value, 0.0);
+    assert_eq!(limit.until_s, Some(now + 300), "until the interval ends");
+    match &limit.source {
+        LimitSource::NegativePrice { earn_c_per_kwh } => {
+            assert!((earn_c_per_kwh - -5.0).abs() < 1e-9, "{earn_c_per_kwh}")
+        }
+        other => panic!("limited by {other:?}"),
+    }
+    // The price ends with its interval even before the engine says more.
+    assert!(export_limit(&tracker, now + 300).is_none());
+    h.run_until(400, |h| h.now_s() >= now + 301);
+    tracker.record_utility(csipd::csip::pricing::export_price_now(&prices(&h)));
+    assert!(
+        export_limit(&tracker, h.now_s()).is_none(),
+        "export pays 8 c/kWh: no limit"
+    );
+}

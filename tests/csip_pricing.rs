@@ -381,7 +381,7 @@ fn prices(h: &Harness) -> Vec<RatePrice> {
     h.status().prices
 }
 
-fn by_tag<'a>(prices: &'a [RatePrice], n: u32) -> &'a RatePrice {
+fn by_tag(prices: &[RatePrice], n: u32) -> &RatePrice {
     let href = Tariffs::rc_href(n);
     prices
         .iter()
@@ -422,14 +422,19 @@ fn prc_01_streamlined_flow_caches_rate_components() {
         ..Tariffs::default()
     });
     // (a, b) GET-TP, (c) the intervals: reached in the first walk.
-    assert!(h.run_until(120, |_| !gets(&t, "/edev/1/tp/1/rc/1/tti").is_empty()
-        && !gets(&t, "/edev/1/tp/1/rc/2/tti").is_empty()));
+    assert!(
+        h.run_until(120, |_| !gets(&t, "/edev/1/tp/1/rc/1/tti").is_empty()
+            && !gets(&t, "/edev/1/tp/1/rc/2/tti").is_empty())
+    );
     let tp_at = gets(&t, "/edev/1/fsa/1/tp")[0];
     h.run_for(5);
     let shown = prices(&h);
     assert_eq!(shown.len(), 2, "{shown:#?}");
     let imp = by_tag(&shown, 1);
-    assert_eq!((imp.direction, imp.unit.as_str()), (PriceDirection::Import, "kWh"));
+    assert_eq!(
+        (imp.direction, imp.unit.as_str()),
+        (PriceDirection::Import, "kWh")
+    );
     assert_eq!(imp.currency, Some(36));
     // 1 AUD per Wh (multiplier 0) = 1000 AUD per kWh.
     let (tag, price) = current_price(imp).expect("a current import price");
@@ -453,13 +458,20 @@ fn prc_01_streamlined_flow_caches_rate_components() {
     let rc_reads = gets(&t, "/edev/1/tp/1/rc").len()
         + gets(&t, "/edev/1/tp/1/rc/1").len()
         + gets(&t, "/edev/1/tp/1/rc/2").len();
-    assert!((1..=3).contains(&rc_reads), "{rc_reads} RateComponent reads");
+    assert!(
+        (1..=3).contains(&rc_reads),
+        "{rc_reads} RateComponent reads"
+    );
     // Re-read only at the TariffProfileList's pollRate (300 s), children with it.
     assert_spaced(&t, "/edev/1/fsa/1/tp", 300);
     assert_spaced(&t, "/edev/1/tp/1/rc", 300);
     assert_spaced(&t, "/edev/1/tp/1/rc/1/tti", 300);
     assert!(gets(&t, "/edev/1/tp/1/rc/1/tti").len() <= before + 1);
-    assert_eq!(gets(&t, "/edev/1/tp/1/rc/1/rt").len(), 1, "ReadingType read once");
+    assert_eq!(
+        gets(&t, "/edev/1/tp/1/rc/1/rt").len(),
+        1,
+        "ReadingType read once"
+    );
     assert!(tp_at < 60_000, "the tariffs are reached in the first walk");
     assert_served_bodies_valid(&t);
 }
@@ -491,18 +503,19 @@ fn prc_02_interpretation_blocks_multipliers_and_cancellation() {
         rcs: vec![rc1, rc2, rc3, rc4],
         ..Tariffs::default()
     });
-    assert!(h.run_until(120, |_| (1..=4).all(|n| !gets(
-        &t,
-        &format!("/edev/1/tp/1/rc/{n}/tti")
-    )
-    .is_empty())));
+    assert!(h.run_until(120, |_| {
+        (1..=4).all(|n| !gets(&t, &format!("/edev/1/tp/1/rc/{n}/tti")).is_empty())
+    }));
     h.run_for(2);
     // Now: only TTI-5 (RC-3, import) is current; TTI-1/3 are next.
     let shown = prices(&h);
     let rc3 = by_tag(&shown, 3);
     let (tag, price) = current_price(rc3).expect("TTI-5 now");
     assert_eq!(tag, "TTI-5");
-    assert!(close(price, 0.000_003), "3 × 10^-6 AUD per kWh, got {price}");
+    assert!(
+        close(price, 0.000_003),
+        "3 × 10^-6 AUD per kWh, got {price}"
+    );
     let rc1 = by_tag(&shown, 1);
     assert!(rc1.current.is_none());
     assert_eq!(rc1.next.as_ref().unwrap().start_unix_s, hour + 7200);
@@ -527,12 +540,18 @@ fn prc_02_interpretation_blocks_multipliers_and_cancellation() {
         assert_eq!((blocks[0].0, blocks[1].0), (0, 100));
         assert!(close(blocks[0].1, 0.000_001) && close(blocks[1].1, 0.000_002));
     }
-    assert!(close(current_price(by_tag(&shown, 4)).unwrap().1, 0.000_010));
+    assert!(close(
+        current_price(by_tag(&shown, 4)).unwrap().1,
+        0.000_010
+    ));
     // TTI-2/TTI-4: a credit of 1.000001 AUD per kWh.
     run_to(&mut h, hour + 7500);
     let shown = prices(&h);
     assert_eq!(current_price(by_tag(&shown, 1)).unwrap().0, "TTI-2");
-    assert!(close(current_price(by_tag(&shown, 2)).unwrap().1, -1.000_001));
+    assert!(close(
+        current_price(by_tag(&shown, 2)).unwrap().1,
+        -1.000_001
+    ));
     assert_eq!(
         csipd::csip::pricing::export_price_now(&shown).map(|(p, _)| p),
         Some(-1.000_001)
@@ -546,9 +565,11 @@ fn prc_02_interpretation_blocks_multipliers_and_cancellation() {
             tariffs.cancel(tag, now_s);
         }
     }
-    assert!(h.run_until(61, |_| gets(&t, "/edev/1/tp/1/rc/1/tti")
-        .last()
-        .is_some_and(|at| *at > cancelled_at)));
+    assert!(h.run_until(61, |_| {
+        gets(&t, "/edev/1/tp/1/rc/1/tti")
+            .last()
+            .is_some_and(|at| *at > cancelled_at)
+    }));
     h.run_for(1);
     for p in prices(&h) {
         assert!(
@@ -590,7 +611,10 @@ fn prc_03_poll_rate_compliance() {
     let tti = gets_in(&t, "/edev/1/tp/1/rc/1/tti", t0, end);
     assert!((6..=7).contains(&tp), "TariffProfileList read {tp} times");
     assert!((6..=7).contains(&rcl), "RateComponentList read {rcl} times");
-    assert!((3..=4).contains(&tti), "TimeTariffIntervalList read {tti} times");
+    assert!(
+        (3..=4).contains(&tti),
+        "TimeTariffIntervalList read {tti} times"
+    );
     assert_spaced(&t, "/edev/1/fsa/1/tp", 120);
     assert_spaced(&t, "/edev/1/tp/1/rc/1/tti", 240);
     // The status says when each is read next, at its own rate.
@@ -604,7 +628,11 @@ fn prc_03_poll_rate_compliance() {
     };
     assert_eq!(rate("TariffProfileList"), Some(120));
     assert_eq!(rate("TimeTariffIntervalList"), Some(240));
-    assert_eq!(rate("RateComponentList"), Some(120), "follows its TariffProfileList");
+    assert_eq!(
+        rate("RateComponentList"),
+        Some(120),
+        "follows its TariffProfileList"
+    );
     assert_served_bodies_valid(&t);
 }
 
@@ -650,7 +678,12 @@ fn prc_04_cancelled_intervals_are_no_price() {
     // TTI-5 (created later) wins over TTI-2 while both run; TTI-1 is next.
     assert_eq!(current_price(by_tag(&shown, 1)).unwrap().0, "TTI-5");
     assert_eq!(
-        by_tag(&shown, 1).next.as_ref().unwrap().description.as_deref(),
+        by_tag(&shown, 1)
+            .next
+            .as_ref()
+            .unwrap()
+            .description
+            .as_deref(),
         Some("TTI-1")
     );
     // The second GET-TP cancels TTI-1..4; the intervals are read with the list's rate.
@@ -713,7 +746,10 @@ fn prc_05_changing_rate_component_list() {
         let mut tariffs = t.borrow_mut();
         let now_s = h.now_s();
         tariffs.rcs.retain(|c| c.tag != "RC-1");
-        tariffs.rc_mut("RC-2").ttis.push(Tti::new("TTI-3", now_s, 300, 3));
+        tariffs
+            .rc_mut("RC-2")
+            .ttis
+            .push(Tti::new("TTI-3", now_s, 300, 3));
         let mut rc3 = rc(3, "RC-3", None, 195, 0);
         rc3.ttis = vec![Tti::new("TTI-4", now_s, 300, 4)];
         tariffs.rcs.push(rc3);
@@ -726,7 +762,10 @@ fn prc_05_changing_rate_component_list() {
         "FAIL-GET-TP: read again before its pollRate of 3600 s"
     );
     let rc_list = gets(&t, "/edev/1/tp/1/rc").len();
-    assert!((1..=4).contains(&rc_list), "RateComponentList read {rc_list} times");
+    assert!(
+        (1..=4).contains(&rc_list),
+        "RateComponentList read {rc_list} times"
+    );
     // Within one TariffProfileList pollRate the old RateComponentList stays in force.
     let shown = prices(&h);
     assert_eq!(shown.len(), 1, "{shown:#?}");
@@ -737,7 +776,10 @@ fn prc_05_changing_rate_component_list() {
     assert!(h.run_until(10, |_| !gets(&t, "/edev/1/tp/1/rc/3/tti").is_empty()));
     h.run_for(1);
     let shown = prices(&h);
-    let hrefs: Vec<&str> = shown.iter().map(|p| p.rate_component_href.as_str()).collect();
+    let hrefs: Vec<&str> = shown
+        .iter()
+        .map(|p| p.rate_component_href.as_str())
+        .collect();
     assert_eq!(hrefs, ["/edev/1/tp/1/rc/2", "/edev/1/tp/1/rc/3"]);
     assert_eq!(by_tag(&shown, 2).direction, PriceDirection::Export);
     assert!(
@@ -774,9 +816,11 @@ fn a_bad_interval_never_drops_its_siblings() {
         let mut reply = routes.borrow_mut().serve(method, url, now_s, at_ms)?;
         if url.starts_with("/edev/1/tp/1/rc/1/tti?") {
             let bad = format!("<description>BAD</description><creationTime>{now}</creationTime>");
-            reply.body = reply
-                .body
-                .replacen(&bad, "<description>BAD</description><creationTime>soon</creationTime>", 1);
+            reply.body = reply.body.replacen(
+                &bad,
+                "<description>BAD</description><creationTime>soon</creationTime>",
+                1,
+            );
         }
         Some(reply)
     }));
@@ -785,8 +829,14 @@ fn a_bad_interval_never_drops_its_siblings() {
     let shown = prices(&h);
     let p = by_tag(&shown, 1);
     assert_eq!(current_price(p).unwrap().0, "GOOD-1");
-    assert!(close(current_price(p).unwrap().1, 50.0), "5 × 10^-2 per Wh = 50 per kWh");
-    assert_eq!(p.next.as_ref().unwrap().description.as_deref(), Some("GOOD-2"));
+    assert!(
+        close(current_price(p).unwrap().1, 50.0),
+        "5 × 10^-2 per Wh = 50 per kWh"
+    );
+    assert_eq!(
+        p.next.as_ref().unwrap().description.as_deref(),
+        Some("GOOD-2")
+    );
     let status = h.status();
     let tti = status
         .polls

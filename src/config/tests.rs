@@ -725,7 +725,10 @@ fn utility_price_export_rules() {
     assert!(config.price.enabled && config.price.utility_price_export);
     assert!(!valid().0.price.utility_price_export, "default off");
     assert_eq!(
-        messages_with("\toption token 'psk_x'\n", "\toption utility_price_export 'maybe'\n"),
+        messages_with(
+            "\toption token 'psk_x'\n",
+            "\toption utility_price_export 'maybe'\n"
+        ),
         [
             "c:26: error: price 'feed_in' is enabled but option 'token' is not set",
             "c:28: error: option 'utility_price_export' must be a boolean (1/0, yes/no, \
@@ -733,7 +736,10 @@ fn utility_price_export_rules() {
         ]
     );
     assert_eq!(
-        messages_with("\toption token 'psk_x'\n", "\toption utility_price_export '1'\n"),
+        messages_with(
+            "\toption token 'psk_x'\n",
+            "\toption utility_price_export '1'\n"
+        ),
         [
             "c:27: warning: option 'site_id' is not used: utility_price_export takes the \
              feed-in price from the utility, not the price API"
@@ -741,8 +747,14 @@ fn utility_price_export_rules() {
     );
     // No utility server to take a price from: an error at the option's line.
     let text = VALID
-        .replace("\toption dcap_url 'https://csip.example.com.au:8443/dcap'\n", "")
-        .replace("\toption site_id 'S1'\n\toption token 'psk_x'\n", "\toption utility_price_export '1'\n")
+        .replace(
+            "\toption dcap_url 'https://csip.example.com.au:8443/dcap'\n",
+            "",
+        )
+        .replace(
+            "\toption site_id 'S1'\n\toption token 'psk_x'\n",
+            "\toption utility_price_export '1'\n",
+        )
         .replace("\toption enabled '1'\n", "\toption enabled '0'\n");
     let messages: Vec<String> = match from_text(&text, "c") {
         Ok((_, warnings)) => warnings,

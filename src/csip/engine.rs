@@ -315,9 +315,9 @@ impl Engine {
             self.derp.next_change_ms(&self.ctx),
             self.pricing.next_change_ms(&self.ctx),
         ]
-            .into_iter()
-            .flatten()
-            .min()
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     // ------------------------------------------------------------------ views
@@ -466,9 +466,7 @@ impl Engine {
                 | PollKind::RateComponentList
                 | PollKind::ReadingType
                 | PollKind::TimeTariffIntervalList
-                | PollKind::ConsumptionTariffIntervalList => {
-                    self.pricing.request(ctx, &href, kind)
-                }
+                | PollKind::ConsumptionTariffIntervalList => self.pricing.request(ctx, &href, kind),
             }
         }
     }

@@ -202,8 +202,14 @@ impl PricingSet {
         answer: Answer,
     ) {
         let kind = PollKind::TimeTariffIntervalList;
-        let Some(paged) = next_page(ctx, href, kind, paged, answer, PollPart::TimeTariffIntervals)
-        else {
+        let Some(paged) = next_page(
+            ctx,
+            href,
+            kind,
+            paged,
+            answer,
+            PollPart::TimeTariffIntervals,
+        ) else {
             return;
         };
         ctx.poll_ok(href, kind, paged.poll_rate_s);
@@ -257,8 +263,7 @@ impl PricingSet {
             if !self.draws.contains_key(&interval.mrid) {
                 let start = draw(&mut self.rng, interval.randomize_start_s);
                 let duration = draw(&mut self.rng, interval.randomize_duration_s);
-                self.draws
-                    .insert(interval.mrid.clone(), (start, duration));
+                self.draws.insert(interval.mrid.clone(), (start, duration));
             }
         }
     }
@@ -358,7 +363,8 @@ impl PricingSet {
         ctx.poller.retain_kind(PollKind::TariffProfileList, &lists);
         ctx.poller
             .retain_kind(PollKind::RateComponentList, &rc_lists);
-        ctx.poller.retain_kind(PollKind::ReadingType, &reading_types);
+        ctx.poller
+            .retain_kind(PollKind::ReadingType, &reading_types);
         ctx.poller
             .retain_kind(PollKind::TimeTariffIntervalList, &tti_lists);
         ctx.poller
@@ -521,7 +527,7 @@ impl PricingSet {
             })
             .filter(|t| *t > now_s)
             .min()?;
-        let server_now_ms = ctx.now.utc_ms as i64 + ctx.clock.offset_s() * 1000;
+        let server_now_ms = ctx.now.utc_ms + ctx.clock.offset_s() * 1000;
         let wait_ms = (next_s * 1000 - server_now_ms).max(0) as u64;
         Some(ctx.now.mono_ms + wait_ms)
     }
@@ -548,7 +554,11 @@ fn note_skipped(ctx: &mut Ctx, href: &str, kind: PollKind, skipped: &[SkippedIte
         let listed: Vec<String> = skipped.iter().map(|s| s.error.to_string()).collect();
         ctx.errors.insert(
             href.to_string(),
-            format!("{} {href}: item left out: {}", kind.name(), listed.join("; ")),
+            format!(
+                "{} {href}: item left out: {}",
+                kind.name(),
+                listed.join("; ")
+            ),
         );
     }
 }
@@ -740,7 +750,13 @@ mod tests {
     use super::*;
     use crate::sep2::{DateTimeInterval, EventStatus, Link, ListLink};
 
-    fn interval(mrid: &str, start: i64, duration_s: u32, status: u8, created: i64) -> TimeTariffInterval {
+    fn interval(
+        mrid: &str,
+        start: i64,
+        duration_s: u32,
+        status: u8,
+        created: i64,
+    ) -> TimeTariffInterval {
         TimeTariffInterval {
             mrid: mrid.into(),
             creation_time: created,
@@ -779,7 +795,9 @@ mod tests {
             vec![RateComponent {
                 href: Some("/tp/1/rc/1".into()),
                 mrid: "02".into(),
-                reading_type_link: Some(Link { href: "/rt/1".into() }),
+                reading_type_link: Some(Link {
+                    href: "/rt/1".into(),
+                }),
                 time_tariff_interval_list_link: Some(ListLink {
                     href: "/tp/1/rc/1/tti".into(),
                     all: None,
@@ -826,7 +844,10 @@ mod tests {
         let view = set.view(1100);
         assert_eq!(view.len(), 1);
         let rc = &view[0];
-        assert_eq!((rc.direction, rc.unit.as_str()), (PriceDirection::Export, "kWh"));
+        assert_eq!(
+            (rc.direction, rc.unit.as_str()),
+            (PriceDirection::Export, "kWh")
+        );
         let current = rc.current.as_ref().expect("current");
         assert_eq!(current.mrid, "a");
         assert!((current.blocks[0].price_per_unit - -100.0).abs() < 1e-9);

@@ -988,10 +988,7 @@ impl Readable for RateComponent {
             mrid: req(n, "mRID")?,
             description: opt(n, "description")?,
             version: opt(n, "version")?,
-            active_time_tariff_interval_list_link: opt_elem(
-                n,
-                "ActiveTimeTariffIntervalListLink",
-            )?,
+            active_time_tariff_interval_list_link: opt_elem(n, "ActiveTimeTariffIntervalListLink")?,
             reading_type_link: opt_elem(n, "ReadingTypeLink")?,
             role_flags: opt_hex16(n, "roleFlags")?.unwrap_or(0),
             time_tariff_interval_list_link: opt_elem(n, "TimeTariffIntervalListLink")?,

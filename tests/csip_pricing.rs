@@ -14,10 +14,11 @@
 //! exception is named where it is made. The engine runs on a virtual clock
 //! (tests/common/csip_memory.rs): nothing here waits for the wall clock.
 //!
-//! Where the procedures differ from what is played here: the reference server links a
-//! csipaus `CombinedTimeTariffIntervalList` (`/edev/1/tp/1/ctti`) that is in no
-//! published schema; these tests serve the standard path. csipd sends no PriceResponse
-//! (PRC-04/05's response checks are not played).
+//! The reference server also links a csipaus `CombinedTimeTariffIntervalList`
+//! (`/edev/1/tp/1/ctti`) that is in no published schema: PRC-01 and PRC-05 are played
+//! both ways (the `_reference_server_` tests serve it, and their bodies are not
+//! validated). csipd sends no PriceResponse (PRC-04/05's response checks are not
+//! played).
 
 #[path = "common/csip_memory.rs"]
 mod csip_memory;
@@ -99,6 +100,11 @@ struct Tariffs {
     log: Vec<(String, String, u64)>,
     /// Every body served, for the schema check.
     served: Vec<String>,
+    /// Serve as the reference server does: a csipaus CombinedTimeTariffIntervalListLink
+    /// on the profile (`/edev/1/tp/1/ctti`), each interval with its RateComponentLink
+    /// and its price blocks inline. Not in any published schema: these bodies are not
+    /// validated.
+    combined: bool,
     /// Runs once on the first GET of the TariffProfileList, before it is answered (a
     /// procedure's GET-TP actions).
     on_first_tp: Option<fn(&mut Tariffs, i64)>,
@@ -156,10 +162,15 @@ impl Tariffs {
             ("GET", "/edev/1/fsa/1/tp") => {
                 let items: Vec<String> = if self.profile {
                     vec![format!(
-                        r#"<TariffProfile href="/edev/1/tp/1"><mRID>{}</mRID><description>Dynamic tariff</description><currency>36</currency><pricePowerOfTenMultiplier>{}</pricePowerOfTenMultiplier><primacy>0</primacy><RateComponentListLink href="/edev/1/tp/1/rc" all="{}"/><serviceCategoryKind>0</serviceCategoryKind></TariffProfile>"#,
+                        r#"<TariffProfile href="/edev/1/tp/1"><mRID>{}</mRID><description>Dynamic tariff</description><currency>36</currency><pricePowerOfTenMultiplier>{}</pricePowerOfTenMultiplier><primacy>0</primacy><RateComponentListLink href="/edev/1/tp/1/rc" all="{}"/><serviceCategoryKind>0</serviceCategoryKind>{}</TariffProfile>"#,
                         mrid_of("TP-1"),
                         self.price_pow10,
-                        self.rcs.len()
+                        self.rcs.len(),
+                        if self.combined {
+                            r#"<csipaus:CombinedTimeTariffIntervalListLink xmlns:csipaus="https://csipaus.org/ns" href="/edev/1/tp/1/ctti"/>"#
+                        } else {
+                            ""
+                        }
                     )]
                 } else {
                     Vec::new()
@@ -188,6 +199,45 @@ impl Tariffs {
                     .collect();
                 list("RateComponentList", path, None, &items, query)
             }
+            ("GET", "/edev/1/tp/1/ctti") if self.combined => {
+                let items: Vec<String> = self
+                    .rcs
+                    .iter()
+                    .flat_map(|c| c.ttis.iter().map(move |t| (c.n, t)))
+                    .map(|(n, t)| {
+                        let blocks: String = t
+                            .blocks
+                            .iter()
+                            .enumerate()
+                            .map(|(j, (start, price))| {
+                                format!(
+                                    "<ConsumptionTariffInterval><consumptionBlock>{}</consumptionBlock><price>{price}</price><startValue>{start}</startValue></ConsumptionTariffInterval>",
+                                    j + 1
+                                )
+                            })
+                            .collect();
+                        format!(
+                            r#"<TimeTariffInterval href="/edev/1/tp/1/ctti/{}"><mRID>{}</mRID><description>{}</description><creationTime>{}</creationTime><EventStatus><currentStatus>{}</currentStatus><dateTime>{}</dateTime><potentiallySuperseded>false</potentiallySuperseded></EventStatus><interval><duration>{}</duration><start>{}</start></interval><touTier>0</touTier><csipaus:ConsumptionTariffIntervalListSummary xmlns:csipaus="https://csipaus.org/ns">{blocks}</csipaus:ConsumptionTariffIntervalListSummary><RateComponentLink href="{}"/></TimeTariffInterval>"#,
+                            t.tag,
+                            mrid_of(t.tag),
+                            t.tag,
+                            t.created,
+                            t.status,
+                            t.created,
+                            t.duration_s,
+                            t.start,
+                            Self::rc_href(n)
+                        )
+                    })
+                    .collect();
+                return Some(ok(list(
+                    "TimeTariffIntervalList",
+                    path,
+                    self.tti_poll_s,
+                    &items,
+                    query,
+                )));
+            }
             _ => return Some(self.serve_component(path, query)),
         };
         self.served.push(body.clone());
@@ -207,6 +257,12 @@ impl Tariffs {
         };
         let href = Self::rc_href(c.n);
         let body = match &parts[6..] {
+            [] => format!(
+                r#"<RateComponent {NS} href="{href}"><mRID>{}</mRID><description>{}</description><ReadingTypeLink href="{href}/rt"/><roleFlags>0001</roleFlags><TimeTariffIntervalListLink href="{href}/tti" all="{}"/></RateComponent>"#,
+                mrid_of(c.tag),
+                c.tag,
+                c.ttis.len()
+            ),
             ["rt"] => {
                 let flow = c
                     .flow
@@ -910,4 +966,155 @@ fn utility_export_price_drives_the_negative_price_limit() {
         export_limit(&tracker, h.now_s()).is_none(),
         "export pays 8 c/kWh: no limit"
     );
+}
+
+/// PRC-01 as the reference server plays it: the profile links the csipaus combined list
+/// (`/edev/1/tp/1/ctti`, step GET-CTTI), whose intervals carry their blocks inline and
+/// name their RateComponent. csipd reads the combined list instead of the per-component
+/// lists, resolves the components from the RateComponentList (RateComponentList and
+/// RateComponent reads 1..=3 in the test), and reads no ConsumptionTariffIntervalList.
+#[test]
+fn prc_01_reference_server_combined_list() {
+    let now = T0_S;
+    let mut import = rc(1, "RC1", Some(1), 72, 0);
+    import.ttis = vec![
+        Tti::new("TTI-1", now, 300, 1),
+        Tti::new("TTI-2", now + 300, 300, 2),
+    ];
+    let mut export = rc(2, "RC2", Some(19), 72, 0);
+    export.ttis = vec![Tti::new("TTI-3", now, 600, -3)];
+    let (mut h, t) = start(Tariffs {
+        profile: true,
+        combined: true,
+        tp_poll_s: 300,
+        tti_poll_s: Some(60),
+        price_pow10: 0,
+        rcs: vec![import, export],
+        ..Tariffs::default()
+    });
+    // (c) GET-CTTI, then (d) 180 s.
+    assert!(h.run_until(120, |_| !gets(&t, "/edev/1/tp/1/ctti").is_empty()));
+    let ctti_at = gets(&t, "/edev/1/tp/1/ctti")[0];
+    h.run_until(181, |h| h.elapsed_ms() >= ctti_at + 180_000);
+    let rc_reads = gets(&t, "/edev/1/tp/1/rc").len()
+        + gets(&t, "/edev/1/tp/1/rc/1").len()
+        + gets(&t, "/edev/1/tp/1/rc/2").len();
+    assert!(
+        (1..=3).contains(&rc_reads),
+        "{rc_reads} RateComponent reads: {:#?}",
+        t.borrow().log
+    );
+    assert!(
+        gets(&t, "/edev/1/tp/1/rc/1/tti").is_empty(),
+        "combined list only"
+    );
+    assert!(
+        !t.borrow().log.iter().any(|(_, p, _)| p.contains("/cti")),
+        "blocks came inline"
+    );
+    assert_spaced(&t, "/edev/1/tp/1/ctti", 60);
+    let shown = prices(&h);
+    let imp = by_tag(&shown, 1);
+    assert_eq!(imp.direction, PriceDirection::Import);
+    // 180 s after the GET-CTTI: still TTI-1 (1 per Wh = 1000 per kWh), TTI-2 next.
+    let (tag, price) = current_price(imp).expect("TTI-1");
+    assert_eq!(tag, "TTI-1");
+    assert!(close(price, 1000.0));
+    assert_eq!(
+        imp.next.as_ref().unwrap().description.as_deref(),
+        Some("TTI-2")
+    );
+    let exp = by_tag(&shown, 2);
+    assert_eq!(exp.direction, PriceDirection::Export);
+    assert!(close(current_price(exp).unwrap().1, -3000.0));
+}
+
+/// PRC-05 as the reference server plays it: at the first GET-TP the TariffProfileList's
+/// pollRate goes to 3600 s and TP, RC-1 and TTI-1 appear; then RC-2 with TTI-2, and after
+/// 180 s RC-1 is deleted and RC-3 (per day) added with TTI-3 (RC-2) and TTI-4 (RC-3).
+/// The TariffProfileList is not read again (FAIL-GET-TP); the new components are found
+/// through the combined list's RateComponentLinks and each read once (RateComponent
+/// reads ≤ 4, RateComponentList reads 1..=4).
+#[test]
+fn prc_05_reference_server_new_components_through_the_combined_list() {
+    let tariffs = Tariffs {
+        profile: false,
+        combined: true,
+        tp_poll_s: 60,
+        tti_poll_s: Some(60),
+        price_pow10: 0,
+        on_first_tp: Some(|t, now_s| {
+            t.tp_poll_s = 3600;
+            t.profile = true;
+            let mut rc1 = rc(1, "RC-1", Some(1), 72, 0);
+            rc1.ttis = vec![Tti::new("TTI-1", now_s, 120, 1)];
+            t.rcs = vec![rc1];
+        }),
+        ..Tariffs::default()
+    };
+    let (mut h, t) = start(tariffs);
+    assert!(h.run_until(120, |_| !gets(&t, "/edev/1/tp/1/ctti").is_empty()));
+    let tp_at = gets(&t, "/edev/1/fsa/1/tp")[0];
+    h.run_for(1);
+    assert_eq!(current_price(by_tag(&prices(&h), 1)).unwrap().0, "TTI-1");
+    {
+        let mut tariffs = t.borrow_mut();
+        let now_s = h.now_s();
+        let mut rc2 = rc(2, "RC-2", Some(19), 72, 0);
+        rc2.ttis = vec![Tti::new("TTI-2", now_s, 120, 2)];
+        tariffs.rcs.push(rc2);
+    }
+    // TTI-2 is found at the next combined-list poll (60 s), its component read once.
+    assert!(h.run_until(61, |_| !gets(&t, "/edev/1/tp/1/rc/2").is_empty()));
+    h.run_for(1);
+    let shown = prices(&h);
+    let rc2 = by_tag(&shown, 2);
+    assert_eq!(
+        rc2.direction,
+        PriceDirection::Export,
+        "its ReadingType was read"
+    );
+    assert_eq!(current_price(rc2).unwrap().0, "TTI-2");
+    h.run_until(180, |h| h.elapsed_ms() >= tp_at + 180_000);
+    {
+        let mut tariffs = t.borrow_mut();
+        let now_s = h.now_s();
+        tariffs.rcs.retain(|c| c.tag != "RC-1");
+        tariffs
+            .rc_mut("RC-2")
+            .ttis
+            .push(Tti::new("TTI-3", now_s, 300, 3));
+        let mut rc3 = rc(3, "RC-3", None, 195, 0);
+        rc3.ttis = vec![Tti::new("TTI-4", now_s, 300, 4)];
+        tariffs.rcs.push(rc3);
+    }
+    h.run_until(300, |h| h.elapsed_ms() >= tp_at + 450_000);
+    assert_eq!(gets(&t, "/edev/1/fsa/1/tp").len(), 1, "FAIL-GET-TP");
+    let rc_gets: usize = (1..=3)
+        .map(|n| gets(&t, &format!("/edev/1/tp/1/rc/{n}")).len())
+        .sum();
+    assert!(rc_gets <= 4, "RateComponent read {rc_gets} times");
+    let rcl = gets(&t, "/edev/1/tp/1/rc").len();
+    assert!((1..=4).contains(&rcl), "RateComponentList read {rcl} times");
+    assert_eq!(
+        gets(&t, "/edev/1/tp/1/rc/2").len(),
+        1,
+        "read once, then cached"
+    );
+    let shown = prices(&h);
+    let hrefs: Vec<&str> = shown
+        .iter()
+        .map(|p| p.rate_component_href.as_str())
+        .collect();
+    assert_eq!(
+        hrefs,
+        ["/edev/1/tp/1/rc/2", "/edev/1/tp/1/rc/3"],
+        "RC-1 is gone"
+    );
+    let rc3 = by_tag(&shown, 3);
+    assert_eq!(
+        (rc3.direction, rc3.unit.as_str()),
+        (PriceDirection::Other, "uom 195")
+    );
+    assert_eq!(current_price(rc3).unwrap().0, "TTI-4");
 }

@@ -248,6 +248,9 @@ impl Engine {
                 (PollKind::ReadingType, _) => {
                     self.pricing.handle_reading_type(ctx, &href, answer);
                 }
+                (PollKind::RateComponent, _) => {
+                    self.pricing.handle_component(ctx, &href, answer);
+                }
                 (PollKind::TimeTariffIntervalList, PollPart::TimeTariffIntervals(paged)) => {
                     self.pricing.handle_intervals(ctx, &href, paged, answer);
                 }
@@ -465,6 +468,7 @@ impl Engine {
                 PollKind::TariffProfileList
                 | PollKind::RateComponentList
                 | PollKind::ReadingType
+                | PollKind::RateComponent
                 | PollKind::TimeTariffIntervalList
                 | PollKind::ConsumptionTariffIntervalList => self.pricing.request(ctx, &href, kind),
             }

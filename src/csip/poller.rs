@@ -59,6 +59,9 @@ pub enum PollKind {
     RateComponentList,
     /// A RateComponent's ReadingType (read once, when its RateComponentList is).
     ReadingType,
+    /// A RateComponent a combined interval list names and no RateComponentList holds
+    /// (read once).
+    RateComponent,
     /// A TimeTariffInterval's ConsumptionTariffIntervalList (follows its
     /// TimeTariffIntervalList).
     ConsumptionTariffIntervalList,
@@ -84,6 +87,7 @@ impl PollKind {
             PollKind::TimeTariffIntervalList => "TimeTariffIntervalList",
             PollKind::RateComponentList => "RateComponentList",
             PollKind::ReadingType => "ReadingType",
+            PollKind::RateComponent => "RateComponent",
             PollKind::ConsumptionTariffIntervalList => "ConsumptionTariffIntervalList",
         }
     }
@@ -97,6 +101,7 @@ impl PollKind {
                 | PollKind::DerCurveList
                 | PollKind::RateComponentList
                 | PollKind::ReadingType
+                | PollKind::RateComponent
                 | PollKind::ConsumptionTariffIntervalList
         )
     }

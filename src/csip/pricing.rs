@@ -22,6 +22,14 @@
 //! it; randomizeStart/randomizeDuration are drawn once per interval mRID. Overlapping
 //! intervals of one RateComponent: the one created last wins (2030.5 event rules).
 //!
+//! The reference CSIP-AUS v1.3 server (the certification harness's) also links a csipaus
+//! `CombinedTimeTariffIntervalListLink` on each TariffProfile: every interval of every
+//! component in one list, each interval naming its `RateComponentLink` and carrying its
+//! price blocks inline (`ConsumptionTariffIntervalListSummary`). Where a profile has
+//! one, it is the profile's only interval source (on its own pollRate, as a
+//! TimeTariffIntervalList); a component an interval names that no RateComponentList read
+//! so far holds is read on its own, once (`PollKind::RateComponent`).
+//!
 //! csipd sends no PriceResponse (responses to TimeTariffIntervals are not implemented).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -53,6 +61,9 @@ pub struct PricingSet {
     profiles: BTreeMap<String, Vec<TariffProfile>>,
     /// RateComponents per RateComponentList href.
     components: BTreeMap<String, Vec<RateComponent>>,
+    /// RateComponents read on their own (a combined list's interval links one that no
+    /// RateComponentList read so far holds), by href, read once.
+    resolved: BTreeMap<String, RateComponent>,
     /// ReadingTypes by href (read once).
     reading_types: BTreeMap<String, ReadingType>,
     /// Intervals per TimeTariffIntervalList href.
@@ -72,6 +83,7 @@ impl PricingSet {
             lists: Vec::new(),
             profiles: BTreeMap::new(),
             components: BTreeMap::new(),
+            resolved: BTreeMap::new(),
             reading_types: BTreeMap::new(),
             intervals: BTreeMap::new(),
             blocks: BTreeMap::new(),
@@ -119,6 +131,9 @@ impl PricingSet {
         paged: Paged<TariffProfile>,
         answer: Answer,
     ) {
+        if gone(ctx, href) {
+            return;
+        }
         let kind = PollKind::TariffProfileList;
         let Some(paged) = next_page(ctx, href, kind, paged, answer, PollPart::TariffProfiles)
         else {
@@ -135,7 +150,8 @@ impl PricingSet {
                 ctx.poller
                     .track(&link.href, PollKind::RateComponentList, rate, now_ms);
                 ctx.poller.poll_soon(&link.href, now_ms);
-            } else if let Some(link) = &profile.combined_time_tariff_interval_list_link {
+            }
+            if let Some(link) = &profile.combined_time_tariff_interval_list_link {
                 track_intervals(ctx, &link.href, rate);
             }
         }
@@ -150,6 +166,9 @@ impl PricingSet {
         paged: Paged<RateComponent>,
         answer: Answer,
     ) {
+        if gone(ctx, href) {
+            return;
+        }
         let kind = PollKind::RateComponentList;
         let Some(paged) = next_page(ctx, href, kind, paged, answer, PollPart::RateComponents)
         else {
@@ -160,23 +179,102 @@ impl PricingSet {
         let rate = ctx.poller.get(href).map(|e| e.rate_s);
         self.replace(|s| &mut s.components, href, paged.items);
         self.retain(ctx);
-        let now_ms = ctx.now.mono_ms;
+        // A profile with a combined list takes its intervals from there only (reading
+        // both would double the interval reads the harness counts, PRC-03).
+        let combined = self.profiles.values().flatten().any(|p| {
+            p.combined_time_tariff_interval_list_link.is_some()
+                && p.rate_component_list_link.as_ref().map(|l| l.href.as_str()) == Some(href)
+        });
         for component in self.components.get(href).into_iter().flatten() {
-            if let Some(link) = &component.reading_type_link {
-                if !self.reading_types.contains_key(&link.href) {
-                    ctx.poller
-                        .track(&link.href, PollKind::ReadingType, None, now_ms);
-                    ctx.poller.poll_soon(&link.href, now_ms);
-                }
-            }
-            if let Some(link) = &component.time_tariff_interval_list_link {
+            self.want_reading_type(ctx, component);
+            if let (false, Some(link)) = (combined, &component.time_tariff_interval_list_link) {
                 track_intervals(ctx, &link.href, rate);
             }
+        }
+        self.resolve_components(ctx);
+    }
+
+    /// A combined list's intervals name their RateComponent: one that the profile's
+    /// RateComponentList (once read) does not hold is read on its own, once (PRC-05: a
+    /// component added while the TariffProfileList waits out its pollRate).
+    fn resolve_components(&self, ctx: &mut Ctx) {
+        let now_ms = ctx.now.mono_ms;
+        for profile in self.profiles.values().flatten() {
+            let Some(combined) = &profile.combined_time_tariff_interval_list_link else {
+                continue;
+            };
+            if let Some(rcl) = &profile.rate_component_list_link {
+                // Not before the list is read: it most likely holds them all.
+                if !self.components.contains_key(&rcl.href) {
+                    continue;
+                }
+            }
+            let unknown: BTreeSet<&str> = self
+                .intervals
+                .get(&combined.href)
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.rate_component_link.as_ref())
+                .map(|l| l.href.as_str())
+                .filter(|h| self.component(h).is_none())
+                .collect();
+            for rc_href in unknown {
+                if ctx.poller.get(rc_href).is_none() {
+                    ctx.poller
+                        .track(rc_href, PollKind::RateComponent, None, now_ms);
+                    ctx.poller.poll_soon(rc_href, now_ms);
+                }
+            }
+        }
+    }
+
+    /// Reads `component`'s ReadingType now unless it is known.
+    fn want_reading_type(&self, ctx: &mut Ctx, component: &RateComponent) {
+        if let Some(link) = &component.reading_type_link {
+            if !self.reading_types.contains_key(&link.href) {
+                let now_ms = ctx.now.mono_ms;
+                ctx.poller
+                    .track(&link.href, PollKind::ReadingType, None, now_ms);
+                ctx.poller.poll_soon(&link.href, now_ms);
+            }
+        }
+    }
+
+    /// The RateComponent at `href`, from a RateComponentList or read on its own.
+    fn component(&self, href: &str) -> Option<&RateComponent> {
+        self.components
+            .values()
+            .flatten()
+            .find(|c| c.href.as_deref() == Some(href))
+            .or_else(|| self.resolved.get(href))
+    }
+
+    /// A RateComponent read on its own (linked by a combined list's interval).
+    pub fn handle_component(&mut self, ctx: &mut Ctx, href: &str, answer: Answer) {
+        if gone(ctx, href) {
+            return;
+        }
+        let kind = PollKind::RateComponent;
+        let component = match answer {
+            Answer::Ok(response) => match read::<RateComponent>(&response) {
+                Ok(component) => component,
+                Err(err) => return ctx.poll_failed(href, kind, PollError::parse(err)),
+            },
+            other => return ctx.poll_failed(href, kind, PollError::of(other)),
+        };
+        ctx.poll_ok(href, kind, None);
+        self.want_reading_type(ctx, &component);
+        if self.resolved.get(href) != Some(&component) {
+            self.resolved.insert(href.to_string(), component);
+            self.version += 1;
         }
     }
 
     /// A RateComponent's ReadingType.
     pub fn handle_reading_type(&mut self, ctx: &mut Ctx, href: &str, answer: Answer) {
+        if gone(ctx, href) {
+            return;
+        }
         let kind = PollKind::ReadingType;
         let reading_type = match answer {
             Answer::Ok(response) => match read::<ReadingType>(&response) {
@@ -201,6 +299,9 @@ impl PricingSet {
         paged: Paged<TimeTariffInterval>,
         answer: Answer,
     ) {
+        if gone(ctx, href) {
+            return;
+        }
         let kind = PollKind::TimeTariffIntervalList;
         let Some(paged) = next_page(
             ctx,
@@ -258,6 +359,7 @@ impl PricingSet {
                 ctx.poller.poll_soon(link, now_ms);
             }
         }
+        self.resolve_components(ctx);
         // Draw each new interval's randomisation once.
         for interval in self.intervals.get(href).into_iter().flatten() {
             if !self.draws.contains_key(&interval.mrid) {
@@ -276,6 +378,9 @@ impl PricingSet {
         paged: Paged<ConsumptionTariffInterval>,
         answer: Answer,
     ) {
+        if gone(ctx, href) {
+            return;
+        }
         let kind = PollKind::ConsumptionTariffIntervalList;
         let Some(paged) = next_page(
             ctx,
@@ -320,29 +425,51 @@ impl PricingSet {
             .map(|l| l.href.clone())
             .collect();
         retain_map(&mut self.components, &rc_lists, &mut self.version);
+        // Per-component interval lists of profiles without a combined list, and the
+        // combined lists.
+        let mut tti_lists: Vec<String> = Vec::new();
+        for profile in self.profiles.values().flatten() {
+            match (
+                &profile.combined_time_tariff_interval_list_link,
+                &profile.rate_component_list_link,
+            ) {
+                (Some(combined), _) => tti_lists.push(combined.href.clone()),
+                (None, Some(rcl)) => tti_lists.extend(
+                    self.components
+                        .get(&rcl.href)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|c| c.time_tariff_interval_list_link.as_ref())
+                        .map(|l| l.href.clone()),
+                ),
+                (None, None) => {}
+            }
+        }
+        retain_map(&mut self.intervals, &tti_lists, &mut self.version);
+        // Components read on their own: those the intervals still name and no list has.
+        let listed: BTreeSet<String> = self
+            .components
+            .values()
+            .flatten()
+            .filter_map(|c| c.href.clone())
+            .collect();
+        let resolved: Vec<String> = self
+            .intervals
+            .values()
+            .flatten()
+            .filter_map(|i| i.rate_component_link.as_ref())
+            .map(|l| l.href.clone())
+            .filter(|h| !listed.contains(h))
+            .collect();
+        retain_map(&mut self.resolved, &resolved, &mut self.version);
         let reading_types: Vec<String> = self
             .components
             .values()
             .flatten()
+            .chain(self.resolved.values())
             .filter_map(|c| c.reading_type_link.as_ref())
             .map(|l| l.href.clone())
             .collect();
-        let mut tti_lists: Vec<String> = self
-            .components
-            .values()
-            .flatten()
-            .filter_map(|c| c.time_tariff_interval_list_link.as_ref())
-            .map(|l| l.href.clone())
-            .collect();
-        tti_lists.extend(
-            self.profiles
-                .values()
-                .flatten()
-                .filter(|p| p.rate_component_list_link.is_none())
-                .filter_map(|p| p.combined_time_tariff_interval_list_link.as_ref())
-                .map(|l| l.href.clone()),
-        );
-        retain_map(&mut self.intervals, &tti_lists, &mut self.version);
         let cti_lists: Vec<String> = self
             .intervals
             .values()
@@ -365,6 +492,7 @@ impl PricingSet {
             .retain_kind(PollKind::RateComponentList, &rc_lists);
         ctx.poller
             .retain_kind(PollKind::ReadingType, &reading_types);
+        ctx.poller.retain_kind(PollKind::RateComponent, &resolved);
         ctx.poller
             .retain_kind(PollKind::TimeTariffIntervalList, &tti_lists);
         ctx.poller
@@ -382,17 +510,7 @@ impl PricingSet {
                 let tp_href = profile.href.clone().unwrap_or_default();
                 // (component, its intervals) pairs of this profile.
                 let mut parts: Vec<(RateComponent, Vec<&TimeTariffInterval>)> = Vec::new();
-                if let Some(link) = &profile.rate_component_list_link {
-                    for component in self.components.get(&link.href).into_iter().flatten() {
-                        let intervals = component
-                            .time_tariff_interval_list_link
-                            .as_ref()
-                            .and_then(|l| self.intervals.get(&l.href))
-                            .map(|v| v.iter().collect())
-                            .unwrap_or_default();
-                        parts.push((component.clone(), intervals));
-                    }
-                } else if let Some(link) = &profile.combined_time_tariff_interval_list_link {
+                if let Some(link) = &profile.combined_time_tariff_interval_list_link {
                     // Grouped by the interval's RateComponentLink.
                     for interval in self.intervals.get(&link.href).into_iter().flatten() {
                         let rc_href = interval
@@ -406,13 +524,23 @@ impl PricingSet {
                         {
                             Some((_, intervals)) => intervals.push(interval),
                             None => parts.push((
-                                RateComponent {
+                                self.component(&rc_href).cloned().unwrap_or(RateComponent {
                                     href: Some(rc_href),
                                     ..RateComponent::default()
-                                },
+                                }),
                                 vec![interval],
                             )),
                         }
+                    }
+                } else if let Some(link) = &profile.rate_component_list_link {
+                    for component in self.components.get(&link.href).into_iter().flatten() {
+                        let intervals = component
+                            .time_tariff_interval_list_link
+                            .as_ref()
+                            .and_then(|l| self.intervals.get(&l.href))
+                            .map(|v| v.iter().collect())
+                            .unwrap_or_default();
+                        parts.push((component.clone(), intervals));
                     }
                 }
                 for (component, intervals) in parts {
@@ -545,6 +673,12 @@ fn track_intervals(ctx: &mut Ctx, href: &str, parent_rate_s: Option<u32>) {
             ctx.now.mono_ms,
         );
     }
+}
+
+/// An answer for a resource no longer linked (untracked while its request was out):
+/// dropped, so it is not tracked (and read) again.
+fn gone(ctx: &Ctx, href: &str) -> bool {
+    ctx.poller.get(href).is_none()
 }
 
 /// Items of a list that did not read stay named in that list's status after its good

@@ -718,8 +718,7 @@ pub struct TariffProfile {
     pub service_category_kind: u8,
     /// csipaus extension of the reference CSIP-AUS v1.3 server: every TimeTariffInterval
     /// of every RateComponent in one list (each with a `RateComponentLink`). Not in the
-    /// published csipaus schemas; read when present, followed only without a
-    /// RateComponentListLink.
+    /// published csipaus schemas; when present it is the profile's interval source.
     pub combined_time_tariff_interval_list_link: Option<ListLink>,
 }
 

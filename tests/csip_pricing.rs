@@ -17,8 +17,8 @@
 //! The reference server also links a csipaus `CombinedTimeTariffIntervalList`
 //! (`/edev/1/tp/1/ctti`) that is in no published schema: PRC-01 and PRC-05 are played
 //! both ways (the `_reference_server_` tests serve it, and their bodies are not
-//! validated). csipd sends no PriceResponse (PRC-04/05's response checks are not
-//! played).
+//! validated). PriceResponses are POSTed to the reference server's path and checked as
+//! PRC-04's and PRC-05's price-response-contents checks do.
 
 #[path = "common/csip_memory.rs"]
 mod csip_memory;
@@ -29,10 +29,12 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use csip_memory::*;
-use csip_server::{Reply, mrid_of, validate_csipaus};
+use csip_server::{Reply, element_text, mrid_of, validate_csipaus};
 use csipd::csip::pricing::{PriceDirection, RatePrice};
 
 const NS: &str = r#"xmlns="urn:ieee:std:2030.5:ns""#;
+/// Where the reference server has PriceResponses POSTed (the intervals' replyTo).
+const RSP: &str = "/edev/1/rsps/tariff_generated_rates/rsp";
 
 /// One TimeTariffInterval as the procedure creates it.
 #[derive(Debug, Clone)]
@@ -105,6 +107,10 @@ struct Tariffs {
     /// and its price blocks inline. Not in any published schema: these bodies are not
     /// validated.
     combined: bool,
+    /// The intervals' responseRequired bits (0 none; 3 received and specific).
+    response_required: u8,
+    /// PriceResponse bodies POSTed to [`RSP`].
+    responses: Vec<String>,
     /// Runs once on the first GET of the TariffProfileList, before it is answered (a
     /// procedure's GET-TP actions).
     on_first_tp: Option<fn(&mut Tariffs, i64)>,
@@ -147,12 +153,28 @@ impl Tariffs {
         format!("/edev/1/tp/1/rc/{n}")
     }
 
-    fn serve(&mut self, method: &str, url: &str, now_s: i64, at_ms: u64) -> Option<Reply> {
+    fn serve(
+        &mut self,
+        method: &str,
+        url: &str,
+        body: &str,
+        now_s: i64,
+        at_ms: u64,
+    ) -> Option<Reply> {
         let (path, query) = url.split_once('?').unwrap_or((url, ""));
-        if !(path == "/edev/1/fsa/1/tp" || path.starts_with("/edev/1/tp")) {
+        if !(path == "/edev/1/fsa/1/tp" || path.starts_with("/edev/1/tp") || path == RSP) {
             return None;
         }
         self.log.push((method.to_string(), path.to_string(), at_ms));
+        if (method, path) == ("POST", RSP) {
+            self.responses.push(body.to_string());
+            return Some(Reply {
+                status: 201,
+                body: String::new(),
+                location: Some(format!("{RSP}/{}", self.responses.len())),
+                retry_after_s: None,
+            });
+        }
         if path == "/edev/1/fsa/1/tp" {
             if let Some(action) = self.on_first_tp.take() {
                 action(self, now_s);
@@ -204,6 +226,8 @@ impl Tariffs {
                     .rcs
                     .iter()
                     .flat_map(|c| c.ttis.iter().map(move |t| (c.n, t)))
+                    .collect::<Vec<_>>()
+                    .into_iter()
                     .map(|(n, t)| {
                         let blocks: String = t
                             .blocks
@@ -217,8 +241,9 @@ impl Tariffs {
                             })
                             .collect();
                         format!(
-                            r#"<TimeTariffInterval href="/edev/1/tp/1/ctti/{}"><mRID>{}</mRID><description>{}</description><creationTime>{}</creationTime><EventStatus><currentStatus>{}</currentStatus><dateTime>{}</dateTime><potentiallySuperseded>false</potentiallySuperseded></EventStatus><interval><duration>{}</duration><start>{}</start></interval><touTier>0</touTier><csipaus:ConsumptionTariffIntervalListSummary xmlns:csipaus="https://csipaus.org/ns">{blocks}</csipaus:ConsumptionTariffIntervalListSummary><RateComponentLink href="{}"/></TimeTariffInterval>"#,
+                            r#"<TimeTariffInterval href="/edev/1/tp/1/ctti/{}" replyTo="{RSP}" responseRequired="{:02X}"><mRID>{}</mRID><description>{}</description><creationTime>{}</creationTime><EventStatus><currentStatus>{}</currentStatus><dateTime>{}</dateTime><potentiallySuperseded>false</potentiallySuperseded></EventStatus><interval><duration>{}</duration><start>{}</start></interval><touTier>0</touTier><csipaus:ConsumptionTariffIntervalListSummary xmlns:csipaus="https://csipaus.org/ns">{blocks}</csipaus:ConsumptionTariffIntervalListSummary><RateComponentLink href="{}"/></TimeTariffInterval>"#,
                             t.tag,
+                            self.response_required,
                             mrid_of(t.tag),
                             t.tag,
                             t.created,
@@ -280,7 +305,8 @@ impl Tariffs {
                     .enumerate()
                     .map(|(k, t)| {
                         format!(
-                            r#"<TimeTariffInterval href="{href}/tti/{k}" replyTo="/rsps/tariff/rsp" responseRequired="00"><mRID>{}</mRID><description>{}</description><creationTime>{}</creationTime><EventStatus><currentStatus>{}</currentStatus><dateTime>{}</dateTime><potentiallySuperseded>false</potentiallySuperseded></EventStatus><interval><duration>{}</duration><start>{}</start></interval><ConsumptionTariffIntervalListLink href="{href}/tti/{k}/cti" all="{}"/><touTier>0</touTier></TimeTariffInterval>"#,
+                            r#"<TimeTariffInterval href="{href}/tti/{k}" replyTo="{RSP}" responseRequired="{:02X}"><mRID>{}</mRID><description>{}</description><creationTime>{}</creationTime><EventStatus><currentStatus>{}</currentStatus><dateTime>{}</dateTime><potentiallySuperseded>false</potentiallySuperseded></EventStatus><interval><duration>{}</duration><start>{}</start></interval><ConsumptionTariffIntervalListLink href="{href}/tti/{k}/cti" all="{}"/><touTier>0</touTier></TimeTariffInterval>"#,
+                            self.response_required,
                             mrid_of(t.tag),
                             t.tag,
                             t.created,
@@ -388,8 +414,8 @@ fn start(tariffs: Tariffs) -> (Harness, Shared) {
     let shared: Shared = Rc::new(RefCell::new(tariffs));
     let mut h = Harness::start(sc);
     let routes = shared.clone();
-    h.extra_routes = Some(Box::new(move |method, url, now_s, at_ms| {
-        routes.borrow_mut().serve(method, url, now_s, at_ms)
+    h.extra_routes = Some(Box::new(move |method, url, body, now_s, at_ms| {
+        routes.borrow_mut().serve(method, url, body, now_s, at_ms)
     }));
     (h, shared)
 }
@@ -716,6 +742,7 @@ fn prc_04_cancelled_intervals_are_no_price() {
         profile: true,
         tp_poll_s: 60,
         price_pow10: -2,
+        response_required: 3,
         rcs: vec![rc1, rc2],
         ..Tariffs::default()
     };
@@ -760,7 +787,46 @@ fn prc_04_cancelled_intervals_are_no_price() {
             .any(|s| s.prices.iter().any(|p| p.current.is_none())),
         "a Status event carried the change"
     );
+    // price-response-contents: every interval Received (1), TTI-1..4 Cancelled (6),
+    // TTI-5 never; each once; each a schema-valid PriceResponse from this LFDI.
+    let sent = responses(&t);
+    for tag in ["TTI-1", "TTI-2", "TTI-3", "TTI-4", "TTI-5"] {
+        assert_eq!(count_of(&sent, tag, 1), 1, "Received for {tag}: {sent:?}");
+    }
+    for tag in ["TTI-1", "TTI-2", "TTI-3", "TTI-4"] {
+        assert_eq!(count_of(&sent, tag, 6), 1, "Cancelled for {tag}: {sent:?}");
+    }
+    assert_eq!(count_of(&sent, "TTI-5", 6), 0);
+    assert_eq!(sent.len(), 9);
     assert_served_bodies_valid(&t);
+}
+
+/// (subject mRID, status) of every PriceResponse POSTed, after checking each body
+/// against the schema and its LFDI.
+fn responses(t: &Shared) -> Vec<(String, u8)> {
+    t.borrow()
+        .responses
+        .iter()
+        .map(|body| {
+            if let Err(err) = validate_csipaus(body) {
+                panic!("PriceResponse fails csipaus-core.xsd: {err}\n{body}");
+            }
+            assert!(body.starts_with("<PriceResponse") || body.contains("<PriceResponse "));
+            assert_eq!(element_text(body, "endDeviceLFDI").as_deref(), Some(LFDI));
+            (
+                element_text(body, "subject").expect("subject"),
+                element_text(body, "status")
+                    .and_then(|s| s.parse().ok())
+                    .expect("status"),
+            )
+        })
+        .collect()
+}
+
+fn count_of(sent: &[(String, u8)], tag: &str, status: u8) -> usize {
+    sent.iter()
+        .filter(|(mrid, s)| *mrid == mrid_of(tag) && *s == status)
+        .count()
 }
 
 /// PRC-05 "Dynamic RateComponentList" on the standard path: the TariffProfileList's
@@ -868,8 +934,8 @@ fn a_bad_interval_never_drops_its_siblings() {
     });
     // The interval tagged BAD is sent with a start that is not a number.
     let routes = t.clone();
-    h.extra_routes = Some(Box::new(move |method, url, now_s, at_ms| {
-        let mut reply = routes.borrow_mut().serve(method, url, now_s, at_ms)?;
+    h.extra_routes = Some(Box::new(move |method, url, body, now_s, at_ms| {
+        let mut reply = routes.borrow_mut().serve(method, url, body, now_s, at_ms)?;
         if url.starts_with("/edev/1/tp/1/rc/1/tti?") {
             let bad = format!("<description>BAD</description><creationTime>{now}</creationTime>");
             reply.body = reply.body.replacen(
@@ -1040,6 +1106,7 @@ fn prc_05_reference_server_new_components_through_the_combined_list() {
     let tariffs = Tariffs {
         profile: false,
         combined: true,
+        response_required: 3,
         tp_poll_s: 60,
         tti_poll_s: Some(60),
         price_pow10: 0,
@@ -1117,4 +1184,9 @@ fn prc_05_reference_server_new_components_through_the_combined_list() {
         (PriceDirection::Other, "uom 195")
     );
     assert_eq!(current_price(rc3).unwrap().0, "TTI-4");
+    // POST-TTI-N-RESPONSE-RECEIVED: a Received PriceResponse for each of TTI-1..4.
+    let sent = responses(&t);
+    for tag in ["TTI-1", "TTI-2", "TTI-3", "TTI-4"] {
+        assert_eq!(count_of(&sent, tag, 1), 1, "Received for {tag}: {sent:?}");
+    }
 }

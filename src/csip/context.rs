@@ -247,6 +247,7 @@ pub enum Purpose {
     Mirror(super::mirror::Req),
     Response(super::response::Req),
     LogEvent(super::log_event::Req),
+    Pricing(super::pricing::Req),
 }
 
 /// The state of a multi-request poll (a list read page by page).

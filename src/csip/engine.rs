@@ -280,6 +280,7 @@ impl Engine {
             Purpose::Mirror(req) => self.mirror.handle(ctx, req, &href, answer),
             Purpose::Response(req) => self.responses.handle(ctx, req, &href, answer),
             Purpose::LogEvent(req) => self.log_event.handle(ctx, req, answer),
+            Purpose::Pricing(req) => self.pricing.handle_response(ctx, req, &href, answer),
         }
         self.step();
     }
@@ -317,6 +318,7 @@ impl Engine {
             polls,
             self.derp.next_change_ms(&self.ctx),
             self.pricing.next_change_ms(&self.ctx),
+            self.pricing.next_response_ms(),
         ]
         .into_iter()
         .flatten()
@@ -375,7 +377,7 @@ impl Engine {
                 .collect(),
             readings_pending,
             readings_dropped,
-            responses_pending: self.responses.outbox.len(),
+            responses_pending: self.responses.outbox.len() + self.pricing.responses_pending(),
             last_error: ctx.last_error.clone(),
             csipaus_version: self.csipaus_version(),
             prices: self.pricing.view(now_s),
@@ -438,6 +440,7 @@ impl Engine {
         let ctx = &mut self.ctx;
         self.edev.flush(ctx);
         self.responses.flush(ctx);
+        self.pricing.flush(ctx);
         self.der
             .flush(ctx, self.derp.set_grad_w(), self.derp.own_actions());
         self.mirror.flush(ctx);
@@ -493,6 +496,7 @@ impl Engine {
         }
         self.mirror.pending().hash(&mut h);
         self.responses.outbox.len().hash(&mut h);
+        self.pricing.responses_pending().hash(&mut h);
         self.well_known.choice.is_some().hash(&mut h);
         self.pricing.version.hash(&mut h);
         // The timeline moves with time: which intervals are current and next.

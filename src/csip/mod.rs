@@ -239,7 +239,8 @@ pub struct EngineStatus {
     /// Mirror reading intervals waiting to be posted, and how many were dropped.
     pub readings_pending: usize,
     pub readings_dropped: u64,
-    /// Responses waiting to be accepted by the server.
+    /// Responses (to DERControls and to TimeTariffIntervals) waiting to be accepted by
+    /// the server.
     pub responses_pending: usize,
     pub last_error: Option<String>,
     /// The CSIP-AUS version in use (`v1.3`, `v1.2`); `None` for plain IEEE 2030.5 and

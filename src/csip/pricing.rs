@@ -30,7 +30,13 @@
 //! TimeTariffIntervalList); a component an interval names that no RateComponentList read
 //! so far holds is read on its own, once (`PollKind::RateComponent`).
 //!
-//! csipd sends no PriceResponse (responses to TimeTariffIntervals are not implemented).
+//! Responses (IEEE 2030.5 Table 27; PRC-04/05 check them): a TimeTariffInterval with a
+//! `replyTo` is answered with a PriceResponse, as its `responseRequired` bits ask: 1
+//! Received (bit 0) when first seen, 6 Cancelled (bit 1) when seen cancelled, each once,
+//! in order, one at a time, retried until the server accepts or refuses (4xx). What was
+//! sent is remembered in memory only: after a restart the intervals still listed are
+//! answered again (not persisted like the DER scheduler's ledger). Started/Completed
+//! are not sent for prices.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -42,8 +48,11 @@ use crate::sep2::{
     TariffProfile, TimeTariffInterval,
 };
 
-use super::context::{Answer, Ctx, Paged, PollError, PollPart, next_page, read};
+use super::context::{Answer, Ctx, Paged, PollError, PollPart, Purpose, next_page, read};
 use super::poller::PollKind;
+use crate::http::Method;
+use crate::sep2::{DerControlResponse, PriceResponse};
+use std::collections::VecDeque;
 
 /// ReadingType flowDirection 1: forward, energy delivered to the customer (import).
 const FLOW_FORWARD: u8 = 1;
@@ -73,6 +82,13 @@ pub struct PricingSet {
     /// Randomisation draws per interval mRID: (start offset s, duration offset s).
     draws: BTreeMap<String, (i64, i64)>,
     rng: Rng,
+    /// PriceResponses due, oldest first: (replyTo, interval mRID, status, at Unix s).
+    outbox: VecDeque<(String, String, u8, i64)>,
+    /// (interval mRID, status) already queued (each is sent once).
+    answered: BTreeSet<(String, u8)>,
+    response_in_flight: bool,
+    response_retry_at_ms: u64,
+    response_failures: u32,
     /// Bumped whenever anything read changes (the status is rebuilt then).
     pub version: u64,
 }
@@ -90,6 +106,11 @@ impl PricingSet {
             draws: BTreeMap::new(),
             // Another stream than the DER scheduler's draws.
             rng: Rng::new(rng_seed ^ 0x5052_4943_4553),
+            outbox: VecDeque::new(),
+            answered: BTreeSet::new(),
+            response_in_flight: false,
+            response_retry_at_ms: 0,
+            response_failures: 0,
             version: 0,
         }
     }
@@ -360,6 +381,7 @@ impl PricingSet {
             }
         }
         self.resolve_components(ctx);
+        self.queue_responses(ctx, href);
         // Draw each new interval's randomisation once.
         for interval in self.intervals.get(href).into_iter().flatten() {
             if !self.draws.contains_key(&interval.mrid) {
@@ -672,6 +694,153 @@ fn track_intervals(ctx: &mut Ctx, href: &str, parent_rate_s: Option<u32>) {
             parent_rate_s,
             ctx.now.mono_ms,
         );
+    }
+}
+
+/// The request of this function set: the POST of a PriceResponse.
+#[derive(Debug)]
+pub struct Req {
+    pub mrid: String,
+    pub status: u8,
+}
+
+/// responseRequired bit 0: Received; bit 1: specific responses (e.g. Cancelled).
+const RESPONSE_RECEIVED_BIT: u8 = 1;
+const RESPONSE_SPECIFIC_BIT: u8 = 2;
+/// Delay before a PriceResponse is tried again after a failure (doubling, capped).
+const RESPONSE_RETRY_MS: u64 = 5_000;
+const RESPONSE_RETRY_MAX_MS: u64 = 60_000;
+
+impl PricingSet {
+    /// Queues the responses the intervals of the list at `href` ask for.
+    fn queue_responses(&mut self, ctx: &Ctx, href: &str) {
+        let at_s = ctx.server_now_s();
+        for interval in self.intervals.get(href).into_iter().flatten() {
+            let Some(reply_to) = &interval.reply_to else {
+                continue;
+            };
+            let required = interval.response_required.unwrap_or(0);
+            let mut due = Vec::new();
+            if required & RESPONSE_RECEIVED_BIT != 0 {
+                due.push(1);
+            }
+            if required & RESPONSE_SPECIFIC_BIT != 0 && is_cancelled(interval) {
+                due.push(6);
+            }
+            for status in due {
+                if self.answered.insert((interval.mrid.clone(), status)) {
+                    self.outbox
+                        .push_back((reply_to.clone(), interval.mrid.clone(), status, at_s));
+                }
+            }
+        }
+        // Bounded memory: forget what no list holds any more.
+        let live: BTreeSet<&str> = self
+            .intervals
+            .values()
+            .flatten()
+            .map(|i| i.mrid.as_str())
+            .collect();
+        let outbox = &self.outbox;
+        self.answered.retain(|(mrid, _)| {
+            live.contains(mrid.as_str()) || outbox.iter().any(|(_, m, _, _)| m == mrid)
+        });
+    }
+
+    /// POSTs the front PriceResponse when writes are allowed and none is in flight.
+    pub fn flush(&mut self, ctx: &mut Ctx) {
+        if !ctx.writable() || self.response_in_flight || ctx.now.mono_ms < self.response_retry_at_ms
+        {
+            return;
+        }
+        while let Some((reply_to, mrid, status, at_s)) = self.outbox.front().cloned() {
+            let body = PriceResponse(DerControlResponse {
+                href: None,
+                created_date_time: Some(at_s),
+                end_device_lfdi: ctx.config.lfdi.to_ascii_uppercase(),
+                status: Some(status),
+                subject: mrid.clone(),
+            });
+            match ctx.write(&body) {
+                Ok(xml) => {
+                    self.response_in_flight = true;
+                    ctx.send(
+                        Method::Post,
+                        reply_to,
+                        Some(xml),
+                        Purpose::Pricing(Req { mrid, status }),
+                    );
+                    return;
+                }
+                Err(err) => {
+                    ctx.error(format!("cannot write PriceResponse to {mrid}: {err}"));
+                    self.outbox.pop_front();
+                }
+            }
+        }
+    }
+
+    /// The answer to a PriceResponse POST: accepted or refused (4xx) settles it, any
+    /// other failure retries it with backoff.
+    pub fn handle_response(&mut self, ctx: &mut Ctx, req: Req, href: &str, answer: Answer) {
+        self.response_in_flight = false;
+        let refused = match answer {
+            Answer::Ok(_) => {
+                ctx.send_ok();
+                self.response_failures = 0;
+                log::info!(
+                    "csip: price response {} to {} sent to {href}",
+                    req.status,
+                    req.mrid
+                );
+                false
+            }
+            Answer::Gone(status) => {
+                ctx.error(format!(
+                    "price response {} to {} refused by {href}: HTTP {status}",
+                    req.status, req.mrid
+                ));
+                true
+            }
+            Answer::Failed(err) => {
+                ctx.send_failed(&err);
+                if err
+                    .status()
+                    .is_some_and(|s| (400..500).contains(&s) && s != 429)
+                {
+                    ctx.error(format!(
+                        "price response {} to {} refused by {href}; not retried: {err}",
+                        req.status, req.mrid
+                    ));
+                    true
+                } else {
+                    self.response_failures += 1;
+                    let backoff = (RESPONSE_RETRY_MS << (self.response_failures.min(8) - 1))
+                        .min(RESPONSE_RETRY_MAX_MS);
+                    let after = err.retry_after().map_or(0, |d| d.as_millis() as u64);
+                    self.response_retry_at_ms = ctx.now.mono_ms + after.max(backoff);
+                    return;
+                }
+            }
+        };
+        if refused {
+            log::warn!(
+                "csip: price response {} to {} dropped",
+                req.status,
+                req.mrid
+            );
+        }
+        self.outbox.pop_front();
+    }
+
+    /// When a PriceResponse that failed is due again (monotonic ms), if one waits.
+    pub fn next_response_ms(&self) -> Option<u64> {
+        (!self.outbox.is_empty() && !self.response_in_flight).then_some(self.response_retry_at_ms)
+    }
+
+    /// PriceResponses waiting to be sent.
+    pub fn responses_pending(&self) -> usize {
+        self.outbox.len()
     }
 }
 

@@ -655,6 +655,11 @@ pub struct DerControlResponse {
     pub subject: String,
 }
 
+/// `PriceResponse`, POSTed to a TimeTariffInterval's `replyTo`: the same fields as a
+/// [`DerControlResponse`] (both are 2030.5 `Response`s), under its own root element.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PriceResponse(pub DerControlResponse);
+
 /// `LogEvent`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LogEvent {

@@ -147,12 +147,12 @@ pub struct Harness {
     /// cost report of the simulated-day test.
     pub engine_time: std::time::Duration,
     /// Routes served before the scripted server (a test's own resources): called with
-    /// (method, path with query, server time s, virtual ms); `None` passes it on.
+    /// (method, path with query, body, server time s, virtual ms); `None` passes it on.
     pub extra_routes: Option<ExtraRoutes>,
 }
 
 /// See [`Harness::extra_routes`].
-pub type ExtraRoutes = Box<dyn FnMut(&str, &str, i64, u64) -> Option<Reply>>;
+pub type ExtraRoutes = Box<dyn FnMut(&str, &str, &str, i64, u64) -> Option<Reply>>;
 
 impl Harness {
     pub fn new(config: EngineConfig, scenario: Scenario) -> Harness {
@@ -237,7 +237,13 @@ impl Harness {
             let method = request.method;
             let href = csipd::csip::context::href_path(&request.href).to_string();
             let extra = self.extra_routes.as_mut().and_then(|route| {
-                route(method.as_str(), &href, self.now.utc_s(), self.now.mono_ms)
+                route(
+                    method.as_str(),
+                    &href,
+                    request.body.as_deref().unwrap_or(""),
+                    self.now.utc_s(),
+                    self.now.mono_ms,
+                )
             });
             let reply = extra.unwrap_or_else(|| {
                 self.server.exchange(

@@ -47,6 +47,8 @@ struct Tti {
     created: i64,
     /// (startValue, price) per ConsumptionTariffInterval.
     blocks: Vec<(u64, i32)>,
+    /// randomizeStart, seconds.
+    randomize_start_s: Option<i16>,
 }
 
 impl Tti {
@@ -58,6 +60,7 @@ impl Tti {
             status: 0,
             created: start.min(T0_S),
             blocks: vec![(0, price)],
+            randomize_start_s: None,
         }
     }
 }
@@ -305,7 +308,7 @@ impl Tariffs {
                     .enumerate()
                     .map(|(k, t)| {
                         format!(
-                            r#"<TimeTariffInterval href="{href}/tti/{k}" replyTo="{RSP}" responseRequired="{:02X}"><mRID>{}</mRID><description>{}</description><creationTime>{}</creationTime><EventStatus><currentStatus>{}</currentStatus><dateTime>{}</dateTime><potentiallySuperseded>false</potentiallySuperseded></EventStatus><interval><duration>{}</duration><start>{}</start></interval><ConsumptionTariffIntervalListLink href="{href}/tti/{k}/cti" all="{}"/><touTier>0</touTier></TimeTariffInterval>"#,
+                            r#"<TimeTariffInterval href="{href}/tti/{k}" replyTo="{RSP}" responseRequired="{:02X}"><mRID>{}</mRID><description>{}</description><creationTime>{}</creationTime><EventStatus><currentStatus>{}</currentStatus><dateTime>{}</dateTime><potentiallySuperseded>false</potentiallySuperseded></EventStatus><interval><duration>{}</duration><start>{}</start></interval>{}<ConsumptionTariffIntervalListLink href="{href}/tti/{k}/cti" all="{}"/><touTier>0</touTier></TimeTariffInterval>"#,
                             self.response_required,
                             mrid_of(t.tag),
                             t.tag,
@@ -314,6 +317,9 @@ impl Tariffs {
                             t.created,
                             t.duration_s,
                             t.start,
+                            t.randomize_start_s
+                                .map(|r| format!("<randomizeStart>{r}</randomizeStart>"))
+                                .unwrap_or_default(),
                             t.blocks.len()
                         )
                     })
@@ -1189,4 +1195,35 @@ fn prc_05_reference_server_new_components_through_the_combined_list() {
     for tag in ["TTI-1", "TTI-2", "TTI-3", "TTI-4"] {
         assert_eq!(count_of(&sent, tag, 1), 1, "Received for {tag}: {sent:?}");
     }
+}
+
+/// randomizeStart is drawn once per interval and kept across re-reads: the interval's
+/// effective start lies within [start, start + randomizeStart], its end moves with it.
+#[test]
+fn randomized_start_is_drawn_once() {
+    let now = T0_S;
+    let mut export = rc(1, "RC-1", Some(19), 72, 0);
+    let mut tti = Tti::new("R", now + 600, 300, 4);
+    tti.randomize_start_s = Some(300);
+    export.ttis = vec![tti];
+    let (mut h, t) = start(Tariffs {
+        profile: true,
+        tp_poll_s: 60,
+        price_pow10: 0,
+        rcs: vec![export],
+        ..Tariffs::default()
+    });
+    assert!(h.run_until(120, |_| !gets(&t, "/edev/1/tp/1/rc/1/tti").is_empty()));
+    h.run_for(1);
+    let next = by_tag(&prices(&h), 1).next.clone().expect("next");
+    assert!(
+        (now + 600..=now + 900).contains(&next.start_unix_s),
+        "{next:?}"
+    );
+    assert_eq!(next.end_unix_s - next.start_unix_s, 300);
+    // Read again several times: the same draw.
+    h.run_for(240);
+    assert!(gets(&t, "/edev/1/tp/1/rc/1/tti").len() >= 4);
+    assert_eq!(by_tag(&prices(&h), 1).next.as_ref(), Some(&next));
+    assert_served_bodies_valid(&t);
 }

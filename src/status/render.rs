@@ -447,6 +447,17 @@ mod tests {
             "{text}"
         );
         assert!(!summary(&Snapshot::new(0)).contains("prices"));
+        // The JSON (/status, ubus) carries the same, with units, and omits an empty list.
+        let json = serde_json::to_value(&s).expect("json");
+        let price = &json["utility"]["prices"][0];
+        assert_eq!(price["direction"], "export");
+        assert_eq!(price["unit"], "kWh");
+        assert_eq!(price["currency"], 36);
+        assert_eq!(price["price_power_of_ten_multiplier"], -4);
+        assert_eq!(price["current"]["blocks"][0]["price_per_unit"], 0.042);
+        assert_eq!(price["next"]["start_unix_s"], 3600);
+        let empty = serde_json::to_value(Snapshot::new(0)).expect("json");
+        assert!(empty["utility"].get("prices").is_none());
     }
 
     #[test]

@@ -770,7 +770,8 @@ fn utility_price_export_rules() {
             "c:26: warning: option 'utility_price_export' has no effect while option \
              'enabled' is 0",
             "c:26: error: option 'utility_price_export' takes the price from the utility's \
-             2030.5 server, but section server 'utility' sets neither dcap_url nor server_url"
+             2030.5 server, but none is configured (option dcap_url or server_url in config \
+             server 'utility')"
         ]
     );
 }

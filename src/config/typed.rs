@@ -1367,7 +1367,8 @@ fn read_price(
             r.checker.error(
                 pos,
                 "option 'utility_price_export' takes the price from the utility's 2030.5 \
-                 server, but section server 'utility' sets neither dcap_url nor server_url"
+                 server, but none is configured (option dcap_url or server_url in config \
+                 server 'utility')"
                     .to_string(),
             );
         }

@@ -17,7 +17,7 @@
 //! read of it and backs off alone; an item that does not read is left out alone
 //! (`sep2::read_list`) and named in that list's status.
 //!
-//! The timeline ([`price_view`]) is a pure function of what was read and the server
+//! The timeline ([`PricingSet::view`]) is a pure function of what was read and the server
 //! time: an interval whose EventStatus is cancelled (2, 3) or superseded (4) is not in
 //! it; randomizeStart/randomizeDuration are drawn once per interval mRID. Overlapping
 //! intervals of one RateComponent: the one created last wins (2030.5 event rules).
@@ -38,21 +38,19 @@
 //! answered again (not persisted like the DER scheduler's ledger). Started/Completed
 //! are not sent for prices.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use crate::http::Method;
 use crate::schedule::Rng;
 use crate::sep2::{
-    ConsumptionTariffInterval, CurrentStatus, RateComponent, ReadingType, SkippedItem,
-    TariffProfile, TimeTariffInterval,
+    ConsumptionTariffInterval, CurrentStatus, DerControlResponse, PriceResponse, RateComponent,
+    ReadingType, SkippedItem, TariffProfile, TimeTariffInterval,
 };
 
 use super::context::{Answer, Ctx, Paged, PollError, PollPart, Purpose, next_page, read};
 use super::poller::PollKind;
-use crate::http::Method;
-use crate::sep2::{DerControlResponse, PriceResponse};
-use std::collections::VecDeque;
 
 /// ReadingType flowDirection 1: forward, energy delivered to the customer (import).
 const FLOW_FORWARD: u8 = 1;

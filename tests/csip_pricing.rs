@@ -561,6 +561,16 @@ fn prc_01_streamlined_flow_caches_rate_components() {
         "ReadingType read once"
     );
     assert!(tp_at < 60_000, "the tariffs are reached in the first walk");
+    // `csipd discover` shows the tariff list under its FSA and the prices.
+    let text = csipd::csip::discover_cli::render(&h.engine.tree(), &h.status());
+    assert!(
+        text.contains("    tariffs /edev/1/fsa/1/tp (poll every 300 s)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("prices (UTC)\n  import 2000.0000 AUD/kWh until "),
+        "{text}"
+    );
     assert_served_bodies_valid(&t);
 }
 

@@ -109,7 +109,7 @@ fn opt(value: Option<f64>, unit: &str, decimals: usize) -> String {
 /// The whole summary.
 /// One RateComponent's prices: "export 0.0420 AUD/kWh until 14:05, then -0.0100
 /// AUD/kWh 14:05–14:35 (/edev/1/tp/1/rc/2)". Several blocks show as "a / b from N".
-fn price_line(p: &crate::csip::pricing::RatePrice, tz: i32) -> String {
+pub fn price_line(p: &crate::csip::pricing::RatePrice, tz: i32) -> String {
     use crate::csip::pricing::{PriceDirection, PricePoint, currency_name};
     let what = match p.direction {
         PriceDirection::Import => "import",

@@ -114,6 +114,8 @@ struct Tariffs {
     response_required: u8,
     /// PriceResponse bodies POSTed to [`RSP`].
     responses: Vec<String>,
+    /// Paths that answer 500 (with an HTML page, as real servers do).
+    failing: Vec<String>,
     /// Runs once on the first GET of the TariffProfileList, before it is answered (a
     /// procedure's GET-TP actions).
     on_first_tp: Option<fn(&mut Tariffs, i64)>,
@@ -169,6 +171,14 @@ impl Tariffs {
             return None;
         }
         self.log.push((method.to_string(), path.to_string(), at_ms));
+        if self.failing.iter().any(|f| f == path) {
+            return Some(Reply {
+                status: 500,
+                body: "<html><body>Internal Server Error</body></html>".into(),
+                location: None,
+                retry_after_s: None,
+            });
+        }
         if (method, path) == ("POST", RSP) {
             self.responses.push(body.to_string());
             return Some(Reply {
@@ -1236,4 +1246,77 @@ fn randomized_start_is_drawn_once() {
     assert!(gets(&t, "/edev/1/tp/1/rc/1/tti").len() >= 4);
     assert_eq!(by_tag(&prices(&h), 1).next.as_ref(), Some(&next));
     assert_served_bodies_valid(&t);
+}
+
+/// One failing TimeTariffIntervalList (500) keeps its last prices, backs off on its own
+/// (never faster than 2 s, at most a minute apart) and says why in its status; its
+/// sibling component and the TariffProfileList go on as before.
+#[test]
+fn a_failing_interval_list_keeps_its_prices_and_its_siblings() {
+    let now = T0_S;
+    let mut import = rc(1, "RC-1", Some(1), 72, 0);
+    import.ttis = vec![Tti::new("IMP", now, 3600, 2)];
+    let mut export = rc(2, "RC-2", Some(19), 72, 0);
+    export.ttis = vec![Tti::new("EXP", now, 3600, 1)];
+    let (mut h, t) = start(Tariffs {
+        profile: true,
+        tp_poll_s: 300,
+        price_pow10: -2,
+        rcs: vec![import, export],
+        ..Tariffs::default()
+    });
+    assert!(h.run_until(120, |_| !gets(&t, "/edev/1/tp/1/rc/2/tti").is_empty()));
+    h.run_for(1);
+    let before = prices(&h);
+    t.borrow_mut().failing = vec!["/edev/1/tp/1/rc/1/tti".into()];
+    let failing_from = h.elapsed_ms();
+    h.run_for(900);
+    let after = prices(&h);
+    assert_eq!(
+        by_tag(&after, 1).current,
+        by_tag(&before, 1).current,
+        "kept"
+    );
+    assert_eq!(by_tag(&after, 2).current, by_tag(&before, 2).current);
+    let retries: Vec<u64> = gets(&t, "/edev/1/tp/1/rc/1/tti")
+        .into_iter()
+        .filter(|at| *at > failing_from)
+        .collect();
+    assert!(retries.len() >= 3, "{retries:?}");
+    for pair in retries.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!((2_000..=60_000).contains(&gap), "{retries:?}");
+    }
+    let status = h.status();
+    let poll = status
+        .polls
+        .iter()
+        .find(|p| p.href == "/edev/1/tp/1/rc/1/tti")
+        .expect("polled");
+    assert!(
+        poll.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("500")),
+        "{poll:?}"
+    );
+    assert!(
+        status
+            .polls
+            .iter()
+            .find(|p| p.href == "/edev/1/tp/1/rc/2/tti")
+            .is_some_and(|p| p.last_error.is_none())
+    );
+    // The sibling list keeps its own rate (the TariffProfileList's 300 s).
+    assert_spaced(&t, "/edev/1/tp/1/rc/2/tti", 300);
+    // Back: the next retry reads it and clears the error.
+    t.borrow_mut().failing.clear();
+    h.run_for(120);
+    let status = h.status();
+    assert!(
+        status
+            .polls
+            .iter()
+            .find(|p| p.href == "/edev/1/tp/1/rc/1/tti")
+            .is_some_and(|p| p.last_error.is_none())
+    );
 }

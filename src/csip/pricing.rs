@@ -92,6 +92,8 @@ pub struct PricingSet {
 }
 
 impl PricingSet {
+    /// Nothing read yet; `rng_seed` seeds the randomisation draws (a stream apart from
+    /// the DER scheduler's).
     pub fn new(rng_seed: u64) -> PricingSet {
         PricingSet {
             lists: Vec::new(),
@@ -698,7 +700,9 @@ fn track_intervals(ctx: &mut Ctx, href: &str, parent_rate_s: Option<u32>) {
 /// The request of this function set: the POST of a PriceResponse.
 #[derive(Debug)]
 pub struct Req {
+    /// The interval answered.
     pub mrid: String,
+    /// Response status (IEEE 2030.5 Table 27): 1 received, 6 cancelled.
     pub status: u8,
 }
 

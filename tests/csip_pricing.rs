@@ -823,7 +823,25 @@ fn prc_04_cancelled_intervals_are_no_price() {
         assert_eq!(count_of(&sent, tag, 6), 1, "Cancelled for {tag}: {sent:?}");
     }
     assert_eq!(count_of(&sent, "TTI-5", 6), 0);
-    assert_eq!(sent.len(), 9);
+    // responseRequired 03 asks for the specific responses too: Started for the
+    // intervals running when first seen, Completed for TTI-5 at its end; none for a
+    // cancelled one after it was cancelled, none for one that never ran.
+    for tag in ["TTI-2", "TTI-3", "TTI-5"] {
+        assert_eq!(count_of(&sent, tag, 2), 1, "Started for {tag}: {sent:?}");
+    }
+    assert_eq!(count_of(&sent, "TTI-5", 3), 1, "Completed: {sent:?}");
+    for tag in ["TTI-1", "TTI-4"] {
+        assert_eq!(count_of(&sent, tag, 2), 0, "{tag} never ran: {sent:?}");
+    }
+    assert_eq!(sent.len(), 13, "{sent:?}");
+    // Each after the interval's Received.
+    let position = |tag: &str, status: u8| {
+        sent.iter()
+            .position(|(m, s)| *m == mrid_of(tag) && *s == status)
+            .expect("sent")
+    };
+    assert!(position("TTI-5", 1) < position("TTI-5", 2));
+    assert!(position("TTI-5", 2) < position("TTI-5", 3));
     assert_served_bodies_valid(&t);
 }
 

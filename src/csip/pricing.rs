@@ -32,11 +32,11 @@
 //!
 //! Responses (IEEE 2030.5 Table 27; PRC-04/05 check them): a TimeTariffInterval with a
 //! `replyTo` is answered with a PriceResponse, as its `responseRequired` bits ask: 1
-//! Received (bit 0) when first seen, 6 Cancelled (bit 1) when seen cancelled, each once,
-//! in order, one at a time, retried until the server accepts or refuses (4xx). What was
-//! sent is remembered in memory only: after a restart the intervals still listed are
-//! answered again (not persisted like the DER scheduler's ledger). Started/Completed
-//! are not sent for prices.
+//! Received (bit 0) when first seen; with bit 1 (specific responses) 2 Started when it
+//! begins, 3 Completed when it ends after it started, 6 Cancelled when seen cancelled;
+//! each once, in order, one at a time, retried until the server accepts or refuses
+//! (4xx). What was sent is remembered in memory only: after a restart the intervals
+//! still listed are answered again (not persisted like the DER scheduler's ledger).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -381,7 +381,7 @@ impl PricingSet {
             }
         }
         self.resolve_components(ctx);
-        self.queue_responses(ctx, href);
+        self.queue_responses(ctx);
         // Draw each new interval's randomisation once.
         for interval in self.intervals.get(href).into_iter().flatten() {
             if !self.draws.contains_key(&interval.mrid) {
@@ -714,26 +714,40 @@ const RESPONSE_RETRY_MS: u64 = 5_000;
 const RESPONSE_RETRY_MAX_MS: u64 = 60_000;
 
 impl PricingSet {
-    /// Queues the responses the intervals of the list at `href` ask for.
-    fn queue_responses(&mut self, ctx: &Ctx, href: &str) {
-        let at_s = ctx.server_now_s();
-        for interval in self.intervals.get(href).into_iter().flatten() {
+    /// Queues the responses the intervals ask for now: Received when first seen,
+    /// Started when it begins, Completed when it ends after it started, Cancelled when
+    /// seen cancelled (effective times, randomisation applied).
+    fn queue_responses(&mut self, ctx: &Ctx) {
+        let now_s = ctx.server_now_s();
+        let mut due: Vec<(String, String, u8)> = Vec::new();
+        for interval in self.intervals.values().flatten() {
             let Some(reply_to) = &interval.reply_to else {
                 continue;
             };
             let required = interval.response_required.unwrap_or(0);
-            let mut due = Vec::new();
+            let specific = required & RESPONSE_SPECIFIC_BIT != 0;
+            let (ds, dd) = self.draws.get(&interval.mrid).copied().unwrap_or((0, 0));
+            let start = interval.interval.start + ds;
+            let end = (interval.interval.end() + ds + dd).max(start);
+            let started = self.answered.contains(&(interval.mrid.clone(), 2));
+            let mut statuses = Vec::new();
             if required & RESPONSE_RECEIVED_BIT != 0 {
-                due.push(1);
+                statuses.push(1);
             }
-            if required & RESPONSE_SPECIFIC_BIT != 0 && is_cancelled(interval) {
-                due.push(6);
+            if specific && is_cancelled(interval) {
+                statuses.push(6);
+            } else if specific && start <= now_s && now_s < end {
+                statuses.push(2);
+            } else if specific && now_s >= end && started {
+                statuses.push(3);
             }
-            for status in due {
-                if self.answered.insert((interval.mrid.clone(), status)) {
-                    self.outbox
-                        .push_back((reply_to.clone(), interval.mrid.clone(), status, at_s));
-                }
+            for status in statuses {
+                due.push((reply_to.clone(), interval.mrid.clone(), status));
+            }
+        }
+        for (reply_to, mrid, status) in due {
+            if self.answered.insert((mrid.clone(), status)) {
+                self.outbox.push_back((reply_to, mrid, status, now_s));
             }
         }
         // Bounded memory: forget what no list holds any more.
@@ -751,6 +765,7 @@ impl PricingSet {
 
     /// POSTs the front PriceResponse when writes are allowed and none is in flight.
     pub fn flush(&mut self, ctx: &mut Ctx) {
+        self.queue_responses(ctx);
         if !ctx.writable() || self.response_in_flight || ctx.now.mono_ms < self.response_retry_at_ms
         {
             return;

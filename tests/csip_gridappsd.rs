@@ -5,13 +5,11 @@
 
 #[path = "common/gridappsd.rs"]
 mod gridappsd;
-#[path = "support/wait.rs"]
-mod wait;
 
+use gridappsd::wait::wait_until;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use wait::wait_until;
 
 use csipd::csip::{
     ConnectionState, Engine, EngineConfig, EngineSink, EngineStatus, InverterState, MeterSample,

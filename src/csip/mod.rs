@@ -347,6 +347,7 @@ impl EngineStatus {
             clock_offset_s: Some(self.clock_offset_s as f64),
             registration_problem,
             csipaus_version: self.csipaus_version.map(str::to_string),
+            responses_pending: self.responses_pending,
             resources: self
                 .polls
                 .iter()

@@ -295,37 +295,46 @@ impl EngineSink for RuntimeSink {
         at_s: i64,
         detail: &str,
     ) {
+        let delivery_name = match delivery {
+            Delivery::Accepted => "accepted",
+            Delivery::Refused => "refused",
+            Delivery::RetryLater => "retry_later",
+        };
+        {
+            let mut d = self.durable.borrow_mut();
+            if let Some(store) = d.store.as_mut() {
+                let ledger_key = crate::store::ledger_key(key);
+                let marked = match delivery {
+                    Delivery::Accepted => store.ledger_mark_accepted(&ledger_key, at_s),
+                    Delivery::Refused => store.ledger_mark_refused(&ledger_key, at_s, detail),
+                    Delivery::RetryLater => store.ledger_mark_sent(&ledger_key, at_s),
+                };
+                if let Err(e) = marked {
+                    // Only when the store was not there as the response fell due.
+                    log::warn!("response {} to {}: {e}", key.status.code(), key.event_mrid);
+                }
+                // Settled entries are urgent: written now, so a restart does not resend
+                // them. The window left is between the server's 2xx and this commit: a
+                // crash there sends the response again (at least once, never lost).
+                d.flush(at_s, false);
+            }
+        }
+        // Shown and logged once the ledger has it, so what the status and the log say
+        // was delivered is what a restart will not send again.
+        log::info!(
+            "DERControlResponse {} ({:?}) for {}: {delivery_name}",
+            key.status.code(),
+            key.status,
+            key.event_mrid
+        );
         self.status.update(|snap| {
             snap.push_response(status::ResponseSent {
                 mrid: key.event_mrid.clone(),
                 status: key.status,
-                delivery: match delivery {
-                    Delivery::Accepted => "accepted",
-                    Delivery::Refused => "refused",
-                    Delivery::RetryLater => "retry_later",
-                }
-                .to_string(),
+                delivery: delivery_name.to_string(),
                 at_unix_s: at_s,
             })
         });
-        let mut d = self.durable.borrow_mut();
-        let Some(store) = d.store.as_mut() else {
-            return;
-        };
-        let ledger_key = crate::store::ledger_key(key);
-        let marked = match delivery {
-            Delivery::Accepted => store.ledger_mark_accepted(&ledger_key, at_s),
-            Delivery::Refused => store.ledger_mark_refused(&ledger_key, at_s, detail),
-            Delivery::RetryLater => store.ledger_mark_sent(&ledger_key, at_s),
-        };
-        if let Err(e) = marked {
-            // Only when the store was not there as the response fell due.
-            log::warn!("response {} to {}: {e}", key.status.code(), key.event_mrid);
-        }
-        // Settled entries are urgent: written now, so a restart does not resend them.
-        // The window left is between the server's 2xx and this commit: a crash there
-        // sends the response again (at least once, never lost).
-        d.flush(at_s, false);
     }
 
     fn status(&mut self, es: &EngineStatus) {

@@ -92,6 +92,7 @@ impl Snapshot {
                 clock_offset_s: None,
                 registration_problem: None,
                 csipaus_version: None,
+                responses_pending: 0,
                 resources: Vec::new(),
             },
             limits: Vec::new(),
@@ -215,6 +216,10 @@ pub struct Utility {
     /// before discovery chose one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub csipaus_version: Option<String>,
+    /// DERControlResponses issued and not yet settled with the server (accepted, or
+    /// refused for good): they are sent again until they are, across restarts too.
+    #[serde(default)]
+    pub responses_pending: usize,
     /// One entry per polled resource.
     pub resources: Vec<ResourcePoll>,
 }

@@ -34,10 +34,17 @@ pub fn scenario() -> Scenario {
     }
 }
 
-/// The engine's configuration for the scripted server.
+/// The engine's configuration for the scripted server in memory.
 pub fn engine_config() -> EngineConfig {
+    engine_config_at("http://memory")
+}
+
+/// The engine's configuration for the scripted server at `base_url` (also used by
+/// examples/csip_soak.rs against the server on a socket): this module's identity, a
+/// 5 kW inverter that can limit export and generation.
+pub fn engine_config_at(base_url: &str) -> EngineConfig {
     EngineConfig {
-        http: csipd::http::ClientConfig::new("http://memory"),
+        http: csipd::http::ClientConfig::new(base_url),
         dcap_path: "/dcap".into(),
         service_discovery: false,
         lfdi: LFDI.into(),

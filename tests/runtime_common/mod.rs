@@ -131,6 +131,21 @@ impl Proc {
         lines
     }
 
+    /// Every stdout line not read yet, up to the end of the pipe: for a process that
+    /// has exited (or been killed), all it wrote, however late its reader thread runs.
+    pub fn stdout_to_end(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            match self.stdout.recv_timeout(PATIENCE) {
+                Ok(line) => lines.push(line),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return lines,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("stdout of a finished process still open after {PATIENCE:?}")
+                }
+            }
+        }
+    }
+
     pub fn drain_stderr(&mut self) {
         while let Ok(line) = self.stderr.try_recv() {
             self.seen_stderr.push(line);

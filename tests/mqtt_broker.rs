@@ -283,16 +283,6 @@ config mqtt 'broker'
     )
 }
 
-/// Simulated inverter and meter (`csipd demo --sim-only`) as UCI device sections.
-fn sim_devices() -> (Proc, String) {
-    let mut sim = spawn(&["demo", "--sim-only", "--seconds", "600"]);
-    let inverter = port_of(&sim.stdout_line("inverter: ", Duration::from_secs(30)));
-    let meter = port_of(&sim.stdout_line("meter: ", Duration::from_secs(10)));
-    let devices = uci_tcp_device("inv1", "inverter", &inverter, 1)
-        + &uci_tcp_device("meter", "meter", &meter, 1);
-    (sim, devices)
-}
-
 fn start_csipd(dir: &Path, name: &str, text: &str) -> (Proc, String) {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
@@ -303,7 +293,7 @@ fn start_csipd(dir: &Path, name: &str, text: &str) -> (Proc, String) {
 fn state_topics_and_discovery_are_published_and_the_last_will_follows_kill_9() {
     let dir = temp_dir("mqtt-topics");
     let mut broker = Broker::start(&dir, None);
-    let (_sim, devices) = sim_devices();
+    let (_sim, devices) = sim_devices(600);
     let mqtt = format!("\toption url 'mqtt://127.0.0.1:{}'\n", broker.port);
     let (run, _url) = start_csipd(&dir, "csipd", &config_text(&dir, &mqtt, &devices));
     let mut sub = Sub::start(broker.port, None);
@@ -422,7 +412,7 @@ fn publishing_recovers_after_the_broker_restarts_and_never_stalls_control() {
     let dir = temp_dir("mqtt-restart");
     let mut broker = Broker::start(&dir, None);
     let port = broker.port;
-    let (_sim, devices) = sim_devices();
+    let (_sim, devices) = sim_devices(600);
     let mqtt = format!("\toption url 'mqtt://127.0.0.1:{port}'\n");
     let (mut run, url) = start_csipd(&dir, "csipd", &config_text(&dir, &mqtt, &devices));
     let mut sub = Sub::start(port, None);

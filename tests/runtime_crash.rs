@@ -74,38 +74,16 @@ impl Site {
     fn new(name: &str) -> Site {
         let dir = temp_dir(name);
         let (key, cert, lfdi, sfdi) = selfsigned_identity(&dir, "csipd-crash-test");
-        let mut sim = spawn(&["demo", "--sim-only", "--seconds", "1800"]);
-        let inverter_port = port_of(&sim.stdout_line("inverter: ", Duration::from_secs(30)));
-        let meter_port = port_of(&sim.stdout_line("meter: ", Duration::from_secs(5)));
+        let (sim, devices) = sim_devices(1800);
         let config = format!(
             "config csipd 'main'
 \toption status_listen '127.0.0.1:0'
 \toption data_dir '{d}/state'
 \toption telemetry_dir '{d}/telemetry'
-
-config server 'utility'
-\toption dcap_url '@URL@/dcap'
-\toption cert '{cert}'
-\toption key '{key}'
-\toption allow_plain_http '1'
-\toption pen '12345'
-\toption nmi '4102345678'
-
-config device 'inv1'
-\toption role 'inverter'
-\toption transport 'tcp'
-\toption host '127.0.0.1'
-\toption port '{inverter_port}'
-
-config device 'meter'
-\toption role 'meter'
-\toption transport 'tcp'
-\toption host '127.0.0.1'
-\toption port '{meter_port}'
-",
+{utility}\toption nmi '4102345678'
+{devices}",
             d = dir.display(),
-            cert = cert.display(),
-            key = key.display(),
+            utility = uci_lab_utility("@URL@/dcap", &cert, &key),
         );
         Site {
             dir,

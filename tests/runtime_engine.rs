@@ -37,42 +37,19 @@ fn utility_limit_is_enforced_held_while_offline_and_restored_after_restart() {
         ..Scenario::default()
     });
 
-    let mut sim = spawn(&["demo", "--sim-only", "--seconds", "600"]);
-    let inverter_port = port_of(&sim.stdout_line("inverter: ", Duration::from_secs(30)));
-    let meter_port = port_of(&sim.stdout_line("meter: ", Duration::from_secs(5)));
+    let (mut sim, devices) = sim_devices(600);
     let config = format!(
         "config csipd 'main'
 \toption status_listen '127.0.0.1:0'
 \toption data_dir '{d}/state'
 \toption telemetry_dir '{d}/telemetry'
-
-config server 'utility'
-\toption dcap_url '{url}/dcap'
-\toption cert '{cert}'
-\toption key '{key}'
-\toption allow_plain_http '1'
-\toption pen '12345'
-\toption nmi '4102345678'
+{utility}\toption nmi '4102345678'
 
 config limits 'fixed'
 \toption export_limit_w '2000'
-
-config device 'inv1'
-\toption role 'inverter'
-\toption transport 'tcp'
-\toption host '127.0.0.1'
-\toption port '{inverter_port}'
-
-config device 'meter'
-\toption role 'meter'
-\toption transport 'tcp'
-\toption host '127.0.0.1'
-\toption port '{meter_port}'
-",
+{devices}",
         d = dir.display(),
-        url = server.base_url,
-        cert = cert.display(),
-        key = key.display(),
+        utility = uci_lab_utility(&format!("{}/dcap", server.base_url), &cert, &key),
     );
     let path = dir.join("csipd");
     std::fs::write(&path, config).unwrap();
@@ -242,18 +219,11 @@ fn soak_ten_minutes_rss_and_cpu() {
         }]],
         ..Scenario::default()
     });
-    let mut sim = spawn(&["demo", "--sim-only", "--seconds", "7200"]);
-    let inverter_port = port_of(&sim.stdout_line("inverter: ", Duration::from_secs(30)));
-    let meter_port = port_of(&sim.stdout_line("meter: ", Duration::from_secs(5)));
+    let (mut sim, devices) = sim_devices(7200);
     let config = format!(
-        "config csipd 'main'\n\toption status_listen '127.0.0.1:0'\n\toption log_level 'warn'\n\toption data_dir '{d}/state'\n\toption telemetry_dir '{d}/telemetry'\n\
-config server 'utility'\n\toption dcap_url '{url}/dcap'\n\toption cert '{cert}'\n\toption key '{key}'\n\toption allow_plain_http '1'\n\toption pen '12345'\n\
-config device 'inv1'\n\toption role 'inverter'\n\toption transport 'tcp'\n\toption host '127.0.0.1'\n\toption port '{inverter_port}'\n\
-config device 'meter'\n\toption role 'meter'\n\toption transport 'tcp'\n\toption host '127.0.0.1'\n\toption port '{meter_port}'\n",
+        "config csipd 'main'\n\toption status_listen '127.0.0.1:0'\n\toption log_level 'warn'\n\toption data_dir '{d}/state'\n\toption telemetry_dir '{d}/telemetry'\n{utility}{devices}",
         d = dir.display(),
-        url = server.base_url,
-        cert = cert.display(),
-        key = key.display(),
+        utility = uci_lab_utility(&format!("{}/dcap", server.base_url), &cert, &key),
     );
     let path = dir.join("csipd");
     std::fs::write(&path, config).unwrap();

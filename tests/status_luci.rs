@@ -664,8 +664,8 @@ fn luci_views_in_chromium_against_csipd_demo() {
             "The certificate is installed.",
             "data-field=\"Matches this router's key\">yes<",
             "✓ CN=site-0042 — valid until",
-            "✓ CN=Test MICA — valid until",
-            "data-field=\"Network operator CA bundle\">CN=Utility Root<",
+            "✓ CN=Test MICA, O=csipd test — valid until",
+            "data-field=\"Network operator CA bundle\">CN=Utility Root, O=csipd test<",
             "days left)",
         ] {
             assert!(

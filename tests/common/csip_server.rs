@@ -15,7 +15,7 @@
 pub mod schema;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -179,10 +179,30 @@ struct State {
     now_s: i64,
 }
 
+/// The server's state and the signal that a request was recorded (what
+/// [`ScriptedServer::wait_for`] waits on: no polling).
+struct Shared {
+    state: Mutex<State>,
+    recorded: Condvar,
+}
+
+impl Shared {
+    fn new(scenario: Scenario) -> Shared {
+        Shared {
+            state: Mutex::new(State {
+                scenario,
+                next_mup_id: 1,
+                ..State::default()
+            }),
+            recorded: Condvar::new(),
+        }
+    }
+}
+
 pub struct ScriptedServer {
     /// `http://127.0.0.1:PORT` on a socket; `memory:` in memory.
     pub base_url: String,
-    state: Arc<Mutex<State>>,
+    state: Arc<Shared>,
     server: Option<Arc<tiny_http::Server>>,
     thread: Option<thread::JoinHandle<()>>,
 }
@@ -198,19 +218,12 @@ pub struct Reply {
 }
 
 /// Records and answers one request (both modes).
-fn serve(
-    state: &Mutex<State>,
-    method: &str,
-    url: &str,
-    body: &str,
-    now_s: i64,
-    at_ms: u64,
-) -> Reply {
+fn serve(shared: &Shared, method: &str, url: &str, body: &str, now_s: i64, at_ms: u64) -> Reply {
     let (path, query) = match url.split_once('?') {
         Some((p, q)) => (p.to_string(), q.to_string()),
         None => (url.to_string(), String::new()),
     };
-    let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+    let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
     state.now_s = now_s;
     state.requests.push(Recorded {
         method: method.to_string(),
@@ -220,6 +233,7 @@ fn serve(
         at: Instant::now(),
         at_ms,
     });
+    shared.recorded.notify_all();
     if let Some(i) = state
         .triggers
         .iter()
@@ -244,11 +258,7 @@ impl ScriptedServer {
     pub fn start(scenario: Scenario) -> ScriptedServer {
         let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind 127.0.0.1:0"));
         let port = server.server_addr().to_ip().expect("ip listener").port();
-        let state = Arc::new(Mutex::new(State {
-            scenario,
-            next_mup_id: 1,
-            ..State::default()
-        }));
+        let state = Arc::new(Shared::new(scenario));
         let thread_state = Arc::clone(&state);
         let thread_server = Arc::clone(&server);
         let thread = thread::spawn(move || {
@@ -284,11 +294,7 @@ impl ScriptedServer {
     pub fn in_memory(scenario: Scenario) -> ScriptedServer {
         ScriptedServer {
             base_url: "memory:".into(),
-            state: Arc::new(Mutex::new(State {
-                scenario,
-                next_mup_id: 1,
-                ..State::default()
-            })),
+            state: Arc::new(Shared::new(scenario)),
             server: None,
             thread: None,
         }
@@ -300,7 +306,7 @@ impl ScriptedServer {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Changes what the server serves from now on.
@@ -362,6 +368,7 @@ impl ScriptedServer {
     }
 
     /// Waits up to `timeout` for `done(requests)` to hold; returns whether it did.
+    /// Checked again each time a request is recorded (not on a timer).
     pub fn wait_for(&self, timeout: Duration, done: impl Fn(&[Recorded]) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
@@ -370,10 +377,20 @@ impl ScriptedServer {
             if done(&requests) {
                 return true;
             }
-            if Instant::now() >= deadline {
-                return false;
+            let mut state = self.lock();
+            // Wait for the next request unless one came while `done` ran.
+            while state.requests.len() == requests.len() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return false;
+                }
+                state = self
+                    .state
+                    .recorded
+                    .wait_timeout(state, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
             }
-            thread::sleep(Duration::from_millis(50));
         }
     }
 }

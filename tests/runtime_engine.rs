@@ -133,7 +133,7 @@ config limits 'fixed'
         Some((1200.0, "utility_event".to_string()))
     );
     // And keeps holding: every status read shows it until every device has been read
-    // at least ten more times since (several control cycles while offline, however
+    // at least five more times since (several control cycles while offline, however
     // slowly they come on a loaded machine).
     let fewest_reads = |s: &csipd::status::Snapshot| {
         s.devices
@@ -147,7 +147,7 @@ config limits 'fixed'
     let s = wait_until_every(
         PATIENCE,
         Duration::from_millis(250),
-        "ten more reads of every device while offline",
+        "five more reads of every device while offline",
         || {
             let s = status(&url);
             assert_eq!(
@@ -156,7 +156,7 @@ config limits 'fixed'
                 "the utility limit holds while offline"
             );
             let reads = fewest_reads(&s);
-            if reads >= reads_when_offline + 10 {
+            if reads >= reads_when_offline + 5 {
                 Ok(s)
             } else {
                 Err(reads)

@@ -17,8 +17,7 @@ mod csip_server;
 use std::time::{Duration, Instant};
 
 use csipd::csip::{
-    Engine, EngineConfig, EngineSink, EngineStatus, InverterState, MeterSample, PhaseValues,
-    SiteMeasurement,
+    Engine, EngineConfig, EngineSink, EngineStatus, MeterSample, PhaseValues, SiteMeasurement,
 };
 
 struct QuietSink;
@@ -134,13 +133,7 @@ fn main() {
                         voltage_v: PhaseValues::total(241.0),
                         frequency_hz: Some(50.0),
                     }),
-                    inverters: vec![InverterState {
-                        connected: true,
-                        available: true,
-                        operating: true,
-                        rtg_max_w: 5000.0,
-                        active_power_w: None,
-                    }],
+                    inverters: csip_memory::Site::new().inverters,
                 })
             };
             let clock = csipd::runtime::clock::SystemClock::new();

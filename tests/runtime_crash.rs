@@ -114,19 +114,22 @@ fn kill_9(run: &mut Proc) {
     run.drain_stderr();
 }
 
+/// (event mRID, Response.status) of a response POST.
+fn response_key(r: &csip_server::Recorded) -> (String, u8) {
+    (
+        element_text(&r.body, "subject").unwrap_or_default(),
+        element_text(&r.body, "status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+    )
+}
+
 /// (event mRID, Response.status) of every response POSTed to the replyTo, in order.
 fn responses(server: &ScriptedServer) -> Vec<(String, u8)> {
     server
         .requests_to("POST", RSP_PATH)
         .iter()
-        .map(|r| {
-            (
-                element_text(&r.body, "subject").unwrap_or_default(),
-                element_text(&r.body, "status")
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0),
-            )
-        })
+        .map(response_key)
         .collect()
 }
 
@@ -493,12 +496,7 @@ fn kill_9_at_random_moments_loses_and_repeats_no_response() {
     let mut from_last: BTreeMap<(String, u8), usize> = BTreeMap::new();
     for r in server.requests_to("POST", RSP_PATH) {
         if r.at > spawned {
-            let key = (
-                element_text(&r.body, "subject").unwrap_or_default(),
-                element_text(&r.body, "status")
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0),
-            );
+            let key = response_key(&r);
             *from_last.entry(key).or_default() += 1;
         }
     }
@@ -615,12 +613,7 @@ fn sent_after_recorded(server: &ScriptedServer, runs: &[KilledRun]) -> Vec<(Stri
             continue;
         };
         for r in server.requests_to("POST", RSP_PATH) {
-            let key = (
-                element_text(&r.body, "subject").unwrap_or_default(),
-                element_text(&r.body, "status")
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0),
-            );
+            let key = response_key(&r);
             if r.at > next.spawned && run.recorded.contains(&key) {
                 late.insert(key);
             }

@@ -93,6 +93,7 @@ impl Snapshot {
                 registration_problem: None,
                 csipaus_version: None,
                 responses_pending: 0,
+                prices: Vec::new(),
                 resources: Vec::new(),
             },
             limits: Vec::new(),
@@ -220,6 +221,10 @@ pub struct Utility {
     /// refused for good): they are sent again until they are, across restarts too.
     #[serde(default)]
     pub responses_pending: usize,
+    /// The utility's prices (Pricing function set, CSIP-AUS v1.3): per RateComponent
+    /// the price now and next, with its unit and currency; empty without tariffs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prices: Vec<crate::csip::pricing::RatePrice>,
     /// One entry per polled resource.
     pub resources: Vec<ResourcePoll>,
 }

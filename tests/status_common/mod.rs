@@ -32,6 +32,7 @@ pub fn sample_snapshot(now: i64) -> Snapshot {
         registration_problem: None,
         csipaus_version: Some("v1.3".into()),
         responses_pending: 0,
+        prices: Vec::new(),
         resources: vec![ResourcePoll {
             name: "DERControlList".into(),
             href: "/derp/0/derc".into(),

@@ -461,6 +461,7 @@ mod config_tests {
             readings_pending: 0,
             readings_dropped: 0,
             responses_pending: 0,
+            log_events: Default::default(),
             last_error: Some("PIN mismatch".into()),
             csipaus_version: Some("v1.3"),
         };

@@ -112,6 +112,7 @@ fn main() {
                 pen: 12345,
                 csipaus: true,
                 csipaus_v1_3: false,
+                schema_2018: false,
                 nameplate: Nameplate {
                     rtg_max_w: 5000.0,
                     rtg_max_va: Some(5000.0),

@@ -64,7 +64,9 @@ impl Engine {
                 config.dcap_path
             )));
         }
-        let profile = if config.csipaus && config.csipaus_v1_3 {
+        let profile = if config.schema_2018 {
+            WriteProfile::Plain
+        } else if config.csipaus && config.csipaus_v1_3 {
             WriteProfile::CsipAus {
                 ns: sep2::CsipausNs::V1_3,
             }
@@ -548,6 +550,7 @@ mod tests {
             pen: 1,
             csipaus: true,
             csipaus_v1_3: false,
+            schema_2018: false,
             nameplate,
             max_poll_interval_s: None,
             report_backstop_s: 3600,

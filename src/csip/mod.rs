@@ -93,6 +93,10 @@ pub struct EngineConfig {
     pub csipaus: bool,
     /// Use the CSIP-AUS v1.3 namespace (`https://csipaus.org/ns/v1.3`) when writing.
     pub csipaus_v1_3: bool,
+    /// Write every body in the plain IEEE 2030.5-2018 shape (`server` option
+    /// `schema_2018`): no csipaus element, no ConnectionPoint PUT, whatever `csipaus`
+    /// says; csipaus controls are still read.
+    pub schema_2018: bool,
     /// What the DER fleet can do, for DERCapability / DERSettings.
     pub nameplate: Nameplate,
     /// Poll no resource less often than this, whatever pollRate the server states.

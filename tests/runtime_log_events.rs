@@ -5,6 +5,9 @@
 //! HTTP lab mode) receives exactly two LogEvents for it (raised, cleared), each valid
 //! against csipaus-core.xsd. Waits are for conditions with generous deadlines.
 
+// devices_support and runtime_common each bring tests/support/wait.rs.
+#![allow(clippy::duplicate_mod)]
+
 #[path = "common/csip_server.rs"]
 mod csip_server;
 mod devices_support;

@@ -93,6 +93,7 @@ fn full_config_reads_every_value() {
     assert_eq!(s.profile, Profile::CsipAus);
     assert_eq!(s.csipaus_namespace, CsipAusNamespace::Default);
     assert!(!s.inband_registration && !s.tls_insecure_lab && !s.allow_plain_http);
+    assert!(!s.schema_2018);
     assert_eq!(config.limits.export_limit_w, Some(5000));
     assert_eq!(config.limits.import_limit_w, None);
     assert!(config.limits.connect);
@@ -410,6 +411,57 @@ fn server_identity_rules() {
     assert_eq!(config.server.registration_pin, Some(111115));
     assert_eq!(config.server.profile, Profile::Csip);
     assert_eq!(config.server.csipaus_namespace, CsipAusNamespace::V1_3);
+}
+
+#[test]
+fn schema_2018_is_a_checked_boolean_with_its_consequences_warned_about() {
+    let (config, warnings) = from_text(
+        &VALID.replace(
+            "option pen '37244'",
+            "option pen '37244'\n\toption schema_2018 '1'",
+        ),
+        "c",
+    )
+    .unwrap();
+    assert!(config.server.schema_2018);
+    let warnings: Vec<String> = warnings.iter().map(|d| d.to_string()).collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("schema_2018 '1': the nmi is not sent")),
+        "{warnings:?}"
+    );
+    let line = warnings
+        .iter()
+        .find(|w| w.contains("schema_2018"))
+        .and_then(|w| w.split(':').nth(1))
+        .and_then(|n| n.parse::<usize>().ok())
+        .expect("a FILE:LINE warning");
+    let text = VALID.replace(
+        "option pen '37244'",
+        "option pen '37244'\n\toption schema_2018 '1'",
+    );
+    assert!(text.lines().nth(line - 1).unwrap().contains("schema_2018"));
+    assert_eq!(
+        messages_with(
+            "option pen '37244'",
+            "option pen '37244'\n\toption schema_2018 'maybe'"
+        ),
+        [format!(
+            "c:{line}: error: option 'schema_2018' must be a boolean (1/0, yes/no, on/off, \
+             true/false), got \"maybe\""
+        )]
+    );
+    let with_ns = messages_with(
+        "option pen '37244'",
+        "option pen '37244'\n\toption schema_2018 'on'\n\toption csipaus_namespace 'v1.3'",
+    );
+    assert!(
+        with_ns
+            .iter()
+            .any(|w| w.contains("warning: csipaus_namespace has no effect with schema_2018")),
+        "{with_ns:?}"
+    );
 }
 
 #[test]

@@ -153,6 +153,11 @@ pub struct ServerConfig {
     pub tls_insecure_lab: bool,
     /// Allow an `http://` dcap_url (no TLS). Lab use only. Default false.
     pub allow_plain_http: bool,
+    /// `schema_2018`: write every PUT/POST body in the plain IEEE 2030.5-2018 shape
+    /// (`sep2_schema_2018.xsd`, no csipaus extension elements, no ConnectionPoint PUT)
+    /// for servers that reject the CSIP-AUS extensions in what they are sent; csipaus
+    /// controls are still read. Default false.
+    pub schema_2018: bool,
 }
 
 impl ServerConfig {
@@ -467,6 +472,7 @@ const SERVER_OPTIONS: &[&str] = &[
     "csipaus_namespace",
     "tls_insecure_lab",
     "allow_plain_http",
+    "schema_2018",
 ];
 const LIMITS_OPTIONS: &[&str] = &[
     "export_limit_w",
@@ -1269,6 +1275,25 @@ fn read_server(checker: &mut Checker<'_>, section: Option<&Section>) -> ServerCo
             ],
         )
         .unwrap_or(CsipAusNamespace::Default);
+    let schema_2018 = r.bool("schema_2018", false);
+    if schema_2018 && r.is_set("csipaus_namespace") {
+        let pos = r.pos_of("csipaus_namespace");
+        r.checker.warning(
+            pos,
+            "csipaus_namespace has no effect with schema_2018 '1': no csipaus element is \
+             written"
+                .to_string(),
+        );
+    }
+    if schema_2018 && profile == Profile::CsipAus && nmi.is_some() {
+        let pos = r.pos_of("schema_2018");
+        r.checker.warning(
+            pos,
+            "schema_2018 '1': the nmi is not sent (the csipaus ConnectionPoint has no \
+             IEEE 2030.5-2018 shape)"
+                .to_string(),
+        );
+    }
     if profile == Profile::CsipAus && (dcap_url.is_some() || server_url.is_some()) && nmi.is_none()
     {
         let pos = r.pos_of("dcap_url");
@@ -1293,6 +1318,7 @@ fn read_server(checker: &mut Checker<'_>, section: Option<&Section>) -> ServerCo
         csipaus_namespace,
         tls_insecure_lab,
         allow_plain_http,
+        schema_2018,
     }
 }
 

@@ -328,6 +328,7 @@ impl EdevSet {
     pub fn flush(&mut self, ctx: &mut Ctx) {
         if !ctx.writable()
             || !ctx.config.csipaus
+            || ctx.config.schema_2018
             || self.connection_point_sent
             || self.connection_point_in_flight
             || ctx.now.mono_ms < self.connection_point_retry_ms

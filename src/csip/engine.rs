@@ -16,7 +16,7 @@ use super::derp::DerpSet;
 use super::discovery::Tree;
 use super::edev::{EdevLinks, EdevSet};
 use super::fsa::FsaSet;
-use super::log_event::LogEventSet;
+use super::log_event::{DeviceEvent, LogEventSet};
 use super::mirror::MirrorSet;
 use super::poller::PollKind;
 use super::pricing::PricingSet;
@@ -66,7 +66,9 @@ impl Engine {
                 config.dcap_path
             )));
         }
-        let profile = if config.csipaus && config.csipaus_v1_3 {
+        let profile = if config.schema_2018 {
+            WriteProfile::Plain
+        } else if config.csipaus && config.csipaus_v1_3 {
             WriteProfile::CsipAus {
                 ns: sep2::CsipausNs::V1_3,
             }
@@ -171,6 +173,20 @@ impl Engine {
         self.set_now(now);
         self.der.set_nameplate(nameplate);
         self.step();
+    }
+
+    /// Something happened at a device (an inverter's event bits, comms, staleness, a
+    /// control not applied): LogEvents are queued for what changed (see
+    /// [`super::log_event`]; rate-limited per device).
+    pub fn handle_device_event(&mut self, event: DeviceEvent, now: Now) {
+        self.set_now(now);
+        self.log_event.handle_device_event(&self.ctx, event);
+        self.step();
+    }
+
+    /// LogEvents waiting for the server, oldest first.
+    pub fn queued_log_events(&self) -> Vec<crate::sep2::LogEvent> {
+        self.log_event.queued().cloned().collect()
     }
 
     /// The answer to request `id` (a transport error or timeout is an answer too).
@@ -279,7 +295,7 @@ impl Engine {
             Purpose::Der(req) => self.der.handle(ctx, req, &href, answer),
             Purpose::Mirror(req) => self.mirror.handle(ctx, req, &href, answer),
             Purpose::Response(req) => self.responses.handle(ctx, req, &href, answer),
-            Purpose::LogEvent(req) => self.log_event.handle(ctx, req, answer),
+            Purpose::LogEvent(req) => self.log_event.handle(ctx, req, &href, answer),
             Purpose::Pricing(req) => self.pricing.handle_response(ctx, req, &href, answer),
         }
         self.step();
@@ -317,6 +333,7 @@ impl Engine {
         [
             polls,
             self.derp.next_change_ms(&self.ctx),
+            self.log_event.next_change_ms(),
             self.pricing.next_change_ms(&self.ctx),
             self.pricing.next_response_ms(),
         ]
@@ -378,6 +395,7 @@ impl Engine {
             readings_pending,
             readings_dropped,
             responses_pending: self.responses.outbox.len() + self.pricing.responses_pending(),
+            log_events: self.log_event.counts(),
             last_error: ctx.last_error.clone(),
             csipaus_version: self.csipaus_version(),
             prices: self.pricing.view(now_s),
@@ -444,6 +462,8 @@ impl Engine {
         self.der
             .flush(ctx, self.derp.set_grad_w(), self.derp.own_actions());
         self.mirror.flush(ctx);
+        self.log_event.watch_connection(ctx);
+        self.log_event.flush(ctx);
         self.publish_status();
     }
 
@@ -496,6 +516,8 @@ impl Engine {
         }
         self.mirror.pending().hash(&mut h);
         self.responses.outbox.len().hash(&mut h);
+        let le = self.log_event.counts();
+        (le.queued, le.held, le.dropped).hash(&mut h);
         self.pricing.responses_pending().hash(&mut h);
         self.well_known.choice.is_some().hash(&mut h);
         self.pricing.version.hash(&mut h);
@@ -525,6 +547,7 @@ impl Engine {
                     })
                     || last.readings_pending != status.readings_pending
                     || last.responses_pending != status.responses_pending
+                    || last.log_events != status.log_events
                     || last.clock_offset_s != status.clock_offset_s
                     || last.csipaus_version != status.csipaus_version
                     || last.prices != status.prices
@@ -568,6 +591,7 @@ mod tests {
             pen: 1,
             csipaus: true,
             csipaus_v1_3: false,
+            schema_2018: false,
             nameplate,
             max_poll_interval_s: None,
             report_backstop_s: 3600,

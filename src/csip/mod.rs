@@ -18,6 +18,7 @@
 //!     engine.handle_timeout(now);                        // when poll_timeout() passed
 //!     engine.handle_measurements(sample, now);           // about once a second
 //!     engine.handle_nameplate(nameplate, now);           // when the inverters tell it
+//!     engine.handle_device_event(event, now);            // alarms, comms, staleness
 //!     engine.handle_response(id, result, now);           // each answer, any order
 //!     // 2. drain the outputs, in any order, until each returns None:
 //!     while let Some(request) = engine.poll_request() { /* send it */ }
@@ -60,6 +61,7 @@ pub use averaging::{MeterSample, PhaseValues};
 pub use context::{Request, RequestId};
 pub use discover_cli::discover_main;
 pub use engine::Engine;
+pub use log_event::DeviceEvent;
 
 use crate::schedule;
 
@@ -92,6 +94,10 @@ pub struct EngineConfig {
     pub csipaus: bool,
     /// Use the CSIP-AUS v1.3 namespace (`https://csipaus.org/ns/v1.3`) when writing.
     pub csipaus_v1_3: bool,
+    /// Write every body in the plain IEEE 2030.5-2018 shape (`server` option
+    /// `schema_2018`): no csipaus element, no ConnectionPoint PUT, whatever `csipaus`
+    /// says; csipaus controls are still read.
+    pub schema_2018: bool,
     /// What the DER fleet can do, for DERCapability / DERSettings.
     pub nameplate: Nameplate,
     /// Poll no resource less often than this, whatever pollRate the server states.
@@ -242,6 +248,8 @@ pub struct EngineStatus {
     /// Responses (to DERControls and to TimeTariffIntervals) waiting to be accepted by
     /// the server.
     pub responses_pending: usize,
+    /// LogEvents queued, held by the rate limit, sent and dropped.
+    pub log_events: log_event::LogEventCounts,
     pub last_error: Option<String>,
     /// The CSIP-AUS version in use (`v1.3`, `v1.2`); `None` for plain IEEE 2030.5 and
     /// while service discovery has not chosen one yet.

@@ -239,6 +239,60 @@ impl MeasurementSource for SiteSource {
     }
 }
 
+/// Turns the site state into the engine's device events: each device's SunSpec event
+/// bits, comms (its last read failed or not), staleness (the one staleness rule), and
+/// each new failed write as a control not applied. The engine logs only changes of
+/// the level kinds, so they are handed in every round.
+#[derive(Debug, Default)]
+pub struct DeviceWatch {
+    writes_failed: std::collections::BTreeMap<String, u64>,
+}
+
+impl DeviceWatch {
+    /// The events of every device in `site` at `now`.
+    pub fn events(
+        &mut self,
+        site: &super::site::SiteState,
+        now: Instant,
+    ) -> Vec<csip::DeviceEvent> {
+        use csip::DeviceEvent;
+        let mut out = Vec::new();
+        for (name, d) in &site.devices {
+            if let Some(events) = d.events {
+                out.push(DeviceEvent::Alarms {
+                    device: name.clone(),
+                    events,
+                });
+            }
+            // Before its first answer a device is neither lost nor stale yet.
+            if d.reads_ok + d.reads_failed > 0 {
+                out.push(DeviceEvent::Comms {
+                    device: name.clone(),
+                    up: !d.failing,
+                });
+            }
+            if d.reads_ok > 0 {
+                out.push(DeviceEvent::Stale {
+                    device: name.clone(),
+                    stale: d.is_stale(now, site.stale_after_s),
+                });
+            }
+            let seen = self.writes_failed.entry(name.clone()).or_insert(0);
+            if d.writes_failed > *seen {
+                out.push(DeviceEvent::ControlNotApplied {
+                    device: name.clone(),
+                    detail: d
+                        .last_error
+                        .clone()
+                        .unwrap_or_else(|| "write failed".into()),
+                });
+            }
+            *seen = d.writes_failed;
+        }
+        out
+    }
+}
+
 /// Receives the engine's controls and status.
 pub struct RuntimeSink {
     pub site: SharedSite,
@@ -524,6 +578,7 @@ pub async fn engine_task(
         );
         engine.restore_pending_responses(pending);
     }
+    let mut watch = DeviceWatch::default();
     let mut source = SiteSource { site: site.clone() };
     let mut sink = RuntimeSink::new(site.clone(), status.clone(), durable.clone());
     let started_ms = clock.now().mono_ms;
@@ -558,6 +613,9 @@ pub async fn engine_task(
                     nameplate_sent = true;
                 }
             }
+            for event in watch.events(&site.borrow(), Instant::now()) {
+                engine.handle_device_event(event, now);
+            }
             if now.mono_ms >= next_save_ms {
                 next_save_ms = now.mono_ms + STATE_SAVE_EVERY_MS;
                 let server_now_s = now.utc_s() + engine.clock_offset_s();
@@ -577,10 +635,61 @@ pub async fn engine_task(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::DeviceRole;
+    use crate::devices::sunspec::InverterEvents;
+    use csip::DeviceEvent;
+
     use crate::csip::pricing::{PriceBlock, PriceDirection, PricePoint, RatePrice};
     use crate::status::{Snapshot, SnapshotHandle};
     use std::cell::RefCell;
     use std::rc::Rc;
+
+    #[test]
+    fn device_watch_hands_in_levels_and_each_new_failed_write() {
+        let mut site = super::super::site::SiteState::new(3600);
+        let now = Instant::now();
+        let mut inv = DeviceState::new(DeviceRole::Inverter);
+        inv.reads_ok = 1;
+        inv.last_good_at = Some(now);
+        inv.events = Some(InverterEvents { evt1: 1, evt2: 0 });
+        site.devices.insert("inv1".into(), inv);
+        // Never answered yet: neither lost nor stale.
+        site.devices
+            .insert("meter".into(), DeviceState::new(DeviceRole::Meter));
+        let mut watch = DeviceWatch::default();
+        let events = watch.events(&site, now);
+        assert_eq!(
+            events,
+            vec![
+                DeviceEvent::Alarms {
+                    device: "inv1".into(),
+                    events: InverterEvents { evt1: 1, evt2: 0 }
+                },
+                DeviceEvent::Comms {
+                    device: "inv1".into(),
+                    up: true
+                },
+                DeviceEvent::Stale {
+                    device: "inv1".into(),
+                    stale: false
+                },
+            ]
+        );
+        let inv = site.devices.get_mut("inv1").unwrap();
+        inv.record_write_error("inv1: read-back differs".into());
+        let events = watch.events(&site, now);
+        assert!(events.contains(&DeviceEvent::ControlNotApplied {
+            device: "inv1".into(),
+            detail: "inv1: read-back differs".into()
+        }));
+        // Once per failed write.
+        let events = watch.events(&site, now);
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, DeviceEvent::ControlNotApplied { .. }))
+        );
+    }
 
     fn status_with_export_price(price_per_kwh: f64) -> EngineStatus {
         EngineStatus {
@@ -593,6 +702,7 @@ mod tests {
             readings_pending: 0,
             readings_dropped: 0,
             responses_pending: 0,
+            log_events: Default::default(),
             last_error: None,
             csipaus_version: Some("v1.3"),
             prices: vec![RatePrice {

@@ -55,6 +55,7 @@ pub fn engine_config_at(base_url: &str) -> EngineConfig {
         pen: PEN,
         csipaus: true,
         csipaus_v1_3: false,
+        schema_2018: false,
         nameplate: Nameplate {
             rtg_max_w: 5000.0,
             rtg_max_va: Some(5000.0),

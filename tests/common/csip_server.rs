@@ -660,6 +660,13 @@ fn handle(state: &mut State, method: &str, path: &str, query: &str, body: &str) 
                 status(404)
             }
         }
+        // LogEvents are taken as the reference server does: 201 with a Location.
+        ("POST", "/edev/1/lel") if registered => Reply {
+            status: 201,
+            body: String::new(),
+            location: Some(format!("/edev/1/lel/{}", state.requests.len())),
+            retry_after_s: None,
+        },
         ("POST", "/edev/1/rsps/site_control/rsp") => Reply {
             status: 201,
             body: String::new(),

@@ -89,6 +89,7 @@ fn as_utility(limits: &MergedLimits) -> UtilityControls {
         generation_limit_w: limits.generation_limit_w.clone(),
         load_limit_w: limits.load_limit_w.clone(),
         max_lim_pct: None,
+        fixed_w_pct: None,
         connect: limits.connect.clone(),
         energize: limits.energize.clone(),
         set_grad_w: limits.set_grad_w,

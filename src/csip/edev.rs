@@ -127,8 +127,12 @@ impl EdevSet {
                 Some(self.adopt(ctx, own, own_href))
             }
             _ if register => {
-                let body =
-                    registration_request(&ctx.config.lfdi, ctx.config.sfdi, ctx.server_now_s());
+                let body = registration_request(
+                    &ctx.config.lfdi,
+                    ctx.config.sfdi,
+                    ctx.config.nameplate.device_category(),
+                    ctx.server_now_s(),
+                );
                 match ctx.write(&body) {
                     Ok(xml) => {
                         self.posted_registration = true;
@@ -373,9 +377,13 @@ pub fn find_own<'a>(devices: &'a [EndDevice], lfdi: &str, sfdi: u64) -> Option<&
         })
 }
 
-/// The EndDevice csipd POSTs for in-band registration.
-pub fn registration_request(lfdi: &str, sfdi: u64, now_s: i64) -> EndDevice {
-    EndDevice::for_registration(lfdi, sfdi, now_s)
+/// The EndDevice csipd POSTs for in-band registration, with its DeviceCategoryType
+/// bitmap (`device_category`, from [`super::Nameplate::device_category`]).
+pub fn registration_request(lfdi: &str, sfdi: u64, device_category: u32, now_s: i64) -> EndDevice {
+    EndDevice {
+        device_category: Some(device_category),
+        ..EndDevice::for_registration(lfdi, sfdi, now_s)
+    }
 }
 
 /// Result of comparing the server's Registration with the configured PIN.
@@ -463,7 +471,8 @@ mod tests {
 
     #[test]
     fn registration_request_uppercases_lfdi() {
-        let edev = registration_request("abcdef", 42, 1000);
+        let edev = registration_request("abcdef", 42, 1 << 21, 1000);
+        assert_eq!(edev.device_category, Some(1 << 21));
         assert_eq!(edev.lfdi.as_deref(), Some("ABCDEF"));
         assert_eq!((edev.sfdi, edev.changed_time), (42, 1000));
     }

@@ -132,6 +132,19 @@ pub struct Nameplate {
 }
 
 impl Nameplate {
+    /// The EndDevice's DeviceCategoryType bit for this fleet (IEEE 2030.5 sep.xsd
+    /// DeviceCategoryType): 21 photovoltaic system (DERType 4), 23 combined PV and
+    /// storage (81), 25 other storage system (82), 24 other generation system otherwise.
+    /// The CSIP-AUS DR procedures (DRA-01) want one of these bits set.
+    pub fn device_category(&self) -> u32 {
+        match self.der_type {
+            4 => 1 << 21,
+            81 => 1 << 23,
+            82 => 1 << 25,
+            _ => 1 << 24,
+        }
+    }
+
     /// csipaus DOEControlType bitmap of what the site can really do: bit 0 export,
     /// 1 import, 2 generation, 3 load limit.
     pub fn doe_modes(&self) -> u8 {

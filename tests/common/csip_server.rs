@@ -44,6 +44,8 @@ pub struct Control {
     pub load_lim_w: Option<i32>,
     pub energize: Option<bool>,
     pub connect: Option<bool>,
+    /// opModFixedW, hundredths of a percent (SignedPerCent).
+    pub fixed_w: Option<i16>,
     pub response_required: u8,
 }
 
@@ -68,6 +70,7 @@ impl Control {
             load_lim_w: None,
             energize: None,
             connect: None,
+            fixed_w: None,
             response_required: 3,
         }
     }
@@ -796,6 +799,9 @@ fn control_xml(c: &Control) -> String {
         .unwrap_or_default()
         + &c.energize
             .map(|e| format!("<opModEnergize>{e}</opModEnergize>"))
+            .unwrap_or_default()
+        + &c.fixed_w
+            .map(|w| format!("<opModFixedW>{w}</opModFixedW>"))
             .unwrap_or_default();
     format!(
         r#"<DERControl href="/edev/1/derc/{mrid}" replyTo="/edev/1/rsps/site_control/rsp" responseRequired="{rr:02X}"><mRID>{mrid}</mRID><description>{mrid}</description><creationTime>{ct}</creationTime><EventStatus><currentStatus>{st}</currentStatus><dateTime>{ct}</dateTime><potentiallySuperseded>false</potentiallySuperseded></EventStatus><interval><duration>{d}</duration><start>{start}</start></interval><DERControlBase>{energize}{imp}{exp}{gen}{load}</DERControlBase></DERControl>"#,

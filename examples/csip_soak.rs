@@ -129,6 +129,7 @@ fn main() {
                 default_post_rate_s: 60,
                 reading_buffer_intervals: 288,
                 rng_seed: 1,
+                notification_uri: None,
             };
             let mut tick = 0u64;
             let source = move || {

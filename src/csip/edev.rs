@@ -34,6 +34,7 @@ pub struct EdevLinks {
     pub fsa_list: Option<String>,
     pub der_list: Option<String>,
     pub log_event_list: Option<String>,
+    pub subscription_list: Option<String>,
 }
 
 /// The state of the Registration check.
@@ -195,6 +196,7 @@ impl EdevSet {
                 .map(|l| l.href.clone()),
             der_list: own.der_list_link.as_ref().map(|l| l.href.clone()),
             log_event_list: own.log_event_list_link.as_ref().map(|l| l.href.clone()),
+            subscription_list: own.subscription_list_link.as_ref().map(|l| l.href.clone()),
         };
         self.own_href = own_href.or_else(|| own.href.clone());
         self.own = Some(own);

@@ -20,6 +20,7 @@ use super::log_event::LogEventSet;
 use super::mirror::MirrorSet;
 use super::poller::PollKind;
 use super::response::ResponseSet;
+use super::subscription::{NotificationOutcome, SubscriptionSet};
 use super::time::TimeSet;
 use super::well_known::{self, WellKnownSet};
 use super::{
@@ -40,6 +41,7 @@ pub struct Engine {
     responses: ResponseSet,
     log_event: LogEventSet,
     well_known: WellKnownSet,
+    subscriptions: SubscriptionSet,
     started: bool,
     last_status: Option<EngineStatus>,
     last_signature: u64,
@@ -84,6 +86,7 @@ impl Engine {
             responses: ResponseSet::default(),
             log_event: LogEventSet::default(),
             well_known: WellKnownSet::default(),
+            subscriptions: SubscriptionSet::default(),
             started: false,
             last_status: None,
             last_signature: 0,
@@ -168,6 +171,27 @@ impl Engine {
         self.set_now(now);
         self.der.set_nameplate(nameplate);
         self.step();
+    }
+
+    /// A Notification the server POSTed to csipd's notificationURI (the body as
+    /// received). The resource it names is read again at once, as if its pollRate had
+    /// come (see [`super::subscription`]); a cancelled subscription is made again.
+    /// Errors: the body is not a 2030.5 Notification (the listener answers 400).
+    pub fn handle_notification(
+        &mut self,
+        body: &[u8],
+        now: Now,
+    ) -> Result<NotificationOutcome, sep2::ReadError> {
+        self.set_now(now);
+        let notification: sep2::Notification = sep2::read(body)?;
+        let outcome = self.subscriptions.notified(&mut self.ctx, &notification);
+        self.step();
+        Ok(outcome)
+    }
+
+    /// The subscriptions made so far: (resource path, state).
+    pub fn subscriptions(&self) -> impl Iterator<Item = (&str, &super::subscription::SubState)> {
+        self.subscriptions.subs.iter().map(|(r, s)| (r.as_str(), s))
     }
 
     /// The answer to request `id` (a transport error or timeout is an answer too).
@@ -255,6 +279,7 @@ impl Engine {
             Purpose::Mirror(req) => self.mirror.handle(ctx, req, &href, answer),
             Purpose::Response(req) => self.responses.handle(ctx, req, &href, answer),
             Purpose::LogEvent(req) => self.log_event.handle(ctx, req, answer),
+            Purpose::Subscription(req) => self.subscriptions.handle(ctx, req, &href, answer),
         }
         self.step();
     }
@@ -380,6 +405,7 @@ impl Engine {
         self.fsa.link(ctx, links.fsa_list);
         self.der.link(ctx, links.der_list);
         self.log_event.link(ctx, links.log_event_list);
+        self.subscriptions.link(links.subscription_list);
         self.dcap.registered(ctx);
         if let Some(rate) = self.edev.post_rate_s() {
             self.mirror.set_end_device_post_rate(rate);
@@ -411,6 +437,7 @@ impl Engine {
         self.der
             .flush(ctx, self.derp.set_grad_w(), self.derp.own_actions());
         self.mirror.flush(ctx);
+        self.subscriptions.flush(ctx);
         self.publish_status();
     }
 
@@ -530,6 +557,7 @@ mod tests {
             default_post_rate_s: 300,
             reading_buffer_intervals: 10,
             rng_seed: 1,
+            notification_uri: None,
         }
     }
 

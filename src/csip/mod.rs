@@ -52,6 +52,7 @@ pub mod log_event;
 pub mod mirror;
 pub mod poller;
 pub mod response;
+pub mod subscription;
 pub mod time;
 pub mod well_known;
 
@@ -105,6 +106,9 @@ pub struct EngineConfig {
     pub reading_buffer_intervals: usize,
     /// Seed for the scheduler's randomisation draws.
     pub rng_seed: u64,
+    /// Where the server is to POST Notifications (csipd's own mutual-TLS listener,
+    /// `option notification_url`); `None`: no subscriptions, polling only.
+    pub notification_uri: Option<String>,
 }
 
 /// The DER fleet behind this gateway, summed over inverters.

@@ -981,6 +981,19 @@ impl FromElem for Condition {
     }
 }
 
+impl Readable for Notification {
+    const ROOT: &'static str = "Notification";
+    fn from_node(n: &Node) -> Result<Self, ReadError> {
+        Ok(Self {
+            subscribed_resource: req(n, "subscribedResource")?,
+            new_resource_uri: opt(n, "newResourceURI")?,
+            status: req(n, "status")?,
+            subscription_uri: req(n, "subscriptionURI")?,
+            has_resource: n.child("Resource").is_some(),
+        })
+    }
+}
+
 impl Readable for Subscription {
     const ROOT: &'static str = "Subscription";
     fn from_node(n: &Node) -> Result<Self, ReadError> {

@@ -129,6 +129,8 @@ pub struct Scenario {
     /// The DeviceCapability states its pollRate only once this device is registered
     /// (what the certification harness's server did before in-band registration).
     pub dcap_poll_rate_after_registration: bool,
+    /// The EndDevice links a SubscriptionList (`/edev/1/sub`) that takes Subscriptions.
+    pub subscription_list: bool,
 }
 
 impl Default for Scenario {
@@ -154,6 +156,7 @@ impl Default for Scenario {
             fsas: vec![vec![Program::default()]],
             clock_offset_s: 0,
             dcap_poll_rate_after_registration: false,
+            subscription_list: false,
         }
     }
 }
@@ -634,6 +637,15 @@ fn handle(state: &mut State, method: &str, path: &str, query: &str, body: &str) 
                 status(404)
             }
         }
+        // Subscriptions: 201 with the new Subscription's Location (2030.5 5.5); the
+        // Subscription is kept until DELETEd.
+        ("POST", "/edev/1/sub") if registered && s.subscription_list => Reply {
+            status: 201,
+            body: String::new(),
+            location: Some(format!("/edev/1/sub/{}", state.requests.len())),
+            retry_after_s: None,
+        },
+        ("DELETE", p) if p.starts_with("/edev/1/sub/") && s.subscription_list => status(204),
         ("POST", "/edev/1/rsps/site_control/rsp") => Reply {
             status: 201,
             body: String::new(),
@@ -704,8 +716,13 @@ fn own_edev(s: &Scenario) -> String {
     } else {
         ""
     };
+    let sub = if s.subscription_list {
+        r#"<SubscriptionListLink href="/edev/1/sub" all="0"/>"#
+    } else {
+        ""
+    };
     format!(
-        r#"<EndDevice href="/edev/1"><DERListLink href="/edev/1/der" all="1"/><lFDI>{}</lFDI><LogEventListLink href="/edev/1/lel" all="0"/><sFDI>{}</sFDI><changedTime>1700000000</changedTime><enabled>true</enabled><FunctionSetAssignmentsListLink href="/edev/1/fsa" all="{}"/>{rg}{cp}</EndDevice>"#,
+        r#"<EndDevice href="/edev/1"><DERListLink href="/edev/1/der" all="1"/><lFDI>{}</lFDI><LogEventListLink href="/edev/1/lel" all="0"/><sFDI>{}</sFDI><changedTime>1700000000</changedTime><enabled>true</enabled><FunctionSetAssignmentsListLink href="/edev/1/fsa" all="{}"/>{rg}{sub}{cp}</EndDevice>"#,
         s.lfdi,
         s.sfdi,
         s.fsas.len()

@@ -3,12 +3,20 @@
 //! utility server POSTing Notifications (TLS 1.2 with CCM8, as CSIP-AUS requires).
 //! A client without a certificate, or with one from another CA, is refused at the
 //! handshake; a body that is not a Notification gets 400. Waits are for conditions
-//! with generous deadlines, never fixed sleeps.
+//! with generous deadlines, never fixed sleeps. The last test runs `csipd run` against
+//! the scripted CSIP-AUS server (plain HTTP lab mode) with `notification_listen`: it
+//! subscribes, and a control the server adds is read on the Notification although the
+//! program list is polled only every 900 s.
 
+#[path = "common/csip_server.rs"]
+mod csip_server;
+mod runtime_common;
 #[path = "common/test_pki.rs"]
 mod test_pki;
 
+use csip_server::{Control, Scenario, ScriptedServer, element_text, now_s};
 use csipd::runtime::notify::NotificationListener;
+use runtime_common::*;
 use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -111,4 +119,110 @@ fn a_listener_with_a_missing_ca_says_which_file() {
     .err()
     .expect("refused");
     assert!(err.to_string().contains("nope.crt"), "{err}");
+}
+
+/// A port that was free a moment ago (csipd must put its listener's port in the
+/// notificationURI it sends, so the test chooses it).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+#[test]
+fn csipd_run_subscribes_and_reads_a_notified_control_at_once() {
+    let dir = temp_dir("runtime-notify");
+    let pki = TempDir::new("runtime-notify-pki");
+    let ca = make_ca(pki.path(), "utility-ca");
+    let utility = make_leaf(pki.path(), &ca, "utility");
+    // csipd's device certificate from the same lab CA (valid for 127.0.0.1, so curl,
+    // playing the utility, can check the listener too).
+    let device = make_leaf(pki.path(), &ca, "device");
+    let (key, cert) = (device.key.clone(), device.cert.clone());
+    let id = csipd::sep2::identity_from_pem(&std::fs::read(&cert).unwrap()).expect("identity");
+    let (lfdi, sfdi) = (id.lfdi, id.sfdi);
+    let server = ScriptedServer::start(Scenario {
+        lfdi,
+        sfdi,
+        subscription_list: true,
+        derp_list_poll_s: 900,
+        fsa_list_poll_s: 900,
+        edev_list_poll_s: 900,
+        ..Scenario::default()
+    });
+    let port = free_port();
+    let notify_url = format!("https://127.0.0.1:{port}/notify");
+    let config = format!(
+        "config csipd 'main'
+\toption status_listen '127.0.0.1:0'
+\toption data_dir '{d}/state'
+\toption telemetry_dir '{d}/telemetry'
+
+config server 'utility'
+\toption dcap_url '{url}/dcap'
+\toption cert '{cert}'
+\toption key '{key}'
+\toption ca '{ca}'
+\toption allow_plain_http '1'
+\toption pen '12345'
+\toption nmi '4102345678'
+\toption notification_listen '127.0.0.1:{port}'
+\toption notification_url '{notify_url}'
+",
+        d = dir.display(),
+        url = server.base_url,
+        cert = cert.display(),
+        key = key.display(),
+        ca = ca.cert.display(),
+    );
+    let path = dir.join("csipd");
+    std::fs::write(&path, config).unwrap();
+    let (mut run, _url) = start_run(&path.display().to_string());
+    run.stdout_containing("notifications: listening on ", PATIENCE);
+    let subscribed = |r: &[csip_server::Recorded]| {
+        r.iter()
+            .filter(|r| r.method == "POST" && r.path == "/edev/1/sub")
+            .filter(|r| {
+                element_text(&r.body, "notificationURI").as_deref() == Some(notify_url.as_str())
+            })
+            .filter_map(|r| element_text(&r.body, "subscribedResource"))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            >= 5
+    };
+    assert!(
+        server.wait_for(PATIENCE, subscribed),
+        "five Subscriptions: {:#?}",
+        server.requests_to("POST", "/edev/1/sub")
+    );
+    let reads = server.requests_to("GET", "/edev/1/derp/1/derc").len();
+    let start = now_s() - 5;
+    server.update(|s| {
+        let mut c = Control::new("notified-900", start, 3600);
+        c.exp_lim_w = Some(900);
+        c.status = 1;
+        s.fsas[0][0].controls.push(c);
+    });
+    let notification = NOTIFICATION;
+    let (code, log) = post(port, &ca, Some(&utility), notification);
+    assert_eq!(code, 201, "{log}");
+    assert!(
+        server.wait_for(PATIENCE, |r| r
+            .iter()
+            .filter(|r| r.method == "GET" && r.path == "/edev/1/derp/1/derc")
+            .count()
+            > reads),
+        "the DERControlList is read on the notification, not after 900 s"
+    );
+    // The control is answered (Received), i.e. the engine took it in.
+    assert!(
+        server.wait_for(PATIENCE, |r| r.iter().any(|r| r.method == "POST"
+            && r.path == "/edev/1/rsps/site_control/rsp"
+            && r.body.contains(&csip_server::mrid_of("notified-900"))))
+    );
+    // A client without the utility CA's certificate gets nothing in.
+    let (code, _) = post(port, &ca, None, notification);
+    assert_eq!(code, 0);
+    assert!(run.alive(), "csipd still runs");
 }

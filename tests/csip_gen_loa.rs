@@ -1,0 +1,196 @@
+//! The CSIP-AUS DER procedures of classes DER-G (GEN-xx) and DER-L (LOA-xx) that the
+//! engine alone decides, played against the hand-scripted CSIP-AUS server
+//! (tests/common/csip_server.rs) in memory on a virtual clock: which limit is in force
+//! when, and which DERControlResponses go out. What the DER then does with the limit is
+//! the control layer's (tests in src/control); what the harness's operator sees on a
+//! real inverter is not simulated here. Response bodies are validated with xmllint
+//! against csipaus-core.xsd. No test waits for the wall clock.
+
+#[path = "common/csip_memory.rs"]
+mod csip_memory;
+#[path = "common/csip_server.rs"]
+mod csip_server;
+
+use csip_memory::*;
+use csip_server::{Control, ScriptedServer, element_text, mrid_of};
+use csipd::schedule::ControlMode;
+
+/// The rating the engine's nameplate states (tests/common/csip_memory.rs): 5 kW, used as
+/// the harness's maxExportW / maxImportW.
+const MAX_W: i32 = 5000;
+const TAGS: [&str; 6] = ["PRECONDITION", "DERC1", "DERC2", "DERC3", "DERC4", "DERC5"];
+
+/// (tag, status) of each DERControlResponse, in order.
+fn responses(server: &ScriptedServer) -> Vec<(String, u8)> {
+    server
+        .requests_to("POST", "/edev/1/rsps/site_control/rsp")
+        .iter()
+        .filter_map(|r| {
+            let subject = element_text(&r.body, "subject")?;
+            let tag = TAGS
+                .into_iter()
+                .find(|t| mrid_of(t) == subject)
+                .map(str::to_string)
+                .unwrap_or(subject);
+            Some((tag, element_text(&r.body, "status")?.parse().ok()?))
+        })
+        .collect()
+}
+
+fn assert_responses_valid(server: &ScriptedServer) {
+    for r in server.requests_to("POST", "/edev/1/rsps/site_control/rsp") {
+        csip_server::validate_csipaus(&r.body).unwrap_or_else(|e| panic!("{e}\n{}", r.body));
+    }
+}
+
+/// The value `mode` has in the engine's latest active controls, in watts.
+fn active_w(h: &Harness, mode: ControlMode) -> Option<f64> {
+    h.outcomes.last().and_then(|(_, o)| o.active.watts(mode))
+}
+
+fn set(c: &mut Control, mode: ControlMode, w: i32) {
+    match mode {
+        ControlMode::ExpLimW => c.exp_lim_w = Some(w),
+        ControlMode::ImpLimW => c.imp_lim_w = Some(w),
+        ControlMode::GenLimW => c.gen_lim_w = Some(w),
+        ControlMode::LoadLimW => c.load_lim_w = Some(w),
+        other => panic!("not a limit: {other:?}"),
+    }
+}
+
+/// The server of these procedures: comms rates of 60 s, one program of primacy 0 whose
+/// default sets import 0 and export `default_exp_w`.
+fn scenario_60s(default_exp_w: i32, default_imp_w: i32) -> csip_server::Scenario {
+    let mut sc = scenario();
+    sc.dcap_poll_s = 60;
+    sc.edev_list_poll_s = 60;
+    sc.fsa_list_poll_s = 60;
+    sc.der_list_poll_s = 60;
+    sc.derp_list_poll_s = 60;
+    sc.mup_post_s = 60;
+    sc.mup_list_poll_s = 60;
+    sc.fsas[0][0].default_exp_lim_w = Some(default_exp_w);
+    sc.fsas[0][0].default_imp_lim_w = Some(default_imp_w);
+    sc
+}
+
+/// GEN-11, GEN-12, LOA-11, LOA-12: five back-to-back 120 s controls of `mode` at 200 %,
+/// 100 %, 40 %, 25 % and 0 % of the rating, created at once; each is answered Received,
+/// Started and Completed once, and the limit in force follows each in its window.
+fn variable_limit(mode: ControlMode) {
+    let mut h = Harness::new(engine_config(), scenario_60s(0, 0));
+    assert!(h.run_until(30, |h| has(&h.requests(), "GET", "/edev/1/fsa/1/derp")));
+    let now = h.now_s();
+    let values = [MAX_W * 2, MAX_W, MAX_W * 2 / 5, MAX_W / 4, 0];
+    h.server.update(|s| {
+        for (i, w) in values.iter().enumerate() {
+            let mut c = Control::new(TAGS[i + 1], now + 120 * i as i64, 120);
+            c.creation_time = now - 1;
+            set(&mut c, mode, *w);
+            s.fsas[0][0].controls.push(c);
+        }
+    });
+    for (i, w) in values.iter().enumerate() {
+        // Mid-window (the list is read within one 60 s poll of its creation).
+        let mid = now + 120 * i as i64 + 90;
+        h.run_for((mid - h.now_s()) as u64);
+        assert_eq!(
+            active_w(&h, mode),
+            Some(f64::from(*w)),
+            "{} of {}",
+            mode.name(),
+            TAGS[i + 1]
+        );
+    }
+    h.run_for(120);
+    let got = responses(&h.server);
+    for tag in &TAGS[1..] {
+        let mine: Vec<u8> = got
+            .iter()
+            .filter(|(t, _)| t == tag)
+            .map(|(_, s)| *s)
+            .collect();
+        assert_eq!(
+            mine,
+            [1, 2, 3],
+            "{tag}: Received, Started, Completed once each: {got:?}"
+        );
+    }
+    // After the last, the default's export/import applies again (0 W), nothing from the
+    // events.
+    if matches!(mode, ControlMode::ExpLimW | ControlMode::ImpLimW) {
+        assert_eq!(active_w(&h, mode), Some(0.0));
+    } else {
+        assert_eq!(active_w(&h, mode), None);
+    }
+    assert_responses_valid(&h.server);
+}
+
+#[test]
+fn gen_11_variable_export_limit() {
+    variable_limit(ControlMode::ExpLimW);
+}
+
+#[test]
+fn gen_12_variable_generation_limit() {
+    variable_limit(ControlMode::GenLimW);
+}
+
+#[test]
+fn loa_11_variable_import_limit() {
+    variable_limit(ControlMode::ImpLimW);
+}
+
+#[test]
+fn loa_12_variable_load_limit() {
+    variable_limit(ControlMode::LoadLimW);
+}
+
+/// GEN-09, LOA-09: a running control (export and import at 200 %) is cancelled by the
+/// server after 120 s: it is answered Cancelled (6) once, never Completed, and the
+/// default's limit (export 30 % for GEN-09, import 30 % for LOA-09) is back in force
+/// within one DERControlList poll.
+fn cancelled_control(mode: ControlMode) {
+    let (exp, imp) = match mode {
+        ControlMode::ExpLimW => (MAX_W * 3 / 10, 0),
+        _ => (0, MAX_W * 3 / 10),
+    };
+    let mut h = Harness::new(engine_config(), scenario_60s(exp, imp));
+    assert!(h.run_until(30, |h| has(&h.requests(), "GET", "/edev/1/fsa/1/derp")));
+    let now = h.now_s();
+    h.server.update(|s| {
+        let mut c = Control::new("PRECONDITION", now, 300);
+        c.exp_lim_w = Some(MAX_W * 2);
+        c.imp_lim_w = Some(MAX_W * 2);
+        s.fsas[0][0].controls.push(c);
+    });
+    assert!(h.run_until(70, |h| active_w(h, mode) == Some(f64::from(MAX_W * 2))));
+    h.run_for(120);
+    // cancel-active-der-controls: the server marks it cancelled (EventStatus 2).
+    h.server.update(|s| s.fsas[0][0].controls[0].status = 2);
+    let cancelled_at = h.now_s();
+    assert!(h.run_until(70, |h| active_w(h, mode) == Some(f64::from(exp.max(imp)))));
+    assert!(h.now_s() - cancelled_at <= 61, "within one 60 s poll");
+    h.run_for(300);
+    let got: Vec<u8> = responses(&h.server)
+        .into_iter()
+        .filter(|(t, _)| t == "PRECONDITION")
+        .map(|(_, s)| s)
+        .collect();
+    assert_eq!(
+        got,
+        [1, 2, 6],
+        "Received, Started, Cancelled; never Completed"
+    );
+    assert_responses_valid(&h.server);
+}
+
+#[test]
+fn gen_09_response_to_a_cancelled_export_control() {
+    cancelled_control(ControlMode::ExpLimW);
+}
+
+#[test]
+fn loa_09_response_to_a_cancelled_import_control() {
+    cancelled_control(ControlMode::ImpLimW);
+}

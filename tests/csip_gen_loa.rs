@@ -194,3 +194,64 @@ fn gen_09_response_to_a_cancelled_export_control() {
 fn loa_09_response_to_a_cancelled_import_control() {
     cancelled_control(ControlMode::ImpLimW);
 }
+
+/// GEN-03, LOA-03: a default control that changes while an event runs. The default is
+/// changed to 30 % when the client reads it, the running 200 % event is cancelled; the
+/// new default applies (with the default's setGradW as the ramp); a new 200 % event for
+/// 600 s takes over, and when it ends the default is back.
+fn default_control(mode: ControlMode) {
+    let mut sc = scenario_60s(0, 0);
+    sc.fsas[0][0].set_grad_w = Some(167);
+    let mut h = Harness::new(engine_config(), sc);
+    let now = h.now_s();
+    h.server.update(|s| {
+        let mut c = Control::new("DERC1", now, 900);
+        set(&mut c, mode, MAX_W * 2);
+        s.fsas[0][0].controls.push(c);
+    });
+    assert!(h.run_until(70, |h| active_w(h, mode) == Some(f64::from(MAX_W * 2))));
+    let thirty = MAX_W * 3 / 10;
+    h.server.update(|s| {
+        match mode {
+            ControlMode::ExpLimW => s.fsas[0][0].default_exp_lim_w = Some(thirty),
+            _ => s.fsas[0][0].default_imp_lim_w = Some(thirty),
+        }
+        s.fsas[0][0].controls[0].status = 2;
+    });
+    assert!(h.run_until(70, |h| active_w(h, mode) == Some(f64::from(thirty))));
+    let (_, outcome) = h.outcomes.last().expect("outcome");
+    assert_eq!(
+        outcome.ramp,
+        csipd::schedule::Ramp::GradientHundredthsPctPerS(167),
+        "the default's setGradW"
+    );
+    let now = h.now_s();
+    h.server.update(|s| {
+        let mut c = Control::new("DERC2", now, 600);
+        set(&mut c, mode, MAX_W * 2);
+        s.fsas[0][0].controls.push(c);
+    });
+    assert!(h.run_until(70, |h| active_w(h, mode) == Some(f64::from(MAX_W * 2))));
+    assert!(h.run_until(700, |h| active_w(h, mode) == Some(f64::from(thirty))));
+    assert!(h.now_s() >= now + 600, "not before the event ended");
+    let got = responses(&h.server);
+    let of = |tag: &str| -> Vec<u8> {
+        got.iter()
+            .filter(|(t, _)| t == tag)
+            .map(|(_, s)| *s)
+            .collect()
+    };
+    assert_eq!(of("DERC1"), [1, 2, 6]);
+    assert_eq!(of("DERC2"), [1, 2, 3]);
+    assert_responses_valid(&h.server);
+}
+
+#[test]
+fn gen_03_default_control_export_limit() {
+    default_control(ControlMode::ExpLimW);
+}
+
+#[test]
+fn loa_03_default_control_import_limit() {
+    default_control(ControlMode::ImpLimW);
+}

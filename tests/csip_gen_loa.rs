@@ -255,3 +255,91 @@ fn gen_03_default_control_export_limit() {
 fn loa_03_default_control_import_limit() {
     default_control(ControlMode::ImpLimW);
 }
+
+/// The start of each poll of `path` (the first page: `s=0` or no paging), virtual ms.
+fn poll_starts(h: &Harness, path: &str) -> Vec<u64> {
+    h.server
+        .requests_to("GET", path)
+        .iter()
+        .filter(|r| {
+            !r.query
+                .split('&')
+                .any(|p| p.starts_with("s=") && p != "s=0")
+        })
+        .map(|r| r.at_ms)
+        .collect()
+}
+
+/// GEN-02, LOA-02: an active generation (load) limit of 200 % then 0, with the harness's
+/// all-polls-at-correct-time check: DeviceCapability, EndDeviceList, FSA list, DERList,
+/// DERProgramList, DefaultDERControl and MirrorUsagePointList each read every 60 s.
+fn active_limit(mode: ControlMode) {
+    let mut sc = scenario_60s(MAX_W, 0);
+    sc.fsas[0][0].set_grad_w = Some(600);
+    let mut h = Harness::new(engine_config(), sc);
+    let now = h.now_s();
+    h.server.update(|s| {
+        let mut c = Control::new("DERC1", now, 300);
+        set(&mut c, mode, MAX_W * 2);
+        s.fsas[0][0].controls.push(c);
+    });
+    assert!(h.run_until(70, |h| active_w(h, mode) == Some(f64::from(MAX_W * 2))));
+    h.run_for(60);
+    let now = h.now_s();
+    h.server.update(|s| {
+        let mut c = Control::new("DERC2", now, 300);
+        c.creation_time = now;
+        set(&mut c, mode, 0);
+        s.fsas[0][0].controls.push(c);
+    });
+    assert!(
+        h.run_until(61, |h| active_w(h, mode) == Some(0.0)),
+        "0 W within one poll"
+    );
+    h.run_for(600);
+    for path in [
+        "/dcap",
+        "/edev",
+        "/edev/1/fsa",
+        "/edev/1/der",
+        "/edev/1/fsa/1/derp",
+        "/edev/1/derp/1/dderc",
+        "/mup",
+    ] {
+        let starts = poll_starts(&h, path);
+        // After discovery (the first minute), every gap is the 60 s pollRate.
+        let steady: Vec<u64> = starts
+            .windows(2)
+            .filter(|w| w[0] >= 60_000)
+            .map(|w| w[1] - w[0])
+            .collect();
+        assert!(steady.len() >= 10, "{path}: {starts:?}");
+        for gap in &steady {
+            assert!(
+                (58_000..=62_000).contains(gap),
+                "{path} polled {gap} ms apart: {starts:?}"
+            );
+        }
+    }
+    let got = responses(&h.server);
+    let of = |tag: &str| -> Vec<u8> {
+        got.iter()
+            .filter(|(t, _)| t == tag)
+            .map(|(_, s)| *s)
+            .collect()
+    };
+    // DERC2 supersedes DERC1 (same mode, newer, overlapping): 7 for DERC1.
+    assert_eq!(of("DERC1"), [1, 2, 7]);
+    assert_eq!(of("DERC2"), [1, 2, 3]);
+    assert_responses_valid(&h.server);
+}
+
+#[test]
+fn gen_02_active_control_generation_limit() {
+    active_limit(ControlMode::GenLimW);
+}
+
+#[test]
+fn loa_02_active_control_load_limit() {
+    active_limit(ControlMode::LoadLimW);
+}

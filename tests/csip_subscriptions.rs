@@ -253,3 +253,35 @@ fn cancelled_refused_and_restarted_subscriptions_are_made_again() {
             >= before + SUBSCRIBED.len())
     );
 }
+
+#[test]
+fn a_walk_from_the_top_deletes_and_makes_every_subscription_again() {
+    let mut sc = scenario_900();
+    sc.derp_list_poll_s = 60;
+    let mut h = Harness::new(config(), sc);
+    assert!(h.run_until(60, all_subscribed));
+    h.run_for(70);
+    let before = h.server.requests_to("POST", "/edev/1/sub").len();
+    // The program list answers 404 once: the engine walks again from DeviceCapability.
+    h.server.force_status("/edev/1/fsa/1/derp", 404, None);
+    assert!(h.run_until(70, |h| {
+        h.server
+            .requests_to("GET", "/edev/1/fsa/1/derp")
+            .last()
+            .is_some_and(|r| r.at_ms + 1 >= h.elapsed_ms())
+    }));
+    h.server.clear_forced("/edev/1/fsa/1/derp");
+    assert!(
+        h.run_until(120, |h| h.server.requests_to("POST", "/edev/1/sub").len()
+            >= before + SUBSCRIBED.len())
+    );
+    let deletes = h
+        .requests()
+        .iter()
+        .filter(|r| r.method == "DELETE" && r.path.starts_with("/edev/1/sub/"))
+        .count();
+    assert!(
+        deletes >= SUBSCRIBED.len() - 1,
+        "old subscriptions deleted: {deletes}"
+    );
+}

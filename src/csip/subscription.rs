@@ -9,9 +9,10 @@
 //! DefaultDERControl the engine reads — i.e. every poll group of those kinds, so a
 //! program found later is subscribed too. A refused POST is tried again (60 s
 //! doubling, at most an hour); a resource no longer read has its Subscription
-//! DELETEd. Everything is subscribed again after a walk from the top (rediscovery)
-//! and after a restart (subscriptions are not persisted: a server that kept the old
-//! ones sends duplicates, which are harmless, see below).
+//! DELETEd. After a walk from the top (rediscovery) the old Subscriptions are DELETEd
+//! and all are made again; after a restart all are made again (subscriptions are not
+//! persisted: a server that kept the old ones sends duplicates, which only cause an
+//! extra read, see below).
 //!
 //! A Notification ([`SubscriptionSet::notified`]) makes its resource due for a poll at
 //! once: the engine reads it again through the normal poll path, as if its pollRate
@@ -116,9 +117,26 @@ impl SubscriptionSet {
             return;
         }
         if ctx.rediscoveries != self.rediscoveries {
+            // A walk from the top: the old Subscriptions are DELETEd (a server that
+            // lost them answers 404, harmless) and all are made again.
             self.rediscoveries = ctx.rediscoveries;
-            self.subs
-                .retain(|_, state| matches!(state, SubState::InFlight { .. }));
+            let old = std::mem::take(&mut self.subs);
+            for (resource, state) in old {
+                match state {
+                    SubState::InFlight { .. } => {
+                        self.subs.insert(resource, state);
+                    }
+                    SubState::Active {
+                        location: Some(location),
+                    } => ctx.send(
+                        Method::Delete,
+                        location,
+                        None,
+                        Purpose::Subscription(Req::Delete),
+                    ),
+                    _ => {}
+                }
+            }
         }
         let wanted: Vec<String> = ctx
             .poller

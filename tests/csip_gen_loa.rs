@@ -195,7 +195,8 @@ fn loa_09_response_to_a_cancelled_import_control() {
     cancelled_control(ControlMode::ImpLimW);
 }
 
-/// GEN-03, LOA-03: a default control that changes while an event runs. The default is
+/// GEN-03, LOA-03 (export, import), GEN-04, LOA-04 (generation, load): a default
+/// control that changes while an event runs. The default is
 /// changed to 30 % when the client reads it, the running 200 % event is cancelled; the
 /// new default applies (with the default's setGradW as the ramp); a new 200 % event for
 /// 600 s takes over, and when it ends the default is back.
@@ -212,11 +213,14 @@ fn default_control(mode: ControlMode) {
     assert!(h.run_until(70, |h| active_w(h, mode) == Some(f64::from(MAX_W * 2))));
     let thirty = MAX_W * 3 / 10;
     h.server.update(|s| {
+        let p = &mut s.fsas[0][0];
         match mode {
-            ControlMode::ExpLimW => s.fsas[0][0].default_exp_lim_w = Some(thirty),
-            _ => s.fsas[0][0].default_imp_lim_w = Some(thirty),
+            ControlMode::ExpLimW => p.default_exp_lim_w = Some(thirty),
+            ControlMode::ImpLimW => p.default_imp_lim_w = Some(thirty),
+            ControlMode::GenLimW => p.default_gen_lim_w = Some(thirty),
+            _ => p.default_load_lim_w = Some(thirty),
         }
-        s.fsas[0][0].controls[0].status = 2;
+        p.controls[0].status = 2;
     });
     assert!(h.run_until(70, |h| active_w(h, mode) == Some(f64::from(thirty))));
     let (_, outcome) = h.outcomes.last().expect("outcome");
@@ -342,4 +346,14 @@ fn gen_02_active_control_generation_limit() {
 #[test]
 fn loa_02_active_control_load_limit() {
     active_limit(ControlMode::LoadLimW);
+}
+
+#[test]
+fn gen_04_default_control_generation_limit() {
+    default_control(ControlMode::GenLimW);
+}
+
+#[test]
+fn loa_04_default_control_load_limit() {
+    default_control(ControlMode::LoadLimW);
 }

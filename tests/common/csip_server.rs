@@ -82,6 +82,8 @@ pub struct Program {
     pub primacy: u8,
     pub default_exp_lim_w: Option<i32>,
     pub default_imp_lim_w: Option<i32>,
+    pub default_gen_lim_w: Option<i32>,
+    pub default_load_lim_w: Option<i32>,
     pub set_grad_w: Option<u16>,
     pub controls: Vec<Control>,
 }
@@ -92,6 +94,8 @@ impl Default for Program {
             primacy: 0,
             default_exp_lim_w: Some(0),
             default_imp_lim_w: Some(0),
+            default_gen_lim_w: None,
+            default_load_lim_w: None,
             set_grad_w: Some(27),
             controls: Vec::new(),
         }
@@ -779,9 +783,11 @@ fn program_resource(s: &Scenario, path: &str, query: &str) -> Option<Reply> {
                 .map(|g| format!("<setGradW>{g}</setGradW>"))
                 .unwrap_or_default();
             Some(ok(format!(
-                r#"<DefaultDERControl {XMLNS} href="{path}"><mRID>D{n:031X}</mRID><description>default</description><DERControlBase>{}{}</DERControlBase>{grad}</DefaultDERControl>"#,
+                r#"<DefaultDERControl {XMLNS} href="{path}"><mRID>D{n:031X}</mRID><description>default</description><DERControlBase>{}{}{}{}</DERControlBase>{grad}</DefaultDERControl>"#,
                 power("opModImpLimW", p.default_imp_lim_w),
-                power("opModExpLimW", p.default_exp_lim_w)
+                power("opModExpLimW", p.default_exp_lim_w),
+                power("opModGenLimW", p.default_gen_lim_w),
+                power("opModLoadLimW", p.default_load_lim_w)
             )))
         }
         ["edev", "1", "derp", _, "dc"] => Some(ok(list(

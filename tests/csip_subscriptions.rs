@@ -1,5 +1,5 @@
-//! Subscriptions and notifications (CSIP-AUS classes S-L/S-G: ALL-14..17, GEN-05..08,
-//! LOA-05..08), engine side: the engine against the hand-scripted CSIP-AUS server
+//! Subscriptions and notifications (CSIP-AUS classes S-L/S-G: ALL-14..17,
+//! GEN-05..08, LOA-05..08), engine side: the engine against the hand-scripted CSIP-AUS server
 //! (tests/common/csip_server.rs) in memory on a virtual clock. The Subscriptions csipd
 //! POSTs are validated with xmllint against csipaus-core.xsd; the Notifications are
 //! the documents the server would POST to the listener (the listener itself, mutual
@@ -284,4 +284,116 @@ fn a_walk_from_the_top_deletes_and_makes_every_subscription_again() {
         deletes >= SUBSCRIBED.len() - 1,
         "old subscriptions deleted: {deletes}"
     );
+}
+
+/// GEN-05..08, LOA-05..08 (the S-G/S-L variants of GEN-01..04 and LOA-01..04): with the
+/// program lists polled every 900 s, an active control (`default` false) or a changed
+/// DefaultDERControl (`default` true) of `mode` is in force within seconds of the
+/// server's Notification for the DERControlList / DefaultDERControl.
+fn by_notification(mode: ControlMode, default: bool) {
+    let mut h = Harness::new(config(), scenario_900());
+    assert!(h.run_until(60, all_subscribed));
+    h.run_for(5);
+    let w = 1234;
+    let now = h.now_s();
+    h.server.update(|s| {
+        let p = &mut s.fsas[0][0];
+        if default {
+            match mode {
+                ControlMode::ExpLimW => p.default_exp_lim_w = Some(w),
+                ControlMode::ImpLimW => p.default_imp_lim_w = Some(w),
+                ControlMode::GenLimW => p.default_gen_lim_w = Some(w),
+                _ => p.default_load_lim_w = Some(w),
+            }
+        } else {
+            let mut c = Control::new("DERC1", now, 300);
+            match mode {
+                ControlMode::ExpLimW => c.exp_lim_w = Some(w),
+                ControlMode::ImpLimW => c.imp_lim_w = Some(w),
+                ControlMode::GenLimW => c.gen_lim_w = Some(w),
+                _ => c.load_lim_w = Some(w),
+            }
+            p.controls.push(c);
+        }
+    });
+    let resource = if default {
+        "/edev/1/derp/1/dderc"
+    } else {
+        "/edev/1/derp/1/derc"
+    };
+    h.notify(&notification(resource, 0))
+        .expect("a Notification");
+    assert!(
+        h.run_until(5, |h| h
+            .outcomes
+            .last()
+            .and_then(|(_, o)| o.active.watts(mode))
+            == Some(f64::from(w))),
+        "{} {w} W in force within 5 s of the notification",
+        mode.name()
+    );
+}
+
+#[test]
+fn gen_05_active_export_limit_by_notification() {
+    by_notification(ControlMode::ExpLimW, false);
+}
+
+#[test]
+fn gen_06_active_generation_limit_by_notification() {
+    by_notification(ControlMode::GenLimW, false);
+}
+
+#[test]
+fn gen_07_default_export_limit_by_notification() {
+    by_notification(ControlMode::ExpLimW, true);
+}
+
+#[test]
+fn gen_08_default_generation_limit_by_notification() {
+    by_notification(ControlMode::GenLimW, true);
+}
+
+#[test]
+fn loa_05_active_import_limit_by_notification() {
+    by_notification(ControlMode::ImpLimW, false);
+}
+
+#[test]
+fn loa_06_active_load_limit_by_notification() {
+    by_notification(ControlMode::LoadLimW, false);
+}
+
+#[test]
+fn loa_07_default_import_limit_by_notification() {
+    by_notification(ControlMode::ImpLimW, true);
+}
+
+#[test]
+fn loa_08_default_load_limit_by_notification() {
+    by_notification(ControlMode::LoadLimW, true);
+}
+
+#[test]
+fn all_16_a_disconnect_arrives_by_notification() {
+    let mut h = Harness::new(config(), scenario_900());
+    assert!(h.run_until(60, all_subscribed));
+    h.run_for(5);
+    let now = h.now_s();
+    h.server.update(|s| {
+        let mut c = Control::new("DERC1", now, 300);
+        c.connect = Some(false);
+        s.fsas[0][0].controls.push(c);
+    });
+    h.notify(&notification("/edev/1/derp/1/derc", 0))
+        .expect("a Notification");
+    // genConnectStatus bits 0, 1 and 2 cleared in a DERStatus PUT within seconds.
+    assert!(h.run_until(10, |h| {
+        h.server
+            .requests_to("PUT", "/edev/1/der/1/ders")
+            .last()
+            .and_then(|r| element_text(&r.body, "genConnectStatus"))
+            .and_then(|g| element_text(&g, "value"))
+            .is_some_and(|v| v == "00")
+    }));
 }

@@ -224,8 +224,8 @@ fn cancelled_refused_and_restarted_subscriptions_are_made_again() {
         "not hammered: 60 s before the next try"
     );
     assert!(
-        h.run_until(40, all_subscribed),
-        "made once the server takes them"
+        h.run_until(40, |h| h.server.subscriptions() == SUBSCRIBED.len()),
+        "made once the server takes them (60 s after the refusal)"
     );
     // The server cancels one (status 1): it is POSTed again.
     let before = h.server.requests_to("POST", "/edev/1/sub").len();
@@ -245,9 +245,29 @@ fn cancelled_refused_and_restarted_subscriptions_are_made_again() {
         .as_deref(),
         Some("/edev/1/derp/1/derc")
     );
-    // A restart (a new engine, nothing persisted) subscribes everything again.
+    // A restart (a new engine, nothing persisted): the SubscriptionList is read and the
+    // Subscriptions made before are kept, none POSTed again.
+    // (This server still holds the one it "cancelled": two for the DERControlList; the
+    // new engine keeps one and DELETEs the other.)
     let before = h.server.requests_to("POST", "/edev/1/sub").len();
+    assert_eq!(h.server.subscriptions(), SUBSCRIBED.len() + 1);
     h.engine = Engine::new(config(), h.now).expect("engine");
+    assert!(h.run_until(60, |h| {
+        h.engine
+            .subscriptions()
+            .filter(|(_, s)| matches!(s, SubState::Active { location: Some(_) }))
+            .count()
+            == SUBSCRIBED.len()
+    }));
+    h.run_for(30);
+    assert!(has(&h.requests(), "GET", "/edev/1/sub"));
+    assert_eq!(h.server.requests_to("POST", "/edev/1/sub").len(), before);
+    assert_eq!(h.server.subscriptions(), SUBSCRIBED.len());
+    // A server that cannot list them (GET answers 405): everything POSTed afresh.
+    h.server.force_status("/edev/1/sub", 405, None);
+    h.engine = Engine::new(config(), h.now).expect("engine");
+    h.run_for(3);
+    h.server.clear_forced("/edev/1/sub");
     assert!(
         h.run_until(60, |h| h.server.requests_to("POST", "/edev/1/sub").len()
             >= before + SUBSCRIBED.len())

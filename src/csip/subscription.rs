@@ -10,9 +10,11 @@
 //! program found later is subscribed too. A refused POST is tried again (60 s
 //! doubling, at most an hour); a resource no longer read has its Subscription
 //! DELETEd. After a walk from the top (rediscovery) the old Subscriptions are DELETEd
-//! and all are made again; after a restart all are made again (subscriptions are not
-//! persisted: a server that kept the old ones sends duplicates, which only cause an
-//! extra read, see below).
+//! and all are made again. Nothing is persisted: at the start (and when the EndDevice
+//! links another SubscriptionList) the SubscriptionList is read first, and the
+//! Subscriptions already there with csipd's notificationURI are taken over instead of
+//! POSTed again (a second one for the same resource is DELETEd); a list that cannot be
+//! read (404, 405, garbage) only means everything is POSTed.
 //!
 //! A Notification ([`SubscriptionSet::notified`]) makes its resource due for a poll at
 //! once: the engine reads it again through the normal poll path, as if its pollRate
@@ -25,7 +27,7 @@
 use std::collections::BTreeMap;
 
 use crate::http::Method;
-use crate::sep2::{Notification, Subscription};
+use crate::sep2::{self, Notification, Subscription};
 
 use super::context::{Answer, Ctx, PollError, Purpose, href_path};
 use super::poller::PollKind;
@@ -45,6 +47,8 @@ pub enum Req {
     Create { resource: String },
     /// DELETE of the Subscription at its location.
     Delete,
+    /// GET of the SubscriptionList (what a previous run left there).
+    List,
 }
 
 /// The poll kinds that are subscribed (the resources the subscription procedures name).
@@ -93,6 +97,14 @@ pub struct SubscriptionSet {
     /// `Ctx::rediscoveries` when the subscriptions were made: a walk from the top makes
     /// them all again.
     rediscoveries: u64,
+    /// The SubscriptionList was read (or could not be): POSTs may go out.
+    listed: bool,
+    /// Its GET is in flight.
+    listing: bool,
+    /// Resources read at some point since the start: only their Subscriptions are
+    /// DELETEd when they are no longer read (one taken over from a previous run is kept
+    /// until the walk reaches its resource).
+    seen: std::collections::BTreeSet<String>,
 }
 
 impl SubscriptionSet {
@@ -100,6 +112,7 @@ impl SubscriptionSet {
     pub fn link(&mut self, href: Option<String>) {
         if href != self.list_href {
             self.subs.clear();
+            self.listed = false;
         }
         self.list_href = href;
     }
@@ -114,6 +127,18 @@ impl SubscriptionSet {
             return;
         };
         if !ctx.writable() {
+            return;
+        }
+        if !self.listed {
+            if !self.listing {
+                self.listing = true;
+                ctx.send(
+                    Method::Get,
+                    super::context::with_paging(&list, 0, 255),
+                    None,
+                    Purpose::Subscription(Req::List),
+                );
+            }
             return;
         }
         if ctx.rediscoveries != self.rediscoveries {
@@ -144,10 +169,11 @@ impl SubscriptionSet {
             .filter(|(_, e)| subscribed_kind(e.kind))
             .map(|(href, _)| href_path(href).to_string())
             .collect();
+        self.seen.extend(wanted.iter().cloned());
         let gone: Vec<String> = self
             .subs
             .keys()
-            .filter(|r| !wanted.contains(r))
+            .filter(|r| !wanted.contains(r) && self.seen.contains(*r))
             .cloned()
             .collect();
         for resource in gone {
@@ -194,8 +220,14 @@ impl SubscriptionSet {
         }
     }
 
-    /// The answer to a Subscription POST or DELETE.
+    /// The answer to a Subscription POST, DELETE or the SubscriptionList GET.
     pub fn handle(&mut self, ctx: &mut Ctx, req: Req, href: &str, answer: Answer) {
+        if let Req::List = req {
+            self.listing = false;
+            self.listed = true;
+            self.adopt(ctx, href, answer);
+            return;
+        }
         let Req::Create { resource } = req else {
             // A DELETE that fails leaves a subscription the server will cancel or
             // keep notifying; notifications for it are acknowledged and ignored.
@@ -239,6 +271,54 @@ impl SubscriptionSet {
                     },
                 );
             }
+        }
+    }
+
+    /// The SubscriptionList as a previous run left it: the Subscriptions to csipd's
+    /// notificationURI are taken over (one per resource; a second is DELETEd).
+    fn adopt(&mut self, ctx: &mut Ctx, href: &str, answer: Answer) {
+        let Some(uri) = ctx.config.notification_uri.clone() else {
+            return;
+        };
+        let page = match answer {
+            Answer::Ok(response) => sep2::read_list::<Subscription>(&response.body),
+            other => {
+                log::info!(
+                    "csip: SubscriptionList {href} not read ({}); subscribing afresh",
+                    PollError::of(other).message
+                );
+                return;
+            }
+        };
+        let items = match page {
+            Ok((list, _skipped)) => list.items,
+            Err(e) => {
+                log::info!("csip: SubscriptionList {href}: {e}; subscribing afresh");
+                return;
+            }
+        };
+        for sub in items {
+            if sub.notification_uri != uri {
+                continue;
+            }
+            let resource = href_path(&sub.subscribed_resource).to_string();
+            let Some(location) = sub.href else { continue };
+            if self.subs.contains_key(&resource) {
+                ctx.send(
+                    Method::Delete,
+                    location,
+                    None,
+                    Purpose::Subscription(Req::Delete),
+                );
+                continue;
+            }
+            log::info!("csip: subscription to {resource} kept from before ({location})");
+            self.subs.insert(
+                resource,
+                SubState::Active {
+                    location: Some(location),
+                },
+            );
         }
     }
 

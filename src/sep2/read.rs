@@ -419,6 +419,7 @@ list_item!(
     Der => "DERList", "DER";
     MirrorUsagePoint => "MirrorUsagePointList", "MirrorUsagePoint";
     LogEvent => "LogEventList", "LogEvent";
+    Subscription => "SubscriptionList", "Subscription";
 );
 
 impl Readable for DeviceCapability {

@@ -182,6 +182,8 @@ struct State {
     next_mup_id: u32,
     /// Bodies PUT to each path, latest last.
     puts: HashMap<String, Vec<String>>,
+    /// Subscriptions created: (id, body of the POST).
+    subs: Vec<(usize, String)>,
     /// Server clock (Unix seconds, before `clock_offset_s`) of the request being served.
     now_s: i64,
 }
@@ -337,6 +339,11 @@ impl ScriptedServer {
         self.lock()
             .forced
             .insert(path.to_string(), (status, retry_after_s));
+    }
+
+    /// The Subscriptions the server holds now (POSTed and not DELETEd).
+    pub fn subscriptions(&self) -> usize {
+        self.lock().subs.len()
     }
 
     pub fn clear_forced(&self, path: &str) {
@@ -643,13 +650,46 @@ fn handle(state: &mut State, method: &str, path: &str, query: &str, body: &str) 
         }
         // Subscriptions: 201 with the new Subscription's Location (2030.5 5.5); the
         // Subscription is kept until DELETEd.
-        ("POST", "/edev/1/sub") if registered && s.subscription_list => Reply {
-            status: 201,
-            body: String::new(),
-            location: Some(format!("/edev/1/sub/{}", state.requests.len())),
-            retry_after_s: None,
-        },
-        ("DELETE", p) if p.starts_with("/edev/1/sub/") && s.subscription_list => status(204),
+        ("POST", "/edev/1/sub") if registered && s.subscription_list => {
+            let id = state.requests.len();
+            state.subs.push((id, body.to_string()));
+            Reply {
+                status: 201,
+                body: String::new(),
+                location: Some(format!("/edev/1/sub/{id}")),
+                retry_after_s: None,
+            }
+        }
+        ("GET", "/edev/1/sub") if registered && s.subscription_list => {
+            let items: Vec<String> = state
+                .subs
+                .iter()
+                .map(|(id, b)| {
+                    format!(
+                        r#"<Subscription href="/edev/1/sub/{id}">{}</Subscription>"#,
+                        b.split_once("<Subscription")
+                            .and_then(|(_, rest)| rest.split_once('>'))
+                            .and_then(|(_, rest)| rest.rsplit_once("</Subscription>"))
+                            .map(|(inner, _)| inner)
+                            .unwrap_or_default()
+                    )
+                })
+                .collect();
+            ok(list(
+                "SubscriptionList",
+                "/edev/1/sub",
+                None,
+                &items,
+                query,
+                (10, s.max_page_limit),
+            ))
+        }
+        ("DELETE", p) if p.starts_with("/edev/1/sub/") && s.subscription_list => {
+            let id: usize = p["/edev/1/sub/".len()..].parse().unwrap_or(usize::MAX);
+            let before = state.subs.len();
+            state.subs.retain(|(i, _)| *i != id);
+            status(if state.subs.len() < before { 204 } else { 404 })
+        }
         ("POST", "/edev/1/rsps/site_control/rsp") => Reply {
             status: 201,
             body: String::new(),

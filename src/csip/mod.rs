@@ -7,7 +7,7 @@
 //! (FunctionSetAssignments), [`derp`] (DERPrograms with their DERControls,
 //! DefaultDERControl and DERCurves, and the scheduler run over them), [`der`] (DER
 //! reports), [`mirror`] (Metering Mirror), [`response`] (Response), [`log_event`]
-//! (LogEvent). [`context`] is what they share (the request queue, the poller, the
+//! (LogEvent), [`subscription`] (Subscription / Notification). [`context`] is what they share (the request queue, the poller, the
 //! status); [`poller`], [`averaging`] and [`discovery`] are pure helpers.
 //!
 //! ## Call order
@@ -19,6 +19,7 @@
 //!     engine.handle_measurements(sample, now);           // about once a second
 //!     engine.handle_nameplate(nameplate, now);           // when the inverters tell it
 //!     engine.handle_response(id, result, now);           // each answer, any order
+//!     engine.handle_notification(body, now)?;            // a Notification POSTed to us
 //!     // 2. drain the outputs, in any order, until each returns None:
 //!     while let Some(request) = engine.poll_request() { /* send it */ }
 //!     while let Some(event) = engine.poll_event() { /* controls, deliveries, status */ }

@@ -55,7 +55,9 @@ impl std::error::Error for NotifyError {}
 /// What the handler says about one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
+    /// HTTP status code (201, 400, 405, 411, 413).
     pub status: u16,
+    /// Its reason phrase.
     pub reason: &'static str,
     /// Plain-text explanation for a refusal (empty when accepted).
     pub body: String,

@@ -357,3 +357,92 @@ fn gen_04_default_control_generation_limit() {
 fn loa_04_default_control_load_limit() {
     default_control(ControlMode::LoadLimW);
 }
+
+/// GEN-10, LOA-10 (primacy validation): FSA 1 holds five programs of primacy 1, FSA 2
+/// ten of primacy 2 (lists read in pages). A 200 % control in program 6 (FSA 2) starts;
+/// a control in program 1 (FSA 1, primacy 1) overlapping it supersedes it (7) and runs
+/// to completion; then program 1's default (30 %, the highest-precedence default) is in
+/// force; a later control in program 6 starts and completes. GEN-10 with export
+/// limits, LOA-10 with import limits.
+fn primacy_validation(mode: ControlMode) {
+    use csip_server::Program;
+    let mut sc = scenario_60s(0, 0);
+    let thirty = MAX_W * 3 / 10;
+    let program = |primacy: u8| Program {
+        primacy,
+        set_grad_w: Some(167),
+        ..Program::default()
+    };
+    sc.fsas = vec![
+        (0..5).map(|_| program(1)).collect(),
+        (0..10).map(|_| program(2)).collect(),
+    ];
+    match mode {
+        ControlMode::ExpLimW => sc.fsas[0][0].default_exp_lim_w = Some(thirty),
+        _ => sc.fsas[0][0].default_imp_lim_w = Some(thirty),
+    }
+    let mut h = Harness::new(engine_config(), sc);
+    assert!(h.run_until(60, |h| has(&h.requests(), "GET", "/edev/1/derp/15/derc")));
+    assert_eq!(
+        active_w(&h, mode),
+        Some(f64::from(thirty)),
+        "program 1's default"
+    );
+    let now = h.now_s();
+    h.server.update(|s| {
+        let mut c = Control::new("DERC1", now, 600);
+        set(&mut c, mode, MAX_W * 2);
+        s.fsas[1][0].controls.push(c);
+    });
+    assert!(h.run_until(70, |h| active_w(h, mode) == Some(f64::from(MAX_W * 2))));
+    assert!(has(&h.requests(), "GET", "/edev/1/derp/6/derc"));
+    h.run_for(60);
+    let now = h.now_s();
+    h.server.update(|s| {
+        let mut c = Control::new("DERC2", now, 840);
+        c.creation_time = now;
+        set(&mut c, mode, 0);
+        s.fsas[0][0].controls.push(c);
+    });
+    assert!(
+        h.run_until(70, |h| active_w(h, mode) == Some(0.0)),
+        "DERC2 (primacy 1) wins"
+    );
+    // DERC1 ends before DERC2; DERC2 runs its full 840 s.
+    assert!(h.run_until(900, |h| active_w(h, mode) == Some(f64::from(thirty))));
+    assert!(h.now_s() >= now + 840, "not before DERC2 ended");
+    let now = h.now_s();
+    h.server.update(|s| {
+        let mut c = Control::new("DERC3", now, 300);
+        c.creation_time = now;
+        set(&mut c, mode, MAX_W * 2);
+        s.fsas[1][0].controls.push(c);
+    });
+    assert!(h.run_until(70, |h| active_w(h, mode) == Some(f64::from(MAX_W * 2))));
+    assert!(h.run_until(400, |h| active_w(h, mode) == Some(f64::from(thirty))));
+    let got = responses(&h.server);
+    let of = |tag: &str| -> Vec<u8> {
+        got.iter()
+            .filter(|(t, _)| t == tag)
+            .map(|(_, s)| *s)
+            .collect()
+    };
+    assert_eq!(
+        of("DERC1"),
+        [1, 2, 7],
+        "superseded by the primacy 1 control"
+    );
+    assert_eq!(of("DERC2"), [1, 2, 3]);
+    assert_eq!(of("DERC3"), [1, 2, 3]);
+    assert_responses_valid(&h.server);
+}
+
+#[test]
+fn gen_10_primacy_validation_for_generators() {
+    primacy_validation(ControlMode::ExpLimW);
+}
+
+#[test]
+fn loa_10_primacy_validation_for_loads() {
+    primacy_validation(ControlMode::ImpLimW);
+}

@@ -274,7 +274,8 @@ fn poll_starts(h: &Harness, path: &str) -> Vec<u64> {
         .collect()
 }
 
-/// GEN-02, LOA-02: an active generation (load) limit of 200 % then 0, with the harness's
+/// GEN-01, GEN-02, LOA-01, LOA-02: an active export / generation / import / load limit
+/// of 200 % then 0, with the harness's
 /// all-polls-at-correct-time check: DeviceCapability, EndDeviceList, FSA list, DERList,
 /// DERProgramList, DefaultDERControl and MirrorUsagePointList each read every 60 s.
 fn active_limit(mode: ControlMode) {
@@ -445,4 +446,14 @@ fn gen_10_primacy_validation_for_generators() {
 #[test]
 fn loa_10_primacy_validation_for_loads() {
     primacy_validation(ControlMode::ImpLimW);
+}
+
+#[test]
+fn gen_01_active_control_export_limit() {
+    active_limit(ControlMode::ExpLimW);
+}
+
+#[test]
+fn loa_01_active_control_import_limit() {
+    active_limit(ControlMode::ImpLimW);
 }

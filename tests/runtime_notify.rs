@@ -225,4 +225,28 @@ config server 'utility'
     let (code, _) = post(port, &ca, None, notification);
     assert_eq!(code, 0);
     assert!(run.alive(), "csipd still runs");
+
+    // A reload that changes the utility section restarts the engine: the listener is
+    // bound again on the same port and notifications keep arriving.
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("'4102345678'", "'4102345679'")).unwrap();
+    run.signal("HUP");
+    run.stdout_containing("notifications: listening on ", PATIENCE);
+    let reads = server.requests_to("GET", "/edev/1/derp/1/derc").len();
+    let (code, log) = wait_until(PATIENCE, "the listener answers after the reload", || {
+        let (code, log) = post(port, &ca, Some(&utility), notification);
+        if code == 201 {
+            Ok((code, log))
+        } else {
+            Err(log)
+        }
+    });
+    assert_eq!(code, 201, "{log}");
+    assert!(server.wait_for(PATIENCE, |r| {
+        r.iter()
+            .filter(|r| r.method == "GET" && r.path == "/edev/1/derp/1/derc")
+            .count()
+            > reads
+    }));
+    assert!(run.alive(), "csipd still runs after the reload");
 }

@@ -482,7 +482,7 @@ pub async fn engine_task(
     let mut ec = ec;
     // Subscriptions only with a listener that runs: a notificationURI nothing answers
     // at would only make the server's notifications fail.
-    let listener = start_listener(&config, &status, now);
+    let listener = start_listener(&config, &status, now).await;
     if listener.is_none() {
         ec.notification_uri = None;
     }
@@ -594,8 +594,10 @@ pub async fn engine_task(
 }
 
 /// Starts the notification listener when `notification_listen` is set; `None` (with
-/// the reason in the log and the status) when it is not set or cannot start.
-fn start_listener(
+/// the reason in the log and the status) when it is not set or cannot start. An address
+/// in use is tried again for a few seconds: after a reload the previous engine task's
+/// listener may not be dropped yet.
+async fn start_listener(
     config: &Config,
     status: &SnapshotHandle,
     now_s: i64,
@@ -609,12 +611,27 @@ fn start_listener(
         status.update(|s| s.push_error(now_s, "csip", e));
         return None;
     };
-    match super::notify::NotificationListener::bind(
-        addr,
-        std::path::Path::new(cert),
-        std::path::Path::new(key),
-        std::path::Path::new(ca),
-    ) {
+    let bind = || {
+        super::notify::NotificationListener::bind(
+            addr,
+            std::path::Path::new(cert),
+            std::path::Path::new(key),
+            std::path::Path::new(ca),
+        )
+    };
+    let mut result = bind();
+    for _ in 0..25 {
+        match &result {
+            Err(super::notify::NotifyError::Bind { error, .. })
+                if error.kind() == std::io::ErrorKind::AddrInUse =>
+            {
+                smol::Timer::after(std::time::Duration::from_millis(200)).await;
+                result = bind();
+            }
+            _ => break,
+        }
+    }
+    match result {
         Ok(listener) => {
             log::info!(
                 "notifications: listening on {} (mutual TLS) for {}",

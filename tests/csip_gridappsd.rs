@@ -114,6 +114,7 @@ fn engine_config(server: &GridappsdServer, id: &str) -> EngineConfig {
         default_post_rate_s: 2,
         reading_buffer_intervals: 50,
         rng_seed: 1,
+        notification_uri: None,
     }
 }
 

@@ -1232,3 +1232,53 @@ fn server_url_is_an_https_origin_and_dcap_url_wins_over_it() {
         "{warnings:?}"
     );
 }
+
+/// `notification_listen` / `notification_url` (subscriptions): both or neither, an
+/// address:port and an https URL, and the listener needs cert, key and ca.
+#[test]
+fn notification_options_go_together_and_are_checked() {
+    let ca_line = "option ca '/etc/csipd/ca.pem'";
+    let with = |extra: &str| VALID.replace(ca_line, &format!("{ca_line}\n\t{extra}"));
+    let both = with(
+        "option notification_listen '0.0.0.0:8443'\n\toption notification_url 'https://192.0.2.10:8443/notify'",
+    );
+    let (config, _) = from_text(&both, "c").expect("valid");
+    assert_eq!(
+        config.server.notification_listen,
+        Some("0.0.0.0:8443".parse().unwrap())
+    );
+    assert_eq!(
+        config.server.notification_url.as_deref(),
+        Some("https://192.0.2.10:8443/notify")
+    );
+    let errors = |text: &str| -> Vec<String> {
+        match from_text(text, "c") {
+            Ok((_, w)) => panic!("accepted: {w:?}"),
+            Err(all) => all
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .map(|d| d.to_string())
+                .collect(),
+        }
+    };
+    let e = errors(&with("option notification_listen '0.0.0.0:8443'"));
+    assert!(e[0].contains("notification_url is not"), "{e:?}");
+    let e = errors(&with("option notification_url 'https://192.0.2.10:8443/n'"));
+    assert!(e[0].contains("notification_listen is not"), "{e:?}");
+    let e = errors(&both.replace("0.0.0.0:8443'", "8443'"));
+    assert!(
+        e[0].contains("option 'notification_listen' must be address:port"),
+        "{e:?}"
+    );
+    let e = errors(&both.replace("https://192.0.2.10", "http://192.0.2.10"));
+    assert!(
+        e[0].contains("option 'notification_url' must be an https URL"),
+        "{e:?}"
+    );
+    let e = errors(&both.replace(&format!("\t{ca_line}\n"), "\n"));
+    assert!(
+        e.iter()
+            .any(|e| e.contains("notification_listen needs options cert, key")),
+        "{e:?}"
+    );
+}

@@ -158,6 +158,13 @@ pub struct ServerConfig {
     /// for servers that reject the CSIP-AUS extensions in what they are sent; csipaus
     /// controls are still read. Default false.
     pub schema_2018: bool,
+    /// `notification_listen`: address:port of csipd's mutual-TLS listener for 2030.5
+    /// Notifications (subscriptions, CSIP-AUS classes S-L/S-G). `None`: polling only.
+    pub notification_listen: Option<std::net::SocketAddr>,
+    /// `notification_url`: the notificationURI put in the Subscriptions, as the server
+    /// reaches the listener (`https://host:port/path`). Required with
+    /// `notification_listen`.
+    pub notification_url: Option<String>,
 }
 
 impl ServerConfig {
@@ -473,6 +480,8 @@ const SERVER_OPTIONS: &[&str] = &[
     "tls_insecure_lab",
     "allow_plain_http",
     "schema_2018",
+    "notification_listen",
+    "notification_url",
 ];
 const LIMITS_OPTIONS: &[&str] = &[
     "export_limit_w",
@@ -1304,6 +1313,63 @@ fn read_server(checker: &mut Checker<'_>, section: Option<&Section>) -> ServerCo
                 .to_string(),
         );
     }
+    let notification_listen = match r.single("notification_listen") {
+        None => None,
+        Some((text, pos)) => match text.trim().parse::<std::net::SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                r.checker.error(
+                    pos,
+                    format!(
+                        "option 'notification_listen' must be address:port (e.g.                          '0.0.0.0:8443'), got \"{text}\""
+                    ),
+                );
+                None
+            }
+        },
+    };
+    let notification_url = match r.single("notification_url") {
+        None => None,
+        Some((text, pos)) => match url::Url::parse(text.trim()) {
+            Ok(u) if u.scheme() == "https" && u.host_str().is_some() => {
+                Some(text.trim().to_string())
+            }
+            _ => {
+                r.checker.error(
+                    pos,
+                    format!(
+                        "option 'notification_url' must be an https URL the server can reach                          csipd's notification listener at, got \"{text}\""
+                    ),
+                );
+                None
+            }
+        },
+    };
+    if notification_listen.is_some() != r.is_set("notification_url") {
+        let (pos, message) = if notification_listen.is_some() {
+            (
+                r.pos_of("notification_listen"),
+                "notification_listen is set but notification_url is not: the server needs the \
+                 URL to send notifications to",
+            )
+        } else {
+            (
+                r.pos_of("notification_url"),
+                "notification_url is set but notification_listen is not: nothing would receive \
+                 the notifications",
+            )
+        };
+        r.checker.error(pos, message.to_string());
+    }
+    if notification_listen.is_some() && (cert.is_none() || key.is_none() || ca.is_none()) {
+        let pos = r.pos_of("notification_listen");
+        r.checker.error(
+            pos,
+            "notification_listen needs options cert, key (the listener's identity) and ca (the \
+             CA the utility's client certificate is checked against)"
+                .to_string(),
+        );
+    }
     ServerConfig {
         dcap_url,
         server_url,
@@ -1319,6 +1385,8 @@ fn read_server(checker: &mut Checker<'_>, section: Option<&Section>) -> ServerCo
         tls_insecure_lab,
         allow_plain_http,
         schema_2018,
+        notification_listen,
+        notification_url,
     }
 }
 

@@ -76,6 +76,9 @@ impl EngineConfig {
             default_post_rate_s: 300,
             reading_buffer_intervals: 288,
             rng_seed: sfdi,
+            notification_uri: server
+                .notification_listen
+                .and(server.notification_url.clone()),
         })
     }
 }

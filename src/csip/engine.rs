@@ -21,6 +21,7 @@ use super::mirror::MirrorSet;
 use super::poller::PollKind;
 use super::pricing::PricingSet;
 use super::response::ResponseSet;
+use super::subscription::{NotificationOutcome, SubscriptionSet};
 use super::time::TimeSet;
 use super::well_known::{self, WellKnownSet};
 use super::{
@@ -42,6 +43,7 @@ pub struct Engine {
     responses: ResponseSet,
     log_event: LogEventSet,
     well_known: WellKnownSet,
+    subscriptions: SubscriptionSet,
     started: bool,
     last_status: Option<EngineStatus>,
     last_signature: u64,
@@ -89,6 +91,7 @@ impl Engine {
             responses: ResponseSet::default(),
             log_event: LogEventSet::default(),
             well_known: WellKnownSet::default(),
+            subscriptions: SubscriptionSet::default(),
             started: false,
             last_status: None,
             last_signature: 0,
@@ -187,6 +190,27 @@ impl Engine {
     /// LogEvents waiting for the server, oldest first.
     pub fn queued_log_events(&self) -> Vec<crate::sep2::LogEvent> {
         self.log_event.queued().cloned().collect()
+    }
+
+    /// A Notification the server POSTed to csipd's notificationURI (the body as
+    /// received). The resource it names is read again at once, as if its pollRate had
+    /// come (see [`super::subscription`]); a cancelled subscription is made again.
+    /// Errors: the body is not a 2030.5 Notification (the listener answers 400).
+    pub fn handle_notification(
+        &mut self,
+        body: &[u8],
+        now: Now,
+    ) -> Result<NotificationOutcome, sep2::ReadError> {
+        self.set_now(now);
+        let notification: sep2::Notification = sep2::read(body)?;
+        let outcome = self.subscriptions.notified(&mut self.ctx, &notification);
+        self.step();
+        Ok(outcome)
+    }
+
+    /// The subscriptions made so far: (resource path, state).
+    pub fn subscriptions(&self) -> impl Iterator<Item = (&str, &super::subscription::SubState)> {
+        self.subscriptions.subs.iter().map(|(r, s)| (r.as_str(), s))
     }
 
     /// The answer to request `id` (a transport error or timeout is an answer too).
@@ -296,6 +320,7 @@ impl Engine {
             Purpose::Mirror(req) => self.mirror.handle(ctx, req, &href, answer),
             Purpose::Response(req) => self.responses.handle(ctx, req, &href, answer),
             Purpose::LogEvent(req) => self.log_event.handle(ctx, req, &href, answer),
+            Purpose::Subscription(req) => self.subscriptions.handle(ctx, req, &href, answer),
             Purpose::Pricing(req) => self.pricing.handle_response(ctx, req, &href, answer),
         }
         self.step();
@@ -430,6 +455,7 @@ impl Engine {
         self.fsa.link(ctx, links.fsa_list);
         self.der.link(ctx, links.der_list);
         self.log_event.link(ctx, links.log_event_list);
+        self.subscriptions.link(links.subscription_list);
         self.dcap.registered(ctx);
         if let Some(rate) = self.edev.post_rate_s() {
             self.mirror.set_end_device_post_rate(rate);
@@ -464,6 +490,7 @@ impl Engine {
         self.mirror.flush(ctx);
         self.log_event.watch_connection(ctx);
         self.log_event.flush(ctx);
+        self.subscriptions.flush(ctx);
         self.publish_status();
     }
 
@@ -598,6 +625,7 @@ mod tests {
             default_post_rate_s: 300,
             reading_buffer_intervals: 10,
             rng_seed: 1,
+            notification_uri: None,
         }
     }
 

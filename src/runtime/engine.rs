@@ -542,6 +542,13 @@ pub async fn engine_task(
             return;
         }
     };
+    let mut ec = ec;
+    // Subscriptions only with a listener that runs: a notificationURI nothing answers
+    // at would only make the server's notifications fail.
+    let listener = start_listener(&config, &status, now).await;
+    if listener.is_none() {
+        ec.notification_uri = None;
+    }
     let mut nameplate = ec.nameplate.clone();
     let mut nameplate_sent = nameplate.rtg_max_w > 0.0;
     let setup = crate::http::Client::new(ec.http.clone())
@@ -583,7 +590,22 @@ pub async fn engine_task(
     let mut sink = RuntimeSink::new(site.clone(), status.clone(), durable.clone());
     let started_ms = clock.now().mono_ms;
     let mut next_save_ms = started_ms + STATE_SAVE_EVERY_MS;
-    drive(
+    // Notifications the listener accepted, for the engine (drained each round: the
+    // drive loop wakes at least every second for the measurements).
+    let notifications: Rc<RefCell<std::collections::VecDeque<Vec<u8>>>> = Rc::default();
+    let listen = {
+        let notifications = notifications.clone();
+        async move {
+            match &listener {
+                Some(l) => {
+                    l.serve(|body| notifications.borrow_mut().push_back(body))
+                        .await
+                }
+                None => std::future::pending::<()>().await,
+            }
+        }
+    };
+    let run = drive(
         &mut engine,
         &mut client,
         &clock,
@@ -616,6 +638,12 @@ pub async fn engine_task(
             for event in watch.events(&site.borrow(), Instant::now()) {
                 engine.handle_device_event(event, now);
             }
+            while let Some(body) = notifications.borrow_mut().pop_front() {
+                match engine.handle_notification(&body, now) {
+                    Ok(outcome) => log::debug!("csip: notification: {outcome:?}"),
+                    Err(e) => log::warn!("csip: notification: {e}"),
+                }
+            }
             if now.mono_ms >= next_save_ms {
                 next_save_ms = now.mono_ms + STATE_SAVE_EVERY_MS;
                 let server_now_s = now.utc_s() + engine.clock_offset_s();
@@ -628,8 +656,64 @@ pub async fn engine_task(
             }
             false
         },
-    )
-    .await;
+    );
+    smol::future::or(run, listen).await;
+}
+
+/// Starts the notification listener when `notification_listen` is set; `None` (with
+/// the reason in the log and the status) when it is not set or cannot start. An address
+/// in use is tried again for a few seconds: after a reload the previous engine task's
+/// listener may not be dropped yet.
+async fn start_listener(
+    config: &Config,
+    status: &SnapshotHandle,
+    now_s: i64,
+) -> Option<super::notify::NotificationListener> {
+    let server = &config.server;
+    let addr = server.notification_listen?;
+    let (Some(cert), Some(key), Some(ca)) = (&server.cert, &server.key, &server.ca) else {
+        // check-config refuses this; a hand-built Config may still have it.
+        let e = "notification_listen needs cert, key and ca; subscriptions are off";
+        log::error!("{e}");
+        status.update(|s| s.push_error(now_s, "csip", e));
+        return None;
+    };
+    let bind = || {
+        super::notify::NotificationListener::bind(
+            addr,
+            std::path::Path::new(cert),
+            std::path::Path::new(key),
+            std::path::Path::new(ca),
+        )
+    };
+    let mut result = bind();
+    for _ in 0..25 {
+        match &result {
+            Err(super::notify::NotifyError::Bind { error, .. })
+                if error.kind() == std::io::ErrorKind::AddrInUse =>
+            {
+                smol::Timer::after(std::time::Duration::from_millis(200)).await;
+                result = bind();
+            }
+            _ => break,
+        }
+    }
+    match result {
+        Ok(listener) => {
+            log::info!(
+                "notifications: listening on {} (mutual TLS) for {}",
+                listener.local_addr().map_or(addr, |a| a),
+                server.notification_url.as_deref().unwrap_or("?")
+            );
+            Some(listener)
+        }
+        Err(e) => {
+            let e = format!("{e}; subscriptions are off, polling only");
+            log::error!("{e}");
+            status.update(|s| s.push_error(now_s, "csip", &e));
+            None
+        }
+    }
 }
 
 #[cfg(test)]

@@ -73,6 +73,7 @@ pub fn engine_config_at(base_url: &str) -> EngineConfig {
         default_post_rate_s: 300,
         reading_buffer_intervals: 100,
         rng_seed: 7,
+        notification_uri: None,
     }
 }
 
@@ -237,6 +238,20 @@ impl Harness {
                 body: reply.body.into_bytes(),
             })),
         }
+    }
+
+    /// The server POSTs a Notification to csipd's notificationURI now: handed to the
+    /// engine as the runtime's listener does, then the requests it causes are served.
+    #[allow(dead_code)]
+    pub fn notify(
+        &mut self,
+        body: &str,
+    ) -> Result<csipd::csip::subscription::NotificationOutcome, csipd::sep2::ReadError> {
+        let outcome = self.engine.handle_notification(body.as_bytes(), self.now);
+        self.drain_events();
+        self.exchange_all();
+        self.drain_events();
+        outcome
     }
 
     /// Sends every request the engine has, at the current virtual instant.

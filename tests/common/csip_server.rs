@@ -47,6 +47,8 @@ pub struct Control {
     pub load_lim_w: Option<i32>,
     pub energize: Option<bool>,
     pub connect: Option<bool>,
+    /// opModFixedW, hundredths of a percent (SignedPerCent).
+    pub fixed_w: Option<i16>,
     pub response_required: u8,
 }
 
@@ -71,6 +73,7 @@ impl Control {
             load_lim_w: None,
             energize: None,
             connect: None,
+            fixed_w: None,
             response_required: 3,
         }
     }
@@ -82,6 +85,8 @@ pub struct Program {
     pub primacy: u8,
     pub default_exp_lim_w: Option<i32>,
     pub default_imp_lim_w: Option<i32>,
+    pub default_gen_lim_w: Option<i32>,
+    pub default_load_lim_w: Option<i32>,
     pub set_grad_w: Option<u16>,
     pub controls: Vec<Control>,
 }
@@ -92,6 +97,8 @@ impl Default for Program {
             primacy: 0,
             default_exp_lim_w: Some(0),
             default_imp_lim_w: Some(0),
+            default_gen_lim_w: None,
+            default_load_lim_w: None,
             set_grad_w: Some(27),
             controls: Vec::new(),
         }
@@ -129,6 +136,8 @@ pub struct Scenario {
     /// The DeviceCapability states its pollRate only once this device is registered
     /// (what the certification harness's server did before in-band registration).
     pub dcap_poll_rate_after_registration: bool,
+    /// The EndDevice links a SubscriptionList (`/edev/1/sub`) that takes Subscriptions.
+    pub subscription_list: bool,
     /// FSA 1 links a TariffProfileList at `/edev/1/fsa/1/tp` (served by the pricing
     /// test's own routes, tests/csip_pricing.rs).
     pub tariff_profile_list_link: bool,
@@ -157,6 +166,7 @@ impl Default for Scenario {
             fsas: vec![vec![Program::default()]],
             clock_offset_s: 0,
             dcap_poll_rate_after_registration: false,
+            subscription_list: false,
             tariff_profile_list_link: false,
         }
     }
@@ -179,6 +189,8 @@ struct State {
     next_mup_id: u32,
     /// Bodies PUT to each path, latest last.
     puts: HashMap<String, Vec<String>>,
+    /// Subscriptions created: (id, body of the POST).
+    subs: Vec<(usize, String)>,
     /// Server clock (Unix seconds, before `clock_offset_s`) of the request being served.
     now_s: i64,
 }
@@ -340,6 +352,11 @@ impl ScriptedServer {
         self.lock()
             .forced
             .insert(path.to_string(), (status, retry_after_s));
+    }
+
+    /// The Subscriptions the server holds now (POSTed and not DELETEd).
+    pub fn subscriptions(&self) -> usize {
+        self.lock().subs.len()
     }
 
     pub fn clear_forced(&self, path: &str) {
@@ -667,6 +684,48 @@ fn handle(state: &mut State, method: &str, path: &str, query: &str, body: &str) 
             location: Some(format!("/edev/1/lel/{}", state.requests.len())),
             retry_after_s: None,
         },
+        // Subscriptions: 201 with the new Subscription's Location (2030.5 5.5); the
+        // Subscription is kept until DELETEd.
+        ("POST", "/edev/1/sub") if registered && s.subscription_list => {
+            let id = state.requests.len();
+            state.subs.push((id, body.to_string()));
+            Reply {
+                status: 201,
+                body: String::new(),
+                location: Some(format!("/edev/1/sub/{id}")),
+                retry_after_s: None,
+            }
+        }
+        ("GET", "/edev/1/sub") if registered && s.subscription_list => {
+            let items: Vec<String> = state
+                .subs
+                .iter()
+                .map(|(id, b)| {
+                    format!(
+                        r#"<Subscription href="/edev/1/sub/{id}">{}</Subscription>"#,
+                        b.split_once("<Subscription")
+                            .and_then(|(_, rest)| rest.split_once('>'))
+                            .and_then(|(_, rest)| rest.rsplit_once("</Subscription>"))
+                            .map(|(inner, _)| inner)
+                            .unwrap_or_default()
+                    )
+                })
+                .collect();
+            ok(list(
+                "SubscriptionList",
+                "/edev/1/sub",
+                None,
+                &items,
+                query,
+                (10, s.max_page_limit),
+            ))
+        }
+        ("DELETE", p) if p.starts_with("/edev/1/sub/") && s.subscription_list => {
+            let id: usize = p["/edev/1/sub/".len()..].parse().unwrap_or(usize::MAX);
+            let before = state.subs.len();
+            state.subs.retain(|(i, _)| *i != id);
+            status(if state.subs.len() < before { 204 } else { 404 })
+        }
         ("POST", "/edev/1/rsps/site_control/rsp") => Reply {
             status: 201,
             body: String::new(),
@@ -737,8 +796,13 @@ fn own_edev(s: &Scenario) -> String {
     } else {
         ""
     };
+    let sub = if s.subscription_list {
+        r#"<SubscriptionListLink href="/edev/1/sub" all="0"/>"#
+    } else {
+        ""
+    };
     format!(
-        r#"<EndDevice href="/edev/1"><DERListLink href="/edev/1/der" all="1"/><lFDI>{}</lFDI><LogEventListLink href="/edev/1/lel" all="0"/><sFDI>{}</sFDI><changedTime>1700000000</changedTime><enabled>true</enabled><FunctionSetAssignmentsListLink href="/edev/1/fsa" all="{}"/>{rg}{cp}</EndDevice>"#,
+        r#"<EndDevice href="/edev/1"><DERListLink href="/edev/1/der" all="1"/><lFDI>{}</lFDI><LogEventListLink href="/edev/1/lel" all="0"/><sFDI>{}</sFDI><changedTime>1700000000</changedTime><enabled>true</enabled><FunctionSetAssignmentsListLink href="/edev/1/fsa" all="{}"/>{rg}{sub}{cp}</EndDevice>"#,
         s.lfdi,
         s.sfdi,
         s.fsas.len()
@@ -795,9 +859,11 @@ fn program_resource(s: &Scenario, path: &str, query: &str) -> Option<Reply> {
                 .map(|g| format!("<setGradW>{g}</setGradW>"))
                 .unwrap_or_default();
             Some(ok(format!(
-                r#"<DefaultDERControl {XMLNS} href="{path}"><mRID>D{n:031X}</mRID><description>default</description><DERControlBase>{}{}</DERControlBase>{grad}</DefaultDERControl>"#,
+                r#"<DefaultDERControl {XMLNS} href="{path}"><mRID>D{n:031X}</mRID><description>default</description><DERControlBase>{}{}{}{}</DERControlBase>{grad}</DefaultDERControl>"#,
                 power("opModImpLimW", p.default_imp_lim_w),
-                power("opModExpLimW", p.default_exp_lim_w)
+                power("opModExpLimW", p.default_exp_lim_w),
+                power("opModGenLimW", p.default_gen_lim_w),
+                power("opModLoadLimW", p.default_load_lim_w)
             )))
         }
         ["edev", "1", "derp", _, "dc"] => Some(ok(list(
@@ -832,6 +898,9 @@ fn control_xml(c: &Control) -> String {
         .unwrap_or_default()
         + &c.energize
             .map(|e| format!("<opModEnergize>{e}</opModEnergize>"))
+            .unwrap_or_default()
+        + &c.fixed_w
+            .map(|w| format!("<opModFixedW>{w}</opModFixedW>"))
             .unwrap_or_default();
     format!(
         r#"<DERControl href="/edev/1/derc/{mrid}" replyTo="/edev/1/rsps/site_control/rsp" responseRequired="{rr:02X}"><mRID>{mrid}</mRID><description>{mrid}</description><creationTime>{ct}</creationTime><EventStatus><currentStatus>{st}</currentStatus><dateTime>{ct}</dateTime><potentiallySuperseded>false</potentiallySuperseded></EventStatus><interval><duration>{d}</duration><start>{start}</start></interval><DERControlBase>{energize}{imp}{exp}{gen}{load}</DERControlBase></DERControl>"#,

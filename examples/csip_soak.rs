@@ -123,6 +123,7 @@ fn main() {
                     can_limit_import: false,
                     can_limit_generation: true,
                     can_limit_load: false,
+                    storage: None,
                 },
                 max_poll_interval_s: None,
                 report_backstop_s: 3600,
@@ -151,12 +152,14 @@ fn main() {
                             c: Some(241.0),
                         },
                         frequency_hz: Some(50.0),
+                        stored_energy_wh: None,
                     }),
                     der: Some(MeterSample {
                         active_power_w: phase(w + 500.0),
                         reactive_power_var: phase(0.0),
                         voltage_v: PhaseValues::total(241.0),
                         frequency_hz: Some(50.0),
+                        stored_energy_wh: None,
                     }),
                     inverters: vec![InverterState {
                         connected: true,
@@ -165,6 +168,7 @@ fn main() {
                         rtg_max_w: 5000.0,
                         active_power_w: None,
                     }],
+                    storage: None,
                 })
             };
             let clock = csipd::runtime::clock::SystemClock::new();

@@ -59,12 +59,14 @@ fn measurement() -> Option<SiteMeasurement> {
             reactive_power_var: PhaseValues::total(120.0),
             voltage_v: PhaseValues::total(240.0),
             frequency_hz: Some(50.0),
+            stored_energy_wh: None,
         }),
         der: Some(MeterSample {
             active_power_w: PhaseValues::total(3000.0),
             reactive_power_var: PhaseValues::total(0.0),
             voltage_v: PhaseValues::total(241.0),
             frequency_hz: Some(50.0),
+            stored_energy_wh: None,
         }),
         inverters: vec![InverterState {
             connected: true,
@@ -73,6 +75,7 @@ fn measurement() -> Option<SiteMeasurement> {
             rtg_max_w: 5000.0,
             active_power_w: None,
         }],
+        storage: None,
     })
 }
 
@@ -109,6 +112,7 @@ fn engine_config(server: &GridappsdServer, id: &str) -> EngineConfig {
             can_limit_import: false,
             can_limit_generation: true,
             can_limit_load: false,
+            storage: None,
         },
         max_poll_interval_s: None,
         report_backstop_s: 3600,

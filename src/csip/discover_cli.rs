@@ -69,6 +69,7 @@ impl EngineConfig {
                 can_limit_import: controllable_load,
                 can_limit_generation: generation,
                 can_limit_load: controllable_load,
+                storage: None,
             },
             max_poll_interval_s: None,
             report_backstop_s: 3600,

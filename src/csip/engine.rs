@@ -155,6 +155,7 @@ impl Engine {
         self.set_now(now);
         if let Some(m) = &measurement {
             self.der.inverters = Some(m.inverters.clone());
+            self.der.storage = m.storage;
         }
         let server_now_s = self.ctx.server_now_s();
         self.mirror
@@ -511,6 +512,7 @@ mod tests {
             can_limit_import: false,
             can_limit_generation: true,
             can_limit_load: false,
+            storage: None,
         };
         EngineConfig {
             http: crate::http::ClientConfig::new("http://memory"),

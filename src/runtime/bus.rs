@@ -601,6 +601,7 @@ mod tests {
             can_limit_import: false,
             can_limit_generation: true,
             can_limit_load: false,
+            storage: None,
         };
         assert!(!restrict_to_controls(
             &mut np,

@@ -127,6 +127,7 @@ pub fn sample_of(ac: &AcValues) -> MeterSample {
         ),
         voltage_v: phases(ac.v, [ac.phases[0].v, ac.phases[1].v, ac.phases[2].v]),
         frequency_hz: ac.hz,
+        stored_energy_wh: None,
     }
 }
 
@@ -171,6 +172,7 @@ pub fn fleet_sample(acs: &[&AcValues]) -> Option<MeterSample> {
             c: m(&|a| a.phases[2].v),
         },
         frequency_hz: m(&|a| a.hz),
+        stored_energy_wh: None,
     })
 }
 
@@ -235,6 +237,7 @@ impl MeasurementSource for SiteSource {
                 .iter()
                 .map(|d| inverter_state(d, fresh(d)))
                 .collect(),
+            storage: None,
         })
     }
 }

@@ -122,6 +122,12 @@ impl DerSet {
         self.ders = paged.items;
     }
 
+    /// A battery csipd commands is behind the gateway: `opModStorageTargetW` is a mode
+    /// this client runs (from the configuration at start, the devices later).
+    pub fn can_target_storage(&self) -> bool {
+        self.nameplate.storage.as_ref().is_some_and(|s| s.can_target)
+    }
+
     /// The nameplate became known (or changed).
     pub fn set_nameplate(&mut self, nameplate: Nameplate) {
         self.nameplate_known = nameplate.rtg_max_w > 0.0;

@@ -41,6 +41,9 @@ pub struct DerpSet {
     last_active: Option<ActiveControls>,
     /// (tree version, server time, next change) of the last evaluation.
     evaluated: Option<(u64, i64, Option<i64>)>,
+    /// Whether that evaluation ran opModStorageTargetW (a battery appearing or going
+    /// changes what the controls mean).
+    evaluated_targets_storage: bool,
     /// Rejections of unreadable DERControls, handed out with the next outcome.
     rejections: Vec<ResponseDue>,
 }
@@ -55,6 +58,7 @@ impl DerpSet {
             rng: schedule::Rng::new(rng_seed),
             last_active: None,
             evaluated: None,
+            evaluated_targets_storage: false,
             rejections: Vec::new(),
         }
     }
@@ -394,20 +398,41 @@ impl DerpSet {
 
     /// Runs the scheduler when something changed or its next change came; hands out
     /// [`Event::Controls`] when the active controls changed or responses fell due.
-    pub fn evaluate(&mut self, ctx: &mut Ctx, fsas: &[FsaState], responses: &mut ResponseSet) {
+    /// Without a battery csipd commands (`targets_storage` false), opModStorageTargetW
+    /// is not a mode this client runs: it is left out of every control, so a control
+    /// that sets nothing else is answered 252 (parameter not applicable) and one that
+    /// also sets a limit is carried out for the limit alone.
+    pub fn evaluate(
+        &mut self,
+        ctx: &mut Ctx,
+        fsas: &[FsaState],
+        responses: &mut ResponseSet,
+        targets_storage: bool,
+    ) {
         if ctx.state == ConnectionState::PinMismatch || !ctx.registration_ok || !self.ready(fsas) {
             return;
         }
         let now_s = ctx.server_now_s();
         if let Some((version, at_s, next_change_s)) = self.evaluated {
             let unchanged = version == ctx.tree_version
+                && targets_storage == self.evaluated_targets_storage
                 && now_s >= at_s
                 && next_change_s.is_none_or(|next| now_s < next);
             if unchanged {
                 return;
             }
         }
-        let (programs, events) = schedule_input(fsas, &self.programs);
+        let (mut programs, mut events) = schedule_input(fsas, &self.programs);
+        if !targets_storage {
+            for event in &mut events {
+                event.controls.storage_target_w = None;
+            }
+            for program in &mut programs {
+                if let Some(default) = &mut program.default_control {
+                    default.controls.storage_target_w = None;
+                }
+            }
+        }
         let input = schedule::Input {
             programs: &programs,
             events: &events,
@@ -427,6 +452,7 @@ impl DerpSet {
                 .push_back(Event::Controls(Box::new(outcome.clone())));
         }
         self.evaluated = Some((ctx.tree_version, now_s, outcome.next_change_s));
+        self.evaluated_targets_storage = targets_storage;
         self.schedule_state = outcome.state;
     }
 

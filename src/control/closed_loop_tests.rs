@@ -93,6 +93,7 @@ fn as_utility(limits: &MergedLimits) -> UtilityControls {
         energize: limits.energize.clone(),
         set_grad_w: limits.set_grad_w,
         ramp_tms: limits.ramp_tms,
+        storage_target_w: limits.storage_target_w.clone(),
     }
 }
 

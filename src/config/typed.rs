@@ -348,6 +348,10 @@ pub struct DeviceConfig {
     pub power_control: crate::devices::PowerControl,
     /// Nameplate power; `None` means read it from SunSpec model 120/702.
     pub rated_w: Option<u32>,
+    /// Storage devices: usable battery capacity, Wh (SunSpec 124 gives only a state of
+    /// charge). Sent as DERCapability rtgMaxWh and turns the state of charge into the
+    /// stored-energy reading (CSIP-AUS v1.3 storage); `None`: neither is sent.
+    pub capacity_wh: Option<u32>,
     /// Per-request timeout. Default 1000 ms; 50..=30000.
     pub timeout_ms: u32,
     /// Default true.
@@ -498,6 +502,7 @@ const DEVICE_OPTIONS: &[&str] = &[
     "password_file",
     "fingerprint",
     "rated_w",
+    "capacity_wh",
     "timeout_ms",
     "enabled",
 ];
@@ -1749,6 +1754,16 @@ fn read_device(checker: &mut Checker<'_>, section: &Section) -> Option<DeviceCon
                 .to_string(),
         );
     }
+    let capacity_wh = r
+        .uint("capacity_wh", "watt-hours", 1, 10_000_000)
+        .and_then(|n| u32::try_from(n).ok());
+    if capacity_wh.is_some() && role != Some(DeviceRole::Storage) {
+        let pos = r.pos_of("capacity_wh");
+        r.checker.warning(
+            pos,
+            "option 'capacity_wh' is for role 'storage' devices; it is ignored here".to_string(),
+        );
+    }
     let timeout_ms = r
         .uint("timeout_ms", "milliseconds", 50, 30_000)
         .map_or(1000, |n| n as u32);
@@ -1762,6 +1777,7 @@ fn read_device(checker: &mut Checker<'_>, section: &Section) -> Option<DeviceCon
         chain_device,
         power_control,
         rated_w: rated_w.filter(|w| *w > 0),
+        capacity_wh,
         timeout_ms,
         enabled,
     })

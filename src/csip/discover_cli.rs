@@ -13,7 +13,7 @@ use crate::schedule;
 
 use super::discovery::Tree;
 use super::well_known::{Choice, version_label};
-use super::{EngineConfig, EngineSink, EngineStatus, Nameplate, SiteMeasurement};
+use super::{EngineConfig, EngineSink, EngineStatus, Nameplate, SiteMeasurement, StorageNameplate};
 
 const DEFAULT_CONFIG: &str = "/etc/config/csipd";
 
@@ -46,6 +46,22 @@ impl EngineConfig {
         let generation = has(DeviceRole::Inverter) || has(DeviceRole::Storage);
         // Import and load can only be limited with something that consumes on command.
         let controllable_load = has(DeviceRole::Storage);
+        // A battery: its ratings are refined from SunSpec 124 once it is read; until
+        // then the configured rated_w and capacity_wh. opModStorageTargetW is run.
+        let capacity_wh: f64 = config
+            .devices
+            .iter()
+            .filter(|d| d.enabled && d.role == DeviceRole::Storage)
+            .filter_map(|d| d.capacity_wh)
+            .map(f64::from)
+            .sum();
+        let storage = controllable_load.then(|| StorageNameplate {
+            max_charge_rate_w: rated(DeviceRole::Storage),
+            max_discharge_rate_w: rated(DeviceRole::Storage),
+            max_wh: (capacity_wh > 0.0).then_some(capacity_wh),
+            min_wh: None,
+            can_target: true,
+        });
         Ok(EngineConfig {
             http,
             dcap_path,
@@ -69,7 +85,7 @@ impl EngineConfig {
                 can_limit_import: controllable_load,
                 can_limit_generation: generation,
                 can_limit_load: controllable_load,
-                storage: None,
+                storage,
             },
             max_poll_interval_s: None,
             report_backstop_s: 3600,

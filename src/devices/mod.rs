@@ -752,6 +752,28 @@ impl Device {
         Ok(sunspec::decode_124(&after))
     }
 
+    /// Makes a storage inverter hold `target_w` (positive discharges, negative charges;
+    /// `None` ends the target) through model 124's rate window, then reads back to
+    /// confirm ([`sunspec::plan_storage_target`]).
+    pub async fn set_storage_target_w(
+        &mut self,
+        target_w: Option<f64>,
+        revert_s: u32,
+    ) -> Result<StorageState, DeviceError> {
+        let map = self.inverter_map().await?;
+        let ctl = map.find(124).copied().ok_or_else(|| {
+            self.sunspec_err(SunSpecError::MissingModel {
+                wanted: "basic storage controls (124)",
+                present: map.ids(),
+            })
+        })?;
+        let before = self.read_model(&ctl).await?;
+        let writes = sunspec::plan_storage_target(&ctl, &before, target_w, revert_s)
+            .map_err(|e| self.sunspec_err(e))?;
+        let after = self.write_and_confirm(ctl, writes).await?;
+        Ok(sunspec::decode_124(&after))
+    }
+
     /// Connects (true) or disconnects (false) the inverter from the grid (model 123 Conn),
     /// then reads back to confirm.
     pub async fn set_connected(&mut self, connected: bool) -> Result<(), DeviceError> {

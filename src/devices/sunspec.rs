@@ -431,6 +431,8 @@ pub struct StorageState {
     pub revert_s: Option<u16>,
     /// ChaState: state of charge, % of AhrRtg.
     pub soc_pct: Option<f64>,
+    /// MinRsvPct: the reserve the battery keeps, % of its capacity.
+    pub min_reserve_pct: Option<f64>,
 }
 
 impl StorageState {
@@ -792,6 +794,7 @@ pub fn decode_124(regs: &[u16]) -> StorageState {
         charge_limit_pct: b.scaled_i16(m124::INWRTE, m124::INOUTWRTE_SF),
         revert_s: b.u16(m124::INOUTWRTE_RVRT_TMS),
         soc_pct: b.scaled_u16(m124::CHASTATE, m124::CHASTATE_SF),
+        min_reserve_pct: b.scaled_u16(m124::MINRSVPCT, m124::MINRSVPCT_SF),
     }
 }
 
@@ -920,15 +923,20 @@ pub mod m704 {
 pub mod m124 {
     pub const WCHAMAX: usize = 2;
     pub const STORCTL_MOD: usize = 5;
+    pub const MINRSVPCT: usize = 7;
     pub const CHASTATE: usize = 8;
+    pub const OUTWRTE: usize = 12;
     pub const INWRTE: usize = 13;
     pub const INOUTWRTE_RVRT_TMS: usize = 15;
     pub const WCHAMAX_SF: usize = 18;
+    pub const MINRSVPCT_SF: usize = 21;
     pub const CHASTATE_SF: usize = 22;
     pub const INOUTWRTE_SF: usize = 25;
     pub const LEN: usize = 26;
     /// StorCtl_Mod bit 0 (CHARGE): InWRte limits charging.
     pub const STORCTL_CHARGE: u16 = 1;
+    /// StorCtl_Mod bit 1 (DISCHARGE): OutWRte limits discharging.
+    pub const STORCTL_DISCHARGE: u16 = 2;
 }
 
 /// One register write: `values` go to `address`, `address + 1`, ...
@@ -1100,6 +1108,81 @@ pub fn plan_charge_limit(
             vec![bits | m124::STORCTL_CHARGE],
             "StorCtl_Mod",
         ),
+    ])
+}
+
+/// The writes that make a storage inverter hold `target_w` (model 124; positive
+/// discharges, negative charges), or end the target (`None`: StorCtl_Mod's CHARGE and
+/// DISCHARGE bits cleared, the charge limit is written again afterwards). A target is
+/// the window both rates close to: discharging at D % of WChaMax is OutWRte = D with
+/// InWRte = -D (a negative charge rate is a minimum discharge), charging at C % is
+/// InWRte = C with OutWRte = -C, both bits set (SunSpec 124's rate window, as battery
+/// inverters implement forced charge and discharge). Magnitudes are rounded down, so the
+/// battery never moves more power than asked. `revert_s` goes to InOutWRte_RvrtTms
+/// first, so the target lapses if csipd stops refreshing it.
+pub fn plan_storage_target(
+    ctl: &ModelRef,
+    regs: &[u16],
+    target_w: Option<f64>,
+    revert_s: u32,
+) -> Result<Vec<RegisterWrite>, SunSpecError> {
+    if ctl.id != 124 {
+        return Err(SunSpecError::OutOfRange {
+            what: format!("a storage target needs model 124, got model {}", ctl.id),
+        });
+    }
+    let b = Block::new(124, regs);
+    b.ensure_len(m124::LEN)?;
+    let w = |off: usize, values: Vec<u16>, point| RegisterWrite {
+        address: ctl.addr(off as u16),
+        values,
+        point,
+    };
+    let both = m124::STORCTL_CHARGE | m124::STORCTL_DISCHARGE;
+    let bits = b.u16(m124::STORCTL_MOD).unwrap_or(0);
+    let Some(target_w) = target_w else {
+        return Ok(vec![w(m124::STORCTL_MOD, vec![bits & !both], "StorCtl_Mod")]);
+    };
+    if !target_w.is_finite() {
+        return Err(SunSpecError::OutOfRange {
+            what: format!("storage target {target_w} W is not a number"),
+        });
+    }
+    let max_w = b
+        .scaled_u16(m124::WCHAMAX, m124::WCHAMAX_SF)
+        .filter(|w| *w > 0.0)
+        .ok_or_else(|| SunSpecError::OutOfRange {
+            what: "model 124 WChaMax is not implemented or 0: a storage target (a % of it) \
+                   cannot be set"
+                .into(),
+        })?;
+    let pct = (100.0 * target_w.abs() / max_w).min(100.0);
+    let sf = b
+        .sf(m124::INOUTWRTE_SF)
+        .ok_or(SunSpecError::UnknownScaleFactor {
+            model: 124,
+            point: "InOutWRte_SF",
+        })?;
+    let raw = (pct / 10f64.powi(i32::from(sf)) + 1e-9).floor();
+    if !(0.0..=32767.0).contains(&raw) {
+        return Err(SunSpecError::OutOfRange {
+            what: format!("storage target {pct:.2}% does not fit OutWRte/InWRte with scale factor {sf}"),
+        });
+    }
+    let raw = raw as i16;
+    let (out_rate, in_rate) = if target_w >= 0.0 {
+        (raw, -raw)
+    } else {
+        (-raw, raw)
+    };
+    let rvrt = u16::try_from(revert_s).map_err(|_| SunSpecError::OutOfRange {
+        what: format!("revert timeout {revert_s} s exceeds model 124's 65535 s"),
+    })?;
+    Ok(vec![
+        w(m124::INOUTWRTE_RVRT_TMS, vec![rvrt], "InOutWRte_RvrtTms"),
+        w(m124::OUTWRTE, vec![out_rate as u16], "OutWRte"),
+        w(m124::INWRTE, vec![in_rate as u16], "InWRte"),
+        w(m124::STORCTL_MOD, vec![bits | both], "StorCtl_Mod"),
     ])
 }
 
@@ -1468,6 +1551,44 @@ mod tests {
         assert_eq!(w[1].values, vec![10000]);
         let w = plan_charge_limit(&ctl, &regs, Some(0.0), 0).unwrap();
         assert_eq!(w[1].values, vec![0]);
+    }
+
+    #[test]
+    fn plan_124_storage_target_closes_the_rate_window() {
+        let (ctl, regs) = m124_block();
+        // Discharge 2 kW of WChaMax 5 kW: OutWRte 40.00 %, InWRte -40.00 %, both bits.
+        let writes = plan_storage_target(&ctl, &regs, Some(2000.0), 120).unwrap();
+        let at = |off: usize| ctl.addr(off as u16);
+        assert_eq!(writes[0].address, at(m124::INOUTWRTE_RVRT_TMS));
+        assert_eq!(writes[0].values, vec![120]);
+        assert_eq!(
+            (writes[1].address, writes[1].values[0] as i16),
+            (at(m124::OUTWRTE), 4000)
+        );
+        assert_eq!(
+            (writes[2].address, writes[2].values[0] as i16),
+            (at(m124::INWRTE), -4000)
+        );
+        assert_eq!(writes[3].values, vec![0b11]);
+        // Charge 5 kW (and more is capped at WChaMax): InWRte 100 %, OutWRte -100 %.
+        let writes = plan_storage_target(&ctl, &regs, Some(-9000.0), 120).unwrap();
+        assert_eq!(writes[1].values[0] as i16, -10000);
+        assert_eq!(writes[2].values[0] as i16, 10000);
+        // 1 W more than a whole step is rounded down, never up.
+        let writes = plan_storage_target(&ctl, &regs, Some(1.4), 120).unwrap();
+        assert_eq!(writes[1].values[0] as i16, 2, "0.028 % → 0.02 %");
+        // Ending the target clears both bits, nothing else.
+        let mut set = regs.clone();
+        set[m124::STORCTL_MOD] = 0b111;
+        let end = plan_storage_target(&ctl, &set, None, 120).unwrap();
+        assert_eq!(end.len(), 1);
+        assert_eq!(end[0].values, vec![0b100]);
+        // What it cannot write is an error naming the point.
+        let mut bad = regs.clone();
+        bad[m124::WCHAMAX] = 0;
+        let err = plan_storage_target(&ctl, &bad, Some(100.0), 120).unwrap_err();
+        assert!(err.to_string().contains("WChaMax"), "{err}");
+        assert!(plan_storage_target(&ctl, &regs, Some(f64::NAN), 120).is_err());
     }
 
     #[test]

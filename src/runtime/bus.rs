@@ -75,6 +75,9 @@ struct Slot {
     last_connect: Option<bool>,
     /// The last charge limit written (None = lifted) and when, for storage inverters.
     last_charge_write: Option<(Option<f64>, Instant)>,
+    /// The last storage target written (opModStorageTargetW, W) and when; `None` while
+    /// no target is in force.
+    last_target_write: Option<(f64, Instant)>,
     /// The missing control model was logged (once per run, not per cycle).
     capability_logged: bool,
 }
@@ -196,6 +199,7 @@ pub async fn run_bus(
                 last_write: None,
                 last_connect: None,
                 last_charge_write: None,
+                last_target_write: None,
                 capability_logged: false,
             }
         })
@@ -362,12 +366,69 @@ async fn apply_charge_limit(slot: &mut Slot, cmd: &Command, site: &SharedSite) {
     }
 }
 
+/// Writes a storage inverter's target (the utility's opModStorageTargetW as the control
+/// law held it) when it changed beyond the deadband or is due for a refresh before the
+/// inverter's revert timer runs out; ends it (both rate bits cleared) when the target
+/// goes, after which the charge limit is written again. Returns whether a target is in
+/// force (the charge limit is left alone then: the target owns the rates).
+async fn apply_storage_target(slot: &mut Slot, cmd: &Command, site: &SharedSite) -> bool {
+    let name = slot.config.name.clone();
+    let now = Instant::now();
+    let wanted = cmd.storage_target_w.filter(|w| w.is_finite());
+    let due = match (slot.last_target_write, wanted) {
+        (None, None) => return false,
+        (Some(_), None) | (None, Some(_)) => true,
+        (Some((last, at)), Some(w)) => {
+            (w - last).abs() >= CHARGE_DEADBAND_W
+                // Holding back harder (a tighter limit) is written at once.
+                || (w.abs() < last.abs() - 1.0)
+                || now.saturating_duration_since(at) >= REFRESH_EVERY
+        }
+    };
+    if !due {
+        return true;
+    }
+    let r = slot
+        .device
+        .set_storage_target_w(wanted, REVERT_TIMEOUT_S)
+        .await;
+    let mut s = site.borrow_mut();
+    let Some(st) = s.devices.get_mut(&name) else {
+        return wanted.is_some();
+    };
+    match r {
+        Ok(state) => {
+            match wanted {
+                Some(w) => {
+                    if slot.last_target_write.is_none() {
+                        log::info!("device '{name}': storage target {w:.0} W");
+                    }
+                    slot.last_target_write = Some((w, now));
+                }
+                None => {
+                    log::info!("device '{name}': storage target ended");
+                    slot.last_target_write = None;
+                    // The target cleared the charge bit: write the charge limit again.
+                    slot.last_charge_write = None;
+                }
+            }
+            st.writes_ok += 1;
+            st.charge_limit_w = state.charge_limit_w();
+        }
+        Err(e) => st.record_write_error(e.to_string()),
+    }
+    wanted.is_some()
+}
+
 /// Writes what the device has a control model for; the rest is a capability fact,
 /// said once when the device is first read and shown in the status, not an error
 /// repeated every cycle.
 async fn apply_command(slot: &mut Slot, cmd: Command, site: &SharedSite) {
     let controls = slot.device.controls().unwrap_or_default();
-    if slot.config.role == DeviceRole::Storage && controls.charge_limit {
+    if slot.config.role == DeviceRole::Storage
+        && controls.charge_limit
+        && !apply_storage_target(slot, &cmd, site).await
+    {
         apply_charge_limit(slot, &cmd, site).await;
     }
     let name = slot.config.name.clone();

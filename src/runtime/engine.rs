@@ -10,13 +10,13 @@
 use super::clock::SystemClock;
 use super::durable::{SavedControls, SharedDurable};
 use super::map;
-use super::site::{DeviceState, SharedSite};
+use super::site::{DeviceState, SharedSite, SiteState};
 use crate::clock::Now;
 use crate::config::Config;
 use crate::csip::response::Delivery;
 use crate::csip::{
     self, EngineConfig, EngineSink, EngineStatus, InverterState, MeasurementSource, MeterSample,
-    PhaseValues, SiteMeasurement,
+    PhaseValues, SiteMeasurement, StorageMeasurement, StorageNameplate,
 };
 use crate::devices::OperatingState;
 use crate::devices::sunspec::AcValues;
@@ -176,6 +176,97 @@ pub fn fleet_sample(acs: &[&AcValues]) -> Option<MeterSample> {
     })
 }
 
+/// The batteries as one (CSIP-AUS v1.3 storage): outputs and stored energy add up,
+/// the state of charge is the capacity-weighted mean (the plain mean while a capacity
+/// is not configured). A value is known only when every storage device's is (a
+/// battery that stopped answering makes the sum unknown, not smaller). `None` without
+/// a storage device that was ever read.
+pub fn storage_measurement(
+    s: &SiteState,
+    fresh: impl Fn(&DeviceState) -> bool,
+) -> Option<StorageMeasurement> {
+    let devices: Vec<(&DeviceState, Option<f64>)> = s
+        .storage
+        .iter()
+        .filter_map(|(name, cap)| s.devices.get(name).map(|d| (d, *cap)))
+        .filter(|(d, _)| d.last_good_at.is_some())
+        .collect();
+    if devices.is_empty() {
+        return None;
+    }
+    let all_fresh = devices.iter().all(|(d, _)| fresh(d));
+    let states: Vec<InverterState> = devices
+        .iter()
+        .map(|(d, _)| inverter_state(d, fresh(d)))
+        .collect();
+    let active_power_w = all_fresh
+        .then(|| sum(devices.iter().map(|(d, _)| d.ac.as_ref().and_then(|a| a.w))))
+        .flatten();
+    let socs: Option<Vec<f64>> = all_fresh
+        .then(|| devices.iter().map(|(d, _)| d.soc_pct).collect())
+        .flatten();
+    let caps: Option<Vec<f64>> = devices.iter().map(|(_, c)| *c).collect();
+    let (soc_pct, stored_wh) = match (&socs, &caps) {
+        (Some(socs), Some(caps)) => {
+            let total: f64 = caps.iter().sum();
+            let stored: f64 = socs.iter().zip(caps).map(|(p, c)| p / 100.0 * c).sum();
+            (
+                (total > 0.0).then(|| 100.0 * stored / total),
+                Some(stored),
+            )
+        }
+        (Some(socs), None) => (Some(socs.iter().sum::<f64>() / socs.len() as f64), None),
+        _ => (None, None),
+    };
+    Some(StorageMeasurement {
+        active_power_w,
+        stored_wh,
+        soc_pct,
+        connected: states.iter().any(|i| i.connected),
+        available: states.iter().any(|i| i.available),
+        operating: states.iter().any(|i| i.operating),
+    })
+}
+
+/// The batteries' ratings as read (SunSpec 124 WChaMax for the charge rate, and for the
+/// discharge rate within the inverter's rating; MinRsvPct of the configured capacity
+/// for the reserve), starting from `configured` (the UCI `rated_w`/`capacity_wh`).
+/// opModStorageTargetW is offered while no storage device has been read, and then only
+/// when one has model 124. `None` without storage devices.
+pub fn storage_nameplate(
+    s: &SiteState,
+    configured: Option<&StorageNameplate>,
+) -> Option<StorageNameplate> {
+    let configured = configured?;
+    let read: Vec<(&DeviceState, Option<f64>)> = s
+        .storage
+        .iter()
+        .filter_map(|(name, cap)| s.devices.get(name).map(|d| (d, *cap)))
+        .filter(|(d, _)| d.controls.is_some())
+        .collect();
+    if read.is_empty() || read.len() < s.storage.len() {
+        return Some(configured.clone());
+    }
+    let charge = |d: &DeviceState| d.max_charge_w.or(d.rating_w).unwrap_or(0.0);
+    let discharge = |d: &DeviceState| match (d.max_charge_w, d.rating_w) {
+        (Some(c), Some(r)) => c.min(r),
+        (c, r) => c.or(r).unwrap_or(0.0),
+    };
+    let reserves: Option<f64> = read
+        .iter()
+        .map(|(d, cap)| Some(d.min_reserve_pct? / 100.0 * (*cap)?))
+        .sum();
+    Some(StorageNameplate {
+        max_charge_rate_w: read.iter().map(|(d, _)| charge(d)).sum(),
+        max_discharge_rate_w: read.iter().map(|(d, _)| discharge(d)).sum(),
+        max_wh: configured.max_wh,
+        min_wh: reserves,
+        can_target: read
+            .iter()
+            .any(|(d, _)| d.controls.is_some_and(|c| c.charge_limit)),
+    })
+}
+
 /// Samples the shared site state for the engine (once a second).
 pub struct SiteSource {
     pub site: SharedSite,
@@ -237,7 +328,7 @@ impl MeasurementSource for SiteSource {
                 .iter()
                 .map(|d| inverter_state(d, fresh(d)))
                 .collect(),
-            storage: None,
+            storage: storage_measurement(&s, fresh),
         })
     }
 }
@@ -477,6 +568,8 @@ pub async fn engine_task(
     };
     let mut nameplate = ec.nameplate.clone();
     let mut nameplate_sent = nameplate.rtg_max_w > 0.0;
+    let configured_storage = ec.nameplate.storage.clone();
+    let mut next_storage_check_ms = 0;
     let setup = crate::http::Client::new(ec.http.clone())
         .map_err(csip::EngineError::Http)
         .and_then(|client| Ok((client, csip::Engine::new(ec, clock.now())?)));
@@ -541,8 +634,21 @@ pub async fn engine_task(
                         );
                     }
                     drop(s);
+                    nameplate.storage = storage_nameplate(&site.borrow(), nameplate.storage.as_ref());
                     engine.handle_nameplate(nameplate.clone(), now);
                     nameplate_sent = true;
+                }
+            }
+            // The batteries' ratings as they are read (WChaMax, MinRsvPct, whether
+            // model 124 is there): DERCapability/DERSettings follow a change.
+            if now.mono_ms >= next_storage_check_ms {
+                next_storage_check_ms = now.mono_ms + 10_000;
+                let storage = storage_nameplate(&site.borrow(), configured_storage.as_ref());
+                if storage != nameplate.storage {
+                    nameplate.storage = storage;
+                    if nameplate_sent {
+                        engine.handle_nameplate(nameplate.clone(), now);
+                    }
                 }
             }
             if now.mono_ms >= next_save_ms {

@@ -54,6 +54,10 @@ pub struct DeviceState {
     pub max_charge_w: Option<f64>,
     /// Storage inverters: the charge limit in force as last read or written (W).
     pub charge_limit_w: Option<f64>,
+    /// Storage inverters with model 124: state of charge (ChaState) and the reserve it
+    /// keeps (MinRsvPct), % of capacity.
+    pub soc_pct: Option<f64>,
+    pub min_reserve_pct: Option<f64>,
     /// Inverters: what the device lets csipd control (SunSpec 123/704/124), known
     /// from its first reading. A device without a control model is read only.
     pub controls: Option<Controls>,
@@ -80,6 +84,8 @@ impl DeviceState {
             written: None,
             max_charge_w: None,
             charge_limit_w: None,
+            soc_pct: None,
+            min_reserve_pct: None,
             controls: None,
             tls_fingerprint: None,
         }
@@ -104,6 +110,8 @@ impl DeviceState {
         if let Some(st) = &r.storage {
             self.max_charge_w = st.w_cha_max_w.filter(|w| *w > 0.0);
             self.charge_limit_w = st.charge_limit_w();
+            self.soc_pct = st.soc_pct.filter(|p| (0.0..=100.0).contains(p));
+            self.min_reserve_pct = st.min_reserve_pct.filter(|p| (0.0..=100.0).contains(p));
         }
         self.ok(at);
     }
@@ -168,6 +176,9 @@ pub struct SiteState {
     /// timeout: what readers outside the coordinator (the engine) need to sample.
     pub meter_name: Option<String>,
     pub inverter_names: Vec<String>,
+    /// The enabled storage devices (names) with their configured capacity (Wh), for
+    /// the utility's storage reports.
+    pub storage: Vec<(String, Option<f64>)>,
     pub stale_after_s: f64,
     /// Setpoints by inverter name (coordinator → bus tasks).
     pub commands: BTreeMap<String, Command>,
@@ -190,6 +201,12 @@ impl SiteState {
             .controlled_devices()
             .map(|d| d.name.clone())
             .collect();
+        self.storage = config
+            .devices
+            .iter()
+            .filter(|d| d.enabled && d.role == crate::config::DeviceRole::Storage)
+            .map(|d| (d.name.clone(), d.capacity_wh.map(f64::from)))
+            .collect();
         self.stale_after_s = config.control.meter_stale_s;
         self.price.max_age_s = i64::from(config.price.max_age_s);
     }
@@ -199,6 +216,7 @@ impl SiteState {
             devices: BTreeMap::new(),
             meter_name: None,
             inverter_names: Vec::new(),
+            storage: Vec::new(),
             stale_after_s: 10.0,
             commands: BTreeMap::new(),
             utility: None,

@@ -294,6 +294,10 @@ return view.extend({
 		o = s.option(form.Value, 'rated_w', _('Rated power (W)'), _('Empty: read from the device.'));
 		o.datatype = 'uinteger';
 		o.modalonly = true;
+		o = s.option(form.Value, 'capacity_wh', _('Battery capacity (Wh)'), _('Usable capacity, for the utility\'s storage reports (CSIP-AUS v1.3). Empty: not reported.'));
+		o.datatype = 'range(1,10000000)';
+		o.depends('role', 'storage');
+		o.modalonly = true;
 		o = s.option(form.Value, 'timeout_ms', _('Timeout (ms)'));
 		o.datatype = 'range(50,30000)';
 		o.placeholder = '1000';

@@ -611,7 +611,9 @@ impl Device {
         if self.static_blocks.is_none() {
             self.static_blocks = Some(self.read_blocks(&map, &[120, 121, 702]).await?);
         }
-        let mut blocks = self.read_blocks(&map, &[meas, 122, 123, 124, 704]).await?;
+        let mut blocks = self
+            .read_blocks(&map, &[meas, 122, 123, 124, 704, 713])
+            .await?;
         if let Some(st) = &self.static_blocks {
             blocks.extend(st.iter().map(|(k, v)| (*k, v.clone())));
         }

@@ -433,6 +433,8 @@ pub struct StorageState {
     pub soc_pct: Option<f64>,
     /// MinRsvPct: the reserve the battery keeps, % of its capacity.
     pub min_reserve_pct: Option<f64>,
+    /// Model 713 WHRtg: the battery's energy rating, Wh.
+    pub capacity_wh: Option<f64>,
 }
 
 impl StorageState {
@@ -779,9 +781,31 @@ pub fn drop_non_measurements(ac: &mut AcValues) {
     }
 }
 
-/// Charge controls and state of charge from model 124, when present.
+/// Charge controls and state of charge from model 124, the energy rating (and the
+/// state of charge where 124 has none) from model 713 (DER storage capacity), when
+/// either is present. Without 124 nothing is controllable (`Controls::charge_limit`).
 pub fn decode_storage(blocks: &Blocks) -> Option<StorageState> {
-    blocks.get(&124).map(|regs| decode_124(regs))
+    let capacity = blocks.get(&713).map(|regs| decode_713(regs));
+    let mut st = match (blocks.get(&124), &capacity) {
+        (Some(regs), _) => decode_124(regs),
+        (None, Some(_)) => StorageState::default(),
+        (None, None) => return None,
+    };
+    if let Some((capacity_wh, soc_pct)) = capacity {
+        st.capacity_wh = capacity_wh;
+        st.soc_pct = st.soc_pct.or(soc_pct);
+    }
+    Some(st)
+}
+
+/// Model 713 (DER storage capacity): WHRtg (Wh) and SoC (%), unimplemented `None`.
+pub fn decode_713(regs: &[u16]) -> (Option<f64>, Option<f64>) {
+    let b = Block::new(713, regs);
+    (
+        b.scaled_u16(m713::WHRTG, m713::WH_SF).filter(|w| *w > 0.0),
+        b.scaled_u16(m713::SOC, m713::PCT_SF)
+            .filter(|p| (0.0..=100.0).contains(p)),
+    )
 }
 
 /// Model 124's registers (from its ID register on) decoded; unimplemented points `None`.
@@ -795,6 +819,7 @@ pub fn decode_124(regs: &[u16]) -> StorageState {
         revert_s: b.u16(m124::INOUTWRTE_RVRT_TMS),
         soc_pct: b.scaled_u16(m124::CHASTATE, m124::CHASTATE_SF),
         min_reserve_pct: b.scaled_u16(m124::MINRSVPCT, m124::MINRSVPCT_SF),
+        capacity_wh: None,
     }
 }
 
@@ -937,6 +962,15 @@ pub mod m124 {
     pub const STORCTL_CHARGE: u16 = 1;
     /// StorCtl_Mod bit 1 (DISCHARGE): OutWRte limits discharging.
     pub const STORCTL_DISCHARGE: u16 = 2;
+}
+
+/// Model 713 (DER storage capacity) offsets from model_713.json.
+pub mod m713 {
+    pub const WHRTG: usize = 2;
+    pub const SOC: usize = 4;
+    pub const WH_SF: usize = 7;
+    pub const PCT_SF: usize = 8;
+    pub const LEN: usize = 9;
 }
 
 /// One register write: `values` go to `address`, `address + 1`, ...

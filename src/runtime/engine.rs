@@ -188,7 +188,7 @@ pub fn storage_measurement(
     let devices: Vec<(&DeviceState, Option<f64>)> = s
         .storage
         .iter()
-        .filter_map(|(name, cap)| s.devices.get(name).map(|d| (d, *cap)))
+        .filter_map(|(name, cap)| s.devices.get(name).map(|d| (d, cap.or(d.capacity_wh))))
         .filter(|(d, _)| d.last_good_at.is_some())
         .collect();
     if devices.is_empty() {
@@ -229,8 +229,9 @@ pub fn storage_measurement(
 }
 
 /// The batteries' ratings as read (SunSpec 124 WChaMax for the charge rate, and for the
-/// discharge rate within the inverter's rating; MinRsvPct of the configured capacity
-/// for the reserve), starting from `configured` (the UCI `rated_w`/`capacity_wh`).
+/// discharge rate within the inverter's rating; the capacity configured (`capacity_wh`)
+/// or else model 713 WHRtg; MinRsvPct of it for the reserve), starting from
+/// `configured` (the UCI `rated_w`/`capacity_wh`).
 /// opModStorageTargetW is offered while no storage device has been read, and then only
 /// when one has model 124. `None` without storage devices.
 pub fn storage_nameplate(
@@ -241,7 +242,7 @@ pub fn storage_nameplate(
     let read: Vec<(&DeviceState, Option<f64>)> = s
         .storage
         .iter()
-        .filter_map(|(name, cap)| s.devices.get(name).map(|d| (d, *cap)))
+        .filter_map(|(name, cap)| s.devices.get(name).map(|d| (d, cap.or(d.capacity_wh))))
         .filter(|(d, _)| d.controls.is_some())
         .collect();
     if read.is_empty() || read.len() < s.storage.len() {
@@ -259,7 +260,11 @@ pub fn storage_nameplate(
     Some(StorageNameplate {
         max_charge_rate_w: read.iter().map(|(d, _)| charge(d)).sum(),
         max_discharge_rate_w: read.iter().map(|(d, _)| discharge(d)).sum(),
-        max_wh: configured.max_wh,
+        max_wh: read
+            .iter()
+            .map(|(_, cap)| *cap)
+            .sum::<Option<f64>>()
+            .or(configured.max_wh),
         min_wh: reserves,
         can_target: read
             .iter()

@@ -58,6 +58,8 @@ pub struct DeviceState {
     /// keeps (MinRsvPct), % of capacity.
     pub soc_pct: Option<f64>,
     pub min_reserve_pct: Option<f64>,
+    /// Storage inverters with model 713: the energy rating (WHRtg), Wh.
+    pub capacity_wh: Option<f64>,
     /// Inverters: what the device lets csipd control (SunSpec 123/704/124), known
     /// from its first reading. A device without a control model is read only.
     pub controls: Option<Controls>,
@@ -86,6 +88,7 @@ impl DeviceState {
             charge_limit_w: None,
             soc_pct: None,
             min_reserve_pct: None,
+            capacity_wh: None,
             controls: None,
             tls_fingerprint: None,
         }
@@ -112,6 +115,7 @@ impl DeviceState {
             self.charge_limit_w = st.charge_limit_w();
             self.soc_pct = st.soc_pct.filter(|p| (0.0..=100.0).contains(p));
             self.min_reserve_pct = st.min_reserve_pct.filter(|p| (0.0..=100.0).contains(p));
+            self.capacity_wh = st.capacity_wh;
         }
         self.ok(at);
     }

@@ -225,7 +225,10 @@ fn sto_01_04_storage_usage_point_and_stored_energy_readings() {
         .filter(|r| element_text(&r.body, "uom").as_deref() == Some("38"))
         .filter_map(|r| element_text(&r.body, "value"))
         .collect();
-    assert!(power.len() >= 4 && power.iter().all(|v| v == "-1200"), "{power:?}");
+    assert!(
+        power.len() >= 4 && power.iter().all(|v| v == "-1200"),
+        "{power:?}"
+    );
     // The site and DER usage points are still there beside it.
     assert_eq!(h.server.mup_count(), 3);
     assert_all_bodies_valid(&h.server);
@@ -275,8 +278,11 @@ fn sto_02_05_battery_capability_and_settings() {
     assert_eq!(element_text(&cap, "type").as_deref(), Some("81"));
     // doeModesSupported_set "01" and vppModesSupported_set "01".
     let bits = |xml: &str, tag: &str| {
-        u8::from_str_radix(&element_text(xml, tag).unwrap_or_else(|| panic!("{tag}: {xml}")), 16)
-            .unwrap()
+        u8::from_str_radix(
+            &element_text(xml, tag).unwrap_or_else(|| panic!("{tag}: {xml}")),
+            16,
+        )
+        .unwrap()
     };
     assert_eq!(bits(&cap, "csipaus:doeModesSupported") & 1, 1);
     assert_eq!(bits(&cap, "csipaus:vppModesSupported") & 1, 1);
@@ -297,7 +303,10 @@ fn sto_02_05_battery_capability_and_settings() {
     assert!(h.run_until(60, |h| has(&h.requests(), "PUT", "/edev/1/der/1/ders")));
     let status = &h.server.requests_to("PUT", "/edev/1/der/1/ders")[0].body;
     let status_value = |tag: &str| {
-        element_text(&element_text(status, tag).unwrap_or_else(|| panic!("{tag}: {status}")), "value")
+        element_text(
+            &element_text(status, tag).unwrap_or_else(|| panic!("{tag}: {status}")),
+            "value",
+        )
     };
     assert_eq!(status_value("stateOfChargeStatus").as_deref(), Some("5000"));
     assert_eq!(status_value("storageModeStatus").as_deref(), Some("0"));
@@ -311,10 +320,15 @@ fn sto_02_05_battery_capability_and_settings() {
         h.server
             .requests_to("PUT", "/edev/1/der/1/ders")
             .iter()
-            .any(|r| r.body.contains("<storageModeStatus><dateTime>")
-                && element_text(&element_text(&r.body, "storageModeStatus").unwrap(), "value")
+            .any(|r| {
+                r.body.contains("<storageModeStatus><dateTime>")
+                    && element_text(
+                        &element_text(&r.body, "storageModeStatus").unwrap(),
+                        "value",
+                    )
                     .as_deref()
-                    == Some("1"))
+                        == Some("1")
+            })
     }));
     assert_all_bodies_valid(&h.server);
 }
@@ -333,14 +347,20 @@ fn sto_03_storage_target_with_an_export_limit_is_received_started_completed() {
         s.fsas[0][0].controls.push(c);
     });
     // POST-RESPONSE-RECEIVED (1), then STARTED (2).
-    assert!(h.run_until(180, |h| statuses_of(&responses(&h.server, &["STO3"]), "STO3")
-        .contains(&2)));
+    assert!(h.run_until(180, |h| {
+        statuses_of(&responses(&h.server, &["STO3"]), "STO3").contains(&2)
+    }));
     assert_eq!(active_w(&h, ControlMode::StorageTargetW), Some(5000.0));
     assert_eq!(active_w(&h, ControlMode::ExpLimW), Some(10_000.0));
-    assert_eq!(active_w(&h, ControlMode::ImpLimW), Some(5000.0), "the default's");
+    assert_eq!(
+        active_w(&h, ControlMode::ImpLimW),
+        Some(5000.0),
+        "the default's"
+    );
     // POST-RESPONSE-COMPLETED (3) at its end; the target goes with it.
-    assert!(h.run_until(600, |h| statuses_of(&responses(&h.server, &["STO3"]), "STO3")
-        .contains(&3)));
+    assert!(h.run_until(600, |h| {
+        statuses_of(&responses(&h.server, &["STO3"]), "STO3").contains(&3)
+    }));
     assert_eq!(
         statuses_of(&responses(&h.server, &["STO3"]), "STO3"),
         vec![1, 2, 3]
@@ -437,5 +457,8 @@ fn storage_target_without_a_battery_is_not_applicable() {
     assert_eq!(statuses_of(&all, "ALONE"), vec![252], "{all:?}");
     // Without a battery nothing storage-specific is written.
     let cap = &h.server.requests_to("PUT", "/edev/1/der/1/dercap")[0].body;
-    assert!(!cap.contains("vppModesSupported") && !cap.contains("rtgMaxWh"), "{cap}");
+    assert!(
+        !cap.contains("vppModesSupported") && !cap.contains("rtgMaxWh"),
+        "{cap}"
+    );
 }

@@ -510,7 +510,10 @@ fn battery_of_the_700_series_reports_capacity_and_charge_from_713() {
         assert!(close(st.soc_pct, 64.2), "{st:?}");
         assert_eq!(st.w_cha_max_w, None);
         assert!(!r.controls.charge_limit, "no model 124: nothing to command");
-        let e = dev.set_storage_target_w(Some(1000.0), 120).await.unwrap_err();
+        let e = dev
+            .set_storage_target_w(Some(1000.0), 120)
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("124"), "{e}");
         let mut dev = Device::new(tcp_bus(peer.port), DeviceParams::new("bat2", 4));
         dev.scan().await.expect("scan");
@@ -544,10 +547,10 @@ fn storage_target_through_124_touches_only_its_registers() {
         assert_eq!(
             diff,
             vec![
-                (s + 5, 2, 3),                       // StorCtl_Mod: both bits
-                (s + 12, 5000, 5000),                // OutWRte 50.00 % (was 50.00 %)
-                (s + 13, 10000, (-5000i16) as u16),  // InWRte -50.00 %
-                (s + 15, 0, 120),                    // InOutWRte_RvrtTms
+                (s + 5, 2, 3),                      // StorCtl_Mod: both bits
+                (s + 12, 5000, 5000),               // OutWRte 50.00 % (was 50.00 %)
+                (s + 13, 10000, (-5000i16) as u16), // InWRte -50.00 %
+                (s + 15, 0, 120),                   // InOutWRte_RvrtTms
             ]
             .into_iter()
             .filter(|(_, a, b)| a != b)

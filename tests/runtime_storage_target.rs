@@ -12,6 +12,10 @@
 //! with stored energy; every body csipd sent validates against the v1.3 storage
 //! schema. Waits are for conditions with generous deadlines, never fixed sleeps.
 
+// runtime_common and devices_support each bring tests/support/wait.rs (the pymodbus
+// peer and `csipd run` helpers are both needed here).
+#![allow(clippy::duplicate_mod)]
+
 #[path = "common/csip_server.rs"]
 mod csip_server;
 #[path = "devices_support/mod.rs"]
@@ -80,7 +84,13 @@ fn target_writes(peer: &Peer) -> Vec<(i16, i16, u16)> {
     writes
         .windows(3)
         .filter(|w| w[1].1 == w[0].1 + 1 && w[2].1 + 7 == w[0].1)
-        .map(|w| (w[0].2[0] as u16 as i16, w[1].2[0] as u16 as i16, w[2].2[0] as u16))
+        .map(|w| {
+            (
+                w[0].2[0] as u16 as i16,
+                w[1].2[0] as u16 as i16,
+                w[2].2[0] as u16,
+            )
+        })
         .collect()
 }
 
@@ -158,14 +168,14 @@ config control 'site'
     );
     // The battery is told to discharge 5 kW (100.00 % of WChaMax): the rate window
     // OutWRte 100 %, InWRte -100 %, both StorCtl_Mod bits. Export room is ample (10 kW).
-    devices_support::wait::wait_until(
+    wait_until(
         Duration::from_secs(60),
         "the battery told to discharge 5 kW",
         || target_writes(&peer).contains(&(10_000, -10_000, 3)),
     );
     // The second control: export limit 0 W is tighter than the 5 kW target. The
     // battery may only cover the house (500 W less the 50 W margin): 9.00 %.
-    devices_support::wait::wait_until(
+    wait_until(
         Duration::from_secs(120),
         "the target held back to 450 W by the export limit",
         || target_writes(&peer).contains(&(900, -900, 3)),
@@ -189,14 +199,22 @@ config control 'site'
     assert_eq!(value(cap, "rtgMaxChargeRateW"), "5000", "{cap}");
     assert_eq!(value(cap, "rtgMaxDischargeRateW"), "5000");
     assert_eq!(value(cap, "rtgMaxWh"), "10000");
-    assert_eq!(element_text(cap, "csipaus:vppModesSupported").as_deref(), Some("01"));
+    assert_eq!(
+        element_text(cap, "csipaus:vppModesSupported").as_deref(),
+        Some("01")
+    );
     let set = server.requests_to("PUT", "/edev/1/der/1/derg");
     let set = &set.last().expect("DERSettings PUT").body;
     assert_eq!(value(set, "csipaus:setMinWh"), "1000", "{set}");
-    assert_eq!(element_text(set, "csipaus:vppModesEnabled").as_deref(), Some("01"));
-    assert!(server.wait_for(Duration::from_secs(30), |r| r
-        .iter()
-        .any(|r| r.path == "/edev/1/der/1/ders" && r.body.contains("<stateOfChargeStatus>"))));
+    assert_eq!(
+        element_text(set, "csipaus:vppModesEnabled").as_deref(),
+        Some("01")
+    );
+    assert!(
+        server.wait_for(Duration::from_secs(30), |r| r.iter().any(|r| r.path
+            == "/edev/1/der/1/ders"
+            && r.body.contains("<stateOfChargeStatus>")))
+    );
     let status = server
         .requests_to("PUT", "/edev/1/der/1/ders")
         .into_iter()
@@ -206,7 +224,8 @@ config control 'site'
     assert_eq!(value(&status.body, "stateOfChargeStatus"), "5000");
     // Stored energy: 50 % of 10 kWh in the storage usage point.
     assert!(
-        server.wait_for(Duration::from_secs(60), |r| r.iter().any(|r| r.method == "POST"
+        server.wait_for(Duration::from_secs(60), |r| r.iter().any(|r| r.method
+            == "POST"
             && r.path.starts_with("/mup/")
             && r.body.contains("<uom>72</uom>")
             && element_text(&r.body, "value").as_deref() == Some("5000"))),

@@ -591,7 +591,6 @@ impl Controller {
         let (alloc, leftover_w) = share_by_rating(total_allowed_w, &ratings, &caps);
         let limited_rating_w: f64 = (0..n).filter(|&i| limited[i]).map(|i| ratings[i]).sum();
 
-
         let fail_safe_share = |rating_w: f64| {
             if total_rating_w > 0.0 {
                 (fail_safe_w * rating_w / total_rating_w).min(rating_w)
@@ -979,7 +978,10 @@ mod tests {
         // 1 kW PV, battery idle, load 1.5 kW: importing 500 W.
         let s = c.step(0, &limits, &readings(0, 500.0, &[Some(1000.0), Some(0.0)]));
         let st = s.storage.clone().expect("storage outcome");
-        assert_eq!((st.commanded_w, st.held_by, st.short()), (2000.0, None, false));
+        assert_eq!(
+            (st.commanded_w, st.held_by, st.short()),
+            (2000.0, None, false)
+        );
         assert_eq!(s.inverters[1].storage_target_w, Some(2000.0));
         assert_eq!(s.inverters[1].setpoint_w, 2000.0);
         assert_eq!(s.inverters[1].charge_limit_w, None);
@@ -988,7 +990,11 @@ mod tests {
         // (1.5 kW less the margin) and the PV makes room.
         let mut limits = export_limit(0.0);
         limits.storage_target_w = target(3000.0);
-        let s = c.step(1000, &limits, &readings(1000, 500.0, &[Some(1000.0), Some(0.0)]));
+        let s = c.step(
+            1000,
+            &limits,
+            &readings(1000, 500.0, &[Some(1000.0), Some(0.0)]),
+        );
         let st = s.storage.clone().unwrap();
         assert_eq!(st.held_by, Some(LimitMode::Export));
         assert!(st.short());
@@ -998,10 +1004,7 @@ mod tests {
         assert!(s.inverters[0].setpoint_w <= 100.0, "{s:?}");
         // The meter goes stale: nothing is discharged.
         let stale = Readings {
-            meter: Some(PowerSample {
-                w: 500.0,
-                at_ms: 0,
-            }),
+            meter: Some(PowerSample { w: 500.0, at_ms: 0 }),
             ..readings(60_000, 0.0, &[Some(1000.0), Some(1000.0)])
         };
         let s = c.step(60_000, &limits, &stale);
@@ -1031,9 +1034,15 @@ mod tests {
         assert!((st.commanded_w + 535.0).abs() < 1.0, "{st:?}");
         assert_eq!(s.inverters[1].setpoint_w, 0.0);
         // No limit: the full charge, capped by the battery's rate.
-        let mut free = MergedLimits::default();
-        free.storage_target_w = target(-5000.0);
-        let s = c.step(1000, &free, &readings(1000, 900.0, &[Some(0.0), Some(-500.0)]));
+        let free = MergedLimits {
+            storage_target_w: target(-5000.0),
+            ..Default::default()
+        };
+        let s = c.step(
+            1000,
+            &free,
+            &readings(1000, 900.0, &[Some(0.0), Some(-500.0)]),
+        );
         let st = s.storage.unwrap();
         assert_eq!((st.commanded_w, st.held_by), (-3000.0, None));
         assert!(st.short());

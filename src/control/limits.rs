@@ -444,10 +444,7 @@ pub fn merge(inputs: &MergeInputs<'_>, tz: &PosixTz, now_s: i64) -> MergedLimits
         energize: u.energize.clone(),
         set_grad_w: u.set_grad_w,
         ramp_tms: u.ramp_tms,
-        storage_target_w: u
-            .storage_target_w
-            .clone()
-            .filter(|t| t.value.is_finite()),
+        storage_target_w: u.storage_target_w.clone().filter(|t| t.value.is_finite()),
     }
 }
 

@@ -125,7 +125,10 @@ impl DerSet {
     /// A battery csipd commands is behind the gateway: `opModStorageTargetW` is a mode
     /// this client runs (from the configuration at start, the devices later).
     pub fn can_target_storage(&self) -> bool {
-        self.nameplate.storage.as_ref().is_some_and(|s| s.can_target)
+        self.nameplate
+            .storage
+            .as_ref()
+            .is_some_and(|s| s.can_target)
     }
 
     /// The nameplate became known (or changed).
@@ -148,9 +151,7 @@ impl DerSet {
             .storage
             .as_ref()
             .map_or(0.0, |s| s.max_charge_rate_w);
-        let storage_now = self
-            .storage
-            .map(|s| storage_status_key(&s, charge_rate_w));
+        let storage_now = self.storage.map(|s| storage_status_key(&s, charge_rate_w));
         let busy = self
             .sending
             .iter()
@@ -226,8 +227,7 @@ impl DerSet {
                 Report::Status(d) => format!(
                     "{}/{:?}",
                     fleet_status_key(d, self.inverters.as_deref().unwrap_or_default()),
-                    self.storage
-                        .map(|s| storage_status_key(&s, charge_rate_w))
+                    self.storage.map(|s| storage_status_key(&s, charge_rate_w))
                 ),
                 Report::Availability(d) => availability_key(d),
             };
@@ -358,8 +358,12 @@ impl Csipaus {
     pub fn of(profile: WriteProfile) -> Csipaus {
         match profile {
             WriteProfile::Plain => Csipaus::None,
-            WriteProfile::CsipAus { ns: CsipausNs::V1_0 } => Csipaus::Doe,
-            WriteProfile::CsipAus { ns: CsipausNs::V1_3 } => Csipaus::V1_3,
+            WriteProfile::CsipAus {
+                ns: CsipausNs::V1_0,
+            } => Csipaus::Doe,
+            WriteProfile::CsipAus {
+                ns: CsipausNs::V1_3,
+            } => Csipaus::V1_3,
         }
     }
 
@@ -735,7 +739,10 @@ mod tests {
         });
         let cap = capability(&np, Csipaus::V1_3);
         assert_eq!(cap.rtg_max_charge_rate_w.map(|p| p.watts()), Some(5_000.0));
-        assert_eq!(cap.rtg_max_discharge_rate_w.map(|p| p.watts()), Some(4_000.0));
+        assert_eq!(
+            cap.rtg_max_discharge_rate_w.map(|p| p.watts()),
+            Some(4_000.0)
+        );
         assert_eq!(cap.rtg_max_wh.map(|w| w.value), Some(13_500));
         assert_eq!(cap.vpp_modes_supported, Some(1));
         let set = settings(&np, 27, Csipaus::V1_3, 5);

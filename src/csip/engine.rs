@@ -404,13 +404,12 @@ impl Engine {
             }
         }
         self.start_polls();
-        self.derp
-            .evaluate(
-                &mut self.ctx,
-                &self.fsa.fsas,
-                &mut self.responses,
-                self.der.can_target_storage(),
-            );
+        self.derp.evaluate(
+            &mut self.ctx,
+            &self.fsa.fsas,
+            &mut self.responses,
+            self.der.can_target_storage(),
+        );
         let ctx = &mut self.ctx;
         self.edev.flush(ctx);
         self.responses.flush(ctx);

@@ -1175,7 +1175,11 @@ pub fn plan_storage_target(
     let both = m124::STORCTL_CHARGE | m124::STORCTL_DISCHARGE;
     let bits = b.u16(m124::STORCTL_MOD).unwrap_or(0);
     let Some(target_w) = target_w else {
-        return Ok(vec![w(m124::STORCTL_MOD, vec![bits & !both], "StorCtl_Mod")]);
+        return Ok(vec![w(
+            m124::STORCTL_MOD,
+            vec![bits & !both],
+            "StorCtl_Mod",
+        )]);
     };
     if !target_w.is_finite() {
         return Err(SunSpecError::OutOfRange {
@@ -1200,7 +1204,9 @@ pub fn plan_storage_target(
     let raw = (pct / 10f64.powi(i32::from(sf)) + 1e-9).floor();
     if !(0.0..=32767.0).contains(&raw) {
         return Err(SunSpecError::OutOfRange {
-            what: format!("storage target {pct:.2}% does not fit OutWRte/InWRte with scale factor {sf}"),
+            what: format!(
+                "storage target {pct:.2}% does not fit OutWRte/InWRte with scale factor {sf}"
+            ),
         });
     }
     let raw = raw as i16;

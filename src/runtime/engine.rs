@@ -210,10 +210,7 @@ pub fn storage_measurement(
         (Some(socs), Some(caps)) => {
             let total: f64 = caps.iter().sum();
             let stored: f64 = socs.iter().zip(caps).map(|(p, c)| p / 100.0 * c).sum();
-            (
-                (total > 0.0).then(|| 100.0 * stored / total),
-                Some(stored),
-            )
+            ((total > 0.0).then(|| 100.0 * stored / total), Some(stored))
         }
         (Some(socs), None) => (Some(socs.iter().sum::<f64>() / socs.len() as f64), None),
         _ => (None, None),
@@ -639,7 +636,8 @@ pub async fn engine_task(
                         );
                     }
                     drop(s);
-                    nameplate.storage = storage_nameplate(&site.borrow(), nameplate.storage.as_ref());
+                    nameplate.storage =
+                        storage_nameplate(&site.borrow(), nameplate.storage.as_ref());
                     engine.handle_nameplate(nameplate.clone(), now);
                     nameplate_sent = true;
                 }

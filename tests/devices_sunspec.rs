@@ -524,6 +524,29 @@ fn battery_of_the_700_series_reports_capacity_and_charge_from_713() {
         assert!(r.controls.charge_limit);
     });
     assert!(peer.writes().is_empty());
+    // Model 120's storage ratings: WHRtg, MaxChaRte, MaxDisChaRte (the battery of the
+    // charge-limit test has none: not implemented reads as unknown).
+    let mut rated = battery(5, 40000);
+    rated["models"][2] = json!({"id": 120, "values": {"DERTyp": 82, "WRtg": 5000,
+        "WRtg_SF": 0, "WHRtg": 1350, "WHRtg_SF": 1, "MaxChaRte": 3300, "MaxChaRte_SF": 0,
+        "MaxDisChaRte": 4600, "MaxDisChaRte_SF": 0}});
+    let peer = start_peer(
+        "bat120",
+        &json!({"devices": [rated, battery(6, 40000)]}),
+        None,
+    );
+    smol::block_on(async {
+        let mut dev = Device::new(tcp_bus(peer.port), DeviceParams::new("bat", 5));
+        dev.scan().await.expect("scan");
+        let np = dev.read_inverter().await.expect("read").nameplate;
+        assert!(close(np.wh_rtg_wh, 13_500.0), "{np:?}");
+        assert!(close(np.max_charge_rate_w, 3300.0), "{np:?}");
+        assert!(close(np.max_discharge_rate_w, 4600.0), "{np:?}");
+        let mut dev = Device::new(tcp_bus(peer.port), DeviceParams::new("bat6", 6));
+        dev.scan().await.expect("scan");
+        let np = dev.read_inverter().await.expect("read").nameplate;
+        assert_eq!((np.wh_rtg_wh, np.max_discharge_rate_w), (None, None));
+    });
 }
 
 #[test]

@@ -199,6 +199,9 @@ config control 'site'
     assert_eq!(value(cap, "rtgMaxChargeRateW"), "5000", "{cap}");
     assert_eq!(value(cap, "rtgMaxDischargeRateW"), "5000");
     assert_eq!(value(cap, "rtgMaxWh"), "10000");
+    // STO-03/06's checks: rtgMaxChargeRateW <= rtgMaxVA (model 120 VARtg) and
+    // setMaxChargeRateW == setMaxVA.
+    assert_eq!(value(cap, "rtgMaxVA"), "5000");
     assert_eq!(
         element_text(cap, "csipaus:vppModesSupported").as_deref(),
         Some("01")
@@ -206,6 +209,7 @@ config control 'site'
     let set = server.requests_to("PUT", "/edev/1/der/1/derg");
     let set = &set.last().expect("DERSettings PUT").body;
     assert_eq!(value(set, "csipaus:setMinWh"), "1000", "{set}");
+    assert_eq!(value(set, "setMaxChargeRateW"), value(set, "setMaxVA"));
     assert_eq!(
         element_text(set, "csipaus:vppModesEnabled").as_deref(),
         Some("01")

@@ -396,6 +396,11 @@ pub struct Nameplate {
     pub va_rtg_va: Option<f64>,
     pub var_rtg_var: Option<f64>,
     pub a_rtg_a: Option<f64>,
+    /// Storage ratings (120 WHRtg/MaxChaRte/MaxDisChaRte, 702 WChaRteMaxRtg/
+    /// WDisChaRteMaxRtg): energy, Wh; charge and discharge rates, W.
+    pub wh_rtg_wh: Option<f64>,
+    pub max_charge_rate_w: Option<f64>,
+    pub max_discharge_rate_w: Option<f64>,
 }
 
 /// Basic settings (model 121 or 702).
@@ -620,6 +625,9 @@ fn decode_nameplate(blocks: &Blocks) -> Nameplate {
             va_rtg_va: b.scaled_u16(5, 6),
             var_rtg_var: b.scaled_i16(7, 11),
             a_rtg_a: b.scaled_u16(12, 13),
+            wh_rtg_wh: b.scaled_u16(19, 20).filter(|w| *w > 0.0),
+            max_charge_rate_w: b.scaled_u16(23, 24).filter(|w| *w > 0.0),
+            max_discharge_rate_w: b.scaled_u16(25, 26).filter(|w| *w > 0.0),
         };
     }
     if let Some(r) = blocks.get(&702) {
@@ -630,6 +638,9 @@ fn decode_nameplate(blocks: &Blocks) -> Nameplate {
             va_rtg_va: b.scaled_u16(7, 47),
             var_rtg_var: b.scaled_u16(8, 48),
             a_rtg_a: b.scaled_u16(17, 50),
+            wh_rtg_wh: None,
+            max_charge_rate_w: b.scaled_u16(10, 45).filter(|w| *w > 0.0),
+            max_discharge_rate_w: b.scaled_u16(11, 45).filter(|w| *w > 0.0),
         };
     }
     Nameplate::default()

@@ -225,8 +225,9 @@ pub fn storage_measurement(
     })
 }
 
-/// The batteries' ratings as read (SunSpec 124 WChaMax for the charge rate, and for the
-/// discharge rate within the inverter's rating; the capacity configured (`capacity_wh`)
+/// The batteries' ratings as read (SunSpec 124 WChaMax, else 120/702's rated rate, for
+/// the charge rate; 120/702's rated discharge rate, else WChaMax, within the inverter's
+/// rating for the discharge rate; the capacity configured (`capacity_wh`)
 /// or else model 713 WHRtg; MinRsvPct of it for the reserve), starting from
 /// `configured` (the UCI `rated_w`/`capacity_wh`).
 /// opModStorageTargetW is offered while no storage device has been read, and then only
@@ -245,10 +246,18 @@ pub fn storage_nameplate(
     if read.is_empty() || read.len() < s.storage.len() {
         return Some(configured.clone());
     }
-    let charge = |d: &DeviceState| d.max_charge_w.or(d.rating_w).unwrap_or(0.0);
-    let discharge = |d: &DeviceState| match (d.max_charge_w, d.rating_w) {
-        (Some(c), Some(r)) => c.min(r),
-        (c, r) => c.or(r).unwrap_or(0.0),
+    let charge = |d: &DeviceState| {
+        d.max_charge_w
+            .or(d.rated_charge_w)
+            .or(d.rating_w)
+            .unwrap_or(0.0)
+    };
+    let discharge = |d: &DeviceState| {
+        let rate = d.rated_discharge_w.or(d.max_charge_w);
+        match (rate, d.rating_w) {
+            (Some(c), Some(r)) => c.min(r),
+            (c, r) => c.or(r).unwrap_or(0.0),
+        }
     };
     let reserves: Option<f64> = read
         .iter()
@@ -530,6 +539,19 @@ pub fn engine_config(config: &Config, rating_w: f64) -> Result<EngineConfig, Str
 }
 
 /// The fleet's rating as far as the inverters told it, and whether all did.
+/// The fleet's rated apparent and reactive power (models 120/702), when every inverter
+/// says (a partial sum would understate the site).
+fn fleet_va_var(site: &SharedSite) -> (Option<f64>, Option<f64>) {
+    let s = site.borrow();
+    let all = |f: &dyn Fn(&DeviceState) -> Option<f64>| -> Option<f64> {
+        s.inverter_names
+            .iter()
+            .map(|n| s.devices.get(n).and_then(f))
+            .sum()
+    };
+    (all(&|d| d.rating_va), all(&|d| d.rating_var))
+}
+
 fn fleet_rating(site: &SharedSite) -> (f64, bool) {
     let s = site.borrow();
     let ratings: Vec<Option<f64>> = s
@@ -636,6 +658,12 @@ pub async fn engine_task(
                         );
                     }
                     drop(s);
+                    let (va, var) = fleet_va_var(&site);
+                    nameplate.rtg_max_va = nameplate.rtg_max_va.or(va);
+                    nameplate.rtg_max_var = nameplate.rtg_max_var.or(var);
+                    // sep.xsd: "If absent, defaults to negative rtgMaxVar" (120's Q1
+                    // rating stands for both directions).
+                    nameplate.rtg_max_var_neg = nameplate.rtg_max_var_neg.or(var.map(|v| -v));
                     nameplate.storage =
                         storage_nameplate(&site.borrow(), nameplate.storage.as_ref());
                     engine.handle_nameplate(nameplate.clone(), now);

@@ -58,8 +58,16 @@ pub struct DeviceState {
     /// keeps (MinRsvPct), % of capacity.
     pub soc_pct: Option<f64>,
     pub min_reserve_pct: Option<f64>,
-    /// Storage inverters with model 713: the energy rating (WHRtg), Wh.
+    /// Storage inverters: the energy rating (model 713 WHRtg, else 120 WHRtg), Wh.
     pub capacity_wh: Option<f64>,
+    /// Storage inverters: rated charge and discharge rates (model 120 MaxChaRte /
+    /// MaxDisChaRte, 702 WChaRteMaxRtg / WDisChaRteMaxRtg), W.
+    pub rated_charge_w: Option<f64>,
+    pub rated_discharge_w: Option<f64>,
+    /// Rated apparent and reactive power (model 120 VARtg / VArRtgQ1, 702 VAMaxRtg /
+    /// VarMaxInjRtg), for DERCapability.
+    pub rating_va: Option<f64>,
+    pub rating_var: Option<f64>,
     /// Inverters: what the device lets csipd control (SunSpec 123/704/124), known
     /// from its first reading. A device without a control model is read only.
     pub controls: Option<Controls>,
@@ -89,6 +97,10 @@ impl DeviceState {
             soc_pct: None,
             min_reserve_pct: None,
             capacity_wh: None,
+            rated_charge_w: None,
+            rated_discharge_w: None,
+            rating_va: None,
+            rating_var: None,
             controls: None,
             tls_fingerprint: None,
         }
@@ -110,12 +122,18 @@ impl DeviceState {
             .or(r.nameplate.w_rtg_w)
             .filter(|w| *w > 0.0)
             .or(self.rating_w);
+        let np = &r.nameplate;
+        self.rating_va = np.va_rtg_va.filter(|v| *v > 0.0).or(self.rating_va);
+        self.rating_var = np.var_rtg_var.filter(|v| *v > 0.0).or(self.rating_var);
+        self.rated_charge_w = np.max_charge_rate_w.or(self.rated_charge_w);
+        self.rated_discharge_w = np.max_discharge_rate_w.or(self.rated_discharge_w);
+        self.capacity_wh = np.wh_rtg_wh.or(self.capacity_wh);
         if let Some(st) = &r.storage {
             self.max_charge_w = st.w_cha_max_w.filter(|w| *w > 0.0);
             self.charge_limit_w = st.charge_limit_w();
             self.soc_pct = st.soc_pct.filter(|p| (0.0..=100.0).contains(p));
             self.min_reserve_pct = st.min_reserve_pct.filter(|p| (0.0..=100.0).contains(p));
-            self.capacity_wh = st.capacity_wh;
+            self.capacity_wh = st.capacity_wh.or(np.wh_rtg_wh);
         }
         self.ok(at);
     }

@@ -1118,3 +1118,96 @@ fn push_due(
         at_s,
     });
 }
+
+#[cfg(test)]
+mod storage_target_tests {
+    use super::*;
+
+    fn program(default: ControlSet) -> Program {
+        Program {
+            mrid: "P".into(),
+            fsa: "f".into(),
+            primacy: 0,
+            default_control: Some(DefaultControl {
+                mrid: "D".into(),
+                controls: default,
+                set_grad_w: Some(27),
+            }),
+        }
+    }
+
+    #[test]
+    fn storage_target_is_a_signed_mode_with_the_usual_precedence() {
+        let programs = [program(ControlSet {
+            exp_lim_w: Some(ActivePower::from_watts(0)),
+            ..ControlSet::default()
+        })];
+        let event = Event::new(
+            "E1",
+            "P",
+            900,
+            1000,
+            600,
+            ControlSet {
+                storage_target_w: Some(ActivePower::from_watts(-3000)),
+                exp_lim_w: Some(ActivePower::from_watts(2500)),
+                ..ControlSet::default()
+            },
+        );
+        let out = evaluate(
+            &Input {
+                programs: &programs,
+                events: std::slice::from_ref(&event),
+                now_s: 1100,
+            },
+            &mut Rng::new(1),
+            &State::default(),
+        );
+        // A negative target (charge) is valid, unlike a negative limit.
+        assert_eq!(out.active.watts(ControlMode::StorageTargetW), Some(-3000.0));
+        assert_eq!(out.active.watts(ControlMode::ExpLimW), Some(2500.0));
+        assert!(out.notes.is_empty(), "{:?}", out.notes);
+        // Its end: the default sets no target, so none is in force.
+        let after = evaluate(
+            &Input {
+                programs: &programs,
+                events: std::slice::from_ref(&event),
+                now_s: 1700,
+            },
+            &mut Rng::new(1),
+            &out.state,
+        );
+        assert_eq!(after.active.watts(ControlMode::StorageTargetW), None);
+        assert_eq!(after.active.watts(ControlMode::ExpLimW), Some(0.0));
+    }
+
+    #[test]
+    fn active_controls_stored_before_the_storage_target_still_load() {
+        let programs = [program(ControlSet {
+            exp_lim_w: Some(ActivePower::from_watts(1500)),
+            storage_target_w: Some(ActivePower::from_watts(800)),
+            ..ControlSet::default()
+        })];
+        let out = evaluate(
+            &Input {
+                programs: &programs,
+                events: &[],
+                now_s: 10,
+            },
+            &mut Rng::new(1),
+            &State::default(),
+        );
+        let mut json = serde_json::to_value(&out.active).unwrap();
+        // What an older csipd stored: the seven modes only.
+        json.as_object_mut().unwrap().remove("storage_target");
+        let old: ActiveControls = serde_json::from_value(json).expect("old form loads");
+        assert_eq!(old.watts(ControlMode::ExpLimW), Some(1500.0));
+        assert_eq!(old.watts(ControlMode::StorageTargetW), None);
+        let set: ControlSet = serde_json::from_str(
+            r#"{"exp_lim_w":null,"imp_lim_w":null,"gen_lim_w":null,"load_lim_w":null,
+                "connect":null,"energize":null,"max_lim_hundredths_pct":5000}"#,
+        )
+        .expect("an old control set loads");
+        assert_eq!(set.storage_target_w, None);
+    }
+}

@@ -92,6 +92,7 @@ impl Snapshot {
                 clock_offset_s: None,
                 registration_problem: None,
                 csipaus_version: None,
+                prices: Vec::new(),
                 resources: Vec::new(),
             },
             limits: Vec::new(),
@@ -215,6 +216,10 @@ pub struct Utility {
     /// before discovery chose one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub csipaus_version: Option<String>,
+    /// The utility's prices (Pricing function set, CSIP-AUS v1.3): per RateComponent
+    /// the price now and next, with its unit and currency; empty without tariffs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prices: Vec<crate::csip::pricing::RatePrice>,
     /// One entry per polled resource.
     pub resources: Vec<ResourcePoll>,
 }

@@ -31,6 +31,7 @@ pub fn sample_snapshot(now: i64) -> Snapshot {
         clock_offset_s: Some(0.4),
         registration_problem: None,
         csipaus_version: Some("v1.3".into()),
+        prices: Vec::new(),
         resources: vec![ResourcePoll {
             name: "DERControlList".into(),
             href: "/derp/0/derc".into(),

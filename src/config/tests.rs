@@ -1180,3 +1180,28 @@ fn server_url_is_an_https_origin_and_dcap_url_wins_over_it() {
         "{warnings:?}"
     );
 }
+
+#[test]
+fn capacity_wh_is_for_storage_devices() {
+    // On an inverter it is ignored, with a warning at its line.
+    let warned = messages_with(
+        "\toption rated_w '8200'",
+        "\toption rated_w '8200'\n\toption capacity_wh '10000'",
+    );
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(
+        warned[0].contains("capacity_wh") && warned[0].contains("storage"),
+        "{warned:?}"
+    );
+    // On a battery it is read; out of range is an error naming it.
+    let battery = "\toption role 'inverter'\n\toption transport 'rtu'";
+    let text = VALID.replace(
+        battery,
+        "\toption role 'storage'\n\toption transport 'rtu'\n\toption capacity_wh '13500'",
+    );
+    let (config, warnings) = from_text(&text, "c").expect("valid");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(config.devices[1].capacity_wh, Some(13_500));
+    let bad = messages_with("\toption rated_w '8200'", "\toption capacity_wh '0'");
+    assert!(bad.iter().any(|m| m.contains("capacity_wh")), "{bad:?}");
+}

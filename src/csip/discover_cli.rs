@@ -229,6 +229,13 @@ pub fn render_service_discovery(url: &str, choice: Option<&Choice>) -> String {
     out
 }
 
+/// " storage target N W" for a control that sets opModStorageTargetW (CSIP-AUS v1.3),
+/// nothing otherwise (the line stays as it was for controls without one).
+fn storage_target(p: Option<crate::sep2::ActivePower>) -> String {
+    p.map(|p| format!(" storage target {:.0} W", p.watts()))
+        .unwrap_or_default()
+}
+
 fn watts(p: Option<crate::sep2::ActivePower>) -> String {
     p.map(|p| format!("{} W", p.watts()))
         .unwrap_or_else(|| "-".into())
@@ -317,14 +324,15 @@ pub fn render(tree: &Tree, status: &EngineStatus) -> String {
                 Some(d) => {
                     let _ = writeln!(
                         out,
-                        "      default: export {} import {} gen {} load {} setGradW {}",
+                        "      default: export {} import {} gen {} load {} setGradW {}{}",
                         watts(d.base.op_mod_exp_lim_w),
                         watts(d.base.op_mod_imp_lim_w),
                         watts(d.base.op_mod_gen_lim_w),
                         watts(d.base.op_mod_load_lim_w),
                         d.set_grad_w
                             .map(|g| g.to_string())
-                            .unwrap_or_else(|| "-".into())
+                            .unwrap_or_else(|| "-".into()),
+                        storage_target(d.base.op_mod_storage_target_w)
                     );
                 }
                 None => {
@@ -334,7 +342,7 @@ pub fn render(tree: &Tree, status: &EngineStatus) -> String {
             for c in &program.controls {
                 let _ = writeln!(
                     out,
-                    "      control {} status {} start {} for {} s: export {} import {} gen {} load {}{}",
+                    "      control {} status {} start {} for {} s: export {} import {} gen {} load {}{}{}",
                     c.mrid,
                     c.event_status.current_status.code(),
                     c.interval.start,
@@ -343,6 +351,7 @@ pub fn render(tree: &Tree, status: &EngineStatus) -> String {
                     watts(c.base.op_mod_imp_lim_w),
                     watts(c.base.op_mod_gen_lim_w),
                     watts(c.base.op_mod_load_lim_w),
+                    storage_target(c.base.op_mod_storage_target_w),
                     c.reply_to
                         .as_deref()
                         .map(|r| format!(" (responses to {r})"))
@@ -422,12 +431,24 @@ mod config_tests {
         assert_eq!(engine.nameplate.rtg_max_w, 5000.0);
         // PV only: export and generation limits, no import/load limiting
         assert_eq!(engine.nameplate.doe_modes(), 0b0101);
+        assert_eq!(engine.nameplate.storage, None);
         let battery = config(
-            "config device 'bat'\n\toption role 'storage'\n\toption transport 'tcp'\n\toption host '10.0.0.6'\n\toption rated_w '3000'\n",
+            "config device 'bat'\n\toption role 'storage'\n\toption transport 'tcp'\n\toption host '10.0.0.6'\n\toption rated_w '3000'\n\toption capacity_wh '9800'\n",
         );
         let engine = EngineConfig::from_config(&battery, "AB", 7).expect("engine config");
         assert_eq!(engine.nameplate.doe_modes(), 0b1111);
         assert_eq!(engine.nameplate.der_type, 81);
+        // The battery until it is read: rated_w for its rates, capacity_wh, and the
+        // storage target offered (refined from model 124 once read).
+        let storage = engine.nameplate.storage.expect("storage nameplate");
+        assert_eq!(
+            (
+                storage.max_charge_rate_w,
+                storage.max_wh,
+                storage.can_target
+            ),
+            (3000.0, Some(9800.0), true)
+        );
     }
 
     #[test]

@@ -118,6 +118,8 @@ fn main() {
                     rtg_max_var: Some(3000.0),
                     rtg_max_var_neg: Some(3000.0),
                     rtg_v_nom: Some(230.0),
+                    rtg_min_pf_over_excited: None,
+                    rtg_min_pf_under_excited: None,
                     der_type: 4,
                     can_limit_export: true,
                     can_limit_import: false,

@@ -107,6 +107,8 @@ fn engine_config(server: &GridappsdServer, id: &str) -> EngineConfig {
             rtg_max_var: None,
             rtg_max_var_neg: None,
             rtg_v_nom: Some(230.0),
+            rtg_min_pf_over_excited: None,
+            rtg_min_pf_under_excited: None,
             der_type: 4,
             can_limit_export: true,
             can_limit_import: false,

@@ -37,6 +37,8 @@ fn storage_config() -> EngineConfig {
     let mut config = engine_config();
     config.csipaus_v1_3 = true;
     config.nameplate.der_type = 81;
+    config.nameplate.rtg_min_pf_over_excited = Some(0.8);
+    config.nameplate.rtg_min_pf_under_excited = Some(0.85);
     config.nameplate.can_limit_import = true;
     config.nameplate.can_limit_load = true;
     config.nameplate.storage = Some(StorageNameplate {
@@ -266,7 +268,14 @@ fn sto_02_05_battery_capability_and_settings() {
         value * 10f64.powi(multiplier)
     };
     // der-capability-contents (STO-02 any value; STO-05 > 0; STO-03/06 <= rtgMaxVA).
-    for tag in ["rtgMaxVA", "rtgMaxVar", "rtgMaxVarNeg", "rtgMaxW"] {
+    for tag in [
+        "rtgMaxVA",
+        "rtgMaxVar",
+        "rtgMaxVarNeg",
+        "rtgMaxW",
+        "rtgMinPFOverExcited",
+        "rtgMinPFUnderExcited",
+    ] {
         assert!(element_text(&cap, tag).is_some(), "{tag}: {cap}");
     }
     let rtg_max_va = watts(&cap, "rtgMaxVA");
@@ -288,9 +297,22 @@ fn sto_02_05_battery_capability_and_settings() {
     assert_eq!(bits(&cap, "csipaus:vppModesSupported") & 1, 1);
     // der-settings-contents: the settings within the ratings, setMaxChargeRateW ==
     // setMaxVA (STO-03/06 with this battery), setMinWh present, vppModesEnabled bit 0.
-    for tag in ["setMaxVA", "setMaxVar", "setMaxVarNeg", "setMaxW"] {
+    for tag in [
+        "setMaxVA",
+        "setMaxVar",
+        "setMaxVarNeg",
+        "setMaxW",
+        "setMinPFOverExcited",
+        "setMinPFUnderExcited",
+    ] {
         assert!(element_text(&set, tag).is_some(), "{tag}: {set}");
     }
+    // setMinPF* >= rtgMinPF* (STO-05): the settings are the ratings.
+    let pf = |xml: &str, tag: &str| {
+        element_text(&element_text(xml, tag).unwrap(), "displacement").unwrap()
+    };
+    assert_eq!(pf(&cap, "rtgMinPFOverExcited"), "800");
+    assert_eq!(pf(&set, "setMinPFUnderExcited"), "850");
     assert!(watts(&set, "setMaxVA") <= rtg_max_va);
     assert!(watts(&set, "setMaxW") <= watts(&cap, "rtgMaxW"));
     assert_eq!(watts(&set, "setMaxChargeRateW"), watts(&set, "setMaxVA"));

@@ -47,7 +47,8 @@ fn site() -> serde_json::Value {
             {"id": 103, "values": {"W": 0, "W_SF": 0, "PhVphA": 2400, "V_SF": -1,
                                    "Hz": 5000, "Hz_SF": -2, "St": 4}},
             {"id": 120, "values": {"DERTyp": 82, "WRtg": 5000, "WRtg_SF": 0,
-                                   "VARtg": 5000, "VARtg_SF": 0}},
+                                   "VARtg": 5000, "VARtg_SF": 0, "PFRtgQ1": 80,
+                                   "PFRtgQ4": -85, "PFRtg_SF": -2}},
             {"id": 121, "values": {"WMax": 5000, "WMax_SF": 0}},
             {"id": 123, "values": {"Conn": 1, "WMaxLimPct": 100, "WMaxLimPct_SF": 0,
                                    "WMaxLim_Ena": 0}},
@@ -202,6 +203,14 @@ config control 'site'
     // STO-03/06's checks: rtgMaxChargeRateW <= rtgMaxVA (model 120 VARtg) and
     // setMaxChargeRateW == setMaxVA.
     assert_eq!(value(cap, "rtgMaxVA"), "5000");
+    // The power factor ratings from model 120 (PFRtgQ4 stored negative).
+    let pf = |xml: &str, tag: &str| {
+        element_text(xml, tag)
+            .and_then(|e| element_text(&e, "displacement"))
+            .unwrap_or_else(|| panic!("{tag}: {xml}"))
+    };
+    assert_eq!(pf(cap, "rtgMinPFOverExcited"), "800");
+    assert_eq!(pf(cap, "rtgMinPFUnderExcited"), "850");
     assert_eq!(
         element_text(cap, "csipaus:vppModesSupported").as_deref(),
         Some("01")

@@ -7,8 +7,8 @@
 
 use crate::http::Method;
 use crate::sep2::{
-    ActivePower, Der, DerAvailability, DerCapability, DerSettings, DerStatus, ReactivePower,
-    StatusValue, UnsignedScaled,
+    ActivePower, Der, DerAvailability, DerCapability, DerSettings, DerStatus, PowerFactor,
+    ReactivePower, StatusValue, UnsignedScaled,
 };
 
 use super::context::{Answer, Ctx, Paged, PollError, PollPart, Purpose, next_page};
@@ -310,6 +310,14 @@ pub fn reactive_power(vars: f64) -> ReactivePower {
     ReactivePower { multiplier, value }
 }
 
+/// cos φ (0..1) as a 2030.5 PowerFactor: displacement in thousandths (multiplier -3).
+pub fn power_factor(cos_phi: f64) -> PowerFactor {
+    PowerFactor {
+        displacement: (cos_phi.clamp(0.0, 1.0) * 1000.0).round() as u16,
+        multiplier: -3,
+    }
+}
+
 pub fn unsigned_scaled(value: f64) -> UnsignedScaled {
     let mut multiplier = 0i8;
     let mut scaled = value.max(0.0);
@@ -395,6 +403,8 @@ pub fn capability(nameplate: &Nameplate, csipaus: Csipaus) -> DerCapability {
         rtg_max_var_neg: nameplate.rtg_max_var_neg.map(reactive_power),
         rtg_max_w: active_power(nameplate.rtg_max_w),
         rtg_v_nom: nameplate.rtg_v_nom.map(unsigned_scaled),
+        rtg_min_pf_over_excited: nameplate.rtg_min_pf_over_excited.map(power_factor),
+        rtg_min_pf_under_excited: nameplate.rtg_min_pf_under_excited.map(power_factor),
         der_type: nameplate.der_type,
         doe_modes_supported: if csipaus.doe() {
             nameplate.doe_modes()
@@ -430,6 +440,8 @@ pub fn settings(
         set_max_var_neg: nameplate.rtg_max_var_neg.map(reactive_power),
         set_max_w: active_power(nameplate.rtg_max_w),
         set_v_nom: nameplate.rtg_v_nom.map(unsigned_scaled),
+        set_min_pf_over_excited: nameplate.rtg_min_pf_over_excited.map(power_factor),
+        set_min_pf_under_excited: nameplate.rtg_min_pf_under_excited.map(power_factor),
         updated_time: now_s,
         doe_modes_enabled: csipaus.doe().then(|| nameplate.doe_modes()),
         ..DerSettings::default()
@@ -674,6 +686,8 @@ mod tests {
             rtg_max_var: Some(6_000.0),
             rtg_max_var_neg: Some(6_000.0),
             rtg_v_nom: Some(230.0),
+            rtg_min_pf_over_excited: None,
+            rtg_min_pf_under_excited: None,
             der_type: 4,
             can_limit_export: true,
             can_limit_import: false,

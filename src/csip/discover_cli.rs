@@ -80,6 +80,8 @@ impl EngineConfig {
                 rtg_max_var: None,
                 rtg_max_var_neg: None,
                 rtg_v_nom: Some(230.0),
+                rtg_min_pf_over_excited: None,
+                rtg_min_pf_under_excited: None,
                 der_type: if has(DeviceRole::Storage) { 81 } else { 4 },
                 can_limit_export: generation,
                 can_limit_import: controllable_load,

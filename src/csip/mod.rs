@@ -120,6 +120,10 @@ pub struct Nameplate {
     pub rtg_max_var_neg: Option<f64>,
     /// Nominal AC voltage, V.
     pub rtg_v_nom: Option<f64>,
+    /// Minimum power factor (cos φ) over- and under-excited (the fleet's least capable
+    /// inverter's; SunSpec 120 PFRtgQ1/PFRtgQ4, 702 WOvrExtRtgPF/WUndExtRtgPF).
+    pub rtg_min_pf_over_excited: Option<f64>,
+    pub rtg_min_pf_under_excited: Option<f64>,
     /// 2030.5 DERType: 4 PV, 81 PV and storage, 82 storage.
     pub der_type: u8,
     /// The site can limit its export (inverter curtailment).

@@ -401,6 +401,11 @@ pub struct Nameplate {
     pub wh_rtg_wh: Option<f64>,
     pub max_charge_rate_w: Option<f64>,
     pub max_discharge_rate_w: Option<f64>,
+    /// Minimum power factor (cos φ, 0..1) while injecting vars (over-excited: 120
+    /// PFRtgQ1, 702 WOvrExtRtgPF) and while absorbing them (under-excited: 120 PFRtgQ4,
+    /// 702 WUndExtRtgPF).
+    pub min_pf_over_excited: Option<f64>,
+    pub min_pf_under_excited: Option<f64>,
 }
 
 /// Basic settings (model 121 or 702).
@@ -617,6 +622,11 @@ fn decode_701(b: Block) -> Result<Decoded, SunSpecError> {
     Ok((ac, energy, state, conn))
 }
 
+/// A power factor rating as cos φ in (0, 1]; anything else is not a rating.
+fn power_factor(pf: Option<f64>) -> Option<f64> {
+    pf.map(f64::abs).filter(|p| *p > 0.0 && *p <= 1.0)
+}
+
 fn decode_nameplate(blocks: &Blocks) -> Nameplate {
     if let Some(r) = blocks.get(&120) {
         let b = Block::new(120, r);
@@ -628,6 +638,9 @@ fn decode_nameplate(blocks: &Blocks) -> Nameplate {
             wh_rtg_wh: b.scaled_u16(19, 20).filter(|w| *w > 0.0),
             max_charge_rate_w: b.scaled_u16(23, 24).filter(|w| *w > 0.0),
             max_discharge_rate_w: b.scaled_u16(25, 26).filter(|w| *w > 0.0),
+            // Some devices store Q4 as a negative cos φ: its magnitude is the rating.
+            min_pf_over_excited: power_factor(b.scaled_i16(14, 18)),
+            min_pf_under_excited: power_factor(b.scaled_i16(17, 18)),
         };
     }
     if let Some(r) = blocks.get(&702) {
@@ -641,6 +654,8 @@ fn decode_nameplate(blocks: &Blocks) -> Nameplate {
             wh_rtg_wh: None,
             max_charge_rate_w: b.scaled_u16(10, 45).filter(|w| *w > 0.0),
             max_discharge_rate_w: b.scaled_u16(11, 45).filter(|w| *w > 0.0),
+            min_pf_over_excited: power_factor(b.scaled_u16(4, 46)),
+            min_pf_under_excited: power_factor(b.scaled_u16(6, 46)),
         };
     }
     Nameplate::default()

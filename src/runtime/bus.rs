@@ -657,6 +657,8 @@ mod tests {
             rtg_max_var: None,
             rtg_max_var_neg: None,
             rtg_v_nom: None,
+            rtg_min_pf_over_excited: None,
+            rtg_min_pf_under_excited: None,
             der_type: 4,
             can_limit_export: true,
             can_limit_import: false,

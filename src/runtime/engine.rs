@@ -559,6 +559,24 @@ fn fleet_va_var(site: &SharedSite) -> (Option<f64>, Option<f64>) {
     (all(&|d| d.rating_va), all(&|d| d.rating_var))
 }
 
+/// The fleet's minimum power factor ratings, over- and under-excited: the least capable
+/// inverter's (the largest minimum), when every inverter says.
+fn fleet_min_pf(site: &SharedSite) -> (Option<f64>, Option<f64>) {
+    let s = site.borrow();
+    let worst = |f: &dyn Fn(&DeviceState) -> Option<f64>| -> Option<f64> {
+        let all: Option<Vec<f64>> = s
+            .inverter_names
+            .iter()
+            .map(|n| s.devices.get(n).and_then(f))
+            .collect();
+        all.and_then(|v| v.into_iter().reduce(f64::max))
+    };
+    (
+        worst(&|d| d.min_pf_over_excited),
+        worst(&|d| d.min_pf_under_excited),
+    )
+}
+
 fn fleet_rating(site: &SharedSite) -> (f64, bool) {
     let s = site.borrow();
     let ratings: Vec<Option<f64>> = s
@@ -671,6 +689,11 @@ pub async fn engine_task(
                     // sep.xsd: "If absent, defaults to negative rtgMaxVar" (120's Q1
                     // rating stands for both directions).
                     nameplate.rtg_max_var_neg = nameplate.rtg_max_var_neg.or(var.map(|v| -v));
+                    let (pf_over, pf_under) = fleet_min_pf(&site);
+                    nameplate.rtg_min_pf_over_excited =
+                        nameplate.rtg_min_pf_over_excited.or(pf_over);
+                    nameplate.rtg_min_pf_under_excited =
+                        nameplate.rtg_min_pf_under_excited.or(pf_under);
                     nameplate.storage =
                         storage_nameplate(&site.borrow(), nameplate.storage.as_ref());
                     engine.handle_nameplate(nameplate.clone(), now);

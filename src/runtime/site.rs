@@ -68,6 +68,9 @@ pub struct DeviceState {
     /// VarMaxInjRtg), for DERCapability.
     pub rating_va: Option<f64>,
     pub rating_var: Option<f64>,
+    /// Minimum power factor ratings (cos φ) over- and under-excited (model 120/702).
+    pub min_pf_over_excited: Option<f64>,
+    pub min_pf_under_excited: Option<f64>,
     /// Inverters: what the device lets csipd control (SunSpec 123/704/124), known
     /// from its first reading. A device without a control model is read only.
     pub controls: Option<Controls>,
@@ -101,6 +104,8 @@ impl DeviceState {
             rated_discharge_w: None,
             rating_va: None,
             rating_var: None,
+            min_pf_over_excited: None,
+            min_pf_under_excited: None,
             controls: None,
             tls_fingerprint: None,
         }
@@ -125,6 +130,8 @@ impl DeviceState {
         let np = &r.nameplate;
         self.rating_va = np.va_rtg_va.filter(|v| *v > 0.0).or(self.rating_va);
         self.rating_var = np.var_rtg_var.filter(|v| *v > 0.0).or(self.rating_var);
+        self.min_pf_over_excited = np.min_pf_over_excited.or(self.min_pf_over_excited);
+        self.min_pf_under_excited = np.min_pf_under_excited.or(self.min_pf_under_excited);
         self.rated_charge_w = np.max_charge_rate_w.or(self.rated_charge_w);
         self.rated_discharge_w = np.max_discharge_rate_w.or(self.rated_discharge_w);
         self.capacity_wh = np.wh_rtg_wh.or(self.capacity_wh);

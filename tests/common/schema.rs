@@ -43,9 +43,10 @@ pub fn storage_schema(ns: &str) -> std::path::PathBuf {
         .collect();
     let work = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("target/storage-schema")
-        .join(format!("{tag}-{}", std::process::id()));
+        .join(tag);
     let core = work.join("csipaus-core-v1.3-beta_storage.xsd");
-    // Written once per process; the lock keeps parallel tests from reading a half-written copy.
+    // Written once (the core last, so its presence means all three are there); the lock
+    // keeps this process's parallel tests from writing it twice.
     static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = WRITING.lock().unwrap_or_else(|e| e.into_inner());
     if core.exists() {
@@ -73,7 +74,10 @@ pub fn storage_schema(ns: &str) -> std::path::PathBuf {
             "\"https://csipaus.org/ns/v1.3-beta/storage\"",
             &format!("\"{ns}\""),
         );
-        std::fs::write(work.join(to), text).expect("write the schema copy");
+        // Written beside and renamed into place: another test process may be reading it.
+        let tmp = work.join(format!("{to}.{}", std::process::id()));
+        std::fs::write(&tmp, text).expect("write the schema copy");
+        std::fs::rename(&tmp, work.join(to)).expect("move the schema copy into place");
     }
     core
 }

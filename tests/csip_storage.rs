@@ -81,6 +81,7 @@ fn sto_scenario(default_exp_w: i32, default_imp_w: i32) -> Scenario {
         default_imp_lim_w: Some(default_imp_w),
         set_grad_w: Some(27),
         controls: Vec::new(),
+        ..Program::default()
     }]];
     sc
 }

@@ -120,6 +120,7 @@ fn storage_target_reaches_the_battery_within_the_export_limit() {
             default_imp_lim_w: Some(5000),
             set_grad_w: Some(27),
             controls: vec![first, second],
+            ..Program::default()
         }]],
         ..Scenario::default()
     });

@@ -44,6 +44,10 @@ pub enum ControlMode {
     Energize,
     /// opModMaxLimW: hundredths of a percent of setMaxW.
     MaxLimW,
+    /// opModFixedW: an active power setpoint, hundredths of a percent of setMaxW
+    /// (positive: generation / discharge) or of setMaxChargeRateW (negative: charge).
+    /// CSIP-AUS's demand response classes (DR-A/G/L/D) send it as the AS/NZS 4755 DRMs.
+    FixedW,
     /// csipaus:opModStorageTargetW (CSIP-AUS v1.3 storage): the storage's target
     /// output, W; positive discharges, negative charges.
     StorageTargetW,
@@ -51,7 +55,7 @@ pub enum ControlMode {
 
 impl ControlMode {
     /// Every mode, in output order.
-    pub const ALL: [ControlMode; 8] = [
+    pub const ALL: [ControlMode; 9] = [
         ControlMode::ExpLimW,
         ControlMode::ImpLimW,
         ControlMode::GenLimW,
@@ -59,6 +63,7 @@ impl ControlMode {
         ControlMode::Connect,
         ControlMode::Energize,
         ControlMode::MaxLimW,
+        ControlMode::FixedW,
         ControlMode::StorageTargetW,
     ];
 
@@ -72,12 +77,13 @@ impl ControlMode {
             ControlMode::Connect => "opModConnect",
             ControlMode::Energize => "opModEnergize",
             ControlMode::MaxLimW => "opModMaxLimW",
+            ControlMode::FixedW => "opModFixedW",
             ControlMode::StorageTargetW => "opModStorageTargetW",
         }
     }
 
-    fn bit(self) -> u8 {
-        1 << (self as u8)
+    fn bit(self) -> u16 {
+        1 << (self as u16)
     }
 }
 
@@ -113,6 +119,8 @@ pub enum ModeValue {
     Flag(bool),
     /// opModMaxLimW in hundredths of a percent of setMaxW.
     HundredthsPct(u16),
+    /// opModFixedW: SignedPerCent, hundredths of a percent (negative = charge / consume).
+    SignedHundredthsPct(i16),
 }
 
 impl ModeValue {
@@ -136,6 +144,9 @@ pub struct ControlSet {
     pub energize: Option<bool>,
     /// opModMaxLimW, hundredths of a percent of setMaxW.
     pub max_lim_hundredths_pct: Option<u16>,
+    /// opModFixedW, hundredths of a percent of setMaxW (negative: of setMaxChargeRateW).
+    #[serde(default)]
+    pub fixed_w_hundredths_pct: Option<i16>,
     /// csipaus:opModStorageTargetW: positive discharges, negative charges. Old
     /// stored control sets have none.
     #[serde(default)]
@@ -153,12 +164,15 @@ impl ControlSet {
             ControlMode::Connect => self.connect.map(ModeValue::Flag),
             ControlMode::Energize => self.energize.map(ModeValue::Flag),
             ControlMode::MaxLimW => self.max_lim_hundredths_pct.map(ModeValue::HundredthsPct),
+            ControlMode::FixedW => self
+                .fixed_w_hundredths_pct
+                .map(ModeValue::SignedHundredthsPct),
             ControlMode::StorageTargetW => self.storage_target_w.map(ModeValue::Power),
         }
     }
 
     /// Bit set of the modes present (bit = `ControlMode as u8`).
-    pub fn modes_mask(&self) -> u8 {
+    pub fn modes_mask(&self) -> u16 {
         ControlMode::ALL
             .iter()
             .filter(|m| self.get(**m).is_some())
@@ -195,8 +209,13 @@ impl ControlSet {
                 ));
             }
         }
-        match self.max_lim_hundredths_pct {
-            Some(pct) if pct > 10_000 => Some(format!("opModMaxLimW {pct} is above 100.00 %")),
+        if let Some(pct) = self.max_lim_hundredths_pct.filter(|pct| *pct > 10_000) {
+            return Some(format!("opModMaxLimW {pct} is above 100.00 %"));
+        }
+        match self.fixed_w_hundredths_pct {
+            Some(pct) if !(-10_000..=10_000).contains(&pct) => {
+                Some(format!("opModFixedW {pct} is outside -100.00..=100.00 %"))
+            }
             _ => None,
         }
     }
@@ -538,9 +557,10 @@ pub struct ActiveValue {
 /// One value (or none) per mode.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ActiveControls {
-    modes: [Option<ActiveValue>; 7],
-    /// opModStorageTargetW, beside the first seven so that controls stored by an
-    /// older csipd (seven modes) still load after an upgrade.
+    /// Every mode but opModStorageTargetW, by `ControlMode as usize`.
+    modes: [Option<ActiveValue>; 8],
+    /// opModStorageTargetW, beside the others so that controls stored before it
+    /// existed still load after an upgrade.
     #[serde(default)]
     storage_target: Option<ActiveValue>,
 }
@@ -595,7 +615,7 @@ pub struct Outcome {
 struct Live<'a> {
     ev: &'a Event,
     primacy: u8,
-    mask: u8,
+    mask: u16,
     eff_start_s: i64,
     eff_end_s: i64,
     /// Stop by the server (cancel / superseded status) or an already recorded ending.

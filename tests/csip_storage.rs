@@ -19,8 +19,6 @@
 mod csip_memory;
 #[path = "common/csip_server.rs"]
 mod csip_server;
-#[path = "common/schema.rs"]
-mod schema;
 
 use csip_memory::*;
 use csip_server::{Control, Program, Recorded, Scenario, ScriptedServer, element_text, mrid_of};
@@ -108,7 +106,7 @@ fn assert_all_bodies_valid(server: &ScriptedServer) {
             r.path,
             r.body
         );
-        if let Some(problem) = schema::storage_schema_problem(&r.body) {
+        if let Some(problem) = csip_server::schema::storage_schema_problem(&r.body) {
             panic!(
                 "{} {} fails the v1.3 storage schema:\n{problem}\n{}",
                 r.method, r.path, r.body

@@ -21,8 +21,6 @@ mod csip_server;
 #[path = "devices_support/mod.rs"]
 mod devices_support;
 mod runtime_common;
-#[path = "common/schema.rs"]
-mod schema;
 
 use csip_server::{Control, Program, Scenario, ScriptedServer, element_text, mrid_of, now_s};
 use devices_support::{Peer, start_peer};
@@ -249,7 +247,7 @@ config control 'site'
 
     for r in server.requests() {
         if (r.method == "PUT" || r.method == "POST") && !r.body.is_empty() {
-            if let Some(problem) = schema::storage_schema_problem(&r.body) {
+            if let Some(problem) = csip_server::schema::storage_schema_problem(&r.body) {
                 panic!("{} {}: {problem}\n{}", r.method, r.path, r.body);
             }
         }

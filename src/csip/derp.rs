@@ -41,8 +41,13 @@ pub struct DerpSet {
     last_active: Option<ActiveControls>,
     /// (tree version, server time, next change) of the last evaluation.
     evaluated: Option<(u64, i64, Option<i64>)>,
-    /// Rejections of unreadable DERControls, handed out with the next outcome.
+    /// Rejections of unreadable DERControls, handed out with the next outcome. At most
+    /// one per DERControl the server lists (each is rejected once: its record goes into
+    /// the scheduler's state), emptied at the next evaluation.
     rejections: Vec<ResponseDue>,
+    /// Set by [`super::Engine::hold_schedule`]: the scheduler's memory is not restored
+    /// yet, so nothing is evaluated.
+    pub(super) held: bool,
 }
 
 impl DerpSet {
@@ -52,6 +57,7 @@ impl DerpSet {
             answered: BTreeSet::new(),
             lists: Vec::new(),
             schedule_state: schedule::State::default(),
+            held: false,
             rng: schedule::Rng::new(rng_seed),
             last_active: None,
             evaluated: None,
@@ -277,7 +283,9 @@ impl DerpSet {
         let (Some(mrid), Some(reply_to)) = (&bad.mrid, &bad.reply_to) else {
             return;
         };
-        if mrid.is_empty() || self.schedule_state.events.contains_key(mrid) {
+        // While held the stored memory is not back, so whether it was answered before is
+        // not known: it is rejected at a later read of its list.
+        if self.held || mrid.is_empty() || self.schedule_state.events.contains_key(mrid) {
             return;
         }
         let now_s = ctx.server_now_s();
@@ -395,7 +403,11 @@ impl DerpSet {
     /// Runs the scheduler when something changed or its next change came; hands out
     /// [`Event::Controls`] when the active controls changed or responses fell due.
     pub fn evaluate(&mut self, ctx: &mut Ctx, fsas: &[FsaState], responses: &mut ResponseSet) {
-        if ctx.state == ConnectionState::PinMismatch || !ctx.registration_ok || !self.ready(fsas) {
+        if self.held
+            || ctx.state == ConnectionState::PinMismatch
+            || !ctx.registration_ok
+            || !self.ready(fsas)
+        {
             return;
         }
         let now_s = ctx.server_now_s();
@@ -413,7 +425,9 @@ impl DerpSet {
             events: &events,
             now_s,
         };
-        let mut outcome = schedule::evaluate(&input, &mut self.rng, &self.schedule_state);
+        // The state moves in and back out: no copy of every record per evaluation.
+        let previous = std::mem::take(&mut self.schedule_state);
+        let mut outcome = schedule::evaluate_owned(&input, &mut self.rng, previous);
         for note in &outcome.notes {
             log::info!("csip: schedule: {note}");
         }

@@ -367,6 +367,11 @@ pub struct ControlConfig {
     /// How fast setpoints may rise, in percent of rated power per second, when the
     /// utility's control sets no ramp. Reductions are never ramped. Default 10 %/s.
     pub ramp_up_pct_per_s: f64,
+    /// The inverters' response to a power-limit change as a first-order time constant τ
+    /// (s): a cut larger than the site's excess is commanded for one cycle so their output
+    /// reaches the limit within that cycle instead of after about 3 τ
+    /// (`control::law`, step 3). 0 (the default) sends the plain target; 0..=10.
+    pub inverter_response_s: f64,
 }
 
 /// The whole of `/etc/config/csipd`, validated. Each part has its documented defaults
@@ -506,6 +511,7 @@ const CONTROL_OPTIONS: &[&str] = &[
     "meter_stale_s",
     "failsafe_export_limit_w",
     "ramp_up_pct_per_s",
+    "inverter_response_s",
 ];
 
 /// Every section type csipd knows: (section type, singleton address, options). The
@@ -1395,11 +1401,15 @@ fn read_control(checker: &mut Checker<'_>, section: Option<&Section>) -> Control
     let ramp_up_pct_per_s = r
         .decimal("ramp_up_pct_per_s", "percent per second", 0.01, 100.0)
         .unwrap_or(10.0);
+    let inverter_response_s = r
+        .decimal("inverter_response_s", "seconds", 0.0, 10.0)
+        .unwrap_or(0.0);
     ControlConfig {
         cycle_s,
         meter_stale_s,
         failsafe_export_limit_w,
         ramp_up_pct_per_s,
+        inverter_response_s,
     }
 }
 

@@ -98,9 +98,19 @@ impl Engine {
     }
 
     /// Restores the scheduler's memory (ledger, randomisation draws) from the store, so
-    /// a restart neither repeats responses nor redraws randomisation.
+    /// a restart neither repeats responses nor redraws randomisation. Ends a
+    /// [`Engine::hold_schedule`].
     pub fn restore_schedule_state(&mut self, state: schedule::State) {
         self.derp.schedule_state = state;
+        self.derp.held = false;
+    }
+
+    /// While `hold` is true the scheduler is not run (no controls, no responses);
+    /// discovery and polling go on. The runtime holds it while the store opens, so the
+    /// first request leaves at once but no event is seen before its stored memory is
+    /// back ([`Engine::restore_schedule_state`] or `hold_schedule(false)` end it).
+    pub fn hold_schedule(&mut self, hold: bool) {
+        self.derp.held = hold;
     }
 
     /// The scheduler's memory, for the store to persist.

@@ -347,6 +347,7 @@ config control 'site'
 \toption cycle_s '1'
 \toption meter_stale_s '5'
 \toption failsafe_export_limit_w '0'
+\toption inverter_response_s '0.5'
 
 config device 'pv_inverter'
 \toption role 'inverter'

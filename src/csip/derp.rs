@@ -270,8 +270,8 @@ impl DerpSet {
         }
         if !skipped.is_empty() {
             let listed: Vec<String> = skipped.iter().map(|s| s.error.to_string()).collect();
-            ctx.errors.insert(
-                href.to_string(),
+            ctx.set_error(
+                href,
                 format!("DERControlList {href}: left out {}", listed.join("; ")),
             );
         }

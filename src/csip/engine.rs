@@ -552,6 +552,35 @@ mod tests {
     }
 
     #[test]
+    fn errors_by_resource_stay_within_their_bound() {
+        let t0 = Now {
+            mono_ms: 1_000,
+            utc_ms: 1_750_000_000_000,
+        };
+        let mut engine = Engine::new(config(), t0).expect("engine");
+        // A server whose failing resources get new hrefs all the time.
+        for i in 0..3 * super::super::context::ERRORS_KEPT {
+            engine
+                .ctx
+                .error_at(&format!("/derp/{i:04}/derc"), format!("HTTP 500 #{i}"));
+            assert!(engine.ctx.errors.len() <= super::super::context::ERRORS_KEPT);
+        }
+        assert_eq!(engine.ctx.errors.len(), super::super::context::ERRORS_KEPT);
+        // The newest is shown; the same href again replaces its entry.
+        let last = format!(
+            "/derp/{:04}/derc",
+            3 * super::super::context::ERRORS_KEPT - 1
+        );
+        assert!(engine.ctx.errors.contains_key(&last));
+        engine.ctx.error_at(&last, "HTTP 503".into());
+        assert_eq!(
+            engine.ctx.errors.get(&last).map(String::as_str),
+            Some("HTTP 503")
+        );
+        assert_eq!(engine.ctx.errors.len(), super::super::context::ERRORS_KEPT);
+    }
+
+    #[test]
     fn call_order_and_time_rule() {
         let t0 = Now {
             mono_ms: 1_000,

@@ -196,10 +196,25 @@ pub async fn run_daemon(
     daemon.start_buses();
     daemon.start_price();
     daemon.start_mqtt();
+    // A thread of its own that ends with the open, not smol's blocking pool: the
+    // `blocking` crate keeps a pool thread for the process's life once started.
     let opened = {
-        let config = Config::clone(&config);
+        let owned = Config::clone(&config);
         let status = daemon.status.clone();
-        smol::unblock(move || durable::Durable::open(&config, started, &status)).await
+        let (tx, rx) = smol::channel::bounded(1);
+        let spawned = std::thread::Builder::new()
+            .name("csipd-store".into())
+            .spawn(move || {
+                let _ = tx.send_blocking(durable::Durable::open(&owned, started, &status));
+            });
+        match spawned {
+            Ok(_) => rx.recv().await.ok(),
+            Err(e) => {
+                log::warn!("no thread to open the store on ({e}); opening it on the loop");
+                None
+            }
+        }
+        .unwrap_or_else(|| durable::Durable::open(&config, started, &daemon.status))
     };
     *daemon.durable.borrow_mut() = opened;
     durable::restore_controls(&daemon.durable.borrow(), &daemon.site);

@@ -18,7 +18,10 @@
 #   smart meter (unit 240: 211), tests/fixtures/brands/fronius-float.modbus.json;
 #   csipd reads both every 1 s control cycle.
 # - py20305 (PyPI, installed into target/py20305-venv), the same device certificate
-#   and devices (a `der` and a `site_meter`), its default rates.
+#   and devices (a `der` and a `site_meter`), its default rates, its history file in
+#   the run directory. It controls inverters through the IEEE 1547 models (70x) only:
+#   on this 12x layout it keeps rescanning the inverter (its stderr says so), which
+#   counts in its CPU time.
 #
 # First request: the utility records the time of the first request of every TLS
 # connection (`first_requests` in its /sim/report); the script notes each client's spawn
@@ -163,6 +166,7 @@ if [ "$with_py" = 1 ]; then
      "host": "127.0.0.1", "port": $modbus_port, "unit_id": 240}
   ],
   "logging": {"level": "WARNING"},
+  "history": {"path": "$run/py20305-history.sqlite3"},
   "discovery": {"enabled": false},
   "advertise": {"transport": "off"}
 }

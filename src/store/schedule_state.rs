@@ -58,17 +58,15 @@ impl Store {
                 },
             );
         }
-        // Events the scheduler forgot, and ledger entries of events it never had (none
-        // are made that way today): the ledger is bounded by the scheduler's records.
-        let mut forgotten: Vec<String> = self
+        // Events the scheduler forgot, with their ledger entries. (A ledger entry whose
+        // event has no record, a response restored as pending after a restart, stays
+        // until it is settled and `ledger_retention_s` old.)
+        let forgotten: Vec<String> = self
             .scheduler_events()
             .keys()
-            .chain(self.ledger().map(|e| &e.key.event_mrid))
             .filter(|mrid| !state.events.contains_key(*mrid))
             .cloned()
             .collect();
-        forgotten.sort_unstable();
-        forgotten.dedup();
         for mrid in forgotten {
             self.forget_event(&mrid);
         }

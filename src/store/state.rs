@@ -269,7 +269,9 @@ pub struct Store {
     /// `schedule::RECORD_LIMIT` finished events) and dropped in any case
     /// `limits.ledger_retention_s` after creation once settled. Bound: at most one
     /// entry per response status (7) for each record the scheduler keeps (the events
-    /// listed now plus `schedule::RECORD_LIMIT`); about 3 per event in practice.
+    /// listed now plus `schedule::RECORD_LIMIT`), about 3 per event in practice, plus
+    /// entries restored from a previous run whose record is gone, which leave once
+    /// settled and `ledger_retention_s` old.
     ledger: BTreeMap<LedgerKey, LedgerEntry>,
     dirty_ledger: BTreeSet<LedgerKey>,
     /// One record per event the scheduler remembers (same lifetime and bound as the

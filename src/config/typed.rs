@@ -153,6 +153,18 @@ pub struct ServerConfig {
     pub tls_insecure_lab: bool,
     /// Allow an `http://` dcap_url (no TLS). Lab use only. Default false.
     pub allow_plain_http: bool,
+    /// `schema_2018`: write every PUT/POST body in the plain IEEE 2030.5-2018 shape
+    /// (`sep2_schema_2018.xsd`, no csipaus extension elements, no ConnectionPoint PUT)
+    /// for servers that reject the CSIP-AUS extensions in what they are sent; csipaus
+    /// controls are still read. Default false.
+    pub schema_2018: bool,
+    /// `notification_listen`: address:port of csipd's mutual-TLS listener for 2030.5
+    /// Notifications (subscriptions, CSIP-AUS classes S-L/S-G). `None`: polling only.
+    pub notification_listen: Option<std::net::SocketAddr>,
+    /// `notification_url`: the notificationURI put in the Subscriptions, as the server
+    /// reaches the listener (`https://host:port/path`). Required with
+    /// `notification_listen`.
+    pub notification_url: Option<String>,
 }
 
 impl ServerConfig {
@@ -266,6 +278,10 @@ pub struct PriceConfig {
     /// A price older than this is not acted on. Default 900 s; must be at least
     /// `poll_interval_s`.
     pub max_age_s: u32,
+    /// `option utility_price_export '1'`: the feed-in price is the utility's, from the
+    /// 2030.5 Pricing function set (the current export RateComponent's price, CSIP-AUS
+    /// v1.3), not the price API; `site_id`/`token` are then not needed. Default false.
+    pub utility_price_export: bool,
 }
 
 /// What a device is for (UCI `role`; also the status JSON's `role`).
@@ -468,6 +484,9 @@ const SERVER_OPTIONS: &[&str] = &[
     "csipaus_namespace",
     "tls_insecure_lab",
     "allow_plain_http",
+    "schema_2018",
+    "notification_listen",
+    "notification_url",
 ];
 const LIMITS_OPTIONS: &[&str] = &[
     "export_limit_w",
@@ -485,6 +504,7 @@ const PRICE_OPTIONS: &[&str] = &[
     "token",
     "poll_interval_s",
     "max_age_s",
+    "utility_price_export",
 ];
 const DEVICE_OPTIONS: &[&str] = &[
     "role",
@@ -923,7 +943,7 @@ pub fn build(file: &UciFile, file_name: &str) -> (Config, Vec<Diagnostic>) {
     let main = read_main(&mut checker, singletons.get("csipd").copied());
     let server = read_server(&mut checker, singletons.get("server").copied());
     let limits = read_limits(&mut checker, singletons.get("limits").copied());
-    let price = read_price(&mut checker, singletons.get("price").copied());
+    let price = read_price(&mut checker, singletons.get("price").copied(), &server);
     let control = read_control(&mut checker, singletons.get("control").copied());
     let mqtt = mqtt::read_mqtt(&mut checker, singletons.get("mqtt").copied());
 
@@ -1270,6 +1290,25 @@ fn read_server(checker: &mut Checker<'_>, section: Option<&Section>) -> ServerCo
             ],
         )
         .unwrap_or(CsipAusNamespace::Default);
+    let schema_2018 = r.bool("schema_2018", false);
+    if schema_2018 && r.is_set("csipaus_namespace") {
+        let pos = r.pos_of("csipaus_namespace");
+        r.checker.warning(
+            pos,
+            "csipaus_namespace has no effect with schema_2018 '1': no csipaus element is \
+             written"
+                .to_string(),
+        );
+    }
+    if schema_2018 && profile == Profile::CsipAus && nmi.is_some() {
+        let pos = r.pos_of("schema_2018");
+        r.checker.warning(
+            pos,
+            "schema_2018 '1': the nmi is not sent (the csipaus ConnectionPoint has no \
+             IEEE 2030.5-2018 shape)"
+                .to_string(),
+        );
+    }
     if profile == Profile::CsipAus && (dcap_url.is_some() || server_url.is_some()) && nmi.is_none()
     {
         let pos = r.pos_of("dcap_url");
@@ -1277,6 +1316,63 @@ fn read_server(checker: &mut Checker<'_>, section: Option<&Section>) -> ServerCo
             pos,
             "profile csip-aus without an nmi: the connection point id is not reported, and \
              utilities that match on it will not find this site"
+                .to_string(),
+        );
+    }
+    let notification_listen = match r.single("notification_listen") {
+        None => None,
+        Some((text, pos)) => match text.trim().parse::<std::net::SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                r.checker.error(
+                    pos,
+                    format!(
+                        "option 'notification_listen' must be address:port (e.g.                          '0.0.0.0:8443'), got \"{text}\""
+                    ),
+                );
+                None
+            }
+        },
+    };
+    let notification_url = match r.single("notification_url") {
+        None => None,
+        Some((text, pos)) => match url::Url::parse(text.trim()) {
+            Ok(u) if u.scheme() == "https" && u.host_str().is_some() => {
+                Some(text.trim().to_string())
+            }
+            _ => {
+                r.checker.error(
+                    pos,
+                    format!(
+                        "option 'notification_url' must be an https URL the server can reach                          csipd's notification listener at, got \"{text}\""
+                    ),
+                );
+                None
+            }
+        },
+    };
+    if notification_listen.is_some() != r.is_set("notification_url") {
+        let (pos, message) = if notification_listen.is_some() {
+            (
+                r.pos_of("notification_listen"),
+                "notification_listen is set but notification_url is not: the server needs the \
+                 URL to send notifications to",
+            )
+        } else {
+            (
+                r.pos_of("notification_url"),
+                "notification_url is set but notification_listen is not: nothing would receive \
+                 the notifications",
+            )
+        };
+        r.checker.error(pos, message.to_string());
+    }
+    if notification_listen.is_some() && (cert.is_none() || key.is_none() || ca.is_none()) {
+        let pos = r.pos_of("notification_listen");
+        r.checker.error(
+            pos,
+            "notification_listen needs options cert, key (the listener's identity) and ca (the \
+             CA the utility's client certificate is checked against)"
                 .to_string(),
         );
     }
@@ -1294,6 +1390,9 @@ fn read_server(checker: &mut Checker<'_>, section: Option<&Section>) -> ServerCo
         csipaus_namespace,
         tls_insecure_lab,
         allow_plain_http,
+        schema_2018,
+        notification_listen,
+        notification_url,
     }
 }
 
@@ -1310,7 +1409,11 @@ fn read_limits(checker: &mut Checker<'_>, section: Option<&Section>) -> FixedLim
     }
 }
 
-fn read_price(checker: &mut Checker<'_>, section: Option<&Section>) -> PriceConfig {
+fn read_price(
+    checker: &mut Checker<'_>,
+    section: Option<&Section>,
+    server: &ServerConfig,
+) -> PriceConfig {
     let empty = empty_section("price", "feed_in");
     let section = section.unwrap_or(&empty);
     let mut r = singleton_reader(checker, section, "feed_in");
@@ -1357,7 +1460,39 @@ fn read_price(checker: &mut Checker<'_>, section: Option<&Section>) -> PriceConf
             ),
         );
     }
-    if enabled {
+    let utility_price_export = r.bool("utility_price_export", false);
+    if utility_price_export {
+        let pos = r.pos_of("utility_price_export");
+        if server.utility_url().is_none() {
+            r.checker.error(
+                pos,
+                "option 'utility_price_export' takes the price from the utility's 2030.5 \
+                 server, but none is configured (option dcap_url or server_url in config \
+                 server 'utility')"
+                    .to_string(),
+            );
+        }
+        if !enabled {
+            r.checker.warning(
+                pos,
+                "option 'utility_price_export' has no effect while option 'enabled' is 0"
+                    .to_string(),
+            );
+        }
+        for name in ["site_id", "token"] {
+            if r.section.options.iter().any(|o| o.name == name) {
+                let pos = r.pos_of(name);
+                r.checker.warning(
+                    pos,
+                    format!(
+                        "option '{name}' is not used: utility_price_export takes the \
+                         feed-in price from the utility, not the price API"
+                    ),
+                );
+            }
+        }
+    }
+    if enabled && !utility_price_export {
         for (name, value) in [("site_id", &site_id), ("token", &token)] {
             if value.is_none() {
                 let pos = r.pos_of("enabled");
@@ -1376,6 +1511,7 @@ fn read_price(checker: &mut Checker<'_>, section: Option<&Section>) -> PriceConf
         token,
         poll_interval_s,
         max_age_s,
+        utility_price_export,
     }
 }
 

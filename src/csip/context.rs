@@ -250,6 +250,8 @@ pub enum Purpose {
     Mirror(super::mirror::Req),
     Response(super::response::Req),
     LogEvent(super::log_event::Req),
+    Subscription(super::subscription::Req),
+    Pricing(super::pricing::Req),
 }
 
 /// The state of a multi-request poll (a list read page by page).
@@ -264,6 +266,10 @@ pub enum PollPart {
     Curves(Paged<sep2::DerCurve>),
     Ders(Paged<sep2::Der>),
     UsagePoints(Paged<sep2::MirrorUsagePoint>),
+    TariffProfiles(Paged<sep2::TariffProfile>),
+    RateComponents(Paged<sep2::RateComponent>),
+    TimeTariffIntervals(Paged<sep2::TimeTariffInterval>),
+    ConsumptionTariffIntervals(Paged<sep2::ConsumptionTariffInterval>),
     /// A request sent before the poll's own: time it left (Time's round trip).
     SentAt(Now),
 }
@@ -304,6 +310,8 @@ pub struct Ctx {
     /// Events not yet taken by `Engine::poll_event`, drained after every input.
     pub events: VecDeque<Event>,
     last_rediscovery_ms: Option<u64>,
+    /// How many walks from the top were started (subscriptions are made again after one).
+    pub rediscoveries: u64,
     /// When the server last answered anything (any HTTP status).
     last_answer_ms: Option<u64>,
 }
@@ -335,6 +343,7 @@ impl Ctx {
             next_id: 1,
             events: VecDeque::new(),
             last_rediscovery_ms: None,
+            rediscoveries: 0,
             last_answer_ms: None,
         }
     }
@@ -373,6 +382,10 @@ impl Ctx {
             PollPart::Curves(p) => p.page_href(),
             PollPart::Ders(p) => p.page_href(),
             PollPart::UsagePoints(p) => p.page_href(),
+            PollPart::TariffProfiles(p) => p.page_href(),
+            PollPart::RateComponents(p) => p.page_href(),
+            PollPart::TimeTariffIntervals(p) => p.page_href(),
+            PollPart::ConsumptionTariffIntervals(p) => p.page_href(),
             PollPart::Single | PollPart::SentAt(_) => href.to_string(),
         };
         self.send(
@@ -515,6 +528,7 @@ impl Ctx {
         }
         log::info!("csip: walking again from DeviceCapability ({why})");
         self.last_rediscovery_ms = Some(now_ms);
+        self.rediscoveries += 1;
         self.poller.all_soon(now_ms);
     }
 }

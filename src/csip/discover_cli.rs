@@ -58,6 +58,7 @@ impl EngineConfig {
             pen: server.pen.unwrap_or(0),
             csipaus: server.profile == Profile::CsipAus,
             csipaus_v1_3: server.csipaus_namespace == CsipAusNamespace::V1_3,
+            schema_2018: server.schema_2018,
             nameplate: Nameplate {
                 rtg_max_w: rated(DeviceRole::Inverter) + rated(DeviceRole::Storage),
                 rtg_max_va: None,
@@ -75,6 +76,9 @@ impl EngineConfig {
             default_post_rate_s: 300,
             reading_buffer_intervals: 288,
             rng_seed: sfdi,
+            notification_uri: server
+                .notification_listen
+                .and(server.notification_url.clone()),
         })
     }
 }
@@ -280,6 +284,9 @@ pub fn render(tree: &Tree, status: &EngineStatus) -> String {
             fsa.href,
             fsa.fsa.description.as_deref().unwrap_or("")
         );
+        if let Some(link) = &fsa.fsa.tariff_profile_list_link {
+            let _ = writeln!(out, "    tariffs {}{}", link.href, rate(&link.href));
+        }
         let Some(link) = &fsa.fsa.der_program_list_link else {
             continue;
         };
@@ -353,6 +360,12 @@ pub fn render(tree: &Tree, status: &EngineStatus) -> String {
                     .map(|r| format!("{r} s"))
                     .unwrap_or_else(|| "-".into())
             );
+        }
+    }
+    if !status.prices.is_empty() {
+        out.push_str("prices (UTC)\n");
+        for price in &status.prices {
+            let _ = writeln!(out, "  {}", crate::status::render::price_line(price, 0));
         }
     }
     if let (Some(list), Some(count)) = (&tree.log_event_list_href, tree.log_event_count) {
@@ -461,8 +474,10 @@ mod config_tests {
             readings_pending: 0,
             readings_dropped: 0,
             responses_pending: 0,
+            log_events: Default::default(),
             last_error: Some("PIN mismatch".into()),
             csipaus_version: Some("v1.3"),
+            prices: Vec::new(),
         };
         let utility = status.to_utility(Some("https://x/dcap".into()), 50);
         assert_eq!(utility.state, crate::status::ConnectionState::Discovering);

@@ -4,10 +4,10 @@
 //! [`well_known`] (CSIP-AUS v1.3 service discovery, before the DeviceCapability when
 //! only a server URL is configured), [`dcap`] (DeviceCapability), [`time`] (Time, the server clock), [`edev`] (EndDevice,
 //! in-band registration, Registration PIN, csipaus ConnectionPoint), [`fsa`]
-//! (FunctionSetAssignments), [`derp`] (DERPrograms with their DERControls,
+//! (FunctionSetAssignments), [`pricing`] (Pricing: tariffs and the price timeline), [`derp`] (DERPrograms with their DERControls,
 //! DefaultDERControl and DERCurves, and the scheduler run over them), [`der`] (DER
 //! reports), [`mirror`] (Metering Mirror), [`response`] (Response), [`log_event`]
-//! (LogEvent). [`context`] is what they share (the request queue, the poller, the
+//! (LogEvent), [`subscription`] (Subscription / Notification). [`context`] is what they share (the request queue, the poller, the
 //! status); [`poller`], [`averaging`] and [`discovery`] are pure helpers.
 //!
 //! ## Call order
@@ -18,7 +18,9 @@
 //!     engine.handle_timeout(now);                        // when poll_timeout() passed
 //!     engine.handle_measurements(sample, now);           // about once a second
 //!     engine.handle_nameplate(nameplate, now);           // when the inverters tell it
+//!     engine.handle_device_event(event, now);            // alarms, comms, staleness
 //!     engine.handle_response(id, result, now);           // each answer, any order
+//!     engine.handle_notification(body, now)?;            // a Notification POSTed to us
 //!     // 2. drain the outputs, in any order, until each returns None:
 //!     while let Some(request) = engine.poll_request() { /* send it */ }
 //!     while let Some(event) = engine.poll_event() { /* controls, deliveries, status */ }
@@ -51,7 +53,9 @@ pub mod fsa;
 pub mod log_event;
 pub mod mirror;
 pub mod poller;
+pub mod pricing;
 pub mod response;
+pub mod subscription;
 pub mod time;
 pub mod well_known;
 
@@ -59,6 +63,7 @@ pub use averaging::{MeterSample, PhaseValues};
 pub use context::{Request, RequestId};
 pub use discover_cli::discover_main;
 pub use engine::Engine;
+pub use log_event::DeviceEvent;
 
 use crate::schedule;
 
@@ -91,6 +96,10 @@ pub struct EngineConfig {
     pub csipaus: bool,
     /// Use the CSIP-AUS v1.3 namespace (`https://csipaus.org/ns/v1.3`) when writing.
     pub csipaus_v1_3: bool,
+    /// Write every body in the plain IEEE 2030.5-2018 shape (`server` option
+    /// `schema_2018`): no csipaus element, no ConnectionPoint PUT, whatever `csipaus`
+    /// says; csipaus controls are still read.
+    pub schema_2018: bool,
     /// What the DER fleet can do, for DERCapability / DERSettings.
     pub nameplate: Nameplate,
     /// Poll no resource less often than this, whatever pollRate the server states.
@@ -105,6 +114,9 @@ pub struct EngineConfig {
     pub reading_buffer_intervals: usize,
     /// Seed for the scheduler's randomisation draws.
     pub rng_seed: u64,
+    /// Where the server is to POST Notifications (csipd's own mutual-TLS listener,
+    /// `option notification_url`); `None`: no subscriptions, polling only.
+    pub notification_uri: Option<String>,
 }
 
 /// The DER fleet behind this gateway, summed over inverters.
@@ -132,6 +144,19 @@ pub struct Nameplate {
 }
 
 impl Nameplate {
+    /// The EndDevice's DeviceCategoryType bit for this fleet (IEEE 2030.5 sep.xsd
+    /// DeviceCategoryType): 21 photovoltaic system (DERType 4), 23 combined PV and
+    /// storage (81), 25 other storage system (82), 24 other generation system otherwise.
+    /// The CSIP-AUS DR procedures (DRA-01) want one of these bits set.
+    pub fn device_category(&self) -> u32 {
+        match self.der_type {
+            4 => 1 << 21,
+            81 => 1 << 23,
+            82 => 1 << 25,
+            _ => 1 << 24,
+        }
+    }
+
     /// csipaus DOEControlType bitmap of what the site can really do: bit 0 export,
     /// 1 import, 2 generation, 3 load limit.
     pub fn doe_modes(&self) -> u8 {
@@ -238,12 +263,18 @@ pub struct EngineStatus {
     /// Mirror reading intervals waiting to be posted, and how many were dropped.
     pub readings_pending: usize,
     pub readings_dropped: u64,
-    /// Responses waiting to be accepted by the server.
+    /// Responses (to DERControls and to TimeTariffIntervals) waiting to be accepted by
+    /// the server.
     pub responses_pending: usize,
+    /// LogEvents queued, held by the rate limit, sent and dropped.
+    pub log_events: log_event::LogEventCounts,
     pub last_error: Option<String>,
     /// The CSIP-AUS version in use (`v1.3`, `v1.2`); `None` for plain IEEE 2030.5 and
     /// while service discovery has not chosen one yet.
     pub csipaus_version: Option<&'static str>,
+    /// The Pricing function set's prices now and next, per RateComponent (empty when
+    /// the server links no TariffProfileList).
+    pub prices: Vec<pricing::RatePrice>,
 }
 
 /// What the engine tells its driver ([`Engine::poll_event`]).
@@ -347,6 +378,8 @@ impl EngineStatus {
             clock_offset_s: Some(self.clock_offset_s as f64),
             registration_problem,
             csipaus_version: self.csipaus_version.map(str::to_string),
+            responses_pending: self.responses_pending,
+            prices: self.prices.clone(),
             resources: self
                 .polls
                 .iter()

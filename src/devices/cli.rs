@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::{Bus, BusParams, Device, DeviceParams, Parity, TransportParams, sunspec};
 
 pub const USAGE: &str = "csipd modbus-scan [--base N] BUS UNIT...
-  BUS: tcp://HOST[:PORT] or rtu:/dev/ttyUSB0[@BAUD[/8N1|8E1|8O1|8N2]]
+  BUS: tcp://HOST[:PORT] or rtu:/dev/ttyUSB0[@BAUD[/8N1|8E1|8O1|8N2|8E2|8O2]]
   UNIT: Modbus unit ids to scan (default 1)
   --base N: the register of the SunSpec marker (default: try 40000, 0, 50000)
 Prints one JSON line per unit: the model chain, and each SunSpec device in it (a unit
@@ -42,14 +42,21 @@ pub fn parse_transport(s: &str) -> Result<TransportParams, String> {
             .ok()
             .filter(|b| *b > 0)
             .ok_or_else(|| format!("bus '{s}': baud rate '{baud}' is not a positive number"))?;
-        let (parity, stop_bits) = match framing {
-            "8N1" => (Parity::None, 1),
-            "8N2" => (Parity::None, 2),
-            "8E1" => (Parity::Even, 1),
-            "8O1" => (Parity::Odd, 1),
-            other => {
+        // Every framing the config allows (parity none/even/odd, stop_bits 1/2), so the
+        // bus string the status and logs show for a configured device scans as is.
+        let (parity, stop_bits) = match framing.as_bytes() {
+            [b'8', p @ (b'N' | b'E' | b'O'), stop @ (b'1' | b'2')] => (
+                match p {
+                    b'N' => Parity::None,
+                    b'E' => Parity::Even,
+                    _ => Parity::Odd,
+                },
+                stop - b'0',
+            ),
+            _ => {
                 return Err(format!(
-                    "bus '{s}': framing '{other}' is not one of 8N1, 8N2, 8E1, 8O1"
+                    "bus '{s}': framing '{framing}' is not one of 8N1, 8E1, 8O1, 8N2, 8E2, 8O2 \
+                     (data bits, parity none/even/odd, stop bits)"
                 ));
             }
         };
@@ -64,7 +71,7 @@ pub fn parse_transport(s: &str) -> Result<TransportParams, String> {
         });
     }
     Err(format!(
-        "bus '{s}': expected tcp://HOST[:PORT] or rtu:/dev/ttyUSB0[@BAUD]"
+        "bus '{s}': expected tcp://HOST[:PORT] or rtu:/dev/ttyUSB0[@BAUD[/8N1]]"
     ))
 }
 
@@ -254,5 +261,28 @@ mod tests {
                 .contains("7N1")
         );
         assert!(parse_transport("serial0").is_err());
+    }
+
+    /// Every framing a configured device can have (parity none/even/odd, stop_bits 1/2)
+    /// scans from the bus string the status and logs show for it.
+    #[test]
+    fn every_configurable_framing_round_trips() {
+        for parity in [Parity::None, Parity::Even, Parity::Odd] {
+            for stop_bits in [1, 2] {
+                let shown = TransportParams::Rtu {
+                    path: "/dev/ttyUSB0".into(),
+                    baud: 19200,
+                    parity,
+                    stop_bits,
+                };
+                let text = shown.to_string();
+                assert_eq!(parse_transport(&text).as_ref(), Ok(&shown), "{text}");
+            }
+        }
+        assert!(
+            parse_transport("rtu:/dev/x@9600/8E3")
+                .unwrap_err()
+                .contains("8E3")
+        );
     }
 }

@@ -288,6 +288,43 @@ async fn physics(inverter: SimInverter, battery: Option<SimInverter>, meter: Sim
     }
 }
 
+/// The `server 'utility'` section (UCI) that points a client at the simulated utility
+/// with its lab device identity.
+fn server_section_text(u: &DemoUtility) -> String {
+    format!(
+        "
+config server 'utility'
+\toption dcap_url '{}'
+\toption cert '{}'
+\toption key '{}'
+\toption ca '{}'
+\toption registration_pin '{}'
+\toption nmi '{DEMO_NMI}'
+\toption pen '{DEMO_PEN}'
+",
+        u.dcap_url,
+        u.pki.device_cert.display(),
+        u.pki.device_key.display(),
+        u.pki.ca_cert.display(),
+        u.pin
+    )
+}
+
+/// The client configuration `--utility-only` writes beside its lab PKI: the simulated
+/// utility with the device identity and nothing else (no devices, state in `data_dir`),
+/// for `csipd discover --config` or `csipd run --config` against it.
+pub fn utility_client_config_text(u: &DemoUtility, data_dir: &str) -> String {
+    format!(
+        "# A csipd client of the simulated utility (written by `csipd demo --utility-only`).
+# csipd discover --config THIS_FILE walks it; csipd run --config THIS_FILE runs against it.
+config csipd 'main'
+\toption data_dir '{data_dir}'
+\toption telemetry_dir '{data_dir}'
+{server}",
+        server = server_section_text(u)
+    )
+}
+
 /// The demo's configuration in UCI syntax: the two simulated devices, a fixed export
 /// limit, a tariff window active from `start_min` (local minutes) for 3 minutes, and
 /// the simulated utility when there is one.
@@ -298,27 +335,7 @@ pub fn demo_config_text(
     data_dir: &str,
     utility: Option<&DemoUtility>,
 ) -> String {
-    let server = utility
-        .map(|u| {
-            format!(
-                "
-config server 'utility'
-\toption dcap_url '{}'
-\toption cert '{}'
-\toption key '{}'
-\toption ca '{}'
-\toption registration_pin '{}'
-\toption nmi '{DEMO_NMI}'
-\toption pen '{DEMO_PEN}'
-",
-                u.dcap_url,
-                u.pki.device_cert.display(),
-                u.pki.device_key.display(),
-                u.pki.ca_cert.display(),
-                u.pin
-            )
-        })
-        .unwrap_or_default();
+    let server = utility.map(server_section_text).unwrap_or_default();
     let hhmm = |m: u32| format!("{:02}:{:02}", m / 60, m % 60);
     let end = (start_min + 3) % 1440;
     let end_text = if end == 0 {
@@ -454,6 +471,24 @@ pub fn demo_main(args: &[String]) -> ExitCode {
             u.pki.device_lfdi, u.pki.device_sfdi
         );
         println!("pin: {}", u.pin);
+        let client_dir = dir.join("client");
+        let client_conf = dir.join("client.conf");
+        let written = std::fs::create_dir_all(&client_dir).and_then(|()| {
+            std::fs::write(
+                &client_conf,
+                utility_client_config_text(&u, &client_dir.display().to_string()),
+            )
+        });
+        match written {
+            Ok(()) => println!(
+                "client config: {} (csipd discover --config {0})",
+                client_conf.display()
+            ),
+            Err(e) => eprintln!(
+                "csipd demo: cannot write {}: {e} (the server runs without it)",
+                client_conf.display()
+            ),
+        }
         println!(
             "report: https://{}/sim/report (no client certificate needed; curl --cacert {} ...)",
             server.addr,

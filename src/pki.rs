@@ -426,10 +426,22 @@ pub enum Severity {
     Warning,
 }
 
+/// Which file of the identity a problem is about (so `check-config` can point at the
+/// option that names it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdentityFile {
+    /// The certificate (unreadable, expired, not yet valid, not P-256), or the pair.
+    Cert,
+    /// The private key (unreadable, not a PEM key).
+    Key,
+}
+
 /// One thing wrong with the configured identity, for `check-config`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct IdentityProblem {
     pub severity: Severity,
+    /// The file the problem is about.
+    pub file: IdentityFile,
     pub message: String,
 }
 
@@ -452,6 +464,7 @@ pub fn check_identity(cert_path: &Path, key_path: &Path, now: SystemTime) -> Vec
     let mut problems = Vec::new();
     let error = |message: String| IdentityProblem {
         severity: Severity::Error,
+        file: IdentityFile::Cert,
         message,
     };
     let cert = match load_cert(cert_path) {
@@ -464,7 +477,10 @@ pub fn check_identity(cert_path: &Path, key_path: &Path, now: SystemTime) -> Vec
     let key = match load_key(key_path) {
         Ok(k) => Some(k),
         Err(e) => {
-            problems.push(error(format!("key {e}")));
+            problems.push(IdentityProblem {
+                file: IdentityFile::Key,
+                ..error(format!("key {e}"))
+            });
             None
         }
     };
@@ -486,6 +502,7 @@ pub fn check_identity(cert_path: &Path, key_path: &Path, now: SystemTime) -> Vec
                 } else if until - now_unix < EXPIRY_WARNING.as_secs() as i64 {
                     problems.push(IdentityProblem {
                         severity: Severity::Warning,
+                        file: IdentityFile::Cert,
                         message: format!(
                             "certificate {} expires on {} ({} days left)",
                             cert_path.display(),
@@ -505,6 +522,7 @@ pub fn check_identity(cert_path: &Path, key_path: &Path, now: SystemTime) -> Vec
             if s.key_type != "EC P-256" {
                 problems.push(IdentityProblem {
                     severity: Severity::Warning,
+                    file: IdentityFile::Cert,
                     message: format!(
                         "certificate {} has a {} key; CSIP-AUS requires EC P-256",
                         cert_path.display(),
@@ -667,7 +685,7 @@ fn cert_show(f: &[(String, String)]) -> Result<ExitCode, CliError> {
             let dummy = cert_path.clone();
             check_identity(&cert_path, &dummy, now)
                 .into_iter()
-                .filter(|p| !p.message.starts_with("key "))
+                .filter(|p| p.file != IdentityFile::Key)
                 .collect()
         }
     };
@@ -868,6 +886,12 @@ mod tests {
         std::fs::write(dir.join("junk.pem"), "hello").unwrap();
         let junk = check_identity(&cert_path, &dir.join("junk.pem"), issued + day);
         assert!(junk[0].message.contains("junk.pem"), "{}", junk[0]);
+        assert_eq!(
+            junk[0].file,
+            IdentityFile::Key,
+            "a bad key is the key's problem"
+        );
+        assert_eq!(missing[0].file, IdentityFile::Cert);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

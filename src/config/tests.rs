@@ -465,6 +465,17 @@ fn timezone_rules() {
              ACST-9:30ACDT,M10.1.0,M4.1.0/3 for Australia/Adelaide)"
         ]
     );
+    // A POSIX string with a bad rule is told what is wrong, not that it looks like a
+    // zone name (its '/' is in the rule's time).
+    let bad_rule = messages_with(
+        "'ACST-9:30ACDT,M10.1.0,M4.1.0/3'",
+        "'AEST-10AEDT,M13.1.0,M4.1.0/3'",
+    );
+    assert_eq!(bad_rule.len(), 1, "{bad_rule:?}");
+    assert!(
+        bad_rule[0].contains("M13.1.0") && !bad_rule[0].contains("zone name"),
+        "{bad_rule:?}"
+    );
     for good in [
         "AEST-10",
         "AWST-8",

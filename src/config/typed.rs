@@ -1054,7 +1054,9 @@ fn read_main(checker: &mut Checker<'_>, section: Option<&Section>) -> MainConfig
             // The one POSIX TZ parser: what check-config accepts is what the runtime reads.
             if let Err(why) = crate::control::PosixTz::parse(&tz).map_err(|e| e.message) {
                 let pos = r.pos_of("timezone");
-                let hint = if tz.contains('/') {
+                // A zone name has a '/' in it; a POSIX string only in its rules (after
+                // the first ',', as in M4.1.0/3), and gets no zone-name hint.
+                let hint = if tz.split(',').next().is_some_and(|zone| zone.contains('/')) {
                     " (that looks like a zone name csipd does not know; use the POSIX form \
                      from /etc/TZ, e.g. ACST-9:30ACDT,M10.1.0,M4.1.0/3 for Australia/Adelaide)"
                 } else {

@@ -242,6 +242,17 @@ fn rtu_without_path_and_tcp_without_host() {
         messages_with("\toption host '10.0.0.5'\n", ""),
         ["c:31: error: device 'meter' uses transport tcp but has no option 'host'"]
     );
+    // What installers paste from a Modbus tool or a browser is named, at its line.
+    assert_eq!(
+        messages_with("'10.0.0.5'", "'10.0.0.5:502'"),
+        ["c:32: error: option 'host' \"10.0.0.5:502\" has a port; put 502 in option 'port'"]
+    );
+    assert_eq!(
+        messages_with("'10.0.0.5'", "'tcp://10.0.0.5'"),
+        ["c:32: error: option 'host' \"tcp://10.0.0.5\" is a host name or IP address, not a URL"]
+    );
+    // An IPv6 address has colons of its own.
+    assert!(messages_with("'10.0.0.5'", "'fd00::5'").is_empty());
 }
 
 #[test]

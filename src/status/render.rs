@@ -233,11 +233,19 @@ pub fn summary(s: &Snapshot) -> String {
                     (None, None) => l.mode.as_str().to_string(),
                 })
                 .collect();
+            // Seconds only when a bound is off the minute (a randomised start, blocks
+            // shorter than a minute): "14:35–14:35" would hide them.
+            let off_minute = |t: i64| (t + i64::from(tz)).rem_euclid(60) != 0;
+            let clock = if off_minute(e.start_unix_s) || off_minute(e.end_unix_s) {
+                clock_hhmmss
+            } else {
+                clock_hhmm
+            };
             let _ = writeln!(
                 out,
                 "  {}–{} {} (event {}, starts in {})",
-                clock_hhmm(e.start_unix_s, tz),
-                clock_hhmm(e.end_unix_s, tz),
+                clock(e.start_unix_s, tz),
+                clock(e.end_unix_s, tz),
                 limits.join(", "),
                 short_mrid(&e.mrid),
                 duration(e.start_unix_s - now)
@@ -418,6 +426,28 @@ mod tests {
             "{}",
             summary(&s)
         );
+    }
+
+    #[test]
+    fn upcoming_events_show_seconds_only_when_off_the_minute() {
+        use crate::status::snapshot::{EventLimit, UpcomingEvent};
+        let event = |start: i64, end: i64| UpcomingEvent {
+            mrid: "D0E0000300000000".into(),
+            description: None,
+            program: None,
+            start_unix_s: start,
+            end_unix_s: end,
+            limits: vec![EventLimit {
+                mode: LimitMode::Export,
+                value_w: Some(934.0),
+                connect: None,
+            }],
+        };
+        let mut s = Snapshot::new(0);
+        s.upcoming_events = vec![event(3600, 3900), event(3610, 3620)];
+        let text = summary(&s);
+        assert!(text.contains("  01:00–01:05 export 934 W"), "{text}");
+        assert!(text.contains("  01:00:10–01:00:20 export 934 W"), "{text}");
     }
 
     #[test]

@@ -785,7 +785,7 @@ fn chains_to(cert: &X509, ca_chain: &[X509]) -> Result<(), String> {
     let store = store.build();
     let mut context = X509StoreContext::new().map_err(setup)?;
     let untrusted = Stack::new().map_err(setup)?;
-    let verdict = context
+    context
         .init(&store, cert, &untrusted, |c| {
             Ok(if c.verify_cert()? {
                 Ok(())
@@ -793,8 +793,7 @@ fn chains_to(cert: &X509, ca_chain: &[X509]) -> Result<(), String> {
                 Err(c.error().error_string().to_string())
             })
         })
-        .map_err(setup)?;
-    verdict
+        .map_err(setup)?
 }
 
 fn cert_selfsigned(f: &[(String, String)]) -> Result<ExitCode, CliError> {

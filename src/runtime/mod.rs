@@ -17,6 +17,7 @@ pub mod demo;
 pub mod durable;
 pub mod engine;
 pub mod map;
+pub mod notify;
 pub mod site;
 
 use crate::config::{self, Config};

@@ -92,6 +92,7 @@ impl Snapshot {
                 clock_offset_s: None,
                 registration_problem: None,
                 csipaus_version: None,
+                responses_pending: 0,
                 prices: Vec::new(),
                 resources: Vec::new(),
             },
@@ -216,6 +217,10 @@ pub struct Utility {
     /// before discovery chose one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub csipaus_version: Option<String>,
+    /// DERControlResponses issued and not yet settled with the server (accepted, or
+    /// refused for good): they are sent again until they are, across restarts too.
+    #[serde(default)]
+    pub responses_pending: usize,
     /// The utility's prices (Pricing function set, CSIP-AUS v1.3): per RateComponent
     /// the price now and next, with its unit and currency; empty without tariffs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -179,7 +179,9 @@ pub fn start_sim_utility(
 ) -> Result<(UtilityServer, DemoUtility), String> {
     let clock = super::clock::SystemClock::new();
     let now = clock.now();
-    let pki = LabPki::create(dir, now.utc_s()).map_err(|e| e.to_string())?;
+    let ip = listen.ip();
+    let named = (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip);
+    let pki = LabPki::create_for(dir, now.utc_s(), named).map_err(|e| e.to_string())?;
     let plan = DayPlan::new(now.utc_s(), day_s).map_err(|e| e.to_string())?;
     let options = UtilityOptions::for_plan(plan, &pki.device_lfdi, pki.device_sfdi);
     let pin = options.pin;
@@ -463,6 +465,13 @@ pub fn demo_main(args: &[String]) -> ExitCode {
             "csipd demo --utility-only: a simulated CSIP-AUS utility (TLS 1.2, client certificates from its lab CA)"
         );
         println!("dcap: {}", u.dcap_url);
+        if listen.ip().is_unspecified() {
+            println!(
+                "note: listening on every address, but the server certificate names only \
+                 127.0.0.1 and localhost; for clients elsewhere use --listen with the address \
+                 they connect to (it is then in the certificate)"
+            );
+        }
         println!("ca: {}", u.pki.ca_cert.display());
         println!("device cert: {}", u.pki.device_cert.display());
         println!("device key: {}", u.pki.device_key.display());

@@ -9,7 +9,7 @@ use super::{Bus, BusParams, Device, DeviceParams, Parity, TransportParams, sunsp
 
 pub const USAGE: &str = "csipd modbus-scan [--base N] BUS UNIT...
   BUS: tcp://HOST[:PORT] or rtu:/dev/ttyUSB0[@BAUD[/8N1|8E1|8O1|8N2|8E2|8O2]]
-  UNIT: Modbus unit ids to scan (default 1)
+  UNIT: Modbus unit ids to scan, 1-247 (default 1)
   --base N: the register of the SunSpec marker (default: try 40000, 0, 50000)
 Prints one JSON line per unit: the model chain, and each SunSpec device in it (a unit
 can hold several, e.g. an inverter and its meter) with its identity and a reading.";
@@ -75,6 +75,17 @@ pub fn parse_transport(s: &str) -> Result<TransportParams, String> {
     ))
 }
 
+/// A unit id as the config takes it (`unit_id`, 1..247): 0 is the Modbus broadcast
+/// address, which no device answers, and 248..255 are reserved.
+pub fn parse_unit(s: &str) -> Result<u8, String> {
+    s.parse::<u8>()
+        .ok()
+        .filter(|id| (1..=247).contains(id))
+        .ok_or_else(|| {
+            format!("unit id '{s}' is not a number 1-247 (0 is broadcast, which no device answers)")
+        })
+}
+
 /// `csipd modbus-scan [--base N] BUS UNIT...`
 pub fn cli_main(args: &[String]) -> ExitCode {
     let mut base = None;
@@ -106,10 +117,10 @@ pub fn cli_main(args: &[String]) -> ExitCode {
     };
     let mut unit_ids = Vec::new();
     for u in units {
-        match u.parse::<u8>() {
+        match parse_unit(u) {
             Ok(id) => unit_ids.push(id),
-            Err(_) => {
-                eprintln!("csipd modbus-scan: unit id '{u}' is not a number 0-255");
+            Err(e) => {
+                eprintln!("csipd modbus-scan: {e}");
                 return ExitCode::from(2);
             }
         }
@@ -261,6 +272,19 @@ mod tests {
                 .contains("7N1")
         );
         assert!(parse_transport("serial0").is_err());
+    }
+
+    #[test]
+    fn unit_ids_are_the_configs_1_to_247() {
+        assert_eq!(parse_unit("1"), Ok(1));
+        assert_eq!(parse_unit("247"), Ok(247));
+        for bad in ["0", "248", "255", "256", "abc", ""] {
+            let why = parse_unit(bad).unwrap_err();
+            assert!(
+                why.contains(&format!("'{bad}'")) && why.contains("1-247"),
+                "{why}"
+            );
+        }
     }
 
     /// Every framing a configured device can have (parity none/even/odd, stop_bits 1/2)

@@ -1075,7 +1075,9 @@ fn read_main(checker: &mut Checker<'_>, section: Option<&Section>) -> MainConfig
             // The one POSIX TZ parser: what check-config accepts is what the runtime reads.
             if let Err(why) = crate::control::PosixTz::parse(&tz).map_err(|e| e.message) {
                 let pos = r.pos_of("timezone");
-                let hint = if tz.contains('/') {
+                // A zone name has a '/' in it; a POSIX string only in its rules (after
+                // the first ',', as in M4.1.0/3), and gets no zone-name hint.
+                let hint = if tz.split(',').next().is_some_and(|zone| zone.contains('/')) {
                     " (that looks like a zone name csipd does not know; use the POSIX form \
                      from /etc/TZ, e.g. ACST-9:30ACDT,M10.1.0,M4.1.0/3 for Australia/Adelaide)"
                 } else {
@@ -1658,6 +1660,36 @@ fn read_tariff(checker: &mut Checker<'_>, section: &Section) -> Option<TariffWin
     .filter(|_| ok)
 }
 
+/// A device's `host` option: a host name or IP address alone. The forms installers
+/// paste from elsewhere (`192.168.1.50:502`, `tcp://192.168.1.50`) are errors naming
+/// the option to use, as csipd would otherwise try to resolve them as a name.
+fn checked_host(r: &mut SectionReader<'_, '_, '_>) -> Option<String> {
+    let host = r.string("host")?;
+    let why = if host.contains("://") || host.contains('/') {
+        Some("is a host name or IP address, not a URL".to_string())
+    } else if host.chars().any(char::is_whitespace) {
+        Some("must not contain spaces".to_string())
+    } else {
+        match host.rsplit_once(':') {
+            // One ':' and digits after it: a port (an IPv6 address has several ':').
+            Some((_, port))
+                if host.matches(':').count() == 1
+                    && !port.is_empty()
+                    && port.chars().all(|c| c.is_ascii_digit()) =>
+            {
+                Some(format!("has a port; put {port} in option 'port'"))
+            }
+            _ => None,
+        }
+    };
+    if let Some(why) = why {
+        let pos = r.pos_of("host");
+        r.checker
+            .error(pos, format!("option 'host' \"{host}\" {why}"));
+    }
+    Some(host)
+}
+
 fn read_device(checker: &mut Checker<'_>, section: &Section) -> Option<DeviceConfig> {
     let address = section.address();
     let mut r = SectionReader {
@@ -1706,7 +1738,7 @@ fn read_device(checker: &mut Checker<'_>, section: &Section) -> Option<DeviceCon
     let rtu_only: &[&str] = &["path", "baud", "parity", "stop_bits"];
     let transport = match transport_kind {
         Some("powerwall") => {
-            let host = r.string("host");
+            let host = checked_host(&mut r);
             if host.is_none() {
                 r.checker.error(
                     r.pos_of("transport"),
@@ -1784,7 +1816,7 @@ fn read_device(checker: &mut Checker<'_>, section: &Section) -> Option<DeviceCon
                     );
                 }
             }
-            let host = r.string("host");
+            let host = checked_host(&mut r);
             if host.is_none() {
                 r.checker.error(
                     r.pos_of("transport"),

@@ -96,6 +96,15 @@ fn discover_prints_the_tree() {
     assert!(text.contains("setGradW 27"), "{text}");
     assert!(text.contains("export 1500 W"), "{text}");
     assert!(text.contains("storage target -2000 W"), "{text}");
+    // The start as in the XML and as a date (UTC) an engineer reads at a glance.
+    let start = now + 600;
+    let date = httpdate::fmt_http_date(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(start as u64),
+    );
+    assert!(
+        text.contains(&format!("start {start} ({date}) for 300 s")),
+        "{text}"
+    );
     assert!(text.contains("(poll every 2 s)"), "{text}");
     // One walk: no report or reading was sent by `discover`.
     assert!(

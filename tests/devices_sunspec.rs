@@ -661,11 +661,15 @@ fn modbus_scan_command_reports_devices() {
     assert_eq!(lines[0]["inverter"]["ac"]["w"], 2000.0);
     assert_eq!(lines[0]["common"]["manufacturer"], "Foreign Inverters");
     assert_eq!(lines[1]["meter"]["ac"]["w"], -3500.0);
-    // unit 3 does not exist: reported, and the exit code says so
+    // unit 3 does not exist: reported, and the exit code says so; the words say no
+    // map was found (not a chain "broken at register 0") and what to check.
+    let error = lines[2]["error"].as_str().unwrap_or("");
+    assert!(error.contains("unit 3"), "{}", lines[2]);
     assert!(
-        lines[2]["error"].as_str().unwrap_or("").contains("unit 3"),
-        "{}",
-        lines[2]
+        error.contains("no SunSpec map found")
+            && error.contains("is this its unit id?")
+            && !error.contains("broken"),
+        "{error}"
     );
     assert_eq!(out.status.code(), Some(1));
 }

@@ -243,6 +243,17 @@ fn rtu_without_path_and_tcp_without_host() {
         messages_with("\toption host '10.0.0.5'\n", ""),
         ["c:31: error: device 'meter' uses transport tcp but has no option 'host'"]
     );
+    // What installers paste from a Modbus tool or a browser is named, at its line.
+    assert_eq!(
+        messages_with("'10.0.0.5'", "'10.0.0.5:502'"),
+        ["c:32: error: option 'host' \"10.0.0.5:502\" has a port; put 502 in option 'port'"]
+    );
+    assert_eq!(
+        messages_with("'10.0.0.5'", "'tcp://10.0.0.5'"),
+        ["c:32: error: option 'host' \"tcp://10.0.0.5\" is a host name or IP address, not a URL"]
+    );
+    // An IPv6 address has colons of its own.
+    assert!(messages_with("'10.0.0.5'", "'fd00::5'").is_empty());
 }
 
 #[test]
@@ -516,6 +527,17 @@ fn timezone_rules() {
              a zone name csipd does not know; use the POSIX form from /etc/TZ, e.g. \
              ACST-9:30ACDT,M10.1.0,M4.1.0/3 for Australia/Adelaide)"
         ]
+    );
+    // A POSIX string with a bad rule is told what is wrong, not that it looks like a
+    // zone name (its '/' is in the rule's time).
+    let bad_rule = messages_with(
+        "'ACST-9:30ACDT,M10.1.0,M4.1.0/3'",
+        "'AEST-10AEDT,M13.1.0,M4.1.0/3'",
+    );
+    assert_eq!(bad_rule.len(), 1, "{bad_rule:?}");
+    assert!(
+        bad_rule[0].contains("M13.1.0") && !bad_rule[0].contains("zone name"),
+        "{bad_rule:?}"
     );
     for good in [
         "AEST-10",

@@ -387,6 +387,11 @@ pub struct ControlConfig {
     /// How fast setpoints may rise, in percent of rated power per second, when the
     /// utility's control sets no ramp. Reductions are never ramped. Default 10 %/s.
     pub ramp_up_pct_per_s: f64,
+    /// The inverters' response to a power-limit change as a first-order time constant τ
+    /// (s): a cut larger than the site's excess is commanded for one cycle so their output
+    /// reaches the limit within that cycle instead of after about 3 τ
+    /// (`control::law`, step 3). 0 (the default) sends the plain target; 0..=10.
+    pub inverter_response_s: f64,
 }
 
 /// The whole of `/etc/config/csipd`, validated. Each part has its documented defaults
@@ -531,6 +536,7 @@ const CONTROL_OPTIONS: &[&str] = &[
     "meter_stale_s",
     "failsafe_export_limit_w",
     "ramp_up_pct_per_s",
+    "inverter_response_s",
 ];
 
 /// Every section type csipd knows: (section type, singleton address, options). The
@@ -1074,7 +1080,9 @@ fn read_main(checker: &mut Checker<'_>, section: Option<&Section>) -> MainConfig
             // The one POSIX TZ parser: what check-config accepts is what the runtime reads.
             if let Err(why) = crate::control::PosixTz::parse(&tz).map_err(|e| e.message) {
                 let pos = r.pos_of("timezone");
-                let hint = if tz.contains('/') {
+                // A zone name has a '/' in it; a POSIX string only in its rules (after
+                // the first ',', as in M4.1.0/3), and gets no zone-name hint.
+                let hint = if tz.split(',').next().is_some_and(|zone| zone.contains('/')) {
                     " (that looks like a zone name csipd does not know; use the POSIX form \
                      from /etc/TZ, e.g. ACST-9:30ACDT,M10.1.0,M4.1.0/3 for Australia/Adelaide)"
                 } else {
@@ -1536,11 +1544,15 @@ fn read_control(checker: &mut Checker<'_>, section: Option<&Section>) -> Control
     let ramp_up_pct_per_s = r
         .decimal("ramp_up_pct_per_s", "percent per second", 0.01, 100.0)
         .unwrap_or(10.0);
+    let inverter_response_s = r
+        .decimal("inverter_response_s", "seconds", 0.0, 10.0)
+        .unwrap_or(0.0);
     ControlConfig {
         cycle_s,
         meter_stale_s,
         failsafe_export_limit_w,
         ramp_up_pct_per_s,
+        inverter_response_s,
     }
 }
 
@@ -1653,6 +1665,36 @@ fn read_tariff(checker: &mut Checker<'_>, section: &Section) -> Option<TariffWin
     .filter(|_| ok)
 }
 
+/// A device's `host` option: a host name or IP address alone. The forms installers
+/// paste from elsewhere (`192.168.1.50:502`, `tcp://192.168.1.50`) are errors naming
+/// the option to use, as csipd would otherwise try to resolve them as a name.
+fn checked_host(r: &mut SectionReader<'_, '_, '_>) -> Option<String> {
+    let host = r.string("host")?;
+    let why = if host.contains("://") || host.contains('/') {
+        Some("is a host name or IP address, not a URL".to_string())
+    } else if host.chars().any(char::is_whitespace) {
+        Some("must not contain spaces".to_string())
+    } else {
+        match host.rsplit_once(':') {
+            // One ':' and digits after it: a port (an IPv6 address has several ':').
+            Some((_, port))
+                if host.matches(':').count() == 1
+                    && !port.is_empty()
+                    && port.chars().all(|c| c.is_ascii_digit()) =>
+            {
+                Some(format!("has a port; put {port} in option 'port'"))
+            }
+            _ => None,
+        }
+    };
+    if let Some(why) = why {
+        let pos = r.pos_of("host");
+        r.checker
+            .error(pos, format!("option 'host' \"{host}\" {why}"));
+    }
+    Some(host)
+}
+
 fn read_device(checker: &mut Checker<'_>, section: &Section) -> Option<DeviceConfig> {
     let address = section.address();
     let mut r = SectionReader {
@@ -1701,7 +1743,7 @@ fn read_device(checker: &mut Checker<'_>, section: &Section) -> Option<DeviceCon
     let rtu_only: &[&str] = &["path", "baud", "parity", "stop_bits"];
     let transport = match transport_kind {
         Some("powerwall") => {
-            let host = r.string("host");
+            let host = checked_host(&mut r);
             if host.is_none() {
                 r.checker.error(
                     r.pos_of("transport"),
@@ -1779,7 +1821,7 @@ fn read_device(checker: &mut Checker<'_>, section: &Section) -> Option<DeviceCon
                     );
                 }
             }
-            let host = r.string("host");
+            let host = checked_host(&mut r);
             if host.is_none() {
                 r.checker.error(
                     r.pos_of("transport"),

@@ -11,8 +11,15 @@
 //!    controller whose state is re-seeded each cycle with the measured output, so an
 //!    inverter that cannot follow (no sun, at rating) cannot wind it up (anti-windup), and
 //!    the closed loop on a first-order inverter converges without overshoot for
-//!    `K·(1 − e^(−cycle/τ)) ≤ 1`. K is 1 when the site is over the limit (tighten at once)
+//!    `K·(1 − e^(−cycle/τ)) ≤ 1`. K is 1 when the site is over the limit (tighten at once:
+//!    the whole measured excess, so a load drop of ΔP is a cut of ΔP in the next cycle)
 //!    and `gain_up` (< 1) when there is room (approach the limit gently).
+//!    Over the limit, with the inverters' response time `response_tau_ms` known, the cut
+//!    commanded for one cycle is larger by `excess · a/(1 − a)`, `a = e^(−cycle/τ)`: a
+//!    first-order inverter then lands on the target at the end of that cycle (deadbeat)
+//!    instead of closing the gap by `1 − a` per cycle (3 kW at τ = 1 s: 3 s to within
+//!    100 W, against under one cycle). The lead is applied after the ramp (step 5),
+//!    which remembers the target, so the next cycle's return to the target is not ramped.
 //! 4. The generation limit caps it (an inverter that stopped answering is counted at its
 //!    rating, the safe assumption: it may be producing anything up to that).
 //! 5. The ramp (setGradW / rampTms) limits rises only.
@@ -54,6 +61,9 @@ pub struct ControllerParams {
     pub margin_w: f64,
     /// Feedback gain while there is room below the limit (0 < gain_up ≤ 1).
     pub gain_up: f64,
+    /// The inverters' first-order response time constant τ (ms) to a new limit, for the
+    /// lead of step 3; 0: no lead (`config control` `inverter_response_s`).
+    pub response_tau_ms: i64,
 }
 
 impl ControllerParams {
@@ -67,6 +77,7 @@ impl ControllerParams {
             fail_safe_export_limit_w,
             margin_w: 50.0,
             gain_up: 0.7,
+            response_tau_ms: 0,
         }
     }
 }
@@ -263,6 +274,18 @@ pub struct Controller {
     last_setpoint_w: Vec<Option<f64>>,
     prev_export_limit_w: Option<f64>,
     prev_generation_limit_w: Option<f64>,
+}
+
+/// `a/(1 − a)` with `a = e^(−cycle/τ)`, the share of a gap a first-order inverter has
+/// still to close after one cycle: the extra cut, per watt of excess, that makes it land
+/// on the target at the end of the cycle. Capped at 2 (τ ≈ 2.5 cycles): a slower
+/// inverter is better served by a few cycles than by a deep cut. 0 without a τ.
+fn lead_factor(cycle_ms: i64, tau_ms: i64) -> f64 {
+    if tau_ms <= 0 || cycle_ms <= 0 {
+        return 0.0;
+    }
+    let a = (-(cycle_ms as f64) / tau_ms as f64).exp();
+    (a / (1.0 - a)).min(2.0)
 }
 
 /// Headroom kept above a resource-limited inverter's output: max(2 % of rating, 50 W).
@@ -509,6 +532,8 @@ impl Controller {
         // Candidates for the total allowed generation of the answering inverters, each
         // with the reason it would give.
         let mut candidates: Vec<(f64, Reason)> = Vec::new();
+        // The extra cut of step 3 when export is over its limit (W, ≥ 0).
+        let mut export_lead_w = 0.0;
         let fail_safe;
         match meter_fresh {
             None => {
@@ -531,6 +556,9 @@ impl Controller {
                     let export_w = -m.w;
                     let error_w = (l.value - p.margin_w) - export_w - storage_rise_w;
                     let gain = if error_w < 0.0 { 1.0 } else { p.gain_up };
+                    if error_w < 0.0 {
+                        export_lead_w = -error_w * lead_factor(p.cycle_ms, p.response_tau_ms);
+                    }
                     candidates.push((
                         generation_w + gain * error_w,
                         Reason::Limited {
@@ -561,6 +589,19 @@ impl Controller {
         let in_transition = self.ramp.in_transition(now_ms);
         let total_allowed_w = self.ramp.apply(now_ms, target_w, default_rate);
         let ramping = total_allowed_w < target_w - 0.5;
+        // Step 3's lead, for this cycle only, when the export limit is what binds.
+        let export_binds = matches!(
+            target_reason,
+            Reason::Limited {
+                mode: LimitMode::Export,
+                ..
+            }
+        );
+        let commanded_w = if export_binds && !fail_safe {
+            (total_allowed_w - export_lead_w).max(0.0)
+        } else {
+            total_allowed_w
+        };
 
         // Step 6: share across inverters.
         let mut caps = vec![0.0; n];
@@ -588,7 +629,7 @@ impl Controller {
             .zip(alive.iter().zip(&targeting))
             .map(|(i, (a, t))| if *a && !*t { i.rating_w } else { 0.0 })
             .collect();
-        let (alloc, leftover_w) = share_by_rating(total_allowed_w, &ratings, &caps);
+        let (alloc, leftover_w) = share_by_rating(commanded_w, &ratings, &caps);
         let limited_rating_w: f64 = (0..n).filter(|&i| limited[i]).map(|i| ratings[i]).sum();
 
         let fail_safe_share = |rating_w: f64| {

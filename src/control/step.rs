@@ -222,6 +222,7 @@ pub fn controller_params(config: &Config, devices: &[DeviceInput]) -> Controller
     p.meter_timeout_ms = stale_ms(config) as i64;
     // An inverter is stale on the same clock as the meter: one staleness rule.
     p.inverter_timeout_ms = p.meter_timeout_ms;
+    p.response_tau_ms = (config.control.inverter_response_s * 1000.0).round() as i64;
     p
 }
 

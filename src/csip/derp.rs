@@ -44,8 +44,13 @@ pub struct DerpSet {
     /// Whether that evaluation ran opModStorageTargetW (a battery appearing or going
     /// changes what the controls mean).
     evaluated_targets_storage: bool,
-    /// Rejections of unreadable DERControls, handed out with the next outcome.
+    /// Rejections of unreadable DERControls, handed out with the next outcome. At most
+    /// one per DERControl the server lists (each is rejected once: its record goes into
+    /// the scheduler's state), emptied at the next evaluation.
     rejections: Vec<ResponseDue>,
+    /// Set by [`super::Engine::hold_schedule`]: the scheduler's memory is not restored
+    /// yet, so nothing is evaluated.
+    pub(super) held: bool,
 }
 
 impl DerpSet {
@@ -55,6 +60,7 @@ impl DerpSet {
             answered: BTreeSet::new(),
             lists: Vec::new(),
             schedule_state: schedule::State::default(),
+            held: false,
             rng: schedule::Rng::new(rng_seed),
             last_active: None,
             evaluated: None,
@@ -269,8 +275,8 @@ impl DerpSet {
         }
         if !skipped.is_empty() {
             let listed: Vec<String> = skipped.iter().map(|s| s.error.to_string()).collect();
-            ctx.errors.insert(
-                href.to_string(),
+            ctx.set_error(
+                href,
                 format!("DERControlList {href}: left out {}", listed.join("; ")),
             );
         }
@@ -282,7 +288,9 @@ impl DerpSet {
         let (Some(mrid), Some(reply_to)) = (&bad.mrid, &bad.reply_to) else {
             return;
         };
-        if mrid.is_empty() || self.schedule_state.events.contains_key(mrid) {
+        // While held the stored memory is not back, so whether it was answered before is
+        // not known: it is rejected at a later read of its list.
+        if self.held || mrid.is_empty() || self.schedule_state.events.contains_key(mrid) {
             return;
         }
         let now_s = ctx.server_now_s();
@@ -411,7 +419,11 @@ impl DerpSet {
         responses: &mut ResponseSet,
         targets_storage: bool,
     ) {
-        if ctx.state == ConnectionState::PinMismatch || !ctx.registration_ok || !self.ready(fsas) {
+        if self.held
+            || ctx.state == ConnectionState::PinMismatch
+            || !ctx.registration_ok
+            || !self.ready(fsas)
+        {
             return;
         }
         let now_s = ctx.server_now_s();
@@ -440,7 +452,9 @@ impl DerpSet {
             events: &events,
             now_s,
         };
-        let mut outcome = schedule::evaluate(&input, &mut self.rng, &self.schedule_state);
+        // The state moves in and back out: no copy of every record per evaluation.
+        let previous = std::mem::take(&mut self.schedule_state);
+        let mut outcome = schedule::evaluate_owned(&input, &mut self.rng, previous);
         for note in &outcome.notes {
             log::info!("csip: schedule: {note}");
         }

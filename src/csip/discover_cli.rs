@@ -348,10 +348,17 @@ pub fn render(tree: &Tree, status: &EngineStatus) -> String {
             for c in &program.controls {
                 let _ = writeln!(
                     out,
-                    "      control {} status {} start {} for {} s: export {} import {} gen {} load {}{}{}",
+                    "      control {} status {} start {} ({}) for {} s: export {} import {} gen {} load {}{}{}",
                     c.mrid,
                     c.event_status.current_status.code(),
                     c.interval.start,
+                    // The XML's epoch seconds, and the same as a date an engineer reads.
+                    u64::try_from(c.interval.start)
+                        .ok()
+                        .and_then(|s| std::time::UNIX_EPOCH
+                            .checked_add(std::time::Duration::from_secs(s)))
+                        .map(httpdate::fmt_http_date)
+                        .unwrap_or_else(|| "before 1970".into()),
                     c.interval.duration_s,
                     watts(c.base.op_mod_exp_lim_w),
                     watts(c.base.op_mod_imp_lim_w),

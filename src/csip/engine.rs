@@ -106,9 +106,19 @@ impl Engine {
     }
 
     /// Restores the scheduler's memory (ledger, randomisation draws) from the store, so
-    /// a restart neither repeats responses nor redraws randomisation.
+    /// a restart neither repeats responses nor redraws randomisation. Ends a
+    /// [`Engine::hold_schedule`].
     pub fn restore_schedule_state(&mut self, state: schedule::State) {
         self.derp.schedule_state = state;
+        self.derp.held = false;
+    }
+
+    /// While `hold` is true the scheduler is not run (no controls, no responses);
+    /// discovery and polling go on. The runtime holds it while the store opens, so the
+    /// first request leaves at once but no event is seen before its stored memory is
+    /// back ([`Engine::restore_schedule_state`] or `hold_schedule(false)` end it).
+    pub fn hold_schedule(&mut self, hold: bool) {
+        self.derp.held = hold;
     }
 
     /// The scheduler's memory, for the store to persist.
@@ -643,6 +653,35 @@ mod tests {
             path: path.into(),
             after: Duration::from_secs(30),
         })
+    }
+
+    #[test]
+    fn errors_by_resource_stay_within_their_bound() {
+        let t0 = Now {
+            mono_ms: 1_000,
+            utc_ms: 1_750_000_000_000,
+        };
+        let mut engine = Engine::new(config(), t0).expect("engine");
+        // A server whose failing resources get new hrefs all the time.
+        for i in 0..3 * super::super::context::ERRORS_KEPT {
+            engine
+                .ctx
+                .error_at(&format!("/derp/{i:04}/derc"), format!("HTTP 500 #{i}"));
+            assert!(engine.ctx.errors.len() <= super::super::context::ERRORS_KEPT);
+        }
+        assert_eq!(engine.ctx.errors.len(), super::super::context::ERRORS_KEPT);
+        // The newest is shown; the same href again replaces its entry.
+        let last = format!(
+            "/derp/{:04}/derc",
+            3 * super::super::context::ERRORS_KEPT - 1
+        );
+        assert!(engine.ctx.errors.contains_key(&last));
+        engine.ctx.error_at(&last, "HTTP 503".into());
+        assert_eq!(
+            engine.ctx.errors.get(&last).map(String::as_str),
+            Some("HTTP 503")
+        );
+        assert_eq!(engine.ctx.errors.len(), super::super::context::ERRORS_KEPT);
     }
 
     #[test]

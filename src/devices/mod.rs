@@ -397,9 +397,8 @@ impl Device {
             if let (false, Some(e)) = (answered, last_transport_error) {
                 return Err(e);
             }
-            return Err(self.sunspec_err(SunSpecError::BrokenChain {
-                at: 0,
-                reason: format!("no SunSpec map found ({})", tried.join("; ")),
+            return Err(self.sunspec_err(SunSpecError::NoMap {
+                tried: tried.join("; "),
             }));
         };
         let mut map = SunSpecMap {

@@ -37,6 +37,9 @@ pub enum SunSpecError {
     NoMarker { base: u16, found: [u16; 2] },
     /// The chain ran past the 16-bit address space or beyond `MAX_MODELS`.
     BrokenChain { at: u16, reason: String },
+    /// No base tried holds the `SunS` marker; `tried` says what each answered
+    /// ("register 40000: exception 2; ...").
+    NoMap { tried: String },
     /// A model block is shorter than the register the decoder needs.
     ShortModel {
         model: u16,
@@ -61,6 +64,10 @@ impl fmt::Display for SunSpecError {
                 f,
                 "no SunSpec marker 'SunS' at register {base} (found 0x{:04x} 0x{:04x})",
                 found[0], found[1]
+            ),
+            SunSpecError::NoMap { tried } => write!(
+                f,
+                "no SunSpec map found ({tried}); is it a SunSpec device, and is this its unit id?"
             ),
             SunSpecError::BrokenChain { at, reason } => {
                 write!(f, "SunSpec model chain broken at register {at}: {reason}")

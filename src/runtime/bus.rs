@@ -138,7 +138,9 @@ pub fn mark_not_enforceable<'a>(
     let mut no_limit = Vec::new();
     let mut no_rating = Vec::new();
     let mut no_connect = Vec::new();
+    let mut configured = 0;
     for (name, controls, rated) in devices {
+        configured += 1;
         let Some(c) = controls else { continue };
         if !c.can_limit_power() {
             no_limit.push(name);
@@ -156,6 +158,13 @@ pub fn mark_not_enforceable<'a>(
     for l in limits.iter_mut() {
         let mut why = Vec::new();
         match l.mode {
+            // Nothing to write a limit to: the limit is computed and shown, never kept.
+            status::LimitMode::Export | status::LimitMode::Generation if configured == 0 => {
+                why.push("no inverter or battery is configured".to_string());
+            }
+            status::LimitMode::Connect if l.connect == Some(false) && configured == 0 => {
+                why.push("no inverter or battery is configured".to_string());
+            }
             status::LimitMode::Export | status::LimitMode::Generation => {
                 if !no_limit.is_empty() {
                     why.push(text(&no_limit, "control model"));
@@ -677,6 +686,24 @@ mod tests {
             [Some(none), None].into_iter()
         ));
         assert_eq!(np.doe_modes(), 0);
+        // No inverter or battery configured at all (a meter alone, or nothing): export,
+        // generation and disconnect are marked, import/load stay the storage's question.
+        let mut limits = vec![
+            limit(status::LimitMode::Export, None),
+            limit(status::LimitMode::Generation, None),
+            limit(status::LimitMode::Connect, Some(false)),
+            limit(status::LimitMode::Import, None),
+        ];
+        mark_not_enforceable(&mut limits, std::iter::empty());
+        for l in &limits[..3] {
+            assert_eq!(
+                l.not_enforceable.as_deref(),
+                Some("not enforceable: no inverter or battery is configured"),
+                "{:?}",
+                l.mode
+            );
+        }
+        assert_eq!(limits[3].not_enforceable, None);
         // Everything controllable: nothing marked.
         let mut limits = vec![limit(status::LimitMode::Export, None)];
         mark_not_enforceable(&mut limits, [("sma", Some(full), true)].into_iter());

@@ -701,28 +701,40 @@ pub async fn engine_task(
             return;
         }
     };
-    let restored = saved
-        .borrow()
-        .clone()
-        .or_else(|| durable.borrow().store.as_ref().map(|s| s.schedule_state()));
-    if let Some(state) = restored {
-        engine.restore_schedule_state(state);
-    }
-    // Responses issued but not settled when the last run (or engine) stopped: sent
-    // again, so a crash between the ledger's write and the server's 2xx loses none.
-    let pending = durable
-        .borrow()
-        .store
-        .as_ref()
-        .map(|s| s.pending_responses())
-        .unwrap_or_default();
-    if !pending.is_empty() {
-        log::info!(
-            "{} response(s) issued before the restart still to deliver",
-            pending.len()
-        );
-        engine.restore_pending_responses(pending);
-    }
+    // The scheduler's memory comes back before it runs: at once after a reload, else as
+    // soon as the store (opening on a blocking thread at start-up) is open. Discovery
+    // does not wait for it.
+    let restore = |engine: &mut csip::Engine| -> bool {
+        let d = durable.borrow();
+        if !d.opened {
+            return false;
+        }
+        let restored = saved
+            .borrow()
+            .clone()
+            .or_else(|| d.store.as_ref().map(|s| s.schedule_state()));
+        match restored {
+            Some(state) => engine.restore_schedule_state(state),
+            None => engine.hold_schedule(false),
+        }
+        // Responses issued but not settled when the last run (or engine) stopped: sent
+        // again, so a crash between the ledger's write and the server's 2xx loses none.
+        let pending = d
+            .store
+            .as_ref()
+            .map(|s| s.pending_responses())
+            .unwrap_or_default();
+        if !pending.is_empty() {
+            log::info!(
+                "{} response(s) issued before the restart still to deliver",
+                pending.len()
+            );
+            engine.restore_pending_responses(pending);
+        }
+        true
+    };
+    engine.hold_schedule(true);
+    let mut restored = restore(&mut engine);
     let mut watch = DeviceWatch::default();
     let mut source = SiteSource { site: site.clone() };
     let mut sink = RuntimeSink::new(site.clone(), status.clone(), durable.clone());
@@ -750,6 +762,9 @@ pub async fn engine_task(
         &mut source,
         &mut sink,
         |engine, now| {
+            if !restored {
+                restored = restore(engine);
+            }
             if !nameplate_sent {
                 let (known_w, all) = fleet_rating(&site);
                 if (all || now.mono_ms >= started_ms + RATING_WAIT_MS) && known_w > 0.0 {
@@ -812,9 +827,13 @@ pub async fn engine_task(
                 let server_now_s = now.utc_s() + engine.clock_offset_s();
                 let upcoming = upcoming_events(&engine.tree(), server_now_s);
                 status.update(|s| s.upcoming_events = upcoming);
-                let state = engine.schedule_state();
-                if saved.borrow().as_ref() != Some(state) {
-                    *saved.borrow_mut() = Some(state.clone());
+                // Kept for a reload's new engine only without a store (the store has
+                // every record already): no second copy of the records otherwise.
+                if restored && durable.borrow().store.is_none() {
+                    let state = engine.schedule_state();
+                    if saved.borrow().as_ref() != Some(state) {
+                        *saved.borrow_mut() = Some(state.clone());
+                    }
                 }
             }
             false

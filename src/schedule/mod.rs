@@ -26,6 +26,12 @@ pub const RANDOMIZE_LIMIT_S: i32 = 3600;
 /// How long the record (and ledger entries) of a finished event that the server no
 /// longer lists is kept, so a late reappearance is not answered twice.
 pub const RECORD_RETENTION_S: i64 = 2 * 86_400;
+/// Most records of finished events the server no longer lists kept at once: beyond it
+/// the ones that ended first are forgotten before [`RECORD_RETENTION_S`] is up. Two
+/// days of five-minute envelopes (CSIP-AUS dynamic export) are 576 events; 1,024 leaves
+/// room for a busier server while capping the scheduler's memory (about 0.3 KiB per
+/// record here, and the store's row and ledger entries follow it) whatever the event rate.
+pub const RECORD_LIMIT: usize = 1024;
 
 /// The control modes the scheduler resolves, one active value each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -483,7 +489,10 @@ pub struct EventRecord {
 /// The scheduler's memory between calls; persist it (serde) to survive restarts.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
-    /// Every event seen, by mRID, each with its part of the response ledger.
+    /// Every event seen, by mRID, each with its part of the response ledger. Bounded:
+    /// the events the server lists now (each list at most `csip::context` `PAGE_LIMIT`
+    /// x `MAX_PAGES` items) plus at most [`RECORD_LIMIT`] finished ones it no longer
+    /// lists, each forgotten [`RECORD_RETENTION_S`] after it ended at the latest.
     pub events: BTreeMap<String, EventRecord>,
 }
 
@@ -636,7 +645,38 @@ impl Live<'_> {
     }
 }
 
-/// Evaluates the schedule at `input.now_s`. See the module documentation.
+/// Step 7 of [`evaluate`]: forgets the records of events that ended and that the server
+/// no longer lists (`present`) once [`RECORD_RETENTION_S`] has passed since their end,
+/// and, while more than [`RECORD_LIMIT`] such records remain, those that ended first.
+/// An event still listed, or not ended, is never forgotten (its draws and ledger bits
+/// keep it from being answered twice).
+fn forget_finished(state: &mut State, present: &HashSet<&str>, now: i64) {
+    let mut gone: Vec<(i64, String)> = Vec::new();
+    let mut expired: Vec<String> = Vec::new();
+    for (mrid, r) in &state.events {
+        let Some(ending) = r.ended else { continue };
+        if present.contains(mrid.as_str()) {
+            continue;
+        }
+        if ending.at_s + RECORD_RETENTION_S < now {
+            expired.push(mrid.clone());
+        } else {
+            gone.push((ending.at_s, mrid.clone()));
+        }
+    }
+    if gone.len() > RECORD_LIMIT {
+        gone.sort_unstable();
+        let excess = gone.len() - RECORD_LIMIT;
+        expired.extend(gone.into_iter().take(excess).map(|(_, mrid)| mrid));
+    }
+    for mrid in &expired {
+        state.events.remove(mrid);
+    }
+}
+
+/// Evaluates the schedule at `input.now_s`. See the module documentation. Copies
+/// `previous` (all its records); a caller that keeps only the outcome's state should
+/// use [`evaluate_owned`].
 pub fn evaluate(input: &Input<'_>, rng: &mut Rng, previous: &State) -> Outcome {
     evaluate_owned(input, rng, previous.clone())
 }
@@ -859,19 +899,9 @@ pub fn evaluate_owned(input: &Input<'_>, rng: &mut Rng, previous: State) -> Outc
         .filter(|t| *t > now)
         .min();
 
-    // 7. Forget finished events the server no longer lists, after a retention period.
-    let expired: Vec<String> = state
-        .events
-        .iter()
-        .filter(|(mrid, r)| {
-            r.ended.is_some_and(|e| e.at_s + RECORD_RETENTION_S < now)
-                && !present.contains(mrid.as_str())
-        })
-        .map(|(mrid, _)| mrid.clone())
-        .collect();
-    for mrid in &expired {
-        state.events.remove(mrid);
-    }
+    // 7. Forget finished events the server no longer lists, after a retention period,
+    //    and the earliest-ended of them beyond RECORD_LIMIT.
+    forget_finished(&mut state, &present, now);
 
     // Responses in the order they happened; within one event received, started, ended.
     // A response is due once: whatever the ledger already has is dropped.
@@ -1229,5 +1259,85 @@ mod storage_target_tests {
         )
         .expect("an old control set loads");
         assert_eq!(set.storage_target_w, None);
+    }
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use super::scenarios::{derc, program};
+    use super::*;
+
+    /// A server that lists one short event at a time (a new envelope every minute, as
+    /// a dynamic-export server does every five): past [`RECORD_LIMIT`] finished events
+    /// the scheduler forgets the earliest-ended, long before [`RECORD_RETENTION_S`].
+    #[test]
+    fn finished_records_stop_at_the_record_limit() {
+        let t0: i64 = 1_700_000_000;
+        let programs = [program("P1", 1, None)];
+        let mut state = State::default();
+        let mut rng = Rng::new(5);
+        let total = RECORD_LIMIT + 300;
+        let mut responses: HashSet<ResponseKey> = HashSet::new();
+        for i in 0..total {
+            let start = t0 + 60 * i as i64;
+            let listed = [derc(&format!("E{i:05}"), "P1", start - 10, start, 60)];
+            for now in [start - 5, start + 1, start + 61] {
+                let input = Input {
+                    programs: &programs,
+                    events: &listed,
+                    now_s: now,
+                };
+                let outcome = evaluate_owned(&input, &mut rng, state);
+                for r in outcome.responses {
+                    assert!(responses.insert(r.key.clone()), "{:?} issued twice", r.key);
+                }
+                state = outcome.state;
+            }
+            assert!(
+                state.events.len() <= RECORD_LIMIT + 1,
+                "after event {i}: {} records",
+                state.events.len()
+            );
+        }
+        // Received (what responseRequired 03 asks for here) of every event, once.
+        assert_eq!(responses.len(), total);
+        assert_eq!(state.events.len(), RECORD_LIMIT + 1);
+        // The earliest-ended were forgotten; the newest are all there.
+        assert!(!state.events.contains_key("E00000"));
+        assert!(
+            !state
+                .events
+                .contains_key(&format!("E{:05}", total - RECORD_LIMIT - 2))
+        );
+        for i in total - RECORD_LIMIT..total {
+            assert!(state.events.contains_key(&format!("E{i:05}")), "E{i:05}");
+        }
+    }
+
+    /// An event the server still lists is never forgotten, whatever the count or age:
+    /// dropping its record would answer it again.
+    #[test]
+    fn listed_events_are_kept_beyond_the_limit() {
+        let t0: i64 = 1_700_000_000;
+        let programs = [program("P1", 1, None)];
+        let listed: Vec<Event> = (0..RECORD_LIMIT + 50)
+            .map(|i| derc(&format!("L{i:05}"), "P1", t0, t0 + i as i64, 10))
+            .collect();
+        let mut rng = Rng::new(9);
+        let input = |now_s| Input {
+            programs: &programs,
+            events: &listed,
+            now_s,
+        };
+        let first = evaluate(&input(t0 - 1), &mut rng, &State::default());
+        let later = evaluate_owned(&input(t0 + 3 * 86_400), &mut rng, first.state);
+        assert_eq!(later.state.events.len(), RECORD_LIMIT + 50);
+        // None of them is answered twice.
+        assert!(
+            later
+                .responses
+                .iter()
+                .all(|r| r.key.status != ResponseStatus::Received)
+        );
     }
 }

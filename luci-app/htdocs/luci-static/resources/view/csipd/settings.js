@@ -318,6 +318,9 @@ return view.extend({
 		o = s.option(form.Value, 'ramp_up_pct_per_s', _('Ramp up (% of rated power per s)'), _('When the utility gives no ramp rate. Reductions are never ramped.'));
 		o.datatype = 'ufloat';
 		o.placeholder = '10';
+		o = s.option(form.Value, 'inverter_response_s', _('Inverter response time (s)'), _('Time constant of the inverters\' response to a new limit; a sudden excess is then cut deeper for one cycle. 0: off.'));
+		o.datatype = 'range(0,10)';
+		o.placeholder = '0';
 
 		// mqtt 'broker': publishing the status to an MQTT broker (Home Assistant etc.).
 		s = m.section(form.NamedSection, 'broker', 'mqtt', _('MQTT (Home Assistant, Node-RED)'),

@@ -249,3 +249,31 @@ fn responses_readings_and_puts_are_checked_and_recorded() {
     let got: sep2::ConnectionPoint = body(&get(&mut u, "/edev/1/cp", now));
     assert_eq!(got.connection_point_id, "4102345678");
 }
+
+#[test]
+fn first_requests_keep_the_newest_few() {
+    let mut u = utility();
+    for i in 0..FIRST_REQUESTS_KEPT as i64 + 8 {
+        let req = Request {
+            method: "GET".into(),
+            path: format!("/dcap{i}"),
+            query: String::new(),
+            body: Vec::new(),
+        };
+        let now = Now {
+            mono_ms: i as u64,
+            utc_ms: 1_000 + i,
+        };
+        u.record_first_request(&req, now);
+    }
+    let firsts = &u.report().first_requests;
+    assert_eq!(firsts.len(), FIRST_REQUESTS_KEPT);
+    assert_eq!(
+        firsts.front().map(|f| f.request.as_str()),
+        Some("GET /dcap8")
+    );
+    assert_eq!(
+        firsts.back().map(|f| f.at_unix_ms),
+        Some(1_000 + FIRST_REQUESTS_KEPT as i64 + 7)
+    );
+}

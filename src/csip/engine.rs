@@ -346,6 +346,7 @@ impl Engine {
                 .collect(),
             readings_pending,
             readings_dropped,
+            readings_posted: self.mirror.readings_posted,
             responses_pending: self.responses.outbox.len(),
             last_error: ctx.last_error.clone(),
             csipaus_version: self.csipaus_version(),

@@ -96,6 +96,8 @@ pub struct MirrorSet {
     pub mups: Vec<MirrorUsagePoint>,
     list_read: bool,
     points: [UsagePoint; 2],
+    /// MirrorMeterReading POSTs the server accepted (2xx) since the engine started.
+    pub readings_posted: u64,
 }
 
 impl MirrorSet {
@@ -116,6 +118,7 @@ impl MirrorSet {
             mups: Vec::new(),
             list_read: false,
             points: [point(MupRole::Site), point(MupRole::Der)],
+            readings_posted: 0,
         }
     }
 
@@ -403,6 +406,7 @@ impl MirrorSet {
                         point.failures = 0;
                         ctx.errors.remove(href);
                         done(point);
+                        self.readings_posted += 1;
                     }
                     Answer::Gone(_) => {
                         log::warn!(

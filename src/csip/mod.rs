@@ -238,6 +238,8 @@ pub struct EngineStatus {
     /// Mirror reading intervals waiting to be posted, and how many were dropped.
     pub readings_pending: usize,
     pub readings_dropped: u64,
+    /// MirrorMeterReading POSTs the server accepted since the engine started.
+    pub readings_posted: u64,
     /// Responses waiting to be accepted by the server.
     pub responses_pending: usize,
     pub last_error: Option<String>,
@@ -347,6 +349,8 @@ impl EngineStatus {
             clock_offset_s: Some(self.clock_offset_s as f64),
             registration_problem,
             csipaus_version: self.csipaus_version.map(str::to_string),
+            readings_posted: self.readings_posted,
+            readings_pending: self.readings_pending,
             resources: self
                 .polls
                 .iter()

@@ -150,6 +150,13 @@ pub fn summary(s: &Snapshot) -> String {
     if let Some(problem) = &u.registration_problem {
         let _ = writeln!(out, "REGISTRATION PROBLEM: {problem}");
     }
+    if u.readings_posted > 0 || u.readings_pending > 0 {
+        let _ = writeln!(
+            out,
+            "readings    {} posted to the utility, {} waiting",
+            u.readings_posted, u.readings_pending
+        );
+    }
 
     out.push_str("limits\n");
     if s.limits.is_empty() {

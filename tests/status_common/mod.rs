@@ -31,6 +31,8 @@ pub fn sample_snapshot(now: i64) -> Snapshot {
         clock_offset_s: Some(0.4),
         registration_problem: None,
         csipaus_version: Some("v1.3".into()),
+        readings_posted: 42,
+        readings_pending: 1,
         resources: vec![ResourcePoll {
             name: "DERControlList".into(),
             href: "/derp/0/derc".into(),

@@ -398,7 +398,7 @@ config device 'battery'
 }
 
 /// Waits for SIGTERM/SIGINT or the deadline (the simulator-only modes).
-async fn until_signal_or(deadline: Option<Duration>) -> ExitCode {
+pub(crate) async fn until_signal_or(deadline: Option<Duration>) -> ExitCode {
     let forever = async {
         let mut signals = match async_signal::Signals::new([
             async_signal::Signal::Term,

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant, SystemTime};
 pub const FLEET_USAGE: &str = "usage: csipd fleet --devices N --dcap URL
                    (--ca-cert F --ca-key K | --certs DIR [--ca-cert F])
                    [--ramp-s S] [--seconds S] [--report FILE] [--summary-s S]
-                   [--plain] [--max-poll-s S] [--pin PIN] [--verbose]
+                   [--plain] [--max-poll-s S] [--pin PIN] [--until-reporting] [--verbose]
   runs N simulated DERs in this process, on one thread: each its own P-256 key,
   certificate and LFDI, each the real CSIP-AUS client engine (discovery, registration,
   DER reports, meter readings, responses) over its own keep-alive TLS connection, fed
@@ -59,6 +59,8 @@ pub const FLEET_USAGE: &str = "usage: csipd fleet --devices N --dcap URL
   --plain         plain IEEE 2030.5, no csipaus elements (GridAPPS-D)
   --max-poll-s S  poll no resource less often than S seconds
   --pin PIN       the registration PIN every device checks (default: not checked)
+  --until-reporting  stop as soon as every device has posted a meter reading (with
+                  --seconds as the limit); exit status 1 if --seconds came first
   --verbose       the engines' log lines (warnings are off by default: N devices)
 ";
 
@@ -93,6 +95,7 @@ struct Args {
     plain: bool,
     max_poll_s: Option<u32>,
     pin: Option<u32>,
+    until_reporting: bool,
     verbose: bool,
 }
 
@@ -110,6 +113,7 @@ fn parse_args(args: &[String]) -> Result<Args, FleetError> {
         plain: false,
         max_poll_s: None,
         pin: None,
+        until_reporting: false,
         verbose: false,
     };
     let mut words = args.iter();
@@ -148,6 +152,7 @@ fn parse_args(args: &[String]) -> Result<Args, FleetError> {
                 )
             }
             "--verbose" => a.verbose = true,
+            "--until-reporting" => a.until_reporting = true,
             other => return Err(fail(format!("unknown argument '{other}'"))),
         }
     }
@@ -935,7 +940,27 @@ fn run(a: &Args, temp: &Path) -> Result<ExitCode, FleetError> {
                     drop(s);
                 }
             };
-            smol::future::or(super::demo::until_signal_or(deadline), summaries).await
+            let all_reporting = async {
+                if !a.until_reporting {
+                    return std::future::pending().await;
+                }
+                loop {
+                    smol::Timer::after(Duration::from_millis(500)).await;
+                    if stats.borrow().devices.iter().all(|d| d.readings_posted > 0) {
+                        return ExitCode::SUCCESS;
+                    }
+                }
+            };
+            let stop = async {
+                let code = super::demo::until_signal_or(deadline).await;
+                // --until-reporting: the time ran out first.
+                if a.until_reporting {
+                    ExitCode::from(1)
+                } else {
+                    code
+                }
+            };
+            smol::future::or(smol::future::or(all_reporting, stop), summaries).await
         }
     };
     let code = smol::block_on(ex.run(main));

@@ -90,7 +90,9 @@ fn twenty_devices_discover_register_and_post_readings_to_the_simulated_utility()
         out.status
     );
     assert!(
-        stdout.lines().any(|l| l.starts_with("fleet ") && l.contains("req/s")),
+        stdout
+            .lines()
+            .any(|l| l.starts_with("fleet ") && l.contains("req/s")),
         "a live summary line: {stdout}"
     );
 
@@ -98,7 +100,13 @@ fn twenty_devices_discover_register_and_post_readings_to_the_simulated_utility()
     let r: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&fleet_report).expect("report written"))
             .expect("report is JSON");
-    for key in ["started", "connected", "discovered", "registered", "reporting"] {
+    for key in [
+        "started",
+        "connected",
+        "discovered",
+        "registered",
+        "reporting",
+    ] {
         assert_eq!(r[key], N, "{key}: {r:#}");
     }
     assert_eq!(r["errors"], serde_json::json!({}), "{r:#}");
@@ -113,7 +121,10 @@ fn twenty_devices_discover_register_and_post_readings_to_the_simulated_utility()
         // Connection reuse: one keep-alive TLS connection carried all its requests.
         assert_eq!(d["tls_connections"], 1, "{d:#}");
         assert!(d["requests"].as_u64().is_some_and(|n| n >= 10), "{d:#}");
-        assert!(d["readings_posted"].as_u64().is_some_and(|n| n >= 1), "{d:#}");
+        assert!(
+            d["readings_posted"].as_u64().is_some_and(|n| n >= 1),
+            "{d:#}"
+        );
         fleet_lfdis.insert(d["lfdi"].as_str().expect("lfdi").to_string(), d.clone());
     }
     assert_eq!(fleet_lfdis.len(), N, "every device its own LFDI");

@@ -114,6 +114,7 @@ fn twenty_devices_discover_register_and_post_readings_to_the_simulated_utility()
     assert!(r["latency_p99_ms"].as_f64() >= r["latency_p50_ms"].as_f64());
     assert!(r["requests_per_s"].as_f64().is_some_and(|v| v > 0.0));
     assert!(r["rss_per_device_kib"].as_f64().is_some_and(|v| v > 0.0));
+    assert!(r["cpu_s"].as_f64().is_some_and(|v| v > 0.0));
     let devices = r["per_device"].as_array().expect("per_device");
     assert_eq!(devices.len(), N);
     let mut fleet_lfdis = BTreeMap::new();

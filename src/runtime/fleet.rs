@@ -37,7 +37,7 @@ use std::time::{Duration, Instant, SystemTime};
 pub const FLEET_USAGE: &str = "usage: csipd fleet --devices N --dcap URL
                    (--ca-cert F --ca-key K | --certs DIR [--ca-cert F])
                    [--ramp-s S] [--seconds S] [--report FILE] [--summary-s S]
-                   [--plain] [--max-poll-s S] [--pin PIN] [--until-reporting] [--verbose]
+                   [--plain] [--max-poll-s S] [--post-rate-s S] [--pin PIN] [--until-reporting] [--verbose]
   runs N simulated DERs in this process, on one thread: each its own P-256 key,
   certificate and LFDI, each the real CSIP-AUS client engine (discovery, registration,
   DER reports, meter readings, responses) over its own keep-alive TLS connection, fed
@@ -50,7 +50,7 @@ pub const FLEET_USAGE: &str = "usage: csipd fleet --devices N --dcap URL
   --ca-key K      that CA's private key
   --certs DIR     use these identities instead: NAME.pem + NAME.key pairs in DIR, or
                   GridAPPS-D's layout (DIR/certs/NAME.crt + DIR/private/NAME.pem); ca,
-                  server and admin are not devices; the CA is --ca-cert, else
+                  server, admin and host names are not devices; the CA is --ca-cert, else
                   DIR/ca.pem, DIR/ca.crt or DIR/certs/ca.crt
   --ramp-s S      spread the devices' starts over S seconds (default 30)
   --seconds S     stop after S seconds (default: until Ctrl-C)
@@ -58,6 +58,8 @@ pub const FLEET_USAGE: &str = "usage: csipd fleet --devices N --dcap URL
   --summary-s S   a summary line every S seconds (default 5)
   --plain         plain IEEE 2030.5, no csipaus elements (GridAPPS-D)
   --max-poll-s S  poll no resource less often than S seconds
+  --post-rate-s S post readings every S seconds until the server states a postRate
+                  (default 300)
   --pin PIN       the registration PIN every device checks (default: not checked)
   --until-reporting  stop as soon as every device has posted a meter reading (with
                   --seconds as the limit); exit status 1 if --seconds came first
@@ -94,6 +96,7 @@ struct Args {
     summary_s: u64,
     plain: bool,
     max_poll_s: Option<u32>,
+    post_rate_s: u32,
     pin: Option<u32>,
     until_reporting: bool,
     verbose: bool,
@@ -112,6 +115,7 @@ fn parse_args(args: &[String]) -> Result<Args, FleetError> {
         summary_s: 5,
         plain: false,
         max_poll_s: None,
+        post_rate_s: 300,
         pin: None,
         until_reporting: false,
         verbose: false,
@@ -144,6 +148,12 @@ fn parse_args(args: &[String]) -> Result<Args, FleetError> {
                     u32::try_from(number("--max-poll-s", text("--max-poll-s")?)?)
                         .map_err(|_| fail("--max-poll-s is too large"))?,
                 )
+            }
+            "--post-rate-s" => {
+                a.post_rate_s = u32::try_from(number("--post-rate-s", text("--post-rate-s")?)?)
+                    .ok()
+                    .filter(|s| *s >= 1)
+                    .ok_or_else(|| fail("--post-rate-s must be 1 or more seconds"))?
             }
             "--pin" => {
                 a.pin = Some(
@@ -245,7 +255,14 @@ pub fn issue_identities(
 }
 
 /// Names that are the server's or the CA's identity, never a device.
-const NOT_DEVICES: [&str; 3] = ["ca", "server", "admin"];
+const NOT_DEVICES: [&str; 4] = ["ca", "server", "admin", "localhost"];
+
+/// A device's file stem: not the CA, server or admin identity, and not a host name or
+/// address (GridAPPS-D names the server's certificate after its address and port,
+/// `127.0.0.1:35359`).
+fn is_device_name(name: &str) -> bool {
+    !NOT_DEVICES.contains(&name) && !name.contains(['.', ':'])
+}
 
 /// Reads up to `n` identities from `dir`: `NAME.pem` + `NAME.key` pairs, or
 /// GridAPPS-D's `certs/NAME.crt` + `private/NAME.pem`; sorted by name.
@@ -268,7 +285,7 @@ pub fn read_identities(dir: &Path, n: usize) -> Result<Vec<Identity>, FleetError
         let key = dir.join(format!("{name}.key"));
         if cert.extension().is_some_and(|e| e == "pem" || e == "crt")
             && key.is_file()
-            && !NOT_DEVICES.contains(&name.as_str())
+            && is_device_name(&name)
         {
             pairs.push((name, cert, key));
         }
@@ -279,7 +296,7 @@ pub fn read_identities(dir: &Path, n: usize) -> Result<Vec<Identity>, FleetError
             let key = dir.join("private").join(format!("{name}.pem"));
             if cert.extension().is_some_and(|e| e == "crt")
                 && key.is_file()
-                && !NOT_DEVICES.contains(&name.as_str())
+                && is_device_name(&name)
             {
                 pairs.push((name, cert, key));
             }
@@ -619,6 +636,18 @@ fn rss_kib(field: &str) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// CPU time this process used (user + system, s), from /proc/self/stat (clock ticks
+/// of 1/100 s, Linux's USER_HZ); `None` elsewhere.
+fn cpu_s() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name (which may hold spaces, in parentheses).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
+}
+
 /// The engine configuration of device `index`.
 fn engine_config(
     a: &Args,
@@ -660,7 +689,7 @@ fn engine_config(
         },
         max_poll_interval_s: a.max_poll_s,
         report_backstop_s: 3600,
-        default_post_rate_s: 300,
+        default_post_rate_s: a.post_rate_s,
         // A day of 5-minute intervals per usage point while the server is away (the
         // queue only holds what is waiting).
         reading_buffer_intervals: 288,
@@ -748,6 +777,9 @@ pub struct FleetReport {
     pub rss_end_kib: Option<u64>,
     pub rss_peak_kib: Option<u64>,
     pub rss_per_device_kib: Option<f64>,
+    /// CPU time the fleet process used (s) and as a share of one core over the run.
+    pub cpu_s: Option<f64>,
+    pub cpu_pct_of_one_core: Option<f64>,
     pub per_device: Vec<DeviceReport>,
 }
 
@@ -789,6 +821,7 @@ fn report(
     run_s: f64,
     after_ramp: Option<(u64, f64)>,
     rss: (Option<u64>, Option<u64>, Option<u64>),
+    cpu_s: Option<f64>,
 ) -> FleetReport {
     let d = &s.devices;
     let count = |f: fn(&DeviceReport) -> bool| d.iter().filter(|x| f(x)).count();
@@ -822,6 +855,8 @@ fn report(
         rss_per_device_kib: before
             .zip(end)
             .map(|(b, e)| e.saturating_sub(b) as f64 / d.len().max(1) as f64),
+        cpu_s,
+        cpu_pct_of_one_core: cpu_s.map(|c| 100.0 * c / run_s.max(0.001)),
         per_device: d.clone(),
     }
 }
@@ -971,7 +1006,14 @@ fn run(a: &Args, temp: &Path) -> Result<ExitCode, FleetError> {
         .get()
         .map(|n| (n, (Instant::now() - ramp_end).as_secs_f64()));
     let s = stats.borrow();
-    let rep = report(&s, a, run_s, after_ramp, (rss_before, rss_end, rss_peak));
+    let rep = report(
+        &s,
+        a,
+        run_s,
+        after_ramp,
+        (rss_before, rss_end, rss_peak),
+        cpu_s(),
+    );
     println!("{}", summary_line(&s, run_s, run_s));
     let json = serde_json::to_string_pretty(&rep).map_err(|e| fail(format!("report: {e}")))?;
     if let Some(path) = &a.report {
@@ -980,7 +1022,7 @@ fn run(a: &Args, temp: &Path) -> Result<ExitCode, FleetError> {
     }
     println!(
         "devices {}  connected {}  discovered {}  registered {}  reporting {}  \
-         {:.0} req/s ({} after the ramp)  p50 {}  p99 {}  RSS {} per device",
+         {:.0} req/s ({} after the ramp)  p50 {}  p99 {}  RSS {} per device  CPU {}",
         rep.devices,
         rep.connected,
         rep.discovered,
@@ -995,6 +1037,8 @@ fn run(a: &Args, temp: &Path) -> Result<ExitCode, FleetError> {
             .map_or("–".to_string(), |v| format!("{v:.1} ms")),
         rep.rss_per_device_kib
             .map_or("–".to_string(), |v| format!("{v:.0} KiB")),
+        rep.cpu_pct_of_one_core
+            .map_or("–".to_string(), |v| format!("{v:.0} % of one core")),
     );
     if a.report.is_none() {
         println!("{json}");

@@ -27,7 +27,6 @@ use serde::Serialize;
 use smol::LocalExecutor;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -564,22 +563,20 @@ struct Timed {
 }
 
 impl Exchange for Timed {
-    fn exchange<'a>(
+    async fn exchange<'a>(
         &'a mut self,
         method: Method,
         href: &'a str,
         body: Option<&'a [u8]>,
-    ) -> impl Future<Output = Result<Response, HttpError>> + 'a {
-        async move {
-            let started = Instant::now();
-            let result = self.client.request(method, href, body).await;
-            let us = started.elapsed().as_micros() as u64;
-            let connections = self.client.stats().connections;
-            self.stats
-                .borrow_mut()
-                .record(self.index, method, &result, us, connections);
-            result
-        }
+    ) -> Result<Response, HttpError> {
+        let started = Instant::now();
+        let result = self.client.request(method, href, body).await;
+        let us = started.elapsed().as_micros() as u64;
+        let connections = self.client.stats().connections;
+        self.stats
+            .borrow_mut()
+            .record(self.index, method, &result, us, connections);
+        result
     }
 }
 

@@ -33,7 +33,8 @@ REPORT_URL=$(sed -n 's/^report: \([^ ]*\).*/\1/p' "$DIR/utility.out")
 echo "fleet-bench: $N devices, ${RUN_S} s, ramp ${RAMP_S} s, against $DCAP ($(uname -m), $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ))"
 "$BIN" fleet --devices "$N" --dcap "$DCAP" --ca-cert "$DIR/pki/ca.pem" --ca-key "$DIR/pki/ca.key" \
     --ramp-s "$RAMP_S" --seconds "$RUN_S" --summary-s 10 --report "$REPORT"
-echo "utility (pid $UTILITY): $(grep -E '^(VmRSS|VmHWM|Threads)' /proc/$UTILITY/status | tr -s ' \t' ' ' | tr '\n' ' ')"
+UTILITY_CPU=$(awk '{ sub(/.*\) /, ""); printf "%.1f", ($12 + $13) / 100 }' /proc/$UTILITY/stat)
+echo "utility (pid $UTILITY): CPU ${UTILITY_CPU} s; $(grep -E '^(VmRSS|VmHWM|Threads)' /proc/$UTILITY/status | tr -s ' \t' ' ' | tr '\n' ' ')"
 if command -v curl >/dev/null && command -v python3 >/dev/null; then
     curl -s --cacert "$DIR/pki/ca.pem" "$REPORT_URL" | python3 -c '
 import json, sys

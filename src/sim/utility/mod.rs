@@ -407,7 +407,8 @@ impl Utility {
             by_lfdi: BTreeMap::new(),
         };
         let (lfdi, sfdi) = (u.options.device_lfdi.clone(), u.options.device_sfdi);
-        u.register(&lfdi, sfdi, "lab", 0);
+        let origin_s = u.options.plan.origin_utc_s;
+        u.register(&lfdi, sfdi, "lab", origin_s);
         u
     }
 

@@ -171,3 +171,45 @@ fn certificate_problems_are_errors_at_the_cert_line() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// `option utility_price_export` (CSIP-AUS v1.3 pricing drives the negative-price rule):
+/// a bad value and a missing utility server are errors at the option's line.
+#[test]
+fn utility_price_export_is_checked_with_file_and_line() {
+    let text = "\
+config price 'feed_in'
+	option enabled '1'
+	option utility_price_export '1'
+config device 'meter'
+	option role 'meter'
+	option transport 'tcp'
+	option host '192.168.1.50'
+";
+    let path = write_config("utility_price_export", text);
+    let file = path.to_str().expect("utf-8 path");
+    let out = check_config(&[file]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "stdout:\n{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "{file}:3: error: option 'utility_price_export' takes the price from the \
+             utility's 2030.5 server, but none is configured"
+        )),
+        "{stdout}"
+    );
+    let bad = write_config(
+        "utility_price_export_bad",
+        &text.replace(
+            "utility_price_export '1'",
+            "utility_price_export 'sometimes'",
+        ),
+    );
+    let bad = bad.to_str().expect("utf-8 path");
+    let stdout = String::from_utf8_lossy(&check_config(&[bad]).stdout).into_owned();
+    assert!(
+        stdout.contains(&format!(
+            "{bad}:3: error: option 'utility_price_export' must be a boolean"
+        )),
+        "{stdout}"
+    );
+}

@@ -712,6 +712,71 @@ fn price_rules() {
 }
 
 #[test]
+fn utility_price_export_rules() {
+    // Valid: the utility's price replaces the API's; site_id/token are then unused.
+    let (config, _) = from_text(
+        &VALID.replace(
+            "\toption site_id 'S1'\n\toption token 'psk_x'\n",
+            "\toption utility_price_export '1'\n",
+        ),
+        "c",
+    )
+    .expect("valid");
+    assert!(config.price.enabled && config.price.utility_price_export);
+    assert!(!valid().0.price.utility_price_export, "default off");
+    assert_eq!(
+        messages_with(
+            "\toption token 'psk_x'\n",
+            "\toption utility_price_export 'maybe'\n"
+        ),
+        [
+            "c:26: error: price 'feed_in' is enabled but option 'token' is not set",
+            "c:28: error: option 'utility_price_export' must be a boolean (1/0, yes/no, \
+             on/off, true/false), got \"maybe\""
+        ]
+    );
+    assert_eq!(
+        messages_with(
+            "\toption token 'psk_x'\n",
+            "\toption utility_price_export '1'\n"
+        ),
+        [
+            "c:27: warning: option 'site_id' is not used: utility_price_export takes the \
+             feed-in price from the utility, not the price API"
+        ]
+    );
+    // No utility server to take a price from: an error at the option's line.
+    let text = VALID
+        .replace(
+            "\toption dcap_url 'https://csip.example.com.au:8443/dcap'\n",
+            "",
+        )
+        .replace(
+            "\toption site_id 'S1'\n\toption token 'psk_x'\n",
+            "\toption utility_price_export '1'\n",
+        )
+        .replace("\toption enabled '1'\n", "\toption enabled '0'\n");
+    let messages: Vec<String> = match from_text(&text, "c") {
+        Ok((_, warnings)) => warnings,
+        Err(all) => all,
+    }
+    .iter()
+    .map(|d| d.to_string())
+    .filter(|m| m.contains("utility_price_export"))
+    .collect();
+    assert_eq!(
+        messages,
+        [
+            "c:26: warning: option 'utility_price_export' has no effect while option \
+             'enabled' is 0",
+            "c:26: error: option 'utility_price_export' takes the price from the utility's \
+             2030.5 server, but none is configured (option dcap_url or server_url in config \
+             server 'utility')"
+        ]
+    );
+}
+
+#[test]
 fn control_rules() {
     assert_eq!(
         messages_with("'2.5'", "'2.5'\n\toption meter_stale_s '0.5'"),

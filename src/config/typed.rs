@@ -266,6 +266,10 @@ pub struct PriceConfig {
     /// A price older than this is not acted on. Default 900 s; must be at least
     /// `poll_interval_s`.
     pub max_age_s: u32,
+    /// `option utility_price_export '1'`: the feed-in price is the utility's, from the
+    /// 2030.5 Pricing function set (the current export RateComponent's price, CSIP-AUS
+    /// v1.3), not the price API; `site_id`/`token` are then not needed. Default false.
+    pub utility_price_export: bool,
 }
 
 /// What a device is for (UCI `role`; also the status JSON's `role`).
@@ -480,6 +484,7 @@ const PRICE_OPTIONS: &[&str] = &[
     "token",
     "poll_interval_s",
     "max_age_s",
+    "utility_price_export",
 ];
 const DEVICE_OPTIONS: &[&str] = &[
     "role",
@@ -917,7 +922,7 @@ pub fn build(file: &UciFile, file_name: &str) -> (Config, Vec<Diagnostic>) {
     let main = read_main(&mut checker, singletons.get("csipd").copied());
     let server = read_server(&mut checker, singletons.get("server").copied());
     let limits = read_limits(&mut checker, singletons.get("limits").copied());
-    let price = read_price(&mut checker, singletons.get("price").copied());
+    let price = read_price(&mut checker, singletons.get("price").copied(), &server);
     let control = read_control(&mut checker, singletons.get("control").copied());
     let mqtt = mqtt::read_mqtt(&mut checker, singletons.get("mqtt").copied());
 
@@ -1304,7 +1309,11 @@ fn read_limits(checker: &mut Checker<'_>, section: Option<&Section>) -> FixedLim
     }
 }
 
-fn read_price(checker: &mut Checker<'_>, section: Option<&Section>) -> PriceConfig {
+fn read_price(
+    checker: &mut Checker<'_>,
+    section: Option<&Section>,
+    server: &ServerConfig,
+) -> PriceConfig {
     let empty = empty_section("price", "feed_in");
     let section = section.unwrap_or(&empty);
     let mut r = singleton_reader(checker, section, "feed_in");
@@ -1351,7 +1360,39 @@ fn read_price(checker: &mut Checker<'_>, section: Option<&Section>) -> PriceConf
             ),
         );
     }
-    if enabled {
+    let utility_price_export = r.bool("utility_price_export", false);
+    if utility_price_export {
+        let pos = r.pos_of("utility_price_export");
+        if server.utility_url().is_none() {
+            r.checker.error(
+                pos,
+                "option 'utility_price_export' takes the price from the utility's 2030.5 \
+                 server, but none is configured (option dcap_url or server_url in config \
+                 server 'utility')"
+                    .to_string(),
+            );
+        }
+        if !enabled {
+            r.checker.warning(
+                pos,
+                "option 'utility_price_export' has no effect while option 'enabled' is 0"
+                    .to_string(),
+            );
+        }
+        for name in ["site_id", "token"] {
+            if r.section.options.iter().any(|o| o.name == name) {
+                let pos = r.pos_of(name);
+                r.checker.warning(
+                    pos,
+                    format!(
+                        "option '{name}' is not used: utility_price_export takes the \
+                         feed-in price from the utility, not the price API"
+                    ),
+                );
+            }
+        }
+    }
+    if enabled && !utility_price_export {
         for (name, value) in [("site_id", &site_id), ("token", &token)] {
             if value.is_none() {
                 let pos = r.pos_of("enabled");
@@ -1370,6 +1411,7 @@ fn read_price(checker: &mut Checker<'_>, section: Option<&Section>) -> PriceConf
         token,
         poll_interval_s,
         max_age_s,
+        utility_price_export,
     }
 }
 

@@ -12,6 +12,12 @@
 //!
 //! Price limiting is the owner's choice, not a safety function: when the price is unknown
 //! for longer than `max_age_s` the rule stops limiting (the utility limits still hold).
+//!
+//! The same rule can run on the utility's price instead (`option utility_price_export
+//! '1'`): the 2030.5 Pricing function set's current export price
+//! (`csip::pricing::export_price_now`, currency units per kWh, positive = exporting
+//! costs money) becomes a [`FeedInPrice`] through [`PriceTracker::record_utility`] and
+//! stays usable until its TimeTariffInterval ends. One tracker, one rule, two sources.
 
 use serde::Deserialize;
 use std::fmt;
@@ -185,20 +191,26 @@ pub fn fetch_feed_in_price(cfg: &PriceSourceConfig) -> Result<FeedInPrice, Price
     parse_current_prices(&body, &url)
 }
 
-/// Keeps the last good price for at most `max_age_s` after it was fetched.
+/// Keeps the last good price for at most `max_age_s` after it was fetched, or, when
+/// the price is the utility's, the utility's current price until its interval ends.
 #[derive(Debug, Clone)]
 pub struct PriceTracker {
     pub max_age_s: i64,
+    /// The price is the utility's (2030.5 Pricing), not the price API's.
+    pub from_utility: bool,
     last: Option<(FeedInPrice, i64)>,
     last_error: Option<PriceError>,
+    utility: Option<FeedInPrice>,
 }
 
 impl PriceTracker {
     pub fn new(max_age_s: i64) -> Self {
         PriceTracker {
             max_age_s,
+            from_utility: false,
             last: None,
             last_error: None,
+            utility: None,
         }
     }
 
@@ -216,8 +228,24 @@ impl PriceTracker {
         }
     }
 
-    /// The price to act on at `now_s`: the last good one while younger than `max_age_s`.
+    /// The utility's current export price, `(currency units per kWh, interval end Unix
+    /// s)` with positive = exporting costs money, or `None` when it states none now.
+    /// Kept as the owner's view (`earn_c_per_kwh` = −100 × price; the currency's cents).
+    pub fn record_utility(&mut self, export_price: Option<(f64, i64)>) {
+        self.utility = export_price.map(|(price, end_s)| FeedInPrice {
+            earn_c_per_kwh: -price * 100.0,
+            interval_end_s: Some(end_s),
+        });
+    }
+
+    /// The price to act on at `now_s`: the last good one while younger than `max_age_s`;
+    /// with [`PriceTracker::from_utility`], the utility's until its interval ends.
     pub fn current(&self, now_s: i64) -> Option<FeedInPrice> {
+        if self.from_utility {
+            return self
+                .utility
+                .filter(|p| p.interval_end_s.is_none_or(|end| now_s < end));
+        }
         self.last
             .filter(|(_, at)| now_s - at <= self.max_age_s)
             .map(|(p, _)| p)
@@ -305,6 +333,29 @@ mod tests {
         assert_eq!(t.current(700), Some(p));
         assert!(t.last_error().is_some());
         assert_eq!(t.current(701), None);
+    }
+
+    #[test]
+    fn utility_price_holds_until_its_interval_ends_and_ignores_the_api() {
+        let mut t = PriceTracker::new(600);
+        t.from_utility = true;
+        // An API price is not the utility's.
+        t.record(
+            100,
+            Ok(FeedInPrice {
+                earn_c_per_kwh: 5.0,
+                interval_end_s: None,
+            }),
+        );
+        assert_eq!(t.current(100), None);
+        // 0.042 AUD/kWh to export = the owner earns -4.2 c/kWh, until 2000.
+        t.record_utility(Some((0.042, 2000)));
+        let p = t.current(1999).expect("in its interval");
+        assert!((p.earn_c_per_kwh - -4.2).abs() < 1e-9);
+        assert_eq!(p.interval_end_s, Some(2000));
+        assert_eq!(t.current(2000), None, "ended");
+        t.record_utility(None);
+        assert_eq!(t.current(1000), None);
     }
 
     /// A hand-scripted HTTP server (tiny_http) that answers each request with the next

@@ -247,6 +247,7 @@ pub enum Purpose {
     Mirror(super::mirror::Req),
     Response(super::response::Req),
     LogEvent(super::log_event::Req),
+    Pricing(super::pricing::Req),
 }
 
 /// The state of a multi-request poll (a list read page by page).
@@ -261,6 +262,10 @@ pub enum PollPart {
     Curves(Paged<sep2::DerCurve>),
     Ders(Paged<sep2::Der>),
     UsagePoints(Paged<sep2::MirrorUsagePoint>),
+    TariffProfiles(Paged<sep2::TariffProfile>),
+    RateComponents(Paged<sep2::RateComponent>),
+    TimeTariffIntervals(Paged<sep2::TimeTariffInterval>),
+    ConsumptionTariffIntervals(Paged<sep2::ConsumptionTariffInterval>),
     /// A request sent before the poll's own: time it left (Time's round trip).
     SentAt(Now),
 }
@@ -363,6 +368,10 @@ impl Ctx {
             PollPart::Curves(p) => p.page_href(),
             PollPart::Ders(p) => p.page_href(),
             PollPart::UsagePoints(p) => p.page_href(),
+            PollPart::TariffProfiles(p) => p.page_href(),
+            PollPart::RateComponents(p) => p.page_href(),
+            PollPart::TimeTariffIntervals(p) => p.page_href(),
+            PollPart::ConsumptionTariffIntervals(p) => p.page_href(),
             PollPart::Single | PollPart::SentAt(_) => href.to_string(),
         };
         self.send(

@@ -280,6 +280,9 @@ pub fn render(tree: &Tree, status: &EngineStatus) -> String {
             fsa.href,
             fsa.fsa.description.as_deref().unwrap_or("")
         );
+        if let Some(link) = &fsa.fsa.tariff_profile_list_link {
+            let _ = writeln!(out, "    tariffs {}{}", link.href, rate(&link.href));
+        }
         let Some(link) = &fsa.fsa.der_program_list_link else {
             continue;
         };
@@ -353,6 +356,12 @@ pub fn render(tree: &Tree, status: &EngineStatus) -> String {
                     .map(|r| format!("{r} s"))
                     .unwrap_or_else(|| "-".into())
             );
+        }
+    }
+    if !status.prices.is_empty() {
+        out.push_str("prices (UTC)\n");
+        for price in &status.prices {
+            let _ = writeln!(out, "  {}", crate::status::render::price_line(price, 0));
         }
     }
     if let (Some(list), Some(count)) = (&tree.log_event_list_href, tree.log_event_count) {
@@ -464,6 +473,7 @@ mod config_tests {
             responses_pending: 0,
             last_error: Some("PIN mismatch".into()),
             csipaus_version: Some("v1.3"),
+            prices: Vec::new(),
         };
         let utility = status.to_utility(Some("https://x/dcap".into()), 50);
         assert_eq!(utility.state, crate::status::ConnectionState::Discovering);

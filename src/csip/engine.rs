@@ -19,6 +19,7 @@ use super::fsa::FsaSet;
 use super::log_event::LogEventSet;
 use super::mirror::MirrorSet;
 use super::poller::PollKind;
+use super::pricing::PricingSet;
 use super::response::ResponseSet;
 use super::time::TimeSet;
 use super::well_known::{self, WellKnownSet};
@@ -35,6 +36,7 @@ pub struct Engine {
     edev: EdevSet,
     fsa: FsaSet,
     derp: DerpSet,
+    pricing: PricingSet,
     der: DerSet,
     mirror: MirrorSet,
     responses: ResponseSet,
@@ -79,6 +81,7 @@ impl Engine {
             edev: EdevSet::default(),
             fsa: FsaSet::default(),
             derp: DerpSet::new(config.rng_seed),
+            pricing: PricingSet::new(config.rng_seed),
             der: DerSet::new(config.nameplate.clone()),
             mirror: MirrorSet::new(config.default_post_rate_s, config.reading_buffer_intervals),
             responses: ResponseSet::default(),
@@ -221,6 +224,7 @@ impl Engine {
                 (PollKind::FunctionSetAssignmentsList, PollPart::Fsas(paged)) => {
                     if let Some(lists) = self.fsa.handle(ctx, &href, paged, answer) {
                         self.derp.link(ctx, &lists);
+                        self.pricing.link(ctx, &self.fsa.tariff_profile_lists());
                     }
                 }
                 (PollKind::DerProgramList, PollPart::Programs(paged)) => {
@@ -234,6 +238,27 @@ impl Engine {
                 }
                 (PollKind::DerCurveList, PollPart::Curves(paged)) => {
                     self.derp.handle_curves(ctx, &href, paged, answer);
+                }
+                (PollKind::TariffProfileList, PollPart::TariffProfiles(paged)) => {
+                    self.pricing.handle_profiles(ctx, &href, paged, answer);
+                }
+                (PollKind::RateComponentList, PollPart::RateComponents(paged)) => {
+                    self.pricing.handle_components(ctx, &href, paged, answer);
+                }
+                (PollKind::ReadingType, _) => {
+                    self.pricing.handle_reading_type(ctx, &href, answer);
+                }
+                (PollKind::RateComponent, _) => {
+                    self.pricing.handle_component(ctx, &href, answer);
+                }
+                (PollKind::TimeTariffIntervalList, PollPart::TimeTariffIntervals(paged)) => {
+                    self.pricing.handle_intervals(ctx, &href, paged, answer);
+                }
+                (
+                    PollKind::ConsumptionTariffIntervalList,
+                    PollPart::ConsumptionTariffIntervals(paged),
+                ) => {
+                    self.pricing.handle_blocks(ctx, &href, paged, answer);
                 }
                 (PollKind::DerList, PollPart::Ders(paged)) => {
                     self.der.handle_list(ctx, &href, paged, answer);
@@ -255,6 +280,7 @@ impl Engine {
             Purpose::Mirror(req) => self.mirror.handle(ctx, req, &href, answer),
             Purpose::Response(req) => self.responses.handle(ctx, req, &href, answer),
             Purpose::LogEvent(req) => self.log_event.handle(ctx, req, answer),
+            Purpose::Pricing(req) => self.pricing.handle_response(ctx, req, &href, answer),
         }
         self.step();
     }
@@ -288,10 +314,15 @@ impl Engine {
         } else {
             self.ctx.poller.next_due_ms()
         };
-        [polls, self.derp.next_change_ms(&self.ctx)]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            polls,
+            self.derp.next_change_ms(&self.ctx),
+            self.pricing.next_change_ms(&self.ctx),
+            self.pricing.next_response_ms(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     // ------------------------------------------------------------------ views
@@ -347,9 +378,10 @@ impl Engine {
             readings_pending,
             readings_dropped,
             readings_posted: self.mirror.readings_posted,
-            responses_pending: self.responses.outbox.len(),
+            responses_pending: self.responses.outbox.len() + self.pricing.responses_pending(),
             last_error: ctx.last_error.clone(),
             csipaus_version: self.csipaus_version(),
+            prices: self.pricing.view(now_s),
         }
     }
 
@@ -409,6 +441,7 @@ impl Engine {
         let ctx = &mut self.ctx;
         self.edev.flush(ctx);
         self.responses.flush(ctx);
+        self.pricing.flush(ctx);
         self.der
             .flush(ctx, self.derp.set_grad_w(), self.derp.own_actions());
         self.mirror.flush(ctx);
@@ -436,6 +469,12 @@ impl Engine {
                 | PollKind::DerCurveList => self.derp.request(ctx, &href, kind),
                 PollKind::DerList => self.der.request(ctx, &href),
                 PollKind::MirrorUsagePointList => self.mirror.request(ctx, &href),
+                PollKind::TariffProfileList
+                | PollKind::RateComponentList
+                | PollKind::ReadingType
+                | PollKind::RateComponent
+                | PollKind::TimeTariffIntervalList
+                | PollKind::ConsumptionTariffIntervalList => self.pricing.request(ctx, &href, kind),
             }
         }
     }
@@ -457,8 +496,13 @@ impl Engine {
             (entry.rate_s, entry.last_poll_ms).hash(&mut h);
         }
         self.mirror.pending().hash(&mut h);
+        self.mirror.readings_posted.hash(&mut h);
         self.responses.outbox.len().hash(&mut h);
+        self.pricing.responses_pending().hash(&mut h);
         self.well_known.choice.is_some().hash(&mut h);
+        self.pricing.version.hash(&mut h);
+        // The timeline moves with time: which intervals are current and next.
+        self.pricing.next_change_ms(ctx).hash(&mut h);
         h.finish()
     }
 
@@ -482,9 +526,11 @@ impl Engine {
                             || a.last_error != b.last_error
                     })
                     || last.readings_pending != status.readings_pending
+                    || last.readings_posted != status.readings_posted
                     || last.responses_pending != status.responses_pending
                     || last.clock_offset_s != status.clock_offset_s
                     || last.csipaus_version != status.csipaus_version
+                    || last.prices != status.prices
             }
         };
         if changed {

@@ -84,4 +84,13 @@ impl FsaSet {
             .map(|link| link.href.clone())
             .collect()
     }
+
+    /// The TariffProfileList hrefs of all FSAs, in FSA order (Pricing).
+    pub fn tariff_profile_lists(&self) -> Vec<String> {
+        self.fsas
+            .iter()
+            .filter_map(|fsa| fsa.fsa.tariff_profile_list_link.as_ref())
+            .map(|link| link.href.clone())
+            .collect()
+    }
 }

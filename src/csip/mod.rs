@@ -4,7 +4,7 @@
 //! [`well_known`] (CSIP-AUS v1.3 service discovery, before the DeviceCapability when
 //! only a server URL is configured), [`dcap`] (DeviceCapability), [`time`] (Time, the server clock), [`edev`] (EndDevice,
 //! in-band registration, Registration PIN, csipaus ConnectionPoint), [`fsa`]
-//! (FunctionSetAssignments), [`derp`] (DERPrograms with their DERControls,
+//! (FunctionSetAssignments), [`pricing`] (Pricing: tariffs and the price timeline), [`derp`] (DERPrograms with their DERControls,
 //! DefaultDERControl and DERCurves, and the scheduler run over them), [`der`] (DER
 //! reports), [`mirror`] (Metering Mirror), [`response`] (Response), [`log_event`]
 //! (LogEvent). [`context`] is what they share (the request queue, the poller, the
@@ -51,6 +51,7 @@ pub mod fsa;
 pub mod log_event;
 pub mod mirror;
 pub mod poller;
+pub mod pricing;
 pub mod response;
 pub mod time;
 pub mod well_known;
@@ -240,12 +241,16 @@ pub struct EngineStatus {
     pub readings_dropped: u64,
     /// MirrorMeterReading POSTs the server accepted since the engine started.
     pub readings_posted: u64,
-    /// Responses waiting to be accepted by the server.
+    /// Responses (to DERControls and to TimeTariffIntervals) waiting to be accepted by
+    /// the server.
     pub responses_pending: usize,
     pub last_error: Option<String>,
     /// The CSIP-AUS version in use (`v1.3`, `v1.2`); `None` for plain IEEE 2030.5 and
     /// while service discovery has not chosen one yet.
     pub csipaus_version: Option<&'static str>,
+    /// The Pricing function set's prices now and next, per RateComponent (empty when
+    /// the server links no TariffProfileList).
+    pub prices: Vec<pricing::RatePrice>,
 }
 
 /// What the engine tells its driver ([`Engine::poll_event`]).
@@ -351,6 +356,7 @@ impl EngineStatus {
             csipaus_version: self.csipaus_version.map(str::to_string),
             readings_posted: self.readings_posted,
             readings_pending: self.readings_pending,
+            prices: self.prices.clone(),
             resources: self
                 .polls
                 .iter()

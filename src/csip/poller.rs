@@ -44,12 +44,27 @@ pub enum PollKind {
     DerProgramList,
     DerList,
     MirrorUsagePointList,
+    /// An FSA's TariffProfileList (Pricing).
+    TariffProfileList,
+    /// A RateComponent's TimeTariffIntervalList (or a TariffProfile's combined list), on
+    /// its own pollRate.
+    TimeTariffIntervalList,
     /// A program's DERControlList (follows its DERProgramList).
     DerControlList,
     /// A program's DefaultDERControl (follows its DERProgramList).
     DefaultDerControl,
     /// A program's DERCurveList (follows its DERProgramList).
     DerCurveList,
+    /// A TariffProfile's RateComponentList (follows its TariffProfileList).
+    RateComponentList,
+    /// A RateComponent's ReadingType (read once, when its RateComponentList is).
+    ReadingType,
+    /// A RateComponent a combined interval list names and no RateComponentList holds
+    /// (read once).
+    RateComponent,
+    /// A TimeTariffInterval's ConsumptionTariffIntervalList (follows its
+    /// TimeTariffIntervalList).
+    ConsumptionTariffIntervalList,
 }
 
 impl PollKind {
@@ -68,6 +83,12 @@ impl PollKind {
             PollKind::DerControlList => "DERControlList",
             PollKind::DefaultDerControl => "DefaultDERControl",
             PollKind::DerCurveList => "DERCurveList",
+            PollKind::TariffProfileList => "TariffProfileList",
+            PollKind::TimeTariffIntervalList => "TimeTariffIntervalList",
+            PollKind::RateComponentList => "RateComponentList",
+            PollKind::ReadingType => "ReadingType",
+            PollKind::RateComponent => "RateComponent",
+            PollKind::ConsumptionTariffIntervalList => "ConsumptionTariffIntervalList",
         }
     }
 
@@ -75,7 +96,13 @@ impl PollKind {
     pub fn follows_parent(self) -> bool {
         matches!(
             self,
-            PollKind::DerControlList | PollKind::DefaultDerControl | PollKind::DerCurveList
+            PollKind::DerControlList
+                | PollKind::DefaultDerControl
+                | PollKind::DerCurveList
+                | PollKind::RateComponentList
+                | PollKind::ReadingType
+                | PollKind::RateComponent
+                | PollKind::ConsumptionTariffIntervalList
         )
     }
 }

@@ -355,7 +355,14 @@ impl EngineSink for RuntimeSink {
 
     fn status(&mut self, es: &EngineStatus) {
         let now = super::unix_now_s();
-        self.site.borrow_mut().clock_offset_s = es.clock_offset_s;
+        {
+            let mut site = self.site.borrow_mut();
+            site.clock_offset_s = es.clock_offset_s;
+            // The utility's export price, for the owner's negative-price rule when it is
+            // the chosen source (the tracker ignores it otherwise).
+            site.price
+                .record_utility(crate::csip::pricing::export_price_now(&es.prices));
+        }
         let new_error = es
             .last_error
             .clone()
@@ -581,4 +588,85 @@ pub async fn engine_task(
         },
     )
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::csip::pricing::{PriceBlock, PriceDirection, PricePoint, RatePrice};
+    use crate::status::{Snapshot, SnapshotHandle};
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    fn status_with_export_price(price_per_kwh: f64) -> EngineStatus {
+        EngineStatus {
+            state: csip::ConnectionState::Connected,
+            lfdi: "AB".into(),
+            sfdi: 1,
+            clock_offset_s: 0,
+            edev_href: None,
+            polls: Vec::new(),
+            readings_pending: 0,
+            readings_dropped: 0,
+            readings_posted: 0,
+            responses_pending: 0,
+            last_error: None,
+            csipaus_version: Some("v1.3"),
+            prices: vec![RatePrice {
+                tariff_profile_href: "/tp/1".into(),
+                rate_component_href: "/tp/1/rc/2".into(),
+                description: None,
+                primacy: 0,
+                direction: PriceDirection::Export,
+                unit: "kWh".into(),
+                currency: Some(36),
+                price_power_of_ten_multiplier: -4,
+                current: Some(PricePoint {
+                    mrid: "01".into(),
+                    description: None,
+                    start_unix_s: 0,
+                    // Far ahead of the real clock this sink reads.
+                    end_unix_s: 4_000_000_000,
+                    blocks: vec![PriceBlock {
+                        start_value: 0,
+                        price: 0,
+                        price_per_unit: price_per_kwh,
+                    }],
+                }),
+                next: None,
+            }],
+        }
+    }
+
+    /// The engine's status hands the utility's export price to the site's one price
+    /// tracker, which the coordinator's price rule reads, only when the owner chose it
+    /// (`utility_price_export`); the status page gets the prices either way.
+    #[test]
+    fn the_utility_export_price_reaches_the_price_tracker_when_chosen() {
+        let site: SharedSite = Rc::new(RefCell::new(super::super::site::SiteState::new(900)));
+        let status = SnapshotHandle::new(Snapshot::new(0));
+        let durable = Rc::new(RefCell::new(super::super::durable::Durable::default()));
+        let mut sink = RuntimeSink::new(site.clone(), status.clone(), durable);
+        let now = super::super::unix_now_s();
+        sink.status(&status_with_export_price(0.05));
+        assert_eq!(status.get().utility.prices.len(), 1);
+        assert_eq!(
+            site.borrow().price.current(now),
+            None,
+            "not chosen: not acted on"
+        );
+        site.borrow_mut().price.from_utility = true;
+        sink.status(&status_with_export_price(0.05));
+        let p = site
+            .borrow()
+            .price
+            .current(now)
+            .expect("the utility's price");
+        assert!((p.earn_c_per_kwh - -5.0).abs() < 1e-9, "{p:?}");
+        // The utility states no export price any more: nothing to act on.
+        let mut none = status_with_export_price(0.05);
+        none.prices.clear();
+        sink.status(&none);
+        assert_eq!(site.borrow().price.current(now), None);
+    }
 }

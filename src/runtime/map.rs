@@ -18,9 +18,10 @@ pub fn utility_controls(
 }
 
 /// Where to fetch the price from, when enabled and complete (config validation
-/// requires site id and token when enabled).
+/// requires site id and token when enabled); `None` also when the price is the
+/// utility's (`utility_price_export`: the engine hands it over, nothing is fetched).
 pub fn price_source(c: &Config) -> Option<control::PriceSourceConfig> {
-    if !c.price.enabled {
+    if !c.price.enabled || c.price.utility_price_export {
         return None;
     }
     Some(control::PriceSourceConfig {

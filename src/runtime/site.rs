@@ -192,6 +192,7 @@ impl SiteState {
             .collect();
         self.stale_after_s = config.control.meter_stale_s;
         self.price.max_age_s = i64::from(config.price.max_age_s);
+        self.price.from_utility = config.price.utility_price_export;
     }
 
     pub fn new(price_max_age_s: i64) -> Self {

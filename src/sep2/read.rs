@@ -419,6 +419,10 @@ list_item!(
     Der => "DERList", "DER";
     MirrorUsagePoint => "MirrorUsagePointList", "MirrorUsagePoint";
     LogEvent => "LogEventList", "LogEvent";
+    TariffProfile => "TariffProfileList", "TariffProfile";
+    RateComponent => "RateComponentList", "RateComponent";
+    TimeTariffInterval => "TimeTariffIntervalList", "TimeTariffInterval";
+    ConsumptionTariffInterval => "ConsumptionTariffIntervalList", "ConsumptionTariffInterval";
 );
 
 impl Readable for DeviceCapability {
@@ -954,6 +958,87 @@ impl Readable for DerControlResponse {
     }
 }
 
+impl Readable for TariffProfile {
+    const ROOT: &'static str = "TariffProfile";
+    fn from_node(n: &Node) -> Result<Self, ReadError> {
+        Ok(Self {
+            href: href(n),
+            mrid: req(n, "mRID")?,
+            description: opt(n, "description")?,
+            version: opt(n, "version")?,
+            currency: opt(n, "currency")?,
+            price_power_of_ten_multiplier: opt(n, "pricePowerOfTenMultiplier")?,
+            primacy: opt(n, "primacy")?.unwrap_or(0),
+            rate_code: opt(n, "rateCode")?,
+            rate_component_list_link: opt_elem(n, "RateComponentListLink")?,
+            service_category_kind: opt(n, "serviceCategoryKind")?.unwrap_or(0),
+            combined_time_tariff_interval_list_link: opt_elem(
+                n,
+                "CombinedTimeTariffIntervalListLink",
+            )?,
+        })
+    }
+}
+
+impl Readable for RateComponent {
+    const ROOT: &'static str = "RateComponent";
+    fn from_node(n: &Node) -> Result<Self, ReadError> {
+        Ok(Self {
+            href: href(n),
+            mrid: req(n, "mRID")?,
+            description: opt(n, "description")?,
+            version: opt(n, "version")?,
+            active_time_tariff_interval_list_link: opt_elem(n, "ActiveTimeTariffIntervalListLink")?,
+            reading_type_link: opt_elem(n, "ReadingTypeLink")?,
+            role_flags: opt_hex16(n, "roleFlags")?.unwrap_or(0),
+            time_tariff_interval_list_link: opt_elem(n, "TimeTariffIntervalListLink")?,
+        })
+    }
+}
+
+impl Readable for TimeTariffInterval {
+    const ROOT: &'static str = "TimeTariffInterval";
+    fn from_node(n: &Node) -> Result<Self, ReadError> {
+        let consumption_blocks = match n.child("ConsumptionTariffIntervalListSummary") {
+            Some(summary) => many(summary, "ConsumptionTariffInterval")
+                .map_err(|e| e.within("ConsumptionTariffIntervalListSummary"))?,
+            None => Vec::new(),
+        };
+        Ok(Self {
+            href: href(n),
+            reply_to: n.attr("replyTo").map(str::to_string),
+            response_required: attr_hex8(n, "responseRequired")?,
+            mrid: req(n, "mRID")?,
+            description: opt(n, "description")?,
+            version: opt(n, "version")?,
+            creation_time: opt(n, "creationTime")?.unwrap_or(0),
+            event_status: req_elem(n, "EventStatus")?,
+            interval: req_elem(n, "interval")?,
+            randomize_duration_s: opt(n, "randomizeDuration")?,
+            randomize_start_s: opt(n, "randomizeStart")?,
+            consumption_tariff_interval_list_link: opt_elem(
+                n,
+                "ConsumptionTariffIntervalListLink",
+            )?,
+            tou_tier: opt(n, "touTier")?.unwrap_or(0),
+            rate_component_link: opt_elem(n, "RateComponentLink")?,
+            consumption_blocks,
+        })
+    }
+}
+
+impl Readable for ConsumptionTariffInterval {
+    const ROOT: &'static str = "ConsumptionTariffInterval";
+    fn from_node(n: &Node) -> Result<Self, ReadError> {
+        Ok(Self {
+            href: href(n),
+            consumption_block: opt(n, "consumptionBlock")?.unwrap_or(0),
+            price: opt(n, "price")?,
+            start_value: req(n, "startValue")?,
+        })
+    }
+}
+
 impl Readable for LogEvent {
     const ROOT: &'static str = "LogEvent";
     fn from_node(n: &Node) -> Result<Self, ReadError> {
@@ -999,6 +1084,42 @@ impl Readable for Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pricing_resources_read_with_any_prefix_and_the_reference_servers_extensions() {
+        // A prefixed 2030.5 namespace, the csipaus combined-list link and inline blocks.
+        let tp = br#"<s:TariffProfile xmlns:s="urn:ieee:std:2030.5:ns" xmlns:c="https://csipaus.org/ns/v1.3" href="/tp/1"><s:mRID>0A</s:mRID><s:currency>36</s:currency><s:pricePowerOfTenMultiplier>-4</s:pricePowerOfTenMultiplier><s:primacy>1</s:primacy><s:RateComponentListLink href="/tp/1/rc" all="2"/><s:serviceCategoryKind>0</s:serviceCategoryKind><c:CombinedTimeTariffIntervalListLink href="/tp/1/ctti"/></s:TariffProfile>"#;
+        let tp: TariffProfile = read(tp).expect("TariffProfile");
+        assert_eq!(
+            (tp.currency, tp.price_power_of_ten_multiplier, tp.primacy),
+            (Some(36), Some(-4), 1)
+        );
+        assert_eq!(tp.rate_component_list_link.unwrap().all, Some(2));
+        assert_eq!(
+            tp.combined_time_tariff_interval_list_link.unwrap().href,
+            "/tp/1/ctti"
+        );
+        let tti = br#"<TimeTariffInterval xmlns="urn:ieee:std:2030.5:ns" href="/t/1" replyTo="/rsp" responseRequired="03"><mRID>0B</mRID><creationTime>5</creationTime><EventStatus><currentStatus>2</currentStatus><dateTime>5</dateTime><potentiallySuperseded>false</potentiallySuperseded></EventStatus><interval><duration>300</duration><start>100</start></interval><randomizeStart>60</randomizeStart><touTier>0</touTier><c:ConsumptionTariffIntervalListSummary xmlns:c="https://csipaus.org/ns"><ConsumptionTariffInterval><consumptionBlock>1</consumptionBlock><price>-7</price><startValue>0</startValue></ConsumptionTariffInterval></c:ConsumptionTariffIntervalListSummary><RateComponentLink href="/tp/1/rc/2"/></TimeTariffInterval>"#;
+        let tti: TimeTariffInterval = read(tti).expect("TimeTariffInterval");
+        assert_eq!(tti.event_status.current_status, CurrentStatus::Cancelled);
+        assert_eq!((tti.interval.start, tti.interval.duration_s), (100, 300));
+        assert_eq!(tti.randomize_start_s, Some(60));
+        assert_eq!(tti.response_required, Some(3));
+        assert_eq!(tti.consumption_blocks[0].price, Some(-7));
+        assert_eq!(tti.rate_component_link.unwrap().href, "/tp/1/rc/2");
+        // A block without its required startValue is named with its path.
+        let bad = br#"<ConsumptionTariffIntervalList xmlns="urn:ieee:std:2030.5:ns" all="2" results="2"><ConsumptionTariffInterval><consumptionBlock>1</consumptionBlock><price>3</price><startValue>0</startValue></ConsumptionTariffInterval><ConsumptionTariffInterval><consumptionBlock>2</consumptionBlock><price>4</price></ConsumptionTariffInterval></ConsumptionTariffIntervalList>"#;
+        let (list, skipped) = read_list::<ConsumptionTariffInterval>(bad).expect("list");
+        assert_eq!(list.items.len(), 1);
+        assert!(
+            skipped[0]
+                .error
+                .to_string()
+                .contains("ConsumptionTariffInterval[2]"),
+            "{}",
+            skipped[0].error
+        );
+    }
 
     #[test]
     fn time_without_dst_and_quality_reads_with_defaults() {

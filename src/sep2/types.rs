@@ -655,6 +655,11 @@ pub struct DerControlResponse {
     pub subject: String,
 }
 
+/// `PriceResponse`, POSTed to a TimeTariffInterval's `replyTo`: the same fields as a
+/// [`DerControlResponse`] (both are 2030.5 `Response`s), under its own root element.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PriceResponse(pub DerControlResponse);
+
 /// `LogEvent`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LogEvent {
@@ -689,4 +694,91 @@ pub struct Subscription {
     pub level: String,
     pub limit: u32,
     pub notification_uri: String,
+}
+
+// ---------------------------------------------------------------- Pricing (IEEE 2030.5 §10.6)
+
+pub type TariffProfileList = List<TariffProfile>;
+pub type RateComponentList = List<RateComponent>;
+pub type TimeTariffIntervalList = List<TimeTariffInterval>;
+pub type ConsumptionTariffIntervalList = List<ConsumptionTariffInterval>;
+
+/// `TariffProfile` (tp): one tariff; its prices are in `currency` × 10^
+/// `price_power_of_ten_multiplier` per unit of each RateComponent's ReadingType.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TariffProfile {
+    pub href: Option<String>,
+    pub mrid: String,
+    pub description: Option<String>,
+    pub version: Option<u16>,
+    /// ISO 4217 numeric currency code (36 AUD, 840 USD).
+    pub currency: Option<u16>,
+    /// Power of ten of every price under this profile (e.g. -2: prices in cents).
+    pub price_power_of_ten_multiplier: Option<i8>,
+    /// Lower value = higher priority. Required; 0 when a server leaves it out.
+    pub primacy: u8,
+    pub rate_code: Option<String>,
+    pub rate_component_list_link: Option<ListLink>,
+    /// ServiceKind: 0 electricity. Required; 0 when a server leaves it out.
+    pub service_category_kind: u8,
+    /// csipaus extension of the reference CSIP-AUS v1.3 server: every TimeTariffInterval
+    /// of every RateComponent in one list (each with a `RateComponentLink`). Not in the
+    /// published csipaus schemas; when present it is the profile's interval source.
+    pub combined_time_tariff_interval_list_link: Option<ListLink>,
+}
+
+/// `RateComponent` (rc): one part of a tariff (e.g. the import energy price); what is
+/// priced is its ReadingType (flow direction, unit, power of ten).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RateComponent {
+    pub href: Option<String>,
+    pub mrid: String,
+    pub description: Option<String>,
+    pub version: Option<u16>,
+    pub active_time_tariff_interval_list_link: Option<ListLink>,
+    /// Required by the schema; `None` when a server leaves it out (the component is
+    /// then shown without a unit).
+    pub reading_type_link: Option<Link>,
+    /// RoleFlagsType (HexBinary16). Required; 0 when a server leaves it out.
+    pub role_flags: u16,
+    /// Required by the schema; a component without one has no prices.
+    pub time_tariff_interval_list_link: Option<ListLink>,
+}
+
+/// `TimeTariffInterval` (tti): one priced time interval of a RateComponent, an event
+/// (EventStatus, interval, randomisation) like a DERControl.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TimeTariffInterval {
+    pub href: Option<String>,
+    pub reply_to: Option<String>,
+    pub response_required: Option<u8>,
+    pub mrid: String,
+    pub description: Option<String>,
+    pub version: Option<u16>,
+    pub creation_time: i64,
+    pub event_status: EventStatus,
+    pub interval: DateTimeInterval,
+    pub randomize_duration_s: Option<i16>,
+    pub randomize_start_s: Option<i16>,
+    pub consumption_tariff_interval_list_link: Option<ListLink>,
+    /// TOUType. Required; 0 when a server leaves it out.
+    pub tou_tier: u8,
+    /// The RateComponent this interval prices (the reference server's combined list).
+    pub rate_component_link: Option<Link>,
+    /// csipaus `ConsumptionTariffIntervalListSummary`: the interval's price blocks
+    /// inline (reference server); empty when absent.
+    pub consumption_blocks: Vec<ConsumptionTariffInterval>,
+}
+
+/// `ConsumptionTariffInterval` (cti): one price block of a TimeTariffInterval: `price`
+/// applies from `start_value` (units of the ReadingType) consumed in the billing period.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConsumptionTariffInterval {
+    pub href: Option<String>,
+    /// ConsumptionBlockType: 1.. block number (0 not applicable).
+    pub consumption_block: u8,
+    /// Int32: currency × 10^TariffProfile.pricePowerOfTenMultiplier per unit.
+    pub price: Option<i32>,
+    /// UInt48.
+    pub start_value: u64,
 }

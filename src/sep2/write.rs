@@ -555,6 +555,16 @@ impl Writable for DerControlResponse {
     }
 }
 
+impl Writable for PriceResponse {
+    const ROOT: &'static str = "PriceResponse";
+    fn write_attrs(&self, w: &mut XmlWriter) {
+        self.0.write_attrs(w);
+    }
+    fn write_children(&self, w: &mut XmlWriter) {
+        self.0.write_children(w);
+    }
+}
+
 impl Writable for LogEvent {
     const ROOT: &'static str = "LogEvent";
     fn write_attrs(&self, w: &mut XmlWriter) {

@@ -107,6 +107,49 @@ fn opt(value: Option<f64>, unit: &str, decimals: usize) -> String {
 }
 
 /// The whole summary.
+/// One RateComponent's prices: "export 0.0420 AUD/kWh until 14:05, then -0.0100
+/// AUD/kWh 14:05–14:35 (/edev/1/tp/1/rc/2)". Several blocks show as "a / b from N".
+pub fn price_line(p: &crate::csip::pricing::RatePrice, tz: i32) -> String {
+    use crate::csip::pricing::{PriceDirection, PricePoint, currency_name};
+    let what = match p.direction {
+        PriceDirection::Import => "import",
+        PriceDirection::Export => "export",
+        PriceDirection::Other => "other",
+    };
+    let unit = format!("{}/{}", currency_name(p.currency), p.unit);
+    let blocks = |point: &PricePoint| -> String {
+        if point.blocks.is_empty() {
+            return "price not read yet".into();
+        }
+        point
+            .blocks
+            .iter()
+            .map(|b| {
+                if b.start_value == 0 {
+                    format!("{:.4} {unit}", b.price_per_unit)
+                } else {
+                    format!("{:.4} {unit} from {}", b.price_per_unit, b.start_value)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
+    let now = match &p.current {
+        Some(c) => format!("{} until {}", blocks(c), clock_hhmm(c.end_unix_s, tz)),
+        None => "no price now".into(),
+    };
+    let next = match &p.next {
+        Some(n) => format!(
+            ", then {} {}–{}",
+            blocks(n),
+            clock_hhmm(n.start_unix_s, tz),
+            clock_hhmm(n.end_unix_s, tz)
+        ),
+        None => String::new(),
+    };
+    format!("{what} {now}{next} ({})", p.rate_component_href)
+}
+
 pub fn summary(s: &Snapshot) -> String {
     let now = s.now_unix_s;
     let tz = s.local_utc_offset_s;
@@ -156,6 +199,13 @@ pub fn summary(s: &Snapshot) -> String {
             "readings    {} posted to the utility, {} waiting",
             u.readings_posted, u.readings_pending
         );
+    }
+
+    if !u.prices.is_empty() {
+        out.push_str("prices\n");
+        for p in &u.prices {
+            let _ = writeln!(out, "  {}", price_line(p, tz));
+        }
     }
 
     out.push_str("limits\n");
@@ -363,6 +413,58 @@ mod tests {
             "{}",
             summary(&s)
         );
+    }
+
+    #[test]
+    fn prices_show_now_and_next_with_their_unit() {
+        use crate::csip::pricing::{PriceBlock, PriceDirection, PricePoint, RatePrice};
+        let point = |start: i64, end: i64, prices: &[(u64, f64)]| PricePoint {
+            mrid: "01".into(),
+            description: None,
+            start_unix_s: start,
+            end_unix_s: end,
+            blocks: prices
+                .iter()
+                .map(|(start_value, p)| PriceBlock {
+                    start_value: *start_value,
+                    price: 0,
+                    price_per_unit: *p,
+                })
+                .collect(),
+        };
+        let mut s = Snapshot::new(0);
+        s.utility.prices = vec![RatePrice {
+            tariff_profile_href: "/tp/1".into(),
+            rate_component_href: "/tp/1/rc/2".into(),
+            description: None,
+            primacy: 0,
+            direction: PriceDirection::Export,
+            unit: "kWh".into(),
+            currency: Some(36),
+            price_power_of_ten_multiplier: -4,
+            current: Some(point(0, 3600, &[(0, 0.042)])),
+            next: Some(point(3600, 5400, &[(0, -0.01), (100, 0.02)])),
+        }];
+        let text = summary(&s);
+        assert!(
+            text.contains(
+                "prices\n  export 0.0420 AUD/kWh until 01:00, then -0.0100 AUD/kWh / 0.0200 \
+                 AUD/kWh from 100 01:00–01:30 (/tp/1/rc/2)\n"
+            ),
+            "{text}"
+        );
+        assert!(!summary(&Snapshot::new(0)).contains("prices"));
+        // The JSON (/status, ubus) carries the same, with units, and omits an empty list.
+        let json = serde_json::to_value(&s).expect("json");
+        let price = &json["utility"]["prices"][0];
+        assert_eq!(price["direction"], "export");
+        assert_eq!(price["unit"], "kWh");
+        assert_eq!(price["currency"], 36);
+        assert_eq!(price["price_power_of_ten_multiplier"], -4);
+        assert_eq!(price["current"]["blocks"][0]["price_per_unit"], 0.042);
+        assert_eq!(price["next"]["start_unix_s"], 3600);
+        let empty = serde_json::to_value(Snapshot::new(0)).expect("json");
+        assert!(empty["utility"].get("prices").is_none());
     }
 
     #[test]

@@ -94,6 +94,7 @@ impl Snapshot {
                 csipaus_version: None,
                 readings_posted: 0,
                 readings_pending: 0,
+                prices: Vec::new(),
                 resources: Vec::new(),
             },
             limits: Vec::new(),
@@ -223,6 +224,10 @@ pub struct Utility {
     pub readings_posted: u64,
     #[serde(default)]
     pub readings_pending: usize,
+    /// The utility's prices (Pricing function set, CSIP-AUS v1.3): per RateComponent
+    /// the price now and next, with its unit and currency; empty without tariffs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prices: Vec<crate::csip::pricing::RatePrice>,
     /// One entry per polled resource.
     pub resources: Vec<ResourcePoll>,
 }

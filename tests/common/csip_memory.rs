@@ -146,7 +146,13 @@ pub struct Harness {
     /// Wall time spent inside the engine's calls (not the scripted server's), for the
     /// cost report of the simulated-day test.
     pub engine_time: std::time::Duration,
+    /// Routes served before the scripted server (a test's own resources): called with
+    /// (method, path with query, body, server time s, virtual ms); `None` passes it on.
+    pub extra_routes: Option<ExtraRoutes>,
 }
+
+/// See [`Harness::extra_routes`].
+pub type ExtraRoutes = Box<dyn FnMut(&str, &str, &str, i64, u64) -> Option<Reply>>;
 
 impl Harness {
     pub fn new(config: EngineConfig, scenario: Scenario) -> Harness {
@@ -165,6 +171,7 @@ impl Harness {
             next_sample_ms: 0,
             inputs: 0,
             engine_time: std::time::Duration::ZERO,
+            extra_routes: None,
         }
     }
 
@@ -229,13 +236,24 @@ impl Harness {
         while let Some(request) = self.engine.poll_request() {
             let method = request.method;
             let href = csipd::csip::context::href_path(&request.href).to_string();
-            let reply = self.server.exchange(
-                method.as_str(),
-                &href,
-                request.body.as_deref().unwrap_or(""),
-                self.now.utc_s(),
-                self.now.mono_ms,
-            );
+            let extra = self.extra_routes.as_mut().and_then(|route| {
+                route(
+                    method.as_str(),
+                    &href,
+                    request.body.as_deref().unwrap_or(""),
+                    self.now.utc_s(),
+                    self.now.mono_ms,
+                )
+            });
+            let reply = extra.unwrap_or_else(|| {
+                self.server.exchange(
+                    method.as_str(),
+                    &href,
+                    request.body.as_deref().unwrap_or(""),
+                    self.now.utc_s(),
+                    self.now.mono_ms,
+                )
+            });
             let result = self.answer(reply, method, &href);
             let t = std::time::Instant::now();
             self.engine.handle_response(request.id, result, self.now);

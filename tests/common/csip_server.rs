@@ -126,6 +126,9 @@ pub struct Scenario {
     /// The DeviceCapability states its pollRate only once this device is registered
     /// (what the certification harness's server did before in-band registration).
     pub dcap_poll_rate_after_registration: bool,
+    /// FSA 1 links a TariffProfileList at `/edev/1/fsa/1/tp` (served by the pricing
+    /// test's own routes, tests/csip_pricing.rs).
+    pub tariff_profile_list_link: bool,
 }
 
 impl Default for Scenario {
@@ -151,6 +154,7 @@ impl Default for Scenario {
             fsas: vec![vec![Program::default()]],
             clock_offset_s: 0,
             dcap_poll_rate_after_registration: false,
+            tariff_profile_list_link: false,
         }
     }
 }
@@ -545,8 +549,13 @@ fn handle(state: &mut State, method: &str, path: &str, query: &str, body: &str) 
             let all = programs(&s);
             for f in 1..=s.fsas.len() {
                 let count = all.iter().filter(|(ff, _, _)| *ff == f).count();
+                let tp = if f == 1 && s.tariff_profile_list_link {
+                    r#"<TariffProfileListLink href="/edev/1/fsa/1/tp"/>"#
+                } else {
+                    ""
+                };
                 items.push(format!(
-                    r#"<FunctionSetAssignments href="/edev/1/fsa/{f}"><DERProgramListLink href="/edev/1/fsa/{f}/derp" all="{count}"/><mRID>F{f:031X}</mRID><description>fsa {f}</description></FunctionSetAssignments>"#
+                    r#"<FunctionSetAssignments href="/edev/1/fsa/{f}"><DERProgramListLink href="/edev/1/fsa/{f}/derp" all="{count}"/>{tp}<mRID>F{f:031X}</mRID><description>fsa {f}</description></FunctionSetAssignments>"#
                 ));
             }
             ok(list(

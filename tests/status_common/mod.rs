@@ -33,6 +33,7 @@ pub fn sample_snapshot(now: i64) -> Snapshot {
         csipaus_version: Some("v1.3".into()),
         readings_posted: 42,
         readings_pending: 1,
+        prices: Vec::new(),
         resources: vec![ResourcePoll {
             name: "DERControlList".into(),
             href: "/derp/0/derc".into(),

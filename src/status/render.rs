@@ -416,6 +416,22 @@ mod tests {
     }
 
     #[test]
+    fn readings_line_counts_what_the_utility_accepted() {
+        let mut s = Snapshot::new(0);
+        assert!(
+            !summary(&s).contains("readings"),
+            "nothing posted yet: no line"
+        );
+        s.utility.readings_posted = 12;
+        s.utility.readings_pending = 2;
+        assert!(
+            summary(&s).contains("readings    12 posted to the utility, 2 waiting\n"),
+            "{}",
+            summary(&s)
+        );
+    }
+
+    #[test]
     fn prices_show_now_and_next_with_their_unit() {
         use crate::csip::pricing::{PriceBlock, PriceDirection, PricePoint, RatePrice};
         let point = |start: i64, end: i64, prices: &[(u64, f64)]| PricePoint {

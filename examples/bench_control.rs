@@ -72,6 +72,7 @@ fn main() {
             interval_end_s: None,
         }),
         total_set_max_w: 13_000.0,
+        total_max_charge_w: 0.0,
     };
     let inverter = |name: &str, rating_w: f64, max_charge_w: Option<f64>| InverterParams {
         name: name.into(),

@@ -9,17 +9,16 @@
 //! ```
 //! The engine prints VmRSS / VmHWM and user+system CPU seconds every minute and at the end.
 
+#[path = "../tests/common/csip_memory.rs"]
+mod csip_memory;
 #[path = "../tests/common/csip_server.rs"]
 mod csip_server;
 
 use std::time::{Duration, Instant};
 
 use csipd::csip::{
-    Engine, EngineConfig, EngineSink, EngineStatus, InverterState, MeterSample, Nameplate,
-    PhaseValues, SiteMeasurement,
+    Engine, EngineConfig, EngineSink, EngineStatus, MeterSample, PhaseValues, SiteMeasurement,
 };
-
-const LFDI: &str = "3E4F45AB31EDFE5B67E343E5E4562E3100012345";
 
 struct QuietSink;
 
@@ -69,8 +68,6 @@ fn main() {
         Some("server") => {
             let rate: u32 = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(5);
             let server = csip_server::ScriptedServer::start(csip_server::Scenario {
-                lfdi: LFDI.into(),
-                sfdi: csipd::sep2::sfdi(LFDI).unwrap_or(0),
                 dcap_poll_s: rate,
                 time_poll_s: rate,
                 edev_list_poll_s: rate,
@@ -79,7 +76,7 @@ fn main() {
                 der_list_poll_s: rate,
                 mup_list_poll_s: rate,
                 mup_post_s: rate,
-                ..csip_server::Scenario::default()
+                ..csip_memory::scenario()
             });
             println!("{}", server.base_url);
             // A new five-minute control every five minutes, like a dynamic envelope.
@@ -100,35 +97,13 @@ fn main() {
         Some("engine") => {
             let url = args.get(1).cloned().unwrap_or_default();
             let seconds: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(600);
+            // The tests' configuration, with a minute's post rate, a day of readings
+            // buffered and its own randomisation seed.
             let config = EngineConfig {
-                http: csipd::http::ClientConfig::new(&url),
-                dcap_path: "/dcap".into(),
-                service_discovery: false,
-                lfdi: LFDI.into(),
-                sfdi: csipd::sep2::sfdi(LFDI).unwrap_or(0),
-                pin: Some(111115),
-                in_band_registration: false,
-                nmi: None,
-                pen: 12345,
-                csipaus: true,
-                csipaus_v1_3: false,
-                nameplate: Nameplate {
-                    rtg_max_w: 5000.0,
-                    rtg_max_va: Some(5000.0),
-                    rtg_max_var: Some(3000.0),
-                    rtg_max_var_neg: Some(3000.0),
-                    rtg_v_nom: Some(230.0),
-                    der_type: 4,
-                    can_limit_export: true,
-                    can_limit_import: false,
-                    can_limit_generation: true,
-                    can_limit_load: false,
-                },
-                max_poll_interval_s: None,
-                report_backstop_s: 3600,
                 default_post_rate_s: 60,
                 reading_buffer_intervals: 288,
                 rng_seed: 1,
+                ..csip_memory::engine_config_at(&url)
             };
             let mut tick = 0u64;
             let source = move || {
@@ -158,13 +133,7 @@ fn main() {
                         voltage_v: PhaseValues::total(241.0),
                         frequency_hz: Some(50.0),
                     }),
-                    inverters: vec![InverterState {
-                        connected: true,
-                        available: true,
-                        operating: true,
-                        rtg_max_w: 5000.0,
-                        active_power_w: None,
-                    }],
+                    inverters: csip_memory::Site::new().inverters,
                 })
             };
             let clock = csipd::runtime::clock::SystemClock::new();

@@ -5,13 +5,11 @@
 
 #[path = "common/gridappsd.rs"]
 mod gridappsd;
-#[path = "support/wait.rs"]
-mod wait;
 
+use gridappsd::wait::wait_until;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use wait::wait_until;
 
 use csipd::csip::{
     ConnectionState, Engine, EngineConfig, EngineSink, EngineStatus, InverterState, MeterSample,
@@ -98,6 +96,7 @@ fn engine_config(server: &GridappsdServer, id: &str) -> EngineConfig {
         // GridAPPS-D answers 500 to any csipaus element: plain 2030.5.
         csipaus: false,
         csipaus_v1_3: false,
+        schema_2018: false,
         nameplate: Nameplate {
             rtg_max_w: 5000.0,
             rtg_max_va: Some(5000.0),
@@ -115,6 +114,7 @@ fn engine_config(server: &GridappsdServer, id: &str) -> EngineConfig {
         default_post_rate_s: 2,
         reading_buffer_intervals: 50,
         rng_seed: 1,
+        notification_uri: None,
     }
 }
 
@@ -293,5 +293,102 @@ fn discovery_reports_readings_and_a_runtime_control() {
         reads_when_active <= reads_at_post + 2,
         "active only after {} DERControlList reads since the POST",
         reads_when_active.saturating_sub(reads_at_post)
+    );
+}
+
+/// `schema_2018 '1'` on a CSIP-AUS configuration: GridAPPS-D (plain IEEE 2030.5, a 500
+/// for any csipaus element) accepts the DER reports; the same DERCapability in the
+/// CSIP-AUS shape is refused, so the switch is what makes the difference.
+#[test]
+fn schema_2018_der_reports_are_accepted_by_a_plain_2030_5_server() {
+    let server = GridappsdServer::start(&options());
+    let mut config = engine_config(&server, "dev1");
+    config.csipaus = true;
+    config.schema_2018 = true;
+    config.max_poll_interval_s = Some(15);
+    let http = config.http.clone();
+    let sink = Sink {
+        collected: Arc::default(),
+        server_output: server.output_log(),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let engine_stop = stop.clone();
+    let engine = std::thread::spawn(move || {
+        let clock = csipd::runtime::clock::SystemClock::new();
+        let mut client = csipd::http::Client::new(config.http.clone()).expect("http client");
+        let mut engine = Engine::new(config, clock.now()).expect("engine");
+        let mut sink = sink;
+        let mut source = measurement;
+        let limit_ms = clock.now().mono_ms + 180_000;
+        smol::block_on(csipd::runtime::engine::drive(
+            &mut engine,
+            &mut client,
+            &clock,
+            &mut source,
+            &mut sink,
+            |_, now| engine_stop.load(Ordering::SeqCst) || now.mono_ms >= limit_ms,
+        ));
+        engine.status()
+    });
+    let answered = |output: &[String], request: &str, code: &str| {
+        output
+            .iter()
+            .any(|l| l.contains(request) && l.contains(&format!("\" {code}")))
+    };
+    wait_until(
+        Duration::from_secs(150),
+        "the four DER reports answered 200",
+        || {
+            let output = server.output();
+            let missing: Vec<&str> = ["dercap", "derg", "ders", "dera"]
+                .into_iter()
+                .filter(|r| !answered(&output, &format!("PUT /der_0_{r}"), "200"))
+                .collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                let tail = &output[output.len().saturating_sub(15)..];
+                Err(format!(
+                    "missing {missing:?}; the server's last lines: {tail:#?}"
+                ))
+            }
+        },
+    );
+    stop.store(true, Ordering::SeqCst);
+    let status = engine.join().expect("engine thread");
+    assert_eq!(status.state, ConnectionState::Connected, "{status:?}");
+    let output = server.output();
+    assert!(
+        !output
+            .iter()
+            .any(|l| l.contains("PUT /der_0_") && l.contains("\" 500")),
+        "a DER report was refused"
+    );
+    // The CSIP-AUS shape of the same resource is what this server refuses.
+    let mut client = csipd::http::Client::new(http).expect("client");
+    let csipaus = csipd::sep2::write(
+        &csipd::csip::der::capability(
+            &csipd::csip::Nameplate {
+                rtg_max_w: 5000.0,
+                rtg_max_va: None,
+                rtg_max_var: None,
+                rtg_max_var_neg: None,
+                rtg_v_nom: None,
+                der_type: 4,
+                can_limit_export: true,
+                can_limit_import: false,
+                can_limit_generation: true,
+                can_limit_load: false,
+            },
+            true,
+        ),
+        csipd::sep2::WriteProfile::default(),
+    )
+    .expect("write");
+    assert!(csipaus.contains("csipaus:doeModesSupported"));
+    let refused = smol::block_on(client.put("/der_0_dercap", csipaus.as_bytes()));
+    assert!(
+        refused.as_ref().err().and_then(|e| e.status()) == Some(500),
+        "the CSIP-AUS DERCapability: {refused:?}"
     );
 }

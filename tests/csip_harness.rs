@@ -1,8 +1,8 @@
 //! The engine against the hand-scripted CSIP-AUS server (tests/common/csip_server.rs)
 //! in memory on a virtual clock (tests/common/csip_memory.rs), playing the
 //! certification harness's client procedures ALL-01, 02, 03, 03-REJ, 05, 06, 07, 08, 09,
-//! 10, 11, 12, 18, 19, 20, 23, 29, MUL-01, 02 and 03 and checking what csipd sends and
-//! when. Every PUT/POST body is
+//! 10, 11, 12, 18, 19, 20, 23, 29, MUL-01, 02 and 03, and the demand response ones
+//! (DRA-01, DRA-02, DRD-01, DRG-01, DRL-01), checking what csipd sends and when. Every PUT/POST body is
 //! validated with xmllint against csipaus-core.xsd (`bash tests/setup.sh` fetches it).
 //! No test here waits for the wall clock.
 
@@ -973,7 +973,9 @@ fn all_12_disconnect_clears_connected_available_and_operating() {
         s.fsas[0][0].controls.push(c);
     });
     assert!(h.run_until(30, |h| der_statuses(h).len() >= 2));
-    assert_eq!(der_statuses(&h)[1], (0, 1), "bits 0, 1 and 2 cleared");
+    // Mode 100 (DRM0): the site declares opModFixedW, so a disconnect is reported as
+    // the DR procedures want it (DRA-02); ALL-12 checks only the bits.
+    assert_eq!(der_statuses(&h)[1], (0, 100), "bits 0, 1 and 2 cleared");
     assert!(h.run_until(90, |h| der_statuses(h).len() >= 3));
     assert_eq!(
         der_statuses(&h)[2],
@@ -1039,4 +1041,320 @@ fn all_10_mul_02_reading_types_are_power_kind_averages_with_phases() {
         }
         assert!(seen >= 6, "{body}");
     }
+}
+
+/// The DER reports and registrations csipd sent validate against csipaus-core.xsd (the
+/// DR procedures run long: validating every reading POST too would take minutes).
+fn assert_der_reports_valid(server: &ScriptedServer) {
+    let invalid: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.method != "GET" && !r.body.is_empty() && !r.path.starts_with("/mup"))
+        .filter_map(|r| csip_server::schema::schema_problem(&r.body).map(|e| (r.method, r.path, e)))
+        .collect();
+    assert!(
+        invalid.is_empty(),
+        "bodies failing csipaus-core.xsd: {invalid:#?}"
+    );
+}
+
+/// Like `Harness::run_until`, but checks `done` once per virtual second: the DR
+/// procedures run for many virtual minutes and their checks read every PUT so far.
+fn run_until_each_second(h: &mut Harness, max_secs: u64, done: impl Fn(&Harness) -> bool) -> bool {
+    for _ in 0..max_secs {
+        h.run_for(1);
+        if done(h) {
+            return true;
+        }
+    }
+    false
+}
+
+/// DERSettings PUT bodies' modesEnabled, in order.
+fn settings_modes_enabled(h: &Harness) -> Vec<u32> {
+    h.server
+        .requests_to("PUT", "/edev/1/der/1/derg")
+        .iter()
+        .filter_map(|r| element_text(&r.body, "modesEnabled"))
+        .filter_map(|m| u32::from_str_radix(&m, 16).ok())
+        .collect()
+}
+
+/// What the control layer makes of the engine's latest active controls on a 5 kW PV
+/// inverter (and, with `max_charge_w`, a battery): the percentage setpoint the bus task
+/// writes to SunSpec WMaxLimPct (model 123/704) and the battery's charge limit, with the
+/// meter importing 500 W (so no export limit binds).
+fn applied(h: &Harness, max_charge_w: Option<f64>) -> (f64, Option<f64>) {
+    use csipd::control::law::{
+        Controller, ControllerParams, InverterParams, PowerSample, Readings,
+    };
+    use csipd::control::limits::{MergeInputs, UtilityControls, merge};
+    let (_, outcome) = h.outcomes.last().expect("an outcome");
+    let utility = UtilityControls::from_schedule(&outcome.active, outcome.ramp);
+    let inputs = MergeInputs {
+        utility,
+        total_set_max_w: 5000.0,
+        total_max_charge_w: max_charge_w.unwrap_or(0.0),
+        ..MergeInputs::default()
+    };
+    let tz = csipd::control::tz::PosixTz::parse("UTC0").expect("tz");
+    let merged = merge(&inputs, &tz, h.now_s());
+    let params = ControllerParams::new(
+        vec![InverterParams {
+            name: "inv".into(),
+            rating_w: 5000.0,
+            max_charge_w,
+        }],
+        5000.0,
+    );
+    let mut controller = Controller::new(params);
+    let readings = Readings {
+        meter: Some(PowerSample { w: 500.0, at_ms: 0 }),
+        inverters: vec![Some(PowerSample {
+            w: 4500.0,
+            at_ms: 0,
+        })],
+    };
+    let mut merged = merged;
+    // No ramp: the test looks at the target, not the approach to it.
+    merged.set_grad_w = None;
+    let sp = controller.step(0, &merged, &readings);
+    (sp.inverters[0].setpoint_pct, sp.inverters[0].charge_limit_w)
+}
+
+/// One fixed-W instruction of the DR procedures: created at `start` for 60 s, then the
+/// DERStatus and DERSettings PUTs the procedure waits for while it runs.
+fn fixed_w_instruction(h: &mut Harness, tag: &str, hundredths_pct: i16, want_mode: u8) {
+    let statuses_before = der_statuses(h).len();
+    let settings_before = settings_modes_enabled(h).len();
+    let start = h.now_s() + 60;
+    h.server.update(|s| {
+        let mut c = Control::new(tag, start, 60);
+        c.fixed_w = Some(hundredths_pct);
+        s.fsas[0][0].controls.push(c);
+    });
+    let ok = run_until_each_second(h, 100, |h| {
+        der_statuses(h)[statuses_before..]
+            .iter()
+            .any(|(_, mode)| *mode == want_mode)
+            && settings_modes_enabled(h).len() > settings_before
+    });
+    assert!(
+        ok,
+        "{tag}: DERStatus with operationalModeStatus {want_mode} and a DERSettings PUT while it runs: {:?}",
+        der_statuses(h)
+    );
+    let put = h
+        .server
+        .requests_to("PUT", "/edev/1/der/1/ders")
+        .into_iter()
+        .skip(statuses_before)
+        .find(|r| r.body.contains(&format!("<value>{want_mode}</value>")))
+        .expect("the status PUT");
+    assert!(
+        put.at_ms >= (start - T0_S) as u64 * 1000,
+        "{tag}: the DRM is reported once the control runs, not before"
+    );
+    for m in &settings_modes_enabled(h)[settings_before..] {
+        assert_ne!(m & 0x80, 0, "{tag}: modesEnabled has opModFixedW (bit 7)");
+    }
+}
+
+/// The scripted server of the DR procedures: default control with the site's maximum
+/// import/export (so the instructions' effect shows), setGradW 27.
+fn dr_scenario() -> csip_server::Scenario {
+    let mut sc = scenario();
+    sc.fsas[0][0].default_exp_lim_w = Some(5000);
+    sc.fsas[0][0].default_imp_lim_w = Some(20_000);
+    sc
+}
+
+fn storage_config() -> csipd::csip::EngineConfig {
+    let mut config = engine_config();
+    config.nameplate.der_type = 81;
+    config.nameplate.can_limit_import = true;
+    config.nameplate.can_limit_load = true;
+    config
+}
+
+#[test]
+fn dra_01_device_category_and_fixed_w_declared() {
+    let mut sc = dr_scenario();
+    sc.preregistered = false;
+    let mut config = engine_config();
+    config.in_band_registration = true;
+    let mut h = Harness::new(config, sc);
+    assert!(run_until_each_second(&mut h, 60, |h| has(
+        &h.requests(),
+        "PUT",
+        "/edev/1/der/1/dercap"
+    )));
+    let requests = h.requests();
+    let post = requests
+        .iter()
+        .find(|r| r.method == "POST" && r.path == "/edev")
+        .expect("POST /edev");
+    let category = element_text(&post.body, "deviceCategory")
+        .and_then(|c| u32::from_str_radix(&c, 16).ok())
+        .expect("deviceCategory");
+    assert_ne!(
+        category & 0x03FF_FFFF,
+        0,
+        "a DeviceCategory bit: {category:08X}"
+    );
+    assert_eq!(category, 1 << 21, "photovoltaic system (DERType 4)");
+    let cap = &h.server.requests_to("PUT", "/edev/1/der/1/dercap")[0].body;
+    let modes = element_text(cap, "modesSupported")
+        .and_then(|m| u32::from_str_radix(&m, 16).ok())
+        .expect("modesSupported");
+    assert_ne!(modes & 0x80, 0, "opModFixedW (bit 7): {modes:08X}");
+    assert_der_reports_valid(&h.server);
+}
+
+#[test]
+fn dra_01_storage_is_combined_pv_and_storage_and_a_site_without_control_claims_no_fixed_w() {
+    let mut sc = dr_scenario();
+    sc.preregistered = false;
+    let mut config = storage_config();
+    config.in_band_registration = true;
+    let mut h = Harness::new(config, sc);
+    assert!(run_until_each_second(&mut h, 60, |h| has(
+        &h.requests(),
+        "POST",
+        "/edev"
+    )));
+    let post = h.server.requests_to("POST", "/edev")[0].body.clone();
+    assert_eq!(
+        element_text(&post, "deviceCategory").as_deref(),
+        Some("00800000"),
+        "bit 23, combined PV and storage"
+    );
+    // Nothing that can follow a setpoint: opModFixedW is not claimed.
+    let mut config = engine_config();
+    config.nameplate.can_limit_export = false;
+    config.nameplate.can_limit_generation = false;
+    let mut h = Harness::new(config, dr_scenario());
+    assert!(run_until_each_second(&mut h, 60, |h| has(
+        &h.requests(),
+        "PUT",
+        "/edev/1/der/1/dercap"
+    )));
+    let cap = &h.server.requests_to("PUT", "/edev/1/der/1/dercap")[0].body;
+    let modes = element_text(cap, "modesSupported")
+        .and_then(|m| u32::from_str_radix(&m, 16).ok())
+        .expect("modesSupported");
+    assert_eq!(modes & 0x80, 0, "{modes:08X}");
+}
+
+#[test]
+fn dra_02_disconnect_instruction_is_drm0() {
+    let mut h = Harness::start(dr_scenario());
+    h.site.inverters[0].active_power_w = Some(3000.0);
+    assert!(run_until_each_second(&mut h, 30, |h| !der_statuses(h).is_empty()));
+    let now = h.now_s();
+    h.server.update(|s| {
+        let mut c = Control::new("DERC1", now, 60);
+        c.connect = Some(false);
+        s.fsas[0][0].controls.push(c);
+    });
+    assert!(run_until_each_second(&mut h, 30, |h| der_statuses(h).len() >= 2));
+    assert_eq!(der_statuses(&h)[1], (0, 100), "disconnected, DRM0");
+    assert_eq!(applied(&h, None).0, 0.0, "the inverter is switched to 0 %");
+    assert!(run_until_each_second(&mut h, 90, |h| der_statuses(h).len() >= 3));
+    assert_eq!(der_statuses(&h)[2], (0b111, 2), "back after the control");
+    assert_der_reports_valid(&h.server);
+}
+
+#[test]
+fn drg_01_generation_operational_instructions() {
+    let mut h = Harness::start(dr_scenario());
+    h.site.inverters[0].active_power_w = Some(4500.0);
+    assert!(run_until_each_second(&mut h, 30, |h| !der_statuses(h).is_empty()));
+    fixed_w_instruction(&mut h, "DERC1", 7500, 107);
+    assert_eq!(
+        applied(&h, None),
+        (75.0, None),
+        "75 % of setMaxW as WMaxLimPct"
+    );
+    assert!(run_until_each_second(&mut h, 100, |h| der_statuses(h)
+        .last()
+        == Some(&(0b111, 2))));
+    fixed_w_instruction(&mut h, "DERC2", 5000, 106);
+    assert_eq!(applied(&h, None).0, 50.0);
+    assert!(run_until_each_second(&mut h, 100, |h| der_statuses(h)
+        .last()
+        == Some(&(0b111, 2))));
+    // After the controls: uncapped again.
+    assert_eq!(applied(&h, None).0, 100.0);
+    assert_der_reports_valid(&h.server);
+}
+
+#[test]
+fn drl_01_load_operational_instructions() {
+    let mut h = Harness::new(storage_config(), dr_scenario());
+    h.site.inverters[0].active_power_w = Some(4500.0);
+    assert!(run_until_each_second(&mut h, 30, |h| !der_statuses(h).is_empty()));
+    let max_charge = Some(4000.0);
+    fixed_w_instruction(&mut h, "DERC1", -7500, 103);
+    assert_eq!(
+        applied(&h, max_charge),
+        (0.0, Some(3000.0)),
+        "charge ≤ 75 %, no generation"
+    );
+    fixed_w_instruction(&mut h, "DERC2", -5000, 102);
+    assert_eq!(applied(&h, max_charge).1, Some(2000.0));
+    fixed_w_instruction(&mut h, "DERC3", -1, 101);
+    let (_, charge) = applied(&h, max_charge);
+    assert!(
+        charge.is_some_and(|w| w < 1.0),
+        "DRM1: no consumption, {charge:?}"
+    );
+    fixed_w_instruction(&mut h, "DERC4", -10_000, 104);
+    assert_eq!(
+        applied(&h, max_charge),
+        (0.0, Some(4000.0)),
+        "DRM4: charge uncapped"
+    );
+    assert!(run_until_each_second(&mut h, 100, |h| der_statuses(h)
+        .last()
+        .is_some_and(|s| s.1 < 100)));
+    assert_der_reports_valid(&h.server);
+}
+
+#[test]
+fn drd_01_dred_operational_instruction_response() {
+    let mut h = Harness::new(storage_config(), dr_scenario());
+    h.site.inverters[0].active_power_w = Some(4500.0);
+    assert!(run_until_each_second(&mut h, 30, |h| !der_statuses(h).is_empty()));
+    let now = h.now_s();
+    h.server.update(|s| {
+        let mut c = Control::new("DERC1", now, 60);
+        c.connect = Some(false);
+        s.fsas[0][0].controls.push(c);
+    });
+    assert!(run_until_each_second(&mut h, 30, |h| der_statuses(h)
+        .last()
+        == Some(&(0, 100))));
+    assert!(run_until_each_second(&mut h, 100, |h| der_statuses(h)
+        .last()
+        .is_some_and(|s| s.1 < 100)));
+    // DRM3, 2, 1, 4, 7, 6, 5, 8 in the procedure's order.
+    for (tag, pct, mode) in [
+        ("DERC2", -7500, 103),
+        ("DERC3", -5000, 102),
+        ("DERC4", -1, 101),
+        ("DERC5", -10_000, 104),
+        ("DERC6", 7500, 107),
+        ("DERC7", 5000, 106),
+        ("DERC8", 0, 105),
+        ("DERC9", 10_000, 108),
+    ] {
+        fixed_w_instruction(&mut h, tag, pct, mode);
+    }
+    assert_eq!(
+        applied(&h, Some(4000.0)),
+        (100.0, Some(0.0)),
+        "DRM8: generate, no charging"
+    );
+    assert_der_reports_valid(&h.server);
 }

@@ -141,6 +141,8 @@ fn pysunspec2_client_reads_and_controls_the_simulator() {
             // report the limit once pysunspec2 has written it, then keep serving (the
             // thread ends with the test process)
             loop {
+                // sleep-ok: a poll interval (the simulator has no change notification);
+                // the test waits for the limit with a 30 s deadline (recv_timeout).
                 smol::Timer::after(Duration::from_millis(20)).await;
                 if let Some(p) = probe.limit_pct() {
                     tx.send(p as u16).expect("send limit");

@@ -553,3 +553,118 @@ fn modbus_scan_command_reports_devices() {
     );
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// A model 103 inverter with volt-var (126) and volt-watt (132), two curves each (the
+/// first read-only, as inverters keep their factory curve), four points per curve.
+fn curve_inverter(unit: u8, base: u16) -> serde_json::Value {
+    let curves = |extra: serde_json::Value| {
+        let mut v = json!({"ActCrv": 1, "ModEna": 0, "WinTms": 0, "RvrtTms": 0, "RmpTms": 0,
+                           "NCrv": 2, "NPt": 4, "V_SF": -1, "DeptRef_SF": 0, "RmpIncDec_SF": 0,
+                           "curve[0].ActPt": 2, "curve[0].DeptRef": 2, "curve[0].ReadOnly": 1,
+                           "curve[1].ReadOnly": 0});
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        v
+    };
+    json!({"unit": unit, "base": base, "models": [
+        {"id": 1, "values": {"Mn": "Curve Co", "Md": "CV-5"}},
+        {"id": 103, "values": {"W": 3000, "W_SF": 0, "Hz": 5000, "Hz_SF": -2, "PhVphA": 2400,
+                               "V_SF": -1, "St": 4}},
+        {"id": 126, "values": curves(json!({"curve[0].V1": 900, "curve[0].VAr1": 30}))},
+        {"id": 132, "values": curves(json!({"curve[0].V1": 1060, "curve[0].W1": 100}))}
+    ]})
+}
+
+#[test]
+fn volt_var_and_volt_watt_curves_are_written_to_models_126_and_132_and_read_back() {
+    use csipd::devices::curves::{Curve, CurveMode, CurvePoint};
+    let cfg = json!({"devices": [curve_inverter(1, 40000)]});
+    let peer = start_peer("curves", &cfg, None);
+    let points = |pts: &[(f64, f64)]| -> Vec<CurvePoint> {
+        pts.iter()
+            .map(|&(v_pct, y_pct)| CurvePoint { v_pct, y_pct })
+            .collect()
+    };
+    smol::block_on(async {
+        let mut dev = Device::new(tcp_bus(peer.port), DeviceParams::new("inv", 1));
+        dev.scan().await.expect("scan");
+        let m126 = *dev.map().unwrap().find(126).expect("126 scanned");
+        let m132 = *dev.map().unwrap().find(132).expect("132 scanned");
+        // 4-point volt-var: 90.4 % V → +44 % VArMax ... 110 % V → -60 % VArMax.
+        let volt_var = Curve {
+            mode: CurveMode::VoltVar,
+            points: points(&[(90.4, 44.0), (95.6, 0.0), (104.3, 0.0), (110.0, -60.0)]),
+            dept_ref: 2,
+        };
+        let state = dev.set_curve(&volt_var).await.expect("volt-var applied");
+        assert!(state.enabled);
+        assert_eq!(state.active_curve, 2);
+        assert_eq!(state.points.len(), 4);
+        // Volt-watt: full power up to 106 %, 20 % of WMax at 110 %.
+        let volt_watt = Curve {
+            mode: CurveMode::VoltWatt,
+            points: points(&[(106.0, 100.0), (110.0, 20.0)]),
+            dept_ref: 1,
+        };
+        dev.set_curve(&volt_watt).await.expect("volt-watt applied");
+        assert_eq!(dev.stats().writes_unconfirmed, 0);
+        // The peer saw exactly these writes: curve 2's ActPt, DeptRef and points in one
+        // write (12 + 54 registers in: the second curve), then ActCrv 2, then ModEna 1.
+        let writes: Vec<(u64, Vec<u64>)> = peer
+            .writes()
+            .iter()
+            .map(|w| {
+                (
+                    w["address"].as_u64().unwrap(),
+                    w["values"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.as_u64().unwrap())
+                        .collect(),
+                )
+            })
+            .collect();
+        let (a, b) = (u64::from(m126.start), u64::from(m132.start));
+        assert_eq!(
+            writes,
+            vec![
+                (
+                    a + 66,
+                    vec![4, 2, 904, 44, 956, 0, 1043, 0, 1100, 0x10000 - 60]
+                ),
+                (a + 2, vec![2]),
+                (a + 3, vec![1]),
+                (b + 66, vec![2, 1, 1060, 100, 1100, 20]),
+                (b + 2, vec![2]),
+                (b + 3, vec![1]),
+            ]
+        );
+        // The factory curve (curve 1) is untouched.
+        let regs = dev
+            .read_registers(m126.start, m126.total_len())
+            .await
+            .expect("read 126");
+        assert_eq!(&regs[12..16], &[2, 2, 900, 30]);
+    });
+    // An inverter without 126: the mode cannot be applied, and nothing is written.
+    let plain = start_peer(
+        "curves-none",
+        &json!({"devices": [int_inverter(1, 40000, 3000)]}),
+        None,
+    );
+    smol::block_on(async {
+        let mut dev = Device::new(tcp_bus(plain.port), DeviceParams::new("inv", 1));
+        let e = dev
+            .set_curve(&Curve {
+                mode: CurveMode::VoltVar,
+                points: points(&[(95.0, 10.0), (105.0, -10.0)]),
+                dept_ref: 2,
+            })
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("volt-var (126)"), "{e}");
+    });
+    assert!(plain.writes().is_empty());
+}

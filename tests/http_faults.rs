@@ -240,6 +240,8 @@ fn trickling_server() -> (Scripted, Arc<Mutex<Vec<usize>>>) {
             ),
         );
         for i in 0..n {
+            // sleep-ok: the peer's behaviour under test (a body trickled a byte at a time); the
+            // test waits for the client's timeout, not for this pace.
             std::thread::sleep(Duration::from_millis(100));
             if stream.write_all(b"x").is_err() {
                 record.lock().unwrap().push(i);

@@ -6,6 +6,8 @@
 //!
 //! Needs `mosquitto` and `mosquitto_sub` (tests/setup.d/60-mqtt.sh installs them).
 
+#[path = "support/ports.rs"]
+mod ports;
 mod runtime_common;
 #[path = "common/test_pki.rs"]
 mod test_pki;
@@ -13,7 +15,7 @@ mod test_pki;
 use runtime_common::*;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
@@ -22,13 +24,6 @@ use test_pki::{KeyPair, make_ca, make_leaf};
 
 /// Generous: the test machine is loaded.
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 fn tool(name: &str) -> &str {
     let found = Command::new(name)
@@ -57,12 +52,34 @@ struct Broker {
 }
 
 impl Broker {
-    fn start(dir: &Path, port: u16, pki: Option<&Pki>) -> Broker {
-        Broker::start_with(dir, port, pki, "allow_anonymous true\n")
+    /// mosquitto on a port of its own (it cannot bind port 0 and say which it got: a
+    /// port below the ephemeral range, another one if that is taken meanwhile).
+    fn start(dir: &Path, pki: Option<&Pki>) -> Broker {
+        Broker::start_with(dir, pki, "allow_anonymous true\n")
     }
 
     /// `auth`: the authentication lines of the listener.
-    fn start_with(dir: &Path, port: u16, pki: Option<&Pki>, auth: &str) -> Broker {
+    fn start_with(dir: &Path, pki: Option<&Pki>, auth: &str) -> Broker {
+        let mut taken = Vec::new();
+        for _ in 0..ports::BIND_ATTEMPTS {
+            match Broker::start_on(dir, ports::candidate(), pki, auth) {
+                Ok(broker) => return broker,
+                Err(port) => taken.push(port),
+            }
+        }
+        panic!("mosquitto found every port taken: {taken:?}")
+    }
+
+    /// mosquitto on `port` (anonymous clients allowed): for a broker that comes back
+    /// where csipd expects it. Panics if the port is taken.
+    fn restart_on(dir: &Path, port: u16) -> Broker {
+        Broker::start_on(dir, port, None, "allow_anonymous true\n")
+            .unwrap_or_else(|port| panic!("port {port} taken while the broker was down"))
+    }
+
+    /// Starts mosquitto on `port` and waits until it says it is running; `Err(port)`
+    /// when it could not bind it (taken).
+    fn start_on(dir: &Path, port: u16, pki: Option<&Pki>, auth: &str) -> Result<Broker, u16> {
         let conf = dir.join(format!("mosquitto-{port}.conf"));
         let log = dir.join(format!("mosquitto-{port}.log"));
         let mut text = format!(
@@ -86,16 +103,21 @@ impl Broker {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start mosquitto");
-        let deadline = Instant::now() + DEADLINE;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto not listening on {port}: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Broker { child, port, log }
+        let mut broker = Broker { child, port, log };
+        // "running" is logged once the listener is open; a failed bind exits instead.
+        // (A connect test would be fooled by whoever else took the port.)
+        let running = wait_until(DEADLINE, "mosquitto running", || {
+            let text = broker.log_text();
+            if text.contains(" running") {
+                return Ok(true);
+            }
+            match broker.child.try_wait() {
+                Ok(Some(_)) if ports::port_taken(&text) => Ok(false),
+                Ok(Some(status)) => panic!("mosquitto exited ({status}): {text}"),
+                _ => Err(text),
+            }
+        });
+        if running { Ok(broker) } else { Err(port) }
     }
 
     fn kill(&mut self) {
@@ -261,16 +283,6 @@ config mqtt 'broker'
     )
 }
 
-/// Simulated inverter and meter (`csipd demo --sim-only`) as UCI device sections.
-fn sim_devices() -> (Proc, String) {
-    let mut sim = spawn(&["demo", "--sim-only", "--seconds", "600"]);
-    let inverter = port_of(&sim.stdout_line("inverter: ", Duration::from_secs(30)));
-    let meter = port_of(&sim.stdout_line("meter: ", Duration::from_secs(10)));
-    let devices = uci_tcp_device("inv1", "inverter", &inverter, 1)
-        + &uci_tcp_device("meter", "meter", &meter, 1);
-    (sim, devices)
-}
-
 fn start_csipd(dir: &Path, name: &str, text: &str) -> (Proc, String) {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
@@ -280,8 +292,8 @@ fn start_csipd(dir: &Path, name: &str, text: &str) -> (Proc, String) {
 #[test]
 fn state_topics_and_discovery_are_published_and_the_last_will_follows_kill_9() {
     let dir = temp_dir("mqtt-topics");
-    let mut broker = Broker::start(&dir, free_port(), None);
-    let (_sim, devices) = sim_devices();
+    let mut broker = Broker::start(&dir, None);
+    let (_sim, devices) = sim_devices(600);
     let mqtt = format!("\toption url 'mqtt://127.0.0.1:{}'\n", broker.port);
     let (run, _url) = start_csipd(&dir, "csipd", &config_text(&dir, &mqtt, &devices));
     let mut sub = Sub::start(broker.port, None);
@@ -398,9 +410,9 @@ fn state_topics_and_discovery_are_published_and_the_last_will_follows_kill_9() {
 #[test]
 fn publishing_recovers_after_the_broker_restarts_and_never_stalls_control() {
     let dir = temp_dir("mqtt-restart");
-    let port = free_port();
-    let mut broker = Broker::start(&dir, port, None);
-    let (_sim, devices) = sim_devices();
+    let mut broker = Broker::start(&dir, None);
+    let port = broker.port;
+    let (_sim, devices) = sim_devices(600);
     let mqtt = format!("\toption url 'mqtt://127.0.0.1:{port}'\n");
     let (mut run, url) = start_csipd(&dir, "csipd", &config_text(&dir, &mqtt, &devices));
     let mut sub = Sub::start(port, None);
@@ -458,7 +470,7 @@ fn publishing_recovers_after_the_broker_restarts_and_never_stalls_control() {
     held.join().expect("black hole thread");
 
     // Back on the same port: csipd reconnects on its own and publishes everything again.
-    let broker = Broker::start(&dir, port, None);
+    let broker = Broker::restart_on(&dir, port);
     let mut sub = Sub::start(broker.port, None);
     sub.wait("online again", DEADLINE * 2, |m| {
         m.topic == "csipd/availability" && m.payload == "online"
@@ -483,7 +495,7 @@ fn mqtts_with_a_test_ca_and_client_certificate() {
     let server = make_leaf(&dir, &ca, "broker");
     let client = make_leaf(&dir, &ca, "csipd-client");
     let pki = Pki { ca, server, client };
-    let broker = Broker::start(&dir, free_port(), Some(&pki));
+    let broker = Broker::start(&dir, Some(&pki));
     let mqtt = format!(
         "\toption url 'mqtts://localhost:{}'\n\toption ca '{}'\n\toption cert '{}'\n\toption key \
          '{}'\n\toption base_topic 'csipd/tls'\n",
@@ -559,7 +571,7 @@ fn a_refused_password_is_reported_and_sighup_with_the_fixed_file_connects() {
         "allow_anonymous false\npassword_file {}\n",
         passwords.display()
     );
-    let broker = Broker::start_with(&dir, free_port(), None, &auth);
+    let broker = Broker::start_with(&dir, None, &auth);
     let secret = dir.join("mqtt.pass");
     std::fs::write(&secret, "wrong-one\n").unwrap();
     let mqtt = format!(

@@ -125,7 +125,8 @@ fn sim_report(report_url: &str, ca: &str) -> serde_json::Value {
     serde_json::from_slice(&r.body).expect("report is JSON")
 }
 
-/// Polls the report every 500 ms until `ok` holds; panics with the last one.
+/// Polls the report every 500 ms until `ok` holds (at least [`PATIENCE`]); panics with
+/// the last one.
 fn wait_for_report(
     report_url: &str,
     ca: &str,
@@ -133,18 +134,15 @@ fn wait_for_report(
     what: &str,
     ok: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let r = sim_report(report_url, ca);
-        if ok(&r) {
-            return r;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not seen within {timeout:?}; last report: {r:#}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_until_every(
+        timeout.max(PATIENCE),
+        Duration::from_millis(500),
+        what,
+        || {
+            let r = sim_report(report_url, ca);
+            if ok(&r) { Ok(r) } else { Err(r) }
+        },
+    )
 }
 
 fn has_response(r: &serde_json::Value, mrid: &str, status: u64) -> bool {

@@ -383,52 +383,6 @@ fn fresh_profile() -> PathBuf {
     profile
 }
 
-/// Headless Chromium with the flags of tests/status_common, killed (and the test failed)
-/// if it has not finished within 120 s: a view that never settles must not hang the run.
-fn chromium_with_deadline(profile: &Path, extra: &[&str], url: &str) -> String {
-    use std::io::Read;
-    let mut child = Command::new(status_common::chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=5000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(extra)
-        .arg(url)
-        .env("TZ", "UTC")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("chromium runs");
-    let mut stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        text
-    });
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "chromium failed on {url}");
-            break;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("chromium did not finish {url} within 120 s");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    reader.join().unwrap()
-}
-
 /// Runs headless Chromium on a harness page at `width` px; returns the DOM after the
 /// view rendered and its script ran (the page marks that with data-done).
 fn view_dom(
@@ -441,7 +395,7 @@ fn view_dom(
     h.set(read_only, script);
     let profile = fresh_profile();
     eprintln!("view {view} at {width} px");
-    let dom = chromium_with_deadline(
+    let dom = status_common::run_chromium(
         &profile,
         &["--dump-dom", &format!("--window-size={width},2400")],
         &format!("{}/view/{view}", h.url),
@@ -470,7 +424,7 @@ fn screenshot(
     let shot = dir.join(format!("{name}-{width}.png"));
     let _ = std::fs::remove_file(&shot);
     let profile = fresh_profile();
-    chromium_with_deadline(
+    status_common::run_chromium(
         &profile,
         &[
             &format!("--window-size={width},2000"),
@@ -511,43 +465,6 @@ fn export_summary_head(url: &str) -> String {
     let v = csipd::status::client::get_json(url, "/status").expect("demo answers /status");
     let line = v["summary"].as_str().unwrap_or("").to_string();
     line.split(" — ").next().unwrap_or("").to_string()
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("runs");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-fn openssl_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let key = dir.join(format!("{name}.key"));
-    let cert = dir.join(format!("{name}.pem"));
-    run_ok(Command::new("openssl").args([
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-days",
-        "3650",
-        "-subj",
-        &format!("/CN={name}"),
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-        "-keyout",
-        key.to_str().unwrap(),
-        "-out",
-        cert.to_str().unwrap(),
-    ]));
-    (key, cert)
 }
 
 /// Every view in headless Chromium against `csipd demo`, at desktop (1280 px) and phone
@@ -695,9 +612,9 @@ fn luci_views_in_chromium_against_csipd_demo() {
         "certificate-request",
     ));
     // The manufacturer signs it (`csipd cert sign`, MICA made by openssl).
-    let (mica_key, mica) = openssl_ca(&dir, "Test MICA");
+    let (mica_key, mica) = status_common::openssl_ca(&dir, "Test MICA");
     let signed = dir.join("signed.pem");
-    run_ok(Command::new(env!("CARGO_BIN_EXE_csipd")).args([
+    status_common::run_ok(Command::new(env!("CARGO_BIN_EXE_csipd")).args([
         "cert",
         "sign",
         "--ca-cert",
@@ -709,7 +626,7 @@ fn luci_views_in_chromium_against_csipd_demo() {
         "--out",
         signed.to_str().unwrap(),
     ]));
-    let (_, utility_ca) = openssl_ca(&dir, "Utility Root");
+    let (_, utility_ca) = status_common::openssl_ca(&dir, "Utility Root");
     let upload = format!(
         "document.getElementById('csipd-cert-text').value = {};
          document.getElementById('csipd-ca-text').value = {};
@@ -728,7 +645,7 @@ fn luci_views_in_chromium_against_csipd_demo() {
         "reloaded\n",
         "csipd reloaded once"
     );
-    let shown = run_ok(Command::new(env!("CARGO_BIN_EXE_csipd")).args([
+    let shown = status_common::run_ok(Command::new(env!("CARGO_BIN_EXE_csipd")).args([
         "cert",
         "show",
         "--cert",
@@ -747,8 +664,8 @@ fn luci_views_in_chromium_against_csipd_demo() {
             "The certificate is installed.",
             "data-field=\"Matches this router's key\">yes<",
             "✓ CN=site-0042 — valid until",
-            "✓ CN=Test MICA — valid until",
-            "data-field=\"Network operator CA bundle\">CN=Utility Root<",
+            "✓ CN=Test MICA, O=csipd test — valid until",
+            "data-field=\"Network operator CA bundle\">CN=Utility Root, O=csipd test<",
             "days left)",
         ] {
             assert!(

@@ -162,45 +162,6 @@ fn call_with_file(
     answer
 }
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("command runs");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-/// A CA made by the openssl command line (a real manufacturer CA stand-in): key and cert.
-fn openssl_ca(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf) {
-    let key = dir.join(format!("{name}.key"));
-    let cert = dir.join(format!("{name}.pem"));
-    run(Command::new("openssl").args([
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-days",
-        "3650",
-        "-subj",
-        &format!("/CN={name}/O=csipd test"),
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-        "-keyout",
-        key.to_str().unwrap(),
-        "-out",
-        cert.to_str().unwrap(),
-    ]));
-    (key, cert)
-}
-
 #[test]
 fn validate_checks_staged_changes_and_the_file_on_disk() {
     let dir = scratch("validate");
@@ -333,7 +294,7 @@ fn certificate_onboarding_from_request_to_installed_chain() {
     // The manufacturer step: `csipd cert sign` with a CA made by openssl.
     let (mica_key, mica) = openssl_ca(&dir, "Test MICA");
     let signed = dir.join("signed.pem");
-    run(Command::new(env!("CARGO_BIN_EXE_csipd")).args([
+    run_ok(Command::new(env!("CARGO_BIN_EXE_csipd")).args([
         "cert",
         "sign",
         "--ca-cert",
@@ -348,7 +309,7 @@ fn certificate_onboarding_from_request_to_installed_chain() {
         "20",
     ]));
     // openssl agrees the device certificate chains to the MICA.
-    let verified = run(Command::new("openssl").args([
+    let verified = run_ok(Command::new("openssl").args([
         "verify",
         "-CAfile",
         mica.to_str().unwrap(),
@@ -405,7 +366,7 @@ fn certificate_onboarding_from_request_to_installed_chain() {
         matches!(cert["days_left"].as_i64(), Some(19..=20)),
         "{cert}"
     );
-    let shown = run(Command::new(env!("CARGO_BIN_EXE_csipd")).args([
+    let shown = run_ok(Command::new(env!("CARGO_BIN_EXE_csipd")).args([
         "cert",
         "show",
         "--cert",

@@ -93,6 +93,7 @@ fn full_config_reads_every_value() {
     assert_eq!(s.profile, Profile::CsipAus);
     assert_eq!(s.csipaus_namespace, CsipAusNamespace::Default);
     assert!(!s.inband_registration && !s.tls_insecure_lab && !s.allow_plain_http);
+    assert!(!s.schema_2018);
     assert_eq!(config.limits.export_limit_w, Some(5000));
     assert_eq!(config.limits.import_limit_w, None);
     assert!(config.limits.connect);
@@ -410,6 +411,57 @@ fn server_identity_rules() {
     assert_eq!(config.server.registration_pin, Some(111115));
     assert_eq!(config.server.profile, Profile::Csip);
     assert_eq!(config.server.csipaus_namespace, CsipAusNamespace::V1_3);
+}
+
+#[test]
+fn schema_2018_is_a_checked_boolean_with_its_consequences_warned_about() {
+    let (config, warnings) = from_text(
+        &VALID.replace(
+            "option pen '37244'",
+            "option pen '37244'\n\toption schema_2018 '1'",
+        ),
+        "c",
+    )
+    .unwrap();
+    assert!(config.server.schema_2018);
+    let warnings: Vec<String> = warnings.iter().map(|d| d.to_string()).collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("schema_2018 '1': the nmi is not sent")),
+        "{warnings:?}"
+    );
+    let line = warnings
+        .iter()
+        .find(|w| w.contains("schema_2018"))
+        .and_then(|w| w.split(':').nth(1))
+        .and_then(|n| n.parse::<usize>().ok())
+        .expect("a FILE:LINE warning");
+    let text = VALID.replace(
+        "option pen '37244'",
+        "option pen '37244'\n\toption schema_2018 '1'",
+    );
+    assert!(text.lines().nth(line - 1).unwrap().contains("schema_2018"));
+    assert_eq!(
+        messages_with(
+            "option pen '37244'",
+            "option pen '37244'\n\toption schema_2018 'maybe'"
+        ),
+        [format!(
+            "c:{line}: error: option 'schema_2018' must be a boolean (1/0, yes/no, on/off, \
+             true/false), got \"maybe\""
+        )]
+    );
+    let with_ns = messages_with(
+        "option pen '37244'",
+        "option pen '37244'\n\toption schema_2018 'on'\n\toption csipaus_namespace 'v1.3'",
+    );
+    assert!(
+        with_ns
+            .iter()
+            .any(|w| w.contains("warning: csipaus_namespace has no effect with schema_2018")),
+        "{with_ns:?}"
+    );
 }
 
 #[test]
@@ -1178,5 +1230,55 @@ fn server_url_is_an_https_origin_and_dcap_url_wins_over_it() {
             .to_string()
             .starts_with("c:8: warning: server_url is ignored because dcap_url is set"),
         "{warnings:?}"
+    );
+}
+
+/// `notification_listen` / `notification_url` (subscriptions): both or neither, an
+/// address:port and an https URL, and the listener needs cert, key and ca.
+#[test]
+fn notification_options_go_together_and_are_checked() {
+    let ca_line = "option ca '/etc/csipd/ca.pem'";
+    let with = |extra: &str| VALID.replace(ca_line, &format!("{ca_line}\n\t{extra}"));
+    let both = with(
+        "option notification_listen '0.0.0.0:8443'\n\toption notification_url 'https://192.0.2.10:8443/notify'",
+    );
+    let (config, _) = from_text(&both, "c").expect("valid");
+    assert_eq!(
+        config.server.notification_listen,
+        Some("0.0.0.0:8443".parse().unwrap())
+    );
+    assert_eq!(
+        config.server.notification_url.as_deref(),
+        Some("https://192.0.2.10:8443/notify")
+    );
+    let errors = |text: &str| -> Vec<String> {
+        match from_text(text, "c") {
+            Ok((_, w)) => panic!("accepted: {w:?}"),
+            Err(all) => all
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .map(|d| d.to_string())
+                .collect(),
+        }
+    };
+    let e = errors(&with("option notification_listen '0.0.0.0:8443'"));
+    assert!(e[0].contains("notification_url is not"), "{e:?}");
+    let e = errors(&with("option notification_url 'https://192.0.2.10:8443/n'"));
+    assert!(e[0].contains("notification_listen is not"), "{e:?}");
+    let e = errors(&both.replace("0.0.0.0:8443'", "8443'"));
+    assert!(
+        e[0].contains("option 'notification_listen' must be address:port"),
+        "{e:?}"
+    );
+    let e = errors(&both.replace("https://192.0.2.10", "http://192.0.2.10"));
+    assert!(
+        e[0].contains("option 'notification_url' must be an https URL"),
+        "{e:?}"
+    );
+    let e = errors(&both.replace(&format!("\t{ca_line}\n"), "\n"));
+    assert!(
+        e.iter()
+            .any(|e| e.contains("notification_listen needs options cert, key")),
+        "{e:?}"
     );
 }

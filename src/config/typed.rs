@@ -153,6 +153,18 @@ pub struct ServerConfig {
     pub tls_insecure_lab: bool,
     /// Allow an `http://` dcap_url (no TLS). Lab use only. Default false.
     pub allow_plain_http: bool,
+    /// `schema_2018`: write every PUT/POST body in the plain IEEE 2030.5-2018 shape
+    /// (`sep2_schema_2018.xsd`, no csipaus extension elements, no ConnectionPoint PUT)
+    /// for servers that reject the CSIP-AUS extensions in what they are sent; csipaus
+    /// controls are still read. Default false.
+    pub schema_2018: bool,
+    /// `notification_listen`: address:port of csipd's mutual-TLS listener for 2030.5
+    /// Notifications (subscriptions, CSIP-AUS classes S-L/S-G). `None`: polling only.
+    pub notification_listen: Option<std::net::SocketAddr>,
+    /// `notification_url`: the notificationURI put in the Subscriptions, as the server
+    /// reaches the listener (`https://host:port/path`). Required with
+    /// `notification_listen`.
+    pub notification_url: Option<String>,
 }
 
 impl ServerConfig {
@@ -467,6 +479,9 @@ const SERVER_OPTIONS: &[&str] = &[
     "csipaus_namespace",
     "tls_insecure_lab",
     "allow_plain_http",
+    "schema_2018",
+    "notification_listen",
+    "notification_url",
 ];
 const LIMITS_OPTIONS: &[&str] = &[
     "export_limit_w",
@@ -1269,6 +1284,25 @@ fn read_server(checker: &mut Checker<'_>, section: Option<&Section>) -> ServerCo
             ],
         )
         .unwrap_or(CsipAusNamespace::Default);
+    let schema_2018 = r.bool("schema_2018", false);
+    if schema_2018 && r.is_set("csipaus_namespace") {
+        let pos = r.pos_of("csipaus_namespace");
+        r.checker.warning(
+            pos,
+            "csipaus_namespace has no effect with schema_2018 '1': no csipaus element is \
+             written"
+                .to_string(),
+        );
+    }
+    if schema_2018 && profile == Profile::CsipAus && nmi.is_some() {
+        let pos = r.pos_of("schema_2018");
+        r.checker.warning(
+            pos,
+            "schema_2018 '1': the nmi is not sent (the csipaus ConnectionPoint has no \
+             IEEE 2030.5-2018 shape)"
+                .to_string(),
+        );
+    }
     if profile == Profile::CsipAus && (dcap_url.is_some() || server_url.is_some()) && nmi.is_none()
     {
         let pos = r.pos_of("dcap_url");
@@ -1276,6 +1310,63 @@ fn read_server(checker: &mut Checker<'_>, section: Option<&Section>) -> ServerCo
             pos,
             "profile csip-aus without an nmi: the connection point id is not reported, and \
              utilities that match on it will not find this site"
+                .to_string(),
+        );
+    }
+    let notification_listen = match r.single("notification_listen") {
+        None => None,
+        Some((text, pos)) => match text.trim().parse::<std::net::SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                r.checker.error(
+                    pos,
+                    format!(
+                        "option 'notification_listen' must be address:port (e.g.                          '0.0.0.0:8443'), got \"{text}\""
+                    ),
+                );
+                None
+            }
+        },
+    };
+    let notification_url = match r.single("notification_url") {
+        None => None,
+        Some((text, pos)) => match url::Url::parse(text.trim()) {
+            Ok(u) if u.scheme() == "https" && u.host_str().is_some() => {
+                Some(text.trim().to_string())
+            }
+            _ => {
+                r.checker.error(
+                    pos,
+                    format!(
+                        "option 'notification_url' must be an https URL the server can reach                          csipd's notification listener at, got \"{text}\""
+                    ),
+                );
+                None
+            }
+        },
+    };
+    if notification_listen.is_some() != r.is_set("notification_url") {
+        let (pos, message) = if notification_listen.is_some() {
+            (
+                r.pos_of("notification_listen"),
+                "notification_listen is set but notification_url is not: the server needs the \
+                 URL to send notifications to",
+            )
+        } else {
+            (
+                r.pos_of("notification_url"),
+                "notification_url is set but notification_listen is not: nothing would receive \
+                 the notifications",
+            )
+        };
+        r.checker.error(pos, message.to_string());
+    }
+    if notification_listen.is_some() && (cert.is_none() || key.is_none() || ca.is_none()) {
+        let pos = r.pos_of("notification_listen");
+        r.checker.error(
+            pos,
+            "notification_listen needs options cert, key (the listener's identity) and ca (the \
+             CA the utility's client certificate is checked against)"
                 .to_string(),
         );
     }
@@ -1293,6 +1384,9 @@ fn read_server(checker: &mut Checker<'_>, section: Option<&Section>) -> ServerCo
         csipaus_namespace,
         tls_insecure_lab,
         allow_plain_http,
+        schema_2018,
+        notification_listen,
+        notification_url,
     }
 }
 

@@ -13,7 +13,7 @@ use super::step::{self, DeviceInput, Inputs, State};
 use super::tz::PosixTz;
 use crate::clock::Now;
 use crate::config::Config;
-use crate::sim::site::{PvProfile, SimInverter, Site};
+use crate::sim::site::{LoadStep, PvProfile, SimInverter, Site};
 
 const DT_MS: i64 = 100;
 
@@ -89,6 +89,7 @@ fn as_utility(limits: &MergedLimits) -> UtilityControls {
         generation_limit_w: limits.generation_limit_w.clone(),
         load_limit_w: limits.load_limit_w.clone(),
         max_lim_pct: None,
+        fixed_w_pct: None,
         connect: limits.connect.clone(),
         energize: limits.energize.clone(),
         set_grad_w: limits.set_grad_w,
@@ -981,4 +982,123 @@ config device 'pv1'
             started.elapsed()
         );
     }
+}
+
+/// Load steps of GEN-13 / LOA-13: 0 W, 20 % of the rating at 120 s, 10 % at 240 s, 0 W
+/// at 360 s.
+fn gen_loa_13_load_steps(site: &mut Site, rating_w: f64) {
+    site.load_steps = vec![
+        LoadStep {
+            at_s: 120.0,
+            load_w: 0.2 * rating_w,
+        },
+        LoadStep {
+            at_s: 240.0,
+            load_w: 0.1 * rating_w,
+        },
+        LoadStep {
+            at_s: 360.0,
+            load_w: 0.0,
+        },
+    ];
+}
+
+/// GEN-13 (tracking an export limit through a variable load): 10 kW of PV under an
+/// export limit of 20 % of its rating (2 kW) while the load steps 0 → 2 kW → 1 kW → 0.
+/// Generation follows the load: export stays at the limit (never above it for more
+/// than 2 s, and within 10 % under it once settled) in every segment.
+#[test]
+fn gen_13_tracking_export_limit_through_variable_load() {
+    let (mut site, params) = pv_site(0.0, &[5000.0, 5000.0], 5000.0, 0.5);
+    gen_loa_13_load_steps(&mut site, 10_000.0);
+    site.settle();
+    let mut h = Harness::new(site, params);
+    let limit_w = 2000.0;
+    h.run_until(480.0, &export_limit(limit_w));
+    assert!(longest_excess_s(&h.trace, 15_000, limit_w) < 2.0);
+    for (from_s, to_s, load_w) in [
+        (15.0, 120.0, 0.0),
+        (135.0, 240.0, 2000.0),
+        (255.0, 360.0, 1000.0),
+        (375.0, 480.0, 0.0),
+    ] {
+        for s in h
+            .trace
+            .iter()
+            .filter(|s| s.t_ms as f64 >= from_s * 1000.0 && (s.t_ms as f64) < to_s * 1000.0)
+        {
+            assert!(
+                s.export_w >= 0.9 * limit_w - 100.0,
+                "load {load_w} W: export {} W at {} ms fell away from the limit",
+                s.export_w,
+                s.t_ms
+            );
+        }
+    }
+    // With 2 kW of load the inverters produce about 4 kW.
+    let at_200 = h.trace.iter().find(|s| s.t_ms == 200_000).expect("t=200 s");
+    let out: f64 = at_200.outputs_w.iter().sum();
+    assert!((3600.0..=4100.0).contains(&out), "output {out} W");
+}
+
+/// LOA-13 (tracking an import limit through a variable load): a 5 kW battery that
+/// wants to charge at full rate under an import limit of 20 % (1 kW) while the load
+/// steps 0 → 1 kW → 500 W → 0. The charge follows the load: import never above the
+/// limit (plus the harness's tolerance) once settled, and the battery takes what the
+/// load leaves.
+#[test]
+fn loa_13_tracking_import_limit_through_variable_load() {
+    let mut site = Site::new(0.0, vec![SimInverter::battery(5000.0, 5000.0, 0.25)]);
+    gen_loa_13_load_steps(&mut site, 5000.0);
+    site.settle();
+    let params = ControllerParams::new(
+        vec![InverterParams {
+            name: "battery".into(),
+            rating_w: 5000.0,
+            max_charge_w: Some(5000.0),
+        }],
+        1500.0,
+    );
+    let mut h = Harness::new(site, params);
+    let limit_w = 1000.0;
+    let limits = MergedLimits {
+        import_limit_w: Some(fixed("import_limit_w", limit_w)),
+        ..Default::default()
+    };
+    let mut worst_after_settle = f64::MIN;
+    for step_s in 1..=480 {
+        h.run_until(f64::from(step_s), &limits);
+        let settled = ![0, 120, 240, 360]
+            .iter()
+            .any(|&t| step_s >= t && step_s < t + 15);
+        if settled {
+            worst_after_settle = worst_after_settle.max(h.site.meter_site_w());
+        }
+        if step_s == 200 {
+            // 1 kW of load: no room left to charge.
+            let charging: f64 = h
+                .site
+                .inverters
+                .iter()
+                .map(|i| (-i.output_w).max(0.0))
+                .sum();
+            assert!(charging < 150.0, "charging {charging} W at the limit");
+        }
+        if step_s == 100 || step_s == 450 {
+            let charging: f64 = h
+                .site
+                .inverters
+                .iter()
+                .map(|i| (-i.output_w).max(0.0))
+                .sum();
+            assert!(
+                charging > 750.0,
+                "the battery takes what the load leaves: {charging} W"
+            );
+        }
+    }
+    assert!(
+        worst_after_settle <= limit_w + (0.02 * limit_w).max(100.0),
+        "import {worst_after_settle} W above the limit once settled"
+    );
 }

@@ -147,6 +147,11 @@ pub struct UtilityControls {
     /// opModMaxLimW as a percentage of setMaxW (2030.5 sends hundredths of a percent:
     /// divide by 100). Merged into the generation limit using `MergeInputs::total_set_max_w`.
     pub max_lim_pct: Option<Sourced<f64>>,
+    /// opModFixedW as a signed percentage (2030.5 sends hundredths): positive is a share
+    /// of setMaxW to generate (or discharge), negative a share of the storage's maximum
+    /// charge rate to consume. csipd can only cap, so the merge makes it a generation cap
+    /// and a charge cap (the AS/NZS 4755 demand response modes are "at most" levels).
+    pub fixed_w_pct: Option<Sourced<f64>>,
     /// opModConnect: false = disconnect the DER.
     pub connect: Option<Sourced<bool>>,
     /// opModEnergize: false = de-energize (output zero).
@@ -193,6 +198,14 @@ impl UtilityControls {
                 )),
                 _ => None,
             });
+        let fixed_w_pct = active.get(ControlMode::FixedW).and_then(|a| match a.value {
+            ModeValue::SignedHundredthsPct(p) => Some(Sourced::new(
+                f64::from(p) / 100.0,
+                source(&a.source),
+                a.until_s,
+            )),
+            _ => None,
+        });
         let (set_grad_w, ramp_tms) = match ramp {
             schedule::Ramp::TimeHundredthsS(t) => (None, Some(t)),
             schedule::Ramp::GradientHundredthsPctPerS(g) => (Some(g), None),
@@ -204,6 +217,7 @@ impl UtilityControls {
             generation_limit_w: limit(ControlMode::GenLimW),
             load_limit_w: limit(ControlMode::LoadLimW),
             max_lim_pct,
+            fixed_w_pct,
             connect: flag(ControlMode::Connect),
             energize: flag(ControlMode::Energize),
             set_grad_w,
@@ -269,6 +283,9 @@ pub struct MergeInputs<'a> {
     pub price: Option<FeedInPrice>,
     /// Sum of the controlled inverters' setMaxW, to turn opModMaxLimW into watts.
     pub total_set_max_w: f64,
+    /// Sum of the storage's maximum charge rates (setMaxChargeRateW), to turn a negative
+    /// opModFixedW into watts; 0 without storage.
+    pub total_max_charge_w: f64,
 }
 
 /// The merged limits per mode, each with its provenance.
@@ -404,6 +421,7 @@ pub fn merge(inputs: &MergeInputs<'_>, tz: &PosixTz, now_s: i64) -> MergedLimits
             )),
         );
     }
+    let (fixed_w_generation, fixed_w_charge) = fixed_w_caps(u.fixed_w_pct.as_ref(), inputs);
     MergedLimits {
         export_limit_w: export.map(non_negative),
         import_limit_w: tighter(
@@ -416,27 +434,62 @@ pub fn merge(inputs: &MergeInputs<'_>, tz: &PosixTz, now_s: i64) -> MergedLimits
                 u.generation_limit_w.clone(),
                 fixed(f.generation_limit_w, "generation_limit_w"),
             ),
-            u.max_lim_pct
-                .as_ref()
-                .filter(|_| inputs.total_set_max_w > 0.0)
-                .map(|pct| {
-                    Limit::new(
-                        pct.value / 100.0 * inputs.total_set_max_w,
-                        pct.source.clone(),
-                        pct.until_s,
-                    )
-                }),
+            tighter(
+                u.max_lim_pct
+                    .as_ref()
+                    .filter(|_| inputs.total_set_max_w > 0.0)
+                    .map(|pct| {
+                        Limit::new(
+                            pct.value / 100.0 * inputs.total_set_max_w,
+                            pct.source.clone(),
+                            pct.until_s,
+                        )
+                    }),
+                fixed_w_generation,
+            ),
         )
         .map(non_negative),
         load_limit_w: tighter(
-            u.load_limit_w.clone(),
-            fixed(f.load_limit_w, "load_limit_w"),
+            tighter(
+                u.load_limit_w.clone(),
+                fixed(f.load_limit_w, "load_limit_w"),
+            ),
+            fixed_w_charge,
         )
         .map(non_negative),
         connect: u.connect.clone(),
         energize: u.energize.clone(),
         set_grad_w: u.set_grad_w,
         ramp_tms: u.ramp_tms,
+    }
+}
+
+/// opModFixedW as the caps csipd can hold: a setpoint of p % ≥ 0 generates at most p % of
+/// the fleet's setMaxW and charges nothing; a setpoint of -p % charges at most p % of the
+/// storage's maximum charge rate and generates nothing. (The demand response modes the
+/// CSIP-AUS DR procedures send are AS/NZS 4755 "at most" levels; DRM4/DRM8, "increase",
+/// come as ±100 % and leave the DER uncapped in that direction.) A positive setpoint
+/// needs the fleet's rating; a negative one without storage leaves only the generation
+/// cap (the load cap shows as not enforced: no storage).
+fn fixed_w_caps(
+    fixed_w: Option<&Sourced<f64>>,
+    inputs: &MergeInputs<'_>,
+) -> (Option<Limit>, Option<Limit>) {
+    let Some(pct) = fixed_w.filter(|p| p.value.is_finite()) else {
+        return (None, None);
+    };
+    let limit = |w: f64| Some(Limit::new(w, pct.source.clone(), pct.until_s));
+    if pct.value >= 0.0 {
+        let generation = (inputs.total_set_max_w > 0.0)
+            .then(|| limit(pct.value.min(100.0) / 100.0 * inputs.total_set_max_w))
+            .flatten();
+        let charge = (inputs.total_max_charge_w > 0.0)
+            .then(|| limit(0.0))
+            .flatten();
+        (generation, charge)
+    } else {
+        let charge = limit((-pct.value).min(100.0) / 100.0 * inputs.total_max_charge_w);
+        (limit(0.0), charge)
     }
 }
 
@@ -505,6 +558,45 @@ mod tests {
         );
         assert_eq!(m.import_limit_w, None);
         assert_eq!(m.describe(&tz).len(), 2);
+    }
+
+    #[test]
+    fn fixed_w_becomes_a_generation_cap_and_a_charge_cap() {
+        let inputs = |pct: f64, max_charge_w: f64, gen_lim: Option<Limit>| MergeInputs {
+            utility: UtilityControls {
+                fixed_w_pct: Some(Sourced::new(
+                    pct,
+                    LimitSource::UtilityEvent { mrid: "DR".into() },
+                    Some(100),
+                )),
+                generation_limit_w: gen_lim,
+                ..UtilityControls::default()
+            },
+            total_set_max_w: 10_000.0,
+            total_max_charge_w: max_charge_w,
+            ..MergeInputs::default()
+        };
+        let tz = PosixTz::parse("UTC0").unwrap();
+        let w = |l: Option<Limit>| l.map(|l| l.value);
+        // +75 %: generate at most 7.5 kW, charge nothing.
+        let m = merge(&inputs(75.0, 4000.0, None), &tz, 0);
+        assert_eq!(w(m.generation_limit_w.clone()), Some(7500.0));
+        assert_eq!(w(m.load_limit_w), Some(0.0));
+        assert!(matches!(
+            m.generation_limit_w.unwrap().source,
+            LimitSource::UtilityEvent { .. }
+        ));
+        // A tighter generation limit still wins.
+        let m = merge(&inputs(75.0, 0.0, event(2000.0, "G", 100)), &tz, 0);
+        assert_eq!(w(m.generation_limit_w), Some(2000.0));
+        assert_eq!(w(m.load_limit_w), None, "no storage: no charge cap");
+        // -50 %: charge at most half the storage's rate, generate nothing.
+        let m = merge(&inputs(-50.0, 4000.0, None), &tz, 0);
+        assert_eq!(w(m.generation_limit_w), Some(0.0));
+        assert_eq!(w(m.load_limit_w), Some(2000.0));
+        // Out of range is clamped to 100 %.
+        let m = merge(&inputs(150.0, 0.0, None), &tz, 0);
+        assert_eq!(w(m.generation_limit_w), Some(10_000.0));
     }
 
     #[test]

@@ -307,6 +307,7 @@ pub fn step(state: &mut State, inputs: Inputs<'_>, now: Now) -> Outputs {
         price_rule: price_rule(cfg),
         price: inputs.price,
         total_set_max_w: total_rating_w,
+        total_max_charge_w: params.inverters.iter().filter_map(|i| i.max_charge_w).sum(),
     };
     let mut merged = limits::merge(&merge_inputs, inputs.tz, now_s + inputs.server_offset_s);
     owner_settings(&mut merged, cfg);

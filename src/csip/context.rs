@@ -247,6 +247,7 @@ pub enum Purpose {
     Mirror(super::mirror::Req),
     Response(super::response::Req),
     LogEvent(super::log_event::Req),
+    Subscription(super::subscription::Req),
     Pricing(super::pricing::Req),
 }
 
@@ -299,6 +300,8 @@ pub struct Ctx {
     next_id: u64,
     pub events: VecDeque<Event>,
     last_rediscovery_ms: Option<u64>,
+    /// How many walks from the top were started (subscriptions are made again after one).
+    pub rediscoveries: u64,
     /// When the server last answered anything (any HTTP status).
     last_answer_ms: Option<u64>,
 }
@@ -330,6 +333,7 @@ impl Ctx {
             next_id: 1,
             events: VecDeque::new(),
             last_rediscovery_ms: None,
+            rediscoveries: 0,
             last_answer_ms: None,
         }
     }
@@ -503,6 +507,7 @@ impl Ctx {
         }
         log::info!("csip: walking again from DeviceCapability ({why})");
         self.last_rediscovery_ms = Some(now_ms);
+        self.rediscoveries += 1;
         self.poller.all_soon(now_ms);
     }
 }

@@ -159,6 +159,7 @@ impl DerSet {
             return;
         };
         let backstop = ctx.config.report_backstop_s.max(60);
+        let dr = modes_supported(&self.nameplate) & MODE_FIXED_W != 0;
         for kind in ReportKind::ALL {
             let sending = self.sending[kind as usize];
             if sending.in_flight || ctx.now.mono_ms < sending.retry_at_ms {
@@ -184,7 +185,7 @@ impl DerSet {
                 }
                 ReportKind::Settings => continue,
                 ReportKind::Status => match &self.inverters {
-                    Some(inverters) => Report::Status(status(inverters, own, now_s)),
+                    Some(inverters) => Report::Status(status(inverters, own, dr, now_s)),
                     None => continue,
                 },
                 ReportKind::Availability => match &self.inverters {
@@ -194,6 +195,12 @@ impl DerSet {
             };
             let key = match &doc {
                 Report::Capability(d) => capability_key(d),
+                // A demand response control starting or ending sends DERSettings again
+                // (the DR procedures wait for a DERSettings PUT with opModFixedW
+                // enabled after each control).
+                Report::Settings(d) if dr => {
+                    format!("{}/{:?}", settings_key(d), own.demand_response_mode())
+                }
                 Report::Settings(d) => settings_key(d),
                 Report::Status(d) => {
                     fleet_status_key(d, self.inverters.as_deref().unwrap_or_default())
@@ -259,10 +266,22 @@ impl DerSet {
     }
 }
 
-/// DERControlType bits csipd can carry out through the inverters: opModConnect (2),
-/// opModEnergize (3) and opModMaxLimW (20). Nothing is claimed that the control layer
-/// does not do.
+/// DERControlType bits csipd can carry out through the inverters whatever the site:
+/// opModConnect (2), opModEnergize (3) and opModMaxLimW (20).
 pub const MODES_SUPPORTED: u32 = (1 << 2) | (1 << 3) | (1 << 20);
+
+/// DERControlType bit 7, opModFixedW (the CSIP-AUS demand response classes check it in
+/// DERCapability.modesSupported and DERSettings.modesEnabled).
+pub const MODE_FIXED_W: u32 = 1 << 7;
+
+/// The DERControlType bits this site can carry out: [`MODES_SUPPORTED`], plus
+/// opModFixedW where something can follow it (a controllable inverter caps its
+/// generation, a battery its charging; `control::limits` holds it as those caps).
+/// Nothing is claimed that the control layer does not do.
+pub fn modes_supported(nameplate: &Nameplate) -> u32 {
+    let fixed_w = nameplate.can_limit_generation || nameplate.can_limit_load;
+    MODES_SUPPORTED | if fixed_w { MODE_FIXED_W } else { 0 }
+}
 
 /// setGradW when the server's default control gives none: CSIP-AUS's default ramp of
 /// 0.27 %/s (hundredths of a percent per second).
@@ -313,7 +332,7 @@ fn scaled_i16(value: f64) -> (i16, i8) {
 /// DERCapability of the fleet.
 pub fn capability(nameplate: &Nameplate, csipaus: bool) -> DerCapability {
     DerCapability {
-        modes_supported: MODES_SUPPORTED,
+        modes_supported: modes_supported(nameplate),
         rtg_max_va: nameplate.rtg_max_va.map(unsigned_scaled),
         rtg_max_var: nameplate.rtg_max_var.map(reactive_power),
         rtg_max_var_neg: nameplate.rtg_max_var_neg.map(reactive_power),
@@ -329,7 +348,7 @@ pub fn capability(nameplate: &Nameplate, csipaus: bool) -> DerCapability {
 /// setGradW, which the harness checks is echoed here).
 pub fn settings(nameplate: &Nameplate, set_grad_w: u16, csipaus: bool, now_s: i64) -> DerSettings {
     DerSettings {
-        modes_enabled: Some(MODES_SUPPORTED),
+        modes_enabled: Some(modes_supported(nameplate)),
         set_grad_w,
         set_max_va: nameplate.rtg_max_va.map(unsigned_scaled),
         set_max_var: nameplate.rtg_max_var.map(reactive_power),
@@ -351,6 +370,8 @@ pub struct OwnActions {
     pub disconnected: bool,
     /// opModEnergize false in force: the DER ceases to energize.
     pub deenergised: bool,
+    /// opModFixedW in force, hundredths of a percent (negative: charge / consume).
+    pub fixed_w_hundredths_pct: Option<i16>,
 }
 
 impl OwnActions {
@@ -365,7 +386,35 @@ impl OwnActions {
         OwnActions {
             disconnected: off(ControlMode::Connect),
             deenergised: off(ControlMode::Energize),
+            fixed_w_hundredths_pct: active.get(ControlMode::FixedW).and_then(|v| match v.value {
+                ModeValue::SignedHundredthsPct(p) => Some(p),
+                _ => None,
+            }),
         }
+    }
+
+    /// The AS/NZS 4755 demand response mode (DRM 0-8) csipd's controls put the DER in,
+    /// as the CSIP-AUS DR procedures (DRA-02, DRD-01, DRG-01, DRL-01) expect it from
+    /// the control: a disconnect is DRM0; opModFixedW 0 is DRM5 (no generation), up to
+    /// 50 % DRM6, up to 75 % DRM7, above DRM8 (increase generation); below zero, down
+    /// to -50 % is DRM1 (no consumption; the procedures send -0.01 %), down to -75 %
+    /// DRM2, down to -100 % (exclusive) DRM3, -100 % DRM4 (increase consumption).
+    /// `None` when no such control is in force.
+    pub fn demand_response_mode(self) -> Option<u8> {
+        if self.disconnected {
+            return Some(0);
+        }
+        let pct = self.fixed_w_hundredths_pct?;
+        Some(match pct {
+            0 => 5,
+            1..=5_000 => 6,
+            5_001..=7_500 => 7,
+            7_501.. => 8,
+            -4_999..=-1 => 1,
+            -7_499..=-5_000 => 2,
+            -9_999..=-7_500 => 3,
+            _ => 4,
+        })
     }
 }
 
@@ -403,7 +452,21 @@ pub fn operational_mode(inverters: &[InverterState], own: OwnActions) -> u8 {
     }
 }
 
-pub fn status(inverters: &[InverterState], own: OwnActions, now_s: i64) -> DerStatus {
+/// DERStatus of the fleet. On a site that declares opModFixedW (`demand_response`), a
+/// demand response control in force is reported as operationalModeStatus 100 + its
+/// DRM (the values the CSIP-AUS DR procedures check; 2030.5 reserves them for such
+/// profile use); otherwise operationalModeStatus is [`operational_mode`].
+pub fn status(
+    inverters: &[InverterState],
+    own: OwnActions,
+    demand_response: bool,
+    now_s: i64,
+) -> DerStatus {
+    let mode = own
+        .demand_response_mode()
+        .filter(|_| demand_response)
+        .map(|drm| 100 + drm)
+        .unwrap_or_else(|| operational_mode(inverters, own));
     DerStatus {
         gen_connect_status: Some(StatusValue {
             date_time: now_s,
@@ -411,7 +474,7 @@ pub fn status(inverters: &[InverterState], own: OwnActions, now_s: i64) -> DerSt
         }),
         operational_mode_status: Some(StatusValue {
             date_time: now_s,
-            value: operational_mode(inverters, own),
+            value: mode,
         }),
         reading_time: now_s,
         ..DerStatus::default()
@@ -600,7 +663,7 @@ mod tests {
         assert_eq!(operational_mode(&all_off, none), 1);
         // ...but a change of any one DER is a change of the report
         let both_on = [inverter(true, true), inverter(true, true)];
-        let key = |inv: &[InverterState]| fleet_status_key(&status(inv, none, 0), inv);
+        let key = |inv: &[InverterState]| fleet_status_key(&status(inv, none, false, 0), inv);
         assert_ne!(key(&both_on), key(&one_off));
         assert_eq!(
             availability(&one_off, 0).stat_w_avail.map(|p| p.watts()),
@@ -635,17 +698,64 @@ mod tests {
     }
 
     #[test]
+    fn demand_response_modes_follow_the_as_nzs_4755_drms() {
+        let fixed = |pct: i16| OwnActions {
+            fixed_w_hundredths_pct: Some(pct),
+            ..OwnActions::default()
+        };
+        // The values the DR procedures send (DRD-01), hundredths of a percent.
+        for (pct, drm) in [
+            (-7500, 3),
+            (-5000, 2),
+            (-1, 1),
+            (-10_000, 4),
+            (7500, 7),
+            (5000, 6),
+            (0, 5),
+            (10_000, 8),
+        ] {
+            assert_eq!(fixed(pct).demand_response_mode(), Some(drm), "{pct}");
+        }
+        assert_eq!(OwnActions::default().demand_response_mode(), None);
+        let disconnected = OwnActions {
+            disconnected: true,
+            ..fixed(7500)
+        };
+        assert_eq!(disconnected.demand_response_mode(), Some(0));
+        // Reported as 100 + DRM only on a site that declares opModFixedW.
+        let running = [inverter(true, true)];
+        let mode = |own, dr| {
+            status(&running, own, dr, 0)
+                .operational_mode_status
+                .map(|s| s.value)
+        };
+        assert_eq!(mode(fixed(5000), true), Some(106));
+        assert_eq!(mode(fixed(5000), false), Some(2));
+        assert_eq!(mode(OwnActions::default(), true), Some(2));
+        // Declared where a controllable inverter or battery can follow it.
+        assert_ne!(modes_supported(&nameplate()) & MODE_FIXED_W, 0);
+        let mut none = nameplate();
+        none.can_limit_generation = false;
+        none.can_limit_export = false;
+        assert_eq!(modes_supported(&none) & MODE_FIXED_W, 0);
+        assert_eq!(
+            settings(&none, 27, true, 0).modes_enabled,
+            Some(MODES_SUPPORTED)
+        );
+    }
+
+    #[test]
     fn reports_go_at_start_on_change_and_on_backstop() {
         let mut tracker = ReportTracker::default();
         let none = OwnActions::default();
-        let connected = status_key(&status(&[inverter(true, true)], none, 100));
+        let connected = status_key(&status(&[inverter(true, true)], none, false, 100));
         assert!(tracker.due(ReportKind::Status, &connected, 100, 300));
         tracker.accepted(ReportKind::Status, connected.clone(), 100);
         // same content later (timestamps differ): not due
-        let again = status_key(&status(&[inverter(true, true)], none, 150));
+        let again = status_key(&status(&[inverter(true, true)], none, false, 150));
         assert!(!tracker.due(ReportKind::Status, &again, 150, 300));
         // changed content: due
-        let off = status_key(&status(&[inverter(false, false)], none, 160));
+        let off = status_key(&status(&[inverter(false, false)], none, false, 160));
         assert!(tracker.due(ReportKind::Status, &off, 160, 300));
         // backstop
         assert!(tracker.due(ReportKind::Status, &again, 400, 300));

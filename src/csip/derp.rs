@@ -168,6 +168,7 @@ impl DerpSet {
             }
             if program.der_curve_list_link.is_none() {
                 state.curve_count = 0;
+                state.curves.clear();
             }
             states.push(state);
         }
@@ -350,7 +351,7 @@ impl DerpSet {
         }
     }
 
-    /// A page of a program's DERCurveList (counted; csipd runs no curve modes).
+    /// A page of a program's DERCurveList: kept whole, for [`curve_for`].
     pub fn handle_curves(
         &mut self,
         ctx: &mut Ctx,
@@ -360,16 +361,17 @@ impl DerpSet {
     ) {
         let kind = PollKind::DerCurveList;
         self.answered.insert(href.to_string());
-        let count = match answer {
-            Answer::Gone(_) => 0,
+        let curves = match answer {
+            Answer::Gone(_) => Vec::new(),
             answer => match next_page(ctx, href, kind, paged, answer, PollPart::Curves) {
-                Some(paged) => paged.items.len(),
+                Some(paged) => paged.items,
                 None => return,
             },
         };
         ctx.poll_ok(href, kind, None);
         for state in self.programs_linking(href, kind) {
-            state.curve_count = count;
+            state.curve_count = curves.len();
+            state.curves = curves.clone();
         }
     }
 
@@ -459,5 +461,160 @@ impl DerpSet {
             }
         }
         best.map(|(_, grad)| grad).unwrap_or(DEFAULT_SET_GRAD_W)
+    }
+}
+
+/// A DERCurveLink that does not lead to a curve csipd can put on an inverter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurveError {
+    /// The DERCurveLink's href.
+    pub href: String,
+    pub problem: String,
+}
+
+impl std::fmt::Display for CurveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DERCurve {}: {}", self.href, self.problem)
+    }
+}
+
+impl std::error::Error for CurveError {}
+
+/// Resolves a control's `opModVoltVar` / `opModVoltWatt` DERCurveLink (`href`) in the
+/// program's DERCurveList (`curves`, matched by the curve's href, as the server links
+/// it) into the curve to put on the inverters (IEEE 2030.5 DERControlBase: x is an
+/// effective percent voltage, times vRef / 10000 when the curve has a vRef; y a
+/// percentage of the `yRefType` quantity). Errors name the curve and why: not in the
+/// list, the wrong curveType (11 volt-var, 12 volt-watt), a yRefType the mode does not
+/// allow (volt-var: %setMaxW, %setMaxVar, %statVarAvail; volt-watt: %setMaxW,
+/// %statWAvail), no points.
+pub fn curve_for(
+    mode: crate::devices::curves::CurveMode,
+    href: &str,
+    curves: &[DerCurve],
+) -> Result<crate::devices::curves::Curve, CurveError> {
+    use crate::devices::curves::{Curve, CurveMode, CurvePoint};
+    let err = |problem: String| CurveError {
+        href: href.to_string(),
+        problem,
+    };
+    let path = super::context::href_path(href);
+    let curve = curves
+        .iter()
+        .find(|c| {
+            c.href
+                .as_deref()
+                .is_some_and(|h| super::context::href_path(h) == path)
+        })
+        .ok_or_else(|| err("not in the program's DERCurveList".into()))?;
+    let (curve_type, dept_ref) = match mode {
+        CurveMode::VoltVar => (
+            11,
+            match curve.y_ref_type {
+                1 => Some(1), // %setMaxW → SunSpec %WMax
+                2 => Some(2), // %setMaxVar → %VArMax
+                3 => Some(3), // %statVarAvail → %VArAval
+                _ => None,
+            },
+        ),
+        CurveMode::VoltWatt => (
+            12,
+            match curve.y_ref_type {
+                1 => Some(1), // %setMaxW → %WMax
+                7 => Some(2), // %statWAvail → %WAval
+                _ => None,
+            },
+        ),
+    };
+    if curve.curve_type != curve_type {
+        return Err(err(format!(
+            "curveType {} where {curve_type} was linked",
+            curve.curve_type
+        )));
+    }
+    let dept_ref = dept_ref.ok_or_else(|| {
+        err(format!(
+            "yRefType {} is not allowed for this mode",
+            curve.y_ref_type
+        ))
+    })?;
+    if curve.curve_data.is_empty() {
+        return Err(err("no CurveData".into()));
+    }
+    let x_scale = 10f64.powi(i32::from(curve.x_multiplier))
+        * curve.v_ref.map_or(1.0, |v| f64::from(v) / 10_000.0);
+    let y_scale = 10f64.powi(i32::from(curve.y_multiplier));
+    Ok(Curve {
+        mode,
+        points: curve
+            .curve_data
+            .iter()
+            .map(|d| CurvePoint {
+                v_pct: f64::from(d.xvalue) * x_scale,
+                y_pct: f64::from(d.yvalue) * y_scale,
+            })
+            .collect(),
+        dept_ref,
+    })
+}
+
+#[cfg(test)]
+mod curve_tests {
+    use super::*;
+    use crate::devices::curves::CurveMode;
+    use crate::sep2::CurveData;
+
+    fn volt_var() -> DerCurve {
+        // A 4-point volt-var curve in the standard's terms: x in % of VRef with
+        // xMultiplier -1 (tenths), y in % of setMaxVar.
+        DerCurve {
+            href: Some("https://server/derp/1/dc/1".into()),
+            mrid: "C1".into(),
+            creation_time: 1,
+            curve_type: 11,
+            x_multiplier: -1,
+            y_multiplier: 0,
+            y_ref_type: 2,
+            curve_data: [(904, 44), (956, 0), (1043, 0), (1100, -60)]
+                .into_iter()
+                .map(|(x, y)| CurveData {
+                    excitation: None,
+                    xvalue: x,
+                    yvalue: y,
+                })
+                .collect(),
+            ..DerCurve::default()
+        }
+    }
+
+    #[test]
+    fn a_volt_var_curve_is_found_by_its_href_and_scaled() {
+        let curve = curve_for(CurveMode::VoltVar, "/derp/1/dc/1", &[volt_var()]).unwrap();
+        assert_eq!(curve.dept_ref, 2);
+        let v: Vec<f64> = curve.points.iter().map(|p| p.v_pct).collect();
+        assert!(
+            v.iter()
+                .zip([90.4, 95.6, 104.3, 110.0])
+                .all(|(a, b)| (a - b).abs() < 1e-9),
+            "{v:?}"
+        );
+        assert_eq!(curve.points[3].y_pct, -60.0);
+        // vRef scales x: 9900 = 99 %.
+        let mut with_ref = volt_var();
+        with_ref.v_ref = Some(9900);
+        let curve = curve_for(CurveMode::VoltVar, "/derp/1/dc/1", &[with_ref]).unwrap();
+        assert!((curve.points[3].v_pct - 108.9).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_link_that_leads_nowhere_useful_says_why() {
+        let e = curve_for(CurveMode::VoltVar, "/derp/1/dc/9", &[volt_var()]).unwrap_err();
+        assert!(e.to_string().contains("/derp/1/dc/9: not in"), "{e}");
+        let e = curve_for(CurveMode::VoltWatt, "/derp/1/dc/1", &[volt_var()]).unwrap_err();
+        assert!(e.to_string().contains("curveType 11 where 12"), "{e}");
+        let mut bad_ref = volt_var();
+        bad_ref.y_ref_type = 7;
+        let e = curve_for(CurveMode::VoltVar, "/derp/1/dc/1", &[bad_ref]).unwrap_err();
+        assert!(e.to_string().contains("yRefType 7"), "{e}");
     }
 }

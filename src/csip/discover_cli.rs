@@ -58,6 +58,7 @@ impl EngineConfig {
             pen: server.pen.unwrap_or(0),
             csipaus: server.profile == Profile::CsipAus,
             csipaus_v1_3: server.csipaus_namespace == CsipAusNamespace::V1_3,
+            schema_2018: server.schema_2018,
             nameplate: Nameplate {
                 rtg_max_w: rated(DeviceRole::Inverter) + rated(DeviceRole::Storage),
                 rtg_max_va: None,
@@ -75,6 +76,9 @@ impl EngineConfig {
             default_post_rate_s: 300,
             reading_buffer_intervals: 288,
             rng_seed: sfdi,
+            notification_uri: server
+                .notification_listen
+                .and(server.notification_url.clone()),
         })
     }
 }
@@ -471,6 +475,7 @@ mod config_tests {
             readings_dropped: 0,
             readings_posted: 17,
             responses_pending: 0,
+            log_events: Default::default(),
             last_error: Some("PIN mismatch".into()),
             csipaus_version: Some("v1.3"),
             prices: Vec::new(),

@@ -19,6 +19,9 @@ pub struct ProgramState {
     pub controls: Vec<DerControl>,
     pub default_control: Option<DefaultDerControl>,
     pub curve_count: usize,
+    /// The program's DERCurveList as last read (what `opModVoltVar` and the other
+    /// DERCurveLinks point into; see [`super::derp::curve_for`]).
+    pub curves: Vec<crate::sep2::DerCurve>,
 }
 
 /// One FunctionSetAssignments.
@@ -121,6 +124,7 @@ pub fn control_set(base: &DerControlBase) -> schedule::ControlSet {
         connect: base.op_mod_connect,
         energize: base.op_mod_energize,
         max_lim_hundredths_pct: base.op_mod_max_lim_w,
+        fixed_w_hundredths_pct: base.op_mod_fixed_w,
     }
 }
 
@@ -221,6 +225,7 @@ mod tests {
                     ..DefaultDerControl::default()
                 }),
                 curve_count: 0,
+                curves: Vec::new(),
             }],
         );
         let (programs, events) = tree.schedule_input();

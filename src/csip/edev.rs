@@ -34,6 +34,7 @@ pub struct EdevLinks {
     pub fsa_list: Option<String>,
     pub der_list: Option<String>,
     pub log_event_list: Option<String>,
+    pub subscription_list: Option<String>,
 }
 
 /// The state of the Registration check.
@@ -127,8 +128,12 @@ impl EdevSet {
                 Some(self.adopt(ctx, own, own_href))
             }
             _ if register => {
-                let body =
-                    registration_request(&ctx.config.lfdi, ctx.config.sfdi, ctx.server_now_s());
+                let body = registration_request(
+                    &ctx.config.lfdi,
+                    ctx.config.sfdi,
+                    ctx.config.nameplate.device_category(),
+                    ctx.server_now_s(),
+                );
                 match ctx.write(&body) {
                     Ok(xml) => {
                         self.posted_registration = true;
@@ -191,6 +196,7 @@ impl EdevSet {
                 .map(|l| l.href.clone()),
             der_list: own.der_list_link.as_ref().map(|l| l.href.clone()),
             log_event_list: own.log_event_list_link.as_ref().map(|l| l.href.clone()),
+            subscription_list: own.subscription_list_link.as_ref().map(|l| l.href.clone()),
         };
         self.own_href = own_href.or_else(|| own.href.clone());
         self.own = Some(own);
@@ -328,6 +334,7 @@ impl EdevSet {
     pub fn flush(&mut self, ctx: &mut Ctx) {
         if !ctx.writable()
             || !ctx.config.csipaus
+            || ctx.config.schema_2018
             || self.connection_point_sent
             || self.connection_point_in_flight
             || ctx.now.mono_ms < self.connection_point_retry_ms
@@ -373,9 +380,13 @@ pub fn find_own<'a>(devices: &'a [EndDevice], lfdi: &str, sfdi: u64) -> Option<&
         })
 }
 
-/// The EndDevice csipd POSTs for in-band registration.
-pub fn registration_request(lfdi: &str, sfdi: u64, now_s: i64) -> EndDevice {
-    EndDevice::for_registration(lfdi, sfdi, now_s)
+/// The EndDevice csipd POSTs for in-band registration, with its DeviceCategoryType
+/// bitmap (`device_category`, from [`super::Nameplate::device_category`]).
+pub fn registration_request(lfdi: &str, sfdi: u64, device_category: u32, now_s: i64) -> EndDevice {
+    EndDevice {
+        device_category: Some(device_category),
+        ..EndDevice::for_registration(lfdi, sfdi, now_s)
+    }
 }
 
 /// Result of comparing the server's Registration with the configured PIN.
@@ -463,7 +474,8 @@ mod tests {
 
     #[test]
     fn registration_request_uppercases_lfdi() {
-        let edev = registration_request("abcdef", 42, 1000);
+        let edev = registration_request("abcdef", 42, 1 << 21, 1000);
+        assert_eq!(edev.device_category, Some(1 << 21));
         assert_eq!(edev.lfdi.as_deref(), Some("ABCDEF"));
         assert_eq!((edev.sfdi, edev.changed_time), (42, 1000));
     }

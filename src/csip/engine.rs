@@ -16,11 +16,12 @@ use super::derp::DerpSet;
 use super::discovery::Tree;
 use super::edev::{EdevLinks, EdevSet};
 use super::fsa::FsaSet;
-use super::log_event::LogEventSet;
+use super::log_event::{DeviceEvent, LogEventSet};
 use super::mirror::MirrorSet;
 use super::poller::PollKind;
 use super::pricing::PricingSet;
 use super::response::ResponseSet;
+use super::subscription::{NotificationOutcome, SubscriptionSet};
 use super::time::TimeSet;
 use super::well_known::{self, WellKnownSet};
 use super::{
@@ -42,6 +43,7 @@ pub struct Engine {
     responses: ResponseSet,
     log_event: LogEventSet,
     well_known: WellKnownSet,
+    subscriptions: SubscriptionSet,
     started: bool,
     last_status: Option<EngineStatus>,
     last_signature: u64,
@@ -66,7 +68,9 @@ impl Engine {
                 config.dcap_path
             )));
         }
-        let profile = if config.csipaus && config.csipaus_v1_3 {
+        let profile = if config.schema_2018 {
+            WriteProfile::Plain
+        } else if config.csipaus && config.csipaus_v1_3 {
             WriteProfile::CsipAus {
                 ns: sep2::CsipausNs::V1_3,
             }
@@ -87,6 +91,7 @@ impl Engine {
             responses: ResponseSet::default(),
             log_event: LogEventSet::default(),
             well_known: WellKnownSet::default(),
+            subscriptions: SubscriptionSet::default(),
             started: false,
             last_status: None,
             last_signature: 0,
@@ -171,6 +176,41 @@ impl Engine {
         self.set_now(now);
         self.der.set_nameplate(nameplate);
         self.step();
+    }
+
+    /// Something happened at a device (an inverter's event bits, comms, staleness, a
+    /// control not applied): LogEvents are queued for what changed (see
+    /// [`super::log_event`]; rate-limited per device).
+    pub fn handle_device_event(&mut self, event: DeviceEvent, now: Now) {
+        self.set_now(now);
+        self.log_event.handle_device_event(&self.ctx, event);
+        self.step();
+    }
+
+    /// LogEvents waiting for the server, oldest first.
+    pub fn queued_log_events(&self) -> Vec<crate::sep2::LogEvent> {
+        self.log_event.queued().cloned().collect()
+    }
+
+    /// A Notification the server POSTed to csipd's notificationURI (the body as
+    /// received). The resource it names is read again at once, as if its pollRate had
+    /// come (see [`super::subscription`]); a cancelled subscription is made again.
+    /// Errors: the body is not a 2030.5 Notification (the listener answers 400).
+    pub fn handle_notification(
+        &mut self,
+        body: &[u8],
+        now: Now,
+    ) -> Result<NotificationOutcome, sep2::ReadError> {
+        self.set_now(now);
+        let notification: sep2::Notification = sep2::read(body)?;
+        let outcome = self.subscriptions.notified(&mut self.ctx, &notification);
+        self.step();
+        Ok(outcome)
+    }
+
+    /// The subscriptions made so far: (resource path, state).
+    pub fn subscriptions(&self) -> impl Iterator<Item = (&str, &super::subscription::SubState)> {
+        self.subscriptions.subs.iter().map(|(r, s)| (r.as_str(), s))
     }
 
     /// The answer to request `id` (a transport error or timeout is an answer too).
@@ -279,7 +319,8 @@ impl Engine {
             Purpose::Der(req) => self.der.handle(ctx, req, &href, answer),
             Purpose::Mirror(req) => self.mirror.handle(ctx, req, &href, answer),
             Purpose::Response(req) => self.responses.handle(ctx, req, &href, answer),
-            Purpose::LogEvent(req) => self.log_event.handle(ctx, req, answer),
+            Purpose::LogEvent(req) => self.log_event.handle(ctx, req, &href, answer),
+            Purpose::Subscription(req) => self.subscriptions.handle(ctx, req, &href, answer),
             Purpose::Pricing(req) => self.pricing.handle_response(ctx, req, &href, answer),
         }
         self.step();
@@ -317,6 +358,7 @@ impl Engine {
         [
             polls,
             self.derp.next_change_ms(&self.ctx),
+            self.log_event.next_change_ms(),
             self.pricing.next_change_ms(&self.ctx),
             self.pricing.next_response_ms(),
         ]
@@ -379,6 +421,7 @@ impl Engine {
             readings_dropped,
             readings_posted: self.mirror.readings_posted,
             responses_pending: self.responses.outbox.len() + self.pricing.responses_pending(),
+            log_events: self.log_event.counts(),
             last_error: ctx.last_error.clone(),
             csipaus_version: self.csipaus_version(),
             prices: self.pricing.view(now_s),
@@ -413,6 +456,7 @@ impl Engine {
         self.fsa.link(ctx, links.fsa_list);
         self.der.link(ctx, links.der_list);
         self.log_event.link(ctx, links.log_event_list);
+        self.subscriptions.link(links.subscription_list);
         self.dcap.registered(ctx);
         if let Some(rate) = self.edev.post_rate_s() {
             self.mirror.set_end_device_post_rate(rate);
@@ -445,6 +489,9 @@ impl Engine {
         self.der
             .flush(ctx, self.derp.set_grad_w(), self.derp.own_actions());
         self.mirror.flush(ctx);
+        self.log_event.watch_connection(ctx);
+        self.log_event.flush(ctx);
+        self.subscriptions.flush(ctx);
         self.publish_status();
     }
 
@@ -498,6 +545,8 @@ impl Engine {
         self.mirror.pending().hash(&mut h);
         self.mirror.readings_posted.hash(&mut h);
         self.responses.outbox.len().hash(&mut h);
+        let le = self.log_event.counts();
+        (le.queued, le.held, le.dropped).hash(&mut h);
         self.pricing.responses_pending().hash(&mut h);
         self.well_known.choice.is_some().hash(&mut h);
         self.pricing.version.hash(&mut h);
@@ -528,6 +577,7 @@ impl Engine {
                     || last.readings_pending != status.readings_pending
                     || last.readings_posted != status.readings_posted
                     || last.responses_pending != status.responses_pending
+                    || last.log_events != status.log_events
                     || last.clock_offset_s != status.clock_offset_s
                     || last.csipaus_version != status.csipaus_version
                     || last.prices != status.prices
@@ -571,12 +621,14 @@ mod tests {
             pen: 1,
             csipaus: true,
             csipaus_v1_3: false,
+            schema_2018: false,
             nameplate,
             max_poll_interval_s: None,
             report_backstop_s: 3600,
             default_post_rate_s: 300,
             reading_buffer_intervals: 10,
             rng_seed: 1,
+            notification_uri: None,
         }
     }
 

@@ -7,7 +7,7 @@
 //! (FunctionSetAssignments), [`pricing`] (Pricing: tariffs and the price timeline), [`derp`] (DERPrograms with their DERControls,
 //! DefaultDERControl and DERCurves, and the scheduler run over them), [`der`] (DER
 //! reports), [`mirror`] (Metering Mirror), [`response`] (Response), [`log_event`]
-//! (LogEvent). [`context`] is what they share (the request queue, the poller, the
+//! (LogEvent), [`subscription`] (Subscription / Notification). [`context`] is what they share (the request queue, the poller, the
 //! status); [`poller`], [`averaging`] and [`discovery`] are pure helpers.
 //!
 //! ## Call order
@@ -18,7 +18,9 @@
 //!     engine.handle_timeout(now);                        // when poll_timeout() passed
 //!     engine.handle_measurements(sample, now);           // about once a second
 //!     engine.handle_nameplate(nameplate, now);           // when the inverters tell it
+//!     engine.handle_device_event(event, now);            // alarms, comms, staleness
 //!     engine.handle_response(id, result, now);           // each answer, any order
+//!     engine.handle_notification(body, now)?;            // a Notification POSTed to us
 //!     // 2. drain the outputs, in any order, until each returns None:
 //!     while let Some(request) = engine.poll_request() { /* send it */ }
 //!     while let Some(event) = engine.poll_event() { /* controls, deliveries, status */ }
@@ -53,6 +55,7 @@ pub mod mirror;
 pub mod poller;
 pub mod pricing;
 pub mod response;
+pub mod subscription;
 pub mod time;
 pub mod well_known;
 
@@ -60,6 +63,7 @@ pub use averaging::{MeterSample, PhaseValues};
 pub use context::{Request, RequestId};
 pub use discover_cli::discover_main;
 pub use engine::Engine;
+pub use log_event::DeviceEvent;
 
 use crate::schedule;
 
@@ -92,6 +96,10 @@ pub struct EngineConfig {
     pub csipaus: bool,
     /// Use the CSIP-AUS v1.3 namespace (`https://csipaus.org/ns/v1.3`) when writing.
     pub csipaus_v1_3: bool,
+    /// Write every body in the plain IEEE 2030.5-2018 shape (`server` option
+    /// `schema_2018`): no csipaus element, no ConnectionPoint PUT, whatever `csipaus`
+    /// says; csipaus controls are still read.
+    pub schema_2018: bool,
     /// What the DER fleet can do, for DERCapability / DERSettings.
     pub nameplate: Nameplate,
     /// Poll no resource less often than this, whatever pollRate the server states.
@@ -106,6 +114,9 @@ pub struct EngineConfig {
     pub reading_buffer_intervals: usize,
     /// Seed for the scheduler's randomisation draws.
     pub rng_seed: u64,
+    /// Where the server is to POST Notifications (csipd's own mutual-TLS listener,
+    /// `option notification_url`); `None`: no subscriptions, polling only.
+    pub notification_uri: Option<String>,
 }
 
 /// The DER fleet behind this gateway, summed over inverters.
@@ -133,6 +144,19 @@ pub struct Nameplate {
 }
 
 impl Nameplate {
+    /// The EndDevice's DeviceCategoryType bit for this fleet (IEEE 2030.5 sep.xsd
+    /// DeviceCategoryType): 21 photovoltaic system (DERType 4), 23 combined PV and
+    /// storage (81), 25 other storage system (82), 24 other generation system otherwise.
+    /// The CSIP-AUS DR procedures (DRA-01) want one of these bits set.
+    pub fn device_category(&self) -> u32 {
+        match self.der_type {
+            4 => 1 << 21,
+            81 => 1 << 23,
+            82 => 1 << 25,
+            _ => 1 << 24,
+        }
+    }
+
     /// csipaus DOEControlType bitmap of what the site can really do: bit 0 export,
     /// 1 import, 2 generation, 3 load limit.
     pub fn doe_modes(&self) -> u8 {
@@ -244,6 +268,8 @@ pub struct EngineStatus {
     /// Responses (to DERControls and to TimeTariffIntervals) waiting to be accepted by
     /// the server.
     pub responses_pending: usize,
+    /// LogEvents queued, held by the rate limit, sent and dropped.
+    pub log_events: log_event::LogEventCounts,
     pub last_error: Option<String>,
     /// The CSIP-AUS version in use (`v1.3`, `v1.2`); `None` for plain IEEE 2030.5 and
     /// while service discovery has not chosen one yet.
@@ -356,6 +382,7 @@ impl EngineStatus {
             csipaus_version: self.csipaus_version.map(str::to_string),
             readings_posted: self.readings_posted,
             readings_pending: self.readings_pending,
+            responses_pending: self.responses_pending,
             prices: self.prices.clone(),
             resources: self
                 .polls

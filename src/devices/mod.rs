@@ -17,6 +17,7 @@
 //! ```
 
 pub mod cli;
+pub mod curves;
 pub mod modbus;
 pub mod powerwall;
 pub mod solaredge;
@@ -725,6 +726,37 @@ impl Device {
             self.sunspec_err(SunSpecError::MissingModel {
                 wanted: "controls (123 or 704)",
                 present: map.ids(),
+            })
+        })
+    }
+
+    /// Puts a volt-var (model 126) or volt-watt (model 132) curve on the inverter and
+    /// enables the mode, then reads the model back to confirm (see [`curves`]).
+    /// Returns the curve as read back. An inverter without the model answers
+    /// [`DeviceError`] naming what it has: the mode cannot be applied there.
+    pub async fn set_curve(
+        &mut self,
+        curve: &curves::Curve,
+    ) -> Result<curves::CurveState, DeviceError> {
+        let map = self.inverter_map().await?;
+        let model = curve.mode.model();
+        let ctl = map.find(model).copied().ok_or_else(|| {
+            self.sunspec_err(SunSpecError::MissingModel {
+                wanted: match curve.mode {
+                    curves::CurveMode::VoltVar => "volt-var (126)",
+                    curves::CurveMode::VoltWatt => "volt-watt (132)",
+                },
+                present: map.ids(),
+            })
+        })?;
+        let before = self.read_model(&ctl).await?;
+        let writes = curves::plan_curve(&ctl, &before, curve).map_err(|e| self.sunspec_err(e))?;
+        let after = self.write_and_confirm(ctl, writes).await?;
+        curves::decode_curve(model, &after).ok_or_else(|| {
+            self.sunspec_err(SunSpecError::ShortModel {
+                model,
+                len: after.len(),
+                needed: 12,
             })
         })
     }

@@ -466,6 +466,65 @@ pub struct InverterReading {
     /// (`None`), so they never pull a site average down (a sleeping inverter's 0 V
     /// halved the DER voltage reported to the utility: open-dynamic-export#103).
     pub idle: bool,
+    /// The inverter's event bits (`Evt1`/`Evt2` of 101-103/111-113, `Alrm` of 701);
+    /// `None` when the model leaves them not implemented.
+    pub events: Option<InverterEvents>,
+}
+
+/// An inverter's SunSpec event bits as last read. `evt1` is model 101-103/111-113
+/// `Evt1` or model 701 `Alrm`: the two share bits 0-15 (0 GROUND_FAULT, 1 DC_OVER_VOLT,
+/// 2 AC_DISCONNECT, 3 DC_DISCONNECT, 4 GRID_DISCONNECT, 5 CABINET_OPEN, 6
+/// MANUAL_SHUTDOWN, 7 OVER_TEMP, 8 OVER_FREQUENCY, 9 UNDER_FREQUENCY, 10 AC_OVER_VOLT,
+/// 11 AC_UNDER_VOLT, 12 BLOWN_STRING_FUSE, 13 UNDER_TEMP, 14 MEMORY_LOSS, 15
+/// HW_TEST_FAILURE; 701 adds 16 MANUFACTURER_ALRM). `evt2` is 1xx `Evt2` (all bits
+/// reserved by SunSpec; kept so a vendor's use is still reported), 0 for 701. Source:
+/// pysunspec2's model_103.json, model_113.json, model_701.json.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct InverterEvents {
+    pub evt1: u32,
+    pub evt2: u32,
+}
+
+impl InverterEvents {
+    /// SunSpec's name of `Evt1`/`Alrm` bit `bit` (`None` for a reserved bit).
+    pub fn evt1_name(bit: u8) -> Option<&'static str> {
+        const NAMES: [&str; 17] = [
+            "GROUND_FAULT",
+            "DC_OVER_VOLT",
+            "AC_DISCONNECT",
+            "DC_DISCONNECT",
+            "GRID_DISCONNECT",
+            "CABINET_OPEN",
+            "MANUAL_SHUTDOWN",
+            "OVER_TEMP",
+            "OVER_FREQUENCY",
+            "UNDER_FREQUENCY",
+            "AC_OVER_VOLT",
+            "AC_UNDER_VOLT",
+            "BLOWN_STRING_FUSE",
+            "UNDER_TEMP",
+            "MEMORY_LOSS",
+            "HW_TEST_FAILURE",
+            "MANUFACTURER_ALRM",
+        ];
+        NAMES.get(usize::from(bit)).copied()
+    }
+}
+
+/// The event bits of an inverter measurement block: 1xx `Evt1`/`Evt2` (at 40/42 in
+/// 101-103, 50/52 in 111-113), 701 `Alrm` (at 6). A block too short for them, or with
+/// `Evt1`/`Alrm` not implemented (0xFFFFFFFF), has none.
+fn decode_events(b: Block) -> Option<InverterEvents> {
+    let (evt1, evt2) = match b.model {
+        101..=103 => (40, Some(42)),
+        111..=113 => (50, Some(52)),
+        701 => (6, None),
+        _ => return None,
+    };
+    Some(InverterEvents {
+        evt1: b.u32(evt1)?,
+        evt2: evt2.and_then(|off| b.u32(off)).unwrap_or(0),
+    })
 }
 
 /// Normalised meter reading. `ac.w` > 0 = import at the connection point.
@@ -735,6 +794,7 @@ pub fn decode_inverter(blocks: &Blocks) -> Result<InverterReading, SunSpecError>
         storage: decode_storage(blocks),
         controls: Controls::of_models(blocks.keys().copied()),
         idle,
+        events: decode_events(b),
     })
 }
 
@@ -1267,6 +1327,43 @@ mod tests {
         assert_eq!(inv.energy_wh, Some(123450.0));
         assert_eq!(inv.state, Some(OperatingState::Running));
         assert_eq!(inv.limit, None);
+        // Evt1 left 0xFFFFFFFF (not implemented): no events.
+        assert_eq!(inv.events, None);
+    }
+
+    #[test]
+    fn decodes_event_bits_of_103_and_701() {
+        let mut r = block_103();
+        // Evt1 = AC_OVER_VOLT (bit 10) and GROUND_FAULT (bit 0); Evt2 not implemented.
+        r[40] = 0;
+        r[41] = (1 << 10) | 1;
+        let mut blocks = Blocks::new();
+        blocks.insert(103, r);
+        let inv = decode_inverter(&blocks).unwrap();
+        assert_eq!(
+            inv.events,
+            Some(InverterEvents {
+                evt1: (1 << 10) | 1,
+                evt2: 0
+            })
+        );
+        assert_eq!(InverterEvents::evt1_name(10), Some("AC_OVER_VOLT"));
+        assert_eq!(InverterEvents::evt1_name(16), Some("MANUFACTURER_ALRM"));
+        assert_eq!(InverterEvents::evt1_name(17), None);
+        // 701 Alrm at offset 6 (MANUFACTURER_ALRM, bit 16: the high word).
+        let mut r = vec![0u16; 155];
+        r[0] = 701;
+        r[1] = 153;
+        r[6] = 1;
+        r[7] = 0;
+        let events = decode_events(Block::new(701, &r));
+        assert_eq!(
+            events,
+            Some(InverterEvents {
+                evt1: 1 << 16,
+                evt2: 0
+            })
+        );
     }
 
     #[test]

@@ -10,8 +10,8 @@
 
 use super::framing::ByteIo;
 use openssl::ssl::{
-    ErrorCode, ShutdownState, SslConnector, SslFiletype, SslMethod, SslSession, SslStream,
-    SslVerifyMode, SslVersion,
+    ErrorCode, ShutdownState, SslConnector, SslContext, SslFiletype, SslMethod, SslSession,
+    SslStream, SslVerifyMode, SslVersion,
 };
 use openssl::x509::store::X509StoreBuilder;
 use smol::Async;
@@ -158,6 +158,62 @@ pub(crate) fn build_connector(setup: &TlsSetup) -> Result<SslConnector, String> 
     Ok(builder.build())
 }
 
+/// The server side of mutual TLS, for csipd's notification listener
+/// (`runtime::notify`): identity `cert`/`key` (csipd's own device certificate), TLS 1.2
+/// with [`DEFAULT_TLS12_CIPHERS`] (CCM8 first, as CSIP-AUS requires) or TLS 1.3, and a
+/// client certificate required and verified against `ca` only (the utility's CA): a
+/// client without one, or with one another CA signed, fails the handshake.
+/// Errors name the file that is wrong.
+pub fn build_acceptor(cert: &Path, key: &Path, ca: &Path) -> Result<SslContext, String> {
+    // A plain context, not SslAcceptor's Mozilla presets: those load finite-field DH
+    // parameters, which the size-built OpenSSL may leave out.
+    let mut builder = SslContext::builder(SslMethod::tls_server())
+        .map_err(|e| format!("cannot create the TLS server context: {e}"))?;
+    builder
+        .set_min_proto_version(Some(SslVersion::TLS1_2))
+        .map_err(|e| format!("cannot set the TLS minimum version: {e}"))?;
+    builder
+        .set_cipher_list(DEFAULT_TLS12_CIPHERS)
+        .map_err(|e| format!("TLS 1.2 cipher list rejected: {e}"))?;
+    // CCM8 sits below security level 1 in OpenSSL >= 3.2 (see `build_connector`); the
+    // suite list is AEAD-only and the signature algorithms are restricted instead.
+    builder.set_security_level(0);
+    builder
+        .set_sigalgs_list(STRONG_SIGALGS)
+        .map_err(|e| format!("cannot set TLS signature algorithms: {e}"))?;
+    builder
+        .set_certificate_chain_file(cert)
+        .map_err(|e| format!("certificate {}: {e}", cert.display()))?;
+    builder
+        .set_private_key_file(key, SslFiletype::PEM)
+        .map_err(|e| format!("key {}: {e}", key.display()))?;
+    builder.check_private_key().map_err(|_| {
+        format!(
+            "key {} does not match certificate {}",
+            key.display(),
+            cert.display()
+        )
+    })?;
+    let pem = std::fs::read(ca).map_err(|e| format!("CA bundle {}: {e}", ca.display()))?;
+    let certs = openssl::x509::X509::stack_from_pem(&pem)
+        .map_err(|e| format!("CA bundle {}: not PEM certificates: {e}", ca.display()))?;
+    if certs.is_empty() {
+        return Err(format!("CA bundle {}: no certificates in it", ca.display()));
+    }
+    let mut store = X509StoreBuilder::new().map_err(|e| e.to_string())?;
+    for cert in certs {
+        store
+            .add_cert(cert)
+            .map_err(|e| format!("CA bundle {}: {e}", ca.display()))?;
+    }
+    builder
+        .set_verify_cert_store(store.build())
+        .map_err(|e| e.to_string())?;
+    builder.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
+    builder.set_options(openssl::ssl::SslOptions::IGNORE_UNEXPECTED_EOF);
+    Ok(builder.build())
+}
+
 /// The socket as OpenSSL sees it: plain non-blocking reads and writes.
 pub(crate) struct SocketIo(pub Async<TcpStream>);
 
@@ -247,6 +303,39 @@ impl Stream {
                             "server certificate rejected: {} (is the server's CA in the configured CA bundle, and does the name {host} match the certificate?)",
                             verify.error_string()
                         )
+                    } else {
+                        describe_ssl_error(&e)
+                    });
+                }
+            }
+        }
+    }
+
+    /// Runs the server side of a TLS handshake on an accepted socket (mutual TLS: the
+    /// acceptor requires and checks the client's certificate).
+    pub async fn accept(acceptor: &SslContext, socket: Async<TcpStream>) -> Result<Stream, String> {
+        let ssl = openssl::ssl::Ssl::new(acceptor).map_err(|e| format!("TLS setup: {e}"))?;
+        let mut stream =
+            SslStream::new(ssl, SocketIo(socket)).map_err(|e| format!("TLS setup: {e}"))?;
+        loop {
+            match stream.accept() {
+                Ok(()) => return Ok(Stream::Tls(Box::new(stream))),
+                Err(e) if e.code() == ErrorCode::WANT_READ => stream
+                    .get_ref()
+                    .0
+                    .readable()
+                    .await
+                    .map_err(|e| e.to_string())?,
+                Err(e) if e.code() == ErrorCode::WANT_WRITE => stream
+                    .get_ref()
+                    .0
+                    .writable()
+                    .await
+                    .map_err(|e| e.to_string())?,
+                Err(e) => {
+                    let verify = stream.ssl().verify_result();
+                    return Err(if verify != openssl::x509::X509VerifyResult::OK {
+                        format!("client certificate rejected: {}", verify.error_string())
                     } else {
                         describe_ssl_error(&e)
                     });

@@ -264,6 +264,60 @@ impl MeasurementSource for SiteSource {
     }
 }
 
+/// Turns the site state into the engine's device events: each device's SunSpec event
+/// bits, comms (its last read failed or not), staleness (the one staleness rule), and
+/// each new failed write as a control not applied. The engine logs only changes of
+/// the level kinds, so they are handed in every round.
+#[derive(Debug, Default)]
+pub struct DeviceWatch {
+    writes_failed: std::collections::BTreeMap<String, u64>,
+}
+
+impl DeviceWatch {
+    /// The events of every device in `site` at `now`.
+    pub fn events(
+        &mut self,
+        site: &super::site::SiteState,
+        now: Instant,
+    ) -> Vec<csip::DeviceEvent> {
+        use csip::DeviceEvent;
+        let mut out = Vec::new();
+        for (name, d) in &site.devices {
+            if let Some(events) = d.events {
+                out.push(DeviceEvent::Alarms {
+                    device: name.clone(),
+                    events,
+                });
+            }
+            // Before its first answer a device is neither lost nor stale yet.
+            if d.reads_ok + d.reads_failed > 0 {
+                out.push(DeviceEvent::Comms {
+                    device: name.clone(),
+                    up: !d.failing,
+                });
+            }
+            if d.reads_ok > 0 {
+                out.push(DeviceEvent::Stale {
+                    device: name.clone(),
+                    stale: d.is_stale(now, site.stale_after_s),
+                });
+            }
+            let seen = self.writes_failed.entry(name.clone()).or_insert(0);
+            if d.writes_failed > *seen {
+                out.push(DeviceEvent::ControlNotApplied {
+                    device: name.clone(),
+                    detail: d
+                        .last_error
+                        .clone()
+                        .unwrap_or_else(|| "write failed".into()),
+                });
+            }
+            *seen = d.writes_failed;
+        }
+        out
+    }
+}
+
 /// Receives the engine's controls and status.
 pub struct RuntimeSink {
     pub site: SharedSite,
@@ -320,37 +374,46 @@ impl EngineSink for RuntimeSink {
         at_s: i64,
         detail: &str,
     ) {
+        let delivery_name = match delivery {
+            Delivery::Accepted => "accepted",
+            Delivery::Refused => "refused",
+            Delivery::RetryLater => "retry_later",
+        };
+        {
+            let mut d = self.durable.borrow_mut();
+            if let Some(store) = d.store.as_mut() {
+                let ledger_key = crate::store::ledger_key(key);
+                let marked = match delivery {
+                    Delivery::Accepted => store.ledger_mark_accepted(&ledger_key, at_s),
+                    Delivery::Refused => store.ledger_mark_refused(&ledger_key, at_s, detail),
+                    Delivery::RetryLater => store.ledger_mark_sent(&ledger_key, at_s),
+                };
+                if let Err(e) = marked {
+                    // Only when the store was not there as the response fell due.
+                    log::warn!("response {} to {}: {e}", key.status.code(), key.event_mrid);
+                }
+                // Settled entries are urgent: written now, so a restart does not resend
+                // them. The window left is between the server's 2xx and this commit: a
+                // crash there sends the response again (at least once, never lost).
+                d.flush(at_s, false);
+            }
+        }
+        // Shown and logged once the ledger has it, so what the status and the log say
+        // was delivered is what a restart will not send again.
+        log::info!(
+            "DERControlResponse {} ({:?}) for {}: {delivery_name}",
+            key.status.code(),
+            key.status,
+            key.event_mrid
+        );
         self.status.update(|snap| {
             snap.push_response(status::ResponseSent {
                 mrid: key.event_mrid.clone(),
                 status: key.status,
-                delivery: match delivery {
-                    Delivery::Accepted => "accepted",
-                    Delivery::Refused => "refused",
-                    Delivery::RetryLater => "retry_later",
-                }
-                .to_string(),
+                delivery: delivery_name.to_string(),
                 at_unix_s: at_s,
             })
         });
-        let mut d = self.durable.borrow_mut();
-        let Some(store) = d.store.as_mut() else {
-            return;
-        };
-        let ledger_key = crate::store::ledger_key(key);
-        let marked = match delivery {
-            Delivery::Accepted => store.ledger_mark_accepted(&ledger_key, at_s),
-            Delivery::Refused => store.ledger_mark_refused(&ledger_key, at_s, detail),
-            Delivery::RetryLater => store.ledger_mark_sent(&ledger_key, at_s),
-        };
-        if let Err(e) = marked {
-            // Only when the store was not there as the response fell due.
-            log::warn!("response {} to {}: {e}", key.status.code(), key.event_mrid);
-        }
-        // Settled entries are urgent: written now, so a restart does not resend them.
-        // The window left is between the server's 2xx and this commit: a crash there
-        // sends the response again (at least once, never lost).
-        d.flush(at_s, false);
     }
 
     fn status(&mut self, es: &EngineStatus) {
@@ -504,6 +567,13 @@ pub async fn engine_task(
             return;
         }
     };
+    let mut ec = ec;
+    // Subscriptions only with a listener that runs: a notificationURI nothing answers
+    // at would only make the server's notifications fail.
+    let listener = start_listener(&config, &status, now).await;
+    if listener.is_none() {
+        ec.notification_uri = None;
+    }
     let mut nameplate = ec.nameplate.clone();
     let mut nameplate_sent = nameplate.rtg_max_w > 0.0;
     let setup = crate::http::Client::new(ec.http.clone())
@@ -540,11 +610,27 @@ pub async fn engine_task(
         );
         engine.restore_pending_responses(pending);
     }
+    let mut watch = DeviceWatch::default();
     let mut source = SiteSource { site: site.clone() };
     let mut sink = RuntimeSink::new(site.clone(), status.clone(), durable.clone());
     let started_ms = clock.now().mono_ms;
     let mut next_save_ms = started_ms + STATE_SAVE_EVERY_MS;
-    drive(
+    // Notifications the listener accepted, for the engine (drained each round: the
+    // drive loop wakes at least every second for the measurements).
+    let notifications: Rc<RefCell<std::collections::VecDeque<Vec<u8>>>> = Rc::default();
+    let listen = {
+        let notifications = notifications.clone();
+        async move {
+            match &listener {
+                Some(l) => {
+                    l.serve(|body| notifications.borrow_mut().push_back(body))
+                        .await
+                }
+                None => std::future::pending::<()>().await,
+            }
+        }
+    };
+    let run = drive(
         &mut engine,
         &mut client,
         &clock,
@@ -574,6 +660,15 @@ pub async fn engine_task(
                     nameplate_sent = true;
                 }
             }
+            for event in watch.events(&site.borrow(), Instant::now()) {
+                engine.handle_device_event(event, now);
+            }
+            while let Some(body) = notifications.borrow_mut().pop_front() {
+                match engine.handle_notification(&body, now) {
+                    Ok(outcome) => log::debug!("csip: notification: {outcome:?}"),
+                    Err(e) => log::warn!("csip: notification: {e}"),
+                }
+            }
             if now.mono_ms >= next_save_ms {
                 next_save_ms = now.mono_ms + STATE_SAVE_EVERY_MS;
                 let server_now_s = now.utc_s() + engine.clock_offset_s();
@@ -586,17 +681,124 @@ pub async fn engine_task(
             }
             false
         },
-    )
-    .await;
+    );
+    smol::future::or(run, listen).await;
+}
+
+/// Starts the notification listener when `notification_listen` is set; `None` (with
+/// the reason in the log and the status) when it is not set or cannot start. An address
+/// in use is tried again for a few seconds: after a reload the previous engine task's
+/// listener may not be dropped yet.
+async fn start_listener(
+    config: &Config,
+    status: &SnapshotHandle,
+    now_s: i64,
+) -> Option<super::notify::NotificationListener> {
+    let server = &config.server;
+    let addr = server.notification_listen?;
+    let (Some(cert), Some(key), Some(ca)) = (&server.cert, &server.key, &server.ca) else {
+        // check-config refuses this; a hand-built Config may still have it.
+        let e = "notification_listen needs cert, key and ca; subscriptions are off";
+        log::error!("{e}");
+        status.update(|s| s.push_error(now_s, "csip", e));
+        return None;
+    };
+    let bind = || {
+        super::notify::NotificationListener::bind(
+            addr,
+            std::path::Path::new(cert),
+            std::path::Path::new(key),
+            std::path::Path::new(ca),
+        )
+    };
+    let mut result = bind();
+    for _ in 0..25 {
+        match &result {
+            Err(super::notify::NotifyError::Bind { error, .. })
+                if error.kind() == std::io::ErrorKind::AddrInUse =>
+            {
+                smol::Timer::after(std::time::Duration::from_millis(200)).await;
+                result = bind();
+            }
+            _ => break,
+        }
+    }
+    match result {
+        Ok(listener) => {
+            log::info!(
+                "notifications: listening on {} (mutual TLS) for {}",
+                listener.local_addr().map_or(addr, |a| a),
+                server.notification_url.as_deref().unwrap_or("?")
+            );
+            Some(listener)
+        }
+        Err(e) => {
+            let e = format!("{e}; subscriptions are off, polling only");
+            log::error!("{e}");
+            status.update(|s| s.push_error(now_s, "csip", &e));
+            None
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::DeviceRole;
+    use crate::devices::sunspec::InverterEvents;
+    use csip::DeviceEvent;
+
     use crate::csip::pricing::{PriceBlock, PriceDirection, PricePoint, RatePrice};
     use crate::status::{Snapshot, SnapshotHandle};
     use std::cell::RefCell;
     use std::rc::Rc;
+
+    #[test]
+    fn device_watch_hands_in_levels_and_each_new_failed_write() {
+        let mut site = super::super::site::SiteState::new(3600);
+        let now = Instant::now();
+        let mut inv = DeviceState::new(DeviceRole::Inverter);
+        inv.reads_ok = 1;
+        inv.last_good_at = Some(now);
+        inv.events = Some(InverterEvents { evt1: 1, evt2: 0 });
+        site.devices.insert("inv1".into(), inv);
+        // Never answered yet: neither lost nor stale.
+        site.devices
+            .insert("meter".into(), DeviceState::new(DeviceRole::Meter));
+        let mut watch = DeviceWatch::default();
+        let events = watch.events(&site, now);
+        assert_eq!(
+            events,
+            vec![
+                DeviceEvent::Alarms {
+                    device: "inv1".into(),
+                    events: InverterEvents { evt1: 1, evt2: 0 }
+                },
+                DeviceEvent::Comms {
+                    device: "inv1".into(),
+                    up: true
+                },
+                DeviceEvent::Stale {
+                    device: "inv1".into(),
+                    stale: false
+                },
+            ]
+        );
+        let inv = site.devices.get_mut("inv1").unwrap();
+        inv.record_write_error("inv1: read-back differs".into());
+        let events = watch.events(&site, now);
+        assert!(events.contains(&DeviceEvent::ControlNotApplied {
+            device: "inv1".into(),
+            detail: "inv1: read-back differs".into()
+        }));
+        // Once per failed write.
+        let events = watch.events(&site, now);
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, DeviceEvent::ControlNotApplied { .. }))
+        );
+    }
 
     fn status_with_export_price(price_per_kwh: f64) -> EngineStatus {
         EngineStatus {
@@ -610,6 +812,7 @@ mod tests {
             readings_dropped: 0,
             readings_posted: 0,
             responses_pending: 0,
+            log_events: Default::default(),
             last_error: None,
             csipaus_version: Some("v1.3"),
             prices: vec![RatePrice {

@@ -672,6 +672,7 @@ fn engine_config(
         pen: 12345,
         csipaus: !a.plain,
         csipaus_v1_3: false,
+        schema_2018: false,
         nameplate: Nameplate {
             rtg_max_w: site.rating_w,
             rtg_max_va: Some(site.rating_w),
@@ -691,6 +692,8 @@ fn engine_config(
         // queue only holds what is waiting).
         reading_buffer_intervals: 288,
         rng_seed: id.sfdi,
+        // Polling only: N notification listeners would be N more sockets to open.
+        notification_uri: None,
     }
 }
 

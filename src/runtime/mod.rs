@@ -18,6 +18,7 @@ pub mod durable;
 pub mod engine;
 pub mod fleet;
 pub mod map;
+pub mod notify;
 pub mod site;
 
 use crate::config::{self, Config};

@@ -59,6 +59,8 @@ pub struct DeviceState {
     pub controls: Option<Controls>,
     /// Devices over TLS (a Powerwall gateway): the pinned certificate fingerprint.
     pub tls_fingerprint: Option<String>,
+    /// Inverters: the SunSpec event bits of the last good reading (for LogEvents).
+    pub events: Option<crate::devices::sunspec::InverterEvents>,
 }
 
 impl DeviceState {
@@ -82,6 +84,7 @@ impl DeviceState {
             charge_limit_w: None,
             controls: None,
             tls_fingerprint: None,
+            events: None,
         }
     }
 
@@ -94,6 +97,7 @@ impl DeviceState {
         self.ac = Some(r.ac.clone());
         self.connected = r.connected;
         self.state = r.state;
+        self.events = r.events;
         self.controls = Some(r.controls);
         self.rating_w = rated_w
             .map(f64::from)

@@ -44,11 +44,15 @@ pub enum ControlMode {
     Energize,
     /// opModMaxLimW: hundredths of a percent of setMaxW.
     MaxLimW,
+    /// opModFixedW: an active power setpoint, hundredths of a percent of setMaxW
+    /// (positive: generation / discharge) or of setMaxChargeRateW (negative: charge).
+    /// CSIP-AUS's demand response classes (DR-A/G/L/D) send it as the AS/NZS 4755 DRMs.
+    FixedW,
 }
 
 impl ControlMode {
     /// Every mode, in output order.
-    pub const ALL: [ControlMode; 7] = [
+    pub const ALL: [ControlMode; 8] = [
         ControlMode::ExpLimW,
         ControlMode::ImpLimW,
         ControlMode::GenLimW,
@@ -56,6 +60,7 @@ impl ControlMode {
         ControlMode::Connect,
         ControlMode::Energize,
         ControlMode::MaxLimW,
+        ControlMode::FixedW,
     ];
 
     /// The 2030.5 / CSIP-AUS element name.
@@ -68,6 +73,7 @@ impl ControlMode {
             ControlMode::Connect => "opModConnect",
             ControlMode::Energize => "opModEnergize",
             ControlMode::MaxLimW => "opModMaxLimW",
+            ControlMode::FixedW => "opModFixedW",
         }
     }
 
@@ -107,6 +113,8 @@ pub enum ModeValue {
     Flag(bool),
     /// opModMaxLimW in hundredths of a percent of setMaxW.
     HundredthsPct(u16),
+    /// opModFixedW: SignedPerCent, hundredths of a percent (negative = charge / consume).
+    SignedHundredthsPct(i16),
 }
 
 impl ModeValue {
@@ -130,6 +138,9 @@ pub struct ControlSet {
     pub energize: Option<bool>,
     /// opModMaxLimW, hundredths of a percent of setMaxW.
     pub max_lim_hundredths_pct: Option<u16>,
+    /// opModFixedW, hundredths of a percent of setMaxW (negative: of setMaxChargeRateW).
+    #[serde(default)]
+    pub fixed_w_hundredths_pct: Option<i16>,
 }
 
 impl ControlSet {
@@ -143,6 +154,9 @@ impl ControlSet {
             ControlMode::Connect => self.connect.map(ModeValue::Flag),
             ControlMode::Energize => self.energize.map(ModeValue::Flag),
             ControlMode::MaxLimW => self.max_lim_hundredths_pct.map(ModeValue::HundredthsPct),
+            ControlMode::FixedW => self
+                .fixed_w_hundredths_pct
+                .map(ModeValue::SignedHundredthsPct),
         }
     }
 
@@ -175,8 +189,13 @@ impl ControlSet {
                 }
             }
         }
-        match self.max_lim_hundredths_pct {
-            Some(pct) if pct > 10_000 => Some(format!("opModMaxLimW {pct} is above 100.00 %")),
+        if let Some(pct) = self.max_lim_hundredths_pct.filter(|pct| *pct > 10_000) {
+            return Some(format!("opModMaxLimW {pct} is above 100.00 %"));
+        }
+        match self.fixed_w_hundredths_pct {
+            Some(pct) if !(-10_000..=10_000).contains(&pct) => {
+                Some(format!("opModFixedW {pct} is outside -100.00..=100.00 %"))
+            }
             _ => None,
         }
     }
@@ -518,7 +537,7 @@ pub struct ActiveValue {
 /// One value (or none) per mode.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ActiveControls {
-    modes: [Option<ActiveValue>; 7],
+    modes: [Option<ActiveValue>; ControlMode::ALL.len()],
 }
 
 impl ActiveControls {

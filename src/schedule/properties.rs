@@ -49,6 +49,9 @@ fn random_controls(g: &mut Rng) -> ControlSet {
     if pick(g) {
         c.max_lim_hundredths_pct = Some(g.range_inclusive(0, 10_000) as u16);
     }
+    if pick(g) {
+        c.fixed_w_hundredths_pct = Some(g.range_inclusive(0, 20_000) as i16 - 10_000);
+    }
     c
 }
 

@@ -419,6 +419,7 @@ list_item!(
     Der => "DERList", "DER";
     MirrorUsagePoint => "MirrorUsagePointList", "MirrorUsagePoint";
     LogEvent => "LogEventList", "LogEvent";
+    Subscription => "SubscriptionList", "Subscription";
     TariffProfile => "TariffProfileList", "TariffProfile";
     RateComponent => "RateComponentList", "RateComponent";
     TimeTariffInterval => "TimeTariffIntervalList", "TimeTariffInterval";
@@ -1062,6 +1063,19 @@ impl FromElem for Condition {
             attribute_identifier: req(n, "attributeIdentifier")?,
             lower_threshold: req(n, "lowerThreshold")?,
             upper_threshold: req(n, "upperThreshold")?,
+        })
+    }
+}
+
+impl Readable for Notification {
+    const ROOT: &'static str = "Notification";
+    fn from_node(n: &Node) -> Result<Self, ReadError> {
+        Ok(Self {
+            subscribed_resource: req(n, "subscribedResource")?,
+            new_resource_uri: opt(n, "newResourceURI")?,
+            status: req(n, "status")?,
+            subscription_uri: req(n, "subscriptionURI")?,
+            has_resource: n.child("Resource").is_some(),
         })
     }
 }

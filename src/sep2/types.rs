@@ -682,6 +682,25 @@ pub struct Condition {
     pub upper_threshold: i64,
 }
 
+/// `Notification` (IEEE 2030.5 SubscriptionBase extension), POSTed by the server to
+/// the client's notificationURI when a subscribed resource changes. The `Resource` it
+/// may carry inline is not kept: csipd reads the resource again (a list notification
+/// holds at most `limit` items, and the engine works on complete lists).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Notification {
+    /// The resource that changed (href as the server named it in the Subscription).
+    pub subscribed_resource: String,
+    /// `newResourceURI`: where the resource moved, if it did.
+    pub new_resource_uri: Option<String>,
+    /// 0 default; 1 subscription cancelled; 2 cancelled, resource moved; 3 cancelled,
+    /// resource definition changed; 4 cancelled, resource deleted.
+    pub status: u8,
+    /// The Subscription this notification comes from (absolute URI).
+    pub subscription_uri: String,
+    /// The notification carried the resource (or list) inline.
+    pub has_resource: bool,
+}
+
 /// `Subscription`, POSTed to the EndDevice's SubscriptionList.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Subscription {

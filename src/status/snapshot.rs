@@ -94,6 +94,7 @@ impl Snapshot {
                 csipaus_version: None,
                 readings_posted: 0,
                 readings_pending: 0,
+                responses_pending: 0,
                 prices: Vec::new(),
                 resources: Vec::new(),
             },
@@ -224,6 +225,10 @@ pub struct Utility {
     pub readings_posted: u64,
     #[serde(default)]
     pub readings_pending: usize,
+    /// DERControlResponses issued and not yet settled with the server (accepted, or
+    /// refused for good): they are sent again until they are, across restarts too.
+    #[serde(default)]
+    pub responses_pending: usize,
     /// The utility's prices (Pricing function set, CSIP-AUS v1.3): per RateComponent
     /// the price now and next, with its unit and currency; empty without tariffs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

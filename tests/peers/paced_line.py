@@ -25,6 +25,7 @@ def relay(src, dst, char_s):
             line_free += char_s
             delay = line_free - time.monotonic()
             if delay > 0:
+                # sleep-ok: the serial line's pace (one character per char_s) is what this peer plays.
                 time.sleep(delay)
             os.write(dst, bytes([b]))
 

@@ -131,6 +131,21 @@ impl Proc {
         lines
     }
 
+    /// Every stdout line not read yet, up to the end of the pipe: for a process that
+    /// has exited (or been killed), all it wrote, however late its reader thread runs.
+    pub fn stdout_to_end(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            match self.stdout.recv_timeout(PATIENCE) {
+                Ok(line) => lines.push(line),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return lines,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("stdout of a finished process still open after {PATIENCE:?}")
+                }
+            }
+        }
+    }
+
     pub fn drain_stderr(&mut self) {
         while let Ok(line) = self.stderr.try_recv() {
             self.seen_stderr.push(line);
@@ -278,5 +293,33 @@ config device '{name}'
 \toption port '{port}'
 \toption unit_id '{unit_id}'
 "
+    )
+}
+
+/// The simulated site (`csipd demo --sim-only`, running for `seconds`) and its inverter
+/// ('inv1') and meter ('meter') as UCI device sections.
+pub fn sim_devices(seconds: u32) -> (Proc, String) {
+    let mut sim = spawn(&["demo", "--sim-only", "--seconds", &seconds.to_string()]);
+    let inverter = port_of(&sim.stdout_line("inverter: ", PATIENCE));
+    let meter = port_of(&sim.stdout_line("meter: ", PATIENCE));
+    let devices = uci_tcp_device("inv1", "inverter", &inverter, 1)
+        + &uci_tcp_device("meter", "meter", &meter, 1);
+    (sim, devices)
+}
+
+/// The `config server 'utility'` section for a scripted CSIP-AUS server in csipd's
+/// plain-HTTP lab mode (PEN 12345): `dcap_url`, the client certificate and key.
+pub fn uci_lab_utility(dcap_url: &str, cert: &std::path::Path, key: &std::path::Path) -> String {
+    format!(
+        "
+config server 'utility'
+\toption dcap_url '{dcap_url}'
+\toption cert '{}'
+\toption key '{}'
+\toption allow_plain_http '1'
+\toption pen '12345'
+",
+        cert.display(),
+        key.display()
     )
 }

@@ -33,6 +33,7 @@ pub fn sample_snapshot(now: i64) -> Snapshot {
         csipaus_version: Some("v1.3".into()),
         readings_posted: 42,
         readings_pending: 1,
+        responses_pending: 0,
         prices: Vec::new(),
         resources: vec![ResourcePoll {
             name: "DERControlList".into(),
@@ -192,9 +193,15 @@ pub fn chromium() -> &'static str {
     panic!("headless Chromium is missing: run `bash tests/setup.sh` (installs Debian chromium)");
 }
 
+/// How long one headless Chromium run may take before it is killed and the test fails:
+/// a page that never settles must not hang the run (generous: the machine is loaded).
+pub const CHROMIUM_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Runs headless Chromium on `url` with the flags of the env notes; returns stdout.
+/// Killed, and the test failed, if it has not finished within [`CHROMIUM_DEADLINE`].
 pub fn run_chromium(profile: &Path, extra: &[&str], url: &str) -> String {
-    let out = Command::new(chromium())
+    use std::io::Read;
+    let mut child = Command::new(chromium())
         .args([
             "--headless",
             "--no-sandbox",
@@ -210,12 +217,79 @@ pub fn run_chromium(profile: &Path, extra: &[&str], url: &str) -> String {
         .args(extra)
         .arg(url)
         .env("TZ", "UTC")
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("chromium runs");
+    let pid = child.id();
+    let (mut stdout, mut stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let err_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    // Chromium's exit (the reader sees the end of its stdout, then reaps it), or the
+    // deadline: whichever comes first.
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        let _ = done.send((child.wait(), text));
+    });
+    let (status, text) = match finished.recv_timeout(CHROMIUM_DEADLINE) {
+        Ok((status, text)) => (status.expect("wait for chromium"), text),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("chromium did not finish {url} within {CHROMIUM_DEADLINE:?}");
+        }
+    };
+    assert!(
+        status.success(),
+        "chromium failed on {url}: {}",
+        err_reader.join().unwrap_or_default()
+    );
+    text
+}
+
+/// Runs `cmd`; its stdout, or a panic with its output when it fails.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("command runs");
     assert!(
         out.status.success(),
-        "chromium failed: {}",
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// A CA made by the openssl command line (a real manufacturer CA stand-in), subject
+/// "CN=NAME, O=csipd test": (key path, certificate path) in `dir`.
+pub fn openssl_ca(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let key = dir.join(format!("{name}.key"));
+    let cert = dir.join(format!("{name}.pem"));
+    run_ok(Command::new("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "3650",
+        "-subj",
+        &format!("/CN={name}/O=csipd test"),
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        cert.to_str().unwrap(),
+    ]));
+    (key, cert)
 }

@@ -151,6 +151,7 @@ return view.extend({
 		o.value('default', _('v1.1 / v1.2') + ' (https://csipaus.org/ns)');
 		o.value('v1.3', _('v1.3') + ' (https://csipaus.org/ns/v1.3)');
 		o.default = 'default';
+		o = s.taboption('server', form.Flag, 'schema_2018', _('IEEE 2030.5-2018 bodies'), _('Send plain IEEE 2030.5-2018 documents (no CSIP-AUS extensions, no NMI) to a server that refuses them; the network operator says.'));
 		o = s.taboption('server', form.Flag, 'inband_registration', _('Check the registration PIN'), _('In-band registration: compare the server\'s registration PIN with the one the network operator gave.'));
 		o = s.taboption('server', form.Value, 'registration_pin', _('Registration PIN'));
 		o.datatype = 'and(uinteger,maxlength(6))';

@@ -1,0 +1,295 @@
+//! Volt-var and volt-watt curves on SunSpec inverters: model 126 (static volt-VAR) and
+//! model 132 (volt-watt), the 1xx-series curve models (layouts from pysunspec2's
+//! model_126.json and model_132.json). Pure: plans the register writes from the model
+//! block as read; the device writes them and reads the model back to confirm
+//! ([`super::Device::set_curve`]).
+//!
+//! Both models are laid out alike: a fixed part (ID, L, ActCrv, ModEna, WinTms, RvrtTms,
+//! RmpTms, NCrv, NPt, V_SF, DeptRef_SF, RmpIncDec_SF: 12 registers) then NCrv curves of
+//! 54 registers (ActPt, DeptRef, V1, Y1 … V20, Y20, CrvNam, three ramp points,
+//! ReadOnly). V is in % of VRef (scaled by V_SF); Y (VAr or W) in % of the DeptRef
+//! quantity (scaled by DeptRef_SF). csipd writes the first curve that is not read-only
+//! (its ActPt, DeptRef and points, in one write), then selects it (ActCrv) and enables
+//! the mode (ModEna bit 0), in that order, so the inverter never runs a half-written
+//! curve. Nothing else is written (never ID, L, NCrv, NPt or a scale factor).
+//!
+//! Not done here: the 7xx-series curve models (705 volt-var, 706 volt-watt).
+
+use super::sunspec::{Block, ModelRef, RegisterWrite, SunSpecError};
+
+/// Registers before the first curve.
+const FIXED_LEN: usize = 12;
+/// Registers of one curve.
+const CURVE_LEN: usize = 54;
+const ACT_CRV: usize = 2;
+const MOD_ENA: usize = 3;
+const N_CRV: usize = 7;
+const N_PT: usize = 8;
+const V_SF: usize = 9;
+const DEPT_REF_SF: usize = 10;
+/// Within a curve.
+const READ_ONLY: usize = 53;
+/// SunSpec allows up to 20 points per curve in these models.
+const MAX_POINTS: usize = 20;
+
+/// Which curve function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CurveMode {
+    /// 2030.5 `opModVoltVar`, SunSpec model 126.
+    VoltVar,
+    /// 2030.5 `opModVoltWatt`, SunSpec model 132.
+    VoltWatt,
+}
+
+impl CurveMode {
+    /// The SunSpec model that carries the mode.
+    pub fn model(self) -> u16 {
+        match self {
+            CurveMode::VoltVar => 126,
+            CurveMode::VoltWatt => 132,
+        }
+    }
+
+    /// The point name of the dependent value (for messages).
+    fn y_name(self) -> &'static str {
+        match self {
+            CurveMode::VoltVar => "VAr",
+            CurveMode::VoltWatt => "W",
+        }
+    }
+}
+
+/// One point: voltage in % of the reference voltage, the dependent value in % of the
+/// curve's [`Curve::dept_ref`] quantity.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CurvePoint {
+    pub v_pct: f64,
+    pub y_pct: f64,
+}
+
+/// A curve to put on an inverter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Curve {
+    pub mode: CurveMode,
+    /// In increasing voltage, 1 to 20 of them.
+    pub points: Vec<CurvePoint>,
+    /// SunSpec `DeptRef`: model 126 1 %WMax, 2 %VArMax, 3 %VArAval; model 132 1 %WMax,
+    /// 2 %WAval.
+    pub dept_ref: u16,
+}
+
+/// The curve set as read from a model block: the selected curve's points (raw values
+/// scaled back to %), whether the mode is enabled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CurveState {
+    pub enabled: bool,
+    /// `ActCrv` (1-based; 0 none).
+    pub active_curve: u16,
+    pub points: Vec<CurvePoint>,
+    pub dept_ref: Option<u16>,
+}
+
+fn scaled_raw(
+    model: u16,
+    value: f64,
+    sf: Option<i16>,
+    point: &'static str,
+    range: (f64, f64),
+) -> Result<u16, SunSpecError> {
+    let sf = sf.ok_or(SunSpecError::UnknownScaleFactor { model, point })?;
+    let raw = (value / 10f64.powi(i32::from(sf))).round();
+    if value.is_nan() || raw < range.0 || raw > range.1 {
+        return Err(SunSpecError::OutOfRange {
+            what: format!("{point} {value} does not fit model {model} with scale factor {sf}"),
+        });
+    }
+    Ok(raw as i64 as u16)
+}
+
+/// The writes that put `curve` on the inverter, given the model block as read.
+pub fn plan_curve(
+    ctl: &ModelRef,
+    regs: &[u16],
+    curve: &Curve,
+) -> Result<Vec<RegisterWrite>, SunSpecError> {
+    let model = curve.mode.model();
+    if ctl.id != model {
+        return Err(SunSpecError::MissingModel {
+            wanted: match curve.mode {
+                CurveMode::VoltVar => "volt-var (126)",
+                CurveMode::VoltWatt => "volt-watt (132)",
+            },
+            present: vec![ctl.id],
+        });
+    }
+    let b = Block::new(model, regs);
+    b.ensure_len(FIXED_LEN)?;
+    let n_crv = usize::from(b.u16(N_CRV).unwrap_or(0));
+    let n_pt = usize::from(b.u16(N_PT).unwrap_or(0)).min(MAX_POINTS);
+    b.ensure_len(FIXED_LEN + n_crv * CURVE_LEN)?;
+    let n = curve.points.len();
+    if n == 0 || n > n_pt {
+        return Err(SunSpecError::OutOfRange {
+            what: format!("a curve of {n} points; model {model} takes 1 to {n_pt}"),
+        });
+    }
+    if curve.points.windows(2).any(|w| w[1].v_pct <= w[0].v_pct) {
+        return Err(SunSpecError::OutOfRange {
+            what: "curve voltages must increase from point to point".into(),
+        });
+    }
+    // The first curve the inverter lets us write (ReadOnly 1 = READONLY; a
+    // not-implemented ReadOnly counts as writable).
+    let index = (0..n_crv)
+        .find(|i| b.u16(FIXED_LEN + i * CURVE_LEN + READ_ONLY) != Some(1))
+        .ok_or_else(|| SunSpecError::OutOfRange {
+            what: format!("model {model} has no writable curve ({n_crv} curves, all read-only)"),
+        })?;
+    let start = FIXED_LEN + index * CURVE_LEN;
+    let (v_sf, y_sf) = (b.sf(V_SF), b.sf(DEPT_REF_SF));
+    let mut values = vec![n as u16, curve.dept_ref];
+    for p in &curve.points {
+        values.push(scaled_raw(model, p.v_pct, v_sf, "V", (0.0, 65534.0))?);
+        values.push(scaled_raw(
+            model,
+            p.y_pct,
+            y_sf,
+            curve.mode.y_name(),
+            (-32767.0, 32767.0),
+        )?);
+    }
+    let w = |off: usize, values: Vec<u16>, point| RegisterWrite {
+        address: ctl.addr(off as u16),
+        values,
+        point,
+    };
+    Ok(vec![
+        w(start, values, "ActPt+DeptRef+curve points"),
+        w(ACT_CRV, vec![index as u16 + 1], "ActCrv"),
+        w(MOD_ENA, vec![1], "ModEna"),
+    ])
+}
+
+/// The selected curve of a 126/132 block.
+pub fn decode_curve(model: u16, regs: &[u16]) -> Option<CurveState> {
+    let b = Block::new(model, regs);
+    let active = b.u16(ACT_CRV)?;
+    let enabled = b.u16(MOD_ENA).is_some_and(|v| v & 1 == 1);
+    let mut state = CurveState {
+        enabled,
+        active_curve: active,
+        points: Vec::new(),
+        dept_ref: None,
+    };
+    if active == 0 {
+        return Some(state);
+    }
+    let start = FIXED_LEN + usize::from(active - 1) * CURVE_LEN;
+    let act_pt = usize::from(b.u16(start)?).min(MAX_POINTS);
+    state.dept_ref = b.u16(start + 1);
+    for i in 0..act_pt {
+        state.points.push(CurvePoint {
+            v_pct: b.scaled_u16(start + 2 + 2 * i, V_SF)?,
+            y_pct: b.scaled_i16(start + 3 + 2 * i, DEPT_REF_SF)?,
+        });
+    }
+    Some(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A model 126 block with two curves of 4 points; curve 1 read-only.
+    fn block_126() -> Vec<u16> {
+        let mut r = vec![0u16; FIXED_LEN + 2 * CURVE_LEN];
+        r[0] = 126;
+        r[1] = (r.len() - 2) as u16;
+        r[N_CRV] = 2;
+        r[N_PT] = 4;
+        r[V_SF] = 0;
+        r[DEPT_REF_SF] = 0;
+        r[FIXED_LEN + READ_ONLY] = 1;
+        r
+    }
+
+    fn curve() -> Curve {
+        // The shape of the standard's example volt-var curve (AS/NZS 4777.2 values).
+        Curve {
+            mode: CurveMode::VoltVar,
+            points: [(90.4, 44.0), (95.6, 0.0), (104.3, 0.0), (110.0, -60.0)]
+                .into_iter()
+                .map(|(v_pct, y_pct)| CurvePoint { v_pct, y_pct })
+                .collect(),
+            dept_ref: 2,
+        }
+    }
+
+    #[test]
+    fn a_four_point_volt_var_curve_goes_to_the_first_writable_curve() {
+        let mut regs = block_126();
+        regs[V_SF] = (-1i16) as u16;
+        let ctl = ModelRef {
+            id: 126,
+            start: 40100,
+            len: regs.len() as u16 - 2,
+        };
+        let writes = plan_curve(&ctl, &regs, &curve()).unwrap();
+        let curve2 = 40100 + (FIXED_LEN + CURVE_LEN) as u16;
+        assert_eq!(writes[0].address, curve2);
+        assert_eq!(
+            writes[0].values,
+            vec![4, 2, 904, 44, 956, 0, 1043, 0, 1100, (-60i16) as u16]
+        );
+        assert_eq!((writes[1].address, &writes[1].values), (40102, &vec![2]));
+        assert_eq!((writes[2].address, &writes[2].values), (40103, &vec![1]));
+        // Applied, it reads back as the same curve.
+        for w in &writes {
+            let off = usize::from(w.address - 40100);
+            regs[off..off + w.values.len()].copy_from_slice(&w.values);
+        }
+        let state = decode_curve(126, &regs).unwrap();
+        assert!(state.enabled);
+        assert_eq!(state.active_curve, 2);
+        assert_eq!(state.dept_ref, Some(2));
+        assert_eq!(state.points.len(), 4);
+        assert!((state.points[3].v_pct - 110.0).abs() < 1e-9);
+        assert_eq!(state.points[3].y_pct, -60.0);
+    }
+
+    #[test]
+    fn curves_that_do_not_fit_are_refused_with_the_reason() {
+        let regs = block_126();
+        let ctl = ModelRef {
+            id: 126,
+            start: 0,
+            len: regs.len() as u16 - 2,
+        };
+        let mut five = curve();
+        five.points.push(CurvePoint {
+            v_pct: 115.0,
+            y_pct: -60.0,
+        });
+        let err = plan_curve(&ctl, &regs, &five).unwrap_err().to_string();
+        assert!(err.contains("1 to 4"), "{err}");
+        let mut down = curve();
+        down.points.swap(0, 1);
+        assert!(plan_curve(&ctl, &regs, &down).is_err());
+        let mut volt_watt = curve();
+        volt_watt.mode = CurveMode::VoltWatt;
+        assert!(
+            plan_curve(&ctl, &regs, &volt_watt)
+                .unwrap_err()
+                .to_string()
+                .contains("volt-watt")
+        );
+        let mut all_read_only = regs.clone();
+        all_read_only[FIXED_LEN + CURVE_LEN + READ_ONLY] = 1;
+        assert!(
+            plan_curve(&ctl, &all_read_only, &curve())
+                .unwrap_err()
+                .to_string()
+                .contains("read-only")
+        );
+    }
+}

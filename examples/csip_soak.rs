@@ -126,14 +126,17 @@ fn main() {
                             c: Some(241.0),
                         },
                         frequency_hz: Some(50.0),
+                        stored_energy_wh: None,
                     }),
                     der: Some(MeterSample {
                         active_power_w: phase(w + 500.0),
                         reactive_power_var: phase(0.0),
                         voltage_v: PhaseValues::total(241.0),
                         frequency_hz: Some(50.0),
+                        stored_energy_wh: None,
                     }),
                     inverters: csip_memory::Site::new().inverters,
+                    storage: None,
                 })
             };
             let clock = csipd::runtime::clock::SystemClock::new();

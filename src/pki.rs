@@ -426,10 +426,22 @@ pub enum Severity {
     Warning,
 }
 
+/// Which file of the identity a problem is about (so `check-config` can point at the
+/// option that names it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdentityFile {
+    /// The certificate (unreadable, expired, not yet valid, not P-256), or the pair.
+    Cert,
+    /// The private key (unreadable, not a PEM key).
+    Key,
+}
+
 /// One thing wrong with the configured identity, for `check-config`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct IdentityProblem {
     pub severity: Severity,
+    /// The file the problem is about.
+    pub file: IdentityFile,
     pub message: String,
 }
 
@@ -452,6 +464,7 @@ pub fn check_identity(cert_path: &Path, key_path: &Path, now: SystemTime) -> Vec
     let mut problems = Vec::new();
     let error = |message: String| IdentityProblem {
         severity: Severity::Error,
+        file: IdentityFile::Cert,
         message,
     };
     let cert = match load_cert(cert_path) {
@@ -464,7 +477,10 @@ pub fn check_identity(cert_path: &Path, key_path: &Path, now: SystemTime) -> Vec
     let key = match load_key(key_path) {
         Ok(k) => Some(k),
         Err(e) => {
-            problems.push(error(format!("key {e}")));
+            problems.push(IdentityProblem {
+                file: IdentityFile::Key,
+                ..error(format!("key {e}"))
+            });
             None
         }
     };
@@ -486,6 +502,7 @@ pub fn check_identity(cert_path: &Path, key_path: &Path, now: SystemTime) -> Vec
                 } else if until - now_unix < EXPIRY_WARNING.as_secs() as i64 {
                     problems.push(IdentityProblem {
                         severity: Severity::Warning,
+                        file: IdentityFile::Cert,
                         message: format!(
                             "certificate {} expires on {} ({} days left)",
                             cert_path.display(),
@@ -505,6 +522,7 @@ pub fn check_identity(cert_path: &Path, key_path: &Path, now: SystemTime) -> Vec
             if s.key_type != "EC P-256" {
                 problems.push(IdentityProblem {
                     severity: Severity::Warning,
+                    file: IdentityFile::Cert,
                     message: format!(
                         "certificate {} has a {} key; CSIP-AUS requires EC P-256",
                         cert_path.display(),
@@ -537,6 +555,7 @@ const CERT_USAGE: &str = "usage:
       the manufacturer step: issue a device certificate for a request with a CA's key
       (default 3650 days); --out gets the device certificate followed by the CA's";
 
+#[derive(Debug)]
 enum CliError {
     /// Bad arguments: print the usage.
     Usage(String),
@@ -667,7 +686,7 @@ fn cert_show(f: &[(String, String)]) -> Result<ExitCode, CliError> {
             let dummy = cert_path.clone();
             check_identity(&cert_path, &dummy, now)
                 .into_iter()
-                .filter(|p| !p.message.starts_with("key "))
+                .filter(|p| p.file != IdentityFile::Key)
                 .collect()
         }
     };
@@ -701,11 +720,29 @@ fn cert_sign(f: &[(String, String)]) -> Result<ExitCode, CliError> {
     let days = days_flag(f, 3650)?;
     let ca_chain = load_certs(&ca_cert_path)?;
     let ca_key = load_key(&ca_key_path)?;
+    // Named here, before the request is read: the mistake is in --ca-key/--ca-cert.
+    if !key_matches(&ca_chain[0], &ca_key) {
+        return Err(CliError::Failed(format!(
+            "--ca-key {} is not the key of --ca-cert {}",
+            ca_key_path.display(),
+            ca_cert_path.display()
+        )));
+    }
     let csr_pem = std::fs::read(&csr_path).map_err(|e| err(&csr_path, e))?;
     let csr =
         X509Req::from_pem(&csr_pem).map_err(|_| err(&csr_path, "not a PEM certificate request"))?;
     let cert = sign_csr(&csr, &ca_chain[0], &ca_key, days, SystemTime::now())
         .map_err(|e| PkiError(format!("{}: {e}", csr_path.display())))?;
+    // A certificate that does not chain to the CA (not CA:TRUE, no keyCertSign, as one
+    // from `cert selfsigned`) would be refused by every server: say so, write nothing.
+    if let Err(why) = chains_to(&cert, &ca_chain) {
+        return Err(CliError::Failed(format!(
+            "--ca-cert {} cannot issue certificates: {why} (a CA certificate needs \
+             basicConstraints CA:TRUE and keyUsage keyCertSign; `csipd cert selfsigned` makes \
+             a server certificate, not a CA)",
+            ca_cert_path.display()
+        )));
+    }
     // The device certificate followed by the CA chain: what the device presents.
     let mut pem = cert
         .to_pem()
@@ -728,6 +765,35 @@ fn cert_sign(f: &[(String, String)]) -> Result<ExitCode, CliError> {
     println!("LFDI:        {}", s.lfdi);
     println!("SFDI:        {}", s.sfdi);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether `cert` verifies against `ca_chain` (each of it trusted, so an intermediate
+/// CA without its root works), as a TLS peer would check it; the verifier's reason if not.
+fn chains_to(cert: &X509, ca_chain: &[X509]) -> Result<(), String> {
+    use openssl::stack::Stack;
+    use openssl::x509::X509StoreContext;
+    use openssl::x509::store::X509StoreBuilder;
+    use openssl::x509::verify::X509VerifyFlags;
+    let setup = |e: openssl::error::ErrorStack| e.to_string();
+    let mut store = X509StoreBuilder::new().map_err(setup)?;
+    for ca in ca_chain {
+        store.add_cert(ca.clone()).map_err(setup)?;
+    }
+    store
+        .set_flags(X509VerifyFlags::PARTIAL_CHAIN)
+        .map_err(setup)?;
+    let store = store.build();
+    let mut context = X509StoreContext::new().map_err(setup)?;
+    let untrusted = Stack::new().map_err(setup)?;
+    context
+        .init(&store, cert, &untrusted, |c| {
+            Ok(if c.verify_cert()? {
+                Ok(())
+            } else {
+                Err(c.error().error_string().to_string())
+            })
+        })
+        .map_err(setup)?
 }
 
 fn cert_selfsigned(f: &[(String, String)]) -> Result<ExitCode, CliError> {
@@ -831,6 +897,62 @@ mod tests {
         assert!(wrong.0.contains("does not belong"), "{wrong}");
     }
 
+    /// `csipd cert sign` names the CA files when the CA key is not the CA certificate's,
+    /// and refuses a CA certificate that cannot issue (one from `cert selfsigned`)
+    /// instead of writing a device certificate every server would reject.
+    #[test]
+    fn cert_sign_names_the_ca_files_and_refuses_a_non_ca() {
+        let dir = tmp("sign-cli");
+        let now = SystemTime::now();
+        let path = |name: &str| dir.join(name).display().to_string();
+        let ca_key = generate_p256_key().unwrap();
+        write_private_key(&dir.join("ca.key"), &ca_key).unwrap();
+        let ca = self_signed_ca(&ca_key, "Lab MICA", 100, now).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.to_pem().unwrap()).unwrap();
+        let server = self_signed(&ca_key, "not a CA", 100, now).unwrap();
+        std::fs::write(dir.join("server.pem"), server.to_pem().unwrap()).unwrap();
+        let device_key = generate_p256_key().unwrap();
+        write_private_key(&dir.join("device.key"), &device_key).unwrap();
+        let csr = build_csr(&device_key, "site-7").unwrap();
+        std::fs::write(dir.join("device.csr"), csr.to_pem().unwrap()).unwrap();
+        let sign = |ca_cert: &str, ca_key: &str| {
+            let args: Vec<String> = [
+                "--ca-cert",
+                &path(ca_cert),
+                "--ca-key",
+                &path(ca_key),
+                "--csr",
+                &path("device.csr"),
+                "--out",
+                &path("device.pem"),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            cert_sign(&flags(&args).unwrap())
+        };
+        let failed = |r: Result<ExitCode, CliError>| match r {
+            Err(CliError::Failed(why)) => why,
+            _ => panic!("expected a failure"),
+        };
+        let wrong_key = failed(sign("ca.pem", "device.key"));
+        assert!(
+            wrong_key.contains(&format!("--ca-key {}", path("device.key")))
+                && wrong_key.contains(&format!("--ca-cert {}", path("ca.pem"))),
+            "{wrong_key}"
+        );
+        let not_ca = failed(sign("server.pem", "ca.key"));
+        assert!(
+            not_ca.contains("server.pem") && not_ca.contains("cannot issue"),
+            "{not_ca}"
+        );
+        assert!(!dir.join("device.pem").exists(), "nothing written");
+        assert!(sign("ca.pem", "ca.key").is_ok());
+        let issued = load_certs(&dir.join("device.pem")).unwrap();
+        assert_eq!(chains_to(&issued[0], &issued[1..]), Ok(()));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[test]
     fn check_identity_reports_expiry_mismatch_and_missing_files() {
         let dir = tmp("check");
@@ -868,6 +990,12 @@ mod tests {
         std::fs::write(dir.join("junk.pem"), "hello").unwrap();
         let junk = check_identity(&cert_path, &dir.join("junk.pem"), issued + day);
         assert!(junk[0].message.contains("junk.pem"), "{}", junk[0]);
+        assert_eq!(
+            junk[0].file,
+            IdentityFile::Key,
+            "a bad key is the key's problem"
+        );
+        assert_eq!(missing[0].file, IdentityFile::Cert);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

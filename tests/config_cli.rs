@@ -20,13 +20,14 @@ fn write_config(name: &str, text: &str) -> PathBuf {
     path
 }
 
+/// Three mistakes in the text, and a certificate and key that are not there yet.
 const THREE_MISTAKES: &str = "\
 config csipd 'main'
 	option log_level 'info'
 config server 'utility'
 	option dcap_url 'https://csip.example.com.au/dcap'
-	option cert '/etc/csipd/client.crt'
-	option key '/etc/csipd/client.key'
+	option cert '/nonexistent/csipd/client.crt'
+	option key '/nonexistent/csipd/client.key'
 	option nmi 'QB00000000'
 config limits 'fixed'
 	option export_limit_w '5 kW'
@@ -51,9 +52,19 @@ fn three_mistakes_give_three_located_messages_and_exit_2() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(2), "stdout:\n{stdout}");
     let lines: Vec<&str> = stdout.lines().collect();
+    // The missing files are reported in the same run as the text's mistakes (fixing
+    // the text first must not uncover them only on the next run).
     assert_eq!(
         lines,
         [
+            format!(
+                "{file}:5: error: server cert '/nonexistent/csipd/client.crt': certificate \
+                 /nonexistent/csipd/client.crt: No such file or directory (os error 2)"
+            ),
+            format!(
+                "{file}:6: error: server key '/nonexistent/csipd/client.key': key \
+                 /nonexistent/csipd/client.key: No such file or directory (os error 2)"
+            ),
             format!(
                 "{file}:9: error: option 'export_limit_w' must be a whole number of watts, \
                  got \"5 kW\""
@@ -66,7 +77,7 @@ fn three_mistakes_give_three_located_messages_and_exit_2() {
                 "{file}:18: warning: unknown option 'unti_id' in device section (ignored); \
                  did you mean 'unit_id'?"
             ),
-            format!("{file}: 2 errors, 1 warning"),
+            format!("{file}: 4 errors, 1 warning"),
         ]
     );
 }
@@ -107,6 +118,57 @@ fn a_missing_file_exits_2() {
     let out = check_config(&["/nonexistent/csipd"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("/nonexistent/csipd: cannot read: "));
+}
+
+/// A key file that is no key and a CA bundle without certificates: each is an error
+/// at its own option's line, reported beside an unrelated error in the text; a file
+/// option whose value is already wrong (a relative path) is not reported twice.
+#[test]
+fn key_and_ca_problems_are_errors_at_their_own_lines() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("config_cli_files");
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = csipd::pki::generate_p256_key().unwrap();
+    let cert = csipd::pki::self_signed(&key, "dev", 365, std::time::SystemTime::now()).unwrap();
+    std::fs::write(dir.join("device.pem"), cert.to_pem().unwrap()).unwrap();
+    std::fs::write(dir.join("junk.pem"), "not a key\n").unwrap();
+    let text = |key: &str| {
+        format!(
+            "config csipd 'main'\n\toption log_level 'verbose'\n\
+             config server 'utility'\n\toption dcap_url 'https://127.0.0.1:8443/dcap'\n\
+             \toption nmi 'QB00000000'\n\toption cert '{}'\n\toption key '{key}'\n\
+             \toption ca '{}'\n",
+            dir.join("device.pem").display(),
+            dir.join("junk.pem").display(),
+        )
+    };
+    let path = write_config(
+        "files-bad",
+        &text(&dir.join("junk.pem").display().to_string()),
+    );
+    let out = check_config(&[path.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    let errors: Vec<&str> = stdout.lines().filter(|l| l.contains(": error: ")).collect();
+    assert_eq!(errors.len(), 3, "{stdout}");
+    assert!(
+        errors[0].contains(":2: error: option 'log_level'"),
+        "{stdout}"
+    );
+    assert!(
+        errors[1].contains(":7: error: server key '") && errors[1].contains("not an unencrypted"),
+        "{stdout}"
+    );
+    assert!(
+        errors[2].contains(":8: error: server ca '") && errors[2].contains("no certificate"),
+        "{stdout}"
+    );
+
+    let path = write_config("files-relative", &text("device.key"));
+    let out = check_config(&[path.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line7: Vec<&str> = stdout.lines().filter(|l| l.contains(":7: ")).collect();
+    assert_eq!(line7.len(), 1, "{stdout}");
+    assert!(line7[0].contains("must be an absolute path"), "{stdout}");
 }
 
 #[test]

@@ -56,6 +56,7 @@ fn discover_prints_the_tree() {
     let now = now_s();
     let mut control = Control::new("DERC1", now + 600, 300);
     control.exp_lim_w = Some(1500);
+    control.storage_target_w = Some(-2000);
     let mut scenario = Scenario {
         lfdi: identity.lfdi.clone(),
         sfdi: identity.sfdi,
@@ -94,6 +95,16 @@ fn discover_prints_the_tree() {
     assert!(text.contains("default: export 0 W import 0 W"), "{text}");
     assert!(text.contains("setGradW 27"), "{text}");
     assert!(text.contains("export 1500 W"), "{text}");
+    assert!(text.contains("storage target -2000 W"), "{text}");
+    // The start as in the XML and as a date (UTC) an engineer reads at a glance.
+    let start = now + 600;
+    let date = httpdate::fmt_http_date(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(start as u64),
+    );
+    assert!(
+        text.contains(&format!("start {start} ({date}) for 300 s")),
+        "{text}"
+    );
     assert!(text.contains("(poll every 2 s)"), "{text}");
     // One walk: no report or reading was sent by `discover`.
     assert!(

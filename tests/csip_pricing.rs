@@ -579,7 +579,7 @@ fn prc_01_streamlined_flow_caches_rate_components() {
         "{text}"
     );
     assert!(
-        text.contains("prices (UTC)\n  import 2000.0000 AUD/kWh until "),
+        text.contains("prices (UTC)\n  import: you pay 2000.0000 AUD/kWh until "),
         "{text}"
     );
     assert_served_bodies_valid(&t);

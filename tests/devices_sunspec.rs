@@ -486,6 +486,122 @@ fn charge_limit_through_124_touches_only_its_registers() {
 }
 
 #[test]
+fn battery_of_the_700_series_reports_capacity_and_charge_from_713() {
+    // A DER 700-series battery: 701/702/704 with model 713 (DER storage capacity):
+    // 13.5 kWh rated (WH_SF 1), 64.2 % charged. Without model 124 csipd reads it but
+    // cannot command it; with 124 as well, 124's state of charge wins.
+    let mut bat = der700(3, 40000);
+    bat["models"].as_array_mut().unwrap().push(json!(
+        {"id": 713, "values": {"WHRtg": 1350, "WHAvail": 866, "SoC": 642, "SoH": 1000,
+                               "Sta": 1, "WH_SF": 1, "Pct_SF": -1}}));
+    let mut both = bat.clone();
+    both["unit"] = json!(4);
+    both["models"].as_array_mut().unwrap().push(json!(
+        {"id": 124, "values": {"WChaMax": 5000, "WChaMax_SF": 0, "StorCtl_Mod": 0,
+                               "ChaState": 500, "ChaState_SF": -1, "InWRte": 10000,
+                               "OutWRte": 10000, "InOutWRte_SF": -2}}));
+    let peer = start_peer("bat713", &json!({"devices": [bat, both]}), None);
+    smol::block_on(async {
+        let mut dev = Device::new(tcp_bus(peer.port), DeviceParams::new("bat", 3));
+        dev.scan().await.expect("scan");
+        let r = dev.read_inverter().await.expect("read");
+        let st = r.storage.expect("model 713 decoded");
+        assert!(close(st.capacity_wh, 13_500.0), "{st:?}");
+        assert!(close(st.soc_pct, 64.2), "{st:?}");
+        assert_eq!(st.w_cha_max_w, None);
+        assert!(!r.controls.charge_limit, "no model 124: nothing to command");
+        let e = dev
+            .set_storage_target_w(Some(1000.0), 120)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("124"), "{e}");
+        let mut dev = Device::new(tcp_bus(peer.port), DeviceParams::new("bat2", 4));
+        dev.scan().await.expect("scan");
+        let r = dev.read_inverter().await.expect("read");
+        let st = r.storage.expect("models 124 and 713 decoded");
+        assert!(close(st.capacity_wh, 13_500.0), "{st:?}");
+        assert!(close(st.soc_pct, 50.0), "{st:?}");
+        assert!(r.controls.charge_limit);
+    });
+    assert!(peer.writes().is_empty());
+    // Model 120's storage ratings: WHRtg, MaxChaRte, MaxDisChaRte (the battery of the
+    // charge-limit test has none: not implemented reads as unknown).
+    let mut rated = battery(5, 40000);
+    rated["models"][2] = json!({"id": 120, "values": {"DERTyp": 82, "WRtg": 5000,
+        "WRtg_SF": 0, "WHRtg": 1350, "WHRtg_SF": 1, "MaxChaRte": 3300, "MaxChaRte_SF": 0,
+        "MaxDisChaRte": 4600, "MaxDisChaRte_SF": 0}});
+    let peer = start_peer(
+        "bat120",
+        &json!({"devices": [rated, battery(6, 40000)]}),
+        None,
+    );
+    smol::block_on(async {
+        let mut dev = Device::new(tcp_bus(peer.port), DeviceParams::new("bat", 5));
+        dev.scan().await.expect("scan");
+        let np = dev.read_inverter().await.expect("read").nameplate;
+        assert!(close(np.wh_rtg_wh, 13_500.0), "{np:?}");
+        assert!(close(np.max_charge_rate_w, 3300.0), "{np:?}");
+        assert!(close(np.max_discharge_rate_w, 4600.0), "{np:?}");
+        let mut dev = Device::new(tcp_bus(peer.port), DeviceParams::new("bat6", 6));
+        dev.scan().await.expect("scan");
+        let np = dev.read_inverter().await.expect("read").nameplate;
+        assert_eq!((np.wh_rtg_wh, np.max_discharge_rate_w), (None, None));
+    });
+}
+
+#[test]
+fn storage_target_through_124_touches_only_its_registers() {
+    // opModStorageTargetW on a real Modbus peer: the rate window and both
+    // StorCtl_Mod bits, the revert timer; ending it clears the bits and nothing else.
+    let peer = start_peer("target124", &json!({"devices": [battery(2, 40000)]}), None);
+    smol::block_on(async {
+        let mut dev = Device::new(tcp_bus(peer.port), DeviceParams::new("bat", 2));
+        dev.scan().await.expect("scan");
+        dev.read_inverter().await.expect("read");
+        let (base, before) = whole_block(&mut dev).await;
+        let s = dev.map().unwrap().find(124).unwrap().start;
+        // Discharge 1650 W of WChaMax 3.3 kW: 50.00 %.
+        dev.set_storage_target_w(Some(1650.0), 120)
+            .await
+            .expect("set target");
+        let (_, after) = whole_block(&mut dev).await;
+        let mut diff = changed(base, &before, &after);
+        diff.sort();
+        assert_eq!(
+            diff,
+            vec![
+                (s + 5, 2, 3),                      // StorCtl_Mod: both bits
+                (s + 12, 5000, 5000),               // OutWRte 50.00 % (was 50.00 %)
+                (s + 13, 10000, (-5000i16) as u16), // InWRte -50.00 %
+                (s + 15, 0, 120),                   // InOutWRte_RvrtTms
+            ]
+            .into_iter()
+            .filter(|(_, a, b)| a != b)
+            .collect::<Vec<_>>()
+        );
+        // Charge 3.3 kW: InWRte 100 %, OutWRte -100 %.
+        dev.set_storage_target_w(Some(-3300.0), 120)
+            .await
+            .expect("charge target");
+        let (_, charging) = whole_block(&mut dev).await;
+        let mut diff = changed(base, &after, &charging);
+        diff.sort();
+        assert_eq!(
+            diff,
+            vec![
+                (s + 12, 5000, (-10000i16) as u16),
+                (s + 13, (-5000i16) as u16, 10000),
+            ]
+        );
+        // The end: both bits cleared, the rates left as they are.
+        dev.set_storage_target_w(None, 120).await.expect("end");
+        let (_, ended) = whole_block(&mut dev).await;
+        assert_eq!(changed(base, &charging, &ended), vec![(s + 5, 3, 0)]);
+        assert_eq!(dev.stats().writes_unconfirmed, 0);
+    });
+}
+
+#[test]
 fn limit_through_704_sets_revert_value() {
     let peer = start_peer("write704", &json!({"devices": [der700(4, 40000)]}), None);
     smol::block_on(async {
@@ -545,11 +661,15 @@ fn modbus_scan_command_reports_devices() {
     assert_eq!(lines[0]["inverter"]["ac"]["w"], 2000.0);
     assert_eq!(lines[0]["common"]["manufacturer"], "Foreign Inverters");
     assert_eq!(lines[1]["meter"]["ac"]["w"], -3500.0);
-    // unit 3 does not exist: reported, and the exit code says so
+    // unit 3 does not exist: reported, and the exit code says so; the words say no
+    // map was found (not a chain "broken at register 0") and what to check.
+    let error = lines[2]["error"].as_str().unwrap_or("");
+    assert!(error.contains("unit 3"), "{}", lines[2]);
     assert!(
-        lines[2]["error"].as_str().unwrap_or("").contains("unit 3"),
-        "{}",
-        lines[2]
+        error.contains("no SunSpec map found")
+            && error.contains("is this its unit id?")
+            && !error.contains("broken"),
+        "{error}"
     );
     assert_eq!(out.status.code(), Some(1));
 }

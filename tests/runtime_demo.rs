@@ -319,6 +319,12 @@ fn utility_only_serves_another_client_with_the_printed_identity() {
     let key = utility.stdout_line("device key: ", Duration::from_secs(5));
     let pin = utility.stdout_line("pin: ", Duration::from_secs(5));
     assert_eq!(pin, "111115");
+    let client_config = utility.stdout_line("client config: ", Duration::from_secs(5));
+    let client_config = client_config
+        .split_whitespace()
+        .next()
+        .expect("client config path")
+        .to_string();
     let (origin, path) = csipd::http::split_url(&dcap).expect("dcap URL");
     let fetch = |path: &str, with_cert: bool| {
         let mut args = vec!["fetch", path, "--url", &origin, "--ca", &ca];
@@ -344,6 +350,25 @@ fn utility_only_serves_another_client_with_the_printed_identity() {
     assert!(
         body.contains(r#"responseRequired="03""#) && body.contains("opModExpLimW"),
         "{body}"
+    );
+    // The printed client configuration points `csipd discover` at it, as an engineer
+    // would use it: the walk finds this device (by the LFDI of the printed identity).
+    let lfdi = csipd::pki::lfdi_of_cert_file(std::path::Path::new(&cert)).expect("device LFDI");
+    let out = std::process::Command::new(BIN)
+        .args(["discover", "--config", &client_config])
+        .output()
+        .expect("csipd discover runs");
+    let tree = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "discover --config {client_config}: {tree}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        tree.contains(&format!("LFDI {lfdi}"))
+            && tree.contains("this device /edev/1")
+            && tree.contains("registration PIN 111115"),
+        "{tree}"
     );
     // Without the device certificate the 2030.5 resources are refused.
     let out = fetch(&path, false);

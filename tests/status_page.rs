@@ -102,6 +102,16 @@ fn page_renders_live_values_in_headless_chromium() {
     assert!(!stale.contains(r#"id="site-stale" class="bad" hidden"#));
     assert!(stale.contains("site power unknown: the meter is not answering"));
 
+    // A limit no device can keep is not shown as a plain value.
+    handle.update(|s| {
+        s.limits[0].not_enforceable = Some("not enforceable: fronius_1 has no control model".into())
+    });
+    let unkept = run_chromium(&profile, &["--dump-dom"], &format!("{}/", server.url()));
+    assert!(
+        unkept.contains("1500 W (NOT ENFORCED: fronius_1 has no control model)"),
+        "not enforced limit; DOM:\n{unkept}"
+    );
+
     let shot: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/status-page.png");
     let _ = std::fs::remove_file(&shot);
     run_chromium(

@@ -1,6 +1,6 @@
 """Plots a soak CSV (scripts/soak/soak.sh) and prints the summary numbers.
 
-usage: plot.py soak.csv soak.svg [warm_up_s]
+usage: plot.py soak.csv soak.svg [warm_up_s] [title]
 
 Summary: RSS and anonymous memory at the end of the warm-up (default 300 s) and at the
 end, the least-squares slope of each after the warm-up (KiB per minute, and what that
@@ -31,6 +31,7 @@ def slope_per_min(ts, ys):
 def main():
     path, svg = sys.argv[1], sys.argv[2]
     warm_up_s = float(sys.argv[3]) if len(sys.argv) > 3 else 300.0
+    title = sys.argv[4] if len(sys.argv) > 4 else "csipd run soak"
     with open(path) as f:
         rows = [{k: float(v or 0) for k, v in r.items()} for r in csv.DictReader(f)]
     if len(rows) < 2:
@@ -52,7 +53,7 @@ def main():
     ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="center right")
-    ax.set_title("csipd run soak: memory from /proc/PID/status")
+    ax.set_title(f"{title}: memory from /proc/PID/status")
     ax2.plot(minutes, [r["threads"] for r in rows], color="tab:purple", label="threads")
     ax2.set_ylabel("threads")
     ax2.set_ylim(bottom=0)

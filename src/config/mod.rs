@@ -86,6 +86,20 @@ impl LoadError {
 /// Parses and validates configuration text. `file` names it in messages. Returns the
 /// config and its warnings, or every problem when there is at least one error.
 pub fn from_text(text: &str, file: &str) -> Result<(Config, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let (config, diagnostics) = build_even_with_errors(text, file)?;
+    if diagnostics.iter().any(|d| d.severity == Severity::Error) {
+        Err(diagnostics)
+    } else {
+        Ok((config, diagnostics))
+    }
+}
+
+/// The typed config (bad values left at their defaults) and every problem, or the
+/// syntax error when the text is not UCI.
+fn build_even_with_errors(
+    text: &str,
+    file: &str,
+) -> Result<(Config, Vec<Diagnostic>), Vec<Diagnostic>> {
     let parsed = uci::parse(text, file).map_err(|e| {
         vec![Diagnostic {
             severity: Severity::Error,
@@ -95,12 +109,31 @@ pub fn from_text(text: &str, file: &str) -> Result<(Config, Vec<Diagnostic>), Ve
             message: e.message,
         }]
     })?;
-    let (config, diagnostics) = typed::build(&parsed, file);
-    if diagnostics.iter().any(|d| d.severity == Severity::Error) {
-        Err(diagnostics)
-    } else {
-        Ok((config, diagnostics))
-    }
+    Ok(typed::build(&parsed, file))
+}
+
+/// What `csipd check-config` reports for configuration text: the problems of the text
+/// and those of the files its options name (the server's certificate, key and CA
+/// bundle; the MQTT files), each at the line of its option and in line order. The files
+/// are checked even when the text has errors elsewhere, so one run shows everything
+/// to fix; an option whose value already has an error is not checked again.
+pub fn check_text_and_files(text: &str, file: &str, now: std::time::SystemTime) -> Vec<Diagnostic> {
+    let (config, mut diagnostics) = match build_even_with_errors(text, file) {
+        Ok(built) => built,
+        Err(syntax) => return syntax,
+    };
+    let bad_lines: std::collections::HashSet<u32> = diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .map(|d| d.line)
+        .collect();
+    let files = identity_diagnostics(&config, now)
+        .into_iter()
+        .chain(server_ca_diagnostics(&config))
+        .chain(typed::mqtt::file_diagnostics(&config, now));
+    diagnostics.extend(files.filter(|d| !bad_lines.contains(&d.line)));
+    diagnostics.sort_by_key(|d| d.line);
+    diagnostics
 }
 
 /// Reads and validates the file at `path` (what `csipd run` calls).
@@ -123,22 +156,23 @@ pub fn cli_check_config(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let loaded = load(path).and_then(|(config, mut diagnostics)| {
-        // The files the options name are checked here, at the CLI edge: the typed
-        // config stays pure.
-        diagnostics.extend(identity_diagnostics(&config, std::time::SystemTime::now()));
-        diagnostics.extend(typed::mqtt::file_diagnostics(
-            &config,
-            std::time::SystemTime::now(),
-        ));
-        if diagnostics.iter().any(|d| d.severity == Severity::Error) {
-            Err(LoadError::Invalid(diagnostics))
-        } else {
-            Ok((config, diagnostics))
-        }
-    });
+    // The files the options name are checked here, at the CLI edge: the typed config
+    // stays pure.
+    let loaded = std::fs::read_to_string(path)
+        .map_err(|error| LoadError::Io {
+            path: path.to_string(),
+            error,
+        })
+        .and_then(|text| {
+            let diagnostics = check_text_and_files(&text, path, std::time::SystemTime::now());
+            if diagnostics.iter().any(|d| d.severity == Severity::Error) {
+                Err(LoadError::Invalid(diagnostics))
+            } else {
+                Ok(diagnostics)
+            }
+        });
     match loaded {
-        Ok((_, warnings)) => {
+        Ok(warnings) => {
             for w in &warnings {
                 println!("{w}");
             }
@@ -177,27 +211,66 @@ pub fn cli_check_config(args: &[String]) -> ExitCode {
 }
 
 /// Problems with the certificate and key the server section names (unreadable,
-/// expired, not yet valid, key not matching), located at the `cert` option.
+/// expired, not yet valid, key not matching), located at the `cert` option, or at the
+/// `key` option when the key itself cannot be read.
 pub fn identity_diagnostics(config: &Config, now: std::time::SystemTime) -> Vec<Diagnostic> {
     let (Some(cert), Some(key)) = (&config.server.cert, &config.server.key) else {
         return Vec::new();
     };
-    let location = config.cert_location();
     crate::pki::check_identity(std::path::Path::new(cert), std::path::Path::new(key), now)
         .into_iter()
-        .map(|problem| Diagnostic {
-            severity: match problem.severity {
-                crate::pki::Severity::Error => Severity::Error,
-                crate::pki::Severity::Warning => Severity::Warning,
-            },
-            file: location
-                .as_ref()
-                .map_or_else(|| config.file.clone(), |l| l.file.clone()),
-            line: location.as_ref().map_or(0, |l| l.line),
-            col: 1,
-            message: format!("server cert '{cert}': {}", problem.message),
+        .map(|problem| {
+            let (option, path) = match problem.file {
+                crate::pki::IdentityFile::Cert => ("cert", cert),
+                crate::pki::IdentityFile::Key => ("key", key),
+            };
+            server_diagnostic(
+                config,
+                option,
+                match problem.severity {
+                    crate::pki::Severity::Error => Severity::Error,
+                    crate::pki::Severity::Warning => Severity::Warning,
+                },
+                format!("server {option} '{path}': {}", problem.message),
+            )
         })
         .collect()
+}
+
+/// The server's `ca` bundle: readable, with at least one PEM certificate (else csipd
+/// cannot verify the utility server and never connects). At the `ca` option.
+pub fn server_ca_diagnostics(config: &Config) -> Vec<Diagnostic> {
+    let Some(ca) = &config.server.ca else {
+        return Vec::new();
+    };
+    match crate::pki::load_certs(std::path::Path::new(ca)) {
+        Ok(_) => Vec::new(),
+        Err(e) => vec![server_diagnostic(
+            config,
+            "ca",
+            Severity::Error,
+            format!("server ca '{ca}': CA bundle {e}"),
+        )],
+    }
+}
+
+/// A diagnostic at `option` of the server section (the file's first line if unset).
+fn server_diagnostic(
+    config: &Config,
+    option: &str,
+    severity: Severity,
+    message: String,
+) -> Diagnostic {
+    let location = config.location(SERVER_SECTION, option);
+    Diagnostic {
+        severity,
+        file: location
+            .as_ref()
+            .map_or_else(|| config.file.clone(), |l| l.file.clone()),
+        line: location.as_ref().map_or(0, |l| l.line),
+        col: 1,
+        message,
+    }
 }
 
 #[cfg(test)]

@@ -411,10 +411,14 @@ pub fn file_diagnostics(
                     crate::pki::Severity::Error => super::Severity::Error,
                     crate::pki::Severity::Warning => super::Severity::Warning,
                 };
+                let (option, path) = match problem.file {
+                    crate::pki::IdentityFile::Cert => ("cert", cert),
+                    crate::pki::IdentityFile::Key => ("key", key),
+                };
                 out.push(at(
-                    "cert",
+                    option,
                     severity,
-                    format!("mqtt cert '{cert}': {}", problem.message),
+                    format!("mqtt {option} '{path}': {}", problem.message),
                 ));
             }
         }

@@ -243,6 +243,17 @@ fn rtu_without_path_and_tcp_without_host() {
         messages_with("\toption host '10.0.0.5'\n", ""),
         ["c:31: error: device 'meter' uses transport tcp but has no option 'host'"]
     );
+    // What installers paste from a Modbus tool or a browser is named, at its line.
+    assert_eq!(
+        messages_with("'10.0.0.5'", "'10.0.0.5:502'"),
+        ["c:32: error: option 'host' \"10.0.0.5:502\" has a port; put 502 in option 'port'"]
+    );
+    assert_eq!(
+        messages_with("'10.0.0.5'", "'tcp://10.0.0.5'"),
+        ["c:32: error: option 'host' \"tcp://10.0.0.5\" is a host name or IP address, not a URL"]
+    );
+    // An IPv6 address has colons of its own.
+    assert!(messages_with("'10.0.0.5'", "'fd00::5'").is_empty());
 }
 
 #[test]
@@ -516,6 +527,17 @@ fn timezone_rules() {
              a zone name csipd does not know; use the POSIX form from /etc/TZ, e.g. \
              ACST-9:30ACDT,M10.1.0,M4.1.0/3 for Australia/Adelaide)"
         ]
+    );
+    // A POSIX string with a bad rule is told what is wrong, not that it looks like a
+    // zone name (its '/' is in the rule's time).
+    let bad_rule = messages_with(
+        "'ACST-9:30ACDT,M10.1.0,M4.1.0/3'",
+        "'AEST-10AEDT,M13.1.0,M4.1.0/3'",
+    );
+    assert_eq!(bad_rule.len(), 1, "{bad_rule:?}");
+    assert!(
+        bad_rule[0].contains("M13.1.0") && !bad_rule[0].contains("zone name"),
+        "{bad_rule:?}"
     );
     for good in [
         "AEST-10",
@@ -1231,6 +1253,31 @@ fn server_url_is_an_https_origin_and_dcap_url_wins_over_it() {
             .starts_with("c:8: warning: server_url is ignored because dcap_url is set"),
         "{warnings:?}"
     );
+}
+
+#[test]
+fn capacity_wh_is_for_storage_devices() {
+    // On an inverter it is ignored, with a warning at its line.
+    let warned = messages_with(
+        "\toption rated_w '8200'",
+        "\toption rated_w '8200'\n\toption capacity_wh '10000'",
+    );
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(
+        warned[0].contains("capacity_wh") && warned[0].contains("storage"),
+        "{warned:?}"
+    );
+    // On a battery it is read; out of range is an error naming it.
+    let battery = "\toption role 'inverter'\n\toption transport 'rtu'";
+    let text = VALID.replace(
+        battery,
+        "\toption role 'storage'\n\toption transport 'rtu'\n\toption capacity_wh '13500'",
+    );
+    let (config, warnings) = from_text(&text, "c").expect("valid");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(config.devices[1].capacity_wh, Some(13_500));
+    let bad = messages_with("\toption rated_w '8200'", "\toption capacity_wh '0'");
+    assert!(bad.iter().any(|m| m.contains("capacity_wh")), "{bad:?}");
 }
 
 /// `notification_listen` / `notification_url` (subscriptions): both or neither, an

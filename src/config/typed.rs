@@ -364,6 +364,10 @@ pub struct DeviceConfig {
     pub power_control: crate::devices::PowerControl,
     /// Nameplate power; `None` means read it from SunSpec model 120/702.
     pub rated_w: Option<u32>,
+    /// Storage devices: usable battery capacity, Wh (SunSpec 124 gives only a state of
+    /// charge). Sent as DERCapability rtgMaxWh and turns the state of charge into the
+    /// stored-energy reading (CSIP-AUS v1.3 storage); `None`: neither is sent.
+    pub capacity_wh: Option<u32>,
     /// Per-request timeout. Default 1000 ms; 50..=30000.
     pub timeout_ms: u32,
     /// Default true.
@@ -383,6 +387,11 @@ pub struct ControlConfig {
     /// How fast setpoints may rise, in percent of rated power per second, when the
     /// utility's control sets no ramp. Reductions are never ramped. Default 10 %/s.
     pub ramp_up_pct_per_s: f64,
+    /// The inverters' response to a power-limit change as a first-order time constant τ
+    /// (s): a cut larger than the site's excess is commanded for one cycle so their output
+    /// reaches the limit within that cycle instead of after about 3 τ
+    /// (`control::law`, step 3). 0 (the default) sends the plain target; 0..=10.
+    pub inverter_response_s: f64,
 }
 
 /// The whole of `/etc/config/csipd`, validated. Each part has its documented defaults
@@ -518,6 +527,7 @@ const DEVICE_OPTIONS: &[&str] = &[
     "password_file",
     "fingerprint",
     "rated_w",
+    "capacity_wh",
     "timeout_ms",
     "enabled",
 ];
@@ -526,6 +536,7 @@ const CONTROL_OPTIONS: &[&str] = &[
     "meter_stale_s",
     "failsafe_export_limit_w",
     "ramp_up_pct_per_s",
+    "inverter_response_s",
 ];
 
 /// Every section type csipd knows: (section type, singleton address, options). The
@@ -1069,7 +1080,9 @@ fn read_main(checker: &mut Checker<'_>, section: Option<&Section>) -> MainConfig
             // The one POSIX TZ parser: what check-config accepts is what the runtime reads.
             if let Err(why) = crate::control::PosixTz::parse(&tz).map_err(|e| e.message) {
                 let pos = r.pos_of("timezone");
-                let hint = if tz.contains('/') {
+                // A zone name has a '/' in it; a POSIX string only in its rules (after
+                // the first ',', as in M4.1.0/3), and gets no zone-name hint.
+                let hint = if tz.split(',').next().is_some_and(|zone| zone.contains('/')) {
                     " (that looks like a zone name csipd does not know; use the POSIX form \
                      from /etc/TZ, e.g. ACST-9:30ACDT,M10.1.0,M4.1.0/3 for Australia/Adelaide)"
                 } else {
@@ -1531,11 +1544,15 @@ fn read_control(checker: &mut Checker<'_>, section: Option<&Section>) -> Control
     let ramp_up_pct_per_s = r
         .decimal("ramp_up_pct_per_s", "percent per second", 0.01, 100.0)
         .unwrap_or(10.0);
+    let inverter_response_s = r
+        .decimal("inverter_response_s", "seconds", 0.0, 10.0)
+        .unwrap_or(0.0);
     ControlConfig {
         cycle_s,
         meter_stale_s,
         failsafe_export_limit_w,
         ramp_up_pct_per_s,
+        inverter_response_s,
     }
 }
 
@@ -1648,6 +1665,36 @@ fn read_tariff(checker: &mut Checker<'_>, section: &Section) -> Option<TariffWin
     .filter(|_| ok)
 }
 
+/// A device's `host` option: a host name or IP address alone. The forms installers
+/// paste from elsewhere (`192.168.1.50:502`, `tcp://192.168.1.50`) are errors naming
+/// the option to use, as csipd would otherwise try to resolve them as a name.
+fn checked_host(r: &mut SectionReader<'_, '_, '_>) -> Option<String> {
+    let host = r.string("host")?;
+    let why = if host.contains("://") || host.contains('/') {
+        Some("is a host name or IP address, not a URL".to_string())
+    } else if host.chars().any(char::is_whitespace) {
+        Some("must not contain spaces".to_string())
+    } else {
+        match host.rsplit_once(':') {
+            // One ':' and digits after it: a port (an IPv6 address has several ':').
+            Some((_, port))
+                if host.matches(':').count() == 1
+                    && !port.is_empty()
+                    && port.chars().all(|c| c.is_ascii_digit()) =>
+            {
+                Some(format!("has a port; put {port} in option 'port'"))
+            }
+            _ => None,
+        }
+    };
+    if let Some(why) = why {
+        let pos = r.pos_of("host");
+        r.checker
+            .error(pos, format!("option 'host' \"{host}\" {why}"));
+    }
+    Some(host)
+}
+
 fn read_device(checker: &mut Checker<'_>, section: &Section) -> Option<DeviceConfig> {
     let address = section.address();
     let mut r = SectionReader {
@@ -1696,7 +1743,7 @@ fn read_device(checker: &mut Checker<'_>, section: &Section) -> Option<DeviceCon
     let rtu_only: &[&str] = &["path", "baud", "parity", "stop_bits"];
     let transport = match transport_kind {
         Some("powerwall") => {
-            let host = r.string("host");
+            let host = checked_host(&mut r);
             if host.is_none() {
                 r.checker.error(
                     r.pos_of("transport"),
@@ -1774,7 +1821,7 @@ fn read_device(checker: &mut Checker<'_>, section: &Section) -> Option<DeviceCon
                     );
                 }
             }
-            let host = r.string("host");
+            let host = checked_host(&mut r);
             if host.is_none() {
                 r.checker.error(
                     r.pos_of("transport"),
@@ -1885,6 +1932,16 @@ fn read_device(checker: &mut Checker<'_>, section: &Section) -> Option<DeviceCon
                 .to_string(),
         );
     }
+    let capacity_wh = r
+        .uint("capacity_wh", "watt-hours", 1, 10_000_000)
+        .and_then(|n| u32::try_from(n).ok());
+    if capacity_wh.is_some() && role != Some(DeviceRole::Storage) {
+        let pos = r.pos_of("capacity_wh");
+        r.checker.warning(
+            pos,
+            "option 'capacity_wh' is for role 'storage' devices; it is ignored here".to_string(),
+        );
+    }
     let timeout_ms = r
         .uint("timeout_ms", "milliseconds", 50, 30_000)
         .map_or(1000, |n| n as u32);
@@ -1898,6 +1955,7 @@ fn read_device(checker: &mut Checker<'_>, section: &Section) -> Option<DeviceCon
         chain_device,
         power_control,
         rated_w: rated_w.filter(|w| *w > 0),
+        capacity_wh,
         timeout_ms,
         enabled,
     })

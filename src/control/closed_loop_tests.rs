@@ -50,6 +50,7 @@ config control 'site'
 \toption meter_stale_s '{}'
 \toption failsafe_export_limit_w '{}'
 \toption ramp_up_pct_per_s '100'
+\toption inverter_response_s '{}'
 config device 'meter'
 \toption role 'meter'
 \toption transport 'tcp'
@@ -57,7 +58,8 @@ config device 'meter'
 ",
         params.cycle_ms as f64 / 1000.0,
         params.meter_timeout_ms as f64 / 1000.0,
-        params.fail_safe_export_limit_w
+        params.fail_safe_export_limit_w,
+        params.response_tau_ms as f64 / 1000.0
     );
     for (i, inv) in params.inverters.iter().enumerate() {
         let role = if inv.max_charge_w.is_some() {
@@ -94,6 +96,7 @@ fn as_utility(limits: &MergedLimits) -> UtilityControls {
         energize: limits.energize.clone(),
         set_grad_w: limits.set_grad_w,
         ramp_tms: limits.ramp_tms,
+        storage_target_w: limits.storage_target_w.clone(),
     }
 }
 
@@ -327,6 +330,121 @@ fn load_drop_excess_lasts_under_two_seconds_at_any_phase_of_the_cycle() {
             last.reason
         );
     }
+}
+
+/// Overshoot and settling of export after a load drop at `drop_ms` (issue 21's
+/// figures): the peak above the limit, the deepest dip below the target after the cut,
+/// how long export stayed above `limit + max(2 %, 100 W)`, and when it last left the
+/// band `max(2 %, 100 W)` around the limit.
+struct StepResponse {
+    peak_over_w: f64,
+    dip_under_target_w: f64,
+    excess_s: f64,
+    settled_s: f64,
+}
+
+fn step_response(trace: &[Sample], drop_ms: i64, limit_w: f64, margin_w: f64) -> StepResponse {
+    let band = (0.02 * limit_w).max(100.0);
+    let after: Vec<&Sample> = trace.iter().filter(|s| s.t_ms > drop_ms).collect();
+    let peak = after.iter().map(|s| s.export_w).fold(f64::MIN, f64::max);
+    let first_in = after
+        .iter()
+        .position(|s| s.export_w <= limit_w + band)
+        .unwrap_or(after.len());
+    let dip = after[first_in..]
+        .iter()
+        .map(|s| s.export_w)
+        .fold(f64::MAX, f64::min);
+    let last_out = after
+        .iter()
+        .rposition(|s| (s.export_w - limit_w).abs() > band)
+        .map_or(drop_ms, |i| after[i].t_ms);
+    StepResponse {
+        peak_over_w: peak - limit_w,
+        dip_under_target_w: ((limit_w - margin_w) - dip).max(0.0),
+        excess_s: longest_excess_s(trace, drop_ms, limit_w),
+        settled_s: (last_out - drop_ms) as f64 / 1000.0,
+    }
+}
+
+/// Issue 21: a 3 kW load drop with the demo's inverter physics (τ = 1 s) and a 1 s
+/// meter cycle; export must be back within max(2 %, 100 W) of the limit in 2 s, at any
+/// phase of the drop within the cycle, without oscillating. With `inverter_response_s`
+/// set to τ the law's lead lands the inverters on the target in one cycle; without it
+/// (the plain integral law) the same drop takes about 4 s, which the test also checks,
+/// so the lead is shown to be what makes the difference.
+#[test]
+fn three_kw_load_drop_with_one_second_inverters_is_back_within_two_seconds() {
+    for (tau_known, phase_ms) in [0, 50, 250, 500, 750, 950]
+        .into_iter()
+        .map(|p| (true, p))
+        .chain([(false, 500)])
+    {
+        // Two 5 kW inverters with 4 kW of sun each, a 6 kW load, export limit 1.5 kW:
+        // curtailed to ~7.45 kW before the drop; 3 kW less load then wants ~4.45 kW.
+        let (mut site, mut params) = pv_site(6000.0, &[4000.0, 4000.0], 5000.0, 1.0);
+        if tau_known {
+            params.response_tau_ms = 1000;
+        }
+        let drop_ms = 30_000 + phase_ms;
+        site.add_load_step(drop_ms as f64 / 1000.0, 3000.0);
+        let mut h = Harness::new(site, params);
+        h.run_until(60.0, &export_limit(1500.0));
+        let before = h.trace.iter().find(|s| s.t_ms == 29_000).unwrap();
+        assert!(
+            (1400.0..=1500.0).contains(&before.export_w),
+            "curtailed to the limit before the drop: {before:?}"
+        );
+        let r = step_response(&h.trace, drop_ms, 1500.0, 50.0);
+        println!(
+            "τ 1 s, lead {}, drop at +{phase_ms} ms in the cycle: peak {:.0} W over the limit, \
+             dip {:.0} W under the target, {:.1} s above limit + 100 W, settled in {:.1} s",
+            if tau_known { "on" } else { "off" },
+            r.peak_over_w,
+            r.dip_under_target_w,
+            r.excess_s,
+            r.settled_s
+        );
+        assert!(
+            r.peak_over_w > 2000.0,
+            "the drop pushes export over: {}",
+            r.peak_over_w
+        );
+        if tau_known {
+            assert!(r.excess_s <= 2.0, "phase {phase_ms}: {} s over", r.excess_s);
+            assert!(
+                r.settled_s <= 2.0,
+                "phase {phase_ms}: settled in {} s",
+                r.settled_s
+            );
+            // No undershoot worth the name: the cut lands on the target.
+            assert!(r.dip_under_target_w < 100.0, "dip {}", r.dip_under_target_w);
+            assert_settles(&h.trace, drop_ms, 1500.0, 3.0);
+        } else {
+            assert!(r.excess_s > 2.5, "without the lead: {} s", r.excess_s);
+        }
+    }
+}
+
+/// The lead with τ set longer than the inverter's (configured 1 s, inverter 0.25 s)
+/// cuts too deep for one cycle: export dips below the target once and comes back
+/// without ringing, and no excess lasts longer than without the lead.
+#[test]
+fn a_lead_larger_than_needed_dips_once_and_recovers() {
+    let (mut site, mut params) = pv_site(6000.0, &[4000.0, 4000.0], 5000.0, 0.25);
+    params.response_tau_ms = 1000;
+    site.add_load_step(30.3, 3000.0);
+    let mut h = Harness::new(site, params);
+    h.run_until(60.0, &export_limit(1500.0));
+    let r = step_response(&h.trace, 30_300, 1500.0, 50.0);
+    println!(
+        "τ 0.25 s, lead for 1 s: {:.1} s over, dip {:.0} W, settled in {:.1} s",
+        r.excess_s, r.dip_under_target_w, r.settled_s
+    );
+    assert!(r.excess_s <= 1.5, "{} s", r.excess_s);
+    assert!(r.dip_under_target_w > 0.0);
+    assert_settles(&h.trace, 30_300, 1500.0, 8.0);
+    assert!(h.site.export_w() > 1400.0 && h.site.export_w() <= 1500.0);
 }
 
 #[test]

@@ -11,8 +11,15 @@
 //!    controller whose state is re-seeded each cycle with the measured output, so an
 //!    inverter that cannot follow (no sun, at rating) cannot wind it up (anti-windup), and
 //!    the closed loop on a first-order inverter converges without overshoot for
-//!    `K·(1 − e^(−cycle/τ)) ≤ 1`. K is 1 when the site is over the limit (tighten at once)
+//!    `K·(1 − e^(−cycle/τ)) ≤ 1`. K is 1 when the site is over the limit (tighten at once:
+//!    the whole measured excess, so a load drop of ΔP is a cut of ΔP in the next cycle)
 //!    and `gain_up` (< 1) when there is room (approach the limit gently).
+//!    Over the limit, with the inverters' response time `response_tau_ms` known, the cut
+//!    commanded for one cycle is larger by `excess · a/(1 − a)`, `a = e^(−cycle/τ)`: a
+//!    first-order inverter then lands on the target at the end of that cycle (deadbeat)
+//!    instead of closing the gap by `1 − a` per cycle (3 kW at τ = 1 s: 3 s to within
+//!    100 W, against under one cycle). The lead is applied after the ramp (step 5),
+//!    which remembers the target, so the next cycle's return to the target is not ramped.
 //! 4. The generation limit caps it (an inverter that stopped answering is counted at its
 //!    rating, the safe assumption: it may be producing anything up to that).
 //! 5. The ramp (setGradW / rampTms) limits rises only.
@@ -54,6 +61,9 @@ pub struct ControllerParams {
     pub margin_w: f64,
     /// Feedback gain while there is room below the limit (0 < gain_up ≤ 1).
     pub gain_up: f64,
+    /// The inverters' first-order response time constant τ (ms) to a new limit, for the
+    /// lead of step 3; 0: no lead (`config control` `inverter_response_s`).
+    pub response_tau_ms: i64,
 }
 
 impl ControllerParams {
@@ -67,6 +77,7 @@ impl ControllerParams {
             fail_safe_export_limit_w,
             margin_w: 50.0,
             gain_up: 0.7,
+            response_tau_ms: 0,
         }
     }
 }
@@ -117,6 +128,11 @@ pub struct InverterSetpoint {
     pub setpoint_pct: f64,
     /// Charge limit (W) for a storage inverter.
     pub charge_limit_w: Option<f64>,
+    /// Storage inverters while the utility's opModStorageTargetW is in force: the
+    /// output to hold, W (positive discharges, negative charges), already held back by
+    /// the limits. The charge limit is `None` then: the target owns the storage
+    /// controls.
+    pub storage_target_w: Option<f64>,
     pub connect: bool,
     pub energize: bool,
     /// false if its data is missing or stale this cycle.
@@ -193,6 +209,29 @@ pub struct Setpoints {
     pub fail_safe_w: f64,
     /// Limits in force that this site cannot act on (import/load without storage).
     pub unsupported: Vec<LimitMode>,
+    /// The utility's storage target and what the batteries were told, when a target
+    /// is in force and the site has storage.
+    pub storage: Option<StorageOutcome>,
+}
+
+/// What became of opModStorageTargetW this cycle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageOutcome {
+    /// The utility's target, W (positive discharges).
+    pub target: Limit,
+    /// What the storage inverters were told together, W.
+    pub commanded_w: f64,
+    /// The limit that held the target back (export or generation for a discharge,
+    /// import or load for a charge; export also while the meter is stale), `None` when
+    /// only the batteries' ratings did, or nothing.
+    pub held_by: Option<LimitMode>,
+}
+
+impl StorageOutcome {
+    /// The target cannot be met this cycle (held back by more than 1 W).
+    pub fn short(&self) -> bool {
+        (self.target.value - self.commanded_w).abs() > 1.0
+    }
 }
 
 impl Setpoints {
@@ -235,6 +274,18 @@ pub struct Controller {
     last_setpoint_w: Vec<Option<f64>>,
     prev_export_limit_w: Option<f64>,
     prev_generation_limit_w: Option<f64>,
+}
+
+/// `a/(1 − a)` with `a = e^(−cycle/τ)`, the share of a gap a first-order inverter has
+/// still to close after one cycle: the extra cut, per watt of excess, that makes it land
+/// on the target at the end of the cycle. Capped at 2 (τ ≈ 2.5 cycles): a slower
+/// inverter is better served by a few cycles than by a deep cut. 0 without a τ.
+fn lead_factor(cycle_ms: i64, tau_ms: i64) -> f64 {
+    if tau_ms <= 0 || cycle_ms <= 0 {
+        return 0.0;
+    }
+    let a = (-(cycle_ms as f64) / tau_ms as f64).exp();
+    (a / (1.0 - a)).min(2.0)
 }
 
 /// Headroom kept above a resource-limited inverter's output: max(2 % of rating, 50 W).
@@ -308,6 +359,7 @@ impl Controller {
                     setpoint_w: 0.0,
                     setpoint_pct: 0.0,
                     charge_limit_w: inv.max_charge_w.map(|_| 0.0),
+                    storage_target_w: None,
                     connect: disconnect.is_none(),
                     energize: deenergize.is_none(),
                     answering: out.is_some(),
@@ -327,6 +379,7 @@ impl Controller {
                 fail_safe: false,
                 fail_safe_w,
                 unsupported,
+                storage: None,
             };
         }
 
@@ -351,104 +404,45 @@ impl Controller {
         self.prev_export_limit_w = export_limit_w;
         self.prev_generation_limit_w = generation_limit_w;
 
+        // opModStorageTargetW: the answering storage inverters follow it (within the
+        // limits) and take no share of the generation allowed to the others.
+        let target = limits.storage_target_w.as_ref().filter(|_| has_storage);
+        let targeting: Vec<bool> = (0..n)
+            .map(|i| {
+                target.is_some() && p.inverters[i].max_charge_w.is_some() && outputs[i].is_some()
+            })
+            .collect();
         let alive: Vec<bool> = outputs.iter().map(|o| o.is_some()).collect();
         let alive_rating_w: f64 = p
             .inverters
             .iter()
-            .zip(&alive)
-            .filter(|(_, a)| **a)
+            .zip(alive.iter().zip(&targeting))
+            .filter(|(_, (a, t))| **a && !**t)
             .map(|(i, _)| i.rating_w)
             .sum();
-        let dead_rating_w = total_rating_w - alive_rating_w;
-        // Generation of the answering inverters (charging is not generation).
-        let generation_w: f64 = outputs.iter().flatten().map(|o| o.max(0.0)).sum();
+        let dead_rating_w: f64 = p
+            .inverters
+            .iter()
+            .zip(&alive)
+            .filter(|(_, a)| !**a)
+            .map(|(i, _)| i.rating_w)
+            .sum();
+        // Generation of the answering inverters (charging is not generation); the
+        // targeted batteries' output is counted apart.
+        let generation_w: f64 = (0..n)
+            .filter(|&i| !targeting[i])
+            .filter_map(|i| outputs[i])
+            .map(|o| o.max(0.0))
+            .sum();
+        let battery_w: f64 = (0..n)
+            .filter(|&i| targeting[i])
+            .filter_map(|i| outputs[i])
+            .sum();
 
         // Step 2: meter freshness.
         let meter = readings.meter.filter(|m| m.w.is_finite());
         let meter_age_ms = readings.meter.map(|m| now_ms - m.at_ms);
         let meter_fresh = meter.filter(|m| !m.is_stale(now_ms, p.meter_timeout_ms));
-
-        // Candidates for the total allowed generation of the answering inverters, each
-        // with the reason it would give.
-        let mut candidates: Vec<(f64, Reason)> = Vec::new();
-        let fail_safe;
-        match meter_fresh {
-            None => {
-                fail_safe = true;
-                let reason = if readings.meter.is_none() {
-                    Reason::FailSafeStartup {
-                        limit_w: fail_safe_w,
-                    }
-                } else {
-                    Reason::FailSafeMeterStale {
-                        limit_w: fail_safe_w,
-                        age_ms: meter.and(meter_age_ms),
-                    }
-                };
-                candidates.push((fail_safe_w - dead_rating_w, reason));
-            }
-            Some(m) => {
-                fail_safe = false;
-                if let Some(l) = &limits.export_limit_w {
-                    let export_w = -m.w;
-                    let error_w = (l.value - p.margin_w) - export_w;
-                    let gain = if error_w < 0.0 { 1.0 } else { p.gain_up };
-                    candidates.push((
-                        generation_w + gain * error_w,
-                        Reason::Limited {
-                            mode: LimitMode::Export,
-                            limit: l.clone(),
-                        },
-                    ));
-                }
-            }
-        }
-        if let Some(l) = &limits.generation_limit_w {
-            candidates.push((
-                l.value - dead_rating_w,
-                Reason::Limited {
-                    mode: LimitMode::Generation,
-                    limit: l.clone(),
-                },
-            ));
-        }
-        let (target_w, target_reason) = candidates
-            .into_iter()
-            .min_by(|a, b| a.0.total_cmp(&b.0))
-            .map(|(w, r)| (w.clamp(0.0, alive_rating_w), r))
-            .unwrap_or((alive_rating_w, Reason::Uncurtailed));
-
-        // Step 5: ramp rises.
-        let default_rate = set_grad_w_rate_w_per_s(limits.set_grad_w, total_rating_w);
-        let in_transition = self.ramp.in_transition(now_ms);
-        let total_allowed_w = self.ramp.apply(now_ms, target_w, default_rate);
-        let ramping = total_allowed_w < target_w - 0.5;
-
-        // Step 6: share across inverters.
-        let mut caps = vec![0.0; n];
-        let mut limited = vec![false; n];
-        for i in 0..n {
-            let inv = &p.inverters[i];
-            if let Some(out) = outputs[i] {
-                // Producing clearly less than last asked (half the probe margin, so an
-                // inverter sitting at output + probe stays marked): resource-limited.
-                limited[i] = self.last_setpoint_w[i]
-                    .is_some_and(|asked| out.max(0.0) < asked - 0.5 * probe_w(inv.rating_w));
-                caps[i] = if limited[i] {
-                    out.max(0.0)
-                } else {
-                    inv.rating_w
-                };
-            }
-        }
-        let ratings: Vec<f64> = p
-            .inverters
-            .iter()
-            .zip(&alive)
-            .map(|(i, a)| if *a { i.rating_w } else { 0.0 })
-            .collect();
-        let (alloc, leftover_w) = share_by_rating(total_allowed_w, &ratings, &caps);
-        let limited_rating_w: f64 = (0..n).filter(|&i| limited[i]).map(|i| ratings[i]).sum();
 
         // Charge limits (storage): load limit directly, import limit by feedback.
         let charging_w: f64 = (0..n)
@@ -474,6 +468,170 @@ impl Controller {
         }
         let charge_total_w = charge_total_w.max(0.0);
 
+        // The storage target, held back by the limits (the tighter wins). A discharge
+        // comes before the other inverters' generation under the export limit (the
+        // utility asked for it; they are curtailed to make room) and under the
+        // generation limit; a charge stays within the import and load limits (the
+        // charge limit above). With the meter stale nothing is discharged.
+        let mut storage = None;
+        let mut storage_cmd_w = 0.0;
+        if let Some(t) = target {
+            let discharge_cap_w: f64 = (0..n)
+                .filter(|&i| targeting[i])
+                .map(|i| p.inverters[i].rating_w)
+                .sum();
+            let mut held_by = None;
+            let cmd = if t.value >= 0.0 {
+                let mut cmd = t.value.min(discharge_cap_w);
+                let mut hold = |room: f64, mode: LimitMode, cmd: &mut f64| {
+                    if room < *cmd {
+                        *cmd = room.max(0.0);
+                        held_by = Some(mode);
+                    }
+                };
+                match (meter_fresh, &limits.export_limit_w) {
+                    (None, _) => hold(0.0, LimitMode::Export, &mut cmd),
+                    (Some(m), Some(l)) => {
+                        let export_w = -m.w;
+                        let room = battery_w + generation_w + (l.value - p.margin_w) - export_w;
+                        hold(room, LimitMode::Export, &mut cmd);
+                    }
+                    (Some(_), None) => {}
+                }
+                if let Some(l) = &limits.generation_limit_w {
+                    hold(l.value - dead_rating_w, LimitMode::Generation, &mut cmd);
+                }
+                cmd
+            } else {
+                let want_w = -t.value;
+                let targeted_charge_w: f64 = (0..n)
+                    .filter(|&i| targeting[i])
+                    .filter_map(|i| p.inverters[i].max_charge_w)
+                    .sum();
+                let charge_w = want_w.min(targeted_charge_w).min(charge_total_w);
+                if charge_w < want_w.min(targeted_charge_w) - 0.5 {
+                    held_by = match (&limits.load_limit_w, &limits.import_limit_w) {
+                        (Some(l), _) if l.value < want_w => Some(LimitMode::Load),
+                        (_, Some(_)) => Some(LimitMode::Import),
+                        (Some(_), None) => Some(LimitMode::Load),
+                        (None, None) => None,
+                    };
+                }
+                -charge_w
+            };
+            storage_cmd_w = cmd;
+            storage = Some(StorageOutcome {
+                target: t.clone(),
+                commanded_w: cmd,
+                held_by,
+            });
+        }
+        // What the batteries are about to add to the export: the others make room.
+        let storage_rise_w = (storage_cmd_w - battery_w).max(0.0);
+
+        // Candidates for the total allowed generation of the answering inverters, each
+        // with the reason it would give.
+        let mut candidates: Vec<(f64, Reason)> = Vec::new();
+        // The extra cut of step 3 when export is over its limit (W, ≥ 0).
+        let mut export_lead_w = 0.0;
+        let fail_safe;
+        match meter_fresh {
+            None => {
+                fail_safe = true;
+                let reason = if readings.meter.is_none() {
+                    Reason::FailSafeStartup {
+                        limit_w: fail_safe_w,
+                    }
+                } else {
+                    Reason::FailSafeMeterStale {
+                        limit_w: fail_safe_w,
+                        age_ms: meter.and(meter_age_ms),
+                    }
+                };
+                candidates.push((fail_safe_w - dead_rating_w - storage_cmd_w.max(0.0), reason));
+            }
+            Some(m) => {
+                fail_safe = false;
+                if let Some(l) = &limits.export_limit_w {
+                    let export_w = -m.w;
+                    let error_w = (l.value - p.margin_w) - export_w - storage_rise_w;
+                    let gain = if error_w < 0.0 { 1.0 } else { p.gain_up };
+                    if error_w < 0.0 {
+                        export_lead_w = -error_w * lead_factor(p.cycle_ms, p.response_tau_ms);
+                    }
+                    candidates.push((
+                        generation_w + gain * error_w,
+                        Reason::Limited {
+                            mode: LimitMode::Export,
+                            limit: l.clone(),
+                        },
+                    ));
+                }
+            }
+        }
+        if let Some(l) = &limits.generation_limit_w {
+            candidates.push((
+                l.value - dead_rating_w - storage_cmd_w.max(0.0),
+                Reason::Limited {
+                    mode: LimitMode::Generation,
+                    limit: l.clone(),
+                },
+            ));
+        }
+        let (target_w, target_reason) = candidates
+            .into_iter()
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(w, r)| (w.clamp(0.0, alive_rating_w), r))
+            .unwrap_or((alive_rating_w, Reason::Uncurtailed));
+
+        // Step 5: ramp rises.
+        let default_rate = set_grad_w_rate_w_per_s(limits.set_grad_w, total_rating_w);
+        let in_transition = self.ramp.in_transition(now_ms);
+        let total_allowed_w = self.ramp.apply(now_ms, target_w, default_rate);
+        let ramping = total_allowed_w < target_w - 0.5;
+        // Step 3's lead, for this cycle only, when the export limit is what binds.
+        let export_binds = matches!(
+            target_reason,
+            Reason::Limited {
+                mode: LimitMode::Export,
+                ..
+            }
+        );
+        let commanded_w = if export_binds && !fail_safe {
+            (total_allowed_w - export_lead_w).max(0.0)
+        } else {
+            total_allowed_w
+        };
+
+        // Step 6: share across inverters.
+        let mut caps = vec![0.0; n];
+        let mut limited = vec![false; n];
+        for i in 0..n {
+            let inv = &p.inverters[i];
+            if targeting[i] {
+                continue;
+            }
+            if let Some(out) = outputs[i] {
+                // Producing clearly less than last asked (half the probe margin, so an
+                // inverter sitting at output + probe stays marked): resource-limited.
+                limited[i] = self.last_setpoint_w[i]
+                    .is_some_and(|asked| out.max(0.0) < asked - 0.5 * probe_w(inv.rating_w));
+                caps[i] = if limited[i] {
+                    out.max(0.0)
+                } else {
+                    inv.rating_w
+                };
+            }
+        }
+        let ratings: Vec<f64> = p
+            .inverters
+            .iter()
+            .zip(alive.iter().zip(&targeting))
+            .map(|(i, (a, t))| if *a && !*t { i.rating_w } else { 0.0 })
+            .collect();
+        let (alloc, leftover_w) = share_by_rating(commanded_w, &ratings, &caps);
+        let limited_rating_w: f64 = (0..n).filter(|&i| limited[i]).map(|i| ratings[i]).sum();
+
         let fail_safe_share = |rating_w: f64| {
             if total_rating_w > 0.0 {
                 (fail_safe_w * rating_w / total_rating_w).min(rating_w)
@@ -481,9 +639,40 @@ impl Controller {
                 0.0
             }
         };
+        let targeted_rating_w: f64 = (0..n)
+            .filter(|&i| targeting[i])
+            .map(|i| p.inverters[i].rating_w)
+            .sum();
         let mut inverters = Vec::with_capacity(n);
         for i in 0..n {
             let inv = &p.inverters[i];
+            if targeting[i] {
+                // Its share of the target; the active power limit is the discharge
+                // (a hybrid inverter's own PV then takes part of it, the AC output
+                // stays the target).
+                let share_w = if targeted_rating_w > 0.0 {
+                    storage_cmd_w * inv.rating_w / targeted_rating_w
+                } else {
+                    0.0
+                };
+                let setpoint_w = share_w.clamp(0.0, inv.rating_w);
+                self.last_setpoint_w[i] = Some(setpoint_w);
+                inverters.push(InverterSetpoint {
+                    name: inv.name.clone(),
+                    setpoint_w,
+                    setpoint_pct: if inv.rating_w > 0.0 {
+                        100.0 * setpoint_w / inv.rating_w
+                    } else {
+                        0.0
+                    },
+                    charge_limit_w: None,
+                    storage_target_w: Some(share_w),
+                    connect: true,
+                    energize: true,
+                    answering: true,
+                });
+                continue;
+            }
             let setpoint_w = if !alive[i] {
                 // Not answering: if it comes back before we see it, it adds at most its
                 // share of the fail-safe level.
@@ -515,6 +704,7 @@ impl Controller {
                     0.0
                 },
                 charge_limit_w,
+                storage_target_w: None,
                 connect: true,
                 energize: true,
                 answering: alive[i],
@@ -542,6 +732,7 @@ impl Controller {
             fail_safe,
             fail_safe_w,
             unsupported,
+            storage,
         }
     }
 }
@@ -805,5 +996,106 @@ mod tests {
         assert!(s.unsupported.is_empty());
         assert_eq!(s.inverters[1].charge_limit_w, Some(1200.0));
         assert_eq!(s.inverters[0].charge_limit_w, None);
+    }
+
+    fn target(w: f64) -> Option<Limit> {
+        Some(Limit::new(
+            w,
+            LimitSource::UtilityEvent { mrid: "T".into() },
+            None,
+        ))
+    }
+
+    #[test]
+    fn storage_target_is_followed_within_the_export_limit() {
+        // a: 5 kW PV; b: a 3 kW battery inverter (3 kW charge).
+        let mut p = two_inverters();
+        p.inverters[1].max_charge_w = Some(3000.0);
+        let mut c = Controller::new(p);
+        // Discharge 2 kW, export limit 10 kW: met; PV untouched; the battery's active
+        // power limit is the discharge, its charge limit left to the target.
+        let mut limits = export_limit(10_000.0);
+        limits.storage_target_w = target(2000.0);
+        // 1 kW PV, battery idle, load 1.5 kW: importing 500 W.
+        let s = c.step(0, &limits, &readings(0, 500.0, &[Some(1000.0), Some(0.0)]));
+        let st = s.storage.clone().expect("storage outcome");
+        assert_eq!(
+            (st.commanded_w, st.held_by, st.short()),
+            (2000.0, None, false)
+        );
+        assert_eq!(s.inverters[1].storage_target_w, Some(2000.0));
+        assert_eq!(s.inverters[1].setpoint_w, 2000.0);
+        assert_eq!(s.inverters[1].charge_limit_w, None);
+        assert_eq!(s.inverters[0].storage_target_w, None);
+        // Export limit 0 (the tighter wins): the battery may cover the load only
+        // (1.5 kW less the margin) and the PV makes room.
+        let mut limits = export_limit(0.0);
+        limits.storage_target_w = target(3000.0);
+        let s = c.step(
+            1000,
+            &limits,
+            &readings(1000, 500.0, &[Some(1000.0), Some(0.0)]),
+        );
+        let st = s.storage.clone().unwrap();
+        assert_eq!(st.held_by, Some(LimitMode::Export));
+        assert!(st.short());
+        assert!((st.commanded_w - 1450.0).abs() < 1e-6, "{st:?}");
+        // The PV makes room: nothing allowed beyond its probe margin.
+        assert!(s.total_allowed_w < 1.0, "{s:?}");
+        assert!(s.inverters[0].setpoint_w <= 100.0, "{s:?}");
+        // The meter goes stale: nothing is discharged.
+        let stale = Readings {
+            meter: Some(PowerSample { w: 500.0, at_ms: 0 }),
+            ..readings(60_000, 0.0, &[Some(1000.0), Some(1000.0)])
+        };
+        let s = c.step(60_000, &limits, &stale);
+        assert_eq!(s.storage.unwrap().commanded_w, 0.0);
+    }
+
+    #[test]
+    fn storage_charge_target_stays_within_the_import_limit() {
+        let mut p = two_inverters();
+        p.inverters[1].max_charge_w = Some(3000.0);
+        let mut c = Controller::new(p);
+        let mut limits = MergedLimits {
+            import_limit_w: Some(Limit::new(
+                1000.0,
+                LimitSource::UtilityDefault {
+                    program: "P".into(),
+                },
+                None,
+            )),
+            ..Default::default()
+        };
+        limits.storage_target_w = target(-3000.0);
+        // Importing 900 W while charging 500 W: room for 50 W more (margin 50 W).
+        let s = c.step(0, &limits, &readings(0, 900.0, &[Some(0.0), Some(-500.0)]));
+        let st = s.storage.unwrap();
+        assert_eq!(st.held_by, Some(LimitMode::Import));
+        assert!((st.commanded_w + 535.0).abs() < 1.0, "{st:?}");
+        assert_eq!(s.inverters[1].setpoint_w, 0.0);
+        // No limit: the full charge, capped by the battery's rate.
+        let free = MergedLimits {
+            storage_target_w: target(-5000.0),
+            ..Default::default()
+        };
+        let s = c.step(
+            1000,
+            &free,
+            &readings(1000, 900.0, &[Some(0.0), Some(-500.0)]),
+        );
+        let st = s.storage.unwrap();
+        assert_eq!((st.commanded_w, st.held_by), (-3000.0, None));
+        assert!(st.short());
+    }
+
+    #[test]
+    fn a_storage_target_without_storage_is_ignored() {
+        let mut c = Controller::new(two_inverters());
+        let mut limits = export_limit(1000.0);
+        limits.storage_target_w = target(2000.0);
+        let s = c.step(0, &limits, &readings(0, 0.0, &[Some(500.0), Some(500.0)]));
+        assert!(s.storage.is_none());
+        assert!(s.inverters.iter().all(|i| i.storage_target_w.is_none()));
     }
 }

@@ -160,6 +160,9 @@ pub struct UtilityControls {
     pub set_grad_w: Option<u16>,
     /// rampTms of the active control: hundredths of a second to move to the new setting.
     pub ramp_tms: Option<u16>,
+    /// csipaus:opModStorageTargetW (CSIP-AUS v1.3): the batteries' target output, W;
+    /// positive discharges, negative charges. A target, not a limit: the limits win.
+    pub storage_target_w: Option<Sourced<f64>>,
 }
 
 impl UtilityControls {
@@ -222,6 +225,7 @@ impl UtilityControls {
             energize: flag(ControlMode::Energize),
             set_grad_w,
             ramp_tms,
+            storage_target_w: limit(ControlMode::StorageTargetW),
         }
     }
 }
@@ -299,6 +303,9 @@ pub struct MergedLimits {
     pub energize: Option<Sourced<bool>>,
     pub set_grad_w: Option<u16>,
     pub ramp_tms: Option<u16>,
+    /// The utility's storage target (signed W, positive discharges); the control law
+    /// holds it back where a limit above is tighter.
+    pub storage_target_w: Option<Sourced<f64>>,
 }
 
 impl MergedLimits {
@@ -461,6 +468,7 @@ pub fn merge(inputs: &MergeInputs<'_>, tz: &PosixTz, now_s: i64) -> MergedLimits
         energize: u.energize.clone(),
         set_grad_w: u.set_grad_w,
         ramp_tms: u.ramp_tms,
+        storage_target_w: u.storage_target_w.clone().filter(|t| t.value.is_finite()),
     }
 }
 

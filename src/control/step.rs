@@ -85,6 +85,10 @@ pub struct Command {
     pub connect: bool,
     /// Storage inverters: the charge limit (W) the control law wants.
     pub charge_limit_w: Option<f64>,
+    /// Storage inverters while the utility's opModStorageTargetW is in force: the
+    /// output to hold, W (positive discharges, negative charges; SunSpec 124
+    /// OutWRte/InWRte). `None`: no target, the charge limit applies.
+    pub storage_target_w: Option<f64>,
 }
 
 /// The freshness of one device, for the status.
@@ -148,6 +152,9 @@ pub struct State {
     last_fail_safe: Option<bool>,
     last_unsupported: Vec<LimitMode>,
     last_reason: String,
+    /// The storage target last cycle: (target W, held back by), to log when a target
+    /// starts or ends being held back by a limit.
+    last_storage: Option<(f64, Option<LimitMode>, bool)>,
     /// Monotonic ms of the next step.
     next_ms: Option<u64>,
 }
@@ -215,6 +222,7 @@ pub fn controller_params(config: &Config, devices: &[DeviceInput]) -> Controller
     p.meter_timeout_ms = stale_ms(config) as i64;
     // An inverter is stale on the same clock as the meter: one staleness rule.
     p.inverter_timeout_ms = p.meter_timeout_ms;
+    p.response_tau_ms = (config.control.inverter_response_s * 1000.0).round() as i64;
     p
 }
 
@@ -333,10 +341,53 @@ pub fn step(state: &mut State, inputs: Inputs<'_>, now: Now) -> Outputs {
                     fallback_pct,
                     connect: sp.connect,
                     charge_limit_w: sp.charge_limit_w,
+                    storage_target_w: sp.storage_target_w,
                 },
             )
         })
         .collect();
+
+    let storage_now = setpoints
+        .storage
+        .as_ref()
+        .map(|st| (st.target.value, st.held_by, st.short()));
+    if state.last_storage != storage_now {
+        if let Some(st) = &setpoints.storage {
+            let text = match (st.short(), st.held_by) {
+                (false, _) => format!(
+                    "storage target {:.0} W ({}) in force",
+                    st.target.value, st.target.source
+                ),
+                (true, Some(mode)) => format!(
+                    "storage target {:.0} W ({}) cannot be met: held to {:.0} W by the {} limit",
+                    st.target.value,
+                    st.target.source,
+                    st.commanded_w,
+                    mode.as_str()
+                ),
+                (true, None) => format!(
+                    "storage target {:.0} W ({}) cannot be met: the batteries' rating allows {:.0} W",
+                    st.target.value, st.target.source, st.commanded_w
+                ),
+            };
+            transitions.push(Transition {
+                level: if st.short() {
+                    log::Level::Warn
+                } else {
+                    log::Level::Info
+                },
+                source: Some("control"),
+                text,
+            });
+        } else if state.last_storage.is_some() {
+            transitions.push(Transition {
+                level: log::Level::Info,
+                source: Some("control"),
+                text: "storage target ended".into(),
+            });
+        }
+        state.last_storage = storage_now;
+    }
 
     let active = status_limits(&merged, &setpoints);
     if state.last_unsupported != setpoints.unsupported {
@@ -638,6 +689,7 @@ config device 'bat'
             fail_safe,
             fail_safe_w,
             unsupported,
+            storage: None,
         }
     }
 

@@ -17,6 +17,9 @@ pub enum Quantity {
     VoltageV,
     /// Frequency, Hz.
     FrequencyHz,
+    /// Energy stored in the battery, Wh: an instantaneous value (the interval's last
+    /// sample), not an average.
+    StoredEnergyWh,
 }
 
 /// Which phase a channel covers.
@@ -73,6 +76,8 @@ pub struct MeterSample {
     pub reactive_power_var: PhaseValues,
     pub voltage_v: PhaseValues,
     pub frequency_hz: Option<f64>,
+    /// Energy stored (a battery's usage point only), Wh.
+    pub stored_energy_wh: Option<f64>,
 }
 
 impl MeterSample {
@@ -101,6 +106,15 @@ impl MeterSample {
                         phase: Phase::Total,
                     },
                     hz,
+                )
+            }))
+            .chain(self.stored_energy_wh.filter(|v| v.is_finite()).map(|wh| {
+                (
+                    Channel {
+                        quantity: Quantity::StoredEnergyWh,
+                        phase: Phase::Total,
+                    },
+                    wh,
                 )
             }))
     }
@@ -184,8 +198,13 @@ impl IntervalAverager {
         self.last_sample_s = time_s;
         for (channel, value) in sample.channels() {
             let entry = self.sums.entry(channel).or_insert((0.0, 0));
-            entry.0 += value;
-            entry.1 += 1;
+            if channel.quantity == Quantity::StoredEnergyWh {
+                // Instantaneous: the latest sample stands for the interval.
+                *entry = (value, 1);
+            } else {
+                entry.0 += value;
+                entry.1 += 1;
+            }
         }
         closed
     }
@@ -303,6 +322,7 @@ mod tests {
                 c: None,
             },
             frequency_hz: Some(50.0),
+            stored_energy_wh: None,
         }
     }
 

@@ -22,6 +22,9 @@ const MAX_PAGES: u32 = 200;
 /// Shortest wait between rediscoveries, so a server that keeps answering 404 on a
 /// linked href cannot make the client walk from the top in a loop.
 const REDISCOVERY_MIN_INTERVAL_MS: u64 = 60_000;
+/// Most resources with an error shown at once ([`Ctx::errors`]); a tree has a few dozen
+/// resources. Beyond it, the error of the alphabetically first other href is dropped.
+pub const ERRORS_KEPT: usize = 64;
 
 /// Identifies a request; its answer goes back with the same id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -281,7 +284,9 @@ pub struct Ctx {
     pub poller: Poller,
     pub state: ConnectionState,
     pub last_error: Option<String>,
-    /// The last error of each resource (by href), cleared by its next good read.
+    /// The last error of each resource (by href), cleared by its next good read. At most
+    /// [`ERRORS_KEPT`] hrefs (set through [`Ctx::set_error`]): a server whose hrefs
+    /// change while failing cannot grow it without end.
     pub errors: BTreeMap<String, String>,
     /// Only read (`csipd discover`): nothing is PUT or POSTed.
     pub read_only: bool,
@@ -294,10 +299,15 @@ pub struct Ctx {
     /// Bumped whenever programs, controls or FSAs change (the schedule is evaluated
     /// again then).
     pub tree_version: u64,
+    /// Requests made and not yet taken by `Engine::poll_request`: the driver drains it
+    /// after every input, so it holds one round's requests (a walk of the tree at most).
     outgoing: VecDeque<Request>,
-    /// What each request's answer is for, and the href it went to.
+    /// What each request's answer is for, and the href it went to: one entry per request
+    /// taken and not yet answered (every request is answered exactly once, a transport
+    /// error or timeout included), so at most one round's worth.
     in_flight: HashMap<RequestId, (Purpose, String)>,
     next_id: u64,
+    /// Events not yet taken by `Engine::poll_event`, drained after every input.
     pub events: VecDeque<Event>,
     last_rediscovery_ms: Option<u64>,
     /// How many walks from the top were started (subscriptions are made again after one).
@@ -478,8 +488,19 @@ impl Ctx {
     /// Records a problem with the resource at `href` (status) and as the last error.
     pub fn error_at(&mut self, href: &str, message: String) {
         let line = first_line(&message);
-        self.errors.insert(href.to_string(), line.clone());
+        self.set_error(href, line.clone());
         self.set_last_error(line);
+    }
+
+    /// Sets the error shown for `href` (status only), keeping [`Ctx::errors`] within
+    /// [`ERRORS_KEPT`].
+    pub fn set_error(&mut self, href: &str, message: String) {
+        if self.errors.len() >= ERRORS_KEPT && !self.errors.contains_key(href) {
+            if let Some(first) = self.errors.keys().next().cloned() {
+                self.errors.remove(&first);
+            }
+        }
+        self.errors.insert(href.to_string(), message);
     }
 
     /// Records a problem that belongs to no one resource.

@@ -7,13 +7,14 @@
 
 use crate::http::Method;
 use crate::sep2::{
-    ActivePower, Der, DerAvailability, DerCapability, DerSettings, DerStatus, ReactivePower,
-    StatusValue, UnsignedScaled,
+    ActivePower, Der, DerAvailability, DerCapability, DerSettings, DerStatus, PowerFactor,
+    ReactivePower, StatusValue, UnsignedScaled,
 };
 
 use super::context::{Answer, Ctx, Paged, PollError, PollPart, Purpose, next_page};
 use super::poller::PollKind;
-use super::{InverterState, Nameplate};
+use super::{InverterState, Nameplate, StorageMeasurement};
+use crate::sep2::{CsipausNs, WriteProfile};
 
 /// Delay before a failed report PUT is tried again (doubling, capped at a minute).
 const SEND_RETRY_MS: u64 = 5_000;
@@ -51,6 +52,8 @@ pub struct DerSet {
     /// The nameplate is known (configured ratings, or the inverters said).
     pub nameplate_known: bool,
     pub inverters: Option<Vec<InverterState>>,
+    /// The battery as last measured (CSIP-AUS v1.3 storage); `None` without one.
+    pub storage: Option<StorageMeasurement>,
     reports: ReportTracker,
     sending: [Sending; 4],
     /// What the last full check saw, and when to check again regardless (the backstop):
@@ -63,6 +66,8 @@ pub struct DerSet {
 #[derive(Debug, Clone, PartialEq)]
 struct CheckInputs {
     inverters: Option<Vec<InverterState>>,
+    /// The battery's status as DERStatus shows it (not its every watt).
+    storage: Option<String>,
     own: OwnActions,
     set_grad_w: u16,
     nameplate: Nameplate,
@@ -79,6 +84,7 @@ impl DerSet {
             nameplate,
             ders: Vec::new(),
             inverters: None,
+            storage: None,
             reports: ReportTracker::default(),
             sending: [Sending::default(); 4],
             checked: None,
@@ -116,6 +122,15 @@ impl DerSet {
         self.ders = paged.items;
     }
 
+    /// A battery csipd commands is behind the gateway: `opModStorageTargetW` is a mode
+    /// this client runs (from the configuration at start, the devices later).
+    pub fn can_target_storage(&self) -> bool {
+        self.nameplate
+            .storage
+            .as_ref()
+            .is_some_and(|s| s.can_target)
+    }
+
     /// The nameplate became known (or changed).
     pub fn set_nameplate(&mut self, nameplate: Nameplate) {
         self.nameplate_known = nameplate.rtg_max_w > 0.0;
@@ -131,12 +146,19 @@ impl DerSet {
             return;
         }
         let now_s = ctx.server_now_s();
+        let charge_rate_w = self
+            .nameplate
+            .storage
+            .as_ref()
+            .map_or(0.0, |s| s.max_charge_rate_w);
+        let storage_now = self.storage.map(|s| storage_status_key(&s, charge_rate_w));
         let busy = self
             .sending
             .iter()
             .any(|s| s.in_flight || s.retry_at_ms != 0);
         if let Some((last, until_s)) = &self.checked {
             let same = last.inverters == self.inverters
+                && last.storage == storage_now
                 && last.own == own
                 && last.set_grad_w == set_grad_w
                 && last.nameplate == self.nameplate
@@ -148,6 +170,7 @@ impl DerSet {
         }
         let inputs = CheckInputs {
             inverters: self.inverters.clone(),
+            storage: storage_now,
             own,
             set_grad_w,
             nameplate: self.nameplate.clone(),
@@ -172,7 +195,7 @@ impl DerSet {
                 ReportKind::Availability => &der.der_availability_link,
             };
             let Some(link) = link else { continue };
-            let csipaus = ctx.config.csipaus;
+            let csipaus = Csipaus::of(ctx.profile);
             // The content key first: the XML is written only for a report that is due.
             let doc = match kind {
                 ReportKind::Capability if self.nameplate_known => {
@@ -185,7 +208,13 @@ impl DerSet {
                 }
                 ReportKind::Settings => continue,
                 ReportKind::Status => match &self.inverters {
-                    Some(inverters) => Report::Status(status(inverters, own, dr, now_s)),
+                    Some(inverters) => {
+                        let mut doc = status(inverters, own, dr, now_s);
+                        if let Some(storage) = &self.storage {
+                            add_storage_status(&mut doc, storage, charge_rate_w, own, now_s);
+                        }
+                        Report::Status(doc)
+                    }
                     None => continue,
                 },
                 ReportKind::Availability => match &self.inverters {
@@ -202,9 +231,11 @@ impl DerSet {
                     format!("{}/{:?}", settings_key(d), own.demand_response_mode())
                 }
                 Report::Settings(d) => settings_key(d),
-                Report::Status(d) => {
-                    fleet_status_key(d, self.inverters.as_deref().unwrap_or_default())
-                }
+                Report::Status(d) => format!(
+                    "{}/{:?}",
+                    fleet_status_key(d, self.inverters.as_deref().unwrap_or_default()),
+                    self.storage.map(|s| storage_status_key(&s, charge_rate_w))
+                ),
                 Report::Availability(d) => availability_key(d),
             };
             if !self.reports.due(kind, &key, now_s, backstop) {
@@ -298,6 +329,14 @@ pub fn reactive_power(vars: f64) -> ReactivePower {
     ReactivePower { multiplier, value }
 }
 
+/// cos φ (0..1) as a 2030.5 PowerFactor: displacement in thousandths (multiplier -3).
+pub fn power_factor(cos_phi: f64) -> PowerFactor {
+    PowerFactor {
+        displacement: (cos_phi.clamp(0.0, 1.0) * 1000.0).round() as u16,
+        multiplier: -3,
+    }
+}
+
 pub fn unsigned_scaled(value: f64) -> UnsignedScaled {
     let mut multiplier = 0i8;
     let mut scaled = value.max(0.0);
@@ -329,25 +368,90 @@ fn scaled_i16(value: f64) -> (i16, i8) {
     )
 }
 
-/// DERCapability of the fleet.
-pub fn capability(nameplate: &Nameplate, csipaus: bool) -> DerCapability {
+/// Which csipaus elements the reports carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Csipaus {
+    /// Plain IEEE 2030.5: none.
+    None,
+    /// CSIP-AUS 1.0-1.2: the DOE bitmaps.
+    Doe,
+    /// CSIP-AUS v1.3: the DOE bitmaps and the storage extension (vppModesSupported,
+    /// vppModesEnabled, setMinWh), which only the v1.3 schemas have.
+    V1_3,
+}
+
+impl Csipaus {
+    /// From the profile the engine writes with.
+    pub fn of(profile: WriteProfile) -> Csipaus {
+        match profile {
+            WriteProfile::Plain => Csipaus::None,
+            WriteProfile::CsipAus {
+                ns: CsipausNs::V1_0,
+            } => Csipaus::Doe,
+            WriteProfile::CsipAus {
+                ns: CsipausNs::V1_3,
+            } => Csipaus::V1_3,
+        }
+    }
+
+    fn doe(self) -> bool {
+        self != Csipaus::None
+    }
+}
+
+/// `watts` as an ActivePower, or `None` when it is not a positive rating.
+fn rating_w(watts: f64) -> Option<ActivePower> {
+    (watts.is_finite() && watts > 0.0).then(|| active_power(watts))
+}
+
+/// DERCapability of the fleet; with a battery, its charge and discharge rates and
+/// capacity (IEEE 2030.5 storage elements) and, in CSIP-AUS v1.3, vppModesSupported
+/// (STO-02/03).
+pub fn capability(nameplate: &Nameplate, csipaus: Csipaus) -> DerCapability {
+    let storage = nameplate.storage.as_ref();
     DerCapability {
+        rtg_max_charge_rate_w: storage.and_then(|s| rating_w(s.max_charge_rate_w)),
+        rtg_max_discharge_rate_w: storage.and_then(|s| rating_w(s.max_discharge_rate_w)),
+        rtg_max_wh: storage.and_then(|s| s.max_wh).map(unsigned_scaled),
+        vpp_modes_supported: storage
+            .filter(|_| csipaus == Csipaus::V1_3)
+            .map(|s| s.vpp_modes()),
         modes_supported: modes_supported(nameplate),
         rtg_max_va: nameplate.rtg_max_va.map(unsigned_scaled),
         rtg_max_var: nameplate.rtg_max_var.map(reactive_power),
         rtg_max_var_neg: nameplate.rtg_max_var_neg.map(reactive_power),
         rtg_max_w: active_power(nameplate.rtg_max_w),
         rtg_v_nom: nameplate.rtg_v_nom.map(unsigned_scaled),
+        rtg_min_pf_over_excited: nameplate.rtg_min_pf_over_excited.map(power_factor),
+        rtg_min_pf_under_excited: nameplate.rtg_min_pf_under_excited.map(power_factor),
         der_type: nameplate.der_type,
-        doe_modes_supported: if csipaus { nameplate.doe_modes() } else { 0 },
+        doe_modes_supported: if csipaus.doe() {
+            nameplate.doe_modes()
+        } else {
+            0
+        },
         ..DerCapability::default()
     }
 }
 
 /// DERSettings of the fleet; `set_grad_w` is the ramp in force (the default control's
-/// setGradW, which the harness checks is echoed here).
-pub fn settings(nameplate: &Nameplate, set_grad_w: u16, csipaus: bool, now_s: i64) -> DerSettings {
+/// setGradW, which the harness checks is echoed here). A battery's settings are its
+/// ratings (csipd changes none of them); in CSIP-AUS v1.3 with vppModesEnabled and
+/// setMinWh (the reserve, 0 when unknown: STO-02 wants it present).
+pub fn settings(
+    nameplate: &Nameplate,
+    set_grad_w: u16,
+    csipaus: Csipaus,
+    now_s: i64,
+) -> DerSettings {
+    let storage = nameplate.storage.as_ref();
+    let v1_3_storage = storage.filter(|_| csipaus == Csipaus::V1_3);
     DerSettings {
+        set_max_charge_rate_w: storage.and_then(|s| rating_w(s.max_charge_rate_w)),
+        set_max_discharge_rate_w: storage.and_then(|s| rating_w(s.max_discharge_rate_w)),
+        set_max_wh: storage.and_then(|s| s.max_wh).map(unsigned_scaled),
+        vpp_modes_enabled: v1_3_storage.map(|s| s.vpp_modes()),
+        set_min_wh: v1_3_storage.map(|s| unsigned_scaled(s.min_wh.unwrap_or(0.0))),
         modes_enabled: Some(modes_supported(nameplate)),
         set_grad_w,
         set_max_va: nameplate.rtg_max_va.map(unsigned_scaled),
@@ -355,8 +459,10 @@ pub fn settings(nameplate: &Nameplate, set_grad_w: u16, csipaus: bool, now_s: i6
         set_max_var_neg: nameplate.rtg_max_var_neg.map(reactive_power),
         set_max_w: active_power(nameplate.rtg_max_w),
         set_v_nom: nameplate.rtg_v_nom.map(unsigned_scaled),
+        set_min_pf_over_excited: nameplate.rtg_min_pf_over_excited.map(power_factor),
+        set_min_pf_under_excited: nameplate.rtg_min_pf_under_excited.map(power_factor),
         updated_time: now_s,
-        doe_modes_enabled: csipaus.then(|| nameplate.doe_modes()),
+        doe_modes_enabled: csipaus.doe().then(|| nameplate.doe_modes()),
         ..DerSettings::default()
     }
 }
@@ -481,6 +587,51 @@ pub fn status(
     }
 }
 
+/// Adds the battery's state to a DERStatus: stateOfChargeStatus (hundredths of a
+/// percent), storageModeStatus (0 charging, 1 discharging, 2 holding) and
+/// storConnectStatus (ConnectStatusType bits as for the generation side, cleared by
+/// csipd's own disconnect / de-energise like genConnectStatus).
+pub fn add_storage_status(
+    status: &mut DerStatus,
+    storage: &StorageMeasurement,
+    max_charge_rate_w: f64,
+    own: OwnActions,
+    now_s: i64,
+) {
+    fn at<T>(date_time: i64, value: T) -> StatusValue<T> {
+        StatusValue { date_time, value }
+    }
+    status.state_of_charge_status = storage
+        .soc_pct
+        .filter(|p| p.is_finite())
+        .map(|p| at(now_s, (p.clamp(0.0, 100.0) * 100.0).round() as u16));
+    status.storage_mode_status = storage
+        .storage_mode(max_charge_rate_w)
+        .map(|m| at(now_s, m));
+    let bits = if own.disconnected {
+        0
+    } else {
+        u8::from(storage.connected)
+            | u8::from(storage.available) << 1
+            | u8::from(!own.deenergised && storage.operating) << 2
+    };
+    status.stor_connect_status = Some(at(now_s, bits));
+}
+
+/// The battery's part of DERStatus's change key: its connect bits, mode and the state
+/// of charge to the nearest 5 % (each watt and tenth of a percent is no change worth
+/// a PUT; the backstop carries the exact value).
+pub fn storage_status_key(storage: &StorageMeasurement, max_charge_rate_w: f64) -> String {
+    format!(
+        "{}{}{}/{:?}/{:?}",
+        u8::from(storage.connected),
+        u8::from(storage.available),
+        u8::from(storage.operating),
+        storage.storage_mode(max_charge_rate_w),
+        storage.soc_pct.map(|p| (p / 5.0).round() as i64)
+    )
+}
+
 /// DERStatus's change key: the fleet's status and each inverter's own state, so a
 /// change of any one DER of the site is a change (MUL-01: one of two switched off).
 pub fn fleet_status_key(status: &DerStatus, inverters: &[InverterState]) -> String {
@@ -598,11 +749,14 @@ mod tests {
             rtg_max_var: Some(6_000.0),
             rtg_max_var_neg: Some(6_000.0),
             rtg_v_nom: Some(230.0),
+            rtg_min_pf_over_excited: None,
+            rtg_min_pf_under_excited: None,
             der_type: 4,
             can_limit_export: true,
             can_limit_import: false,
             can_limit_generation: true,
             can_limit_load: false,
+            storage: None,
         }
     }
 
@@ -639,15 +793,91 @@ mod tests {
 
     #[test]
     fn doe_modes_state_only_what_the_site_can_do() {
-        let pv_only = capability(&nameplate(), true);
+        let pv_only = capability(&nameplate(), Csipaus::Doe);
         // export (bit 0) and generation (bit 2); no import or load limiting without a
         // controllable load or battery
         assert_eq!(pv_only.doe_modes_supported, 0b0101);
-        let plain = capability(&nameplate(), false);
+        let plain = capability(&nameplate(), Csipaus::None);
         assert_eq!(plain.doe_modes_supported, 0);
-        let settings = settings(&nameplate(), 27, true, 5);
+        let settings = settings(&nameplate(), 27, Csipaus::Doe, 5);
         assert_eq!(settings.doe_modes_enabled, Some(0b0101));
         assert_eq!(settings.set_max_w.watts(), 10_000.0);
+    }
+
+    #[test]
+    fn a_battery_adds_its_ratings_and_in_v13_its_vpp_modes() {
+        let mut np = nameplate();
+        np.storage = Some(super::super::StorageNameplate {
+            max_charge_rate_w: 5_000.0,
+            max_discharge_rate_w: 4_000.0,
+            max_wh: Some(13_500.0),
+            min_wh: None,
+            can_target: true,
+        });
+        let cap = capability(&np, Csipaus::V1_3);
+        assert_eq!(cap.rtg_max_charge_rate_w.map(|p| p.watts()), Some(5_000.0));
+        assert_eq!(
+            cap.rtg_max_discharge_rate_w.map(|p| p.watts()),
+            Some(4_000.0)
+        );
+        assert_eq!(cap.rtg_max_wh.map(|w| w.value), Some(13_500));
+        assert_eq!(cap.vpp_modes_supported, Some(1));
+        let set = settings(&np, 27, Csipaus::V1_3, 5);
+        assert_eq!(set.set_max_charge_rate_w.map(|p| p.watts()), Some(5_000.0));
+        assert_eq!(set.vpp_modes_enabled, Some(1));
+        assert_eq!(set.set_min_wh.map(|w| w.value), Some(0));
+        // Before v1.3 the storage extension is not written (csipaus-core.xsd lacks it),
+        // but the IEEE 2030.5 storage ratings are.
+        let old = capability(&np, Csipaus::Doe);
+        assert_eq!(old.vpp_modes_supported, None);
+        assert!(old.rtg_max_charge_rate_w.is_some());
+        assert_eq!(settings(&np, 27, Csipaus::Doe, 5).set_min_wh, None);
+        // No battery: none of it.
+        let pv = capability(&nameplate(), Csipaus::V1_3);
+        assert_eq!((pv.rtg_max_wh, pv.vpp_modes_supported), (None, None));
+    }
+
+    #[test]
+    fn battery_status_follows_its_power_and_csipd_own_actions() {
+        let none = OwnActions::default();
+        let charging = StorageMeasurement {
+            active_power_w: Some(-2_000.0),
+            stored_wh: Some(6_750.0),
+            soc_pct: Some(50.04),
+            connected: true,
+            available: true,
+            operating: true,
+        };
+        let mut st = status(&[inverter(true, true)], none, false, 7);
+        add_storage_status(&mut st, &charging, 5_000.0, none, 7);
+        assert_eq!(st.state_of_charge_status.map(|s| s.value), Some(5004));
+        assert_eq!(st.storage_mode_status.map(|s| s.value), Some(0));
+        assert_eq!(st.stor_connect_status.map(|s| s.value), Some(0b111));
+        let discharging = StorageMeasurement {
+            active_power_w: Some(3_000.0),
+            ..charging
+        };
+        let holding = StorageMeasurement {
+            active_power_w: Some(20.0),
+            ..charging
+        };
+        assert_eq!(discharging.storage_mode(5_000.0), Some(1));
+        assert_eq!(holding.storage_mode(5_000.0), Some(2));
+        let disconnected = OwnActions {
+            disconnected: true,
+            ..none
+        };
+        add_storage_status(&mut st, &charging, 5_000.0, disconnected, 8);
+        assert_eq!(st.stor_connect_status.map(|s| s.value), Some(0));
+        // The change key moves with the mode, not with each watt.
+        let key = |s: &StorageMeasurement| storage_status_key(s, 5_000.0);
+        assert_ne!(key(&charging), key(&discharging));
+        let more = StorageMeasurement {
+            active_power_w: Some(-2_100.0),
+            soc_pct: Some(50.9),
+            ..charging
+        };
+        assert_eq!(key(&charging), key(&more));
     }
 
     #[test]
@@ -739,7 +969,7 @@ mod tests {
         none.can_limit_export = false;
         assert_eq!(modes_supported(&none) & MODE_FIXED_W, 0);
         assert_eq!(
-            settings(&none, 27, true, 0).modes_enabled,
+            settings(&none, 27, Csipaus::Doe, 0).modes_enabled,
             Some(MODES_SUPPORTED)
         );
     }
@@ -760,9 +990,9 @@ mod tests {
         // backstop
         assert!(tracker.due(ReportKind::Status, &again, 400, 300));
         // settings: a new setGradW is a change (MUL-03)
-        let s27 = settings_key(&settings(&nameplate(), 27, true, 1));
-        let s27_later = settings_key(&settings(&nameplate(), 27, true, 99));
-        let s100 = settings_key(&settings(&nameplate(), 100, true, 99));
+        let s27 = settings_key(&settings(&nameplate(), 27, Csipaus::Doe, 1));
+        let s27_later = settings_key(&settings(&nameplate(), 27, Csipaus::Doe, 99));
+        let s100 = settings_key(&settings(&nameplate(), 100, Csipaus::Doe, 99));
         assert_eq!(s27, s27_later);
         assert_ne!(s27, s100);
     }

@@ -41,8 +41,16 @@ pub struct DerpSet {
     last_active: Option<ActiveControls>,
     /// (tree version, server time, next change) of the last evaluation.
     evaluated: Option<(u64, i64, Option<i64>)>,
-    /// Rejections of unreadable DERControls, handed out with the next outcome.
+    /// Whether that evaluation ran opModStorageTargetW (a battery appearing or going
+    /// changes what the controls mean).
+    evaluated_targets_storage: bool,
+    /// Rejections of unreadable DERControls, handed out with the next outcome. At most
+    /// one per DERControl the server lists (each is rejected once: its record goes into
+    /// the scheduler's state), emptied at the next evaluation.
     rejections: Vec<ResponseDue>,
+    /// Set by [`super::Engine::hold_schedule`]: the scheduler's memory is not restored
+    /// yet, so nothing is evaluated.
+    pub(super) held: bool,
 }
 
 impl DerpSet {
@@ -52,9 +60,11 @@ impl DerpSet {
             answered: BTreeSet::new(),
             lists: Vec::new(),
             schedule_state: schedule::State::default(),
+            held: false,
             rng: schedule::Rng::new(rng_seed),
             last_active: None,
             evaluated: None,
+            evaluated_targets_storage: false,
             rejections: Vec::new(),
         }
     }
@@ -265,8 +275,8 @@ impl DerpSet {
         }
         if !skipped.is_empty() {
             let listed: Vec<String> = skipped.iter().map(|s| s.error.to_string()).collect();
-            ctx.errors.insert(
-                href.to_string(),
+            ctx.set_error(
+                href,
                 format!("DERControlList {href}: left out {}", listed.join("; ")),
             );
         }
@@ -278,7 +288,9 @@ impl DerpSet {
         let (Some(mrid), Some(reply_to)) = (&bad.mrid, &bad.reply_to) else {
             return;
         };
-        if mrid.is_empty() || self.schedule_state.events.contains_key(mrid) {
+        // While held the stored memory is not back, so whether it was answered before is
+        // not known: it is rejected at a later read of its list.
+        if self.held || mrid.is_empty() || self.schedule_state.events.contains_key(mrid) {
             return;
         }
         let now_s = ctx.server_now_s();
@@ -396,26 +408,53 @@ impl DerpSet {
 
     /// Runs the scheduler when something changed or its next change came; hands out
     /// [`Event::Controls`] when the active controls changed or responses fell due.
-    pub fn evaluate(&mut self, ctx: &mut Ctx, fsas: &[FsaState], responses: &mut ResponseSet) {
-        if ctx.state == ConnectionState::PinMismatch || !ctx.registration_ok || !self.ready(fsas) {
+    /// Without a battery csipd commands (`targets_storage` false), opModStorageTargetW
+    /// is not a mode this client runs: it is left out of every control, so a control
+    /// that sets nothing else is answered 252 (parameter not applicable) and one that
+    /// also sets a limit is carried out for the limit alone.
+    pub fn evaluate(
+        &mut self,
+        ctx: &mut Ctx,
+        fsas: &[FsaState],
+        responses: &mut ResponseSet,
+        targets_storage: bool,
+    ) {
+        if self.held
+            || ctx.state == ConnectionState::PinMismatch
+            || !ctx.registration_ok
+            || !self.ready(fsas)
+        {
             return;
         }
         let now_s = ctx.server_now_s();
         if let Some((version, at_s, next_change_s)) = self.evaluated {
             let unchanged = version == ctx.tree_version
+                && targets_storage == self.evaluated_targets_storage
                 && now_s >= at_s
                 && next_change_s.is_none_or(|next| now_s < next);
             if unchanged {
                 return;
             }
         }
-        let (programs, events) = schedule_input(fsas, &self.programs);
+        let (mut programs, mut events) = schedule_input(fsas, &self.programs);
+        if !targets_storage {
+            for event in &mut events {
+                event.controls.storage_target_w = None;
+            }
+            for program in &mut programs {
+                if let Some(default) = &mut program.default_control {
+                    default.controls.storage_target_w = None;
+                }
+            }
+        }
         let input = schedule::Input {
             programs: &programs,
             events: &events,
             now_s,
         };
-        let mut outcome = schedule::evaluate(&input, &mut self.rng, &self.schedule_state);
+        // The state moves in and back out: no copy of every record per evaluation.
+        let previous = std::mem::take(&mut self.schedule_state);
+        let mut outcome = schedule::evaluate_owned(&input, &mut self.rng, previous);
         for note in &outcome.notes {
             log::info!("csip: schedule: {note}");
         }
@@ -429,6 +468,7 @@ impl DerpSet {
                 .push_back(Event::Controls(Box::new(outcome.clone())));
         }
         self.evaluated = Some((ctx.tree_version, now_s, outcome.next_change_s));
+        self.evaluated_targets_storage = targets_storage;
         self.schedule_state = outcome.state;
     }
 

@@ -13,7 +13,7 @@ use crate::schedule;
 
 use super::discovery::Tree;
 use super::well_known::{Choice, version_label};
-use super::{EngineConfig, EngineSink, EngineStatus, Nameplate, SiteMeasurement};
+use super::{EngineConfig, EngineSink, EngineStatus, Nameplate, SiteMeasurement, StorageNameplate};
 
 const DEFAULT_CONFIG: &str = "/etc/config/csipd";
 
@@ -46,6 +46,22 @@ impl EngineConfig {
         let generation = has(DeviceRole::Inverter) || has(DeviceRole::Storage);
         // Import and load can only be limited with something that consumes on command.
         let controllable_load = has(DeviceRole::Storage);
+        // A battery: its ratings are refined from SunSpec 124 once it is read; until
+        // then the configured rated_w and capacity_wh. opModStorageTargetW is run.
+        let capacity_wh: f64 = config
+            .devices
+            .iter()
+            .filter(|d| d.enabled && d.role == DeviceRole::Storage)
+            .filter_map(|d| d.capacity_wh)
+            .map(f64::from)
+            .sum();
+        let storage = controllable_load.then(|| StorageNameplate {
+            max_charge_rate_w: rated(DeviceRole::Storage),
+            max_discharge_rate_w: rated(DeviceRole::Storage),
+            max_wh: (capacity_wh > 0.0).then_some(capacity_wh),
+            min_wh: None,
+            can_target: true,
+        });
         Ok(EngineConfig {
             http,
             dcap_path,
@@ -65,11 +81,14 @@ impl EngineConfig {
                 rtg_max_var: None,
                 rtg_max_var_neg: None,
                 rtg_v_nom: Some(230.0),
+                rtg_min_pf_over_excited: None,
+                rtg_min_pf_under_excited: None,
                 der_type: if has(DeviceRole::Storage) { 81 } else { 4 },
                 can_limit_export: generation,
                 can_limit_import: controllable_load,
                 can_limit_generation: generation,
                 can_limit_load: controllable_load,
+                storage,
             },
             max_poll_interval_s: None,
             report_backstop_s: 3600,
@@ -216,6 +235,13 @@ pub fn render_service_discovery(url: &str, choice: Option<&Choice>) -> String {
     out
 }
 
+/// " storage target N W" for a control that sets opModStorageTargetW (CSIP-AUS v1.3),
+/// nothing otherwise (the line stays as it was for controls without one).
+fn storage_target(p: Option<crate::sep2::ActivePower>) -> String {
+    p.map(|p| format!(" storage target {:.0} W", p.watts()))
+        .unwrap_or_default()
+}
+
 fn watts(p: Option<crate::sep2::ActivePower>) -> String {
     p.map(|p| format!("{} W", p.watts()))
         .unwrap_or_else(|| "-".into())
@@ -304,14 +330,15 @@ pub fn render(tree: &Tree, status: &EngineStatus) -> String {
                 Some(d) => {
                     let _ = writeln!(
                         out,
-                        "      default: export {} import {} gen {} load {} setGradW {}",
+                        "      default: export {} import {} gen {} load {} setGradW {}{}",
                         watts(d.base.op_mod_exp_lim_w),
                         watts(d.base.op_mod_imp_lim_w),
                         watts(d.base.op_mod_gen_lim_w),
                         watts(d.base.op_mod_load_lim_w),
                         d.set_grad_w
                             .map(|g| g.to_string())
-                            .unwrap_or_else(|| "-".into())
+                            .unwrap_or_else(|| "-".into()),
+                        storage_target(d.base.op_mod_storage_target_w)
                     );
                 }
                 None => {
@@ -321,15 +348,23 @@ pub fn render(tree: &Tree, status: &EngineStatus) -> String {
             for c in &program.controls {
                 let _ = writeln!(
                     out,
-                    "      control {} status {} start {} for {} s: export {} import {} gen {} load {}{}",
+                    "      control {} status {} start {} ({}) for {} s: export {} import {} gen {} load {}{}{}",
                     c.mrid,
                     c.event_status.current_status.code(),
                     c.interval.start,
+                    // The XML's epoch seconds, and the same as a date an engineer reads.
+                    u64::try_from(c.interval.start)
+                        .ok()
+                        .and_then(|s| std::time::UNIX_EPOCH
+                            .checked_add(std::time::Duration::from_secs(s)))
+                        .map(httpdate::fmt_http_date)
+                        .unwrap_or_else(|| "before 1970".into()),
                     c.interval.duration_s,
                     watts(c.base.op_mod_exp_lim_w),
                     watts(c.base.op_mod_imp_lim_w),
                     watts(c.base.op_mod_gen_lim_w),
                     watts(c.base.op_mod_load_lim_w),
+                    storage_target(c.base.op_mod_storage_target_w),
                     c.reply_to
                         .as_deref()
                         .map(|r| format!(" (responses to {r})"))
@@ -409,12 +444,24 @@ mod config_tests {
         assert_eq!(engine.nameplate.rtg_max_w, 5000.0);
         // PV only: export and generation limits, no import/load limiting
         assert_eq!(engine.nameplate.doe_modes(), 0b0101);
+        assert_eq!(engine.nameplate.storage, None);
         let battery = config(
-            "config device 'bat'\n\toption role 'storage'\n\toption transport 'tcp'\n\toption host '10.0.0.6'\n\toption rated_w '3000'\n",
+            "config device 'bat'\n\toption role 'storage'\n\toption transport 'tcp'\n\toption host '10.0.0.6'\n\toption rated_w '3000'\n\toption capacity_wh '9800'\n",
         );
         let engine = EngineConfig::from_config(&battery, "AB", 7).expect("engine config");
         assert_eq!(engine.nameplate.doe_modes(), 0b1111);
         assert_eq!(engine.nameplate.der_type, 81);
+        // The battery until it is read: rated_w for its rates, capacity_wh, and the
+        // storage target offered (refined from model 124 once read).
+        let storage = engine.nameplate.storage.expect("storage nameplate");
+        assert_eq!(
+            (
+                storage.max_charge_rate_w,
+                storage.max_wh,
+                storage.can_target
+            ),
+            (3000.0, Some(9800.0), true)
+        );
     }
 
     #[test]

@@ -124,6 +124,7 @@ pub fn control_set(base: &DerControlBase) -> schedule::ControlSet {
         connect: base.op_mod_connect,
         energize: base.op_mod_energize,
         max_lim_hundredths_pct: base.op_mod_max_lim_w,
+        storage_target_w: power(base.op_mod_storage_target_w),
         fixed_w_hundredths_pct: base.op_mod_fixed_w,
     }
 }

@@ -312,7 +312,7 @@ impl EdevSet {
                 self.registration_state = RegistrationState::Mismatch;
                 rate = Some(rate.unwrap_or(PIN_RECHECK_S).max(PIN_RECHECK_S));
                 ctx.poll_ok(href, kind, rate);
-                ctx.errors.insert(href.to_string(), message);
+                ctx.set_error(href, message);
                 ctx.state = ConnectionState::PinMismatch;
             }
             PinCheck::Matches | PinCheck::NotChecked => {

@@ -106,9 +106,19 @@ impl Engine {
     }
 
     /// Restores the scheduler's memory (ledger, randomisation draws) from the store, so
-    /// a restart neither repeats responses nor redraws randomisation.
+    /// a restart neither repeats responses nor redraws randomisation. Ends a
+    /// [`Engine::hold_schedule`].
     pub fn restore_schedule_state(&mut self, state: schedule::State) {
         self.derp.schedule_state = state;
+        self.derp.held = false;
+    }
+
+    /// While `hold` is true the scheduler is not run (no controls, no responses);
+    /// discovery and polling go on. The runtime holds it while the store opens, so the
+    /// first request leaves at once but no event is seen before its stored memory is
+    /// back ([`Engine::restore_schedule_state`] or `hold_schedule(false)` end it).
+    pub fn hold_schedule(&mut self, hold: bool) {
+        self.derp.held = hold;
     }
 
     /// The scheduler's memory, for the store to persist.
@@ -163,6 +173,7 @@ impl Engine {
         self.set_now(now);
         if let Some(m) = &measurement {
             self.der.inverters = Some(m.inverters.clone());
+            self.der.storage = m.storage;
         }
         let server_now_s = self.ctx.server_now_s();
         self.mirror
@@ -480,8 +491,12 @@ impl Engine {
             }
         }
         self.start_polls();
-        self.derp
-            .evaluate(&mut self.ctx, &self.fsa.fsas, &mut self.responses);
+        self.derp.evaluate(
+            &mut self.ctx,
+            &self.fsa.fsas,
+            &mut self.responses,
+            self.der.can_target_storage(),
+        );
         let ctx = &mut self.ctx;
         self.edev.flush(ctx);
         self.responses.flush(ctx);
@@ -603,11 +618,14 @@ mod tests {
             rtg_max_var: None,
             rtg_max_var_neg: None,
             rtg_v_nom: None,
+            rtg_min_pf_over_excited: None,
+            rtg_min_pf_under_excited: None,
             der_type: 4,
             can_limit_export: true,
             can_limit_import: false,
             can_limit_generation: true,
             can_limit_load: false,
+            storage: None,
         };
         EngineConfig {
             http: crate::http::ClientConfig::new("http://memory"),
@@ -638,6 +656,35 @@ mod tests {
             path: path.into(),
             after: Duration::from_secs(30),
         })
+    }
+
+    #[test]
+    fn errors_by_resource_stay_within_their_bound() {
+        let t0 = Now {
+            mono_ms: 1_000,
+            utc_ms: 1_750_000_000_000,
+        };
+        let mut engine = Engine::new(config(), t0).expect("engine");
+        // A server whose failing resources get new hrefs all the time.
+        for i in 0..3 * super::super::context::ERRORS_KEPT {
+            engine
+                .ctx
+                .error_at(&format!("/derp/{i:04}/derc"), format!("HTTP 500 #{i}"));
+            assert!(engine.ctx.errors.len() <= super::super::context::ERRORS_KEPT);
+        }
+        assert_eq!(engine.ctx.errors.len(), super::super::context::ERRORS_KEPT);
+        // The newest is shown; the same href again replaces its entry.
+        let last = format!(
+            "/derp/{:04}/derc",
+            3 * super::super::context::ERRORS_KEPT - 1
+        );
+        assert!(engine.ctx.errors.contains_key(&last));
+        engine.ctx.error_at(&last, "HTTP 503".into());
+        assert_eq!(
+            engine.ctx.errors.get(&last).map(String::as_str),
+            Some("HTTP 503")
+        );
+        assert_eq!(engine.ctx.errors.len(), super::super::context::ERRORS_KEPT);
     }
 
     #[test]

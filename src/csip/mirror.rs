@@ -95,7 +95,7 @@ pub struct MirrorSet {
     pub list_href: Option<String>,
     pub mups: Vec<MirrorUsagePoint>,
     list_read: bool,
-    points: [UsagePoint; 2],
+    points: [UsagePoint; 3],
     /// MirrorMeterReading POSTs the server accepted (2xx) since the engine started.
     pub readings_posted: u64,
 }
@@ -117,7 +117,11 @@ impl MirrorSet {
             list_href: None,
             mups: Vec::new(),
             list_read: false,
-            points: [point(MupRole::Site), point(MupRole::Der)],
+            points: [
+                point(MupRole::Site),
+                point(MupRole::Der),
+                point(MupRole::Storage),
+            ],
             readings_posted: 0,
         }
     }
@@ -166,6 +170,7 @@ impl MirrorSet {
             let meter = sample.and_then(|m| match point.role {
                 MupRole::Site => m.site,
                 MupRole::Der => m.der,
+                MupRole::Storage => m.storage.and_then(|s| s.sample()),
             });
             let closed = match meter {
                 Some(meter) => {
@@ -456,33 +461,40 @@ pub enum MupRole {
     Site,
     /// The DER fleet behind the meter.
     Der,
+    /// The battery (CSIP-AUS v1.3 storage, STO-01/04): its charge/discharge power and
+    /// stored energy. Created only when the site has a battery that reports them.
+    Storage,
 }
 
 impl MupRole {
-    pub const ALL: [MupRole; 2] = [MupRole::Site, MupRole::Der];
+    pub const ALL: [MupRole; 3] = [MupRole::Site, MupRole::Der, MupRole::Storage];
 
     pub fn name(self) -> &'static str {
         match self {
             MupRole::Site => "site",
             MupRole::Der => "der",
+            MupRole::Storage => "storage",
         }
     }
 
     /// RoleFlagsType: bit 0 isMirror, 1 isPremisesAggregationPoint, 3 isDER,
-    /// 6 isSubmeter (the DER meter is a submeter behind the site meter).
+    /// 6 isSubmeter (the DER meter is a submeter behind the site meter). The battery's
+    /// usage point is a DER submeter too: the certification harness looks for stored
+    /// energy among device (DER) readings.
     pub fn role_flags(self) -> u16 {
         match self {
             MupRole::Site => 0x0003,
-            MupRole::Der => 0x0049,
+            MupRole::Der | MupRole::Storage => 0x0049,
         }
     }
 
     /// FlowDirectionType of power readings: 1 forward (site: positive = import),
-    /// 19 reverse (DER: positive = generation towards the grid).
+    /// 19 reverse (DER and battery: positive = output towards the grid, so a charging
+    /// battery reads negative).
     fn flow_direction(self) -> u8 {
         match self {
             MupRole::Site => 1,
-            MupRole::Der => 19,
+            MupRole::Der | MupRole::Storage => 19,
         }
     }
 }
@@ -505,6 +517,7 @@ pub fn channel_name(channel: Channel) -> &'static str {
         (VoltageV, B) => "v-b",
         (VoltageV, C) => "v-c",
         (FrequencyHz, _) => "hz",
+        (StoredEnergyWh, _) => "wh",
     }
 }
 
@@ -514,6 +527,7 @@ fn multiplier(quantity: Quantity) -> i8 {
         Quantity::ActivePowerW | Quantity::ReactivePowerVar => 0,
         Quantity::VoltageV => -1,
         Quantity::FrequencyHz => -2,
+        Quantity::StoredEnergyWh => 0,
     }
 }
 
@@ -522,7 +536,7 @@ pub fn reading_type(role: MupRole, channel: Channel, interval_s: u32) -> Reading
     // PhaseCode: power on a phase is A 128 / B 64 / C 32; voltage is line to
     // neutral: AN 129 / BN 65 / CN 33; 0 = not applicable (totals, frequency).
     let phase = match (channel.quantity, channel.phase) {
-        (_, Phase::Total) | (Quantity::FrequencyHz, _) => 0,
+        (_, Phase::Total) | (Quantity::FrequencyHz | Quantity::StoredEnergyWh, _) => 0,
         (Quantity::VoltageV, Phase::A) => 129,
         (Quantity::VoltageV, Phase::B) => 65,
         (Quantity::VoltageV, Phase::C) => 33,
@@ -537,6 +551,25 @@ pub fn reading_type(role: MupRole, channel: Channel, interval_s: u32) -> Reading
         Quantity::ReactivePowerVar => (63, 37, Some(role.flow_direction())),
         Quantity::VoltageV => (29, 37, None),
         Quantity::FrequencyHz => (33, 0, None),
+        Quantity::StoredEnergyWh => {
+            // Stored energy (STO-01/04): Wh (uom 72), kind 12 "energy", an
+            // instantaneous value (dataQualifier 0 "not applicable", the harness's
+            // readings-der-stored-energy check) at the end of the interval.
+            return ReadingType {
+                href: None,
+                accumulation_behaviour: Some(12),
+                commodity: Some(1),
+                data_qualifier: Some(0),
+                flow_direction: None,
+                interval_length_s: Some(interval_s),
+                kind: Some(12),
+                max_number_of_intervals: None,
+                phase: Some(0),
+                power_of_ten_multiplier: Some(0),
+                sub_interval_length_s: None,
+                uom: Some(72),
+            };
+        }
     };
     ReadingType {
         href: None,
@@ -591,6 +624,7 @@ pub fn usage_point(
         description: Some(match role {
             MupRole::Site => "csipd site".to_string(),
             MupRole::Der => "csipd DER".to_string(),
+            MupRole::Storage => "csipd storage".to_string(),
         }),
         version: None,
         role_flags: role.role_flags(),
@@ -646,12 +680,45 @@ pub fn find_usage_point<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::csip::MeterSample;
     use std::collections::BTreeMap;
 
     const LFDI: &str = "3E4F45AB31EDFE5B67E343E5E4562E3100000000";
 
     fn channel(quantity: Quantity, phase: Phase) -> Channel {
         Channel { quantity, phase }
+    }
+
+    #[test]
+    fn stored_energy_is_an_instantaneous_wh_reading_of_a_der_usage_point() {
+        let wh = channel(Quantity::StoredEnergyWh, Phase::Total);
+        let rt = reading_type(MupRole::Storage, wh, 60);
+        // What the harness's readings-der-stored-energy check looks for.
+        assert_eq!(
+            (rt.uom, rt.kind, rt.data_qualifier),
+            (Some(72), Some(12), Some(0))
+        );
+        assert_eq!(MupRole::Storage.role_flags() & 0x08, 0x08, "isDER");
+        // The interval's last sample, not its average.
+        let mut avg = IntervalAverager::new(60);
+        for (t, stored) in [(0, 5000.0), (20, 5100.0), (59, 5200.0)] {
+            let m = super::super::StorageMeasurement {
+                active_power_w: Some(-1200.0),
+                stored_wh: Some(stored),
+                ..Default::default()
+            };
+            assert!(avg.add(1_750_000_020 + t, &m.sample().unwrap()).is_none());
+        }
+        let closed = avg
+            .add(1_750_000_080, &MeterSample::default())
+            .expect("interval closed");
+        assert_eq!(closed.averages.get(&wh), Some(&5200.0));
+        let post = reading_post(MupRole::Storage, LFDI, 1, wh, &closed)
+            .unwrap()
+            .unwrap();
+        assert_eq!(post.reading.unwrap().value, Some(5200));
+        let w = channel(Quantity::ActivePowerW, Phase::Total);
+        assert_eq!(closed.averages.get(&w), Some(&-1200.0));
     }
 
     #[test]

@@ -131,6 +131,10 @@ pub struct Nameplate {
     pub rtg_max_var_neg: Option<f64>,
     /// Nominal AC voltage, V.
     pub rtg_v_nom: Option<f64>,
+    /// Minimum power factor (cos φ) over- and under-excited (the fleet's least capable
+    /// inverter's; SunSpec 120 PFRtgQ1/PFRtgQ4, 702 WOvrExtRtgPF/WUndExtRtgPF).
+    pub rtg_min_pf_over_excited: Option<f64>,
+    pub rtg_min_pf_under_excited: Option<f64>,
     /// 2030.5 DERType: 4 PV, 81 PV and storage, 82 storage.
     pub der_type: u8,
     /// The site can limit its export (inverter curtailment).
@@ -141,6 +145,82 @@ pub struct Nameplate {
     pub can_limit_generation: bool,
     /// The site can limit load (controllable load or battery).
     pub can_limit_load: bool,
+    /// The battery behind the gateway (CSIP-AUS v1.3 storage), `None` without one.
+    pub storage: Option<StorageNameplate>,
+}
+
+/// The batteries' ratings, summed over storage inverters, for the storage elements of
+/// DERCapability and DERSettings (IEEE 2030.5 `rtgMaxChargeRateW`,
+/// `rtgMaxDischargeRateW`, `rtgMaxWh`; csipaus v1.3 `setMinWh`, `vppModesSupported`).
+/// Source: SunSpec model 124 `WChaMax` (charge and, lacking its own rating, discharge
+/// rate), the device's `capacity_wh` option or model 713 `WHRtg`, model 124
+/// `MinRsvPct` for the reserve.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StorageNameplate {
+    /// Rated maximum charge rate, W.
+    pub max_charge_rate_w: f64,
+    /// Rated maximum discharge rate, W.
+    pub max_discharge_rate_w: f64,
+    /// Usable capacity, Wh (`None`: unknown; no stored-energy reading then).
+    pub max_wh: Option<f64>,
+    /// Energy the battery keeps in reserve (it stops discharging there), Wh.
+    pub min_wh: Option<f64>,
+    /// csipd acts on `opModStorageTargetW` through the battery's controls (VPPControlType
+    /// bit 0); false when the battery has no control model csipd can command.
+    pub can_target: bool,
+}
+
+impl StorageNameplate {
+    /// csipaus VPPControlType bitmap: bit 0 opModStorageTargetW.
+    pub fn vpp_modes(&self) -> u8 {
+        u8::from(self.can_target)
+    }
+}
+
+/// One second's view of the battery (summed over storage inverters).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StorageMeasurement {
+    /// Output at the AC terminals, W: positive discharging, negative charging.
+    pub active_power_w: Option<f64>,
+    /// Energy stored now, Wh (state of charge × capacity).
+    pub stored_wh: Option<f64>,
+    /// State of charge, % (SunSpec 124 `ChaState`, 713 `SoC`).
+    pub soc_pct: Option<f64>,
+    /// Connected to the grid, available, operating (as [`InverterState`]).
+    pub connected: bool,
+    pub available: bool,
+    pub operating: bool,
+}
+
+impl StorageMeasurement {
+    /// StorageModeStatusType: 0 charging, 1 discharging, 2 holding (within 1 % of the
+    /// charge rate, or 10 W, of zero).
+    pub fn storage_mode(&self, max_charge_rate_w: f64) -> Option<u8> {
+        let w = self.active_power_w?;
+        let deadband = (max_charge_rate_w * 0.01).max(10.0);
+        Some(if w < -deadband {
+            0
+        } else if w > deadband {
+            1
+        } else {
+            2
+        })
+    }
+
+    /// The usage point's sample: power and stored energy.
+    pub fn sample(&self) -> Option<MeterSample> {
+        if self.active_power_w.is_none() && self.stored_wh.is_none() {
+            return None;
+        }
+        Some(MeterSample {
+            active_power_w: PhaseValues {
+                total: self.active_power_w,
+                ..PhaseValues::default()
+            },
+            stored_energy_wh: self.stored_wh,
+            ..MeterSample::default()
+        })
+    }
 }
 
 impl Nameplate {
@@ -192,6 +272,8 @@ pub struct SiteMeasurement {
     /// Of the DER fleet together (positive active power = generation).
     pub der: Option<MeterSample>,
     pub inverters: Vec<InverterState>,
+    /// The battery, when the site has one (CSIP-AUS v1.3 storage).
+    pub storage: Option<StorageMeasurement>,
 }
 
 /// Where the runtime's driver gets measurements for [`Engine::handle_measurements`].

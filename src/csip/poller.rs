@@ -132,6 +132,8 @@ pub enum AfterPoll {
 /// The set of tracked poll groups, keyed by href.
 #[derive(Debug, Clone, Default)]
 pub struct Poller {
+    /// One entry per resource of the server's tree csipd polls (`track`); resources
+    /// that leave the tree are `forget`-ten, a rediscovery clears them all.
     entries: BTreeMap<String, PollEntry>,
     /// Longest interval allowed whatever the server says (lab servers that state 900 s).
     max_rate_s: Option<u32>,

@@ -128,15 +128,23 @@ impl ResponseSet {
 }
 
 /// Most responses kept waiting (a long outage with many events); the oldest go first.
-const CAPACITY: usize = 1024;
+pub const CAPACITY: usize = 1024;
+/// Most keys of settled responses remembered by [`ResponseOutbox`]. The scheduler's
+/// ledger (`schedule::EventRecord::responses_sent`, persisted by the store) is what
+/// keeps a response from being issued twice; this only catches a second `push` of a key
+/// just delivered (a restored pending response the scheduler issues again), which
+/// happens within a few responses of each other, so 256 recent keys (about 20 KiB) do.
+pub const DONE_CAPACITY: usize = 256;
 
 /// Responses waiting for the server.
 #[derive(Debug, Clone, Default)]
 pub struct ResponseOutbox {
+    /// At most [`CAPACITY`] responses, the oldest dropped first (counted in `dropped`).
     queue: VecDeque<ResponseDue>,
     /// Keys already delivered (or given up on), so a second `push` of the same key —
-    /// e.g. from a restored ledger — is ignored.
-    done: Vec<ResponseKey>,
+    /// e.g. from a restored ledger — is ignored: at most [`DONE_CAPACITY`], the oldest
+    /// forgotten first.
+    done: VecDeque<ResponseKey>,
     pub dropped: u64,
 }
 
@@ -195,11 +203,10 @@ impl ResponseOutbox {
         match delivery {
             Delivery::Accepted | Delivery::Refused => {
                 if let Some(due) = self.queue.pop_front() {
-                    self.done.push(due.key);
-                    // Keep the memory of delivered keys bounded.
-                    if self.done.len() > 4 * CAPACITY {
-                        self.done.drain(..CAPACITY);
+                    if self.done.len() >= DONE_CAPACITY {
+                        self.done.pop_front();
                     }
+                    self.done.push_back(due.key);
                 }
             }
             Delivery::RetryLater => {}
@@ -270,6 +277,43 @@ mod tests {
         assert!(outbox.is_empty());
         // no replyTo: nothing to send
         outbox.push(due("B", ResponseStatus::Received, None));
+        assert!(outbox.is_empty());
+    }
+
+    #[test]
+    fn outbox_memory_is_bounded() {
+        let mut outbox = ResponseOutbox::new();
+        // An outage: more responses fall due than the queue keeps.
+        for i in 0..CAPACITY + 10 {
+            outbox.push(due(
+                &format!("Q{i}"),
+                ResponseStatus::Received,
+                Some("/rsp"),
+            ));
+        }
+        assert_eq!(outbox.len(), CAPACITY);
+        assert_eq!(outbox.dropped, 10);
+        assert_eq!(
+            outbox.front().map(|d| d.key.event_mrid.as_str()),
+            Some("Q10")
+        );
+        // Years of delivered responses: the memory of settled keys stops at its bound.
+        while !outbox.is_empty() {
+            outbox.delivered(Delivery::Accepted);
+        }
+        for i in 0..3 * DONE_CAPACITY {
+            outbox.push(due(
+                &format!("D{i}"),
+                ResponseStatus::Completed,
+                Some("/rsp"),
+            ));
+            outbox.delivered(Delivery::Accepted);
+            assert!(outbox.done.len() <= DONE_CAPACITY);
+        }
+        assert_eq!(outbox.done.len(), DONE_CAPACITY);
+        // The most recent keys are still refused a second time.
+        let last = format!("D{}", 3 * DONE_CAPACITY - 1);
+        outbox.push(due(&last, ResponseStatus::Completed, Some("/rsp")));
         assert!(outbox.is_empty());
     }
 

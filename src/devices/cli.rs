@@ -8,8 +8,8 @@ use std::time::Duration;
 use super::{Bus, BusParams, Device, DeviceParams, Parity, TransportParams, sunspec};
 
 pub const USAGE: &str = "csipd modbus-scan [--base N] BUS UNIT...
-  BUS: tcp://HOST[:PORT] or rtu:/dev/ttyUSB0[@BAUD[/8N1|8E1|8O1|8N2]]
-  UNIT: Modbus unit ids to scan (default 1)
+  BUS: tcp://HOST[:PORT] or rtu:/dev/ttyUSB0[@BAUD[/8N1|8E1|8O1|8N2|8E2|8O2]]
+  UNIT: Modbus unit ids to scan, 1-247 (default 1)
   --base N: the register of the SunSpec marker (default: try 40000, 0, 50000)
 Prints one JSON line per unit: the model chain, and each SunSpec device in it (a unit
 can hold several, e.g. an inverter and its meter) with its identity and a reading.";
@@ -42,14 +42,21 @@ pub fn parse_transport(s: &str) -> Result<TransportParams, String> {
             .ok()
             .filter(|b| *b > 0)
             .ok_or_else(|| format!("bus '{s}': baud rate '{baud}' is not a positive number"))?;
-        let (parity, stop_bits) = match framing {
-            "8N1" => (Parity::None, 1),
-            "8N2" => (Parity::None, 2),
-            "8E1" => (Parity::Even, 1),
-            "8O1" => (Parity::Odd, 1),
-            other => {
+        // Every framing the config allows (parity none/even/odd, stop_bits 1/2), so the
+        // bus string the status and logs show for a configured device scans as is.
+        let (parity, stop_bits) = match framing.as_bytes() {
+            [b'8', p @ (b'N' | b'E' | b'O'), stop @ (b'1' | b'2')] => (
+                match p {
+                    b'N' => Parity::None,
+                    b'E' => Parity::Even,
+                    _ => Parity::Odd,
+                },
+                stop - b'0',
+            ),
+            _ => {
                 return Err(format!(
-                    "bus '{s}': framing '{other}' is not one of 8N1, 8N2, 8E1, 8O1"
+                    "bus '{s}': framing '{framing}' is not one of 8N1, 8E1, 8O1, 8N2, 8E2, 8O2 \
+                     (data bits, parity none/even/odd, stop bits)"
                 ));
             }
         };
@@ -64,8 +71,19 @@ pub fn parse_transport(s: &str) -> Result<TransportParams, String> {
         });
     }
     Err(format!(
-        "bus '{s}': expected tcp://HOST[:PORT] or rtu:/dev/ttyUSB0[@BAUD]"
+        "bus '{s}': expected tcp://HOST[:PORT] or rtu:/dev/ttyUSB0[@BAUD[/8N1]]"
     ))
+}
+
+/// A unit id as the config takes it (`unit_id`, 1..247): 0 is the Modbus broadcast
+/// address, which no device answers, and 248..255 are reserved.
+pub fn parse_unit(s: &str) -> Result<u8, String> {
+    s.parse::<u8>()
+        .ok()
+        .filter(|id| (1..=247).contains(id))
+        .ok_or_else(|| {
+            format!("unit id '{s}' is not a number 1-247 (0 is broadcast, which no device answers)")
+        })
 }
 
 /// `csipd modbus-scan [--base N] BUS UNIT...`
@@ -99,10 +117,10 @@ pub fn cli_main(args: &[String]) -> ExitCode {
     };
     let mut unit_ids = Vec::new();
     for u in units {
-        match u.parse::<u8>() {
+        match parse_unit(u) {
             Ok(id) => unit_ids.push(id),
-            Err(_) => {
-                eprintln!("csipd modbus-scan: unit id '{u}' is not a number 0-255");
+            Err(e) => {
+                eprintln!("csipd modbus-scan: {e}");
                 return ExitCode::from(2);
             }
         }
@@ -254,5 +272,41 @@ mod tests {
                 .contains("7N1")
         );
         assert!(parse_transport("serial0").is_err());
+    }
+
+    #[test]
+    fn unit_ids_are_the_configs_1_to_247() {
+        assert_eq!(parse_unit("1"), Ok(1));
+        assert_eq!(parse_unit("247"), Ok(247));
+        for bad in ["0", "248", "255", "256", "abc", ""] {
+            let why = parse_unit(bad).unwrap_err();
+            assert!(
+                why.contains(&format!("'{bad}'")) && why.contains("1-247"),
+                "{why}"
+            );
+        }
+    }
+
+    /// Every framing a configured device can have (parity none/even/odd, stop_bits 1/2)
+    /// scans from the bus string the status and logs show for it.
+    #[test]
+    fn every_configurable_framing_round_trips() {
+        for parity in [Parity::None, Parity::Even, Parity::Odd] {
+            for stop_bits in [1, 2] {
+                let shown = TransportParams::Rtu {
+                    path: "/dev/ttyUSB0".into(),
+                    baud: 19200,
+                    parity,
+                    stop_bits,
+                };
+                let text = shown.to_string();
+                assert_eq!(parse_transport(&text).as_ref(), Ok(&shown), "{text}");
+            }
+        }
+        assert!(
+            parse_transport("rtu:/dev/x@9600/8E3")
+                .unwrap_err()
+                .contains("8E3")
+        );
     }
 }

@@ -397,9 +397,8 @@ impl Device {
             if let (false, Some(e)) = (answered, last_transport_error) {
                 return Err(e);
             }
-            return Err(self.sunspec_err(SunSpecError::BrokenChain {
-                at: 0,
-                reason: format!("no SunSpec map found ({})", tried.join("; ")),
+            return Err(self.sunspec_err(SunSpecError::NoMap {
+                tried: tried.join("; "),
             }));
         };
         let mut map = SunSpecMap {
@@ -612,7 +611,9 @@ impl Device {
         if self.static_blocks.is_none() {
             self.static_blocks = Some(self.read_blocks(&map, &[120, 121, 702]).await?);
         }
-        let mut blocks = self.read_blocks(&map, &[meas, 122, 123, 124, 704]).await?;
+        let mut blocks = self
+            .read_blocks(&map, &[meas, 122, 123, 124, 704, 713])
+            .await?;
         if let Some(st) = &self.static_blocks {
             blocks.extend(st.iter().map(|(k, v)| (*k, v.clone())));
         }
@@ -779,6 +780,28 @@ impl Device {
         })?;
         let before = self.read_model(&ctl).await?;
         let writes = sunspec::plan_charge_limit(&ctl, &before, limit_w, revert_s)
+            .map_err(|e| self.sunspec_err(e))?;
+        let after = self.write_and_confirm(ctl, writes).await?;
+        Ok(sunspec::decode_124(&after))
+    }
+
+    /// Makes a storage inverter hold `target_w` (positive discharges, negative charges;
+    /// `None` ends the target) through model 124's rate window, then reads back to
+    /// confirm ([`sunspec::plan_storage_target`]).
+    pub async fn set_storage_target_w(
+        &mut self,
+        target_w: Option<f64>,
+        revert_s: u32,
+    ) -> Result<StorageState, DeviceError> {
+        let map = self.inverter_map().await?;
+        let ctl = map.find(124).copied().ok_or_else(|| {
+            self.sunspec_err(SunSpecError::MissingModel {
+                wanted: "basic storage controls (124)",
+                present: map.ids(),
+            })
+        })?;
+        let before = self.read_model(&ctl).await?;
+        let writes = sunspec::plan_storage_target(&ctl, &before, target_w, revert_s)
             .map_err(|e| self.sunspec_err(e))?;
         let after = self.write_and_confirm(ctl, writes).await?;
         Ok(sunspec::decode_124(&after))

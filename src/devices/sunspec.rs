@@ -37,6 +37,9 @@ pub enum SunSpecError {
     NoMarker { base: u16, found: [u16; 2] },
     /// The chain ran past the 16-bit address space or beyond `MAX_MODELS`.
     BrokenChain { at: u16, reason: String },
+    /// No base tried holds the `SunS` marker; `tried` says what each answered
+    /// ("register 40000: exception 2; ...").
+    NoMap { tried: String },
     /// A model block is shorter than the register the decoder needs.
     ShortModel {
         model: u16,
@@ -61,6 +64,10 @@ impl fmt::Display for SunSpecError {
                 f,
                 "no SunSpec marker 'SunS' at register {base} (found 0x{:04x} 0x{:04x})",
                 found[0], found[1]
+            ),
+            SunSpecError::NoMap { tried } => write!(
+                f,
+                "no SunSpec map found ({tried}); is it a SunSpec device, and is this its unit id?"
             ),
             SunSpecError::BrokenChain { at, reason } => {
                 write!(f, "SunSpec model chain broken at register {at}: {reason}")
@@ -396,6 +403,16 @@ pub struct Nameplate {
     pub va_rtg_va: Option<f64>,
     pub var_rtg_var: Option<f64>,
     pub a_rtg_a: Option<f64>,
+    /// Storage ratings (120 WHRtg/MaxChaRte/MaxDisChaRte, 702 WChaRteMaxRtg/
+    /// WDisChaRteMaxRtg): energy, Wh; charge and discharge rates, W.
+    pub wh_rtg_wh: Option<f64>,
+    pub max_charge_rate_w: Option<f64>,
+    pub max_discharge_rate_w: Option<f64>,
+    /// Minimum power factor (cos φ, 0..1) while injecting vars (over-excited: 120
+    /// PFRtgQ1, 702 WOvrExtRtgPF) and while absorbing them (under-excited: 120 PFRtgQ4,
+    /// 702 WUndExtRtgPF).
+    pub min_pf_over_excited: Option<f64>,
+    pub min_pf_under_excited: Option<f64>,
 }
 
 /// Basic settings (model 121 or 702).
@@ -431,6 +448,10 @@ pub struct StorageState {
     pub revert_s: Option<u16>,
     /// ChaState: state of charge, % of AhrRtg.
     pub soc_pct: Option<f64>,
+    /// MinRsvPct: the reserve the battery keeps, % of its capacity.
+    pub min_reserve_pct: Option<f64>,
+    /// Model 713 WHRtg: the battery's energy rating, Wh.
+    pub capacity_wh: Option<f64>,
 }
 
 impl StorageState {
@@ -667,6 +688,11 @@ fn decode_701(b: Block) -> Result<Decoded, SunSpecError> {
     Ok((ac, energy, state, conn))
 }
 
+/// A power factor rating as cos φ in (0, 1]; anything else is not a rating.
+fn power_factor(pf: Option<f64>) -> Option<f64> {
+    pf.map(f64::abs).filter(|p| *p > 0.0 && *p <= 1.0)
+}
+
 fn decode_nameplate(blocks: &Blocks) -> Nameplate {
     if let Some(r) = blocks.get(&120) {
         let b = Block::new(120, r);
@@ -675,6 +701,12 @@ fn decode_nameplate(blocks: &Blocks) -> Nameplate {
             va_rtg_va: b.scaled_u16(5, 6),
             var_rtg_var: b.scaled_i16(7, 11),
             a_rtg_a: b.scaled_u16(12, 13),
+            wh_rtg_wh: b.scaled_u16(19, 20).filter(|w| *w > 0.0),
+            max_charge_rate_w: b.scaled_u16(23, 24).filter(|w| *w > 0.0),
+            max_discharge_rate_w: b.scaled_u16(25, 26).filter(|w| *w > 0.0),
+            // Some devices store Q4 as a negative cos φ: its magnitude is the rating.
+            min_pf_over_excited: power_factor(b.scaled_i16(14, 18)),
+            min_pf_under_excited: power_factor(b.scaled_i16(17, 18)),
         };
     }
     if let Some(r) = blocks.get(&702) {
@@ -685,6 +717,11 @@ fn decode_nameplate(blocks: &Blocks) -> Nameplate {
             va_rtg_va: b.scaled_u16(7, 47),
             var_rtg_var: b.scaled_u16(8, 48),
             a_rtg_a: b.scaled_u16(17, 50),
+            wh_rtg_wh: None,
+            max_charge_rate_w: b.scaled_u16(10, 45).filter(|w| *w > 0.0),
+            max_discharge_rate_w: b.scaled_u16(11, 45).filter(|w| *w > 0.0),
+            min_pf_over_excited: power_factor(b.scaled_u16(4, 46)),
+            min_pf_under_excited: power_factor(b.scaled_u16(6, 46)),
         };
     }
     Nameplate::default()
@@ -837,9 +874,31 @@ pub fn drop_non_measurements(ac: &mut AcValues) {
     }
 }
 
-/// Charge controls and state of charge from model 124, when present.
+/// Charge controls and state of charge from model 124, the energy rating (and the
+/// state of charge where 124 has none) from model 713 (DER storage capacity), when
+/// either is present. Without 124 nothing is controllable (`Controls::charge_limit`).
 pub fn decode_storage(blocks: &Blocks) -> Option<StorageState> {
-    blocks.get(&124).map(|regs| decode_124(regs))
+    let capacity = blocks.get(&713).map(|regs| decode_713(regs));
+    let mut st = match (blocks.get(&124), &capacity) {
+        (Some(regs), _) => decode_124(regs),
+        (None, Some(_)) => StorageState::default(),
+        (None, None) => return None,
+    };
+    if let Some((capacity_wh, soc_pct)) = capacity {
+        st.capacity_wh = capacity_wh;
+        st.soc_pct = st.soc_pct.or(soc_pct);
+    }
+    Some(st)
+}
+
+/// Model 713 (DER storage capacity): WHRtg (Wh) and SoC (%), unimplemented `None`.
+pub fn decode_713(regs: &[u16]) -> (Option<f64>, Option<f64>) {
+    let b = Block::new(713, regs);
+    (
+        b.scaled_u16(m713::WHRTG, m713::WH_SF).filter(|w| *w > 0.0),
+        b.scaled_u16(m713::SOC, m713::PCT_SF)
+            .filter(|p| (0.0..=100.0).contains(p)),
+    )
 }
 
 /// Model 124's registers (from its ID register on) decoded; unimplemented points `None`.
@@ -852,6 +911,8 @@ pub fn decode_124(regs: &[u16]) -> StorageState {
         charge_limit_pct: b.scaled_i16(m124::INWRTE, m124::INOUTWRTE_SF),
         revert_s: b.u16(m124::INOUTWRTE_RVRT_TMS),
         soc_pct: b.scaled_u16(m124::CHASTATE, m124::CHASTATE_SF),
+        min_reserve_pct: b.scaled_u16(m124::MINRSVPCT, m124::MINRSVPCT_SF),
+        capacity_wh: None,
     }
 }
 
@@ -980,15 +1041,29 @@ pub mod m704 {
 pub mod m124 {
     pub const WCHAMAX: usize = 2;
     pub const STORCTL_MOD: usize = 5;
+    pub const MINRSVPCT: usize = 7;
     pub const CHASTATE: usize = 8;
+    pub const OUTWRTE: usize = 12;
     pub const INWRTE: usize = 13;
     pub const INOUTWRTE_RVRT_TMS: usize = 15;
     pub const WCHAMAX_SF: usize = 18;
+    pub const MINRSVPCT_SF: usize = 21;
     pub const CHASTATE_SF: usize = 22;
     pub const INOUTWRTE_SF: usize = 25;
     pub const LEN: usize = 26;
     /// StorCtl_Mod bit 0 (CHARGE): InWRte limits charging.
     pub const STORCTL_CHARGE: u16 = 1;
+    /// StorCtl_Mod bit 1 (DISCHARGE): OutWRte limits discharging.
+    pub const STORCTL_DISCHARGE: u16 = 2;
+}
+
+/// Model 713 (DER storage capacity) offsets from model_713.json.
+pub mod m713 {
+    pub const WHRTG: usize = 2;
+    pub const SOC: usize = 4;
+    pub const WH_SF: usize = 7;
+    pub const PCT_SF: usize = 8;
+    pub const LEN: usize = 9;
 }
 
 /// One register write: `values` go to `address`, `address + 1`, ...
@@ -1160,6 +1235,87 @@ pub fn plan_charge_limit(
             vec![bits | m124::STORCTL_CHARGE],
             "StorCtl_Mod",
         ),
+    ])
+}
+
+/// The writes that make a storage inverter hold `target_w` (model 124; positive
+/// discharges, negative charges), or end the target (`None`: StorCtl_Mod's CHARGE and
+/// DISCHARGE bits cleared, the charge limit is written again afterwards). A target is
+/// the window both rates close to: discharging at D % of WChaMax is OutWRte = D with
+/// InWRte = -D (a negative charge rate is a minimum discharge), charging at C % is
+/// InWRte = C with OutWRte = -C, both bits set (SunSpec 124's rate window, as battery
+/// inverters implement forced charge and discharge). Magnitudes are rounded down, so the
+/// battery never moves more power than asked. `revert_s` goes to InOutWRte_RvrtTms
+/// first, so the target lapses if csipd stops refreshing it.
+pub fn plan_storage_target(
+    ctl: &ModelRef,
+    regs: &[u16],
+    target_w: Option<f64>,
+    revert_s: u32,
+) -> Result<Vec<RegisterWrite>, SunSpecError> {
+    if ctl.id != 124 {
+        return Err(SunSpecError::OutOfRange {
+            what: format!("a storage target needs model 124, got model {}", ctl.id),
+        });
+    }
+    let b = Block::new(124, regs);
+    b.ensure_len(m124::LEN)?;
+    let w = |off: usize, values: Vec<u16>, point| RegisterWrite {
+        address: ctl.addr(off as u16),
+        values,
+        point,
+    };
+    let both = m124::STORCTL_CHARGE | m124::STORCTL_DISCHARGE;
+    let bits = b.u16(m124::STORCTL_MOD).unwrap_or(0);
+    let Some(target_w) = target_w else {
+        return Ok(vec![w(
+            m124::STORCTL_MOD,
+            vec![bits & !both],
+            "StorCtl_Mod",
+        )]);
+    };
+    if !target_w.is_finite() {
+        return Err(SunSpecError::OutOfRange {
+            what: format!("storage target {target_w} W is not a number"),
+        });
+    }
+    let max_w = b
+        .scaled_u16(m124::WCHAMAX, m124::WCHAMAX_SF)
+        .filter(|w| *w > 0.0)
+        .ok_or_else(|| SunSpecError::OutOfRange {
+            what: "model 124 WChaMax is not implemented or 0: a storage target (a % of it) \
+                   cannot be set"
+                .into(),
+        })?;
+    let pct = (100.0 * target_w.abs() / max_w).min(100.0);
+    let sf = b
+        .sf(m124::INOUTWRTE_SF)
+        .ok_or(SunSpecError::UnknownScaleFactor {
+            model: 124,
+            point: "InOutWRte_SF",
+        })?;
+    let raw = (pct / 10f64.powi(i32::from(sf)) + 1e-9).floor();
+    if !(0.0..=32767.0).contains(&raw) {
+        return Err(SunSpecError::OutOfRange {
+            what: format!(
+                "storage target {pct:.2}% does not fit OutWRte/InWRte with scale factor {sf}"
+            ),
+        });
+    }
+    let raw = raw as i16;
+    let (out_rate, in_rate) = if target_w >= 0.0 {
+        (raw, -raw)
+    } else {
+        (-raw, raw)
+    };
+    let rvrt = u16::try_from(revert_s).map_err(|_| SunSpecError::OutOfRange {
+        what: format!("revert timeout {revert_s} s exceeds model 124's 65535 s"),
+    })?;
+    Ok(vec![
+        w(m124::INOUTWRTE_RVRT_TMS, vec![rvrt], "InOutWRte_RvrtTms"),
+        w(m124::OUTWRTE, vec![out_rate as u16], "OutWRte"),
+        w(m124::INWRTE, vec![in_rate as u16], "InWRte"),
+        w(m124::STORCTL_MOD, vec![bits | both], "StorCtl_Mod"),
     ])
 }
 
@@ -1565,6 +1721,44 @@ mod tests {
         assert_eq!(w[1].values, vec![10000]);
         let w = plan_charge_limit(&ctl, &regs, Some(0.0), 0).unwrap();
         assert_eq!(w[1].values, vec![0]);
+    }
+
+    #[test]
+    fn plan_124_storage_target_closes_the_rate_window() {
+        let (ctl, regs) = m124_block();
+        // Discharge 2 kW of WChaMax 5 kW: OutWRte 40.00 %, InWRte -40.00 %, both bits.
+        let writes = plan_storage_target(&ctl, &regs, Some(2000.0), 120).unwrap();
+        let at = |off: usize| ctl.addr(off as u16);
+        assert_eq!(writes[0].address, at(m124::INOUTWRTE_RVRT_TMS));
+        assert_eq!(writes[0].values, vec![120]);
+        assert_eq!(
+            (writes[1].address, writes[1].values[0] as i16),
+            (at(m124::OUTWRTE), 4000)
+        );
+        assert_eq!(
+            (writes[2].address, writes[2].values[0] as i16),
+            (at(m124::INWRTE), -4000)
+        );
+        assert_eq!(writes[3].values, vec![0b11]);
+        // Charge 5 kW (and more is capped at WChaMax): InWRte 100 %, OutWRte -100 %.
+        let writes = plan_storage_target(&ctl, &regs, Some(-9000.0), 120).unwrap();
+        assert_eq!(writes[1].values[0] as i16, -10000);
+        assert_eq!(writes[2].values[0] as i16, 10000);
+        // 1 W more than a whole step is rounded down, never up.
+        let writes = plan_storage_target(&ctl, &regs, Some(1.4), 120).unwrap();
+        assert_eq!(writes[1].values[0] as i16, 2, "0.028 % → 0.02 %");
+        // Ending the target clears both bits, nothing else.
+        let mut set = regs.clone();
+        set[m124::STORCTL_MOD] = 0b111;
+        let end = plan_storage_target(&ctl, &set, None, 120).unwrap();
+        assert_eq!(end.len(), 1);
+        assert_eq!(end[0].values, vec![0b100]);
+        // What it cannot write is an error naming the point.
+        let mut bad = regs.clone();
+        bad[m124::WCHAMAX] = 0;
+        let err = plan_storage_target(&ctl, &bad, Some(100.0), 120).unwrap_err();
+        assert!(err.to_string().contains("WChaMax"), "{err}");
+        assert!(plan_storage_target(&ctl, &regs, Some(f64::NAN), 120).is_err());
     }
 
     #[test]

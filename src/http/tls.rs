@@ -100,16 +100,22 @@ pub(crate) fn build_connector(setup: &TlsSetup) -> Result<SslConnector, String> 
             builder
                 .set_certificate_chain_file(cert)
                 .map_err(|e| format!("client certificate {}: {e}", cert.display()))?;
-            builder
-                .set_private_key_file(key, SslFiletype::PEM)
-                .map_err(|e| format!("client key {}: {e}", key.display()))?;
-            builder.check_private_key().map_err(|_| {
+            let mismatch = || {
                 format!(
                     "client key {} does not match certificate {}",
                     key.display(),
                     cert.display()
                 )
-            })?;
+            };
+            // OpenSSL checks the pair here and says only "key values mismatch": a key
+            // that reads on its own is the wrong key for this certificate.
+            builder
+                .set_private_key_file(key, SslFiletype::PEM)
+                .map_err(|e| match crate::pki::load_key(key) {
+                    Ok(_) => mismatch(),
+                    Err(_) => format!("client key {}: {e}", key.display()),
+                })?;
+            builder.check_private_key().map_err(|_| mismatch())?;
         }
         (None, None) => {}
         (Some(_), None) => return Err("a client certificate was given without its key".into()),
@@ -489,5 +495,47 @@ impl ByteIo for Stream {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client key of another certificate (the lab CA's certificate given as the
+    /// device's, say) is named as a mismatch, not as OpenSSL's "key values mismatch".
+    #[test]
+    fn a_key_of_another_certificate_is_named_as_a_mismatch() {
+        let dir = std::env::temp_dir().join(format!("csipd-tls-mismatch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert_path, key_path, other_path) =
+            (dir.join("c.pem"), dir.join("k.pem"), dir.join("o.pem"));
+        let key = crate::pki::generate_p256_key().unwrap();
+        let cert = crate::pki::self_signed(&key, "dev", 30, std::time::SystemTime::now()).unwrap();
+        std::fs::write(&cert_path, cert.to_pem().unwrap()).unwrap();
+        crate::pki::write_private_key(&key_path, &key).unwrap();
+        crate::pki::write_private_key(&other_path, &crate::pki::generate_p256_key().unwrap())
+            .unwrap();
+        fn setup<'a>(cert: &'a Path, key: &'a Path) -> TlsSetup<'a> {
+            TlsSetup {
+                client_cert: Some(cert),
+                client_key: Some(key),
+                ca_bundle: None,
+                insecure: false,
+                tls12_ciphers: crate::http::DEFAULT_TLS12_CIPHERS,
+            }
+        }
+        let Err(why) = build_connector(&setup(&cert_path, &other_path)) else {
+            panic!("a mismatched key was accepted");
+        };
+        assert!(why.contains("does not match certificate"), "{why}");
+        assert!(build_connector(&setup(&cert_path, &key_path)).is_ok());
+        std::fs::write(&other_path, "junk").unwrap();
+        let Err(why) = build_connector(&setup(&cert_path, &other_path)) else {
+            panic!("junk accepted as a key");
+        };
+        assert!(why.starts_with("client key "), "{why}");
+        assert!(!why.contains("does not match"), "{why}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -158,7 +158,8 @@ pub struct Publisher {
     backoff: Backoff,
     rx: Vec<u8>,
     tx: Vec<u8>,
-    /// What went out on this connection, per topic (state and discovery).
+    /// What went out on this connection, per topic (state and discovery): one entry per
+    /// topic of the configuration's entities (a few per device), cleared on reconnect.
     sent: BTreeMap<String, Vec<u8>>,
     /// Discovery topics published with a config (kept across connections so an entity
     /// whose device was removed from the configuration is deleted from Home Assistant).
@@ -168,6 +169,8 @@ pub struct Publisher {
     next_full_ms: u64,
     next_check_ms: u64,
     next_pid: u16,
+    /// Connection events not yet taken by `poll_event`, which the task drains after
+    /// every input (a connect, a close: a few at most).
     events: VecDeque<Event>,
     close: Option<MqttError>,
 }

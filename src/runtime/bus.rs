@@ -75,6 +75,9 @@ struct Slot {
     last_connect: Option<bool>,
     /// The last charge limit written (None = lifted) and when, for storage inverters.
     last_charge_write: Option<(Option<f64>, Instant)>,
+    /// The last storage target written (opModStorageTargetW, W) and when; `None` while
+    /// no target is in force.
+    last_target_write: Option<(f64, Instant)>,
     /// The missing control model was logged (once per run, not per cycle).
     capability_logged: bool,
 }
@@ -135,7 +138,9 @@ pub fn mark_not_enforceable<'a>(
     let mut no_limit = Vec::new();
     let mut no_rating = Vec::new();
     let mut no_connect = Vec::new();
+    let mut configured = 0;
     for (name, controls, rated) in devices {
+        configured += 1;
         let Some(c) = controls else { continue };
         if !c.can_limit_power() {
             no_limit.push(name);
@@ -153,6 +158,13 @@ pub fn mark_not_enforceable<'a>(
     for l in limits.iter_mut() {
         let mut why = Vec::new();
         match l.mode {
+            // Nothing to write a limit to: the limit is computed and shown, never kept.
+            status::LimitMode::Export | status::LimitMode::Generation if configured == 0 => {
+                why.push("no inverter or battery is configured".to_string());
+            }
+            status::LimitMode::Connect if l.connect == Some(false) && configured == 0 => {
+                why.push("no inverter or battery is configured".to_string());
+            }
             status::LimitMode::Export | status::LimitMode::Generation => {
                 if !no_limit.is_empty() {
                     why.push(text(&no_limit, "control model"));
@@ -196,6 +208,7 @@ pub async fn run_bus(
                 last_write: None,
                 last_connect: None,
                 last_charge_write: None,
+                last_target_write: None,
                 capability_logged: false,
             }
         })
@@ -362,12 +375,69 @@ async fn apply_charge_limit(slot: &mut Slot, cmd: &Command, site: &SharedSite) {
     }
 }
 
+/// Writes a storage inverter's target (the utility's opModStorageTargetW as the control
+/// law held it) when it changed beyond the deadband or is due for a refresh before the
+/// inverter's revert timer runs out; ends it (both rate bits cleared) when the target
+/// goes, after which the charge limit is written again. Returns whether a target is in
+/// force (the charge limit is left alone then: the target owns the rates).
+async fn apply_storage_target(slot: &mut Slot, cmd: &Command, site: &SharedSite) -> bool {
+    let name = slot.config.name.clone();
+    let now = Instant::now();
+    let wanted = cmd.storage_target_w.filter(|w| w.is_finite());
+    let due = match (slot.last_target_write, wanted) {
+        (None, None) => return false,
+        (Some(_), None) | (None, Some(_)) => true,
+        (Some((last, at)), Some(w)) => {
+            (w - last).abs() >= CHARGE_DEADBAND_W
+                // Holding back harder (a tighter limit) is written at once.
+                || (w.abs() < last.abs() - 1.0)
+                || now.saturating_duration_since(at) >= REFRESH_EVERY
+        }
+    };
+    if !due {
+        return true;
+    }
+    let r = slot
+        .device
+        .set_storage_target_w(wanted, REVERT_TIMEOUT_S)
+        .await;
+    let mut s = site.borrow_mut();
+    let Some(st) = s.devices.get_mut(&name) else {
+        return wanted.is_some();
+    };
+    match r {
+        Ok(state) => {
+            match wanted {
+                Some(w) => {
+                    if slot.last_target_write.is_none() {
+                        log::info!("device '{name}': storage target {w:.0} W");
+                    }
+                    slot.last_target_write = Some((w, now));
+                }
+                None => {
+                    log::info!("device '{name}': storage target ended");
+                    slot.last_target_write = None;
+                    // The target cleared the charge bit: write the charge limit again.
+                    slot.last_charge_write = None;
+                }
+            }
+            st.writes_ok += 1;
+            st.charge_limit_w = state.charge_limit_w();
+        }
+        Err(e) => st.record_write_error(e.to_string()),
+    }
+    wanted.is_some()
+}
+
 /// Writes what the device has a control model for; the rest is a capability fact,
 /// said once when the device is first read and shown in the status, not an error
 /// repeated every cycle.
 async fn apply_command(slot: &mut Slot, cmd: Command, site: &SharedSite) {
     let controls = slot.device.controls().unwrap_or_default();
-    if slot.config.role == DeviceRole::Storage && controls.charge_limit {
+    if slot.config.role == DeviceRole::Storage
+        && controls.charge_limit
+        && !apply_storage_target(slot, &cmd, site).await
+    {
         apply_charge_limit(slot, &cmd, site).await;
     }
     let name = slot.config.name.clone();
@@ -596,11 +666,14 @@ mod tests {
             rtg_max_var: None,
             rtg_max_var_neg: None,
             rtg_v_nom: None,
+            rtg_min_pf_over_excited: None,
+            rtg_min_pf_under_excited: None,
             der_type: 4,
             can_limit_export: true,
             can_limit_import: false,
             can_limit_generation: true,
             can_limit_load: false,
+            storage: None,
         };
         assert!(!restrict_to_controls(
             &mut np,
@@ -613,6 +686,24 @@ mod tests {
             [Some(none), None].into_iter()
         ));
         assert_eq!(np.doe_modes(), 0);
+        // No inverter or battery configured at all (a meter alone, or nothing): export,
+        // generation and disconnect are marked, import/load stay the storage's question.
+        let mut limits = vec![
+            limit(status::LimitMode::Export, None),
+            limit(status::LimitMode::Generation, None),
+            limit(status::LimitMode::Connect, Some(false)),
+            limit(status::LimitMode::Import, None),
+        ];
+        mark_not_enforceable(&mut limits, std::iter::empty());
+        for l in &limits[..3] {
+            assert_eq!(
+                l.not_enforceable.as_deref(),
+                Some("not enforceable: no inverter or battery is configured"),
+                "{:?}",
+                l.mode
+            );
+        }
+        assert_eq!(limits[3].not_enforceable, None);
         // Everything controllable: nothing marked.
         let mut limits = vec![limit(status::LimitMode::Export, None)];
         mark_not_enforceable(&mut limits, [("sma", Some(full), true)].into_iter());

@@ -193,7 +193,9 @@ pub fn start_sim_utility(
 ) -> Result<(UtilityServer, DemoUtility), String> {
     let clock = super::clock::SystemClock::new();
     let now = clock.now();
-    let pki = LabPki::create(dir, now.utc_s()).map_err(|e| e.to_string())?;
+    let ip = listen.ip();
+    let named = (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip);
+    let pki = LabPki::create_for(dir, now.utc_s(), named).map_err(|e| e.to_string())?;
     let plan = DayPlan::new(now.utc_s(), day_s).map_err(|e| e.to_string())?;
     let options = UtilityOptions::for_plan(plan, &pki.device_lfdi, pki.device_sfdi);
     let pin = options.pin;
@@ -302,6 +304,43 @@ async fn physics(inverter: SimInverter, battery: Option<SimInverter>, meter: Sim
     }
 }
 
+/// The `server 'utility'` section (UCI) that points a client at the simulated utility
+/// with its lab device identity.
+fn server_section_text(u: &DemoUtility) -> String {
+    format!(
+        "
+config server 'utility'
+\toption dcap_url '{}'
+\toption cert '{}'
+\toption key '{}'
+\toption ca '{}'
+\toption registration_pin '{}'
+\toption nmi '{DEMO_NMI}'
+\toption pen '{DEMO_PEN}'
+",
+        u.dcap_url,
+        u.pki.device_cert.display(),
+        u.pki.device_key.display(),
+        u.pki.ca_cert.display(),
+        u.pin
+    )
+}
+
+/// The client configuration `--utility-only` writes beside its lab PKI: the simulated
+/// utility with the device identity and nothing else (no devices, state in `data_dir`),
+/// for `csipd discover --config` or `csipd run --config` against it.
+pub fn utility_client_config_text(u: &DemoUtility, data_dir: &str) -> String {
+    format!(
+        "# A csipd client of the simulated utility (written by `csipd demo --utility-only`).
+# csipd discover --config THIS_FILE walks it; csipd run --config THIS_FILE runs against it.
+config csipd 'main'
+\toption data_dir '{data_dir}'
+\toption telemetry_dir '{data_dir}'
+{server}",
+        server = server_section_text(u)
+    )
+}
+
 /// The demo's configuration in UCI syntax: the two simulated devices, a fixed export
 /// limit, a tariff window active from `start_min` (local minutes) for 3 minutes, and
 /// the simulated utility when there is one.
@@ -312,27 +351,7 @@ pub fn demo_config_text(
     data_dir: &str,
     utility: Option<&DemoUtility>,
 ) -> String {
-    let server = utility
-        .map(|u| {
-            format!(
-                "
-config server 'utility'
-\toption dcap_url '{}'
-\toption cert '{}'
-\toption key '{}'
-\toption ca '{}'
-\toption registration_pin '{}'
-\toption nmi '{DEMO_NMI}'
-\toption pen '{DEMO_PEN}'
-",
-                u.dcap_url,
-                u.pki.device_cert.display(),
-                u.pki.device_key.display(),
-                u.pki.ca_cert.display(),
-                u.pin
-            )
-        })
-        .unwrap_or_default();
+    let server = utility.map(server_section_text).unwrap_or_default();
     let hhmm = |m: u32| format!("{:02}:{:02}", m / 60, m % 60);
     let end = (start_min + 3) % 1440;
     let end_text = if end == 0 {
@@ -361,6 +380,7 @@ config control 'site'
 \toption cycle_s '1'
 \toption meter_stale_s '5'
 \toption failsafe_export_limit_w '0'
+\toption inverter_response_s '0.5'
 
 config device 'pv_inverter'
 \toption role 'inverter'
@@ -461,6 +481,13 @@ pub fn demo_main(args: &[String]) -> ExitCode {
             "csipd demo --utility-only: a simulated CSIP-AUS utility (TLS 1.2, client certificates from its lab CA)"
         );
         println!("dcap: {}", u.dcap_url);
+        if listen.ip().is_unspecified() {
+            println!(
+                "note: listening on every address, but the server certificate names only \
+                 127.0.0.1 and localhost; for clients elsewhere use --listen with the address \
+                 they connect to (it is then in the certificate)"
+            );
+        }
         println!("ca: {}", u.pki.ca_cert.display());
         println!(
             "ca key: {} (issues device certificates it accepts; lab use only)",
@@ -473,6 +500,24 @@ pub fn demo_main(args: &[String]) -> ExitCode {
             u.pki.device_lfdi, u.pki.device_sfdi
         );
         println!("pin: {}", u.pin);
+        let client_dir = dir.join("client");
+        let client_conf = dir.join("client.conf");
+        let written = std::fs::create_dir_all(&client_dir).and_then(|()| {
+            std::fs::write(
+                &client_conf,
+                utility_client_config_text(&u, &client_dir.display().to_string()),
+            )
+        });
+        match written {
+            Ok(()) => println!(
+                "client config: {} (csipd discover --config {0})",
+                client_conf.display()
+            ),
+            Err(e) => eprintln!(
+                "csipd demo: cannot write {}: {e} (the server runs without it)",
+                client_conf.display()
+            ),
+        }
         println!(
             "fleet: csipd fleet --devices 100 --dcap {} --ca-cert {} --ca-key {}",
             u.dcap_url,

@@ -33,6 +33,9 @@ pub struct SavedControls {
 pub struct Durable {
     pub store: Option<Store>,
     pub telemetry: Option<Telemetry>,
+    /// Whether [`Durable::open`] made it (it may still hold no store, if that failed);
+    /// `false` while the runtime opens the databases at start-up.
+    pub opened: bool,
     /// The last write error, reported once.
     last_error: Option<String>,
 }
@@ -44,7 +47,10 @@ fn open_dir(dir: &str) -> Result<(), String> {
 impl Durable {
     /// Opens both databases; problems are logged and shown in the status.
     pub fn open(config: &Config, now_s: i64, status: &SnapshotHandle) -> Durable {
-        let mut d = Durable::default();
+        let mut d = Durable {
+            opened: true,
+            ..Durable::default()
+        };
         let report = |level: &str, text: String| {
             if level == "error" {
                 log::error!("{text}");

@@ -10,13 +10,13 @@
 use super::clock::SystemClock;
 use super::durable::{SavedControls, SharedDurable};
 use super::map;
-use super::site::{DeviceState, SharedSite};
+use super::site::{DeviceState, SharedSite, SiteState};
 use crate::clock::Now;
 use crate::config::Config;
 use crate::csip::response::Delivery;
 use crate::csip::{
     self, EngineConfig, EngineSink, EngineStatus, InverterState, MeasurementSource, MeterSample,
-    PhaseValues, SiteMeasurement,
+    PhaseValues, SiteMeasurement, StorageMeasurement, StorageNameplate,
 };
 use crate::devices::OperatingState;
 use crate::devices::sunspec::AcValues;
@@ -152,6 +152,7 @@ pub fn sample_of(ac: &AcValues) -> MeterSample {
         ),
         voltage_v: phases(ac.v, [ac.phases[0].v, ac.phases[1].v, ac.phases[2].v]),
         frequency_hz: ac.hz,
+        stored_energy_wh: None,
     }
 }
 
@@ -196,6 +197,109 @@ pub fn fleet_sample(acs: &[&AcValues]) -> Option<MeterSample> {
             c: m(&|a| a.phases[2].v),
         },
         frequency_hz: m(&|a| a.hz),
+        stored_energy_wh: None,
+    })
+}
+
+/// The batteries as one (CSIP-AUS v1.3 storage): outputs and stored energy add up,
+/// the state of charge is the capacity-weighted mean (the plain mean while a capacity
+/// is not configured). A value is known only when every storage device's is (a
+/// battery that stopped answering makes the sum unknown, not smaller). `None` without
+/// a storage device that was ever read.
+pub fn storage_measurement(
+    s: &SiteState,
+    fresh: impl Fn(&DeviceState) -> bool,
+) -> Option<StorageMeasurement> {
+    let devices: Vec<(&DeviceState, Option<f64>)> = s
+        .storage
+        .iter()
+        .filter_map(|(name, cap)| s.devices.get(name).map(|d| (d, cap.or(d.capacity_wh))))
+        .filter(|(d, _)| d.last_good_at.is_some())
+        .collect();
+    if devices.is_empty() {
+        return None;
+    }
+    let all_fresh = devices.iter().all(|(d, _)| fresh(d));
+    let states: Vec<InverterState> = devices
+        .iter()
+        .map(|(d, _)| inverter_state(d, fresh(d)))
+        .collect();
+    let active_power_w = all_fresh
+        .then(|| sum(devices.iter().map(|(d, _)| d.ac.as_ref().and_then(|a| a.w))))
+        .flatten();
+    let socs: Option<Vec<f64>> = all_fresh
+        .then(|| devices.iter().map(|(d, _)| d.soc_pct).collect())
+        .flatten();
+    let caps: Option<Vec<f64>> = devices.iter().map(|(_, c)| *c).collect();
+    let (soc_pct, stored_wh) = match (&socs, &caps) {
+        (Some(socs), Some(caps)) => {
+            let total: f64 = caps.iter().sum();
+            let stored: f64 = socs.iter().zip(caps).map(|(p, c)| p / 100.0 * c).sum();
+            ((total > 0.0).then(|| 100.0 * stored / total), Some(stored))
+        }
+        (Some(socs), None) => (Some(socs.iter().sum::<f64>() / socs.len() as f64), None),
+        _ => (None, None),
+    };
+    Some(StorageMeasurement {
+        active_power_w,
+        stored_wh,
+        soc_pct,
+        connected: states.iter().any(|i| i.connected),
+        available: states.iter().any(|i| i.available),
+        operating: states.iter().any(|i| i.operating),
+    })
+}
+
+/// The batteries' ratings as read (SunSpec 124 WChaMax, else 120/702's rated rate, for
+/// the charge rate; 120/702's rated discharge rate, else WChaMax, within the inverter's
+/// rating for the discharge rate; the capacity configured (`capacity_wh`)
+/// or else model 713 WHRtg; MinRsvPct of it for the reserve), starting from
+/// `configured` (the UCI `rated_w`/`capacity_wh`).
+/// opModStorageTargetW is offered while no storage device has been read, and then only
+/// when one has model 124. `None` without storage devices.
+pub fn storage_nameplate(
+    s: &SiteState,
+    configured: Option<&StorageNameplate>,
+) -> Option<StorageNameplate> {
+    let configured = configured?;
+    let read: Vec<(&DeviceState, Option<f64>)> = s
+        .storage
+        .iter()
+        .filter_map(|(name, cap)| s.devices.get(name).map(|d| (d, cap.or(d.capacity_wh))))
+        .filter(|(d, _)| d.controls.is_some())
+        .collect();
+    if read.is_empty() || read.len() < s.storage.len() {
+        return Some(configured.clone());
+    }
+    let charge = |d: &DeviceState| {
+        d.max_charge_w
+            .or(d.rated_charge_w)
+            .or(d.rating_w)
+            .unwrap_or(0.0)
+    };
+    let discharge = |d: &DeviceState| {
+        let rate = d.rated_discharge_w.or(d.max_charge_w);
+        match (rate, d.rating_w) {
+            (Some(c), Some(r)) => c.min(r),
+            (c, r) => c.or(r).unwrap_or(0.0),
+        }
+    };
+    let reserves: Option<f64> = read
+        .iter()
+        .map(|(d, cap)| Some(d.min_reserve_pct? / 100.0 * (*cap)?))
+        .sum();
+    Some(StorageNameplate {
+        max_charge_rate_w: read.iter().map(|(d, _)| charge(d)).sum(),
+        max_discharge_rate_w: read.iter().map(|(d, _)| discharge(d)).sum(),
+        max_wh: read
+            .iter()
+            .map(|(_, cap)| *cap)
+            .sum::<Option<f64>>()
+            .or(configured.max_wh),
+        min_wh: reserves,
+        can_target: read
+            .iter()
+            .any(|(d, _)| d.controls.is_some_and(|c| c.charge_limit)),
     })
 }
 
@@ -260,6 +364,7 @@ impl MeasurementSource for SiteSource {
                 .iter()
                 .map(|d| inverter_state(d, fresh(d)))
                 .collect(),
+            storage: storage_measurement(&s, fresh),
         })
     }
 }
@@ -529,6 +634,37 @@ pub fn engine_config(config: &Config, rating_w: f64) -> Result<EngineConfig, Str
 }
 
 /// The fleet's rating as far as the inverters told it, and whether all did.
+/// The fleet's rated apparent and reactive power (models 120/702), when every inverter
+/// says (a partial sum would understate the site).
+fn fleet_va_var(site: &SharedSite) -> (Option<f64>, Option<f64>) {
+    let s = site.borrow();
+    let all = |f: &dyn Fn(&DeviceState) -> Option<f64>| -> Option<f64> {
+        s.inverter_names
+            .iter()
+            .map(|n| s.devices.get(n).and_then(f))
+            .sum()
+    };
+    (all(&|d| d.rating_va), all(&|d| d.rating_var))
+}
+
+/// The fleet's minimum power factor ratings, over- and under-excited: the least capable
+/// inverter's (the largest minimum), when every inverter says.
+fn fleet_min_pf(site: &SharedSite) -> (Option<f64>, Option<f64>) {
+    let s = site.borrow();
+    let worst = |f: &dyn Fn(&DeviceState) -> Option<f64>| -> Option<f64> {
+        let all: Option<Vec<f64>> = s
+            .inverter_names
+            .iter()
+            .map(|n| s.devices.get(n).and_then(f))
+            .collect();
+        all.and_then(|v| v.into_iter().reduce(f64::max))
+    };
+    (
+        worst(&|d| d.min_pf_over_excited),
+        worst(&|d| d.min_pf_under_excited),
+    )
+}
+
 fn fleet_rating(site: &SharedSite) -> (f64, bool) {
     let s = site.borrow();
     let ratings: Vec<Option<f64>> = s
@@ -576,6 +712,8 @@ pub async fn engine_task(
     }
     let mut nameplate = ec.nameplate.clone();
     let mut nameplate_sent = nameplate.rtg_max_w > 0.0;
+    let configured_storage = ec.nameplate.storage.clone();
+    let mut next_storage_check_ms = 0;
     let setup = crate::http::Client::new(ec.http.clone())
         .map_err(csip::EngineError::Http)
         .and_then(|client| Ok((client, csip::Engine::new(ec, clock.now())?)));
@@ -588,28 +726,40 @@ pub async fn engine_task(
             return;
         }
     };
-    let restored = saved
-        .borrow()
-        .clone()
-        .or_else(|| durable.borrow().store.as_ref().map(|s| s.schedule_state()));
-    if let Some(state) = restored {
-        engine.restore_schedule_state(state);
-    }
-    // Responses issued but not settled when the last run (or engine) stopped: sent
-    // again, so a crash between the ledger's write and the server's 2xx loses none.
-    let pending = durable
-        .borrow()
-        .store
-        .as_ref()
-        .map(|s| s.pending_responses())
-        .unwrap_or_default();
-    if !pending.is_empty() {
-        log::info!(
-            "{} response(s) issued before the restart still to deliver",
-            pending.len()
-        );
-        engine.restore_pending_responses(pending);
-    }
+    // The scheduler's memory comes back before it runs: at once after a reload, else as
+    // soon as the store (opening on a blocking thread at start-up) is open. Discovery
+    // does not wait for it.
+    let restore = |engine: &mut csip::Engine| -> bool {
+        let d = durable.borrow();
+        if !d.opened {
+            return false;
+        }
+        let restored = saved
+            .borrow()
+            .clone()
+            .or_else(|| d.store.as_ref().map(|s| s.schedule_state()));
+        match restored {
+            Some(state) => engine.restore_schedule_state(state),
+            None => engine.hold_schedule(false),
+        }
+        // Responses issued but not settled when the last run (or engine) stopped: sent
+        // again, so a crash between the ledger's write and the server's 2xx loses none.
+        let pending = d
+            .store
+            .as_ref()
+            .map(|s| s.pending_responses())
+            .unwrap_or_default();
+        if !pending.is_empty() {
+            log::info!(
+                "{} response(s) issued before the restart still to deliver",
+                pending.len()
+            );
+            engine.restore_pending_responses(pending);
+        }
+        true
+    };
+    engine.hold_schedule(true);
+    let mut restored = restore(&mut engine);
     let mut watch = DeviceWatch::default();
     let mut source = SiteSource { site: site.clone() };
     let mut sink = RuntimeSink::new(site.clone(), status.clone(), durable.clone());
@@ -637,6 +787,9 @@ pub async fn engine_task(
         &mut source,
         &mut sink,
         |engine, now| {
+            if !restored {
+                restored = restore(engine);
+            }
             if !nameplate_sent {
                 let (known_w, all) = fleet_rating(&site);
                 if (all || now.mono_ms >= started_ms + RATING_WAIT_MS) && known_w > 0.0 {
@@ -656,8 +809,33 @@ pub async fn engine_task(
                         );
                     }
                     drop(s);
+                    let (va, var) = fleet_va_var(&site);
+                    nameplate.rtg_max_va = nameplate.rtg_max_va.or(va);
+                    nameplate.rtg_max_var = nameplate.rtg_max_var.or(var);
+                    // sep.xsd: "If absent, defaults to negative rtgMaxVar" (120's Q1
+                    // rating stands for both directions).
+                    nameplate.rtg_max_var_neg = nameplate.rtg_max_var_neg.or(var.map(|v| -v));
+                    let (pf_over, pf_under) = fleet_min_pf(&site);
+                    nameplate.rtg_min_pf_over_excited =
+                        nameplate.rtg_min_pf_over_excited.or(pf_over);
+                    nameplate.rtg_min_pf_under_excited =
+                        nameplate.rtg_min_pf_under_excited.or(pf_under);
+                    nameplate.storage =
+                        storage_nameplate(&site.borrow(), nameplate.storage.as_ref());
                     engine.handle_nameplate(nameplate.clone(), now);
                     nameplate_sent = true;
+                }
+            }
+            // The batteries' ratings as they are read (WChaMax, MinRsvPct, whether
+            // model 124 is there): DERCapability/DERSettings follow a change.
+            if now.mono_ms >= next_storage_check_ms {
+                next_storage_check_ms = now.mono_ms + 10_000;
+                let storage = storage_nameplate(&site.borrow(), configured_storage.as_ref());
+                if storage != nameplate.storage {
+                    nameplate.storage = storage;
+                    if nameplate_sent {
+                        engine.handle_nameplate(nameplate.clone(), now);
+                    }
                 }
             }
             for event in watch.events(&site.borrow(), Instant::now()) {
@@ -674,9 +852,13 @@ pub async fn engine_task(
                 let server_now_s = now.utc_s() + engine.clock_offset_s();
                 let upcoming = upcoming_events(&engine.tree(), server_now_s);
                 status.update(|s| s.upcoming_events = upcoming);
-                let state = engine.schedule_state();
-                if saved.borrow().as_ref() != Some(state) {
-                    *saved.borrow_mut() = Some(state.clone());
+                // Kept for a reload's new engine only without a store (the store has
+                // every record already): no second copy of the records otherwise.
+                if restored && durable.borrow().store.is_none() {
+                    let state = engine.schedule_state();
+                    if saved.borrow().as_ref() != Some(state) {
+                        *saved.borrow_mut() = Some(state.clone());
+                    }
                 }
             }
             false

@@ -381,6 +381,7 @@ impl SimSite {
             reactive_power_var: PhaseValues::total(0.05 * w),
             voltage_v: PhaseValues::total(v),
             frequency_hz: Some(50.0),
+            stored_energy_wh: None,
         };
         SiteMeasurement {
             site: Some(sample(load_w - gen_w, 239.0)),
@@ -392,6 +393,8 @@ impl SimSite {
                 rtg_max_w: self.rating_w,
                 active_power_w: Some(gen_w),
             }],
+            // PV only: no battery.
+            storage: None,
         }
     }
 }
@@ -679,6 +682,9 @@ fn engine_config(
             rtg_max_var: None,
             rtg_max_var_neg: None,
             rtg_v_nom: Some(230.0),
+            rtg_min_pf_over_excited: None,
+            rtg_min_pf_under_excited: None,
+            storage: None,
             der_type: 4,
             can_limit_export: true,
             can_limit_import: false,

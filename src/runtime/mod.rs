@@ -112,8 +112,9 @@ struct Daemon {
     mqtt: Option<Task<()>>,
     /// The scheduler's memory of the running engine, for its successor after a reload.
     schedule_saved: Rc<RefCell<Option<crate::schedule::State>>>,
-    _tick: Task<()>,
-    _flush: Task<()>,
+    /// The control tick, started once the store is open (its utility controls restored).
+    _tick: Option<Task<()>>,
+    _flush: Option<Task<()>>,
 }
 
 /// Runs the daemon on `ex` until SIGTERM or SIGINT. `on_ready` gets the status URL once
@@ -171,17 +172,12 @@ pub async fn run_daemon(
         config.clone(),
         etc_tz.as_deref(),
     )));
-    let durable: durable::SharedDurable = Rc::new(RefCell::new(durable::Durable::open(
-        &config, started, &status,
-    )));
-    durable::restore_controls(&durable.borrow(), &site);
-    let tick = ex.spawn(tick_task(
-        coordinator.clone(),
-        site.clone(),
-        status.clone(),
-        durable.clone(),
-    ));
-    let flush = ex.spawn(durable::flush_task(durable.clone()));
+    // The store opens on a blocking thread while the utility connection starts: the
+    // first GET leaves without waiting for SQLite (tens of ms on a router's flash). The
+    // engine holds its scheduler until the store's memory of events is back, and the
+    // control tick starts only after the stored utility controls are in the site state,
+    // so the last known utility limit is what the first command enforces.
+    let durable: durable::SharedDurable = Rc::new(RefCell::new(durable::Durable::default()));
     let mut daemon = Daemon {
         ex: ex.clone(),
         buses: Vec::new(),
@@ -195,13 +191,42 @@ pub async fn run_daemon(
         server: Some(server),
         coordinator,
         durable,
-        _tick: tick,
-        _flush: flush,
+        _tick: None,
+        _flush: None,
     };
+    daemon.start_engine();
     daemon.start_buses();
     daemon.start_price();
-    daemon.start_engine();
     daemon.start_mqtt();
+    // A thread of its own that ends with the open, not smol's blocking pool: the
+    // `blocking` crate keeps a pool thread for the process's life once started.
+    let opened = {
+        let owned = Config::clone(&config);
+        let status = daemon.status.clone();
+        let (tx, rx) = smol::channel::bounded(1);
+        let spawned = std::thread::Builder::new()
+            .name("csipd-store".into())
+            .spawn(move || {
+                let _ = tx.send_blocking(durable::Durable::open(&owned, started, &status));
+            });
+        match spawned {
+            Ok(_) => rx.recv().await.ok(),
+            Err(e) => {
+                log::warn!("no thread to open the store on ({e}); opening it on the loop");
+                None
+            }
+        }
+        .unwrap_or_else(|| durable::Durable::open(&config, started, &daemon.status))
+    };
+    *daemon.durable.borrow_mut() = opened;
+    durable::restore_controls(&daemon.durable.borrow(), &daemon.site);
+    daemon._tick = Some(ex.spawn(tick_task(
+        daemon.coordinator.clone(),
+        daemon.site.clone(),
+        daemon.status.clone(),
+        daemon.durable.clone(),
+    )));
+    daemon._flush = Some(ex.spawn(durable::flush_task(daemon.durable.clone())));
     on_ready(&url);
 
     while let Some(signal) = signals.next().await {

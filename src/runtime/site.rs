@@ -54,6 +54,23 @@ pub struct DeviceState {
     pub max_charge_w: Option<f64>,
     /// Storage inverters: the charge limit in force as last read or written (W).
     pub charge_limit_w: Option<f64>,
+    /// Storage inverters with model 124: state of charge (ChaState) and the reserve it
+    /// keeps (MinRsvPct), % of capacity.
+    pub soc_pct: Option<f64>,
+    pub min_reserve_pct: Option<f64>,
+    /// Storage inverters: the energy rating (model 713 WHRtg, else 120 WHRtg), Wh.
+    pub capacity_wh: Option<f64>,
+    /// Storage inverters: rated charge and discharge rates (model 120 MaxChaRte /
+    /// MaxDisChaRte, 702 WChaRteMaxRtg / WDisChaRteMaxRtg), W.
+    pub rated_charge_w: Option<f64>,
+    pub rated_discharge_w: Option<f64>,
+    /// Rated apparent and reactive power (model 120 VARtg / VArRtgQ1, 702 VAMaxRtg /
+    /// VarMaxInjRtg), for DERCapability.
+    pub rating_va: Option<f64>,
+    pub rating_var: Option<f64>,
+    /// Minimum power factor ratings (cos φ) over- and under-excited (model 120/702).
+    pub min_pf_over_excited: Option<f64>,
+    pub min_pf_under_excited: Option<f64>,
     /// Inverters: what the device lets csipd control (SunSpec 123/704/124), known
     /// from its first reading. A device without a control model is read only.
     pub controls: Option<Controls>,
@@ -82,6 +99,15 @@ impl DeviceState {
             written: None,
             max_charge_w: None,
             charge_limit_w: None,
+            soc_pct: None,
+            min_reserve_pct: None,
+            capacity_wh: None,
+            rated_charge_w: None,
+            rated_discharge_w: None,
+            rating_va: None,
+            rating_var: None,
+            min_pf_over_excited: None,
+            min_pf_under_excited: None,
             controls: None,
             tls_fingerprint: None,
             events: None,
@@ -105,9 +131,20 @@ impl DeviceState {
             .or(r.nameplate.w_rtg_w)
             .filter(|w| *w > 0.0)
             .or(self.rating_w);
+        let np = &r.nameplate;
+        self.rating_va = np.va_rtg_va.filter(|v| *v > 0.0).or(self.rating_va);
+        self.rating_var = np.var_rtg_var.filter(|v| *v > 0.0).or(self.rating_var);
+        self.min_pf_over_excited = np.min_pf_over_excited.or(self.min_pf_over_excited);
+        self.min_pf_under_excited = np.min_pf_under_excited.or(self.min_pf_under_excited);
+        self.rated_charge_w = np.max_charge_rate_w.or(self.rated_charge_w);
+        self.rated_discharge_w = np.max_discharge_rate_w.or(self.rated_discharge_w);
+        self.capacity_wh = np.wh_rtg_wh.or(self.capacity_wh);
         if let Some(st) = &r.storage {
             self.max_charge_w = st.w_cha_max_w.filter(|w| *w > 0.0);
             self.charge_limit_w = st.charge_limit_w();
+            self.soc_pct = st.soc_pct.filter(|p| (0.0..=100.0).contains(p));
+            self.min_reserve_pct = st.min_reserve_pct.filter(|p| (0.0..=100.0).contains(p));
+            self.capacity_wh = st.capacity_wh.or(np.wh_rtg_wh);
         }
         self.ok(at);
     }
@@ -172,6 +209,9 @@ pub struct SiteState {
     /// timeout: what readers outside the coordinator (the engine) need to sample.
     pub meter_name: Option<String>,
     pub inverter_names: Vec<String>,
+    /// The enabled storage devices (names) with their configured capacity (Wh), for
+    /// the utility's storage reports.
+    pub storage: Vec<(String, Option<f64>)>,
     pub stale_after_s: f64,
     /// Setpoints by inverter name (coordinator → bus tasks).
     pub commands: BTreeMap<String, Command>,
@@ -194,6 +234,12 @@ impl SiteState {
             .controlled_devices()
             .map(|d| d.name.clone())
             .collect();
+        self.storage = config
+            .devices
+            .iter()
+            .filter(|d| d.enabled && d.role == crate::config::DeviceRole::Storage)
+            .map(|d| (d.name.clone(), d.capacity_wh.map(f64::from)))
+            .collect();
         self.stale_after_s = config.control.meter_stale_s;
         self.price.max_age_s = i64::from(config.price.max_age_s);
         self.price.from_utility = config.price.utility_price_export;
@@ -204,6 +250,7 @@ impl SiteState {
             devices: BTreeMap::new(),
             meter_name: None,
             inverter_names: Vec::new(),
+            storage: Vec::new(),
             stale_after_s: 10.0,
             commands: BTreeMap::new(),
             utility: None,

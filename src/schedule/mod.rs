@@ -26,6 +26,12 @@ pub const RANDOMIZE_LIMIT_S: i32 = 3600;
 /// How long the record (and ledger entries) of a finished event that the server no
 /// longer lists is kept, so a late reappearance is not answered twice.
 pub const RECORD_RETENTION_S: i64 = 2 * 86_400;
+/// Most records of finished events the server no longer lists kept at once: beyond it
+/// the ones that ended first are forgotten before [`RECORD_RETENTION_S`] is up. Two
+/// days of five-minute envelopes (CSIP-AUS dynamic export) are 576 events; 1,024 leaves
+/// room for a busier server while capping the scheduler's memory (about 0.3 KiB per
+/// record here, and the store's row and ledger entries follow it) whatever the event rate.
+pub const RECORD_LIMIT: usize = 1024;
 
 /// The control modes the scheduler resolves, one active value each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -48,11 +54,14 @@ pub enum ControlMode {
     /// (positive: generation / discharge) or of setMaxChargeRateW (negative: charge).
     /// CSIP-AUS's demand response classes (DR-A/G/L/D) send it as the AS/NZS 4755 DRMs.
     FixedW,
+    /// csipaus:opModStorageTargetW (CSIP-AUS v1.3 storage): the storage's target
+    /// output, W; positive discharges, negative charges.
+    StorageTargetW,
 }
 
 impl ControlMode {
     /// Every mode, in output order.
-    pub const ALL: [ControlMode; 8] = [
+    pub const ALL: [ControlMode; 9] = [
         ControlMode::ExpLimW,
         ControlMode::ImpLimW,
         ControlMode::GenLimW,
@@ -61,6 +70,7 @@ impl ControlMode {
         ControlMode::Energize,
         ControlMode::MaxLimW,
         ControlMode::FixedW,
+        ControlMode::StorageTargetW,
     ];
 
     /// The 2030.5 / CSIP-AUS element name.
@@ -74,11 +84,12 @@ impl ControlMode {
             ControlMode::Energize => "opModEnergize",
             ControlMode::MaxLimW => "opModMaxLimW",
             ControlMode::FixedW => "opModFixedW",
+            ControlMode::StorageTargetW => "opModStorageTargetW",
         }
     }
 
-    fn bit(self) -> u8 {
-        1 << (self as u8)
+    fn bit(self) -> u16 {
+        1 << (self as u16)
     }
 }
 
@@ -107,7 +118,8 @@ impl ActivePower {
 /// The value a mode takes.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ModeValue {
-    /// A limit in (scaled) watts: opModExpLimW, ImpLimW, GenLimW, LoadLimW.
+    /// (Scaled) watts: the limits opModExpLimW, ImpLimW, GenLimW, LoadLimW (never
+    /// negative) and the target opModStorageTargetW (signed).
     Power(ActivePower),
     /// opModConnect / opModEnergize.
     Flag(bool),
@@ -141,6 +153,10 @@ pub struct ControlSet {
     /// opModFixedW, hundredths of a percent of setMaxW (negative: of setMaxChargeRateW).
     #[serde(default)]
     pub fixed_w_hundredths_pct: Option<i16>,
+    /// csipaus:opModStorageTargetW: positive discharges, negative charges. Old
+    /// stored control sets have none.
+    #[serde(default)]
+    pub storage_target_w: Option<ActivePower>,
 }
 
 impl ControlSet {
@@ -157,11 +173,12 @@ impl ControlSet {
             ControlMode::FixedW => self
                 .fixed_w_hundredths_pct
                 .map(ModeValue::SignedHundredthsPct),
+            ControlMode::StorageTargetW => self.storage_target_w.map(ModeValue::Power),
         }
     }
 
     /// Bit set of the modes present (bit = `ControlMode as u8`).
-    pub fn modes_mask(&self) -> u8 {
+    pub fn modes_mask(&self) -> u16 {
         ControlMode::ALL
             .iter()
             .filter(|m| self.get(**m).is_some())
@@ -187,6 +204,15 @@ impl ControlSet {
                         p.multiplier
                     ));
                 }
+            }
+        }
+        if let Some(p) = self.storage_target_w {
+            // Signed: a negative target charges the storage.
+            if !(-9..=9).contains(&p.multiplier) {
+                return Some(format!(
+                    "opModStorageTargetW multiplier {} is outside -9..=9",
+                    p.multiplier
+                ));
             }
         }
         if let Some(pct) = self.max_lim_hundredths_pct.filter(|pct| *pct > 10_000) {
@@ -463,7 +489,10 @@ pub struct EventRecord {
 /// The scheduler's memory between calls; persist it (serde) to survive restarts.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
-    /// Every event seen, by mRID, each with its part of the response ledger.
+    /// Every event seen, by mRID, each with its part of the response ledger. Bounded:
+    /// the events the server lists now (each list at most `csip::context` `PAGE_LIMIT`
+    /// x `MAX_PAGES` items) plus at most [`RECORD_LIMIT`] finished ones it no longer
+    /// lists, each forgotten [`RECORD_RETENTION_S`] after it ended at the latest.
     pub events: BTreeMap<String, EventRecord>,
 }
 
@@ -537,13 +566,28 @@ pub struct ActiveValue {
 /// One value (or none) per mode.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ActiveControls {
-    modes: [Option<ActiveValue>; ControlMode::ALL.len()],
+    /// Every mode but opModStorageTargetW, by `ControlMode as usize`.
+    modes: [Option<ActiveValue>; 8],
+    /// opModStorageTargetW, beside the others so that controls stored before it
+    /// existed still load after an upgrade.
+    #[serde(default)]
+    storage_target: Option<ActiveValue>,
 }
 
 impl ActiveControls {
     /// The active value of `mode`; `None` when no event and no default sets it.
     pub fn get(&self, mode: ControlMode) -> Option<&ActiveValue> {
-        self.modes[mode as usize].as_ref()
+        match mode {
+            ControlMode::StorageTargetW => self.storage_target.as_ref(),
+            other => self.modes[other as usize].as_ref(),
+        }
+    }
+
+    fn set(&mut self, mode: ControlMode, value: Option<ActiveValue>) {
+        match mode {
+            ControlMode::StorageTargetW => self.storage_target = value,
+            other => self.modes[other as usize] = value,
+        }
     }
 
     /// Watts of a power mode, for convenience.
@@ -580,7 +624,7 @@ pub struct Outcome {
 struct Live<'a> {
     ev: &'a Event,
     primacy: u8,
-    mask: u8,
+    mask: u16,
     eff_start_s: i64,
     eff_end_s: i64,
     /// Stop by the server (cancel / superseded status) or an already recorded ending.
@@ -601,7 +645,38 @@ impl Live<'_> {
     }
 }
 
-/// Evaluates the schedule at `input.now_s`. See the module documentation.
+/// Step 7 of [`evaluate`]: forgets the records of events that ended and that the server
+/// no longer lists (`present`) once [`RECORD_RETENTION_S`] has passed since their end,
+/// and, while more than [`RECORD_LIMIT`] such records remain, those that ended first.
+/// An event still listed, or not ended, is never forgotten (its draws and ledger bits
+/// keep it from being answered twice).
+fn forget_finished(state: &mut State, present: &HashSet<&str>, now: i64) {
+    let mut gone: Vec<(i64, String)> = Vec::new();
+    let mut expired: Vec<String> = Vec::new();
+    for (mrid, r) in &state.events {
+        let Some(ending) = r.ended else { continue };
+        if present.contains(mrid.as_str()) {
+            continue;
+        }
+        if ending.at_s + RECORD_RETENTION_S < now {
+            expired.push(mrid.clone());
+        } else {
+            gone.push((ending.at_s, mrid.clone()));
+        }
+    }
+    if gone.len() > RECORD_LIMIT {
+        gone.sort_unstable();
+        let excess = gone.len() - RECORD_LIMIT;
+        expired.extend(gone.into_iter().take(excess).map(|(_, mrid)| mrid));
+    }
+    for mrid in &expired {
+        state.events.remove(mrid);
+    }
+}
+
+/// Evaluates the schedule at `input.now_s`. See the module documentation. Copies
+/// `previous` (all its records); a caller that keeps only the outcome's state should
+/// use [`evaluate_owned`].
 pub fn evaluate(input: &Input<'_>, rng: &mut Rng, previous: &State) -> Outcome {
     evaluate_owned(input, rng, previous.clone())
 }
@@ -811,7 +886,7 @@ pub fn evaluate_owned(input: &Input<'_>, rng: &mut Rng, previous: State) -> Outc
                 })
             })
         };
-        active.modes[mode as usize] = value;
+        active.set(mode, value);
     }
     let ramp = top_event_ramp.map_or(default_ramp, |(_, t)| Ramp::TimeHundredthsS(t));
 
@@ -824,19 +899,9 @@ pub fn evaluate_owned(input: &Input<'_>, rng: &mut Rng, previous: State) -> Outc
         .filter(|t| *t > now)
         .min();
 
-    // 7. Forget finished events the server no longer lists, after a retention period.
-    let expired: Vec<String> = state
-        .events
-        .iter()
-        .filter(|(mrid, r)| {
-            r.ended.is_some_and(|e| e.at_s + RECORD_RETENTION_S < now)
-                && !present.contains(mrid.as_str())
-        })
-        .map(|(mrid, _)| mrid.clone())
-        .collect();
-    for mrid in &expired {
-        state.events.remove(mrid);
-    }
+    // 7. Forget finished events the server no longer lists, after a retention period,
+    //    and the earliest-ended of them beyond RECORD_LIMIT.
+    forget_finished(&mut state, &present, now);
 
     // Responses in the order they happened; within one event received, started, ended.
     // A response is due once: whatever the ledger already has is dropped.
@@ -1102,4 +1167,177 @@ fn push_due(
         reply_to: record.reply_to.clone(),
         at_s,
     });
+}
+
+#[cfg(test)]
+mod storage_target_tests {
+    use super::*;
+
+    fn program(default: ControlSet) -> Program {
+        Program {
+            mrid: "P".into(),
+            fsa: "f".into(),
+            primacy: 0,
+            default_control: Some(DefaultControl {
+                mrid: "D".into(),
+                controls: default,
+                set_grad_w: Some(27),
+            }),
+        }
+    }
+
+    #[test]
+    fn storage_target_is_a_signed_mode_with_the_usual_precedence() {
+        let programs = [program(ControlSet {
+            exp_lim_w: Some(ActivePower::from_watts(0)),
+            ..ControlSet::default()
+        })];
+        let event = Event::new(
+            "E1",
+            "P",
+            900,
+            1000,
+            600,
+            ControlSet {
+                storage_target_w: Some(ActivePower::from_watts(-3000)),
+                exp_lim_w: Some(ActivePower::from_watts(2500)),
+                ..ControlSet::default()
+            },
+        );
+        let out = evaluate(
+            &Input {
+                programs: &programs,
+                events: std::slice::from_ref(&event),
+                now_s: 1100,
+            },
+            &mut Rng::new(1),
+            &State::default(),
+        );
+        // A negative target (charge) is valid, unlike a negative limit.
+        assert_eq!(out.active.watts(ControlMode::StorageTargetW), Some(-3000.0));
+        assert_eq!(out.active.watts(ControlMode::ExpLimW), Some(2500.0));
+        assert!(out.notes.is_empty(), "{:?}", out.notes);
+        // Its end: the default sets no target, so none is in force.
+        let after = evaluate(
+            &Input {
+                programs: &programs,
+                events: std::slice::from_ref(&event),
+                now_s: 1700,
+            },
+            &mut Rng::new(1),
+            &out.state,
+        );
+        assert_eq!(after.active.watts(ControlMode::StorageTargetW), None);
+        assert_eq!(after.active.watts(ControlMode::ExpLimW), Some(0.0));
+    }
+
+    #[test]
+    fn active_controls_stored_before_the_storage_target_still_load() {
+        let programs = [program(ControlSet {
+            exp_lim_w: Some(ActivePower::from_watts(1500)),
+            storage_target_w: Some(ActivePower::from_watts(800)),
+            ..ControlSet::default()
+        })];
+        let out = evaluate(
+            &Input {
+                programs: &programs,
+                events: &[],
+                now_s: 10,
+            },
+            &mut Rng::new(1),
+            &State::default(),
+        );
+        let mut json = serde_json::to_value(&out.active).unwrap();
+        // What an older csipd stored: the seven modes only.
+        json.as_object_mut().unwrap().remove("storage_target");
+        let old: ActiveControls = serde_json::from_value(json).expect("old form loads");
+        assert_eq!(old.watts(ControlMode::ExpLimW), Some(1500.0));
+        assert_eq!(old.watts(ControlMode::StorageTargetW), None);
+        let set: ControlSet = serde_json::from_str(
+            r#"{"exp_lim_w":null,"imp_lim_w":null,"gen_lim_w":null,"load_lim_w":null,
+                "connect":null,"energize":null,"max_lim_hundredths_pct":5000}"#,
+        )
+        .expect("an old control set loads");
+        assert_eq!(set.storage_target_w, None);
+    }
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use super::scenarios::{derc, program};
+    use super::*;
+
+    /// A server that lists one short event at a time (a new envelope every minute, as
+    /// a dynamic-export server does every five): past [`RECORD_LIMIT`] finished events
+    /// the scheduler forgets the earliest-ended, long before [`RECORD_RETENTION_S`].
+    #[test]
+    fn finished_records_stop_at_the_record_limit() {
+        let t0: i64 = 1_700_000_000;
+        let programs = [program("P1", 1, None)];
+        let mut state = State::default();
+        let mut rng = Rng::new(5);
+        let total = RECORD_LIMIT + 300;
+        let mut responses: HashSet<ResponseKey> = HashSet::new();
+        for i in 0..total {
+            let start = t0 + 60 * i as i64;
+            let listed = [derc(&format!("E{i:05}"), "P1", start - 10, start, 60)];
+            for now in [start - 5, start + 1, start + 61] {
+                let input = Input {
+                    programs: &programs,
+                    events: &listed,
+                    now_s: now,
+                };
+                let outcome = evaluate_owned(&input, &mut rng, state);
+                for r in outcome.responses {
+                    assert!(responses.insert(r.key.clone()), "{:?} issued twice", r.key);
+                }
+                state = outcome.state;
+            }
+            assert!(
+                state.events.len() <= RECORD_LIMIT + 1,
+                "after event {i}: {} records",
+                state.events.len()
+            );
+        }
+        // Received (what responseRequired 03 asks for here) of every event, once.
+        assert_eq!(responses.len(), total);
+        assert_eq!(state.events.len(), RECORD_LIMIT + 1);
+        // The earliest-ended were forgotten; the newest are all there.
+        assert!(!state.events.contains_key("E00000"));
+        assert!(
+            !state
+                .events
+                .contains_key(&format!("E{:05}", total - RECORD_LIMIT - 2))
+        );
+        for i in total - RECORD_LIMIT..total {
+            assert!(state.events.contains_key(&format!("E{i:05}")), "E{i:05}");
+        }
+    }
+
+    /// An event the server still lists is never forgotten, whatever the count or age:
+    /// dropping its record would answer it again.
+    #[test]
+    fn listed_events_are_kept_beyond_the_limit() {
+        let t0: i64 = 1_700_000_000;
+        let programs = [program("P1", 1, None)];
+        let listed: Vec<Event> = (0..RECORD_LIMIT + 50)
+            .map(|i| derc(&format!("L{i:05}"), "P1", t0, t0 + i as i64, 10))
+            .collect();
+        let mut rng = Rng::new(9);
+        let input = |now_s| Input {
+            programs: &programs,
+            events: &listed,
+            now_s,
+        };
+        let first = evaluate(&input(t0 - 1), &mut rng, &State::default());
+        let later = evaluate_owned(&input(t0 + 3 * 86_400), &mut rng, first.state);
+        assert_eq!(later.state.events.len(), RECORD_LIMIT + 50);
+        // None of them is answered twice.
+        assert!(
+            later
+                .responses
+                .iter()
+                .all(|r| r.key.status != ResponseStatus::Received)
+        );
+    }
 }

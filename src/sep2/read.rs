@@ -601,6 +601,7 @@ impl FromElem for DerControlBase {
             op_mod_exp_lim_w: opt_elem(n, "opModExpLimW")?,
             op_mod_gen_lim_w: opt_elem(n, "opModGenLimW")?,
             op_mod_load_lim_w: opt_elem(n, "opModLoadLimW")?,
+            op_mod_storage_target_w: opt_elem(n, "opModStorageTargetW")?,
         })
     }
 }
@@ -738,6 +739,7 @@ impl Readable for DerCapability {
             rtg_v_nom: opt_elem(n, "rtgVNom")?,
             der_type: req(n, "type")?,
             doe_modes_supported: opt_hex8(n, "doeModesSupported")?.unwrap_or(0),
+            vpp_modes_supported: opt_hex8(n, "vppModesSupported")?,
         })
     }
 }
@@ -778,6 +780,8 @@ impl Readable for DerSettings {
             set_v_ref_ofs: opt_elem(n, "setVRefOfs")?,
             updated_time: opt(n, "updatedTime")?.unwrap_or(0),
             doe_modes_enabled: opt_hex8(n, "doeModesEnabled")?,
+            vpp_modes_enabled: opt_hex8(n, "vppModesEnabled")?,
+            set_min_wh: opt_elem(n, "setMinWh")?,
         })
     }
 }
@@ -1204,6 +1208,25 @@ mod tests {
         let base = DerControlBase::from_elem(&root).unwrap();
         assert_eq!(base.op_mod_exp_lim_w.unwrap().watts(), 5000.0);
         assert_eq!(base.ramp_tms, Some(300));
+    }
+
+    #[test]
+    fn storage_target_is_read_signed_in_any_csipaus_namespace() {
+        for ns in [
+            "https://csipaus.org/ns/v1.3",
+            "https://csipaus.org/ns/v1.3-beta/storage",
+        ] {
+            let xml = format!(
+                r#"<DERControlBase xmlns="urn:ieee:std:2030.5:ns" xmlns:c="{ns}">
+                <c:opModExpLimW><multiplier>0</multiplier><value>2500</value></c:opModExpLimW>
+                <c:opModStorageTargetW><multiplier>1</multiplier><value>-300</value></c:opModStorageTargetW>
+                </DERControlBase>"#
+            );
+            let root = dom::parse(xml.as_bytes()).unwrap();
+            let base = DerControlBase::from_elem(&root).unwrap();
+            assert_eq!(base.op_mod_storage_target_w.unwrap().watts(), -3000.0);
+            assert_eq!(base.op_mod_exp_lim_w.unwrap().watts(), 2500.0);
+        }
     }
 
     #[test]

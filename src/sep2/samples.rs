@@ -104,6 +104,8 @@ pub fn der_capability() -> DerCapability {
         rtg_v_nom: Some(u(230, 0)),
         der_type: 81,
         doe_modes_supported: 0x0F,
+        // v1.3 storage elements: see `storage_der_capability`.
+        vpp_modes_supported: None,
     }
 }
 
@@ -141,6 +143,8 @@ pub fn der_settings() -> DerSettings {
         set_v_ref_ofs: Some(u(0, 0)),
         updated_time: NOW,
         doe_modes_enabled: Some(0x0F),
+        vpp_modes_enabled: None,
+        set_min_wh: None,
     }
 }
 
@@ -323,6 +327,41 @@ pub fn subscription() -> Subscription {
 
 /// Every sample written in `profile`, by root element name (ConnectionPoint is an
 /// error in plain mode).
+/// DERCapability of a battery with the CSIP-AUS v1.3 storage elements
+/// (vppModesSupported), for the v1.3 storage schema.
+pub fn storage_der_capability() -> DerCapability {
+    DerCapability {
+        vpp_modes_supported: Some(0x01),
+        ..der_capability()
+    }
+}
+
+/// DERSettings of a battery with the CSIP-AUS v1.3 storage elements (vppModesEnabled,
+/// setMinWh).
+pub fn storage_der_settings() -> DerSettings {
+    DerSettings {
+        vpp_modes_enabled: Some(0x01),
+        set_min_wh: Some(u(5, 2)),
+        ..der_settings()
+    }
+}
+
+/// The documents that carry CSIP-AUS v1.3 storage elements (validated against
+/// csipaus-core-v1.3-beta_storage.xsd, not csipaus-core.xsd).
+pub fn storage_documents(profile: WriteProfile) -> Vec<(&'static str, Result<String, WriteError>)> {
+    vec![
+        (
+            "StorageDERCapability",
+            write(&storage_der_capability(), profile),
+        ),
+        (
+            "StorageDERSettings",
+            write(&storage_der_settings(), profile),
+        ),
+        ("StorageDERStatus", write(&der_status(), profile)),
+    ]
+}
+
 pub fn documents(profile: WriteProfile) -> Vec<(&'static str, Result<String, WriteError>)> {
     vec![
         ("EndDevice", write(&end_device(), profile)),

@@ -353,6 +353,9 @@ pub struct DerControlBase {
     pub op_mod_gen_lim_w: Option<ActivePower>,
     /// csipaus: limit on load.
     pub op_mod_load_lim_w: Option<ActivePower>,
+    /// csipaus (v1.3 storage): target aggregate output of the storage, W; positive
+    /// discharges, negative charges (`csipaus-ext-v1.3-beta_storage.xsd`).
+    pub op_mod_storage_target_w: Option<ActivePower>,
 }
 
 /// `DERControl` (derc): one event.
@@ -479,6 +482,8 @@ pub struct DerCapability {
     /// `DERType`: 4 PV, 81 combined PV and storage, 82 storage ...
     pub der_type: u8,
     pub doe_modes_supported: u8,
+    /// csipaus (v1.3 storage) VPPControlType bitmap: bit 0 opModStorageTargetW.
+    pub vpp_modes_supported: Option<u8>,
 }
 
 /// `DERSettings` (derg), written by the client.
@@ -517,6 +522,11 @@ pub struct DerSettings {
     pub updated_time: i64,
     /// csipaus DOEControlType bitmap of the DOE modes enabled.
     pub doe_modes_enabled: Option<u8>,
+    /// csipaus (v1.3 storage) VPPControlType bitmap enabled: bit 0 opModStorageTargetW.
+    pub vpp_modes_enabled: Option<u8>,
+    /// csipaus (v1.3 storage) `setMinWh`: the stored energy the battery keeps (it stops
+    /// discharging there).
+    pub set_min_wh: Option<UnsignedScaled>,
 }
 
 /// A status value with the time it was observed (`InverterStatusType`,

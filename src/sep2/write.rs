@@ -367,6 +367,9 @@ impl Writable for DerCapability {
         w.csipaus("doeModesSupported", |w, name| {
             w.hex(name, self.doe_modes_supported.into(), 1)
         });
+        if let Some(vpp) = self.vpp_modes_supported {
+            w.csipaus("vppModesSupported", |w, name| w.hex(name, vpp.into(), 1));
+        }
     }
 }
 
@@ -408,6 +411,12 @@ impl Writable for DerSettings {
         w.leaf("updatedTime", self.updated_time);
         if let Some(enabled) = self.doe_modes_enabled {
             w.csipaus("doeModesEnabled", |w, name| w.hex(name, enabled.into(), 1));
+        }
+        if let Some(vpp) = self.vpp_modes_enabled {
+            w.csipaus("vppModesEnabled", |w, name| w.hex(name, vpp.into(), 1));
+        }
+        if let Some(min_wh) = &self.set_min_wh {
+            w.csipaus("setMinWh", |w, name| w.elem(name, min_wh));
         }
     }
 }
@@ -619,6 +628,8 @@ mod tests {
         round_trip(&samples::connection_point());
         round_trip(&samples::der_capability());
         round_trip(&samples::der_settings());
+        round_trip(&samples::storage_der_capability());
+        round_trip(&samples::storage_der_settings());
         round_trip(&samples::der_status());
         round_trip(&samples::der_availability());
         round_trip(&samples::mirror_usage_point());

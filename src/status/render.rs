@@ -107,8 +107,10 @@ fn opt(value: Option<f64>, unit: &str, decimals: usize) -> String {
 }
 
 /// The whole summary.
-/// One RateComponent's prices: "export 0.0420 AUD/kWh until 14:05, then -0.0100
-/// AUD/kWh 14:05–14:35 (/edev/1/tp/1/rc/2)". Several blocks show as "a / b from N".
+/// One RateComponent's prices, from the household's side (2030.5 prices are a cost to
+/// the customer, negative a credit): "export: you pay 0.0420 AUD/kWh until 14:05, then
+/// you get 0.0100 AUD/kWh 14:05–14:35 (/edev/1/tp/1/rc/2)". Several blocks show as
+/// "a / b from N kWh" (a block's startValue is in the component's unit).
 pub fn price_line(p: &crate::csip::pricing::RatePrice, tz: i32) -> String {
     use crate::csip::pricing::{PriceDirection, PricePoint, currency_name};
     let what = match p.direction {
@@ -117,6 +119,7 @@ pub fn price_line(p: &crate::csip::pricing::RatePrice, tz: i32) -> String {
         PriceDirection::Other => "other",
     };
     let unit = format!("{}/{}", currency_name(p.currency), p.unit);
+    let p_unit = &p.unit;
     let blocks = |point: &PricePoint| -> String {
         if point.blocks.is_empty() {
             return "price not read yet".into();
@@ -125,10 +128,19 @@ pub fn price_line(p: &crate::csip::pricing::RatePrice, tz: i32) -> String {
             .blocks
             .iter()
             .map(|b| {
-                if b.start_value == 0 {
-                    format!("{:.4} {unit}", b.price_per_unit)
+                let p = b.price_per_unit;
+                // A bare signed number reads as earnings for export; say who pays.
+                let price = if p > 0.0 {
+                    format!("you pay {p:.4} {unit}")
+                } else if p < 0.0 {
+                    format!("you get {:.4} {unit}", -p)
                 } else {
-                    format!("{:.4} {unit} from {}", b.price_per_unit, b.start_value)
+                    format!("0.0000 {unit}")
+                };
+                if b.start_value == 0 {
+                    price
+                } else {
+                    format!("{price} from {} {}", b.start_value, p_unit)
                 }
             })
             .collect::<Vec<_>>()
@@ -147,7 +159,7 @@ pub fn price_line(p: &crate::csip::pricing::RatePrice, tz: i32) -> String {
         ),
         None => String::new(),
     };
-    format!("{what} {now}{next} ({})", p.rate_component_href)
+    format!("{what}: {now}{next} ({})", p.rate_component_href)
 }
 
 pub fn summary(s: &Snapshot) -> String {
@@ -228,11 +240,19 @@ pub fn summary(s: &Snapshot) -> String {
                     (None, None) => l.mode.as_str().to_string(),
                 })
                 .collect();
+            // Seconds only when a bound is off the minute (a randomised start, blocks
+            // shorter than a minute): "14:35–14:35" would hide them.
+            let off_minute = |t: i64| (t + i64::from(tz)).rem_euclid(60) != 0;
+            let clock = if off_minute(e.start_unix_s) || off_minute(e.end_unix_s) {
+                clock_hhmmss
+            } else {
+                clock_hhmm
+            };
             let _ = writeln!(
                 out,
                 "  {}–{} {} (event {}, starts in {})",
-                clock_hhmm(e.start_unix_s, tz),
-                clock_hhmm(e.end_unix_s, tz),
+                clock(e.start_unix_s, tz),
+                clock(e.end_unix_s, tz),
                 limits.join(", "),
                 short_mrid(&e.mrid),
                 duration(e.start_unix_s - now)
@@ -432,6 +452,28 @@ mod tests {
     }
 
     #[test]
+    fn upcoming_events_show_seconds_only_when_off_the_minute() {
+        use crate::status::snapshot::{EventLimit, UpcomingEvent};
+        let event = |start: i64, end: i64| UpcomingEvent {
+            mrid: "D0E0000300000000".into(),
+            description: None,
+            program: None,
+            start_unix_s: start,
+            end_unix_s: end,
+            limits: vec![EventLimit {
+                mode: LimitMode::Export,
+                value_w: Some(934.0),
+                connect: None,
+            }],
+        };
+        let mut s = Snapshot::new(0);
+        s.upcoming_events = vec![event(3600, 3900), event(3610, 3620)];
+        let text = summary(&s);
+        assert!(text.contains("  01:00–01:05 export 934 W"), "{text}");
+        assert!(text.contains("  01:00:10–01:00:20 export 934 W"), "{text}");
+    }
+
+    #[test]
     fn prices_show_now_and_next_with_their_unit() {
         use crate::csip::pricing::{PriceBlock, PriceDirection, PricePoint, RatePrice};
         let point = |start: i64, end: i64, prices: &[(u64, f64)]| PricePoint {
@@ -464,8 +506,8 @@ mod tests {
         let text = summary(&s);
         assert!(
             text.contains(
-                "prices\n  export 0.0420 AUD/kWh until 01:00, then -0.0100 AUD/kWh / 0.0200 \
-                 AUD/kWh from 100 01:00–01:30 (/tp/1/rc/2)\n"
+                "prices\n  export: you pay 0.0420 AUD/kWh until 01:00, then you get 0.0100 \
+                 AUD/kWh / you pay 0.0200 AUD/kWh from 100 kWh 01:00–01:30 (/tp/1/rc/2)\n"
             ),
             "{text}"
         );

@@ -7,15 +7,29 @@
 use super::render::clock_hhmm;
 use super::snapshot::{ActiveLimit, DeviceRole, LimitMode, LimitSource, Snapshot};
 
+/// Whether a site meter is configured (listed among the devices, read or not).
+fn has_meter(s: &Snapshot) -> bool {
+    s.devices.iter().any(|d| d.role == DeviceRole::Meter)
+}
+
+/// Why the site power is unknown: the meter not answering, or no meter at all.
+fn no_meter_reason(s: &Snapshot) -> &'static str {
+    if has_meter(s) {
+        "the meter is not answering"
+    } else {
+        "no site meter is configured"
+    }
+}
+
 /// Who set a limit, in plain words ("by your tariff window").
-fn by_whom(source: &LimitSource) -> String {
+fn by_whom(source: &LimitSource, s: &Snapshot) -> String {
     match source {
         LimitSource::UtilityEvent { .. } => "by your network operator".into(),
         LimitSource::UtilityDefault { .. } => "by your network operator's standing limit".into(),
         LimitSource::Fixed { .. } => "by your fixed limit".into(),
         LimitSource::TariffWindow { .. } => "by your tariff window".into(),
         LimitSource::NegativePrice { .. } => "while the feed-in price is negative".into(),
-        LimitSource::FailSafe => "for safety: the meter is not answering".into(),
+        LimitSource::FailSafe => format!("for safety: {}", no_meter_reason(s)),
     }
 }
 
@@ -37,7 +51,29 @@ fn doing(s: &Snapshot) -> String {
         (true, Some(w)) if w < -0.5 => format!("exporting {:.0} W", -w),
         (true, Some(w)) if w > 0.5 => format!("importing {w:.0} W"),
         (true, Some(_)) => "neither importing nor exporting".into(),
-        _ => "site power unknown: the meter is not answering".into(),
+        _ => format!("site power unknown: {}", no_meter_reason(s)),
+    }
+}
+
+/// " — not enforced: no inverter or battery is configured" when nothing can keep
+/// `limit` (the status never claims a limit is kept when nothing keeps it), else "".
+fn not_kept(limit: &ActiveLimit) -> String {
+    match &limit.not_enforceable {
+        Some(why) => format!(
+            " — not enforced: {}",
+            why.strip_prefix("not enforceable: ").unwrap_or(why)
+        ),
+        None => String::new(),
+    }
+}
+
+/// "limited to" for a limit that is kept, "limit" for one that is not (followed by
+/// [`not_kept`]'s words).
+fn limited(limit: &ActiveLimit) -> &'static str {
+    if limit.not_enforceable.is_some() {
+        "limit"
+    } else {
+        "limited to"
     }
 }
 
@@ -51,27 +87,45 @@ pub fn line(s: &Snapshot) -> String {
         .iter()
         .find(|l| l.mode == LimitMode::Connect && l.connect == Some(false))
     {
+        let switched = if c.not_enforceable.is_some() {
+            "Solar switch-off"
+        } else {
+            "Solar switched off"
+        };
         return format!(
-            "Solar switched off {}{} — {now}",
-            by_whom(&c.source),
-            until(c, s)
+            "{switched} {}{}{} — {now}",
+            by_whom(&c.source, s),
+            until(c, s),
+            not_kept(c)
         );
     }
     if let Some(e) = s.limit(LimitMode::Export) {
         if let Some(w) = e.value_w {
+            // The fail-safe's words already say why the site power is unknown.
+            let now = if matches!(e.source, LimitSource::FailSafe)
+                && now.starts_with("site power unknown")
+            {
+                "site power unknown".to_string()
+            } else {
+                now
+            };
             return format!(
-                "Export limited to {w:.0} W {}{} — {now}",
-                by_whom(&e.source),
-                until(e, s)
+                "Export {} {w:.0} W {}{}{} — {now}",
+                limited(e),
+                by_whom(&e.source, s),
+                until(e, s),
+                not_kept(e)
             );
         }
     }
     if let Some(g) = s.limit(LimitMode::Generation) {
         if let Some(w) = g.value_w {
             return format!(
-                "Solar output limited to {w:.0} W {}{} — {now}",
-                by_whom(&g.source),
-                until(g, s)
+                "Solar output {} {w:.0} W {}{}{} — {now}",
+                limited(g),
+                by_whom(&g.source, s),
+                until(g, s),
+                not_kept(g)
             );
         }
     }
@@ -143,6 +197,44 @@ mod tests {
         assert_eq!(
             line(&s),
             "No export limit in force (no network operator server set up) — importing 300 W"
+        );
+    }
+
+    /// With no inverter and no meter (a client of the utility alone), the fail-safe
+    /// limit is shown as not enforced, and the reason is the missing meter, not a meter
+    /// that does not answer.
+    #[test]
+    fn nothing_to_enforce_with_is_said_plainly() {
+        let mut s = site(0.0, true);
+        s.devices.clear();
+        s.limits.push(ActiveLimit {
+            mode: LimitMode::Export,
+            value_w: Some(0.0),
+            connect: None,
+            source: LimitSource::FailSafe,
+            end_unix_s: None,
+            unsupported: false,
+            not_enforceable: Some("not enforceable: no inverter or battery is configured".into()),
+        });
+        assert_eq!(
+            line(&s),
+            "Export limit 0 W for safety: no site meter is configured — not enforced: no \
+             inverter or battery is configured — site power unknown"
+        );
+        // A configured meter that does not answer is said as such.
+        let mut s = site(0.0, true);
+        s.limits.push(ActiveLimit {
+            mode: LimitMode::Export,
+            value_w: Some(0.0),
+            connect: None,
+            source: LimitSource::FailSafe,
+            end_unix_s: None,
+            unsupported: false,
+            not_enforceable: None,
+        });
+        assert_eq!(
+            line(&s),
+            "Export limited to 0 W for safety: the meter is not answering — site power unknown"
         );
     }
 

@@ -29,27 +29,38 @@ impl Store {
         for r in due {
             self.ledger_record(ledger_key(&r.key), r.reply_to.as_deref(), r.at_s);
         }
+        // An unchanged record costs a serialisation and a comparison with the stored
+        // JSON (save_schedule runs when controls change or responses fall due, not every
+        // cycle), so the store keeps no second copy of the scheduler's records.
+        let mut json: Vec<u8> = Vec::with_capacity(512);
         for (mrid, record) in &state.events {
-            if self.saved_schedule.get(mrid) == Some(record) {
+            json.clear();
+            if let Err(e) = serde_json::to_writer(&mut json, record) {
+                log::error!("scheduler record of event {mrid} not stored: {e}");
                 continue;
             }
-            let record_json = match serde_json::to_string(record) {
-                Ok(json) => json,
-                Err(e) => {
-                    log::error!("scheduler record of event {mrid} not stored: {e}");
-                    continue;
-                }
+            let Ok(record_json) = std::str::from_utf8(&json) else {
+                continue; // serde_json writes UTF-8 only
             };
+            let unchanged = self
+                .scheduler_events()
+                .get(mrid)
+                .is_some_and(|stored| stored.record_json == record_json);
+            if unchanged {
+                continue;
+            }
             self.put_scheduler_event(
                 mrid,
                 SchedulerEvent {
                     start_offset_s: record.start_offset_s,
                     duration_offset_s: record.duration_offset_s,
-                    record_json,
+                    record_json: record_json.to_owned(),
                 },
             );
-            self.saved_schedule.insert(mrid.clone(), record.clone());
         }
+        // Events the scheduler forgot, with their ledger entries. (A ledger entry whose
+        // event has no record, a response restored as pending after a restart, stays
+        // until it is settled and `ledger_retention_s` old.)
         let forgotten: Vec<String> = self
             .scheduler_events()
             .keys()
@@ -245,6 +256,66 @@ mod tests {
             "nothing changed, nothing written: {rows:?}"
         );
         assert!(rows[3] > 0, "E1 started and ended, E2 started: {rows:?}");
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The store's rows and ledger follow the scheduler's bound: past
+    /// `schedule::RECORD_LIMIT` finished events, the forgotten ones leave the store too.
+    #[test]
+    fn stored_records_and_ledger_follow_the_record_limit() {
+        let dir = std::env::temp_dir().join(format!("csipd-store-sched3-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let programs = [Program {
+            mrid: "P1".into(),
+            fsa: "/fsa/1".into(),
+            primacy: 1,
+            default_control: None,
+        }];
+        let (mut store, _) = Store::open(&dir, T0).expect("open");
+        let mut state = schedule::State::default();
+        let mut rng = Rng::new(11);
+        let total = schedule::RECORD_LIMIT + 100;
+        for i in 0..total {
+            let start = T0 + 60 * i as i64;
+            let mut e = event(&format!("E{i:05}"), start, 1000);
+            e.randomize_start_s = 0;
+            let listed = [e];
+            for now in [start - 5, start + 400] {
+                let input = Input {
+                    programs: &programs,
+                    events: &listed,
+                    now_s: now,
+                };
+                let outcome = schedule::evaluate_owned(&input, &mut rng, state);
+                // Saved now and then, as the runtime does when controls change.
+                if i % 64 == 0 || i == total - 1 {
+                    store.save_schedule(&outcome.state, &outcome.responses);
+                } else {
+                    for r in &outcome.responses {
+                        store.ledger_record(ledger_key(&r.key), r.reply_to.as_deref(), r.at_s);
+                    }
+                }
+                state = outcome.state;
+            }
+        }
+        assert_eq!(state.events.len(), schedule::RECORD_LIMIT + 1);
+        assert_eq!(store.scheduler_events().len(), state.events.len());
+        let ledger_events: std::collections::BTreeSet<&str> =
+            store.ledger().map(|e| e.key.event_mrid.as_str()).collect();
+        assert!(
+            ledger_events.len() <= state.events.len(),
+            "{}",
+            ledger_events.len()
+        );
+        assert!(ledger_events.iter().all(|m| state.events.contains_key(*m)));
+        store.flush(T0 + 86_400).expect("flush");
+        drop(store);
+        let (store, _) = Store::open(&dir, T0 + 86_400).expect("reopen");
+        assert_eq!(
+            store.schedule_state().events.len(),
+            schedule::RECORD_LIMIT + 1
+        );
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }

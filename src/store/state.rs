@@ -265,13 +265,17 @@ pub struct Store {
     dirty_settings: BTreeSet<String>,
     /// One entry per (event, response status), kept while the scheduler remembers the
     /// event (`save_schedule` forgets both together: `schedule::RECORD_RETENTION_S`
-    /// after the event ended and left the server's lists) and dropped in any case
-    /// `limits.ledger_retention_s` after creation once settled. So its size is about
-    /// 3 x (events per day) x 2 days: bounded by time and the utility's event rate,
-    /// not by a count (the scheduler has none either).
+    /// after the event ended and left the server's lists, or sooner beyond
+    /// `schedule::RECORD_LIMIT` finished events) and dropped in any case
+    /// `limits.ledger_retention_s` after creation once settled. Bound: at most one
+    /// entry per response status (7) for each record the scheduler keeps (the events
+    /// listed now plus `schedule::RECORD_LIMIT`), about 3 per event in practice, plus
+    /// entries restored from a previous run whose record is gone, which leave once
+    /// settled and `ledger_retention_s` old.
     ledger: BTreeMap<LedgerKey, LedgerEntry>,
     dirty_ledger: BTreeSet<LedgerKey>,
-    /// One record per event the scheduler remembers (same lifetime as the ledger).
+    /// One record per event the scheduler remembers (same lifetime and bound as the
+    /// scheduler's `schedule::State::events`; no other copy of the records is kept).
     sched: BTreeMap<String, SchedulerEvent>,
     dirty_sched: BTreeSet<String>,
     /// At most `limits.max_readings` readings and `limits.max_reading_bytes` of bodies.
@@ -291,10 +295,6 @@ pub struct Store {
     urgent: bool,
     last_flush_s: i64,
     last_prune_s: i64,
-    /// The scheduler records as last given to `save_schedule`, so an unchanged record
-    /// (the scheduler runs every second) costs a comparison, not a serialisation. Same
-    /// keys, and so the same bound, as `sched`.
-    pub(super) saved_schedule: BTreeMap<String, crate::schedule::EventRecord>,
 }
 
 const KEY_REGISTRATION: &str = "registration";
@@ -342,7 +342,6 @@ impl Store {
             urgent: false,
             last_flush_s: now_s,
             last_prune_s: i64::MIN,
-            saved_schedule: BTreeMap::new(),
         };
         for notice in &notices {
             store.log_event(now_s, EventKind::Error, "store", &notice.to_string());
@@ -628,13 +627,11 @@ impl Store {
         }
         self.sched.insert(mrid.to_string(), event);
         self.dirty_sched.insert(mrid.to_string());
-        self.saved_schedule.remove(mrid);
         true
     }
 
     /// Forgets event `mrid`: its scheduler record, draws and ledger entries.
     pub fn forget_event(&mut self, mrid: &str) {
-        self.saved_schedule.remove(mrid);
         if self.sched.remove(mrid).is_some() {
             self.dirty_sched.insert(mrid.to_string());
         }

@@ -12,7 +12,7 @@ use csipd::clock::Now;
 use csipd::csip::response::Delivery;
 use csipd::csip::{
     ConnectionState, Engine, EngineConfig, EngineStatus, Event, InverterState, MeterSample,
-    Nameplate, PhaseValues, SiteMeasurement,
+    Nameplate, PhaseValues, SiteMeasurement, StorageMeasurement,
 };
 use csipd::http::{HttpError, Method, Response, StatusError};
 use csipd::schedule::{ControlMode, Outcome, ResponseKey};
@@ -62,11 +62,14 @@ pub fn engine_config_at(base_url: &str) -> EngineConfig {
             rtg_max_var: Some(3000.0),
             rtg_max_var_neg: Some(3000.0),
             rtg_v_nom: Some(230.0),
+            rtg_min_pf_over_excited: None,
+            rtg_min_pf_under_excited: None,
             der_type: 4,
             can_limit_export: true,
             can_limit_import: false,
             can_limit_generation: true,
             can_limit_load: false,
+            storage: None,
         },
         max_poll_interval_s: None,
         report_backstop_s: 3600,
@@ -82,6 +85,8 @@ pub struct Site {
     pub inverters: Vec<InverterState>,
     /// No measurement at all (e.g. the meter is not read yet).
     pub silent: bool,
+    /// The battery, for the CSIP-AUS v1.3 storage procedures.
+    pub storage: Option<StorageMeasurement>,
 }
 
 impl Site {
@@ -95,6 +100,7 @@ impl Site {
                 active_power_w: None,
             }],
             silent: false,
+            storage: None,
         }
     }
 
@@ -127,14 +133,17 @@ impl Site {
                     c: None,
                 },
                 frequency_hz: Some(50.01),
+                stored_energy_wh: None,
             }),
             der: Some(MeterSample {
                 active_power_w: phase(2500.0),
                 reactive_power_var: phase(-100.0),
                 voltage_v: PhaseValues::total(242.0),
                 frequency_hz: Some(50.01),
+                stored_energy_wh: None,
             }),
             inverters: self.inverters.clone(),
+            storage: self.storage,
         })
     }
 }

@@ -45,6 +45,8 @@ pub struct Control {
     pub imp_lim_w: Option<i32>,
     pub gen_lim_w: Option<i32>,
     pub load_lim_w: Option<i32>,
+    /// csipaus:opModStorageTargetW (CSIP-AUS v1.3 storage): positive discharges.
+    pub storage_target_w: Option<i32>,
     pub energize: Option<bool>,
     pub connect: Option<bool>,
     /// opModFixedW, hundredths of a percent (SignedPerCent).
@@ -71,6 +73,7 @@ impl Control {
             imp_lim_w: None,
             gen_lim_w: None,
             load_lim_w: None,
+            storage_target_w: None,
             energize: None,
             connect: None,
             fixed_w: None,
@@ -903,7 +906,7 @@ fn control_xml(c: &Control) -> String {
             .map(|w| format!("<opModFixedW>{w}</opModFixedW>"))
             .unwrap_or_default();
     format!(
-        r#"<DERControl href="/edev/1/derc/{mrid}" replyTo="/edev/1/rsps/site_control/rsp" responseRequired="{rr:02X}"><mRID>{mrid}</mRID><description>{mrid}</description><creationTime>{ct}</creationTime><EventStatus><currentStatus>{st}</currentStatus><dateTime>{ct}</dateTime><potentiallySuperseded>false</potentiallySuperseded></EventStatus><interval><duration>{d}</duration><start>{start}</start></interval><DERControlBase>{energize}{imp}{exp}{gen}{load}</DERControlBase></DERControl>"#,
+        r#"<DERControl href="/edev/1/derc/{mrid}" replyTo="/edev/1/rsps/site_control/rsp" responseRequired="{rr:02X}"><mRID>{mrid}</mRID><description>{mrid}</description><creationTime>{ct}</creationTime><EventStatus><currentStatus>{st}</currentStatus><dateTime>{ct}</dateTime><potentiallySuperseded>false</potentiallySuperseded></EventStatus><interval><duration>{d}</duration><start>{start}</start></interval><DERControlBase>{energize}{imp}{exp}{gen}{load}{storage}</DERControlBase></DERControl>"#,
         mrid = c.mrid,
         rr = c.response_required,
         ct = c.creation_time,
@@ -914,6 +917,7 @@ fn control_xml(c: &Control) -> String {
         exp = power("opModExpLimW", c.exp_lim_w),
         gen = power("opModGenLimW", c.gen_lim_w),
         load = power("opModLoadLimW", c.load_lim_w),
+        storage = power("opModStorageTargetW", c.storage_target_w),
     )
 }
 

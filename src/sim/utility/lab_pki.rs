@@ -52,6 +52,7 @@ fn certificate(
     serial: u32,
     now_utc_s: i64,
     kind: Kind,
+    server_ip: Option<std::net::IpAddr>,
 ) -> Result<X509, PkiError> {
     let mut b = X509Builder::new().map_err(e("certificate"))?;
     b.set_version(2).map_err(e("version"))?;
@@ -125,11 +126,14 @@ fn certificate(
     }
     if kind == Kind::Server {
         let ctx = b.x509v3_context(issuer.map(|(ca, _)| ca), None);
-        let san = SubjectAlternativeName::new()
-            .ip("127.0.0.1")
-            .dns("localhost")
-            .build(&ctx)
-            .map_err(e("subject alternative name"))?;
+        let mut san = SubjectAlternativeName::new();
+        san.ip("127.0.0.1").dns("localhost");
+        // The address clients are told to use (`--listen`), so they can verify it.
+        let listen_ip = server_ip.map(|ip| ip.to_string());
+        if let Some(ip) = &listen_ip {
+            san.ip(ip);
+        }
+        let san = san.build(&ctx).map_err(e("subject alternative name"))?;
         b.append_extension(san)
             .map_err(e("subject alternative name"))?;
     }
@@ -155,10 +159,21 @@ impl LabPki {
     /// Makes a fresh CA, server and device identity in `dir` (created if missing;
     /// existing files there are replaced). `now_utc_s` anchors the validity.
     pub fn create(dir: &Path, now_utc_s: i64) -> Result<LabPki, PkiError> {
+        Self::create_for(dir, now_utc_s, None)
+    }
+
+    /// As [`LabPki::create`], with `server_ip` (the address the server listens on, when
+    /// it is neither loopback nor unspecified) in the server certificate beside
+    /// 127.0.0.1 and localhost, so a client elsewhere can verify the name it connects to.
+    pub fn create_for(
+        dir: &Path,
+        now_utc_s: i64,
+        server_ip: Option<std::net::IpAddr>,
+    ) -> Result<LabPki, PkiError> {
         std::fs::create_dir_all(dir)
             .map_err(|err| PkiError(format!("{}: {err}", dir.display())))?;
         let ca_key = generate_p256_key()?;
-        let ca = certificate("csipd lab CA", &ca_key, None, 1, now_utc_s, Kind::Ca)?;
+        let ca = certificate("csipd lab CA", &ca_key, None, 1, now_utc_s, Kind::Ca, None)?;
         let server_key = generate_p256_key()?;
         let server = certificate(
             "127.0.0.1",
@@ -167,6 +182,7 @@ impl LabPki {
             2,
             now_utc_s,
             Kind::Server,
+            server_ip,
         )?;
         let device_key = generate_p256_key()?;
         let device = certificate(
@@ -176,6 +192,7 @@ impl LabPki {
             3,
             now_utc_s,
             Kind::Device,
+            None,
         )?;
         let pki = LabPki {
             dir: dir.to_path_buf(),
@@ -204,5 +221,31 @@ impl LabPki {
             device_sfdi: sfdi,
             ..pki
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The server certificate names the listen address (for `--utility-only --listen`
+    /// on a routable address) beside 127.0.0.1 and localhost.
+    #[test]
+    fn server_certificate_names_the_listen_address() {
+        let dir = std::env::temp_dir().join(format!("csipd-labpki-{}", std::process::id()));
+        let ip: std::net::IpAddr = "192.0.2.10".parse().unwrap();
+        let pki = LabPki::create_for(&dir, 1_760_000_000, Some(ip)).expect("lab PKI");
+        let server = crate::pki::load_cert(&pki.server_cert).unwrap();
+        let ips: Vec<Vec<u8>> = server
+            .subject_alt_names()
+            .expect("SAN")
+            .iter()
+            .filter_map(|n| n.ipaddress().map(<[u8]>::to_vec))
+            .collect();
+        assert_eq!(ips, [vec![127, 0, 0, 1], vec![192, 0, 2, 10]]);
+        let plain = LabPki::create(&dir, 1_760_000_000).expect("lab PKI");
+        let server = crate::pki::load_cert(&plain.server_cert).unwrap();
+        assert_eq!(server.subject_alt_names().expect("SAN").len(), 2);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -185,10 +185,26 @@ pub struct ResponseRecord {
     pub known_control: bool,
 }
 
+/// How many [`Report::first_requests`] are kept (the oldest dropped first).
+pub const FIRST_REQUESTS_KEPT: usize = 32;
+
+/// The first request on one TLS connection.
+#[derive(Debug, Clone, Serialize)]
+pub struct FirstRequest {
+    /// When it was read, Unix milliseconds.
+    pub at_unix_ms: i64,
+    /// "GET /dcap" and the like.
+    pub request: String,
+}
+
 /// Everything the simulated utility saw, as `GET /sim/report` shows it.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     pub requests: u64,
+    /// The first request of each TLS connection (when, what), the newest
+    /// [`FIRST_REQUESTS_KEPT`]: how long a client takes from its start to its first
+    /// request (`scripts/measure.sh` compares it with the client's spawn time).
+    pub first_requests: std::collections::VecDeque<FirstRequest>,
     /// Requests by "METHOD resource-kind" (e.g. "GET DERControlList").
     pub requests_by_kind: BTreeMap<String, u64>,
     pub tls_connections: u64,
@@ -460,6 +476,18 @@ impl Utility {
             .tls_ciphers
             .entry(cipher.to_string())
             .or_default() += 1;
+    }
+
+    /// The server layer tells it about the first request of each TLS connection.
+    pub fn record_first_request(&mut self, req: &Request, now: Now) {
+        let firsts = &mut self.report.first_requests;
+        if firsts.len() >= FIRST_REQUESTS_KEPT {
+            firsts.pop_front();
+        }
+        firsts.push_back(FirstRequest {
+            at_unix_ms: now.utc_ms,
+            request: format!("{} {}", req.method, req.path),
+        });
     }
 
     /// The schedule as it stands at `now`.

@@ -184,16 +184,18 @@ fn serve_connection(
         .unwrap_or_else(|e| e.into_inner())
         .record_connection(&cipher);
     let mut buf: Vec<u8> = Vec::new();
+    let mut first = true;
     loop {
         let Some((request, keep_alive)) = read_request(&mut ssl, &mut buf)? else {
             return Ok(());
         };
         let reply = {
             let now = clock();
-            utility
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .handle(&request, lfdi.as_deref(), now)
+            let mut u = utility.lock().unwrap_or_else(|e| e.into_inner());
+            if std::mem::take(&mut first) {
+                u.record_first_request(&request, now);
+            }
+            u.handle(&request, lfdi.as_deref(), now)
         };
         // A 204 carries no body and no Content-Length (RFC 9110 8.6).
         let mut head = if reply.status == 204 {

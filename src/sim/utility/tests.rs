@@ -316,3 +316,31 @@ fn any_device_of_the_lab_ca_is_registered_with_its_own_end_device() {
     assert_eq!((devices[1].usage_points, devices[1].rejected), (1, 1));
     assert_eq!(devices[0].usage_points, 1);
 }
+
+#[test]
+fn first_requests_keep_the_newest_few() {
+    let mut u = utility();
+    for i in 0..FIRST_REQUESTS_KEPT as i64 + 8 {
+        let req = Request {
+            method: "GET".into(),
+            path: format!("/dcap{i}"),
+            query: String::new(),
+            body: Vec::new(),
+        };
+        let now = Now {
+            mono_ms: i as u64,
+            utc_ms: 1_000 + i,
+        };
+        u.record_first_request(&req, now);
+    }
+    let firsts = &u.report().first_requests;
+    assert_eq!(firsts.len(), FIRST_REQUESTS_KEPT);
+    assert_eq!(
+        firsts.front().map(|f| f.request.as_str()),
+        Some("GET /dcap8")
+    );
+    assert_eq!(
+        firsts.back().map(|f| f.at_unix_ms),
+        Some(1_000 + FIRST_REQUESTS_KEPT as i64 + 7)
+    );
+}

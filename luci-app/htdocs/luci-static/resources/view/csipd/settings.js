@@ -295,6 +295,10 @@ return view.extend({
 		o = s.option(form.Value, 'rated_w', _('Rated power (W)'), _('Empty: read from the device.'));
 		o.datatype = 'uinteger';
 		o.modalonly = true;
+		o = s.option(form.Value, 'capacity_wh', _('Battery capacity (Wh)'), _('Usable capacity, for the utility\'s storage reports (CSIP-AUS v1.3). Empty: not reported.'));
+		o.datatype = 'range(1,10000000)';
+		o.depends('role', 'storage');
+		o.modalonly = true;
 		o = s.option(form.Value, 'timeout_ms', _('Timeout (ms)'));
 		o.datatype = 'range(50,30000)';
 		o.placeholder = '1000';
@@ -314,6 +318,9 @@ return view.extend({
 		o = s.option(form.Value, 'ramp_up_pct_per_s', _('Ramp up (% of rated power per s)'), _('When the utility gives no ramp rate. Reductions are never ramped.'));
 		o.datatype = 'ufloat';
 		o.placeholder = '10';
+		o = s.option(form.Value, 'inverter_response_s', _('Inverter response time (s)'), _('Time constant of the inverters\' response to a new limit; a sudden excess is then cut deeper for one cycle. 0: off.'));
+		o.datatype = 'range(0,10)';
+		o.placeholder = '0';
 
 		// mqtt 'broker': publishing the status to an MQTT broker (Home Assistant etc.).
 		s = m.section(form.NamedSection, 'broker', 'mqtt', _('MQTT (Home Assistant, Node-RED)'),

@@ -566,28 +566,36 @@ pub struct ActiveValue {
 /// One value (or none) per mode.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ActiveControls {
-    /// Every mode but opModStorageTargetW, by `ControlMode as usize`.
-    modes: [Option<ActiveValue>; 8],
-    /// opModStorageTargetW, beside the others so that controls stored before it
-    /// existed still load after an upgrade.
-    #[serde(default)]
-    storage_target: Option<ActiveValue>,
+    /// By `ControlMode as usize`. Stored in the store (the last utility controls), so it
+    /// loads from an array of any length: an older csipd stored fewer modes (7 before
+    /// opModFixedW, 8 before opModStorageTargetW), the missing ones are `None`; the
+    /// modes of a newer one that this one does not know are dropped.
+    #[serde(deserialize_with = "modes_of_any_length")]
+    modes: [Option<ActiveValue>; ControlMode::ALL.len()],
+}
+
+fn modes_of_any_length<'de, D>(
+    d: D,
+) -> Result<[Option<ActiveValue>; ControlMode::ALL.len()], D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let stored: Vec<Option<ActiveValue>> = Deserialize::deserialize(d)?;
+    let mut modes: [Option<ActiveValue>; ControlMode::ALL.len()] = Default::default();
+    for (slot, value) in modes.iter_mut().zip(stored) {
+        *slot = value;
+    }
+    Ok(modes)
 }
 
 impl ActiveControls {
     /// The active value of `mode`; `None` when no event and no default sets it.
     pub fn get(&self, mode: ControlMode) -> Option<&ActiveValue> {
-        match mode {
-            ControlMode::StorageTargetW => self.storage_target.as_ref(),
-            other => self.modes[other as usize].as_ref(),
-        }
+        self.modes[mode as usize].as_ref()
     }
 
     fn set(&mut self, mode: ControlMode, value: Option<ActiveValue>) {
-        match mode {
-            ControlMode::StorageTargetW => self.storage_target = value,
-            other => self.modes[other as usize] = value,
-        }
+        self.modes[mode as usize] = value;
     }
 
     /// Watts of a power mode, for convenience.
@@ -1247,12 +1255,25 @@ mod storage_target_tests {
             &mut Rng::new(1),
             &State::default(),
         );
-        let mut json = serde_json::to_value(&out.active).unwrap();
-        // What an older csipd stored: the seven modes only.
-        json.as_object_mut().unwrap().remove("storage_target");
-        let old: ActiveControls = serde_json::from_value(json).expect("old form loads");
-        assert_eq!(old.watts(ControlMode::ExpLimW), Some(1500.0));
-        assert_eq!(old.watts(ControlMode::StorageTargetW), None);
+        let json = serde_json::to_value(&out.active).unwrap();
+        // What older csipds stored: the seven modes before opModFixedW, the eight
+        // before opModStorageTargetW (and a field of a build that kept it apart).
+        for kept in [7, 8] {
+            let mut old = json.clone();
+            old["modes"].as_array_mut().unwrap().truncate(kept);
+            old["storage_target"] = serde_json::Value::Null;
+            let old: ActiveControls = serde_json::from_value(old).expect("old form loads");
+            assert_eq!(old.watts(ControlMode::ExpLimW), Some(1500.0));
+            assert_eq!(old.watts(ControlMode::StorageTargetW), None);
+        }
+        // A newer csipd's extra modes are dropped, the known ones kept.
+        let mut newer = json.clone();
+        newer["modes"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::Value::Null);
+        let newer: ActiveControls = serde_json::from_value(newer).expect("newer form loads");
+        assert_eq!(newer, out.active);
         let set: ControlSet = serde_json::from_str(
             r#"{"exp_lim_w":null,"imp_lim_w":null,"gen_lim_w":null,"load_lim_w":null,
                 "connect":null,"energize":null,"max_lim_hundredths_pct":5000}"#,

@@ -10,6 +10,9 @@ commands:
   demo [--seconds N] [--port P] [--no-utility] [--utility-only [--listen ADDR]]
                         run csipd against a simulated site and a simulated CSIP-AUS
                         utility and show where to look (`csipd demo --help`)
+  fleet --devices N --dcap URL (--ca-cert F --ca-key K | --certs DIR)
+                        N simulated DERs, each its own certificate and client engine,
+                        against a utility server: a load test (`csipd fleet --help`)
   check-config [FILE]   check a configuration file (default /etc/config/csipd);
                         prints FILE:LINE: problems, exits 2 on any error
   modbus-scan [--base N] BUS UNIT...
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         "check-config" => csipd::config::cli_check_config(rest),
         "run" => csipd::runtime::run_main(rest),
         "demo" => csipd::runtime::demo::demo_main(rest),
+        "fleet" => csipd::runtime::fleet::fleet_main(rest),
         "status" => csipd::status::cli::status_main(rest),
         "rpcd" => csipd::status::rpcd::rpcd_main(rest),
         "help" | "--help" | "-h" => {

@@ -264,6 +264,13 @@ fn demo_with_the_simulated_utility_enforces_its_limits_and_reports_back() {
         |r| r["readings_accepted"].as_u64().is_some_and(|n| n >= 2),
     );
     println!("readings after {:?}", started.elapsed());
+    // The daemon's own status counts the readings the utility accepted.
+    wait_for(
+        &url,
+        Duration::from_secs(60),
+        "readings posted in the status",
+        |s| s.utility.readings_posted >= 1,
+    );
     assert_eq!(r["readings_off_boundary"], 0, "{r:#}");
     assert!(
         r["usage_points"].as_array().is_some_and(|u| !u.is_empty()),

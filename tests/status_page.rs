@@ -39,6 +39,10 @@ fn page_renders_live_values_in_headless_chromium() {
         ("LFDI", LFDI),
         ("SFDI", "167261211391"),
         ("clock offset", ">+0.4 s<"),
+        (
+            "readings posted",
+            r#"id="readings-posted">42 accepted by the utility, 1 waiting<"#,
+        ),
         ("export limit value", ">1500 W<"),
         ("export limit source", "utility event 3f2a09b1…"),
         ("import limit source", "program default (SAPN dynamic)"),

@@ -562,8 +562,9 @@ mod config_tests {
                 next_poll_s: Some(160),
                 last_error: Some("HTTP 500".into()),
             }],
-            readings_pending: 0,
+            readings_pending: 2,
             readings_dropped: 0,
+            readings_posted: 17,
             responses_pending: 0,
             log_events: Default::default(),
             last_error: Some("PIN mismatch".into()),
@@ -578,6 +579,7 @@ mod config_tests {
         );
         assert_eq!(utility.clock_offset_s, Some(-3.0));
         assert_eq!(utility.csipaus_version.as_deref(), Some("v1.3"));
+        assert_eq!((utility.readings_posted, utility.readings_pending), (17, 2));
         assert_eq!(utility.resources[0].name, "EndDeviceList");
         assert_eq!(utility.resources[0].next_poll_unix_s, Some(160));
         assert_eq!(utility.resources[0].last_error.as_deref(), Some("HTTP 500"));

@@ -430,6 +430,7 @@ impl Engine {
                 .collect(),
             readings_pending,
             readings_dropped,
+            readings_posted: self.mirror.readings_posted,
             responses_pending: self.responses.outbox.len() + self.pricing.responses_pending(),
             log_events: self.log_event.counts(),
             last_error: ctx.last_error.clone(),
@@ -557,6 +558,7 @@ impl Engine {
             (entry.rate_s, entry.last_poll_ms).hash(&mut h);
         }
         self.mirror.pending().hash(&mut h);
+        self.mirror.readings_posted.hash(&mut h);
         self.responses.outbox.len().hash(&mut h);
         let le = self.log_event.counts();
         (le.queued, le.held, le.dropped).hash(&mut h);
@@ -588,6 +590,7 @@ impl Engine {
                             || a.last_error != b.last_error
                     })
                     || last.readings_pending != status.readings_pending
+                    || last.readings_posted != status.readings_posted
                     || last.responses_pending != status.responses_pending
                     || last.log_events != status.log_events
                     || last.clock_offset_s != status.clock_offset_s

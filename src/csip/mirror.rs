@@ -96,6 +96,8 @@ pub struct MirrorSet {
     pub mups: Vec<MirrorUsagePoint>,
     list_read: bool,
     points: [UsagePoint; 3],
+    /// MirrorMeterReading POSTs the server accepted (2xx) since the engine started.
+    pub readings_posted: u64,
 }
 
 impl MirrorSet {
@@ -120,6 +122,7 @@ impl MirrorSet {
                 point(MupRole::Der),
                 point(MupRole::Storage),
             ],
+            readings_posted: 0,
         }
     }
 
@@ -408,6 +411,7 @@ impl MirrorSet {
                         point.failures = 0;
                         ctx.errors.remove(href);
                         done(point);
+                        self.readings_posted += 1;
                     }
                     Answer::Gone(_) => {
                         log::warn!(

@@ -378,6 +378,8 @@ pub struct EngineStatus {
     /// Mirror reading intervals waiting to be posted, and how many were dropped.
     pub readings_pending: usize,
     pub readings_dropped: u64,
+    /// MirrorMeterReading POSTs the server accepted since the engine started.
+    pub readings_posted: u64,
     /// Responses (to DERControls and to TimeTariffIntervals) waiting to be accepted by
     /// the server.
     pub responses_pending: usize,
@@ -510,6 +512,8 @@ impl EngineStatus {
             clock_offset_s: Some(self.clock_offset_s as f64),
             registration_problem,
             csipaus_version: self.csipaus_version.map(str::to_string),
+            readings_posted: self.readings_posted,
+            readings_pending: self.readings_pending,
             responses_pending: self.responses_pending,
             prices: self.prices.clone(),
             resources: self

@@ -34,7 +34,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const DEMO_USAGE: &str = "usage: csipd demo [--seconds N] [--port P] [--no-utility] [--day-s S]
-                  [--sim-only] [--utility-only [--listen ADDR]] [--battery] [--sun-w W]
+                  [--sim-only] [--utility-only [--listen ADDR] [--pki-dir DIR]]
+                  [--battery] [--sun-w W]
   runs csipd against a simulated site (PV inverter + meter over Modbus TCP on loopback)
   and a simulated CSIP-AUS utility (mutual TLS on loopback, 5-minute operating envelopes)
   --seconds N   stop after N seconds (default: run until Ctrl-C)
@@ -43,9 +44,13 @@ pub const DEMO_USAGE: &str = "usage: csipd demo [--seconds N] [--port P] [--no-u
   --day-s S     the utility's day lasts S real seconds (default 2880: a 5-minute block
                 every 10 s; 86400 plays it in real time)
   --sim-only    serve only the simulated site (for `csipd run` against it)
-  --utility-only  serve only the simulated utility; prints its dcap URL, lab CA, device
-                certificate, key and PIN for another client
+  --utility-only  serve only the simulated utility; prints its dcap URL, lab CA (and its
+                key), device certificate, key and PIN for another client; it serves
+                any device whose certificate its lab CA issued (`csipd fleet`)
   --listen ADDR   where --utility-only listens (default 127.0.0.1:0, any free port)
+  --pki-dir DIR   where --utility-only writes its lab PKI (ca.pem, ca.key, device.pem,
+                device.key, server.*); kept after it stops (default: a temporary
+                directory, removed at exit)
   --battery     add a battery inverter (unit 2 on the inverter's port, model 124)
   --sun-w W     what the sun gives the PV inverter (default 4800; 0 = night)
 ";
@@ -86,6 +91,7 @@ struct Args {
     no_utility: bool,
     utility_only: bool,
     listen: Option<SocketAddr>,
+    pki_dir: Option<std::path::PathBuf>,
     day_s: u32,
 }
 
@@ -114,6 +120,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         no_utility: false,
         utility_only: false,
         listen: None,
+        pki_dir: None,
         day_s: DEFAULT_DAY_S,
     };
     let mut words = args.iter();
@@ -144,6 +151,10 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
                     format!("--listen must be IP:PORT (e.g. 127.0.0.1:8443), got '{v}'")
                 })?);
             }
+            "--pki-dir" => {
+                let v = words.next().ok_or("--pki-dir needs a directory")?;
+                a.pki_dir = Some(v.into());
+            }
             "--battery" => a.sim.battery = true,
             "--sun-w" => a.sim.sun_w = value("--sun-w")? as f64,
             other => return Err(format!("unknown argument '{other}'")),
@@ -154,6 +165,9 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             "--listen goes with --utility-only (the demo's utility uses a free loopback port)"
                 .into(),
         );
+    }
+    if a.pki_dir.is_some() && !a.utility_only {
+        return Err("--pki-dir goes with --utility-only".into());
     }
     if a.utility_only && (a.sim_only || a.no_utility) {
         return Err("--utility-only cannot be combined with --sim-only or --no-utility".into());
@@ -428,7 +442,7 @@ config device 'battery'
 }
 
 /// Waits for SIGTERM/SIGINT or the deadline (the simulator-only modes).
-async fn until_signal_or(deadline: Option<Duration>) -> ExitCode {
+pub(crate) async fn until_signal_or(deadline: Option<Duration>) -> ExitCode {
     let forever = async {
         let mut signals = match async_signal::Signals::new([
             async_signal::Signal::Term,
@@ -478,7 +492,8 @@ pub fn demo_main(args: &[String]) -> ExitCode {
         let listen = a
             .listen
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-        let (server, u) = match start_sim_utility(&dir.join("pki"), listen, a.day_s) {
+        let pki_dir = a.pki_dir.clone().unwrap_or_else(|| dir.join("pki"));
+        let (server, u) = match start_sim_utility(&pki_dir, listen, a.day_s) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("csipd demo: cannot start the simulated utility: {e}");
@@ -498,6 +513,10 @@ pub fn demo_main(args: &[String]) -> ExitCode {
             );
         }
         println!("ca: {}", u.pki.ca_cert.display());
+        println!(
+            "ca key: {} (issues device certificates it accepts; lab use only)",
+            u.pki.ca_key.display()
+        );
         println!("device cert: {}", u.pki.device_cert.display());
         println!("device key: {}", u.pki.device_key.display());
         println!(
@@ -524,14 +543,25 @@ pub fn demo_main(args: &[String]) -> ExitCode {
             ),
         }
         println!(
+            "fleet: csipd fleet --devices 100 --dcap {} --ca-cert {} --ca-key {}",
+            u.dcap_url,
+            u.pki.ca_cert.display(),
+            u.pki.ca_key.display()
+        );
+        println!(
             "report: https://{}/sim/report (no client certificate needed; curl --cacert {} ...)",
             server.addr,
             u.pki.ca_cert.display()
         );
         println!(
-            "day: {} s, a 5-minute block every {} s; Ctrl-C stops it (the files above are removed)",
+            "day: {} s, a 5-minute block every {} s; Ctrl-C stops it{}",
             a.day_s,
-            server.with(|s| s.options().plan.block_s)
+            server.with(|s| s.options().plan.block_s),
+            if a.pki_dir.is_some() {
+                " (the lab PKI stays in --pki-dir)"
+            } else {
+                " (the files above are removed)"
+            }
         );
         let _ = std::io::stdout().flush();
         let code = smol::block_on(ex.run(until_signal_or(deadline)));

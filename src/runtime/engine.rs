@@ -21,10 +21,11 @@ use crate::csip::{
 };
 use crate::devices::OperatingState;
 use crate::devices::sunspec::AcValues;
-use crate::http::Client;
+use crate::http::{Client, HttpError, Method, Response};
 use crate::schedule;
 use crate::status::{self, SnapshotHandle};
 use std::cell::RefCell;
+use std::future::Future;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -37,14 +38,38 @@ const STATE_SAVE_EVERY_MS: u64 = 10_000;
 /// Measurements are sampled this often.
 const SAMPLE_EVERY_MS: u64 = 1_000;
 
+/// What [`drive`] sends the engine's requests with: an [`http::Client`](Client) (one
+/// keep-alive connection), or a wrapper around one that measures each exchange
+/// (`csipd fleet`).
+pub trait Exchange {
+    /// Sends one request (`href` as the server gave it) and waits for its answer.
+    fn exchange<'a>(
+        &'a mut self,
+        method: Method,
+        href: &'a str,
+        body: Option<&'a [u8]>,
+    ) -> impl Future<Output = Result<Response, HttpError>> + 'a;
+}
+
+impl Exchange for Client {
+    fn exchange<'a>(
+        &'a mut self,
+        method: Method,
+        href: &'a str,
+        body: Option<&'a [u8]>,
+    ) -> impl Future<Output = Result<Response, HttpError>> + 'a {
+        self.request(method, href, body)
+    }
+}
+
 /// Runs `engine` until `tick` returns true: sends each request the engine hands out
 /// with `client` and feeds the answer back, samples `source` once a second, calls
 /// [`csip::Engine::handle_timeout`] when the engine's timeout passes, and hands every
 /// event to `sink`. `tick` runs after each round (to read views, feed the nameplate,
 /// or stop). Requests go out one at a time over the client's one connection.
-pub async fn drive(
+pub async fn drive<X: Exchange>(
     engine: &mut csip::Engine,
-    client: &mut Client,
+    client: &mut X,
     clock: &SystemClock,
     source: &mut dyn MeasurementSource,
     sink: &mut dyn EngineSink,
@@ -67,7 +92,7 @@ pub async fn drive(
             let body = request.body.as_deref().map(str::as_bytes);
             // The client takes the href as the server gave it (a path, or an absolute URL
             // it checks is on the same server).
-            let mut exchange = std::pin::pin!(client.request(request.method, &request.href, body));
+            let mut exchange = std::pin::pin!(client.exchange(request.method, &request.href, body));
             // A slow answer does not stop the measurements (the averages need every
             // second): sample while waiting.
             let result = loop {
@@ -960,6 +985,7 @@ mod tests {
             polls: Vec::new(),
             readings_pending: 0,
             readings_dropped: 0,
+            readings_posted: 0,
             responses_pending: 0,
             log_events: Default::default(),
             last_error: last_error.map(str::to_string),

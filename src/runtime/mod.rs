@@ -16,6 +16,7 @@ pub mod coordinator;
 pub mod demo;
 pub mod durable;
 pub mod engine;
+pub mod fleet;
 pub mod notify;
 pub mod site;
 

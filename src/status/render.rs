@@ -205,6 +205,13 @@ pub fn summary(s: &Snapshot) -> String {
     if let Some(problem) = &u.registration_problem {
         let _ = writeln!(out, "REGISTRATION PROBLEM: {problem}");
     }
+    if u.readings_posted > 0 || u.readings_pending > 0 {
+        let _ = writeln!(
+            out,
+            "readings    {} posted to the utility, {} waiting",
+            u.readings_posted, u.readings_pending
+        );
+    }
 
     if !u.prices.is_empty() {
         out.push_str("prices\n");
@@ -423,6 +430,22 @@ mod tests {
         s.utility.csipaus_version = Some("v1.3".into());
         assert!(
             summary(&s).contains("server      https://u.example:8443 (CSIP-AUS v1.3)\n"),
+            "{}",
+            summary(&s)
+        );
+    }
+
+    #[test]
+    fn readings_line_counts_what_the_utility_accepted() {
+        let mut s = Snapshot::new(0);
+        assert!(
+            !summary(&s).contains("readings"),
+            "nothing posted yet: no line"
+        );
+        s.utility.readings_posted = 12;
+        s.utility.readings_pending = 2;
+        assert!(
+            summary(&s).contains("readings    12 posted to the utility, 2 waiting\n"),
             "{}",
             summary(&s)
         );

@@ -92,6 +92,8 @@ impl Snapshot {
                 clock_offset_s: None,
                 registration_problem: None,
                 csipaus_version: None,
+                readings_posted: 0,
+                readings_pending: 0,
                 responses_pending: 0,
                 prices: Vec::new(),
                 resources: Vec::new(),
@@ -184,6 +186,12 @@ pub struct Utility {
     /// before discovery chose one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub csipaus_version: Option<String>,
+    /// Meter readings (MirrorMeterReading POSTs) the utility accepted since the engine
+    /// started, and closed intervals still waiting to be posted.
+    #[serde(default)]
+    pub readings_posted: u64,
+    #[serde(default)]
+    pub readings_pending: usize,
     /// DERControlResponses issued and not yet settled with the server (accepted, or
     /// refused for good): they are sent again until they are, across restarts too.
     #[serde(default)]

@@ -31,6 +31,8 @@ pub fn sample_snapshot(now: i64) -> Snapshot {
         clock_offset_s: Some(0.4),
         registration_problem: None,
         csipaus_version: Some("v1.3".into()),
+        readings_posted: 42,
+        readings_pending: 1,
         responses_pending: 0,
         prices: Vec::new(),
         resources: vec![ResourcePoll {

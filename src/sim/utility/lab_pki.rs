@@ -1,4 +1,5 @@
-//! The simulated utility's lab PKI, made at start: a CA, the server's certificate (for
+//! The simulated utility's lab PKI, made at start: a CA (its key kept too, so more
+//! device certificates can be issued: `csipd fleet`), the server's certificate (for
 //! 127.0.0.1 and localhost) and one device certificate, all P-256 ECDSA with SHA-256
 //! (the CSIP-AUS / 2030.5 suite), written as PEM files into a directory so a client can
 //! be pointed at them.
@@ -20,6 +21,9 @@ pub struct LabPki {
     pub dir: PathBuf,
     /// The CA certificate (PEM): the client's trust anchor and the server's client-cert CA.
     pub ca_cert: PathBuf,
+    /// The CA's private key (PEM, mode 0600): `csipd fleet --ca-cert --ca-key` issues
+    /// device certificates the simulated utility accepts with it. Lab use only.
+    pub ca_key: PathBuf,
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
     /// The device (client) certificate and key.
@@ -193,6 +197,7 @@ impl LabPki {
         let pki = LabPki {
             dir: dir.to_path_buf(),
             ca_cert: dir.join("ca.pem"),
+            ca_key: dir.join("ca.key"),
             server_cert: dir.join("server.pem"),
             server_key: dir.join("server.key"),
             device_cert: dir.join("device.pem"),
@@ -201,6 +206,7 @@ impl LabPki {
             device_sfdi: 0,
         };
         write_pem(&pki.ca_cert, &ca)?;
+        write_private_key(&pki.ca_key, &ca_key)?;
         write_pem(&pki.server_cert, &server)?;
         write_private_key(&pki.server_key, &server_key)?;
         write_pem(&pki.device_cert, &device)?;

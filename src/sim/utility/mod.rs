@@ -11,7 +11,7 @@
 //!
 //! It serves the resources SA Power Networks' and Energy Queensland's servers serve
 //! (fixtures in /work/shared/fixtures/utility-servers): DeviceCapability with pollRate,
-//! Time, EndDeviceList (paged with `?s=&l=`) holding the pre-registered lab device with
+//! Time, EndDeviceList (paged with `?s=&l=`) holding the client's own EndDevice with
 //! its Registration (PIN) and csipaus ConnectionPoint, FunctionSetAssignments, one
 //! DERProgram with its DERControlList (`responseRequired="03"`, `replyTo` on each) and
 //! DefaultDERControl, the DER list (DERCapability, DERSettings, DERStatus,
@@ -20,6 +20,14 @@
 //! resource (ConnectionPoint, MirrorUsagePoint), else from templates, with the csipaus
 //! namespace under the `csipaus` prefix; tests read every served resource with csipd's
 //! reader and validate it against the schemas.
+//!
+//! Many devices: the lab device is pre-registered as `/edev/1`; any other client whose
+//! certificate the TLS layer verified against the lab CA is registered by that
+//! certificate at its first request (as a head-end provisions the devices its CA
+//! issued) and gets `/edev/N` with its own DER, usage points and ConnectionPoint, so
+//! `csipd fleet` can run hundreds of devices against it. Each device sees only its own
+//! EndDevice, usage points and responses; the DERProgram is shared (one feeder). The
+//! report has a record per device (`devices`).
 //! Not a certification harness: it does not check field-level schema rules (tests run
 //! xmllint against the schemas for that).
 
@@ -165,6 +173,8 @@ pub struct UsagePointRecord {
 /// Responses received for one (DERControl mRID, status).
 #[derive(Debug, Clone, Serialize)]
 pub struct ResponseRecord {
+    /// The device that sent it (its certificate's LFDI).
+    pub device_lfdi: String,
     pub mrid: String,
     pub status: u8,
     /// IEEE 2030.5 Table 27's name for `status`.
@@ -217,6 +227,41 @@ pub struct Report {
     /// The latest accepted body of each kind the client sent ("PUT DERStatus", ...), for
     /// checks beyond parsing (the tests validate them against the schemas).
     pub last_bodies: BTreeMap<String, String>,
+    /// One record per registered device, in the order they were registered (the lab
+    /// device first).
+    pub devices: Vec<DeviceRecord>,
+}
+
+/// What one device (one client certificate) did, for the report.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DeviceRecord {
+    /// Its certificate's LFDI (40 uppercase hex digits) and SFDI.
+    pub lfdi: String,
+    pub sfdi: u64,
+    /// Its EndDevice.
+    pub edev_href: String,
+    /// "lab" for the pre-registered lab device, "certificate" for one registered at its
+    /// first request by a certificate from the lab CA.
+    pub registered_by: &'static str,
+    pub first_request_unix_s: i64,
+    pub last_request_unix_s: i64,
+    pub requests: u64,
+    /// GETs of its EndDevice (in the list or alone): the client found itself.
+    pub end_device_reads: u64,
+    /// GETs of the DERControlList: the client reached the program.
+    pub der_control_list_reads: u64,
+    /// DER PUTs that parsed (DERCapability, DERSettings, DERStatus, DERAvailability).
+    pub der_puts: u64,
+    pub connection_point_id: Option<String>,
+    pub usage_points: u32,
+    pub readings_accepted: u64,
+    /// MirrorMeterReading / MirrorUsagePoint POSTs accepted.
+    pub reading_posts: u64,
+    pub responses: u64,
+    pub duplicate_responses: u64,
+    pub log_events: u64,
+    /// Bodies refused (400).
+    pub rejected: u64,
 }
 
 /// The current block and the day's shape, for the report.
@@ -240,11 +285,33 @@ pub struct ScheduleView {
 pub struct Utility {
     options: UtilityOptions,
     report: Report,
-    /// Stored bodies of the DER PUT targets (served back on GET).
+    /// What each device sent beyond its record (index as in `report.devices`).
+    devices: Vec<DeviceData>,
+    /// Device index by uppercase LFDI.
+    by_lfdi: BTreeMap<String, usize>,
+}
+
+/// One device's stored state (served back on GET).
+#[derive(Debug, Clone, Default)]
+struct DeviceData {
+    /// Stored bodies of the DER PUT targets by their path under the EndDevice
+    /// (`/der/1/ders`).
     der: BTreeMap<String, String>,
-    /// Accepted responses, newest last: (mRID, status, created time) for the list.
-    responses_list: Vec<(String, u8, i64)>,
+    /// Accepted responses, newest last: (mRID, status, created time) for its list.
+    responses: Vec<(String, u8, i64)>,
     log_events: Vec<String>,
+}
+
+/// `/edev/N...` as (device index N-1, the rest of the path); `None` for other paths.
+fn edev_parts(path: &str) -> Option<(usize, &str)> {
+    let rest = path.strip_prefix("/edev/")?;
+    let end = rest.find('/').unwrap_or(rest.len());
+    let n: usize = rest[..end].parse().ok()?;
+    (n >= 1).then(|| (n - 1, &rest[end..]))
+}
+
+fn is_lfdi(lfdi: &str) -> bool {
+    lfdi.len() == 40 && lfdi.chars().all(|c| c.is_ascii_hexdigit())
 }
 
 /// IEEE 2030.5 Table 27 names of response statuses.
@@ -305,6 +372,15 @@ fn power(tag: &str, w: i32) -> String {
 }
 
 fn kind_of(path: &str) -> &'static str {
+    // Every device's EndDevice tree counts as the lab device's.
+    let normal;
+    let path = match edev_parts(path) {
+        Some((_, rest)) => {
+            normal = format!("/edev/1{rest}");
+            normal.as_str()
+        }
+        None => path,
+    };
     match path {
         "/dcap" => "DeviceCapability",
         "/tm" => "Time",
@@ -340,13 +416,47 @@ fn hhmm(tod_s: u32) -> String {
 
 impl Utility {
     pub fn new(options: UtilityOptions) -> Utility {
-        Utility {
+        let mut u = Utility {
             options,
             report: Report::default(),
-            der: BTreeMap::new(),
-            responses_list: Vec::new(),
-            log_events: Vec::new(),
+            devices: Vec::new(),
+            by_lfdi: BTreeMap::new(),
+        };
+        let (lfdi, sfdi) = (u.options.device_lfdi.clone(), u.options.device_sfdi);
+        let origin_s = u.options.plan.origin_utc_s;
+        u.register(&lfdi, sfdi, "lab", origin_s);
+        u
+    }
+
+    fn register(&mut self, lfdi: &str, sfdi: u64, by: &'static str, now_s: i64) -> usize {
+        let index = self.report.devices.len();
+        self.report.devices.push(DeviceRecord {
+            lfdi: lfdi.to_ascii_uppercase(),
+            sfdi,
+            edev_href: format!("/edev/{}", index + 1),
+            registered_by: by,
+            first_request_unix_s: now_s,
+            last_request_unix_s: now_s,
+            ..Default::default()
+        });
+        self.devices.push(DeviceData::default());
+        self.by_lfdi.insert(lfdi.to_ascii_uppercase(), index);
+        index
+    }
+
+    /// The device a client certificate's LFDI stands for, registering it when it is new
+    /// (the TLS layer verified the certificate against the lab CA). `None` without a
+    /// certificate or for something that is not an LFDI.
+    fn device_of(&mut self, peer_lfdi: Option<&str>, now: Now) -> Option<usize> {
+        let lfdi = peer_lfdi?.to_ascii_uppercase();
+        if let Some(&index) = self.by_lfdi.get(&lfdi) {
+            return Some(index);
         }
+        if !is_lfdi(&lfdi) {
+            return None;
+        }
+        let sfdi = sep2::sfdi(&lfdi).ok()?;
+        Some(self.register(&lfdi, sfdi, "certificate", now.utc_s()))
     }
 
     pub fn options(&self) -> &UtilityOptions {
@@ -437,7 +547,7 @@ impl Utility {
                 .map(|b| format!("/derp/1/derc/{}", b.mrid)),
         );
         paths.extend(self.report.usage_points.iter().map(|m| m.href.clone()));
-        paths.extend(self.der.keys().cloned());
+        paths.extend(self.devices[0].der.keys().map(|k| format!("/edev/1{k}")));
         paths
             .into_iter()
             .filter_map(|path| {
@@ -448,7 +558,7 @@ impl Utility {
                     body: Vec::new(),
                 };
                 // Straight to the resource: not counted as a client request.
-                let reply = self.get(&req, now);
+                let reply = self.get(0, &req, now);
                 (reply.status == 200).then_some((path, reply.body))
             })
             .collect()
@@ -473,7 +583,8 @@ impl Utility {
         .unwrap_or_else(|e| format!("{{\"error\":\"report: {e}\"}}"))
     }
 
-    fn reject(&mut self, req: &Request, text: String, now: Now) -> Reply {
+    fn reject(&mut self, dev: usize, req: &Request, text: String, now: Now) -> Reply {
+        self.report.devices[dev].rejected += 1;
         self.report.rejected.push(Rejected {
             method: req.method.clone(),
             path: req.path.clone(),
@@ -487,9 +598,10 @@ impl Utility {
     }
 
     /// Parses a body the client sent, recording it as rejected when it does not parse.
-    fn parse<T: Readable>(&mut self, req: &Request, now: Now) -> Result<T, Reply> {
+    fn parse<T: Readable>(&mut self, dev: usize, req: &Request, now: Now) -> Result<T, Reply> {
         sep2::read::<T>(&req.body).map_err(|e| {
             self.reject(
+                dev,
                 req,
                 format!("{} body does not read as {}: {e}", req.path, T::ROOT),
                 now,
@@ -498,8 +610,10 @@ impl Utility {
     }
 
     /// Answers one request. `peer_lfdi` is the LFDI of the client certificate (`None`
-    /// without one): only the registered device gets the 2030.5 resources;
-    /// `/sim/report` is open to anyone who can reach the port.
+    /// without one; the TLS layer verified it against the lab CA): a client with a
+    /// certificate gets the 2030.5 resources (a new LFDI is registered at its first
+    /// request), one without gets 403; `/sim/report` is open to anyone who can reach
+    /// the port.
     pub fn handle(&mut self, req: &Request, peer_lfdi: Option<&str>, now: Now) -> Reply {
         self.report.requests += 1;
         *self
@@ -515,23 +629,39 @@ impl Utility {
                 location: None,
             };
         }
-        let device = peer_lfdi.is_some_and(|l| l.eq_ignore_ascii_case(&self.options.device_lfdi));
-        if !device {
+        let Some(dev) = self.device_of(peer_lfdi, now) else {
             self.report.forbidden += 1;
             return problem(
                 403,
                 format!(
-                    "{} needs the registered lab device's client certificate (LFDI {}), got {}",
+                    "{} needs a client certificate from the lab CA (an LFDI of 40 hex digits), got {}",
                     req.path,
-                    self.options.device_lfdi,
                     peer_lfdi.unwrap_or("no certificate")
                 ),
             );
+        };
+        {
+            let record = &mut self.report.devices[dev];
+            record.requests += 1;
+            record.last_request_unix_s = now.utc_s();
+        }
+        // Another device's EndDevice tree is not this client's business.
+        if let Some((owner, _)) = edev_parts(&req.path) {
+            if owner != dev {
+                self.report.forbidden += 1;
+                return problem(
+                    403,
+                    format!(
+                        "{} belongs to another device; this certificate's EndDevice is {}",
+                        req.path, self.report.devices[dev].edev_href
+                    ),
+                );
+            }
         }
         let reply = match req.method.as_str() {
-            "GET" => return self.get(req, now),
-            "PUT" => self.put(req, now),
-            "POST" => self.post(req, now),
+            "GET" => return self.get(dev, req, now),
+            "PUT" => self.put(dev, req, now),
+            "POST" => self.post(dev, req, now),
             _ => return empty(405),
         };
         if (200..300).contains(&reply.status) && !req.body.is_empty() {
@@ -543,49 +673,37 @@ impl Utility {
         reply
     }
 
-    fn get(&mut self, req: &Request, now: Now) -> Reply {
-        let o = &self.options;
-        let poll = o.poll_s;
+    fn get(&mut self, dev: usize, req: &Request, now: Now) -> Reply {
+        let poll = self.options.poll_s;
         let t = now.utc_s();
         let q = req.query.as_str();
+        let edev = self.report.devices[dev].edev_href.clone();
+        // The device's own EndDevice tree.
+        if let Some((_, rest)) = edev_parts(&req.path) {
+            return self.get_own(dev, &edev, rest, q, now);
+        }
+        let o = &self.options;
         match req.path.as_str() {
             "/dcap" => xml(format!(
                 r#"<DeviceCapability {XMLNS} href="/dcap" pollRate="{}"><ResponseSetListLink href="/rsps" all="1"/><TimeLink href="/tm"/><EndDeviceListLink href="/edev" all="1"/><MirrorUsagePointListLink href="/mup" all="{}"/></DeviceCapability>"#,
                 poll * 6,
-                self.report.usage_points.len()
+                self.report.devices[dev].usage_points
             )),
             "/tm" => xml(format!(
                 r#"<Time {XMLNS} href="/tm" pollRate="{}"><currentTime>{t}</currentTime><dstEndTime>0</dstEndTime><dstOffset>0</dstOffset><dstStartTime>0</dstStartTime><localTime>{}</localTime><quality>7</quality><tzOffset>36000</tzOffset></Time>"#,
                 poll * 6,
                 t + 36_000
             )),
-            "/edev" => xml(list("EndDeviceList", "/edev", Some(poll), &[self.end_device(false)], q)),
-            "/edev/1" => xml(self.end_device(true)),
-            "/edev/1/rg" => xml(format!(
-                r#"<Registration {XMLNS} href="/edev/1/rg" pollRate="{}"><dateTimeRegistered>{}</dateTimeRegistered><pIN>{}</pIN></Registration>"#,
-                poll * 6,
-                o.plan.origin_utc_s,
-                o.pin
-            )),
-            // Written with csipd's own sep2 writer (the same code that PUTs it).
-            "/edev/1/cp" => match &self.report.connection_point_id {
-                Some(id) => written(&sep2::ConnectionPoint {
-                    href: Some("/edev/1/cp".into()),
-                    connection_point_id: id.clone(),
-                }),
-                None => empty(404),
-            },
-            "/edev/1/fsa" => xml(list(
-                "FunctionSetAssignmentsList",
-                "/edev/1/fsa",
-                Some(poll),
-                &[fsa(false)],
-                q,
-            )),
-            "/edev/1/fsa/1" => xml(fsa(true)),
-            "/edev/1/fsa/1/derp" => {
-                let item = self.program(false, now);
-                xml(list("DERProgramList", "/edev/1/fsa/1/derp", Some(poll), &[item], q))
+            // A head-end lists the client's own EndDevice only.
+            "/edev" => {
+                self.report.devices[dev].end_device_reads += 1;
+                xml(list(
+                    "EndDeviceList",
+                    "/edev",
+                    Some(poll),
+                    &[self.end_device(dev, false)],
+                    q,
+                ))
             }
             "/derp/1" => xml(self.program(true, now)),
             "/derp/1/dderc" => xml(format!(
@@ -594,7 +712,9 @@ impl Utility {
                 power("opModExpLimW", DEFAULT_EXPORT_LIMIT_W),
             )),
             "/derp/1/derc" => {
-                let items: Vec<String> = o
+                self.report.devices[dev].der_control_list_reads += 1;
+                let items: Vec<String> = self
+                    .options
                     .plan
                     .published(now)
                     .iter()
@@ -611,37 +731,34 @@ impl Utility {
                     None => empty(404),
                 }
             }
-            "/edev/1/der" => xml(list(
-                "DERList",
-                "/edev/1/der",
-                Some(poll),
-                &[r#"<DER href="/edev/1/der/1"><DERAvailabilityLink href="/edev/1/der/1/dera"/><DERCapabilityLink href="/edev/1/der/1/dercap"/><DERSettingsLink href="/edev/1/der/1/derg"/><DERStatusLink href="/edev/1/der/1/ders"/></DER>"#.to_string()],
-                q,
-            )),
-            p if self.der.contains_key(p) => xml(self.der[p].clone()),
-            "/edev/1/lel" => xml(list("LogEventList", "/edev/1/lel", None, &self.log_events, q)),
             "/mup" => {
                 let items: Vec<String> = self
                     .report
                     .usage_points
                     .iter()
+                    .filter(|m| self.owner_of(m) == Some(dev))
                     .map(|m| mup_xml(m, o.post_rate_s))
                     .collect();
                 xml(list("MirrorUsagePointList", "/mup", Some(poll), &items, q))
             }
-            p if p.starts_with("/mup/") => match self.report.usage_points.iter().find(|m| m.href == p) {
-                Some(m) => written(&sep2::MirrorUsagePoint {
-                    href: Some(m.href.clone()),
-                    mrid: m.mrid.clone(),
-                    role_flags: m.role_flags,
-                    service_category_kind: 0,
-                    status: 1,
-                    device_lfdi: m.device_lfdi.clone(),
-                    post_rate_s: Some(o.post_rate_s),
-                    ..Default::default()
-                }),
-                None => empty(404),
-            },
+            p if p.starts_with("/mup/") => {
+                match self.report.usage_points.iter().find(|m| m.href == p) {
+                    Some(m) if self.owner_of(m) != Some(dev) => {
+                        problem(403, format!("{p} belongs to another device"))
+                    }
+                    Some(m) => written(&sep2::MirrorUsagePoint {
+                        href: Some(m.href.clone()),
+                        mrid: m.mrid.clone(),
+                        role_flags: m.role_flags,
+                        service_category_kind: 0,
+                        status: 1,
+                        device_lfdi: m.device_lfdi.clone(),
+                        post_rate_s: Some(o.post_rate_s),
+                        ..Default::default()
+                    }),
+                    None => empty(404),
+                }
+            }
             "/rsps" => xml(list(
                 "ResponseSetList",
                 "/rsps",
@@ -649,15 +766,15 @@ impl Utility {
                 &[format!(
                     r#"<ResponseSet href="/rsps/1"><mRID>5E5{:029X}</mRID><description>DER control responses</description><ResponseListLink href="{RESPONSE_PATH}" all="{}"/></ResponseSet>"#,
                     o.plan.origin_utc_s as u64,
-                    self.responses_list.len()
+                    self.devices[dev].responses.len()
                 )],
                 q,
             )),
             RESPONSE_PATH => {
-                // Newest first, as a head-end would page them.
-                let lfdi = &o.device_lfdi;
-                let items: Vec<String> = self
-                    .responses_list
+                // The client's own, newest first, as a head-end would page them.
+                let lfdi = &self.report.devices[dev].lfdi;
+                let items: Vec<String> = self.devices[dev]
+                    .responses
                     .iter()
                     .rev()
                     .map(|(mrid, status, at)| {
@@ -672,17 +789,88 @@ impl Utility {
         }
     }
 
-    fn end_device(&self, top: bool) -> String {
+    /// The device whose usage point `m` is (by its deviceLFDI).
+    fn owner_of(&self, m: &UsagePointRecord) -> Option<usize> {
+        self.by_lfdi
+            .get(&m.device_lfdi.to_ascii_uppercase())
+            .copied()
+    }
+
+    /// GET of `rest` under the device's own EndDevice `edev` (`""`, `/rg`, `/der/1`, ...).
+    fn get_own(&mut self, dev: usize, edev: &str, rest: &str, q: &str, now: Now) -> Reply {
+        let o = &self.options;
+        let poll = o.poll_s;
+        match rest {
+            "" => {
+                self.report.devices[dev].end_device_reads += 1;
+                xml(self.end_device(dev, true))
+            }
+            "/rg" => xml(format!(
+                r#"<Registration {XMLNS} href="{edev}/rg" pollRate="{}"><dateTimeRegistered>{}</dateTimeRegistered><pIN>{}</pIN></Registration>"#,
+                poll * 6,
+                o.plan.origin_utc_s,
+                o.pin
+            )),
+            // Written with csipd's own sep2 writer (the same code that PUTs it).
+            "/cp" => match &self.report.devices[dev].connection_point_id {
+                Some(id) => written(&sep2::ConnectionPoint {
+                    href: Some(format!("{edev}/cp")),
+                    connection_point_id: id.clone(),
+                }),
+                None => empty(404),
+            },
+            "/fsa" => xml(list(
+                "FunctionSetAssignmentsList",
+                &format!("{edev}/fsa"),
+                Some(poll),
+                &[fsa(edev, false)],
+                q,
+            )),
+            "/fsa/1" => xml(fsa(edev, true)),
+            "/fsa/1/derp" => {
+                let item = self.program(false, now);
+                xml(list(
+                    "DERProgramList",
+                    &format!("{edev}/fsa/1/derp"),
+                    Some(poll),
+                    &[item],
+                    q,
+                ))
+            }
+            "/der" => xml(list(
+                "DERList",
+                &format!("{edev}/der"),
+                Some(poll),
+                &[format!(
+                    r#"<DER href="{edev}/der/1"><DERAvailabilityLink href="{edev}/der/1/dera"/><DERCapabilityLink href="{edev}/der/1/dercap"/><DERSettingsLink href="{edev}/der/1/derg"/><DERStatusLink href="{edev}/der/1/ders"/></DER>"#
+                )],
+                q,
+            )),
+            p if self.devices[dev].der.contains_key(p) => xml(self.devices[dev].der[p].clone()),
+            "/lel" => xml(list(
+                "LogEventList",
+                &format!("{edev}/lel"),
+                None,
+                &self.devices[dev].log_events,
+                q,
+            )),
+            _ => empty(404),
+        }
+    }
+
+    fn end_device(&self, dev: usize, top: bool) -> String {
         let ns = if top {
             format!(" {XMLNS}")
         } else {
             String::new()
         };
+        let d = &self.report.devices[dev];
+        let edev = &d.edev_href;
         format!(
-            r#"<EndDevice{ns} href="/edev/1"><DERListLink href="/edev/1/der" all="1"/><lFDI>{}</lFDI><LogEventListLink href="/edev/1/lel" all="{}"/><sFDI>{}</sFDI><changedTime>{}</changedTime><enabled>true</enabled><FunctionSetAssignmentsListLink href="/edev/1/fsa" all="1"/><postRate>{}</postRate><RegistrationLink href="/edev/1/rg"/><csipaus:ConnectionPointLink href="/edev/1/cp"/></EndDevice>"#,
-            self.options.device_lfdi,
-            self.log_events.len(),
-            self.options.device_sfdi,
+            r#"<EndDevice{ns} href="{edev}"><DERListLink href="{edev}/der" all="1"/><lFDI>{}</lFDI><LogEventListLink href="{edev}/lel" all="{}"/><sFDI>{}</sFDI><changedTime>{}</changedTime><enabled>true</enabled><FunctionSetAssignmentsListLink href="{edev}/fsa" all="1"/><postRate>{}</postRate><RegistrationLink href="{edev}/rg"/><csipaus:ConnectionPointLink href="{edev}/cp"/></EndDevice>"#,
+            d.lfdi,
+            self.devices[dev].log_events.len(),
+            d.sfdi,
             self.options.plan.origin_utc_s,
             self.options.post_rate_s,
         )
@@ -701,58 +889,66 @@ impl Utility {
         )
     }
 
-    fn put(&mut self, req: &Request, now: Now) -> Reply {
-        let path = req.path.clone();
-        let result = match path.as_str() {
-            "/edev/1/cp" => self
-                .parse::<sep2::ConnectionPoint>(req, now)
-                .map(|cp| self.report.connection_point_id = Some(cp.connection_point_id)),
-            "/edev/1/der/1/dercap" => self.parse::<sep2::DerCapability>(req, now).map(|_| ()),
-            "/edev/1/der/1/derg" => self.parse::<sep2::DerSettings>(req, now).map(|_| ()),
-            "/edev/1/der/1/ders" => self.parse::<sep2::DerStatus>(req, now).map(|_| ()),
-            "/edev/1/der/1/dera" => self.parse::<sep2::DerAvailability>(req, now).map(|_| ()),
+    fn put(&mut self, dev: usize, req: &Request, now: Now) -> Reply {
+        let Some((_, rest)) = edev_parts(&req.path) else {
+            return empty(405);
+        };
+        let rest = rest.to_string();
+        let result = match rest.as_str() {
+            "/cp" => self
+                .parse::<sep2::ConnectionPoint>(dev, req, now)
+                .map(|cp| {
+                    self.report.devices[dev].connection_point_id =
+                        Some(cp.connection_point_id.clone());
+                    self.report.connection_point_id = Some(cp.connection_point_id);
+                }),
+            "/der/1/dercap" => self.parse::<sep2::DerCapability>(dev, req, now).map(|_| ()),
+            "/der/1/derg" => self.parse::<sep2::DerSettings>(dev, req, now).map(|_| ()),
+            "/der/1/ders" => self.parse::<sep2::DerStatus>(dev, req, now).map(|_| ()),
+            "/der/1/dera" => self
+                .parse::<sep2::DerAvailability>(dev, req, now)
+                .map(|_| ()),
             _ => return empty(405),
         };
         if let Err(reply) = result {
             return reply;
         }
-        if let Some(name) = path.strip_prefix("/edev/1/der/1/") {
+        if let Some(name) = rest.strip_prefix("/der/1/") {
             *self.report.der_puts.entry(name.to_string()).or_default() += 1;
-            self.der.insert(
-                path.clone(),
+            self.report.devices[dev].der_puts += 1;
+            self.devices[dev].der.insert(
+                rest.clone(),
                 String::from_utf8_lossy(&req.body).into_owned(),
             );
         }
         empty(204)
     }
 
-    fn post(&mut self, req: &Request, now: Now) -> Reply {
+    fn post(&mut self, dev: usize, req: &Request, now: Now) -> Reply {
+        let lfdi = self.report.devices[dev].lfdi.clone();
         match req.path.as_str() {
             "/mup" => {
-                let mup = match self.parse::<sep2::MirrorUsagePoint>(req, now) {
+                let mup = match self.parse::<sep2::MirrorUsagePoint>(dev, req, now) {
                     Ok(m) => m,
                     Err(reply) => return reply,
                 };
-                if !mup
-                    .device_lfdi
-                    .eq_ignore_ascii_case(&self.options.device_lfdi)
-                {
+                if !mup.device_lfdi.eq_ignore_ascii_case(&lfdi) {
                     return self.reject(
+                        dev,
                         req,
                         format!(
-                            "MirrorUsagePoint {} names deviceLFDI {}, not the client's {}",
-                            mup.mrid, mup.device_lfdi, self.options.device_lfdi
+                            "MirrorUsagePoint {} names deviceLFDI {}, not the client's {lfdi}",
+                            mup.mrid, mup.device_lfdi
                         ),
                         now,
                     );
                 }
-                // The same mRID again is the same usage point (2030.5 10.10.4.3).
-                let index = match self
-                    .report
-                    .usage_points
-                    .iter()
-                    .position(|m| m.mrid.eq_ignore_ascii_case(&mup.mrid))
-                {
+                // The same mRID again (from the same device) is the same usage point
+                // (2030.5 10.10.4.3).
+                let index = match self.report.usage_points.iter().position(|m| {
+                    m.mrid.eq_ignore_ascii_case(&mup.mrid)
+                        && m.device_lfdi.eq_ignore_ascii_case(&lfdi)
+                }) {
                     Some(i) => i,
                     None => {
                         let href = format!("/mup/{}", self.report.usage_points.len() + 1);
@@ -766,11 +962,15 @@ impl Utility {
                             off_boundary: 0,
                             last_reading_unix_s: None,
                         });
+                        self.report.devices[dev].usage_points += 1;
                         self.report.usage_points.len() - 1
                     }
                 };
+                if !mup.mirror_meter_readings.is_empty() {
+                    self.report.devices[dev].reading_posts += 1;
+                }
                 for mmr in &mup.mirror_meter_readings {
-                    self.count_readings(index, mmr);
+                    self.count_readings(dev, index, mmr);
                 }
                 created(self.report.usage_points[index].href.clone())
             }
@@ -778,21 +978,29 @@ impl Utility {
                 let Some(index) = self.report.usage_points.iter().position(|m| m.href == p) else {
                     return empty(404);
                 };
+                if !self.report.usage_points[index]
+                    .device_lfdi
+                    .eq_ignore_ascii_case(&lfdi)
+                {
+                    return problem(403, format!("{p} belongs to another device"));
+                }
                 // csipd posts one MirrorMeterReading per channel and interval.
-                let mmr = match self.parse::<sep2::MirrorMeterReading>(req, now) {
+                let mmr = match self.parse::<sep2::MirrorMeterReading>(dev, req, now) {
                     Ok(m) => m,
                     Err(reply) => return reply,
                 };
-                self.count_readings(index, &mmr);
+                self.report.devices[dev].reading_posts += 1;
+                self.count_readings(dev, index, &mmr);
                 created(p.to_string())
             }
             RESPONSE_PATH => {
-                let rsp = match self.parse::<sep2::DerControlResponse>(req, now) {
+                let rsp = match self.parse::<sep2::DerControlResponse>(dev, req, now) {
                     Ok(r) => r,
                     Err(reply) => return reply,
                 };
                 let Some(status) = rsp.status else {
                     return self.reject(
+                        dev,
                         req,
                         format!("response to {} has no status", rsp.subject),
                         now,
@@ -802,18 +1010,21 @@ impl Utility {
                 let known = schedule::block_index_of(&mrid)
                     .and_then(|i| self.options.plan.block(i))
                     .is_some_and(|b| b.mrid == mrid);
+                self.report.devices[dev].responses += 1;
                 match self
                     .report
                     .responses
                     .iter_mut()
-                    .find(|r| r.mrid == mrid && r.status == status)
+                    .find(|r| r.mrid == mrid && r.status == status && r.device_lfdi == lfdi)
                 {
                     Some(r) => {
                         r.count += 1;
                         self.report.duplicate_responses += 1;
+                        self.report.devices[dev].duplicate_responses += 1;
                     }
                     None => {
                         self.report.responses.push(ResponseRecord {
+                            device_lfdi: lfdi.clone(),
                             mrid: mrid.clone(),
                             status,
                             status_name: response_status_name(status),
@@ -821,40 +1032,40 @@ impl Utility {
                             first_unix_s: now.utc_s(),
                             known_control: known,
                         });
-                        if self.report.responses.len() > KEEP {
+                        // Many devices: the report keeps the latest few per device.
+                        if self.report.responses.len() > KEEP * self.report.devices.len() {
                             self.report.responses.remove(0);
                         }
                     }
                 }
-                self.responses_list.push((
-                    mrid,
-                    status,
-                    rsp.created_date_time.unwrap_or(now.utc_s()),
-                ));
-                if self.responses_list.len() > KEEP {
-                    self.responses_list.remove(0);
+                let list = &mut self.devices[dev].responses;
+                list.push((mrid, status, rsp.created_date_time.unwrap_or(now.utc_s())));
+                if list.len() > KEEP {
+                    list.remove(0);
                 }
                 created(format!("{RESPONSE_PATH}/{}", self.report.responses.len()))
             }
-            "/edev/1/lel" => {
-                if let Err(reply) = self.parse::<sep2::LogEvent>(req, now) {
+            p if edev_parts(p).is_some_and(|(_, rest)| rest == "/lel") => {
+                if let Err(reply) = self.parse::<sep2::LogEvent>(dev, req, now) {
                     return reply;
                 }
                 self.report.log_events += 1;
+                self.report.devices[dev].log_events += 1;
                 let body = String::from_utf8_lossy(&req.body);
                 // Listed as sent, without its own namespace declaration.
                 let item = body.replacen(" xmlns=\"urn:ieee:std:2030.5:ns\"", "", 1);
-                self.log_events.push(item);
-                if self.log_events.len() > KEEP {
-                    self.log_events.remove(0);
+                let events = &mut self.devices[dev].log_events;
+                events.push(item);
+                if events.len() > KEEP {
+                    events.remove(0);
                 }
-                created(format!("/edev/1/lel/{}", self.report.log_events))
+                created(format!("{p}/{}", self.report.devices[dev].log_events))
             }
             _ => empty(405),
         }
     }
 
-    fn count_readings(&mut self, index: usize, mmr: &sep2::MirrorMeterReading) {
+    fn count_readings(&mut self, dev: usize, index: usize, mmr: &sep2::MirrorMeterReading) {
         let post_rate = i64::from(self.options.post_rate_s);
         let mut periods: Vec<sep2::DateTimeInterval> = mmr
             .mirror_reading_sets
@@ -870,6 +1081,7 @@ impl Utility {
             periods.push(p);
         }
         let up = &mut self.report.usage_points[index];
+        self.report.devices[dev].readings_accepted += periods.len() as u64;
         for p in periods {
             up.readings += 1;
             self.report.readings_accepted += 1;
@@ -886,14 +1098,14 @@ impl Utility {
     }
 }
 
-fn fsa(top: bool) -> String {
+fn fsa(edev: &str, top: bool) -> String {
     let ns = if top {
         format!(" {XMLNS}")
     } else {
         String::new()
     };
     format!(
-        r#"<FunctionSetAssignments{ns} href="/edev/1/fsa/1"><DERProgramListLink href="/edev/1/fsa/1/derp" all="1"/><mRID>F5A00000000000000000000000000001</mRID><description>Dynamic operating envelopes</description></FunctionSetAssignments>"#
+        r#"<FunctionSetAssignments{ns} href="{edev}/fsa/1"><DERProgramListLink href="{edev}/fsa/1/derp" all="1"/><mRID>F5A00000000000000000000000000001</mRID><description>Dynamic operating envelopes</description></FunctionSetAssignments>"#
     )
 }
 

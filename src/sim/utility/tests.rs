@@ -250,6 +250,73 @@ fn responses_readings_and_puts_are_checked_and_recorded() {
     assert_eq!(got.connection_point_id, "4102345678");
 }
 
+/// A second certificate from the lab CA is registered at its first request with its own
+/// EndDevice; it cannot read the lab device's tree or usage points, and the report has
+/// a record for each device.
+#[test]
+fn any_device_of_the_lab_ca_is_registered_with_its_own_end_device() {
+    const OTHER: &str = "00112233445566778899AABBCCDDEEFF00112233";
+    let mut u = utility();
+    let now = Now::at(ORIGIN + 1);
+    let req = |path: &str| Request {
+        method: "GET".into(),
+        path: path.into(),
+        query: String::new(),
+        body: Vec::new(),
+    };
+    let r = u.handle(&req("/edev"), Some(OTHER), now);
+    let edevs: List<sep2::EndDevice> = body(&r);
+    assert_eq!(edevs.items.len(), 1, "only its own EndDevice is listed");
+    assert_eq!(edevs.items[0].lfdi.as_deref(), Some(OTHER));
+    assert_eq!(edevs.items[0].href.as_deref(), Some("/edev/2"));
+    let fsas: List<sep2::FunctionSetAssignments> =
+        body(&u.handle(&req("/edev/2/fsa"), Some(OTHER), now));
+    assert_eq!(fsas.items.len(), 1);
+    assert_eq!(u.handle(&req("/edev/1"), Some(OTHER), now).status, 403);
+    assert_eq!(u.handle(&req("/edev/2"), Some(LFDI), now).status, 403);
+
+    // Its usage point is its own: not listed for the lab device, and a MUP naming
+    // another device's LFDI is refused.
+    let profile = sep2::WriteProfile::default();
+    let mup = |lfdi: &str| sep2::MirrorUsagePoint {
+        mrid: "0123456789ABCDEF0123456789A0A3AC".into(),
+        role_flags: 0x49,
+        status: 1,
+        device_lfdi: lfdi.into(),
+        ..Default::default()
+    };
+    let post = |u: &mut Utility, lfdi: &str, who: &str| {
+        u.handle(
+            &Request {
+                method: "POST".into(),
+                path: "/mup".into(),
+                query: String::new(),
+                body: sep2::write(&mup(lfdi), profile).unwrap().into_bytes(),
+            },
+            Some(who),
+            now,
+        )
+    };
+    assert_eq!(post(&mut u, OTHER, OTHER).status, 201);
+    assert_eq!(post(&mut u, LFDI, OTHER).status, 400);
+    assert_eq!(post(&mut u, LFDI, LFDI).location.as_deref(), Some("/mup/2"));
+    let own: List<sep2::MirrorUsagePoint> = body(&u.handle(&req("/mup"), Some(OTHER), now));
+    assert_eq!(own.items.len(), 1);
+    assert_eq!(own.items[0].device_lfdi, OTHER);
+    assert_eq!(u.handle(&req("/mup/2"), Some(OTHER), now).status, 403);
+
+    let devices = &u.report().devices;
+    assert_eq!(devices.len(), 2);
+    assert_eq!(
+        (devices[0].registered_by, devices[1].registered_by),
+        ("lab", "certificate")
+    );
+    assert_eq!(devices[1].edev_href, "/edev/2");
+    assert_eq!(devices[1].end_device_reads, 1);
+    assert_eq!((devices[1].usage_points, devices[1].rejected), (1, 1));
+    assert_eq!(devices[0].usage_points, 1);
+}
+
 #[test]
 fn first_requests_keep_the_newest_few() {
     let mut u = utility();

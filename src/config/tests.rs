@@ -734,6 +734,13 @@ fn tariff_rules() {
         ]
     );
     assert_eq!(
+        messages_with("'22:00'", "'25:00'"),
+        [
+            "c:17: error: option 'start' must be a local time HH:MM between 00:00 and 23:59, \
+             got \"25:00\""
+        ]
+    );
+    assert_eq!(
         messages_with("'06:30'", "'22:00'"),
         [
             "c:18: error: option 'end' equals 'start': the window would be empty (for all day \

@@ -1578,8 +1578,10 @@ fn read_tariff(checker: &mut Checker<'_>, section: &Section) -> Option<TariffWin
             Some((text, pos)) => match parse_hhmm(&text) {
                 Some(m) => Some(m),
                 None => {
+                    // 24:00 is only an end (the end of the day); a start says 00:00.
+                    let last = if name == "end" { "24:00" } else { "23:59" };
                     let message = format!(
-                        "option '{name}' must be a local time HH:MM between 00:00 and 24:00, \
+                        "option '{name}' must be a local time HH:MM between 00:00 and {last}, \
                          got \"{text}\""
                     );
                     r.checker.error(pos, message);

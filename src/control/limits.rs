@@ -165,6 +165,61 @@ pub struct UtilityControls {
     pub storage_target_w: Option<Sourced<f64>>,
 }
 
+/// One line for the log: each control in force with its source and end (UTC), e.g.
+/// `export ≤ 1500 W (utility event ab12…, until 07:35:00 UTC), energize on (…)`;
+/// `none` when the utility sets nothing.
+impl fmt::Display for UtilityControls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn item<T>(
+            parts: &mut Vec<String>,
+            what: &str,
+            c: &Option<Sourced<T>>,
+            show: impl Fn(&T) -> String,
+        ) {
+            if let Some(c) = c {
+                let until = match c.until_s {
+                    Some(t) => {
+                        let day_s = t.rem_euclid(86_400);
+                        format!(
+                            ", until {:02}:{:02}:{:02} UTC",
+                            day_s / 3600,
+                            day_s / 60 % 60,
+                            day_s % 60
+                        )
+                    }
+                    None => String::new(),
+                };
+                parts.push(format!("{what} {} ({}{until})", show(&c.value), c.source));
+            }
+        }
+        let watts = |w: &f64| format!("≤ {w:.0} W");
+        let pct = |p: &f64| format!("{p:.2} %");
+        let on = |b: &bool| if *b { "on" } else { "off" }.to_string();
+        let mut parts = Vec::new();
+        item(&mut parts, "export", &self.export_limit_w, watts);
+        item(&mut parts, "import", &self.import_limit_w, watts);
+        item(&mut parts, "generation", &self.generation_limit_w, watts);
+        item(&mut parts, "load", &self.load_limit_w, watts);
+        item(&mut parts, "max power", &self.max_lim_pct, |p| {
+            format!("≤ {p:.2} % of setMaxW")
+        });
+        item(&mut parts, "fixed power", &self.fixed_w_pct, pct);
+        item(&mut parts, "connect", &self.connect, on);
+        item(&mut parts, "energize", &self.energize, on);
+        item(&mut parts, "storage target", &self.storage_target_w, |w| {
+            format!("{w:.0} W")
+        });
+        if let Some(g) = self.set_grad_w {
+            parts.push(format!("ramp {:.2} %/s of setMaxW", f64::from(g) / 100.0));
+        }
+        if parts.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&parts.join(", "))
+        }
+    }
+}
+
 impl UtilityControls {
     /// The scheduler's active controls (2030.5 values with their multipliers) in plain
     /// watts, with provenance: this is the edge of `control` where 2030.5 values become
@@ -904,5 +959,39 @@ mod tests {
         );
         assert_eq!(u.generation_limit_w.map(|g| g.value), Some(9000.0));
         assert_eq!((u.ramp_tms, u.set_grad_w), (None, Some(27)));
+    }
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::*;
+
+    #[test]
+    fn utility_controls_read_as_one_line_for_the_log() {
+        assert_eq!(UtilityControls::default().to_string(), "none");
+        let c = UtilityControls {
+            export_limit_w: Some(Sourced::new(
+                1500.0,
+                LimitSource::UtilityEvent {
+                    mrid: "AB12CD34EF56AB12CD34EF56AB12CD34".into(),
+                },
+                Some(1_700_000_100),
+            )),
+            energize: Some(Sourced::new(
+                false,
+                LimitSource::UtilityDefault {
+                    program: "dflt".into(),
+                },
+                None,
+            )),
+            ..UtilityControls::default()
+        };
+        let line = c.to_string();
+        assert_eq!(
+            line,
+            "export ≤ 1500 W (utility event ab12…, until 22:15:00 UTC), energize off (utility \
+             default control dflt)"
+        );
+        assert!(!line.contains("Some("), "no debug dump: {line}");
     }
 }

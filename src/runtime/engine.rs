@@ -454,7 +454,7 @@ impl EngineSink for RuntimeSink {
         {
             let mut s = self.site.borrow_mut();
             if s.utility.as_ref() != Some(&controls) {
-                log::info!("utility controls: {controls:?}");
+                log::info!("utility controls: {controls}");
             }
             s.utility = Some(controls);
         }

@@ -866,6 +866,12 @@ fn control_rules() {
              reading would count as stale"
         ]
     );
+    // An invalid cycle_s is reported alone: the staleness check does not compare
+    // meter_stale_s with a default the installer never wrote.
+    assert_eq!(
+        messages_with("'0.5'", "'0.05'\n\toption meter_stale_s '0.5'"),
+        ["c:44: error: option 'cycle_s' must be between 0.1 and 60 seconds, got \"0.05\""]
+    );
     assert_eq!(
         messages_with("'2.5'", "'250'"),
         [

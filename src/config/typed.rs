@@ -1526,11 +1526,15 @@ fn read_control(checker: &mut Checker<'_>, section: Option<&Section>) -> Control
     let empty = empty_section("control", "site");
     let section = section.unwrap_or(&empty);
     let mut r = singleton_reader(checker, section, "site");
-    let cycle_s = r.decimal("cycle_s", "seconds", 0.1, 60.0).unwrap_or(1.0);
-    let meter_stale_s = r
-        .decimal("meter_stale_s", "seconds", 0.2, 3600.0)
-        .unwrap_or(10.0);
-    if meter_stale_s <= cycle_s {
+    let cycle_read = r.decimal("cycle_s", "seconds", 0.1, 60.0);
+    let stale_read = r.decimal("meter_stale_s", "seconds", 0.2, 3600.0);
+    // A value written but refused has its own error; comparing against the default
+    // in its place would name a number the installer never wrote.
+    let both_usable = (cycle_read.is_some() || !r.is_set("cycle_s"))
+        && (stale_read.is_some() || !r.is_set("meter_stale_s"));
+    let cycle_s = cycle_read.unwrap_or(1.0);
+    let meter_stale_s = stale_read.unwrap_or(10.0);
+    if both_usable && meter_stale_s <= cycle_s {
         let pos = r.pos_of("meter_stale_s");
         r.checker.error(
             pos,

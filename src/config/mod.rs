@@ -109,7 +109,19 @@ fn build_even_with_errors(
             message: e.message,
         }]
     })?;
-    Ok(typed::build(&parsed, file))
+    let (config, mut diagnostics) = typed::build(&parsed, file);
+    diagnostics.extend(parsed.repeated.iter().map(|r| Diagnostic {
+        severity: Severity::Warning,
+        file: file.to_string(),
+        line: r.pos.line,
+        col: r.pos.col,
+        message: format!(
+            "section '{}' is declared again (first on line {}): its options are merged into \
+             that {} section, not a second one; give each {} its own name",
+            r.name, r.first_line, r.section_type, r.section_type
+        ),
+    }));
+    Ok((config, diagnostics))
 }
 
 /// What `csipd check-config` reports for configuration text: the problems of the text

@@ -911,6 +911,20 @@ fn device_conflicts() {
         )
         .is_empty()
     );
+    // A block copied for a second inverter without renaming it: libuci merges it into
+    // the first (so csipd does too), and check-config says so at the copy.
+    let copy = "config device 'meter'\n\toption unit_id 3\n";
+    assert_eq!(
+        messages_with(
+            "config control 'site'\n",
+            &format!("{copy}config control 'site'\n")
+        ),
+        [
+            "c:43: warning: section 'meter' is declared again (first on line 29): its options \
+             are merged into that device section, not a second one; give each device its own \
+             name"
+        ]
+    );
 }
 
 #[test]

@@ -80,6 +80,22 @@ pub struct UciFile {
     /// The `package NAME` line, if any.
     pub package: Option<Value>,
     pub sections: Vec<Section>,
+    /// Named sections declared again (libuci merges them into the first): where the
+    /// repeat is and the line of the first. Legal UCI, but an installer who copies a
+    /// `config device 'inv'` block for a second inverter gets one device, so
+    /// check-config warns.
+    pub repeated: Vec<RepeatedSection>,
+}
+
+/// A named section declared a second time (see [`UciFile::repeated`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepeatedSection {
+    pub section_type: String,
+    pub name: String,
+    /// The repeated `config` line.
+    pub pos: Pos,
+    /// The line of the first declaration.
+    pub first_line: u32,
 }
 
 impl UciFile {
@@ -456,6 +472,12 @@ pub fn parse(text: &str, file: &str) -> Result<UciFile, ParseError> {
                             ),
                         ));
                     }
+                    out.repeated.push(RepeatedSection {
+                        section_type: first.section_type.clone(),
+                        name: name.text.clone(),
+                        pos: keyword.pos,
+                        first_line: first.pos.line,
+                    });
                     current = Some(index);
                 } else {
                     let type_index = out
@@ -758,6 +780,15 @@ option v "say \"hi\" \\ \$x 'q' #no ;no"
         assert_eq!(f.sections.len(), 2);
         assert_eq!(value(&f, "x", "v"), "1");
         assert_eq!(value(&f, "x", "w"), "2");
+        assert_eq!(
+            f.repeated,
+            [RepeatedSection {
+                section_type: "a".into(),
+                name: "x".into(),
+                pos: Pos { line: 4, col: 1 },
+                first_line: 1,
+            }]
+        );
     }
 
     #[test]

@@ -949,6 +949,12 @@ fn status_view_with_the_simulated_utility() {
             ),
             None => assert!(!dom.contains("csipd-csipaus-version"), "no version claimed"),
         }
+        // The readings the utility accepted, as a number in their own column.
+        let readings = text_of(&dom, "data-title=\"Readings posted\">");
+        assert!(
+            readings.split_whitespace().next().is_some_and(|n| n.parse::<u64>().is_ok()),
+            "{width} px: readings posted {readings:?}:\n{dom}"
+        );
         // One of the latest responses, as a whole row: site time, short mRID, status in
         // words with its code, delivery.
         let offset = i64::from(after.local_utc_offset_s);

@@ -317,7 +317,7 @@ return view.extend({
 				(check.errors || []).map(function(e) { return e.message; }).join('; ')
 			]));
 
-		var utility = table([ _('Network operator'), _('Since'), _('Server'), _('Device ID (LFDI)'), _('Short ID (SFDI)'), _('Clock difference') ], [[
+		var utility = table([ _('Network operator'), _('Since'), _('Server'), _('Device ID (LFDI)'), _('Short ID (SFDI)'), _('Clock difference'), _('Readings posted') ], [[
 			E('strong', {}, [ stateText(u.state) ]),
 			E('span', { 'data-since': u.since_unix_s }, [ hhmm(u.since_unix_s) ]),
 			u.server_url ? E('span', {}, [
@@ -326,7 +326,9 @@ return view.extend({
 			]) : _('none set up'),
 			E('code', { 'style': 'word-break:break-all' }, [ lfdi || _('no certificate installed') ]),
 			sfdi == null ? '–' : String(sfdi),
-			u.clock_offset_s == null ? '–' : (u.clock_offset_s >= 0 ? '+' : '') + u.clock_offset_s.toFixed(1) + ' s'
+			u.clock_offset_s == null ? '–' : (u.clock_offset_s >= 0 ? '+' : '') + u.clock_offset_s.toFixed(1) + ' s',
+			// MirrorMeterReadings the utility accepted, and those still waiting to go.
+			String(u.readings_posted || 0) + (u.readings_pending ? ' ' + _('(%d waiting)').format(u.readings_pending) : '')
 		]], '');
 
 		var limits = table([ _('Limit'), _('Value'), _('Set by'), _('Until') ], s.limits.map(function(l) {

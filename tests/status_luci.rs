@@ -952,7 +952,10 @@ fn status_view_with_the_simulated_utility() {
         // The readings the utility accepted, as a number in their own column.
         let readings = text_of(&dom, "data-title=\"Readings posted\">");
         assert!(
-            readings.split_whitespace().next().is_some_and(|n| n.parse::<u64>().is_ok()),
+            readings
+                .split_whitespace()
+                .next()
+                .is_some_and(|n| n.parse::<u64>().is_ok()),
             "{width} px: readings posted {readings:?}:\n{dom}"
         );
         // One of the latest responses, as a whole row: site time, short mRID, status in

@@ -191,11 +191,14 @@ impl Engine {
 
     /// Something happened at a device (an inverter's event bits, comms, staleness, a
     /// control not applied): LogEvents are queued for what changed (see
-    /// [`super::log_event`]; rate-limited per device).
+    /// [`super::log_event`]; rate-limited per device). The runtime hands in every
+    /// device's levels each round, so the engine steps (schedule evaluation, flushes,
+    /// status) only when one of them changed something.
     pub fn handle_device_event(&mut self, event: DeviceEvent, now: Now) {
         self.set_now(now);
-        self.log_event.handle_device_event(&self.ctx, event);
-        self.step();
+        if self.log_event.handle_device_event(&self.ctx, event) {
+            self.step();
+        }
     }
 
     /// LogEvents waiting for the server, oldest first.

@@ -9,7 +9,7 @@
 //!   and falls ([`DeviceEvent::Alarms`]; a bit set at the first reading counts as
 //!   risen);
 //! - comms with the utility lost and restored (the engine's state going to and from
-//!   `Unreachable`), and a device's Modbus comms lost and restored
+//!   `Offline`), and a device's Modbus comms lost and restored
 //!   ([`DeviceEvent::Comms`]);
 //! - a device's data going stale and fresh again ([`DeviceEvent::Stale`]);
 //! - a control that could not be applied ([`DeviceEvent::ControlNotApplied`]).
@@ -270,8 +270,9 @@ impl LogEventSet {
         self.in_flight.iter().chain(self.queue.iter())
     }
 
-    /// Takes one input: logs what changed.
-    pub fn handle_device_event(&mut self, ctx: &Ctx, event: DeviceEvent) {
+    /// Takes one input: logs what changed. Returns whether anything was logged (the
+    /// runtime hands in every device's levels each round; most rounds change nothing).
+    pub fn handle_device_event(&mut self, ctx: &Ctx, event: DeviceEvent) -> bool {
         let at_s = ctx.server_now_s();
         let vendor_pen = ctx.config.pen;
         let vendor =
@@ -367,9 +368,11 @@ impl LogEventSet {
                 ));
             }
         }
+        let changed = !entries.is_empty();
         for entry in entries {
             self.admit(ctx, entry);
         }
+        changed
     }
 
     /// Watches the engine's own connection state: the utility lost and back.

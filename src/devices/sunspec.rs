@@ -1165,6 +1165,23 @@ pub fn plan_active_power_limit(
     }
 }
 
+/// Model 124's block for `what` (a charge limit, a storage target): an error naming
+/// `what` when `ctl` is another model or the block is short.
+fn model_124_block<'a>(
+    ctl: &ModelRef,
+    regs: &'a [u16],
+    what: &str,
+) -> Result<Block<'a>, SunSpecError> {
+    if ctl.id != 124 {
+        return Err(SunSpecError::OutOfRange {
+            what: format!("{what} needs model 124, got model {}", ctl.id),
+        });
+    }
+    let b = Block::new(124, regs);
+    b.ensure_len(m124::LEN)?;
+    Ok(b)
+}
+
 /// The writes that limit a storage inverter's charging to `limit_w` (model 124 InWRte,
 /// a percentage of WChaMax, with StorCtl_Mod's CHARGE bit set), or lift the limit
 /// (`None`: the CHARGE bit cleared, InWRte left as it was). The discharge bit is kept
@@ -1176,13 +1193,7 @@ pub fn plan_charge_limit(
     limit_w: Option<f64>,
     revert_s: u32,
 ) -> Result<Vec<RegisterWrite>, SunSpecError> {
-    if ctl.id != 124 {
-        return Err(SunSpecError::OutOfRange {
-            what: format!("a charge limit needs model 124, got model {}", ctl.id),
-        });
-    }
-    let b = Block::new(124, regs);
-    b.ensure_len(m124::LEN)?;
+    let b = model_124_block(ctl, regs, "a charge limit")?;
     let w = |off: usize, values: Vec<u16>, point| RegisterWrite {
         address: ctl.addr(off as u16),
         values,
@@ -1253,13 +1264,7 @@ pub fn plan_storage_target(
     target_w: Option<f64>,
     revert_s: u32,
 ) -> Result<Vec<RegisterWrite>, SunSpecError> {
-    if ctl.id != 124 {
-        return Err(SunSpecError::OutOfRange {
-            what: format!("a storage target needs model 124, got model {}", ctl.id),
-        });
-    }
-    let b = Block::new(124, regs);
-    b.ensure_len(m124::LEN)?;
+    let b = model_124_block(ctl, regs, "a storage target")?;
     let w = |off: usize, values: Vec<u16>, point| RegisterWrite {
         address: ctl.addr(off as u16),
         values,

@@ -698,7 +698,8 @@ fn curve_inverter(unit: u8, base: u16) -> serde_json::Value {
 
 #[test]
 fn volt_var_and_volt_watt_curves_are_written_to_models_126_and_132_and_read_back() {
-    use csipd::devices::curves::{Curve, CurveMode, CurvePoint};
+    use csipd::devices::curves::{Curve, CurvePoint};
+    use csipd::schedule::ControlMode;
     let cfg = json!({"devices": [curve_inverter(1, 40000)]});
     let peer = start_peer("curves", &cfg, None);
     let points = |pts: &[(f64, f64)]| -> Vec<CurvePoint> {
@@ -713,7 +714,7 @@ fn volt_var_and_volt_watt_curves_are_written_to_models_126_and_132_and_read_back
         let m132 = *dev.map().unwrap().find(132).expect("132 scanned");
         // 4-point volt-var: 90.4 % V → +44 % VArMax ... 110 % V → -60 % VArMax.
         let volt_var = Curve {
-            mode: CurveMode::VoltVar,
+            mode: ControlMode::VoltVar,
             points: points(&[(90.4, 44.0), (95.6, 0.0), (104.3, 0.0), (110.0, -60.0)]),
             dept_ref: 2,
         };
@@ -723,7 +724,7 @@ fn volt_var_and_volt_watt_curves_are_written_to_models_126_and_132_and_read_back
         assert_eq!(state.points.len(), 4);
         // Volt-watt: full power up to 106 %, 20 % of WMax at 110 %.
         let volt_watt = Curve {
-            mode: CurveMode::VoltWatt,
+            mode: ControlMode::VoltWatt,
             points: points(&[(106.0, 100.0), (110.0, 20.0)]),
             dept_ref: 1,
         };
@@ -778,7 +779,7 @@ fn volt_var_and_volt_watt_curves_are_written_to_models_126_and_132_and_read_back
         let mut dev = Device::new(tcp_bus(plain.port), DeviceParams::new("inv", 1));
         let e = dev
             .set_curve(&Curve {
-                mode: CurveMode::VoltVar,
+                mode: ControlMode::VoltVar,
                 points: points(&[(95.0, 10.0), (105.0, -10.0)]),
                 dept_ref: 2,
             })

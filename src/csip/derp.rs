@@ -533,11 +533,12 @@ impl std::error::Error for CurveError {}
 /// allow (volt-var: %setMaxW, %setMaxVar, %statVarAvail; volt-watt: %setMaxW,
 /// %statWAvail), no points.
 pub fn curve_for(
-    mode: crate::devices::curves::CurveMode,
+    mode: crate::schedule::ControlMode,
     href: &str,
     curves: &[DerCurve],
 ) -> Result<crate::devices::curves::Curve, CurveError> {
-    use crate::devices::curves::{Curve, CurveMode, CurvePoint};
+    use crate::devices::curves::{Curve, CurvePoint};
+    use crate::schedule::ControlMode;
     let err = |problem: String| CurveError {
         href: href.to_string(),
         problem,
@@ -552,7 +553,7 @@ pub fn curve_for(
         })
         .ok_or_else(|| err("not in the program's DERCurveList".into()))?;
     let (curve_type, dept_ref) = match mode {
-        CurveMode::VoltVar => (
+        ControlMode::VoltVar => (
             11,
             match curve.y_ref_type {
                 1 => Some(1), // %setMaxW → SunSpec %WMax
@@ -561,7 +562,7 @@ pub fn curve_for(
                 _ => None,
             },
         ),
-        CurveMode::VoltWatt => (
+        ControlMode::VoltWatt => (
             12,
             match curve.y_ref_type {
                 1 => Some(1), // %setMaxW → %WMax
@@ -569,6 +570,7 @@ pub fn curve_for(
                 _ => None,
             },
         ),
+        other => return Err(err(format!("{} is not a curve mode", other.name()))),
     };
     if curve.curve_type != curve_type {
         return Err(err(format!(
@@ -605,7 +607,7 @@ pub fn curve_for(
 #[cfg(test)]
 mod curve_tests {
     use super::*;
-    use crate::devices::curves::CurveMode;
+    use crate::schedule::ControlMode;
     use crate::sep2::CurveData;
 
     fn volt_var() -> DerCurve {
@@ -633,7 +635,7 @@ mod curve_tests {
 
     #[test]
     fn a_volt_var_curve_is_found_by_its_href_and_scaled() {
-        let curve = curve_for(CurveMode::VoltVar, "/derp/1/dc/1", &[volt_var()]).unwrap();
+        let curve = curve_for(ControlMode::VoltVar, "/derp/1/dc/1", &[volt_var()]).unwrap();
         assert_eq!(curve.dept_ref, 2);
         let v: Vec<f64> = curve.points.iter().map(|p| p.v_pct).collect();
         assert!(
@@ -646,19 +648,19 @@ mod curve_tests {
         // vRef scales x: 9900 = 99 %.
         let mut with_ref = volt_var();
         with_ref.v_ref = Some(9900);
-        let curve = curve_for(CurveMode::VoltVar, "/derp/1/dc/1", &[with_ref]).unwrap();
+        let curve = curve_for(ControlMode::VoltVar, "/derp/1/dc/1", &[with_ref]).unwrap();
         assert!((curve.points[3].v_pct - 108.9).abs() < 1e-9);
     }
 
     #[test]
     fn a_link_that_leads_nowhere_useful_says_why() {
-        let e = curve_for(CurveMode::VoltVar, "/derp/1/dc/9", &[volt_var()]).unwrap_err();
+        let e = curve_for(ControlMode::VoltVar, "/derp/1/dc/9", &[volt_var()]).unwrap_err();
         assert!(e.to_string().contains("/derp/1/dc/9: not in"), "{e}");
-        let e = curve_for(CurveMode::VoltWatt, "/derp/1/dc/1", &[volt_var()]).unwrap_err();
+        let e = curve_for(ControlMode::VoltWatt, "/derp/1/dc/1", &[volt_var()]).unwrap_err();
         assert!(e.to_string().contains("curveType 11 where 12"), "{e}");
         let mut bad_ref = volt_var();
         bad_ref.y_ref_type = 7;
-        let e = curve_for(CurveMode::VoltVar, "/derp/1/dc/1", &[bad_ref]).unwrap_err();
+        let e = curve_for(ControlMode::VoltVar, "/derp/1/dc/1", &[bad_ref]).unwrap_err();
         assert!(e.to_string().contains("yRefType 7"), "{e}");
     }
 }

@@ -16,6 +16,7 @@
 //! Not done here: the 7xx-series curve models (705 volt-var, 706 volt-watt).
 
 use super::sunspec::{Block, ModelRef, RegisterWrite, SunSpecError};
+use crate::schedule::ControlMode;
 
 /// Registers before the first curve.
 const FIXED_LEN: usize = 12;
@@ -32,30 +33,20 @@ const READ_ONLY: usize = 53;
 /// SunSpec allows up to 20 points per curve in these models.
 const MAX_POINTS: usize = 20;
 
-/// Which curve function.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CurveMode {
-    /// 2030.5 `opModVoltVar`, SunSpec model 126.
-    VoltVar,
-    /// 2030.5 `opModVoltWatt`, SunSpec model 132.
-    VoltWatt,
+/// The dependent value's SunSpec point name (for messages).
+fn y_name(mode: ControlMode) -> &'static str {
+    match mode {
+        ControlMode::VoltWatt => "W",
+        _ => "VAr",
+    }
 }
 
-impl CurveMode {
-    /// The SunSpec model that carries the mode.
-    pub fn model(self) -> u16 {
-        match self {
-            CurveMode::VoltVar => 126,
-            CurveMode::VoltWatt => 132,
-        }
-    }
-
-    /// The point name of the dependent value (for messages).
-    fn y_name(self) -> &'static str {
-        match self {
-            CurveMode::VoltVar => "VAr",
-            CurveMode::VoltWatt => "W",
-        }
+/// The model a curve mode needs, named for messages.
+pub fn wanted_model(mode: ControlMode) -> &'static str {
+    match mode {
+        ControlMode::VoltVar => "volt-var (126)",
+        ControlMode::VoltWatt => "volt-watt (132)",
+        _ => "a curve model (126 or 132)",
     }
 }
 
@@ -70,7 +61,8 @@ pub struct CurvePoint {
 /// A curve to put on an inverter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Curve {
-    pub mode: CurveMode,
+    /// [`ControlMode::VoltVar`] or [`ControlMode::VoltWatt`].
+    pub mode: ControlMode,
     /// In increasing voltage, 1 to 20 of them.
     pub points: Vec<CurvePoint>,
     /// SunSpec `DeptRef`: model 126 1 %WMax, 2 %VArMax, 3 %VArAval; model 132 1 %WMax,
@@ -112,16 +104,16 @@ pub fn plan_curve(
     regs: &[u16],
     curve: &Curve,
 ) -> Result<Vec<RegisterWrite>, SunSpecError> {
-    let model = curve.mode.model();
-    if ctl.id != model {
-        return Err(SunSpecError::MissingModel {
-            wanted: match curve.mode {
-                CurveMode::VoltVar => "volt-var (126)",
-                CurveMode::VoltWatt => "volt-watt (132)",
-            },
-            present: vec![ctl.id],
-        });
-    }
+    let wanted = wanted_model(curve.mode);
+    let model =
+        curve
+            .mode
+            .curve_model()
+            .filter(|m| *m == ctl.id)
+            .ok_or(SunSpecError::MissingModel {
+                wanted,
+                present: vec![ctl.id],
+            })?;
     let b = Block::new(model, regs);
     b.ensure_len(FIXED_LEN)?;
     let n_crv = usize::from(b.u16(N_CRV).unwrap_or(0));
@@ -154,7 +146,7 @@ pub fn plan_curve(
             model,
             p.y_pct,
             y_sf,
-            curve.mode.y_name(),
+            y_name(curve.mode),
             (-32767.0, 32767.0),
         )?);
     }
@@ -216,7 +208,7 @@ mod tests {
     fn curve() -> Curve {
         // The shape of the standard's example volt-var curve (AS/NZS 4777.2 values).
         Curve {
-            mode: CurveMode::VoltVar,
+            mode: ControlMode::VoltVar,
             points: [(90.4, 44.0), (95.6, 0.0), (104.3, 0.0), (110.0, -60.0)]
                 .into_iter()
                 .map(|(v_pct, y_pct)| CurvePoint { v_pct, y_pct })
@@ -276,7 +268,7 @@ mod tests {
         down.points.swap(0, 1);
         assert!(plan_curve(&ctl, &regs, &down).is_err());
         let mut volt_watt = curve();
-        volt_watt.mode = CurveMode::VoltWatt;
+        volt_watt.mode = ControlMode::VoltWatt;
         assert!(
             plan_curve(&ctl, &regs, &volt_watt)
                 .unwrap_err()

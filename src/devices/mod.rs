@@ -740,16 +740,17 @@ impl Device {
         curve: &curves::Curve,
     ) -> Result<curves::CurveState, DeviceError> {
         let map = self.inverter_map().await?;
-        let model = curve.mode.model();
-        let ctl = map.find(model).copied().ok_or_else(|| {
-            self.sunspec_err(SunSpecError::MissingModel {
-                wanted: match curve.mode {
-                    curves::CurveMode::VoltVar => "volt-var (126)",
-                    curves::CurveMode::VoltWatt => "volt-watt (132)",
-                },
-                present: map.ids(),
-            })
-        })?;
+        let ctl = curve
+            .mode
+            .curve_model()
+            .and_then(|model| map.find(model).copied())
+            .ok_or_else(|| {
+                self.sunspec_err(SunSpecError::MissingModel {
+                    wanted: curves::wanted_model(curve.mode),
+                    present: map.ids(),
+                })
+            })?;
+        let model = ctl.id;
         let before = self.read_model(&ctl).await?;
         let writes = curves::plan_curve(&ctl, &before, curve).map_err(|e| self.sunspec_err(e))?;
         let after = self.write_and_confirm(ctl, writes).await?;

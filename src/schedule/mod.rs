@@ -57,11 +57,26 @@ pub enum ControlMode {
     /// csipaus:opModStorageTargetW (CSIP-AUS v1.3 storage): the storage's target
     /// output, W; positive discharges, negative charges.
     StorageTargetW,
+    /// opModVoltVar: reactive power follows voltage along a DERCurve (curveType 11),
+    /// linked from the control by DERCurveLink. SunSpec model 126 / 705.
+    VoltVar,
+    /// opModVoltWatt: active power follows voltage along a DERCurve (curveType 12).
+    /// SunSpec model 132 / 706.
+    VoltWatt,
+    /// opModFixedPFInjectW: a fixed power factor (PowerFactorWithExcitation) while
+    /// injecting active power. SunSpec model 123 OutPFSet / 704 PFWInj.
+    FixedPFInjectW,
+    /// opModFixedPFAbsorbW: a fixed power factor while absorbing active power.
+    /// SunSpec model 704 PFWAbs.
+    FixedPFAbsorbW,
+    /// opModFixedVar: fixed reactive power (FixedVar: refType + SignedPerCent).
+    /// SunSpec model 123 VArPct / 704 VarSetPct.
+    FixedVar,
 }
 
 impl ControlMode {
     /// Every mode, in output order.
-    pub const ALL: [ControlMode; 9] = [
+    pub const ALL: [ControlMode; 14] = [
         ControlMode::ExpLimW,
         ControlMode::ImpLimW,
         ControlMode::GenLimW,
@@ -71,6 +86,11 @@ impl ControlMode {
         ControlMode::MaxLimW,
         ControlMode::FixedW,
         ControlMode::StorageTargetW,
+        ControlMode::VoltVar,
+        ControlMode::VoltWatt,
+        ControlMode::FixedPFInjectW,
+        ControlMode::FixedPFAbsorbW,
+        ControlMode::FixedVar,
     ];
 
     /// The 2030.5 / CSIP-AUS element name.
@@ -85,11 +105,26 @@ impl ControlMode {
             ControlMode::MaxLimW => "opModMaxLimW",
             ControlMode::FixedW => "opModFixedW",
             ControlMode::StorageTargetW => "opModStorageTargetW",
+            ControlMode::VoltVar => "opModVoltVar",
+            ControlMode::VoltWatt => "opModVoltWatt",
+            ControlMode::FixedPFInjectW => "opModFixedPFInjectW",
+            ControlMode::FixedPFAbsorbW => "opModFixedPFAbsorbW",
+            ControlMode::FixedVar => "opModFixedVar",
         }
     }
 
-    fn bit(self) -> u16 {
-        1 << (self as u16)
+    /// The SunSpec 1xx-series model that carries a curve mode (126 volt-var, 132
+    /// volt-watt); `None` for the other modes.
+    pub fn curve_model(self) -> Option<u16> {
+        match self {
+            ControlMode::VoltVar => Some(126),
+            ControlMode::VoltWatt => Some(132),
+            _ => None,
+        }
+    }
+
+    fn bit(self) -> u32 {
+        1 << (self as u32)
     }
 }
 
@@ -174,11 +209,17 @@ impl ControlSet {
                 .fixed_w_hundredths_pct
                 .map(ModeValue::SignedHundredthsPct),
             ControlMode::StorageTargetW => self.storage_target_w.map(ModeValue::Power),
+            // Not scheduled yet (issue #20): the curve and power-factor modes.
+            ControlMode::VoltVar
+            | ControlMode::VoltWatt
+            | ControlMode::FixedPFInjectW
+            | ControlMode::FixedPFAbsorbW
+            | ControlMode::FixedVar => None,
         }
     }
 
     /// Bit set of the modes present (bit = `ControlMode as u8`).
-    pub fn modes_mask(&self) -> u16 {
+    pub fn modes_mask(&self) -> u32 {
         ControlMode::ALL
             .iter()
             .filter(|m| self.get(**m).is_some())
@@ -632,7 +673,7 @@ pub struct Outcome {
 struct Live<'a> {
     ev: &'a Event,
     primacy: u8,
-    mask: u16,
+    mask: u32,
     eff_start_s: i64,
     eff_end_s: i64,
     /// Stop by the server (cancel / superseded status) or an already recorded ending.

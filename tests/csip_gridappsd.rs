@@ -114,6 +114,7 @@ fn engine_config(server: &GridappsdServer, id: &str) -> EngineConfig {
             can_limit_generation: true,
             can_limit_load: false,
             storage: None,
+            inverter_modes: None,
         },
         max_poll_interval_s: None,
         report_backstop_s: 3600,
@@ -144,7 +145,7 @@ fn now_s() -> i64 {
 
 /// The runtime control's opModMaxLimW (50 %) is among the active controls.
 fn control_active(o: &Outcome) -> bool {
-    o.active.get(ControlMode::MaxLimW).map(|v| v.value)
+    o.active.get(ControlMode::MaxLimW).map(|v| v.value.clone())
         == Some(csipd::schedule::ModeValue::HundredthsPct(5000))
 }
 
@@ -388,6 +389,7 @@ fn schema_2018_der_reports_are_accepted_by_a_plain_2030_5_server() {
                 can_limit_generation: true,
                 can_limit_load: false,
                 storage: None,
+                inverter_modes: None,
             },
             csipd::csip::der::Csipaus::Doe,
         ),

@@ -297,21 +297,23 @@ impl DerSet {
     }
 }
 
-/// DERControlType bits csipd can carry out through the inverters whatever the site:
-/// opModConnect (2), opModEnergize (3) and opModMaxLimW (20).
-pub const MODES_SUPPORTED: u32 = (1 << 2) | (1 << 3) | (1 << 20);
-
 /// DERControlType bit 7, opModFixedW (the CSIP-AUS demand response classes check it in
 /// DERCapability.modesSupported and DERSettings.modesEnabled).
 pub const MODE_FIXED_W: u32 = 1 << 7;
 
-/// The DERControlType bits this site can carry out: [`MODES_SUPPORTED`], plus
-/// opModFixedW where something can follow it (a controllable inverter caps its
-/// generation, a battery its charging; `control::limits` holds it as those caps).
-/// Nothing is claimed that the control layer does not do.
+/// The DERControlType bits this site can carry out ([`Nameplate::carries`]):
+/// opModConnect, opModEnergize, opModMaxLimW and opModFixedW where an inverter or
+/// battery can be limited (`control::limits` holds opModFixedW as caps); opModVoltVar,
+/// opModVoltWatt, opModFixedPF* and opModFixedVar only once every inverter has been
+/// read and offers the SunSpec model for it (126/705, 132/706, 123/704). Nothing is
+/// claimed that the control layer does not do; a site with no DER claims nothing.
 pub fn modes_supported(nameplate: &Nameplate) -> u32 {
-    let fixed_w = nameplate.can_limit_generation || nameplate.can_limit_load;
-    MODES_SUPPORTED | if fixed_w { MODE_FIXED_W } else { 0 }
+    crate::schedule::ControlMode::ALL
+        .into_iter()
+        .filter(|m| nameplate.carries(*m))
+        .filter(|m| !m.is_inverter_setting() || nameplate.inverter_modes.is_some())
+        .filter_map(|m| m.der_control_type_bit())
+        .fold(0, |acc, bit| acc | bit)
 }
 
 /// setGradW when the server's default control gives none: CSIP-AUS's default ramp of
@@ -757,6 +759,7 @@ mod tests {
             can_limit_generation: true,
             can_limit_load: false,
             storage: None,
+            inverter_modes: None,
         }
     }
 
@@ -968,10 +971,8 @@ mod tests {
         none.can_limit_generation = false;
         none.can_limit_export = false;
         assert_eq!(modes_supported(&none) & MODE_FIXED_W, 0);
-        assert_eq!(
-            settings(&none, 27, Csipaus::Doe, 0).modes_enabled,
-            Some(MODES_SUPPORTED)
-        );
+        // Nothing to act on: nothing claimed.
+        assert_eq!(settings(&none, 27, Csipaus::Doe, 0).modes_enabled, Some(0));
     }
 
     #[test]

@@ -41,9 +41,12 @@ pub struct DerpSet {
     last_active: Option<ActiveControls>,
     /// (tree version, server time, next change) of the last evaluation.
     evaluated: Option<(u64, i64, Option<i64>)>,
-    /// Whether that evaluation ran opModStorageTargetW (a battery appearing or going
-    /// changes what the controls mean).
-    evaluated_targets_storage: bool,
+    /// The modes that evaluation let through ([`super::Nameplate::carried_modes`]): a
+    /// battery or inverter model appearing or going changes what the controls mean.
+    evaluated_modes: u32,
+    /// Curve links that did not resolve, as last logged: each is said once while it
+    /// lasts (bounded by the links the server lists now).
+    curve_problems: BTreeSet<String>,
     /// Rejections of unreadable DERControls, handed out with the next outcome. At most
     /// one per DERControl the server lists (each is rejected once: its record goes into
     /// the scheduler's state), emptied at the next evaluation.
@@ -64,7 +67,8 @@ impl DerpSet {
             rng: schedule::Rng::new(rng_seed),
             last_active: None,
             evaluated: None,
-            evaluated_targets_storage: false,
+            evaluated_modes: 0,
+            curve_problems: BTreeSet::new(),
             rejections: Vec::new(),
         }
     }
@@ -383,16 +387,19 @@ impl DerpSet {
 
     /// Runs the scheduler when something changed or its next change came; hands out
     /// [`Event::Controls`] when the active controls changed or responses fell due.
-    /// Without a battery csipd commands (`targets_storage` false), opModStorageTargetW
-    /// is not a mode this client runs: it is left out of every control, so a control
-    /// that sets nothing else is answered 252 (parameter not applicable) and one that
-    /// also sets a limit is carried out for the limit alone.
+    /// The modes this site cannot carry out (`nameplate`, [`super::Nameplate::carries`]:
+    /// opModStorageTargetW without a battery csipd commands, a curve no inverter has the
+    /// SunSpec model for, any mode on a site with no DER) are left out of every control
+    /// before scheduling, so a control that sets nothing else is answered 252 (cannot be
+    /// applied) and one that also sets a mode the site runs is carried out for that
+    /// mode alone. A curve link that does not resolve in its program's DERCurveList
+    /// leaves its mode out the same way, and is logged once with the reason.
     pub fn evaluate(
         &mut self,
         ctx: &mut Ctx,
         fsas: &[FsaState],
         responses: &mut ResponseSet,
-        targets_storage: bool,
+        nameplate: &super::Nameplate,
     ) {
         if self.held
             || ctx.state == ConnectionState::PinMismatch
@@ -402,24 +409,30 @@ impl DerpSet {
             return;
         }
         let now_s = ctx.server_now_s();
+        let carried = nameplate.carried_modes();
         if let Some((version, at_s, next_change_s)) = self.evaluated {
             let unchanged = version == ctx.tree_version
-                && targets_storage == self.evaluated_targets_storage
+                && carried == self.evaluated_modes
                 && now_s >= at_s
                 && next_change_s.is_none_or(|next| now_s < next);
             if unchanged {
                 return;
             }
         }
-        let (mut programs, mut events) = schedule_input(fsas, &self.programs);
-        if !targets_storage {
-            for event in &mut events {
-                event.controls.storage_target_w = None;
-            }
-            for program in &mut programs {
-                if let Some(default) = &mut program.default_control {
-                    default.controls.storage_target_w = None;
-                }
+        let (mut programs, mut events, problems) = schedule_input(fsas, &self.programs);
+        self.log_curve_problems(problems);
+        let not_carried: Vec<schedule::ControlMode> = schedule::ControlMode::ALL
+            .into_iter()
+            .filter(|m| carried & m.bit() == 0)
+            .collect();
+        let sets = events.iter_mut().map(|e| &mut e.controls).chain(
+            programs
+                .iter_mut()
+                .filter_map(|p| p.default_control.as_mut().map(|d| &mut d.controls)),
+        );
+        for set in sets {
+            for mode in &not_carried {
+                set.clear(*mode);
             }
         }
         let input = schedule::Input {
@@ -443,8 +456,17 @@ impl DerpSet {
                 .push_back(Event::Controls(Box::new(outcome.clone())));
         }
         self.evaluated = Some((ctx.tree_version, now_s, outcome.next_change_s));
-        self.evaluated_targets_storage = targets_storage;
+        self.evaluated_modes = carried;
         self.schedule_state = outcome.state;
+    }
+
+    /// Logs each curve link that does not resolve once while it lasts.
+    fn log_curve_problems(&mut self, problems: Vec<CurveError>) {
+        let now: BTreeSet<String> = problems.iter().map(|p| p.to_string()).collect();
+        for problem in now.difference(&self.curve_problems) {
+            log::warn!("csip: {problem}: the control's curve mode is not applied");
+        }
+        self.curve_problems = now;
     }
 
     /// When the schedule changes next, in the monotonic clock.

@@ -123,6 +123,9 @@ impl EngineConfig {
                 can_limit_generation: generation,
                 can_limit_load: controllable_load,
                 storage,
+                // Known once the inverters are read (`runtime::engine`); a site
+                // without any knows now that it has none.
+                inverter_modes: (!generation).then_some(0),
             },
             max_poll_interval_s: None,
             report_backstop_s: 3600,

@@ -5,10 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use crate::schedule;
+use super::derp::{CurveError, curve_for};
+use crate::schedule::{self, ControlMode};
 use crate::sep2::{
-    DefaultDerControl, Der, DerControl, DerControlBase, DerProgram, DeviceCapability, EndDevice,
-    FunctionSetAssignments, MirrorUsagePoint, Registration,
+    DefaultDerControl, Der, DerControl, DerControlBase, DerCurve, DerProgram, DeviceCapability,
+    EndDevice, FunctionSetAssignments, MirrorUsagePoint, Registration,
 };
 
 /// One DER program with what hangs under it.
@@ -65,20 +66,23 @@ impl Tree {
     /// The scheduler's input: every program (with its default) and every event, across
     /// all FSAs. A program listed in two FSAs (same mRID) is taken once.
     pub fn schedule_input(&self) -> (Vec<schedule::Program>, Vec<schedule::Event>) {
-        schedule_input(&self.fsas, &self.programs)
+        let (programs, events, _) = schedule_input(&self.fsas, &self.programs);
+        (programs, events)
     }
 }
 
 /// The scheduler's input from the FSAs and the programs of each DERProgramList: every
-/// program (with its default) and every event. A program listed in two FSAs (same
-/// mRID) is taken once.
+/// program (with its default) and every event, with their DERCurveLinks resolved in
+/// the program's DERCurveList; the links that did not resolve (their mode left out of
+/// the control) come third. A program listed in two FSAs (same mRID) is taken once.
 pub fn schedule_input(
     fsas: &[FsaState],
     programs_by_list: &BTreeMap<String, Vec<ProgramState>>,
-) -> (Vec<schedule::Program>, Vec<schedule::Event>) {
+) -> (Vec<schedule::Program>, Vec<schedule::Event>, Vec<CurveError>) {
     {
         let mut programs: Vec<schedule::Program> = Vec::new();
         let mut events: Vec<schedule::Event> = Vec::new();
+        let mut problems: Vec<CurveError> = Vec::new();
         for (list_href, states) in programs_by_list {
             let fsa = fsas
                 .iter()
@@ -94,16 +98,21 @@ pub fn schedule_input(
                 if programs.iter().any(|p| p.mrid == state.program.mrid) {
                     continue;
                 }
-                programs.push(program_input(state, &fsa));
+                programs.push(program_input(state, &fsa, &mut problems));
                 for control in &state.controls {
                     if events.iter().any(|e| e.mrid == control.mrid) {
                         continue;
                     }
-                    events.push(event_input(control, &state.program.mrid));
+                    events.push(event_input(
+                        control,
+                        &state.program.mrid,
+                        &state.curves,
+                        &mut problems,
+                    ));
                 }
             }
         }
-        (programs, events)
+        (programs, events, problems)
     }
 }
 
@@ -114,9 +123,27 @@ fn power(p: Option<crate::sep2::ActivePower>) -> Option<schedule::ActivePower> {
     })
 }
 
-/// The modes of a DERControlBase the scheduler handles.
-pub fn control_set(base: &DerControlBase) -> schedule::ControlSet {
+/// The modes of a DERControlBase the scheduler handles. opModVoltVar / opModVoltWatt
+/// are resolved in `curves` (the program's DERCurveList, [`curve_for`]); a link that
+/// does not resolve (the list not read yet, the curve missing or unusable) leaves its
+/// mode out, and the reason is pushed to `problems`.
+pub fn control_set(
+    base: &DerControlBase,
+    curves: &[DerCurve],
+    problems: &mut Vec<CurveError>,
+) -> schedule::ControlSet {
+    let mut curve = |mode: ControlMode, link: &Option<crate::sep2::Link>| {
+        let link = link.as_ref()?;
+        curve_for(mode, &link.href, curves)
+            .map_err(|e| problems.push(e))
+            .ok()
+    };
     schedule::ControlSet {
+        volt_var: curve(ControlMode::VoltVar, &base.op_mod_volt_var),
+        volt_watt: curve(ControlMode::VoltWatt, &base.op_mod_volt_watt),
+        fixed_pf_inject_w: base.op_mod_fixed_pf_inject_w,
+        fixed_pf_absorb_w: base.op_mod_fixed_pf_absorb_w,
+        fixed_var: base.op_mod_fixed_var,
         exp_lim_w: power(base.op_mod_exp_lim_w),
         imp_lim_w: power(base.op_mod_imp_lim_w),
         gen_lim_w: power(base.op_mod_gen_lim_w),
@@ -129,8 +156,13 @@ pub fn control_set(base: &DerControlBase) -> schedule::ControlSet {
     }
 }
 
-/// A program (with its DefaultDERControl) as the scheduler takes it.
-pub fn program_input(state: &ProgramState, fsa: &str) -> schedule::Program {
+/// A program (with its DefaultDERControl) as the scheduler takes it; curve links that
+/// do not resolve go to `problems` (see [`control_set`]).
+pub fn program_input(
+    state: &ProgramState,
+    fsa: &str,
+    problems: &mut Vec<CurveError>,
+) -> schedule::Program {
     schedule::Program {
         mrid: state.program.mrid.clone(),
         fsa: fsa.to_string(),
@@ -143,21 +175,27 @@ pub fn program_input(state: &ProgramState, fsa: &str) -> schedule::Program {
                     .mrid
                     .clone()
                     .unwrap_or_else(|| format!("{}-default", state.program.mrid)),
-                controls: control_set(&dderc.base),
+                controls: control_set(&dderc.base, &state.curves, problems),
                 set_grad_w: dderc.set_grad_w,
             }),
     }
 }
 
-/// A DERControl as the scheduler takes it.
-pub fn event_input(control: &DerControl, program_mrid: &str) -> schedule::Event {
+/// A DERControl as the scheduler takes it, its curve links resolved in `curves` (its
+/// program's DERCurveList; see [`control_set`]).
+pub fn event_input(
+    control: &DerControl,
+    program_mrid: &str,
+    curves: &[DerCurve],
+    problems: &mut Vec<CurveError>,
+) -> schedule::Event {
     let mut event = schedule::Event::new(
         &control.mrid,
         program_mrid,
         control.creation_time,
         control.interval.start,
         control.interval.duration_s,
-        control_set(&control.base),
+        control_set(&control.base, curves, problems),
     );
     event.randomize_start_s = i32::from(control.randomize_start_s.unwrap_or(0));
     event.randomize_duration_s = i32::from(control.randomize_duration_s.unwrap_or(0));

@@ -498,7 +498,7 @@ impl Engine {
             &mut self.ctx,
             &self.fsa.fsas,
             &mut self.responses,
-            self.der.can_target_storage(),
+            &self.der.nameplate,
         );
         let ctx = &mut self.ctx;
         self.edev.flush(ctx);
@@ -629,6 +629,7 @@ mod tests {
             can_limit_generation: true,
             can_limit_load: false,
             storage: None,
+            inverter_modes: None,
         };
         EngineConfig {
             http: crate::http::ClientConfig::new("http://memory"),

@@ -147,6 +147,13 @@ pub struct Nameplate {
     pub can_limit_load: bool,
     /// The battery behind the gateway (CSIP-AUS v1.3 storage), `None` without one.
     pub storage: Option<StorageNameplate>,
+    /// The curve, power-factor and var modes ([`schedule::ControlMode::bit`] mask:
+    /// opModVoltVar, VoltWatt, FixedPFInjectW, FixedPFAbsorbW, FixedVar) that every
+    /// inverter offers through its SunSpec models (`devices::SunSpecMap::offers`).
+    /// `None` while the inverters have not all been read: such a mode is then taken
+    /// (not answered 252 because of a start-up race) but not claimed in DERCapability.
+    /// `Some(0)` on a site without inverters.
+    pub inverter_modes: Option<u32>,
 }
 
 /// The batteries' ratings, summed over storage inverters, for the storage elements of
@@ -224,6 +231,38 @@ impl StorageMeasurement {
 }
 
 impl Nameplate {
+    /// Whether this site can carry out `mode` (something behind the gateway acts on
+    /// it): the four csipaus limits as the `can_limit_*` flags say, opModConnect,
+    /// opModEnergize, opModMaxLimW and opModFixedW with anything that can limit
+    /// generation or load, opModStorageTargetW with a commandable battery, the curve,
+    /// power-factor and var modes as [`Nameplate::inverter_modes`] says. The engine
+    /// leaves the other modes out of every control before scheduling: a control that
+    /// sets nothing else is answered 252 (IEEE 2030.5 Table 27, "cannot be applied").
+    pub fn carries(&self, mode: schedule::ControlMode) -> bool {
+        use schedule::ControlMode as M;
+        let der = self.can_limit_generation || self.can_limit_load;
+        match mode {
+            M::ExpLimW => self.can_limit_export,
+            M::ImpLimW => self.can_limit_import,
+            M::GenLimW => self.can_limit_generation,
+            M::LoadLimW => self.can_limit_load,
+            M::Connect | M::Energize | M::MaxLimW | M::FixedW => der,
+            M::StorageTargetW => self.storage.as_ref().is_some_and(|s| s.can_target),
+            M::VoltVar | M::VoltWatt | M::FixedPFInjectW | M::FixedPFAbsorbW | M::FixedVar => {
+                self.inverter_modes.is_none_or(|m| m & mode.bit() != 0)
+            }
+        }
+    }
+
+    /// The modes (mask of [`schedule::ControlMode::bit`]) this site carries out, see
+    /// [`Nameplate::carries`].
+    pub fn carried_modes(&self) -> u32 {
+        schedule::ControlMode::ALL
+            .iter()
+            .filter(|m| self.carries(**m))
+            .fold(0, |acc, m| acc | m.bit())
+    }
+
     /// The EndDevice's DeviceCategoryType bit for this fleet (IEEE 2030.5 sep.xsd
     /// DeviceCategoryType): 21 photovoltaic system (DERType 4), 23 combined PV and
     /// storage (81), 25 other storage system (82), 24 other generation system otherwise.

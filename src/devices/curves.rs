@@ -52,14 +52,15 @@ pub fn wanted_model(mode: ControlMode) -> &'static str {
 
 /// One point: voltage in % of the reference voltage, the dependent value in % of the
 /// curve's [`Curve::dept_ref`] quantity.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CurvePoint {
     pub v_pct: f64,
     pub y_pct: f64,
 }
 
-/// A curve to put on an inverter.
-#[derive(Debug, Clone, PartialEq)]
+/// A curve to put on an inverter. Serde: the scheduler keeps the resolved curve as the
+/// opModVoltVar / opModVoltWatt value of the active controls (stored with them).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Curve {
     /// [`ControlMode::VoltVar`] or [`ControlMode::VoltWatt`].
     pub mode: ControlMode,

@@ -674,6 +674,7 @@ mod tests {
             can_limit_generation: true,
             can_limit_load: false,
             storage: None,
+            inverter_modes: None,
         };
         assert!(!restrict_to_controls(
             &mut np,

@@ -690,6 +690,8 @@ fn engine_config(
             can_limit_import: false,
             can_limit_generation: true,
             can_limit_load: false,
+            // The simulated site follows limits only.
+            inverter_modes: Some(0),
         },
         max_poll_interval_s: a.max_poll_s,
         report_backstop_s: 3600,

@@ -18,6 +18,8 @@ mod scenarios;
 
 pub use rng::Rng;
 
+use crate::devices::curves::Curve;
+use crate::sep2::{FixedVar, PowerFactorWithExcitation};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -123,7 +125,46 @@ impl ControlMode {
         }
     }
 
-    fn bit(self) -> u32 {
+    /// A mode the inverters run themselves once set (a curve, a power factor, a var
+    /// level: opModVoltVar, VoltWatt, FixedPFInjectW, FixedPFAbsorbW, FixedVar), as
+    /// opposed to the limits and targets the coordinator's control law holds.
+    pub fn is_inverter_setting(self) -> bool {
+        matches!(
+            self,
+            ControlMode::VoltVar
+                | ControlMode::VoltWatt
+                | ControlMode::FixedPFInjectW
+                | ControlMode::FixedPFAbsorbW
+                | ControlMode::FixedVar
+        )
+    }
+
+    /// Its bit in 2030.5's DERControlType (DERCapability.modesSupported,
+    /// DERSettings.modesEnabled; sep.xsd); `None` for the csipaus modes, which have
+    /// their own DOEControlType / VPPControlType bitmaps.
+    pub fn der_control_type_bit(self) -> Option<u32> {
+        let bit = match self {
+            ControlMode::Connect => 2,
+            ControlMode::Energize => 3,
+            ControlMode::FixedPFAbsorbW => 4,
+            ControlMode::FixedPFInjectW => 5,
+            ControlMode::FixedVar => 6,
+            ControlMode::FixedW => 7,
+            ControlMode::MaxLimW => 20,
+            ControlMode::VoltVar => 23,
+            ControlMode::VoltWatt => 24,
+            ControlMode::ExpLimW
+            | ControlMode::ImpLimW
+            | ControlMode::GenLimW
+            | ControlMode::LoadLimW
+            | ControlMode::StorageTargetW => return None,
+        };
+        Some(1 << bit)
+    }
+
+    /// The mode's bit in a mask over [`ControlMode::ALL`] (`1 << (mode as u32)`), as
+    /// [`ControlSet::modes_mask`] makes it.
+    pub fn bit(self) -> u32 {
         1 << (self as u32)
     }
 }
@@ -151,7 +192,7 @@ impl ActivePower {
 }
 
 /// The value a mode takes.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ModeValue {
     /// (Scaled) watts: the limits opModExpLimW, ImpLimW, GenLimW, LoadLimW (never
     /// negative) and the target opModStorageTargetW (signed).
@@ -162,11 +203,18 @@ pub enum ModeValue {
     HundredthsPct(u16),
     /// opModFixedW: SignedPerCent, hundredths of a percent (negative = charge / consume).
     SignedHundredthsPct(i16),
+    /// opModVoltVar / opModVoltWatt: the DERCurve the control links, already resolved
+    /// in the program's DERCurveList by the engine (`csip::derp::curve_for`).
+    Curve(Curve),
+    /// opModFixedPFInjectW / opModFixedPFAbsorbW.
+    PowerFactor(PowerFactorWithExcitation),
+    /// opModFixedVar: SignedPerCent of the refType quantity.
+    FixedVar(FixedVar),
 }
 
 impl ModeValue {
     /// Watts, for the power modes; `None` for the others.
-    pub fn watts(self) -> Option<f64> {
+    pub fn watts(&self) -> Option<f64> {
         match self {
             ModeValue::Power(p) => Some(p.watts()),
             _ => None,
@@ -175,6 +223,8 @@ impl ModeValue {
 }
 
 /// The control modes one DERControl (or DefaultDERControl) sets; `None` = not set.
+/// Fields added after the first release are `#[serde(default)]`: control sets stored by
+/// an older csipd still load.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ControlSet {
     pub exp_lim_w: Option<ActivePower>,
@@ -192,6 +242,21 @@ pub struct ControlSet {
     /// stored control sets have none.
     #[serde(default)]
     pub storage_target_w: Option<ActivePower>,
+    /// opModVoltVar: the linked DERCurve, resolved (curveType 11).
+    #[serde(default)]
+    pub volt_var: Option<Curve>,
+    /// opModVoltWatt: the linked DERCurve, resolved (curveType 12).
+    #[serde(default)]
+    pub volt_watt: Option<Curve>,
+    /// opModFixedPFInjectW: the power factor while injecting active power.
+    #[serde(default)]
+    pub fixed_pf_inject_w: Option<PowerFactorWithExcitation>,
+    /// opModFixedPFAbsorbW: the power factor while absorbing active power.
+    #[serde(default)]
+    pub fixed_pf_absorb_w: Option<PowerFactorWithExcitation>,
+    /// opModFixedVar: reactive power as SignedPerCent of setMaxVar or statVarAvail.
+    #[serde(default)]
+    pub fixed_var: Option<FixedVar>,
 }
 
 impl ControlSet {
@@ -209,12 +274,51 @@ impl ControlSet {
                 .fixed_w_hundredths_pct
                 .map(ModeValue::SignedHundredthsPct),
             ControlMode::StorageTargetW => self.storage_target_w.map(ModeValue::Power),
-            // Not scheduled yet (issue #20): the curve and power-factor modes.
-            ControlMode::VoltVar
-            | ControlMode::VoltWatt
-            | ControlMode::FixedPFInjectW
-            | ControlMode::FixedPFAbsorbW
-            | ControlMode::FixedVar => None,
+            ControlMode::VoltVar => self.volt_var.clone().map(ModeValue::Curve),
+            ControlMode::VoltWatt => self.volt_watt.clone().map(ModeValue::Curve),
+            ControlMode::FixedPFInjectW => self.fixed_pf_inject_w.map(ModeValue::PowerFactor),
+            ControlMode::FixedPFAbsorbW => self.fixed_pf_absorb_w.map(ModeValue::PowerFactor),
+            ControlMode::FixedVar => self.fixed_var.map(ModeValue::FixedVar),
+        }
+    }
+
+    /// Whether this set gives `mode` a value (no copy of a curve).
+    pub fn has(&self, mode: ControlMode) -> bool {
+        match mode {
+            ControlMode::ExpLimW => self.exp_lim_w.is_some(),
+            ControlMode::ImpLimW => self.imp_lim_w.is_some(),
+            ControlMode::GenLimW => self.gen_lim_w.is_some(),
+            ControlMode::LoadLimW => self.load_lim_w.is_some(),
+            ControlMode::Connect => self.connect.is_some(),
+            ControlMode::Energize => self.energize.is_some(),
+            ControlMode::MaxLimW => self.max_lim_hundredths_pct.is_some(),
+            ControlMode::FixedW => self.fixed_w_hundredths_pct.is_some(),
+            ControlMode::StorageTargetW => self.storage_target_w.is_some(),
+            ControlMode::VoltVar => self.volt_var.is_some(),
+            ControlMode::VoltWatt => self.volt_watt.is_some(),
+            ControlMode::FixedPFInjectW => self.fixed_pf_inject_w.is_some(),
+            ControlMode::FixedPFAbsorbW => self.fixed_pf_absorb_w.is_some(),
+            ControlMode::FixedVar => self.fixed_var.is_some(),
+        }
+    }
+
+    /// Unsets `mode` (the engine leaves out the modes this site cannot carry out).
+    pub fn clear(&mut self, mode: ControlMode) {
+        match mode {
+            ControlMode::ExpLimW => self.exp_lim_w = None,
+            ControlMode::ImpLimW => self.imp_lim_w = None,
+            ControlMode::GenLimW => self.gen_lim_w = None,
+            ControlMode::LoadLimW => self.load_lim_w = None,
+            ControlMode::Connect => self.connect = None,
+            ControlMode::Energize => self.energize = None,
+            ControlMode::MaxLimW => self.max_lim_hundredths_pct = None,
+            ControlMode::FixedW => self.fixed_w_hundredths_pct = None,
+            ControlMode::StorageTargetW => self.storage_target_w = None,
+            ControlMode::VoltVar => self.volt_var = None,
+            ControlMode::VoltWatt => self.volt_watt = None,
+            ControlMode::FixedPFInjectW => self.fixed_pf_inject_w = None,
+            ControlMode::FixedPFAbsorbW => self.fixed_pf_absorb_w = None,
+            ControlMode::FixedVar => self.fixed_var = None,
         }
     }
 
@@ -222,7 +326,7 @@ impl ControlSet {
     pub fn modes_mask(&self) -> u32 {
         ControlMode::ALL
             .iter()
-            .filter(|m| self.get(**m).is_some())
+            .filter(|m| self.has(**m))
             .fold(0, |acc, m| acc | m.bit())
     }
 
@@ -259,13 +363,64 @@ impl ControlSet {
         if let Some(pct) = self.max_lim_hundredths_pct.filter(|pct| *pct > 10_000) {
             return Some(format!("opModMaxLimW {pct} is above 100.00 %"));
         }
-        match self.fixed_w_hundredths_pct {
-            Some(pct) if !(-10_000..=10_000).contains(&pct) => {
-                Some(format!("opModFixedW {pct} is outside -100.00..=100.00 %"))
-            }
-            _ => None,
+        if let Some(pct) = self
+            .fixed_w_hundredths_pct
+            .filter(|pct| !(-10_000..=10_000).contains(pct))
+        {
+            return Some(format!("opModFixedW {pct} is outside -100.00..=100.00 %"));
         }
+        for (mode, pf) in [
+            (ControlMode::FixedPFInjectW, self.fixed_pf_inject_w),
+            (ControlMode::FixedPFAbsorbW, self.fixed_pf_absorb_w),
+        ] {
+            let Some(pf) = pf else { continue };
+            // sep.xsd: "an unsigned value of cos(theta) between 0 and 1.0".
+            let cos_phi = power_factor(pf);
+            if !(-9..=9).contains(&pf.multiplier) || !(0.0..=1.0).contains(&cos_phi) {
+                return Some(format!(
+                    "{} displacement {} x 10^{} is not a power factor in 0..=1",
+                    mode.name(),
+                    pf.displacement,
+                    pf.multiplier
+                ));
+            }
+        }
+        if let Some(var) = self.fixed_var {
+            if !(-10_000..=10_000).contains(&var.value) {
+                return Some(format!(
+                    "opModFixedVar {} is outside -100.00..=100.00 %",
+                    var.value
+                ));
+            }
+            // sep.xsd: "whether to interpret 'value' as %setMaxVar or %statVarAvail".
+            if !matches!(var.ref_type, 2 | 3) {
+                return Some(format!(
+                    "opModFixedVar refType {} is neither %setMaxVar (2) nor %statVarAvail (3)",
+                    var.ref_type
+                ));
+            }
+        }
+        for curve in [&self.volt_var, &self.volt_watt].into_iter().flatten() {
+            let name = curve.mode.name();
+            if curve.points.is_empty() {
+                return Some(format!("{name}: the curve has no points"));
+            }
+            if curve.points.windows(2).any(|w| w[1].v_pct <= w[0].v_pct) {
+                return Some(format!(
+                    "{name}: the curve's voltages do not increase from point to point"
+                ));
+            }
+            if curve.points.iter().any(|p| !p.v_pct.is_finite() || !p.y_pct.is_finite()) {
+                return Some(format!("{name}: the curve has a point that is not a number"));
+            }
+        }
+        None
     }
+}
+
+/// cos φ of a PowerFactorWithExcitation (`displacement` × 10^`multiplier`).
+pub fn power_factor(pf: PowerFactorWithExcitation) -> f64 {
+    f64::from(pf.displacement) * 10f64.powi(i32::from(pf.multiplier))
 }
 
 /// A DefaultDERControl: what applies per mode when no event does.
@@ -609,7 +764,8 @@ pub struct ActiveValue {
 pub struct ActiveControls {
     /// By `ControlMode as usize`. Stored in the store (the last utility controls), so it
     /// loads from an array of any length: an older csipd stored fewer modes (7 before
-    /// opModFixedW, 8 before opModStorageTargetW), the missing ones are `None`; the
+    /// opModFixedW, 8 before opModStorageTargetW, 9 before the curve and power-factor
+    /// modes), the missing ones are `None`; the
     /// modes of a newer one that this one does not know are dropped.
     #[serde(deserialize_with = "modes_of_any_length")]
     modes: [Option<ActiveValue>; ControlMode::ALL.len()],
@@ -1401,5 +1557,215 @@ mod bound_tests {
                 .iter()
                 .all(|r| r.key.status != ResponseStatus::Received)
         );
+    }
+}
+
+#[cfg(test)]
+mod inverter_setting_tests {
+    use super::*;
+    use crate::devices::curves::CurvePoint;
+
+    fn curve(mode: ControlMode, top_v: f64) -> Curve {
+        Curve {
+            mode,
+            points: [(90.0, 40.0), (96.0, 0.0), (104.0, 0.0), (top_v, -40.0)]
+                .into_iter()
+                .map(|(v_pct, y_pct)| CurvePoint { v_pct, y_pct })
+                .collect(),
+            dept_ref: 2,
+        }
+    }
+
+    fn program(mrid: &str, primacy: u8, default: Option<ControlSet>) -> Program {
+        Program {
+            mrid: mrid.into(),
+            fsa: "f".into(),
+            primacy,
+            default_control: default.map(|controls| DefaultControl {
+                mrid: format!("{mrid}-D"),
+                controls,
+                set_grad_w: None,
+            }),
+        }
+    }
+
+    fn volt_var(top_v: f64) -> ControlSet {
+        ControlSet {
+            volt_var: Some(curve(ControlMode::VoltVar, top_v)),
+            ..ControlSet::default()
+        }
+    }
+
+    fn active_curve_top(out: &Outcome) -> Option<f64> {
+        match &out.active.get(ControlMode::VoltVar)?.value {
+            ModeValue::Curve(c) => c.points.last().map(|p| p.v_pct),
+            other => panic!("volt-var holds {other:?}"),
+        }
+    }
+
+    fn run(programs: &[Program], events: &[Event], now_s: i64, state: &State) -> Outcome {
+        evaluate(
+            &Input {
+                programs,
+                events,
+                now_s,
+            },
+            &mut Rng::new(3),
+            state,
+        )
+    }
+
+    /// One curve per mode, by the same rules as the limits: the default when no event,
+    /// the lower primacy among events, the newer event superseding an older one of the
+    /// same program, and the default again when the events end.
+    #[test]
+    fn a_volt_var_curve_follows_default_primacy_and_supersede() {
+        let programs = [
+            program("P1", 1, None),
+            program("P2", 2, Some(volt_var(110.0))),
+        ];
+        // The default alone.
+        let out = run(&programs, &[], 100, &State::default());
+        assert_eq!(active_curve_top(&out), Some(110.0));
+        assert!(matches!(
+            out.active.get(ControlMode::VoltVar).unwrap().source,
+            Source::Default { .. }
+        ));
+        // An event of the weaker program (P2) and one of the stronger (P1) at once: P1.
+        let weak = Event::new("W", "P2", 50, 1000, 600, volt_var(111.0));
+        let strong = Event::new("S", "P1", 40, 1000, 600, volt_var(112.0));
+        let events = [weak.clone(), strong.clone()];
+        let out = run(&programs, &events, 1100, &State::default());
+        assert_eq!(active_curve_top(&out), Some(112.0));
+        // A newer event of P1 over the same window supersedes S (same modes, covers it).
+        let newer = Event::new("N", "P1", 60, 1000, 600, volt_var(113.0));
+        let events = [weak, strong, newer];
+        let mut state = State::default();
+        let out = run(&programs, &events, 900, &state);
+        state = out.state;
+        let out = run(&programs, &events, 1100, &state);
+        assert_eq!(active_curve_top(&out), Some(113.0));
+        assert_eq!(
+            out.state.events["S"].ended.map(|e| e.reason),
+            Some(EndReason::Superseded)
+        );
+        // All over: the default curve again.
+        let out = run(&programs, &events, 1700, &out.state);
+        assert_eq!(active_curve_top(&out), Some(110.0));
+    }
+
+    /// A curve event does not supersede a limit event (different modes): both apply.
+    #[test]
+    fn a_curve_and_a_limit_run_side_by_side() {
+        let programs = [program("P1", 1, None)];
+        let limit = Event::new(
+            "L",
+            "P1",
+            10,
+            1000,
+            600,
+            ControlSet {
+                exp_lim_w: Some(ActivePower::from_watts(1500)),
+                ..ControlSet::default()
+            },
+        );
+        let mut both = volt_var(110.0);
+        both.fixed_pf_inject_w = Some(PowerFactorWithExcitation {
+            displacement: 95,
+            excitation: true,
+            multiplier: -2,
+        });
+        let curve = Event::new("C", "P1", 20, 1000, 600, both);
+        let out = run(&programs, &[limit, curve], 1100, &State::default());
+        assert_eq!(out.active.watts(ControlMode::ExpLimW), Some(1500.0));
+        assert_eq!(active_curve_top(&out), Some(110.0));
+        match &out.active.get(ControlMode::FixedPFInjectW).unwrap().value {
+            ModeValue::PowerFactor(pf) => assert!((power_factor(*pf) - 0.95).abs() < 1e-9),
+            other => panic!("{other:?}"),
+        }
+        assert!(out.state.events["L"].ended.is_none());
+    }
+
+    /// Values out of range are rejected 253 with the reason; a valid one is received.
+    #[test]
+    fn out_of_range_power_factors_and_var_levels_are_invalid() {
+        let programs = [program("P1", 1, None)];
+        let pf = |displacement, multiplier| ControlSet {
+            fixed_pf_inject_w: Some(PowerFactorWithExcitation {
+                displacement,
+                excitation: false,
+                multiplier,
+            }),
+            ..ControlSet::default()
+        };
+        let var = |ref_type, value| ControlSet {
+            fixed_var: Some(FixedVar { ref_type, value }),
+            ..ControlSet::default()
+        };
+        let mut down = volt_var(110.0);
+        down.volt_var.as_mut().unwrap().points.swap(0, 1);
+        let cases = [
+            (pf(1050, -3), Some("not a power factor")),
+            (pf(95, -2), None),
+            (var(2, 12_000), Some("outside -100.00..=100.00")),
+            (var(1, 5_000), Some("refType 1")),
+            (var(3, -5_000), None),
+            (down, Some("do not increase")),
+        ];
+        for (i, (controls, why)) in cases.into_iter().enumerate() {
+            let mut event = Event::new(&format!("E{i}"), "P1", 10, 1000, 600, controls);
+            event.response_required = RESPONSE_RECEIVED_BIT | RESPONSE_SPECIFIC_BIT;
+            event.reply_to = Some("/rsp".into());
+            let out = run(&programs, &[event], 900, &State::default());
+            let status = out.responses[0].key.status;
+            match why {
+                Some(why) => {
+                    assert_eq!(status, ResponseStatus::RejectedInvalid, "case {i}");
+                    assert!(
+                        out.notes.iter().any(|n| n.contains(why)),
+                        "case {i}: {:?}",
+                        out.notes
+                    );
+                }
+                None => assert_eq!(status, ResponseStatus::Received, "case {i}"),
+            }
+        }
+    }
+
+    /// Active controls stored by a csipd before the curve modes (9 modes) still load,
+    /// and the new ones (with a curve) round-trip through the store's JSON.
+    #[test]
+    fn active_controls_stored_before_the_curve_modes_still_load() {
+        let programs = [program(
+            "P1",
+            1,
+            Some(ControlSet {
+                exp_lim_w: Some(ActivePower::from_watts(1500)),
+                fixed_var: Some(FixedVar {
+                    ref_type: 2,
+                    value: -2500,
+                }),
+                ..volt_var(110.0)
+            }),
+        )];
+        let out = run(&programs, &[], 10, &State::default());
+        let json = serde_json::to_value(&out.active).unwrap();
+        assert_eq!(json["modes"].as_array().unwrap().len(), ControlMode::ALL.len());
+        let back: ActiveControls = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, out.active);
+        let mut old = json;
+        old["modes"].as_array_mut().unwrap().truncate(9);
+        let old: ActiveControls = serde_json::from_value(old).expect("a 9-mode array loads");
+        assert_eq!(old.watts(ControlMode::ExpLimW), Some(1500.0));
+        assert!(old.get(ControlMode::VoltVar).is_none());
+        assert!(old.get(ControlMode::FixedVar).is_none());
+        // A control set stored before the curve modes loads with none of them.
+        let set: ControlSet = serde_json::from_str(
+            r#"{"exp_lim_w":null,"imp_lim_w":null,"gen_lim_w":null,"load_lim_w":null,
+                "connect":null,"energize":null,"max_lim_hundredths_pct":5000,
+                "fixed_w_hundredths_pct":null,"storage_target_w":null}"#,
+        )
+        .expect("an old control set loads");
+        assert_eq!(set.modes_mask(), ControlMode::MaxLimW.bit());
     }
 }

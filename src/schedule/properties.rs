@@ -171,7 +171,7 @@ fn check_active(seed: u64, now: i64, programs: &[Program], events: &[Event], out
                     },
                     "seed {seed} t {now} {mode:?}"
                 );
-                assert_eq!(Some(a.value), e.controls.get(mode), "seed {seed}");
+                assert_eq!(Some(a.value.clone()), e.controls.get(mode), "seed {seed}");
             }
             (None, got) => {
                 let mut defaults: Vec<&Program> = programs

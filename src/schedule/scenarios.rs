@@ -151,7 +151,7 @@ impl Sim {
         self.out
             .as_ref()
             .and_then(|o| o.active.get(mode))
-            .map(|a| a.value)
+            .map(|a| a.value.clone())
     }
 
     fn source(&self, mode: ControlMode) -> String {

@@ -91,16 +91,21 @@ pub struct PowerFactor {
     pub multiplier: i8,
 }
 
-/// `PowerFactorWithExcitation` (`excitation` true = over-excited/absorbing).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// `PowerFactorWithExcitation`: cos φ = `displacement` × 10^`multiplier` (0..1);
+/// `excitation` true when the DER absorbs reactive power (under-excited), false when it
+/// injects it (over-excited), as sep.xsd says. Serde: the scheduler stores it as the
+/// opModFixedPF* value of the active controls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct PowerFactorWithExcitation {
     pub displacement: u16,
     pub excitation: bool,
     pub multiplier: i8,
 }
 
-/// `FixedVar`: `value` in hundredths of a percent of the reference `ref_type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// `FixedVar`: `value` (SignedPerCent) in hundredths of a percent of the reference
+/// `ref_type` (DERUnitRefType: 2 %setMaxVar, 3 %statVarAvail). Serde: stored by the
+/// scheduler as the opModFixedVar value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct FixedVar {
     pub ref_type: u8,
     pub value: i16,

@@ -70,6 +70,7 @@ pub fn engine_config_at(base_url: &str) -> EngineConfig {
             can_limit_generation: true,
             can_limit_load: false,
             storage: None,
+            inverter_modes: None,
         },
         max_poll_interval_s: None,
         report_backstop_s: 3600,

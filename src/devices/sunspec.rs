@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use crate::schedule::ControlMode;
 
 /// `"SunS"` as two registers, at the map's base address.
 pub const SUNS_MARKER: [u16; 2] = [0x5375, 0x6e53];
@@ -127,7 +128,33 @@ pub struct SunSpecMap {
     pub ended_early: Option<String>,
 }
 
+/// The SunSpec models that carry an inverter setting, 1xx series first: volt-var 126
+/// (static volt-VAR) or 705 (DER volt-var), volt-watt 132 or 706, fixed power factor
+/// while injecting and fixed var 123 (immediate controls `OutPFSet`, `VArPct`) or 704
+/// (DER AC controls `PFWInj`, `VarSetPct`). opModFixedPFAbsorbW has none here:
+/// `Device::set_fixed_pf` writes the one power factor, not 704's `PFWAbs` apart, so
+/// csipd does not offer it. Other modes: none.
+pub fn setting_models(mode: ControlMode) -> &'static [u16] {
+    match mode {
+        ControlMode::VoltVar => &[126, 705],
+        ControlMode::VoltWatt => &[132, 706],
+        ControlMode::FixedPFInjectW | ControlMode::FixedVar => &[123, 704],
+        _ => &[],
+    }
+}
+
+/// Whether a device with models `ids` offers the inverter setting `mode`
+/// ([`setting_models`]).
+pub fn offers(ids: &[u16], mode: ControlMode) -> bool {
+    setting_models(mode).iter().any(|m| ids.contains(m))
+}
+
 impl SunSpecMap {
+    /// Whether the device offers the inverter setting `mode`: it has one of the
+    /// models of [`setting_models`].
+    pub fn offers(&self, mode: ControlMode) -> bool {
+        offers(&self.ids(), mode)
+    }
     pub fn find(&self, id: u16) -> Option<&ModelRef> {
         self.models.iter().find(|m| m.id == id)
     }
@@ -238,6 +265,9 @@ pub struct Controls {
     pub connect: bool,
     /// Charge rate limit (model 124 `InWRte`).
     pub charge_limit: bool,
+    /// The inverter settings it offers ([`ControlMode::bit`] mask, see
+    /// [`offers`]): volt-var, volt-watt, fixed power factor, fixed var.
+    pub inverter_modes: u32,
 }
 
 impl Controls {
@@ -248,7 +278,16 @@ impl Controls {
             active_power_limit_model: [704, 123].into_iter().find(|m| ids.contains(m)),
             connect: ids.contains(&123),
             charge_limit: ids.contains(&124),
+            inverter_modes: ControlMode::ALL
+                .into_iter()
+                .filter(|m| offers(&ids, *m))
+                .fold(0, |acc, m| acc | m.bit()),
         }
+    }
+
+    /// Whether the device offers the inverter setting `mode` (see [`offers`]).
+    pub fn offers(&self, mode: ControlMode) -> bool {
+        self.inverter_modes & mode.bit() != 0
     }
     /// The power of the device can be limited (123 or 704).
     pub fn can_limit_power(&self) -> bool {
@@ -1448,6 +1487,38 @@ mod tests {
         let c = Controls::of_models([1, 103, 123, 704, 124]);
         assert_eq!(c.active_power_limit_model, Some(704));
         assert!(c.connect && c.charge_limit);
+    }
+
+    #[test]
+    fn inverter_settings_are_offered_by_their_1xx_or_7xx_model() {
+        let map = |ids: &[u16]| SunSpecMap {
+            base: 40000,
+            models: ids
+                .iter()
+                .map(|id| ModelRef {
+                    id: *id,
+                    start: 0,
+                    len: 0,
+                })
+                .collect(),
+            ended_early: None,
+        };
+        let plain = map(&[1, 103, 120]);
+        let old = map(&[1, 103, 123, 126]);
+        let new = map(&[1, 701, 704, 705, 706]);
+        for mode in ControlMode::ALL {
+            assert!(!plain.offers(mode), "{mode:?}");
+        }
+        assert!(old.offers(ControlMode::VoltVar) && !old.offers(ControlMode::VoltWatt));
+        assert!(old.offers(ControlMode::FixedPFInjectW) && old.offers(ControlMode::FixedVar));
+        assert!(new.offers(ControlMode::VoltVar) && new.offers(ControlMode::VoltWatt));
+        assert!(new.offers(ControlMode::FixedVar));
+        // No write for the absorbing power factor apart from the injecting one.
+        assert!(!new.offers(ControlMode::FixedPFAbsorbW));
+        // Limits are not inverter settings.
+        assert!(!new.offers(ControlMode::ExpLimW));
+        let c = Controls::of_models(new.ids());
+        assert!(c.offers(ControlMode::VoltWatt) && !c.offers(ControlMode::FixedPFAbsorbW));
     }
 
     #[test]

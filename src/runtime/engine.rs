@@ -658,6 +658,18 @@ fn fleet_min_pf(site: &SharedSite) -> (Option<f64>, Option<f64>) {
     )
 }
 
+/// The inverter settings (curves, power factor, var; [`schedule::ControlMode::bit`]
+/// mask) every controlled device offers by its SunSpec models, once each has been read
+/// (`None` before: not known yet). A mode one inverter lacks is not claimed: csipd
+/// does not say the site runs a curve while one of its inverters cannot.
+pub fn fleet_inverter_modes(site: &super::site::SiteState) -> Option<u32> {
+    site.inverter_names
+        .iter()
+        .map(|n| site.devices.get(n).and_then(|d| d.controls))
+        .try_fold(u32::MAX, |acc, c| c.map(|c| acc & c.inverter_modes))
+        .map(|m| if site.inverter_names.is_empty() { 0 } else { m })
+}
+
 fn fleet_rating(site: &SharedSite) -> (f64, bool) {
     let s = site.borrow();
     let ratings: Vec<Option<f64>> = s
@@ -816,6 +828,7 @@ pub async fn engine_task(
                         nameplate.rtg_min_pf_under_excited.or(pf_under);
                     nameplate.storage =
                         storage_nameplate(&site.borrow(), nameplate.storage.as_ref());
+                    nameplate.inverter_modes = fleet_inverter_modes(&site.borrow());
                     engine.handle_nameplate(nameplate.clone(), now);
                     nameplate_sent = true;
                 }
@@ -825,11 +838,30 @@ pub async fn engine_task(
             if now.mono_ms >= next_storage_check_ms {
                 next_storage_check_ms = now.mono_ms + 10_000;
                 let storage = storage_nameplate(&site.borrow(), configured_storage.as_ref());
-                if storage != nameplate.storage {
+                // And what the inverters offer as they are read: which curve, power
+                // factor and var controls csipd takes (and claims).
+                let modes = fleet_inverter_modes(&site.borrow()).or(nameplate.inverter_modes);
+                if storage != nameplate.storage || modes != nameplate.inverter_modes {
                     nameplate.storage = storage;
-                    if nameplate_sent {
-                        engine.handle_nameplate(nameplate.clone(), now);
+                    if modes != nameplate.inverter_modes {
+                        let names: Vec<&str> = crate::schedule::ControlMode::ALL
+                            .into_iter()
+                            .filter(|m| modes.is_some_and(|b| b & m.bit() != 0))
+                            .map(|m| m.name())
+                            .collect();
+                        log::info!(
+                            "inverter settings every inverter offers: {}",
+                            if names.is_empty() {
+                                "none".to_string()
+                            } else {
+                                names.join(", ")
+                            }
+                        );
                     }
+                    nameplate.inverter_modes = modes;
+                    // The schedule follows at once (the engine leaves out what the
+                    // site cannot carry); DERCapability once the ratings are known.
+                    engine.handle_nameplate(nameplate.clone(), now);
                 }
             }
             for event in watch.events(&site.borrow(), Instant::now()) {

@@ -51,6 +51,10 @@ pub struct Control {
     pub connect: Option<bool>,
     /// opModFixedW, hundredths of a percent (SignedPerCent).
     pub fixed_w: Option<i16>,
+    /// opModFixedPFInjectW: (displacement with multiplier -2, excitation).
+    pub fixed_pf_inject: Option<(u16, bool)>,
+    /// opModVoltVar: the DERCurveLink's href (a curve of the program's DERCurveList).
+    pub volt_var: Option<String>,
     pub response_required: u8,
 }
 
@@ -77,6 +81,8 @@ impl Control {
             energize: None,
             connect: None,
             fixed_w: None,
+            fixed_pf_inject: None,
+            volt_var: None,
             response_required: 3,
         }
     }
@@ -92,6 +98,9 @@ pub struct Program {
     pub default_load_lim_w: Option<i32>,
     pub set_grad_w: Option<u16>,
     pub controls: Vec<Control>,
+    /// The program's DERCurveList at `/edev/1/derp/{n}/dc`: each a whole `<DERCurve>`
+    /// element (see [`volt_var_curve_xml`]).
+    pub curves: Vec<String>,
 }
 
 impl Default for Program {
@@ -104,6 +113,7 @@ impl Default for Program {
             default_load_lim_w: None,
             set_grad_w: Some(27),
             controls: Vec::new(),
+            curves: Vec::new(),
         }
     }
 }
@@ -869,14 +879,18 @@ fn program_resource(s: &Scenario, path: &str, query: &str) -> Option<Reply> {
                 power("opModLoadLimW", p.default_load_lim_w)
             )))
         }
-        ["edev", "1", "derp", _, "dc"] => Some(ok(list(
-            "DERCurveList",
-            path,
-            None,
-            &[],
-            query,
-            (s.default_page_limit, s.max_page_limit),
-        ))),
+        ["edev", "1", "derp", n, "dc"] => {
+            let n: usize = n.parse().ok()?;
+            let (_, _, p) = all.iter().find(|(_, nn, _)| *nn == n)?;
+            Some(ok(list(
+                "DERCurveList",
+                path,
+                None,
+                &p.curves,
+                query,
+                (s.default_page_limit, s.max_page_limit),
+            )))
+        }
         _ => None,
     }
 }
@@ -888,8 +902,9 @@ fn program_xml(n: usize, p: &Program, top: bool) -> String {
         String::new()
     };
     format!(
-        r#"<DERProgram{ns} href="/edev/1/derp/{n}"><mRID>A{n:031X}</mRID><description>program {n}</description><DefaultDERControlLink href="/edev/1/derp/{n}/dderc"/><DERControlListLink href="/edev/1/derp/{n}/derc" all="{}"/><DERCurveListLink href="/edev/1/derp/{n}/dc" all="0"/><primacy>{}</primacy></DERProgram>"#,
+        r#"<DERProgram{ns} href="/edev/1/derp/{n}"><mRID>A{n:031X}</mRID><description>program {n}</description><DefaultDERControlLink href="/edev/1/derp/{n}/dderc"/><DERControlListLink href="/edev/1/derp/{n}/derc" all="{}"/><DERCurveListLink href="/edev/1/derp/{n}/dc" all="{}"/><primacy>{}</primacy></DERProgram>"#,
         p.controls.len(),
+        p.curves.len(),
         p.primacy
     )
 }
@@ -902,8 +917,19 @@ fn control_xml(c: &Control) -> String {
         + &c.energize
             .map(|e| format!("<opModEnergize>{e}</opModEnergize>"))
             .unwrap_or_default()
+        + &c.fixed_pf_inject
+            .map(|(d, e)| {
+                format!(
+                    "<opModFixedPFInjectW><displacement>{d}</displacement><excitation>{e}</excitation><multiplier>-2</multiplier></opModFixedPFInjectW>"
+                )
+            })
+            .unwrap_or_default()
         + &c.fixed_w
             .map(|w| format!("<opModFixedW>{w}</opModFixedW>"))
+            .unwrap_or_default()
+        + &c.volt_var
+            .as_ref()
+            .map(|href| format!(r#"<opModVoltVar href="{href}"/>"#))
             .unwrap_or_default();
     format!(
         r#"<DERControl href="/edev/1/derc/{mrid}" replyTo="/edev/1/rsps/site_control/rsp" responseRequired="{rr:02X}"><mRID>{mrid}</mRID><description>{mrid}</description><creationTime>{ct}</creationTime><EventStatus><currentStatus>{st}</currentStatus><dateTime>{ct}</dateTime><potentiallySuperseded>false</potentiallySuperseded></EventStatus><interval><duration>{d}</duration><start>{start}</start></interval><DERControlBase>{energize}{imp}{exp}{gen}{load}{storage}</DERControlBase></DERControl>"#,
@@ -918,6 +944,19 @@ fn control_xml(c: &Control) -> String {
         gen = power("opModGenLimW", c.gen_lim_w),
         load = power("opModLoadLimW", c.load_lim_w),
         storage = power("opModStorageTargetW", c.storage_target_w),
+    )
+}
+
+/// A volt-var DERCurve (curveType 11) at `href`: the standard's 4-point example shape,
+/// x in tenths of a percent of VRef (xMultiplier -1), y in % of setMaxVar (yRefType 2).
+pub fn volt_var_curve_xml(href: &str, mrid_tag: &str) -> String {
+    let points: String = [(904, 44), (956, 0), (1043, 0), (1100, -60)]
+        .iter()
+        .map(|(x, y)| format!("<CurveData><xvalue>{x}</xvalue><yvalue>{y}</yvalue></CurveData>"))
+        .collect();
+    format!(
+        r#"<DERCurve href="{href}"><mRID>{}</mRID><description>volt-var</description><creationTime>1700000000</creationTime>{points}<curveType>11</curveType><xMultiplier>-1</xMultiplier><yMultiplier>0</yMultiplier><yRefType>2</yRefType></DERCurve>"#,
+        mrid_of(mrid_tag)
     )
 }
 

@@ -1,0 +1,186 @@
+//! Curves, power factor and var (issue #20) through the engine, against the
+//! hand-scripted CSIP-AUS server (tests/common/csip_server.rs; no installable server
+//! serves DERCurves with csipaus controls) in memory on a virtual clock: a DERControl
+//! with opModVoltVar and a DERCurveLink comes out of the engine as the resolved curve,
+//! a mode no inverter offers is answered 252 (cannot be applied), a link that leads
+//! nowhere too, a site with no DER answers 252 to a limit, and DERCapability claims
+//! only what the inverters offer. Every PUT/POST body is validated with xmllint against
+//! csipaus-core.xsd.
+
+#[path = "common/csip_memory.rs"]
+mod csip_memory;
+#[path = "common/csip_server.rs"]
+mod csip_server;
+
+use csip_memory::*;
+use csip_server::{Control, ScriptedServer, element_text, mrid_of, volt_var_curve_xml};
+use csipd::schedule::{ControlMode, ModeValue, Outcome};
+
+const CURVE: &str = "/edev/1/derp/1/dc/1";
+
+fn assert_all_bodies_valid(server: &ScriptedServer) {
+    let invalid = csip_server::invalid_bodies(server);
+    assert!(
+        invalid.is_empty(),
+        "bodies failing csipaus-core.xsd: {invalid:#?}"
+    );
+}
+
+/// A harness whose inverters offer the modes `inverter_modes` (`None`: not read yet).
+fn harness(inverter_modes: Option<u32>) -> Harness {
+    let mut config = engine_config();
+    config.nameplate.inverter_modes = inverter_modes;
+    Harness::new(config, scenario())
+}
+
+/// The DERControlResponses POSTed for `tag`, as their status codes in order.
+fn statuses(server: &ScriptedServer, tag: &str) -> Vec<u8> {
+    server
+        .requests_to("POST", "/edev/1/rsps/site_control/rsp")
+        .iter()
+        .filter(|r| element_text(&r.body, "subject").as_deref() == Some(mrid_of(tag).as_str()))
+        .filter_map(|r| element_text(&r.body, "status")?.parse().ok())
+        .collect()
+}
+
+fn last_outcome(h: &Harness) -> &Outcome {
+    &h.outcomes.last().expect("an outcome").1
+}
+
+fn modes_supported(h: &Harness) -> u32 {
+    let caps = h.server.requests_to("PUT", "/edev/1/der/1/dercap");
+    let cap = &caps.last().expect("DERCapability PUT").body;
+    let hex = element_text(cap, "modesSupported").expect("modesSupported");
+    u32::from_str_radix(&hex, 16).expect("hex")
+}
+
+#[test]
+fn a_volt_var_control_comes_out_as_the_resolved_curve() {
+    let offered = ControlMode::VoltVar.bit()
+        | ControlMode::FixedPFInjectW.bit()
+        | ControlMode::FixedVar.bit();
+    let mut h = harness(Some(offered));
+    let now = h.now_s();
+    h.server.update(|s| {
+        let p = &mut s.fsas[0][0];
+        p.curves.push(volt_var_curve_xml(CURVE, "VV1"));
+        let mut c = Control::new("VV", now + 5, 60);
+        c.volt_var = Some(CURVE.into());
+        c.fixed_pf_inject = Some((95, false));
+        p.controls.push(c);
+    });
+    assert!(h.run_until(60, |h| statuses(&h.server, "VV").contains(&2)));
+    assert_eq!(statuses(&h.server, "VV"), vec![1, 2], "Received, Started");
+    let out = last_outcome(&h);
+    let active = out.active.get(ControlMode::VoltVar).expect("volt-var active");
+    let ModeValue::Curve(curve) = &active.value else {
+        panic!("volt-var holds {:?}", active.value)
+    };
+    // x in tenths of % VRef, y in % of setMaxVar (SunSpec DeptRef 2 = %VArMax).
+    assert_eq!(curve.dept_ref, 2);
+    let points: Vec<(f64, f64)> = curve.points.iter().map(|p| (p.v_pct, p.y_pct)).collect();
+    for (got, want) in points.iter().zip([(90.4, 44.0), (95.6, 0.0), (104.3, 0.0), (110.0, -60.0)]) {
+        assert!(
+            (got.0 - want.0).abs() < 1e-9 && (got.1 - want.1).abs() < 1e-9,
+            "{points:?}"
+        );
+    }
+    let pf = out
+        .active
+        .get(ControlMode::FixedPFInjectW)
+        .expect("fixed PF active");
+    let ModeValue::PowerFactor(pf) = pf.value else {
+        panic!("{:?}", pf.value)
+    };
+    assert!((csipd::schedule::power_factor(pf) - 0.95).abs() < 1e-9);
+    assert!(!pf.excitation);
+    // The default control's export limit runs beside them.
+    assert_eq!(out.active.watts(ControlMode::ExpLimW), Some(0.0));
+    // DERCapability claims volt-var (23), fixed PF injecting (5) and fixed var (6), not
+    // volt-watt (24) or fixed PF absorbing (4).
+    assert!(h.run_until(30, |h| has(&h.requests(), "PUT", "/edev/1/der/1/dercap")));
+    let modes = modes_supported(&h);
+    assert_eq!(modes & (1 << 23 | 1 << 5 | 1 << 6), 1 << 23 | 1 << 5 | 1 << 6, "{modes:08X}");
+    assert_eq!(modes & (1 << 24 | 1 << 4), 0, "{modes:08X}");
+    // The control ends: the curve is no longer in force (nothing else sets it).
+    h.run_for(70);
+    assert!(last_outcome(&h).active.get(ControlMode::VoltVar).is_none());
+    assert_eq!(statuses(&h.server, "VV"), vec![1, 2, 3], "then Completed");
+    assert_all_bodies_valid(&h.server);
+}
+
+/// A curve no inverter has the SunSpec model for is answered 252 when it is all the
+/// control sets; beside a limit it is left out and the limit carried out.
+#[test]
+fn a_mode_no_inverter_offers_is_answered_252() {
+    let mut h = harness(Some(0));
+    let now = h.now_s();
+    h.server.update(|s| {
+        let p = &mut s.fsas[0][0];
+        p.curves.push(volt_var_curve_xml(CURVE, "VV1"));
+        let mut only = Control::new("ONLY", now + 5, 600);
+        only.volt_var = Some(CURVE.into());
+        let mut both = Control::new("BOTH", now + 5, 600);
+        both.volt_var = Some(CURVE.into());
+        both.exp_lim_w = Some(1500);
+        p.controls.push(only);
+        p.controls.push(both);
+    });
+    assert!(h.run_until(60, |h| {
+        statuses(&h.server, "ONLY").contains(&252) && statuses(&h.server, "BOTH").contains(&2)
+    }));
+    assert_eq!(statuses(&h.server, "ONLY"), vec![252]);
+    assert_eq!(statuses(&h.server, "BOTH"), vec![1, 2]);
+    let out = last_outcome(&h);
+    assert_eq!(out.active.watts(ControlMode::ExpLimW), Some(1500.0));
+    assert!(out.active.get(ControlMode::VoltVar).is_none());
+    assert!(h.run_until(30, |h| has(&h.requests(), "PUT", "/edev/1/der/1/dercap")));
+    assert_eq!(modes_supported(&h) & (1 << 23 | 1 << 24 | 1 << 5 | 1 << 6), 0);
+    assert_all_bodies_valid(&h.server);
+}
+
+/// A DERCurveLink to a curve the program's list does not hold: not applied, 252.
+#[test]
+fn a_curve_link_that_leads_nowhere_is_answered_252() {
+    let mut h = harness(Some(ControlMode::VoltVar.bit()));
+    let now = h.now_s();
+    h.server.update(|s| {
+        let p = &mut s.fsas[0][0];
+        p.curves.push(volt_var_curve_xml(CURVE, "VV1"));
+        let mut c = Control::new("NOWHERE", now + 5, 600);
+        c.volt_var = Some("/edev/1/derp/1/dc/9".into());
+        p.controls.push(c);
+    });
+    assert!(h.run_until(60, |h| !statuses(&h.server, "NOWHERE").is_empty()));
+    h.run_for(10);
+    assert_eq!(statuses(&h.server, "NOWHERE"), vec![252]);
+    assert!(last_outcome(&h).active.get(ControlMode::VoltVar).is_none());
+    assert_all_bodies_valid(&h.server);
+}
+
+/// A site with no DER behind the gateway (no inverter, no battery) carries out no
+/// control: a limit is answered 252, not Started, and nothing is claimed.
+#[test]
+fn a_site_without_der_answers_252_to_a_limit() {
+    let mut config = engine_config();
+    let np = &mut config.nameplate;
+    np.can_limit_export = false;
+    np.can_limit_generation = false;
+    np.can_limit_import = false;
+    np.can_limit_load = false;
+    np.inverter_modes = Some(0);
+    let mut h = Harness::new(config, scenario());
+    let now = h.now_s();
+    h.server.update(|s| {
+        let mut c = Control::new("LIMIT", now + 5, 60);
+        c.exp_lim_w = Some(1500);
+        s.fsas[0][0].controls.push(c);
+    });
+    assert!(h.run_until(60, |h| !statuses(&h.server, "LIMIT").is_empty()));
+    h.run_for(70);
+    assert_eq!(statuses(&h.server, "LIMIT"), vec![252]);
+    assert_eq!(last_outcome(&h).active.watts(ControlMode::ExpLimW), None);
+    assert!(h.run_until(30, |h| has(&h.requests(), "PUT", "/edev/1/der/1/dercap")));
+    assert_eq!(modes_supported(&h), 0);
+    assert_all_bodies_valid(&h.server);
+}

@@ -97,6 +97,7 @@ fn as_utility(limits: &MergedLimits) -> UtilityControls {
         set_grad_w: limits.set_grad_w,
         ramp_tms: limits.ramp_tms,
         storage_target_w: limits.storage_target_w.clone(),
+        ..UtilityControls::default()
     }
 }
 

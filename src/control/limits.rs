@@ -4,7 +4,9 @@
 
 use super::price::FeedInPrice;
 use super::tz::PosixTz;
+use crate::devices::curves::Curve;
 use crate::schedule::{self, ControlMode, ModeValue};
+use crate::sep2::PowerFactorWithExcitation;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -163,6 +165,63 @@ pub struct UtilityControls {
     /// csipaus:opModStorageTargetW (CSIP-AUS v1.3): the batteries' target output, W;
     /// positive discharges, negative charges. A target, not a limit: the limits win.
     pub storage_target_w: Option<Sourced<f64>>,
+    /// opModVoltVar: the volt-var curve to put on the inverters (SunSpec 126 / 705).
+    pub volt_var: Option<Sourced<Curve>>,
+    /// opModVoltWatt: the volt-watt curve (SunSpec 132 / 706).
+    pub volt_watt: Option<Sourced<Curve>>,
+    /// opModFixedPFInjectW: the power factor while injecting (SunSpec 123 / 704).
+    pub fixed_pf_inject: Option<Sourced<PowerFactorWithExcitation>>,
+    /// opModFixedVar as % of setMaxVar (2030.5 sends hundredths; SunSpec `VArPct` /
+    /// `VarSetPct` of VArMax), signed: positive injects. Only refType %setMaxVar
+    /// reaches here (the engine leaves out %statVarAvail, which no model takes).
+    pub fixed_var_pct: Option<Sourced<f64>>,
+}
+
+/// The inverter settings in force (curves, power factor, var level), plain values
+/// without their sources: what [`super::Command::settings`] asks each inverter to run.
+/// `None` = the utility sets none: the inverter's own setting (csipd switches off
+/// what it set).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct InverterSettings {
+    pub volt_var: Option<Curve>,
+    pub volt_watt: Option<Curve>,
+    pub fixed_pf_inject: Option<PowerFactorWithExcitation>,
+    /// % of setMaxVar (VArMax), positive injects.
+    pub fixed_var_pct: Option<f64>,
+}
+
+impl InverterSettings {
+    /// The modes it covers, in order.
+    pub const MODES: [ControlMode; 4] = [
+        ControlMode::VoltVar,
+        ControlMode::VoltWatt,
+        ControlMode::FixedPFInjectW,
+        ControlMode::FixedVar,
+    ];
+}
+
+/// A setting's value in words, for the log and `csipd status`: `4 points 90.4 %V →
+/// 44 %, …, 110 %V → -60 %`, `cos φ 0.950 absorbing vars`, `-25.00 % of setMaxVar`.
+pub fn curve_text(c: &Curve) -> String {
+    let points: Vec<String> = c
+        .points
+        .iter()
+        .map(|p| format!("{:.1} %V → {} %", p.v_pct, p.y_pct))
+        .collect();
+    format!("{} points {}", c.points.len(), points.join(", "))
+}
+
+/// See [`curve_text`].
+pub fn power_factor_text(pf: &PowerFactorWithExcitation) -> String {
+    format!(
+        "cos φ {:.3} {}",
+        schedule::power_factor(*pf),
+        if pf.excitation {
+            "absorbing vars"
+        } else {
+            "injecting vars"
+        }
+    )
 }
 
 /// One line for the log: each control in force with its source and end (UTC), e.g.
@@ -208,6 +267,12 @@ impl fmt::Display for UtilityControls {
         item(&mut parts, "energize", &self.energize, on);
         item(&mut parts, "storage target", &self.storage_target_w, |w| {
             format!("{w:.0} W")
+        });
+        item(&mut parts, "volt-var", &self.volt_var, curve_text);
+        item(&mut parts, "volt-watt", &self.volt_watt, curve_text);
+        item(&mut parts, "fixed PF", &self.fixed_pf_inject, power_factor_text);
+        item(&mut parts, "fixed var", &self.fixed_var_pct, |p| {
+            format!("{p:.2} % of setMaxVar")
         });
         if let Some(g) = self.set_grad_w {
             parts.push(format!("ramp {:.2} %/s of setMaxW", f64::from(g) / 100.0));
@@ -264,6 +329,13 @@ impl UtilityControls {
             )),
             _ => None,
         });
+        let curve = |mode: ControlMode| -> Option<Sourced<Curve>> {
+            let a = active.get(mode)?;
+            match &a.value {
+                ModeValue::Curve(c) => Some(Sourced::new(c.clone(), source(&a.source), a.until_s)),
+                _ => None,
+            }
+        };
         let (set_grad_w, ramp_tms) = match ramp {
             schedule::Ramp::TimeHundredthsS(t) => (None, Some(t)),
             schedule::Ramp::GradientHundredthsPctPerS(g) => (Some(g), None),
@@ -281,6 +353,37 @@ impl UtilityControls {
             set_grad_w,
             ramp_tms,
             storage_target_w: limit(ControlMode::StorageTargetW),
+            volt_var: curve(ControlMode::VoltVar),
+            volt_watt: curve(ControlMode::VoltWatt),
+            fixed_pf_inject: active
+                .get(ControlMode::FixedPFInjectW)
+                .and_then(|a| match a.value {
+                    ModeValue::PowerFactor(pf) => {
+                        Some(Sourced::new(pf, source(&a.source), a.until_s))
+                    }
+                    _ => None,
+                }),
+            fixed_var_pct: active
+                .get(ControlMode::FixedVar)
+                .and_then(|a| match a.value {
+                    // refType 2: %setMaxVar, the one SunSpec takes.
+                    ModeValue::FixedVar(v) if v.ref_type == 2 => Some(Sourced::new(
+                        f64::from(v.value) / 100.0,
+                        source(&a.source),
+                        a.until_s,
+                    )),
+                    _ => None,
+                }),
+        }
+    }
+
+    /// The inverter settings in force, without their sources (see [`InverterSettings`]).
+    pub fn inverter_settings(&self) -> InverterSettings {
+        InverterSettings {
+            volt_var: self.volt_var.as_ref().map(|c| c.value.clone()),
+            volt_watt: self.volt_watt.as_ref().map(|c| c.value.clone()),
+            fixed_pf_inject: self.fixed_pf_inject.as_ref().map(|c| c.value),
+            fixed_var_pct: self.fixed_var_pct.as_ref().map(|c| c.value),
         }
     }
 }
@@ -993,5 +1096,105 @@ mod display_tests {
              default control dflt)"
         );
         assert!(!line.contains("Some("), "no debug dump: {line}");
+    }
+}
+
+#[cfg(test)]
+mod inverter_settings_tests {
+    use super::*;
+    use crate::devices::curves::CurvePoint;
+    use crate::sep2::FixedVar;
+
+    /// The scheduler's curve, power factor and var level reach the coordinator with
+    /// their source, as the plain values a command carries, and in the log line; a
+    /// var level in % of statVarAvail does not (no SunSpec model takes it).
+    #[test]
+    fn settings_come_from_the_schedule_with_their_source() {
+        let curve = Curve {
+            mode: ControlMode::VoltVar,
+            points: vec![
+                CurvePoint {
+                    v_pct: 90.0,
+                    y_pct: 40.0,
+                },
+                CurvePoint {
+                    v_pct: 110.0,
+                    y_pct: -40.0,
+                },
+            ],
+            dept_ref: 2,
+        };
+        let program = schedule::Program {
+            mrid: "PROG1".into(),
+            fsa: "f".into(),
+            primacy: 1,
+            default_control: Some(schedule::DefaultControl {
+                mrid: "D".into(),
+                controls: schedule::ControlSet {
+                    volt_var: Some(curve.clone()),
+                    fixed_pf_inject_w: Some(PowerFactorWithExcitation {
+                        displacement: 950,
+                        excitation: true,
+                        multiplier: -3,
+                    }),
+                    fixed_var: Some(FixedVar {
+                        ref_type: 2,
+                        value: -2500,
+                    }),
+                    ..schedule::ControlSet::default()
+                },
+                set_grad_w: None,
+            }),
+        };
+        let out = schedule::evaluate(
+            &schedule::Input {
+                programs: std::slice::from_ref(&program),
+                events: &[],
+                now_s: 100,
+            },
+            &mut schedule::Rng::new(1),
+            &schedule::State::default(),
+        );
+        let u = UtilityControls::from_schedule(&out.active, out.ramp);
+        let vv = u.volt_var.as_ref().expect("volt-var");
+        assert_eq!(vv.value, curve);
+        assert_eq!(
+            vv.source,
+            LimitSource::UtilityDefault {
+                program: "PROG1".into()
+            }
+        );
+        let s = u.inverter_settings();
+        assert_eq!(s.volt_var, Some(curve));
+        assert_eq!(s.volt_watt, None);
+        assert_eq!(s.fixed_var_pct, Some(-25.0));
+        assert!(s.fixed_pf_inject.is_some_and(|pf| pf.excitation));
+        let line = u.to_string();
+        assert!(
+            line.contains("volt-var 2 points 90.0 %V → 40 %, 110.0 %V → -40 %"),
+            "{line}"
+        );
+        assert!(line.contains("fixed PF cos φ 0.950 absorbing vars"), "{line}");
+        assert!(line.contains("fixed var -25.00 % of setMaxVar"), "{line}");
+        // % of statVarAvail: not a setting csipd can put on an inverter.
+        let mut program = program;
+        if let Some(d) = program.default_control.as_mut() {
+            d.controls.fixed_var = Some(FixedVar {
+                ref_type: 3,
+                value: 1000,
+            });
+        }
+        let active = schedule::evaluate(
+            &schedule::Input {
+                programs: std::slice::from_ref(&program),
+                events: &[],
+                now_s: 100,
+            },
+            &mut schedule::Rng::new(1),
+            &schedule::State::default(),
+        )
+        .active;
+        let u = UtilityControls::from_schedule(&active, out.ramp);
+        assert_eq!(u.fixed_var_pct, None);
     }
 }

@@ -89,6 +89,9 @@ pub struct Command {
     /// output to hold, W (positive discharges, negative charges; SunSpec 124
     /// OutWRte/InWRte). `None`: no target, the charge limit applies.
     pub storage_target_w: Option<f64>,
+    /// The utility's curves, power factor and var level in force: the bus task puts
+    /// each on the inverter when it changes, where the inverter offers it.
+    pub settings: super::InverterSettings,
 }
 
 /// The freshness of one device, for the status.
@@ -329,6 +332,10 @@ pub fn step(state: &mut State, inputs: Inputs<'_>, now: Now) -> Outputs {
     } else {
         0.0
     };
+    let settings = inputs
+        .utility
+        .map(|u| u.inverter_settings())
+        .unwrap_or_default();
     let commands: Vec<(String, Command)> = setpoints
         .inverters
         .iter()
@@ -342,6 +349,7 @@ pub fn step(state: &mut State, inputs: Inputs<'_>, now: Now) -> Outputs {
                     connect: sp.connect,
                     charge_limit_w: sp.charge_limit_w,
                     storage_target_w: sp.storage_target_w,
+                    settings: settings.clone(),
                 },
             )
         })

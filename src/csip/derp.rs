@@ -434,6 +434,11 @@ impl DerpSet {
             for mode in &not_carried {
                 set.clear(*mode);
             }
+            // A var level in % of statVarAvail: no SunSpec model takes one (123 VArPct
+            // and 704 VarSetPct are in % of VArMax), so it cannot be applied.
+            if set.fixed_var.is_some_and(|v| v.ref_type != 2) {
+                set.fixed_var = None;
+            }
         }
         let input = schedule::Input {
             programs: &programs,

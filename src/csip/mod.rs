@@ -248,7 +248,10 @@ impl Nameplate {
             M::LoadLimW => self.can_limit_load,
             M::Connect | M::Energize | M::MaxLimW | M::FixedW => der,
             M::StorageTargetW => self.storage.as_ref().is_some_and(|s| s.can_target),
-            M::VoltVar | M::VoltWatt | M::FixedPFInjectW | M::FixedPFAbsorbW | M::FixedVar => {
+            // No device write sets the absorbing power factor apart from the injecting
+            // one (`devices::sunspec::setting_models`): never carried.
+            M::FixedPFAbsorbW => false,
+            M::VoltVar | M::VoltWatt | M::FixedPFInjectW | M::FixedVar => {
                 self.inverter_modes.is_none_or(|m| m & mode.bit() != 0)
             }
         }

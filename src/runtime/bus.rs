@@ -4,6 +4,8 @@
 
 use super::site::{Command, DeviceState, SharedSite, Written};
 use crate::config::{self, DeviceRole};
+use crate::control::InverterSettings;
+use crate::schedule::ControlMode;
 use crate::devices::{
     Bus, BusParams, Controls, Device, DeviceParams, RevertPolicy, TransportParams,
 };
@@ -80,7 +82,16 @@ struct Slot {
     last_target_write: Option<(f64, Instant)>,
     /// The missing control model was logged (once per run, not per cycle).
     capability_logged: bool,
+    /// The utility's inverter settings (curves, power factor, var) as last put on this
+    /// inverter and confirmed by read-back; a change is written once.
+    settings_applied: InverterSettings,
+    /// Per setting whose write failed: the error and when, so that it is said once
+    /// (not every cycle) and tried again after [`SETTING_RETRY`].
+    settings_failed: BTreeMap<ControlMode, (String, Instant)>,
 }
+
+/// A failed write of an inverter setting is tried again this long after.
+pub const SETTING_RETRY: Duration = Duration::from_secs(60);
 
 /// The capability fact of an inverter without a SunSpec control model, as the log and
 /// the status say it: it is read, never limited.
@@ -210,6 +221,8 @@ pub async fn run_bus(
                 last_charge_write: None,
                 last_target_write: None,
                 capability_logged: false,
+                settings_applied: InverterSettings::default(),
+                settings_failed: BTreeMap::new(),
             }
         })
         .collect();
@@ -463,6 +476,7 @@ async fn apply_command(slot: &mut Slot, cmd: Command, site: &SharedSite) {
             }
         }
     }
+    apply_settings(slot, &cmd.settings, &controls, site).await;
     if !controls.can_limit_power() {
         return;
     }
@@ -499,6 +513,116 @@ async fn apply_command(slot: &mut Slot, cmd: Command, site: &SharedSite) {
             });
         }
         Err(e) => st.record_write_error(e.to_string()),
+    }
+}
+
+/// Puts the utility's curves, power factor and var level on the inverter where they
+/// changed since the last confirmed write and the inverter offers the mode (its SunSpec
+/// models, `Controls::offers`; one that does not is left alone: DERCapability did not
+/// claim the mode for the site). A failed write is said once per mode (the device's
+/// error in the status and log, one `ControlNotApplied` LogEvent) and tried again after
+/// [`SETTING_RETRY`] with the same message said no more.
+async fn apply_settings(
+    slot: &mut Slot,
+    wanted: &InverterSettings,
+    controls: &Controls,
+    site: &SharedSite,
+) {
+    let name = slot.config.name.clone();
+    let now = Instant::now();
+    for mode in InverterSettings::MODES {
+        if !controls.offers(mode) || setting_eq(mode, wanted, &slot.settings_applied) {
+            slot.settings_failed.remove(&mode);
+            continue;
+        }
+        if slot
+            .settings_failed
+            .get(&mode)
+            .is_some_and(|(_, at)| now.saturating_duration_since(*at) < SETTING_RETRY)
+        {
+            continue;
+        }
+        let result = write_setting(&mut slot.device, mode, wanted).await;
+        let mut s = site.borrow_mut();
+        let Some(st) = s.devices.get_mut(&name) else {
+            return;
+        };
+        match result {
+            Ok(what) => {
+                copy_setting(mode, wanted, &mut slot.settings_applied);
+                slot.settings_failed.remove(&mode);
+                st.writes_ok += 1;
+                log::info!("device '{name}': {} {what}", mode.name());
+            }
+            Err(e) => {
+                let said = slot
+                    .settings_failed
+                    .get(&mode)
+                    .is_some_and(|(before, _)| *before == e);
+                if !said {
+                    st.record_write_error(e.clone());
+                }
+                slot.settings_failed.insert(mode, (e, now));
+            }
+        }
+    }
+}
+
+fn setting_eq(mode: ControlMode, a: &InverterSettings, b: &InverterSettings) -> bool {
+    match mode {
+        ControlMode::VoltVar => a.volt_var == b.volt_var,
+        ControlMode::VoltWatt => a.volt_watt == b.volt_watt,
+        ControlMode::FixedPFInjectW => a.fixed_pf_inject == b.fixed_pf_inject,
+        ControlMode::FixedVar => a.fixed_var_pct == b.fixed_var_pct,
+        _ => true,
+    }
+}
+
+fn copy_setting(mode: ControlMode, from: &InverterSettings, to: &mut InverterSettings) {
+    match mode {
+        ControlMode::VoltVar => to.volt_var = from.volt_var.clone(),
+        ControlMode::VoltWatt => to.volt_watt = from.volt_watt.clone(),
+        ControlMode::FixedPFInjectW => to.fixed_pf_inject = from.fixed_pf_inject,
+        ControlMode::FixedVar => to.fixed_var_pct = from.fixed_var_pct,
+        _ => {}
+    }
+}
+
+/// The text of a setting the device layer cannot write yet.
+fn not_yet(device: &str, mode: ControlMode, method: &str) -> String {
+    format!(
+        "device '{device}': {} cannot be applied: {method} is not implemented yet",
+        mode.name()
+    )
+}
+
+/// Writes one setting (with read-back, in the device layer); `Ok` says what is now in
+/// force, `Err` the device's error as the status shows it.
+async fn write_setting(
+    device: &mut Device,
+    mode: ControlMode,
+    wanted: &InverterSettings,
+) -> Result<String, String> {
+    let name = device.params().name.clone();
+    let curve = match mode {
+        ControlMode::VoltVar => Some(&wanted.volt_var),
+        ControlMode::VoltWatt => Some(&wanted.volt_watt),
+        _ => None,
+    };
+    match (mode, curve) {
+        (_, Some(Some(curve))) => device
+            .set_curve(curve)
+            .await
+            .map(|_| format!("set: {}", crate::control::limits::curve_text(curve)))
+            .map_err(|e| e.to_string()),
+        // TODO(curvedev): Device::clear_curve(mode) switches the curve off when the
+        // control ends; until it is on main the inverter keeps the last curve.
+        (_, Some(None)) => Err(not_yet(&name, mode, "switching the curve off (Device::clear_curve)")),
+        // TODO(curvedev): Device::set_fixed_pf(Option<FixedPf>) from
+        // wanted.fixed_pf_inject (cos φ = schedule::power_factor, excitation).
+        (ControlMode::FixedPFInjectW, _) => Err(not_yet(&name, mode, "Device::set_fixed_pf")),
+        // TODO(curvedev): Device::set_fixed_var_pct(wanted.fixed_var_pct).
+        _ => Err(not_yet(&name, mode, "Device::set_fixed_var_pct")),
     }
 }
 

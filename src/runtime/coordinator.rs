@@ -170,6 +170,11 @@ impl Coordinator {
             .filter_map(|(name, st)| st.unreported_error.take().map(|e| (name.clone(), e)))
             .collect();
         let price_error = s.price.last_error().map(|e| e.to_string());
+        let inverter_settings = s
+            .utility
+            .as_ref()
+            .map(status::InverterSetting::of)
+            .unwrap_or_default();
         drop(s);
 
         self.last_sample = Some(out.sample.clone());
@@ -177,6 +182,7 @@ impl Coordinator {
             snap.now_unix_s = unix_s;
             snap.local_utc_offset_s = view.local_utc_offset_s;
             snap.limits = limits;
+            snap.inverter_settings = inverter_settings;
             snap.site = view.site.clone();
             snap.devices = device_list;
             snap.setpoints = setpoint_list;

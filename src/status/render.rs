@@ -227,6 +227,26 @@ pub fn summary(s: &Snapshot) -> String {
     for limit in &s.limits {
         let _ = writeln!(out, "  {}", limit_line(limit, now, tz));
     }
+    if !s.inverter_settings.is_empty() {
+        out.push_str("inverter settings\n");
+        for setting in &s.inverter_settings {
+            let mut line = format!(
+                "  {} {} — {}",
+                setting.mode,
+                setting.value,
+                source_text(&setting.source)
+            );
+            if let Some(end) = setting.end_unix_s {
+                let _ = write!(
+                    line,
+                    ", until {} (in {})",
+                    clock_hhmm(end, tz),
+                    duration(end - now)
+                );
+            }
+            let _ = writeln!(out, "{line}");
+        }
+    }
 
     if !s.upcoming_events.is_empty() {
         out.push_str("upcoming events\n");

@@ -36,6 +36,10 @@ pub struct Snapshot {
     /// The limits in force now, one per mode (after merging utility, owner and fail-safe):
     /// replaced on every update, so at most one entry per control mode.
     pub limits: Vec<ActiveLimit>,
+    /// The utility's inverter settings in force (opModVoltVar, opModVoltWatt,
+    /// opModFixedPFInjectW, opModFixedVar), one per mode; replaced on every update.
+    #[serde(default)]
+    pub inverter_settings: Vec<InverterSetting>,
     /// Utility events that start later, soonest first. Replaced on every update: as
     /// many as the scheduler holds (the server's current lists).
     pub upcoming_events: Vec<UpcomingEvent>,
@@ -99,6 +103,7 @@ impl Snapshot {
                 resources: Vec::new(),
             },
             limits: Vec::new(),
+            inverter_settings: Vec::new(),
             upcoming_events: Vec::new(),
             site: SiteFlows::default(),
             devices: Vec::new(),
@@ -238,6 +243,53 @@ pub struct ActiveLimit {
     /// model" (an inverter without SunSpec 123 or 704).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_enforceable: Option<String>,
+}
+
+/// One of the utility's inverter settings in force (a curve, a power factor, a var
+/// level), put on every inverter that offers it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InverterSetting {
+    /// The 2030.5 mode: `opModVoltVar`, `opModVoltWatt`, `opModFixedPFInjectW`,
+    /// `opModFixedVar`.
+    pub mode: String,
+    /// What it sets, in words (`4 points 90.4 %V → 44 %, …`, `cos φ 0.950 injecting
+    /// vars`, `-25.00 % of setMaxVar`).
+    pub value: String,
+    pub source: LimitSource,
+    /// When it stops applying, if known.
+    pub end_unix_s: Option<i64>,
+}
+
+impl InverterSetting {
+    /// The settings of `utility`, in mode order.
+    pub fn of(utility: &crate::control::UtilityControls) -> Vec<InverterSetting> {
+        use crate::control::limits::{curve_text, power_factor_text};
+        use crate::control::Sourced;
+        fn one<T>(
+            out: &mut Vec<InverterSetting>,
+            mode: crate::schedule::ControlMode,
+            s: &Option<Sourced<T>>,
+            text: impl Fn(&T) -> String,
+        ) {
+            if let Some(s) = s {
+                out.push(InverterSetting {
+                    mode: mode.name().to_string(),
+                    value: text(&s.value),
+                    source: s.source.clone(),
+                    end_unix_s: s.until_s,
+                });
+            }
+        }
+        use crate::schedule::ControlMode as M;
+        let mut out = Vec::new();
+        one(&mut out, M::VoltVar, &utility.volt_var, curve_text);
+        one(&mut out, M::VoltWatt, &utility.volt_watt, curve_text);
+        one(&mut out, M::FixedPFInjectW, &utility.fixed_pf_inject, power_factor_text);
+        one(&mut out, M::FixedVar, &utility.fixed_var_pct, |p| {
+            format!("{p:.2} % of setMaxVar")
+        });
+        out
+    }
 }
 
 /// A limit value inside an upcoming event.

@@ -170,7 +170,10 @@ fn pysunspec2_client_reads_and_controls_the_simulator() {
     };
     let p = port.to_string();
     let inv = run(&[&p, "1", "40"]);
-    assert_eq!(inv["models"], serde_json::json!([1, 103, 120, 121, 123]));
+    assert_eq!(
+        inv["models"],
+        serde_json::json!([1, 103, 120, 121, 123, 126])
+    );
     assert_eq!(inv["Mn"], "csipd-sim");
     assert_eq!(inv["W"], 2750.0);
     assert_eq!(inv["Hz"], 50.0);

@@ -10,6 +10,8 @@
 //!   (Received, Started, and Cancelled for the cancelled block) once each; the report
 //!   shows the DER PUTs and ConnectionPoint, readings on postRate boundaries, no body it
 //!   could not read, and schema-valid bodies.
+//! - with the utility, volt-var: the program's curve is in force (/status
+//!   `inverter_settings`) and the simulated inverter says it has it on model 126.
 //! - `--utility-only`: another client (`csipd fetch`) reaches it with the printed lab
 //!   identity over CCM8.
 
@@ -187,6 +189,24 @@ fn demo_with_the_simulated_utility_enforces_its_limits_and_reports_back() {
             .as_deref()
             .map(|u| u.ends_with("/dcap")),
         Some(true)
+    );
+    // Every DOE block and the default link the program's volt-var curve (issue #20):
+    // it is in force, and the demo's inverter (model 126) got it, read back.
+    let s = wait_for(&url, Duration::from_secs(60), "volt-var in force", |s| {
+        s.inverter_settings.iter().any(|i| i.mode == "opModVoltVar")
+    });
+    let setting = &s.inverter_settings[0];
+    assert!(
+        setting.value.starts_with("4 points 90.0 %V → 44 %"),
+        "{setting:?}"
+    );
+    let line = demo.stdout_containing(
+        "simulated inverter: volt-var curve on",
+        Duration::from_secs(60),
+    );
+    assert!(
+        line.contains("curve 2: 90.0 %V → 44 %, 95.7 %V → 0 %, 104.3 %V → 0 %, 112.2 %V → -60 %"),
+        "{line}"
     );
     let next = wait_for(&url, Duration::from_secs(60), "upcoming blocks", |s| {
         !s.upcoming_events.is_empty()

@@ -618,6 +618,9 @@ impl Device {
             blocks.extend(st.iter().map(|(k, v)| (*k, v.clone())));
         }
         let mut r = sunspec::decode_inverter(&blocks).map_err(|e| self.sunspec_err(e))?;
+        // The settings models (curves 126/132/705/706) are not read each cycle: what
+        // the device offers comes from its model chain.
+        r.controls.inverter_modes = Controls::of_models(map.ids()).inverter_modes;
         if let Some(block) = self.read_solaredge_block(&map).await? {
             r.limit = Some(solaredge::decode_limit(&block));
             r.controls.active_power_limit_model = Some(solaredge::BLOCK_ID);

@@ -299,8 +299,27 @@ async fn physics(inverter: SimInverter, battery: Option<SimInverter>, meter: Sim
     let start = Instant::now();
     let (mut import_wh, mut export_wh) = (0.0, 0.0);
     let mut next = start;
+    let mut volt_var = None;
     loop {
         let t = start.elapsed().as_secs_f64();
+        // What csipd put on the inverter's model 126, said when it changes (the
+        // simulated inverter does not act on the curve here).
+        let now_volt_var = inverter.volt_var();
+        if now_volt_var != volt_var {
+            match &now_volt_var {
+                Some(c) => log::info!(
+                    "simulated inverter: volt-var curve on (model 126 curve {}: {})",
+                    c.active_curve,
+                    c.points
+                        .iter()
+                        .map(|p| format!("{:.1} %V → {:.0} %", p.v_pct, p.y_pct))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                None => log::info!("simulated inverter: volt-var curve off"),
+            }
+            volt_var = now_volt_var;
+        }
         site.base_load_w = load_w(t);
         site.inverters[0].setpoint_w = inverter.limit_w().unwrap_or(PV_RATING_W);
         site.inverters[0].connected = inverter.connected();

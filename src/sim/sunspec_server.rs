@@ -7,8 +7,9 @@
 //! rmodbus; the server runs on the smol loop (single thread, `Rc` handles).
 //!
 //! Layouts (offsets as in the SunSpec model definitions, like `devices::sunspec`):
-//! - inverter: models 1, 103, 120, 121, 123. Only model 123's control points (and model 1
-//!   `DA`) are writable; a write anywhere else gets exception 2 (illegal data address),
+//! - inverter: models 1, 103, 120, 121, 123, 126. Only model 123's control points, model
+//!   126's curve selection and second curve (the first is a read-only factory curve) and
+//!   model 1 `DA` are writable; a write anywhere else gets exception 2 (illegal data address),
 //!   as strict real inverters answer. The 123 revert timer is honoured.
 //! - battery: the inverter's models plus 124 (basic storage controls: WChaMax,
 //!   StorCtl_Mod, InWRte and its revert timer writable). Output is negative while it
@@ -39,6 +40,8 @@ const L_120: u16 = 26;
 const L_121: u16 = 30;
 const L_123: u16 = 24;
 const L_124: u16 = 24;
+/// Model 126 (static volt-VAR) with two curves of 54 registers: 10 + 2 × 54.
+const L_126: u16 = 118;
 const L_203: u16 = 105;
 
 struct Model {
@@ -188,6 +191,7 @@ impl SimInverter {
         if max_charge_w.is_some() {
             models.push((124, L_124));
         }
+        models.push((126, L_126));
         let mut r = Regs::build(
             "csipd-sim",
             if max_charge_w.is_some() {
@@ -255,6 +259,22 @@ impl SimInverter {
             r.writable.push((b + 2, b + 7));
             r.writable.push((b + 12, b + 17));
         }
+        // Model 126: two curves of up to 10 points, V in tenths of % VRef (V_SF -1),
+        // VAr in whole % (DeptRef_SF 0); curve 1 is the read-only factory curve, so a
+        // client writes curve 2, selects it (ActCrv) and enables the mode (ModEna).
+        let v = r.start(126);
+        for off in 2..usize::from(L_126) + 2 {
+            r.set(v, off, 0);
+        }
+        r.set(v, 7, 2); // NCrv
+        r.set(v, 8, 10); // NPt
+        r.set(v, 9, (-1i16) as u16); // V_SF
+        r.set(v, 10, 0); // DeptRef_SF
+        r.set(v, 11, NOT_IMPL_I16); // RmpIncDec_SF
+        r.set(v, 12 + 53, 1); // curve 1 ReadOnly
+        // writable: ActCrv .. RmpTms, and curve 2 but its ReadOnly flag
+        r.writable.push((v + 2, v + 6));
+        r.writable.push((v + 12 + 54, v + 12 + 54 + 52));
         let inv = SimInverter {
             regs: Rc::new(RefCell::new(r)),
             rating_w,
@@ -329,6 +349,15 @@ impl SimInverter {
     /// `limit_pct_at(Instant::now())`.
     pub fn limit_pct(&self) -> Option<f64> {
         self.limit_pct_at(Instant::now())
+    }
+
+    /// The volt-var curve (model 126) a client put on it, if the mode is enabled.
+    pub fn volt_var(&self) -> Option<crate::devices::curves::CurveState> {
+        let r = self.regs.borrow();
+        let v = r.start(126);
+        let from = r.idx(v, 0);
+        let block = r.words.get(from..from + usize::from(L_126) + 2)?;
+        crate::devices::curves::decode_curve(126, block).filter(|c| c.enabled)
     }
 
     /// The limit in watts (limit % × WMax), if one is active.
@@ -613,10 +642,11 @@ mod tests {
         let sim = SunSpecSimulator::new();
         let inv = sim.add_inverter(1, 5000.0);
         inv.set_output_w(3300.0);
-        let total: u16 = 2 + 68 + 52 + 28 + 32 + 26 + 2;
-        let mut regs = read(&sim, 1, SIM_BASE, 100);
-        regs.extend(read(&sim, 1, SIM_BASE + 100, 100));
-        regs.extend(read(&sim, 1, SIM_BASE + 200, total - 200));
+        let total: u16 = 2 + 68 + 52 + 28 + 32 + 26 + 120 + 2;
+        let mut regs = Vec::new();
+        for from in (0..total).step_by(100) {
+            regs.extend(read(&sim, 1, SIM_BASE + from, (total - from).min(100)));
+        }
         assert_eq!(&regs[..2], &sunspec::SUNS_MARKER);
         let mut at = SIM_BASE + 2;
         let mut blocks = Blocks::new();
@@ -634,7 +664,7 @@ mod tests {
         }
         assert_eq!(
             blocks.keys().copied().collect::<Vec<_>>(),
-            vec![1, 103, 120, 121, 123]
+            vec![1, 103, 120, 121, 123, 126]
         );
         let r = sunspec::decode_inverter(&blocks).unwrap();
         assert_eq!(r.ac.w, Some(3300.0));

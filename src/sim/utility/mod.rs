@@ -15,7 +15,8 @@
 //! its Registration (PIN) and csipaus ConnectionPoint, FunctionSetAssignments, one
 //! DERProgram with its DERControlList (`responseRequired="03"`, `replyTo` on each) and
 //! DefaultDERControl, the DER list (DERCapability, DERSettings, DERStatus,
-//! DERAvailability PUT targets), the MirrorUsagePoint list, a response list and a log
+//! DERAvailability PUT targets), a DERCurveList with one volt-var curve that every
+//! DERControl and the default link as `opModVoltVar`, the MirrorUsagePoint list, a response list and a log
 //! event list. The XML is written with csipd's sep2 writer where it has one for the
 //! resource (ConnectionPoint, MirrorUsagePoint), else from templates, with the csipaus
 //! namespace under the `csipaus` prefix; tests read every served resource with csipd's
@@ -394,6 +395,8 @@ fn kind_of(path: &str) -> &'static str {
         "/derp/1" => "DERProgram",
         "/derp/1/derc" => "DERControlList",
         "/derp/1/dderc" => "DefaultDERControl",
+        "/derp/1/dc" => "DERCurveList",
+        VOLT_VAR_CURVE_PATH => "DERCurve",
         "/edev/1/der" => "DERList",
         "/edev/1/der/1" => "DER",
         "/edev/1/der/1/dercap" => "DERCapability",
@@ -530,6 +533,8 @@ impl Utility {
             "/derp/1",
             "/derp/1/dderc",
             "/derp/1/derc",
+            "/derp/1/dc",
+            VOLT_VAR_CURVE_PATH,
             "/edev/1/der",
             "/edev/1/lel",
             "/mup",
@@ -707,10 +712,18 @@ impl Utility {
             }
             "/derp/1" => xml(self.program(true, now)),
             "/derp/1/dderc" => xml(format!(
-                r#"<DefaultDERControl {XMLNS} href="/derp/1/dderc"><mRID>DEFA{:028X}</mRID><description>simulated utility default</description><DERControlBase>{}</DERControlBase></DefaultDERControl>"#,
+                r#"<DefaultDERControl {XMLNS} href="/derp/1/dderc"><mRID>DEFA{:028X}</mRID><description>simulated utility default</description><DERControlBase>{VOLT_VAR_LINK}{}</DERControlBase></DefaultDERControl>"#,
                 o.plan.origin_utc_s as u64,
                 power("opModExpLimW", DEFAULT_EXPORT_LIMIT_W),
             )),
+            "/derp/1/dc" => xml(list(
+                "DERCurveList",
+                "/derp/1/dc",
+                None,
+                &[volt_var_curve_xml(false)],
+                q,
+            )),
+            VOLT_VAR_CURVE_PATH => xml(volt_var_curve_xml(true)),
             "/derp/1/derc" => {
                 self.report.devices[dev].der_control_list_reads += 1;
                 let items: Vec<String> = self
@@ -883,7 +896,7 @@ impl Utility {
             String::new()
         };
         format!(
-            r#"<DERProgram{ns} href="/derp/1"><mRID>9000{:028X}</mRID><description>Dynamic operating envelopes</description><DefaultDERControlLink href="/derp/1/dderc"/><DERControlListLink href="/derp/1/derc" all="{}"/><primacy>1</primacy></DERProgram>"#,
+            r#"<DERProgram{ns} href="/derp/1"><mRID>9000{:028X}</mRID><description>Dynamic operating envelopes</description><DefaultDERControlLink href="/derp/1/dderc"/><DERControlListLink href="/derp/1/derc" all="{}"/><DERCurveListLink href="/derp/1/dc" all="1"/><primacy>1</primacy></DERProgram>"#,
             self.options.plan.origin_utc_s as u64,
             self.options.plan.published(now).len()
         )
@@ -1121,7 +1134,7 @@ fn control_xml(b: &schedule::Block, now: Now, top: bool) -> String {
         .map(|r| format!("<randomizeStart>{r}</randomizeStart>"))
         .unwrap_or_default();
     format!(
-        r#"<DERControl{ns} href="/derp/1/derc/{mrid}" replyTo="{RESPONSE_PATH}" responseRequired="03"><mRID>{mrid}</mRID><description>DOE block {index} (virtual {tod})</description><creationTime>{ct}</creationTime><EventStatus><currentStatus>{st}</currentStatus><dateTime>{since}</dateTime><potentiallySuperseded>false</potentiallySuperseded></EventStatus><interval><duration>{d}</duration><start>{start}</start></interval>{randomize}<DERControlBase>{imp}{exp}</DERControlBase></DERControl>"#,
+        r#"<DERControl{ns} href="/derp/1/derc/{mrid}" replyTo="{RESPONSE_PATH}" responseRequired="03"><mRID>{mrid}</mRID><description>DOE block {index} (virtual {tod})</description><creationTime>{ct}</creationTime><EventStatus><currentStatus>{st}</currentStatus><dateTime>{since}</dateTime><potentiallySuperseded>false</potentiallySuperseded></EventStatus><interval><duration>{d}</duration><start>{start}</start></interval>{randomize}<DERControlBase>{VOLT_VAR_LINK}{imp}{exp}</DERControlBase></DERControl>"#,
         mrid = b.mrid,
         index = b.index,
         tod = hhmm(b.virtual_time_of_day_s),
@@ -1134,6 +1147,29 @@ fn control_xml(b: &schedule::Block, now: Now, top: bool) -> String {
             .map(|w| power("opModImpLimW", w))
             .unwrap_or_default(),
         exp = power("opModExpLimW", b.export_limit_w),
+    )
+}
+
+/// The program's one DERCurve: AS/NZS 4777.2's Australia A volt-var response (207,
+/// 220, 240 and 258 V of 230 V: +44 %, 0, 0, -60 % of setMaxVar), which every DOE block
+/// and the default control link as opModVoltVar.
+pub const VOLT_VAR_CURVE_PATH: &str = "/derp/1/dc/1";
+const VOLT_VAR_LINK: &str = r#"<opModVoltVar href="/derp/1/dc/1"/>"#;
+
+/// The volt-var DERCurve (curveType 11; x in tenths of a percent of VRef, y in % of
+/// setMaxVar, yRefType 2).
+fn volt_var_curve_xml(top: bool) -> String {
+    let ns = if top {
+        format!(" {XMLNS}")
+    } else {
+        String::new()
+    };
+    let points: String = [(900, 44), (957, 0), (1043, 0), (1122, -60)]
+        .iter()
+        .map(|(x, y)| format!("<CurveData><xvalue>{x}</xvalue><yvalue>{y}</yvalue></CurveData>"))
+        .collect();
+    format!(
+        r#"<DERCurve{ns} href="{VOLT_VAR_CURVE_PATH}"><mRID>C0A00000000000000000000000000001</mRID><description>volt-var AS/NZS 4777.2 Aus A</description><creationTime>1700000000</creationTime>{points}<curveType>11</curveType><xMultiplier>-1</xMultiplier><yMultiplier>0</yMultiplier><yRefType>2</yRefType></DERCurve>"#
     )
 }
 

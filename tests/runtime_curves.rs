@@ -1,0 +1,193 @@
+//! `csipd run` putting the utility's volt-var curve on an inverter end to end (issue
+//! #20): the hand-scripted CSIP-AUS server (tests/common/csip_server.rs, plain HTTP lab
+//! mode; no installable server serves csipaus controls with DERCurves) serves a
+//! DERControl with `opModExpLimW` and `opModVoltVar` linking a 4-point curve of the
+//! program's DERCurveList; a pymodbus SunSpec peer (tests/peers/sunspec_sim.py,
+//! register maps from pysunspec2) is the site meter and an inverter with model 126
+//! (two curves, the first read-only).
+//!
+//! Checked: the curve's registers on the inverter (curve 2's points in one write, then
+//! ActCrv, then ModEna) and read back from the peer, the responses (Received,
+//! Started), DERCapability claiming volt-var, `/status` showing the curve in force;
+//! every body csipd sent validates against csipaus-core.xsd. Waits are for conditions
+//! with generous deadlines, never fixed sleeps.
+
+// runtime_common and devices_support each bring tests/support/wait.rs.
+#![allow(clippy::duplicate_mod)]
+
+#[path = "common/csip_server.rs"]
+mod csip_server;
+#[path = "devices_support/mod.rs"]
+mod devices_support;
+mod runtime_common;
+
+use csip_server::{
+    Control, Program, Scenario, ScriptedServer, element_text, mrid_of, now_s, volt_var_curve_xml,
+};
+use devices_support::{Peer, start_peer};
+use runtime_common::*;
+use serde_json::json;
+use std::time::Duration;
+
+const CURVE: &str = "/edev/1/derp/1/dc/1";
+
+/// Site meter (unit 1), exporting 2 kW; a 5 kW PV inverter (unit 2) with 123 and 126.
+fn site() -> serde_json::Value {
+    json!({"devices": [
+        {"unit": 1, "base": 40000, "models": [
+            {"id": 1, "values": {"Mn": "Meters R Us"}},
+            {"id": 203, "values": {
+                "A": 800, "AphA": 800, "A_SF": -2,
+                "PhV": 2400, "PhVphA": 2400, "V_SF": -1, "Hz": 5000, "Hz_SF": -2,
+                "W": -2000, "WphA": -2000, "W_SF": 0, "VAR": 0, "VARphA": 0, "VAR_SF": 0,
+                "TotWhExp": 0, "TotWhImp": 1500, "TotWh_SF": 1}}
+        ]},
+        {"unit": 2, "base": 40000, "models": [
+            {"id": 1, "values": {"Mn": "Curve Co", "Md": "CV-5"}},
+            {"id": 103, "values": {"W": 2500, "W_SF": 0, "PhVphA": 2400, "V_SF": -1,
+                                   "Hz": 5000, "Hz_SF": -2, "St": 4}},
+            {"id": 120, "values": {"DERTyp": 4, "WRtg": 5000, "WRtg_SF": 0}},
+            {"id": 121, "values": {"WMax": 5000, "WMax_SF": 0}},
+            {"id": 123, "values": {"Conn": 1, "WMaxLimPct": 100, "WMaxLimPct_SF": 0,
+                                   "WMaxLim_Ena": 0}},
+            {"id": 126, "values": {"ActCrv": 1, "ModEna": 0, "WinTms": 0, "RvrtTms": 0,
+                                   "RmpTms": 0, "NCrv": 2, "NPt": 4, "V_SF": -1,
+                                   "DeptRef_SF": 0, "RmpIncDec_SF": 0,
+                                   "curve[0].ActPt": 2, "curve[0].DeptRef": 2,
+                                   "curve[0].ReadOnly": 1, "curve[0].V1": 900,
+                                   "curve[0].VAr1": 30, "curve[1].ReadOnly": 0}}
+        ]}
+    ]})
+}
+
+/// The inverter's (unit 2) writes as (address, values).
+fn inverter_writes(peer: &Peer) -> Vec<(u64, Vec<u64>)> {
+    peer.writes()
+        .iter()
+        .filter(|w| w["unit"].as_u64() == Some(2))
+        .filter_map(|w| {
+            Some((
+                w["address"].as_u64()?,
+                w["values"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|v| v.as_u64())
+                    .collect(),
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn the_utility_volt_var_curve_reaches_the_inverter_model_126() {
+    let dir = temp_dir("runtime-curves");
+    let (key, cert, lfdi, sfdi) = selfsigned_identity(&dir, "csipd-curves-test");
+    let peer = start_peer("runtime-curves", &site(), None);
+
+    let t0 = now_s();
+    let mut control = Control::new("VV-A", t0 - 5, 600);
+    control.exp_lim_w = Some(1500);
+    control.volt_var = Some(CURVE.into());
+    let server = ScriptedServer::start(Scenario {
+        lfdi,
+        sfdi,
+        fsas: vec![vec![Program {
+            default_exp_lim_w: Some(3000),
+            curves: vec![volt_var_curve_xml(CURVE, "VVC")],
+            controls: vec![control],
+            ..Program::default()
+        }]],
+        ..Scenario::default()
+    });
+    let config = format!(
+        "config csipd 'main'
+\toption status_listen '127.0.0.1:0'
+\toption data_dir '{d}/state'
+\toption telemetry_dir '{d}/telemetry'
+
+config server 'utility'
+\toption dcap_url '{url}/dcap'
+\toption cert '{cert}'
+\toption key '{key}'
+\toption allow_plain_http '1'
+\toption pen '12345'
+
+config control 'site'
+\toption cycle_s '1'
+\toption meter_stale_s '5'
+{meter}{inverter}",
+        d = dir.display(),
+        url = server.base_url,
+        cert = cert.display(),
+        key = key.display(),
+        meter = uci_tcp_device("meter", "meter", &peer.port.to_string(), 1),
+        inverter = uci_tcp_device("pv", "inverter", &peer.port.to_string(), 2),
+    );
+    let path = dir.join("csipd");
+    std::fs::write(&path, config).unwrap();
+    let (mut run, url) = start_run(&path.display().to_string());
+
+    // The curve as SunSpec 126 takes it: 4 points, DeptRef 2 (%VArMax), V in tenths
+    // of a percent (V_SF -1), VAr in whole percent; -60 as int16.
+    let points = vec![4, 2, 904, 44, 956, 0, 1043, 0, 1100, 0x10000 - 60];
+    wait_until(
+        Duration::from_secs(90),
+        "the volt-var curve written to the inverter",
+        || inverter_writes(&peer).iter().any(|(_, v)| *v == points),
+    );
+    let writes = inverter_writes(&peer);
+    let at = writes.iter().position(|(_, v)| *v == points).unwrap();
+    let curve_addr = writes[at].0;
+    // In order: curve 2 (12 + 54 registers into the model), ActCrv 2, ModEna 1.
+    let model = curve_addr - 66;
+    assert_eq!(
+        &writes[at..at + 3],
+        &[
+            (curve_addr, points.clone()),
+            (model + 2, vec![2]),
+            (model + 3, vec![1])
+        ],
+        "{writes:?}"
+    );
+    let responses = |tag: &str| -> Vec<u8> {
+        server
+            .requests_to("POST", "/edev/1/rsps/site_control/rsp")
+            .iter()
+            .filter(|r| element_text(&r.body, "subject").as_deref() == Some(&mrid_of(tag)))
+            .filter_map(|r| element_text(&r.body, "status")?.parse().ok())
+            .collect()
+    };
+    assert!(
+        server.wait_for(Duration::from_secs(60), |_| responses("VV-A").contains(&2)),
+        "VV-A responses: {:?}",
+        responses("VV-A")
+    );
+    assert_eq!(responses("VV-A"), vec![1, 2]);
+    // The status shows the curve in force, from the control.
+    let s = wait_for(&url, Duration::from_secs(30), "volt-var in status", |s| {
+        s.inverter_settings.iter().any(|i| i.mode == "opModVoltVar")
+    });
+    let vv = &s.inverter_settings[0];
+    assert!(vv.value.starts_with("4 points 90.4 %V → 44 %"), "{vv:?}");
+    assert!(vv.end_unix_s.is_some());
+    // DERCapability claims volt-var (bit 23) once the inverter was read.
+    assert!(
+        server.wait_for(Duration::from_secs(60), |r| r.iter().any(|r| r.path
+            == "/edev/1/der/1/dercap"
+            && element_text(&r.body, "modesSupported")
+                .and_then(|m| u32::from_str_radix(&m, 16).ok())
+                .is_some_and(|m| m & 1 << 23 != 0))),
+        "no DERCapability claiming volt-var"
+    );
+    // Written once: an unchanged curve is not written again each cycle (several
+    // cycles have passed by now: the responses, the status, the DERCapability).
+    let later = inverter_writes(&peer);
+    assert_eq!(
+        later.iter().filter(|(_, v)| *v == points).count(),
+        1,
+        "the curve written once: {later:?}"
+    );
+    run.terminate();
+    let invalid = csip_server::invalid_bodies(&server);
+    assert!(invalid.is_empty(), "bodies failing the schema: {invalid:#?}");
+}

@@ -72,14 +72,20 @@ fn a_volt_var_control_comes_out_as_the_resolved_curve() {
     assert!(h.run_until(60, |h| statuses(&h.server, "VV").contains(&2)));
     assert_eq!(statuses(&h.server, "VV"), vec![1, 2], "Received, Started");
     let out = last_outcome(&h);
-    let active = out.active.get(ControlMode::VoltVar).expect("volt-var active");
+    let active = out
+        .active
+        .get(ControlMode::VoltVar)
+        .expect("volt-var active");
     let ModeValue::Curve(curve) = &active.value else {
         panic!("volt-var holds {:?}", active.value)
     };
     // x in tenths of % VRef, y in % of setMaxVar (SunSpec DeptRef 2 = %VArMax).
     assert_eq!(curve.dept_ref, 2);
     let points: Vec<(f64, f64)> = curve.points.iter().map(|p| (p.v_pct, p.y_pct)).collect();
-    for (got, want) in points.iter().zip([(90.4, 44.0), (95.6, 0.0), (104.3, 0.0), (110.0, -60.0)]) {
+    for (got, want) in points
+        .iter()
+        .zip([(90.4, 44.0), (95.6, 0.0), (104.3, 0.0), (110.0, -60.0)])
+    {
         assert!(
             (got.0 - want.0).abs() < 1e-9 && (got.1 - want.1).abs() < 1e-9,
             "{points:?}"
@@ -100,7 +106,11 @@ fn a_volt_var_control_comes_out_as_the_resolved_curve() {
     // volt-watt (24) or fixed PF absorbing (4).
     assert!(h.run_until(30, |h| has(&h.requests(), "PUT", "/edev/1/der/1/dercap")));
     let modes = modes_supported(&h);
-    assert_eq!(modes & (1 << 23 | 1 << 5 | 1 << 6), 1 << 23 | 1 << 5 | 1 << 6, "{modes:08X}");
+    assert_eq!(
+        modes & (1 << 23 | 1 << 5 | 1 << 6),
+        1 << 23 | 1 << 5 | 1 << 6,
+        "{modes:08X}"
+    );
     assert_eq!(modes & (1 << 24 | 1 << 4), 0, "{modes:08X}");
     // The control ends: the curve is no longer in force (nothing else sets it).
     h.run_for(70);
@@ -135,7 +145,10 @@ fn a_mode_no_inverter_offers_is_answered_252() {
     assert_eq!(out.active.watts(ControlMode::ExpLimW), Some(1500.0));
     assert!(out.active.get(ControlMode::VoltVar).is_none());
     assert!(h.run_until(30, |h| has(&h.requests(), "PUT", "/edev/1/der/1/dercap")));
-    assert_eq!(modes_supported(&h) & (1 << 23 | 1 << 24 | 1 << 5 | 1 << 6), 0);
+    assert_eq!(
+        modes_supported(&h) & (1 << 23 | 1 << 24 | 1 << 5 | 1 << 6),
+        0
+    );
     assert_all_bodies_valid(&h.server);
 }
 

@@ -189,5 +189,8 @@ config control 'site'
     );
     run.terminate();
     let invalid = csip_server::invalid_bodies(&server);
-    assert!(invalid.is_empty(), "bodies failing the schema: {invalid:#?}");
+    assert!(
+        invalid.is_empty(),
+        "bodies failing the schema: {invalid:#?}"
+    );
 }

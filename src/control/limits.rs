@@ -270,7 +270,12 @@ impl fmt::Display for UtilityControls {
         });
         item(&mut parts, "volt-var", &self.volt_var, curve_text);
         item(&mut parts, "volt-watt", &self.volt_watt, curve_text);
-        item(&mut parts, "fixed PF", &self.fixed_pf_inject, power_factor_text);
+        item(
+            &mut parts,
+            "fixed PF",
+            &self.fixed_pf_inject,
+            power_factor_text,
+        );
         item(&mut parts, "fixed var", &self.fixed_var_pct, |p| {
             format!("{p:.2} % of setMaxVar")
         });
@@ -1174,7 +1179,10 @@ mod inverter_settings_tests {
             line.contains("volt-var 2 points 90.0 %V → 40 %, 110.0 %V → -40 %"),
             "{line}"
         );
-        assert!(line.contains("fixed PF cos φ 0.950 absorbing vars"), "{line}");
+        assert!(
+            line.contains("fixed PF cos φ 0.950 absorbing vars"),
+            "{line}"
+        );
         assert!(line.contains("fixed var -25.00 % of setMaxVar"), "{line}");
         // % of statVarAvail: not a setting csipd can put on an inverter.
         let mut program = program;

@@ -78,7 +78,11 @@ impl Tree {
 pub fn schedule_input(
     fsas: &[FsaState],
     programs_by_list: &BTreeMap<String, Vec<ProgramState>>,
-) -> (Vec<schedule::Program>, Vec<schedule::Event>, Vec<CurveError>) {
+) -> (
+    Vec<schedule::Program>,
+    Vec<schedule::Event>,
+    Vec<CurveError>,
+) {
     {
         let mut programs: Vec<schedule::Program> = Vec::new();
         let mut events: Vec<schedule::Event> = Vec::new();

@@ -13,9 +13,9 @@
 //! - `var`: positive = the device delivers reactive power (SunSpec convention, not
 //!   altered).
 
+use crate::schedule::ControlMode;
 use std::collections::BTreeMap;
 use std::fmt;
-use crate::schedule::ControlMode;
 
 /// `"SunS"` as two registers, at the map's base address.
 pub const SUNS_MARKER: [u16; 2] = [0x5375, 0x6e53];

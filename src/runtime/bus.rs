@@ -5,10 +5,10 @@
 use super::site::{Command, DeviceState, SharedSite, Written};
 use crate::config::{self, DeviceRole};
 use crate::control::InverterSettings;
-use crate::schedule::ControlMode;
 use crate::devices::{
     Bus, BusParams, Controls, Device, DeviceParams, RevertPolicy, TransportParams,
 };
+use crate::schedule::ControlMode;
 use crate::status;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -617,7 +617,11 @@ async fn write_setting(
             .map_err(|e| e.to_string()),
         // TODO(curvedev): Device::clear_curve(mode) switches the curve off when the
         // control ends; until it is on main the inverter keeps the last curve.
-        (_, Some(None)) => Err(not_yet(&name, mode, "switching the curve off (Device::clear_curve)")),
+        (_, Some(None)) => Err(not_yet(
+            &name,
+            mode,
+            "switching the curve off (Device::clear_curve)",
+        )),
         // TODO(curvedev): Device::set_fixed_pf(Option<FixedPf>) from
         // wanted.fixed_pf_inject (cos φ = schedule::power_factor, excitation).
         (ControlMode::FixedPFInjectW, _) => Err(not_yet(&name, mode, "Device::set_fixed_pf")),

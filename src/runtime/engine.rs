@@ -569,8 +569,12 @@ pub fn upcoming_events(tree: &csip::discovery::Tree, now_s: i64) -> Vec<status::
     for state in tree.programs.values().flatten() {
         let program = &state.program;
         for control in &state.controls {
-            let event =
-                csip::discovery::event_input(control, &program.mrid, &state.curves, &mut Vec::new());
+            let event = csip::discovery::event_input(
+                control,
+                &program.mrid,
+                &state.curves,
+                &mut Vec::new(),
+            );
             if event.status.current != schedule::StatusCode::Scheduled || event.start_s <= now_s {
                 continue;
             }

@@ -410,8 +410,14 @@ impl ControlSet {
                     "{name}: the curve's voltages do not increase from point to point"
                 ));
             }
-            if curve.points.iter().any(|p| !p.v_pct.is_finite() || !p.y_pct.is_finite()) {
-                return Some(format!("{name}: the curve has a point that is not a number"));
+            if curve
+                .points
+                .iter()
+                .any(|p| !p.v_pct.is_finite() || !p.y_pct.is_finite())
+            {
+                return Some(format!(
+                    "{name}: the curve has a point that is not a number"
+                ));
             }
         }
         None
@@ -1750,7 +1756,10 @@ mod inverter_setting_tests {
         )];
         let out = run(&programs, &[], 10, &State::default());
         let json = serde_json::to_value(&out.active).unwrap();
-        assert_eq!(json["modes"].as_array().unwrap().len(), ControlMode::ALL.len());
+        assert_eq!(
+            json["modes"].as_array().unwrap().len(),
+            ControlMode::ALL.len()
+        );
         let back: ActiveControls = serde_json::from_value(json.clone()).unwrap();
         assert_eq!(back, out.active);
         let mut old = json;

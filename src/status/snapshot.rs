@@ -263,8 +263,8 @@ pub struct InverterSetting {
 impl InverterSetting {
     /// The settings of `utility`, in mode order.
     pub fn of(utility: &crate::control::UtilityControls) -> Vec<InverterSetting> {
-        use crate::control::limits::{curve_text, power_factor_text};
         use crate::control::Sourced;
+        use crate::control::limits::{curve_text, power_factor_text};
         fn one<T>(
             out: &mut Vec<InverterSetting>,
             mode: crate::schedule::ControlMode,
@@ -284,7 +284,12 @@ impl InverterSetting {
         let mut out = Vec::new();
         one(&mut out, M::VoltVar, &utility.volt_var, curve_text);
         one(&mut out, M::VoltWatt, &utility.volt_watt, curve_text);
-        one(&mut out, M::FixedPFInjectW, &utility.fixed_pf_inject, power_factor_text);
+        one(
+            &mut out,
+            M::FixedPFInjectW,
+            &utility.fixed_pf_inject,
+            power_factor_text,
+        );
         one(&mut out, M::FixedVar, &utility.fixed_var_pct, |p| {
             format!("{p:.2} % of setMaxVar")
         });

@@ -845,10 +845,12 @@ impl Device {
             curves::decode_curve(ctl.id, regs)
         };
         state.ok_or_else(|| {
-            self.sunspec_err(SunSpecError::ShortModel {
-                model: ctl.id,
-                len: regs.len(),
-                needed: 15,
+            self.sunspec_err(SunSpecError::OutOfRange {
+                what: format!(
+                    "model {} read back without a readable curve in force (its enable, \
+                     curve selection, point count or a point is not implemented)",
+                    ctl.id
+                ),
             })
         })
     }

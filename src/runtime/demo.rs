@@ -281,7 +281,8 @@ pub fn start_sim_site(
 
 /// Steps the site physics and mirrors it into the Modbus registers; reads back the
 /// limit csipd wrote (model 123, with its revert timer honoured by the simulator) and
-/// the volt-var / volt-watt curves it put in force (126/132). The grid voltage swings
+/// the volt-var / volt-watt curves (126/132) and the fixed power factor or var (123) it
+/// put in force. The grid voltage swings
 /// slowly (`Grid::demo`), so an enabled curve visibly moves the inverter's vars.
 async fn physics(inverter: SimInverter, battery: Option<SimInverter>, meter: SimMeter, sun_w: f64) {
     let mut phys = vec![PhysInverter::pv(
@@ -309,6 +310,8 @@ async fn physics(inverter: SimInverter, battery: Option<SimInverter>, meter: Sim
         site.inverters[0].connected = inverter.connected();
         site.inverters[0].volt_var = inverter.volt_var();
         site.inverters[0].volt_watt = inverter.volt_watt();
+        site.inverters[0].fixed_pf = inverter.fixed_pf();
+        site.inverters[0].fixed_var_pct = inverter.fixed_var_pct();
         if let Some(b) = &battery {
             site.inverters[1].charge_limit_w = b.charge_limit_w();
             site.inverters[1].connected = b.connected();

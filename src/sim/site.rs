@@ -11,11 +11,12 @@
 //! optional slow wave) plus the rise the site itself causes through the line's
 //! impedance: up with active power exported and with vars injected. An inverter with
 //! an enabled volt-var curve moves its reactive power toward the curve's value at that
-//! voltage, with the same lag as its active power; a volt-watt curve caps its active
-//! power. (Simplifications: no apparent power limit between W and VAr, one voltage for
+//! voltage, with the same lag as its active power (without one, toward a fixed var or
+//! fixed power factor setting); a volt-watt curve caps its active power. (Simplifications: no apparent power limit between W and VAr, one voltage for
 //! all phases, `%VArAval` taken as `%VArMax`.)
 
 use crate::devices::curves::Curve;
+use crate::devices::reactive::{Excitation, FixedPf};
 
 /// The grid at the connection point: what the rest of the network imposes and how the
 /// site's own flows move it.
@@ -139,6 +140,10 @@ pub struct SimInverter {
     pub volt_var: Option<Curve>,
     /// The volt-watt curve in force (SunSpec 132 with ModEna set), if any.
     pub volt_watt: Option<Curve>,
+    /// A fixed power factor in force (SunSpec 123 OutPFSet with OutPFSet_Ena), if any.
+    pub fixed_pf: Option<FixedPf>,
+    /// A fixed reactive power in force, % of VArMax (SunSpec 123 VArMaxPct), if any.
+    pub fixed_var_pct: Option<f64>,
 }
 
 impl SimInverter {
@@ -155,6 +160,8 @@ impl SimInverter {
             var_output: 0.0,
             volt_var: None,
             volt_watt: None,
+            fixed_pf: None,
+            fixed_var_pct: None,
         }
     }
 
@@ -171,6 +178,8 @@ impl SimInverter {
             var_output: 0.0,
             volt_var: None,
             volt_watt: None,
+            fixed_pf: None,
+            fixed_var_pct: None,
         }
     }
 
@@ -208,19 +217,33 @@ impl SimInverter {
 impl SimInverter {
     /// The reactive power it would settle at, at `v_pct` % of nominal: the volt-var
     /// curve's value (DeptRef 1 % of WMax, else % of VArMax) while connected, else 0.
-    pub fn target_var(&self, v_pct: f64) -> f64 {
+    ///
+    /// Without a volt-var curve: a fixed var setting (% of VArMax), else a fixed power
+    /// factor (vars in proportion to `w`, the active power: |w|·tan φ, positive
+    /// over-excited), else none. A real inverter runs one reactive power mode at a
+    /// time; this order is the simulator's choice when several are enabled.
+    pub fn target_var(&self, v_pct: f64, w: f64) -> f64 {
         if !self.connected {
             return 0.0;
         }
-        let Some(c) = &self.volt_var else {
-            return 0.0;
-        };
-        let base = if c.dept_ref == 1 {
-            self.rating_w
+        let var = if let Some(c) = &self.volt_var {
+            let base = if c.dept_ref == 1 {
+                self.rating_w
+            } else {
+                self.var_max_var
+            };
+            c.y_pct_at(v_pct).unwrap_or(0.0) / 100.0 * base
+        } else if let Some(pct) = self.fixed_var_pct {
+            pct / 100.0 * self.var_max_var
+        } else if let Some(pf) = self.fixed_pf {
+            let q = w.abs() * pf.pf.clamp(0.01, 1.0).acos().tan();
+            match pf.excitation {
+                Excitation::OverExcited => q,
+                Excitation::UnderExcited => -q,
+            }
         } else {
-            self.var_max_var
+            0.0
         };
-        let var = c.y_pct_at(v_pct).unwrap_or(0.0) / 100.0 * base;
         var.clamp(-self.var_max_var, self.var_max_var)
     }
 }
@@ -319,7 +342,7 @@ impl Site {
         let t = self.t_s;
         for inv in &mut self.inverters {
             let target = inv.target_w(t, v_pct);
-            let target_var = inv.target_var(v_pct);
+            let target_var = inv.target_var(v_pct, target);
             let alpha = if inv.tau_s > 0.0 {
                 1.0 - (-dt_s / inv.tau_s).exp()
             } else {
@@ -336,7 +359,7 @@ impl Site {
         let v_pct = self.voltage_pct();
         for inv in &mut self.inverters {
             inv.output_w = inv.target_w(t, v_pct);
-            inv.var_output = inv.target_var(v_pct);
+            inv.var_output = inv.target_var(v_pct, inv.output_w);
         }
     }
 }
@@ -475,7 +498,7 @@ mod tests {
         let v_pct = site.voltage_pct();
         let settled = site.inverters[0].var_output;
         assert!(
-            (settled - site.inverters[0].target_var(v_pct)).abs() < 25.0,
+            (settled - site.inverters[0].target_var(v_pct, 4000.0)).abs() < 25.0,
             "{settled}"
         );
         assert!(settled < -1000.0, "absorbing at the crest: {settled}");
@@ -536,6 +559,36 @@ mod tests {
         let before = site.voltage_v();
         site.inverters[0].var_output = 1000.0;
         assert!((site.voltage_v() - before - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn fixed_var_and_fixed_power_factor_set_the_vars_when_no_curve_does() {
+        let mut site = pv_site(0.0);
+        // 0.9 under-excited at 4000 W: 4000 · tan(acos 0.9) = 1937 var absorbed.
+        site.inverters[0].fixed_pf = Some(FixedPf {
+            pf: 0.9,
+            excitation: Excitation::UnderExcited,
+        });
+        site.step(1.0);
+        let var = site.inverters[0].var_output;
+        assert!((var + 4000.0 * 0.9f64.acos().tan()).abs() < 1e-6, "{var}");
+        // Fixed var wins over the power factor: 25 % of 3000 var injected.
+        site.inverters[0].fixed_var_pct = Some(25.0);
+        site.step(1.0);
+        assert!((site.inverters[0].var_output - 750.0).abs() < 1e-9);
+        // And a volt-var curve over both (230 V: the dead band, 0 var).
+        site.inverters[0].volt_var = Some(volt_var());
+        site.step(1.0);
+        assert_eq!(site.inverters[0].var_output, 0.0);
+        // Never beyond VArMax.
+        site.inverters[0].volt_var = None;
+        site.inverters[0].fixed_var_pct = None;
+        site.inverters[0].fixed_pf = Some(FixedPf {
+            pf: 0.1,
+            excitation: Excitation::OverExcited,
+        });
+        site.step(1.0);
+        assert_eq!(site.inverters[0].var_output, 3000.0);
     }
 
     #[test]

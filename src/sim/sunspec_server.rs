@@ -16,7 +16,9 @@
 //!   is in force while `ModEna` bit 0 is set (`SimInverter::volt_var`, `volt_watt`),
 //!   and the physics (`sim::site`) acts on it; 103 shows the resulting W and VAr and the
 //!   site voltage, 121 `VRef` (230 V) and `VArMaxQ1` (60 % of the rating) are what the
-//!   curves' percentages refer to. (126/132's revert timer is not modelled.)
+//!   curves' percentages refer to. A fixed power factor (123 `OutPFSet`, SF -3) or
+//!   fixed var (`VArMaxPct`, SF -1) csipd enables is acted on too (`fixed_pf`,
+//!   `fixed_var_pct`). (The revert timers of these modes are not modelled.)
 //! - battery: the inverter's models plus 124 (basic storage controls: WChaMax,
 //!   StorCtl_Mod, InWRte and its revert timer writable). Output is negative while it
 //!   charges.
@@ -33,6 +35,7 @@ use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::{Async, LocalExecutor};
 
 use crate::devices::curves::{self, Curve};
+use crate::devices::reactive::{self, FixedPf};
 use crate::devices::sunspec::{m123, m124};
 use crate::schedule::ControlMode;
 
@@ -285,8 +288,8 @@ impl SimInverter {
         r.set(c, m123::CONN, 1);
         r.set(c, m123::WMAXLIMPCT, 100);
         r.set(c, m123::WMAXLIMPCT_SF, 0);
-        r.set(c, 24, NOT_IMPL_I16);
-        r.set(c, 25, NOT_IMPL_I16);
+        r.set(c, 24, (-3i16) as u16); // OutPFSet_SF: cos φ in thousandths
+        r.set(c, 25, (-1i16) as u16); // VArPct_SF
         // writable: Conn_WinTms .. VArPct_Ena (offsets 2..=22), never ID/L/SFs
         r.writable.push((c + 2, c + 22));
         if let Some(max_w) = max_charge_w {
@@ -439,6 +442,26 @@ impl SimInverter {
     /// The volt-watt curve in force (model 132), like [`SimInverter::volt_var`].
     pub fn volt_watt(&self) -> Option<Curve> {
         self.curve(132, ControlMode::VoltWatt)
+    }
+
+    /// The fixed power factor in force: model 123 `OutPFSet` while `OutPFSet_Ena` is
+    /// set (sign: positive over-excited, as `devices::reactive` writes it).
+    pub fn fixed_pf(&self) -> Option<FixedPf> {
+        let r = self.regs.borrow();
+        let c = r.start(123);
+        let block = r.read(c, L_123 + 2).ok()?;
+        let st = reactive::decode_fixed_pf(123, &block, ControlMode::FixedPFInjectW);
+        st.enabled.then_some(st.setting).flatten()
+    }
+
+    /// The fixed reactive power in force, % of VArMax: model 123 `VArMaxPct` while
+    /// `VArPct_Ena` is set with `VArPct_Mod` VArMax.
+    pub fn fixed_var_pct(&self) -> Option<f64> {
+        let r = self.regs.borrow();
+        let c = r.start(123);
+        let block = r.read(c, L_123 + 2).ok()?;
+        let st = reactive::decode_fixed_var(123, &block);
+        st.enabled.then_some(st.pct).flatten()
     }
 
     fn curve(&self, model: u16, mode: ControlMode) -> Option<Curve> {
@@ -752,6 +775,46 @@ mod tests {
         let r = sunspec::decode_inverter(&b).unwrap();
         assert_eq!((r.ac.w, r.ac.var), (Some(3000.0), Some(-1200.0)));
         assert!((r.ac.v.unwrap() - 245.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn takes_a_planned_fixed_power_factor_and_var_on_123() {
+        let sim = SunSpecSimulator::new();
+        let inv = sim.add_inverter(1, 5000.0);
+        let start = inv.regs.borrow().start(123);
+        let ctl = sunspec::ModelRef {
+            id: 123,
+            start,
+            len: L_123,
+        };
+        let t0 = Instant::now();
+        let apply = |writes: &[sunspec::RegisterWrite]| {
+            for w in writes {
+                let mut req = rmodbus::client::ModbusRequest::new_tcp_udp(1, 9);
+                let mut f = Vec::new();
+                req.generate_set_holdings_bulk(w.address, &w.values, &mut f)
+                    .unwrap();
+                assert_eq!(sim.handle(&f, t0).unwrap()[7], 0x10, "{}", w.point);
+            }
+        };
+        assert_eq!((inv.fixed_pf(), inv.fixed_var_pct()), (None, None));
+        let pf = reactive::FixedPf {
+            pf: 0.95,
+            excitation: reactive::Excitation::UnderExcited,
+        };
+        let block = read(&sim, 1, start, L_123 + 2);
+        apply(
+            &reactive::plan_fixed_pf(&ctl, &block, ControlMode::FixedPFInjectW, Some(pf)).unwrap(),
+        );
+        let got = inv.fixed_pf().expect("in force");
+        assert!((got.pf - 0.95).abs() < 1e-9);
+        assert_eq!(got.excitation, reactive::Excitation::UnderExcited);
+        let block = read(&sim, 1, start, L_123 + 2);
+        apply(&reactive::plan_fixed_var(&ctl, &block, Some(-20.0)).unwrap());
+        assert_eq!(inv.fixed_var_pct(), Some(-20.0));
+        let block = read(&sim, 1, start, L_123 + 2);
+        apply(&reactive::plan_fixed_var(&ctl, &block, None).unwrap());
+        assert_eq!(inv.fixed_var_pct(), None);
     }
 
     #[test]

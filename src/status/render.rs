@@ -63,7 +63,8 @@ pub fn source_text(source: &LimitSource) -> String {
         LimitSource::TariffWindow { name } if name.is_empty() => "tariff window".to_string(),
         LimitSource::TariffWindow { name } => format!("tariff window {name}"),
         LimitSource::NegativePrice { .. } => "negative feed-in price".to_string(),
-        LimitSource::FailSafe => "fail-safe (meter data stale)".to_string(),
+        // "fail-safe (meter data stale)", or what holds without a meter at all.
+        LimitSource::FailSafe { .. } => source.to_string(),
     }
 }
 

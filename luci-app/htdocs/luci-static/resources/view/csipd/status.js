@@ -113,7 +113,12 @@ function sourceText(src) {
 	case 'fixed': return _('Your fixed limit');
 	case 'tariff': return _('Your tariff window') + (src.name ? ' ' + src.name : '');
 	case 'price': return _('Negative feed-in price');
-	case 'fail_safe': return _('Safety limit: meter not answering');
+	case 'fail_safe':
+		switch (src.cause) {
+		case 'no_meter': return _('No site meter set up: the inverters\' output is held at this level');
+		case 'meter_not_read': return _('Safety limit: no meter reading yet');
+		default: return _('Safety limit: meter not answering');
+		}
 	default: return src.kind;
 	}
 }

@@ -13,7 +13,9 @@
 //! the mode (ModEna bit 0), in that order, so the inverter never runs a half-written
 //! curve. Nothing else is written (never ID, L, NCrv, NPt or a scale factor).
 //!
-//! Not done here: the 7xx-series curve models (705 volt-var, 706 volt-watt).
+//! The 7xx-series curve models (705 volt-var, 706 volt-watt) have their own layout and
+//! an adoption step: [`super::curves_7xx`]. An inverter with both series gets the 7xx
+//! one ([`curve_models`]), as the active power limit prefers 704 over 123.
 
 use super::sunspec::{Block, ModelRef, RegisterWrite, SunSpecError};
 use crate::schedule::ControlMode;
@@ -44,9 +46,19 @@ fn y_name(mode: ControlMode) -> &'static str {
 /// The model a curve mode needs, named for messages.
 pub fn wanted_model(mode: ControlMode) -> &'static str {
     match mode {
-        ControlMode::VoltVar => "volt-var (126)",
-        ControlMode::VoltWatt => "volt-watt (132)",
-        _ => "a curve model (126 or 132)",
+        ControlMode::VoltVar => "volt-var (126 or 705)",
+        ControlMode::VoltWatt => "volt-watt (132 or 706)",
+        _ => "a curve model (126, 132, 705 or 706)",
+    }
+}
+
+/// The SunSpec models that carry a curve mode, in order of preference: volt-var 705
+/// then 126, volt-watt 706 then 132; none for the other modes.
+pub fn curve_models(mode: ControlMode) -> &'static [u16] {
+    match mode {
+        ControlMode::VoltVar => &[705, 126],
+        ControlMode::VoltWatt => &[706, 132],
+        _ => &[],
     }
 }
 
@@ -74,11 +86,53 @@ pub struct Curve {
 /// scaled back to %), whether the mode is enabled.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CurveState {
+    /// 126/132 `ModEna` bit 0; 705/706 `Ena`.
     pub enabled: bool,
-    /// `ActCrv` (1-based; 0 none).
+    /// 126/132 `ActCrv` (1-based; 0 none). 705/706: 1, the curve the inverter runs
+    /// (curve 1 holds the adopted settings there).
     pub active_curve: u16,
     pub points: Vec<CurvePoint>,
+    /// In the 126/132 code of [`Curve::dept_ref`] (a 705/706 `DeptRef` is read back
+    /// into it: its enum counts from 0, the 1xx one from 1).
     pub dept_ref: Option<u16>,
+}
+
+/// Checks a curve's points against a model that takes 1 to `n_pt` of them: a count in
+/// range and voltages that increase.
+pub(super) fn check_points(model: u16, curve: &Curve, n_pt: usize) -> Result<(), SunSpecError> {
+    let n = curve.points.len();
+    if n == 0 || n > n_pt {
+        return Err(SunSpecError::OutOfRange {
+            what: format!("a curve of {n} points; model {model} takes 1 to {n_pt}"),
+        });
+    }
+    if curve.points.windows(2).any(|w| w[1].v_pct <= w[0].v_pct) {
+        return Err(SunSpecError::OutOfRange {
+            what: "curve voltages must increase from point to point".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The raw (V, Y) register pairs of a curve's points under the model's scale factors.
+pub(super) fn raw_points(
+    model: u16,
+    curve: &Curve,
+    v_sf: Option<i16>,
+    y_sf: Option<i16>,
+) -> Result<Vec<u16>, SunSpecError> {
+    let mut values = Vec::with_capacity(2 * curve.points.len());
+    for p in &curve.points {
+        values.push(scaled_raw(model, p.v_pct, v_sf, "V", (0.0, 65534.0))?);
+        values.push(scaled_raw(
+            model,
+            p.y_pct,
+            y_sf,
+            y_name(curve.mode),
+            (-32767.0, 32767.0),
+        )?);
+    }
+    Ok(values)
 }
 
 fn scaled_raw(
@@ -119,17 +173,8 @@ pub fn plan_curve(
     let n_crv = usize::from(b.u16(N_CRV).unwrap_or(0));
     let n_pt = usize::from(b.u16(N_PT).unwrap_or(0)).min(MAX_POINTS);
     b.ensure_len(FIXED_LEN + n_crv * CURVE_LEN)?;
+    check_points(model, curve, n_pt)?;
     let n = curve.points.len();
-    if n == 0 || n > n_pt {
-        return Err(SunSpecError::OutOfRange {
-            what: format!("a curve of {n} points; model {model} takes 1 to {n_pt}"),
-        });
-    }
-    if curve.points.windows(2).any(|w| w[1].v_pct <= w[0].v_pct) {
-        return Err(SunSpecError::OutOfRange {
-            what: "curve voltages must increase from point to point".into(),
-        });
-    }
     // The first curve the inverter lets us write (ReadOnly 1 = READONLY; a
     // not-implemented ReadOnly counts as writable).
     let index = (0..n_crv)
@@ -140,16 +185,7 @@ pub fn plan_curve(
     let start = FIXED_LEN + index * CURVE_LEN;
     let (v_sf, y_sf) = (b.sf(V_SF), b.sf(DEPT_REF_SF));
     let mut values = vec![n as u16, curve.dept_ref];
-    for p in &curve.points {
-        values.push(scaled_raw(model, p.v_pct, v_sf, "V", (0.0, 65534.0))?);
-        values.push(scaled_raw(
-            model,
-            p.y_pct,
-            y_sf,
-            y_name(curve.mode),
-            (-32767.0, 32767.0),
-        )?);
-    }
+    values.extend(raw_points(model, curve, v_sf, y_sf)?);
     let w = |off: usize, values: Vec<u16>, point| RegisterWrite {
         address: ctl.addr(off as u16),
         values,
@@ -160,6 +196,25 @@ pub fn plan_curve(
         w(ACT_CRV, vec![index as u16 + 1], "ActCrv"),
         w(MOD_ENA, vec![1], "ModEna"),
     ])
+}
+
+/// The write that turns a 126/132 mode off: `ModEna` bit 0 cleared (the curves stay as
+/// they are, so the factory curve is not lost).
+pub fn plan_clear(ctl: &ModelRef, regs: &[u16]) -> Result<Vec<RegisterWrite>, SunSpecError> {
+    if !matches!(ctl.id, 126 | 132) {
+        return Err(SunSpecError::OutOfRange {
+            what: format!("model {} is not a 126/132 curve model", ctl.id),
+        });
+    }
+    let b = Block::new(ctl.id, regs);
+    b.ensure_len(FIXED_LEN)?;
+    // Not implemented (0xFFFF) reads as no bits set.
+    let bits = b.u16(MOD_ENA).unwrap_or(0);
+    Ok(vec![RegisterWrite {
+        address: ctl.addr(MOD_ENA as u16),
+        values: vec![bits & !1],
+        point: "ModEna",
+    }])
 }
 
 /// The selected curve of a 126/132 block.

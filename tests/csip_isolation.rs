@@ -452,3 +452,33 @@ fn every_list_keeps_the_note_of_an_item_left_out_until_it_reads_again() {
         assert_eq!(poll_error(&h, href), None, "{list}: the item reads again");
     }
 }
+
+/// A resource read with its parent (a program's DERControlList and DefaultDERControl
+/// with the DERProgramList) has no poll time of its own; the status says which list's
+/// reads read it, while a resource on its own timer has a time and no such note.
+#[test]
+fn a_resource_read_with_its_parent_says_so_in_the_status() {
+    let mut h = Harness::start(utility_scenario());
+    h.run_for(120);
+    let polls = h.status().polls;
+    let find = |href: &str| {
+        polls
+            .iter()
+            .find(|p| p.href == href)
+            .unwrap_or_else(|| panic!("{href} in {polls:?}"))
+    };
+    for href in ["/edev/1/derp/1/derc", "/edev/1/derp/1/dderc"] {
+        let p = find(href);
+        assert_eq!(p.next_poll_s, None, "{p:?}");
+        assert_eq!(
+            p.next_read,
+            Some(csipd::csip::NextRead::With("DERProgramList".into())),
+            "{p:?}"
+        );
+    }
+    let list = find("/edev/1/fsa/1/derp");
+    assert!(
+        list.next_poll_s.is_some() && list.next_read.is_none(),
+        "{list:?}"
+    );
+}

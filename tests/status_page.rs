@@ -56,6 +56,8 @@ fn page_renders_live_values_in_headless_chromium() {
         ("inverter row", r#"data-device="fronius_1""#),
         ("stale marker", r#"class="bad">stale<"#),
         ("meter voltage", "241.3 V"),
+        ("resource read with its parent", ">with its DERProgramList<"),
+        ("resource read once", ">read once<"),
         (
             "resource poll error",
             r#"class="bad">HTTP 503 from server<"#,

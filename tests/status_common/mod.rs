@@ -35,13 +35,33 @@ pub fn sample_snapshot(now: i64) -> Snapshot {
         readings_pending: 1,
         responses_pending: 0,
         prices: Vec::new(),
-        resources: vec![ResourcePoll {
-            name: "DERControlList".into(),
-            href: "/derp/0/derc".into(),
-            last_poll_unix_s: Some(now - 20),
-            next_poll_unix_s: Some(now + 40),
-            last_error: Some("HTTP 503 from server".into()),
-        }],
+        resources: vec![
+            ResourcePoll {
+                name: "DERControlList".into(),
+                href: "/derp/0/derc".into(),
+                last_poll_unix_s: Some(now - 20),
+                next_poll_unix_s: Some(now + 40),
+                next_read: None,
+                last_error: Some("HTTP 503 from server".into()),
+            },
+            // Read with its program list: no poll time of its own.
+            ResourcePoll {
+                name: "DefaultDERControl".into(),
+                href: "/derp/0/dderc".into(),
+                last_poll_unix_s: Some(now - 20),
+                next_poll_unix_s: None,
+                next_read: Some(csipd::csip::NextRead::With("DERProgramList".into())),
+                last_error: None,
+            },
+            ResourcePoll {
+                name: "ReadingType".into(),
+                href: "/rt/1".into(),
+                last_poll_unix_s: Some(now - 300),
+                next_poll_unix_s: None,
+                next_read: Some(csipd::csip::NextRead::Once),
+                last_error: None,
+            },
+        ],
     };
     s.limits = vec![
         ActiveLimit {

@@ -114,6 +114,22 @@ fn page_renders_live_values_in_headless_chromium() {
         "not enforced limit; DOM:\n{unkept}"
     );
 
+    // The utility's prices, now and next, saying who pays.
+    handle.update(|s| s.utility.prices = sample_prices(s.now_unix_s));
+    let priced = run_chromium(&profile, &["--dump-dom"], &format!("{}/", server.url()));
+    for needle in [
+        r#"data-price="import"><td>import</td><td>you pay 0.2800 AUD/kWh until "#,
+        r#"data-price="export"><td>export</td><td>you pay 0.0300 AUD/kWh until "#,
+        "you get 0.0500 AUD/kWh ",
+        "you pay 0.3500 AUD/kWh ",
+    ] {
+        assert!(priced.contains(needle), "{needle}; DOM:\n{priced}");
+    }
+    assert!(
+        dom.contains(">no tariff from the utility<"),
+        "without tariffs the page says so"
+    );
+
     // No site meter configured: the page says what holds the export (the inverters'
     // output at the fail-safe level), not that a meter is stale.
     handle.update(|s| {

@@ -181,6 +181,40 @@ pub fn sample_snapshot(now: i64) -> Snapshot {
     s
 }
 
+/// The utility's prices as the engine shows them: import 0.28 AUD/kWh now and 0.35
+/// next; export costing 0.03 AUD/kWh now (a negative feed-in price) and earning 0.05
+/// next. Intervals of 30 minutes from `now - 600`.
+pub fn sample_prices(now: i64) -> Vec<csipd::csip::pricing::RatePrice> {
+    use csipd::csip::pricing::{PriceBlock, PriceDirection, PricePoint, RatePrice};
+    let point = |start: i64, price: i64| PricePoint {
+        mrid: format!("7B{start:030X}"),
+        description: None,
+        start_unix_s: start,
+        end_unix_s: start + 1800,
+        blocks: vec![PriceBlock {
+            start_value: 0,
+            price,
+            price_per_unit: price as f64 * 1e-4,
+        }],
+    };
+    let rate = |n: u32, direction, now_price: i64, next_price: i64| RatePrice {
+        tariff_profile_href: "/tp/1".into(),
+        rate_component_href: format!("/tp/1/rc/{n}"),
+        description: None,
+        primacy: 0,
+        direction,
+        unit: "kWh".into(),
+        currency: Some(36),
+        price_power_of_ten_multiplier: -4,
+        current: Some(point(now - 600, now_price)),
+        next: Some(point(now + 1200, next_price)),
+    };
+    vec![
+        rate(1, PriceDirection::Import, 2800, 3500),
+        rate(2, PriceDirection::Export, 300, -500),
+    ]
+}
+
 /// A status server on a free loopback port serving `sample_snapshot`.
 pub fn start_sample_server() -> (StatusServer, SnapshotHandle) {
     let handle = SnapshotHandle::new(sample_snapshot(now_unix_s()));

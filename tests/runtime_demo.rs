@@ -197,7 +197,7 @@ fn demo_with_the_simulated_utility_enforces_its_limits_and_reports_back() {
     });
     let setting = &s.inverter_settings[0];
     assert!(
-        setting.value.starts_with("4 points 90.0 %V → 44 %"),
+        setting.value.starts_with("4 points 89.1 %V → 30 %"),
         "{setting:?}"
     );
     let line = demo.stdout_containing(
@@ -205,7 +205,9 @@ fn demo_with_the_simulated_utility_enforces_its_limits_and_reports_back() {
         Duration::from_secs(60),
     );
     assert!(
-        line.contains("curve 2: 90.0 %V → 44 %, 95.7 %V → 0 %, 104.3 %V → 0 %, 112.2 %V → -60 %"),
+        line.contains(
+            "(model 126: 89.1 %V → 30 %, 95.7 %V → 0 %, 102.2 %V → 0 %, 110.9 %V → -40 %)"
+        ),
         "{line}"
     );
     let next = wait_for(&url, Duration::from_secs(60), "upcoming blocks", |s| {

@@ -42,8 +42,39 @@ pub enum LimitSource {
         #[serde(default)]
         earn_c_per_kwh: f64,
     },
-    /// The configured fail-safe export limit (meter data missing or stale).
-    FailSafe,
+    /// The configured fail-safe export limit: the site's export is not measured, so
+    /// the control law holds the inverters' total output at this level
+    /// (`control::law`, step 2); `cause` says why it is not measured.
+    FailSafe {
+        #[serde(default)]
+        cause: FailSafeCause,
+    },
+}
+
+/// Why the fail-safe export limit holds (JSON `source.cause`: "no_meter",
+/// "meter_not_read", "meter_stale").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailSafeCause {
+    /// No site meter is configured: the export is never measured, so the fail-safe
+    /// level holds for good, applied to the inverters' output alone.
+    NoMeter,
+    /// The site meter has not given a good reading since start-up.
+    MeterNotRead,
+    /// The site meter's last good reading is older than `control.meter_stale_s`, or
+    /// it read as invalid.
+    #[default]
+    MeterStale,
+}
+
+impl fmt::Display for FailSafeCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FailSafeCause::NoMeter => "no site meter configured",
+            FailSafeCause::MeterNotRead => "no meter reading yet",
+            FailSafeCause::MeterStale => "meter data stale",
+        })
+    }
 }
 
 impl LimitSource {
@@ -56,7 +87,7 @@ impl LimitSource {
             LimitSource::Fixed { .. } => "fixed",
             LimitSource::TariffWindow { .. } => "tariff",
             LimitSource::NegativePrice { .. } => "price",
-            LimitSource::FailSafe => "fail_safe",
+            LimitSource::FailSafe { .. } => "fail_safe",
         }
     }
 }
@@ -73,7 +104,13 @@ impl fmt::Display for LimitSource {
             LimitSource::NegativePrice { earn_c_per_kwh } => {
                 write!(f, "negative feed-in price {earn_c_per_kwh:.2} c/kWh")
             }
-            LimitSource::FailSafe => write!(f, "fail-safe (meter data stale)"),
+            LimitSource::FailSafe {
+                cause: FailSafeCause::NoMeter,
+            } => write!(
+                f,
+                "no site meter configured: the inverters' output is held at this level"
+            ),
+            LimitSource::FailSafe { cause } => write!(f, "fail-safe ({cause})"),
         }
     }
 }
@@ -171,6 +208,9 @@ pub struct UtilityControls {
     pub volt_watt: Option<Sourced<Curve>>,
     /// opModFixedPFInjectW: the power factor while injecting (SunSpec 123 / 704).
     pub fixed_pf_inject: Option<Sourced<PowerFactorWithExcitation>>,
+    /// opModFixedPFAbsorbW: the power factor while absorbing active power (SunSpec
+    /// 704 `PFWAbs`).
+    pub fixed_pf_absorb: Option<Sourced<PowerFactorWithExcitation>>,
     /// opModFixedVar as % of setMaxVar (2030.5 sends hundredths; SunSpec `VArPct` /
     /// `VarSetPct` of VArMax), signed: positive injects. Only refType %setMaxVar
     /// reaches here (the engine leaves out %statVarAvail, which no model takes).
@@ -186,16 +226,18 @@ pub struct InverterSettings {
     pub volt_var: Option<Curve>,
     pub volt_watt: Option<Curve>,
     pub fixed_pf_inject: Option<PowerFactorWithExcitation>,
+    pub fixed_pf_absorb: Option<PowerFactorWithExcitation>,
     /// % of setMaxVar (VArMax), positive injects.
     pub fixed_var_pct: Option<f64>,
 }
 
 impl InverterSettings {
     /// The modes it covers, in order.
-    pub const MODES: [ControlMode; 4] = [
+    pub const MODES: [ControlMode; 5] = [
         ControlMode::VoltVar,
         ControlMode::VoltWatt,
         ControlMode::FixedPFInjectW,
+        ControlMode::FixedPFAbsorbW,
         ControlMode::FixedVar,
     ];
 }
@@ -341,6 +383,13 @@ impl UtilityControls {
                 _ => None,
             }
         };
+        let pf = |mode: ControlMode| -> Option<Sourced<PowerFactorWithExcitation>> {
+            let a = active.get(mode)?;
+            match a.value {
+                ModeValue::PowerFactor(pf) => Some(Sourced::new(pf, source(&a.source), a.until_s)),
+                _ => None,
+            }
+        };
         let (set_grad_w, ramp_tms) = match ramp {
             schedule::Ramp::TimeHundredthsS(t) => (None, Some(t)),
             schedule::Ramp::GradientHundredthsPctPerS(g) => (Some(g), None),
@@ -360,14 +409,8 @@ impl UtilityControls {
             storage_target_w: limit(ControlMode::StorageTargetW),
             volt_var: curve(ControlMode::VoltVar),
             volt_watt: curve(ControlMode::VoltWatt),
-            fixed_pf_inject: active
-                .get(ControlMode::FixedPFInjectW)
-                .and_then(|a| match a.value {
-                    ModeValue::PowerFactor(pf) => {
-                        Some(Sourced::new(pf, source(&a.source), a.until_s))
-                    }
-                    _ => None,
-                }),
+            fixed_pf_inject: pf(ControlMode::FixedPFInjectW),
+            fixed_pf_absorb: pf(ControlMode::FixedPFAbsorbW),
             fixed_var_pct: active
                 .get(ControlMode::FixedVar)
                 .and_then(|a| match a.value {
@@ -388,6 +431,7 @@ impl UtilityControls {
             volt_var: self.volt_var.as_ref().map(|c| c.value.clone()),
             volt_watt: self.volt_watt.as_ref().map(|c| c.value.clone()),
             fixed_pf_inject: self.fixed_pf_inject.as_ref().map(|c| c.value),
+            fixed_pf_absorb: self.fixed_pf_absorb.as_ref().map(|c| c.value),
             fixed_var_pct: self.fixed_var_pct.as_ref().map(|c| c.value),
         }
     }

@@ -128,33 +128,24 @@ pub struct SunSpecMap {
     pub ended_early: Option<String>,
 }
 
-/// The SunSpec models that carry an inverter setting, 1xx series first: volt-var 126
-/// (static volt-VAR) or 705 (DER volt-var), volt-watt 132 or 706, fixed power factor
-/// while injecting and fixed var 123 (immediate controls `OutPFSet`, `VArPct`) or 704
-/// (DER AC controls `PFWInj`, `VarSetPct`). opModFixedPFAbsorbW has none here:
-/// `Device::set_fixed_pf` writes the one power factor, not 704's `PFWAbs` apart, so
-/// csipd does not offer it. Other modes: none.
-pub fn setting_models(mode: ControlMode) -> &'static [u16] {
-    match mode {
-        ControlMode::VoltVar => &[126, 705],
-        ControlMode::VoltWatt => &[132, 706],
-        ControlMode::FixedPFInjectW | ControlMode::FixedVar => &[123, 704],
+/// Whether a device with models `ids` lets csipd apply `mode` (a DER function beyond
+/// the limits): opModVoltVar with 126 or 705, opModVoltWatt with 132 or 706,
+/// opModFixedPFInjectW and opModFixedVar with 123 or 704, opModFixedPFAbsorbW with
+/// 704 (123 has no setting while absorbing). False for every other mode: the limits,
+/// connect and storage modes are answered by [`Controls`] and the coordinator.
+pub fn models_offer(ids: &[u16], mode: ControlMode) -> bool {
+    let models: &[u16] = match mode {
+        ControlMode::VoltVar | ControlMode::VoltWatt => super::curves::curve_models(mode),
+        ControlMode::FixedPFInjectW | ControlMode::FixedPFAbsorbW => {
+            super::reactive::pf_models(mode)
+        }
+        ControlMode::FixedVar => &super::reactive::VAR_MODELS,
         _ => &[],
-    }
-}
-
-/// Whether a device with models `ids` offers the inverter setting `mode`
-/// ([`setting_models`]).
-pub fn offers(ids: &[u16], mode: ControlMode) -> bool {
-    setting_models(mode).iter().any(|m| ids.contains(m))
+    };
+    models.iter().any(|m| ids.contains(m))
 }
 
 impl SunSpecMap {
-    /// Whether the device offers the inverter setting `mode`: it has one of the
-    /// models of [`setting_models`].
-    pub fn offers(&self, mode: ControlMode) -> bool {
-        offers(&self.ids(), mode)
-    }
     pub fn find(&self, id: u16) -> Option<&ModelRef> {
         self.models.iter().find(|m| m.id == id)
     }
@@ -164,6 +155,10 @@ impl SunSpecMap {
     }
     pub fn ids(&self) -> Vec<u16> {
         self.models.iter().map(|m| m.id).collect()
+    }
+    /// Whether these models let csipd apply `mode` ([`models_offer`]).
+    pub fn offers(&self, mode: ControlMode) -> bool {
+        models_offer(&self.ids(), mode)
     }
     /// The SunSpec devices of the chain: each model 1 (common) starts a new device, as
     /// in a SolarEdge inverter whose chain holds the inverter (1, 103, 12x) and then its
@@ -266,7 +261,7 @@ pub struct Controls {
     /// Charge rate limit (model 124 `InWRte`).
     pub charge_limit: bool,
     /// The inverter settings it offers ([`ControlMode::bit`] mask, see
-    /// [`offers`]): volt-var, volt-watt, fixed power factor, fixed var.
+    /// [`models_offer`]): volt-var, volt-watt, fixed power factor, fixed var.
     pub inverter_modes: u32,
 }
 
@@ -280,12 +275,12 @@ impl Controls {
             charge_limit: ids.contains(&124),
             inverter_modes: ControlMode::ALL
                 .into_iter()
-                .filter(|m| offers(&ids, *m))
+                .filter(|m| models_offer(&ids, *m))
                 .fold(0, |acc, m| acc | m.bit()),
         }
     }
 
-    /// Whether the device offers the inverter setting `mode` (see [`offers`]).
+    /// Whether the device offers the inverter setting `mode` (see [`models_offer`]).
     pub fn offers(&self, mode: ControlMode) -> bool {
         self.inverter_modes & mode.bit() != 0
     }
@@ -1480,6 +1475,40 @@ mod tests {
     }
 
     #[test]
+    fn offers_the_modes_its_models_carry() {
+        use crate::schedule::ControlMode as M;
+        let map = |ids: &[u16]| SunSpecMap {
+            base: 40000,
+            models: ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| ModelRef {
+                    id: *id,
+                    start: 40002 + 100 * i as u16,
+                    len: 10,
+                })
+                .collect(),
+            ended_early: None,
+        };
+        let one = map(&[1, 103, 123, 126]);
+        assert!(one.offers(M::VoltVar) && one.offers(M::FixedPFInjectW));
+        assert!(one.offers(M::FixedVar));
+        assert!(!one.offers(M::VoltWatt) && !one.offers(M::FixedPFAbsorbW));
+        let seven = map(&[1, 701, 704, 705, 706]);
+        for m in [
+            M::VoltVar,
+            M::VoltWatt,
+            M::FixedPFInjectW,
+            M::FixedPFAbsorbW,
+            M::FixedVar,
+        ] {
+            assert!(seven.offers(m), "{m:?}");
+        }
+        assert!(!seven.offers(M::ExpLimW), "limits are answered elsewhere");
+        assert!(!map(&[1, 103]).offers(M::FixedVar));
+    }
+
+    #[test]
     fn controls_come_from_the_models_present() {
         let c = Controls::of_models([1, 113, 120, 121]);
         assert!(!c.can_limit_power());
@@ -1513,12 +1542,14 @@ mod tests {
         assert!(old.offers(ControlMode::FixedPFInjectW) && old.offers(ControlMode::FixedVar));
         assert!(new.offers(ControlMode::VoltVar) && new.offers(ControlMode::VoltWatt));
         assert!(new.offers(ControlMode::FixedVar));
-        // No write for the absorbing power factor apart from the injecting one.
-        assert!(!new.offers(ControlMode::FixedPFAbsorbW));
+        // The absorbing power factor only on 704 (123 has one setting).
+        assert!(new.offers(ControlMode::FixedPFAbsorbW));
+        assert!(!old.offers(ControlMode::FixedPFAbsorbW));
         // Limits are not inverter settings.
         assert!(!new.offers(ControlMode::ExpLimW));
         let c = Controls::of_models(new.ids());
-        assert!(c.offers(ControlMode::VoltWatt) && !c.offers(ControlMode::FixedPFAbsorbW));
+        assert!(c.offers(ControlMode::VoltWatt) && c.offers(ControlMode::FixedPFAbsorbW));
+        assert!(!Controls::of_models(old.ids()).offers(ControlMode::VoltWatt));
     }
 
     #[test]

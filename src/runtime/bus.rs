@@ -6,7 +6,8 @@ use super::site::{Command, DeviceState, SharedSite, Written};
 use crate::config::{self, DeviceRole};
 use crate::control::InverterSettings;
 use crate::devices::{
-    Bus, BusParams, Controls, Device, DeviceParams, RevertPolicy, TransportParams,
+    Bus, BusParams, Controls, Device, DeviceParams, Excitation, FixedPf, RevertPolicy,
+    TransportParams,
 };
 use crate::schedule::ControlMode;
 use crate::status;
@@ -521,7 +522,9 @@ async fn apply_command(slot: &mut Slot, cmd: Command, site: &SharedSite) {
 /// models, `Controls::offers`; one that does not is left alone: DERCapability did not
 /// claim the mode for the site). A failed write is said once per mode (the device's
 /// error in the status and log, one `ControlNotApplied` LogEvent) and tried again after
-/// [`SETTING_RETRY`] with the same message said no more.
+/// [`SETTING_RETRY`] with the same message said no more. A setting the utility no
+/// longer sets is switched off (`clear_curve`, `set_fixed_pf(None)`,
+/// `set_fixed_var_pct(None)`); one csipd never set is left as the installer left it.
 async fn apply_settings(
     slot: &mut Slot,
     wanted: &InverterSettings,
@@ -542,7 +545,9 @@ async fn apply_settings(
         {
             continue;
         }
-        let result = write_setting(&mut slot.device, mode, wanted).await;
+        let result = write_setting(&mut slot.device, mode, wanted)
+            .await
+            .map_err(|e| format!("{}: {e}", mode.name()));
         let mut s = site.borrow_mut();
         let Some(st) = s.devices.get_mut(&name) else {
             return;
@@ -573,6 +578,7 @@ fn setting_eq(mode: ControlMode, a: &InverterSettings, b: &InverterSettings) -> 
         ControlMode::VoltVar => a.volt_var == b.volt_var,
         ControlMode::VoltWatt => a.volt_watt == b.volt_watt,
         ControlMode::FixedPFInjectW => a.fixed_pf_inject == b.fixed_pf_inject,
+        ControlMode::FixedPFAbsorbW => a.fixed_pf_absorb == b.fixed_pf_absorb,
         ControlMode::FixedVar => a.fixed_var_pct == b.fixed_var_pct,
         _ => true,
     }
@@ -583,50 +589,59 @@ fn copy_setting(mode: ControlMode, from: &InverterSettings, to: &mut InverterSet
         ControlMode::VoltVar => to.volt_var = from.volt_var.clone(),
         ControlMode::VoltWatt => to.volt_watt = from.volt_watt.clone(),
         ControlMode::FixedPFInjectW => to.fixed_pf_inject = from.fixed_pf_inject,
+        ControlMode::FixedPFAbsorbW => to.fixed_pf_absorb = from.fixed_pf_absorb,
         ControlMode::FixedVar => to.fixed_var_pct = from.fixed_var_pct,
         _ => {}
     }
 }
 
-/// The text of a setting the device layer cannot write yet.
-fn not_yet(device: &str, mode: ControlMode, method: &str) -> String {
-    format!(
-        "device '{device}': {} cannot be applied: {method} is not implemented yet",
-        mode.name()
-    )
+/// The device layer's fixed power factor for a 2030.5 PowerFactorWithExcitation.
+fn fixed_pf(pf: &crate::sep2::PowerFactorWithExcitation) -> FixedPf {
+    FixedPf {
+        pf: crate::schedule::power_factor(*pf),
+        excitation: Excitation::from_2030_5_flag(pf.excitation),
+    }
 }
 
-/// Writes one setting (with read-back, in the device layer); `Ok` says what is now in
-/// force, `Err` the device's error as the status shows it.
+/// Writes one setting, or switches it off when the utility sets it no more (with
+/// read-back, in the device layer); `Ok` says what is now in force, `Err` the device's
+/// error as the status shows it.
 async fn write_setting(
     device: &mut Device,
     mode: ControlMode,
     wanted: &InverterSettings,
-) -> Result<String, String> {
-    let name = device.params().name.clone();
+) -> Result<String, crate::devices::DeviceError> {
+    use crate::control::limits::{curve_text, power_factor_text};
     let curve = match mode {
         ControlMode::VoltVar => Some(&wanted.volt_var),
         ControlMode::VoltWatt => Some(&wanted.volt_watt),
         _ => None,
     };
-    match (mode, curve) {
-        (_, Some(Some(curve))) => device
+    let pf = match mode {
+        ControlMode::FixedPFInjectW => Some(&wanted.fixed_pf_inject),
+        ControlMode::FixedPFAbsorbW => Some(&wanted.fixed_pf_absorb),
+        _ => None,
+    };
+    match (curve, pf) {
+        (Some(Some(curve)), _) => device
             .set_curve(curve)
             .await
-            .map(|_| format!("set: {}", crate::control::limits::curve_text(curve)))
-            .map_err(|e| e.to_string()),
-        // TODO(curvedev): Device::clear_curve(mode) switches the curve off when the
-        // control ends; until it is on main the inverter keeps the last curve.
-        (_, Some(None)) => Err(not_yet(
-            &name,
-            mode,
-            "switching the curve off (Device::clear_curve)",
-        )),
-        // TODO(curvedev): Device::set_fixed_pf(Option<FixedPf>) from
-        // wanted.fixed_pf_inject (cos φ = schedule::power_factor, excitation).
-        (ControlMode::FixedPFInjectW, _) => Err(not_yet(&name, mode, "Device::set_fixed_pf")),
-        // TODO(curvedev): Device::set_fixed_var_pct(wanted.fixed_var_pct).
-        _ => Err(not_yet(&name, mode, "Device::set_fixed_var_pct")),
+            .map(|_| format!("set: {}", curve_text(curve))),
+        (Some(None), _) => device.clear_curve(mode).await.map(|_| "off".to_string()),
+        (_, Some(pf)) => device
+            .set_fixed_pf(mode, pf.as_ref().map(fixed_pf))
+            .await
+            .map(|_| match pf {
+                Some(pf) => format!("set: {}", power_factor_text(pf)),
+                None => "off".to_string(),
+            }),
+        _ => device
+            .set_fixed_var_pct(wanted.fixed_var_pct)
+            .await
+            .map(|_| match wanted.fixed_var_pct {
+                Some(pct) => format!("set: {pct:.2} % of VArMax"),
+                None => "off".to_string(),
+            }),
     }
 }
 

@@ -37,7 +37,8 @@ pub struct Snapshot {
     /// replaced on every update, so at most one entry per control mode.
     pub limits: Vec<ActiveLimit>,
     /// The utility's inverter settings in force (opModVoltVar, opModVoltWatt,
-    /// opModFixedPFInjectW, opModFixedVar), one per mode; replaced on every update.
+    /// opModFixedPFInjectW, opModFixedPFAbsorbW, opModFixedVar), one per mode; replaced
+    /// on every update.
     #[serde(default)]
     pub inverter_settings: Vec<InverterSetting>,
     /// Utility events that start later, soonest first. Replaced on every update: as
@@ -217,12 +218,16 @@ pub struct ResourcePoll {
     pub href: String,
     pub last_poll_unix_s: Option<i64>,
     pub next_poll_unix_s: Option<i64>,
+    /// Without a next poll time: how it is read next (`{"with": "DERProgramList"}`: each
+    /// time that list is read; `"once"`: not again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_read: Option<crate::csip::NextRead>,
     /// The last failure; cleared by the next good poll.
     pub last_error: Option<String>,
 }
 
 /// The limit mode and source are control's types (one type per concept).
-pub use crate::control::{LimitMode, LimitSource};
+pub use crate::control::{FailSafeCause, LimitMode, LimitSource};
 
 /// One limit in force.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -250,7 +255,7 @@ pub struct ActiveLimit {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InverterSetting {
     /// The 2030.5 mode: `opModVoltVar`, `opModVoltWatt`, `opModFixedPFInjectW`,
-    /// `opModFixedVar`.
+    /// `opModFixedPFAbsorbW`, `opModFixedVar`.
     pub mode: String,
     /// What it sets, in words (`4 points 90.4 %V → 44 %, …`, `cos φ 0.950 injecting
     /// vars`, `-25.00 % of setMaxVar`).

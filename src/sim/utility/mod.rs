@@ -35,6 +35,7 @@
 pub mod lab_pki;
 pub mod schedule;
 pub mod server;
+pub mod tariff;
 
 use crate::clock::Now;
 use crate::sep2::{self, Readable};
@@ -408,6 +409,7 @@ fn kind_of(path: &str) -> &'static str {
         RESPONSE_PATH => "ResponseList",
         p if p.starts_with("/derp/1/derc/") => "DERControl",
         p if p.starts_with("/mup/") => "MirrorUsagePoint",
+        p if p == tariff::PROFILE_LIST || p.starts_with("/tp/") => "tariff",
         p if p.starts_with("/sim") => "report",
         _ => "other",
     }
@@ -551,6 +553,7 @@ impl Utility {
                 .iter()
                 .map(|b| format!("/derp/1/derc/{}", b.mrid)),
         );
+        paths.extend(tariff::paths(&self.options.plan, now));
         paths.extend(self.report.usage_points.iter().map(|m| m.href.clone()));
         paths.extend(self.devices[0].der.keys().map(|k| format!("/edev/1{k}")));
         paths
@@ -769,6 +772,12 @@ impl Utility {
                         post_rate_s: Some(o.post_rate_s),
                         ..Default::default()
                     }),
+                    None => empty(404),
+                }
+            }
+            p if p == tariff::PROFILE_LIST || p.starts_with("/tp/") => {
+                match tariff::get(&o.plan, p, q, now) {
+                    Some(body) => xml(body),
                     None => empty(404),
                 }
             }
@@ -1118,7 +1127,8 @@ fn fsa(edev: &str, top: bool) -> String {
         String::new()
     };
     format!(
-        r#"<FunctionSetAssignments{ns} href="{edev}/fsa/1"><DERProgramListLink href="{edev}/fsa/1/derp" all="1"/><mRID>F5A00000000000000000000000000001</mRID><description>Dynamic operating envelopes</description></FunctionSetAssignments>"#
+        r#"<FunctionSetAssignments{ns} href="{edev}/fsa/1"><DERProgramListLink href="{edev}/fsa/1/derp" all="1"/><TariffProfileListLink href="{}" all="1"/><mRID>F5A00000000000000000000000000001</mRID><description>Dynamic operating envelopes</description></FunctionSetAssignments>"#,
+        tariff::PROFILE_LIST
     )
 }
 
@@ -1150,9 +1160,10 @@ fn control_xml(b: &schedule::Block, now: Now, top: bool) -> String {
     )
 }
 
-/// The program's one DERCurve: AS/NZS 4777.2's Australia A volt-var response (207,
-/// 220, 240 and 258 V of 230 V: +44 %, 0, 0, -60 % of setMaxVar), which every DOE block
-/// and the default control link as opModVoltVar.
+/// The program's one DERCurve: AS/NZS 4777.2's Australia B volt-var response (205,
+/// 220, 235 and 255 V of 230 V: +30 %, 0, 0, -40 % of setMaxVar; the simulated
+/// inverter's factory curve is Australia A), which every DOE block and the default
+/// control link as opModVoltVar.
 pub const VOLT_VAR_CURVE_PATH: &str = "/derp/1/dc/1";
 const VOLT_VAR_LINK: &str = r#"<opModVoltVar href="/derp/1/dc/1"/>"#;
 
@@ -1164,12 +1175,12 @@ fn volt_var_curve_xml(top: bool) -> String {
     } else {
         String::new()
     };
-    let points: String = [(900, 44), (957, 0), (1043, 0), (1122, -60)]
+    let points: String = [(891, 30), (957, 0), (1022, 0), (1109, -40)]
         .iter()
         .map(|(x, y)| format!("<CurveData><xvalue>{x}</xvalue><yvalue>{y}</yvalue></CurveData>"))
         .collect();
     format!(
-        r#"<DERCurve{ns} href="{VOLT_VAR_CURVE_PATH}"><mRID>C0A00000000000000000000000000001</mRID><description>volt-var AS/NZS 4777.2 Aus A</description><creationTime>1700000000</creationTime>{points}<curveType>11</curveType><xMultiplier>-1</xMultiplier><yMultiplier>0</yMultiplier><yRefType>2</yRefType></DERCurve>"#
+        r#"<DERCurve{ns} href="{VOLT_VAR_CURVE_PATH}"><mRID>C0A00000000000000000000000000001</mRID><description>volt-var AS/NZS 4777.2 Aus B</description><creationTime>1700000000</creationTime>{points}<curveType>11</curveType><xMultiplier>-1</xMultiplier><yMultiplier>0</yMultiplier><yRefType>2</yRefType></DERCurve>"#
     )
 }
 

@@ -120,7 +120,8 @@ fn a_volt_var_control_comes_out_as_the_resolved_curve() {
 }
 
 /// A curve no inverter has the SunSpec model for is answered 252 when it is all the
-/// control sets; beside a limit it is left out and the limit carried out.
+/// control sets; beside a limit it is left out and the limit carried out. So is an
+/// import limit on a site that cannot limit its import.
 #[test]
 fn a_mode_no_inverter_offers_is_answered_252() {
     let mut h = harness(Some(0));
@@ -133,13 +134,18 @@ fn a_mode_no_inverter_offers_is_answered_252() {
         let mut both = Control::new("BOTH", now + 5, 600);
         both.volt_var = Some(CURVE.into());
         both.exp_lim_w = Some(1500);
+        // An import limit on this PV-only site (no battery, no controllable load).
+        let mut import = Control::new("IMPORT", now + 5, 600);
+        import.imp_lim_w = Some(1000);
         p.controls.push(only);
         p.controls.push(both);
+        p.controls.push(import);
     });
     assert!(h.run_until(60, |h| {
         statuses(&h.server, "ONLY").contains(&252) && statuses(&h.server, "BOTH").contains(&2)
     }));
     assert_eq!(statuses(&h.server, "ONLY"), vec![252]);
+    assert_eq!(statuses(&h.server, "IMPORT"), vec![252]);
     assert_eq!(statuses(&h.server, "BOTH"), vec![1, 2]);
     let out = last_outcome(&h);
     assert_eq!(out.active.watts(ControlMode::ExpLimW), Some(1500.0));

@@ -20,6 +20,17 @@ use csipd::schedule::ControlMode;
 const MAX_W: i32 = 5000;
 const TAGS: [&str; 6] = ["PRECONDITION", "DERC1", "DERC2", "DERC3", "DERC4", "DERC5"];
 
+/// The engine's configuration for these procedures: the 5 kW inverter of
+/// tests/common/csip_memory.rs on a site that can also limit its import and load (a
+/// DER-L site: a battery or controllable load). A site that cannot is answered 252 for
+/// those limits (tests/csip_curves.rs).
+fn site_config() -> csipd::csip::EngineConfig {
+    let mut config = engine_config();
+    config.nameplate.can_limit_import = true;
+    config.nameplate.can_limit_load = true;
+    config
+}
+
 /// (tag, status) of each DERControlResponse, in order.
 fn responses(server: &ScriptedServer) -> Vec<(String, u8)> {
     server
@@ -80,7 +91,7 @@ fn scenario_60s(default_exp_w: i32, default_imp_w: i32) -> csip_server::Scenario
 /// 100 %, 40 %, 25 % and 0 % of the rating, created at once; each is answered Received,
 /// Started and Completed once, and the limit in force follows each in its window.
 fn variable_limit(mode: ControlMode) {
-    let mut h = Harness::new(engine_config(), scenario_60s(0, 0));
+    let mut h = Harness::new(site_config(), scenario_60s(0, 0));
     assert!(h.run_until(30, |h| has(&h.requests(), "GET", "/edev/1/fsa/1/derp")));
     let now = h.now_s();
     let values = [MAX_W * 2, MAX_W, MAX_W * 2 / 5, MAX_W / 4, 0];
@@ -157,7 +168,7 @@ fn cancelled_control(mode: ControlMode) {
         ControlMode::ExpLimW => (MAX_W * 3 / 10, 0),
         _ => (0, MAX_W * 3 / 10),
     };
-    let mut h = Harness::new(engine_config(), scenario_60s(exp, imp));
+    let mut h = Harness::new(site_config(), scenario_60s(exp, imp));
     assert!(h.run_until(30, |h| has(&h.requests(), "GET", "/edev/1/fsa/1/derp")));
     let now = h.now_s();
     h.server.update(|s| {
@@ -205,7 +216,7 @@ fn loa_09_response_to_a_cancelled_import_control() {
 fn default_control(mode: ControlMode) {
     let mut sc = scenario_60s(0, 0);
     sc.fsas[0][0].set_grad_w = Some(167);
-    let mut h = Harness::new(engine_config(), sc);
+    let mut h = Harness::new(site_config(), sc);
     let now = h.now_s();
     h.server.update(|s| {
         let mut c = Control::new("DERC1", now, 900);
@@ -283,7 +294,7 @@ fn poll_starts(h: &Harness, path: &str) -> Vec<u64> {
 fn active_limit(mode: ControlMode) {
     let mut sc = scenario_60s(MAX_W, 0);
     sc.fsas[0][0].set_grad_w = Some(600);
-    let mut h = Harness::new(engine_config(), sc);
+    let mut h = Harness::new(site_config(), sc);
     let now = h.now_s();
     h.server.update(|s| {
         let mut c = Control::new("DERC1", now, 300);
@@ -384,7 +395,7 @@ fn primacy_validation(mode: ControlMode) {
         ControlMode::ExpLimW => sc.fsas[0][0].default_exp_lim_w = Some(thirty),
         _ => sc.fsas[0][0].default_imp_lim_w = Some(thirty),
     }
-    let mut h = Harness::new(engine_config(), sc);
+    let mut h = Harness::new(site_config(), sc);
     assert!(h.run_until(60, |h| has(&h.requests(), "GET", "/edev/1/derp/15/derc")));
     assert_eq!(
         active_w(&h, mode),

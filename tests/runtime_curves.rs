@@ -7,8 +7,9 @@
 //! (two curves, the first read-only).
 //!
 //! Checked: the curve's registers on the inverter (curve 2's points in one write, then
-//! ActCrv, then ModEna) and read back from the peer, the responses (Received,
-//! Started), DERCapability claiming volt-var, `/status` showing the curve in force;
+//! ActCrv, then ModEna), written once; the responses (Received, Started, Completed),
+//! DERCapability claiming volt-var, `/status` showing the curve in force, the mode
+//! switched off (ModEna 0) when the control ends;
 //! every body csipd sent validates against csipaus-core.xsd. Waits are for conditions
 //! with generous deadlines, never fixed sleeps.
 
@@ -85,7 +86,9 @@ fn the_utility_volt_var_curve_reaches_the_inverter_model_126() {
     let peer = start_peer("runtime-curves", &site(), None);
 
     let t0 = now_s();
-    let mut control = Control::new("VV-A", t0 - 5, 600);
+    // 40 s left once csipd starts: long enough for the checks below, short enough to
+    // see the curve switched off when it ends (the default sets no curve).
+    let mut control = Control::new("VV-A", t0 - 5, 45);
     control.exp_lim_w = Some(1500);
     control.volt_var = Some(CURVE.into());
     let server = ScriptedServer::start(Scenario {
@@ -186,6 +189,18 @@ config control 'site'
         later.iter().filter(|(_, v)| *v == points).count(),
         1,
         "the curve written once: {later:?}"
+    );
+    // The control ends and nothing else sets volt-var: csipd switches the mode off
+    // (ModEna 0), the curve stays stored; Completed.
+    wait_until(
+        Duration::from_secs(90),
+        "volt-var switched off when the control ended",
+        || inverter_writes(&peer).contains(&(model + 3, vec![0])),
+    );
+    assert!(
+        server.wait_for(Duration::from_secs(30), |_| responses("VV-A").contains(&3)),
+        "VV-A responses: {:?}",
+        responses("VV-A")
     );
     run.terminate();
     let invalid = csip_server::invalid_bodies(&server);

@@ -461,6 +461,39 @@ mod tests {
         );
     }
 
+    /// The utility's curves and power factors in force get their own block in `csipd
+    /// status`, each with its value, source and countdown, and ride in the JSON.
+    #[test]
+    fn inverter_settings_are_listed_with_source_and_end() {
+        use crate::status::snapshot::InverterSetting;
+        let mut s = Snapshot::new(0);
+        assert!(!summary(&s).contains("inverter settings"));
+        s.now_unix_s = 3600;
+        s.inverter_settings = vec![InverterSetting {
+            mode: "opModVoltVar".into(),
+            value: "2 points 90.0 %V → 40 %, 110.0 %V → -40 %".into(),
+            source: LimitSource::UtilityDefault {
+                program: "PROG1".into(),
+            },
+            end_unix_s: Some(3600 + 600),
+        }];
+        let text = summary(&s);
+        assert!(
+            text.contains(
+                "inverter settings\n  opModVoltVar 2 points 90.0 %V → 40 %, 110.0 %V → -40 % — \
+                 program default (PROG1), until 01:10 (in 10 min)\n"
+            ),
+            "{text}"
+        );
+        let json = serde_json::to_value(&s).expect("json");
+        assert_eq!(json["inverter_settings"][0]["mode"], "opModVoltVar");
+        // A snapshot from before the field still loads.
+        let mut old = json.clone();
+        old.as_object_mut().unwrap().remove("inverter_settings");
+        let old: Snapshot = serde_json::from_value(old).expect("older snapshot loads");
+        assert!(old.inverter_settings.is_empty());
+    }
+
     #[test]
     fn readings_line_counts_what_the_utility_accepted() {
         let mut s = Snapshot::new(0);

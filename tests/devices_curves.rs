@@ -217,6 +217,33 @@ fn volt_var_and_volt_watt_curves_are_adopted_on_705_and_706() {
 }
 
 #[test]
+fn an_adoption_in_progress_is_waited_for() {
+    let peer = start_peer(
+        "curves7xx-slow",
+        &json!({"devices": [der7xx(1, json!({"adopt": "slow"}))]}),
+        None,
+    );
+    smol::block_on(async {
+        let mut dev = Device::new(tcp_bus(peer.port), DeviceParams::new("inv7", 1));
+        dev.scan().await.expect("scan");
+        let m706 = model(&dev, 706);
+        let reads_before = dev.stats().link.requests;
+        let state = dev
+            .set_curve(&volt_watt())
+            .await
+            .expect("adopted after a wait");
+        assert!(state.enabled);
+        assert_eq!(state.points.len(), 2);
+        // Read before: 1; after the curve writes: 1; after the request: IN_PROGRESS
+        // twice, then COMPLETED; after Ena: 1. Writes: 2 + 1 + 1.
+        assert_eq!(dev.stats().link.requests - reads_before, 1 + 1 + 3 + 1 + 4);
+        let r = block(&mut dev, m706).await;
+        assert_eq!((r[2], r[4]), (1, 1), "Ena, AdptCrvRslt COMPLETED");
+        assert_eq!(&r[20..24], &[1060, 100, 1100, 20]);
+    });
+}
+
+#[test]
 fn a_curve_the_inverter_refuses_is_not_enabled() {
     let peer = start_peer(
         "curves7xx-fail",

@@ -82,6 +82,28 @@ pub struct Curve {
     pub dept_ref: u16,
 }
 
+impl Curve {
+    /// The dependent value (% of the `dept_ref` quantity) at `v_pct` % of the reference
+    /// voltage: linear between points, flat beyond the first and last (as inverters
+    /// run a volt-var or volt-watt curve, IEEE 1547-2018 5.3.3 and AS/NZS 4777.2).
+    /// `None` for a curve without points.
+    pub fn y_pct_at(&self, v_pct: f64) -> Option<f64> {
+        let first = self.points.first()?;
+        let last = self.points.last()?;
+        if v_pct <= first.v_pct {
+            return Some(first.y_pct);
+        }
+        if v_pct >= last.v_pct {
+            return Some(last.y_pct);
+        }
+        self.points.windows(2).find_map(|w| {
+            let (a, b) = (w[0], w[1]);
+            (v_pct >= a.v_pct && v_pct <= b.v_pct && b.v_pct > a.v_pct)
+                .then(|| a.y_pct + (b.y_pct - a.y_pct) * (v_pct - a.v_pct) / (b.v_pct - a.v_pct))
+        })
+    }
+}
+
 /// The curve set as read from a model block: the selected curve's points (raw values
 /// scaled back to %), whether the mode is enabled.
 #[derive(Debug, Clone, PartialEq)]
@@ -302,6 +324,21 @@ mod tests {
         assert_eq!(state.points.len(), 4);
         assert!((state.points[3].v_pct - 110.0).abs() < 1e-9);
         assert_eq!(state.points[3].y_pct, -60.0);
+    }
+
+    #[test]
+    fn a_curve_is_linear_between_points_and_flat_beyond() {
+        let c = curve();
+        assert_eq!(c.y_pct_at(80.0), Some(44.0));
+        assert_eq!(c.y_pct_at(100.0), Some(0.0));
+        assert!((c.y_pct_at(93.0).unwrap() - 22.0).abs() < 1e-9);
+        assert!((c.y_pct_at(107.15).unwrap() + 30.0).abs() < 1e-9);
+        assert_eq!(c.y_pct_at(120.0), Some(-60.0));
+        let empty = Curve {
+            points: Vec::new(),
+            ..curve()
+        };
+        assert_eq!(empty.y_pct_at(100.0), None);
     }
 
     #[test]

@@ -61,6 +61,18 @@ pub enum Excitation {
     UnderExcited,
 }
 
+impl Excitation {
+    /// From IEEE 2030.5 PowerFactorWithExcitation's `excitation` flag: true when the
+    /// DER absorbs reactive power (under-excited), false when it injects (over-excited).
+    pub fn from_2030_5_flag(excitation: bool) -> Excitation {
+        if excitation {
+            Excitation::UnderExcited
+        } else {
+            Excitation::OverExcited
+        }
+    }
+}
+
 /// A fixed displacement power factor.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct FixedPf {
@@ -483,6 +495,12 @@ mod tests {
         assert_eq!((off[0].address, &off[0].values), (1008, &vec![0]));
         // A 704 block cut short before PFWAbs cannot take it.
         assert!(plan_fixed_pf(&ctl, &regs[..60], ControlMode::FixedPFAbsorbW, Some(abs)).is_err());
+    }
+
+    #[test]
+    fn the_2030_5_excitation_flag_means_absorbing() {
+        assert_eq!(Excitation::from_2030_5_flag(true), Excitation::UnderExcited);
+        assert_eq!(Excitation::from_2030_5_flag(false), Excitation::OverExcited);
     }
 
     #[test]

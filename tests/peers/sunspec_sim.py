@@ -19,7 +19,8 @@ register after the last block is unreadable (Modbus exception 2).
 
 A 7xx curve model (705 volt-var, 706 volt-watt, ...) adopts a curve when AdptCrvReq is
 written, as an inverter does (see adopt_curve); "adopt": "fail" on the device makes it
-refuse every curve.
+refuse every curve, "adopt": "slow" answers IN_PROGRESS to the first reads after the
+request.
 
 Every write request is appended as one JSON line to --write-log (if given), so a test
 can see exactly which registers csipd wrote. Prints "READY <port-or-path>" when serving.
@@ -148,6 +149,10 @@ CURVE_7XX = {705: (10, 9), 706: (5, 4), 707: (5, 4), 708: (5, 4), 709: (5, 4),
              710: (5, 4), 712: (5, 4)}
 
 
+# "adopt": "slow": reads of AdptCrvRslt answered IN_PROGRESS before the adoption is done.
+SLOW_READS = 2
+
+
 def curve_models_7xx(dev, words):
     """(model id, address of its ID register) of each 7xx curve model of a device."""
     found = []
@@ -192,27 +197,41 @@ def make_devices(config, write_log):
         unit = int(dev["unit"])
         curves = curve_models_7xx(dev, words) if "models" in dev else []
         how = dev.get("adopt", "check")
+        # "slow": an adoption stays IN_PROGRESS for the first SLOW_READS reads of
+        # AdptCrvRslt after the request (model start -> [request, reads left]).
+        pending = {}
 
         async def action(fc, start_address, address, count, current, set_values, unit=unit,
-                         curves=curves, how=how):
+                         curves=curves, how=how, pending=pending):
             if set_values is not None and write_log:
                 with open(write_log, "a", encoding="utf-8") as f:
                     f.write(json.dumps({"unit": unit, "fc": fc, "address": address,
                                         "values": list(set_values)}) + "\n")
-            if set_values is not None:
-                for model, start in curves:
-                    req_at = start + 3  # AdptCrvReq
-                    if address <= req_at < address + len(set_values):
-                        def reg_at(a):
-                            return current[a - start_address]
 
-                        def put(a, v):
-                            current[a - start_address] = v
+            def reg_at(a):
+                return current[a - start_address]
 
-                        adopt_curve(model, start, set_values[req_at - address], put, reg_at,
-                                    how)
-                        # Done: the request reads 0 again, as inverters do.
-                        set_values[req_at - address] = 0
+            def put(a, v):
+                current[a - start_address] = v
+
+            for model, start in curves:
+                if set_values is None:
+                    rslt_at = start + 4  # AdptCrvRslt, read
+                    if start in pending and address <= rslt_at < address + count:
+                        pending[start][1] -= 1
+                        if pending[start][1] < 0:
+                            adopt_curve(model, start, pending.pop(start)[0], put, reg_at, how)
+                    continue
+                req_at = start + 3  # AdptCrvReq
+                if address <= req_at < address + len(set_values):
+                    req = set_values[req_at - address]
+                    if how == "slow":
+                        put(start + 4, 0)  # IN_PROGRESS
+                        pending[start] = [req, SLOW_READS]
+                    else:
+                        adopt_curve(model, start, req, put, reg_at, how)
+                    # The request reads 0 again, as inverters do.
+                    set_values[req_at - address] = 0
             return None
 
         # "extra": register ranges outside the SunSpec map (a vendor's own registers,

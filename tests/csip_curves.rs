@@ -203,3 +203,44 @@ fn a_site_without_der_answers_252_to_a_limit() {
     assert_eq!(modes_supported(&h), 0);
     assert_all_bodies_valid(&h.server);
 }
+
+/// opModTargetVar (a reactive power in var) is scheduled like the other settings where
+/// the inverters offer it (704), claimed as DERControlType bit 21, and answered 252
+/// where they do not (a 123-only site: no setting in var).
+#[test]
+fn a_target_var_is_carried_only_where_an_inverter_offers_it() {
+    let mut h = harness(Some(ControlMode::TargetVar.bit()));
+    let now = h.now_s();
+    h.server.update(|s| {
+        let mut c = Control::new("TV", now + 5, 600);
+        c.target_var = Some((-150, 1));
+        s.fsas[0][0].controls.push(c);
+    });
+    assert!(h.run_until(60, |h| statuses(&h.server, "TV").contains(&2)));
+    assert_eq!(statuses(&h.server, "TV"), vec![1, 2], "Received, Started");
+    let active = last_outcome(&h)
+        .active
+        .get(ControlMode::TargetVar)
+        .expect("target var active")
+        .clone();
+    let ModeValue::ReactivePower(q) = active.value else {
+        panic!("{:?}", active.value)
+    };
+    assert_eq!(q.vars(), -1500.0);
+    assert!(h.run_until(30, |h| has(&h.requests(), "PUT", "/edev/1/der/1/dercap")));
+    assert_eq!(modes_supported(&h) & (1 << 21 | 1 << 6), 1 << 21);
+    assert_all_bodies_valid(&h.server);
+
+    let mut h = harness(Some(ControlMode::FixedVar.bit()));
+    let now = h.now_s();
+    h.server.update(|s| {
+        let mut c = Control::new("TV", now + 5, 600);
+        c.target_var = Some((500, 0));
+        s.fsas[0][0].controls.push(c);
+    });
+    assert!(h.run_until(60, |h| statuses(&h.server, "TV").contains(&252)));
+    assert_eq!(statuses(&h.server, "TV"), vec![252]);
+    assert!(h.run_until(30, |h| has(&h.requests(), "PUT", "/edev/1/der/1/dercap")));
+    assert_eq!(modes_supported(&h) & (1 << 21 | 1 << 6), 1 << 6);
+    assert_all_bodies_valid(&h.server);
+}

@@ -1,7 +1,8 @@
 //! DER functions beyond the limits against a foreign peer (the pymodbus SunSpec server
 //! of `tests/peers/sunspec_sim.py`, laid out from pysunspec2's model definitions):
 //! volt-var and volt-watt curves on a 7xx inverter (705/706, with the adoption step),
-//! fixed power factor and fixed var on 123 and 704. The registers are asserted at the
+//! fixed power factor and fixed var on 123 and 704, the reactive power target
+//! (opModTargetVar) on 704. The registers are asserted at the
 //! device. (126/132 curves: `devices_sunspec.rs`.)
 
 mod devices_support;
@@ -70,7 +71,7 @@ fn der7xx(unit: u8, extra: serde_json::Value) -> serde_json::Value {
         {"id": 702, "values": {"WMaxRtg": 8000, "W_SF": 0, "VAMaxRtg": 8000, "VA_SF": 0}},
         {"id": 704, "values": {"PFWInjEna": 0, "PFWAbsEna": 0, "WMaxLimPctEna": 0,
                                "VarSetEna": 0, "VarSetMod": 0, "PF_SF": -2,
-                               "WMaxLimPct_SF": -2, "VarSetPct_SF": -2,
+                               "WMaxLimPct_SF": -2, "VarSetPct_SF": -2, "VarSet_SF": 0,
                                "PFWInj.PF": 100, "PFWInj.Ext": 0,
                                "PFWAbs.PF": 100, "PFWAbs.Ext": 0}},
         {"id": 705, "values": curves(3, json!({"Crv[0].ActPt": 2, "Crv[0].DeptRef": 1,
@@ -322,6 +323,52 @@ fn fixed_power_factor_and_var_on_704() {
         let r = block(&mut dev, m).await;
         assert_eq!((r[2], r[8], r[35]), (0, 1, 0));
         assert_eq!(dev.stats().writes_unconfirmed, 0);
+    });
+}
+
+#[test]
+fn target_var_on_704_shares_the_setpoint_with_fixed_var() {
+    let peer = start_peer("tv704", &json!({"devices": [der7xx(1, json!({}))]}), None);
+    smol::block_on(async {
+        let mut dev = Device::new(tcp_bus(peer.port), DeviceParams::new("inv7", 1));
+        let map = dev.scan().await.expect("scan").clone();
+        assert!(map.offers(ControlMode::TargetVar));
+        let m = model(&dev, 704);
+        dev.set_fixed_var_pct(Some(20.0)).await.expect("fixed var");
+        let st = dev.set_target_var(Some(-2500.0)).await.expect("target var");
+        assert_eq!((st.enabled, st.var), (true, Some(-2500.0)));
+        let r = block(&mut dev, m).await;
+        let raw = (-2500i32) as u32;
+        assert_eq!(
+            &r[38..40],
+            &[(raw >> 16) as u16, raw as u16],
+            "VarSet -2500 var"
+        );
+        assert_eq!((r[35], r[36]), (1, 4), "VarSetEna, VarSetMod VARS");
+        // Fixed var ending leaves the target alone (the setpoint is in var now) ...
+        let before = writes(&peer).len();
+        let st = dev.set_fixed_var_pct(None).await.expect("fixed var off");
+        assert!(!st.enabled);
+        assert_eq!(writes(&peer).len(), before, "nothing written");
+        // ... the target ending switches it off.
+        let st = dev.set_target_var(None).await.expect("target off");
+        assert!(!st.enabled);
+        assert_eq!(writes(&peer)[before..], vec![(m.start + 35, vec![0])]);
+        assert_eq!(dev.stats().writes_unconfirmed, 0);
+    });
+    // 123 has no setting in var: not offered, an error naming 704, nothing written.
+    let peer = start_peer("tv123", &json!({"devices": [der1xx(1)]}), None);
+    smol::block_on(async {
+        let mut dev = Device::new(tcp_bus(peer.port), DeviceParams::new("inv1", 1));
+        let map = dev.scan().await.expect("scan").clone();
+        assert!(!map.offers(ControlMode::TargetVar));
+        let e = dev
+            .set_target_var(Some(100.0))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("704"), "{e}");
+        assert!(writes(&peer).is_empty());
     });
 }
 

@@ -10,7 +10,8 @@
 //! ActCrv, then ModEna), written once; the responses (Received, Started, Completed),
 //! DERCapability claiming volt-var, `/status` showing the curve in force, the mode
 //! switched off (ModEna 0) when the control ends;
-//! every body csipd sent validates against csipaus-core.xsd. Waits are for conditions
+//! every body csipd sent validates against csipaus-core.xsd. Then the same for
+//! opModTargetVar on an inverter with model 704 (`VarSet` in var, `VarSetMod` VARS). Waits are for conditions
 //! with generous deadlines, never fixed sleeps.
 
 // runtime_common and devices_support each bring tests/support/wait.rs.
@@ -79,29 +80,15 @@ fn inverter_writes(peer: &Peer) -> Vec<(u64, Vec<u64>)> {
         .collect()
 }
 
-#[test]
-fn the_utility_volt_var_curve_reaches_the_inverter_model_126() {
-    let dir = temp_dir("runtime-curves");
-    let (key, cert, lfdi, sfdi) = selfsigned_identity(&dir, "csipd-curves-test");
-    let peer = start_peer("runtime-curves", &site(), None);
-
-    let t0 = now_s();
-    // 40 s left once csipd starts: long enough for the checks below, short enough to
-    // see the curve switched off when it ends (the default sets no curve).
-    let mut control = Control::new("VV-A", t0 - 5, 45);
-    control.exp_lim_w = Some(1500);
-    control.volt_var = Some(CURVE.into());
-    let server = ScriptedServer::start(Scenario {
-        lfdi,
-        sfdi,
-        fsas: vec![vec![Program {
-            default_exp_lim_w: Some(3000),
-            curves: vec![volt_var_curve_xml(CURVE, "VVC")],
-            controls: vec![control],
-            ..Program::default()
-        }]],
-        ..Scenario::default()
-    });
+/// Starts `csipd run` against `server` with the meter (unit 1) and the inverter
+/// (unit 2) of `peer`; returns the process and its status URL.
+fn start_csipd(
+    dir: &std::path::Path,
+    server: &ScriptedServer,
+    peer: &Peer,
+    key: &std::path::Path,
+    cert: &std::path::Path,
+) -> (Proc, String) {
     let config = format!(
         "config csipd 'main'
 \toption status_listen '127.0.0.1:0'
@@ -128,7 +115,33 @@ config control 'site'
     );
     let path = dir.join("csipd");
     std::fs::write(&path, config).unwrap();
-    let (mut run, url) = start_run(&path.display().to_string());
+    start_run(&path.display().to_string())
+}
+
+#[test]
+fn the_utility_volt_var_curve_reaches_the_inverter_model_126() {
+    let dir = temp_dir("runtime-curves");
+    let (key, cert, lfdi, sfdi) = selfsigned_identity(&dir, "csipd-curves-test");
+    let peer = start_peer("runtime-curves", &site(), None);
+
+    let t0 = now_s();
+    // 40 s left once csipd starts: long enough for the checks below, short enough to
+    // see the curve switched off when it ends (the default sets no curve).
+    let mut control = Control::new("VV-A", t0 - 5, 45);
+    control.exp_lim_w = Some(1500);
+    control.volt_var = Some(CURVE.into());
+    let server = ScriptedServer::start(Scenario {
+        lfdi,
+        sfdi,
+        fsas: vec![vec![Program {
+            default_exp_lim_w: Some(3000),
+            curves: vec![volt_var_curve_xml(CURVE, "VVC")],
+            controls: vec![control],
+            ..Program::default()
+        }]],
+        ..Scenario::default()
+    });
+    let (mut run, url) = start_csipd(&dir, &server, &peer, &key, &cert);
 
     // The curve as SunSpec 126 takes it: 4 points, DeptRef 2 (%VArMax), V in tenths
     // of a percent (V_SF -1), VAr in whole percent; -60 as int16.
@@ -201,6 +214,121 @@ config control 'site'
         server.wait_for(Duration::from_secs(30), |_| responses("VV-A").contains(&3)),
         "VV-A responses: {:?}",
         responses("VV-A")
+    );
+    run.terminate();
+    let invalid = csip_server::invalid_bodies(&server);
+    assert!(
+        invalid.is_empty(),
+        "bodies failing the schema: {invalid:#?}"
+    );
+}
+
+/// Site meter (unit 1); an inverter (unit 2) with 103, 120, 121 and 704 (DER AC
+/// controls: the active power limit and the reactive power setpoint), VarSet_SF 0.
+fn site_704() -> serde_json::Value {
+    let mut site = site();
+    site["devices"][1]["models"] = json!([
+        {"id": 1, "values": {"Mn": "Var Co", "Md": "TV-5"}},
+        {"id": 103, "values": {"W": 2500, "W_SF": 0, "PhVphA": 2400, "V_SF": -1,
+                               "Hz": 5000, "Hz_SF": -2, "St": 4}},
+        {"id": 120, "values": {"DERTyp": 4, "WRtg": 5000, "WRtg_SF": 0}},
+        {"id": 121, "values": {"WMax": 5000, "WMax_SF": 0}},
+        {"id": 704, "values": {"PFWInjEna": 0, "PFWAbsEna": 0, "WMaxLimPctEna": 0,
+                               "WMaxLimPct": 10000, "VarSetEna": 0, "VarSetMod": 0,
+                               "PF_SF": -2, "WMaxLimPct_SF": -2, "VarSetPct_SF": -2,
+                               "VarSet_SF": 0, "PFWInj.PF": 100, "PFWAbs.PF": 100}}
+    ]);
+    site
+}
+
+#[test]
+fn the_utility_target_var_reaches_the_inverter_model_704() {
+    let dir = temp_dir("runtime-target-var");
+    let (key, cert, lfdi, sfdi) = selfsigned_identity(&dir, "csipd-target-var-test");
+    let peer = start_peer("runtime-target-var", &site_704(), None);
+    let t0 = now_s();
+    let mut control = Control::new("TV-A", t0 - 5, 45);
+    control.exp_lim_w = Some(1500);
+    control.target_var = Some((-150, 1));
+    let server = ScriptedServer::start(Scenario {
+        lfdi,
+        sfdi,
+        fsas: vec![vec![Program {
+            default_exp_lim_w: Some(3000),
+            controls: vec![control],
+            ..Program::default()
+        }]],
+        ..Scenario::default()
+    });
+    let (mut run, url) = start_csipd(&dir, &server, &peer, &key, &cert);
+    // -1500 var as int32 (VarSet_SF 0), high word first.
+    let raw = (-1500i32) as u32;
+    let var_set = vec![u64::from(raw >> 16), u64::from(raw & 0xFFFF)];
+    wait_until(
+        Duration::from_secs(90),
+        "the reactive power target written to the inverter",
+        || inverter_writes(&peer).iter().any(|(_, v)| *v == var_set),
+    );
+    let writes = inverter_writes(&peer);
+    let at = writes.iter().position(|(_, v)| *v == var_set).unwrap();
+    // VarSet is 38 registers into 704 (from its ID): VarSetMod at 36, VarSetEna at 35.
+    let model = writes[at].0 - 38;
+    assert_eq!(
+        &writes[at..at + 3],
+        &[
+            (model + 38, var_set.clone()),
+            (model + 36, vec![4]),
+            (model + 35, vec![1])
+        ],
+        "{writes:?}"
+    );
+    let responses = |tag: &str| -> Vec<u8> {
+        server
+            .requests_to("POST", "/edev/1/rsps/site_control/rsp")
+            .iter()
+            .filter(|r| element_text(&r.body, "subject").as_deref() == Some(&mrid_of(tag)))
+            .filter_map(|r| element_text(&r.body, "status")?.parse().ok())
+            .collect()
+    };
+    assert!(
+        server.wait_for(Duration::from_secs(60), |_| responses("TV-A").contains(&2)),
+        "TV-A responses: {:?}",
+        responses("TV-A")
+    );
+    assert_eq!(responses("TV-A"), vec![1, 2]);
+    let s = wait_for(&url, Duration::from_secs(30), "target var in status", |s| {
+        s.inverter_settings
+            .iter()
+            .any(|i| i.mode == "opModTargetVar")
+    });
+    let tv = s
+        .inverter_settings
+        .iter()
+        .find(|i| i.mode == "opModTargetVar")
+        .unwrap();
+    assert_eq!(tv.value, "-1500 var (absorbing)");
+    // DERCapability claims opModTargetVar (bit 21) once the inverter was read.
+    assert!(
+        server.wait_for(Duration::from_secs(60), |r| r.iter().any(|r| r.path
+            == "/edev/1/der/1/dercap"
+            && element_text(&r.body, "modesSupported")
+                .and_then(|m| u32::from_str_radix(&m, 16).ok())
+                .is_some_and(|m| m & 1 << 21 != 0))),
+        "no DERCapability claiming opModTargetVar"
+    );
+    assert_eq!(
+        inverter_writes(&peer)
+            .iter()
+            .filter(|(_, v)| *v == var_set)
+            .count(),
+        1,
+        "written once"
+    );
+    // The control ends: the setpoint (still in var) is switched off.
+    wait_until(
+        Duration::from_secs(90),
+        "the target switched off when the control ended",
+        || inverter_writes(&peer).contains(&(model + 35, vec![0])),
     );
     run.terminate();
     let invalid = csip_server::invalid_bodies(&server);

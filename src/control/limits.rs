@@ -215,6 +215,9 @@ pub struct UtilityControls {
     /// `VarSetPct` of VArMax), signed: positive injects. Only refType %setMaxVar
     /// reaches here (the engine leaves out %statVarAvail, which no model takes).
     pub fixed_var_pct: Option<Sourced<f64>>,
+    /// opModTargetVar: the reactive power target, var (2030.5 ReactivePower with its
+    /// multiplier applied), signed: positive injects (SunSpec 704 `VarSet`).
+    pub target_var: Option<Sourced<f64>>,
 }
 
 /// The inverter settings in force (curves, power factor, var level), plain values
@@ -229,16 +232,21 @@ pub struct InverterSettings {
     pub fixed_pf_absorb: Option<PowerFactorWithExcitation>,
     /// % of setMaxVar (VArMax), positive injects.
     pub fixed_var_pct: Option<f64>,
+    /// opModTargetVar, var, positive injects.
+    pub target_var: Option<f64>,
 }
 
 impl InverterSettings {
     /// The modes it covers, in order.
-    pub const MODES: [ControlMode; 5] = [
+    /// opModTargetVar comes after opModFixedVar: on a 704 inverter, which has one
+    /// reactive power setpoint, the target holds it when the utility sets both.
+    pub const MODES: [ControlMode; 6] = [
         ControlMode::VoltVar,
         ControlMode::VoltWatt,
         ControlMode::FixedPFInjectW,
         ControlMode::FixedPFAbsorbW,
         ControlMode::FixedVar,
+        ControlMode::TargetVar,
     ];
 }
 
@@ -251,6 +259,12 @@ pub fn curve_text(c: &Curve) -> String {
         .map(|p| format!("{:.1} %V → {} %", p.v_pct, p.y_pct))
         .collect();
     format!("{} points {}", c.points.len(), points.join(", "))
+}
+
+/// See [`curve_text`]: `-1500 var (absorbing)`.
+pub fn target_var_text(var: &f64) -> String {
+    let way = if *var < 0.0 { "absorbing" } else { "injecting" };
+    format!("{var:.0} var ({way})")
 }
 
 /// See [`curve_text`].
@@ -321,6 +335,7 @@ impl fmt::Display for UtilityControls {
         item(&mut parts, "fixed var", &self.fixed_var_pct, |p| {
             format!("{p:.2} % of setMaxVar")
         });
+        item(&mut parts, "target var", &self.target_var, target_var_text);
         if let Some(g) = self.set_grad_w {
             parts.push(format!("ramp {:.2} %/s of setMaxW", f64::from(g) / 100.0));
         }
@@ -422,6 +437,14 @@ impl UtilityControls {
                     )),
                     _ => None,
                 }),
+            target_var: active
+                .get(ControlMode::TargetVar)
+                .and_then(|a| match a.value {
+                    ModeValue::ReactivePower(q) => {
+                        Some(Sourced::new(q.vars(), source(&a.source), a.until_s))
+                    }
+                    _ => None,
+                }),
         }
     }
 
@@ -433,6 +456,7 @@ impl UtilityControls {
             fixed_pf_inject: self.fixed_pf_inject.as_ref().map(|c| c.value),
             fixed_pf_absorb: self.fixed_pf_absorb.as_ref().map(|c| c.value),
             fixed_var_pct: self.fixed_var_pct.as_ref().map(|c| c.value),
+            target_var: self.target_var.as_ref().map(|c| c.value),
         }
     }
 }
@@ -1190,6 +1214,10 @@ mod inverter_settings_tests {
                         ref_type: 2,
                         value: -2500,
                     }),
+                    target_var: Some(crate::sep2::ReactivePower {
+                        value: 120,
+                        multiplier: 1,
+                    }),
                     ..schedule::ControlSet::default()
                 },
                 set_grad_w: None,
@@ -1228,6 +1256,16 @@ mod inverter_settings_tests {
             "{line}"
         );
         assert!(line.contains("fixed var -25.00 % of setMaxVar"), "{line}");
+        assert_eq!(s.target_var, Some(1200.0));
+        assert!(line.contains("target var 1200 var (injecting)"), "{line}");
+        let shown = crate::status::InverterSetting::of(&u);
+        assert_eq!(
+            shown
+                .iter()
+                .map(|s| (s.mode.as_str(), s.value.as_str()))
+                .next_back(),
+            Some(("opModTargetVar", "1200 var (injecting)"))
+        );
         // % of statVarAvail: not a setting csipd can put on an inverter.
         let mut program = program;
         if let Some(d) = program.default_control.as_mut() {

@@ -30,7 +30,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 pub use modbus::{Bus, BusParams, LinkStats, ModbusError, Parity, TransportParams};
-pub use reactive::{Excitation, FixedPf, FixedPfState, FixedVarState};
+pub use reactive::{Excitation, FixedPf, FixedPfState, FixedVarState, TargetVarState};
 pub use sunspec::{
     Blocks, CommonInfo, Controls, InverterReading, LimitState, MeterReading, ModelRef,
     OperatingState, RevertPolicy, StorageState, SunSpecError, SunSpecMap,
@@ -953,6 +953,28 @@ impl Device {
             reactive::plan_fixed_var(&ctl, &before, pct).map_err(|e| self.sunspec_err(e))?;
         let after = self.write_and_confirm(ctl, writes).await?;
         Ok(reactive::decode_fixed_var(ctl.id, &after))
+    }
+
+    /// Sets (or with `None` switches off) a reactive power target of `var` var
+    /// (signed: positive injects; opModTargetVar): model 704 `VarSet` with `VarSetMod`
+    /// VARS and `VarSetEna` ([`reactive::plan_target_var`]). Reads the model back to
+    /// confirm and returns the target as read. An inverter without 704 (model 123 has
+    /// no setting in var) answers [`DeviceError`] naming what it has.
+    pub async fn set_target_var(
+        &mut self,
+        var: Option<f64>,
+    ) -> Result<TargetVarState, DeviceError> {
+        let ctl = self
+            .control_model(
+                &reactive::TARGET_VAR_MODELS,
+                reactive::wanted_model(crate::schedule::ControlMode::TargetVar),
+            )
+            .await?;
+        let before = self.read_model(&ctl).await?;
+        let writes =
+            reactive::plan_target_var(&ctl, &before, var).map_err(|e| self.sunspec_err(e))?;
+        let after = self.write_and_confirm(ctl, writes).await?;
+        Ok(reactive::decode_target_var(&after))
     }
 
     /// Limits a storage inverter's charging to `limit_w` (model 124 InWRte with the

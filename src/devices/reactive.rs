@@ -1,6 +1,6 @@
 //! Fixed power factor and fixed reactive power on SunSpec inverters: model 123
 //! (immediate controls: `OutPFSet`, `VArMaxPct`) and model 704 (DER AC controls:
-//! `PFWInj`/`PFWAbs`, `VarSetPct`), layouts from pysunspec2's model_123.json and
+//! `PFWInj`/`PFWAbs`, `VarSetPct`, and `VarSet` in var for opModTargetVar), layouts from pysunspec2's model_123.json and
 //! model_704.json. Pure: plans the register writes from the model block as read and
 //! decodes the block read back; the device does the IO
 //! ([`super::Device::set_fixed_pf`], [`super::Device::set_fixed_var_pct`]). 704 is
@@ -9,6 +9,13 @@
 //! Each plan writes the value first and the enable last, so the inverter never runs
 //! an enabled mode with an old value; disabling writes the enable alone. No revert
 //! timer is written (the modes have no fail-safe level to revert to).
+//!
+//! 704 has one reactive power setpoint (`VarSetEna`) read in the unit `VarSetMod`
+//! names: opModFixedVar uses it as VAR_MAX_PCT and opModTargetVar as VARS. Switching
+//! one off disables the setpoint only while it is in that mode's unit, so it never
+//! ends the other mode's setting; with both set, the one written last holds it
+//! (the bus writes opModTargetVar after opModFixedVar). Model 123 has no var setting
+//! in var (only percentages), so opModTargetVar needs 704.
 //!
 //! Model 123 has one power factor (`OutPFSet`, signed cos φ) and no separate setting
 //! while absorbing active power, so opModFixedPFAbsorbW needs 704. The sign of
@@ -40,8 +47,11 @@ mod m704 {
     pub const PFW_ABS_ENA: usize = 8;
     pub const VAR_SET_ENA: usize = 35;
     pub const VAR_SET_MOD: usize = 36;
+    /// `VarSet` (int32, var, `VarSet_SF`).
+    pub const VAR_SET: usize = 38;
     pub const VAR_SET_PCT: usize = 42;
     pub const PF_SF: usize = 53;
+    pub const VAR_SET_SF: usize = 57;
     pub const VAR_SET_PCT_SF: usize = 58;
     /// `PFWInj.PF`, `PFWInj.Ext`.
     pub const PFW_INJ: usize = 59;
@@ -49,6 +59,8 @@ mod m704 {
     pub const PFW_ABS: usize = 63;
     /// `VarSetMod` VAR_MAX_PCT: `VarSetPct` is in % of VArMax.
     pub const MOD_VAR_MAX_PCT: u16 = 1;
+    /// `VarSetMod` VARS: `VarSet` is in var.
+    pub const MOD_VARS: u16 = 4;
 }
 
 /// Which way a fixed power factor moves reactive power (IEEE 2030.5
@@ -117,12 +129,26 @@ pub fn pf_models(mode: ControlMode) -> &'static [u16] {
 /// The models that carry opModFixedVar, in order of preference.
 pub const VAR_MODELS: [u16; 2] = [704, 123];
 
+/// The models that carry opModTargetVar: 704 (`VarSet` in var); 123 has percentages
+/// only.
+pub const TARGET_VAR_MODELS: [u16; 1] = [704];
+
+/// A reactive power target as read back from the inverter (model 704).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TargetVarState {
+    /// `VarSetEna` is 1 with `VarSetMod` VARS.
+    pub enabled: bool,
+    /// `VarSet`, var (positive injects); `None` when its scale factor is unknown.
+    pub var: Option<f64>,
+}
+
 /// The model a mode needs, named for messages.
 pub fn wanted_model(mode: ControlMode) -> &'static str {
     match mode {
         ControlMode::FixedPFInjectW => "fixed power factor (123 or 704)",
         ControlMode::FixedPFAbsorbW => "fixed power factor while absorbing (704)",
         ControlMode::FixedVar => "fixed reactive power (123 or 704)",
+        ControlMode::TargetVar => "reactive power target in var (704)",
         _ => "power factor or var control (123 or 704)",
     }
 }
@@ -310,6 +336,10 @@ pub fn plan_fixed_var(
         704 => {
             b.ensure_len(m704::VAR_SET_PCT_SF + 1)?;
             let Some(p) = pct else {
+                // Off only while in our unit: opModTargetVar may hold it (VARS).
+                if b.u16(m704::VAR_SET_MOD) != Some(m704::MOD_VAR_MAX_PCT) {
+                    return Ok(Vec::new());
+                }
                 return Ok(vec![write(ctl, m704::VAR_SET_ENA, vec![0], "VarSetEna")]);
             };
             let v = raw(
@@ -362,6 +392,69 @@ pub fn decode_fixed_var(model: u16, regs: &[u16]) -> FixedVarState {
     }
 }
 
+/// The writes that set (or with `None` switch off) a reactive power target of `var`
+/// var (positive injects; opModTargetVar) on `ctl` (704), given its block: `VarSet`,
+/// then `VarSetMod` VARS, then `VarSetEna`. Switching off writes `VarSetEna` 0 only
+/// while `VarSetMod` is VARS (else nothing: the setpoint is another mode's).
+pub fn plan_target_var(
+    ctl: &ModelRef,
+    regs: &[u16],
+    var: Option<f64>,
+) -> Result<Vec<RegisterWrite>, SunSpecError> {
+    if ctl.id != 704 {
+        return Err(SunSpecError::MissingModel {
+            wanted: wanted_model(ControlMode::TargetVar),
+            present: vec![ctl.id],
+        });
+    }
+    let b = Block::new(ctl.id, regs);
+    b.ensure_len(m704::VAR_SET_PCT_SF + 1)?;
+    let Some(var) = var else {
+        if b.u16(m704::VAR_SET_MOD) != Some(m704::MOD_VARS) {
+            return Ok(Vec::new());
+        }
+        return Ok(vec![write(ctl, m704::VAR_SET_ENA, vec![0], "VarSetEna")]);
+    };
+    let sf = b
+        .sf(m704::VAR_SET_SF)
+        .ok_or(SunSpecError::UnknownScaleFactor {
+            model: 704,
+            point: "VarSet",
+        })?;
+    let r = (var / 10f64.powi(i32::from(sf))).round();
+    // int32, 0x80000000 is "not implemented".
+    if !r.is_finite() || r <= f64::from(i32::MIN) || r > f64::from(i32::MAX) {
+        return Err(SunSpecError::OutOfRange {
+            what: format!("VarSet {var} var does not fit model 704 with scale factor {sf}"),
+        });
+    }
+    let raw = r as i32 as u32;
+    Ok(vec![
+        write(
+            ctl,
+            m704::VAR_SET,
+            vec![(raw >> 16) as u16, raw as u16],
+            "VarSet",
+        ),
+        write(ctl, m704::VAR_SET_MOD, vec![m704::MOD_VARS], "VarSetMod"),
+        write(ctl, m704::VAR_SET_ENA, vec![1], "VarSetEna"),
+    ])
+}
+
+/// The reactive power target on a 704 block as read.
+pub fn decode_target_var(regs: &[u16]) -> TargetVarState {
+    let b = Block::new(704, regs);
+    let var = b
+        .i32(m704::VAR_SET)
+        .zip(b.sf(m704::VAR_SET_SF))
+        .map(|(v, sf)| f64::from(v) * 10f64.powi(i32::from(sf)));
+    TargetVarState {
+        enabled: b.u16(m704::VAR_SET_ENA) == Some(1)
+            && b.u16(m704::VAR_SET_MOD) == Some(m704::MOD_VARS),
+        var,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -395,6 +488,7 @@ mod tests {
         r[1] = 65;
         r[m704::PF_SF] = (-2i16) as u16;
         r[m704::VAR_SET_PCT_SF] = (-2i16) as u16;
+        r[m704::VAR_SET_SF] = 1;
         (
             ModelRef {
                 id: 704,
@@ -536,5 +630,48 @@ mod tests {
         // Enabled in another mode (watts) is not our fixed var.
         regs[m704::VAR_SET_MOD] = 4;
         assert!(!decode_fixed_var(704, &regs).enabled);
+    }
+
+    #[test]
+    fn target_var_on_704_in_var_and_never_on_123() {
+        let (ctl, mut regs) = block_704();
+        let w = plan_target_var(&ctl, &regs, Some(-1500.0)).unwrap();
+        let raw = (-150i32) as u32;
+        assert_eq!(
+            w.iter()
+                .map(|w| (w.address, w.values.clone()))
+                .collect::<Vec<_>>(),
+            vec![
+                (1038, vec![(raw >> 16) as u16, raw as u16]),
+                (1036, vec![4]),
+                (1035, vec![1])
+            ]
+        );
+        apply(&mut regs, 1000, &w);
+        let st = decode_target_var(&regs);
+        assert!(st.enabled);
+        assert_eq!(st.var, Some(-1500.0));
+        // Held in var: fixed var's off leaves it alone, target var's off ends it.
+        assert!(plan_fixed_var(&ctl, &regs, None).unwrap().is_empty());
+        assert!(!decode_fixed_var(704, &regs).enabled);
+        let off = plan_target_var(&ctl, &regs, None).unwrap();
+        assert_eq!((off[0].address, &off[0].values), (1035, &vec![0]));
+        // Held in % by fixed var: target var's off leaves it alone.
+        let pct = plan_fixed_var(&ctl, &regs, Some(10.0)).unwrap();
+        apply(&mut regs, 1000, &pct);
+        assert!(plan_target_var(&ctl, &regs, None).unwrap().is_empty());
+        assert!(!decode_target_var(&regs).enabled);
+        // Too big for int32 at this scale factor; unknown scale factor.
+        assert!(plan_target_var(&ctl, &regs, Some(1e12)).is_err());
+        regs[m704::VAR_SET_SF] = 0x8000;
+        assert!(matches!(
+            plan_target_var(&ctl, &regs, Some(100.0)),
+            Err(SunSpecError::UnknownScaleFactor { .. })
+        ));
+        let (ctl, regs) = block_123();
+        let e = plan_target_var(&ctl, &regs, Some(100.0))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("704"), "{e}");
     }
 }

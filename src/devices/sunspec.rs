@@ -131,7 +131,8 @@ pub struct SunSpecMap {
 /// Whether a device with models `ids` lets csipd apply `mode` (a DER function beyond
 /// the limits): opModVoltVar with 126 or 705, opModVoltWatt with 132 or 706,
 /// opModFixedPFInjectW and opModFixedVar with 123 or 704, opModFixedPFAbsorbW with
-/// 704 (123 has no setting while absorbing). False for every other mode: the limits,
+/// 704 (123 has no setting while absorbing), opModTargetVar with 704 (123 has no
+/// setting in var). False for every other mode: the limits,
 /// connect and storage modes are answered by [`Controls`] and the coordinator.
 pub fn models_offer(ids: &[u16], mode: ControlMode) -> bool {
     let models: &[u16] = match mode {
@@ -140,6 +141,7 @@ pub fn models_offer(ids: &[u16], mode: ControlMode) -> bool {
             super::reactive::pf_models(mode)
         }
         ControlMode::FixedVar => &super::reactive::VAR_MODELS,
+        ControlMode::TargetVar => &super::reactive::TARGET_VAR_MODELS,
         _ => &[],
     };
     models.iter().any(|m| ids.contains(m))

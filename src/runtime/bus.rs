@@ -524,7 +524,7 @@ async fn apply_command(slot: &mut Slot, cmd: Command, site: &SharedSite) {
 /// error in the status and log, one `ControlNotApplied` LogEvent) and tried again after
 /// [`SETTING_RETRY`] with the same message said no more. A setting the utility no
 /// longer sets is switched off (`clear_curve`, `set_fixed_pf(None)`,
-/// `set_fixed_var_pct(None)`); one csipd never set is left as the installer left it.
+/// `set_fixed_var_pct(None)`, `set_target_var(None)`); one csipd never set is left as the installer left it.
 async fn apply_settings(
     slot: &mut Slot,
     wanted: &InverterSettings,
@@ -580,6 +580,7 @@ fn setting_eq(mode: ControlMode, a: &InverterSettings, b: &InverterSettings) -> 
         ControlMode::FixedPFInjectW => a.fixed_pf_inject == b.fixed_pf_inject,
         ControlMode::FixedPFAbsorbW => a.fixed_pf_absorb == b.fixed_pf_absorb,
         ControlMode::FixedVar => a.fixed_var_pct == b.fixed_var_pct,
+        ControlMode::TargetVar => a.target_var == b.target_var,
         _ => true,
     }
 }
@@ -591,6 +592,7 @@ fn copy_setting(mode: ControlMode, from: &InverterSettings, to: &mut InverterSet
         ControlMode::FixedPFInjectW => to.fixed_pf_inject = from.fixed_pf_inject,
         ControlMode::FixedPFAbsorbW => to.fixed_pf_absorb = from.fixed_pf_absorb,
         ControlMode::FixedVar => to.fixed_var_pct = from.fixed_var_pct,
+        ControlMode::TargetVar => to.target_var = from.target_var,
         _ => {}
     }
 }
@@ -611,7 +613,16 @@ async fn write_setting(
     mode: ControlMode,
     wanted: &InverterSettings,
 ) -> Result<String, crate::devices::DeviceError> {
-    use crate::control::limits::{curve_text, power_factor_text};
+    use crate::control::limits::{curve_text, power_factor_text, target_var_text};
+    if mode == ControlMode::TargetVar {
+        return device
+            .set_target_var(wanted.target_var)
+            .await
+            .map(|_| match wanted.target_var {
+                Some(var) => format!("set: {}", target_var_text(&var)),
+                None => "off".to_string(),
+            });
+    }
     let curve = match mode {
         ControlMode::VoltVar => Some(&wanted.volt_var),
         ControlMode::VoltWatt => Some(&wanted.volt_watt),

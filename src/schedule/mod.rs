@@ -19,7 +19,7 @@ mod scenarios;
 pub use rng::Rng;
 
 use crate::devices::curves::Curve;
-use crate::sep2::{FixedVar, PowerFactorWithExcitation};
+use crate::sep2::{FixedVar, PowerFactorWithExcitation, ReactivePower};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -74,11 +74,15 @@ pub enum ControlMode {
     /// opModFixedVar: fixed reactive power (FixedVar: refType + SignedPerCent).
     /// SunSpec model 123 VArPct / 704 VarSetPct.
     FixedVar,
+    /// opModTargetVar: a reactive power target (ReactivePower, var; positive
+    /// injects). SunSpec model 704 VarSet with VarSetMod VARS; model 123 has no
+    /// setting in var, so only 704 offers it.
+    TargetVar,
 }
 
 impl ControlMode {
     /// Every mode, in output order.
-    pub const ALL: [ControlMode; 14] = [
+    pub const ALL: [ControlMode; 15] = [
         ControlMode::ExpLimW,
         ControlMode::ImpLimW,
         ControlMode::GenLimW,
@@ -93,6 +97,7 @@ impl ControlMode {
         ControlMode::FixedPFInjectW,
         ControlMode::FixedPFAbsorbW,
         ControlMode::FixedVar,
+        ControlMode::TargetVar,
     ];
 
     /// The 2030.5 / CSIP-AUS element name.
@@ -112,6 +117,7 @@ impl ControlMode {
             ControlMode::FixedPFInjectW => "opModFixedPFInjectW",
             ControlMode::FixedPFAbsorbW => "opModFixedPFAbsorbW",
             ControlMode::FixedVar => "opModFixedVar",
+            ControlMode::TargetVar => "opModTargetVar",
         }
     }
 
@@ -126,7 +132,8 @@ impl ControlMode {
     }
 
     /// A mode the inverters run themselves once set (a curve, a power factor, a var
-    /// level: opModVoltVar, VoltWatt, FixedPFInjectW, FixedPFAbsorbW, FixedVar), as
+    /// level: opModVoltVar, VoltWatt, FixedPFInjectW, FixedPFAbsorbW, FixedVar,
+    /// TargetVar), as
     /// opposed to the limits and targets the coordinator's control law holds.
     pub fn is_inverter_setting(self) -> bool {
         matches!(
@@ -136,6 +143,7 @@ impl ControlMode {
                 | ControlMode::FixedPFInjectW
                 | ControlMode::FixedPFAbsorbW
                 | ControlMode::FixedVar
+                | ControlMode::TargetVar
         )
     }
 
@@ -151,6 +159,7 @@ impl ControlMode {
             ControlMode::FixedVar => 6,
             ControlMode::FixedW => 7,
             ControlMode::MaxLimW => 20,
+            ControlMode::TargetVar => 21,
             ControlMode::VoltVar => 23,
             ControlMode::VoltWatt => 24,
             ControlMode::ExpLimW
@@ -210,6 +219,8 @@ pub enum ModeValue {
     PowerFactor(PowerFactorWithExcitation),
     /// opModFixedVar: SignedPerCent of the refType quantity.
     FixedVar(FixedVar),
+    /// opModTargetVar: var, positive injects.
+    ReactivePower(ReactivePower),
 }
 
 impl ModeValue {
@@ -257,6 +268,9 @@ pub struct ControlSet {
     /// opModFixedVar: reactive power as SignedPerCent of setMaxVar or statVarAvail.
     #[serde(default)]
     pub fixed_var: Option<FixedVar>,
+    /// opModTargetVar: the reactive power target, var (positive injects).
+    #[serde(default)]
+    pub target_var: Option<ReactivePower>,
 }
 
 impl ControlSet {
@@ -279,6 +293,7 @@ impl ControlSet {
             ControlMode::FixedPFInjectW => self.fixed_pf_inject_w.map(ModeValue::PowerFactor),
             ControlMode::FixedPFAbsorbW => self.fixed_pf_absorb_w.map(ModeValue::PowerFactor),
             ControlMode::FixedVar => self.fixed_var.map(ModeValue::FixedVar),
+            ControlMode::TargetVar => self.target_var.map(ModeValue::ReactivePower),
         }
     }
 
@@ -299,6 +314,7 @@ impl ControlSet {
             ControlMode::FixedPFInjectW => self.fixed_pf_inject_w.is_some(),
             ControlMode::FixedPFAbsorbW => self.fixed_pf_absorb_w.is_some(),
             ControlMode::FixedVar => self.fixed_var.is_some(),
+            ControlMode::TargetVar => self.target_var.is_some(),
         }
     }
 
@@ -319,6 +335,7 @@ impl ControlSet {
             ControlMode::FixedPFInjectW => self.fixed_pf_inject_w = None,
             ControlMode::FixedPFAbsorbW => self.fixed_pf_absorb_w = None,
             ControlMode::FixedVar => self.fixed_var = None,
+            ControlMode::TargetVar => self.target_var = None,
         }
     }
 
@@ -397,6 +414,14 @@ impl ControlSet {
                 return Some(format!(
                     "opModFixedVar refType {} is neither %setMaxVar (2) nor %statVarAvail (3)",
                     var.ref_type
+                ));
+            }
+        }
+        if let Some(q) = self.target_var {
+            if !(-9..=9).contains(&q.multiplier) {
+                return Some(format!(
+                    "opModTargetVar multiplier {} is outside -9..=9",
+                    q.multiplier
                 ));
             }
         }
@@ -1708,9 +1733,15 @@ mod inverter_setting_tests {
             fixed_var: Some(FixedVar { ref_type, value }),
             ..ControlSet::default()
         };
+        let target = |value, multiplier| ControlSet {
+            target_var: Some(ReactivePower { value, multiplier }),
+            ..ControlSet::default()
+        };
         let mut down = volt_var(110.0);
         down.volt_var.as_mut().unwrap().points.swap(0, 1);
         let cases = [
+            (target(-250, 1), None),
+            (target(5, 12), Some("opModTargetVar multiplier 12")),
             (pf(1050, -3), Some("not a power factor")),
             (pf(95, -2), None),
             (var(2, 12_000), Some("outside -100.00..=100.00")),
@@ -1751,10 +1782,18 @@ mod inverter_setting_tests {
                     ref_type: 2,
                     value: -2500,
                 }),
+                target_var: Some(ReactivePower {
+                    value: -150,
+                    multiplier: 1,
+                }),
                 ..volt_var(110.0)
             }),
         )];
         let out = run(&programs, &[], 10, &State::default());
+        match &out.active.get(ControlMode::TargetVar).unwrap().value {
+            ModeValue::ReactivePower(q) => assert_eq!(q.vars(), -1500.0),
+            other => panic!("{other:?}"),
+        }
         let json = serde_json::to_value(&out.active).unwrap();
         assert_eq!(
             json["modes"].as_array().unwrap().len(),
@@ -1763,6 +1802,15 @@ mod inverter_setting_tests {
         let back: ActiveControls = serde_json::from_value(json.clone()).unwrap();
         assert_eq!(back, out.active);
         let mut old = json;
+        let mut before_target_var = old.clone();
+        before_target_var["modes"]
+            .as_array_mut()
+            .unwrap()
+            .truncate(14);
+        let b: ActiveControls =
+            serde_json::from_value(before_target_var).expect("a 14-mode array loads");
+        assert!(b.get(ControlMode::TargetVar).is_none());
+        assert!(b.get(ControlMode::FixedVar).is_some());
         old["modes"].as_array_mut().unwrap().truncate(9);
         let old: ActiveControls = serde_json::from_value(old).expect("a 9-mode array loads");
         assert_eq!(old.watts(ControlMode::ExpLimW), Some(1500.0));

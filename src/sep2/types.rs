@@ -57,8 +57,9 @@ impl ActivePower {
     }
 }
 
-/// `ReactivePower`: value × 10^multiplier var.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// `ReactivePower`: value × 10^multiplier var. Serde: stored by the scheduler as the
+/// opModTargetVar value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ReactivePower {
     pub multiplier: i8,
     pub value: i16,

@@ -255,10 +255,10 @@ pub struct ActiveLimit {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InverterSetting {
     /// The 2030.5 mode: `opModVoltVar`, `opModVoltWatt`, `opModFixedPFInjectW`,
-    /// `opModFixedPFAbsorbW`, `opModFixedVar`.
+    /// `opModFixedPFAbsorbW`, `opModFixedVar`, `opModTargetVar`.
     pub mode: String,
     /// What it sets, in words (`4 points 90.4 %V → 44 %, …`, `cos φ 0.950 injecting
-    /// vars`, `-25.00 % of setMaxVar`).
+    /// vars`, `-25.00 % of setMaxVar`, `-1500 var (absorbing)`).
     pub value: String,
     pub source: LimitSource,
     /// When it stops applying, if known.
@@ -269,7 +269,7 @@ impl InverterSetting {
     /// The settings of `utility`, in mode order.
     pub fn of(utility: &crate::control::UtilityControls) -> Vec<InverterSetting> {
         use crate::control::Sourced;
-        use crate::control::limits::{curve_text, power_factor_text};
+        use crate::control::limits::{curve_text, power_factor_text, target_var_text};
         fn one<T>(
             out: &mut Vec<InverterSetting>,
             mode: crate::schedule::ControlMode,
@@ -295,9 +295,16 @@ impl InverterSetting {
             &utility.fixed_pf_inject,
             power_factor_text,
         );
+        one(
+            &mut out,
+            M::FixedPFAbsorbW,
+            &utility.fixed_pf_absorb,
+            power_factor_text,
+        );
         one(&mut out, M::FixedVar, &utility.fixed_var_pct, |p| {
             format!("{p:.2} % of setMaxVar")
         });
+        one(&mut out, M::TargetVar, &utility.target_var, target_var_text);
         out
     }
 }

@@ -55,6 +55,8 @@ pub struct Control {
     pub fixed_pf_inject: Option<(u16, bool)>,
     /// opModVoltVar: the DERCurveLink's href (a curve of the program's DERCurveList).
     pub volt_var: Option<String>,
+    /// opModTargetVar: (value, multiplier), var.
+    pub target_var: Option<(i16, i8)>,
     pub response_required: u8,
 }
 
@@ -83,6 +85,7 @@ impl Control {
             fixed_w: None,
             fixed_pf_inject: None,
             volt_var: None,
+            target_var: None,
             response_required: 3,
         }
     }
@@ -926,6 +929,13 @@ fn control_xml(c: &Control) -> String {
             .unwrap_or_default()
         + &c.fixed_w
             .map(|w| format!("<opModFixedW>{w}</opModFixedW>"))
+            .unwrap_or_default()
+        + &c.target_var
+            .map(|(v, m)| {
+                format!(
+                    "<opModTargetVar><multiplier>{m}</multiplier><value>{v}</value></opModTargetVar>"
+                )
+            })
             .unwrap_or_default()
         + &c.volt_var
             .as_ref()

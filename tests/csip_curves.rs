@@ -13,7 +13,9 @@ mod csip_memory;
 mod csip_server;
 
 use csip_memory::*;
-use csip_server::{Control, ScriptedServer, element_text, mrid_of, volt_var_curve_xml};
+use csip_server::{
+    Control, ScriptedServer, element_text, mrid_of, volt_var_curve_xml, watt_var_curve_xml,
+};
 use csipd::schedule::{ControlMode, ModeValue, Outcome};
 
 const CURVE: &str = "/edev/1/derp/1/dc/1";
@@ -242,5 +244,54 @@ fn a_target_var_is_carried_only_where_an_inverter_offers_it() {
     assert_eq!(statuses(&h.server, "TV"), vec![252]);
     assert!(h.run_until(30, |h| has(&h.requests(), "PUT", "/edev/1/der/1/dercap")));
     assert_eq!(modes_supported(&h) & (1 << 21 | 1 << 6), 1 << 6);
+    assert_all_bodies_valid(&h.server);
+}
+
+/// opModWattVar links a curveType 14 DERCurve: resolved (x in % of setMaxW, signed),
+/// scheduled where an inverter offers 712, claimed as bit 26; a site without 712
+/// answers 252.
+#[test]
+fn a_watt_var_curve_is_carried_only_where_an_inverter_offers_it() {
+    const WV: &str = "/edev/1/derp/1/dc/2";
+    let mut h = harness(Some(ControlMode::WattVar.bit()));
+    let now = h.now_s();
+    h.server.update(|s| {
+        let p = &mut s.fsas[0][0];
+        p.curves.push(watt_var_curve_xml(WV, "WV1"));
+        let mut c = Control::new("WV", now + 5, 600);
+        c.watt_var = Some(WV.into());
+        p.controls.push(c);
+    });
+    assert!(h.run_until(60, |h| statuses(&h.server, "WV").contains(&2)));
+    assert_eq!(statuses(&h.server, "WV"), vec![1, 2], "Received, Started");
+    let active = last_outcome(&h)
+        .active
+        .get(ControlMode::WattVar)
+        .expect("watt-var active")
+        .clone();
+    let ModeValue::Curve(curve) = active.value else {
+        panic!("{:?}", active.value)
+    };
+    assert_eq!(curve.mode, ControlMode::WattVar);
+    let pts: Vec<(f64, f64)> = curve.points.iter().map(|p| (p.v_pct, p.y_pct)).collect();
+    assert_eq!(
+        pts,
+        vec![(-100.0, 30.0), (0.0, 0.0), (50.0, 0.0), (100.0, -44.0)]
+    );
+    assert!(h.run_until(30, |h| has(&h.requests(), "PUT", "/edev/1/der/1/dercap")));
+    assert_eq!(modes_supported(&h) & (1 << 26 | 1 << 23), 1 << 26);
+    assert_all_bodies_valid(&h.server);
+
+    let mut h = harness(Some(ControlMode::VoltVar.bit()));
+    let now = h.now_s();
+    h.server.update(|s| {
+        let p = &mut s.fsas[0][0];
+        p.curves.push(watt_var_curve_xml(WV, "WV1"));
+        let mut c = Control::new("WV", now + 5, 600);
+        c.watt_var = Some(WV.into());
+        p.controls.push(c);
+    });
+    assert!(h.run_until(60, |h| statuses(&h.server, "WV").contains(&252)));
+    assert_eq!(statuses(&h.server, "WV"), vec![252]);
     assert_all_bodies_valid(&h.server);
 }

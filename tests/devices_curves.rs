@@ -2,7 +2,7 @@
 //! of `tests/peers/sunspec_sim.py`, laid out from pysunspec2's model definitions):
 //! volt-var and volt-watt curves on a 7xx inverter (705/706, with the adoption step),
 //! fixed power factor and fixed var on 123 and 704, the reactive power target
-//! (opModTargetVar) on 704. The registers are asserted at the
+//! (opModTargetVar) on 704, a watt-var curve on 712 (adopted like 705/706). The registers are asserted at the
 //! device. (126/132 curves: `devices_sunspec.rs`.)
 
 mod devices_support;
@@ -322,6 +322,77 @@ fn fixed_power_factor_and_var_on_704() {
         );
         let r = block(&mut dev, m).await;
         assert_eq!((r[2], r[8], r[35]), (0, 1, 0));
+        assert_eq!(dev.stats().writes_unconfirmed, 0);
+    });
+}
+
+/// A 7xx inverter with 701, 704 and 712 (2 curves of 4 points, curve 1 read-only).
+fn der712(unit: u8) -> serde_json::Value {
+    json!({"unit": unit, "base": 40000, "models": [
+        {"id": 1, "values": {"Mn": "Watt Var Co"}},
+        {"id": 701, "values": {"ACType": 3, "St": 1, "InvSt": 3, "ConnSt": 1,
+                               "W": 300, "W_SF": 1, "Var": 0, "Var_SF": 0, "LNV": 2400, "V_SF": -1}},
+        {"id": 704, "values": {"VarSetEna": 0, "VarSetMod": 0, "PF_SF": -2, "WMaxLimPct_SF": -2,
+                               "VarSetPct_SF": -2, "VarSet_SF": 0}},
+        {"id": 712, "values": {"Ena": 0, "AdptCrvReq": 0, "AdptCrvRslt": 1, "NPt": 4, "NCrv": 2,
+                               "W_SF": 0, "DeptRef_SF": 0, "Crv[0].ReadOnly": 1,
+                               "Crv[1].ReadOnly": 0, "Crv[0].ActPt": 2, "Crv[0].DeptRef": 1,
+                               "Crv[0].Pt[0].W": 50, "Crv[0].Pt[0].Var": 0,
+                               "Crv[0].Pt[1].W": 100, "Crv[0].Pt[1].Var": -10}}
+    ]})
+}
+
+/// A watt-var curve as the 2030.5 example shapes it: absorbing vars as export rises.
+fn watt_var() -> Curve {
+    Curve {
+        mode: ControlMode::WattVar,
+        points: points(&[(-100.0, 30.0), (0.0, 0.0), (50.0, 0.0), (100.0, -44.0)]),
+        dept_ref: 2,
+    }
+}
+
+#[test]
+fn a_watt_var_curve_is_adopted_on_712() {
+    let peer = start_peer("wattvar712", &json!({"devices": [der712(1)]}), None);
+    smol::block_on(async {
+        let mut dev = Device::new(tcp_bus(peer.port), DeviceParams::new("inv7", 1));
+        let map = dev.scan().await.expect("scan").clone();
+        assert!(map.offers(ControlMode::WattVar));
+        assert!(!map.offers(ControlMode::VoltVar));
+        let m = model(&dev, 712);
+        let state = dev.set_curve(&watt_var()).await.expect("watt-var adopted");
+        assert!(state.enabled);
+        assert_eq!(state.dept_ref, Some(2));
+        let pts: Vec<(f64, f64)> = state.points.iter().map(|p| (p.v_pct, p.y_pct)).collect();
+        assert_eq!(
+            pts,
+            vec![(-100.0, 30.0), (0.0, 0.0), (50.0, 0.0), (100.0, -44.0)]
+        );
+        // 712: 14 registers before the curves, curves of 4 + 2 × 4; curve 2 at 14 + 12.
+        let (a, c2) = (m.start, m.start + 14 + 12);
+        let pts_raw = vec![(-100i16) as u16, 30, 0, 0, 50, 0, 100, (-44i16) as u16];
+        assert_eq!(
+            writes(&peer),
+            vec![
+                (c2, vec![4, 1]), // ActPt 4, DeptRef VAR_MAX_PCT
+                (c2 + 4, pts_raw.clone()),
+                (a + 3, vec![2]), // AdptCrvReq 2
+                (a + 2, vec![1]), // Ena
+            ]
+        );
+        // At the device: curve 1 holds it, AdptCrvRslt COMPLETED, still read-only.
+        let r = block(&mut dev, m).await;
+        assert_eq!((r[2], r[4]), (1, 1), "Ena, AdptCrvRslt");
+        assert_eq!(&r[14..16], &[4, 1]);
+        assert_eq!(&r[18..26], &pts_raw[..]);
+        assert_eq!(r[17], 1, "curve 1 ReadOnly");
+        let before = writes(&peer).len();
+        let state = dev
+            .clear_curve(ControlMode::WattVar)
+            .await
+            .expect("watt-var off");
+        assert!(!state.enabled);
+        assert_eq!(writes(&peer)[before..], vec![(a + 2, vec![0])]);
         assert_eq!(dev.stats().writes_unconfirmed, 0);
     });
 }

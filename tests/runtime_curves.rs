@@ -11,7 +11,8 @@
 //! DERCapability claiming volt-var, `/status` showing the curve in force, the mode
 //! switched off (ModEna 0) when the control ends;
 //! every body csipd sent validates against csipaus-core.xsd. Then the same for
-//! opModTargetVar on an inverter with model 704 (`VarSet` in var, `VarSetMod` VARS). Waits are for conditions
+//! opModTargetVar and opModWattVar on an inverter with models 704 (`VarSet` in var,
+//! `VarSetMod` VARS) and 712 (the watt-var curve written, adopted, enabled). Waits are for conditions
 //! with generous deadlines, never fixed sleeps.
 
 // runtime_common and devices_support each bring tests/support/wait.rs.
@@ -25,6 +26,7 @@ mod runtime_common;
 
 use csip_server::{
     Control, Program, Scenario, ScriptedServer, element_text, mrid_of, now_s, volt_var_curve_xml,
+    watt_var_curve_xml,
 };
 use devices_support::{Peer, start_peer};
 use runtime_common::*;
@@ -32,6 +34,7 @@ use serde_json::json;
 use std::time::Duration;
 
 const CURVE: &str = "/edev/1/derp/1/dc/1";
+const WV: &str = "/edev/1/derp/1/dc/2";
 
 /// Site meter (unit 1), exporting 2 kW; a 5 kW PV inverter (unit 2) with 123 and 126.
 fn site() -> serde_json::Value {
@@ -223,8 +226,9 @@ fn the_utility_volt_var_curve_reaches_the_inverter_model_126() {
     );
 }
 
-/// Site meter (unit 1); an inverter (unit 2) with 103, 120, 121 and 704 (DER AC
-/// controls: the active power limit and the reactive power setpoint), VarSet_SF 0.
+/// Site meter (unit 1); an inverter (unit 2) with 103, 120, 121, 704 (DER AC
+/// controls: the active power limit and the reactive power setpoint, VarSet_SF 0) and
+/// 712 (watt-var: 2 curves of 4 points, curve 1 read-only).
 fn site_704() -> serde_json::Value {
     let mut site = site();
     site["devices"][1]["models"] = json!([
@@ -236,13 +240,16 @@ fn site_704() -> serde_json::Value {
         {"id": 704, "values": {"PFWInjEna": 0, "PFWAbsEna": 0, "WMaxLimPctEna": 0,
                                "WMaxLimPct": 10000, "VarSetEna": 0, "VarSetMod": 0,
                                "PF_SF": -2, "WMaxLimPct_SF": -2, "VarSetPct_SF": -2,
-                               "VarSet_SF": 0, "PFWInj.PF": 100, "PFWAbs.PF": 100}}
+                               "VarSet_SF": 0, "PFWInj.PF": 100, "PFWAbs.PF": 100}},
+        {"id": 712, "values": {"Ena": 0, "AdptCrvReq": 0, "AdptCrvRslt": 1, "NPt": 4,
+                               "NCrv": 2, "W_SF": 0, "DeptRef_SF": 0,
+                               "Crv[0].ReadOnly": 1, "Crv[1].ReadOnly": 0}}
     ]);
     site
 }
 
 #[test]
-fn the_utility_target_var_reaches_the_inverter_model_704() {
+fn the_utility_target_var_and_watt_var_reach_the_inverter_models_704_and_712() {
     let dir = temp_dir("runtime-target-var");
     let (key, cert, lfdi, sfdi) = selfsigned_identity(&dir, "csipd-target-var-test");
     let peer = start_peer("runtime-target-var", &site_704(), None);
@@ -250,11 +257,13 @@ fn the_utility_target_var_reaches_the_inverter_model_704() {
     let mut control = Control::new("TV-A", t0 - 5, 45);
     control.exp_lim_w = Some(1500);
     control.target_var = Some((-150, 1));
+    control.watt_var = Some(WV.into());
     let server = ScriptedServer::start(Scenario {
         lfdi,
         sfdi,
         fsas: vec![vec![Program {
             default_exp_lim_w: Some(3000),
+            curves: vec![watt_var_curve_xml(WV, "WVC")],
             controls: vec![control],
             ..Program::default()
         }]],
@@ -307,14 +316,38 @@ fn the_utility_target_var_reaches_the_inverter_model_704() {
         .find(|i| i.mode == "opModTargetVar")
         .unwrap();
     assert_eq!(tv.value, "-1500 var (absorbing)");
+    // The watt-var curve on 712: curve 2 (14 + 12 registers in) ActPt 4 and DeptRef
+    // VAR_MAX_PCT, its points (W signed), AdptCrvReq 2, then Ena 1.
+    let wv_points: Vec<u64> = [-100i16, 30, 0, 0, 50, 0, 100, -44]
+        .iter()
+        .map(|v| u64::from(*v as u16))
+        .collect();
+    wait_until(
+        Duration::from_secs(60),
+        "the watt-var curve written to 712",
+        || inverter_writes(&peer).iter().any(|(_, v)| *v == wv_points),
+    );
+    let writes = inverter_writes(&peer);
+    let at = writes.iter().position(|(_, v)| *v == wv_points).unwrap();
+    let m712 = writes[at].0 - 14 - 12 - 4;
+    assert_eq!(writes[at - 1], (m712 + 26, vec![4, 1]), "{writes:?}");
+    wait_until(Duration::from_secs(60), "watt-var enabled", || {
+        inverter_writes(&peer).contains(&(m712 + 2, vec![1]))
+    });
+    assert!(inverter_writes(&peer).contains(&(m712 + 3, vec![2])));
+    wait_for(&url, Duration::from_secs(30), "watt-var in status", |s| {
+        s.inverter_settings
+            .iter()
+            .any(|i| i.mode == "opModWattVar" && i.value.starts_with("4 points -100.0"))
+    });
     // DERCapability claims opModTargetVar (bit 21) once the inverter was read.
     assert!(
         server.wait_for(Duration::from_secs(60), |r| r.iter().any(|r| r.path
             == "/edev/1/der/1/dercap"
             && element_text(&r.body, "modesSupported")
                 .and_then(|m| u32::from_str_radix(&m, 16).ok())
-                .is_some_and(|m| m & 1 << 21 != 0))),
-        "no DERCapability claiming opModTargetVar"
+                .is_some_and(|m| m & (1 << 21 | 1 << 26) == 1 << 21 | 1 << 26))),
+        "no DERCapability claiming opModTargetVar and opModWattVar"
     );
     assert_eq!(
         inverter_writes(&peer)
@@ -324,11 +357,14 @@ fn the_utility_target_var_reaches_the_inverter_model_704() {
         1,
         "written once"
     );
-    // The control ends: the setpoint (still in var) is switched off.
+    // The control ends: the setpoint (still in var) is switched off, so is watt-var.
     wait_until(
         Duration::from_secs(90),
-        "the target switched off when the control ended",
-        || inverter_writes(&peer).contains(&(model + 35, vec![0])),
+        "the target and watt-var switched off when the control ended",
+        || {
+            let w = inverter_writes(&peer);
+            w.contains(&(model + 35, vec![0])) && w.contains(&(m712 + 2, vec![0]))
+        },
     );
     run.terminate();
     let invalid = csip_server::invalid_bodies(&server);

@@ -218,6 +218,8 @@ pub struct UtilityControls {
     /// opModTargetVar: the reactive power target, var (2030.5 ReactivePower with its
     /// multiplier applied), signed: positive injects (SunSpec 704 `VarSet`).
     pub target_var: Option<Sourced<f64>>,
+    /// opModWattVar: the watt-var curve (SunSpec 712).
+    pub watt_var: Option<Sourced<Curve>>,
 }
 
 /// The inverter settings in force (curves, power factor, var level), plain values
@@ -234,19 +236,21 @@ pub struct InverterSettings {
     pub fixed_var_pct: Option<f64>,
     /// opModTargetVar, var, positive injects.
     pub target_var: Option<f64>,
+    pub watt_var: Option<Curve>,
 }
 
 impl InverterSettings {
     /// The modes it covers, in order.
     /// opModTargetVar comes after opModFixedVar: on a 704 inverter, which has one
     /// reactive power setpoint, the target holds it when the utility sets both.
-    pub const MODES: [ControlMode; 6] = [
+    pub const MODES: [ControlMode; 7] = [
         ControlMode::VoltVar,
         ControlMode::VoltWatt,
         ControlMode::FixedPFInjectW,
         ControlMode::FixedPFAbsorbW,
         ControlMode::FixedVar,
         ControlMode::TargetVar,
+        ControlMode::WattVar,
     ];
 }
 
@@ -336,6 +340,7 @@ impl fmt::Display for UtilityControls {
             format!("{p:.2} % of setMaxVar")
         });
         item(&mut parts, "target var", &self.target_var, target_var_text);
+        item(&mut parts, "watt-var", &self.watt_var, curve_text);
         if let Some(g) = self.set_grad_w {
             parts.push(format!("ramp {:.2} %/s of setMaxW", f64::from(g) / 100.0));
         }
@@ -437,6 +442,7 @@ impl UtilityControls {
                     )),
                     _ => None,
                 }),
+            watt_var: curve(ControlMode::WattVar),
             target_var: active
                 .get(ControlMode::TargetVar)
                 .and_then(|a| match a.value {
@@ -457,6 +463,7 @@ impl UtilityControls {
             fixed_pf_absorb: self.fixed_pf_absorb.as_ref().map(|c| c.value),
             fixed_var_pct: self.fixed_var_pct.as_ref().map(|c| c.value),
             target_var: self.target_var.as_ref().map(|c| c.value),
+            watt_var: self.watt_var.as_ref().map(|c| c.value.clone()),
         }
     }
 }

@@ -549,9 +549,10 @@ impl std::error::Error for CurveError {}
 /// it) into the curve to put on the inverters (IEEE 2030.5 DERControlBase: x is an
 /// effective percent voltage, times vRef / 10000 when the curve has a vRef; y a
 /// percentage of the `yRefType` quantity). Errors name the curve and why: not in the
-/// list, the wrong curveType (11 volt-var, 12 volt-watt), a yRefType the mode does not
-/// allow (volt-var: %setMaxW, %setMaxVar, %statVarAvail; volt-watt: %setMaxW,
-/// %statWAvail), no points.
+/// list, the wrong curveType (11 volt-var, 12 volt-watt, 14 watt-var), a yRefType the
+/// mode does not allow (volt-var: %setMaxW, %setMaxVar, %statVarAvail; volt-watt:
+/// %setMaxW, %statWAvail; watt-var: %setMaxVar, %statVarAvail; its x is % of setMaxW),
+/// no points.
 pub fn curve_for(
     mode: crate::schedule::ControlMode,
     href: &str,
@@ -590,6 +591,14 @@ pub fn curve_for(
                 _ => None,
             },
         ),
+        ControlMode::WattVar => (
+            14,
+            match curve.y_ref_type {
+                2 => Some(2), // %setMaxVar → %VArMax (712 VAR_MAX_PCT)
+                3 => Some(3), // %statVarAvail → %VArAval
+                _ => None,
+            },
+        ),
         other => return Err(err(format!("{} is not a curve mode", other.name()))),
     };
     if curve.curve_type != curve_type {
@@ -607,8 +616,12 @@ pub fn curve_for(
     if curve.curve_data.is_empty() {
         return Err(err("no CurveData".into()));
     }
-    let x_scale = 10f64.powi(i32::from(curve.x_multiplier))
-        * curve.v_ref.map_or(1.0, |v| f64::from(v) / 10_000.0);
+    // vRef scales a voltage axis only; a watt-var x is % of setMaxW.
+    let v_ref = match mode {
+        ControlMode::WattVar => 1.0,
+        _ => curve.v_ref.map_or(1.0, |v| f64::from(v) / 10_000.0),
+    };
+    let x_scale = 10f64.powi(i32::from(curve.x_multiplier)) * v_ref;
     let y_scale = 10f64.powi(i32::from(curve.y_multiplier));
     Ok(Curve {
         mode,
@@ -682,5 +695,37 @@ mod curve_tests {
         bad_ref.y_ref_type = 7;
         let e = curve_for(ControlMode::VoltVar, "/derp/1/dc/1", &[bad_ref]).unwrap_err();
         assert!(e.to_string().contains("yRefType 7"), "{e}");
+    }
+
+    /// A watt-var curve (curveType 14): x in % of setMaxW (signed: negative absorbs
+    /// active power), y in % of setMaxVar; a vRef does not scale it.
+    #[test]
+    fn a_watt_var_curve_is_scaled_without_vref() {
+        let mut wv = volt_var();
+        wv.curve_type = 14;
+        wv.x_multiplier = 0;
+        wv.v_ref = Some(9900);
+        wv.curve_data = [(-100, 30), (0, 0), (50, 0), (100, -44)]
+            .into_iter()
+            .map(|(x, y)| CurveData {
+                excitation: None,
+                xvalue: x,
+                yvalue: y,
+            })
+            .collect();
+        let curve = curve_for(ControlMode::WattVar, "/derp/1/dc/1", &[wv.clone()]).unwrap();
+        assert_eq!(curve.mode, ControlMode::WattVar);
+        assert_eq!(curve.dept_ref, 2);
+        let pts: Vec<(f64, f64)> = curve.points.iter().map(|p| (p.v_pct, p.y_pct)).collect();
+        assert_eq!(
+            pts,
+            vec![(-100.0, 30.0), (0.0, 0.0), (50.0, 0.0), (100.0, -44.0)]
+        );
+        // A volt-var curve linked as watt-var, a watt-var y in % of setMaxW: refused.
+        let e = curve_for(ControlMode::WattVar, "/derp/1/dc/1", &[volt_var()]).unwrap_err();
+        assert!(e.to_string().contains("curveType 11 where 14"), "{e}");
+        wv.y_ref_type = 1;
+        let e = curve_for(ControlMode::WattVar, "/derp/1/dc/1", &[wv]).unwrap_err();
+        assert!(e.to_string().contains("yRefType 1"), "{e}");
     }
 }

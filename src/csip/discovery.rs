@@ -127,8 +127,8 @@ fn power(p: Option<crate::sep2::ActivePower>) -> Option<schedule::ActivePower> {
     })
 }
 
-/// The modes of a DERControlBase the scheduler handles. opModVoltVar / opModVoltWatt
-/// are resolved in `curves` (the program's DERCurveList, [`curve_for`]); a link that
+/// The modes of a DERControlBase the scheduler handles. opModVoltVar / opModVoltWatt /
+/// opModWattVar are resolved in `curves` (the program's DERCurveList, [`curve_for`]); a link that
 /// does not resolve (the list not read yet, the curve missing or unusable) leaves its
 /// mode out, and the reason is pushed to `problems`.
 pub fn control_set(
@@ -145,6 +145,7 @@ pub fn control_set(
     schedule::ControlSet {
         volt_var: curve(ControlMode::VoltVar, &base.op_mod_volt_var),
         volt_watt: curve(ControlMode::VoltWatt, &base.op_mod_volt_watt),
+        watt_var: curve(ControlMode::WattVar, &base.op_mod_watt_var),
         fixed_pf_inject_w: base.op_mod_fixed_pf_inject_w,
         fixed_pf_absorb_w: base.op_mod_fixed_pf_absorb_w,
         fixed_var: base.op_mod_fixed_var,

@@ -148,7 +148,7 @@ pub struct Nameplate {
     /// The battery behind the gateway (CSIP-AUS v1.3 storage), `None` without one.
     pub storage: Option<StorageNameplate>,
     /// The curve, power-factor and var modes ([`schedule::ControlMode::bit`] mask:
-    /// opModVoltVar, VoltWatt, FixedPFInjectW, FixedPFAbsorbW, FixedVar, TargetVar) that every
+    /// opModVoltVar, VoltWatt, FixedPFInjectW, FixedPFAbsorbW, FixedVar, TargetVar, WattVar) that every
     /// inverter offers through its SunSpec models (`devices::SunSpecMap::offers`).
     /// `None` while the inverters have not all been read: such a mode is then taken
     /// (not answered 252 because of a start-up race) but not claimed in DERCapability.
@@ -253,7 +253,8 @@ impl Nameplate {
             | M::FixedPFInjectW
             | M::FixedPFAbsorbW
             | M::FixedVar
-            | M::TargetVar => self.inverter_modes.is_none_or(|m| m & mode.bit() != 0),
+            | M::TargetVar
+            | M::WattVar => self.inverter_modes.is_none_or(|m| m & mode.bit() != 0),
         }
     }
 

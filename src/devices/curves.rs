@@ -48,21 +48,25 @@ pub fn wanted_model(mode: ControlMode) -> &'static str {
     match mode {
         ControlMode::VoltVar => "volt-var (126 or 705)",
         ControlMode::VoltWatt => "volt-watt (132 or 706)",
-        _ => "a curve model (126, 132, 705 or 706)",
+        ControlMode::WattVar => "watt-var (712)",
+        _ => "a curve model (126, 132, 705, 706 or 712)",
     }
 }
 
 /// The SunSpec models that carry a curve mode, in order of preference: volt-var 705
-/// then 126, volt-watt 706 then 132; none for the other modes.
+/// then 126, volt-watt 706 then 132, watt-var 712 (the 1xx series has no watt-var
+/// model); none for the other modes.
 pub fn curve_models(mode: ControlMode) -> &'static [u16] {
     match mode {
         ControlMode::VoltVar => &[705, 126],
         ControlMode::VoltWatt => &[706, 132],
+        ControlMode::WattVar => &[712],
         _ => &[],
     }
 }
 
-/// One point: voltage in % of the reference voltage, the dependent value in % of the
+/// One point: voltage in % of the reference voltage (for a watt-var curve: active
+/// power in % of WMax, signed, negative absorbing), the dependent value in % of the
 /// curve's [`Curve::dept_ref`] quantity.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CurvePoint {
@@ -74,9 +78,9 @@ pub struct CurvePoint {
 /// opModVoltVar / opModVoltWatt value of the active controls (stored with them).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Curve {
-    /// [`ControlMode::VoltVar`] or [`ControlMode::VoltWatt`].
+    /// [`ControlMode::VoltVar`], [`ControlMode::VoltWatt`] or [`ControlMode::WattVar`].
     pub mode: ControlMode,
-    /// In increasing voltage, 1 to 20 of them.
+    /// In increasing voltage (watt-var: active power), 1 to 20 of them.
     pub points: Vec<CurvePoint>,
     /// SunSpec `DeptRef`: model 126 1 %WMax, 2 %VArMax, 3 %VArAval; model 132 1 %WMax,
     /// 2 %WAval.
@@ -138,15 +142,22 @@ pub(super) fn check_points(model: u16, curve: &Curve, n_pt: usize) -> Result<(),
 }
 
 /// The raw (V, Y) register pairs of a curve's points under the model's scale factors.
+/// `x_signed`: the x point is an int16 (712 `W`), not a uint16 voltage.
 pub(super) fn raw_points(
     model: u16,
     curve: &Curve,
     v_sf: Option<i16>,
     y_sf: Option<i16>,
+    x_signed: bool,
 ) -> Result<Vec<u16>, SunSpecError> {
     let mut values = Vec::with_capacity(2 * curve.points.len());
+    let (x_name, x_range) = if x_signed {
+        ("W", (-32767.0, 32767.0))
+    } else {
+        ("V", (0.0, 65534.0))
+    };
     for p in &curve.points {
-        values.push(scaled_raw(model, p.v_pct, v_sf, "V", (0.0, 65534.0))?);
+        values.push(scaled_raw(model, p.v_pct, v_sf, x_name, x_range)?);
         values.push(scaled_raw(
             model,
             p.y_pct,
@@ -208,7 +219,7 @@ pub fn plan_curve(
     let start = FIXED_LEN + index * CURVE_LEN;
     let (v_sf, y_sf) = (b.sf(V_SF), b.sf(DEPT_REF_SF));
     let mut values = vec![n as u16, curve.dept_ref];
-    values.extend(raw_points(model, curve, v_sf, y_sf)?);
+    values.extend(raw_points(model, curve, v_sf, y_sf, false)?);
     let w = |off: usize, values: Vec<u16>, point| RegisterWrite {
         address: ctl.addr(off as u16),
         values,

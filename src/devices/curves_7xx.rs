@@ -1,6 +1,6 @@
-//! Volt-var and volt-watt curves on the 7xx-series (IEEE 1547-2018) curve models: 705
-//! (DER volt-var) and 706 (DER volt-watt), layouts from pysunspec2's model_705.json and
-//! model_706.json. Pure: plans the register writes from the model block as read and
+//! Volt-var, volt-watt and watt-var curves on the 7xx-series (IEEE 1547-2018) curve
+//! models: 705 (DER volt-var), 706 (DER volt-watt) and 712 (DER watt-var), layouts from
+//! pysunspec2's model_705.json, model_706.json and model_712.json. Pure: plans the register writes from the model block as read and
 //! judges the block read back; the device does the IO ([`super::Device::set_curve`]).
 //!
 //! Both models start alike: ID, L, `Ena`, `AdptCrvReq`, `AdptCrvRslt`, `NPt`, `NCrv`,
@@ -10,7 +10,9 @@
 //! registers) then `NPt` points (`V`, `Var`); a 706 curve is `ActPt`, `DeptRef`,
 //! `RspTms` (2), `ReadOnly` (5) then `NPt` points (`V`, `W`). V is in % of the nominal
 //! voltage (scaled by `V_SF`), the dependent value in % of the `DeptRef` quantity
-//! (scaled by `DeptRef_SF`).
+//! (scaled by `DeptRef_SF`). 712 has no `RspTms_SF` (14 registers before its curves,
+//! `W_SF` where the others have `V_SF`); a 712 curve is `ActPt`, `DeptRef`, `Pri`,
+//! `ReadOnly` (4) then `NPt` points (`W` in % of WMax, signed, `Var`).
 //!
 //! Unlike 126/132 the inverter does not run a stored curve by index: curve 1 is
 //! read-only and shows the settings in force, and a curve is put into force by writing
@@ -32,9 +34,10 @@ const ADPT_CRV_REQ: usize = 3;
 const ADPT_CRV_RSLT: usize = 4;
 const N_PT: usize = 5;
 const N_CRV: usize = 6;
+/// `V_SF` (705, 706), `W_SF` (712): the x points' scale factor.
 const V_SF: usize = 12;
 const DEPT_REF_SF: usize = 13;
-/// Registers before the first curve.
+/// Registers before the first curve (705, 706; 712 has 14: [`Layout::fixed_len`]).
 const FIXED_LEN: usize = 15;
 /// A sanity bound on `NPt` (1547-2018 asks for at least 4; pysunspec2's examples use
 /// up to 10): a bigger count is a broken block, not a curve to fill.
@@ -48,6 +51,10 @@ const RSLT_FAILED: u16 = 2;
 /// Where a model's curve parts are.
 struct Layout {
     mode: ControlMode,
+    /// Registers before the first curve.
+    fixed_len: usize,
+    /// The x point (`V` or `W`) is signed (712 `W` is int16; `V` is uint16).
+    x_signed: bool,
     /// Registers of a curve before its points.
     head: usize,
     /// `ReadOnly`, within a curve.
@@ -58,23 +65,35 @@ fn layout(model: u16) -> Option<Layout> {
     match model {
         705 => Some(Layout {
             mode: ControlMode::VoltVar,
+            fixed_len: FIXED_LEN,
+            x_signed: false,
             head: 10,
             read_only: 9,
         }),
         706 => Some(Layout {
             mode: ControlMode::VoltWatt,
+            fixed_len: FIXED_LEN,
+            x_signed: false,
             head: 5,
             read_only: 4,
+        }),
+        712 => Some(Layout {
+            mode: ControlMode::WattVar,
+            fixed_len: 14,
+            x_signed: true,
+            head: 4,
+            read_only: 3,
         }),
         _ => None,
     }
 }
 
-/// The 7xx `DeptRef` for a curve's 1xx code ([`Curve::dept_ref`]): 705 0 W_MAX_PCT, 1
-/// VAR_MAX_PCT, 2 VAR_AVAL_PCT (3 VA_MAX_PCT has no 1xx code); 706 0 W_MAX_PCT, 1
-/// W_AVAL_PCT. The 1xx enums list the same quantities from 1.
+/// The 7xx `DeptRef` for a curve's 1xx code ([`Curve::dept_ref`]): 705 and 712 0
+/// W_MAX_PCT, 1 VAR_MAX_PCT, 2 VAR_AVAL_PCT (3 VA_MAX_PCT has no 1xx code); 706 0
+/// W_MAX_PCT, 1 W_AVAL_PCT. The 1xx enums list the same quantities from 1 (a watt-var
+/// curve uses the volt-var codes).
 fn dept_ref_7xx(model: u16, code_1xx: u16) -> Result<u16, SunSpecError> {
-    let max = if model == 705 { 3 } else { 2 };
+    let max = if matches!(model, 705 | 712) { 3 } else { 2 };
     if !(1..=max).contains(&code_1xx) {
         return Err(SunSpecError::OutOfRange {
             what: format!("curve DeptRef {code_1xx} has no model {model} equivalent"),
@@ -110,26 +129,27 @@ pub fn plan_curve(ctl: &ModelRef, regs: &[u16], curve: &Curve) -> Result<CurvePl
             wanted: wanted_model(curve.mode),
             present: vec![model],
         })?;
+    let fixed_len = lay.fixed_len;
     let b = Block::new(model, regs);
-    b.ensure_len(FIXED_LEN)?;
+    b.ensure_len(fixed_len)?;
     let n_crv = usize::from(b.u16(N_CRV).unwrap_or(0));
     let n_pt = usize::from(b.u16(N_PT).unwrap_or(0)).min(MAX_POINTS);
     let crv_len = lay.head + 2 * n_pt;
-    b.ensure_len(FIXED_LEN + n_crv * crv_len)?;
+    b.ensure_len(fixed_len + n_crv * crv_len)?;
     check_points(model, curve, n_pt)?;
     // The first curve the inverter lets us write (ReadOnly 1 = R; curve 1, the one in
     // force, is read-only on every conforming inverter).
     let index = (0..n_crv)
-        .find(|i| b.u16(FIXED_LEN + i * crv_len + lay.read_only) != Some(1))
+        .find(|i| b.u16(fixed_len + i * crv_len + lay.read_only) != Some(1))
         .ok_or_else(|| SunSpecError::OutOfRange {
             what: format!("model {model} has no writable curve ({n_crv} curves, all read-only)"),
         })?;
-    let start = FIXED_LEN + index * crv_len;
+    let start = fixed_len + index * crv_len;
     let head = vec![
         curve.points.len() as u16,
         dept_ref_7xx(model, curve.dept_ref)?,
     ];
-    let points = raw_points(model, curve, b.sf(V_SF), b.sf(DEPT_REF_SF))?;
+    let points = raw_points(model, curve, b.sf(V_SF), b.sf(DEPT_REF_SF), lay.x_signed)?;
     let w = |off: usize, values: Vec<u16>, point| RegisterWrite {
         address: ctl.addr(off as u16),
         values,
@@ -141,7 +161,7 @@ pub fn plan_curve(ctl: &ModelRef, regs: &[u16], curve: &Curve) -> Result<CurvePl
     Ok(CurvePlan {
         curve: vec![
             w(start, head, "Crv.ActPt+Crv.DeptRef"),
-            w(start + lay.head, points, "Crv.Pt (V, Var or W)"),
+            w(start + lay.head, points, "Crv.Pt (V or W, Var or W)"),
         ],
         adopt: w(ADPT_CRV_REQ, vec![index], "AdptCrvReq"),
         enable: w(ENA, vec![1], "Ena"),
@@ -171,9 +191,9 @@ pub fn adoption(model: u16, regs: &[u16], plan: &CurvePlan) -> Adoption {
     match b.u16(ADPT_CRV_RSLT) {
         Some(RSLT_FAILED) => Adoption::Failed,
         Some(RSLT_COMPLETED) => {
-            let head = regs.get(FIXED_LEN..FIXED_LEN + 2);
-            let pts =
-                regs.get(FIXED_LEN + lay.head..FIXED_LEN + lay.head + plan.expected.len() - 2);
+            let f = lay.fixed_len;
+            let head = regs.get(f..f + 2);
+            let pts = regs.get(f + lay.head..f + lay.head + plan.expected.len() - 2);
             match (head, pts) {
                 (Some(h), Some(p)) if *h == plan.expected[..2] && *p == plan.expected[2..] => {
                     Adoption::Completed
@@ -185,14 +205,14 @@ pub fn adoption(model: u16, regs: &[u16], plan: &CurvePlan) -> Adoption {
     }
 }
 
-/// The write that turns a 705/706 mode off: `Ena` 0 (the curves stay as they are).
+/// The write that turns a 705/706/712 mode off: `Ena` 0 (the curves stay as they are).
 pub fn plan_clear(ctl: &ModelRef, regs: &[u16]) -> Result<Vec<RegisterWrite>, SunSpecError> {
-    if layout(ctl.id).is_none() {
+    let Some(lay) = layout(ctl.id) else {
         return Err(SunSpecError::OutOfRange {
-            what: format!("model {} is not a 705/706 curve model", ctl.id),
+            what: format!("model {} is not a 705/706/712 curve model", ctl.id),
         });
-    }
-    Block::new(ctl.id, regs).ensure_len(FIXED_LEN)?;
+    };
+    Block::new(ctl.id, regs).ensure_len(lay.fixed_len)?;
     Ok(vec![RegisterWrite {
         address: ctl.addr(ENA as u16),
         values: vec![0],
@@ -200,7 +220,7 @@ pub fn plan_clear(ctl: &ModelRef, regs: &[u16]) -> Result<Vec<RegisterWrite>, Su
     }])
 }
 
-/// The curve in force on a 705/706 block (curve 1) and whether the mode is enabled.
+/// The curve in force on a 705/706/712 block (curve 1) and whether the mode is enabled.
 /// `dept_ref` comes back in the 1xx code of [`Curve::dept_ref`].
 pub fn decode_curve(model: u16, regs: &[u16]) -> Option<CurveState> {
     let lay = layout(model)?;
@@ -217,12 +237,18 @@ pub fn decode_curve(model: u16, regs: &[u16]) -> Option<CurveState> {
         state.active_curve = 0;
         return Some(state);
     }
-    let act_pt = usize::from(b.u16(FIXED_LEN)?).min(n_pt);
-    state.dept_ref = b.u16(FIXED_LEN + 1).map(|d| d + 1);
+    let f = lay.fixed_len;
+    let act_pt = usize::from(b.u16(f)?).min(n_pt);
+    state.dept_ref = b.u16(f + 1).map(|d| d + 1);
     for i in 0..act_pt {
-        let at = FIXED_LEN + lay.head + 2 * i;
+        let at = f + lay.head + 2 * i;
+        let x = if lay.x_signed {
+            b.scaled_i16(at, V_SF)?
+        } else {
+            b.scaled_u16(at, V_SF)?
+        };
         state.points.push(CurvePoint {
-            v_pct: b.scaled_u16(at, V_SF)?,
+            v_pct: x,
             y_pct: b.scaled_i16(at + 1, DEPT_REF_SF)?,
         });
     }
@@ -383,5 +409,62 @@ mod tests {
             plan_curve(&ctl, &regs[..20], &curve),
             Err(SunSpecError::ShortModel { .. })
         ));
+    }
+
+    #[test]
+    fn a_watt_var_curve_goes_to_712_with_its_shorter_head() {
+        let crv = 4 + 2 * 4;
+        let fixed = 14;
+        let mut regs = vec![0u16; fixed + 2 * crv];
+        regs[0] = 712;
+        regs[N_PT] = 4;
+        regs[N_CRV] = 2;
+        regs[V_SF] = 0;
+        regs[DEPT_REF_SF] = 0;
+        regs[fixed + 3] = 1;
+        let ctl = ModelRef {
+            id: 712,
+            start: 1000,
+            len: regs.len() as u16 - 2,
+        };
+        let curve = Curve {
+            mode: ControlMode::WattVar,
+            points: [(-100.0, 30.0), (0.0, 0.0), (50.0, 0.0), (100.0, -44.0)]
+                .into_iter()
+                .map(|(v_pct, y_pct)| CurvePoint { v_pct, y_pct })
+                .collect(),
+            dept_ref: 2,
+        };
+        let plan = plan_curve(&ctl, &regs, &curve).unwrap();
+        let c2 = 1000 + (fixed + crv) as u16;
+        assert_eq!(plan.index, 2);
+        assert_eq!(plan.curve[0].address, c2);
+        assert_eq!(plan.curve[0].values, vec![4, 1], "ActPt 4, VAR_MAX_PCT");
+        assert_eq!(plan.curve[1].address, c2 + 4);
+        assert_eq!(
+            plan.curve[1].values,
+            vec![(-100i16) as u16, 30, 0, 0, 50, 0, 100, (-44i16) as u16]
+        );
+        // Adopted: curve 1 holds it, Ena written last.
+        apply(&mut regs, 1000, &plan.curve);
+        let (c1, c2) = (fixed, fixed + crv);
+        let copy: Vec<u16> = regs[c2..c2 + 2].to_vec();
+        regs[c1..c1 + 2].copy_from_slice(&copy);
+        let pts: Vec<u16> = regs[c2 + 4..c2 + crv].to_vec();
+        regs[c1 + 4..c1 + crv].copy_from_slice(&pts);
+        regs[ADPT_CRV_RSLT] = RSLT_COMPLETED;
+        assert_eq!(adoption(712, &regs, &plan), Adoption::Completed);
+        apply(&mut regs, 1000, std::slice::from_ref(&plan.enable));
+        let state = decode_curve(712, &regs).unwrap();
+        assert!(state.enabled);
+        assert_eq!(state.points[0].v_pct, -100.0, "W is signed");
+        assert_eq!(state.points[3].y_pct, -44.0);
+        assert_eq!(state.dept_ref, Some(2));
+        // A volt-var curve is not 712's; clearing writes Ena 0.
+        let mut vv = curve.clone();
+        vv.mode = ControlMode::VoltVar;
+        assert!(plan_curve(&ctl, &regs, &vv).is_err());
+        let clear = plan_clear(&ctl, &regs).unwrap();
+        assert_eq!((clear[0].address, &clear[0].values), (1002, &vec![0]));
     }
 }

@@ -788,7 +788,7 @@ impl Device {
             )
             .await?;
         let before = self.read_model(&ctl).await?;
-        let after = if matches!(ctl.id, 705 | 706) {
+        let after = if ctl.id >= 700 {
             self.adopt_curve(ctl, &before, curve).await?
         } else {
             let writes =

@@ -130,13 +130,16 @@ pub struct SunSpecMap {
 
 /// Whether a device with models `ids` lets csipd apply `mode` (a DER function beyond
 /// the limits): opModVoltVar with 126 or 705, opModVoltWatt with 132 or 706,
+/// opModWattVar with 712,
 /// opModFixedPFInjectW and opModFixedVar with 123 or 704, opModFixedPFAbsorbW with
 /// 704 (123 has no setting while absorbing), opModTargetVar with 704 (123 has no
 /// setting in var). False for every other mode: the limits,
 /// connect and storage modes are answered by [`Controls`] and the coordinator.
 pub fn models_offer(ids: &[u16], mode: ControlMode) -> bool {
     let models: &[u16] = match mode {
-        ControlMode::VoltVar | ControlMode::VoltWatt => super::curves::curve_models(mode),
+        ControlMode::VoltVar | ControlMode::VoltWatt | ControlMode::WattVar => {
+            super::curves::curve_models(mode)
+        }
         ControlMode::FixedPFInjectW | ControlMode::FixedPFAbsorbW => {
             super::reactive::pf_models(mode)
         }

@@ -581,6 +581,7 @@ fn setting_eq(mode: ControlMode, a: &InverterSettings, b: &InverterSettings) -> 
         ControlMode::FixedPFAbsorbW => a.fixed_pf_absorb == b.fixed_pf_absorb,
         ControlMode::FixedVar => a.fixed_var_pct == b.fixed_var_pct,
         ControlMode::TargetVar => a.target_var == b.target_var,
+        ControlMode::WattVar => a.watt_var == b.watt_var,
         _ => true,
     }
 }
@@ -593,6 +594,7 @@ fn copy_setting(mode: ControlMode, from: &InverterSettings, to: &mut InverterSet
         ControlMode::FixedPFAbsorbW => to.fixed_pf_absorb = from.fixed_pf_absorb,
         ControlMode::FixedVar => to.fixed_var_pct = from.fixed_var_pct,
         ControlMode::TargetVar => to.target_var = from.target_var,
+        ControlMode::WattVar => to.watt_var = from.watt_var.clone(),
         _ => {}
     }
 }
@@ -626,6 +628,7 @@ async fn write_setting(
     let curve = match mode {
         ControlMode::VoltVar => Some(&wanted.volt_var),
         ControlMode::VoltWatt => Some(&wanted.volt_watt),
+        ControlMode::WattVar => Some(&wanted.watt_var),
         _ => None,
     };
     let pf = match mode {

@@ -78,11 +78,14 @@ pub enum ControlMode {
     /// injects). SunSpec model 704 VarSet with VarSetMod VARS; model 123 has no
     /// setting in var, so only 704 offers it.
     TargetVar,
+    /// opModWattVar: reactive power follows active power along a DERCurve (curveType
+    /// 14), linked by DERCurveLink. SunSpec model 712 (the 1xx series has none).
+    WattVar,
 }
 
 impl ControlMode {
     /// Every mode, in output order.
-    pub const ALL: [ControlMode; 15] = [
+    pub const ALL: [ControlMode; 16] = [
         ControlMode::ExpLimW,
         ControlMode::ImpLimW,
         ControlMode::GenLimW,
@@ -98,6 +101,7 @@ impl ControlMode {
         ControlMode::FixedPFAbsorbW,
         ControlMode::FixedVar,
         ControlMode::TargetVar,
+        ControlMode::WattVar,
     ];
 
     /// The 2030.5 / CSIP-AUS element name.
@@ -118,6 +122,7 @@ impl ControlMode {
             ControlMode::FixedPFAbsorbW => "opModFixedPFAbsorbW",
             ControlMode::FixedVar => "opModFixedVar",
             ControlMode::TargetVar => "opModTargetVar",
+            ControlMode::WattVar => "opModWattVar",
         }
     }
 
@@ -133,7 +138,7 @@ impl ControlMode {
 
     /// A mode the inverters run themselves once set (a curve, a power factor, a var
     /// level: opModVoltVar, VoltWatt, FixedPFInjectW, FixedPFAbsorbW, FixedVar,
-    /// TargetVar), as
+    /// TargetVar, WattVar), as
     /// opposed to the limits and targets the coordinator's control law holds.
     pub fn is_inverter_setting(self) -> bool {
         matches!(
@@ -144,6 +149,7 @@ impl ControlMode {
                 | ControlMode::FixedPFAbsorbW
                 | ControlMode::FixedVar
                 | ControlMode::TargetVar
+                | ControlMode::WattVar
         )
     }
 
@@ -160,6 +166,7 @@ impl ControlMode {
             ControlMode::FixedW => 7,
             ControlMode::MaxLimW => 20,
             ControlMode::TargetVar => 21,
+            ControlMode::WattVar => 26,
             ControlMode::VoltVar => 23,
             ControlMode::VoltWatt => 24,
             ControlMode::ExpLimW
@@ -212,7 +219,7 @@ pub enum ModeValue {
     HundredthsPct(u16),
     /// opModFixedW: SignedPerCent, hundredths of a percent (negative = charge / consume).
     SignedHundredthsPct(i16),
-    /// opModVoltVar / opModVoltWatt: the DERCurve the control links, already resolved
+    /// opModVoltVar / opModVoltWatt / opModWattVar: the DERCurve the control links, already resolved
     /// in the program's DERCurveList by the engine (`csip::derp::curve_for`).
     Curve(Curve),
     /// opModFixedPFInjectW / opModFixedPFAbsorbW.
@@ -271,6 +278,9 @@ pub struct ControlSet {
     /// opModTargetVar: the reactive power target, var (positive injects).
     #[serde(default)]
     pub target_var: Option<ReactivePower>,
+    /// opModWattVar: the linked DERCurve, resolved (curveType 14).
+    #[serde(default)]
+    pub watt_var: Option<Curve>,
 }
 
 impl ControlSet {
@@ -294,6 +304,7 @@ impl ControlSet {
             ControlMode::FixedPFAbsorbW => self.fixed_pf_absorb_w.map(ModeValue::PowerFactor),
             ControlMode::FixedVar => self.fixed_var.map(ModeValue::FixedVar),
             ControlMode::TargetVar => self.target_var.map(ModeValue::ReactivePower),
+            ControlMode::WattVar => self.watt_var.clone().map(ModeValue::Curve),
         }
     }
 
@@ -315,6 +326,7 @@ impl ControlSet {
             ControlMode::FixedPFAbsorbW => self.fixed_pf_absorb_w.is_some(),
             ControlMode::FixedVar => self.fixed_var.is_some(),
             ControlMode::TargetVar => self.target_var.is_some(),
+            ControlMode::WattVar => self.watt_var.is_some(),
         }
     }
 
@@ -336,6 +348,7 @@ impl ControlSet {
             ControlMode::FixedPFAbsorbW => self.fixed_pf_absorb_w = None,
             ControlMode::FixedVar => self.fixed_var = None,
             ControlMode::TargetVar => self.target_var = None,
+            ControlMode::WattVar => self.watt_var = None,
         }
     }
 
@@ -425,14 +438,22 @@ impl ControlSet {
                 ));
             }
         }
-        for curve in [&self.volt_var, &self.volt_watt].into_iter().flatten() {
+        for curve in [&self.volt_var, &self.volt_watt, &self.watt_var]
+            .into_iter()
+            .flatten()
+        {
             let name = curve.mode.name();
             if curve.points.is_empty() {
                 return Some(format!("{name}: the curve has no points"));
             }
+            let x = if curve.mode == ControlMode::WattVar {
+                "active powers"
+            } else {
+                "voltages"
+            };
             if curve.points.windows(2).any(|w| w[1].v_pct <= w[0].v_pct) {
                 return Some(format!(
-                    "{name}: the curve's voltages do not increase from point to point"
+                    "{name}: the curve's {x} do not increase from point to point"
                 ));
             }
             if curve
@@ -1802,6 +1823,15 @@ mod inverter_setting_tests {
         let back: ActiveControls = serde_json::from_value(json.clone()).unwrap();
         assert_eq!(back, out.active);
         let mut old = json;
+        let mut before_watt_var = old.clone();
+        before_watt_var["modes"]
+            .as_array_mut()
+            .unwrap()
+            .truncate(15);
+        let b: ActiveControls =
+            serde_json::from_value(before_watt_var).expect("a 15-mode array loads");
+        assert!(b.get(ControlMode::WattVar).is_none());
+        assert!(b.get(ControlMode::TargetVar).is_some());
         let mut before_target_var = old.clone();
         before_target_var["modes"]
             .as_array_mut()

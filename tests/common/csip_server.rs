@@ -57,6 +57,8 @@ pub struct Control {
     pub volt_var: Option<String>,
     /// opModTargetVar: (value, multiplier), var.
     pub target_var: Option<(i16, i8)>,
+    /// opModWattVar: the DERCurveLink's href.
+    pub watt_var: Option<String>,
     pub response_required: u8,
 }
 
@@ -86,6 +88,7 @@ impl Control {
             fixed_pf_inject: None,
             volt_var: None,
             target_var: None,
+            watt_var: None,
             response_required: 3,
         }
     }
@@ -940,6 +943,10 @@ fn control_xml(c: &Control) -> String {
         + &c.volt_var
             .as_ref()
             .map(|href| format!(r#"<opModVoltVar href="{href}"/>"#))
+            .unwrap_or_default()
+        + &c.watt_var
+            .as_ref()
+            .map(|href| format!(r#"<opModWattVar href="{href}"/>"#))
             .unwrap_or_default();
     format!(
         r#"<DERControl href="/edev/1/derc/{mrid}" replyTo="/edev/1/rsps/site_control/rsp" responseRequired="{rr:02X}"><mRID>{mrid}</mRID><description>{mrid}</description><creationTime>{ct}</creationTime><EventStatus><currentStatus>{st}</currentStatus><dateTime>{ct}</dateTime><potentiallySuperseded>false</potentiallySuperseded></EventStatus><interval><duration>{d}</duration><start>{start}</start></interval><DERControlBase>{energize}{imp}{exp}{gen}{load}{storage}</DERControlBase></DERControl>"#,
@@ -959,6 +966,19 @@ fn control_xml(c: &Control) -> String {
 
 /// A volt-var DERCurve (curveType 11) at `href`: the standard's 4-point example shape,
 /// x in tenths of a percent of VRef (xMultiplier -1), y in % of setMaxVar (yRefType 2).
+/// A 4-point watt-var DERCurve (curveType 14): x in % of setMaxW (signed), y in % of
+/// setMaxVar (yRefType 2).
+pub fn watt_var_curve_xml(href: &str, mrid_tag: &str) -> String {
+    let points: String = [(-100, 30), (0, 0), (50, 0), (100, -44)]
+        .iter()
+        .map(|(x, y)| format!("<CurveData><xvalue>{x}</xvalue><yvalue>{y}</yvalue></CurveData>"))
+        .collect();
+    format!(
+        r#"<DERCurve href="{href}"><mRID>{}</mRID><description>watt-var</description><creationTime>1700000000</creationTime>{points}<curveType>14</curveType><xMultiplier>0</xMultiplier><yMultiplier>0</yMultiplier><yRefType>2</yRefType></DERCurve>"#,
+        mrid_of(mrid_tag)
+    )
+}
+
 pub fn volt_var_curve_xml(href: &str, mrid_tag: &str) -> String {
     let points: String = [(904, 44), (956, 0), (1043, 0), (1100, -60)]
         .iter()

@@ -146,7 +146,11 @@ def layout_device(dev):
 
 # 7xx curve models: registers of a curve before its points, and where ReadOnly is.
 CURVE_7XX = {705: (10, 9), 706: (5, 4), 707: (5, 4), 708: (5, 4), 709: (5, 4),
-             710: (5, 4), 712: (5, 4)}
+             710: (5, 4), 712: (4, 3)}
+# Registers before the first curve where not 15 (model_712.json has no RspTms_SF).
+CURVE_7XX_FIXED = {712: 14}
+# Models whose curve x point is signed (712 W is int16).
+CURVE_7XX_X_SIGNED = {712}
 
 
 # "adopt": "slow": reads of AdptCrvRslt answered IN_PROGRESS before the adoption is done.
@@ -167,18 +171,21 @@ def curve_models_7xx(dev, words):
 def adopt_curve(model, start, req, put, reg_at, how):
     """What a 7xx inverter does on AdptCrvReq = req (SunSpec DER models: curve 1 is
     read-only and holds the curve in force): checks stored curve `req` (an index in
-    range, ActPt within NPt, voltages increasing) and copies it into curve 1 (all but
+    range, ActPt within NPt, x points (voltages; 712's signed watts) increasing) and copies it into curve 1 (all but
     ReadOnly), then AdptCrvRslt = COMPLETED (1); else FAILED (2). `how` "fail" refuses
     every curve (an inverter whose own checks are stricter)."""
     head, read_only = CURVE_7XX[model]
     n_pt, n_crv = reg_at(start + 5), reg_at(start + 6)
     crv_len = head + 2 * n_pt
-    first = start + 15
+    first = start + CURVE_7XX_FIXED.get(model, 15)
+
+    def x(v):
+        return v - 0x10000 if model in CURVE_7XX_X_SIGNED and v >= 0x8000 else v
 
     def curve_ok(i):
         base = first + i * crv_len
         act = reg_at(base)
-        volts = [reg_at(base + head + 2 * k) for k in range(act)]
+        volts = [x(reg_at(base + head + 2 * k)) for k in range(act)]
         return 1 <= act <= n_pt and all(a < b for a, b in zip(volts, volts[1:]))
 
     ok = how != "fail" and 2 <= req <= n_crv and curve_ok(req - 1)

@@ -4,12 +4,14 @@
 //! DERControl with `opModExpLimW` and `opModVoltVar` linking a 4-point curve of the
 //! program's DERCurveList; a pymodbus SunSpec peer (tests/peers/sunspec_sim.py,
 //! register maps from pysunspec2) is the site meter and an inverter with model 126
-//! (two curves, the first read-only).
+//! (two curves, the first read-only), and a second inverter whose 126 takes too few
+//! points for the curve.
 //!
 //! Checked: the curve's registers on the inverter (curve 2's points in one write, then
 //! ActCrv, then ModEna), written once; the responses (Received, Started, Completed),
 //! DERCapability claiming volt-var, `/status` showing the curve in force, the mode
-//! switched off (ModEna 0) when the control ends;
+//! switched off (ModEna 0) when the control ends; the second inverter's failure in its
+//! status;
 //! every body csipd sent validates against csipaus-core.xsd. Waits are for conditions
 //! with generous deadlines, never fixed sleeps.
 
@@ -57,6 +59,21 @@ fn site() -> serde_json::Value {
                                    "curve[0].ActPt": 2, "curve[0].DeptRef": 2,
                                    "curve[0].ReadOnly": 1, "curve[0].V1": 900,
                                    "curve[0].VAr1": 30, "curve[1].ReadOnly": 0}}
+        ]},
+        // A second inverter whose 126 takes 2 points per curve: the 4-point curve
+        // does not fit, and its status says so.
+        {"unit": 3, "base": 40000, "models": [
+            {"id": 1, "values": {"Mn": "Curve Co", "Md": "CV-2"}},
+            {"id": 103, "values": {"W": 500, "W_SF": 0, "PhVphA": 2400, "V_SF": -1,
+                                   "Hz": 5000, "Hz_SF": -2, "St": 4}},
+            {"id": 120, "values": {"DERTyp": 4, "WRtg": 1000, "WRtg_SF": 0}},
+            {"id": 121, "values": {"WMax": 1000, "WMax_SF": 0}},
+            {"id": 123, "values": {"Conn": 1, "WMaxLimPct": 100, "WMaxLimPct_SF": 0,
+                                   "WMaxLim_Ena": 0}},
+            {"id": 126, "values": {"ActCrv": 1, "ModEna": 0, "WinTms": 0, "RvrtTms": 0,
+                                   "RmpTms": 0, "NCrv": 2, "NPt": 2, "V_SF": -1,
+                                   "DeptRef_SF": 0, "RmpIncDec_SF": 0,
+                                   "curve[0].ReadOnly": 1, "curve[1].ReadOnly": 0}}
         ]}
     ]})
 }
@@ -118,13 +135,14 @@ config server 'utility'
 config control 'site'
 \toption cycle_s '1'
 \toption meter_stale_s '5'
-{meter}{inverter}",
+{meter}{inverter}{small}",
         d = dir.display(),
         url = server.base_url,
         cert = cert.display(),
         key = key.display(),
         meter = uci_tcp_device("meter", "meter", &peer.port.to_string(), 1),
         inverter = uci_tcp_device("pv", "inverter", &peer.port.to_string(), 2),
+        small = uci_tcp_device("pv2", "inverter", &peer.port.to_string(), 3),
     );
     let path = dir.join("csipd");
     std::fs::write(&path, config).unwrap();
@@ -173,7 +191,22 @@ config control 'site'
     let vv = &s.inverter_settings[0];
     assert!(vv.value.starts_with("4 points 90.4 %V → 44 %"), "{vv:?}");
     assert!(vv.end_unix_s.is_some());
-    // DERCapability claims volt-var (bit 23) once the inverter was read.
+    // The small inverter could not take it: said in its status, once.
+    let s = wait_for(&url, Duration::from_secs(30), "pv2's curve error", |s| {
+        s.devices.iter().any(|d| {
+            d.name == "pv2"
+                && d.stats
+                    .last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("opModVoltVar"))
+        })
+    });
+    let pv2 = s.devices.iter().find(|d| d.name == "pv2").unwrap();
+    let error = pv2.stats.last_error.as_deref().unwrap();
+    assert!(error.contains("1 to 2"), "{error}");
+    assert_eq!(pv2.stats.writes_failed, 1, "{:?}", pv2.stats);
+    // DERCapability claims volt-var (bit 23) once the inverters were read (both
+    // have 126).
     assert!(
         server.wait_for(Duration::from_secs(60), |r| r.iter().any(|r| r.path
             == "/edev/1/der/1/dercap"

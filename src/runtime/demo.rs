@@ -386,6 +386,17 @@ pub fn demo_config_text(
     utility: Option<&DemoUtility>,
 ) -> String {
     let server = utility.map(server_section_text).unwrap_or_default();
+    // The utility's tariff drives the negative feed-in price rule: export is limited to
+    // 0 W while its export price is a cost (one price interval in four).
+    let price = if utility.is_some() {
+        "
+config price 'feed_in'
+\toption enabled '1'
+\toption utility_price_export '1'
+"
+    } else {
+        ""
+    };
     let hhmm = |m: u32| format!("{:02}:{:02}", m / 60, m % 60);
     let end = (start_min + 3) % 1440;
     let end_text = if end == 0 {
@@ -401,7 +412,7 @@ config csipd 'main'
 \toption status_listen '127.0.0.1:{status_port}'
 \toption data_dir '{data_dir}'
 \toption telemetry_dir '{data_dir}'
-{server}
+{server}{price}
 config limits 'fixed'
 \toption export_limit_w '{FIXED_EXPORT_LIMIT_W}'
 
@@ -674,6 +685,10 @@ pub fn demo_main(args: &[String]) -> ExitCode {
                 println!(
                     "    5-minute export limits through a compressed day, a new block every {block_s} s; the tighter limit wins"
                 );
+                println!(
+                    "    a dynamic tariff: import and export prices every {} s; in one interval of four exporting costs money, and export is limited to 0 W (config price 'feed_in', utility_price_export)",
+                    block_s * crate::sim::utility::tariff::INTERVAL_BLOCKS
+                );
                 println!("lab CA: {ca}");
                 println!("utility report: {report}");
             }
@@ -761,8 +776,11 @@ mod tests {
             pin: 111_115,
         };
         let text = demo_config_text(&site, 0, 600, "/tmp/csipd-demo-test", Some(&u));
-        let (c, _) = crate::config::from_text(&text, "demo").expect("demo config valid");
+        let (c, warnings) = crate::config::from_text(&text, "demo").expect("demo config valid");
+        assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(c.server.dcap_url.as_deref(), Some(u.dcap_url.as_str()));
+        // The utility's tariff drives the negative feed-in price rule.
+        assert!(c.price.enabled && c.price.utility_price_export);
         assert_eq!(c.server.registration_pin, Some(111_115));
         assert_eq!(c.server.nmi.as_deref(), Some(DEMO_NMI));
         assert_eq!(

@@ -8,7 +8,7 @@ mod csip_server;
 use std::path::Path;
 use std::process::Command;
 
-use csip_server::{Control, Scenario, ScriptedServer, now_s};
+use csip_server::{Control, Scenario, ScriptedServer, now_s, volt_var_curve_xml};
 
 fn make_cert(dir: &Path) -> (String, String) {
     let key = dir.join("key.pem");
@@ -57,12 +57,17 @@ fn discover_prints_the_tree() {
     let mut control = Control::new("DERC1", now + 600, 300);
     control.exp_lim_w = Some(1500);
     control.storage_target_w = Some(-2000);
+    control.volt_var = Some("/edev/1/derp/1/dc/1".into());
+    control.fixed_pf_inject = Some((95, true));
     let mut scenario = Scenario {
         lfdi: identity.lfdi.clone(),
         sfdi: identity.sfdi,
         ..Scenario::default()
     };
     scenario.fsas[0][0].controls.push(control);
+    scenario.fsas[0][0]
+        .curves
+        .push(volt_var_curve_xml("/edev/1/derp/1/dc/1", "VV1"));
     let server = ScriptedServer::start(scenario);
     let config = dir.join("csipd");
     std::fs::write(
@@ -96,6 +101,17 @@ fn discover_prints_the_tree() {
     assert!(text.contains("setGradW 27"), "{text}");
     assert!(text.contains("export 1500 W"), "{text}");
     assert!(text.contains("storage target -2000 W"), "{text}");
+    // Its volt-var curve resolved in the program's DERCurveList, and its power factor.
+    assert!(
+        text.contains(
+            " volt-var 4 points 90.4 %V → 44 %, 95.6 %V → 0 %, 104.3 %V → 0 %, 110.0 %V → -60 %"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(" fixed PF cos φ 0.950 absorbing vars"),
+        "{text}"
+    );
     // The start as in the XML and as a date (UTC) an engineer reads at a glance.
     let start = now + 600;
     let date = httpdate::fmt_http_date(

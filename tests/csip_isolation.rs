@@ -14,6 +14,16 @@ use csip_memory::*;
 use csip_server::{Control, Program, Scenario, element_text, mrid_of};
 use csipd::csip::ConnectionState;
 
+/// The engine's configuration: the 5 kW inverter of tests/common/csip_memory.rs on a
+/// site that can also limit its import (a battery), so the utility's import limits
+/// are taken (a PV-only site answers them 252).
+fn site_config() -> csipd::csip::EngineConfig {
+    let mut config = engine_config();
+    config.nameplate.can_limit_import = true;
+    config.nameplate.can_limit_load = true;
+    config
+}
+
 /// The scripted server with the rates of a CSIP-AUS utility server.
 fn utility_scenario() -> Scenario {
     let mut sc = scenario();
@@ -55,7 +65,7 @@ fn poll_error(h: &Harness, href: &str) -> Option<String> {
 
 #[test]
 fn default_control_500_keeps_the_active_event_and_causes_no_rediscovery_loop() {
-    let mut h = Harness::start(utility_scenario());
+    let mut h = Harness::new(site_config(), utility_scenario());
     let event = active_export(&h, "EVT1500", 1500);
     h.server.update(|s| s.fsas[0][0].controls.push(event));
     // The default fails on every GET from the first, while the DERControlList is fine.
@@ -86,7 +96,7 @@ fn default_control_500_keeps_the_active_event_and_causes_no_rediscovery_loop() {
     assert_eq!(h.last_state(), Some(ConnectionState::Polling));
 
     // Read once, then failing: its last good state (import 0 W) stays too.
-    let mut h = Harness::start(utility_scenario());
+    let mut h = Harness::new(site_config(), utility_scenario());
     let event = active_export(&h, "EVT1500", 1500);
     h.server.update(|s| s.fsas[0][0].controls.push(event));
     h.run_for(10);
@@ -100,7 +110,7 @@ fn default_control_500_keeps_the_active_event_and_causes_no_rediscovery_loop() {
 
 #[test]
 fn one_out_of_range_element_drops_only_its_event_and_is_rejected() {
-    let mut h = Harness::start(utility_scenario());
+    let mut h = Harness::new(site_config(), utility_scenario());
     let active = active_export(&h, "EVT1500", 1500);
     // A future event whose opModImpLimW is 60000 with multiplier 0: beyond Int16.
     let mut bad = Control::new("BAD", h.now_s() + 3600, 600);
@@ -154,7 +164,7 @@ fn a_500_on_one_program_of_two_keeps_both_programs_in_force() {
     }]);
     // Program 1 (primacy 0) has no import default: program 2's applies.
     sc.fsas[0][0].default_imp_lim_w = None;
-    let mut h = Harness::start(sc);
+    let mut h = Harness::new(site_config(), sc);
     let event = active_export(&h, "EVT1500", 1500);
     h.server.update(|s| s.fsas[0][0].controls.push(event));
     h.run_for(10);
@@ -190,7 +200,7 @@ fn a_500_on_one_program_of_two_keeps_both_programs_in_force() {
 
 #[test]
 fn fsa_timeout_while_the_program_list_is_fine() {
-    let mut h = Harness::start(utility_scenario());
+    let mut h = Harness::new(site_config(), utility_scenario());
     let event = active_export(&h, "EVT1500", 1500);
     h.server.update(|s| s.fsas[0][0].controls.push(event));
     h.run_for(10);
@@ -219,7 +229,7 @@ fn all_21_device_capability_repolled_at_its_own_rate_after_registration() {
     let mut sc = utility_scenario();
     sc.preregistered = false;
     sc.dcap_poll_rate_after_registration = true;
-    let mut config = engine_config();
+    let mut config = site_config();
     config.in_band_registration = true;
     let mut h = Harness::new(config, sc);
     h.run_for(600);
@@ -242,7 +252,7 @@ fn all_21_device_capability_repolled_at_its_own_rate_after_registration() {
 fn a_failing_reading_post_never_blocks_the_other_usage_point() {
     let mut sc = utility_scenario();
     sc.mup_post_s = 60;
-    let mut h = Harness::start(sc);
+    let mut h = Harness::new(site_config(), sc);
     assert!(h.run_until(10, |h| h.server.mup_count() == 2));
     // The site usage point's readings are refused with 500 from now on.
     h.server.force_status("/mup/1", 500, None);
@@ -264,7 +274,7 @@ fn a_failing_reading_post_never_blocks_the_other_usage_point() {
 
 #[test]
 fn a_simulated_day_of_polling_and_posting() {
-    let mut h = Harness::start(utility_scenario());
+    let mut h = Harness::new(site_config(), utility_scenario());
     let started = std::time::Instant::now();
     let cpu = || {
         // utime + stime of this thread, in clock ticks (Linux).
@@ -329,7 +339,7 @@ fn a_simulated_day_of_polling_and_posting() {
 
 #[test]
 fn a_404_on_a_known_href_walks_again_from_the_top_at_most_once_a_minute() {
-    let mut h = Harness::start(utility_scenario());
+    let mut h = Harness::new(site_config(), utility_scenario());
     let event = active_export(&h, "EVT1500", 1500);
     h.server.update(|s| s.fsas[0][0].controls.push(event));
     h.run_for(90);
@@ -411,7 +421,7 @@ fn every_list_keeps_the_note_of_an_item_left_out_until_it_reads_again() {
             ..Program::default()
         });
         sc.fsas.push(vec![Program::default()]);
-        let mut h = Harness::start(sc.clone());
+        let mut h = Harness::new(site_config(), sc.clone());
         let mut control = active_export(&h, "BAD", 1000);
         control.start = h.now_s() + 3600;
         control.status = 0;
@@ -458,7 +468,7 @@ fn every_list_keeps_the_note_of_an_item_left_out_until_it_reads_again() {
 /// reads read it, while a resource on its own timer has a time and no such note.
 #[test]
 fn a_resource_read_with_its_parent_says_so_in_the_status() {
-    let mut h = Harness::start(utility_scenario());
+    let mut h = Harness::new(site_config(), utility_scenario());
     h.run_for(120);
     let polls = h.status().polls;
     let find = |href: &str| {

@@ -27,9 +27,13 @@ const SUBSCRIBED: [&str; 5] = [
     "/edev/1/derp/1/dderc",
 ];
 
+/// With a notification URI, on a site that can limit its import and load too (the
+/// LOA procedures' DER-L site: a PV-only one answers those limits 252).
 fn config() -> EngineConfig {
     let mut config = engine_config();
     config.notification_uri = Some(NOTIFY_URI.into());
+    config.nameplate.can_limit_import = true;
+    config.nameplate.can_limit_load = true;
     config
 }
 

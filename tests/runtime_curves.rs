@@ -4,12 +4,14 @@
 //! DERControl with `opModExpLimW` and `opModVoltVar` linking a 4-point curve of the
 //! program's DERCurveList; a pymodbus SunSpec peer (tests/peers/sunspec_sim.py,
 //! register maps from pysunspec2) is the site meter and an inverter with model 126
-//! (two curves, the first read-only).
+//! (two curves, the first read-only), and a second inverter whose 126 takes too few
+//! points for the curve.
 //!
 //! Checked: the curve's registers on the inverter (curve 2's points in one write, then
 //! ActCrv, then ModEna), written once; the responses (Received, Started, Completed),
 //! DERCapability claiming volt-var, `/status` showing the curve in force, the mode
-//! switched off (ModEna 0) when the control ends;
+//! switched off (ModEna 0) when the control ends; the second inverter's failure in its
+//! status;
 //! every body csipd sent validates against csipaus-core.xsd. Then the same for
 //! opModTargetVar and opModWattVar on an inverter with models 704 (`VarSet` in var,
 //! `VarSetMod` VARS) and 712 (the watt-var curve written, adopted, enabled). Waits are for conditions
@@ -61,6 +63,21 @@ fn site() -> serde_json::Value {
                                    "curve[0].ActPt": 2, "curve[0].DeptRef": 2,
                                    "curve[0].ReadOnly": 1, "curve[0].V1": 900,
                                    "curve[0].VAr1": 30, "curve[1].ReadOnly": 0}}
+        ]},
+        // A second inverter whose 126 takes 2 points per curve: the 4-point curve
+        // does not fit, and its status says so.
+        {"unit": 3, "base": 40000, "models": [
+            {"id": 1, "values": {"Mn": "Curve Co", "Md": "CV-2"}},
+            {"id": 103, "values": {"W": 500, "W_SF": 0, "PhVphA": 2400, "V_SF": -1,
+                                   "Hz": 5000, "Hz_SF": -2, "St": 4}},
+            {"id": 120, "values": {"DERTyp": 4, "WRtg": 1000, "WRtg_SF": 0}},
+            {"id": 121, "values": {"WMax": 1000, "WMax_SF": 0}},
+            {"id": 123, "values": {"Conn": 1, "WMaxLimPct": 100, "WMaxLimPct_SF": 0,
+                                   "WMaxLim_Ena": 0}},
+            {"id": 126, "values": {"ActCrv": 1, "ModEna": 0, "WinTms": 0, "RvrtTms": 0,
+                                   "RmpTms": 0, "NCrv": 2, "NPt": 2, "V_SF": -1,
+                                   "DeptRef_SF": 0, "RmpIncDec_SF": 0,
+                                   "curve[0].ReadOnly": 1, "curve[1].ReadOnly": 0}}
         ]}
     ]})
 }
@@ -84,13 +101,14 @@ fn inverter_writes(peer: &Peer) -> Vec<(u64, Vec<u64>)> {
 }
 
 /// Starts `csipd run` against `server` with the meter (unit 1) and the inverter
-/// (unit 2) of `peer`; returns the process and its status URL.
+/// (unit 2) of `peer`, and with `small` the second inverter (unit 3); returns the
+/// process and its status URL.
 fn start_csipd(
     dir: &std::path::Path,
     server: &ScriptedServer,
     peer: &Peer,
-    key: &std::path::Path,
-    cert: &std::path::Path,
+    (key, cert): (&std::path::Path, &std::path::Path),
+    small: bool,
 ) -> (Proc, String) {
     let config = format!(
         "config csipd 'main'
@@ -108,13 +126,18 @@ config server 'utility'
 config control 'site'
 \toption cycle_s '1'
 \toption meter_stale_s '5'
-{meter}{inverter}",
+{meter}{inverter}{small}",
         d = dir.display(),
         url = server.base_url,
         cert = cert.display(),
         key = key.display(),
         meter = uci_tcp_device("meter", "meter", &peer.port.to_string(), 1),
         inverter = uci_tcp_device("pv", "inverter", &peer.port.to_string(), 2),
+        small = if small {
+            uci_tcp_device("pv2", "inverter", &peer.port.to_string(), 3)
+        } else {
+            String::new()
+        },
     );
     let path = dir.join("csipd");
     std::fs::write(&path, config).unwrap();
@@ -144,7 +167,7 @@ fn the_utility_volt_var_curve_reaches_the_inverter_model_126() {
         }]],
         ..Scenario::default()
     });
-    let (mut run, url) = start_csipd(&dir, &server, &peer, &key, &cert);
+    let (mut run, url) = start_csipd(&dir, &server, &peer, (&key, &cert), true);
 
     // The curve as SunSpec 126 takes it: 4 points, DeptRef 2 (%VArMax), V in tenths
     // of a percent (V_SF -1), VAr in whole percent; -60 as int16.
@@ -189,7 +212,22 @@ fn the_utility_volt_var_curve_reaches_the_inverter_model_126() {
     let vv = &s.inverter_settings[0];
     assert!(vv.value.starts_with("4 points 90.4 %V → 44 %"), "{vv:?}");
     assert!(vv.end_unix_s.is_some());
-    // DERCapability claims volt-var (bit 23) once the inverter was read.
+    // The small inverter could not take it: said in its status, once.
+    let s = wait_for(&url, Duration::from_secs(30), "pv2's curve error", |s| {
+        s.devices.iter().any(|d| {
+            d.name == "pv2"
+                && d.stats
+                    .last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("opModVoltVar"))
+        })
+    });
+    let pv2 = s.devices.iter().find(|d| d.name == "pv2").unwrap();
+    let error = pv2.stats.last_error.as_deref().unwrap();
+    assert!(error.contains("1 to 2"), "{error}");
+    assert_eq!(pv2.stats.writes_failed, 1, "{:?}", pv2.stats);
+    // DERCapability claims volt-var (bit 23) once the inverters were read (both
+    // have 126).
     assert!(
         server.wait_for(Duration::from_secs(60), |r| r.iter().any(|r| r.path
             == "/edev/1/der/1/dercap"
@@ -231,6 +269,8 @@ fn the_utility_volt_var_curve_reaches_the_inverter_model_126() {
 /// 712 (watt-var: 2 curves of 4 points, curve 1 read-only).
 fn site_704() -> serde_json::Value {
     let mut site = site();
+    // Only these two: every inverter must offer a mode for csipd to take it.
+    site["devices"].as_array_mut().unwrap().truncate(2);
     site["devices"][1]["models"] = json!([
         {"id": 1, "values": {"Mn": "Var Co", "Md": "TV-5"}},
         {"id": 103, "values": {"W": 2500, "W_SF": 0, "PhVphA": 2400, "V_SF": -1,
@@ -269,7 +309,7 @@ fn the_utility_target_var_and_watt_var_reach_the_inverter_models_704_and_712() {
         }]],
         ..Scenario::default()
     });
-    let (mut run, url) = start_csipd(&dir, &server, &peer, &key, &cert);
+    let (mut run, url) = start_csipd(&dir, &server, &peer, (&key, &cert), false);
     // -1500 var as int32 (VarSet_SF 0), high word first.
     let raw = (-1500i32) as u32;
     let var_set = vec![u64::from(raw >> 16), u64::from(raw & 0xFFFF)];

@@ -285,6 +285,46 @@ fn storage_target(p: Option<crate::sep2::ActivePower>) -> String {
         .unwrap_or_default()
 }
 
+/// The inverter settings a control or default sets (" volt-var 4 points 90.4 %V → 44 %,
+/// …", " fixed PF cos φ 0.950 injecting vars", " fixed var -25.00 % (refType 2)"), its
+/// curve links resolved in the program's `curves` (or the reason they do not resolve);
+/// nothing for a control without any.
+fn inverter_settings(
+    base: &crate::sep2::DerControlBase,
+    curves: &[crate::sep2::DerCurve],
+) -> String {
+    use crate::control::limits::{curve_text, power_factor_text};
+    use crate::schedule::ControlMode;
+    let mut out = String::new();
+    for (mode, what, link) in [
+        (ControlMode::VoltVar, "volt-var", &base.op_mod_volt_var),
+        (ControlMode::VoltWatt, "volt-watt", &base.op_mod_volt_watt),
+    ] {
+        if let Some(link) = link {
+            match super::derp::curve_for(mode, &link.href, curves) {
+                Ok(curve) => out.push_str(&format!(" {what} {}", curve_text(&curve))),
+                Err(e) => out.push_str(&format!(" {what} ({e})")),
+            }
+        }
+    }
+    for (what, pf) in [
+        ("fixed PF", &base.op_mod_fixed_pf_inject_w),
+        ("fixed PF absorbing", &base.op_mod_fixed_pf_absorb_w),
+    ] {
+        if let Some(pf) = pf {
+            out.push_str(&format!(" {what} {}", power_factor_text(pf)));
+        }
+    }
+    if let Some(var) = &base.op_mod_fixed_var {
+        out.push_str(&format!(
+            " fixed var {:.2} % (refType {})",
+            f64::from(var.value) / 100.0,
+            var.ref_type
+        ));
+    }
+    out
+}
+
 fn watts(p: Option<crate::sep2::ActivePower>) -> String {
     p.map(|p| format!("{} W", p.watts()))
         .unwrap_or_else(|| "-".into())
@@ -373,7 +413,7 @@ pub fn render(tree: &Tree, status: &EngineStatus) -> String {
                 Some(d) => {
                     let _ = writeln!(
                         out,
-                        "      default: export {} import {} gen {} load {} setGradW {}{}",
+                        "      default: export {} import {} gen {} load {} setGradW {}{}{}",
                         watts(d.base.op_mod_exp_lim_w),
                         watts(d.base.op_mod_imp_lim_w),
                         watts(d.base.op_mod_gen_lim_w),
@@ -381,7 +421,8 @@ pub fn render(tree: &Tree, status: &EngineStatus) -> String {
                         d.set_grad_w
                             .map(|g| g.to_string())
                             .unwrap_or_else(|| "-".into()),
-                        storage_target(d.base.op_mod_storage_target_w)
+                        storage_target(d.base.op_mod_storage_target_w),
+                        inverter_settings(&d.base, &program.curves)
                     );
                 }
                 None => {
@@ -391,7 +432,7 @@ pub fn render(tree: &Tree, status: &EngineStatus) -> String {
             for c in &program.controls {
                 let _ = writeln!(
                     out,
-                    "      control {} status {} start {} ({}) for {} s: export {} import {} gen {} load {}{}{}",
+                    "      control {} status {} start {} ({}) for {} s: export {} import {} gen {} load {}{}{}{}",
                     c.mrid,
                     c.event_status.current_status.code(),
                     c.interval.start,
@@ -408,6 +449,7 @@ pub fn render(tree: &Tree, status: &EngineStatus) -> String {
                     watts(c.base.op_mod_gen_lim_w),
                     watts(c.base.op_mod_load_lim_w),
                     storage_target(c.base.op_mod_storage_target_w),
+                    inverter_settings(&c.base, &program.curves),
                     c.reply_to
                         .as_deref()
                         .map(|r| format!(" (responses to {r})"))

@@ -378,7 +378,7 @@ fn the_utility_target_var_and_watt_var_reach_the_inverter_models_704_and_712() {
     wait_for(&url, Duration::from_secs(30), "watt-var in status", |s| {
         s.inverter_settings
             .iter()
-            .any(|i| i.mode == "opModWattVar" && i.value.starts_with("4 points -100.0"))
+            .any(|i| i.mode == "opModWattVar" && i.value.starts_with("4 points -100.0 %W → 30 %"))
     });
     // DERCapability claims opModTargetVar (bit 21) once the inverter was read.
     assert!(

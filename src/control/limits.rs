@@ -257,10 +257,16 @@ impl InverterSettings {
 /// A setting's value in words, for the log and `csipd status`: `4 points 90.4 %V →
 /// 44 %, …, 110 %V → -60 %`, `cos φ 0.950 absorbing vars`, `-25.00 % of setMaxVar`.
 pub fn curve_text(c: &Curve) -> String {
+    // A watt-var curve's x is active power in % of WMax.
+    let x = if c.mode == ControlMode::WattVar {
+        "%W"
+    } else {
+        "%V"
+    };
     let points: Vec<String> = c
         .points
         .iter()
-        .map(|p| format!("{:.1} %V → {} %", p.v_pct, p.y_pct))
+        .map(|p| format!("{:.1} {x} → {} %", p.v_pct, p.y_pct))
         .collect();
     format!("{} points {}", c.points.len(), points.join(", "))
 }

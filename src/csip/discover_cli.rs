@@ -286,19 +286,21 @@ fn storage_target(p: Option<crate::sep2::ActivePower>) -> String {
 }
 
 /// The inverter settings a control or default sets (" volt-var 4 points 90.4 %V → 44 %,
-/// …", " fixed PF cos φ 0.950 injecting vars", " fixed var -25.00 % (refType 2)"), its
+/// …", " fixed PF cos φ 0.950 injecting vars", " fixed var -25.00 % (refType 2)",
+/// " target var -1500 var (absorbing)", " watt-var 4 points -100.0 %W → 30 %, …"), its
 /// curve links resolved in the program's `curves` (or the reason they do not resolve);
 /// nothing for a control without any.
 fn inverter_settings(
     base: &crate::sep2::DerControlBase,
     curves: &[crate::sep2::DerCurve],
 ) -> String {
-    use crate::control::limits::{curve_text, power_factor_text};
+    use crate::control::limits::{curve_text, power_factor_text, target_var_text};
     use crate::schedule::ControlMode;
     let mut out = String::new();
     for (mode, what, link) in [
         (ControlMode::VoltVar, "volt-var", &base.op_mod_volt_var),
         (ControlMode::VoltWatt, "volt-watt", &base.op_mod_volt_watt),
+        (ControlMode::WattVar, "watt-var", &base.op_mod_watt_var),
     ] {
         if let Some(link) = link {
             match super::derp::curve_for(mode, &link.href, curves) {
@@ -321,6 +323,9 @@ fn inverter_settings(
             f64::from(var.value) / 100.0,
             var.ref_type
         ));
+    }
+    if let Some(q) = &base.op_mod_target_var {
+        out.push_str(&format!(" target var {}", target_var_text(&q.vars())));
     }
     out
 }
@@ -629,5 +634,46 @@ mod config_tests {
         assert_eq!(utility.resources[0].name, "EndDeviceList");
         assert_eq!(utility.resources[0].next_poll_unix_s, Some(160));
         assert_eq!(utility.resources[0].last_error.as_deref(), Some("HTTP 500"));
+    }
+}
+
+#[cfg(test)]
+mod settings_tests {
+    use super::*;
+    use crate::sep2::{CurveData, DerControlBase, DerCurve, Link, ReactivePower};
+
+    /// `csipd discover` names a watt-var curve in % of WMax and a target in var.
+    #[test]
+    fn watt_var_and_target_var_are_shown() {
+        let curve = DerCurve {
+            href: Some("/derp/1/dc/2".into()),
+            curve_type: 14,
+            y_ref_type: 2,
+            curve_data: [(-100, 30), (100, -44)]
+                .into_iter()
+                .map(|(x, y)| CurveData {
+                    excitation: None,
+                    xvalue: x,
+                    yvalue: y,
+                })
+                .collect(),
+            ..DerCurve::default()
+        };
+        let base = DerControlBase {
+            op_mod_watt_var: Some(Link {
+                href: "/derp/1/dc/2".into(),
+                ..Link::default()
+            }),
+            op_mod_target_var: Some(ReactivePower {
+                multiplier: 1,
+                value: -150,
+            }),
+            ..DerControlBase::default()
+        };
+        assert_eq!(
+            inverter_settings(&base, &[curve]),
+            " watt-var 2 points -100.0 %W → 30 %, 100.0 %W → -44 % target var -1500 var \
+             (absorbing)"
+        );
     }
 }

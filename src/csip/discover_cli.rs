@@ -662,7 +662,6 @@ mod settings_tests {
         let base = DerControlBase {
             op_mod_watt_var: Some(Link {
                 href: "/derp/1/dc/2".into(),
-                ..Link::default()
             }),
             op_mod_target_var: Some(ReactivePower {
                 multiplier: 1,

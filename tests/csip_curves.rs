@@ -14,7 +14,8 @@ mod csip_server;
 
 use csip_memory::*;
 use csip_server::{
-    Control, ScriptedServer, element_text, mrid_of, volt_var_curve_xml, watt_var_curve_xml,
+    Control, ScriptedServer, element_text, mrid_of, volt_var_curve_xml, watt_pf_curve_xml,
+    watt_var_curve_xml,
 };
 use csipd::schedule::{ControlMode, ModeValue, Outcome};
 
@@ -293,5 +294,36 @@ fn a_watt_var_curve_is_carried_only_where_an_inverter_offers_it() {
     });
     assert!(h.run_until(60, |h| statuses(&h.server, "WV").contains(&252)));
     assert_eq!(statuses(&h.server, "WV"), vec![252]);
+    assert_all_bodies_valid(&h.server);
+}
+
+/// opModWattPF links a curveType 13 DERCurve: the power factor signed by each point's
+/// excitation, scheduled where an inverter offers 131, claimed as bit 25.
+#[test]
+fn a_watt_pf_curve_is_resolved_with_its_excitation() {
+    const WPF: &str = "/edev/1/derp/1/dc/3";
+    let mut h = harness(Some(ControlMode::WattPF.bit()));
+    let now = h.now_s();
+    h.server.update(|s| {
+        let p = &mut s.fsas[0][0];
+        p.curves.push(watt_pf_curve_xml(WPF, "WPF1"));
+        let mut c = Control::new("WPF", now + 5, 600);
+        c.watt_pf = Some(WPF.into());
+        p.controls.push(c);
+    });
+    assert!(h.run_until(60, |h| statuses(&h.server, "WPF").contains(&2)));
+    assert_eq!(statuses(&h.server, "WPF"), vec![1, 2]);
+    let active = last_outcome(&h)
+        .active
+        .get(ControlMode::WattPF)
+        .expect("watt-PF active")
+        .clone();
+    let ModeValue::Curve(curve) = active.value else {
+        panic!("{:?}", active.value)
+    };
+    let pts: Vec<(f64, f64)> = curve.points.iter().map(|p| (p.v_pct, p.y_pct)).collect();
+    assert_eq!(pts, vec![(0.0, 100.0), (50.0, 100.0), (100.0, -90.0)]);
+    assert!(h.run_until(30, |h| has(&h.requests(), "PUT", "/edev/1/der/1/dercap")));
+    assert_eq!(modes_supported(&h) & (1 << 25 | 1 << 26), 1 << 25);
     assert_all_bodies_valid(&h.server);
 }

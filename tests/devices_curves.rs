@@ -2,7 +2,8 @@
 //! of `tests/peers/sunspec_sim.py`, laid out from pysunspec2's model definitions):
 //! volt-var and volt-watt curves on a 7xx inverter (705/706, with the adoption step),
 //! fixed power factor and fixed var on 123 and 704, the reactive power target
-//! (opModTargetVar) on 704, a watt-var curve on 712 (adopted like 705/706). The registers are asserted at the
+//! (opModTargetVar) on 704, a watt-var curve on 712 (adopted like 705/706), a watt-PF
+//! curve on 131. The registers are asserted at the
 //! device. (126/132 curves: `devices_sunspec.rs`.)
 
 mod devices_support;
@@ -393,6 +394,54 @@ fn a_watt_var_curve_is_adopted_on_712() {
             .expect("watt-var off");
         assert!(!state.enabled);
         assert_eq!(writes(&peer)[before..], vec![(a + 2, vec![0])]);
+        assert_eq!(dev.stats().writes_unconfirmed, 0);
+    });
+}
+
+#[test]
+fn a_watt_pf_curve_is_written_to_131() {
+    let dev131 = json!({"unit": 1, "base": 40000, "models": [
+        {"id": 1, "values": {"Mn": "One Hundred"}},
+        {"id": 103, "values": {"W": 3000, "W_SF": 0, "Hz": 5000, "Hz_SF": -2, "St": 4}},
+        {"id": 131, "values": {"ActCrv": 1, "ModEna": 0, "NCrv": 2, "NPt": 4, "W_SF": 0,
+                               "PF_SF": -2, "curve[0].ActPt": 2, "curve[0].W1": 0,
+                               "curve[0].PF1": 100, "curve[0].W2": 100, "curve[0].PF2": 100,
+                               "curve[0].ReadOnly": 1, "curve[1].ReadOnly": 0}}
+    ]});
+    let peer = start_peer("wattpf131", &json!({"devices": [dev131]}), None);
+    smol::block_on(async {
+        let mut dev = Device::new(tcp_bus(peer.port), DeviceParams::new("inv1", 1));
+        let map = dev.scan().await.expect("scan").clone();
+        assert!(map.offers(ControlMode::WattPF));
+        assert!(!map.offers(ControlMode::WattVar));
+        let m = model(&dev, 131);
+        // cos φ 1 to half power, then 0.90 absorbing vars at full power.
+        let curve = Curve {
+            mode: ControlMode::WattPF,
+            points: points(&[(0.0, 100.0), (50.0, 100.0), (100.0, -90.0)]),
+            dept_ref: 0,
+        };
+        let st = dev.set_curve(&curve).await.expect("watt-PF on 131");
+        assert!(st.enabled);
+        assert_eq!(st.active_curve, 2);
+        assert_eq!(st.points, curve.points);
+        // 12 registers before the curves, 54 per curve: curve 2 at 66.
+        let raw = vec![3, 0, 100, 50, 100, 100, (-90i16) as u16];
+        assert_eq!(
+            writes(&peer),
+            vec![
+                (m.start + 66, raw.clone()),
+                (m.start + 2, vec![2]), // ActCrv
+                (m.start + 3, vec![1]), // ModEna
+            ]
+        );
+        let r = block(&mut dev, m).await;
+        assert_eq!(&r[66..73], &raw[..]);
+        assert_eq!(r[12 + 52], 1, "curve 1 still read-only");
+        let before = writes(&peer).len();
+        let st = dev.clear_curve(ControlMode::WattPF).await.expect("off");
+        assert!(!st.enabled);
+        assert_eq!(writes(&peer)[before..], vec![(m.start + 3, vec![0])]);
         assert_eq!(dev.stats().writes_unconfirmed, 0);
     });
 }

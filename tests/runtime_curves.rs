@@ -14,7 +14,8 @@
 //! status;
 //! every body csipd sent validates against csipaus-core.xsd. Then the same for
 //! opModTargetVar and opModWattVar on an inverter with models 704 (`VarSet` in var,
-//! `VarSetMod` VARS) and 712 (the watt-var curve written, adopted, enabled). Waits are for conditions
+//! `VarSetMod` VARS), 712 (the watt-var curve written, adopted, enabled) and 131
+//! (opModWattPF: the curve written, selected, enabled). Waits are for conditions
 //! with generous deadlines, never fixed sleeps.
 
 // runtime_common and devices_support each bring tests/support/wait.rs.
@@ -28,7 +29,7 @@ mod runtime_common;
 
 use csip_server::{
     Control, Program, Scenario, ScriptedServer, element_text, mrid_of, now_s, volt_var_curve_xml,
-    watt_var_curve_xml,
+    watt_pf_curve_xml, watt_var_curve_xml,
 };
 use devices_support::{Peer, start_peer};
 use runtime_common::*;
@@ -37,6 +38,7 @@ use std::time::Duration;
 
 const CURVE: &str = "/edev/1/derp/1/dc/1";
 const WV: &str = "/edev/1/derp/1/dc/2";
+const WPF: &str = "/edev/1/derp/1/dc/3";
 
 /// Site meter (unit 1), exporting 2 kW; a 5 kW PV inverter (unit 2) with 123 and 126.
 fn site() -> serde_json::Value {
@@ -266,7 +268,7 @@ fn the_utility_volt_var_curve_reaches_the_inverter_model_126() {
 
 /// Site meter (unit 1); an inverter (unit 2) with 103, 120, 121, 704 (DER AC
 /// controls: the active power limit and the reactive power setpoint, VarSet_SF 0) and
-/// 712 (watt-var: 2 curves of 4 points, curve 1 read-only).
+/// 712 (watt-var: 2 curves of 4 points, curve 1 read-only) and 131 (watt-PF, the same).
 fn site_704() -> serde_json::Value {
     let mut site = site();
     // Only these two: every inverter must offer a mode for csipd to take it.
@@ -283,13 +285,15 @@ fn site_704() -> serde_json::Value {
                                "VarSet_SF": 0, "PFWInj.PF": 100, "PFWAbs.PF": 100}},
         {"id": 712, "values": {"Ena": 0, "AdptCrvReq": 0, "AdptCrvRslt": 1, "NPt": 4,
                                "NCrv": 2, "W_SF": 0, "DeptRef_SF": 0,
-                               "Crv[0].ReadOnly": 1, "Crv[1].ReadOnly": 0}}
+                               "Crv[0].ReadOnly": 1, "Crv[1].ReadOnly": 0}},
+        {"id": 131, "values": {"ActCrv": 1, "ModEna": 0, "NCrv": 2, "NPt": 4, "W_SF": 0,
+                               "PF_SF": -2, "curve[0].ReadOnly": 1, "curve[1].ReadOnly": 0}}
     ]);
     site
 }
 
 #[test]
-fn the_utility_target_var_and_watt_var_reach_the_inverter_models_704_and_712() {
+fn the_utility_target_var_watt_var_and_watt_pf_reach_models_704_712_and_131() {
     let dir = temp_dir("runtime-target-var");
     let (key, cert, lfdi, sfdi) = selfsigned_identity(&dir, "csipd-target-var-test");
     let peer = start_peer("runtime-target-var", &site_704(), None);
@@ -298,12 +302,16 @@ fn the_utility_target_var_and_watt_var_reach_the_inverter_models_704_and_712() {
     control.exp_lim_w = Some(1500);
     control.target_var = Some((-150, 1));
     control.watt_var = Some(WV.into());
+    control.watt_pf = Some(WPF.into());
     let server = ScriptedServer::start(Scenario {
         lfdi,
         sfdi,
         fsas: vec![vec![Program {
             default_exp_lim_w: Some(3000),
-            curves: vec![watt_var_curve_xml(WV, "WVC")],
+            curves: vec![
+                watt_var_curve_xml(WV, "WVC"),
+                watt_pf_curve_xml(WPF, "WPFC"),
+            ],
             controls: vec![control],
             ..Program::default()
         }]],
@@ -380,14 +388,35 @@ fn the_utility_target_var_and_watt_var_reach_the_inverter_models_704_and_712() {
             .iter()
             .any(|i| i.mode == "opModWattVar" && i.value.starts_with("4 points -100.0 %W → 30 %"))
     });
+    // The watt-PF curve on 131: ActPt 3, then W and PF (PF_SF -2) pairs, the last
+    // 0.90 absorbing (negative).
+    let wpf = vec![3, 0, 100, 50, 100, 100, u64::from((-90i16) as u16)];
+    wait_until(
+        Duration::from_secs(60),
+        "the watt-PF curve written to 131",
+        || inverter_writes(&peer).iter().any(|(_, v)| *v == wpf),
+    );
+    let writes = inverter_writes(&peer);
+    let at = writes.iter().position(|(_, v)| *v == wpf).unwrap();
+    let m131 = writes[at].0 - 66;
+    assert_eq!(
+        &writes[at..at + 3],
+        &[
+            (m131 + 66, wpf.clone()),
+            (m131 + 2, vec![2]),
+            (m131 + 3, vec![1])
+        ]
+    );
     // DERCapability claims opModTargetVar (bit 21) once the inverter was read.
     assert!(
         server.wait_for(Duration::from_secs(60), |r| r.iter().any(|r| r.path
             == "/edev/1/der/1/dercap"
             && element_text(&r.body, "modesSupported")
                 .and_then(|m| u32::from_str_radix(&m, 16).ok())
-                .is_some_and(|m| m & (1 << 21 | 1 << 26) == 1 << 21 | 1 << 26))),
-        "no DERCapability claiming opModTargetVar and opModWattVar"
+                .is_some_and(
+                    |m| m & (1 << 21 | 1 << 25 | 1 << 26) == 1 << 21 | 1 << 25 | 1 << 26
+                ))),
+        "no DERCapability claiming opModTargetVar, opModWattPF and opModWattVar"
     );
     assert_eq!(
         inverter_writes(&peer)
@@ -403,7 +432,9 @@ fn the_utility_target_var_and_watt_var_reach_the_inverter_models_704_and_712() {
         "the target and watt-var switched off when the control ended",
         || {
             let w = inverter_writes(&peer);
-            w.contains(&(model + 35, vec![0])) && w.contains(&(m712 + 2, vec![0]))
+            w.contains(&(model + 35, vec![0]))
+                && w.contains(&(m712 + 2, vec![0]))
+                && w.contains(&(m131 + 3, vec![0]))
         },
     );
     run.terminate();

@@ -220,6 +220,8 @@ pub struct UtilityControls {
     pub target_var: Option<Sourced<f64>>,
     /// opModWattVar: the watt-var curve (SunSpec 712).
     pub watt_var: Option<Sourced<Curve>>,
+    /// opModWattPF: the watt-PF curve (SunSpec 131).
+    pub watt_pf: Option<Sourced<Curve>>,
 }
 
 /// The inverter settings in force (curves, power factor, var level), plain values
@@ -237,13 +239,14 @@ pub struct InverterSettings {
     /// opModTargetVar, var, positive injects.
     pub target_var: Option<f64>,
     pub watt_var: Option<Curve>,
+    pub watt_pf: Option<Curve>,
 }
 
 impl InverterSettings {
     /// The modes it covers, in order.
     /// opModTargetVar comes after opModFixedVar: on a 704 inverter, which has one
     /// reactive power setpoint, the target holds it when the utility sets both.
-    pub const MODES: [ControlMode; 7] = [
+    pub const MODES: [ControlMode; 8] = [
         ControlMode::VoltVar,
         ControlMode::VoltWatt,
         ControlMode::FixedPFInjectW,
@@ -251,6 +254,7 @@ impl InverterSettings {
         ControlMode::FixedVar,
         ControlMode::TargetVar,
         ControlMode::WattVar,
+        ControlMode::WattPF,
     ];
 }
 
@@ -258,7 +262,7 @@ impl InverterSettings {
 /// 44 %, …, 110 %V → -60 %`, `cos φ 0.950 absorbing vars`, `-25.00 % of setMaxVar`.
 pub fn curve_text(c: &Curve) -> String {
     // A watt-var curve's x is active power in % of WMax.
-    let x = if c.mode == ControlMode::WattVar {
+    let x = if matches!(c.mode, ControlMode::WattVar | ControlMode::WattPF) {
         "%W"
     } else {
         "%V"
@@ -347,6 +351,7 @@ impl fmt::Display for UtilityControls {
         });
         item(&mut parts, "target var", &self.target_var, target_var_text);
         item(&mut parts, "watt-var", &self.watt_var, curve_text);
+        item(&mut parts, "watt-PF", &self.watt_pf, curve_text);
         if let Some(g) = self.set_grad_w {
             parts.push(format!("ramp {:.2} %/s of setMaxW", f64::from(g) / 100.0));
         }
@@ -449,6 +454,7 @@ impl UtilityControls {
                     _ => None,
                 }),
             watt_var: curve(ControlMode::WattVar),
+            watt_pf: curve(ControlMode::WattPF),
             target_var: active
                 .get(ControlMode::TargetVar)
                 .and_then(|a| match a.value {
@@ -470,6 +476,7 @@ impl UtilityControls {
             fixed_var_pct: self.fixed_var_pct.as_ref().map(|c| c.value),
             target_var: self.target_var.as_ref().map(|c| c.value),
             watt_var: self.watt_var.as_ref().map(|c| c.value.clone()),
+            watt_pf: self.watt_pf.as_ref().map(|c| c.value.clone()),
         }
     }
 }

@@ -552,7 +552,9 @@ impl std::error::Error for CurveError {}
 /// list, the wrong curveType (11 volt-var, 12 volt-watt, 14 watt-var), a yRefType the
 /// mode does not allow (volt-var: %setMaxW, %setMaxVar, %statVarAvail; volt-watt:
 /// %setMaxW, %statWAvail; watt-var: %setMaxVar, %statVarAvail; its x is % of setMaxW),
-/// no points.
+/// no points. A watt-PF curve (13) has x in % of setMaxW and y a power factor
+/// (yvalue × 10^yMultiplier with each point's excitation), resolved into y_pct as cos φ
+/// in percent, negative when absorbing vars, and DeptRef 0 (none).
 pub fn curve_for(
     mode: crate::schedule::ControlMode,
     href: &str,
@@ -599,6 +601,9 @@ pub fn curve_for(
                 _ => None,
             },
         ),
+        // y is a power factor (displacement, its excitation per point): no yRefType
+        // applies, and SunSpec 131 has no DeptRef.
+        ControlMode::WattPF => (13, Some(0)),
         other => return Err(err(format!("{} is not a curve mode", other.name()))),
     };
     if curve.curve_type != curve_type {
@@ -618,7 +623,7 @@ pub fn curve_for(
     }
     // vRef scales a voltage axis only; a watt-var x is % of setMaxW.
     let v_ref = match mode {
-        ControlMode::WattVar => 1.0,
+        ControlMode::WattVar | ControlMode::WattPF => 1.0,
         _ => curve.v_ref.map_or(1.0, |v| f64::from(v) / 10_000.0),
     };
     let x_scale = 10f64.powi(i32::from(curve.x_multiplier)) * v_ref;
@@ -630,7 +635,15 @@ pub fn curve_for(
             .iter()
             .map(|d| CurvePoint {
                 v_pct: f64::from(d.xvalue) * x_scale,
-                y_pct: f64::from(d.yvalue) * y_scale,
+                y_pct: match mode {
+                    // cos φ in percent, negative when absorbing vars (under-excited:
+                    // CurveData excitation true), as SunSpec 131's signed PF.
+                    ControlMode::WattPF => {
+                        let pf = f64::from(d.yvalue) * y_scale * 100.0;
+                        if d.excitation == Some(true) { -pf } else { pf }
+                    }
+                    _ => f64::from(d.yvalue) * y_scale,
+                },
             })
             .collect(),
         dept_ref,
@@ -727,5 +740,33 @@ mod curve_tests {
         wv.y_ref_type = 1;
         let e = curve_for(ControlMode::WattVar, "/derp/1/dc/1", &[wv]).unwrap_err();
         assert!(e.to_string().contains("yRefType 1"), "{e}");
+    }
+
+    /// A watt-PF curve (curveType 13): y a power factor, negative where the point's
+    /// excitation is true (absorbing vars).
+    #[test]
+    fn a_watt_pf_curve_carries_its_excitation_as_the_sign() {
+        let mut wpf = volt_var();
+        wpf.curve_type = 13;
+        wpf.x_multiplier = 0;
+        wpf.y_multiplier = -2;
+        wpf.curve_data = [
+            (0, 100, None),
+            (50, 100, Some(false)),
+            (100, 90, Some(true)),
+        ]
+        .into_iter()
+        .map(|(x, y, excitation)| CurveData {
+            excitation,
+            xvalue: x,
+            yvalue: y,
+        })
+        .collect();
+        let curve = curve_for(ControlMode::WattPF, "/derp/1/dc/1", &[wpf]).unwrap();
+        assert_eq!(curve.dept_ref, 0);
+        let pts: Vec<(f64, f64)> = curve.points.iter().map(|p| (p.v_pct, p.y_pct)).collect();
+        assert_eq!(pts, vec![(0.0, 100.0), (50.0, 100.0), (100.0, -90.0)]);
+        let e = curve_for(ControlMode::WattPF, "/derp/1/dc/1", &[volt_var()]).unwrap_err();
+        assert!(e.to_string().contains("curveType 11 where 13"), "{e}");
     }
 }

@@ -128,7 +128,7 @@ fn power(p: Option<crate::sep2::ActivePower>) -> Option<schedule::ActivePower> {
 }
 
 /// The modes of a DERControlBase the scheduler handles. opModVoltVar / opModVoltWatt /
-/// opModWattVar are resolved in `curves` (the program's DERCurveList, [`curve_for`]); a link that
+/// opModWattVar / opModWattPF are resolved in `curves` (the program's DERCurveList, [`curve_for`]); a link that
 /// does not resolve (the list not read yet, the curve missing or unusable) leaves its
 /// mode out, and the reason is pushed to `problems`.
 pub fn control_set(
@@ -146,6 +146,7 @@ pub fn control_set(
         volt_var: curve(ControlMode::VoltVar, &base.op_mod_volt_var),
         volt_watt: curve(ControlMode::VoltWatt, &base.op_mod_volt_watt),
         watt_var: curve(ControlMode::WattVar, &base.op_mod_watt_var),
+        watt_pf: curve(ControlMode::WattPF, &base.op_mod_watt_pf),
         fixed_pf_inject_w: base.op_mod_fixed_pf_inject_w,
         fixed_pf_absorb_w: base.op_mod_fixed_pf_absorb_w,
         fixed_var: base.op_mod_fixed_var,

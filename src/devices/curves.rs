@@ -30,8 +30,13 @@ const N_CRV: usize = 7;
 const N_PT: usize = 8;
 const V_SF: usize = 9;
 const DEPT_REF_SF: usize = 10;
-/// Within a curve.
+/// Within a curve (126, 132; 131 has no DeptRef and a Pad last: [`read_only`]).
 const READ_ONLY: usize = 53;
+
+/// `ReadOnly` within a curve of `model`.
+fn read_only(model: u16) -> usize {
+    if model == 131 { 52 } else { READ_ONLY }
+}
 /// SunSpec allows up to 20 points per curve in these models.
 const MAX_POINTS: usize = 20;
 
@@ -39,6 +44,7 @@ const MAX_POINTS: usize = 20;
 fn y_name(mode: ControlMode) -> &'static str {
     match mode {
         ControlMode::VoltWatt => "W",
+        ControlMode::WattPF => "PF",
         _ => "VAr",
     }
 }
@@ -49,25 +55,28 @@ pub fn wanted_model(mode: ControlMode) -> &'static str {
         ControlMode::VoltVar => "volt-var (126 or 705)",
         ControlMode::VoltWatt => "volt-watt (132 or 706)",
         ControlMode::WattVar => "watt-var (712)",
-        _ => "a curve model (126, 132, 705, 706 or 712)",
+        ControlMode::WattPF => "watt-PF (131)",
+        _ => "a curve model (126, 131, 132, 705, 706 or 712)",
     }
 }
 
 /// The SunSpec models that carry a curve mode, in order of preference: volt-var 705
 /// then 126, volt-watt 706 then 132, watt-var 712 (the 1xx series has no watt-var
-/// model); none for the other modes.
+/// model), watt-PF 131 (the 7xx series has no watt-PF model); none for the other modes.
 pub fn curve_models(mode: ControlMode) -> &'static [u16] {
     match mode {
         ControlMode::VoltVar => &[705, 126],
         ControlMode::VoltWatt => &[706, 132],
         ControlMode::WattVar => &[712],
+        ControlMode::WattPF => &[131],
         _ => &[],
     }
 }
 
-/// One point: voltage in % of the reference voltage (for a watt-var curve: active
-/// power in % of WMax, signed, negative absorbing), the dependent value in % of the
-/// curve's [`Curve::dept_ref`] quantity.
+/// One point: voltage in % of the reference voltage (for a watt-var or watt-PF curve:
+/// active power in % of WMax, signed, negative absorbing), the dependent value in % of
+/// the curve's [`Curve::dept_ref`] quantity (for watt-PF: cos φ in percent, negative
+/// when absorbing vars, as SunSpec 131's signed PF).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CurvePoint {
     pub v_pct: f64,
@@ -78,12 +87,13 @@ pub struct CurvePoint {
 /// opModVoltVar / opModVoltWatt value of the active controls (stored with them).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Curve {
-    /// [`ControlMode::VoltVar`], [`ControlMode::VoltWatt`] or [`ControlMode::WattVar`].
+    /// [`ControlMode::VoltVar`], [`ControlMode::VoltWatt`], [`ControlMode::WattVar`] or
+    /// [`ControlMode::WattPF`].
     pub mode: ControlMode,
     /// In increasing voltage (watt-var: active power), 1 to 20 of them.
     pub points: Vec<CurvePoint>,
     /// SunSpec `DeptRef`: model 126 1 %WMax, 2 %VArMax, 3 %VArAval; model 132 1 %WMax,
-    /// 2 %WAval.
+    /// 2 %WAval; 0 for watt-PF (model 131 has none).
     pub dept_ref: u16,
 }
 
@@ -212,32 +222,49 @@ pub fn plan_curve(
     // The first curve the inverter lets us write (ReadOnly 1 = READONLY; a
     // not-implemented ReadOnly counts as writable).
     let index = (0..n_crv)
-        .find(|i| b.u16(FIXED_LEN + i * CURVE_LEN + READ_ONLY) != Some(1))
+        .find(|i| b.u16(FIXED_LEN + i * CURVE_LEN + read_only(model)) != Some(1))
         .ok_or_else(|| SunSpecError::OutOfRange {
             what: format!("model {model} has no writable curve ({n_crv} curves, all read-only)"),
         })?;
     let start = FIXED_LEN + index * CURVE_LEN;
     let (v_sf, y_sf) = (b.sf(V_SF), b.sf(DEPT_REF_SF));
-    let mut values = vec![n as u16, curve.dept_ref];
-    values.extend(raw_points(model, curve, v_sf, y_sf, false)?);
+    let mut values = vec![n as u16];
+    if model == 131 {
+        // No DeptRef; W signed (% of WMax, W_SF), PF a signed cos φ (PF_SF).
+        let as_pf = Curve {
+            points: curve
+                .points
+                .iter()
+                .map(|p| CurvePoint {
+                    v_pct: p.v_pct,
+                    y_pct: p.y_pct / 100.0,
+                })
+                .collect(),
+            ..curve.clone()
+        };
+        values.extend(raw_points(model, &as_pf, v_sf, y_sf, true)?);
+    } else {
+        values.push(curve.dept_ref);
+        values.extend(raw_points(model, curve, v_sf, y_sf, false)?);
+    }
     let w = |off: usize, values: Vec<u16>, point| RegisterWrite {
         address: ctl.addr(off as u16),
         values,
         point,
     };
     Ok(vec![
-        w(start, values, "ActPt+DeptRef+curve points"),
+        w(start, values, "ActPt+DeptRef (not 131)+curve points"),
         w(ACT_CRV, vec![index as u16 + 1], "ActCrv"),
         w(MOD_ENA, vec![1], "ModEna"),
     ])
 }
 
-/// The write that turns a 126/132 mode off: `ModEna` bit 0 cleared (the curves stay as
+/// The write that turns a 126/131/132 mode off: `ModEna` bit 0 cleared (the curves stay as
 /// they are, so the factory curve is not lost).
 pub fn plan_clear(ctl: &ModelRef, regs: &[u16]) -> Result<Vec<RegisterWrite>, SunSpecError> {
-    if !matches!(ctl.id, 126 | 132) {
+    if !matches!(ctl.id, 126 | 131 | 132) {
         return Err(SunSpecError::OutOfRange {
-            what: format!("model {} is not a 126/132 curve model", ctl.id),
+            what: format!("model {} is not a 126/131/132 curve model", ctl.id),
         });
     }
     let b = Block::new(ctl.id, regs);
@@ -267,6 +294,17 @@ pub fn decode_curve(model: u16, regs: &[u16]) -> Option<CurveState> {
     }
     let start = FIXED_LEN + usize::from(active - 1) * CURVE_LEN;
     let act_pt = usize::from(b.u16(start)?).min(MAX_POINTS);
+    if model == 131 {
+        // W1, PF1, …: signed W, PF as cos φ (back to percent).
+        state.dept_ref = Some(0);
+        for i in 0..act_pt {
+            state.points.push(CurvePoint {
+                v_pct: b.scaled_i16(start + 1 + 2 * i, V_SF)?,
+                y_pct: b.scaled_i16(start + 2 + 2 * i, DEPT_REF_SF)? * 100.0,
+            });
+        }
+        return Some(state);
+    }
     state.dept_ref = b.u16(start + 1);
     for i in 0..act_pt {
         state.points.push(CurvePoint {
@@ -387,5 +425,55 @@ mod tests {
                 .to_string()
                 .contains("read-only")
         );
+    }
+
+    /// Watt-PF on 131: no DeptRef, signed W and PF, ReadOnly at 52.
+    #[test]
+    fn a_watt_pf_curve_goes_to_131_without_dept_ref() {
+        let mut regs = vec![0u16; FIXED_LEN + 2 * CURVE_LEN];
+        regs[0] = 131;
+        regs[N_CRV] = 2;
+        regs[N_PT] = 4;
+        regs[V_SF] = 0;
+        regs[DEPT_REF_SF] = (-2i16) as u16;
+        regs[FIXED_LEN + 52] = 1;
+        let ctl = ModelRef {
+            id: 131,
+            start: 500,
+            len: regs.len() as u16 - 2,
+        };
+        let curve = Curve {
+            mode: ControlMode::WattPF,
+            points: [(0.0, 100.0), (50.0, 100.0), (100.0, -90.0)]
+                .into_iter()
+                .map(|(v_pct, y_pct)| CurvePoint { v_pct, y_pct })
+                .collect(),
+            dept_ref: 0,
+        };
+        let w = plan_curve(&ctl, &regs, &curve).unwrap();
+        let c2 = 500 + (FIXED_LEN + CURVE_LEN) as u16;
+        assert_eq!(w[0].address, c2);
+        assert_eq!(
+            w[0].values,
+            vec![3, 0, 100, 50, 100, 100, (-90i16) as u16],
+            "ActPt, then W and PF pairs (PF_SF -2)"
+        );
+        assert_eq!((w[1].address, &w[1].values), (502, &vec![2]));
+        assert_eq!((w[2].address, &w[2].values), (503, &vec![1]));
+        for x in &w {
+            let off = usize::from(x.address - 500);
+            regs[off..off + x.values.len()].copy_from_slice(&x.values);
+        }
+        let st = decode_curve(131, &regs).unwrap();
+        assert!(st.enabled);
+        assert_eq!(st.active_curve, 2);
+        assert_eq!(st.points, curve.points);
+        // A volt-var curve is not 131's.
+        let mut vv = curve.clone();
+        vv.mode = ControlMode::VoltVar;
+        assert!(plan_curve(&ctl, &regs, &vv).is_err());
+        // Curve 2 read-only too: nowhere to write.
+        regs[FIXED_LEN + CURVE_LEN + 52] = 1;
+        assert!(plan_curve(&ctl, &regs, &curve).is_err());
     }
 }

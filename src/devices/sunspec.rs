@@ -130,16 +130,17 @@ pub struct SunSpecMap {
 
 /// Whether a device with models `ids` lets csipd apply `mode` (a DER function beyond
 /// the limits): opModVoltVar with 126 or 705, opModVoltWatt with 132 or 706,
-/// opModWattVar with 712,
+/// opModWattVar with 712, opModWattPF with 131,
 /// opModFixedPFInjectW and opModFixedVar with 123 or 704, opModFixedPFAbsorbW with
 /// 704 (123 has no setting while absorbing), opModTargetVar with 704 (123 has no
 /// setting in var). False for every other mode: the limits,
 /// connect and storage modes are answered by [`Controls`] and the coordinator.
 pub fn models_offer(ids: &[u16], mode: ControlMode) -> bool {
     let models: &[u16] = match mode {
-        ControlMode::VoltVar | ControlMode::VoltWatt | ControlMode::WattVar => {
-            super::curves::curve_models(mode)
-        }
+        ControlMode::VoltVar
+        | ControlMode::VoltWatt
+        | ControlMode::WattVar
+        | ControlMode::WattPF => super::curves::curve_models(mode),
         ControlMode::FixedPFInjectW | ControlMode::FixedPFAbsorbW => {
             super::reactive::pf_models(mode)
         }

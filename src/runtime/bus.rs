@@ -582,6 +582,7 @@ fn setting_eq(mode: ControlMode, a: &InverterSettings, b: &InverterSettings) -> 
         ControlMode::FixedVar => a.fixed_var_pct == b.fixed_var_pct,
         ControlMode::TargetVar => a.target_var == b.target_var,
         ControlMode::WattVar => a.watt_var == b.watt_var,
+        ControlMode::WattPF => a.watt_pf == b.watt_pf,
         _ => true,
     }
 }
@@ -595,6 +596,7 @@ fn copy_setting(mode: ControlMode, from: &InverterSettings, to: &mut InverterSet
         ControlMode::FixedVar => to.fixed_var_pct = from.fixed_var_pct,
         ControlMode::TargetVar => to.target_var = from.target_var,
         ControlMode::WattVar => to.watt_var = from.watt_var.clone(),
+        ControlMode::WattPF => to.watt_pf = from.watt_pf.clone(),
         _ => {}
     }
 }
@@ -629,6 +631,7 @@ async fn write_setting(
         ControlMode::VoltVar => Some(&wanted.volt_var),
         ControlMode::VoltWatt => Some(&wanted.volt_watt),
         ControlMode::WattVar => Some(&wanted.watt_var),
+        ControlMode::WattPF => Some(&wanted.watt_pf),
         _ => None,
     };
     let pf = match mode {

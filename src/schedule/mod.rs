@@ -81,11 +81,14 @@ pub enum ControlMode {
     /// opModWattVar: reactive power follows active power along a DERCurve (curveType
     /// 14), linked by DERCurveLink. SunSpec model 712 (the 1xx series has none).
     WattVar,
+    /// opModWattPF: the power factor follows active power along a DERCurve (curveType
+    /// 13), linked by DERCurveLink. SunSpec model 131 (no 7xx model carries it).
+    WattPF,
 }
 
 impl ControlMode {
     /// Every mode, in output order.
-    pub const ALL: [ControlMode; 16] = [
+    pub const ALL: [ControlMode; 17] = [
         ControlMode::ExpLimW,
         ControlMode::ImpLimW,
         ControlMode::GenLimW,
@@ -102,6 +105,7 @@ impl ControlMode {
         ControlMode::FixedVar,
         ControlMode::TargetVar,
         ControlMode::WattVar,
+        ControlMode::WattPF,
     ];
 
     /// The 2030.5 / CSIP-AUS element name.
@@ -123,22 +127,24 @@ impl ControlMode {
             ControlMode::FixedVar => "opModFixedVar",
             ControlMode::TargetVar => "opModTargetVar",
             ControlMode::WattVar => "opModWattVar",
+            ControlMode::WattPF => "opModWattPF",
         }
     }
 
     /// The SunSpec 1xx-series model that carries a curve mode (126 volt-var, 132
-    /// volt-watt); `None` for the other modes.
+    /// volt-watt, 131 watt-PF); `None` for the other modes.
     pub fn curve_model(self) -> Option<u16> {
         match self {
             ControlMode::VoltVar => Some(126),
             ControlMode::VoltWatt => Some(132),
+            ControlMode::WattPF => Some(131),
             _ => None,
         }
     }
 
     /// A mode the inverters run themselves once set (a curve, a power factor, a var
     /// level: opModVoltVar, VoltWatt, FixedPFInjectW, FixedPFAbsorbW, FixedVar,
-    /// TargetVar, WattVar), as
+    /// TargetVar, WattVar, WattPF), as
     /// opposed to the limits and targets the coordinator's control law holds.
     pub fn is_inverter_setting(self) -> bool {
         matches!(
@@ -150,6 +156,7 @@ impl ControlMode {
                 | ControlMode::FixedVar
                 | ControlMode::TargetVar
                 | ControlMode::WattVar
+                | ControlMode::WattPF
         )
     }
 
@@ -167,6 +174,7 @@ impl ControlMode {
             ControlMode::MaxLimW => 20,
             ControlMode::TargetVar => 21,
             ControlMode::WattVar => 26,
+            ControlMode::WattPF => 25,
             ControlMode::VoltVar => 23,
             ControlMode::VoltWatt => 24,
             ControlMode::ExpLimW
@@ -219,7 +227,7 @@ pub enum ModeValue {
     HundredthsPct(u16),
     /// opModFixedW: SignedPerCent, hundredths of a percent (negative = charge / consume).
     SignedHundredthsPct(i16),
-    /// opModVoltVar / opModVoltWatt / opModWattVar: the DERCurve the control links, already resolved
+    /// opModVoltVar / opModVoltWatt / opModWattVar / opModWattPF: the DERCurve the control links, already resolved
     /// in the program's DERCurveList by the engine (`csip::derp::curve_for`).
     Curve(Curve),
     /// opModFixedPFInjectW / opModFixedPFAbsorbW.
@@ -281,6 +289,9 @@ pub struct ControlSet {
     /// opModWattVar: the linked DERCurve, resolved (curveType 14).
     #[serde(default)]
     pub watt_var: Option<Curve>,
+    /// opModWattPF: the linked DERCurve, resolved (curveType 13).
+    #[serde(default)]
+    pub watt_pf: Option<Curve>,
 }
 
 impl ControlSet {
@@ -305,6 +316,7 @@ impl ControlSet {
             ControlMode::FixedVar => self.fixed_var.map(ModeValue::FixedVar),
             ControlMode::TargetVar => self.target_var.map(ModeValue::ReactivePower),
             ControlMode::WattVar => self.watt_var.clone().map(ModeValue::Curve),
+            ControlMode::WattPF => self.watt_pf.clone().map(ModeValue::Curve),
         }
     }
 
@@ -327,6 +339,7 @@ impl ControlSet {
             ControlMode::FixedVar => self.fixed_var.is_some(),
             ControlMode::TargetVar => self.target_var.is_some(),
             ControlMode::WattVar => self.watt_var.is_some(),
+            ControlMode::WattPF => self.watt_pf.is_some(),
         }
     }
 
@@ -349,6 +362,7 @@ impl ControlSet {
             ControlMode::FixedVar => self.fixed_var = None,
             ControlMode::TargetVar => self.target_var = None,
             ControlMode::WattVar => self.watt_var = None,
+            ControlMode::WattPF => self.watt_pf = None,
         }
     }
 
@@ -438,15 +452,28 @@ impl ControlSet {
                 ));
             }
         }
-        for curve in [&self.volt_var, &self.volt_watt, &self.watt_var]
-            .into_iter()
-            .flatten()
+        for curve in [
+            &self.volt_var,
+            &self.volt_watt,
+            &self.watt_var,
+            &self.watt_pf,
+        ]
+        .into_iter()
+        .flatten()
         {
             let name = curve.mode.name();
             if curve.points.is_empty() {
                 return Some(format!("{name}: the curve has no points"));
             }
-            let x = if curve.mode == ControlMode::WattVar {
+            if curve.mode == ControlMode::WattPF
+                && curve
+                    .points
+                    .iter()
+                    .any(|p| !(-100.0..=100.0).contains(&p.y_pct))
+            {
+                return Some(format!("{name}: a power factor is outside 0..=1"));
+            }
+            let x = if matches!(curve.mode, ControlMode::WattVar | ControlMode::WattPF) {
                 "active powers"
             } else {
                 "voltages"
@@ -1823,6 +1850,11 @@ mod inverter_setting_tests {
         let back: ActiveControls = serde_json::from_value(json.clone()).unwrap();
         assert_eq!(back, out.active);
         let mut old = json;
+        let mut before_watt_pf = old.clone();
+        before_watt_pf["modes"].as_array_mut().unwrap().truncate(16);
+        let b: ActiveControls =
+            serde_json::from_value(before_watt_pf).expect("a 16-mode array loads");
+        assert!(b.get(ControlMode::WattPF).is_none());
         let mut before_watt_var = old.clone();
         before_watt_var["modes"]
             .as_array_mut()

@@ -255,7 +255,7 @@ pub struct ActiveLimit {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InverterSetting {
     /// The 2030.5 mode: `opModVoltVar`, `opModVoltWatt`, `opModFixedPFInjectW`,
-    /// `opModFixedPFAbsorbW`, `opModFixedVar`, `opModTargetVar`, `opModWattVar`.
+    /// `opModFixedPFAbsorbW`, `opModFixedVar`, `opModTargetVar`, `opModWattVar`, `opModWattPF`.
     pub mode: String,
     /// What it sets, in words (`4 points 90.4 %V → 44 %, …`, `cos φ 0.950 injecting
     /// vars`, `-25.00 % of setMaxVar`, `-1500 var (absorbing)`).
@@ -306,6 +306,7 @@ impl InverterSetting {
         });
         one(&mut out, M::TargetVar, &utility.target_var, target_var_text);
         one(&mut out, M::WattVar, &utility.watt_var, curve_text);
+        one(&mut out, M::WattPF, &utility.watt_pf, curve_text);
         out
     }
 }

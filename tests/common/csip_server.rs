@@ -59,6 +59,8 @@ pub struct Control {
     pub target_var: Option<(i16, i8)>,
     /// opModWattVar: the DERCurveLink's href.
     pub watt_var: Option<String>,
+    /// opModWattPF: the DERCurveLink's href.
+    pub watt_pf: Option<String>,
     pub response_required: u8,
 }
 
@@ -89,6 +91,7 @@ impl Control {
             volt_var: None,
             target_var: None,
             watt_var: None,
+            watt_pf: None,
             response_required: 3,
         }
     }
@@ -944,6 +947,10 @@ fn control_xml(c: &Control) -> String {
             .as_ref()
             .map(|href| format!(r#"<opModVoltVar href="{href}"/>"#))
             .unwrap_or_default()
+        + &c.watt_pf
+            .as_ref()
+            .map(|href| format!(r#"<opModWattPF href="{href}"/>"#))
+            .unwrap_or_default()
         + &c.watt_var
             .as_ref()
             .map(|href| format!(r#"<opModWattVar href="{href}"/>"#))
@@ -975,6 +982,23 @@ pub fn watt_var_curve_xml(href: &str, mrid_tag: &str) -> String {
         .collect();
     format!(
         r#"<DERCurve href="{href}"><mRID>{}</mRID><description>watt-var</description><creationTime>1700000000</creationTime>{points}<curveType>14</curveType><xMultiplier>0</xMultiplier><yMultiplier>0</yMultiplier><yRefType>2</yRefType></DERCurve>"#,
+        mrid_of(mrid_tag)
+    )
+}
+
+/// A 3-point watt-PF DERCurve (curveType 13): x in % of setMaxW, y a power factor in
+/// hundredths with each point's excitation (the last absorbing vars).
+pub fn watt_pf_curve_xml(href: &str, mrid_tag: &str) -> String {
+    let points: String = [(0, 100, false), (50, 100, false), (100, 90, true)]
+        .iter()
+        .map(|(x, y, e)| {
+            format!(
+                "<CurveData><excitation>{e}</excitation><xvalue>{x}</xvalue><yvalue>{y}</yvalue></CurveData>"
+            )
+        })
+        .collect();
+    format!(
+        r#"<DERCurve href="{href}"><mRID>{}</mRID><description>watt-PF</description><creationTime>1700000000</creationTime>{points}<curveType>13</curveType><xMultiplier>0</xMultiplier><yMultiplier>-2</yMultiplier><yRefType>0</yRefType></DERCurve>"#,
         mrid_of(mrid_tag)
     )
 }

@@ -1787,7 +1787,16 @@ mod inverter_setting_tests {
         };
         let mut down = volt_var(110.0);
         down.volt_var.as_mut().unwrap().points.swap(0, 1);
+        let mut pf_curve = volt_var(110.0);
+        let mut c = pf_curve.volt_var.take().unwrap();
+        c.mode = ControlMode::WattPF;
+        c.points[0].y_pct = 120.0;
+        pf_curve.watt_pf = Some(c);
         let cases = [
+            (
+                pf_curve,
+                Some("opModWattPF: a power factor is outside 0..=1"),
+            ),
             (target(-250, 1), None),
             (target(5, 12), Some("opModTargetVar multiplier 12")),
             (pf(1050, -3), Some("not a power factor")),

@@ -327,3 +327,46 @@ fn a_watt_pf_curve_is_resolved_with_its_excitation() {
     assert_eq!(modes_supported(&h) & (1 << 25 | 1 << 26), 1 << 25);
     assert_all_bodies_valid(&h.server);
 }
+
+/// opModFreqDroop is scheduled where an inverter offers 711 (claimed as bit 8); a
+/// droop of 0 is rejected 253; a site without 711 answers 252.
+#[test]
+fn a_frequency_droop_is_carried_only_where_an_inverter_offers_it() {
+    let mut h = harness(Some(ControlMode::FreqDroop.bit()));
+    let now = h.now_s();
+    h.server.update(|s| {
+        let mut c = Control::new("FD", now + 5, 600);
+        c.freq_droop = Some((150, 150, 50, 40, 100));
+        let mut zero = Control::new("FD0", now + 5, 600);
+        zero.freq_droop = Some((150, 150, 0, 40, 100));
+        s.fsas[0][0].controls.push(c);
+        s.fsas[0][0].controls.push(zero);
+    });
+    assert!(h.run_until(60, |h| statuses(&h.server, "FD").contains(&2)));
+    assert_eq!(statuses(&h.server, "FD"), vec![1, 2]);
+    assert_eq!(statuses(&h.server, "FD0"), vec![253]);
+    let active = last_outcome(&h)
+        .active
+        .get(ControlMode::FreqDroop)
+        .expect("droop active")
+        .clone();
+    let ModeValue::FreqDroop(d) = active.value else {
+        panic!("{:?}", active.value)
+    };
+    assert_eq!((d.db_of, d.k_uf, d.open_loop_tms), (150, 40, 100));
+    assert!(h.run_until(30, |h| has(&h.requests(), "PUT", "/edev/1/der/1/dercap")));
+    assert_eq!(modes_supported(&h) & (1 << 8), 1 << 8);
+    assert_all_bodies_valid(&h.server);
+
+    let mut h = harness(Some(ControlMode::WattPF.bit()));
+    let now = h.now_s();
+    h.server.update(|s| {
+        let mut c = Control::new("FD", now + 5, 600);
+        c.freq_droop = Some((150, 150, 50, 40, 100));
+        s.fsas[0][0].controls.push(c);
+    });
+    assert!(h.run_until(60, |h| statuses(&h.server, "FD").contains(&252)));
+    assert_eq!(statuses(&h.server, "FD"), vec![252]);
+    assert!(h.run_until(30, |h| has(&h.requests(), "PUT", "/edev/1/der/1/dercap")));
+    assert_eq!(modes_supported(&h) & (1 << 8), 0);
+}

@@ -3,7 +3,7 @@
 //! volt-var and volt-watt curves on a 7xx inverter (705/706, with the adoption step),
 //! fixed power factor and fixed var on 123 and 704, the reactive power target
 //! (opModTargetVar) on 704, a watt-var curve on 712 (adopted like 705/706), a watt-PF
-//! curve on 131. The registers are asserted at the
+//! curve on 131, a frequency droop on 711 (adopted like the 7xx curves). The registers are asserted at the
 //! device. (126/132 curves: `devices_sunspec.rs`.)
 
 mod devices_support;
@@ -15,6 +15,7 @@ use csipd::devices::{
     Bus, BusParams, Device, DeviceError, DeviceParams, Excitation, FixedPf, ModelRef,
 };
 use csipd::schedule::ControlMode;
+use csipd::sep2::FreqDroop;
 use devices_support::{PEER_TIMEOUT, start_peer};
 use serde_json::json;
 
@@ -443,6 +444,73 @@ fn a_watt_pf_curve_is_written_to_131() {
         assert!(!st.enabled);
         assert_eq!(writes(&peer)[before..], vec![(m.start + 3, vec![0])]);
         assert_eq!(dev.stats().writes_unconfirmed, 0);
+    });
+}
+
+#[test]
+fn a_frequency_droop_is_adopted_on_711() {
+    let dev711 = json!({"unit": 1, "base": 40000, "models": [
+        {"id": 1, "values": {"Mn": "Droop Co"}},
+        {"id": 701, "values": {"ACType": 3, "St": 1, "InvSt": 3, "ConnSt": 1,
+                               "W": 300, "W_SF": 1, "Var": 0, "Var_SF": 0, "LNV": 2400, "V_SF": -1}},
+        {"id": 711, "values": {"Ena": 0, "AdptCtlReq": 0, "AdptCtlRslt": 1, "NCtl": 2,
+                               "Db_SF": -3, "K_SF": -3, "RspTms_SF": -2,
+                               "Ctl[0].DbOf": 36, "Ctl[0].DbUf": 36, "Ctl[0].KOf": 50,
+                               "Ctl[0].KUf": 50, "Ctl[0].RspTms": 500,
+                               "Ctl[0].ReadOnly": 1, "Ctl[1].ReadOnly": 0}}
+    ]});
+    let peer = start_peer("droop711", &json!({"devices": [dev711]}), None);
+    smol::block_on(async {
+        let mut dev = Device::new(tcp_bus(peer.port), DeviceParams::new("inv7", 1));
+        let map = dev.scan().await.expect("scan").clone();
+        assert!(map.offers(ControlMode::FreqDroop));
+        let m = model(&dev, 711);
+        // ±0.15 Hz dead band, 5 % droop, 1 s open-loop time (2030.5 units).
+        let droop = FreqDroop {
+            db_of: 150,
+            db_uf: 150,
+            k_of: 50,
+            k_uf: 40,
+            open_loop_tms: 100,
+        };
+        let st = dev
+            .set_freq_droop(Some(&droop))
+            .await
+            .expect("droop adopted");
+        assert!(st.enabled);
+        assert_eq!(
+            (st.db_of_hz, st.k_uf, st.rsp_tms_s),
+            (Some(0.15), Some(0.04), Some(1.0))
+        );
+        // 14 registers before the controls, 10 per control: control 2 at 24.
+        let raw = vec![0, 150, 0, 150, 50, 40, 0, 100];
+        assert_eq!(
+            writes(&peer),
+            vec![
+                (m.start + 24, raw.clone()),
+                (m.start + 3, vec![2]), // AdptCtlReq
+                (m.start + 2, vec![1]), // Ena
+            ]
+        );
+        let r = block(&mut dev, m).await;
+        assert_eq!(&r[14..22], &raw[..], "control 1 holds the droop");
+        assert_eq!(r[23], 1, "control 1 still read-only");
+        let before = writes(&peer).len();
+        let st = dev.set_freq_droop(None).await.expect("off");
+        assert!(!st.enabled);
+        assert_eq!(writes(&peer)[before..], vec![(m.start + 2, vec![0])]);
+        // A droop of 0 the inverter refuses: not enabled, said as not adopted.
+        let e = dev
+            .set_freq_droop(Some(&FreqDroop { k_of: 0, ..droop }))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("AdptCrvRslt FAILED") || e.contains("FAILED"),
+            "{e}"
+        );
+        let r = block(&mut dev, m).await;
+        assert_eq!(r[2], 0, "Ena still 0");
     });
 }
 

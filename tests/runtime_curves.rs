@@ -15,7 +15,8 @@
 //! every body csipd sent validates against csipaus-core.xsd. Then the same for
 //! opModTargetVar and opModWattVar on an inverter with models 704 (`VarSet` in var,
 //! `VarSetMod` VARS), 712 (the watt-var curve written, adopted, enabled) and 131
-//! (opModWattPF: the curve written, selected, enabled). Waits are for conditions
+//! (opModWattPF: the curve written, selected, enabled), and opModFreqDroop on 711
+//! (the control written, adopted, enabled). Waits are for conditions
 //! with generous deadlines, never fixed sleeps.
 
 // runtime_common and devices_support each bring tests/support/wait.rs.
@@ -268,7 +269,8 @@ fn the_utility_volt_var_curve_reaches_the_inverter_model_126() {
 
 /// Site meter (unit 1); an inverter (unit 2) with 103, 120, 121, 704 (DER AC
 /// controls: the active power limit and the reactive power setpoint, VarSet_SF 0) and
-/// 712 (watt-var: 2 curves of 4 points, curve 1 read-only) and 131 (watt-PF, the same).
+/// 712 (watt-var: 2 curves of 4 points, curve 1 read-only), 131 (watt-PF, the same)
+/// and 711 (frequency droop: 2 controls, control 1 read-only).
 fn site_704() -> serde_json::Value {
     let mut site = site();
     // Only these two: every inverter must offer a mode for csipd to take it.
@@ -287,13 +289,16 @@ fn site_704() -> serde_json::Value {
                                "NCrv": 2, "W_SF": 0, "DeptRef_SF": 0,
                                "Crv[0].ReadOnly": 1, "Crv[1].ReadOnly": 0}},
         {"id": 131, "values": {"ActCrv": 1, "ModEna": 0, "NCrv": 2, "NPt": 4, "W_SF": 0,
-                               "PF_SF": -2, "curve[0].ReadOnly": 1, "curve[1].ReadOnly": 0}}
+                               "PF_SF": -2, "curve[0].ReadOnly": 1, "curve[1].ReadOnly": 0}},
+        {"id": 711, "values": {"Ena": 0, "AdptCtlReq": 0, "AdptCtlRslt": 1, "NCtl": 2,
+                               "Db_SF": -3, "K_SF": -3, "RspTms_SF": -2,
+                               "Ctl[0].ReadOnly": 1, "Ctl[1].ReadOnly": 0}}
     ]);
     site
 }
 
 #[test]
-fn the_utility_target_var_watt_var_and_watt_pf_reach_models_704_712_and_131() {
+fn the_utility_target_var_watt_var_watt_pf_and_droop_reach_a_7xx_inverter() {
     let dir = temp_dir("runtime-target-var");
     let (key, cert, lfdi, sfdi) = selfsigned_identity(&dir, "csipd-target-var-test");
     let peer = start_peer("runtime-target-var", &site_704(), None);
@@ -303,6 +308,7 @@ fn the_utility_target_var_watt_var_and_watt_pf_reach_models_704_712_and_131() {
     control.target_var = Some((-150, 1));
     control.watt_var = Some(WV.into());
     control.watt_pf = Some(WPF.into());
+    control.freq_droop = Some((150, 150, 50, 40, 100));
     let server = ScriptedServer::start(Scenario {
         lfdi,
         sfdi,
@@ -407,6 +413,25 @@ fn the_utility_target_var_watt_var_and_watt_pf_reach_models_704_712_and_131() {
             (m131 + 3, vec![1])
         ]
     );
+    // The droop on 711: control 2 (14 + 10 registers in) DbOf, DbUf (uint32, mHz),
+    // KOf, KUf (thousandths), RspTms (hundredths of s); AdptCtlReq 2; Ena 1.
+    let droop = vec![0, 150, 0, 150, 50, 40, 0, 100];
+    wait_until(Duration::from_secs(60), "the droop written to 711", || {
+        inverter_writes(&peer).iter().any(|(_, v)| *v == droop)
+    });
+    let writes = inverter_writes(&peer);
+    let at = writes.iter().position(|(_, v)| *v == droop).unwrap();
+    let m711 = writes[at].0 - 24;
+    wait_until(Duration::from_secs(60), "the droop enabled", || {
+        inverter_writes(&peer).contains(&(m711 + 2, vec![1]))
+    });
+    assert!(inverter_writes(&peer).contains(&(m711 + 3, vec![2])));
+    wait_for(&url, Duration::from_secs(30), "droop in status", |s| {
+        s.inverter_settings.iter().any(|i| {
+            i.mode == "opModFreqDroop"
+                && i.value == "dead band +0.150/-0.150 Hz, droop 0.050/0.040, 1.00 s"
+        })
+    });
     // DERCapability claims opModTargetVar (bit 21) once the inverter was read.
     assert!(
         server.wait_for(Duration::from_secs(60), |r| r.iter().any(|r| r.path
@@ -435,6 +460,7 @@ fn the_utility_target_var_watt_var_and_watt_pf_reach_models_704_712_and_131() {
             w.contains(&(model + 35, vec![0]))
                 && w.contains(&(m712 + 2, vec![0]))
                 && w.contains(&(m131 + 3, vec![0]))
+                && w.contains(&(m711 + 2, vec![0]))
         },
     );
     run.terminate();

@@ -222,6 +222,8 @@ pub struct UtilityControls {
     pub watt_var: Option<Sourced<Curve>>,
     /// opModWattPF: the watt-PF curve (SunSpec 131).
     pub watt_pf: Option<Sourced<Curve>>,
+    /// opModFreqDroop (SunSpec 711), in 2030.5's units.
+    pub freq_droop: Option<Sourced<crate::sep2::FreqDroop>>,
 }
 
 /// The inverter settings in force (curves, power factor, var level), plain values
@@ -240,13 +242,14 @@ pub struct InverterSettings {
     pub target_var: Option<f64>,
     pub watt_var: Option<Curve>,
     pub watt_pf: Option<Curve>,
+    pub freq_droop: Option<crate::sep2::FreqDroop>,
 }
 
 impl InverterSettings {
     /// The modes it covers, in order.
     /// opModTargetVar comes after opModFixedVar: on a 704 inverter, which has one
     /// reactive power setpoint, the target holds it when the utility sets both.
-    pub const MODES: [ControlMode; 8] = [
+    pub const MODES: [ControlMode; 9] = [
         ControlMode::VoltVar,
         ControlMode::VoltWatt,
         ControlMode::FixedPFInjectW,
@@ -255,6 +258,7 @@ impl InverterSettings {
         ControlMode::TargetVar,
         ControlMode::WattVar,
         ControlMode::WattPF,
+        ControlMode::FreqDroop,
     ];
 }
 
@@ -273,6 +277,18 @@ pub fn curve_text(c: &Curve) -> String {
         .map(|p| format!("{:.1} {x} → {} %", p.v_pct, p.y_pct))
         .collect();
     format!("{} points {}", c.points.len(), points.join(", "))
+}
+
+/// See [`curve_text`]: `dead band +0.150/-0.150 Hz, droop 0.050/0.050, 1.00 s`.
+pub fn freq_droop_text(d: &crate::sep2::FreqDroop) -> String {
+    format!(
+        "dead band +{:.3}/-{:.3} Hz, droop {:.3}/{:.3}, {:.2} s",
+        f64::from(d.db_of) / 1000.0,
+        f64::from(d.db_uf) / 1000.0,
+        f64::from(d.k_of) / 1000.0,
+        f64::from(d.k_uf) / 1000.0,
+        f64::from(d.open_loop_tms) / 100.0
+    )
 }
 
 /// See [`curve_text`]: `-1500 var (absorbing)`.
@@ -352,6 +368,7 @@ impl fmt::Display for UtilityControls {
         item(&mut parts, "target var", &self.target_var, target_var_text);
         item(&mut parts, "watt-var", &self.watt_var, curve_text);
         item(&mut parts, "watt-PF", &self.watt_pf, curve_text);
+        item(&mut parts, "freq droop", &self.freq_droop, freq_droop_text);
         if let Some(g) = self.set_grad_w {
             parts.push(format!("ramp {:.2} %/s of setMaxW", f64::from(g) / 100.0));
         }
@@ -455,6 +472,12 @@ impl UtilityControls {
                 }),
             watt_var: curve(ControlMode::WattVar),
             watt_pf: curve(ControlMode::WattPF),
+            freq_droop: active
+                .get(ControlMode::FreqDroop)
+                .and_then(|a| match a.value {
+                    ModeValue::FreqDroop(d) => Some(Sourced::new(d, source(&a.source), a.until_s)),
+                    _ => None,
+                }),
             target_var: active
                 .get(ControlMode::TargetVar)
                 .and_then(|a| match a.value {
@@ -477,6 +500,7 @@ impl UtilityControls {
             target_var: self.target_var.as_ref().map(|c| c.value),
             watt_var: self.watt_var.as_ref().map(|c| c.value.clone()),
             watt_pf: self.watt_pf.as_ref().map(|c| c.value.clone()),
+            freq_droop: self.freq_droop.as_ref().map(|c| c.value),
         }
     }
 }

@@ -325,6 +325,12 @@ fn inverter_settings(
             var.ref_type
         ));
     }
+    if let Some(d) = &base.op_mod_freq_droop {
+        out.push_str(&format!(
+            " freq droop {}",
+            crate::control::limits::freq_droop_text(d)
+        ));
+    }
     if let Some(q) = &base.op_mod_target_var {
         out.push_str(&format!(" target var {}", target_var_text(&q.vars())));
     }

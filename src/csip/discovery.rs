@@ -151,6 +151,7 @@ pub fn control_set(
         fixed_pf_absorb_w: base.op_mod_fixed_pf_absorb_w,
         fixed_var: base.op_mod_fixed_var,
         target_var: base.op_mod_target_var,
+        freq_droop: base.op_mod_freq_droop,
         exp_lim_w: power(base.op_mod_exp_lim_w),
         imp_lim_w: power(base.op_mod_imp_lim_w),
         gen_lim_w: power(base.op_mod_gen_lim_w),

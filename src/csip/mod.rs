@@ -148,7 +148,7 @@ pub struct Nameplate {
     /// The battery behind the gateway (CSIP-AUS v1.3 storage), `None` without one.
     pub storage: Option<StorageNameplate>,
     /// The curve, power-factor and var modes ([`schedule::ControlMode::bit`] mask:
-    /// opModVoltVar, VoltWatt, FixedPFInjectW, FixedPFAbsorbW, FixedVar, TargetVar, WattVar, WattPF) that every
+    /// opModVoltVar, VoltWatt, FixedPFInjectW, FixedPFAbsorbW, FixedVar, TargetVar, WattVar, WattPF, FreqDroop) that every
     /// inverter offers through its SunSpec models (`devices::SunSpecMap::offers`).
     /// `None` while the inverters have not all been read: such a mode is then taken
     /// (not answered 252 because of a start-up race) but not claimed in DERCapability.
@@ -255,7 +255,8 @@ impl Nameplate {
             | M::FixedVar
             | M::TargetVar
             | M::WattVar
-            | M::WattPF => self.inverter_modes.is_none_or(|m| m & mode.bit() != 0),
+            | M::WattPF
+            | M::FreqDroop => self.inverter_modes.is_none_or(|m| m & mode.bit() != 0),
         }
     }
 

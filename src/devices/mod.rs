@@ -19,6 +19,7 @@
 pub mod cli;
 pub mod curves;
 pub mod curves_7xx;
+pub mod freq_droop;
 pub mod modbus;
 pub mod powerwall;
 pub mod reactive;
@@ -115,8 +116,10 @@ pub enum DeviceError {
         device: String,
         detail: sunspec::WriteMismatch,
     },
-    /// A 705/706 inverter did not put the written curve in force after `AdptCrvReq`:
-    /// `result` is its `AdptCrvRslt` (FAILED, or still IN_PROGRESS when csipd gave up).
+    /// A 705/706/712 inverter did not put the written curve in force after `AdptCrvReq`
+    /// (or a 711 the written droop control after `AdptCtlReq`: `curve` is then the
+    /// control's index): `result` is its `AdptCrvRslt` / `AdptCtlRslt` (FAILED, or still
+    /// IN_PROGRESS when csipd gave up).
     CurveNotAdopted {
         device: String,
         model: u16,
@@ -134,6 +137,16 @@ impl fmt::Display for DeviceError {
                 error,
             } => write!(f, "device '{device}': {during}: {error}"),
             DeviceError::SunSpec { device, error } => write!(f, "device '{device}': {error}"),
+            DeviceError::CurveNotAdopted {
+                device,
+                model,
+                curve,
+                result,
+            } if *model == 711 => write!(
+                f,
+                "device '{device}': model {model} did not adopt control {curve} \
+                 (AdptCtlRslt {result})"
+            ),
             DeviceError::CurveNotAdopted {
                 device,
                 model,
@@ -986,6 +999,56 @@ impl Device {
             reactive::plan_target_var(&ctl, &before, var).map_err(|e| self.sunspec_err(e))?;
         let after = self.write_and_confirm(ctl, writes).await?;
         Ok(reactive::decode_target_var(&after))
+    }
+
+    /// Puts a frequency droop in force (opModFreqDroop; `None` turns it off: `Ena` 0)
+    /// on model 711: the first writable control written and confirmed, `AdptCtlReq`,
+    /// control 1 read until adopted (up to [`ADOPT_POLLS`] reads [`ADOPT_POLL`] apart),
+    /// then `Ena` ([`freq_droop`]). An inverter without 711 answers [`DeviceError`]
+    /// naming what it has; one that does not adopt, `CurveNotAdopted` with the control's
+    /// index.
+    pub async fn set_freq_droop(
+        &mut self,
+        droop: Option<&crate::sep2::FreqDroop>,
+    ) -> Result<freq_droop::FreqDroopState, DeviceError> {
+        let ctl = self
+            .control_model(&freq_droop::FREQ_DROOP_MODELS, "frequency droop (711)")
+            .await?;
+        let before = self.read_model(&ctl).await?;
+        let Some(droop) = droop else {
+            let writes = freq_droop::plan_clear(&ctl, &before).map_err(|e| self.sunspec_err(e))?;
+            let after = self.write_and_confirm(ctl, writes).await?;
+            return Ok(freq_droop::decode(&after));
+        };
+        let plan =
+            freq_droop::plan_freq_droop(&ctl, &before, droop).map_err(|e| self.sunspec_err(e))?;
+        self.write_and_confirm(ctl, vec![plan.values.clone()])
+            .await?;
+        // AdptCtlReq is not read back: an inverter may reset it once done.
+        self.write_registers(std::slice::from_ref(&plan.adopt))
+            .await?;
+        let mut polls = 0;
+        loop {
+            let regs = self.read_model(&ctl).await?;
+            match freq_droop::adoption(&regs, &plan) {
+                curves_7xx::Adoption::Completed => break,
+                curves_7xx::Adoption::Pending if polls < ADOPT_POLLS => {
+                    polls += 1;
+                    smol::Timer::after(ADOPT_POLL).await;
+                }
+                _ => {
+                    self.stats.writes_unconfirmed += 1;
+                    return Err(DeviceError::CurveNotAdopted {
+                        device: self.params.name.clone(),
+                        model: ctl.id,
+                        curve: plan.index,
+                        result: freq_droop::result_name(&regs),
+                    });
+                }
+            }
+        }
+        let after = self.write_and_confirm(ctl, vec![plan.enable]).await?;
+        Ok(freq_droop::decode(&after))
     }
 
     /// Limits a storage inverter's charging to `limit_w` (model 124 InWRte with the

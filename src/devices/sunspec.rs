@@ -130,7 +130,7 @@ pub struct SunSpecMap {
 
 /// Whether a device with models `ids` lets csipd apply `mode` (a DER function beyond
 /// the limits): opModVoltVar with 126 or 705, opModVoltWatt with 132 or 706,
-/// opModWattVar with 712, opModWattPF with 131,
+/// opModWattVar with 712, opModWattPF with 131, opModFreqDroop with 711,
 /// opModFixedPFInjectW and opModFixedVar with 123 or 704, opModFixedPFAbsorbW with
 /// 704 (123 has no setting while absorbing), opModTargetVar with 704 (123 has no
 /// setting in var). False for every other mode: the limits,
@@ -146,6 +146,7 @@ pub fn models_offer(ids: &[u16], mode: ControlMode) -> bool {
         }
         ControlMode::FixedVar => &super::reactive::VAR_MODELS,
         ControlMode::TargetVar => &super::reactive::TARGET_VAR_MODELS,
+        ControlMode::FreqDroop => &super::freq_droop::FREQ_DROOP_MODELS,
         _ => &[],
     };
     models.iter().any(|m| ids.contains(m))

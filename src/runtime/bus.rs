@@ -583,6 +583,7 @@ fn setting_eq(mode: ControlMode, a: &InverterSettings, b: &InverterSettings) -> 
         ControlMode::TargetVar => a.target_var == b.target_var,
         ControlMode::WattVar => a.watt_var == b.watt_var,
         ControlMode::WattPF => a.watt_pf == b.watt_pf,
+        ControlMode::FreqDroop => a.freq_droop == b.freq_droop,
         _ => true,
     }
 }
@@ -597,6 +598,7 @@ fn copy_setting(mode: ControlMode, from: &InverterSettings, to: &mut InverterSet
         ControlMode::TargetVar => to.target_var = from.target_var,
         ControlMode::WattVar => to.watt_var = from.watt_var.clone(),
         ControlMode::WattPF => to.watt_pf = from.watt_pf.clone(),
+        ControlMode::FreqDroop => to.freq_droop = from.freq_droop,
         _ => {}
     }
 }
@@ -617,7 +619,16 @@ async fn write_setting(
     mode: ControlMode,
     wanted: &InverterSettings,
 ) -> Result<String, crate::devices::DeviceError> {
-    use crate::control::limits::{curve_text, power_factor_text, target_var_text};
+    use crate::control::limits::{curve_text, freq_droop_text, power_factor_text, target_var_text};
+    if mode == ControlMode::FreqDroop {
+        return device
+            .set_freq_droop(wanted.freq_droop.as_ref())
+            .await
+            .map(|_| match &wanted.freq_droop {
+                Some(d) => format!("set: {}", freq_droop_text(d)),
+                None => "off".to_string(),
+            });
+    }
     if mode == ControlMode::TargetVar {
         return device
             .set_target_var(wanted.target_var)

@@ -19,7 +19,7 @@ mod scenarios;
 pub use rng::Rng;
 
 use crate::devices::curves::Curve;
-use crate::sep2::{FixedVar, PowerFactorWithExcitation, ReactivePower};
+use crate::sep2::{FixedVar, FreqDroop, PowerFactorWithExcitation, ReactivePower};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -84,11 +84,14 @@ pub enum ControlMode {
     /// opModWattPF: the power factor follows active power along a DERCurve (curveType
     /// 13), linked by DERCurveLink. SunSpec model 131 (no 7xx model carries it).
     WattPF,
+    /// opModFreqDroop: frequency-watt droop (FreqDroopType: dead bands, per-unit
+    /// droops, open-loop time). SunSpec model 711.
+    FreqDroop,
 }
 
 impl ControlMode {
     /// Every mode, in output order.
-    pub const ALL: [ControlMode; 17] = [
+    pub const ALL: [ControlMode; 18] = [
         ControlMode::ExpLimW,
         ControlMode::ImpLimW,
         ControlMode::GenLimW,
@@ -106,6 +109,7 @@ impl ControlMode {
         ControlMode::TargetVar,
         ControlMode::WattVar,
         ControlMode::WattPF,
+        ControlMode::FreqDroop,
     ];
 
     /// The 2030.5 / CSIP-AUS element name.
@@ -128,6 +132,7 @@ impl ControlMode {
             ControlMode::TargetVar => "opModTargetVar",
             ControlMode::WattVar => "opModWattVar",
             ControlMode::WattPF => "opModWattPF",
+            ControlMode::FreqDroop => "opModFreqDroop",
         }
     }
 
@@ -144,7 +149,7 @@ impl ControlMode {
 
     /// A mode the inverters run themselves once set (a curve, a power factor, a var
     /// level: opModVoltVar, VoltWatt, FixedPFInjectW, FixedPFAbsorbW, FixedVar,
-    /// TargetVar, WattVar, WattPF), as
+    /// TargetVar, WattVar, WattPF, FreqDroop), as
     /// opposed to the limits and targets the coordinator's control law holds.
     pub fn is_inverter_setting(self) -> bool {
         matches!(
@@ -157,6 +162,7 @@ impl ControlMode {
                 | ControlMode::TargetVar
                 | ControlMode::WattVar
                 | ControlMode::WattPF
+                | ControlMode::FreqDroop
         )
     }
 
@@ -175,6 +181,7 @@ impl ControlMode {
             ControlMode::TargetVar => 21,
             ControlMode::WattVar => 26,
             ControlMode::WattPF => 25,
+            ControlMode::FreqDroop => 8,
             ControlMode::VoltVar => 23,
             ControlMode::VoltWatt => 24,
             ControlMode::ExpLimW
@@ -236,6 +243,8 @@ pub enum ModeValue {
     FixedVar(FixedVar),
     /// opModTargetVar: var, positive injects.
     ReactivePower(ReactivePower),
+    /// opModFreqDroop.
+    FreqDroop(FreqDroop),
 }
 
 impl ModeValue {
@@ -292,6 +301,9 @@ pub struct ControlSet {
     /// opModWattPF: the linked DERCurve, resolved (curveType 13).
     #[serde(default)]
     pub watt_pf: Option<Curve>,
+    /// opModFreqDroop: dead bands, droops and the open-loop time.
+    #[serde(default)]
+    pub freq_droop: Option<FreqDroop>,
 }
 
 impl ControlSet {
@@ -317,6 +329,7 @@ impl ControlSet {
             ControlMode::TargetVar => self.target_var.map(ModeValue::ReactivePower),
             ControlMode::WattVar => self.watt_var.clone().map(ModeValue::Curve),
             ControlMode::WattPF => self.watt_pf.clone().map(ModeValue::Curve),
+            ControlMode::FreqDroop => self.freq_droop.map(ModeValue::FreqDroop),
         }
     }
 
@@ -340,6 +353,7 @@ impl ControlSet {
             ControlMode::TargetVar => self.target_var.is_some(),
             ControlMode::WattVar => self.watt_var.is_some(),
             ControlMode::WattPF => self.watt_pf.is_some(),
+            ControlMode::FreqDroop => self.freq_droop.is_some(),
         }
     }
 
@@ -363,6 +377,7 @@ impl ControlSet {
             ControlMode::TargetVar => self.target_var = None,
             ControlMode::WattVar => self.watt_var = None,
             ControlMode::WattPF => self.watt_pf = None,
+            ControlMode::FreqDroop => self.freq_droop = None,
         }
     }
 
@@ -441,6 +456,16 @@ impl ControlSet {
                 return Some(format!(
                     "opModFixedVar refType {} is neither %setMaxVar (2) nor %statVarAvail (3)",
                     var.ref_type
+                ));
+            }
+        }
+        if let Some(d) = self.freq_droop {
+            // k is the per-unit frequency change for a 1 per-unit power change: 0
+            // would be an infinite slope.
+            if d.k_of == 0 || d.k_uf == 0 {
+                return Some(format!(
+                    "opModFreqDroop kOF {} / kUF {}: a droop of 0 is not a droop",
+                    d.k_of, d.k_uf
                 ));
             }
         }
@@ -1859,6 +1884,11 @@ mod inverter_setting_tests {
         let back: ActiveControls = serde_json::from_value(json.clone()).unwrap();
         assert_eq!(back, out.active);
         let mut old = json;
+        let mut before_droop = old.clone();
+        before_droop["modes"].as_array_mut().unwrap().truncate(17);
+        let b: ActiveControls =
+            serde_json::from_value(before_droop).expect("a 17-mode array loads");
+        assert!(b.get(ControlMode::FreqDroop).is_none());
         let mut before_watt_pf = old.clone();
         before_watt_pf["modes"].as_array_mut().unwrap().truncate(16);
         let b: ActiveControls =

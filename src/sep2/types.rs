@@ -112,8 +112,11 @@ pub struct FixedVar {
     pub value: i16,
 }
 
-/// `FreqDroopType`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// `FreqDroopType`: dead bands `db_of`/`db_uf` in thousandths of Hz, `k_of`/`k_uf`
+/// per-unit frequency change for 1 per-unit power change in thousandths,
+/// `open_loop_tms` in hundredths of a second (sep.xsd). Serde: stored by the scheduler
+/// as the opModFreqDroop value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct FreqDroop {
     pub db_of: u32,
     pub db_uf: u32,

@@ -255,7 +255,7 @@ pub struct ActiveLimit {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InverterSetting {
     /// The 2030.5 mode: `opModVoltVar`, `opModVoltWatt`, `opModFixedPFInjectW`,
-    /// `opModFixedPFAbsorbW`, `opModFixedVar`, `opModTargetVar`, `opModWattVar`, `opModWattPF`.
+    /// `opModFixedPFAbsorbW`, `opModFixedVar`, `opModTargetVar`, `opModWattVar`, `opModWattPF`, `opModFreqDroop`.
     pub mode: String,
     /// What it sets, in words (`4 points 90.4 %V → 44 %, …`, `cos φ 0.950 injecting
     /// vars`, `-25.00 % of setMaxVar`, `-1500 var (absorbing)`).
@@ -269,7 +269,9 @@ impl InverterSetting {
     /// The settings of `utility`, in mode order.
     pub fn of(utility: &crate::control::UtilityControls) -> Vec<InverterSetting> {
         use crate::control::Sourced;
-        use crate::control::limits::{curve_text, power_factor_text, target_var_text};
+        use crate::control::limits::{
+            curve_text, freq_droop_text, power_factor_text, target_var_text,
+        };
         fn one<T>(
             out: &mut Vec<InverterSetting>,
             mode: crate::schedule::ControlMode,
@@ -307,6 +309,7 @@ impl InverterSetting {
         one(&mut out, M::TargetVar, &utility.target_var, target_var_text);
         one(&mut out, M::WattVar, &utility.watt_var, curve_text);
         one(&mut out, M::WattPF, &utility.watt_pf, curve_text);
+        one(&mut out, M::FreqDroop, &utility.freq_droop, freq_droop_text);
         out
     }
 }

@@ -61,6 +61,8 @@ pub struct Control {
     pub watt_var: Option<String>,
     /// opModWattPF: the DERCurveLink's href.
     pub watt_pf: Option<String>,
+    /// opModFreqDroop: (dBOF, dBUF, kOF, kUF, openLoopTms) in sep.xsd's units.
+    pub freq_droop: Option<(u32, u32, u16, u16, u16)>,
     pub response_required: u8,
 }
 
@@ -92,6 +94,7 @@ impl Control {
             target_var: None,
             watt_var: None,
             watt_pf: None,
+            freq_droop: None,
             response_required: 3,
         }
     }
@@ -935,6 +938,13 @@ fn control_xml(c: &Control) -> String {
             .unwrap_or_default()
         + &c.fixed_w
             .map(|w| format!("<opModFixedW>{w}</opModFixedW>"))
+            .unwrap_or_default()
+        + &c.freq_droop
+            .map(|(dbof, dbuf, kof, kuf, t)| {
+                format!(
+                    "<opModFreqDroop><dBOF>{dbof}</dBOF><dBUF>{dbuf}</dBUF><kOF>{kof}</kOF><kUF>{kuf}</kUF><openLoopTms>{t}</openLoopTms></opModFreqDroop>"
+                )
+            })
             .unwrap_or_default()
         + &c.target_var
             .map(|(v, m)| {

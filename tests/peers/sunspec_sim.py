@@ -17,7 +17,8 @@ given are 0 (strings empty; "fill": "unimplemented" on the device makes them "no
 implemented" instead), and "end": false leaves out the end marker so that every
 register after the last block is unreadable (Modbus exception 2).
 
-A 7xx curve model (705 volt-var, 706 volt-watt, ...) adopts a curve when AdptCrvReq is
+A 7xx curve model (705 volt-var, 706 volt-watt, 712 watt-var; and 711 frequency droop's
+controls) adopts a curve when AdptCrvReq (711: AdptCtlReq) is
 written, as an inverter does (see adopt_curve); "adopt": "fail" on the device makes it
 refuse every curve, "adopt": "slow" answers IN_PROGRESS to the first reads after the
 request.
@@ -146,9 +147,12 @@ def layout_device(dev):
 
 # 7xx curve models: registers of a curve before its points, and where ReadOnly is.
 CURVE_7XX = {705: (10, 9), 706: (5, 4), 707: (5, 4), 708: (5, 4), 709: (5, 4),
-             710: (5, 4), 712: (4, 3)}
+             710: (5, 4), 712: (4, 3), 711: (0, 9)}
 # Registers before the first curve where not 15 (model_712.json has no RspTms_SF).
-CURVE_7XX_FIXED = {712: 14}
+CURVE_7XX_FIXED = {712: 14, 711: 14}
+# 711 (frequency droop) stores controls of 10 registers, counted by NCtl (at 5), with
+# AdptCtlReq/AdptCtlRslt where the curve models have AdptCrvReq/AdptCrvRslt.
+CTL_LEN_711 = 10
 # Models whose curve x point is signed (712 W is int16).
 CURVE_7XX_X_SIGNED = {712}
 
@@ -175,8 +179,12 @@ def adopt_curve(model, start, req, put, reg_at, how):
     ReadOnly), then AdptCrvRslt = COMPLETED (1); else FAILED (2). `how` "fail" refuses
     every curve (an inverter whose own checks are stricter)."""
     head, read_only = CURVE_7XX[model]
-    n_pt, n_crv = reg_at(start + 5), reg_at(start + 6)
-    crv_len = head + 2 * n_pt
+    if model == 711:
+        n_pt, n_crv = 0, reg_at(start + 5)
+        crv_len = CTL_LEN_711
+    else:
+        n_pt, n_crv = reg_at(start + 5), reg_at(start + 6)
+        crv_len = head + 2 * n_pt
     first = start + CURVE_7XX_FIXED.get(model, 15)
 
     def x(v):
@@ -184,6 +192,9 @@ def adopt_curve(model, start, req, put, reg_at, how):
 
     def curve_ok(i):
         base = first + i * crv_len
+        if model == 711:
+            # KOf and KUf (at 4, 5) must be droops, not 0.
+            return reg_at(base + 4) > 0 and reg_at(base + 5) > 0
         act = reg_at(base)
         volts = [x(reg_at(base + head + 2 * k)) for k in range(act)]
         return 1 <= act <= n_pt and all(a < b for a, b in zip(volts, volts[1:]))

@@ -3,7 +3,8 @@
 //! volt-var and volt-watt curves on a 7xx inverter (705/706, with the adoption step),
 //! fixed power factor and fixed var on 123 and 704, the reactive power target
 //! (opModTargetVar) on 704, a watt-var curve on 712 (adopted like 705/706), a watt-PF
-//! curve on 131, a frequency droop on 711 (adopted like the 7xx curves). The registers are asserted at the
+//! curve on 131, a frequency droop on 711 (adopted like the 7xx curves), enter-service
+//! settings on 703. The registers are asserted at the
 //! device. (126/132 curves: `devices_sunspec.rs`.)
 
 mod devices_support;
@@ -511,6 +512,46 @@ fn a_frequency_droop_is_adopted_on_711() {
         );
         let r = block(&mut dev, m).await;
         assert_eq!(r[2], 0, "Ena still 0");
+    });
+}
+
+#[test]
+fn enter_service_settings_are_written_to_703() {
+    use csipd::devices::enter_service::EnterService;
+    let dev703 = json!({"unit": 1, "base": 40000, "models": [
+        {"id": 1, "values": {"Mn": "Enter Co"}},
+        {"id": 701, "values": {"ACType": 3, "St": 1, "InvSt": 3, "ConnSt": 1,
+                               "W": 300, "W_SF": 1, "Var": 0, "Var_SF": 0, "LNV": 2400, "V_SF": -1}},
+        {"id": 703, "values": {"ES": 1, "ESVHi": 1100, "ESVLo": 880, "ESHzHi": 5015,
+                               "ESHzLo": 4750, "ESDlyTms": 60, "ESRndTms": 0, "ESRmpTms": 360,
+                               "V_SF": -1, "Hz_SF": -2}}
+    ]});
+    let peer = start_peer("es703", &json!({"devices": [dev703]}), None);
+    smol::block_on(async {
+        let mut dev = Device::new(tcp_bus(peer.port), DeviceParams::new("inv7", 1));
+        dev.scan().await.expect("scan");
+        let m = model(&dev, 703);
+        // 2030.5 units: low voltage 90.00 %, delay 120.00 s, random delay 30.00 s.
+        let es = EnterService {
+            low_volt: Some(9_000),
+            delay: Some(12_000),
+            random_delay: Some(3_000),
+            ..EnterService::default()
+        };
+        let st = dev.set_enter_service(&es).await.expect("703");
+        assert!(st.permitted);
+        assert_eq!(st.v_lo_pct, Some(90.0));
+        assert_eq!(st.v_hi_pct, Some(110.0), "left as it was");
+        assert_eq!((st.delay_s, st.random_delay_s), (Some(120), Some(30)));
+        assert_eq!(
+            writes(&peer),
+            vec![
+                (m.start + 4, vec![900]),
+                (m.start + 9, vec![0, 120]),
+                (m.start + 11, vec![0, 30]),
+            ]
+        );
+        assert_eq!(dev.stats().writes_unconfirmed, 0);
     });
 }
 

@@ -19,6 +19,7 @@
 pub mod cli;
 pub mod curves;
 pub mod curves_7xx;
+pub mod enter_service;
 pub mod freq_droop;
 pub mod modbus;
 pub mod powerwall;
@@ -999,6 +1000,22 @@ impl Device {
             reactive::plan_target_var(&ctl, &before, var).map_err(|e| self.sunspec_err(e))?;
         let after = self.write_and_confirm(ctl, writes).await?;
         Ok(reactive::decode_target_var(&after))
+    }
+
+    /// Writes enter-service settings (2030.5 `setES*` units) to model 703 and reads the
+    /// model back to confirm ([`enter_service`]); returns 703 as read. An inverter
+    /// without 703 answers [`DeviceError`] naming what it has. (Not yet called by the
+    /// bus: the utility's `setES*` values do not reach the inverters.)
+    pub async fn set_enter_service(
+        &mut self,
+        es: &enter_service::EnterService,
+    ) -> Result<enter_service::EnterServiceState, DeviceError> {
+        let ctl = self.control_model(&[703], "enter service (703)").await?;
+        let before = self.read_model(&ctl).await?;
+        let writes = enter_service::plan_enter_service(&ctl, &before, es)
+            .map_err(|e| self.sunspec_err(e))?;
+        let after = self.write_and_confirm(ctl, writes).await?;
+        Ok(enter_service::decode(&after))
     }
 
     /// Puts a frequency droop in force (opModFreqDroop; `None` turns it off: `Ena` 0)

@@ -1868,6 +1868,13 @@ mod inverter_setting_tests {
                     value: -150,
                     multiplier: 1,
                 }),
+                freq_droop: Some(FreqDroop {
+                    db_of: 150,
+                    db_uf: 150,
+                    k_of: 50,
+                    k_uf: 40,
+                    open_loop_tms: 100,
+                }),
                 ..volt_var(110.0)
             }),
         )];
@@ -1889,6 +1896,10 @@ mod inverter_setting_tests {
         let b: ActiveControls =
             serde_json::from_value(before_droop).expect("a 17-mode array loads");
         assert!(b.get(ControlMode::FreqDroop).is_none());
+        assert!(matches!(
+            back.get(ControlMode::FreqDroop).map(|a| &a.value),
+            Some(ModeValue::FreqDroop(d)) if d.k_uf == 40
+        ));
         let mut before_watt_pf = old.clone();
         before_watt_pf["modes"].as_array_mut().unwrap().truncate(16);
         let b: ActiveControls =

@@ -79,7 +79,13 @@ pub fn run_main(args: &[String]) -> ExitCode {
     };
     crate::logging::init(config.main.log_level.to_filter());
     let ex = Rc::new(LocalExecutor::new());
-    smol::block_on(ex.run(run_daemon(ex.clone(), path, config, Box::new(|_| {}))))
+    // futures-lite's block_on, not smol's (async-io's): with async-io's, the main thread
+    // and the `async-io` thread take turns at the reactor, and while any such block_on
+    // runs the `async-io` thread wakes up to ten times after every reactor event (its
+    // 50 µs-10 ms backoff) to look for more: most of csipd's CPU time at rest (issue 21).
+    // Here the `async-io` thread alone waits in epoll and wakes the loop when a task is
+    // ready: two thread switches per event.
+    smol::future::block_on(ex.run(run_daemon(ex.clone(), path, config, Box::new(|_| {}))))
 }
 
 /// Loads and validates; warnings are logged (or printed before logging is up). On

@@ -301,15 +301,19 @@ fn set_utility_status(status: &SnapshotHandle, config: &Config, now_s: i64) {
     });
 }
 
-/// Ticks every cycle. (Ticking on each fresh meter reading was tried: the inverters'
+/// Ticks every cycle, and hands each new site-meter reading in between to the step's
+/// feed-forward. (Ticking on each fresh meter reading was tried: the inverters'
 /// readings then lag the meter's and the control law, which re-seeds from the measured
-/// output, double-counts the response and oscillates.)
+/// output, double-counts the response and oscillates. The feed-forward only cuts, from
+/// the output expected of the inverters, and the next tick re-seeds.)
 async fn tick_task(
     coordinator: Rc<RefCell<coordinator::Coordinator>>,
     site: SharedSite,
     status: SnapshotHandle,
     durable: durable::SharedDurable,
 ) {
+    let (meter_tx, meter_rx) = smol::channel::bounded::<()>(1);
+    site.borrow_mut().meter_wake = Some(meter_tx);
     loop {
         // The step keeps the period and never bursts to catch up after a stall.
         let next = {
@@ -320,7 +324,22 @@ async fn tick_task(
             }
             c.next_tick()
         };
-        smol::Timer::at(next).await;
+        // One timer for the whole cycle, however many meter readings come in.
+        let mut timer = smol::Timer::at(next);
+        loop {
+            let meter = smol::future::or(
+                async {
+                    (&mut timer).await;
+                    false
+                },
+                async { meter_rx.recv().await.is_ok() },
+            )
+            .await;
+            if !meter {
+                break;
+            }
+            coordinator.borrow_mut().feed_forward(&site);
+        }
     }
 }
 
@@ -340,6 +359,7 @@ async fn price_task(source: crate::control::PriceSourceConfig, every: Duration, 
 impl Daemon {
     fn start_buses(&mut self) {
         let cycle = Duration::from_secs_f64(self.config.control.cycle_s);
+        let meter_period = Duration::from_millis(u64::from(self.config.meter_period_ms()));
         let stale = Duration::from_secs_f64(self.config.control.meter_stale_s);
         self.buses = bus::group_by_bus(&self.config.devices)
             .into_iter()
@@ -357,6 +377,7 @@ impl Daemon {
                     params,
                     devices,
                     cycle,
+                    meter_period,
                     stale,
                     self.site.clone(),
                 ))

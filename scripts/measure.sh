@@ -264,7 +264,7 @@ if [ "${MEASURE_LOAD_STEP:-1}" = 1 ]; then
     # read once a cycle and every 500 ms (TCP's default) / 200 ms with the feed-forward.
     echo "--- load step (virtual time: cargo test --lib three_kw_load_drop -- --nocapture --test-threads 1)" >>"$summary"
     if cargo test --lib three_kw_load_drop -- --nocapture --test-threads 1 >"$run/load-step.out" 2>&1; then
-        grep -E '^τ' "$run/load-step.out" >>"$summary"
+        grep -o 'τ .*' "$run/load-step.out" >>"$summary"
     else
         echo "load-step tests failed: see $run/load-step.out" >>"$summary"
     fi

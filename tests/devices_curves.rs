@@ -383,6 +383,19 @@ fn fixed_power_factor_and_var_on_123_and_what_it_cannot_do() {
         assert!(e.contains("704") && e.contains("123"), "{e}");
         let e = dev.set_curve(&volt_watt()).await.unwrap_err().to_string();
         assert!(e.contains("volt-watt (132 or 706)"), "{e}");
+        // A mode the method does not carry.
+        let e = dev
+            .set_fixed_pf(ControlMode::ExpLimW, None)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a mode of"), "{e}");
+        let e = dev
+            .clear_curve(ControlMode::FixedVar)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("opModFixedVar is not a curve mode"), "{e}");
         assert_eq!(writes(&peer).len(), n);
         // Volt-var off on 126: ModEna bit 0 cleared.
         let m126 = model(&dev, 126);

@@ -181,7 +181,8 @@ pub fn adoption(model: u16, regs: &[u16], plan: &CurvePlan) -> Adoption {
                 _ => Adoption::Pending,
             }
         }
-        Some(RSLT_IN_PROGRESS) | None | Some(_) => Adoption::Pending,
+        // IN_PROGRESS, not implemented, or a value SunSpec does not define: not yet.
+        _ => Adoption::Pending,
     }
 }
 

@@ -804,6 +804,11 @@ impl Device {
         &mut self,
         mode: crate::schedule::ControlMode,
     ) -> Result<curves::CurveState, DeviceError> {
+        if curves::curve_models(mode).is_empty() {
+            return Err(self.sunspec_err(SunSpecError::OutOfRange {
+                what: format!("{} is not a curve mode", mode.name()),
+            }));
+        }
         let map = self.inverter_map().await?;
         let models: Vec<ModelRef> = curves::curve_models(mode)
             .iter()
@@ -893,12 +898,18 @@ impl Device {
     }
 
     /// The first model of `preference` the inverter has, or an error naming what it
-    /// has (`wanted` names the function).
+    /// has (`wanted` names the function). An empty `preference` (a mode the method
+    /// does not carry) is an error naming `wanted`, before any IO.
     async fn control_model(
         &mut self,
         preference: &[u16],
         wanted: &'static str,
     ) -> Result<ModelRef, DeviceError> {
+        if preference.is_empty() {
+            return Err(self.sunspec_err(SunSpecError::OutOfRange {
+                what: format!("not a mode of {wanted}"),
+            }));
+        }
         let map = self.inverter_map().await?;
         map.find_any(preference).copied().ok_or_else(|| {
             self.sunspec_err(SunSpecError::MissingModel {

@@ -53,7 +53,7 @@ mod m704 {
 
 /// Which way a fixed power factor moves reactive power (IEEE 2030.5
 /// PowerFactorWithExcitation `excitation`; SunSpec 704 `Ext`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Excitation {
     /// Injecting vars (704 `Ext` 0 OVER_EXCITED; 2030.5 excitation false).
     OverExcited,
@@ -74,7 +74,7 @@ impl Excitation {
 }
 
 /// A fixed displacement power factor.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FixedPf {
     /// cos φ, in (0, 1].
     pub pf: f64,

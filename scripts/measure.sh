@@ -7,6 +7,8 @@
 #   MEASURE_MINUTES=3 MEASURE_OUT=/tmp/m bash scripts/measure.sh      # a short trial
 #   MEASURE_SKIP_BUILD=1 MEASURE_CSIPD=path/to/csipd bash scripts/measure.sh
 #   MEASURE_PY20305=0 ...                           # csipd alone
+#   MEASURE_LOAD_STEP=0 ...                         # without the load-step figures
+#   MEASURE_METER_PERIOD_MS=1000 ...                # the meter read once a cycle
 #
 # Peers (all on 127.0.0.1):
 # - the simulated CSIP-AUS utility, `csipd demo --utility-only` (its own process, not
@@ -28,6 +30,10 @@
 # time just before starting it, and starts them one after the other so each first
 # connection is that client's. csipd is measured twice: with a fresh data_dir, and at
 # the end restarted on the store it wrote.
+#
+# Load step (issue 21): at the end the script runs the virtual-time closed-loop tests of
+# a 3 kW load drop on the demo's physics (inverters of tau 1 s) and copies their settling
+# and overshoot figures into the summary; they are no timed assertions of this run.
 #
 # Output in MEASURE_OUT (default scripts/measure/results): csipd.csv and py20305.csv
 # (one row per MEASURE_SAMPLE_S, default 5 s; the columns of scripts/soak/soak.sh),
@@ -142,6 +148,9 @@ config device 'meter'
 config control 'site'
 	option cycle_s '1'
 CONF
+# MEASURE_METER_PERIOD_MS: the site meter's read period (csipd's default for a TCP meter
+# is 500 ms: two meter reads a cycle, one fed forward between cycles).
+[ -n "${MEASURE_METER_PERIOD_MS:-}" ] && printf "\toption meter_period_ms '%s'\n" "$MEASURE_METER_PERIOD_MS" >>"$run/csipd"
 
 t0=$(now_ms)
 "$csipd" run --config "$run/csipd" 2>"$run/csipd.err" >"$run/csipd.out" &
@@ -232,6 +241,7 @@ summary=$out/summary.txt
     echo "first request after spawn, ms: csipd (fresh data_dir) $first_csipd; csipd (restart on its store) $first_restart; py20305 $first_py"
     echo "csipd threads at the end (/proc/PID/task/*/comm): $threads_by_name"
     echo "csipd stderr lines: $(wc -l <"$run/csipd.err") (in $run/csipd.err)"
+    echo "site meter read every: ${MEASURE_METER_PERIOD_MS:-500 (default for TCP)} ms"
 } >"$summary"
 venv=$root/target/soak-venv
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
@@ -246,5 +256,17 @@ if [ -s "$out/py20305.csv" ] && [ "$(wc -l <"$out/py20305.csv")" -gt 2 ]; then
     "$venv/bin/python" scripts/soak/plot.py "$out/py20305.csv" "$out/py20305.svg" "$warm_up_s" \
         "py20305 against the same utility and devices" >>"$summary"
     echo "py20305 stderr lines: $(wc -l <"$run/py20305.err") (in $run/py20305.err)" >>"$summary"
+fi
+if [ "${MEASURE_LOAD_STEP:-1}" = 1 ]; then
+    # Issue 21's load step on the demo's physics (sim::site: first-order inverters of
+    # tau 1 s), through the whole coordinator step on a virtual clock: settling and
+    # overshoot after a 3 kW load drop at six phases of the 1 s cycle, with the meter
+    # read once a cycle and every 500 ms (TCP's default) / 200 ms with the feed-forward.
+    echo "--- load step (virtual time: cargo test --lib three_kw_load_drop -- --nocapture --test-threads 1)" >>"$summary"
+    if cargo test --lib three_kw_load_drop -- --nocapture --test-threads 1 >"$run/load-step.out" 2>&1; then
+        grep -o 'τ .*' "$run/load-step.out" >>"$summary"
+    else
+        echo "load-step tests failed: see $run/load-step.out" >>"$summary"
+    fi
 fi
 cat "$summary"

@@ -1356,3 +1356,123 @@ fn notification_options_go_together_and_are_checked() {
         "{e:?}"
     );
 }
+
+/// `meter_period_ms` (issue 21): chosen from the meter's bus when unset, checked
+/// against the cycle and against what a serial line carries when set.
+#[test]
+fn meter_period_follows_the_bus() {
+    let (config, _) = valid();
+    assert_eq!(config.control.meter_period_ms, None);
+    // A TCP meter, cycle 0.5 s: read every cycle (the TCP default is longer).
+    assert_eq!(config.meter_period_ms(), 500);
+    let one_s = VALID.replace("option cycle_s '0.5'", "option cycle_s '1'");
+    let (config, _) = from_text(&one_s, "c").unwrap();
+    assert_eq!(config.meter_period_ms(), typed::TCP_METER_PERIOD_MS);
+    let set = one_s.replace(
+        "option cycle_s '1'",
+        "option cycle_s '1'\n\toption meter_period_ms '250'",
+    );
+    let (config, _) = from_text(&set, "c").unwrap();
+    assert_eq!(config.control.meter_period_ms, Some(250));
+    assert_eq!(config.meter_period_ms(), 250);
+}
+
+/// A meter on a serial line: no more reads than the line carries in half its time,
+/// with the other devices on it; at 9600 baud a 126-register read takes ~300 ms, so
+/// the meter stays at once a cycle, alone or with an inverter.
+#[test]
+fn a_serial_meter_at_9600_baud_is_not_over_scheduled() {
+    let rtu_meter = |baud: u32, with_inverter: bool| {
+        let text = VALID
+            .replace("option cycle_s '0.5'", "option cycle_s '1'")
+            .replace(
+                "\toption transport 'tcp'\n\toption host '10.0.0.5'",
+                &format!(
+                    "\toption transport 'rtu'\n\toption path '/dev/ttyUSB1'\n\toption baud '{baud}'"
+                ),
+            )
+            .replace(
+                "option path '/dev/ttyUSB0'",
+                if with_inverter {
+                    "option path '/dev/ttyUSB1'"
+                } else {
+                    "option path '/dev/ttyUSB0'"
+                },
+            )
+            .replace("option baud '19200'", &format!("option baud '{baud}'"))
+            .replace("option parity 'even'\n\toption stop_bits '2'\n", "");
+        from_text(&text, "c").unwrap().0
+    };
+    for (baud, with_inverter, expected_ms) in [
+        (9600, false, 1000),
+        (9600, true, 1000),
+        (19200, false, 340),
+        (19200, true, 1000),
+        (115200, false, 100),
+    ] {
+        let config = rtu_meter(baud, with_inverter);
+        let period_ms = config.meter_period_ms();
+        let (meter_ms, others_ms) = typed::meter_bus_airtime_ms(&config.devices).unwrap();
+        println!(
+            "{baud} baud, inverter on the line: {with_inverter}: meter read {meter_ms:.0} ms, \
+             others {others_ms:.0} ms a cycle, meter every {period_ms} ms"
+        );
+        assert_eq!(
+            period_ms, expected_ms,
+            "{baud} baud, inverter {with_inverter}"
+        );
+        // The reads of one cycle fit in half of it (but for the one read a cycle the
+        // meter always gets).
+        let reads = (1000 / period_ms) as f64;
+        if reads > 1.0 {
+            assert!(reads * meter_ms + others_ms <= 500.0);
+        }
+    }
+    let one = typed::rtu_read_ms(9600, 10, 126);
+    assert!((280.0..=330.0).contains(&one), "{one} ms");
+}
+
+#[test]
+fn meter_period_errors_name_the_line() {
+    assert_eq!(
+        messages_with(
+            "option cycle_s '0.5'",
+            "option cycle_s '0.5'\n\toption meter_period_ms '800'"
+        ),
+        [
+            "c:45: error: meter_period_ms (800 ms) must not be longer than cycle_s (0.5 s): the \
+          meter is read at least once a cycle"
+        ]
+    );
+    assert_eq!(
+        messages_with(
+            "option cycle_s '0.5'",
+            "option cycle_s '0.5'\n\toption meter_period_ms '50'"
+        ),
+        [
+            "c:45: error: option 'meter_period_ms' must be between 100 and 60000 milliseconds, got \"50\""
+        ]
+    );
+    // A meter at 9600 baud on the inverter's line, read every 300 ms.
+    let text = VALID
+        .replace(
+            "option cycle_s '0.5'",
+            "option cycle_s '1'\n\toption meter_period_ms '300'",
+        )
+        .replace(
+            "\toption transport 'tcp'\n\toption host '10.0.0.5'",
+            "\toption transport 'rtu'\n\toption path '/dev/ttyUSB0'\n\toption baud '9600'",
+        )
+        .replace("option baud '19200'", "option baud '9600'")
+        .replace("option parity 'even'\n\toption stop_bits '2'\n", "");
+    let errors = from_text(&text, "c").unwrap_err();
+    let messages: Vec<String> = errors.iter().map(|d| d.to_string()).collect();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert!(
+        messages[0].starts_with(
+            "c:44: error: meter_period_ms (300 ms) is more than the meter's serial line carries"
+        ),
+        "{}",
+        messages[0]
+    );
+}

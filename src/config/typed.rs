@@ -392,6 +392,10 @@ pub struct ControlConfig {
     /// reaches the limit within that cycle instead of after about 3 τ
     /// (`control::law`, step 3). 0 (the default) sends the plain target; 0..=10.
     pub inverter_response_s: f64,
+    /// How often the site meter is read, ms, as configured (100..=`cycle_s`); `None`:
+    /// chosen from the meter's bus ([`Config::meter_period_ms`]). Between cycles a
+    /// reading over the export limit is fed forward at once (`control::law`).
+    pub meter_period_ms: Option<u32>,
 }
 
 /// The whole of `/etc/config/csipd`, validated. Each part has its documented defaults
@@ -425,6 +429,25 @@ impl Config {
     }
 
     /// The enabled site meter, if any (validation allows at most one).
+    /// How often the site meter is read, ms: `meter_period_ms` when set, else from its
+    /// bus: over TCP [`TCP_METER_PERIOD_MS`] (or the cycle, if shorter); on a serial line
+    /// as often as the line carries besides the other devices on it
+    /// ([`rtu_meter_period_ms`]); once a cycle for anything else.
+    pub fn meter_period_ms(&self) -> u32 {
+        let cycle_ms = (self.control.cycle_s * 1000.0).round().max(1.0);
+        if let Some(ms) = self.control.meter_period_ms {
+            return ms.min(cycle_ms as u32);
+        }
+        match self.site_meter().map(|m| &m.transport) {
+            Some(Transport::Tcp { .. }) => TCP_METER_PERIOD_MS.min(cycle_ms as u32),
+            Some(Transport::Rtu { .. }) => match meter_bus_airtime_ms(&self.devices) {
+                Some((meter_ms, others_ms)) => rtu_meter_period_ms(cycle_ms, meter_ms, others_ms),
+                None => cycle_ms as u32,
+            },
+            _ => cycle_ms as u32,
+        }
+    }
+
     pub fn site_meter(&self) -> Option<&DeviceConfig> {
         self.devices
             .iter()
@@ -537,6 +560,7 @@ const CONTROL_OPTIONS: &[&str] = &[
     "failsafe_export_limit_w",
     "ramp_up_pct_per_s",
     "inverter_response_s",
+    "meter_period_ms",
 ];
 
 /// Every section type csipd knows: (section type, singleton address, options). The
@@ -967,6 +991,12 @@ pub fn build(file: &UciFile, file_name: &str) -> (Config, Vec<Diagnostic>) {
         }
     }
     check_devices(&mut checker, file, &devices);
+    check_meter_period(
+        &mut checker,
+        singletons.get("control").copied(),
+        &control,
+        &devices,
+    );
     check_storage_for_limits(
         &mut checker,
         singletons.get("limits").copied(),
@@ -1551,12 +1581,28 @@ fn read_control(checker: &mut Checker<'_>, section: Option<&Section>) -> Control
     let inverter_response_s = r
         .decimal("inverter_response_s", "seconds", 0.0, 10.0)
         .unwrap_or(0.0);
+    let meter_period_ms = r
+        .uint("meter_period_ms", "milliseconds", 100, 60_000)
+        .map(|ms| ms as u32);
+    if let Some(ms) =
+        meter_period_ms.filter(|ms| cycle_read.is_some_and(|c| f64::from(*ms) > c * 1000.0))
+    {
+        let pos = r.pos_of("meter_period_ms");
+        r.checker.error(
+            pos,
+            format!(
+                "meter_period_ms ({ms} ms) must not be longer than cycle_s ({cycle_s} s): the \
+                 meter is read at least once a cycle"
+            ),
+        );
+    }
     ControlConfig {
         cycle_s,
         meter_stale_s,
         failsafe_export_limit_w,
         ramp_up_pct_per_s,
         inverter_response_s,
+        meter_period_ms: meter_period_ms.filter(|ms| f64::from(*ms) <= cycle_s * 1000.0),
     }
 }
 
@@ -2016,6 +2062,113 @@ fn same_chain_device(a: &DeviceConfig, b: &DeviceConfig) -> bool {
 }
 
 /// Checks across devices: two on the same address, and what is missing for control.
+/// The site meter's period when `meter_period_ms` is not set, over Modbus TCP (ms): a
+/// network link carries a 126-register read in a few ms, so this is about CPU, not the
+/// link (two reads a second add about 0.05 s of CPU per 10 minutes on a router).
+pub const TCP_METER_PERIOD_MS: u32 = 500;
+/// What a device takes to start answering a Modbus RTU request, ms (SunSpec meters
+/// and inverters seen in the field answer in 5-50 ms).
+pub const RTU_TURNAROUND_MS: f64 = 20.0;
+/// A meter read: one SunSpec meter model, the longest 211-214 (124 registers and the
+/// 2-register header), in one exchange.
+const METER_READ_REGISTERS: &[u32] = &[126];
+/// An inverter's read each cycle: its measurement model (113: 60 + 2), 122 (44 + 2)
+/// and 123 (24 + 2), an exchange each.
+const INVERTER_READ_REGISTERS: &[u32] = &[62, 46, 26];
+/// The share of a serial bus's time the reads may take: the rest is for setpoint
+/// writes, their read-back, retries and the devices' own delays.
+const RTU_BUS_SHARE: f64 = 0.5;
+
+/// The time one Modbus RTU read of `registers` holding registers takes on a line of
+/// `baud` with `bits_per_char` (start, 8 data, parity, stop bits: 10 for 8N1, 11 for
+/// 8E1 or 8N2), ms: the 8-byte request and the `5 + 2·registers`-byte answer, each
+/// followed by 3.5 characters of silence (the RTU frame gap), plus
+/// [`RTU_TURNAROUND_MS`]. At 9600 baud 8N1 a 126-register meter read is about 320 ms.
+pub fn rtu_read_ms(baud: u32, bits_per_char: u32, registers: u32) -> f64 {
+    let char_ms = f64::from(bits_per_char) * 1000.0 / f64::from(baud.max(1));
+    let chars = 8.0 + 3.5 + 5.0 + 2.0 * f64::from(registers) + 3.5;
+    chars * char_ms + RTU_TURNAROUND_MS
+}
+
+/// How the site meter's bus can be scheduled: on a serial line, the airtime of one
+/// meter read and of the other devices' reads on that line each cycle (ms). `None` for
+/// a meter over TCP or the Powerwall's HTTPS (or no meter).
+pub fn meter_bus_airtime_ms(devices: &[DeviceConfig]) -> Option<(f64, f64)> {
+    let meter = devices
+        .iter()
+        .find(|d| d.enabled && d.role == DeviceRole::Meter)?;
+    let Transport::Rtu {
+        path,
+        baud,
+        parity,
+        stop_bits,
+    } = &meter.transport
+    else {
+        return None;
+    };
+    let bits = 1 + 8 + u32::from(*parity != Parity::None) + u32::from(*stop_bits);
+    let read_ms = |regs: &[u32]| {
+        regs.iter()
+            .fold(0.0, |t, r| t + rtu_read_ms(*baud, bits, *r))
+    };
+    let others_ms: f64 = devices
+        .iter()
+        .filter(|d| d.enabled && !std::ptr::eq(*d, meter))
+        .filter(|d| matches!(&d.transport, Transport::Rtu { path: p, .. } if p == path))
+        .map(|d| match d.role {
+            DeviceRole::Meter => read_ms(METER_READ_REGISTERS),
+            _ => read_ms(INVERTER_READ_REGISTERS),
+        })
+        .sum();
+    Some((read_ms(METER_READ_REGISTERS), others_ms))
+}
+
+/// The shortest meter period a serial line carries (ms), given the airtime of a meter
+/// read and of the other devices' reads each cycle: the meter's `k` reads and the
+/// others' must fit in [`RTU_BUS_SHARE`] of the cycle, at least one meter read a cycle.
+pub fn rtu_meter_period_ms(cycle_ms: f64, meter_read_ms: f64, others_ms: f64) -> u32 {
+    let reads = ((RTU_BUS_SHARE * cycle_ms - others_ms) / meter_read_ms)
+        .floor()
+        .max(1.0);
+    // In steps of 10 ms, never below what one read takes.
+    let period = (cycle_ms / reads)
+        .max(meter_read_ms / RTU_BUS_SHARE)
+        .min(cycle_ms);
+    ((period / 10.0).ceil() * 10.0) as u32
+}
+
+/// A `meter_period_ms` the meter's serial line cannot carry is an error at its line.
+fn check_meter_period(
+    checker: &mut Checker<'_>,
+    section: Option<&Section>,
+    control: &ControlConfig,
+    devices: &[DeviceConfig],
+) {
+    let (Some(section), Some(ms)) = (section, control.meter_period_ms) else {
+        return;
+    };
+    let Some((meter_ms, others_ms)) = meter_bus_airtime_ms(devices) else {
+        return;
+    };
+    let cycle_ms = control.cycle_s * 1000.0;
+    let shortest = rtu_meter_period_ms(cycle_ms, meter_ms, others_ms);
+    if ms >= shortest {
+        return;
+    }
+    let pos = section
+        .get("meter_period_ms")
+        .and_then(|o| o.values.first())
+        .map_or(section.pos, |v| v.pos);
+    checker.error(
+        pos,
+        format!(
+            "meter_period_ms ({ms} ms) is more than the meter's serial line carries: one \
+             meter read takes about {meter_ms:.0} ms and the other devices on the line \
+             {others_ms:.0} ms a cycle, so no less than {shortest} ms (or leave it unset)"
+        ),
+    );
+}
+
 fn check_devices(checker: &mut Checker<'_>, file: &UciFile, devices: &[DeviceConfig]) {
     let enabled: Vec<&DeviceConfig> = devices.iter().filter(|d| d.enabled).collect();
     for (i, a) in enabled.iter().enumerate() {

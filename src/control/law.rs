@@ -28,6 +28,13 @@
 //!    an inverter producing less than its setpoint (cloud, battery full) keeps a small
 //!    probe margin above its output so it can show more power becoming available.
 //!
+//! Between steps, [`Controller::feed_forward`] takes each new site-meter reading (the
+//! meter read more often than the inverters, `meter_period_ms`): export more than the
+//! margin over the limit is cut at once, from the inverters' output expected at the
+//! meter's moment (their last reading moving towards their setpoint as a first-order
+//! lag of `response_tau_ms`), with step 3's lead over one meter period. Between steps
+//! setpoints only go down, or back up to the step's own; the next step re-seeds.
+//!
 //! Import and load limits act through the charge limit of storage inverters: load =
 //! their charging power; import is fed back from the meter like export. A site without
 //! storage reports those limits as unsupported.
@@ -68,6 +75,9 @@ pub struct ControllerParams {
     /// The inverters' first-order response time constant τ (ms) to a new limit, for the
     /// lead of step 3; 0: no lead (`config control` `inverter_response_s`).
     pub response_tau_ms: i64,
+    /// How often the site meter is read (ms; `cycle_ms` when it is read once a cycle):
+    /// the horizon of the feed-forward's lead between cycles ([`Controller::feed_forward`]).
+    pub meter_period_ms: i64,
 }
 
 impl ControllerParams {
@@ -83,6 +93,7 @@ impl ControllerParams {
             margin_w: 50.0,
             gain_up: 0.7,
             response_tau_ms: 0,
+            meter_period_ms: 1000,
         }
     }
 }
@@ -287,6 +298,66 @@ pub struct Controller {
     last_setpoint_w: Vec<Option<f64>>,
     prev_export_limit_w: Option<f64>,
     prev_generation_limit_w: Option<f64>,
+    /// Per inverter: its output as expected from the last reading and setpoint.
+    tracks: Vec<Option<OutputTrack>>,
+    /// What the last step leaves for the feed-forward until the next one.
+    between: Option<Between>,
+}
+
+/// An inverter's output as expected after its last setpoint: `w` at `at_ms` (a reading,
+/// or the estimate when the setpoint was given), moving towards `setpoint_w` as a
+/// first-order lag of the configured τ. Only cuts are followed: an inverter asked for
+/// more may have no more to give (no sun, battery full), so a rise is not expected
+/// until it is read. Without a τ nothing is expected: the reading is taken as it is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct OutputTrack {
+    w: f64,
+    at_ms: i64,
+    setpoint_w: f64,
+}
+
+/// The expected output of an inverter at `t_ms`: from its reading, or from its track
+/// when the track was started after that reading (a setpoint given since).
+fn expected_output_w(
+    reading: PowerSample,
+    track: Option<OutputTrack>,
+    t_ms: i64,
+    tau_ms: i64,
+) -> f64 {
+    let Some(track) = track else {
+        return reading.w;
+    };
+    let (w, from_ms) = if track.at_ms > reading.at_ms {
+        (track.w, track.at_ms)
+    } else {
+        (reading.w, reading.at_ms)
+    };
+    if tau_ms <= 0 || track.setpoint_w >= w || t_ms <= from_ms {
+        return w;
+    }
+    let a = (-((t_ms - from_ms) as f64) / tau_ms as f64).exp();
+    track.setpoint_w + (w - track.setpoint_w) * a
+}
+
+/// The export limit a step left in force, for the feed-forward until the next step.
+#[derive(Debug, Clone, PartialEq)]
+struct Between {
+    export_limit_w: f64,
+    /// The step's total for the answering inverters before its lead: never exceeded
+    /// between steps.
+    cap_w: f64,
+    /// The inverters the total is shared by (answering, no storage target): ratings
+    /// (0 for the others), caps and which are resource-limited, as in step 6.
+    ratings_w: Vec<f64>,
+    caps_w: Vec<f64>,
+    limited: Vec<bool>,
+    /// Per inverter, the highest setpoint between steps: the step's, without its lead.
+    bounds_w: Vec<f64>,
+    /// The newest meter reading acted on (a repeat is not acted on twice).
+    meter_at_ms: i64,
+    /// A feed-forward cut is in force: later meter readings until the next step refine
+    /// it (and take back its lead once the export is back).
+    active: bool,
 }
 
 /// `a/(1 − a)` with `a = e^(−cycle/τ)`, the share of a gap a first-order inverter has
@@ -315,7 +386,111 @@ impl Controller {
             last_setpoint_w: vec![None; n],
             prev_export_limit_w: None,
             prev_generation_limit_w: None,
+            tracks: vec![None; n],
+            between: None,
         }
+    }
+
+    /// Starts each answering inverter's track at `now_ms` from its expected output
+    /// towards the setpoint it is given now.
+    fn track(&mut self, now_ms: i64, readings: &Readings, answering: &[bool]) {
+        let tau_ms = self.params.response_tau_ms;
+        for (i, track) in self.tracks.iter_mut().enumerate() {
+            let reading = readings.inverters.get(i).copied().flatten();
+            *track = match (reading, self.last_setpoint_w[i]) {
+                (Some(r), Some(setpoint_w)) if answering.get(i) == Some(&true) => {
+                    Some(OutputTrack {
+                        w: expected_output_w(r, *track, now_ms, tau_ms),
+                        at_ms: now_ms,
+                        setpoint_w,
+                    })
+                }
+                _ => None,
+            };
+        }
+    }
+
+    /// Between two steps, a fresh site-meter reading (issue 21's feed-forward): when
+    /// export is over the limit by more than the margin, the answering inverters are
+    /// cut at once by the measured excess, without waiting for the next step. The
+    /// inverters' output at the meter's moment is the one expected from their last
+    /// reading and setpoint ([`OutputTrack`]), never a reading older than the meter's,
+    /// so a cut already under way is not counted twice. With τ known the cut leads
+    /// like step 3's, over one meter period instead of a cycle; later readings before
+    /// the next step refine the cut and take its lead back once export is at the target.
+    /// Never above the last step's total, and nothing while the last step was in
+    /// fail-safe, disconnected or following a storage target. Returns each changed
+    /// inverter's new setpoint (index into `params.inverters`, W), or `None`.
+    pub fn feed_forward(
+        &mut self,
+        now_ms: i64,
+        meter: PowerSample,
+        readings: &Readings,
+    ) -> Option<Vec<(usize, f64)>> {
+        let p = &self.params;
+        let b = self.between.as_mut()?;
+        if !meter.w.is_finite()
+            || meter.at_ms <= b.meter_at_ms
+            || meter.is_stale(now_ms, p.meter_timeout_ms)
+        {
+            return None;
+        }
+        b.meter_at_ms = meter.at_ms;
+        let export_w = -meter.w;
+        if !b.active && export_w <= b.export_limit_w + p.margin_w {
+            return None;
+        }
+        b.active = true;
+        let target_export_w = b.export_limit_w - p.margin_w;
+        let mut expected_w = 0.0;
+        for i in 0..p.inverters.len() {
+            if b.ratings_w[i] <= 0.0 {
+                continue;
+            }
+            if let Some(r) = readings.inverters.get(i).copied().flatten() {
+                expected_w +=
+                    expected_output_w(r, self.tracks[i], meter.at_ms, p.response_tau_ms).max(0.0);
+            }
+        }
+        let excess_w = export_w - target_export_w;
+        let target_w = expected_w - excess_w;
+        let lead_w = excess_w.max(0.0) * lead_factor(p.meter_period_ms, p.response_tau_ms);
+        let total_w = (target_w - lead_w).clamp(0.0, b.cap_w);
+        let (alloc, _) = share_by_rating(total_w, &b.ratings_w, &b.caps_w);
+        let mut changed = Vec::new();
+        for (i, w) in alloc.into_iter().enumerate() {
+            if b.ratings_w[i] <= 0.0 {
+                continue;
+            }
+            let Some(last_w) = self.last_setpoint_w[i] else {
+                continue;
+            };
+            // A resource-limited inverter keeps its probe margin above its share (its
+            // output), as in step 6; no setpoint goes above the step's.
+            let w = if b.limited[i] {
+                w + probe_w(p.inverters[i].rating_w)
+            } else {
+                w
+            };
+            let w = w.min(b.bounds_w[i]);
+            if (w - last_w).abs() >= 0.5 {
+                changed.push((i, w));
+            }
+        }
+        if changed.is_empty() {
+            return None;
+        }
+        let tau_ms = p.response_tau_ms;
+        for &(i, w) in &changed {
+            let reading = readings.inverters.get(i).copied().flatten();
+            self.last_setpoint_w[i] = Some(w);
+            self.tracks[i] = reading.map(|r| OutputTrack {
+                w: expected_output_w(r, self.tracks[i], now_ms, tau_ms),
+                at_ms: now_ms,
+                setpoint_w: w,
+            });
+        }
+        Some(changed)
     }
 
     pub fn params(&self) -> &ControllerParams {
@@ -380,6 +555,9 @@ impl Controller {
                 .collect();
             self.last_setpoint_w = vec![Some(0.0); n];
             self.ramp.apply(now_ms, 0.0, None);
+            let answering: Vec<bool> = outputs.iter().map(Option::is_some).collect();
+            self.track(now_ms, readings, &answering);
+            self.between = None;
             let reason = match (disconnect, deenergize) {
                 (Some(source), _) => Reason::Disconnected { source },
                 (None, Some(source)) => Reason::Deenergized { source },
@@ -441,10 +619,22 @@ impl Controller {
             .map(|(i, _)| i.rating_w)
             .sum();
         // Generation of the answering inverters (charging is not generation); the
-        // targeted batteries' output is counted apart.
+        // targeted batteries' output is counted apart. With τ known, an inverter read
+        // before the meter counts with the output expected at the meter's moment, so
+        // the meter's newer view of a cut under way is not counted twice.
+        let meter_at_ms = readings.meter.map(|m| m.at_ms);
         let generation_w: f64 = (0..n)
             .filter(|&i| !targeting[i])
-            .filter_map(|i| outputs[i])
+            .filter_map(|i| {
+                let out = outputs[i]?;
+                let r = readings.inverters.get(i).copied().flatten()?;
+                Some(match meter_at_ms {
+                    Some(t) if t > r.at_ms => {
+                        expected_output_w(r, self.tracks[i], t, p.response_tau_ms)
+                    }
+                    _ => out,
+                })
+            })
             .map(|o| o.max(0.0))
             .sum();
         let battery_w: f64 = (0..n)
@@ -656,6 +846,12 @@ impl Controller {
             .map(|(i, (a, t))| if *a && !*t { i.rating_w } else { 0.0 })
             .collect();
         let (alloc, leftover_w) = share_by_rating(commanded_w, &ratings, &caps);
+        // The shares without the lead: the feed-forward's ceiling until the next step.
+        let plain_alloc = if commanded_w < total_allowed_w {
+            share_by_rating(total_allowed_w, &ratings, &caps).0
+        } else {
+            alloc.clone()
+        };
         let limited_rating_w: f64 = (0..n).filter(|&i| limited[i]).map(|i| ratings[i]).sum();
 
         let fail_safe_share = |rating_w: f64| {
@@ -750,6 +946,26 @@ impl Controller {
             target_reason
         } else {
             Reason::Uncurtailed
+        };
+        self.track(now_ms, readings, &alive);
+        self.between = match (&limits.export_limit_w, meter_fresh) {
+            (Some(l), Some(m)) if fail_safe.is_none() && storage.is_none() => Some(Between {
+                export_limit_w: l.value,
+                cap_w: total_allowed_w,
+                bounds_w: (0..n)
+                    .map(|i| match () {
+                        _ if ratings[i] <= 0.0 => 0.0,
+                        _ if limited[i] => inverters[i].setpoint_w,
+                        _ => plain_alloc[i],
+                    })
+                    .collect(),
+                ratings_w: ratings,
+                caps_w: caps,
+                limited,
+                meter_at_ms: m.at_ms,
+                active: false,
+            }),
+            _ => None,
         };
         Setpoints {
             total_allowed_w,

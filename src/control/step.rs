@@ -162,6 +162,8 @@ pub struct State {
     last_storage: Option<(f64, Option<LimitMode>, bool)>,
     /// Monotonic ms of the next step.
     next_ms: Option<u64>,
+    /// The commands in force (the last step's, as [`feed_forward`] changed them since).
+    commands: Vec<(String, Command)>,
 }
 
 impl State {
@@ -228,6 +230,7 @@ pub fn controller_params(config: &Config, devices: &[DeviceInput]) -> Controller
     // An inverter is stale on the same clock as the meter: one staleness rule.
     p.inverter_timeout_ms = p.meter_timeout_ms;
     p.response_tau_ms = (config.control.inverter_response_s * 1000.0).round() as i64;
+    p.meter_period_ms = i64::from(config.meter_period_ms());
     p.site_meter = config.site_meter().is_some();
     p
 }
@@ -249,6 +252,64 @@ pub fn owner_settings(merged: &mut MergedLimits, config: &Config) {
         let hundredths = (config.control.ramp_up_pct_per_s * 100.0).round();
         merged.set_grad_w = Some(hundredths.clamp(1.0, f64::from(u16::MAX)) as u16);
     }
+}
+
+/// The law's readings from the inputs: each on the monotonic timeline of `now_ms`.
+fn readings_of(
+    cfg: &Config,
+    devices: &[DeviceInput],
+    params: &ControllerParams,
+    now_ms: i64,
+) -> Readings {
+    let find = |name: &str| devices.iter().find(|d| d.name == name);
+    let sample = |d: &DeviceInput| {
+        d.age_ms.map(|a| PowerSample {
+            w: d.w.unwrap_or(f64::NAN),
+            at_ms: now_ms - a as i64,
+        })
+    };
+    Readings {
+        meter: cfg
+            .site_meter()
+            .and_then(|m| find(&m.name))
+            .and_then(sample),
+        inverters: params
+            .inverters
+            .iter()
+            .map(|i| find(&i.name).and_then(sample))
+            .collect(),
+    }
+}
+
+/// Between two steps, when a new site-meter reading has come in (the runtime reads the
+/// meter every [`Config::meter_period_ms`]): the law's feed-forward
+/// ([`super::law::Controller::feed_forward`]) cuts the inverters at once when export is
+/// over the limit, instead of at the next step. Pure like [`step`]; changes nothing
+/// else (limits, status, sample and transitions are the next step's). Returns the
+/// commands in force when it changed any (every inverter's, in config order), else
+/// `None`.
+pub fn feed_forward(
+    state: &mut State,
+    inputs: Inputs<'_>,
+    now: Now,
+) -> Option<Vec<(String, Command)>> {
+    let now_ms = now.mono_ms as i64;
+    let controller = state.controller.as_mut()?;
+    let readings = readings_of(inputs.config, inputs.devices, controller.params(), now_ms);
+    let meter = readings.meter?;
+    let changed = controller.feed_forward(now_ms, meter, &readings)?;
+    for (i, w) in changed {
+        let inv = &controller.params().inverters[i];
+        if let Some((_, c)) = state.commands.iter_mut().find(|(n, _)| *n == inv.name) {
+            c.setpoint_w = w;
+            c.setpoint_pct = if inv.rating_w > 0.0 {
+                100.0 * w / inv.rating_w
+            } else {
+                0.0
+            };
+        }
+    }
+    Some(state.commands.clone())
 }
 
 /// One coordinator cycle at `now`. Pure: same state, inputs and `now` give the same
@@ -291,27 +352,8 @@ pub fn step(state: &mut State, inputs: Inputs<'_>, now: Now) -> Outputs {
 
     // 2. Limits. The law's timeline is the monotonic clock; readings carry ages.
     let now_ms = now.mono_ms as i64;
-    let at = |d: &DeviceInput| d.age_ms.map(|a| now_ms - a as i64);
     let meter = cfg.site_meter().and_then(|m| find(&m.name));
-    let readings = Readings {
-        meter: meter.and_then(|m| {
-            at(m).map(|at_ms| PowerSample {
-                w: m.w.unwrap_or(f64::NAN),
-                at_ms,
-            })
-        }),
-        inverters: params
-            .inverters
-            .iter()
-            .map(|i| {
-                let d = find(&i.name)?;
-                at(d).map(|at_ms| PowerSample {
-                    w: d.w.unwrap_or(f64::NAN),
-                    at_ms,
-                })
-            })
-            .collect(),
-    };
+    let readings = readings_of(cfg, inputs.devices, &params, now_ms);
     let now_s = now.utc_s();
     let total_rating_w: f64 = params.inverters.iter().map(|i| i.rating_w).sum();
     let merge_inputs = MergeInputs {
@@ -357,6 +399,7 @@ pub fn step(state: &mut State, inputs: Inputs<'_>, now: Now) -> Outputs {
             )
         })
         .collect();
+    state.commands.clone_from(&commands);
 
     let storage_now = setpoints
         .storage

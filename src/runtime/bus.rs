@@ -1,6 +1,8 @@
-//! One task per Modbus bus: reads every device on it once a cycle, stores the readings
-//! in the shared site state, and writes the coordinator's setpoints to the inverters
-//! (refreshing them before the inverter's revert timer runs out).
+//! One task per Modbus bus: reads every device on it once a cycle (and a site meter on
+//! it every `Config::meter_period_ms` in between, waking the coordinator's
+//! feed-forward), stores the readings in the shared site state, and writes the
+//! coordinator's setpoints to the inverters (refreshing them before the inverter's
+//! revert timer runs out).
 
 use super::site::{Command, DeviceState, SharedSite, Written};
 use crate::config::{self, DeviceRole};
@@ -196,11 +198,13 @@ pub fn mark_not_enforceable<'a>(
     }
 }
 
-/// Runs one bus forever: poll every device, then sleep out the cycle.
+/// Runs one bus forever: poll every device, then sleep out the cycle; a meter on the
+/// bus is read again every `meter_period` in between (`Config::meter_period_ms`).
 pub async fn run_bus(
     params: BusParams,
     devices: Vec<config::DeviceConfig>,
     cycle: Duration,
+    meter_period: Duration,
     stale_after: Duration,
     site: SharedSite,
 ) {
@@ -231,6 +235,7 @@ pub async fn run_bus(
     // reaches the inverter at once instead of at the next poll.
     let (wake_tx, wake_rx) = smol::channel::bounded::<()>(1);
     let has_inverters = slots.iter().any(|s| s.config.role != DeviceRole::Meter);
+    let has_meter = slots.iter().any(|s| s.config.role == DeviceRole::Meter);
     {
         let mut s = site.borrow_mut();
         for slot in &slots {
@@ -248,10 +253,17 @@ pub async fn run_bus(
             poll_device(slot, &site).await;
         }
         let next_poll = started + cycle.max(Duration::from_millis(10));
+        let mut next_meter = (has_meter && meter_period < cycle).then(|| started + meter_period);
         loop {
+            // A meter read between cycles, unless the cycle's own is due within half a
+            // meter period.
+            let deadline = match next_meter {
+                Some(t) if t + meter_period / 2 <= next_poll => t,
+                _ => next_poll,
+            };
             let woken = smol::future::or(
                 async {
-                    smol::Timer::at(next_poll).await;
+                    smol::Timer::at(deadline).await;
                     false
                 },
                 async {
@@ -263,8 +275,18 @@ pub async fn run_bus(
                 },
             )
             .await;
-            if !woken {
+            if !woken && deadline == next_poll {
                 break;
+            }
+            if !woken {
+                for slot in slots
+                    .iter_mut()
+                    .filter(|s| s.config.role == DeviceRole::Meter)
+                {
+                    poll_device(slot, &site).await;
+                }
+                next_meter = next_meter.map(|t| t + meter_period);
+                continue;
             }
             for slot in slots
                 .iter_mut()
@@ -290,7 +312,14 @@ async fn poll_device(slot: &mut Slot, site: &SharedSite) {
                 .entry(name.clone())
                 .or_insert_with(|| DeviceState::new(DeviceRole::Meter));
             match r {
-                Ok(m) => st.record_meter(&m, Instant::now()),
+                Ok(m) => {
+                    st.record_meter(&m, Instant::now());
+                    if s.meter_name.as_deref() == Some(name.as_str()) {
+                        if let Some(wake) = &s.meter_wake {
+                            let _ = wake.try_send(());
+                        }
+                    }
+                }
                 Err(e) => st.record_read_error(e.to_string()),
             }
         }

@@ -22,6 +22,22 @@ pub struct Coordinator {
     pub last_sample: Option<crate::store::Sample>,
 }
 
+/// The step's device inputs: each device's last good reading and its age at `now`.
+fn device_inputs(s: &super::site::SiteState, now: Instant) -> Vec<DeviceInput> {
+    s.devices
+        .iter()
+        .map(|(name, d)| DeviceInput {
+            name: name.clone(),
+            rating_w: d.rating_w,
+            max_charge_w: d.max_charge_w,
+            w: d.w(),
+            age_ms: d.age_ms(now),
+            // An inverter read without a control model (issue 17); unknown until read.
+            controllable: d.controls.is_none_or(|c| c.can_limit_power()),
+        })
+        .collect()
+}
+
 /// `/etc/TZ` of the system (OpenWrt keeps the POSIX TZ string there).
 pub fn read_etc_tz() -> Option<String> {
     std::fs::read_to_string("/etc/TZ").ok()
@@ -67,6 +83,32 @@ impl Coordinator {
         }
     }
 
+    /// A new site-meter reading between cycles: the step's feed-forward
+    /// ([`control::step::feed_forward`]) may cut the inverters at once; new commands go
+    /// to the bus tasks like a tick's.
+    pub fn feed_forward(&mut self, site: &SharedSite) {
+        let now = self.clock.now();
+        let now_instant = self.clock.instant_of(now.mono_ms);
+        let mut s = site.borrow_mut();
+        let devices = device_inputs(&s, now_instant);
+        let inputs = control::Inputs {
+            config: &self.config,
+            tz: &self.tz,
+            devices: &devices,
+            utility: s.utility.as_ref(),
+            server_offset_s: s.clock_offset_s,
+            price: s.price.current(now.utc_s()),
+        };
+        let Some(commands) = control::step::feed_forward(&mut self.state, inputs, now) else {
+            return;
+        };
+        log::debug!("feed-forward: {commands:?}");
+        s.commands = commands.into_iter().collect();
+        for wake in &s.command_wake {
+            let _ = wake.try_send(());
+        }
+    }
+
     /// One cycle at the current time.
     pub fn tick(&mut self, site: &SharedSite, status: &SnapshotHandle) -> Setpoints {
         let now = self.clock.now();
@@ -75,19 +117,7 @@ impl Coordinator {
         let cfg = self.config.clone();
         let mut s = site.borrow_mut();
 
-        let devices: Vec<DeviceInput> = s
-            .devices
-            .iter()
-            .map(|(name, d)| DeviceInput {
-                name: name.clone(),
-                rating_w: d.rating_w,
-                max_charge_w: d.max_charge_w,
-                w: d.w(),
-                age_ms: d.age_ms(now_instant),
-                // An inverter read without a control model (issue 17); unknown until read.
-                controllable: d.controls.is_none_or(|c| c.can_limit_power()),
-            })
-            .collect();
+        let devices = device_inputs(&s, now_instant);
         let price = s.price.current(unix_s);
         let inputs = control::Inputs {
             config: &cfg,

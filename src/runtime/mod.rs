@@ -79,7 +79,13 @@ pub fn run_main(args: &[String]) -> ExitCode {
     };
     crate::logging::init(config.main.log_level.to_filter());
     let ex = Rc::new(LocalExecutor::new());
-    smol::block_on(ex.run(run_daemon(ex.clone(), path, config, Box::new(|_| {}))))
+    // futures-lite's block_on, not smol's (async-io's): with async-io's, the main thread
+    // and the `async-io` thread take turns at the reactor, and while any such block_on
+    // runs the `async-io` thread wakes up to ten times after every reactor event (its
+    // 50 µs-10 ms backoff) to look for more: most of csipd's CPU time at rest (issue 21).
+    // Here the `async-io` thread alone waits in epoll and wakes the loop when a task is
+    // ready: two thread switches per event.
+    smol::future::block_on(ex.run(run_daemon(ex.clone(), path, config, Box::new(|_| {}))))
 }
 
 /// Loads and validates; warnings are logged (or printed before logging is up). On
@@ -295,15 +301,19 @@ fn set_utility_status(status: &SnapshotHandle, config: &Config, now_s: i64) {
     });
 }
 
-/// Ticks every cycle. (Ticking on each fresh meter reading was tried: the inverters'
+/// Ticks every cycle, and hands each new site-meter reading in between to the step's
+/// feed-forward. (Ticking on each fresh meter reading was tried: the inverters'
 /// readings then lag the meter's and the control law, which re-seeds from the measured
-/// output, double-counts the response and oscillates.)
+/// output, double-counts the response and oscillates. The feed-forward only cuts, from
+/// the output expected of the inverters, and the next tick re-seeds.)
 async fn tick_task(
     coordinator: Rc<RefCell<coordinator::Coordinator>>,
     site: SharedSite,
     status: SnapshotHandle,
     durable: durable::SharedDurable,
 ) {
+    let (meter_tx, meter_rx) = smol::channel::bounded::<()>(1);
+    site.borrow_mut().meter_wake = Some(meter_tx);
     loop {
         // The step keeps the period and never bursts to catch up after a stall.
         let next = {
@@ -314,7 +324,22 @@ async fn tick_task(
             }
             c.next_tick()
         };
-        smol::Timer::at(next).await;
+        // One timer for the whole cycle, however many meter readings come in.
+        let mut timer = smol::Timer::at(next);
+        loop {
+            let meter = smol::future::or(
+                async {
+                    (&mut timer).await;
+                    false
+                },
+                async { meter_rx.recv().await.is_ok() },
+            )
+            .await;
+            if !meter {
+                break;
+            }
+            coordinator.borrow_mut().feed_forward(&site);
+        }
     }
 }
 
@@ -334,6 +359,7 @@ async fn price_task(source: crate::control::PriceSourceConfig, every: Duration, 
 impl Daemon {
     fn start_buses(&mut self) {
         let cycle = Duration::from_secs_f64(self.config.control.cycle_s);
+        let meter_period = Duration::from_millis(u64::from(self.config.meter_period_ms()));
         let stale = Duration::from_secs_f64(self.config.control.meter_stale_s);
         self.buses = bus::group_by_bus(&self.config.devices)
             .into_iter()
@@ -351,6 +377,7 @@ impl Daemon {
                     params,
                     devices,
                     cycle,
+                    meter_period,
                     stale,
                     self.site.clone(),
                 ))

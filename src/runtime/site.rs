@@ -224,6 +224,9 @@ pub struct SiteState {
     pub price: PriceTracker,
     /// Wakes the bus tasks that drive inverters when the setpoints change.
     pub command_wake: Vec<smol::channel::Sender<()>>,
+    /// Wakes the coordinator when the site meter has a new reading (bus → coordinator,
+    /// for the feed-forward between cycles); `None` until the tick task runs.
+    pub meter_wake: Option<smol::channel::Sender<()>>,
 }
 
 impl SiteState {
@@ -257,6 +260,7 @@ impl SiteState {
             clock_offset_s: 0,
             price: PriceTracker::new(price_max_age_s),
             command_wake: Vec::new(),
+            meter_wake: None,
         }
     }
 }

@@ -321,6 +321,9 @@ return view.extend({
 		o = s.option(form.Value, 'inverter_response_s', _('Inverter response time (s)'), _('Time constant of the inverters\' response to a new limit; a sudden excess is then cut deeper for one cycle. 0: off.'));
 		o.datatype = 'range(0,10)';
 		o.placeholder = '0';
+		o = s.option(form.Value, 'meter_period_ms', _('Meter read interval (ms)'), _('How often the site meter is read between control cycles; an export over the limit seen in between is cut at once. Empty: chosen from the meter\'s connection (network 500 ms; a serial line as often as it carries).'));
+		o.datatype = 'range(100,60000)';
+		o.placeholder = _('from the connection');
 
 		// mqtt 'broker': publishing the status to an MQTT broker (Home Assistant etc.).
 		s = m.section(form.NamedSection, 'broker', 'mqtt', _('MQTT (Home Assistant, Node-RED)'),

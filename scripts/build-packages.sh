@@ -17,6 +17,9 @@
 # The tools (zig, cargo-zigbuild) are installed into target/zig-venv when missing.
 # OPENWRT_ARCH_<short> (e.g. OPENWRT_ARCH_aarch64=aarch64_generic) overrides the
 # package architecture written into the control file.
+# Features: `vendored` only, so the lab tools (`csipd demo`, `csipd fleet`: the `lab`
+# feature) stay out of the router packages; CSIPD_PACKAGE_FEATURES overrides the list
+# (e.g. "vendored lab").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -33,6 +36,7 @@ if [ ! -x "$venv/bin/cargo-zigbuild" ]; then
     "$venv/bin/pip" install -q --disable-pip-version-check ziglang cargo-zigbuild
 fi
 export PATH="$venv/bin:$PATH"
+features=${CSIPD_PACKAGE_FEATURES:-vendored}
 
 # short name -> rust triple, default OpenWrt package architecture
 triple_of() {
@@ -69,7 +73,8 @@ build_binary() {
         env "CFLAGS_$env_triple=-DBROKEN_CLANG_ATOMICS $nounwind_c" \
             "CARGO_TARGET_${upper}_RUSTFLAGS=-C target-feature=+crt-static -C link-self-contained=no $nounwind_rust" \
             RUSTC_BOOTSTRAP=1 \
-            cargo zigbuild --locked --release --target "$triple" -Zbuild-std=std,panic_abort \
+            cargo zigbuild --locked --release --target "$triple" \
+            --no-default-features --features "$features" -Zbuild-std=std,panic_abort \
             -Zbuild-std-features=optimize_for_size
     else
         # std from rust-src here too, built the same way as for mipsel (smaller than
@@ -77,7 +82,8 @@ build_binary() {
         rustup component add rust-src >/dev/null 2>&1
         env "CFLAGS_$env_triple=$nounwind_c" "CARGO_TARGET_${upper}_RUSTFLAGS=$nounwind_rust" \
             RUSTC_BOOTSTRAP=1 \
-            cargo zigbuild --locked --release --target "$triple" -Zbuild-std=std,panic_abort \
+            cargo zigbuild --locked --release --target "$triple" \
+            --no-default-features --features "$features" -Zbuild-std=std,panic_abort \
             -Zbuild-std-features=optimize_for_size
     fi
     # LLVM's tools read every target (GNU strip on Debian knows only x86).

@@ -1,7 +1,8 @@
 //! Checks the OpenWrt packages built by `scripts/build-packages.sh` (tests/setup.sh runs
 //! it): unpacks each .ipk, checks its control fields and paths, and runs the foreign
 //! binary it carries under qemu-user-static (`csipd version`, `csipd check-config` with
-//! the default config from the same package).
+//! the default config from the same package, and `csipd demo`/`fleet` refused: the
+//! packages are built without the `lab` feature).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -211,6 +212,22 @@ fn csipd_ipks_have_right_control_fields_paths_and_run_under_qemu() {
             .arg(&binary)
             .arg("check-config")
             .arg(&config));
+        // Router packages leave the lab tools out (no `lab` feature) and say which
+        // build has them.
+        for lab_command in ["demo", "fleet"] {
+            let out = Command::new(qemu)
+                .arg(&binary)
+                .arg(lab_command)
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run {qemu}: {e}"));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "csipd {lab_command}: {stderr}");
+            assert!(
+                stderr.contains(&format!("csipd {lab_command}: not in this build"))
+                    && stderr.contains("--features lab"),
+                "csipd {lab_command}: {stderr}"
+            );
+        }
         let _ = fs::remove_dir_all(&tmp);
     }
 }

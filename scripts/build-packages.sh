@@ -69,9 +69,12 @@ build_binary() {
         # Tier 3: no prebuilt std; build it from rust-src, without the backtrace
         # symbolizer (a stripped binary has no symbols to show) and with std's
         # size-optimized algorithms. OpenSSL's atomics check misfires under clang here.
+        # Rust code non-PIC (relocation-model=static), as the C code already is: the
+        # binary is a static non-PIE executable anyway, and MIPS PIC code calls through
+        # the GOT ($gp loads, `jalr $t9`, $gp reloads after each call).
         rustup component add rust-src >/dev/null 2>&1
         env "CFLAGS_$env_triple=-DBROKEN_CLANG_ATOMICS $nounwind_c" \
-            "CARGO_TARGET_${upper}_RUSTFLAGS=-C target-feature=+crt-static -C link-self-contained=no $nounwind_rust" \
+            "CARGO_TARGET_${upper}_RUSTFLAGS=-C target-feature=+crt-static -C link-self-contained=no -C relocation-model=static $nounwind_rust" \
             RUSTC_BOOTSTRAP=1 \
             cargo zigbuild --locked --release --target "$triple" \
             --no-default-features --features "$features" -Zbuild-std=std,panic_abort \

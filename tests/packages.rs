@@ -212,6 +212,45 @@ fn csipd_ipks_have_right_control_fields_paths_and_run_under_qemu() {
             .arg(&binary)
             .arg("check-config")
             .arg(&config));
+        // OpenSSL works in the foreign binary: a key, a CSR (SHA-256 signature: the
+        // MIPS assembler's SHA-256 crashed here), a self-signed certificate whose dates
+        // come back as set (a time_t handed across the FFI was garbled on mipsel).
+        let key = tmp.join("device.key");
+        let cert = tmp.join("device.pem");
+        run(Command::new(qemu)
+            .arg(&binary)
+            .args(["cert", "request", "--cn", "pkg-test", "--key"])
+            .arg(&key)
+            .arg("--csr")
+            .arg(tmp.join("device.csr")));
+        run(Command::new(qemu)
+            .arg(&binary)
+            .args([
+                "cert",
+                "selfsigned",
+                "--cn",
+                "pkg-test",
+                "--days",
+                "400",
+                "--key",
+            ])
+            .arg(&key)
+            .arg("--cert")
+            .arg(&cert));
+        let show = run(Command::new(qemu)
+            .arg(&binary)
+            .args(["cert", "show", "--cert"])
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key));
+        let show = String::from_utf8_lossy(&show.stdout);
+        assert!(
+            show.contains("CN=pkg-test")
+                && show.contains("valid until:")
+                && show.contains("key matches: yes"),
+            "{show}"
+        );
+
         // Router packages leave the lab tools out (no `lab` feature) and say which
         // build has them.
         for lab_command in ["demo", "fleet"] {

@@ -69,11 +69,12 @@ build_binary() {
         # Tier 3: no prebuilt std; build it from rust-src, without the backtrace
         # symbolizer (a stripped binary has no symbols to show) and with std's
         # size-optimized algorithms. OpenSSL's atomics check misfires under clang here.
-        # Rust code non-PIC (relocation-model=static), as the C code already is: the
-        # binary is a static non-PIE executable anyway, and MIPS PIC code calls through
-        # the GOT ($gp loads, `jalr $t9`, $gp reloads after each call).
+        # Rust and C code non-PIC (relocation-model=static; -fno-pic after the -fPIC
+        # of openssl-src and cc): the binary is a static non-PIE executable anyway, and
+        # MIPS PIC code calls through the GOT ($gp loads, `jalr $t9`, $gp reloads after
+        # each call). OpenSSL has no MIPS assembler here (scripts/openssl-configure).
         rustup component add rust-src >/dev/null 2>&1
-        env "CFLAGS_$env_triple=-DBROKEN_CLANG_ATOMICS $nounwind_c" \
+        env "CFLAGS_$env_triple=-DBROKEN_CLANG_ATOMICS -fno-pic $nounwind_c" \
             "CARGO_TARGET_${upper}_RUSTFLAGS=-C target-feature=+crt-static -C link-self-contained=no -C relocation-model=static $nounwind_rust" \
             RUSTC_BOOTSTRAP=1 \
             cargo zigbuild --locked --release --target "$triple" \

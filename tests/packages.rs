@@ -109,6 +109,9 @@ fn qemu_for(arch: &str) -> &'static str {
         "qemu-mipsel-static"
     } else if arch.starts_with("arm") {
         "qemu-arm-static"
+    } else if arch == "x86_64" {
+        // `bash scripts/build-packages.sh x86_64` (the size measurements) builds one too.
+        "qemu-x86_64-static"
     } else {
         panic!("no qemu-user emulator known for package architecture {arch}")
     }

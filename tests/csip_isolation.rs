@@ -361,3 +361,124 @@ fn a_404_on_a_known_href_walks_again_from_the_top_at_most_once_a_minute() {
     h.run_for(70);
     assert!(poll_error(&h, "/edev/1/fsa/1/derp").is_none());
 }
+
+/// Every paged list keeps the note about an item it left out in its status, read after
+/// read (the good read clears the list's old error, not this read's note), and drops it
+/// once the item reads again. One bad item per list, each on its own, served by the
+/// scripted server with one element broken: another EndDevice's sFDI, an FSA without its
+/// mRID, a DERProgram whose primacy is a word, a DERControl whose creationTime is a word.
+#[test]
+fn every_list_keeps_the_note_of_an_item_left_out_until_it_reads_again() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let cases: [(&str, &str, &str, &str); 4] = [
+        (
+            "EndDeviceList",
+            "/edev",
+            "<sFDI>2000</sFDI>",
+            "<sFDI>two</sFDI>",
+        ),
+        (
+            "FunctionSetAssignmentsList",
+            "/edev/1/fsa",
+            &format!("<mRID>F{:031X}</mRID>", 2),
+            "",
+        ),
+        (
+            "DERProgramList",
+            "/edev/1/fsa/1/derp",
+            "<primacy>7</primacy>",
+            "<primacy>high</primacy>",
+        ),
+        (
+            "DERControlList",
+            "/edev/1/derp/1/derc",
+            &format!(
+                "<description>{}</description><creationTime>",
+                mrid_of("BAD")
+            ),
+            &format!(
+                "<description>{}</description><creationTime>soon",
+                mrid_of("BAD")
+            ),
+        ),
+    ];
+    for (list, href, good, bad) in cases {
+        let mut sc = utility_scenario();
+        // Two FSAs, two programs in the first (primacy 0 and 7).
+        sc.fsas[0].push(Program {
+            primacy: 7,
+            ..Program::default()
+        });
+        sc.fsas.push(vec![Program::default()]);
+        let mut h = Harness::start(sc.clone());
+        let mut control = active_export(&h, "BAD", 1000);
+        control.start = h.now_s() + 3600;
+        control.status = 0;
+        let good_one = active_export(&h, "GOOD", 1500);
+        // Every request goes to a second in-memory copy of the server, whose answers
+        // to `href` have the one element broken while `broken` is set.
+        let inner = csip_server::ScriptedServer::in_memory(sc);
+        inner.update(|s| {
+            s.fsas[0][0].controls.push(good_one);
+            s.fsas[0][0].controls.push(control);
+        });
+        let broken = Rc::new(Cell::new(true));
+        let is_broken = Rc::clone(&broken);
+        let target = href.to_string();
+        let (good, bad) = (good.to_string(), bad.to_string());
+        h.extra_routes = Some(Box::new(move |method, url, body, now_s, at_ms| {
+            let mut reply = inner.exchange(method, url, body, now_s, at_ms);
+            let path = url.split('?').next().unwrap_or(url);
+            if is_broken.get() && path == target && method == "GET" {
+                assert!(reply.body.contains(&good), "{list}: {}", reply.body);
+                reply.body = reply.body.replacen(&good, &bad, 1);
+            }
+            Some(reply)
+        }));
+        h.run_for(300);
+        // Several good reads of the list later, its note is still shown.
+        let error = poll_error(&h, href);
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.contains("1 item left out") && e.contains(list)),
+            "{list}: {error:?}"
+        );
+        // Its good siblings are in force: the active export limit of program 1.
+        assert_eq!(h.export_limit_w(), Some(1500.0), "{list}");
+        broken.set(false);
+        h.run_for(120);
+        assert_eq!(poll_error(&h, href), None, "{list}: the item reads again");
+    }
+}
+
+/// A resource read with its parent (a program's DERControlList and DefaultDERControl
+/// with the DERProgramList) has no poll time of its own; the status says which list's
+/// reads read it, while a resource on its own timer has a time and no such note.
+#[test]
+fn a_resource_read_with_its_parent_says_so_in_the_status() {
+    let mut h = Harness::start(utility_scenario());
+    h.run_for(120);
+    let polls = h.status().polls;
+    let find = |href: &str| {
+        polls
+            .iter()
+            .find(|p| p.href == href)
+            .unwrap_or_else(|| panic!("{href} in {polls:?}"))
+    };
+    for href in ["/edev/1/derp/1/derc", "/edev/1/derp/1/dderc"] {
+        let p = find(href);
+        assert_eq!(p.next_poll_s, None, "{p:?}");
+        assert_eq!(
+            p.next_read,
+            Some(csipd::csip::NextRead::With("DERProgramList".into())),
+            "{p:?}"
+        );
+    }
+    let list = find("/edev/1/fsa/1/derp");
+    assert!(
+        list.next_poll_s.is_some() && list.next_read.is_none(),
+        "{list:?}"
+    );
+}

@@ -1016,6 +1016,22 @@ fn a_bad_interval_never_drops_its_siblings() {
             .is_some_and(|e| e.contains("item left out") && e.contains("TimeTariffInterval[2]")),
         "{tti:?}"
     );
+    // Read again (good reads of the list): the note stays.
+    let reads = gets(&t, "/edev/1/tp/1/rc/1/tti").len();
+    assert!(h.run_until(600, |_| gets(&t, "/edev/1/tp/1/rc/1/tti").len()
+        >= reads + 2));
+    let status = h.status();
+    let tti = status
+        .polls
+        .iter()
+        .find(|s| s.href == "/edev/1/tp/1/rc/1/tti")
+        .expect("polled");
+    assert!(
+        tti.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("item left out") && e.contains("TimeTariffInterval[2]")),
+        "{tti:?}"
+    );
 }
 
 /// `option utility_price_export '1'`: the utility's export price drives the owner's

@@ -4,7 +4,10 @@
 use std::rc::Rc;
 use std::time::Duration;
 
+use csipd::devices::curves::{Curve, CurvePoint};
 use csipd::devices::{Bus, BusParams, Device, DeviceParams, RevertPolicy};
+use csipd::schedule::ControlMode;
+use csipd::sim::site::{Grid, PvProfile, SimInverter as PhysInverter, Site};
 use csipd::sim::sunspec_server::SunSpecSimulator;
 
 /// Modbus response timeout towards the simulator: generous, as on a loaded machine the
@@ -170,7 +173,10 @@ fn pysunspec2_client_reads_and_controls_the_simulator() {
     };
     let p = port.to_string();
     let inv = run(&[&p, "1", "40"]);
-    assert_eq!(inv["models"], serde_json::json!([1, 103, 120, 121, 123]));
+    assert_eq!(
+        inv["models"],
+        serde_json::json!([1, 103, 120, 121, 123, 126, 132])
+    );
     assert_eq!(inv["Mn"], "csipd-sim");
     assert_eq!(inv["W"], 2750.0);
     assert_eq!(inv["Hz"], 50.0);
@@ -183,4 +189,101 @@ fn pysunspec2_client_reads_and_controls_the_simulator() {
     let meter = run(&[&p, "2"]);
     assert_eq!(meter["models"], serde_json::json!([1, 203]));
     assert_eq!(meter["meter_W"], -900.0);
+}
+
+/// The demo's path for a curve: csipd's driver puts the standard's 4-point volt-var
+/// curve on the simulator's model 126 over Modbus TCP; the site physics, stepped on a
+/// virtual clock as the demo steps it, reads the curve in force from the simulator and
+/// moves the inverter's reactive power along it as the grid voltage swings; csipd reads
+/// the vars back from model 103.
+#[test]
+fn a_volt_var_curve_written_by_csipd_moves_the_simulated_inverters_vars() {
+    let ex = Rc::new(smol::LocalExecutor::new());
+    smol::block_on(ex.run(async {
+        let sim = SunSpecSimulator::new();
+        let inv = sim.add_inverter(1, 5000.0);
+        let listener = SunSpecSimulator::bind(0).expect("bind");
+        let port = listener.get_ref().local_addr().expect("addr").port();
+        let server = sim.clone();
+        let ex2 = ex.clone();
+        ex.spawn(async move {
+            let _ = server.serve(listener, ex2).await;
+        })
+        .detach();
+        let mut params = BusParams::tcp("127.0.0.1", port);
+        params.timeout = SIM_TIMEOUT;
+        let mut dev = Device::new(Rc::new(Bus::new(params)), DeviceParams::new("sim-inv", 1));
+        let map = dev.scan().await.expect("scan").clone();
+        assert!(map.offers(ControlMode::VoltVar) && map.offers(ControlMode::VoltWatt));
+
+        let mut site = Site::new(
+            500.0,
+            vec![PhysInverter::pv(
+                5000.0,
+                PvProfile::Constant {
+                    available_w: 3000.0,
+                },
+                1.0,
+            )],
+        );
+        site.grid = Grid::demo();
+        // Steps the physics as the demo does, `seconds` of virtual time.
+        let run = |site: &mut Site, seconds: f64| {
+            let mut t = 0.0;
+            while t < seconds {
+                site.inverters[0].volt_var = inv.volt_var();
+                site.step(0.2);
+                inv.set_ac(
+                    site.inverters[0].output_w,
+                    site.inverters[0].var_output,
+                    site.voltage_v(),
+                );
+                t += 0.2;
+            }
+        };
+        // No curve in force (the factory curve is not enabled): no vars at the crest.
+        run(&mut site, 75.0);
+        let r = dev.read_inverter().await.expect("read");
+        assert_eq!(r.ac.var, Some(0.0));
+        assert!(r.ac.v.unwrap() > 240.0, "{:?}", r.ac.v);
+
+        let curve = Curve {
+            mode: ControlMode::VoltVar,
+            points: [(90.4, 44.0), (95.6, 0.0), (104.3, 0.0), (110.0, -60.0)]
+                .into_iter()
+                .map(|(v_pct, y_pct)| CurvePoint { v_pct, y_pct })
+                .collect(),
+            dept_ref: 2,
+        };
+        let state = dev.set_curve(&curve).await.expect("curve on the simulator");
+        assert!(state.enabled && state.active_curve == 2);
+        // Near the crest (245 V + the site's rise): absorbing, as the curve says at the
+        // voltage csipd reads.
+        run(&mut site, 10.0);
+        let r = dev.read_inverter().await.expect("read");
+        let (v, var) = (r.ac.v.unwrap(), r.ac.var.unwrap());
+        let on_curve = curve.y_pct_at(100.0 * v / 230.0).unwrap() / 100.0 * 3000.0;
+        assert!(var < -100.0, "absorbing at {v} V: {var} var");
+        assert!(
+            (var - on_curve).abs() < 60.0,
+            "{var} var vs {on_curve} at {v} V"
+        );
+        // Half a period after the crest (the trough, 215 V + the site's rise):
+        // injecting.
+        run(&mut site, 140.0);
+        let r = dev.read_inverter().await.expect("read");
+        let (v, var) = (r.ac.v.unwrap(), r.ac.var.unwrap());
+        let on_curve = curve.y_pct_at(100.0 * v / 230.0).unwrap() / 100.0 * 3000.0;
+        assert!(v < 220.0 && var > 50.0, "{var} var at {v} V");
+        assert!(
+            (var - on_curve).abs() < 60.0,
+            "{var} var vs {on_curve} at {v} V"
+        );
+        // Turned off: the vars go back to 0.
+        let off = dev.clear_curve(ControlMode::VoltVar).await.expect("off");
+        assert!(!off.enabled);
+        run(&mut site, 10.0);
+        let r = dev.read_inverter().await.expect("read");
+        assert!(r.ac.var.unwrap().abs() < 1.0, "{:?}", r.ac.var);
+    }));
 }

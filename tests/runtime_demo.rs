@@ -17,6 +17,7 @@ mod runtime_common;
 #[path = "common/schema.rs"]
 mod schema;
 
+use csipd::csip::pricing::PriceDirection;
 use csipd::schedule::ResponseStatus;
 use csipd::status::{ConnectionState, LimitMode, LimitSource};
 use runtime_common::*;
@@ -154,7 +155,7 @@ fn has_response(r: &serde_json::Value, mrid: &str, status: u64) -> bool {
 
 #[test]
 fn demo_with_the_simulated_utility_enforces_its_limits_and_reports_back() {
-    let mut demo = spawn(&["demo", "--port", "0", "--seconds", "400"]);
+    let mut demo = spawn(&["demo", "--port", "0", "--seconds", "700"]);
     let ca = demo.stdout_line("lab CA: ", Duration::from_secs(60));
     let report_url = demo.stdout_line("utility report: ", Duration::from_secs(5));
     let url = demo
@@ -307,6 +308,59 @@ fn demo_with_the_simulated_utility_enforces_its_limits_and_reports_back() {
         })
         .collect();
     assert!(invalid.is_empty(), "{}", invalid.join("\n"));
+
+    // The utility's tariff: import and export prices now and next, per kWh in AUD, on
+    // /status and in `csipd status`.
+    let s = wait_for(&url, Duration::from_secs(60), "prices now and next", |s| {
+        [PriceDirection::Import, PriceDirection::Export]
+            .iter()
+            .all(|d| {
+                s.utility.prices.iter().any(|p| {
+                    p.direction == *d
+                        && p.unit == "kWh"
+                        && p.currency == Some(36)
+                        && p.current.as_ref().is_some_and(|c| !c.blocks.is_empty())
+                        && p.next.as_ref().is_some_and(|n| !n.blocks.is_empty())
+                })
+            })
+    });
+    println!(
+        "prices after {:?}: {:?}",
+        started.elapsed(),
+        s.utility.prices
+    );
+    let out = std::process::Command::new(BIN)
+        .args(["status", "--url", &url])
+        .output()
+        .expect("csipd status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for line in ["prices\n", "  import: you pay ", "  export: you "] {
+        assert!(text.contains(line), "{line:?} in {text}");
+    }
+    // One price interval in four makes exporting cost money (a positive export price):
+    // the negative feed-in price rule then holds export at 0 W, naming the price.
+    let s = wait_for(
+        &url,
+        Duration::from_secs(420),
+        "export limited to 0 W by the costly export price",
+        |s| {
+            export_limit(s).is_some_and(|(w, kind)| w == 0.0 && kind == "price")
+                && s.utility.prices.iter().any(|p| {
+                    p.direction == PriceDirection::Export
+                        && p.current
+                            .as_ref()
+                            .and_then(|c| c.first_price_per_unit())
+                            .is_some_and(|v| v > 0.0)
+                })
+        },
+    );
+    println!("price rule after {:?}: {}", started.elapsed(), s.summary);
+    assert!(
+        s.summary.contains("while the feed-in price is negative"),
+        "{}",
+        s.summary
+    );
     assert_eq!(demo.terminate(), Some(0), "clean exit on SIGTERM");
 }
 

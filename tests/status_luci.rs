@@ -911,8 +911,10 @@ fn status_view_with_the_simulated_utility() {
         calls: Default::default(),
     });
     for width in [1280, 390] {
-        // Blocks change every 10 s (a gap or the tariff may win for a moment): load the
-        // page until the daemon says a utility event limits export before and after.
+        // Blocks change every 10 s (a gap or the tariff may win for a moment, and the
+        // utility's costly export price holds export at 0 W for 60 s of every 240 s):
+        // load the page until the daemon says a utility event limits export before and
+        // after.
         let mut attempt = 0;
         let (dom, after) = loop {
             attempt += 1;
@@ -922,7 +924,7 @@ fn status_view_with_the_simulated_utility() {
             if is_event(&before) && is_event(&after) {
                 break (dom, after);
             }
-            assert!(attempt < 8, "no utility event limit around 8 page loads");
+            assert!(attempt < 40, "no utility event limit around 40 page loads");
         };
         assert!(
             dom.contains("data-title=\"Set by\">Network operator event (DERControl "),
@@ -1072,5 +1074,49 @@ fn status_view_read_only_device_unenforced_limit_and_pinned_certificate() {
         dom.contains("data-title=\"Notes\">"),
         "the notes cell is labelled"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The status view with the utility's prices (now and next, saying who pays) and a site
+/// without a meter: the export limit is said to be held at the inverters, never "meter
+/// not answering".
+#[test]
+fn status_view_prices_and_a_site_without_a_meter() {
+    let (server, handle) = status_common::start_sample_server();
+    handle.update(|s| {
+        s.utility.prices = status_common::sample_prices(s.now_unix_s);
+        s.devices
+            .retain(|d| d.role != csipd::status::DeviceRole::Meter);
+        s.limits[0].end_unix_s = None;
+        s.limits[0].source = csipd::status::LimitSource::FailSafe {
+            cause: csipd::status::FailSafeCause::NoMeter,
+        };
+    });
+    let dir = runtime_common::temp_dir("luci-prices");
+    let config = dir.join("csipd");
+    std::fs::write(&config, "config csipd 'main'\n").unwrap();
+    let h = luci_harness::Harness::start(luci_harness::Backend {
+        status_url: server.url(),
+        config,
+        reload_cmd: "true".into(),
+        read_only: true,
+        script: String::new(),
+        calls: Default::default(),
+    });
+    for width in [1280, 390] {
+        let dom = view_dom(&h, "csipd/status", width, true, "");
+        for needle in [
+            "data-title=\"Energy\">Energy you buy (import)<",
+            "data-title=\"Price now\">you pay 0.2800 AUD/kWh until ",
+            "data-title=\"Energy\">Energy you sell (export)<",
+            "data-title=\"Price now\">you pay 0.0300 AUD/kWh until ",
+            "data-title=\"Next price\">you get 0.0500 AUD/kWh, ",
+            "data-title=\"Set by\">No site meter set up: the inverters' output is held at this level<",
+            "No site meter is set up, so the site's power is unknown.",
+        ] {
+            assert!(dom.contains(needle), "{width} px lacks {needle:?}:\n{dom}");
+        }
+        assert!(!dom.contains("meter not answering"), "{dom}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

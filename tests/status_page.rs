@@ -56,6 +56,8 @@ fn page_renders_live_values_in_headless_chromium() {
         ("inverter row", r#"data-device="fronius_1""#),
         ("stale marker", r#"class="bad">stale<"#),
         ("meter voltage", "241.3 V"),
+        ("resource read with its parent", ">with its DERProgramList<"),
+        ("resource read once", ">read once<"),
         (
             "resource poll error",
             r#"class="bad">HTTP 503 from server<"#,
@@ -111,6 +113,51 @@ fn page_renders_live_values_in_headless_chromium() {
         unkept.contains("1500 W (NOT ENFORCED: fronius_1 has no control model)"),
         "not enforced limit; DOM:\n{unkept}"
     );
+
+    // The utility's prices, now and next, saying who pays.
+    handle.update(|s| s.utility.prices = sample_prices(s.now_unix_s));
+    let priced = run_chromium(&profile, &["--dump-dom"], &format!("{}/", server.url()));
+    for needle in [
+        r#"data-price="import"><td>import</td><td>you pay 0.2800 AUD/kWh until "#,
+        r#"data-price="export"><td>export</td><td>you pay 0.0300 AUD/kWh until "#,
+        "you get 0.0500 AUD/kWh ",
+        "you pay 0.3500 AUD/kWh ",
+    ] {
+        assert!(priced.contains(needle), "{needle}; DOM:\n{priced}");
+    }
+    assert!(
+        dom.contains(">no tariff from the utility<"),
+        "without tariffs the page says so"
+    );
+
+    // No site meter configured: the page says what holds the export (the inverters'
+    // output at the fail-safe level), not that a meter is stale.
+    handle.update(|s| {
+        s.devices
+            .retain(|d| d.role != csipd::status::DeviceRole::Meter);
+        s.limits[0].not_enforceable = None;
+        s.limits[0].end_unix_s = None;
+        s.limits[0].source = csipd::status::LimitSource::FailSafe {
+            cause: csipd::status::FailSafeCause::NoMeter,
+        };
+        s.summary = csipd::status::summary::line(s);
+    });
+    let no_meter = run_chromium(&profile, &["--dump-dom"], &format!("{}/", server.url()));
+    for needle in [
+        "no site meter configured: the inverters' output is held at this level",
+        r#"id="no-meter" class="muted">No site meter is configured"#,
+        r#"id="site-stale" class="bad" hidden"#,
+        "Export limited to 1500 W at the inverters, as no site meter is configured",
+    ] {
+        assert!(no_meter.contains(needle), "{needle}; DOM:\n{no_meter}");
+    }
+    // (The page's script holds every wording; the rendered cells must not.)
+    for wrong in [
+        ">fail-safe (meter data stale)<",
+        "site power unknown: the meter is not answering",
+    ] {
+        assert!(!no_meter.contains(wrong), "{wrong}; DOM:\n{no_meter}");
+    }
 
     let shot: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/status-page.png");
     let _ = std::fs::remove_file(&shot);

@@ -552,7 +552,7 @@ fn stale_meter_applies_the_fail_safe_within_timeout_plus_one_cycle() {
         .iter()
         .find(|(t, s)| {
             *t > 20_000
-                && s.fail_safe
+                && s.fail_safe.is_some()
                 && s.inverters.iter().map(|i| i.setpoint_w).sum::<f64>() <= 1500.0
         })
         .map(|(t, _)| *t)
@@ -572,7 +572,7 @@ fn stale_meter_applies_the_fail_safe_within_timeout_plus_one_cycle() {
     // The meter comes back: normal control resumes.
     h.meter_alive = true;
     h.run_until(50.0, &limits);
-    assert!(!h.cycles.last().unwrap().1.fail_safe);
+    assert!(h.cycles.last().unwrap().1.fail_safe.is_none());
     assert!(h.total_output_w() > 4900.0);
 }
 
@@ -585,7 +585,7 @@ fn start_up_holds_the_fail_safe_until_the_first_meter_reading() {
     h.meter_alive = false;
     let limits = export_limit(5000.0);
     h.run_until(5.0, &limits);
-    assert!(h.cycles.iter().all(|(_, s)| s.fail_safe));
+    assert!(h.cycles.iter().all(|(_, s)| s.fail_safe.is_some()));
     assert!(h.total_output_w() <= 1500.0 + 1.0);
     h.meter_alive = true;
     h.run_until(10.0, &limits);
@@ -754,7 +754,7 @@ fn negative_price_merged_and_applied_gives_zero_export() {
 // `Now` go in; commands come out and are applied to the simulated inverters.
 
 mod whole_step {
-    use super::super::limits::{Limit, LimitMode, LimitSource, UtilityControls};
+    use super::super::limits::{FailSafeCause, Limit, LimitMode, LimitSource, UtilityControls};
     use super::super::step::{self, DeviceInput, Inputs, Outputs, State};
     use super::super::tz::{PosixTz, days_from_civil};
     use crate::clock::Now;
@@ -983,7 +983,15 @@ config device 'pv1'
                 "{t} s: output {out_w} W in start-up fail-safe"
             );
         }
-        assert_eq!(sim.export_limit(9.0), (500.0, LimitSource::FailSafe));
+        assert_eq!(
+            sim.export_limit(9.0),
+            (
+                500.0,
+                LimitSource::FailSafe {
+                    cause: FailSafeCause::MeterNotRead
+                }
+            )
+        );
         assert_eq!(
             sim.cycles[0].out.sample.site_w, None,
             "no meter, no site power"
@@ -1062,7 +1070,15 @@ config device 'pv1'
         sim.meter_alive = false;
         sim.run_until(2700.0);
         let (w, source) = sim.export_limit(2507.0);
-        assert_eq!((w, source), (500.0, LimitSource::FailSafe));
+        assert_eq!(
+            (w, source),
+            (
+                500.0,
+                LimitSource::FailSafe {
+                    cause: FailSafeCause::MeterStale
+                }
+            )
+        );
         for &(t, _, out_w) in sim.trace.iter().filter(|s| s.0 >= 2508.0 && s.0 < 2700.0) {
             assert!(out_w <= 500.0 + 1.0, "{t} s: output {out_w} W in fail-safe");
         }

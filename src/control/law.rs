@@ -3,9 +3,10 @@
 //!
 //! Each cycle (default 1 s):
 //! 1. `connect`/`energize` off → every inverter at zero (and disconnected), reported.
-//! 2. Meter data missing (start-up) or older than `meter_timeout_ms` → fail-safe: the
-//!    total inverter output is held at the configured fail-safe export limit (or the
-//!    export limit, if lower), as if the site had no load.
+//! 2. Meter data missing (start-up, or no site meter configured at all) or older than
+//!    `meter_timeout_ms` → fail-safe: the total inverter output is held at the
+//!    configured fail-safe export limit (or the export limit, if lower), as if the site
+//!    had no load. Without a site meter this is the whole control, for good.
 //! 3. Otherwise the export limit gives the allowed generation of the answering inverters
 //!    `G + K·(limit − margin − export)`, with G their measured output. This is an integral
 //!    controller whose state is re-seeded each cycle with the measured output, so an
@@ -31,7 +32,7 @@
 //! their charging power; import is fed back from the meter like export. A site without
 //! storage reports those limits as unsupported.
 
-use super::limits::{Limit, LimitMode, LimitSource, MergedLimits};
+use super::limits::{FailSafeCause, Limit, LimitMode, LimitSource, MergedLimits};
 use super::ramp::{Ramp, set_grad_w_rate_w_per_s};
 use std::fmt;
 
@@ -57,6 +58,9 @@ pub struct ControllerParams {
     pub inverter_timeout_ms: i64,
     /// Export limit applied to the inverters' output alone while meter data is stale.
     pub fail_safe_export_limit_w: f64,
+    /// A site meter is configured. Without one no reading ever comes: the fail-safe
+    /// holds for good and says so ([`Reason::FailSafeNoMeter`]).
+    pub site_meter: bool,
     /// Aim this far below export and import limits.
     pub margin_w: f64,
     /// Feedback gain while there is room below the limit (0 < gain_up ≤ 1).
@@ -75,6 +79,7 @@ impl ControllerParams {
             meter_timeout_ms: 5000,
             inverter_timeout_ms: 5000,
             fail_safe_export_limit_w,
+            site_meter: true,
             margin_w: 50.0,
             gain_up: 0.7,
             response_tau_ms: 0,
@@ -148,6 +153,8 @@ pub enum Reason {
     Deenergized { source: LimitSource },
     /// No meter reading yet: the fail-safe holds.
     FailSafeStartup { limit_w: f64 },
+    /// No site meter configured: the fail-safe holds for good.
+    FailSafeNoMeter { limit_w: f64 },
     /// Meter data older than the timeout.
     FailSafeMeterStale { limit_w: f64, age_ms: Option<i64> },
     /// A limit is curtailing the inverters.
@@ -168,6 +175,10 @@ impl fmt::Display for Reason {
             Reason::FailSafeStartup { limit_w } => write!(
                 f,
                 "fail-safe {limit_w:.0} W until the first good meter reading"
+            ),
+            Reason::FailSafeNoMeter { limit_w } => write!(
+                f,
+                "no site meter configured: inverter output held at {limit_w:.0} W (export not measured)"
             ),
             Reason::FailSafeMeterStale { limit_w, age_ms } => match age_ms {
                 Some(a) => write!(
@@ -201,7 +212,9 @@ pub struct Setpoints {
     pub total_allowed_w: f64,
     pub inverters: Vec<InverterSetpoint>,
     pub reason: Reason,
-    pub fail_safe: bool,
+    /// Why the fail-safe holds this cycle (the export is not measured); `None` while
+    /// the meter's readings are good.
+    pub fail_safe: Option<FailSafeCause>,
     /// The fail-safe export level (W), decided here and nowhere else: the configured
     /// fail-safe export limit, or the export limit in force if that is lower, never
     /// below zero. Held while `fail_safe`; always the inverters' revert level (SunSpec
@@ -376,7 +389,7 @@ impl Controller {
                 total_allowed_w: 0.0,
                 inverters,
                 reason,
-                fail_safe: false,
+                fail_safe: None,
                 fail_safe_w,
                 unsupported,
                 storage: None,
@@ -537,21 +550,34 @@ impl Controller {
         let fail_safe;
         match meter_fresh {
             None => {
-                fail_safe = true;
-                let reason = if readings.meter.is_none() {
-                    Reason::FailSafeStartup {
-                        limit_w: fail_safe_w,
-                    }
+                let (cause, reason) = if readings.meter.is_none() && !p.site_meter {
+                    (
+                        FailSafeCause::NoMeter,
+                        Reason::FailSafeNoMeter {
+                            limit_w: fail_safe_w,
+                        },
+                    )
+                } else if readings.meter.is_none() {
+                    (
+                        FailSafeCause::MeterNotRead,
+                        Reason::FailSafeStartup {
+                            limit_w: fail_safe_w,
+                        },
+                    )
                 } else {
-                    Reason::FailSafeMeterStale {
-                        limit_w: fail_safe_w,
-                        age_ms: meter.and(meter_age_ms),
-                    }
+                    (
+                        FailSafeCause::MeterStale,
+                        Reason::FailSafeMeterStale {
+                            limit_w: fail_safe_w,
+                            age_ms: meter.and(meter_age_ms),
+                        },
+                    )
                 };
+                fail_safe = Some(cause);
                 candidates.push((fail_safe_w - dead_rating_w - storage_cmd_w.max(0.0), reason));
             }
             Some(m) => {
-                fail_safe = false;
+                fail_safe = None;
                 if let Some(l) = &limits.export_limit_w {
                     let export_w = -m.w;
                     let error_w = (l.value - p.margin_w) - export_w - storage_rise_w;
@@ -597,7 +623,7 @@ impl Controller {
                 ..
             }
         );
-        let commanded_w = if export_binds && !fail_safe {
+        let commanded_w = if export_binds && fail_safe.is_none() {
             (total_allowed_w - export_lead_w).max(0.0)
         } else {
             total_allowed_w
@@ -712,9 +738,9 @@ impl Controller {
         }
 
         let available_w: f64 = caps.iter().sum();
-        let reason = if alive_rating_w == 0.0 && !fail_safe {
+        let reason = if alive_rating_w == 0.0 && fail_safe.is_none() {
             Reason::NoInverters
-        } else if fail_safe {
+        } else if fail_safe.is_some() {
             target_reason
         } else if ramping {
             Reason::Ramping {
@@ -848,7 +874,7 @@ mod tests {
     fn start_up_holds_the_fail_safe() {
         let mut c = Controller::new(two_inverters());
         let s = c.step(0, &export_limit(5000.0), &Readings::default());
-        assert!(s.fail_safe);
+        assert_eq!(s.fail_safe, Some(FailSafeCause::MeterNotRead));
         assert!(matches!(s.reason, Reason::FailSafeStartup { limit_w } if limit_w == 1500.0));
         let total: f64 = s.inverters.iter().map(|i| i.setpoint_w).sum();
         assert!(total <= 1500.0 + 1e-9, "{total}");

@@ -40,8 +40,39 @@ pub enum LimitSource {
         #[serde(default)]
         earn_c_per_kwh: f64,
     },
-    /// The configured fail-safe export limit (meter data missing or stale).
-    FailSafe,
+    /// The configured fail-safe export limit: the site's export is not measured, so
+    /// the control law holds the inverters' total output at this level
+    /// (`control::law`, step 2); `cause` says why it is not measured.
+    FailSafe {
+        #[serde(default)]
+        cause: FailSafeCause,
+    },
+}
+
+/// Why the fail-safe export limit holds (JSON `source.cause`: "no_meter",
+/// "meter_not_read", "meter_stale").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailSafeCause {
+    /// No site meter is configured: the export is never measured, so the fail-safe
+    /// level holds for good, applied to the inverters' output alone.
+    NoMeter,
+    /// The site meter has not given a good reading since start-up.
+    MeterNotRead,
+    /// The site meter's last good reading is older than `control.meter_stale_s`, or
+    /// it read as invalid.
+    #[default]
+    MeterStale,
+}
+
+impl fmt::Display for FailSafeCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FailSafeCause::NoMeter => "no site meter configured",
+            FailSafeCause::MeterNotRead => "no meter reading yet",
+            FailSafeCause::MeterStale => "meter data stale",
+        })
+    }
 }
 
 impl LimitSource {
@@ -54,7 +85,7 @@ impl LimitSource {
             LimitSource::Fixed { .. } => "fixed",
             LimitSource::TariffWindow { .. } => "tariff",
             LimitSource::NegativePrice { .. } => "price",
-            LimitSource::FailSafe => "fail_safe",
+            LimitSource::FailSafe { .. } => "fail_safe",
         }
     }
 }
@@ -71,7 +102,13 @@ impl fmt::Display for LimitSource {
             LimitSource::NegativePrice { earn_c_per_kwh } => {
                 write!(f, "negative feed-in price {earn_c_per_kwh:.2} c/kWh")
             }
-            LimitSource::FailSafe => write!(f, "fail-safe (meter data stale)"),
+            LimitSource::FailSafe {
+                cause: FailSafeCause::NoMeter,
+            } => write!(
+                f,
+                "no site meter configured: the inverters' output is held at this level"
+            ),
+            LimitSource::FailSafe { cause } => write!(f, "fail-safe ({cause})"),
         }
     }
 }

@@ -26,8 +26,8 @@ pub use law::{
     Setpoints,
 };
 pub use limits::{
-    FixedLimits, Limit, LimitMode, LimitSource, MergeInputs, MergedLimits, PriceRule, Sourced,
-    TariffWindow, UtilityControls, merge,
+    FailSafeCause, FixedLimits, Limit, LimitMode, LimitSource, MergeInputs, MergedLimits,
+    PriceRule, Sourced, TariffWindow, UtilityControls, merge,
 };
 pub use price::{
     FeedInPrice, PriceError, PriceErrorKind, PriceSourceConfig, PriceTracker, fetch_feed_in_price,

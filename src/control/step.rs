@@ -26,7 +26,9 @@
 
 use super::UtilityControls;
 use super::law::{Controller, ControllerParams, InverterParams, PowerSample, Readings, Setpoints};
-use super::limits::{self, LimitMode, LimitSource, MergeInputs, MergedLimits, PriceRule, Sourced};
+use super::limits::{
+    self, FailSafeCause, LimitMode, LimitSource, MergeInputs, MergedLimits, PriceRule, Sourced,
+};
 use super::price::FeedInPrice;
 use super::tz::PosixTz;
 use crate::clock::Now;
@@ -149,7 +151,7 @@ pub struct Outputs {
 pub struct State {
     controller: Option<Controller>,
     last_limits: Vec<status::ActiveLimit>,
-    last_fail_safe: Option<bool>,
+    last_fail_safe: Option<Option<FailSafeCause>>,
     last_unsupported: Vec<LimitMode>,
     last_reason: String,
     /// The storage target last cycle: (target W, held back by), to log when a target
@@ -223,6 +225,7 @@ pub fn controller_params(config: &Config, devices: &[DeviceInput]) -> Controller
     // An inverter is stale on the same clock as the meter: one staleness rule.
     p.inverter_timeout_ms = p.meter_timeout_ms;
     p.response_tau_ms = (config.control.inverter_response_s * 1000.0).round() as i64;
+    p.site_meter = config.site_meter().is_some();
     p
 }
 
@@ -463,7 +466,7 @@ pub fn step(state: &mut State, inputs: Inputs<'_>, now: Now) -> Outputs {
 
     let offset = inputs.tz.offset_at(now_s).0;
     if state.last_fail_safe != Some(setpoints.fail_safe) {
-        transitions.push(if setpoints.fail_safe {
+        transitions.push(if setpoints.fail_safe.is_some() {
             Transition {
                 level: log::Level::Warn,
                 source: Some("control"),
@@ -548,14 +551,16 @@ pub fn status_limits(merged: &MergedLimits, setpoints: &Setpoints) -> Vec<status
         unsupported: setpoints.unsupported.contains(&mode),
         not_enforceable: None,
     };
-    let fail_safe_w = setpoints.fail_safe.then_some(setpoints.fail_safe_w);
-    let export = match (&merged.export_limit_w, fail_safe_w) {
-        (Some(l), Some(fs)) if fs >= l.value => Some(power(LimitMode::Export, l)),
-        (_, Some(fs)) => Some(status::ActiveLimit {
+    let fail_safe = setpoints
+        .fail_safe
+        .map(|cause| (setpoints.fail_safe_w, cause));
+    let export = match (&merged.export_limit_w, fail_safe) {
+        (Some(l), Some((fs, _))) if fs >= l.value => Some(power(LimitMode::Export, l)),
+        (_, Some((fs, cause))) => Some(status::ActiveLimit {
             mode: LimitMode::Export,
             value_w: Some(fs),
             connect: None,
-            source: LimitSource::FailSafe,
+            source: LimitSource::FailSafe { cause },
             end_unix_s: None,
             unsupported: false,
             not_enforceable: None,
@@ -681,7 +686,11 @@ config device 'bat'
         assert_eq!(merged.set_grad_w, None);
     }
 
-    fn setpoints(fail_safe: bool, fail_safe_w: f64, unsupported: Vec<LimitMode>) -> Setpoints {
+    fn setpoints(
+        fail_safe: Option<FailSafeCause>,
+        fail_safe_w: f64,
+        unsupported: Vec<LimitMode>,
+    ) -> Setpoints {
         Setpoints {
             total_allowed_w: 0.0,
             inverters: Vec::new(),
@@ -703,17 +712,28 @@ config device 'bat'
             )),
             ..MergedLimits::default()
         };
-        let l = status_limits(&merged, &setpoints(false, 0.0, vec![]));
+        let l = status_limits(&merged, &setpoints(None, 0.0, vec![]));
         assert_eq!(l[0].source, LimitSource::TariffWindow { name: "w".into() });
         assert_eq!(l[0].end_unix_s, Some(99));
-        let l = status_limits(&merged, &setpoints(true, 0.0, vec![]));
+        let l = status_limits(
+            &merged,
+            &setpoints(Some(FailSafeCause::MeterStale), 0.0, vec![]),
+        );
         assert_eq!(
             (l[0].source.clone(), l[0].value_w),
-            (LimitSource::FailSafe, Some(0.0))
+            (
+                LimitSource::FailSafe {
+                    cause: FailSafeCause::MeterStale
+                },
+                Some(0.0)
+            )
         );
         // The law never makes the fail-safe level looser than the export limit; the
         // status keeps the tighter source.
-        let l = status_limits(&merged, &setpoints(true, 2000.0, vec![]));
+        let l = status_limits(
+            &merged,
+            &setpoints(Some(FailSafeCause::MeterStale), 2000.0, vec![]),
+        );
         assert_eq!(l[0].value_w, Some(1500.0));
     }
 
@@ -725,7 +745,7 @@ config device 'bat'
             generation_limit_w: Some(Limit::new(4000.0, fixed(), None)),
             ..MergedLimits::default()
         };
-        let l = status_limits(&merged, &setpoints(false, 0.0, vec![LimitMode::Import]));
+        let l = status_limits(&merged, &setpoints(None, 0.0, vec![LimitMode::Import]));
         let flags: Vec<(LimitMode, bool)> = l.iter().map(|l| (l.mode, l.unsupported)).collect();
         assert_eq!(
             flags,
@@ -795,6 +815,87 @@ config device 'bat'
         // A late step (a stalled process) does not burst: next is a full cycle later.
         step(&mut state, inputs, now.plus_ms(5000));
         assert_eq!(state.poll_at(), Some(5500));
+    }
+
+    /// With no site meter configured the law's fail-safe is the whole control, for
+    /// good: the status says that (JSON `cause`, `csipd status`'s words and the log),
+    /// never "meter data stale", and the inverters' total output is held at the level.
+    #[test]
+    fn without_a_site_meter_the_status_says_what_holds_the_export() {
+        let text = TEXT.replace(
+            "config device 'meter'\n\toption role 'meter'\n\toption transport 'tcp'\n\toption host '127.0.0.1'\n\toption unit_id '2'\n",
+            "",
+        );
+        assert!(!text.contains("'meter'"), "{text}");
+        let mut c = crate::config::from_text(&text, "test.conf")
+            .expect("valid")
+            .0;
+        c.limits.connect = true;
+        c.limits.export_limit_w = None;
+        assert!(c.site_meter().is_none());
+        let tz = PosixTz::utc();
+        let devices = [
+            input("inv", Some(5000.0), None),
+            input("bat", Some(5000.0), None),
+        ];
+        let inputs = Inputs {
+            config: &c,
+            tz: &tz,
+            devices: &devices,
+            utility: None,
+            server_offset_s: 0,
+            price: None,
+        };
+        let mut state = State::new();
+        let now = Now::at(1_800_000_000);
+        let mut out = step(&mut state, inputs, now);
+        for t in 1..=20 {
+            out = step(&mut state, inputs, now.plus_ms(t * 500));
+        }
+        // The configured fail-safe level, 2000 W (a tighter export limit would be
+        // shown as itself, held the same way).
+        let total_w: f64 = out.commands.iter().map(|(_, c)| c.setpoint_w).sum();
+        assert!(total_w <= 2000.0 + 1e-6, "{total_w}");
+        let export = &out.status.limits[0];
+        assert_eq!(export.mode, LimitMode::Export);
+        assert_eq!(
+            export.source,
+            LimitSource::FailSafe {
+                cause: FailSafeCause::NoMeter
+            }
+        );
+        let json = serde_json::to_value(export).expect("json");
+        assert_eq!(json["source"]["kind"], "fail_safe");
+        assert_eq!(json["source"]["cause"], "no_meter");
+        // `csipd status`: the summary line and the limit's line.
+        let mut snap = status::Snapshot::new(1_800_000_000);
+        snap.limits = out.status.limits.clone();
+        snap.devices = Vec::new();
+        let shown = status::render::summary(&snap);
+        assert!(!shown.contains("stale"), "{shown}");
+        assert!(
+            shown.contains(
+                "Export limited to 2000 W at the inverters, as no site meter is configured"
+            ),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("export limit 2000 W — no site meter configured: the inverters' output is held at this level"),
+            "{shown}"
+        );
+        // The log says so once, in the same words.
+        let mut state = State::new();
+        let first = step(&mut state, inputs, now);
+        let said: Vec<&str> = first.transitions.iter().map(|t| t.text.as_str()).collect();
+        assert!(
+            said.iter()
+                .any(|t| t.contains("no site meter configured: inverter output held at 2000 W")),
+            "{said:?}"
+        );
+        assert!(
+            said.iter().all(|t| !t.contains("meter reading")),
+            "{said:?}"
+        );
     }
 
     #[test]

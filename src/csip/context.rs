@@ -223,9 +223,11 @@ pub fn next_page<T: Readable + ListItem>(
             None
         }
         Ok(false) => {
-            for skipped in &paged.skipped {
-                ctx.error_at(href, format!("item left out: {}", skipped.error));
-            }
+            // Shown once the caller reports the good read ([`Ctx::poll_ok`] clears the
+            // list's error and then applies this note).
+            let note =
+                (!paged.skipped.is_empty()).then(|| left_out_note(href, kind, &paged.skipped));
+            ctx.note_after_read(href, note);
             Some(paged)
         }
         Err(err) => {
@@ -233,6 +235,21 @@ pub fn next_page<T: Readable + ListItem>(
             None
         }
     }
+}
+
+/// The status line of a list read whole but with items left out: the list, how many
+/// and why each (the reader's error names the element path).
+fn left_out_note(href: &str, kind: PollKind, skipped: &[SkippedItem]) -> String {
+    let listed: Vec<String> = skipped.iter().map(|s| s.error.to_string()).collect();
+    let count = match skipped.len() {
+        1 => "1 item".to_string(),
+        n => format!("{n} items"),
+    };
+    format!(
+        "{} {href}: {count} left out: {}",
+        kind.name(),
+        listed.join("; ")
+    )
 }
 
 /// What an answer is for: the function set and its own request kind.
@@ -288,6 +305,11 @@ pub struct Ctx {
     /// [`ERRORS_KEPT`] hrefs (set through [`Ctx::set_error`]): a server whose hrefs
     /// change while failing cannot grow it without end.
     pub errors: BTreeMap<String, String>,
+    /// Notes about a read that is good but not whole (items of a list left out, by the
+    /// list's href): [`Ctx::poll_ok`] shows them after clearing the href's error, so
+    /// every list keeps its note without the function sets repeating it. At most one
+    /// per list read in this round (taken by `poll_ok`, dropped by `poll_failed`).
+    pending_notes: BTreeMap<String, String>,
     /// Only read (`csipd discover`): nothing is PUT or POSTed.
     pub read_only: bool,
     /// Set by the EndDevice function set: this device is found and its Registration
@@ -334,6 +356,7 @@ impl Ctx {
             state: ConnectionState::Discovering,
             last_error: None,
             errors: BTreeMap::new(),
+            pending_notes: BTreeMap::new(),
             read_only: false,
             may_write: false,
             registration_ok: false,
@@ -419,13 +442,30 @@ impl Ctx {
         self.in_flight.len()
     }
 
-    /// A good read of the tracked `href`, which states `rate_s`.
+    /// A good read of the tracked `href`, which states `rate_s`: its error is cleared,
+    /// and a note about this read (items left out, [`Ctx::note_after_read`]) shown.
     pub fn poll_ok(&mut self, href: &str, kind: PollKind, rate_s: Option<u32>) {
         let now_ms = self.now.mono_ms;
         self.poller.polled(href, now_ms, PollOutcome::Ok, None);
         self.poller.track(href, kind, rate_s, now_ms);
         self.errors.remove(href);
+        if let Some(note) = self.pending_notes.remove(href) {
+            self.error_at(href, note);
+        }
         self.answered();
+    }
+
+    /// What the status should say about `href` after its good read that is about to be
+    /// reported ([`Ctx::poll_ok`]); `None` takes back an earlier note.
+    pub fn note_after_read(&mut self, href: &str, note: Option<String>) {
+        match note {
+            Some(note) => {
+                self.pending_notes.insert(href.to_string(), note);
+            }
+            None => {
+                self.pending_notes.remove(href);
+            }
+        }
     }
 
     /// The server answered (any HTTP status).
@@ -451,6 +491,7 @@ impl Ctx {
     /// tree again from DeviceCapability.
     pub fn poll_failed(&mut self, href: &str, kind: PollKind, err: PollError) {
         let now_ms = self.now.mono_ms;
+        self.pending_notes.remove(href);
         self.error_at(href, format!("{} {href}: {}", kind.name(), err.message));
         if err.unreachable {
             self.unanswered();

@@ -248,13 +248,6 @@ impl DerpSet {
         for bad in &skipped {
             self.reject(ctx, bad, &program_mrid);
         }
-        if !skipped.is_empty() {
-            let listed: Vec<String> = skipped.iter().map(|s| s.error.to_string()).collect();
-            ctx.set_error(
-                href,
-                format!("DERControlList {href}: left out {}", listed.join("; ")),
-            );
-        }
     }
 
     /// Answers an unreadable DERControl with 253 when it is new and has an mRID and a

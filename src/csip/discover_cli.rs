@@ -560,6 +560,7 @@ mod config_tests {
                 rate_s: 60,
                 last_poll_s: Some(100),
                 next_poll_s: Some(160),
+                next_read: None,
                 last_error: Some("HTTP 500".into()),
             }],
             readings_pending: 2,

@@ -428,6 +428,8 @@ impl Engine {
                     last_poll_s: entry.last_poll_ms.map(to_server_s),
                     next_poll_s: (entry.next_due_ms != u64::MAX)
                         .then(|| to_server_s(entry.next_due_ms)),
+                    next_read: (entry.next_due_ms == u64::MAX)
+                        .then(|| super::NextRead::of(entry.kind)),
                     last_error: ctx.errors.get(href).cloned(),
                 })
                 .collect(),

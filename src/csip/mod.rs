@@ -358,11 +358,36 @@ pub struct PollStatus {
     /// Unix seconds (server-adjusted) of the last successful poll.
     pub last_poll_s: Option<i64>,
     /// Unix seconds (server-adjusted) of the next planned poll; `None` for a resource
-    /// read together with its parent (a program's DERControlList, DefaultDERControl).
+    /// read together with its parent (a program's DERControlList, DefaultDERControl),
+    /// which `next_read` names.
     pub next_poll_s: Option<i64>,
+    /// How it is read next when it has no time of its own (`next_poll_s` is `None`).
+    pub next_read: Option<NextRead>,
     /// The last failure reading it (HTTP status, timeout, a document that did not
     /// parse, an item left out of a list); `None` after a good read.
     pub last_error: Option<String>,
+}
+
+/// How a resource with no poll time of its own is read next (the status's "next"
+/// column; JSON `{"with": "DERProgramList"}` or `"once"`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NextRead {
+    /// Read again each time this poll group is read (its kind's name, e.g.
+    /// "DERProgramList": a program's DERControlList is read with its program list).
+    With(String),
+    /// Read once per href and not again (a ReadingType does not change).
+    Once,
+}
+
+impl NextRead {
+    /// How a resource of `kind` with no time of its own is read next.
+    pub fn of(kind: poller::PollKind) -> NextRead {
+        match kind.read_with() {
+            Some(parent) => NextRead::With(parent.name().to_string()),
+            None => NextRead::Once,
+        }
+    }
 }
 
 /// What the engine reports about itself (the runtime maps it into `status::Snapshot`).
@@ -524,6 +549,7 @@ impl EngineStatus {
                     href: poll.href.clone(),
                     last_poll_unix_s: poll.last_poll_s,
                     next_poll_unix_s: poll.next_poll_s,
+                    next_read: poll.next_read.clone(),
                     last_error: poll.last_error.clone(),
                 })
                 .collect(),

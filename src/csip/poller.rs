@@ -92,6 +92,21 @@ impl PollKind {
         }
     }
 
+    /// For a resource on no timer of its own ([`PollKind::follows_parent`]): the poll
+    /// group whose every read reads it again. `None` for a resource read once per href
+    /// (a ReadingType, a RateComponent only a combined interval list names) and for one
+    /// on its own timer.
+    pub fn read_with(self) -> Option<PollKind> {
+        match self {
+            PollKind::DerControlList | PollKind::DefaultDerControl | PollKind::DerCurveList => {
+                Some(PollKind::DerProgramList)
+            }
+            PollKind::RateComponentList => Some(PollKind::TariffProfileList),
+            PollKind::ConsumptionTariffIntervalList => Some(PollKind::TimeTariffIntervalList),
+            _ => None,
+        }
+    }
+
     /// Read when its parent is read, not on its own timer (see the module doc).
     pub fn follows_parent(self) -> bool {
         matches!(

@@ -46,7 +46,7 @@ use crate::http::Method;
 use crate::schedule::Rng;
 use crate::sep2::{
     ConsumptionTariffInterval, CurrentStatus, DerControlResponse, PriceResponse, RateComponent,
-    ReadingType, SkippedItem, TariffProfile, TimeTariffInterval,
+    ReadingType, TariffProfile, TimeTariffInterval,
 };
 
 use super::context::{Answer, Ctx, Paged, PollError, PollPart, Purpose, next_page, read};
@@ -161,7 +161,6 @@ impl PricingSet {
             return;
         };
         ctx.poll_ok(href, kind, paged.poll_rate_s);
-        note_skipped(ctx, href, kind, &paged.skipped);
         let rate = ctx.poller.get(href).map(|e| e.rate_s);
         self.replace(|s| &mut s.profiles, href, paged.items);
         self.retain(ctx);
@@ -196,7 +195,6 @@ impl PricingSet {
             return;
         };
         ctx.poll_ok(href, kind, None);
-        note_skipped(ctx, href, kind, &paged.skipped);
         let rate = ctx.poller.get(href).map(|e| e.rate_s);
         self.replace(|s| &mut s.components, href, paged.items);
         self.retain(ctx);
@@ -335,7 +333,6 @@ impl PricingSet {
             return;
         };
         ctx.poll_ok(href, kind, paged.poll_rate_s);
-        note_skipped(ctx, href, kind, &paged.skipped);
         let rate = ctx.poller.get(href).map(|e| e.rate_s);
         let mut items = paged.items;
         // An interval that no longer reads but was read before keeps its good copy.
@@ -415,7 +412,6 @@ impl PricingSet {
             return;
         };
         ctx.poll_ok(href, kind, None);
-        note_skipped(ctx, href, kind, &paged.skipped);
         self.replace(|s| &mut s.blocks, href, paged.items);
     }
 
@@ -865,22 +861,6 @@ impl PricingSet {
 /// dropped, so it is not tracked (and read) again.
 fn gone(ctx: &Ctx, href: &str) -> bool {
     ctx.poller.get(href).is_none()
-}
-
-/// Items of a list that did not read stay named in that list's status after its good
-/// read (which clears the list's error).
-fn note_skipped(ctx: &mut Ctx, href: &str, kind: PollKind, skipped: &[SkippedItem]) {
-    if !skipped.is_empty() {
-        let listed: Vec<String> = skipped.iter().map(|s| s.error.to_string()).collect();
-        ctx.errors.insert(
-            href.to_string(),
-            format!(
-                "{} {href}: item left out: {}",
-                kind.name(),
-                listed.join("; ")
-            ),
-        );
-    }
 }
 
 fn retain_map<T>(map: &mut BTreeMap<String, T>, keep: &[String], version: &mut u64) {

@@ -13,7 +13,9 @@
 //! the mode (ModEna bit 0), in that order, so the inverter never runs a half-written
 //! curve. Nothing else is written (never ID, L, NCrv, NPt or a scale factor).
 //!
-//! Not done here: the 7xx-series curve models (705 volt-var, 706 volt-watt).
+//! The 7xx-series curve models (705 volt-var, 706 volt-watt) have their own layout and
+//! an adoption step: [`super::curves_7xx`]. An inverter with both series gets the 7xx
+//! one ([`curve_models`]), as the active power limit prefers 704 over 123.
 
 use super::sunspec::{Block, ModelRef, RegisterWrite, SunSpecError};
 use crate::schedule::ControlMode;
@@ -44,9 +46,19 @@ fn y_name(mode: ControlMode) -> &'static str {
 /// The model a curve mode needs, named for messages.
 pub fn wanted_model(mode: ControlMode) -> &'static str {
     match mode {
-        ControlMode::VoltVar => "volt-var (126)",
-        ControlMode::VoltWatt => "volt-watt (132)",
-        _ => "a curve model (126 or 132)",
+        ControlMode::VoltVar => "volt-var (126 or 705)",
+        ControlMode::VoltWatt => "volt-watt (132 or 706)",
+        _ => "a curve model (126, 132, 705 or 706)",
+    }
+}
+
+/// The SunSpec models that carry a curve mode, in order of preference: volt-var 705
+/// then 126, volt-watt 706 then 132; none for the other modes.
+pub fn curve_models(mode: ControlMode) -> &'static [u16] {
+    match mode {
+        ControlMode::VoltVar => &[705, 126],
+        ControlMode::VoltWatt => &[706, 132],
+        _ => &[],
     }
 }
 
@@ -70,15 +82,79 @@ pub struct Curve {
     pub dept_ref: u16,
 }
 
+impl Curve {
+    /// The dependent value (% of the `dept_ref` quantity) at `v_pct` % of the reference
+    /// voltage: linear between points, flat beyond the first and last (as inverters
+    /// run a volt-var or volt-watt curve, IEEE 1547-2018 5.3.3 and AS/NZS 4777.2).
+    /// `None` for a curve without points.
+    pub fn y_pct_at(&self, v_pct: f64) -> Option<f64> {
+        let first = self.points.first()?;
+        let last = self.points.last()?;
+        if v_pct <= first.v_pct {
+            return Some(first.y_pct);
+        }
+        if v_pct >= last.v_pct {
+            return Some(last.y_pct);
+        }
+        self.points.windows(2).find_map(|w| {
+            let (a, b) = (w[0], w[1]);
+            (v_pct >= a.v_pct && v_pct <= b.v_pct && b.v_pct > a.v_pct)
+                .then(|| a.y_pct + (b.y_pct - a.y_pct) * (v_pct - a.v_pct) / (b.v_pct - a.v_pct))
+        })
+    }
+}
+
 /// The curve set as read from a model block: the selected curve's points (raw values
 /// scaled back to %), whether the mode is enabled.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CurveState {
+    /// 126/132 `ModEna` bit 0; 705/706 `Ena`.
     pub enabled: bool,
-    /// `ActCrv` (1-based; 0 none).
+    /// 126/132 `ActCrv` (1-based; 0 none). 705/706: 1, the curve the inverter runs
+    /// (curve 1 holds the adopted settings there).
     pub active_curve: u16,
     pub points: Vec<CurvePoint>,
+    /// In the 126/132 code of [`Curve::dept_ref`] (a 705/706 `DeptRef` is read back
+    /// into it: its enum counts from 0, the 1xx one from 1).
     pub dept_ref: Option<u16>,
+}
+
+/// Checks a curve's points against a model that takes 1 to `n_pt` of them: a count in
+/// range and voltages that increase.
+pub(super) fn check_points(model: u16, curve: &Curve, n_pt: usize) -> Result<(), SunSpecError> {
+    let n = curve.points.len();
+    if n == 0 || n > n_pt {
+        return Err(SunSpecError::OutOfRange {
+            what: format!("a curve of {n} points; model {model} takes 1 to {n_pt}"),
+        });
+    }
+    if curve.points.windows(2).any(|w| w[1].v_pct <= w[0].v_pct) {
+        return Err(SunSpecError::OutOfRange {
+            what: "curve voltages must increase from point to point".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The raw (V, Y) register pairs of a curve's points under the model's scale factors.
+pub(super) fn raw_points(
+    model: u16,
+    curve: &Curve,
+    v_sf: Option<i16>,
+    y_sf: Option<i16>,
+) -> Result<Vec<u16>, SunSpecError> {
+    let mut values = Vec::with_capacity(2 * curve.points.len());
+    for p in &curve.points {
+        values.push(scaled_raw(model, p.v_pct, v_sf, "V", (0.0, 65534.0))?);
+        values.push(scaled_raw(
+            model,
+            p.y_pct,
+            y_sf,
+            y_name(curve.mode),
+            (-32767.0, 32767.0),
+        )?);
+    }
+    Ok(values)
 }
 
 fn scaled_raw(
@@ -119,17 +195,8 @@ pub fn plan_curve(
     let n_crv = usize::from(b.u16(N_CRV).unwrap_or(0));
     let n_pt = usize::from(b.u16(N_PT).unwrap_or(0)).min(MAX_POINTS);
     b.ensure_len(FIXED_LEN + n_crv * CURVE_LEN)?;
+    check_points(model, curve, n_pt)?;
     let n = curve.points.len();
-    if n == 0 || n > n_pt {
-        return Err(SunSpecError::OutOfRange {
-            what: format!("a curve of {n} points; model {model} takes 1 to {n_pt}"),
-        });
-    }
-    if curve.points.windows(2).any(|w| w[1].v_pct <= w[0].v_pct) {
-        return Err(SunSpecError::OutOfRange {
-            what: "curve voltages must increase from point to point".into(),
-        });
-    }
     // The first curve the inverter lets us write (ReadOnly 1 = READONLY; a
     // not-implemented ReadOnly counts as writable).
     let index = (0..n_crv)
@@ -140,16 +207,7 @@ pub fn plan_curve(
     let start = FIXED_LEN + index * CURVE_LEN;
     let (v_sf, y_sf) = (b.sf(V_SF), b.sf(DEPT_REF_SF));
     let mut values = vec![n as u16, curve.dept_ref];
-    for p in &curve.points {
-        values.push(scaled_raw(model, p.v_pct, v_sf, "V", (0.0, 65534.0))?);
-        values.push(scaled_raw(
-            model,
-            p.y_pct,
-            y_sf,
-            y_name(curve.mode),
-            (-32767.0, 32767.0),
-        )?);
-    }
+    values.extend(raw_points(model, curve, v_sf, y_sf)?);
     let w = |off: usize, values: Vec<u16>, point| RegisterWrite {
         address: ctl.addr(off as u16),
         values,
@@ -160,6 +218,25 @@ pub fn plan_curve(
         w(ACT_CRV, vec![index as u16 + 1], "ActCrv"),
         w(MOD_ENA, vec![1], "ModEna"),
     ])
+}
+
+/// The write that turns a 126/132 mode off: `ModEna` bit 0 cleared (the curves stay as
+/// they are, so the factory curve is not lost).
+pub fn plan_clear(ctl: &ModelRef, regs: &[u16]) -> Result<Vec<RegisterWrite>, SunSpecError> {
+    if !matches!(ctl.id, 126 | 132) {
+        return Err(SunSpecError::OutOfRange {
+            what: format!("model {} is not a 126/132 curve model", ctl.id),
+        });
+    }
+    let b = Block::new(ctl.id, regs);
+    b.ensure_len(FIXED_LEN)?;
+    // Not implemented (0xFFFF) reads as no bits set.
+    let bits = b.u16(MOD_ENA).unwrap_or(0);
+    Ok(vec![RegisterWrite {
+        address: ctl.addr(MOD_ENA as u16),
+        values: vec![bits & !1],
+        point: "ModEna",
+    }])
 }
 
 /// The selected curve of a 126/132 block.
@@ -247,6 +324,21 @@ mod tests {
         assert_eq!(state.points.len(), 4);
         assert!((state.points[3].v_pct - 110.0).abs() < 1e-9);
         assert_eq!(state.points[3].y_pct, -60.0);
+    }
+
+    #[test]
+    fn a_curve_is_linear_between_points_and_flat_beyond() {
+        let c = curve();
+        assert_eq!(c.y_pct_at(80.0), Some(44.0));
+        assert_eq!(c.y_pct_at(100.0), Some(0.0));
+        assert!((c.y_pct_at(93.0).unwrap() - 22.0).abs() < 1e-9);
+        assert!((c.y_pct_at(107.15).unwrap() + 30.0).abs() < 1e-9);
+        assert_eq!(c.y_pct_at(120.0), Some(-60.0));
+        let empty = Curve {
+            points: Vec::new(),
+            ..curve()
+        };
+        assert_eq!(empty.y_pct_at(100.0), None);
     }
 
     #[test]

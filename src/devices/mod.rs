@@ -18,8 +18,10 @@
 
 pub mod cli;
 pub mod curves;
+pub mod curves_7xx;
 pub mod modbus;
 pub mod powerwall;
+pub mod reactive;
 pub mod solaredge;
 pub mod sunspec;
 
@@ -28,6 +30,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 pub use modbus::{Bus, BusParams, LinkStats, ModbusError, Parity, TransportParams};
+pub use reactive::{Excitation, FixedPf, FixedPfState, FixedVarState};
 pub use sunspec::{
     Blocks, CommonInfo, Controls, InverterReading, LimitState, MeterReading, ModelRef,
     OperatingState, RevertPolicy, StorageState, SunSpecError, SunSpecMap,
@@ -90,6 +93,11 @@ impl DeviceParams {
 
 const INVERTER_WANTED: &str = "inverter measurement (101-103, 111-113, 701)";
 
+/// How often, and how many times, a 705/706 inverter's block is read while it adopts
+/// a curve (`AdptCrvRslt` IN_PROGRESS): 5 s in all, far more than a curve check takes.
+pub const ADOPT_POLL: Duration = Duration::from_millis(250);
+pub const ADOPT_POLLS: u32 = 20;
+
 /// A device-level error: transport, SunSpec content, or a write that did not stick.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DeviceError {
@@ -107,6 +115,14 @@ pub enum DeviceError {
         device: String,
         detail: sunspec::WriteMismatch,
     },
+    /// A 705/706 inverter did not put the written curve in force after `AdptCrvReq`:
+    /// `result` is its `AdptCrvRslt` (FAILED, or still IN_PROGRESS when csipd gave up).
+    CurveNotAdopted {
+        device: String,
+        model: u16,
+        curve: u16,
+        result: String,
+    },
 }
 
 impl fmt::Display for DeviceError {
@@ -118,6 +134,16 @@ impl fmt::Display for DeviceError {
                 error,
             } => write!(f, "device '{device}': {during}: {error}"),
             DeviceError::SunSpec { device, error } => write!(f, "device '{device}': {error}"),
+            DeviceError::CurveNotAdopted {
+                device,
+                model,
+                curve,
+                result,
+            } => write!(
+                f,
+                "device '{device}': model {model} did not adopt curve {curve} \
+                 (AdptCrvRslt {result})"
+            ),
             DeviceError::NotConfirmed { device, detail } => {
                 write!(
                     f,
@@ -656,8 +682,25 @@ impl Device {
         ctl: ModelRef,
         writes: Vec<sunspec::RegisterWrite>,
     ) -> Result<Vec<u16>, DeviceError> {
+        self.write_registers(&writes).await?;
+        let after = self.read_model(&ctl).await?;
+        if let Err(detail) = sunspec::verify_writes(&ctl, &after, &writes) {
+            self.stats.writes_unconfirmed += 1;
+            return Err(DeviceError::NotConfirmed {
+                device: self.params.name.clone(),
+                detail,
+            });
+        }
+        Ok(after)
+    }
+
+    /// Writes `writes` in order, without reading back.
+    async fn write_registers(
+        &mut self,
+        writes: &[sunspec::RegisterWrite],
+    ) -> Result<(), DeviceError> {
         let unit = self.params.unit_id;
-        for w in &writes {
+        for w in writes {
             self.stats.writes += 1;
             log::debug!(
                 "device '{}': write {} at {} = {:?}",
@@ -679,15 +722,7 @@ impl Device {
                     self.modbus_err(format!("writing {} at register {}", w.point, w.address), e)
                 })?;
         }
-        let after = self.read_model(&ctl).await?;
-        if let Err(detail) = sunspec::verify_writes(&ctl, &after, &writes) {
-            self.stats.writes_unconfirmed += 1;
-            return Err(DeviceError::NotConfirmed {
-                device: self.params.name.clone(),
-                detail,
-            });
-        }
-        Ok(after)
+        Ok(())
     }
 
     /// Limits active power to `pct` % of WMax through model 704 when present, else 123,
@@ -731,36 +766,201 @@ impl Device {
         })
     }
 
-    /// Puts a volt-var (model 126) or volt-watt (model 132) curve on the inverter and
-    /// enables the mode, then reads the model back to confirm (see [`curves`]).
-    /// Returns the curve as read back. An inverter without the model answers
-    /// [`DeviceError`] naming what it has: the mode cannot be applied there.
+    /// Puts a volt-var or volt-watt curve on the inverter and enables the mode, then
+    /// reads the model back to confirm. Models 705 (volt-var) / 706 (volt-watt) when
+    /// the inverter has them ([`curves_7xx`]: write a writable curve, request its
+    /// adoption with `AdptCrvReq`, wait for curve 1 to hold it with `AdptCrvRslt`
+    /// COMPLETED, then `Ena`), else 126 / 132 ([`curves`]: a writable curve, `ActCrv`,
+    /// `ModEna`). Returns the curve in force as read back. An inverter without the
+    /// model answers [`DeviceError`] naming what it has: the mode cannot be applied
+    /// there; one that refuses the curve answers [`DeviceError::CurveNotAdopted`].
     pub async fn set_curve(
         &mut self,
         curve: &curves::Curve,
     ) -> Result<curves::CurveState, DeviceError> {
-        let map = self.inverter_map().await?;
-        let ctl = curve
-            .mode
-            .curve_model()
-            .and_then(|model| map.find(model).copied())
-            .ok_or_else(|| {
-                self.sunspec_err(SunSpecError::MissingModel {
-                    wanted: curves::wanted_model(curve.mode),
-                    present: map.ids(),
-                })
-            })?;
-        let model = ctl.id;
+        let ctl = self
+            .control_model(
+                curves::curve_models(curve.mode),
+                curves::wanted_model(curve.mode),
+            )
+            .await?;
         let before = self.read_model(&ctl).await?;
-        let writes = curves::plan_curve(&ctl, &before, curve).map_err(|e| self.sunspec_err(e))?;
-        let after = self.write_and_confirm(ctl, writes).await?;
-        curves::decode_curve(model, &after).ok_or_else(|| {
-            self.sunspec_err(SunSpecError::ShortModel {
-                model,
-                len: after.len(),
-                needed: 12,
+        let after = if matches!(ctl.id, 705 | 706) {
+            self.adopt_curve(ctl, &before, curve).await?
+        } else {
+            let writes =
+                curves::plan_curve(&ctl, &before, curve).map_err(|e| self.sunspec_err(e))?;
+            self.write_and_confirm(ctl, writes).await?
+        };
+        self.curve_state(ctl, &after)
+    }
+
+    /// Turns a curve mode off (126/132 `ModEna` bit 0, 705/706 `Ena` 0) on every model
+    /// of the inverter that carries it, then reads back to confirm. The curves stay
+    /// stored. Returns the state of the preferred model (705/706 over 126/132) as read
+    /// back. An inverter without such a model answers [`DeviceError`] naming what it
+    /// has.
+    pub async fn clear_curve(
+        &mut self,
+        mode: crate::schedule::ControlMode,
+    ) -> Result<curves::CurveState, DeviceError> {
+        if curves::curve_models(mode).is_empty() {
+            return Err(self.sunspec_err(SunSpecError::OutOfRange {
+                what: format!("{} is not a curve mode", mode.name()),
+            }));
+        }
+        let map = self.inverter_map().await?;
+        let models: Vec<ModelRef> = curves::curve_models(mode)
+            .iter()
+            .filter_map(|m| map.find(*m).copied())
+            .collect();
+        if models.is_empty() {
+            return Err(self.sunspec_err(SunSpecError::MissingModel {
+                wanted: curves::wanted_model(mode),
+                present: map.ids(),
+            }));
+        }
+        let mut first = None;
+        for ctl in models {
+            let before = self.read_model(&ctl).await?;
+            let writes = if ctl.id >= 700 {
+                curves_7xx::plan_clear(&ctl, &before)
+            } else {
+                curves::plan_clear(&ctl, &before)
+            }
+            .map_err(|e| self.sunspec_err(e))?;
+            let after = self.write_and_confirm(ctl, writes).await?;
+            if first.is_none() {
+                first = Some(self.curve_state(ctl, &after)?);
+            }
+        }
+        first.ok_or_else(|| {
+            self.sunspec_err(SunSpecError::MissingModel {
+                wanted: curves::wanted_model(mode),
+                present: map.ids(),
             })
         })
+    }
+
+    /// The curve state of a curve model block as read.
+    fn curve_state(&self, ctl: ModelRef, regs: &[u16]) -> Result<curves::CurveState, DeviceError> {
+        let state = if ctl.id >= 700 {
+            curves_7xx::decode_curve(ctl.id, regs)
+        } else {
+            curves::decode_curve(ctl.id, regs)
+        };
+        state.ok_or_else(|| {
+            self.sunspec_err(SunSpecError::OutOfRange {
+                what: format!(
+                    "model {} read back without a readable curve in force (its enable, \
+                     curve selection, point count or a point is not implemented)",
+                    ctl.id
+                ),
+            })
+        })
+    }
+
+    /// The 705/706 sequence of [`Device::set_curve`]: the curve (confirmed), the
+    /// adoption request, curve 1 read until adopted (up to [`ADOPT_POLLS`] reads
+    /// [`ADOPT_POLL`] apart), then `Ena` (confirmed). Returns the block as read last.
+    async fn adopt_curve(
+        &mut self,
+        ctl: ModelRef,
+        before: &[u16],
+        curve: &curves::Curve,
+    ) -> Result<Vec<u16>, DeviceError> {
+        let plan = curves_7xx::plan_curve(&ctl, before, curve).map_err(|e| self.sunspec_err(e))?;
+        self.write_and_confirm(ctl, plan.curve.clone()).await?;
+        // AdptCrvReq is not read back: an inverter may reset it once done.
+        self.write_registers(std::slice::from_ref(&plan.adopt))
+            .await?;
+        let mut polls = 0;
+        loop {
+            let regs = self.read_model(&ctl).await?;
+            match curves_7xx::adoption(ctl.id, &regs, &plan) {
+                curves_7xx::Adoption::Completed => break,
+                curves_7xx::Adoption::Pending if polls < ADOPT_POLLS => {
+                    polls += 1;
+                    smol::Timer::after(ADOPT_POLL).await;
+                }
+                _ => {
+                    self.stats.writes_unconfirmed += 1;
+                    return Err(DeviceError::CurveNotAdopted {
+                        device: self.params.name.clone(),
+                        model: ctl.id,
+                        curve: plan.index,
+                        result: curves_7xx::result_name(&regs, ctl.id),
+                    });
+                }
+            }
+        }
+        self.write_and_confirm(ctl, vec![plan.enable]).await
+    }
+
+    /// The first model of `preference` the inverter has, or an error naming what it
+    /// has (`wanted` names the function). An empty `preference` (a mode the method
+    /// does not carry) is an error naming `wanted`, before any IO.
+    async fn control_model(
+        &mut self,
+        preference: &[u16],
+        wanted: &'static str,
+    ) -> Result<ModelRef, DeviceError> {
+        if preference.is_empty() {
+            return Err(self.sunspec_err(SunSpecError::OutOfRange {
+                what: format!("not a mode of {wanted}"),
+            }));
+        }
+        let map = self.inverter_map().await?;
+        map.find_any(preference).copied().ok_or_else(|| {
+            self.sunspec_err(SunSpecError::MissingModel {
+                wanted,
+                present: map.ids(),
+            })
+        })
+    }
+
+    /// Sets (or with `None` disables) a fixed power factor for `mode`
+    /// (opModFixedPFInjectW or opModFixedPFAbsorbW): model 704 `PFWInj` / `PFWAbs`
+    /// with `PFWInjEna` / `PFWAbsEna` when the inverter has 704, else (injection only)
+    /// model 123 `OutPFSet` with `OutPFSet_Ena` ([`reactive`]). Reads the model back
+    /// to confirm and returns the setting as read. An inverter without the model
+    /// (opModFixedPFAbsorbW needs 704) answers [`DeviceError`] naming what it has.
+    pub async fn set_fixed_pf(
+        &mut self,
+        mode: crate::schedule::ControlMode,
+        setting: Option<FixedPf>,
+    ) -> Result<FixedPfState, DeviceError> {
+        let ctl = self
+            .control_model(reactive::pf_models(mode), reactive::wanted_model(mode))
+            .await?;
+        let before = self.read_model(&ctl).await?;
+        let writes = reactive::plan_fixed_pf(&ctl, &before, mode, setting)
+            .map_err(|e| self.sunspec_err(e))?;
+        let after = self.write_and_confirm(ctl, writes).await?;
+        Ok(reactive::decode_fixed_pf(ctl.id, &after, mode))
+    }
+
+    /// Sets (or with `None` disables) a fixed reactive power of `pct` % of VArMax
+    /// (signed: positive injects; opModFixedVar): model 704 `VarSetPct` with
+    /// `VarSetMod` VAR_MAX_PCT and `VarSetEna`, else model 123 `VArMaxPct` with
+    /// `VArPct_Mod` VArMax and `VArPct_Ena` ([`reactive`]). Reads the model back to
+    /// confirm and returns the setting as read. An inverter with neither answers
+    /// [`DeviceError`] naming what it has.
+    pub async fn set_fixed_var_pct(
+        &mut self,
+        pct: Option<f64>,
+    ) -> Result<FixedVarState, DeviceError> {
+        let ctl = self
+            .control_model(
+                &reactive::VAR_MODELS,
+                reactive::wanted_model(crate::schedule::ControlMode::FixedVar),
+            )
+            .await?;
+        let before = self.read_model(&ctl).await?;
+        let writes =
+            reactive::plan_fixed_var(&ctl, &before, pct).map_err(|e| self.sunspec_err(e))?;
+        let after = self.write_and_confirm(ctl, writes).await?;
+        Ok(reactive::decode_fixed_var(ctl.id, &after))
     }
 
     /// Limits a storage inverter's charging to `limit_w` (model 124 InWRte with the

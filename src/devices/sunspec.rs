@@ -138,6 +138,24 @@ impl SunSpecMap {
     pub fn ids(&self) -> Vec<u16> {
         self.models.iter().map(|m| m.id).collect()
     }
+    /// Whether these models let csipd apply `mode` (a DER function beyond the limits):
+    /// opModVoltVar with 126 or 705, opModVoltWatt with 132 or 706,
+    /// opModFixedPFInjectW and opModFixedVar with 123 or 704, opModFixedPFAbsorbW with
+    /// 704 (123 has no setting while absorbing). False for every other mode: the
+    /// limits, connect and storage modes are answered by [`Controls`] and the
+    /// coordinator.
+    pub fn offers(&self, mode: crate::schedule::ControlMode) -> bool {
+        use crate::schedule::ControlMode;
+        let models: &[u16] = match mode {
+            ControlMode::VoltVar | ControlMode::VoltWatt => super::curves::curve_models(mode),
+            ControlMode::FixedPFInjectW | ControlMode::FixedPFAbsorbW => {
+                super::reactive::pf_models(mode)
+            }
+            ControlMode::FixedVar => &super::reactive::VAR_MODELS,
+            _ => &[],
+        };
+        self.find_any(models).is_some()
+    }
     /// The SunSpec devices of the chain: each model 1 (common) starts a new device, as
     /// in a SolarEdge inverter whose chain holds the inverter (1, 103, 12x) and then its
     /// meter (1, 203) behind one unit id (SolarEdge SunSpec technical note). Models
@@ -1438,6 +1456,40 @@ mod tests {
         };
         assert_eq!(one.split_devices().len(), 1);
         assert_eq!(SunSpecMap::default().split_devices().len(), 1);
+    }
+
+    #[test]
+    fn offers_the_modes_its_models_carry() {
+        use crate::schedule::ControlMode as M;
+        let map = |ids: &[u16]| SunSpecMap {
+            base: 40000,
+            models: ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| ModelRef {
+                    id: *id,
+                    start: 40002 + 100 * i as u16,
+                    len: 10,
+                })
+                .collect(),
+            ended_early: None,
+        };
+        let one = map(&[1, 103, 123, 126]);
+        assert!(one.offers(M::VoltVar) && one.offers(M::FixedPFInjectW));
+        assert!(one.offers(M::FixedVar));
+        assert!(!one.offers(M::VoltWatt) && !one.offers(M::FixedPFAbsorbW));
+        let seven = map(&[1, 701, 704, 705, 706]);
+        for m in [
+            M::VoltVar,
+            M::VoltWatt,
+            M::FixedPFInjectW,
+            M::FixedPFAbsorbW,
+            M::FixedVar,
+        ] {
+            assert!(seven.offers(m), "{m:?}");
+        }
+        assert!(!seven.offers(M::ExpLimW), "limits are answered elsewhere");
+        assert!(!map(&[1, 103]).offers(M::FixedVar));
     }
 
     #[test]

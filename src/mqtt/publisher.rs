@@ -652,7 +652,9 @@ mod tests {
             mode: crate::status::LimitMode::Export,
             value_w: Some(0.0),
             connect: None,
-            source: crate::status::LimitSource::FailSafe,
+            source: crate::status::LimitSource::FailSafe {
+                cause: crate::status::FailSafeCause::MeterStale,
+            },
             end_unix_s: None,
             unsupported: false,
             not_enforceable: None,

@@ -69,7 +69,9 @@ fn source_json(source: &LimitSource) -> Value {
             json!({"kind": source.kind(), "program": program})
         }
         LimitSource::TariffWindow { name } => json!({"kind": source.kind(), "name": name}),
-        LimitSource::Fixed { .. } | LimitSource::NegativePrice { .. } | LimitSource::FailSafe => {
+        LimitSource::Fixed { .. }
+        | LimitSource::NegativePrice { .. }
+        | LimitSource::FailSafe { .. } => {
             json!({"kind": source.kind()})
         }
     }

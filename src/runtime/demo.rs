@@ -18,7 +18,7 @@
 //! the inverter's port) that charges at up to 3 kW unless limited; `--sun-w W` sets
 //! what the sun gives (0: night, so the battery charges from the grid).
 
-use crate::sim::site::{PvProfile, SimInverter as PhysInverter, Site};
+use crate::sim::site::{Grid, PvProfile, SimInverter as PhysInverter, Site};
 use crate::sim::sunspec_server::{SimInverter, SimMeter, SunSpecSimulator};
 use crate::sim::utility::lab_pki::LabPki;
 use crate::sim::utility::schedule::DayPlan;
@@ -280,7 +280,10 @@ pub fn start_sim_site(
 }
 
 /// Steps the site physics and mirrors it into the Modbus registers; reads back the
-/// limit csipd wrote (model 123, with its revert timer honoured by the simulator).
+/// limit csipd wrote (model 123, with its revert timer honoured by the simulator) and
+/// the volt-var / volt-watt curves (126/132) and the fixed power factor or var (123) it
+/// put in force. The grid voltage swings
+/// slowly (`Grid::demo`), so an enabled curve visibly moves the inverter's vars.
 async fn physics(inverter: SimInverter, battery: Option<SimInverter>, meter: SimMeter, sun_w: f64) {
     let mut phys = vec![PhysInverter::pv(
         PV_RATING_W,
@@ -295,6 +298,7 @@ async fn physics(inverter: SimInverter, battery: Option<SimInverter>, meter: Sim
         ));
     }
     let mut site = Site::new(load_w(0.0), phys);
+    site.grid = Grid::demo();
     site.settle();
     let start = Instant::now();
     let (mut import_wh, mut export_wh) = (0.0, 0.0);
@@ -304,24 +308,30 @@ async fn physics(inverter: SimInverter, battery: Option<SimInverter>, meter: Sim
         site.base_load_w = load_w(t);
         site.inverters[0].setpoint_w = inverter.limit_w().unwrap_or(PV_RATING_W);
         site.inverters[0].connected = inverter.connected();
+        site.inverters[0].volt_var = inverter.volt_var();
+        site.inverters[0].volt_watt = inverter.volt_watt();
+        site.inverters[0].fixed_pf = inverter.fixed_pf();
+        site.inverters[0].fixed_var_pct = inverter.fixed_var_pct();
         if let Some(b) = &battery {
             site.inverters[1].charge_limit_w = b.charge_limit_w();
             site.inverters[1].connected = b.connected();
+            site.inverters[1].volt_var = b.volt_var();
         }
         site.step(PHYSICS_STEP_S);
+        let v = site.voltage_v();
         if let Some(b) = &battery {
-            b.set_output_w(site.inverters[1].output_w);
+            b.set_ac(site.inverters[1].output_w, site.inverters[1].var_output, v);
         }
         let out_w = site.inverters[0].output_w;
         let site_w = site.meter_site_w();
-        inverter.set_output_w(out_w);
+        inverter.set_ac(out_w, site.inverters[0].var_output, v);
         inverter.add_energy_wh(out_w.max(0.0) * PHYSICS_STEP_S / 3600.0);
         if site_w > 0.0 {
             import_wh += site_w * PHYSICS_STEP_S / 3600.0;
         } else {
             export_wh += -site_w * PHYSICS_STEP_S / 3600.0;
         }
-        meter.set_power_w(site_w);
+        meter.set_site(site_w, site.meter_site_var(), v);
         meter.set_energy_wh(import_wh, export_wh);
         next += Duration::from_secs_f64(PHYSICS_STEP_S);
         smol::Timer::at(next).await;
@@ -376,6 +386,17 @@ pub fn demo_config_text(
     utility: Option<&DemoUtility>,
 ) -> String {
     let server = utility.map(server_section_text).unwrap_or_default();
+    // The utility's tariff drives the negative feed-in price rule: export is limited to
+    // 0 W while its export price is a cost (one price interval in four).
+    let price = if utility.is_some() {
+        "
+config price 'feed_in'
+\toption enabled '1'
+\toption utility_price_export '1'
+"
+    } else {
+        ""
+    };
     let hhmm = |m: u32| format!("{:02}:{:02}", m / 60, m % 60);
     let end = (start_min + 3) % 1440;
     let end_text = if end == 0 {
@@ -391,7 +412,7 @@ config csipd 'main'
 \toption status_listen '127.0.0.1:{status_port}'
 \toption data_dir '{data_dir}'
 \toption telemetry_dir '{data_dir}'
-{server}
+{server}{price}
 config limits 'fixed'
 \toption export_limit_w '{FIXED_EXPORT_LIMIT_W}'
 
@@ -664,6 +685,10 @@ pub fn demo_main(args: &[String]) -> ExitCode {
                 println!(
                     "    5-minute export limits through a compressed day, a new block every {block_s} s; the tighter limit wins"
                 );
+                println!(
+                    "    a dynamic tariff: import and export prices every {} s; in one interval of four exporting costs money, and export is limited to 0 W (config price 'feed_in', utility_price_export)",
+                    block_s * crate::sim::utility::tariff::INTERVAL_BLOCKS
+                );
                 println!("lab CA: {ca}");
                 println!("utility report: {report}");
             }
@@ -751,8 +776,11 @@ mod tests {
             pin: 111_115,
         };
         let text = demo_config_text(&site, 0, 600, "/tmp/csipd-demo-test", Some(&u));
-        let (c, _) = crate::config::from_text(&text, "demo").expect("demo config valid");
+        let (c, warnings) = crate::config::from_text(&text, "demo").expect("demo config valid");
+        assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(c.server.dcap_url.as_deref(), Some(u.dcap_url.as_str()));
+        // The utility's tariff drives the negative feed-in price rule.
+        assert!(c.price.enabled && c.price.utility_price_export);
         assert_eq!(c.server.registration_pin, Some(111_115));
         assert_eq!(c.server.nmi.as_deref(), Some(DEMO_NMI));
         assert_eq!(

@@ -7,9 +7,18 @@
 //! rmodbus; the server runs on the smol loop (single thread, `Rc` handles).
 //!
 //! Layouts (offsets as in the SunSpec model definitions, like `devices::sunspec`):
-//! - inverter: models 1, 103, 120, 121, 123. Only model 123's control points (and model 1
-//!   `DA`) are writable; a write anywhere else gets exception 2 (illegal data address),
-//!   as strict real inverters answer. The 123 revert timer is honoured.
+//! - inverter: models 1, 103, 120, 121, 123, 126, 132. Only model 123's control points,
+//!   the curve models' controls and second curve (and model 1 `DA`) are writable; a
+//!   write anywhere else gets exception 2 (illegal data address), as strict real
+//!   inverters answer. The 123 revert timer is honoured. 126 (volt-var) and 132
+//!   (volt-watt) hold two curves of up to 4 points: curve 1 the read-only factory curve
+//!   (AS/NZS 4777.2:2020 Australia A), curve 2 writable; the selected curve (`ActCrv`)
+//!   is in force while `ModEna` bit 0 is set (`SimInverter::volt_var`, `volt_watt`),
+//!   and the physics (`sim::site`) acts on it; 103 shows the resulting W and VAr and the
+//!   site voltage, 121 `VRef` (230 V) and `VArMaxQ1` (60 % of the rating) are what the
+//!   curves' percentages refer to. A fixed power factor (123 `OutPFSet`, SF -3) or
+//!   fixed var (`VArMaxPct`, SF -1) csipd enables is acted on too (`fixed_pf`,
+//!   `fixed_var_pct`). (The revert timers of these modes are not modelled.)
 //! - battery: the inverter's models plus 124 (basic storage controls: WChaMax,
 //!   StorCtl_Mod, InWRte and its revert timer writable). Output is negative while it
 //!   charges.
@@ -25,7 +34,10 @@ use rmodbus::{ErrorKind, ModbusProto};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::{Async, LocalExecutor};
 
+use crate::devices::curves::{self, Curve};
+use crate::devices::reactive::{self, FixedPf};
 use crate::devices::sunspec::{m123, m124};
+use crate::schedule::ControlMode;
 
 /// Base address of every simulated map.
 pub const SIM_BASE: u16 = 40000;
@@ -39,6 +51,18 @@ const L_120: u16 = 26;
 const L_121: u16 = 30;
 const L_123: u16 = 24;
 const L_124: u16 = 24;
+/// 126 and 132 with two curves (10 fixed registers, 54 per curve).
+const L_CURVES: u16 = 10 + 2 * 54;
+/// Registers before the first curve of 126/132, and of one curve.
+const CURVES_FIXED: usize = 12;
+const CURVE_LEN: usize = 54;
+/// Nominal (reference) voltage, V.
+pub const NOMINAL_V: f64 = 230.0;
+/// The factory curves (curve 1, read-only): AS/NZS 4777.2:2020 Australia A. Volt-var:
+/// 207, 220, 240, 258 V → +44, 0, 0, -60 % of VArMax; volt-watt: 253, 260 V → 100, 20 %
+/// of WMax. Voltages in 0.1 % of VRef (V_SF -1), values in % (DeptRef_SF 0).
+const FACTORY_VOLT_VAR: [(u16, i16); 4] = [(900, 44), (957, 0), (1043, 0), (1122, -60)];
+const FACTORY_VOLT_WATT: [(u16, i16); 2] = [(1100, 100), (1130, 20)];
 const L_203: u16 = 105;
 
 struct Model {
@@ -184,6 +208,8 @@ impl SimInverter {
             (120, L_120),
             (121, L_121),
             (123, L_123),
+            (126, L_CURVES),
+            (132, L_CURVES),
         ];
         if max_charge_w.is_some() {
             models.push((124, L_124));
@@ -226,6 +252,35 @@ impl SimInverter {
         r.set(s, 22, w_sf as u16);
         r.set_u16(s, 7, rating_w / wscale); // VAMax
         r.set(s, 26, w_sf as u16);
+        r.set_u16(s, 3, NOMINAL_V); // VRef
+        r.set(s, 23, 0); // VRef_SF
+        r.set_i16(s, 8, crate::sim::site::VAR_MAX_SHARE * rating_w / wscale); // VArMaxQ1
+        r.set(s, 27, w_sf as u16); // VArMax_SF
+        for (id, dept_ref, factory) in [
+            (126, 2, &FACTORY_VOLT_VAR[..]),
+            (132, 1, &FACTORY_VOLT_WATT[..]),
+        ] {
+            let m = r.start(id);
+            for off in 2..usize::from(L_CURVES) + 2 {
+                r.set(m, off, 0);
+            }
+            r.set(m, 2, 1); // ActCrv: the factory curve
+            r.set(m, 7, 2); // NCrv
+            r.set(m, 8, 4); // NPt
+            r.set(m, 9, (-1i16) as u16); // V_SF
+            let c1 = CURVES_FIXED;
+            r.set(m, c1, factory.len() as u16); // ActPt
+            r.set(m, c1 + 1, dept_ref);
+            for (i, (v, y)) in factory.iter().enumerate() {
+                r.set(m, c1 + 2 + 2 * i, *v);
+                r.set(m, c1 + 3 + 2 * i, *y as u16);
+            }
+            r.set(m, c1 + CURVE_LEN - 1, 1); // ReadOnly
+            // writable: ActCrv .. RmpTms, and curve 2 up to (not) its ReadOnly
+            r.writable.push((m + 2, m + 6));
+            let c2 = m + (CURVES_FIXED + CURVE_LEN) as u16;
+            r.writable.push((c2, c2 + CURVE_LEN as u16 - 2));
+        }
         let c = r.start(123);
         for off in 2..=22 {
             r.set(c, off, 0);
@@ -233,8 +288,8 @@ impl SimInverter {
         r.set(c, m123::CONN, 1);
         r.set(c, m123::WMAXLIMPCT, 100);
         r.set(c, m123::WMAXLIMPCT_SF, 0);
-        r.set(c, 24, NOT_IMPL_I16);
-        r.set(c, 25, NOT_IMPL_I16);
+        r.set(c, 24, (-3i16) as u16); // OutPFSet_SF: cos φ in thousandths
+        r.set(c, 25, (-1i16) as u16); // VArPct_SF
         // writable: Conn_WinTms .. VArPct_Ena (offsets 2..=22), never ID/L/SFs
         r.writable.push((c + 2, c + 22));
         if let Some(max_w) = max_charge_w {
@@ -267,18 +322,27 @@ impl SimInverter {
         self.rating_w
     }
 
-    /// Sets the AC output the physics computed (W ≥ 0 = generation); fills W, VA, VAr,
-    /// currents, voltage, frequency and the operating state.
+    /// Sets the AC output the physics computed (W ≥ 0 = generation) at unity power
+    /// factor and nominal voltage; see [`SimInverter::set_ac`].
     pub fn set_output_w(&self, w: f64) {
+        self.set_ac(w, 0.0, NOMINAL_V);
+    }
+
+    /// Sets the AC output the physics computed: `w` (≥ 0 = generation), `var`
+    /// (positive = injecting) at `v` volts per phase; fills W, VA, VAr, PF, currents,
+    /// voltages, frequency and the operating state (model 103).
+    pub fn set_ac(&self, w: f64, var: f64, v: f64) {
         let mut r = self.regs.borrow_mut();
         let m = r.start(103);
         let wscale = 10f64.powi(i32::from(r.get(m, 15) as i16));
+        let va = w.hypot(var);
         r.set_i16(m, 14, w / wscale);
-        r.set_i16(m, 18, w.abs() / wscale);
-        r.set_i16(m, 20, 0.0);
-        r.set_i16(m, 22, if w.abs() > 0.0 { 10000.0 } else { 0.0 });
-        let v = 230.0;
-        let a_phase = w.abs() / 3.0 / v;
+        r.set_i16(m, 18, va / wscale);
+        r.set_i16(m, 20, var / wscale);
+        // PF in % (PF_SF -2): |W| / VA.
+        r.set_i16(m, 22, if va > 0.0 { 1e4 * w.abs() / va } else { 0.0 });
+        let v = if v > 0.0 { v } else { NOMINAL_V };
+        let a_phase = va / 3.0 / v;
         r.set_u16(m, 2, a_phase * 3.0 * 100.0);
         for i in 0..3 {
             r.set_u16(m, 3 + i, a_phase * 100.0);
@@ -369,6 +433,49 @@ impl SimInverter {
         self.charge_limit_w_at(Instant::now())
     }
 
+    /// The volt-var curve in force: model 126's selected curve while `ModEna` bit 0 is
+    /// set, decoded as csipd's driver decodes it (`devices::curves`).
+    pub fn volt_var(&self) -> Option<Curve> {
+        self.curve(126, ControlMode::VoltVar)
+    }
+
+    /// The volt-watt curve in force (model 132), like [`SimInverter::volt_var`].
+    pub fn volt_watt(&self) -> Option<Curve> {
+        self.curve(132, ControlMode::VoltWatt)
+    }
+
+    /// The fixed power factor in force: model 123 `OutPFSet` while `OutPFSet_Ena` is
+    /// set (sign: positive over-excited, as `devices::reactive` writes it).
+    pub fn fixed_pf(&self) -> Option<FixedPf> {
+        let r = self.regs.borrow();
+        let c = r.start(123);
+        let block = r.read(c, L_123 + 2).ok()?;
+        let st = reactive::decode_fixed_pf(123, &block, ControlMode::FixedPFInjectW);
+        st.enabled.then_some(st.setting).flatten()
+    }
+
+    /// The fixed reactive power in force, % of VArMax: model 123 `VArMaxPct` while
+    /// `VArPct_Ena` is set with `VArPct_Mod` VArMax.
+    pub fn fixed_var_pct(&self) -> Option<f64> {
+        let r = self.regs.borrow();
+        let c = r.start(123);
+        let block = r.read(c, L_123 + 2).ok()?;
+        let st = reactive::decode_fixed_var(123, &block);
+        st.enabled.then_some(st.pct).flatten()
+    }
+
+    fn curve(&self, model: u16, mode: ControlMode) -> Option<Curve> {
+        let r = self.regs.borrow();
+        let m = r.models.iter().find(|x| x.id == model)?.start;
+        let block = r.read(m, L_CURVES + 2).ok()?;
+        let st = curves::decode_curve(model, &block)?;
+        (st.enabled && !st.points.is_empty()).then(|| Curve {
+            mode,
+            points: st.points,
+            dept_ref: st.dept_ref.unwrap_or(if model == 126 { 2 } else { 1 }),
+        })
+    }
+
     /// Model 123 Conn: false after csipd disconnected the inverter.
     pub fn connected(&self) -> bool {
         let r = self.regs.borrow();
@@ -409,22 +516,30 @@ impl SimMeter {
         me
     }
 
-    /// Sets the site power at the connection point: > 0 import, < 0 export.
+    /// Sets the site power at the connection point: > 0 import, < 0 export; no
+    /// reactive power, nominal voltage.
     pub fn set_power_w(&self, w: f64) {
+        self.set_site(w, 0.0, NOMINAL_V);
+    }
+
+    /// Sets the connection point's flows: `w` and `var` (> 0 import), at `v` volts per
+    /// phase (model 203 W, VAR, VA, A, PhV and per phase).
+    pub fn set_site(&self, w: f64, var: f64, v: f64) {
         let mut r = self.regs.borrow_mut();
         let m = r.start(203);
-        let v = 230.0;
+        let v = if v > 0.0 { v } else { NOMINAL_V };
+        let va = w.hypot(var);
         r.set_i16(m, 18, w);
-        r.set_i16(m, 23, w.abs());
-        r.set_i16(m, 28, 0.0);
-        r.set_i16(m, 2, w.abs() / v * 100.0);
+        r.set_i16(m, 23, va);
+        r.set_i16(m, 28, var);
+        r.set_i16(m, 2, va / v * 100.0);
         r.set_i16(m, 7, v * 10.0);
         r.set_i16(m, 16, 5000.0);
         for i in 0..3 {
             r.set_i16(m, 19 + i, w / 3.0);
-            r.set_i16(m, 24 + i, w.abs() / 3.0);
-            r.set_i16(m, 29 + i, 0.0);
-            r.set_i16(m, 3 + i, w.abs() / 3.0 / v * 100.0);
+            r.set_i16(m, 24 + i, va / 3.0);
+            r.set_i16(m, 29 + i, var / 3.0);
+            r.set_i16(m, 3 + i, va / 3.0 / v * 100.0);
             r.set_i16(m, 8 + i, v * 10.0);
         }
     }
@@ -613,10 +728,11 @@ mod tests {
         let sim = SunSpecSimulator::new();
         let inv = sim.add_inverter(1, 5000.0);
         inv.set_output_w(3300.0);
-        let total: u16 = 2 + 68 + 52 + 28 + 32 + 26 + 2;
-        let mut regs = read(&sim, 1, SIM_BASE, 100);
-        regs.extend(read(&sim, 1, SIM_BASE + 100, 100));
-        regs.extend(read(&sim, 1, SIM_BASE + 200, total - 200));
+        let total: u16 = 2 + 68 + 52 + 28 + 32 + 26 + 2 * (L_CURVES + 2) + 2;
+        let mut regs = Vec::new();
+        for at in (0..total).step_by(100) {
+            regs.extend(read(&sim, 1, SIM_BASE + at, (total - at).min(100)));
+        }
         assert_eq!(&regs[..2], &sunspec::SUNS_MARKER);
         let mut at = SIM_BASE + 2;
         let mut blocks = Blocks::new();
@@ -634,13 +750,120 @@ mod tests {
         }
         assert_eq!(
             blocks.keys().copied().collect::<Vec<_>>(),
-            vec![1, 103, 120, 121, 123]
+            vec![1, 103, 120, 121, 123, 126, 132]
         );
         let r = sunspec::decode_inverter(&blocks).unwrap();
         assert_eq!(r.ac.w, Some(3300.0));
         assert_eq!(r.nameplate.w_rtg_w, Some(5000.0));
+        assert_eq!(r.settings.v_ref_v, Some(230.0));
         assert_eq!(r.state, Some(sunspec::OperatingState::Running));
         assert_eq!(r.limit.unwrap().enabled, Some(false));
+        // The factory volt-var curve, selected but not enabled.
+        let vv = curves::decode_curve(126, &blocks[&126]).unwrap();
+        assert!(!vv.enabled);
+        assert_eq!(
+            (vv.active_curve, vv.points.len(), vv.dept_ref),
+            (1, 4, Some(2))
+        );
+        assert_eq!(vv.points[3].y_pct, -60.0);
+        assert_eq!(inv.volt_var(), None, "not in force while ModEna is 0");
+        // W, VAr and voltage as the physics set them.
+        inv.set_ac(3000.0, -1200.0, 245.0);
+        let m103 = read(&sim, 1, SIM_BASE + 2 + 68, 52);
+        let mut b = Blocks::new();
+        b.insert(103, m103);
+        let r = sunspec::decode_inverter(&b).unwrap();
+        assert_eq!((r.ac.w, r.ac.var), (Some(3000.0), Some(-1200.0)));
+        assert!((r.ac.v.unwrap() - 245.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn takes_a_planned_fixed_power_factor_and_var_on_123() {
+        let sim = SunSpecSimulator::new();
+        let inv = sim.add_inverter(1, 5000.0);
+        let start = inv.regs.borrow().start(123);
+        let ctl = sunspec::ModelRef {
+            id: 123,
+            start,
+            len: L_123,
+        };
+        let t0 = Instant::now();
+        let apply = |writes: &[sunspec::RegisterWrite]| {
+            for w in writes {
+                let mut req = rmodbus::client::ModbusRequest::new_tcp_udp(1, 9);
+                let mut f = Vec::new();
+                req.generate_set_holdings_bulk(w.address, &w.values, &mut f)
+                    .unwrap();
+                assert_eq!(sim.handle(&f, t0).unwrap()[7], 0x10, "{}", w.point);
+            }
+        };
+        assert_eq!((inv.fixed_pf(), inv.fixed_var_pct()), (None, None));
+        let pf = reactive::FixedPf {
+            pf: 0.95,
+            excitation: reactive::Excitation::UnderExcited,
+        };
+        let block = read(&sim, 1, start, L_123 + 2);
+        apply(
+            &reactive::plan_fixed_pf(&ctl, &block, ControlMode::FixedPFInjectW, Some(pf)).unwrap(),
+        );
+        let got = inv.fixed_pf().expect("in force");
+        assert!((got.pf - 0.95).abs() < 1e-9);
+        assert_eq!(got.excitation, reactive::Excitation::UnderExcited);
+        let block = read(&sim, 1, start, L_123 + 2);
+        apply(&reactive::plan_fixed_var(&ctl, &block, Some(-20.0)).unwrap());
+        assert_eq!(inv.fixed_var_pct(), Some(-20.0));
+        let block = read(&sim, 1, start, L_123 + 2);
+        apply(&reactive::plan_fixed_var(&ctl, &block, None).unwrap());
+        assert_eq!(inv.fixed_var_pct(), None);
+    }
+
+    #[test]
+    fn takes_a_planned_curve_on_126_and_puts_it_in_force() {
+        let sim = SunSpecSimulator::new();
+        let inv = sim.add_inverter(1, 5000.0);
+        let start = inv.regs.borrow().start(126);
+        let ctl = sunspec::ModelRef {
+            id: 126,
+            start,
+            len: L_CURVES,
+        };
+        let block = read(&sim, 1, start, L_CURVES + 2);
+        let curve = Curve {
+            mode: ControlMode::VoltVar,
+            points: [(90.4, 44.0), (95.6, 0.0), (104.3, 0.0), (110.0, -60.0)]
+                .into_iter()
+                .map(|(v_pct, y_pct)| curves::CurvePoint { v_pct, y_pct })
+                .collect(),
+            dept_ref: 2,
+        };
+        // devices::curves' plan, frame by frame as the device layer writes it.
+        let t0 = Instant::now();
+        let writes = curves::plan_curve(&ctl, &block, &curve).unwrap();
+        for w in &writes {
+            let mut req = rmodbus::client::ModbusRequest::new_tcp_udp(1, 9);
+            let mut f = Vec::new();
+            req.generate_set_holdings_bulk(w.address, &w.values, &mut f)
+                .unwrap();
+            let reply = sim.handle(&f, t0).unwrap();
+            assert_eq!(reply[7], 0x10, "{} accepted: {reply:02x?}", w.point);
+        }
+        let after = read(&sim, 1, start, L_CURVES + 2);
+        assert!(sunspec::verify_writes(&ctl, &after, &writes).is_ok());
+        let in_force = inv.volt_var().expect("curve 2 in force");
+        assert_eq!(in_force.points.len(), 4);
+        assert!((in_force.points[0].v_pct - 90.4).abs() < 1e-9);
+        assert_eq!(in_force.dept_ref, 2);
+        assert_eq!(inv.volt_watt(), None);
+        // The factory curve is read-only, and so are the counts.
+        let mut req = rmodbus::client::ModbusRequest::new_tcp_udp(1, 9);
+        let mut f = Vec::new();
+        req.generate_set_holdings_bulk(start + CURVES_FIXED as u16, &[1], &mut f)
+            .unwrap();
+        assert_eq!(sim.handle(&f, t0).unwrap()[7], 0x90);
+        let mut f = Vec::new();
+        req.generate_set_holdings_bulk(start + 7, &[5], &mut f)
+            .unwrap();
+        assert_eq!(sim.handle(&f, t0).unwrap()[7], 0x90);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! the daemon's local time (`local_utc_offset_s`), countdowns against its clock.
 
 use super::snapshot::{ActiveLimit, LimitMode, LimitSource, Snapshot};
+use crate::csip::NextRead;
 use std::fmt::Write;
 
 /// "14:35" in the given UTC offset.
@@ -63,7 +64,8 @@ pub fn source_text(source: &LimitSource) -> String {
         LimitSource::TariffWindow { name } if name.is_empty() => "tariff window".to_string(),
         LimitSource::TariffWindow { name } => format!("tariff window {name}"),
         LimitSource::NegativePrice { .. } => "negative feed-in price".to_string(),
-        LimitSource::FailSafe => "fail-safe (meter data stale)".to_string(),
+        // "fail-safe (meter data stale)", or what holds without a meter at all.
+        LimitSource::FailSafe { .. } => source.to_string(),
     }
 }
 
@@ -350,11 +352,15 @@ pub fn summary(s: &Snapshot) -> String {
                 .last_poll_unix_s
                 .map(|t| clock_hhmmss(t, tz))
                 .unwrap_or_else(|| "never".into());
-            let next = r
-                .next_poll_unix_s
-                .map(|t| clock_hhmmss(t, tz))
-                .unwrap_or_else(|| "–".into());
-            let _ = write!(out, "  {}  last {last}  next {next}", r.name);
+            // A resource read with its parent list has no time of its own: say with
+            // which (never a bare "–").
+            let next = match (r.next_poll_unix_s, &r.next_read) {
+                (Some(t), _) => format!("  next {}", clock_hhmmss(t, tz)),
+                (None, Some(NextRead::With(parent))) => format!("  next with its {parent}"),
+                (None, Some(NextRead::Once)) => "  read once".to_string(),
+                (None, None) => String::new(),
+            };
+            let _ = write!(out, "  {}  last {last}{next}", r.name);
             if let Some(err) = &r.last_error {
                 let _ = write!(out, "  error: {err}");
             }
@@ -449,6 +455,46 @@ mod tests {
             "{}",
             summary(&s)
         );
+    }
+
+    /// A resource read with its parent list, or read once, has no poll time of its
+    /// own: the line says how it is read next, never a bare "next –".
+    #[test]
+    fn resources_without_a_time_of_their_own_say_how_they_are_read() {
+        use crate::status::snapshot::ResourcePoll;
+        let poll = |name: &str, next: Option<i64>, next_read: Option<NextRead>| ResourcePoll {
+            name: name.into(),
+            href: format!("/{name}"),
+            last_poll_unix_s: Some(3600),
+            next_poll_unix_s: next,
+            next_read,
+            last_error: None,
+        };
+        let mut s = Snapshot::new(0);
+        s.utility.resources = vec![
+            poll("DERProgramList", Some(3660), None),
+            poll(
+                "DERControlList",
+                None,
+                Some(NextRead::With("DERProgramList".into())),
+            ),
+            poll("ReadingType", None, Some(NextRead::Once)),
+            poll("Odd", None, None),
+        ];
+        let text = summary(&s);
+        assert!(!text.contains("next –"), "{text}");
+        for line in [
+            "  DERProgramList  last 01:00:00  next 01:01:00\n",
+            "  DERControlList  last 01:00:00  next with its DERProgramList\n",
+            "  ReadingType  last 01:00:00  read once\n",
+            "  Odd  last 01:00:00\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in {text}");
+        }
+        let json = serde_json::to_value(&s.utility.resources).expect("json");
+        assert_eq!(json[1]["next_read"]["with"], "DERProgramList");
+        assert_eq!(json[2]["next_read"], "once");
+        assert!(json[0].get("next_read").is_none());
     }
 
     #[test]

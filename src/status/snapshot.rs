@@ -212,12 +212,16 @@ pub struct ResourcePoll {
     pub href: String,
     pub last_poll_unix_s: Option<i64>,
     pub next_poll_unix_s: Option<i64>,
+    /// Without a next poll time: how it is read next (`{"with": "DERProgramList"}`: each
+    /// time that list is read; `"once"`: not again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_read: Option<crate::csip::NextRead>,
     /// The last failure; cleared by the next good poll.
     pub last_error: Option<String>,
 }
 
 /// The limit mode and source are control's types (one type per concept).
-pub use crate::control::{LimitMode, LimitSource};
+pub use crate::control::{FailSafeCause, LimitMode, LimitSource};
 
 /// One limit in force.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

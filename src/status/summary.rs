@@ -5,7 +5,7 @@
 //! the same words. Pure: snapshot in, text out; times in the daemon's local time.
 
 use super::render::clock_hhmm;
-use super::snapshot::{ActiveLimit, DeviceRole, LimitMode, LimitSource, Snapshot};
+use super::snapshot::{ActiveLimit, DeviceRole, FailSafeCause, LimitMode, LimitSource, Snapshot};
 
 /// Whether a site meter is configured (listed among the devices, read or not).
 fn has_meter(s: &Snapshot) -> bool {
@@ -22,14 +22,22 @@ fn no_meter_reason(s: &Snapshot) -> &'static str {
 }
 
 /// Who set a limit, in plain words ("by your tariff window").
-fn by_whom(source: &LimitSource, s: &Snapshot) -> String {
+fn by_whom(source: &LimitSource) -> String {
     match source {
         LimitSource::UtilityEvent { .. } => "by your network operator".into(),
         LimitSource::UtilityDefault { .. } => "by your network operator's standing limit".into(),
         LimitSource::Fixed { .. } => "by your fixed limit".into(),
         LimitSource::TariffWindow { .. } => "by your tariff window".into(),
         LimitSource::NegativePrice { .. } => "while the feed-in price is negative".into(),
-        LimitSource::FailSafe => format!("for safety: {}", no_meter_reason(s)),
+        LimitSource::FailSafe {
+            cause: FailSafeCause::NoMeter,
+        } => "at the inverters, as no site meter is configured".into(),
+        LimitSource::FailSafe {
+            cause: FailSafeCause::MeterNotRead,
+        } => "for safety: no meter reading yet".into(),
+        LimitSource::FailSafe {
+            cause: FailSafeCause::MeterStale,
+        } => "for safety: the meter is not answering".into(),
     }
 }
 
@@ -94,7 +102,7 @@ pub fn line(s: &Snapshot) -> String {
         };
         return format!(
             "{switched} {}{}{} — {now}",
-            by_whom(&c.source, s),
+            by_whom(&c.source),
             until(c, s),
             not_kept(c)
         );
@@ -102,7 +110,7 @@ pub fn line(s: &Snapshot) -> String {
     if let Some(e) = s.limit(LimitMode::Export) {
         if let Some(w) = e.value_w {
             // The fail-safe's words already say why the site power is unknown.
-            let now = if matches!(e.source, LimitSource::FailSafe)
+            let now = if matches!(e.source, LimitSource::FailSafe { .. })
                 && now.starts_with("site power unknown")
             {
                 "site power unknown".to_string()
@@ -112,7 +120,7 @@ pub fn line(s: &Snapshot) -> String {
             return format!(
                 "Export {} {w:.0} W {}{}{} — {now}",
                 limited(e),
-                by_whom(&e.source, s),
+                by_whom(&e.source),
                 until(e, s),
                 not_kept(e)
             );
@@ -123,7 +131,7 @@ pub fn line(s: &Snapshot) -> String {
             return format!(
                 "Solar output {} {w:.0} W {}{}{} — {now}",
                 limited(g),
-                by_whom(&g.source, s),
+                by_whom(&g.source),
                 until(g, s),
                 not_kept(g)
             );
@@ -208,15 +216,17 @@ mod tests {
             mode: LimitMode::Export,
             value_w: Some(0.0),
             connect: None,
-            source: LimitSource::FailSafe,
+            source: LimitSource::FailSafe {
+                cause: FailSafeCause::NoMeter,
+            },
             end_unix_s: None,
             unsupported: false,
             not_enforceable: Some("not enforceable: no inverter or battery is configured".into()),
         });
         assert_eq!(
             line(&s),
-            "Export limit 0 W for safety: no site meter is configured — not enforced: no \
-             inverter or battery is configured — site power unknown"
+            "Export limit 0 W at the inverters, as no site meter is configured — not \
+             enforced: no inverter or battery is configured — site power unknown"
         );
         // A configured meter that does not answer is said as such.
         let mut s = site(0.0, true);
@@ -224,7 +234,9 @@ mod tests {
             mode: LimitMode::Export,
             value_w: Some(0.0),
             connect: None,
-            source: LimitSource::FailSafe,
+            source: LimitSource::FailSafe {
+                cause: FailSafeCause::MeterStale,
+            },
             end_unix_s: None,
             unsupported: false,
             not_enforceable: None,

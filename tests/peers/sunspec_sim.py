@@ -17,6 +17,11 @@ given are 0 (strings empty; "fill": "unimplemented" on the device makes them "no
 implemented" instead), and "end": false leaves out the end marker so that every
 register after the last block is unreadable (Modbus exception 2).
 
+A 7xx curve model (705 volt-var, 706 volt-watt, ...) adopts a curve when AdptCrvReq is
+written, as an inverter does (see adopt_curve); "adopt": "fail" on the device makes it
+refuse every curve, "adopt": "slow" answers IN_PROGRESS to the first reads after the
+request.
+
 Every write request is appended as one JSON line to --write-log (if given), so a test
 can see exactly which registers csipd wrote. Prints "READY <port-or-path>" when serving.
 """
@@ -96,7 +101,9 @@ def layout_group(group, values, prefix="", zero_fill=False):
     for sub in group.get("groups", []):
         count = sub.get("count", 1)
         if not isinstance(count, int):
-            count = int(values.get(prefix + str(count), 1))
+            # A count point of the enclosing group (126's NCrv) or of the model (705's
+            # Crv[i].Pt counted by the top-level NPt).
+            count = int(values.get(prefix + str(count), values.get(str(count), 1)))
         elif count == 0:
             # Repeats to the end of the model (e.g. 160's modules): as many as given.
             head = f"{prefix}{sub['name']}["
@@ -137,17 +144,94 @@ def layout_device(dev):
     return words
 
 
+# 7xx curve models: registers of a curve before its points, and where ReadOnly is.
+CURVE_7XX = {705: (10, 9), 706: (5, 4), 707: (5, 4), 708: (5, 4), 709: (5, 4),
+             710: (5, 4), 712: (5, 4)}
+
+
+# "adopt": "slow": reads of AdptCrvRslt answered IN_PROGRESS before the adoption is done.
+SLOW_READS = 2
+
+
+def curve_models_7xx(dev, words):
+    """(model id, address of its ID register) of each 7xx curve model of a device."""
+    found = []
+    at = 2
+    while at + 1 < len(words) and words[at] != 0xFFFF:
+        if words[at] in CURVE_7XX:
+            found.append((words[at], int(dev["base"]) + at))
+        at += 2 + words[at + 1]
+    return found
+
+
+def adopt_curve(model, start, req, put, reg_at, how):
+    """What a 7xx inverter does on AdptCrvReq = req (SunSpec DER models: curve 1 is
+    read-only and holds the curve in force): checks stored curve `req` (an index in
+    range, ActPt within NPt, voltages increasing) and copies it into curve 1 (all but
+    ReadOnly), then AdptCrvRslt = COMPLETED (1); else FAILED (2). `how` "fail" refuses
+    every curve (an inverter whose own checks are stricter)."""
+    head, read_only = CURVE_7XX[model]
+    n_pt, n_crv = reg_at(start + 5), reg_at(start + 6)
+    crv_len = head + 2 * n_pt
+    first = start + 15
+
+    def curve_ok(i):
+        base = first + i * crv_len
+        act = reg_at(base)
+        volts = [reg_at(base + head + 2 * k) for k in range(act)]
+        return 1 <= act <= n_pt and all(a < b for a, b in zip(volts, volts[1:]))
+
+    ok = how != "fail" and 2 <= req <= n_crv and curve_ok(req - 1)
+    if ok:
+        src = first + (req - 1) * crv_len
+        for k in range(crv_len):
+            if k != read_only:
+                put(first + k, reg_at(src + k))
+    put(start + 4, 1 if ok else 2)
+
+
 def make_devices(config, write_log):
     sim_devices = []
     for dev in config["devices"]:
         words = layout_device(dev)
         unit = int(dev["unit"])
+        curves = curve_models_7xx(dev, words) if "models" in dev else []
+        how = dev.get("adopt", "check")
+        # "slow": an adoption stays IN_PROGRESS for the first SLOW_READS reads of
+        # AdptCrvRslt after the request (model start -> [request, reads left]).
+        pending = {}
 
-        async def action(fc, start_address, address, count, current, set_values, unit=unit):
+        async def action(fc, start_address, address, count, current, set_values, unit=unit,
+                         curves=curves, how=how, pending=pending):
             if set_values is not None and write_log:
                 with open(write_log, "a", encoding="utf-8") as f:
                     f.write(json.dumps({"unit": unit, "fc": fc, "address": address,
                                         "values": list(set_values)}) + "\n")
+
+            def reg_at(a):
+                return current[a - start_address]
+
+            def put(a, v):
+                current[a - start_address] = v
+
+            for model, start in curves:
+                if set_values is None:
+                    rslt_at = start + 4  # AdptCrvRslt, read
+                    if start in pending and address <= rslt_at < address + count:
+                        pending[start][1] -= 1
+                        if pending[start][1] < 0:
+                            adopt_curve(model, start, pending.pop(start)[0], put, reg_at, how)
+                    continue
+                req_at = start + 3  # AdptCrvReq
+                if address <= req_at < address + len(set_values):
+                    req = set_values[req_at - address]
+                    if how == "slow":
+                        put(start + 4, 0)  # IN_PROGRESS
+                        pending[start] = [req, SLOW_READS]
+                    else:
+                        adopt_curve(model, start, req, put, reg_at, how)
+                    # The request reads 0 again, as inverters do.
+                    set_values[req_at - address] = 0
             return None
 
         # "extra": register ranges outside the SunSpec map (a vendor's own registers,

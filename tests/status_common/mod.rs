@@ -35,13 +35,33 @@ pub fn sample_snapshot(now: i64) -> Snapshot {
         readings_pending: 1,
         responses_pending: 0,
         prices: Vec::new(),
-        resources: vec![ResourcePoll {
-            name: "DERControlList".into(),
-            href: "/derp/0/derc".into(),
-            last_poll_unix_s: Some(now - 20),
-            next_poll_unix_s: Some(now + 40),
-            last_error: Some("HTTP 503 from server".into()),
-        }],
+        resources: vec![
+            ResourcePoll {
+                name: "DERControlList".into(),
+                href: "/derp/0/derc".into(),
+                last_poll_unix_s: Some(now - 20),
+                next_poll_unix_s: Some(now + 40),
+                next_read: None,
+                last_error: Some("HTTP 503 from server".into()),
+            },
+            // Read with its program list: no poll time of its own.
+            ResourcePoll {
+                name: "DefaultDERControl".into(),
+                href: "/derp/0/dderc".into(),
+                last_poll_unix_s: Some(now - 20),
+                next_poll_unix_s: None,
+                next_read: Some(csipd::csip::NextRead::With("DERProgramList".into())),
+                last_error: None,
+            },
+            ResourcePoll {
+                name: "ReadingType".into(),
+                href: "/rt/1".into(),
+                last_poll_unix_s: Some(now - 300),
+                next_poll_unix_s: None,
+                next_read: Some(csipd::csip::NextRead::Once),
+                last_error: None,
+            },
+        ],
     };
     s.limits = vec![
         ActiveLimit {
@@ -159,6 +179,40 @@ pub fn sample_snapshot(now: i64) -> Snapshot {
         s.history.record(t, Some(export), Some(limit));
     }
     s
+}
+
+/// The utility's prices as the engine shows them: import 0.28 AUD/kWh now and 0.35
+/// next; export costing 0.03 AUD/kWh now (a negative feed-in price) and earning 0.05
+/// next. Intervals of 30 minutes from `now - 600`.
+pub fn sample_prices(now: i64) -> Vec<csipd::csip::pricing::RatePrice> {
+    use csipd::csip::pricing::{PriceBlock, PriceDirection, PricePoint, RatePrice};
+    let point = |start: i64, price: i64| PricePoint {
+        mrid: format!("7B{start:030X}"),
+        description: None,
+        start_unix_s: start,
+        end_unix_s: start + 1800,
+        blocks: vec![PriceBlock {
+            start_value: 0,
+            price,
+            price_per_unit: price as f64 * 1e-4,
+        }],
+    };
+    let rate = |n: u32, direction, now_price: i64, next_price: i64| RatePrice {
+        tariff_profile_href: "/tp/1".into(),
+        rate_component_href: format!("/tp/1/rc/{n}"),
+        description: None,
+        primacy: 0,
+        direction,
+        unit: "kWh".into(),
+        currency: Some(36),
+        price_power_of_ten_multiplier: -4,
+        current: Some(point(now - 600, now_price)),
+        next: Some(point(now + 1200, next_price)),
+    };
+    vec![
+        rate(1, PriceDirection::Import, 2800, 3500),
+        rate(2, PriceDirection::Export, 300, -500),
+    ]
 }
 
 /// A status server on a free loopback port serving `sample_snapshot`.

@@ -34,6 +34,7 @@
 pub mod lab_pki;
 pub mod schedule;
 pub mod server;
+pub mod tariff;
 
 use crate::clock::Now;
 use crate::sep2::{self, Readable};
@@ -405,6 +406,7 @@ fn kind_of(path: &str) -> &'static str {
         RESPONSE_PATH => "ResponseList",
         p if p.starts_with("/derp/1/derc/") => "DERControl",
         p if p.starts_with("/mup/") => "MirrorUsagePoint",
+        p if p == tariff::PROFILE_LIST || p.starts_with("/tp/") => "tariff",
         p if p.starts_with("/sim") => "report",
         _ => "other",
     }
@@ -546,6 +548,7 @@ impl Utility {
                 .iter()
                 .map(|b| format!("/derp/1/derc/{}", b.mrid)),
         );
+        paths.extend(tariff::paths(&self.options.plan, now));
         paths.extend(self.report.usage_points.iter().map(|m| m.href.clone()));
         paths.extend(self.devices[0].der.keys().map(|k| format!("/edev/1{k}")));
         paths
@@ -756,6 +759,12 @@ impl Utility {
                         post_rate_s: Some(o.post_rate_s),
                         ..Default::default()
                     }),
+                    None => empty(404),
+                }
+            }
+            p if p == tariff::PROFILE_LIST || p.starts_with("/tp/") => {
+                match tariff::get(&o.plan, p, q, now) {
+                    Some(body) => xml(body),
                     None => empty(404),
                 }
             }
@@ -1105,7 +1114,8 @@ fn fsa(edev: &str, top: bool) -> String {
         String::new()
     };
     format!(
-        r#"<FunctionSetAssignments{ns} href="{edev}/fsa/1"><DERProgramListLink href="{edev}/fsa/1/derp" all="1"/><mRID>F5A00000000000000000000000000001</mRID><description>Dynamic operating envelopes</description></FunctionSetAssignments>"#
+        r#"<FunctionSetAssignments{ns} href="{edev}/fsa/1"><DERProgramListLink href="{edev}/fsa/1/derp" all="1"/><TariffProfileListLink href="{}" all="1"/><mRID>F5A00000000000000000000000000001</mRID><description>Dynamic operating envelopes</description></FunctionSetAssignments>"#,
+        tariff::PROFILE_LIST
     )
 }
 

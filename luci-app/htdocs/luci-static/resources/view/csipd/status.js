@@ -113,7 +113,12 @@ function sourceText(src) {
 	case 'fixed': return _('Your fixed limit');
 	case 'tariff': return _('Your tariff window') + (src.name ? ' ' + src.name : '');
 	case 'price': return _('Negative feed-in price');
-	case 'fail_safe': return _('Safety limit: meter not answering');
+	case 'fail_safe':
+		switch (src.cause) {
+		case 'no_meter': return _('No site meter set up: the inverters\' output is held at this level');
+		case 'meter_not_read': return _('Safety limit: no meter reading yet');
+		default: return _('Safety limit: meter not answering');
+		}
 	default: return src.kind;
 	}
 }
@@ -272,6 +277,31 @@ function table(headers, rows, empty) {
 	return t;
 }
 
+// 2030.5 prices are a cost to the customer (negative: a credit): say who pays.
+function currencyName(c) {
+	return { 36: 'AUD', 554: 'NZD', 840: 'USD', 978: 'EUR', 826: 'GBP' }[c] || _('currency units');
+}
+
+function priceText(p, point) {
+	if (!point.blocks.length)
+		return _('price not read yet');
+	var unit = currencyName(p.currency) + '/' + p.unit;
+	return point.blocks.map(function(b) {
+		var v = b.price_per_unit;
+		var t = v > 0 ? _('you pay %s').format(v.toFixed(4) + ' ' + unit)
+			: v < 0 ? _('you get %s').format((-v).toFixed(4) + ' ' + unit) : '0.0000 ' + unit;
+		return b.start_value ? t + ' ' + _('from %s').format(b.start_value + ' ' + p.unit) : t;
+	}).join(' / ');
+}
+
+function directionText(d) {
+	switch (d) {
+	case 'import': return _('Energy you buy (import)');
+	case 'export': return _('Energy you sell (export)');
+	default: return _('Other');
+	}
+}
+
 function countdown(end) {
 	return E('span', { 'data-end': end }, [ hhmm(end) ]);
 }
@@ -335,6 +365,12 @@ return view.extend({
 			return [ modeText(l.mode), limitCell(l), sourceText(l.source), l.end_unix_s == null ? _('until further notice') : countdown(l.end_unix_s) ];
 		}), _('No limits in force'));
 
+		var prices = table([ _('Energy'), _('Price now'), _('Next price') ], (u.prices || []).map(function(p) {
+			return [ directionText(p.direction),
+				p.current ? priceText(p, p.current) + ' ' + _('until %s').format(hhmm(p.current.end_unix_s)) : _('no price now'),
+				p.next ? priceText(p, p.next) + ', ' + hhmm(p.next.start_unix_s) + '–' + hhmm(p.next.end_unix_s) : '–' ];
+		}), _('No tariff from the network operator'));
+
 		var upcoming = table([ _('Starts'), _('Ends'), _('Limits'), _('Event') ], s.upcoming_events.map(function(e) {
 			return [ hhmm(e.start_unix_s), hhmm(e.end_unix_s),
 				e.limits.map(function(l) { return modeText(l.mode) + ' ' + limitValue(l); }).join(', '), shortMrid(e.mrid) ];
@@ -391,6 +427,7 @@ return view.extend({
 			children.push(E('div', { 'class': 'alert-message warning' }, [ _('Registration problem: ') + u.registration_problem ]));
 		children.push(
 			E('h3', {}, [ _('Limits in force') ]), limits,
+			E('h3', {}, [ _('Prices from the network operator') ]), prices,
 			E('h3', {}, [ _('Coming up') ]), upcoming,
 			E('h3', {}, [ _('Site') ]), site,
 			E('h3', {}, [ _('Export against the export limit, last hour') ]),

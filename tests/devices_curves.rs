@@ -1,0 +1,410 @@
+//! DER functions beyond the limits against a foreign peer (the pymodbus SunSpec server
+//! of `tests/peers/sunspec_sim.py`, laid out from pysunspec2's model definitions):
+//! volt-var and volt-watt curves on a 7xx inverter (705/706, with the adoption step),
+//! fixed power factor and fixed var on 123 and 704. The registers are asserted at the
+//! device. (126/132 curves: `devices_sunspec.rs`.)
+
+mod devices_support;
+
+use std::rc::Rc;
+
+use csipd::devices::curves::{Curve, CurvePoint};
+use csipd::devices::{
+    Bus, BusParams, Device, DeviceError, DeviceParams, Excitation, FixedPf, ModelRef,
+};
+use csipd::schedule::ControlMode;
+use devices_support::{PEER_TIMEOUT, start_peer};
+use serde_json::json;
+
+fn tcp_bus(port: u16) -> Rc<Bus> {
+    let mut p = BusParams::tcp("127.0.0.1", port);
+    p.timeout = PEER_TIMEOUT;
+    p.retries = 1;
+    Rc::new(Bus::new(p))
+}
+
+fn points(pts: &[(f64, f64)]) -> Vec<CurvePoint> {
+    pts.iter()
+        .map(|&(v_pct, y_pct)| CurvePoint { v_pct, y_pct })
+        .collect()
+}
+
+/// The standard's example volt-var curve: 4 points (AS/NZS 4777.2 shape), % VArMax.
+fn volt_var() -> Curve {
+    Curve {
+        mode: ControlMode::VoltVar,
+        points: points(&[(90.4, 44.0), (95.6, 0.0), (104.3, 0.0), (110.0, -60.0)]),
+        dept_ref: 2,
+    }
+}
+
+/// Volt-watt: full power to 106 % V, 20 % of WMax at 110 %.
+fn volt_watt() -> Curve {
+    Curve {
+        mode: ControlMode::VoltWatt,
+        points: points(&[(106.0, 100.0), (110.0, 20.0)]),
+        dept_ref: 1,
+    }
+}
+
+/// A 7xx inverter: 701, 702, 704, 705 (3 curves of 4 points, curve 1 the read-only
+/// one in force), 706 (2 curves of 4 points). `extra` goes on the device (e.g.
+/// `"adopt": "fail"`).
+fn der7xx(unit: u8, extra: serde_json::Value) -> serde_json::Value {
+    let curves = |n_crv: u32, first: serde_json::Value| {
+        let mut v = json!({"Ena": 0, "AdptCrvReq": 0, "AdptCrvRslt": 1, "NPt": 4,
+                           "NCrv": n_crv, "V_SF": -1, "DeptRef_SF": 0, "RspTms_SF": 0,
+                           "Crv[0].ReadOnly": 1});
+        for i in 1..n_crv {
+            v[format!("Crv[{i}].ReadOnly")] = json!(0);
+        }
+        v.as_object_mut()
+            .unwrap()
+            .extend(first.as_object().unwrap().clone());
+        v
+    };
+    let mut dev = json!({"unit": unit, "base": 40000, "models": [
+        {"id": 1, "values": {"Mn": "Seven Hundred", "Md": "DER-7"}},
+        {"id": 701, "values": {"ACType": 3, "St": 1, "InvSt": 3, "ConnSt": 1,
+                               "W": 300, "W_SF": 1, "Var": 0, "Var_SF": 0, "LNV": 2400, "V_SF": -1}},
+        {"id": 702, "values": {"WMaxRtg": 8000, "W_SF": 0, "VAMaxRtg": 8000, "VA_SF": 0}},
+        {"id": 704, "values": {"PFWInjEna": 0, "PFWAbsEna": 0, "WMaxLimPctEna": 0,
+                               "VarSetEna": 0, "VarSetMod": 0, "PF_SF": -2,
+                               "WMaxLimPct_SF": -2, "VarSetPct_SF": -2,
+                               "PFWInj.PF": 100, "PFWInj.Ext": 0,
+                               "PFWAbs.PF": 100, "PFWAbs.Ext": 0}},
+        {"id": 705, "values": curves(3, json!({"Crv[0].ActPt": 2, "Crv[0].DeptRef": 1,
+                                               "Crv[0].Pt[0].V": 950, "Crv[0].Pt[0].Var": 10,
+                                               "Crv[0].Pt[1].V": 1050, "Crv[0].Pt[1].Var": -10}))},
+        {"id": 706, "values": curves(2, json!({"Crv[0].ActPt": 2, "Crv[0].DeptRef": 0,
+                                               "Crv[0].Pt[0].V": 1100, "Crv[0].Pt[0].W": 100,
+                                               "Crv[0].Pt[1].V": 1200, "Crv[0].Pt[1].W": 0}))}
+    ]});
+    dev.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    dev
+}
+
+/// A 1xx inverter with 123 (OutPFSet_SF -3, VArPct_SF -1) and 126.
+fn der1xx(unit: u8) -> serde_json::Value {
+    json!({"unit": unit, "base": 40000, "models": [
+        {"id": 1, "values": {"Mn": "One Hundred"}},
+        {"id": 103, "values": {"W": 3000, "W_SF": 0, "Hz": 5000, "Hz_SF": -2, "St": 4}},
+        {"id": 123, "values": {"Conn": 1, "WMaxLimPct": 100, "WMaxLimPct_SF": 0, "WMaxLim_Ena": 0,
+                               "OutPFSet": 1000, "OutPFSet_Ena": 0, "VArMaxPct": 0,
+                               "VArPct_Mod": 0, "VArPct_Ena": 0, "OutPFSet_SF": -3, "VArPct_SF": -1}},
+        {"id": 126, "values": {"ActCrv": 1, "ModEna": 1, "NCrv": 1, "NPt": 4, "V_SF": 0,
+                               "DeptRef_SF": 0, "curve[0].ActPt": 2, "curve[0].DeptRef": 2,
+                               "curve[0].V1": 95, "curve[0].VAr1": 20, "curve[0].V2": 105,
+                               "curve[0].VAr2": -20, "curve[0].ReadOnly": 0}}
+    ]})
+}
+
+/// The writes the peer saw: (address, values).
+fn writes(peer: &devices_support::Peer) -> Vec<(u16, Vec<u16>)> {
+    peer.writes()
+        .iter()
+        .map(|w| {
+            (
+                w["address"].as_u64().unwrap() as u16,
+                w["values"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_u64().unwrap() as u16)
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+async fn block(dev: &mut Device, m: ModelRef) -> Vec<u16> {
+    dev.read_registers(m.start, m.total_len())
+        .await
+        .expect("read model")
+}
+
+fn model(dev: &Device, id: u16) -> ModelRef {
+    *dev.map().expect("scanned").find(id).expect("model scanned")
+}
+
+#[test]
+fn volt_var_and_volt_watt_curves_are_adopted_on_705_and_706() {
+    let peer = start_peer(
+        "curves7xx",
+        &json!({"devices": [der7xx(1, json!({}))]}),
+        None,
+    );
+    smol::block_on(async {
+        let mut dev = Device::new(tcp_bus(peer.port), DeviceParams::new("inv7", 1));
+        let map = dev.scan().await.expect("scan").clone();
+        for mode in [
+            ControlMode::VoltVar,
+            ControlMode::VoltWatt,
+            ControlMode::FixedPFInjectW,
+            ControlMode::FixedPFAbsorbW,
+            ControlMode::FixedVar,
+        ] {
+            assert!(map.offers(mode), "{mode:?}");
+        }
+        let (m705, m706) = (model(&dev, 705), model(&dev, 706));
+
+        let state = dev.set_curve(&volt_var()).await.expect("volt-var adopted");
+        assert!(state.enabled);
+        assert_eq!(state.active_curve, 1);
+        assert_eq!(state.dept_ref, Some(2));
+        assert_eq!(state.points.len(), 4);
+        assert!((state.points[2].v_pct - 104.3).abs() < 1e-9);
+        assert_eq!(state.points[3].y_pct, -60.0);
+        // 705 curves are 10 + 2 × 4 registers; curve 2 starts at 15 + 18.
+        let (a, c2) = (m705.start, m705.start + 15 + 18);
+        assert_eq!(
+            writes(&peer),
+            vec![
+                (c2, vec![4, 1]), // ActPt 4, DeptRef VAR_MAX_PCT
+                (
+                    c2 + 10,
+                    vec![904, 44, 956, 0, 1043, 0, 1100, (-60i16) as u16]
+                ),
+                (a + 3, vec![2]), // AdptCrvReq 2
+                (a + 2, vec![1]), // Ena
+            ]
+        );
+        // At the device: curve 1 holds the adopted curve, the request reads 0 again,
+        // AdptCrvRslt COMPLETED, curve 1 still read-only.
+        let r = block(&mut dev, m705).await;
+        assert_eq!(&r[2..5], &[1, 0, 1], "Ena, AdptCrvReq, AdptCrvRslt");
+        assert_eq!(&r[15..17], &[4, 1]);
+        assert_eq!(
+            &r[25..33],
+            &[904, 44, 956, 0, 1043, 0, 1100, (-60i16) as u16]
+        );
+        assert_eq!(r[24], 1, "curve 1 ReadOnly");
+
+        let before = writes(&peer).len();
+        let state = dev
+            .set_curve(&volt_watt())
+            .await
+            .expect("volt-watt adopted");
+        assert!(state.enabled);
+        assert_eq!(state.dept_ref, Some(1));
+        let (b, c2) = (m706.start, m706.start + 15 + 13);
+        assert_eq!(
+            writes(&peer)[before..],
+            vec![
+                (c2, vec![2, 0]), // ActPt 2, DeptRef W_MAX_PCT
+                (c2 + 5, vec![1060, 100, 1100, 20]),
+                (b + 3, vec![2]),
+                (b + 2, vec![1]),
+            ]
+        );
+        let r = block(&mut dev, m706).await;
+        assert_eq!(&r[15..17], &[2, 0]);
+        assert_eq!(&r[20..24], &[1060, 100, 1100, 20]);
+
+        // Clearing volt-var: Ena 0, the adopted curve stays.
+        let before = writes(&peer).len();
+        let state = dev
+            .clear_curve(ControlMode::VoltVar)
+            .await
+            .expect("volt-var off");
+        assert!(!state.enabled);
+        assert_eq!(state.points.len(), 4);
+        assert_eq!(writes(&peer)[before..], vec![(a + 2, vec![0])]);
+        assert_eq!(dev.stats().writes_unconfirmed, 0);
+    });
+}
+
+#[test]
+fn an_adoption_in_progress_is_waited_for() {
+    let peer = start_peer(
+        "curves7xx-slow",
+        &json!({"devices": [der7xx(1, json!({"adopt": "slow"}))]}),
+        None,
+    );
+    smol::block_on(async {
+        let mut dev = Device::new(tcp_bus(peer.port), DeviceParams::new("inv7", 1));
+        dev.scan().await.expect("scan");
+        let m706 = model(&dev, 706);
+        let reads_before = dev.stats().link.requests;
+        let state = dev
+            .set_curve(&volt_watt())
+            .await
+            .expect("adopted after a wait");
+        assert!(state.enabled);
+        assert_eq!(state.points.len(), 2);
+        // Read before: 1; after the curve writes: 1; after the request: IN_PROGRESS
+        // twice, then COMPLETED; after Ena: 1. Writes: 2 + 1 + 1.
+        assert_eq!(dev.stats().link.requests - reads_before, 1 + 1 + 3 + 1 + 4);
+        let r = block(&mut dev, m706).await;
+        assert_eq!((r[2], r[4]), (1, 1), "Ena, AdptCrvRslt COMPLETED");
+        assert_eq!(&r[20..24], &[1060, 100, 1100, 20]);
+    });
+}
+
+#[test]
+fn a_curve_the_inverter_refuses_is_not_enabled() {
+    let peer = start_peer(
+        "curves7xx-fail",
+        &json!({"devices": [der7xx(1, json!({"adopt": "fail"}))]}),
+        None,
+    );
+    smol::block_on(async {
+        let mut dev = Device::new(tcp_bus(peer.port), DeviceParams::new("inv7", 1));
+        dev.scan().await.expect("scan");
+        let m705 = model(&dev, 705);
+        let e = dev.set_curve(&volt_var()).await.unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                DeviceError::CurveNotAdopted { model: 705, curve: 2, result, .. }
+                    if result == "FAILED"
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("did not adopt curve 2"), "{e}");
+        // The enable was never written.
+        assert!(writes(&peer).iter().all(|(a, _)| *a != m705.start + 2));
+        let r = block(&mut dev, m705).await;
+        assert_eq!(r[2], 0, "Ena still 0");
+        assert_eq!(&r[15..17], &[2, 1], "curve 1 unchanged");
+    });
+}
+
+#[test]
+fn fixed_power_factor_and_var_on_704() {
+    let peer = start_peer("pf704", &json!({"devices": [der7xx(1, json!({}))]}), None);
+    smol::block_on(async {
+        let mut dev = Device::new(tcp_bus(peer.port), DeviceParams::new("inv7", 1));
+        dev.scan().await.expect("scan");
+        let m = model(&dev, 704);
+        let inject = FixedPf {
+            pf: 0.9,
+            excitation: Excitation::UnderExcited,
+        };
+        let st = dev
+            .set_fixed_pf(ControlMode::FixedPFInjectW, Some(inject))
+            .await
+            .expect("PF while injecting");
+        assert_eq!(
+            (st.model, st.enabled, st.setting),
+            (704, true, Some(inject))
+        );
+        let absorb = FixedPf {
+            pf: 0.8,
+            excitation: Excitation::OverExcited,
+        };
+        let st = dev
+            .set_fixed_pf(ControlMode::FixedPFAbsorbW, Some(absorb))
+            .await
+            .expect("PF while absorbing");
+        assert!(st.enabled);
+        let st = dev.set_fixed_var_pct(Some(-30.0)).await.expect("fixed var");
+        assert_eq!((st.model, st.enabled, st.pct), (704, true, Some(-30.0)));
+        let r = block(&mut dev, m).await;
+        assert_eq!((r[2], r[8]), (1, 1), "PFWInjEna, PFWAbsEna");
+        assert_eq!(&r[59..61], &[90, 1], "PFWInj: 0.90 under-excited");
+        assert_eq!(&r[63..65], &[80, 0], "PFWAbs: 0.80 over-excited");
+        assert_eq!((r[35], r[36]), (1, 1), "VarSetEna, VarSetMod VAR_MAX_PCT");
+        assert_eq!(r[42], (-3000i16) as u16, "VarSetPct -30.00 %");
+        // Disabling writes the enables alone.
+        let before = writes(&peer).len();
+        dev.set_fixed_pf(ControlMode::FixedPFInjectW, None)
+            .await
+            .expect("PF off");
+        let st = dev.set_fixed_var_pct(None).await.expect("var off");
+        assert!(!st.enabled);
+        assert_eq!(
+            writes(&peer)[before..],
+            vec![(m.start + 2, vec![0]), (m.start + 35, vec![0])]
+        );
+        let r = block(&mut dev, m).await;
+        assert_eq!((r[2], r[8], r[35]), (0, 1, 0));
+        assert_eq!(dev.stats().writes_unconfirmed, 0);
+    });
+}
+
+#[test]
+fn fixed_power_factor_and_var_on_123_and_what_it_cannot_do() {
+    let peer = start_peer("pf123", &json!({"devices": [der1xx(1)]}), None);
+    smol::block_on(async {
+        let mut dev = Device::new(tcp_bus(peer.port), DeviceParams::new("inv1", 1));
+        let map = dev.scan().await.expect("scan").clone();
+        assert!(map.offers(ControlMode::FixedPFInjectW));
+        assert!(!map.offers(ControlMode::FixedPFAbsorbW));
+        assert!(!map.offers(ControlMode::VoltWatt));
+        let m = model(&dev, 123);
+        let st = dev
+            .set_fixed_pf(
+                ControlMode::FixedPFInjectW,
+                Some(FixedPf {
+                    pf: 0.95,
+                    excitation: Excitation::UnderExcited,
+                }),
+            )
+            .await
+            .expect("PF on 123");
+        assert_eq!(st.model, 123);
+        assert!(st.enabled);
+        let st = dev.set_fixed_var_pct(Some(12.5)).await.expect("var on 123");
+        assert_eq!(st.pct, Some(12.5));
+        let r = block(&mut dev, m).await;
+        assert_eq!(r[10], (-950i16) as u16, "OutPFSet -0.950: under-excited");
+        assert_eq!(r[14], 1, "OutPFSet_Ena");
+        assert_eq!(r[16], 125, "VArMaxPct 12.5 %");
+        assert_eq!((r[21], r[22]), (2, 1), "VArPct_Mod VArMax, VArPct_Ena");
+        let s = u32::from(m.start);
+        assert_eq!(
+            writes(&peer)
+                .into_iter()
+                .map(|(a, v)| (u32::from(a) - s, v))
+                .collect::<Vec<_>>(),
+            vec![
+                (10, vec![(-950i16) as u16]),
+                (14, vec![1]),
+                (16, vec![125]),
+                (21, vec![2, 1]),
+            ]
+        );
+        // What the inverter cannot do is an error naming what it has; nothing written.
+        let n = writes(&peer).len();
+        let e = dev
+            .set_fixed_pf(
+                ControlMode::FixedPFAbsorbW,
+                Some(FixedPf {
+                    pf: 0.9,
+                    excitation: Excitation::OverExcited,
+                }),
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("704") && e.contains("123"), "{e}");
+        let e = dev.set_curve(&volt_watt()).await.unwrap_err().to_string();
+        assert!(e.contains("volt-watt (132 or 706)"), "{e}");
+        // A mode the method does not carry.
+        let e = dev
+            .set_fixed_pf(ControlMode::ExpLimW, None)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a mode of"), "{e}");
+        let e = dev
+            .clear_curve(ControlMode::FixedVar)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("opModFixedVar is not a curve mode"), "{e}");
+        assert_eq!(writes(&peer).len(), n);
+        // Volt-var off on 126: ModEna bit 0 cleared.
+        let m126 = model(&dev, 126);
+        let st = dev
+            .clear_curve(ControlMode::VoltVar)
+            .await
+            .expect("126 off");
+        assert!(!st.enabled);
+        assert_eq!(st.points.len(), 2, "the curve stays");
+        assert_eq!(writes(&peer)[n..], vec![(m126.start + 3, vec![0])]);
+    });
+}

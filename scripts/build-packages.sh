@@ -17,6 +17,9 @@
 # The tools (zig, cargo-zigbuild) are installed into target/zig-venv when missing.
 # OPENWRT_ARCH_<short> (e.g. OPENWRT_ARCH_aarch64=aarch64_generic) overrides the
 # package architecture written into the control file.
+# Features: `vendored` only, so the lab tools (`csipd demo`, `csipd fleet`: the `lab`
+# feature) stay out of the router packages; CSIPD_PACKAGE_FEATURES overrides the list
+# (e.g. "vendored lab").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -33,6 +36,7 @@ if [ ! -x "$venv/bin/cargo-zigbuild" ]; then
     "$venv/bin/pip" install -q --disable-pip-version-check ziglang cargo-zigbuild
 fi
 export PATH="$venv/bin:$PATH"
+features=${CSIPD_PACKAGE_FEATURES:-vendored}
 
 # short name -> rust triple, default OpenWrt package architecture
 triple_of() {
@@ -65,11 +69,16 @@ build_binary() {
         # Tier 3: no prebuilt std; build it from rust-src, without the backtrace
         # symbolizer (a stripped binary has no symbols to show) and with std's
         # size-optimized algorithms. OpenSSL's atomics check misfires under clang here.
+        # Rust and C code non-PIC (relocation-model=static; -fno-pic after the -fPIC
+        # of openssl-src and cc): the binary is a static non-PIE executable anyway, and
+        # MIPS PIC code calls through the GOT ($gp loads, `jalr $t9`, $gp reloads after
+        # each call). OpenSSL has no MIPS assembler here (scripts/openssl-configure).
         rustup component add rust-src >/dev/null 2>&1
-        env "CFLAGS_$env_triple=-DBROKEN_CLANG_ATOMICS $nounwind_c" \
-            "CARGO_TARGET_${upper}_RUSTFLAGS=-C target-feature=+crt-static -C link-self-contained=no $nounwind_rust" \
+        env "CFLAGS_$env_triple=-DBROKEN_CLANG_ATOMICS -fno-pic $nounwind_c" \
+            "CARGO_TARGET_${upper}_RUSTFLAGS=-C target-feature=+crt-static -C link-self-contained=no -C relocation-model=static $nounwind_rust" \
             RUSTC_BOOTSTRAP=1 \
-            cargo zigbuild --locked --release --target "$triple" -Zbuild-std=std,panic_abort \
+            cargo zigbuild --locked --release --target "$triple" \
+            --no-default-features --features "$features" -Zbuild-std=std,panic_abort \
             -Zbuild-std-features=optimize_for_size
     else
         # std from rust-src here too, built the same way as for mipsel (smaller than
@@ -77,7 +86,8 @@ build_binary() {
         rustup component add rust-src >/dev/null 2>&1
         env "CFLAGS_$env_triple=$nounwind_c" "CARGO_TARGET_${upper}_RUSTFLAGS=$nounwind_rust" \
             RUSTC_BOOTSTRAP=1 \
-            cargo zigbuild --locked --release --target "$triple" -Zbuild-std=std,panic_abort \
+            cargo zigbuild --locked --release --target "$triple" \
+            --no-default-features --features "$features" -Zbuild-std=std,panic_abort \
             -Zbuild-std-features=optimize_for_size
     fi
     # LLVM's tools read every target (GNU strip on Debian knows only x86).

@@ -9,6 +9,8 @@
 #   MEASURE_PY20305=0 ...                           # csipd alone
 #   MEASURE_LOAD_STEP=0 ...                         # without the load-step figures
 #   MEASURE_METER_PERIOD_MS=1000 ...                # the meter read once a cycle
+#   MEASURE_UTILITY_CSIPD=target/debug/csipd ...    # the simulated utility's binary
+#                                                   # (default MEASURE_CSIPD; needs `lab`)
 #
 # Peers (all on 127.0.0.1):
 # - the simulated CSIP-AUS utility, `csipd demo --utility-only` (its own process, not
@@ -56,6 +58,15 @@ if [ -z "${MEASURE_SKIP_BUILD:-}" ]; then
     cargo build --release --bin csipd
 fi
 csipd=${MEASURE_CSIPD:-$root/target/release/csipd}
+# The simulated utility needs a build with the `lab` feature (`csipd demo`); a router
+# binary (scripts/build-packages.sh) leaves it out, so MEASURE_UTILITY_CSIPD names
+# another one then (e.g. target/release/csipd or target/debug/csipd).
+utility_csipd=${MEASURE_UTILITY_CSIPD:-$csipd}
+if ! "$utility_csipd" demo --help >/dev/null 2>&1; then
+    echo "measure: $utility_csipd has no 'csipd demo' (a router build without the lab feature);" \
+        "set MEASURE_UTILITY_CSIPD to a default build for the simulated utility" >&2
+    exit 1
+fi
 [ -x "$peers_venv/bin/python" ] || { echo "measure: no peers venv at $peers_venv; run bash tests/setup.sh" >&2; exit 1; }
 
 pyvenv=$root/target/py20305-venv
@@ -85,7 +96,7 @@ wait_line() { # file prefix -> the rest of the first line starting with prefix
 }
 now_ms() { date +%s%3N; }
 
-"$csipd" demo --utility-only --day-s "${MEASURE_DAY_S:-86400}" >"$run/utility.out" 2>"$run/utility.err" &
+"$utility_csipd" demo --utility-only --day-s "${MEASURE_DAY_S:-86400}" >"$run/utility.out" 2>"$run/utility.err" &
 pids+=($!)
 dcap=$(wait_line "$run/utility.out" "dcap: ")
 ca=$(wait_line "$run/utility.out" "ca: ")
@@ -215,6 +226,14 @@ while :; do
     sleep "$sample_s"
 done
 curl -sk "$report" >"$run/report.json" || true
+# Where the resident pages are, per mapping (/proc/PID/smaps): the binary's own
+# segments, heap, stacks, libraries.
+mappings=$(awk '
+    /^[0-9a-f]+-[0-9a-f]+ / { name = ($6 == "" ? "[anon]" : $6) " " $2; next }
+    $1 == "Size:" { size[name] += $2; next }
+    $1 == "Rss:" { rss[name] += $2; next }
+    END { for (n in rss) if (rss[n] > 0) printf "  %s: %d of %d KiB resident\n", n, rss[n], size[n] }
+' "/proc/$pid/smaps" | sort -t: -k2 -rn)
 threads_by_name=$(for t in /proc/"$pid"/task/*; do cat "$t/comm"; done | sort | uniq -c | awk '{printf "%s%s x%s", sep, $2, $1; sep=", "}')
 
 # Restart on the store the run wrote: the first request again.
@@ -236,12 +255,15 @@ summary=$out/summary.txt
     echo "machine: $(uname -m), $(nproc) cores, $(awk '/model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo)"
     echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (shared machine)"
     echo "binary: $(stat -c %s "$csipd") bytes ($csipd)"
-    echo "utility: $dcap (csipd demo --utility-only --day-s ${MEASURE_DAY_S:-86400}); devices: pymodbus on port $modbus_port"
+    echo "utility: $dcap ($utility_csipd demo --utility-only --day-s ${MEASURE_DAY_S:-86400}); devices: pymodbus on port $modbus_port"
     echo "utility report: $(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["requests"], "requests,", r["tls_connections"], "TLS connections,", len(r["responses"]), "responses,", r["readings_accepted"], "readings accepted")' "$run/report.json" 2>/dev/null || echo unavailable)"
     echo "first request after spawn, ms: csipd (fresh data_dir) $first_csipd; csipd (restart on its store) $first_restart; py20305 $first_py"
     echo "csipd threads at the end (/proc/PID/task/*/comm): $threads_by_name"
     echo "csipd stderr lines: $(wc -l <"$run/csipd.err") (in $run/csipd.err)"
     echo "site meter read every: ${MEASURE_METER_PERIOD_MS:-500 (default for TCP)} ms"
+    echo "binary's file system: $(stat -f -c %T "$csipd"); read-ahead of its device: $(cat "/sys/dev/block/$(mountpoint -d "$(stat -c %m "$csipd")" 2>/dev/null)/queue/read_ahead_kb" 2>/dev/null || echo '?') KiB"
+    echo "csipd resident pages by mapping at the end (/proc/PID/smaps):"
+    echo "$mappings"
 } >"$summary"
 venv=$root/target/soak-venv
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then

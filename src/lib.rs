@@ -16,6 +16,7 @@ pub mod pki;
 pub mod runtime;
 pub mod schedule;
 pub mod sep2;
+#[cfg(feature = "lab")]
 pub mod sim;
 pub mod status;
 pub mod store;

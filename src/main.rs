@@ -9,7 +9,8 @@ commands:
   run [--config FILE]   run the daemon (default /etc/config/csipd); SIGHUP reloads
   demo [--seconds N] [--port P] [--no-utility] [--utility-only [--listen ADDR]]
                         run csipd against a simulated site and a simulated CSIP-AUS
-                        utility and show where to look (`csipd demo --help`)
+                        utility and show where to look (`csipd demo --help`);
+                        lab builds only (not in the router packages), as is fleet
   fleet --devices N --dcap URL (--ca-cert F --ca-key K | --certs DIR)
                         N simulated DERs, each its own certificate and client engine,
                         against a utility server: a load test (`csipd fleet --help`)
@@ -55,8 +56,20 @@ fn main() -> ExitCode {
         }
         "check-config" => csipd::config::cli_check_config(rest),
         "run" => csipd::runtime::run_main(rest),
+        #[cfg(feature = "lab")]
         "demo" => csipd::runtime::demo::demo_main(rest),
+        #[cfg(feature = "lab")]
         "fleet" => csipd::runtime::fleet::fleet_main(rest),
+        #[cfg(not(feature = "lab"))]
+        "demo" | "fleet" => {
+            eprintln!(
+                "csipd {command}: not in this build. The router packages leave the lab tools \
+                 (`csipd demo`, `csipd fleet`, the simulated site and utility) out to save \
+                 flash; a default build has them: `cargo build --release` on a PC, or \
+                 `cargo build --release --features lab` with the router's options"
+            );
+            ExitCode::from(2)
+        }
         "status" => csipd::status::cli::status_main(rest),
         "rpcd" => csipd::status::rpcd::rpcd_main(rest),
         "help" | "--help" | "-h" => {

@@ -143,15 +143,28 @@ pub fn build_csr(key: &PKey<Private>, common_name: &str) -> Result<X509Req, PkiE
 
 fn asn1_time(at: SystemTime) -> Result<Asn1Time, PkiError> {
     let secs = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    // time_t is 32 bits on some router targets (mipsel musl): a time past 2038 is an
-    // error there, never a silently wrapped date.
-    #[allow(clippy::unnecessary_fallible_conversions)]
-    let time = secs.try_into().map_err(|_| {
-        PkiError(format!(
-            "time {secs} s after 1970 does not fit this platform's time_t"
-        ))
-    })?;
-    Asn1Time::from_unix(time).map_err(|e| PkiError(format!("time: {e}")))
+    let secs = i64::try_from(secs)
+        .map_err(|_| PkiError(format!("time {secs} s after 1970 is out of range")))?;
+    asn1_time_from_unix(secs)
+}
+
+/// `unix_s` (seconds since 1970, UTC) as an X.509 time: UTCTime up to 2049,
+/// GeneralizedTime after (RFC 5280 4.1.2.5).
+///
+/// Handed to OpenSSL as text, never as a `time_t`: on 32-bit musl targets (mipsel) the
+/// `libc` crate's `time_t` is 32 bits while musl 1.2, which OpenSSL is compiled against,
+/// has 64, so `ASN1_TIME_set` (`Asn1Time::from_unix`) read a garbled argument there and
+/// `csipd cert selfsigned`/`sign` failed with "ASN1_TIME_adj: error getting time".
+pub(crate) fn asn1_time_from_unix(unix_s: i64) -> Result<Asn1Time, PkiError> {
+    let (year, month, day) = crate::control::tz::civil_from_days(unix_s.div_euclid(86_400));
+    let s = unix_s.rem_euclid(86_400);
+    let text = format!(
+        "{year:04}{month:02}{day:02}{:02}{:02}{:02}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    );
+    Asn1Time::from_str_x509(&text).map_err(|e| PkiError(format!("time {text}: {e}")))
 }
 
 /// What a certificate is for: its basicConstraints and keyUsage (both critical).
@@ -379,7 +392,7 @@ pub fn name_text(name: &X509NameRef) -> String {
 
 /// Seconds since the Unix epoch of an ASN.1 time.
 fn unix_seconds(t: &openssl::asn1::Asn1TimeRef) -> Option<i64> {
-    let epoch = Asn1Time::from_unix(0).ok()?;
+    let epoch = asn1_time_from_unix(0).ok()?;
     let diff = epoch.diff(t).ok()?;
     Some(i64::from(diff.days) * 86_400 + i64::from(diff.secs))
 }
@@ -835,6 +848,28 @@ fn cert_selfsigned(f: &[(String, String)]) -> Result<ExitCode, CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn asn1_times_round_trip_through_text() {
+        // Epoch, a leap day, the last UTCTime second, the first GeneralizedTime one
+        // (RFC 5280: 2050 on), and past 2038 (a 32-bit time_t's end).
+        for unix_s in [
+            0,
+            951_782_400 + 3_661,
+            2_524_607_999,
+            2_524_608_000,
+            4_102_444_800,
+        ] {
+            let t = asn1_time_from_unix(unix_s).unwrap();
+            assert_eq!(unix_seconds(&t), Some(unix_s), "{unix_s}: {}", &*t);
+        }
+        assert_eq!(
+            asn1_time_from_unix(2_524_607_999).unwrap().to_string(),
+            "Dec 31 23:59:59 2049 GMT"
+        );
+        let first_generalized = asn1_time_from_unix(2_524_608_000).unwrap();
+        assert_eq!(first_generalized.to_string(), "Jan  1 00:00:00 2050 GMT");
+    }
 
     fn tmp(tag: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("csipd-pki-{tag}-{}", std::process::id()));

@@ -17,7 +17,8 @@ pub mod ramp;
 pub mod step;
 pub mod tz;
 
-#[cfg(test)]
+// Against the simulated site physics (`crate::sim`, the `lab` feature).
+#[cfg(all(test, feature = "lab"))]
 mod closed_loop_tests;
 
 pub use law::{

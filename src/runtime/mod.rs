@@ -13,9 +13,11 @@
 pub mod bus;
 pub mod clock;
 pub mod coordinator;
+#[cfg(feature = "lab")]
 pub mod demo;
 pub mod durable;
 pub mod engine;
+#[cfg(feature = "lab")]
 pub mod fleet;
 pub mod notify;
 pub mod site;

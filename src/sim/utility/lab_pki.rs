@@ -41,7 +41,9 @@ fn e(what: &'static str) -> impl Fn(openssl::error::ErrorStack) -> PkiError {
 }
 
 fn time(unix_s: i64) -> Result<Asn1Time, PkiError> {
-    Asn1Time::from_unix(unix_s as _).map_err(e("validity"))
+    // Not Asn1Time::from_unix: its time_t is garbled on 32-bit musl (see the function).
+    crate::pki::asn1_time_from_unix(unix_s)
+        .map_err(|err| PkiError(format!("lab PKI, validity: {err}")))
 }
 
 /// One certificate: `cn` with `key`, signed by `issuer` (self-signed when `None`).

@@ -164,6 +164,21 @@ pub fn price_line(p: &crate::csip::pricing::RatePrice, tz: i32) -> String {
     format!("{what}: {now}{next} ({})", p.rate_component_href)
 }
 
+/// The utility connection state for a person (`/status` keeps the snake_case name).
+fn state_words(state: crate::csip::ConnectionState) -> &'static str {
+    use crate::csip::ConnectionState as C;
+    match state {
+        C::Discovering => "discovering",
+        C::Polling => "polling",
+        C::Offline => "offline",
+        C::PinMismatch => "PIN mismatch",
+        C::NotRegistered => "not registered",
+        C::NotConfigured => {
+            "not configured (no dcap_url or server_url: only your own limits apply)"
+        }
+    }
+}
+
 pub fn summary(s: &Snapshot) -> String {
     let now = s.now_unix_s;
     let tz = s.local_utc_offset_s;
@@ -180,7 +195,7 @@ pub fn summary(s: &Snapshot) -> String {
     let _ = write!(
         out,
         "utility     {} since {} ({})",
-        u.state.as_str(),
+        state_words(u.state),
         clock_hhmm(u.since_unix_s, tz),
         duration(now - u.since_unix_s)
     );
@@ -425,6 +440,31 @@ mod tests {
         assert_eq!(
             line,
             "export limit 1500 W — utility event 3f2a09b1…, until 14:35 (in 12 min)"
+        );
+    }
+
+    #[test]
+    fn utility_line_says_the_state_in_words() {
+        let mut s = Snapshot::new(0);
+        s.utility.state = crate::csip::ConnectionState::NotConfigured;
+        assert!(
+            summary(&s).contains(
+                "utility     not configured (no dcap_url or server_url: only your own limits apply) since"
+            ),
+            "{}",
+            summary(&s)
+        );
+        s.utility.state = crate::csip::ConnectionState::PinMismatch;
+        assert!(
+            summary(&s).contains("utility     PIN mismatch since"),
+            "{}",
+            summary(&s)
+        );
+        s.utility.state = crate::csip::ConnectionState::Polling;
+        assert!(
+            summary(&s).contains("utility     polling since"),
+            "{}",
+            summary(&s)
         );
     }
 

@@ -1061,7 +1061,20 @@ fn disabled_devices_and_no_meter() {
     assert_eq!(
         warnings[0].to_string(),
         "c:29: warning: no enabled meter: csipd cannot measure the site's export or import at \
-         the connection point"
+         the connection point, so the inverters are held at the fail-safe export limit \
+         (failsafe_export_limit_w, 0 W)"
+    );
+    // The level named is the configured one.
+    let text = text.replace(
+        "config control 'site'\n",
+        "config control 'site'\n\toption failsafe_export_limit_w '1500'\n",
+    );
+    let (_, warnings) = from_text(&text, "c").unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.to_string().ends_with("(failsafe_export_limit_w, 1500 W)")),
+        "{warnings:?}"
     );
 }
 

@@ -966,7 +966,12 @@ pub fn build(file: &UciFile, file_name: &str) -> (Config, Vec<Diagnostic>) {
             devices.push(d);
         }
     }
-    check_devices(&mut checker, file, &devices);
+    check_devices(
+        &mut checker,
+        file,
+        &devices,
+        control.failsafe_export_limit_w,
+    );
     check_storage_for_limits(
         &mut checker,
         singletons.get("limits").copied(),
@@ -2016,7 +2021,13 @@ fn same_chain_device(a: &DeviceConfig, b: &DeviceConfig) -> bool {
 }
 
 /// Checks across devices: two on the same address, and what is missing for control.
-fn check_devices(checker: &mut Checker<'_>, file: &UciFile, devices: &[DeviceConfig]) {
+/// `failsafe_export_limit_w` is what a site without a meter is held at (control::law).
+fn check_devices(
+    checker: &mut Checker<'_>,
+    file: &UciFile,
+    devices: &[DeviceConfig],
+    failsafe_export_limit_w: u32,
+) {
     let enabled: Vec<&DeviceConfig> = devices.iter().filter(|d| d.enabled).collect();
     for (i, a) in enabled.iter().enumerate() {
         for b in &enabled[..i] {
@@ -2080,9 +2091,11 @@ fn check_devices(checker: &mut Checker<'_>, file: &UciFile, devices: &[DeviceCon
         } else if meters == 0 {
             checker.warning(
                 pos,
-                "no enabled meter: csipd cannot measure the site's export or import at the \
-                 connection point"
-                    .to_string(),
+                format!(
+                    "no enabled meter: csipd cannot measure the site's export or import at the \
+                     connection point, so the inverters are held at the fail-safe export limit \
+                     (failsafe_export_limit_w, {failsafe_export_limit_w} W)"
+                ),
             );
         }
     }

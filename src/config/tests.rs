@@ -1369,3 +1369,33 @@ fn notification_options_go_together_and_are_checked() {
         "{e:?}"
     );
 }
+
+#[test]
+fn unknown_device_options_hint_the_option_installers_mean() {
+    // Names from other tools' configs: edit distance alone offered 'parity' for
+    // 'device' and 'role' for 'ip'.
+    for (written, meant) in [
+        ("device", "path"),
+        ("tty", "path"),
+        ("serial_port", "path"),
+        ("baudrate", "baud"),
+        ("ip", "host"),
+        ("ip_address", "host"),
+        ("slave_id", "unit_id"),
+        ("unitid", "unit_id"),
+    ] {
+        let text = VALID.replacen(
+            "option unit_id '240'",
+            &format!("option unit_id '240'\n\toption {written} 'x'"),
+            1,
+        );
+        let (_, warnings) = from_text(&text, "c").unwrap();
+        let hint = format!(
+            "unknown option '{written}' in device section (ignored); did you mean '{meant}'?"
+        );
+        assert!(
+            warnings.iter().any(|w| w.to_string().ends_with(&hint)),
+            "{written}: {warnings:?}"
+        );
+    }
+}

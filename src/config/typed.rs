@@ -552,6 +552,22 @@ pub const SECTION_TYPES: &[(&str, Option<&str>, &[&str])] = &[
     ("mqtt", Some(MQTT_SECTION), mqtt::MQTT_OPTIONS),
 ];
 
+/// The option meant by a name other Modbus tools use (pymodbus, Home Assistant,
+/// inverter manuals), where the closest spelling would point elsewhere ('device' is
+/// nearer 'parity' than 'path').
+fn known_alias(section_type: &str, name: &str) -> Option<&'static str> {
+    if section_type != "device" {
+        return None;
+    }
+    match name {
+        "device" | "tty" | "serial" | "serial_port" | "port_path" | "dev" => Some("path"),
+        "baudrate" | "baud_rate" | "speed" => Some("baud"),
+        "ip" | "ip_address" | "ipaddr" | "address" | "hostname" => Some("host"),
+        "slave" | "slave_id" | "unitid" | "unit" | "modbus_id" | "device_id" => Some("unit_id"),
+        _ => None,
+    }
+}
+
 /// Levenshtein distance, for "did you mean" hints.
 pub fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
@@ -903,7 +919,9 @@ pub fn build(file: &UciFile, file_name: &str) -> (Config, Vec<Diagnostic>) {
         };
         for option in &section.options {
             if !options.contains(&option.name.as_str()) {
-                let hint = closest(&option.name, options.iter().copied()).unwrap_or_default();
+                let hint = known_alias(section_type, &option.name)
+                    .or_else(|| closest(&option.name, options.iter().copied()))
+                    .unwrap_or_default();
                 checker.warning(
                     option.pos,
                     format!(

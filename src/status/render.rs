@@ -24,6 +24,16 @@ pub fn clock_hhmmss(t_unix_s: i64, utc_offset_s: i32) -> String {
     )
 }
 
+/// "14:35" on the minute, "14:35:21" off it (blocks shorter than a minute, the demo's
+/// intervals): a time shown without its seconds would read as already past.
+pub fn clock_hhmm_or_ss(t_unix_s: i64, utc_offset_s: i32) -> String {
+    if (t_unix_s + i64::from(utc_offset_s)).rem_euclid(60) == 0 {
+        clock_hhmm(t_unix_s, utc_offset_s)
+    } else {
+        clock_hhmmss(t_unix_s, utc_offset_s)
+    }
+}
+
 /// A short duration: "45 s", "12 min", "3 h 05 min", "2 d 4 h".
 pub fn duration(seconds: i64) -> String {
     let s = seconds.max(0);
@@ -82,7 +92,7 @@ pub fn limit_line(limit: &ActiveLimit, now_unix_s: i64, utc_offset_s: i32) -> St
         let _ = write!(
             line,
             ", until {} (in {})",
-            clock_hhmm(end, utc_offset_s),
+            clock_hhmm_or_ss(end, utc_offset_s),
             duration(end - now_unix_s)
         );
     }
@@ -149,16 +159,26 @@ pub fn price_line(p: &crate::csip::pricing::RatePrice, tz: i32) -> String {
             .join(" / ")
     };
     let now = match &p.current {
-        Some(c) => format!("{} until {}", blocks(c), clock_hhmm(c.end_unix_s, tz)),
+        Some(c) => format!("{} until {}", blocks(c), clock_hhmm_or_ss(c.end_unix_s, tz)),
         None => "no price now".into(),
     };
     let next = match &p.next {
-        Some(n) => format!(
-            ", then {} {}–{}",
-            blocks(n),
-            clock_hhmm(n.start_unix_s, tz),
-            clock_hhmm(n.end_unix_s, tz)
-        ),
+        Some(n) => {
+            // Both bounds alike, seconds if either is off the minute (as upcoming events).
+            let clock = if (n.start_unix_s + i64::from(tz)).rem_euclid(60) != 0
+                || (n.end_unix_s + i64::from(tz)).rem_euclid(60) != 0
+            {
+                clock_hhmmss
+            } else {
+                clock_hhmm
+            };
+            format!(
+                ", then {} {}–{}",
+                blocks(n),
+                clock(n.start_unix_s, tz),
+                clock(n.end_unix_s, tz)
+            )
+        }
         None => String::new(),
     };
     format!("{what}: {now}{next} ({})", p.rate_component_href)
@@ -441,6 +461,14 @@ mod tests {
             line,
             "export limit 1500 W — utility event 3f2a09b1…, until 14:35 (in 12 min)"
         );
+        // A block ending off the minute says its second: "until 14:35 (in 4 s)" read
+        // as already over at 14:35:17.
+        let mut short = limit.clone();
+        short.end_unix_s = Some(4 * 3600 + 35 * 60 + 21);
+        assert_eq!(
+            limit_line(&short, 4 * 3600 + 35 * 60 + 17, 36_000),
+            "export limit 1500 W — utility event 3f2a09b1…, until 14:35:21 (in 4 s)"
+        );
     }
 
     #[test]
@@ -598,6 +626,19 @@ mod tests {
             "{text}"
         );
         assert!(!summary(&Snapshot::new(0)).contains("prices"));
+        // Intervals off the minute (the demo's 60 s intervals start at :01) show their
+        // seconds: "until 00:01, then ... 00:01–00:02" hid a second of each.
+        let mut off = s.clone();
+        off.utility.prices[0].current = Some(point(1, 61, &[(0, 0.042)]));
+        off.utility.prices[0].next = Some(point(61, 121, &[(0, -0.01)]));
+        let text = summary(&off);
+        assert!(
+            text.contains(
+                "export: you pay 0.0420 AUD/kWh until 00:01:01, then you get 0.0100 AUD/kWh \
+                 00:01:01–00:02:01 (/tp/1/rc/2)"
+            ),
+            "{text}"
+        );
         // The JSON (/status, ubus) carries the same, with units, and omits an empty list.
         let json = serde_json::to_value(&s).expect("json");
         let price = &json["utility"]["prices"][0];

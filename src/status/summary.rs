@@ -4,7 +4,7 @@
 //! status`, the built-in page, LuCI's status view and LuCI's Status → Overview all show
 //! the same words. Pure: snapshot in, text out; times in the daemon's local time.
 
-use super::render::clock_hhmm;
+use super::render::clock_hhmm_or_ss;
 use super::snapshot::{ActiveLimit, DeviceRole, FailSafeCause, LimitMode, LimitSource, Snapshot};
 
 /// Whether a site meter is configured (listed among the devices, read or not).
@@ -43,7 +43,7 @@ fn by_whom(source: &LimitSource) -> String {
 
 fn until(limit: &ActiveLimit, s: &Snapshot) -> String {
     match limit.end_unix_s {
-        Some(end) => format!(" until {}", clock_hhmm(end, s.local_utc_offset_s)),
+        Some(end) => format!(" until {}", clock_hhmm_or_ss(end, s.local_utc_offset_s)),
         None => String::new(),
     }
 }
@@ -187,6 +187,12 @@ mod tests {
         assert_eq!(
             line(&s),
             "Export limited to 800 W by your tariff window until 00:00 — exporting 750 W"
+        );
+        // A utility block ending off the minute (the demo's 10 s blocks) says its second.
+        s.limits[0].end_unix_s = Some(midnight_aest + 21);
+        assert_eq!(
+            line(&s),
+            "Export limited to 800 W by your tariff window until 00:00:21 — exporting 750 W"
         );
     }
 

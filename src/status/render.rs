@@ -395,7 +395,12 @@ pub fn summary(s: &Snapshot) -> String {
                 (None, Some(NextRead::Once)) => "  read once".to_string(),
                 (None, None) => String::new(),
             };
-            let _ = write!(out, "  {}  last {last}{next}", r.name);
+            // Several of a name (a ConsumptionTariffIntervalList per interval): say which.
+            if u.resources.iter().filter(|o| o.name == r.name).count() > 1 {
+                let _ = write!(out, "  {} {}  last {last}{next}", r.name, r.href);
+            } else {
+                let _ = write!(out, "  {}  last {last}{next}", r.name);
+            }
             if let Some(err) = &r.last_error {
                 let _ = write!(out, "  error: {err}");
             }
@@ -563,6 +568,35 @@ mod tests {
         assert_eq!(json[1]["next_read"]["with"], "DERProgramList");
         assert_eq!(json[2]["next_read"], "once");
         assert!(json[0].get("next_read").is_none());
+    }
+
+    /// A name read more than once (one ConsumptionTariffIntervalList per price interval,
+    /// a ReadingType per RateComponent) names its href, or the lines cannot be told apart.
+    #[test]
+    fn resources_with_the_same_name_show_their_href() {
+        use crate::status::snapshot::ResourcePoll;
+        let poll = |name: &str, href: &str| ResourcePoll {
+            name: name.into(),
+            href: href.into(),
+            last_poll_unix_s: Some(3600),
+            next_poll_unix_s: Some(3660),
+            next_read: None,
+            last_error: None,
+        };
+        let mut s = Snapshot::new(0);
+        s.utility.resources = vec![
+            poll("Time", "/tm"),
+            poll("ReadingType", "/rt/1"),
+            poll("ReadingType", "/rt/2"),
+        ];
+        let text = summary(&s);
+        for line in [
+            "  Time  last 01:00:00  next 01:01:00\n",
+            "  ReadingType /rt/1  last 01:00:00  next 01:01:00\n",
+            "  ReadingType /rt/2  last 01:00:00  next 01:01:00\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in {text}");
+        }
     }
 
     #[test]

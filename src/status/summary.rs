@@ -137,12 +137,20 @@ pub fn line(s: &Snapshot) -> String {
             );
         }
     }
-    let no_utility = matches!(s.utility.state, crate::csip::ConnectionState::NotConfigured);
-    if no_utility {
-        format!("No export limit in force (no network operator server set up) — {now}")
-    } else {
-        format!("No export limit in force — {now}")
-    }
+    use crate::csip::ConnectionState as C;
+    // Why nothing from the network operator applies, when it is not simply "none sent".
+    let why = match s.utility.state {
+        C::NotConfigured => " (no network operator server set up)".to_string(),
+        C::Offline => format!(
+            " (the network operator's server has not answered since {})",
+            super::render::clock_hhmm(s.utility.since_unix_s, s.local_utc_offset_s)
+        ),
+        C::NotRegistered | C::PinMismatch => {
+            " (this device is not registered with the network operator)".to_string()
+        }
+        C::Discovering | C::Polling => String::new(),
+    };
+    format!("No export limit in force{why} — {now}")
 }
 
 #[cfg(test)]
@@ -208,6 +216,21 @@ mod tests {
         assert_eq!(
             line(&s),
             "No export limit in force (no network operator server set up) — importing 300 W"
+        );
+        // The server never answering is not "no limit" without a word: the household
+        // sees why nothing from the network operator applies.
+        s.utility.state = crate::status::ConnectionState::Offline;
+        s.utility.since_unix_s = s.now_unix_s - 620;
+        assert_eq!(
+            line(&s),
+            "No export limit in force (the network operator's server has not answered since \
+             08:03) — importing 300 W"
+        );
+        s.utility.state = crate::status::ConnectionState::NotRegistered;
+        assert_eq!(
+            line(&s),
+            "No export limit in force (this device is not registered with the network \
+             operator) — importing 300 W"
         );
     }
 

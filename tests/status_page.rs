@@ -18,8 +18,10 @@ fn page_renders_live_values_in_headless_chromium() {
     handle.update(|s| s.local_utc_offset_s = 34_200);
     let limit_end = handle.get().limits[0].end_unix_s.unwrap();
     let site_until = csipd::status::render::clock_hhmm(limit_end, 34_200);
+    // The summary line comes from the server (seconds when the end is off the minute).
+    let summary_until = csipd::status::render::clock_hhmm_or_ss(limit_end, 34_200);
     let summary = format!(
-        "id=\"summary\" role=\"status\">Export limited to 1500 W by your network operator until {site_until} — "
+        "id=\"summary\" role=\"status\">Export limited to 1500 W by your network operator until {summary_until} — "
     );
     let countdown = format!(">{site_until} (in 1");
     let profile = std::env::temp_dir().join(format!("csipd-chromium-{}", std::process::id()));

@@ -132,6 +132,21 @@ fn page_renders_live_values_in_headless_chromium() {
         "without tariffs the page says so"
     );
 
+    // Blocks shorter than a minute (the demo's 10 s envelopes) show their seconds, as
+    // `csipd status` does: "20:44–20:44" hid them.
+    let t0 = (handle.get().now_unix_s / 60 + 5) * 60;
+    handle.update(|s| {
+        s.upcoming_events[0].start_unix_s = t0 + 11;
+        s.upcoming_events[0].end_unix_s = t0 + 21;
+    });
+    let short = run_chromium(&profile, &["--dump-dom"], &format!("{}/", server.url()));
+    let span = format!(
+        ">{}–{}<",
+        csipd::status::render::clock_hhmmss(t0 + 11, 34_200),
+        csipd::status::render::clock_hhmmss(t0 + 21, 34_200)
+    );
+    assert!(short.contains(&span), "{span}; DOM:\n{short}");
+
     // No site meter configured: the page says what holds the export (the inverters'
     // output at the fail-safe level), not that a meter is stale.
     handle.update(|s| {

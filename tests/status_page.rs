@@ -18,8 +18,10 @@ fn page_renders_live_values_in_headless_chromium() {
     handle.update(|s| s.local_utc_offset_s = 34_200);
     let limit_end = handle.get().limits[0].end_unix_s.unwrap();
     let site_until = csipd::status::render::clock_hhmm(limit_end, 34_200);
+    // The summary line comes from the server (seconds when the end is off the minute).
+    let summary_until = csipd::status::render::clock_hhmm_or_ss(limit_end, 34_200);
     let summary = format!(
-        "id=\"summary\" role=\"status\">Export limited to 1500 W by your network operator until {site_until} — "
+        "id=\"summary\" role=\"status\">Export limited to 1500 W by your network operator until {summary_until} — "
     );
     let countdown = format!(">{site_until} (in 1");
     let profile = std::env::temp_dir().join(format!("csipd-chromium-{}", std::process::id()));
@@ -129,6 +131,21 @@ fn page_renders_live_values_in_headless_chromium() {
         dom.contains(">no tariff from the utility<"),
         "without tariffs the page says so"
     );
+
+    // Blocks shorter than a minute (the demo's 10 s envelopes) show their seconds, as
+    // `csipd status` does: "20:44–20:44" hid them.
+    let t0 = (handle.get().now_unix_s / 60 + 5) * 60;
+    handle.update(|s| {
+        s.upcoming_events[0].start_unix_s = t0 + 11;
+        s.upcoming_events[0].end_unix_s = t0 + 21;
+    });
+    let short = run_chromium(&profile, &["--dump-dom"], &format!("{}/", server.url()));
+    let span = format!(
+        ">{}–{}<",
+        csipd::status::render::clock_hhmmss(t0 + 11, 34_200),
+        csipd::status::render::clock_hhmmss(t0 + 21, 34_200)
+    );
+    assert!(short.contains(&span), "{span}; DOM:\n{short}");
 
     // No site meter configured: the page says what holds the export (the inverters'
     // output at the fail-safe level), not that a meter is stale.

@@ -1061,7 +1061,20 @@ fn disabled_devices_and_no_meter() {
     assert_eq!(
         warnings[0].to_string(),
         "c:29: warning: no enabled meter: csipd cannot measure the site's export or import at \
-         the connection point"
+         the connection point, so the inverters are held at the fail-safe export limit \
+         (failsafe_export_limit_w, 0 W)"
+    );
+    // The level named is the configured one.
+    let text = text.replace(
+        "config control 'site'\n",
+        "config control 'site'\n\toption failsafe_export_limit_w '1500'\n",
+    );
+    let (_, warnings) = from_text(&text, "c").unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.to_string().ends_with("(failsafe_export_limit_w, 1500 W)")),
+        "{warnings:?}"
     );
 }
 
@@ -1475,4 +1488,34 @@ fn meter_period_errors_name_the_line() {
         "{}",
         messages[0]
     );
+}
+
+#[test]
+fn unknown_device_options_hint_the_option_installers_mean() {
+    // Names from other tools' configs: edit distance alone offered 'parity' for
+    // 'device' and 'role' for 'ip'.
+    for (written, meant) in [
+        ("device", "path"),
+        ("tty", "path"),
+        ("serial_port", "path"),
+        ("baudrate", "baud"),
+        ("ip", "host"),
+        ("ip_address", "host"),
+        ("slave_id", "unit_id"),
+        ("unitid", "unit_id"),
+    ] {
+        let text = VALID.replacen(
+            "option unit_id '240'",
+            &format!("option unit_id '240'\n\toption {written} 'x'"),
+            1,
+        );
+        let (_, warnings) = from_text(&text, "c").unwrap();
+        let hint = format!(
+            "unknown option '{written}' in device section (ignored); did you mean '{meant}'?"
+        );
+        assert!(
+            warnings.iter().any(|w| w.to_string().ends_with(&hint)),
+            "{written}: {warnings:?}"
+        );
+    }
 }

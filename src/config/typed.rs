@@ -576,6 +576,22 @@ pub const SECTION_TYPES: &[(&str, Option<&str>, &[&str])] = &[
     ("mqtt", Some(MQTT_SECTION), mqtt::MQTT_OPTIONS),
 ];
 
+/// The option meant by a name other Modbus tools use (pymodbus, Home Assistant,
+/// inverter manuals), where the closest spelling would point elsewhere ('device' is
+/// nearer 'parity' than 'path').
+fn known_alias(section_type: &str, name: &str) -> Option<&'static str> {
+    if section_type != "device" {
+        return None;
+    }
+    match name {
+        "device" | "tty" | "serial" | "serial_port" | "port_path" | "dev" => Some("path"),
+        "baudrate" | "baud_rate" | "speed" => Some("baud"),
+        "ip" | "ip_address" | "ipaddr" | "address" | "hostname" => Some("host"),
+        "slave" | "slave_id" | "unitid" | "unit" | "modbus_id" | "device_id" => Some("unit_id"),
+        _ => None,
+    }
+}
+
 /// Levenshtein distance, for "did you mean" hints.
 pub fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
@@ -927,7 +943,9 @@ pub fn build(file: &UciFile, file_name: &str) -> (Config, Vec<Diagnostic>) {
         };
         for option in &section.options {
             if !options.contains(&option.name.as_str()) {
-                let hint = closest(&option.name, options.iter().copied()).unwrap_or_default();
+                let hint = known_alias(section_type, &option.name)
+                    .or_else(|| closest(&option.name, options.iter().copied()))
+                    .unwrap_or_default();
                 checker.warning(
                     option.pos,
                     format!(
@@ -990,7 +1008,12 @@ pub fn build(file: &UciFile, file_name: &str) -> (Config, Vec<Diagnostic>) {
             devices.push(d);
         }
     }
-    check_devices(&mut checker, file, &devices);
+    check_devices(
+        &mut checker,
+        file,
+        &devices,
+        control.failsafe_export_limit_w,
+    );
     check_meter_period(
         &mut checker,
         singletons.get("control").copied(),
@@ -2169,7 +2192,13 @@ fn check_meter_period(
     );
 }
 
-fn check_devices(checker: &mut Checker<'_>, file: &UciFile, devices: &[DeviceConfig]) {
+/// `failsafe_export_limit_w` is what a site without a meter is held at (control::law).
+fn check_devices(
+    checker: &mut Checker<'_>,
+    file: &UciFile,
+    devices: &[DeviceConfig],
+    failsafe_export_limit_w: u32,
+) {
     let enabled: Vec<&DeviceConfig> = devices.iter().filter(|d| d.enabled).collect();
     for (i, a) in enabled.iter().enumerate() {
         for b in &enabled[..i] {
@@ -2233,9 +2262,11 @@ fn check_devices(checker: &mut Checker<'_>, file: &UciFile, devices: &[DeviceCon
         } else if meters == 0 {
             checker.warning(
                 pos,
-                "no enabled meter: csipd cannot measure the site's export or import at the \
-                 connection point"
-                    .to_string(),
+                format!(
+                    "no enabled meter: csipd cannot measure the site's export or import at the \
+                     connection point, so the inverters are held at the fail-safe export limit \
+                     (failsafe_export_limit_w, {failsafe_export_limit_w} W)"
+                ),
             );
         }
     }

@@ -1275,6 +1275,13 @@ config device 'pv1'
         // Each fail-safe entry and exit was reported once.
         // Last good reading at 2499 s; older than 5 s from 2505 s on.
         assert_eq!(sim.transitions("fail-safe:"), vec![0.0, 2505.0]);
+        // Said once: "fail-safe: 500 W until the first good meter reading", not
+        // "fail-safe: fail-safe 500 W ..." (the log, /events and the page show it).
+        assert!(sim.transitions("fail-safe: fail-safe").is_empty());
+        assert_eq!(
+            sim.transitions("fail-safe: 500 W until the first good meter"),
+            vec![0.0]
+        );
         assert_eq!(sim.transitions("fail-safe ended"), vec![10.0, 2700.0]);
         // 3600 steps, one per second of site time.
         assert_eq!(sim.cycles.len(), 3600);

@@ -521,7 +521,12 @@ pub fn step(state: &mut State, inputs: Inputs<'_>, now: Now) -> Outputs {
             Transition {
                 level: log::Level::Warn,
                 source: Some("control"),
-                text: format!("fail-safe: {}", setpoints.reason),
+                text: {
+                    // The reason may itself begin "fail-safe 0 W ...": say it once.
+                    let reason = setpoints.reason.to_string();
+                    let reason = reason.strip_prefix("fail-safe ").unwrap_or(&reason);
+                    format!("fail-safe: {reason}")
+                },
             }
         } else {
             Transition {

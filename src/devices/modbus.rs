@@ -197,6 +197,34 @@ fn map_rmodbus(e: ErrorKind) -> ModbusError {
     }
 }
 
+/// Checks `reply` answers `req`. An exception reply (function | 0x80) gives the code
+/// from the frame itself: rmodbus 0.13 maps 0x09/0x10 to its gateway errors, so the
+/// real 10 (gateway path unavailable) and 11 (gateway target failed to respond: a
+/// gateway with no such unit) came out as an unknown frame error.
+fn check_reply(req: &mut ModbusRequest, reply: &[u8]) -> Result<(), ModbusError> {
+    req.parse_ok(reply).map_err(|e| {
+        // rmodbus checked the CRC and unit first; it names an exception only when the
+        // function byte is not the request's.
+        let func_at = if matches!(req.proto, ModbusProto::TcpUdp) {
+            7
+        } else {
+            1
+        };
+        let exception = (e.is_modbus_error() || e == ErrorKind::UnknownError)
+            .then(|| {
+                reply
+                    .get(func_at)
+                    .filter(|f| *f & 0x80 != 0)
+                    .and(reply.get(func_at + 1))
+            })
+            .flatten();
+        match exception {
+            Some(code) => ModbusError::Exception(*code),
+            None => map_rmodbus(e),
+        }
+    })
+}
+
 /// Runs `fut` with a deadline.
 async fn with_deadline<T>(
     deadline: Instant,
@@ -544,7 +572,7 @@ impl Bus {
                 Link::Rtu(r) => r.exchange(&mut req, &frame, timeout).await,
             };
             let checked = reply.and_then(|reply| {
-                req.parse_ok(&reply).map_err(map_rmodbus)?;
+                check_reply(&mut req, &reply)?;
                 Ok(reply)
             });
             match checked {
@@ -651,6 +679,58 @@ pub fn rtu_read_wire_time(count: u16, baud: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A read request for `unit` and the exception reply `code` to it, as a gateway
+    /// with no such unit sends (exception 11), in `proto`'s framing.
+    fn exception_reply(proto: ModbusProto, unit: u8, code: u8) -> (ModbusRequest, Vec<u8>) {
+        let mut req = ModbusRequest::new(unit, proto);
+        req.tr_id = 7;
+        let mut frame = Vec::new();
+        req.generate_get_holdings(40000, 2, &mut frame).unwrap();
+        let reply = match proto {
+            ModbusProto::TcpUdp => vec![0, 7, 0, 0, 0, 3, unit, 0x83, code],
+            _ => {
+                let mut r = vec![unit, 0x83, code];
+                // CRC-16/MODBUS, low byte first on the wire.
+                let mut crc: u16 = 0xFFFF;
+                for b in &r {
+                    crc ^= u16::from(*b);
+                    for _ in 0..8 {
+                        crc = if crc & 1 != 0 {
+                            (crc >> 1) ^ 0xA001
+                        } else {
+                            crc >> 1
+                        };
+                    }
+                }
+                r.extend(crc.to_le_bytes());
+                r
+            }
+        };
+        (req, reply)
+    }
+
+    #[test]
+    fn every_exception_code_is_read_from_the_reply() {
+        // rmodbus 0.13 numbers 10 and 11 one off (0x09 and 0x10) and calls the real
+        // ones UnknownError: a gateway's 'no such unit' read as 'bad response frame'.
+        for proto in [ModbusProto::TcpUdp, ModbusProto::Rtu] {
+            for code in [1u8, 2, 3, 4, 6, 10, 11] {
+                let (mut req, reply) = exception_reply(proto, 2, code);
+                assert_eq!(
+                    check_reply(&mut req, &reply),
+                    Err(ModbusError::Exception(code)),
+                    "{proto:?} exception {code}"
+                );
+            }
+        }
+        let e = ModbusError::Exception(11).to_string();
+        assert_eq!(e, "Modbus exception 11 (gateway target failed to respond)");
+        // A CRC error stays one, whatever the function byte says.
+        let (mut req, mut reply) = exception_reply(ModbusProto::Rtu, 2, 11);
+        reply[4] ^= 0xFF;
+        assert_eq!(check_reply(&mut req, &reply), Err(ModbusError::Crc));
+    }
 
     #[test]
     fn wire_time_floor() {

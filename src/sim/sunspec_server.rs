@@ -241,6 +241,11 @@ impl SimInverter {
             r.set(m, off, 0xFFFF);
         }
         r.set(m, 38, 2); // St: sleeping
+        // Evt1, Evt2, EvtVnd1-4 (bitfield32): no event. Left at the int16 fill (0x8000)
+        // they read as HW_TEST_FAILURE and bit 31, which csipd reports to the utility.
+        for off in 40..52 {
+            r.set(m, off, 0);
+        }
         let n = r.start(120);
         r.set(n, 2, if max_charge_w.is_some() { 82 } else { 4 }); // DERTyp PV / PV_STOR
         r.set_u16(n, 3, rating_w / wscale);
@@ -758,6 +763,9 @@ mod tests {
         assert_eq!(r.settings.v_ref_v, Some(230.0));
         assert_eq!(r.state, Some(sunspec::OperatingState::Running));
         assert_eq!(r.limit.unwrap().enabled, Some(false));
+        // A healthy inverter raises no event: csipd would send each bit to the utility
+        // as a LogEvent (the fill 0x8000 read as HW_TEST_FAILURE and bit 31).
+        assert_eq!(r.events, Some(sunspec::InverterEvents { evt1: 0, evt2: 0 }));
         // The factory volt-var curve, selected but not enabled.
         let vv = curves::decode_curve(126, &blocks[&126]).unwrap();
         assert!(!vv.enabled);

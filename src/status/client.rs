@@ -82,10 +82,23 @@ impl From<ClientError> for String {
     }
 }
 
+/// `path` on the status server at `base`. `base` may name one of the server's own paths
+/// (the `/status` URL the demo prints, the page's `/`): that is dropped, not doubled.
+fn url_of(base: &str, path: &str) -> String {
+    let mut server = base.trim().trim_end_matches('/');
+    for own in ["/status", "/metrics", "/events"] {
+        if let Some(rest) = server.strip_suffix(own) {
+            server = rest;
+            break;
+        }
+    }
+    format!("{server}{path}")
+}
+
 /// GETs `base` + `path` and returns the body. Errors say which URL and what went wrong,
 /// and hint that the daemon may not be running.
 pub fn get_text(base: &str, path: &str) -> Result<String, ClientError> {
-    let url = format!("{}{}", base.trim_end_matches('/'), path);
+    let url = url_of(base, path);
     let unreachable = |error: String| ClientError::Unreachable {
         url: url.clone(),
         error,
@@ -111,7 +124,7 @@ pub fn get_text(base: &str, path: &str) -> Result<String, ClientError> {
 pub fn get_json(base: &str, path: &str) -> Result<serde_json::Value, ClientError> {
     let text = get_text(base, path)?;
     serde_json::from_str(&text).map_err(|error| ClientError::NotJson {
-        url: format!("{}{path}", base.trim_end_matches('/')),
+        url: url_of(base, path),
         error,
     })
 }
@@ -148,6 +161,26 @@ mod tests {
             }
         });
         format!("http://127.0.0.1:{port}")
+    }
+
+    /// The demo prints both the server (`csipd status --url http://HOST:PORT`) and its
+    /// `/status` URL; either, or the page's URL with its slash, reaches `/status`.
+    #[test]
+    fn a_url_naming_a_status_path_reaches_the_server() {
+        for given in [
+            "http://127.0.0.1:8080",
+            "http://127.0.0.1:8080/",
+            "http://127.0.0.1:8080/status",
+            "http://127.0.0.1:8080/status/",
+            "http://127.0.0.1:8080/metrics",
+        ] {
+            assert_eq!(
+                url_of(given, "/status"),
+                "http://127.0.0.1:8080/status",
+                "{given}"
+            );
+        }
+        assert_eq!(url_of("http://h:1/", "/events"), "http://h:1/events");
     }
 
     #[test]

@@ -24,6 +24,16 @@ pub fn clock_hhmmss(t_unix_s: i64, utc_offset_s: i32) -> String {
     )
 }
 
+/// "14:35" on the minute, "14:35:21" off it (blocks shorter than a minute, the demo's
+/// intervals): a time shown without its seconds would read as already past.
+pub fn clock_hhmm_or_ss(t_unix_s: i64, utc_offset_s: i32) -> String {
+    if (t_unix_s + i64::from(utc_offset_s)).rem_euclid(60) == 0 {
+        clock_hhmm(t_unix_s, utc_offset_s)
+    } else {
+        clock_hhmmss(t_unix_s, utc_offset_s)
+    }
+}
+
 /// A short duration: "45 s", "12 min", "3 h 05 min", "2 d 4 h".
 pub fn duration(seconds: i64) -> String {
     let s = seconds.max(0);
@@ -82,7 +92,7 @@ pub fn limit_line(limit: &ActiveLimit, now_unix_s: i64, utc_offset_s: i32) -> St
         let _ = write!(
             line,
             ", until {} (in {})",
-            clock_hhmm(end, utc_offset_s),
+            clock_hhmm_or_ss(end, utc_offset_s),
             duration(end - now_unix_s)
         );
     }
@@ -149,19 +159,44 @@ pub fn price_line(p: &crate::csip::pricing::RatePrice, tz: i32) -> String {
             .join(" / ")
     };
     let now = match &p.current {
-        Some(c) => format!("{} until {}", blocks(c), clock_hhmm(c.end_unix_s, tz)),
+        Some(c) => format!("{} until {}", blocks(c), clock_hhmm_or_ss(c.end_unix_s, tz)),
         None => "no price now".into(),
     };
     let next = match &p.next {
-        Some(n) => format!(
-            ", then {} {}–{}",
-            blocks(n),
-            clock_hhmm(n.start_unix_s, tz),
-            clock_hhmm(n.end_unix_s, tz)
-        ),
+        Some(n) => {
+            // Both bounds alike, seconds if either is off the minute (as upcoming events).
+            let clock = if (n.start_unix_s + i64::from(tz)).rem_euclid(60) != 0
+                || (n.end_unix_s + i64::from(tz)).rem_euclid(60) != 0
+            {
+                clock_hhmmss
+            } else {
+                clock_hhmm
+            };
+            format!(
+                ", then {} {}–{}",
+                blocks(n),
+                clock(n.start_unix_s, tz),
+                clock(n.end_unix_s, tz)
+            )
+        }
         None => String::new(),
     };
     format!("{what}: {now}{next} ({})", p.rate_component_href)
+}
+
+/// The utility connection state for a person (`/status` keeps the snake_case name).
+fn state_words(state: crate::csip::ConnectionState) -> &'static str {
+    use crate::csip::ConnectionState as C;
+    match state {
+        C::Discovering => "discovering",
+        C::Polling => "polling",
+        C::Offline => "offline",
+        C::PinMismatch => "PIN mismatch",
+        C::NotRegistered => "not registered",
+        C::NotConfigured => {
+            "not configured (no dcap_url or server_url: only your own limits apply)"
+        }
+    }
 }
 
 pub fn summary(s: &Snapshot) -> String {
@@ -180,7 +215,7 @@ pub fn summary(s: &Snapshot) -> String {
     let _ = write!(
         out,
         "utility     {} since {} ({})",
-        u.state.as_str(),
+        state_words(u.state),
         clock_hhmm(u.since_unix_s, tz),
         duration(now - u.since_unix_s)
     );
@@ -380,7 +415,12 @@ pub fn summary(s: &Snapshot) -> String {
                 (None, Some(NextRead::Once)) => "  read once".to_string(),
                 (None, None) => String::new(),
             };
-            let _ = write!(out, "  {}  last {last}{next}", r.name);
+            // Several of a name (a ConsumptionTariffIntervalList per interval): say which.
+            if u.resources.iter().filter(|o| o.name == r.name).count() > 1 {
+                let _ = write!(out, "  {} {}  last {last}{next}", r.name, r.href);
+            } else {
+                let _ = write!(out, "  {}  last {last}{next}", r.name);
+            }
             if let Some(err) = &r.last_error {
                 let _ = write!(out, "  error: {err}");
             }
@@ -445,6 +485,39 @@ mod tests {
         assert_eq!(
             line,
             "export limit 1500 W — utility event 3f2a09b1…, until 14:35 (in 12 min)"
+        );
+        // A block ending off the minute says its second: "until 14:35 (in 4 s)" read
+        // as already over at 14:35:17.
+        let mut short = limit.clone();
+        short.end_unix_s = Some(4 * 3600 + 35 * 60 + 21);
+        assert_eq!(
+            limit_line(&short, 4 * 3600 + 35 * 60 + 17, 36_000),
+            "export limit 1500 W — utility event 3f2a09b1…, until 14:35:21 (in 4 s)"
+        );
+    }
+
+    #[test]
+    fn utility_line_says_the_state_in_words() {
+        let mut s = Snapshot::new(0);
+        s.utility.state = crate::csip::ConnectionState::NotConfigured;
+        assert!(
+            summary(&s).contains(
+                "utility     not configured (no dcap_url or server_url: only your own limits apply) since"
+            ),
+            "{}",
+            summary(&s)
+        );
+        s.utility.state = crate::csip::ConnectionState::PinMismatch;
+        assert!(
+            summary(&s).contains("utility     PIN mismatch since"),
+            "{}",
+            summary(&s)
+        );
+        s.utility.state = crate::csip::ConnectionState::Polling;
+        assert!(
+            summary(&s).contains("utility     polling since"),
+            "{}",
+            summary(&s)
         );
     }
 
@@ -550,6 +623,35 @@ mod tests {
         assert!(json[0].get("next_read").is_none());
     }
 
+    /// A name read more than once (one ConsumptionTariffIntervalList per price interval,
+    /// a ReadingType per RateComponent) names its href, or the lines cannot be told apart.
+    #[test]
+    fn resources_with_the_same_name_show_their_href() {
+        use crate::status::snapshot::ResourcePoll;
+        let poll = |name: &str, href: &str| ResourcePoll {
+            name: name.into(),
+            href: href.into(),
+            last_poll_unix_s: Some(3600),
+            next_poll_unix_s: Some(3660),
+            next_read: None,
+            last_error: None,
+        };
+        let mut s = Snapshot::new(0);
+        s.utility.resources = vec![
+            poll("Time", "/tm"),
+            poll("ReadingType", "/rt/1"),
+            poll("ReadingType", "/rt/2"),
+        ];
+        let text = summary(&s);
+        for line in [
+            "  Time  last 01:00:00  next 01:01:00\n",
+            "  ReadingType /rt/1  last 01:00:00  next 01:01:00\n",
+            "  ReadingType /rt/2  last 01:00:00  next 01:01:00\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in {text}");
+        }
+    }
+
     #[test]
     fn upcoming_events_show_seconds_only_when_off_the_minute() {
         use crate::status::snapshot::{EventLimit, UpcomingEvent};
@@ -611,6 +713,19 @@ mod tests {
             "{text}"
         );
         assert!(!summary(&Snapshot::new(0)).contains("prices"));
+        // Intervals off the minute (the demo's 60 s intervals start at :01) show their
+        // seconds: "until 00:01, then ... 00:01–00:02" hid a second of each.
+        let mut off = s.clone();
+        off.utility.prices[0].current = Some(point(1, 61, &[(0, 0.042)]));
+        off.utility.prices[0].next = Some(point(61, 121, &[(0, -0.01)]));
+        let text = summary(&off);
+        assert!(
+            text.contains(
+                "export: you pay 0.0420 AUD/kWh until 00:01:01, then you get 0.0100 AUD/kWh \
+                 00:01:01–00:02:01 (/tp/1/rc/2)"
+            ),
+            "{text}"
+        );
         // The JSON (/status, ubus) carries the same, with units, and omits an empty list.
         let json = serde_json::to_value(&s).expect("json");
         let price = &json["utility"]["prices"][0];

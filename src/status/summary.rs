@@ -4,7 +4,7 @@
 //! status`, the built-in page, LuCI's status view and LuCI's Status → Overview all show
 //! the same words. Pure: snapshot in, text out; times in the daemon's local time.
 
-use super::render::clock_hhmm;
+use super::render::clock_hhmm_or_ss;
 use super::snapshot::{ActiveLimit, DeviceRole, FailSafeCause, LimitMode, LimitSource, Snapshot};
 
 /// Whether a site meter is configured (listed among the devices, read or not).
@@ -43,7 +43,7 @@ fn by_whom(source: &LimitSource) -> String {
 
 fn until(limit: &ActiveLimit, s: &Snapshot) -> String {
     match limit.end_unix_s {
-        Some(end) => format!(" until {}", clock_hhmm(end, s.local_utc_offset_s)),
+        Some(end) => format!(" until {}", clock_hhmm_or_ss(end, s.local_utc_offset_s)),
         None => String::new(),
     }
 }
@@ -137,12 +137,20 @@ pub fn line(s: &Snapshot) -> String {
             );
         }
     }
-    let no_utility = matches!(s.utility.state, crate::csip::ConnectionState::NotConfigured);
-    if no_utility {
-        format!("No export limit in force (no network operator server set up) — {now}")
-    } else {
-        format!("No export limit in force — {now}")
-    }
+    use crate::csip::ConnectionState as C;
+    // Why nothing from the network operator applies, when it is not simply "none sent".
+    let why = match s.utility.state {
+        C::NotConfigured => " (no network operator server set up)".to_string(),
+        C::Offline => format!(
+            " (the network operator's server has not answered since {})",
+            super::render::clock_hhmm(s.utility.since_unix_s, s.local_utc_offset_s)
+        ),
+        C::NotRegistered | C::PinMismatch => {
+            " (this device is not registered with the network operator)".to_string()
+        }
+        C::Discovering | C::Polling => String::new(),
+    };
+    format!("No export limit in force{why} — {now}")
 }
 
 #[cfg(test)]
@@ -188,6 +196,12 @@ mod tests {
             line(&s),
             "Export limited to 800 W by your tariff window until 00:00 — exporting 750 W"
         );
+        // A utility block ending off the minute (the demo's 10 s blocks) says its second.
+        s.limits[0].end_unix_s = Some(midnight_aest + 21);
+        assert_eq!(
+            line(&s),
+            "Export limited to 800 W by your tariff window until 00:00:21 — exporting 750 W"
+        );
     }
 
     #[test]
@@ -202,6 +216,21 @@ mod tests {
         assert_eq!(
             line(&s),
             "No export limit in force (no network operator server set up) — importing 300 W"
+        );
+        // The server never answering is not "no limit" without a word: the household
+        // sees why nothing from the network operator applies.
+        s.utility.state = crate::status::ConnectionState::Offline;
+        s.utility.since_unix_s = s.now_unix_s - 620;
+        assert_eq!(
+            line(&s),
+            "No export limit in force (the network operator's server has not answered since \
+             08:03) — importing 300 W"
+        );
+        s.utility.state = crate::status::ConnectionState::NotRegistered;
+        assert_eq!(
+            line(&s),
+            "No export limit in force (this device is not registered with the network \
+             operator) — importing 300 W"
         );
     }
 

@@ -936,6 +936,24 @@ impl Device {
         })
     }
 
+    /// The shared shape of a setting write: the inverter's first model of `models`
+    /// (else [`DeviceError`] naming `wanted` and what it has), read, `plan`ned from the
+    /// block as read, written and read back to confirm, then `decode`d from the
+    /// read-back.
+    async fn write_planned<T>(
+        &mut self,
+        models: &[u16],
+        wanted: &'static str,
+        plan: impl FnOnce(&ModelRef, &[u16]) -> Result<Vec<sunspec::RegisterWrite>, SunSpecError>,
+        decode: impl FnOnce(&ModelRef, &[u16]) -> T,
+    ) -> Result<T, DeviceError> {
+        let ctl = self.control_model(models, wanted).await?;
+        let before = self.read_model(&ctl).await?;
+        let writes = plan(&ctl, &before).map_err(|e| self.sunspec_err(e))?;
+        let after = self.write_and_confirm(ctl, writes).await?;
+        Ok(decode(&ctl, &after))
+    }
+
     /// Sets (or with `None` disables) a fixed power factor for `mode`
     /// (opModFixedPFInjectW or opModFixedPFAbsorbW): model 704 `PFWInj` / `PFWAbs`
     /// with `PFWInjEna` / `PFWAbsEna` when the inverter has 704, else (injection only)
@@ -947,14 +965,13 @@ impl Device {
         mode: crate::schedule::ControlMode,
         setting: Option<FixedPf>,
     ) -> Result<FixedPfState, DeviceError> {
-        let ctl = self
-            .control_model(reactive::pf_models(mode), reactive::wanted_model(mode))
-            .await?;
-        let before = self.read_model(&ctl).await?;
-        let writes = reactive::plan_fixed_pf(&ctl, &before, mode, setting)
-            .map_err(|e| self.sunspec_err(e))?;
-        let after = self.write_and_confirm(ctl, writes).await?;
-        Ok(reactive::decode_fixed_pf(ctl.id, &after, mode))
+        self.write_planned(
+            reactive::pf_models(mode),
+            reactive::wanted_model(mode),
+            |ctl, before| reactive::plan_fixed_pf(ctl, before, mode, setting),
+            |ctl, after| reactive::decode_fixed_pf(ctl.id, after, mode),
+        )
+        .await
     }
 
     /// Sets (or with `None` disables) a fixed reactive power of `pct` % of VArMax
@@ -967,17 +984,13 @@ impl Device {
         &mut self,
         pct: Option<f64>,
     ) -> Result<FixedVarState, DeviceError> {
-        let ctl = self
-            .control_model(
-                &reactive::VAR_MODELS,
-                reactive::wanted_model(crate::schedule::ControlMode::FixedVar),
-            )
-            .await?;
-        let before = self.read_model(&ctl).await?;
-        let writes =
-            reactive::plan_fixed_var(&ctl, &before, pct).map_err(|e| self.sunspec_err(e))?;
-        let after = self.write_and_confirm(ctl, writes).await?;
-        Ok(reactive::decode_fixed_var(ctl.id, &after))
+        self.write_planned(
+            &reactive::VAR_MODELS,
+            reactive::wanted_model(crate::schedule::ControlMode::FixedVar),
+            |ctl, before| reactive::plan_fixed_var(ctl, before, pct),
+            |ctl, after| reactive::decode_fixed_var(ctl.id, after),
+        )
+        .await
     }
 
     /// Sets (or with `None` switches off) a reactive power target of `var` var
@@ -989,17 +1002,13 @@ impl Device {
         &mut self,
         var: Option<f64>,
     ) -> Result<TargetVarState, DeviceError> {
-        let ctl = self
-            .control_model(
-                &reactive::TARGET_VAR_MODELS,
-                reactive::wanted_model(crate::schedule::ControlMode::TargetVar),
-            )
-            .await?;
-        let before = self.read_model(&ctl).await?;
-        let writes =
-            reactive::plan_target_var(&ctl, &before, var).map_err(|e| self.sunspec_err(e))?;
-        let after = self.write_and_confirm(ctl, writes).await?;
-        Ok(reactive::decode_target_var(&after))
+        self.write_planned(
+            &reactive::TARGET_VAR_MODELS,
+            reactive::wanted_model(crate::schedule::ControlMode::TargetVar),
+            |ctl, before| reactive::plan_target_var(ctl, before, var),
+            |_, after| reactive::decode_target_var(after),
+        )
+        .await
     }
 
     /// Writes enter-service settings (2030.5 `setES*` units) to model 703 and reads the
@@ -1010,12 +1019,13 @@ impl Device {
         &mut self,
         es: &enter_service::EnterService,
     ) -> Result<enter_service::EnterServiceState, DeviceError> {
-        let ctl = self.control_model(&[703], "enter service (703)").await?;
-        let before = self.read_model(&ctl).await?;
-        let writes = enter_service::plan_enter_service(&ctl, &before, es)
-            .map_err(|e| self.sunspec_err(e))?;
-        let after = self.write_and_confirm(ctl, writes).await?;
-        Ok(enter_service::decode(&after))
+        self.write_planned(
+            &[703],
+            "enter service (703)",
+            |ctl, before| enter_service::plan_enter_service(ctl, before, es),
+            |_, after| enter_service::decode(after),
+        )
+        .await
     }
 
     /// Puts a frequency droop in force (opModFreqDroop; `None` turns it off: `Ena` 0)

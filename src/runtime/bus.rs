@@ -560,7 +560,6 @@ async fn apply_settings(
     controls: &Controls,
     site: &SharedSite,
 ) {
-    let name = slot.config.name.clone();
     let now = Instant::now();
     for mode in InverterSettings::MODES {
         if !controls.offers(mode) || setting_eq(mode, wanted, &slot.settings_applied) {
@@ -577,6 +576,8 @@ async fn apply_settings(
         let result = write_setting(&mut slot.device, mode, wanted)
             .await
             .map_err(|e| format!("{}: {e}", mode.name()));
+        // Cloned only when something was written: this runs every cycle per inverter.
+        let name = slot.config.name.clone();
         let mut s = site.borrow_mut();
         let Some(st) = s.devices.get_mut(&name) else {
             return;

@@ -9,6 +9,7 @@ use crate::schedule::{self, ControlMode, ModeValue};
 use crate::sep2::PowerFactorWithExcitation;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 /// Who set a limit: the one provenance type, used by the merge, the control law's
 /// reasons, the status snapshot and its JSON (`{"kind": "utility_event", "mrid": …}`;
@@ -202,47 +203,81 @@ pub struct UtilityControls {
     /// csipaus:opModStorageTargetW (CSIP-AUS v1.3): the batteries' target output, W;
     /// positive discharges, negative charges. A target, not a limit: the limits win.
     pub storage_target_w: Option<Sourced<f64>>,
-    /// opModVoltVar: the volt-var curve to put on the inverters (SunSpec 126 / 705).
-    pub volt_var: Option<Sourced<Curve>>,
-    /// opModVoltWatt: the volt-watt curve (SunSpec 132 / 706).
-    pub volt_watt: Option<Sourced<Curve>>,
-    /// opModFixedPFInjectW: the power factor while injecting (SunSpec 123 / 704).
-    pub fixed_pf_inject: Option<Sourced<PowerFactorWithExcitation>>,
-    /// opModFixedPFAbsorbW: the power factor while absorbing active power (SunSpec
-    /// 704 `PFWAbs`).
-    pub fixed_pf_absorb: Option<Sourced<PowerFactorWithExcitation>>,
-    /// opModFixedVar as % of setMaxVar (2030.5 sends hundredths; SunSpec `VArPct` /
-    /// `VarSetPct` of VArMax), signed: positive injects. Only refType %setMaxVar
-    /// reaches here (the engine leaves out %statVarAvail, which no model takes).
-    pub fixed_var_pct: Option<Sourced<f64>>,
-    /// opModTargetVar: the reactive power target, var (2030.5 ReactivePower with its
-    /// multiplier applied), signed: positive injects (SunSpec 704 `VarSet`).
-    pub target_var: Option<Sourced<f64>>,
-    /// opModWattVar: the watt-var curve (SunSpec 712).
-    pub watt_var: Option<Sourced<Curve>>,
-    /// opModWattPF: the watt-PF curve (SunSpec 131).
-    pub watt_pf: Option<Sourced<Curve>>,
-    /// opModFreqDroop (SunSpec 711), in 2030.5's units.
-    pub freq_droop: Option<Sourced<crate::sep2::FreqDroop>>,
+    /// The inverter settings in force (curves, power factor, var level, droop), one
+    /// slot per mode (see [`InverterSettings::MODES`]) with its source; `None` = the
+    /// utility sets none. Read with [`UtilityControls::setting`].
+    pub settings: [Option<Sourced<Setting>>; ControlMode::ALL.len()],
 }
 
-/// The inverter settings in force (curves, power factor, var level), plain values
-/// without their sources: what [`super::Command::settings`] asks each inverter to run.
-/// `None` = the utility sets none: the inverter's own setting (csipd switches off
-/// what it set).
+/// One inverter setting's value in plain units, as the bus writes it: the utility's
+/// 2030.5 value after the edge of `control` (multipliers applied).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Setting {
+    /// opModVoltVar / opModVoltWatt / opModWattVar / opModWattPF: the resolved curve.
+    /// Shared: the coordinator hands a copy of the settings to every inverter every
+    /// cycle, and a copy is a reference count, not the points.
+    Curve(Arc<Curve>),
+    /// opModFixedPFInjectW / opModFixedPFAbsorbW.
+    PowerFactor(PowerFactorWithExcitation),
+    /// opModFixedVar: % of setMaxVar (SunSpec `VArPct` / `VarSetPct` of VArMax),
+    /// positive injects. Only refType %setMaxVar becomes one (no SunSpec model takes
+    /// %statVarAvail).
+    VarPct(f64),
+    /// opModTargetVar: var (ReactivePower with its multiplier applied), positive
+    /// injects (SunSpec 704 `VarSet`).
+    Var(f64),
+    /// opModFreqDroop, in 2030.5's units (SunSpec 711 takes them as they are).
+    FreqDroop(crate::sep2::FreqDroop),
+}
+
+impl Setting {
+    /// The value in words, for the log, `/status` and `csipd status`: `4 points 90.4
+    /// %V → 44 %, …`, `cos φ 0.950 absorbing vars`, `-25.00 % of setMaxVar`, `-1500 var
+    /// (absorbing)`, `dead band +0.150/-0.150 Hz, …`.
+    pub fn text(&self) -> String {
+        match self {
+            Setting::Curve(c) => curve_text(c),
+            Setting::PowerFactor(pf) => power_factor_text(pf),
+            Setting::VarPct(p) => format!("{p:.2} % of setMaxVar"),
+            Setting::Var(v) => target_var_text(v),
+            Setting::FreqDroop(d) => freq_droop_text(d),
+        }
+    }
+
+    /// The scheduler's value of an inverter-setting mode as the bus writes it; `None`
+    /// for a value no inverter takes (opModFixedVar in % of statVarAvail) or a mode
+    /// that is no inverter setting.
+    pub fn of_mode_value(value: &ModeValue) -> Option<Setting> {
+        Some(match value {
+            ModeValue::Curve(c) => Setting::Curve(Arc::new(c.clone())),
+            ModeValue::PowerFactor(pf) => Setting::PowerFactor(*pf),
+            // refType 2: %setMaxVar, the one SunSpec takes.
+            ModeValue::FixedVar(v) if v.ref_type == 2 => {
+                Setting::VarPct(f64::from(v.value) / 100.0)
+            }
+            ModeValue::ReactivePower(q) => Setting::Var(q.vars()),
+            ModeValue::FreqDroop(d) => Setting::FreqDroop(*d),
+            _ => return None,
+        })
+    }
+
+    /// Whether `self` and `other` are the same setting (a shared curve compares by
+    /// pointer first).
+    pub fn same(&self, other: &Setting) -> bool {
+        match (self, other) {
+            (Setting::Curve(a), Setting::Curve(b)) => Arc::ptr_eq(a, b) || a == b,
+            _ => self == other,
+        }
+    }
+}
+
+/// The inverter settings in force, plain values without their sources, one slot per
+/// mode: what [`super::Command::settings`] asks each inverter to run. An empty slot =
+/// the utility sets none: the inverter's own setting (csipd switches off what it set).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct InverterSettings {
-    pub volt_var: Option<Curve>,
-    pub volt_watt: Option<Curve>,
-    pub fixed_pf_inject: Option<PowerFactorWithExcitation>,
-    pub fixed_pf_absorb: Option<PowerFactorWithExcitation>,
-    /// % of setMaxVar (VArMax), positive injects.
-    pub fixed_var_pct: Option<f64>,
-    /// opModTargetVar, var, positive injects.
-    pub target_var: Option<f64>,
-    pub watt_var: Option<Curve>,
-    pub watt_pf: Option<Curve>,
-    pub freq_droop: Option<crate::sep2::FreqDroop>,
+    /// By `ControlMode as usize`; only [`InverterSettings::MODES`] are ever set.
+    modes: [Option<Setting>; ControlMode::ALL.len()],
 }
 
 impl InverterSettings {
@@ -260,6 +295,30 @@ impl InverterSettings {
         ControlMode::WattPF,
         ControlMode::FreqDroop,
     ];
+
+    /// The setting of `mode`, if the utility sets one.
+    pub fn get(&self, mode: ControlMode) -> Option<&Setting> {
+        self.modes[mode as usize].as_ref()
+    }
+
+    /// Sets (or clears) `mode`'s setting.
+    pub fn set(&mut self, mode: ControlMode, value: Option<Setting>) {
+        self.modes[mode as usize] = value;
+    }
+
+    /// Whether `mode` has the same setting (or none) in both.
+    pub fn same(&self, other: &InverterSettings, mode: ControlMode) -> bool {
+        match (self.get(mode), other.get(mode)) {
+            (Some(a), Some(b)) => a.same(b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
+    /// Takes `mode`'s setting from `from` (a curve is shared, not copied).
+    pub fn copy_from(&mut self, from: &InverterSettings, mode: ControlMode) {
+        self.set(mode, from.get(mode).cloned());
+    }
 }
 
 /// A setting's value in words, for the log and `csipd status`: `4 points 90.4 %V →
@@ -354,21 +413,14 @@ impl fmt::Display for UtilityControls {
         item(&mut parts, "storage target", &self.storage_target_w, |w| {
             format!("{w:.0} W")
         });
-        item(&mut parts, "volt-var", &self.volt_var, curve_text);
-        item(&mut parts, "volt-watt", &self.volt_watt, curve_text);
-        item(
-            &mut parts,
-            "fixed PF",
-            &self.fixed_pf_inject,
-            power_factor_text,
-        );
-        item(&mut parts, "fixed var", &self.fixed_var_pct, |p| {
-            format!("{p:.2} % of setMaxVar")
-        });
-        item(&mut parts, "target var", &self.target_var, target_var_text);
-        item(&mut parts, "watt-var", &self.watt_var, curve_text);
-        item(&mut parts, "watt-PF", &self.watt_pf, curve_text);
-        item(&mut parts, "freq droop", &self.freq_droop, freq_droop_text);
+        for mode in InverterSettings::MODES {
+            item(
+                &mut parts,
+                setting_label(mode),
+                self.setting_slot(mode),
+                Setting::text,
+            );
+        }
         if let Some(g) = self.set_grad_w {
             parts.push(format!("ramp {:.2} %/s of setMaxW", f64::from(g) / 100.0));
         }
@@ -424,26 +476,12 @@ impl UtilityControls {
             )),
             _ => None,
         });
-        let curve = |mode: ControlMode| -> Option<Sourced<Curve>> {
-            let a = active.get(mode)?;
-            match &a.value {
-                ModeValue::Curve(c) => Some(Sourced::new(c.clone(), source(&a.source), a.until_s)),
-                _ => None,
-            }
-        };
-        let pf = |mode: ControlMode| -> Option<Sourced<PowerFactorWithExcitation>> {
-            let a = active.get(mode)?;
-            match a.value {
-                ModeValue::PowerFactor(pf) => Some(Sourced::new(pf, source(&a.source), a.until_s)),
-                _ => None,
-            }
-        };
         let (set_grad_w, ramp_tms) = match ramp {
             schedule::Ramp::TimeHundredthsS(t) => (None, Some(t)),
             schedule::Ramp::GradientHundredthsPctPerS(g) => (Some(g), None),
             schedule::Ramp::Unspecified => (None, None),
         };
-        UtilityControls {
+        let mut out = UtilityControls {
             export_limit_w: limit(ControlMode::ExpLimW),
             import_limit_w: limit(ControlMode::ImpLimW),
             generation_limit_w: limit(ControlMode::GenLimW),
@@ -455,53 +493,53 @@ impl UtilityControls {
             set_grad_w,
             ramp_tms,
             storage_target_w: limit(ControlMode::StorageTargetW),
-            volt_var: curve(ControlMode::VoltVar),
-            volt_watt: curve(ControlMode::VoltWatt),
-            fixed_pf_inject: pf(ControlMode::FixedPFInjectW),
-            fixed_pf_absorb: pf(ControlMode::FixedPFAbsorbW),
-            fixed_var_pct: active
-                .get(ControlMode::FixedVar)
-                .and_then(|a| match a.value {
-                    // refType 2: %setMaxVar, the one SunSpec takes.
-                    ModeValue::FixedVar(v) if v.ref_type == 2 => Some(Sourced::new(
-                        f64::from(v.value) / 100.0,
-                        source(&a.source),
-                        a.until_s,
-                    )),
-                    _ => None,
-                }),
-            watt_var: curve(ControlMode::WattVar),
-            watt_pf: curve(ControlMode::WattPF),
-            freq_droop: active
-                .get(ControlMode::FreqDroop)
-                .and_then(|a| match a.value {
-                    ModeValue::FreqDroop(d) => Some(Sourced::new(d, source(&a.source), a.until_s)),
-                    _ => None,
-                }),
-            target_var: active
-                .get(ControlMode::TargetVar)
-                .and_then(|a| match a.value {
-                    ModeValue::ReactivePower(q) => {
-                        Some(Sourced::new(q.vars(), source(&a.source), a.until_s))
-                    }
-                    _ => None,
-                }),
+            settings: Default::default(),
+        };
+        for mode in InverterSettings::MODES {
+            out.settings[mode as usize] = active.get(mode).and_then(|a| {
+                Some(Sourced::new(
+                    Setting::of_mode_value(&a.value)?,
+                    source(&a.source),
+                    a.until_s,
+                ))
+            });
         }
+        out
     }
 
-    /// The inverter settings in force, without their sources (see [`InverterSettings`]).
+    /// The setting of `mode` in force, with its source.
+    pub fn setting(&self, mode: ControlMode) -> Option<&Sourced<Setting>> {
+        self.settings[mode as usize].as_ref()
+    }
+
+    fn setting_slot(&self, mode: ControlMode) -> &Option<Sourced<Setting>> {
+        &self.settings[mode as usize]
+    }
+
+    /// The inverter settings in force, without their sources (see [`InverterSettings`];
+    /// curves are shared, not copied).
     pub fn inverter_settings(&self) -> InverterSettings {
-        InverterSettings {
-            volt_var: self.volt_var.as_ref().map(|c| c.value.clone()),
-            volt_watt: self.volt_watt.as_ref().map(|c| c.value.clone()),
-            fixed_pf_inject: self.fixed_pf_inject.as_ref().map(|c| c.value),
-            fixed_pf_absorb: self.fixed_pf_absorb.as_ref().map(|c| c.value),
-            fixed_var_pct: self.fixed_var_pct.as_ref().map(|c| c.value),
-            target_var: self.target_var.as_ref().map(|c| c.value),
-            watt_var: self.watt_var.as_ref().map(|c| c.value.clone()),
-            watt_pf: self.watt_pf.as_ref().map(|c| c.value.clone()),
-            freq_droop: self.freq_droop.as_ref().map(|c| c.value),
+        let mut out = InverterSettings::default();
+        for mode in InverterSettings::MODES {
+            out.set(mode, self.setting(mode).map(|s| s.value.clone()));
         }
+        out
+    }
+}
+
+/// The short name of an inverter-setting mode in the log's `utility controls:` line.
+fn setting_label(mode: ControlMode) -> &'static str {
+    match mode {
+        ControlMode::VoltVar => "volt-var",
+        ControlMode::VoltWatt => "volt-watt",
+        ControlMode::FixedPFInjectW => "fixed PF",
+        ControlMode::FixedPFAbsorbW => "fixed PF absorbing",
+        ControlMode::FixedVar => "fixed var",
+        ControlMode::TargetVar => "target var",
+        ControlMode::WattVar => "watt-var",
+        ControlMode::WattPF => "watt-PF",
+        ControlMode::FreqDroop => "freq droop",
+        _ => mode.name(),
     }
 }
 
@@ -1277,8 +1315,8 @@ mod inverter_settings_tests {
             &schedule::State::default(),
         );
         let u = UtilityControls::from_schedule(&out.active, out.ramp);
-        let vv = u.volt_var.as_ref().expect("volt-var");
-        assert_eq!(vv.value, curve);
+        let vv = u.setting(ControlMode::VoltVar).expect("volt-var");
+        assert_eq!(vv.value, Setting::Curve(Arc::new(curve.clone())));
         assert_eq!(
             vv.source,
             LimitSource::UtilityDefault {
@@ -1286,10 +1324,28 @@ mod inverter_settings_tests {
             }
         );
         let s = u.inverter_settings();
-        assert_eq!(s.volt_var, Some(curve));
-        assert_eq!(s.volt_watt, None);
-        assert_eq!(s.fixed_var_pct, Some(-25.0));
-        assert!(s.fixed_pf_inject.is_some_and(|pf| pf.excitation));
+        assert_eq!(
+            s.get(ControlMode::VoltVar),
+            Some(&Setting::Curve(Arc::new(curve)))
+        );
+        assert_eq!(s.get(ControlMode::VoltWatt), None);
+        assert_eq!(s.get(ControlMode::FixedVar), Some(&Setting::VarPct(-25.0)));
+        assert!(matches!(
+            s.get(ControlMode::FixedPFInjectW),
+            Some(Setting::PowerFactor(pf)) if pf.excitation
+        ));
+        // Each inverter's command shares the curve: a copy is a reference count.
+        let again = u.inverter_settings();
+        match (s.get(ControlMode::VoltVar), again.get(ControlMode::VoltVar)) {
+            (Some(Setting::Curve(a)), Some(Setting::Curve(b))) => assert!(Arc::ptr_eq(a, b)),
+            other => panic!("{other:?}"),
+        }
+        assert!(s.same(&again, ControlMode::VoltVar));
+        assert!(!s.same(&InverterSettings::default(), ControlMode::VoltVar));
+        let mut applied = InverterSettings::default();
+        applied.copy_from(&s, ControlMode::FixedVar);
+        assert!(applied.same(&s, ControlMode::FixedVar));
+        assert!(!applied.same(&s, ControlMode::VoltVar));
         let line = u.to_string();
         assert!(
             line.contains("volt-var 2 points 90.0 %V → 40 %, 110.0 %V → -40 %"),
@@ -1300,7 +1356,7 @@ mod inverter_settings_tests {
             "{line}"
         );
         assert!(line.contains("fixed var -25.00 % of setMaxVar"), "{line}");
-        assert_eq!(s.target_var, Some(1200.0));
+        assert_eq!(s.get(ControlMode::TargetVar), Some(&Setting::Var(1200.0)));
         assert!(line.contains("target var 1200 var (injecting)"), "{line}");
         let shown = crate::status::InverterSetting::of(&u);
         assert_eq!(
@@ -1329,6 +1385,6 @@ mod inverter_settings_tests {
         )
         .active;
         let u = UtilityControls::from_schedule(&active, out.ramp);
-        assert_eq!(u.fixed_var_pct, None);
+        assert_eq!(u.setting(ControlMode::FixedVar), None);
     }
 }

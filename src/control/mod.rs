@@ -27,7 +27,7 @@ pub use law::{
 };
 pub use limits::{
     FailSafeCause, FixedLimits, InverterSettings, Limit, LimitMode, LimitSource, MergeInputs,
-    MergedLimits, PriceRule, Sourced, TariffWindow, UtilityControls, merge,
+    MergedLimits, PriceRule, Setting, Sourced, TariffWindow, UtilityControls, merge,
 };
 pub use price::{
     FeedInPrice, PriceError, PriceErrorKind, PriceSourceConfig, PriceTracker, fetch_feed_in_price,

@@ -6,7 +6,7 @@
 
 use super::site::{Command, DeviceState, SharedSite, Written};
 use crate::config::{self, DeviceRole};
-use crate::control::InverterSettings;
+use crate::control::{InverterSettings, Setting};
 use crate::devices::{
     Bus, BusParams, Controls, Device, DeviceParams, Excitation, FixedPf, RevertPolicy,
     TransportParams,
@@ -562,7 +562,7 @@ async fn apply_settings(
 ) {
     let now = Instant::now();
     for mode in InverterSettings::MODES {
-        if !controls.offers(mode) || setting_eq(mode, wanted, &slot.settings_applied) {
+        if !controls.offers(mode) || wanted.same(&slot.settings_applied, mode) {
             slot.settings_failed.remove(&mode);
             continue;
         }
@@ -573,7 +573,7 @@ async fn apply_settings(
         {
             continue;
         }
-        let result = write_setting(&mut slot.device, mode, wanted)
+        let result = write_setting(&mut slot.device, mode, wanted.get(mode))
             .await
             .map_err(|e| format!("{}: {e}", mode.name()));
         // Cloned only when something was written: this runs every cycle per inverter.
@@ -584,7 +584,7 @@ async fn apply_settings(
         };
         match result {
             Ok(what) => {
-                copy_setting(mode, wanted, &mut slot.settings_applied);
+                slot.settings_applied.copy_from(wanted, mode);
                 slot.settings_failed.remove(&mode);
                 st.writes_ok += 1;
                 log::info!("device '{name}': {} {what}", mode.name());
@@ -603,36 +603,6 @@ async fn apply_settings(
     }
 }
 
-fn setting_eq(mode: ControlMode, a: &InverterSettings, b: &InverterSettings) -> bool {
-    match mode {
-        ControlMode::VoltVar => a.volt_var == b.volt_var,
-        ControlMode::VoltWatt => a.volt_watt == b.volt_watt,
-        ControlMode::FixedPFInjectW => a.fixed_pf_inject == b.fixed_pf_inject,
-        ControlMode::FixedPFAbsorbW => a.fixed_pf_absorb == b.fixed_pf_absorb,
-        ControlMode::FixedVar => a.fixed_var_pct == b.fixed_var_pct,
-        ControlMode::TargetVar => a.target_var == b.target_var,
-        ControlMode::WattVar => a.watt_var == b.watt_var,
-        ControlMode::WattPF => a.watt_pf == b.watt_pf,
-        ControlMode::FreqDroop => a.freq_droop == b.freq_droop,
-        _ => true,
-    }
-}
-
-fn copy_setting(mode: ControlMode, from: &InverterSettings, to: &mut InverterSettings) {
-    match mode {
-        ControlMode::VoltVar => to.volt_var = from.volt_var.clone(),
-        ControlMode::VoltWatt => to.volt_watt = from.volt_watt.clone(),
-        ControlMode::FixedPFInjectW => to.fixed_pf_inject = from.fixed_pf_inject,
-        ControlMode::FixedPFAbsorbW => to.fixed_pf_absorb = from.fixed_pf_absorb,
-        ControlMode::FixedVar => to.fixed_var_pct = from.fixed_var_pct,
-        ControlMode::TargetVar => to.target_var = from.target_var,
-        ControlMode::WattVar => to.watt_var = from.watt_var.clone(),
-        ControlMode::WattPF => to.watt_pf = from.watt_pf.clone(),
-        ControlMode::FreqDroop => to.freq_droop = from.freq_droop,
-        _ => {}
-    }
-}
-
 /// The device layer's fixed power factor for a 2030.5 PowerFactorWithExcitation.
 fn fixed_pf(pf: &crate::sep2::PowerFactorWithExcitation) -> FixedPf {
     FixedPf {
@@ -647,60 +617,30 @@ fn fixed_pf(pf: &crate::sep2::PowerFactorWithExcitation) -> FixedPf {
 async fn write_setting(
     device: &mut Device,
     mode: ControlMode,
-    wanted: &InverterSettings,
+    wanted: Option<&Setting>,
 ) -> Result<String, crate::devices::DeviceError> {
-    use crate::control::limits::{curve_text, freq_droop_text, power_factor_text, target_var_text};
-    if mode == ControlMode::FreqDroop {
-        return device
-            .set_freq_droop(wanted.freq_droop.as_ref())
+    match (mode, wanted) {
+        (_, Some(Setting::Curve(curve))) => device.set_curve(curve).await.map(drop),
+        (_, Some(Setting::PowerFactor(pf))) => device
+            .set_fixed_pf(mode, Some(fixed_pf(pf)))
             .await
-            .map(|_| match &wanted.freq_droop {
-                Some(d) => format!("set: {}", freq_droop_text(d)),
-                None => "off".to_string(),
-            });
+            .map(drop),
+        (ControlMode::FixedPFInjectW | ControlMode::FixedPFAbsorbW, None) => {
+            device.set_fixed_pf(mode, None).await.map(drop)
+        }
+        (_, Some(Setting::VarPct(pct))) => device.set_fixed_var_pct(Some(*pct)).await.map(drop),
+        (ControlMode::FixedVar, None) => device.set_fixed_var_pct(None).await.map(drop),
+        (_, Some(Setting::Var(var))) => device.set_target_var(Some(*var)).await.map(drop),
+        (ControlMode::TargetVar, None) => device.set_target_var(None).await.map(drop),
+        (_, Some(Setting::FreqDroop(d))) => device.set_freq_droop(Some(d)).await.map(drop),
+        (ControlMode::FreqDroop, None) => device.set_freq_droop(None).await.map(drop),
+        // The curve modes (a mode without a curve model is refused by the device).
+        (_, None) => device.clear_curve(mode).await.map(drop),
     }
-    if mode == ControlMode::TargetVar {
-        return device
-            .set_target_var(wanted.target_var)
-            .await
-            .map(|_| match wanted.target_var {
-                Some(var) => format!("set: {}", target_var_text(&var)),
-                None => "off".to_string(),
-            });
-    }
-    let curve = match mode {
-        ControlMode::VoltVar => Some(&wanted.volt_var),
-        ControlMode::VoltWatt => Some(&wanted.volt_watt),
-        ControlMode::WattVar => Some(&wanted.watt_var),
-        ControlMode::WattPF => Some(&wanted.watt_pf),
-        _ => None,
-    };
-    let pf = match mode {
-        ControlMode::FixedPFInjectW => Some(&wanted.fixed_pf_inject),
-        ControlMode::FixedPFAbsorbW => Some(&wanted.fixed_pf_absorb),
-        _ => None,
-    };
-    match (curve, pf) {
-        (Some(Some(curve)), _) => device
-            .set_curve(curve)
-            .await
-            .map(|_| format!("set: {}", curve_text(curve))),
-        (Some(None), _) => device.clear_curve(mode).await.map(|_| "off".to_string()),
-        (_, Some(pf)) => device
-            .set_fixed_pf(mode, pf.as_ref().map(fixed_pf))
-            .await
-            .map(|_| match pf {
-                Some(pf) => format!("set: {}", power_factor_text(pf)),
-                None => "off".to_string(),
-            }),
-        _ => device
-            .set_fixed_var_pct(wanted.fixed_var_pct)
-            .await
-            .map(|_| match wanted.fixed_var_pct {
-                Some(pct) => format!("set: {pct:.2} % of VArMax"),
-                None => "off".to_string(),
-            }),
-    }
+    .map(|()| match wanted {
+        Some(s) => format!("set: {}", s.text()),
+        None => "off".to_string(),
+    })
 }
 
 /// The enabled Powerwall gateways (site meters over HTTPS), each run by its own task.

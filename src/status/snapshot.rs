@@ -268,49 +268,18 @@ pub struct InverterSetting {
 impl InverterSetting {
     /// The settings of `utility`, in mode order.
     pub fn of(utility: &crate::control::UtilityControls) -> Vec<InverterSetting> {
-        use crate::control::Sourced;
-        use crate::control::limits::{
-            curve_text, freq_droop_text, power_factor_text, target_var_text,
-        };
-        fn one<T>(
-            out: &mut Vec<InverterSetting>,
-            mode: crate::schedule::ControlMode,
-            s: &Option<Sourced<T>>,
-            text: impl Fn(&T) -> String,
-        ) {
-            if let Some(s) = s {
-                out.push(InverterSetting {
+        crate::control::InverterSettings::MODES
+            .into_iter()
+            .filter_map(|mode| {
+                let s = utility.setting(mode)?;
+                Some(InverterSetting {
                     mode: mode.name().to_string(),
-                    value: text(&s.value),
+                    value: s.value.text(),
                     source: s.source.clone(),
                     end_unix_s: s.until_s,
-                });
-            }
-        }
-        use crate::schedule::ControlMode as M;
-        let mut out = Vec::new();
-        one(&mut out, M::VoltVar, &utility.volt_var, curve_text);
-        one(&mut out, M::VoltWatt, &utility.volt_watt, curve_text);
-        one(
-            &mut out,
-            M::FixedPFInjectW,
-            &utility.fixed_pf_inject,
-            power_factor_text,
-        );
-        one(
-            &mut out,
-            M::FixedPFAbsorbW,
-            &utility.fixed_pf_absorb,
-            power_factor_text,
-        );
-        one(&mut out, M::FixedVar, &utility.fixed_var_pct, |p| {
-            format!("{p:.2} % of setMaxVar")
-        });
-        one(&mut out, M::TargetVar, &utility.target_var, target_var_text);
-        one(&mut out, M::WattVar, &utility.watt_var, curve_text);
-        one(&mut out, M::WattPF, &utility.watt_pf, curve_text);
-        one(&mut out, M::FreqDroop, &utility.freq_droop, freq_droop_text);
-        out
+                })
+            })
+            .collect()
     }
 }
 

@@ -30,6 +30,7 @@ fn program(mrid: &str, primacy: u8, exp_w: i32, imp_w: i32) -> Program {
                 ..ControlSet::default()
             },
             set_grad_w: Some(27),
+            enter_service: Default::default(),
         }),
     }
 }

@@ -517,7 +517,7 @@ fn a_frequency_droop_is_adopted_on_711() {
 
 #[test]
 fn enter_service_settings_are_written_to_703() {
-    use csipd::devices::enter_service::EnterService;
+    use csipd::sep2::EnterService;
     let dev703 = json!({"unit": 1, "base": 40000, "models": [
         {"id": 1, "values": {"Mn": "Enter Co"}},
         {"id": 701, "values": {"ACType": 3, "St": 1, "InvSt": 3, "ConnSt": 1,

@@ -470,3 +470,127 @@ fn the_utility_target_var_watt_var_watt_pf_and_droop_reach_a_7xx_inverter() {
         "bodies failing the schema: {invalid:#?}"
     );
 }
+
+/// Site meter (unit 1); a 1xx inverter (unit 2) with 123 and 703 (enter service:
+/// V_SF -1, Hz_SF -2; the installer's AS/NZS 4777.2 values to start with).
+fn site_703() -> serde_json::Value {
+    let mut site = site();
+    site["devices"].as_array_mut().unwrap().truncate(2);
+    site["devices"][1]["models"] = json!([
+        {"id": 1, "values": {"Mn": "Enter Co", "Md": "ES-5"}},
+        {"id": 103, "values": {"W": 2500, "W_SF": 0, "PhVphA": 2400, "V_SF": -1,
+                               "Hz": 5000, "Hz_SF": -2, "St": 4}},
+        {"id": 120, "values": {"DERTyp": 4, "WRtg": 5000, "WRtg_SF": 0}},
+        {"id": 121, "values": {"WMax": 5000, "WMax_SF": 0}},
+        {"id": 123, "values": {"Conn": 1, "WMaxLimPct": 100, "WMaxLimPct_SF": 0,
+                               "WMaxLim_Ena": 0}},
+        {"id": 703, "values": {"ES": 1, "ESVHi": 1100, "ESVLo": 880, "ESHzHi": 5015,
+                               "ESHzLo": 4750, "ESDlyTms": 60, "ESRndTms": 0,
+                               "ESRmpTms": 360, "V_SF": -1, "Hz_SF": -2}}
+    ]);
+    site
+}
+
+#[test]
+fn the_default_enter_service_settings_reach_model_703_once_and_der_settings() {
+    let dir = temp_dir("runtime-es");
+    let (key, cert, lfdi, sfdi) = selfsigned_identity(&dir, "csipd-es-test");
+    let peer = start_peer("runtime-es", &site_703(), None);
+    // 2030.5 units: 108.00 % / 91.00 % of nominal, 50.10 / 47.80 Hz, 120 s delay,
+    // 30 s random delay, 300 s ramp.
+    let set_es = "<setESDelay>12000</setESDelay><setESHighFreq>5010</setESHighFreq>\
+                  <setESHighVolt>10800</setESHighVolt><setESLowFreq>4780</setESLowFreq>\
+                  <setESLowVolt>9100</setESLowVolt><setESRampTms>30000</setESRampTms>\
+                  <setESRandomDelay>3000</setESRandomDelay>";
+    let server = ScriptedServer::start(Scenario {
+        lfdi,
+        sfdi,
+        fsas: vec![vec![Program {
+            default_exp_lim_w: Some(3000),
+            default_set_es: set_es.into(),
+            ..Program::default()
+        }]],
+        ..Scenario::default()
+    });
+    let (mut run, url) = start_csipd(&dir, &server, &peer, (&key, &cert), false);
+    // Model 703 as SunSpec takes them: ESVHi/ESVLo in tenths of a percent (V_SF -1),
+    // ESHzHi/ESHzLo uint32 in hundredths of a Hz (Hz_SF -2), the times uint32 whole
+    // seconds; thresholds first, each point at its own address, nothing else.
+    let es_writes = |peer: &Peer| -> Vec<(u64, Vec<u64>)> {
+        let w = inverter_writes(peer);
+        match w.iter().position(|(_, v)| *v == vec![1080]) {
+            Some(at) => w[at..].iter().take(7).cloned().collect(),
+            None => Vec::new(),
+        }
+    };
+    wait_until(
+        Duration::from_secs(90),
+        "the enter-service settings written to 703",
+        || es_writes(&peer).len() == 7,
+    );
+    let got = es_writes(&peer);
+    let m = got[0].0 - 3;
+    assert_eq!(
+        got,
+        vec![
+            (m + 3, vec![1080]),
+            (m + 4, vec![910]),
+            (m + 5, vec![0, 5010]),
+            (m + 7, vec![0, 4780]),
+            (m + 9, vec![0, 120]),
+            (m + 11, vec![0, 30]),
+            (m + 13, vec![0, 300]),
+        ]
+    );
+    // The status shows them, from the program's default.
+    let s = wait_for(&url, Duration::from_secs(30), "setES in status", |s| {
+        s.inverter_settings.iter().any(|i| i.mode == "setES")
+    });
+    let es = s
+        .inverter_settings
+        .iter()
+        .find(|i| i.mode == "setES")
+        .unwrap();
+    assert_eq!(
+        es.value,
+        "91.00–108.00 % V, 47.80–50.10 Hz, delay 120.00 s, random delay 30.00 s, ramp 300.00 s"
+    );
+    // DERSettings reports the values in force, in 2030.5's units.
+    let reported = |r: &csip_server::Recorded| {
+        r.path == "/edev/1/der/1/derg"
+            && [
+                ("setESDelay", "12000"),
+                ("setESHighFreq", "5010"),
+                ("setESHighVolt", "10800"),
+                ("setESLowFreq", "4780"),
+                ("setESLowVolt", "9100"),
+                ("setESRampTms", "30000"),
+                ("setESRandomDelay", "3000"),
+            ]
+            .iter()
+            .all(|(e, v)| element_text(&r.body, e).as_deref() == Some(*v))
+    };
+    assert!(
+        server.wait_for(Duration::from_secs(60), |r| r.iter().any(reported)),
+        "no DERSettings with the setES* values"
+    );
+    // Written once: several cycles later (the DERSettings PUT, the status), no second
+    // write of any of them.
+    wait_for(&url, Duration::from_secs(30), "a few more cycles", |s2| {
+        s2.now_unix_s >= s.now_unix_s + 3
+    });
+    let w = inverter_writes(&peer);
+    assert_eq!(
+        w.iter()
+            .filter(|(a, _)| (m + 3..m + 15).contains(a))
+            .count(),
+        7,
+        "each written once: {w:?}"
+    );
+    run.terminate();
+    let invalid = csip_server::invalid_bodies(&server);
+    assert!(
+        invalid.is_empty(),
+        "bodies failing the schema: {invalid:#?}"
+    );
+}

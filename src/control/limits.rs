@@ -6,7 +6,7 @@ use super::price::FeedInPrice;
 use super::tz::PosixTz;
 use crate::devices::curves::Curve;
 use crate::schedule::{self, ControlMode, ModeValue};
-use crate::sep2::PowerFactorWithExcitation;
+use crate::sep2::{EnterService, PowerFactorWithExcitation};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::Arc;
@@ -207,6 +207,9 @@ pub struct UtilityControls {
     /// slot per mode (see [`InverterSettings::MODES`]) with its source; `None` = the
     /// utility sets none. Read with [`UtilityControls::setting`].
     pub settings: [Option<Sourced<Setting>>; ControlMode::ALL.len()],
+    /// The DefaultDERControl's enter-service settings (`setES*`, 2030.5 units) in force
+    /// (SunSpec 703).
+    pub enter_service: Option<Sourced<EnterService>>,
 }
 
 /// One inverter setting's value in plain units, as the bus writes it: the utility's
@@ -278,6 +281,10 @@ impl Setting {
 pub struct InverterSettings {
     /// By `ControlMode as usize`; only [`InverterSettings::MODES`] are ever set.
     modes: [Option<Setting>; ControlMode::ALL.len()],
+    /// The utility's enter-service settings (SunSpec 703); `None`: it sets none, and
+    /// the inverters keep what they have (see README, "Curves, power factor and var
+    /// from the utility").
+    pub enter_service: Option<EnterService>,
 }
 
 impl InverterSettings {
@@ -319,6 +326,45 @@ impl InverterSettings {
     pub fn copy_from(&mut self, from: &InverterSettings, mode: ControlMode) {
         self.set(mode, from.get(mode).cloned());
     }
+}
+
+/// The enter-service settings in words, for the log and `csipd status`, only the
+/// values given: `V 90.00–110.00 %, 47.50–50.15 Hz, delay 60.00 s, random delay
+/// 0.00 s, ramp 360.00 s`.
+pub fn enter_service_text(es: &EnterService) -> String {
+    let range = |lo: Option<f64>, hi: Option<f64>, unit: &str| match (lo, hi) {
+        (None, None) => None,
+        (lo, hi) => {
+            let f = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v:.2}"));
+            Some(format!("{}–{} {unit}", f(lo), f(hi)))
+        }
+    };
+    let mut parts: Vec<String> = Vec::new();
+    let h = |v: f64| v / 100.0;
+    if let Some(r) = range(
+        es.low_volt.map(|v| h(f64::from(v))),
+        es.high_volt.map(|v| h(f64::from(v))),
+        "% V",
+    ) {
+        parts.push(r);
+    }
+    if let Some(r) = range(
+        es.low_freq.map(|v| h(f64::from(v))),
+        es.high_freq.map(|v| h(f64::from(v))),
+        "Hz",
+    ) {
+        parts.push(r);
+    }
+    for (what, v) in [
+        ("delay", es.delay),
+        ("random delay", es.random_delay),
+        ("ramp", es.ramp_tms),
+    ] {
+        if let Some(v) = v {
+            parts.push(format!("{what} {:.2} s", h(f64::from(v))));
+        }
+    }
+    parts.join(", ")
 }
 
 /// A setting's value in words, for the log and `csipd status`: `4 points 90.4 %V →
@@ -421,6 +467,12 @@ impl fmt::Display for UtilityControls {
                 Setting::text,
             );
         }
+        item(
+            &mut parts,
+            "enter service",
+            &self.enter_service,
+            enter_service_text,
+        );
         if let Some(g) = self.set_grad_w {
             parts.push(format!("ramp {:.2} %/s of setMaxW", f64::from(g) / 100.0));
         }
@@ -494,7 +546,11 @@ impl UtilityControls {
             ramp_tms,
             storage_target_w: limit(ControlMode::StorageTargetW),
             settings: Default::default(),
+            enter_service: None,
         };
+        out.enter_service = active
+            .enter_service()
+            .map(|es| Sourced::new(es.value, source(&es.source), None));
         for mode in InverterSettings::MODES {
             out.settings[mode as usize] = active.get(mode).and_then(|a| {
                 Some(Sourced::new(
@@ -523,6 +579,7 @@ impl UtilityControls {
         for mode in InverterSettings::MODES {
             out.set(mode, self.setting(mode).map(|s| s.value.clone()));
         }
+        out.enter_service = self.enter_service.as_ref().map(|s| s.value);
         out
     }
 }
@@ -1142,6 +1199,7 @@ mod tests {
                     ..ControlSet::default()
                 },
                 set_grad_w: Some(27),
+                enter_service: Default::default(),
             }),
         };
         let mut event = Event::new(
@@ -1303,6 +1361,7 @@ mod inverter_settings_tests {
                     ..schedule::ControlSet::default()
                 },
                 set_grad_w: None,
+                enter_service: Default::default(),
             }),
         };
         let out = schedule::evaluate(
@@ -1358,6 +1417,20 @@ mod inverter_settings_tests {
         assert!(line.contains("fixed var -25.00 % of setMaxVar"), "{line}");
         assert_eq!(s.get(ControlMode::TargetVar), Some(&Setting::Var(1200.0)));
         assert!(line.contains("target var 1200 var (injecting)"), "{line}");
+        // The enter-service settings in words, only those given.
+        let es = EnterService {
+            delay: Some(6000),
+            high_volt: Some(11_000),
+            low_volt: Some(9_000),
+            low_freq: Some(4750),
+            ramp_tms: Some(36_000),
+            ..EnterService::default()
+        };
+        assert_eq!(
+            enter_service_text(&es),
+            "90.00–110.00 % V, 47.50–? Hz, delay 60.00 s, ramp 360.00 s"
+        );
+        assert_eq!(enter_service_text(&EnterService::default()), "");
         let shown = crate::status::InverterSetting::of(&u);
         assert_eq!(
             shown

@@ -7,8 +7,8 @@
 
 use crate::http::Method;
 use crate::sep2::{
-    ActivePower, Der, DerAvailability, DerCapability, DerSettings, DerStatus, PowerFactor,
-    ReactivePower, StatusValue, UnsignedScaled,
+    ActivePower, Der, DerAvailability, DerCapability, DerSettings, DerStatus, EnterService,
+    PowerFactor, ReactivePower, StatusValue, UnsignedScaled,
 };
 
 use super::context::{Answer, Ctx, Paged, PollError, PollPart, Purpose, next_page};
@@ -70,6 +70,7 @@ struct CheckInputs {
     storage: Option<String>,
     own: OwnActions,
     set_grad_w: u16,
+    enter_service: EnterService,
     nameplate: Nameplate,
     nameplate_known: bool,
     /// Bumped when the DERList changes.
@@ -138,7 +139,16 @@ impl DerSet {
     }
 
     /// PUTs the reports that are due (writes allowed, not in flight, not backing off).
-    pub fn flush(&mut self, ctx: &mut Ctx, set_grad_w: u16, own: OwnActions) {
+    /// `set_grad_w` and `enter_service` are the utility's default settings in force
+    /// ([`super::derp::DerpSet::set_grad_w`], [`super::derp::DerpSet::enter_service`]),
+    /// which DERSettings reports.
+    pub fn flush(
+        &mut self,
+        ctx: &mut Ctx,
+        set_grad_w: u16,
+        enter_service: EnterService,
+        own: OwnActions,
+    ) {
         if !ctx.writable() {
             return;
         }
@@ -161,6 +171,7 @@ impl DerSet {
                 && last.storage == storage_now
                 && last.own == own
                 && last.set_grad_w == set_grad_w
+                && last.enter_service == enter_service
                 && last.nameplate == self.nameplate
                 && last.nameplate_known == self.nameplate_known
                 && last.ders_version == self.ders_version;
@@ -173,6 +184,7 @@ impl DerSet {
             storage: storage_now,
             own,
             set_grad_w,
+            enter_service,
             nameplate: self.nameplate.clone(),
             nameplate_known: self.nameplate_known,
             ders_version: self.ders_version,
@@ -204,7 +216,12 @@ impl DerSet {
                 ReportKind::Capability => continue,
                 // setMaxW is the nameplate's: not sent as 0 before the ratings are known.
                 ReportKind::Settings if self.nameplate_known => {
-                    Report::Settings(settings(&self.nameplate, set_grad_w, csipaus, now_s))
+                    // The setES* values in force: those the utility's default sets
+                    // and csipd puts on the inverters' model 703.
+                    Report::Settings(DerSettings {
+                        enter_service,
+                        ..settings(&self.nameplate, set_grad_w, csipaus, now_s)
+                    })
                 }
                 ReportKind::Settings => continue,
                 ReportKind::Status => match &self.inverters {

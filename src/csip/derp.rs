@@ -484,6 +484,17 @@ impl DerpSet {
             .unwrap_or_default()
     }
 
+    /// The enter-service settings in force (the scheduler's choice among the
+    /// defaults, [`crate::schedule::ActiveControls::enter_service`]); none given when no
+    /// default sets any.
+    pub fn enter_service(&self) -> crate::sep2::EnterService {
+        self.last_active
+            .as_ref()
+            .and_then(|a| a.enter_service())
+            .map(|es| es.value)
+            .unwrap_or_default()
+    }
+
     /// setGradW in force: that of the highest-priority program's default control.
     pub fn set_grad_w(&self) -> u16 {
         let mut best: Option<(u8, u16)> = None;

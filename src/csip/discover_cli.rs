@@ -436,6 +436,13 @@ pub fn render(tree: &Tree, status: &EngineStatus) -> String {
                         storage_target(d.base.op_mod_storage_target_w),
                         inverter_settings(&d.base, &program.curves)
                     );
+                    if !d.enter_service.is_empty() {
+                        let _ = writeln!(
+                            out,
+                            "        enter service (setES*): {}",
+                            crate::control::limits::enter_service_text(&d.enter_service)
+                        );
+                    }
                 }
                 None => {
                     let _ = writeln!(out, "      default: none");

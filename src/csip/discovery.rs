@@ -185,6 +185,7 @@ pub fn program_input(
                     .unwrap_or_else(|| format!("{}-default", state.program.mrid)),
                 controls: control_set(&dderc.base, &state.curves, problems),
                 set_grad_w: dderc.set_grad_w,
+                enter_service: dderc.enter_service,
             }),
     }
 }

@@ -506,8 +506,12 @@ impl Engine {
         self.edev.flush(ctx);
         self.responses.flush(ctx);
         self.pricing.flush(ctx);
-        self.der
-            .flush(ctx, self.derp.set_grad_w(), self.derp.own_actions());
+        self.der.flush(
+            ctx,
+            self.derp.set_grad_w(),
+            self.derp.enter_service(),
+            self.derp.own_actions(),
+        );
         self.mirror.flush(ctx);
         self.log_event.watch_connection(ctx);
         self.log_event.flush(ctx);

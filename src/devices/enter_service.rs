@@ -11,11 +11,12 @@
 //! written (one write per point, thresholds before times); `ES` is not touched: 2030.5
 //! has no enter-service permit in these settings.
 //!
-//! Not yet applied from the utility: the scheduler does not carry the default
-//! control's `setES*` values to the inverters (see README, "Curves, power factor and
-//! var from the utility").
+//! The values are [`crate::sep2::EnterService`], the one type of the concept: the
+//! scheduler carries the utility's DefaultDERControl `setES*` to the bus task, which
+//! writes them here (see README, "Curves, power factor and var from the utility").
 
 use super::sunspec::{Block, ModelRef, RegisterWrite, SunSpecError};
+use crate::sep2::EnterService;
 
 const ES: usize = 2;
 const ES_V_HI: usize = 3;
@@ -28,37 +29,6 @@ const ES_RMP_TMS: usize = 13;
 const V_SF: usize = 17;
 const HZ_SF: usize = 18;
 const LEN: usize = 19;
-
-/// Enter-service settings in 2030.5's units (DefaultDERControl / DERSettings
-/// `setES*`); `None` leaves the inverter's value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-pub struct EnterService {
-    /// setESHighVolt / setESLowVolt: hundredths of a percent of the nominal voltage.
-    pub high_volt: Option<i16>,
-    pub low_volt: Option<i16>,
-    /// setESHighFreq / setESLowFreq: hundredths of Hz.
-    pub high_freq: Option<u16>,
-    pub low_freq: Option<u16>,
-    /// setESDelay, setESRandomDelay, setESRampTms: hundredths of a second.
-    pub delay: Option<u32>,
-    pub random_delay: Option<u32>,
-    pub ramp_tms: Option<u32>,
-}
-
-impl EnterService {
-    /// The `setES*` values of a DefaultDERControl (`None` where it has none).
-    pub fn of_default(d: &crate::sep2::DefaultDerControl) -> EnterService {
-        EnterService {
-            high_volt: d.set_es_high_volt,
-            low_volt: d.set_es_low_volt,
-            high_freq: d.set_es_high_freq,
-            low_freq: d.set_es_low_freq,
-            delay: d.set_es_delay,
-            random_delay: d.set_es_random_delay,
-            ramp_tms: d.set_es_ramp_tms,
-        }
-    }
-}
 
 /// Model 703 as read, in SunSpec's units.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]

@@ -1013,11 +1013,11 @@ impl Device {
 
     /// Writes enter-service settings (2030.5 `setES*` units) to model 703 and reads the
     /// model back to confirm ([`enter_service`]); returns 703 as read. An inverter
-    /// without 703 answers [`DeviceError`] naming what it has. (Not yet called by the
-    /// bus: the utility's `setES*` values do not reach the inverters.)
+    /// without 703 answers [`DeviceError`] naming what it has. The bus task calls it
+    /// with the utility's DefaultDERControl `setES*` values.
     pub async fn set_enter_service(
         &mut self,
-        es: &enter_service::EnterService,
+        es: &crate::sep2::EnterService,
     ) -> Result<enter_service::EnterServiceState, DeviceError> {
         self.write_planned(
             &[703],

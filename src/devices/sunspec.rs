@@ -270,6 +270,8 @@ pub struct Controls {
     /// The inverter settings it offers ([`ControlMode::bit`] mask, see
     /// [`models_offer`]): volt-var, volt-watt, fixed power factor, fixed var.
     pub inverter_modes: u32,
+    /// Enter-service settings (model 703, the utility's `setES*`).
+    pub enter_service: bool,
 }
 
 impl Controls {
@@ -280,6 +282,7 @@ impl Controls {
             active_power_limit_model: [704, 123].into_iter().find(|m| ids.contains(m)),
             connect: ids.contains(&123),
             charge_limit: ids.contains(&124),
+            enter_service: ids.contains(&703),
             inverter_modes: ControlMode::ALL
                 .into_iter()
                 .filter(|m| models_offer(&ids, *m))

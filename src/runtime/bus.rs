@@ -88,9 +88,10 @@ struct Slot {
     /// The utility's inverter settings (curves, power factor, var) as last put on this
     /// inverter and confirmed by read-back; a change is written once.
     settings_applied: InverterSettings,
-    /// Per setting whose write failed: the error and when, so that it is said once
+    /// Per setting whose write failed (by its name: the mode's, or `setES`): the error
+    /// and when, so that it is said once
     /// (not every cycle) and tried again after [`SETTING_RETRY`].
-    settings_failed: BTreeMap<ControlMode, (String, Instant)>,
+    settings_failed: BTreeMap<&'static str, (String, Instant)>,
 }
 
 /// A failed write of an inverter setting is tried again this long after.
@@ -553,7 +554,12 @@ async fn apply_command(slot: &mut Slot, cmd: Command, site: &SharedSite) {
 /// error in the status and log, one `ControlNotApplied` LogEvent) and tried again after
 /// [`SETTING_RETRY`] with the same message said no more. A setting the utility no
 /// longer sets is switched off (`clear_curve`, `set_fixed_pf(None)`,
-/// `set_fixed_var_pct(None)`, `set_target_var(None)`); one csipd never set is left as the installer left it.
+/// `set_fixed_var_pct(None)`, `set_target_var(None)`, `set_freq_droop(None)`); one
+/// csipd never set is left as the installer left it. The default's enter-service
+/// settings go to model 703 the same way, except that when the utility sets them no
+/// more nothing is written: they are the inverter's settings, not a mode with an end,
+/// and it keeps the last ones (README, "Curves, power factor and var from the
+/// utility").
 async fn apply_settings(
     slot: &mut Slot,
     wanted: &InverterSettings,
@@ -563,42 +569,82 @@ async fn apply_settings(
     let now = Instant::now();
     for mode in InverterSettings::MODES {
         if !controls.offers(mode) || wanted.same(&slot.settings_applied, mode) {
-            slot.settings_failed.remove(&mode);
+            slot.settings_failed.remove(mode.name());
             continue;
         }
-        if slot
-            .settings_failed
-            .get(&mode)
-            .is_some_and(|(_, at)| now.saturating_duration_since(*at) < SETTING_RETRY)
-        {
+        if retry_pending(slot, mode.name(), now) {
             continue;
         }
-        let result = write_setting(&mut slot.device, mode, wanted.get(mode))
-            .await
-            .map_err(|e| format!("{}: {e}", mode.name()));
-        // Cloned only when something was written: this runs every cycle per inverter.
-        let name = slot.config.name.clone();
-        let mut s = site.borrow_mut();
-        let Some(st) = s.devices.get_mut(&name) else {
-            return;
-        };
-        match result {
-            Ok(what) => {
-                slot.settings_applied.copy_from(wanted, mode);
-                slot.settings_failed.remove(&mode);
-                st.writes_ok += 1;
-                log::info!("device '{name}': {} {what}", mode.name());
-            }
-            Err(e) => {
-                let said = slot
-                    .settings_failed
-                    .get(&mode)
-                    .is_some_and(|(before, _)| *before == e);
-                if !said {
-                    st.record_write_error(e.clone());
+        let result = write_setting(&mut slot.device, mode, wanted.get(mode)).await;
+        if settled(slot, mode.name(), result, now, site) {
+            slot.settings_applied.copy_from(wanted, mode);
+        }
+    }
+    let es_wanted = wanted.enter_service.filter(|_| controls.enter_service);
+    match es_wanted {
+        Some(es) if slot.settings_applied.enter_service != Some(es) => {
+            if !retry_pending(slot, ENTER_SERVICE, now) {
+                let result =
+                    slot.device.set_enter_service(&es).await.map(|_| {
+                        format!("set: {}", crate::control::limits::enter_service_text(&es))
+                    });
+                if settled(slot, ENTER_SERVICE, result, now, site) {
+                    slot.settings_applied.enter_service = Some(es);
                 }
-                slot.settings_failed.insert(mode, (e, now));
             }
+        }
+        Some(_) => {}
+        None => {
+            slot.settings_applied.enter_service = None;
+            slot.settings_failed.remove(ENTER_SERVICE);
+        }
+    }
+}
+
+/// The key and log name of the enter-service settings among the settings' failures.
+const ENTER_SERVICE: &str = "setES";
+
+/// The setting `key` failed less than [`SETTING_RETRY`] ago: not tried again yet.
+fn retry_pending(slot: &Slot, key: &str, now: Instant) -> bool {
+    slot.settings_failed
+        .get(key)
+        .is_some_and(|(_, at)| now.saturating_duration_since(*at) < SETTING_RETRY)
+}
+
+/// Records a setting write's result: logged and counted when it worked, the device's
+/// error said once (not again while the same error repeats) when it failed. Returns
+/// whether it worked.
+fn settled(
+    slot: &mut Slot,
+    key: &'static str,
+    result: Result<String, crate::devices::DeviceError>,
+    now: Instant,
+    site: &SharedSite,
+) -> bool {
+    // Cloned only when something was written: this runs every cycle per inverter.
+    let name = slot.config.name.clone();
+    let mut s = site.borrow_mut();
+    let Some(st) = s.devices.get_mut(&name) else {
+        return false;
+    };
+    match result {
+        Ok(what) => {
+            slot.settings_failed.remove(key);
+            st.writes_ok += 1;
+            log::info!("device '{name}': {key} {what}");
+            true
+        }
+        Err(e) => {
+            let e = format!("{key}: {e}");
+            let said = slot
+                .settings_failed
+                .get(key)
+                .is_some_and(|(before, _)| *before == e);
+            if !said {
+                st.record_write_error(e.clone());
+            }
+            slot.settings_failed.insert(key, (e, now));
+            false
         }
     }
 }

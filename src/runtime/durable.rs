@@ -213,6 +213,7 @@ mod tests {
                     ..Default::default()
                 },
                 set_grad_w: None,
+                enter_service: Default::default(),
             }),
         };
         let out = schedule::evaluate(

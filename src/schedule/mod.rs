@@ -534,6 +534,11 @@ pub struct DefaultControl {
     pub controls: ControlSet,
     /// setGradW: hundredths of a percent of setMaxW per second.
     pub set_grad_w: Option<u16>,
+    /// setESDelay … setESRandomDelay: the enter-service settings it sets (2030.5 has
+    /// no opModEnterService mode: only a default carries them). Defaults stored by an
+    /// older csipd have none.
+    #[serde(default)]
+    pub enter_service: crate::sep2::EnterService,
 }
 
 /// A DERProgram as the scheduler needs it.
@@ -873,6 +878,20 @@ pub struct ActiveControls {
     /// modes of a newer one that this one does not know are dropped.
     #[serde(deserialize_with = "modes_of_any_length")]
     modes: [Option<ActiveValue>; ControlMode::ALL.len()],
+    /// The enter-service settings in force: those of the highest-precedence
+    /// DefaultDERControl (lowest primacy, then mRID) that gives any `setES*` value, the
+    /// whole set from that one default. Events cannot set them. Controls stored by an
+    /// older csipd have none.
+    #[serde(default)]
+    enter_service: Option<ActiveEnterService>,
+}
+
+/// The enter-service settings in force and the default they come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActiveEnterService {
+    pub value: crate::sep2::EnterService,
+    /// Always a [`Source::Default`].
+    pub source: Source,
 }
 
 fn modes_of_any_length<'de, D>(
@@ -902,6 +921,11 @@ impl ActiveControls {
     /// Watts of a power mode, for convenience.
     pub fn watts(&self, mode: ControlMode) -> Option<f64> {
         self.get(mode).and_then(|a| a.value.watts())
+    }
+
+    /// The enter-service settings in force (see [`ActiveEnterService`]).
+    pub fn enter_service(&self) -> Option<&ActiveEnterService> {
+        self.enter_service.as_ref()
     }
 
     /// (mode, value) for every mode that has a value.
@@ -1198,6 +1222,16 @@ pub fn evaluate_owned(input: &Input<'_>, rng: &mut Rng, previous: State) -> Outc
         active.set(mode, value);
     }
     let ramp = top_event_ramp.map_or(default_ramp, |(_, t)| Ramp::TimeHundredthsS(t));
+    active.enter_service = defaults.iter().find_map(|p| {
+        let d = p.default_control.as_ref()?;
+        (!d.enter_service.is_empty()).then(|| ActiveEnterService {
+            value: d.enter_service,
+            source: Source::Default {
+                program_mrid: p.mrid.clone(),
+                default_mrid: d.mrid.clone(),
+            },
+        })
+    });
 
     // 6. The next instant anything changes.
     let next_change_s = live
@@ -1491,6 +1525,7 @@ mod storage_target_tests {
                 mrid: "D".into(),
                 controls: default,
                 set_grad_w: Some(27),
+                enter_service: Default::default(),
             }),
         }
     }
@@ -1689,6 +1724,7 @@ mod inverter_setting_tests {
                 mrid: format!("{mrid}-D"),
                 controls,
                 set_grad_w: None,
+                enter_service: Default::default(),
             }),
         }
     }
@@ -1849,6 +1885,51 @@ mod inverter_setting_tests {
                 None => assert_eq!(status, ResponseStatus::Received, "case {i}"),
             }
         }
+    }
+
+    /// The enter-service settings come whole from the highest-precedence default that
+    /// gives any (primacy, not the order listed), whatever events run; they are stored
+    /// with the active controls, and controls stored before them load with none.
+    #[test]
+    fn enter_service_settings_come_from_the_first_default_that_has_them() {
+        let es = |delay: u32| crate::sep2::EnterService {
+            delay: Some(delay),
+            high_volt: Some(11_000),
+            ..Default::default()
+        };
+        let mut none = program("P0", 0, Some(ControlSet::default()));
+        let mut low = program("P2", 2, Some(ControlSet::default()));
+        let mut high = program("P1", 1, Some(ControlSet::default()));
+        low.default_control.as_mut().unwrap().enter_service = es(9_000);
+        high.default_control.as_mut().unwrap().enter_service = es(6_000);
+        none.default_control.as_mut().unwrap().set_grad_w = Some(27);
+        let event = Event::new("E1", "P0", 0, 0, 100, volt_var(110.0));
+        let out = run(
+            &[low.clone(), none.clone(), high.clone()],
+            &[event],
+            10,
+            &State::default(),
+        );
+        let got = out.active.enter_service().expect("in force");
+        assert_eq!(got.value, es(6_000));
+        assert_eq!(
+            got.source,
+            Source::Default {
+                program_mrid: "P1".into(),
+                default_mrid: "P1-D".into()
+            }
+        );
+        let json = serde_json::to_value(&out.active).unwrap();
+        let back: ActiveControls = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, out.active);
+        let mut old = json;
+        old.as_object_mut().unwrap().remove("enter_service");
+        let old: ActiveControls = serde_json::from_value(old).expect("older form loads");
+        assert!(old.enter_service().is_none());
+        assert!(old.get(ControlMode::VoltVar).is_some());
+        // No default gives any: none in force.
+        let out = run(&[none], &[], 10, &State::default());
+        assert!(out.active.enter_service().is_none());
     }
 
     /// Active controls stored by a csipd before the curve modes (9 modes) still load,

@@ -64,6 +64,7 @@ fn random_case(g: &mut Rng) -> Case {
                 controls: random_controls(g),
                 set_grad_w: (g.range_inclusive(0, 1) == 1)
                     .then(|| g.range_inclusive(1, 500) as u16),
+                enter_service: Default::default(),
             });
             program(&format!("P{k}"), g.range_inclusive(0, 3) as u8, default)
         })

@@ -42,6 +42,7 @@ fn default_control(exp: Option<f64>, imp: Option<f64>, grad: Option<u16>) -> Def
             ..ControlSet::default()
         },
         set_grad_w: grad,
+        enter_service: Default::default(),
     }
 }
 

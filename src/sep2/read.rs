@@ -628,6 +628,19 @@ impl Readable for DerControl {
     }
 }
 
+/// The `setES*` elements of a DefaultDERControl or DERSettings.
+fn enter_service(n: &Node) -> Result<EnterService, ReadError> {
+    Ok(EnterService {
+        delay: opt(n, "setESDelay")?,
+        high_freq: opt(n, "setESHighFreq")?,
+        high_volt: opt(n, "setESHighVolt")?,
+        low_freq: opt(n, "setESLowFreq")?,
+        low_volt: opt(n, "setESLowVolt")?,
+        ramp_tms: opt(n, "setESRampTms")?,
+        random_delay: opt(n, "setESRandomDelay")?,
+    })
+}
+
 impl Readable for DefaultDerControl {
     const ROOT: &'static str = "DefaultDERControl";
     fn from_node(n: &Node) -> Result<Self, ReadError> {
@@ -638,13 +651,7 @@ impl Readable for DefaultDerControl {
             description: opt(n, "description")?,
             version: opt(n, "version")?,
             base: opt_elem(n, "DERControlBase")?.unwrap_or_default(),
-            set_es_delay: opt(n, "setESDelay")?,
-            set_es_high_freq: opt(n, "setESHighFreq")?,
-            set_es_high_volt: opt(n, "setESHighVolt")?,
-            set_es_low_freq: opt(n, "setESLowFreq")?,
-            set_es_low_volt: opt(n, "setESLowVolt")?,
-            set_es_ramp_tms: opt(n, "setESRampTms")?,
-            set_es_random_delay: opt(n, "setESRandomDelay")?,
+            enter_service: enter_service(n)?,
             set_grad_w: opt(n, "setGradW")?,
             set_soft_grad_w: opt(n, "setSoftGradW")?,
         })
@@ -751,13 +758,7 @@ impl Readable for DerSettings {
             href: href(n),
             subscribable: attr(n, "subscribable")?,
             modes_enabled: opt_hex32(n, "modesEnabled")?,
-            set_es_delay: opt(n, "setESDelay")?,
-            set_es_high_freq: opt(n, "setESHighFreq")?,
-            set_es_high_volt: opt(n, "setESHighVolt")?,
-            set_es_low_freq: opt(n, "setESLowFreq")?,
-            set_es_low_volt: opt(n, "setESLowVolt")?,
-            set_es_ramp_tms: opt(n, "setESRampTms")?,
-            set_es_random_delay: opt(n, "setESRandomDelay")?,
+            enter_service: enter_service(n)?,
             set_grad_w: opt(n, "setGradW")?.unwrap_or(0),
             set_max_a: opt_elem(n, "setMaxA")?,
             set_max_ah: opt_elem(n, "setMaxAh")?,

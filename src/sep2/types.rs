@@ -389,6 +389,39 @@ pub struct DerControl {
     pub device_category: Option<u32>,
 }
 
+/// The enter-service settings (`setESDelay`, `setESHighFreq`, `setESHighVolt`,
+/// `setESLowFreq`, `setESLowVolt`, `setESRampTms`, `setESRandomDelay` of a
+/// DefaultDERControl and of DERSettings; sep.xsd), in 2030.5's units: voltages in
+/// hundredths of a percent of the nominal voltage, frequencies in hundredths of a Hz,
+/// times in hundredths of a second. `None` = not given. The one type of the concept:
+/// read from the utility's default, carried by the scheduler, written to SunSpec 703
+/// (`devices::enter_service`) and reported in DERSettings. Serde: stored with the
+/// active controls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct EnterService {
+    /// setESDelay: wait before entering service, hundredths of a second.
+    pub delay: Option<u32>,
+    /// setESHighFreq: enter service at or below this frequency, hundredths of a Hz.
+    pub high_freq: Option<u16>,
+    /// setESHighVolt: at or below this voltage, hundredths of a percent of nominal.
+    pub high_volt: Option<i16>,
+    /// setESLowFreq: at or above this frequency, hundredths of a Hz.
+    pub low_freq: Option<u16>,
+    /// setESLowVolt: at or above this voltage, hundredths of a percent of nominal.
+    pub low_volt: Option<i16>,
+    /// setESRampTms: ramp to full output over this, hundredths of a second.
+    pub ramp_tms: Option<u32>,
+    /// setESRandomDelay: a random extra delay of up to this, hundredths of a second.
+    pub random_delay: Option<u32>,
+}
+
+impl EnterService {
+    /// No value given.
+    pub fn is_empty(&self) -> bool {
+        *self == EnterService::default()
+    }
+}
+
 /// `DefaultDERControl` (dderc): what applies when no event is active. Servers may send
 /// one without `mRID` or `DERControlBase`; those read as `None` / an empty base.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -399,13 +432,8 @@ pub struct DefaultDerControl {
     pub description: Option<String>,
     pub version: Option<u16>,
     pub base: DerControlBase,
-    pub set_es_delay: Option<u32>,
-    pub set_es_high_freq: Option<u16>,
-    pub set_es_high_volt: Option<i16>,
-    pub set_es_low_freq: Option<u16>,
-    pub set_es_low_volt: Option<i16>,
-    pub set_es_ramp_tms: Option<u32>,
-    pub set_es_random_delay: Option<u32>,
+    /// `setESDelay` … `setESRandomDelay`.
+    pub enter_service: EnterService,
     /// Hundredths of a percent of setMaxW per second.
     pub set_grad_w: Option<u16>,
     pub set_soft_grad_w: Option<u16>,
@@ -501,13 +529,8 @@ pub struct DerSettings {
     pub href: Option<String>,
     pub subscribable: Option<u8>,
     pub modes_enabled: Option<u32>,
-    pub set_es_delay: Option<u32>,
-    pub set_es_high_freq: Option<u16>,
-    pub set_es_high_volt: Option<i16>,
-    pub set_es_low_freq: Option<u16>,
-    pub set_es_low_volt: Option<i16>,
-    pub set_es_ramp_tms: Option<u32>,
-    pub set_es_random_delay: Option<u32>,
+    /// `setESDelay` … `setESRandomDelay`.
+    pub enter_service: EnterService,
     pub set_grad_w: u16,
     pub set_max_a: Option<UnsignedScaled>,
     pub set_max_ah: Option<UnsignedScaled>,

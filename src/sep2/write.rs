@@ -381,13 +381,14 @@ impl Writable for DerSettings {
     }
     fn write_children(&self, w: &mut XmlWriter) {
         w.opt_hex("modesEnabled", self.modes_enabled, 4);
-        w.opt("setESDelay", self.set_es_delay);
-        w.opt("setESHighFreq", self.set_es_high_freq);
-        w.opt("setESHighVolt", self.set_es_high_volt);
-        w.opt("setESLowFreq", self.set_es_low_freq);
-        w.opt("setESLowVolt", self.set_es_low_volt);
-        w.opt("setESRampTms", self.set_es_ramp_tms);
-        w.opt("setESRandomDelay", self.set_es_random_delay);
+        let es = &self.enter_service;
+        w.opt("setESDelay", es.delay);
+        w.opt("setESHighFreq", es.high_freq);
+        w.opt("setESHighVolt", es.high_volt);
+        w.opt("setESLowFreq", es.low_freq);
+        w.opt("setESLowVolt", es.low_volt);
+        w.opt("setESRampTms", es.ramp_tms);
+        w.opt("setESRandomDelay", es.random_delay);
         w.leaf("setGradW", self.set_grad_w);
         w.opt_elem("setMaxA", &self.set_max_a);
         w.opt_elem("setMaxAh", &self.set_max_ah);

@@ -255,7 +255,8 @@ pub struct ActiveLimit {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InverterSetting {
     /// The 2030.5 mode: `opModVoltVar`, `opModVoltWatt`, `opModFixedPFInjectW`,
-    /// `opModFixedPFAbsorbW`, `opModFixedVar`, `opModTargetVar`, `opModWattVar`, `opModWattPF`, `opModFreqDroop`.
+    /// `opModFixedPFAbsorbW`, `opModFixedVar`, `opModTargetVar`, `opModWattVar`, `opModWattPF`, `opModFreqDroop`,
+    /// or `setES` for the default's enter-service settings (`setESDelay` …).
     pub mode: String,
     /// What it sets, in words (`4 points 90.4 %V → 44 %, …`, `cos φ 0.950 injecting
     /// vars`, `-25.00 % of setMaxVar`, `-1500 var (absorbing)`).
@@ -279,6 +280,12 @@ impl InverterSetting {
                     end_unix_s: s.until_s,
                 })
             })
+            .chain(utility.enter_service.as_ref().map(|s| InverterSetting {
+                mode: "setES".to_string(),
+                value: crate::control::limits::enter_service_text(&s.value),
+                source: s.source.clone(),
+                end_unix_s: s.until_s,
+            }))
             .collect()
     }
 }

@@ -109,6 +109,9 @@ pub struct Program {
     pub default_gen_lim_w: Option<i32>,
     pub default_load_lim_w: Option<i32>,
     pub set_grad_w: Option<u16>,
+    /// The DefaultDERControl's `setES*` elements, as written (sep.xsd order, before
+    /// setGradW), e.g. `<setESDelay>6000</setESDelay>`.
+    pub default_set_es: String,
     pub controls: Vec<Control>,
     /// The program's DERCurveList at `/edev/1/derp/{n}/dc`: each a whole `<DERCurve>`
     /// element (see [`volt_var_curve_xml`]).
@@ -124,6 +127,7 @@ impl Default for Program {
             default_gen_lim_w: None,
             default_load_lim_w: None,
             set_grad_w: Some(27),
+            default_set_es: String::new(),
             controls: Vec::new(),
             curves: Vec::new(),
         }
@@ -884,11 +888,12 @@ fn program_resource(s: &Scenario, path: &str, query: &str) -> Option<Reply> {
                 .map(|g| format!("<setGradW>{g}</setGradW>"))
                 .unwrap_or_default();
             Some(ok(format!(
-                r#"<DefaultDERControl {XMLNS} href="{path}"><mRID>D{n:031X}</mRID><description>default</description><DERControlBase>{}{}{}{}</DERControlBase>{grad}</DefaultDERControl>"#,
+                r#"<DefaultDERControl {XMLNS} href="{path}"><mRID>D{n:031X}</mRID><description>default</description><DERControlBase>{}{}{}{}</DERControlBase>{}{grad}</DefaultDERControl>"#,
                 power("opModImpLimW", p.default_imp_lim_w),
                 power("opModExpLimW", p.default_exp_lim_w),
                 power("opModGenLimW", p.default_gen_lim_w),
-                power("opModLoadLimW", p.default_load_lim_w)
+                power("opModLoadLimW", p.default_load_lim_w),
+                p.default_set_es
             )))
         }
         ["edev", "1", "derp", n, "dc"] => {

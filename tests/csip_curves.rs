@@ -14,8 +14,8 @@ mod csip_server;
 
 use csip_memory::*;
 use csip_server::{
-    Control, ScriptedServer, element_text, mrid_of, volt_var_curve_xml, watt_pf_curve_xml,
-    watt_var_curve_xml,
+    Control, ScriptedServer, element_text, freq_watt_curve_xml, mrid_of, volt_var_curve_xml,
+    watt_pf_curve_xml, watt_var_curve_xml,
 };
 use csipd::schedule::{ControlMode, ModeValue, Outcome};
 
@@ -369,4 +369,59 @@ fn a_frequency_droop_is_carried_only_where_an_inverter_offers_it() {
     assert_eq!(statuses(&h.server, "FD"), vec![252]);
     assert!(h.run_until(30, |h| has(&h.requests(), "PUT", "/edev/1/der/1/dercap")));
     assert_eq!(modes_supported(&h) & (1 << 8), 0);
+}
+
+/// opModFreqWatt links a curveType 0 DERCurve: x in Hz, y in % of setMaxW; scheduled
+/// where every inverter offers 134, claimed as bit 9; a curve whose frequencies fall
+/// back is rejected 253; a site without 134 answers 252 (and claims no bit 9).
+#[test]
+fn a_freq_watt_curve_is_carried_only_where_an_inverter_offers_134() {
+    const FW: &str = "/edev/1/derp/1/dc/4";
+    const BAD: &str = "/edev/1/derp/1/dc/5";
+    let setup = |h: &mut Harness| {
+        let now = h.now_s();
+        h.server.update(|s| {
+            let p = &mut s.fsas[0][0];
+            p.curves
+                .push(freq_watt_curve_xml(FW, "FW1", &[(5025, 100), (5200, 0)]));
+            p.curves
+                .push(freq_watt_curve_xml(BAD, "FW2", &[(5200, 0), (5025, 100)]));
+            let mut c = Control::new("FW", now + 5, 600);
+            c.freq_watt = Some(FW.into());
+            let mut bad = Control::new("FWBAD", now + 5, 600);
+            bad.freq_watt = Some(BAD.into());
+            p.controls.push(c);
+            p.controls.push(bad);
+        });
+    };
+    let mut h = harness(Some(ControlMode::FreqWatt.bit()));
+    setup(&mut h);
+    assert!(h.run_until(60, |h| statuses(&h.server, "FW").contains(&2)));
+    assert_eq!(statuses(&h.server, "FW"), vec![1, 2]);
+    assert_eq!(statuses(&h.server, "FWBAD"), vec![253]);
+    let active = last_outcome(&h)
+        .active
+        .get(ControlMode::FreqWatt)
+        .expect("freq-watt active")
+        .clone();
+    let ModeValue::Curve(curve) = active.value else {
+        panic!("{:?}", active.value)
+    };
+    assert_eq!((curve.mode, curve.dept_ref), (ControlMode::FreqWatt, 1));
+    let pts: Vec<(f64, f64)> = curve.points.iter().map(|p| (p.v_pct, p.y_pct)).collect();
+    assert!(
+        (pts[0].0 - 50.25).abs() < 1e-9 && (pts[1].0 - 52.0).abs() < 1e-9,
+        "{pts:?}"
+    );
+    assert!(h.run_until(30, |h| has(&h.requests(), "PUT", "/edev/1/der/1/dercap")));
+    assert_eq!(modes_supported(&h) & (1 << 9 | 1 << 8), 1 << 9);
+    assert_all_bodies_valid(&h.server);
+
+    let mut h = harness(Some(ControlMode::VoltVar.bit()));
+    setup(&mut h);
+    assert!(h.run_until(60, |h| statuses(&h.server, "FW").contains(&252)));
+    assert_eq!(statuses(&h.server, "FW"), vec![252]);
+    assert!(h.run_until(30, |h| has(&h.requests(), "PUT", "/edev/1/der/1/dercap")));
+    assert_eq!(modes_supported(&h) & (1 << 9), 0);
+    assert_all_bodies_valid(&h.server);
 }

@@ -3,8 +3,9 @@
 //! volt-var and volt-watt curves on a 7xx inverter (705/706, with the adoption step),
 //! fixed power factor and fixed var on 123 and 704, the reactive power target
 //! (opModTargetVar) on 704, a watt-var curve on 712 (adopted like 705/706), a watt-PF
-//! curve on 131, a frequency droop on 711 (adopted like the 7xx curves), enter-service
-//! settings on 703. The registers are asserted at the
+//! curve on 131, a frequency droop on 711 (adopted like the 7xx curves) or, without
+//! 711, on 127 (with the nominal frequency of 121 `ECPNomHz`, or 50 Hz), a freq-watt
+//! curve on 134, enter-service settings on 703. The registers are asserted at the
 //! device. (126/132 curves: `devices_sunspec.rs`.)
 
 mod devices_support;
@@ -682,5 +683,159 @@ fn fixed_power_factor_and_var_on_123_and_what_it_cannot_do() {
         assert!(!st.enabled);
         assert_eq!(st.points.len(), 2, "the curve stays");
         assert_eq!(writes(&peer)[n..], vec![(m126.start + 3, vec![0])]);
+    });
+}
+
+/// A 1xx inverter with 134 (freq-watt curves: 2 curves of 4 points, Hz_SF -2, W_SF 0,
+/// curve 1 read-only).
+fn der134(unit: u8) -> serde_json::Value {
+    json!({"unit": unit, "base": 40000, "models": [
+        {"id": 1, "values": {"Mn": "One Hundred"}},
+        {"id": 103, "values": {"W": 3000, "W_SF": 0, "Hz": 5000, "Hz_SF": -2, "St": 4}},
+        {"id": 134, "values": {"ActCrv": 1, "ModEna": 0, "NCrv": 2, "NPt": 4, "Hz_SF": -2,
+                               "W_SF": 0, "curve[0].ActPt": 2, "curve[0].Hz1": 5050,
+                               "curve[0].W1": 100, "curve[0].Hz2": 5200, "curve[0].W2": 0,
+                               "curve[0].ReadOnly": 1, "curve[1].ReadOnly": 0}}
+    ]})
+}
+
+#[test]
+fn a_freq_watt_curve_is_written_to_134() {
+    let peer = start_peer("fw134", &json!({"devices": [der134(1)]}), None);
+    smol::block_on(async {
+        let mut dev = Device::new(tcp_bus(peer.port), DeviceParams::new("inv1", 1));
+        let map = dev.scan().await.expect("scan").clone();
+        assert!(map.offers(ControlMode::FreqWatt));
+        assert!(!map.offers(ControlMode::FreqDroop));
+        let m = model(&dev, 134);
+        // AS/NZS 4777.2's over-frequency response: full power to 50.25 Hz, 20 % at 51.5
+        // Hz, none from 52 Hz.
+        let curve = Curve {
+            mode: ControlMode::FreqWatt,
+            points: points(&[(50.25, 100.0), (51.5, 20.0), (52.0, 0.0)]),
+            dept_ref: 1,
+        };
+        let st = dev.set_curve(&curve).await.expect("freq-watt on 134");
+        assert!(st.enabled);
+        assert_eq!(st.active_curve, 2);
+        assert_eq!(st.points, curve.points);
+        // 12 registers before the curves, 58 per curve: curve 2 at 70. ActPt, then Hz
+        // (hundredths) and W (% of WRef) pairs.
+        let raw = vec![3, 5025, 100, 5150, 20, 5200, 0];
+        assert_eq!(
+            writes(&peer),
+            vec![
+                (m.start + 70, raw.clone()),
+                (m.start + 2, vec![2]), // ActCrv
+                (m.start + 3, vec![1]), // ModEna
+            ]
+        );
+        let r = block(&mut dev, m).await;
+        assert_eq!(&r[70..77], &raw[..]);
+        assert_eq!(r[12 + 57], 1, "curve 1 still read-only");
+        assert_eq!(&r[12..17], &[2, 5050, 100, 5200, 0], "curve 1 untouched");
+        let before = writes(&peer).len();
+        let st = dev.clear_curve(ControlMode::FreqWatt).await.expect("off");
+        assert!(!st.enabled);
+        assert_eq!(writes(&peer)[before..], vec![(m.start + 3, vec![0])]);
+        assert_eq!(dev.stats().writes_unconfirmed, 0);
+    });
+}
+
+/// A 1xx inverter with 127 (freq-watt parameters: WGra_SF -2, HzStrStop_SF -3) and,
+/// with `ecp_nom_hz`, model 121 stating it (ECPNomHz_SF -2).
+fn der127(unit: u8, ecp_nom_hz: Option<u16>) -> serde_json::Value {
+    let mut models = vec![
+        json!({"id": 1, "values": {"Mn": "One Hundred"}}),
+        json!({"id": 103, "values": {"W": 3000, "W_SF": 0, "Hz": 6000, "Hz_SF": -2, "St": 4}}),
+    ];
+    if let Some(hz) = ecp_nom_hz {
+        models.push(json!({"id": 121, "values": {"WMax": 5000, "WMax_SF": 0,
+                                                  "ECPNomHz": hz, "ECPNomHz_SF": -2}}));
+    }
+    models.push(
+        json!({"id": 127, "values": {"WGra": 0, "HzStr": 0, "HzStop": 0,
+                                             "HysEna": 1, "ModEna": 0, "HzStopWGra": 0,
+                                             "WGra_SF": -2, "HzStrStop_SF": -3,
+                                             "RmpIncDec_SF": 0}}),
+    );
+    json!({"unit": unit, "base": 40000, "models": models})
+}
+
+#[test]
+fn a_frequency_droop_goes_to_127_at_the_nominal_frequency_of_121_or_50_hz() {
+    use csipd::devices::freq_droop::NominalHz;
+    // dBOF 0.150 Hz, kOF 0.050 (kUF, dBUF and the open-loop time have no 127 point).
+    let droop = FreqDroop {
+        db_of: 150,
+        db_uf: 150,
+        k_of: 50,
+        k_uf: 40,
+        open_loop_tms: 100,
+    };
+    let peer = start_peer(
+        "fd127",
+        &json!({"devices": [der127(1, Some(6000)), der127(2, None)]}),
+        None,
+    );
+    smol::block_on(async {
+        // A 60 Hz inverter (121 ECPNomHz 60.00): 100 % over 0.05 × 60 = 3 Hz is
+        // 33.33 %/Hz.
+        let mut dev = Device::new(tcp_bus(peer.port), DeviceParams::new("inv60", 1));
+        let map = dev.scan().await.expect("scan").clone();
+        assert!(map.offers(ControlMode::FreqDroop));
+        assert!(!map.offers(ControlMode::FreqWatt));
+        let m = model(&dev, 127);
+        let st = dev
+            .set_freq_droop(Some(&droop))
+            .await
+            .expect("droop on 127");
+        assert!(st.enabled);
+        assert_eq!(st.nominal, Some(NominalHz::Ecp(60.0)));
+        assert_eq!(st.db_of_hz, Some(0.15));
+        assert!((st.k_of.unwrap() - 0.05).abs() < 1e-3, "{st:?}");
+        let unit1: Vec<(u16, Vec<u16>)> = peer
+            .writes()
+            .iter()
+            .filter(|w| w["unit"].as_u64() == Some(1))
+            .map(|w| {
+                (
+                    w["address"].as_u64().unwrap() as u16,
+                    w["values"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.as_u64().unwrap() as u16)
+                        .collect(),
+                )
+            })
+            .collect();
+        // WGra, HzStr, HzStop in one write; ModEna bit 0; HysEna left as it was.
+        assert_eq!(
+            unit1,
+            vec![(m.start + 2, vec![3333, 150, 150]), (m.start + 6, vec![1])]
+        );
+        let r = block(&mut dev, m).await;
+        assert_eq!(&r[2..7], &[3333, 150, 150, 1, 1]);
+        let st = dev.set_freq_droop(None).await.expect("off");
+        assert!(!st.enabled);
+        let r = block(&mut dev, m).await;
+        assert_eq!((r[2], r[6]), (3333, 0), "parameters kept, ModEna 0");
+
+        // No 121: 50 Hz assumed (AS/NZS 4777.2): 40 %/Hz.
+        let before = writes(&peer).len();
+        let mut dev = Device::new(tcp_bus(peer.port), DeviceParams::new("inv50", 2));
+        dev.scan().await.expect("scan");
+        let m = model(&dev, 127);
+        let st = dev
+            .set_freq_droop(Some(&droop))
+            .await
+            .expect("droop on 127");
+        assert_eq!(st.nominal, Some(NominalHz::Assumed));
+        assert_eq!(
+            writes(&peer)[before..],
+            vec![(m.start + 2, vec![4000, 150, 150]), (m.start + 6, vec![1])]
+        );
+        assert_eq!(dev.stats().writes_unconfirmed, 0);
     });
 }

@@ -16,7 +16,9 @@
 //! opModTargetVar and opModWattVar on an inverter with models 704 (`VarSet` in var,
 //! `VarSetMod` VARS), 712 (the watt-var curve written, adopted, enabled) and 131
 //! (opModWattPF: the curve written, selected, enabled), and opModFreqDroop on 711
-//! (the control written, adopted, enabled). Waits are for conditions
+//! (the control written, adopted, enabled). Then a 1xx inverter with 703, 127 and 134:
+//! the default's setES* in 703 once and in DERSettings, a control's opModFreqWatt on
+//! 134 and its opModFreqDroop on 127 at 121's nominal frequency. Waits are for conditions
 //! with generous deadlines, never fixed sleeps.
 
 // runtime_common and devices_support each bring tests/support/wait.rs.
@@ -29,8 +31,8 @@ mod devices_support;
 mod runtime_common;
 
 use csip_server::{
-    Control, Program, Scenario, ScriptedServer, element_text, mrid_of, now_s, volt_var_curve_xml,
-    watt_pf_curve_xml, watt_var_curve_xml,
+    Control, Program, Scenario, ScriptedServer, element_text, freq_watt_curve_xml, mrid_of, now_s,
+    volt_var_curve_xml, watt_pf_curve_xml, watt_var_curve_xml,
 };
 use devices_support::{Peer, start_peer};
 use runtime_common::*;
@@ -471,8 +473,10 @@ fn the_utility_target_var_watt_var_watt_pf_and_droop_reach_a_7xx_inverter() {
     );
 }
 
-/// Site meter (unit 1); a 1xx inverter (unit 2) with 123 and 703 (enter service:
-/// V_SF -1, Hz_SF -2; the installer's AS/NZS 4777.2 values to start with).
+/// Site meter (unit 1); a 1xx inverter (unit 2) with 121 (ECPNomHz 50.00 Hz), 123,
+/// 127 (freq-watt parameters, no 711: the droop goes here), 134 (freq-watt curves: 2
+/// of 4 points, curve 1 read-only) and 703 (enter service: V_SF -1, Hz_SF -2; the
+/// installer's AS/NZS 4777.2 values to start with).
 fn site_703() -> serde_json::Value {
     let mut site = site();
     site["devices"].as_array_mut().unwrap().truncate(2);
@@ -481,9 +485,16 @@ fn site_703() -> serde_json::Value {
         {"id": 103, "values": {"W": 2500, "W_SF": 0, "PhVphA": 2400, "V_SF": -1,
                                "Hz": 5000, "Hz_SF": -2, "St": 4}},
         {"id": 120, "values": {"DERTyp": 4, "WRtg": 5000, "WRtg_SF": 0}},
-        {"id": 121, "values": {"WMax": 5000, "WMax_SF": 0}},
+        {"id": 121, "values": {"WMax": 5000, "WMax_SF": 0, "ECPNomHz": 5000,
+                               "ECPNomHz_SF": -2}},
         {"id": 123, "values": {"Conn": 1, "WMaxLimPct": 100, "WMaxLimPct_SF": 0,
                                "WMaxLim_Ena": 0}},
+        {"id": 127, "values": {"WGra": 0, "HzStr": 0, "HzStop": 0, "HysEna": 0,
+                               "ModEna": 0, "HzStopWGra": 0, "WGra_SF": -2,
+                               "HzStrStop_SF": -3, "RmpIncDec_SF": 0}},
+        {"id": 134, "values": {"ActCrv": 1, "ModEna": 0, "NCrv": 2, "NPt": 4,
+                               "Hz_SF": -2, "W_SF": 0, "curve[0].ReadOnly": 1,
+                               "curve[1].ReadOnly": 0}},
         {"id": 703, "values": {"ES": 1, "ESVHi": 1100, "ESVLo": 880, "ESHzHi": 5015,
                                "ESHzLo": 4750, "ESDlyTms": 60, "ESRndTms": 0,
                                "ESRmpTms": 360, "V_SF": -1, "Hz_SF": -2}}
@@ -491,6 +502,9 @@ fn site_703() -> serde_json::Value {
     site
 }
 
+/// The default's setES* reach 703 once and DERSettings; a DERControl's opModFreqWatt
+/// reaches 134 and its opModFreqDroop 127 (at 121's 50 Hz), both claimed in
+/// DERCapability.
 #[test]
 fn the_default_enter_service_settings_reach_model_703_once_and_der_settings() {
     let dir = temp_dir("runtime-es");
@@ -502,12 +516,19 @@ fn the_default_enter_service_settings_reach_model_703_once_and_der_settings() {
                   <setESHighVolt>10800</setESHighVolt><setESLowFreq>4780</setESLowFreq>\
                   <setESLowVolt>9100</setESLowVolt><setESRampTms>30000</setESRampTms>\
                   <setESRandomDelay>3000</setESRandomDelay>";
+    const FW: &str = "/edev/1/derp/1/dc/4";
+    let mut control = Control::new("FW-A", now_s() - 5, 600);
+    control.exp_lim_w = Some(1500);
+    control.freq_watt = Some(FW.into());
+    control.freq_droop = Some((150, 150, 50, 40, 100));
     let server = ScriptedServer::start(Scenario {
         lfdi,
         sfdi,
         fsas: vec![vec![Program {
             default_exp_lim_w: Some(3000),
             default_set_es: set_es.into(),
+            curves: vec![freq_watt_curve_xml(FW, "FWC", &[(5025, 100), (5200, 0)])],
+            controls: vec![control],
             ..Program::default()
         }]],
         ..Scenario::default()
@@ -586,6 +607,69 @@ fn the_default_enter_service_settings_reach_model_703_once_and_der_settings() {
             .count(),
         7,
         "each written once: {w:?}"
+    );
+    // The freq-watt curve on 134: curve 2 (12 + 58 registers in) ActPt 2, Hz in
+    // hundredths (Hz_SF -2), W in % of WRef; ActCrv 2, ModEna 1.
+    let fw = vec![2, 5025, 100, 5200, 0];
+    wait_until(
+        Duration::from_secs(60),
+        "the freq-watt curve on 134",
+        || inverter_writes(&peer).iter().any(|(_, v)| *v == fw),
+    );
+    let w = inverter_writes(&peer);
+    let at = w.iter().position(|(_, v)| *v == fw).unwrap();
+    let m134 = w[at].0 - 70;
+    assert_eq!(
+        &w[at..at + 3],
+        &[
+            (m134 + 70, fw.clone()),
+            (m134 + 2, vec![2]),
+            (m134 + 3, vec![1])
+        ],
+        "{w:?}"
+    );
+    // The droop on 127 at 121's 50.00 Hz: 100 % over 0.05 × 50 Hz = 40.00 %/Hz
+    // (WGra_SF -2), HzStr = HzStop = 0.150 Hz (HzStrStop_SF -3); then ModEna.
+    let droop = vec![4000, 150, 150];
+    wait_until(Duration::from_secs(60), "the droop on 127", || {
+        inverter_writes(&peer).iter().any(|(_, v)| *v == droop)
+    });
+    let w = inverter_writes(&peer);
+    let at = w.iter().position(|(_, v)| *v == droop).unwrap();
+    let m127 = w[at].0 - 2;
+    assert_eq!(w[at + 1], (m127 + 6, vec![1]), "{w:?}");
+    let s = wait_for(&url, Duration::from_secs(30), "freq-watt in status", |s| {
+        s.inverter_settings
+            .iter()
+            .any(|i| i.mode == "opModFreqWatt")
+    });
+    let fw_row = s
+        .inverter_settings
+        .iter()
+        .find(|i| i.mode == "opModFreqWatt")
+        .unwrap();
+    assert_eq!(fw_row.value, "2 points 50.25 Hz → 100 %, 52.00 Hz → 0 %");
+    // The droop's row says which nominal frequency the 127 inverter's gradient used.
+    wait_for(
+        &url,
+        Duration::from_secs(30),
+        "the droop's nominal in status",
+        |s| {
+            s.inverter_settings.iter().any(|i| {
+                i.mode == "opModFreqDroop"
+                    && i.value
+                        == "dead band +0.150/-0.150 Hz, droop 0.050/0.040, 1.00 s \
+                        (pv on model 127, nominal 50.00 Hz (model 121 ECPNomHz))"
+            })
+        },
+    );
+    assert!(
+        server.wait_for(Duration::from_secs(60), |r| r.iter().any(|r| r.path
+            == "/edev/1/der/1/dercap"
+            && element_text(&r.body, "modesSupported")
+                .and_then(|m| u32::from_str_radix(&m, 16).ok())
+                .is_some_and(|m| m & (1 << 8 | 1 << 9) == 1 << 8 | 1 << 9))),
+        "no DERCapability claiming opModFreqDroop and opModFreqWatt"
     );
     run.terminate();
     let invalid = csip_server::invalid_bodies(&server);

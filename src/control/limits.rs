@@ -216,7 +216,8 @@ pub struct UtilityControls {
 /// 2030.5 value after the edge of `control` (multipliers applied).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Setting {
-    /// opModVoltVar / opModVoltWatt / opModWattVar / opModWattPF: the resolved curve.
+    /// opModVoltVar / opModVoltWatt / opModWattVar / opModWattPF / opModFreqWatt: the
+    /// resolved curve.
     /// Shared: the coordinator hands a copy of the settings to every inverter every
     /// cycle, and a copy is a reference count, not the points.
     Curve(Arc<Curve>),
@@ -291,7 +292,7 @@ impl InverterSettings {
     /// The modes it covers, in order.
     /// opModTargetVar comes after opModFixedVar: on a 704 inverter, which has one
     /// reactive power setpoint, the target holds it when the utility sets both.
-    pub const MODES: [ControlMode; 9] = [
+    pub const MODES: [ControlMode; 10] = [
         ControlMode::VoltVar,
         ControlMode::VoltWatt,
         ControlMode::FixedPFInjectW,
@@ -301,6 +302,7 @@ impl InverterSettings {
         ControlMode::WattVar,
         ControlMode::WattPF,
         ControlMode::FreqDroop,
+        ControlMode::FreqWatt,
     ];
 
     /// The setting of `mode`, if the utility sets one.
@@ -371,15 +373,17 @@ pub fn enter_service_text(es: &EnterService) -> String {
 /// 44 %, …, 110 %V → -60 %`, `cos φ 0.950 absorbing vars`, `-25.00 % of setMaxVar`.
 pub fn curve_text(c: &Curve) -> String {
     // A watt-var curve's x is active power in % of WMax.
-    let x = if matches!(c.mode, ControlMode::WattVar | ControlMode::WattPF) {
-        "%W"
-    } else {
-        "%V"
-    };
     let points: Vec<String> = c
         .points
         .iter()
-        .map(|p| format!("{:.1} {x} → {} %", p.v_pct, p.y_pct))
+        .map(|p| match c.mode {
+            ControlMode::WattVar | ControlMode::WattPF => {
+                format!("{:.1} %W → {} %", p.v_pct, p.y_pct)
+            }
+            // Frequencies need their hundredths (50.25 Hz).
+            ControlMode::FreqWatt => format!("{:.2} Hz → {} %", p.v_pct, p.y_pct),
+            _ => format!("{:.1} %V → {} %", p.v_pct, p.y_pct),
+        })
         .collect();
     format!("{} points {}", c.points.len(), points.join(", "))
 }
@@ -596,6 +600,7 @@ fn setting_label(mode: ControlMode) -> &'static str {
         ControlMode::WattVar => "watt-var",
         ControlMode::WattPF => "watt-PF",
         ControlMode::FreqDroop => "freq droop",
+        ControlMode::FreqWatt => "freq-watt",
         _ => mode.name(),
     }
 }

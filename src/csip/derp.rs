@@ -615,6 +615,14 @@ pub fn curve_for(
         // y is a power factor (displacement, its excitation per point): no yRefType
         // applies, and SunSpec 131 has no DeptRef.
         ControlMode::WattPF => (13, Some(0)),
+        // x: Hz; y: %setMaxW, which SunSpec 134's % of WRef (WMax by default) is.
+        ControlMode::FreqWatt => (
+            0,
+            match curve.y_ref_type {
+                1 => Some(1),
+                _ => None,
+            },
+        ),
         other => return Err(err(format!("{} is not a curve mode", other.name()))),
     };
     if curve.curve_type != curve_type {
@@ -634,7 +642,7 @@ pub fn curve_for(
     }
     // vRef scales a voltage axis only; a watt-var x is % of setMaxW.
     let v_ref = match mode {
-        ControlMode::WattVar | ControlMode::WattPF => 1.0,
+        ControlMode::WattVar | ControlMode::WattPF | ControlMode::FreqWatt => 1.0,
         _ => curve.v_ref.map_or(1.0, |v| f64::from(v) / 10_000.0),
     };
     let x_scale = 10f64.powi(i32::from(curve.x_multiplier)) * v_ref;
@@ -779,5 +787,38 @@ mod curve_tests {
         assert_eq!(pts, vec![(0.0, 100.0), (50.0, 100.0), (100.0, -90.0)]);
         let e = curve_for(ControlMode::WattPF, "/derp/1/dc/1", &[volt_var()]).unwrap_err();
         assert!(e.to_string().contains("curveType 11 where 13"), "{e}");
+    }
+
+    /// A freq-watt curve (curveType 0): x in Hz with its multiplier (vRef does not
+    /// apply), y in % of setMaxW; another yRefType, or a volt-var curve, is refused.
+    #[test]
+    fn a_freq_watt_curve_is_in_hz_and_percent_of_set_max_w() {
+        let mut fw = volt_var();
+        fw.curve_type = 0;
+        fw.x_multiplier = -2;
+        fw.y_multiplier = 0;
+        fw.y_ref_type = 1;
+        fw.v_ref = Some(9900);
+        fw.curve_data = [(5025, 100), (5200, 0)]
+            .into_iter()
+            .map(|(x, y)| CurveData {
+                excitation: None,
+                xvalue: x,
+                yvalue: y,
+            })
+            .collect();
+        let curve = curve_for(ControlMode::FreqWatt, "/derp/1/dc/1", &[fw.clone()]).unwrap();
+        assert_eq!((curve.mode, curve.dept_ref), (ControlMode::FreqWatt, 1));
+        let pts: Vec<(f64, f64)> = curve.points.iter().map(|p| (p.v_pct, p.y_pct)).collect();
+        assert!(
+            (pts[0].0 - 50.25).abs() < 1e-9 && (pts[1].0 - 52.0).abs() < 1e-9,
+            "{pts:?}"
+        );
+        assert_eq!((pts[0].1, pts[1].1), (100.0, 0.0));
+        let e = curve_for(ControlMode::FreqWatt, "/derp/1/dc/1", &[volt_var()]).unwrap_err();
+        assert!(e.to_string().contains("curveType 11 where 0"), "{e}");
+        fw.y_ref_type = 7;
+        let e = curve_for(ControlMode::FreqWatt, "/derp/1/dc/1", &[fw]).unwrap_err();
+        assert!(e.to_string().contains("yRefType 7"), "{e}");
     }
 }

@@ -302,6 +302,7 @@ fn inverter_settings(
         (ControlMode::VoltWatt, "volt-watt", &base.op_mod_volt_watt),
         (ControlMode::WattVar, "watt-var", &base.op_mod_watt_var),
         (ControlMode::WattPF, "watt-PF", &base.op_mod_watt_pf),
+        (ControlMode::FreqWatt, "freq-watt", &base.op_mod_freq_watt),
     ] {
         if let Some(link) = link {
             match super::derp::curve_for(mode, &link.href, curves) {

@@ -147,6 +147,7 @@ pub fn control_set(
         volt_watt: curve(ControlMode::VoltWatt, &base.op_mod_volt_watt),
         watt_var: curve(ControlMode::WattVar, &base.op_mod_watt_var),
         watt_pf: curve(ControlMode::WattPF, &base.op_mod_watt_pf),
+        freq_watt: curve(ControlMode::FreqWatt, &base.op_mod_freq_watt),
         fixed_pf_inject_w: base.op_mod_fixed_pf_inject_w,
         fixed_pf_absorb_w: base.op_mod_fixed_pf_absorb_w,
         fixed_var: base.op_mod_fixed_var,

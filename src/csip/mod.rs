@@ -256,7 +256,8 @@ impl Nameplate {
             | M::TargetVar
             | M::WattVar
             | M::WattPF
-            | M::FreqDroop => self.inverter_modes.is_none_or(|m| m & mode.bit() != 0),
+            | M::FreqDroop
+            | M::FreqWatt => self.inverter_modes.is_none_or(|m| m & mode.bit() != 0),
         }
     }
 

@@ -13,6 +13,13 @@
 //! the mode (ModEna bit 0), in that order, so the inverter never runs a half-written
 //! curve. Nothing else is written (never ID, L, NCrv, NPt or a scale factor).
 //!
+//! Model 131 (watt-PF) and 134 (freq-watt) share the fixed part (131: W_SF, PF_SF;
+//! 134: Hz_SF, W_SF at the V_SF and DeptRef_SF places) and have no DeptRef: a curve is
+//! ActPt then the (x, y) pairs. 134's curves are 58 registers (ActPt, Hz1, W1 … Hz20,
+//! W20, CrvNam, the ramp, snapshot and WRef points, ReadOnly last): Hz in Hz (Hz_SF),
+//! W in % of WRef (W_SF; WRef defaults to WMax, so %setMaxW), both as 2030.5's
+//! freq-watt DERCurve has them.
+//!
 //! The 7xx-series curve models (705 volt-var, 706 volt-watt) have their own layout and
 //! an adoption step: [`super::curves_7xx`]. An inverter with both series gets the 7xx
 //! one ([`curve_models`]), as the active power limit prefers 704 over 123.
@@ -35,7 +42,16 @@ const READ_ONLY: usize = 53;
 
 /// `ReadOnly` within a curve of `model`.
 fn read_only(model: u16) -> usize {
-    if model == 131 { 52 } else { READ_ONLY }
+    match model {
+        131 => 52,
+        134 => 57,
+        _ => READ_ONLY,
+    }
+}
+
+/// Registers of one curve of `model` (134's has more points after its pairs).
+fn curve_len(model: u16) -> usize {
+    if model == 134 { 58 } else { CURVE_LEN }
 }
 /// SunSpec allows up to 20 points per curve in these models.
 const MAX_POINTS: usize = 20;
@@ -45,6 +61,7 @@ fn y_name(mode: ControlMode) -> &'static str {
     match mode {
         ControlMode::VoltWatt => "W",
         ControlMode::WattPF => "PF",
+        ControlMode::FreqWatt => "W",
         _ => "VAr",
     }
 }
@@ -56,27 +73,32 @@ pub fn wanted_model(mode: ControlMode) -> &'static str {
         ControlMode::VoltWatt => "volt-watt (132 or 706)",
         ControlMode::WattVar => "watt-var (712)",
         ControlMode::WattPF => "watt-PF (131)",
-        _ => "a curve model (126, 131, 132, 705, 706 or 712)",
+        ControlMode::FreqWatt => "freq-watt (134)",
+        _ => "a curve model (126, 131, 132, 134, 705, 706 or 712)",
     }
 }
 
 /// The SunSpec models that carry a curve mode, in order of preference: volt-var 705
 /// then 126, volt-watt 706 then 132, watt-var 712 (the 1xx series has no watt-var
-/// model), watt-PF 131 (the 7xx series has no watt-PF model); none for the other modes.
+/// model), watt-PF 131 (the 7xx series has no watt-PF model), freq-watt 134 (nor a
+/// freq-watt curve model: 711 is the droop); none for the other modes.
 pub fn curve_models(mode: ControlMode) -> &'static [u16] {
     match mode {
         ControlMode::VoltVar => &[705, 126],
         ControlMode::VoltWatt => &[706, 132],
         ControlMode::WattVar => &[712],
         ControlMode::WattPF => &[131],
+        ControlMode::FreqWatt => &[134],
         _ => &[],
     }
 }
 
 /// One point: voltage in % of the reference voltage (for a watt-var or watt-PF curve:
-/// active power in % of WMax, signed, negative absorbing), the dependent value in % of
-/// the curve's [`Curve::dept_ref`] quantity (for watt-PF: cos φ in percent, negative
-/// when absorbing vars, as SunSpec 131's signed PF).
+/// active power in % of WMax, signed, negative absorbing; for a freq-watt curve: the
+/// frequency in Hz, as both 2030.5's curve and SunSpec 134 state it), the dependent
+/// value in % of the curve's [`Curve::dept_ref`] quantity (for watt-PF: cos φ in
+/// percent, negative when absorbing vars, as SunSpec 131's signed PF; for freq-watt:
+/// active power in % of setMaxW, SunSpec 134's % of WRef).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CurvePoint {
     pub v_pct: f64,
@@ -93,7 +115,8 @@ pub struct Curve {
     /// In increasing voltage (watt-var: active power), 1 to 20 of them.
     pub points: Vec<CurvePoint>,
     /// SunSpec `DeptRef`: model 126 1 %WMax, 2 %VArMax, 3 %VArAval; model 132 1 %WMax,
-    /// 2 %WAval; 0 for watt-PF (model 131 has none).
+    /// 2 %WAval; 0 for watt-PF (model 131 has none); 1 (%WMax) for freq-watt (model 134
+    /// has none: its W is % of WRef, WMax by default).
     pub dept_ref: u16,
 }
 
@@ -161,10 +184,10 @@ pub(super) fn raw_points(
     x_signed: bool,
 ) -> Result<Vec<u16>, SunSpecError> {
     let mut values = Vec::with_capacity(2 * curve.points.len());
-    let (x_name, x_range) = if x_signed {
-        ("W", (-32767.0, 32767.0))
-    } else {
-        ("V", (0.0, 65534.0))
+    let (x_name, x_range) = match (x_signed, curve.mode) {
+        (true, _) => ("W", (-32767.0, 32767.0)),
+        (false, ControlMode::FreqWatt) => ("Hz", (0.0, 65534.0)),
+        (false, _) => ("V", (0.0, 65534.0)),
     };
     for p in &curve.points {
         values.push(scaled_raw(model, p.v_pct, v_sf, x_name, x_range)?);
@@ -216,17 +239,18 @@ pub fn plan_curve(
     b.ensure_len(FIXED_LEN)?;
     let n_crv = usize::from(b.u16(N_CRV).unwrap_or(0));
     let n_pt = usize::from(b.u16(N_PT).unwrap_or(0)).min(MAX_POINTS);
-    b.ensure_len(FIXED_LEN + n_crv * CURVE_LEN)?;
+    let curve_len = curve_len(model);
+    b.ensure_len(FIXED_LEN + n_crv * curve_len)?;
     check_points(model, curve, n_pt)?;
     let n = curve.points.len();
     // The first curve the inverter lets us write (ReadOnly 1 = READONLY; a
     // not-implemented ReadOnly counts as writable).
     let index = (0..n_crv)
-        .find(|i| b.u16(FIXED_LEN + i * CURVE_LEN + read_only(model)) != Some(1))
+        .find(|i| b.u16(FIXED_LEN + i * curve_len + read_only(model)) != Some(1))
         .ok_or_else(|| SunSpecError::OutOfRange {
             what: format!("model {model} has no writable curve ({n_crv} curves, all read-only)"),
         })?;
-    let start = FIXED_LEN + index * CURVE_LEN;
+    let start = FIXED_LEN + index * curve_len;
     let (v_sf, y_sf) = (b.sf(V_SF), b.sf(DEPT_REF_SF));
     let mut values = vec![n as u16];
     if model == 131 {
@@ -243,6 +267,9 @@ pub fn plan_curve(
             ..curve.clone()
         };
         values.extend(raw_points(model, &as_pf, v_sf, y_sf, true)?);
+    } else if model == 134 {
+        // No DeptRef: Hz (Hz_SF) and W in % of WRef (W_SF) pairs.
+        values.extend(raw_points(model, curve, v_sf, y_sf, false)?);
     } else {
         values.push(curve.dept_ref);
         values.extend(raw_points(model, curve, v_sf, y_sf, false)?);
@@ -259,12 +286,12 @@ pub fn plan_curve(
     ])
 }
 
-/// The write that turns a 126/131/132 mode off: `ModEna` bit 0 cleared (the curves stay as
-/// they are, so the factory curve is not lost).
+/// The write that turns a 126/131/132/134 mode off: `ModEna` bit 0 cleared (the curves
+/// stay as they are, so the factory curve is not lost).
 pub fn plan_clear(ctl: &ModelRef, regs: &[u16]) -> Result<Vec<RegisterWrite>, SunSpecError> {
-    if !matches!(ctl.id, 126 | 131 | 132) {
+    if !matches!(ctl.id, 126 | 131 | 132 | 134) {
         return Err(SunSpecError::OutOfRange {
-            what: format!("model {} is not a 126/131/132 curve model", ctl.id),
+            what: format!("model {} is not a 126/131/132/134 curve model", ctl.id),
         });
     }
     let b = Block::new(ctl.id, regs);
@@ -292,8 +319,19 @@ pub fn decode_curve(model: u16, regs: &[u16]) -> Option<CurveState> {
     if active == 0 {
         return Some(state);
     }
-    let start = FIXED_LEN + usize::from(active - 1) * CURVE_LEN;
+    let start = FIXED_LEN + usize::from(active - 1) * curve_len(model);
     let act_pt = usize::from(b.u16(start)?).min(MAX_POINTS);
+    if model == 134 {
+        // Hz1, W1, …: no DeptRef (W is % of WRef).
+        state.dept_ref = Some(1);
+        for i in 0..act_pt {
+            state.points.push(CurvePoint {
+                v_pct: b.scaled_u16(start + 1 + 2 * i, V_SF)?,
+                y_pct: b.scaled_i16(start + 2 + 2 * i, DEPT_REF_SF)?,
+            });
+        }
+        return Some(state);
+    }
     if model == 131 {
         // W1, PF1, …: signed W, PF as cos φ (back to percent).
         state.dept_ref = Some(0);
@@ -475,5 +513,68 @@ mod tests {
         // Curve 2 read-only too: nowhere to write.
         regs[FIXED_LEN + CURVE_LEN + 52] = 1;
         assert!(plan_curve(&ctl, &regs, &curve).is_err());
+    }
+
+    /// Freq-watt on 134: no DeptRef, Hz (Hz_SF) and W (% of WRef, W_SF) pairs, 58
+    /// registers per curve, ReadOnly at 57.
+    #[test]
+    fn a_freq_watt_curve_goes_to_134() {
+        let len = curve_len(134);
+        assert_eq!(len, 58);
+        let mut regs = vec![0u16; FIXED_LEN + 2 * len];
+        regs[0] = 134;
+        regs[N_CRV] = 2;
+        regs[N_PT] = 4;
+        regs[V_SF] = (-2i16) as u16;
+        regs[DEPT_REF_SF] = 0;
+        regs[FIXED_LEN + 57] = 1;
+        let ctl = ModelRef {
+            id: 134,
+            start: 700,
+            len: regs.len() as u16 - 2,
+        };
+        // AS/NZS 4777.2's over-frequency response: full power to 50.25 Hz, none at 52.
+        let curve = Curve {
+            mode: ControlMode::FreqWatt,
+            points: [(50.25, 100.0), (52.0, 0.0)]
+                .into_iter()
+                .map(|(v_pct, y_pct)| CurvePoint { v_pct, y_pct })
+                .collect(),
+            dept_ref: 1,
+        };
+        let w = plan_curve(&ctl, &regs, &curve).unwrap();
+        let c2 = 700 + (FIXED_LEN + len) as u16;
+        assert_eq!(
+            (w[0].address, w[0].values.clone()),
+            (c2, vec![2, 5025, 100, 5200, 0])
+        );
+        assert_eq!((w[1].address, &w[1].values), (702, &vec![2]));
+        assert_eq!((w[2].address, &w[2].values), (703, &vec![1]));
+        for x in &w {
+            let off = usize::from(x.address - 700);
+            regs[off..off + x.values.len()].copy_from_slice(&x.values);
+        }
+        let st = decode_curve(134, &regs).unwrap();
+        assert!(st.enabled);
+        assert_eq!(st.active_curve, 2);
+        assert_eq!(st.points, curve.points);
+        // A negative W (absorbing) fits the int16; a volt-var curve is not 134's.
+        let mut down = curve.clone();
+        down.points[1].y_pct = -20.0;
+        let w = plan_curve(&ctl, &regs, &down).unwrap();
+        assert_eq!(w[0].values[4], (-20i16) as u16);
+        let mut vv = curve.clone();
+        vv.mode = ControlMode::VoltVar;
+        assert!(plan_curve(&ctl, &regs, &vv).is_err());
+        let off = plan_clear(&ctl, &regs).unwrap();
+        assert_eq!((off[0].address, off[0].values.clone()), (703, vec![0]));
+        // Curve 2 read-only too: nowhere to write.
+        regs[FIXED_LEN + len + 57] = 1;
+        assert!(
+            plan_curve(&ctl, &regs, &curve)
+                .unwrap_err()
+                .to_string()
+                .contains("read-only")
+        );
     }
 }

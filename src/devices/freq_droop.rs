@@ -14,9 +14,18 @@
 //! requests the adoption, waits until control 1 holds it, then sets `Ena`. `PMin`, the
 //! revert timer and the scale factors are never written.
 //!
-//! The 1xx series' 127 (freq-watt parameters: a gradient in % of the captured power
-//! per Hz) and 134 (a freq-watt curve) are not written: turning 2030.5's per-unit
-//! droop into them needs the nominal frequency, which no 1xx model states.
+//! An inverter without 711 takes the droop on the 1xx series' 127 (parameterized
+//! freq-watt, pysunspec2's model_127.json: `WGra` in % of the captured power per Hz,
+//! `WGra_SF`; `HzStr` and `HzStop`, int16 deviations from the nominal frequency in Hz,
+//! `HzStrStop_SF`; `ModEna` bit 0). 127 is over-frequency only: csipd writes `WGra` =
+//! 100 / (kOF × f_nom) (a per-unit droop k moves output by 1 per unit over k per unit
+//! of frequency, k × f_nom Hz), `HzStr` = `HzStop` = dBOF (curtailment starts beyond
+//! the dead band and is released back inside it), in one write, then `ModEna`. The
+//! nominal frequency f_nom is 121 `ECPNomHz` when the inverter states it, else 50 Hz
+//! (the Australian grid, AS/NZS 4777.2), as [`NominalHz`] says. dBUF, kUF and
+//! openLoopTms have no 127 point and are not carried; `HysEna` and `HzStopWGra` are
+//! left as the installer set them. (The freq-watt curve, opModFreqWatt, is model 134:
+//! [`super::curves`].)
 
 use super::curves_7xx::Adoption;
 use super::sunspec::{Block, ModelRef, RegisterWrite, SunSpecError};
@@ -38,8 +47,56 @@ const READ_ONLY: usize = 9;
 /// The registers of a control csipd writes: DbOf, DbUf, KOf, KUf, RspTms.
 const VALUES_LEN: usize = 8;
 
-/// The models that carry opModFreqDroop.
-pub const FREQ_DROOP_MODELS: [u16; 1] = [711];
+/// The models that carry opModFreqDroop, in order of preference: 711, else 127.
+pub const FREQ_DROOP_MODELS: [u16; 2] = [711, 127];
+
+/// The nominal frequency csipd takes for a 127 droop when the inverter states none (no
+/// model 121, or its `ECPNomHz` not implemented): 50 Hz, the Australian grid's
+/// (AS/NZS 4777.2), where CSIP-AUS applies.
+pub const DEFAULT_NOMINAL_HZ: f64 = 50.0;
+
+/// The nominal frequency a 127 droop was worked out with, and where it came from.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub enum NominalHz {
+    /// SunSpec 121 `ECPNomHz` (scaled by `ECPNomHz_SF`), Hz.
+    Ecp(f64),
+    /// [`DEFAULT_NOMINAL_HZ`]: the inverter has no 121 or no `ECPNomHz`.
+    Assumed,
+}
+
+/// `ECPNomHz` and `ECPNomHz_SF` in model 121.
+const ECP_NOM_HZ: usize = 20;
+const ECP_NOM_HZ_SF: usize = 31;
+
+impl NominalHz {
+    /// From the inverter's model 121 block, if it has one.
+    pub fn of_121(regs: Option<&[u16]>) -> NominalHz {
+        regs.and_then(|r| Block::new(121, r).scaled_u16(ECP_NOM_HZ, ECP_NOM_HZ_SF))
+            .filter(|hz| *hz > 0.0 && hz.is_finite())
+            .map_or(NominalHz::Assumed, NominalHz::Ecp)
+    }
+
+    /// The frequency, Hz.
+    pub fn hz(self) -> f64 {
+        match self {
+            NominalHz::Ecp(hz) => hz,
+            NominalHz::Assumed => DEFAULT_NOMINAL_HZ,
+        }
+    }
+
+    /// Where it came from, for the log and the status: `nominal 60.00 Hz (model 121
+    /// ECPNomHz)`, `nominal 50 Hz assumed (AS/NZS 4777.2: the inverter states no
+    /// ECPNomHz)`.
+    pub fn text(self) -> String {
+        match self {
+            NominalHz::Ecp(hz) => format!("nominal {hz:.2} Hz (model 121 ECPNomHz)"),
+            NominalHz::Assumed => format!(
+                "nominal {DEFAULT_NOMINAL_HZ:.0} Hz assumed (AS/NZS 4777.2: the inverter \
+                 states no ECPNomHz)"
+            ),
+        }
+    }
+}
 
 /// What putting a droop on a 711 inverter takes (written in this order by the device,
 /// each step confirmed before the next).
@@ -69,6 +126,9 @@ pub struct FreqDroopState {
     pub k_of: Option<f64>,
     pub k_uf: Option<f64>,
     pub rsp_tms_s: Option<f64>,
+    /// On a 127 inverter, the nominal frequency the droop was worked out with (`None`
+    /// on 711, which takes the per-unit droop as it is).
+    pub nominal: Option<NominalHz>,
 }
 
 fn raw32(value: f64, sf: Option<i16>, point: &'static str) -> Result<[u16; 2], SunSpecError> {
@@ -85,14 +145,124 @@ fn raw32(value: f64, sf: Option<i16>, point: &'static str) -> Result<[u16; 2], S
 }
 
 fn raw16(value: f64, sf: Option<i16>, point: &'static str) -> Result<u16, SunSpecError> {
-    let sf = sf.ok_or(SunSpecError::UnknownScaleFactor { model: 711, point })?;
+    raw16_in(711, value, sf, point, 65535.0)
+}
+
+/// `value` in registers of `model` under scale factor `sf`, rounded, below `max`
+/// (65535 for a uint16, 32767 for a positive int16; the top value is "not
+/// implemented").
+fn raw16_in(
+    model: u16,
+    value: f64,
+    sf: Option<i16>,
+    point: &'static str,
+    max: f64,
+) -> Result<u16, SunSpecError> {
+    let sf = sf.ok_or(SunSpecError::UnknownScaleFactor { model, point })?;
     let r = (value / 10f64.powi(i32::from(sf))).round();
-    if !r.is_finite() || !(0.0..65535.0).contains(&r) {
+    if !r.is_finite() || !(0.0..max).contains(&r) {
         return Err(SunSpecError::OutOfRange {
-            what: format!("{point} {value} does not fit model 711 with scale factor {sf}"),
+            what: format!("{point} {value} does not fit model {model} with scale factor {sf}"),
         });
     }
     Ok(r as u16)
+}
+
+// Model 127 (parameterized freq-watt).
+const W_GRA: usize = 2;
+const MOD_ENA_127: usize = 6;
+const W_GRA_SF: usize = 8;
+const HZ_STR_STOP_SF: usize = 9;
+/// Registers through the scale factors.
+const LEN_127: usize = 10;
+
+/// A droop as model 127 takes it: `WGra` (% of the captured power per Hz), `HzStr` and
+/// `HzStop` (Hz above the nominal frequency).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FreqWattParams {
+    pub w_gra_pct_per_hz: f64,
+    pub hz_str: f64,
+    pub hz_stop: f64,
+}
+
+impl FreqWattParams {
+    /// 2030.5's over-frequency droop at `nominal_hz`: kOF (thousandths, per unit) is
+    /// the frequency change, per unit of `nominal_hz`, that moves output by 1 per unit,
+    /// so the gradient is 100 % over kOF × `nominal_hz` Hz; dBOF (thousandths of a Hz)
+    /// is where it starts and where it is released. `None` for a kOF of 0 (the
+    /// scheduler rejects such a control as invalid).
+    pub fn of_droop(droop: &FreqDroop, nominal_hz: f64) -> Option<FreqWattParams> {
+        let k = f64::from(droop.k_of) / 1000.0;
+        (k > 0.0 && nominal_hz > 0.0).then(|| {
+            let db_hz = f64::from(droop.db_of) / 1000.0;
+            FreqWattParams {
+                w_gra_pct_per_hz: 100.0 / (k * nominal_hz),
+                hz_str: db_hz,
+                hz_stop: db_hz,
+            }
+        })
+    }
+}
+
+/// The writes that put `droop` on the 127 model `ctl` given its block: `WGra`, `HzStr`,
+/// `HzStop` in one write, then `ModEna` bit 0 set (the other bits kept).
+pub fn plan_127(
+    ctl: &ModelRef,
+    regs: &[u16],
+    droop: &FreqDroop,
+    nominal: NominalHz,
+) -> Result<Vec<RegisterWrite>, SunSpecError> {
+    if ctl.id != 127 {
+        return Err(SunSpecError::MissingModel {
+            wanted: "freq-watt parameters (127)",
+            present: vec![ctl.id],
+        });
+    }
+    let b = Block::new(127, regs);
+    b.ensure_len(LEN_127)?;
+    let p =
+        FreqWattParams::of_droop(droop, nominal.hz()).ok_or_else(|| SunSpecError::OutOfRange {
+            what: format!("a droop kOF of {} has no gradient", droop.k_of),
+        })?;
+    let hz_sf = b.sf(HZ_STR_STOP_SF);
+    let values = vec![
+        raw16_in(127, p.w_gra_pct_per_hz, b.sf(W_GRA_SF), "WGra", 65535.0)?,
+        raw16_in(127, p.hz_str, hz_sf, "HzStr", 32767.0)?,
+        raw16_in(127, p.hz_stop, hz_sf, "HzStop", 32767.0)?,
+    ];
+    // Not implemented (0xFFFF) reads as no bits set.
+    let bits = b.u16(MOD_ENA_127).filter(|v| *v != 0xFFFF).unwrap_or(0);
+    Ok(vec![
+        RegisterWrite {
+            address: ctl.addr(W_GRA as u16),
+            values,
+            point: "WGra+HzStr+HzStop",
+        },
+        RegisterWrite {
+            address: ctl.addr(MOD_ENA_127 as u16),
+            values: vec![bits | 1],
+            point: "ModEna",
+        },
+    ])
+}
+
+/// The droop in force on a 127 block, as the per-unit droop at `nominal`.
+pub fn decode_127(regs: &[u16], nominal: NominalHz) -> FreqDroopState {
+    let b = Block::new(127, regs);
+    let w_gra = b.scaled_u16(W_GRA, W_GRA_SF);
+    FreqDroopState {
+        enabled: b
+            .u16(MOD_ENA_127)
+            .is_some_and(|v| v != 0xFFFF && v & 1 == 1),
+        db_of_hz: b.scaled_i16(3, HZ_STR_STOP_SF),
+        db_uf_hz: None,
+        k_of: w_gra
+            .filter(|g| *g > 0.0)
+            .map(|g| 100.0 / (g * nominal.hz())),
+        k_uf: None,
+        rsp_tms_s: None,
+        nominal: Some(nominal),
+    }
 }
 
 /// Plans putting `droop` (2030.5 FreqDroopType: dead bands in thousandths of Hz, k in
@@ -155,8 +325,19 @@ pub fn adoption(regs: &[u16], plan: &DroopPlan) -> Adoption {
     }
 }
 
-/// The write that turns frequency droop off: `Ena` 0 (the controls stay).
+/// The write that turns frequency droop off: 711 `Ena` 0 (the controls stay), 127
+/// `ModEna` bit 0 cleared (the parameters stay).
 pub fn plan_clear(ctl: &ModelRef, regs: &[u16]) -> Result<Vec<RegisterWrite>, SunSpecError> {
+    if ctl.id == 127 {
+        let b = Block::new(127, regs);
+        b.ensure_len(LEN_127)?;
+        let bits = b.u16(MOD_ENA_127).filter(|v| *v != 0xFFFF).unwrap_or(0);
+        return Ok(vec![RegisterWrite {
+            address: ctl.addr(MOD_ENA_127 as u16),
+            values: vec![bits & !1],
+            point: "ModEna",
+        }]);
+    }
     Block::new(ctl.id, regs).ensure_len(FIXED_LEN)?;
     Ok(vec![RegisterWrite {
         address: ctl.addr(ENA as u16),
@@ -181,6 +362,7 @@ pub fn decode(regs: &[u16]) -> FreqDroopState {
         k_of: b.scaled_u16(at + 4, K_SF),
         k_uf: b.scaled_u16(at + 5, K_SF),
         rsp_tms_s: u32s(at + 6, RSP_TMS_SF),
+        nominal: None,
     }
 }
 
@@ -268,5 +450,115 @@ mod tests {
         ));
         let other = ModelRef { id: 134, ..ctl };
         assert!(plan_freq_droop(&other, &regs, &DROOP).is_err());
+    }
+
+    /// A 127 block: WGra_SF -2, HzStrStop_SF -3, ModEna with bit 1 (another function)
+    /// set.
+    fn block_127() -> Vec<u16> {
+        let mut r = vec![0u16; 12];
+        r[0] = 127;
+        r[1] = 10;
+        r[MOD_ENA_127] = 2;
+        r[W_GRA_SF] = (-2i16) as u16;
+        r[HZ_STR_STOP_SF] = (-3i16) as u16;
+        r
+    }
+
+    #[test]
+    fn a_per_unit_droop_becomes_127_parameters_at_the_nominal_frequency() {
+        let droop = FreqDroop {
+            db_of: 150,
+            db_uf: 200,
+            k_of: 50,
+            k_uf: 40,
+            open_loop_tms: 100,
+        };
+        let ctl = ModelRef {
+            id: 127,
+            start: 300,
+            len: 10,
+        };
+        let mut regs = block_127();
+        // 50 Hz assumed: 100 % over 0.05 × 50 = 2.5 Hz is 40 %/Hz; dBOF 0.150 Hz.
+        let w = plan_127(&ctl, &regs, &droop, NominalHz::Assumed).unwrap();
+        let got: Vec<(u16, Vec<u16>)> = w.iter().map(|w| (w.address, w.values.clone())).collect();
+        assert_eq!(got, vec![(302, vec![4000, 150, 150]), (306, vec![3])]);
+        for x in &w {
+            let off = usize::from(x.address - 300);
+            regs[off..off + x.values.len()].copy_from_slice(&x.values);
+        }
+        let st = decode_127(&regs, NominalHz::Assumed);
+        assert!(st.enabled);
+        assert_eq!(st.db_of_hz, Some(0.15));
+        assert!((st.k_of.unwrap() - 0.05).abs() < 1e-12);
+        assert_eq!((st.db_uf_hz, st.k_uf, st.rsp_tms_s), (None, None, None));
+        // 60 Hz from 121: 100 / 3 = 33.333… %/Hz, rounded to 33.33.
+        let w = plan_127(&ctl, &block_127(), &droop, NominalHz::Ecp(60.0)).unwrap();
+        assert_eq!(w[0].values, vec![3333, 150, 150]);
+        // kOF 0.030 at 50 Hz: 66.666… rounds up to 66.67.
+        let p = FreqWattParams::of_droop(&FreqDroop { k_of: 30, ..droop }, 50.0).unwrap();
+        assert!((p.w_gra_pct_per_hz - 200.0 / 3.0).abs() < 1e-9);
+        let w = plan_127(
+            &ctl,
+            &block_127(),
+            &FreqDroop { k_of: 30, ..droop },
+            NominalHz::Assumed,
+        )
+        .unwrap();
+        assert_eq!(w[0].values[0], 6667);
+        // No droop of 0, no other model, no unknown scale factor; off clears bit 0 only.
+        assert!(FreqWattParams::of_droop(&FreqDroop { k_of: 0, ..droop }, 50.0).is_none());
+        assert!(
+            plan_127(
+                &ctl,
+                &block_127(),
+                &FreqDroop { k_of: 0, ..droop },
+                NominalHz::Assumed
+            )
+            .is_err()
+        );
+        assert!(
+            plan_127(
+                &ModelRef { id: 711, ..ctl },
+                &block_127(),
+                &droop,
+                NominalHz::Assumed
+            )
+            .is_err()
+        );
+        let mut no_sf = block_127();
+        no_sf[W_GRA_SF] = 0x8000;
+        assert!(matches!(
+            plan_127(&ctl, &no_sf, &droop, NominalHz::Assumed),
+            Err(SunSpecError::UnknownScaleFactor {
+                model: 127,
+                point: "WGra"
+            })
+        ));
+        let off = plan_clear(&ctl, &regs).unwrap();
+        assert_eq!((off[0].address, off[0].values.clone()), (306, vec![2]));
+    }
+
+    #[test]
+    fn the_nominal_frequency_is_121_ecp_nom_hz_or_50_hz() {
+        let mut m121 = vec![0u16; 32];
+        m121[0] = 121;
+        m121[ECP_NOM_HZ] = 6000;
+        m121[ECP_NOM_HZ_SF] = (-2i16) as u16;
+        assert_eq!(NominalHz::of_121(Some(&m121)), NominalHz::Ecp(60.0));
+        assert_eq!(NominalHz::of_121(Some(&m121)).hz(), 60.0);
+        m121[ECP_NOM_HZ] = 0xFFFF;
+        assert_eq!(NominalHz::of_121(Some(&m121)), NominalHz::Assumed);
+        assert_eq!(NominalHz::of_121(None), NominalHz::Assumed);
+        assert_eq!(NominalHz::Assumed.hz(), 50.0);
+        assert!(
+            NominalHz::Assumed
+                .text()
+                .contains("50 Hz assumed (AS/NZS 4777.2")
+        );
+        assert_eq!(
+            NominalHz::Ecp(60.0).text(),
+            "nominal 60.00 Hz (model 121 ECPNomHz)"
+        );
     }
 }

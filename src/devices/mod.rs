@@ -1029,7 +1029,8 @@ impl Device {
     }
 
     /// Puts a frequency droop in force (opModFreqDroop; `None` turns it off: `Ena` 0)
-    /// on model 711: the first writable control written and confirmed, `AdptCtlReq`,
+    /// on model 711 (else 127: [`freq_droop::plan_127`], over-frequency only, with the
+    /// nominal frequency from 121 `ECPNomHz` or 50 Hz): the first writable control written and confirmed, `AdptCtlReq`,
     /// control 1 read until adopted (up to [`ADOPT_POLLS`] reads [`ADOPT_POLL`] apart),
     /// then `Ena` ([`freq_droop`]). An inverter without 711 answers [`DeviceError`]
     /// naming what it has; one that does not adopt, `CurveNotAdopted` with the control's
@@ -1039,9 +1040,15 @@ impl Device {
         droop: Option<&crate::sep2::FreqDroop>,
     ) -> Result<freq_droop::FreqDroopState, DeviceError> {
         let ctl = self
-            .control_model(&freq_droop::FREQ_DROOP_MODELS, "frequency droop (711)")
+            .control_model(
+                &freq_droop::FREQ_DROOP_MODELS,
+                "frequency droop (711 or 127)",
+            )
             .await?;
         let before = self.read_model(&ctl).await?;
+        if ctl.id == 127 {
+            return self.set_freq_droop_127(ctl, &before, droop).await;
+        }
         let Some(droop) = droop else {
             let writes = freq_droop::plan_clear(&ctl, &before).map_err(|e| self.sunspec_err(e))?;
             let after = self.write_and_confirm(ctl, writes).await?;
@@ -1076,6 +1083,30 @@ impl Device {
         }
         let after = self.write_and_confirm(ctl, vec![plan.enable]).await?;
         Ok(freq_droop::decode(&after))
+    }
+
+    /// [`Device::set_freq_droop`] on an inverter whose droop model is 127: the nominal
+    /// frequency from its 121 `ECPNomHz` (read now) or 50 Hz, the parameters written
+    /// and read back, then `ModEna` ([`freq_droop::plan_127`]).
+    async fn set_freq_droop_127(
+        &mut self,
+        ctl: ModelRef,
+        before: &[u16],
+        droop: Option<&crate::sep2::FreqDroop>,
+    ) -> Result<freq_droop::FreqDroopState, DeviceError> {
+        let map = self.inverter_map().await?;
+        let settings = match map.find(121).copied() {
+            Some(m) => Some(self.read_model(&m).await?),
+            None => None,
+        };
+        let nominal = freq_droop::NominalHz::of_121(settings.as_deref());
+        let writes = match droop {
+            Some(droop) => freq_droop::plan_127(&ctl, before, droop, nominal),
+            None => freq_droop::plan_clear(&ctl, before),
+        }
+        .map_err(|e| self.sunspec_err(e))?;
+        let after = self.write_and_confirm(ctl, writes).await?;
+        Ok(freq_droop::decode_127(&after, nominal))
     }
 
     /// Limits a storage inverter's charging to `limit_w` (model 124 InWRte with the

@@ -140,7 +140,8 @@ pub fn models_offer(ids: &[u16], mode: ControlMode) -> bool {
         ControlMode::VoltVar
         | ControlMode::VoltWatt
         | ControlMode::WattVar
-        | ControlMode::WattPF => super::curves::curve_models(mode),
+        | ControlMode::WattPF
+        | ControlMode::FreqWatt => super::curves::curve_models(mode),
         ControlMode::FixedPFInjectW | ControlMode::FixedPFAbsorbW => {
             super::reactive::pf_models(mode)
         }

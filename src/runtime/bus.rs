@@ -575,9 +575,16 @@ async fn apply_settings(
         if retry_pending(slot, mode.name(), now) {
             continue;
         }
-        let result = write_setting(&mut slot.device, mode, wanted.get(mode)).await;
+        let mut nominal = None;
+        let result = write_setting(&mut slot.device, mode, wanted.get(mode), &mut nominal).await;
         if settled(slot, mode.name(), result, now, site) {
             slot.settings_applied.copy_from(wanted, mode);
+            if mode == ControlMode::FreqDroop {
+                let name = slot.config.name.clone();
+                if let Some(st) = site.borrow_mut().devices.get_mut(&name) {
+                    st.droop_nominal = nominal;
+                }
+            }
         }
     }
     let es_wanted = wanted.enter_service.filter(|_| controls.enter_service);
@@ -664,7 +671,10 @@ async fn write_setting(
     device: &mut Device,
     mode: ControlMode,
     wanted: Option<&Setting>,
+    nominal: &mut Option<crate::devices::freq_droop::NominalHz>,
 ) -> Result<String, crate::devices::DeviceError> {
+    // What the device adds to the log line: the nominal frequency a 127 droop used.
+    let mut note = None;
     match (mode, wanted) {
         (_, Some(Setting::Curve(curve))) => device.set_curve(curve).await.map(drop),
         (_, Some(Setting::PowerFactor(pf))) => device
@@ -678,13 +688,16 @@ async fn write_setting(
         (ControlMode::FixedVar, None) => device.set_fixed_var_pct(None).await.map(drop),
         (_, Some(Setting::Var(var))) => device.set_target_var(Some(*var)).await.map(drop),
         (ControlMode::TargetVar, None) => device.set_target_var(None).await.map(drop),
-        (_, Some(Setting::FreqDroop(d))) => device.set_freq_droop(Some(d)).await.map(drop),
+        (_, Some(Setting::FreqDroop(d))) => device.set_freq_droop(Some(d)).await.map(|st| {
+            *nominal = st.nominal;
+            note = st.nominal.map(|n| format!(" (model 127, {})", n.text()));
+        }),
         (ControlMode::FreqDroop, None) => device.set_freq_droop(None).await.map(drop),
         // The curve modes (a mode without a curve model is refused by the device).
         (_, None) => device.clear_curve(mode).await.map(drop),
     }
     .map(|()| match wanted {
-        Some(s) => format!("set: {}", s.text()),
+        Some(s) => format!("set: {}{}", s.text(), note.unwrap_or_default()),
         None => "off".to_string(),
     })
 }

@@ -200,11 +200,26 @@ impl Coordinator {
             .filter_map(|(name, st)| st.unreported_error.take().map(|e| (name.clone(), e)))
             .collect();
         let price_error = s.price.last_error().map(|e| e.to_string());
-        let inverter_settings = s
+        let mut inverter_settings = s
             .utility
             .as_ref()
             .map(status::InverterSetting::of)
             .unwrap_or_default();
+        // A droop on model 127 was worked out with a nominal frequency: say which.
+        let droop_nominal: Vec<String> = s
+            .devices
+            .iter()
+            .filter_map(|(name, d)| {
+                Some(format!("{name} on model 127, {}", d.droop_nominal?.text()))
+            })
+            .collect();
+        if let Some(row) = inverter_settings
+            .iter_mut()
+            .find(|r| r.mode == crate::schedule::ControlMode::FreqDroop.name())
+            .filter(|_| !droop_nominal.is_empty())
+        {
+            row.value = format!("{} ({})", row.value, droop_nominal.join("; "));
+        }
         drop(s);
 
         self.last_sample = Some(out.sample.clone());

@@ -78,6 +78,10 @@ pub struct DeviceState {
     pub tls_fingerprint: Option<String>,
     /// Inverters: the SunSpec event bits of the last good reading (for LogEvents).
     pub events: Option<crate::devices::sunspec::InverterEvents>,
+    /// Inverters that run the utility's opModFreqDroop on model 127: the nominal
+    /// frequency it was worked out with (121 `ECPNomHz` or 50 Hz assumed), for the
+    /// status; `None` otherwise.
+    pub droop_nominal: Option<crate::devices::freq_droop::NominalHz>,
 }
 
 impl DeviceState {
@@ -111,6 +115,7 @@ impl DeviceState {
             controls: None,
             tls_fingerprint: None,
             events: None,
+            droop_nominal: None,
         }
     }
 

@@ -85,13 +85,16 @@ pub enum ControlMode {
     /// 13), linked by DERCurveLink. SunSpec model 131 (no 7xx model carries it).
     WattPF,
     /// opModFreqDroop: frequency-watt droop (FreqDroopType: dead bands, per-unit
-    /// droops, open-loop time). SunSpec model 711.
+    /// droops, open-loop time). SunSpec model 711, else 127 (the over-frequency side).
     FreqDroop,
+    /// opModFreqWatt: active power follows frequency along a DERCurve (curveType 0),
+    /// linked by DERCurveLink. SunSpec model 134 (no 7xx model carries it).
+    FreqWatt,
 }
 
 impl ControlMode {
     /// Every mode, in output order.
-    pub const ALL: [ControlMode; 18] = [
+    pub const ALL: [ControlMode; 19] = [
         ControlMode::ExpLimW,
         ControlMode::ImpLimW,
         ControlMode::GenLimW,
@@ -110,6 +113,7 @@ impl ControlMode {
         ControlMode::WattVar,
         ControlMode::WattPF,
         ControlMode::FreqDroop,
+        ControlMode::FreqWatt,
     ];
 
     /// The 2030.5 / CSIP-AUS element name.
@@ -133,23 +137,25 @@ impl ControlMode {
             ControlMode::WattVar => "opModWattVar",
             ControlMode::WattPF => "opModWattPF",
             ControlMode::FreqDroop => "opModFreqDroop",
+            ControlMode::FreqWatt => "opModFreqWatt",
         }
     }
 
     /// The SunSpec 1xx-series model that carries a curve mode (126 volt-var, 132
-    /// volt-watt, 131 watt-PF); `None` for the other modes.
+    /// volt-watt, 131 watt-PF, 134 freq-watt); `None` for the other modes.
     pub fn curve_model(self) -> Option<u16> {
         match self {
             ControlMode::VoltVar => Some(126),
             ControlMode::VoltWatt => Some(132),
             ControlMode::WattPF => Some(131),
+            ControlMode::FreqWatt => Some(134),
             _ => None,
         }
     }
 
     /// A mode the inverters run themselves once set (a curve, a power factor, a var
     /// level: opModVoltVar, VoltWatt, FixedPFInjectW, FixedPFAbsorbW, FixedVar,
-    /// TargetVar, WattVar, WattPF, FreqDroop), as
+    /// TargetVar, WattVar, WattPF, FreqDroop, FreqWatt), as
     /// opposed to the limits and targets the coordinator's control law holds.
     pub fn is_inverter_setting(self) -> bool {
         matches!(
@@ -163,6 +169,7 @@ impl ControlMode {
                 | ControlMode::WattVar
                 | ControlMode::WattPF
                 | ControlMode::FreqDroop
+                | ControlMode::FreqWatt
         )
     }
 
@@ -182,6 +189,7 @@ impl ControlMode {
             ControlMode::WattVar => 26,
             ControlMode::WattPF => 25,
             ControlMode::FreqDroop => 8,
+            ControlMode::FreqWatt => 9,
             ControlMode::VoltVar => 23,
             ControlMode::VoltWatt => 24,
             ControlMode::ExpLimW
@@ -234,7 +242,7 @@ pub enum ModeValue {
     HundredthsPct(u16),
     /// opModFixedW: SignedPerCent, hundredths of a percent (negative = charge / consume).
     SignedHundredthsPct(i16),
-    /// opModVoltVar / opModVoltWatt / opModWattVar / opModWattPF: the DERCurve the control links, already resolved
+    /// opModVoltVar / opModVoltWatt / opModWattVar / opModWattPF / opModFreqWatt: the DERCurve the control links, already resolved
     /// in the program's DERCurveList by the engine (`csip::derp::curve_for`).
     Curve(Curve),
     /// opModFixedPFInjectW / opModFixedPFAbsorbW.
@@ -304,6 +312,9 @@ pub struct ControlSet {
     /// opModFreqDroop: dead bands, droops and the open-loop time.
     #[serde(default)]
     pub freq_droop: Option<FreqDroop>,
+    /// opModFreqWatt: the linked DERCurve, resolved (curveType 0).
+    #[serde(default)]
+    pub freq_watt: Option<Curve>,
 }
 
 impl ControlSet {
@@ -330,6 +341,7 @@ impl ControlSet {
             ControlMode::WattVar => self.watt_var.clone().map(ModeValue::Curve),
             ControlMode::WattPF => self.watt_pf.clone().map(ModeValue::Curve),
             ControlMode::FreqDroop => self.freq_droop.map(ModeValue::FreqDroop),
+            ControlMode::FreqWatt => self.freq_watt.clone().map(ModeValue::Curve),
         }
     }
 
@@ -354,6 +366,7 @@ impl ControlSet {
             ControlMode::WattVar => self.watt_var.is_some(),
             ControlMode::WattPF => self.watt_pf.is_some(),
             ControlMode::FreqDroop => self.freq_droop.is_some(),
+            ControlMode::FreqWatt => self.freq_watt.is_some(),
         }
     }
 
@@ -378,6 +391,7 @@ impl ControlSet {
             ControlMode::WattVar => self.watt_var = None,
             ControlMode::WattPF => self.watt_pf = None,
             ControlMode::FreqDroop => self.freq_droop = None,
+            ControlMode::FreqWatt => self.freq_watt = None,
         }
     }
 
@@ -482,6 +496,7 @@ impl ControlSet {
             &self.volt_watt,
             &self.watt_var,
             &self.watt_pf,
+            &self.freq_watt,
         ]
         .into_iter()
         .flatten()
@@ -498,10 +513,10 @@ impl ControlSet {
             {
                 return Some(format!("{name}: a power factor is outside 0..=1"));
             }
-            let x = if matches!(curve.mode, ControlMode::WattVar | ControlMode::WattPF) {
-                "active powers"
-            } else {
-                "voltages"
+            let x = match curve.mode {
+                ControlMode::WattVar | ControlMode::WattPF => "active powers",
+                ControlMode::FreqWatt => "frequencies",
+                _ => "voltages",
             };
             if curve.points.windows(2).any(|w| w[1].v_pct <= w[0].v_pct) {
                 return Some(format!(
@@ -1853,7 +1868,24 @@ mod inverter_setting_tests {
         c.mode = ControlMode::WattPF;
         c.points[0].y_pct = 120.0;
         pf_curve.watt_pf = Some(c);
+        // A freq-watt curve whose frequencies fall back (52 Hz, then 50.25 Hz).
+        let fw = |points: [(f64, f64); 2]| ControlSet {
+            freq_watt: Some(Curve {
+                mode: ControlMode::FreqWatt,
+                points: points
+                    .into_iter()
+                    .map(|(v_pct, y_pct)| CurvePoint { v_pct, y_pct })
+                    .collect(),
+                dept_ref: 1,
+            }),
+            ..ControlSet::default()
+        };
         let cases = [
+            (
+                fw([(52.0, 0.0), (50.25, 100.0)]),
+                Some("opModFreqWatt: the curve's frequencies do not increase"),
+            ),
+            (fw([(50.25, 100.0), (52.0, 0.0)]), None),
             (
                 pf_curve,
                 Some("opModWattPF: a power factor is outside 0..=1"),
@@ -1956,6 +1988,7 @@ mod inverter_setting_tests {
                     k_uf: 40,
                     open_loop_tms: 100,
                 }),
+                freq_watt: Some(curve(ControlMode::FreqWatt, 120.0)),
                 ..volt_var(110.0)
             }),
         )];
@@ -1972,6 +2005,19 @@ mod inverter_setting_tests {
         let back: ActiveControls = serde_json::from_value(json.clone()).unwrap();
         assert_eq!(back, out.active);
         let mut old = json;
+        let mut before_freq_watt = old.clone();
+        before_freq_watt["modes"]
+            .as_array_mut()
+            .unwrap()
+            .truncate(18);
+        let b: ActiveControls =
+            serde_json::from_value(before_freq_watt).expect("an 18-mode array loads");
+        assert!(b.get(ControlMode::FreqWatt).is_none());
+        assert!(b.get(ControlMode::FreqDroop).is_some());
+        assert!(matches!(
+            back.get(ControlMode::FreqWatt).map(|a| &a.value),
+            Some(ModeValue::Curve(c)) if c.mode == ControlMode::FreqWatt
+        ));
         let mut before_droop = old.clone();
         before_droop["modes"].as_array_mut().unwrap().truncate(17);
         let b: ActiveControls =

@@ -63,6 +63,8 @@ pub struct Control {
     pub watt_pf: Option<String>,
     /// opModFreqDroop: (dBOF, dBUF, kOF, kUF, openLoopTms) in sep.xsd's units.
     pub freq_droop: Option<(u32, u32, u16, u16, u16)>,
+    /// opModFreqWatt: the DERCurveLink's href.
+    pub freq_watt: Option<String>,
     pub response_required: u8,
 }
 
@@ -95,6 +97,7 @@ impl Control {
             watt_var: None,
             watt_pf: None,
             freq_droop: None,
+            freq_watt: None,
             response_required: 3,
         }
     }
@@ -951,6 +954,10 @@ fn control_xml(c: &Control) -> String {
                 )
             })
             .unwrap_or_default()
+        + &c.freq_watt
+            .as_ref()
+            .map(|href| format!(r#"<opModFreqWatt href="{href}"/>"#))
+            .unwrap_or_default()
         + &c.target_var
             .map(|(v, m)| {
                 format!(
@@ -1014,6 +1021,19 @@ pub fn watt_pf_curve_xml(href: &str, mrid_tag: &str) -> String {
         .collect();
     format!(
         r#"<DERCurve href="{href}"><mRID>{}</mRID><description>watt-PF</description><creationTime>1700000000</creationTime>{points}<curveType>13</curveType><xMultiplier>0</xMultiplier><yMultiplier>-2</yMultiplier><yRefType>0</yRefType></DERCurve>"#,
+        mrid_of(mrid_tag)
+    )
+}
+
+/// A freq-watt DERCurve (curveType 0): x in hundredths of a Hz (xMultiplier -2), y in
+/// % of setMaxW; `points` as (x, y).
+pub fn freq_watt_curve_xml(href: &str, mrid_tag: &str, points: &[(u32, i32)]) -> String {
+    let points: String = points
+        .iter()
+        .map(|(x, y)| format!("<CurveData><xvalue>{x}</xvalue><yvalue>{y}</yvalue></CurveData>"))
+        .collect();
+    format!(
+        r#"<DERCurve href="{href}"><mRID>{}</mRID><description>freq-watt</description><creationTime>1700000000</creationTime>{points}<curveType>0</curveType><xMultiplier>-2</xMultiplier><yMultiplier>0</yMultiplier><yRefType>1</yRefType></DERCurve>"#,
         mrid_of(mrid_tag)
     )
 }

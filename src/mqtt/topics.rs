@@ -69,6 +69,7 @@ fn source_json(source: &LimitSource) -> Value {
             json!({"kind": source.kind(), "program": program})
         }
         LimitSource::TariffWindow { name } => json!({"kind": source.kind(), "name": name}),
+        LimitSource::Fallback { cause } => json!({"kind": source.kind(), "cause": cause}),
         LimitSource::Fixed { .. }
         | LimitSource::NegativePrice { .. }
         | LimitSource::FailSafe { .. } => {

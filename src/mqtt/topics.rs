@@ -468,6 +468,14 @@ mod tests {
         assert_eq!(device["v"], 241.5);
         assert_eq!(device["setpoint"]["limit_w"], 4200.0);
         assert_eq!(json_of(&topics, "csipd/utility")["state"], "discovering");
+        // The fallback export limit says why it holds.
+        let mut s = snapshot();
+        s.limits[0].source = LimitSource::Fallback {
+            cause: crate::status::FallbackCause::UtilityNotRead,
+        };
+        let limits = json_of(&state_topics("csipd", &s, true), "csipd/limits");
+        assert_eq!(limits["export"]["source"]["kind"], "fallback");
+        assert_eq!(limits["export"]["source"]["cause"], "utility_not_read");
     }
 
     #[test]

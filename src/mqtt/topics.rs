@@ -70,9 +70,8 @@ fn source_json(source: &LimitSource) -> Value {
         }
         LimitSource::TariffWindow { name } => json!({"kind": source.kind(), "name": name}),
         LimitSource::Fallback { cause } => json!({"kind": source.kind(), "cause": cause}),
-        LimitSource::Fixed { .. }
-        | LimitSource::NegativePrice { .. }
-        | LimitSource::FailSafe { .. } => {
+        LimitSource::FailSafe { cause } => json!({"kind": source.kind(), "cause": cause}),
+        LimitSource::Fixed { .. } | LimitSource::NegativePrice { .. } => {
             json!({"kind": source.kind()})
         }
     }
@@ -476,6 +475,12 @@ mod tests {
         let limits = json_of(&state_topics("csipd", &s, true), "csipd/limits");
         assert_eq!(limits["export"]["source"]["kind"], "fallback");
         assert_eq!(limits["export"]["source"]["cause"], "utility_not_read");
+        // And the fail-safe its cause, as README's MQTT table says.
+        s.limits[0].source = LimitSource::FailSafe {
+            cause: crate::status::FailSafeCause::NoMeter,
+        };
+        let limits = json_of(&state_topics("csipd", &s, true), "csipd/limits");
+        assert_eq!(limits["export"]["source"]["cause"], "no_meter");
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //! 2500 W (model 123); the utility URL is first a bound 127.0.0.1 socket that never
 //! answers (the kernel accepts the connection, nothing reads it: csipd's GET waits),
 //! then the hand-scripted CSIP-AUS server (tests/common/csip_server.rs, plain HTTP lab
-//! mode) starts on that very port and serves a program whose DefaultDERControl sets a
-//! 3000 W export limit. Waits are for conditions with generous deadlines, never fixed
+//! mode; no installable server serves csipaus limits on cue) starts on that very port,
+//! first with an empty DERProgramList (read, no utility export limit: still held), then
+//! with a program whose DefaultDERControl sets a 3000 W export limit, which takes over. Waits are for conditions with generous deadlines, never fixed
 //! sleeps.
 //!
 //! The peer's readings are static (pymodbus does not model the site), so the check on
@@ -143,25 +144,57 @@ config control 'site'
         "{text}"
     );
 
-    // 2. The server answers on that port, with a DefaultDERControl of 3000 W: it takes
-    //    over (the hold is the utility's no longer). Below it by 950 W, the inverter may
-    //    rise by 0.7 of that: 2500 + 665 W, written when it moves by a whole percent
-    //    (WMaxLimPct_SF 0: 50 W).
+    // 2. The server answers on that port, first with an empty DERProgramList: reached,
+    //    read, and still no export limit from the utility, so the fallback holds, now
+    //    with that cause.
     drop(silent);
     let server = ScriptedServer::start_at(
         &addr,
         Scenario {
             lfdi,
             sfdi,
-            fsas: vec![vec![Program {
-                default_exp_lim_w: Some(3000),
-                // No setGradW: the owner's ramp (10 %/s) applies, not 0.27 %/s.
-                set_grad_w: None,
-                ..Program::default()
-            }]],
+            fsas: vec![vec![]],
             ..Scenario::default()
         },
     );
+    let s = wait_for(
+        &url,
+        Duration::from_secs(120),
+        "the fallback held with the utility read",
+        |s| {
+            s.limit(LimitMode::Export).is_some_and(|l| {
+                l.source
+                    == LimitSource::Fallback {
+                        cause: FallbackCause::NoUtilityExportLimit,
+                    }
+            })
+        },
+    );
+    assert_eq!(export_limit(&s), Some((1000.0, "fallback".into())));
+    assert!(
+        written_w(&s).is_some_and(|w| (w - held).abs() < 1.0),
+        "{:?}",
+        s.setpoints
+    );
+    assert!(
+        s.summary
+            .contains("Export limited to 1000 W as your network operator sets no export limit"),
+        "{}",
+        s.summary
+    );
+
+    // 3. A program with a DefaultDERControl of 3000 W appears: it takes over (the hold
+    //    is the utility's no longer). Below it by 950 W, the inverter may rise by 0.7 of
+    //    that: 2500 + 665 W, written when it moves by a whole percent (WMaxLimPct_SF 0:
+    //    50 W).
+    server.update(|sc| {
+        sc.fsas[0].push(Program {
+            default_exp_lim_w: Some(3000),
+            // No setGradW: the owner's ramp (10 %/s) applies, not 0.27 %/s.
+            set_grad_w: None,
+            ..Program::default()
+        })
+    });
     let raised = 2500.0 + 0.7 * (2950.0 - 2000.0);
     let s = wait_for(
         &url,

@@ -12,6 +12,10 @@
 //! with a program whose DefaultDERControl sets a 3000 W export limit, which takes over. Waits are for conditions with generous deadlines, never fixed
 //! sleeps.
 //!
+//! A second run meets a real TLS peer that refuses: `openssl s_server` with a
+//! certificate from a CA csipd does not trust (the handshake fails every time): the
+//! fallback holds, and the status's errors say why the utility is not read.
+//!
 //! The peer's readings are static (pymodbus does not model the site), so the check on
 //! the inverter is the closed loop's arithmetic on them: over the limit the whole
 //! excess is cut (`2500 - (2000 - (limit - 50))`), below it the output may rise by
@@ -25,6 +29,8 @@ mod csip_server;
 #[path = "devices_support/mod.rs"]
 mod devices_support;
 mod runtime_common;
+#[path = "common/test_pki.rs"]
+mod test_pki;
 
 use csip_server::{Program, Scenario, ScriptedServer};
 use csipd::status::{FallbackCause, LimitMode, LimitSource, Snapshot};
@@ -215,5 +221,71 @@ config control 'site'
         !server.requests_to("GET", "/dcap").is_empty(),
         "read from the server"
     );
+    run.terminate();
+}
+
+/// The utility's TLS is refused (`openssl s_server` presenting a certificate csipd's
+/// `ca` does not sign): nothing is ever read, the fallback holds at the inverter, and
+/// the status names the refusal.
+#[test]
+fn a_refused_tls_handshake_keeps_the_fallback() {
+    let dir = temp_dir("runtime-fallback-tls");
+    let pki = test_pki::TempDir::new("runtime-fallback-tls");
+    let utility_ca = test_pki::make_ca(&pki.0, "utility-ca");
+    let device = test_pki::make_leaf(&pki.0, &utility_ca, "device");
+    let rogue_ca = test_pki::make_ca(&pki.0, "rogue-ca");
+    let rogue_server = test_pki::make_leaf(&pki.0, &rogue_ca, "rogue-server");
+    let tls = test_pki::SServer::start(&rogue_server, &["-tls1_2", "-www"]);
+    let peer = start_peer("runtime-fallback-tls", &site(), None);
+    let config = format!(
+        "config csipd 'main'
+\toption status_listen '127.0.0.1:0'
+\toption data_dir '{d}/state'
+\toption telemetry_dir '{d}/telemetry'
+
+config server 'utility'
+\toption dcap_url '{url}/dcap'
+\toption cert '{cert}'
+\toption key '{key}'
+\toption ca '{ca}'
+\toption pen '12345'
+
+config control 'site'
+\toption cycle_s '1'
+\toption meter_stale_s '5'
+\toption fallback_export_limit_w '1500'
+{meter}{inverter}",
+        d = dir.display(),
+        url = tls.url(),
+        cert = device.cert.display(),
+        key = device.key.display(),
+        ca = utility_ca.cert.display(),
+        meter = uci_tcp_device("meter", "meter", &peer.port.to_string(), 1),
+        inverter = uci_tcp_device("pv", "inverter", &peer.port.to_string(), 2),
+    );
+    let path = dir.join("csipd");
+    std::fs::write(&path, config).unwrap();
+    let (mut run, url) = start_run(&path.display().to_string());
+    // Over 1450 W (1500 less the margin) by 550 W: the inverter is cut to 1950 W.
+    let held = 2500.0 - (2000.0 - 1450.0);
+    let s = wait_for(
+        &url,
+        Duration::from_secs(90),
+        "the fallback held and the TLS refusal reported",
+        |s| {
+            export_limit(s) == Some((1500.0, "fallback".into()))
+                && written_w(s).is_some_and(|w| (w - held).abs() < 1.0)
+                && s.last_errors
+                    .iter()
+                    .any(|e| e.message.contains("server certificate rejected"))
+        },
+    );
+    assert_eq!(
+        s.limit(LimitMode::Export).map(|l| l.source.clone()),
+        Some(LimitSource::Fallback {
+            cause: FallbackCause::UtilityNotRead
+        })
+    );
+    assert_ne!(s.utility.state, csipd::csip::ConnectionState::Polling);
     run.terminate();
 }

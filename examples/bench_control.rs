@@ -71,6 +71,7 @@ fn main() {
             earn_c_per_kwh: 3.2,
             interval_end_s: None,
         }),
+        fallback: None,
         total_set_max_w: 13_000.0,
         total_max_charge_w: 0.0,
     };

@@ -1519,3 +1519,58 @@ fn unknown_device_options_hint_the_option_installers_mean() {
         );
     }
 }
+
+/// `fallback_export_limit_w`: defaults to the fail-safe export limit, is watts like
+/// the other limits (a bad value is an error at its line), and takes effect only on a
+/// site with a utility server (set without one it is a warning at its line).
+#[test]
+fn fallback_export_limit_defaults_to_the_fail_safe_and_needs_a_utility() {
+    let (config, _) = valid();
+    assert_eq!(config.control.fallback_export_limit_w, 0);
+    assert_eq!(config.fallback_export_limit_w(), Some(0));
+    let text = VALID.replace(
+        "config control 'site'\n",
+        "config control 'site'\n\toption failsafe_export_limit_w '1200'\n",
+    );
+    let (config, _) = from_text(&text, "c").unwrap();
+    assert_eq!(config.fallback_export_limit_w(), Some(1200));
+    let text = VALID.replace(
+        "config control 'site'\n",
+        "config control 'site'\n\toption failsafe_export_limit_w '1200'\n\toption fallback_export_limit_w '1500'\n",
+    );
+    let (config, _) = from_text(&text, "c").unwrap();
+    assert_eq!(config.fallback_export_limit_w(), Some(1500));
+    assert_eq!(config.control.failsafe_export_limit_w, 1200);
+
+    let line = VALID
+        .lines()
+        .position(|l| l == "config control 'site'")
+        .unwrap()
+        + 2;
+    for bad in ["1.5kW", "-1", "200000000"] {
+        let text = VALID.replace(
+            "config control 'site'\n",
+            &format!("config control 'site'\n\toption fallback_export_limit_w '{bad}'\n"),
+        );
+        let Err(errors) = from_text(&text, "c") else {
+            panic!("{bad} accepted");
+        };
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let e = errors[0].to_string();
+        assert!(
+            e.starts_with(&format!("c:{line}:")) && e.contains("fallback_export_limit_w"),
+            "{e}"
+        );
+    }
+
+    // An owner-only site: nothing to wait for, and the option says it does nothing.
+    let owner_only = "config control 'site'\n\toption fallback_export_limit_w '1500'\n";
+    let (config, warnings) = from_text(owner_only, "c").unwrap();
+    assert_eq!(config.fallback_export_limit_w(), None);
+    assert!(
+        warnings.iter().any(|w| w.to_string().starts_with(
+            "c:2: warning: fallback_export_limit_w has no effect without a utility server"
+        )),
+        "{warnings:?}"
+    );
+}

@@ -382,8 +382,16 @@ pub struct ControlConfig {
     /// Meter readings older than this put the site in fail-safe. Default 10 s; must be
     /// more than `cycle_s`.
     pub meter_stale_s: f64,
-    /// Export limit applied when the meter is stale or no limit is known. Default 0 W.
+    /// Export limit applied to the inverters' output while the site meter's data is
+    /// missing or stale (`control::law`, step 2). Default 0 W.
     pub failsafe_export_limit_w: u32,
+    /// The site's export limit while the utility's is not known, on a site with a
+    /// utility server configured: before a utility control is read or restored, and
+    /// while the controls in force set no export limit
+    /// ([`crate::control::fallback_export_limit`]). Default `failsafe_export_limit_w`.
+    /// Read through [`Config::fallback_export_limit_w`], which is `None` without a
+    /// utility server.
+    pub fallback_export_limit_w: u32,
     /// How fast setpoints may rise, in percent of rated power per second, when the
     /// utility's control sets no ramp. Reductions are never ramped. Default 10 %/s.
     pub ramp_up_pct_per_s: f64,
@@ -446,6 +454,15 @@ impl Config {
             },
             _ => cycle_ms as u32,
         }
+    }
+
+    /// `control.fallback_export_limit_w` on a site with a utility server configured
+    /// (`dcap_url` or `server_url`); `None` on an owner-only site, where nothing is
+    /// waited for.
+    pub fn fallback_export_limit_w(&self) -> Option<u32> {
+        self.server
+            .utility_url()
+            .map(|_| self.control.fallback_export_limit_w)
     }
 
     pub fn site_meter(&self) -> Option<&DeviceConfig> {
@@ -558,6 +575,7 @@ const CONTROL_OPTIONS: &[&str] = &[
     "cycle_s",
     "meter_stale_s",
     "failsafe_export_limit_w",
+    "fallback_export_limit_w",
     "ramp_up_pct_per_s",
     "inverter_response_s",
     "meter_period_ms",
@@ -991,7 +1009,7 @@ pub fn build(file: &UciFile, file_name: &str) -> (Config, Vec<Diagnostic>) {
     let server = read_server(&mut checker, singletons.get("server").copied());
     let limits = read_limits(&mut checker, singletons.get("limits").copied());
     let price = read_price(&mut checker, singletons.get("price").copied(), &server);
-    let control = read_control(&mut checker, singletons.get("control").copied());
+    let control = read_control(&mut checker, singletons.get("control").copied(), &server);
     let mqtt = mqtt::read_mqtt(&mut checker, singletons.get("mqtt").copied());
 
     let mut tariffs = Vec::new();
@@ -1575,7 +1593,11 @@ fn read_price(
     }
 }
 
-fn read_control(checker: &mut Checker<'_>, section: Option<&Section>) -> ControlConfig {
+fn read_control(
+    checker: &mut Checker<'_>,
+    section: Option<&Section>,
+    server: &ServerConfig,
+) -> ControlConfig {
     let empty = empty_section("control", "site");
     let section = section.unwrap_or(&empty);
     let mut r = singleton_reader(checker, section, "site");
@@ -1598,6 +1620,18 @@ fn read_control(checker: &mut Checker<'_>, section: Option<&Section>) -> Control
         );
     }
     let failsafe_export_limit_w = r.watts("failsafe_export_limit_w").unwrap_or(0);
+    let fallback_export_limit_w = r
+        .watts("fallback_export_limit_w")
+        .unwrap_or(failsafe_export_limit_w);
+    if r.is_set("fallback_export_limit_w") && server.utility_url().is_none() {
+        let pos = r.pos_of("fallback_export_limit_w");
+        r.checker.warning(
+            pos,
+            "fallback_export_limit_w has no effect without a utility server (dcap_url or \
+             server_url): it holds the export only while the utility's limit is not known"
+                .to_string(),
+        );
+    }
     let ramp_up_pct_per_s = r
         .decimal("ramp_up_pct_per_s", "percent per second", 0.01, 100.0)
         .unwrap_or(10.0);
@@ -1623,6 +1657,7 @@ fn read_control(checker: &mut Checker<'_>, section: Option<&Section>) -> Control
         cycle_s,
         meter_stale_s,
         failsafe_export_limit_w,
+        fallback_export_limit_w,
         ramp_up_pct_per_s,
         inverter_response_s,
         meter_period_ms: meter_period_ms.filter(|ms| f64::from(*ms) <= cycle_s * 1000.0),

@@ -50,6 +50,64 @@ pub enum LimitSource {
         #[serde(default)]
         cause: FailSafeCause,
     },
+    /// The configured `control.fallback_export_limit_w` on a site with a utility server
+    /// configured, while no utility export limit is known ([`fallback_export_limit`]):
+    /// a site export limit, kept by the closed loop like a fixed one; `cause` says why.
+    Fallback {
+        #[serde(default)]
+        cause: FallbackCause,
+    },
+}
+
+/// Why the fallback export limit holds (JSON `source.cause`: "utility_not_read",
+/// "no_utility_export_limit").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackCause {
+    /// No utility control has been read from the server or restored from the store
+    /// since start-up: the server not reached, TLS refused, not registered, PIN
+    /// mismatch, its lists not all read yet.
+    #[default]
+    UtilityNotRead,
+    /// The utility's programs were read (or restored) but put no export limit in force:
+    /// no DER program, no active event with opModExpLimW and no DefaultDERControl with
+    /// one (CSIP-AUS requires a DefaultDERControl; a server that sends none or an empty
+    /// one leaves the site without the utility's limit).
+    NoUtilityExportLimit,
+}
+
+impl fmt::Display for FallbackCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FallbackCause::UtilityNotRead => "no utility control read yet",
+            FallbackCause::NoUtilityExportLimit => "the utility sets no export limit",
+        })
+    }
+}
+
+/// The fallback export limit in force, if any: on a site with a utility configured
+/// (`configured_w` is `control.fallback_export_limit_w` there, `None` on an owner-only
+/// site), while the utility's controls (`utility`: as last evaluated or restored from
+/// the store, `None` before either) set no export limit. Once a utility export limit
+/// is in force it is the utility's; a comms loss keeps the last known controls (then
+/// the programs' defaults), and only when those set no export limit either does the
+/// fallback come back. Offered to the merge in the utility's place, so a tighter
+/// owner limit still wins.
+pub fn fallback_export_limit(
+    configured_w: Option<u32>,
+    utility: Option<&UtilityControls>,
+) -> Option<Limit> {
+    let w = configured_w?;
+    let cause = match utility {
+        None => FallbackCause::UtilityNotRead,
+        Some(u) if u.export_limit_w.is_none() => FallbackCause::NoUtilityExportLimit,
+        Some(_) => return None,
+    };
+    Some(Limit::new(
+        f64::from(w),
+        LimitSource::Fallback { cause },
+        None,
+    ))
 }
 
 /// Why the fail-safe export limit holds (JSON `source.cause`: "no_meter",
@@ -80,7 +138,7 @@ impl fmt::Display for FailSafeCause {
 
 impl LimitSource {
     /// The JSON `kind`: "utility_event", "program_default", "fixed", "tariff", "price",
-    /// "fail_safe".
+    /// "fail_safe", "fallback".
     pub fn kind(&self) -> &'static str {
         match self {
             LimitSource::UtilityEvent { .. } => "utility_event",
@@ -89,6 +147,7 @@ impl LimitSource {
             LimitSource::TariffWindow { .. } => "tariff",
             LimitSource::NegativePrice { .. } => "price",
             LimitSource::FailSafe { .. } => "fail_safe",
+            LimitSource::Fallback { .. } => "fallback",
         }
     }
 }
@@ -112,6 +171,7 @@ impl fmt::Display for LimitSource {
                 "no site meter configured: the inverters' output is held at this level"
             ),
             LimitSource::FailSafe { cause } => write!(f, "fail-safe ({cause})"),
+            LimitSource::Fallback { cause } => write!(f, "fallback export limit ({cause})"),
         }
     }
 }
@@ -660,6 +720,9 @@ pub struct MergeInputs<'a> {
     pub price_rule: Option<PriceRule>,
     /// The current feed-in price if one is known and fresh (see `price::PriceTracker`).
     pub price: Option<FeedInPrice>,
+    /// The fallback export limit in force ([`fallback_export_limit`]): offered in place
+    /// of the utility's export limit, which it is only when that is `None`.
+    pub fallback: Option<Limit>,
     /// Sum of the controlled inverters' setMaxW, to turn opModMaxLimW into watts.
     pub total_set_max_w: f64,
     /// Sum of the storage's maximum charge rates (setMaxChargeRateW), to turn a negative
@@ -767,10 +830,10 @@ fn fixed(value: Option<u32>, option: &str) -> Option<Limit> {
 pub fn merge(inputs: &MergeInputs<'_>, tz: &PosixTz, now_s: i64) -> MergedLimits {
     let u = &inputs.utility;
     let f = &inputs.fixed;
-    let mut export = tighter(
-        u.export_limit_w.clone(),
-        fixed(f.export_limit_w, "export_limit_w"),
-    );
+    // The fallback stands in for the utility's export limit (and keeps the credit on
+    // a tie with an owner's limit: that the utility's is not known is the news).
+    let utility_export = u.export_limit_w.clone().or_else(|| inputs.fallback.clone());
+    let mut export = tighter(utility_export, fixed(f.export_limit_w, "export_limit_w"));
     for w in inputs.windows {
         if let Some(until) = w.active_until(tz, now_s) {
             export = tighter(
@@ -1280,6 +1343,126 @@ mod tests {
         );
         assert_eq!(u.generation_limit_w.map(|g| g.value), Some(9000.0));
         assert_eq!((u.ramp_tms, u.set_grad_w), (None, Some(27)));
+    }
+}
+
+#[cfg(test)]
+mod fallback_tests {
+    use super::*;
+
+    fn utility_export(w: f64) -> UtilityControls {
+        UtilityControls {
+            export_limit_w: Some(Limit::new(
+                w,
+                LimitSource::UtilityDefault {
+                    program: "P".into(),
+                },
+                None,
+            )),
+            ..UtilityControls::default()
+        }
+    }
+
+    /// The rule: on a site with a utility server, the fallback holds while no utility
+    /// export limit is in force, and says why; never on an owner-only site.
+    #[test]
+    fn the_fallback_holds_while_no_utility_export_limit_is_known() {
+        // Owner-only site: nothing, whatever the utility state.
+        assert_eq!(fallback_export_limit(None, None), None);
+        assert_eq!(
+            fallback_export_limit(None, Some(&UtilityControls::default())),
+            None
+        );
+        // Nothing read or restored yet.
+        let l = fallback_export_limit(Some(1500), None).expect("held");
+        assert_eq!(l.value, 1500.0);
+        assert_eq!(
+            l.source,
+            LimitSource::Fallback {
+                cause: FallbackCause::UtilityNotRead
+            }
+        );
+        assert_eq!(l.until_s, None);
+        // Read, but no program, or programs without an export limit in force (no
+        // default, an empty default, only other modes).
+        for u in [
+            UtilityControls::default(),
+            UtilityControls {
+                generation_limit_w: utility_export(4000.0).export_limit_w,
+                ..UtilityControls::default()
+            },
+        ] {
+            let l = fallback_export_limit(Some(1500), Some(&u)).expect("held");
+            assert_eq!(
+                l.source,
+                LimitSource::Fallback {
+                    cause: FallbackCause::NoUtilityExportLimit
+                }
+            );
+        }
+        // The utility's export limit takes over, looser or tighter.
+        for w in [0.0, 1000.0, 9000.0] {
+            assert_eq!(
+                fallback_export_limit(Some(1500), Some(&utility_export(w))),
+                None
+            );
+        }
+        // JSON and words.
+        let read = fallback_export_limit(Some(1500), Some(&UtilityControls::default()));
+        let json = serde_json::to_value(&read.expect("held").source).unwrap();
+        assert_eq!(json["kind"], "fallback");
+        assert_eq!(json["cause"], "no_utility_export_limit");
+        assert_eq!(
+            fallback_export_limit(Some(0), None)
+                .unwrap()
+                .source
+                .to_string(),
+            "fallback export limit (no utility control read yet)"
+        );
+        let back: LimitSource =
+            serde_json::from_str(r#"{"kind":"fallback","cause":"utility_not_read"}"#).unwrap();
+        assert_eq!(
+            back,
+            LimitSource::Fallback {
+                cause: FallbackCause::UtilityNotRead
+            }
+        );
+    }
+
+    /// In the merge the fallback stands in for the utility's export limit: a tighter
+    /// owner limit wins, a tie keeps the fallback's name, the utility's own replaces it.
+    #[test]
+    fn the_merge_takes_the_fallback_in_place_of_the_utility_export_limit() {
+        let tz = PosixTz::utc();
+        let merged = |fixed_w: Option<u32>, utility: Option<&UtilityControls>| {
+            merge(
+                &MergeInputs {
+                    utility: utility.cloned().unwrap_or_default(),
+                    fixed: FixedLimits {
+                        export_limit_w: fixed_w,
+                        ..FixedLimits::default()
+                    },
+                    fallback: fallback_export_limit(Some(1500), utility),
+                    ..MergeInputs::default()
+                },
+                &tz,
+                0,
+            )
+            .export_limit_w
+            .expect("an export limit")
+        };
+        let l = merged(None, None);
+        assert_eq!((l.value, l.source.kind()), (1500.0, "fallback"));
+        let l = merged(Some(5000), None);
+        assert_eq!((l.value, l.source.kind()), (1500.0, "fallback"));
+        let l = merged(Some(1500), None);
+        assert_eq!((l.value, l.source.kind()), (1500.0, "fallback"));
+        let l = merged(Some(1000), None);
+        assert_eq!((l.value, l.source.kind()), (1000.0, "fixed"));
+        let l = merged(None, Some(&utility_export(3000.0)));
+        assert_eq!((l.value, l.source.kind()), (3000.0, "program_default"));
+        let l = merged(Some(1000), Some(&utility_export(3000.0)));
+        assert_eq!((l.value, l.source.kind()), (1000.0, "fixed"));
     }
 }
 

@@ -26,8 +26,9 @@ pub use law::{
     Setpoints,
 };
 pub use limits::{
-    FailSafeCause, FixedLimits, InverterSettings, Limit, LimitMode, LimitSource, MergeInputs,
-    MergedLimits, PriceRule, Setting, Sourced, TariffWindow, UtilityControls, merge,
+    FailSafeCause, FallbackCause, FixedLimits, InverterSettings, Limit, LimitMode, LimitSource,
+    MergeInputs, MergedLimits, PriceRule, Setting, Sourced, TariffWindow, UtilityControls,
+    fallback_export_limit, merge,
 };
 pub use price::{
     FeedInPrice, PriceError, PriceErrorKind, PriceSourceConfig, PriceTracker, fetch_feed_in_price,

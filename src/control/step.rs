@@ -11,8 +11,10 @@
 //!
 //! Inside one step:
 //! 1. The controller is (re)built when the controlled inverters or their ratings change.
-//! 2. Limits from every source are merged for the server's idea of now (utility,
-//!    fixed, tariff windows in local time, negative price), then the owner's settings
+//! 2. Limits from every source are merged for the server's idea of now (utility, or
+//!    the fallback export limit while no utility export limit is known on a site with a
+//!    utility server: [`limits::fallback_export_limit`]; fixed, tariff windows in local
+//!    time, negative price), then the owner's settings
 //!    (`connect 0`, the default ramp) apply ([`owner_settings`]).
 //! 3. The control law ([`super::law::Controller::step`]) turns limits and readings into
 //!    setpoints, and decides the fail-safe level (the one place it is computed:
@@ -65,7 +67,9 @@ pub struct Inputs<'a> {
     pub tz: &'a PosixTz,
     /// The latest readings, any order; a configured device missing here was never read.
     pub devices: &'a [DeviceInput],
-    /// The utility's active controls as last evaluated (kept while offline).
+    /// The utility's active controls as last evaluated or restored from the store
+    /// (kept while offline); `None` before either: on a site with a utility server the
+    /// fallback export limit then holds.
     pub utility: Option<&'a UtilityControls>,
     /// Server time minus local time (2030.5 Time resource), s: utility controls and
     /// tariff windows are placed on the server's clock.
@@ -362,6 +366,7 @@ pub fn step(state: &mut State, inputs: Inputs<'_>, now: Now) -> Outputs {
         windows: &cfg.tariffs,
         price_rule: price_rule(cfg),
         price: inputs.price,
+        fallback: limits::fallback_export_limit(cfg.fallback_export_limit_w(), inputs.utility),
         total_set_max_w: total_rating_w,
         total_max_charge_w: params.inverters.iter().filter_map(|i| i.max_charge_w).sum(),
     };
@@ -951,6 +956,130 @@ config device 'bat'
         assert!(
             said.iter().all(|t| !t.contains("meter reading")),
             "{said:?}"
+        );
+    }
+
+    /// A site with a utility server whose controls were never read holds its export at
+    /// `fallback_export_limit_w` (the closed loop on the meter, not the fail-safe), says
+    /// so in the status and the summary, and gives way to the utility's limit once one
+    /// is known; an owner-only site is not held.
+    #[test]
+    fn a_utility_site_holds_the_fallback_until_the_utility_limit_is_known() {
+        let with_utility = TEXT
+            .replace(
+                "config csipd 'main'\n",
+                "config csipd 'main'\nconfig server 'utility'\n\toption dcap_url \
+                 'http://127.0.0.1:9/dcap'\n\toption allow_plain_http '1'\n",
+            )
+            .replace("\toption export_limit_w '1500'\n", "")
+            .replace("\toption connect '0'\n", "")
+            .replace(
+                "\toption failsafe_export_limit_w '2000'\n",
+                "\toption failsafe_export_limit_w '2000'\n\toption fallback_export_limit_w '800'\n",
+            );
+        let c = crate::config::from_text(&with_utility, "test.conf")
+            .expect("valid")
+            .0;
+        assert_eq!(c.fallback_export_limit_w(), Some(800));
+        let tz = PosixTz::utc();
+        // The meter reads an export of 900 W with the inverters at 100 W each.
+        let devices = [
+            input("inv", Some(5000.0), None),
+            input("bat", Some(5000.0), None),
+            DeviceInput {
+                w: Some(-900.0),
+                ..input("meter", None, None)
+            },
+        ];
+        let run = |cfg: &Config, utility: Option<&UtilityControls>| {
+            let inputs = Inputs {
+                config: cfg,
+                tz: &tz,
+                devices: &devices,
+                utility,
+                server_offset_s: 0,
+                price: None,
+            };
+            let mut state = State::new();
+            step(&mut state, inputs, Now::at(1_800_000_000))
+        };
+        let out = run(&c, None);
+        let export = &out.status.limits[0];
+        assert_eq!(export.value_w, Some(800.0));
+        assert_eq!(
+            export.source,
+            LimitSource::Fallback {
+                cause: limits::FallbackCause::UtilityNotRead
+            }
+        );
+        assert_eq!(out.setpoints.fail_safe, None, "the meter is fresh");
+        // Over the fallback by 100 W (+ the 50 W margin): the inverters are cut by it,
+        // from 200 W to 50 W.
+        let total_w: f64 = out.commands.iter().map(|(_, c)| c.setpoint_w).sum();
+        assert!((total_w - 50.0).abs() < 1e-6, "{total_w}");
+        // The revert level (fail-safe) is held within the fallback too.
+        assert!(
+            out.commands
+                .iter()
+                .all(|(_, c)| (c.fallback_pct - 8.0).abs() < 1e-9),
+            "{:?}",
+            out.commands
+        );
+        let mut snap = status::Snapshot::new(1_800_000_000);
+        snap.limits = out.status.limits.clone();
+        let shown = status::render::summary(&snap);
+        assert!(
+            shown.contains(
+                "Export limited to 800 W until your network operator's limits are received"
+            ),
+            "{shown}"
+        );
+        assert!(
+            shown.contains(
+                "export limit 800 W — fallback export limit (no utility control read yet)"
+            ),
+            "{shown}"
+        );
+        assert!(
+            out.transitions
+                .iter()
+                .any(|t| t.source == Some("limits") && t.text.contains("fallback export limit")),
+            "{:?}",
+            out.transitions
+        );
+        // Read, no export limit in force: still held, with that cause.
+        let out = run(&c, Some(&UtilityControls::default()));
+        assert_eq!(
+            out.status.limits[0].source,
+            LimitSource::Fallback {
+                cause: limits::FallbackCause::NoUtilityExportLimit
+            }
+        );
+        // The utility's default takes over.
+        let utility = UtilityControls {
+            export_limit_w: Some(Limit::new(
+                3000.0,
+                LimitSource::UtilityDefault {
+                    program: "P".into(),
+                },
+                None,
+            )),
+            ..UtilityControls::default()
+        };
+        let out = run(&c, Some(&utility));
+        assert_eq!(out.status.limits[0].value_w, Some(3000.0));
+        assert_eq!(out.status.limits[0].source.kind(), "program_default");
+        // An owner-only site: no utility to wait for, no export limit at all.
+        let mut owner_only = c.clone();
+        owner_only.server.dcap_url = None;
+        let out = run(&owner_only, None);
+        assert!(
+            out.status
+                .limits
+                .iter()
+                .all(|l| l.mode != LimitMode::Export),
+            "{:?}",
+            out.status.limits
         );
     }
 

@@ -160,6 +160,13 @@ impl Engine {
         self.ctx.clock.offset_s()
     }
 
+    /// A counter that moves whenever what was read of the tree changes (a program, its
+    /// controls, default or curves, the FSAs, the server clock): views made from
+    /// [`Engine::tree`] (the status's upcoming events) are made again when it moves.
+    pub fn tree_version(&self) -> u64 {
+        self.ctx.tree_version
+    }
+
     // ------------------------------------------------------------------ inputs
 
     /// Time passed: starts what fell due (polls, retries, schedule changes).

@@ -69,9 +69,9 @@ fn source_json(source: &LimitSource) -> Value {
             json!({"kind": source.kind(), "program": program})
         }
         LimitSource::TariffWindow { name } => json!({"kind": source.kind(), "name": name}),
-        LimitSource::Fixed { .. }
-        | LimitSource::NegativePrice { .. }
-        | LimitSource::FailSafe { .. } => {
+        LimitSource::Fallback { cause } => json!({"kind": source.kind(), "cause": cause}),
+        LimitSource::FailSafe { cause } => json!({"kind": source.kind(), "cause": cause}),
+        LimitSource::Fixed { .. } | LimitSource::NegativePrice { .. } => {
             json!({"kind": source.kind()})
         }
     }
@@ -467,6 +467,20 @@ mod tests {
         assert_eq!(device["v"], 241.5);
         assert_eq!(device["setpoint"]["limit_w"], 4200.0);
         assert_eq!(json_of(&topics, "csipd/utility")["state"], "discovering");
+        // The fallback export limit says why it holds.
+        let mut s = snapshot();
+        s.limits[0].source = LimitSource::Fallback {
+            cause: crate::status::FallbackCause::UtilityNotRead,
+        };
+        let limits = json_of(&state_topics("csipd", &s, true), "csipd/limits");
+        assert_eq!(limits["export"]["source"]["kind"], "fallback");
+        assert_eq!(limits["export"]["source"]["cause"], "utility_not_read");
+        // And the fail-safe its cause, as README's MQTT table says.
+        s.limits[0].source = LimitSource::FailSafe {
+            cause: crate::status::FailSafeCause::NoMeter,
+        };
+        let limits = json_of(&state_topics("csipd", &s, true), "csipd/limits");
+        assert_eq!(limits["export"]["source"]["cause"], "no_meter");
     }
 
     #[test]

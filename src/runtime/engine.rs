@@ -458,6 +458,19 @@ impl EngineSink for RuntimeSink {
             }
             s.utility = Some(controls);
         }
+        // An event the scheduler has stopped (cancelled, superseded, rejected) is not
+        // upcoming any more: it leaves the status with this outcome, before any response
+        // about it is sent, not at the next refresh from the tree (`UpcomingWatch`).
+        let stopped = |mrid: &str| {
+            outcome
+                .state
+                .events
+                .get(mrid)
+                .is_some_and(|r| r.ended.is_some() || r.stop.is_some())
+        };
+        self.status.update(|snap| {
+            snap.upcoming_events.retain(|e| !stopped(&e.mrid));
+        });
         // The scheduler's memory and due responses reach the disk before the engine
         // POSTs any response (the store flags ledger entries urgent).
         let now = super::unix_now_s();
@@ -559,6 +572,32 @@ impl EngineSink for RuntimeSink {
             self.status.log_event(now, "warn", "csip", &e);
         }
         self.last_error = es.last_error.clone();
+    }
+}
+
+/// When the status's upcoming events are made again from the engine's tree: at once
+/// when the tree changed (the list read that added, changed or cancelled an event: a
+/// cancelled event leaves the status in the same round as the schedule drops it), when
+/// the soonest of them starts (it is no longer upcoming), and every
+/// `STATE_SAVE_EVERY_MS` besides (a server clock offset moving the times).
+#[derive(Debug, Default)]
+pub struct UpcomingWatch {
+    /// The tree version the shown list was made from.
+    version: Option<u64>,
+    /// Server-time start of the soonest event shown.
+    next_start_s: Option<i64>,
+}
+
+impl UpcomingWatch {
+    /// Whether the list must be made again for tree `version` at `server_now_s`.
+    pub fn due(&self, version: u64, server_now_s: i64) -> bool {
+        self.version != Some(version) || self.next_start_s.is_some_and(|t| server_now_s >= t)
+    }
+
+    /// The list made from tree `version` is `shown` (soonest first).
+    pub fn shown(&mut self, version: u64, shown: &[status::UpcomingEvent]) {
+        self.version = Some(version);
+        self.next_start_s = shown.first().map(|e| e.start_unix_s);
     }
 }
 
@@ -775,6 +814,7 @@ pub async fn engine_task(
     let mut sink = RuntimeSink::new(site.clone(), status.clone(), durable.clone());
     let started_ms = clock.now().mono_ms;
     let mut next_save_ms = started_ms + STATE_SAVE_EVERY_MS;
+    let mut upcoming_watch = UpcomingWatch::default();
     // Notifications the listener accepted, for the engine (drained each round: the
     // drive loop wakes at least every second for the measurements).
     let notifications: Rc<RefCell<std::collections::VecDeque<Vec<u8>>>> = Rc::default();
@@ -877,11 +917,16 @@ pub async fn engine_task(
                     Err(e) => log::warn!("csip: notification: {e}"),
                 }
             }
-            if now.mono_ms >= next_save_ms {
-                next_save_ms = now.mono_ms + STATE_SAVE_EVERY_MS;
-                let server_now_s = now.utc_s() + engine.clock_offset_s();
+            let server_now_s = now.utc_s() + engine.clock_offset_s();
+            let save_due = now.mono_ms >= next_save_ms;
+            if save_due || upcoming_watch.due(engine.tree_version(), server_now_s) {
+                let version = engine.tree_version();
                 let upcoming = upcoming_events(&engine.tree(), server_now_s);
+                upcoming_watch.shown(version, &upcoming);
                 status.update(|s| s.upcoming_events = upcoming);
+            }
+            if save_due {
+                next_save_ms = now.mono_ms + STATE_SAVE_EVERY_MS;
                 // Kept for a reload's new engine only without a store (the store has
                 // every record already): no second copy of the records otherwise.
                 if restored && durable.borrow().store.is_none() {
@@ -959,6 +1004,31 @@ mod tests {
     use crate::config::DeviceRole;
     use crate::devices::sunspec::InverterEvents;
     use csip::DeviceEvent;
+
+    /// The status's upcoming events are made again when the tree changes and when the
+    /// soonest one starts; otherwise only by the periodic refresh.
+    #[test]
+    fn upcoming_events_are_made_again_when_the_tree_changes_or_one_starts() {
+        let mut w = UpcomingWatch::default();
+        assert!(w.due(0, 100), "never made");
+        w.shown(0, &[]);
+        assert!(!w.due(0, 100));
+        assert!(
+            w.due(1, 100),
+            "the tree changed (a list read, a cancellation)"
+        );
+        let event = status::UpcomingEvent {
+            mrid: "A".into(),
+            description: None,
+            program: None,
+            start_unix_s: 160,
+            end_unix_s: 200,
+            limits: Vec::new(),
+        };
+        w.shown(1, std::slice::from_ref(&event));
+        assert!(!w.due(1, 159));
+        assert!(w.due(1, 160), "it starts: no longer upcoming");
+    }
 
     use crate::csip::pricing::{PriceBlock, PriceDirection, PricePoint, RatePrice};
     use crate::runtime::durable::Durable;

@@ -165,6 +165,13 @@ pub async fn run_daemon(
             config.control.failsafe_export_limit_w
         );
     }
+    if let Some(w) = config.fallback_export_limit_w() {
+        // Said once here; the status shows whether it holds (no stored controls yet).
+        log::info!(
+            "until the utility's export limit is read (or restored from the store), export \
+             is held at {w} W (fallback_export_limit_w)"
+        );
+    }
     status.log_event(
         started,
         "info",

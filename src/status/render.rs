@@ -76,6 +76,8 @@ pub fn source_text(source: &LimitSource) -> String {
         LimitSource::NegativePrice { .. } => "negative feed-in price".to_string(),
         // "fail-safe (meter data stale)", or what holds without a meter at all.
         LimitSource::FailSafe { .. } => source.to_string(),
+        // "fallback export limit (no utility control read yet)".
+        LimitSource::Fallback { .. } => source.to_string(),
     }
 }
 

@@ -227,7 +227,7 @@ pub struct ResourcePoll {
 }
 
 /// The limit mode and source are control's types (one type per concept).
-pub use crate::control::{FailSafeCause, LimitMode, LimitSource};
+pub use crate::control::{FailSafeCause, FallbackCause, LimitMode, LimitSource};
 
 /// One limit in force.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -5,7 +5,9 @@
 //! the same words. Pure: snapshot in, text out; times in the daemon's local time.
 
 use super::render::clock_hhmm_or_ss;
-use super::snapshot::{ActiveLimit, DeviceRole, FailSafeCause, LimitMode, LimitSource, Snapshot};
+use super::snapshot::{
+    ActiveLimit, DeviceRole, FailSafeCause, FallbackCause, LimitMode, LimitSource, Snapshot,
+};
 
 /// Whether a site meter is configured (listed among the devices, read or not).
 fn has_meter(s: &Snapshot) -> bool {
@@ -38,6 +40,12 @@ fn by_whom(source: &LimitSource) -> String {
         LimitSource::FailSafe {
             cause: FailSafeCause::MeterStale,
         } => "for safety: the meter is not answering".into(),
+        LimitSource::Fallback {
+            cause: FallbackCause::UtilityNotRead,
+        } => "until your network operator's limits are received".into(),
+        LimitSource::Fallback {
+            cause: FallbackCause::NoUtilityExportLimit,
+        } => "as your network operator sets no export limit".into(),
     }
 }
 

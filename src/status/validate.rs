@@ -363,6 +363,27 @@ mod tests {
         assert_eq!(answer["checked"], "staged changes");
     }
 
+    /// LuCI's Save refuses a fallback export limit csipd would refuse, on its field.
+    #[test]
+    fn a_bad_fallback_export_limit_is_refused_on_its_field() {
+        for bad in ["1.5kW", "200000000"] {
+            let answer = staged(json!([
+                {".name": "utility", ".type": "server",
+                 "dcap_url": "http://127.0.0.1:9/dcap", "allow_plain_http": "1"},
+                {".name": "site", ".type": "control", "fallback_export_limit_w": bad},
+            ]));
+            assert_eq!(answer["valid"], false, "{answer}");
+            let e = error_on(&answer, "site", "fallback_export_limit_w");
+            assert!(e.contains("fallback_export_limit_w"), "{e}");
+        }
+        let answer = staged(json!([
+            {".name": "utility", ".type": "server",
+             "dcap_url": "http://127.0.0.1:9/dcap", "allow_plain_http": "1"},
+            {".name": "site", ".type": "control", "fallback_export_limit_w": "1500"},
+        ]));
+        assert_eq!(answer["valid"], true, "{answer}");
+    }
+
     #[test]
     fn a_good_staged_config_is_valid_and_quotes_survive() {
         let answer = staged(json!([

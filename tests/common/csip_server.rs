@@ -304,7 +304,14 @@ pub fn now_s() -> i64 {
 
 impl ScriptedServer {
     pub fn start(scenario: Scenario) -> ScriptedServer {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind 127.0.0.1:0"));
+        Self::start_at("127.0.0.1:0", scenario)
+    }
+
+    /// [`ScriptedServer::start`] on a given address, e.g. the port a test held silent
+    /// until now (a server that starts answering where csipd already looks).
+    pub fn start_at(addr: &str, scenario: Scenario) -> ScriptedServer {
+        let server =
+            Arc::new(tiny_http::Server::http(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}")));
         let port = server.server_addr().to_ip().expect("ip listener").port();
         let state = Arc::new(Shared::new(scenario));
         let thread_state = Arc::clone(&state);

@@ -315,6 +315,9 @@ return view.extend({
 		o = s.option(form.Value, 'failsafe_export_limit_w', _('Safety export limit (W)'), _('Export allowed while the meter is silent.'));
 		o.datatype = 'uinteger';
 		o.placeholder = '0';
+		o = s.option(form.Value, 'fallback_export_limit_w', _('Export limit until the network operator\'s is known (W)'), _('With a utility server: the export allowed before its limits are first received (server not reached, not registered, PIN mismatch, no DER program) and while it sets no export limit. Set it to the connection agreement\'s fallback export limit, e.g. 1500. Empty: the safety export limit.'));
+		o.datatype = 'uinteger';
+		o.placeholder = _('safety export limit');
 		o = s.option(form.Value, 'ramp_up_pct_per_s', _('Ramp up (% of rated power per s)'), _('When the utility gives no ramp rate. Reductions are never ramped.'));
 		o.datatype = 'ufloat';
 		o.placeholder = '10';

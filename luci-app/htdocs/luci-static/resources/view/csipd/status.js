@@ -119,6 +119,10 @@ function sourceText(src) {
 		case 'meter_not_read': return _('Safety limit: no meter reading yet');
 		default: return _('Safety limit: meter not answering');
 		}
+	case 'fallback':
+		return src.cause === 'no_utility_export_limit'
+			? _('Fallback export limit: the network operator sets no export limit')
+			: _('Fallback export limit: no network operator limit received yet');
 	default: return src.kind;
 	}
 }

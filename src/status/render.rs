@@ -34,6 +34,33 @@ pub fn clock_hhmm_or_ss(t_unix_s: i64, utc_offset_s: i32) -> String {
     }
 }
 
+/// "14:35–15:05", or with seconds on both bounds when either is off the minute
+/// ("14:35:11–14:35:21"): "14:35–14:35" would hide a block shorter than a minute.
+pub fn clock_span(start_unix_s: i64, end_unix_s: i64, utc_offset_s: i32) -> String {
+    let off_minute = |t: i64| (t + i64::from(utc_offset_s)).rem_euclid(60) != 0;
+    let clock = if off_minute(start_unix_s) || off_minute(end_unix_s) {
+        clock_hhmmss
+    } else {
+        clock_hhmm
+    };
+    format!(
+        "{}–{}",
+        clock(start_unix_s, utc_offset_s),
+        clock(end_unix_s, utc_offset_s)
+    )
+}
+
+/// A price per unit with four places, more when the utility's multiplier gives more
+/// ("0.123456", not "0.1235"); the value is an exact decimal (`sep2::types::decimal`).
+pub fn price_number(p: f64) -> String {
+    let four = format!("{p:.4}");
+    if four.parse::<f64>().ok() == Some(p) {
+        four
+    } else {
+        p.to_string()
+    }
+}
+
 /// A short duration: "45 s", "12 min", "3 h 05 min", "2 d 4 h".
 pub fn duration(seconds: i64) -> String {
     let s = seconds.max(0);
@@ -143,9 +170,9 @@ pub fn price_line(p: &crate::csip::pricing::RatePrice, tz: i32) -> String {
                 let p = b.price_per_unit;
                 // A bare signed number reads as earnings for export; say who pays.
                 let price = if p > 0.0 {
-                    format!("you pay {p:.4} {unit}")
+                    format!("you pay {} {unit}", price_number(p))
                 } else if p < 0.0 {
-                    format!("you get {:.4} {unit}", -p)
+                    format!("you get {} {unit}", price_number(-p))
                 } else {
                     format!("0.0000 {unit}")
                 };
@@ -163,22 +190,11 @@ pub fn price_line(p: &crate::csip::pricing::RatePrice, tz: i32) -> String {
         None => "no price now".into(),
     };
     let next = match &p.next {
-        Some(n) => {
-            // Both bounds alike, seconds if either is off the minute (as upcoming events).
-            let clock = if (n.start_unix_s + i64::from(tz)).rem_euclid(60) != 0
-                || (n.end_unix_s + i64::from(tz)).rem_euclid(60) != 0
-            {
-                clock_hhmmss
-            } else {
-                clock_hhmm
-            };
-            format!(
-                ", then {} {}–{}",
-                blocks(n),
-                clock(n.start_unix_s, tz),
-                clock(n.end_unix_s, tz)
-            )
-        }
+        Some(n) => format!(
+            ", then {} {}",
+            blocks(n),
+            clock_span(n.start_unix_s, n.end_unix_s, tz)
+        ),
         None => String::new(),
     };
     format!("{what}: {now}{next} ({})", p.rate_component_href)
@@ -277,7 +293,7 @@ pub fn summary(s: &Snapshot) -> String {
                 let _ = write!(
                     line,
                     ", until {} (in {})",
-                    clock_hhmm(end, tz),
+                    clock_hhmm_or_ss(end, tz),
                     duration(end - now)
                 );
             }
@@ -298,18 +314,11 @@ pub fn summary(s: &Snapshot) -> String {
                 })
                 .collect();
             // Seconds only when a bound is off the minute (a randomised start, blocks
-            // shorter than a minute): "14:35–14:35" would hide them.
-            let off_minute = |t: i64| (t + i64::from(tz)).rem_euclid(60) != 0;
-            let clock = if off_minute(e.start_unix_s) || off_minute(e.end_unix_s) {
-                clock_hhmmss
-            } else {
-                clock_hhmm
-            };
+            // shorter than a minute).
             let _ = writeln!(
                 out,
-                "  {}–{} {} (event {}, starts in {})",
-                clock(e.start_unix_s, tz),
-                clock(e.end_unix_s, tz),
+                "  {} {} (event {}, starts in {})",
+                clock_span(e.start_unix_s, e.end_unix_s, tz),
                 limits.join(", "),
                 short_mrid(&e.mrid),
                 duration(e.start_unix_s - now)
@@ -747,5 +756,37 @@ mod tests {
         assert_eq!(duration(2 * 86_400 + 4 * 3600), "2 d 4 h");
         assert_eq!(clock_hhmm(0, -3600), "23:00");
         assert_eq!(clock_hhmmss(3661, 0), "01:01:01");
+        assert_eq!(clock_span(60, 120, 0), "00:01–00:02");
+        assert_eq!(clock_span(60, 121, 0), "00:01:00–00:02:01");
+        // An offset off the minute (none is, but the rule is the local time's).
+        assert_eq!(clock_span(60, 120, 30), "00:01:30–00:02:30");
+    }
+
+    /// Prices show four places, more only when the exact decimal has more.
+    #[test]
+    fn price_numbers_keep_the_utilitys_digits() {
+        assert_eq!(price_number(0.042), "0.0420");
+        assert_eq!(price_number(0.3), "0.3000");
+        assert_eq!(price_number(0.123456), "0.123456");
+        assert_eq!(price_number(12.0), "12.0000");
+    }
+
+    /// Every start and end in `csipd status` says its seconds when off the minute:
+    /// inverter settings too (LuCI and the page show the same).
+    #[test]
+    fn setting_ends_off_the_minute_show_seconds() {
+        use crate::status::snapshot::InverterSetting;
+        let mut s = Snapshot::new(0);
+        s.now_unix_s = 3600;
+        s.inverter_settings = vec![InverterSetting {
+            mode: "opModFixedPFInjectW".into(),
+            value: "0.95".into(),
+            source: LimitSource::Fixed {
+                option: "x".into(),
+            },
+            end_unix_s: Some(3600 + 600 + 7),
+        }];
+        let text = summary(&s);
+        assert!(text.contains(", until 01:10:07 (in 10 min)\n"), "{text}");
     }
 }

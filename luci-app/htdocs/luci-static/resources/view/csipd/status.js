@@ -58,6 +58,30 @@ function hhmmss(t) {
 	return hhmm(t) + ':' + pad2(siteDate(t).getUTCSeconds());
 }
 
+// A start or end: "14:35" on the minute, "14:35:21" off it (randomised starts, blocks
+// shorter than a minute), as `csipd status` and the built-in page show it: "until
+// 14:35" would read as over at 14:35:10.
+function offMinute(t) {
+	return siteDate(t).getUTCSeconds() != 0;
+}
+
+function clock(t) {
+	return offMinute(t) ? hhmmss(t) : hhmm(t);
+}
+
+// Both bounds of a span alike: seconds on both if either is off the minute.
+function clockPair(a, b) {
+	var c = (offMinute(a) || offMinute(b)) ? hhmmss : hhmm;
+	return [ c(a), c(b) ];
+}
+
+// A price per unit as sent (exact decimals from the daemon): four places, more when
+// the utility's multiplier gives more ("0.123456", not "0.1235").
+function priceNumber(v) {
+	var s = v.toFixed(4);
+	return Number(s) === v ? s : String(v);
+}
+
 function duration(s) {
 	s = Math.max(0, Math.round(s));
 	if (s < 60)
@@ -288,8 +312,8 @@ function priceText(p, point) {
 	var unit = currencyName(p.currency) + '/' + p.unit;
 	return point.blocks.map(function(b) {
 		var v = b.price_per_unit;
-		var t = v > 0 ? _('you pay %s').format(v.toFixed(4) + ' ' + unit)
-			: v < 0 ? _('you get %s').format((-v).toFixed(4) + ' ' + unit) : '0.0000 ' + unit;
+		var t = v > 0 ? _('you pay %s').format(priceNumber(v) + ' ' + unit)
+			: v < 0 ? _('you get %s').format(priceNumber(-v) + ' ' + unit) : '0.0000 ' + unit;
 		return b.start_value ? t + ' ' + _('from %s').format(b.start_value + ' ' + p.unit) : t;
 	}).join(' / ');
 }
@@ -303,7 +327,7 @@ function directionText(d) {
 }
 
 function countdown(end) {
-	return E('span', { 'data-end': end }, [ hhmm(end) ]);
+	return E('span', { 'data-end': end }, [ clock(end) ]);
 }
 
 return view.extend({
@@ -367,12 +391,13 @@ return view.extend({
 
 		var prices = table([ _('Energy'), _('Price now'), _('Next price') ], (u.prices || []).map(function(p) {
 			return [ directionText(p.direction),
-				p.current ? priceText(p, p.current) + ' ' + _('until %s').format(hhmm(p.current.end_unix_s)) : _('no price now'),
-				p.next ? priceText(p, p.next) + ', ' + hhmm(p.next.start_unix_s) + '–' + hhmm(p.next.end_unix_s) : '–' ];
+				p.current ? priceText(p, p.current) + ' ' + _('until %s').format(clock(p.current.end_unix_s)) : _('no price now'),
+				p.next ? priceText(p, p.next) + ', ' + clockPair(p.next.start_unix_s, p.next.end_unix_s).join('–') : '–' ];
 		}), _('No tariff from the network operator'));
 
 		var upcoming = table([ _('Starts'), _('Ends'), _('Limits'), _('Event') ], s.upcoming_events.map(function(e) {
-			return [ hhmm(e.start_unix_s), hhmm(e.end_unix_s),
+			var bounds = clockPair(e.start_unix_s, e.end_unix_s);
+			return [ bounds[0], bounds[1],
 				e.limits.map(function(l) { return modeText(l.mode) + ' ' + limitValue(l); }).join(', '), shortMrid(e.mrid) ];
 		}), _('None scheduled'));
 
@@ -450,7 +475,7 @@ return view.extend({
 		var now = Date.now() / 1000 + this.skewS;
 		this.box.querySelectorAll('[data-end]').forEach(function(e) {
 			var end = +e.getAttribute('data-end');
-			e.textContent = hhmm(end) + ' (' + _('in') + ' ' + duration(end - now) + ')';
+			e.textContent = clock(end) + ' (' + _('in') + ' ' + duration(end - now) + ')';
 		});
 		this.box.querySelectorAll('[data-since]').forEach(function(e) {
 			var since = +e.getAttribute('data-since');

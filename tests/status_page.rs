@@ -17,7 +17,8 @@ fn page_renders_live_values_in_headless_chromium() {
     // the site.
     handle.update(|s| s.local_utc_offset_s = 34_200);
     let limit_end = handle.get().limits[0].end_unix_s.unwrap();
-    let site_until = csipd::status::render::clock_hhmm(limit_end, 34_200);
+    // Seconds when the end is off the minute, as `csipd status` says it.
+    let site_until = csipd::status::render::clock_hhmm_or_ss(limit_end, 34_200);
     // The summary line comes from the server (seconds when the end is off the minute).
     let summary_until = csipd::status::render::clock_hhmm_or_ss(limit_end, 34_200);
     let summary = format!(
@@ -146,6 +147,37 @@ fn page_renders_live_values_in_headless_chromium() {
         csipd::status::render::clock_hhmmss(t0 + 21, 34_200)
     );
     assert!(short.contains(&span), "{span}; DOM:\n{short}");
+
+    // Every start and end follows that rule: a limit's countdown, the price now and
+    // next, off the minute (seconds) and on it (HH:MM), in the site's time.
+    let hms = |t| csipd::status::render::clock_hhmmss(t, 34_200);
+    let hm = |t| csipd::status::render::clock_hhmm(t, 34_200);
+    // Whole minutes in the site's time (UTC+9:30 is whole minutes too).
+    let m0 = (handle.get().now_unix_s / 60 + 3) * 60;
+    handle.update(|s| {
+        s.limits[0].end_unix_s = Some(m0 + 7);
+        s.utility.prices = sample_prices(s.now_unix_s);
+        let import = &mut s.utility.prices[0];
+        import.current.as_mut().unwrap().end_unix_s = m0 + 37;
+        let next = import.next.as_mut().unwrap();
+        next.start_unix_s = m0 + 37;
+        next.end_unix_s = m0 + 120;
+        let export = &mut s.utility.prices[1];
+        export.current.as_mut().unwrap().end_unix_s = m0;
+        let next = export.next.as_mut().unwrap();
+        next.start_unix_s = m0;
+        next.end_unix_s = m0 + 1800;
+    });
+    let seconds = run_chromium(&profile, &["--dump-dom"], &format!("{}/", server.url()));
+    for needle in [
+        format!(">{} (in ", hms(m0 + 7)),
+        format!("you pay 0.2800 AUD/kWh until {}<", hms(m0 + 37)),
+        format!("you pay 0.3500 AUD/kWh {}–{}<", hms(m0 + 37), hms(m0 + 120)),
+        format!("you pay 0.0300 AUD/kWh until {}<", hm(m0)),
+        format!("you get 0.0500 AUD/kWh {}–{}<", hm(m0), hm(m0 + 1800)),
+    ] {
+        assert!(seconds.contains(&needle), "{needle}; DOM:\n{seconds}");
+    }
 
     // No site meter configured: the page says what holds the export (the inverters'
     // output at the fail-safe level), not that a meter is stale.

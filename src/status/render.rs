@@ -50,14 +50,15 @@ pub fn clock_span(start_unix_s: i64, end_unix_s: i64, utc_offset_s: i32) -> Stri
     )
 }
 
-/// A price per unit with four places, more when the utility's multiplier gives more
-/// ("0.123456", not "0.1235"); the value is an exact decimal (`sep2::types::decimal`).
+/// A price per unit with four places, more (up to ten) when the utility's multiplier
+/// gives more ("0.123456", not "0.1235"); the value is an exact decimal
+/// (`sep2::types::decimal`).
 pub fn price_number(p: f64) -> String {
-    let four = format!("{p:.4}");
-    if four.parse::<f64>().ok() == Some(p) {
-        four
-    } else {
-        p.to_string()
+    let ten = format!("{p:.10}");
+    let ten = ten.trim_end_matches('0');
+    match ten.split_once('.') {
+        Some((_, decimals)) if decimals.len() > 4 => ten.to_string(),
+        _ => format!("{p:.4}"),
     }
 }
 
@@ -769,6 +770,8 @@ mod tests {
         assert_eq!(price_number(0.3), "0.3000");
         assert_eq!(price_number(0.123456), "0.123456");
         assert_eq!(price_number(12.0), "12.0000");
+        assert_eq!(price_number(0.1 + 0.2), "0.3000", "noise from elsewhere is not shown");
+        assert_eq!(price_number(-0.00001), "-0.00001");
     }
 
     /// Every start and end in `csipd status` says its seconds when off the minute:

@@ -75,11 +75,11 @@ function clockPair(a, b) {
 	return [ c(a), c(b) ];
 }
 
-// A price per unit as sent (exact decimals from the daemon): four places, more when
-// the utility's multiplier gives more ("0.123456", not "0.1235").
+// A price per unit (an exact decimal from the daemon): four places, more (up to ten)
+// when the utility's multiplier gives more ("0.123456", not "0.1235").
 function priceNumber(v) {
-	var s = v.toFixed(4);
-	return Number(s) === v ? s : String(v);
+	var t = Number(v.toFixed(10));
+	return Number(t.toFixed(4)) === t ? t.toFixed(4) : String(t);
 }
 
 function duration(s) {

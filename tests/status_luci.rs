@@ -826,6 +826,8 @@ fn status_view_stale_meter_limit_gaps_and_repeated_errors() {
         for d in &mut s.devices {
             d.stale = true;
         }
+        // Every inverter stale too: their output is unknown as well.
+        s.site.pv_w = None;
         let n = s.history.points.len();
         for p in s.history.points.iter_mut().skip(n / 3).take(n / 3) {
             p.export_limit_w = None;
@@ -852,10 +854,13 @@ fn status_view_stale_meter_limit_gaps_and_repeated_errors() {
     let dom = view_dom(&h, "csipd/status", 390, true, "");
     assert!(dom.contains("csipd-site-stale"), "stale meter note:\n{dom}");
     assert!(dom.contains("the site's power is unknown"));
-    assert!(
-        !dom.contains("data-title=\"Export\">"),
-        "no live-looking export value"
-    );
+    for needle in [
+        "data-title=\"Export\">unknown (meter not answering)<",
+        "data-title=\"Household use\">unknown (meter not answering)<",
+        "data-title=\"Solar\">unknown (no inverter reading)<",
+    ] {
+        assert!(dom.contains(needle), "no live-looking value: {needle}\n{dom}");
+    }
     assert!(
         text_of(&dom, "class=\"csipd-summary\"")
             .ends_with("— site power unknown: the meter is not answering"),
@@ -1112,7 +1117,10 @@ fn status_view_prices_and_a_site_without_a_meter() {
             "data-title=\"Price now\">you pay 0.0300 AUD/kWh until ",
             "data-title=\"Next price\">you get 0.0500 AUD/kWh, ",
             "data-title=\"Set by\">No site meter set up: the inverters' output is held at this level<",
-            "No site meter is set up, so the site's power is unknown.",
+            "No site meter is set up, so the grid, export and household use are not measured; solar is the inverters' own output.",
+            "data-title=\"Solar\">4230 W (from the inverters)<",
+            "data-title=\"Export\">not measured (no site meter)<",
+            "data-title=\"Household use\">not measured (no site meter)<",
         ] {
             assert!(dom.contains(needle), "{width} px lacks {needle:?}:\n{dom}");
         }

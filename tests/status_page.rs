@@ -101,8 +101,13 @@ fn page_renders_live_values_in_headless_chromium() {
     });
     let stale = run_chromium(&profile, &["--dump-dom"], &format!("{}/", server.url()));
     assert!(
-        stale.contains(r#"id="export-w" class="num">unknown<"#),
+        stale.contains(r#"id="export-w" class="num">unknown (meter not answering)<"#),
         "stale export shown as unknown"
+    );
+    // The inverters' output is still known (their own readings).
+    assert!(
+        stale.contains(r#"id="pv-w" class="num">4567 W (from the inverters)<"#),
+        "PV without the meter"
     );
     assert!(!stale.contains(r#"id="site-stale" class="bad" hidden"#));
     assert!(stale.contains("site power unknown: the meter is not answering"));
@@ -195,6 +200,10 @@ fn page_renders_live_values_in_headless_chromium() {
     for needle in [
         "no site meter configured: the inverters' output is held at this level",
         r#"id="no-meter" class="muted">No site meter is configured"#,
+        r#"id="export-w" class="num">not measured (no site meter)<"#,
+        r#"id="load-w" class="num">not measured (no site meter)<"#,
+        r#"id="pv-w" class="num">4567 W (from the inverters)<"#,
+        "site power unknown; solar 4567 W",
         r#"id="site-stale" class="bad" hidden"#,
         "Export limited to 1500 W at the inverters, as no site meter is configured",
     ] {

@@ -461,19 +461,26 @@ pub fn step(state: &mut State, inputs: Inputs<'_>, now: Now) -> Outputs {
 
     let meter_fresh = !stale(meter) && meter.is_some_and(|m| m.w.is_some());
     let site_w = meter.and_then(|m| m.w);
-    // Every configured inverter's output counts, controllable or not.
-    let pv_w: f64 = cfg
+    // Every configured inverter's output counts, controllable or not. Known from the
+    // inverters' own readings, with or without a meter; unknown (not 0 W) while none
+    // of them has a fresh reading; 0 W on a site with none configured.
+    let fresh_pv: Vec<f64> = cfg
         .controlled_devices()
         .filter_map(|d| find(&d.name))
         .filter(|d| !stale(Some(d)))
         .filter_map(|d| d.w)
-        .sum();
+        .collect();
+    let pv_w = (!fresh_pv.is_empty() || cfg.controlled_devices().next().is_none())
+        .then(|| fresh_pv.iter().sum::<f64>());
     let flows = match (site_w, meter) {
         (Some(w), Some(m)) => {
             let age_s = m.age_ms.map_or(0, |a| (a / 1000) as i64);
-            status::SiteFlows::from_site_and_pv(w, pv_w, now_s - age_s)
+            status::SiteFlows::from_site(w, pv_w, now_s - age_s)
         }
-        _ => status::SiteFlows::default(),
+        _ => status::SiteFlows {
+            pv_w,
+            ..status::SiteFlows::default()
+        },
     };
     let export_w = meter_fresh.then_some(flows.export_w).flatten();
     let export_limit_w = active
@@ -1007,6 +1014,61 @@ config device 'bat'
         let out = step(&mut State::new(), inputs, Now::at(0));
         assert_eq!(out.status.site.pv_w, Some(200.0));
         assert_eq!(out.commands.len(), 1);
+    }
+
+    /// The inverters' output is known from their own readings with the meter missing,
+    /// never read or stale: the status says PV, and leaves what needs the meter (site,
+    /// export, load) unknown. With no fresh inverter reading PV is unknown, not 0 W.
+    #[test]
+    fn pv_is_known_from_the_inverters_without_the_meter() {
+        let tz = PosixTz::utc();
+        let run = |c: &Config, devices: &[DeviceInput]| {
+            let inputs = Inputs {
+                config: c,
+                tz: &tz,
+                devices,
+                utility: None,
+                server_offset_s: 0,
+                price: None,
+            };
+            step(&mut State::new(), inputs, Now::at(0)).status.site
+        };
+        let c = cfg();
+        let inverters = [input("inv", Some(5000.0), None), input("bat", Some(5000.0), None)];
+        // The meter never read.
+        let site = run(&c, &inverters);
+        assert_eq!(site.pv_w, Some(200.0));
+        assert_eq!((site.site_w, site.export_w, site.load_w), (None, None, None));
+        // No meter configured at all.
+        let no_meter = crate::config::from_text(
+            &TEXT.replace("config device 'meter'\n\toption role 'meter'", "config device 'meter'\n\toption role 'meter'\n\toption enabled '0'"),
+            "t",
+        )
+        .expect("valid")
+        .0;
+        assert!(no_meter.site_meter().is_none());
+        let site = run(&no_meter, &inverters);
+        assert_eq!((site.pv_w, site.site_w, site.load_w), (Some(200.0), None, None));
+        // Every inverter stale: PV unknown too.
+        let stale: Vec<DeviceInput> = inverters
+            .iter()
+            .map(|i| DeviceInput {
+                age_ms: Some(60_000),
+                ..i.clone()
+            })
+            .collect();
+        assert_eq!(run(&no_meter, &stale).pv_w, None);
+        // With the meter: all four, the load from both.
+        let mut all = inverters.to_vec();
+        all.push(DeviceInput {
+            w: Some(-50.0),
+            ..input("meter", None, None)
+        });
+        let site = run(&c, &all);
+        assert_eq!(
+            (site.site_w, site.export_w, site.pv_w, site.load_w),
+            (Some(-50.0), Some(50.0), Some(200.0), Some(150.0))
+        );
     }
 
     #[test]

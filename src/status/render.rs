@@ -343,14 +343,35 @@ pub fn summary(s: &Snapshot) -> String {
     }
 
     let site = &s.site;
-    let _ = writeln!(
-        out,
-        "site        grid {} (import +) | export {} | PV {} | load {}",
-        opt(site.site_w, "W", 0),
-        opt(site.export_w, "W", 0),
-        opt(site.pv_w, "W", 0),
-        opt(site.load_w, "W", 0)
-    );
+    // PV is the inverters' own output; grid, export and load need the meter, and are
+    // never shown from a stale reading or as "– W".
+    let pv = match site.pv_w {
+        Some(w) => watts(w),
+        None => "unknown (no inverter reading)".to_string(),
+    };
+    match super::summary::meter_figure_words(s) {
+        None => {
+            let _ = writeln!(
+                out,
+                "site        grid {} (import +) | export {} | PV {pv} | load {}",
+                opt(site.site_w, "W", 0),
+                opt(site.export_w, "W", 0),
+                // The load is the meter plus the inverters: unknown without the latter.
+                site.load_w.map_or_else(|| "unknown".to_string(), watts)
+            );
+        }
+        Some(words) => {
+            let from = if site.pv_w.is_some() {
+                " (from the inverters)"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "site        grid, export and load {words} | PV {pv}{from}"
+            );
+        }
+    }
 
     if !s.devices.is_empty() {
         out.push_str("devices\n");

@@ -401,20 +401,23 @@ return view.extend({
 				e.limits.map(function(l) { return modeText(l.mode) + ' ' + limitValue(l); }).join(', '), shortMrid(e.mrid) ];
 		}), _('None scheduled'));
 
-		// Old numbers are never shown as live: with the meter stale or missing, the site
-		// row says so.
+		// Old numbers are never shown as live: with the meter stale or missing, the
+		// figures that need it say why; solar is the inverters' own output, known
+		// without the meter (as `csipd status` and the built-in page say).
 		var siteHeaders = [ _('Grid (import +, export −)'), _('Export'), _('Solar'), _('Household use') ];
-		var site;
-		if (meterFresh)
-			site = table(siteHeaders, [[
-				watts(s.site.site_w), watts(s.site.export_w), watts(s.site.pv_w), watts(s.site.load_w)
-			]], '');
-		else
-			site = E('div', { 'class': 'alert-message warning csipd-site-stale' }, [
+		var noMeter = !meter ? _('not measured (no site meter)')
+			: meter.last_reading_age_s == null ? _('unknown (no meter reading yet)') : _('unknown (meter not answering)');
+		var solar = s.site.pv_w == null ? _('unknown (no inverter reading)')
+			: watts(s.site.pv_w) + (meterFresh ? '' : ' ' + _('(from the inverters)'));
+		var site = table(siteHeaders, [ meterFresh
+			? [ watts(s.site.site_w), watts(s.site.export_w), solar, s.site.load_w == null ? _('unknown') : watts(s.site.load_w) ]
+			: [ noMeter, noMeter, solar, noMeter ] ], '');
+		if (!meterFresh)
+			site = E('div', {}, [ site, E('div', { 'class': 'alert-message warning csipd-site-stale' }, [
 				meter ? _('The site meter is not answering (last reading %s ago), so the site\'s power is unknown. csipd holds the safety limit until it answers again.')
 						.format(meter.last_reading_age_s == null ? _('never') : duration(meter.last_reading_age_s))
-					: _('No site meter is set up, so the site\'s power is unknown.')
-			]);
+					: _('No site meter is set up, so the grid, export and household use are not measured; solar is the inverters\' own output.')
+			]) ]);
 
 		var devices = table([ _('Device'), _('Type'), _('Power'), _('Reactive power'), _('Voltage'), _('Frequency'), _('Last reading'), _('Notes') ], s.devices.map(function(d) {
 			var r = d.readings, st = d.stale;

@@ -859,7 +859,10 @@ fn status_view_stale_meter_limit_gaps_and_repeated_errors() {
         "data-title=\"Household use\">unknown (meter not answering)<",
         "data-title=\"Solar\">unknown (no inverter reading)<",
     ] {
-        assert!(dom.contains(needle), "no live-looking value: {needle}\n{dom}");
+        assert!(
+            dom.contains(needle),
+            "no live-looking value: {needle}\n{dom}"
+        );
     }
     assert!(
         text_of(&dom, "class=\"csipd-summary\"")
@@ -1171,13 +1174,19 @@ fn status_view_times_off_the_minute_show_seconds() {
     let dom = view_dom(&h, "csipd/status", 1280, true, "");
     for needle in [
         format!(">{} (in ", hms(m0 + 7)),
-        format!("data-title=\"Price now\">you pay 0.2800 AUD/kWh until {}<", hms(m0 + 37)),
+        format!(
+            "data-title=\"Price now\">you pay 0.2800 AUD/kWh until {}<",
+            hms(m0 + 37)
+        ),
         format!(
             "data-title=\"Next price\">you pay 0.3500 AUD/kWh, {}–{}<",
             hms(m0 + 37),
             hms(m0 + 120)
         ),
-        format!("data-title=\"Price now\">you pay 0.0300 AUD/kWh until {}<", hm(m0)),
+        format!(
+            "data-title=\"Price now\">you pay 0.0300 AUD/kWh until {}<",
+            hm(m0)
+        ),
         format!(
             "data-title=\"Next price\">you get 0.0500 AUD/kWh, {}–{}<",
             hm(m0),

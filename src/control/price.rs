@@ -406,7 +406,11 @@ mod tests {
         let p = t.current(1999).expect("in its interval");
         assert_eq!(p.earn_c_per_kwh, -4.2, "exact: what /status shows");
         t.record_utility(Some((-0.07, 2000)));
-        assert_eq!(t.current(1999).unwrap().earn_c_per_kwh, 7.0, "not 7.000000000000001");
+        assert_eq!(
+            t.current(1999).unwrap().earn_c_per_kwh,
+            7.0,
+            "not 7.000000000000001"
+        );
         t.record_utility(Some((0.042, 2000)));
         assert_eq!(p.interval_end_s, Some(2000));
         assert_eq!(t.current(2000), None, "ended");

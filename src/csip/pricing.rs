@@ -1177,7 +1177,11 @@ mod tests {
             // The old rule, value × 10f64.powi(multipliers).
             let old = f64::from(price) * 10f64.powi(-4 + 3 - i32::from(reading_pow10));
             noisy_before += usize::from(old.to_string() != json);
-            let mut set = set_with(vec![interval("a", 0, 1000, 0, 1)], FLOW_REVERSE, reading_pow10);
+            let mut set = set_with(
+                vec![interval("a", 0, 1000, 0, 1)],
+                FLOW_REVERSE,
+                reading_pow10,
+            );
             set.blocks.get_mut("/cti/a").unwrap()[0].price = Some(price);
             let view = set.view(10);
             let block = &view[0].current.as_ref().unwrap().blocks[0];
@@ -1186,7 +1190,10 @@ mod tests {
             let now = export_price_now(&view).unwrap().0;
             assert_eq!(now.to_string(), json);
         }
-        assert!(noisy_before >= 2, "the cases show the noise of the old rule");
+        assert!(
+            noisy_before >= 2,
+            "the cases show the noise of the old rule"
+        );
     }
 
     #[test]

@@ -51,8 +51,8 @@ pub type LogEventList = List<LogEvent>;
 /// f64's range it saturates to ±infinity or 0, never panics.
 pub fn decimal(value: i64, pow10: i32) -> f64 {
     const EXACT: [f64; 23] = [
-        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-        1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+        1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
     ];
     // |value| below 2^53 is exact as an f64 (every Int32 / Int48 2030.5 value is).
     let exact_value = value.unsigned_abs() < (1 << 53);
@@ -875,7 +875,11 @@ mod tests {
     /// `3000.0 * 10f64.powi(-4)` gives) in the status JSON or a display.
     #[test]
     fn scaled_values_are_exact_decimals() {
-        assert_eq!(3.0 * 10f64.powi(-1), 0.30000000000000004, "the noise this avoids");
+        assert_eq!(
+            3.0 * 10f64.powi(-1),
+            0.30000000000000004,
+            "the noise this avoids"
+        );
         let mut checked = 0;
         for pow10 in -8..=0 {
             for value in (-200_000..=200_000).step_by(7) {

@@ -791,7 +791,11 @@ mod tests {
         assert_eq!(price_number(0.3), "0.3000");
         assert_eq!(price_number(0.123456), "0.123456");
         assert_eq!(price_number(12.0), "12.0000");
-        assert_eq!(price_number(0.1 + 0.2), "0.3000", "noise from elsewhere is not shown");
+        assert_eq!(
+            price_number(0.1 + 0.2),
+            "0.3000",
+            "noise from elsewhere is not shown"
+        );
         assert_eq!(price_number(-0.00001), "-0.00001");
     }
 
@@ -805,9 +809,7 @@ mod tests {
         s.inverter_settings = vec![InverterSetting {
             mode: "opModFixedPFInjectW".into(),
             value: "0.95".into(),
-            source: LimitSource::Fixed {
-                option: "x".into(),
-            },
+            source: LimitSource::Fixed { option: "x".into() },
             end_unix_s: Some(3600 + 600 + 7),
         }];
         let text = summary(&s);

@@ -414,7 +414,11 @@ mod tests {
             "site        grid, export and load unknown (meter not answering) | PV 3000 W \
              (from the inverters)"
         );
-        assert!(line(&s).ends_with("the meter is not answering; solar 3000 W"), "{}", line(&s));
+        assert!(
+            line(&s).ends_with("the meter is not answering; solar 3000 W"),
+            "{}",
+            line(&s)
+        );
         // Never read yet; and no inverter reading either.
         s.devices[0].last_reading_age_s = None;
         s.site.pv_w = None;
@@ -423,7 +427,11 @@ mod tests {
             "site        grid, export and load unknown (no meter reading yet) | PV unknown \
              (no inverter reading)"
         );
-        assert!(line(&s).ends_with("the meter is not answering"), "{}", line(&s));
+        assert!(
+            line(&s).ends_with("the meter is not answering"),
+            "{}",
+            line(&s)
+        );
         // A fresh meter: the four figures.
         let mut s = site(750.0, false);
         s.devices.push(inverter(false));

@@ -492,3 +492,109 @@ fn brand_sma_over_rtu() {
     });
     assert_eq!(limited, 1);
 }
+
+/// `modbus-scan` on a silent serial line (a socat pty pair with nobody on the other end)
+/// says every address it tried with no answer: each unit id, each SunSpec base register,
+/// and the baud rate and framing; beside a real RTU device (pymodbus on unit 126) only
+/// the silent unit is named.
+#[test]
+fn modbus_scan_on_a_silent_line_names_every_address_tried() {
+    let pty = PtyPair::new();
+    let bus = format!("rtu:{}", pty.b);
+    let (code, lines, stderr) = modbus_scan(&[&bus, "1", "2"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for (line, unit) in lines.iter().zip([1, 2]) {
+        assert_eq!(
+            line["error"],
+            format!(
+                "device 'unit {unit}': no answer at any SunSpec base register tried (40000, 0, \
+                 50000): no response (timeout)"
+            ),
+            "{line}"
+        );
+    }
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "csipd modbus-scan: no answer on {bus}@9600/8N1 from unit ids 1, 2 (each asked for \
+             the SunSpec marker at registers 40000, 0, 50000): check the wiring (A/B swapped? \
+             ground?), the devices' unit ids, and their baud rate and framing: only 9600 baud \
+             8N1 was tried (another: {bus}@19200/8E1)"
+        )
+    );
+
+    // A device on the line: its unit scans, only the silent one is named.
+    let cfg = fixture("brands/sma-unit-126.modbus.json");
+    let _peer = start_peer("scan-silent", &cfg, Some(&pty.a));
+    let (code, lines, stderr) = modbus_scan(&["--base", "40000", &bus, "126", "7"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(lines[0]["common"]["manufacturer"], "SMA", "{lines:?}");
+    // Readings are exact decimals of register × 10^scale factor (not 3.5700000000000003).
+    assert_eq!(
+        lines[0]["inverter"]["ac"]["phases"][0]["a"].to_string(),
+        "3.57"
+    );
+    assert!(lines[0].get("error").is_none(), "{lines:?}");
+    assert!(
+        stderr.contains(&format!(
+            "no answer on {bus}@9600/8N1 from unit id 7 (each asked for the SunSpec marker at \
+             register 40000)"
+        )),
+        "{stderr}"
+    );
+}
+
+/// An odd baud rate is refused before anything is sent, naming the value and the bus
+/// argument, with the words check-config uses for the same `baud` in UCI.
+#[test]
+fn modbus_scan_refuses_odd_baud_rates_as_check_config_does() {
+    let dir = devices_support::TempDir::new("scan-baud");
+    for odd in ["9601", "0", "1234567"] {
+        let bus = format!("rtu:/dev/ttyUSB0@{odd}");
+        let (code, lines, stderr) = modbus_scan(&[&bus, "1"]);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(lines.is_empty());
+        let why = format!(
+            "baud rate '{odd}' is not a serial line rate: use the device's setting, usually one \
+             of 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200 (also accepted: 300 to \
+             921600 at the standard UART rates)"
+        );
+        assert_eq!(
+            stderr.trim_end(),
+            format!("csipd modbus-scan: bus '{bus}': {why}")
+        );
+        let config = dir.0.join("csipd");
+        std::fs::write(
+            &config,
+            format!(
+                "config device 'meter'\n\toption role 'meter'\n\toption transport 'rtu'\n\
+                 \toption path '/dev/ttyUSB0'\n\toption baud '{odd}'\n"
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_csipd"))
+            .arg("check-config")
+            .arg(&config)
+            .output()
+            .expect("run csipd check-config");
+        assert_eq!(out.status.code(), Some(2));
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            text.contains(&format!(
+                "{}:5: error: option 'baud': {why}",
+                config.display()
+            )),
+            "{text}"
+        );
+    }
+    // A rate devices rarely use is accepted with the same warning in both.
+    let (_, _, stderr) = modbus_scan(&["rtu:/nonexistent/tty@14400", "1"]);
+    assert!(
+        stderr.contains(
+            "warning: bus 'rtu:/nonexistent/tty@14400': baud 14400 is not a usual Modbus rate"
+        ),
+        "{stderr}"
+    );
+}

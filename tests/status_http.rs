@@ -422,4 +422,25 @@ fn csipd_status_prints_the_summary_and_json() {
         stderr.contains("cannot reach the csipd status server"),
         "{stderr}"
     );
+    // One line: the URL once, from --url, what failed and what to check.
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "csipd status: cannot reach the csipd status server at {url}/status (from \
+             --url): connection refused; is csipd running (/etc/init.d/csipd status; \
+             logread -e csipd)? If it is, compare the port with its option status_listen."
+        )
+    );
+    // Not a URL at all: said so, with the form expected.
+    let out = Command::new(env!("CARGO_BIN_EXE_csipd"))
+        .args(["status", "--url", "127.0.0.1:8080"])
+        .output()
+        .expect("csipd runs");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("'127.0.0.1:8080' (from --url) is not a status server URL")
+            && stderr.contains("expected http://HOST:PORT"),
+        "{stderr}"
+    );
 }

@@ -826,6 +826,8 @@ fn status_view_stale_meter_limit_gaps_and_repeated_errors() {
         for d in &mut s.devices {
             d.stale = true;
         }
+        // Every inverter stale too: their output is unknown as well.
+        s.site.pv_w = None;
         let n = s.history.points.len();
         for p in s.history.points.iter_mut().skip(n / 3).take(n / 3) {
             p.export_limit_w = None;
@@ -852,10 +854,16 @@ fn status_view_stale_meter_limit_gaps_and_repeated_errors() {
     let dom = view_dom(&h, "csipd/status", 390, true, "");
     assert!(dom.contains("csipd-site-stale"), "stale meter note:\n{dom}");
     assert!(dom.contains("the site's power is unknown"));
-    assert!(
-        !dom.contains("data-title=\"Export\">"),
-        "no live-looking export value"
-    );
+    for needle in [
+        "data-title=\"Export\">unknown (meter not answering)<",
+        "data-title=\"Household use\">unknown (meter not answering)<",
+        "data-title=\"Solar\">unknown (no inverter reading)<",
+    ] {
+        assert!(
+            dom.contains(needle),
+            "no live-looking value: {needle}\n{dom}"
+        );
+    }
     assert!(
         text_of(&dom, "class=\"csipd-summary\"")
             .ends_with("— site power unknown: the meter is not answering"),
@@ -1112,11 +1120,82 @@ fn status_view_prices_and_a_site_without_a_meter() {
             "data-title=\"Price now\">you pay 0.0300 AUD/kWh until ",
             "data-title=\"Next price\">you get 0.0500 AUD/kWh, ",
             "data-title=\"Set by\">No site meter set up: the inverters' output is held at this level<",
-            "No site meter is set up, so the site's power is unknown.",
+            "No site meter is set up, so the grid, export and household use are not measured; solar is the inverters' own output.",
+            "data-title=\"Solar\">4230 W (from the inverters)<",
+            "data-title=\"Export\">not measured (no site meter)<",
+            "data-title=\"Household use\">not measured (no site meter)<",
         ] {
             assert!(dom.contains(needle), "{width} px lacks {needle:?}:\n{dom}");
         }
         assert!(!dom.contains("meter not answering"), "{dom}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every start and end in the status view says its seconds when off the minute and is
+/// HH:MM on it, as `csipd status` and the built-in page: a limit's countdown, the price
+/// now and next, an upcoming event's start and end (both alike), in the site's time.
+#[test]
+fn status_view_times_off_the_minute_show_seconds() {
+    let (server, handle) = status_common::start_sample_server();
+    let tz = 34_200; // Adelaide, UTC+9:30: whole minutes, not the browser's zone.
+    let m0 = (status_common::now_unix_s() / 60 + 3) * 60;
+    handle.update(|s| {
+        s.local_utc_offset_s = tz;
+        s.limits[0].end_unix_s = Some(m0 + 7);
+        s.utility.prices = status_common::sample_prices(s.now_unix_s);
+        let import = &mut s.utility.prices[0];
+        import.current.as_mut().unwrap().end_unix_s = m0 + 37;
+        let next = import.next.as_mut().unwrap();
+        next.start_unix_s = m0 + 37;
+        next.end_unix_s = m0 + 120;
+        let export = &mut s.utility.prices[1];
+        export.current.as_mut().unwrap().end_unix_s = m0;
+        let next = export.next.as_mut().unwrap();
+        next.start_unix_s = m0;
+        next.end_unix_s = m0 + 1800;
+        // Starts on the minute, ends off it: both bounds with seconds.
+        s.upcoming_events[0].start_unix_s = m0 + 60;
+        s.upcoming_events[0].end_unix_s = m0 + 70;
+    });
+    let dir = runtime_common::temp_dir("luci-seconds");
+    let config = dir.join("csipd");
+    std::fs::write(&config, "config csipd 'main'\n").unwrap();
+    let h = luci_harness::Harness::start(luci_harness::Backend {
+        status_url: server.url(),
+        config,
+        reload_cmd: "true".into(),
+        read_only: true,
+        script: String::new(),
+        calls: Default::default(),
+    });
+    let hms = |t| csipd::status::render::clock_hhmmss(t, tz);
+    let hm = |t| csipd::status::render::clock_hhmm(t, tz);
+    let dom = view_dom(&h, "csipd/status", 1280, true, "");
+    for needle in [
+        format!(">{} (in ", hms(m0 + 7)),
+        format!(
+            "data-title=\"Price now\">you pay 0.2800 AUD/kWh until {}<",
+            hms(m0 + 37)
+        ),
+        format!(
+            "data-title=\"Next price\">you pay 0.3500 AUD/kWh, {}–{}<",
+            hms(m0 + 37),
+            hms(m0 + 120)
+        ),
+        format!(
+            "data-title=\"Price now\">you pay 0.0300 AUD/kWh until {}<",
+            hm(m0)
+        ),
+        format!(
+            "data-title=\"Next price\">you get 0.0500 AUD/kWh, {}–{}<",
+            hm(m0),
+            hm(m0 + 1800)
+        ),
+        format!("data-title=\"Starts\">{}<", hms(m0 + 60)),
+        format!("data-title=\"Ends\">{}<", hms(m0 + 70)),
+    ] {
+        assert!(dom.contains(&needle), "{needle}:\n{dom}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -17,7 +17,8 @@ fn page_renders_live_values_in_headless_chromium() {
     // the site.
     handle.update(|s| s.local_utc_offset_s = 34_200);
     let limit_end = handle.get().limits[0].end_unix_s.unwrap();
-    let site_until = csipd::status::render::clock_hhmm(limit_end, 34_200);
+    // Seconds when the end is off the minute, as `csipd status` says it.
+    let site_until = csipd::status::render::clock_hhmm_or_ss(limit_end, 34_200);
     // The summary line comes from the server (seconds when the end is off the minute).
     let summary_until = csipd::status::render::clock_hhmm_or_ss(limit_end, 34_200);
     let summary = format!(
@@ -100,8 +101,13 @@ fn page_renders_live_values_in_headless_chromium() {
     });
     let stale = run_chromium(&profile, &["--dump-dom"], &format!("{}/", server.url()));
     assert!(
-        stale.contains(r#"id="export-w" class="num">unknown<"#),
+        stale.contains(r#"id="export-w" class="num">unknown (meter not answering)<"#),
         "stale export shown as unknown"
+    );
+    // The inverters' output is still known (their own readings).
+    assert!(
+        stale.contains(r#"id="pv-w" class="num">4567 W (from the inverters)<"#),
+        "PV without the meter"
     );
     assert!(!stale.contains(r#"id="site-stale" class="bad" hidden"#));
     assert!(stale.contains("site power unknown: the meter is not answering"));
@@ -147,6 +153,37 @@ fn page_renders_live_values_in_headless_chromium() {
     );
     assert!(short.contains(&span), "{span}; DOM:\n{short}");
 
+    // Every start and end follows that rule: a limit's countdown, the price now and
+    // next, off the minute (seconds) and on it (HH:MM), in the site's time.
+    let hms = |t| csipd::status::render::clock_hhmmss(t, 34_200);
+    let hm = |t| csipd::status::render::clock_hhmm(t, 34_200);
+    // Whole minutes in the site's time (UTC+9:30 is whole minutes too).
+    let m0 = (handle.get().now_unix_s / 60 + 3) * 60;
+    handle.update(|s| {
+        s.limits[0].end_unix_s = Some(m0 + 7);
+        s.utility.prices = sample_prices(s.now_unix_s);
+        let import = &mut s.utility.prices[0];
+        import.current.as_mut().unwrap().end_unix_s = m0 + 37;
+        let next = import.next.as_mut().unwrap();
+        next.start_unix_s = m0 + 37;
+        next.end_unix_s = m0 + 120;
+        let export = &mut s.utility.prices[1];
+        export.current.as_mut().unwrap().end_unix_s = m0;
+        let next = export.next.as_mut().unwrap();
+        next.start_unix_s = m0;
+        next.end_unix_s = m0 + 1800;
+    });
+    let seconds = run_chromium(&profile, &["--dump-dom"], &format!("{}/", server.url()));
+    for needle in [
+        format!(">{} (in ", hms(m0 + 7)),
+        format!("you pay 0.2800 AUD/kWh until {}<", hms(m0 + 37)),
+        format!("you pay 0.3500 AUD/kWh {}–{}<", hms(m0 + 37), hms(m0 + 120)),
+        format!("you pay 0.0300 AUD/kWh until {}<", hm(m0)),
+        format!("you get 0.0500 AUD/kWh {}–{}<", hm(m0), hm(m0 + 1800)),
+    ] {
+        assert!(seconds.contains(&needle), "{needle}; DOM:\n{seconds}");
+    }
+
     // No site meter configured: the page says what holds the export (the inverters'
     // output at the fail-safe level), not that a meter is stale.
     handle.update(|s| {
@@ -163,6 +200,10 @@ fn page_renders_live_values_in_headless_chromium() {
     for needle in [
         "no site meter configured: the inverters' output is held at this level",
         r#"id="no-meter" class="muted">No site meter is configured"#,
+        r#"id="export-w" class="num">not measured (no site meter)<"#,
+        r#"id="load-w" class="num">not measured (no site meter)<"#,
+        r#"id="pv-w" class="num">4567 W (from the inverters)<"#,
+        "site power unknown; solar 4567 W",
         r#"id="site-stale" class="bad" hidden"#,
         "Export limited to 1500 W at the inverters, as no site meter is configured",
     ] {

@@ -131,6 +131,48 @@ fn plugin_lists_and_answers_status_through_wrapper_and_symlink() {
             .contains("cannot reach the csipd status server"),
         "{status}"
     );
+    // One line naming the URL once, where it came from and what to check (LuCI shows it).
+    let text = status["error"].as_str().unwrap_or("");
+    assert!(
+        text.contains(&format!(
+            "at {url}/status (from $CSIPD_STATUS_URL): connection refused; is csipd running"
+        )),
+        "{status}"
+    );
+    assert_eq!(
+        text.matches(url.trim_start_matches("http://")).count(),
+        1,
+        "{status}"
+    );
+    // Without the variable: the status_listen of the config file rpcd's plugin reads.
+    let listen_dir = scratch("unreachable");
+    let config = listen_dir.join("csipd");
+    std::fs::write(
+        &config,
+        "config csipd 'main'\n\toption status_listen '127.0.0.1:1'\n",
+    )
+    .unwrap();
+    let (code, status) = shell(
+        WRAPPER,
+        &format!(
+            "echo '{{}}' | env -u CSIPD_STATUS_URL CSIPD_CONFIG={} \"$PLUGIN\" call status",
+            config.display()
+        ),
+        "",
+    );
+    assert_eq!(code, 0);
+    assert_eq!(
+        status["error"].as_str().unwrap_or(""),
+        format!(
+            "cannot reach the csipd status server at http://127.0.0.1:1/status (option \
+             status_listen in {}): connection refused; is csipd running (/etc/init.d/csipd \
+             status; logread -e csipd)? A changed status_listen takes effect after \
+             /etc/init.d/csipd reload.",
+            config.display()
+        ),
+        "{status}"
+    );
+    let _ = std::fs::remove_dir_all(listen_dir);
     let _ = std::fs::remove_dir_all(dir);
 }
 

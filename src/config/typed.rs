@@ -1971,20 +1971,20 @@ fn read_device(checker: &mut Checker<'_>, section: &Section) -> Option<DeviceCon
                 }
                 Some(_) => {}
             }
-            const BAUDS: [u64; 8] = [1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200];
-            let baud = match r.uint("baud", "bits per second", 300, 921_600) {
-                Some(b) if BAUDS.contains(&b) => b as u32,
-                Some(b) => {
-                    let pos = r.pos_of("baud");
-                    r.checker.warning(
-                        pos,
-                        format!(
-                            "baud {b} is not a usual Modbus rate (1200 ... 115200); check the \
-                             device's setting"
-                        ),
-                    );
-                    b as u32
-                }
+            // One rule with `csipd modbus-scan`'s `@BAUD` (devices::modbus::parse_baud).
+            let baud = match r.single("baud") {
+                Some((text, pos)) => match crate::devices::modbus::parse_baud(&text) {
+                    Ok(b) => {
+                        if let Some(warning) = crate::devices::modbus::baud_warning(b) {
+                            r.checker.warning(pos, warning);
+                        }
+                        b
+                    }
+                    Err(e) => {
+                        r.checker.error(pos, format!("option 'baud': {e}"));
+                        9600
+                    }
+                },
                 None => 9600,
             };
             let parity = r

@@ -246,10 +246,11 @@ impl PriceTracker {
 
     /// The utility's current export price, `(currency units per kWh, interval end Unix
     /// s)` with positive = exporting costs money, or `None` when it states none now.
-    /// Kept as the owner's view (`earn_c_per_kwh` = −100 × price; the currency's cents).
+    /// Kept as the owner's view (`earn_c_per_kwh` = −100 × price; the currency's cents,
+    /// shifted as a decimal: 0.07 is 7 c, not 7.000000000000001).
     pub fn record_utility(&mut self, export_price: Option<(f64, i64)>) {
         self.utility = export_price.map(|(price, end_s)| FeedInPrice {
-            earn_c_per_kwh: -price * 100.0,
+            earn_c_per_kwh: -crate::sep2::types::shift_decimal(price, 2),
             interval_end_s: Some(end_s),
         });
     }
@@ -403,7 +404,14 @@ mod tests {
         // 0.042 AUD/kWh to export = the owner earns -4.2 c/kWh, until 2000.
         t.record_utility(Some((0.042, 2000)));
         let p = t.current(1999).expect("in its interval");
-        assert!((p.earn_c_per_kwh - -4.2).abs() < 1e-9);
+        assert_eq!(p.earn_c_per_kwh, -4.2, "exact: what /status shows");
+        t.record_utility(Some((-0.07, 2000)));
+        assert_eq!(
+            t.current(1999).unwrap().earn_c_per_kwh,
+            7.0,
+            "not 7.000000000000001"
+        );
+        t.record_utility(Some((0.042, 2000)));
         assert_eq!(p.interval_end_s, Some(2000));
         assert_eq!(t.current(2000), None, "ended");
         t.record_utility(None);

@@ -164,6 +164,9 @@ pub struct State {
     /// The storage target last cycle: (target W, held back by), to log when a target
     /// starts or ends being held back by a limit.
     last_storage: Option<(f64, Option<LimitMode>, bool)>,
+    /// Which configured inverters were still unread or read only when the controller
+    /// line was last logged ([`devices_key`]), so a change of those is logged too.
+    last_devices_key: u64,
     /// Monotonic ms of the next step.
     next_ms: Option<u64>,
     /// The commands in force (the last step's, as [`feed_forward`] changed them since).
@@ -237,6 +240,86 @@ pub fn controller_params(config: &Config, devices: &[DeviceInput]) -> Controller
     p.meter_period_ms = i64::from(config.meter_period_ms());
     p.site_meter = config.site_meter().is_some();
     p
+}
+
+/// Bits of which configured inverters are not read yet (low bit of each pair) or read
+/// only (high bit), for [`controller_line`]'s "has it changed"; no allocation per cycle.
+fn devices_key(config: &Config, devices: &[DeviceInput]) -> u64 {
+    config
+        .controlled_devices()
+        .enumerate()
+        .fold(0, |key, (i, d)| {
+            let input = devices.iter().find(|x| x.name == d.name);
+            let waiting = input.is_none_or(|x| x.controllable && x.rating_w.is_none());
+            let read_only = input.is_some_and(|x| !x.controllable);
+            let bits = u64::from(waiting) | u64::from(read_only) << 1;
+            key ^ bits.rotate_left((2 * i % 64) as u32)
+        })
+}
+
+/// The log line for a new controller set-up, true at the moment it is made: which
+/// configured inverters it drives (with their ratings), which are still being read
+/// (their rating comes from the first reading: at start none is known yet), and which
+/// csipd can only read. "controller: 0 of 2 configured inverter(s) under control yet
+/// (waiting for the first reading of inv, bat), fail-safe export 2000 W".
+pub fn controller_line(
+    config: &Config,
+    devices: &[DeviceInput],
+    params: &ControllerParams,
+) -> String {
+    let find = |name: &str| devices.iter().find(|d| d.name == name);
+    let configured: Vec<&str> = config
+        .controlled_devices()
+        .map(|d| d.name.as_str())
+        .collect();
+    if configured.is_empty() {
+        return format!(
+            "controller: no inverter or battery configured (nothing to limit), fail-safe \
+             export {} W",
+            params.fail_safe_export_limit_w
+        );
+    }
+    let driven: Vec<String> = params
+        .inverters
+        .iter()
+        .map(|i| format!("{} {:.0} W", i.name, i.rating_w))
+        .collect();
+    let read_only: Vec<&str> = configured
+        .iter()
+        .copied()
+        .filter(|n| find(n).is_some_and(|d| !d.controllable))
+        .collect();
+    let waiting: Vec<&str> = configured
+        .iter()
+        .copied()
+        .filter(|n| find(n).is_none_or(|d| d.controllable && d.rating_w.is_none()))
+        .collect();
+    let mut line = format!(
+        "controller: {} of {} configured inverter(s) under control",
+        driven.len(),
+        configured.len()
+    );
+    if !driven.is_empty() {
+        line.push_str(&format!(" ({})", driven.join(", ")));
+    }
+    if !waiting.is_empty() {
+        let yet = if driven.is_empty() { " yet" } else { "" };
+        line.push_str(&format!(
+            "{yet}; waiting for the first reading of {}",
+            waiting.join(", ")
+        ));
+    }
+    if !read_only.is_empty() {
+        line.push_str(&format!(
+            "; read only (no control model): {}",
+            read_only.join(", ")
+        ));
+    }
+    line.push_str(&format!(
+        ", fail-safe export {} W",
+        params.fail_safe_export_limit_w
+    ));
+    line
 }
 
 /// What the owner's config adds after the merge: `connect 0` keeps the DER
@@ -333,20 +416,15 @@ pub fn step(state: &mut State, inputs: Inputs<'_>, now: Now) -> Outputs {
 
     // 1. The controller.
     let params = controller_params(cfg, inputs.devices);
-    if state.controller.as_ref().map(|c| c.params()) != Some(&params) {
+    let devices_key = devices_key(cfg, inputs.devices);
+    if state.controller.as_ref().map(|c| c.params()) != Some(&params)
+        || state.last_devices_key != devices_key
+    {
+        state.last_devices_key = devices_key;
         transitions.push(Transition {
             level: log::Level::Info,
             source: None,
-            text: format!(
-                "controller: {} inverter(s) {:?}, fail-safe export {} W",
-                params.inverters.len(),
-                params
-                    .inverters
-                    .iter()
-                    .map(|i| format!("{} {:.0} W", i.name, i.rating_w))
-                    .collect::<Vec<_>>(),
-                params.fail_safe_export_limit_w
-            ),
+            text: controller_line(cfg, inputs.devices, &params),
         });
         state.controller = Some(Controller::new(params.clone()));
     }
@@ -466,19 +544,26 @@ pub fn step(state: &mut State, inputs: Inputs<'_>, now: Now) -> Outputs {
 
     let meter_fresh = !stale(meter) && meter.is_some_and(|m| m.w.is_some());
     let site_w = meter.and_then(|m| m.w);
-    // Every configured inverter's output counts, controllable or not.
-    let pv_w: f64 = cfg
+    // Every configured inverter's output counts, controllable or not. Known from the
+    // inverters' own readings, with or without a meter; unknown (not 0 W) while none
+    // of them has a fresh reading; 0 W on a site with none configured.
+    let fresh_pv: Vec<f64> = cfg
         .controlled_devices()
         .filter_map(|d| find(&d.name))
         .filter(|d| !stale(Some(d)))
         .filter_map(|d| d.w)
-        .sum();
+        .collect();
+    let pv_w = (!fresh_pv.is_empty() || cfg.controlled_devices().next().is_none())
+        .then(|| fresh_pv.iter().sum::<f64>());
     let flows = match (site_w, meter) {
         (Some(w), Some(m)) => {
             let age_s = m.age_ms.map_or(0, |a| (a / 1000) as i64);
-            status::SiteFlows::from_site_and_pv(w, pv_w, now_s - age_s)
+            status::SiteFlows::from_site(w, pv_w, now_s - age_s)
         }
-        _ => status::SiteFlows::default(),
+        _ => status::SiteFlows {
+            pv_w,
+            ..status::SiteFlows::default()
+        },
     };
     let export_w = meter_fresh.then_some(flows.export_w).flatten();
     let export_limit_w = active
@@ -1136,6 +1221,141 @@ config device 'bat'
         let out = step(&mut State::new(), inputs, Now::at(0));
         assert_eq!(out.status.site.pv_w, Some(200.0));
         assert_eq!(out.commands.len(), 1);
+    }
+
+    /// The controller's log line says what is true when it is made: at start nothing is
+    /// read yet ("0 of 2 ... waiting for the first reading of inv, bat"), never "0
+    /// inverter(s)" as if none were configured.
+    #[test]
+    fn the_controller_line_says_what_is_configured_and_being_read() {
+        let c = cfg();
+        let tz = PosixTz::utc();
+        let lines = |devices: &[DeviceInput], state: &mut State| {
+            let inputs = Inputs {
+                config: &c,
+                tz: &tz,
+                devices,
+                utility: None,
+                server_offset_s: 0,
+                price: None,
+            };
+            step(state, inputs, Now::at(0))
+                .transitions
+                .into_iter()
+                .map(|t| t.text)
+                .filter(|t| t.starts_with("controller: "))
+                .collect::<Vec<_>>()
+        };
+        let mut state = State::new();
+        assert_eq!(
+            lines(&[], &mut state),
+            [
+                "controller: 0 of 2 configured inverter(s) under control yet; waiting for the \
+              first reading of inv, bat, fail-safe export 2000 W"
+            ]
+        );
+        let inv = input("inv", Some(5000.0), None);
+        assert_eq!(
+            lines(std::slice::from_ref(&inv), &mut state),
+            [
+                "controller: 1 of 2 configured inverter(s) under control (inv 5000 W); waiting \
+              for the first reading of bat, fail-safe export 2000 W"
+            ]
+        );
+        let bat = DeviceInput {
+            controllable: false,
+            ..input("bat", Some(3000.0), None)
+        };
+        assert_eq!(
+            lines(&[inv.clone(), bat], &mut state),
+            [
+                "controller: 1 of 2 configured inverter(s) under control (inv 5000 W); read only \
+              (no control model): bat, fail-safe export 2000 W"
+            ]
+        );
+        // Nothing changed: no new line.
+        let bat = input("bat", Some(3000.0), None);
+        let both = [inv, bat];
+        assert_eq!(lines(&both, &mut state).len(), 1);
+        assert!(lines(&both, &mut state).is_empty());
+        let none = crate::config::from_text(
+            "config csipd 'main'\nconfig control 'site'\n\toption failsafe_export_limit_w '0'\n",
+            "t",
+        )
+        .expect("valid")
+        .0;
+        assert_eq!(
+            controller_line(&none, &[], &controller_params(&none, &[])),
+            "controller: no inverter or battery configured (nothing to limit), fail-safe \
+             export 0 W"
+        );
+    }
+
+    /// The inverters' output is known from their own readings with the meter missing,
+    /// never read or stale: the status says PV, and leaves what needs the meter (site,
+    /// export, load) unknown. With no fresh inverter reading PV is unknown, not 0 W.
+    #[test]
+    fn pv_is_known_from_the_inverters_without_the_meter() {
+        let tz = PosixTz::utc();
+        let run = |c: &Config, devices: &[DeviceInput]| {
+            let inputs = Inputs {
+                config: c,
+                tz: &tz,
+                devices,
+                utility: None,
+                server_offset_s: 0,
+                price: None,
+            };
+            step(&mut State::new(), inputs, Now::at(0)).status.site
+        };
+        let c = cfg();
+        let inverters = [
+            input("inv", Some(5000.0), None),
+            input("bat", Some(5000.0), None),
+        ];
+        // The meter never read.
+        let site = run(&c, &inverters);
+        assert_eq!(site.pv_w, Some(200.0));
+        assert_eq!(
+            (site.site_w, site.export_w, site.load_w),
+            (None, None, None)
+        );
+        // No meter configured at all.
+        let no_meter = crate::config::from_text(
+            &TEXT.replace(
+                "config device 'meter'\n\toption role 'meter'",
+                "config device 'meter'\n\toption role 'meter'\n\toption enabled '0'",
+            ),
+            "t",
+        )
+        .expect("valid")
+        .0;
+        assert!(no_meter.site_meter().is_none());
+        let site = run(&no_meter, &inverters);
+        assert_eq!(
+            (site.pv_w, site.site_w, site.load_w),
+            (Some(200.0), None, None)
+        );
+        // Every inverter stale: PV unknown too.
+        let stale: Vec<DeviceInput> = inverters
+            .iter()
+            .map(|i| DeviceInput {
+                age_ms: Some(60_000),
+                ..i.clone()
+            })
+            .collect();
+        assert_eq!(run(&no_meter, &stale).pv_w, None);
+        // With the meter: all four, the load from both.
+        let mut all = inverters.to_vec();
+        all.push(DeviceInput {
+            w: Some(-50.0),
+            ..input("meter", None, None)
+        });
+        let site = run(&c, &all);
+        assert_eq!(
+            (site.site_w, site.export_w, site.pv_w, site.load_w),
+            (Some(-50.0), Some(50.0), Some(200.0), Some(150.0))
+        );
     }
 
     #[test]

@@ -959,9 +959,11 @@ impl Unit {
         }
     }
 
-    /// Currency units per `name` (e.g. dollars per kWh).
+    /// Currency units per `name` (e.g. dollars per kWh), from the integer price and the
+    /// powers of ten: exact as a decimal (3000 × 10^-4 per Wh × 10^3 is 0.3, never
+    /// 0.30000000000000004).
     fn per_unit(&self, price: i32, price_pow10: i8) -> f64 {
-        f64::from(price) * 10f64.powi(i32::from(price_pow10) + self.pow10)
+        crate::sep2::types::decimal(price.into(), i32::from(price_pow10) + self.pow10)
     }
 }
 
@@ -1155,6 +1157,43 @@ mod tests {
         // Between 'a' and 'ccc' the cancelled one is no price: none now.
         assert!(set.view(1400)[0].current.is_none());
         assert_eq!(export_price_now(&view), Some((-100.0, 1300)));
+    }
+
+    /// A price is the exact decimal of its integer and powers of ten in the status JSON
+    /// (what `/status`, LuCI and `csipd status` show): 3 × 10^-4 AUD per Wh is 0.3 per
+    /// kWh, not 0.30000000000000004.
+    #[test]
+    fn prices_are_exact_decimals_in_the_status_json() {
+        let mut noisy_before = 0;
+        for (price, reading_pow10, json) in [
+            (3, 0, "0.3"),
+            (7, 0, "0.7"),
+            (3000, 3, "0.3"),
+            (-11, 0, "-1.1"),
+            (123_456, 3, "12.3456"),
+            (2800, 3, "0.28"),
+            (-123, 3, "-0.0123"),
+        ] {
+            // The old rule, value × 10f64.powi(multipliers).
+            let old = f64::from(price) * 10f64.powi(-4 + 3 - i32::from(reading_pow10));
+            noisy_before += usize::from(old.to_string() != json);
+            let mut set = set_with(
+                vec![interval("a", 0, 1000, 0, 1)],
+                FLOW_REVERSE,
+                reading_pow10,
+            );
+            set.blocks.get_mut("/cti/a").unwrap()[0].price = Some(price);
+            let view = set.view(10);
+            let block = &view[0].current.as_ref().unwrap().blocks[0];
+            let text = serde_json::to_value(block).unwrap()["price_per_unit"].to_string();
+            assert_eq!(text, json, "{price} × 10^-4 per Wh × 10^{reading_pow10}");
+            let now = export_price_now(&view).unwrap().0;
+            assert_eq!(now.to_string(), json);
+        }
+        assert!(
+            noisy_before >= 2,
+            "the cases show the noise of the old rule"
+        );
     }
 
     #[test]

@@ -30,8 +30,8 @@ pub enum BusArgProblem {
     Port(String),
     /// `tcp://` without a host.
     NoHost,
-    /// The RTU baud rate is not a positive number.
-    Baud(String),
+    /// The RTU baud rate is not a serial line rate (the rule of UCI `baud`).
+    Baud(super::modbus::BaudError),
     /// The RTU framing is not 8 data bits, parity N/E/O and 1 or 2 stop bits.
     Framing(String),
     /// `rtu:` without a serial device path.
@@ -46,7 +46,7 @@ impl std::fmt::Display for BusArgError {
         match &self.problem {
             BusArgProblem::Port(p) => write!(f, "port '{p}' is not a number 1-65535"),
             BusArgProblem::NoHost => write!(f, "missing host"),
-            BusArgProblem::Baud(b) => write!(f, "baud rate '{b}' is not a positive number"),
+            BusArgProblem::Baud(e) => write!(f, "{e}"),
             BusArgProblem::Framing(other) => write!(
                 f,
                 "framing '{other}' is not one of 8N1, 8E1, 8O1, 8N2, 8E2, 8O2 \
@@ -92,11 +92,7 @@ pub fn parse_transport(s: &str) -> Result<TransportParams, BusArgError> {
     if let Some(rest) = s.strip_prefix("rtu:") {
         let (path, line) = rest.split_once('@').unwrap_or((rest, "9600"));
         let (baud, framing) = line.split_once('/').unwrap_or((line, "8N1"));
-        let baud: u32 = baud
-            .parse()
-            .ok()
-            .filter(|b| *b > 0)
-            .ok_or_else(|| err(BusArgProblem::Baud(baud.to_string())))?;
+        let baud = super::modbus::parse_baud(baud).map_err(|e| err(BusArgProblem::Baud(e)))?;
         // Every framing the config allows (parity none/even/odd, stop_bits 1/2), so the
         // bus string the status and logs show for a configured device scans as is.
         let (parity, stop_bits) = match framing.as_bytes() {
@@ -195,28 +191,104 @@ pub fn cli_main(args: &[String]) -> ExitCode {
     if unit_ids.is_empty() {
         unit_ids.push(1);
     }
+    if let TransportParams::Rtu { baud, .. } = &transport {
+        if let Some(warning) = super::modbus::baud_warning(*baud) {
+            eprintln!("csipd modbus-scan: warning: bus '{bus_arg}': {warning}");
+        }
+    }
+    let bases: Vec<String> = match base {
+        Some(b) => vec![b.to_string()],
+        None => sunspec::DEFAULT_BASES.iter().map(u16::to_string).collect(),
+    };
+    let shown = transport.to_string();
     let bus = Rc::new(Bus::new(BusParams {
-        transport,
+        transport: transport.clone(),
         timeout: Duration::from_secs(1),
         retries: 1,
         rtu_local_echo: false,
     }));
     let mut failed = false;
+    let mut silent = Vec::new();
     smol::block_on(async {
         for unit in unit_ids {
             let mut params = DeviceParams::new(&format!("unit {unit}"), unit);
             params.sunspec_base = base;
             let mut dev = Device::new(bus.clone(), params);
-            let out = scan_unit(&mut dev, unit).await;
+            let (out, answered) = scan_unit(&mut dev, unit).await;
             failed |= out.contains_key("error");
+            if !answered {
+                silent.push(unit);
+            }
             println!("{}", serde_json::Value::Object(out));
         }
     });
+    if !silent.is_empty() {
+        eprintln!(
+            "csipd modbus-scan: {}",
+            no_answer_message(&transport, &shown, &silent, &bases)
+        );
+    }
     if failed {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// The summary of the unit ids that never answered: every address tried (unit ids,
+/// base registers, and on a serial line the baud rate and framing), and what to check.
+/// "no answer on rtu:/dev/ttyUSB0@9600/8N1 from unit ids 1, 2 (each asked for the
+/// SunSpec marker at registers 40000, 0, 50000): ..."
+pub fn no_answer_message(
+    transport: &TransportParams,
+    shown: &str,
+    units: &[u8],
+    bases: &[String],
+) -> String {
+    let ids: Vec<String> = units.iter().map(u8::to_string).collect();
+    let which = if ids.len() == 1 {
+        format!("unit id {}", ids[0])
+    } else {
+        format!("unit ids {}", ids.join(", "))
+    };
+    let registers = if bases.len() == 1 {
+        format!("register {}", bases[0])
+    } else {
+        format!("registers {}", bases.join(", "))
+    };
+    let check = match transport {
+        TransportParams::Rtu {
+            path,
+            baud,
+            parity,
+            stop_bits,
+        } => {
+            let p = match parity {
+                Parity::None => 'N',
+                Parity::Even => 'E',
+                Parity::Odd => 'O',
+            };
+            // An example of another line setting, not the one tried.
+            let other_baud = if *baud == 9600 { 19200 } else { 9600 };
+            let other_framing = if *parity == Parity::None {
+                "8E1"
+            } else {
+                "8N1"
+            };
+            format!(
+                "check the wiring (A/B swapped? ground?), the devices' unit ids, and their \
+                 baud rate and framing: only {baud} baud 8{p}{stop_bits} was tried (another: \
+                 rtu:{path}@{other_baud}/{other_framing})"
+            )
+        }
+        TransportParams::Tcp { .. } => "check the devices' unit ids (a gateway answers only \
+             for the devices behind it, and some inverters only for their own id)"
+            .to_string(),
+    };
+    format!(
+        "no answer on {shown} from {which} (each asked for the SunSpec marker at \
+         {registers}): {check}"
+    )
 }
 
 fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
@@ -226,16 +298,27 @@ fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
 /// One unit's scan as JSON: the chain (`map`), and under `devices` each SunSpec device
 /// of the chain with its position, identity, models and a decoded reading. The first
 /// device's identity and reading are repeated at the top level (`common`, `inverter`,
-/// `meter`) for a unit with one device.
-async fn scan_unit(dev: &mut Device, unit: u8) -> serde_json::Map<String, serde_json::Value> {
+/// `meter`) for a unit with one device. The flag is false when the unit never answered
+/// (timeouts at every register tried).
+async fn scan_unit(
+    dev: &mut Device,
+    unit: u8,
+) -> (serde_json::Map<String, serde_json::Value>, bool) {
     let mut out = serde_json::Map::new();
     out.insert("unit".into(), unit.into());
     let map = match dev.scan().await {
         Ok(map) => map.clone(),
         Err(e) => {
+            let answered = !matches!(
+                e,
+                super::DeviceError::Modbus {
+                    error: super::ModbusError::Timeout,
+                    ..
+                }
+            );
             out.insert("error".into(), e.to_string().into());
             out.insert("stats".into(), json(dev.stats()));
-            return out;
+            return (out, answered);
         }
     };
     out.insert("map".into(), json(&map));
@@ -287,7 +370,7 @@ async fn scan_unit(dev: &mut Device, unit: u8) -> serde_json::Map<String, serde_
     }
     out.insert("devices".into(), serde_json::Value::Array(devices));
     out.insert("stats".into(), json(dev.stats()));
-    out
+    (out, true)
 }
 
 #[cfg(test)]
@@ -328,6 +411,25 @@ mod tests {
         assert!(port.to_string().contains("99999"), "{port}");
         let baud = parse_transport("rtu:/dev/x@fast").unwrap_err();
         assert!(baud.to_string().contains("fast"), "{baud}");
+        // The rule of UCI `baud`: a serial line rate, nothing else.
+        for odd in ["9601", "0", "1234567", "-9600", ""] {
+            let bus = format!("rtu:/dev/x@{odd}");
+            let e = parse_transport(&bus).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "bus '{bus}': baud rate '{odd}' is not a serial line rate: use the \
+                     device's setting, usually one of 1200, 2400, 4800, 9600, 19200, 38400, \
+                     57600, 115200 (also accepted: 300 to 921600 at the standard UART rates)"
+                )
+            );
+        }
+        for rate in crate::devices::modbus::BAUD_RATES {
+            assert!(
+                parse_transport(&format!("rtu:/dev/x@{rate}")).is_ok(),
+                "{rate}"
+            );
+        }
         assert_eq!(
             parse_transport("rtu:/dev/x@9600/7N1").unwrap_err().problem,
             BusArgProblem::Framing("7N1".into())
@@ -335,6 +437,55 @@ mod tests {
         assert_eq!(
             parse_transport("serial0").unwrap_err().problem,
             BusArgProblem::Scheme
+        );
+    }
+
+    /// `csipd modbus-scan` and check-config share the baud rule: what one refuses the
+    /// other refuses, with the same words.
+    #[test]
+    fn baud_rates_are_one_rule_with_the_config() {
+        for text in [
+            "9601", "0", "1234567", "300", "9600", "14400", "921600", "x",
+        ] {
+            let scan = parse_transport(&format!("rtu:/dev/ttyUSB0@{text}"));
+            let config = crate::config::from_text(
+                &format!(
+                    "config device 'd'\n\toption role 'meter'\n\toption transport 'rtu'\n\
+                     \toption path '/dev/ttyUSB0'\n\toption baud '{text}'\n"
+                ),
+                "c",
+            );
+            match (&scan, &config) {
+                (Ok(_), Ok(_)) => {}
+                (Err(s), Err(c)) => {
+                    let BusArgProblem::Baud(why) = &s.problem else {
+                        panic!("{s}")
+                    };
+                    let c = format!("{c:?}");
+                    assert!(c.contains(&format!("option 'baud': {why}")), "{text}: {c}");
+                }
+                _ => panic!("{text}: scan {scan:?}, config {config:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn no_answer_names_every_address_tried() {
+        let rtu = parse_transport("rtu:/dev/ttyUSB0@19200/8E1").unwrap();
+        let bases: Vec<String> = ["40000", "0", "50000"].map(String::from).to_vec();
+        assert_eq!(
+            no_answer_message(&rtu, &rtu.to_string(), &[1, 2, 3], &bases),
+            "no answer on rtu:/dev/ttyUSB0@19200/8E1 from unit ids 1, 2, 3 (each asked for \
+             the SunSpec marker at registers 40000, 0, 50000): check the wiring (A/B \
+             swapped? ground?), the devices' unit ids, and their baud rate and framing: only \
+             19200 baud 8E1 was tried (another: rtu:/dev/ttyUSB0@9600/8N1)"
+        );
+        let tcp = parse_transport("tcp://gw:502").unwrap();
+        assert!(
+            no_answer_message(&tcp, "tcp://gw:502", &[7], &["40000".into()]).starts_with(
+                "no answer on tcp://gw:502 from unit id 7 (each asked for the \
+                              SunSpec marker at register 40000): check the devices' unit ids"
+            )
         );
     }
 

@@ -397,6 +397,7 @@ impl Device {
         let mut answered = false;
         let mut last_transport_error = None;
         let mut found = None;
+        let tried_bases: Vec<String> = bases.iter().map(u16::to_string).collect();
         for base in bases {
             match self.read_registers(base, 2).await {
                 Ok(regs) => {
@@ -433,9 +434,22 @@ impl Device {
             }
         }
         let Some(base) = found else {
-            // Nothing answered at all: the transport error says more than "no map".
+            // Nothing answered at all: the transport error says more than "no map", and
+            // every register tried is named (the last alone read as if only it was).
             if let (false, Some(e)) = (answered, last_transport_error) {
-                return Err(e);
+                return Err(match e {
+                    DeviceError::Modbus { device, error, .. } if tried.len() > 1 => {
+                        DeviceError::Modbus {
+                            device,
+                            during: format!(
+                                "no answer at any SunSpec base register tried ({})",
+                                tried_bases.join(", ")
+                            ),
+                            error,
+                        }
+                    }
+                    e => e,
+                });
             }
             return Err(self.sunspec_err(SunSpecError::NoMap {
                 tried: tried.join("; "),

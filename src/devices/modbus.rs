@@ -33,6 +33,64 @@ pub enum Parity {
     Odd,
 }
 
+/// The serial line rates csipd accepts, bits/s: the rates UARTs and Modbus RTU devices
+/// are set to (the termios rates from 300 to 921,600 and the common UART ones between
+/// them). Anything else (9601, 0, 1,234,567) is a typo that would leave the line
+/// silent, so `baud` in UCI and `csipd modbus-scan`'s `@BAUD` refuse it alike
+/// ([`parse_baud`]).
+pub const BAUD_RATES: [u32; 25] = [
+    300, 600, 1200, 1800, 2400, 4800, 7200, 9600, 14400, 19200, 28800, 38400, 56000, 57600, 76800,
+    115200, 128000, 153600, 230400, 250000, 256000, 460800, 500000, 576000, 921600,
+];
+
+/// The rates Modbus RTU devices offer in practice (Modbus over serial line, 2.5: 9600
+/// and 19200 required; the rest what inverters and meters list): another accepted rate
+/// is worth a warning ([`baud_warning`]).
+pub const USUAL_BAUD_RATES: [u32; 8] = [1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200];
+
+/// A baud rate that is not one of [`BAUD_RATES`]: the text as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaudError {
+    pub baud: String,
+}
+
+impl std::fmt::Display for BaudError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let usual: Vec<String> = USUAL_BAUD_RATES.iter().map(u32::to_string).collect();
+        write!(
+            f,
+            "baud rate '{}' is not a serial line rate: use the device's setting, usually one \
+             of {} (also accepted: 300 to 921600 at the standard UART rates)",
+            self.baud,
+            usual.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for BaudError {}
+
+/// The one rule for a baud rate, from UCI `baud` or a bus string's `@BAUD`: a whole
+/// number among [`BAUD_RATES`].
+pub fn parse_baud(text: &str) -> Result<u32, BaudError> {
+    text.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|b| BAUD_RATES.contains(b))
+        .ok_or_else(|| BaudError {
+            baud: text.to_string(),
+        })
+}
+
+/// A warning for an accepted rate that Modbus devices rarely use, `None` for a usual one.
+pub fn baud_warning(baud: u32) -> Option<String> {
+    (!USUAL_BAUD_RATES.contains(&baud)).then(|| {
+        format!(
+            "baud {baud} is not a usual Modbus rate (1200 ... 115200); check the device's \
+             setting"
+        )
+    })
+}
+
 /// Where a bus is.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TransportParams {

@@ -393,9 +393,18 @@ impl<'a> Block<'a> {
     }
 }
 
-/// raw × 10^sf. Unknown scale factor → unknown value, never a guess.
+/// raw × 10^sf, the exact decimal (357 × 10^-2 A is 3.57, not 3.5700000000000003:
+/// `sep2::types::decimal`'s rule). Unknown scale factor → unknown value, never a guess.
 pub fn scale(raw: Option<f64>, sf: Option<i16>) -> Option<f64> {
-    Some(raw? * 10f64.powi(i32::from(sf?)))
+    let (raw, sf) = (raw?, i32::from(sf?));
+    // Register values are whole numbers; a 64-bit counter beyond 2^53 is not exact anyway.
+    Some(
+        if raw.fract() == 0.0 && raw.abs() < 9_007_199_254_740_992.0 {
+            crate::sep2::types::decimal(raw as i64, sf)
+        } else {
+            raw * 10f64.powi(sf)
+        },
+    )
 }
 
 // ---------------------------------------------------------------------------------------

@@ -713,6 +713,10 @@ impl Client {
                         socket = Some(s);
                         break;
                     }
+                    // The address only when it is not the server's own name (a
+                    // resolved host name): "cannot connect to 127.0.0.1:1: 127.0.0.1:1:
+                    // Connection refused" said it twice.
+                    Err(e) if addr.to_string() == server => last_error = e.to_string(),
                     Err(e) => last_error = format!("{addr}: {e}"),
                 }
             }

@@ -226,7 +226,7 @@ impl ActivePower {
 
     /// The power in watts.
     pub fn watts(self) -> f64 {
-        f64::from(self.value) * 10f64.powi(i32::from(self.multiplier))
+        crate::sep2::types::decimal(self.value.into(), self.multiplier.into())
     }
 }
 
@@ -539,7 +539,7 @@ impl ControlSet {
 
 /// cos φ of a PowerFactorWithExcitation (`displacement` × 10^`multiplier`).
 pub fn power_factor(pf: PowerFactorWithExcitation) -> f64 {
-    f64::from(pf.displacement) * 10f64.powi(i32::from(pf.multiplier))
+    crate::sep2::types::decimal(pf.displacement.into(), pf.multiplier.into())
 }
 
 /// A DefaultDERControl: what applies per mode when no event does.

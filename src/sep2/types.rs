@@ -42,6 +42,37 @@ pub type DerList = List<Der>;
 pub type MirrorUsagePointList = List<MirrorUsagePoint>;
 pub type LogEventList = List<LogEvent>;
 
+/// `value` × 10^`pow10` as the f64 nearest to that exact decimal: 3 × 10^-1 is 0.3,
+/// where `3.0 * 10f64.powi(-1)` is 0.30000000000000004 (10^-1 has no exact f64, and
+/// the status JSON and every display would show the noise). Every 2030.5 "value ×
+/// 10^multiplier" (prices, watts, var, PF) is read through this one rule. Up to 10^22
+/// the power of ten is exact, so one correctly rounded multiply or divide gives the
+/// nearest f64; beyond it the decimal is parsed ("5e-30"), which rounds once too. Out of
+/// f64's range it saturates to ±infinity or 0, never panics.
+pub fn decimal(value: i64, pow10: i32) -> f64 {
+    const EXACT: [f64; 23] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+        1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+    ];
+    // |value| below 2^53 is exact as an f64 (every Int32 / Int48 2030.5 value is).
+    let exact_value = value.unsigned_abs() < (1 << 53);
+    match EXACT.get(pow10.unsigned_abs() as usize) {
+        Some(p) if exact_value && pow10 >= 0 => value as f64 * p,
+        Some(p) if exact_value => value as f64 / p,
+        _ => format!("{value}e{pow10}").parse().unwrap_or(f64::NAN),
+    }
+}
+
+/// `x` × 10^`pow10` for an `x` that stands for a decimal (a price from [`decimal`]):
+/// the shortest decimal that reads back as `x` ("0.07"), shifted ("0.07e2" = 7), so
+/// dollars become cents without noise (`0.07 * 100.0` is 7.000000000000001).
+pub fn shift_decimal(x: f64, pow10: i32) -> f64 {
+    if !x.is_finite() {
+        return x;
+    }
+    format!("{x}e{pow10}").parse().unwrap_or(f64::NAN)
+}
+
 /// `ActivePower`: value × 10^multiplier watts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ActivePower {
@@ -53,7 +84,7 @@ impl ActivePower {
     /// The power in watts (value × 10^multiplier). Multipliers outside what f64 can
     /// hold saturate to ±infinity or 0, never panic.
     pub fn watts(&self) -> f64 {
-        f64::from(self.value) * 10f64.powi(i32::from(self.multiplier))
+        decimal(self.value.into(), self.multiplier.into())
     }
 }
 
@@ -67,7 +98,7 @@ pub struct ReactivePower {
 
 impl ReactivePower {
     pub fn vars(&self) -> f64 {
-        f64::from(self.value) * 10f64.powi(i32::from(self.multiplier))
+        decimal(self.value.into(), self.multiplier.into())
     }
 }
 
@@ -81,7 +112,7 @@ pub struct UnsignedScaled {
 
 impl UnsignedScaled {
     pub fn scaled(&self) -> f64 {
-        f64::from(self.value) * 10f64.powi(i32::from(self.multiplier))
+        decimal(self.value.into(), self.multiplier.into())
     }
 }
 
@@ -842,4 +873,67 @@ pub struct ConsumptionTariffInterval {
     pub price: Option<i32>,
     /// UInt48.
     pub start_value: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decimal;
+
+    /// The decimal as a person writes it: 3000 × 10^-4 is "0.3".
+    fn written(value: i64, pow10: i32) -> String {
+        let digits = value.unsigned_abs().to_string();
+        let sign = if value < 0 { "-" } else { "" };
+        let shift = (-pow10) as usize;
+        let padded = format!("{digits:0>width$}", width = shift + 1);
+        let (int, frac) = padded.split_at(padded.len() - shift);
+        let frac = frac.trim_end_matches('0');
+        if frac.is_empty() {
+            format!("{sign}{int}")
+        } else {
+            format!("{sign}{int}.{frac}")
+        }
+    }
+
+    /// Every value × 10^multiplier prints as its decimal: no 0.30000000000000004 (what
+    /// `3000.0 * 10f64.powi(-4)` gives) in the status JSON or a display.
+    #[test]
+    fn scaled_values_are_exact_decimals() {
+        assert_eq!(
+            3.0 * 10f64.powi(-1),
+            0.30000000000000004,
+            "the noise this avoids"
+        );
+        let mut checked = 0;
+        for pow10 in -8..=0 {
+            for value in (-200_000..=200_000).step_by(7) {
+                let v = decimal(value, pow10);
+                assert_eq!(v.to_string(), written(value, pow10), "{value}e{pow10}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 500_000);
+        assert_eq!(decimal(15, 2), 1500.0);
+        assert_eq!(decimal(-7, 0), -7.0);
+        // Beyond 10^22 (a price's powers add up): parsed, still the nearest f64.
+        assert_eq!(decimal(3, -30), 3e-30);
+        assert_eq!(
+            decimal(i64::MAX, -4),
+            "922337203685477.5807".parse::<f64>().unwrap()
+        );
+        // Out of range saturates, never panics.
+        assert_eq!(decimal(5, 400), f64::INFINITY);
+        assert_eq!(decimal(-5, 400), f64::NEG_INFINITY);
+        assert_eq!(decimal(5, -400), 0.0);
+    }
+
+    #[test]
+    fn dollars_become_cents_without_noise() {
+        assert_eq!(0.07 * 100.0, 7.000000000000001, "the noise this avoids");
+        for cents in -100_000..=100_000 {
+            let dollars = decimal(cents, -2);
+            assert_eq!(super::shift_decimal(dollars, 2), cents as f64, "{dollars}");
+        }
+        assert_eq!(super::shift_decimal(-0.042, 2), -4.2);
+        assert_eq!(super::shift_decimal(f64::INFINITY, 2), f64::INFINITY);
+    }
 }

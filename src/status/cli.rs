@@ -18,7 +18,7 @@ pub fn status_main(args: &[String]) -> ExitCode {
         match word.as_str() {
             "--json" => json = true,
             "--url" => match words.next() {
-                Some(u) => url = Some(u.clone()),
+                Some(u) => url = Some(client::StatusUrl::from_option(u)),
                 None => {
                     eprint!("csipd status: --url needs a value\n{USAGE}");
                     return ExitCode::from(2);
@@ -35,7 +35,7 @@ pub fn status_main(args: &[String]) -> ExitCode {
         }
     }
     let url = url.unwrap_or_else(client::default_url);
-    let text = match client::get_text(&url, "/status") {
+    let text = match client::get_text_at(&url, "/status") {
         Ok(text) => text,
         Err(e) => {
             eprintln!("csipd status: {e}");
@@ -53,8 +53,9 @@ pub fn status_main(args: &[String]) -> ExitCode {
         }
         Err(e) => {
             eprintln!(
-                "csipd status: the answer of {url}/status is not a csipd status snapshot ({e}); \
-                 is that server a csipd of the same version? `--json` shows it raw"
+                "csipd status: the answer of {}/status is not a csipd status snapshot ({e}); \
+                 is that server a csipd of the same version? `--json` shows it raw",
+                url.url.trim_end_matches('/').trim_end_matches("/status")
             );
             ExitCode::from(1)
         }

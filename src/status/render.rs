@@ -34,6 +34,34 @@ pub fn clock_hhmm_or_ss(t_unix_s: i64, utc_offset_s: i32) -> String {
     }
 }
 
+/// "14:35–15:05", or with seconds on both bounds when either is off the minute
+/// ("14:35:11–14:35:21"): "14:35–14:35" would hide a block shorter than a minute.
+pub fn clock_span(start_unix_s: i64, end_unix_s: i64, utc_offset_s: i32) -> String {
+    let off_minute = |t: i64| (t + i64::from(utc_offset_s)).rem_euclid(60) != 0;
+    let clock = if off_minute(start_unix_s) || off_minute(end_unix_s) {
+        clock_hhmmss
+    } else {
+        clock_hhmm
+    };
+    format!(
+        "{}–{}",
+        clock(start_unix_s, utc_offset_s),
+        clock(end_unix_s, utc_offset_s)
+    )
+}
+
+/// A price per unit with four places, more (up to ten) when the utility's multiplier
+/// gives more ("0.123456", not "0.1235"); the value is an exact decimal
+/// (`sep2::types::decimal`).
+pub fn price_number(p: f64) -> String {
+    let ten = format!("{p:.10}");
+    let ten = ten.trim_end_matches('0');
+    match ten.split_once('.') {
+        Some((_, decimals)) if decimals.len() > 4 => ten.to_string(),
+        _ => format!("{p:.4}"),
+    }
+}
+
 /// A short duration: "45 s", "12 min", "3 h 05 min", "2 d 4 h".
 pub fn duration(seconds: i64) -> String {
     let s = seconds.max(0);
@@ -145,9 +173,9 @@ pub fn price_line(p: &crate::csip::pricing::RatePrice, tz: i32) -> String {
                 let p = b.price_per_unit;
                 // A bare signed number reads as earnings for export; say who pays.
                 let price = if p > 0.0 {
-                    format!("you pay {p:.4} {unit}")
+                    format!("you pay {} {unit}", price_number(p))
                 } else if p < 0.0 {
-                    format!("you get {:.4} {unit}", -p)
+                    format!("you get {} {unit}", price_number(-p))
                 } else {
                     format!("0.0000 {unit}")
                 };
@@ -165,22 +193,11 @@ pub fn price_line(p: &crate::csip::pricing::RatePrice, tz: i32) -> String {
         None => "no price now".into(),
     };
     let next = match &p.next {
-        Some(n) => {
-            // Both bounds alike, seconds if either is off the minute (as upcoming events).
-            let clock = if (n.start_unix_s + i64::from(tz)).rem_euclid(60) != 0
-                || (n.end_unix_s + i64::from(tz)).rem_euclid(60) != 0
-            {
-                clock_hhmmss
-            } else {
-                clock_hhmm
-            };
-            format!(
-                ", then {} {}–{}",
-                blocks(n),
-                clock(n.start_unix_s, tz),
-                clock(n.end_unix_s, tz)
-            )
-        }
+        Some(n) => format!(
+            ", then {} {}",
+            blocks(n),
+            clock_span(n.start_unix_s, n.end_unix_s, tz)
+        ),
         None => String::new(),
     };
     format!("{what}: {now}{next} ({})", p.rate_component_href)
@@ -279,7 +296,7 @@ pub fn summary(s: &Snapshot) -> String {
                 let _ = write!(
                     line,
                     ", until {} (in {})",
-                    clock_hhmm(end, tz),
+                    clock_hhmm_or_ss(end, tz),
                     duration(end - now)
                 );
             }
@@ -300,18 +317,11 @@ pub fn summary(s: &Snapshot) -> String {
                 })
                 .collect();
             // Seconds only when a bound is off the minute (a randomised start, blocks
-            // shorter than a minute): "14:35–14:35" would hide them.
-            let off_minute = |t: i64| (t + i64::from(tz)).rem_euclid(60) != 0;
-            let clock = if off_minute(e.start_unix_s) || off_minute(e.end_unix_s) {
-                clock_hhmmss
-            } else {
-                clock_hhmm
-            };
+            // shorter than a minute).
             let _ = writeln!(
                 out,
-                "  {}–{} {} (event {}, starts in {})",
-                clock(e.start_unix_s, tz),
-                clock(e.end_unix_s, tz),
+                "  {} {} (event {}, starts in {})",
+                clock_span(e.start_unix_s, e.end_unix_s, tz),
                 limits.join(", "),
                 short_mrid(&e.mrid),
                 duration(e.start_unix_s - now)
@@ -335,14 +345,35 @@ pub fn summary(s: &Snapshot) -> String {
     }
 
     let site = &s.site;
-    let _ = writeln!(
-        out,
-        "site        grid {} (import +) | export {} | PV {} | load {}",
-        opt(site.site_w, "W", 0),
-        opt(site.export_w, "W", 0),
-        opt(site.pv_w, "W", 0),
-        opt(site.load_w, "W", 0)
-    );
+    // PV is the inverters' own output; grid, export and load need the meter, and are
+    // never shown from a stale reading or as "– W".
+    let pv = match site.pv_w {
+        Some(w) => watts(w),
+        None => "unknown (no inverter reading)".to_string(),
+    };
+    match super::summary::meter_figure_words(s) {
+        None => {
+            let _ = writeln!(
+                out,
+                "site        grid {} (import +) | export {} | PV {pv} | load {}",
+                opt(site.site_w, "W", 0),
+                opt(site.export_w, "W", 0),
+                // The load is the meter plus the inverters: unknown without the latter.
+                site.load_w.map_or_else(|| "unknown".to_string(), watts)
+            );
+        }
+        Some(words) => {
+            let from = if site.pv_w.is_some() {
+                " (from the inverters)"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "site        grid, export and load {words} | PV {pv}{from}"
+            );
+        }
+    }
 
     if !s.devices.is_empty() {
         out.push_str("devices\n");
@@ -749,5 +780,41 @@ mod tests {
         assert_eq!(duration(2 * 86_400 + 4 * 3600), "2 d 4 h");
         assert_eq!(clock_hhmm(0, -3600), "23:00");
         assert_eq!(clock_hhmmss(3661, 0), "01:01:01");
+        assert_eq!(clock_span(60, 120, 0), "00:01–00:02");
+        assert_eq!(clock_span(60, 121, 0), "00:01:00–00:02:01");
+        // An offset off the minute (none is, but the rule is the local time's).
+        assert_eq!(clock_span(60, 120, 30), "00:01:30–00:02:30");
+    }
+
+    /// Prices show four places, more only when the exact decimal has more.
+    #[test]
+    fn price_numbers_keep_the_utilitys_digits() {
+        assert_eq!(price_number(0.042), "0.0420");
+        assert_eq!(price_number(0.3), "0.3000");
+        assert_eq!(price_number(0.123456), "0.123456");
+        assert_eq!(price_number(12.0), "12.0000");
+        assert_eq!(
+            price_number(0.1 + 0.2),
+            "0.3000",
+            "noise from elsewhere is not shown"
+        );
+        assert_eq!(price_number(-0.00001), "-0.00001");
+    }
+
+    /// Every start and end in `csipd status` says its seconds when off the minute:
+    /// inverter settings too (LuCI and the page show the same).
+    #[test]
+    fn setting_ends_off_the_minute_show_seconds() {
+        use crate::status::snapshot::InverterSetting;
+        let mut s = Snapshot::new(0);
+        s.now_unix_s = 3600;
+        s.inverter_settings = vec![InverterSetting {
+            mode: "opModFixedPFInjectW".into(),
+            value: "0.95".into(),
+            source: LimitSource::Fixed { option: "x".into() },
+            end_unix_s: Some(3600 + 600 + 7),
+        }];
+        let text = summary(&s);
+        assert!(text.contains(", until 01:10:07 (in 10 min)\n"), "{text}");
     }
 }

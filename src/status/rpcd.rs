@@ -59,7 +59,7 @@ fn error(message: impl Into<String>) -> Value {
 /// Answers `call METHOD` with `args_text` (stdin) against the status server at
 /// `status_url`. Always one JSON object: failures are `{"error": "..."}` so LuCI can show
 /// them. `None` for a method that does not exist.
-pub fn call(method: &str, args_text: &str, status_url: &str) -> Option<Value> {
+pub fn call(method: &str, args_text: &str, status_url: &client::StatusUrl) -> Option<Value> {
     let args: Value = if args_text.trim().is_empty() {
         json!({})
     } else {
@@ -77,8 +77,8 @@ pub fn call(method: &str, args_text: &str, status_url: &str) -> Option<Value> {
             .map_err(|e| format!("{config_path}: cannot read the csipd configuration: {e}"))
     };
     let answer = match method {
-        "status" => client::get_json(status_url, "/status").unwrap_or_else(error),
-        "events" => client::get_json(status_url, "/events").unwrap_or_else(error),
+        "status" => client::get_json_at(status_url, "/status").unwrap_or_else(error),
+        "events" => client::get_json_at(status_url, "/events").unwrap_or_else(error),
         "validate" => super::validate::validate(&args, &config_path, wall_clock()),
         "cert_info" => config_text()
             .map(|text| onboarding::cert_info(&text, wall_clock()))
@@ -190,7 +190,7 @@ pub fn rpcd_main(args: &[String]) -> ExitCode {
                 );
                 return ExitCode::SUCCESS;
             }
-            match call(method, &args_text, &client::default_url()) {
+            match call(method, &args_text, &client::locate(&config_path())) {
                 Some(answer) => {
                     println!("{answer}");
                     ExitCode::SUCCESS
@@ -240,10 +240,27 @@ mod tests {
 
     #[test]
     fn bad_arguments_are_named() {
-        let answer = call("cert_request", "{}", "http://127.0.0.1:1").unwrap();
+        let answer = call(
+            "cert_request",
+            "{}",
+            &client::StatusUrl::from_option("http://127.0.0.1:1"),
+        )
+        .unwrap();
         assert!(answer["error"].as_str().unwrap().contains("argument cn"));
-        let answer = call("status", "[1]", "http://127.0.0.1:1").unwrap();
+        let answer = call(
+            "status",
+            "[1]",
+            &client::StatusUrl::from_option("http://127.0.0.1:1"),
+        )
+        .unwrap();
         assert!(answer["error"].as_str().unwrap().contains("JSON object"));
-        assert!(call("reboot", "", "http://127.0.0.1:1").is_none());
+        assert!(
+            call(
+                "reboot",
+                "",
+                &client::StatusUrl::from_option("http://127.0.0.1:1")
+            )
+            .is_none()
+        );
     }
 }

@@ -316,7 +316,8 @@ pub struct SiteFlows {
     pub site_w: Option<f64>,
     /// Export as a positive number (0 while importing).
     pub export_w: Option<f64>,
-    /// PV (inverter AC output) total.
+    /// PV (inverter AC output) total, from the inverters' own readings: known with or
+    /// without a site meter; `None` while no inverter has a fresh reading.
     pub pv_w: Option<f64>,
     /// Household load (site + PV).
     pub load_w: Option<f64>,
@@ -327,11 +328,17 @@ pub struct SiteFlows {
 impl SiteFlows {
     /// Flows from the meter's site power and the inverters' total output.
     pub fn from_site_and_pv(site_w: f64, pv_w: f64, t_unix_s: i64) -> Self {
+        Self::from_site(site_w, Some(pv_w), t_unix_s)
+    }
+
+    /// Flows from the meter's site power and, when known, the inverters' total output
+    /// (the load is known only with both).
+    pub fn from_site(site_w: f64, pv_w: Option<f64>, t_unix_s: i64) -> Self {
         SiteFlows {
             site_w: Some(site_w),
             export_w: Some((-site_w).max(0.0)),
-            pv_w: Some(pv_w),
-            load_w: Some(site_w + pv_w),
+            pv_w,
+            load_w: pv_w.map(|pv| site_w + pv),
             updated_unix_s: Some(t_unix_s),
         }
     }

@@ -23,6 +23,39 @@ fn no_meter_reason(s: &Snapshot) -> &'static str {
     }
 }
 
+/// Whether the site meter's figures (grid, export, household load) can be shown as live.
+fn meter_fresh(s: &Snapshot) -> bool {
+    s.devices
+        .iter()
+        .any(|d| d.role == DeviceRole::Meter && !d.stale)
+}
+
+/// What to show for a figure that needs the site meter (grid, export, household load)
+/// when the meter cannot give it, `None` when it can: "not measured (no site meter)",
+/// "unknown (no meter reading yet)", "unknown (meter not answering)". The PV figure
+/// does not need the meter: it is the inverters' own output (`SiteFlows::pv_w`).
+pub fn meter_figure_words(s: &Snapshot) -> Option<&'static str> {
+    if meter_fresh(s) {
+        return None;
+    }
+    let meter = s.devices.iter().find(|d| d.role == DeviceRole::Meter);
+    Some(match meter {
+        None => "not measured (no site meter)",
+        Some(m) if m.last_reading_age_s.is_none() => "unknown (no meter reading yet)",
+        Some(_) => "unknown (meter not answering)",
+    })
+}
+
+/// "; solar 3200 W" when the site power is unknown but the inverters' output is known.
+fn solar_aside(s: &Snapshot) -> String {
+    match s.site.pv_w {
+        Some(w) if !meter_fresh(s) && s.devices.iter().any(|d| d.role != DeviceRole::Meter) => {
+            format!("; solar {w:.0} W")
+        }
+        _ => String::new(),
+    }
+}
+
 /// Who set a limit, in plain words ("by your tariff window").
 fn by_whom(source: &LimitSource) -> String {
     match source {
@@ -58,16 +91,17 @@ fn until(limit: &ActiveLimit, s: &Snapshot) -> String {
 
 /// What the site does now, from the meter; "site power unknown" when the meter is
 /// missing or stale (old numbers are never shown as live).
+/// The inverters' output is still said then ("; solar 3200 W").
 fn doing(s: &Snapshot) -> String {
-    let meter_fresh = s
-        .devices
-        .iter()
-        .any(|d| d.role == DeviceRole::Meter && !d.stale);
-    match (meter_fresh, s.site.site_w) {
+    match (meter_fresh(s), s.site.site_w) {
         (true, Some(w)) if w < -0.5 => format!("exporting {:.0} W", -w),
         (true, Some(w)) if w > 0.5 => format!("importing {w:.0} W"),
         (true, Some(_)) => "neither importing nor exporting".into(),
-        _ => format!("site power unknown: {}", no_meter_reason(s)),
+        _ => format!(
+            "site power unknown: {}{}",
+            no_meter_reason(s),
+            solar_aside(s)
+        ),
     }
 }
 
@@ -121,7 +155,7 @@ pub fn line(s: &Snapshot) -> String {
             let now = if matches!(e.source, LimitSource::FailSafe { .. })
                 && now.starts_with("site power unknown")
             {
-                "site power unknown".to_string()
+                format!("site power unknown{}", solar_aside(s))
             } else {
                 now
             };
@@ -323,5 +357,95 @@ mod tests {
         // A different error is a new line; the repeated one keeps its count.
         s.push_error(70, "device inverter1", "timeout");
         assert_eq!(s.last_errors.len(), 3);
+    }
+
+    /// Without a meter (or with it stale) the inverters' output is still known: the line
+    /// and `csipd status` say it, and say why grid, export and load are not shown; never
+    /// "PV – W" or a stale number as live.
+    #[test]
+    fn without_a_meter_the_inverters_output_is_said() {
+        let inverter = |stale| Device {
+            name: "inv".into(),
+            role: DeviceRole::Inverter,
+            stale,
+            last_reading_age_s: Some(1.0),
+            readings: Readings::default(),
+            stats: DeviceStats::default(),
+            read_only: None,
+            tls_fingerprint: None,
+        };
+        let site_line = |s: &Snapshot| {
+            crate::status::render::summary(s)
+                .lines()
+                .find(|l| l.starts_with("site "))
+                .unwrap_or_default()
+                .to_string()
+        };
+        // No meter configured.
+        let mut s = site(0.0, false);
+        s.devices = vec![inverter(false)];
+        s.site = SiteFlows {
+            pv_w: Some(3200.0),
+            ..SiteFlows::default()
+        };
+        assert_eq!(
+            line(&s),
+            "No export limit in force — site power unknown: no site meter is configured; \
+             solar 3200 W"
+        );
+        assert_eq!(
+            site_line(&s),
+            "site        grid, export and load not measured (no site meter) | PV 3200 W \
+             (from the inverters)"
+        );
+        s.limits.push(ActiveLimit {
+            mode: LimitMode::Export,
+            value_w: Some(1500.0),
+            connect: None,
+            source: LimitSource::FailSafe {
+                cause: FailSafeCause::NoMeter,
+            },
+            end_unix_s: None,
+            unsupported: false,
+            not_enforceable: None,
+        });
+        assert_eq!(
+            line(&s),
+            "Export limited to 1500 W at the inverters, as no site meter is configured — \
+             site power unknown; solar 3200 W"
+        );
+        // The meter stale (its last numbers are in the JSON, not shown as live).
+        let mut s = site(750.0, true);
+        s.devices.push(inverter(false));
+        assert_eq!(
+            site_line(&s),
+            "site        grid, export and load unknown (meter not answering) | PV 3000 W \
+             (from the inverters)"
+        );
+        assert!(
+            line(&s).ends_with("the meter is not answering; solar 3000 W"),
+            "{}",
+            line(&s)
+        );
+        // Never read yet; and no inverter reading either.
+        s.devices[0].last_reading_age_s = None;
+        s.site.pv_w = None;
+        assert_eq!(
+            site_line(&s),
+            "site        grid, export and load unknown (no meter reading yet) | PV unknown \
+             (no inverter reading)"
+        );
+        assert!(
+            line(&s).ends_with("the meter is not answering"),
+            "{}",
+            line(&s)
+        );
+        // A fresh meter: the four figures.
+        let mut s = site(750.0, false);
+        s.devices.push(inverter(false));
+        assert_eq!(
+            site_line(&s),
+            "site        grid -750 W (import +) | export 750 W | PV 3000 W | load 2250 W"
+        );
     }
 }

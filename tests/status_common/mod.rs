@@ -194,7 +194,7 @@ pub fn sample_prices(now: i64) -> Vec<csipd::csip::pricing::RatePrice> {
         blocks: vec![PriceBlock {
             start_value: 0,
             price,
-            price_per_unit: price as f64 * 1e-4,
+            price_per_unit: csipd::sep2::types::decimal(price, -4),
         }],
     };
     let rate = |n: u32, direction, now_price: i64, next_price: i64| RatePrice {

@@ -58,6 +58,30 @@ function hhmmss(t) {
 	return hhmm(t) + ':' + pad2(siteDate(t).getUTCSeconds());
 }
 
+// A start or end: "14:35" on the minute, "14:35:21" off it (randomised starts, blocks
+// shorter than a minute), as `csipd status` and the built-in page show it: "until
+// 14:35" would read as over at 14:35:10.
+function offMinute(t) {
+	return siteDate(t).getUTCSeconds() != 0;
+}
+
+function clock(t) {
+	return offMinute(t) ? hhmmss(t) : hhmm(t);
+}
+
+// Both bounds of a span alike: seconds on both if either is off the minute.
+function clockPair(a, b) {
+	var c = (offMinute(a) || offMinute(b)) ? hhmmss : hhmm;
+	return [ c(a), c(b) ];
+}
+
+// A price per unit (an exact decimal from the daemon): four places, more (up to ten)
+// when the utility's multiplier gives more ("0.123456", not "0.1235").
+function priceNumber(v) {
+	var t = Number(v.toFixed(10));
+	return Number(t.toFixed(4)) === t ? t.toFixed(4) : String(t);
+}
+
 function duration(s) {
 	s = Math.max(0, Math.round(s));
 	if (s < 60)
@@ -292,8 +316,8 @@ function priceText(p, point) {
 	var unit = currencyName(p.currency) + '/' + p.unit;
 	return point.blocks.map(function(b) {
 		var v = b.price_per_unit;
-		var t = v > 0 ? _('you pay %s').format(v.toFixed(4) + ' ' + unit)
-			: v < 0 ? _('you get %s').format((-v).toFixed(4) + ' ' + unit) : '0.0000 ' + unit;
+		var t = v > 0 ? _('you pay %s').format(priceNumber(v) + ' ' + unit)
+			: v < 0 ? _('you get %s').format(priceNumber(-v) + ' ' + unit) : '0.0000 ' + unit;
 		return b.start_value ? t + ' ' + _('from %s').format(b.start_value + ' ' + p.unit) : t;
 	}).join(' / ');
 }
@@ -307,7 +331,7 @@ function directionText(d) {
 }
 
 function countdown(end) {
-	return E('span', { 'data-end': end }, [ hhmm(end) ]);
+	return E('span', { 'data-end': end }, [ clock(end) ]);
 }
 
 return view.extend({
@@ -371,29 +395,33 @@ return view.extend({
 
 		var prices = table([ _('Energy'), _('Price now'), _('Next price') ], (u.prices || []).map(function(p) {
 			return [ directionText(p.direction),
-				p.current ? priceText(p, p.current) + ' ' + _('until %s').format(hhmm(p.current.end_unix_s)) : _('no price now'),
-				p.next ? priceText(p, p.next) + ', ' + hhmm(p.next.start_unix_s) + '–' + hhmm(p.next.end_unix_s) : '–' ];
+				p.current ? priceText(p, p.current) + ' ' + _('until %s').format(clock(p.current.end_unix_s)) : _('no price now'),
+				p.next ? priceText(p, p.next) + ', ' + clockPair(p.next.start_unix_s, p.next.end_unix_s).join('–') : '–' ];
 		}), _('No tariff from the network operator'));
 
 		var upcoming = table([ _('Starts'), _('Ends'), _('Limits'), _('Event') ], s.upcoming_events.map(function(e) {
-			return [ hhmm(e.start_unix_s), hhmm(e.end_unix_s),
+			var bounds = clockPair(e.start_unix_s, e.end_unix_s);
+			return [ bounds[0], bounds[1],
 				e.limits.map(function(l) { return modeText(l.mode) + ' ' + limitValue(l); }).join(', '), shortMrid(e.mrid) ];
 		}), _('None scheduled'));
 
-		// Old numbers are never shown as live: with the meter stale or missing, the site
-		// row says so.
+		// Old numbers are never shown as live: with the meter stale or missing, the
+		// figures that need it say why; solar is the inverters' own output, known
+		// without the meter (as `csipd status` and the built-in page say).
 		var siteHeaders = [ _('Grid (import +, export −)'), _('Export'), _('Solar'), _('Household use') ];
-		var site;
-		if (meterFresh)
-			site = table(siteHeaders, [[
-				watts(s.site.site_w), watts(s.site.export_w), watts(s.site.pv_w), watts(s.site.load_w)
-			]], '');
-		else
-			site = E('div', { 'class': 'alert-message warning csipd-site-stale' }, [
+		var noMeter = !meter ? _('not measured (no site meter)')
+			: meter.last_reading_age_s == null ? _('unknown (no meter reading yet)') : _('unknown (meter not answering)');
+		var solar = s.site.pv_w == null ? _('unknown (no inverter reading)')
+			: watts(s.site.pv_w) + (meterFresh ? '' : ' ' + _('(from the inverters)'));
+		var site = table(siteHeaders, [ meterFresh
+			? [ watts(s.site.site_w), watts(s.site.export_w), solar, s.site.load_w == null ? _('unknown') : watts(s.site.load_w) ]
+			: [ noMeter, noMeter, solar, noMeter ] ], '');
+		if (!meterFresh)
+			site = E('div', {}, [ site, E('div', { 'class': 'alert-message warning csipd-site-stale' }, [
 				meter ? _('The site meter is not answering (last reading %s ago), so the site\'s power is unknown. csipd holds the safety limit until it answers again.')
 						.format(meter.last_reading_age_s == null ? _('never') : duration(meter.last_reading_age_s))
-					: _('No site meter is set up, so the site\'s power is unknown.')
-			]);
+					: _('No site meter is set up, so the grid, export and household use are not measured; solar is the inverters\' own output.')
+			]) ]);
 
 		var devices = table([ _('Device'), _('Type'), _('Power'), _('Reactive power'), _('Voltage'), _('Frequency'), _('Last reading'), _('Notes') ], s.devices.map(function(d) {
 			var r = d.readings, st = d.stale;
@@ -454,7 +482,7 @@ return view.extend({
 		var now = Date.now() / 1000 + this.skewS;
 		this.box.querySelectorAll('[data-end]').forEach(function(e) {
 			var end = +e.getAttribute('data-end');
-			e.textContent = hhmm(end) + ' (' + _('in') + ' ' + duration(end - now) + ')';
+			e.textContent = clock(end) + ' (' + _('in') + ' ' + duration(end - now) + ')';
 		});
 		this.box.querySelectorAll('[data-since]').forEach(function(e) {
 			var since = +e.getAttribute('data-since');

@@ -633,3 +633,54 @@ fn volt_var_and_volt_watt_on_705_706_act_on_the_simulated_inverter() {
         assert!((r.ac.w.unwrap() - 4000.0).abs() <= 1.0, "{:?}", r.ac.w);
     }));
 }
+
+/// opModFixedPFAbsorbW on 704: a charging battery (absorbing active power) runs the
+/// absorbing power factor csipd writes to `PFWAbs`, not the injecting one in `PFWInj`;
+/// both off, no vars.
+#[test]
+fn a_charging_battery_runs_the_absorbing_power_factor_on_704() {
+    let ex = Rc::new(smol::LocalExecutor::new());
+    smol::block_on(ex.run(async {
+        let sim = SunSpecSimulator::new();
+        let bat = sim
+            .add_battery_offering(1, 5000.0, 3000.0, &[704])
+            .expect("704");
+        let mut dev = serve_and_connect(&ex, &sim);
+        let mut site = Site::new(500.0, vec![PhysInverter::battery(5000.0, 2000.0, 1.0)]);
+        site.settle();
+        use csipd::devices::reactive::{Excitation, FixedPf};
+        let inject = FixedPf {
+            pf: 0.95,
+            excitation: Excitation::OverExcited,
+        };
+        let absorb = FixedPf {
+            pf: 0.8,
+            excitation: Excitation::UnderExcited,
+        };
+        let st = dev
+            .set_fixed_pf(ControlMode::FixedPFInjectW, Some(inject))
+            .await
+            .expect("inject PF");
+        assert_eq!((st.model, st.enabled), (704, true));
+        let st = dev
+            .set_fixed_pf(ControlMode::FixedPFAbsorbW, Some(absorb))
+            .await
+            .expect("absorb PF");
+        assert_eq!((st.model, st.enabled), (704, true));
+        run_site(&bat, &mut site, 10.0);
+        let r = dev.read_inverter().await.expect("read");
+        let (w, var) = (r.ac.w.unwrap(), r.ac.var.unwrap());
+        let want = -w.abs() * 0.8f64.acos().tan();
+        assert!(w < -1000.0, "charging: {w} W");
+        assert!((var - want).abs() <= 2.0, "{var} var vs {want} at {w} W");
+        dev.set_fixed_pf(ControlMode::FixedPFAbsorbW, None)
+            .await
+            .expect("absorb off");
+        dev.set_fixed_pf(ControlMode::FixedPFInjectW, None)
+            .await
+            .expect("inject off");
+        run_site(&bat, &mut site, 10.0);
+        let r = dev.read_inverter().await.expect("read");
+        assert!(r.ac.var.unwrap().abs() <= 1.0, "{:?}", r.ac.var);
+    }));
+}

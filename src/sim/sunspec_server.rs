@@ -1096,6 +1096,28 @@ impl SunSpecSimulator {
         inv
     }
 
+    /// Adds a battery inverter like [`SunSpecSimulator::add_battery`] that offers the
+    /// `extra` models of [`OPTIONAL_MODELS`] too; any other model is refused.
+    pub fn add_battery_offering(
+        &self,
+        unit_id: u8,
+        rating_w: f64,
+        max_charge_w: f64,
+        extra: &[u16],
+    ) -> Result<SimInverter, UnsupportedModel> {
+        if let Some(model) = extra.iter().find(|m| !OPTIONAL_MODELS.contains(m)) {
+            return Err(UnsupportedModel { model: *model });
+        }
+        let inv = SimInverter::new(
+            &format!("SIM-BAT-{unit_id}"),
+            rating_w,
+            Some(max_charge_w),
+            extra,
+        );
+        self.devices.borrow_mut().push((unit_id, inv.regs.clone()));
+        Ok(inv)
+    }
+
     /// Adds a site meter at `unit_id`.
     pub fn add_meter(&self, unit_id: u8) -> SimMeter {
         let m = SimMeter::new(&format!("SIM-MTR-{unit_id}"));

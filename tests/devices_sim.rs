@@ -635,8 +635,8 @@ fn volt_var_and_volt_watt_on_705_706_act_on_the_simulated_inverter() {
 }
 
 /// opModFixedPFAbsorbW on 704: a charging battery (absorbing active power) runs the
-/// absorbing power factor csipd writes to `PFWAbs`, not the injecting one in `PFWInj`;
-/// both off, no vars.
+/// absorbing power factor csipd writes to `PFWAbs`, not the injecting one in `PFWInj`
+/// (which alone leaves it at no vars); model 123's one `OutPFSet` holds either way.
 #[test]
 fn a_charging_battery_runs_the_absorbing_power_factor_on_704() {
     let ex = Rc::new(smol::LocalExecutor::new());
@@ -673,9 +673,33 @@ fn a_charging_battery_runs_the_absorbing_power_factor_on_704() {
         let want = -w.abs() * 0.8f64.acos().tan();
         assert!(w < -1000.0, "charging: {w} W");
         assert!((var - want).abs() <= 2.0, "{var} var vs {want} at {w} W");
+        // Absorbing off: the injecting power factor does not hold while charging.
         dev.set_fixed_pf(ControlMode::FixedPFAbsorbW, None)
             .await
             .expect("absorb off");
+        run_site(&bat, &mut site, 10.0);
+        let r = dev.read_inverter().await.expect("read");
+        assert!(r.ac.var.unwrap().abs() <= 1.0, "{:?}", r.ac.var);
+        // Model 123's one power factor holds either way: on a battery without 704,
+        // csipd puts the injecting power factor on 123 and it holds while charging.
+        let sim123 = SunSpecSimulator::new();
+        let bat123 = sim123.add_battery(1, 5000.0, 3000.0);
+        let mut dev123 = serve_and_connect(&ex, &sim123);
+        let mut site123 = Site::new(500.0, vec![PhysInverter::battery(5000.0, 2000.0, 1.0)]);
+        site123.settle();
+        let st = dev123
+            .set_fixed_pf(ControlMode::FixedPFInjectW, Some(absorb))
+            .await
+            .expect("PF on 123");
+        assert_eq!((st.model, st.enabled), (123, true));
+        run_site(&bat123, &mut site123, 10.0);
+        let r = dev123.read_inverter().await.expect("read");
+        let (w, var) = (r.ac.w.unwrap(), r.ac.var.unwrap());
+        let want = -w.abs() * 0.8f64.acos().tan();
+        assert!(
+            w < -1000.0 && (var - want).abs() <= 2.0,
+            "{var} var vs {want} at {w} W"
+        );
         dev.set_fixed_pf(ControlMode::FixedPFInjectW, None)
             .await
             .expect("inject off");

@@ -17,8 +17,8 @@
 //!
 //! Reactive power runs one mode at a time, the first in force of: volt-var, watt-var
 //! (vars from the inverter's own active power, % of WMax), watt-PF, a var target (var),
-//! a fixed var (% of VArMax), a fixed power factor (the absorbing one while the device
-//! absorbs active power, if set). A real inverter refuses to run two; the order is the
+//! a fixed var (% of VArMax), a fixed power factor (one while the device injects
+//! active power, another while it absorbs it: SunSpec 704 `PFWInj`, `PFWAbs`). A real inverter refuses to run two; the order is the
 //! simulator's choice.
 //!
 //! The grid frequency ([`Grid::frequency_hz`]) wanders a few tens of mHz around
@@ -221,13 +221,15 @@ pub struct SimInverter {
     pub volt_var: Option<Curve>,
     /// The volt-watt curve in force (SunSpec 132 with ModEna set), if any.
     pub volt_watt: Option<Curve>,
-    /// A fixed power factor in force (SunSpec 704 PFWInj with PFWInjEna, 123 OutPFSet
-    /// with OutPFSet_Ena), if any; also while absorbing unless `fixed_pf_absorb` is set.
+    /// The fixed power factor in force while the device injects active power (SunSpec
+    /// 704 PFWInj with PFWInjEna, 123 OutPFSet with OutPFSet_Ena), if any.
     pub fixed_pf: Option<FixedPf>,
     /// A fixed reactive power in force, % of VArMax (SunSpec 123 VArMaxPct, 704
     /// VarSetPct), if any.
     pub fixed_var_pct: Option<f64>,
-    /// The fixed power factor while absorbing active power (704 PFWAbs), if any.
+    /// The fixed power factor in force while the device absorbs active power (a
+    /// battery charging: 704 PFWAbs with PFWAbsEna, 123 OutPFSet, which holds either
+    /// way), if any.
     pub fixed_pf_absorb: Option<FixedPf>,
     /// A reactive power target in var (704 VarSet with VarSetMod VARS), if any.
     pub target_var: Option<f64>,
@@ -357,8 +359,7 @@ impl SimInverter {
     /// force (see the module doc): volt-var (DeptRef 1 % of WMax, else % of VArMax);
     /// watt-var at `w` in % of WMax (same DeptRef); watt-PF at `w` (|w|·tan φ, the sign
     /// of the curve's PF); a var target; a fixed var (% of VArMax); a fixed power
-    /// factor (|w|·tan φ, positive over-excited; the absorbing one while `w` < 0 if
-    /// set).
+    /// factor (|w|·tan φ, positive over-excited; `fixed_pf_absorb` while `w` < 0).
     pub fn target_var(&self, v_pct: f64, w: f64) -> f64 {
         if !self.connected {
             return 0.0;
@@ -392,11 +393,11 @@ impl SimInverter {
             var
         } else if let Some(pct) = self.fixed_var_pct {
             pct / 100.0 * self.var_max_var
-        } else if let Some(pf) = (w < 0.0)
-            .then_some(self.fixed_pf_absorb)
-            .flatten()
-            .or(self.fixed_pf)
-        {
+        } else if let Some(pf) = if w < 0.0 {
+            self.fixed_pf_absorb
+        } else {
+            self.fixed_pf
+        } {
             pf_var(&pf)
         } else {
             0.0

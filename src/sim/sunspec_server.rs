@@ -725,11 +725,16 @@ impl SimInverter {
     }
 
     /// The fixed power factor in force while absorbing active power: model 704
-    /// `PFWAbs` while `PFWAbsEna`.
+    /// `PFWAbs` while `PFWAbsEna`, else model 123 `OutPFSet` while `OutPFSet_Ena` (123
+    /// has one power factor for both directions; 704's `PFWInj` is for injecting only).
     pub fn fixed_pf_absorb(&self) -> Option<FixedPf> {
-        let block = self.regs.borrow().block(704)?;
-        let st = reactive::decode_fixed_pf(704, &block, ControlMode::FixedPFAbsorbW);
-        st.enabled.then_some(st.setting).flatten()
+        let r = self.regs.borrow();
+        let from = |model: u16, mode| {
+            let block = r.block(model)?;
+            let st = reactive::decode_fixed_pf(model, &block, mode);
+            st.enabled.then_some(st.setting).flatten()
+        };
+        from(704, ControlMode::FixedPFAbsorbW).or_else(|| from(123, ControlMode::FixedPFInjectW))
     }
 
     /// The fixed reactive power in force, % of VArMax: model 704 `VarSetPct` while

@@ -383,6 +383,50 @@ fn demo_with_the_simulated_utility_enforces_its_limits_and_reports_back() {
         "{}",
         s.summary
     );
+    // Every block and the default also carry a frequency droop (issue #20): in force,
+    // put on the demo inverter's model 711, and cutting the PV in the simulated grid's
+    // over-frequency event (+0.4 Hz from the physics' first minute, held 40 s) by what
+    // the droop asks at the event's peak: (0.4 ± 0.03 wander − 0.15) Hz / (50 Hz × 0.05)
+    // of the 5 kW rating.
+    wait_for(
+        &url,
+        Duration::from_secs(60),
+        "frequency droop in force",
+        |s| {
+            s.inverter_settings.iter().any(|i| {
+                i.mode == "opModFreqDroop"
+                    && i.value == "dead band +0.150/-0.150 Hz, droop 0.050/0.050, 1.00 s"
+            })
+        },
+    );
+    let line = demo.stdout_containing(
+        "simulated inverter: frequency droop on",
+        Duration::from_secs(60),
+    );
+    assert!(
+        line.contains("(model 711: dead band +0.150/-0.150 Hz, droop 0.050/0.050)"),
+        "{line}"
+    );
+    demo.stdout_containing(
+        "over-frequency: the droop starts cutting the PV",
+        Duration::from_secs(120),
+    );
+    let line = demo.stdout_containing(
+        "back within the droop's dead band",
+        Duration::from_secs(120),
+    );
+    let cut_w: f64 = line
+        .rsplit("cut the PV by up to ")
+        .next()
+        .and_then(|w| w.trim().trim_end_matches(" W").parse().ok())
+        .unwrap_or_else(|| panic!("no cut in {line}"));
+    let per_hz_w = csipd::runtime::demo::PV_RATING_W / (50.0 * 0.05);
+    let (least_w, most_w) = (
+        (0.4 - 0.03 - 0.15) * per_hz_w,
+        (0.4 + 0.03 - 0.15) * per_hz_w,
+    );
+    assert!(cut_w >= least_w - 1.0 && cut_w <= most_w + 1.0, "{line}");
+    println!("droop acting after {:?}", started.elapsed());
     assert_eq!(demo.terminate(), Some(0), "clean exit on SIGTERM");
 }
 

@@ -252,7 +252,11 @@ pub fn start_sim_site(
     options: SimOptions,
 ) -> std::io::Result<SimSite> {
     let inv_sim = SunSpecSimulator::new();
-    let inverter = inv_sim.add_inverter(1, PV_RATING_W);
+    // Model 711 besides the standard set: the utility's frequency droop has somewhere
+    // to go (its curves stay on 126/132, as csipd would prefer 705/706).
+    let inverter = inv_sim
+        .add_inverter_offering(1, PV_RATING_W, &[711])
+        .map_err(std::io::Error::other)?;
     let battery = options
         .battery
         .then(|| inv_sim.add_battery(2, BATTERY_RATING_W, BATTERY_MAX_CHARGE_W));
@@ -279,11 +283,12 @@ pub fn start_sim_site(
     Ok(site)
 }
 
-/// Steps the site physics and mirrors it into the Modbus registers; reads back the
-/// limit csipd wrote (model 123, with its revert timer honoured by the simulator) and
-/// the volt-var / volt-watt curves (126/132) and the fixed power factor or var (123) it
-/// put in force. The grid voltage swings
-/// slowly (`Grid::demo`), so an enabled curve visibly moves the inverter's vars.
+/// Steps the site physics and mirrors it into the Modbus registers; hands the physics
+/// what csipd put in force on the simulated inverters (`SimInverter::drive`: the limit
+/// with its revert timer, curves, power factor and var settings, the frequency droop on
+/// model 711). The grid voltage swings slowly and the frequency has an over-frequency
+/// event every 5 minutes (`Grid::demo`), so an enabled curve visibly moves the
+/// inverter's vars and the utility's droop visibly cuts its output (both logged).
 async fn physics(inverter: SimInverter, battery: Option<SimInverter>, meter: SimMeter, sun_w: f64) {
     let mut phys = vec![PhysInverter::pv(
         PV_RATING_W,
@@ -304,6 +309,9 @@ async fn physics(inverter: SimInverter, battery: Option<SimInverter>, meter: Sim
     let (mut import_wh, mut export_wh) = (0.0, 0.0);
     let mut next = start;
     let mut volt_var = None;
+    let mut droop = None;
+    // The most the droop has cut in the over-frequency event under way.
+    let mut droop_cut_w: Option<f64> = None;
     loop {
         let t = start.elapsed().as_secs_f64();
         // The volt-var curve in force on the inverter's model 126, said when it
@@ -323,26 +331,58 @@ async fn physics(inverter: SimInverter, battery: Option<SimInverter>, meter: Sim
             }
             volt_var = now_volt_var;
         }
+        // The frequency droop in force on model 711, said when it changes, and each
+        // over-frequency event it acts on.
+        let now_droop = inverter.freq_droop();
+        if now_droop != droop {
+            match &now_droop {
+                Some(d) => log::info!(
+                    "simulated inverter: frequency droop on (model 711: dead band +{:.3}/-{:.3} Hz, droop {:.3}/{:.3})",
+                    d.db_of_hz.unwrap_or(f64::NAN),
+                    d.db_uf_hz.unwrap_or(f64::NAN),
+                    d.k_of.unwrap_or(f64::NAN),
+                    d.k_uf.unwrap_or(f64::NAN)
+                ),
+                None => log::info!("simulated inverter: frequency droop off"),
+            }
+            droop = now_droop;
+        }
+        let hz = site.frequency_hz();
+        // What the droop takes off the PV's output now: its target at the nominal
+        // frequency less its target at this one.
+        let (t_s, v_pct, f_nom) = (site.t_s, site.voltage_pct(), site.grid.nominal_hz);
+        let pv = &site.inverters[0];
+        let cut_w = pv.target_w(t_s, v_pct, f_nom, f_nom) - pv.target_w(t_s, v_pct, hz, f_nom);
+        match (cut_w > 0.5, droop_cut_w) {
+            (true, None) => {
+                log::info!(
+                    "simulated grid: {hz:.2} Hz, over-frequency: the droop starts cutting the PV"
+                );
+                droop_cut_w = Some(cut_w);
+            }
+            (true, Some(most)) => droop_cut_w = Some(most.max(cut_w)),
+            (false, Some(most)) => {
+                log::info!(
+                    "simulated grid: {hz:.2} Hz, back within the droop's dead band; the droop cut the PV by up to {most:.0} W"
+                );
+                droop_cut_w = None;
+            }
+            (false, None) => {}
+        }
         site.base_load_w = load_w(t);
-        site.inverters[0].setpoint_w = inverter.limit_w().unwrap_or(PV_RATING_W);
-        site.inverters[0].connected = inverter.connected();
-        site.inverters[0].volt_var = inverter.volt_var();
-        site.inverters[0].volt_watt = inverter.volt_watt();
-        site.inverters[0].fixed_pf = inverter.fixed_pf();
-        site.inverters[0].fixed_var_pct = inverter.fixed_var_pct();
+        let now = Instant::now();
+        inverter.drive(&mut site.inverters[0], now);
         if let Some(b) = &battery {
-            site.inverters[1].charge_limit_w = b.charge_limit_w();
-            site.inverters[1].connected = b.connected();
-            site.inverters[1].volt_var = b.volt_var();
+            b.drive(&mut site.inverters[1], now);
         }
         site.step(PHYSICS_STEP_S);
-        let v = site.voltage_v();
+        let (v, hz) = (site.voltage_v(), site.frequency_hz());
         if let Some(b) = &battery {
-            b.set_ac(site.inverters[1].output_w, site.inverters[1].var_output, v);
+            b.show(&site.inverters[1], v, hz);
         }
         let out_w = site.inverters[0].output_w;
         let site_w = site.meter_site_w();
-        inverter.set_ac(out_w, site.inverters[0].var_output, v);
+        inverter.show(&site.inverters[0], v, hz);
         inverter.add_energy_wh(out_w.max(0.0) * PHYSICS_STEP_S / 3600.0);
         if site_w > 0.0 {
             import_wh += site_w * PHYSICS_STEP_S / 3600.0;
@@ -350,6 +390,7 @@ async fn physics(inverter: SimInverter, battery: Option<SimInverter>, meter: Sim
             export_wh += -site_w * PHYSICS_STEP_S / 3600.0;
         }
         meter.set_site(site_w, site.meter_site_var(), v);
+        meter.set_hz(hz);
         meter.set_energy_wh(import_wh, export_wh);
         next += Duration::from_secs_f64(PHYSICS_STEP_S);
         smol::Timer::at(next).await;

@@ -1,5 +1,5 @@
-//! Simulated site physics (PV, load, inverter lag, grid voltage and the inverters'
-//! volt-var and volt-watt curves): a pure model stepped with time as an argument. Used
+//! Simulated site physics (PV, load, inverter lag, grid voltage and frequency, and the
+//! inverters' curves and settings): a pure model stepped with time as an argument. Used
 //! by the control closed-loop tests and by `csipd demo`.
 //!
 //! Sign convention as at a real site meter: `meter_site_w() = load − Σ inverter output`,
@@ -14,8 +14,24 @@
 //! voltage, with the same lag as its active power (without one, toward a fixed var or
 //! fixed power factor setting); a volt-watt curve caps its active power. (Simplifications: no apparent power limit between W and VAr, one voltage for
 //! all phases, `%VArAval` taken as `%VArMax`.)
+//!
+//! Reactive power runs one mode at a time, the first in force of: volt-var, watt-var
+//! (vars from the inverter's own active power, % of WMax), watt-PF, a var target (var),
+//! a fixed var (% of VArMax), a fixed power factor (one while the device injects
+//! active power, another while it absorbs it: SunSpec 704 `PFWInj`, `PFWAbs`). A real inverter refuses to run two; the order is the
+//! simulator's choice.
+//!
+//! The grid frequency ([`Grid::frequency_hz`]) wanders a few tens of mHz around
+//! nominal and, on the demo grid, rises in an occasional over-frequency event. With a
+//! frequency droop in force (SunSpec 711, IEEE 1547-2018 5.5.2) an inverter's active
+//! power drops by `(f − (f_nom + DbOf)) / (f_nom · KOf)` of its rating above the
+//! over-frequency dead band (never below 0 for PV; a battery charges harder, within its
+//! charge limit and rating) and rises by the mirror amount below the under-frequency
+//! band, within what the device may and can produce. The change follows with the
+//! inverter's own lag (`tau_s`; the control's `RspTms` is not modelled separately).
 
 use crate::devices::curves::Curve;
+use crate::devices::freq_droop::FreqDroopState;
 use crate::devices::reactive::{Excitation, FixedPf};
 
 /// The grid at the connection point: what the rest of the network imposes and how the
@@ -32,6 +48,47 @@ pub struct Grid {
     pub v_per_kw_export: f64,
     /// Voltage rise (V) per kvar the inverters inject (the line's reactance).
     pub v_per_kvar: f64,
+    /// Nominal frequency (Hz).
+    pub nominal_hz: f64,
+    /// Amplitude (Hz) of the frequency's slow wander around nominal (0 = steady): two
+    /// incommensurate sines of 97 s and 331 s, so it never repeats within a demo.
+    pub hz_wander: f64,
+    /// An over- or under-frequency event that repeats, if any.
+    pub excursion: Option<FreqExcursion>,
+}
+
+/// A frequency event on the network: every `every_s` seconds (from `first_s`) the
+/// frequency moves by `delta_hz` over `ramp_s`, holds for `hold_s`, and ramps back, as
+/// after a large load loss (over-frequency) or a generator trip (under-frequency).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FreqExcursion {
+    pub first_s: f64,
+    pub every_s: f64,
+    pub ramp_s: f64,
+    pub hold_s: f64,
+    /// Hz; positive for an over-frequency event.
+    pub delta_hz: f64,
+}
+
+impl FreqExcursion {
+    /// The event's offset from nominal (Hz) at `t_s`.
+    pub fn offset_hz(&self, t_s: f64) -> f64 {
+        if t_s < self.first_s || self.every_s <= 0.0 {
+            return 0.0;
+        }
+        let x = (t_s - self.first_s).rem_euclid(self.every_s);
+        let ramp = self.ramp_s.max(1e-9);
+        let share = if x < ramp {
+            x / ramp
+        } else if x < ramp + self.hold_s {
+            1.0
+        } else if x < 2.0 * ramp + self.hold_s {
+            1.0 - (x - ramp - self.hold_s) / ramp
+        } else {
+            0.0
+        };
+        share * self.delta_hz
+    }
 }
 
 impl Grid {
@@ -43,12 +100,18 @@ impl Grid {
             wave_period_s: 0.0,
             v_per_kw_export: 0.0,
             v_per_kvar: 0.0,
+            nominal_hz: 50.0,
+            hz_wander: 0.0,
+            excursion: None,
         }
     }
 
     /// The demo's grid: 230 V swinging ±15 V over 5 minutes, on a long suburban line
     /// (1.5 V per kW exported, 1 V per kvar), so that a volt-var curve has something
-    /// to do within a few minutes and its vars visibly pull the voltage back.
+    /// to do within a few minutes and its vars visibly pull the voltage back. Its
+    /// frequency wanders ±30 mHz around 50 Hz and every 5 minutes, from 60 s, rises to
+    /// 50.4 Hz (over 4 s, held 40 s, 4 s back): beyond the usual 0.15 Hz dead band, so
+    /// a frequency droop visibly cuts the inverters' output.
     pub fn demo() -> Grid {
         Grid {
             nominal_v: 230.0,
@@ -56,7 +119,25 @@ impl Grid {
             wave_period_s: 300.0,
             v_per_kw_export: 1.5,
             v_per_kvar: 1.0,
+            nominal_hz: 50.0,
+            hz_wander: 0.03,
+            excursion: Some(FreqExcursion {
+                first_s: 60.0,
+                every_s: 300.0,
+                ramp_s: 4.0,
+                hold_s: 40.0,
+                delta_hz: 0.4,
+            }),
         }
+    }
+
+    /// The network's frequency at `t_s` (Hz): nominal, the wander, and any event. The
+    /// site itself does not move it (the network is large next to one site).
+    pub fn frequency_hz(&self, t_s: f64) -> f64 {
+        use std::f64::consts::TAU;
+        let wander = self.hz_wander
+            * (0.6 * (TAU * t_s / 97.0).sin() + 0.4 * (TAU * t_s / 331.0 + 1.0).sin());
+        self.nominal_hz + wander + self.excursion.map_or(0.0, |e| e.offset_hz(t_s))
     }
 
     /// The network's own voltage at `t_s` (without the site's rise).
@@ -140,10 +221,24 @@ pub struct SimInverter {
     pub volt_var: Option<Curve>,
     /// The volt-watt curve in force (SunSpec 132 with ModEna set), if any.
     pub volt_watt: Option<Curve>,
-    /// A fixed power factor in force (SunSpec 123 OutPFSet with OutPFSet_Ena), if any.
+    /// The fixed power factor in force while the device injects active power (SunSpec
+    /// 704 PFWInj with PFWInjEna, 123 OutPFSet with OutPFSet_Ena), if any.
     pub fixed_pf: Option<FixedPf>,
-    /// A fixed reactive power in force, % of VArMax (SunSpec 123 VArMaxPct), if any.
+    /// A fixed reactive power in force, % of VArMax (SunSpec 123 VArMaxPct, 704
+    /// VarSetPct), if any.
     pub fixed_var_pct: Option<f64>,
+    /// The fixed power factor in force while the device absorbs active power (a
+    /// battery charging: 704 PFWAbs with PFWAbsEna, 123 OutPFSet, which holds either
+    /// way), if any.
+    pub fixed_pf_absorb: Option<FixedPf>,
+    /// A reactive power target in var (704 VarSet with VarSetMod VARS), if any.
+    pub target_var: Option<f64>,
+    /// The watt-var curve in force (712): x % of WMax (signed), y % of its DeptRef.
+    pub watt_var: Option<Curve>,
+    /// The watt-PF curve in force (131): x % of WMax, y cos φ in % (negative absorbing).
+    pub watt_pf: Option<Curve>,
+    /// The frequency droop in force (711 control 1 with `Ena`), if any.
+    pub freq_droop: Option<FreqDroopState>,
 }
 
 impl SimInverter {
@@ -162,6 +257,11 @@ impl SimInverter {
             volt_watt: None,
             fixed_pf: None,
             fixed_var_pct: None,
+            fixed_pf_absorb: None,
+            target_var: None,
+            watt_var: None,
+            watt_pf: None,
+            freq_droop: None,
         }
     }
 
@@ -180,15 +280,22 @@ impl SimInverter {
             volt_watt: None,
             fixed_pf: None,
             fixed_var_pct: None,
+            fixed_pf_absorb: None,
+            target_var: None,
+            watt_var: None,
+            watt_pf: None,
+            freq_droop: None,
         }
     }
 
-    /// What the device would settle at now, given its resource, its limits and (with
-    /// a volt-watt curve) the voltage, `v_pct` % of nominal.
-    pub fn target_w(&self, t_s: f64, v_pct: f64) -> f64 {
+    /// What the device would settle at now, given its resource, its limits, (with a
+    /// volt-watt curve) the voltage, `v_pct` % of nominal, and (with a frequency droop)
+    /// the frequency `hz` against the nominal `nominal_hz`.
+    pub fn target_w(&self, t_s: f64, v_pct: f64, hz: f64, nominal_hz: f64) -> f64 {
         if !self.connected {
             return 0.0;
         }
+        let droop_pu = self.droop_pu(hz, nominal_hz);
         match &self.kind {
             SimInverterKind::Pv(p) => {
                 let available = p.available_w(t_s);
@@ -201,51 +308,130 @@ impl SimInverter {
                     };
                     Some(c.y_pct_at(v_pct)?.max(0.0) / 100.0 * base)
                 });
-                available
+                let settled = available
                     .min(self.setpoint_w.max(0.0))
                     .min(self.rating_w)
-                    .min(curve_cap.unwrap_or(f64::INFINITY))
+                    .min(curve_cap.unwrap_or(f64::INFINITY));
+                // Droop: down to 0 above the band; below it PV already gives all it
+                // may (the sun, the limit and the volt-watt cap bound it).
+                (settled + droop_pu * self.rating_w).clamp(0.0, settled)
             }
             SimInverterKind::Battery { charge_demand_w } => {
                 let limit = self.charge_limit_w.unwrap_or(f64::INFINITY).max(0.0);
-                -(charge_demand_w.min(limit).min(self.rating_w))
+                let max_charge = limit.min(self.rating_w);
+                // Over-frequency: charges harder (within its charge limit); under: less.
+                (-(charge_demand_w.min(max_charge)) + droop_pu * self.rating_w)
+                    .clamp(-max_charge, 0.0)
             }
+        }
+    }
+
+    /// The active power change a frequency droop asks for at `hz`, per unit of the
+    /// rating: negative above `nominal_hz + DbOf` (by `Δf / (f_nom · KOf)`), positive
+    /// below `nominal_hz − DbUf`, 0 within the dead band or without a droop in force.
+    pub fn droop_pu(&self, hz: f64, nominal_hz: f64) -> f64 {
+        let Some(d) = self.freq_droop.as_ref().filter(|d| d.enabled) else {
+            return 0.0;
+        };
+        let (Some(db_of), Some(db_uf), Some(k_of), Some(k_uf)) =
+            (d.db_of_hz, d.db_uf_hz, d.k_of, d.k_uf)
+        else {
+            return 0.0;
+        };
+        if nominal_hz <= 0.0 {
+            return 0.0;
+        }
+        let over = hz - (nominal_hz + db_of);
+        let under = (nominal_hz - db_uf) - hz;
+        if over > 0.0 && k_of > 0.0 {
+            -over / (nominal_hz * k_of)
+        } else if under > 0.0 && k_uf > 0.0 {
+            under / (nominal_hz * k_uf)
+        } else {
+            0.0
         }
     }
 }
 
 impl SimInverter {
-    /// The reactive power it would settle at, at `v_pct` % of nominal: the volt-var
-    /// curve's value (DeptRef 1 % of WMax, else % of VArMax) while connected, else 0.
-    ///
-    /// Without a volt-var curve: a fixed var setting (% of VArMax), else a fixed power
-    /// factor (vars in proportion to `w`, the active power: |w|·tan φ, positive
-    /// over-excited), else none. A real inverter runs one reactive power mode at a
-    /// time; this order is the simulator's choice when several are enabled.
+    /// The reactive power it would settle at, at `v_pct` % of nominal with `w` the
+    /// active power, while connected (else 0), clamped to ± VArMax. The first mode in
+    /// force (see the module doc): volt-var (DeptRef 1 % of WMax, else % of VArMax);
+    /// watt-var at `w` in % of WMax (same DeptRef); watt-PF at `w` (|w|·tan φ, the sign
+    /// of the curve's PF); a var target; a fixed var (% of VArMax); a fixed power
+    /// factor (|w|·tan φ, positive over-excited; `fixed_pf_absorb` while `w` < 0).
     pub fn target_var(&self, v_pct: f64, w: f64) -> f64 {
         if !self.connected {
             return 0.0;
         }
-        let var = if let Some(c) = &self.volt_var {
-            let base = if c.dept_ref == 1 {
+        let pct_base = |dept_ref: u16| {
+            if dept_ref == 1 {
                 self.rating_w
             } else {
                 self.var_max_var
-            };
-            c.y_pct_at(v_pct).unwrap_or(0.0) / 100.0 * base
-        } else if let Some(pct) = self.fixed_var_pct {
-            pct / 100.0 * self.var_max_var
-        } else if let Some(pf) = self.fixed_pf {
+            }
+        };
+        let w_pct = if self.rating_w > 0.0 {
+            100.0 * w / self.rating_w
+        } else {
+            0.0
+        };
+        let pf_var = |pf: &FixedPf| {
             let q = w.abs() * pf.pf.clamp(0.01, 1.0).acos().tan();
             match pf.excitation {
                 Excitation::OverExcited => q,
                 Excitation::UnderExcited => -q,
             }
+        };
+        let var = if let Some(c) = &self.volt_var {
+            c.y_pct_at(v_pct).unwrap_or(0.0) / 100.0 * pct_base(c.dept_ref)
+        } else if let Some(c) = &self.watt_var {
+            c.y_pct_at(w_pct).unwrap_or(0.0) / 100.0 * pct_base(c.dept_ref)
+        } else if let Some(pf) = self.watt_pf.as_ref().and_then(|c| watt_pf_at(c, w_pct)) {
+            pf_var(&pf)
+        } else if let Some(var) = self.target_var {
+            var
+        } else if let Some(pct) = self.fixed_var_pct {
+            pct / 100.0 * self.var_max_var
+        } else if let Some(pf) = if w < 0.0 {
+            self.fixed_pf_absorb
+        } else {
+            self.fixed_pf
+        } {
+            pf_var(&pf)
         } else {
             0.0
         };
         var.clamp(-self.var_max_var, self.var_max_var)
     }
+}
+
+/// The power factor a watt-PF curve (SunSpec 131: signed cos φ in %, negative
+/// absorbing vars) asks for at `w_pct` % of WMax. Between a point that injects and one
+/// that absorbs, the curve passes through unity: it is interpolated in the signed
+/// distance from unity (`±(1 − |cos φ|)`), not in the signed cos φ, which would pass
+/// through 0. `None` for a curve without points.
+pub fn watt_pf_at(curve: &Curve, w_pct: f64) -> Option<FixedPf> {
+    let from_unity = Curve {
+        points: curve
+            .points
+            .iter()
+            .map(|p| crate::devices::curves::CurvePoint {
+                v_pct: p.v_pct,
+                y_pct: (100.0 - p.y_pct.abs()).max(0.0) * p.y_pct.signum(),
+            })
+            .collect(),
+        ..curve.clone()
+    };
+    let d = from_unity.y_pct_at(w_pct)?;
+    Some(FixedPf {
+        pf: (100.0 - d.abs()) / 100.0,
+        excitation: if d < 0.0 {
+            Excitation::UnderExcited
+        } else {
+            Excitation::OverExcited
+        },
+    })
 }
 
 /// VArMax as a share of the rating: AS/NZS 4777.2:2020 asks for reactive power of at
@@ -328,20 +514,26 @@ impl Site {
             - self.grid.v_per_kvar * self.meter_site_var() / 1000.0
     }
 
+    /// The grid frequency now (Hz).
+    pub fn frequency_hz(&self) -> f64 {
+        self.grid.frequency_hz(self.t_s)
+    }
+
     /// [`Site::voltage_v`] in % of nominal, as the curves take it.
     pub fn voltage_pct(&self) -> f64 {
         100.0 * self.voltage_v() / self.grid.nominal_v
     }
 
     /// Advances the physics by `dt_s`: each inverter moves toward its targets (active
-    /// power, and reactive power on its volt-var curve at the voltage it measured at
-    /// the start of the step) with its lag.
+    /// power, and reactive power in its reactive power mode, at the voltage and
+    /// frequency it measured at the start of the step) with its lag.
     pub fn step(&mut self, dt_s: f64) {
         let v_pct = self.voltage_pct();
+        let (hz, nominal_hz) = (self.frequency_hz(), self.grid.nominal_hz);
         self.t_s += dt_s;
         let t = self.t_s;
         for inv in &mut self.inverters {
-            let target = inv.target_w(t, v_pct);
+            let target = inv.target_w(t, v_pct, hz, nominal_hz);
             let target_var = inv.target_var(v_pct, target);
             let alpha = if inv.tau_s > 0.0 {
                 1.0 - (-dt_s / inv.tau_s).exp()
@@ -357,8 +549,9 @@ impl Site {
     pub fn settle(&mut self) {
         let t = self.t_s;
         let v_pct = self.voltage_pct();
+        let (hz, nominal_hz) = (self.frequency_hz(), self.grid.nominal_hz);
         for inv in &mut self.inverters {
-            inv.output_w = inv.target_w(t, v_pct);
+            inv.output_w = inv.target_w(t, v_pct, hz, nominal_hz);
             inv.var_output = inv.target_var(v_pct, inv.output_w);
         }
     }
@@ -603,6 +796,156 @@ mod tests {
             .map(|t| (g.network_v(f64::from(t) + 1.0) - g.network_v(f64::from(t))).abs())
             .fold(0.0, f64::max);
         assert!(steepest < 0.35, "{steepest}");
+    }
+
+    fn droop(db_hz: f64, k: f64) -> FreqDroopState {
+        FreqDroopState {
+            enabled: true,
+            db_of_hz: Some(db_hz),
+            db_uf_hz: Some(db_hz),
+            k_of: Some(k),
+            k_uf: Some(k),
+            rsp_tms_s: Some(1.0),
+        }
+    }
+
+    #[test]
+    fn the_demo_grid_frequency_wanders_slowly_and_has_an_over_frequency_event() {
+        let g = Grid::demo();
+        assert_eq!(Grid::stiff().frequency_hz(1234.5), 50.0);
+        // Outside the events: within ±hz_wander of 50 Hz, never faster than 5 mHz/s.
+        let quiet: Vec<f64> = (0..60).map(|t| g.frequency_hz(f64::from(t))).collect();
+        assert!(
+            quiet
+                .iter()
+                .all(|f| (f - 50.0).abs() <= g.hz_wander + 1e-12)
+        );
+        assert!(quiet.iter().any(|f| (f - 50.0).abs() > 0.01), "it wanders");
+        assert!(quiet.windows(2).all(|w| (w[1] - w[0]).abs() < 0.005));
+        // The event: ramps up over 4 s from 60 s, holds +0.4 Hz for 40 s, ramps back.
+        let e = g.excursion.unwrap();
+        let held = e.first_s + e.ramp_s + e.hold_s / 2.0;
+        assert!((g.frequency_hz(held) - 50.0 - e.delta_hz).abs() <= g.hz_wander);
+        assert!((e.offset_hz(e.first_s + e.ramp_s / 2.0) - e.delta_hz / 2.0).abs() < 1e-9);
+        assert_eq!(
+            e.offset_hz(e.first_s + 2.0 * e.ramp_s + e.hold_s + 1.0),
+            0.0
+        );
+        // And again one period later.
+        assert_eq!(e.offset_hz(held + e.every_s), e.delta_hz);
+    }
+
+    #[test]
+    fn frequency_droop_cuts_pv_above_the_dead_band_with_the_inverters_lag() {
+        let mut site = pv_site(1.0);
+        site.grid.excursion = Some(FreqExcursion {
+            first_s: 10.0,
+            every_s: 1000.0,
+            ramp_s: 1.0,
+            hold_s: 100.0,
+            delta_hz: 0.4,
+        });
+        let d = droop(0.15, 0.05);
+        site.inverters[0].freq_droop = Some(d.clone());
+        // Within the dead band: the full 4000 W.
+        site.step(1.0);
+        assert_eq!(site.inverters[0].output_w, 4000.0);
+        // 50.4 Hz: (0.4 − 0.15) / (50 × 0.05) = 10 % of the 5000 W rating less.
+        site.t_s = 20.0;
+        let hz = site.frequency_hz();
+        let drop_w = (hz - 50.0 - 0.15) / (50.0 * 0.05) * 5000.0;
+        site.step(1.0);
+        let one_tau = 4000.0 - drop_w * (1.0 - (-1.0f64).exp());
+        assert!((site.inverters[0].output_w - one_tau).abs() < 1e-6);
+        for _ in 0..20 {
+            site.step(1.0);
+        }
+        assert!((site.inverters[0].output_w - (4000.0 - drop_w)).abs() < 1e-3);
+        // Without the droop in force the event does nothing.
+        site.inverters[0].freq_droop = Some(FreqDroopState {
+            enabled: false,
+            ..d.clone()
+        });
+        site.settle();
+        assert_eq!(site.inverters[0].output_w, 4000.0);
+        // Under-frequency: PV already gives all it may; a charging battery charges less.
+        site.grid.excursion.as_mut().unwrap().delta_hz = -0.4;
+        let mut bat = Site::new(0.0, vec![SimInverter::battery(5000.0, 3000.0, 0.0)]);
+        bat.grid = site.grid.clone();
+        bat.inverters[0].freq_droop = Some(d);
+        bat.t_s = 20.0;
+        bat.settle();
+        let lift = (50.0 - 0.15 - bat.frequency_hz()) / (50.0 * 0.05) * 5000.0;
+        assert!((bat.inverters[0].output_w - (-3000.0 + lift)).abs() < 1e-6);
+        site.t_s = 20.0;
+        site.inverters[0].freq_droop = bat.inverters[0].freq_droop.clone();
+        site.settle();
+        assert_eq!(site.inverters[0].output_w, 4000.0);
+    }
+
+    #[test]
+    fn watt_var_watt_pf_and_var_target_set_the_vars_from_the_active_power() {
+        use crate::devices::curves::CurvePoint;
+        let pts = |p: &[(f64, f64)]| -> Vec<CurvePoint> {
+            p.iter()
+                .map(|&(v_pct, y_pct)| CurvePoint { v_pct, y_pct })
+                .collect()
+        };
+        let mut site = pv_site(0.0);
+        // Watt-var: 4000 W = 80 % of WMax, on the segment (50 %, 0) → (100 %, −44 %).
+        let wv = Curve {
+            mode: crate::schedule::ControlMode::WattVar,
+            points: pts(&[(0.0, 0.0), (50.0, 0.0), (100.0, -44.0)]),
+            dept_ref: 2,
+        };
+        site.inverters[0].watt_var = Some(wv.clone());
+        site.inverters[0].target_var = Some(500.0);
+        site.step(1.0);
+        let want = wv.y_pct_at(80.0).unwrap() / 100.0 * 3000.0;
+        assert!((site.inverters[0].var_output - want).abs() < 1e-6);
+        // Watt-PF: at 80 % between unity at 50 % and 0.90 absorbing at 100 %.
+        site.inverters[0].watt_var = None;
+        site.inverters[0].watt_pf = Some(Curve {
+            mode: crate::schedule::ControlMode::WattPF,
+            points: pts(&[(50.0, 100.0), (100.0, -90.0)]),
+            dept_ref: 0,
+        });
+        site.step(1.0);
+        let pf: f64 = 1.0 - 0.1 * (80.0 - 50.0) / 50.0;
+        let want = -4000.0 * pf.acos().tan();
+        assert!((site.inverters[0].var_output - want).abs() < 1e-6);
+        // From unity to injecting: no passing through PF 0.
+        let c = Curve {
+            mode: crate::schedule::ControlMode::WattPF,
+            points: pts(&[(0.0, -95.0), (100.0, 95.0)]),
+            dept_ref: 0,
+        };
+        assert!((watt_pf_at(&c, 50.0).unwrap().pf - 1.0).abs() < 1e-9);
+        let p = watt_pf_at(&c, 75.0).unwrap();
+        assert!((p.pf - 0.975).abs() < 1e-9 && p.excitation == Excitation::OverExcited);
+        // The var target, then a fixed var: in that order.
+        site.inverters[0].watt_pf = None;
+        site.inverters[0].fixed_var_pct = Some(10.0);
+        site.step(1.0);
+        assert_eq!(site.inverters[0].var_output, 500.0);
+        site.inverters[0].target_var = None;
+        site.step(1.0);
+        assert!((site.inverters[0].var_output - 300.0).abs() < 1e-9);
+        // A battery charging (absorbing active power) runs the absorbing power factor.
+        let mut bat = Site::new(0.0, vec![SimInverter::battery(5000.0, 2000.0, 0.0)]);
+        let inject = FixedPf {
+            pf: 0.95,
+            excitation: Excitation::OverExcited,
+        };
+        let absorb = FixedPf {
+            pf: 0.8,
+            excitation: Excitation::UnderExcited,
+        };
+        bat.inverters[0].fixed_pf = Some(inject);
+        bat.inverters[0].fixed_pf_absorb = Some(absorb);
+        bat.step(1.0);
+        let want = -2000.0 * 0.8f64.acos().tan();
+        assert!((bat.inverters[0].var_output - want).abs() < 1e-6);
     }
 
     #[test]

@@ -7,18 +7,29 @@
 //! rmodbus; the server runs on the smol loop (single thread, `Rc` handles).
 //!
 //! Layouts (offsets as in the SunSpec model definitions, like `devices::sunspec`):
-//! - inverter: models 1, 103, 120, 121, 123, 126, 132. Only model 123's control points,
-//!   the curve models' controls and second curve (and model 1 `DA`) are writable; a
-//!   write anywhere else gets exception 2 (illegal data address), as strict real
-//!   inverters answer. The 123 revert timer is honoured. 126 (volt-var) and 132
-//!   (volt-watt) hold two curves of up to 4 points: curve 1 the read-only factory curve
-//!   (AS/NZS 4777.2:2020 Australia A), curve 2 writable; the selected curve (`ActCrv`)
-//!   is in force while `ModEna` bit 0 is set (`SimInverter::volt_var`, `volt_watt`),
-//!   and the physics (`sim::site`) acts on it; 103 shows the resulting W and VAr and the
-//!   site voltage, 121 `VRef` (230 V) and `VArMaxQ1` (60 % of the rating) are what the
-//!   curves' percentages refer to. A fixed power factor (123 `OutPFSet`, SF -3) or
-//!   fixed var (`VArMaxPct`, SF -1) csipd enables is acted on too (`fixed_pf`,
-//!   `fixed_var_pct`). (The revert timers of these modes are not modelled.)
+//! - inverter: models 1, 103, 120, 121, 123, 126, 132, and on request
+//!   ([`SunSpecSimulator::add_inverter_offering`]) any of [`OPTIONAL_MODELS`]: 131, 704,
+//!   705, 706, 711, 712. Only the control points are writable (123's, the curve models'
+//!   controls and writable curves, 704's settings, 711's writable control, model 1
+//!   `DA`); a write anywhere else gets exception 2 (illegal data address), as strict
+//!   real inverters answer. 126 (volt-var), 131 (watt-PF) and 132 (volt-watt) hold two
+//!   curves of up to 4 points: curve 1 the read-only factory curve (AS/NZS 4777.2:2020
+//!   Australia A; 131 the 4777.2:2015 watt-PF shape), curve 2 writable; the selected
+//!   curve (`ActCrv`) is in force while `ModEna` bit 0 is set. 705/706/712 (3, 2 and 2
+//!   curves of 4 points) and 711 (2 controls) work the 7xx way: slot 1 is read-only and
+//!   in force while `Ena` is 1; writing an index to `AdptCrvReq` / `AdptCtlReq` copies
+//!   that curve or control into slot 1 and answers `AdptCrvRslt` COMPLETED, or FAILED
+//!   for a curve that is not one (no points, x not increasing, an unknown `DeptRef`, a
+//!   zero droop gradient), then resets the request to 0. 704 carries the active power
+//!   limit (with its revert timer and fallback; with 123's also on, the lower holds),
+//!   the fixed power factors while injecting and absorbing (`PFWInj`, `PFWAbs`, PF_SF
+//!   -3) and the var setpoint (`VarSetPct`, SF -1, or `VarSet` in var). What is in
+//!   force is read with csipd's own decoders (`SimInverter::volt_var`, `watt_var`,
+//!   `freq_droop`, …; 7xx before 1xx) and handed to the physics
+//!   ([`SimInverter::drive`]), whose W, VAr, voltage and frequency go back to 103
+//!   ([`SimInverter::show`]); 121 `VRef` (230 V) and `VArMaxQ1` (60 % of the rating)
+//!   are what the curves' percentages refer to. (The revert timers of the reactive
+//!   modes and the 7xx curves' `RspTms` are not modelled: the inverter's own lag is.)
 //! - battery: the inverter's models plus 124 (basic storage controls: WChaMax,
 //!   StorCtl_Mod, InWRte and its revert timer writable). Output is negative while it
 //!   charges.
@@ -35,9 +46,12 @@ use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::{Async, LocalExecutor};
 
 use crate::devices::curves::{self, Curve};
+use crate::devices::curves_7xx;
+use crate::devices::freq_droop::{self, FreqDroopState};
 use crate::devices::reactive::{self, FixedPf};
-use crate::devices::sunspec::{m123, m124};
+use crate::devices::sunspec::{m123, m124, m704};
 use crate::schedule::ControlMode;
+use crate::sim::site::{SimInverter as PhysInverter, SimInverterKind};
 
 /// Base address of every simulated map.
 pub const SIM_BASE: u16 = 40000;
@@ -63,7 +77,78 @@ pub const NOMINAL_V: f64 = 230.0;
 /// of WMax. Voltages in 0.1 % of VRef (V_SF -1), values in % (DeptRef_SF 0).
 const FACTORY_VOLT_VAR: [(u16, i16); 4] = [(900, 44), (957, 0), (1043, 0), (1122, -60)];
 const FACTORY_VOLT_WATT: [(u16, i16); 2] = [(1100, 100), (1130, 20)];
+/// Model 131's factory watt-PF curve (curve 1, read-only): unity up to half the rating,
+/// then to 0.90 absorbing at full output (the AS/NZS 4777.2:2015 shape). W in % of
+/// WMax (W_SF 0), PF signed in hundredths (PF_SF -2).
+const FACTORY_WATT_PF: [(i16, i16); 2] = [(50, 100), (100, -90)];
+/// Model 712's factory watt-var curve: none until half the rating, then to 30 %
+/// of VArMax absorbed at full output (W % of WMax, W_SF 0; var %, DeptRef_SF 0).
+const FACTORY_WATT_VAR: [(i16, i16); 2] = [(50, 0), (100, -30)];
+/// Model 711's factory droop (control 1, read-only): AS/NZS 4777.2:2020 Australia A,
+/// output falling from 50.25 Hz to nothing at 52 Hz (k = 1.75 / 50 = 0.035) and the
+/// mirror below 49.75 Hz; response 1 s. Db_SF -3 (mHz), K_SF -3, RspTms_SF -2.
+const FACTORY_DROOP: [u16; 9] = [0, 250, 0, 250, 35, 35, 0, 100, 0];
 const L_203: u16 = 105;
+
+/// The control models a simulated inverter can offer beyond its standard set (1, 103,
+/// 120, 121, 123, 126, 132): 131 watt-PF, and the 7xx series' 704 (AC controls: active
+/// power limit, fixed PF while injecting and absorbing, var setpoint in % or var), 705
+/// volt-var, 706 volt-watt, 711 frequency droop, 712 watt-var. csipd prefers a 7xx
+/// model over its 1xx twin, so offering 704/705/706 moves the limit and curves there.
+pub const OPTIONAL_MODELS: [u16; 6] = [131, 704, 705, 706, 711, 712];
+
+/// 7xx lengths (L) as laid out here: 704 from model_704.json; 705 with 3 curves of 4
+/// points (curve 1 the one in force), 706 and 712 with 2, 711 with 2 controls.
+const L_704: u16 = 65;
+const L_705: u16 = 13 + 3 * (10 + 2 * 4);
+const L_706: u16 = 13 + 2 * (5 + 2 * 4);
+const L_711: u16 = 12 + 2 * 10;
+const L_712: u16 = 12 + 2 * (4 + 2 * 4);
+
+/// Where a 7xx curve model's parts are (as `devices::curves_7xx` reads them): the
+/// registers before curve 1, the head of a curve before its points, `ReadOnly` within
+/// a curve, whether the x point is signed, the highest 7xx `DeptRef` code.
+struct Layout7xx {
+    fixed: usize,
+    head: usize,
+    read_only: usize,
+    x_signed: bool,
+    max_dept_ref: u16,
+}
+
+fn layout_7xx(model: u16) -> Option<Layout7xx> {
+    let (fixed, head, read_only, x_signed, max_dept_ref) = match model {
+        705 => (15, 10, 9, false, 3),
+        706 => (15, 5, 4, false, 1),
+        712 => (14, 4, 3, true, 3),
+        _ => return None,
+    };
+    Some(Layout7xx {
+        fixed,
+        head,
+        read_only,
+        x_signed,
+        max_dept_ref,
+    })
+}
+
+/// A model the simulated inverter cannot offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsupportedModel {
+    pub model: u16,
+}
+
+impl std::fmt::Display for UnsupportedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the simulated inverter cannot offer SunSpec model {} (optional models: {:?})",
+            self.model, OPTIONAL_MODELS
+        )
+    }
+}
+
+impl std::error::Error for UnsupportedModel {}
 
 struct Model {
     id: u16,
@@ -185,7 +270,99 @@ impl Regs {
         let from = usize::from(addr - self.base);
         self.words[from..from + values.len()].copy_from_slice(values);
         self.last_write = Some(now);
+        self.adopt_requested(u32::from(addr), last);
         Ok(())
+    }
+
+    /// The block of model `id` (from its ID register), if the device has it.
+    fn block(&self, id: u16) -> Option<Vec<u16>> {
+        let start = self.models.iter().find(|m| m.id == id)?.start;
+        let len = self.get(start, 1);
+        self.read(start, len.checked_add(2)?).ok()
+    }
+
+    /// After a write covering a 705/706/712 `AdptCrvReq` or a 711 `AdptCtlReq`: adopts
+    /// the requested curve or control into slot 1 (the one in force), as a 7xx inverter
+    /// does, answering `AdptCrvRslt` COMPLETED, or FAILED for an index out of range or
+    /// a curve that is not one (no points, more than `NPt`, x not increasing, a
+    /// `DeptRef` the model has not; a droop with a zero gradient). The request is then
+    /// reset to 0, as some inverters do once done.
+    fn adopt_requested(&mut self, first: u32, last: u32) {
+        let ids: Vec<(u16, u16)> = self.models.iter().map(|m| (m.id, m.start)).collect();
+        for (id, m) in ids {
+            if !(matches!(id, 705 | 706 | 711 | 712)
+                && (first..=last).contains(&(u32::from(m) + 3)))
+            {
+                continue;
+            }
+            let req = usize::from(self.get(m, 3));
+            let ok = if id == 711 {
+                self.adopt_droop(m, req)
+            } else {
+                self.adopt_curve(id, m, req)
+            };
+            if let Some(ok) = ok {
+                self.set(m, 4, if ok { 1 } else { 2 });
+            }
+            self.set(m, 3, 0);
+        }
+    }
+
+    /// Adopts curve `req` (1-based) of 705/706/712 at `m`; `None` for request 0.
+    fn adopt_curve(&mut self, id: u16, m: u16, req: usize) -> Option<bool> {
+        let lay = layout_7xx(id)?;
+        if req == 0 {
+            return None;
+        }
+        let (n_pt, n_crv) = (usize::from(self.get(m, 5)), usize::from(self.get(m, 6)));
+        let crv_len = lay.head + 2 * n_pt;
+        if req > n_crv {
+            return Some(false);
+        }
+        let src = lay.fixed + (req - 1) * crv_len;
+        let act_pt = usize::from(self.get(m, src));
+        let xs: Vec<i32> = (0..act_pt.min(n_pt))
+            .map(|i| {
+                let raw = self.get(m, src + lay.head + 2 * i);
+                if lay.x_signed {
+                    i32::from(raw as i16)
+                } else {
+                    i32::from(raw)
+                }
+            })
+            .collect();
+        let valid = (1..=n_pt).contains(&act_pt)
+            && xs.windows(2).all(|w| w[1] > w[0])
+            && self.get(m, src + 1) <= lay.max_dept_ref;
+        if valid && req > 1 {
+            for i in (0..crv_len).filter(|i| *i != lay.read_only) {
+                let v = self.get(m, src + i);
+                self.set(m, lay.fixed + i, v);
+            }
+        }
+        Some(valid)
+    }
+
+    /// Adopts control `req` (1-based) of 711 at `m`; `None` for request 0.
+    fn adopt_droop(&mut self, m: u16, req: usize) -> Option<bool> {
+        const FIXED: usize = 14;
+        const CTL: usize = 10;
+        if req == 0 {
+            return None;
+        }
+        if req > usize::from(self.get(m, 5)) {
+            return Some(false);
+        }
+        let src = FIXED + (req - 1) * CTL;
+        // KOf and KUf: a zero gradient is an infinite droop.
+        let valid = self.get(m, src + 4) > 0 && self.get(m, src + 5) > 0;
+        if valid && req > 1 {
+            for i in 0..CTL - 1 {
+                let v = self.get(m, src + i);
+                self.set(m, FIXED + i, v);
+            }
+        }
+        Some(valid)
     }
 }
 
@@ -200,8 +377,9 @@ pub struct SimInverter {
 }
 
 impl SimInverter {
-    /// A PV inverter, or with `max_charge_w` a battery inverter (model 124 added).
-    fn new(serial: &str, rating_w: f64, max_charge_w: Option<f64>) -> SimInverter {
+    /// A PV inverter, or with `max_charge_w` a battery inverter (model 124 added),
+    /// offering the `extra` models of [`OPTIONAL_MODELS`] too.
+    fn new(serial: &str, rating_w: f64, max_charge_w: Option<f64>, extra: &[u16]) -> SimInverter {
         let mut models = vec![
             (1, L_COMMON),
             (103, L_103),
@@ -209,8 +387,23 @@ impl SimInverter {
             (121, L_121),
             (123, L_123),
             (126, L_CURVES),
-            (132, L_CURVES),
         ];
+        let offers = |id: u16| extra.contains(&id);
+        if offers(131) {
+            models.push((131, L_CURVES));
+        }
+        models.push((132, L_CURVES));
+        for (id, len) in [
+            (704, L_704),
+            (705, L_705),
+            (706, L_706),
+            (711, L_711),
+            (712, L_712),
+        ] {
+            if offers(id) {
+                models.push((id, len));
+            }
+        }
         if max_charge_w.is_some() {
             models.push((124, L_124));
         }
@@ -315,6 +508,20 @@ impl SimInverter {
             r.writable.push((b + 2, b + 7));
             r.writable.push((b + 12, b + 17));
         }
+        if offers(131) {
+            build_131(&mut r);
+        }
+        if offers(704) {
+            build_704(&mut r);
+        }
+        for id in [705, 706, 712] {
+            if offers(id) {
+                build_curves_7xx(&mut r, id);
+            }
+        }
+        if offers(711) {
+            build_711(&mut r);
+        }
         let inv = SimInverter {
             regs: Rc::new(RefCell::new(r)),
             rating_w,
@@ -355,7 +562,11 @@ impl SimInverter {
         }
         r.set_u16(m, 16, 5000.0);
         let c = r.start(123);
-        let limited = r.get(c, m123::WMAXLIM_ENA) == 1;
+        let limited = r.get(c, m123::WMAXLIM_ENA) == 1
+            || r.models
+                .iter()
+                .find(|x| x.id == 704)
+                .is_some_and(|x| r.get(x.start, m704::WMAXLIMPCT_ENA) == 1);
         let st = if w == 0.0 {
             2
         } else if limited {
@@ -374,8 +585,22 @@ impl SimInverter {
         r.set_acc32(m, 24, now.wrapping_add(wh.max(0.0).round() as u32));
     }
 
-    /// The active power limit csipd set, in % of WMax, if enabled and not reverted at `now`.
+    /// The active power limit csipd set, in % of WMax, if enabled and not reverted at
+    /// `now`: model 123 `WMaxLimPct` while `WMaxLim_Ena`, and with model 704
+    /// `WMaxLimPct` while `WMaxLimPctEna` (the lower wins when both are on). 123's
+    /// revert timer ends its limit; 704's falls back to `WMaxLimPctRvrt` when
+    /// `WMaxLimPctEnaRvrt` is set, else ends it. The timers run from the device's last
+    /// write.
     pub fn limit_pct_at(&self, now: Instant) -> Option<f64> {
+        let l123 = self.limit_123_at(now);
+        let l704 = self.limit_704_at(now);
+        match (l123, l704) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn limit_123_at(&self, now: Instant) -> Option<f64> {
         let mut r = self.regs.borrow_mut();
         let c = r.start(123);
         if r.get(c, m123::WMAXLIM_ENA) != 1 {
@@ -393,6 +618,29 @@ impl SimInverter {
         }
         let sf = r.get(c, m123::WMAXLIMPCT_SF) as i16;
         Some(f64::from(r.get(c, m123::WMAXLIMPCT)) * 10f64.powi(i32::from(sf)))
+    }
+
+    fn limit_704_at(&self, now: Instant) -> Option<f64> {
+        let mut r = self.regs.borrow_mut();
+        let c = r.models.iter().find(|m| m.id == 704)?.start;
+        if r.get(c, m704::WMAXLIMPCT_ENA) != 1 {
+            return None;
+        }
+        let rvrt = (u32::from(r.get(c, m704::WMAXLIMPCT_RVRT_TMS)) << 16)
+            | u32::from(r.get(c, m704::WMAXLIMPCT_RVRT_TMS + 1));
+        let sf = i32::from(r.get(c, m704::WMAXLIMPCT_SF) as i16);
+        if rvrt > 0 {
+            if let Some(t) = r.last_write {
+                if now.saturating_duration_since(t) > Duration::from_secs(u64::from(rvrt)) {
+                    if r.get(c, m704::WMAXLIMPCT_ENA_RVRT) == 1 {
+                        return Some(f64::from(r.get(c, m704::WMAXLIMPCT_RVRT)) * 10f64.powi(sf));
+                    }
+                    r.set(c, m704::WMAXLIMPCT_ENA, 0);
+                    return None;
+                }
+            }
+        }
+        Some(f64::from(r.get(c, m704::WMAXLIMPCT)) * 10f64.powi(sf))
     }
 
     /// `limit_pct_at(Instant::now())`.
@@ -438,47 +686,137 @@ impl SimInverter {
         self.charge_limit_w_at(Instant::now())
     }
 
-    /// The volt-var curve in force: model 126's selected curve while `ModEna` bit 0 is
-    /// set, decoded as csipd's driver decodes it (`devices::curves`).
+    /// The volt-var curve in force: model 705's curve 1 while `Ena` is set, else model
+    /// 126's selected curve while `ModEna` bit 0 is set, decoded as csipd's driver
+    /// decodes them (`devices::curves_7xx`, `devices::curves`).
     pub fn volt_var(&self) -> Option<Curve> {
-        self.curve(126, ControlMode::VoltVar)
+        self.curve(705, ControlMode::VoltVar)
+            .or_else(|| self.curve(126, ControlMode::VoltVar))
     }
 
-    /// The volt-watt curve in force (model 132), like [`SimInverter::volt_var`].
+    /// The volt-watt curve in force (model 706, else 132), like [`SimInverter::volt_var`].
     pub fn volt_watt(&self) -> Option<Curve> {
-        self.curve(132, ControlMode::VoltWatt)
+        self.curve(706, ControlMode::VoltWatt)
+            .or_else(|| self.curve(132, ControlMode::VoltWatt))
     }
 
-    /// The fixed power factor in force: model 123 `OutPFSet` while `OutPFSet_Ena` is
-    /// set (sign: positive over-excited, as `devices::reactive` writes it).
+    /// The watt-var curve in force (model 712 curve 1 while `Ena`): x in % of WMax.
+    pub fn watt_var(&self) -> Option<Curve> {
+        self.curve(712, ControlMode::WattVar)
+    }
+
+    /// The watt-PF curve in force (model 131's selected curve while `ModEna` bit 0):
+    /// x in % of WMax, y the signed cos φ in % (negative absorbing).
+    pub fn watt_pf(&self) -> Option<Curve> {
+        self.curve(131, ControlMode::WattPF)
+    }
+
+    /// The fixed power factor in force while injecting: model 704 `PFWInj` while
+    /// `PFWInjEna`, else model 123 `OutPFSet` while `OutPFSet_Ena` (sign: positive
+    /// over-excited, as `devices::reactive` writes it).
     pub fn fixed_pf(&self) -> Option<FixedPf> {
         let r = self.regs.borrow();
-        let c = r.start(123);
-        let block = r.read(c, L_123 + 2).ok()?;
-        let st = reactive::decode_fixed_pf(123, &block, ControlMode::FixedPFInjectW);
-        st.enabled.then_some(st.setting).flatten()
+        let from = |model: u16| {
+            let block = r.block(model)?;
+            let st = reactive::decode_fixed_pf(model, &block, ControlMode::FixedPFInjectW);
+            st.enabled.then_some(st.setting).flatten()
+        };
+        from(704).or_else(|| from(123))
     }
 
-    /// The fixed reactive power in force, % of VArMax: model 123 `VArMaxPct` while
-    /// `VArPct_Ena` is set with `VArPct_Mod` VArMax.
+    /// The fixed power factor in force while absorbing active power: model 704
+    /// `PFWAbs` while `PFWAbsEna`, else model 123 `OutPFSet` while `OutPFSet_Ena` (123
+    /// has one power factor for both directions; 704's `PFWInj` is for injecting only).
+    pub fn fixed_pf_absorb(&self) -> Option<FixedPf> {
+        let r = self.regs.borrow();
+        let from = |model: u16, mode| {
+            let block = r.block(model)?;
+            let st = reactive::decode_fixed_pf(model, &block, mode);
+            st.enabled.then_some(st.setting).flatten()
+        };
+        from(704, ControlMode::FixedPFAbsorbW).or_else(|| from(123, ControlMode::FixedPFInjectW))
+    }
+
+    /// The fixed reactive power in force, % of VArMax: model 704 `VarSetPct` while
+    /// `VarSetEna` with `VarSetMod` VAR_MAX_PCT, else model 123 `VArMaxPct` while
+    /// `VArPct_Ena` with `VArPct_Mod` VArMax.
     pub fn fixed_var_pct(&self) -> Option<f64> {
         let r = self.regs.borrow();
-        let c = r.start(123);
-        let block = r.read(c, L_123 + 2).ok()?;
-        let st = reactive::decode_fixed_var(123, &block);
-        st.enabled.then_some(st.pct).flatten()
+        let from = |model: u16| {
+            let block = r.block(model)?;
+            let st = reactive::decode_fixed_var(model, &block);
+            st.enabled.then_some(st.pct).flatten()
+        };
+        from(704).or_else(|| from(123))
+    }
+
+    /// The reactive power target in force, var: model 704 `VarSet` while `VarSetEna`
+    /// with `VarSetMod` VARS.
+    pub fn target_var(&self) -> Option<f64> {
+        let block = self.regs.borrow().block(704)?;
+        let st = reactive::decode_target_var(&block);
+        st.enabled.then_some(st.var).flatten()
+    }
+
+    /// The frequency droop in force: model 711 control 1 while `Ena` is set.
+    pub fn freq_droop(&self) -> Option<FreqDroopState> {
+        let block = self.regs.borrow().block(711)?;
+        Some(freq_droop::decode(&block)).filter(|d| d.enabled)
     }
 
     fn curve(&self, model: u16, mode: ControlMode) -> Option<Curve> {
-        let r = self.regs.borrow();
-        let m = r.models.iter().find(|x| x.id == model)?.start;
-        let block = r.read(m, L_CURVES + 2).ok()?;
-        let st = curves::decode_curve(model, &block)?;
+        let block = self.regs.borrow().block(model)?;
+        let st = if model >= 700 {
+            curves_7xx::decode_curve(model, &block)?
+        } else {
+            curves::decode_curve(model, &block)?
+        };
+        let default_ref = match model {
+            126 | 705 | 712 => 2,
+            131 => 0,
+            _ => 1,
+        };
         (st.enabled && !st.points.is_empty()).then(|| Curve {
             mode,
             points: st.points,
-            dept_ref: st.dept_ref.unwrap_or(if model == 126 { 2 } else { 1 }),
+            dept_ref: st.dept_ref.unwrap_or(default_ref),
         })
+    }
+
+    /// Hands the physics what csipd put in force at `now`: the active power limit (as a
+    /// setpoint in W), the connection, every curve and setting, a battery's charge
+    /// limit. The demo and the tests step the site with these.
+    pub fn drive(&self, phys: &mut PhysInverter, now: Instant) {
+        phys.setpoint_w = self
+            .limit_pct_at(now)
+            .map_or(self.rating_w, |p| p / 100.0 * self.rating_w);
+        phys.connected = self.connected();
+        phys.volt_var = self.volt_var();
+        phys.volt_watt = self.volt_watt();
+        phys.watt_var = self.watt_var();
+        phys.watt_pf = self.watt_pf();
+        phys.fixed_pf = self.fixed_pf();
+        phys.fixed_pf_absorb = self.fixed_pf_absorb();
+        phys.fixed_var_pct = self.fixed_var_pct();
+        phys.target_var = self.target_var();
+        phys.freq_droop = self.freq_droop();
+        if matches!(phys.kind, SimInverterKind::Battery { .. }) {
+            phys.charge_limit_w = self.charge_limit_w_at(now);
+        }
+    }
+
+    /// Shows the physics' result in model 103: W and VAr of `phys` at `v` volts and
+    /// `hz` hertz ([`SimInverter::set_ac`], then `Hz`).
+    pub fn show(&self, phys: &PhysInverter, v: f64, hz: f64) {
+        self.set_ac(phys.output_w, phys.var_output, v);
+        self.set_hz(hz);
+    }
+
+    /// Sets the frequency the inverter measures (model 103 `Hz`, Hz_SF -2).
+    pub fn set_hz(&self, hz: f64) {
+        let mut r = self.regs.borrow_mut();
+        let m = r.start(103);
+        r.set_u16(m, 16, hz * 100.0);
     }
 
     /// Model 123 Conn: false after csipd disconnected the inverter.
@@ -487,6 +825,158 @@ impl SimInverter {
         let c = r.start(123);
         r.get(c, m123::CONN) != 0
     }
+}
+
+/// Model 131 (watt-PF): two curves of up to 4 points, curve 1 the read-only factory
+/// curve, curve 2 writable; `ActCrv`, `ModEna` as 126/132 (W_SF 0, PF_SF -2).
+fn build_131(r: &mut Regs) {
+    let m = r.start(131);
+    for off in 2..usize::from(L_CURVES) + 2 {
+        r.set(m, off, 0);
+    }
+    r.set(m, 2, 1); // ActCrv
+    r.set(m, 7, 2); // NCrv
+    r.set(m, 8, 4); // NPt
+    r.set(m, 10, (-2i16) as u16); // PF_SF
+    let c1 = CURVES_FIXED;
+    r.set(m, c1, FACTORY_WATT_PF.len() as u16);
+    for (i, (w, pf)) in FACTORY_WATT_PF.iter().enumerate() {
+        r.set(m, c1 + 1 + 2 * i, *w as u16);
+        r.set(m, c1 + 2 + 2 * i, *pf as u16);
+    }
+    r.set(m, c1 + 52, 1); // ReadOnly
+    r.writable.push((m + 2, m + 6));
+    let c2 = m + (CURVES_FIXED + CURVE_LEN) as u16;
+    r.writable.push((c2, c2 + 51));
+}
+
+/// Model 704 (DER AC controls): every setting point writable (not the `*RvrtRem`
+/// countdowns or the scale factors); PF_SF -3, WMaxLimPct_SF 0, VarSet_SF 0,
+/// VarSetPct_SF -1; the limit at 100 %, the power factors at unity, nothing enabled.
+fn build_704(r: &mut Regs) {
+    let m = r.start(704);
+    for off in 2..usize::from(L_704) + 2 {
+        r.set(m, off, 0);
+    }
+    r.set(m, 15, 100); // WMaxLimPct
+    r.set(m, 16, 100); // WMaxLimPctRvrt
+    r.set(m, 53, (-3i16) as u16); // PF_SF
+    r.set(m, 58, (-1i16) as u16); // VarSetPct_SF
+    for off in [59, 61, 63, 65] {
+        r.set(m, off, 1000); // PFWInj.PF … PFWAbsRvrt.PF: unity
+    }
+    for (a, b) in [
+        (2, 5),
+        (8, 11),
+        (14, 19),
+        (22, 32),
+        (35, 46),
+        (49, 52),
+        (59, 66),
+    ] {
+        r.writable.push((m + a, m + b));
+    }
+}
+
+/// A 7xx curve model (705, 706, 712): `NCrv` curves of 4 points, curve 1 the one in
+/// force (read-only, the factory curve at start), the others writable; `Ena`,
+/// `AdptCrvReq` and the revert points writable. V_SF -1 (705/706: V in 0.1 % of VRef),
+/// W_SF 0 (712), DeptRef_SF 0, RspTms_SF 0.
+fn build_curves_7xx(r: &mut Regs, id: u16) {
+    let Some(lay) = layout_7xx(id) else {
+        return;
+    };
+    let (len, n_crv, dept_ref, factory): (u16, usize, u16, Vec<(u16, u16)>) = match id {
+        705 => (
+            L_705,
+            3,
+            1, // VAR_MAX_PCT
+            FACTORY_VOLT_VAR
+                .iter()
+                .map(|(v, y)| (*v, *y as u16))
+                .collect(),
+        ),
+        706 => (
+            L_706,
+            2,
+            0, // W_MAX_PCT
+            FACTORY_VOLT_WATT
+                .iter()
+                .map(|(v, y)| (*v, *y as u16))
+                .collect(),
+        ),
+        _ => (
+            L_712,
+            2,
+            1, // VAR_MAX_PCT
+            FACTORY_WATT_VAR
+                .iter()
+                .map(|(w, y)| (*w as u16, *y as u16))
+                .collect(),
+        ),
+    };
+    let m = r.start(id);
+    for off in 2..usize::from(len) + 2 {
+        r.set(m, off, 0);
+    }
+    r.set(m, 4, 1); // AdptCrvRslt: COMPLETED (the factory curve)
+    r.set(m, 5, 4); // NPt
+    r.set(m, 6, n_crv as u16); // NCrv
+    if id != 712 {
+        r.set(m, 12, (-1i16) as u16); // V_SF
+    }
+    let crv_len = lay.head + 8;
+    for k in 0..n_crv {
+        let c = lay.fixed + k * crv_len;
+        r.set(m, c, factory.len() as u16); // ActPt
+        r.set(m, c + 1, dept_ref);
+        if id == 705 {
+            r.set(m, c + 3, 1000); // VRef: 100.0 %
+        }
+        for (i, (x, y)) in factory.iter().enumerate() {
+            r.set(m, c + lay.head + 2 * i, *x);
+            r.set(m, c + lay.head + 1 + 2 * i, *y);
+        }
+        if k == 0 {
+            r.set(m, c + lay.read_only, 1);
+        } else {
+            let a = m + c as u16;
+            r.writable.push((a, a + lay.read_only as u16 - 1));
+            r.writable
+                .push((a + lay.head as u16, a + crv_len as u16 - 1));
+        }
+    }
+    r.writable.push((m + 2, m + 3)); // Ena, AdptCrvReq
+    r.writable.push((m + 7, m + 8)); // RvrtTms
+    r.writable.push((m + 11, m + 11)); // RvrtCrv
+}
+
+/// Model 711 (frequency droop): two controls, control 1 the one in force (read-only,
+/// the factory droop at start), control 2 writable (`DbOf` … `PMin`).
+fn build_711(r: &mut Regs) {
+    let m = r.start(711);
+    for off in 2..usize::from(L_711) + 2 {
+        r.set(m, off, 0);
+    }
+    r.set(m, 4, 1); // AdptCtlRslt: COMPLETED (the factory control)
+    r.set(m, 5, 2); // NCtl
+    r.set(m, 11, (-3i16) as u16); // Db_SF
+    r.set(m, 12, (-3i16) as u16); // K_SF
+    r.set(m, 13, (-2i16) as u16); // RspTms_SF
+    for k in 0..2usize {
+        let c = 14 + 10 * k;
+        for (i, v) in FACTORY_DROOP.iter().enumerate() {
+            r.set(m, c + i, *v);
+        }
+        if k == 0 {
+            r.set(m, c + 9, 1);
+        } else {
+            r.writable.push((m + c as u16, m + c as u16 + 8));
+        }
+    }
+    r.writable.push((m + 2, m + 3)); // Ena, AdptCtlReq
+    r.writable.push((m + 6, m + 7)); // RvrtTms
+    r.writable.push((m + 10, m + 10)); // RvrtCtl
 }
 
 /// Handle of a simulated site meter.
@@ -549,6 +1039,13 @@ impl SimMeter {
         }
     }
 
+    /// Sets the frequency at the connection point (model 203 `Hz`, Hz_SF -2).
+    pub fn set_hz(&self, hz: f64) {
+        let mut r = self.regs.borrow_mut();
+        let m = r.start(203);
+        r.set_i16(m, 16, hz * 100.0);
+    }
+
     /// Sets the lifetime energy counters.
     pub fn set_energy_wh(&self, import_wh: f64, export_wh: f64) {
         let mut r = self.regs.borrow_mut();
@@ -571,16 +1068,59 @@ impl SunSpecSimulator {
 
     /// Adds an inverter of `rating_w` at `unit_id`.
     pub fn add_inverter(&self, unit_id: u8, rating_w: f64) -> SimInverter {
-        let inv = SimInverter::new(&format!("SIM-INV-{unit_id}"), rating_w, None);
+        let inv = SimInverter::new(&format!("SIM-INV-{unit_id}"), rating_w, None, &[]);
         self.devices.borrow_mut().push((unit_id, inv.regs.clone()));
         inv
     }
 
+    /// Adds an inverter of `rating_w` at `unit_id` that offers the `extra` models of
+    /// [`OPTIONAL_MODELS`] besides the standard set; any other model is refused.
+    pub fn add_inverter_offering(
+        &self,
+        unit_id: u8,
+        rating_w: f64,
+        extra: &[u16],
+    ) -> Result<SimInverter, UnsupportedModel> {
+        if let Some(model) = extra.iter().find(|m| !OPTIONAL_MODELS.contains(m)) {
+            return Err(UnsupportedModel { model: *model });
+        }
+        let inv = SimInverter::new(&format!("SIM-INV-{unit_id}"), rating_w, None, extra);
+        self.devices.borrow_mut().push((unit_id, inv.regs.clone()));
+        Ok(inv)
+    }
+
     /// Adds a battery inverter of `rating_w` that charges at up to `max_charge_w`.
     pub fn add_battery(&self, unit_id: u8, rating_w: f64, max_charge_w: f64) -> SimInverter {
-        let inv = SimInverter::new(&format!("SIM-BAT-{unit_id}"), rating_w, Some(max_charge_w));
+        let inv = SimInverter::new(
+            &format!("SIM-BAT-{unit_id}"),
+            rating_w,
+            Some(max_charge_w),
+            &[],
+        );
         self.devices.borrow_mut().push((unit_id, inv.regs.clone()));
         inv
+    }
+
+    /// Adds a battery inverter like [`SunSpecSimulator::add_battery`] that offers the
+    /// `extra` models of [`OPTIONAL_MODELS`] too; any other model is refused.
+    pub fn add_battery_offering(
+        &self,
+        unit_id: u8,
+        rating_w: f64,
+        max_charge_w: f64,
+        extra: &[u16],
+    ) -> Result<SimInverter, UnsupportedModel> {
+        if let Some(model) = extra.iter().find(|m| !OPTIONAL_MODELS.contains(m)) {
+            return Err(UnsupportedModel { model: *model });
+        }
+        let inv = SimInverter::new(
+            &format!("SIM-BAT-{unit_id}"),
+            rating_w,
+            Some(max_charge_w),
+            extra,
+        );
+        self.devices.borrow_mut().push((unit_id, inv.regs.clone()));
+        Ok(inv)
     }
 
     /// Adds a site meter at `unit_id`.
@@ -823,6 +1363,134 @@ mod tests {
         let block = read(&sim, 1, start, L_123 + 2);
         apply(&reactive::plan_fixed_var(&ctl, &block, None).unwrap());
         assert_eq!(inv.fixed_var_pct(), None);
+    }
+
+    fn write_at(sim: &SunSpecSimulator, addr: u16, values: &[u16], now: Instant) -> Vec<u8> {
+        let mut req = rmodbus::client::ModbusRequest::new_tcp_udp(1, 9);
+        let mut f = Vec::new();
+        req.generate_set_holdings_bulk(addr, values, &mut f)
+            .unwrap();
+        sim.handle(&f, now).unwrap()
+    }
+
+    #[test]
+    fn optional_models_are_offered_only_when_asked() {
+        let sim = SunSpecSimulator::new();
+        let Err(e) = sim.add_inverter_offering(1, 5000.0, &[704, 134]) else {
+            panic!("model 134 is not offered");
+        };
+        assert_eq!(e.model, 134);
+        assert!(e.to_string().contains("134"), "{e}");
+        let inv = sim
+            .add_inverter_offering(1, 5000.0, &OPTIONAL_MODELS)
+            .unwrap();
+        let ids: Vec<u16> = inv.regs.borrow().models.iter().map(|m| m.id).collect();
+        assert_eq!(
+            ids,
+            vec![
+                1, 103, 120, 121, 123, 126, 131, 132, 704, 705, 706, 711, 712
+            ]
+        );
+        // Each block's L as laid out, and the chain ends where the last one does.
+        let r = inv.regs.borrow();
+        for (id, len) in [
+            (131, L_CURVES),
+            (704, L_704),
+            (705, L_705),
+            (706, L_706),
+            (711, L_711),
+            (712, L_712),
+        ] {
+            assert_eq!(r.block(id).unwrap().len(), usize::from(len) + 2, "{id}");
+        }
+        let end = r.start(712) + L_712 + 2;
+        assert_eq!(r.read(end, 2).unwrap(), vec![0xFFFF, 0]);
+        // Nothing enabled at start: no setting in force.
+        drop(r);
+        assert_eq!(inv.watt_var(), None);
+        assert_eq!(inv.watt_pf(), None);
+        assert_eq!(inv.freq_droop(), None);
+        assert_eq!((inv.fixed_pf(), inv.fixed_pf_absorb()), (None, None));
+        assert_eq!((inv.target_var(), inv.fixed_var_pct()), (None, None));
+        assert_eq!(inv.limit_pct(), None);
+    }
+
+    #[test]
+    fn a_7xx_curve_is_adopted_only_when_it_is_one() {
+        let sim = SunSpecSimulator::new();
+        let inv = sim.add_inverter_offering(1, 5000.0, &[705]).unwrap();
+        let m = inv.regs.borrow().start(705);
+        let t0 = Instant::now();
+        let c2 = m + 15 + 18;
+        let factory = read(&sim, 1, m + 15, 18);
+        // Voltages that do not increase: FAILED, curve 1 untouched, request reset.
+        assert_eq!(write_at(&sim, c2, &[3, 1], t0)[7], 0x10);
+        assert_eq!(
+            write_at(&sim, c2 + 10, &[950, 0, 940, 0, 1100, 0], t0)[7],
+            0x10
+        );
+        assert_eq!(write_at(&sim, m + 3, &[2], t0)[7], 0x10);
+        let after = read(&sim, 1, m, 5);
+        assert_eq!((after[3], after[4]), (0, 2), "AdptCrvReq reset, FAILED");
+        assert_eq!(read(&sim, 1, m + 15, 18), factory);
+        // A curve that does not exist: FAILED too.
+        write_at(&sim, m + 3, &[4], t0);
+        assert_eq!(read(&sim, 1, m + 4, 1), vec![2]);
+        // A good one: COMPLETED, curve 1 holds it (still read-only), and with Ena it is
+        // the curve in force.
+        write_at(
+            &sim,
+            c2 + 10,
+            &[940, 20, 1000, 0, 1100, (-40i16) as u16],
+            t0,
+        );
+        write_at(&sim, m + 3, &[2], t0);
+        assert_eq!(read(&sim, 1, m + 4, 1), vec![1]);
+        let c1 = read(&sim, 1, m + 15, 18);
+        assert_eq!((c1[0], c1[9], c1[10]), (3, 1, 940));
+        assert_eq!(inv.volt_var(), None, "not before Ena");
+        write_at(&sim, m + 2, &[1], t0);
+        let vv = inv.volt_var().unwrap();
+        assert_eq!(vv.points.len(), 3);
+        assert!((vv.points[2].y_pct + 40.0).abs() < 1e-9);
+        // Curve 1 cannot be written directly.
+        assert_eq!(write_at(&sim, m + 15, &[2], t0)[7], 0x90);
+    }
+
+    #[test]
+    fn a_704_limit_reverts_to_its_fallback() {
+        let sim = SunSpecSimulator::new();
+        let inv = sim.add_inverter_offering(1, 5000.0, &[704]).unwrap();
+        let start = inv.regs.borrow().start(704);
+        let ctl = sunspec::ModelRef {
+            id: 704,
+            start,
+            len: L_704,
+        };
+        let t0 = Instant::now();
+        let block = read(&sim, 1, start, L_704 + 2);
+        let revert = sunspec::RevertPolicy {
+            timeout_s: 60,
+            fallback_pct: 30.0,
+        };
+        for w in sunspec::plan_active_power_limit(&ctl, &block, 55.0, revert).unwrap() {
+            assert_eq!(
+                write_at(&sim, w.address, &w.values, t0)[7],
+                0x10,
+                "{}",
+                w.point
+            );
+        }
+        assert_eq!(inv.limit_pct_at(t0 + Duration::from_secs(60)), Some(55.0));
+        assert_eq!(inv.limit_pct_at(t0 + Duration::from_secs(61)), Some(30.0));
+        // With 123's limit on too, the lower one holds.
+        let c = inv.regs.borrow().start(123);
+        write_at(&sim, c + m123::WMAXLIMPCT as u16, &[20], t0);
+        write_at(&sim, c + m123::WMAXLIM_ENA as u16, &[1], t0);
+        assert_eq!(inv.limit_pct_at(t0), Some(20.0));
+        // The RvrtRem countdowns and the scale factors are read-only.
+        assert_eq!(write_at(&sim, start + 20, &[1], t0)[7], 0x90);
+        assert_eq!(write_at(&sim, start + 54, &[1], t0)[7], 0x90);
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //! DERProgram with its DERControlList (`responseRequired="03"`, `replyTo` on each) and
 //! DefaultDERControl, the DER list (DERCapability, DERSettings, DERStatus,
 //! DERAvailability PUT targets), a DERCurveList with one volt-var curve that every
-//! DERControl and the default link as `opModVoltVar`, the MirrorUsagePoint list, a response list and a log
+//! DERControl and the default link as `opModVoltVar` (each also carries a frequency droop,
+//! `opModFreqDroop`: [`FREQ_DROOP`]), the MirrorUsagePoint list, a response list and a log
 //! event list. The XML is written with csipd's sep2 writer where it has one for the
 //! resource (ConnectionPoint, MirrorUsagePoint), else from templates, with the csipaus
 //! namespace under the `csipaus` prefix; tests read every served resource with csipd's
@@ -715,7 +716,7 @@ impl Utility {
             }
             "/derp/1" => xml(self.program(true, now)),
             "/derp/1/dderc" => xml(format!(
-                r#"<DefaultDERControl {XMLNS} href="/derp/1/dderc"><mRID>DEFA{:028X}</mRID><description>simulated utility default</description><DERControlBase>{VOLT_VAR_LINK}{}</DERControlBase></DefaultDERControl>"#,
+                r#"<DefaultDERControl {XMLNS} href="/derp/1/dderc"><mRID>DEFA{:028X}</mRID><description>simulated utility default</description><DERControlBase>{FREQ_DROOP}{VOLT_VAR_LINK}{}</DERControlBase></DefaultDERControl>"#,
                 o.plan.origin_utc_s as u64,
                 power("opModExpLimW", DEFAULT_EXPORT_LIMIT_W),
             )),
@@ -1144,7 +1145,7 @@ fn control_xml(b: &schedule::Block, now: Now, top: bool) -> String {
         .map(|r| format!("<randomizeStart>{r}</randomizeStart>"))
         .unwrap_or_default();
     format!(
-        r#"<DERControl{ns} href="/derp/1/derc/{mrid}" replyTo="{RESPONSE_PATH}" responseRequired="03"><mRID>{mrid}</mRID><description>DOE block {index} (virtual {tod})</description><creationTime>{ct}</creationTime><EventStatus><currentStatus>{st}</currentStatus><dateTime>{since}</dateTime><potentiallySuperseded>false</potentiallySuperseded></EventStatus><interval><duration>{d}</duration><start>{start}</start></interval>{randomize}<DERControlBase>{VOLT_VAR_LINK}{imp}{exp}</DERControlBase></DERControl>"#,
+        r#"<DERControl{ns} href="/derp/1/derc/{mrid}" replyTo="{RESPONSE_PATH}" responseRequired="03"><mRID>{mrid}</mRID><description>DOE block {index} (virtual {tod})</description><creationTime>{ct}</creationTime><EventStatus><currentStatus>{st}</currentStatus><dateTime>{since}</dateTime><potentiallySuperseded>false</potentiallySuperseded></EventStatus><interval><duration>{d}</duration><start>{start}</start></interval>{randomize}<DERControlBase>{FREQ_DROOP}{VOLT_VAR_LINK}{imp}{exp}</DERControlBase></DERControl>"#,
         mrid = b.mrid,
         index = b.index,
         tod = hhmm(b.virtual_time_of_day_s),
@@ -1166,6 +1167,12 @@ fn control_xml(b: &schedule::Block, now: Now, top: bool) -> String {
 /// control link as opModVoltVar.
 pub const VOLT_VAR_CURVE_PATH: &str = "/derp/1/dc/1";
 const VOLT_VAR_LINK: &str = r#"<opModVoltVar href="/derp/1/dc/1"/>"#;
+
+/// The frequency droop every DOE block and the default control carry (opModFreqDroop,
+/// FreqDroopType): dead bands of 0.15 Hz each way (dBOF, dBUF in mHz), a 5 % droop
+/// (kOF, kUF in thousandths), a 1 s open-loop response (openLoopTms in hundredths of a
+/// second). The demo's grid rises to 50.4 Hz now and then, so it visibly cuts the PV.
+pub const FREQ_DROOP: &str = "<opModFreqDroop><dBOF>150</dBOF><dBUF>150</dBUF><kOF>50</kOF><kUF>50</kUF><openLoopTms>100</openLoopTms></opModFreqDroop>";
 
 /// The volt-var DERCurve (curveType 11; x in tenths of a percent of VRef, y in % of
 /// setMaxVar, yRefType 2).

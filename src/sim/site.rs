@@ -806,6 +806,7 @@ mod tests {
             k_of: Some(k),
             k_uf: Some(k),
             rsp_tms_s: Some(1.0),
+            nominal: None,
         }
     }
 

@@ -45,45 +45,22 @@ const WPF: &str = "/edev/1/derp/1/dc/3";
 
 /// Site meter (unit 1), exporting 2 kW; a 5 kW PV inverter (unit 2) with 123 and 126.
 fn site() -> serde_json::Value {
+    let m126 = json!({"id": 126, "values": {"ActCrv": 1, "ModEna": 0, "WinTms": 0, "RvrtTms": 0,
+                           "RmpTms": 0, "NCrv": 2, "NPt": 4, "V_SF": -1,
+                           "DeptRef_SF": 0, "RmpIncDec_SF": 0,
+                           "curve[0].ActPt": 2, "curve[0].DeptRef": 2,
+                           "curve[0].ReadOnly": 1, "curve[0].V1": 900,
+                           "curve[0].VAr1": 30, "curve[1].ReadOnly": 0}});
+    // A second inverter whose 126 takes 2 points per curve: the 4-point curve
+    // does not fit, and its status says so.
+    let m126_two_points = json!({"id": 126, "values": {"ActCrv": 1, "ModEna": 0, "WinTms": 0,
+                           "RvrtTms": 0, "RmpTms": 0, "NCrv": 2, "NPt": 2, "V_SF": -1,
+                           "DeptRef_SF": 0, "RmpIncDec_SF": 0,
+                           "curve[0].ReadOnly": 1, "curve[1].ReadOnly": 0}});
     json!({"devices": [
-        {"unit": 1, "base": 40000, "models": [
-            {"id": 1, "values": {"Mn": "Meters R Us"}},
-            {"id": 203, "values": {
-                "A": 800, "AphA": 800, "A_SF": -2,
-                "PhV": 2400, "PhVphA": 2400, "V_SF": -1, "Hz": 5000, "Hz_SF": -2,
-                "W": -2000, "WphA": -2000, "W_SF": 0, "VAR": 0, "VARphA": 0, "VAR_SF": 0,
-                "TotWhExp": 0, "TotWhImp": 1500, "TotWh_SF": 1}}
-        ]},
-        {"unit": 2, "base": 40000, "models": [
-            {"id": 1, "values": {"Mn": "Curve Co", "Md": "CV-5"}},
-            {"id": 103, "values": {"W": 2500, "W_SF": 0, "PhVphA": 2400, "V_SF": -1,
-                                   "Hz": 5000, "Hz_SF": -2, "St": 4}},
-            {"id": 120, "values": {"DERTyp": 4, "WRtg": 5000, "WRtg_SF": 0}},
-            {"id": 121, "values": {"WMax": 5000, "WMax_SF": 0}},
-            {"id": 123, "values": {"Conn": 1, "WMaxLimPct": 100, "WMaxLimPct_SF": 0,
-                                   "WMaxLim_Ena": 0}},
-            {"id": 126, "values": {"ActCrv": 1, "ModEna": 0, "WinTms": 0, "RvrtTms": 0,
-                                   "RmpTms": 0, "NCrv": 2, "NPt": 4, "V_SF": -1,
-                                   "DeptRef_SF": 0, "RmpIncDec_SF": 0,
-                                   "curve[0].ActPt": 2, "curve[0].DeptRef": 2,
-                                   "curve[0].ReadOnly": 1, "curve[0].V1": 900,
-                                   "curve[0].VAr1": 30, "curve[1].ReadOnly": 0}}
-        ]},
-        // A second inverter whose 126 takes 2 points per curve: the 4-point curve
-        // does not fit, and its status says so.
-        {"unit": 3, "base": 40000, "models": [
-            {"id": 1, "values": {"Mn": "Curve Co", "Md": "CV-2"}},
-            {"id": 103, "values": {"W": 500, "W_SF": 0, "PhVphA": 2400, "V_SF": -1,
-                                   "Hz": 5000, "Hz_SF": -2, "St": 4}},
-            {"id": 120, "values": {"DERTyp": 4, "WRtg": 1000, "WRtg_SF": 0}},
-            {"id": 121, "values": {"WMax": 1000, "WMax_SF": 0}},
-            {"id": 123, "values": {"Conn": 1, "WMaxLimPct": 100, "WMaxLimPct_SF": 0,
-                                   "WMaxLim_Ena": 0}},
-            {"id": 126, "values": {"ActCrv": 1, "ModEna": 0, "WinTms": 0, "RvrtTms": 0,
-                                   "RmpTms": 0, "NCrv": 2, "NPt": 2, "V_SF": -1,
-                                   "DeptRef_SF": 0, "RmpIncDec_SF": 0,
-                                   "curve[0].ReadOnly": 1, "curve[1].ReadOnly": 0}}
-        ]}
+        meter_203(1, -2000),
+        pv_inverter_123(2, ("Curve Co", "CV-5"), 5000, 2500, &[m126]),
+        pv_inverter_123(3, ("Curve Co", "CV-2"), 1000, 500, &[m126_two_points]),
     ]})
 }
 

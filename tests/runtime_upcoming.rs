@@ -28,25 +28,7 @@ use std::time::Duration;
 const RESPONSES: &str = "/edev/1/rsps/site_control/rsp";
 
 fn site() -> serde_json::Value {
-    json!({"devices": [
-        {"unit": 1, "base": 40000, "models": [
-            {"id": 1, "values": {"Mn": "Meters R Us"}},
-            {"id": 203, "values": {
-                "A": 800, "AphA": 800, "A_SF": -2,
-                "PhV": 2400, "PhVphA": 2400, "V_SF": -1, "Hz": 5000, "Hz_SF": -2,
-                "W": -1000, "WphA": -1000, "W_SF": 0, "VAR": 0, "VARphA": 0, "VAR_SF": 0,
-                "TotWhExp": 0, "TotWhImp": 1500, "TotWh_SF": 1}}
-        ]},
-        {"unit": 2, "base": 40000, "models": [
-            {"id": 1, "values": {"Mn": "Upcoming Co", "Md": "UP-5"}},
-            {"id": 103, "values": {"W": 2000, "W_SF": 0, "PhVphA": 2400, "V_SF": -1,
-                                   "Hz": 5000, "Hz_SF": -2, "St": 4}},
-            {"id": 120, "values": {"DERTyp": 4, "WRtg": 5000, "WRtg_SF": 0}},
-            {"id": 121, "values": {"WMax": 5000, "WMax_SF": 0}},
-            {"id": 123, "values": {"Conn": 1, "WMaxLimPct": 100, "WMaxLimPct_SF": 0,
-                                   "WMaxLim_Ena": 0}}
-        ]}
-    ]})
+    json!({"devices": [meter_203(1, -1000), pv_inverter_123(2, ("Upcoming Co", "UP-5"), 5000, 2000, &[])]})
 }
 
 #[test]

@@ -323,3 +323,39 @@ config server 'utility'
         key.display()
     )
 }
+
+/// A pymodbus SunSpec site meter (models 1 and 203) at `unit`, base 40000, on one phase
+/// at 240 V and 50 Hz. `w` is SunSpec's meter sign: positive imports, negative exports.
+pub fn meter_203(unit: u8, w: i32) -> serde_json::Value {
+    let a_hundredths = (f64::from(w.abs()) / 2.4).round() as i64;
+    serde_json::json!({"unit": unit, "base": 40000, "models": [
+        {"id": 1, "values": {"Mn": "Meters R Us"}},
+        {"id": 203, "values": {
+            "A": a_hundredths, "AphA": a_hundredths, "A_SF": -2,
+            "PhV": 2400, "PhVphA": 2400, "V_SF": -1, "Hz": 5000, "Hz_SF": -2,
+            "W": w, "WphA": w, "W_SF": 0, "VAR": 0, "VARphA": 0, "VAR_SF": 0,
+            "TotWhExp": 0, "TotWhImp": 1500, "TotWh_SF": 1}}
+    ]})
+}
+
+/// A pymodbus SunSpec PV inverter at `unit` (models 1, 103, 120, 121, 123, then
+/// `more` models), rated `rating_w`, producing `w`, its 123 limit off.
+pub fn pv_inverter_123(
+    unit: u8,
+    (mn, md): (&str, &str),
+    rating_w: u32,
+    w: u32,
+    more: &[serde_json::Value],
+) -> serde_json::Value {
+    let mut models = vec![
+        serde_json::json!({"id": 1, "values": {"Mn": mn, "Md": md}}),
+        serde_json::json!({"id": 103, "values": {"W": w, "W_SF": 0, "PhVphA": 2400,
+            "V_SF": -1, "Hz": 5000, "Hz_SF": -2, "St": 4}}),
+        serde_json::json!({"id": 120, "values": {"DERTyp": 4, "WRtg": rating_w, "WRtg_SF": 0}}),
+        serde_json::json!({"id": 121, "values": {"WMax": rating_w, "WMax_SF": 0}}),
+        serde_json::json!({"id": 123, "values": {"Conn": 1, "WMaxLimPct": 100,
+            "WMaxLimPct_SF": 0, "WMaxLim_Ena": 0}}),
+    ];
+    models.extend(more.iter().cloned());
+    serde_json::json!({"unit": unit, "base": 40000, "models": models})
+}
